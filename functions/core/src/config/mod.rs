@@ -1,0 +1,683 @@
+//! The replicator definition: parsed from MSK Replicator's JSON, validated
+//! whole before anything is written, and turned into a [`ReplicatorSpec`].
+
+pub mod wire;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem: which file, which field, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {field}: {problem}. Fix: {fix}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The file (or input) the problem is in.
+    pub file: String,
+    /// JSON path of the field, e.g. `[0].TopicReplication.TopicsToReplicate[1]`.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl ConfigError {
+    fn new(file: &str, field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Compression the target batches are written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Compression {
+    /// Uncompressed.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy (xerial framing, as Kafka writes it).
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// The codec id in a record batch's attributes.
+    pub fn attribute_bits(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+}
+
+/// Where a partition seen for the first time starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartingPosition {
+    /// The source's log-start offset.
+    Earliest,
+    /// The source's end offset when the replicator first sees the partition.
+    Latest,
+}
+
+/// How target topics are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TopicNaming {
+    /// Same name on both clusters.
+    Identical,
+    /// `<source alias>.<topic>` on the target.
+    PrefixedWithSourceClusterAlias,
+}
+
+/// Consumer-group offset sync mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GroupSyncMode {
+    /// One direction only.
+    Legacy,
+    /// Both directions, using both flows' mappings.
+    Enhanced,
+}
+
+/// SCRAM mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScramMechanism {
+    /// SCRAM-SHA-256.
+    Sha256,
+    /// SCRAM-SHA-512.
+    Sha512,
+}
+
+/// How Ferry authenticates to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterAuth {
+    /// No authentication (local development only).
+    None,
+    /// SASL/SCRAM, credentials in the named secret.
+    Scram {
+        /// The mechanism.
+        mechanism: ScramMechanism,
+        /// Secrets Manager ARN with `username` and `password`.
+        secret_arn: String,
+    },
+    /// MSK IAM (SASL OAUTHBEARER with a SigV4 token).
+    MskIam,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// The id flows name it by: `ApacheKafkaClusterId`, or the MSK ARN.
+    pub id: String,
+    /// Short alias used in metric dimensions and topic prefixes.
+    pub alias: String,
+    /// `host:port` bootstrap brokers.
+    pub bootstrap: Vec<String>,
+    /// Authentication.
+    pub auth: ClusterAuth,
+    /// TLS on; `None` for PLAINTEXT.
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSpec {
+    /// Secret holding the private root CA under `certificate`, if any.
+    pub root_ca_secret_arn: Option<String>,
+}
+
+/// A validated flow: one source, one target, and what to copy.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    /// The source cluster.
+    pub source: ClusterSpec,
+    /// The target cluster.
+    pub target: ClusterSpec,
+    /// Target compression.
+    pub compression: Compression,
+    /// Topic include regexes (anchored).
+    pub topics_include: Vec<Regex>,
+    /// Topic exclude regexes (anchored).
+    pub topics_exclude: Vec<Regex>,
+    /// Starting position for partitions seen for the first time.
+    pub starting_position: StartingPosition,
+    /// Target topic naming.
+    pub naming: TopicNaming,
+    /// Copy topic configurations (issue: topic metadata; parsed, not yet active).
+    pub copy_topic_configurations: bool,
+    /// Copy topic ACLs (parsed, not yet active).
+    pub copy_acls: bool,
+    /// Detect new topics on every plan.
+    pub detect_new_topics: bool,
+    /// Consumer-group replication, if configured (parsed, not yet active).
+    pub groups: Option<GroupSpec>,
+}
+
+/// Validated consumer-group settings.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    /// Include regexes.
+    pub include: Vec<Regex>,
+    /// Exclude regexes.
+    pub exclude: Vec<Regex>,
+    /// Detect new groups.
+    pub detect_new: bool,
+    /// Sync offsets.
+    pub sync_offsets: bool,
+    /// Sync mode.
+    pub mode: GroupSyncMode,
+}
+
+impl FlowSpec {
+    /// Stable identifier of the flow, used in state keys: `<source>><target>`.
+    pub fn id(&self) -> String {
+        format!("{}>{}", self.source.alias, self.target.alias)
+    }
+
+    /// Whether a source topic is selected by this flow's filters.
+    /// Internal topics (`__` prefix) are never selected.
+    pub fn selects_topic(&self, topic: &str) -> bool {
+        !topic.starts_with("__")
+            && self.topics_include.iter().any(|r| r.is_match(topic))
+            && !self.topics_exclude.iter().any(|r| r.is_match(topic))
+    }
+
+    /// The target topic name for a source topic.
+    pub fn target_topic(&self, source_topic: &str) -> String {
+        match self.naming {
+            TopicNaming::Identical => source_topic.to_owned(),
+            TopicNaming::PrefixedWithSourceClusterAlias => {
+                format!("{}.{}", self.source.alias, source_topic)
+            }
+        }
+    }
+}
+
+/// A whole validated replicator.
+#[derive(Debug, Clone)]
+pub struct ReplicatorSpec {
+    /// Replicator name (state keys, metrics).
+    pub name: String,
+    /// Its flows, in file order.
+    pub flows: Vec<FlowSpec>,
+}
+
+impl fmt::Display for ReplicatorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "replicator {}", self.name)?;
+        for flow in &self.flows {
+            write!(f, " [{}]", flow.id())?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse and validate both files. `clusters_file` and `info_file` are the
+/// names used in error messages.
+pub fn load(name: &str, clusters_file: &str, clusters_json: &str, info_file: &str, info_json: &str) -> Result<ReplicatorSpec, ConfigError> {
+    validate_name(name)?;
+    let clusters: Vec<wire::KafkaCluster> = parse_list(clusters_file, clusters_json, "KafkaClusters")?;
+    let infos: Vec<wire::ReplicationInfo> = parse_list(info_file, info_json, "ReplicationInfoList")?;
+    let clusters = validate_clusters(clusters_file, &clusters)?;
+    if infos.is_empty() {
+        return Err(ConfigError::new(
+            info_file,
+            "(top level)",
+            "the list of replication flows is empty",
+            "add one ReplicationInfo object naming a source and a target cluster",
+        ));
+    }
+    let mut flows = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, info) in infos.iter().enumerate() {
+        let flow = validate_flow(info_file, i, info, &clusters)?;
+        if !seen.insert(flow.id()) {
+            return Err(ConfigError::new(
+                info_file,
+                format!("[{i}]"),
+                format!("the flow {} is declared twice", flow.id()),
+                "declare each source/target pair once",
+            ));
+        }
+        flows.push(flow);
+    }
+    Ok(ReplicatorSpec {
+        name: name.to_owned(),
+        flows,
+    })
+}
+
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "--name",
+            "ReplicatorName",
+            format!("{name:?} is not a valid replicator name"),
+            "use 1 to 128 letters, digits and '-' (as MSK Replicator does)",
+        ))
+    }
+}
+
+/// Accept either a bare JSON list (the `--kafka-clusters file://...` form)
+/// or an object with the list under `key` (the `--cli-input-json` form).
+fn parse_list<T: serde::de::DeserializeOwned>(file: &str, json: &str, key: &str) -> Result<Vec<T>, ConfigError> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+        ConfigError::new(
+            file,
+            format!("line {} column {}", e.line(), e.column()),
+            format!("not valid JSON ({e})"),
+            "fix the JSON syntax",
+        )
+    })?;
+    let (value, prefix) = match value {
+        serde_json::Value::Object(mut map) if map.len() == 1 && map.contains_key(key) => {
+            (map.remove(key).unwrap_or_default(), key.to_string())
+        }
+        serde_json::Value::Array(_) => (value, String::new()),
+        _ => {
+            return Err(ConfigError::new(
+                file,
+                "(top level)",
+                format!("expected a JSON list, or an object with only the key {key}"),
+                format!("write the list as in `aws kafka create-replicator`, e.g. [{{...}}] or {{\"{key}\": [...]}}"),
+            ))
+        }
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let fix = if inner.starts_with("unknown field") {
+            "remove the field or correct its spelling (names are as in MSK Replicator's API, e.g. TopicReplication)"
+        } else if inner.starts_with("missing field") {
+            "add the required field"
+        } else {
+            "give the field a value of the expected type"
+        };
+        ConfigError::new(file, format!("{prefix}{path}"), inner, fix)
+    })
+}
+
+fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<ClusterSpec>, ConfigError> {
+    if clusters.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            "(top level)",
+            "no clusters are defined",
+            "define the source and target clusters",
+        ));
+    }
+    let mut out: Vec<ClusterSpec> = Vec::new();
+    for (i, c) in clusters.iter().enumerate() {
+        let at = |f: &str| format!("[{i}]{f}");
+        let (id, alias, bootstrap, msk) = match (&c.amazon_msk_cluster, &c.apache_kafka_cluster) {
+            (Some(msk), None) => {
+                let alias = msk_alias(&msk.msk_cluster_arn).ok_or_else(|| {
+                    ConfigError::new(
+                        file,
+                        at(".AmazonMskCluster.MskClusterArn"),
+                        format!("{:?} is not an MSK cluster ARN", msk.msk_cluster_arn),
+                        "use arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid>",
+                    )
+                })?;
+                let bootstrap = msk.bootstrap_broker_string.as_deref().ok_or_else(|| {
+                    ConfigError::new(
+                        file,
+                        at(".AmazonMskCluster.BootstrapBrokerString"),
+                        "Ferry needs the MSK cluster's bootstrap brokers",
+                        "add BootstrapBrokerString (from `aws kafka get-bootstrap-brokers`, the IAM listener)",
+                    )
+                })?;
+                (msk.msk_cluster_arn.clone(), alias, bootstrap, true)
+            }
+            (None, Some(ak)) => {
+                if !valid_alias(&ak.apache_kafka_cluster_id) {
+                    return Err(ConfigError::new(
+                        file,
+                        at(".ApacheKafkaCluster.ApacheKafkaClusterId"),
+                        format!("{:?} is not a usable cluster id", ak.apache_kafka_cluster_id),
+                        "use 1 to 64 letters, digits, '-' or '_'",
+                    ));
+                }
+                (
+                    ak.apache_kafka_cluster_id.clone(),
+                    ak.apache_kafka_cluster_id.clone(),
+                    ak.bootstrap_broker_string.as_str(),
+                    false,
+                )
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    file,
+                    at(""),
+                    "both AmazonMskCluster and ApacheKafkaCluster are set",
+                    "keep exactly one of them",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    file,
+                    at(""),
+                    "neither AmazonMskCluster nor ApacheKafkaCluster is set",
+                    "add exactly one of them",
+                ))
+            }
+        };
+        let field = if msk {
+            ".AmazonMskCluster.BootstrapBrokerString"
+        } else {
+            ".ApacheKafkaCluster.BootstrapBrokerString"
+        };
+        let bootstrap = parse_bootstrap(bootstrap).map_err(|p| ConfigError::new(file, at(field), p, "use host:port[,host:port...]"))?;
+        let auth = match c.client_authentication.as_ref().and_then(|a| a.sasl_scram.as_ref()) {
+            Some(scram) => {
+                let mechanism = match scram.mechanism.as_str() {
+                    "SHA256" => ScramMechanism::Sha256,
+                    "SHA512" => ScramMechanism::Sha512,
+                    other => {
+                        return Err(ConfigError::new(
+                            file,
+                            at(".ClientAuthentication.SaslScram.Mechanism"),
+                            format!("{other:?} is not a SCRAM mechanism"),
+                            "use SHA256 or SHA512",
+                        ))
+                    }
+                };
+                if !scram.secret_arn.starts_with("arn:") {
+                    return Err(ConfigError::new(
+                        file,
+                        at(".ClientAuthentication.SaslScram.SecretArn"),
+                        "not an ARN",
+                        "give the Secrets Manager secret's ARN",
+                    ));
+                }
+                ClusterAuth::Scram {
+                    mechanism,
+                    secret_arn: scram.secret_arn.clone(),
+                }
+            }
+            None if msk => ClusterAuth::MskIam,
+            None => ClusterAuth::None,
+        };
+        let tls = match &c.encryption_in_transit {
+            None => Some(TlsSpec { root_ca_secret_arn: None }),
+            Some(e) => match e.encryption_type.as_str() {
+                "TLS" => Some(TlsSpec {
+                    root_ca_secret_arn: e.root_ca_certificate.clone(),
+                }),
+                "PLAINTEXT" if msk => {
+                    return Err(ConfigError::new(
+                        file,
+                        at(".EncryptionInTransit.EncryptionType"),
+                        "PLAINTEXT is refused for an Amazon MSK cluster",
+                        "use TLS",
+                    ))
+                }
+                "PLAINTEXT" => None,
+                other => {
+                    return Err(ConfigError::new(
+                        file,
+                        at(".EncryptionInTransit.EncryptionType"),
+                        format!("{other:?} is not an encryption type"),
+                        "use TLS (or PLAINTEXT for local development)",
+                    ))
+                }
+            },
+        };
+        if matches!(auth, ClusterAuth::Scram { .. }) && tls.is_none() {
+            return Err(ConfigError::new(
+                file,
+                at(".EncryptionInTransit.EncryptionType"),
+                "SASL/SCRAM credentials would travel over PLAINTEXT",
+                "use TLS with SaslScram",
+            ));
+        }
+        if out.iter().any(|o| o.id == id) {
+            return Err(ConfigError::new(
+                file,
+                at(""),
+                format!("cluster {id:?} is defined twice"),
+                "define each cluster once",
+            ));
+        }
+        out.push(ClusterSpec {
+            id,
+            alias,
+            bootstrap,
+            auth,
+            tls,
+        });
+    }
+    Ok(out)
+}
+
+fn valid_alias(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The cluster name inside an MSK ARN: `arn:aws:kafka:r:a:cluster/<name>/<uuid>`.
+fn msk_alias(arn: &str) -> Option<String> {
+    let rest = arn.strip_prefix("arn:")?;
+    let parts: Vec<&str> = rest.splitn(5, ':').collect();
+    if parts.len() != 5 || parts[1] != "kafka" {
+        return None;
+    }
+    let mut res = parts[4].split('/');
+    if res.next()? != "cluster" {
+        return None;
+    }
+    let name = res.next()?;
+    valid_alias(name).then(|| name.to_owned())
+}
+
+fn parse_bootstrap(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let (host, port) = part.rsplit_once(':').ok_or_else(|| format!("{part:?} has no port"))?;
+        if host.is_empty() {
+            return Err(format!("{part:?} has no host"));
+        }
+        port.parse::<u16>().map_err(|_| format!("{part:?} has a bad port"))?;
+        out.push(part.to_owned());
+    }
+    Ok(out)
+}
+
+fn compile_regexes(file: &str, field: &str, list: &[String]) -> Result<Vec<Regex>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Regex::new(&format!("^(?:{r})$")).map_err(|e| {
+                ConfigError::new(
+                    file,
+                    format!("{field}[{i}]"),
+                    format!(
+                        "{r:?} is not a valid regular expression ({})",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                    "write a Java/RE2-style regex such as \"orders.*\"",
+                )
+            })
+        })
+        .collect()
+}
+
+fn validate_flow(file: &str, i: usize, info: &wire::ReplicationInfo, clusters: &[ClusterSpec]) -> Result<FlowSpec, ConfigError> {
+    let at = |f: &str| format!("[{i}].{f}");
+    let find = |field: &str, arn: &Option<String>, id: &Option<String>, what: &str| -> Result<ClusterSpec, ConfigError> {
+        let key = match (arn, id) {
+            (Some(a), None) => a,
+            (None, Some(id)) => id,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    file,
+                    at(field),
+                    format!("both {what}KafkaClusterArn and {what}KafkaClusterId are set"),
+                    "keep one",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    file,
+                    at(&format!("{what}KafkaClusterArn")),
+                    format!("no {} cluster named", what.to_lowercase()),
+                    format!("set {what}KafkaClusterArn (MSK) or {what}KafkaClusterId (an ApacheKafkaClusterId)"),
+                ))
+            }
+        };
+        clusters.iter().find(|c| &c.id == key).cloned().ok_or_else(|| {
+            let known: Vec<&str> = clusters.iter().map(|c| c.id.as_str()).collect();
+            ConfigError::new(
+                file,
+                at(field),
+                format!("cluster {key:?} is not defined in the clusters file"),
+                format!("use one of {known:?}, or add the cluster to the clusters file"),
+            )
+        })
+    };
+    let source_field = if info.source_kafka_cluster_id.is_some() {
+        "SourceKafkaClusterId"
+    } else {
+        "SourceKafkaClusterArn"
+    };
+    let target_field = if info.target_kafka_cluster_id.is_some() {
+        "TargetKafkaClusterId"
+    } else {
+        "TargetKafkaClusterArn"
+    };
+    let source = find(
+        source_field,
+        &info.source_kafka_cluster_arn,
+        &info.source_kafka_cluster_id,
+        "Source",
+    )?;
+    let target = find(
+        target_field,
+        &info.target_kafka_cluster_arn,
+        &info.target_kafka_cluster_id,
+        "Target",
+    )?;
+    if source.id == target.id {
+        return Err(ConfigError::new(
+            file,
+            at(target_field),
+            "the source and the target are the same cluster",
+            "name two different clusters",
+        ));
+    }
+    let compression = match info.target_compression_type.as_str() {
+        "NONE" => Compression::None,
+        "GZIP" => Compression::Gzip,
+        "SNAPPY" => Compression::Snappy,
+        "LZ4" => Compression::Lz4,
+        "ZSTD" => Compression::Zstd,
+        other => {
+            return Err(ConfigError::new(
+                file,
+                at("TargetCompressionType"),
+                format!("{other:?} is not a compression type"),
+                "use NONE, GZIP, SNAPPY, LZ4 or ZSTD",
+            ))
+        }
+    };
+    let tr = &info.topic_replication;
+    if tr.topics_to_replicate.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            at("TopicReplication.TopicsToReplicate"),
+            "no topic patterns are given",
+            "list at least one regex, e.g. [\".*\"]",
+        ));
+    }
+    let topics_include = compile_regexes(file, &at("TopicReplication.TopicsToReplicate"), &tr.topics_to_replicate)?;
+    let topics_exclude = compile_regexes(file, &at("TopicReplication.TopicsToExclude"), &tr.topics_to_exclude)?;
+    let starting_position = match tr.starting_position.as_ref().map(|t| t.kind.as_str()) {
+        None | Some("LATEST") => StartingPosition::Latest,
+        Some("EARLIEST") => StartingPosition::Earliest,
+        Some(other) => {
+            return Err(ConfigError::new(
+                file,
+                at("TopicReplication.StartingPosition.Type"),
+                format!("{other:?} is not a starting position"),
+                "use EARLIEST or LATEST",
+            ))
+        }
+    };
+    let naming = match tr.topic_name_configuration.as_ref().map(|t| t.kind.as_str()) {
+        None | Some("PREFIXED_WITH_SOURCE_CLUSTER_ALIAS") => TopicNaming::PrefixedWithSourceClusterAlias,
+        Some("IDENTICAL") => TopicNaming::Identical,
+        Some(other) => {
+            return Err(ConfigError::new(
+                file,
+                at("TopicReplication.TopicNameConfiguration.Type"),
+                format!("{other:?} is not a topic name configuration"),
+                "use IDENTICAL or PREFIXED_WITH_SOURCE_CLUSTER_ALIAS",
+            ))
+        }
+    };
+    let groups = match &info.consumer_group_replication {
+        None => None,
+        Some(g) => {
+            let mode = match g.consumer_group_offset_sync_mode.as_deref() {
+                None | Some("LEGACY") => GroupSyncMode::Legacy,
+                Some("ENHANCED") => GroupSyncMode::Enhanced,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        file,
+                        at("ConsumerGroupReplication.ConsumerGroupOffsetSyncMode"),
+                        format!("{other:?} is not a sync mode"),
+                        "use LEGACY or ENHANCED",
+                    ))
+                }
+            };
+            Some(GroupSpec {
+                include: compile_regexes(
+                    file,
+                    &at("ConsumerGroupReplication.ConsumerGroupsToReplicate"),
+                    &g.consumer_groups_to_replicate,
+                )?,
+                exclude: compile_regexes(
+                    file,
+                    &at("ConsumerGroupReplication.ConsumerGroupsToExclude"),
+                    &g.consumer_groups_to_exclude,
+                )?,
+                detect_new: g.detect_and_copy_new_consumer_groups.unwrap_or(true),
+                sync_offsets: g.synchronise_consumer_group_offsets.unwrap_or(true),
+                mode,
+            })
+        }
+    };
+    Ok(FlowSpec {
+        source,
+        target,
+        compression,
+        topics_include,
+        topics_exclude,
+        starting_position,
+        naming,
+        copy_topic_configurations: tr.copy_topic_configurations.unwrap_or(true),
+        copy_acls: tr.copy_access_control_lists_for_topics.unwrap_or(true),
+        detect_new_topics: tr.detect_and_copy_new_topics.unwrap_or(true),
+        groups,
+    })
+}
+
+#[cfg(test)]
+mod tests;

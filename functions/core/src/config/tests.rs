@@ -1,0 +1,193 @@
+//! Table tests for configuration validation: each bad input names its field.
+
+use super::*;
+
+const CLUSTERS: &str = r#"[
+  {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": "127.0.0.1:19092"},
+   "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}},
+  {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "target", "BootstrapBrokerString": "127.0.0.1:29092"},
+   "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
+]"#;
+
+const INFO: &str = r#"[{
+  "SourceKafkaClusterId": "source",
+  "TargetKafkaClusterId": "target",
+  "TargetCompressionType": "NONE",
+  "TopicReplication": {
+    "TopicsToReplicate": ["orders.*", "notifications"],
+    "TopicsToExclude": ["orders_tmp"],
+    "StartingPosition": {"Type": "EARLIEST"},
+    "TopicNameConfiguration": {"Type": "IDENTICAL"}
+  }
+}]"#;
+
+fn load_pair(clusters: &str, info: &str) -> Result<ReplicatorSpec, ConfigError> {
+    load("local", "kafka-clusters.json", clusters, "replication-info.json", info)
+}
+
+#[test]
+fn good_config_loads() {
+    let spec = load_pair(CLUSTERS, INFO).expect("valid");
+    let flow = &spec.flows[0];
+    assert_eq!(flow.id(), "source>target");
+    assert_eq!(flow.starting_position, StartingPosition::Earliest);
+    assert!(flow.selects_topic("orders"));
+    assert!(!flow.selects_topic("order_status"));
+    assert!(flow.selects_topic("orders_x"));
+    assert!(!flow.selects_topic("orders_tmp"));
+    assert!(!flow.selects_topic("__consumer_offsets"));
+    assert_eq!(flow.target_topic("orders"), "orders");
+}
+
+#[test]
+fn camel_case_and_cli_input_forms_load() {
+    let clusters = CLUSTERS.replace("ApacheKafkaClusterId", "apacheKafkaClusterId");
+    let info = format!("{{\"ReplicationInfoList\": {INFO}}}");
+    let spec = load_pair(&clusters, &info).expect("valid");
+    assert_eq!(spec.flows.len(), 1);
+}
+
+#[test]
+fn msk_target_defaults_to_iam_and_tls_and_prefix_naming() {
+    let clusters = r#"[
+      {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "onprem", "BootstrapBrokerString": "k1:9096"},
+       "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": "arn:aws:secretsmanager:us-east-1:1:secret:s"}}},
+      {"AmazonMskCluster": {"MskClusterArn": "arn:aws:kafka:us-east-1:123:cluster/prod/abc-1", "BootstrapBrokerString": "b-1:9098"}}
+    ]"#;
+    let info = r#"[{"SourceKafkaClusterId": "onprem", "TargetKafkaClusterArn": "arn:aws:kafka:us-east-1:123:cluster/prod/abc-1",
+      "TargetCompressionType": "ZSTD", "TopicReplication": {"TopicsToReplicate": [".*"]}}]"#;
+    let spec = load_pair(clusters, info).expect("valid");
+    let flow = &spec.flows[0];
+    assert_eq!(flow.target.auth, ClusterAuth::MskIam);
+    assert!(flow.target.tls.is_some());
+    assert_eq!(flow.target.alias, "prod");
+    assert_eq!(flow.naming, TopicNaming::PrefixedWithSourceClusterAlias);
+    assert_eq!(flow.target_topic("orders"), "onprem.orders");
+    assert_eq!(flow.starting_position, StartingPosition::Latest);
+}
+
+/// (what is changed, file the error must name, field it must name, words the problem must contain)
+#[test]
+fn bad_inputs_are_rejected_with_field_and_fix() {
+    let cases: Vec<(String, String, &str, &str, &str)> = vec![
+        (
+            CLUSTERS.into(),
+            INFO.replace("\"NONE\"", "\"BROTLI\""),
+            "replication-info.json",
+            "[0].TargetCompressionType",
+            "BROTLI",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace("orders_tmp", "orders(["),
+            "replication-info.json",
+            "[0].TopicReplication.TopicsToExclude[0]",
+            "not a valid regular expression",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace("EARLIEST", "BEGINNING"),
+            "replication-info.json",
+            "[0].TopicReplication.StartingPosition.Type",
+            "BEGINNING",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace("IDENTICAL", "SAME"),
+            "replication-info.json",
+            "[0].TopicReplication.TopicNameConfiguration.Type",
+            "SAME",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace("\"TopicsToExclude\"", "\"TopicsToExclud\""),
+            "replication-info.json",
+            "[0].TopicReplication",
+            "unknown field `TopicsToExclud`",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace("\"SourceKafkaClusterId\": \"source\"", "\"SourceKafkaClusterId\": \"nowhere\""),
+            "replication-info.json",
+            "[0].SourceKafkaClusterId",
+            "not defined",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace("\"target\"", "\"source\""),
+            "replication-info.json",
+            "[0].TargetKafkaClusterId",
+            "same cluster",
+        ),
+        (CLUSTERS.into(), "[]".into(), "replication-info.json", "(top level)", "empty"),
+        (CLUSTERS.into(), "{".into(), "replication-info.json", "line", "not valid JSON"),
+        (
+            CLUSTERS.replace("127.0.0.1:19092", "127.0.0.1"),
+            INFO.into(),
+            "kafka-clusters.json",
+            "[0].ApacheKafkaCluster.BootstrapBrokerString",
+            "no port",
+        ),
+        (
+            CLUSTERS.replace("\"PLAINTEXT\"}},\n  {", "\"NOISE\"}},\n  {"),
+            INFO.into(),
+            "kafka-clusters.json",
+            "[0].EncryptionInTransit.EncryptionType",
+            "NOISE",
+        ),
+        (
+            CLUSTERS.replace("\"ApacheKafkaClusterId\": \"target\"", "\"ApacheKafkaClusterId\": \"source\""),
+            INFO.into(),
+            "kafka-clusters.json",
+            "[1]",
+            "defined twice",
+        ),
+        (
+            CLUSTERS.replace("{\"ApacheKafkaCluster\"", "{\"Cluster\""),
+            INFO.into(),
+            "kafka-clusters.json",
+            "[0]",
+            "unknown field `Cluster`",
+        ),
+        (
+            CLUSTERS.into(),
+            INFO.replace(
+                "\"TopicsToReplicate\": [\"orders.*\", \"notifications\"]",
+                "\"TopicsToReplicate\": []",
+            ),
+            "replication-info.json",
+            "[0].TopicReplication.TopicsToReplicate",
+            "no topic patterns",
+        ),
+    ];
+    for (clusters, info, file, field, words) in cases {
+        let err = load_pair(&clusters, &info).expect_err(&format!("must reject: {field} {words}"));
+        assert_eq!(err.file, file, "{err}");
+        assert!(
+            err.field.starts_with(field),
+            "field {:?} should start with {field:?}: {err}",
+            err.field
+        );
+        assert!(err.problem.contains(words) || err.field.contains(words), "{err}");
+        assert!(!err.fix.is_empty());
+    }
+}
+
+#[test]
+fn bad_replicator_name_is_rejected() {
+    let err = load("bad name!", "a", CLUSTERS, "b", INFO).expect_err("reject");
+    assert_eq!(err.field, "ReplicatorName");
+}
+
+#[test]
+fn plaintext_to_msk_is_refused() {
+    let clusters = r#"[
+      {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "s", "BootstrapBrokerString": "k1:9092"}, "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}},
+      {"AmazonMskCluster": {"MskClusterArn": "arn:aws:kafka:us-east-1:123:cluster/prod/abc-1", "BootstrapBrokerString": "b-1:9098"},
+       "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
+    ]"#;
+    let info = r#"[{"SourceKafkaClusterId": "s", "TargetKafkaClusterArn": "arn:aws:kafka:us-east-1:123:cluster/prod/abc-1",
+      "TargetCompressionType": "NONE", "TopicReplication": {"TopicsToReplicate": [".*"]}}]"#;
+    let err = load_pair(clusters, info).expect_err("reject");
+    assert!(err.problem.contains("refused"), "{err}");
+}
