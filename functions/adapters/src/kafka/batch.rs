@@ -1,0 +1,445 @@
+//! Record batches (magic v2) as bytes.
+//!
+//! Ferry never decodes a record into a key/value/headers type: neither
+//! rskafka's nor kafka-protocol's record type keeps duplicate header keys,
+//! header order and null header values all at once. Instead a batch is
+//! split into records by their length framing, and each record is kept as
+//! the bytes after its offset delta (key, value and headers exactly as the
+//! producer wrote them). A target batch is those bytes with a new header,
+//! new offset deltas, and, where needed, another compression codec.
+
+use std::io::{Read, Write};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ferry_core::config::Compression;
+
+/// Size of the v2 batch header, up to and including the record count.
+pub const BATCH_HEADER_LEN: usize = 61;
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
+/// A malformed or unsupported batch. Never a panic, whatever the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The bytes do not frame as Kafka says they must.
+    #[error("malformed record batch at offset {base_offset}: {what}")]
+    Malformed {
+        /// Base offset of the batch (or -1 if unknown).
+        base_offset: i64,
+        /// What is wrong.
+        what: String,
+    },
+    /// A message-format v0/v1 batch (Kafka before 0.11 wrote these).
+    #[error("record batch at offset {base_offset} uses message format v{magic}; Ferry reads format v2 (Kafka 0.11 and later) only")]
+    UnsupportedMagic {
+        /// Base offset.
+        base_offset: i64,
+        /// The magic byte found.
+        magic: i8,
+    },
+    /// Compression codec id Ferry does not know.
+    #[error("record batch at offset {base_offset} uses unknown compression codec {codec}")]
+    UnknownCodec {
+        /// Base offset.
+        base_offset: i64,
+        /// The codec id.
+        codec: i16,
+    },
+    /// A codec failed to compress or decompress.
+    #[error("{codec:?} codec error in batch at offset {base_offset}: {what}")]
+    Codec {
+        /// Base offset.
+        base_offset: i64,
+        /// Codec.
+        codec: Compression,
+        /// Detail.
+        what: String,
+    },
+}
+
+fn malformed(base_offset: i64, what: impl Into<String>) -> BatchError {
+    BatchError::Malformed {
+        base_offset,
+        what: what.into(),
+    }
+}
+
+/// The fixed header of a v2 record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Attributes (codec, timestamp type, transactional, control).
+    pub attributes: i16,
+    /// Offset of the last record minus the base offset.
+    pub last_offset_delta: i32,
+    /// Timestamp the record deltas are relative to.
+    pub base_timestamp: i64,
+    /// Largest timestamp (the append time under LogAppendTime).
+    pub max_timestamp: i64,
+    /// Producer id (-1 when not idempotent).
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// One past the last offset this batch covers.
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta) + 1
+    }
+    /// A control batch (transaction marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+    /// Part of a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+    /// Timestamps are the broker's append time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_LOG_APPEND_TIME != 0
+    }
+    fn codec(&self) -> Result<Compression, BatchError> {
+        codec_from_bits(self.attributes & ATTR_COMPRESSION_MASK, self.base_offset)
+    }
+}
+
+fn codec_from_bits(bits: i16, base_offset: i64) -> Result<Compression, BatchError> {
+    Ok(match bits {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        codec => return Err(BatchError::UnknownCodec { base_offset, codec }),
+    })
+}
+
+/// One whole batch as fetched.
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    /// Its header.
+    pub header: BatchHeader,
+    /// The records section, still compressed.
+    pub records: Bytes,
+    /// Total size of the batch in bytes.
+    pub size: usize,
+}
+
+/// Split fetched bytes into whole batches. A trailing partial batch (the
+/// broker cuts a response at the size limit) is ignored: the next fetch
+/// starts at it.
+pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
+    let mut out = Vec::new();
+    while data.len() >= 17 {
+        let base_offset = (&data[0..8]).get_i64();
+        let batch_len = (&data[8..12]).get_i32();
+        if batch_len < 0 {
+            return Err(malformed(base_offset, format!("negative batch length {batch_len}")));
+        }
+        let total = 12 + batch_len as usize;
+        if data.len() < total {
+            break;
+        }
+        let magic = data[16] as i8;
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic { base_offset, magic });
+        }
+        if total < BATCH_HEADER_LEN {
+            return Err(malformed(base_offset, format!("batch of {total} bytes is shorter than its header")));
+        }
+        let batch = data.split_to(total);
+        let stored_crc = (&batch[17..21]).get_u32();
+        let crc = crc32c::crc32c(&batch[21..]);
+        if crc != stored_crc {
+            return Err(malformed(
+                base_offset,
+                format!("CRC mismatch (stored {stored_crc:#x}, computed {crc:#x})"),
+            ));
+        }
+        let mut h = &batch[21..BATCH_HEADER_LEN];
+        let header = BatchHeader {
+            base_offset,
+            attributes: h.get_i16(),
+            last_offset_delta: h.get_i32(),
+            base_timestamp: h.get_i64(),
+            max_timestamp: h.get_i64(),
+            producer_id: h.get_i64(),
+            producer_epoch: h.get_i16(),
+            base_sequence: h.get_i32(),
+            records_count: h.get_i32(),
+        };
+        if header.last_offset_delta < 0 || header.records_count < 0 {
+            return Err(malformed(base_offset, "negative offset delta or record count"));
+        }
+        out.push(RawBatch {
+            header,
+            records: batch.slice(BATCH_HEADER_LEN..),
+            size: total,
+        });
+    }
+    Ok(out)
+}
+
+/// One record, as the bytes that follow its offset delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Absolute source offset.
+    pub offset: i64,
+    /// Absolute timestamp (CreateTime, or the append time of a
+    /// LogAppendTime batch, which is then written as CreateTime).
+    pub timestamp: i64,
+    /// The record's attributes byte (unused by Kafka today; kept).
+    pub attributes: u8,
+    /// Key length, key, value length, value, header count and headers,
+    /// exactly as in the source.
+    pub tail: Bytes,
+}
+
+impl SourceRecord {
+    /// Bytes this record takes in a batch, roughly (for budgeting).
+    pub fn approx_size(&self) -> usize {
+        self.tail.len() + 12
+    }
+}
+
+/// The records of a batch, decompressed and framed.
+pub fn records(batch: &RawBatch) -> Result<Vec<SourceRecord>, BatchError> {
+    let h = &batch.header;
+    let plain = decompress(h.codec()?, &batch.records, h.base_offset)?;
+    let mut buf = plain;
+    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
+    for i in 0..h.records_count {
+        let len = read_varint(&mut buf).ok_or_else(|| malformed(h.base_offset, format!("record {i}: bad length")))?;
+        if len < 0 || len as usize > buf.len() {
+            return Err(malformed(h.base_offset, format!("record {i}: length {len} past the end")));
+        }
+        let mut rec = buf.split_to(len as usize);
+        if rec.is_empty() {
+            return Err(malformed(h.base_offset, format!("record {i}: empty")));
+        }
+        let attributes = rec.get_u8();
+        let ts_delta = read_varlong(&mut rec).ok_or_else(|| malformed(h.base_offset, format!("record {i}: bad timestamp delta")))?;
+        let off_delta = read_varint(&mut rec).ok_or_else(|| malformed(h.base_offset, format!("record {i}: bad offset delta")))?;
+        if off_delta < 0 || off_delta > h.last_offset_delta {
+            return Err(malformed(
+                h.base_offset,
+                format!("record {i}: offset delta {off_delta} outside the batch"),
+            ));
+        }
+        let timestamp = if h.is_log_append_time() {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.wrapping_add(ts_delta)
+        };
+        out.push(SourceRecord {
+            offset: h.base_offset + i64::from(off_delta),
+            timestamp,
+            attributes,
+            tail: rec,
+        });
+    }
+    Ok(out)
+}
+
+/// Who writes the target batch: the idempotent producer's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    /// Producer id from InitProducerId.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record of this batch.
+    pub base_sequence: i32,
+}
+
+/// Build one v2 batch from `records` (at least one), compressed with
+/// `codec`, stamped with the producer's id and sequence.
+pub fn build_batch(records: &[SourceRecord], codec: Compression, stamp: ProducerStamp) -> Result<Bytes, BatchError> {
+    let first = records.first().ok_or_else(|| malformed(-1, "no records to build a batch from"))?;
+    let base_ts = first.timestamp;
+    let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
+    let mut plain = BytesMut::with_capacity(records.iter().map(SourceRecord::approx_size).sum());
+    let mut scratch = BytesMut::with_capacity(24);
+    for (i, r) in records.iter().enumerate() {
+        scratch.clear();
+        scratch.put_u8(r.attributes);
+        write_varlong(&mut scratch, r.timestamp.wrapping_sub(base_ts));
+        write_varint(&mut scratch, i as i32);
+        write_varint(&mut plain, (scratch.len() + r.tail.len()) as i32);
+        plain.put_slice(&scratch);
+        plain.put_slice(&r.tail);
+    }
+    let body = compress(codec, &plain)?;
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + body.len());
+    out.put_i64(0); // base offset: the broker assigns it
+    out.put_i32((BATCH_HEADER_LEN - 12 + body.len()) as i32);
+    out.put_i32(-1); // partition leader epoch: the broker sets it
+    out.put_i8(2);
+    out.put_u32(0); // CRC, filled below
+    out.put_i16(codec.attribute_bits());
+    out.put_i32(records.len() as i32 - 1);
+    out.put_i64(base_ts);
+    out.put_i64(max_ts);
+    out.put_i64(stamp.producer_id);
+    out.put_i16(stamp.producer_epoch);
+    out.put_i32(stamp.base_sequence);
+    out.put_i32(records.len() as i32);
+    out.put_slice(&body);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// The next sequence after `count` records from `seq`, wrapping as Kafka does.
+pub fn next_sequence(seq: i32, count: i32) -> i32 {
+    if seq > i32::MAX - count {
+        count - (i32::MAX - seq) - 1
+    } else {
+        seq + count
+    }
+}
+
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+
+fn codec_err(codec: Compression, base_offset: i64, e: impl std::fmt::Display) -> BatchError {
+    BatchError::Codec {
+        base_offset,
+        codec,
+        what: e.to_string(),
+    }
+}
+
+fn decompress(codec: Compression, data: &Bytes, base_offset: i64) -> Result<Bytes, BatchError> {
+    let err = |e: &dyn std::fmt::Display| codec_err(codec, base_offset, e);
+    let mut out = Vec::new();
+    match codec {
+        Compression::None => return Ok(data.clone()),
+        Compression::Gzip => {
+            flate2::read::GzDecoder::new(&data[..]).read_to_end(&mut out).map_err(|e| err(&e))?;
+        }
+        Compression::Snappy => {
+            if data.starts_with(XERIAL_MAGIC) {
+                // xerial framing: 8-byte magic, two i32 versions, then (len, block)*.
+                let mut rest = data.get(16..).ok_or_else(|| err(&"truncated xerial header"))?;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err(err(&"truncated xerial block length"));
+                    }
+                    let n = rest.get_i32();
+                    if n < 0 || n as usize > rest.len() {
+                        return Err(err(&"xerial block past the end"));
+                    }
+                    let block = snap::raw::Decoder::new().decompress_vec(&rest[..n as usize]).map_err(|e| err(&e))?;
+                    out.extend_from_slice(&block);
+                    rest.advance(n as usize);
+                }
+            } else {
+                out = snap::raw::Decoder::new().decompress_vec(data).map_err(|e| err(&e))?;
+            }
+        }
+        Compression::Lz4 => {
+            lz4_flex::frame::FrameDecoder::new(&data[..])
+                .read_to_end(&mut out)
+                .map_err(|e| err(&e))?;
+        }
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(&data[..])
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .map_err(|e| err(&e))?;
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+fn compress(codec: Compression, data: &[u8]) -> Result<Bytes, BatchError> {
+    let err = |e: &dyn std::fmt::Display| codec_err(codec, -1, e);
+    let out = match codec {
+        Compression::None => return Ok(Bytes::copy_from_slice(data)),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(data).map_err(|e| err(&e))?;
+            enc.finish().map_err(|e| err(&e))?
+        }
+        Compression::Snappy => {
+            // xerial framing, as Kafka's Java client writes it.
+            let mut out = Vec::with_capacity(data.len() / 2 + 16);
+            out.extend_from_slice(XERIAL_MAGIC);
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            let mut enc = snap::raw::Encoder::new();
+            for chunk in data.chunks(32 * 1024) {
+                let block = enc.compress_vec(chunk).map_err(|e| err(&e))?;
+                out.extend_from_slice(&(block.len() as i32).to_be_bytes());
+                out.extend_from_slice(&block);
+            }
+            out
+        }
+        Compression::Lz4 => {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            enc.write_all(data).map_err(|e| err(&e))?;
+            enc.finish().map_err(|e| err(&e))?
+        }
+        Compression::Zstd => zstd::bulk::compress(data, 3).map_err(|e| err(&e))?,
+    };
+    Ok(Bytes::from(out))
+}
+
+fn read_varint(buf: &mut Bytes) -> Option<i32> {
+    let v = read_varlong(buf)?;
+    i32::try_from(v).ok()
+}
+
+fn read_varlong(buf: &mut Bytes) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        if !buf.has_remaining() || shift > 63 {
+            return None;
+        }
+        let b = buf.get_u8();
+        raw |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+fn write_varint(buf: &mut BytesMut, v: i32) {
+    write_varlong(buf, i64::from(v));
+}
+
+fn write_varlong(buf: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.put_u8((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+/// Whether a control batch is an ABORT marker (control record key type 0).
+pub fn is_abort_marker(batch: &RawBatch) -> Result<bool, BatchError> {
+    let recs = records(batch)?;
+    let rec = recs
+        .first()
+        .ok_or_else(|| malformed(batch.header.base_offset, "control batch without records"))?;
+    let mut tail = rec.tail.clone();
+    let key_len = read_varint(&mut tail).ok_or_else(|| malformed(batch.header.base_offset, "control record key"))?;
+    if key_len < 4 || tail.len() < 4 {
+        return Err(malformed(batch.header.base_offset, "control record key too short"));
+    }
+    let _version = tail.get_i16();
+    Ok(tail.get_i16() == 0)
+}
+
+#[cfg(test)]
+mod tests;

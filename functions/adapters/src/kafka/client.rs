@@ -1,0 +1,545 @@
+//! A Kafka cluster as Ferry uses it: metadata, topic creation, offsets,
+//! fetch (read_committed), idempotent produce. Connections are cached per
+//! broker and dropped on any I/O or protocol failure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_core::domain::TopicPartition;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::sync::Mutex;
+
+use super::connection::Connection;
+use super::error::KafkaError;
+
+/// Metadata of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMeta {
+    /// Leader broker id (-1 when none).
+    pub leader: i32,
+}
+
+/// Metadata of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Kafka flags it internal.
+    pub internal: bool,
+    /// Partitions by index.
+    pub partitions: BTreeMap<i32, PartitionMeta>,
+}
+
+/// What one fetch returned for one partition.
+#[derive(Debug, Clone)]
+pub struct FetchedPartition {
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Last stable offset (read_committed reads stop here).
+    pub last_stable_offset: i64,
+    /// Log-start offset.
+    pub log_start_offset: i64,
+    /// Producer ids and first offsets of aborted transactions in range.
+    pub aborted: Vec<(i64, i64)>,
+    /// Raw record batches.
+    pub records: Bytes,
+}
+
+/// Which offset ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// Log-start offset.
+    Earliest,
+    /// End offset (high watermark, or last stable offset under read_committed).
+    Latest,
+}
+
+/// One cluster.
+pub struct KafkaCluster {
+    alias: String,
+    bootstrap: Vec<String>,
+    request_timeout: Duration,
+    brokers: std::sync::Mutex<HashMap<i32, String>>,
+    leaders: std::sync::Mutex<HashMap<(String, i32), i32>>,
+    conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Connection>>>>>,
+}
+
+impl std::fmt::Debug for KafkaCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaCluster")
+            .field("alias", &self.alias)
+            .field("bootstrap", &self.bootstrap)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+impl KafkaCluster {
+    /// A cluster reached through `bootstrap`; nothing is connected yet.
+    pub fn new(alias: &str, bootstrap: Vec<String>, request_timeout: Duration) -> Self {
+        Self {
+            alias: alias.to_owned(),
+            bootstrap,
+            request_timeout,
+            brokers: Default::default(),
+            leaders: Default::default(),
+            conns: Default::default(),
+        }
+    }
+
+    /// The alias used in errors and logs.
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+
+    async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, KafkaError> {
+        let slot = lock(&self.conns).entry(addr.to_owned()).or_default().clone();
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            let client_id = format!("ferry-{}", self.alias);
+            *guard = Some(Connection::connect(addr, &client_id, self.request_timeout).await?);
+        }
+        let conn = guard.as_mut().ok_or_else(|| KafkaError::protocol(addr, "connection vanished"))?;
+        let res = conn.send(req).await;
+        if let Err(e) = &res {
+            if e.breaks_connection() {
+                *guard = None;
+            }
+        }
+        res
+    }
+
+    /// Send to any broker that answers: known brokers first, then bootstrap.
+    async fn send_any<R: Request>(&self, req: &R) -> Result<R::Response, KafkaError> {
+        let mut addrs: Vec<String> = lock(&self.brokers).values().cloned().collect();
+        addrs.sort();
+        for b in &self.bootstrap {
+            if !addrs.contains(b) {
+                addrs.push(b.clone());
+            }
+        }
+        let mut last = String::from("no address");
+        for addr in &addrs {
+            match self.send_to(addr, req).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.breaks_connection() => last = e.to_string(),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(KafkaError::NoBroker {
+            cluster: self.alias.clone(),
+            tried: addrs.join(","),
+            last,
+        })
+    }
+
+    fn broker_addr(&self, id: i32) -> Option<String> {
+        lock(&self.brokers).get(&id).cloned()
+    }
+
+    /// Metadata for `topics`, or for every topic when `None`. Refreshes the
+    /// broker and leader caches.
+    pub async fn metadata(&self, topics: Option<&[String]>) -> Result<BTreeMap<String, TopicMeta>, KafkaError> {
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
+                    .collect()
+            }));
+        let resp = self.send_any(&req).await?;
+        {
+            let mut brokers = lock(&self.brokers);
+            brokers.clear();
+            for b in &resp.brokers {
+                brokers.insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+            }
+        }
+        let mut out = BTreeMap::new();
+        let mut leaders = lock(&self.leaders);
+        for t in resp.topics {
+            let Some(name) = t.name.map(|n| n.0.to_string()) else { continue };
+            match ResponseError::try_from_code(t.error_code) {
+                None => {}
+                Some(ResponseError::UnknownTopicOrPartition) => continue,
+                Some(error) => {
+                    return Err(KafkaError::Broker {
+                        cluster: self.alias.clone(),
+                        op: "Metadata",
+                        topic: name,
+                        partition: -1,
+                        error,
+                        detail: "reading topic metadata".into(),
+                    })
+                }
+            }
+            let mut partitions = BTreeMap::new();
+            for p in t.partitions {
+                leaders.insert((name.clone(), p.partition_index), p.leader_id.0);
+                partitions.insert(p.partition_index, PartitionMeta { leader: p.leader_id.0 });
+            }
+            out.insert(
+                name,
+                TopicMeta {
+                    internal: t.is_internal,
+                    partitions,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The leader of each partition, from cache, refreshing metadata once
+    /// for any that are missing.
+    async fn leaders_of(&self, tps: &[TopicPartition]) -> Result<HashMap<TopicPartition, i32>, KafkaError> {
+        let lookup = |tps: &[TopicPartition]| -> (HashMap<TopicPartition, i32>, Vec<TopicPartition>) {
+            let leaders = lock(&self.leaders);
+            let mut found = HashMap::new();
+            let mut missing = Vec::new();
+            for tp in tps {
+                match leaders.get(&(tp.topic.clone(), tp.partition)) {
+                    Some(&l) if l >= 0 => {
+                        found.insert(tp.clone(), l);
+                    }
+                    _ => missing.push(tp.clone()),
+                }
+            }
+            (found, missing)
+        };
+        let (mut found, missing) = lookup(tps);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let mut topics: Vec<String> = missing.iter().map(|tp| tp.topic.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        self.metadata(Some(&topics)).await?;
+        let (again, still) = lookup(&missing);
+        found.extend(again);
+        if let Some(tp) = still.first() {
+            return Err(KafkaError::UnknownPartition {
+                cluster: self.alias.clone(),
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Forget cached leaders (after NOT_LEADER and similar).
+    pub fn invalidate_leaders(&self) {
+        lock(&self.leaders).clear();
+    }
+
+    async fn leader_conn_addr(&self, leader: i32) -> Result<String, KafkaError> {
+        if let Some(a) = self.broker_addr(leader) {
+            return Ok(a);
+        }
+        self.metadata(Some(&[])).await?;
+        self.broker_addr(leader).ok_or_else(|| KafkaError::NoBroker {
+            cluster: self.alias.clone(),
+            tried: format!("broker id {leader}"),
+            last: "not in metadata".into(),
+        })
+    }
+
+    /// Create topics (name, partitions) with the cluster's default
+    /// replication factor. Topics that already exist are not an error.
+    pub async fn create_topics(&self, topics: &[(String, i32)]) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(
+            topics
+                .iter()
+                .map(|(name, n)| {
+                    CreatableTopic::default()
+                        .with_name(topic_name(name))
+                        .with_num_partitions(*n)
+                        .with_replication_factor(-1)
+                })
+                .collect(),
+        );
+        // CreateTopics must reach the controller; any broker forwards it under KRaft.
+        let resp = self.send_any(&req).await?;
+        for t in resp.topics {
+            match ResponseError::try_from_code(t.error_code) {
+                None | Some(ResponseError::TopicAlreadyExists) => {}
+                Some(error) => {
+                    return Err(KafkaError::Broker {
+                        cluster: self.alias.clone(),
+                        op: "CreateTopics",
+                        topic: t.name.0.to_string(),
+                        partition: -1,
+                        error,
+                        detail: t.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offsets of `tps` at `spec`. Under `read_committed`, Latest is the
+    /// last stable offset.
+    pub async fn list_offsets(
+        &self,
+        tps: &[TopicPartition],
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
+        let leaders = self.leaders_of(tps).await?;
+        let mut by_leader: BTreeMap<i32, Vec<&TopicPartition>> = BTreeMap::new();
+        for tp in tps {
+            by_leader.entry(leaders[tp]).or_default().push(tp);
+        }
+        let timestamp = match spec {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+        };
+        let mut out = HashMap::new();
+        for (leader, tps) in by_leader {
+            let addr = self.leader_conn_addr(leader).await?;
+            let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+            for tp in &tps {
+                topics.entry(&tp.topic).or_default().push(
+                    ListOffsetsPartition::default()
+                        .with_partition_index(tp.partition)
+                        .with_timestamp(timestamp)
+                        .with_current_leader_epoch(-1),
+                );
+            }
+            let req = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_isolation_level(i8::from(read_committed))
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| ListOffsetsTopic::default().with_name(topic_name(t)).with_partitions(ps))
+                        .collect(),
+                );
+            let resp = self.send_to(&addr, &req).await?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
+                    if let Some(error) = ResponseError::try_from_code(p.error_code) {
+                        self.invalidate_leaders();
+                        return Err(KafkaError::Broker {
+                            cluster: self.alias.clone(),
+                            op: "ListOffsets",
+                            topic: tp.topic,
+                            partition: tp.partition,
+                            error,
+                            detail: String::new(),
+                        });
+                    }
+                    out.insert(tp, p.offset);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The leader broker id of each partition.
+    pub async fn leaders(&self, tps: &[TopicPartition]) -> Result<HashMap<TopicPartition, i32>, KafkaError> {
+        self.leaders_of(tps).await
+    }
+
+    /// Fetch from one leader with read_committed isolation. Partition-level
+    /// errors are returned per partition.
+    pub async fn fetch(
+        &self,
+        leader: i32,
+        positions: &[(TopicPartition, i64)],
+        partition_max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
+        let addr = self.leader_conn_addr(leader).await?;
+        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        for (tp, offset) in positions {
+            topics.entry(&tp.topic).or_default().push(
+                FetchPartition::default()
+                    .with_partition(tp.partition)
+                    .with_fetch_offset(*offset)
+                    .with_partition_max_bytes(partition_max_bytes)
+                    .with_current_leader_epoch(-1)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1),
+            );
+        }
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(
+                partition_max_bytes
+                    .saturating_mul(positions.len().max(1) as i32)
+                    .max(partition_max_bytes),
+            )
+            .with_isolation_level(1)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| FetchTopic::default().with_topic(topic_name(t)).with_partitions(ps))
+                    .collect(),
+            );
+        let resp = self.send_to(&addr, &req).await?;
+        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+            return Err(KafkaError::Broker {
+                cluster: self.alias.clone(),
+                op: "Fetch",
+                topic: "*".into(),
+                partition: -1,
+                error,
+                detail: "whole request".into(),
+            });
+        }
+        let mut out = HashMap::new();
+        for t in resp.responses {
+            for p in t.partitions {
+                let tp = TopicPartition::new(t.topic.0.to_string(), p.partition_index);
+                let res = match ResponseError::try_from_code(p.error_code) {
+                    Some(error) => {
+                        if matches!(
+                            error,
+                            ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition | ResponseError::FencedLeaderEpoch
+                        ) {
+                            self.invalidate_leaders();
+                        }
+                        Err(KafkaError::Broker {
+                            cluster: self.alias.clone(),
+                            op: "Fetch",
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            error,
+                            detail: format!("log start offset {}", p.log_start_offset),
+                        })
+                    }
+                    None => Ok(FetchedPartition {
+                        high_watermark: p.high_watermark,
+                        last_stable_offset: p.last_stable_offset,
+                        log_start_offset: p.log_start_offset,
+                        aborted: p
+                            .aborted_transactions
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|a| (a.producer_id.0, a.first_offset))
+                            .collect(),
+                        records: p.records.unwrap_or_default(),
+                    }),
+                };
+                out.insert(tp, res);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A fresh idempotent producer id and epoch.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), KafkaError> {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(-1)
+            .with_producer_id((-1i64).into())
+            .with_producer_epoch(-1);
+        for attempt in 0..20 {
+            let resp = self.send_any(&req).await?;
+            match ResponseError::try_from_code(resp.error_code) {
+                None => return Ok((resp.producer_id.0, resp.producer_epoch)),
+                Some(e) if e.is_retriable() || matches!(e, ResponseError::CoordinatorLoadInProgress | ResponseError::NotCoordinator) => {
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+                }
+                Some(error) => {
+                    return Err(KafkaError::Broker {
+                        cluster: self.alias.clone(),
+                        op: "InitProducerId",
+                        topic: "-".into(),
+                        partition: -1,
+                        error,
+                        detail: "an idempotent producer id is needed to write".into(),
+                    })
+                }
+            }
+        }
+        Err(KafkaError::Timeout {
+            broker: self.alias.clone(),
+            what: "InitProducerId (still loading)".into(),
+        })
+    }
+
+    /// Produce one batch per partition to `leader` with acks=all. Returns
+    /// each partition's base offset, or its error.
+    pub async fn produce(
+        &self,
+        leader: i32,
+        batches: Vec<(TopicPartition, Bytes)>,
+        timeout_ms: i32,
+    ) -> Result<HashMap<TopicPartition, Result<i64, KafkaError>>, KafkaError> {
+        let addr = self.leader_conn_addr(leader).await?;
+        let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
+        for (tp, bytes) in batches {
+            topics
+                .entry(tp.topic)
+                .or_default()
+                .push(PartitionProduceData::default().with_index(tp.partition).with_records(Some(bytes)));
+        }
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(timeout_ms)
+            .with_transactional_id(None)
+            .with_topic_data(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| TopicProduceData::default().with_name(topic_name(&t)).with_partition_data(ps))
+                    .collect(),
+            );
+        let resp = self.send_to(&addr, &req).await?;
+        let mut out = HashMap::new();
+        for t in resp.responses {
+            for p in t.partition_responses {
+                let tp = TopicPartition::new(t.name.0.to_string(), p.index);
+                let res = match ResponseError::try_from_code(p.error_code) {
+                    None => Ok(p.base_offset),
+                    Some(error) => {
+                        if matches!(error, ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) {
+                            self.invalidate_leaders();
+                        }
+                        let mut detail = p.error_message.map(|m| m.to_string()).unwrap_or_default();
+                        for re in &p.record_errors {
+                            if let Some(m) = &re.batch_index_error_message {
+                                detail.push_str(&format!("; record {}: {}", re.batch_index, m.as_str()));
+                            }
+                        }
+                        Err(KafkaError::Broker {
+                            cluster: self.alias.clone(),
+                            op: "Produce",
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            error,
+                            detail,
+                        })
+                    }
+                };
+                out.insert(tp, res);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,146 @@
+//! Kafka client errors, with the broker, topic and partition they concern,
+//! classified once as retryable or not.
+
+use kafka_protocol::ResponseError;
+
+use super::batch::BatchError;
+
+/// A failure talking to a Kafka cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// TCP connect failed.
+    #[error("cannot connect to broker {broker}: {source}")]
+    Connect {
+        /// Broker address.
+        broker: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// I/O failed on an open connection.
+    #[error("connection to broker {broker} failed: {source}")]
+    Io {
+        /// Broker address.
+        broker: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No answer in time.
+    #[error("broker {broker} did not answer the {what} in time")]
+    Timeout {
+        /// Broker address.
+        broker: String,
+        /// What timed out.
+        what: String,
+    },
+    /// The broker and Ferry share no version of an API.
+    #[error("broker {broker} cannot serve {api}: {detail}")]
+    Unsupported {
+        /// Broker address.
+        broker: String,
+        /// API name.
+        api: String,
+        /// Versions on each side.
+        detail: String,
+    },
+    /// The bytes on the wire made no sense.
+    #[error("protocol error with broker {broker}: {detail}")]
+    Protocol {
+        /// Broker address.
+        broker: String,
+        /// Detail.
+        detail: String,
+    },
+    /// None of the bootstrap brokers answered.
+    #[error("no broker of cluster {cluster} answered (tried {tried}): {last}")]
+    NoBroker {
+        /// Cluster alias.
+        cluster: String,
+        /// Addresses tried.
+        tried: String,
+        /// Last error.
+        last: String,
+    },
+    /// The broker answered with an error code.
+    #[error("{op} for {topic}-{partition} on cluster {cluster} failed: {error} ({detail})")]
+    Broker {
+        /// Cluster alias.
+        cluster: String,
+        /// Operation (Fetch, Produce, ...).
+        op: &'static str,
+        /// Topic.
+        topic: String,
+        /// Partition (-1 for topic-level errors).
+        partition: i32,
+        /// Kafka's error.
+        error: ResponseError,
+        /// Broker's message or context.
+        detail: String,
+    },
+    /// A topic or partition the work needs is missing.
+    #[error("topic {topic} partition {partition} does not exist on cluster {cluster}")]
+    UnknownPartition {
+        /// Cluster alias.
+        cluster: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A fetched batch could not be read.
+    #[error("{topic}-{partition} on cluster {cluster}: {source}")]
+    Batch {
+        /// Cluster alias.
+        cluster: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Cause.
+        source: BatchError,
+    },
+}
+
+impl KafkaError {
+    pub(crate) fn protocol(broker: &str, detail: impl Into<String>) -> Self {
+        KafkaError::Protocol {
+            broker: broker.to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether trying again (after refreshing metadata and reconnecting)
+    /// may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } | KafkaError::NoBroker { .. } => true,
+            KafkaError::Broker { error, .. } => {
+                error.is_retriable()
+                    || matches!(
+                        error,
+                        ResponseError::NotLeaderOrFollower
+                            | ResponseError::LeaderNotAvailable
+                            | ResponseError::FencedLeaderEpoch
+                            | ResponseError::UnknownLeaderEpoch
+                            | ResponseError::NotEnoughReplicas
+                            | ResponseError::NotEnoughReplicasAfterAppend
+                            | ResponseError::RequestTimedOut
+                            | ResponseError::NetworkException
+                            | ResponseError::CoordinatorLoadInProgress
+                    )
+            }
+            KafkaError::Unsupported { .. }
+            | KafkaError::Protocol { .. }
+            | KafkaError::UnknownPartition { .. }
+            | KafkaError::Batch { .. } => false,
+        }
+    }
+
+    /// Whether the cached connection should be dropped.
+    pub fn breaks_connection(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Io { .. } | KafkaError::Timeout { .. } | KafkaError::Protocol { .. } | KafkaError::Connect { .. }
+        )
+    }
+}

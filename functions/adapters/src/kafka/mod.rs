@@ -1,0 +1,9 @@
+//! Kafka: connections, cluster operations and record batches.
+
+pub mod batch;
+pub mod client;
+pub mod connection;
+pub mod error;
+
+pub use client::{FetchedPartition, KafkaCluster, OffsetSpec, TopicMeta};
+pub use error::KafkaError;

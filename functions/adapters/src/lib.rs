@@ -1,0 +1,6 @@
+//! Ferry's adapters: the Kafka wire client (one connection and auth layer
+//! for every API, requests and responses from `kafka-protocol`), the
+//! record-batch codec, and the DynamoDB state store.
+
+pub mod kafka;
+pub mod state;

@@ -1,0 +1,719 @@
+//! The DynamoDB state store: cursors and leases per (flow, topic,
+//! partition), and offset-mapping runs. Every write that moves a cursor or
+//! a lease is conditional on the lease epoch, so a worker whose lease was
+//! taken over can never move state again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType, TableStatus, TransactWriteItem,
+    Update,
+};
+use aws_sdk_dynamodb::Client;
+use ferry_core::domain::TopicPartition;
+use ferry_core::offset_map::OffsetRun;
+
+/// A state-store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Another worker holds the partition's lease.
+    #[error("{tp}: lease held by {owner} until {expires_ms} (epoch {epoch})")]
+    LeaseHeld {
+        /// Partition.
+        tp: TopicPartition,
+        /// Holder.
+        owner: String,
+        /// Expiry, ms since the epoch.
+        expires_ms: i64,
+        /// Holder's epoch.
+        epoch: i64,
+    },
+    /// This worker's lease was taken over (fenced); it must stop writing.
+    #[error("{tp}: lease epoch {epoch} was taken over; this worker stops writing")]
+    LeaseLost {
+        /// Partition.
+        tp: TopicPartition,
+        /// The epoch this worker held.
+        epoch: i64,
+    },
+    /// The partition has no cursor (plan has not run for it).
+    #[error("{tp}: no cursor in table {table}; run the plan step first")]
+    NoCursor {
+        /// Partition.
+        tp: TopicPartition,
+        /// Table.
+        table: String,
+    },
+    /// DynamoDB failed or is unreachable.
+    #[error("DynamoDB {op} on {table} failed: {detail}")]
+    Dynamo {
+        /// Operation.
+        op: &'static str,
+        /// Table.
+        table: String,
+        /// Detail (never contains credentials).
+        detail: String,
+    },
+    /// A stored item does not have the expected shape.
+    #[error("item in {table} is malformed: {detail}")]
+    Malformed {
+        /// Table.
+        table: String,
+        /// Detail.
+        detail: String,
+    },
+}
+
+impl StateError {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StateError::Dynamo { .. })
+    }
+}
+
+fn dynamo_err<E: std::fmt::Debug>(op: &'static str, table: &str, e: SdkError<E>) -> StateError {
+    let detail = match &e {
+        SdkError::ServiceError(s) => format!("{:?}", s.err()),
+        other => format!("{other}"),
+    };
+    StateError::Dynamo {
+        op,
+        table: table.to_owned(),
+        detail,
+    }
+}
+
+/// A partition's cursor, lease and statistics, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorItem {
+    /// The source partition.
+    pub tp: TopicPartition,
+    /// Target topic.
+    pub target_topic: String,
+    /// Next source offset to replicate.
+    pub next_source_offset: i64,
+    /// Target end offset after this replicator's last write, if any.
+    pub next_target_offset: Option<i64>,
+    /// Lease holder, if any.
+    pub lease_owner: Option<String>,
+    /// Fencing epoch; increases on every acquisition.
+    pub lease_epoch: i64,
+    /// Lease expiry (ms since the epoch).
+    pub lease_expires_ms: i64,
+    /// Producer id of the lease holder (provenance on the target).
+    pub producer_id: i64,
+    /// Its epoch.
+    pub producer_epoch: i64,
+    /// Timestamp of the last replicated record.
+    pub last_record_timestamp_ms: i64,
+    /// Source end offset when last seen.
+    pub source_end_offset: i64,
+    /// Records replicated, all time.
+    pub records_replicated: i64,
+    /// Bytes replicated, all time.
+    pub bytes_replicated: i64,
+    /// Last update (ms since the epoch).
+    pub updated_ms: i64,
+    /// Last error, if the partition is stopped on one.
+    pub last_error: Option<String>,
+}
+
+/// A held lease: the proof a worker shows on every write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Partition.
+    pub tp: TopicPartition,
+    /// Holder id.
+    pub owner: String,
+    /// Epoch held.
+    pub epoch: i64,
+}
+
+/// What one checkpoint records.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Cursor before (must match the stored one).
+    pub from_source: i64,
+    /// Cursor after.
+    pub to_source: i64,
+    /// Target end offset after the write.
+    pub target_end: i64,
+    /// New runs (already coalesced against `last_run`).
+    pub runs: Vec<OffsetRun>,
+    /// The last stored run, if `runs[0]` continues it.
+    pub extends: Option<OffsetRun>,
+    /// Records and bytes in this step.
+    pub records: i64,
+    /// Bytes in this step.
+    pub bytes: i64,
+    /// Timestamp of the last record.
+    pub last_timestamp_ms: i64,
+    /// Source end offset seen.
+    pub source_end: i64,
+    /// New lease expiry.
+    pub lease_expires_ms: i64,
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    client: Client,
+    cursors: String,
+    offset_map: String,
+}
+
+const PK: &str = "flow";
+const SK_CURSOR: &str = "partition";
+const PK_MAP: &str = "flow_partition";
+const SK_MAP: &str = "source_start";
+/// Sort key of the per-flow marker item (no '/', so never a partition).
+const FLOW_MARKER: &str = "#flow";
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn partition_sk(tp: &TopicPartition) -> String {
+    // '/' never appears in a Kafka topic name.
+    format!("{}/{}", tp.topic, tp.partition)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl TryFrom<(&str, HashMap<String, AttributeValue>)> for CursorItem {
+    type Error = StateError;
+    fn try_from((table, item): (&str, HashMap<String, AttributeValue>)) -> Result<Self, StateError> {
+        let bad = |what: &str| StateError::Malformed {
+            table: table.to_owned(),
+            detail: format!("attribute {what}"),
+        };
+        let gs = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let gn = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+        Ok(CursorItem {
+            tp: TopicPartition::new(
+                gs("topic").ok_or_else(|| bad("topic"))?,
+                gn("partition_index").ok_or_else(|| bad("partition_index"))? as i32,
+            ),
+            target_topic: gs("target_topic").ok_or_else(|| bad("target_topic"))?,
+            next_source_offset: gn("next_source_offset").ok_or_else(|| bad("next_source_offset"))?,
+            next_target_offset: gn("next_target_offset"),
+            lease_owner: gs("lease_owner"),
+            lease_epoch: gn("lease_epoch").unwrap_or(0),
+            lease_expires_ms: gn("lease_expires_ms").unwrap_or(0),
+            producer_id: gn("producer_id").unwrap_or(-1),
+            producer_epoch: gn("producer_epoch").unwrap_or(-1),
+            last_record_timestamp_ms: gn("last_record_timestamp_ms").unwrap_or(-1),
+            source_end_offset: gn("source_end_offset").unwrap_or(-1),
+            records_replicated: gn("records_replicated").unwrap_or(0),
+            bytes_replicated: gn("bytes_replicated").unwrap_or(0),
+            updated_ms: gn("updated_ms").unwrap_or(0),
+            last_error: gs("last_error"),
+        })
+    }
+}
+
+impl StateStore {
+    /// A store over `<prefix>-cursors` and `<prefix>-offset-map`.
+    pub fn new(client: Client, prefix: &str) -> Self {
+        Self {
+            client,
+            cursors: format!("{prefix}-cursors"),
+            offset_map: format!("{prefix}-offset-map"),
+        }
+    }
+
+    /// The table names, for messages.
+    pub fn table_names(&self) -> (&str, &str) {
+        (&self.cursors, &self.offset_map)
+    }
+
+    /// Create both tables (on demand) if they are missing, and wait until
+    /// they are active. The SAM template creates them in AWS.
+    pub async fn ensure_tables(&self) -> Result<(), StateError> {
+        for (table, pk, sk, sk_type) in [
+            (&self.cursors, PK, SK_CURSOR, ScalarAttributeType::S),
+            (&self.offset_map, PK_MAP, SK_MAP, ScalarAttributeType::N),
+        ] {
+            let exists = match self.client.describe_table().table_name(table.as_str()).send().await {
+                Ok(_) => true,
+                Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => false,
+                Err(e) => return Err(dynamo_err("DescribeTable", table, e)),
+            };
+            if exists {
+                continue;
+            }
+            let attr = |name: &str, t: ScalarAttributeType| {
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(t)
+                    .build()
+                    .map_err(|e| StateError::Dynamo {
+                        op: "CreateTable",
+                        table: table.to_string(),
+                        detail: e.to_string(),
+                    })
+            };
+            let key = |name: &str, t: KeyType| {
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(t)
+                    .build()
+                    .map_err(|e| StateError::Dynamo {
+                        op: "CreateTable",
+                        table: table.to_string(),
+                        detail: e.to_string(),
+                    })
+            };
+            let res = self
+                .client
+                .create_table()
+                .table_name(table.as_str())
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(attr(pk, ScalarAttributeType::S)?)
+                .attribute_definitions(attr(sk, sk_type)?)
+                .key_schema(key(pk, KeyType::Hash)?)
+                .key_schema(key(sk, KeyType::Range)?)
+                .send()
+                .await;
+            match res {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
+                Err(e) => return Err(dynamo_err("CreateTable", table, e)),
+            }
+            for _ in 0..100 {
+                let d = self
+                    .client
+                    .describe_table()
+                    .table_name(table.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("DescribeTable", table, e))?;
+                if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Create a partition's cursor at `start` unless it exists. Returns
+    /// whether it was created.
+    pub async fn init_cursor(&self, flow: &str, tp: &TopicPartition, target_topic: &str, start: i64) -> Result<bool, StateError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.cursors)
+            .item(PK, s(flow))
+            .item(SK_CURSOR, s(partition_sk(tp)))
+            .item("topic", s(&tp.topic))
+            .item("partition_index", n(i64::from(tp.partition)))
+            .item("target_topic", s(target_topic))
+            .item("next_source_offset", n(start))
+            .item("start_offset", n(start))
+            .item("lease_epoch", n(0))
+            .item("updated_ms", n(now_ms()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("PutItem", &self.cursors, e)),
+        }
+    }
+
+    /// Mark the flow as started. Returns true the first time: partitions
+    /// seen by the first plan start at the configured StartingPosition,
+    /// later ones at their first record.
+    pub async fn start_flow(&self, flow: &str) -> Result<bool, StateError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.cursors)
+            .item(PK, s(flow))
+            .item(SK_CURSOR, s(FLOW_MARKER))
+            .item("started_ms", n(now_ms()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("PutItem", &self.cursors, e)),
+        }
+    }
+
+    /// All cursors of a flow.
+    pub async fn list_cursors(&self, flow: &str) -> Result<Vec<CursorItem>, StateError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.cursors)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(flow))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_err("Query", &self.cursors, e))?;
+            for item in resp.items().iter().cloned() {
+                if item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).is_some_and(|v| v == FLOW_MARKER) {
+                    continue;
+                }
+                out.push(CursorItem::try_from((self.cursors.as_str(), item))?);
+            }
+            start = resp.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Take the partition's lease for `duration`, unless someone else holds
+    /// an unexpired one. The epoch increases, fencing the previous holder.
+    pub async fn acquire_lease(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        owner: &str,
+        duration: Duration,
+    ) -> Result<(Lease, CursorItem), StateError> {
+        let now = now_ms();
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_expression("SET lease_owner = :me, lease_expires_ms = :exp, lease_epoch = lease_epoch + :one, updated_ms = :now")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now OR lease_owner = :me)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":exp", n(now + duration.as_millis() as i64))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let item = CursorItem::try_from((self.cursors.as_str(), out.attributes().cloned().unwrap_or_default()))?;
+                Ok((
+                    Lease {
+                        tp: tp.clone(),
+                        owner: owner.to_owned(),
+                        epoch: item.lease_epoch,
+                    },
+                    item,
+                ))
+            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let current = self.get_cursor(flow, tp).await?;
+                match current {
+                    None => Err(StateError::NoCursor {
+                        tp: tp.clone(),
+                        table: self.cursors.clone(),
+                    }),
+                    Some(c) => Err(StateError::LeaseHeld {
+                        tp: tp.clone(),
+                        owner: c.lease_owner.unwrap_or_default(),
+                        expires_ms: c.lease_expires_ms,
+                        epoch: c.lease_epoch,
+                    }),
+                }
+            }
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
+        }
+    }
+
+    /// One cursor.
+    pub async fn get_cursor(&self, flow: &str, tp: &TopicPartition) -> Result<Option<CursorItem>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
+        out.item()
+            .cloned()
+            .map(|i| CursorItem::try_from((self.cursors.as_str(), i)))
+            .transpose()
+    }
+
+    /// Record, under the lease, the producer id this holder writes with
+    /// (the provenance a later holder reconciles against).
+    /// `target_end` is recorded as the reconcile start if none is stored yet.
+    pub async fn set_producer(
+        &self,
+        flow: &str,
+        lease: &Lease,
+        producer_id: i64,
+        producer_epoch: i16,
+        target_end: i64,
+    ) -> Result<(), StateError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_expression("SET producer_id = :pid, producer_epoch = :pe, updated_ms = :now, next_target_offset = if_not_exists(next_target_offset, :tend)")
+            .expression_attribute_values(":tend", n(target_end))
+            .condition_expression("lease_owner = :me AND lease_epoch = :epoch")
+            .expression_attribute_values(":pid", n(producer_id))
+            .expression_attribute_values(":pe", n(i64::from(producer_epoch)))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":epoch", n(lease.epoch))
+            .send()
+            .await;
+        self.fenced(res.map(|_| ()), lease, "UpdateItem")
+    }
+
+    fn fenced<E>(&self, res: Result<(), SdkError<E>>, lease: &Lease, op: &'static str) -> Result<(), StateError>
+    where
+        E: std::fmt::Debug + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    {
+        match res {
+            Ok(()) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => Err(StateError::LeaseLost {
+                tp: lease.tp.clone(),
+                epoch: lease.epoch,
+            }),
+            Err(e) => Err(dynamo_err(op, &self.cursors, e)),
+        }
+    }
+
+    /// The last stored offset-map run of a partition.
+    pub async fn last_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_values(":pk", s(map_pk(flow, tp)))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
+    }
+
+    /// All stored runs of a partition, in source order.
+    pub async fn runs(&self, flow: &str, tp: &TopicPartition) -> Result<Vec<OffsetRun>, StateError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.offset_map)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK_MAP)
+                .expression_attribute_values(":pk", s(map_pk(flow, tp)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+            for i in resp.items() {
+                out.push(run_from_item(&self.offset_map, i)?);
+            }
+            start = resp.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Move the cursor and store the mapping, atomically, under the lease.
+    pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
+        let mut items = Vec::with_capacity(1 + cp.runs.len());
+        let cursor_update = Update::builder()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_expression(
+                "SET next_source_offset = :to, next_target_offset = :tend, last_record_timestamp_ms = :ts, \
+                 source_end_offset = :send, records_replicated = if_not_exists(records_replicated, :zero) + :recs, \
+                 bytes_replicated = if_not_exists(bytes_replicated, :zero) + :bytes, updated_ms = :now, \
+                 lease_expires_ms = :exp REMOVE last_error",
+            )
+            .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
+            .expression_attribute_values(":to", n(cp.to_source))
+            .expression_attribute_values(":from", n(cp.from_source))
+            .expression_attribute_values(":tend", n(cp.target_end))
+            .expression_attribute_values(":ts", n(cp.last_timestamp_ms))
+            .expression_attribute_values(":send", n(cp.source_end))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":recs", n(cp.records))
+            .expression_attribute_values(":bytes", n(cp.bytes))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":exp", n(cp.lease_expires_ms))
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":epoch", n(lease.epoch))
+            .build()
+            .map_err(|e| StateError::Dynamo {
+                op: "TransactWriteItems",
+                table: self.cursors.clone(),
+                detail: e.to_string(),
+            })?;
+        items.push(TransactWriteItem::builder().update(cursor_update).build());
+        let pk = map_pk(flow, &lease.tp);
+        for (i, run) in cp.runs.iter().enumerate() {
+            let item = match (&cp.extends, i) {
+                (Some(prev), 0) => {
+                    let u = Update::builder()
+                        .table_name(&self.offset_map)
+                        .key(PK_MAP, s(&pk))
+                        .key(SK_MAP, n(prev.source_start))
+                        .update_expression("SET run_length = :len")
+                        .condition_expression("run_length = :old")
+                        .expression_attribute_values(":len", n(run.length))
+                        .expression_attribute_values(":old", n(prev.length))
+                        .build()
+                        .map_err(|e| StateError::Dynamo {
+                            op: "TransactWriteItems",
+                            table: self.offset_map.clone(),
+                            detail: e.to_string(),
+                        })?;
+                    TransactWriteItem::builder().update(u).build()
+                }
+                _ => {
+                    let p = Put::builder()
+                        .table_name(&self.offset_map)
+                        .item(PK_MAP, s(&pk))
+                        .item(SK_MAP, n(run.source_start))
+                        .item("target_start", n(run.target_start))
+                        .item("run_length", n(run.length))
+                        .build()
+                        .map_err(|e| StateError::Dynamo {
+                            op: "TransactWriteItems",
+                            table: self.offset_map.clone(),
+                            detail: e.to_string(),
+                        })?;
+                    TransactWriteItem::builder().put(p).build()
+                }
+            };
+            items.push(item);
+        }
+        let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => {
+                // The cursor condition is the first item; any cancellation
+                // there means the lease moved or the cursor moved under us.
+                let reasons = match e.err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                        t.cancellation_reasons().to_vec()
+                    }
+                    _ => Vec::new(),
+                };
+                let cursor_failed = reasons
+                    .first()
+                    .and_then(|r| r.code())
+                    .is_some_and(|c| c == "ConditionalCheckFailed");
+                if cursor_failed || reasons.is_empty() {
+                    Err(StateError::LeaseLost {
+                        tp: lease.tp.clone(),
+                        epoch: lease.epoch,
+                    })
+                } else {
+                    Err(StateError::Dynamo {
+                        op: "TransactWriteItems",
+                        table: self.offset_map.clone(),
+                        detail: format!("{reasons:?}"),
+                    })
+                }
+            }
+            Err(e) => Err(dynamo_err("TransactWriteItems", &self.cursors, e)),
+        }
+    }
+
+    /// Give the lease back (only if still ours).
+    pub async fn release_lease(&self, flow: &str, lease: &Lease) -> Result<(), StateError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_expression("REMOVE lease_owner SET lease_expires_ms = :zero")
+            .condition_expression("lease_owner = :me AND lease_epoch = :epoch")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":epoch", n(lease.epoch))
+            .send()
+            .await;
+        self.fenced(res.map(|_| ()), lease, "UpdateItem")
+    }
+
+    /// Record why a partition stopped (shown by `ferry status`).
+    pub async fn record_error(&self, flow: &str, tp: &TopicPartition, error: &str) -> Result<(), StateError> {
+        self.client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_expression("SET last_error = :e, updated_ms = :now")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":e", s(error))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
+        Ok(())
+    }
+}
+
+fn map_pk(flow: &str, tp: &TopicPartition) -> String {
+    format!("{flow}/{}", partition_sk(tp))
+}
+
+fn run_from_item(table: &str, i: &HashMap<String, AttributeValue>) -> Result<OffsetRun, StateError> {
+    let gn = |k: &str| {
+        i.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| StateError::Malformed {
+                table: table.to_owned(),
+                detail: format!("attribute {k}"),
+            })
+    };
+    Ok(OffsetRun {
+        source_start: gn(SK_MAP)?,
+        target_start: gn("target_start")?,
+        length: gn("run_length")?,
+    })
+}

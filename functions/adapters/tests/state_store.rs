@@ -1,0 +1,115 @@
+//! The DynamoDB state store against moto's real DynamoDB API: leases are
+//! exclusive, fenced by epoch, and checkpoints move the cursor atomically
+//! with the offset map.
+
+use std::time::Duration;
+
+use ferry_adapters::state::{now_ms, Checkpoint, StateError, StateStore};
+use ferry_core::domain::TopicPartition;
+use ferry_core::offset_map::OffsetRun;
+
+async fn store() -> StateStore {
+    let aws = aws_config::load_from_env().await;
+    let prefix = format!("ferry-it-{}", uuid::Uuid::new_v4().simple());
+    let s = StateStore::new(aws_sdk_dynamodb::Client::new(&aws), &prefix);
+    s.ensure_tables()
+        .await
+        .expect("tables (is moto up? run infra/local/up and source infra/local/stack.env)");
+    s
+}
+
+fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, extends: Option<OffsetRun>) -> Checkpoint {
+    Checkpoint {
+        from_source: from,
+        to_source: to,
+        target_end: runs.last().map(|r| r.target_end()).unwrap_or(0),
+        records: to - from,
+        bytes: 10,
+        runs,
+        extends,
+        last_timestamp_ms: 1,
+        source_end: to,
+        lease_expires_ms: now_ms() + 60_000,
+    }
+}
+
+#[tokio::test]
+async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
+    let s = store().await;
+    let tp = TopicPartition::new("orders", 0);
+    assert!(s.init_cursor("r/f", &tp, "orders", 0).await.expect("init"));
+    assert!(
+        !s.init_cursor("r/f", &tp, "orders", 99).await.expect("init again"),
+        "a second init must not clobber"
+    );
+
+    let (a, item) = s
+        .acquire_lease("r/f", &tp, "worker-a", Duration::from_millis(300))
+        .await
+        .expect("a takes it");
+    assert_eq!(item.next_source_offset, 0);
+    match s.acquire_lease("r/f", &tp, "worker-b", Duration::from_secs(60)).await {
+        Err(StateError::LeaseHeld { owner, .. }) => assert_eq!(owner, "worker-a"),
+        other => panic!("b must not get a held lease: {other:?}"),
+    }
+    // A checkpoints while it holds the lease.
+    let run = OffsetRun {
+        source_start: 0,
+        target_start: 0,
+        length: 10,
+    };
+    let mut first = cp(0, 10, vec![run], None);
+    first.lease_expires_ms = now_ms() + 300;
+    s.checkpoint("r/f", &a, &first).await.expect("a checkpoints, renewing for 300 ms");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (b, item) = s
+        .acquire_lease("r/f", &tp, "worker-b", Duration::from_secs(60))
+        .await
+        .expect("b takes the expired lease");
+    assert!(b.epoch > a.epoch);
+    assert_eq!(item.next_source_offset, 10);
+    // A wakes up: every write it attempts is refused.
+    let err = s
+        .checkpoint(
+            "r/f",
+            &a,
+            &cp(
+                10,
+                20,
+                vec![OffsetRun {
+                    source_start: 10,
+                    target_start: 10,
+                    length: 10,
+                }],
+                Some(run),
+            ),
+        )
+        .await;
+    assert!(matches!(err, Err(StateError::LeaseLost { .. })), "{err:?}");
+    assert_eq!(
+        s.runs("r/f", &tp).await.expect("runs"),
+        vec![run],
+        "a fenced checkpoint writes nothing"
+    );
+    // B's checkpoint extends the stored run in place.
+    let merged = OffsetRun {
+        source_start: 0,
+        target_start: 0,
+        length: 20,
+    };
+    s.checkpoint("r/f", &b, &cp(10, 20, vec![merged], Some(run)))
+        .await
+        .expect("b checkpoints");
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![merged]);
+    assert_eq!(s.last_run("r/f", &tp).await.expect("last"), Some(merged));
+    // A cursor that moved under a holder is also refused.
+    let stale = s.checkpoint("r/f", &b, &cp(10, 30, vec![], None)).await;
+    assert!(matches!(stale, Err(StateError::LeaseLost { .. })), "{stale:?}");
+    s.release_lease("r/f", &b).await.expect("release");
+    let list = s.list_cursors("r/f").await.expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].next_source_offset, 20);
+    assert_eq!(list[0].records_replicated, 20);
+    assert_eq!(list[0].lease_owner, None);
+}
