@@ -1,0 +1,355 @@
+# shellcheck shell=bash disable=SC2034 # globals are read by the scripts sourcing this
+# Shared by infra/local/up, down and broker (sourced, not run): where things
+# live, and how the local services are installed, started, checked and stopped.
+#
+# Layout: downloads under <repo>/.cache (venv, Kafka jars), runtime state
+# under <repo>/.run/<service> (data, logs, pid file). Ports can be moved with
+# FERRY_SOURCE_PORT, FERRY_TARGET_PORT (controller = port + 1) and
+# FERRY_MOTO_PORT; export the same values for every script of one stack.
+
+LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$LOCAL_DIR/../.." && pwd)
+CACHE_DIR="$REPO_ROOT/.cache"
+RUN_DIR="$REPO_ROOT/.run"
+STACK_ENV="$LOCAL_DIR/stack.env"
+
+VENV="$CACHE_DIR/venv"
+PYTHON=${FERRY_PYTHON:-python3}
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+
+# The POM is the one place that names the Kafka release.
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$LOCAL_DIR/kafka/pom.xml")
+KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
+KAFKA_LIBS="$KAFKA_HOME/libs"
+KAFKA_HEAP=${FERRY_KAFKA_HEAP:--Xmx512m}
+
+SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
+TARGET_PORT=${FERRY_TARGET_PORT:-29092}
+MOTO_PORT=${FERRY_MOTO_PORT:-5000}
+MOTO_DIR="$RUN_DIR/moto"
+MOTO_URL="http://127.0.0.1:$MOTO_PORT"
+
+# Seconds a service may take to answer after it was started.
+READY_TIMEOUT=${FERRY_READY_TIMEOUT:-120}
+# Seconds between SIGTERM and SIGKILL when stopping.
+STOP_GRACE=${FERRY_STOP_GRACE:-30}
+
+log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# One script at a time per checkout: up, down and broker all take this lock.
+# Started services must not inherit fd 9, or they would hold it for ever.
+take_lock() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/.lock"
+  flock -w 600 9 || die "another infra/local script still holds $RUN_DIR/.lock"
+}
+
+# --- processes -------------------------------------------------------------
+
+# Prints the pid recorded in pid file $1 when that process is alive and its
+# command line contains $2 (a recycled pid is not ours); fails otherwise.
+live_pid() {
+  local file=$1 marker=$2 pid cmdline
+  [[ -f $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  # Empty for a zombie; missing once the process is gone.
+  cmdline=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || return 1
+  [[ $cmdline == *"$marker"* ]] || return 1
+  echo "$pid"
+}
+
+# launch PIDFILE OUTFILE CMD...: runs CMD in its own session, detached from
+# this script (survives its exit and the terminal's signals), output appended
+# to OUTFILE; returns once PIDFILE holds the new pid.
+launch() {
+  local pidfile=$1 out=$2 i
+  shift 2
+  rm -f "$pidfile"
+  # The inner shell records its own pid, then becomes CMD (exec keeps the pid).
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid nohup bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+    </dev/null >>"$out" 2>&1 9>&- &
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $pidfile ]] && return 0
+    sleep 0.05
+  done
+  die "no pid file $pidfile after starting $1"
+}
+
+# stop_service NAME PIDFILE MARKER: SIGTERM, up to STOP_GRACE seconds, SIGKILL.
+# Sets STOPPED_CLEANLY=true when it stopped the process without SIGKILL.
+stop_service() {
+  local name=$1 pidfile=$2 marker=$3 pid i
+  STOPPED_CLEANLY=false
+  if ! pid=$(live_pid "$pidfile" "$marker"); then
+    rm -f "$pidfile"
+    log "$name: not running"
+    return 0
+  fi
+  log "$name: stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_GRACE * 10; i++)); do
+    live_pid "$pidfile" "$marker" >/dev/null || break
+    sleep 0.1
+  done
+  if live_pid "$pidfile" "$marker" >/dev/null; then
+    log "$name: still running after ${STOP_GRACE}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      live_pid "$pidfile" "$marker" >/dev/null || break
+      sleep 0.1
+    done
+  else
+    STOPPED_CLEANLY=true
+  fi
+  rm -f "$pidfile"
+  log "$name: stopped"
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+  timeout 2 bash -c ": <>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+show_log() {
+  local file=$1
+  [[ -s $file ]] || return 0
+  log "last lines of $file:"
+  tail -n 30 "$file" >&2
+}
+
+# A dying broker can log its fatal error well before its last lines (another
+# thread still printing its config), so show the errors, then the end.
+show_kafka_log() {
+  local file=$1
+  [[ -s $file ]] || return 0
+  log "errors in $file:"
+  grep -E '^\[[^]]*\] (ERROR|FATAL) |^Caused by: ' "$file" | tail -n 20 >&2 || true
+  log "last lines of $file:"
+  tail -n 10 "$file" >&2
+}
+
+# --- downloads ---------------------------------------------------------------
+
+# Stamp files hold a hash of what was installed; a different hash reinstalls.
+stamp_matches() { [[ -f $1 && $(<"$1") == "$2" ]]; }
+
+ensure_venv() {
+  local stamp="$VENV/.ferry-requirements.sha256" want
+  want=$(sha256sum <"$LOCAL_DIR/requirements.txt" | cut -d' ' -f1)
+  if stamp_matches "$stamp" "$want" && [[ -x $VENV/bin/python ]]; then
+    return 0
+  fi
+  command -v "$PYTHON" >/dev/null || die "no $PYTHON on PATH (set FERRY_PYTHON)"
+  log "venv: installing infra/local/requirements.txt into $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$CACHE_DIR"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$LOCAL_DIR/requirements.txt" \
+    || die "pip install failed; the venv is left without a stamp and will be rebuilt"
+  echo "$want" >"$stamp"
+}
+
+ensure_kafka_libs() {
+  local stamp="$KAFKA_HOME/.ferry-pom.sha256" want
+  [[ -n $KAFKA_VERSION ]] || die "no <kafka.version> in $LOCAL_DIR/kafka/pom.xml"
+  want=$(sha256sum <"$LOCAL_DIR/kafka/pom.xml" | cut -d' ' -f1)
+  if stamp_matches "$stamp" "$want" && [[ -d $KAFKA_LIBS ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || die "no mvn on PATH"
+  log "kafka: gathering the Kafka $KAFKA_VERSION classpath into $KAFKA_LIBS"
+  mkdir -p "$KAFKA_HOME"
+  rm -rf "$KAFKA_LIBS.tmp"
+  if ! mvn -q -B -f "$LOCAL_DIR/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_LIBS.tmp" >"$KAFKA_HOME/mvn.log" 2>&1; then
+    show_log "$KAFKA_HOME/mvn.log"
+    die "mvn dependency:copy-dependencies failed"
+  fi
+  rm -rf "$KAFKA_LIBS" "$KAFKA_HOME/cds"
+  mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  echo "$want" >"$stamp"
+}
+
+require_installed() {
+  [[ -x $VENV/bin/python && -d $KAFKA_LIBS ]] || die "nothing installed yet: run infra/local/up first"
+}
+
+# --- Kafka -------------------------------------------------------------------
+
+kafka_port() {
+  case $1 in
+    source) echo "$SOURCE_PORT" ;;
+    target) echo "$TARGET_PORT" ;;
+    *) die "unknown cluster '$1' (expected source or target)" ;;
+  esac
+}
+kafka_bootstrap() { echo "127.0.0.1:$(kafka_port "$1")"; }
+kafka_dir() { echo "$RUN_DIR/$1"; }
+kafka_pidfile() { echo "$RUN_DIR/$1/kafka.pid"; }
+# The properties path is unique per checkout and cluster: it identifies our JVM.
+kafka_marker() { echo "$RUN_DIR/$1/server.properties"; }
+kafka_log() { echo "$RUN_DIR/$1/kafka.log"; }
+kafka_live_pid() { live_pid "$(kafka_pidfile "$1")" "$(kafka_marker "$1")"; }
+# Class-data sharing archive: a broker's first clean stop dumps the classes it
+# loaded; later starts map them and answer in ~5 s instead of ~11 s on two
+# cores. An archive fits one set of jars (ensure_kafka_libs drops them) and one
+# JVM build (keyed by the java binary's mtime); a misfit is silently unused.
+kafka_cds() {
+  local jvm
+  jvm=$(readlink -f "$(command -v "$JAVA")")
+  echo "$KAFKA_HOME/cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"
+}
+
+# Single-node KRaft cluster in combined mode (broker and controller in one JVM).
+kafka_write_config() {
+  local cluster=$1 dir port controller
+  dir=$(kafka_dir "$cluster")
+  port=$(kafka_port "$cluster")
+  controller=$((port + 1))
+  # The metadata log records the controller's address at format time.
+  if [[ -f $dir/data/meta.properties ]] &&
+    ! grep -qxF "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller" "$dir/server.properties"; then
+    die "kafka $cluster: $dir was formatted for other ports; run infra/local/down --purge to move it to $port"
+  fi
+  mkdir -p "$dir/data"
+  cat >"$dir/server.properties" <<EOF
+# Written by infra/local/$(basename "$0") for the local "$cluster" cluster; rewritten on every start.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+# Sets KAFKA_CMD to the java command line, up to the main class, for cluster
+# $1 with heap option $2. A plain array: launch runs it in a fresh shell.
+kafka_cmd() {
+  KAFKA_CMD=("$JAVA" "$2" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2.xml"
+    -Dferry.kafka.log="$(kafka_log "$1")"
+    -cp "$KAFKA_LIBS/*")
+}
+
+# Formats the data dir once; meta.properties marks a formatted log dir.
+kafka_format() {
+  local cluster=$1 dir cluster_id
+  dir=$(kafka_dir "$cluster")
+  [[ -f $dir/data/meta.properties ]] && return 0
+  cluster_id=$("$VENV/bin/python" -c \
+    'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  log "kafka $cluster: formatting $dir/data (cluster id $cluster_id)"
+  kafka_cmd "$cluster" -Xmx256m
+  if ! "${KAFKA_CMD[@]}" kafka.tools.StorageTool format \
+    -t "$cluster_id" -c "$dir/server.properties" --standalone >>"$dir/format.log" 2>&1; then
+    show_log "$dir/format.log"
+    show_kafka_log "$(kafka_log "$cluster")"
+    die "kafka $cluster: formatting the storage failed"
+  fi
+}
+
+kafka_start() {
+  local cluster=$1 dir cds cds_option
+  dir=$(kafka_dir "$cluster")
+  kafka_write_config "$cluster"
+  kafka_format "$cluster"
+  log "kafka $cluster: starting on $(kafka_bootstrap "$cluster")"
+  # One log per run, and the run before it, so errors shown are this run's.
+  if [[ -f $(kafka_log "$cluster") ]]; then
+    mv -f "$(kafka_log "$cluster")" "$dir/kafka.previous.log"
+  fi
+  kafka_cmd "$cluster" "$KAFKA_HEAP"
+  cds=$(kafka_cds "$cluster")
+  if [[ -f $cds ]]; then
+    cds_option=-XX:SharedArchiveFile=$cds
+  else
+    # Dumped at exit under another name: kafka_stop keeps it only when whole.
+    mkdir -p "$(dirname "$cds")"
+    rm -f "$cds.partial"
+    cds_option=-XX:ArchiveClassesAtExit=$cds.partial
+  fi
+  launch "$(kafka_pidfile "$cluster")" "$dir/stdout.log" \
+    "${KAFKA_CMD[@]}" "$cds_option" '-Xlog:cds*=error' kafka.Kafka "$dir/server.properties"
+}
+
+kafka_stop() {
+  local cds
+  cds=$(kafka_cds "$1")
+  stop_service "kafka $1" "$(kafka_pidfile "$1")" "$(kafka_marker "$1")"
+  if $STOPPED_CLEANLY && [[ -s $cds.partial ]]; then
+    mv "$cds.partial" "$cds"
+  fi
+}
+
+# kafka_wait CLUSTER...: returns once every named cluster answers a metadata
+# request; on failure shows the logs of those that did not, and exits.
+kafka_wait() {
+  local args=() cluster failed pid
+  for cluster in "$@"; do
+    pid=$(kafka_live_pid "$cluster") || pid=0
+    args+=(--broker "$(kafka_bootstrap "$cluster")" "$pid")
+  done
+  if failed=$("$VENV/bin/python" "$LOCAL_DIR/wait_kafka.py" --timeout "$READY_TIMEOUT" "${args[@]}"); then
+    return 0
+  fi
+  for cluster in "$@"; do
+    if grep -qxF "$(kafka_bootstrap "$cluster")" <<<"$failed"; then
+      show_log "$(kafka_dir "$cluster")/stdout.log"
+      show_kafka_log "$(kafka_log "$cluster")"
+    fi
+  done
+  die "Kafka did not come up: $(tr '\n' ' ' <<<"$failed")"
+}
+
+# --- moto ----------------------------------------------------------------------
+
+moto_pidfile() { echo "$MOTO_DIR/moto.pid"; }
+moto_marker() { echo "$VENV/bin/moto_server"; }
+moto_live_pid() { live_pid "$(moto_pidfile)" "$(moto_marker)"; }
+moto_answers() {
+  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$MOTO_URL/moto-api/") == 200 ]]
+}
+
+moto_start() {
+  mkdir -p "$MOTO_DIR"
+  log "moto: starting on $MOTO_URL"
+  launch "$(moto_pidfile)" "$MOTO_DIR/moto.log" \
+    "$(moto_marker)" -H 127.0.0.1 -p "$MOTO_PORT"
+}
+
+moto_stop() { stop_service moto "$(moto_pidfile)" "$(moto_marker)"; }
+
+moto_wait() {
+  local deadline=$((SECONDS + READY_TIMEOUT)) watched
+  watched=$(moto_live_pid) || watched=""
+  until moto_answers; do
+    if [[ -n $watched ]] && ! moto_live_pid >/dev/null; then
+      show_log "$MOTO_DIR/moto.log"
+      die "moto exited before answering"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_log "$MOTO_DIR/moto.log"
+      die "moto not answering on $MOTO_URL/moto-api/ after ${READY_TIMEOUT}s"
+    fi
+    sleep 0.2
+  done
+}
