@@ -1,0 +1,288 @@
+//! `ferry`: run the replicator's handlers in-process against the configured
+//! clusters and the DynamoDB endpoint of the standard AWS environment, and
+//! show replication state.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ferry_core::domain::{PlanInput, StopReason, TopicPartition};
+use ferry_engine::replicate::Budget;
+use ferry_engine::{Ferry, FerryError, Settings};
+
+/// Ferry: a serverless Kafka-to-Kafka replicator. These commands run the
+/// same handlers as the Lambda functions, locally.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Plan and replicate, in-process, until interrupted (or once with --once).
+    Run(RunArgs),
+    /// Per partition: source end offset, cursor, lag, last replicated record.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// kafka-clusters.json, as `aws kafka create-replicator --kafka-clusters` takes it.
+    #[arg(long, value_name = "FILE")]
+    kafka_clusters: PathBuf,
+    /// replication-info.json, as `aws kafka create-replicator --replication-info-list` takes it.
+    #[arg(long, value_name = "FILE")]
+    replication_info: PathBuf,
+    /// Replicator name (state keys and metrics).
+    #[arg(long, default_value = "ferry")]
+    name: String,
+    /// DynamoDB table prefix.
+    #[arg(long, default_value = "ferry", env = "FERRY_TABLE_PREFIX")]
+    table_prefix: String,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Exit 0 once every selected partition has reached the source end
+    /// offset seen at start; non-zero on failure.
+    #[arg(long)]
+    once: bool,
+    /// Length of one replicate round (a Lambda invocation's budget), in seconds.
+    #[arg(long, default_value_t = 60)]
+    round_seconds: u64,
+    /// Lease duration in milliseconds (a crashed worker's partitions are
+    /// taken over after this long).
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Partitions per replicate batch.
+    #[arg(long, default_value_t = ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH)]
+    max_partitions_per_batch: usize,
+    /// Uncompressed bytes per produced batch.
+    #[arg(long, default_value_t = 900 * 1024)]
+    produce_batch_max_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}. Fix: give the path of an existing JSON file", path.display()))
+}
+
+async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
+    let clusters = read(&common.kafka_clusters)?;
+    let info = read(&common.replication_info)?;
+    let spec = ferry_core::config::load(
+        &common.name,
+        &common.kafka_clusters.display().to_string(),
+        &clusters,
+        &common.replication_info.display().to_string(),
+        &info,
+    )
+    .map_err(|e| e.to_string())?;
+    let aws = aws_config::load_from_env().await;
+    Ferry::new(
+        spec,
+        aws_sdk_dynamodb::Client::new(&aws),
+        Settings {
+            table_prefix: common.table_prefix.clone(),
+            ..settings
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Status(args) => status(args).await,
+    };
+    match res {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("ferry: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let settings = Settings {
+        lease_duration: Duration::from_millis(args.lease_ms),
+        max_partitions_per_batch: args.max_partitions_per_batch,
+        produce_batch_max_bytes: args.produce_batch_max_bytes,
+        ..Settings::default()
+    };
+    let ferry = build(&args.common, settings).await?;
+    ferry.store.ensure_tables().await.map_err(|e| e.to_string())?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("ferry: interrupted; finishing the current batch");
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    println!("ferry: {}", ferry.spec);
+    let started = std::time::Instant::now();
+    let mut start_ends: HashMap<(String, TopicPartition), i64> = HashMap::new();
+    let mut total_records: u64 = 0;
+    let mut total_bytes: u64 = 0;
+    let mut failures = 0;
+    loop {
+        let plan = ferry_engine::plan::plan(&ferry, &PlanInput::default())
+            .await
+            .map_err(|e| describe(&e))?;
+        if !plan.created_topics.is_empty() {
+            println!("ferry: created target topics {}", plan.created_topics.join(", "));
+        }
+        let mut batches = plan.batches;
+        for b in &mut batches {
+            b.stop_at_plan_end = args.once;
+            for w in &mut b.partitions {
+                // --once: the end offsets seen when the run started.
+                let end = *start_ends.entry((b.flow.clone(), w.source.clone())).or_insert(w.end_offset);
+                w.end_offset = end;
+            }
+        }
+        let partitions: usize = batches.iter().map(|b| b.partitions.len()).sum();
+        let budget = Budget {
+            deadline: tokio::time::Instant::now() + Duration::from_secs(args.round_seconds),
+            interrupted: interrupted.clone(),
+        };
+        let results = futures::future::join_all(batches.iter().map(|b| ferry_engine::replicate::replicate(&ferry, b, &budget))).await;
+        let mut all_caught_up = true;
+        let mut round_records = 0;
+        let mut round_bytes = 0;
+        let mut reconciled = 0;
+        for res in results {
+            match res {
+                Ok(out) => {
+                    for p in out.partitions {
+                        round_records += p.records;
+                        round_bytes += p.bytes;
+                        reconciled += p.reconciled;
+                        match p.stopped {
+                            StopReason::CaughtUp => {}
+                            StopReason::Error => {
+                                all_caught_up = false;
+                                failures += 1;
+                                eprintln!("ferry: {} stopped: {}", p.source, p.error.unwrap_or_default());
+                            }
+                            _ => all_caught_up = false,
+                        }
+                    }
+                }
+                Err(e) => {
+                    all_caught_up = false;
+                    failures += 1;
+                    eprintln!("ferry: replicate failed: {}", describe(&e));
+                }
+            }
+        }
+        total_records += round_records;
+        total_bytes += round_bytes;
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        println!(
+            "ferry: {partitions} partitions; +{round_records} records this round{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s)",
+            if reconciled > 0 { format!(" ({reconciled} already on the target, reconciled)") } else { String::new() },
+            total_bytes as f64 / 1e6,
+            total_bytes as f64 / 1e6 / secs
+        );
+        if interrupted.load(Ordering::SeqCst) {
+            return Ok(ExitCode::from(130));
+        }
+        if failures > 0 && args.once {
+            eprintln!("ferry: {failures} failures; see the errors above and `ferry status`");
+            return Ok(ExitCode::from(1));
+        }
+        if args.once && all_caught_up {
+            println!("ferry: caught up with the source end offsets seen at start");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if partitions == 0 || (!all_caught_up && round_records == 0) {
+            // Nothing to do, or partitions leased elsewhere: wait a little.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn describe(e: &FerryError) -> String {
+    format!("{e} [{}]", e.error_type())
+}
+
+async fn status(args: StatusArgs) -> Result<ExitCode, String> {
+    let ferry = build(&args.common, Settings::default()).await?;
+    let rows = ferry_engine::status::status(&ferry).await.map_err(|e| describe(&e))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10}  {:<24} ERROR",
+        "FLOW", "TOPIC", "PART", "SOURCE_END", "CURSOR", "LAG", "LAST_RECORD"
+    );
+    for r in rows {
+        let ts = r.last_record_timestamp_ms.map(format_ms).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10}  {:<24} {}",
+            r.flow,
+            r.topic,
+            r.partition,
+            r.source_end_offset,
+            r.cursor,
+            r.lag,
+            ts,
+            r.last_error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339 UTC from milliseconds since the epoch, without a date crate.
+fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}

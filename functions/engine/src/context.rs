@@ -1,0 +1,147 @@
+//! What every handler needs: the validated replicator, a client per
+//! cluster, the state store, and the tunables.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_adapters::kafka::KafkaCluster;
+use ferry_adapters::state::StateStore;
+use ferry_core::config::{FlowSpec, ReplicatorSpec};
+
+use crate::error::FerryError;
+
+/// Tunables, each with a default named for what it is.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// DynamoDB table-name prefix (`<prefix>-cursors`, `<prefix>-offset-map`).
+    pub table_prefix: String,
+    /// Partitions per Replicate invocation.
+    pub max_partitions_per_batch: usize,
+    /// Bytes fetched per partition per request.
+    pub fetch_partition_max_bytes: i32,
+    /// Uncompressed record bytes per produced batch (at least one record is
+    /// always sent; keep this below the target's `max.message.bytes`).
+    pub produce_batch_max_bytes: usize,
+    /// Longest a fetch waits for new data.
+    pub fetch_max_wait_ms: i32,
+    /// How long a lease lasts without renewal.
+    pub lease_duration: Duration,
+    /// Bytes one Replicate invocation writes before it stops.
+    pub invocation_max_bytes: u64,
+    /// Kafka request timeout.
+    pub request_timeout: Duration,
+}
+
+/// Default DynamoDB table prefix.
+pub fn default_table_prefix() -> String {
+    "ferry".into()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            table_prefix: default_table_prefix(),
+            max_partitions_per_batch: ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH,
+            fetch_partition_max_bytes: 4 * 1024 * 1024,
+            produce_batch_max_bytes: 900 * 1024,
+            fetch_max_wait_ms: 500,
+            lease_duration: Duration::from_secs(30),
+            invocation_max_bytes: 2 * 1024 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A replicator ready to run.
+#[derive(Debug, Clone)]
+pub struct Ferry {
+    /// The validated definition.
+    pub spec: Arc<ReplicatorSpec>,
+    /// State store.
+    pub store: StateStore,
+    /// One client per cluster id.
+    pub clusters: Arc<HashMap<String, Arc<KafkaCluster>>>,
+    /// Tunables.
+    pub settings: Settings,
+}
+
+impl Ferry {
+    /// Build clients for every cluster the spec names. Connects lazily.
+    pub fn new(spec: ReplicatorSpec, dynamo: aws_sdk_dynamodb::Client, settings: Settings) -> Result<Self, FerryError> {
+        let mut clusters = HashMap::new();
+        for flow in &spec.flows {
+            for c in [&flow.source, &flow.target] {
+                if c.tls.is_some() || !matches!(c.auth, ferry_core::config::ClusterAuth::None) {
+                    return Err(FerryError::Input(format!(
+                        "cluster {} needs TLS or SASL, which this build of Ferry does not speak yet; \
+                         use EncryptionType PLAINTEXT without ClientAuthentication for local clusters",
+                        c.alias
+                    )));
+                }
+                clusters
+                    .entry(c.id.clone())
+                    .or_insert_with(|| Arc::new(KafkaCluster::new(&c.alias, c.bootstrap.clone(), settings.request_timeout)));
+            }
+        }
+        Ok(Self {
+            store: StateStore::new(dynamo, &settings.table_prefix),
+            spec: Arc::new(spec),
+            clusters: Arc::new(clusters),
+            settings,
+        })
+    }
+
+    /// The flow with this id.
+    pub fn flow(&self, id: &str) -> Result<&FlowSpec, FerryError> {
+        self.spec.flows.iter().find(|f| f.id() == id).ok_or_else(|| {
+            let known: Vec<String> = self.spec.flows.iter().map(FlowSpec::id).collect();
+            FerryError::Input(format!("flow {id:?} is not in the configuration (known: {known:?})"))
+        })
+    }
+
+    /// The state key of a flow: `<replicator>/<flow id>`.
+    pub fn flow_key(&self, flow: &FlowSpec) -> String {
+        format!("{}/{}", self.spec.name, flow.id())
+    }
+
+    /// The client of a cluster.
+    pub fn cluster(&self, id: &str) -> Result<Arc<KafkaCluster>, FerryError> {
+        self.clusters
+            .get(id)
+            .cloned()
+            .ok_or_else(|| FerryError::Input(format!("cluster {id:?} is not configured")))
+    }
+}
+
+/// Environment variables the Lambda functions read their definition from.
+pub mod env {
+    /// Replicator name.
+    pub const NAME: &str = "FERRY_REPLICATOR_NAME";
+    /// `kafka-clusters.json` content.
+    pub const KAFKA_CLUSTERS: &str = "FERRY_KAFKA_CLUSTERS";
+    /// `replication-info.json` content.
+    pub const REPLICATION_INFO: &str = "FERRY_REPLICATION_INFO";
+    /// DynamoDB table prefix.
+    pub const TABLE_PREFIX: &str = "FERRY_TABLE_PREFIX";
+}
+
+impl Ferry {
+    /// Build from the Lambda environment (see [`env`]).
+    pub fn from_env(dynamo: aws_sdk_dynamodb::Client) -> Result<Self, FerryError> {
+        let var =
+            |k: &str| std::env::var(k).map_err(|_| FerryError::Input(format!("environment variable {k} is not set; the template sets it")));
+        let spec = ferry_core::config::load(
+            &var(env::NAME)?,
+            env::KAFKA_CLUSTERS,
+            &var(env::KAFKA_CLUSTERS)?,
+            env::REPLICATION_INFO,
+            &var(env::REPLICATION_INFO)?,
+        )?;
+        let mut settings = Settings::default();
+        if let Ok(p) = std::env::var(env::TABLE_PREFIX) {
+            settings.table_prefix = p;
+        }
+        Self::new(spec, dynamo, settings)
+    }
+}

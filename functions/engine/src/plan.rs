@@ -1,0 +1,164 @@
+//! The Plan step: select source topics, check and create target topics,
+//! create cursors for partitions seen for the first time, and split the
+//! partitions into bounded Replicate batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ferry_adapters::kafka::{OffsetSpec, TopicMeta};
+use ferry_core::config::{FlowSpec, StartingPosition};
+use ferry_core::domain::{PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
+use ferry_core::plan::split_into_batches;
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+
+/// Plan every flow of the replicator.
+pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryError> {
+    let max = input.max_partitions_per_batch.unwrap_or(ferry.settings.max_partitions_per_batch);
+    let mut out = PlanOutput {
+        replicator: ferry.spec.name.clone(),
+        created_topics: Vec::new(),
+        batches: Vec::new(),
+    };
+    for flow in &ferry.spec.flows {
+        let (created, work) = plan_flow(ferry, flow).await?;
+        out.created_topics.extend(created);
+        for partitions in split_into_batches(work, max) {
+            out.batches.push(ReplicateInput {
+                flow: flow.id(),
+                partitions,
+                stop_at_plan_end: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The source topics this flow replicates, with their metadata.
+pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<String, TopicMeta>, FerryError> {
+    let source = ferry.cluster(&flow.source.id)?;
+    let all = source.metadata(None).await?;
+    Ok(all
+        .into_iter()
+        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name))
+        .collect())
+}
+
+async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<PartitionWork>), FerryError> {
+    let flow_key = ferry.flow_key(flow);
+    let source = ferry.cluster(&flow.source.id)?;
+    let target = ferry.cluster(&flow.target.id)?;
+    let first_plan = ferry.store.start_flow(&flow_key).await?;
+    let existing: HashMap<TopicPartition, i64> = ferry
+        .store
+        .list_cursors(&flow_key)
+        .await?
+        .into_iter()
+        .map(|c| (c.tp, c.next_source_offset))
+        .collect();
+
+    let mut topics = selected_topics(ferry, flow).await?;
+    if !first_plan && !flow.detect_new_topics {
+        topics.retain(|name, _| existing.keys().any(|tp| &tp.topic == name));
+    }
+
+    // Check every target topic before writing anything.
+    let target_names: Vec<String> = topics.keys().map(|t| flow.target_topic(t)).collect();
+    let target_meta = target.metadata(Some(&target_names)).await?;
+    let mut to_create = Vec::new();
+    for (name, meta) in &topics {
+        let target_name = flow.target_topic(name);
+        let source_count = meta.partitions.len();
+        match target_meta.get(&target_name) {
+            None => to_create.push((target_name, source_count as i32)),
+            Some(t) if t.partitions.len() != source_count => {
+                return Err(FerryError::Input(format!(
+                    "target topic {target_name} on cluster {} has {} partitions but source topic {name} on cluster {} has {source_count}; \
+                     Ferry writes source partition p to target partition p, so the counts must match: \
+                     change the target topic's partition count (or delete it and let Ferry create it), or exclude the topic",
+                    flow.target.alias,
+                    t.partitions.len(),
+                    flow.source.alias
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let created: Vec<String> = to_create.iter().map(|(n, _)| n.clone()).collect();
+    if !to_create.is_empty() {
+        target.create_topics(&to_create).await?;
+        wait_for_topics(ferry, flow, &created).await?;
+        tracing::info!(flow = %flow.id(), topics = ?created, "created target topics");
+    }
+
+    let tps: Vec<TopicPartition> = topics
+        .iter()
+        .flat_map(|(name, meta)| meta.partitions.keys().map(move |p| TopicPartition::new(name.clone(), *p)))
+        .collect();
+    if tps.is_empty() {
+        return Ok((created, Vec::new()));
+    }
+    let ends = source.list_offsets(&tps, OffsetSpec::Latest, true).await?;
+    let new_tps: Vec<TopicPartition> = tps.iter().filter(|tp| !existing.contains_key(tp)).cloned().collect();
+    let mut cursors = existing;
+    if !new_tps.is_empty() {
+        // A topic that appears after the first plan starts from its first
+        // record whatever StartingPosition says: nothing produced before
+        // Ferry noticed it is lost.
+        let position = if first_plan {
+            flow.starting_position
+        } else {
+            StartingPosition::Earliest
+        };
+        let starts = match position {
+            StartingPosition::Earliest => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
+            StartingPosition::Latest => new_tps.iter().map(|tp| (tp.clone(), ends.get(tp).copied().unwrap_or(0))).collect(),
+        };
+        for tp in &new_tps {
+            let start = starts.get(tp).copied().unwrap_or(0);
+            ferry.store.init_cursor(&flow_key, tp, &flow.target_topic(&tp.topic), start).await?;
+        }
+        // Re-read: a concurrent plan may have created some first.
+        cursors = ferry
+            .store
+            .list_cursors(&flow_key)
+            .await?
+            .into_iter()
+            .map(|c| (c.tp, c.next_source_offset))
+            .collect();
+    }
+    let work = tps
+        .into_iter()
+        .map(|tp| {
+            let end = ends.get(&tp).copied().unwrap_or(0);
+            let cursor = cursors.get(&tp).copied().unwrap_or(end);
+            PartitionWork {
+                target_topic: flow.target_topic(&tp.topic),
+                source: tp,
+                end_offset: end,
+                lag: (end - cursor).max(0),
+            }
+        })
+        .collect();
+    Ok((created, work))
+}
+
+/// Newly created topics take a moment to get leaders.
+async fn wait_for_topics(ferry: &Ferry, flow: &FlowSpec, topics: &[String]) -> Result<(), FerryError> {
+    let target = ferry.cluster(&flow.target.id)?;
+    for _ in 0..100 {
+        let meta = target.metadata(Some(topics)).await?;
+        let ready = topics.iter().all(|t| {
+            meta.get(t)
+                .is_some_and(|m| !m.partitions.is_empty() && m.partitions.values().all(|p| p.leader >= 0))
+        });
+        if ready {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(FerryError::Input(format!(
+        "target topics {topics:?} were created but have no leaders after 10 s"
+    )))
+}

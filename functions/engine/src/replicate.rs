@@ -1,0 +1,724 @@
+//! The Replicate step for one batch of partitions: lease each partition,
+//! reconcile what a previous holder wrote but did not checkpoint, then
+//! fetch (read_committed) → produce (idempotent, acks=all, same partition)
+//! → checkpoint (cursor and offset map, conditional on the lease), until
+//! the batch is caught up or the time or byte budget is spent.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_adapters::kafka::batch::{self, ProducerStamp, SourceRecord};
+use ferry_adapters::kafka::{FetchedPartition, KafkaCluster, KafkaError, OffsetSpec};
+use ferry_adapters::state::{now_ms, Checkpoint, Lease, StateError};
+use ferry_core::config::FlowSpec;
+use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
+use ferry_core::offset_map::{runs_for_append, OffsetRun};
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+
+/// Time kept in hand before the deadline to checkpoint and release.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// When and why to stop.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Hard deadline (the Lambda deadline, or the CLI's round length).
+    pub deadline: Instant,
+    /// Set to stop cleanly at the next round (Ctrl-C).
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// One partition's working state.
+struct Part {
+    work: PartitionWork,
+    target: TopicPartition,
+    lease: Lease,
+    /// Next source offset not yet replicated (what the store holds).
+    cursor: i64,
+    /// Next source offset to fetch (>= cursor).
+    fetch_pos: i64,
+    pending: VecDeque<SourceRecord>,
+    pending_bytes: usize,
+    /// A built batch awaiting a successful produce, with its record count:
+    /// retried byte for byte so the broker's idempotence can drop a copy.
+    inflight: Option<(Bytes, usize)>,
+    sequence: i32,
+    last_run: Option<OffsetRun>,
+    target_end: i64,
+    source_end: i64,
+    records: u64,
+    bytes: u64,
+    last_ts: i64,
+    done: Option<StopReason>,
+    error: Option<String>,
+    /// When our lease runs out unless renewed (ms since the epoch).
+    lease_expires_hint: i64,
+    /// Records found already written by a previous holder.
+    reconciled: u64,
+}
+
+impl Part {
+    fn progress(&self) -> PartitionProgress {
+        PartitionProgress {
+            source: self.work.source.clone(),
+            cursor: self.cursor,
+            source_end: self.source_end,
+            records: self.records,
+            bytes: self.bytes,
+            stopped: self.done.unwrap_or(StopReason::Budget),
+            error: self.error.clone(),
+            reconciled: self.reconciled,
+        }
+    }
+}
+
+/// Run one Replicate invocation.
+pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -> Result<ReplicateOutput, FerryError> {
+    let flow = ferry.flow(&input.flow)?.clone();
+    let flow_key = ferry.flow_key(&flow);
+    let source = ferry.cluster(&flow.source.id)?;
+    let target = ferry.cluster(&flow.target.id)?;
+    let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+    let settings = &ferry.settings;
+
+    // Lease every partition we can; the others are someone else's now.
+    let mut parts: Vec<Part> = Vec::new();
+    let mut skipped: Vec<PartitionProgress> = Vec::new();
+    for work in &input.partitions {
+        match ferry
+            .store
+            .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
+            .await
+        {
+            Ok((lease, item)) => {
+                let last_run = ferry.store.last_run(&flow_key, &work.source).await?;
+                parts.push(Part {
+                    target: TopicPartition::new(work.target_topic.clone(), work.source.partition),
+                    work: work.clone(),
+                    lease,
+                    cursor: item.next_source_offset,
+                    fetch_pos: item.next_source_offset,
+                    pending: VecDeque::new(),
+                    pending_bytes: 0,
+                    inflight: None,
+                    sequence: 0,
+                    last_run,
+                    target_end: item.next_target_offset.unwrap_or(-1),
+                    source_end: work.end_offset.max(item.source_end_offset),
+                    records: 0,
+                    bytes: 0,
+                    last_ts: item.last_record_timestamp_ms,
+                    done: None,
+                    error: None,
+                    lease_expires_hint: item.lease_expires_ms,
+                    reconciled: 0,
+                });
+                // Remember who wrote what: reconcile needs the previous holder's producer id.
+                let prev_pid = item.producer_id;
+                let last = parts.last_mut().ok_or_else(|| FerryError::Input("no partition".into()))?;
+                if prev_pid >= 0 && last.target_end >= 0 {
+                    if let Err(e) = reconcile(ferry, &flow, &flow_key, &source, &target, last, prev_pid).await {
+                        fail(ferry, &flow, &flow_key, last, &e).await;
+                    }
+                }
+            }
+            Err(StateError::LeaseHeld { tp, owner, .. }) => {
+                tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, holder = %owner, "partition leased by another worker; skipping");
+                skipped.push(PartitionProgress {
+                    source: work.source.clone(),
+                    cursor: -1,
+                    source_end: work.end_offset,
+                    records: 0,
+                    bytes: 0,
+                    stopped: StopReason::LeaseHeld,
+                    error: None,
+                    reconciled: 0,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // One idempotent producer id for this invocation, recorded under each
+    // lease before anything is written: it is the provenance a later
+    // holder reconciles against.
+    if parts.iter().any(|p| p.done.is_none()) {
+        let (pid, epoch) = target.init_producer_id().await?;
+        let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
+        let target_ends = if need_end.is_empty() {
+            HashMap::new()
+        } else {
+            target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
+        };
+        for p in parts.iter_mut().filter(|p| p.done.is_none()) {
+            if p.target_end < 0 {
+                p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
+            }
+            match ferry.store.set_producer(&flow_key, &p.lease, pid, epoch, p.target_end).await {
+                Ok(()) => {}
+                Err(e) => fail(ferry, &flow, &flow_key, p, &e.into()).await,
+            }
+        }
+        let stamp = ProducerStamp {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: 0,
+        };
+        run_rounds(ferry, &flow, &flow_key, &source, &target, &mut parts, input, budget, stamp).await;
+    }
+
+    for p in &parts {
+        if p.done != Some(StopReason::Error) && !matches!(p.done, Some(StopReason::LeaseHeld)) {
+            if let Err(e) = ferry.store.release_lease(&flow_key, &p.lease).await {
+                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not release lease");
+            }
+        } else if let Err(e) = ferry.store.release_lease(&flow_key, &p.lease).await {
+            tracing::debug!(error = %e, "lease already gone");
+        }
+    }
+    let mut partitions: Vec<PartitionProgress> = parts.iter().map(Part::progress).collect();
+    partitions.extend(skipped);
+    Ok(ReplicateOutput { partitions })
+}
+
+async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &FerryError) {
+    let lease_lost = matches!(e, FerryError::State(StateError::LeaseLost { .. }));
+    tracing::error!(
+        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias,
+        topic = %p.work.source.topic, partition = p.work.source.partition, cause = %e,
+        error_type = e.error_type(), "partition stopped"
+    );
+    p.done = Some(if lease_lost { StopReason::LeaseHeld } else { StopReason::Error });
+    p.error = Some(e.to_string());
+    if !lease_lost {
+        if let Err(e2) = ferry.store.record_error(flow_key, &p.work.source, &e.to_string()).await {
+            tracing::warn!(error = %e2, "could not record the error in the state table");
+        }
+    }
+}
+
+/// Per-fetch transaction filter: drops control batches and the batches of
+/// aborted transactions, as a read_committed consumer does.
+fn committed_records(
+    fetched: &FetchedPartition,
+    from: i64,
+    cluster: &str,
+    tp: &TopicPartition,
+) -> Result<(Vec<SourceRecord>, i64), KafkaError> {
+    let wrap = |source| KafkaError::Batch {
+        cluster: cluster.to_owned(),
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+        source,
+    };
+    let mut aborted: Vec<(i64, i64)> = fetched.aborted.clone();
+    aborted.sort_by_key(|a| a.1);
+    let mut aborted: VecDeque<(i64, i64)> = aborted.into();
+    let mut open_aborts: HashSet<i64> = HashSet::new();
+    let mut out = Vec::new();
+    let mut next = from;
+    for b in batch::split_batches(fetched.records.clone()).map_err(wrap)? {
+        let h = b.header;
+        if h.next_offset() <= next {
+            continue;
+        }
+        let last_offset = h.next_offset() - 1;
+        while aborted.front().is_some_and(|a| a.1 <= last_offset) {
+            if let Some((pid, _)) = aborted.pop_front() {
+                open_aborts.insert(pid);
+            }
+        }
+        if h.is_control() {
+            if batch::is_abort_marker(&b).map_err(wrap)? {
+                open_aborts.remove(&h.producer_id);
+            }
+        } else if !(h.is_transactional() && open_aborts.contains(&h.producer_id)) {
+            out.extend(batch::records(&b).map_err(wrap)?.into_iter().filter(|r| r.offset >= next));
+        }
+        next = h.next_offset();
+    }
+    Ok((out, next))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_rounds(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    source: &Arc<KafkaCluster>,
+    target: &Arc<KafkaCluster>,
+    parts: &mut [Part],
+    input: &ReplicateInput,
+    budget: &Budget,
+    stamp: ProducerStamp,
+) {
+    let settings = &ferry.settings;
+    let mut invocation_bytes: u64 = 0;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if budget.interrupted.load(Ordering::SeqCst) {
+            for p in parts.iter_mut().filter(|p| p.done.is_none()) {
+                p.done = Some(StopReason::Interrupted);
+            }
+        }
+        if Instant::now() + DEADLINE_MARGIN >= budget.deadline || invocation_bytes >= settings.invocation_max_bytes {
+            for p in parts.iter_mut().filter(|p| p.done.is_none()) {
+                p.done = Some(StopReason::Budget);
+            }
+        }
+        if input.stop_at_plan_end {
+            for p in parts.iter_mut().filter(|p| p.done.is_none()) {
+                if p.cursor >= p.work.end_offset && p.pending.is_empty() && p.inflight.is_none() {
+                    p.done = Some(StopReason::CaughtUp);
+                }
+            }
+        }
+        if parts.iter().all(|p| p.done.is_some()) {
+            return;
+        }
+        let mut round_failed = false;
+
+        // 1. Fetch for partitions that need more records.
+        let want: Vec<usize> = (0..parts.len())
+            .filter(|&i| {
+                parts[i].done.is_none() && parts[i].inflight.is_none() && parts[i].pending_bytes < settings.produce_batch_max_bytes
+            })
+            .collect();
+        if !want.is_empty() {
+            let any_pending = parts
+                .iter()
+                .any(|p| p.done.is_none() && (!p.pending.is_empty() || p.inflight.is_some()));
+            let max_wait = if any_pending { 0 } else { settings.fetch_max_wait_ms };
+            match fetch_round(source, parts, &want, settings.fetch_partition_max_bytes, max_wait).await {
+                Ok(results) => {
+                    for (i, res) in results {
+                        let p = &mut parts[i];
+                        match res {
+                            Ok(f) => {
+                                p.source_end = f.last_stable_offset.max(0);
+                                match committed_records(&f, p.fetch_pos, source.alias(), &p.work.source) {
+                                    Ok((recs, next)) => {
+                                        for r in recs {
+                                            p.pending_bytes += r.approx_size();
+                                            p.pending.push_back(r);
+                                        }
+                                        p.fetch_pos = next;
+                                    }
+                                    Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
+                                }
+                            }
+                            Err(e) if e.is_retryable() => {
+                                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "fetch failed; will retry");
+                                round_failed = true;
+                            }
+                            Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(flow = %flow.id(), cluster = %flow.source.alias, error = %e, "fetch round failed; will retry");
+                    round_failed = true;
+                }
+            }
+        }
+
+        // 2. Build one batch per partition and produce.
+        for p in parts
+            .iter_mut()
+            .filter(|p| p.done.is_none() && p.inflight.is_none() && !p.pending.is_empty())
+        {
+            let mut n = 0;
+            let mut size = 0;
+            for r in &p.pending {
+                if n > 0 && size + r.approx_size() > settings.produce_batch_max_bytes {
+                    break;
+                }
+                size += r.approx_size();
+                n += 1;
+            }
+            let recs: Vec<SourceRecord> = p.pending.iter().take(n).cloned().collect();
+            let st = ProducerStamp {
+                base_sequence: p.sequence,
+                ..stamp
+            };
+            match batch::build_batch(&recs, flow.compression, st) {
+                Ok(bytes) => p.inflight = Some((bytes, n)),
+                Err(e) => {
+                    let e = KafkaError::Batch {
+                        cluster: flow.target.alias.clone(),
+                        topic: p.target.topic.clone(),
+                        partition: p.target.partition,
+                        source: e,
+                    };
+                    fail(ferry, flow, flow_key, p, &e.into()).await;
+                }
+            }
+        }
+        let to_send: Vec<usize> = (0..parts.len())
+            .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some())
+            .collect();
+        let mut produced: Vec<(usize, i64)> = Vec::new();
+        if !to_send.is_empty() {
+            match produce_round(target, parts, &to_send).await {
+                Ok(results) => {
+                    for (i, res) in results {
+                        match res {
+                            Ok(base) => produced.push((i, base)),
+                            Err(e) if e.is_retryable() => {
+                                tracing::warn!(flow = %flow.id(), topic = %parts[i].target.topic, partition = parts[i].target.partition, error = %e, "produce failed; will retry");
+                                round_failed = true;
+                            }
+                            Err(e) => fail(ferry, flow, flow_key, &mut parts[i], &e.into()).await,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(flow = %flow.id(), cluster = %flow.target.alias, error = %e, "produce round failed; will retry");
+                    round_failed = true;
+                }
+            }
+        }
+
+        // 3. Checkpoint what the target acknowledged, and partitions whose
+        //    cursor moved over skipped (control/aborted) records.
+        let lease_expires_ms = now_ms() + settings.lease_duration.as_millis() as i64;
+        let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
+        for (i, base) in produced {
+            let p = &mut parts[i];
+            let Some((bytes, n)) = p.inflight.take() else { continue };
+            let recs: Vec<SourceRecord> = p.pending.drain(..n).collect();
+            p.pending_bytes = p.pending.iter().map(SourceRecord::approx_size).sum();
+            p.sequence = batch::next_sequence(p.sequence, n as i32);
+            let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
+            let to = p.pending.front().map(|r| r.offset).unwrap_or(p.fetch_pos);
+            let cp = checkpoint_for(
+                p,
+                &offsets,
+                base,
+                to,
+                bytes.len() as i64,
+                recs.last().map(|r| r.timestamp),
+                lease_expires_ms,
+            );
+            invocation_bytes += bytes.len() as u64;
+            checkpoints.push((i, cp));
+        }
+        for (i, p) in parts.iter_mut().enumerate() {
+            let idle_move = p.done.is_none() && p.pending.is_empty() && p.inflight.is_none() && p.fetch_pos > p.cursor;
+            let renew = p.done.is_none() && p.lease_renewal_due(settings.lease_duration);
+            if (idle_move || renew) && !checkpoints.iter().any(|(j, _)| *j == i) {
+                let to = if idle_move { p.fetch_pos } else { p.cursor };
+                let cp = checkpoint_for(p, &[], p.target_end, to, 0, None, lease_expires_ms);
+                checkpoints.push((i, cp));
+            }
+        }
+        let results = join_all(
+            checkpoints
+                .iter()
+                .map(|(i, cp)| ferry.store.checkpoint(flow_key, &parts[*i].lease, cp)),
+        )
+        .await;
+        for ((i, cp), res) in checkpoints.into_iter().zip(results) {
+            let p = &mut parts[i];
+            match res {
+                Ok(()) => p.apply(&cp),
+                Err(e) => {
+                    // Unknown outcome on a DynamoDB error: the next holder
+                    // reconciles from the target, so stop this partition.
+                    fail(ferry, flow, flow_key, p, &e.into()).await;
+                }
+            }
+        }
+
+        if round_failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(100);
+        }
+    }
+}
+
+impl Part {
+    fn lease_renewal_due(&self, duration: Duration) -> bool {
+        self.lease_expires_hint - now_ms() < (duration.as_millis() as i64) / 2
+    }
+
+    fn apply(&mut self, cp: &Checkpoint) {
+        self.cursor = cp.to_source;
+        self.target_end = cp.target_end;
+        self.records += cp.records as u64;
+        self.bytes += cp.bytes as u64;
+        if cp.records > 0 {
+            self.last_ts = cp.last_timestamp_ms;
+        }
+        if let Some(last) = cp.runs.last() {
+            self.last_run = Some(*last);
+        }
+        self.lease_expires_hint = cp.lease_expires_ms;
+    }
+}
+
+fn checkpoint_for(p: &Part, offsets: &[i64], base: i64, to: i64, bytes: i64, last_ts: Option<i64>, lease_expires_ms: i64) -> Checkpoint {
+    let mut runs = runs_for_append(offsets, base);
+    let mut extends = None;
+    if let (Some(prev), Some(first)) = (p.last_run, runs.first_mut()) {
+        if prev.is_continued_by(first) {
+            *first = OffsetRun {
+                source_start: prev.source_start,
+                target_start: prev.target_start,
+                length: prev.length + first.length,
+            };
+            extends = Some(prev);
+        }
+    }
+    Checkpoint {
+        from_source: p.cursor,
+        to_source: to,
+        target_end: if offsets.is_empty() {
+            p.target_end
+        } else {
+            base + offsets.len() as i64
+        },
+        runs,
+        extends,
+        records: offsets.len() as i64,
+        bytes,
+        last_timestamp_ms: last_ts.unwrap_or(p.last_ts),
+        source_end: p.source_end,
+        lease_expires_ms,
+    }
+}
+
+type RoundResults<T> = Vec<(usize, Result<T, KafkaError>)>;
+
+async fn fetch_round(
+    source: &KafkaCluster,
+    parts: &[Part],
+    want: &[usize],
+    max_bytes: i32,
+    max_wait_ms: i32,
+) -> Result<RoundResults<FetchedPartition>, KafkaError> {
+    let tps: Vec<TopicPartition> = want.iter().map(|&i| parts[i].work.source.clone()).collect();
+    let leaders = source.leaders(&tps).await?;
+    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for &i in want {
+        by_leader.entry(leaders[&parts[i].work.source]).or_default().push(i);
+    }
+    let calls = by_leader.iter().map(|(leader, idx)| {
+        let positions: Vec<(TopicPartition, i64)> = idx.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
+        async move { (idx, source.fetch(*leader, &positions, max_bytes, max_wait_ms).await) }
+    });
+    let mut out = Vec::new();
+    for (idx, res) in join_all(calls).await {
+        match res {
+            Ok(mut map) => {
+                for &i in idx {
+                    let r = map.remove(&parts[i].work.source).unwrap_or_else(|| {
+                        Err(KafkaError::UnknownPartition {
+                            cluster: source.alias().to_owned(),
+                            topic: parts[i].work.source.topic.clone(),
+                            partition: parts[i].work.source.partition,
+                        })
+                    });
+                    out.push((i, r));
+                }
+            }
+            Err(e) => {
+                if e.breaks_connection() {
+                    source.invalidate_leaders();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn produce_round(target: &KafkaCluster, parts: &[Part], to_send: &[usize]) -> Result<RoundResults<i64>, KafkaError> {
+    let tps: Vec<TopicPartition> = to_send.iter().map(|&i| parts[i].target.clone()).collect();
+    let leaders = target.leaders(&tps).await?;
+    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for &i in to_send {
+        by_leader.entry(leaders[&parts[i].target]).or_default().push(i);
+    }
+    let calls = by_leader.iter().map(|(leader, idx)| {
+        let batches: Vec<(TopicPartition, Bytes)> = idx
+            .iter()
+            .filter_map(|&i| parts[i].inflight.as_ref().map(|(b, _)| (parts[i].target.clone(), b.clone())))
+            .collect();
+        async move { (idx, target.produce(*leader, batches, 30_000).await) }
+    });
+    let mut out = Vec::new();
+    for (idx, res) in join_all(calls).await {
+        match res {
+            Ok(mut map) => {
+                for &i in idx {
+                    let r = map.remove(&parts[i].target).unwrap_or_else(|| {
+                        Err(KafkaError::UnknownPartition {
+                            cluster: target.alias().to_owned(),
+                            topic: parts[i].target.topic.clone(),
+                            partition: parts[i].target.partition,
+                        })
+                    });
+                    out.push((i, r));
+                }
+            }
+            Err(e) => {
+                if e.breaks_connection() {
+                    target.invalidate_leaders();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// After taking over a partition: find what the previous holder (producer
+/// `prev_pid`) wrote to the target after the last checkpoint, and move the
+/// cursor over the source records it covers, so nothing is written twice.
+async fn reconcile(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    p: &mut Part,
+    prev_pid: i64,
+) -> Result<(), FerryError> {
+    let target_leader = target.leaders(std::slice::from_ref(&p.target)).await?[&p.target];
+    let end = target
+        .list_offsets(std::slice::from_ref(&p.target), OffsetSpec::Latest, false)
+        .await?[&p.target];
+    // Target offsets of the previous holder's records after the checkpoint.
+    let mut written: Vec<i64> = Vec::new();
+    let mut pos = p.target_end;
+    while pos < end {
+        let mut res = target
+            .fetch(
+                target_leader,
+                &[(p.target.clone(), pos)],
+                ferry.settings.fetch_partition_max_bytes,
+                0,
+            )
+            .await?;
+        let f = res.remove(&p.target).unwrap_or_else(|| {
+            Err(KafkaError::UnknownPartition {
+                cluster: target.alias().into(),
+                topic: p.target.topic.clone(),
+                partition: p.target.partition,
+            })
+        })?;
+        let wrap = |source| KafkaError::Batch {
+            cluster: target.alias().to_owned(),
+            topic: p.target.topic.clone(),
+            partition: p.target.partition,
+            source,
+        };
+        let batches = batch::split_batches(f.records).map_err(wrap)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            if b.header.next_offset() <= pos {
+                continue;
+            }
+            if b.header.producer_id == prev_pid && !b.header.is_control() {
+                let n = i64::from(b.header.records_count);
+                written.extend((0..n).map(|k| b.header.base_offset + k).filter(|o| *o >= pos));
+            }
+            pos = b.header.next_offset();
+        }
+    }
+    if written.is_empty() {
+        return Ok(());
+    }
+    // The first `written.len()` committed source records from the cursor are those.
+    let source_leader = source.leaders(std::slice::from_ref(&p.work.source)).await?[&p.work.source];
+    let mut source_offsets: Vec<i64> = Vec::new();
+    let mut spos = p.cursor;
+    let mut last_ts = p.last_ts;
+    while source_offsets.len() < written.len() {
+        let mut res = source
+            .fetch(
+                source_leader,
+                &[(p.work.source.clone(), spos)],
+                ferry.settings.fetch_partition_max_bytes,
+                0,
+            )
+            .await?;
+        let f = res.remove(&p.work.source).unwrap_or_else(|| {
+            Err(KafkaError::UnknownPartition {
+                cluster: source.alias().into(),
+                topic: p.work.source.topic.clone(),
+                partition: p.work.source.partition,
+            })
+        })?;
+        let (recs, next) = committed_records(&f, spos, source.alias(), &p.work.source)?;
+        if next == spos {
+            return Err(FerryError::Input(format!(
+                "reconcile of {}: the target holds {} records from the previous holder after offset {} but the source has only {} committed records after {}",
+                p.work.source, written.len(), p.target_end, source_offsets.len(), p.cursor
+            )));
+        }
+        for r in recs.into_iter().take(written.len() - source_offsets.len()) {
+            source_offsets.push(r.offset);
+            last_ts = r.timestamp;
+            spos = r.offset + 1;
+        }
+        if source_offsets.len() < written.len() {
+            spos = next;
+        }
+    }
+    // Records of one holder are contiguous per produce; map each run.
+    let mut runs: Vec<OffsetRun> = Vec::new();
+    for (s, t) in source_offsets.iter().zip(written.iter()) {
+        ferry_core::offset_map::coalesce(
+            &mut runs,
+            &[OffsetRun {
+                source_start: *s,
+                target_start: *t,
+                length: 1,
+            }],
+        );
+    }
+    let mut extends = None;
+    if let (Some(prev), Some(first)) = (p.last_run, runs.first_mut()) {
+        if prev.is_continued_by(first) {
+            *first = OffsetRun {
+                source_start: prev.source_start,
+                target_start: prev.target_start,
+                length: prev.length + first.length,
+            };
+            extends = Some(prev);
+        }
+    }
+    let cp = Checkpoint {
+        from_source: p.cursor,
+        to_source: spos,
+        target_end: written.last().map(|t| t + 1).unwrap_or(p.target_end),
+        runs,
+        extends,
+        records: 0,
+        bytes: 0,
+        last_timestamp_ms: last_ts,
+        source_end: p.source_end,
+        lease_expires_ms: now_ms() + ferry.settings.lease_duration.as_millis() as i64,
+    };
+    ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
+    tracing::info!(
+        replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition,
+        reconciled = written.len(), from = p.cursor, to = spos, "reconciled records the previous holder wrote but did not checkpoint"
+    );
+    p.apply(&cp);
+    p.fetch_pos = p.cursor;
+    p.reconciled = written.len() as u64;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Status: per partition, the source end offset, the cursor, the lag and
+//! the timestamp of the last replicated record.
+
+use std::collections::HashMap;
+
+use ferry_adapters::kafka::OffsetSpec;
+use ferry_core::domain::TopicPartition;
+use serde::Serialize;
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+
+/// One row of `ferry status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    /// Flow id.
+    pub flow: String,
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Target topic.
+    pub target_topic: String,
+    /// Source end offset now (last stable offset).
+    pub source_end_offset: i64,
+    /// Next source offset to replicate.
+    pub cursor: i64,
+    /// Records not yet replicated.
+    pub lag: i64,
+    /// Timestamp of the last replicated record (ms), if any.
+    pub last_record_timestamp_ms: Option<i64>,
+    /// Records replicated, all time.
+    pub records_replicated: i64,
+    /// Current lease holder, if any.
+    pub lease_owner: Option<String>,
+    /// The error that stopped the partition, if any.
+    pub last_error: Option<String>,
+}
+
+/// Status of every partition of every flow.
+pub async fn status(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
+    let mut rows = Vec::new();
+    for flow in &ferry.spec.flows {
+        let key = ferry.flow_key(flow);
+        let cursors = ferry.store.list_cursors(&key).await?;
+        let tps: Vec<TopicPartition> = cursors.iter().map(|c| c.tp.clone()).collect();
+        let ends: HashMap<TopicPartition, i64> = if tps.is_empty() {
+            HashMap::new()
+        } else {
+            ferry.cluster(&flow.source.id)?.list_offsets(&tps, OffsetSpec::Latest, true).await?
+        };
+        let now = ferry_adapters::state::now_ms();
+        for c in cursors {
+            let end = ends.get(&c.tp).copied().unwrap_or(c.source_end_offset);
+            rows.push(PartitionStatus {
+                flow: flow.id(),
+                topic: c.tp.topic.clone(),
+                partition: c.tp.partition,
+                target_topic: c.target_topic,
+                source_end_offset: end,
+                cursor: c.next_source_offset,
+                lag: (end - c.next_source_offset).max(0),
+                last_record_timestamp_ms: (c.last_record_timestamp_ms >= 0).then_some(c.last_record_timestamp_ms),
+                records_replicated: c.records_replicated,
+                lease_owner: c.lease_owner.filter(|_| c.lease_expires_ms > now),
+                last_error: c.last_error,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.flow, &a.topic, a.partition).cmp(&(&b.flow, &b.topic, b.partition)));
+    Ok(rows)
+}
