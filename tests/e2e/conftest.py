@@ -1,0 +1,164 @@
+"""Shared fixtures for Ferry's end-to-end tests.
+
+These tests run against the real local stack started by infra/local/up:
+two Apache Kafka clusters and moto. Records are produced and read with
+confluent-kafka (librdkafka), a client nobody here wrote, so Ferry's own
+codec never checks itself.
+"""
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target" / "debug" / "ferry"))
+SOURCE = os.environ.get("SOURCE_BOOTSTRAP", "127.0.0.1:19092")
+TARGET = os.environ.get("TARGET_BOOTSTRAP", "127.0.0.1:29092")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topic(bootstrap: str, name: str, partitions: int, config: dict | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+    for f in futures.values():
+        f.result(timeout=30)
+
+
+def list_topics(bootstrap: str) -> set[str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return set(admin.list_topics(timeout=30).topics)
+
+
+def producer(bootstrap: str = SOURCE, **extra) -> Producer:
+    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 2_000_000}
+    conf.update(extra)
+    return Producer(conf)
+
+
+def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float = 60.0) -> list[dict]:
+    """Every committed record of one partition, from the start to the end offset."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "fetch.message.max.bytes": 2_000_000,
+        }
+    )
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        out: list[dict] = []
+        if high <= low:
+            return out
+        c.assign([TopicPartition(topic, partition, low)])
+        import time
+
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            m = c.poll(1.0)
+            if m is None:
+                pos = c.position([TopicPartition(topic, partition)])[0].offset
+                if pos >= high:
+                    break
+                continue
+            if m.error():
+                if m.error().code() == -191:  # _PARTITION_EOF
+                    break
+                raise RuntimeError(m.error())
+            ts_type, ts = m.timestamp()
+            out.append(
+                {
+                    "offset": m.offset(),
+                    "key": m.key(),
+                    "value": m.value(),
+                    "headers": m.headers(),
+                    "timestamp": ts,
+                    "timestamp_type": ts_type,
+                }
+            )
+            if m.offset() >= high - 1:
+                break
+        return out
+    finally:
+        c.close()
+
+
+def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starting: str = "EARLIEST",
+                 source: str = SOURCE, target: str = TARGET) -> tuple[Path, Path]:
+    clusters = [
+        {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": source},
+         "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}},
+        {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "target", "BootstrapBrokerString": target},
+         "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}},
+    ]
+    info = [
+        {
+            "SourceKafkaClusterId": "source",
+            "TargetKafkaClusterId": "target",
+            "TargetCompressionType": compression,
+            "TopicReplication": {
+                "TopicsToReplicate": [t.replace(".", "\\.") for t in topics],
+                "CopyTopicConfigurations": False,
+                "CopyAccessControlListsForTopics": False,
+                "DetectAndCopyNewTopics": True,
+                "StartingPosition": {"Type": starting},
+                "TopicNameConfiguration": {"Type": "IDENTICAL"},
+            },
+        }
+    ]
+    kc = tmp / "kafka-clusters.json"
+    ri = tmp / "replication-info.json"
+    kc.write_text(json.dumps(clusters, indent=2))
+    ri.write_text(json.dumps(info, indent=2))
+    return kc, ri
+
+
+class Ferry:
+    """Runs the real `ferry` binary with its own replicator name and tables."""
+
+    def __init__(self, kc: Path, ri: Path, name: str | None = None, prefix: str | None = None):
+        self.kc, self.ri = kc, ri
+        self.name = name or unique("e2e")
+        self.prefix = prefix or unique("ferry-test")
+
+    def args(self, cmd: str, *extra: str) -> list[str]:
+        return [str(FERRY), cmd, "--kafka-clusters", str(self.kc), "--replication-info", str(self.ri),
+                "--name", self.name, "--table-prefix", self.prefix, *extra]
+
+    def run(self, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args("run", *extra), capture_output=True, text=True, timeout=timeout)
+
+    def spawn(self, *extra: str, log: Path | None = None) -> subprocess.Popen:
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT)
+
+    def status(self) -> list[dict]:
+        p = subprocess.run(self.args("status", "--json"), capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+
+def dynamo():
+    return boto3.client("dynamodb", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                        region_name=os.environ.get("AWS_REGION", "us-east-1"))
+
+
+@pytest.fixture
+def tmpconf(tmp_path):
+    return tmp_path
+
+
+def pytest_configure(config):
+    if not FERRY.exists():
+        raise pytest.UsageError(f"{FERRY} is missing: run `cargo build -p ferry-cli` first (tests/run does)")
