@@ -141,7 +141,8 @@ class Ferry:
 
     def spawn(self, *extra: str, log: Path | None = None) -> subprocess.Popen:
         out = open(log, "ab") if log else subprocess.DEVNULL
-        return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT)
+        env = dict(os.environ, RUST_LOG="warn,ferry_engine=info")
+        return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def status(self) -> list[dict]:
         p = subprocess.run(self.args("status", "--json"), capture_output=True, text=True, timeout=120)
