@@ -68,6 +68,10 @@ struct RunArgs {
     /// Uncompressed bytes per produced batch.
     #[arg(long, default_value_t = 900 * 1024)]
     produce_batch_max_bytes: usize,
+    /// When source records were deleted before Ferry replicated them, log
+    /// the lost range and resume at the earliest offset instead of stopping.
+    #[arg(long)]
+    resume_after_data_loss: bool,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +137,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         lease_duration: Duration::from_millis(args.lease_ms),
         max_partitions_per_batch: args.max_partitions_per_batch,
         produce_batch_max_bytes: args.produce_batch_max_bytes,
+        resume_after_data_loss: args.resume_after_data_loss,
         ..Settings::default()
     };
     let ferry = build(&args.common, settings).await?;

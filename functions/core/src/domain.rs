@@ -113,6 +113,10 @@ pub enum StopReason {
     Error,
     /// Asked to stop (Ctrl-C).
     Interrupted,
+    /// Stopped for this invocation after a recoverable fault (the target
+    /// lost its producer state, e.g. after a broker restart); the next
+    /// invocation re-leases and reconciles.
+    Retry,
 }
 
 /// Output of one Replicate invocation.

@@ -31,6 +31,11 @@ pub struct Settings {
     pub invocation_max_bytes: u64,
     /// Kafka request timeout.
     pub request_timeout: Duration,
+    /// When source records were deleted (retention, DeleteRecords) before
+    /// Ferry replicated them: `false` stops the partition with an error
+    /// naming the lost range; `true` records the loss and resumes at the
+    /// earliest offset.
+    pub resume_after_data_loss: bool,
 }
 
 /// Default DynamoDB table prefix.
@@ -49,6 +54,7 @@ impl Default for Settings {
             lease_duration: Duration::from_secs(30),
             invocation_max_bytes: 2 * 1024 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            resume_after_data_loss: false,
         }
     }
 }
@@ -124,6 +130,8 @@ pub mod env {
     pub const REPLICATION_INFO: &str = "FERRY_REPLICATION_INFO";
     /// DynamoDB table prefix.
     pub const TABLE_PREFIX: &str = "FERRY_TABLE_PREFIX";
+    /// `true` to resume at the earliest offset after source data loss.
+    pub const RESUME_AFTER_DATA_LOSS: &str = "FERRY_RESUME_AFTER_DATA_LOSS";
 }
 
 impl Ferry {
@@ -142,6 +150,7 @@ impl Ferry {
         if let Ok(p) = std::env::var(env::TABLE_PREFIX) {
             settings.table_prefix = p;
         }
+        settings.resume_after_data_loss = std::env::var(env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true");
         Self::new(spec, dynamo, settings)
     }
 }

@@ -20,6 +20,18 @@ pub enum FerryError {
     /// An input payload names something the configuration does not have.
     #[error("bad input: {0}")]
     Input(String),
+    /// A partition cannot go on without an operator's decision.
+    #[error("{tp} on cluster {cluster}: {what}. Fix: {fix}")]
+    PartitionStopped {
+        /// The source partition.
+        tp: ferry_core::domain::TopicPartition,
+        /// Cluster alias where it happened.
+        cluster: String,
+        /// What happened, with offsets.
+        what: String,
+        /// What the operator can do.
+        fix: String,
+    },
 }
 
 impl FerryError {
@@ -28,7 +40,7 @@ impl FerryError {
         match self {
             FerryError::Kafka(e) => e.is_retryable(),
             FerryError::State(e) => e.is_retryable(),
-            FerryError::Config(_) | FerryError::Input(_) => false,
+            FerryError::Config(_) | FerryError::Input(_) | FerryError::PartitionStopped { .. } => false,
         }
     }
 

@@ -17,6 +17,7 @@ use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
 use ferry_core::offset_map::{runs_for_append, OffsetRun};
 use futures::future::join_all;
+use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use crate::context::Ferry;
@@ -317,6 +318,14 @@ async fn run_rounds(
                                 tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "fetch failed; will retry");
                                 round_failed = true;
                             }
+                            Err(KafkaError::Broker {
+                                error: ResponseError::OffsetOutOfRange,
+                                ..
+                            }) => {
+                                if let Err(e) = out_of_range(ferry, flow, flow_key, source, p, lease_expires_at(settings)).await {
+                                    fail(ferry, flow, flow_key, p, &e).await;
+                                }
+                            }
                             Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
                         }
                     }
@@ -360,8 +369,13 @@ async fn run_rounds(
                 }
             }
         }
+        // Never write unless a third of the lease is left: a worker whose
+        // lease is about to lapse renews it first (below), so a worker that
+        // lost its lease cannot write after its successor reconciled.
+        let guard_ms = settings.lease_duration.as_millis() as i64 / 3;
+        let now = now_ms();
         let to_send: Vec<usize> = (0..parts.len())
-            .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some())
+            .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some() && parts[i].lease_expires_hint - now > guard_ms)
             .collect();
         let mut produced: Vec<(usize, i64)> = Vec::new();
         if !to_send.is_empty() {
@@ -374,7 +388,7 @@ async fn run_rounds(
                                 tracing::warn!(flow = %flow.id(), topic = %parts[i].target.topic, partition = parts[i].target.partition, error = %e, "produce failed; will retry");
                                 round_failed = true;
                             }
-                            Err(e) => fail(ferry, flow, flow_key, &mut parts[i], &e.into()).await,
+                            Err(e) => produce_failed(ferry, flow, flow_key, &mut parts[i], e).await,
                         }
                     }
                 }
@@ -387,7 +401,7 @@ async fn run_rounds(
 
         // 3. Checkpoint what the target acknowledged, and partitions whose
         //    cursor moved over skipped (control/aborted) records.
-        let lease_expires_ms = now_ms() + settings.lease_duration.as_millis() as i64;
+        let lease_expires_ms = lease_expires_at(settings);
         let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
         for (i, base) in produced {
             let p = &mut parts[i];
@@ -720,5 +734,113 @@ async fn reconcile(
     p.apply(&cp);
     p.fetch_pos = p.cursor;
     p.reconciled = written.len() as u64;
+    Ok(())
+}
+
+fn lease_expires_at(settings: &crate::context::Settings) -> i64 {
+    now_ms() + settings.lease_duration.as_millis() as i64
+}
+
+/// The target refused a batch. Producer-state faults (the broker lost or
+/// fenced Ferry's producer, e.g. after a restart) end this invocation for
+/// the partition; the next one reconciles. Anything else stops the
+/// partition with what to change, naming the source offsets involved.
+async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: KafkaError) {
+    let KafkaError::Broker { error, detail, .. } = &e else {
+        fail(ferry, flow, flow_key, p, &e.into()).await;
+        return;
+    };
+    let n = p.inflight.as_ref().map(|(_, n)| *n).unwrap_or(0);
+    let first = p.pending.front().map(|r| r.offset).unwrap_or(p.cursor);
+    let last = p.pending.get(n.saturating_sub(1)).map(|r| r.offset).unwrap_or(first);
+    let batch_bytes = p.inflight.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
+    let fix = match error {
+        ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId | ResponseError::InvalidProducerEpoch => {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic,
+                partition = p.target.partition, cause = %e, "target lost this producer's state; the partition resumes after a reconcile"
+            );
+            p.done = Some(StopReason::Retry);
+            return;
+        }
+        ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => format!(
+            "raise max.message.bytes on target topic {} above {batch_bytes} bytes (a source record is at least that large),              or lower --produce-batch-max-bytes if several records were batched ({n} here)",
+            p.target.topic
+        ),
+        ResponseError::InvalidTimestamp => format!(
+            "the record timestamps are outside target topic {}'s message.timestamp.before.max.ms / message.timestamp.after.max.ms: widen them",
+            p.target.topic
+        ),
+        ResponseError::TopicAuthorizationFailed | ResponseError::ClusterAuthorizationFailed => format!(
+            "grant Ferry's principal WRITE (and IDEMPOTENT_WRITE on the cluster for Kafka before 3.0) on target topic {}",
+            p.target.topic
+        ),
+        ResponseError::InvalidRecord | ResponseError::CorruptMessage => {
+            format!("the target refused the records ({detail}); check target topic {}'s settings such as cleanup.policy=compact needing keys", p.target.topic)
+        }
+        _ => format!("see the broker's message ({detail})"),
+    };
+    let stopped = FerryError::PartitionStopped {
+        tp: p.work.source.clone(),
+        cluster: flow.target.alias.clone(),
+        what: format!(
+            "target topic {} partition {} refused source offsets {first}..={last}: {error}",
+            p.target.topic, p.target.partition
+        ),
+        fix,
+    };
+    fail(ferry, flow, flow_key, p, &stopped).await;
+}
+
+/// The cursor points at source records that no longer exist. Never skip
+/// silently: stop with the lost range, unless the operator allowed resuming.
+async fn out_of_range(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    source: &KafkaCluster,
+    p: &mut Part,
+    lease_expires_ms: i64,
+) -> Result<(), FerryError> {
+    if !p.pending.is_empty() {
+        // Records fetched before the gap go out first; the gap is handled
+        // once they are checkpointed.
+        return Ok(());
+    }
+    let tp = std::slice::from_ref(&p.work.source);
+    let earliest = source.list_offsets(tp, OffsetSpec::Earliest, false).await?[&p.work.source];
+    let latest = source.list_offsets(tp, OffsetSpec::Latest, false).await?[&p.work.source];
+    if p.fetch_pos > latest {
+        return Err(FerryError::PartitionStopped {
+            tp: p.work.source.clone(),
+            cluster: flow.source.alias.clone(),
+            what: format!(
+                "the cursor {} is past the source end offset {latest}: the topic was deleted and recreated, or the log was truncated",
+                p.fetch_pos
+            ),
+            fix: "if the topic was recreated on purpose, delete this partition's item from the cursors table to start it again".into(),
+        });
+    }
+    if !ferry.settings.resume_after_data_loss {
+        return Err(FerryError::PartitionStopped {
+            tp: p.work.source.clone(),
+            cluster: flow.source.alias.clone(),
+            what: format!(
+                "source offsets {}..{earliest} were deleted (retention or DeleteRecords) before Ferry replicated them; {} records would be lost",
+                p.fetch_pos,
+                earliest - p.fetch_pos
+            ),
+            fix: "raise the source topic's retention and replicate faster, or accept the loss with --resume-after-data-loss (FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda)".into(),
+        });
+    }
+    tracing::error!(
+        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+        partition = p.work.source.partition, lost_from = p.fetch_pos, lost_to = earliest, lost_records = earliest - p.fetch_pos,
+        "DataLoss: source records were deleted before replication; resuming at the earliest offset as configured"
+    );
+    let cp = checkpoint_for(p, &[], p.target_end, earliest, 0, None, lease_expires_ms);
+    ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
+    p.apply(&cp);
+    p.fetch_pos = earliest;
     Ok(())
 }

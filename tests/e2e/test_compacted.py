@@ -1,0 +1,61 @@
+"""A compacted source topic (offset gaps) replicates, and the offset map in
+DynamoDB maps every surviving source offset to exactly the target offset it
+landed at."""
+
+import time
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
+
+
+def source_offsets(topic: str) -> list[int]:
+    return [r["offset"] for r in read_partition(SOURCE, topic, 0)]
+
+
+def test_compacted_topic_with_offset_gaps_maps_exactly(tmp_path):
+    topic = unique("compacted")
+    create_topic(SOURCE, topic, 1, config={
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.001",
+        "min.compaction.lag.ms": "0", "delete.retention.ms": "100"})
+    p = producer(SOURCE)
+    for i in range(3000):
+        p.produce(topic, partition=0, key=f"k{i % 50}".encode(), value=f"v{i}".encode() * 20)
+    assert p.flush(30) == 0
+    # Wait for the log cleaner to open gaps (it runs every few seconds).
+    deadline = time.time() + 90
+    offsets = source_offsets(topic)
+    while len(offsets) == offsets[-1] + 1 and time.time() < deadline:
+        time.sleep(2)
+        p.produce(topic, partition=0, key=b"roll", value=b"r")
+        p.flush(10)
+        offsets = source_offsets(topic)
+    assert len(offsets) < offsets[-1] + 1, "the source must have offset gaps for this test to mean anything"
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    dst = read_partition(TARGET, topic, 0)
+    src = read_partition(SOURCE, topic, 0)  # after replication: compaction may have gone on
+    items = dynamo().query(
+        TableName=f"{ferry.prefix}-offset-map",
+        KeyConditionExpression="flow_partition = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"{ferry.name}/source>target/{topic}/0"}},
+        ConsistentRead=True,
+    )["Items"]
+    runs = sorted((int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])) for i in items)
+    assert len(runs) > 1, "gaps must show as separate runs"
+    assert sum(r[2] for r in runs) == len(dst), "one mapping per replicated record"
+
+    def translate(s: int) -> int | None:
+        for start, target, length in runs:
+            if start <= s < start + length:
+                return target + (s - start)
+        return None
+
+    target_by_offset = {r["offset"]: (r["key"], r["value"], r["timestamp"]) for r in dst}
+    checked = 0
+    for r in src:
+        t = translate(r["offset"])
+        assert t is not None, f"source offset {r['offset']} was not replicated"
+        assert target_by_offset[t] == (r["key"], r["value"], r["timestamp"]), f"source {r['offset']} -> target {t} holds another record"
+        checked += 1
+    assert checked == len(src)

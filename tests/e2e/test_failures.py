@@ -1,0 +1,61 @@
+"""Failure modes that must stop a partition with a message that says what
+to change, without skipping anything, while other partitions go on."""
+
+from confluent_kafka import TopicPartition as KTP
+from confluent_kafka.admin import AdminClient
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+
+
+def produce(topic: str, n: int, size: int = 10, start: int = 0) -> None:
+    p = producer(SOURCE)
+    for i in range(start, start + n):
+        p.produce(topic, partition=0, key=str(i).encode(), value=b"v" * size)
+    assert p.flush(30) == 0
+
+
+def test_source_data_deleted_before_replication_stops_with_the_lost_range(tmp_path):
+    topic = unique("loss")
+    create_topic(SOURCE, topic, 1)
+    produce(topic, 100)
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    produce(topic, 100, start=100)
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for f in admin.delete_records([KTP(topic, 0, 150)]).values():
+        f.result(timeout=30)
+    stopped = ferry.run("--once")
+    assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+    assert "source offsets 100..150 were deleted" in stopped.stderr, stopped.stderr
+    assert "--resume-after-data-loss" in stopped.stderr
+    assert len(read_partition(TARGET, topic, 0)) == 100, "nothing past the gap is written while stopped"
+    [row] = ferry.status()
+    assert row["cursor"] == 100 and "were deleted" in (row["last_error"] or "")
+    resumed = ferry.run("--once", "--resume-after-data-loss")
+    assert resumed.returncode == 0, resumed.stderr
+    keys = [int(r["key"]) for r in read_partition(TARGET, topic, 0)]
+    assert keys == list(range(100)) + list(range(150, 200))
+
+
+def test_target_refusing_a_record_stops_only_that_partition(tmp_path):
+    big, fine = unique("refused"), unique("fine")
+    create_topic(SOURCE, big, 2)
+    create_topic(TARGET, big, 2, config={"max.message.bytes": "20000"})
+    create_topic(SOURCE, fine, 1)
+    p = producer(SOURCE)
+    p.produce(big, partition=0, key=b"small", value=b"x" * 100)
+    p.produce(big, partition=0, key=b"large", value=b"y" * 60_000)
+    p.produce(big, partition=1, key=b"ok", value=b"z" * 100)
+    p.produce(fine, partition=0, key=b"ok", value=b"z" * 100)
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [big, fine])
+    res = Ferry(kc, ri, name=unique("refuse")).run("--once", "--produce-batch-max-bytes", "1000")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"target topic {big} partition 0 refused source offsets 1..=1" in res.stderr, res.stderr
+    assert "max.message.bytes" in res.stderr
+    # Nothing skipped: the record before it is there, the refused one and nothing after.
+    assert [r["key"] for r in read_partition(TARGET, big, 0)] == [b"small"]
+    # The other partitions went on.
+    assert [r["key"] for r in read_partition(TARGET, big, 1)] == [b"ok"]
+    assert [r["key"] for r in read_partition(TARGET, fine, 0)] == [b"ok"]
