@@ -40,7 +40,7 @@ def list_topics(bootstrap: str) -> set[str]:
 
 
 def producer(bootstrap: str = SOURCE, **extra) -> Producer:
-    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 2_000_000}
+    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 2_000_000, "queue.buffering.max.messages": 1_000_000}
     conf.update(extra)
     return Producer(conf)
 

@@ -114,6 +114,7 @@ async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
@@ -159,9 +160,16 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut total_bytes: u64 = 0;
     let mut failures = 0;
     loop {
-        let plan = ferry_engine::plan::plan(&ferry, &PlanInput::default())
-            .await
-            .map_err(|e| describe(&e))?;
+        let plan = match ferry_engine::plan::plan(&ferry, &PlanInput::default()).await {
+            Ok(plan) => plan,
+            Err(e) if e.is_retryable() && !interrupted.load(Ordering::SeqCst) => {
+                // A broker restarting or DynamoDB unavailable: wait and plan again.
+                eprintln!("ferry: plan failed, retrying in 1 s: {}", describe(&e));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(describe(&e)),
+        };
         if !plan.created_topics.is_empty() {
             println!("ferry: created target topics {}", plan.created_topics.join(", "));
         }
@@ -201,6 +209,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                             _ => all_caught_up = false,
                         }
                     }
+                }
+                Err(e) if e.is_retryable() => {
+                    all_caught_up = false;
+                    eprintln!("ferry: replicate will be retried: {}", describe(&e));
                 }
                 Err(e) => {
                     all_caught_up = false;

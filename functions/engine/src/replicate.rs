@@ -190,17 +190,26 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
 
 async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &FerryError) {
     let lease_lost = matches!(e, FerryError::State(StateError::LeaseLost { .. }));
+    if lease_lost || e.is_retryable() {
+        // Not the partition's fault: another worker has it, or a broker or
+        // DynamoDB is briefly away. The next invocation picks it up (and
+        // reconciles whatever this one wrote without a checkpoint).
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic,
+            partition = p.work.source.partition, cause = %e, error_type = e.error_type(), "partition paused until the next invocation"
+        );
+        p.done = Some(if lease_lost { StopReason::LeaseHeld } else { StopReason::Retry });
+        return;
+    }
     tracing::error!(
         replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias,
         topic = %p.work.source.topic, partition = p.work.source.partition, cause = %e,
         error_type = e.error_type(), "partition stopped"
     );
-    p.done = Some(if lease_lost { StopReason::LeaseHeld } else { StopReason::Error });
+    p.done = Some(StopReason::Error);
     p.error = Some(e.to_string());
-    if !lease_lost {
-        if let Err(e2) = ferry.store.record_error(flow_key, &p.work.source, &e.to_string()).await {
-            tracing::warn!(error = %e2, "could not record the error in the state table");
-        }
+    if let Err(e2) = ferry.store.record_error(flow_key, &p.work.source, &e.to_string()).await {
+        tracing::warn!(error = %e2, "could not record the error in the state table");
     }
 }
 
