@@ -50,13 +50,7 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<P
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
     let first_plan = ferry.store.start_flow(&flow_key).await?;
-    let existing: HashMap<TopicPartition, i64> = ferry
-        .store
-        .list_cursors(&flow_key)
-        .await?
-        .into_iter()
-        .map(|c| (c.tp, c.next_source_offset))
-        .collect();
+    let existing = cursor_positions(ferry, &flow_key).await?;
 
     let mut topics = selected_topics(ferry, flow).await?;
     if !first_plan && !flow.detect_new_topics {
@@ -120,13 +114,7 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<P
             ferry.store.init_cursor(&flow_key, tp, &flow.target_topic(&tp.topic), start).await?;
         }
         // Re-read: a concurrent plan may have created some first.
-        cursors = ferry
-            .store
-            .list_cursors(&flow_key)
-            .await?
-            .into_iter()
-            .map(|c| (c.tp, c.next_source_offset))
-            .collect();
+        cursors = cursor_positions(ferry, &flow_key).await?;
     }
     let work = tps
         .into_iter()
@@ -161,4 +149,15 @@ async fn wait_for_topics(ferry: &Ferry, flow: &FlowSpec, topics: &[String]) -> R
     Err(FerryError::Input(format!(
         "target topics {topics:?} were created but have no leaders after 10 s"
     )))
+}
+
+/// Each partition's cursor.
+async fn cursor_positions(ferry: &Ferry, flow_key: &str) -> Result<HashMap<TopicPartition, i64>, FerryError> {
+    Ok(ferry
+        .store
+        .list_cursors(flow_key)
+        .await?
+        .into_iter()
+        .map(|c| (c.tp, c.next_source_offset))
+        .collect())
 }

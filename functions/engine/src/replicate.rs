@@ -490,17 +490,7 @@ impl Part {
 
 fn checkpoint_for(p: &Part, offsets: &[i64], base: i64, to: i64, bytes: i64, last_ts: Option<i64>, lease_expires_ms: i64) -> Checkpoint {
     let mut runs = runs_for_append(offsets, base);
-    let mut extends = None;
-    if let (Some(prev), Some(first)) = (p.last_run, runs.first_mut()) {
-        if prev.is_continued_by(first) {
-            *first = OffsetRun {
-                source_start: prev.source_start,
-                target_start: prev.target_start,
-                length: prev.length + first.length,
-            };
-            extends = Some(prev);
-        }
-    }
+    let extends = join_last_run(p.last_run, &mut runs);
     Checkpoint {
         from_source: p.cursor,
         to_source: to,
@@ -521,6 +511,51 @@ fn checkpoint_for(p: &Part, offsets: &[i64], base: i64, to: i64, bytes: i64, las
 
 type RoundResults<T> = Vec<(usize, Result<T, KafkaError>)>;
 
+/// Group the partitions `idx` by their leader on `cluster`, make one call per
+/// leader (all at once), and hand back each partition's own result.
+async fn per_leader<T, F, Fut>(
+    cluster: &KafkaCluster,
+    parts: &[Part],
+    idx: &[usize],
+    tp_of: fn(&Part) -> &TopicPartition,
+    call: F,
+) -> Result<RoundResults<T>, KafkaError>
+where
+    F: Fn(i32, Vec<usize>) -> Fut,
+    Fut: std::future::Future<Output = Result<HashMap<TopicPartition, Result<T, KafkaError>>, KafkaError>>,
+{
+    let tps: Vec<TopicPartition> = idx.iter().map(|&i| tp_of(&parts[i]).clone()).collect();
+    let leaders = cluster.leaders(&tps).await?;
+    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for &i in idx {
+        by_leader.entry(leaders[tp_of(&parts[i])]).or_default().push(i);
+    }
+    let calls = by_leader.into_iter().map(|(leader, idx)| {
+        let fut = call(leader, idx.clone());
+        async move { (idx, fut.await) }
+    });
+    let mut out = Vec::new();
+    for (idx, res) in join_all(calls).await {
+        let mut map = res.inspect_err(|e| {
+            if e.breaks_connection() {
+                cluster.invalidate_leaders();
+            }
+        })?;
+        for i in idx {
+            let tp = tp_of(&parts[i]);
+            let r = map.remove(tp).unwrap_or_else(|| {
+                Err(KafkaError::UnknownPartition {
+                    cluster: cluster.alias().to_owned(),
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                })
+            });
+            out.push((i, r));
+        }
+    }
+    Ok(out)
+}
+
 async fn fetch_round(
     source: &KafkaCluster,
     parts: &[Part],
@@ -528,80 +563,62 @@ async fn fetch_round(
     max_bytes: i32,
     max_wait_ms: i32,
 ) -> Result<RoundResults<FetchedPartition>, KafkaError> {
-    let tps: Vec<TopicPartition> = want.iter().map(|&i| parts[i].work.source.clone()).collect();
-    let leaders = source.leaders(&tps).await?;
-    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-    for &i in want {
-        by_leader.entry(leaders[&parts[i].work.source]).or_default().push(i);
-    }
-    let calls = by_leader.iter().map(|(leader, idx)| {
-        let positions: Vec<(TopicPartition, i64)> = idx.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
-        async move { (idx, source.fetch(*leader, &positions, max_bytes, max_wait_ms).await) }
-    });
-    let mut out = Vec::new();
-    for (idx, res) in join_all(calls).await {
-        match res {
-            Ok(mut map) => {
-                for &i in idx {
-                    let r = map.remove(&parts[i].work.source).unwrap_or_else(|| {
-                        Err(KafkaError::UnknownPartition {
-                            cluster: source.alias().to_owned(),
-                            topic: parts[i].work.source.topic.clone(),
-                            partition: parts[i].work.source.partition,
-                        })
-                    });
-                    out.push((i, r));
-                }
-            }
-            Err(e) => {
-                if e.breaks_connection() {
-                    source.invalidate_leaders();
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(out)
+    per_leader(
+        source,
+        parts,
+        want,
+        |p| &p.work.source,
+        |leader, idx| {
+            let positions: Vec<(TopicPartition, i64)> = idx.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
+            async move { source.fetch(leader, &positions, max_bytes, max_wait_ms).await }
+        },
+    )
+    .await
 }
 
 async fn produce_round(target: &KafkaCluster, parts: &[Part], to_send: &[usize]) -> Result<RoundResults<i64>, KafkaError> {
-    let tps: Vec<TopicPartition> = to_send.iter().map(|&i| parts[i].target.clone()).collect();
-    let leaders = target.leaders(&tps).await?;
-    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-    for &i in to_send {
-        by_leader.entry(leaders[&parts[i].target]).or_default().push(i);
+    per_leader(
+        target,
+        parts,
+        to_send,
+        |p| &p.target,
+        |leader, idx| {
+            let batches: Vec<(TopicPartition, Bytes)> = idx
+                .iter()
+                .filter_map(|&i| parts[i].inflight.as_ref().map(|(b, _)| (parts[i].target.clone(), b.clone())))
+                .collect();
+            async move { target.produce(leader, batches, 30_000).await }
+        },
+    )
+    .await
+}
+
+/// One partition's fetch from `pos` (no waiting), for reconcile.
+async fn fetch_one(cluster: &KafkaCluster, tp: &TopicPartition, pos: i64, max_bytes: i32) -> Result<FetchedPartition, KafkaError> {
+    let leader = cluster.leaders(std::slice::from_ref(tp)).await?[tp];
+    let mut res = cluster.fetch(leader, &[(tp.clone(), pos)], max_bytes, 0).await?;
+    res.remove(tp).unwrap_or_else(|| {
+        Err(KafkaError::UnknownPartition {
+            cluster: cluster.alias().to_owned(),
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+    })
+}
+
+/// Merge the first of `runs` into the last stored run when it continues
+/// it; returns the stored run being extended, if any.
+fn join_last_run(last: Option<OffsetRun>, runs: &mut [OffsetRun]) -> Option<OffsetRun> {
+    let (prev, first) = (last?, runs.first_mut()?);
+    if !prev.is_continued_by(first) {
+        return None;
     }
-    let calls = by_leader.iter().map(|(leader, idx)| {
-        let batches: Vec<(TopicPartition, Bytes)> = idx
-            .iter()
-            .filter_map(|&i| parts[i].inflight.as_ref().map(|(b, _)| (parts[i].target.clone(), b.clone())))
-            .collect();
-        async move { (idx, target.produce(*leader, batches, 30_000).await) }
-    });
-    let mut out = Vec::new();
-    for (idx, res) in join_all(calls).await {
-        match res {
-            Ok(mut map) => {
-                for &i in idx {
-                    let r = map.remove(&parts[i].target).unwrap_or_else(|| {
-                        Err(KafkaError::UnknownPartition {
-                            cluster: target.alias().to_owned(),
-                            topic: parts[i].target.topic.clone(),
-                            partition: parts[i].target.partition,
-                        })
-                    });
-                    out.push((i, r));
-                }
-            }
-            Err(e) => {
-                if e.breaks_connection() {
-                    target.invalidate_leaders();
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(out)
+    *first = OffsetRun {
+        source_start: prev.source_start,
+        target_start: prev.target_start,
+        length: prev.length + first.length,
+    };
+    Some(prev)
 }
 
 /// After taking over a partition: find what the previous holder (producer
@@ -616,7 +633,6 @@ async fn reconcile(
     p: &mut Part,
     prev_pid: i64,
 ) -> Result<(), FerryError> {
-    let target_leader = target.leaders(std::slice::from_ref(&p.target)).await?[&p.target];
     let end = target
         .list_offsets(std::slice::from_ref(&p.target), OffsetSpec::Latest, false)
         .await?[&p.target];
@@ -624,21 +640,7 @@ async fn reconcile(
     let mut written: Vec<i64> = Vec::new();
     let mut pos = p.target_end;
     while pos < end {
-        let mut res = target
-            .fetch(
-                target_leader,
-                &[(p.target.clone(), pos)],
-                ferry.settings.fetch_partition_max_bytes,
-                0,
-            )
-            .await?;
-        let f = res.remove(&p.target).unwrap_or_else(|| {
-            Err(KafkaError::UnknownPartition {
-                cluster: target.alias().into(),
-                topic: p.target.topic.clone(),
-                partition: p.target.partition,
-            })
-        })?;
+        let f = fetch_one(target, &p.target, pos, ferry.settings.fetch_partition_max_bytes).await?;
         let wrap = |source| KafkaError::Batch {
             cluster: target.alias().to_owned(),
             topic: p.target.topic.clone(),
@@ -664,26 +666,11 @@ async fn reconcile(
         return Ok(());
     }
     // The first `written.len()` committed source records from the cursor are those.
-    let source_leader = source.leaders(std::slice::from_ref(&p.work.source)).await?[&p.work.source];
     let mut source_offsets: Vec<i64> = Vec::new();
     let mut spos = p.cursor;
     let mut last_ts = p.last_ts;
     while source_offsets.len() < written.len() {
-        let mut res = source
-            .fetch(
-                source_leader,
-                &[(p.work.source.clone(), spos)],
-                ferry.settings.fetch_partition_max_bytes,
-                0,
-            )
-            .await?;
-        let f = res.remove(&p.work.source).unwrap_or_else(|| {
-            Err(KafkaError::UnknownPartition {
-                cluster: source.alias().into(),
-                topic: p.work.source.topic.clone(),
-                partition: p.work.source.partition,
-            })
-        })?;
+        let f = fetch_one(source, &p.work.source, spos, ferry.settings.fetch_partition_max_bytes).await?;
         let (recs, next) = committed_records(&f, spos, source.alias(), &p.work.source)?;
         if next == spos {
             return Err(FerryError::Input(format!(
@@ -712,17 +699,7 @@ async fn reconcile(
             }],
         );
     }
-    let mut extends = None;
-    if let (Some(prev), Some(first)) = (p.last_run, runs.first_mut()) {
-        if prev.is_continued_by(first) {
-            *first = OffsetRun {
-                source_start: prev.source_start,
-                target_start: prev.target_start,
-                length: prev.length + first.length,
-            };
-            extends = Some(prev);
-        }
-    }
+    let extends = join_last_run(p.last_run, &mut runs);
     let cp = Checkpoint {
         from_source: p.cursor,
         to_source: spos,
