@@ -1,0 +1,88 @@
+"""Transient faults: the state store unavailable for a while, and invocations
+that reach their deadline in the middle of a batch. Both resume; nothing is
+lost and nothing is written twice."""
+
+import os
+import random
+import time
+from urllib.parse import urlparse
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+from tcp_pause_proxy import PausableProxy
+
+PARTITIONS = 4
+
+
+def load(topic: str, n: int) -> None:
+    create_topic(SOURCE, topic, PARTITIONS)
+    p = producer(SOURCE)
+    for i in range(n):
+        p.produce(topic, partition=i % PARTITIONS, key=f"{i:06d}".encode(), value=os.urandom(random.randint(10, 200)))
+    assert p.flush(60) == 0
+
+
+def assert_identical(topic: str) -> int:
+    total = 0
+    for part in range(PARTITIONS):
+        src = [r["key"] for r in read_partition(SOURCE, topic, part)]
+        dst = [r["key"] for r in read_partition(TARGET, topic, part)]
+        assert dst == src, f"partition {part}: {len(dst)} on target, {len(src)} on source, {len(dst) - len(set(dst))} twice"
+        total += len(dst)
+    return total
+
+
+def test_dynamodb_unavailable_for_a_while(tmp_path, monkeypatch):
+    topic = unique("ddb-outage")
+    load(topic, 25_000)
+    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = PausableProxy(moto.hostname, moto.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    try:
+        kc, ri = write_config(tmp_path, [topic])
+        ferry = Ferry(kc, ri)
+        log = tmp_path / "run.log"
+        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", log=log)
+        time.sleep(2.0)
+        outages = 0
+        for _ in range(3):
+            if proc.poll() is not None:
+                break
+            proxy.pause()
+            time.sleep(3.0)
+            proxy.resume()
+            outages += 1
+            time.sleep(1.5)
+        assert proc.wait(timeout=300) == 0, log.read_text()
+        assert outages >= 2, "replication finished before the outages; load more records"
+        assert "DynamoDB" in log.read_text(), "the outage must have been seen and survived"
+        assert assert_identical(topic) == 25_000
+    finally:
+        proxy.close()
+
+
+def test_deadline_reached_mid_batch_resumes_without_loss_or_duplicates(tmp_path):
+    topic = unique("deadline")
+    load(topic, 6_000)
+    kc, ri = write_config(tmp_path, [topic], compression="SNAPPY")
+    ferry = Ferry(kc, ri)
+    # Three-second "invocations" with small batches: most end on their deadline.
+    res = ferry.run("--once", "--round-seconds", "3", "--produce-batch-max-bytes", "2000", timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rounds = res.stdout.count("records this round")
+    assert rounds >= 2, f"the run must span several deadline-bounded rounds, saw {rounds}"
+    assert assert_identical(topic) == 6_000
+
+
+def test_target_refuses_out_of_bounds_timestamps_with_the_setting_to_change(tmp_path):
+    topic = unique("old-ts")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1, config={"message.timestamp.before.max.ms": "3600000"})
+    p = producer(SOURCE)
+    p.produce(topic, partition=0, key=b"recent", value=b"v", timestamp=int(time.time() * 1000))
+    p.produce(topic, partition=0, key=b"ancient", value=b"v", timestamp=978_307_200_000)
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    res = Ferry(kc, ri).run("--once", "--produce-batch-max-bytes", "10")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "refused source offsets 1..=1" in res.stderr and "message.timestamp.before.max.ms" in res.stderr, res.stderr
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [b"recent"]
