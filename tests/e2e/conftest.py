@@ -139,9 +139,9 @@ class Ferry:
     def run(self, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(self.args("run", *extra), capture_output=True, text=True, timeout=timeout)
 
-    def spawn(self, *extra: str, log: Path | None = None) -> subprocess.Popen:
+    def spawn(self, *extra: str, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
         out = open(log, "ab") if log else subprocess.DEVNULL
-        env = dict(os.environ, RUST_LOG="warn,ferry_engine=info")
+        env = dict(os.environ, RUST_LOG="warn,ferry_engine=info", **(env or {}))
         return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def status(self) -> list[dict]:

@@ -408,6 +408,10 @@ async fn run_rounds(
             }
         }
 
+        if !produced.is_empty() {
+            failpoint::after_produce();
+        }
+
         // 3. Checkpoint what the target acknowledged, and partitions whose
         //    cursor moved over skipped (control/aborted) records.
         let lease_expires_ms = lease_expires_at(settings);
@@ -829,4 +833,30 @@ async fn out_of_range(
     p.apply(&cp);
     p.fetch_pos = earliest;
     Ok(())
+}
+
+/// Fault injection for the crash tests: `FERRY_FAILPOINT=crash-after-produce:N`
+/// aborts the process right after its N-th acknowledged produce round and
+/// before that round's checkpoint, the exact window reconcile exists for.
+/// Unset (always, outside tests) it costs one relaxed load per round.
+mod failpoint {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn after_produce() {
+        let limit = LIMIT.get_or_init(|| {
+            std::env::var("FERRY_FAILPOINT")
+                .ok()
+                .and_then(|v| v.strip_prefix("crash-after-produce:").and_then(|n| n.parse().ok()))
+        });
+        if let Some(limit) = limit {
+            if ROUNDS.fetch_add(1, Ordering::Relaxed) + 1 >= *limit {
+                eprintln!("ferry: failpoint crash-after-produce:{limit} reached; aborting before the checkpoint");
+                std::process::abort();
+            }
+        }
+    }
 }
