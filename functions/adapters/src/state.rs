@@ -57,6 +57,16 @@ pub enum StateError {
         /// Detail (never contains credentials).
         detail: String,
     },
+    /// DynamoDB refused the request in a way a retry will not fix.
+    #[error("DynamoDB {op} on {table} was refused: {detail}")]
+    DynamoRejected {
+        /// Operation.
+        op: &'static str,
+        /// Table.
+        table: String,
+        /// Detail (never contains credentials).
+        detail: String,
+    },
     /// A stored item does not have the expected shape.
     #[error("item in {table} is malformed: {detail}")]
     Malformed {
@@ -74,15 +84,45 @@ impl StateError {
     }
 }
 
-fn dynamo_err<E: std::fmt::Debug>(op: &'static str, table: &str, e: SdkError<E>) -> StateError {
-    let detail = match &e {
-        SdkError::ServiceError(s) => format!("{:?}", s.err()),
-        other => format!("{other}"),
-    };
-    StateError::Dynamo {
-        op,
-        table: table.to_owned(),
-        detail,
+fn dynamo_err<E>(op: &'static str, table: &str, e: SdkError<E>) -> StateError
+where
+    E: std::fmt::Debug + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    match &e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown");
+            let detail = format!("{code}: {}", s.err().message().unwrap_or("no message"));
+            // Throttling and server-side faults pass; anything else (a
+            // validation error, a missing table, access denied) will not.
+            let passing = matches!(
+                code,
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TransactionConflictException"
+                    | "TransactionInProgressException"
+            );
+            if passing {
+                StateError::Dynamo {
+                    op,
+                    table: table.to_owned(),
+                    detail,
+                }
+            } else {
+                StateError::DynamoRejected {
+                    op,
+                    table: table.to_owned(),
+                    detail,
+                }
+            }
+        }
+        other => StateError::Dynamo {
+            op,
+            table: table.to_owned(),
+            detail: format!("{other}"),
+        },
     }
 }
 

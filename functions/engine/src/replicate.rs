@@ -23,6 +23,10 @@ use tokio::time::Instant;
 use crate::context::Ferry;
 use crate::error::FerryError;
 
+/// Offset-map runs one checkpoint may write (a DynamoDB transaction holds
+/// at most 100 items; one is the cursor).
+const MAX_RUNS_PER_CHECKPOINT: usize = 90;
+
 /// Time kept in hand before the deadline to checkpoint and release.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -353,10 +357,18 @@ async fn run_rounds(
         {
             let mut n = 0;
             let mut size = 0;
+            let mut runs = 0;
+            let mut prev: Option<i64> = None;
             for r in &p.pending {
-                if n > 0 && size + r.approx_size() > settings.produce_batch_max_bytes {
+                // A gap in source offsets (compaction, aborted
+                // transactions) starts a new offset-map run; one checkpoint
+                // is one DynamoDB transaction, which has an item limit.
+                let new_run = prev.is_none_or(|o| o + 1 != r.offset);
+                if n > 0 && (size + r.approx_size() > settings.produce_batch_max_bytes || (new_run && runs >= MAX_RUNS_PER_CHECKPOINT)) {
                     break;
                 }
+                runs += usize::from(new_run);
+                prev = Some(r.offset);
                 size += r.approx_size();
                 n += 1;
             }
@@ -703,25 +715,37 @@ async fn reconcile(
             }],
         );
     }
-    let extends = join_last_run(p.last_run, &mut runs);
-    let cp = Checkpoint {
-        from_source: p.cursor,
-        to_source: spos,
-        target_end: written.last().map(|t| t + 1).unwrap_or(p.target_end),
-        runs,
-        extends,
-        records: 0,
-        bytes: 0,
-        last_timestamp_ms: last_ts,
-        source_end: p.source_end,
-        lease_expires_ms: now_ms() + ferry.settings.lease_duration.as_millis() as i64,
-    };
-    ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
+    // One checkpoint per chunk of runs: a DynamoDB transaction has an item limit.
+    let total_runs = runs.len();
+    let lease_expires_ms = now_ms() + ferry.settings.lease_duration.as_millis() as i64;
+    let mut start = 0;
+    while start < total_runs {
+        let end = (start + MAX_RUNS_PER_CHECKPOINT).min(total_runs);
+        let mut chunk: Vec<OffsetRun> = runs[start..end].to_vec();
+        let last_chunk = end == total_runs;
+        let to_source = if last_chunk { spos } else { runs[end].source_start };
+        let target_end = chunk.last().map(|r| r.target_end()).unwrap_or(p.target_end);
+        let extends = join_last_run(p.last_run, &mut chunk);
+        let cp = Checkpoint {
+            from_source: p.cursor,
+            to_source,
+            target_end,
+            runs: chunk,
+            extends,
+            records: 0,
+            bytes: 0,
+            last_timestamp_ms: last_ts,
+            source_end: p.source_end,
+            lease_expires_ms,
+        };
+        ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
+        p.apply(&cp);
+        start = end;
+    }
     tracing::info!(
         replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition,
-        reconciled = written.len(), from = p.cursor, to = spos, "reconciled records the previous holder wrote but did not checkpoint"
+        reconciled = written.len(), to = spos, "reconciled records the previous holder wrote but did not checkpoint"
     );
-    p.apply(&cp);
     p.fetch_pos = p.cursor;
     p.reconciled = written.len() as u64;
     Ok(())
