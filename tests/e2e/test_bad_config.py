@@ -56,11 +56,19 @@ def test_bad_configuration_is_rejected_and_nothing_written(tmp_path, label, whic
 def test_target_partition_mismatch_is_rejected_before_writing(tmp_path):
     topic = unique("mismatch")
     create_topic(SOURCE, topic, 3)
-    create_topic(TARGET, topic, 2)
+    create_topic(TARGET, topic, 4)
     other = unique("fine")
     create_topic(SOURCE, other, 1)
     kc, ri = write_config(tmp_path, [topic, other])
     res = Ferry(kc, ri).run("--once", timeout=60)
     assert res.returncode != 0
-    assert "has 2 partitions" in res.stderr and "has 3" in res.stderr, res.stderr
+    assert "has 4 partitions" in res.stderr and "has only 3" in res.stderr, res.stderr
     assert other not in list_topics(TARGET), "nothing may be created when any topic conflicts"
+
+
+def test_unreachable_cluster_gives_up_with_the_cause(tmp_path):
+    kc, ri = write_config(tmp_path, [unique("nowhere")], source="127.0.0.1:1")
+    res = Ferry(kc, ri).run("--once", "--give-up-seconds", "3", timeout=60)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "giving up after 3 s" in res.stderr
+    assert "no broker of cluster source answered" in res.stderr, res.stderr

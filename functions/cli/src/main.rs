@@ -68,6 +68,10 @@ struct RunArgs {
     /// Uncompressed bytes per produced batch.
     #[arg(long, default_value_t = 900 * 1024)]
     produce_batch_max_bytes: usize,
+    /// With --once: how long to keep retrying when a cluster or DynamoDB
+    /// does not answer before exiting 1 with the cause.
+    #[arg(long, default_value_t = 60)]
+    give_up_seconds: u64,
     /// When source records were deleted before Ferry replicated them, log
     /// the lost range and resume at the earliest offset instead of stopping.
     #[arg(long)]
@@ -159,11 +163,21 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut total_records: u64 = 0;
     let mut total_bytes: u64 = 0;
     let mut failures = 0;
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let plan = match ferry_engine::plan::plan(&ferry, &PlanInput::default()).await {
-            Ok(plan) => plan,
+            Ok(plan) => {
+                failing_since = None;
+                plan
+            }
             Err(e) if e.is_retryable() && !interrupted.load(Ordering::SeqCst) => {
-                // A broker restarting or DynamoDB unavailable: wait and plan again.
+                // A broker restarting or DynamoDB unavailable: wait and plan
+                // again. With --once, give up after a while with the cause.
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if args.once && since.elapsed() > Duration::from_secs(args.give_up_seconds) {
+                    eprintln!("ferry: giving up after {} s: {}", args.give_up_seconds, describe(&e));
+                    return Ok(ExitCode::from(1));
+                }
                 eprintln!("ferry: plan failed, retrying in 1 s: {}", describe(&e));
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;

@@ -5,3 +5,4 @@ pub mod config;
 pub mod domain;
 pub mod offset_map;
 pub mod plan;
+pub mod topic_config;

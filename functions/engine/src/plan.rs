@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use ferry_adapters::kafka::{OffsetSpec, TopicMeta};
+use ferry_adapters::kafka::{OffsetSpec, TopicConfig, TopicMeta};
 use ferry_core::config::{FlowSpec, StartingPosition};
 use ferry_core::domain::{PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
 use ferry_core::plan::split_into_batches;
+use ferry_core::topic_config;
 
 use crate::context::Ferry;
 use crate::error::FerryError;
@@ -41,7 +42,7 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
     let all = source.metadata(None).await?;
     Ok(all
         .into_iter()
-        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name))
+        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))
         .collect())
 }
 
@@ -58,32 +59,84 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<P
     }
 
     // Check every target topic before writing anything.
+    let source_names: Vec<String> = topics.keys().cloned().collect();
     let target_names: Vec<String> = topics.keys().map(|t| flow.target_topic(t)).collect();
     let target_meta = target.metadata(Some(&target_names)).await?;
+    let existing_targets: Vec<String> = target_names.iter().filter(|t| target_meta.contains_key(*t)).cloned().collect();
+    let source_configs = source.topic_configs(&source_names).await?;
+    let target_configs = target.topic_configs(&existing_targets).await?;
     let mut to_create = Vec::new();
+    let mut to_grow = Vec::new();
+    let mut to_alter = Vec::new();
     for (name, meta) in &topics {
         let target_name = flow.target_topic(name);
         let source_count = meta.partitions.len();
-        match target_meta.get(&target_name) {
-            None => to_create.push((target_name, source_count as i32)),
-            Some(t) if t.partitions.len() != source_count => {
-                return Err(FerryError::Input(format!(
-                    "target topic {target_name} on cluster {} has {} partitions but source topic {name} on cluster {} has {source_count}; \
-                     Ferry writes source partition p to target partition p, so the counts must match: \
-                     change the target topic's partition count (or delete it and let Ferry create it), or exclude the topic",
-                    flow.target.alias,
-                    t.partitions.len(),
-                    flow.source.alias
-                )));
+        let src_cfg = source_configs.get(name).cloned().unwrap_or_default();
+        let Some(t) = target_meta.get(&target_name) else {
+            // cleanup.policy is the data's meaning, not a tunable: it is
+            // copied even when CopyTopicConfigurations is off.
+            let configs = if flow.copy_topic_configurations {
+                topic_config::copyable(&src_cfg.overrides)
+            } else {
+                src_cfg
+                    .overrides
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "cleanup.policy")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            to_create.push((target_name, source_count as i32, configs));
+            continue;
+        };
+        if t.partitions.len() > source_count {
+            return Err(FerryError::Input(format!(
+                "target topic {target_name} on cluster {} has {} partitions but source topic {name} on cluster {} has only {source_count}; \
+                 Ferry writes source partition p to target partition p and never removes partitions: \
+                 delete the target topic and let Ferry create it, or exclude the topic",
+                flow.target.alias,
+                t.partitions.len(),
+                flow.source.alias
+            )));
+        }
+        let tgt_cfg = target_configs.get(&target_name).cloned().unwrap_or_default();
+        let policy = |c: &TopicConfig| c.effective.get("cleanup.policy").cloned().unwrap_or_else(|| "delete".into());
+        if policy(&src_cfg) != policy(&tgt_cfg) {
+            return Err(FerryError::Input(format!(
+                "target topic {target_name} on cluster {} has cleanup.policy={} but source topic {name} on cluster {} has cleanup.policy={}; \
+                 replicating into it would compact away (or keep) records the source does not: \
+                 set cleanup.policy={} on the target topic, or delete it and let Ferry create it",
+                flow.target.alias,
+                policy(&tgt_cfg),
+                flow.source.alias,
+                policy(&src_cfg),
+                policy(&src_cfg)
+            )));
+        }
+        if t.partitions.len() < source_count {
+            to_grow.push((target_name.clone(), source_count as i32));
+        }
+        if flow.copy_topic_configurations {
+            let (set, delete) = topic_config::changes(&src_cfg.overrides, &tgt_cfg.effective, &tgt_cfg.overrides);
+            if !set.is_empty() || !delete.is_empty() {
+                to_alter.push((target_name, set, delete));
             }
-            Some(_) => {}
         }
     }
-    let created: Vec<String> = to_create.iter().map(|(n, _)| n.clone()).collect();
+    let created: Vec<String> = to_create.iter().map(|(n, _, _)| n.clone()).collect();
     if !to_create.is_empty() {
-        target.create_topics(&to_create).await?;
+        target.create_topics_with_configs(&to_create).await?;
         wait_for_topics(ferry, flow, &created).await?;
         tracing::info!(flow = %flow.id(), topics = ?created, "created target topics");
+    }
+    if !to_grow.is_empty() {
+        target.create_partitions(&to_grow).await?;
+        let grown: Vec<String> = to_grow.iter().map(|(n, _)| n.clone()).collect();
+        wait_for_topics(ferry, flow, &grown).await?;
+        tracing::info!(flow = %flow.id(), topics = ?to_grow, "added partitions to target topics");
+    }
+    for (topic, set, delete) in &to_alter {
+        target.alter_topic_configs(topic, set, delete).await?;
+        tracing::info!(flow = %flow.id(), topic = %topic, set = ?set, deleted = ?delete, "copied topic configuration");
     }
 
     let tps: Vec<TopicPartition> = topics

@@ -27,6 +27,9 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::ListOffsets => 7,
         ApiKey::CreateTopics => 7,
         ApiKey::InitProducerId => 4,
+        ApiKey::DescribeConfigs => 4,
+        ApiKey::CreatePartitions => 3,
+        ApiKey::IncrementalAlterConfigs => 1,
         _ => 0,
     }
 }

@@ -5,5 +5,5 @@ pub mod client;
 pub mod connection;
 pub mod error;
 
-pub use client::{FetchedPartition, KafkaCluster, OffsetSpec, TopicMeta};
+pub use client::{FetchedPartition, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
 pub use error::KafkaError;

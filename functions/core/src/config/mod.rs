@@ -217,6 +217,22 @@ pub struct ReplicatorSpec {
     pub flows: Vec<FlowSpec>,
 }
 
+impl ReplicatorSpec {
+    /// Whether `topic` is itself a replica made by prefixed naming
+    /// (`<cluster alias>.<topic>`): such topics are never replicated again,
+    /// or two prefixed flows would copy each other's copies forever.
+    pub fn is_prefixed_replica(&self, topic: &str) -> bool {
+        self.flows
+            .iter()
+            .filter(|f| f.naming == TopicNaming::PrefixedWithSourceClusterAlias)
+            .any(|f| {
+                [&f.source.alias, &f.target.alias]
+                    .iter()
+                    .any(|alias| topic.strip_prefix(alias.as_str()).is_some_and(|rest| rest.starts_with('.')))
+            })
+    }
+}
+
 impl fmt::Display for ReplicatorSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "replicator {}", self.name)?;

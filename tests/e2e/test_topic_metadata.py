@@ -1,0 +1,94 @@
+"""Topic metadata: configurations copied and kept in sync, partition
+increases followed, conflicts reported before anything is written, and the
+prefixed naming mode. Compared through the Admin API of both clusters."""
+
+import json
+
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
+
+
+def overrides(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([res])[res].result(timeout=30)
+    return {k: e.value for k, e in entries.items() if e.source == 1}  # DYNAMIC_TOPIC_CONFIG
+
+
+def copy_configs(tmp_path, topics, naming="IDENTICAL"):
+    kc, ri = write_config(tmp_path, topics)
+    info = json.loads(ri.read_text())
+    info[0]["TopicReplication"]["CopyTopicConfigurations"] = True
+    info[0]["TopicReplication"]["TopicNameConfiguration"] = {"Type": naming}
+    ri.write_text(json.dumps(info))
+    return kc, ri
+
+
+def test_configurations_are_copied_and_follow_later_changes(tmp_path):
+    topic = unique("configs")
+    create_topic(SOURCE, topic, 2, config={"retention.ms": "3600000", "max.message.bytes": "2000000", "cleanup.policy": "delete"})
+    kc, ri = copy_configs(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert overrides(TARGET, topic) == overrides(SOURCE, topic)
+    # Change one, drop one on the source: the next plan follows.
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    res.add_incremental_config(ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET))
+    res.add_incremental_config(ConfigEntry("max.message.bytes", None, incremental_operation=AlterConfigOpType.DELETE))
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    assert ferry.run("--once").returncode == 0
+    target = overrides(TARGET, topic)
+    assert target == overrides(SOURCE, topic)
+    assert target["retention.ms"] == "7200000" and "max.message.bytes" not in target
+
+
+def test_partition_increase_reaches_the_target_and_new_partitions_replicate(tmp_path):
+    topic = unique("grow")
+    create_topic(SOURCE, topic, 2)
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=30)
+    p = producer(SOURCE)
+    for part in range(4):
+        p.produce(topic, partition=part, key=f"p{part}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    assert ferry.run("--once").returncode == 0
+    meta = AdminClient({"bootstrap.servers": TARGET}).list_topics(topic, timeout=30).topics[topic]
+    assert len(meta.partitions) == 4
+    for part in range(4):
+        assert [r["key"] for r in read_partition(TARGET, topic, part)] == [f"p{part}".encode()]
+
+
+def test_cleanup_policy_conflict_is_reported_before_writing(tmp_path):
+    topic, other = unique("policy"), unique("untouched")
+    create_topic(SOURCE, topic, 1, config={"cleanup.policy": "compact"})
+    create_topic(TARGET, topic, 1, config={"cleanup.policy": "delete"})
+    create_topic(SOURCE, other, 1)
+    kc, ri = write_config(tmp_path, [topic, other])
+    res = Ferry(kc, ri).run("--once", timeout=60)
+    assert res.returncode != 0
+    assert "cleanup.policy=delete" in res.stderr and "cleanup.policy=compact" in res.stderr, res.stderr
+    assert other not in list_topics(TARGET)
+
+
+def test_prefixed_naming_and_no_re_replication_of_replicas(tmp_path):
+    topic = unique("named")
+    create_topic(SOURCE, topic, 1)
+    # A topic that is itself a replica made by prefixed naming must not be copied again.
+    replica = f"target.{unique('copy')}"
+    create_topic(SOURCE, replica, 1)
+    p = producer(SOURCE)
+    p.produce(topic, partition=0, key=b"k", value=b"v")
+    p.produce(replica, partition=0, key=b"k", value=b"v")
+    assert p.flush(30) == 0
+    kc, ri = copy_configs(tmp_path, [topic, replica], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    assert Ferry(kc, ri).run("--once").returncode == 0
+    topics = list_topics(TARGET)
+    assert f"source.{topic}" in topics
+    assert [r["key"] for r in read_partition(TARGET, f"source.{topic}", 0)] == [b"k"]
+    assert f"source.{replica}" not in topics
