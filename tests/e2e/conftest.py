@@ -155,9 +155,15 @@ def dynamo():
                         region_name=os.environ.get("AWS_REGION", "us-east-1"))
 
 
-@pytest.fixture
-def tmpconf(tmp_path):
-    return tmp_path
+def offset_runs(ferry: "Ferry", topic: str, partition: int) -> list[tuple[int, int, int]]:
+    """The stored offset-map runs (source start, target start, length) of one partition."""
+    items = dynamo().query(
+        TableName=f"{ferry.prefix}-offset-map",
+        KeyConditionExpression="flow_partition = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"{ferry.name}/source>target/{topic}/{partition}"}},
+        ConsistentRead=True,
+    )["Items"]
+    return sorted((int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])) for i in items)
 
 
 def pytest_configure(config):

@@ -4,7 +4,7 @@ landed at."""
 
 import time
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, create_topic, offset_runs, producer, read_partition, unique, write_config
 
 
 def source_offsets(topic: str) -> list[int]:
@@ -42,13 +42,7 @@ def test_compacted_topic_with_offset_gaps_maps_exactly(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     dst = read_partition(TARGET, topic, 0)
     src = read_partition(SOURCE, topic, 0)  # after replication: compaction may have gone on
-    items = dynamo().query(
-        TableName=f"{ferry.prefix}-offset-map",
-        KeyConditionExpression="flow_partition = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"{ferry.name}/source>target/{topic}/0"}},
-        ConsistentRead=True,
-    )["Items"]
-    runs = sorted((int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])) for i in items)
+    runs = offset_runs(ferry, topic, 0)
     assert len(runs) > 1, "gaps must show as separate runs"
     assert sum(r[2] for r in runs) == len(dst), "one mapping per replicated record"
 

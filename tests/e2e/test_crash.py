@@ -65,7 +65,7 @@ def test_reconcile_ignores_other_producers_on_the_target(tmp_path):
     its own record."""
     import threading
 
-    from conftest import dynamo
+    from conftest import offset_runs
 
     rnd = random.Random()
     topic = unique("shared-target")
@@ -112,13 +112,7 @@ def test_reconcile_ignores_other_producers_on_the_target(tmp_path):
         ours = [r for r in dst if r["key"].startswith(b"src-")]
         assert [r["key"] for r in ours] == [r["key"] for r in src], f"partition {part}: missing or doubled records"
         assert len(dst) > len(ours), "the other producer's records must be interleaved for this test to mean anything"
-        items = dynamo().query(
-            TableName=f"{ferry.prefix}-offset-map",
-            KeyConditionExpression="flow_partition = :pk",
-            ExpressionAttributeValues={":pk": {"S": f"{ferry.name}/source>target/{topic}/{part}"}},
-            ConsistentRead=True,
-        )["Items"]
-        runs = [(int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])) for i in items]
+        runs = offset_runs(ferry, topic, part)
         target_key = {r["offset"]: r["key"] for r in dst}
         for r in src:
             [t_off] = [tt + (r["offset"] - s) for s, tt, n in runs if s <= r["offset"] < s + n]
