@@ -60,3 +60,33 @@ def test_compacted_topic_with_offset_gaps_maps_exactly(tmp_path):
         assert target_by_offset[t] == (r["key"], r["value"], r["timestamp"]), f"source {r['offset']} -> target {t} holds another record"
         checked += 1
     assert checked == len(src)
+
+
+def test_offset_map_runs_below_the_source_log_start_are_pruned(tmp_path):
+    """State stays bounded: once the source deletes records (retention,
+    DeleteRecords), the runs that mapped only them are removed by the next
+    plan; the newest run is always kept."""
+    from confluent_kafka import TopicPartition as KTP
+    from confluent_kafka.admin import AdminClient
+
+    topic = unique("prune")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1)
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    p = producer(SOURCE)
+    other = producer(TARGET)
+    for round_ in range(3):
+        for i in range(10):
+            p.produce(topic, partition=0, key=f"{round_}-{i}".encode(), value=b"v")
+        assert p.flush(30) == 0
+        assert ferry.run("--once").returncode == 0
+        # Another producer's record on the target breaks the run.
+        other.produce(topic, partition=0, key=b"foreign", value=b"f")
+        assert other.flush(30) == 0
+    assert len(offset_runs(ferry, topic, 0)) == 3
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for f in admin.delete_records([KTP(topic, 0, 20)]).values():
+        f.result(timeout=30)
+    assert ferry.run("--once").returncode == 0
+    assert offset_runs(ferry, topic, 0) == [(20, 22, 10)], "the two runs below offset 20 are gone, the newest is kept"

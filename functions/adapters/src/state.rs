@@ -568,6 +568,49 @@ impl StateStore {
         out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
     }
 
+    /// Delete the runs that end at or below `below` (the source log-start
+    /// offset: no committed group offset can point there any more), always
+    /// keeping the newest run, the only one a holder extends. Returns how
+    /// many were deleted.
+    pub async fn prune_runs(&self, flow: &str, tp: &TopicPartition, below: i64) -> Result<usize, StateError> {
+        let pk = map_pk(flow, tp);
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .key_condition_expression("#pk = :pk AND #sk < :below")
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_names("#sk", SK_MAP)
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":below", n(below))
+            .limit(1000)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        let mut doomed: Vec<OffsetRun> = resp
+            .items()
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        doomed.retain(|r| r.source_end() <= below);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let newest = self.last_run(flow, tp).await?;
+        doomed.retain(|r| Some(*r) != newest);
+        for r in &doomed {
+            self.client
+                .delete_item()
+                .table_name(&self.offset_map)
+                .key(PK_MAP, s(&pk))
+                .key(SK_MAP, n(r.source_start))
+                .send()
+                .await
+                .map_err(|e| dynamo_err("DeleteItem", &self.offset_map, e))?;
+        }
+        Ok(doomed.len())
+    }
+
     /// All stored runs of a partition, in source order.
     pub async fn runs(&self, flow: &str, tp: &TopicPartition) -> Result<Vec<OffsetRun>, StateError> {
         let mut out = Vec::new();

@@ -147,6 +147,15 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<P
         return Ok((created, Vec::new()));
     }
     let ends = source.list_offsets(&tps, OffsetSpec::Latest, true).await?;
+    // Keep state bounded: runs below the source log-start offset map
+    // records nobody can read or commit to any more.
+    let starts = source.list_offsets(&tps, OffsetSpec::Earliest, false).await?;
+    for tp in tps.iter().filter(|tp| existing.contains_key(*tp)) {
+        let pruned = ferry.store.prune_runs(&flow_key, tp, starts.get(tp).copied().unwrap_or(0)).await?;
+        if pruned > 0 {
+            tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
+        }
+    }
     let new_tps: Vec<TopicPartition> = tps.iter().filter(|tp| !existing.contains_key(tp)).cloned().collect();
     let mut cursors = existing;
     if !new_tps.is_empty() {
