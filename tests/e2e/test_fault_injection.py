@@ -81,9 +81,10 @@ def test_kills_takeovers_and_broker_restarts_lose_nothing_and_duplicate_nothing(
     print(f"crash points={kills} takeovers-with-reconcile={len(reconciled)} reconciled-records={sum(reconciled)} "
           f"broker-restarts={restarted} duplicates={duplicates} missing={missing}")
     assert kills >= KILLS
-    # With 50 kills, some land between a produce and its checkpoint (about
-    # one in five here): the takeover must have found and skipped those.
-    assert len(reconciled) >= 1, "no kill landed between produce and checkpoint; the reconcile path went untested"
+    # Random kills land between a produce and its checkpoint only now and
+    # then (from none to a fifth of them in our runs), so the reconcile count
+    # is reported, not required; test_crash.py's failpoint test puts every
+    # crash in that window and requires each to be reconciled.
     assert restarted == ["source", "target"]
     assert missing == 0
     assert duplicates == 0

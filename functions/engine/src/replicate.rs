@@ -178,13 +178,14 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         run_rounds(ferry, &flow, &flow_key, &source, &target, &mut parts, input, budget, stamp).await;
     }
 
-    for p in &parts {
-        if p.done != Some(StopReason::Error) && !matches!(p.done, Some(StopReason::LeaseHeld)) {
-            if let Err(e) = ferry.store.release_lease(&flow_key, &p.lease).await {
-                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not release lease");
+    // Give every lease back at once; one taken over meanwhile is simply gone.
+    let released = join_all(parts.iter().map(|p| ferry.store.release_lease(&flow_key, &p.lease))).await;
+    for (p, res) in parts.iter().zip(released) {
+        match res {
+            Ok(()) | Err(StateError::LeaseLost { .. }) => {}
+            Err(e) => {
+                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not release lease; it expires on its own")
             }
-        } else if let Err(e) = ferry.store.release_lease(&flow_key, &p.lease).await {
-            tracing::debug!(error = %e, "lease already gone");
         }
     }
     let mut partitions: Vec<PartitionProgress> = parts.iter().map(Part::progress).collect();
