@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod groups;
 pub mod offset_map;
 pub mod plan;
 pub mod topic_config;

@@ -218,6 +218,12 @@ pub struct ReplicatorSpec {
 }
 
 impl ReplicatorSpec {
+    /// The flow replicating `flow`'s topics back under the same names, if any
+    /// (bidirectional replication with IDENTICAL names).
+    pub fn opposite(&self, flow: &FlowSpec) -> Option<&FlowSpec> {
+        self.flows.iter().find(|o| is_opposite(flow, o))
+    }
+
     /// Whether `topic` is itself a replica made by prefixed naming
     /// (`<cluster alias>.<topic>`): such topics are never replicated again,
     /// or two prefixed flows would copy each other's copies forever.
@@ -272,10 +278,43 @@ pub fn load(name: &str, clusters_file: &str, clusters_json: &str, info_file: &st
         }
         flows.push(flow);
     }
+    // Both directions with identical names: group offsets must be
+    // translated with both flows' maps (ENHANCED); the flow's own map alone
+    // cannot place the records the opposite flow wrote, and would skip them.
+    for i in 0..flows.len() {
+        let bidirectional = flows.iter().any(|o| is_opposite(&flows[i], o));
+        let Some(g) = flows[i].groups.as_mut() else { continue };
+        if !bidirectional || g.mode == GroupSyncMode::Enhanced {
+            continue;
+        }
+        let explicit = infos[i]
+            .consumer_group_replication
+            .as_ref()
+            .and_then(|c| c.consumer_group_offset_sync_mode.as_deref())
+            .is_some();
+        if explicit {
+            return Err(ConfigError::new(
+                info_file,
+                format!("[{i}].ConsumerGroupReplication.ConsumerGroupOffsetSyncMode"),
+                format!(
+                    "LEGACY cannot translate group offsets exactly when {} is also replicated back with IDENTICAL names: \
+                     the flow's own offset map does not know the records the opposite flow wrote",
+                    flows[i].id()
+                ),
+                "use ENHANCED (or leave the field out) for both directions",
+            ));
+        }
+        g.mode = GroupSyncMode::Enhanced;
+    }
     Ok(ReplicatorSpec {
         name: name.to_owned(),
         flows,
     })
+}
+
+/// Whether `b` replicates `a`'s topics back under the same names.
+fn is_opposite(a: &FlowSpec, b: &FlowSpec) -> bool {
+    a.source.id == b.target.id && a.target.id == b.source.id && a.naming == TopicNaming::Identical && b.naming == TopicNaming::Identical
 }
 
 fn validate_name(name: &str) -> Result<(), ConfigError> {

@@ -191,3 +191,36 @@ fn plaintext_to_msk_is_refused() {
     let err = load_pair(clusters, info).expect_err("reject");
     assert!(err.problem.contains("refused"), "{err}");
 }
+
+fn bidirectional(mode: Option<&str>) -> String {
+    let groups = match mode {
+        Some(m) => format!(r#""ConsumerGroupReplication": {{"ConsumerGroupsToReplicate": [".*"], "ConsumerGroupOffsetSyncMode": "{m}"}}"#),
+        None => r#""ConsumerGroupReplication": {"ConsumerGroupsToReplicate": [".*"]}"#.to_owned(),
+    };
+    let one = |s: &str, t: &str| {
+        format!(
+            r#"{{"SourceKafkaClusterId": "{s}", "TargetKafkaClusterId": "{t}", "TargetCompressionType": "NONE",
+               "TopicReplication": {{"TopicsToReplicate": ["orders"], "TopicNameConfiguration": {{"Type": "IDENTICAL"}}}}, {groups}}}"#
+        )
+    };
+    format!("[{}, {}]", one("source", "target"), one("target", "source"))
+}
+
+#[test]
+fn both_directions_translate_with_both_maps() {
+    let spec = load_pair(CLUSTERS, &bidirectional(None)).expect("valid");
+    assert_eq!(spec.flows.len(), 2);
+    for f in &spec.flows {
+        assert_eq!(f.groups.as_ref().map(|g| g.mode), Some(GroupSyncMode::Enhanced));
+        assert_eq!(
+            spec.opposite(f).map(|o| o.id()),
+            Some(format!("{}>{}", f.target.alias, f.source.alias))
+        );
+    }
+    let err = load_pair(CLUSTERS, &bidirectional(Some("LEGACY"))).expect_err("LEGACY both ways");
+    assert_eq!(err.field, "[0].ConsumerGroupReplication.ConsumerGroupOffsetSyncMode");
+    assert!(err.fix.contains("ENHANCED"), "{err}");
+    // One way, LEGACY stays LEGACY and there is no opposite flow.
+    let spec = load_pair(CLUSTERS, INFO).expect("valid");
+    assert!(spec.opposite(&spec.flows[0]).is_none());
+}
