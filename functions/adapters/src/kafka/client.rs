@@ -2,6 +2,7 @@
 //! fetch (read_committed), idempotent produce. Connections are cached per
 //! broker and dropped on any I/O or protocol failure.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,8 @@ pub struct KafkaCluster {
     brokers: std::sync::Mutex<HashMap<i32, String>>,
     leaders: std::sync::Mutex<HashMap<(String, i32), i32>>,
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Connection>>>>>,
+    /// Group coordinator address by group id (see `groups.rs`).
+    pub(super) coordinators: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for KafkaCluster {
@@ -100,11 +103,11 @@ impl std::fmt::Debug for KafkaCluster {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn topic_name(s: &str) -> TopicName {
+pub(super) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
@@ -118,6 +121,7 @@ impl KafkaCluster {
             brokers: Default::default(),
             leaders: Default::default(),
             conns: Default::default(),
+            coordinators: Default::default(),
         }
     }
 
@@ -126,7 +130,17 @@ impl KafkaCluster {
         &self.alias
     }
 
-    async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, KafkaError> {
+    pub(super) async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, KafkaError> {
+        self.send_to_built::<R, &R>(addr, |_| req).await
+    }
+
+    /// Like `send_to`, for requests whose shape depends on the version:
+    /// `build` gets the version negotiated with `addr`.
+    pub(super) async fn send_to_built<R: Request, Q: Borrow<R>>(
+        &self,
+        addr: &str,
+        build: impl FnOnce(i16) -> Q,
+    ) -> Result<R::Response, KafkaError> {
         let slot = lock(&self.conns).entry(addr.to_owned()).or_default().clone();
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -134,7 +148,7 @@ impl KafkaCluster {
             *guard = Some(Connection::connect(addr, &client_id, self.request_timeout).await?);
         }
         let conn = guard.as_mut().ok_or_else(|| KafkaError::protocol(addr, "connection vanished"))?;
-        let res = conn.send(req).await;
+        let res = conn.send_built::<R, Q>(build).await;
         if let Err(e) = &res {
             if e.breaks_connection() {
                 *guard = None;
@@ -144,7 +158,12 @@ impl KafkaCluster {
     }
 
     /// Send to any broker that answers: known brokers first, then bootstrap.
-    async fn send_any<R: Request>(&self, req: &R) -> Result<R::Response, KafkaError> {
+    pub(super) async fn send_any<R: Request>(&self, req: &R) -> Result<R::Response, KafkaError> {
+        self.send_any_built::<R, &R>(|_| req).await
+    }
+
+    /// Like `send_any`, for requests whose shape depends on the version.
+    pub(super) async fn send_any_built<R: Request, Q: Borrow<R>>(&self, build: impl Fn(i16) -> Q) -> Result<R::Response, KafkaError> {
         let mut addrs: Vec<String> = lock(&self.brokers).values().cloned().collect();
         addrs.sort();
         for b in &self.bootstrap {
@@ -154,7 +173,7 @@ impl KafkaCluster {
         }
         let mut last = String::from("no address");
         for addr in &addrs {
-            match self.send_to(addr, req).await {
+            match self.send_to_built::<R, Q>(addr, &build).await {
                 Ok(r) => return Ok(r),
                 Err(e) if e.breaks_connection() => last = e.to_string(),
                 Err(e) => return Err(e),

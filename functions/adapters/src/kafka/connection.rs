@@ -2,6 +2,7 @@
 //! negotiation. Every Kafka API Ferry uses goes through here, with requests
 //! and responses encoded by `kafka-protocol`.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::DescribeConfigs => 4,
         ApiKey::CreatePartitions => 3,
         ApiKey::IncrementalAlterConfigs => 1,
+        ApiKey::FindCoordinator => 6,
+        ApiKey::ListGroups => 5,
+        ApiKey::DescribeGroups => 6,
+        ApiKey::ConsumerGroupDescribe => 1,
+        ApiKey::OffsetFetch => 9,
+        ApiKey::OffsetCommit => 9,
         _ => 0,
     }
 }
@@ -95,6 +102,19 @@ impl Connection {
     /// Send a request at the highest version both sides speak and wait for
     /// its response.
     pub async fn send<R: Request>(&mut self, req: &R) -> Result<R::Response, KafkaError> {
+        self.send_built::<R, &R>(|_| req).await
+    }
+
+    /// Like `send`, for requests whose shape depends on the version: `build`
+    /// gets the negotiated version and returns the request to encode at it.
+    pub async fn send_built<R: Request, Q: Borrow<R>>(&mut self, build: impl FnOnce(i16) -> Q) -> Result<R::Response, KafkaError> {
+        let version = self.version_for::<R>()?;
+        let req = build(version);
+        self.roundtrip(req.borrow(), version).await
+    }
+
+    /// The version of `R` this connection sends: the highest both sides speak.
+    pub fn version_for<R: Request>(&self) -> Result<i16, KafkaError> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaError::protocol(&self.addr, format!("unknown API key {}", R::KEY)))?;
         let (broker_min, broker_max) = self.versions.get(&R::KEY).copied().ok_or_else(|| KafkaError::Unsupported {
             broker: self.addr.clone(),
@@ -113,7 +133,7 @@ impl Connection {
                 ),
             });
         }
-        self.roundtrip(req, version).await
+        Ok(version)
     }
 
     async fn roundtrip<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response, KafkaError> {

@@ -136,6 +136,25 @@ impl KafkaError {
         }
     }
 
+    /// Whether the broker refused a group operation because the group has
+    /// live members: an admin offset commit (generation -1, no member id) to a
+    /// group that is not empty is refused with one of these codes.
+    pub fn is_group_active_error(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Broker {
+                error: ResponseError::UnknownMemberId
+                    | ResponseError::IllegalGeneration
+                    | ResponseError::RebalanceInProgress
+                    | ResponseError::StaleMemberEpoch
+                    | ResponseError::FencedMemberEpoch
+                    | ResponseError::FencedInstanceId
+                    | ResponseError::UnreleasedInstanceId,
+                ..
+            }
+        )
+    }
+
     /// Whether the cached connection should be dropped.
     pub fn breaks_connection(&self) -> bool {
         matches!(

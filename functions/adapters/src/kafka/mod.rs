@@ -4,6 +4,8 @@ pub mod batch;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod groups;
 
 pub use client::{FetchedPartition, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
 pub use error::KafkaError;
+pub use groups::{Committed, GroupListing, GroupState};
