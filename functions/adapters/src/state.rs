@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType, TableStatus, TransactWriteItem,
-    Update,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection, ProjectionType, Put,
+    ScalarAttributeType, TableStatus, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
@@ -203,12 +203,20 @@ pub struct StateStore {
     client: Client,
     cursors: String,
     offset_map: String,
+    producers: String,
+    groups: String,
 }
 
 const PK: &str = "flow";
 const SK_CURSOR: &str = "partition";
 const PK_MAP: &str = "flow_partition";
 const SK_MAP: &str = "source_start";
+/// Offset-map index by target offset: where the opposite flow's records
+/// sit in the cluster a flow reads (loop prevention, group translation).
+const BY_TARGET: &str = "by_target";
+const PK_PRODUCERS: &str = "cluster";
+const SK_PRODUCERS: &str = "producer_id";
+const SK_GROUPS: &str = "partition_group";
 /// Sort key of the per-flow marker item (no '/', so never a partition).
 const FLOW_MARKER: &str = "#flow";
 
@@ -265,28 +273,47 @@ impl TryFrom<(&str, HashMap<String, AttributeValue>)> for CursorItem {
 }
 
 impl StateStore {
-    /// A store over `<prefix>-cursors` and `<prefix>-offset-map`.
+    /// A store over `<prefix>-cursors`, `<prefix>-offset-map`,
+    /// `<prefix>-producers` and `<prefix>-groups`.
     pub fn new(client: Client, prefix: &str) -> Self {
         Self {
             client,
             cursors: format!("{prefix}-cursors"),
             offset_map: format!("{prefix}-offset-map"),
+            producers: format!("{prefix}-producers"),
+            groups: format!("{prefix}-groups"),
         }
     }
 
-    /// The table names, for messages.
+    /// The cursor and offset-map table names, for messages.
     pub fn table_names(&self) -> (&str, &str) {
         (&self.cursors, &self.offset_map)
     }
 
-    /// Create both tables (on demand) if they are missing, and wait until
+    /// Every table name, for messages and clean-up.
+    pub fn all_table_names(&self) -> [&str; 4] {
+        [&self.cursors, &self.offset_map, &self.producers, &self.groups]
+    }
+
+    /// Create the tables (on demand) if they are missing, and wait until
     /// they are active. The SAM template creates them in AWS.
     pub async fn ensure_tables(&self) -> Result<(), StateError> {
-        for (table, pk, sk, sk_type) in [
-            (&self.cursors, PK, SK_CURSOR, ScalarAttributeType::S),
-            (&self.offset_map, PK_MAP, SK_MAP, ScalarAttributeType::N),
-        ] {
-            let exists = match self.client.describe_table().table_name(table.as_str()).send().await {
+        // (table, partition key, sort key, its type, local index by target offset)
+        type TableSpec<'a> = (&'a str, &'a str, &'a str, ScalarAttributeType, Option<(&'a str, &'a str)>);
+        let specs: [TableSpec<'_>; 4] = [
+            (&self.cursors, PK, SK_CURSOR, ScalarAttributeType::S, None),
+            (
+                &self.offset_map,
+                PK_MAP,
+                SK_MAP,
+                ScalarAttributeType::N,
+                Some((BY_TARGET, "target_start")),
+            ),
+            (&self.producers, PK_PRODUCERS, SK_PRODUCERS, ScalarAttributeType::N, None),
+            (&self.groups, PK, SK_GROUPS, ScalarAttributeType::S, None),
+        ];
+        for (table, pk, sk, sk_type, lsi) in specs {
+            let exists = match self.client.describe_table().table_name(table).send().await {
                 Ok(_) => true,
                 Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => false,
                 Err(e) => return Err(dynamo_err("DescribeTable", table, e)),
@@ -294,40 +321,42 @@ impl StateStore {
             if exists {
                 continue;
             }
+            let built = |e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
+                op: "CreateTable",
+                table: table.to_string(),
+                detail: e.to_string(),
+            };
             let attr = |name: &str, t: ScalarAttributeType| {
                 AttributeDefinition::builder()
                     .attribute_name(name)
                     .attribute_type(t)
                     .build()
-                    .map_err(|e| StateError::Dynamo {
-                        op: "CreateTable",
-                        table: table.to_string(),
-                        detail: e.to_string(),
-                    })
+                    .map_err(built)
             };
-            let key = |name: &str, t: KeyType| {
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(t)
-                    .build()
-                    .map_err(|e| StateError::Dynamo {
-                        op: "CreateTable",
-                        table: table.to_string(),
-                        detail: e.to_string(),
-                    })
-            };
-            let res = self
+            let key = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build().map_err(built);
+            let mut req = self
                 .client
                 .create_table()
-                .table_name(table.as_str())
+                .table_name(table)
                 .billing_mode(BillingMode::PayPerRequest)
                 .attribute_definitions(attr(pk, ScalarAttributeType::S)?)
                 .attribute_definitions(attr(sk, sk_type)?)
                 .key_schema(key(pk, KeyType::Hash)?)
-                .key_schema(key(sk, KeyType::Range)?)
-                .send()
-                .await;
-            match res {
+                .key_schema(key(sk, KeyType::Range)?);
+            if let Some((index, attr_name)) = lsi {
+                req = req
+                    .attribute_definitions(attr(attr_name, ScalarAttributeType::N)?)
+                    .local_secondary_indexes(
+                        LocalSecondaryIndex::builder()
+                            .index_name(index)
+                            .key_schema(key(pk, KeyType::Hash)?)
+                            .key_schema(key(attr_name, KeyType::Range)?)
+                            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                            .build()
+                            .map_err(built)?,
+                    );
+            }
+            match req.send().await {
                 Ok(_) => {}
                 Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
                 Err(e) => return Err(dynamo_err("CreateTable", table, e)),
@@ -336,7 +365,7 @@ impl StateStore {
                 let d = self
                     .client
                     .describe_table()
-                    .table_name(table.as_str())
+                    .table_name(table)
                     .send()
                     .await
                     .map_err(|e| dynamo_err("DescribeTable", table, e))?;
@@ -779,6 +808,9 @@ impl StateStore {
         Ok(())
     }
 }
+
+mod groups;
+pub use groups::{GroupSyncItem, GroupSyncStatus};
 
 fn map_pk(flow: &str, tp: &TopicPartition) -> String {
     format!("{flow}/{}", partition_sk(tp))

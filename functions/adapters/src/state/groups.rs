@@ -1,0 +1,342 @@
+//! State for loop prevention and consumer-group sync: the producer ids
+//! Ferry writes with, per cluster; the offset-map runs around an offset;
+//! and the last sync of each (flow, group, topic, partition).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use ferry_core::domain::TopicPartition;
+use ferry_core::offset_map::OffsetRun;
+
+use super::{
+    dynamo_err, map_pk, n, now_ms, run_from_item, s, StateError, StateStore, BY_TARGET, PK, PK_MAP, PK_PRODUCERS, SK_GROUPS, SK_MAP,
+    SK_PRODUCERS,
+};
+
+/// Outcome of one partition's last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSyncStatus {
+    /// The translated offset was committed on the target.
+    Synced,
+    /// The target already held the translated offset.
+    UpToDate,
+    /// The target is ahead of the translation (the group moved on there):
+    /// never moved back.
+    TargetAhead,
+    /// The group has active members on the target: never written.
+    ActiveOnTarget,
+    /// No record around the committed offset is replicated yet.
+    NothingReplicated,
+    /// The commit failed; see `detail`.
+    Failed,
+}
+
+impl GroupSyncStatus {
+    /// The stored (and displayed) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synced => "synced",
+            Self::UpToDate => "up-to-date",
+            Self::TargetAhead => "target-ahead",
+            Self::ActiveOnTarget => "active-on-target",
+            Self::NothingReplicated => "nothing-replicated",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(v: &str) -> Option<Self> {
+        [
+            Self::Synced,
+            Self::UpToDate,
+            Self::TargetAhead,
+            Self::ActiveOnTarget,
+            Self::NothingReplicated,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == v)
+    }
+}
+
+/// One partition of one group, as last synced by a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSyncItem {
+    /// Group id.
+    pub group: String,
+    /// Source topic and partition.
+    pub tp: TopicPartition,
+    /// Committed offset on the source.
+    pub source_offset: i64,
+    /// Its metadata string.
+    pub metadata: Option<String>,
+    /// The translation, if any.
+    pub translated: Option<i64>,
+    /// Whether the translation was exact (replication had reached it).
+    pub exact: bool,
+    /// The group's offset on the target after this sync, if any.
+    pub target_offset: Option<i64>,
+    /// Outcome.
+    pub status: GroupSyncStatus,
+    /// Why, in words.
+    pub detail: String,
+    /// When checked (ms since the epoch).
+    pub checked_ms: i64,
+}
+
+fn group_sk(tp: &TopicPartition, group: &str) -> String {
+    // Topic names have no '/', partitions are numbers: the group is the rest.
+    format!("{}/{}/{group}", tp.topic, tp.partition)
+}
+
+/// Sort key of the item listing the groups a flow syncs when new groups
+/// are not detected (no '/', so never a partition).
+const KNOWN_GROUPS: &str = "#known-groups";
+
+impl StateStore {
+    /// Record that `flow` writes records from cluster `origin_cluster_id`
+    /// into cluster `cluster_id` with idempotent producer `producer_id`,
+    /// before it writes anything with it: the opposite flow recognises
+    /// those records by it and does not send them back.
+    pub async fn register_producer(
+        &self,
+        cluster_id: &str,
+        producer_id: i64,
+        flow: &str,
+        origin_cluster_id: &str,
+    ) -> Result<(), StateError> {
+        self.client
+            .put_item()
+            .table_name(&self.producers)
+            .item(PK_PRODUCERS, s(cluster_id))
+            .item(SK_PRODUCERS, n(producer_id))
+            .item("flow", s(flow))
+            .item("origin_cluster", s(origin_cluster_id))
+            .item("registered_ms", n(now_ms()))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", &self.producers, e))?;
+        Ok(())
+    }
+
+    /// Where the records Ferry wrote into `cluster_id` with `producer_id`
+    /// came from (a Kafka cluster id); `None` if Ferry never wrote with it.
+    pub async fn producer_origin(&self, cluster_id: &str, producer_id: i64) -> Result<Option<String>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.producers)
+            .key(PK_PRODUCERS, s(cluster_id))
+            .key(SK_PRODUCERS, n(producer_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", &self.producers, e))?;
+        Ok(out
+            .item()
+            .map(|i| i.get("origin_cluster").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()))
+    }
+
+    /// The run nearest `at` by the sort key `key` (of `index`, if any):
+    /// the last one starting at or before it, or the first after it.
+    async fn one_run(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        index: Option<&str>,
+        key: &str,
+        at: i64,
+        after: bool,
+    ) -> Result<Option<OffsetRun>, StateError> {
+        let op = if after { ">" } else { "<=" };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(format!("#pk = :pk AND #k {op} :at"))
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_names("#k", key)
+            .expression_attribute_values(":pk", s(map_pk(flow, tp)))
+            .expression_attribute_values(":at", n(at))
+            .scan_index_forward(after)
+            .limit(1)
+            .set_consistent_read(Some(true))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
+    }
+
+    /// The runs around source offset `at`: the one starting at or before
+    /// it and the first starting after it (all a translation needs).
+    pub async fn runs_around_source(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<Vec<OffsetRun>, StateError> {
+        let before = self.one_run(flow, tp, None, SK_MAP, at, false).await?;
+        let after = self.one_run(flow, tp, None, SK_MAP, at, true).await?;
+        Ok(before.into_iter().chain(after).collect())
+    }
+
+    /// The runs around target offset `at`, by target offset.
+    pub async fn runs_around_target(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<Vec<OffsetRun>, StateError> {
+        let before = self.one_run(flow, tp, Some(BY_TARGET), "target_start", at, false).await?;
+        let after = self.one_run(flow, tp, Some(BY_TARGET), "target_start", at, true).await?;
+        Ok(before.into_iter().chain(after).collect())
+    }
+
+    /// Store the outcome of a sync, 25 items per request.
+    pub async fn put_group_syncs(&self, flow: &str, items: &[GroupSyncItem]) -> Result<(), StateError> {
+        for chunk in items.chunks(25) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for it in chunk {
+                let mut item: HashMap<String, AttributeValue> = HashMap::new();
+                item.insert(PK.into(), s(flow));
+                item.insert(SK_GROUPS.into(), s(group_sk(&it.tp, &it.group)));
+                item.insert("group_id".into(), s(&it.group));
+                item.insert("topic".into(), s(&it.tp.topic));
+                item.insert("partition_index".into(), n(i64::from(it.tp.partition)));
+                item.insert("source_offset".into(), n(it.source_offset));
+                if let Some(m) = &it.metadata {
+                    item.insert("metadata".into(), s(m));
+                }
+                if let Some(t) = it.translated {
+                    item.insert("translated_offset".into(), n(t));
+                }
+                item.insert("exact".into(), AttributeValue::Bool(it.exact));
+                if let Some(t) = it.target_offset {
+                    item.insert("target_offset".into(), n(t));
+                }
+                item.insert("status".into(), s(it.status.as_str()));
+                item.insert("detail".into(), s(&it.detail));
+                item.insert("checked_ms".into(), n(it.checked_ms));
+                let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| StateError::Dynamo {
+                    op: "BatchWriteItem",
+                    table: self.groups.clone(),
+                    detail: e.to_string(),
+                })?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = Some(HashMap::from([(self.groups.clone(), writes)]));
+            for attempt in 0..8u64 {
+                let Some(req) = pending.take().filter(|m| m.values().any(|v| !v.is_empty())) else {
+                    break;
+                };
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(req))
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchWriteItem", &self.groups, e))?;
+                pending = out.unprocessed_items().cloned();
+                if pending.as_ref().is_some_and(|m| m.values().any(|v| !v.is_empty())) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
+            if pending.is_some_and(|m| m.values().any(|v| !v.is_empty())) {
+                return Err(StateError::Dynamo {
+                    op: "BatchWriteItem",
+                    table: self.groups.clone(),
+                    detail: "items still unprocessed after retries".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored group-sync item of a flow.
+    pub async fn group_syncs(&self, flow: &str) -> Result<Vec<GroupSyncItem>, StateError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.groups)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(flow))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_err("Query", &self.groups, e))?;
+            for i in resp.items() {
+                if i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_some_and(|k| k == KNOWN_GROUPS) {
+                    continue;
+                }
+                out.push(self.group_item(i)?);
+            }
+            start = resp.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn group_item(&self, i: &HashMap<String, AttributeValue>) -> Result<GroupSyncItem, StateError> {
+        let bad = |what: &str| StateError::Malformed {
+            table: self.groups.clone(),
+            detail: format!("attribute {what}"),
+        };
+        let gs = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let gn = |k: &str| i.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+        Ok(GroupSyncItem {
+            group: gs("group_id").ok_or_else(|| bad("group_id"))?,
+            tp: TopicPartition::new(
+                gs("topic").ok_or_else(|| bad("topic"))?,
+                gn("partition_index").ok_or_else(|| bad("partition_index"))? as i32,
+            ),
+            source_offset: gn("source_offset").ok_or_else(|| bad("source_offset"))?,
+            metadata: gs("metadata"),
+            translated: gn("translated_offset"),
+            exact: i.get("exact").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+            target_offset: gn("target_offset"),
+            status: gs("status")
+                .as_deref()
+                .and_then(GroupSyncStatus::parse)
+                .ok_or_else(|| bad("status"))?,
+            detail: gs("detail").unwrap_or_default(),
+            checked_ms: gn("checked_ms").unwrap_or(0),
+        })
+    }
+
+    /// The groups a flow syncs when it does not detect new ones, fixed at
+    /// its first sync; `None` before that.
+    pub async fn known_groups(&self, flow: &str) -> Result<Option<Vec<String>>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.groups)
+            .key(PK, s(flow))
+            .key(SK_GROUPS, s(KNOWN_GROUPS))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", &self.groups, e))?;
+        Ok(out.item().map(|i| {
+            i.get("groups")
+                .and_then(|v| v.as_l().ok())
+                .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    /// Fix the groups a flow syncs (first writer wins).
+    pub async fn set_known_groups(&self, flow: &str, groups: &[String]) -> Result<(), StateError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.groups)
+            .item(PK, s(flow))
+            .item(SK_GROUPS, s(KNOWN_GROUPS))
+            .item("groups", AttributeValue::L(groups.iter().map(s).collect()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(dynamo_err("PutItem", &self.groups, e)),
+        }
+    }
+}
