@@ -95,17 +95,21 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
 
 
 def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starting: str = "EARLIEST",
-                 source: str = SOURCE, target: str = TARGET) -> tuple[Path, Path]:
+                 source: str = SOURCE, target: str = TARGET, both_ways: bool = False,
+                 groups: list[str] | None = None, group_mode: str | None = None) -> tuple[Path, Path]:
+    """Both configuration files: source→target (and target→source with
+    `both_ways`), IDENTICAL names, consumer groups matching `groups`."""
     clusters = [
         {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": source},
          "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}},
         {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "target", "BootstrapBrokerString": target},
          "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}},
     ]
-    info = [
-        {
-            "SourceKafkaClusterId": "source",
-            "TargetKafkaClusterId": "target",
+
+    def flow(src: str, tgt: str) -> dict:
+        f = {
+            "SourceKafkaClusterId": src,
+            "TargetKafkaClusterId": tgt,
             "TargetCompressionType": compression,
             "TopicReplication": {
                 "TopicsToReplicate": [t.replace(".", "\\.") for t in topics],
@@ -116,12 +120,28 @@ def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starti
                 "TopicNameConfiguration": {"Type": "IDENTICAL"},
             },
         }
-    ]
+        if groups is not None:
+            f["ConsumerGroupReplication"] = {"ConsumerGroupsToReplicate": groups, "DetectAndCopyNewConsumerGroups": True,
+                                             "SynchroniseConsumerGroupOffsets": True}
+            if group_mode:
+                f["ConsumerGroupReplication"]["ConsumerGroupOffsetSyncMode"] = group_mode
+        return f
+
+    info = [flow("source", "target")] + ([flow("target", "source")] if both_ways else [])
     kc = tmp / "kafka-clusters.json"
     ri = tmp / "replication-info.json"
     kc.write_text(json.dumps(clusters, indent=2))
     ri.write_text(json.dumps(info, indent=2))
     return kc, ri
+
+
+def committed(bootstrap: str, group: str) -> dict[tuple[str, int], tuple[int, str]]:
+    """A group's committed offsets and metadata, read with Kafka's admin API."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
+    return {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in res.topic_partitions if tp.offset >= 0}
 
 
 class Ferry:
@@ -144,10 +164,18 @@ class Ferry:
         env = dict(os.environ, RUST_LOG="warn,ferry_engine=info", **(env or {}))
         return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT, env=env)
 
-    def status(self) -> list[dict]:
+    def full_status(self) -> dict:
         p = subprocess.run(self.args("status", "--json"), capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
+
+    def status(self) -> list[dict]:
+        """Per replicated partition."""
+        return self.full_status()["partitions"]
+
+    def groups(self) -> list[dict]:
+        """Per synced consumer-group partition."""
+        return self.full_status()["groups"]
 
 
 def dynamo():

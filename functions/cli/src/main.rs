@@ -76,6 +76,10 @@ struct RunArgs {
     /// the lost range and resume at the earliest offset instead of stopping.
     #[arg(long)]
     resume_after_data_loss: bool,
+    /// Seconds between consumer-group offset syncs (flows with
+    /// ConsumerGroupReplication), alongside replication.
+    #[arg(long, default_value_t = 5)]
+    group_sync_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +162,17 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         });
     }
     println!("ferry: {}", ferry.spec);
+    let syncs_groups = ferry.spec.flows.iter().any(|f| f.groups.as_ref().is_some_and(|g| g.sync_offsets));
+    if syncs_groups && !args.once {
+        let (ferry, flag) = (ferry.clone(), interrupted.clone());
+        let every = Duration::from_secs(args.group_sync_seconds.max(1));
+        tokio::spawn(async move {
+            while !flag.load(Ordering::SeqCst) {
+                sync_groups_once(&ferry).await;
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
     let started = std::time::Instant::now();
     let mut start_ends: HashMap<(String, TopicPartition), i64> = HashMap::new();
     let mut total_records: u64 = 0;
@@ -206,6 +221,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         let mut round_records = 0;
         let mut round_bytes = 0;
         let mut reconciled = 0;
+        let (mut filtered, mut filtered_bytes) = (0, 0);
         for res in results {
             match res {
                 Ok(out) => {
@@ -213,6 +229,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                         round_records += p.records;
                         round_bytes += p.bytes;
                         reconciled += p.reconciled;
+                        filtered += p.filtered_records;
+                        filtered_bytes += p.filtered_bytes;
                         match p.stopped {
                             StopReason::CaughtUp => {}
                             StopReason::Error => {
@@ -239,8 +257,13 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         total_bytes += round_bytes;
         let secs = started.elapsed().as_secs_f64().max(0.001);
         println!(
-            "ferry: {partitions} partitions; +{round_records} records this round{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s)",
+            "ferry: {partitions} partitions; +{round_records} records this round{}{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s)",
             if reconciled > 0 { format!(" ({reconciled} already on the target, reconciled)") } else { String::new() },
+            if filtered > 0 {
+                format!("; {filtered} records ({filtered_bytes} bytes) written by the opposite flow filtered")
+            } else {
+                String::new()
+            },
             total_bytes as f64 / 1e6,
             total_bytes as f64 / 1e6 / secs
         );
@@ -253,11 +276,47 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         }
         if args.once && all_caught_up {
             println!("ferry: caught up with the source end offsets seen at start");
+            if syncs_groups && !sync_groups_once(&ferry).await {
+                return Ok(ExitCode::from(1));
+            }
             return Ok(ExitCode::SUCCESS);
         }
         if partitions == 0 || (!all_caught_up && round_records == 0) {
             // Nothing to do, or partitions leased elsewhere: wait a little.
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// One consumer-group sync of every flow, reported on stdout; false on a
+/// failure.
+async fn sync_groups_once(ferry: &Ferry) -> bool {
+    match ferry_engine::groups::sync_groups(ferry).await {
+        Ok(out) => {
+            let mut ok = true;
+            for f in out.flows {
+                if f.committed > 0 || !f.failures.is_empty() {
+                    println!(
+                        "ferry: groups {}: {} groups, {} offsets committed, {} up to date, {} active on the target, {} waiting, {} failures",
+                        f.flow,
+                        f.groups,
+                        f.committed,
+                        f.up_to_date,
+                        f.active_on_target,
+                        f.waiting,
+                        f.failures.len()
+                    );
+                }
+                for e in &f.failures {
+                    eprintln!("ferry: group sync failure: {e}");
+                    ok = false;
+                }
+            }
+            ok
+        }
+        Err(e) => {
+            eprintln!("ferry: group sync failed: {}", describe(&e));
+            false
         }
     }
 }
@@ -268,11 +327,12 @@ fn describe(e: &FerryError) -> String {
 
 async fn status(args: StatusArgs) -> Result<ExitCode, String> {
     let ferry = build(&args.common, Settings::default()).await?;
-    let rows = ferry_engine::status::status(&ferry).await.map_err(|e| describe(&e))?;
+    let st = ferry_engine::status::status(&ferry).await.map_err(|e| describe(&e))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);
     }
+    let rows = st.partitions;
     println!(
         "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10}  {:<24} ERROR",
         "FLOW", "TOPIC", "PART", "SOURCE_END", "CURSOR", "LAG", "LAST_RECORD"
@@ -290,6 +350,28 @@ async fn status(args: StatusArgs) -> Result<ExitCode, String> {
             ts,
             r.last_error.unwrap_or_default()
         );
+    }
+    if !st.groups.is_empty() {
+        println!();
+        println!(
+            "{:<16} {:<24} {:<24} {:>5} {:>12} {:>12} {:>12}  {:<18} DETAIL",
+            "FLOW", "GROUP", "TOPIC", "PART", "SOURCE", "TRANSLATED", "TARGET", "STATUS"
+        );
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        for g in st.groups {
+            println!(
+                "{:<16} {:<24} {:<24} {:>5} {:>12} {:>12} {:>12}  {:<18} {}",
+                g.flow,
+                g.group,
+                g.topic,
+                g.partition,
+                g.source_offset,
+                opt(g.translated_offset),
+                opt(g.target_offset),
+                g.status,
+                g.detail
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -97,6 +97,12 @@ pub struct PartitionProgress {
     /// Records found on the target already, written by a previous holder
     /// that stopped before its checkpoint (not written again).
     pub reconciled: u64,
+    /// Records the opposite flow wrote, recognised and not sent back.
+    #[serde(default)]
+    pub filtered_records: u64,
+    /// Their bytes (the FilteredBytes metric).
+    #[serde(default)]
+    pub filtered_bytes: u64,
 }
 
 /// Why a partition's loop ended.

@@ -4,6 +4,8 @@
 
 pub mod context;
 pub mod error;
+pub mod groups;
+pub mod loop_filter;
 pub mod plan;
 pub mod replicate;
 pub mod status;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_adapters::kafka::batch::{self, ProducerStamp, SourceRecord};
 use ferry_adapters::kafka::{FetchedPartition, KafkaCluster, KafkaError, OffsetSpec};
-use ferry_adapters::state::{now_ms, Checkpoint, Lease, StateError};
+use ferry_adapters::state::{now_ms, Checkpoint, Lease, StateError, StateStore};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
 use ferry_core::offset_map::{runs_for_append, OffsetRun};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::context::Ferry;
 use crate::error::FerryError;
+use crate::loop_filter::LoopFilter;
 
 /// Offset-map runs one checkpoint may write (a DynamoDB transaction holds
 /// at most 100 items; one is the cursor).
@@ -66,6 +67,9 @@ struct Part {
     lease_expires_hint: i64,
     /// Records found already written by a previous holder.
     reconciled: u64,
+    /// Records (and bytes) the opposite flow wrote, not sent back.
+    filtered_records: u64,
+    filtered_bytes: u64,
 }
 
 impl Part {
@@ -79,6 +83,8 @@ impl Part {
             stopped: self.done.unwrap_or(StopReason::Budget),
             error: self.error.clone(),
             reconciled: self.reconciled,
+            filtered_records: self.filtered_records,
+            filtered_bytes: self.filtered_bytes,
         }
     }
 }
@@ -91,6 +97,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let target = ferry.cluster(&flow.target.id)?;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let settings = &ferry.settings;
+    let mut filter = LoopFilter::for_flow(&flow, &source, &target).await?;
 
     // Lease every partition we can; the others are someone else's now.
     let mut parts: Vec<Part> = Vec::new();
@@ -123,12 +130,14 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     error: None,
                     lease_expires_hint: item.lease_expires_ms,
                     reconciled: 0,
+                    filtered_records: 0,
+                    filtered_bytes: 0,
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 let prev_pid = item.producer_id;
                 let last = parts.last_mut().ok_or_else(|| FerryError::Input("no partition".into()))?;
                 if prev_pid >= 0 && last.target_end >= 0 {
-                    if let Err(e) = reconcile(ferry, &flow, &flow_key, &source, &target, last, prev_pid).await {
+                    if let Err(e) = reconcile(ferry, &flow, &flow_key, &source, &target, last, prev_pid, &mut filter).await {
                         fail(ferry, &flow, &flow_key, last, &e).await;
                     }
                 }
@@ -144,6 +153,8 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     stopped: StopReason::LeaseHeld,
                     error: None,
                     reconciled: 0,
+                    filtered_records: 0,
+                    filtered_bytes: 0,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -155,6 +166,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // holder reconciles against.
     if parts.iter().any(|p| p.done.is_none()) {
         let (pid, epoch) = target.init_producer_id().await?;
+        if let Some(f) = &filter {
+            f.register(&ferry.store, &flow_key, pid).await?;
+        }
         let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
         let target_ends = if need_end.is_empty() {
             HashMap::new()
@@ -175,7 +189,19 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             producer_epoch: epoch,
             base_sequence: 0,
         };
-        run_rounds(ferry, &flow, &flow_key, &source, &target, &mut parts, input, budget, stamp).await;
+        run_rounds(
+            ferry,
+            &flow,
+            &flow_key,
+            &source,
+            &target,
+            &mut parts,
+            input,
+            budget,
+            stamp,
+            &mut filter,
+        )
+        .await;
     }
 
     // Give every lease back at once; one taken over meanwhile is simply gone.
@@ -218,29 +244,52 @@ async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &
     }
 }
 
-/// Per-fetch transaction filter: drops control batches and the batches of
-/// aborted transactions, as a read_committed consumer does.
-fn committed_records(
+/// What one fetch yields for replication.
+struct CommittedRead {
+    records: Vec<SourceRecord>,
+    /// Next offset to fetch.
+    next: i64,
+    /// Records the opposite flow wrote, dropped (loop prevention).
+    filtered_records: u64,
+    /// Their bytes on the wire.
+    filtered_bytes: u64,
+}
+
+/// Per-fetch filter: drops control batches and the batches of aborted
+/// transactions, as a read_committed consumer does, and (with a loop
+/// filter) the batches the opposite flow wrote.
+async fn read_committed(
+    store: &StateStore,
     fetched: &FetchedPartition,
     from: i64,
     cluster: &str,
     tp: &TopicPartition,
-) -> Result<(Vec<SourceRecord>, i64), KafkaError> {
+    filter: &mut Option<LoopFilter>,
+) -> Result<CommittedRead, FerryError> {
     let wrap = |source| KafkaError::Batch {
         cluster: cluster.to_owned(),
         topic: tp.topic.clone(),
         partition: tp.partition,
         source,
     };
+    let batches = batch::split_batches(fetched.records.clone()).map_err(wrap)?;
+    if let Some(f) = filter.as_mut() {
+        f.learn(store, &batches).await?;
+    }
+    let filter = filter.as_ref();
     let mut aborted: Vec<(i64, i64)> = fetched.aborted.clone();
     aborted.sort_by_key(|a| a.1);
     let mut aborted: VecDeque<(i64, i64)> = aborted.into();
     let mut open_aborts: HashSet<i64> = HashSet::new();
-    let mut out = Vec::new();
-    let mut next = from;
-    for b in batch::split_batches(fetched.records.clone()).map_err(wrap)? {
+    let mut out = CommittedRead {
+        records: Vec::new(),
+        next: from,
+        filtered_records: 0,
+        filtered_bytes: 0,
+    };
+    for b in batches {
         let h = b.header;
-        if h.next_offset() <= next {
+        if h.next_offset() <= out.next {
             continue;
         }
         let last_offset = h.next_offset() - 1;
@@ -253,12 +302,19 @@ fn committed_records(
             if batch::is_abort_marker(&b).map_err(wrap)? {
                 open_aborts.remove(&h.producer_id);
             }
-        } else if !(h.is_transactional() && open_aborts.contains(&h.producer_id)) {
-            out.extend(batch::records(&b).map_err(wrap)?.into_iter().filter(|r| r.offset >= next));
+        } else if h.is_transactional() && open_aborts.contains(&h.producer_id) {
+            // Aborted: never replicated.
+        } else if filter.is_some_and(|f| f.drops(h.producer_id)) {
+            out.filtered_records += u64::try_from(h.records_count).unwrap_or(0);
+            out.filtered_bytes += b.size as u64;
+        } else {
+            let from = out.next;
+            out.records
+                .extend(batch::records(&b).map_err(wrap)?.into_iter().filter(|r| r.offset >= from));
         }
-        next = h.next_offset();
+        out.next = h.next_offset();
     }
-    Ok((out, next))
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -272,6 +328,7 @@ async fn run_rounds(
     input: &ReplicateInput,
     budget: &Budget,
     stamp: ProducerStamp,
+    filter: &mut Option<LoopFilter>,
 ) {
     let settings = &ferry.settings;
     let mut invocation_bytes: u64 = 0;
@@ -317,15 +374,21 @@ async fn run_rounds(
                         match res {
                             Ok(f) => {
                                 p.source_end = f.last_stable_offset.max(0);
-                                match committed_records(&f, p.fetch_pos, source.alias(), &p.work.source) {
-                                    Ok((recs, next)) => {
-                                        for r in recs {
+                                match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter).await {
+                                    Ok(read) => {
+                                        for r in read.records {
                                             p.pending_bytes += r.approx_size();
                                             p.pending.push_back(r);
                                         }
-                                        p.fetch_pos = next;
+                                        p.fetch_pos = read.next;
+                                        p.filtered_records += read.filtered_records;
+                                        p.filtered_bytes += read.filtered_bytes;
                                     }
-                                    Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
+                                    Err(e) if e.is_retryable() => {
+                                        tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "loop-filter lookup failed; will retry");
+                                        round_failed = true;
+                                    }
+                                    Err(e) => fail(ferry, flow, flow_key, p, &e).await,
                                 }
                             }
                             Err(e) if e.is_retryable() => {
@@ -641,6 +704,7 @@ fn join_last_run(last: Option<OffsetRun>, runs: &mut [OffsetRun]) -> Option<Offs
 /// After taking over a partition: find what the previous holder (producer
 /// `prev_pid`) wrote to the target after the last checkpoint, and move the
 /// cursor over the source records it covers, so nothing is written twice.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile(
     ferry: &Ferry,
     flow: &FlowSpec,
@@ -649,6 +713,7 @@ async fn reconcile(
     target: &KafkaCluster,
     p: &mut Part,
     prev_pid: i64,
+    filter: &mut Option<LoopFilter>,
 ) -> Result<(), FerryError> {
     let end = target
         .list_offsets(std::slice::from_ref(&p.target), OffsetSpec::Latest, false)
@@ -688,7 +753,8 @@ async fn reconcile(
     let mut last_ts = p.last_ts;
     while source_offsets.len() < written.len() {
         let f = fetch_one(source, &p.work.source, spos, ferry.settings.fetch_partition_max_bytes).await?;
-        let (recs, next) = committed_records(&f, spos, source.alias(), &p.work.source)?;
+        let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter).await?;
+        let (recs, next) = (read.records, read.next);
         if next == spos {
             return Err(FerryError::Input(format!(
                 "reconcile of {}: the target holds {} records from the previous holder after offset {} but the source has only {} committed records after {}",

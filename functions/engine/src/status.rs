@@ -37,8 +37,70 @@ pub struct PartitionStatus {
     pub last_error: Option<String>,
 }
 
-/// Status of every partition of every flow.
-pub async fn status(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
+/// One partition of one consumer group, as last synced.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    /// Flow id.
+    pub flow: String,
+    /// Group id.
+    pub group: String,
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset on the source when last checked.
+    pub source_offset: i64,
+    /// Its translation to the target, if any.
+    pub translated_offset: Option<i64>,
+    /// Whether replication had reached the committed offset (exact).
+    pub exact: bool,
+    /// The group's offset on the target after the last sync.
+    pub target_offset: Option<i64>,
+    /// synced, up-to-date, target-ahead, active-on-target, nothing-replicated or failed.
+    pub status: String,
+    /// Why, in words.
+    pub detail: String,
+    /// When last checked (ms since the epoch).
+    pub checked_ms: i64,
+}
+
+/// Everything `ferry status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Every replicated partition.
+    pub partitions: Vec<PartitionStatus>,
+    /// Every synced consumer-group partition.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// Status of every partition and every synced group of every flow.
+pub async fn status(ferry: &Ferry) -> Result<Status, FerryError> {
+    let mut groups = Vec::new();
+    for flow in ferry.spec.flows.iter().filter(|f| f.groups.is_some()) {
+        for g in ferry.store.group_syncs(&ferry.flow_key(flow)).await? {
+            groups.push(GroupStatus {
+                flow: flow.id(),
+                group: g.group,
+                topic: g.tp.topic,
+                partition: g.tp.partition,
+                source_offset: g.source_offset,
+                translated_offset: g.translated,
+                exact: g.exact,
+                target_offset: g.target_offset,
+                status: g.status.as_str().to_owned(),
+                detail: g.detail,
+                checked_ms: g.checked_ms,
+            });
+        }
+    }
+    groups.sort_by(|a, b| (&a.flow, &a.group, &a.topic, a.partition).cmp(&(&b.flow, &b.group, &b.topic, b.partition)));
+    Ok(Status {
+        partitions: partitions(ferry).await?,
+        groups,
+    })
+}
+
+async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
     let mut rows = Vec::new();
     for flow in &ferry.spec.flows {
         let key = ferry.flow_key(flow);

@@ -1,0 +1,275 @@
+//! The SyncGroups step: for every flow with consumer-group replication,
+//! translate each selected group's committed offsets on the source into
+//! the target's offsets, exactly (see `ferry_core::groups`), and commit
+//! them on the target, never to a group with members there and never
+//! backwards. Each partition's outcome goes to the groups table, where
+//! `ferry status` and operators read it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ferry_adapters::kafka::groups::Committed;
+use ferry_adapters::kafka::KafkaCluster;
+use ferry_adapters::state::{now_ms, GroupSyncItem, GroupSyncStatus};
+use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode};
+use ferry_core::domain::TopicPartition;
+use ferry_core::groups::{decide, translate, SyncDecision};
+use serde::{Deserialize, Serialize};
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+
+/// What one flow's sync did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowGroupSync {
+    /// Flow id.
+    pub flow: String,
+    /// Groups looked at (the ConsumerGroupCount metric).
+    pub groups: usize,
+    /// Partitions whose offset was committed on the target.
+    pub committed: usize,
+    /// Partitions already at their translation.
+    pub up_to_date: usize,
+    /// Partitions skipped because the group has members on the target.
+    pub active_on_target: usize,
+    /// Partitions not synced: nothing replicated yet, or the target ahead.
+    pub waiting: usize,
+    /// Failures (the ConsumerGroupOffsetSyncFailure metric), with causes.
+    pub failures: Vec<String>,
+}
+
+/// Output of a SyncGroups invocation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncGroupsOutput {
+    /// One entry per flow with consumer-group replication.
+    pub flows: Vec<FlowGroupSync>,
+}
+
+/// Sync every flow's groups once.
+pub async fn sync_groups(ferry: &Ferry) -> Result<SyncGroupsOutput, FerryError> {
+    let mut out = SyncGroupsOutput::default();
+    for flow in &ferry.spec.flows {
+        let Some(g) = &flow.groups else { continue };
+        if !g.sync_offsets {
+            continue;
+        }
+        out.flows.push(sync_flow(ferry, flow, g).await?);
+    }
+    Ok(out)
+}
+
+fn selected(g: &GroupSpec, group: &str) -> bool {
+    g.include.iter().any(|r| r.is_match(group)) && !g.exclude.iter().any(|r| r.is_match(group))
+}
+
+async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<FlowGroupSync, FerryError> {
+    let flow_key = ferry.flow_key(flow);
+    let source = ferry.cluster(&flow.source.id)?;
+    let target = ferry.cluster(&flow.target.id)?;
+    let mut report = FlowGroupSync {
+        flow: flow.id(),
+        ..Default::default()
+    };
+
+    let mut groups: Vec<String> = source
+        .list_groups()
+        .await?
+        .into_iter()
+        .filter(|l| l.protocol_type == "consumer" || l.protocol_type.is_empty())
+        .map(|l| l.group_id)
+        .filter(|id| selected(g, id))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    if !g.detect_new {
+        match ferry.store.known_groups(&flow_key).await? {
+            Some(known) => groups.retain(|id| known.contains(id)),
+            None => ferry.store.set_known_groups(&flow_key, &groups).await?,
+        }
+    }
+    report.groups = groups.len();
+
+    let opposite = match g.mode {
+        GroupSyncMode::Enhanced => ferry.spec.opposite(flow).map(|o| ferry.flow_key(o)),
+        GroupSyncMode::Legacy => None,
+    };
+    let cursors: HashMap<TopicPartition, i64> = ferry
+        .store
+        .list_cursors(&flow_key)
+        .await?
+        .into_iter()
+        .map(|c| (c.tp, c.next_source_offset))
+        .collect();
+    let previous: HashMap<(String, TopicPartition), GroupSyncItem> = ferry
+        .store
+        .group_syncs(&flow_key)
+        .await?
+        .into_iter()
+        .map(|i| ((i.group.clone(), i.tp.clone()), i))
+        .collect();
+
+    let mut items: Vec<GroupSyncItem> = Vec::new();
+    for group in &groups {
+        match sync_group(
+            ferry,
+            flow,
+            &flow_key,
+            opposite.as_deref(),
+            &source,
+            &target,
+            group,
+            &cursors,
+            &previous,
+        )
+        .await
+        {
+            Ok(mut done) => items.append(&mut done),
+            Err(e) => {
+                tracing::error!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), group = %group, cause = %e,
+                    error_type = e.error_type(), "ConsumerGroupOffsetSyncFailure: group not synced"
+                );
+                report.failures.push(format!("group {group}: {e}"));
+            }
+        }
+    }
+    for i in &items {
+        match i.status {
+            GroupSyncStatus::Synced => report.committed += 1,
+            GroupSyncStatus::UpToDate => report.up_to_date += 1,
+            GroupSyncStatus::ActiveOnTarget => report.active_on_target += 1,
+            GroupSyncStatus::TargetAhead | GroupSyncStatus::NothingReplicated => report.waiting += 1,
+            GroupSyncStatus::Failed => report.failures.push(format!("group {} {}: {}", i.group, i.tp, i.detail)),
+        }
+    }
+    ferry.store.put_group_syncs(&flow_key, &items).await?;
+    tracing::info!(
+        replicator = %ferry.spec.name, flow = %flow.id(), groups = report.groups, committed = report.committed,
+        up_to_date = report.up_to_date, active_on_target = report.active_on_target, waiting = report.waiting,
+        failures = report.failures.len(), "consumer groups synced"
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sync_group(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    opposite: Option<&str>,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    group: &str,
+    cursors: &HashMap<TopicPartition, i64>,
+    previous: &HashMap<(String, TopicPartition), GroupSyncItem>,
+) -> Result<Vec<GroupSyncItem>, FerryError> {
+    // Only partitions this flow replicates (it has a cursor for them).
+    let committed: BTreeMap<TopicPartition, Committed> = source
+        .committed_offsets(group)
+        .await?
+        .into_iter()
+        .filter(|(tp, _)| flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&tp.topic) && cursors.contains_key(tp))
+        .collect();
+    if committed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let state = target.group_state(group).await?;
+    let on_target = target.committed_offsets(group).await?;
+    let now = now_ms();
+    let mut items = Vec::new();
+    let mut to_commit: BTreeMap<TopicPartition, Committed> = BTreeMap::new();
+    let mut source_of: HashMap<TopicPartition, usize> = HashMap::new();
+    for (tp, c) in &committed {
+        let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
+        let current = on_target.get(&target_tp).map(|x| x.offset);
+        let cursor = cursors.get(tp).copied().unwrap_or(0);
+        // Nothing moved since an exact sync: no need to look the maps up.
+        let unchanged = previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
+            p.source_offset == c.offset
+                && p.exact
+                && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
+                && p.target_offset == current
+        });
+        let translation = if unchanged {
+            previous
+                .get(&(group.to_owned(), tp.clone()))
+                .and_then(|p| p.translated.map(|offset| ferry_core::groups::Translation { offset, exact: true }))
+        } else {
+            let fwd = ferry.store.runs_around_source(flow_key, tp, c.offset).await?;
+            let rev = match opposite {
+                Some(o) => ferry.store.runs_around_target(o, &target_tp, c.offset).await?,
+                None => Vec::new(),
+            };
+            translate(c.offset, &fwd, &rev, cursor)
+        };
+        let mut item = GroupSyncItem {
+            group: group.to_owned(),
+            tp: tp.clone(),
+            source_offset: c.offset,
+            metadata: c.metadata.clone(),
+            translated: translation.map(|t| t.offset),
+            exact: translation.is_some_and(|t| t.exact),
+            target_offset: current,
+            status: GroupSyncStatus::UpToDate,
+            detail: String::new(),
+            checked_ms: now,
+        };
+        let not_exact = if item.exact {
+            String::new()
+        } else {
+            format!(" (replication has not reached source offset {} yet: not exact)", c.offset)
+        };
+        match decide(translation, current) {
+            SyncDecision::NothingReplicated => {
+                item.status = GroupSyncStatus::NothingReplicated;
+                item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
+            }
+            SyncDecision::UpToDate => {
+                item.detail = format!("target holds the translation{not_exact}");
+            }
+            SyncDecision::TargetAhead { current, translated } => {
+                item.status = GroupSyncStatus::TargetAhead;
+                item.detail = format!("target offset {current} is ahead of the translation {translated}: never moved back");
+            }
+            SyncDecision::Commit(d) if state.is_active() => {
+                item.status = GroupSyncStatus::ActiveOnTarget;
+                item.detail = format!(
+                    "group is {} with {} member(s) on the target: not written (would be {d})",
+                    state.state, state.members
+                );
+            }
+            SyncDecision::Commit(d) => {
+                item.status = GroupSyncStatus::Synced;
+                item.detail = format!("committed {d}{not_exact}");
+                to_commit.insert(
+                    target_tp.clone(),
+                    Committed {
+                        offset: d,
+                        metadata: c.metadata.clone(),
+                        leader_epoch: -1,
+                    },
+                );
+                source_of.insert(target_tp, items.len());
+            }
+        }
+        items.push(item);
+    }
+    if !to_commit.is_empty() {
+        let results = target.commit_offsets(group, &to_commit).await?;
+        for (target_tp, res) in results {
+            let Some(&i) = source_of.get(&target_tp) else { continue };
+            let item = &mut items[i];
+            match res {
+                Ok(()) => item.target_offset = to_commit.get(&target_tp).map(|c| c.offset),
+                Err(e) if e.is_group_active_error() => {
+                    item.status = GroupSyncStatus::ActiveOnTarget;
+                    item.detail = format!("the target refused the commit: the group has members there ({e})");
+                }
+                Err(e) => {
+                    item.status = GroupSyncStatus::Failed;
+                    item.detail = e.to_string();
+                }
+            }
+        }
+    }
+    Ok(items)
+}

@@ -1,0 +1,136 @@
+"""Consumer-group offset sync (invariants 5 and 6): a committed offset on the
+source becomes, on the target, the offset of the same record, exactly, with
+its metadata; a group with members on the target is never written; a group
+is never moved backwards."""
+
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, producer, read_partition, unique, write_config
+
+
+def fill_with_gaps(topic: str, partitions: int) -> None:
+    """Plain records, committed and aborted transactions: the source log has
+    offsets (markers, aborted records) that are never replicated."""
+    plain = producer(SOURCE)
+    tx = producer(SOURCE, **{"transactional.id": unique("tx"), "enable.idempotence": True})
+    tx.init_transactions(30)
+    for round_ in range(6):
+        for p in range(partitions):
+            for i in range(5):
+                plain.produce(topic, partition=p, key=f"plain-{round_}-{p}-{i}".encode(), value=b"v")
+        assert plain.flush(30) == 0
+        tx.begin_transaction()
+        for p in range(partitions):
+            for i in range(3):
+                tx.produce(topic, partition=p, key=f"tx-{round_}-{p}-{i}".encode(), value=b"v")
+        if round_ % 2:
+            tx.abort_transaction(30)
+        else:
+            tx.commit_transaction(30)
+
+
+def commit_at(bootstrap: str, group: str, offsets: dict[tuple[str, int], tuple[int, str]]) -> None:
+    """Commit offsets (with metadata) for a group from outside it."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()], asynchronous=False)
+    finally:
+        c.close()
+
+
+def first_key_from(bootstrap: str, topic: str, partition: int, offset: int) -> bytes | None:
+    rows = [r for r in read_partition(bootstrap, topic, partition) if r["offset"] >= offset]
+    return rows[0]["key"] if rows else None
+
+
+def test_committed_offsets_translate_to_the_same_record(tmp_path):
+    topic = unique("grp-exact")
+    create_topic(SOURCE, topic, 2)
+    create_topic(TARGET, topic, 2)
+    # Records already on the target shift every target offset.
+    p = producer(TARGET)
+    for part in range(2):
+        for i in range(7 + part):
+            p.produce(topic, partition=part, key=f"target-native-{i}".encode(), value=b"t")
+    assert p.flush(30) == 0
+    fill_with_gaps(topic, 2)
+    group = unique("orders-app")
+    source_rows = {part: read_partition(SOURCE, topic, part) for part in range(2)}
+    # Commit at a plain record, at a transactional one, and at the end.
+    picks = {0: source_rows[0][13]["offset"], 1: source_rows[1][-1]["offset"] + 1}
+    # An offset that points at a gap (a marker or an aborted record) maps to
+    # the next replicated record.
+    all_offsets = {r["offset"] for r in source_rows[0]}
+    gap = next(o for o in range(source_rows[0][0]["offset"], source_rows[0][-1]["offset"]) if o not in all_offsets)
+    commit_at(SOURCE, group, {(topic, 0): (picks[0], "meta-p0"), (topic, 1): (picks[1], "meta-p1")})
+
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    on_target = committed(TARGET, group)
+    # Partition 0: the same record, found by its key on the target.
+    key_at_pick = next(r["key"] for r in source_rows[0] if r["offset"] == picks[0])
+    t_off, meta = on_target[(topic, 0)]
+    assert meta == "meta-p0"
+    assert first_key_from(TARGET, topic, 0, t_off) == key_at_pick
+    # Partition 1: the source end maps to the target end.
+    t_end = read_partition(TARGET, topic, 1)[-1]["offset"] + 1
+    assert on_target[(topic, 1)] == (t_end, "meta-p1")
+    rows = {(g["topic"], g["partition"]): g for g in ferry.groups() if g["group"] == group}
+    assert rows[(topic, 0)]["status"] == "synced" and rows[(topic, 0)]["exact"] is True
+    assert rows[(topic, 0)]["translated_offset"] == t_off
+
+    # A second group committed at a gap (a marker or an aborted record):
+    # it maps to the next replicated record.
+    group2 = unique("at-gap")
+    commit_at(SOURCE, group2, {(topic, 0): (gap, "meta-gap")})
+    # Moving the first group back on the source never moves it back on the target.
+    commit_at(SOURCE, group, {(topic, 0): (source_rows[0][2]["offset"], "meta-back")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group, group2])
+    ferry2 = Ferry(kc, ri, name=ferry.name, prefix=ferry.prefix)
+    assert ferry2.run("--once").returncode == 0
+    next_key = next(r["key"] for r in source_rows[0] if r["offset"] > gap)
+    t_off, meta = committed(TARGET, group2)[(topic, 0)]
+    assert (first_key_from(TARGET, topic, 0, t_off), meta) == (next_key, "meta-gap")
+    assert committed(TARGET, group)[(topic, 0)] == on_target[(topic, 0)]
+    statuses = {g["group"]: g["status"] for g in ferry2.groups() if g["partition"] == 0}
+    assert statuses == {group: "target-ahead", group2: "synced"}
+
+
+def test_a_group_with_members_on_the_target_is_never_written(tmp_path):
+    topic = unique("grp-active")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(100):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    group = unique("busy")
+    commit_at(SOURCE, group, {(topic, 0): (60, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0  # creates the target topic, syncs 60
+    assert committed(TARGET, group)[(topic, 0)] == (60, "src")
+
+    # A member joins on the target and commits 10 there.
+    member = Consumer({"bootstrap.servers": TARGET, "group.id": group, "enable.auto.commit": False,
+                       "auto.offset.reset": "earliest", "session.timeout.ms": 30000})
+    member.subscribe([topic])
+    deadline = time.time() + 30
+    while not member.assignment() and time.time() < deadline:
+        member.poll(0.5)
+    assert member.assignment(), "the member never joined"
+    member.commit(offsets=[TopicPartition(topic, 0, 10, metadata="member")], asynchronous=False)
+    try:
+        commit_at(SOURCE, group, {(topic, 0): (90, "src-later")})
+        assert ferry.run("--once").returncode == 0
+        assert committed(TARGET, group)[(topic, 0)] == (10, "member")
+        [row] = [g for g in ferry.groups() if g["group"] == group]
+        assert row["status"] == "active-on-target", row
+    finally:
+        member.close()
+    # Once the member is gone the sync goes through.
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)] == (90, "src-later")
