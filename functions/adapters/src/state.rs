@@ -405,6 +405,34 @@ impl StateStore {
         }
     }
 
+    /// Move the cursor of a partition Ferry has written nothing for (a
+    /// backfill) to `start`. Refused (false) when it replicated a record or
+    /// its lease is live: moving it back then would reorder the target.
+    pub async fn restart_cursor(&self, flow: &str, tp: &TopicPartition, start: i64) -> Result<bool, StateError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_expression("SET next_source_offset = :start, start_offset = :start, updated_ms = :now")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
+                 AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":start", n(start))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
+        }
+    }
+
     /// Mark the flow as started. Returns true the first time: partitions
     /// seen by the first plan start at the configured StartingPosition,
     /// later ones at their first record.

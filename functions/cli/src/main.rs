@@ -29,6 +29,25 @@ enum Command {
     Run(RunArgs),
     /// Per partition: source end offset, cursor, lag, last replicated record.
     Status(StatusArgs),
+    /// Start named topics from EARLIEST or a timestamp: in-process (then
+    /// `ferry run` replicates them), or as a Step Functions execution.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Source topics, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    topics: Vec<String>,
+    /// EARLIEST, milliseconds since the epoch, or a UTC time (2026-11-25T08:00:00Z).
+    #[arg(long, default_value = "EARLIEST")]
+    from: String,
+    /// Start an execution of this deployed state machine with the backfill
+    /// as its input, instead of planning in-process.
+    #[arg(long, value_name = "ARN")]
+    state_machine_arn: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +150,7 @@ async fn main() -> ExitCode {
     let res = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Status(args) => status(args).await,
+        Command::Backfill(args) => backfill(args).await,
     };
     match res {
         Ok(code) => code,
@@ -319,6 +339,48 @@ async fn sync_groups_once(ferry: &Ferry) -> bool {
             false
         }
     }
+}
+
+async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
+    let from: ferry_core::domain::BackfillFrom = args.from.parse()?;
+    let input = PlanInput {
+        backfill: Some(ferry_core::domain::Backfill {
+            topics: args.topics.clone(),
+            from,
+        }),
+        ..PlanInput::default()
+    };
+    if let Some(arn) = &args.state_machine_arn {
+        let json = serde_json::to_string(&input).map_err(|e| e.to_string())?;
+        let aws = aws_config::load_from_env().await;
+        let out = aws_sdk_sfn::Client::new(&aws)
+            .start_execution()
+            .state_machine_arn(arn)
+            .name(format!("backfill-{}", uuid::Uuid::new_v4().simple()))
+            .input(&json)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "could not start an execution of {arn}: {}",
+                    aws_sdk_sfn::error::DisplayErrorContext(&e)
+                )
+            })?;
+        println!("ferry: started backfill execution {} with input {json}", out.execution_arn());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ferry = build(&args.common, Settings::default()).await?;
+    ferry.store.ensure_tables().await.map_err(|e| e.to_string())?;
+    let plan = ferry_engine::plan::plan(&ferry, &input).await.map_err(|e| describe(&e))?;
+    let starts: Vec<String> = plan
+        .batches
+        .iter()
+        .flat_map(|b| b.partitions.iter().filter(|w| args.topics.contains(&w.source.topic)))
+        .map(|w| format!("{} ({} records to go)", w.source, w.lag))
+        .collect();
+    println!("ferry: backfill planned: {}", starts.join(", "));
+    println!("ferry: `ferry run` (or the next scheduled execution) replicates them");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe(e: &FerryError) -> String {

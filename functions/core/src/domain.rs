@@ -50,6 +50,42 @@ pub struct PlanInput {
     /// Maximum partitions in one Replicate invocation (default 16).
     #[serde(default)]
     pub max_partitions_per_batch: Option<usize>,
+    /// A manual backfill: start these topics at a chosen position.
+    #[serde(default)]
+    pub backfill: Option<Backfill>,
+    /// Let each Replicate invocation stop once its partitions reach the end
+    /// offsets seen by this plan (an execution that finishes when caught up,
+    /// e.g. for a backfill), instead of using its whole time budget.
+    #[serde(default)]
+    pub stop_at_plan_end: bool,
+    /// Cap each Replicate invocation at this many seconds (below the Lambda
+    /// timeout), for a faster cadence.
+    #[serde(default)]
+    pub replicate_max_seconds: Option<u64>,
+}
+
+/// A manual backfill: replicate named topics from a chosen position. Only
+/// partitions Ferry has not written anything for yet can be (re)started:
+/// moving a partition that already replicated backwards would write its
+/// records out of order on the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    /// Source topic names (exact), each selected by a flow.
+    pub topics: Vec<String>,
+    /// Where to start.
+    pub from: BackfillFrom,
+}
+
+/// Where a backfill starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackfillFrom {
+    /// The first record still on the source.
+    #[serde(rename = "EARLIEST")]
+    Earliest,
+    /// The first record with a timestamp at or after this (ms since the epoch).
+    #[serde(rename = "TIMESTAMP")]
+    Timestamp(i64),
 }
 
 /// Output of the Plan function: one Replicate input per batch.
@@ -75,6 +111,9 @@ pub struct ReplicateInput {
     /// (as seen at plan time); `false` runs until the budget is spent.
     #[serde(default)]
     pub stop_at_plan_end: bool,
+    /// Spend at most this many seconds, even if the Lambda deadline is later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seconds: Option<u64>,
 }
 
 /// Progress of one partition after a Replicate invocation.
@@ -130,4 +169,79 @@ pub enum StopReason {
 pub struct ReplicateOutput {
     /// Per-partition progress.
     pub partitions: Vec<PartitionProgress>,
+}
+
+impl std::str::FromStr for BackfillFrom {
+    type Err = String;
+
+    /// `EARLIEST`, milliseconds since the epoch, or a UTC time
+    /// `YYYY-MM-DDTHH:MM:SS[.mmm]Z`.
+    fn from_str(v: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{v:?} is not a starting position: give EARLIEST, milliseconds since the epoch, or a UTC time like 2026-11-25T08:00:00Z"
+            )
+        };
+        if v.eq_ignore_ascii_case("earliest") {
+            return Ok(Self::Earliest);
+        }
+        if let Ok(ms) = v.parse::<i64>() {
+            return if ms >= 0 { Ok(Self::Timestamp(ms)) } else { Err(bad()) };
+        }
+        let t = v.strip_suffix('Z').ok_or_else(bad)?;
+        let (date, time) = t.split_once('T').ok_or_else(bad)?;
+        let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+        let d: Vec<&str> = date.split('-').collect();
+        let (secs, millis) = match time.split_once('.') {
+            Some((hms, frac)) if !frac.is_empty() && frac.len() <= 3 => (hms, num(&format!("{frac:0<3}"))?),
+            Some(_) => return Err(bad()),
+            None => (time, 0),
+        };
+        let h: Vec<&str> = secs.split(':').collect();
+        if d.len() != 3 || h.len() != 3 {
+            return Err(bad());
+        }
+        let (y, m, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
+        let (hh, mm, ss) = (num(h[0])?, num(h[1])?, num(h[2])?);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 || y < 1970 {
+            return Err(bad());
+        }
+        // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Ok(Self::Timestamp(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backfill_positions_parse() {
+        assert_eq!("EARLIEST".parse(), Ok(BackfillFrom::Earliest));
+        assert_eq!("1700000000000".parse(), Ok(BackfillFrom::Timestamp(1_700_000_000_000)));
+        assert_eq!("1970-01-01T00:00:00Z".parse(), Ok(BackfillFrom::Timestamp(0)));
+        assert_eq!("2026-11-25T08:00:00.5Z".parse(), Ok(BackfillFrom::Timestamp(1_795_593_600_500)));
+        assert_eq!("2000-03-01T00:00:00Z".parse(), Ok(BackfillFrom::Timestamp(951_868_800_000)));
+        for bad in [
+            "yesterday",
+            "-5",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25 08:00:00",
+            "2026-11-25T08:00:00",
+        ] {
+            assert!(bad.parse::<BackfillFrom>().is_err(), "{bad}");
+        }
+        // The state machine's input form.
+        let b: Backfill = serde_json::from_str(r#"{"topics": ["orders"], "from": {"TIMESTAMP": 5}}"#).expect("json");
+        assert_eq!(b.from, BackfillFrom::Timestamp(5));
+        let b: Backfill = serde_json::from_str(r#"{"topics": ["orders"], "from": "EARLIEST"}"#).expect("json");
+        assert_eq!(b.from, BackfillFrom::Earliest);
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_adapters::kafka::{OffsetSpec, TopicConfig, TopicMeta};
 use ferry_core::config::{FlowSpec, StartingPosition};
-use ferry_core::domain::{PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
+use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
 use ferry_core::plan::split_into_batches;
 use ferry_core::topic_config;
 
@@ -22,14 +22,18 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         created_topics: Vec::new(),
         batches: Vec::new(),
     };
+    if let Some(b) = &input.backfill {
+        check_backfill(ferry, b).await?;
+    }
     for flow in &ferry.spec.flows {
-        let (created, work) = plan_flow(ferry, flow).await?;
+        let (created, work) = plan_flow(ferry, flow, input.backfill.as_ref()).await?;
         out.created_topics.extend(created);
         for partitions in split_into_batches(work, max) {
             out.batches.push(ReplicateInput {
                 flow: flow.id(),
                 partitions,
-                stop_at_plan_end: false,
+                stop_at_plan_end: input.stop_at_plan_end,
+                max_seconds: input.replicate_max_seconds,
             });
         }
     }
@@ -46,7 +50,55 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
         .collect())
 }
 
-async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<PartitionWork>), FerryError> {
+/// Refuse a backfill, before anything is written, that names a topic no flow
+/// selects, or a partition Ferry already replicated records of.
+async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
+    if b.topics.is_empty() {
+        return Err(FerryError::Input(
+            "the backfill names no topics: give at least one source topic".into(),
+        ));
+    }
+    if let BackfillFrom::Timestamp(ms) = b.from {
+        if ms < 0 {
+            return Err(FerryError::Input(format!(
+                "backfill timestamp {ms} is negative: give milliseconds since the epoch"
+            )));
+        }
+    }
+    let mut selected_by_some = std::collections::BTreeSet::new();
+    for flow in &ferry.spec.flows {
+        let topics = selected_topics(ferry, flow).await?;
+        let key = ferry.flow_key(flow);
+        let cursors = ferry.store.list_cursors(&key).await?;
+        for t in b.topics.iter().filter(|t| topics.contains_key(*t)) {
+            selected_by_some.insert(t.clone());
+            for c in cursors.iter().filter(|c| &c.tp.topic == t) {
+                let started = c.records_replicated > 0 || ferry.store.last_run(&key, &c.tp).await?.is_some();
+                if started {
+                    return Err(FerryError::Input(format!(
+                        "flow {} already replicated {} records of {} (cursor at source offset {}); a backfill would write older records \
+                         after newer ones on the target. To replicate it again from the start, delete the target topic and this \
+                         partition's items from the cursors and offset-map tables",
+                        flow.id(),
+                        c.records_replicated,
+                        c.tp,
+                        c.next_source_offset
+                    )));
+                }
+            }
+        }
+    }
+    let unknown: Vec<&String> = b.topics.iter().filter(|t| !selected_by_some.contains(*t)).collect();
+    if !unknown.is_empty() {
+        return Err(FerryError::Input(format!(
+            "backfill topics {unknown:?} do not exist on a source cluster or are not selected by any flow's TopicsToReplicate: \
+             check the names, or add them to TopicsToReplicate first"
+        )));
+    }
+    Ok(())
+}
+
+async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) -> Result<(Vec<String>, Vec<PartitionWork>), FerryError> {
     let flow_key = ferry.flow_key(flow);
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
@@ -54,8 +106,9 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<P
     let existing = cursor_positions(ferry, &flow_key).await?;
 
     let mut topics = selected_topics(ferry, flow).await?;
+    let backfilled = |name: &str| backfill.is_some_and(|b| b.topics.iter().any(|t| t == name));
     if !first_plan && !flow.detect_new_topics {
-        topics.retain(|name, _| existing.keys().any(|tp| &tp.topic == name));
+        topics.retain(|name, _| existing.keys().any(|tp| &tp.topic == name) || backfilled(name));
     }
 
     // Check every target topic before writing anything.
@@ -156,6 +209,34 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(Vec<String>, Vec<P
             tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
         }
     }
+    // A backfill (re)starts its partitions at the chosen position; the
+    // check above made sure Ferry wrote nothing for them yet.
+    if let Some(b) = backfill {
+        let mine: Vec<TopicPartition> = tps.iter().filter(|tp| backfilled(&tp.topic)).cloned().collect();
+        if !mine.is_empty() {
+            let spec = match b.from {
+                BackfillFrom::Earliest => OffsetSpec::Earliest,
+                BackfillFrom::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+            };
+            let starts = source.list_offsets(&mine, spec, true).await?;
+            for tp in &mine {
+                let end = ends.get(tp).copied().unwrap_or(0);
+                let start = starts.get(tp).copied().filter(|o| *o >= 0).unwrap_or(end);
+                let done = if existing.contains_key(tp) {
+                    ferry.store.restart_cursor(&flow_key, tp, start).await?
+                } else {
+                    ferry.store.init_cursor(&flow_key, tp, &flow.target_topic(&tp.topic), start).await?
+                };
+                if !done {
+                    return Err(FerryError::Input(format!(
+                        "{tp} started replicating (or is leased) while the backfill was planned; nothing was moved for it"
+                    )));
+                }
+                tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, start, "backfill: partition starts here");
+            }
+        }
+    }
+    let existing = cursor_positions(ferry, &flow_key).await?;
     let new_tps: Vec<TopicPartition> = tps.iter().filter(|tp| !existing.contains_key(tp)).cloned().collect();
     let mut cursors = existing;
     if !new_tps.is_empty() {

@@ -89,6 +89,27 @@ impl Part {
     }
 }
 
+impl Budget {
+    /// The budget of a Lambda invocation: its deadline (from the Runtime
+    /// API), capped at `max_seconds` when the input sets it. A deadline
+    /// before 2001 is read as a duration from now: local Runtime API
+    /// emulators (cargo-lambda's) send the function timeout, not an instant.
+    pub fn for_lambda(deadline: std::time::SystemTime, max_seconds: Option<u64>) -> Self {
+        let now = std::time::SystemTime::now();
+        let since_epoch = deadline.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let left = if since_epoch < Duration::from_secs(978_307_200) {
+            since_epoch
+        } else {
+            deadline.duration_since(now).unwrap_or_default()
+        };
+        let left = max_seconds.map_or(left, |m| left.min(Duration::from_secs(m)));
+        Self {
+            deadline: Instant::now() + left,
+            interrupted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 /// Run one Replicate invocation.
 pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -> Result<ReplicateOutput, FerryError> {
     let flow = ferry.flow(&input.flow)?.clone();
@@ -949,5 +970,32 @@ mod failpoint {
                 std::process::abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::Budget;
+
+    fn left(b: &Budget) -> Duration {
+        b.deadline.saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    #[tokio::test]
+    async fn lambda_budgets() {
+        // A real deadline: an instant.
+        let b = Budget::for_lambda(SystemTime::now() + Duration::from_secs(100), None);
+        assert!((98..=100).contains(&left(&b).as_secs()), "{:?}", left(&b));
+        // Capped by the input.
+        let b = Budget::for_lambda(SystemTime::now() + Duration::from_secs(100), Some(10));
+        assert!(left(&b) <= Duration::from_secs(10));
+        // An emulator's deadline header holding the timeout itself.
+        let b = Budget::for_lambda(UNIX_EPOCH + Duration::from_millis(600_000), None);
+        assert!((598..=600).contains(&left(&b).as_secs()), "{:?}", left(&b));
+        // Already past: nothing left.
+        let b = Budget::for_lambda(SystemTime::now() - Duration::from_secs(5), None);
+        assert_eq!(left(&b), Duration::ZERO);
     }
 }

@@ -1,10 +1,6 @@
 //! The Replicate Lambda function: wires clients, then calls
 //! `ferry_engine::replicate` with the invocation's deadline as its budget.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use ferry_core::domain::{ReplicateInput, ReplicateOutput};
 use ferry_engine::replicate::Budget;
 use ferry_engine::{Ferry, FerryError};
@@ -28,11 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ferry = &ferry;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<ReplicateInput>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
-        let left = event.context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
-        let budget = Budget {
-            deadline: tokio::time::Instant::now() + left,
-            interrupted: Arc::new(AtomicBool::new(false)),
-        };
+        let budget = Budget::for_lambda(event.context.deadline(), event.payload.max_seconds);
         let out: ReplicateOutput = ferry_engine::replicate::replicate(ferry, &event.payload, &budget)
             .await
             .map_err(|e| diagnostic(&e))?;

@@ -80,6 +80,9 @@ pub enum OffsetSpec {
     Earliest,
     /// End offset (high watermark, or last stable offset under read_committed).
     Latest,
+    /// The first offset whose record timestamp is at or after this (ms);
+    /// the end offset when there is none.
+    Timestamp(i64),
 }
 
 /// One cluster.
@@ -481,6 +484,7 @@ impl KafkaCluster {
         let timestamp = match spec {
             OffsetSpec::Earliest => -2,
             OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(ms) => ms.max(0),
         };
         let mut out = HashMap::new();
         for (leader, tps) in by_leader {

@@ -1,0 +1,165 @@
+"""The real state machine, executed locally: moto's Step Functions runs
+infra/statemachine/replicator.asl.json for real, and its Lambda tasks invoke
+the real function binaries (target/debug/ferry-plan, ferry-replicate,
+ferry-sync-groups) through a local Lambda Runtime API served by cargo-lambda
+(`cargo lambda watch --only-lambda-apis`).
+
+moto's Step Functions calls Lambda at http://localhost:$MOTO_PORT, so this
+harness starts a second moto server (for Step Functions only) with MOTO_PORT
+pointing at a small router: Lambda invocations go to cargo-lambda, by
+function name, and everything else back to that moto. The functions
+themselves use the stack's moto (DynamoDB) and Kafka clusters.
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+
+from conftest import ROOT
+
+VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
+FUNCTIONS = {"ferry-plan": 1, "ferry-replicate": 2, "ferry-sync-groups": 1}  # binary: instances
+ACCOUNT = "123456789012"
+REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def function_arn(name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def make_router(lambda_port: int, moto_port: int) -> ThreadingHTTPServer:
+    class Router(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            m = INVOKE.match(self.path)
+            if m:
+                name = urllib.parse.unquote(m.group(1)).split(":function:")[-1].split(":")[0]
+                port, path, timeout = lambda_port, f"/2015-03-31/functions/{name}/invocations", 900
+            else:
+                port, path, timeout = moto_port, self.path, 60
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            conn.request(self.command, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    return ThreadingHTTPServer(("127.0.0.1", 0), Router)
+
+
+class LocalStepFunctions:
+    """Context manager: cargo-lambda, the function binaries with `env`, a
+    Step Functions moto behind the router. `client` is its boto3 client."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env, self.log_dir = env, log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "LocalStepFunctions":
+        cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")
+        assert cargo_lambda, "cargo-lambda is missing: infra/local/up installs it into the venv"
+        self.lambda_port, self.moto_port = free_port(), free_port()
+        self.router = make_router(self.lambda_port, self.moto_port)
+        self.router_port = self.router.server_address[1]
+        threading.Thread(target=self.router.serve_forever, daemon=True).start()
+
+        self._spawn("cargo-lambda", [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1",
+                                     "-P", str(self.lambda_port), "--timeout", "30"], cwd=ROOT)
+        wait_port(self.lambda_port)
+        for name, n in FUNCTIONS.items():
+            binary = ROOT / "target" / "debug" / name
+            assert binary.exists(), f"{binary} is missing: cargo build --workspace"
+            for i in range(n):
+                env = dict(os.environ, **self.env,
+                           AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{self.lambda_port}/.rt/{name}",
+                           AWS_LAMBDA_FUNCTION_NAME=name, AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
+                           AWS_LAMBDA_FUNCTION_VERSION="1", RUST_LOG="info")
+                self._spawn(f"{name}-{i}", [str(binary)], env=env)
+        moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
+        self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
+        wait_port(self.moto_port)
+        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
+        conn.request("POST", "/moto-api/config", body=json.dumps(
+            {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
+            headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status in (200, 201)
+        self.client = boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{self.moto_port}", region_name=REGION)
+        return self
+
+    def _spawn(self, name: str, cmd: list[str], **kw) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw))
+
+    def __exit__(self, *exc) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.router.shutdown()
+
+    def logs(self) -> str:
+        return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-2500:]}" for f in sorted(self.log_dir.glob("*.log")))
+
+    def create_state_machine(self, max_concurrency: int = 2) -> str:
+        definition = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()
+        subs = {"PlanFunctionArn": function_arn("ferry-plan"), "ReplicateFunctionArn": function_arn("ferry-replicate"),
+                "SyncGroupsFunctionArn": function_arn("ferry-sync-groups"), "MaxConcurrency": str(max_concurrency)}
+        for k, v in subs.items():
+            definition = definition.replace("${" + k + "}", v)
+        json.loads(definition)  # every substitution made
+        return self.client.create_state_machine(
+            name=f"ferry-{int(time.time() * 1000)}", definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/ferry-state-machine")["stateMachineArn"]
+
+    def execute(self, arn: str, payload: dict, timeout: float = 300) -> dict:
+        ex = self.client.start_execution(stateMachineArn=arn, name=f"run-{time.time_ns()}", input=json.dumps(payload))["executionArn"]
+        deadline = time.time() + timeout
+        while True:
+            d = self.client.describe_execution(executionArn=ex)
+            if d["status"] != "RUNNING":
+                return d
+            if time.time() > deadline:
+                raise TimeoutError(f"execution still RUNNING after {timeout} s\n{self.logs()}")
+            time.sleep(1)

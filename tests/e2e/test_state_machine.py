@@ -1,0 +1,70 @@
+"""The deployed shape, run locally: the Step Functions definition executed by
+moto's Step Functions, whose Lambda tasks run the real function binaries
+behind cargo-lambda's Runtime API (see local_sfn.py). An execution plans,
+replicates in a Map of two concurrent Replicate functions, syncs consumer
+groups, and SUCCEEDS with the records on the target; a backfill execution
+starts a topic that StartingPosition LATEST had left at its end."""
+
+import json
+
+from confluent_kafka import Consumer, TopicPartition
+
+from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
+from local_sfn import LocalStepFunctions
+
+
+def produce(topic: str, n: int, parts: int) -> None:
+    p = producer(SOURCE)
+    for i in range(n):
+        p.produce(topic, partition=i % parts, key=f"{topic}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+
+
+def test_execution_replicates_and_backfills(tmp_path):
+    live, old = unique("sfn-live"), unique("sfn-backfill")
+    create_topic(SOURCE, live, 4)
+    create_topic(SOURCE, old, 2)
+    produce(old, 300, 2)  # before the first plan: LATEST leaves these behind
+    group = unique("sfn-group")
+    kc, ri = write_config(tmp_path, [live, old], starting="LATEST", groups=[group])
+    env = {
+        "FERRY_REPLICATOR_NAME": unique("sfn"),
+        "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+        "FERRY_REPLICATION_INFO": ri.read_text(),
+        "FERRY_TABLE_PREFIX": unique("ferry-sfn"),
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with LocalStepFunctions(env, logs) as sfn:
+        arn = sfn.create_state_machine(max_concurrency=2)
+        # First execution: plans (both topics start at their end), replicates nothing yet.
+        first = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
+
+        produce(live, 2000, 4)
+        c = Consumer({"bootstrap.servers": SOURCE, "group.id": group, "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition(live, 0, 200, metadata="from-sfn")], asynchronous=False)
+        c.close()
+        second = sfn.execute(arn, {"max_partitions_per_batch": 2, "stop_at_plan_end": True})
+        assert second["status"] == "SUCCEEDED", f"{second}\n{sfn.logs()}"
+        out = json.loads(second["output"])
+        assert len(out["batches"]) >= 3  # 6 partitions, 2 per batch: the Map ran several Replicate functions
+        assert sum(len(read_partition(TARGET, live, p)) for p in range(4)) == 2000
+        assert [len(read_partition(TARGET, old, p)) for p in range(2)] == [0, 0]
+        # SyncGroups ran: the group's offset landed on the same record.
+        src_key = read_partition(SOURCE, live, 0)[200]["key"]
+        t_off, meta = committed(TARGET, group)[(live, 0)]
+        assert meta == "from-sfn"
+        assert [r["key"] for r in read_partition(TARGET, live, 0) if r["offset"] >= t_off][0] == src_key
+        assert out["groups"]["flows"][0]["committed"] >= 1
+
+        # Backfill: the topic LATEST skipped, from its first record.
+        back = sfn.execute(arn, {"backfill": {"topics": [old], "from": "EARLIEST"}, "stop_at_plan_end": True})
+        assert back["status"] == "SUCCEEDED", f"{back}\n{sfn.logs()}"
+        assert sorted(r["key"] for p in range(2) for r in read_partition(TARGET, old, p)) == \
+            sorted(f"{old}-{i}".encode() for i in range(300))
+
+        # A backfill of a topic that already replicated is refused and writes nothing.
+        again = sfn.execute(arn, {"backfill": {"topics": [live], "from": "EARLIEST"}, "stop_at_plan_end": True})
+        assert again["status"] == "FAILED", again
+        assert sum(len(read_partition(TARGET, live, p)) for p in range(4)) == 2000
