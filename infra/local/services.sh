@@ -155,6 +155,33 @@ ensure_venv() {
   echo "$want" >"$stamp"
 }
 
+# Offline validators the tests run: asl-validator (npm) and the SAM CLI (its
+# own venv, since its pins differ from moto's).
+ensure_tools() {
+  local node_dir="$CACHE_DIR/node" sam_venv="$CACHE_DIR/sam-venv" stamp want
+  stamp="$node_dir/.ferry-package.sha256"
+  want=$(sha256sum <"$LOCAL_DIR/tools/package.json" | cut -d' ' -f1)
+  if ! stamp_matches "$stamp" "$want" || [[ ! -x $node_dir/node_modules/.bin/asl-validator ]]; then
+    command -v npm >/dev/null || die "no npm on PATH"
+    log "tools: installing asl-validator into $node_dir"
+    rm -rf "$node_dir" && mkdir -p "$node_dir"
+    cp "$LOCAL_DIR/tools/package.json" "$node_dir/package.json"
+    (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error >npm.log 2>&1) \
+      || { tail -n 20 "$node_dir/npm.log" >&2; die "npm install failed"; }
+    echo "$want" >"$stamp"
+  fi
+  stamp="$sam_venv/.ferry-requirements.sha256"
+  want=$(sha256sum <"$LOCAL_DIR/tools/sam-requirements.txt" | cut -d' ' -f1)
+  if ! stamp_matches "$stamp" "$want" || [[ ! -x $sam_venv/bin/sam ]]; then
+    log "tools: installing the SAM CLI into $sam_venv"
+    rm -rf "$sam_venv"
+    "$PYTHON" -m venv "$sam_venv"
+    "$sam_venv/bin/pip" install --quiet --disable-pip-version-check -r "$LOCAL_DIR/tools/sam-requirements.txt" \
+      || die "pip install of the SAM CLI failed"
+    echo "$want" >"$stamp"
+  fi
+}
+
 ensure_kafka_libs() {
   local stamp="$KAFKA_HOME/.ferry-pom.sha256" want
   [[ -n $KAFKA_VERSION ]] || die "no <kafka.version> in $LOCAL_DIR/kafka/pom.xml"

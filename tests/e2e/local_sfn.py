@@ -29,7 +29,6 @@ import boto3
 from conftest import ROOT
 
 VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
-FUNCTIONS = {"ferry-plan": 1, "ferry-replicate": 2, "ferry-sync-groups": 1}  # binary: instances
 ACCOUNT = "123456789012"
 REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations")
@@ -90,8 +89,9 @@ class LocalStepFunctions:
     """Context manager: cargo-lambda, the function binaries with `env`, a
     Step Functions moto behind the router. `client` is its boto3 client."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path):
+    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2):
         self.env, self.log_dir = env, log_dir
+        self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1}
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> "LocalStepFunctions":
@@ -105,7 +105,7 @@ class LocalStepFunctions:
         self._spawn("cargo-lambda", [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1",
                                      "-P", str(self.lambda_port), "--timeout", "30"], cwd=ROOT)
         wait_port(self.lambda_port)
-        for name, n in FUNCTIONS.items():
+        for name, n in self.instances.items():
             binary = ROOT / "target" / "debug" / name
             assert binary.exists(), f"{binary} is missing: cargo build --workspace"
             for i in range(n):

@@ -6,6 +6,8 @@ groups, and SUCCEEDS with the records on the target; a backfill execution
 starts a topic that StartingPosition LATEST had left at its end."""
 
 import json
+import time
+from collections import Counter
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -68,3 +70,44 @@ def test_execution_replicates_and_backfills(tmp_path):
         again = sfn.execute(arn, {"backfill": {"topics": [live], "from": "EARLIEST"}, "stop_at_plan_end": True})
         assert again["status"] == "FAILED", again
         assert sum(len(read_partition(TARGET, live, p)) for p in range(4)) == 2000
+
+
+def test_overlapping_executions_never_write_twice(tmp_path):
+    """A slow execution still running when the schedule fires again: both
+    plan and replicate the same partitions at once; leases let one writer
+    through per partition, and every record arrives exactly once."""
+    topic = unique("sfn-overlap")
+    create_topic(SOURCE, topic, 3)
+    kc, ri = write_config(tmp_path, [topic], starting="EARLIEST")
+    env = {
+        "FERRY_REPLICATOR_NAME": unique("sfn-overlap"),
+        "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+        "FERRY_REPLICATION_INFO": ri.read_text(),
+        "FERRY_TABLE_PREFIX": unique("ferry-sfn"),
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    produce(topic, 3000, 3)
+    with LocalStepFunctions(env, logs, replicate_instances=6) as sfn:
+        arn = sfn.create_state_machine(max_concurrency=3)
+        payload = {"max_partitions_per_batch": 1, "replicate_max_seconds": 6}
+        starts = [sfn.client.start_execution(stateMachineArn=arn, name=f"overlap-{i}", input=json.dumps(payload))["executionArn"]
+                  for i in range(2)]
+        produce(topic, 3000, 3)  # more arrives while both run
+        done = []
+        for ex in starts:
+            deadline = time.time() + 240
+            while (d := sfn.client.describe_execution(executionArn=ex))["status"] == "RUNNING":
+                assert time.time() < deadline, sfn.logs()
+                time.sleep(1)
+            done.append(d)
+        assert [d["status"] for d in done] == ["SUCCEEDED", "SUCCEEDED"], f"{done}\n{sfn.logs()}"
+        stopped = [p["stopped"] for d in done for r in json.loads(d["output"])["results"] for p in r["partitions"]]
+        assert "lease-held" in stopped, f"the executions did not overlap: {stopped}"
+        # Finish whatever the two left behind, then compare.
+        last = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert last["status"] == "SUCCEEDED", sfn.logs()
+    for p in range(3):
+        src = [r["key"] for r in read_partition(SOURCE, topic, p)]
+        assert [r["key"] for r in read_partition(TARGET, topic, p)] == src, f"partition {p}"
+    print(f"\nReplicate outcomes of the two overlapping executions: {dict(Counter(stopped))}")
