@@ -264,6 +264,11 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# ACLs are enforced (and copied by Ferry). Everything here connects as
+# User:ANONYMOUS over PLAINTEXT, so that principal is a super user, as is
+# admin; the SCRAM users created at format time are principals for ACLs.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:ANONYMOUS
 EOF
 }
 
@@ -286,8 +291,12 @@ kafka_format() {
     'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   log "kafka $cluster: formatting $dir/data (cluster id $cluster_id)"
   kafka_cmd "$cluster" -Xmx256m
+  # Local-only credentials of local-only users.
   if ! "${KAFKA_CMD[@]}" kafka.tools.StorageTool format \
-    -t "$cluster_id" -c "$dir/server.properties" --standalone >>"$dir/format.log" 2>&1; then
+    -t "$cluster_id" -c "$dir/server.properties" --standalone \
+    --add-scram 'SCRAM-SHA-512=[name=admin,password=admin-secret]' \
+    --add-scram 'SCRAM-SHA-256=[name=alice,password=alice-secret]' \
+    --add-scram 'SCRAM-SHA-512=[name=bob,password=bob-secret]' >>"$dir/format.log" 2>&1; then
     show_log "$dir/format.log"
     show_kafka_log "$(kafka_log "$cluster")"
     die "kafka $cluster: formatting the storage failed"

@@ -96,7 +96,8 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
 
 def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starting: str = "EARLIEST",
                  source: str = SOURCE, target: str = TARGET, both_ways: bool = False,
-                 groups: list[str] | None = None, group_mode: str | None = None) -> tuple[Path, Path]:
+                 groups: list[str] | None = None, group_mode: str | None = None, copy_acls: bool = False,
+                 naming: str = "IDENTICAL") -> tuple[Path, Path]:
     """Both configuration files: source→target (and target→source with
     `both_ways`), IDENTICAL names, consumer groups matching `groups`."""
     clusters = [
@@ -114,10 +115,10 @@ def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starti
             "TopicReplication": {
                 "TopicsToReplicate": [t.replace(".", "\\.") for t in topics],
                 "CopyTopicConfigurations": False,
-                "CopyAccessControlListsForTopics": False,
+                "CopyAccessControlListsForTopics": copy_acls,
                 "DetectAndCopyNewTopics": True,
                 "StartingPosition": {"Type": starting},
-                "TopicNameConfiguration": {"Type": "IDENTICAL"},
+                "TopicNameConfiguration": {"Type": naming},
             },
         }
         if groups is not None:

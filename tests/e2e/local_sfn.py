@@ -95,6 +95,14 @@ class LocalStepFunctions:
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> "LocalStepFunctions":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> "LocalStepFunctions":
+        self.router = None
         cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")
         assert cargo_lambda, "cargo-lambda is missing: infra/local/up installs it into the venv"
         self.lambda_port, self.moto_port = free_port(), free_port()
@@ -137,7 +145,8 @@ class LocalStepFunctions:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        self.router.shutdown()
+        if self.router:
+            self.router.shutdown()
 
     def logs(self) -> str:
         return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-2500:]}" for f in sorted(self.log_dir.glob("*.log")))

@@ -6,12 +6,15 @@ groups, and SUCCEEDS with the records on the target; a backfill execution
 starts a topic that StartingPosition LATEST had left at its end."""
 
 import json
+import os
+import re
+import subprocess
 import time
 from collections import Counter
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
+from conftest import FERRY, SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
 from local_sfn import LocalStepFunctions
 
 
@@ -23,12 +26,13 @@ def produce(topic: str, n: int, parts: int) -> None:
 
 
 def test_execution_replicates_and_backfills(tmp_path):
-    live, old = unique("sfn-live"), unique("sfn-backfill")
+    live, old, old2 = unique("sfn-live"), unique("sfn-backfill"), unique("sfn-cli-backfill")
     create_topic(SOURCE, live, 4)
-    create_topic(SOURCE, old, 2)
-    produce(old, 300, 2)  # before the first plan: LATEST leaves these behind
+    for t in (old, old2):
+        create_topic(SOURCE, t, 2)
+        produce(t, 300, 2)  # before the first plan: LATEST leaves these behind
     group = unique("sfn-group")
-    kc, ri = write_config(tmp_path, [live, old], starting="LATEST", groups=[group])
+    kc, ri = write_config(tmp_path, [live, old, old2], starting="LATEST", groups=[group])
     env = {
         "FERRY_REPLICATOR_NAME": unique("sfn"),
         "FERRY_KAFKA_CLUSTERS": kc.read_text(),
@@ -50,7 +54,7 @@ def test_execution_replicates_and_backfills(tmp_path):
         second = sfn.execute(arn, {"max_partitions_per_batch": 2, "stop_at_plan_end": True})
         assert second["status"] == "SUCCEEDED", f"{second}\n{sfn.logs()}"
         out = json.loads(second["output"])
-        assert len(out["batches"]) >= 3  # 6 partitions, 2 per batch: the Map ran several Replicate functions
+        assert len(out["batches"]) >= 4  # 8 partitions, 2 per batch: the Map ran several Replicate functions
         assert sum(len(read_partition(TARGET, live, p)) for p in range(4)) == 2000
         assert [len(read_partition(TARGET, old, p)) for p in range(2)] == [0, 0]
         # SyncGroups ran: the group's offset landed on the same record.
@@ -65,6 +69,20 @@ def test_execution_replicates_and_backfills(tmp_path):
         assert back["status"] == "SUCCEEDED", f"{back}\n{sfn.logs()}"
         assert sorted(r["key"] for p in range(2) for r in read_partition(TARGET, old, p)) == \
             sorted(f"{old}-{i}".encode() for i in range(300))
+
+        # The same from the CLI: `ferry backfill --state-machine-arn` starts an execution.
+        env_cli = dict(os.environ, AWS_ENDPOINT_URL_SFN=f"http://127.0.0.1:{sfn.moto_port}")
+        res = subprocess.run([str(FERRY), "backfill", "--kafka-clusters", str(kc), "--replication-info", str(ri),
+                              "--state-machine-arn", arn, "--topics", old2, "--from", "1970-01-01T00:00:00Z"],
+                             capture_output=True, text=True, timeout=60, env=env_cli)
+        assert res.returncode == 0, res.stdout + res.stderr
+        execution = re.search(r"started backfill execution (\S+)", res.stdout).group(1)
+        deadline = time.time() + 180
+        while (d := sfn.client.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.time() < deadline, sfn.logs()
+            time.sleep(1)
+        assert d["status"] == "SUCCEEDED", f"{d}\n{sfn.logs()}"
+        assert sum(len(read_partition(TARGET, old2, p)) for p in range(2)) == 300
 
         # A backfill of a topic that already replicated is refused and writes nothing.
         again = sfn.execute(arn, {"backfill": {"topics": [live], "from": "EARLIEST"}, "stop_at_plan_end": True})

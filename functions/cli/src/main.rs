@@ -222,6 +222,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         if !plan.created_topics.is_empty() {
             println!("ferry: created target topics {}", plan.created_topics.join(", "));
         }
+        for acl in &plan.copied_acls {
+            println!("ferry: copied ACL: {acl}");
+        }
         let mut batches = plan.batches;
         for b in &mut batches {
             b.stop_at_plan_end = args.once;
@@ -343,11 +346,14 @@ async fn sync_groups_once(ferry: &Ferry) -> bool {
 
 async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
     let from: ferry_core::domain::BackfillFrom = args.from.parse()?;
+    // A backfill execution ends once caught up with what its plan saw; the
+    // scheduled executions carry on from there.
     let input = PlanInput {
         backfill: Some(ferry_core::domain::Backfill {
             topics: args.topics.clone(),
             from,
         }),
+        stop_at_plan_end: true,
         ..PlanInput::default()
     };
     if let Some(arn) = &args.state_machine_arn {

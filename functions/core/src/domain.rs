@@ -95,6 +95,9 @@ pub struct PlanOutput {
     pub replicator: String,
     /// Topics created on the target by this plan.
     pub created_topics: Vec<String>,
+    /// Topic ACLs created on the target by this plan, in words.
+    #[serde(default)]
+    pub copied_acls: Vec<String>,
     /// The batches, each the input of one Replicate invocation.
     pub batches: Vec<ReplicateInput>,
 }

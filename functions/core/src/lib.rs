@@ -1,6 +1,7 @@
 //! Ferry's pure logic: configuration, planning, offset maps and the payloads
 //! that travel between the functions. No AWS and no Kafka I/O lives here.
 
+pub mod acls;
 pub mod config;
 pub mod domain;
 pub mod groups;

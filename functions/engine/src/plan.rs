@@ -20,6 +20,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     let mut out = PlanOutput {
         replicator: ferry.spec.name.clone(),
         created_topics: Vec::new(),
+        copied_acls: Vec::new(),
         batches: Vec::new(),
     };
     if let Some(b) = &input.backfill {
@@ -28,6 +29,15 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     for flow in &ferry.spec.flows {
         let (created, work) = plan_flow(ferry, flow, input.backfill.as_ref()).await?;
         out.created_topics.extend(created);
+        if flow.copy_acls {
+            let topics: Vec<String> = work
+                .iter()
+                .map(|w| w.source.topic.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            out.copied_acls.extend(copy_acls(ferry, flow, &topics).await?);
+        }
         for partitions in split_into_batches(work, max) {
             out.batches.push(ReplicateInput {
                 flow: flow.id(),
@@ -48,6 +58,34 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
         .into_iter()
         .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))
         .collect())
+}
+
+/// Create on the target the topic ACLs of the replicated topics that it
+/// lacks (see `ferry_core::acls` for what is copied). Never deletes.
+async fn copy_acls(ferry: &Ferry, flow: &FlowSpec, topics: &[String]) -> Result<Vec<String>, FerryError> {
+    let source = ferry.cluster(&flow.source.id)?;
+    let target = ferry.cluster(&flow.target.id)?;
+    let Some(source_acls) = source.topic_acls().await? else {
+        return Ok(Vec::new()); // no authorizer on the source: nothing to copy
+    };
+    let wanted = ferry_core::acls::to_copy(flow, topics.iter().map(String::as_str), &source_acls);
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(existing) = target.topic_acls().await? else {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, acls = wanted.len(),
+            "the target has no authorizer (SECURITY_DISABLED): topic ACLs are not copied; enable one, or set CopyAccessControlListsForTopics to false"
+        );
+        return Ok(Vec::new());
+    };
+    let missing: Vec<_> = wanted.into_iter().filter(|a| !existing.contains(a)).collect();
+    target.create_acls(&missing).await?;
+    let described: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    for a in &described {
+        tracing::info!(replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, acl = %a, "copied topic ACL");
+    }
+    Ok(described)
 }
 
 /// Refuse a backfill, before anything is written, that names a topic no flow

@@ -37,6 +37,8 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::ConsumerGroupDescribe => 1,
         ApiKey::OffsetFetch => 9,
         ApiKey::OffsetCommit => 9,
+        ApiKey::DescribeAcls => 3,
+        ApiKey::CreateAcls => 3,
         _ => 0,
     }
 }

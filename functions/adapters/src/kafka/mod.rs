@@ -1,5 +1,6 @@
 //! Kafka: connections, cluster operations and record batches.
 
+pub mod acls;
 pub mod batch;
 pub mod client;
 pub mod connection;

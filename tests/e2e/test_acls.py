@@ -1,0 +1,72 @@
+"""CopyAccessControlListsForTopics: both local clusters enforce ACLs
+(StandardAuthorizer). Topic ACLs on the source, LITERAL and PREFIXED, ALLOW
+and DENY, every operation, reach the target for the replicated topics,
+renamed with the topics; ACLs of other topics and LITERAL `*` do not."""
+
+import time
+
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                   ResourceType)
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, unique, write_config
+
+
+def binding(name, pattern, principal, op, perm=AclPermissionType.ALLOW):
+    return AclBinding(ResourceType.TOPIC, name, pattern, principal, "*", op, perm)
+
+
+def topic_acls(bootstrap: str) -> set[tuple]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    flt = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)
+    found = admin.describe_acls(flt).result(timeout=30)
+    return {(a.name, a.resource_pattern_type, a.principal, a.host, a.operation, a.permission_type) for a in found}
+
+
+def create(bootstrap: str, acls: list[AclBinding]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_acls(acls).values():
+        f.result(timeout=30)
+
+
+def key(b: AclBinding, name: str | None = None) -> tuple:
+    return (name or b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
+
+
+def run_case(tmp_path, naming: str, rename) -> None:
+    stem = unique("acl")
+    topic, other = f"{stem}-orders", f"{stem}-payments"
+    create_topic(SOURCE, topic, 1)
+    create_topic(SOURCE, other, 1)
+    copied = [
+        binding(topic, ResourcePatternType.LITERAL, "User:alice", AclOperation.READ),
+        binding(topic, ResourcePatternType.LITERAL, "User:bob", AclOperation.WRITE),
+        binding(topic, ResourcePatternType.LITERAL, "User:mallory", AclOperation.ALL, AclPermissionType.DENY),
+        binding(f"{stem}-ord", ResourcePatternType.PREFIXED, "User:alice", AclOperation.DESCRIBE),
+    ]
+    not_copied = [
+        binding(other, ResourcePatternType.LITERAL, "User:alice", AclOperation.READ),
+        binding(f"{stem}-pay", ResourcePatternType.PREFIXED, "User:bob", AclOperation.WRITE),
+    ]
+    create(SOURCE, copied + not_copied)
+    kc, ri = write_config(tmp_path, [topic], copy_acls=True, naming=naming)
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    want = {key(b, rename(b.name)) for b in copied}
+    # The brokers apply created ACLs from the metadata log a moment later.
+    deadline = time.time() + 15
+    while (on_target := {a for a in topic_acls(TARGET) if a[0].startswith(rename(stem))}) != want and time.time() < deadline:
+        time.sleep(0.3)
+    assert on_target == want, res.stdout
+    # A second plan finds them all there and creates nothing.
+    again = ferry.run("--once")
+    assert again.returncode == 0 and "copied" not in again.stdout
+    assert {a for a in topic_acls(TARGET) if a[0].startswith(rename(stem))} == on_target
+
+
+def test_topic_acls_are_copied_with_identical_names(tmp_path):
+    run_case(tmp_path, "IDENTICAL", lambda n: n)
+
+
+def test_topic_acls_follow_prefixed_names(tmp_path):
+    run_case(tmp_path, "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS", lambda n: f"source.{n}")
