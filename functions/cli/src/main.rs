@@ -29,9 +29,24 @@ enum Command {
     Run(RunArgs),
     /// Per partition: source end offset, cursor, lag, last replicated record.
     Status(StatusArgs),
+    /// Run the Plan step once (create target topics, copy configurations and
+    /// ACLs, create cursors) and print its batches.
+    Plan(PlanArgs),
     /// Start named topics from EARLIEST or a timestamp: in-process (then
     /// `ferry run` replicates them), or as a Step Functions execution.
     Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Partitions per replicate batch.
+    #[arg(long, default_value_t = ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH)]
+    max_partitions_per_batch: usize,
+    /// Print the Plan step's output (the state machine's Map input) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +166,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Status(args) => status(args).await,
         Command::Backfill(args) => backfill(args).await,
+        Command::Plan(args) => plan_once(args).await,
     };
     match res {
         Ok(code) => code,
@@ -342,6 +358,32 @@ async fn sync_groups_once(ferry: &Ferry) -> bool {
             false
         }
     }
+}
+
+async fn plan_once(args: PlanArgs) -> Result<ExitCode, String> {
+    let ferry = build(&args.common, Settings::default()).await?;
+    ferry.store.ensure_tables().await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let input = PlanInput {
+        max_partitions_per_batch: Some(args.max_partitions_per_batch),
+        ..PlanInput::default()
+    };
+    let plan = ferry_engine::plan::plan(&ferry, &input).await.map_err(|e| describe(&e))?;
+    let elapsed = started.elapsed();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let partitions: usize = plan.batches.iter().map(|b| b.partitions.len()).sum();
+    let lag: i64 = plan.batches.iter().flat_map(|b| &b.partitions).map(|w| w.lag).sum();
+    println!(
+        "ferry: planned {partitions} partitions ({lag} records behind) in {} batches in {:.1} s; created {} target topics, copied {} ACLs",
+        plan.batches.len(),
+        elapsed.as_secs_f64(),
+        plan.created_topics.len(),
+        plan.copied_acls.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
