@@ -91,6 +91,7 @@ class LocalStepFunctions:
 
     def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2):
         self.env, self.log_dir = env, log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
         self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1}
         self.procs: list[subprocess.Popen] = []
 

@@ -25,6 +25,16 @@ def produce(topic: str, n: int, parts: int) -> None:
     assert p.flush(30) == 0
 
 
+def function_env(kc, ri) -> dict[str, str]:
+    """What template.yaml gives every function: the replicator definition."""
+    return {
+        "FERRY_REPLICATOR_NAME": unique("sfn"),
+        "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+        "FERRY_REPLICATION_INFO": ri.read_text(),
+        "FERRY_TABLE_PREFIX": unique("ferry-sfn"),
+    }
+
+
 def test_execution_replicates_and_backfills(tmp_path):
     live, old, old2 = unique("sfn-live"), unique("sfn-backfill"), unique("sfn-cli-backfill")
     create_topic(SOURCE, live, 4)
@@ -33,15 +43,7 @@ def test_execution_replicates_and_backfills(tmp_path):
         produce(t, 300, 2)  # before the first plan: LATEST leaves these behind
     group = unique("sfn-group")
     kc, ri = write_config(tmp_path, [live, old, old2], starting="LATEST", groups=[group])
-    env = {
-        "FERRY_REPLICATOR_NAME": unique("sfn"),
-        "FERRY_KAFKA_CLUSTERS": kc.read_text(),
-        "FERRY_REPLICATION_INFO": ri.read_text(),
-        "FERRY_TABLE_PREFIX": unique("ferry-sfn"),
-    }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    with LocalStepFunctions(env, logs) as sfn:
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs") as sfn:
         arn = sfn.create_state_machine(max_concurrency=2)
         # First execution: plans (both topics start at their end), replicates nothing yet.
         first = sfn.execute(arn, {"stop_at_plan_end": True})
@@ -97,16 +99,8 @@ def test_overlapping_executions_never_write_twice(tmp_path):
     topic = unique("sfn-overlap")
     create_topic(SOURCE, topic, 3)
     kc, ri = write_config(tmp_path, [topic], starting="EARLIEST")
-    env = {
-        "FERRY_REPLICATOR_NAME": unique("sfn-overlap"),
-        "FERRY_KAFKA_CLUSTERS": kc.read_text(),
-        "FERRY_REPLICATION_INFO": ri.read_text(),
-        "FERRY_TABLE_PREFIX": unique("ferry-sfn"),
-    }
-    logs = tmp_path / "logs"
-    logs.mkdir()
     produce(topic, 3000, 3)
-    with LocalStepFunctions(env, logs, replicate_instances=6) as sfn:
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=6) as sfn:
         arn = sfn.create_state_machine(max_concurrency=3)
         payload = {"max_partitions_per_batch": 1, "replicate_max_seconds": 6}
         starts = [sfn.client.start_execution(stateMachineArn=arn, name=f"overlap-{i}", input=json.dumps(payload))["executionArn"]

@@ -1,0 +1,31 @@
+//! What every Ferry Lambda function shares: JSON logs, the replicator built
+//! from the function's environment, and errors turned into a `Diagnostic`
+//! whose `error_type` is the stable name the state machine's Retry and
+//! Catch match (see `ferry_engine::error`).
+
+use ferry_engine::{Ferry, FerryError};
+use lambda_runtime::Diagnostic;
+
+/// JSON logs on stdout, filtered by `RUST_LOG`.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+}
+
+/// The replicator from the function's environment (`FERRY_*`), with
+/// DynamoDB from the standard AWS environment. An error is kept and
+/// returned by every invocation, so Step Functions sees the cause.
+pub async fn ferry_from_env() -> Result<Ferry, FerryError> {
+    let aws = aws_config::load_from_env().await;
+    Ferry::from_env(aws_sdk_dynamodb::Client::new(&aws))
+}
+
+/// An error as the Lambda runtime reports it.
+pub fn diagnostic(e: &FerryError) -> Diagnostic {
+    Diagnostic {
+        error_type: e.error_type().to_owned(),
+        error_message: e.to_string(),
+    }
+}
