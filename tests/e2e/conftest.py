@@ -97,7 +97,7 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
 def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starting: str = "EARLIEST",
                  source: str = SOURCE, target: str = TARGET, both_ways: bool = False,
                  groups: list[str] | None = None, group_mode: str | None = None, copy_acls: bool = False,
-                 naming: str = "IDENTICAL") -> tuple[Path, Path]:
+                 naming: str = "IDENTICAL", topic_replication: dict | None = None) -> tuple[Path, Path]:
     """Both configuration files: source→target (and target→source with
     `both_ways`), IDENTICAL names, consumer groups matching `groups`."""
     clusters = [
@@ -121,6 +121,7 @@ def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starti
                 "TopicNameConfiguration": {"Type": naming},
             },
         }
+        f["TopicReplication"].update(topic_replication or {})
         if groups is not None:
             f["ConsumerGroupReplication"] = {"ConsumerGroupsToReplicate": groups, "DetectAndCopyNewConsumerGroups": True,
                                              "SynchroniseConsumerGroupOffsets": True}

@@ -92,3 +92,65 @@ def test_prefixed_naming_and_no_re_replication_of_replicas(tmp_path):
     assert f"source.{topic}" in topics
     assert [r["key"] for r in read_partition(TARGET, f"source.{topic}", 0)] == [b"k"]
     assert f"source.{replica}" not in topics
+
+
+def test_target_replication_factor_is_used(tmp_path):
+    """TargetReplicationFactor (a Ferry extension) reaches CreateTopics: 1
+    works on the one-broker target; 2 is refused by the broker with a message
+    naming the setting's effect, and nothing is created."""
+    ok, too_many = unique("rf-one"), unique("rf-two")
+    create_topic(SOURCE, ok, 1)
+    create_topic(SOURCE, too_many, 1)
+    kc, ri = write_config(tmp_path, [ok], topic_replication={"TargetReplicationFactor": 1})
+    assert Ferry(kc, ri).run("--once").returncode == 0
+    assert ok in list_topics(TARGET)
+    kc, ri = write_config(tmp_path, [too_many], topic_replication={"TargetReplicationFactor": 2})
+    res = Ferry(kc, ri).run("--once", "--give-up-seconds", "5")
+    assert res.returncode != 0
+    assert "InvalidReplicationFactor" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert too_many not in list_topics(TARGET)
+
+
+def test_source_topic_deletion_propagates_only_when_configured(tmp_path):
+    kept, dropped = unique("del-kept"), unique("del-propagated")
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for t in (kept, dropped):
+        create_topic(SOURCE, t, 2)
+        produce(t, 10)
+    runs = {}
+    for t, propagate in ((kept, False), (dropped, True)):
+        (tmp_path / t).mkdir()
+        kc, ri = write_config(tmp_path / t, [t], topic_replication={"PropagateTopicDeletions": propagate})
+        runs[t] = Ferry(kc, ri)
+        assert runs[t].run("--once").returncode == 0
+        assert t in list_topics(TARGET)
+    for f in admin.delete_topics([kept, dropped], operation_timeout=30).values():
+        f.result(timeout=60)
+    wait_gone(SOURCE, [kept, dropped])
+    for t in (kept, dropped):
+        res = runs[t].run("--once")
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert kept in list_topics(TARGET)
+    wait_gone(TARGET, [dropped])
+    assert runs[dropped].status() == []  # Ferry's state for it is gone too
+    # Recreated on the source, it is replicated again from its first record.
+    create_topic(SOURCE, dropped, 2)
+    produce(dropped, 7)
+    assert runs[dropped].run("--once").returncode == 0
+    assert sum(len(read_partition(TARGET, dropped, p)) for p in range(2)) == 7
+
+
+def wait_gone(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while set(topics) & list_topics(bootstrap):
+        assert time.time() < deadline, f"{topics} still on {bootstrap}"
+        time.sleep(0.5)
+
+
+def produce(topic: str, n: int) -> None:
+    p = producer(SOURCE)
+    for i in range(n):
+        p.produce(topic, partition=i % 2, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0

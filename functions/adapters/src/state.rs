@@ -433,6 +433,31 @@ impl StateStore {
         }
     }
 
+    /// Forget a partition: its cursor and every offset-map run (its source
+    /// topic was deleted and the deletion propagated).
+    pub async fn forget_partition(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
+        let pk = map_pk(flow, tp);
+        for r in self.runs(flow, tp).await? {
+            self.client
+                .delete_item()
+                .table_name(&self.offset_map)
+                .key(PK_MAP, s(&pk))
+                .key(SK_MAP, n(r.source_start))
+                .send()
+                .await
+                .map_err(|e| dynamo_err("DeleteItem", &self.offset_map, e))?;
+        }
+        self.client
+            .delete_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        Ok(())
+    }
+
     /// Mark the flow as started. Returns true the first time: partitions
     /// seen by the first plan start at the configured StartingPosition,
     /// later ones at their first record.

@@ -60,6 +60,50 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
         .collect())
 }
 
+/// Topics with cursors that the source no longer has (the broker says so
+/// for each by name). With PropagateTopicDeletions the target topic and
+/// Ferry's state for it are deleted; otherwise both are kept and logged.
+async fn deleted_topics(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    selected: &BTreeMap<String, TopicMeta>,
+    cursors: &HashMap<TopicPartition, i64>,
+) -> Result<(), FerryError> {
+    let mut unseen: Vec<String> = cursors
+        .keys()
+        .map(|tp| tp.topic.clone())
+        .filter(|t| !selected.contains_key(t))
+        .collect();
+    unseen.sort();
+    unseen.dedup();
+    if unseen.is_empty() {
+        return Ok(());
+    }
+    let still_there = ferry.cluster(&flow.source.id)?.metadata(Some(&unseen)).await?;
+    let gone: Vec<String> = unseen.into_iter().filter(|t| !still_there.contains_key(t)).collect();
+    if gone.is_empty() {
+        return Ok(()); // no longer selected, not deleted: left as they are
+    }
+    if !flow.propagate_topic_deletions {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topics = ?gone,
+            "source topics were deleted; their target topics are kept (PropagateTopicDeletions is off)"
+        );
+        return Ok(());
+    }
+    let targets: Vec<String> = gone.iter().map(|t| flow.target_topic(t)).collect();
+    ferry.cluster(&flow.target.id)?.delete_topics(&targets).await?;
+    for tp in cursors.keys().filter(|tp| gone.contains(&tp.topic)) {
+        ferry.store.forget_partition(flow_key, tp).await?;
+    }
+    tracing::warn!(
+        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topics = ?targets,
+        "source topics were deleted: deleted their target topics and Ferry's state for them (PropagateTopicDeletions)"
+    );
+    Ok(())
+}
+
 /// Create on the target the topic ACLs of the replicated topics that it
 /// lacks (see `ferry_core::acls` for what is copied). Never deletes.
 async fn copy_acls(ferry: &Ferry, flow: &FlowSpec, topics: &[String]) -> Result<Vec<String>, FerryError> {
@@ -144,6 +188,8 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
     let existing = cursor_positions(ferry, &flow_key).await?;
 
     let mut topics = selected_topics(ferry, flow).await?;
+    deleted_topics(ferry, flow, &flow_key, &topics, &existing).await?;
+    let existing = cursor_positions(ferry, &flow_key).await?;
     let backfilled = |name: &str| backfill.is_some_and(|b| b.topics.iter().any(|t| t == name));
     if !first_plan && !flow.detect_new_topics {
         topics.retain(|name, _| existing.keys().any(|tp| &tp.topic == name) || backfilled(name));
@@ -215,7 +261,9 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
     }
     let created: Vec<String> = to_create.iter().map(|(n, _, _)| n.clone()).collect();
     if !to_create.is_empty() {
-        target.create_topics_with_configs(&to_create).await?;
+        target
+            .create_topics_with_configs(&to_create, flow.target_replication_factor)
+            .await?;
         wait_for_topics(ferry, flow, &created).await?;
         tracing::info!(flow = %flow.id(), topics = ?created, "created target topics");
     }

@@ -18,8 +18,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -304,12 +304,17 @@ impl KafkaCluster {
     pub async fn create_topics(&self, topics: &[(String, i32)]) -> Result<(), KafkaError> {
         let with_configs: Vec<(String, i32, BTreeMap<String, String>)> =
             topics.iter().map(|(t, n)| (t.clone(), *n, BTreeMap::new())).collect();
-        self.create_topics_with_configs(&with_configs).await
+        self.create_topics_with_configs(&with_configs, None).await
     }
 
-    /// Create topics (name, partitions, configuration overrides) with the
-    /// cluster's default replication factor. Existing topics are not an error.
-    pub async fn create_topics_with_configs(&self, topics: &[(String, i32, BTreeMap<String, String>)]) -> Result<(), KafkaError> {
+    /// Create topics (name, partitions, configuration overrides) with
+    /// `replication_factor`, or the cluster's default when `None`. Existing
+    /// topics are not an error.
+    pub async fn create_topics_with_configs(
+        &self,
+        topics: &[(String, i32, BTreeMap<String, String>)],
+        replication_factor: Option<i16>,
+    ) -> Result<(), KafkaError> {
         if topics.is_empty() {
             return Ok(());
         }
@@ -328,7 +333,7 @@ impl KafkaCluster {
                     CreatableTopic::default()
                         .with_name(topic_name(name))
                         .with_num_partitions(*n)
-                        .with_replication_factor(-1)
+                        .with_replication_factor(replication_factor.unwrap_or(-1))
                         .with_configs(configs)
                 })
                 .collect(),
@@ -350,6 +355,35 @@ impl KafkaCluster {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Delete topics. Topics already gone are not an error.
+    pub async fn delete_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        // Names (up to v5, the version Ferry sends), not topic ids.
+        let req = DeleteTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topic_names(topics.iter().map(|t| topic_name(t)).collect());
+        let resp = self.send_any(&req).await?;
+        for r in resp.responses {
+            match ResponseError::try_from_code(r.error_code) {
+                None | Some(ResponseError::UnknownTopicOrPartition) => {}
+                Some(error) => {
+                    return Err(KafkaError::Broker {
+                        cluster: self.alias.clone(),
+                        op: "DeleteTopics",
+                        topic: r.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                        partition: -1,
+                        error,
+                        detail: r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                    })
+                }
+            }
+        }
+        self.invalidate_leaders();
         Ok(())
     }
 

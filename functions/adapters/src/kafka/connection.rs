@@ -38,6 +38,7 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::OffsetFetch => 9,
         ApiKey::OffsetCommit => 9,
         ApiKey::DescribeAcls => 3,
+        ApiKey::DeleteTopics => 5,
         ApiKey::CreateAcls => 3,
         _ => 0,
     }

@@ -164,6 +164,10 @@ pub struct FlowSpec {
     pub copy_acls: bool,
     /// Detect new topics on every plan.
     pub detect_new_topics: bool,
+    /// Replication factor of created target topics; `None`: the target's default.
+    pub target_replication_factor: Option<i16>,
+    /// Delete a target topic when its source topic is deleted.
+    pub propagate_topic_deletions: bool,
     /// Consumer-group replication, if configured (parsed, not yet active).
     pub groups: Option<GroupSpec>,
 }
@@ -687,6 +691,18 @@ fn validate_flow(file: &str, i: usize, info: &wire::ReplicationInfo, clusters: &
             ))
         }
     };
+    let target_replication_factor = match tr.target_replication_factor {
+        None => None,
+        Some(rf) if (1..=i64::from(i16::MAX)).contains(&rf) => Some(rf as i16),
+        Some(rf) => {
+            return Err(ConfigError::new(
+                file,
+                at("TopicReplication.TargetReplicationFactor"),
+                format!("{rf} is not a replication factor"),
+                "give a positive number no larger than the target's broker count, or leave it out for the target's default",
+            ))
+        }
+    };
     let groups = match &info.consumer_group_replication {
         None => None,
         Some(g) => {
@@ -730,6 +746,8 @@ fn validate_flow(file: &str, i: usize, info: &wire::ReplicationInfo, clusters: &
         copy_topic_configurations: tr.copy_topic_configurations.unwrap_or(true),
         copy_acls: tr.copy_access_control_lists_for_topics.unwrap_or(true),
         detect_new_topics: tr.detect_and_copy_new_topics.unwrap_or(true),
+        target_replication_factor,
+        propagate_topic_deletions: tr.propagate_topic_deletions.unwrap_or(false),
         groups,
     })
 }

@@ -224,3 +224,16 @@ fn both_directions_translate_with_both_maps() {
     let spec = load_pair(CLUSTERS, INFO).expect("valid");
     assert!(spec.opposite(&spec.flows[0]).is_none());
 }
+
+#[test]
+fn ferry_topic_extensions_are_validated() {
+    let with = |extra: &str| INFO.replace(r#""TopicsToExclude""#, &format!(r#"{extra}, "TopicsToExclude""#));
+    let spec = load_pair(CLUSTERS, &with(r#""TargetReplicationFactor": 3, "PropagateTopicDeletions": true"#)).expect("valid");
+    assert_eq!(spec.flows[0].target_replication_factor, Some(3));
+    assert!(spec.flows[0].propagate_topic_deletions);
+    let spec = load_pair(CLUSTERS, INFO).expect("valid");
+    assert_eq!(spec.flows[0].target_replication_factor, None);
+    assert!(!spec.flows[0].propagate_topic_deletions);
+    let err = load_pair(CLUSTERS, &with(r#""TargetReplicationFactor": 0"#)).expect_err("zero");
+    assert_eq!(err.field, "[0].TopicReplication.TargetReplicationFactor");
+}

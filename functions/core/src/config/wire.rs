@@ -149,6 +149,14 @@ pub struct TopicReplication {
     /// `IDENTICAL` or `PREFIXED_WITH_SOURCE_CLUSTER_ALIAS`.
     #[serde(rename = "TopicNameConfiguration", alias = "topicNameConfiguration")]
     pub topic_name_configuration: Option<TypeField>,
+    /// Ferry extension: replication factor of the topics Ferry creates on
+    /// the target (the target's default when absent).
+    #[serde(rename = "TargetReplicationFactor", alias = "targetReplicationFactor")]
+    pub target_replication_factor: Option<i64>,
+    /// Ferry extension: delete a target topic (and Ferry's state for it)
+    /// when its source topic is deleted. Off by default.
+    #[serde(rename = "PropagateTopicDeletions", alias = "propagateTopicDeletions")]
+    pub propagate_topic_deletions: Option<bool>,
 }
 
 /// A `{ "Type": "..." }` object.
