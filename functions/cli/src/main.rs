@@ -368,7 +368,18 @@ async fn plan_once(args: PlanArgs) -> Result<ExitCode, String> {
         max_partitions_per_batch: Some(args.max_partitions_per_batch),
         ..PlanInput::default()
     };
-    let plan = ferry_engine::plan::plan(&ferry, &input).await.map_err(|e| describe(&e))?;
+    // Passing faults (a broker still loading new partitions, DynamoDB
+    // briefly away) are retried for a minute, as Step Functions would.
+    let plan = loop {
+        match ferry_engine::plan::plan(&ferry, &input).await {
+            Ok(plan) => break plan,
+            Err(e) if e.is_retryable() && started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("ferry: plan failed, retrying in 1 s: {}", describe(&e));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(describe(&e)),
+        }
+    };
     let elapsed = started.elapsed();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?);

@@ -504,21 +504,23 @@ impl KafkaCluster {
 
     /// Offsets of `tps` at `spec`. Under `read_committed`, Latest is the
     /// last stable offset. A leader that moved or is not elected yet (a
-    /// topic just created) is looked up again a few times before the error
-    /// is returned.
+    /// topic just created) is looked up again for about 15 s before the
+    /// error is returned.
     pub async fn list_offsets(
         &self,
         tps: &[TopicPartition],
         spec: OffsetSpec,
         read_committed: bool,
     ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
+        // About 15 s in all: a broker that was just asked for hundreds of
+        // partitions takes a while to lead them all.
         let mut attempt = 0u64;
         loop {
             match self.list_offsets_once(tps, spec, read_committed).await {
-                Err(e) if e.is_retryable() && attempt < 8 => {
+                Err(e) if e.is_retryable() && attempt < 20 => {
                     self.invalidate_leaders();
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;
                 }
                 res => return res,
             }
