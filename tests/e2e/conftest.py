@@ -14,7 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,18 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
         }
     )
     try:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        import time
+
+        # A partition created a moment ago may not have its leader yet.
+        deadline = time.time() + 30
+        while True:
+            try:
+                low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+                break
+            except KafkaException as e:
+                if time.time() > deadline or not e.args[0].retriable():
+                    raise
+                time.sleep(0.5)
         out: list[dict] = []
         if high <= low:
             return out
