@@ -17,13 +17,17 @@ def test_ctrl_c_ends_cleanly_and_releases_leases(tmp_path):
     kc, ri = write_config(tmp_path, [topic])
     ferry = Ferry(kc, ri)
     proc = ferry.spawn("--round-seconds", "30", log=tmp_path / "run.log")
-    deadline = time.time() + 60
-    while time.time() < deadline and topic not in list_topics(TARGET):
-        time.sleep(0.2)
-    while time.time() < deadline and len(read_partition(TARGET, topic, 0)) < 1000:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 130, (tmp_path / "run.log").read_text()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and topic not in list_topics(TARGET):
+            time.sleep(0.2)
+        while time.time() < deadline and len(read_partition(TARGET, topic, 0)) < 1000:
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130, (tmp_path / "run.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     rows = ferry.status()
     assert len(rows) == 2
     for r in rows:
