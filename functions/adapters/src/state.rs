@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection, ProjectionType, Put,
-    ScalarAttributeType, TableStatus, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, Put, ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
@@ -240,34 +240,72 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl TryFrom<(&str, HashMap<String, AttributeValue>)> for CursorItem {
+/// Reads the attributes of one stored item; a missing required attribute
+/// is a `Malformed` error naming the table and the attribute.
+pub(crate) struct ItemReader<'a> {
+    table: &'a str,
+    item: &'a HashMap<String, AttributeValue>,
+}
+
+impl<'a> ItemReader<'a> {
+    pub(crate) fn new(table: &'a str, item: &'a HashMap<String, AttributeValue>) -> Self {
+        Self { table, item }
+    }
+
+    /// A string attribute, if present.
+    pub(crate) fn s(&self, k: &str) -> Option<String> {
+        self.item.get(k).and_then(|v| v.as_s().ok()).cloned()
+    }
+
+    /// A number attribute, if present and an integer.
+    pub(crate) fn n(&self, k: &str) -> Option<i64> {
+        self.item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok())
+    }
+
+    /// A boolean attribute, if present.
+    pub(crate) fn bool(&self, k: &str) -> Option<bool> {
+        self.item.get(k).and_then(|v| v.as_bool().ok()).copied()
+    }
+
+    /// The error for a missing or malformed attribute.
+    pub(crate) fn bad(&self, k: &str) -> StateError {
+        StateError::Malformed {
+            table: self.table.to_owned(),
+            detail: format!("attribute {k}"),
+        }
+    }
+
+    /// A required string attribute.
+    pub(crate) fn req_s(&self, k: &str) -> Result<String, StateError> {
+        self.s(k).ok_or_else(|| self.bad(k))
+    }
+
+    /// A required number attribute.
+    pub(crate) fn req_n(&self, k: &str) -> Result<i64, StateError> {
+        self.n(k).ok_or_else(|| self.bad(k))
+    }
+}
+
+impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
     type Error = StateError;
-    fn try_from((table, item): (&str, HashMap<String, AttributeValue>)) -> Result<Self, StateError> {
-        let bad = |what: &str| StateError::Malformed {
-            table: table.to_owned(),
-            detail: format!("attribute {what}"),
-        };
-        let gs = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let gn = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    fn try_from((table, item): (&str, &HashMap<String, AttributeValue>)) -> Result<Self, StateError> {
+        let r = ItemReader::new(table, item);
         Ok(CursorItem {
-            tp: TopicPartition::new(
-                gs("topic").ok_or_else(|| bad("topic"))?,
-                gn("partition_index").ok_or_else(|| bad("partition_index"))? as i32,
-            ),
-            target_topic: gs("target_topic").ok_or_else(|| bad("target_topic"))?,
-            next_source_offset: gn("next_source_offset").ok_or_else(|| bad("next_source_offset"))?,
-            next_target_offset: gn("next_target_offset"),
-            lease_owner: gs("lease_owner"),
-            lease_epoch: gn("lease_epoch").unwrap_or(0),
-            lease_expires_ms: gn("lease_expires_ms").unwrap_or(0),
-            producer_id: gn("producer_id").unwrap_or(-1),
-            producer_epoch: gn("producer_epoch").unwrap_or(-1),
-            last_record_timestamp_ms: gn("last_record_timestamp_ms").unwrap_or(-1),
-            source_end_offset: gn("source_end_offset").unwrap_or(-1),
-            records_replicated: gn("records_replicated").unwrap_or(0),
-            bytes_replicated: gn("bytes_replicated").unwrap_or(0),
-            updated_ms: gn("updated_ms").unwrap_or(0),
-            last_error: gs("last_error"),
+            tp: TopicPartition::new(r.req_s("topic")?, r.req_n("partition_index")? as i32),
+            target_topic: r.req_s("target_topic")?,
+            next_source_offset: r.req_n("next_source_offset")?,
+            next_target_offset: r.n("next_target_offset"),
+            lease_owner: r.s("lease_owner"),
+            lease_epoch: r.n("lease_epoch").unwrap_or(0),
+            lease_expires_ms: r.n("lease_expires_ms").unwrap_or(0),
+            producer_id: r.n("producer_id").unwrap_or(-1),
+            producer_epoch: r.n("producer_epoch").unwrap_or(-1),
+            last_record_timestamp_ms: r.n("last_record_timestamp_ms").unwrap_or(-1),
+            source_end_offset: r.n("source_end_offset").unwrap_or(-1),
+            records_replicated: r.n("records_replicated").unwrap_or(0),
+            bytes_replicated: r.n("bytes_replicated").unwrap_or(0),
+            updated_ms: r.n("updated_ms").unwrap_or(0),
+            last_error: r.s("last_error"),
         })
     }
 }
@@ -436,17 +474,9 @@ impl StateStore {
     /// Forget a partition: its cursor and every offset-map run (its source
     /// topic was deleted and the deletion propagated).
     pub async fn forget_partition(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
-        let pk = map_pk(flow, tp);
-        for r in self.runs(flow, tp).await? {
-            self.client
-                .delete_item()
-                .table_name(&self.offset_map)
-                .key(PK_MAP, s(&pk))
-                .key(SK_MAP, n(r.source_start))
-                .send()
-                .await
-                .map_err(|e| dynamo_err("DeleteItem", &self.offset_map, e))?;
-        }
+        let runs = self.runs(flow, tp).await?;
+        self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, tp), &runs)?)
+            .await?;
         self.client
             .delete_item()
             .table_name(&self.cursors)
@@ -482,33 +512,94 @@ impl StateStore {
 
     /// All cursors of a flow.
     pub async fn list_cursors(&self, flow: &str) -> Result<Vec<CursorItem>, StateError> {
+        let items = self.query_all(&self.cursors, PK, s(flow)).await?;
+        items
+            .iter()
+            .filter(|item| item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).is_none_or(|v| v != FLOW_MARKER))
+            .map(|item| CursorItem::try_from((self.cursors.as_str(), item)))
+            .collect()
+    }
+
+    /// Every item under one partition key, all pages, read consistently.
+    pub(crate) async fn query_all(
+        &self,
+        table: &str,
+        pk_name: &str,
+        pk: AttributeValue,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StateError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
             let resp = self
                 .client
                 .query()
-                .table_name(&self.cursors)
+                .table_name(table)
                 .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", s(flow))
+                .expression_attribute_names("#pk", pk_name)
+                .expression_attribute_values(":pk", pk.clone())
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| dynamo_err("Query", &self.cursors, e))?;
-            for item in resp.items().iter().cloned() {
-                if item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).is_some_and(|v| v == FLOW_MARKER) {
-                    continue;
-                }
-                out.push(CursorItem::try_from((self.cursors.as_str(), item))?);
-            }
+                .map_err(|e| dynamo_err("Query", table, e))?;
+            out.extend(resp.items().iter().cloned());
             start = resp.last_evaluated_key().cloned();
             if start.is_none() {
-                break;
+                return Ok(out);
             }
         }
-        Ok(out)
+    }
+
+    /// Apply `writes` to `table`, 25 per BatchWriteItem, retrying the items
+    /// DynamoDB leaves unprocessed.
+    pub(crate) async fn batch_write(&self, table: &str, writes: Vec<WriteRequest>) -> Result<(), StateError> {
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let chunk: Vec<WriteRequest> = writes.by_ref().take(25).collect();
+            let mut pending = Some(HashMap::from([(table.to_owned(), chunk)]));
+            for attempt in 0..8u64 {
+                let Some(req) = pending.take().filter(|m| m.values().any(|v| !v.is_empty())) else {
+                    break;
+                };
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(req))
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchWriteItem", table, e))?;
+                pending = out.unprocessed_items().cloned();
+                if pending.as_ref().is_some_and(|m| m.values().any(|v| !v.is_empty())) {
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
+            if pending.is_some_and(|m| m.values().any(|v| !v.is_empty())) {
+                return Err(StateError::Dynamo {
+                    op: "BatchWriteItem",
+                    table: table.to_owned(),
+                    detail: "items still unprocessed after retries".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests deleting the offset-map runs `runs` of a partition.
+    fn run_deletes(&self, pk: &str, runs: &[OffsetRun]) -> Result<Vec<WriteRequest>, StateError> {
+        runs.iter()
+            .map(|r| {
+                let del = DeleteRequest::builder()
+                    .key(PK_MAP, s(pk))
+                    .key(SK_MAP, n(r.source_start))
+                    .build()
+                    .map_err(|e| StateError::Dynamo {
+                        op: "BatchWriteItem",
+                        table: self.offset_map.clone(),
+                        detail: e.to_string(),
+                    })?;
+                Ok(WriteRequest::builder().delete_request(del).build())
+            })
+            .collect()
     }
 
     /// Take the partition's lease for `duration`, unless someone else holds
@@ -541,7 +632,7 @@ impl StateStore {
             .await;
         match res {
             Ok(out) => {
-                let item = CursorItem::try_from((self.cursors.as_str(), out.attributes().cloned().unwrap_or_default()))?;
+                let item = CursorItem::try_from((self.cursors.as_str(), out.attributes().unwrap_or(&HashMap::new())))?;
                 Ok((
                     Lease {
                         tp: tp.clone(),
@@ -582,10 +673,7 @@ impl StateStore {
             .send()
             .await
             .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
-        out.item()
-            .cloned()
-            .map(|i| CursorItem::try_from((self.cursors.as_str(), i)))
-            .transpose()
+        out.item().map(|i| CursorItem::try_from((self.cursors.as_str(), i))).transpose()
     }
 
     /// Record, under the lease, the producer id this holder writes with
@@ -680,45 +768,14 @@ impl StateStore {
         }
         let newest = self.last_run(flow, tp).await?;
         doomed.retain(|r| Some(*r) != newest);
-        for r in &doomed {
-            self.client
-                .delete_item()
-                .table_name(&self.offset_map)
-                .key(PK_MAP, s(&pk))
-                .key(SK_MAP, n(r.source_start))
-                .send()
-                .await
-                .map_err(|e| dynamo_err("DeleteItem", &self.offset_map, e))?;
-        }
+        self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
         Ok(doomed.len())
     }
 
     /// All stored runs of a partition, in source order.
     pub async fn runs(&self, flow: &str, tp: &TopicPartition) -> Result<Vec<OffsetRun>, StateError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.offset_map)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK_MAP)
-                .expression_attribute_values(":pk", s(map_pk(flow, tp)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-            for i in resp.items() {
-                out.push(run_from_item(&self.offset_map, i)?);
-            }
-            start = resp.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(out)
+        let items = self.query_all(&self.offset_map, PK_MAP, s(map_pk(flow, tp))).await?;
+        items.iter().map(|i| run_from_item(&self.offset_map, i)).collect()
     }
 
     /// Move the cursor and store the mapping, atomically, under the lease.
@@ -870,18 +927,10 @@ fn map_pk(flow: &str, tp: &TopicPartition) -> String {
 }
 
 fn run_from_item(table: &str, i: &HashMap<String, AttributeValue>) -> Result<OffsetRun, StateError> {
-    let gn = |k: &str| {
-        i.get(k)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-            .ok_or_else(|| StateError::Malformed {
-                table: table.to_owned(),
-                detail: format!("attribute {k}"),
-            })
-    };
+    let r = ItemReader::new(table, i);
     Ok(OffsetRun {
-        source_start: gn(SK_MAP)?,
-        target_start: gn("target_start")?,
-        length: gn("run_length")?,
+        source_start: r.req_n(SK_MAP)?,
+        target_start: r.req_n("target_start")?,
+        length: r.req_n("run_length")?,
     })
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_adapters::state::{now_ms, Checkpoint, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, StateError, StateStore};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -112,4 +112,70 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
     assert_eq!(list[0].next_source_offset, 20);
     assert_eq!(list[0].records_replicated, 20);
     assert_eq!(list[0].lease_owner, None);
+}
+
+/// Runs of a compacted-looking partition: run `i` covers source offsets
+/// 10i..10i+5 and target offsets 5i..5i+5.
+fn gapped_runs(from: i64, to: i64) -> Vec<OffsetRun> {
+    (from..to)
+        .map(|i| OffsetRun {
+            source_start: 10 * i,
+            target_start: 5 * i,
+            length: 5,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
+    let s = store().await;
+    let tp = TopicPartition::new("compacted", 3);
+    assert!(s.init_cursor("r/f", &tp, "compacted", 0).await.expect("init"));
+    let (lease, _) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    // 40 runs in two checkpoints, more than one 25-item batch to delete.
+    s.checkpoint("r/f", &lease, &cp(0, 200, gapped_runs(0, 20), None))
+        .await
+        .expect("first checkpoint");
+    s.checkpoint("r/f", &lease, &cp(200, 400, gapped_runs(20, 40), None))
+        .await
+        .expect("second checkpoint");
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(0, 40));
+
+    // Log start at 300: runs ending at or below it go, the rest stay.
+    assert_eq!(s.prune_runs("r/f", &tp, 300).await.expect("prune"), 30);
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs after prune"), gapped_runs(30, 40));
+    // The newest run is kept even when the log start passes it.
+    assert_eq!(s.prune_runs("r/f", &tp, 1_000).await.expect("prune all"), 9);
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(39, 40));
+
+    s.forget_partition("r/f", &tp).await.expect("forget");
+    assert!(s.runs("r/f", &tp).await.expect("runs after forget").is_empty());
+    assert!(s.get_cursor("r/f", &tp).await.expect("cursor").is_none());
+    assert!(s.list_cursors("r/f").await.expect("list").is_empty());
+
+    // Group syncs: more than one batch, read back as written.
+    let mut items: Vec<GroupSyncItem> = (0..30)
+        .map(|i| GroupSyncItem {
+            group: format!("g-{}", i % 3),
+            tp: TopicPartition::new("orders", i / 3),
+            source_offset: i64::from(i) * 7,
+            metadata: (i % 2 == 0).then(|| format!("meta {i}")),
+            translated: (i % 5 != 0).then_some(i64::from(i) * 3),
+            exact: i % 4 == 0,
+            target_offset: (i % 6 != 0).then_some(i64::from(i)),
+            status: if i % 5 == 0 {
+                GroupSyncStatus::NothingReplicated
+            } else {
+                GroupSyncStatus::Synced
+            },
+            detail: format!("item {i}"),
+            checked_ms: 1_700_000_000_000 + i64::from(i),
+        })
+        .collect();
+    s.put_group_syncs("r/f", &items).await.expect("put group syncs");
+    let mut read = s.group_syncs("r/f").await.expect("group syncs");
+    let key = |g: &GroupSyncItem| (g.group.clone(), g.tp.clone());
+    items.sort_by_key(key);
+    read.sort_by_key(key);
+    assert_eq!(read, items);
 }

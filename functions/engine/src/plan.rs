@@ -10,9 +10,13 @@ use ferry_core::config::{FlowSpec, StartingPosition};
 use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
 use ferry_core::plan::split_into_batches;
 use ferry_core::topic_config;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::context::Ferry;
 use crate::error::FerryError;
+
+/// Cursor creations in flight at once during a plan.
+const INIT_CURSOR_CONCURRENCY: usize = 16;
 
 /// Plan every flow of the replicator.
 pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryError> {
@@ -338,10 +342,17 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
             StartingPosition::Earliest => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
             StartingPosition::Latest => new_tps.iter().map(|tp| (tp.clone(), ends.get(tp).copied().unwrap_or(0))).collect(),
         };
-        for tp in &new_tps {
-            let start = starts.get(tp).copied().unwrap_or(0);
-            ferry.store.init_cursor(&flow_key, tp, &flow.target_topic(&tp.topic), start).await?;
-        }
+        // One conditional PutItem each (a batch cannot be conditional), a
+        // few in flight at once: a plan of thousands of new partitions.
+        futures::stream::iter(new_tps.iter())
+            .map(|tp| {
+                let start = starts.get(tp).copied().unwrap_or(0);
+                let (store, flow_key, target) = (&ferry.store, &flow_key, flow.target_topic(&tp.topic));
+                async move { store.init_cursor(flow_key, tp, &target, start).await }
+            })
+            .buffer_unordered(INIT_CURSOR_CONCURRENCY)
+            .try_collect::<Vec<bool>>()
+            .await?;
         // Re-read: a concurrent plan may have created some first.
         cursors = cursor_positions(ferry, &flow_key).await?;
     }

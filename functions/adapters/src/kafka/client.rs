@@ -95,6 +95,8 @@ pub struct KafkaCluster {
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Connection>>>>>,
     /// Group coordinator address by group id (see `groups.rs`).
     pub(super) coordinators: std::sync::Mutex<HashMap<String, String>>,
+    /// The cluster id, learnt once: it never changes for a cluster's life.
+    pub(super) cluster_id: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for KafkaCluster {
@@ -125,6 +127,7 @@ impl KafkaCluster {
             leaders: Default::default(),
             conns: Default::default(),
             coordinators: Default::default(),
+            cluster_id: Default::default(),
         }
     }
 

@@ -162,14 +162,19 @@ impl KafkaCluster {
         Ok((resp.cluster_id.map(|c| c.to_string()).filter(|c| !c.is_empty()), brokers))
     }
 
-    /// The cluster id the brokers report.
+    /// The cluster id the brokers report, asked once per `KafkaCluster`
+    /// (a warm Lambda asks again only after a cold start).
     pub async fn cluster_id(&self) -> Result<String, KafkaError> {
+        if let Some(id) = self.cluster_id.get() {
+            return Ok(id.clone());
+        }
         let (id, _) = self.cluster_brief().await?;
-        id.ok_or_else(|| KafkaError::Unsupported {
+        let id = id.ok_or_else(|| KafkaError::Unsupported {
             broker: self.alias().to_owned(),
             api: "Metadata".into(),
             detail: "no cluster id in the answer (Metadata v2+ carries it)".into(),
-        })
+        })?;
+        Ok(self.cluster_id.get_or_init(|| id).clone())
     }
 
     /// Every group of every broker (each broker lists the groups it

@@ -9,8 +9,8 @@ use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 use super::{
-    dynamo_err, map_pk, n, now_ms, run_from_item, s, StateError, StateStore, BY_TARGET, PK, PK_MAP, PK_PRODUCERS, SK_GROUPS, SK_MAP,
-    SK_PRODUCERS,
+    dynamo_err, map_pk, n, now_ms, run_from_item, s, ItemReader, StateError, StateStore, BY_TARGET, PK, PK_MAP, PK_PRODUCERS, SK_GROUPS,
+    SK_MAP, SK_PRODUCERS,
 };
 
 /// Outcome of one partition's last sync.
@@ -182,120 +182,67 @@ impl StateStore {
         Ok(before.into_iter().chain(after).collect())
     }
 
-    /// Store the outcome of a sync, 25 items per request.
+    /// Store the outcome of a sync, in batches.
     pub async fn put_group_syncs(&self, flow: &str, items: &[GroupSyncItem]) -> Result<(), StateError> {
-        for chunk in items.chunks(25) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for it in chunk {
-                let mut item: HashMap<String, AttributeValue> = HashMap::new();
-                item.insert(PK.into(), s(flow));
-                item.insert(SK_GROUPS.into(), s(group_sk(&it.tp, &it.group)));
-                item.insert("group_id".into(), s(&it.group));
-                item.insert("topic".into(), s(&it.tp.topic));
-                item.insert("partition_index".into(), n(i64::from(it.tp.partition)));
-                item.insert("source_offset".into(), n(it.source_offset));
-                if let Some(m) = &it.metadata {
-                    item.insert("metadata".into(), s(m));
-                }
-                if let Some(t) = it.translated {
-                    item.insert("translated_offset".into(), n(t));
-                }
-                item.insert("exact".into(), AttributeValue::Bool(it.exact));
-                if let Some(t) = it.target_offset {
-                    item.insert("target_offset".into(), n(t));
-                }
-                item.insert("status".into(), s(it.status.as_str()));
-                item.insert("detail".into(), s(&it.detail));
-                item.insert("checked_ms".into(), n(it.checked_ms));
-                let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| StateError::Dynamo {
-                    op: "BatchWriteItem",
-                    table: self.groups.clone(),
-                    detail: e.to_string(),
-                })?;
-                writes.push(WriteRequest::builder().put_request(put).build());
+        let mut writes = Vec::with_capacity(items.len());
+        for it in items {
+            let mut item: HashMap<String, AttributeValue> = HashMap::new();
+            item.insert(PK.into(), s(flow));
+            item.insert(SK_GROUPS.into(), s(group_sk(&it.tp, &it.group)));
+            item.insert("group_id".into(), s(&it.group));
+            item.insert("topic".into(), s(&it.tp.topic));
+            item.insert("partition_index".into(), n(i64::from(it.tp.partition)));
+            item.insert("source_offset".into(), n(it.source_offset));
+            if let Some(m) = &it.metadata {
+                item.insert("metadata".into(), s(m));
             }
-            let mut pending = Some(HashMap::from([(self.groups.clone(), writes)]));
-            for attempt in 0..8u64 {
-                let Some(req) = pending.take().filter(|m| m.values().any(|v| !v.is_empty())) else {
-                    break;
-                };
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(req))
-                    .send()
-                    .await
-                    .map_err(|e| dynamo_err("BatchWriteItem", &self.groups, e))?;
-                pending = out.unprocessed_items().cloned();
-                if pending.as_ref().is_some_and(|m| m.values().any(|v| !v.is_empty())) {
-                    tokio::time::sleep(std::time::Duration::from_millis(50 * (attempt + 1))).await;
-                }
+            if let Some(t) = it.translated {
+                item.insert("translated_offset".into(), n(t));
             }
-            if pending.is_some_and(|m| m.values().any(|v| !v.is_empty())) {
-                return Err(StateError::Dynamo {
-                    op: "BatchWriteItem",
-                    table: self.groups.clone(),
-                    detail: "items still unprocessed after retries".into(),
-                });
+            item.insert("exact".into(), AttributeValue::Bool(it.exact));
+            if let Some(t) = it.target_offset {
+                item.insert("target_offset".into(), n(t));
             }
+            item.insert("status".into(), s(it.status.as_str()));
+            item.insert("detail".into(), s(&it.detail));
+            item.insert("checked_ms".into(), n(it.checked_ms));
+            let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| StateError::Dynamo {
+                op: "BatchWriteItem",
+                table: self.groups.clone(),
+                detail: e.to_string(),
+            })?;
+            writes.push(WriteRequest::builder().put_request(put).build());
         }
-        Ok(())
+        self.batch_write(&self.groups, writes).await
     }
 
     /// Every stored group-sync item of a flow.
     pub async fn group_syncs(&self, flow: &str) -> Result<Vec<GroupSyncItem>, StateError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.groups)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", s(flow))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| dynamo_err("Query", &self.groups, e))?;
-            for i in resp.items() {
-                if i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_some_and(|k| k == KNOWN_GROUPS) {
-                    continue;
-                }
-                out.push(self.group_item(i)?);
-            }
-            start = resp.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(out)
+        let items = self.query_all(&self.groups, PK, s(flow)).await?;
+        items
+            .iter()
+            .filter(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_none_or(|k| k != KNOWN_GROUPS))
+            .map(|i| self.group_item(i))
+            .collect()
     }
 
     fn group_item(&self, i: &HashMap<String, AttributeValue>) -> Result<GroupSyncItem, StateError> {
-        let bad = |what: &str| StateError::Malformed {
-            table: self.groups.clone(),
-            detail: format!("attribute {what}"),
-        };
-        let gs = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let gn = |k: &str| i.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+        let r = ItemReader::new(&self.groups, i);
         Ok(GroupSyncItem {
-            group: gs("group_id").ok_or_else(|| bad("group_id"))?,
-            tp: TopicPartition::new(
-                gs("topic").ok_or_else(|| bad("topic"))?,
-                gn("partition_index").ok_or_else(|| bad("partition_index"))? as i32,
-            ),
-            source_offset: gn("source_offset").ok_or_else(|| bad("source_offset"))?,
-            metadata: gs("metadata"),
-            translated: gn("translated_offset"),
-            exact: i.get("exact").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-            target_offset: gn("target_offset"),
-            status: gs("status")
+            group: r.req_s("group_id")?,
+            tp: TopicPartition::new(r.req_s("topic")?, r.req_n("partition_index")? as i32),
+            source_offset: r.req_n("source_offset")?,
+            metadata: r.s("metadata"),
+            translated: r.n("translated_offset"),
+            exact: r.bool("exact").unwrap_or(false),
+            target_offset: r.n("target_offset"),
+            status: r
+                .s("status")
                 .as_deref()
                 .and_then(GroupSyncStatus::parse)
-                .ok_or_else(|| bad("status"))?,
-            detail: gs("detail").unwrap_or_default(),
-            checked_ms: gn("checked_ms").unwrap_or(0),
+                .ok_or_else(|| r.bad("status"))?,
+            detail: r.s("detail").unwrap_or_default(),
+            checked_ms: r.n("checked_ms").unwrap_or(0),
         })
     }
 
