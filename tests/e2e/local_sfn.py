@@ -1,7 +1,7 @@
 """The real state machine, executed locally: moto's Step Functions runs
 infra/statemachine/replicator.asl.json for real, and its Lambda tasks invoke
 the real function binaries (target/debug/ferry-plan, ferry-replicate,
-ferry-sync-groups) through a local Lambda Runtime API served by cargo-lambda
+ferry-sync-groups, ferry-report) through a local Lambda Runtime API served by cargo-lambda
 (`cargo lambda watch --only-lambda-apis`).
 
 moto's Step Functions calls Lambda at http://localhost:$MOTO_PORT, so this
@@ -92,7 +92,7 @@ class LocalStepFunctions:
     def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2):
         self.env, self.log_dir = env, log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1}
+        self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1, "ferry-report": 1}
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> "LocalStepFunctions":
@@ -149,13 +149,18 @@ class LocalStepFunctions:
         if self.router:
             self.router.shutdown()
 
+    def function_log(self, name: str) -> str:
+        """Everything the instances of one function wrote."""
+        return "".join(f.read_text(errors="replace") for f in sorted(self.log_dir.glob(f"{name}-*.log")))
+
     def logs(self) -> str:
         return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-2500:]}" for f in sorted(self.log_dir.glob("*.log")))
 
     def create_state_machine(self, max_concurrency: int = 2) -> str:
         definition = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()
         subs = {"PlanFunctionArn": function_arn("ferry-plan"), "ReplicateFunctionArn": function_arn("ferry-replicate"),
-                "SyncGroupsFunctionArn": function_arn("ferry-sync-groups"), "MaxConcurrency": str(max_concurrency)}
+                "SyncGroupsFunctionArn": function_arn("ferry-sync-groups"), "ReportFunctionArn": function_arn("ferry-report"),
+                "MaxConcurrency": str(max_concurrency)}
         for k, v in subs.items():
             definition = definition.replace("${" + k + "}", v)
         json.loads(definition)  # every substitution made

@@ -25,6 +25,12 @@ def produce(topic: str, n: int, parts: int) -> None:
     assert p.flush(30) == 0
 
 
+def emf_documents(log: str) -> list[dict]:
+    """The embedded-metric-format documents among a function's log lines."""
+    docs = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return [d for d in docs if "_aws" in d]
+
+
 def function_env(kc, ri) -> dict[str, str]:
     """What template.yaml gives every function: the replicator definition."""
     return {
@@ -65,6 +71,20 @@ def test_execution_replicates_and_backfills(tmp_path):
         assert meta == "from-sfn"
         assert [r["key"] for r in read_partition(TARGET, live, 0) if r["offset"] >= t_off][0] == src_key
         assert out["groups"]["flows"][0]["committed"] >= 1
+        # Report ran last: caught up, the group at the same place on both
+        # clusters, so the verdict is GO; its metrics went to the log as EMF.
+        readiness = out["readiness"]
+        assert readiness["go"] is True, json.dumps(readiness, indent=1)
+        lag = next(c for c in readiness["criteria"] if c["metric"] == "MessageLag")
+        assert lag["measured"] == "0", lag
+        emf = emf_documents(sfn.function_log("ferry-report"))
+        live_lag = [d["MessageLag"] for d in emf if d.get("Topic") == live]
+        assert live_lag and live_lag[-1] == 0, emf
+        pings = {d["ClusterAlias"]: d["KafkaClusterPingSuccessCount"] for d in emf if "KafkaClusterPingSuccessCount" in d}
+        assert pings == {"source": 1, "target": 1}, pings
+        sent = [d for d in emf_documents(sfn.function_log("ferry-replicate")) if d.get("Topic") == live]
+        assert sent and all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Ferry" for d in sent), sent
+        assert sum(d["ReplicatorThroughput"] > 0 for d in sent) >= 1, sent
 
         # Backfill: the topic LATEST skipped, from its first record.
         back = sfn.execute(arn, {"backfill": {"topics": [old], "from": "EARLIEST"}, "stop_at_plan_end": True})

@@ -6,6 +6,7 @@ functions/engine/src/error.rs, the one place that names errors)."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def test_state_machine_passes_asl_validator():
     validator = Path(os.environ.get("FERRY_TOOLS_NODE", ROOT / ".cache" / "node")) / "node_modules" / ".bin" / "asl-validator"
     assert validator.exists(), f"{validator} is missing: infra/local/up installs it"
     text = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()
-    for key in ("PlanFunctionArn", "ReplicateFunctionArn", "SyncGroupsFunctionArn"):
+    for key in ("PlanFunctionArn", "ReplicateFunctionArn", "SyncGroupsFunctionArn", "ReportFunctionArn"):
         text = text.replace("${" + key + "}", f"arn:aws:lambda:us-east-1:123456789012:function:{key}")
     text = text.replace("${MaxConcurrency}", "10")
     assert "${" not in text, "a substitution the template does not make"
@@ -76,3 +77,43 @@ def test_template_wires_every_substitution_and_function():
     binaries = {p.parent.parent.name for p in (ROOT / "functions").glob("*/src/main.rs")} - {"cli"}
     for b in binaries:
         assert f"Binary: ferry-{b}" in template, f"functions/{b} is not deployed by template.yaml"
+
+
+def test_dashboard_body_is_json_naming_metrics_the_code_publishes():
+    """The dashboard's body, substituted, is valid JSON, and every Ferry
+    metric it or an alarm names is one the code publishes."""
+    template = (ROOT / "template.yaml").read_text()
+    body = re.search(r"DashboardBody: !Sub \|\n((?:        .*\n)+)", template).group(1)
+    body = re.sub(r"\$\{[A-Za-z:]+\}", "x", body)
+    widgets = json.loads(body)["widgets"]
+    assert len(widgets) >= 5
+    published = set(re.findall(r'pub const [A-Z_]+: &str = "([A-Za-z]+)";',
+                               (ROOT / "functions" / "core" / "src" / "metrics.rs").read_text()))
+    named = set(re.findall(r'MetricName=\\"([A-Za-z]+)\\"', body)) | set(re.findall(r'\["Ferry", "([A-Za-z]+)"', body))
+    named |= set(re.findall(r"Namespace: Ferry\n\s+MetricName: ([A-Za-z]+)", template))
+    assert {"MessageLag", "ReplicatorFailure", "KafkaClusterPingSuccessCount", "SumOffsetLag"} <= named
+    assert named <= published, f"named but never published: {named - published}"
+
+
+def test_sam_build_packages_every_function(tmp_path):
+    """`sam build` (BuildMethod rust-cargolambda; cargo-lambda and zig from
+    the tools venv) builds every function of the template into a
+    `bootstrap` executable. The test builds in debug mode
+    (SAM_BUILD_MODE=debug) to keep the test command short; the release build
+    that `sam deploy` ships is what bench/functions builds and measures."""
+    sam = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "sam"
+    assert sam.exists(), f"{sam} is missing: infra/local/test-tools installs it"
+    env = dict(os.environ, SAM_CLI_TELEMETRY="0", SAM_BUILD_MODE="debug", PATH=f"{sam.parent}:{os.environ['PATH']}")
+    res = subprocess.run([str(sam), "build", "--template-file", str(ROOT / "template.yaml"),
+                          "--build-dir", str(tmp_path / "build"), "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=2400, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    functions = re.findall(r"^  (\w+Function):\n    Type: AWS::Serverless::Function", (ROOT / "template.yaml").read_text(), re.M)
+    assert sorted(functions) == ["PlanFunction", "ReplicateFunction", "ReportFunction", "SyncGroupsFunction"]
+    for fn in functions:
+        bootstrap = tmp_path / "build" / fn / "bootstrap"
+        assert bootstrap.exists(), f"{fn}: no bootstrap in {sorted(p.name for p in (tmp_path / 'build').iterdir())}"
+        assert os.access(bootstrap, os.X_OK) and bootstrap.read_bytes()[:4] == b"\x7fELF", fn
+    built = (tmp_path / "build" / "template.yaml").read_text()
+    assert all(f"CodeUri: {fn}" in built for fn in functions), built
+    shutil.rmtree(tmp_path / "build")  # about 1 GB of debug binaries

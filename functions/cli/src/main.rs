@@ -14,6 +14,8 @@ use ferry_core::domain::{PlanInput, StopReason, TopicPartition};
 use ferry_engine::replicate::Budget;
 use ferry_engine::{Ferry, FerryError, Settings};
 
+mod report;
+
 /// Ferry: a serverless Kafka-to-Kafka replicator. These commands run the
 /// same handlers as the Lambda functions, locally.
 #[derive(Debug, Parser)]
@@ -35,6 +37,12 @@ enum Command {
     /// Start named topics from EARLIEST or a timestamp: in-process (then
     /// `ferry run` replicates them), or as a Step Functions execution.
     Backfill(BackfillArgs),
+    /// May applications move to the target now? GO or NO-GO per published
+    /// criterion with the measured number; exit 0 only on GO (3 on NO-GO).
+    Readiness(report::ReadinessArgs),
+    /// Measure and print the metrics (as the Report function publishes
+    /// them); optionally send them to CloudWatch.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,7 +74,7 @@ struct BackfillArgs {
 }
 
 #[derive(Debug, Args)]
-struct Common {
+pub(crate) struct Common {
     /// kafka-clusters.json, as `aws kafka create-replicator --kafka-clusters` takes it.
     #[arg(long, value_name = "FILE")]
     kafka_clusters: PathBuf,
@@ -167,6 +175,8 @@ async fn main() -> ExitCode {
         Command::Status(args) => status(args).await,
         Command::Backfill(args) => backfill(args).await,
         Command::Plan(args) => plan_once(args).await,
+        Command::Readiness(args) => report::readiness(args).await,
+        Command::Report(args) => report::report(args).await,
     };
     match res {
         Ok(code) => code,

@@ -145,6 +145,10 @@ pub struct PartitionProgress {
     /// Their bytes (the FilteredBytes metric).
     #[serde(default)]
     pub filtered_bytes: u64,
+    /// Records deleted on the source before they were replicated, skipped
+    /// because the operator allowed it (the DataLoss metric).
+    #[serde(default)]
+    pub lost_records: u64,
 }
 
 /// Why a partition's loop ended.

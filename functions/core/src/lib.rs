@@ -5,6 +5,8 @@ pub mod acls;
 pub mod config;
 pub mod domain;
 pub mod groups;
+pub mod metrics;
 pub mod offset_map;
 pub mod plan;
+pub mod readiness;
 pub mod topic_config;

@@ -61,16 +61,10 @@ fn selected(g: &GroupSpec, group: &str) -> bool {
     g.include.iter().any(|r| r.is_match(group)) && !g.exclude.iter().any(|r| r.is_match(group))
 }
 
-async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<FlowGroupSync, FerryError> {
-    let flow_key = ferry.flow_key(flow);
-    let source = ferry.cluster(&flow.source.id)?;
-    let target = ferry.cluster(&flow.target.id)?;
-    let mut report = FlowGroupSync {
-        flow: flow.id(),
-        ..Default::default()
-    };
-
-    let mut groups: Vec<String> = source
+/// The consumer groups on `cluster` that `g` selects, sorted: groups of
+/// either consumer protocol and groups that only ever committed offsets.
+pub(crate) async fn consumer_groups(cluster: &KafkaCluster, g: &GroupSpec) -> Result<Vec<String>, FerryError> {
+    let mut groups: Vec<String> = cluster
         .list_groups()
         .await?
         .into_iter()
@@ -80,6 +74,19 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
         .collect();
     groups.sort();
     groups.dedup();
+    Ok(groups)
+}
+
+async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<FlowGroupSync, FerryError> {
+    let flow_key = ferry.flow_key(flow);
+    let source = ferry.cluster(&flow.source.id)?;
+    let target = ferry.cluster(&flow.target.id)?;
+    let mut report = FlowGroupSync {
+        flow: flow.id(),
+        ..Default::default()
+    };
+
+    let mut groups = consumer_groups(&source, g).await?;
     if !g.detect_new {
         match ferry.store.known_groups(&flow_key).await? {
             Some(known) => groups.retain(|id| known.contains(id)),

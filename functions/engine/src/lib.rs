@@ -8,6 +8,7 @@ pub mod groups;
 pub mod loop_filter;
 pub mod plan;
 pub mod replicate;
+pub mod report;
 pub mod status;
 
 pub use context::{Ferry, Settings};

@@ -70,6 +70,9 @@ struct Part {
     /// Records (and bytes) the opposite flow wrote, not sent back.
     filtered_records: u64,
     filtered_bytes: u64,
+    /// Records deleted on the source before they were replicated, skipped
+    /// as the operator allowed (the DataLoss metric).
+    lost_records: u64,
 }
 
 impl Part {
@@ -85,6 +88,7 @@ impl Part {
             reconciled: self.reconciled,
             filtered_records: self.filtered_records,
             filtered_bytes: self.filtered_bytes,
+            lost_records: self.lost_records,
         }
     }
 }
@@ -153,6 +157,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     reconciled: 0,
                     filtered_records: 0,
                     filtered_bytes: 0,
+                    lost_records: 0,
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 let prev_pid = item.producer_id;
@@ -176,6 +181,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     reconciled: 0,
                     filtered_records: 0,
                     filtered_bytes: 0,
+                    lost_records: 0,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -943,6 +949,7 @@ async fn out_of_range(
     let cp = checkpoint_for(p, &[], p.target_end, earliest, 0, None, lease_expires_ms);
     ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
     p.apply(&cp);
+    p.lost_records += (earliest - p.fetch_pos) as u64;
     p.fetch_pos = earliest;
     Ok(())
 }

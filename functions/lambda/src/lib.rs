@@ -3,6 +3,7 @@
 //! whose `error_type` is the stable name the state machine's Retry and
 //! Catch match (see `ferry_engine::error`).
 
+use ferry_core::metrics::{emf_lines, Datum, NAMESPACE};
 use ferry_engine::{Ferry, FerryError};
 use lambda_runtime::Diagnostic;
 
@@ -27,5 +28,15 @@ pub fn diagnostic(e: &FerryError) -> Diagnostic {
     Diagnostic {
         error_type: e.error_type().to_owned(),
         error_message: e.to_string(),
+    }
+}
+
+/// Publish metrics in CloudWatch's embedded metric format: one JSON
+/// document per stdout line, which Lambda's log delivery turns into
+/// metrics with no API call.
+pub fn emit_metrics(data: &[Datum]) {
+    let now = ferry_adapters::state::now_ms();
+    for line in emf_lines(NAMESPACE, now, data) {
+        println!("{line}");
     }
 }

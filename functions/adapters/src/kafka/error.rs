@@ -155,6 +155,24 @@ impl KafkaError {
         )
     }
 
+    /// Whether the broker refused Ferry's credentials or permissions (the
+    /// AuthError metric): retrying will not help until someone fixes them.
+    pub fn is_auth_error(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Broker {
+                error: ResponseError::SaslAuthenticationFailed
+                    | ResponseError::IllegalSaslState
+                    | ResponseError::UnsupportedSaslMechanism
+                    | ResponseError::ClusterAuthorizationFailed
+                    | ResponseError::TopicAuthorizationFailed
+                    | ResponseError::GroupAuthorizationFailed
+                    | ResponseError::TransactionalIdAuthorizationFailed,
+                ..
+            }
+        )
+    }
+
     /// Whether the cached connection should be dropped.
     pub fn breaks_connection(&self) -> bool {
         matches!(

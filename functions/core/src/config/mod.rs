@@ -158,9 +158,9 @@ pub struct FlowSpec {
     pub starting_position: StartingPosition,
     /// Target topic naming.
     pub naming: TopicNaming,
-    /// Copy topic configurations (issue: topic metadata; parsed, not yet active).
+    /// Copy topic configurations.
     pub copy_topic_configurations: bool,
-    /// Copy topic ACLs (parsed, not yet active).
+    /// Copy topic ACLs.
     pub copy_acls: bool,
     /// Detect new topics on every plan.
     pub detect_new_topics: bool,
@@ -168,7 +168,7 @@ pub struct FlowSpec {
     pub target_replication_factor: Option<i16>,
     /// Delete a target topic when its source topic is deleted.
     pub propagate_topic_deletions: bool,
-    /// Consumer-group replication, if configured (parsed, not yet active).
+    /// Consumer-group replication, if configured.
     pub groups: Option<GroupSpec>,
 }
 

@@ -1,0 +1,311 @@
+//! Metrics, named and dimensioned as MSK Replicator names them, and their
+//! CloudWatch embedded-metric-format (EMF) rendering: one JSON document per
+//! log line, which CloudWatch Logs turns into metrics with no API call.
+//!
+//! The same data points go to CloudWatch `PutMetricData` when the CLI
+//! publishes them (see the engine's `report` module).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::domain::{ReplicateOutput, StopReason};
+
+/// The CloudWatch namespace Ferry publishes to.
+pub const NAMESPACE: &str = "Ferry";
+
+/// Dimension names, as MSK Replicator spells them.
+pub mod dim {
+    /// The replicator's name.
+    pub const REPLICATOR: &str = "ReplicatorName";
+    /// A source topic.
+    pub const TOPIC: &str = "Topic";
+    /// A cluster's alias in the replicator definition.
+    pub const CLUSTER: &str = "ClusterAlias";
+    /// A consumer group id.
+    pub const GROUP: &str = "ConsumerGroup";
+}
+
+/// Metric names. The README lists each with its meaning.
+pub mod name {
+    /// Records on the source not yet replicated (per topic: the sum over its partitions).
+    pub const MESSAGE_LAG: &str = "MessageLag";
+    /// How long the newest replicated record waited, or the oldest unreplicated one is waiting (ms).
+    pub const REPLICATION_LATENCY: &str = "ReplicationLatency";
+    /// Records replicated per second.
+    pub const THROUGHPUT: &str = "ReplicatorThroughput";
+    /// Bytes replicated per second.
+    pub const BYTES_IN_PER_SEC: &str = "ReplicatorBytesInPerSec";
+    /// Partitions stopped by an error (0 when healthy).
+    pub const REPLICATOR_FAILURE: &str = "ReplicatorFailure";
+    /// Partitions whose replication failed in this invocation.
+    pub const REPLICATION_FAILURES: &str = "ReplicationFailures";
+    /// 1 when the cluster answered, 0 when it did not.
+    pub const PING: &str = "KafkaClusterPingSuccessCount";
+    /// Consumer groups on a cluster that the replicator syncs (matching its filters).
+    pub const GROUP_COUNT: &str = "ConsumerGroupCount";
+    /// Group partitions whose last offset sync failed.
+    pub const GROUP_SYNC_FAILURE: &str = "ConsumerGroupOffsetSyncFailure";
+    /// Failures to authenticate or authorise against a cluster.
+    pub const AUTH_ERROR: &str = "AuthError";
+    /// Time the brokers throttled this replicator (ms).
+    pub const THROTTLE_TIME: &str = "ThrottleTime";
+    /// A group's lag summed over its partitions, on one cluster.
+    pub const SUM_OFFSET_LAG: &str = "SumOffsetLag";
+    /// Bytes not sent back to their origin by loop prevention.
+    pub const FILTERED_BYTES: &str = "FilteredBytes";
+    /// Age of the oldest group-offset sync (seconds).
+    pub const OFFSET_SYNC_AGE: &str = "OffsetSyncAge";
+    /// Records deleted on the source before they were replicated, skipped
+    /// because the operator allowed it.
+    pub const DATA_LOSS: &str = "DataLoss";
+}
+
+/// A CloudWatch unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A count.
+    Count,
+    /// Milliseconds.
+    Milliseconds,
+    /// Seconds.
+    Seconds,
+    /// Bytes.
+    Bytes,
+    /// Bytes per second.
+    BytesPerSecond,
+    /// Count per second.
+    CountPerSecond,
+}
+
+impl Unit {
+    /// The unit's CloudWatch name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "Count",
+            Self::Milliseconds => "Milliseconds",
+            Self::Seconds => "Seconds",
+            Self::Bytes => "Bytes",
+            Self::BytesPerSecond => "Bytes/Second",
+            Self::CountPerSecond => "Count/Second",
+        }
+    }
+}
+
+/// One data point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datum {
+    /// Metric name (see [`name`]).
+    pub name: &'static str,
+    /// Unit.
+    pub unit: Unit,
+    /// Value.
+    pub value: f64,
+    /// Dimensions, name and value, in a fixed order.
+    pub dimensions: Vec<(&'static str, String)>,
+}
+
+impl Datum {
+    /// A data point of replicator `replicator` with further dimensions.
+    pub fn new(name: &'static str, unit: Unit, value: f64, replicator: &str, more: &[(&'static str, &str)]) -> Self {
+        let mut dimensions = vec![(dim::REPLICATOR, replicator.to_owned())];
+        dimensions.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Self {
+            name,
+            unit,
+            value,
+            dimensions,
+        }
+    }
+}
+
+/// The metrics of one Replicate invocation that ran `elapsed_s` seconds,
+/// per source topic: records and bytes per second, partitions that failed,
+/// bytes filtered by loop prevention and records lost to source deletion.
+pub fn replicate_metrics(replicator: &str, out: &ReplicateOutput, elapsed_s: f64) -> Vec<Datum> {
+    #[derive(Default)]
+    struct Sums {
+        records: u64,
+        bytes: u64,
+        failures: u64,
+        filtered_bytes: u64,
+        lost: u64,
+    }
+    let mut topics: BTreeMap<&str, Sums> = BTreeMap::new();
+    for p in &out.partitions {
+        let t = topics.entry(&p.source.topic).or_default();
+        t.records += p.records;
+        t.bytes += p.bytes;
+        t.failures += u64::from(p.stopped == StopReason::Error);
+        t.filtered_bytes += p.filtered_bytes;
+        t.lost += p.lost_records;
+    }
+    let secs = elapsed_s.max(0.001);
+    let mut data = Vec::new();
+    for (topic, t) in topics {
+        let d = [(dim::TOPIC, topic)];
+        for (metric, unit, value) in [
+            (name::THROUGHPUT, Unit::CountPerSecond, t.records as f64 / secs),
+            (name::BYTES_IN_PER_SEC, Unit::BytesPerSecond, t.bytes as f64 / secs),
+            (name::REPLICATION_FAILURES, Unit::Count, t.failures as f64),
+            (name::FILTERED_BYTES, Unit::Bytes, t.filtered_bytes as f64),
+            (name::DATA_LOSS, Unit::Count, t.lost as f64),
+        ] {
+            data.push(Datum::new(metric, unit, value, replicator, &d));
+        }
+    }
+    data
+}
+
+/// The most metrics one EMF document may declare.
+const EMF_MAX_METRICS: usize = 100;
+
+/// The data points as EMF documents (one per line), grouped by dimension
+/// values so each document carries one set of them, declared both as is
+/// and rolled up to the replicator alone. Two points of the same metric
+/// and dimensions go into separate documents.
+pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum]) -> Vec<String> {
+    let mut groups: BTreeMap<Vec<(&'static str, String)>, Vec<Vec<&Datum>>> = BTreeMap::new();
+    for d in data {
+        let docs = groups.entry(d.dimensions.clone()).or_default();
+        let slot = docs
+            .iter()
+            .position(|doc| doc.len() < EMF_MAX_METRICS && doc.iter().all(|o| o.name != d.name));
+        match slot {
+            Some(i) => docs[i].push(d),
+            None => docs.push(vec![d]),
+        }
+    }
+    let mut lines = Vec::new();
+    for (dims, docs) in groups {
+        for doc in docs {
+            let mut root = Map::new();
+            let metrics: Vec<Value> = doc.iter().map(|d| json!({"Name": d.name, "Unit": d.unit.as_str()})).collect();
+            root.insert(
+                "_aws".into(),
+                json!({
+                    "Timestamp": timestamp_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": namespace,
+                        "Dimensions": dimension_sets(&dims),
+                        "Metrics": metrics,
+                    }],
+                }),
+            );
+            for (k, v) in &dims {
+                root.insert((*k).to_owned(), Value::String(v.clone()));
+            }
+            for d in doc {
+                root.insert(d.name.to_owned(), json!(d.value));
+            }
+            lines.push(Value::Object(root).to_string());
+        }
+    }
+    lines
+}
+
+/// The dimension sets a document declares: its own, and the replicator
+/// alone as a roll-up (what the template's alarms watch).
+fn dimension_sets(dims: &[(&'static str, String)]) -> Vec<Vec<&'static str>> {
+    let own: Vec<&'static str> = dims.iter().map(|(k, _)| *k).collect();
+    if own.len() > 1 && own[0] == dim::REPLICATOR {
+        vec![own, vec![dim::REPLICATOR]]
+    } else {
+        vec![own]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Value {
+        serde_json::from_str(line).expect("each line is one JSON document")
+    }
+
+    #[test]
+    fn points_with_the_same_dimensions_share_a_document() {
+        let data = vec![
+            Datum::new(name::MESSAGE_LAG, Unit::Count, 12.0, "r", &[(dim::TOPIC, "orders")]),
+            Datum::new(name::REPLICATION_LATENCY, Unit::Milliseconds, 250.0, "r", &[(dim::TOPIC, "orders")]),
+            Datum::new(name::MESSAGE_LAG, Unit::Count, 0.0, "r", &[(dim::TOPIC, "payments")]),
+        ];
+        let lines = emf_lines(NAMESPACE, 1_700_000_000_000, &data);
+        assert_eq!(lines.len(), 2);
+        let orders = parse(&lines[0]);
+        assert_eq!(orders["Topic"], "orders");
+        assert_eq!(orders["ReplicatorName"], "r");
+        assert_eq!(orders["MessageLag"], 12.0);
+        assert_eq!(orders["ReplicationLatency"], 250.0);
+        let decl = &orders["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(orders["_aws"]["Timestamp"], 1_700_000_000_000i64);
+        assert_eq!(decl["Namespace"], "Ferry");
+        assert_eq!(decl["Dimensions"], json!([["ReplicatorName", "Topic"], ["ReplicatorName"]]));
+        assert_eq!(
+            decl["Metrics"],
+            json!([{"Name": "MessageLag", "Unit": "Count"}, {"Name": "ReplicationLatency", "Unit": "Milliseconds"}])
+        );
+        assert_eq!(parse(&lines[1])["Topic"], "payments");
+    }
+
+    #[test]
+    fn an_invocation_is_summed_per_topic_and_divided_by_its_duration() {
+        use crate::domain::{PartitionProgress, TopicPartition};
+        let p = |topic: &str, partition, records, bytes, stopped| PartitionProgress {
+            source: TopicPartition::new(topic, partition),
+            cursor: 0,
+            source_end: 0,
+            records,
+            bytes,
+            stopped,
+            error: None,
+            reconciled: 0,
+            filtered_records: 1,
+            filtered_bytes: 10,
+            lost_records: 0,
+        };
+        let out = ReplicateOutput {
+            partitions: vec![
+                p("orders", 0, 100, 1_000, StopReason::CaughtUp),
+                p("orders", 1, 300, 3_000, StopReason::Error),
+                p("users", 0, 50, 500, StopReason::Budget),
+            ],
+        };
+        let data = replicate_metrics("r", &out, 2.0);
+        let get = |metric: &str, topic: &str| {
+            data.iter()
+                .find(|d| d.name == metric && d.dimensions.contains(&(dim::TOPIC, topic.to_owned())))
+                .map(|d| d.value)
+        };
+        assert_eq!(get(name::THROUGHPUT, "orders"), Some(200.0));
+        assert_eq!(get(name::BYTES_IN_PER_SEC, "orders"), Some(2_000.0));
+        assert_eq!(get(name::REPLICATION_FAILURES, "orders"), Some(1.0));
+        assert_eq!(get(name::FILTERED_BYTES, "orders"), Some(20.0));
+        assert_eq!(get(name::THROUGHPUT, "users"), Some(25.0));
+        assert_eq!(get(name::REPLICATION_FAILURES, "users"), Some(0.0));
+        assert_eq!(get(name::DATA_LOSS, "users"), Some(0.0));
+    }
+
+    #[test]
+    fn a_repeated_metric_and_more_than_a_hundred_metrics_split_documents() {
+        let mut data = vec![
+            Datum::new(name::PING, Unit::Count, 1.0, "r", &[(dim::CLUSTER, "source")]),
+            Datum::new(name::PING, Unit::Count, 0.0, "r", &[(dim::CLUSTER, "source")]),
+        ];
+        let names: Vec<&'static str> = (0..150).map(|i| &*Box::leak(format!("M{i}").into_boxed_str())).collect();
+        data.extend(names.iter().map(|n| Datum::new(n, Unit::Count, 1.0, "r", &[])));
+        let lines = emf_lines(NAMESPACE, 0, &data);
+        let docs: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
+        let pings: Vec<f64> = docs
+            .iter()
+            .filter_map(|d| d.get("KafkaClusterPingSuccessCount").and_then(Value::as_f64))
+            .collect();
+        assert_eq!(pings, vec![1.0, 0.0], "both points kept, in separate documents");
+        let declared: usize = docs
+            .iter()
+            .map(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().expect("metrics").len())
+            .inspect(|n| assert!(*n <= 100))
+            .sum();
+        assert_eq!(declared, 152);
+    }
+}
