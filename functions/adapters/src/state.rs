@@ -510,6 +510,30 @@ impl StateStore {
         }
     }
 
+    /// Whether the flow was started by a plan (read-only twin of `start_flow`).
+    pub async fn flow_started(&self, flow: &str) -> Result<bool, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
+        Ok(out.item().is_some())
+    }
+
+    /// Whether the cursors table exists (a replicator that never ran has none).
+    pub async fn has_tables(&self) -> Result<bool, StateError> {
+        match self.client.describe_table().table_name(&self.cursors).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("DescribeTable", &self.cursors, e)),
+        }
+    }
+
     /// All cursors of a flow.
     pub async fn list_cursors(&self, flow: &str) -> Result<Vec<CursorItem>, StateError> {
         let items = self.query_all(&self.cursors, PK, s(flow)).await?;

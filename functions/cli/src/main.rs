@@ -46,15 +46,24 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct PlanArgs {
+pub(crate) struct PlanArgs {
     #[command(flatten)]
     common: Common,
     /// Partitions per replicate batch.
     #[arg(long, default_value_t = ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH)]
-    max_partitions_per_batch: usize,
-    /// Print the Plan step's output (the state machine's Map input) as JSON.
+    pub(crate) max_partitions_per_batch: usize,
+    /// Print the Plan step's output (the state machine's Map input) as JSON;
+    /// with --dry-run, the dry run's findings.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Write nothing (no topic, configuration, ACL or state change) and say
+    /// what a plan would do, what it would not copy and why, the record-size
+    /// and group risks, and the source throughput.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// With --dry-run: how long to watch the source end offsets to measure throughput.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) observe_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +381,9 @@ async fn sync_groups_once(ferry: &Ferry) -> bool {
 
 async fn plan_once(args: PlanArgs) -> Result<ExitCode, String> {
     let ferry = build(&args.common, Settings::default()).await?;
+    if args.dry_run {
+        return report::dry_run(&ferry, &args).await;
+    }
     ferry.store.ensure_tables().await.map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let input = PlanInput {

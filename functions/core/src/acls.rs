@@ -91,6 +91,23 @@ pub fn to_copy<'a>(flow: &FlowSpec, replicated: impl Iterator<Item = &'a str> + 
     out
 }
 
+/// The source's topic ACLs that concern the replicated topics but are not
+/// copied, each with the reason.
+pub fn not_copied(source: &[AclBinding]) -> Vec<(AclBinding, &'static str)> {
+    source
+        .iter()
+        .filter(|a| a.resource_type == RESOURCE_TOPIC)
+        .filter_map(|a| match a.pattern_type {
+            PATTERN_LITERAL if a.resource_name == "*" => Some((
+                a.clone(),
+                "LITERAL * names every topic of the target cluster, not a replicated one: grant it there by hand if it is wanted",
+            )),
+            PATTERN_LITERAL | PATTERN_PREFIXED => None,
+            _ => Some((a.clone(), "only LITERAL and PREFIXED patterns are copied")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

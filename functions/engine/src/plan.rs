@@ -11,6 +11,7 @@ use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanO
 use ferry_core::plan::split_into_batches;
 use ferry_core::topic_config;
 use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
 
 use crate::context::Ferry;
 use crate::error::FerryError;
@@ -31,7 +32,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         check_backfill(ferry, b).await?;
     }
     for flow in &ferry.spec.flows {
-        let (created, work) = plan_flow(ferry, flow, input.backfill.as_ref()).await?;
+        let (created, work) = plan_flow(ferry, flow, input.backfill.as_ref(), None).await?;
         out.created_topics.extend(created);
         if flow.copy_acls {
             let topics: Vec<String> = work
@@ -40,7 +41,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            out.copied_acls.extend(copy_acls(ferry, flow, &topics).await?);
+            out.copied_acls.extend(copy_acls(ferry, flow, &topics, None).await?);
         }
         for partitions in split_into_batches(work, max) {
             out.batches.push(ReplicateInput {
@@ -73,6 +74,7 @@ async fn deleted_topics(
     flow_key: &str,
     selected: &BTreeMap<String, TopicMeta>,
     cursors: &HashMap<TopicPartition, i64>,
+    dry: Option<&mut FlowDryRun>,
 ) -> Result<(), FerryError> {
     let mut unseen: Vec<String> = cursors
         .keys()
@@ -97,6 +99,10 @@ async fn deleted_topics(
         return Ok(());
     }
     let targets: Vec<String> = gone.iter().map(|t| flow.target_topic(t)).collect();
+    if let Some(d) = dry {
+        d.target_topics_to_delete = targets;
+        return Ok(());
+    }
     ferry.cluster(&flow.target.id)?.delete_topics(&targets).await?;
     for tp in cursors.keys().filter(|tp| gone.contains(&tp.topic)) {
         ferry.store.forget_partition(flow_key, tp).await?;
@@ -110,17 +116,39 @@ async fn deleted_topics(
 
 /// Create on the target the topic ACLs of the replicated topics that it
 /// lacks (see `ferry_core::acls` for what is copied). Never deletes.
-async fn copy_acls(ferry: &Ferry, flow: &FlowSpec, topics: &[String]) -> Result<Vec<String>, FerryError> {
+async fn copy_acls(ferry: &Ferry, flow: &FlowSpec, topics: &[String], dry: Option<&mut FlowDryRun>) -> Result<Vec<String>, FerryError> {
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
     let Some(source_acls) = source.topic_acls().await? else {
         return Ok(Vec::new()); // no authorizer on the source: nothing to copy
     };
     let wanted = ferry_core::acls::to_copy(flow, topics.iter().map(String::as_str), &source_acls);
+    let existing = if wanted.is_empty() {
+        Some(Vec::new())
+    } else {
+        target.topic_acls().await?
+    };
+    if let Some(d) = dry {
+        d.acls_not_copied = ferry_core::acls::not_copied(&source_acls)
+            .into_iter()
+            .map(|(a, why)| AclNotCopied {
+                acl: a.to_string(),
+                why: why.to_owned(),
+            })
+            .collect();
+        match &existing {
+            Some(existing) => d.acls_to_copy = wanted.iter().filter(|a| !existing.contains(a)).map(ToString::to_string).collect(),
+            None => d.acls_not_copied.extend(wanted.iter().map(|a| AclNotCopied {
+                acl: a.to_string(),
+                why: "the target has no authorizer (SECURITY_DISABLED): enable one, or set CopyAccessControlListsForTopics to false".into(),
+            })),
+        }
+        return Ok(Vec::new());
+    }
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(existing) = target.topic_acls().await? else {
+    let Some(existing) = existing else {
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, acls = wanted.len(),
             "the target has no authorizer (SECURITY_DISABLED): topic ACLs are not copied; enable one, or set CopyAccessControlListsForTopics to false"
@@ -184,16 +212,38 @@ async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
     Ok(())
 }
 
-async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) -> Result<(Vec<String>, Vec<PartitionWork>), FerryError> {
+/// Plan one flow. With `dry`, nothing is written anywhere (clusters or
+/// state tables): what would be written is recorded there instead, and a
+/// replicator that never ran (no state tables) is planned as new.
+async fn plan_flow(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    backfill: Option<&Backfill>,
+    mut dry: Option<&mut FlowDryRun>,
+) -> Result<(Vec<String>, Vec<PartitionWork>), FerryError> {
     let flow_key = ferry.flow_key(flow);
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
-    let first_plan = ferry.store.start_flow(&flow_key).await?;
-    let existing = cursor_positions(ferry, &flow_key).await?;
+    let stateful = dry.is_none() || ferry.store.has_tables().await?;
+    let first_plan = match dry.as_deref_mut() {
+        None => ferry.store.start_flow(&flow_key).await?,
+        Some(d) => {
+            d.first_plan = !stateful || !ferry.store.flow_started(&flow_key).await?;
+            d.first_plan
+        }
+    };
+    let cursors_now = || async {
+        if stateful {
+            cursor_positions(ferry, &flow_key).await
+        } else {
+            Ok(HashMap::new())
+        }
+    };
+    let existing = cursors_now().await?;
 
     let mut topics = selected_topics(ferry, flow).await?;
-    deleted_topics(ferry, flow, &flow_key, &topics, &existing).await?;
-    let existing = cursor_positions(ferry, &flow_key).await?;
+    deleted_topics(ferry, flow, &flow_key, &topics, &existing, dry.as_deref_mut()).await?;
+    let existing = cursors_now().await?;
     let backfilled = |name: &str| backfill.is_some_and(|b| b.topics.iter().any(|t| t == name));
     if !first_plan && !flow.detect_new_topics {
         topics.retain(|name, _| existing.keys().any(|tp| &tp.topic == name) || backfilled(name));
@@ -226,6 +276,18 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             };
+            if let Some(d) = dry.as_deref_mut() {
+                let copied = TopicConfig {
+                    effective: configs.clone(),
+                    overrides: configs.clone(),
+                };
+                d.record_size_risks.extend(record_size_risk(
+                    name,
+                    &src_cfg,
+                    &target_name,
+                    Some(&copied).filter(|c| c.effective.contains_key(MAX_MESSAGE_BYTES)),
+                ));
+            }
             to_create.push((target_name, source_count as i32, configs));
             continue;
         };
@@ -255,6 +317,17 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
         }
         if t.partitions.len() < source_count {
             to_grow.push((target_name.clone(), source_count as i32));
+            if let Some(d) = dry.as_deref_mut() {
+                d.partitions_to_add.push(PartitionIncrease {
+                    topic: target_name.clone(),
+                    from: t.partitions.len() as i32,
+                    to: source_count as i32,
+                });
+            }
+        }
+        if let Some(d) = dry.as_deref_mut() {
+            d.record_size_risks
+                .extend(record_size_risk(name, &src_cfg, &target_name, Some(&tgt_cfg)));
         }
         if flow.copy_topic_configurations {
             let (set, delete) = topic_config::changes(&src_cfg.overrides, &tgt_cfg.effective, &tgt_cfg.overrides);
@@ -264,6 +337,28 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
         }
     }
     let created: Vec<String> = to_create.iter().map(|(n, _, _)| n.clone()).collect();
+    if let Some(d) = dry.as_deref_mut() {
+        d.topics_to_create = to_create
+            .iter()
+            .map(|(topic, partitions, configs)| TopicToCreate {
+                topic: topic.clone(),
+                partitions: *partitions,
+                replication_factor: flow.target_replication_factor,
+                configs: configs.clone(),
+            })
+            .collect();
+        d.configs_to_change = to_alter
+            .iter()
+            .map(|(topic, set, delete)| ConfigChange {
+                topic: topic.clone(),
+                set: set.clone(),
+                delete: delete.clone(),
+            })
+            .collect();
+        to_create.clear();
+        to_grow.clear();
+        to_alter.clear();
+    }
     if !to_create.is_empty() {
         target
             .create_topics_with_configs(&to_create, flow.target_replication_factor)
@@ -293,7 +388,7 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
     // Keep state bounded: runs below the source log-start offset map
     // records nobody can read or commit to any more.
     let starts = source.list_offsets(&tps, OffsetSpec::Earliest, false).await?;
-    for tp in tps.iter().filter(|tp| existing.contains_key(*tp)) {
+    for tp in tps.iter().filter(|tp| dry.is_none() && existing.contains_key(*tp)) {
         let pruned = ferry.store.prune_runs(&flow_key, tp, starts.get(tp).copied().unwrap_or(0)).await?;
         if pruned > 0 {
             tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
@@ -312,6 +407,10 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
             for tp in &mine {
                 let end = ends.get(tp).copied().unwrap_or(0);
                 let start = starts.get(tp).copied().filter(|o| *o >= 0).unwrap_or(end);
+                if let Some(d) = dry.as_deref_mut() {
+                    d.partitions_to_start.push(PartitionStart::new(tp, start, end, "backfill"));
+                    continue;
+                }
                 let done = if existing.contains_key(tp) {
                     ferry.store.restart_cursor(&flow_key, tp, start).await?
                 } else {
@@ -326,9 +425,17 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
             }
         }
     }
-    let existing = cursor_positions(ferry, &flow_key).await?;
-    let new_tps: Vec<TopicPartition> = tps.iter().filter(|tp| !existing.contains_key(tp)).cloned().collect();
+    let existing = cursors_now().await?;
+    let mut new_tps: Vec<TopicPartition> = tps.iter().filter(|tp| !existing.contains_key(tp)).cloned().collect();
     let mut cursors = existing;
+    if let Some(d) = dry.as_deref_mut() {
+        // A dry backfill moves its partitions in the plan's view only.
+        for p in &d.partitions_to_start {
+            let tp = TopicPartition::new(p.topic.clone(), p.partition);
+            new_tps.retain(|t| t != &tp);
+            cursors.insert(tp, p.from_offset);
+        }
+    }
     if !new_tps.is_empty() {
         // A topic that appears after the first plan starts from its first
         // record whatever StartingPosition says: nothing produced before
@@ -342,6 +449,19 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
             StartingPosition::Earliest => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
             StartingPosition::Latest => new_tps.iter().map(|tp| (tp.clone(), ends.get(tp).copied().unwrap_or(0))).collect(),
         };
+        if let Some(d) = dry.as_deref_mut() {
+            let why = if first_plan {
+                "new replicator: StartingPosition"
+            } else {
+                "new partition: from its first record"
+            };
+            for tp in &new_tps {
+                let (start, end) = (starts.get(tp).copied().unwrap_or(0), ends.get(tp).copied().unwrap_or(0));
+                d.partitions_to_start.push(PartitionStart::new(tp, start, end, why));
+                cursors.insert(tp.clone(), start);
+            }
+        }
+        new_tps.retain(|_| dry.is_none());
         // One conditional PutItem each (a batch cannot be conditional), a
         // few in flight at once: a plan of thousands of new partitions.
         futures::stream::iter(new_tps.iter())
@@ -353,8 +473,10 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
             .buffer_unordered(INIT_CURSOR_CONCURRENCY)
             .try_collect::<Vec<bool>>()
             .await?;
-        // Re-read: a concurrent plan may have created some first.
-        cursors = cursor_positions(ferry, &flow_key).await?;
+        if dry.is_none() {
+            // Re-read: a concurrent plan may have created some first.
+            cursors = cursor_positions(ferry, &flow_key).await?;
+        }
     }
     let work = tps
         .into_iter()
@@ -370,6 +492,221 @@ async fn plan_flow(ferry: &Ferry, flow: &FlowSpec, backfill: Option<&Backfill>) 
         })
         .collect();
     Ok((created, work))
+}
+
+/// Kafka's default `max.message.bytes` of a topic (the broker's
+/// `message.max.bytes` unless the broker sets another).
+const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
+const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+
+/// What a plan would do, flow by flow; nothing was written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DryRun {
+    /// Replicator name.
+    pub replicator: String,
+    /// Per flow.
+    pub flows: Vec<FlowDryRun>,
+    /// Seconds the source end offsets were watched to measure throughput.
+    pub observed_seconds: f64,
+}
+
+/// What a plan would do for one flow.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlowDryRun {
+    /// Flow id.
+    pub flow: String,
+    /// No plan ran for this flow yet (StartingPosition applies).
+    pub first_plan: bool,
+    /// Target topics to create.
+    pub topics_to_create: Vec<TopicToCreate>,
+    /// Target topics to give more partitions.
+    pub partitions_to_add: Vec<PartitionIncrease>,
+    /// Target topic configurations to change (CopyTopicConfigurations).
+    pub configs_to_change: Vec<ConfigChange>,
+    /// Target topics to delete (their source topics were deleted; PropagateTopicDeletions).
+    pub target_topics_to_delete: Vec<String>,
+    /// Partitions to start replicating, and where.
+    pub partitions_to_start: Vec<PartitionStart>,
+    /// Partitions replicated, and records behind in all of them.
+    pub partitions: usize,
+    /// Records behind in all partitions.
+    pub records_behind: i64,
+    /// Replicate invocations per execution (batches).
+    pub batches: usize,
+    /// ACLs to create on the target (CopyAccessControlListsForTopics).
+    pub acls_to_copy: Vec<String>,
+    /// Source topic ACLs not copied, with the reason.
+    pub acls_not_copied: Vec<AclNotCopied>,
+    /// Topics whose source allows larger records than the target would.
+    pub record_size_risks: Vec<RecordSizeRisk>,
+    /// Synced groups that have members on the target now: not written until they leave.
+    pub groups_active_on_target: Vec<String>,
+    /// Records per second arriving on the selected source topics while watched.
+    pub observed_records_per_second: f64,
+}
+
+/// A target topic to create.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicToCreate {
+    /// Name on the target.
+    pub topic: String,
+    /// Partitions (the source's count).
+    pub partitions: i32,
+    /// Replication factor; `None`: the target's default.
+    pub replication_factor: Option<i16>,
+    /// Configurations set at creation.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A partition-count increase.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionIncrease {
+    /// Target topic.
+    pub topic: String,
+    /// Partitions now.
+    pub from: i32,
+    /// Partitions after (the source's count).
+    pub to: i32,
+}
+
+/// A configuration change on a target topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigChange {
+    /// Target topic.
+    pub topic: String,
+    /// Values to set.
+    pub set: BTreeMap<String, String>,
+    /// Overrides to remove.
+    pub delete: Vec<String>,
+}
+
+/// A partition about to start replicating.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStart {
+    /// Source topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First source offset to replicate.
+    pub from_offset: i64,
+    /// Records between it and the end now.
+    pub records: i64,
+    /// Why it starts there.
+    pub why: String,
+}
+
+impl PartitionStart {
+    fn new(tp: &TopicPartition, from_offset: i64, end: i64, why: &str) -> Self {
+        Self {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            from_offset,
+            records: (end - from_offset).max(0),
+            why: why.to_owned(),
+        }
+    }
+}
+
+/// A source ACL that is not copied.
+#[derive(Debug, Clone, Serialize)]
+pub struct AclNotCopied {
+    /// The ACL.
+    pub acl: String,
+    /// Why not.
+    pub why: String,
+}
+
+/// A topic whose source accepts records the target would refuse.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordSizeRisk {
+    /// Source topic.
+    pub topic: String,
+    /// Its `max.message.bytes` on the source.
+    pub source_max_message_bytes: i64,
+    /// Target topic.
+    pub target_topic: String,
+    /// Its `max.message.bytes` on the target (as it is, or as it would be created).
+    pub target_max_message_bytes: i64,
+    /// What to do.
+    pub fix: String,
+}
+
+/// A record-size risk if the source topic allows larger record batches
+/// than the target topic (`target` `None`: created with the target's defaults).
+fn record_size_risk(topic: &str, source: &TopicConfig, target_topic: &str, target: Option<&TopicConfig>) -> Option<RecordSizeRisk> {
+    let max = |c: &TopicConfig| c.effective.get(MAX_MESSAGE_BYTES).and_then(|v| v.parse::<i64>().ok());
+    let src = max(source).unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+    let tgt = target.and_then(max).unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+    (src > tgt).then(|| RecordSizeRisk {
+        topic: topic.to_owned(),
+        source_max_message_bytes: src,
+        target_topic: target_topic.to_owned(),
+        target_max_message_bytes: tgt,
+        fix: format!(
+            "a record batch over {tgt} bytes would stop the partition: set max.message.bytes={src} on the target topic (or turn on CopyTopicConfigurations)"
+        ),
+    })
+}
+
+/// Plan every flow without writing anything, and say what would be done;
+/// then watch the source end offsets for `observe` to measure throughput.
+pub async fn dry_run(ferry: &Ferry, input: &PlanInput, observe: Duration) -> Result<DryRun, FerryError> {
+    let max = input.max_partitions_per_batch.unwrap_or(ferry.settings.max_partitions_per_batch);
+    let mut out = DryRun {
+        replicator: ferry.spec.name.clone(),
+        ..Default::default()
+    };
+    let mut watched: Vec<Vec<TopicPartition>> = Vec::new();
+    for flow in &ferry.spec.flows {
+        let mut d = FlowDryRun {
+            flow: flow.id(),
+            ..Default::default()
+        };
+        let (_, work) = plan_flow(ferry, flow, input.backfill.as_ref(), Some(&mut d)).await?;
+        if flow.copy_acls {
+            let topics: Vec<String> = work
+                .iter()
+                .map(|w| w.source.topic.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            copy_acls(ferry, flow, &topics, Some(&mut d)).await?;
+        }
+        if let Some(g) = &flow.groups {
+            let target = ferry.cluster(&flow.target.id)?;
+            for group in crate::groups::consumer_groups(&target, g).await? {
+                if target.group_state(&group).await?.is_active() {
+                    d.groups_active_on_target.push(group);
+                }
+            }
+        }
+        d.partitions = work.len();
+        d.records_behind = work.iter().map(|w| w.lag).sum();
+        watched.push(work.iter().map(|w| w.source.clone()).collect());
+        d.batches = split_into_batches(work, max).len();
+        out.flows.push(d);
+    }
+    let mut before = Vec::new();
+    for (flow, tps) in ferry.spec.flows.iter().zip(&watched) {
+        before.push(total_end(ferry, flow, tps).await?);
+    }
+    let started = std::time::Instant::now();
+    tokio::time::sleep(observe).await;
+    for (((flow, d), tps), before) in ferry.spec.flows.iter().zip(out.flows.iter_mut()).zip(&watched).zip(before) {
+        let after = total_end(ferry, flow, tps).await?;
+        d.observed_records_per_second = (after - before).max(0) as f64 / started.elapsed().as_secs_f64().max(0.001);
+    }
+    out.observed_seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// The sum of the end offsets of `tps` on the flow's source.
+async fn total_end(ferry: &Ferry, flow: &FlowSpec, tps: &[TopicPartition]) -> Result<i64, FerryError> {
+    if tps.is_empty() {
+        return Ok(0);
+    }
+    let ends = ferry.cluster(&flow.source.id)?.list_offsets(tps, OffsetSpec::Latest, true).await?;
+    Ok(ends.values().sum())
 }
 
 /// Newly created topics take a moment to get leaders.
