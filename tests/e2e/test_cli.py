@@ -1,6 +1,7 @@
 """The ferry command: Ctrl-C ends the current round cleanly and gives the
 leases back; status --json carries every field."""
 
+import re
 import signal
 import time
 
@@ -36,4 +37,35 @@ def test_ctrl_c_ends_cleanly_and_releases_leases(tmp_path):
         assert r["records_replicated"] == 1000
         assert r["last_record_timestamp_ms"] > 0
         assert r["last_error"] is None
-        assert set(r) >= {"flow", "topic", "partition", "target_topic", "source_end_offset", "cursor", "lag"}
+        assert set(r) >= {"flow", "topic", "partition", "target_topic", "source_end_offset", "cursor", "lag",
+                          "lag_seconds", "records_per_s", "bytes_per_s"}
+        assert r["lag_seconds"] == 0, "caught up: nothing waits"
+        # 1,000 records in a round of at most 30 s.
+        assert r["records_per_s"] >= 1000 // 30 and r["bytes_per_s"] > r["records_per_s"], r
+    # New records wait: lag in offsets, and in seconds since the last
+    # replicated record was produced (an upper bound on their wait).
+    for i in range(10):
+        p.produce(topic, partition=i % 2, key=b"late", value=b"v")
+    assert p.flush(30) == 0
+    time.sleep(1.1)
+    for r in ferry.status():
+        assert r["lag"] == 5 and r["lag_seconds"] >= 1, r
+
+
+def test_a_long_copy_shows_progress_with_an_eta(tmp_path):
+    """Short rounds over a backlog that takes several: each round
+    says how many records are left of what the plan saw and when it will
+    be done, and the number left goes down."""
+    topic = unique("progress")
+    create_topic(SOURCE, topic, 4)
+    p = producer(SOURCE)
+    for i in range(10_000):
+        p.produce(topic, partition=i % 4, value=b"x" * 900)
+    assert p.flush(60) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    # About ten records per produced batch keep the copy slow enough to watch.
+    res = Ferry(kc, ri).run("--once", "--round-seconds", "3", "--produce-batch-max-bytes", "10000", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    left = [int(m) for m in re.findall(r"; (\d+) records to go, ETA \d+(?:h\d\dm|m\d\ds|s)", res.stdout)]
+    assert len(left) >= 2, res.stdout
+    assert left == sorted(left, reverse=True) and left[0] < 10_000, left

@@ -85,6 +85,8 @@ def test_execution_replicates_and_backfills(tmp_path):
         sent = [d for d in emf_documents(sfn.function_log("ferry-replicate")) if d.get("Topic") == live]
         assert sent and all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Ferry" for d in sent), sent
         assert sum(d["ReplicatorThroughput"] > 0 for d in sent) >= 1, sent
+        throttled = {d["ClusterAlias"] for d in emf_documents(sfn.function_log("ferry-replicate")) if "ThrottleTime" in d}
+        assert throttled == {"source", "target"}, throttled
 
         # Backfill: the topic LATEST skipped, from its first record.
         back = sfn.execute(arn, {"backfill": {"topics": [old], "from": "EARLIEST"}, "stop_at_plan_end": True})

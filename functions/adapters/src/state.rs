@@ -159,6 +159,20 @@ pub struct CursorItem {
     pub updated_ms: i64,
     /// Last error, if the partition is stopped on one.
     pub last_error: Option<String>,
+    /// Records per second the last holder replicated, over its invocation.
+    pub records_per_s: i64,
+    /// Bytes per second the last holder replicated, over its invocation.
+    pub bytes_per_s: i64,
+}
+
+/// What a holder replicated per second over its invocation, stored when it
+/// gives its lease back (`ferry status` shows it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate {
+    /// Records per second.
+    pub records_per_s: i64,
+    /// Bytes per second.
+    pub bytes_per_s: i64,
 }
 
 /// A held lease: the proof a worker shows on every write.
@@ -306,6 +320,8 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             bytes_replicated: r.n("bytes_replicated").unwrap_or(0),
             updated_ms: r.n("updated_ms").unwrap_or(0),
             last_error: r.s("last_error"),
+            records_per_s: r.n("records_per_s").unwrap_or(0),
+            bytes_per_s: r.n("bytes_per_s").unwrap_or(0),
         })
     }
 }
@@ -907,16 +923,18 @@ impl StateStore {
     }
 
     /// Give the lease back (only if still ours).
-    pub async fn release_lease(&self, flow: &str, lease: &Lease) -> Result<(), StateError> {
+    pub async fn release_lease(&self, flow: &str, lease: &Lease, rate: Rate) -> Result<(), StateError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
-            .update_expression("REMOVE lease_owner SET lease_expires_ms = :zero")
+            .update_expression("REMOVE lease_owner SET lease_expires_ms = :zero, records_per_s = :rps, bytes_per_s = :bps")
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch")
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":rps", n(rate.records_per_s))
+            .expression_attribute_values(":bps", n(rate.bytes_per_s))
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch))
             .send()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, Rate, StateError, StateStore};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -106,12 +106,17 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
     // A cursor that moved under a holder is also refused.
     let stale = s.checkpoint("r/f", &b, &cp(10, 30, vec![], None)).await;
     assert!(matches!(stale, Err(StateError::LeaseLost { .. })), "{stale:?}");
-    s.release_lease("r/f", &b).await.expect("release");
+    let rate = Rate {
+        records_per_s: 250,
+        bytes_per_s: 40_000,
+    };
+    s.release_lease("r/f", &b, rate).await.expect("release");
     let list = s.list_cursors("r/f").await.expect("list");
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].next_source_offset, 20);
     assert_eq!(list[0].records_replicated, 20);
     assert_eq!(list[0].lease_owner, None);
+    assert_eq!((list[0].records_per_s, list[0].bytes_per_s), (250, 40_000));
 }
 
 /// Runs of a compacted-looking partition: run `i` covers source offsets

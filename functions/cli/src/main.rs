@@ -270,6 +270,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
             }
         }
         let partitions: usize = batches.iter().map(|b| b.partitions.len()).sum();
+        let behind: u64 = batches.iter().flat_map(|b| &b.partitions).map(|w| w.lag.max(0) as u64).sum();
+        let round_started = std::time::Instant::now();
         let budget = Budget {
             deadline: tokio::time::Instant::now() + Duration::from_secs(args.round_seconds),
             interrupted: interrupted.clone(),
@@ -314,8 +316,16 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         total_records += round_records;
         total_bytes += round_bytes;
         let secs = started.elapsed().as_secs_f64().max(0.001);
+        // Progress of a long copy: what is left of what the plan saw, at this round's pace.
+        let to_go = behind.saturating_sub(round_records);
+        let pace = round_records as f64 / round_started.elapsed().as_secs_f64().max(0.001);
+        let eta = if to_go > 0 && pace > 0.0 {
+            format!("; {to_go} records to go, ETA {}", format_duration(to_go as f64 / pace))
+        } else {
+            String::new()
+        };
         println!(
-            "ferry: {partitions} partitions; +{round_records} records this round{}{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s)",
+            "ferry: {partitions} partitions; +{round_records} records this round{}{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s){eta}",
             if reconciled > 0 { format!(" ({reconciled} already on the target, reconciled)") } else { String::new() },
             if filtered > 0 {
                 format!("; {filtered} records ({filtered_bytes} bytes) written by the opposite flow filtered")
@@ -477,19 +487,22 @@ async fn status(args: StatusArgs) -> Result<ExitCode, String> {
     }
     let rows = st.partitions;
     println!(
-        "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10}  {:<24} ERROR",
-        "FLOW", "TOPIC", "PART", "SOURCE_END", "CURSOR", "LAG", "LAST_RECORD"
+        "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10} {:>7} {:>9} {:>10}  {:<24} ERROR",
+        "FLOW", "TOPIC", "PART", "SOURCE_END", "CURSOR", "LAG", "LAG_S", "REC/S", "BYTES/S", "LAST_RECORD"
     );
     for r in rows {
         let ts = r.last_record_timestamp_ms.map(format_ms).unwrap_or_else(|| "-".into());
         println!(
-            "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10}  {:<24} {}",
+            "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10} {:>7} {:>9} {:>10}  {:<24} {}",
             r.flow,
             r.topic,
             r.partition,
             r.source_end_offset,
             r.cursor,
             r.lag,
+            r.lag_seconds.map_or("-".into(), |s| s.to_string()),
+            r.records_per_s,
+            r.bytes_per_s,
             ts,
             r.last_error.unwrap_or_default()
         );
@@ -497,13 +510,13 @@ async fn status(args: StatusArgs) -> Result<ExitCode, String> {
     if !st.groups.is_empty() {
         println!();
         println!(
-            "{:<16} {:<24} {:<24} {:>5} {:>12} {:>12} {:>12}  {:<18} DETAIL",
-            "FLOW", "GROUP", "TOPIC", "PART", "SOURCE", "TRANSLATED", "TARGET", "STATUS"
+            "{:<16} {:<24} {:<24} {:>5} {:>12} {:>12} {:>12}  {:<18} {:<24} DETAIL",
+            "FLOW", "GROUP", "TOPIC", "PART", "SOURCE", "TRANSLATED", "TARGET", "STATUS", "LAST_SYNC"
         );
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         for g in st.groups {
             println!(
-                "{:<16} {:<24} {:<24} {:>5} {:>12} {:>12} {:>12}  {:<18} {}",
+                "{:<16} {:<24} {:<24} {:>5} {:>12} {:>12} {:>12}  {:<18} {:<24} {}",
                 g.flow,
                 g.group,
                 g.topic,
@@ -512,11 +525,22 @@ async fn status(args: StatusArgs) -> Result<ExitCode, String> {
                 opt(g.translated_offset),
                 opt(g.target_offset),
                 g.status,
+                format_ms(g.checked_ms),
                 g.detail
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1h02m`, `3m05s` or `42s`.
+fn format_duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
 }
 
 /// RFC 3339 UTC from milliseconds since the epoch, without a date crate.

@@ -48,7 +48,7 @@ pub mod name {
     pub const GROUP_SYNC_FAILURE: &str = "ConsumerGroupOffsetSyncFailure";
     /// Failures to authenticate or authorise against a cluster.
     pub const AUTH_ERROR: &str = "AuthError";
-    /// Time the brokers throttled this replicator (ms).
+    /// Time the brokers throttled this replicator (ms), per invocation.
     pub const THROTTLE_TIME: &str = "ThrottleTime";
     /// A group's lag summed over its partitions, on one cluster.
     pub const SUM_OFFSET_LAG: &str = "SumOffsetLag";

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_adapters::kafka::batch::{self, ProducerStamp, SourceRecord};
 use ferry_adapters::kafka::{FetchedPartition, KafkaCluster, KafkaError, OffsetSpec};
-use ferry_adapters::state::{now_ms, Checkpoint, Lease, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, Lease, Rate, StateError, StateStore};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
 use ferry_core::offset_map::{runs_for_append, OffsetRun};
@@ -122,6 +122,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let target = ferry.cluster(&flow.target.id)?;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let settings = &ferry.settings;
+    let started = std::time::Instant::now();
     let mut filter = LoopFilter::for_flow(&flow, &source, &target).await?;
 
     // Lease every partition we can; the others are someone else's now.
@@ -232,7 +233,12 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     }
 
     // Give every lease back at once; one taken over meanwhile is simply gone.
-    let released = join_all(parts.iter().map(|p| ferry.store.release_lease(&flow_key, &p.lease))).await;
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let rate = |p: &Part| Rate {
+        records_per_s: (p.records as f64 / secs).round() as i64,
+        bytes_per_s: (p.bytes as f64 / secs).round() as i64,
+    };
+    let released = join_all(parts.iter().map(|p| ferry.store.release_lease(&flow_key, &p.lease, rate(p)))).await;
     for (p, res) in parts.iter().zip(released) {
         match res {
             Ok(()) | Err(StateError::LeaseLost { .. }) => {}

@@ -27,6 +27,13 @@ pub struct PartitionStatus {
     pub cursor: i64,
     /// Records not yet replicated.
     pub lag: i64,
+    /// Lag in time: how long the oldest record not yet replicated has
+    /// waited, at most (0 when caught up; unknown before the first record).
+    pub lag_seconds: Option<i64>,
+    /// Records per second over the last Replicate invocation.
+    pub records_per_s: i64,
+    /// Bytes per second over the last Replicate invocation.
+    pub bytes_per_s: i64,
     /// Timestamp of the last replicated record (ms), if any.
     pub last_record_timestamp_ms: Option<i64>,
     /// Records replicated, all time.
@@ -114,6 +121,12 @@ async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
         let now = ferry_adapters::state::now_ms();
         for c in cursors {
             let end = ends.get(&c.tp).copied().unwrap_or(c.source_end_offset);
+            let lag = (end - c.next_source_offset).max(0);
+            let lag_seconds = if lag == 0 {
+                Some(0)
+            } else {
+                (c.last_record_timestamp_ms >= 0).then(|| (now - c.last_record_timestamp_ms).max(0) / 1000)
+            };
             rows.push(PartitionStatus {
                 flow: flow.id(),
                 topic: c.tp.topic.clone(),
@@ -121,7 +134,10 @@ async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
                 target_topic: c.target_topic,
                 source_end_offset: end,
                 cursor: c.next_source_offset,
-                lag: (end - c.next_source_offset).max(0),
+                lag,
+                lag_seconds,
+                records_per_s: c.records_per_s,
+                bytes_per_s: c.bytes_per_s,
                 last_record_timestamp_ms: (c.last_record_timestamp_ms >= 0).then_some(c.last_record_timestamp_ms),
                 records_replicated: c.records_replicated,
                 lease_owner: c.lease_owner.filter(|_| c.lease_expires_ms > now),

@@ -3,8 +3,9 @@
 //! and publishes the invocation's throughput and failures as metrics.
 
 use ferry_core::domain::{ReplicateInput, ReplicateOutput};
-use ferry_core::metrics::replicate_metrics;
+use ferry_core::metrics::{dim, name, replicate_metrics, Datum, Unit};
 use ferry_engine::replicate::Budget;
+use ferry_engine::Ferry;
 use ferry_lambda::diagnostic;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
@@ -17,11 +18,36 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
         let budget = Budget::for_lambda(event.context.deadline(), event.payload.max_seconds);
         let started = std::time::Instant::now();
+        let clusters = flow_clusters(ferry, &event.payload.flow);
+        let throttled_before: Vec<u64> = clusters.iter().map(|c| c.throttle_ms()).collect();
         let out: ReplicateOutput = ferry_engine::replicate::replicate(ferry, &event.payload, &budget)
             .await
             .map_err(|e| diagnostic(&e))?;
-        ferry_lambda::emit_metrics(&replicate_metrics(&ferry.spec.name, &out, started.elapsed().as_secs_f64()));
+        let mut data = replicate_metrics(&ferry.spec.name, &out, started.elapsed().as_secs_f64());
+        for (c, before) in clusters.iter().zip(throttled_before) {
+            let ms = c.throttle_ms().saturating_sub(before) as f64;
+            data.push(Datum::new(
+                name::THROTTLE_TIME,
+                Unit::Milliseconds,
+                ms,
+                &ferry.spec.name,
+                &[(dim::CLUSTER, c.alias())],
+            ));
+        }
+        ferry_lambda::emit_metrics(&data);
         Ok::<_, Diagnostic>(out)
     }))
     .await
+}
+
+/// The source and target clients of a flow (none if the flow is unknown:
+/// the replicate call then fails with the reason).
+fn flow_clusters(ferry: &Ferry, flow: &str) -> Vec<std::sync::Arc<ferry_adapters::kafka::KafkaCluster>> {
+    let Ok(flow) = ferry.flow(flow) else {
+        return Vec::new();
+    };
+    [&flow.source.id, &flow.target.id]
+        .into_iter()
+        .filter_map(|id| ferry.cluster(id).ok())
+        .collect()
 }

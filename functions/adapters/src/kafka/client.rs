@@ -97,6 +97,9 @@ pub struct KafkaCluster {
     pub(super) coordinators: std::sync::Mutex<HashMap<String, String>>,
     /// The cluster id, learnt once: it never changes for a cluster's life.
     pub(super) cluster_id: std::sync::OnceLock<String>,
+    /// Milliseconds the brokers asked this client to wait (quotas), summed
+    /// over every Fetch and Produce answer.
+    throttle_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for KafkaCluster {
@@ -128,12 +131,25 @@ impl KafkaCluster {
             conns: Default::default(),
             coordinators: Default::default(),
             cluster_id: Default::default(),
+            throttle_ms: Default::default(),
         }
     }
 
     /// The alias used in errors and logs.
     pub fn alias(&self) -> &str {
         &self.alias
+    }
+
+    /// Milliseconds of quota throttling the brokers reported to this client
+    /// so far (Fetch and Produce); the ThrottleTime metric is its growth.
+    pub fn throttle_ms(&self) -> u64 {
+        self.throttle_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add_throttle(&self, ms: i32) {
+        if ms > 0 {
+            self.throttle_ms.fetch_add(ms as u64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub(super) async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, KafkaError> {
@@ -635,6 +651,7 @@ impl KafkaCluster {
                     .collect(),
             );
         let resp = self.send_to(&addr, &req).await?;
+        self.add_throttle(resp.throttle_time_ms);
         if let Some(error) = ResponseError::try_from_code(resp.error_code) {
             return Err(KafkaError::Broker {
                 cluster: self.alias.clone(),
@@ -744,6 +761,7 @@ impl KafkaCluster {
                     .collect(),
             );
         let resp = self.send_to(&addr, &req).await?;
+        self.add_throttle(resp.throttle_time_ms);
         let mut out = HashMap::new();
         for t in resp.responses {
             for p in t.partition_responses {
