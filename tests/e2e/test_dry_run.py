@@ -17,11 +17,15 @@ from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, p
 from test_acls import binding, create, topic_acls
 
 
-def dry_run(ferry: Ferry, observe: int = 1) -> dict:
+def dry_run_all(ferry: Ferry, observe: int = 1) -> dict:
     res = subprocess.run(ferry.args("plan", "--dry-run", "--json", "--observe-seconds", str(observe)),
                          capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
-    [flow] = json.loads(res.stdout)["flows"]
+    return json.loads(res.stdout)
+
+
+def dry_run(ferry: Ferry, observe: int = 1) -> dict:
+    [flow] = dry_run_all(ferry, observe)["flows"]
     return flow
 
 
@@ -55,9 +59,10 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     ferry = Ferry(kc, ri)
     acls_before = topic_acls(TARGET)
     try:
-        flow = dry_run(ferry)
+        whole = dry_run_all(ferry)
     finally:
         member.close()
+    [flow] = whole["flows"]
 
     # Nothing written anywhere.
     assert topic not in list_topics(TARGET)
@@ -78,6 +83,12 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     [risk] = flow["record_size_risks"]
     assert (risk["topic"], risk["source_max_message_bytes"], risk["target_max_message_bytes"]) == (topic, 2000000, 1048588)
     assert flow["groups_active_on_target"] == [group]
+    # The cost model: a quiet source costs leases only in DynamoDB (3 write
+    # units per partition per execution, 43,800 executions a month).
+    cost = whole["monthly_cost"]
+    assert cost["executions"] == 43_800 and cost["dynamodb_write_units"] == 43_800 * 3 * 3
+    assert abs(cost["total_usd"] - cost["lambda_usd"] - cost["step_functions_usd"] - cost["dynamodb_usd"]) < 1e-6
+    assert len(cost["assumptions"]) >= 4
 
     # Throughput: records arriving while the dry run watches.
     stop = threading.Event()
@@ -93,11 +104,15 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     t = threading.Thread(target=produce_steadily)
     t.start()
     try:
-        busy = dry_run(ferry, observe=3)
+        busy_all = dry_run_all(ferry, observe=3)
     finally:
         stop.set()
         t.join()
+    [busy] = busy_all["flows"]
     assert busy["observed_records_per_second"] > 10, busy["observed_records_per_second"]
+    # Three partitions receiving records: their checkpoints cost write units too.
+    assert busy_all["monthly_cost"]["dynamodb_write_units"] > cost["dynamodb_write_units"]
+    assert busy_all["monthly_cost"]["dynamodb_usd"] > cost["dynamodb_usd"]
     assert tables(ferry.prefix) == []
 
     # A real plan does it; a dry run afterwards finds nothing left to create.
@@ -114,3 +129,4 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     # The human form says so too.
     text = subprocess.run(ferry.args("plan", "--dry-run", "--observe-seconds", "0"), capture_output=True, text=True, timeout=180)
     assert text.returncode == 0 and "nothing was written" in text.stdout, text.stdout + text.stderr
+    assert "estimated monthly AWS cost" in text.stdout, text.stdout

@@ -64,6 +64,10 @@ pub(crate) struct PlanArgs {
     /// With --dry-run: how long to watch the source end offsets to measure throughput.
     #[arg(long, default_value_t = 5)]
     pub(crate) observe_seconds: u64,
+    /// With --dry-run: minutes between scheduled executions, for the cost estimate
+    /// (the template's ScheduleRate).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) schedule_minutes: f64,
 }
 
 #[derive(Debug, Args)]

@@ -147,7 +147,8 @@ pub(crate) async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, 
         max_partitions_per_batch: Some(args.max_partitions_per_batch),
         ..PlanInput::default()
     };
-    let dry = ferry_engine::plan::dry_run(ferry, &input, std::time::Duration::from_secs(args.observe_seconds))
+    let observe = std::time::Duration::from_secs(args.observe_seconds);
+    let dry = ferry_engine::plan::dry_run(ferry, &input, observe, args.schedule_minutes)
         .await
         .map_err(|e| describe(&e))?;
     if args.json {
@@ -213,6 +214,14 @@ pub(crate) async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, 
             "  source throughput: {:.1} records/s (watched {:.1} s)",
             f.observed_records_per_second, dry.observed_seconds
         );
+    }
+    let c = &dry.monthly_cost;
+    println!(
+        "estimated monthly AWS cost, deployed: ${:.2} (Lambda ${:.2}, Step Functions ${:.2}, DynamoDB ${:.2}), assuming:",
+        c.total_usd, c.lambda_usd, c.step_functions_usd, c.dynamodb_usd
+    );
+    for a in &c.assumptions {
+        println!("  - {a}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 
 pub mod acls;
 pub mod config;
+pub mod cost;
 pub mod domain;
 pub mod groups;
 pub mod metrics;

@@ -494,6 +494,10 @@ async fn plan_flow(
     Ok((created, work))
 }
 
+/// Checkpoints per second of a partition receiving records, for the cost
+/// model (one per produce round; rounds run as records arrive).
+const ASSUMED_CHECKPOINTS_PER_SECOND: f64 = 1.0;
+
 /// Kafka's default `max.message.bytes` of a topic (the broker's
 /// `message.max.bytes` unless the broker sets another).
 const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
@@ -508,6 +512,8 @@ pub struct DryRun {
     pub flows: Vec<FlowDryRun>,
     /// Seconds the source end offsets were watched to measure throughput.
     pub observed_seconds: f64,
+    /// What a month of this replicator, deployed, would cost (a model).
+    pub monthly_cost: ferry_core::cost::CostEstimate,
 }
 
 /// What a plan would do for one flow.
@@ -650,7 +656,7 @@ fn record_size_risk(topic: &str, source: &TopicConfig, target_topic: &str, targe
 
 /// Plan every flow without writing anything, and say what would be done;
 /// then watch the source end offsets for `observe` to measure throughput.
-pub async fn dry_run(ferry: &Ferry, input: &PlanInput, observe: Duration) -> Result<DryRun, FerryError> {
+pub async fn dry_run(ferry: &Ferry, input: &PlanInput, observe: Duration, schedule_minutes: f64) -> Result<DryRun, FerryError> {
     let max = input.max_partitions_per_batch.unwrap_or(ferry.settings.max_partitions_per_batch);
     let mut out = DryRun {
         replicator: ferry.spec.name.clone(),
@@ -688,25 +694,38 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, observe: Duration) -> Res
     }
     let mut before = Vec::new();
     for (flow, tps) in ferry.spec.flows.iter().zip(&watched) {
-        before.push(total_end(ferry, flow, tps).await?);
+        before.push(end_offsets(ferry, flow, tps).await?);
     }
     let started = std::time::Instant::now();
     tokio::time::sleep(observe).await;
+    let mut active = 0;
     for (((flow, d), tps), before) in ferry.spec.flows.iter().zip(out.flows.iter_mut()).zip(&watched).zip(before) {
-        let after = total_end(ferry, flow, tps).await?;
-        d.observed_records_per_second = (after - before).max(0) as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let after = end_offsets(ferry, flow, tps).await?;
+        let grew: Vec<i64> = after
+            .iter()
+            .map(|(tp, end)| end - before.get(tp).copied().unwrap_or(*end))
+            .filter(|d| *d > 0)
+            .collect();
+        active += grew.len();
+        d.observed_records_per_second = grew.iter().sum::<i64>() as f64 / started.elapsed().as_secs_f64().max(0.001);
     }
+    out.monthly_cost = ferry_core::cost::estimate(&ferry_core::cost::CostInputs {
+        schedule_minutes,
+        batches: out.flows.iter().map(|f| f.batches).sum(),
+        partitions: out.flows.iter().map(|f| f.partitions).sum(),
+        active_partitions: active,
+        checkpoints_per_second: ASSUMED_CHECKPOINTS_PER_SECOND,
+    });
     out.observed_seconds = started.elapsed().as_secs_f64();
     Ok(out)
 }
 
-/// The sum of the end offsets of `tps` on the flow's source.
-async fn total_end(ferry: &Ferry, flow: &FlowSpec, tps: &[TopicPartition]) -> Result<i64, FerryError> {
+/// The end offsets of `tps` on the flow's source.
+async fn end_offsets(ferry: &Ferry, flow: &FlowSpec, tps: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>, FerryError> {
     if tps.is_empty() {
-        return Ok(0);
+        return Ok(HashMap::new());
     }
-    let ends = ferry.cluster(&flow.source.id)?.list_offsets(tps, OffsetSpec::Latest, true).await?;
-    Ok(ends.values().sum())
+    Ok(ferry.cluster(&flow.source.id)?.list_offsets(tps, OffsetSpec::Latest, true).await?)
 }
 
 /// Newly created topics take a moment to get leaders.

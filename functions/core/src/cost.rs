@@ -1,0 +1,154 @@
+//! A monthly AWS cost estimate for a deployed replicator, from the shape
+//! of its plan and the source traffic a dry run observed. It is a model,
+//! not a bill: every assumption is listed in its output, and prices are
+//! on-demand list prices (US East, x86) that change over time.
+
+use serde::Serialize;
+
+/// Lambda, per GB-second (x86).
+const LAMBDA_GB_SECOND_USD: f64 = 0.000_016_666_7;
+/// Lambda, per request.
+const LAMBDA_REQUEST_USD: f64 = 0.000_000_2;
+/// Step Functions Standard, per state transition.
+const SFN_TRANSITION_USD: f64 = 0.000_025;
+/// DynamoDB on-demand, per write request unit.
+const DYNAMODB_WRU_USD: f64 = 0.000_000_625;
+/// Hours in the month the estimate is for.
+const HOURS_PER_MONTH: f64 = 730.0;
+/// MemorySize of the Replicate function in template.yaml, in GB.
+const REPLICATE_MEMORY_GB: f64 = 1.0;
+/// MemorySize of Plan, SyncGroups and Report, in GB, and their assumed run time.
+const OTHER_MEMORY_GB: f64 = 0.5;
+const OTHER_SECONDS: f64 = 2.0;
+/// Write units of one checkpoint: a transaction (twice the units) of the
+/// cursor and one offset-map run.
+const WRU_PER_CHECKPOINT: f64 = 4.0;
+/// Write units per partition per execution for its lease (take, record
+/// the producer, give back).
+const WRU_PER_LEASE: f64 = 3.0;
+
+/// What the estimate is computed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostInputs {
+    /// Minutes between scheduled executions (template ScheduleRate).
+    pub schedule_minutes: f64,
+    /// Replicate invocations per execution.
+    pub batches: usize,
+    /// Partitions replicated.
+    pub partitions: usize,
+    /// Partitions that received records while the dry run watched.
+    pub active_partitions: usize,
+    /// Checkpoints per second of a partition that receives records.
+    pub checkpoints_per_second: f64,
+}
+
+/// The estimate, per month.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CostEstimate {
+    /// State-machine executions.
+    pub executions: f64,
+    /// Step Functions state transitions.
+    pub state_transitions: f64,
+    /// Lambda GB-seconds.
+    pub lambda_gb_seconds: f64,
+    /// Lambda requests.
+    pub lambda_requests: f64,
+    /// DynamoDB write request units.
+    pub dynamodb_write_units: f64,
+    /// Lambda, USD.
+    pub lambda_usd: f64,
+    /// Step Functions, USD.
+    pub step_functions_usd: f64,
+    /// DynamoDB, USD.
+    pub dynamodb_usd: f64,
+    /// Sum, USD.
+    pub total_usd: f64,
+    /// How it was computed.
+    pub assumptions: Vec<String>,
+}
+
+/// Estimate a month of a deployed replicator.
+pub fn estimate(i: &CostInputs) -> CostEstimate {
+    let minutes = HOURS_PER_MONTH * 60.0;
+    let executions = minutes / i.schedule_minutes.max(1.0);
+    let batches = i.batches as f64;
+    // Plan, Map, SyncGroups, Report, Done, plus a start and a task per Map iteration.
+    let state_transitions = executions * (5.0 + 2.0 * batches);
+    let replicate_seconds = batches * HOURS_PER_MONTH * 3600.0;
+    let lambda_gb_seconds = replicate_seconds * REPLICATE_MEMORY_GB + executions * 3.0 * OTHER_SECONDS * OTHER_MEMORY_GB;
+    let lambda_requests = executions * (3.0 + batches);
+    let checkpoints = i.active_partitions as f64 * i.checkpoints_per_second * HOURS_PER_MONTH * 3600.0;
+    let dynamodb_write_units = checkpoints * WRU_PER_CHECKPOINT + executions * i.partitions as f64 * WRU_PER_LEASE;
+    let lambda_usd = lambda_gb_seconds * LAMBDA_GB_SECOND_USD + lambda_requests * LAMBDA_REQUEST_USD;
+    let step_functions_usd = state_transitions * SFN_TRANSITION_USD;
+    let dynamodb_usd = dynamodb_write_units * DYNAMODB_WRU_USD;
+    CostEstimate {
+        executions,
+        state_transitions,
+        lambda_gb_seconds,
+        lambda_requests,
+        dynamodb_write_units,
+        lambda_usd,
+        step_functions_usd,
+        dynamodb_usd,
+        total_usd: lambda_usd + step_functions_usd + dynamodb_usd,
+        assumptions: vec![
+            format!("one execution every {} minute(s), {HOURS_PER_MONTH} hours a month", i.schedule_minutes.max(1.0)),
+            format!(
+                "each of the {} Replicate batches keeps one {REPLICATE_MEMORY_GB} GB invocation running all the time (overlapping ones find the leases taken and return at once)",
+                i.batches
+            ),
+            format!("Plan, SyncGroups and Report run {OTHER_SECONDS} s each at {OTHER_MEMORY_GB} GB per execution"),
+            format!(
+                "{} of {} partitions receive records, each checkpointed {} times a second ({WRU_PER_CHECKPOINT} write units each); {WRU_PER_LEASE} write units per partition per execution for leases",
+                i.active_partitions, i.partitions, i.checkpoints_per_second
+            ),
+            "on-demand list prices, US East, x86: Lambda $0.0000166667/GB-s and $0.20/million requests, Step Functions $0.025/1,000 transitions, DynamoDB $0.625/million write units; reads, logs, metrics and data transfer not included".into(),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_batch_every_minute_with_one_busy_partition() {
+        let e = estimate(&CostInputs {
+            schedule_minutes: 1.0,
+            batches: 1,
+            partitions: 4,
+            active_partitions: 1,
+            checkpoints_per_second: 1.0,
+        });
+        assert_eq!(e.executions, 43_800.0);
+        assert_eq!(e.state_transitions, 43_800.0 * 7.0);
+        // 2,628,000 s of a 1 GB Replicate plus 3 × 2 s × 0.5 GB per execution.
+        assert!((e.lambda_gb_seconds - (2_628_000.0 + 131_400.0)).abs() < 1e-6);
+        assert!((e.dynamodb_write_units - (2_628_000.0 * 4.0 + 43_800.0 * 12.0)).abs() < 1e-6);
+        assert!((e.total_usd - (e.lambda_usd + e.step_functions_usd + e.dynamodb_usd)).abs() < 1e-9);
+        // About $46 of Lambda, $7.67 of Step Functions, $6.90 of DynamoDB.
+        assert!((e.lambda_usd - 46.0).abs() < 0.5, "{}", e.lambda_usd);
+        assert!((e.step_functions_usd - 7.665).abs() < 0.01, "{}", e.step_functions_usd);
+        assert!((e.dynamodb_usd - 6.9).abs() < 0.05, "{}", e.dynamodb_usd);
+    }
+
+    #[test]
+    fn a_slower_schedule_costs_less_orchestration_not_less_replication() {
+        let base = CostInputs {
+            schedule_minutes: 1.0,
+            batches: 2,
+            partitions: 10,
+            active_partitions: 0,
+            checkpoints_per_second: 1.0,
+        };
+        let every_minute = estimate(&base);
+        let every_five = estimate(&CostInputs {
+            schedule_minutes: 5.0,
+            ..base
+        });
+        assert!((every_five.step_functions_usd * 5.0 - every_minute.step_functions_usd).abs() < 1e-6);
+        assert!(every_five.lambda_gb_seconds < every_minute.lambda_gb_seconds);
+        assert!(every_five.lambda_gb_seconds > 2.0 * HOURS_PER_MONTH * 3600.0);
+    }
+}
