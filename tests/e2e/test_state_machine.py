@@ -87,6 +87,14 @@ def test_execution_replicates_and_backfills(tmp_path):
         assert sum(d["ReplicatorThroughput"] > 0 for d in sent) >= 1, sent
         throttled = {d["ClusterAlias"] for d in emf_documents(sfn.function_log("ferry-replicate")) if "ThrottleTime" in d}
         assert throttled == {"source", "target"}, throttled
+        # Logs are JSON lines carrying the replicator, the step and each line's cluster, topic and partition.
+        name = sfn.env["FERRY_REPLICATOR_NAME"]
+        lines = [json.loads(line) for line in sfn.function_log("ferry-replicate").splitlines() if line.startswith('{"timestamp"')]
+        progress = [ln for ln in lines if ln["fields"]["message"] == "partition progress" and ln["fields"]["topic"] == live]
+        assert progress and all(ln["span"]["replicator"] == name and ln["span"]["step"] == "replicate" for ln in progress), lines[:5]
+        assert {ln["fields"]["partition"] for ln in progress} == {0, 1, 2, 3}
+        assert {ln["fields"]["cluster"] for ln in progress} == {"source"}
+        assert sum(ln["fields"]["records"] for ln in progress) == 2000
 
         # Backfill: the topic LATEST skipped, from its first record.
         back = sfn.execute(arn, {"backfill": {"topics": [old], "from": "EARLIEST"}, "stop_at_plan_end": True})

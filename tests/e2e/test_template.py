@@ -117,3 +117,51 @@ def test_sam_build_packages_every_function(tmp_path):
     built = (tmp_path / "build" / "template.yaml").read_text()
     assert all(f"CodeUri: {fn}" in built for fn in functions), built
     shutil.rmtree(tmp_path / "build")  # about 1 GB of debug binaries
+
+
+def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
+    """`ferry deploy-parameters` checks the definition and log-delivery.json
+    and names only parameters the template has: the MSK cluster on IAM for
+    the kafka-cluster policy, the SCRAM and CA secrets, the log group and the
+    Firehose stream. An S3 destination is refused with the fix, and nothing
+    is printed on stdout then."""
+    from conftest import FERRY
+
+    msk = "arn:aws:kafka:us-east-1:123456789012:cluster/prod/abc-1"
+    scram = "arn:aws:secretsmanager:us-east-1:123456789012:secret:onprem-scram"
+    ca = "arn:aws:secretsmanager:us-east-1:123456789012:secret:onprem-ca"
+    kc = tmp_path / "kafka-clusters.json"
+    kc.write_text(json.dumps([
+        {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "onprem", "BootstrapBrokerString": "k1:9096"},
+         "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": scram}},
+         "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": ca}},
+        {"AmazonMskCluster": {"MskClusterArn": msk, "BootstrapBrokerString": "b-1:9098"}},
+    ]))
+    ri = tmp_path / "replication-info.json"
+    ri.write_text(json.dumps([{"SourceKafkaClusterId": "onprem", "TargetKafkaClusterArn": msk, "TargetCompressionType": "ZSTD",
+                               "TopicReplication": {"TopicsToReplicate": [".*"]}}]))
+    ld = tmp_path / "log-delivery.json"
+    ld.write_text(json.dumps({"CloudWatchLogs": {"Enabled": True, "LogGroup": "/ferry/prod"},
+                              "Firehose": {"Enabled": True, "DeliveryStream": "ferry-logs"}, "S3": {"Enabled": False}}))
+    base = [str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri), "--name", "prod-move"]
+    res = subprocess.run(base + ["--log-delivery", str(ld), "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    params = json.loads(res.stdout)
+    assert params["SourceMskClusterArn"] == "" and params["TargetMskClusterArn"] == msk
+    assert sorted(params["SecretArns"].split(",")) == sorted([scram, ca])
+    assert (params["LogGroupName"], params["LogFirehoseStreamName"]) == ("/ferry/prod", "ferry-logs")
+    assert json.loads(params["KafkaClustersJson"]) == json.loads(kc.read_text())
+    template = (ROOT / "template.yaml").read_text()
+    declared = set(re.findall(r"^  (\w+):\n    Type: ", template.split("\nConditions:")[0], re.M))
+    assert set(params) <= declared, set(params) - declared
+
+    # The Key='value' form is valid shell words.
+    import shlex
+    plain = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60)
+    words = dict(w.split("=", 1) for w in shlex.split(plain.stdout))
+    assert words == params
+
+    ld.write_text(json.dumps({"S3": {"Enabled": True, "Bucket": "logs-bucket", "Prefix": "ferry/"}}))
+    bad = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stdout == "", bad.stdout
+    assert "S3" in bad.stderr and "Firehose" in bad.stderr and "logs-bucket" in bad.stderr, bad.stderr

@@ -14,6 +14,7 @@ use ferry_core::domain::{PlanInput, StopReason, TopicPartition};
 use ferry_engine::replicate::Budget;
 use ferry_engine::{Ferry, FerryError, Settings};
 
+mod deploy;
 mod report;
 
 /// Ferry: a serverless Kafka-to-Kafka replicator. These commands run the
@@ -43,6 +44,10 @@ enum Command {
     /// Measure and print the metrics (as the Report function publishes
     /// them); optionally send them to CloudWatch.
     Report(report::ReportArgs),
+    /// Check a replicator definition (and log-delivery.json) and print the
+    /// `sam deploy` parameters for it: MSK clusters and secrets for the IAM
+    /// policy, where the logs go.
+    DeployParameters(deploy::DeployArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +151,7 @@ struct StatusArgs {
     json: bool,
 }
 
-fn read(path: &Path) -> Result<String, String> {
+pub(crate) fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}. Fix: give the path of an existing JSON file", path.display()))
 }
 
@@ -190,6 +195,7 @@ async fn main() -> ExitCode {
         Command::Plan(args) => plan_once(args).await,
         Command::Readiness(args) => report::readiness(args).await,
         Command::Report(args) => report::report(args).await,
+        Command::DeployParameters(args) => deploy::deploy_parameters(args),
     };
     match res {
         Ok(code) => code,

@@ -248,6 +248,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         }
     }
     let mut partitions: Vec<PartitionProgress> = parts.iter().map(Part::progress).collect();
+    for p in &partitions {
+        tracing::info!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.source.topic,
+            partition = p.source.partition, records = p.records, bytes = p.bytes, cursor = p.cursor, source_end = p.source_end,
+            reconciled = p.reconciled, filtered = p.filtered_records, stopped = ?p.stopped, "partition progress"
+        );
+    }
     partitions.extend(skipped);
     Ok(ReplicateOutput { partitions })
 }

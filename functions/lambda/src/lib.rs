@@ -6,6 +6,7 @@
 use ferry_core::metrics::{emf_lines, Datum, NAMESPACE};
 use ferry_engine::{Ferry, FerryError};
 use lambda_runtime::Diagnostic;
+pub use tracing::Instrument;
 
 /// JSON logs on stdout, filtered by `RUST_LOG`.
 pub fn init_tracing() {
@@ -39,4 +40,11 @@ pub fn emit_metrics(data: &[Datum]) {
     for line in emf_lines(NAMESPACE, now, data) {
         println!("{line}");
     }
+}
+
+/// The span every log line of one invocation carries: the replicator, the
+/// step and (for Replicate) the flow, next to each line's own fields
+/// (cluster, topic, partition, group).
+pub fn step_span(ferry: &Ferry, step: &'static str, flow: Option<&str>) -> tracing::Span {
+    tracing::info_span!("step", replicator = %ferry.spec.name, step, flow = flow.unwrap_or("*"))
 }

@@ -1,7 +1,7 @@
 //! The Plan Lambda function: wires clients, then calls `ferry_engine::plan`.
 
 use ferry_core::domain::{PlanInput, PlanOutput};
-use ferry_lambda::diagnostic;
+use ferry_lambda::{diagnostic, Instrument};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
 #[tokio::main]
@@ -12,7 +12,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<PlanInput>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
         ferry.store.ensure_tables().await.map_err(|e| diagnostic(&e.into()))?;
-        let out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload).await.map_err(|e| diagnostic(&e))?;
+        let out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload)
+            .instrument(ferry_lambda::step_span(ferry, "plan", None))
+            .await
+            .map_err(|e| diagnostic(&e))?;
         Ok::<_, Diagnostic>(out)
     }))
     .await

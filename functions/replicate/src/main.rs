@@ -6,7 +6,7 @@ use ferry_core::domain::{ReplicateInput, ReplicateOutput};
 use ferry_core::metrics::{dim, name, replicate_metrics, Datum, Unit};
 use ferry_engine::replicate::Budget;
 use ferry_engine::Ferry;
-use ferry_lambda::diagnostic;
+use ferry_lambda::{diagnostic, Instrument};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
 #[tokio::main]
@@ -20,7 +20,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let started = std::time::Instant::now();
         let clusters = flow_clusters(ferry, &event.payload.flow);
         let throttled_before: Vec<u64> = clusters.iter().map(|c| c.throttle_ms()).collect();
+        let span = ferry_lambda::step_span(ferry, "replicate", Some(&event.payload.flow));
         let out: ReplicateOutput = ferry_engine::replicate::replicate(ferry, &event.payload, &budget)
+            .instrument(span)
             .await
             .map_err(|e| diagnostic(&e))?;
         let mut data = replicate_metrics(&ferry.spec.name, &out, started.elapsed().as_secs_f64());

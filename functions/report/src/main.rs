@@ -5,7 +5,7 @@
 use ferry_core::readiness::Thresholds;
 use ferry_engine::report::Report;
 use ferry_engine::FerryError;
-use ferry_lambda::diagnostic;
+use ferry_lambda::{diagnostic, Instrument};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde::Deserialize;
 
@@ -33,6 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             _ => ReportInput::default(),
         };
         let report: Report = ferry_engine::report::report(ferry, &input.thresholds.unwrap_or_default())
+            .instrument(ferry_lambda::step_span(ferry, "report", None))
             .await
             .map_err(|e| diagnostic(&e))?;
         ferry_lambda::emit_metrics(&report.metrics());

@@ -3,7 +3,7 @@
 //! ConsumerGroupReplication.
 
 use ferry_engine::groups::SyncGroupsOutput;
-use ferry_lambda::diagnostic;
+use ferry_lambda::{diagnostic, Instrument};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
 #[tokio::main]
@@ -13,7 +13,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ferry = &ferry;
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
-        let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry).await.map_err(|e| diagnostic(&e))?;
+        let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry)
+            .instrument(ferry_lambda::step_span(ferry, "sync-groups", None))
+            .await
+            .map_err(|e| diagnostic(&e))?;
         Ok::<_, Diagnostic>(out)
     }))
     .await

@@ -1,6 +1,7 @@
 //! The replicator definition: parsed from MSK Replicator's JSON, validated
 //! whole before anything is written, and turned into a [`ReplicatorSpec`].
 
+pub mod log_delivery;
 pub mod wire;
 
 use std::collections::BTreeSet;

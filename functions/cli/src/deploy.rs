@@ -1,0 +1,121 @@
+//! `ferry deploy-parameters`: the `sam deploy` parameters for a replicator
+//! definition, checked first: the definition itself, the MSK clusters the
+//! template's IAM policy is scoped to, the secrets it may read, and where
+//! the logs go (log-delivery.json).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use ferry_core::config::log_delivery::load_log_delivery;
+use ferry_core::config::{ClusterAuth, ClusterSpec};
+
+use crate::read;
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    /// kafka-clusters.json.
+    #[arg(long, value_name = "FILE")]
+    kafka_clusters: PathBuf,
+    /// replication-info.json.
+    #[arg(long, value_name = "FILE")]
+    replication_info: PathBuf,
+    /// log-delivery.json (ReplicatorLogDelivery: CloudWatchLogs, Firehose).
+    #[arg(long, value_name = "FILE")]
+    log_delivery: Option<PathBuf>,
+    /// Replicator name.
+    #[arg(long, default_value = "ferry")]
+    name: String,
+    /// Print a JSON object instead of `Key=Value` lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn is_msk(c: &ClusterSpec) -> bool {
+    c.id.starts_with("arn:") && c.id.contains(":kafka:")
+}
+
+pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
+    let clusters_json = read(&args.kafka_clusters)?;
+    let info_json = read(&args.replication_info)?;
+    let spec = ferry_core::config::load(
+        &args.name,
+        &args.kafka_clusters.display().to_string(),
+        &clusters_json,
+        &args.replication_info.display().to_string(),
+        &info_json,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut params: BTreeMap<&str, String> = BTreeMap::new();
+    params.insert("ReplicatorName", args.name.clone());
+    params.insert("KafkaClustersJson", compact(&clusters_json)?);
+    params.insert("ReplicationInfoJson", compact(&info_json)?);
+
+    let mut clusters: Vec<&ClusterSpec> = Vec::new();
+    for f in &spec.flows {
+        for c in [&f.source, &f.target] {
+            if !clusters.iter().any(|k| k.id == c.id) {
+                clusters.push(c);
+            }
+        }
+    }
+    let first = &spec.flows[0];
+    let msk: Vec<&&ClusterSpec> = clusters
+        .iter()
+        .filter(|c| is_msk(c) && matches!(c.auth, ClusterAuth::MskIam))
+        .collect();
+    if msk.len() > 2 {
+        return Err(format!(
+            "{} MSK clusters use IAM authentication; the template scopes its policy to two (source and target). Fix: deploy one stack per pair of clusters",
+            msk.len()
+        ));
+    }
+    for (key, c) in [("SourceMskClusterArn", &first.source), ("TargetMskClusterArn", &first.target)] {
+        params.insert(
+            key,
+            if is_msk(c) && matches!(c.auth, ClusterAuth::MskIam) {
+                c.id.clone()
+            } else {
+                String::new()
+            },
+        );
+    }
+    let mut secrets: Vec<String> = Vec::new();
+    for c in &clusters {
+        if let ClusterAuth::Scram { secret_arn, .. } = &c.auth {
+            secrets.push(secret_arn.clone());
+        }
+        if let Some(ca) = c.tls.as_ref().and_then(|t| t.root_ca_secret_arn.clone()) {
+            secrets.push(ca);
+        }
+    }
+    secrets.sort();
+    secrets.dedup();
+    params.insert("SecretArns", secrets.join(","));
+    if let Some(path) = &args.log_delivery {
+        let ld = load_log_delivery(&path.display().to_string(), &read(path)?).map_err(|e| e.to_string())?;
+        params.insert("LogGroupName", ld.log_group.unwrap_or_default());
+        params.insert("LogFirehoseStreamName", ld.firehose_stream.unwrap_or_default());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?);
+    } else {
+        for (k, v) in &params {
+            println!("{k}={}", shell_quote(v));
+        }
+        eprintln!("ferry: pass these to `sam deploy --parameter-overrides` (with --guided, answer the remaining questions: SubnetIds, SecurityGroupIds)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON on one line: CloudFormation parameters are single strings.
+fn compact(json: &str) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(v.to_string())
+}
+
+/// A POSIX-shell single-quoted word.
+fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
