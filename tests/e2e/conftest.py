@@ -109,7 +109,8 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
 def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starting: str = "EARLIEST",
                  source: str = SOURCE, target: str = TARGET, both_ways: bool = False,
                  groups: list[str] | None = None, group_mode: str | None = None, copy_acls: bool = False,
-                 naming: str = "IDENTICAL", topic_replication: dict | None = None) -> tuple[Path, Path]:
+                 naming: str = "IDENTICAL", topic_replication: dict | None = None,
+                 group_replication: dict | None = None) -> tuple[Path, Path]:
     """Both configuration files: source→target (and target→source with
     `both_ways`), IDENTICAL names, consumer groups matching `groups`."""
     clusters = [
@@ -139,6 +140,7 @@ def write_config(tmp: Path, topics: list[str], compression: str = "NONE", starti
                                              "SynchroniseConsumerGroupOffsets": True}
             if group_mode:
                 f["ConsumerGroupReplication"]["ConsumerGroupOffsetSyncMode"] = group_mode
+            f["ConsumerGroupReplication"].update(group_replication or {})
         return f
 
     info = [flow("source", "target")] + ([flow("target", "source")] if both_ways else [])

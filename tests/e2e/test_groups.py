@@ -134,3 +134,47 @@ def test_a_group_with_members_on_the_target_is_never_written(tmp_path):
     # Once the member is gone the sync goes through.
     assert ferry.run("--once").returncode == 0
     assert committed(TARGET, group)[(topic, 0)] == (90, "src-later")
+
+
+def test_detect_new_groups_off_keeps_the_groups_of_the_first_sync(tmp_path):
+    """DetectAndCopyNewConsumerGroups false: the groups present at the first
+    sync are synced from then on; a group that appears later, though it
+    matches the filter, is not."""
+    topic = unique("grp-fixed")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(50):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    stem = unique("fixed-app")
+    early, late = f"{stem}-early", f"{stem}-late"
+    commit_at(SOURCE, early, {(topic, 0): (10, "e")})
+    kc, ri = write_config(tmp_path, [topic], groups=[f"{stem}-.*"], group_replication={"DetectAndCopyNewConsumerGroups": False})
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, early)[(topic, 0)] == (10, "e")
+    commit_at(SOURCE, late, {(topic, 0): (20, "l")})
+    commit_at(SOURCE, early, {(topic, 0): (30, "e2")})
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, early)[(topic, 0)] == (30, "e2"), "a known group keeps being synced"
+    assert committed(TARGET, late) == {}, "a group that appeared after the first sync is not"
+
+
+def test_offset_sync_off_writes_no_group_on_the_target(tmp_path):
+    """SynchroniseConsumerGroupOffsets false: records replicate, no group
+    offset is committed on the target."""
+    topic = unique("grp-nosync")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(20):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    group = unique("nosync-app")
+    commit_at(SOURCE, group, {(topic, 0): (15, "")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group], group_replication={"SynchroniseConsumerGroupOffsets": False})
+    res = Ferry(kc, ri).run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(read_partition(TARGET, topic, 0)) == 20
+    assert committed(TARGET, group) == {}

@@ -11,7 +11,7 @@ use clap::Args;
 use ferry_core::config::log_delivery::load_log_delivery;
 use ferry_core::config::{ClusterAuth, ClusterSpec};
 
-use crate::read;
+use crate::{load_definition, read, Definition};
 
 #[derive(Debug, Args)]
 pub(crate) struct DeployArgs {
@@ -37,16 +37,11 @@ fn is_msk(c: &ClusterSpec) -> bool {
 }
 
 pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
-    let clusters_json = read(&args.kafka_clusters)?;
-    let info_json = read(&args.replication_info)?;
-    let spec = ferry_core::config::load(
-        &args.name,
-        &args.kafka_clusters.display().to_string(),
-        &clusters_json,
-        &args.replication_info.display().to_string(),
-        &info_json,
-    )
-    .map_err(|e| e.to_string())?;
+    let Definition {
+        spec,
+        clusters_json,
+        info_json,
+    } = load_definition(&args.name, &args.kafka_clusters, &args.replication_info)?;
     let mut params: BTreeMap<&str, String> = BTreeMap::new();
     params.insert("ReplicatorName", args.name.clone());
     params.insert("KafkaClustersJson", compact(&clusters_json)?);

@@ -155,17 +155,34 @@ pub(crate) fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}. Fix: give the path of an existing JSON file", path.display()))
 }
 
-async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
-    let clusters = read(&common.kafka_clusters)?;
-    let info = read(&common.replication_info)?;
+/// The two files of a replicator definition, read and validated; with
+/// their text, which `ferry deploy-parameters` passes on.
+pub(crate) struct Definition {
+    pub(crate) spec: ferry_core::config::ReplicatorSpec,
+    pub(crate) clusters_json: String,
+    pub(crate) info_json: String,
+}
+
+pub(crate) fn load_definition(name: &str, kafka_clusters: &Path, replication_info: &Path) -> Result<Definition, String> {
+    let clusters_json = read(kafka_clusters)?;
+    let info_json = read(replication_info)?;
     let spec = ferry_core::config::load(
-        &common.name,
-        &common.kafka_clusters.display().to_string(),
-        &clusters,
-        &common.replication_info.display().to_string(),
-        &info,
+        name,
+        &kafka_clusters.display().to_string(),
+        &clusters_json,
+        &replication_info.display().to_string(),
+        &info_json,
     )
     .map_err(|e| e.to_string())?;
+    Ok(Definition {
+        spec,
+        clusters_json,
+        info_json,
+    })
+}
+
+async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
+    let spec = load_definition(&common.name, &common.kafka_clusters, &common.replication_info)?.spec;
     let aws = aws_config::load_from_env().await;
     Ferry::new(
         spec,

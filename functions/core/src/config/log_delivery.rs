@@ -60,14 +60,7 @@ struct S3 {
 /// Parse and check `log-delivery.json` (the object itself, or wrapped as
 /// `{"ReplicatorLogDelivery": {...}}`).
 pub fn load_log_delivery(file: &str, json: &str) -> Result<LogDelivery, ConfigError> {
-    let mut value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-        ConfigError::new(
-            file,
-            format!("line {} column {}", e.line(), e.column()),
-            format!("not valid JSON ({e})"),
-            "fix the JSON syntax",
-        )
-    })?;
+    let mut value = super::parse_json(file, json)?;
     let mut prefix = String::new();
     if let Some(inner) = value.as_object_mut().and_then(|m| m.remove("ReplicatorLogDelivery")) {
         value = inner;

@@ -338,15 +338,20 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
 
 /// Accept either a bare JSON list (the `--kafka-clusters file://...` form)
 /// or an object with the list under `key` (the `--cli-input-json` form).
-fn parse_list<T: serde::de::DeserializeOwned>(file: &str, json: &str, key: &str) -> Result<Vec<T>, ConfigError> {
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+/// The file's JSON, or an error naming the line and column.
+fn parse_json(file: &str, json: &str) -> Result<serde_json::Value, ConfigError> {
+    serde_json::from_str(json).map_err(|e| {
         ConfigError::new(
             file,
             format!("line {} column {}", e.line(), e.column()),
             format!("not valid JSON ({e})"),
             "fix the JSON syntax",
         )
-    })?;
+    })
+}
+
+fn parse_list<T: serde::de::DeserializeOwned>(file: &str, json: &str, key: &str) -> Result<Vec<T>, ConfigError> {
+    let value = parse_json(file, json)?;
     let (value, prefix) = match value {
         serde_json::Value::Object(mut map) if map.len() == 1 && map.contains_key(key) => {
             (map.remove(key).unwrap_or_default(), key.to_string())
