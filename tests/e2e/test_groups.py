@@ -3,6 +3,8 @@ source becomes, on the target, the offset of the same record, exactly, with
 its metadata; a group with members on the target is never written; a group
 is never moved backwards."""
 
+import json
+import subprocess
 import time
 
 from confluent_kafka import Consumer, TopicPartition
@@ -174,7 +176,13 @@ def test_offset_sync_off_writes_no_group_on_the_target(tmp_path):
     group = unique("nosync-app")
     commit_at(SOURCE, group, {(topic, 0): (15, "")})
     kc, ri = write_config(tmp_path, [topic], groups=[group], group_replication={"SynchroniseConsumerGroupOffsets": False})
-    res = Ferry(kc, ri).run("--once")
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once")
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(read_partition(TARGET, topic, 0)) == 20
     assert committed(TARGET, group) == {}
+    # Groups Ferry does not sync are not readiness criteria.
+    ready = subprocess.run(ferry.args("readiness", "--json"), capture_output=True, text=True, timeout=120)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    metrics = {c["metric"] for c in json.loads(ready.stdout)["criteria"]}
+    assert "MessageLag" in metrics and not metrics & {"ConsumerGroupCount", "SumOffsetLag"}, metrics

@@ -178,7 +178,8 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
             HashMap::new()
         };
         topics.extend(topic_reports(flow, &source, &cursors, &ends, now).await);
-        if let Some(g) = &flow.groups {
+        // Groups count toward readiness only where Ferry syncs their offsets.
+        if let Some(g) = flow.groups.as_ref().filter(|g| g.sync_offsets) {
             if up(&flow.source.alias) && up(&flow.target.alias) {
                 let (set, mut lags) = flow_groups(ferry, flow, g, &cursors, &ends, now).await?;
                 group_sets.push(set);
