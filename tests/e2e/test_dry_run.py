@@ -17,8 +17,8 @@ from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, p
 from test_acls import binding, create, topic_acls
 
 
-def dry_run_all(ferry: Ferry, observe: int = 1) -> dict:
-    res = subprocess.run(ferry.args("plan", "--dry-run", "--json", "--observe-seconds", str(observe)),
+def dry_run_all(ferry: Ferry, observe: int = 1, *extra: str) -> dict:
+    res = subprocess.run(ferry.args("plan", "--dry-run", "--json", "--observe-seconds", str(observe), *extra),
                          capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
     return json.loads(res.stdout)
@@ -83,6 +83,7 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     [risk] = flow["record_size_risks"]
     assert (risk["topic"], risk["source_max_message_bytes"], risk["target_max_message_bytes"]) == (topic, 2000000, 1048588)
     assert flow["groups_active_on_target"] == [group]
+    assert (flow["batches_to_keep_up"], flow["partitions_per_batch_to_keep_up"]) == (1, 3)  # a quiet source
     # The cost model: a quiet source costs leases only in DynamoDB (3 write
     # units per partition per execution, 43,800 executions a month).
     cost = whole["monthly_cost"]
@@ -104,12 +105,14 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     t = threading.Thread(target=produce_steadily)
     t.start()
     try:
-        busy_all = dry_run_all(ferry, observe=3)
+        busy_all = dry_run_all(ferry, 3, "--replicate-records-per-second", "1")
     finally:
         stop.set()
         t.join()
     [busy] = busy_all["flows"]
     assert busy["observed_records_per_second"] > 10, busy["observed_records_per_second"]
+    # At one record per second per invocation, every partition needs its own batch.
+    assert (busy["batches_to_keep_up"], busy["partitions_per_batch_to_keep_up"]) == (3, 1)
     # Three partitions receiving records: their checkpoints cost write units too.
     assert busy_all["monthly_cost"]["dynamodb_write_units"] > cost["dynamodb_write_units"]
     assert busy_all["monthly_cost"]["dynamodb_usd"] > cost["dynamodb_usd"]

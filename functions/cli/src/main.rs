@@ -73,6 +73,11 @@ pub(crate) struct PlanArgs {
     /// (the template's ScheduleRate).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) schedule_minutes: f64,
+    /// With --dry-run: records per second one Replicate invocation copies, to
+    /// size the batches (default: bench/replicate's single-process rate on a
+    /// 2-core machine; measure yours).
+    #[arg(long, default_value_t = 28_000.0)]
+    pub(crate) replicate_records_per_second: f64,
 }
 
 #[derive(Debug, Args)]

@@ -147,10 +147,12 @@ pub(crate) async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, 
         max_partitions_per_batch: Some(args.max_partitions_per_batch),
         ..PlanInput::default()
     };
-    let observe = std::time::Duration::from_secs(args.observe_seconds);
-    let dry = ferry_engine::plan::dry_run(ferry, &input, observe, args.schedule_minutes)
-        .await
-        .map_err(|e| describe(&e))?;
+    let opts = ferry_engine::plan::DryRunOptions {
+        observe: std::time::Duration::from_secs(args.observe_seconds),
+        schedule_minutes: args.schedule_minutes,
+        replicate_records_per_s: args.replicate_records_per_second,
+    };
+    let dry = ferry_engine::plan::dry_run(ferry, &input, &opts).await.map_err(|e| describe(&e))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&dry).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);
@@ -211,8 +213,12 @@ pub(crate) async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, 
             println!("  group {g} has members on the target: its offsets are not synced until they leave");
         }
         println!(
-            "  source throughput: {:.1} records/s (watched {:.1} s)",
-            f.observed_records_per_second, dry.observed_seconds
+            "  source throughput: {:.1} records/s (watched {:.1} s): {} Replicate batches of at most {} partitions keep up at {} records/s each",
+            f.observed_records_per_second,
+            dry.observed_seconds,
+            f.batches_to_keep_up,
+            f.partitions_per_batch_to_keep_up,
+            args.replicate_records_per_second
         );
     }
     let c = &dry.monthly_cost;

@@ -108,9 +108,31 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
     }
 }
 
+/// Replicate batches (parallel invocations) that keep up with
+/// `observed_records_per_s` when one invocation replicates
+/// `capacity_records_per_s`, and the partitions per batch that gives for
+/// `partitions` partitions. At least one batch when there is a partition.
+pub fn batches_to_keep_up(observed_records_per_s: f64, capacity_records_per_s: f64, partitions: usize) -> (usize, usize) {
+    if partitions == 0 {
+        return (0, 0);
+    }
+    let needed = (observed_records_per_s / capacity_records_per_s.max(1.0)).ceil().max(1.0) as usize;
+    let batches = needed.min(partitions);
+    (batches, partitions.div_ceil(batches))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_grow_with_traffic_up_to_one_per_partition() {
+        assert_eq!(batches_to_keep_up(0.0, 20_000.0, 12), (1, 12));
+        assert_eq!(batches_to_keep_up(20_000.0, 20_000.0, 12), (1, 12));
+        assert_eq!(batches_to_keep_up(50_000.0, 20_000.0, 12), (3, 4));
+        assert_eq!(batches_to_keep_up(1e9, 20_000.0, 12), (12, 1));
+        assert_eq!(batches_to_keep_up(5.0, 20_000.0, 0), (0, 0));
+    }
 
     #[test]
     fn one_batch_every_minute_with_one_busy_partition() {

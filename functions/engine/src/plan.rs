@@ -549,6 +549,11 @@ pub struct FlowDryRun {
     pub groups_active_on_target: Vec<String>,
     /// Records per second arriving on the selected source topics while watched.
     pub observed_records_per_second: f64,
+    /// Replicate batches (parallel invocations) that keep up with that,
+    /// at the capacity given for one invocation.
+    pub batches_to_keep_up: usize,
+    /// Partitions per batch for that many batches (`max_partitions_per_batch`).
+    pub partitions_per_batch_to_keep_up: usize,
 }
 
 /// A target topic to create.
@@ -654,9 +659,22 @@ fn record_size_risk(topic: &str, source: &TopicConfig, target_topic: &str, targe
     })
 }
 
+/// How a dry run measures and models.
+#[derive(Debug, Clone, Copy)]
+pub struct DryRunOptions {
+    /// How long to watch the source end offsets.
+    pub observe: Duration,
+    /// Minutes between scheduled executions (for the cost model).
+    pub schedule_minutes: f64,
+    /// Records per second one Replicate invocation can copy.
+    pub replicate_records_per_s: f64,
+}
+
 /// Plan every flow without writing anything, and say what would be done;
-/// then watch the source end offsets for `observe` to measure throughput.
-pub async fn dry_run(ferry: &Ferry, input: &PlanInput, observe: Duration, schedule_minutes: f64) -> Result<DryRun, FerryError> {
+/// then watch the source end offsets to measure throughput, and size and
+/// price the deployment for it.
+pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> Result<DryRun, FerryError> {
+    let (observe, schedule_minutes) = (opts.observe, opts.schedule_minutes);
     let max = input.max_partitions_per_batch.unwrap_or(ferry.settings.max_partitions_per_batch);
     let mut out = DryRun {
         replicator: ferry.spec.name.clone(),
@@ -708,6 +726,8 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, observe: Duration, schedu
             .collect();
         active += grew.len();
         d.observed_records_per_second = grew.iter().sum::<i64>() as f64 / started.elapsed().as_secs_f64().max(0.001);
+        (d.batches_to_keep_up, d.partitions_per_batch_to_keep_up) =
+            ferry_core::cost::batches_to_keep_up(d.observed_records_per_second, opts.replicate_records_per_s, d.partitions);
     }
     out.monthly_cost = ferry_core::cost::estimate(&ferry_core::cost::CostInputs {
         schedule_minutes,
