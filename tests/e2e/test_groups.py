@@ -102,13 +102,19 @@ def test_committed_offsets_translate_to_the_same_record(tmp_path):
     assert statuses == {group: "target-ahead", group2: "synced"}
 
 
-def test_a_group_with_members_on_the_target_is_never_written(tmp_path):
-    topic = unique("grp-active")
+def one_partition_topic(prefix: str, records: int) -> str:
+    """A new source topic of one partition holding `records` records."""
+    topic = unique(prefix)
     create_topic(SOURCE, topic, 1)
     p = producer(SOURCE)
-    for i in range(100):
+    for i in range(records):
         p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
     assert p.flush(30) == 0
+    return topic
+
+
+def test_a_group_with_members_on_the_target_is_never_written(tmp_path):
+    topic = one_partition_topic("grp-active", 100)
     group = unique("busy")
     commit_at(SOURCE, group, {(topic, 0): (60, "src")})
     kc, ri = write_config(tmp_path, [topic], groups=[group])
@@ -142,12 +148,7 @@ def test_detect_new_groups_off_keeps_the_groups_of_the_first_sync(tmp_path):
     """DetectAndCopyNewConsumerGroups false: the groups present at the first
     sync are synced from then on; a group that appears later, though it
     matches the filter, is not."""
-    topic = unique("grp-fixed")
-    create_topic(SOURCE, topic, 1)
-    p = producer(SOURCE)
-    for i in range(50):
-        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
-    assert p.flush(30) == 0
+    topic = one_partition_topic("grp-fixed", 50)
     stem = unique("fixed-app")
     early, late = f"{stem}-early", f"{stem}-late"
     commit_at(SOURCE, early, {(topic, 0): (10, "e")})
@@ -167,12 +168,7 @@ def test_detect_new_groups_off_keeps_the_groups_of_the_first_sync(tmp_path):
 def test_offset_sync_off_writes_no_group_on_the_target(tmp_path):
     """SynchroniseConsumerGroupOffsets false: records replicate, no group
     offset is committed on the target."""
-    topic = unique("grp-nosync")
-    create_topic(SOURCE, topic, 1)
-    p = producer(SOURCE)
-    for i in range(20):
-        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
-    assert p.flush(30) == 0
+    topic = one_partition_topic("grp-nosync", 20)
     group = unique("nosync-app")
     commit_at(SOURCE, group, {(topic, 0): (15, "")})
     kc, ri = write_config(tmp_path, [topic], groups=[group], group_replication={"SynchroniseConsumerGroupOffsets": False})

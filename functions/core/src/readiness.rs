@@ -51,19 +51,27 @@ pub struct GroupSet {
     pub target_groups: Vec<String>,
 }
 
-/// One group's lag summed over its replicated partitions, on both clusters.
+/// One synced group of one flow, as measured: its lag summed over the
+/// flow's replicated partitions on both clusters, and its sync health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupLag {
+    /// Flow id.
+    pub flow: String,
     /// Group id.
     pub group: String,
     /// Source cluster alias.
     pub source_alias: String,
     /// Target cluster alias.
     pub target_alias: String,
-    /// SumOffsetLag on the source.
-    pub source: i64,
-    /// SumOffsetLag on the target.
-    pub target: i64,
+    /// SumOffsetLag on the source (over the flow's partitions the group committed on the source).
+    pub source_sum_offset_lag: i64,
+    /// SumOffsetLag on the target, for the same partitions (a partition
+    /// with no commit on the target counts its whole log).
+    pub target_sum_offset_lag: i64,
+    /// ConsumerGroupOffsetSyncFailure: partitions whose last sync failed.
+    pub sync_failures: i64,
+    /// OffsetSyncAge: seconds since the oldest of its partitions was last synced.
+    pub offset_sync_age_s: Option<i64>,
 }
 
 /// What the verdict is computed from.
@@ -71,8 +79,6 @@ pub struct GroupLag {
 pub struct Measurements {
     /// Partitions stopped by an error.
     pub replicator_failures: i64,
-    /// Group partitions whose last sync failed.
-    pub group_sync_failures: i64,
     /// Every cluster of the replicator.
     pub clusters: Vec<ClusterSeen>,
     /// Total MessageLag.
@@ -122,22 +128,21 @@ fn criterion(name: &str, metric: &str, measured: String, required: &str, go: boo
 /// Judge `m` against `t`.
 pub fn evaluate(m: &Measurements, t: &Thresholds) -> Readiness {
     use crate::metrics::name;
-    let mut criteria = vec![
-        criterion(
-            "no partition stopped by an error",
-            name::REPLICATOR_FAILURE,
-            m.replicator_failures.to_string(),
-            "0",
-            m.replicator_failures == 0,
-        ),
-        criterion(
-            "no failed group-offset sync",
-            name::GROUP_SYNC_FAILURE,
-            m.group_sync_failures.to_string(),
-            "0",
-            m.group_sync_failures == 0,
-        ),
-    ];
+    let mut criteria = vec![criterion(
+        "no partition stopped by an error",
+        name::REPLICATOR_FAILURE,
+        m.replicator_failures.to_string(),
+        "0",
+        m.replicator_failures == 0,
+    )];
+    let group_sync_failures: i64 = m.group_lags.iter().map(|g| g.sync_failures).sum();
+    criteria.push(criterion(
+        "no failed group-offset sync",
+        name::GROUP_SYNC_FAILURE,
+        group_sync_failures.to_string(),
+        "0",
+        group_sync_failures == 0,
+    ));
     for c in &m.clusters {
         criteria.push(criterion(
             &format!("cluster {} answers", c.alias),
@@ -188,14 +193,17 @@ pub fn evaluate(m: &Measurements, t: &Thresholds) -> Readiness {
         ));
     }
     for g in &m.group_lags {
-        let gap = (g.target - g.source).abs();
+        let gap = (g.target_sum_offset_lag - g.source_sum_offset_lag).abs();
         criteria.push(criterion(
             &format!(
                 "group {} is at the same place on {} and {}",
                 g.group, g.source_alias, g.target_alias
             ),
             name::SUM_OFFSET_LAG,
-            format!("{} on {}, {} on {}", g.source, g.source_alias, g.target, g.target_alias),
+            format!(
+                "{} on {}, {} on {}",
+                g.source_sum_offset_lag, g.source_alias, g.target_sum_offset_lag, g.target_alias
+            ),
             &format!("differ by <= {}", t.max_offset_lag_gap),
             gap <= t.max_offset_lag_gap,
         ));
@@ -217,7 +225,6 @@ mod tests {
         };
         Measurements {
             replicator_failures: 0,
-            group_sync_failures: 0,
             clusters: vec![seen("source"), seen("target")],
             message_lag: 999,
             replication_latency_ms: 89_999,
@@ -228,11 +235,14 @@ mod tests {
                 target_groups: vec!["billing".into(), "shipping".into(), "new-on-target".into()],
             }],
             group_lags: vec![GroupLag {
+                flow: "source->target".into(),
                 group: "billing".into(),
                 source_alias: "source".into(),
                 target_alias: "target".into(),
-                source: 5_000,
-                target: 6_000,
+                source_sum_offset_lag: 5_000,
+                target_sum_offset_lag: 6_000,
+                sync_failures: 0,
+                offset_sync_age_s: Some(30),
             }],
         }
     }
@@ -250,7 +260,7 @@ mod tests {
         type Break = Box<dyn Fn(&mut Measurements)>;
         let cases: Vec<(&str, Break)> = vec![
             ("ReplicatorFailure", Box::new(|m| m.replicator_failures = 1)),
-            ("ConsumerGroupOffsetSyncFailure", Box::new(|m| m.group_sync_failures = 2)),
+            ("ConsumerGroupOffsetSyncFailure", Box::new(|m| m.group_lags[0].sync_failures = 2)),
             ("KafkaClusterPingSuccessCount", Box::new(|m| m.clusters[1].ping_ok = false)),
             ("MessageLag", Box::new(|m| m.message_lag = 1_000)),
             ("ReplicationLatency", Box::new(|m| m.replication_latency_ms = 90_000)),
@@ -258,7 +268,7 @@ mod tests {
                 "ConsumerGroupCount",
                 Box::new(|m| m.group_sets[0].target_groups.retain(|g| g != "shipping")),
             ),
-            ("SumOffsetLag", Box::new(|m| m.group_lags[0].target = 3_999)),
+            ("SumOffsetLag", Box::new(|m| m.group_lags[0].target_sum_offset_lag = 3_999)),
         ];
         for (metric, break_it) in cases {
             let mut m = healthy();

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::Ferry;
 use crate::error::FerryError;
 use crate::groups::consumer_groups;
+use crate::status::{partition_status, waited_ms};
 
 /// Partitions that never replicated a record and are behind, whose first
 /// waiting record is fetched to learn its age; beyond this many, the
@@ -59,28 +60,6 @@ pub struct ClusterReport {
     pub error: Option<String>,
 }
 
-/// One synced group of one flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupReport {
-    /// Flow id.
-    pub flow: String,
-    /// Group id.
-    pub group: String,
-    /// Source cluster alias.
-    pub source_alias: String,
-    /// Target cluster alias.
-    pub target_alias: String,
-    /// SumOffsetLag on the source (over the flow's partitions the group committed on the source).
-    pub source_sum_offset_lag: i64,
-    /// SumOffsetLag on the target, for the same partitions (a partition
-    /// with no commit on the target counts its whole log).
-    pub target_sum_offset_lag: i64,
-    /// ConsumerGroupOffsetSyncFailure: partitions whose last sync failed.
-    pub sync_failures: i64,
-    /// OffsetSyncAge: seconds since the oldest of its partitions was last synced.
-    pub offset_sync_age_s: Option<i64>,
-}
-
 /// What the Report step measured and concluded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -95,7 +74,7 @@ pub struct Report {
     /// ConsumerGroupCount: per flow with group replication, the groups on each side.
     pub group_sets: Vec<GroupSet>,
     /// Per synced group.
-    pub groups: Vec<GroupReport>,
+    pub groups: Vec<GroupLag>,
     /// The verdict.
     pub readiness: Readiness,
 }
@@ -190,7 +169,6 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
 
     let measurements = Measurements {
         replicator_failures: topics.iter().map(|t| t.failed_partitions).sum(),
-        group_sync_failures: groups.iter().map(|g| g.sync_failures).sum(),
         clusters: clusters
             .iter()
             .map(|c| ClusterSeen {
@@ -200,26 +178,18 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
             .collect(),
         message_lag: topics.iter().map(|t| t.message_lag).sum(),
         replication_latency_ms: topics.iter().map(|t| t.replication_latency_ms).max().unwrap_or(0),
-        group_sets: group_sets.clone(),
-        group_lags: groups
-            .iter()
-            .map(|g| GroupLag {
-                group: g.group.clone(),
-                source_alias: g.source_alias.clone(),
-                target_alias: g.target_alias.clone(),
-                source: g.source_sum_offset_lag,
-                target: g.target_sum_offset_lag,
-            })
-            .collect(),
+        group_sets,
+        group_lags: groups,
     };
+    let readiness = evaluate(&measurements, thresholds);
     Ok(Report {
         replicator: ferry.spec.name.clone(),
         generated_ms: now,
         topics,
         clusters,
-        group_sets,
-        groups,
-        readiness: evaluate(&measurements, thresholds),
+        group_sets: measurements.group_sets,
+        groups: measurements.group_lags,
+        readiness,
     })
 }
 
@@ -245,35 +215,29 @@ async fn topic_reports(
     let mut by_topic: BTreeMap<&str, TopicReport> = BTreeMap::new();
     let mut probes = 0;
     for c in cursors {
-        let end = ends.get(&c.tp).copied().unwrap_or(c.source_end_offset).max(c.next_source_offset);
-        let lag = end - c.next_source_offset;
-        let waited = if lag == 0 {
-            0
-        } else if c.last_record_timestamp_ms >= 0 {
-            // The first waiting record came after the last replicated one:
-            // this bounds its age from above.
-            now - c.last_record_timestamp_ms
-        } else if probes < FIRST_RECORD_PROBES {
-            probes += 1;
-            match first_timestamp(source, &c.tp, c.next_source_offset).await {
-                Some(ts) => now - ts,
-                None => now - c.updated_ms,
+        let row = partition_status(flow, c, ends, now);
+        let waited = match waited_ms(row.lag, c.last_record_timestamp_ms, now) {
+            Some(ms) => ms,
+            None if probes < FIRST_RECORD_PROBES => {
+                probes += 1;
+                first_timestamp(source, &c.tp, c.next_source_offset)
+                    .await
+                    .map_or(now - c.updated_ms, |ts| now - ts)
             }
-        } else {
-            now - c.updated_ms
+            None => now - c.updated_ms,
         };
         let t = by_topic.entry(&c.tp.topic).or_insert_with(|| TopicReport {
-            flow: flow.id(),
-            topic: c.tp.topic.clone(),
+            flow: row.flow.clone(),
+            topic: row.topic.clone(),
             partitions: 0,
             message_lag: 0,
             replication_latency_ms: 0,
             failed_partitions: 0,
         });
         t.partitions += 1;
-        t.message_lag += lag;
+        t.message_lag += row.lag;
         t.replication_latency_ms = t.replication_latency_ms.max(waited.max(0));
-        t.failed_partitions += i64::from(c.last_error.is_some());
+        t.failed_partitions += i64::from(row.last_error.is_some());
     }
     by_topic.into_values().collect()
 }
@@ -296,7 +260,7 @@ async fn flow_groups(
     cursors: &[CursorItem],
     source_ends: &HashMap<TopicPartition, i64>,
     now: i64,
-) -> Result<(GroupSet, Vec<GroupReport>), FerryError> {
+) -> Result<(GroupSet, Vec<GroupLag>), FerryError> {
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
     let set = GroupSet {
@@ -330,7 +294,7 @@ async fn flow_groups(
             target_lag += (tend - on_target.get(&ttp).map_or(0, |c| c.offset)).max(0);
         }
         let mine = syncs.iter().filter(|s| &s.group == group);
-        out.push(GroupReport {
+        out.push(GroupLag {
             flow: flow.id(),
             group: group.clone(),
             source_alias: flow.source.alias.clone(),

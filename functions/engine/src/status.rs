@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use ferry_adapters::kafka::OffsetSpec;
+use ferry_adapters::state::CursorItem;
+use ferry_core::config::FlowSpec;
 use ferry_core::domain::TopicPartition;
 use serde::Serialize;
 
@@ -119,32 +121,42 @@ async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
             ferry.cluster(&flow.source.id)?.list_offsets(&tps, OffsetSpec::Latest, true).await?
         };
         let now = ferry_adapters::state::now_ms();
-        for c in cursors {
-            let end = ends.get(&c.tp).copied().unwrap_or(c.source_end_offset);
-            let lag = (end - c.next_source_offset).max(0);
-            let lag_seconds = if lag == 0 {
-                Some(0)
-            } else {
-                (c.last_record_timestamp_ms >= 0).then(|| (now - c.last_record_timestamp_ms).max(0) / 1000)
-            };
-            rows.push(PartitionStatus {
-                flow: flow.id(),
-                topic: c.tp.topic.clone(),
-                partition: c.tp.partition,
-                target_topic: c.target_topic,
-                source_end_offset: end,
-                cursor: c.next_source_offset,
-                lag,
-                lag_seconds,
-                records_per_s: c.records_per_s,
-                bytes_per_s: c.bytes_per_s,
-                last_record_timestamp_ms: (c.last_record_timestamp_ms >= 0).then_some(c.last_record_timestamp_ms),
-                records_replicated: c.records_replicated,
-                lease_owner: c.lease_owner.filter(|_| c.lease_expires_ms > now),
-                last_error: c.last_error,
-            });
-        }
+        rows.extend(cursors.iter().map(|c| partition_status(flow, c, &ends, now)));
     }
     rows.sort_by(|a, b| (&a.flow, &a.topic, a.partition).cmp(&(&b.flow, &b.topic, b.partition)));
     Ok(rows)
+}
+
+/// A partition's status from its cursor and the source end offsets (a
+/// partition missing there: the end its cursor last saw).
+pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<TopicPartition, i64>, now: i64) -> PartitionStatus {
+    let end = ends.get(&c.tp).copied().unwrap_or(c.source_end_offset);
+    let lag = (end - c.next_source_offset).max(0);
+    PartitionStatus {
+        flow: flow.id(),
+        topic: c.tp.topic.clone(),
+        partition: c.tp.partition,
+        target_topic: c.target_topic.clone(),
+        source_end_offset: end,
+        cursor: c.next_source_offset,
+        lag,
+        lag_seconds: waited_ms(lag, c.last_record_timestamp_ms, now).map(|ms| ms / 1000),
+        records_per_s: c.records_per_s,
+        bytes_per_s: c.bytes_per_s,
+        last_record_timestamp_ms: (c.last_record_timestamp_ms >= 0).then_some(c.last_record_timestamp_ms),
+        records_replicated: c.records_replicated,
+        lease_owner: c.lease_owner.clone().filter(|_| c.lease_expires_ms > now),
+        last_error: c.last_error.clone(),
+    }
+}
+
+/// How long (ms) the oldest record not yet replicated has waited, at most:
+/// 0 when caught up; otherwise the age of the last record replicated (the
+/// first waiting record came after it), unknown before the first one.
+pub(crate) fn waited_ms(lag: i64, last_record_timestamp_ms: i64, now: i64) -> Option<i64> {
+    if lag == 0 {
+        Some(0)
+    } else {
+        (last_record_timestamp_ms >= 0).then(|| (now - last_record_timestamp_ms).max(0))
+    }
 }
