@@ -29,6 +29,26 @@ MOTO_PORT=${FERRY_MOTO_PORT:-5000}
 MOTO_DIR="$RUN_DIR/moto"
 MOTO_URL="http://127.0.0.1:$MOTO_PORT"
 
+# The source cluster also listens for SASL_SSL (SCRAM over TLS, private CA),
+# as MSK Replicator reaches a self-managed source: certificates under
+# .run/pki (pki_ensure), advertised as localhost, the broker certificate's
+# only name. A second SASL_SSL listener serves an expired certificate.
+SOURCE_SASL_SSL_PORT=$((SOURCE_PORT + 2))
+SOURCE_EXPIRED_PORT=$((SOURCE_PORT + 3))
+PKI_DIR="$RUN_DIR/pki"
+# What clients trust: root and intermediate CA, as pasted into the
+# `certificate` field of a Secrets Manager secret.
+PKI_CA_CHAIN="$PKI_DIR/ca-chain.pem"
+# A CA that signed nothing the brokers serve: trusting it alone must fail.
+PKI_OTHER_CA="$PKI_DIR/other-ca.pem"
+# Kafka PEM keystores: unencrypted PKCS#8 key, then the chain it serves.
+PKI_BROKER_KEYSTORE="$PKI_DIR/broker-keystore.pem"
+PKI_EXPIRED_KEYSTORE="$PKI_DIR/expired-broker-keystore.pem"
+# The replicator's SCRAM user on the source: both mechanisms, a super user.
+# Like every password here, local-only.
+SOURCE_SCRAM_USER=ferry
+SOURCE_SCRAM_PASSWORD=ferry-secret
+
 # Seconds a service may take to answer after it was started.
 READY_TIMEOUT=${FERRY_READY_TIMEOUT:-120}
 # Seconds between SIGTERM and SIGKILL when stopping.
@@ -207,6 +227,111 @@ require_installed() {
   [[ -x $VENV/bin/python && -d $KAFKA_LIBS ]] || die "nothing installed yet: run infra/local/up first"
 }
 
+# --- PKI -----------------------------------------------------------------------
+
+# A private CA and broker certificates for the source's SASL_SSL listeners,
+# made with openssl once and kept in $PKI_DIR: a root CA, an intermediate CA
+# it signed, a broker certificate the intermediate signed (SAN DNS:localhost
+# only, so 127.0.0.1 is a hostname mismatch a test can show), the same name
+# on a certificate that has already expired, and an unrelated CA. RSA 2048,
+# what self-managed clusters most often serve.
+
+# True when certificate $1 exists and stays valid for at least one more day.
+pki_cert_valid() { [[ -s $1 ]] && openssl x509 -checkend 86400 -noout -in "$1" >/dev/null 2>&1; }
+
+# pki_issue DIR NAME SUBJECT ISSUER DAYS EXTENSIONS: key DIR/NAME.key and
+# certificate DIR/NAME.pem, signed by DIR/ISSUER.{pem,key}, or self-signed
+# when ISSUER is "-"; EXTENSIONS are X.509v3 config lines. openssl's messages
+# go to DIR/openssl.log. Each step is chained: errexit does not apply here.
+pki_issue() {
+  local dir=$1 name=$2 subject=$3 issuer=$4 days=$5 extensions=$6 signer
+  if [[ $issuer == - ]]; then
+    signer=(-signkey "$dir/$name.key")
+  else
+    signer=(-CA "$dir/$issuer.pem" -CAkey "$dir/$issuer.key")
+  fi
+  printf '[v3]\n%s\n' "$extensions" >"$dir/$name.ext" &&
+    openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/$name.key" 2>>"$dir/openssl.log" &&
+    openssl req -new -key "$dir/$name.key" -subj "$subject" -out "$dir/$name.csr" 2>>"$dir/openssl.log" &&
+    openssl x509 -req -in "$dir/$name.csr" -days "$days" -sha256 "${signer[@]}" \
+      -set_serial "0x$(openssl rand -hex 16)" -extfile "$dir/$name.ext" -extensions v3 \
+      -out "$dir/$name.pem" 2>>"$dir/openssl.log"
+}
+
+# pki_issue_expired DIR NAME SUBJECT ISSUER EXTENSIONS: as pki_issue, but
+# valid from 30 days ago until yesterday. `openssl x509 -req` of OpenSSL 3.0
+# only counts days from now (-days -1 gives notAfter < notBefore, not an
+# expired certificate); `openssl ca` takes both dates.
+pki_issue_expired() {
+  local dir=$1 name=$2 subject=$3 issuer=$4 extensions=$5
+  mkdir -p "$dir/ca-db" &&
+    : >"$dir/ca-db/index.txt" &&
+    openssl rand -hex 16 >"$dir/ca-db/serial" &&
+    printf '%s\n' '[ca]' 'default_ca = local' '[local]' \
+      "database = $dir/ca-db/index.txt" "new_certs_dir = $dir/ca-db" "serial = $dir/ca-db/serial" \
+      'default_md = sha256' 'policy = any' 'unique_subject = no' \
+      '[any]' 'organizationName = optional' 'commonName = supplied' \
+      '[v3]' "$extensions" >"$dir/$name.cnf" &&
+    openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/$name.key" 2>>"$dir/openssl.log" &&
+    openssl req -new -key "$dir/$name.key" -subj "$subject" -out "$dir/$name.csr" 2>>"$dir/openssl.log" &&
+    openssl ca -batch -notext -config "$dir/$name.cnf" -cert "$dir/$issuer.pem" -keyfile "$dir/$issuer.key" \
+      -startdate "$(date -u -d '30 days ago' +%Y%m%d%H%M%SZ)" -enddate "$(date -u -d '1 day ago' +%Y%m%d%H%M%SZ)" \
+      -extensions v3 -in "$dir/$name.csr" -out "$dir/$name.pem" 2>>"$dir/openssl.log"
+}
+
+# Makes $PKI_DIR unless it is whole and no certificate in use expires within
+# a day; sets PKI_REGENERATED=true when it made a new set (a broker serving
+# the old one must restart). Built aside and moved into place, so an
+# interrupted run leaves the old set or none, never half of one.
+pki_ensure() {
+  local tmp="$PKI_DIR.tmp" file whole=true
+  local ca='basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash'
+  local intermediate='basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid'
+  local server='basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid'
+  PKI_REGENERATED=false
+  for file in root-ca intermediate-ca broker other-ca; do
+    pki_cert_valid "$PKI_DIR/$file.pem" || whole=false
+  done
+  for file in "$PKI_CA_CHAIN" "$PKI_OTHER_CA" "$PKI_BROKER_KEYSTORE" "$PKI_EXPIRED_KEYSTORE"; do
+    [[ -s $file ]] || whole=false
+  done
+  $whole && return 0
+  command -v openssl >/dev/null || die "no openssl on PATH"
+  log "pki: making a private CA and broker certificates in $PKI_DIR"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  chmod 700 "$tmp"
+  if ! { pki_issue "$tmp" root-ca '/O=Ferry local/CN=Ferry local root CA' - 3650 "$ca" &&
+    pki_issue "$tmp" intermediate-ca '/O=Ferry local/CN=Ferry local intermediate CA' root-ca 1825 "$intermediate" &&
+    pki_issue "$tmp" broker '/O=Ferry local/CN=localhost' intermediate-ca 825 "$server" &&
+    pki_issue_expired "$tmp" expired-broker '/O=Ferry local expired/CN=localhost' intermediate-ca "$server" &&
+    pki_issue "$tmp" other-ca '/O=Ferry local other/CN=Ferry local other CA' - 3650 "$ca"; }; then
+    show_log "$tmp/openssl.log"
+    die "pki: openssl failed to make the certificates in $tmp"
+  fi
+  cat "$tmp/root-ca.pem" "$tmp/intermediate-ca.pem" >"$tmp/${PKI_CA_CHAIN##*/}"
+  # The broker serves its certificate and the intermediate, so a client that
+  # trusts only the root can still build the chain.
+  cat "$tmp/broker.key" "$tmp/broker.pem" "$tmp/intermediate-ca.pem" >"$tmp/${PKI_BROKER_KEYSTORE##*/}"
+  cat "$tmp/expired-broker.key" "$tmp/expired-broker.pem" "$tmp/intermediate-ca.pem" >"$tmp/${PKI_EXPIRED_KEYSTORE##*/}"
+  openssl verify -CAfile "$tmp/${PKI_CA_CHAIN##*/}" "$tmp/broker.pem" >/dev/null ||
+    die "pki: the new broker certificate does not verify against $tmp/${PKI_CA_CHAIN##*/}"
+  rm -rf "$tmp"/*.csr "$tmp"/*.ext "$tmp"/*.cnf "$tmp/ca-db" "$tmp/openssl.log"
+  rm -rf "$PKI_DIR"
+  mv "$tmp" "$PKI_DIR"
+  PKI_REGENERATED=true
+}
+
 # --- Kafka -------------------------------------------------------------------
 
 kafka_port() {
@@ -233,28 +358,33 @@ kafka_cds() {
   echo "$KAFKA_HOME/cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"
 }
 
-# Single-node KRaft cluster in combined mode (broker and controller in one JVM).
-kafka_write_config() {
-  local cluster=$1 dir port controller
+# kafka_config CLUSTER: prints the server.properties of a single-node KRaft
+# cluster in combined mode (broker and controller in one JVM).
+kafka_config() {
+  local cluster=$1 dir port controller listeners advertised protocols
   dir=$(kafka_dir "$cluster")
   port=$(kafka_port "$cluster")
   controller=$((port + 1))
-  # The metadata log records the controller's address at format time.
-  if [[ -f $dir/data/meta.properties ]] &&
-    ! grep -qxF "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller" "$dir/server.properties"; then
-    die "kafka $cluster: $dir was formatted for other ports; run infra/local/down --purge to move it to $port"
+  listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
+  advertised=$listeners
+  protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [[ $cluster == source ]]; then
+    # Bound to 127.0.0.1 but advertised as localhost: the only name on the
+    # certificates, which clients verify.
+    listeners+=",SASL_SSL://127.0.0.1:$SOURCE_SASL_SSL_PORT,EXPIRED://127.0.0.1:$SOURCE_EXPIRED_PORT"
+    advertised+=",SASL_SSL://localhost:$SOURCE_SASL_SSL_PORT,EXPIRED://localhost:$SOURCE_EXPIRED_PORT"
+    protocols+=",SASL_SSL:SASL_SSL,EXPIRED:SASL_SSL"
   fi
-  mkdir -p "$dir/data"
-  cat >"$dir/server.properties" <<EOF
-# Written by infra/local/$(basename "$0") for the local "$cluster" cluster; rewritten on every start.
+  cat <<EOF
+# Written by infra/local for the local "$cluster" cluster; rewritten on every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+listeners=$listeners
+advertised.listeners=$advertised
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -266,10 +396,67 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # ACLs are enforced (and copied by Ferry). Everything here connects as
 # User:ANONYMOUS over PLAINTEXT, so that principal is a super user, as is
-# admin; the SCRAM users created at format time are principals for ACLs.
+# admin (and on the source the replicator's SCRAM user); the other SCRAM
+# users are principals for ACLs.
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:admin;User:ANONYMOUS
 EOF
+  if [[ $cluster != source ]]; then
+    echo 'super.users=User:admin;User:ANONYMOUS'
+    return 0
+  fi
+  # The listener names are fixed, so the same config serves any port.
+  cat <<EOF
+super.users=User:admin;User:ANONYMOUS;User:$SOURCE_SCRAM_USER
+# SASL_SSL as MSK Replicator reaches a self-managed source: SCRAM over TLS,
+# the server certificate from a private CA (.run/pki), no client certificate.
+# EXPIRED serves an expired certificate of the same CA, for the clients' test.
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$PKI_BROKER_KEYSTORE
+listener.name.sasl_ssl.ssl.client.auth=none
+listener.name.expired.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.expired.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.expired.ssl.keystore.type=PEM
+listener.name.expired.ssl.keystore.location=$PKI_EXPIRED_KEYSTORE
+listener.name.expired.ssl.client.auth=none
+EOF
+}
+
+# True when the running broker of CLUSTER was started with the configuration
+# kafka_config prints now (comments aside); false when that changed since,
+# e.g. after a git pull that added a listener.
+kafka_config_current() {
+  local file
+  file=$(kafka_marker "$1")
+  [[ -f $file ]] && diff -q <(grep -v '^#' "$file") <(kafka_config "$1" | grep -v '^#') >/dev/null
+}
+
+# Dies when the data dir of CLUSTER was formatted for another controller port.
+# The metadata log records the controller's address (the voter set) at format
+# time, and nothing else about listeners: that one must stay, while other
+# listeners and ports may come and go. The server.properties the broker last
+# ran with tells which address the log holds.
+kafka_check_formatted() {
+  local cluster=$1 dir controller
+  dir=$(kafka_dir "$cluster")
+  controller=$(($(kafka_port "$cluster") + 1))
+  if [[ -f $dir/data/meta.properties ]] &&
+    ! grep -qE "^listeners=(.*,)?CONTROLLER://127\.0\.0\.1:$controller(,|\$)" "$dir/server.properties"; then
+    die "kafka $cluster: $dir was formatted for another controller port; run infra/local/down --purge to move it to $controller"
+  fi
+}
+
+kafka_write_config() {
+  local dir
+  dir=$(kafka_dir "$1")
+  kafka_check_formatted "$1"
+  if [[ $1 == source && ! -s $PKI_BROKER_KEYSTORE ]]; then
+    die "kafka source: no $PKI_BROKER_KEYSTORE for its SASL_SSL listener; run infra/local/up"
+  fi
+  mkdir -p "$dir/data"
+  kafka_config "$1" >"$dir/server.properties"
 }
 
 # Sets KAFKA_CMD to the java command line, up to the main class, for cluster
