@@ -416,6 +416,9 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.se
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$PKI_BROKER_KEYSTORE
 listener.name.sasl_ssl.ssl.client.auth=none
+# Sessions on this listener last 20 s: clients must re-authenticate in band
+# (KIP-368), which is how a rotated password reaches a running client.
+listener.name.sasl_ssl.connections.max.reauth.ms=20000
 listener.name.expired.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.expired.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.expired.ssl.keystore.type=PEM

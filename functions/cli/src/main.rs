@@ -191,7 +191,7 @@ async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
     let aws = aws_config::load_from_env().await;
     Ferry::new(
         spec,
-        aws_sdk_dynamodb::Client::new(&aws),
+        &aws,
         Settings {
             table_prefix: common.table_prefix.clone(),
             ..settings

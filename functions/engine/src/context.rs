@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_adapters::kafka::KafkaCluster;
+use ferry_adapters::kafka::scram::ScramHash;
+use ferry_adapters::kafka::{KafkaCluster, SaslSource, Security, SecuritySpec, TrustSource};
 use ferry_adapters::state::StateStore;
-use ferry_core::config::{FlowSpec, ReplicatorSpec};
+use ferry_core::config::{ClusterAuth, ClusterSpec, FlowSpec, ReplicatorSpec, ScramMechanism};
 
 use crate::error::FerryError;
 
@@ -73,21 +74,18 @@ pub struct Ferry {
 }
 
 impl Ferry {
-    /// Build clients for every cluster the spec names. Connects lazily.
-    pub fn new(spec: ReplicatorSpec, dynamo: aws_sdk_dynamodb::Client, settings: Settings) -> Result<Self, FerryError> {
+    /// Build clients for every cluster the spec names, with DynamoDB and
+    /// Secrets Manager reached through `aws`. Connects lazily.
+    pub fn new(spec: ReplicatorSpec, aws: &aws_config::SdkConfig, settings: Settings) -> Result<Self, FerryError> {
+        let dynamo = aws_sdk_dynamodb::Client::new(aws);
         let mut clusters = HashMap::new();
         for flow in &spec.flows {
             for c in [&flow.source, &flow.target] {
-                if c.tls.is_some() || !matches!(c.auth, ferry_core::config::ClusterAuth::None) {
-                    return Err(FerryError::Input(format!(
-                        "cluster {} needs TLS or SASL, which this build of Ferry does not speak yet; \
-                         use EncryptionType PLAINTEXT without ClientAuthentication for local clusters",
-                        c.alias
-                    )));
+                if !clusters.contains_key(&c.id) {
+                    let security = Security::new(&c.alias, security_spec(c)?, Some(aws));
+                    let client = KafkaCluster::new(&c.alias, c.bootstrap.clone(), settings.request_timeout).with_security(security);
+                    clusters.insert(c.id.clone(), Arc::new(client));
                 }
-                clusters
-                    .entry(c.id.clone())
-                    .or_insert_with(|| Arc::new(KafkaCluster::new(&c.alias, c.bootstrap.clone(), settings.request_timeout)));
             }
         }
         Ok(Self {
@@ -136,7 +134,7 @@ pub mod env {
 
 impl Ferry {
     /// Build from the Lambda environment (see [`env`]).
-    pub fn from_env(dynamo: aws_sdk_dynamodb::Client) -> Result<Self, FerryError> {
+    pub fn from_env(aws: &aws_config::SdkConfig) -> Result<Self, FerryError> {
         let var =
             |k: &str| std::env::var(k).map_err(|_| FerryError::Input(format!("environment variable {k} is not set; the template sets it")));
         let spec = ferry_core::config::load(
@@ -151,6 +149,36 @@ impl Ferry {
             settings.table_prefix = p;
         }
         settings.resume_after_data_loss = std::env::var(env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true");
-        Self::new(spec, dynamo, settings)
+        Self::new(spec, aws, settings)
     }
+}
+
+/// How to reach a cluster: its TLS trust and SASL mechanism.
+fn security_spec(c: &ClusterSpec) -> Result<SecuritySpec, FerryError> {
+    let sasl = match &c.auth {
+        ClusterAuth::None => None,
+        ClusterAuth::Scram { mechanism, secret_arn } => Some(SaslSource::Scram {
+            hash: match mechanism {
+                ScramMechanism::Sha256 => ScramHash::Sha256,
+                ScramMechanism::Sha512 => ScramHash::Sha512,
+            },
+            secret_arn: secret_arn.clone(),
+        }),
+        ClusterAuth::MskIam => Some(SaslSource::MskIam {
+            // arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid>
+            region: c
+                .id
+                .split(':')
+                .nth(3)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| FerryError::Input(format!("cluster {}: no region in the MSK cluster ARN {}", c.alias, c.id)))?,
+        }),
+    };
+    let tls = c.tls.as_ref().map(|t| match (&t.root_ca_secret_arn, &c.auth) {
+        (Some(arn), _) => TrustSource::Secret(arn.clone()),
+        (None, ClusterAuth::Scram { .. }) => TrustSource::ScramSecretOrPublicRoots,
+        (None, _) => TrustSource::PublicRoots,
+    });
+    Ok(SecuritySpec { tls, sasl })
 }

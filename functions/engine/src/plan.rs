@@ -67,7 +67,14 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
 /// The source topics this flow replicates, with their metadata.
 pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<String, TopicMeta>, FerryError> {
     let source = ferry.cluster(&flow.source.id)?;
-    let all = source.metadata(None).await?;
+    let mut all = source.metadata(None).await?;
+    // A listing leaves out the topics Ferry may not describe; asked by name,
+    // the broker says so, and the plan stops with that instead of
+    // replicating nothing in silence.
+    let unlisted: Vec<String> = flow.literal_topics().into_iter().filter(|t| !all.contains_key(t)).collect();
+    if !unlisted.is_empty() {
+        all.extend(source.metadata(Some(&unlisted)).await?);
+    }
     Ok(all
         .into_iter()
         .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))

@@ -17,11 +17,11 @@ pub fn init_tracing() {
 }
 
 /// The replicator from the function's environment (`FERRY_*`), with
-/// DynamoDB from the standard AWS environment. An error is kept and
+/// DynamoDB and Secrets Manager from the standard AWS environment. An error is kept and
 /// returned by every invocation, so Step Functions sees the cause.
 pub async fn ferry_from_env() -> Result<Ferry, FerryError> {
     let aws = aws_config::load_from_env().await;
-    Ferry::from_env(aws_sdk_dynamodb::Client::new(&aws))
+    Ferry::from_env(&aws)
 }
 
 /// An error as the Lambda runtime reports it.

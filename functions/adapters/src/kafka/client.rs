@@ -27,6 +27,20 @@ use tokio::sync::Mutex;
 
 use super::connection::Connection;
 use super::error::KafkaError;
+use super::security::Security;
+
+/// The first wait after an authentication or TLS failure, doubled on each
+/// further one up to `AUTH_BACKOFF_MAX`: credentials that are wrong stay
+/// wrong until someone fixes them, and the broker is not hammered meanwhile.
+const AUTH_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The last authentication failure, and until when connecting is not tried.
+struct AuthBackoff {
+    until: std::time::Instant,
+    delay: Duration,
+    error: String,
+}
 
 /// Metadata of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +114,8 @@ pub struct KafkaCluster {
     /// Milliseconds the brokers asked this client to wait (quotas), summed
     /// over every Fetch and Produce answer.
     throttle_ms: std::sync::atomic::AtomicU64,
+    security: Security,
+    auth_backoff: std::sync::Mutex<Option<AuthBackoff>>,
 }
 
 impl std::fmt::Debug for KafkaCluster {
@@ -132,7 +148,52 @@ impl KafkaCluster {
             coordinators: Default::default(),
             cluster_id: Default::default(),
             throttle_ms: Default::default(),
+            security: Security::plaintext(alias),
+            auth_backoff: Default::default(),
         }
+    }
+
+    /// This cluster reached with `security` (TLS, SASL) instead of PLAINTEXT.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// A connection to `addr`: refused at once while backing off after an
+    /// authentication failure; such a failure starts or lengthens the wait.
+    async fn connect(&self, addr: &str) -> Result<Connection, KafkaError> {
+        if let Some(b) = lock(&self.auth_backoff).as_ref().filter(|b| std::time::Instant::now() < b.until) {
+            return Err(KafkaError::AuthBackoff {
+                cluster: self.alias.clone(),
+                last: b.error.clone(),
+                seconds: b.until.saturating_duration_since(std::time::Instant::now()).as_secs() + 1,
+            });
+        }
+        let client_id = format!("ferry-{}", self.alias);
+        let res = match self.security.resolve().await {
+            Ok(resolved) => Connection::connect(addr, &self.alias, &client_id, self.request_timeout, &resolved).await,
+            Err(e) => Err(e),
+        };
+        match &res {
+            Ok(_) => *lock(&self.auth_backoff) = None,
+            Err(e) if e.is_auth_error() => self.auth_failed(e).await,
+            Err(_) => {}
+        }
+        res
+    }
+
+    /// Note an authentication failure: forget the credentials read (they
+    /// may have been rotated) and wait longer before the next attempt.
+    async fn auth_failed(&self, e: &KafkaError) {
+        self.security.forget().await;
+        let mut b = lock(&self.auth_backoff);
+        let delay = b.as_ref().map_or(AUTH_BACKOFF_MIN, |b| (b.delay * 2).min(AUTH_BACKOFF_MAX));
+        tracing::warn!(cluster = %self.alias, error = %e, wait_s = delay.as_secs(), "authentication failed; waiting before connecting again");
+        *b = Some(AuthBackoff {
+            until: std::time::Instant::now() + delay,
+            delay,
+            error: e.to_string(),
+        });
     }
 
     /// The alias used in errors and logs.
@@ -166,14 +227,17 @@ impl KafkaCluster {
         let slot = lock(&self.conns).entry(addr.to_owned()).or_default().clone();
         let mut guard = slot.lock().await;
         if guard.is_none() {
-            let client_id = format!("ferry-{}", self.alias);
-            *guard = Some(Connection::connect(addr, &client_id, self.request_timeout).await?);
+            // Boxed: connecting (TLS, SASL) is a deep future, and rare.
+            *guard = Some(Box::pin(self.connect(addr)).await?);
         }
         let conn = guard.as_mut().ok_or_else(|| KafkaError::protocol(addr, "connection vanished"))?;
         let res = conn.send_built::<R, Q>(build).await;
         if let Err(e) = &res {
             if e.breaks_connection() {
                 *guard = None;
+            }
+            if matches!(e, KafkaError::Auth { .. }) {
+                self.auth_failed(e).await; // re-authentication refused
             }
         }
         res
@@ -197,6 +261,8 @@ impl KafkaCluster {
         for addr in &addrs {
             match self.send_to_built::<R, Q>(addr, &build).await {
                 Ok(r) => return Ok(r),
+                // Every broker of a cluster shares its credentials and CA.
+                Err(e) if e.is_auth_error() => return Err(e),
                 Err(e) if e.breaks_connection() => last = e.to_string(),
                 Err(e) => return Err(e),
             }
@@ -238,14 +304,20 @@ impl KafkaCluster {
                 None => {}
                 Some(ResponseError::UnknownTopicOrPartition) => continue,
                 Some(error) => {
+                    let detail = if error == ResponseError::TopicAuthorizationFailed {
+                        "Ferry's user may not describe the topic: grant it DESCRIBE and READ on the source topic \
+                         (WRITE, CREATE and ALTER_CONFIGS on the target), or kafka-cluster:DescribeTopic and ReadData with MSK IAM"
+                    } else {
+                        "reading topic metadata"
+                    };
                     return Err(KafkaError::Broker {
                         cluster: self.alias.clone(),
                         op: "Metadata",
                         topic: name,
                         partition: -1,
                         error,
-                        detail: "reading topic metadata".into(),
-                    })
+                        detail: detail.into(),
+                    });
                 }
             }
             let mut partitions = BTreeMap::new();
@@ -536,7 +608,7 @@ impl KafkaCluster {
         let mut attempt = 0u64;
         loop {
             match self.list_offsets_once(tps, spec, read_committed).await {
-                Err(e) if e.is_retryable() && attempt < 20 => {
+                Err(e) if e.is_retryable() && !e.is_auth_error() && attempt < 20 => {
                     self.invalidate_leaders();
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;

@@ -1,18 +1,26 @@
-//! One connection to one broker: framing, correlation ids, version
-//! negotiation. Every Kafka API Ferry uses goes through here, with requests
-//! and responses encoded by `kafka-protocol`.
+//! One connection to one broker: TLS, SASL authentication (and
+//! re-authentication before the session the broker granted ends, KIP-368),
+//! framing, correlation ids, version negotiation. Every Kafka API Ferry
+//! uses goes through here, with requests and responses encoded by
+//! `kafka-protocol`.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::error::KafkaError;
+use super::scram::ScramClient;
+use super::security::{describe_tls_failure, msk_iam_client_response, Resolved, SaslCredentials};
 
 /// Largest response Ferry accepts (a fetch is bounded well below this).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -40,18 +48,28 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::DescribeAcls => 3,
         ApiKey::DeleteTopics => 5,
         ApiKey::CreateAcls => 3,
+        ApiKey::SaslHandshake => 1,
+        ApiKey::SaslAuthenticate => 2,
         _ => 0,
     }
 }
 
-/// A connected, version-negotiated broker connection.
+/// A byte stream to a broker: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A connected, authenticated, version-negotiated broker connection.
 pub struct Connection {
     addr: String,
-    stream: BufReader<TcpStream>,
+    cluster: String,
+    stream: BufReader<Box<dyn Stream>>,
     next_correlation: i32,
     versions: HashMap<i16, (i16, i16)>,
     client_id: StrBytes,
     request_timeout: Duration,
+    sasl: Option<SaslCredentials>,
+    /// When to authenticate again: before the session the broker granted ends.
+    reauth_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -61,8 +79,15 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connect and negotiate API versions.
-    pub async fn connect(addr: &str, client_id: &str, request_timeout: Duration) -> Result<Self, KafkaError> {
+    /// Connect to `addr` of cluster `cluster` (its alias, for errors), set
+    /// up TLS and negotiate API versions, then authenticate.
+    pub async fn connect(
+        addr: &str,
+        cluster: &str,
+        client_id: &str,
+        request_timeout: Duration,
+        security: &Resolved,
+    ) -> Result<Self, KafkaError> {
         let tcp = tokio::time::timeout(request_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| KafkaError::Timeout {
@@ -74,19 +99,52 @@ impl Connection {
                 source,
             })?;
         tcp.set_nodelay(true).ok();
+        let stream: Box<dyn Stream> = match &security.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let tls_error = |detail: String| KafkaError::Tls {
+                    cluster: cluster.to_owned(),
+                    broker: addr.to_owned(),
+                    detail,
+                };
+                let host = host_of(addr);
+                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|_| tls_error(format!("{host:?} is not a host name TLS can check")))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp);
+                Box::new(
+                    tokio::time::timeout(request_timeout, tls)
+                        .await
+                        .map_err(|_| KafkaError::Timeout {
+                            broker: addr.to_owned(),
+                            what: "TLS handshake".into(),
+                        })?
+                        .map_err(|e| tls_error(describe_tls_failure(&e)))?,
+                )
+            }
+        };
         let mut conn = Self {
             addr: addr.to_owned(),
-            stream: BufReader::with_capacity(256 * 1024, tcp),
+            cluster: cluster.to_owned(),
+            stream: BufReader::with_capacity(256 * 1024, stream),
             next_correlation: 1,
             versions: HashMap::new(),
-            client_id: StrBytes::from_static_str("ferry"),
+            client_id: StrBytes::from_string(client_id.to_owned()),
             request_timeout,
+            sasl: security.sasl.clone(),
+            reauth_at: None,
         };
-        conn.client_id = StrBytes::from_string(client_id.to_owned());
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("ferry"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let resp: ApiVersionsResponse = conn.roundtrip(&req, 3).await?;
+        let resp: ApiVersionsResponse = conn.roundtrip(&req, 3).await.map_err(|e| match (&e, security.tls.is_some()) {
+            // A TLS client reading a PLAINTEXT listener (or the reverse)
+            // gets garbage or a closed socket, not an answer.
+            (KafkaError::Io { .. } | KafkaError::Protocol { .. }, false) => KafkaError::Protocol {
+                broker: addr.to_owned(),
+                detail: format!("{e}; is this a TLS listener? then set EncryptionType TLS"),
+            },
+            _ => e,
+        })?;
         if resp.error_code != 0 {
             return Err(KafkaError::protocol(
                 addr,
@@ -94,7 +152,78 @@ impl Connection {
             ));
         }
         conn.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        conn.authenticate().await?;
         Ok(conn)
+    }
+
+    /// SASL: handshake, then the mechanism's exchange. Remembers when the
+    /// broker wants the next one.
+    async fn authenticate(&mut self) -> Result<(), KafkaError> {
+        let Some(creds) = self.sasl.clone() else {
+            return Ok(());
+        };
+        self.reauth_at = None;
+        let mechanism = creds.mechanism();
+        let version = self.version_for::<SaslHandshakeRequest>()?;
+        let req = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let hs: SaslHandshakeResponse = self.roundtrip(&req, version).await?;
+        if hs.error_code != 0 {
+            let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(self.auth_error(format!(
+                "this listener does not enable {mechanism} (it offers {offered:?}): use the mechanism the user's credential was made for, or another listener"
+            )));
+        }
+        let lifetime_ms = match creds {
+            SaslCredentials::Scram { hash, username, password } => {
+                let mut scram = ScramClient::new(hash, &username, password.expose());
+                let first = self.sasl_round(scram.client_first()).await?;
+                let fin = scram.client_final(&first.auth_bytes).map_err(|e| self.auth_error(e.to_string()))?;
+                let last = self.sasl_round(fin).await?;
+                scram
+                    .verify_server_final(&last.auth_bytes)
+                    .map_err(|e| self.auth_error(e.to_string()))?;
+                last.session_lifetime_ms
+            }
+            SaslCredentials::MskIam { region, credentials } => {
+                let msg = msk_iam_client_response(&region, credentials)
+                    .await
+                    .map_err(|e| self.auth_error(e))?;
+                self.sasl_round(msg.expose().as_bytes().to_vec()).await?.session_lifetime_ms
+            }
+        };
+        // Again at 85% of the session, as Kafka's own clients do.
+        self.reauth_at = u64::try_from(lifetime_ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| Instant::now() + Duration::from_millis(ms * 85 / 100));
+        Ok(())
+    }
+
+    async fn sasl_round(&mut self, auth_bytes: Vec<u8>) -> Result<SaslAuthenticateResponse, KafkaError> {
+        let fix = match &self.sasl {
+            Some(SaslCredentials::MskIam { .. }) => {
+                "check that Ferry's role may kafka-cluster:Connect to this cluster and that IAM access control is on for it"
+            }
+            _ => "check the user name and password in the cluster's secret (Ferry reads it again on its next connection)",
+        };
+        let version = self.version_for::<SaslAuthenticateRequest>()?;
+        let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(auth_bytes));
+        let resp: SaslAuthenticateResponse = self.roundtrip(&req, version).await?;
+        if resp.error_code != 0 {
+            let error =
+                ResponseError::try_from_code(resp.error_code).map_or_else(|| format!("error code {}", resp.error_code), |e| format!("{e}"));
+            let said = resp.error_message.as_ref().map(|m| format!(": {}", m.as_str())).unwrap_or_default();
+            return Err(self.auth_error(format!("{error}{said}; {fix}")));
+        }
+        Ok(resp)
+    }
+
+    fn auth_error(&self, detail: String) -> KafkaError {
+        KafkaError::Auth {
+            cluster: self.cluster.clone(),
+            broker: self.addr.clone(),
+            detail,
+        }
     }
 
     /// The broker address.
@@ -111,6 +240,10 @@ impl Connection {
     /// Like `send`, for requests whose shape depends on the version: `build`
     /// gets the negotiated version and returns the request to encode at it.
     pub async fn send_built<R: Request, Q: Borrow<R>>(&mut self, build: impl FnOnce(i16) -> Q) -> Result<R::Response, KafkaError> {
+        if self.reauth_at.is_some_and(|at| Instant::now() >= at) {
+            // Boxed: a deep future (SCRAM, or signing an IAM token), and rare.
+            Box::pin(self.authenticate()).await?;
+        }
         let version = self.version_for::<R>()?;
         let req = build(version);
         self.roundtrip(req.borrow(), version).await
@@ -196,5 +329,24 @@ impl Connection {
             tracing::debug!(broker = %addr, left = body.remaining(), "response had trailing bytes");
         }
         Ok(resp)
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_strips_the_port() {
+        assert_eq!(super::host_of("localhost:9096"), "localhost");
+        assert_eq!(
+            super::host_of("b-1.example.kafka.eu-west-1.amazonaws.com:9098"),
+            "b-1.example.kafka.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(super::host_of("[::1]:9092"), "::1");
     }
 }

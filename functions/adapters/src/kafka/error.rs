@@ -61,6 +61,46 @@ pub enum KafkaError {
         /// Last error.
         last: String,
     },
+    /// TLS could not be set up or the broker's certificate is not trusted.
+    #[error("TLS to cluster {cluster}{}: {detail}", at_broker(broker))]
+    Tls {
+        /// Cluster alias.
+        cluster: String,
+        /// Broker address (empty before one is contacted).
+        broker: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// SASL authentication failed.
+    #[error("authentication to cluster {cluster}{} failed: {detail}", at_broker(broker))]
+    Auth {
+        /// Cluster alias.
+        cluster: String,
+        /// Broker address (empty before one is contacted).
+        broker: String,
+        /// What is wrong and how to fix it (never a credential).
+        detail: String,
+    },
+    /// A secret with the cluster's credentials or CA could not be used.
+    #[error("the secret {arn} for cluster {cluster} {detail}")]
+    Secret {
+        /// Cluster alias.
+        cluster: String,
+        /// The secret's ARN.
+        arn: String,
+        /// What is wrong with it (never its value).
+        detail: String,
+    },
+    /// Not connecting yet: an authentication failure is still fresh.
+    #[error("{last} (Ferry waits {seconds} s before connecting to cluster {cluster} again)")]
+    AuthBackoff {
+        /// Cluster alias.
+        cluster: String,
+        /// The failure that started the wait.
+        last: String,
+        /// Seconds left.
+        seconds: u64,
+    },
     /// The broker answered with an error code.
     #[error("{op} for {topic}-{partition} on cluster {cluster} failed: {error} ({detail})")]
     Broker {
@@ -101,6 +141,14 @@ pub enum KafkaError {
     },
 }
 
+fn at_broker(broker: &str) -> String {
+    if broker.is_empty() {
+        String::new()
+    } else {
+        format!(" (broker {broker})")
+    }
+}
+
 impl KafkaError {
     pub(crate) fn protocol(broker: &str, detail: impl Into<String>) -> Self {
         KafkaError::Protocol {
@@ -109,11 +157,15 @@ impl KafkaError {
         }
     }
 
-    /// Whether trying again (after refreshing metadata and reconnecting)
-    /// may succeed.
+    /// Whether trying again (after refreshing metadata and reconnecting, or
+    /// after someone fixes the credentials) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
             KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } | KafkaError::NoBroker { .. } => true,
+            // Credentials, certificates and secrets get fixed (or rotated)
+            // without Ferry being restarted: tried again, after a wait
+            // that grows (see `KafkaCluster`), never in a tight loop.
+            KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. } => true,
             KafkaError::Broker { error, .. } => {
                 error.is_retriable()
                     || matches!(
@@ -160,6 +212,9 @@ impl KafkaError {
     pub fn is_auth_error(&self) -> bool {
         matches!(
             self,
+            KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. }
+        ) || matches!(
+            self,
             KafkaError::Broker {
                 error: ResponseError::SaslAuthenticationFailed
                     | ResponseError::IllegalSaslState
@@ -177,7 +232,12 @@ impl KafkaError {
     pub fn breaks_connection(&self) -> bool {
         matches!(
             self,
-            KafkaError::Io { .. } | KafkaError::Timeout { .. } | KafkaError::Protocol { .. } | KafkaError::Connect { .. }
+            KafkaError::Io { .. }
+                | KafkaError::Timeout { .. }
+                | KafkaError::Protocol { .. }
+                | KafkaError::Connect { .. }
+                | KafkaError::Tls { .. }
+                | KafkaError::Auth { .. }
         )
     }
 }

@@ -6,7 +6,10 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod groups;
+pub mod scram;
+pub mod security;
 
 pub use client::{FetchedPartition, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
 pub use error::KafkaError;
 pub use groups::{Committed, GroupListing, GroupState};
+pub use security::{SaslSource, Security, SecuritySpec, TrustSource};

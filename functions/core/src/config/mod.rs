@@ -194,6 +194,16 @@ impl FlowSpec {
         format!("{}>{}", self.source.alias, self.target.alias)
     }
 
+    /// The topic names that TopicsToReplicate spells out literally (no
+    /// pattern syntax but escaped dots), and that no exclusion removes.
+    pub fn literal_topics(&self) -> Vec<String> {
+        self.topics_include
+            .iter()
+            .filter_map(|r| literal_name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
+            .filter(|t| self.selects_topic(t))
+            .collect()
+    }
+
     /// Whether a source topic is selected by this flow's filters.
     /// Internal topics (`__` prefix) are never selected.
     pub fn selects_topic(&self, topic: &str) -> bool {
@@ -484,9 +494,19 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
         let tls = match &c.encryption_in_transit {
             None => Some(TlsSpec { root_ca_secret_arn: None }),
             Some(e) => match e.encryption_type.as_str() {
-                "TLS" => Some(TlsSpec {
-                    root_ca_secret_arn: e.root_ca_certificate.clone(),
-                }),
+                "TLS" => {
+                    if let Some(ca) = e.root_ca_certificate.as_deref().filter(|ca| !ca.starts_with("arn:")) {
+                        return Err(ConfigError::new(
+                            file,
+                            at(".EncryptionInTransit.RootCaCertificate"),
+                            format!("{:?} is not an ARN", ca.chars().take(40).collect::<String>()),
+                            "give the ARN of a Secrets Manager secret whose `certificate` field holds the CA chain (PEM)",
+                        ));
+                    }
+                    Some(TlsSpec {
+                        root_ca_secret_arn: e.root_ca_certificate.clone(),
+                    })
+                }
                 "PLAINTEXT" if msk => {
                     return Err(ConfigError::new(
                         file,
@@ -531,6 +551,21 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// The one name a pattern matches when it is plain text (`\\.` for a dot).
+fn literal_name(pattern: &str) -> Option<String> {
+    let special = |c: char| ".^$*+?()[]{}|\\".contains(c);
+    (!pattern.is_empty() && !pattern.replace("\\.", "").contains(special)).then(|| pattern.replace("\\.", "."))
+}
+
+#[cfg(test)]
+#[test]
+fn literal_names_are_plain_text_only() {
+    assert_eq!(literal_name("orders\\.eu-1").as_deref(), Some("orders.eu-1"));
+    for pattern in ["orders.*", "a|b", "orders.eu", "x+", "[ab]", ""] {
+        assert_eq!(literal_name(pattern), None, "{pattern}");
+    }
 }
 
 fn valid_alias(s: &str) -> bool {

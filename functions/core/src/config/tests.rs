@@ -119,6 +119,17 @@ fn bad_inputs_are_rejected_with_field_and_fix() {
             "[0].TargetKafkaClusterId",
             "same cluster",
         ),
+        (
+            CLUSTERS.replacen(
+                "{\"EncryptionType\": \"PLAINTEXT\"}",
+                "{\"EncryptionType\": \"TLS\", \"RootCaCertificate\": \"-----BEGIN CERTIFICATE-----\"}",
+                1,
+            ),
+            INFO.into(),
+            "kafka-clusters.json",
+            "[0].EncryptionInTransit.RootCaCertificate",
+            "not an ARN",
+        ),
         (CLUSTERS.into(), "[]".into(), "replication-info.json", "(top level)", "empty"),
         (CLUSTERS.into(), "{".into(), "replication-info.json", "line", "not valid JSON"),
         (
@@ -236,4 +247,43 @@ fn ferry_topic_extensions_are_validated() {
     assert!(!spec.flows[0].propagate_topic_deletions);
     let err = load_pair(CLUSTERS, &with(r#""TargetReplicationFactor": 0"#)).expect_err("zero");
     assert_eq!(err.field, "[0].TopicReplication.TargetReplicationFactor");
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Replace the character at `at` (rounded down to a boundary) with `c`.
+    fn mutate(s: &str, at: usize, c: char) -> String {
+        let mut at = at % s.len();
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut out = s.to_owned();
+        let end = at + out[at..].chars().next().map_or(0, char::len_utf8);
+        out.replace_range(at..end, &c.to_string());
+        out
+    }
+
+    proptest! {
+        /// Any text at all, in either file: accepted or refused, never a panic.
+        #[test]
+        fn any_text_never_panics(clusters in "\\PC{0,200}", info in "\\PC{0,200}") {
+            let _ = load_pair(&clusters, &info);
+        }
+
+        /// A valid definition with one character changed anywhere: still
+        /// no panic, and a refusal names a file and says how to fix it.
+        #[test]
+        fn one_changed_character_never_panics(at in any::<usize>(), c in any::<char>(), which in any::<bool>()) {
+            let (clusters, info) = if which {
+                (mutate(CLUSTERS, at, c), INFO.to_owned())
+            } else {
+                (CLUSTERS.to_owned(), mutate(INFO, at, c))
+            };
+            if let Err(e) = load_pair(&clusters, &info) {
+                prop_assert!(!e.file.is_empty() && !e.fix.is_empty(), "{}", e);
+            }
+        }
+    }
 }

@@ -1,0 +1,420 @@
+//! How Ferry proves who it is to a cluster, and checks who the cluster is:
+//! TLS (a private CA chain from Secrets Manager, or the public roots),
+//! SASL/SCRAM with credentials from Secrets Manager, and MSK IAM (SASL
+//! OAUTHBEARER with a SigV4 token signed with the function's own
+//! credentials).
+//!
+//! Secrets are read when a connection is first made and kept; after an
+//! authentication failure they are forgotten, so the next connection reads
+//! them again: a rotated password is picked up without a restart.
+//! Nothing here puts a password, token or key into an error, a log line or
+//! a `Debug` output.
+
+use std::sync::Arc;
+
+use aws_sdk_secretsmanager::Client as SecretsClient;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio_rustls::rustls;
+
+use super::error::KafkaError;
+use super::scram::ScramHash;
+
+/// A secret value that never shows itself in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(String);
+
+impl Redacted {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the TLS trust comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustSource {
+    /// The public roots (Amazon MSK's certificates chain to them).
+    PublicRoots,
+    /// The PEM chain under `certificate` in this secret.
+    Secret(String),
+    /// The `certificate` of the SCRAM secret when it has one; else the public roots.
+    ScramSecretOrPublicRoots,
+}
+
+/// The SASL mechanism and where its credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslSource {
+    /// SCRAM, `username` and `password` in this secret.
+    Scram {
+        /// The hash.
+        hash: ScramHash,
+        /// Secrets Manager ARN.
+        secret_arn: String,
+    },
+    /// MSK IAM: an OAUTHBEARER token signed for this region.
+    MskIam {
+        /// AWS region of the cluster.
+        region: String,
+    },
+}
+
+/// What a cluster needs; resolved into usable settings at connect time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecuritySpec {
+    /// TLS, and whom to trust; `None`: PLAINTEXT.
+    pub tls: Option<TrustSource>,
+    /// SASL; `None`: no authentication.
+    pub sasl: Option<SaslSource>,
+}
+
+/// Credentials ready for a SASL exchange.
+#[derive(Clone)]
+pub enum SaslCredentials {
+    /// SCRAM.
+    Scram {
+        /// The hash.
+        hash: ScramHash,
+        /// User name.
+        username: String,
+        /// Password.
+        password: Redacted,
+    },
+    /// MSK IAM: a fresh token is signed for every authentication.
+    MskIam {
+        /// AWS region.
+        region: String,
+        /// The function's own credentials.
+        credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    },
+}
+
+impl std::fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SaslCredentials::Scram { hash, username, .. } => f
+                .debug_struct("Scram")
+                .field("mechanism", &hash.mechanism())
+                .field("username", username)
+                .finish_non_exhaustive(),
+            SaslCredentials::MskIam { region, .. } => f.debug_struct("MskIam").field("region", region).finish_non_exhaustive(),
+        }
+    }
+}
+
+impl SaslCredentials {
+    /// The SASL mechanism name.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            SaslCredentials::Scram { hash, .. } => hash.mechanism(),
+            SaslCredentials::MskIam { .. } => "OAUTHBEARER",
+        }
+    }
+}
+
+/// TLS and SASL settings ready for a connection.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// TLS client settings; `None`: PLAINTEXT.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// SASL credentials; `None`: no authentication.
+    pub sasl: Option<SaslCredentials>,
+}
+
+/// One cluster's security: the spec, and what was resolved from it.
+pub struct Security {
+    cluster: String,
+    spec: SecuritySpec,
+    secrets: Option<SecretsClient>,
+    aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    resolved: tokio::sync::Mutex<Option<Arc<Resolved>>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("cluster", &self.cluster)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Security {
+    /// PLAINTEXT, no authentication.
+    pub fn plaintext(cluster: &str) -> Self {
+        Self::new(cluster, SecuritySpec::default(), None)
+    }
+
+    /// `spec` for `cluster`, reading secrets and AWS credentials through `aws`.
+    pub fn new(cluster: &str, spec: SecuritySpec, aws: Option<&aws_config::SdkConfig>) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            secrets: aws.map(SecretsClient::new),
+            aws_credentials: aws.and_then(aws_config::SdkConfig::credentials_provider),
+            spec,
+            resolved: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether this is PLAINTEXT without authentication.
+    pub fn is_plaintext(&self) -> bool {
+        self.spec.tls.is_none() && self.spec.sasl.is_none()
+    }
+
+    /// The settings for a new connection, reading the secrets if they are
+    /// not held yet.
+    pub async fn resolve(&self) -> Result<Arc<Resolved>, KafkaError> {
+        let mut held = self.resolved.lock().await;
+        if let Some(r) = held.as_ref() {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.read().await?);
+        *held = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Forget what was read: the next connection reads the secrets again
+    /// (after an authentication failure, e.g. a rotated password).
+    pub async fn forget(&self) {
+        *self.resolved.lock().await = None;
+    }
+
+    async fn read(&self) -> Result<Resolved, KafkaError> {
+        let mut scram_certificate = None;
+        let sasl = match &self.spec.sasl {
+            None => None,
+            Some(SaslSource::Scram { hash, secret_arn }) => {
+                let secret = self.secret(secret_arn).await?;
+                let field = |name: &str| -> Result<String, KafkaError> {
+                    secret.get(name).and_then(|v| v.as_str()).map(str::to_owned).ok_or_else(|| {
+                        self.secret_error(
+                            secret_arn,
+                            format!("has no string field `{name}`; store {{\"username\": ..., \"password\": ...}}"),
+                        )
+                    })
+                };
+                scram_certificate = secret.get("certificate").and_then(|v| v.as_str()).map(str::to_owned);
+                Some(SaslCredentials::Scram {
+                    hash: *hash,
+                    username: field("username")?,
+                    password: Redacted::new(field("password")?),
+                })
+            }
+            Some(SaslSource::MskIam { region }) => Some(SaslCredentials::MskIam {
+                region: region.clone(),
+                credentials: self.aws_credentials.clone().ok_or_else(|| KafkaError::Auth {
+                    cluster: self.cluster.clone(),
+                    broker: String::new(),
+                    detail: "MSK IAM needs AWS credentials and none are configured".into(),
+                })?,
+            }),
+        };
+        let tls = match &self.spec.tls {
+            None => None,
+            Some(trust) => {
+                let pem = match trust {
+                    TrustSource::PublicRoots => None,
+                    TrustSource::ScramSecretOrPublicRoots => scram_certificate.map(|pem| ("the SCRAM secret".to_owned(), pem)),
+                    TrustSource::Secret(arn) => {
+                        let secret = self.secret(arn).await?;
+                        let pem = secret.get("certificate").and_then(|v| v.as_str()).ok_or_else(|| {
+                            self.secret_error(arn, "has no string field `certificate`; store the CA chain (PEM) there".into())
+                        })?;
+                        Some((format!("secret {arn}"), pem.to_owned()))
+                    }
+                };
+                Some(Arc::new(self.tls_config(pem)?))
+            }
+        };
+        Ok(Resolved { tls, sasl })
+    }
+
+    fn tls_config(&self, pem: Option<(String, String)>) -> Result<rustls::ClientConfig, KafkaError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match pem {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some((from, pem)) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| self.tls_error(format!("the certificate in {from} is not valid PEM")))?;
+                if certs.is_empty() {
+                    return Err(self.tls_error(format!(
+                        "the certificate in {from} holds no PEM certificate: store the private root CA (and intermediates) as PEM"
+                    )));
+                }
+                // Every certificate of the chain is a trust anchor: the root,
+                // and intermediates a broker may not send.
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| self.tls_error(format!("a certificate in {from} cannot be trusted: {e}")))?;
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.tls_error(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// A secret's JSON object.
+    async fn secret(&self, arn: &str) -> Result<serde_json::Map<String, serde_json::Value>, KafkaError> {
+        let client = self
+            .secrets
+            .as_ref()
+            .ok_or_else(|| self.secret_error(arn, "cannot be read: no AWS configuration".into()))?;
+        let out = client.get_secret_value().secret_id(arn).send().await.map_err(|e| {
+            let e = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
+            self.secret_error(
+                arn,
+                format!("cannot be read ({e}); check the ARN and that Ferry's role may call secretsmanager:GetSecretValue on it"),
+            )
+        })?;
+        let text = out
+            .secret_string()
+            .ok_or_else(|| self.secret_error(arn, "holds no SecretString; store a JSON object".into()))?;
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            // Never echo the text: it is the secret.
+            _ => Err(self.secret_error(
+                arn,
+                "is not a JSON object; store {\"username\": ..., \"password\": ..., \"certificate\": ...}".into(),
+            )),
+        }
+    }
+
+    fn secret_error(&self, arn: &str, detail: String) -> KafkaError {
+        KafkaError::Secret {
+            cluster: self.cluster.clone(),
+            arn: arn.to_owned(),
+            detail,
+        }
+    }
+
+    fn tls_error(&self, detail: String) -> KafkaError {
+        KafkaError::Tls {
+            cluster: self.cluster.clone(),
+            broker: String::new(),
+            detail,
+        }
+    }
+}
+
+/// The OAUTHBEARER initial client response (RFC 7628) for MSK IAM.
+pub async fn msk_iam_client_response(
+    region: &str,
+    credentials: aws_credential_types::provider::SharedCredentialsProvider,
+) -> Result<Redacted, String> {
+    let (token, _expiry_ms) =
+        aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider(aws_config::Region::new(region.to_owned()), credentials)
+            .await
+            .map_err(|e| format!("signing the MSK IAM token failed: {e}"))?;
+    Ok(Redacted::new(format!("n,,\u{1}auth=Bearer {token}\u{1}\u{1}")))
+}
+
+/// Words for a failed TLS handshake: what is wrong and how to fix it.
+pub fn describe_tls_failure(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let Some(err) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return format!("TLS handshake failed: {e} (is this a TLS listener?)");
+    };
+    let fix = match err {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            "the broker's certificate does not chain to a trusted CA: put the private root CA and intermediates (PEM) in the secret's `certificate` field"
+        }
+        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "the broker's certificate has expired: renew it on the broker"
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            "the broker's certificate is not valid yet: check the broker's certificate and this machine's clock"
+        }
+        Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+            "the broker's certificate does not name the host Ferry connected to: use a bootstrap host name the certificate names"
+        }
+        _ => "check the listener's TLS settings",
+    };
+    format!("TLS handshake failed: {err}; {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = SaslCredentials::Scram {
+            hash: ScramHash::Sha512,
+            username: "ferry".into(),
+            password: Redacted::new("p4ssw0rd-very-secret"),
+        };
+        let shown = format!("{c:?} {:?}", Redacted::new("p4ssw0rd-very-secret"));
+        assert!(!shown.contains("p4ssw0rd"), "{shown}");
+        assert!(shown.contains("SCRAM-SHA-512") && shown.contains("ferry"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn msk_iam_token_is_a_signed_kafka_connect_url() {
+        // Signing is local: static credentials exercise it without AWS.
+        let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None, None, "test");
+        let provider = aws_credential_types::provider::SharedCredentialsProvider::new(creds);
+        let msg = msk_iam_client_response("eu-west-1", provider).await.expect("token");
+        let text = msg.expose();
+        let token = text
+            .strip_prefix("n,,\u{1}auth=Bearer ")
+            .and_then(|t| t.strip_suffix("\u{1}\u{1}"))
+            .expect("OAUTHBEARER framing");
+        use base64::Engine as _;
+        let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).expect("base64url")).expect("utf8");
+        assert!(url.starts_with("https://kafka.eu-west-1.amazonaws.com/?"), "{url}");
+        for part in [
+            "Action=kafka-cluster%3AConnect",
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+            "X-Amz-Signature=",
+            "X-Amz-Expires=",
+        ] {
+            assert!(url.contains(part), "{part} missing from {url}");
+        }
+        assert!(!url.contains("wJalrXUtnFEMI"), "the secret key must not be in the token");
+        assert!(!format!("{msg:?}").contains("Bearer"));
+    }
+
+    #[test]
+    fn tls_failures_say_how_to_fix_them() {
+        use rustls::{CertificateError, Error};
+        let io = |e: Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let unknown = describe_tls_failure(&io(Error::InvalidCertificate(CertificateError::UnknownIssuer)));
+        assert!(unknown.contains("private root CA"), "{unknown}");
+        let expired = describe_tls_failure(&io(Error::InvalidCertificate(CertificateError::Expired)));
+        assert!(expired.contains("expired"), "{expired}");
+        let name = describe_tls_failure(&io(Error::InvalidCertificate(CertificateError::NotValidForName)));
+        assert!(name.contains("host name"), "{name}");
+    }
+
+    #[test]
+    fn bad_pem_is_refused_without_echoing_it() {
+        let s = Security::plaintext("source");
+        let err = s
+            .tls_config(Some((
+                "secret x".into(),
+                "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n".into(),
+            )))
+            .expect_err("bad PEM");
+        assert!(!err.to_string().contains("not base64"), "{err}");
+        let err = s.tls_config(Some(("secret x".into(), "hello".into()))).expect_err("no PEM");
+        assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
+        assert!(s.tls_config(None).is_ok());
+    }
+}

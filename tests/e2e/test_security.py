@@ -1,0 +1,268 @@
+"""Ferry reaching the source as MSK Replicator reaches a self-managed one:
+SASL/SCRAM over TLS with a private CA, credentials and CA chain in Secrets
+Manager (moto). Replication with each mechanism and both secret layouts, a
+password rotated under a running replicator, each failure with its message,
+and no secret in any output. The listener, users and secrets come from
+infra/local/up (see test_local_sasl_ssl.py for the listener itself).
+"""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                   ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion)
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
+
+SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
+EXPIRED = os.environ["SOURCE_EXPIRED_BOOTSTRAP"]
+USER = os.environ["SOURCE_SCRAM_USER"]
+PASSWORD = os.environ["SOURCE_SCRAM_PASSWORD"]
+CA_CHAIN = Path(os.environ["SOURCE_CA_FILE"]).read_text()
+OTHER_CA = Path(os.environ["SOURCE_OTHER_CA_FILE"]).read_text()
+SECRETS = {
+    "SHA256": os.environ["SOURCE_SCRAM256_SECRET_ARN"],
+    "SHA512": os.environ["SOURCE_SCRAM512_SECRET_ARN"],
+}
+CREDENTIALS_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
+CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
+PKI = Path(os.environ["SOURCE_CA_FILE"]).parent
+
+
+def secrets_manager():
+    return boto3.client("secretsmanager", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+
+
+def new_secret(value: dict) -> str:
+    return secrets_manager().create_secret(Name=unique("ferry-test/secret"), SecretString=json.dumps(value))["ARN"]
+
+
+def scram_source(secret_arn: str, mechanism: str = "SHA512", bootstrap: str = SASL_SSL, ca_secret: str | None = None) -> dict:
+    tls = {"EncryptionType": "TLS"}
+    if ca_secret:
+        tls["RootCaCertificate"] = ca_secret
+    return {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": bootstrap},
+            "ClientAuthentication": {"SaslScram": {"Mechanism": mechanism, "SecretArn": secret_arn}},
+            "EncryptionInTransit": tls}
+
+
+def configure(tmp: Path, topics: list[str], source: dict) -> tuple[Path, Path]:
+    kc, ri = write_config(tmp, topics)
+    clusters = json.loads(kc.read_text())
+    clusters[0] = source
+    kc.write_text(json.dumps(clusters, indent=2))
+    return kc, ri
+
+
+def fill(topic: str, partitions: int, per_partition: int, tag: str = "") -> None:
+    create_topic(SOURCE, topic, partitions)
+    p = producer(SOURCE)
+    for part in range(partitions):
+        for i in range(per_partition):
+            p.produce(topic, partition=part, key=f"{tag}k{i}".encode(), value=f"{tag}v{part}-{i}".encode(), headers=[("h", b"x")])
+    assert p.flush(30) == 0
+
+
+def key_material() -> list[str]:
+    """Lines of every private key of the local CA and brokers."""
+    lines = []
+    for key in PKI.glob("*.key"):
+        lines += [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
+    assert lines, f"no private keys under {PKI}"
+    return lines
+
+
+def assert_no_secret(text: str, *passwords: str) -> None:
+    for secret in (PASSWORD, *passwords):
+        assert secret not in text, "a password appears in Ferry's output"
+    for line in key_material():
+        assert line not in text, "private key material appears in Ferry's output"
+
+
+@pytest.mark.parametrize("mechanism,layout", [("SHA256", "one secret"), ("SHA512", "one secret"),
+                                              ("SHA512", "credentials and CA in two secrets")])
+def test_replicates_over_sasl_ssl(tmp_path, mechanism, layout):
+    topic = unique(f"sec-{mechanism.lower()}")
+    fill(topic, 3, 100)
+    if layout == "one secret":
+        source = scram_source(SECRETS[mechanism], mechanism)
+    else:
+        source = scram_source(CREDENTIALS_SECRET, mechanism, ca_secret=CA_SECRET)
+    ferry = Ferry(*configure(tmp_path, [topic], source))
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for part in range(3):
+        got = [(m["key"], m["value"], m["headers"]) for m in read_partition(TARGET, topic, part)]
+        assert got == [(f"k{i}".encode(), f"v{part}-{i}".encode(), [("h", b"x")]) for i in range(100)]
+    status = subprocess.run(ferry.args("status", "--json"), capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert_no_secret(res.stdout + res.stderr + status.stdout + status.stderr)
+
+
+def failing_source(case: str) -> tuple[dict, list[str]]:
+    """A source definition that cannot get in, and words its error must hold."""
+    if case == "wrong password":
+        arn = new_secret({"username": USER, "password": "not-the-password", "certificate": CA_CHAIN})
+        return scram_source(arn), ["cluster source", "SaslAuthenticationFailed", "invalid credentials", "password"]
+    if case == "untrusted CA":
+        arn = new_secret({"username": USER, "password": PASSWORD, "certificate": OTHER_CA})
+        return scram_source(arn), ["TLS to cluster source", "UnknownIssuer", "private root CA"]
+    if case == "hostname mismatch":
+        ip = "127.0.0.1:" + SASL_SSL.rsplit(":", 1)[1]
+        return scram_source(SECRETS["SHA512"], bootstrap=ip), ["TLS to cluster source", "not valid for name \"127.0.0.1\"", "host name"]
+    if case == "expired certificate":
+        return scram_source(SECRETS["SHA512"], bootstrap=EXPIRED), ["TLS to cluster source", "expired", "renew"]
+    if case == "wrong mechanism":
+        # alice has only a SCRAM-SHA-256 credential.
+        arn = new_secret({"username": "alice", "password": "alice-secret", "certificate": CA_CHAIN})
+        return scram_source(arn, "SHA512"), ["cluster source", "SaslAuthenticationFailed"]
+    if case == "secret without password":
+        arn = new_secret({"username": USER, "certificate": CA_CHAIN})
+        return scram_source(arn), ["for cluster source", "no string field `password`"]
+    if case == "plaintext listener":
+        return scram_source(SECRETS["SHA512"], bootstrap=SOURCE), ["TLS to cluster source", "TLS listener"]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["wrong password", "untrusted CA", "hostname mismatch", "expired certificate",
+                                  "wrong mechanism", "secret without password", "plaintext listener"])
+def test_each_failure_names_the_cluster_and_the_cause_and_writes_nothing(tmp_path, case):
+    topic = unique("sec-fail")
+    fill(topic, 1, 5)
+    source, words = failing_source(case)
+    ferry = Ferry(*configure(tmp_path, [topic], source))
+    res = ferry.run("--once", "--give-up-seconds", "5", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    for w in words:
+        assert w in out, f"{w!r} missing from: {out[-2000:]}"
+    assert topic not in list_topics(TARGET), "nothing may be written to the target"
+    assert_no_secret(out, "not-the-password")
+    # The AuthError metric: the Report step's ping is refused for that reason.
+    rep = subprocess.run(ferry.args("report", "--json"), capture_output=True, text=True, timeout=120)
+    clusters = {c["alias"]: c for c in json.loads(rep.stdout)["clusters"]}
+    assert clusters["source"]["auth_error"] and not clusters["source"]["ping_ok"], clusters
+    assert not clusters["target"]["auth_error"] and clusters["target"]["ping_ok"], clusters
+    assert_no_secret(rep.stdout + rep.stderr, "not-the-password")
+
+
+def admin() -> AdminClient:
+    return AdminClient({"bootstrap.servers": SOURCE})
+
+
+def set_password(user: str, password: str) -> None:
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
+    client = admin()  # held until the futures resolve
+    for f in client.alter_user_scram_credentials([UserScramCredentialUpsertion(user, info, password.encode())]).values():
+        f.result(timeout=30)
+
+
+def grant(user: str, topic_prefix: str) -> None:
+    acls = [
+        AclBinding(ResourceType.TOPIC, topic_prefix, ResourcePatternType.PREFIXED, f"User:{user}", "*",
+                   AclOperation.ALL, AclPermissionType.ALLOW),
+    ]
+    client = admin()  # held until the futures resolve
+    for f in client.create_acls(acls).values():
+        f.result(timeout=30)
+
+
+def target_end(topic: str) -> int:
+    """The target partition 0's end offset; 0 before the topic exists."""
+    if topic not in list_topics(TARGET):
+        return 0
+    c = Consumer({"bootstrap.servers": TARGET, "group.id": unique("probe")})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        c.close()
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+
+
+def test_rotated_password_is_used_without_a_restart(tmp_path):
+    """The broker ends SASL sessions on this listener after 20 s, so a
+    running client re-authenticates in band. After the password changes in
+    Kafka and then in the secret, the running replicator's next
+    authentication fails, it reads the secret again, and replication goes on
+    in the same process."""
+    user, old, new = unique("rotator"), unique("old-pw"), unique("new-pw")
+    topic = unique("sec-rot")
+    set_password(user, old)
+    grant(user, topic)
+    fill(topic, 1, 50, tag="before-")
+    secret = new_secret({"username": user, "password": old, "certificate": CA_CHAIN})
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(secret)))
+    log = tmp_path / "ferry.log"
+    proc = ferry.spawn("--round-seconds", "5", log=log)
+    try:
+        wait_for(lambda: target_end(topic) >= 50, 90, "the first 50 records on the target")
+        set_password(user, new)
+        secrets_manager().put_secret_value(SecretId=secret,
+                                           SecretString=json.dumps({"username": user, "password": new, "certificate": CA_CHAIN}))
+        # A session authenticated with the old password stays valid until
+        # it ends: produce once the replicator had to authenticate again.
+        time.sleep(25)
+        p = producer(SOURCE)
+        for i in range(50):
+            p.produce(topic, partition=0, key=f"after-k{i}".encode(), value=b"v")
+        assert p.flush(30) == 0
+        wait_for(lambda: target_end(topic) >= 100, 120, "the 50 records produced after the rotation on the target")
+        assert proc.poll() is None, "the replicator must not have restarted"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    text = log.read_text()
+    keys = [m["key"] for m in read_partition(TARGET, topic, 0)]
+    assert keys == [f"before-k{i}".encode() for i in range(50)] + [f"after-k{i}".encode() for i in range(50)]
+    assert "authentication failed" in text, "the refused re-authentication is logged"
+    assert_no_secret(text, old, new)
+
+
+def test_missing_acl_names_the_topic_and_writes_nothing(tmp_path):
+    """A user with no ACL on the topic: the plan says which topic it may not
+    read instead of replicating nothing in silence."""
+    user, password = unique("no-acl"), unique("pw")
+    set_password(user, password)
+    topic = unique("sec-acl")
+    fill(topic, 1, 5)
+    secret = new_secret({"username": user, "password": password, "certificate": CA_CHAIN})
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(secret)))
+    res = ferry.run("--once", "--give-up-seconds", "5", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert "cluster source" in out and "TopicAuthorizationFailed" in out and topic in out, out[-2000:]
+    assert topic not in list_topics(TARGET)
+    assert_no_secret(out, password)
+
+
+def test_no_secret_in_trace_logs(tmp_path):
+    """At the most verbose log level, a succeeding and a failing run print
+    neither a password nor key material."""
+    topic = unique("sec-trace")
+    fill(topic, 1, 10)
+    ok = Ferry(*configure(tmp_path, [topic], scram_source(SECRETS["SHA512"])))
+    env = dict(os.environ, RUST_LOG="trace")
+    good = subprocess.run(ok.args("run", "--once"), capture_output=True, text=True, timeout=300, env=env)
+    assert good.returncode == 0, good.stderr[-2000:]
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    arn = new_secret({"username": USER, "password": "trace-wrong-password", "certificate": CA_CHAIN})
+    bad = Ferry(*configure(bad_dir, [topic], scram_source(arn)))
+    failed = subprocess.run(bad.args("run", "--once", "--give-up-seconds", "3"), capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert failed.returncode != 0
+    assert_no_secret(good.stdout + good.stderr + failed.stdout + failed.stderr, "trace-wrong-password")
