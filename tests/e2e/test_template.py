@@ -165,3 +165,34 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     bad = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == "", bad.stdout
     assert "S3" in bad.stderr and "Firehose" in bad.stderr and "logs-bucket" in bad.stderr, bad.stderr
+
+
+# Actions that take no resource ARN, so AWS requires Resource "*": the ENI
+# actions a VPC-attached Lambda function's role needs.
+AWS_REQUIRES_STAR = {"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+                     "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
+
+
+def iam_grants(template: Path) -> dict:
+    python = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "python"
+    env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1")
+    res = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "iam_grants.py"), str(template)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout)
+
+
+def test_iam_grants_star_only_where_aws_requires_it(tmp_path):
+    """After the SAM transform (as `sam deploy` runs it), no IAM statement
+    of the stack has Resource "*" but for actions that take no resource,
+    and no AWS-managed policy (with its own "*" grants) is attached."""
+    grants = iam_grants(ROOT / "template.yaml")
+    assert grants["statements"] >= 10, grants
+    for g in grants["star"]:
+        assert set(g["actions"]) <= AWS_REQUIRES_STAR, f"{g['resource']} grants {g['actions']} on every resource"
+    assert not [m for m in grants["managed"] if "arn:aws:iam::aws:policy" in m], grants["managed"]
+    # The check can fail: the same template with the secrets grant widened.
+    wide = tmp_path / "template.yaml"
+    wide.write_text((ROOT / "template.yaml").read_text().replace("Resource: !Ref SecretArns", 'Resource: "*"'))
+    flagged = [g for g in iam_grants(wide)["star"] if not set(g["actions"]) <= AWS_REQUIRES_STAR]
+    assert [g["actions"] for g in flagged] == [["secretsmanager:GetSecretValue"]], flagged
