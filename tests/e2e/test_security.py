@@ -247,6 +247,38 @@ def test_missing_acl_names_the_topic_and_writes_nothing(tmp_path):
     assert "cluster source" in out and "TopicAuthorizationFailed" in out and topic in out, out[-2000:]
     assert topic not in list_topics(TARGET)
     assert_no_secret(out, password)
+    # AuthError, though the cluster answers its ping.
+    rep = subprocess.run(ferry.args("report", "--json"), capture_output=True, text=True, timeout=120)
+    source = next(c for c in json.loads(rep.stdout)["clusters"] if c["alias"] == "source")
+    assert source["ping_ok"] and source["auth_error"] and "TopicAuthorizationFailed" in source["error"], source
+
+
+def test_writes_to_a_target_over_sasl_ssl(tmp_path):
+    """The other direction: a PLAINTEXT cluster replicated into the SASL_SSL
+    listener, so topic creation, idempotent produce and the target's
+    metadata all go over TLS and SCRAM."""
+    topic = unique("sec-into")
+    create_topic(TARGET, topic, 2)
+    p = producer(TARGET)
+    for part in range(2):
+        for i in range(100):
+            p.produce(topic, partition=part, key=f"k{i}".encode(), value=f"v{part}-{i}".encode())
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    plain = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "plain", "BootstrapBrokerString": TARGET},
+             "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
+    secure = scram_source(SECRETS["SHA256"], "SHA256")
+    secure["ApacheKafkaCluster"]["ApacheKafkaClusterId"] = "secure"
+    kc.write_text(json.dumps([plain, secure], indent=2))
+    flows = json.loads(ri.read_text())
+    flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"] = "plain", "secure"
+    ri.write_text(json.dumps(flows, indent=2))
+    res = Ferry(kc, ri).run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for part in range(2):
+        got = [(m["key"], m["value"]) for m in read_partition(SOURCE, topic, part)]
+        assert got == [(f"k{i}".encode(), f"v{part}-{i}".encode()) for i in range(100)]
+    assert_no_secret(res.stdout + res.stderr)
 
 
 def test_no_secret_in_trace_logs(tmp_path):
@@ -266,3 +298,67 @@ def test_no_secret_in_trace_logs(tmp_path):
                             timeout=300, env=env)
     assert failed.returncode != 0
     assert_no_secret(good.stdout + good.stderr + failed.stdout + failed.stderr, "trace-wrong-password")
+
+
+def test_target_refusing_a_topic_stops_only_that_partition(tmp_path):
+    """Ferry's user on the target may write one topic and only describe the
+    other: the refused partition stops with an error naming the topic, the
+    partition, the source offsets and the grant to add; the other topic is
+    replicated whole; nothing of the refused one is written."""
+    user, password = unique("writer"), unique("pw")
+    set_password(user, password)
+    ok, denied = unique("sec-ok"), unique("sec-denied")
+    for topic in (ok, denied):
+        create_topic(TARGET, topic, 1)  # the flow's source: the PLAINTEXT cluster
+        create_topic(SOURCE, topic, 1)  # its target, reached over SASL_SSL
+        p = producer(TARGET)
+        for i in range(20):
+            p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+        assert p.flush(30) == 0
+    grant(user, ok)
+    client = admin()
+    limited = [AclBinding(ResourceType.TOPIC, denied, ResourcePatternType.LITERAL, f"User:{user}", "*", op,
+                          AclPermissionType.ALLOW) for op in (AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS)]
+    for f in client.create_acls(limited).values():
+        f.result(timeout=30)
+    kc, ri = write_config(tmp_path, [ok, denied])
+    plain = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "plain", "BootstrapBrokerString": TARGET},
+             "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
+    secure = scram_source(new_secret({"username": user, "password": password, "certificate": CA_CHAIN}))
+    secure["ApacheKafkaCluster"]["ApacheKafkaClusterId"] = "secure"
+    kc.write_text(json.dumps([plain, secure], indent=2))
+    flows = json.loads(ri.read_text())
+    flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"] = "plain", "secure"
+    ri.write_text(json.dumps(flows, indent=2))
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once", "--give-up-seconds", "10", timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert [m["key"] for m in read_partition(SOURCE, ok, 0)] == [f"k{i}".encode() for i in range(20)]
+    assert read_partition(SOURCE, denied, 0) == []
+    rows = {r["topic"]: r for r in ferry.status()}
+    assert rows[ok]["last_error"] is None and rows[ok]["lag"] == 0, rows[ok]
+    error = rows[denied]["last_error"] or ""
+    for words in (f"target topic {denied} partition 0 refused source offsets 0..=", "TopicAuthorizationFailed",
+                  "grant Ferry's principal WRITE"):
+        assert words in error, error
+    assert_no_secret(out, password)
+
+
+def test_a_wrong_password_is_tried_again_after_growing_waits(tmp_path):
+    """Calm, not hammering: over 12 s of retries the broker sees a handful
+    of attempts, each after a wait twice the last."""
+    import re
+
+    topic = unique("sec-calm")
+    fill(topic, 1, 1)
+    arn = new_secret({"username": USER, "password": "calm-wrong-password", "certificate": CA_CHAIN})
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(arn)))
+    res = ferry.run("--once", "--give-up-seconds", "12", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    waits = [int(w) for w in re.findall(r"authentication failed; waiting before connecting again .*wait_s=(\d+)", out)]
+    assert 2 <= len(waits) <= 5, out[-3000:]
+    assert waits == [2 ** i for i in range(len(waits))], waits
+    assert "giving up after 12 s" in out and "Ferry waits" in out, out[-2000:]
+    assert_no_secret(out, "calm-wrong-password")

@@ -885,7 +885,7 @@ async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut 
             return;
         }
         ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => format!(
-            "raise max.message.bytes on target topic {} above {batch_bytes} bytes (a source record is at least that large),              or lower --produce-batch-max-bytes if several records were batched ({n} here)",
+            "raise max.message.bytes on target topic {} above {batch_bytes} bytes (a source record is at least that large), or lower --produce-batch-max-bytes if several records were batched ({n} here)",
             p.target.topic
         ),
         ResponseError::InvalidTimestamp => format!(

@@ -142,6 +142,27 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
             }
         }
     }
+    // A user that may connect but not describe the topics it replicates is
+    // refused too (AuthError), though the cluster answers. Only topics named
+    // literally can be asked for: a listing hides the others.
+    for flow in &ferry.spec.flows {
+        let named = flow.literal_topics();
+        let Some(c) = clusters
+            .iter_mut()
+            .find(|c| c.alias == flow.source.alias && c.ping_ok && !c.auth_error)
+        else {
+            continue;
+        };
+        if named.is_empty() {
+            continue;
+        }
+        if let Err(e) = ferry.cluster(&flow.source.id)?.metadata(Some(&named)).await {
+            if e.is_auth_error() {
+                c.auth_error = true;
+                c.error = Some(e.to_string());
+            }
+        }
+    }
     let up = |alias: &str| clusters.iter().any(|c| c.alias == alias && c.ping_ok);
 
     let mut topics = Vec::new();
