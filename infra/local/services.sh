@@ -22,6 +22,12 @@ KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$LOCA
 KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_HEAP=${FERRY_KAFKA_HEAP:--Xmx512m}
+# The target always runs the POM's release. The source runs
+# SOURCE_KAFKA_VERSION when set, for compatibility runs (infra/local/compat):
+# a migration starts from whatever Kafka the customer has. Kafka 3.x lines
+# get their classpath from kafka/pom-3.x.xml (log4j 1), later ones from
+# kafka/pom.xml, each under .cache/kafka-<version>.
+SOURCE_VERSION=${SOURCE_KAFKA_VERSION:-$KAFKA_VERSION}
 
 SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
 TARGET_PORT=${FERRY_TARGET_PORT:-29092}
@@ -223,8 +229,57 @@ ensure_kafka_libs() {
   echo "$want" >"$stamp"
 }
 
+# kafka_version_check VERSION: dies unless this stack can run VERSION in
+# KRaft combined mode with --standalone (KIP-853, Kafka 3.9 and later).
+kafka_version_check() {
+  local version=$1
+  [[ $version =~ ^([0-9]+)\.([0-9]+)\.[0-9]+$ ]] || die "Kafka version '$version' is not MAJOR.MINOR.PATCH"
+  if ((BASH_REMATCH[1] < 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] < 9))); then
+    die "Kafka $version: the local stack needs 3.9 or later (a KRaft controller formatted with --standalone, KIP-853)"
+  fi
+}
+
+# kafka_major VERSION: its first number (3 or 4...).
+kafka_major() { echo "${1%%.*}"; }
+
+# kafka_version_libs VERSION: gathers the classpath of another Kafka release
+# (a compatibility run's source) into .cache/kafka-VERSION/libs, once: the
+# stamp holds a hash of the POM used and the version, as for mm2/fetch.
+# The POM's own release goes through ensure_kafka_libs, unchanged.
+kafka_version_libs() {
+  local version=$1 home pom stamp want
+  [[ $version == "$KAFKA_VERSION" ]] && return 0
+  kafka_version_check "$version"
+  home="$CACHE_DIR/kafka-$version"
+  if (($(kafka_major "$version") == 3)); then
+    pom="$LOCAL_DIR/kafka/pom-3.x.xml"
+  else
+    pom="$LOCAL_DIR/kafka/pom.xml"
+  fi
+  stamp="$home/.ferry-pom.sha256"
+  want=$({ cat "$pom"; echo "kafka.version=$version"; } | sha256sum | cut -d' ' -f1)
+  if stamp_matches "$stamp" "$want" && [[ -d $home/libs ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || die "no mvn on PATH"
+  log "kafka: gathering the Kafka $version classpath into $home/libs"
+  mkdir -p "$home"
+  rm -rf "$home/libs.tmp"
+  if ! mvn -q -B -f "$pom" dependency:copy-dependencies -Dkafka.version="$version" \
+    -DoutputDirectory="$home/libs.tmp" >"$home/mvn.log" 2>&1; then
+    show_log "$home/mvn.log"
+    die "mvn dependency:copy-dependencies failed for Kafka $version (does Maven Central serve org.apache.kafka:kafka_2.13:$version?)"
+  fi
+  compgen -G "$home/libs.tmp/kafka_2.13-$version.jar" >/dev/null ||
+    die "no kafka_2.13-$version.jar in $home/libs.tmp"
+  rm -rf "$home/libs" "$home/cds"
+  mv "$home/libs.tmp" "$home/libs"
+  echo "$want" >"$stamp"
+}
+
 require_installed() {
-  [[ -x $VENV/bin/python && -d $KAFKA_LIBS ]] || die "nothing installed yet: run infra/local/up first"
+  [[ -x $VENV/bin/python && -d $KAFKA_LIBS && -d $(kafka_libs source) ]] ||
+    die "nothing installed yet: run infra/local/up first"
 }
 
 # --- PKI -----------------------------------------------------------------------
@@ -348,14 +403,26 @@ kafka_pidfile() { echo "$RUN_DIR/$1/kafka.pid"; }
 kafka_marker() { echo "$RUN_DIR/$1/server.properties"; }
 kafka_log() { echo "$RUN_DIR/$1/kafka.log"; }
 kafka_live_pid() { live_pid "$(kafka_pidfile "$1")" "$(kafka_marker "$1")"; }
+# The Kafka release cluster $1 runs, and where its jars are.
+kafka_version() {
+  case $1 in
+    source) echo "$SOURCE_VERSION" ;;
+    *) echo "$KAFKA_VERSION" ;;
+  esac
+}
+kafka_home() { echo "$CACHE_DIR/kafka-$(kafka_version "$1")"; }
+kafka_libs() { echo "$(kafka_home "$1")/libs"; }
+# Written once the data dir is formatted: the release that formatted it.
+kafka_version_file() { echo "$RUN_DIR/$1/kafka.version"; }
 # Class-data sharing archive: a broker's first clean stop dumps the classes it
 # loaded; later starts map them and answer in ~5 s instead of ~11 s on two
-# cores. An archive fits one set of jars (ensure_kafka_libs drops them) and one
-# JVM build (keyed by the java binary's mtime); a misfit is silently unused.
+# cores. An archive fits one set of jars (kept beside them, per release, and
+# dropped by ensure_kafka_libs and kafka_version_libs) and one JVM build
+# (keyed by the java binary's mtime); a misfit is silently unused.
 kafka_cds() {
   local jvm
   jvm=$(readlink -f "$(command -v "$JAVA")")
-  echo "$KAFKA_HOME/cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"
+  echo "$(kafka_home "$1")/cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"
 }
 
 # kafka_config CLUSTER: prints the server.properties of a single-node KRaft
@@ -391,8 +458,16 @@ auto.create.topics.enable=false
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
+EOF
+  # Share groups (KIP-932) and their coordinator came with Kafka 4; 3.9
+  # would only warn that these are unknown.
+  if (($(kafka_major "$(kafka_version "$cluster")") >= 4)); then
+    cat <<EOF
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+EOF
+  fi
+  cat <<EOF
 group.initial.rebalance.delay.ms=0
 # ACLs are enforced (and copied by Ferry). Everything here connects as
 # User:ANONYMOUS over PLAINTEXT, so that principal is a super user, as is
@@ -451,10 +526,41 @@ kafka_check_formatted() {
   fi
 }
 
+# Dies when the data dir of CLUSTER was formatted by another Kafka release
+# than the one it would start with now: an older release cannot read a newer
+# one's metadata log, and a compatibility run must not quietly test an
+# upgraded cluster. A data dir without a record was formatted before
+# releases were recorded, by the POM's.
+kafka_check_version() {
+  local cluster=$1 dir want had
+  dir=$(kafka_dir "$cluster")
+  want=$(kafka_version "$cluster")
+  [[ -f $dir/data/meta.properties ]] || return 0
+  had=$KAFKA_VERSION
+  if [[ -s $(kafka_version_file "$cluster") ]]; then
+    had=$(<"$(kafka_version_file "$cluster")")
+  fi
+  [[ $had == "$want" ]] && return 0
+  local keep=""
+  [[ $cluster == source ]] && keep=", or set SOURCE_KAFKA_VERSION=$had to keep it"
+  die "kafka $cluster: $dir was formatted by Kafka $had, not $want; run infra/local/down --purge to start it afresh on $want$keep"
+}
+
+# For down and broker, which act on the clusters as they are: unless
+# SOURCE_KAFKA_VERSION says otherwise, the source stays on the release that
+# formatted it (a compatibility run's). infra/local/up does not follow it:
+# there an unset variable means the POM's release, and a mismatch is refused.
+kafka_follow_recorded_version() {
+  if [[ -z ${SOURCE_KAFKA_VERSION:-} && -s $(kafka_version_file source) ]]; then
+    SOURCE_VERSION=$(<"$(kafka_version_file source)")
+  fi
+}
+
 kafka_write_config() {
   local dir
   dir=$(kafka_dir "$1")
   kafka_check_formatted "$1"
+  kafka_check_version "$1"
   if [[ $1 == source && ! -s $PKI_BROKER_KEYSTORE ]]; then
     die "kafka source: no $PKI_BROKER_KEYSTORE for its SASL_SSL listener; run infra/local/up"
   fi
@@ -465,11 +571,16 @@ kafka_write_config() {
 # Sets KAFKA_CMD to the java command line, up to the main class, for cluster
 # $1 with heap option $2. A plain array: launch runs it in a fresh shell.
 kafka_cmd() {
+  local logging=-Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2.xml"
+  # Kafka 3.x logs through log4j 1 (reload4j): same file, same format.
+  if (($(kafka_major "$(kafka_version "$1")") == 3)); then
+    logging=-Dlog4j.configuration="file:$LOCAL_DIR/kafka/log4j.properties"
+  fi
   KAFKA_CMD=("$JAVA" "$2" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
-    -Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2.xml"
+    "$logging"
     -Dferry.kafka.log="$(kafka_log "$1")"
-    -cp "$KAFKA_LIBS/*")
+    -cp "$(kafka_libs "$1")/*")
 }
 
 # Formats the data dir once; meta.properties marks a formatted log dir.
@@ -477,9 +588,13 @@ kafka_format() {
   local cluster=$1 dir cluster_id
   dir=$(kafka_dir "$cluster")
   [[ -f $dir/data/meta.properties ]] && return 0
-  cluster_id=$("$VENV/bin/python" -c \
-    'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-  log "kafka $cluster: formatting $dir/data (cluster id $cluster_id)"
+  # As Kafka's Uuid.randomUuid: never one starting with "-", which
+  # StorageTool's argument parser takes for an option (1 format in 64 failed).
+  cluster_id=$("$VENV/bin/python" -c '
+import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(i)')
+  log "kafka $cluster: formatting $dir/data for Kafka $(kafka_version "$cluster") (cluster id $cluster_id)"
   kafka_cmd "$cluster" -Xmx256m
   # Local-only credentials of local-only users.
   if ! "${KAFKA_CMD[@]}" kafka.tools.StorageTool format \
@@ -491,6 +606,7 @@ kafka_format() {
     show_kafka_log "$(kafka_log "$cluster")"
     die "kafka $cluster: formatting the storage failed"
   fi
+  kafka_version "$cluster" >"$(kafka_version_file "$cluster")"
 }
 
 kafka_start() {
@@ -498,7 +614,7 @@ kafka_start() {
   dir=$(kafka_dir "$cluster")
   kafka_write_config "$cluster"
   kafka_format "$cluster"
-  log "kafka $cluster: starting on $(kafka_bootstrap "$cluster")"
+  log "kafka $cluster: starting Kafka $(kafka_version "$cluster") on $(kafka_bootstrap "$cluster")"
   # One log per run, and the run before it, so errors shown are this run's.
   if [[ -f $(kafka_log "$cluster") ]]; then
     mv -f "$(kafka_log "$cluster")" "$dir/kafka.previous.log"
