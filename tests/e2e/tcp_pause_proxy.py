@@ -25,7 +25,12 @@ class PausableProxy:
             try:
                 client, _ = self.listener.accept()
             except OSError:
-                return
+                # A client that gave up before it was accepted (say, cut by a
+                # pause) makes accept fail; the proxy must keep accepting, or
+                # the service stays "down" for the rest of the test.
+                if self.closed:
+                    return
+                continue
             if self.paused.is_set():
                 client.close()
                 continue
