@@ -60,6 +60,20 @@ def configure(tmp: Path, topics: list[str], source: dict) -> tuple[Path, Path]:
     return kc, ri
 
 
+def into_sasl_ssl(tmp: Path, topics: list[str], secure: dict) -> Ferry:
+    """A replicator from the PLAINTEXT cluster (the stack's target) into the
+    SASL_SSL listener (the stack's source) reached as `secure` describes."""
+    kc, ri = write_config(tmp, topics)
+    plain = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "plain", "BootstrapBrokerString": TARGET},
+             "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
+    secure["ApacheKafkaCluster"]["ApacheKafkaClusterId"] = "secure"
+    kc.write_text(json.dumps([plain, secure], indent=2))
+    flows = json.loads(ri.read_text())
+    flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"] = "plain", "secure"
+    ri.write_text(json.dumps(flows, indent=2))
+    return Ferry(kc, ri)
+
+
 def fill(topic: str, partitions: int, per_partition: int, tag: str = "") -> None:
     create_topic(SOURCE, topic, partitions)
     p = producer(SOURCE)
@@ -264,16 +278,7 @@ def test_writes_to_a_target_over_sasl_ssl(tmp_path):
         for i in range(100):
             p.produce(topic, partition=part, key=f"k{i}".encode(), value=f"v{part}-{i}".encode())
     assert p.flush(30) == 0
-    kc, ri = write_config(tmp_path, [topic])
-    plain = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "plain", "BootstrapBrokerString": TARGET},
-             "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
-    secure = scram_source(SECRETS["SHA256"], "SHA256")
-    secure["ApacheKafkaCluster"]["ApacheKafkaClusterId"] = "secure"
-    kc.write_text(json.dumps([plain, secure], indent=2))
-    flows = json.loads(ri.read_text())
-    flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"] = "plain", "secure"
-    ri.write_text(json.dumps(flows, indent=2))
-    res = Ferry(kc, ri).run("--once")
+    res = into_sasl_ssl(tmp_path, [topic], scram_source(SECRETS["SHA256"], "SHA256")).run("--once")
     assert res.returncode == 0, res.stdout + res.stderr
     for part in range(2):
         got = [(m["key"], m["value"]) for m in read_partition(SOURCE, topic, part)]
@@ -321,16 +326,8 @@ def test_target_refusing_a_topic_stops_only_that_partition(tmp_path):
                           AclPermissionType.ALLOW) for op in (AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS)]
     for f in client.create_acls(limited).values():
         f.result(timeout=30)
-    kc, ri = write_config(tmp_path, [ok, denied])
-    plain = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "plain", "BootstrapBrokerString": TARGET},
-             "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
-    secure = scram_source(new_secret({"username": user, "password": password, "certificate": CA_CHAIN}))
-    secure["ApacheKafkaCluster"]["ApacheKafkaClusterId"] = "secure"
-    kc.write_text(json.dumps([plain, secure], indent=2))
-    flows = json.loads(ri.read_text())
-    flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"] = "plain", "secure"
-    ri.write_text(json.dumps(flows, indent=2))
-    ferry = Ferry(kc, ri)
+    secret = new_secret({"username": user, "password": password, "certificate": CA_CHAIN})
+    ferry = into_sasl_ssl(tmp_path, [ok, denied], scram_source(secret))
     res = ferry.run("--once", "--give-up-seconds", "10", timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out

@@ -147,15 +147,15 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
     // literally can be asked for: a listing hides the others.
     for flow in &ferry.spec.flows {
         let named = flow.literal_topics();
+        if named.is_empty() {
+            continue;
+        }
         let Some(c) = clusters
             .iter_mut()
             .find(|c| c.alias == flow.source.alias && c.ping_ok && !c.auth_error)
         else {
             continue;
         };
-        if named.is_empty() {
-            continue;
-        }
         if let Err(e) = ferry.cluster(&flow.source.id)?.metadata(Some(&named)).await {
             if e.is_auth_error() {
                 c.auth_error = true;
