@@ -1,6 +1,9 @@
 """A TCP proxy on 127.0.0.1 that a test can pause: while paused it refuses
 new connections and cuts open ones, as a service that is briefly down does.
-Used to make moto's DynamoDB unavailable without losing its in-memory state."""
+It can also black-hole: accept connections and swallow everything, new and
+open ones alike, answering nothing, as a dropped route or a stuck middlebox
+does. Used to make moto's DynamoDB unavailable without losing its in-memory
+state."""
 
 import socket
 import threading
@@ -10,6 +13,7 @@ class PausableProxy:
     def __init__(self, upstream_host: str, upstream_port: int):
         self.upstream = (upstream_host, upstream_port)
         self.paused = threading.Event()
+        self.swallowing = threading.Event()
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -50,7 +54,8 @@ class PausableProxy:
                 data = a.recv(65536)
                 if not data:
                     break
-                b.sendall(data)
+                if not self.swallowing.is_set():
+                    b.sendall(data)
         except OSError:
             pass
         finally:
@@ -71,8 +76,13 @@ class PausableProxy:
                     pass
             self.conns.clear()
 
+    def black_hole(self) -> None:
+        """Keep accepting and keep connections open, but pass nothing on."""
+        self.swallowing.set()
+
     def resume(self) -> None:
         self.paused.clear()
+        self.swallowing.clear()
 
     def close(self) -> None:
         self.closed = True

@@ -1,7 +1,9 @@
 """The ferry command: Ctrl-C ends the current round cleanly and gives the
 leases back; status --json carries every field."""
 
+import json
 import re
+import subprocess
 import signal
 import time
 
@@ -69,3 +71,24 @@ def test_a_long_copy_shows_progress_with_an_eta(tmp_path):
     left = [int(m) for m in re.findall(r"; (\d+) records to go, ETA \d+(?:h\d\dm|m\d\ds|s)", res.stdout)]
     assert len(left) >= 2, res.stdout
     assert left == sorted(left, reverse=True) and left[0] < 10_000, left
+
+
+def test_status_before_any_run_names_the_missing_tables(tmp_path):
+    """`ferry status` before the first run (or while it creates its tables)
+    shows nothing and says why, rather than failing on a missing table."""
+    topic = unique("norun")
+    create_topic(SOURCE, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=["g"])
+    ferry = Ferry(kc, ri)
+    p = subprocess.run(ferry.args("status", "--json"), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)
+    assert st["partitions"] == [] and st["groups"] == []
+    assert sorted(st["missing_tables"]) == sorted(f"{ferry.prefix}-{t}" for t in ("cursors", "offset-map", "producers", "groups"))
+    assert "do not exist" in p.stderr and "ferry run" in p.stderr and ferry.prefix in p.stderr
+
+    # After a run the tables exist and status shows the partition.
+    r = ferry.run("--once")
+    assert r.returncode == 0, r.stderr
+    st = ferry.full_status()
+    assert st["missing_tables"] == [] and len(st["partitions"]) == 1

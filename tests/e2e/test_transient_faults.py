@@ -60,6 +60,37 @@ def test_dynamodb_unavailable_for_a_while(tmp_path, monkeypatch):
         proxy.close()
 
 
+def test_dynamodb_answering_nothing_for_a_while(tmp_path, monkeypatch):
+    """DynamoDB's endpoint keeps accepting connections but answers nothing
+    (a black-holed route): calls time out, are retried, and the run goes on
+    once it answers again, instead of waiting for ever on a silent socket."""
+    topic = unique("ddb-blackhole")
+    load(topic, 25_000)
+    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = PausableProxy(moto.hostname, moto.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    proc = None
+    try:
+        kc, ri = write_config(tmp_path, [topic])
+        ferry = Ferry(kc, ri)
+        log = tmp_path / "run.log"
+        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", log=log)
+        time.sleep(2.0)
+        assert proc.poll() is None, "replication finished before the black hole; load more records"
+        # Longer than one call's whole budget (ferry_adapters::aws::OPERATION_TIMEOUT,
+        # 30 s), so that calls fail and Ferry's own retries take over.
+        proxy.black_hole()
+        time.sleep(40.0)
+        proxy.resume()
+        assert proc.wait(timeout=300) == 0, log.read_text()
+        assert "timed out" in log.read_text(), "the silent endpoint must have been seen as a timeout"
+        assert assert_identical(topic) == 25_000
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+        proxy.close()
+
+
 def test_deadline_reached_mid_batch_resumes_without_loss_or_duplicates(tmp_path):
     topic = unique("deadline")
     load(topic, 6_000)

@@ -2,5 +2,6 @@
 //! for every API, requests and responses from `kafka-protocol`), the
 //! record-batch codec, and the DynamoDB state store.
 
+pub mod aws;
 pub mod kafka;
 pub mod state;

@@ -349,6 +349,20 @@ impl StateStore {
         [&self.cursors, &self.offset_map, &self.producers, &self.groups]
     }
 
+    /// The tables that do not exist (yet): nothing has run under this name
+    /// and table prefix, or `ensure_tables` is still creating them.
+    pub async fn missing_tables(&self) -> Result<Vec<String>, StateError> {
+        let mut missing = Vec::new();
+        for table in self.all_table_names() {
+            match self.client.describe_table().table_name(table).send().await {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => missing.push(table.to_owned()),
+                Err(e) => return Err(dynamo_err("DescribeTable", table, e)),
+            }
+        }
+        Ok(missing)
+    }
+
     /// Create the tables (on demand) if they are missing, and wait until
     /// they are active. The SAM template creates them in AWS.
     pub async fn ensure_tables(&self) -> Result<(), StateError> {

@@ -9,7 +9,7 @@ use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 async fn store() -> StateStore {
-    let aws = aws_config::load_from_env().await;
+    let aws = ferry_adapters::aws::load().await;
     let prefix = format!("ferry-it-{}", uuid::Uuid::new_v4().simple());
     let s = StateStore::new(aws_sdk_dynamodb::Client::new(&aws), &prefix);
     s.ensure_tables()

@@ -188,7 +188,7 @@ pub(crate) fn load_definition(name: &str, kafka_clusters: &Path, replication_inf
 
 async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
     let spec = load_definition(&common.name, &common.kafka_clusters, &common.replication_info)?.spec;
-    let aws = aws_config::load_from_env().await;
+    let aws = ferry_adapters::aws::load().await;
     Ferry::new(
         spec,
         &aws,
@@ -475,7 +475,7 @@ async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
     };
     if let Some(arn) = &args.state_machine_arn {
         let json = serde_json::to_string(&input).map_err(|e| e.to_string())?;
-        let aws = aws_config::load_from_env().await;
+        let aws = ferry_adapters::aws::load().await;
         let out = aws_sdk_sfn::Client::new(&aws)
             .start_execution()
             .state_machine_arn(arn)
@@ -513,6 +513,14 @@ fn describe(e: &FerryError) -> String {
 async fn status(args: StatusArgs) -> Result<ExitCode, String> {
     let ferry = build(&args.common, Settings::default()).await?;
     let st = ferry_engine::status::status(&ferry).await.map_err(|e| describe(&e))?;
+    if !st.missing_tables.is_empty() {
+        eprintln!(
+            "ferry: nothing to show yet: table(s) {} do not exist. `ferry run` (or the Plan step) creates them; \
+             if it has run, check --name and --table-prefix (now {:?}).",
+            st.missing_tables.join(", "),
+            args.common.table_prefix
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);

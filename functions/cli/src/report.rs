@@ -107,7 +107,7 @@ pub(crate) async fn report(args: ReportArgs) -> Result<ExitCode, String> {
 
 /// Send the data points to CloudWatch.
 async fn publish(data: &[Datum], at_ms: i64) -> Result<(), String> {
-    let aws = aws_config::load_from_env().await;
+    let aws = ferry_adapters::aws::load().await;
     let client = aws_sdk_cloudwatch::Client::new(&aws);
     let at = aws_sdk_cloudwatch::primitives::DateTime::from_millis(at_ms);
     for chunk in data.chunks(PUT_BATCH) {

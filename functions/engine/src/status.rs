@@ -80,10 +80,22 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
     /// Every synced consumer-group partition.
     pub groups: Vec<GroupStatus>,
+    /// State tables that do not exist yet. Status is empty while any is
+    /// missing: nothing has run under this name and table prefix, or the
+    /// first run is still creating them.
+    pub missing_tables: Vec<String>,
 }
 
 /// Status of every partition and every synced group of every flow.
 pub async fn status(ferry: &Ferry) -> Result<Status, FerryError> {
+    let missing_tables = ferry.store.missing_tables().await?;
+    if !missing_tables.is_empty() {
+        return Ok(Status {
+            partitions: Vec::new(),
+            groups: Vec::new(),
+            missing_tables,
+        });
+    }
     let mut groups = Vec::new();
     for flow in ferry.spec.flows.iter().filter(|f| f.groups.is_some()) {
         for g in ferry.store.group_syncs(&ferry.flow_key(flow)).await? {
@@ -106,6 +118,7 @@ pub async fn status(ferry: &Ferry) -> Result<Status, FerryError> {
     Ok(Status {
         partitions: partitions(ferry).await?,
         groups,
+        missing_tables,
     })
 }
 

@@ -20,7 +20,7 @@ pub fn init_tracing() {
 /// DynamoDB and Secrets Manager from the standard AWS environment. An error is kept and
 /// returned by every invocation, so Step Functions sees the cause.
 pub async fn ferry_from_env() -> Result<Ferry, FerryError> {
-    let aws = aws_config::load_from_env().await;
+    let aws = ferry_adapters::aws::load().await;
     Ferry::from_env(&aws)
 }
 
