@@ -172,8 +172,9 @@ class Ferry:
         return [str(FERRY), cmd, "--kafka-clusters", str(self.kc), "--replication-info", str(self.ri),
                 "--name", self.name, "--table-prefix", self.prefix, *extra]
 
-    def run(self, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.args("run", *extra), capture_output=True, text=True, timeout=timeout)
+    def run(self, *extra: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args("run", *extra), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, **(env or {})))
 
     def spawn(self, *extra: str, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
         out = open(log, "ab") if log else subprocess.DEVNULL

@@ -61,16 +61,19 @@ def test_a_long_copy_shows_progress_with_an_eta(tmp_path):
     topic = unique("progress")
     create_topic(SOURCE, topic, 4)
     p = producer(SOURCE)
-    for i in range(10_000):
+    for i in range(40_000):
         p.produce(topic, partition=i % 4, value=b"x" * 900)
+        if i % 10_000 == 0:
+            p.flush(60)
     assert p.flush(60) == 0
     kc, ri = write_config(tmp_path, [topic])
-    # About ten records per produced batch keep the copy slow enough to watch.
-    res = Ferry(kc, ri).run("--once", "--round-seconds", "3", "--produce-batch-max-bytes", "10000", timeout=300)
+    # One record per produced batch (a round trip each) keeps the copy slow
+    # enough to watch over several three-second rounds.
+    res = Ferry(kc, ri).run("--once", "--round-seconds", "3", "--produce-batch-max-bytes", "1", timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     left = [int(m) for m in re.findall(r"; (\d+) records to go, ETA \d+(?:h\d\dm|m\d\ds|s)", res.stdout)]
     assert len(left) >= 2, res.stdout
-    assert left == sorted(left, reverse=True) and left[0] < 10_000, left
+    assert left == sorted(left, reverse=True) and left[0] < 40_000, left
 
 
 def test_status_before_any_run_names_the_missing_tables(tmp_path):

@@ -133,6 +133,13 @@ struct RunArgs {
     /// Uncompressed bytes per produced batch.
     #[arg(long, default_value_t = 900 * 1024)]
     produce_batch_max_bytes: usize,
+    /// Longest acknowledged records wait for their checkpoint (cursor and
+    /// offset map in DynamoDB), in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    checkpoint_seconds: f64,
+    /// Acknowledged bytes per partition that make a checkpoint due sooner.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    checkpoint_max_bytes: u64,
     /// With --once: how long to keep retrying when a cluster or DynamoDB
     /// does not answer before exiting 1 with the cause.
     #[arg(long, default_value_t = 60)]
@@ -233,6 +240,13 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         lease_duration: Duration::from_millis(args.lease_ms),
         max_partitions_per_batch: args.max_partitions_per_batch,
         produce_batch_max_bytes: args.produce_batch_max_bytes,
+        checkpoint_interval: Duration::try_from_secs_f64(args.checkpoint_seconds).map_err(|e| {
+            format!(
+                "--checkpoint-seconds {}: {e}. Fix: give a number of seconds such as 2",
+                args.checkpoint_seconds
+            )
+        })?,
+        checkpoint_max_bytes: args.checkpoint_max_bytes,
         resume_after_data_loss: args.resume_after_data_loss,
         ..Settings::default()
     };

@@ -149,6 +149,10 @@ pub struct PartitionProgress {
     /// because the operator allowed it (the DataLoss metric).
     #[serde(default)]
     pub lost_records: u64,
+    /// Checkpoints (DynamoDB transactions of cursor and offset map) this
+    /// invocation wrote for the partition.
+    #[serde(default)]
+    pub checkpoints: u64,
 }
 
 /// Why a partition's loop ended.

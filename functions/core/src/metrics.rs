@@ -263,6 +263,7 @@ mod tests {
             filtered_records: 1,
             filtered_bytes: 10,
             lost_records: 0,
+            checkpoints: 0,
         };
         let out = ReplicateOutput {
             partitions: vec![

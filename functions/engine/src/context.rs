@@ -30,6 +30,15 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// Bytes one Replicate invocation writes before it stops.
     pub invocation_max_bytes: u64,
+    /// Acknowledged bytes a partition may hold without a checkpoint: one
+    /// checkpoint (cursor and offset map, one DynamoDB transaction) covers
+    /// several produced batches. A crash before it costs nothing but a
+    /// longer reconcile of the target's tail.
+    pub checkpoint_max_bytes: u64,
+    /// How long acknowledged records may wait for their checkpoint. Status,
+    /// group offset translation and the cursor lag behind the target by at
+    /// most this much.
+    pub checkpoint_interval: Duration,
     /// Kafka request timeout.
     pub request_timeout: Duration,
     /// When source records were deleted (retention, DeleteRecords) before
@@ -54,6 +63,8 @@ impl Default for Settings {
             fetch_max_wait_ms: 500,
             lease_duration: Duration::from_secs(30),
             invocation_max_bytes: 2 * 1024 * 1024 * 1024,
+            checkpoint_max_bytes: 8 * 1024 * 1024,
+            checkpoint_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             resume_after_data_loss: false,
         }

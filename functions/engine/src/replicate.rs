@@ -28,6 +28,12 @@ use crate::loop_filter::LoopFilter;
 /// at most 100 items; one is the cursor).
 const MAX_RUNS_PER_CHECKPOINT: usize = 90;
 
+/// Offset-map runs one produced batch may add. A checkpoint is due once a
+/// partition's unsaved runs reach this, so it holds at most twice this
+/// many, within `MAX_RUNS_PER_CHECKPOINT`.
+const MAX_RUNS_PER_BATCH: usize = MAX_RUNS_PER_CHECKPOINT / 2;
+const _: () = assert!(2 * MAX_RUNS_PER_BATCH <= MAX_RUNS_PER_CHECKPOINT);
+
 /// Time kept in hand before the deadline to checkpoint and release.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -55,6 +61,12 @@ struct Part {
     /// retried byte for byte so the broker's idempotence can drop a copy.
     inflight: Option<(Bytes, usize)>,
     sequence: i32,
+    /// Records the target acknowledged that no checkpoint holds yet.
+    unsaved: Option<Unsaved>,
+    /// Checkpoint at the next chance (a gap in the source waits for it).
+    flush_soon: bool,
+    /// Checkpoints written by this invocation.
+    checkpoints: u64,
     last_run: Option<OffsetRun>,
     target_end: i64,
     source_end: i64,
@@ -75,6 +87,23 @@ struct Part {
     lost_records: u64,
 }
 
+/// What the target acknowledged since the partition's last checkpoint.
+#[derive(Debug, Default)]
+struct Unsaved {
+    /// Offset-map runs of those records, coalesced (not yet joined with the
+    /// stored last run).
+    runs: Vec<OffsetRun>,
+    /// Cursor after them.
+    to_source: i64,
+    /// Target end offset after them.
+    target_end: i64,
+    records: i64,
+    bytes: i64,
+    last_ts: Option<i64>,
+    /// When the first of them was acknowledged.
+    since: Option<Instant>,
+}
+
 impl Part {
     fn progress(&self) -> PartitionProgress {
         PartitionProgress {
@@ -89,6 +118,7 @@ impl Part {
             filtered_records: self.filtered_records,
             filtered_bytes: self.filtered_bytes,
             lost_records: self.lost_records,
+            checkpoints: self.checkpoints,
         }
     }
 }
@@ -146,6 +176,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     pending_bytes: 0,
                     inflight: None,
                     sequence: 0,
+                    unsaved: None,
+                    flush_soon: false,
+                    checkpoints: 0,
                     last_run,
                     target_end: item.next_target_offset.unwrap_or(-1),
                     source_end: work.end_offset.max(item.source_end_offset),
@@ -183,6 +216,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     filtered_records: 0,
                     filtered_bytes: 0,
                     lost_records: 0,
+                    checkpoints: 0,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -252,7 +286,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         tracing::info!(
             replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.source.topic,
             partition = p.source.partition, records = p.records, bytes = p.bytes, cursor = p.cursor, source_end = p.source_end,
-            reconciled = p.reconciled, filtered = p.filtered_records, stopped = ?p.stopped, "partition progress"
+            reconciled = p.reconciled, filtered = p.filtered_records, checkpoints = p.checkpoints, stopped = ?p.stopped, "partition progress"
         );
     }
     partitions.extend(skipped);
@@ -386,96 +420,25 @@ async fn run_rounds(
         }
         if input.stop_at_plan_end {
             for p in parts.iter_mut().filter(|p| p.done.is_none()) {
-                if p.cursor >= p.work.end_offset && p.pending.is_empty() && p.inflight.is_none() {
+                if p.cursor >= p.work.end_offset && p.pending.is_empty() && p.inflight.is_none() && p.unsaved.is_none() {
                     p.done = Some(StopReason::CaughtUp);
                 }
             }
         }
         if parts.iter().all(|p| p.done.is_some()) {
+            // Whatever the target acknowledged is checkpointed before the
+            // leases go back.
+            save(ferry, flow, flow_key, parts, input).await;
             return;
         }
         let mut round_failed = false;
 
-        // 1. Fetch for partitions that need more records.
-        let want: Vec<usize> = (0..parts.len())
-            .filter(|&i| {
-                parts[i].done.is_none() && parts[i].inflight.is_none() && parts[i].pending_bytes < settings.produce_batch_max_bytes
-            })
-            .collect();
-        if !want.is_empty() {
-            let any_pending = parts
-                .iter()
-                .any(|p| p.done.is_none() && (!p.pending.is_empty() || p.inflight.is_some()));
-            let max_wait = if any_pending { 0 } else { settings.fetch_max_wait_ms };
-            match fetch_round(source, parts, &want, settings.fetch_partition_max_bytes, max_wait).await {
-                Ok(results) => {
-                    for (i, res) in results {
-                        let p = &mut parts[i];
-                        match res {
-                            Ok(f) => {
-                                p.source_end = f.last_stable_offset.max(0);
-                                match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter).await {
-                                    Ok(read) => {
-                                        for r in read.records {
-                                            p.pending_bytes += r.approx_size();
-                                            p.pending.push_back(r);
-                                        }
-                                        p.fetch_pos = read.next;
-                                        p.filtered_records += read.filtered_records;
-                                        p.filtered_bytes += read.filtered_bytes;
-                                    }
-                                    Err(e) if e.is_retryable() => {
-                                        tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "loop-filter lookup failed; will retry");
-                                        round_failed = true;
-                                    }
-                                    Err(e) => fail(ferry, flow, flow_key, p, &e).await,
-                                }
-                            }
-                            Err(e) if e.is_retryable() => {
-                                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "fetch failed; will retry");
-                                round_failed = true;
-                            }
-                            Err(KafkaError::Broker {
-                                error: ResponseError::OffsetOutOfRange,
-                                ..
-                            }) => {
-                                if let Err(e) = out_of_range(ferry, flow, flow_key, source, p, lease_expires_at(settings)).await {
-                                    fail(ferry, flow, flow_key, p, &e).await;
-                                }
-                            }
-                            Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(flow = %flow.id(), cluster = %flow.source.alias, error = %e, "fetch round failed; will retry");
-                    round_failed = true;
-                }
-            }
-        }
-
-        // 2. Build one batch per partition and produce.
+        // 1. Build one batch per partition from what was fetched.
         for p in parts
             .iter_mut()
             .filter(|p| p.done.is_none() && p.inflight.is_none() && !p.pending.is_empty())
         {
-            let mut n = 0;
-            let mut size = 0;
-            let mut runs = 0;
-            let mut prev: Option<i64> = None;
-            for r in &p.pending {
-                // A gap in source offsets (compaction, aborted
-                // transactions) starts a new offset-map run; one checkpoint
-                // is one DynamoDB transaction, which has an item limit.
-                let new_run = prev.is_none_or(|o| o + 1 != r.offset);
-                if n > 0 && (size + r.approx_size() > settings.produce_batch_max_bytes || (new_run && runs >= MAX_RUNS_PER_CHECKPOINT)) {
-                    break;
-                }
-                runs += usize::from(new_run);
-                prev = Some(r.offset);
-                size += r.approx_size();
-                n += 1;
-            }
+            let n = batch_len(&p.pending, settings.produce_batch_max_bytes);
             let recs: Vec<SourceRecord> = p.pending.iter().take(n).cloned().collect();
             let st = ProducerStamp {
                 base_sequence: p.sequence,
@@ -494,45 +457,123 @@ async fn run_rounds(
                 }
             }
         }
-        // Never write unless a third of the lease is left: a worker whose
-        // lease is about to lapse renews it first (below), so a worker that
-        // lost its lease cannot write after its successor reconciled.
+
+        // 2. Produce the built batches and, at the same time, fetch for the
+        //    partitions with room for more: the source is read while the
+        //    target writes. Never write unless a third of the lease is left:
+        //    a worker whose lease is about to lapse renews it first (in
+        //    `save`), so a worker that lost its lease cannot write after its
+        //    successor reconciled.
         let guard_ms = settings.lease_duration.as_millis() as i64 / 3;
         let now = now_ms();
         let to_send: Vec<usize> = (0..parts.len())
             .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some() && parts[i].lease_expires_hint - now > guard_ms)
             .collect();
-        let mut produced: Vec<(usize, i64)> = Vec::new();
-        if !to_send.is_empty() {
-            match produce_round(target, parts, &to_send).await {
-                Ok(results) => {
-                    for (i, res) in results {
-                        match res {
-                            Ok(base) => produced.push((i, base)),
-                            Err(e) if e.is_retryable() => {
-                                tracing::warn!(flow = %flow.id(), topic = %parts[i].target.topic, partition = parts[i].target.partition, error = %e, "produce failed; will retry");
-                                round_failed = true;
-                            }
-                            Err(e) => produce_failed(ferry, flow, flow_key, &mut parts[i], e).await,
-                        }
+        // Room for the batch in flight and the next one.
+        let want: Vec<usize> = (0..parts.len())
+            .filter(|&i| parts[i].done.is_none() && parts[i].pending_bytes < 2 * settings.produce_batch_max_bytes)
+            .collect();
+        let max_wait = if parts
+            .iter()
+            .any(|p| p.done.is_none() && (!p.pending.is_empty() || p.inflight.is_some()))
+        {
+            0
+        } else {
+            settings.fetch_max_wait_ms
+        };
+        let (fetched, produced) = {
+            let shared: &[Part] = parts;
+            tokio::join!(
+                async {
+                    if want.is_empty() {
+                        None
+                    } else {
+                        Some(fetch_round(source, shared, &want, settings.fetch_partition_max_bytes, max_wait).await)
+                    }
+                },
+                async {
+                    if to_send.is_empty() {
+                        None
+                    } else {
+                        Some(produce_round(target, shared, &to_send).await)
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(flow = %flow.id(), cluster = %flow.target.alias, error = %e, "produce round failed; will retry");
-                    round_failed = true;
+            )
+        };
+
+        match fetched {
+            None => {}
+            Some(Ok(results)) => {
+                for (i, res) in results {
+                    let p = &mut parts[i];
+                    match res {
+                        Ok(f) => {
+                            p.source_end = f.last_stable_offset.max(0);
+                            match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter).await {
+                                Ok(read) => {
+                                    for r in read.records {
+                                        p.pending_bytes += r.approx_size();
+                                        p.pending.push_back(r);
+                                    }
+                                    p.fetch_pos = read.next;
+                                    p.filtered_records += read.filtered_records;
+                                    p.filtered_bytes += read.filtered_bytes;
+                                }
+                                Err(e) if e.is_retryable() => {
+                                    tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "loop-filter lookup failed; will retry");
+                                    round_failed = true;
+                                }
+                                Err(e) => fail(ferry, flow, flow_key, p, &e).await,
+                            }
+                        }
+                        Err(e) if e.is_retryable() => {
+                            tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "fetch failed; will retry");
+                            round_failed = true;
+                        }
+                        Err(KafkaError::Broker {
+                            error: ResponseError::OffsetOutOfRange,
+                            ..
+                        }) => {
+                            if let Err(e) = out_of_range(ferry, flow, flow_key, source, p, lease_expires_at(settings)).await {
+                                fail(ferry, flow, flow_key, p, &e).await;
+                            }
+                        }
+                        Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
+                    }
                 }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(flow = %flow.id(), cluster = %flow.source.alias, error = %e, "fetch round failed; will retry");
+                round_failed = true;
             }
         }
 
-        if !produced.is_empty() {
+        let mut acked: Vec<(usize, i64)> = Vec::new();
+        match produced {
+            None => {}
+            Some(Ok(results)) => {
+                for (i, res) in results {
+                    match res {
+                        Ok(base) => acked.push((i, base)),
+                        Err(e) if e.is_retryable() => {
+                            tracing::warn!(flow = %flow.id(), topic = %parts[i].target.topic, partition = parts[i].target.partition, error = %e, "produce failed; will retry");
+                            round_failed = true;
+                        }
+                        Err(e) => produce_failed(ferry, flow, flow_key, &mut parts[i], e).await,
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(flow = %flow.id(), cluster = %flow.target.alias, error = %e, "produce round failed; will retry");
+                round_failed = true;
+            }
+        }
+        if !acked.is_empty() {
             failpoint::after_produce();
         }
-
-        // 3. Checkpoint what the target acknowledged, and partitions whose
-        //    cursor moved over skipped (control/aborted) records.
-        let lease_expires_ms = lease_expires_at(settings);
-        let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
-        for (i, base) in produced {
+        // The target has these records: they wait in `unsaved` for the next
+        // checkpoint.
+        for (i, base) in acked {
             let p = &mut parts[i];
             let Some((bytes, n)) = p.inflight.take() else { continue };
             let recs: Vec<SourceRecord> = p.pending.drain(..n).collect();
@@ -540,50 +581,106 @@ async fn run_rounds(
             p.sequence = batch::next_sequence(p.sequence, n as i32);
             let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
             let to = p.pending.front().map(|r| r.offset).unwrap_or(p.fetch_pos);
-            let cp = checkpoint_for(
-                p,
-                &offsets,
-                base,
-                to,
-                bytes.len() as i64,
-                recs.last().map(|r| r.timestamp),
-                lease_expires_ms,
-            );
+            let u = p.unsaved.get_or_insert_with(Unsaved::default);
+            ferry_core::offset_map::coalesce(&mut u.runs, &runs_for_append(&offsets, base));
+            u.to_source = to;
+            u.target_end = base + offsets.len() as i64;
+            u.records += offsets.len() as i64;
+            u.bytes += bytes.len() as i64;
+            u.last_ts = recs.last().map(|r| r.timestamp);
+            u.since.get_or_insert_with(Instant::now);
             invocation_bytes += bytes.len() as u64;
-            checkpoints.push((i, cp));
         }
-        for (i, p) in parts.iter_mut().enumerate() {
-            let idle_move = p.done.is_none() && p.pending.is_empty() && p.inflight.is_none() && p.fetch_pos > p.cursor;
-            let renew = p.done.is_none() && p.lease_renewal_due(settings.lease_duration);
-            if (idle_move || renew) && !checkpoints.iter().any(|(j, _)| *j == i) {
-                let to = if idle_move { p.fetch_pos } else { p.cursor };
-                let cp = checkpoint_for(p, &[], p.target_end, to, 0, None, lease_expires_ms);
-                checkpoints.push((i, cp));
-            }
-        }
-        let results = join_all(
-            checkpoints
-                .iter()
-                .map(|(i, cp)| ferry.store.checkpoint(flow_key, &parts[*i].lease, cp)),
-        )
-        .await;
-        for ((i, cp), res) in checkpoints.into_iter().zip(results) {
-            let p = &mut parts[i];
-            match res {
-                Ok(()) => p.apply(&cp),
-                Err(e) => {
-                    // Unknown outcome on a DynamoDB error: the next holder
-                    // reconciles from the target, so stop this partition.
-                    fail(ferry, flow, flow_key, p, &e.into()).await;
-                }
-            }
-        }
+
+        // 3. Checkpoint what is due, renew leases, move idle cursors.
+        save(ferry, flow, flow_key, parts, input).await;
 
         if round_failed {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         } else {
             backoff = Duration::from_millis(100);
+        }
+    }
+}
+
+/// How many of the first `pending` records go into one produced batch: at
+/// most `max_bytes` (at least one record), and at most
+/// `MAX_RUNS_PER_BATCH` offset-map runs (a gap in source offsets, from
+/// compaction or aborted transactions, starts a new run).
+fn batch_len(pending: &VecDeque<SourceRecord>, max_bytes: usize) -> usize {
+    let mut n = 0;
+    let mut size = 0;
+    let mut runs = 0;
+    let mut prev: Option<i64> = None;
+    for r in pending {
+        let new_run = prev.is_none_or(|o| o + 1 != r.offset);
+        if n > 0 && (size + r.approx_size() > max_bytes || (new_run && runs >= MAX_RUNS_PER_BATCH)) {
+            break;
+        }
+        runs += usize::from(new_run);
+        prev = Some(r.offset);
+        size += r.approx_size();
+        n += 1;
+    }
+    n
+}
+
+/// Write the checkpoints that are due, all at once: a partition's
+/// acknowledged records once they reach `checkpoint_max_bytes`, wait
+/// `checkpoint_interval`, fill half a transaction with runs, reach the
+/// plan's end offset, or the partition stops; a lease half spent; a cursor
+/// that can move over skipped (control, aborted, filtered) records.
+async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part], input: &ReplicateInput) {
+    let settings = &ferry.settings;
+    let lease_expires_ms = lease_expires_at(settings);
+    let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let idle = p.pending.is_empty() && p.inflight.is_none();
+        let due = p.unsaved.as_ref().is_some_and(|u| {
+            p.done.is_some()
+                || p.flush_soon
+                || u.bytes as u64 >= settings.checkpoint_max_bytes
+                || u.since.is_some_and(|t| t.elapsed() >= settings.checkpoint_interval)
+                || u.runs.len() >= MAX_RUNS_PER_BATCH
+                || (input.stop_at_plan_end && idle && p.fetch_pos >= p.work.end_offset)
+        });
+        let idle_move = p.done.is_none() && p.unsaved.is_none() && idle && p.fetch_pos > p.cursor;
+        let renew = p.done.is_none() && p.lease_renewal_due(settings.lease_duration);
+        if !(due || idle_move || renew) {
+            continue;
+        }
+        let to = match &p.unsaved {
+            _ if idle && p.fetch_pos > p.cursor => p.fetch_pos,
+            Some(u) => u.to_source,
+            None => p.cursor,
+        };
+        checkpoints.push((i, checkpoint_for(p, to, lease_expires_ms)));
+    }
+    if checkpoints.is_empty() {
+        return;
+    }
+    let results = join_all(
+        checkpoints
+            .iter()
+            .map(|(i, cp)| ferry.store.checkpoint(flow_key, &parts[*i].lease, cp)),
+    )
+    .await;
+    for ((i, cp), res) in checkpoints.into_iter().zip(results) {
+        let p = &mut parts[i];
+        match res {
+            Ok(()) => p.apply(&cp),
+            Err(e) if p.done.is_none() => {
+                // Unknown outcome on a DynamoDB error: the next holder
+                // reconciles from the target, so stop this partition.
+                fail(ferry, flow, flow_key, p, &e.into()).await;
+            }
+            Err(e) => {
+                // Already stopped; its records are on the target and the
+                // next holder reconciles them.
+                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not checkpoint a stopped partition; the next invocation reconciles");
+                p.unsaved = None;
+            }
         }
     }
 }
@@ -605,23 +702,28 @@ impl Part {
             self.last_run = Some(*last);
         }
         self.lease_expires_hint = cp.lease_expires_ms;
+        self.unsaved = None;
+        self.flush_soon = false;
+        self.checkpoints += 1;
     }
 }
 
-fn checkpoint_for(p: &Part, offsets: &[i64], base: i64, to: i64, bytes: i64, last_ts: Option<i64>, lease_expires_ms: i64) -> Checkpoint {
-    let mut runs = runs_for_append(offsets, base);
+/// The checkpoint that moves `p`'s cursor to `to` with what it has
+/// unsaved (nothing, for a lease renewal or a cursor moving over skipped
+/// records).
+fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
+    let (mut runs, target_end, records, bytes, last_ts) = match &p.unsaved {
+        Some(u) => (u.runs.clone(), u.target_end, u.records, u.bytes, u.last_ts),
+        None => (Vec::new(), p.target_end, 0, 0, None),
+    };
     let extends = join_last_run(p.last_run, &mut runs);
     Checkpoint {
         from_source: p.cursor,
         to_source: to,
-        target_end: if offsets.is_empty() {
-            p.target_end
-        } else {
-            base + offsets.len() as i64
-        },
+        target_end,
         runs,
         extends,
-        records: offsets.len() as i64,
+        records,
         bytes,
         last_timestamp_ms: last_ts.unwrap_or(p.last_ts),
         source_end: p.source_end,
@@ -923,9 +1025,10 @@ async fn out_of_range(
     p: &mut Part,
     lease_expires_ms: i64,
 ) -> Result<(), FerryError> {
-    if !p.pending.is_empty() {
+    if !p.pending.is_empty() || p.unsaved.is_some() {
         // Records fetched before the gap go out first; the gap is handled
-        // once they are checkpointed.
+        // once they are checkpointed, which is asked for now.
+        p.flush_soon = true;
         return Ok(());
     }
     let tp = std::slice::from_ref(&p.work.source);
@@ -959,7 +1062,7 @@ async fn out_of_range(
         partition = p.work.source.partition, lost_from = p.fetch_pos, lost_to = earliest, lost_records = earliest - p.fetch_pos,
         "DataLoss: source records were deleted before replication; resuming at the earliest offset as configured"
     );
-    let cp = checkpoint_for(p, &[], p.target_end, earliest, 0, None, lease_expires_ms);
+    let cp = checkpoint_for(p, earliest, lease_expires_ms);
     ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
     p.apply(&cp);
     p.lost_records += (earliest - p.fetch_pos) as u64;
@@ -995,9 +1098,40 @@ mod failpoint {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use super::Budget;
+    use bytes::Bytes;
+    use ferry_adapters::kafka::batch::SourceRecord;
+
+    use super::{batch_len, Budget, MAX_RUNS_PER_BATCH};
+
+    fn rec(offset: i64, tail_len: usize) -> SourceRecord {
+        SourceRecord {
+            offset,
+            timestamp: 0,
+            attributes: 0,
+            tail: Bytes::from(vec![0u8; tail_len]),
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_limit_but_always_takes_one_record() {
+        let pending: VecDeque<SourceRecord> = (0..10).map(|o| rec(o, 88)).collect(); // 100 B each
+        assert_eq!(batch_len(&pending, 350), 3);
+        assert_eq!(batch_len(&pending, 10_000), 10);
+        let big: VecDeque<SourceRecord> = [rec(0, 5_000), rec(1, 10)].into();
+        assert_eq!(batch_len(&big, 100), 1, "a record larger than the limit still goes, alone");
+    }
+
+    #[test]
+    fn a_batch_adds_at_most_half_a_checkpoint_of_runs() {
+        // Every other offset: each record starts a run.
+        let pending: VecDeque<SourceRecord> = (0..200).map(|k| rec(2 * k, 10)).collect();
+        assert_eq!(batch_len(&pending, usize::MAX), MAX_RUNS_PER_BATCH);
+        let contiguous: VecDeque<SourceRecord> = (0..200).map(|o| rec(o, 10)).collect();
+        assert_eq!(batch_len(&contiguous, usize::MAX), 200);
+    }
 
     fn left(b: &Budget) -> Duration {
         b.deadline.saturating_duration_since(tokio::time::Instant::now())

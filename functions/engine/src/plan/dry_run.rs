@@ -15,10 +15,6 @@ use super::{decide, decide_acls, selected_work, FlowPlan};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
-/// Checkpoints per second of a partition receiving records, for the cost
-/// model (one per produce round; rounds run as records arrive).
-const ASSUMED_CHECKPOINTS_PER_SECOND: f64 = 1.0;
-
 /// Kafka's default `max.message.bytes` of a topic (the broker's
 /// `message.max.bytes` unless the broker sets another).
 const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
@@ -304,7 +300,9 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
         batches: out.flows.iter().map(|f| f.batches).sum(),
         partitions: out.flows.iter().map(|f| f.partitions).sum(),
         active_partitions: active,
-        checkpoints_per_second: ASSUMED_CHECKPOINTS_PER_SECOND,
+        // A partition receiving records is checkpointed once per
+        // checkpoint interval (sooner only above checkpoint_max_bytes).
+        checkpoints_per_second: 1.0 / ferry.settings.checkpoint_interval.as_secs_f64().max(0.001),
     });
     out.observed_seconds = started.elapsed().as_secs_f64();
     Ok(out)
