@@ -144,10 +144,10 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
     }
     // A user that may connect but not describe the topics it replicates is
     // refused too (AuthError), though the cluster answers. Only topics named
-    // literally can be asked for: a listing hides the others.
+    // literally can be asked for (a listing hides the others); the plan's
+    // own selection asks for them.
     for flow in &ferry.spec.flows {
-        let named = flow.literal_topics();
-        if named.is_empty() {
+        if flow.literal_topics().is_empty() {
             continue;
         }
         let Some(c) = clusters
@@ -156,7 +156,7 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
         else {
             continue;
         };
-        if let Err(e) = ferry.cluster(&flow.source.id)?.metadata(Some(&named)).await {
+        if let Err(FerryError::Kafka(e)) = crate::plan::selected_topics(ferry, flow).await {
             if e.is_auth_error() {
                 c.auth_error = true;
                 c.error = Some(e.to_string());

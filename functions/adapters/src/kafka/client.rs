@@ -608,7 +608,7 @@ impl KafkaCluster {
         let mut attempt = 0u64;
         loop {
             match self.list_offsets_once(tps, spec, read_committed).await {
-                Err(e) if e.is_retryable() && !e.is_auth_error() && attempt < 20 => {
+                Err(e) if e.is_transient() && attempt < 20 => {
                     self.invalidate_leaders();
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;

@@ -157,15 +157,12 @@ impl KafkaError {
         }
     }
 
-    /// Whether trying again (after refreshing metadata and reconnecting, or
-    /// after someone fixes the credentials) may succeed.
-    pub fn is_retryable(&self) -> bool {
+    /// Whether the fault passes on its own within seconds (a broker
+    /// restarting, a leader moving): worth trying again soon, after
+    /// refreshing metadata and reconnecting.
+    pub fn is_transient(&self) -> bool {
         match self {
             KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } | KafkaError::NoBroker { .. } => true,
-            // Credentials, certificates and secrets get fixed (or rotated)
-            // without Ferry being restarted: tried again, after a wait
-            // that grows (see `KafkaCluster`), never in a tight loop.
-            KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. } => true,
             KafkaError::Broker { error, .. } => {
                 error.is_retriable()
                     || matches!(
@@ -181,11 +178,27 @@ impl KafkaError {
                             | ResponseError::CoordinatorLoadInProgress
                     )
             }
-            KafkaError::Unsupported { .. }
+            KafkaError::Tls { .. }
+            | KafkaError::Auth { .. }
+            | KafkaError::Secret { .. }
+            | KafkaError::AuthBackoff { .. }
+            | KafkaError::Unsupported { .. }
             | KafkaError::Protocol { .. }
             | KafkaError::UnknownPartition { .. }
             | KafkaError::Batch { .. } => false,
         }
+    }
+
+    /// Whether trying again may succeed at all: a transient fault, or
+    /// credentials, certificates and secrets, which get fixed (or rotated)
+    /// without Ferry being restarted. Those are tried again after a wait
+    /// that grows (see `KafkaCluster`), never in a tight loop.
+    pub fn is_retryable(&self) -> bool {
+        self.is_transient()
+            || matches!(
+                self,
+                KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. }
+            )
     }
 
     /// Whether the broker refused a group operation because the group has
@@ -239,5 +252,43 @@ impl KafkaError {
                 | KafkaError::Tls { .. }
                 | KafkaError::Auth { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_credentials_are_retried_later_never_soon() {
+        let auth = KafkaError::Auth {
+            cluster: "source".into(),
+            broker: "b:9096".into(),
+            detail: "wrong password".into(),
+        };
+        assert!(auth.is_retryable() && !auth.is_transient() && auth.is_auth_error());
+        let io = KafkaError::Io {
+            broker: "b:9092".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        };
+        assert!(io.is_retryable() && io.is_transient() && !io.is_auth_error());
+        let moved = KafkaError::Broker {
+            cluster: "source".into(),
+            op: "ListOffsets",
+            topic: "t".into(),
+            partition: 0,
+            error: ResponseError::NotLeaderOrFollower,
+            detail: String::new(),
+        };
+        assert!(moved.is_transient());
+        let denied = KafkaError::Broker {
+            cluster: "source".into(),
+            op: "Metadata",
+            topic: "t".into(),
+            partition: -1,
+            error: ResponseError::TopicAuthorizationFailed,
+            detail: String::new(),
+        };
+        assert!(!denied.is_transient() && !denied.is_retryable() && denied.is_auth_error());
     }
 }

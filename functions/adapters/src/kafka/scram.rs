@@ -12,6 +12,8 @@ use aws_lc_rs::{constant_time, digest, hmac, pbkdf2};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
+use super::security::Redacted;
+
 /// The fewest PBKDF2 iterations accepted (Kafka's own minimum, RFC 7677's advice).
 pub const MIN_ITERATIONS: u32 = 4096;
 /// The most accepted: a hostile server must not make the client spin.
@@ -87,7 +89,7 @@ pub enum ScramError {
 /// One SCRAM exchange, client side.
 pub struct ScramClient {
     hash: ScramHash,
-    password: String,
+    password: Redacted,
     client_nonce: String,
     client_first_bare: String,
     server_signature: Option<Vec<u8>>,
@@ -117,7 +119,7 @@ impl ScramClient {
         let name = username.replace('=', "=3D").replace(',', "=2C");
         Self {
             hash,
-            password: password.to_owned(),
+            password: Redacted::new(password),
             client_nonce: nonce.to_owned(),
             client_first_bare: format!("n={name},r={nonce}"),
             server_signature: None,
@@ -165,7 +167,7 @@ impl ScramClient {
 
         let h = self.hash;
         let mut salted = vec![0u8; h.len()];
-        pbkdf2::derive(h.pbkdf2(), rounds, &salt, self.password.as_bytes(), &mut salted);
+        pbkdf2::derive(h.pbkdf2(), rounds, &salt, self.password.expose().as_bytes(), &mut salted);
         let salted_key = hmac::Key::new(h.hmac(), &salted);
         let client_key = hmac::sign(&salted_key, b"Client Key");
         let stored_key = digest::digest(h.digest(), client_key.as_ref());

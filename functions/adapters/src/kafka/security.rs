@@ -79,6 +79,14 @@ pub struct SecuritySpec {
     pub sasl: Option<SaslSource>,
 }
 
+impl SecuritySpec {
+    /// Whether anything comes from Secrets Manager.
+    fn reads_secrets(&self) -> bool {
+        matches!(self.sasl, Some(SaslSource::Scram { .. }))
+            || matches!(self.tls, Some(TrustSource::Secret(_) | TrustSource::ScramSecretOrPublicRoots))
+    }
+}
+
 /// Credentials ready for a SASL exchange.
 #[derive(Clone)]
 pub enum SaslCredentials {
@@ -160,7 +168,7 @@ impl Security {
     pub fn new(cluster: &str, spec: SecuritySpec, aws: Option<&aws_config::SdkConfig>) -> Self {
         Self {
             cluster: cluster.to_owned(),
-            secrets: aws.map(SecretsClient::new),
+            secrets: aws.filter(|_| spec.reads_secrets()).map(SecretsClient::new),
             aws_credentials: aws.and_then(aws_config::SdkConfig::credentials_provider),
             spec,
             resolved: tokio::sync::Mutex::new(None),
