@@ -1,0 +1,206 @@
+"""A TCP proxy in front of moto that counts the DynamoDB calls passing
+through it, so a benchmark can report the state writes Ferry really makes
+(not what a model says it makes). It reads each HTTP request's
+`X-Amz-Target` header and JSON body on the way in and passes every byte on
+unchanged; responses are not read.
+
+It also times each call (request sent to response complete, HTTP/1.1
+without pipelining, so responses come back in order per connection): that
+is where a replicator waiting on its state store spends its time.
+
+Write units are estimated as DynamoDB bills them for items of at most 1 KB
+(Ferry's are): 1 per item written outside a transaction, 2 per item of a
+TransactWriteItems, its ConditionChecks included.
+"""
+
+import json
+import socket
+import threading
+import time
+from collections import Counter, deque
+
+WRITE_OPS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+READ_OPS = ("GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems")
+
+
+class DynamoCounter:
+    def __init__(self, upstream_host: str, upstream_port: int):
+        self.upstream = (upstream_host, upstream_port)
+        self.lock = threading.Lock()
+        self.requests: Counter = Counter()  # operation -> requests
+        self.items: Counter = Counter()  # "put"/"update"/"delete"/"condition_check" -> items
+        self.table_items: Counter = Counter()  # table -> items written
+        self.write_units = 0
+        self.unparsed = 0
+        self.seconds: Counter = Counter()  # operation -> seconds waited for responses
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def snapshot(self) -> dict:
+        """Counts so far; subtract two snapshots for one phase."""
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "items": dict(self.items),
+                "table_items": dict(self.table_items),
+                "write_units": self.write_units,
+                "unparsed": self.unparsed,
+                "seconds": dict(self.seconds),
+            }
+
+    @staticmethod
+    def between(before: dict, after: dict) -> dict:
+        def sub(a: dict, b: dict) -> dict:
+            return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}
+
+        requests = sub(after["requests"], before["requests"])
+        seconds = sub(after["seconds"], before["seconds"])
+        return {
+            "write_requests": sum(requests.get(op, 0) for op in WRITE_OPS),
+            "read_requests": sum(requests.get(op, 0) for op in READ_OPS),
+            "requests": requests,
+            "items": sub(after["items"], before["items"]),
+            "table_items": sub(after["table_items"], before["table_items"]),
+            "write_units": after["write_units"] - before["write_units"],
+            "unparsed": after["unparsed"] - before["unparsed"],
+            "mean_ms": {op: round(1000 * seconds[op] / n, 1) for op, n in requests.items() if op in seconds},
+            "seconds_waited": {op: round(v, 2) for op, v in seconds.items()},
+        }
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                if self.closed:
+                    return
+                continue
+            try:
+                up = socket.create_connection(self.upstream, timeout=5)
+                up.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            waiting: deque = deque()  # (operation, sent at) of requests not yet answered
+            threading.Thread(target=self._requests, args=(client, up, waiting), daemon=True).start()
+            threading.Thread(target=self._responses, args=(up, client, waiting), daemon=True).start()
+
+    def _responses(self, a: socket.socket, b: socket.socket, waiting: deque) -> None:
+        buf = b""
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+                buf += data
+                while (n := _message_length(buf)) is not None:
+                    buf = buf[n:]
+                    if waiting:
+                        op, sent = waiting.popleft()
+                        with self.lock:
+                            self.seconds[op] += time.monotonic() - sent
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _requests(self, client: socket.socket, up: socket.socket, waiting: deque) -> None:
+        """Client to moto: forward at once, then cut the buffered stream into
+        requests (keep-alive connections carry many, one after the other)."""
+        buf = b""
+        try:
+            while data := client.recv(65536):
+                up.sendall(data)
+                buf += data
+                buf = self._take(buf, waiting)
+        except OSError:
+            pass
+        finally:
+            for s in (client, up):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _take(self, buf: bytes, waiting: deque) -> bytes:
+        while (end := buf.find(b"\r\n\r\n")) >= 0:
+            headers = {}
+            for line in buf[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            if b"content-length" not in headers:
+                # Chunked or bodiless: count the call, skip the body parse.
+                self._record(headers.get(b"x-amz-target", b"").decode(), None)
+                with self.lock:
+                    self.unparsed += 1
+                return b"" if b"transfer-encoding" in headers else buf[end + 4:]
+            length = int(headers[b"content-length"])
+            if len(buf) < end + 4 + length:
+                return buf
+            body = buf[end + 4: end + 4 + length]
+            target = headers.get(b"x-amz-target", b"").decode()
+            waiting.append((target.rpartition(".")[2] or "(none)", time.monotonic()))
+            self._record(target, body)
+            buf = buf[end + 4 + length:]
+        return buf
+
+    def _record(self, target: str, body: bytes | None) -> None:
+        op = target.rpartition(".")[2] or "(none)"
+        items: Counter = Counter()
+        tables: Counter = Counter()
+        units = 0
+        if body is not None and op in WRITE_OPS:
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = None
+            if req is None:
+                pass
+            elif op in ("PutItem", "UpdateItem", "DeleteItem"):
+                items[op.removesuffix("Item").lower()] += 1
+                tables[req.get("TableName", "?")] += 1
+                units += 1
+            elif op == "BatchWriteItem":
+                for table, writes in req.get("RequestItems", {}).items():
+                    for w in writes:
+                        items["put" if "PutRequest" in w else "delete"] += 1
+                        tables[table] += 1
+                        units += 1
+            else:
+                for t in req.get("TransactItems", []):
+                    for kind, name in (("Put", "put"), ("Update", "update"), ("Delete", "delete"),
+                                       ("ConditionCheck", "condition_check")):
+                        if kind in t:
+                            items[name] += 1
+                            tables[t[kind].get("TableName", "?")] += 1
+                            units += 2
+        with self.lock:
+            self.requests[op] += 1
+            self.items.update(items)
+            self.table_items.update(tables)
+            self.write_units += units
+
+
+def _message_length(buf: bytes) -> int | None:
+    """Length of the first complete HTTP message with a Content-Length in buf."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    length = 0
+    for line in buf[:end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return end + 4 + length if len(buf) >= end + 4 + length else None
