@@ -9,8 +9,9 @@ one run, so that the numbers can be compared with each other.
    source, and its producer performance tool writing as many records of the
    same size to the target with acks=all; no compression anywhere. The
    lower of the two is the limit.
-3. Ferry: the release `ferry run --once --max-partitions-per-batch 12` (the
-   Replicate handler the Lambda runs, one batch of 12 partitions, its real
+3. Ferry: the release `ferry run --once --max-partitions-per-batch 12
+   --round-seconds 300` (the Replicate handler the Lambda runs, one batch of
+   12 partitions, rounds as long as the function's Timeout, its real
    DynamoDB state in moto, reached through a proxy that counts the calls).
 4. MirrorMaker 2 (connect-mirror of the brokers' Kafka release, dedicated
    mode) replicating the same topic into a fresh target topic
@@ -298,6 +299,11 @@ def watch_until(topic: str, records: int, proc: subprocess.Popen, t0: float, tim
         time.sleep(0.2)
 
 
+# A round of `ferry run` stands for one Replicate invocation: give the bulk
+# copy the Replicate function's Timeout in template.yaml.
+BULK_ROUND_SECONDS = 300
+
+
 def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
     kc, ri = write_config(work, [topic], compression="NONE")
     name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -307,8 +313,8 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
     say(f"Ferry: replicating {topic} (log {log})")
     with open(log, "wb") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen(ferry_args("run", kc, ri, name, "--once", "--max-partitions-per-batch", str(PARTITIONS)),
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        flags = ["--once", "--max-partitions-per-batch", str(PARTITIONS), "--round-seconds", str(BULK_ROUND_SECONDS)]
+        proc = subprocess.Popen(ferry_args("run", kc, ri, name, *flags), stdout=out, stderr=subprocess.STDOUT, env=env)
         first, last = watch_until(topic, RECORDS, proc, t0, timeout_s=3600)
         # wait4: this one child's CPU time and peak RSS.
         _, status, usage = os.wait4(proc.pid, 0)
@@ -321,6 +327,7 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
     gb = RECORDS * RECORD_BYTES / 1e9
     res = {
         "name": name,
+        "flags": " ".join(["ferry run", *flags]),
         "seconds_to_last_record": round(last, 2),
         "seconds_to_first_record": round(first, 2),
         "process_seconds": round(process_s, 2),
@@ -445,14 +452,14 @@ def latency_consumer(topic: str, start: list[int], ready, stop, result: str) -> 
                   "enable.auto.commit": False, "fetch.wait.max.ms": 100})
     c.assign([TopicPartition(topic, p, o) for p, o in enumerate(start)])
     ready.set()
-    lat: list[int] = []
+    lat: list[tuple[int, int]] = []  # (CreateTime, latency) in ms
     quiet_since = None
     while True:
         msgs = c.consume(1000, 0.2)
         now_ms = time.time() * 1000
         for m in msgs:
             if m.error() is None:
-                lat.append(int(now_ms - m.timestamp()[1]))
+                lat.append((m.timestamp()[1], int(now_ms - m.timestamp()[1])))
         if msgs:
             quiet_since = None
         elif stop.is_set():
@@ -489,7 +496,7 @@ def warm_up(topic: str, label: str, timeout_s: float = 180) -> list[int]:
 
 
 def measure_latency(topic: str, pid: int, work: Path, label: str, during=None,
-                    counter: DynamoCounter | None = None) -> dict:
+                    counter: DynamoCounter | None = None) -> tuple[dict, dict | None]:
     """Steady producer and a target consumer, each in its own process (the
     GIL would otherwise add to the latency); `during` runs meanwhile."""
     start = warm_up(topic, label)
@@ -518,7 +525,15 @@ def measure_latency(topic: str, pid: int, work: Path, label: str, during=None,
     writes = DynamoCounter.between(writes0, counter.snapshot()) if counter else None
     stop.set()
     consumer.join(180)
-    lat = sorted(json.loads(cres.read_text()))
+    pairs = json.loads(cres.read_text())
+    lat = sorted(x for _, x in pairs)
+    # The worst latency of each 10 s of produce time: shows stalls (a Ferry
+    # round boundary, a rebalance) that a percentile hides.
+    first = min((t for t, _ in pairs), default=0)
+    worst: dict[int, int] = {}
+    for t, x in pairs:
+        k = int((t - first) // 10_000)
+        worst[k] = max(worst.get(k, 0), x)
     gb = produced["records"] * RECORD_BYTES / 1e9
     res = {
         "records_produced": produced["records"],
@@ -528,6 +543,7 @@ def measure_latency(topic: str, pid: int, work: Path, label: str, during=None,
         "p90_ms": percentile(lat, 0.90),
         "p99_ms": percentile(lat, 0.99),
         "max_ms": float(lat[-1]) if lat else float("nan"),
+        "max_ms_per_10_s": [worst[k] for k in sorted(worst)],
         "cpu_s": round(cpu1 - cpu0, 2),
         "cpu_s_per_gb": round((cpu1 - cpu0) / gb, 2),
         "peak_rss_mb": round(hwm, 1),
@@ -541,7 +557,7 @@ def measure_latency(topic: str, pid: int, work: Path, label: str, during=None,
     return res, extra
 
 
-def ferry_latency(work: Path, counter: DynamoCounter, bulk_records_per_s: float | None) -> dict:
+def ferry_latency(work: Path, counter: DynamoCounter, bulk_records_per_s: float | None) -> tuple[dict, dict]:
     topic = f"lat-ferry-{uuid.uuid4().hex[:8]}"
     create_topic(SOURCE, topic)
     sub = work / "ferry-latency"
