@@ -757,6 +757,8 @@ def main() -> int:
         "compression": COMPRESSION,
         "parts": sorted(parts),
         "work_dir": str(work),
+        # Anything else running on the machine shows here.
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     say(f"Kafka {KAFKA_VERSION}, {os.cpu_count()} cores; work files under {work}")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -801,6 +803,7 @@ def main() -> int:
         counter.close()
         delete_topics(SOURCE, [topic])
         delete_topics(TARGET, [topic])
+    r["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     r["notes"] = [
         "MB = 10^6 bytes of records (key + value + header names and values); no compression anywhere",
         "limit: Kafka's own perf tools, their reported rates (JVM start-up excluded); the lower of the two",
