@@ -33,6 +33,7 @@ class DynamoCounter:
         self.write_units = 0
         self.unparsed = 0
         self.seconds: Counter = Counter()  # operation -> seconds waited for responses
+        self.calls: list[tuple[float, float]] = []  # (sent, answered) of every write call
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -52,6 +53,9 @@ class DynamoCounter:
                 "write_units": self.write_units,
                 "unparsed": self.unparsed,
                 "seconds": dict(self.seconds),
+                "at": time.monotonic(),
+                "calls": len(self.calls),
+                "calls_list": list(self.calls),
             }
 
     @staticmethod
@@ -71,6 +75,10 @@ class DynamoCounter:
             "unparsed": after["unparsed"] - before["unparsed"],
             "mean_ms": {op: round(1000 * seconds[op] / n, 1) for op, n in requests.items() if op in seconds},
             "seconds_waited": {op: round(v, 2) for op, v in seconds.items()},
+            "seconds": round(after["at"] - before["at"], 2),
+            # Wall time with at least one write outstanding: the share of a
+            # run spent waiting for the state store, however many calls overlap.
+            "seconds_with_a_write_outstanding": round(_union(after["calls_list"][before["calls"]:]), 2),
         }
 
     def close(self) -> None:
@@ -105,8 +113,11 @@ class DynamoCounter:
                     buf = buf[n:]
                     if waiting:
                         op, sent = waiting.popleft()
+                        now = time.monotonic()
                         with self.lock:
-                            self.seconds[op] += time.monotonic() - sent
+                            self.seconds[op] += now - sent
+                            if op in WRITE_OPS:
+                                self.calls.append((sent, now))
         except OSError:
             pass
         finally:
@@ -204,3 +215,13 @@ def _message_length(buf: bytes) -> int | None:
         if name.strip().lower() == b"content-length":
             length = int(value.strip())
     return end + 4 + length if len(buf) >= end + 4 + length else None
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by the intervals."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total

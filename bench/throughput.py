@@ -190,6 +190,15 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return cpu, int(hwm.group(1)) / 1024 if hwm else 0.0
 
 
+def moto_cpu() -> float | None:
+    """CPU seconds moto has used so far: on this machine it competes with
+    the brokers for the same cores, and DynamoDB would not."""
+    try:
+        return proc_usage(int((RUN_DIR / "moto" / "moto.pid").read_text().split()[0]))[0]
+    except (OSError, ValueError):
+        return None
+
+
 def java(main: str, *args: str, classpath: str = f"{KAFKA_LIBS}/*") -> tuple[str, float]:
     t0 = time.monotonic()
     p = subprocess.run(["java", "-Xmx1g", "-cp", classpath, main, *args], capture_output=True, text=True)
@@ -309,7 +318,7 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, AWS_ENDPOINT_URL=counter.url)
     log = work / "ferry-bulk.log"
-    before = counter.snapshot()
+    before, moto0 = counter.snapshot(), moto_cpu()
     say(f"Ferry: replicating {topic} (log {log})")
     with open(log, "wb") as out:
         t0 = time.monotonic()
@@ -320,7 +329,7 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         process_s = time.monotonic() - t0
-    writes = DynamoCounter.between(before, counter.snapshot())
+    writes, moto1 = DynamoCounter.between(before, counter.snapshot()), moto_cpu()
     if proc.returncode != 0:
         raise RuntimeError(f"ferry exited {proc.returncode}:\n{log.read_text()[-3000:]}")
     rounds = [line for line in log.read_text().splitlines() if "records this round" in line]
@@ -338,6 +347,7 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "rounds": len(rounds),
         "round_lines": rounds,
+        "moto_cpu_s": round(moto1 - moto0, 2) if moto0 is not None and moto1 is not None else None,
         "dynamodb": writes,
         "state_writes_per_gb": round(writes["write_requests"] / gb, 1),
         "state_write_items_per_gb": round(sum(v for k, v in writes["items"].items() if k != "condition_check") / gb, 1),
@@ -345,7 +355,8 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
         "kc": str(kc), "ri": str(ri),
     }
     say(f"Ferry: {res['mb_per_s']} MB/s, {res['cpu_s_per_gb']} CPU s/GB, {res['peak_rss_mb']} MB peak RSS, "
-        f"{writes['write_requests']} DynamoDB write requests in {len(rounds)} round(s)")
+        f"{writes['write_requests']} DynamoDB write requests in {len(rounds)} round(s), a write outstanding "
+        f"{writes['seconds_with_a_write_outstanding']} of {writes['seconds']} s, moto {res['moto_cpu_s']} CPU s")
     return res
 
 
