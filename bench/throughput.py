@@ -43,7 +43,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
