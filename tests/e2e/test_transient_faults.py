@@ -41,7 +41,8 @@ def test_dynamodb_unavailable_for_a_while(tmp_path, monkeypatch):
         kc, ri = write_config(tmp_path, [topic])
         ferry = Ferry(kc, ri)
         log = tmp_path / "run.log"
-        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", log=log)
+        # A checkpoint after every produced batch keeps DynamoDB in every round.
+        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0", log=log)
         time.sleep(2.0)
         outages = 0
         for _ in range(3):
@@ -74,7 +75,8 @@ def test_dynamodb_answering_nothing_for_a_while(tmp_path, monkeypatch):
         kc, ri = write_config(tmp_path, [topic])
         ferry = Ferry(kc, ri)
         log = tmp_path / "run.log"
-        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", log=log)
+        # A checkpoint after every produced batch keeps DynamoDB in every round.
+        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0", log=log)
         time.sleep(2.0)
         assert proc.poll() is None, "replication finished before the black hole; load more records"
         # Longer than one call's whole budget (ferry_adapters::aws::OPERATION_TIMEOUT,
@@ -97,7 +99,7 @@ def test_deadline_reached_mid_batch_resumes_without_loss_or_duplicates(tmp_path)
     kc, ri = write_config(tmp_path, [topic], compression="SNAPPY")
     ferry = Ferry(kc, ri)
     # Three-second "invocations" with small batches: most end on their deadline.
-    res = ferry.run("--once", "--round-seconds", "3", "--produce-batch-max-bytes", "2000", timeout=600)
+    res = ferry.run("--once", "--round-seconds", "3", "--produce-batch-max-bytes", "2000", "--checkpoint-seconds", "0", timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     rounds = res.stdout.count("records this round")
     assert rounds >= 2, f"the run must span several deadline-bounded rounds, saw {rounds}"
