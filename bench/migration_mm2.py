@@ -44,6 +44,7 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 from conftest import FERRY, SOURCE, TARGET, committed  # noqa: E402
 from story import CLUSTERS, PARTS, run_story  # noqa: E402
 from test_migration import PERMUTATIONS, FerryBothWays  # noqa: E402
+from mm2_local import SINGLE_BROKER  # noqa: E402
 
 KAFKA_VERSION = os.environ.get("KAFKA_VERSION", "")
 MM2_LIBS = Path(os.environ.get("MM2_LIBS") or ROOT / ".cache" / f"mm2-{KAFKA_VERSION}" / "libs")
@@ -82,18 +83,7 @@ MM2_SETTINGS = {
     # offset.lag.max held back (the last records of a partition); its default
     # is 60 s. A worker setting, so it is given for the target cluster.
     "target.offset.flush.interval.ms": "2000",
-    # Single-broker clusters: every internal topic with replication factor 1.
-    "replication.factor": "1",
-    "offset-syncs.topic.replication.factor": "1",
-    "checkpoints.topic.replication.factor": "1",
-    "heartbeats.topic.replication.factor": "1",
-    "config.storage.replication.factor": "1",
-    "offset.storage.replication.factor": "1",
-    "status.storage.replication.factor": "1",
-    # The worker's own bookkeeping topics, new for every run (see MM2OneWay);
-    # one partition each instead of 25 and 5, as nothing reads them but MM2.
-    "offset.storage.partitions": "1",
-    "status.storage.partitions": "1",
+    **SINGLE_BROKER,
 }
 # Names MM2 picks per run so that runs never see each other's state; the
 # placeholder <run> is the run's id. (Offset syncs and checkpoints go to MM2's

@@ -55,6 +55,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E40
 
 from conftest import SOURCE, TARGET, write_config  # noqa: E402
 from dynamo_counter import DynamoCounter  # noqa: E402
+from mm2_local import SINGLE_BROKER  # noqa: E402
 
 GB = float(os.environ.get("BENCH_GB", "2"))
 VALUE_BYTES = 1024
@@ -101,15 +102,7 @@ MM2_SETTINGS = {
     "sync.group.offsets.enabled": "false",
     "sync.topic.configs.enabled": "false",
     "sync.topic.acls.enabled": "false",
-    "replication.factor": "1",
-    "offset-syncs.topic.replication.factor": "1",
-    "checkpoints.topic.replication.factor": "1",
-    "heartbeats.topic.replication.factor": "1",
-    "config.storage.replication.factor": "1",
-    "offset.storage.replication.factor": "1",
-    "status.storage.replication.factor": "1",
-    "offset.storage.partitions": "1",
-    "status.storage.partitions": "1",
+    **SINGLE_BROKER,
     **{f"target.producer.{k}": v for k, v in PRODUCER_TUNING.items()},
     **{f"source.consumer.{k}": v for k, v in CONSUMER_TUNING.items()},
     "source.consumer.max.poll.records": "2000",

@@ -5,6 +5,7 @@ lost and nothing is written twice."""
 import os
 import random
 import time
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
@@ -31,19 +32,31 @@ def assert_identical(topic: str) -> int:
     return total
 
 
-def test_dynamodb_unavailable_for_a_while(tmp_path, monkeypatch):
-    topic = unique("ddb-outage")
-    load(topic, 25_000)
+@contextmanager
+def copying_with_dynamodb_behind_a_proxy(tmp_path, monkeypatch, topic: str):
+    """`ferry run --once` copying `topic`, two seconds in, with DynamoDB (moto)
+    reached through a PausableProxy: yields the proxy, the process and its log."""
     moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
     proxy = PausableProxy(moto.hostname, moto.port)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    proc = None
     try:
         kc, ri = write_config(tmp_path, [topic])
-        ferry = Ferry(kc, ri)
         log = tmp_path / "run.log"
         # A checkpoint after every produced batch keeps DynamoDB in every round.
-        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0", log=log)
+        proc = Ferry(kc, ri).spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0", log=log)
         time.sleep(2.0)
+        yield proxy, proc, log
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+        proxy.close()
+
+
+def test_dynamodb_unavailable_for_a_while(tmp_path, monkeypatch):
+    topic = unique("ddb-outage")
+    load(topic, 25_000)
+    with copying_with_dynamodb_behind_a_proxy(tmp_path, monkeypatch, topic) as (proxy, proc, log):
         outages = 0
         for _ in range(3):
             if proc.poll() is not None:
@@ -57,8 +70,6 @@ def test_dynamodb_unavailable_for_a_while(tmp_path, monkeypatch):
         assert outages >= 2, "replication finished before the outages; load more records"
         assert "DynamoDB" in log.read_text(), "the outage must have been seen and survived"
         assert assert_identical(topic) == 25_000
-    finally:
-        proxy.close()
 
 
 def test_dynamodb_answering_nothing_for_a_while(tmp_path, monkeypatch):
@@ -67,17 +78,7 @@ def test_dynamodb_answering_nothing_for_a_while(tmp_path, monkeypatch):
     once it answers again, instead of waiting for ever on a silent socket."""
     topic = unique("ddb-blackhole")
     load(topic, 25_000)
-    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
-    proxy = PausableProxy(moto.hostname, moto.port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
-    proc = None
-    try:
-        kc, ri = write_config(tmp_path, [topic])
-        ferry = Ferry(kc, ri)
-        log = tmp_path / "run.log"
-        # A checkpoint after every produced batch keeps DynamoDB in every round.
-        proc = ferry.spawn("--once", "--lease-ms", "4000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0", log=log)
-        time.sleep(2.0)
+    with copying_with_dynamodb_behind_a_proxy(tmp_path, monkeypatch, topic) as (proxy, proc, log):
         assert proc.poll() is None, "replication finished before the black hole; load more records"
         # Longer than one call's whole budget (ferry_adapters::aws::OPERATION_TIMEOUT,
         # 30 s), so that calls fail and Ferry's own retries take over.
@@ -87,10 +88,6 @@ def test_dynamodb_answering_nothing_for_a_while(tmp_path, monkeypatch):
         assert proc.wait(timeout=300) == 0, log.read_text()
         assert "timed out" in log.read_text(), "the silent endpoint must have been seen as a timeout"
         assert assert_identical(topic) == 25_000
-    finally:
-        if proc and proc.poll() is None:
-            proc.kill()
-        proxy.close()
 
 
 def test_deadline_reached_mid_batch_resumes_without_loss_or_duplicates(tmp_path):

@@ -354,13 +354,19 @@ impl StateStore {
     pub async fn missing_tables(&self) -> Result<Vec<String>, StateError> {
         let mut missing = Vec::new();
         for table in self.all_table_names() {
-            match self.client.describe_table().table_name(table).send().await {
-                Ok(_) => {}
-                Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => missing.push(table.to_owned()),
-                Err(e) => return Err(dynamo_err("DescribeTable", table, e)),
+            if !self.table_exists(table).await? {
+                missing.push(table.to_owned());
             }
         }
         Ok(missing)
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool, StateError> {
+        match self.client.describe_table().table_name(table).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("DescribeTable", table, e)),
+        }
     }
 
     /// Create the tables (on demand) if they are missing, and wait until
@@ -381,12 +387,7 @@ impl StateStore {
             (&self.groups, PK, SK_GROUPS, ScalarAttributeType::S, None),
         ];
         for (table, pk, sk, sk_type, lsi) in specs {
-            let exists = match self.client.describe_table().table_name(table).send().await {
-                Ok(_) => true,
-                Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => false,
-                Err(e) => return Err(dynamo_err("DescribeTable", table, e)),
-            };
-            if exists {
+            if self.table_exists(table).await? {
                 continue;
             }
             let built = |e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {

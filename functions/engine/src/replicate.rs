@@ -88,7 +88,7 @@ struct Part {
 }
 
 /// What the target acknowledged since the partition's last checkpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Unsaved {
     /// Offset-map runs of those records, coalesced (not yet joined with the
     /// stored last run).
@@ -101,7 +101,21 @@ struct Unsaved {
     bytes: i64,
     last_ts: Option<i64>,
     /// When the first of them was acknowledged.
-    since: Option<Instant>,
+    since: Instant,
+}
+
+impl Unsaved {
+    fn new() -> Self {
+        Self {
+            runs: Vec::new(),
+            to_source: 0,
+            target_end: 0,
+            records: 0,
+            bytes: 0,
+            last_ts: None,
+            since: Instant::now(),
+        }
+    }
 }
 
 impl Part {
@@ -577,18 +591,17 @@ async fn run_rounds(
             let p = &mut parts[i];
             let Some((bytes, n)) = p.inflight.take() else { continue };
             let recs: Vec<SourceRecord> = p.pending.drain(..n).collect();
-            p.pending_bytes = p.pending.iter().map(SourceRecord::approx_size).sum();
+            p.pending_bytes -= recs.iter().map(SourceRecord::approx_size).sum::<usize>();
             p.sequence = batch::next_sequence(p.sequence, n as i32);
             let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
             let to = p.pending.front().map(|r| r.offset).unwrap_or(p.fetch_pos);
-            let u = p.unsaved.get_or_insert_with(Unsaved::default);
+            let u = p.unsaved.get_or_insert_with(Unsaved::new);
             ferry_core::offset_map::coalesce(&mut u.runs, &runs_for_append(&offsets, base));
             u.to_source = to;
             u.target_end = base + offsets.len() as i64;
             u.records += offsets.len() as i64;
             u.bytes += bytes.len() as i64;
             u.last_ts = recs.last().map(|r| r.timestamp);
-            u.since.get_or_insert_with(Instant::now);
             invocation_bytes += bytes.len() as u64;
         }
 
@@ -641,7 +654,7 @@ async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part]
             p.done.is_some()
                 || p.flush_soon
                 || u.bytes as u64 >= settings.checkpoint_max_bytes
-                || u.since.is_some_and(|t| t.elapsed() >= settings.checkpoint_interval)
+                || u.since.elapsed() >= settings.checkpoint_interval
                 || u.runs.len() >= MAX_RUNS_PER_BATCH
                 || (input.stop_at_plan_end && idle && p.fetch_pos >= p.work.end_offset)
         });
