@@ -11,6 +11,13 @@ from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partiti
 
 BIG = 900_000
 
+# The records carry CreateTimes years old. Under the default retention (7
+# days, judged by a segment's newest timestamp) the broker's next retention
+# check would delete them, on either cluster, before they are compared: 30 s
+# after a broker start, then every 5 minutes. Ferry copies the setting to the
+# target topics it creates.
+KEEP = {"retention.ms": "-1"}
+
 
 def special_records(rnd: random.Random, partitions: int) -> list[tuple]:
     """(partition, key, value, headers, timestamp) covering every edge case."""
@@ -50,7 +57,7 @@ def test_three_topics_arrive_byte_for_byte(tmp_path, compression):
     rnd = random.Random(compression)
     topics = {unique("orders"): 3, unique("order_status"): 2, unique("notifications"): 4}
     for t, n in topics.items():
-        create_topic(SOURCE, t, n)
+        create_topic(SOURCE, t, n, KEEP)
         produce_all(t, special_records(rnd, n))
     kc, ri = write_config(tmp_path, list(topics), compression=compression)
     ferry = Ferry(kc, ri)
@@ -74,7 +81,7 @@ def test_three_topics_arrive_byte_for_byte(tmp_path, compression):
 def test_null_header_value_and_duplicates_survive_explicitly(tmp_path):
     """The cases rskafka and kafka-protocol record types cannot carry, spelled out."""
     t = unique("headers")
-    create_topic(SOURCE, t, 1)
+    create_topic(SOURCE, t, 1, KEEP)
     hdrs = [("b", b"1"), ("a", None), ("b", b"2"), ("a", b"3")]
     produce_all(t, [(0, b"k", b"v", hdrs, 1_700_000_000_123)])
     kc, ri = write_config(tmp_path, [t])
