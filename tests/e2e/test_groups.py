@@ -182,3 +182,58 @@ def test_offset_sync_off_writes_no_group_on_the_target(tmp_path):
     assert ready.returncode == 0, ready.stdout + ready.stderr
     metrics = {c["metric"] for c in json.loads(ready.stdout)["criteria"]}
     assert "MessageLag" in metrics and not metrics & {"ConsumerGroupCount", "SumOffsetLag"}, metrics
+
+
+def test_a_translation_through_the_opposite_flows_records_is_exact_only_once_they_are_mapped(tmp_path):
+    """ENHANCED, both ways: a group that read, on the source, records the
+    target→source flow wrote is translated through that flow's offset map.
+    The map holds them only once that flow checkpoints, a while after it
+    wrote them: until then no translation may claim to be exact, and then
+    the group lands exactly on the same record."""
+    topic = unique("grp-reverse")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    group = unique("reverse-app")
+    kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
+    ferry = Ferry(kc, ri)
+
+    def produce_on_target(prefix: str) -> None:
+        p = producer(TARGET, **{"enable.idempotence": True})
+        for i in range(50):
+            p.produce(topic, partition=0, key=f"{prefix}-{i}".encode(), value=b"v")
+        assert p.flush(30) == 0
+
+    produce_on_target("first")
+    res = ferry.run("--once")  # target→source copies and checkpoints them
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    # Checkpoints 20 s apart (and rounds and leases longer than the test):
+    # the next records target→source writes stay out of its map that long.
+    proc = ferry.spawn("--checkpoint-seconds", "20", "--group-sync-seconds", "1", "--round-seconds", "120",
+                       "--lease-ms", "120000", log=tmp_path / "ferry.log")
+    try:
+        produce_on_target("second")
+        deadline = time.time() + 60
+        while len(read_partition(SOURCE, topic, 0)) < 100:
+            assert time.time() < deadline, "target→source did not copy the second records"
+            time.sleep(0.5)
+        # The application read all 100 on the source (the last 50 are in no map yet).
+        commit_at(SOURCE, group, {(topic, 0): (100, "app")})
+        claims = []
+        for _ in range(12):
+            rows = [g for g in ferry.groups() if g["flow"] == "source>target" and g["group"] == group]
+            claims += [r["translated_offset"] for r in rows if r["exact"]]
+            time.sleep(0.5)
+        assert all(c == 100 for c in claims), f"claimed exact at another record than offset 100: {claims}"
+
+        deadline = time.time() + 90
+        while True:
+            rows = [g for g in ferry.groups() if g["flow"] == "source>target" and g["group"] == group]
+            if rows and rows[0]["exact"] and committed(TARGET, group).get((topic, 0), (None,))[0] == 100:
+                break
+            assert time.time() < deadline, f"never synced exactly: {rows} {committed(TARGET, group)}"
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert rows[0]["translated_offset"] == 100 and committed(TARGET, group)[(topic, 0)] == (100, "app")

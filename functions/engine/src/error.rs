@@ -20,6 +20,10 @@ pub enum FerryError {
     /// An input payload names something the configuration does not have.
     #[error("bad input: {0}")]
     Input(String),
+    /// Something this step depends on is not ready yet; a later attempt
+    /// goes on.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// A partition cannot go on without an operator's decision.
     #[error("{tp} on cluster {cluster}: {what}. Fix: {fix}")]
     PartitionStopped {
@@ -40,6 +44,7 @@ impl FerryError {
         match self {
             FerryError::Kafka(e) => e.is_retryable(),
             FerryError::State(e) => e.is_retryable(),
+            FerryError::NotReady(_) => true,
             FerryError::Config(_) | FerryError::Input(_) | FerryError::PartitionStopped { .. } => false,
         }
     }

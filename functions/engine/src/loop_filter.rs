@@ -4,14 +4,23 @@
 //! registers in the state store (with the cluster its records came from)
 //! before it writes with it, and which the log keeps in every batch header.
 //! The records stay byte-identical and no header is added.
+//!
+//! Group offsets are translated through the opposite flow's offset map too
+//! (ENHANCED mode): a position on X among records Y→X wrote. That map holds
+//! them only once Y→X checkpoints, a moment after it wrote them, so X→Y
+//! moves its cursor over them only then ([`LoopFilter::mapped`]). Below
+//! X→Y's cursor, every record of X is thereby in one of the two maps, which
+//! is what makes a translation there exact.
 
 use std::collections::HashMap;
 
 use ferry_adapters::kafka::batch::RawBatch;
 use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::state::StateStore;
-use ferry_core::config::{FlowSpec, TopicNaming};
+use ferry_core::config::{FlowSpec, GroupSyncMode, TopicNaming};
+use ferry_core::domain::TopicPartition;
 
+use crate::context::Ferry;
 use crate::error::FerryError;
 
 /// Per invocation: which producer ids seen in the source are the opposite
@@ -24,19 +33,36 @@ pub struct LoopFilter {
     /// are dropped.
     target_id: String,
     known: HashMap<i64, bool>,
+    /// The opposite flow's state key, when this flow translates group
+    /// offsets through its offset map (ENHANCED sync with an opposite flow).
+    opposite: Option<String>,
+    /// Per partition, the opposite flow's checkpointed target end: the
+    /// records it wrote below it are in its offset map.
+    mapped_below: HashMap<TopicPartition, i64>,
 }
 
 impl LoopFilter {
     /// The filter for a flow, or `None` when names are prefixed (a replica
     /// topic is never selected again, so nothing can loop).
-    pub async fn for_flow(flow: &FlowSpec, source: &KafkaCluster, target: &KafkaCluster) -> Result<Option<Self>, FerryError> {
+    pub async fn for_flow(
+        ferry: &Ferry,
+        flow: &FlowSpec,
+        source: &KafkaCluster,
+        target: &KafkaCluster,
+    ) -> Result<Option<Self>, FerryError> {
         if flow.naming != TopicNaming::Identical {
             return Ok(None);
         }
+        let translates = flow
+            .groups
+            .as_ref()
+            .is_some_and(|g| g.sync_offsets && g.mode == GroupSyncMode::Enhanced);
         Ok(Some(Self {
             source_id: source.cluster_id().await?,
             target_id: target.cluster_id().await?,
             known: HashMap::new(),
+            opposite: ferry.spec.opposite(flow).filter(|_| translates).map(|o| ferry.flow_key(o)),
+            mapped_below: HashMap::new(),
         }))
     }
 
@@ -68,5 +94,27 @@ impl LoopFilter {
     /// Only ids passed to [`learn`](Self::learn) are known.
     pub fn drops(&self, producer_id: i64) -> bool {
         self.known.get(&producer_id).copied().unwrap_or(false)
+    }
+
+    /// Whether the opposite flow's offset map holds every record it wrote
+    /// into `tp` below `end` (its checkpointed target end has reached
+    /// `end`), so the cursor may move over them. Always true when this
+    /// flow translates no group offsets through that map. Reads the state
+    /// store only when the last answer was short of `end`.
+    pub async fn mapped(&mut self, store: &StateStore, tp: &TopicPartition, end: i64) -> Result<bool, FerryError> {
+        let Some(opposite) = &self.opposite else {
+            return Ok(true);
+        };
+        if self.mapped_below.get(tp).is_some_and(|&m| m >= end) {
+            return Ok(true);
+        }
+        // Identical names: the opposite flow's source partition is this one.
+        let m = store
+            .get_cursor(opposite, tp)
+            .await?
+            .and_then(|c| c.next_target_offset)
+            .unwrap_or(-1);
+        self.mapped_below.insert(tp.clone(), m);
+        Ok(m >= end)
     }
 }

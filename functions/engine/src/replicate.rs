@@ -34,6 +34,17 @@ const MAX_RUNS_PER_CHECKPOINT: usize = 90;
 const MAX_RUNS_PER_BATCH: usize = MAX_RUNS_PER_CHECKPOINT / 2;
 const _: () = assert!(2 * MAX_RUNS_PER_BATCH <= MAX_RUNS_PER_CHECKPOINT);
 
+/// The longest the loop sleeps when no partition has anything to do.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// How long a partition waits before reading again records the opposite
+/// flow wrote but has not checkpointed yet: half its checkpoint interval
+/// (the same setting as this flow's), so about two state-store reads per
+/// checkpoint of the opposite flow.
+fn unmapped_recheck(settings: &crate::context::Settings) -> Duration {
+    (settings.checkpoint_interval / 2).max(Duration::from_millis(100))
+}
+
 /// Time kept in hand before the deadline to checkpoint and release.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -55,6 +66,9 @@ struct Part {
     cursor: i64,
     /// Next source offset to fetch (>= cursor).
     fetch_pos: i64,
+    /// Fetch again no sooner than this (waiting for the opposite flow to
+    /// checkpoint what it wrote at `fetch_pos`).
+    fetch_after: Option<Instant>,
     pending: VecDeque<SourceRecord>,
     pending_bytes: usize,
     /// A built batch awaiting a successful produce, with its record count:
@@ -167,7 +181,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let settings = &ferry.settings;
     let started = std::time::Instant::now();
-    let mut filter = LoopFilter::for_flow(&flow, &source, &target).await?;
+    let mut filter = LoopFilter::for_flow(ferry, &flow, &source, &target).await?;
 
     // Lease every partition we can; the others are someone else's now.
     let mut parts: Vec<Part> = Vec::new();
@@ -186,6 +200,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     lease,
                     cursor: item.next_source_offset,
                     fetch_pos: item.next_source_offset,
+                    fetch_after: None,
                     pending: VecDeque::new(),
                     pending_bytes: 0,
                     inflight: None,
@@ -341,6 +356,9 @@ struct CommittedRead {
     filtered_records: u64,
     /// Their bytes on the wire.
     filtered_bytes: u64,
+    /// Stopped at records the opposite flow wrote but has not checkpointed
+    /// yet (see [`LoopFilter::mapped`]): read again a moment later.
+    unmapped: bool,
 }
 
 /// Per-fetch filter: drops control batches and the batches of aborted
@@ -364,7 +382,6 @@ async fn read_committed(
     if let Some(f) = filter.as_mut() {
         f.learn(store, &batches).await?;
     }
-    let filter = filter.as_ref();
     let mut aborted: Vec<(i64, i64)> = fetched.aborted.clone();
     aborted.sort_by_key(|a| a.1);
     let mut aborted: VecDeque<(i64, i64)> = aborted.into();
@@ -374,6 +391,7 @@ async fn read_committed(
         next: from,
         filtered_records: 0,
         filtered_bytes: 0,
+        unmapped: false,
     };
     for b in batches {
         let h = b.header;
@@ -392,7 +410,11 @@ async fn read_committed(
             }
         } else if h.is_transactional() && open_aborts.contains(&h.producer_id) {
             // Aborted: never replicated.
-        } else if filter.is_some_and(|f| f.drops(h.producer_id)) {
+        } else if let Some(f) = filter.as_mut().filter(|f| f.drops(h.producer_id)) {
+            if !f.mapped(store, tp, h.next_offset()).await? {
+                out.unmapped = true;
+                break;
+            }
             out.filtered_records += u64::try_from(h.records_count).unwrap_or(0);
             out.filtered_bytes += b.size as u64;
         } else {
@@ -484,9 +506,19 @@ async fn run_rounds(
             .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some() && parts[i].lease_expires_hint - now > guard_ms)
             .collect();
         // Room for the batch in flight and the next one.
+        let now = Instant::now();
         let want: Vec<usize> = (0..parts.len())
-            .filter(|&i| parts[i].done.is_none() && parts[i].pending_bytes < 2 * settings.produce_batch_max_bytes)
+            .filter(|&i| {
+                let p = &parts[i];
+                p.done.is_none() && p.pending_bytes < 2 * settings.produce_batch_max_bytes && p.fetch_after.is_none_or(|t| t <= now)
+            })
             .collect();
+        if want.is_empty() && to_send.is_empty() {
+            // Every partition waits for the opposite flow's checkpoint (or
+            // for its lease to be renewed in `save`).
+            let until = parts.iter().filter_map(|p| p.fetch_after).min().unwrap_or(now + IDLE_TICK);
+            tokio::time::sleep_until(until.min(now + IDLE_TICK)).await;
+        }
         let max_wait = if parts
             .iter()
             .any(|p| p.done.is_none() && (!p.pending.is_empty() || p.inflight.is_some()))
@@ -525,6 +557,13 @@ async fn run_rounds(
                             p.source_end = f.last_stable_offset.max(0);
                             match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter).await {
                                 Ok(read) => {
+                                    if read.unmapped && p.fetch_after.is_none() {
+                                        tracing::debug!(
+                                            flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, offset = read.next,
+                                            "waiting for the opposite flow to checkpoint the records it wrote here"
+                                        );
+                                    }
+                                    p.fetch_after = read.unmapped.then(|| Instant::now() + unmapped_recheck(settings));
                                     for r in read.records {
                                         p.pending_bytes += r.approx_size();
                                         p.pending.push_back(r);
@@ -906,10 +945,21 @@ async fn reconcile(
     let mut source_offsets: Vec<i64> = Vec::new();
     let mut spos = p.cursor;
     let mut last_ts = p.last_ts;
+    let wait_until = Instant::now() + 2 * ferry.settings.lease_duration;
     while source_offsets.len() < written.len() {
         let f = fetch_one(source, &p.work.source, spos, ferry.settings.fetch_partition_max_bytes).await?;
         let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter).await?;
         let (recs, next) = (read.records, read.next);
+        if next == spos && read.unmapped {
+            if Instant::now() >= wait_until {
+                return Err(FerryError::NotReady(format!(
+                    "reconcile of {} waits for the opposite flow to checkpoint the records it wrote at offset {spos}",
+                    p.work.source
+                )));
+            }
+            tokio::time::sleep(unmapped_recheck(&ferry.settings)).await;
+            continue;
+        }
         if next == spos {
             return Err(FerryError::Input(format!(
                 "reconcile of {}: the target holds {} records from the previous holder after offset {} but the source has only {} committed records after {}",
