@@ -130,6 +130,17 @@ impl Unsaved {
             since: Instant::now(),
         }
     }
+
+    /// These records followed by `later`, acknowledged after them.
+    fn then(mut self, later: Unsaved) -> Self {
+        ferry_core::offset_map::coalesce(&mut self.runs, &later.runs);
+        self.to_source = later.to_source;
+        self.target_end = later.target_end;
+        self.records += later.records;
+        self.bytes += later.bytes;
+        self.last_ts = later.last_ts.or(self.last_ts);
+        self
+    }
 }
 
 impl Part {
@@ -183,17 +194,24 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let started = std::time::Instant::now();
     let mut filter = LoopFilter::for_flow(ferry, &flow, &source, &target).await?;
 
-    // Lease every partition we can; the others are someone else's now.
-    let mut parts: Vec<Part> = Vec::new();
-    let mut skipped: Vec<PartitionProgress> = Vec::new();
-    for work in &input.partitions {
-        match ferry
+    // Lease every partition we can, all at once; the others are someone
+    // else's now.
+    let leased = join_all(input.partitions.iter().map(|work| async {
+        let (lease, item) = ferry
             .store
             .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
-            .await
-        {
-            Ok((lease, item)) => {
-                let last_run = ferry.store.last_run(&flow_key, &work.source).await?;
+            .await?;
+        let last_run = ferry.store.last_run(&flow_key, &work.source).await?;
+        Ok::<_, StateError>((lease, item, last_run))
+    }))
+    .await;
+    let mut parts: Vec<Part> = Vec::new();
+    let mut skipped: Vec<PartitionProgress> = Vec::new();
+    // Partitions a previous holder wrote to, with its producer id.
+    let mut to_reconcile: Vec<(usize, i64)> = Vec::new();
+    for (work, res) in input.partitions.iter().zip(leased) {
+        match res {
+            Ok((lease, item, last_run)) => {
                 parts.push(Part {
                     target: TopicPartition::new(work.target_topic.clone(), work.source.partition),
                     work: work.clone(),
@@ -223,12 +241,8 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     lost_records: 0,
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
-                let prev_pid = item.producer_id;
-                let last = parts.last_mut().ok_or_else(|| FerryError::Input("no partition".into()))?;
-                if prev_pid >= 0 && last.target_end >= 0 {
-                    if let Err(e) = reconcile(ferry, &flow, &flow_key, &source, &target, last, prev_pid, &mut filter).await {
-                        fail(ferry, &flow, &flow_key, last, &e).await;
-                    }
+                if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
+                    to_reconcile.push((parts.len() - 1, item.producer_id));
                 }
             }
             Err(StateError::LeaseHeld { tp, owner, .. }) => {
@@ -251,6 +265,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             Err(e) => return Err(e.into()),
         }
     }
+    reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
 
     // One idempotent producer id for this invocation, recorded under each
     // lease before anything is written: it is the provenance a later
@@ -266,13 +281,19 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         } else {
             target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
         };
-        for p in parts.iter_mut().filter(|p| p.done.is_none()) {
-            if p.target_end < 0 {
-                p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
-            }
-            match ferry.store.set_producer(&flow_key, &p.lease, pid, epoch, p.target_end).await {
-                Ok(()) => {}
-                Err(e) => fail(ferry, &flow, &flow_key, p, &e.into()).await,
+        for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
+            p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
+        }
+        let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
+        let recorded = join_all(live.iter().map(|&i| {
+            ferry
+                .store
+                .set_producer(&flow_key, &parts[i].lease, pid, epoch, parts[i].target_end)
+        }))
+        .await;
+        for (i, res) in live.into_iter().zip(recorded) {
+            if let Err(e) = res {
+                fail(ferry, &flow, &flow_key, &mut parts[i], &e.into()).await;
             }
         }
         let stamp = ProducerStamp {
@@ -497,8 +518,8 @@ async fn run_rounds(
         // 2. Produce the built batches and, at the same time, fetch for the
         //    partitions with room for more: the source is read while the
         //    target writes. Never write unless a third of the lease is left:
-        //    a worker whose lease is about to lapse renews it first (in
-        //    `save`), so a worker that lost its lease cannot write after its
+        //    a worker whose lease is about to lapse renews it first (with
+        //    a checkpoint), so a worker that lost its lease cannot write after its
         //    successor reconciled.
         let guard_ms = settings.lease_duration.as_millis() as i64 / 3;
         let now = now_ms();
@@ -513,21 +534,27 @@ async fn run_rounds(
                 p.done.is_none() && p.pending_bytes < 2 * settings.produce_batch_max_bytes && p.fetch_after.is_none_or(|t| t <= now)
             })
             .collect();
-        if want.is_empty() && to_send.is_empty() {
+        // 3. Checkpoint what is due, renew leases, move idle cursors: written
+        //    while the fetch and the produce are out, and settled before
+        //    their results are (the acknowledgements of this round are the
+        //    next checkpoint's).
+        let due = due_checkpoints(settings, parts, input);
+        if want.is_empty() && to_send.is_empty() && due.is_empty() {
             // Every partition waits for the opposite flow's checkpoint (or
-            // for its lease to be renewed in `save`).
+            // for its lease to be renewed).
             let until = parts.iter().filter_map(|p| p.fetch_after).min().unwrap_or(now + IDLE_TICK);
             tokio::time::sleep_until(until.min(now + IDLE_TICK)).await;
         }
-        let max_wait = if parts
-            .iter()
-            .any(|p| p.done.is_none() && (!p.pending.is_empty() || p.inflight.is_some()))
+        let max_wait = if !due.is_empty()
+            || parts
+                .iter()
+                .any(|p| p.done.is_none() && (!p.pending.is_empty() || p.inflight.is_some()))
         {
             0
         } else {
             settings.fetch_max_wait_ms
         };
-        let (fetched, produced) = {
+        let (fetched, produced, saved) = {
             let shared: &[Part] = parts;
             tokio::join!(
                 async {
@@ -543,9 +570,11 @@ async fn run_rounds(
                     } else {
                         Some(produce_round(target, shared, &to_send).await)
                     }
-                }
+                },
+                write_checkpoints(&ferry.store, flow_key, shared, &due)
             )
         };
+        settle(ferry, flow, flow_key, parts, due, saved).await;
 
         match fetched {
             None => {}
@@ -644,9 +673,6 @@ async fn run_rounds(
             invocation_bytes += bytes.len() as u64;
         }
 
-        // 3. Checkpoint what is due, renew leases, move idle cursors.
-        save(ferry, flow, flow_key, parts, input).await;
-
         if round_failed {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -678,16 +704,33 @@ fn batch_len(pending: &VecDeque<SourceRecord>, max_bytes: usize) -> usize {
     n
 }
 
-/// Write the checkpoints that are due, all at once: a partition's
-/// acknowledged records once they reach `checkpoint_max_bytes`, wait
-/// `checkpoint_interval`, fill half a transaction with runs, reach the
-/// plan's end offset, or the partition stops; a lease half spent; a cursor
-/// that can move over skipped (control, aborted, filtered) records.
+/// A checkpoint to write, with the acknowledged records it covers (taken
+/// out of the partition until it is written).
+struct Due {
+    part: usize,
+    cp: Checkpoint,
+    covers: Option<Unsaved>,
+}
+
+/// Write the checkpoints that are due, all at once (see [`due_checkpoints`]).
 async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part], input: &ReplicateInput) {
-    let settings = &ferry.settings;
+    let due = due_checkpoints(&ferry.settings, parts, input);
+    if due.is_empty() {
+        return;
+    }
+    let results = write_checkpoints(&ferry.store, flow_key, parts, &due).await;
+    settle(ferry, flow, flow_key, parts, due, results).await;
+}
+
+/// The checkpoints due now: a partition's acknowledged records once they
+/// reach `checkpoint_max_bytes`, wait `checkpoint_interval`, fill half a
+/// transaction with runs, reach the plan's end offset, or the partition
+/// stops; a lease half spent; a cursor that can move over skipped
+/// (control, aborted, filtered) records.
+fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], input: &ReplicateInput) -> Vec<Due> {
     let lease_expires_ms = lease_expires_at(settings);
-    let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
+    let mut due_now = Vec::new();
+    for (i, p) in parts.iter_mut().enumerate() {
         let idle = p.pending.is_empty() && p.inflight.is_none();
         let due = p.unsaved.as_ref().is_some_and(|u| {
             p.done.is_some()
@@ -707,31 +750,45 @@ async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part]
             Some(u) => u.to_source,
             None => p.cursor,
         };
-        checkpoints.push((i, checkpoint_for(p, to, lease_expires_ms)));
+        let cp = checkpoint_for(p, to, lease_expires_ms);
+        due_now.push(Due {
+            part: i,
+            cp,
+            covers: p.unsaved.take(),
+        });
     }
-    if checkpoints.is_empty() {
-        return;
-    }
-    let results = join_all(
-        checkpoints
-            .iter()
-            .map(|(i, cp)| ferry.store.checkpoint(flow_key, &parts[*i].lease, cp)),
-    )
-    .await;
-    for ((i, cp), res) in checkpoints.into_iter().zip(results) {
-        let p = &mut parts[i];
+    due_now
+}
+
+async fn write_checkpoints(store: &StateStore, flow_key: &str, parts: &[Part], due: &[Due]) -> Vec<Result<(), StateError>> {
+    join_all(due.iter().map(|d| store.checkpoint(flow_key, &parts[d.part].lease, &d.cp))).await
+}
+
+/// Apply what the checkpoint writes did.
+async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part], due: Vec<Due>, results: Vec<Result<(), StateError>>) {
+    for (d, res) in due.into_iter().zip(results) {
+        let p = &mut parts[d.part];
         match res {
-            Ok(()) => p.apply(&cp),
-            Err(e) if p.done.is_none() => {
-                // Unknown outcome on a DynamoDB error: the next holder
-                // reconciles from the target, so stop this partition.
-                fail(ferry, flow, flow_key, p, &e.into()).await;
-            }
+            Ok(()) => p.apply(&d.cp),
             Err(e) => {
-                // Already stopped; its records are on the target and the
-                // next holder reconciles them.
-                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not checkpoint a stopped partition; the next invocation reconciles");
-                p.unsaved = None;
+                // Not stored: those records are unsaved again, ahead of any
+                // acknowledged since.
+                if let Some(u) = d.covers {
+                    p.unsaved = Some(match p.unsaved.take() {
+                        Some(later) => u.then(later),
+                        None => u,
+                    });
+                }
+                if p.done.is_none() {
+                    // Unknown outcome on a DynamoDB error: the next holder
+                    // reconciles from the target, so stop this partition.
+                    fail(ferry, flow, flow_key, p, &e.into()).await;
+                } else {
+                    // Already stopped; its records are on the target and the
+                    // next holder reconciles them.
+                    tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not checkpoint a stopped partition; the next invocation reconciles");
+                    p.unsaved = None;
+                }
             }
         }
     }
@@ -754,7 +811,6 @@ impl Part {
             self.last_run = Some(*last);
         }
         self.lease_expires_hint = cp.lease_expires_ms;
-        self.unsaved = None;
         self.flush_soon = false;
         self.checkpoints += 1;
     }
@@ -895,6 +951,55 @@ fn join_last_run(last: Option<OffsetRun>, runs: &mut [OffsetRun]) -> Option<Offs
     Some(prev)
 }
 
+/// Reconcile the partitions `which` (index, previous holder's producer
+/// id): one ListOffsets for all of them, then a read of the target only
+/// where it holds records after the last checkpoint (after a clean
+/// release, none).
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_all(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    parts: &mut [Part],
+    which: &[(usize, i64)],
+    filter: &mut Option<LoopFilter>,
+) {
+    if which.is_empty() {
+        return;
+    }
+    let tps: Vec<TopicPartition> = which.iter().map(|&(i, _)| parts[i].target.clone()).collect();
+    let ends = match target.list_offsets(&tps, OffsetSpec::Latest, false).await {
+        Ok(ends) => ends,
+        Err(e) => {
+            let e = FerryError::from(e);
+            for &(i, _) in which {
+                fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+            }
+            return;
+        }
+    };
+    for &(i, prev_pid) in which {
+        let p = &mut parts[i];
+        let Some(&end) = ends.get(&p.target) else {
+            let e = FerryError::from(KafkaError::UnknownPartition {
+                cluster: target.alias().to_owned(),
+                topic: p.target.topic.clone(),
+                partition: p.target.partition,
+            });
+            fail(ferry, flow, flow_key, p, &e).await;
+            continue;
+        };
+        if end <= p.target_end {
+            continue;
+        }
+        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev_pid, end, filter).await {
+            fail(ferry, flow, flow_key, p, &e).await;
+        }
+    }
+}
+
 /// After taking over a partition: find what the previous holder (producer
 /// `prev_pid`) wrote to the target after the last checkpoint, and move the
 /// cursor over the source records it covers, so nothing is written twice.
@@ -907,11 +1012,9 @@ async fn reconcile(
     target: &KafkaCluster,
     p: &mut Part,
     prev_pid: i64,
+    end: i64,
     filter: &mut Option<LoopFilter>,
 ) -> Result<(), FerryError> {
-    let end = target
-        .list_offsets(std::slice::from_ref(&p.target), OffsetSpec::Latest, false)
-        .await?[&p.target];
     // Target offsets of the previous holder's records after the checkpoint.
     let mut written: Vec<i64> = Vec::new();
     let mut pos = p.target_end;
@@ -1167,7 +1270,9 @@ mod tests {
     use bytes::Bytes;
     use ferry_adapters::kafka::batch::SourceRecord;
 
-    use super::{batch_len, Budget, MAX_RUNS_PER_BATCH};
+    use ferry_core::offset_map::OffsetRun;
+
+    use super::{batch_len, Budget, Unsaved, MAX_RUNS_PER_BATCH};
 
     fn rec(offset: i64, tail_len: usize) -> SourceRecord {
         SourceRecord {
@@ -1176,6 +1281,41 @@ mod tests {
             attributes: 0,
             tail: Bytes::from(vec![0u8; tail_len]),
         }
+    }
+
+    fn unsaved(source_start: i64, target_start: i64, length: i64, last_ts: Option<i64>) -> Unsaved {
+        Unsaved {
+            runs: vec![OffsetRun {
+                source_start,
+                target_start,
+                length,
+            }],
+            to_source: source_start + length,
+            target_end: target_start + length,
+            records: length,
+            bytes: 10 * length,
+            last_ts,
+            ..Unsaved::new()
+        }
+    }
+
+    #[test]
+    fn records_put_back_after_a_failed_checkpoint_come_before_the_later_ones() {
+        // Contiguous: one run.
+        let u = unsaved(0, 100, 5, Some(7)).then(unsaved(5, 105, 3, None));
+        assert_eq!(
+            u.runs,
+            vec![OffsetRun {
+                source_start: 0,
+                target_start: 100,
+                length: 8
+            }]
+        );
+        assert_eq!((u.to_source, u.target_end, u.records, u.bytes, u.last_ts), (8, 108, 8, 80, Some(7)));
+        // A gap in the source (compaction) starts a new run.
+        let u = unsaved(0, 100, 5, Some(7)).then(unsaved(9, 105, 3, Some(9)));
+        assert_eq!(u.runs.len(), 2);
+        assert_eq!((u.to_source, u.target_end, u.last_ts), (12, 108, Some(9)));
     }
 
     #[test]
