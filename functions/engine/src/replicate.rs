@@ -740,7 +740,10 @@ fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], inpu
                 || u.runs.len() >= MAX_RUNS_PER_BATCH
                 || (input.stop_at_plan_end && idle && p.fetch_pos >= p.work.end_offset)
         });
-        let idle_move = p.done.is_none() && p.unsaved.is_none() && idle && p.fetch_pos > p.cursor;
+        // A partition that stopped cleanly still moves its cursor over the
+        // records it skipped: the next invocation would read (and count)
+        // them again.
+        let idle_move = p.done.is_none_or(stopped_cleanly) && p.unsaved.is_none() && idle && p.fetch_pos > p.cursor;
         let renew = p.done.is_none() && p.lease_renewal_due(settings.lease_duration);
         if !(due || idle_move || renew) {
             continue;
@@ -758,6 +761,11 @@ fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], inpu
         });
     }
     due_now
+}
+
+/// Stopped with nothing in doubt: its fetch position is sound to checkpoint.
+fn stopped_cleanly(reason: StopReason) -> bool {
+    matches!(reason, StopReason::CaughtUp | StopReason::Budget | StopReason::Interrupted)
 }
 
 async fn write_checkpoints(store: &StateStore, flow_key: &str, parts: &[Part], due: &[Due]) -> Vec<Result<(), StateError>> {
@@ -1272,7 +1280,11 @@ mod tests {
 
     use ferry_core::offset_map::OffsetRun;
 
-    use super::{batch_len, Budget, Unsaved, MAX_RUNS_PER_BATCH};
+    use ferry_adapters::state::Lease;
+    use ferry_core::domain::{PartitionWork, ReplicateInput, StopReason, TopicPartition};
+
+    use super::{batch_len, due_checkpoints, now_ms, Budget, Part, Unsaved, MAX_RUNS_PER_BATCH};
+    use crate::context::Settings;
 
     fn rec(offset: i64, tail_len: usize) -> SourceRecord {
         SourceRecord {
@@ -1316,6 +1328,84 @@ mod tests {
         let u = unsaved(0, 100, 5, Some(7)).then(unsaved(9, 105, 3, Some(9)));
         assert_eq!(u.runs.len(), 2);
         assert_eq!((u.to_source, u.target_end, u.last_ts), (12, 108, Some(9)));
+    }
+
+    /// A partition whose loop has read (and skipped) up to `fetch_pos` with
+    /// nothing left to write, its cursor at `cursor`.
+    fn read_past_cursor(cursor: i64, fetch_pos: i64, done: Option<StopReason>) -> Part {
+        let tp = TopicPartition::new("t", 0);
+        Part {
+            work: PartitionWork {
+                source: tp.clone(),
+                target_topic: "t".into(),
+                end_offset: cursor,
+                lag: 0,
+            },
+            target: tp.clone(),
+            lease: Lease {
+                tp,
+                owner: "test".into(),
+                epoch: 1,
+            },
+            cursor,
+            fetch_pos,
+            fetch_after: None,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            inflight: None,
+            sequence: 0,
+            unsaved: None,
+            flush_soon: false,
+            checkpoints: 0,
+            last_run: None,
+            target_end: 0,
+            source_end: fetch_pos,
+            records: 0,
+            bytes: 0,
+            last_ts: 0,
+            done,
+            error: None,
+            lease_expires_hint: now_ms() + 60_000,
+            reconciled: 0,
+            filtered_records: 0,
+            filtered_bytes: 0,
+            lost_records: 0,
+        }
+    }
+
+    #[test]
+    fn a_stopped_partition_still_checkpoints_the_records_it_skipped() {
+        let settings = Settings::default();
+        let input = ReplicateInput {
+            flow: "a>b".into(),
+            partitions: Vec::new(),
+            stop_at_plan_end: true,
+            max_seconds: None,
+        };
+        for done in [
+            None,
+            Some(StopReason::CaughtUp),
+            Some(StopReason::Budget),
+            Some(StopReason::Interrupted),
+        ] {
+            let mut parts = [read_past_cursor(10, 25, done)];
+            let due = due_checkpoints(&settings, &mut parts, &input);
+            assert_eq!(due.len(), 1, "{done:?}");
+            assert_eq!(
+                (due[0].cp.from_source, due[0].cp.to_source, due[0].cp.records),
+                (10, 25, 0),
+                "{done:?}"
+            );
+        }
+        // A failed partition's position is in doubt: the next holder
+        // reconciles instead.
+        for done in [Some(StopReason::Error), Some(StopReason::Retry), Some(StopReason::LeaseHeld)] {
+            let mut parts = [read_past_cursor(10, 25, done)];
+            assert!(due_checkpoints(&settings, &mut parts, &input).is_empty(), "{done:?}");
+        }
+        // Nothing skipped: nothing to write.
+        let mut parts = [read_past_cursor(25, 25, Some(StopReason::CaughtUp))];
+        assert!(due_checkpoints(&settings, &mut parts, &input).is_empty());
     }
 
     #[test]
