@@ -54,9 +54,9 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "fetch.message.max.bytes": 2_000_000,
-            # A broker that answers a fetch at the log start with "offset out
-            # of range" (seen once right after a broker restart) must not
-            # send the reader to the end: it would read nothing.
+            # If the log start moves past the first fetch (retention deleted
+            # records meanwhile), the broker answers "offset out of range":
+            # the reader must not jump to the end and read nothing.
             "auto.offset.reset": "earliest",
         }
     )

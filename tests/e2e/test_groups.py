@@ -197,6 +197,9 @@ def test_a_translation_through_the_opposite_flows_records_is_exact_only_once_the
     kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
     ferry = Ferry(kc, ri)
 
+    def synced_rows() -> list[dict]:
+        return [g for g in ferry.groups() if g["flow"] == "source>target" and g["group"] == group]
+
     def produce_on_target(prefix: str) -> None:
         p = producer(TARGET, **{"enable.idempotence": True})
         for i in range(50):
@@ -221,14 +224,14 @@ def test_a_translation_through_the_opposite_flows_records_is_exact_only_once_the
         commit_at(SOURCE, group, {(topic, 0): (100, "app")})
         claims = []
         for _ in range(12):
-            rows = [g for g in ferry.groups() if g["flow"] == "source>target" and g["group"] == group]
+            rows = synced_rows()
             claims += [r["translated_offset"] for r in rows if r["exact"]]
             time.sleep(0.5)
         assert all(c == 100 for c in claims), f"claimed exact at another record than offset 100: {claims}"
 
         deadline = time.time() + 90
         while True:
-            rows = [g for g in ferry.groups() if g["flow"] == "source>target" and g["group"] == group]
+            rows = synced_rows()
             if rows and rows[0]["exact"] and committed(TARGET, group).get((topic, 0), (None,))[0] == 100:
                 break
             assert time.time() < deadline, f"never synced exactly: {rows} {committed(TARGET, group)}"

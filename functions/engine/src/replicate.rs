@@ -527,11 +527,11 @@ async fn run_rounds(
             .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some() && parts[i].lease_expires_hint - now > guard_ms)
             .collect();
         // Room for the batch in flight and the next one.
-        let now = Instant::now();
+        let round_start = Instant::now();
         let want: Vec<usize> = (0..parts.len())
             .filter(|&i| {
                 let p = &parts[i];
-                p.done.is_none() && p.pending_bytes < 2 * settings.produce_batch_max_bytes && p.fetch_after.is_none_or(|t| t <= now)
+                p.done.is_none() && p.pending_bytes < 2 * settings.produce_batch_max_bytes && p.fetch_after.is_none_or(|t| t <= round_start)
             })
             .collect();
         // 3. Checkpoint what is due, renew leases, move idle cursors: written
@@ -542,8 +542,11 @@ async fn run_rounds(
         if want.is_empty() && to_send.is_empty() && due.is_empty() {
             // Every partition waits for the opposite flow's checkpoint (or
             // for its lease to be renewed).
-            let until = parts.iter().filter_map(|p| p.fetch_after).min().unwrap_or(now + IDLE_TICK);
-            tokio::time::sleep_until(until.min(now + IDLE_TICK)).await;
+            let until = parts
+                .iter()
+                .filter_map(|p| p.fetch_after)
+                .fold(round_start + IDLE_TICK, Instant::min);
+            tokio::time::sleep_until(until).await;
         }
         let max_wait = if !due.is_empty()
             || parts
@@ -778,25 +781,24 @@ async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Par
         let p = &mut parts[d.part];
         match res {
             Ok(()) => p.apply(&d.cp),
+            Err(e) if p.done.is_some() => {
+                // Already stopped; its records are on the target and the
+                // next holder reconciles them.
+                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not checkpoint a stopped partition; the next invocation reconciles");
+                p.unsaved = None;
+            }
             Err(e) => {
                 // Not stored: those records are unsaved again, ahead of any
-                // acknowledged since.
+                // acknowledged since (the stop's checkpoint tries them once
+                // more). Unknown outcome on a DynamoDB error: the next
+                // holder reconciles from the target, so stop this partition.
                 if let Some(u) = d.covers {
                     p.unsaved = Some(match p.unsaved.take() {
                         Some(later) => u.then(later),
                         None => u,
                     });
                 }
-                if p.done.is_none() {
-                    // Unknown outcome on a DynamoDB error: the next holder
-                    // reconciles from the target, so stop this partition.
-                    fail(ferry, flow, flow_key, p, &e.into()).await;
-                } else {
-                    // Already stopped; its records are on the target and the
-                    // next holder reconciles them.
-                    tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not checkpoint a stopped partition; the next invocation reconciles");
-                    p.unsaved = None;
-                }
+                fail(ferry, flow, flow_key, p, &e.into()).await;
             }
         }
     }
@@ -881,13 +883,7 @@ where
         })?;
         for i in idx {
             let tp = tp_of(&parts[i]);
-            let r = map.remove(tp).unwrap_or_else(|| {
-                Err(KafkaError::UnknownPartition {
-                    cluster: cluster.alias().to_owned(),
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                })
-            });
+            let r = map.remove(tp).unwrap_or_else(|| Err(unknown_partition(cluster, tp)));
             out.push((i, r));
         }
     }
@@ -935,13 +931,16 @@ async fn produce_round(target: &KafkaCluster, parts: &[Part], to_send: &[usize])
 async fn fetch_one(cluster: &KafkaCluster, tp: &TopicPartition, pos: i64, max_bytes: i32) -> Result<FetchedPartition, KafkaError> {
     let leader = cluster.leaders(std::slice::from_ref(tp)).await?[tp];
     let mut res = cluster.fetch(leader, &[(tp.clone(), pos)], max_bytes, 0).await?;
-    res.remove(tp).unwrap_or_else(|| {
-        Err(KafkaError::UnknownPartition {
-            cluster: cluster.alias().to_owned(),
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-        })
-    })
+    res.remove(tp).unwrap_or_else(|| Err(unknown_partition(cluster, tp)))
+}
+
+/// A partition a response or a metadata answer left out.
+fn unknown_partition(cluster: &KafkaCluster, tp: &TopicPartition) -> KafkaError {
+    KafkaError::UnknownPartition {
+        cluster: cluster.alias().to_owned(),
+        topic: tp.topic.clone(),
+        partition: tp.partition,
+    }
 }
 
 /// Merge the first of `runs` into the last stored run when it continues
@@ -991,12 +990,7 @@ async fn reconcile_all(
     for &(i, prev_pid) in which {
         let p = &mut parts[i];
         let Some(&end) = ends.get(&p.target) else {
-            let e = FerryError::from(KafkaError::UnknownPartition {
-                cluster: target.alias().to_owned(),
-                topic: p.target.topic.clone(),
-                partition: p.target.partition,
-            });
-            fail(ferry, flow, flow_key, p, &e).await;
+            fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
             continue;
         };
         if end <= p.target_end {
