@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
     ProjectionType, Put, ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
@@ -14,9 +16,13 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
+use futures::future::join_all;
+
+/// DynamoDB's limit on the items of one transaction.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// A state-store failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
     /// Another worker holds the partition's lease.
@@ -835,6 +841,62 @@ impl StateStore {
 
     /// Move the cursor and store the mapping, atomically, under the lease.
     pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
+        let items = self.checkpoint_items(flow, lease, cp)?;
+        let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        self.checkpoint_outcome(lease, res)
+    }
+
+    /// Several partitions' checkpoints, in as few DynamoDB transactions as
+    /// its limit of 100 items a transaction allows: one request where there
+    /// were as many as partitions. Each result is its own checkpoint's. A
+    /// transaction DynamoDB cancels wrote none of its items; its checkpoints
+    /// are then written again one by one, so a lease lost on one partition
+    /// fails that partition only.
+    pub async fn checkpoint_all(&self, flow: &str, cps: &[(&Lease, &Checkpoint)]) -> Vec<Result<(), StateError>> {
+        let mut results: Vec<Option<Result<(), StateError>>> = vec![None; cps.len()];
+        // Bins of (index, items), each within one transaction.
+        let mut bins: Vec<Vec<(usize, Vec<TransactWriteItem>)>> = Vec::new();
+        let mut bin_items = 0;
+        for (i, (lease, cp)) in cps.iter().enumerate() {
+            match self.checkpoint_items(flow, lease, cp) {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(items) => {
+                    if bins.is_empty() || bin_items + items.len() > MAX_TRANSACTION_ITEMS {
+                        bins.push(Vec::new());
+                        bin_items = 0;
+                    }
+                    bin_items += items.len();
+                    bins.last_mut().expect("a bin was pushed").push((i, items));
+                }
+            }
+        }
+        let done = join_all(bins.into_iter().map(|bin| async move {
+            let members: Vec<usize> = bin.iter().map(|(i, _)| *i).collect();
+            let items: Vec<TransactWriteItem> = bin.into_iter().flat_map(|(_, items)| items).collect();
+            let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let outcome: Vec<Result<(), StateError>> = match (members.as_slice(), res) {
+                ([only], res) => vec![self.checkpoint_outcome(cps[*only].0, res)],
+                (_, Ok(_)) => members.iter().map(|_| Ok(())).collect(),
+                (_, Err(SdkError::ServiceError(e))) if e.err().is_transaction_canceled_exception() => {
+                    join_all(members.iter().map(|&i| self.checkpoint(flow, cps[i].0, cps[i].1))).await
+                }
+                (_, Err(e)) => {
+                    let e = dynamo_err("TransactWriteItems", &self.cursors, e);
+                    members.iter().map(|_| Err(e.clone())).collect()
+                }
+            };
+            members.into_iter().zip(outcome).collect::<Vec<_>>()
+        }))
+        .await;
+        for (i, r) in done.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        results.into_iter().map(|r| r.expect("every checkpoint has a result")).collect()
+    }
+
+    /// The items of one checkpoint's transaction: the cursor (conditional
+    /// on the lease and the stored cursor) first, then the offset-map runs.
+    fn checkpoint_items(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<Vec<TransactWriteItem>, StateError> {
         let mut items = Vec::with_capacity(1 + cp.runs.len());
         let cursor_update = Update::builder()
             .table_name(&self.cursors)
@@ -904,16 +966,22 @@ impl StateStore {
             };
             items.push(item);
         }
-        let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        Ok(items)
+    }
+
+    /// What one checkpoint's transaction did.
+    fn checkpoint_outcome<T>(
+        &self,
+        lease: &Lease,
+        res: Result<T, SdkError<TransactWriteItemsError, HttpResponse>>,
+    ) -> Result<(), StateError> {
         match res {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => {
                 // The cursor condition is the first item; any cancellation
                 // there means the lease moved or the cursor moved under us.
                 let reasons = match e.err() {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
-                        t.cancellation_reasons().to_vec()
-                    }
+                    TransactWriteItemsError::TransactionCanceledException(t) => t.cancellation_reasons().to_vec(),
                     _ => Vec::new(),
                 };
                 let cursor_failed = reasons

@@ -184,3 +184,56 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
     read.sort_by_key(key);
     assert_eq!(read, items);
 }
+
+#[tokio::test]
+async fn checkpoints_of_many_partitions_share_transactions_and_fail_one_by_one() {
+    let s = store().await;
+    // Three partitions of 46 items each (the cursor and 45 runs): two
+    // transactions, as one holds at most 100 items.
+    let mut leases = Vec::new();
+    for p in 0..3 {
+        let tp = TopicPartition::new("many", p);
+        assert!(s.init_cursor("r/f", &tp, "many", 0).await.expect("init"));
+        leases.push(
+            s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60))
+                .await
+                .expect("lease")
+                .0,
+        );
+    }
+    let first: Vec<Checkpoint> = (0..3).map(|_| cp(0, 450, gapped_runs(0, 45), None)).collect();
+    let cps: Vec<_> = leases.iter().zip(&first).collect();
+    let res = s.checkpoint_all("r/f", &cps).await;
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    for l in &leases {
+        assert_eq!(s.runs("r/f", &l.tp).await.expect("runs"), gapped_runs(0, 45), "{}", l.tp);
+        assert_eq!(
+            s.get_cursor("r/f", &l.tp).await.expect("cursor").expect("row").next_source_offset,
+            450
+        );
+    }
+
+    // Partition 1's lease is stale (an older epoch, as after a takeover);
+    // one transaction holds all three small checkpoints, and only
+    // partition 1's fails.
+    leases[1].epoch -= 1;
+    let run = |i: i64| OffsetRun {
+        source_start: 500,
+        target_start: 300 + i,
+        length: 10,
+    };
+    let second: Vec<Checkpoint> = (0..3).map(|i| cp(450, 510, vec![run(i)], None)).collect();
+    let cps: Vec<_> = leases.iter().zip(&second).collect();
+    let res = s.checkpoint_all("r/f", &cps).await;
+    assert!(res[0].is_ok() && res[2].is_ok(), "{res:?}");
+    assert!(matches!(res[1], Err(StateError::LeaseLost { .. })), "{:?}", res[1]);
+    for (i, l) in leases.iter().enumerate() {
+        let stored = s.get_cursor("r/f", &l.tp).await.expect("cursor").expect("row").next_source_offset;
+        let runs = s.runs("r/f", &l.tp).await.expect("runs");
+        if i == 1 {
+            assert_eq!((stored, runs.len()), (450, 45), "the fenced partition moved");
+        } else {
+            assert_eq!((stored, runs.last().copied()), (510, Some(run(i as i64))), "{}", l.tp);
+        }
+    }
+}

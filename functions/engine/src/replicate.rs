@@ -729,30 +729,45 @@ async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part]
 /// reach `checkpoint_max_bytes`, wait `checkpoint_interval`, fill half a
 /// transaction with runs, reach the plan's end offset, or the partition
 /// stops; a lease half spent; a cursor that can move over skipped
-/// (control, aborted, filtered) records.
+/// (control, aborted, filtered) records. When one is due, the partitions
+/// whose records are halfway there come along: they go in the same
+/// DynamoDB transaction (see [`StateStore::checkpoint_all`]), and the
+/// partitions' checkpoints stay in step instead of each costing a request
+/// of its own.
 fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], input: &ReplicateInput) -> Vec<Due> {
     let lease_expires_ms = lease_expires_at(settings);
+    let idle = |p: &Part| p.pending.is_empty() && p.inflight.is_none();
+    let ripe = |p: &Part, share: u32| {
+        p.unsaved.as_ref().is_some_and(|u| {
+            u.bytes as u64 >= settings.checkpoint_max_bytes / u64::from(share) || u.since.elapsed() >= settings.checkpoint_interval / share
+        })
+    };
+    let due: Vec<bool> = parts
+        .iter()
+        .map(|p| {
+            let due = p.unsaved.as_ref().is_some_and(|u| {
+                p.done.is_some()
+                    || p.flush_soon
+                    || ripe(p, 1)
+                    || u.runs.len() >= MAX_RUNS_PER_BATCH
+                    || (input.stop_at_plan_end && idle(p) && p.fetch_pos >= p.work.end_offset)
+            });
+            // A partition that stopped cleanly still moves its cursor over the
+            // records it skipped: the next invocation would read (and count)
+            // them again.
+            let idle_move = p.done.is_none_or(stopped_cleanly) && p.unsaved.is_none() && idle(p) && p.fetch_pos > p.cursor;
+            let renew = p.done.is_none() && p.lease_renewal_due(settings.lease_duration);
+            due || idle_move || renew
+        })
+        .collect();
+    let any = due.iter().any(|&d| d);
     let mut due_now = Vec::new();
     for (i, p) in parts.iter_mut().enumerate() {
-        let idle = p.pending.is_empty() && p.inflight.is_none();
-        let due = p.unsaved.as_ref().is_some_and(|u| {
-            p.done.is_some()
-                || p.flush_soon
-                || u.bytes as u64 >= settings.checkpoint_max_bytes
-                || u.since.elapsed() >= settings.checkpoint_interval
-                || u.runs.len() >= MAX_RUNS_PER_BATCH
-                || (input.stop_at_plan_end && idle && p.fetch_pos >= p.work.end_offset)
-        });
-        // A partition that stopped cleanly still moves its cursor over the
-        // records it skipped: the next invocation would read (and count)
-        // them again.
-        let idle_move = p.done.is_none_or(stopped_cleanly) && p.unsaved.is_none() && idle && p.fetch_pos > p.cursor;
-        let renew = p.done.is_none() && p.lease_renewal_due(settings.lease_duration);
-        if !(due || idle_move || renew) {
+        if !(due[i] || (any && ripe(p, 2))) {
             continue;
         }
         let to = match &p.unsaved {
-            _ if idle && p.fetch_pos > p.cursor => p.fetch_pos,
+            _ if idle(p) && p.fetch_pos > p.cursor => p.fetch_pos,
             Some(u) => u.to_source,
             None => p.cursor,
         };
@@ -766,13 +781,14 @@ fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], inpu
     due_now
 }
 
+async fn write_checkpoints(store: &StateStore, flow_key: &str, parts: &[Part], due: &[Due]) -> Vec<Result<(), StateError>> {
+    let cps: Vec<(&Lease, &Checkpoint)> = due.iter().map(|d| (&parts[d.part].lease, &d.cp)).collect();
+    store.checkpoint_all(flow_key, &cps).await
+}
+
 /// Stopped with nothing in doubt: its fetch position is sound to checkpoint.
 fn stopped_cleanly(reason: StopReason) -> bool {
     matches!(reason, StopReason::CaughtUp | StopReason::Budget | StopReason::Interrupted)
-}
-
-async fn write_checkpoints(store: &StateStore, flow_key: &str, parts: &[Part], due: &[Due]) -> Vec<Result<(), StateError>> {
-    join_all(due.iter().map(|d| store.checkpoint(flow_key, &parts[d.part].lease, &d.cp))).await
 }
 
 /// Apply what the checkpoint writes did.
@@ -1400,6 +1416,41 @@ mod tests {
         // Nothing skipped: nothing to write.
         let mut parts = [read_past_cursor(25, 25, Some(StopReason::CaughtUp))];
         assert!(due_checkpoints(&settings, &mut parts, &input).is_empty());
+    }
+
+    #[test]
+    fn a_due_checkpoint_takes_the_partitions_halfway_there_along() {
+        let settings = Settings::default();
+        let input = ReplicateInput {
+            flow: "a>b".into(),
+            partitions: Vec::new(),
+            stop_at_plan_end: false,
+            max_seconds: None,
+        };
+        let aged = |p: &mut Part, age: Duration| {
+            p.pending.push_back(rec(10, 10)); // still busy: not an idle move
+            p.unsaved = Some(Unsaved {
+                since: tokio::time::Instant::now() - age,
+                ..unsaved(0, 0, 10, None)
+            });
+        };
+        let interval = settings.checkpoint_interval;
+        let mut parts = [
+            read_past_cursor(0, 10, None),
+            read_past_cursor(0, 10, None),
+            read_past_cursor(0, 10, None),
+        ];
+        aged(&mut parts[0], interval * 6 / 10);
+        aged(&mut parts[1], interval / 10);
+        aged(&mut parts[2], interval * 6 / 10);
+        // Nothing due yet: nothing written, however ripe.
+        assert!(due_checkpoints(&settings, &mut parts, &input).is_empty());
+        // Partition 2 is due: partition 0, past half the interval, comes
+        // along; partition 1 waits.
+        aged(&mut parts[2], interval);
+        let due: Vec<usize> = due_checkpoints(&settings, &mut parts, &input).iter().map(|d| d.part).collect();
+        assert_eq!(due, vec![0, 2]);
+        assert!(parts[0].unsaved.is_none() && parts[1].unsaved.is_some() && parts[2].unsaved.is_none());
     }
 
     #[test]
