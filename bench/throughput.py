@@ -554,6 +554,8 @@ def measure_latency(topic: str, pid: int, work: Path, label: str, during=None,
     }
     if writes:
         res.update({"dynamodb": writes, "state_writes_per_gb": round(writes["write_requests"] / gb, 1),
+                    "state_write_items_per_gb": round(
+                        sum(v for k, v in writes["items"].items() if k != "condition_check") / gb, 1),
                     "write_units_per_second": round(writes["write_units"] / window_s, 1)})
     say(f"{label}: p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms, max {res['max_ms']:.0f} ms "
         f"({len(lat)} of {produced['records']} records)")
@@ -681,6 +683,9 @@ def table(r: dict) -> str:
         ("Peak RSS, MB (bulk copy)", "", v(r.get("ferry_peak_rss_mb")), v(r.get("mirrormaker2_peak_rss_mb"))),
         ("DynamoDB write requests per GB (bulk copy)", "", v(r.get("ferry_state_writes_per_gb")), ""),
         (f"DynamoDB write requests per GB at {LATENCY_MBPS:g} MB/s", "", v(r.get("ferry_steady_state_writes_per_gb")), ""),
+        ("DynamoDB items written per GB (bulk copy)", "", v(r.get("ferry_state_write_items_per_gb")), ""),
+        (f"DynamoDB items written per GB at {LATENCY_MBPS:g} MB/s", "",
+         v(r.get("ferry_steady_state_write_items_per_gb")), ""),
         (f"Estimated AWS cost per GB at {LATENCY_MBPS:g} MB/s, USD", "", v(r.get("ferry_cost_usd_per_gb"), "{:.4f}"), ""),
     ]
     out = ["| | Limit (Kafka perf tools) | Ferry | MirrorMaker 2 |", "|---|---|---|---|"]
@@ -795,7 +800,8 @@ def main() -> int:
             r["ferry_latency"] = fl
             r.update({"ferry_latency_p50_ms": fl["p50_ms"], "ferry_latency_p99_ms": fl["p99_ms"],
                       "ferry_steady_cpu_s_per_gb": fl["cpu_s_per_gb"],
-                      "ferry_steady_state_writes_per_gb": fl["state_writes_per_gb"]})
+                      "ferry_steady_state_writes_per_gb": fl["state_writes_per_gb"],
+                      "ferry_steady_state_write_items_per_gb": fl["state_write_items_per_gb"]})
             if dry:
                 r["ferry_cost"] = cost_per_gb(dry, fl)
                 r["ferry_cost_usd_per_gb"] = r["ferry_cost"].get("usd_per_gb")

@@ -133,6 +133,10 @@ struct RunArgs {
     /// Uncompressed bytes per produced batch.
     #[arg(long, default_value_t = 900 * 1024)]
     produce_batch_max_bytes: usize,
+    /// Most bytes one fetch reads from one partition. Memory grows with
+    /// this times the partitions of a batch.
+    #[arg(long, default_value_t = Settings::default().fetch_partition_max_bytes)]
+    fetch_partition_max_bytes: i32,
     /// Longest acknowledged records wait for their checkpoint (cursor and
     /// offset map in DynamoDB), in seconds.
     #[arg(long, default_value_t = 2.0)]
@@ -240,6 +244,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         lease_duration: Duration::from_millis(args.lease_ms),
         max_partitions_per_batch: args.max_partitions_per_batch,
         produce_batch_max_bytes: args.produce_batch_max_bytes,
+        fetch_partition_max_bytes: args.fetch_partition_max_bytes,
         checkpoint_interval: Duration::try_from_secs_f64(args.checkpoint_seconds).map_err(|e| {
             format!(
                 "--checkpoint-seconds {}: {e}. Fix: give a number of seconds such as 2",
