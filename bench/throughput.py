@@ -56,6 +56,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E40
 from conftest import SOURCE, TARGET, write_config  # noqa: E402
 from dynamo_counter import DynamoCounter  # noqa: E402
 from mm2_local import SINGLE_BROKER  # noqa: E402
+from peak_rss import PeakRss  # noqa: E402
 
 GB = float(os.environ.get("BENCH_GB", "2"))
 VALUE_BYTES = 1024
@@ -316,8 +317,13 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
         t0 = time.monotonic()
         flags = ["--once", "--max-partitions-per-batch", str(PARTITIONS), "--round-seconds", str(BULK_ROUND_SECONDS)]
         proc = subprocess.Popen(ferry_args("run", kc, ri, name, *flags), stdout=out, stderr=subprocess.STDOUT, env=env)
+        peak = PeakRss(proc.pid)
         first, last = watch_until(topic, RECORDS, proc, t0, timeout_s=3600)
-        # wait4: this one child's CPU time and peak RSS.
+        # wait4: this one child's CPU time (its peak RSS comes from /proc:
+        # see bench/peak_rss.py).
+        while not exited(proc.pid):
+            time.sleep(0.05)
+        peak_rss_mb = peak.result()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         process_s = time.monotonic() - t0
@@ -336,7 +342,7 @@ def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
         "mb_per_s_after_first_record": round(mb(RECORDS * RECORD_BYTES) / max(last - first, 0.2), 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "cpu_s_per_gb": round((usage.ru_utime + usage.ru_stime) / gb, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb,
         "rounds": len(rounds),
         "round_lines": rounds,
         "moto_cpu_s": round(moto1 - moto0, 2) if moto0 is not None and moto1 is not None else None,
