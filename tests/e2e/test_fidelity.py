@@ -89,3 +89,26 @@ def test_null_header_value_and_duplicates_survive_explicitly(tmp_path):
     [rec] = read_partition(TARGET, t, 0)
     assert rec["headers"] == hdrs
     assert rec["timestamp"] == 1_700_000_000_123
+
+
+def test_a_batch_larger_than_the_fetch_size_arrives_while_other_partitions_have_more(tmp_path):
+    """The broker hands a batch larger than the per-partition fetch size only
+    to the first partition of a request that has data; Ferry puts a
+    partition that got nothing first in its next fetch. Here the fetch size
+    is 10 kB, partition 1 holds 50 kB batches, partitions 0 and 2 thousands
+    of small records."""
+    t = unique("oversized")
+    create_topic(SOURCE, t, 3, KEEP)
+    rnd = random.Random(7)
+    ts = 1_700_000_000_000
+    recs = [(p, f"k{i}".encode(), os.urandom(1000), [], ts + i) for i in range(1500) for p in (0, 2)]
+    recs += [(1, f"big{i}".encode(), os.urandom(50_000), [("n", str(i).encode())], ts + i) for i in range(3)]
+    rnd.shuffle(recs)
+    produce_all(t, recs)
+    kc, ri = write_config(tmp_path, [t])
+    res = Ferry(kc, ri).run("--once", "--fetch-partition-max-bytes", "10000")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for p in range(3):
+        src, dst = read_partition(SOURCE, t, p), read_partition(TARGET, t, p)
+        assert len(src) == (3 if p == 1 else 1500)
+        assert [comparable(r) for r in dst] == [comparable(r) for r in src], f"partition {p} differs"

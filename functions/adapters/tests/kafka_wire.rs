@@ -151,3 +151,74 @@ async fn unreachable_cluster_names_it() {
     assert!(err.to_string().contains("nowhere"), "{err}");
     assert!(err.is_retryable());
 }
+
+/// Why the replicator puts a partition that got nothing first in its next
+/// fetch: a batch larger than the per-partition fetch size comes back only
+/// to the first partition of the request that has data (KIP-74), and the
+/// request goes out in the order given.
+#[tokio::test]
+async fn a_batch_larger_than_the_fetch_size_comes_back_only_to_the_first_partition_with_data() {
+    let cluster = KafkaCluster::new("source", vec![bootstrap()], Duration::from_secs(10));
+    let topic = topic_name("oversized");
+    cluster
+        .create_topics(&[(topic.clone(), 2)])
+        .await
+        .expect("create topic (is the stack up? run infra/local/up)");
+    let (small, big) = (TopicPartition::new(topic.clone(), 0), TopicPartition::new(topic.clone(), 1));
+    let (pid, epoch) = cluster.init_producer_id().await.expect("producer id");
+    let write = |tp: TopicPartition, value_len: usize| {
+        let cluster = &cluster;
+        async move {
+            let rec = SourceRecord {
+                offset: 0,
+                timestamp: 1_700_000_000_000,
+                attributes: 0,
+                tail: tail(b"k", &vec![7u8; value_len]),
+            };
+            let stamp = ProducerStamp {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: 0,
+            };
+            let bytes = batch::build_batch(&[rec], Compression::None, stamp).expect("build");
+            for _ in 0..50 {
+                if let Ok(l) = cluster.leaders(std::slice::from_ref(&tp)).await {
+                    let mut res = cluster
+                        .produce(l[&tp], vec![(tp.clone(), bytes.clone())], 10_000)
+                        .await
+                        .expect("produce");
+                    match res.remove(&tp).expect("partition in response") {
+                        Ok(_) => return l[&tp],
+                        Err(e) if e.is_retryable() => {}
+                        Err(e) => panic!("produce failed: {e}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{tp} never took a write");
+        }
+    };
+    let leader = write(small.clone(), 100).await;
+    assert_eq!(write(big.clone(), 50_000).await, leader, "one broker leads both");
+    let max = 10_000;
+
+    let res = cluster
+        .fetch(leader, &[(small.clone(), 0), (big.clone(), 0)], max, 0)
+        .await
+        .expect("fetch");
+    let (s, b) = (res[&small].as_ref().expect("small ok"), res[&big].as_ref().expect("big ok"));
+    assert!(!s.records.is_empty());
+    assert!(
+        b.records.is_empty() && b.last_stable_offset == 1,
+        "second with data: nothing, though the log has a record"
+    );
+
+    let res = cluster
+        .fetch(leader, &[(big.clone(), 0), (small.clone(), 0)], max, 0)
+        .await
+        .expect("fetch");
+    let b = res[&big].as_ref().expect("big ok");
+    let batches = batch::split_batches(b.records.clone()).expect("split");
+    assert_eq!(batches.len(), 1, "first: the whole oversized batch");
+    assert!(batches[0].size > max as usize);
+}

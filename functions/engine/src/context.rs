@@ -58,7 +58,7 @@ impl Default for Settings {
         Self {
             table_prefix: default_table_prefix(),
             max_partitions_per_batch: ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH,
-            fetch_partition_max_bytes: 4 * 1024 * 1024,
+            fetch_partition_max_bytes: 1024 * 1024,
             produce_batch_max_bytes: 900 * 1024,
             fetch_max_wait_ms: 500,
             lease_duration: Duration::from_secs(30),

@@ -69,6 +69,11 @@ struct Part {
     /// Fetch again no sooner than this (waiting for the opposite flow to
     /// checkpoint what it wrote at `fetch_pos`).
     fetch_after: Option<Instant>,
+    /// The last fetch returned nothing although the log has more: the
+    /// next batch is larger than the fetch size (or the response filled
+    /// up first). The broker returns an oversized batch only to the first
+    /// partition of a request with data, so this one goes first next time.
+    starved: bool,
     pending: VecDeque<SourceRecord>,
     pending_bytes: usize,
     /// A built batch awaiting a successful produce, with its record count:
@@ -219,6 +224,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     cursor: item.next_source_offset,
                     fetch_pos: item.next_source_offset,
                     fetch_after: None,
+                    starved: false,
                     pending: VecDeque::new(),
                     pending_bytes: 0,
                     inflight: None,
@@ -528,12 +534,13 @@ async fn run_rounds(
             .collect();
         // Room for the batch in flight and the next one.
         let round_start = Instant::now();
-        let want: Vec<usize> = (0..parts.len())
+        let mut want: Vec<usize> = (0..parts.len())
             .filter(|&i| {
                 let p = &parts[i];
                 p.done.is_none() && p.pending_bytes < 2 * settings.produce_batch_max_bytes && p.fetch_after.is_none_or(|t| t <= round_start)
             })
             .collect();
+        want.sort_by_key(|&i| !parts[i].starved);
         // 3. Checkpoint what is due, renew leases, move idle cursors: written
         //    while the fetch and the produce are out, and settled before
         //    their results are (the acknowledgements of this round are the
@@ -587,6 +594,7 @@ async fn run_rounds(
                     match res {
                         Ok(f) => {
                             p.source_end = f.last_stable_offset.max(0);
+                            p.starved = f.records.is_empty() && f.last_stable_offset > p.fetch_pos;
                             match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter).await {
                                 Ok(read) => {
                                     if read.unmapped && p.fetch_after.is_none() {
@@ -1360,6 +1368,7 @@ mod tests {
             cursor,
             fetch_pos,
             fetch_after: None,
+            starved: false,
             pending: VecDeque::new(),
             pending_bytes: 0,
             inflight: None,

@@ -692,9 +692,19 @@ impl KafkaCluster {
         max_wait_ms: i32,
     ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
         let addr = self.leader_conn_addr(leader).await?;
-        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        // In the order given: the broker fills its response in request
+        // order, and returns a batch larger than `partition_max_bytes` only
+        // to the first partition that has data (KIP-74).
+        let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
         for (tp, offset) in positions {
-            topics.entry(&tp.topic).or_default().push(
+            let at = match topics.iter().position(|(t, _)| *t == tp.topic) {
+                Some(at) => at,
+                None => {
+                    topics.push((&tp.topic, Vec::new()));
+                    topics.len() - 1
+                }
+            };
+            topics[at].1.push(
                 FetchPartition::default()
                     .with_partition(tp.partition)
                     .with_fetch_offset(*offset)
