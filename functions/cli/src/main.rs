@@ -286,8 +286,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut failures = 0;
     let mut failing_since: Option<std::time::Instant> = None;
     loop {
+        let planning = std::time::Instant::now();
         let plan = match ferry_engine::plan::plan(&ferry, &PlanInput::default()).await {
             Ok(plan) => {
+                tracing::debug!(ms = planning.elapsed().as_millis() as u64, "planned");
                 failing_since = None;
                 plan
             }

@@ -307,6 +307,10 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             producer_epoch: epoch,
             base_sequence: 0,
         };
+        tracing::info!(
+            replicator = %ferry.spec.name, flow = %flow.id(), partitions = parts.len(), reconciled = to_reconcile.len(),
+            ms = started.elapsed().as_millis() as u64, "leased, reconciled and producer recorded; replicating"
+        );
         run_rounds(
             ferry,
             &flow,
@@ -328,7 +332,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         records_per_s: (p.records as f64 / secs).round() as i64,
         bytes_per_s: (p.bytes as f64 / secs).round() as i64,
     };
+    let stopping = std::time::Instant::now();
     let released = join_all(parts.iter().map(|p| ferry.store.release_lease(&flow_key, &p.lease, rate(p)))).await;
+    tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
     for (p, res) in parts.iter().zip(released) {
         match res {
             Ok(()) | Err(StateError::LeaseLost { .. }) => {}
