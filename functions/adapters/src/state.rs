@@ -16,7 +16,6 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
-use futures::future::join_all;
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -870,26 +869,27 @@ impl StateStore {
                 }
             }
         }
-        let done = join_all(bins.into_iter().map(|bin| async move {
+        // One transaction after another, and one checkpoint after another
+        // when falling back: moto (the tests' DynamoDB) undoes a cancelled
+        // transaction by restoring its tables as they were when it began,
+        // which would also undo a write made meanwhile.
+        for bin in bins {
             let members: Vec<usize> = bin.iter().map(|(i, _)| *i).collect();
             let items: Vec<TransactWriteItem> = bin.into_iter().flat_map(|(_, items)| items).collect();
             let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-            let outcome: Vec<Result<(), StateError>> = match (members.as_slice(), res) {
-                ([only], res) => vec![self.checkpoint_outcome(cps[*only].0, res)],
-                (_, Ok(_)) => members.iter().map(|_| Ok(())).collect(),
+            match (members.as_slice(), res) {
+                ([only], res) => results[*only] = Some(self.checkpoint_outcome(cps[*only].0, res)),
+                (_, Ok(_)) => members.iter().for_each(|&i| results[i] = Some(Ok(()))),
                 (_, Err(SdkError::ServiceError(e))) if e.err().is_transaction_canceled_exception() => {
-                    join_all(members.iter().map(|&i| self.checkpoint(flow, cps[i].0, cps[i].1))).await
+                    for &i in &members {
+                        results[i] = Some(self.checkpoint(flow, cps[i].0, cps[i].1).await);
+                    }
                 }
                 (_, Err(e)) => {
                     let e = dynamo_err("TransactWriteItems", &self.cursors, e);
-                    members.iter().map(|_| Err(e.clone())).collect()
+                    members.iter().for_each(|&i| results[i] = Some(Err(e.clone())));
                 }
-            };
-            members.into_iter().zip(outcome).collect::<Vec<_>>()
-        }))
-        .await;
-        for (i, r) in done.into_iter().flatten() {
-            results[i] = Some(r);
+            }
         }
         results.into_iter().map(|r| r.expect("every checkpoint has a result")).collect()
     }
