@@ -104,19 +104,24 @@ def test_sam_build_packages_every_function(tmp_path):
     sam = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "sam"
     assert sam.exists(), f"{sam} is missing: infra/local/test-tools installs it"
     env = dict(os.environ, SAM_CLI_TELEMETRY="0", SAM_BUILD_MODE="debug", PATH=f"{sam.parent}:{os.environ['PATH']}")
-    res = subprocess.run([str(sam), "build", "--template-file", str(ROOT / "template.yaml"),
-                          "--build-dir", str(tmp_path / "build"), "--cache-dir", str(tmp_path / "cache")],
-                         capture_output=True, text=True, timeout=2400, env=env, cwd=ROOT)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    functions = re.findall(r"^  (\w+Function):\n    Type: AWS::Serverless::Function", (ROOT / "template.yaml").read_text(), re.M)
-    assert sorted(functions) == ["PlanFunction", "ReplicateFunction", "ReportFunction", "SyncGroupsFunction"]
-    for fn in functions:
-        bootstrap = tmp_path / "build" / fn / "bootstrap"
-        assert bootstrap.exists(), f"{fn}: no bootstrap in {sorted(p.name for p in (tmp_path / 'build').iterdir())}"
-        assert os.access(bootstrap, os.X_OK) and bootstrap.read_bytes()[:4] == b"\x7fELF", fn
-    built = (tmp_path / "build" / "template.yaml").read_text()
-    assert all(f"CodeUri: {fn}" in built for fn in functions), built
-    shutil.rmtree(tmp_path / "build")  # about 1 GB of debug binaries
+    try:
+        res = subprocess.run([str(sam), "build", "--template-file", str(ROOT / "template.yaml"),
+                              "--build-dir", str(tmp_path / "build"), "--cache-dir", str(tmp_path / "cache")],
+                             capture_output=True, text=True, timeout=2400, env=env, cwd=ROOT)
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        functions = re.findall(r"^  (\w+Function):\n    Type: AWS::Serverless::Function",
+                               (ROOT / "template.yaml").read_text(), re.M)
+        assert sorted(functions) == ["PlanFunction", "ReplicateFunction", "ReportFunction", "SyncGroupsFunction"]
+        for fn in functions:
+            bootstrap = tmp_path / "build" / fn / "bootstrap"
+            assert bootstrap.exists(), f"{fn}: no bootstrap in {sorted(p.name for p in (tmp_path / 'build').iterdir())}"
+            assert os.access(bootstrap, os.X_OK) and bootstrap.read_bytes()[:4] == b"\x7fELF", fn
+        built = (tmp_path / "build" / "template.yaml").read_text()
+        assert all(f"CodeUri: {fn}" in built for fn in functions), built
+    finally:
+        # The copies of the binaries: pass or fail, the disk space goes back
+        # for the tests after this one.
+        shutil.rmtree(tmp_path / "build", ignore_errors=True)
 
 
 def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
