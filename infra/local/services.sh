@@ -24,9 +24,10 @@ KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_HEAP=${FERRY_KAFKA_HEAP:--Xmx512m}
 # The target always runs the POM's release. The source runs
 # SOURCE_KAFKA_VERSION when set, for compatibility runs (infra/local/compat):
-# a migration starts from whatever Kafka the customer has. Kafka 3.x lines
-# get their classpath from kafka/pom-3.x.xml (log4j 1), later ones from
-# kafka/pom.xml, each under .cache/kafka-<version>.
+# a migration starts from whatever Kafka the customer has. Kafka 2.x and 3.x
+# lines get their classpath from kafka/pom-3.x.xml (log4j 1), later ones from
+# kafka/pom.xml, each under .cache/kafka-<version>. Releases before 3.9 run
+# in ZooKeeper mode (ZooKeeper from the same classpath), 3.9 on in KRaft.
 SOURCE_VERSION=${SOURCE_KAFKA_VERSION:-$KAFKA_VERSION}
 
 SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
@@ -50,6 +51,9 @@ PKI_OTHER_CA="$PKI_DIR/other-ca.pem"
 # Kafka PEM keystores: unencrypted PKCS#8 key, then the chain it serves.
 PKI_BROKER_KEYSTORE="$PKI_DIR/broker-keystore.pem"
 PKI_EXPIRED_KEYSTORE="$PKI_DIR/expired-broker-keystore.pem"
+# Kafka before 3.x reads a PEM key store only with an encrypted key: the
+# same keys, encrypted with this local-only password (pki_encrypted_keystore).
+PKI_KEY_PASSWORD=ferry-local-keystore
 # The replicator's SCRAM user on the source: both mechanisms, a super user.
 # Like every password here, local-only.
 SOURCE_SCRAM_USER=ferry
@@ -229,14 +233,21 @@ ensure_kafka_libs() {
   echo "$want" >"$stamp"
 }
 
-# kafka_version_check VERSION: dies unless this stack can run VERSION in
-# KRaft combined mode with --standalone (KIP-853, Kafka 3.9 and later).
+# kafka_version_check VERSION: dies unless this stack can run VERSION: 2.8
+# or later, the oldest source MSK Replicator accepts.
 kafka_version_check() {
   local version=$1
   [[ $version =~ ^([0-9]+)\.([0-9]+)\.[0-9]+$ ]] || die "Kafka version '$version' is not MAJOR.MINOR.PATCH"
-  if ((BASH_REMATCH[1] < 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] < 9))); then
-    die "Kafka $version: the local stack needs 3.9 or later (a KRaft controller formatted with --standalone, KIP-853)"
+  if ((BASH_REMATCH[1] < 2 || (BASH_REMATCH[1] == 2 && BASH_REMATCH[2] < 8))); then
+    die "Kafka $version: the local stack runs 2.8 or later (the oldest source MSK Replicator accepts)"
   fi
+}
+
+# True when VERSION runs with ZooKeeper here: before 3.9, whose KRaft
+# controller is the first to format with --standalone (KIP-853).
+kafka_zookeeper_mode() {
+  [[ $1 =~ ^([0-9]+)\.([0-9]+)\. ]] || return 1
+  ((BASH_REMATCH[1] < 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] < 9)))
 }
 
 # kafka_major VERSION: its first number (3 or 4...).
@@ -251,7 +262,7 @@ kafka_version_libs() {
   [[ $version == "$KAFKA_VERSION" ]] && return 0
   kafka_version_check "$version"
   home="$CACHE_DIR/kafka-$version"
-  if (($(kafka_major "$version") == 3)); then
+  if (($(kafka_major "$version") <= 3)); then
     pom="$LOCAL_DIR/kafka/pom-3.x.xml"
   else
     pom="$LOCAL_DIR/kafka/pom.xml"
@@ -387,6 +398,20 @@ authorityKeyIdentifier = keyid'
   PKI_REGENERATED=true
 }
 
+# pki_encrypted_keystore KEYSTORE: makes the copy of KEYSTORE whose key is
+# encrypted with PKI_KEY_PASSWORD, when missing or older than KEYSTORE.
+pki_encrypted_path() { echo "${1%.pem}-encrypted.pem"; }
+pki_encrypted_keystore() {
+  local in=$1 out
+  out=$(pki_encrypted_path "$1")
+  if [[ ! -s $out || $in -nt $out ]]; then
+    { openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES -passout "pass:$PKI_KEY_PASSWORD" -in "$in" &&
+      sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$in"; } \
+      >"$out.tmp" 2>>"$PKI_DIR/openssl.log" || die "pki: openssl failed to encrypt the key of $in"
+    mv "$out.tmp" "$out"
+  fi
+}
+
 # --- Kafka -------------------------------------------------------------------
 
 kafka_port() {
@@ -426,15 +451,22 @@ kafka_cds() {
 }
 
 # kafka_config CLUSTER: prints the server.properties of a single-node KRaft
-# cluster in combined mode (broker and controller in one JVM).
+# cluster in combined mode (broker and controller in one JVM), or, for a
+# release before 3.9, of one broker with its own ZooKeeper on the port the
+# controller would have.
 kafka_config() {
-  local cluster=$1 dir port controller listeners advertised protocols
+  local cluster=$1 dir port controller listeners advertised protocols zookeeper=false
   dir=$(kafka_dir "$cluster")
   port=$(kafka_port "$cluster")
   controller=$((port + 1))
+  kafka_zookeeper_mode "$(kafka_version "$cluster")" && zookeeper=true
   listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
-  advertised=$listeners
   protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if $zookeeper; then
+    listeners="PLAINTEXT://127.0.0.1:$port"
+    protocols="PLAINTEXT:PLAINTEXT"
+  fi
+  advertised=$listeners
   if [[ $cluster == source ]]; then
     # Bound to 127.0.0.1 but advertised as localhost: the only name on the
     # certificates, which clients verify.
@@ -442,15 +474,24 @@ kafka_config() {
     advertised+=",SASL_SSL://localhost:$SOURCE_SASL_SSL_PORT,EXPIRED://localhost:$SOURCE_EXPIRED_PORT"
     protocols+=",SASL_SSL:SASL_SSL,EXPIRED:SASL_SSL"
   fi
-  cat <<EOF
-# Written by infra/local for the local "$cluster" cluster; rewritten on every start.
+  echo "# Written by infra/local for the local \"$cluster\" cluster; rewritten on every start."
+  if $zookeeper; then
+    cat <<EOF
+broker.id=1
+zookeeper.connect=127.0.0.1:$controller
+EOF
+  else
+    cat <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
+controller.listener.names=CONTROLLER
+EOF
+  fi
+  cat <<EOF
 listeners=$listeners
 advertised.listeners=$advertised
 inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
 listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=1
@@ -472,12 +513,22 @@ group.initial.rebalance.delay.ms=0
 # ACLs are enforced (and copied by Ferry). Everything here connects as
 # User:ANONYMOUS over PLAINTEXT, so that principal is a super user, as is
 # admin (and on the source the replicator's SCRAM user); the other SCRAM
-# users are principals for ACLs.
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+# users are principals for ACLs. With ZooKeeper, ACLs live there.
 EOF
+  if $zookeeper; then
+    echo 'authorizer.class.name=kafka.security.authorizer.AclAuthorizer'
+  else
+    echo 'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer'
+  fi
   if [[ $cluster != source ]]; then
     echo 'super.users=User:admin;User:ANONYMOUS'
     return 0
+  fi
+  local broker_keystore=$PKI_BROKER_KEYSTORE expired_keystore=$PKI_EXPIRED_KEYSTORE key_password=""
+  if (($(kafka_major "$(kafka_version "$cluster")") < 3)); then
+    broker_keystore=$(pki_encrypted_path "$PKI_BROKER_KEYSTORE")
+    expired_keystore=$(pki_encrypted_path "$PKI_EXPIRED_KEYSTORE")
+    key_password=$PKI_KEY_PASSWORD
   fi
   # The listener names are fixed, so the same config serves any port.
   cat <<EOF
@@ -489,17 +540,22 @@ sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
-listener.name.sasl_ssl.ssl.keystore.location=$PKI_BROKER_KEYSTORE
+listener.name.sasl_ssl.ssl.keystore.location=$broker_keystore
 listener.name.sasl_ssl.ssl.client.auth=none
+EOF
+  [[ -z $key_password ]] || echo "listener.name.sasl_ssl.ssl.key.password=$key_password"
+  cat <<EOF
 # Sessions on this listener last 20 s: clients must re-authenticate in band
 # (KIP-368), which is how a rotated password reaches a running client.
 listener.name.sasl_ssl.connections.max.reauth.ms=20000
 listener.name.expired.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.expired.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.expired.ssl.keystore.type=PEM
-listener.name.expired.ssl.keystore.location=$PKI_EXPIRED_KEYSTORE
+listener.name.expired.ssl.keystore.location=$expired_keystore
 listener.name.expired.ssl.client.auth=none
 EOF
+  [[ -z $key_password ]] || echo "listener.name.expired.ssl.key.password=$key_password"
+  return 0
 }
 
 # True when the running broker of CLUSTER was started with the configuration
@@ -518,6 +574,7 @@ kafka_config_current() {
 # ran with tells which address the log holds.
 kafka_check_formatted() {
   local cluster=$1 dir controller
+  kafka_zookeeper_mode "$(kafka_version "$cluster")" && return 0
   dir=$(kafka_dir "$cluster")
   controller=$(($(kafka_port "$cluster") + 1))
   if [[ -f $dir/data/meta.properties ]] &&
@@ -564,6 +621,10 @@ kafka_write_config() {
   if [[ $1 == source && ! -s $PKI_BROKER_KEYSTORE ]]; then
     die "kafka source: no $PKI_BROKER_KEYSTORE for its SASL_SSL listener; run infra/local/up"
   fi
+  if [[ $1 == source ]] && (($(kafka_major "$(kafka_version source)") < 3)); then
+    pki_encrypted_keystore "$PKI_BROKER_KEYSTORE"
+    pki_encrypted_keystore "$PKI_EXPIRED_KEYSTORE"
+  fi
   mkdir -p "$dir/data"
   kafka_config "$1" >"$dir/server.properties"
 }
@@ -572,8 +633,8 @@ kafka_write_config() {
 # $1 with heap option $2. A plain array: launch runs it in a fresh shell.
 kafka_cmd() {
   local logging=-Dlog4j2.configurationFile="$LOCAL_DIR/kafka/log4j2.xml"
-  # Kafka 3.x logs through log4j 1 (reload4j): same file, same format.
-  if (($(kafka_major "$(kafka_version "$1")") == 3)); then
+  # Kafka 2.x and 3.x log through log4j 1 (reload4j): same file, same format.
+  if (($(kafka_major "$(kafka_version "$1")") <= 3)); then
     logging=-Dlog4j.configuration="file:$LOCAL_DIR/kafka/log4j.properties"
   fi
   KAFKA_CMD=("$JAVA" "$2" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
@@ -588,6 +649,12 @@ kafka_format() {
   local cluster=$1 dir cluster_id
   dir=$(kafka_dir "$cluster")
   [[ -f $dir/data/meta.properties ]] && return 0
+  # With ZooKeeper the broker writes meta.properties itself at its first
+  # start, and SCRAM users are added later (infra/local/up).
+  if kafka_zookeeper_mode "$(kafka_version "$cluster")"; then
+    kafka_version "$cluster" >"$(kafka_version_file "$cluster")"
+    return 0
+  fi
   # As Kafka's Uuid.randomUuid: never one starting with "-", which
   # StorageTool's argument parser takes for an option (1 format in 64 failed).
   cluster_id=$("$VENV/bin/python" -c '
@@ -614,6 +681,10 @@ kafka_start() {
   dir=$(kafka_dir "$cluster")
   kafka_write_config "$cluster"
   kafka_format "$cluster"
+  if kafka_zookeeper_mode "$(kafka_version "$cluster")"; then
+    zk_live_pid "$cluster" >/dev/null || zk_start "$cluster"
+    zk_wait "$cluster"
+  fi
   log "kafka $cluster: starting Kafka $(kafka_version "$cluster") on $(kafka_bootstrap "$cluster")"
   # One log per run, and the run before it, so errors shown are this run's.
   if [[ -f $(kafka_log "$cluster") ]]; then
@@ -660,6 +731,54 @@ kafka_wait() {
     fi
   done
   die "Kafka did not come up: $(tr '\n' ' ' <<<"$failed")"
+}
+
+# --- ZooKeeper (source releases before 3.9) ---------------------------------
+# One standalone ZooKeeper per such cluster, from the release's own classpath
+# (Kafka's POM brings the ZooKeeper it was built with), on the port a KRaft
+# controller would take. A broker restart leaves it running; down stops it.
+
+zk_dir() { echo "$RUN_DIR/$1/zookeeper"; }
+zk_pidfile() { echo "$(zk_dir "$1")/zookeeper.pid"; }
+zk_marker() { echo "$(zk_dir "$1")/zookeeper.properties"; }
+zk_live_pid() { live_pid "$(zk_pidfile "$1")" "$(zk_marker "$1")"; }
+zk_port() { echo $(($(kafka_port "$1") + 1)); }
+
+zk_start() {
+  local cluster=$1 dir
+  dir=$(zk_dir "$cluster")
+  mkdir -p "$dir/data"
+  cat >"$(zk_marker "$cluster")" <<EOF
+# Written by infra/local for the local "$cluster" cluster; rewritten on every start.
+dataDir=$dir/data
+clientPortAddress=127.0.0.1
+clientPort=$(zk_port "$cluster")
+maxClientCnxns=0
+admin.enableServer=false
+EOF
+  log "zookeeper $cluster: starting on 127.0.0.1:$(zk_port "$cluster")"
+  kafka_cmd "$cluster" -Xmx128m
+  launch "$(zk_pidfile "$cluster")" "$dir/stdout.log" \
+    "${KAFKA_CMD[@]/#-Dferry.kafka.log=*/-Dferry.kafka.log=$dir/zookeeper.log}" \
+    org.apache.zookeeper.server.quorum.QuorumPeerMain "$(zk_marker "$cluster")"
+}
+
+zk_wait() {
+  local cluster=$1 deadline=$((SECONDS + READY_TIMEOUT))
+  until port_open "$(zk_port "$cluster")"; do
+    if ! zk_live_pid "$cluster" >/dev/null || ((SECONDS >= deadline)); then
+      show_log "$(zk_dir "$cluster")/stdout.log"
+      show_kafka_log "$(zk_dir "$cluster")/zookeeper.log"
+      die "zookeeper $cluster did not come up on 127.0.0.1:$(zk_port "$cluster")"
+    fi
+    sleep 0.2
+  done
+}
+
+# Quiet when this cluster never ran ZooKeeper.
+zk_stop() {
+  [[ -f $(zk_pidfile "$1") ]] || return 0
+  stop_service "zookeeper $1" "$(zk_pidfile "$1")" "$(zk_marker "$1")"
 }
 
 # --- moto ----------------------------------------------------------------------
