@@ -641,6 +641,16 @@ async fn run_rounds(
                     }
                 }
             }
+            // The source's answer could not be read, or it does not speak the
+            // fetch Ferry needs: the same request would get the same answer,
+            // so each partition of the round stops, naming the cause, rather
+            // than trying again for ever.
+            Some(Err(e @ (KafkaError::Protocol { .. } | KafkaError::Unsupported { .. }))) => {
+                let e = FerryError::from(e);
+                for &i in &want {
+                    fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                }
+            }
             Some(Err(e)) => {
                 tracing::warn!(flow = %flow.id(), cluster = %flow.source.alias, error = %e, "fetch round failed; will retry");
                 round_failed = true;

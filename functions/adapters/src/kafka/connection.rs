@@ -324,7 +324,10 @@ impl Connection {
                 ),
             ));
         }
-        let resp = R::Response::decode(&mut body, version).map_err(|e| KafkaError::protocol(&addr, format!("decoding response: {e}")))?;
+        let resp = R::Response::decode(&mut body, version).map_err(|e| {
+            let api = ApiKey::try_from(R::KEY).map_or_else(|_| format!("API {}", R::KEY), |k| format!("{k:?}"));
+            KafkaError::protocol(&addr, format!("decoding its {api} v{version} response: {e}"))
+        })?;
         if body.has_remaining() {
             tracing::debug!(broker = %addr, left = body.remaining(), "response had trailing bytes");
         }
