@@ -70,6 +70,14 @@ def first_error(conf: dict, timeout: float = 15.0) -> KafkaError:
     return errors[0]
 
 
+def assert_refused_in_handshake(error: KafkaError) -> None:
+    """librdkafka refused the broker's certificate. It names that failure
+    _SSL, or _TRANSPORT when the handshake error reaches it through the
+    socket first (seen once in a hundred runs); the message is the same."""
+    assert error.code() in (KafkaError._SSL, KafkaError._TRANSPORT), error
+    assert "certificate verify failed" in error.str(), error
+
+
 def tls_verify_error(bootstrap: str, server_name: str, cafile: str) -> str:
     """OpenSSL's verification message for the listener's certificate, as a
     client asking for server_name sees it; empty when it verifies."""
@@ -125,7 +133,7 @@ def test_ip_address_fails_hostname_verification():
     ip = f"127.0.0.1:{port(SASL_SSL)}"
     assert "mismatch" in tls_verify_error(SASL_SSL, "127.0.0.1", CA_FILE)
     error = first_error(client_conf(**{"bootstrap.servers": ip}))
-    assert error.code() == KafkaError._SSL, error
+    assert_refused_in_handshake(error)
     unchecked = client_conf(**{"bootstrap.servers": ip, "ssl.endpoint.identification.algorithm": "none"})
     assert AdminClient(unchecked).list_topics(timeout=30).brokers
 
@@ -133,14 +141,14 @@ def test_ip_address_fails_hostname_verification():
 def test_other_ca_is_not_trusted():
     assert tls_verify_error(SASL_SSL, "localhost", OTHER_CA_FILE) == "unable to get local issuer certificate"
     error = first_error(client_conf(**{"ssl.ca.location": OTHER_CA_FILE}))
-    assert error.code() == KafkaError._SSL, error
+    assert_refused_in_handshake(error)
 
 
 def test_expired_certificate_is_refused():
     """Same CA, same name, but expired: the listener starts, clients refuse it."""
     assert tls_verify_error(EXPIRED, "localhost", CA_FILE) == "certificate has expired"
     error = first_error(client_conf(**{"bootstrap.servers": EXPIRED}))
-    assert error.code() == KafkaError._SSL, error
+    assert_refused_in_handshake(error)
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
