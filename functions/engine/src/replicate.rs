@@ -641,11 +641,12 @@ async fn run_rounds(
                     }
                 }
             }
-            // The source's answer could not be read, or it does not speak the
+            // The source's answer did not decode, or it does not speak the
             // fetch Ferry needs: the same request would get the same answer,
             // so each partition of the round stops, naming the cause, rather
-            // than trying again for ever.
-            Some(Err(e @ (KafkaError::Protocol { .. } | KafkaError::Unsupported { .. }))) => {
+            // than trying again for ever. (Other protocol errors, such as a
+            // connection closed while it was being set up, can pass.)
+            Some(Err(e @ (KafkaError::Undecodable { .. } | KafkaError::Unsupported { .. }))) => {
                 let e = FerryError::from(e);
                 for &i in &want {
                     fail(ferry, flow, flow_key, &mut parts[i], &e).await;

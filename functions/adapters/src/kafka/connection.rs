@@ -139,7 +139,7 @@ impl Connection {
         let resp: ApiVersionsResponse = conn.roundtrip(&req, 3).await.map_err(|e| match (&e, security.tls.is_some()) {
             // A TLS client reading a PLAINTEXT listener (or the reverse)
             // gets garbage or a closed socket, not an answer.
-            (KafkaError::Io { .. } | KafkaError::Protocol { .. }, false) => KafkaError::Protocol {
+            (KafkaError::Io { .. } | KafkaError::Protocol { .. } | KafkaError::Undecodable { .. }, false) => KafkaError::Protocol {
                 broker: addr.to_owned(),
                 detail: format!("{e}; is this a TLS listener? then set EncryptionType TLS"),
             },
@@ -324,9 +324,11 @@ impl Connection {
                 ),
             ));
         }
-        let resp = R::Response::decode(&mut body, version).map_err(|e| {
-            let api = ApiKey::try_from(R::KEY).map_or_else(|_| format!("API {}", R::KEY), |k| format!("{k:?}"));
-            KafkaError::protocol(&addr, format!("decoding its {api} v{version} response: {e}"))
+        let resp = R::Response::decode(&mut body, version).map_err(|e| KafkaError::Undecodable {
+            broker: addr.clone(),
+            api: ApiKey::try_from(R::KEY).map_or_else(|_| format!("API {}", R::KEY), |k| format!("{k:?}")),
+            version,
+            detail: e.to_string(),
         })?;
         if body.has_remaining() {
             tracing::debug!(broker = %addr, left = body.remaining(), "response had trailing bytes");

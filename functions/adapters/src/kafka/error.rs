@@ -51,6 +51,19 @@ pub enum KafkaError {
         /// Detail.
         detail: String,
     },
+    /// An answer that does not decode at the version both sides agreed on:
+    /// the same request gets the same answer, so trying again cannot help.
+    #[error("protocol error with broker {broker}: decoding its {api} v{version} response: {detail}")]
+    Undecodable {
+        /// Broker address.
+        broker: String,
+        /// API name.
+        api: String,
+        /// The version of the request and the response.
+        version: i16,
+        /// What the decoder said.
+        detail: String,
+    },
     /// None of the bootstrap brokers answered.
     #[error("no broker of cluster {cluster} answered (tried {tried}): {last}")]
     NoBroker {
@@ -184,6 +197,7 @@ impl KafkaError {
             | KafkaError::AuthBackoff { .. }
             | KafkaError::Unsupported { .. }
             | KafkaError::Protocol { .. }
+            | KafkaError::Undecodable { .. }
             | KafkaError::UnknownPartition { .. }
             | KafkaError::Batch { .. } => false,
         }
@@ -248,6 +262,7 @@ impl KafkaError {
             KafkaError::Io { .. }
                 | KafkaError::Timeout { .. }
                 | KafkaError::Protocol { .. }
+                | KafkaError::Undecodable { .. }
                 | KafkaError::Connect { .. }
                 | KafkaError::Tls { .. }
                 | KafkaError::Auth { .. }
