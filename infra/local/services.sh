@@ -58,6 +58,10 @@ PKI_KEY_PASSWORD=ferry-local-keystore
 # Like every password here, local-only.
 SOURCE_SCRAM_USER=ferry
 SOURCE_SCRAM_PASSWORD=ferry-secret
+# The other SCRAM users of both clusters ("MECHANISM NAME PASSWORD"), local-
+# only principals for ACL tests: given at format time (KRaft), and again on
+# the source by infra/local/up, which a ZooKeeper-mode source needs.
+LOCAL_SCRAM_USERS=("SCRAM-SHA-512 admin admin-secret" "SCRAM-SHA-256 alice alice-secret" "SCRAM-SHA-512 bob bob-secret")
 
 # Seconds a service may take to answer after it was started.
 READY_TIMEOUT=${FERRY_READY_TIMEOUT:-120}
@@ -243,11 +247,17 @@ kafka_version_check() {
   fi
 }
 
-# True when VERSION runs with ZooKeeper here: before 3.9, whose KRaft
-# controller is the first to format with --standalone (KIP-853).
-kafka_zookeeper_mode() {
-  [[ $1 =~ ^([0-9]+)\.([0-9]+)\. ]] || return 1
+# True when CLUSTER runs with ZooKeeper here: a release before 3.9, whose
+# KRaft controller is the first to format with --standalone (KIP-853).
+kafka_on_zookeeper() {
+  [[ $(kafka_version "$1") =~ ^([0-9]+)\.([0-9]+)\. ]] || return 1
   ((BASH_REMATCH[1] < 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] < 9)))
+}
+
+# True when CLUSTER is a source whose release reads a PEM key store only with
+# an encrypted key (before 3.0): it serves pki_encrypted_keystore's copies.
+kafka_encrypted_key() {
+  [[ $1 == source ]] && (($(kafka_major "$(kafka_version source)") < 3))
 }
 
 # kafka_major VERSION: its first number (3 or 4...).
@@ -459,7 +469,7 @@ kafka_config() {
   dir=$(kafka_dir "$cluster")
   port=$(kafka_port "$cluster")
   controller=$((port + 1))
-  kafka_zookeeper_mode "$(kafka_version "$cluster")" && zookeeper=true
+  kafka_on_zookeeper "$cluster" && zookeeper=true
   listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
   protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
   if $zookeeper; then
@@ -525,7 +535,7 @@ EOF
     return 0
   fi
   local broker_keystore=$PKI_BROKER_KEYSTORE expired_keystore=$PKI_EXPIRED_KEYSTORE key_password=""
-  if (($(kafka_major "$(kafka_version "$cluster")") < 3)); then
+  if kafka_encrypted_key "$cluster"; then
     broker_keystore=$(pki_encrypted_path "$PKI_BROKER_KEYSTORE")
     expired_keystore=$(pki_encrypted_path "$PKI_EXPIRED_KEYSTORE")
     key_password=$PKI_KEY_PASSWORD
@@ -574,7 +584,7 @@ kafka_config_current() {
 # ran with tells which address the log holds.
 kafka_check_formatted() {
   local cluster=$1 dir controller
-  kafka_zookeeper_mode "$(kafka_version "$cluster")" && return 0
+  kafka_on_zookeeper "$cluster" && return 0
   dir=$(kafka_dir "$cluster")
   controller=$(($(kafka_port "$cluster") + 1))
   if [[ -f $dir/data/meta.properties ]] &&
@@ -621,7 +631,7 @@ kafka_write_config() {
   if [[ $1 == source && ! -s $PKI_BROKER_KEYSTORE ]]; then
     die "kafka source: no $PKI_BROKER_KEYSTORE for its SASL_SSL listener; run infra/local/up"
   fi
-  if [[ $1 == source ]] && (($(kafka_major "$(kafka_version source)") < 3)); then
+  if kafka_encrypted_key "$1"; then
     pki_encrypted_keystore "$PKI_BROKER_KEYSTORE"
     pki_encrypted_keystore "$PKI_EXPIRED_KEYSTORE"
   fi
@@ -646,12 +656,12 @@ kafka_cmd() {
 
 # Formats the data dir once; meta.properties marks a formatted log dir.
 kafka_format() {
-  local cluster=$1 dir cluster_id
+  local cluster=$1 dir cluster_id user mechanism name password scram=()
   dir=$(kafka_dir "$cluster")
   [[ -f $dir/data/meta.properties ]] && return 0
   # With ZooKeeper the broker writes meta.properties itself at its first
   # start, and SCRAM users are added later (infra/local/up).
-  if kafka_zookeeper_mode "$(kafka_version "$cluster")"; then
+  if kafka_on_zookeeper "$cluster"; then
     kafka_version "$cluster" >"$(kafka_version_file "$cluster")"
     return 0
   fi
@@ -663,12 +673,12 @@ while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).s
 print(i)')
   log "kafka $cluster: formatting $dir/data for Kafka $(kafka_version "$cluster") (cluster id $cluster_id)"
   kafka_cmd "$cluster" -Xmx256m
-  # Local-only credentials of local-only users.
+  for user in "${LOCAL_SCRAM_USERS[@]}"; do
+    read -r mechanism name password <<<"$user"
+    scram+=(--add-scram "$mechanism=[name=$name,password=$password]")
+  done
   if ! "${KAFKA_CMD[@]}" kafka.tools.StorageTool format \
-    -t "$cluster_id" -c "$dir/server.properties" --standalone \
-    --add-scram 'SCRAM-SHA-512=[name=admin,password=admin-secret]' \
-    --add-scram 'SCRAM-SHA-256=[name=alice,password=alice-secret]' \
-    --add-scram 'SCRAM-SHA-512=[name=bob,password=bob-secret]' >>"$dir/format.log" 2>&1; then
+    -t "$cluster_id" -c "$dir/server.properties" --standalone "${scram[@]}" >>"$dir/format.log" 2>&1; then
     show_log "$dir/format.log"
     show_kafka_log "$(kafka_log "$cluster")"
     die "kafka $cluster: formatting the storage failed"
@@ -681,7 +691,7 @@ kafka_start() {
   dir=$(kafka_dir "$cluster")
   kafka_write_config "$cluster"
   kafka_format "$cluster"
-  if kafka_zookeeper_mode "$(kafka_version "$cluster")"; then
+  if kafka_on_zookeeper "$cluster"; then
     zk_live_pid "$cluster" >/dev/null || zk_start "$cluster"
     zk_wait "$cluster"
   fi
