@@ -78,7 +78,12 @@ MM2_TASKS = int(os.environ.get("BENCH_MM2_TASKS", str(os.cpu_count() or 2)))
 FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target" / "release" / "ferry"))
 MOTO = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
 RUN_DIR = Path(os.environ.get("FERRY_RUN_DIR") or ROOT / ".run")
-COMPRESSION = "none"
+# The codec of the load, of the limit's producer tool, of MirrorMaker 2's
+# producer and of Ferry's flow (TargetCompressionType): none by default.
+COMPRESSION = os.environ.get("BENCH_COMPRESSION", "none").lower()
+# Extra flags for every `ferry run` (comparisons: BENCH_FERRY_ARGS=
+# "--pass-through-min-bytes 99999999" turns batch pass-through off).
+FERRY_EXTRA = os.environ.get("BENCH_FERRY_ARGS", "").split()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Producer settings of everything that writes in bulk here: Kafka's perf tool
@@ -278,6 +283,7 @@ def limit(topic: str, work: Path) -> dict:
 # --- 3. Ferry ------------------------------------------------------------------
 
 def ferry_args(cmd: str, kc: Path, ri: Path, name: str, *extra: str) -> list[str]:
+    extra = (*extra, *FERRY_EXTRA) if cmd == "run" else extra
     return [str(FERRY), cmd, "--kafka-clusters", str(kc), "--replication-info", str(ri), "--name", name,
             "--table-prefix", name, *extra]
 
@@ -307,7 +313,7 @@ BULK_ROUND_SECONDS = 300
 
 
 def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
-    kc, ri = write_config(work, [topic], compression="NONE")
+    kc, ri = write_config(work, [topic], compression=COMPRESSION.upper())
     name = f"bench-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, AWS_ENDPOINT_URL=counter.url)
     log = work / "ferry-bulk.log"
@@ -573,7 +579,7 @@ def ferry_latency(work: Path, counter: DynamoCounter, bulk_records_per_s: float 
     create_topic(SOURCE, topic)
     sub = work / "ferry-latency"
     sub.mkdir()
-    kc, ri = write_config(sub, [topic], compression="NONE")
+    kc, ri = write_config(sub, [topic], compression=COMPRESSION.upper())
     name = f"bench-{uuid.uuid4().hex[:8]}"
     log = sub / "ferry.log"
     with open(log, "wb") as out:
@@ -769,6 +775,7 @@ def main() -> int:
         "partitions": PARTITIONS,
         "payload_gb": round(gb, 3),
         "compression": COMPRESSION,
+        "ferry_extra_args": FERRY_EXTRA,
         "parts": sorted(parts),
         "work_dir": str(work),
         # Anything else running on the machine shows here.
@@ -820,7 +827,8 @@ def main() -> int:
         delete_topics(TARGET, [topic])
     r["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     r["notes"] = [
-        "MB = 10^6 bytes of records (key + value + header names and values); no compression anywhere",
+        "MB = 10^6 bytes of records (key + value + header names and values); "
+        + ("no compression anywhere" if COMPRESSION == "none" else f"{COMPRESSION} everywhere (load, perf tools, both replicators)"),
         "limit: Kafka's own perf tools, their reported rates (JVM start-up excluded); the lower of the two",
         "Ferry and MirrorMaker 2: wall time from starting the process until the target holds every record "
         "(start-up included: a JVM and its Connect herder for MirrorMaker 2; plan, leases and reconcile for Ferry)",
@@ -832,7 +840,7 @@ def main() -> int:
     ]
 
     out_dir = ROOT / "bench" / "results" if FULL else work
-    base = out_dir / (r["date"] if FULL else "throughput")
+    base = out_dir / ((r["date"] if FULL else "throughput") + ("" if COMPRESSION == "none" else f"-{COMPRESSION}"))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = base.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(r, indent=2, ensure_ascii=False) + "\n")
@@ -841,7 +849,7 @@ def main() -> int:
     base.with_suffix(".md").write_text(
         f"# Throughput benchmark, {r['date']}\n\n`bench/throughput`: {r['payload_gb']} GB ({RECORDS:,} records of "
         f"{RECORD_BYTES} B), {PARTITIONS} partitions, Kafka {KAFKA_VERSION}, {os.cpu_count()} cores, "
-        f"no compression.\n\n{md}\n\n" + "".join(f"* {n}\n" for n in r["notes"]))
+        f"{'no compression' if COMPRESSION == 'none' else 'compression ' + COMPRESSION}.\n\n{md}\n\n" + "".join(f"* {n}\n" for n in r["notes"]))
     try:
         chart(r, base.with_suffix(".png"))
     except ImportError as e:
