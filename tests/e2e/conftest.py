@@ -7,6 +7,7 @@ codec never checks itself.
 """
 
 import json
+import re
 import os
 import subprocess
 import uuid
@@ -199,20 +200,42 @@ class Ferry:
         return self.full_status()["groups"]
 
 
+def stored_batches(cluster: str, topic: str, partition: int) -> list[dict]:
+    """The record batches of a partition as its broker stored them, read from
+    the log segments with Kafka's own DumpLogSegments."""
+    data = Path(os.environ.get("FERRY_RUN_DIR") or ROOT / ".run") / cluster / "data" / f"{topic}-{partition}"
+    segments = sorted(str(f) for f in data.glob("*.log"))
+    assert segments, f"no log segments in {data}"
+    out = subprocess.run(["java", "-cp", f"{os.environ['KAFKA_LIBS']}/*", "kafka.tools.DumpLogSegments",
+                          "--files", ",".join(segments)], capture_output=True, text=True, timeout=120, check=True).stdout
+    return [dict(re.findall(r"(\w+): (\S+)", line)) for line in out.splitlines() if line.startswith("baseOffset:")]
+
+
 def dynamo():
     return boto3.client("dynamodb", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
                         region_name=os.environ.get("AWS_REGION", "us-east-1"))
 
 
 def offset_runs(ferry: "Ferry", topic: str, partition: int) -> list[tuple[int, int, int]]:
-    """The stored offset-map runs (source start, target start, length) of one partition."""
+    """The stored offset-map runs (source start, target start, length) of one
+    partition, read as the README's State section says: the newest run's
+    length is the longer of its item's and the cursor's `open_run_length`."""
+    flow = f"{ferry.name}/source>target"
     items = dynamo().query(
         TableName=f"{ferry.prefix}-offset-map",
         KeyConditionExpression="flow_partition = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"{ferry.name}/source>target/{topic}/{partition}"}},
+        ExpressionAttributeValues={":pk": {"S": f"{flow}/{topic}/{partition}"}},
         ConsistentRead=True,
     )["Items"]
-    return sorted((int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])) for i in items)
+    runs = sorted([int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])] for i in items)
+    cursor = dynamo().get_item(TableName=f"{ferry.prefix}-cursors", ConsistentRead=True,
+                               Key={"flow": {"S": flow}, "partition": {"S": f"{topic}/{partition}"}}).get("Item", {})
+    if "open_run_source_start" in cursor:
+        start, length = int(cursor["open_run_source_start"]["N"]), int(cursor["open_run_length"]["N"])
+        for r in runs:
+            if r[0] == start:
+                r[2] = max(r[2], length)
+    return [tuple(r) for r in runs]
 
 
 # Test files that check the local stack itself and never run Ferry: run alone,

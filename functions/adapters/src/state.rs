@@ -168,6 +168,23 @@ pub struct CursorItem {
     pub records_per_s: i64,
     /// Bytes per second the last holder replicated, over its invocation.
     pub bytes_per_s: i64,
+    /// The partition's newest offset-map run, whole. Its item in the
+    /// offset-map table may hold a shorter length: a checkpoint that only
+    /// lengthens it writes here, so it costs one item, not two.
+    pub open_run: Option<OffsetRun>,
+}
+
+impl CursorItem {
+    /// `run` as read from the offset-map table, lengthened if it is the
+    /// open run this cursor holds.
+    pub fn patch(&self, run: &mut OffsetRun) {
+        if let Some(open) = self
+            .open_run
+            .filter(|o| o.source_start == run.source_start && o.length > run.length)
+        {
+            run.length = open.length;
+        }
+    }
 }
 
 /// What a holder replicated per second over its invocation, stored when it
@@ -200,10 +217,12 @@ pub struct Checkpoint {
     pub to_source: i64,
     /// Target end offset after the write.
     pub target_end: i64,
-    /// New runs (already coalesced against `last_run`).
+    /// New runs (already coalesced against `prev_run`: when the first
+    /// continues it, it starts where `prev_run` starts).
     pub runs: Vec<OffsetRun>,
-    /// The last stored run, if `runs[0]` continues it.
-    pub extends: Option<OffsetRun>,
+    /// The partition's newest run before this checkpoint, with its length
+    /// as the holder knows it (the stored item may hold a shorter one).
+    pub prev_run: Option<OffsetRun>,
     /// Records and bytes in this step.
     pub records: i64,
     /// Bytes in this step.
@@ -327,6 +346,14 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             last_error: r.s("last_error"),
             records_per_s: r.n("records_per_s").unwrap_or(0),
             bytes_per_s: r.n("bytes_per_s").unwrap_or(0),
+            open_run: match (r.n("open_run_source_start"), r.n("open_run_target_start"), r.n("open_run_length")) {
+                (Some(source_start), Some(target_start), Some(length)) => Some(OffsetRun {
+                    source_start,
+                    target_start,
+                    length,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -780,7 +807,8 @@ impl StateStore {
         }
     }
 
-    /// The last stored offset-map run of a partition.
+    /// The newest offset-map run of a partition, whole (see
+    /// [`CursorItem::open_run`]).
     pub async fn last_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
         let out = self
             .client
@@ -795,7 +823,27 @@ impl StateStore {
             .send()
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-        out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
+        let mut runs = out
+            .items()
+            .first()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .transpose()?
+            .into_iter()
+            .collect::<Vec<_>>();
+        self.patch_open_run(flow, tp, &mut runs).await?;
+        Ok(runs.pop())
+    }
+
+    /// Lengthen, among `runs` read from the offset-map table, the open run
+    /// the partition's cursor holds.
+    pub(crate) async fn patch_open_run(&self, flow: &str, tp: &TopicPartition, runs: &mut [OffsetRun]) -> Result<(), StateError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        if let Some(cursor) = self.get_cursor(flow, tp).await? {
+            runs.iter_mut().for_each(|r| cursor.patch(r));
+        }
+        Ok(())
     }
 
     /// Delete the runs that end at or below `below` (the source log-start
@@ -826,8 +874,8 @@ impl StateStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let newest = self.last_run(flow, tp).await?;
-        doomed.retain(|r| Some(*r) != newest);
+        let newest = self.last_run(flow, tp).await?.map(|r| r.source_start);
+        doomed.retain(|r| Some(r.source_start) != newest);
         self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
         Ok(doomed.len())
     }
@@ -835,7 +883,13 @@ impl StateStore {
     /// All stored runs of a partition, in source order.
     pub async fn runs(&self, flow: &str, tp: &TopicPartition) -> Result<Vec<OffsetRun>, StateError> {
         let items = self.query_all(&self.offset_map, PK_MAP, s(map_pk(flow, tp))).await?;
-        items.iter().map(|i| run_from_item(&self.offset_map, i)).collect()
+        let mut runs = items
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = runs.len();
+        self.patch_open_run(flow, tp, &mut runs[n.saturating_sub(1)..]).await?;
+        Ok(runs)
     }
 
     /// Move the cursor and store the mapping, atomically, under the lease.
@@ -896,18 +950,32 @@ impl StateStore {
 
     /// The items of one checkpoint's transaction: the cursor (conditional
     /// on the lease and the stored cursor) first, then the offset-map runs.
+    /// The newest run is whole only in the cursor item (its `open_run_*`
+    /// attributes): a checkpoint that only lengthens it is that one item.
+    /// A run that stops being the newest is written whole to the map in
+    /// the same transaction, so every older run's item is exact.
     fn checkpoint_items(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<Vec<TransactWriteItem>, StateError> {
-        let mut items = Vec::with_capacity(1 + cp.runs.len());
-        let cursor_update = Update::builder()
+        let build_err = |table: &str, e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
+            op: "TransactWriteItems",
+            table: table.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut items = Vec::with_capacity(2 + cp.runs.len());
+        let mut set = String::from(
+            "SET next_source_offset = :to, next_target_offset = :tend, last_record_timestamp_ms = :ts, \
+             source_end_offset = :send, records_replicated = if_not_exists(records_replicated, :zero) + :recs, \
+             bytes_replicated = if_not_exists(bytes_replicated, :zero) + :bytes, updated_ms = :now, \
+             lease_expires_ms = :exp",
+        );
+        let open = cp.runs.last();
+        if open.is_some() {
+            set.push_str(", open_run_source_start = :ors, open_run_target_start = :ort, open_run_length = :orl");
+        }
+        let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
-            .update_expression(
-                "SET next_source_offset = :to, next_target_offset = :tend, last_record_timestamp_ms = :ts, \
-                 source_end_offset = :send, records_replicated = if_not_exists(records_replicated, :zero) + :recs, \
-                 bytes_replicated = if_not_exists(bytes_replicated, :zero) + :bytes, updated_ms = :now, \
-                 lease_expires_ms = :exp REMOVE last_error",
-            )
+            .update_expression(format!("{set} REMOVE last_error"))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
             .expression_attribute_values(":to", n(cp.to_source))
             .expression_attribute_values(":from", n(cp.from_source))
@@ -920,51 +988,49 @@ impl StateStore {
             .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":exp", n(cp.lease_expires_ms))
             .expression_attribute_values(":me", s(&lease.owner))
-            .expression_attribute_values(":epoch", n(lease.epoch))
-            .build()
-            .map_err(|e| StateError::Dynamo {
-                op: "TransactWriteItems",
-                table: self.cursors.clone(),
-                detail: e.to_string(),
-            })?;
+            .expression_attribute_values(":epoch", n(lease.epoch));
+        if let Some(o) = open {
+            cursor_update = cursor_update
+                .expression_attribute_values(":ors", n(o.source_start))
+                .expression_attribute_values(":ort", n(o.target_start))
+                .expression_attribute_values(":orl", n(o.length));
+        }
+        let cursor_update = cursor_update.build().map_err(|e| build_err(&self.cursors, e))?;
         items.push(TransactWriteItem::builder().update(cursor_update).build());
         let pk = map_pk(flow, &lease.tp);
-        for (i, run) in cp.runs.iter().enumerate() {
-            let item = match (&cp.extends, i) {
-                (Some(prev), 0) => {
-                    let u = Update::builder()
-                        .table_name(&self.offset_map)
-                        .key(PK_MAP, s(&pk))
-                        .key(SK_MAP, n(prev.source_start))
-                        .update_expression("SET run_length = :len")
-                        .condition_expression("run_length = :old")
-                        .expression_attribute_values(":len", n(run.length))
-                        .expression_attribute_values(":old", n(prev.length))
-                        .build()
-                        .map_err(|e| StateError::Dynamo {
-                            op: "TransactWriteItems",
-                            table: self.offset_map.clone(),
-                            detail: e.to_string(),
-                        })?;
-                    TransactWriteItem::builder().update(u).build()
-                }
-                _ => {
-                    let p = Put::builder()
-                        .table_name(&self.offset_map)
-                        .item(PK_MAP, s(&pk))
-                        .item(SK_MAP, n(run.source_start))
-                        .item("target_start", n(run.target_start))
-                        .item("run_length", n(run.length))
-                        .build()
-                        .map_err(|e| StateError::Dynamo {
-                            op: "TransactWriteItems",
-                            table: self.offset_map.clone(),
-                            detail: e.to_string(),
-                        })?;
-                    TransactWriteItem::builder().put(p).build()
-                }
-            };
-            items.push(item);
+        // The stored newest run's item gets its whole length once a newer
+        // run follows it: it is the first of `runs` (lengthened) or, after
+        // a gap, `prev_run` itself.
+        let extended = cp
+            .prev_run
+            .filter(|p| cp.runs.first().is_some_and(|r| r.source_start == p.source_start));
+        let closed = match (cp.prev_run, extended, cp.runs.len()) {
+            (Some(prev), None, 1..) => Some(prev),
+            (Some(_), Some(_), 2..) => cp.runs.first().copied(),
+            _ => None,
+        };
+        if let Some(c) = closed {
+            let u = Update::builder()
+                .table_name(&self.offset_map)
+                .key(PK_MAP, s(&pk))
+                .key(SK_MAP, n(c.source_start))
+                .update_expression("SET run_length = :len")
+                .condition_expression("attribute_exists(target_start)")
+                .expression_attribute_values(":len", n(c.length))
+                .build()
+                .map_err(|e| build_err(&self.offset_map, e))?;
+            items.push(TransactWriteItem::builder().update(u).build());
+        }
+        for run in cp.runs.iter().skip(usize::from(extended.is_some())) {
+            let p = Put::builder()
+                .table_name(&self.offset_map)
+                .item(PK_MAP, s(&pk))
+                .item(SK_MAP, n(run.source_start))
+                .item("target_start", n(run.target_start))
+                .item("run_length", n(run.length))
+                .build()
+                .map_err(|e| build_err(&self.offset_map, e))?;
+            items.push(TransactWriteItem::builder().put(p).build());
         }
         Ok(items)
     }

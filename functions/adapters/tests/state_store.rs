@@ -18,7 +18,7 @@ async fn store() -> StateStore {
     s
 }
 
-fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, extends: Option<OffsetRun>) -> Checkpoint {
+fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> Checkpoint {
     Checkpoint {
         from_source: from,
         to_source: to,
@@ -26,7 +26,7 @@ fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, extends: Option<OffsetRun>) -> C
         records: to - from,
         bytes: 10,
         runs,
-        extends,
+        prev_run,
         last_timestamp_ms: 1,
         source_end: to,
         lease_expires_ms: now_ms() + 60_000,
@@ -236,4 +236,59 @@ async fn checkpoints_of_many_partitions_share_transactions_and_fail_one_by_one()
             assert_eq!((stored, runs.last().copied()), (510, Some(run(i as i64))), "{}", l.tp);
         }
     }
+}
+
+/// The newest run is whole in the cursor item only; every reader sees it
+/// whole, and it is written whole to the map once a newer run follows.
+#[tokio::test]
+async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
+    let s = store().await;
+    let tp = TopicPartition::new("open-run", 0);
+    assert!(s.init_cursor("r/f", &tp, "open-run", 0).await.expect("init"));
+    let (lease, _) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    let run = |source_start, target_start, length| OffsetRun {
+        source_start,
+        target_start,
+        length,
+    };
+    s.checkpoint("r/f", &lease, &cp(0, 10, vec![run(0, 100, 10)], None))
+        .await
+        .expect("first run");
+    // Two checkpoints that only lengthen it.
+    s.checkpoint("r/f", &lease, &cp(10, 20, vec![run(0, 100, 20)], Some(run(0, 100, 10))))
+        .await
+        .expect("lengthen");
+    s.checkpoint("r/f", &lease, &cp(20, 30, vec![run(0, 100, 30)], Some(run(0, 100, 20))))
+        .await
+        .expect("lengthen again");
+    let cursor = s.get_cursor("r/f", &tp).await.expect("cursor").expect("exists");
+    assert_eq!(cursor.open_run, Some(run(0, 100, 30)));
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 30)]);
+    assert_eq!(s.last_run("r/f", &tp).await.expect("last"), Some(run(0, 100, 30)));
+    assert_eq!(s.runs_around_source("r/f", &tp, 25).await.expect("around"), vec![run(0, 100, 30)]);
+    assert_eq!(s.runs_around_target("r/f", &tp, 125).await.expect("around"), vec![run(0, 100, 30)]);
+
+    // A gap (compaction): a new run; the old one is closed into the map.
+    s.checkpoint("r/f", &lease, &cp(30, 45, vec![run(40, 130, 5)], Some(run(0, 100, 30))))
+        .await
+        .expect("after a gap");
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 30), run(40, 130, 5)]);
+    // Lengthened and followed by a new run in one checkpoint.
+    s.checkpoint(
+        "r/f",
+        &lease,
+        &cp(45, 60, vec![run(40, 130, 10), run(55, 140, 5)], Some(run(40, 130, 5))),
+    )
+    .await
+    .expect("lengthen, then a gap");
+    s.checkpoint("r/f", &lease, &cp(60, 65, vec![run(55, 140, 10)], Some(run(55, 140, 5))))
+        .await
+        .expect("lengthen the newest");
+    let all = vec![run(0, 100, 30), run(40, 130, 10), run(55, 140, 10)];
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), all);
+    assert_eq!(s.runs_around_source("r/f", &tp, 41).await.expect("around"), all[1..].to_vec());
+    assert_eq!(s.runs_around_target("r/f", &tp, 145).await.expect("around"), all[2..].to_vec());
+    // Pruning keeps the newest run even though its map item is short.
+    assert_eq!(s.prune_runs("r/f", &tp, 1_000).await.expect("prune"), 2);
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), all[2..].to_vec());
 }

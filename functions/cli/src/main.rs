@@ -133,13 +133,19 @@ struct RunArgs {
     /// Uncompressed bytes per produced batch.
     #[arg(long, default_value_t = 900 * 1024)]
     produce_batch_max_bytes: usize,
+    /// Source batches at least this large (up to --produce-batch-max-bytes),
+    /// already in the target codec, are written as they are, their records
+    /// never decompressed or re-encoded; smaller ones are merged. A value
+    /// above --produce-batch-max-bytes turns this off.
+    #[arg(long, default_value_t = Settings::default().pass_through_min_bytes)]
+    pass_through_min_bytes: usize,
     /// Most bytes one fetch reads from one partition. Memory grows with
     /// this times the partitions of a batch.
     #[arg(long, default_value_t = Settings::default().fetch_partition_max_bytes)]
     fetch_partition_max_bytes: i32,
     /// Longest acknowledged records wait for their checkpoint (cursor and
     /// offset map in DynamoDB), in seconds.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = Settings::default().checkpoint_interval.as_secs_f64())]
     checkpoint_seconds: f64,
     /// Acknowledged bytes per partition that make a checkpoint due sooner.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
@@ -244,6 +250,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         lease_duration: Duration::from_millis(args.lease_ms),
         max_partitions_per_batch: args.max_partitions_per_batch,
         produce_batch_max_bytes: args.produce_batch_max_bytes,
+        pass_through_min_bytes: args.pass_through_min_bytes,
         fetch_partition_max_bytes: args.fetch_partition_max_bytes,
         checkpoint_interval: Duration::try_from_secs_f64(args.checkpoint_seconds).map_err(|e| {
             format!(

@@ -24,6 +24,13 @@ pub struct Settings {
     /// Uncompressed record bytes per produced batch (at least one record is
     /// always sent; keep this below the target's `max.message.bytes`).
     pub produce_batch_max_bytes: usize,
+    /// A fetched source batch at least this large (and at most
+    /// `produce_batch_max_bytes`), already in the flow's target codec and
+    /// needing no rewrite, goes to the target as it is, its records never
+    /// decompressed or re-encoded. Smaller ones are merged into batches of
+    /// up to `produce_batch_max_bytes` (one produce request carries one
+    /// batch per partition). `usize::MAX` turns pass-through off.
+    pub pass_through_min_bytes: usize,
     /// Longest a fetch waits for new data.
     pub fetch_max_wait_ms: i32,
     /// How long a lease lasts without renewal.
@@ -60,11 +67,12 @@ impl Default for Settings {
             max_partitions_per_batch: ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH,
             fetch_partition_max_bytes: 1024 * 1024,
             produce_batch_max_bytes: 900 * 1024,
+            pass_through_min_bytes: 256 * 1024,
             fetch_max_wait_ms: 500,
             lease_duration: Duration::from_secs(30),
             invocation_max_bytes: 2 * 1024 * 1024 * 1024,
             checkpoint_max_bytes: 8 * 1024 * 1024,
-            checkpoint_interval: Duration::from_secs(2),
+            checkpoint_interval: Duration::from_secs(4),
             request_timeout: Duration::from_secs(30),
             resume_after_data_loss: false,
         }

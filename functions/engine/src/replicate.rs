@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_adapters::kafka::batch::{self, ProducerStamp, SourceRecord};
+use ferry_adapters::kafka::batch::{self, ProducerStamp, RawBatch, SourceRecord};
 use ferry_adapters::kafka::{FetchedPartition, KafkaCluster, KafkaError, OffsetSpec};
 use ferry_adapters::state::{now_ms, Checkpoint, Lease, Rate, StateError, StateStore};
 use ferry_core::config::FlowSpec;
@@ -25,7 +25,7 @@ use crate::error::FerryError;
 use crate::loop_filter::LoopFilter;
 
 /// Offset-map runs one checkpoint may write (a DynamoDB transaction holds
-/// at most 100 items; one is the cursor).
+/// at most 100 items; one is the cursor, one may close the newest run).
 const MAX_RUNS_PER_CHECKPOINT: usize = 90;
 
 /// Offset-map runs one produced batch may add. A checkpoint is due once a
@@ -57,6 +57,43 @@ pub struct Budget {
     pub interrupted: Arc<AtomicBool>,
 }
 
+/// What waits to be produced: a record, to be built into a batch with
+/// others, or a whole source batch that goes to the target as it is (see
+/// [`batch::passes_through`]).
+#[derive(Debug, Clone)]
+enum Pending {
+    Record(SourceRecord),
+    Batch(RawBatch),
+}
+
+impl Pending {
+    fn first_offset(&self) -> i64 {
+        match self {
+            Pending::Record(r) => r.offset,
+            Pending::Batch(b) => b.header.base_offset,
+        }
+    }
+    fn last_offset(&self) -> i64 {
+        match self {
+            Pending::Record(r) => r.offset,
+            Pending::Batch(b) => b.header.next_offset() - 1,
+        }
+    }
+    /// Bytes it takes in a produced batch, roughly (for budgeting).
+    fn size(&self) -> usize {
+        match self {
+            Pending::Record(r) => r.approx_size(),
+            Pending::Batch(b) => b.size,
+        }
+    }
+    fn timestamp(&self) -> i64 {
+        match self {
+            Pending::Record(r) => r.timestamp,
+            Pending::Batch(b) => b.header.max_timestamp,
+        }
+    }
+}
+
 /// One partition's working state.
 struct Part {
     work: PartitionWork,
@@ -74,10 +111,11 @@ struct Part {
     /// up first). The broker returns an oversized batch only to the first
     /// partition of a request with data, so this one goes first next time.
     starved: bool,
-    pending: VecDeque<SourceRecord>,
+    pending: VecDeque<Pending>,
     pending_bytes: usize,
-    /// A built batch awaiting a successful produce, with its record count:
-    /// retried byte for byte so the broker's idempotence can drop a copy.
+    /// A built batch awaiting a successful produce, with the number of
+    /// `pending` items in it: retried byte for byte so the broker's
+    /// idempotence can drop a copy.
     inflight: Option<(Bytes, usize)>,
     sequence: i32,
     /// Records the target acknowledged that no checkpoint holds yet.
@@ -382,7 +420,7 @@ async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &
 
 /// What one fetch yields for replication.
 struct CommittedRead {
-    records: Vec<SourceRecord>,
+    records: Vec<Pending>,
     /// Next offset to fetch.
     next: i64,
     /// Records the opposite flow wrote, dropped (loop prevention).
@@ -392,6 +430,18 @@ struct CommittedRead {
     /// Stopped at records the opposite flow wrote but has not checkpointed
     /// yet (see [`LoopFilter::mapped`]): read again a moment later.
     unmapped: bool,
+}
+
+/// Which fetched batches go to the target as they are: those already in
+/// the flow's target codec, of `min_bytes` to `max_bytes` (a produce
+/// request carries one batch per partition, so a small batch passed
+/// through would cost a round trip for little: small ones are merged
+/// instead; a larger one is split, as the target may refuse it).
+#[derive(Debug, Clone, Copy)]
+struct PassThrough {
+    codec: ferry_core::config::Compression,
+    min_bytes: usize,
+    max_bytes: usize,
 }
 
 /// Per-fetch filter: drops control batches and the batches of aborted
@@ -404,6 +454,7 @@ async fn read_committed(
     cluster: &str,
     tp: &TopicPartition,
     filter: &mut Option<LoopFilter>,
+    pass_through: PassThrough,
 ) -> Result<CommittedRead, FerryError> {
     let wrap = |source| KafkaError::Batch {
         cluster: cluster.to_owned(),
@@ -450,10 +501,19 @@ async fn read_committed(
             }
             out.filtered_records += u64::try_from(h.records_count).unwrap_or(0);
             out.filtered_bytes += b.size as u64;
+        } else if (pass_through.min_bytes..=pass_through.max_bytes).contains(&b.size)
+            && batch::passes_through(&b, pass_through.codec, out.next)
+        {
+            out.records.push(Pending::Batch(b));
         } else {
             let from = out.next;
-            out.records
-                .extend(batch::records(&b).map_err(wrap)?.into_iter().filter(|r| r.offset >= from));
+            out.records.extend(
+                batch::records(&b)
+                    .map_err(wrap)?
+                    .into_iter()
+                    .filter(|r| r.offset >= from)
+                    .map(Pending::Record),
+            );
         }
         out.next = h.next_offset();
     }
@@ -474,6 +534,11 @@ async fn run_rounds(
     filter: &mut Option<LoopFilter>,
 ) {
     let settings = &ferry.settings;
+    let pass_through = PassThrough {
+        codec: flow.compression,
+        min_bytes: settings.pass_through_min_bytes,
+        max_bytes: settings.produce_batch_max_bytes,
+    };
     let mut invocation_bytes: u64 = 0;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -508,12 +573,26 @@ async fn run_rounds(
             .filter(|p| p.done.is_none() && p.inflight.is_none() && !p.pending.is_empty())
         {
             let n = batch_len(&p.pending, settings.produce_batch_max_bytes);
-            let recs: Vec<SourceRecord> = p.pending.iter().take(n).cloned().collect();
             let st = ProducerStamp {
                 base_sequence: p.sequence,
                 ..stamp
             };
-            match batch::build_batch(&recs, flow.compression, st) {
+            let built = match p.pending.front() {
+                Some(Pending::Batch(b)) => Ok(batch::restamp(b, st)),
+                _ => {
+                    let recs: Vec<SourceRecord> = p
+                        .pending
+                        .iter()
+                        .take(n)
+                        .filter_map(|item| match item {
+                            Pending::Record(r) => Some(r.clone()),
+                            Pending::Batch(_) => None,
+                        })
+                        .collect();
+                    batch::build_batch(&recs, flow.compression, st)
+                }
+            };
+            match built {
                 Ok(bytes) => p.inflight = Some((bytes, n)),
                 Err(e) => {
                     let e = KafkaError::Batch {
@@ -601,7 +680,8 @@ async fn run_rounds(
                         Ok(f) => {
                             p.source_end = f.last_stable_offset.max(0);
                             p.starved = f.records.is_empty() && f.last_stable_offset > p.fetch_pos;
-                            match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter).await {
+                            match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter, pass_through).await
+                            {
                                 Ok(read) => {
                                     if read.unmapped && p.fetch_after.is_none() {
                                         tracing::debug!(
@@ -610,9 +690,9 @@ async fn run_rounds(
                                         );
                                     }
                                     p.fetch_after = read.unmapped.then(|| Instant::now() + unmapped_recheck(settings));
-                                    for r in read.records {
-                                        p.pending_bytes += r.approx_size();
-                                        p.pending.push_back(r);
+                                    for item in read.records {
+                                        p.pending_bytes += item.size();
+                                        p.pending.push_back(item);
                                     }
                                     p.fetch_pos = read.next;
                                     p.filtered_records += read.filtered_records;
@@ -686,18 +766,18 @@ async fn run_rounds(
         for (i, base) in acked {
             let p = &mut parts[i];
             let Some((bytes, n)) = p.inflight.take() else { continue };
-            let recs: Vec<SourceRecord> = p.pending.drain(..n).collect();
-            p.pending_bytes -= recs.iter().map(SourceRecord::approx_size).sum::<usize>();
-            p.sequence = batch::next_sequence(p.sequence, n as i32);
-            let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
-            let to = p.pending.front().map(|r| r.offset).unwrap_or(p.fetch_pos);
+            let items: Vec<Pending> = p.pending.drain(..n).collect();
+            p.pending_bytes -= items.iter().map(Pending::size).sum::<usize>();
+            let offsets: Vec<i64> = items.iter().flat_map(|item| item.first_offset()..=item.last_offset()).collect();
+            p.sequence = batch::next_sequence(p.sequence, offsets.len() as i32);
+            let to = p.pending.front().map(Pending::first_offset).unwrap_or(p.fetch_pos);
             let u = p.unsaved.get_or_insert_with(Unsaved::new);
             ferry_core::offset_map::coalesce(&mut u.runs, &runs_for_append(&offsets, base));
             u.to_source = to;
             u.target_end = base + offsets.len() as i64;
             u.records += offsets.len() as i64;
             u.bytes += bytes.len() as i64;
-            u.last_ts = recs.last().map(|r| r.timestamp);
+            u.last_ts = items.last().map(Pending::timestamp);
             invocation_bytes += bytes.len() as u64;
         }
 
@@ -710,16 +790,21 @@ async fn run_rounds(
     }
 }
 
-/// How many of the first `pending` records go into one produced batch: at
+/// How many of the first `pending` items go into one produced batch: a
+/// source batch passed through goes alone; records are built into one at
 /// most `max_bytes` (at least one record), and at most
 /// `MAX_RUNS_PER_BATCH` offset-map runs (a gap in source offsets, from
 /// compaction or aborted transactions, starts a new run).
-fn batch_len(pending: &VecDeque<SourceRecord>, max_bytes: usize) -> usize {
+fn batch_len(pending: &VecDeque<Pending>, max_bytes: usize) -> usize {
+    if let Some(Pending::Batch(_)) = pending.front() {
+        return 1;
+    }
     let mut n = 0;
     let mut size = 0;
     let mut runs = 0;
     let mut prev: Option<i64> = None;
-    for r in pending {
+    for item in pending {
+        let Pending::Record(r) = item else { break };
         let new_run = prev.is_none_or(|o| o + 1 != r.offset);
         if n > 0 && (size + r.approx_size() > max_bytes || (new_run && runs >= MAX_RUNS_PER_BATCH)) {
             break;
@@ -875,13 +960,13 @@ fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
         Some(u) => (u.runs.clone(), u.target_end, u.records, u.bytes, u.last_ts),
         None => (Vec::new(), p.target_end, 0, 0, None),
     };
-    let extends = join_last_run(p.last_run, &mut runs);
+    join_last_run(p.last_run, &mut runs);
     Checkpoint {
         from_source: p.cursor,
         to_source: to,
         target_end,
         runs,
-        extends,
+        prev_run: p.last_run,
         records,
         bytes,
         last_timestamp_ms: last_ts.unwrap_or(p.last_ts),
@@ -984,19 +1069,18 @@ fn unknown_partition(cluster: &KafkaCluster, tp: &TopicPartition) -> KafkaError 
     }
 }
 
-/// Merge the first of `runs` into the last stored run when it continues
-/// it; returns the stored run being extended, if any.
-fn join_last_run(last: Option<OffsetRun>, runs: &mut [OffsetRun]) -> Option<OffsetRun> {
-    let (prev, first) = (last?, runs.first_mut()?);
-    if !prev.is_continued_by(first) {
-        return None;
+/// Merge the first of `runs` into the partition's newest run when it
+/// continues it.
+fn join_last_run(last: Option<OffsetRun>, runs: &mut [OffsetRun]) {
+    if let (Some(prev), Some(first)) = (last, runs.first_mut()) {
+        if prev.is_continued_by(first) {
+            *first = OffsetRun {
+                source_start: prev.source_start,
+                target_start: prev.target_start,
+                length: prev.length + first.length,
+            };
+        }
     }
-    *first = OffsetRun {
-        source_start: prev.source_start,
-        target_start: prev.target_start,
-        length: prev.length + first.length,
-    };
-    Some(prev)
 }
 
 /// Reconcile the partitions `which` (index, previous holder's producer
@@ -1094,7 +1178,13 @@ async fn reconcile(
     let wait_until = Instant::now() + 2 * ferry.settings.lease_duration;
     while source_offsets.len() < written.len() {
         let f = fetch_one(source, &p.work.source, spos, ferry.settings.fetch_partition_max_bytes).await?;
-        let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter).await?;
+        // Record by record: reconcile counts records, so nothing passes through.
+        let whole_records = PassThrough {
+            codec: ferry_core::config::Compression::None,
+            min_bytes: usize::MAX,
+            max_bytes: 0,
+        };
+        let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter, whole_records).await?;
         let (recs, next) = (read.records, read.next);
         if next == spos && read.unmapped {
             if Instant::now() >= wait_until {
@@ -1112,7 +1202,11 @@ async fn reconcile(
                 p.work.source, written.len(), p.target_end, source_offsets.len(), p.cursor
             )));
         }
-        for r in recs.into_iter().take(written.len() - source_offsets.len()) {
+        let recs = recs.into_iter().filter_map(|item| match item {
+            Pending::Record(r) => Some(r),
+            Pending::Batch(_) => None,
+        });
+        for r in recs.take(written.len() - source_offsets.len()) {
             source_offsets.push(r.offset);
             last_ts = r.timestamp;
             spos = r.offset + 1;
@@ -1143,13 +1237,13 @@ async fn reconcile(
         let last_chunk = end == total_runs;
         let to_source = if last_chunk { spos } else { runs[end].source_start };
         let target_end = chunk.last().map(|r| r.target_end()).unwrap_or(p.target_end);
-        let extends = join_last_run(p.last_run, &mut chunk);
+        join_last_run(p.last_run, &mut chunk);
         let cp = Checkpoint {
             from_source: p.cursor,
             to_source,
             target_end,
             runs: chunk,
-            extends,
+            prev_run: p.last_run,
             records: 0,
             bytes: 0,
             last_timestamp_ms: last_ts,
@@ -1183,8 +1277,8 @@ async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut 
         return;
     };
     let n = p.inflight.as_ref().map(|(_, n)| *n).unwrap_or(0);
-    let first = p.pending.front().map(|r| r.offset).unwrap_or(p.cursor);
-    let last = p.pending.get(n.saturating_sub(1)).map(|r| r.offset).unwrap_or(first);
+    let first = p.pending.front().map(Pending::first_offset).unwrap_or(p.cursor);
+    let last = p.pending.get(n.saturating_sub(1)).map(Pending::last_offset).unwrap_or(first);
     let batch_bytes = p.inflight.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
     let fix = match error {
         ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId | ResponseError::InvalidProducerEpoch => {
@@ -1311,23 +1405,23 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use bytes::Bytes;
-    use ferry_adapters::kafka::batch::SourceRecord;
+    use ferry_adapters::kafka::batch::{self, SourceRecord};
 
     use ferry_core::offset_map::OffsetRun;
 
     use ferry_adapters::state::Lease;
     use ferry_core::domain::{PartitionWork, ReplicateInput, StopReason, TopicPartition};
 
-    use super::{batch_len, due_checkpoints, now_ms, Budget, Part, Unsaved, MAX_RUNS_PER_BATCH};
+    use super::{batch_len, due_checkpoints, now_ms, Budget, Part, Pending, Unsaved, MAX_RUNS_PER_BATCH};
     use crate::context::Settings;
 
-    fn rec(offset: i64, tail_len: usize) -> SourceRecord {
-        SourceRecord {
+    fn rec(offset: i64, tail_len: usize) -> Pending {
+        Pending::Record(SourceRecord {
             offset,
             timestamp: 0,
             attributes: 0,
             tail: Bytes::from(vec![0u8; tail_len]),
-        }
+        })
     }
 
     fn unsaved(source_start: i64, target_start: i64, length: i64, last_ts: Option<i64>) -> Unsaved {
@@ -1481,19 +1575,45 @@ mod tests {
 
     #[test]
     fn a_batch_stops_at_its_byte_limit_but_always_takes_one_record() {
-        let pending: VecDeque<SourceRecord> = (0..10).map(|o| rec(o, 88)).collect(); // 100 B each
+        let pending: VecDeque<Pending> = (0..10).map(|o| rec(o, 88)).collect(); // 100 B each
         assert_eq!(batch_len(&pending, 350), 3);
         assert_eq!(batch_len(&pending, 10_000), 10);
-        let big: VecDeque<SourceRecord> = [rec(0, 5_000), rec(1, 10)].into();
+        let big: VecDeque<Pending> = [rec(0, 5_000), rec(1, 10)].into();
         assert_eq!(batch_len(&big, 100), 1, "a record larger than the limit still goes, alone");
+    }
+
+    #[test]
+    fn a_source_batch_passed_through_goes_alone() {
+        let whole = |base: i64| {
+            let recs: Vec<SourceRecord> = (0..4)
+                .map(|o| match rec(o, 10) {
+                    Pending::Record(r) => r,
+                    Pending::Batch(_) => unreachable!(),
+                })
+                .collect();
+            let stamp = ferry_adapters::kafka::batch::ProducerStamp {
+                producer_id: 1,
+                producer_epoch: 0,
+                base_sequence: 0,
+            };
+            let bytes = batch::build_batch(&recs, ferry_core::config::Compression::None, stamp).expect("build");
+            let mut b = batch::split_batches(bytes).expect("split").remove(0);
+            b.header.base_offset = base;
+            Pending::Batch(b)
+        };
+        let pending: VecDeque<Pending> = [whole(0), rec(4, 10), rec(5, 10), whole(6), rec(10, 10)].into();
+        assert_eq!(batch_len(&pending, usize::MAX), 1);
+        let after: VecDeque<Pending> = pending.iter().skip(1).cloned().collect();
+        assert_eq!(batch_len(&after, usize::MAX), 2, "records stop at the next whole batch");
+        assert_eq!((pending[3].first_offset(), pending[3].last_offset()), (6, 9));
     }
 
     #[test]
     fn a_batch_adds_at_most_half_a_checkpoint_of_runs() {
         // Every other offset: each record starts a run.
-        let pending: VecDeque<SourceRecord> = (0..200).map(|k| rec(2 * k, 10)).collect();
+        let pending: VecDeque<Pending> = (0..200).map(|k| rec(2 * k, 10)).collect();
         assert_eq!(batch_len(&pending, usize::MAX), MAX_RUNS_PER_BATCH);
-        let contiguous: VecDeque<SourceRecord> = (0..200).map(|o| rec(o, 10)).collect();
+        let contiguous: VecDeque<Pending> = (0..200).map(|o| rec(o, 10)).collect();
         assert_eq!(batch_len(&contiguous, usize::MAX), 200);
     }
 

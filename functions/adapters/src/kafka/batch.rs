@@ -278,7 +278,10 @@ pub fn build_batch(records: &[SourceRecord], codec: Compression, stamp: Producer
         plain.put_slice(&scratch);
         plain.put_slice(&r.tail);
     }
-    let body = compress(codec, &plain)?;
+    let body = match codec {
+        Compression::None => plain.freeze(),
+        _ => compress(codec, &plain)?,
+    };
     let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + body.len());
     out.put_i64(0); // base offset: the broker assigns it
     out.put_i32((BATCH_HEADER_LEN - 12 + body.len()) as i32);
@@ -297,6 +300,50 @@ pub fn build_batch(records: &[SourceRecord], codec: Compression, stamp: Producer
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out.freeze())
+}
+
+/// Whether `batch` can go to the target as it is, only its header
+/// restamped ([`restamp`]): a data batch whose records all lie at or after
+/// `from`, without gaps in their offsets (a compacted batch's offsets must
+/// be renumbered), with no attribute but its codec and the transactional
+/// flag (not a control batch; CreateTime, as a LogAppendTime batch's
+/// records carry the producer's times and Ferry writes the append time; no
+/// delete horizon, which only the log cleaner sets), and compressed with
+/// `codec` already. Its records are then never decompressed, decoded or
+/// re-encoded: they stay byte for byte the source's, compression included.
+pub fn passes_through(batch: &RawBatch, codec: Compression, from: i64) -> bool {
+    let h = &batch.header;
+    h.attributes & !(ATTR_COMPRESSION_MASK | ATTR_TRANSACTIONAL) == 0
+        && h.base_offset >= from
+        && i64::from(h.last_offset_delta) + 1 == i64::from(h.records_count)
+        && h.codec().is_ok_and(|c| c == codec)
+}
+
+/// `batch` as Ferry's idempotent producer writes it: the same attributes
+/// (less the transactional flag: Ferry writes committed records only),
+/// timestamps and records, with the broker's base offset and leader epoch
+/// left to the broker, Ferry's producer id, epoch and sequence, and the
+/// CRC computed again over the new header.
+pub fn restamp(batch: &RawBatch, stamp: ProducerStamp) -> Bytes {
+    let h = &batch.header;
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + batch.records.len());
+    out.put_i64(0); // base offset: the broker assigns it
+    out.put_i32((BATCH_HEADER_LEN - 12 + batch.records.len()) as i32);
+    out.put_i32(-1); // partition leader epoch: the broker sets it
+    out.put_i8(2);
+    out.put_u32(0); // CRC, filled below
+    out.put_i16(h.attributes & !ATTR_TRANSACTIONAL);
+    out.put_i32(h.last_offset_delta);
+    out.put_i64(h.base_timestamp);
+    out.put_i64(h.max_timestamp);
+    out.put_i64(stamp.producer_id);
+    out.put_i16(stamp.producer_epoch);
+    out.put_i32(stamp.base_sequence);
+    out.put_i32(h.records_count);
+    out.put_slice(&batch.records);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
 }
 
 /// The next sequence after `count` records from `seq`, wrapping as Kafka does.

@@ -172,14 +172,18 @@ impl StateStore {
     pub async fn runs_around_source(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<Vec<OffsetRun>, StateError> {
         let before = self.one_run(flow, tp, None, SK_MAP, at, false).await?;
         let after = self.one_run(flow, tp, None, SK_MAP, at, true).await?;
-        Ok(before.into_iter().chain(after).collect())
+        let mut runs: Vec<OffsetRun> = before.into_iter().chain(after).collect();
+        self.patch_open_run(flow, tp, &mut runs).await?;
+        Ok(runs)
     }
 
     /// The runs around target offset `at`, by target offset.
     pub async fn runs_around_target(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<Vec<OffsetRun>, StateError> {
         let before = self.one_run(flow, tp, Some(BY_TARGET), "target_start", at, false).await?;
         let after = self.one_run(flow, tp, Some(BY_TARGET), "target_start", at, true).await?;
-        Ok(before.into_iter().chain(after).collect())
+        let mut runs: Vec<OffsetRun> = before.into_iter().chain(after).collect();
+        self.patch_open_run(flow, tp, &mut runs).await?;
+        Ok(runs)
     }
 
     /// Store the outcome of a sync, in batches.

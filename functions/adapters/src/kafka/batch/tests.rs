@@ -55,6 +55,120 @@ fn duplicate_and_null_headers_survive_byte_for_byte() {
     }
 }
 
+/// A source batch restamped keeps its compressed records byte for byte and
+/// every record as it was; only the producer fields, the base offset and
+/// the transactional flag change, and the CRC matches again.
+#[test]
+fn a_restamped_batch_keeps_its_records_byte_for_byte() {
+    let recs: Vec<SourceRecord> = (0..5)
+        .map(|i| SourceRecord {
+            offset: 100 + i,
+            timestamp: 1_000 + i,
+            attributes: 0,
+            tail: tail(
+                Some(b"k"),
+                Some(format!("value {i}").as_bytes()),
+                &[(b"h", Some(b"1")), (b"h", None)],
+            ),
+        })
+        .collect();
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let source_stamp = ProducerStamp {
+            producer_id: 42,
+            producer_epoch: 3,
+            base_sequence: 900,
+        };
+        let mut bytes = BytesMut::from(&build_batch(&recs, codec, source_stamp).expect("build")[..]);
+        // As fetched: at offset 100, transactional, from another producer.
+        bytes[0..8].copy_from_slice(&100i64.to_be_bytes());
+        let attrs = i16::from_be_bytes([bytes[21], bytes[22]]) | ATTR_TRANSACTIONAL;
+        bytes[21..23].copy_from_slice(&attrs.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let source = split_batches(bytes.freeze()).expect("split").remove(0);
+        assert!(source.header.is_transactional());
+        assert!(passes_through(&source, codec, 100), "{codec:?}");
+        assert!(!passes_through(&source, codec, 101), "starts before the cursor");
+        let other = if codec == Compression::None {
+            Compression::Zstd
+        } else {
+            Compression::None
+        };
+        assert!(!passes_through(&source, other, 100), "another codec");
+
+        let out = split_batches(restamp(&source, STAMP))
+            .expect("restamped batch splits, CRC valid")
+            .remove(0);
+        assert_eq!(out.records, source.records, "{codec:?}: records section untouched");
+        assert_eq!(
+            (
+                out.header.producer_id,
+                out.header.producer_epoch,
+                out.header.base_sequence,
+                out.header.base_offset
+            ),
+            (7, 0, 0, 0)
+        );
+        assert!(!out.header.is_transactional());
+        assert_eq!(out.header.codec(), Ok(codec));
+        assert_eq!(
+            (out.header.base_timestamp, out.header.max_timestamp, out.header.records_count),
+            (source.header.base_timestamp, source.header.max_timestamp, 5)
+        );
+        let back = records(&out).expect("records");
+        assert_eq!(
+            back.iter().map(|r| &r.tail).collect::<Vec<_>>(),
+            recs.iter().map(|r| &r.tail).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            back.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            (1_000..1_005).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Set by the log cleaner (KIP-534): the base timestamp is a delete horizon.
+const ATTR_DELETE_HORIZON: i16 = 0x40;
+
+/// Batches whose records must be rewritten never pass through.
+#[test]
+fn gapped_control_and_log_append_time_batches_do_not_pass_through() {
+    let recs: Vec<SourceRecord> = [0, 1, 2]
+        .iter()
+        .map(|&o| SourceRecord {
+            offset: o,
+            timestamp: 5,
+            attributes: 0,
+            tail: tail(None, Some(b"v"), &[]),
+        })
+        .collect();
+    let plain = split_batches(build_batch(&recs, Compression::None, STAMP).expect("build"))
+        .expect("split")
+        .remove(0);
+    assert!(passes_through(&plain, Compression::None, 0));
+    let with = |f: &dyn Fn(&mut BatchHeader)| {
+        let mut b = plain.clone();
+        f(&mut b.header);
+        b
+    };
+    assert!(!passes_through(&with(&|h| h.last_offset_delta = 5), Compression::None, 0), "a gap");
+    assert!(!passes_through(&with(&|h| h.attributes |= ATTR_CONTROL), Compression::None, 0));
+    assert!(!passes_through(
+        &with(&|h| h.attributes |= ATTR_LOG_APPEND_TIME),
+        Compression::None,
+        0
+    ));
+    assert!(!passes_through(
+        &with(&|h| h.attributes |= ATTR_DELETE_HORIZON),
+        Compression::None,
+        0
+    ));
+    assert!(
+        !passes_through(&with(&|h| h.attributes |= 0x100), Compression::None, 0),
+        "an attribute Ferry does not know"
+    );
+}
+
 #[test]
 fn partial_trailing_batch_is_ignored() {
     let recs = vec![SourceRecord {
