@@ -84,6 +84,10 @@ COMPRESSION = os.environ.get("BENCH_COMPRESSION", "none").lower()
 # Extra flags for every `ferry run` (comparisons: BENCH_FERRY_ARGS=
 # "--pass-through-min-bytes 99999999" turns batch pass-through off).
 FERRY_EXTRA = os.environ.get("BENCH_FERRY_ARGS", "").split()
+# Ferry's process gets the environment template.yaml gives the Lambda
+# functions' malloc (BENCH_GLIBC_TUNABLES= leaves glibc's defaults).
+GLIBC_TUNABLES = os.environ.get("BENCH_GLIBC_TUNABLES", re.search(
+    r"GLIBC_TUNABLES: (\S+)", (ROOT / "template.yaml").read_text()).group(1))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Producer settings of everything that writes in bulk here: Kafka's perf tool
@@ -315,7 +319,7 @@ BULK_ROUND_SECONDS = 300
 def ferry_bulk(topic: str, work: Path, counter: DynamoCounter) -> dict:
     kc, ri = write_config(work, [topic], compression=COMPRESSION.upper())
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, AWS_ENDPOINT_URL=counter.url)
+    env = dict(os.environ, AWS_ENDPOINT_URL=counter.url, GLIBC_TUNABLES=GLIBC_TUNABLES)
     log = work / "ferry-bulk.log"
     before, moto0 = counter.snapshot(), moto_cpu()
     say(f"Ferry: replicating {topic} (log {log})")
@@ -584,7 +588,8 @@ def ferry_latency(work: Path, counter: DynamoCounter, bulk_records_per_s: float 
     log = sub / "ferry.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(ferry_args("run", kc, ri, name, "--max-partitions-per-batch", str(PARTITIONS)),
-                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, AWS_ENDPOINT_URL=counter.url))
+                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, AWS_ENDPOINT_URL=counter.url,
+                                                                             GLIBC_TUNABLES=GLIBC_TUNABLES))
     try:
         wait_for_topic(TARGET, topic)
 
@@ -776,6 +781,7 @@ def main() -> int:
         "payload_gb": round(gb, 3),
         "compression": COMPRESSION,
         "ferry_extra_args": FERRY_EXTRA,
+        "ferry_glibc_tunables": GLIBC_TUNABLES,
         "parts": sorted(parts),
         "work_dir": str(work),
         # Anything else running on the machine shows here.
