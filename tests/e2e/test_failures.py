@@ -53,9 +53,32 @@ def test_target_refusing_a_record_stops_only_that_partition(tmp_path):
     res = Ferry(kc, ri, name=unique("refuse")).run("--once", "--produce-batch-max-bytes", "1000")
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"target topic {big} partition 0 refused source offsets 1..=1" in res.stderr, res.stderr
-    assert "max.message.bytes" in res.stderr
+    assert "max.message.bytes" in res.stderr and "(a source record is that large)" in res.stderr, res.stderr
     # Nothing skipped: the record before it is there, the refused one and nothing after.
     assert [r["key"] for r in read_partition(TARGET, big, 0)] == [b"small"]
     # The other partitions went on.
     assert [r["key"] for r in read_partition(TARGET, big, 1)] == [b"ok"]
     assert [r["key"] for r in read_partition(TARGET, fine, 0)] == [b"ok"]
+
+
+def test_a_source_batch_passed_through_and_refused_is_split_as_the_message_says(tmp_path):
+    """A whole source batch larger than the target topic's max.message.bytes,
+    passed through as it is, is refused; the error names the setting that
+    splits it, and with that setting the same records arrive."""
+    topic = unique("refused-batch")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1, config={"max.message.bytes": "20000"})
+    p = producer(SOURCE, **{"linger.ms": 200, "batch.num.messages": 100})
+    for i in range(40):
+        p.produce(topic, partition=0, key=str(i).encode(), value=b"v" * 1000)
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once", "--pass-through-min-bytes", "0")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "or lower --produce-batch-max-bytes below it (" in res.stderr and "records were in one batch" in res.stderr, res.stderr
+    assert read_partition(TARGET, topic, 0) == [], "nothing written, nothing skipped"
+    # As the message says: the batch is split, every record arrives, in order.
+    res = ferry.run("--once", "--pass-through-min-bytes", "0", "--produce-batch-max-bytes", "10000")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [int(r["key"]) for r in read_partition(TARGET, topic, 0)] == list(range(40))

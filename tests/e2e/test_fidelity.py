@@ -15,9 +15,11 @@ BIG = 900_000
 # The records carry CreateTimes years old. Under the default retention (7
 # days, judged by a segment's newest timestamp) the broker's next retention
 # check would delete them, on either cluster, before they are compared: 30 s
-# after a broker start, then every 5 minutes. Ferry copies the setting to the
-# target topics it creates.
+# after a broker start, then every 5 minutes (test_fault_injection restarts
+# the target just before this file). The flows copy topic configurations,
+# so the target topics Ferry creates keep them too.
 KEEP = {"retention.ms": "-1"}
+COPY_CONFIGS = {"CopyTopicConfigurations": True}
 
 
 def special_records(rnd: random.Random, partitions: int) -> list[tuple]:
@@ -60,7 +62,7 @@ def test_three_topics_arrive_byte_for_byte(tmp_path, compression):
     for t, n in topics.items():
         create_topic(SOURCE, t, n, KEEP)
         produce_all(t, special_records(rnd, n))
-    kc, ri = write_config(tmp_path, list(topics), compression=compression)
+    kc, ri = write_config(tmp_path, list(topics), compression=compression, topic_replication=COPY_CONFIGS)
     ferry = Ferry(kc, ri)
     res = ferry.run("--once")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -85,7 +87,7 @@ def test_null_header_value_and_duplicates_survive_explicitly(tmp_path):
     create_topic(SOURCE, t, 1, KEEP)
     hdrs = [("b", b"1"), ("a", None), ("b", b"2"), ("a", b"3")]
     produce_all(t, [(0, b"k", b"v", hdrs, 1_700_000_000_123)])
-    kc, ri = write_config(tmp_path, [t])
+    kc, ri = write_config(tmp_path, [t], topic_replication=COPY_CONFIGS)
     assert Ferry(kc, ri).run("--once").returncode == 0
     [rec] = read_partition(TARGET, t, 0)
     assert rec["headers"] == hdrs
@@ -106,7 +108,7 @@ def test_a_batch_larger_than_the_fetch_size_arrives_while_other_partitions_have_
     recs += [(1, f"big{i}".encode(), os.urandom(50_000), [("n", str(i).encode())], ts + i) for i in range(3)]
     rnd.shuffle(recs)
     produce_all(t, recs)
-    kc, ri = write_config(tmp_path, [t])
+    kc, ri = write_config(tmp_path, [t], topic_replication=COPY_CONFIGS)
     res = Ferry(kc, ri).run("--once", "--fetch-partition-max-bytes", "10000")
     assert res.returncode == 0, res.stdout + res.stderr
     for p in range(3):
@@ -131,8 +133,7 @@ def test_batches_already_in_the_target_codec_pass_through_with_their_bytes(tmp_p
     rnd = random.Random("pass-through")
     passed, rebuilt = unique("passed"), unique("rebuilt")
     # The edge cases, then records LZ4 shrinks (random bytes it would not),
-    # all with recent timestamps: the flow does not copy the topics'
-    # retention.ms=-1, and the target's retention check would delete 2020's.
+    # all with recent timestamps.
     recs = special_records(rnd, 2) + [
         (p, f"k{i}".encode(), f"value {i} ".encode() * 40, [("h", b"1"), ("h", None)], 1_600_000_010_000 + i)
         for p in range(2) for i in range(400)]
@@ -143,7 +144,7 @@ def test_batches_already_in_the_target_codec_pass_through_with_their_bytes(tmp_p
         produce_all(t, recs)
     for t, limit in ((passed, "0"), (rebuilt, str(2**62))):
         (tmp_path / t).mkdir()
-        kc, ri = write_config(tmp_path / t, [t], compression="LZ4")
+        kc, ri = write_config(tmp_path / t, [t], compression="LZ4", topic_replication=COPY_CONFIGS)
         res = Ferry(kc, ri).run("--once", "--pass-through-min-bytes", limit)
         assert res.returncode == 0, res.stdout + res.stderr
     for p in range(2):

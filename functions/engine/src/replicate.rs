@@ -86,6 +86,9 @@ impl Pending {
             Pending::Batch(b) => b.size,
         }
     }
+    /// The timestamp of its last record (of a whole batch: the batch's
+    /// largest, which is the last one's for a producer with a clock that
+    /// does not go back).
     fn timestamp(&self) -> i64 {
         match self {
             Pending::Record(r) => r.timestamp,
@@ -1277,6 +1280,12 @@ async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut 
         return;
     };
     let n = p.inflight.as_ref().map(|(_, n)| *n).unwrap_or(0);
+    let records: i64 = p
+        .pending
+        .iter()
+        .take(n)
+        .map(|item| item.last_offset() - item.first_offset() + 1)
+        .sum();
     let first = p.pending.front().map(Pending::first_offset).unwrap_or(p.cursor);
     let last = p.pending.get(n.saturating_sub(1)).map(Pending::last_offset).unwrap_or(first);
     let batch_bytes = p.inflight.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
@@ -1290,8 +1299,13 @@ async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut 
             return;
         }
         ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => format!(
-            "raise max.message.bytes on target topic {} above {batch_bytes} bytes (a source record is at least that large), or lower --produce-batch-max-bytes if several records were batched ({n} here)",
-            p.target.topic
+            "raise max.message.bytes on target topic {} above {batch_bytes} bytes{}",
+            p.target.topic,
+            if records > 1 {
+                format!(", or lower --produce-batch-max-bytes below it ({records} records were in one batch; a source batch that size is then split)")
+            } else {
+                " (a source record is that large)".to_owned()
+            }
         ),
         ResponseError::InvalidTimestamp => format!(
             "the record timestamps are outside target topic {}'s message.timestamp.before.max.ms / message.timestamp.after.max.ms: widen them",
