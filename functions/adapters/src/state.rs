@@ -810,6 +810,15 @@ impl StateStore {
     /// The newest offset-map run of a partition, whole (see
     /// [`CursorItem::open_run`]).
     pub async fn last_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
+        let mut runs: Vec<OffsetRun> = self.newest_stored_run(flow, tp).await?.into_iter().collect();
+        self.patch_open_run(flow, tp, &mut runs).await?;
+        Ok(runs.pop())
+    }
+
+    /// The newest run's item in the offset-map table, as stored: its
+    /// length may be short of the run's (the cursor item holds it whole;
+    /// [`CursorItem::patch`] lengthens it).
+    pub async fn newest_stored_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
         let out = self
             .client
             .query()
@@ -823,15 +832,7 @@ impl StateStore {
             .send()
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-        let mut runs = out
-            .items()
-            .first()
-            .map(|i| run_from_item(&self.offset_map, i))
-            .transpose()?
-            .into_iter()
-            .collect::<Vec<_>>();
-        self.patch_open_run(flow, tp, &mut runs).await?;
-        Ok(runs.pop())
+        out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
     }
 
     /// Lengthen, among `runs` read from the offset-map table, the open run
@@ -874,7 +875,7 @@ impl StateStore {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let newest = self.last_run(flow, tp).await?.map(|r| r.source_start);
+        let newest = self.newest_stored_run(flow, tp).await?.map(|r| r.source_start);
         doomed.retain(|r| Some(r.source_start) != newest);
         self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
         Ok(doomed.len())

@@ -506,7 +506,7 @@ async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
         for t in b.topics.iter().filter(|t| topics.contains_key(*t)) {
             selected_by_some.insert(t.clone());
             for c in cursors.iter().filter(|c| &c.tp.topic == t) {
-                let started = c.records_replicated > 0 || ferry.store.last_run(&key, &c.tp).await?.is_some();
+                let started = c.records_replicated > 0 || ferry.store.newest_stored_run(&key, &c.tp).await?.is_some();
                 if started {
                     return Err(FerryError::Input(format!(
                         "flow {} already replicated {} records of {} (cursor at source offset {}); a backfill would write older records \

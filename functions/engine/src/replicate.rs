@@ -247,7 +247,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             .store
             .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
             .await?;
-        let last_run = ferry.store.last_run(&flow_key, &work.source).await?;
+        // The lease's cursor item holds the newest run whole.
+        let last_run = ferry.store.newest_stored_run(&flow_key, &work.source).await?.map(|mut run| {
+            item.patch(&mut run);
+            run
+        });
         Ok::<_, StateError>((lease, item, last_run))
     }))
     .await;
@@ -445,6 +449,15 @@ struct PassThrough {
     codec: ferry_core::config::Compression,
     min_bytes: usize,
     max_bytes: usize,
+}
+
+impl PassThrough {
+    /// Every batch is split into records.
+    const NEVER: PassThrough = PassThrough {
+        codec: ferry_core::config::Compression::None,
+        min_bytes: usize::MAX,
+        max_bytes: 0,
+    };
 }
 
 /// Per-fetch filter: drops control batches and the batches of aborted
@@ -1181,13 +1194,8 @@ async fn reconcile(
     let wait_until = Instant::now() + 2 * ferry.settings.lease_duration;
     while source_offsets.len() < written.len() {
         let f = fetch_one(source, &p.work.source, spos, ferry.settings.fetch_partition_max_bytes).await?;
-        // Record by record: reconcile counts records, so nothing passes through.
-        let whole_records = PassThrough {
-            codec: ferry_core::config::Compression::None,
-            min_bytes: usize::MAX,
-            max_bytes: 0,
-        };
-        let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter, whole_records).await?;
+        // Record by record: reconcile counts records.
+        let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter, PassThrough::NEVER).await?;
         let (recs, next) = (read.records, read.next);
         if next == spos && read.unmapped {
             if Instant::now() >= wait_until {
