@@ -6,7 +6,7 @@ import random
 import signal
 import time
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, stored_batches, unique, write_config
 
 RECORDS = 100_000
 PARTITIONS = 6
@@ -124,3 +124,45 @@ def test_reconcile_ignores_other_producers_on_the_target(tmp_path):
     print(f"\ncrashes between produce and checkpoint={crashes} reconciles={reconciles}")
     assert crashes >= 3
     assert reconciles >= crashes, "every crash after a produce must be reconciled by the next holder"
+
+
+def test_a_stalled_writer_is_fenced_by_the_worker_that_takes_over(tmp_path):
+    """A worker checks its lease, builds a batch, and then stalls (a
+    failpoint: as a paused VM or a long GC would) for longer than its lease.
+    A second worker takes the partition over: it fences the first one's
+    producer on the target, reconciles, copies everything and stops. Then
+    the first worker wakes and sends its batch. The target refuses it (its
+    producer epoch is fenced), so every record is there exactly once; the
+    target holds the fence's abort marker and no batch of the first
+    worker's producer."""
+    topic = unique("stalled")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(500):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v" * 100)
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    args = ("--once", "--lease-ms", "3000")
+    log = tmp_path / "stalled.log"
+    stalled = ferry.spawn(*args, log=log, env={"FERRY_FAILPOINT": "stall-before-produce:25"})
+    deadline = time.time() + 120
+    while "stall-before-produce:25 reached" not in log.read_text():
+        assert stalled.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    time.sleep(4)  # its lease lapses
+    successor = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+    out = successor.stdout + successor.stderr
+    assert successor.returncode == 0, out
+    assert "fenced the previous holder on the partitions taken from it" in out, out
+    assert stalled.wait(timeout=120) is not None
+    text = log.read_text()
+    assert "stall-before-produce:25 over" in text, text
+    assert "target refused this producer" in text and "InvalidProducerEpoch" in text, text
+    keys = [r["key"] for r in read_partition(TARGET, topic, 0)]
+    assert keys == [f"k{i}".encode() for i in range(500)], f"{len(keys)} records on the target"
+    batches = stored_batches("target", topic, 0)
+    markers = [b for b in batches if b.get("isControl") == "true"]
+    assert len(markers) == 1, batches
+    fenced_pid = markers[0]["producerId"]
+    assert not [b for b in batches if b["producerId"] == fenced_pid and b.get("isControl") != "true"], batches

@@ -177,11 +177,17 @@ def set_password(user: str, password: str) -> None:
         f.result(timeout=30)
 
 
-def grant(user: str, topic_prefix: str) -> None:
+def grant(user: str, topic_prefix: str, transactional_ids: bool = True) -> None:
+    """Everything on the topics with this prefix and, unless told not to,
+    WRITE and DESCRIBE on Ferry's transactional ids (it writes with the
+    producer of one, which a successor fences)."""
     acls = [
         AclBinding(ResourceType.TOPIC, topic_prefix, ResourcePatternType.PREFIXED, f"User:{user}", "*",
                    AclOperation.ALL, AclPermissionType.ALLOW),
     ]
+    if transactional_ids:
+        acls += [AclBinding(ResourceType.TRANSACTIONAL_ID, "ferry-", ResourcePatternType.PREFIXED, f"User:{user}", "*", op,
+                            AclPermissionType.ALLOW) for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
     client = admin()  # held until the futures resolve
     for f in client.create_acls(acls).values():
         f.result(timeout=30)
@@ -339,6 +345,32 @@ def test_target_refusing_a_topic_stops_only_that_partition(tmp_path):
     for words in (f"target topic {denied} partition 0 refused source offsets 0..=", "TopicAuthorizationFailed",
                   "grant Ferry's principal WRITE"):
         assert words in error, error
+    assert_no_secret(out, password)
+
+
+def test_a_target_refusing_transactional_ids_names_the_grant_and_writes_nothing(tmp_path):
+    """Ferry's user on the target may write the topic but has no grant on
+    transactional ids: the run fails before writing, and says which grant
+    to add, with the prefix of the ids."""
+    user, password = unique("no-txn"), unique("pw")
+    set_password(user, password)
+    topic = unique("sec-txn")
+    create_topic(TARGET, topic, 1)  # the flow's source: the PLAINTEXT cluster
+    create_topic(SOURCE, topic, 1)  # its target, reached over SASL_SSL
+    p = producer(TARGET)
+    for i in range(20):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    grant(user, topic, transactional_ids=False)
+    secret = new_secret({"username": user, "password": password, "certificate": CA_CHAIN})
+    ferry = into_sasl_ssl(tmp_path, [topic], scram_source(secret))
+    res = ferry.run("--once", "--give-up-seconds", "5", timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    for words in ("TransactionalIdAuthorizationFailed", "cluster secure",
+                  f"grant Ferry's principal WRITE and DESCRIBE on transactional ids prefixed ferry-{ferry.name}-"):
+        assert words in out, out[-3000:]
+    assert read_partition(SOURCE, topic, 0) == []
     assert_no_secret(out, password)
 
 

@@ -152,6 +152,12 @@ pub struct CursorItem {
     pub producer_id: i64,
     /// Its epoch.
     pub producer_epoch: i64,
+    /// The transactional id that producer id belongs to: a successor fences
+    /// it (see `kafka::txn`). None when written by a Ferry before fencing.
+    pub transactional_id: Option<String>,
+    /// Whether that holder gave the lease back with no write whose outcome
+    /// it did not know: then a successor need not fence it.
+    pub writes_settled: bool,
     /// Timestamp of the last replicated record.
     pub last_record_timestamp_ms: i64,
     /// Source end offset when last seen.
@@ -195,6 +201,17 @@ pub struct Rate {
     pub records_per_s: i64,
     /// Bytes per second.
     pub bytes_per_s: i64,
+}
+
+/// The producer a lease holder writes with, as recorded under its lease.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRecord<'a> {
+    /// Producer id (the provenance reconcile counts).
+    pub producer_id: i64,
+    /// Its epoch.
+    pub producer_epoch: i16,
+    /// The transactional id it belongs to (what a successor fences).
+    pub transactional_id: &'a str,
 }
 
 /// A held lease: the proof a worker shows on every write.
@@ -338,6 +355,8 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             lease_expires_ms: r.n("lease_expires_ms").unwrap_or(0),
             producer_id: r.n("producer_id").unwrap_or(-1),
             producer_epoch: r.n("producer_epoch").unwrap_or(-1),
+            transactional_id: r.s("transactional_id"),
+            writes_settled: r.bool("writes_settled").unwrap_or(false),
             last_record_timestamp_ms: r.n("last_record_timestamp_ms").unwrap_or(-1),
             source_end_offset: r.n("source_end_offset").unwrap_or(-1),
             records_replicated: r.n("records_replicated").unwrap_or(0),
@@ -764,27 +783,26 @@ impl StateStore {
     }
 
     /// Record, under the lease, the producer id this holder writes with
-    /// (the provenance a later holder reconciles against).
+    /// (the provenance a later holder reconciles against) and its
+    /// transactional id (which a later holder fences); from now until a
+    /// release that says otherwise, its writes are not settled.
     /// `target_end` is recorded as the reconcile start if none is stored yet.
-    pub async fn set_producer(
-        &self,
-        flow: &str,
-        lease: &Lease,
-        producer_id: i64,
-        producer_epoch: i16,
-        target_end: i64,
-    ) -> Result<(), StateError> {
+    pub async fn set_producer(&self, flow: &str, lease: &Lease, producer: &ProducerRecord<'_>, target_end: i64) -> Result<(), StateError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
-            .update_expression("SET producer_id = :pid, producer_epoch = :pe, updated_ms = :now, next_target_offset = if_not_exists(next_target_offset, :tend)")
+            .update_expression(
+                "SET producer_id = :pid, producer_epoch = :pe, transactional_id = :tid, updated_ms = :now, \
+                 next_target_offset = if_not_exists(next_target_offset, :tend) REMOVE writes_settled",
+            )
             .expression_attribute_values(":tend", n(target_end))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch")
-            .expression_attribute_values(":pid", n(producer_id))
-            .expression_attribute_values(":pe", n(i64::from(producer_epoch)))
+            .expression_attribute_values(":pid", n(producer.producer_id))
+            .expression_attribute_values(":pe", n(i64::from(producer.producer_epoch)))
+            .expression_attribute_values(":tid", s(producer.transactional_id))
             .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch))
@@ -1072,15 +1090,26 @@ impl StateStore {
         }
     }
 
-    /// Give the lease back (only if still ours).
-    pub async fn release_lease(&self, flow: &str, lease: &Lease, rate: Rate) -> Result<(), StateError> {
-        let res = self
+    /// Give the lease back (only if still ours). `settled`: this holder
+    /// recorded its producer and has no write whose outcome it does not
+    /// know, so the next holder need not fence it.
+    pub async fn release_lease(&self, flow: &str, lease: &Lease, rate: Rate, settled: bool) -> Result<(), StateError> {
+        let set_settled = if settled { ", writes_settled = :settled" } else { "" };
+        let req = self
             .client
             .update_item()
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
-            .update_expression("REMOVE lease_owner SET lease_expires_ms = :zero, records_per_s = :rps, bytes_per_s = :bps")
+            .update_expression(format!(
+                "REMOVE lease_owner SET lease_expires_ms = :zero, records_per_s = :rps, bytes_per_s = :bps{set_settled}"
+            ));
+        let req = if settled {
+            req.expression_attribute_values(":settled", AttributeValue::Bool(true))
+        } else {
+            req
+        };
+        let res = req
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":rps", n(rate.records_per_s))

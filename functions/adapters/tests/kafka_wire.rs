@@ -222,3 +222,74 @@ async fn a_batch_larger_than_the_fetch_size_comes_back_only_to_the_first_partiti
     assert_eq!(batches.len(), 1, "first: the whole oversized batch");
     assert!(batches[0].size > max as usize);
 }
+
+/// Produce one batch of `n` records with `stamp`, retrying while the
+/// partition's leader settles; the broker's answer.
+async fn produce_one(cluster: &KafkaCluster, tp: &TopicPartition, n: i64, stamp: ProducerStamp) -> Result<i64, String> {
+    let recs: Vec<SourceRecord> = (0..n)
+        .map(|i| SourceRecord {
+            offset: i,
+            timestamp: 1_700_000_000_000 + i,
+            attributes: 0,
+            tail: tail(format!("k{i}").as_bytes(), b"value"),
+        })
+        .collect();
+    let bytes = batch::build_batch(&recs, Compression::None, stamp).expect("build");
+    for _ in 0..50 {
+        let Ok(leaders) = cluster.leaders(std::slice::from_ref(tp)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut res = cluster
+            .produce(leaders[tp], vec![(tp.clone(), bytes.clone())], 10_000)
+            .await
+            .expect("produce");
+        match res.remove(tp).expect("partition in response") {
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
+    Err("no leader".into())
+}
+
+/// Fencing a transactional id's producer on one partition: that partition
+/// refuses its old epoch from then on, another partition it wrote to does
+/// not, and a partition that cannot be fenced is reported, not fatal.
+#[tokio::test]
+async fn a_fenced_producer_is_refused_on_the_fenced_partition_only() {
+    let cluster = KafkaCluster::new("source", vec![bootstrap()], Duration::from_secs(10));
+    let topic = topic_name("fence");
+    cluster
+        .create_topics(&[(topic.clone(), 2)])
+        .await
+        .expect("create topic (is the stack up? run infra/local/up)");
+    let (fenced_tp, spared_tp) = (TopicPartition::new(topic.clone(), 0), TopicPartition::new(topic.clone(), 1));
+    let id = format!("ferry-wire-{}", uuid::Uuid::new_v4().simple());
+    let (pid, epoch) = cluster.init_transactional_producer(&id).await.expect("transactional producer id");
+    let stamp = |seq| ProducerStamp {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+    };
+    for tp in [&fenced_tp, &spared_tp] {
+        produce_one(&cluster, tp, 3, stamp(0)).await.expect("first write");
+    }
+    let missing = TopicPartition::new(topic_name("no-such-topic"), 0);
+    let fenced = cluster.fence(&id, pid, &[fenced_tp.clone(), missing.clone()]).await.expect("fence");
+    assert!(fenced.same_producer);
+    assert_eq!(fenced.failed.len(), 1, "{:?}", fenced.failed);
+    assert_eq!(fenced.failed[0].0, missing);
+    let refused = produce_one(&cluster, &fenced_tp, 3, stamp(3)).await;
+    let err = refused.expect_err("the fenced partition refuses the old epoch");
+    assert!(err.contains("InvalidProducerEpoch") || err.contains("ProducerFenced"), "{err}");
+    assert_eq!(
+        produce_one(&cluster, &spared_tp, 3, stamp(3)).await,
+        Ok(3),
+        "the other partition still takes it"
+    );
+    let ends = cluster
+        .list_offsets(std::slice::from_ref(&fenced_tp), OffsetSpec::Latest, false)
+        .await
+        .expect("offsets");
+    assert_eq!(ends[&fenced_tp], 4, "three records and the fence's abort marker");
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, Rate, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, ProducerRecord, Rate, StateError, StateStore};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -110,13 +110,32 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
         records_per_s: 250,
         bytes_per_s: 40_000,
     };
-    s.release_lease("r/f", &b, rate).await.expect("release");
+    // B records its producer: its writes are in doubt until it says otherwise.
+    let producer = ProducerRecord {
+        producer_id: 7,
+        producer_epoch: 3,
+        transactional_id: "ferry-r-worker-b",
+    };
+    s.set_producer("r/f", &b, &producer, 20).await.expect("b records its producer");
+    let recorded = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
+    assert_eq!((recorded.producer_id, recorded.producer_epoch), (7, 3));
+    assert_eq!(recorded.transactional_id.as_deref(), Some("ferry-r-worker-b"));
+    assert!(!recorded.writes_settled);
+    s.release_lease("r/f", &b, rate, true).await.expect("release");
     let list = s.list_cursors("r/f").await.expect("list");
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].next_source_offset, 20);
     assert_eq!(list[0].records_replicated, 20);
     assert_eq!(list[0].lease_owner, None);
+    assert!(list[0].writes_settled, "a clean release spares the next holder the fence");
     assert_eq!((list[0].records_per_s, list[0].bytes_per_s), (250, 40_000));
+    // The next holder recording its producer puts the writes in doubt again,
+    // and a release with a write in doubt leaves them so.
+    let (c, _) = s.acquire_lease("r/f", &tp, "worker-c", Duration::from_secs(60)).await.expect("c");
+    s.set_producer("r/f", &c, &producer, 20).await.expect("c records its producer");
+    s.release_lease("r/f", &c, rate, false).await.expect("release in doubt");
+    let after = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
+    assert!(!after.writes_settled && after.lease_owner.is_none());
 }
 
 /// Runs of a compacted-looking partition: run `i` covers source offsets

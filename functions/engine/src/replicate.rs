@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_adapters::kafka::batch::{self, ProducerStamp, RawBatch, SourceRecord};
+use ferry_adapters::kafka::txn::{transactional_id, transactional_id_prefix};
 use ferry_adapters::kafka::{FetchedPartition, KafkaCluster, KafkaError, OffsetSpec};
-use ferry_adapters::state::{now_ms, Checkpoint, Lease, Rate, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, Lease, ProducerRecord, Rate, StateError, StateStore};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
 use ferry_core::offset_map::{runs_for_append, OffsetRun};
@@ -121,6 +122,9 @@ struct Part {
     /// idempotence can drop a copy.
     inflight: Option<(Bytes, usize)>,
     sequence: i32,
+    /// This holder's producer is recorded under the lease: from then on a
+    /// successor fences it unless the release says its writes settled.
+    producer_recorded: bool,
     /// Records the target acknowledged that no checkpoint holds yet.
     unsaved: Option<Unsaved>,
     /// Checkpoint at the next chance (a gap in the source waits for it).
@@ -259,6 +263,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let mut skipped: Vec<PartitionProgress> = Vec::new();
     // Partitions a previous holder wrote to, with its producer id.
     let mut to_reconcile: Vec<(usize, i64)> = Vec::new();
+    // Those whose holder may still have a write on its way, by its
+    // transactional id and producer id: fenced before the reconcile reads.
+    let mut to_fence: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
     for (work, res) in input.partitions.iter().zip(leased) {
         match res {
             Ok((lease, item, last_run)) => {
@@ -274,6 +281,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     pending_bytes: 0,
                     inflight: None,
                     sequence: 0,
+                    producer_recorded: false,
                     unsaved: None,
                     flush_soon: false,
                     checkpoints: 0,
@@ -294,6 +302,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
                     to_reconcile.push((parts.len() - 1, item.producer_id));
+                }
+                if let Some(id) = item.transactional_id.filter(|_| item.producer_id >= 0 && !item.writes_settled) {
+                    to_fence.entry((id, item.producer_id)).or_default().push(parts.len() - 1);
                 }
             }
             Err(StateError::LeaseHeld { tp, owner, .. }) => {
@@ -316,13 +327,19 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             Err(e) => return Err(e.into()),
         }
     }
+    fence_all(ferry, &flow, &flow_key, &target, &mut parts, &to_fence).await;
+    to_reconcile.retain(|&(i, _)| parts[i].done.is_none());
     reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
 
-    // One idempotent producer id for this invocation, recorded under each
-    // lease before anything is written: it is the provenance a later
-    // holder reconciles against.
+    // One producer id for this invocation, of a transactional id of its
+    // own, recorded under each lease before anything is written: it is the
+    // provenance a later holder reconciles against, and what it fences.
     if parts.iter().any(|p| p.done.is_none()) {
-        let (pid, epoch) = target.init_producer_id().await?;
+        let txn_id = transactional_id(&ferry.spec.name, &owner);
+        let (pid, epoch) = target
+            .init_transactional_producer(&txn_id)
+            .await
+            .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
         if let Some(f) = &filter {
             f.register(&ferry.store, &flow_key, pid).await?;
         }
@@ -336,15 +353,20 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
         }
         let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
-        let recorded = join_all(live.iter().map(|&i| {
-            ferry
-                .store
-                .set_producer(&flow_key, &parts[i].lease, pid, epoch, parts[i].target_end)
-        }))
+        let producer = ProducerRecord {
+            producer_id: pid,
+            producer_epoch: epoch,
+            transactional_id: &txn_id,
+        };
+        let recorded = join_all(
+            live.iter()
+                .map(|&i| ferry.store.set_producer(&flow_key, &parts[i].lease, &producer, parts[i].target_end)),
+        )
         .await;
         for (i, res) in live.into_iter().zip(recorded) {
-            if let Err(e) = res {
-                fail(ferry, &flow, &flow_key, &mut parts[i], &e.into()).await;
+            match res {
+                Ok(()) => parts[i].producer_recorded = true,
+                Err(e) => fail(ferry, &flow, &flow_key, &mut parts[i], &e.into()).await,
             }
         }
         let stamp = ProducerStamp {
@@ -378,7 +400,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         bytes_per_s: (p.bytes as f64 / secs).round() as i64,
     };
     let stopping = std::time::Instant::now();
-    let released = join_all(parts.iter().map(|p| ferry.store.release_lease(&flow_key, &p.lease, rate(p)))).await;
+    // A batch still in flight may yet be appended: its successor must fence.
+    let released = join_all(parts.iter().map(|p| {
+        ferry
+            .store
+            .release_lease(&flow_key, &p.lease, rate(p), p.producer_recorded && p.inflight.is_none())
+    }))
+    .await;
     tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
     for (p, res) in parts.iter().zip(released) {
         match res {
@@ -665,6 +693,9 @@ async fn run_rounds(
         } else {
             settings.fetch_max_wait_ms
         };
+        if !to_send.is_empty() {
+            failpoint::before_produce().await;
+        }
         let (fetched, produced, saved) = {
             let shared: &[Part] = parts;
             tokio::join!(
@@ -1099,6 +1130,79 @@ fn join_last_run(last: Option<OffsetRun>, runs: &mut [OffsetRun]) {
     }
 }
 
+/// Fence the previous holders that may still have a write on its way to
+/// the partitions taken from them (see `kafka::txn`): one sequence per
+/// holder, all holders at once. A partition that cannot be fenced is not
+/// reconciled or written.
+async fn fence_all(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    target: &KafkaCluster,
+    parts: &mut [Part],
+    which: &BTreeMap<(String, i64), Vec<usize>>,
+) {
+    let results = join_all(which.iter().map(|((id, pid), idx)| {
+        let tps: Vec<TopicPartition> = idx.iter().map(|&i| parts[i].target.clone()).collect();
+        async move { target.fence(id, *pid, &tps).await }
+    }))
+    .await;
+    for (((id, pid), idx), res) in which.iter().zip(results) {
+        match res {
+            Ok(fenced) => {
+                let failed = fenced.failed.len();
+                for (tp, e) in fenced.failed {
+                    let e = FerryError::from(with_grant_hint(e, &ferry.spec.name));
+                    if let Some(&i) = idx.iter().find(|&&i| parts[i].target == tp) {
+                        fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                    }
+                }
+                tracing::info!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), transactional_id = %id, producer_id = pid,
+                    partitions = idx.len() - failed, fenced = fenced.same_producer,
+                    "fenced the previous holder on the partitions taken from it"
+                );
+            }
+            Err(e) => {
+                let e = FerryError::from(with_grant_hint(e, &ferry.spec.name));
+                for &i in idx {
+                    fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                }
+            }
+        }
+    }
+}
+
+/// An error refusing Ferry a transactional id, with the grant to add.
+fn with_grant_hint(e: KafkaError, replicator: &str) -> KafkaError {
+    match e {
+        KafkaError::Broker {
+            cluster,
+            op,
+            topic,
+            partition,
+            error: error @ ResponseError::TransactionalIdAuthorizationFailed,
+            detail,
+        } => {
+            let prefix = transactional_id_prefix(replicator);
+            KafkaError::Broker {
+                detail: format!(
+                    "{detail}. Fix: grant Ferry's principal WRITE and DESCRIBE on transactional ids prefixed {prefix} on cluster {cluster} \
+                     (kafka-acls --add --allow-principal <principal> --operation Write --operation Describe --transactional-id {prefix} \
+                     --resource-pattern-type prefixed; with MSK IAM, kafka-cluster:AlterTransactionalId and DescribeTransactionalId on \
+                     transactional-id/<cluster>/<uuid>/{prefix}*, which the template grants)"
+                ),
+                cluster,
+                op,
+                topic,
+                partition,
+                error,
+            }
+        }
+        e => e,
+    }
+}
+
 /// Reconcile the partitions `which` (index, previous holder's producer
 /// id): one ListOffsets for all of them, then a read of the target only
 /// where it holds records after the last checkpoint (after a clean
@@ -1298,10 +1402,14 @@ async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut 
     let last = p.pending.get(n.saturating_sub(1)).map(Pending::last_offset).unwrap_or(first);
     let batch_bytes = p.inflight.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
     let fix = match error {
-        ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId | ResponseError::InvalidProducerEpoch => {
+        ResponseError::OutOfOrderSequenceNumber
+        | ResponseError::UnknownProducerId
+        | ResponseError::InvalidProducerEpoch
+        | ResponseError::ProducerFenced => {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic,
-                partition = p.target.partition, cause = %e, "target lost this producer's state; the partition resumes after a reconcile"
+                partition = p.target.partition, cause = %e,
+                "target refused this producer: fenced by a worker that took the partition over, or the target lost its state; the batch was not written, and the partition resumes after a reconcile"
             );
             p.done = Some(StopReason::Retry);
             return;
@@ -1400,18 +1508,40 @@ async fn out_of_range(
 /// before that round's checkpoint, the exact window reconcile exists for.
 /// Unset (always, outside tests) it costs one relaxed load per round.
 mod failpoint {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::OnceLock;
+    use std::time::Duration;
 
     static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
     static ROUNDS: AtomicU64 = AtomicU64::new(0);
+    static STALL: OnceLock<Option<u64>> = OnceLock::new();
+    static STALLED: AtomicBool = AtomicBool::new(false);
 
+    /// The number after `name:` in FERRY_FAILPOINT.
+    fn arg(name: &str) -> Option<u64> {
+        std::env::var("FERRY_FAILPOINT").ok().and_then(|v| {
+            v.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|n| n.parse().ok())
+        })
+    }
+
+    /// `stall-before-produce:<seconds>`: the first time a batch is about
+    /// to be sent (its lease checked), do nothing for that long, as a
+    /// process paused by its host would; then send it.
+    pub(super) async fn before_produce() {
+        if let Some(secs) = *STALL.get_or_init(|| arg("stall-before-produce")) {
+            if !STALLED.swap(true, Ordering::Relaxed) {
+                eprintln!("ferry: failpoint stall-before-produce:{secs} reached; stalling with a batch ready to send");
+                std::thread::sleep(Duration::from_secs(secs));
+                eprintln!("ferry: failpoint stall-before-produce:{secs} over; sending the batch");
+            }
+        }
+    }
+
+    /// `crash-after-produce:<n>`: abort after the n-th produce round.
     pub(super) fn after_produce() {
-        let limit = LIMIT.get_or_init(|| {
-            std::env::var("FERRY_FAILPOINT")
-                .ok()
-                .and_then(|v| v.strip_prefix("crash-after-produce:").and_then(|n| n.parse().ok()))
-        });
+        let limit = LIMIT.get_or_init(|| arg("crash-after-produce"));
         if let Some(limit) = limit {
             if ROUNDS.fetch_add(1, Ordering::Relaxed) + 1 >= *limit {
                 eprintln!("ferry: failpoint crash-after-produce:{limit} reached; aborting before the checkpoint");
@@ -1506,6 +1636,7 @@ mod tests {
             pending_bytes: 0,
             inflight: None,
             sequence: 0,
+            producer_recorded: true,
             unsaved: None,
             flush_soon: false,
             checkpoints: 0,

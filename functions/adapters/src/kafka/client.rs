@@ -107,8 +107,9 @@ pub struct KafkaCluster {
     brokers: std::sync::Mutex<HashMap<i32, String>>,
     leaders: std::sync::Mutex<HashMap<(String, i32), i32>>,
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Connection>>>>>,
-    /// Group coordinator address by group id (see `groups.rs`).
-    pub(super) coordinators: std::sync::Mutex<HashMap<String, String>>,
+    /// Coordinator address by FindCoordinator key type and key: groups
+    /// (see `groups.rs`) and transactional ids (`txn.rs`).
+    pub(super) coordinators: std::sync::Mutex<HashMap<(i8, String), String>>,
     /// The cluster id, learnt once: it never changes for a cluster's life.
     pub(super) cluster_id: std::sync::OnceLock<String>,
     /// Milliseconds the brokers asked this client to wait (quotas), summed

@@ -36,6 +36,10 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::ListOffsets => 7,
         ApiKey::CreateTopics => 7,
         ApiKey::InitProducerId => 4,
+        // Transactions as clients before Kafka 4.0 run them (KIP-890's
+        // second part, where the produce adds the partition, is not used).
+        ApiKey::AddPartitionsToTxn => 3,
+        ApiKey::EndTxn => 4,
         ApiKey::DescribeConfigs => 4,
         ApiKey::CreatePartitions => 3,
         ApiKey::IncrementalAlterConfigs => 1,

@@ -25,8 +25,8 @@ use super::error::KafkaError;
 
 /// Attempts of one group operation while the coordinator moves or loads.
 const ATTEMPTS: u32 = 10;
-/// FindCoordinator key type of a group (1 would be a transactional id).
-const GROUP_KEY_TYPE: i8 = 0;
+/// FindCoordinator key type of a group (`txn.rs` uses 1, a transactional id).
+pub(super) const GROUP_KEY_TYPE: i8 = 0;
 /// The first OffsetFetch version that takes `require_stable`.
 const OFFSET_FETCH_REQUIRE_STABLE: i16 = 7;
 /// The first OffsetFetch version that names groups in a `groups` array.
@@ -76,8 +76,8 @@ pub struct Committed {
     pub leader_epoch: i32,
 }
 
-/// What one attempt of a group operation came to.
-enum Step<T> {
+/// What one attempt of a coordinator operation came to.
+pub(super) enum Step<T> {
     Done(T),
     /// The coordinator moved, is loading, or offsets are not yet stable.
     Retry(ResponseError),
@@ -85,7 +85,7 @@ enum Step<T> {
 
 /// Errors after which the same group request may succeed (on a coordinator
 /// found afresh for the first two).
-fn is_coordinator_retry(e: ResponseError) -> bool {
+pub(super) fn is_coordinator_retry(e: ResponseError) -> bool {
     matches!(
         e,
         ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable | ResponseError::CoordinatorLoadInProgress
@@ -100,10 +100,11 @@ fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_owned()))
 }
 
-/// FindCoordinator for one group, shaped for `version`.
-fn find_coordinator_request(group: &str, version: i16) -> FindCoordinatorRequest {
-    let req = FindCoordinatorRequest::default().with_key_type(GROUP_KEY_TYPE);
-    let key = StrBytes::from_string(group.to_owned());
+/// FindCoordinator for one key (a group, or a transactional id), shaped
+/// for `version`.
+fn find_coordinator_request(key_type: i8, key: &str, version: i16) -> FindCoordinatorRequest {
+    let req = FindCoordinatorRequest::default().with_key_type(key_type);
+    let key = StrBytes::from_string(key.to_owned());
     if version >= FIND_COORDINATOR_BATCHED {
         req.with_coordinator_keys(vec![key])
     } else {
@@ -139,7 +140,7 @@ struct FetchedOffset {
 }
 
 impl KafkaCluster {
-    fn broker_error(&self, op: &'static str, topic: &str, partition: i32, error: ResponseError, detail: String) -> KafkaError {
+    pub(super) fn broker_error(&self, op: &'static str, topic: &str, partition: i32, error: ResponseError, detail: String) -> KafkaError {
         KafkaError::Broker {
             cluster: self.alias().to_owned(),
             op,
@@ -209,15 +210,17 @@ impl KafkaCluster {
         Ok(merged.into_values().collect())
     }
 
-    /// The address of `group`'s coordinator, cached.
-    async fn coordinator(&self, group: &str) -> Result<String, KafkaError> {
-        if let Some(addr) = lock(&self.coordinators).get(group) {
+    /// The address of the coordinator of `key` (a group or a transactional
+    /// id, by `key_type`), cached.
+    async fn coordinator(&self, key_type: i8, key: &str) -> Result<String, KafkaError> {
+        if let Some(addr) = lock(&self.coordinators).get(&(key_type, key.to_owned())) {
             return Ok(addr.clone());
         }
+        let what = if key_type == GROUP_KEY_TYPE { "group" } else { "transactional id" };
         let mut attempt = 0;
         loop {
             let resp = self
-                .send_any_built::<FindCoordinatorRequest, _>(|version| find_coordinator_request(group, version))
+                .send_any_built::<FindCoordinatorRequest, _>(|version| find_coordinator_request(key_type, key, version))
                 .await?;
             // v4+ answers per key, older versions at the top level.
             let (code, message, host, port) = match resp.coordinators.into_iter().next() {
@@ -228,7 +231,7 @@ impl KafkaCluster {
                 None if host.is_empty() => return Err(KafkaError::protocol(self.alias(), "FindCoordinator answered no coordinator")),
                 None => {
                     let addr = format!("{}:{port}", host.as_str());
-                    lock(&self.coordinators).insert(group.to_owned(), addr.clone());
+                    lock(&self.coordinators).insert((key_type, key.to_owned()), addr.clone());
                     return Ok(addr);
                 }
                 Some(ResponseError::CoordinatorNotAvailable | ResponseError::CoordinatorLoadInProgress) if attempt + 1 < ATTEMPTS => {
@@ -236,37 +239,52 @@ impl KafkaCluster {
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Some(error) => {
-                    let detail = format!("group {group}: {}", message.map(|m| m.to_string()).unwrap_or_default());
+                    let detail = format!("{what} {key}: {}", message.map(|m| m.to_string()).unwrap_or_default());
                     return Err(self.broker_error("FindCoordinator", "*", -1, error, detail));
                 }
             }
         }
     }
 
-    fn forget_coordinator(&self, group: &str) {
-        lock(&self.coordinators).remove(group);
-    }
-
     /// Run `attempt` on `group`'s coordinator until it is done, finding the
     /// coordinator again when it moved or its connection broke.
-    async fn on_coordinator<T, F, Fut>(&self, group: &str, op: &'static str, mut attempt: F) -> Result<T, KafkaError>
+    async fn on_coordinator<T, F, Fut>(&self, group: &str, op: &'static str, attempt: F) -> Result<T, KafkaError>
     where
         F: FnMut(String) -> Fut,
         Fut: Future<Output = Result<Step<T>, KafkaError>>,
     {
+        self.on_coordinator_of(GROUP_KEY_TYPE, group, op, attempt).await
+    }
+
+    /// `on_coordinator` for any kind of coordinator key.
+    pub(super) async fn on_coordinator_of<T, F, Fut>(
+        &self,
+        key_type: i8,
+        key: &str,
+        op: &'static str,
+        mut attempt: F,
+    ) -> Result<T, KafkaError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Result<Step<T>, KafkaError>>,
+    {
+        let what = if key_type == GROUP_KEY_TYPE { "group" } else { "transactional id" };
+        let forget = || {
+            lock(&self.coordinators).remove(&(key_type, key.to_owned()));
+        };
         let mut tries = 0;
         loop {
-            let addr = self.coordinator(group).await?;
+            let addr = self.coordinator(key_type, key).await?;
             let err = match attempt(addr).await {
                 Ok(Step::Done(v)) => return Ok(v),
                 Ok(Step::Retry(error)) => {
                     if matches!(error, ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) {
-                        self.forget_coordinator(group);
+                        forget();
                     }
-                    self.broker_error(op, "*", -1, error, format!("group {group}"))
+                    self.broker_error(op, "*", -1, error, format!("{what} {key}"))
                 }
                 Err(e) if e.breaks_connection() => {
-                    self.forget_coordinator(group);
+                    forget();
                     e
                 }
                 Err(e) => return Err(e),
@@ -275,7 +293,7 @@ impl KafkaCluster {
             if tries >= ATTEMPTS {
                 return Err(err);
             }
-            tracing::debug!(cluster = %self.alias(), group, op, error = %err, "retrying on the group coordinator");
+            tracing::debug!(cluster = %self.alias(), key, op, error = %err, "retrying on the coordinator");
             tokio::time::sleep(backoff(tries)).await;
         }
     }
@@ -510,7 +528,7 @@ mod tests {
     fn version_shaped_requests_encode_at_every_version() {
         for v in FindCoordinatorRequest::VERSIONS.min..=FindCoordinatorRequest::VERSIONS.max {
             let mut buf = BytesMut::new();
-            find_coordinator_request("g", v)
+            find_coordinator_request(GROUP_KEY_TYPE, "g", v)
                 .encode(&mut buf, v)
                 .unwrap_or_else(|e| panic!("FindCoordinator v{v}: {e}"));
         }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod groups;
 pub mod scram;
 pub mod security;
+pub mod txn;
 
 pub use client::{FetchedPartition, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
 pub use error::KafkaError;
