@@ -4,7 +4,8 @@
 #
 # Layout: downloads under <repo>/.cache (venv, Kafka jars), runtime state
 # under <repo>/.run/<service> (data, logs, pid file). Ports can be moved with
-# FERRY_SOURCE_PORT, FERRY_TARGET_PORT (controller = port + 1) and
+# FERRY_SOURCE_PORT, FERRY_TARGET_PORT (controller = port + 1),
+# FERRY_PAIR_PORT (the two-broker cluster, see infra/local/pair) and
 # FERRY_MOTO_PORT; export the same values for every script of one stack.
 
 LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,6 +33,10 @@ SOURCE_VERSION=${SOURCE_KAFKA_VERSION:-$KAFKA_VERSION}
 
 SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
 TARGET_PORT=${FERRY_TARGET_PORT:-29092}
+# "pair": a cluster of two brokers, for leadership moves (infra/local/pair):
+# node 1 is broker and controller on PAIR_PORT (controller PAIR_PORT + 1),
+# node 2 ("pair2") a broker only on PAIR_PORT + 2.
+PAIR_PORT=${FERRY_PAIR_PORT:-39092}
 MOTO_PORT=${FERRY_MOTO_PORT:-5000}
 MOTO_DIR="$RUN_DIR/moto"
 MOTO_URL="http://127.0.0.1:$MOTO_PORT"
@@ -428,7 +433,9 @@ kafka_port() {
   case $1 in
     source) echo "$SOURCE_PORT" ;;
     target) echo "$TARGET_PORT" ;;
-    *) die "unknown cluster '$1' (expected source or target)" ;;
+    pair) echo "$PAIR_PORT" ;;
+    pair2) echo $((PAIR_PORT + 2)) ;;
+    *) die "unknown cluster '$1' (expected source, target, pair or pair2)" ;;
   esac
 }
 kafka_bootstrap() { echo "127.0.0.1:$(kafka_port "$1")"; }
@@ -465,13 +472,18 @@ kafka_cds() {
 # release before 3.9, of one broker with its own ZooKeeper on the port the
 # controller would have.
 kafka_config() {
-  local cluster=$1 dir port controller listeners advertised protocols zookeeper=false
+  local cluster=$1 dir port controller listeners advertised protocols zookeeper=false roles=broker,controller node=1
   dir=$(kafka_dir "$cluster")
   port=$(kafka_port "$cluster")
   controller=$((port + 1))
   kafka_on_zookeeper "$cluster" && zookeeper=true
   listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
   protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [[ $cluster == pair2 ]]; then
+    # The pair's second broker: no controller of its own, node 1's quorum.
+    roles=broker node=2 controller=$((PAIR_PORT + 1))
+    listeners="PLAINTEXT://127.0.0.1:$port"
+  fi
   if $zookeeper; then
     listeners="PLAINTEXT://127.0.0.1:$port"
     protocols="PLAINTEXT:PLAINTEXT"
@@ -492,8 +504,8 @@ zookeeper.connect=127.0.0.1:$controller
 EOF
   else
     cat <<EOF
-process.roles=broker,controller
-node.id=1
+process.roles=$roles
+node.id=$node
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
 controller.listener.names=CONTROLLER
 EOF
@@ -516,6 +528,17 @@ EOF
     cat <<EOF
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+EOF
+  fi
+  if [[ $cluster == pair* ]]; then
+    # Every topic on both brokers (internal ones too: these lines override
+    # the ones above), and leadership handed back to the preferred replica
+    # within seconds of its return (Kafka checks every 300 s by default).
+    cat <<EOF
+default.replication.factor=2
+offsets.topic.replication.factor=2
+transaction.state.log.replication.factor=2
+leader.imbalance.check.interval.seconds=5
 EOF
   fi
   cat <<EOF
@@ -585,6 +608,7 @@ kafka_config_current() {
 kafka_check_formatted() {
   local cluster=$1 dir controller
   kafka_on_zookeeper "$cluster" && return 0
+  [[ $cluster == pair2 ]] && return 0 # no controller of its own
   dir=$(kafka_dir "$cluster")
   controller=$(($(kafka_port "$cluster") + 1))
   if [[ -f $dir/data/meta.properties ]] &&
@@ -671,14 +695,23 @@ kafka_format() {
 import base64, uuid
 while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
 print(i)')
+  local quorum=(--standalone)
+  if [[ $cluster == pair2 ]]; then
+    # A broker joins the cluster its controller formatted.
+    [[ -f $(kafka_dir pair)/data/meta.properties ]] || die "kafka pair2: format pair first"
+    cluster_id=$(sed -n 's/^cluster.id=//p' "$(kafka_dir pair)/data/meta.properties")
+    quorum=()
+  fi
   log "kafka $cluster: formatting $dir/data for Kafka $(kafka_version "$cluster") (cluster id $cluster_id)"
   kafka_cmd "$cluster" -Xmx256m
-  for user in "${LOCAL_SCRAM_USERS[@]}"; do
-    read -r mechanism name password <<<"$user"
-    scram+=(--add-scram "$mechanism=[name=$name,password=$password]")
-  done
+  if [[ $cluster != pair2 ]]; then
+    for user in "${LOCAL_SCRAM_USERS[@]}"; do
+      read -r mechanism name password <<<"$user"
+      scram+=(--add-scram "$mechanism=[name=$name,password=$password]")
+    done
+  fi
   if ! "${KAFKA_CMD[@]}" kafka.tools.StorageTool format \
-    -t "$cluster_id" -c "$dir/server.properties" --standalone "${scram[@]}" >>"$dir/format.log" 2>&1; then
+    -t "$cluster_id" -c "$dir/server.properties" "${quorum[@]}" "${scram[@]}" >>"$dir/format.log" 2>&1; then
     show_log "$dir/format.log"
     show_kafka_log "$(kafka_log "$cluster")"
     die "kafka $cluster: formatting the storage failed"
