@@ -161,6 +161,9 @@ def test_a_stalled_writer_is_fenced_by_the_worker_that_takes_over(tmp_path):
     assert "target refused this producer" in text and "InvalidProducerEpoch" in text, text
     keys = [r["key"] for r in read_partition(TARGET, topic, 0)]
     assert keys == [f"k{i}".encode() for i in range(500)], f"{len(keys)} records on the target"
+    # A worker that gave its lease back settled is not fenced by the next one.
+    again = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+    assert again.returncode == 0 and "fenced the previous holder" not in again.stdout + again.stderr, again.stderr
     batches = stored_batches("target", topic, 0)
     markers = [b for b in batches if b.get("isControl") == "true"]
     assert len(markers) == 1, batches

@@ -83,6 +83,17 @@ def fill(topic: str, partitions: int, per_partition: int, tag: str = "") -> None
     assert p.flush(30) == 0
 
 
+def fill_reversed(topic: str) -> None:
+    """For into_sasl_ssl: `topic` with 20 records on the PLAINTEXT cluster
+    (the flow's source), and empty on the SASL_SSL one (its target)."""
+    create_topic(TARGET, topic, 1)
+    create_topic(SOURCE, topic, 1)
+    p = producer(TARGET)
+    for i in range(20):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+
+
 def key_material() -> list[str]:
     """Lines of every private key of the local CA and brokers."""
     lines = []
@@ -320,12 +331,7 @@ def test_target_refusing_a_topic_stops_only_that_partition(tmp_path):
     set_password(user, password)
     ok, denied = unique("sec-ok"), unique("sec-denied")
     for topic in (ok, denied):
-        create_topic(TARGET, topic, 1)  # the flow's source: the PLAINTEXT cluster
-        create_topic(SOURCE, topic, 1)  # its target, reached over SASL_SSL
-        p = producer(TARGET)
-        for i in range(20):
-            p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
-        assert p.flush(30) == 0
+        fill_reversed(topic)
     grant(user, ok)
     client = admin()
     limited = [AclBinding(ResourceType.TOPIC, denied, ResourcePatternType.LITERAL, f"User:{user}", "*", op,
@@ -355,12 +361,7 @@ def test_a_target_refusing_transactional_ids_names_the_grant_and_writes_nothing(
     user, password = unique("no-txn"), unique("pw")
     set_password(user, password)
     topic = unique("sec-txn")
-    create_topic(TARGET, topic, 1)  # the flow's source: the PLAINTEXT cluster
-    create_topic(SOURCE, topic, 1)  # its target, reached over SASL_SSL
-    p = producer(TARGET)
-    for i in range(20):
-        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
-    assert p.flush(30) == 0
+    fill_reversed(topic)
     grant(user, topic, transactional_ids=False)
     secret = new_secret({"username": user, "password": password, "certificate": CA_CHAIN})
     ferry = into_sasl_ssl(tmp_path, [topic], scram_source(secret))
