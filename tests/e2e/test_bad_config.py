@@ -3,10 +3,11 @@ exit, a message naming the file, the field and the fix, no target topic and
 no state table."""
 
 import json
+import subprocess
 
 import pytest
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, producer, read_partition, unique, write_config
 
 
 def mutate(path, fn):
@@ -72,3 +73,35 @@ def test_unreachable_cluster_gives_up_with_the_cause(tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert "giving up after 3 s" in res.stderr
     assert "no broker of cluster source answered" in res.stderr, res.stderr
+
+
+def test_a_cluster_answering_with_another_cluster_id_is_refused_and_nothing_written(tmp_path):
+    """The flow's state records its clusters' ids. When an alias later leads
+    to another cluster (re-created under the same address, or a
+    kafka-clusters.json pointing elsewhere), the stored cursors describe a
+    log that is not there: the run stops, naming the cluster, both ids and
+    the fix, and writes nothing. Here the two aliases swap brokers."""
+    topic = unique("replaced")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(10):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    first = Ferry(kc, ri)
+    assert first.run("--once").returncode == 0
+    cursor = first.status()[0]["cursor"]
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    kc2, _ = write_config(swapped, [topic], source=TARGET, target=SOURCE)
+    moved = Ferry(kc2, ri, name=first.name, prefix=first.prefix)
+    res = moved.run("--once", timeout=120)
+    assert res.returncode != 0, res.stdout + res.stderr
+    for words in (f"flow {first.name}/source>target: its state was written for source cluster source with cluster id",
+                  f"but {TARGET} now answers as cluster id", "Nothing was written", "Fix:", "another replicator name"):
+        assert words in res.stderr, res.stderr
+    # The dry run says the same before a deployment would.
+    dry = subprocess.run(moved.args("plan", "--dry-run", "--observe-seconds", "0"), capture_output=True, text=True, timeout=180)
+    assert dry.returncode != 0 and "its state was written for source cluster source" in dry.stderr, dry.stdout + dry.stderr
+    assert len(read_partition(SOURCE, topic, 0)) == 10, "nothing copied back into the real source"
+    assert first.status()[0]["cursor"] == cursor

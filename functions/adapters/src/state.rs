@@ -203,6 +203,17 @@ pub struct Rate {
     pub bytes_per_s: i64,
 }
 
+/// What [`StateStore::start_flow`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowStart {
+    /// No plan had started the flow before.
+    pub first: bool,
+    /// The source's cluster id recorded before, if any.
+    pub source_cluster_id: Option<String>,
+    /// The target's cluster id recorded before, if any.
+    pub target_cluster_id: Option<String>,
+}
+
 /// The producer a lease holder writes with, as recorded under its lease.
 #[derive(Debug, Clone, Copy)]
 pub struct ProducerRecord<'a> {
@@ -570,30 +581,41 @@ impl StateStore {
         Ok(())
     }
 
-    /// Mark the flow as started. Returns true the first time: partitions
+    /// Mark the flow as started, recording the cluster ids of its source
+    /// and target the first time (and on a marker written before Ferry
+    /// recorded them). Returns whether this was the first time (partitions
     /// seen by the first plan start at the configured StartingPosition,
-    /// later ones at their first record.
-    pub async fn start_flow(&self, flow: &str) -> Result<bool, StateError> {
-        let res = self
+    /// later ones at their first record) and the ids recorded before, which
+    /// the caller compares with the clusters' own.
+    pub async fn start_flow(&self, flow: &str, source_cluster_id: &str, target_cluster_id: &str) -> Result<FlowStart, StateError> {
+        let out = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.cursors)
-            .item(PK, s(flow))
-            .item(SK_CURSOR, s(FLOW_MARKER))
-            .item("started_ms", n(now_ms()))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .update_expression(
+                "SET started_ms = if_not_exists(started_ms, :now), source_cluster_id = if_not_exists(source_cluster_id, :src), \
+                 target_cluster_id = if_not_exists(target_cluster_id, :tgt)",
+            )
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":src", s(source_cluster_id))
+            .expression_attribute_values(":tgt", s(target_cluster_id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
-            Err(e) => Err(dynamo_err("PutItem", &self.cursors, e)),
-        }
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
+        Ok(self.flow_start(out.attributes()))
     }
 
     /// Whether the flow was started by a plan (read-only twin of `start_flow`).
     pub async fn flow_started(&self, flow: &str) -> Result<bool, StateError> {
+        Ok(!self.flow_marker(flow).await?.first)
+    }
+
+    /// The flow's marker as [`StateStore::start_flow`] would find it,
+    /// without writing.
+    pub async fn flow_marker(&self, flow: &str) -> Result<FlowStart, StateError> {
         let out = self
             .client
             .get_item()
@@ -604,7 +626,16 @@ impl StateStore {
             .send()
             .await
             .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
-        Ok(out.item().is_some())
+        Ok(self.flow_start(out.item()))
+    }
+
+    fn flow_start(&self, marker: Option<&HashMap<String, AttributeValue>>) -> FlowStart {
+        let r = marker.filter(|a| !a.is_empty()).map(|a| ItemReader::new(&self.cursors, a));
+        FlowStart {
+            first: r.is_none(),
+            source_cluster_id: r.as_ref().and_then(|r| r.s("source_cluster_id")),
+            target_cluster_id: r.as_ref().and_then(|r| r.s("target_cluster_id")),
+        }
     }
 
     /// Whether the cursors table exists (a replicator that never ran has none).

@@ -311,3 +311,26 @@ async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
     assert_eq!(s.prune_runs("r/f", &tp, 1_000).await.expect("prune"), 2);
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), all[2..].to_vec());
 }
+
+/// The flow marker: the first start says so and records the clusters' ids;
+/// later starts get the recorded ids back, which a changed id never
+/// overwrites (the caller refuses to go on).
+#[tokio::test]
+async fn a_flow_start_records_its_clusters_ids_once() {
+    let s = store().await;
+    assert!(!s.flow_started("r/f").await.expect("read"));
+    let first = s.start_flow("r/f", "src-1", "tgt-1").await.expect("first start");
+    assert!(first.first);
+    assert_eq!((first.source_cluster_id, first.target_cluster_id), (None, None));
+    assert!(s.flow_started("r/f").await.expect("read"));
+    let again = s.start_flow("r/f", "src-2", "tgt-1").await.expect("second start");
+    assert!(!again.first);
+    assert_eq!(again.source_cluster_id.as_deref(), Some("src-1"));
+    assert_eq!(again.target_cluster_id.as_deref(), Some("tgt-1"));
+    let third = s.start_flow("r/f", "src-2", "tgt-1").await.expect("third start");
+    assert_eq!(
+        third.source_cluster_id.as_deref(),
+        Some("src-1"),
+        "a changed id is not recorded over the first"
+    );
+}

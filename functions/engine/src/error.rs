@@ -24,6 +24,10 @@ pub enum FerryError {
     /// goes on.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A cluster answers with another cluster id than the one the flow's
+    /// state was written for. Nothing is written until an operator decides.
+    #[error(transparent)]
+    ClusterReplaced(Box<ClusterReplaced>),
     /// A partition cannot go on without an operator's decision.
     #[error("{tp} on cluster {cluster}: {what}. Fix: {fix}")]
     PartitionStopped {
@@ -38,6 +42,36 @@ pub enum FerryError {
     },
 }
 
+/// A cluster answering with another cluster id than the one a flow's state
+/// was written for: its cursors and offset maps describe a log that is not
+/// there.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "flow {flow}: its state was written for {role} cluster {alias} with cluster id {recorded}, but {bootstrap} now answers \
+     as cluster id {current}, so the stored cursors and offset maps describe another cluster's log. Nothing was written. \
+     Fix: if kafka-clusters.json names the wrong brokers, correct it; if the cluster was replaced on purpose, start this \
+     flow's state afresh: use another replicator name, or delete its items from table {cursors} (key `flow` = {flow}) \
+     and table {offset_map} (key `flow_partition` starting with {flow}/)"
+)]
+pub struct ClusterReplaced {
+    /// The flow's key in the state tables.
+    pub flow: String,
+    /// "source" or "target".
+    pub role: &'static str,
+    /// The cluster's alias in kafka-clusters.json.
+    pub alias: String,
+    /// Its bootstrap brokers.
+    pub bootstrap: String,
+    /// The cluster id the state was written for.
+    pub recorded: String,
+    /// The cluster id it answers with now.
+    pub current: String,
+    /// The cursors table.
+    pub cursors: String,
+    /// The offset-map table.
+    pub offset_map: String,
+}
+
 impl FerryError {
     /// Whether a retry may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -45,7 +79,7 @@ impl FerryError {
             FerryError::Kafka(e) => e.is_retryable(),
             FerryError::State(e) => e.is_retryable(),
             FerryError::NotReady(_) => true,
-            FerryError::Config(_) | FerryError::Input(_) | FerryError::PartitionStopped { .. } => false,
+            FerryError::Config(_) | FerryError::Input(_) | FerryError::PartitionStopped { .. } | FerryError::ClusterReplaced(_) => false,
         }
     }
 

@@ -8,9 +8,11 @@
 //! reports, and never applies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_adapters::kafka::{OffsetSpec, TopicConfig, TopicMeta};
+use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec, TopicConfig, TopicMeta};
+use ferry_adapters::state::FlowStart;
 use ferry_core::acls::AclBinding;
 use ferry_core::config::{FlowSpec, StartingPosition};
 use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
@@ -19,7 +21,7 @@ use ferry_core::topic_config;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::context::Ferry;
-use crate::error::FerryError;
+use crate::error::{ClusterReplaced, FerryError};
 
 mod dry_run;
 pub use dry_run::{
@@ -43,7 +45,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         check_backfill(ferry, b).await?;
     }
     for flow in &ferry.spec.flows {
-        let first_plan = ferry.store.start_flow(&ferry.flow_key(flow)).await?;
+        let first_plan = start_flow(ferry, flow).await?;
         let decided = decide(ferry, flow, input.backfill.as_ref(), true, first_plan).await?;
         let (created, work) = apply(ferry, flow, decided).await?;
         out.created_topics.extend(created);
@@ -62,6 +64,57 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         }
     }
     Ok(out)
+}
+
+/// Mark the flow started (true the first time), after checking that its
+/// clusters are those its state was written for.
+async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<bool, FerryError> {
+    let ids = cluster_ids(ferry, flow).await?;
+    let started = ferry.store.start_flow(&ferry.flow_key(flow), &ids.0, &ids.1).await?;
+    check_clusters(ferry, flow, &started, &ids)?;
+    Ok(started.first)
+}
+
+/// The cluster ids of the flow's source and target; "" for a broker that
+/// names no cluster (none of Kafka's since 0.10.1), which is not checked.
+async fn cluster_ids(ferry: &Ferry, flow: &FlowSpec) -> Result<(String, String), FerryError> {
+    let id = |c: Arc<KafkaCluster>| async move {
+        match c.cluster_id().await {
+            Err(KafkaError::Unsupported { .. }) => Ok(String::new()),
+            other => other,
+        }
+    };
+    Ok((
+        id(ferry.cluster(&flow.source.id)?).await?,
+        id(ferry.cluster(&flow.target.id)?).await?,
+    ))
+}
+
+/// Refuse to go on when a cluster answers with another id than the one the
+/// flow's state was written for: a cluster re-created or replaced under the
+/// same bootstrap address starts its logs afresh, and cursors into the old
+/// one would skip or misplace records.
+fn check_clusters(ferry: &Ferry, flow: &FlowSpec, marker: &FlowStart, ids: &(String, String)) -> Result<(), FerryError> {
+    let sides = [
+        ("source", &flow.source, &ids.0, &marker.source_cluster_id),
+        ("target", &flow.target, &ids.1, &marker.target_cluster_id),
+    ];
+    for (role, cluster, current, recorded) in sides {
+        if let Some(recorded) = recorded.as_ref().filter(|r| *r != current && !r.is_empty() && !current.is_empty()) {
+            let (cursors, offset_map) = ferry.store.table_names();
+            return Err(FerryError::ClusterReplaced(Box::new(ClusterReplaced {
+                flow: ferry.flow_key(flow),
+                role,
+                alias: cluster.alias.clone(),
+                bootstrap: cluster.bootstrap.join(","),
+                recorded: recorded.clone(),
+                current: current.clone(),
+                cursors: cursors.to_owned(),
+                offset_map: offset_map.to_owned(),
+            })));
+        }
+    }
+    Ok(())
 }
 
 /// The source topics this flow replicates, with their metadata.

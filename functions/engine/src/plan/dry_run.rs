@@ -11,7 +11,7 @@ use ferry_core::domain::{PlanInput, TopicPartition};
 use ferry_core::plan::split_into_batches;
 use serde::Serialize;
 
-use super::{decide, decide_acls, selected_work, FlowPlan};
+use super::{check_clusters, cluster_ids, decide, decide_acls, selected_work, FlowPlan};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
@@ -236,7 +236,13 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
     let stateful = ferry.store.has_tables().await?;
     let mut watched: Vec<Vec<TopicPartition>> = Vec::new();
     for flow in &ferry.spec.flows {
-        let first_plan = !stateful || !ferry.store.flow_started(&ferry.flow_key(flow)).await?;
+        let first_plan = if stateful {
+            let marker = ferry.store.flow_marker(&ferry.flow_key(flow)).await?;
+            check_clusters(ferry, flow, &marker, &cluster_ids(ferry, flow).await?)?;
+            marker.first
+        } else {
+            true
+        };
         let mut p = decide(ferry, flow, input.backfill.as_ref(), stateful, first_plan).await?;
         let mut d = FlowDryRun::new(flow, &p);
         // The partitions start where the plan would start them.
