@@ -1505,8 +1505,10 @@ async fn out_of_range(
 
 /// Fault injection for the crash tests: `FERRY_FAILPOINT=crash-after-produce:N`
 /// aborts the process right after its N-th acknowledged produce round and
-/// before that round's checkpoint, the exact window reconcile exists for.
-/// Unset (always, outside tests) it costs one relaxed load per round.
+/// before that round's checkpoint, the exact window reconcile exists for;
+/// `stall-before-produce:S` stops the whole process for S seconds once,
+/// after a lease check and before the send, the window fencing exists for.
+/// Unset (always, outside tests) it costs a relaxed load or two per round.
 mod failpoint {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::OnceLock;
