@@ -98,10 +98,32 @@ def test_a_cluster_answering_with_another_cluster_id_is_refused_and_nothing_writ
     res = moved.run("--once", timeout=120)
     assert res.returncode != 0, res.stdout + res.stderr
     for words in (f"flow {first.name}/source>target: its state was written for source cluster source with cluster id",
-                  f"but {TARGET} now answers as cluster id", "Nothing was written", "Fix:", "another replicator name"):
+                  f"but {TARGET} now answers as cluster id", "Nothing was written", "Fix:",
+                  "ferry forget-flow --flow 'source>target' --yes"):
         assert words in res.stderr, res.stderr
     # The dry run says the same before a deployment would.
     dry = subprocess.run(moved.args("plan", "--dry-run", "--observe-seconds", "0"), capture_output=True, text=True, timeout=180)
     assert dry.returncode != 0 and "its state was written for source cluster source" in dry.stderr, dry.stdout + dry.stderr
     assert len(read_partition(SOURCE, topic, 0)) == 10, "nothing copied back into the real source"
     assert first.status()[0]["cursor"] == cursor
+    # As the message says: forget the flow's state (asked first, then done),
+    # and the next run starts it afresh on the clusters it now names.
+    ask = subprocess.run(moved.args("forget-flow", "--flow", "source>target"), capture_output=True, text=True, timeout=120)
+    assert ask.returncode == 2 and "Nothing was deleted: add --yes" in ask.stdout, ask.stdout + ask.stderr
+    assert first.status()[0]["cursor"] == cursor
+    done = subprocess.run(moved.args("forget-flow", "--flow", "source>target", "--yes"), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "forgot flow" in done.stdout, done.stdout + done.stderr
+    assert moved.status() == []
+    p = producer(TARGET)
+    for i in range(5):
+        p.produce(topic, partition=0, key=f"new-k{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    again = moved.run("--once", timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # From EARLIEST on the cluster "source" now names: the 10 records Ferry
+    # wrote there are recognised as coming from the other side (no loop), the
+    # 5 new ones are copied.
+    keys = [r["key"] for r in read_partition(SOURCE, topic, 0)]
+    assert keys == [f"k{i}".encode() for i in range(10)] + [f"new-k{i}".encode() for i in range(5)], keys
+    assert moved.status()[0]["cursor"] == 15

@@ -95,3 +95,26 @@ def test_status_before_any_run_names_the_missing_tables(tmp_path):
     assert r.returncode == 0, r.stderr
     st = ferry.full_status()
     assert st["missing_tables"] == [] and len(st["partitions"]) == 1
+
+
+def test_forget_flow_refuses_while_a_replicator_holds_a_lease(tmp_path):
+    """`ferry forget-flow` deletes nothing while a partition of the flow is
+    leased (a replicator is running it), and says to stop it first."""
+    topic = unique("forget-busy")
+    create_topic(SOURCE, topic, 1)
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    proc = ferry.spawn("--round-seconds", "60", log=tmp_path / "ferry.log")
+    try:
+        deadline = time.time() + 120
+        while not any(r.get("lease_owner") for r in ferry.full_status()["partitions"]):
+            assert time.time() < deadline and proc.poll() is None, (tmp_path / "ferry.log").read_text()
+            time.sleep(0.5)
+        res = subprocess.run(ferry.args("forget-flow", "--flow", "source>target", "--yes"), capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode != 0, res.stdout + res.stderr
+        assert "is leased by" in res.stderr and "nothing was deleted" in res.stderr and "stop it first" in res.stderr, res.stderr
+        assert len(ferry.status()) == 1
+    finally:
+        proc.terminate()
+        proc.wait(60)

@@ -581,6 +581,43 @@ impl StateStore {
         Ok(())
     }
 
+    /// Delete everything stored for a flow: each partition's cursor and
+    /// offset-map runs, the flow's marker, its group-sync items. The next
+    /// plan starts the flow as new. Returns how many partitions it had.
+    pub async fn forget_flow(&self, flow: &str) -> Result<usize, StateError> {
+        let cursors = self.list_cursors(flow).await?;
+        for c in &cursors {
+            self.forget_partition(flow, &c.tp).await?;
+        }
+        self.client
+            .delete_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        let groups = self.query_all(&self.groups, PK, s(flow)).await?;
+        let deletes = groups
+            .iter()
+            .filter_map(|i| i.get(SK_GROUPS).cloned())
+            .map(|sk| {
+                let del = DeleteRequest::builder()
+                    .key(PK, s(flow))
+                    .key(SK_GROUPS, sk)
+                    .build()
+                    .map_err(|e| StateError::Dynamo {
+                        op: "BatchWriteItem",
+                        table: self.groups.clone(),
+                        detail: e.to_string(),
+                    })?;
+                Ok(WriteRequest::builder().delete_request(del).build())
+            })
+            .collect::<Result<Vec<_>, StateError>>()?;
+        self.batch_write(&self.groups, deletes).await?;
+        Ok(cursors.len())
+    }
+
     /// Mark the flow as started, recording the cluster ids of its source
     /// and target the first time (and on a marker written before Ferry
     /// recorded them). Returns whether this was the first time (partitions

@@ -44,10 +44,27 @@ enum Command {
     /// Measure and print the metrics (as the Report function publishes
     /// them); optionally send them to CloudWatch.
     Report(report::ReportArgs),
+    /// Delete one flow's replication state (cursors, offset maps, group
+    /// syncs) so that the next plan starts it as new, as after its source
+    /// or target cluster was replaced. Refuses while a partition is leased;
+    /// deletes only with --yes.
+    ForgetFlow(ForgetFlowArgs),
     /// Check a replicator definition (and log-delivery.json) and print the
     /// `sam deploy` parameters for it: MSK clusters and secrets for the IAM
     /// policy, where the logs go.
     DeployParameters(deploy::DeployArgs),
+}
+
+#[derive(Debug, Args)]
+struct ForgetFlowArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The flow, as `ferry status` names it: `<source alias>><target alias>`.
+    #[arg(long)]
+    flow: String,
+    /// Delete. Without it, only say what would be deleted.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +252,7 @@ async fn main() -> ExitCode {
         Command::Readiness(args) => report::readiness(args).await,
         Command::Report(args) => report::report(args).await,
         Command::DeployParameters(args) => deploy::deploy_parameters(args),
+        Command::ForgetFlow(args) => forget_flow(args).await,
     };
     match res {
         Ok(code) => code,
@@ -536,6 +554,35 @@ async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
 
 fn describe(e: &FerryError) -> String {
     format!("{e} [{}]", e.error_type())
+}
+
+async fn forget_flow(args: ForgetFlowArgs) -> Result<ExitCode, String> {
+    let ferry = build(&args.common, Settings::default()).await?;
+    let flow = ferry.flow(&args.flow).map_err(|e| describe(&e))?;
+    let key = ferry.flow_key(flow);
+    let state_error = |e: ferry_adapters::state::StateError| describe(&e.into());
+    let cursors = ferry.store.list_cursors(&key).await.map_err(state_error)?;
+    let now = ferry_adapters::state::now_ms();
+    if let Some(c) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+        return Err(format!(
+            "flow {key}: partition {} is leased by {} for {} s more, so a replicator is running it; nothing was deleted. \
+             Fix: stop it first (disable the Step Functions schedule, or stop `ferry run`), then run this again",
+            c.tp,
+            c.lease_owner.as_deref().unwrap_or_default(),
+            (c.lease_expires_ms - now) / 1000 + 1
+        ));
+    }
+    if !args.yes {
+        println!(
+            "ferry: would delete the state of flow {key}: {} partition cursors with their offset maps, the flow's marker and its \
+             group syncs; the next plan then starts the flow at its StartingPosition. Nothing was deleted: add --yes to delete.",
+            cursors.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let n = ferry.store.forget_flow(&key).await.map_err(state_error)?;
+    println!("ferry: forgot flow {key} ({n} partitions); the next plan starts it as new, at its StartingPosition");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn status(args: StatusArgs) -> Result<ExitCode, String> {

@@ -50,12 +50,14 @@ pub enum FerryError {
     "flow {flow}: its state was written for {role} cluster {alias} with cluster id {recorded}, but {bootstrap} now answers \
      as cluster id {current}, so the stored cursors and offset maps describe another cluster's log. Nothing was written. \
      Fix: if kafka-clusters.json names the wrong brokers, correct it; if the cluster was replaced on purpose, start this \
-     flow's state afresh: use another replicator name, or delete its items from table {cursors} (key `flow` = {flow}) \
-     and table {offset_map} (key `flow_partition` starting with {flow}/)"
+     flow's state afresh with `ferry forget-flow --flow '{flow_id}' --yes` (same --name and --table-prefix; it deletes \
+     the flow's cursors, offset maps and group syncs in tables {cursors} and {offset_map}), or use another replicator name"
 )]
 pub struct ClusterReplaced {
     /// The flow's key in the state tables.
     pub flow: String,
+    /// The flow's id: `<source alias>><target alias>`.
+    pub flow_id: String,
     /// "source" or "target".
     pub role: &'static str,
     /// The cluster's alias in kafka-clusters.json.

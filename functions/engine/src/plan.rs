@@ -104,6 +104,7 @@ fn check_clusters(ferry: &Ferry, flow: &FlowSpec, marker: &FlowStart, ids: &(Str
             let (cursors, offset_map) = ferry.store.table_names();
             return Err(FerryError::ClusterReplaced(Box::new(ClusterReplaced {
                 flow: ferry.flow_key(flow),
+                flow_id: flow.id(),
                 role,
                 alias: cluster.alias.clone(),
                 bootstrap: cluster.bootstrap.join(","),
