@@ -334,3 +334,41 @@ async fn a_flow_start_records_its_clusters_ids_once() {
         "a changed id is not recorded over the first"
     );
 }
+
+/// Forgetting a flow deletes its cursors, their runs, its marker and its
+/// group syncs, and nothing of another flow.
+#[tokio::test]
+async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
+    let s = store().await;
+    let tp = TopicPartition::new("orders", 0);
+    for flow in ["r/a>b", "r/b>a"] {
+        s.start_flow(flow, "src", "tgt").await.expect("start");
+        s.init_cursor(flow, &tp, "orders", 0).await.expect("init");
+        let (lease, _) = s.acquire_lease(flow, &tp, "w", Duration::from_secs(60)).await.expect("lease");
+        let runs = gapped_runs(0, 30);
+        s.checkpoint(flow, &lease, &cp(0, 300, runs, None)).await.expect("checkpoint");
+        s.release_lease(flow, &lease, Rate::default(), true).await.expect("release");
+        let sync = GroupSyncItem {
+            group: "g".into(),
+            tp: tp.clone(),
+            source_offset: 5,
+            metadata: None,
+            translated: Some(3),
+            exact: true,
+            target_offset: None,
+            status: GroupSyncStatus::Synced,
+            detail: String::new(),
+            checked_ms: 1,
+        };
+        s.put_group_syncs(flow, &[sync]).await.expect("group sync");
+    }
+    assert_eq!(s.forget_flow("r/a>b").await.expect("forget"), 1);
+    assert!(s.list_cursors("r/a>b").await.expect("cursors").is_empty());
+    assert!(s.runs("r/a>b", &tp).await.expect("runs").is_empty());
+    assert!(s.group_syncs("r/a>b").await.expect("syncs").is_empty());
+    assert!(!s.flow_started("r/a>b").await.expect("marker"));
+    assert_eq!(s.list_cursors("r/b>a").await.expect("cursors").len(), 1);
+    assert_eq!(s.runs("r/b>a", &tp).await.expect("runs").len(), 30);
+    assert_eq!(s.group_syncs("r/b>a").await.expect("syncs").len(), 1);
+    assert!(s.flow_started("r/b>a").await.expect("marker"));
+}
