@@ -298,6 +298,20 @@ fn partition_sk(tp: &TopicPartition) -> String {
     format!("{}/{}", tp.topic, tp.partition)
 }
 
+/// A BatchWriteItem request deleting the item of `table` with this key.
+fn delete_request(table: &str, pk: (&str, AttributeValue), sk: (&str, AttributeValue)) -> Result<WriteRequest, StateError> {
+    let del = DeleteRequest::builder()
+        .key(pk.0, pk.1)
+        .key(sk.0, sk.1)
+        .build()
+        .map_err(|e| StateError::Dynamo {
+            op: "BatchWriteItem",
+            table: table.to_owned(),
+            detail: e.to_string(),
+        })?;
+    Ok(WriteRequest::builder().delete_request(del).build())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -601,18 +615,7 @@ impl StateStore {
         let deletes = groups
             .iter()
             .filter_map(|i| i.get(SK_GROUPS).cloned())
-            .map(|sk| {
-                let del = DeleteRequest::builder()
-                    .key(PK, s(flow))
-                    .key(SK_GROUPS, sk)
-                    .build()
-                    .map_err(|e| StateError::Dynamo {
-                        op: "BatchWriteItem",
-                        table: self.groups.clone(),
-                        detail: e.to_string(),
-                    })?;
-                Ok(WriteRequest::builder().delete_request(del).build())
-            })
+            .map(|sk| delete_request(&self.groups, (PK, s(flow)), (SK_GROUPS, sk)))
             .collect::<Result<Vec<_>, StateError>>()?;
         self.batch_write(&self.groups, deletes).await?;
         Ok(cursors.len())
@@ -761,18 +764,7 @@ impl StateStore {
     /// Requests deleting the offset-map runs `runs` of a partition.
     fn run_deletes(&self, pk: &str, runs: &[OffsetRun]) -> Result<Vec<WriteRequest>, StateError> {
         runs.iter()
-            .map(|r| {
-                let del = DeleteRequest::builder()
-                    .key(PK_MAP, s(pk))
-                    .key(SK_MAP, n(r.source_start))
-                    .build()
-                    .map_err(|e| StateError::Dynamo {
-                        op: "BatchWriteItem",
-                        table: self.offset_map.clone(),
-                        detail: e.to_string(),
-                    })?;
-                Ok(WriteRequest::builder().delete_request(del).build())
-            })
+            .map(|r| delete_request(&self.offset_map, (PK_MAP, s(pk)), (SK_MAP, n(r.source_start))))
             .collect()
     }
 
