@@ -59,7 +59,10 @@ async fn produce_idempotently_then_fetch_back_and_read_with_rskafka() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let leader = leader.expect("leader");
-    let (pid, epoch) = cluster.init_producer_id().await.expect("producer id");
+    let (pid, epoch) = cluster
+        .init_transactional_producer(&format!("ferry-wire-{}", uuid::Uuid::new_v4().simple()))
+        .await
+        .expect("producer id");
     let recs: Vec<SourceRecord> = (0..5)
         .map(|i| SourceRecord {
             offset: i * 10,
@@ -165,7 +168,10 @@ async fn a_batch_larger_than_the_fetch_size_comes_back_only_to_the_first_partiti
         .await
         .expect("create topic (is the stack up? run infra/local/up)");
     let (small, big) = (TopicPartition::new(topic.clone(), 0), TopicPartition::new(topic.clone(), 1));
-    let (pid, epoch) = cluster.init_producer_id().await.expect("producer id");
+    let (pid, epoch) = cluster
+        .init_transactional_producer(&format!("ferry-wire-{}", uuid::Uuid::new_v4().simple()))
+        .await
+        .expect("producer id");
     let write = |tp: TopicPartition, value_len: usize| {
         let cluster = &cluster;
         async move {

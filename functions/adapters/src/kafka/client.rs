@@ -19,7 +19,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -783,38 +783,6 @@ impl KafkaCluster {
             }
         }
         Ok(out)
-    }
-
-    /// A fresh idempotent producer id and epoch.
-    pub async fn init_producer_id(&self) -> Result<(i64, i16), KafkaError> {
-        let req = InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(-1)
-            .with_producer_id((-1i64).into())
-            .with_producer_epoch(-1);
-        for attempt in 0..20 {
-            let resp = self.send_any(&req).await?;
-            match ResponseError::try_from_code(resp.error_code) {
-                None => return Ok((resp.producer_id.0, resp.producer_epoch)),
-                Some(e) if e.is_retriable() || matches!(e, ResponseError::CoordinatorLoadInProgress | ResponseError::NotCoordinator) => {
-                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
-                }
-                Some(error) => {
-                    return Err(KafkaError::Broker {
-                        cluster: self.alias.clone(),
-                        op: "InitProducerId",
-                        topic: "-".into(),
-                        partition: -1,
-                        error,
-                        detail: "an idempotent producer id is needed to write".into(),
-                    })
-                }
-            }
-        }
-        Err(KafkaError::Timeout {
-            broker: self.alias.clone(),
-            what: "InitProducerId (still loading)".into(),
-        })
     }
 
     /// Produce one batch per partition to `leader` with acks=all. Returns
