@@ -169,3 +169,45 @@ def test_a_stalled_writer_is_fenced_by_the_worker_that_takes_over(tmp_path):
     assert len(markers) == 1, batches
     fenced_pid = markers[0]["producerId"]
     assert not [b for b in batches if b["producerId"] == fenced_pid and b.get("isControl") != "true"], batches
+
+
+def test_a_foreign_open_transaction_on_the_target_does_not_hide_the_crashed_workers_records(tmp_path):
+    """Another producer holds a transaction open on the target partition (an
+    application already cut over, or a hanging transaction) while Ferry
+    crashes between produce and checkpoint. The open transaction pins the
+    partition's last stable offset below the crashed worker's records, so a
+    takeover that reads the target read_committed sees none of them and
+    writes them all again. The takeover must count them anyway: every source
+    record is on the target exactly once once the transaction ends."""
+    topic = unique("foreign-txn")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1)
+    p = producer(SOURCE)
+    for i in range(3_000):
+        p.produce(topic, partition=0, key=f"src-{i:05d}".encode(), value=b"s" * 50)
+    assert p.flush(60) == 0
+    # The application's transaction: opened, one record written, left open.
+    tx = producer(TARGET, **{"transactional.id": unique("app-txn"), "transaction.timeout.ms": 600_000, "linger.ms": 0})
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    tx.produce(topic, partition=0, key=b"app-0", value=b"open")
+    assert tx.flush(30) == 0
+    try:
+        kc, ri = write_config(tmp_path, [topic])
+        ferry = Ferry(kc, ri)
+        args = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "3000")
+        crashed = ferry.run(*args, env={"FERRY_FAILPOINT": "crash-after-produce:5"})
+        assert crashed.returncode != 0, "the failpoint must crash the worker after its 5th produce"
+        time.sleep(1.2)  # its lease expires
+        final = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+        out = final.stdout + final.stderr
+        assert final.returncode == 0, out
+        assert "reconciled records the previous holder wrote" in out, out
+    finally:
+        tx.commit_transaction(30)
+    src = [r["key"] for r in read_partition(SOURCE, topic, 0)]
+    dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
+    ours = [k for k in dst if k.startswith(b"src-")]
+    assert len(ours) == len(set(ours)), f"{len(ours) - len(set(ours))} source records written twice"
+    assert ours == src
+    assert b"app-0" in dst

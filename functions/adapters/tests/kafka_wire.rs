@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferry_adapters::kafka::batch::{self, ProducerStamp, SourceRecord};
-use ferry_adapters::kafka::{KafkaCluster, OffsetSpec};
+use ferry_adapters::kafka::{Isolation, KafkaCluster, OffsetSpec};
 use ferry_core::config::Compression;
 use ferry_core::domain::TopicPartition;
 
@@ -107,7 +107,10 @@ async fn produce_idempotently_then_fetch_back_and_read_with_rskafka() {
         .expect("offsets");
     assert_eq!(end[&tp], 5, "the retried batch must not be appended twice");
 
-    let fetched = cluster.fetch(leader, &[(tp.clone(), 0)], 1 << 20, 100).await.expect("fetch");
+    let fetched = cluster
+        .fetch(leader, &[(tp.clone(), 0)], 1 << 20, 100, Isolation::ReadCommitted)
+        .await
+        .expect("fetch");
     let f = fetched[&tp].as_ref().expect("partition ok");
     let batches = batch::split_batches(f.records.clone()).expect("split");
     assert_eq!(batches.len(), 1);
@@ -209,7 +212,7 @@ async fn a_batch_larger_than_the_fetch_size_comes_back_only_to_the_first_partiti
     let max = 10_000;
 
     let res = cluster
-        .fetch(leader, &[(small.clone(), 0), (big.clone(), 0)], max, 0)
+        .fetch(leader, &[(small.clone(), 0), (big.clone(), 0)], max, 0, Isolation::ReadCommitted)
         .await
         .expect("fetch");
     let (s, b) = (res[&small].as_ref().expect("small ok"), res[&big].as_ref().expect("big ok"));
@@ -220,7 +223,7 @@ async fn a_batch_larger_than_the_fetch_size_comes_back_only_to_the_first_partiti
     );
 
     let res = cluster
-        .fetch(leader, &[(big.clone(), 0), (small.clone(), 0)], max, 0)
+        .fetch(leader, &[(big.clone(), 0), (small.clone(), 0)], max, 0, Isolation::ReadCommitted)
         .await
         .expect("fetch");
     let b = res[&big].as_ref().expect("big ok");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_adapters::kafka::batch::{self, ProducerStamp, RawBatch, SourceRecord};
 use ferry_adapters::kafka::txn::{transactional_id, transactional_id_prefix};
-use ferry_adapters::kafka::{FetchedPartition, KafkaCluster, KafkaError, OffsetSpec};
+use ferry_adapters::kafka::{FetchedPartition, Isolation, KafkaCluster, KafkaError, OffsetSpec};
 use ferry_adapters::state::{now_ms, Checkpoint, Lease, ProducerRecord, Rate, StateError, StateStore};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
@@ -1077,7 +1077,11 @@ async fn fetch_round(
         |p| &p.work.source,
         |leader, idx| {
             let positions: Vec<(TopicPartition, i64)> = idx.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
-            async move { source.fetch(leader, &positions, max_bytes, max_wait_ms).await }
+            async move {
+                source
+                    .fetch(leader, &positions, max_bytes, max_wait_ms, Isolation::ReadCommitted)
+                    .await
+            }
         },
     )
     .await
@@ -1101,9 +1105,15 @@ async fn produce_round(target: &KafkaCluster, parts: &[Part], to_send: &[usize])
 }
 
 /// One partition's fetch from `pos` (no waiting), for reconcile.
-async fn fetch_one(cluster: &KafkaCluster, tp: &TopicPartition, pos: i64, max_bytes: i32) -> Result<FetchedPartition, KafkaError> {
+async fn fetch_one(
+    cluster: &KafkaCluster,
+    tp: &TopicPartition,
+    pos: i64,
+    max_bytes: i32,
+    isolation: Isolation,
+) -> Result<FetchedPartition, KafkaError> {
     let leader = cluster.leaders(std::slice::from_ref(tp)).await?[tp];
-    let mut res = cluster.fetch(leader, &[(tp.clone(), pos)], max_bytes, 0).await?;
+    let mut res = cluster.fetch(leader, &[(tp.clone(), pos)], max_bytes, 0, isolation).await?;
     res.remove(tp).unwrap_or_else(|| Err(unknown_partition(cluster, tp)))
 }
 
@@ -1266,7 +1276,19 @@ async fn reconcile(
     let mut written: Vec<i64> = Vec::new();
     let mut pos = p.target_end;
     while pos < end {
-        let f = fetch_one(target, &p.target, pos, ferry.settings.fetch_partition_max_bytes).await?;
+        // Read uncommitted, up to the high watermark `end`: the previous
+        // holder's batches are not transactional, but another producer's
+        // open transaction on this partition (an application already
+        // moved here, the opposite flow's source) holds the last stable
+        // offset below them, and a read_committed fetch would hide them.
+        let f = fetch_one(
+            target,
+            &p.target,
+            pos,
+            ferry.settings.fetch_partition_max_bytes,
+            Isolation::ReadUncommitted,
+        )
+        .await?;
         let wrap = |source| KafkaError::Batch {
             cluster: target.alias().to_owned(),
             topic: p.target.topic.clone(),
@@ -1297,7 +1319,14 @@ async fn reconcile(
     let mut last_ts = p.last_ts;
     let wait_until = Instant::now() + 2 * ferry.settings.lease_duration;
     while source_offsets.len() < written.len() {
-        let f = fetch_one(source, &p.work.source, spos, ferry.settings.fetch_partition_max_bytes).await?;
+        let f = fetch_one(
+            source,
+            &p.work.source,
+            spos,
+            ferry.settings.fetch_partition_max_bytes,
+            Isolation::ReadCommitted,
+        )
+        .await?;
         // Record by record: reconcile counts records.
         let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter, PassThrough::NEVER).await?;
         let (recs, next) = (read.records, read.next);

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ferry_adapters::kafka::batch::split_batches;
-use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec};
+use ferry_adapters::kafka::{Isolation, KafkaCluster, KafkaError, OffsetSpec};
 use ferry_adapters::state::{now_ms, CursorItem, GroupSyncStatus};
 use ferry_core::config::{FlowSpec, GroupSpec};
 use ferry_core::domain::TopicPartition;
@@ -267,7 +267,10 @@ async fn topic_reports(
 async fn first_timestamp(source: &KafkaCluster, tp: &TopicPartition, offset: i64) -> Option<i64> {
     let leader = *source.leaders(std::slice::from_ref(tp)).await.ok()?.get(tp)?;
     // One byte asks for one batch: the broker still returns a whole first batch.
-    let mut fetched = source.fetch(leader, &[(tp.clone(), offset)], 1, 0).await.ok()?;
+    let mut fetched = source
+        .fetch(leader, &[(tp.clone(), offset)], 1, 0, Isolation::ReadCommitted)
+        .await
+        .ok()?;
     let part = fetched.remove(tp)?.ok()?;
     let batches = split_batches(part.records).ok()?;
     batches.iter().find(|b| !b.header.is_control()).map(|b| b.header.base_timestamp)

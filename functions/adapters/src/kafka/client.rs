@@ -99,6 +99,18 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// Which records a fetch may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Up to the last stable offset, without the records of aborted
+    /// transactions: what a consumer sees. Replication reads the source so.
+    ReadCommitted,
+    /// Up to the high watermark, open transactions included. A takeover
+    /// reads its own (non-transactional) records on the target so: another
+    /// producer's open transaction pins the last stable offset below them.
+    ReadUncommitted,
+}
+
 /// One cluster.
 pub struct KafkaCluster {
     alias: String,
@@ -683,7 +695,7 @@ impl KafkaCluster {
         self.leaders_of(tps).await
     }
 
-    /// Fetch from one leader with read_committed isolation. Partition-level
+    /// Fetch from one leader with the given isolation. Partition-level
     /// errors are returned per partition.
     pub async fn fetch(
         &self,
@@ -691,6 +703,7 @@ impl KafkaCluster {
         positions: &[(TopicPartition, i64)],
         partition_max_bytes: i32,
         max_wait_ms: i32,
+        isolation: Isolation,
     ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
         let addr = self.leader_conn_addr(leader).await?;
         // In the order given: the broker fills its response in request
@@ -724,7 +737,10 @@ impl KafkaCluster {
                     .saturating_mul(positions.len().max(1) as i32)
                     .max(partition_max_bytes),
             )
-            .with_isolation_level(1)
+            .with_isolation_level(match isolation {
+                Isolation::ReadCommitted => 1,
+                Isolation::ReadUncommitted => 0,
+            })
             .with_session_id(0)
             .with_session_epoch(-1)
             .with_topics(
