@@ -139,9 +139,11 @@ def test_a_group_with_members_on_the_target_is_never_written(tmp_path):
         assert row["status"] == "active-on-target", row
     finally:
         member.close()
-    # Once the member is gone the sync goes through.
+    # Once the member is gone, its commit is still not Ferry's: it stays.
     assert ferry.run("--once").returncode == 0
-    assert committed(TARGET, group)[(topic, 0)] == (90, "src-later")
+    assert committed(TARGET, group)[(topic, 0)] == (10, "member")
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert row["status"] == "foreign-commit", row
 
 
 def test_detect_new_groups_off_keeps_the_groups_of_the_first_sync(tmp_path):
@@ -240,3 +242,48 @@ def test_a_translation_through_the_opposite_flows_records_is_exact_only_once_the
         proc.terminate()
         proc.wait(30)
     assert rows[0]["translated_offset"] == 100 and committed(TARGET, group)[(topic, 0)] == (100, "app")
+
+
+def test_a_target_commit_ferry_did_not_write_is_never_overwritten(tmp_path):
+    """Invariant 6: an operator resets the group on the target (or a consumer
+    that commits without joining, such as one using assign(), commits
+    there). Ferry did not write that commit, so it never overwrites it,
+    even when the source's translation is ahead of it, and `ferry status`
+    says why. Once the operator deletes the group's offsets on the target,
+    Ferry syncs it again."""
+    topic = one_partition_topic("grp-foreign", 100)
+    group = unique("reset-app")
+    commit_at(SOURCE, group, {(topic, 0): (60, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)] == (60, "src")
+
+    # The operator's reset on the target, from outside the group.
+    commit_at(TARGET, group, {(topic, 0): (10, "operator")})
+    commit_at(SOURCE, group, {(topic, 0): (90, "src-later")})
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (10, "operator"), "Ferry overwrote a commit it did not write"
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert row["status"] == "foreign-commit", row
+    assert "10" in row["detail"] and "--delete-offsets" in row["detail"], row
+
+    # A group whose first commit on the target was never Ferry's is left alone too.
+    group2 = unique("preexisting")
+    commit_at(TARGET, group2, {(topic, 0): (5, "theirs")})
+    commit_at(SOURCE, group2, {(topic, 0): (50, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group, group2])
+    ferry = Ferry(kc, ri, name=ferry.name, prefix=ferry.prefix)
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group2)[(topic, 0)] == (5, "theirs")
+
+    # The operator deletes the group's offsets on the target, as the detail says: Ferry syncs again.
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    for g in (group, group2):
+        admin.delete_consumer_groups([g])[g].result(timeout=30)
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)] == (90, "src-later")
+    assert committed(TARGET, group2)[(topic, 0)] == (50, "src")

@@ -187,6 +187,8 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             translated: (i % 5 != 0).then_some(i64::from(i) * 3),
             exact: i % 4 == 0,
             target_offset: (i % 6 != 0).then_some(i64::from(i)),
+            written_offset: (i % 6 != 0).then_some(i64::from(i)),
+            carried_source_offset: (i % 4 == 0).then_some(i64::from(i) * 2),
             status: if i % 5 == 0 {
                 GroupSyncStatus::NothingReplicated
             } else {
@@ -356,6 +358,8 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             translated: Some(3),
             exact: true,
             target_offset: None,
+            written_offset: None,
+            carried_source_offset: None,
             status: GroupSyncStatus::Synced,
             detail: String::new(),
             checked_ms: 1,

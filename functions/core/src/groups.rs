@@ -115,17 +115,43 @@ pub enum SyncDecision {
     },
     /// Nothing is replicated around the committed offset yet.
     NothingReplicated,
+    /// The target holds a lower commit that Ferry did not write (an
+    /// operator's reset, a consumer that commits without joining the
+    /// group): never overwritten.
+    ForeignCommit {
+        /// What the target holds.
+        current: i64,
+        /// What the translation says.
+        translated: i64,
+    },
 }
 
-/// Decide for one partition, given the translation and the target's
-/// current committed offset (if any).
-pub fn decide(translated: Option<Translation>, current: Option<i64>) -> SyncDecision {
+/// Who wrote the target's current commit, as far as Ferry can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOwner {
+    /// Nobody: the target holds no commit for this partition.
+    Nobody,
+    /// Ferry: this flow committed that very offset, or it is the group's
+    /// own commit that the opposite flow carried over to the other cluster
+    /// (the group lived on the target and moved away).
+    Ferry,
+    /// Someone else, since Ferry's last write.
+    Other,
+}
+
+/// Decide for one partition, given the translation, the target's current
+/// committed offset (if any) and who wrote it.
+pub fn decide(translated: Option<Translation>, current: Option<i64>, owner: CommitOwner) -> SyncDecision {
     let Some(t) = translated else {
         return SyncDecision::NothingReplicated;
     };
     match current {
         Some(cur) if cur == t.offset => SyncDecision::UpToDate,
         Some(cur) if cur > t.offset => SyncDecision::TargetAhead {
+            current: cur,
+            translated: t.offset,
+        },
+        Some(cur) if owner == CommitOwner::Other => SyncDecision::ForeignCommit {
             current: cur,
             translated: t.offset,
         },

@@ -12,7 +12,7 @@ use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::state::{now_ms, GroupSyncItem, GroupSyncStatus};
 use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode};
 use ferry_core::domain::TopicPartition;
-use ferry_core::groups::{decide, translate, SyncDecision};
+use ferry_core::groups::{decide, translate, CommitOwner, SyncDecision};
 use serde::{Deserialize, Serialize};
 
 use crate::context::Ferry;
@@ -106,29 +106,22 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
         .into_iter()
         .map(|c| (c.tp, c.next_source_offset))
         .collect();
-    let previous: HashMap<(String, TopicPartition), GroupSyncItem> = ferry
-        .store
-        .group_syncs(&flow_key)
-        .await?
-        .into_iter()
-        .map(|i| ((i.group.clone(), i.tp.clone()), i))
-        .collect();
+    let previous = syncs_by_partition(ferry.store.group_syncs(&flow_key).await?);
+    // The opposite flow's syncs, whatever the mode: a target commit it
+    // carried over to the other cluster is the group's own, not a foreign one.
+    let carried = match ferry.spec.opposite(flow) {
+        Some(o) => syncs_by_partition(ferry.store.group_syncs(&ferry.flow_key(o)).await?),
+        None => HashMap::new(),
+    };
+    let seen = Seen {
+        cursors: &cursors,
+        previous: &previous,
+        carried: &carried,
+    };
 
     let mut items: Vec<GroupSyncItem> = Vec::new();
     for group in &groups {
-        match sync_group(
-            ferry,
-            flow,
-            &flow_key,
-            opposite.as_deref(),
-            &source,
-            &target,
-            group,
-            &cursors,
-            &previous,
-        )
-        .await
-        {
+        match sync_group(ferry, flow, &flow_key, opposite.as_deref(), &source, &target, group, &seen).await {
             Ok(mut done) => items.append(&mut done),
             Err(e) => {
                 tracing::error!(
@@ -144,7 +137,7 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
             GroupSyncStatus::Synced => report.committed += 1,
             GroupSyncStatus::UpToDate => report.up_to_date += 1,
             GroupSyncStatus::ActiveOnTarget => report.active_on_target += 1,
-            GroupSyncStatus::TargetAhead | GroupSyncStatus::NothingReplicated => report.waiting += 1,
+            GroupSyncStatus::TargetAhead | GroupSyncStatus::NothingReplicated | GroupSyncStatus::ForeignCommit => report.waiting += 1,
             GroupSyncStatus::Failed => report.failures.push(format!("group {} {}: {}", i.group, i.tp, i.detail)),
         }
     }
@@ -157,6 +150,51 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
     Ok(report)
 }
 
+type SyncsByPartition = HashMap<(String, TopicPartition), GroupSyncItem>;
+
+fn syncs_by_partition(items: Vec<GroupSyncItem>) -> SyncsByPartition {
+    items.into_iter().map(|i| ((i.group.clone(), i.tp.clone()), i)).collect()
+}
+
+/// What a flow's sync knows before it looks at any group.
+struct Seen<'a> {
+    /// The flow's cursors.
+    cursors: &'a HashMap<TopicPartition, i64>,
+    /// This flow's last sync of each group partition.
+    previous: &'a SyncsByPartition,
+    /// The opposite flow's, keyed by its source partition (this flow's target).
+    carried: &'a SyncsByPartition,
+}
+
+impl Seen<'_> {
+    /// Who wrote the target's `current` commit of `group` on `target_tp`.
+    fn owner(&self, group: &str, tp: &TopicPartition, target_tp: &TopicPartition, current: Option<i64>) -> CommitOwner {
+        let Some(cur) = current else { return CommitOwner::Nobody };
+        let key = (group.to_owned(), tp.clone());
+        let written = self.previous.get(&key).and_then(written_offset);
+        let carried = self
+            .carried
+            .get(&(group.to_owned(), target_tp.clone()))
+            .and_then(|o| o.carried_source_offset);
+        if written == Some(cur) || carried == Some(cur) {
+            CommitOwner::Ferry
+        } else {
+            CommitOwner::Other
+        }
+    }
+}
+
+/// The last offset a flow wrote on the target, from its last sync. Items
+/// stored before `written_offset` existed hold it in `target_offset`
+/// when that sync wrote it or found it in place.
+fn written_offset(p: &GroupSyncItem) -> Option<i64> {
+    p.written_offset.or_else(|| {
+        matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
+            .then_some(p.target_offset)
+            .flatten()
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn sync_group(
     ferry: &Ferry,
@@ -166,9 +204,9 @@ async fn sync_group(
     source: &KafkaCluster,
     target: &KafkaCluster,
     group: &str,
-    cursors: &HashMap<TopicPartition, i64>,
-    previous: &HashMap<(String, TopicPartition), GroupSyncItem>,
+    seen: &Seen<'_>,
 ) -> Result<Vec<GroupSyncItem>, FerryError> {
+    let (cursors, previous) = (seen.cursors, seen.previous);
     // Only partitions this flow replicates (it has a cursor for them).
     let committed: BTreeMap<TopicPartition, Committed> = source
         .committed_offsets(group)
@@ -208,6 +246,7 @@ async fn sync_group(
             };
             translate(c.offset, &fwd, &rev, cursor)
         };
+        let prev = previous.get(&(group.to_owned(), tp.clone()));
         let mut item = GroupSyncItem {
             group: group.to_owned(),
             tp: tp.clone(),
@@ -216,6 +255,8 @@ async fn sync_group(
             translated: translation.map(|t| t.offset),
             exact: translation.is_some_and(|t| t.exact),
             target_offset: current,
+            written_offset: prev.and_then(written_offset),
+            carried_source_offset: prev.and_then(|p| p.carried_source_offset),
             status: GroupSyncStatus::UpToDate,
             detail: String::new(),
             checked_ms: now,
@@ -225,23 +266,34 @@ async fn sync_group(
         } else {
             format!(" (replication has not reached source offset {} yet: not exact)", c.offset)
         };
-        match decide(translation, current) {
+        match decide(translation, current, seen.owner(group, tp, &target_tp, current)) {
             SyncDecision::NothingReplicated => {
                 item.status = GroupSyncStatus::NothingReplicated;
                 item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
             }
             SyncDecision::UpToDate => {
                 item.detail = format!("target holds the translation{not_exact}");
+                item.carried_source_offset = Some(c.offset);
             }
             SyncDecision::TargetAhead { current, translated } => {
                 item.status = GroupSyncStatus::TargetAhead;
                 item.detail = format!("target offset {current} is ahead of the translation {translated}: never moved back");
             }
-            SyncDecision::Commit(d) if state.is_active() => {
+            SyncDecision::Commit(d) | SyncDecision::ForeignCommit { translated: d, .. } if state.is_active() => {
                 item.status = GroupSyncStatus::ActiveOnTarget;
                 item.detail = format!(
                     "group is {} with {} member(s) on the target: not written (would be {d})",
                     state.state, state.members
+                );
+            }
+            SyncDecision::ForeignCommit { current, translated } => {
+                item.status = GroupSyncStatus::ForeignCommit;
+                item.detail = format!(
+                    "target offset {current} was committed by someone other than Ferry (an operator's reset, or a consumer that commits \
+                     without joining the group): never overwritten (the translation is {translated}). To let Ferry sync this group again, \
+                     delete its offsets on the target: kafka-consumer-groups --bootstrap-server <target> --group {group} --delete-offsets \
+                     --topic {}",
+                    target_tp.topic
                 );
             }
             SyncDecision::Commit(d) => {
@@ -266,7 +318,11 @@ async fn sync_group(
             let Some(&i) = source_of.get(&target_tp) else { continue };
             let item = &mut items[i];
             match res {
-                Ok(()) => item.target_offset = to_commit.get(&target_tp).map(|c| c.offset),
+                Ok(()) => {
+                    item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
+                    item.written_offset = item.target_offset;
+                    item.carried_source_offset = Some(item.source_offset);
+                }
                 Err(e) if e.is_group_active_error() => {
                     item.status = GroupSyncStatus::ActiveOnTarget;
                     item.detail = format!("the target refused the commit: the group has members there ({e})");

@@ -27,6 +27,9 @@ pub enum GroupSyncStatus {
     ActiveOnTarget,
     /// No record around the committed offset is replicated yet.
     NothingReplicated,
+    /// The target holds a lower commit Ferry did not write: never
+    /// overwritten.
+    ForeignCommit,
     /// The commit failed; see `detail`.
     Failed,
 }
@@ -40,6 +43,7 @@ impl GroupSyncStatus {
             Self::TargetAhead => "target-ahead",
             Self::ActiveOnTarget => "active-on-target",
             Self::NothingReplicated => "nothing-replicated",
+            Self::ForeignCommit => "foreign-commit",
             Self::Failed => "failed",
         }
     }
@@ -51,6 +55,7 @@ impl GroupSyncStatus {
             Self::TargetAhead,
             Self::ActiveOnTarget,
             Self::NothingReplicated,
+            Self::ForeignCommit,
             Self::Failed,
         ]
         .into_iter()
@@ -75,6 +80,13 @@ pub struct GroupSyncItem {
     pub exact: bool,
     /// The group's offset on the target after this sync, if any.
     pub target_offset: Option<i64>,
+    /// The last offset this flow committed on the target (kept across
+    /// syncs that write nothing): a target commit equal to it is Ferry's.
+    pub written_offset: Option<i64>,
+    /// The last source offset whose translation the target held after one
+    /// of this flow's syncs: the group's own commit, carried across. The
+    /// opposite flow may overwrite that commit where it finds it.
+    pub carried_source_offset: Option<i64>,
     /// Outcome.
     pub status: GroupSyncStatus,
     /// Why, in words.
@@ -207,6 +219,12 @@ impl StateStore {
             if let Some(t) = it.target_offset {
                 item.insert("target_offset".into(), n(t));
             }
+            if let Some(t) = it.written_offset {
+                item.insert("written_offset".into(), n(t));
+            }
+            if let Some(t) = it.carried_source_offset {
+                item.insert("carried_source_offset".into(), n(t));
+            }
             item.insert("status".into(), s(it.status.as_str()));
             item.insert("detail".into(), s(&it.detail));
             item.insert("checked_ms".into(), n(it.checked_ms));
@@ -240,6 +258,8 @@ impl StateStore {
             translated: r.n("translated_offset"),
             exact: r.bool("exact").unwrap_or(false),
             target_offset: r.n("target_offset"),
+            written_offset: r.n("written_offset"),
+            carried_source_offset: r.n("carried_source_offset"),
             status: r
                 .s("status")
                 .as_deref()

@@ -168,11 +168,26 @@ proptest! {
 #[test]
 fn decisions() {
     let t = |offset| Some(Translation { offset, exact: true });
-    assert_eq!(decide(None, Some(3)), SyncDecision::NothingReplicated);
-    assert_eq!(decide(t(5), None), SyncDecision::Commit(5));
-    assert_eq!(decide(t(5), Some(4)), SyncDecision::Commit(5));
-    assert_eq!(decide(t(5), Some(5)), SyncDecision::UpToDate);
-    assert_eq!(decide(t(5), Some(9)), SyncDecision::TargetAhead { current: 9, translated: 5 });
+    let ferry = CommitOwner::Ferry;
+    assert_eq!(decide(None, Some(3), ferry), SyncDecision::NothingReplicated);
+    assert_eq!(decide(t(5), None, CommitOwner::Nobody), SyncDecision::Commit(5));
+    assert_eq!(decide(t(5), Some(4), ferry), SyncDecision::Commit(5));
+    assert_eq!(decide(t(5), Some(5), ferry), SyncDecision::UpToDate);
+    assert_eq!(
+        decide(t(5), Some(9), ferry),
+        SyncDecision::TargetAhead { current: 9, translated: 5 }
+    );
+    // A lower commit someone else made is never overwritten...
+    assert_eq!(
+        decide(t(5), Some(4), CommitOwner::Other),
+        SyncDecision::ForeignCommit { current: 4, translated: 5 }
+    );
+    // ...and one at or above the translation is what it always was.
+    assert_eq!(decide(t(5), Some(5), CommitOwner::Other), SyncDecision::UpToDate);
+    assert_eq!(
+        decide(t(5), Some(7), CommitOwner::Other),
+        SyncDecision::TargetAhead { current: 7, translated: 5 }
+    );
 }
 
 #[test]
