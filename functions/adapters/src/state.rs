@@ -888,9 +888,13 @@ impl StateStore {
     /// The newest offset-map run of a partition, whole (see
     /// [`CursorItem::open_run`]).
     pub async fn last_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
-        let mut runs: Vec<OffsetRun> = self.newest_stored_run(flow, tp).await?.into_iter().collect();
-        self.patch_open_run(flow, tp, &mut runs).await?;
-        Ok(runs.pop())
+        // The cursor first: see `StateStore::runs_from`.
+        let cursor = self.get_cursor(flow, tp).await?;
+        let mut run = self.newest_stored_run(flow, tp).await?;
+        if let (Some(c), Some(r)) = (&cursor, run.as_mut()) {
+            c.patch(r);
+        }
+        Ok(run)
     }
 
     /// The newest run's item in the offset-map table, as stored: its
@@ -913,24 +917,15 @@ impl StateStore {
         out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
     }
 
-    /// Lengthen, among `runs` read from the offset-map table, the open run
-    /// the partition's cursor holds.
-    pub(crate) async fn patch_open_run(&self, flow: &str, tp: &TopicPartition, runs: &mut [OffsetRun]) -> Result<(), StateError> {
-        if runs.is_empty() {
-            return Ok(());
-        }
-        if let Some(cursor) = self.get_cursor(flow, tp).await? {
-            runs.iter_mut().for_each(|r| cursor.patch(r));
-        }
-        Ok(())
-    }
-
     /// Delete the runs that end at or below `below` (the source log-start
     /// offset: no committed group offset can point there any more), always
     /// keeping the newest run, the only one a holder extends. Returns how
     /// many were deleted.
     pub async fn prune_runs(&self, flow: &str, tp: &TopicPartition, below: i64) -> Result<usize, StateError> {
         let pk = map_pk(flow, tp);
+        // The cursor before the runs (see `runs_from`): the run it holds
+        // open, and any started after it, are live whatever their items say.
+        let open = self.get_cursor(flow, tp).await?;
         let resp = self
             .client
             .query()
@@ -949,6 +944,11 @@ impl StateStore {
             .iter()
             .map(|i| run_from_item(&self.offset_map, i))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(c) = &open {
+            doomed.iter_mut().for_each(|r| c.patch(r));
+            let live_from = c.open_run.map(|r| r.source_start).unwrap_or(i64::MAX);
+            doomed.retain(|r| r.source_start < live_from);
+        }
         doomed.retain(|r| r.source_end() <= below);
         if doomed.is_empty() {
             return Ok(0);
@@ -961,13 +961,18 @@ impl StateStore {
 
     /// All stored runs of a partition, in source order.
     pub async fn runs(&self, flow: &str, tp: &TopicPartition) -> Result<Vec<OffsetRun>, StateError> {
+        // The cursor before the runs: a checkpoint in between can only make
+        // the runs read longer than the cursor's, never shorter (see
+        // `StateStore::runs_from`).
+        let cursor = self.get_cursor(flow, tp).await?;
         let items = self.query_all(&self.offset_map, PK_MAP, s(map_pk(flow, tp))).await?;
         let mut runs = items
             .iter()
             .map(|i| run_from_item(&self.offset_map, i))
             .collect::<Result<Vec<_>, _>>()?;
-        let n = runs.len();
-        self.patch_open_run(flow, tp, &mut runs[n.saturating_sub(1)..]).await?;
+        if let Some(c) = &cursor {
+            runs.iter_mut().for_each(|r| c.patch(r));
+        }
         Ok(runs)
     }
 
@@ -1201,7 +1206,7 @@ impl StateStore {
 }
 
 mod groups;
-pub use groups::{GroupSyncItem, GroupSyncStatus};
+pub use groups::{GroupSyncItem, GroupSyncStatus, RunKey};
 
 fn map_pk(flow: &str, tp: &TopicPartition) -> String {
     format!("{flow}/{}", partition_sk(tp))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, ProducerRecord, Rate, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, ProducerRecord, Rate, RunKey, StateError, StateStore};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -188,6 +188,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             exact: i % 4 == 0,
             target_offset: (i % 6 != 0).then_some(i64::from(i)),
             written_offset: (i % 6 != 0).then_some(i64::from(i)),
+            redelivered: i64::from(i % 3),
             carried_source_offset: (i % 4 == 0).then_some(i64::from(i) * 2),
             status: if i % 5 == 0 {
                 GroupSyncStatus::NothingReplicated
@@ -286,8 +287,15 @@ async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
     assert_eq!(cursor.open_run, Some(run(0, 100, 30)));
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 30)]);
     assert_eq!(s.last_run("r/f", &tp).await.expect("last"), Some(run(0, 100, 30)));
-    assert_eq!(s.runs_around_source("r/f", &tp, 25).await.expect("around"), vec![run(0, 100, 30)]);
-    assert_eq!(s.runs_around_target("r/f", &tp, 125).await.expect("around"), vec![run(0, 100, 30)]);
+    let c = Some(&cursor);
+    assert_eq!(
+        s.runs_around("r/f", &tp, RunKey::Source, 25, c).await.expect("around"),
+        vec![run(0, 100, 30)]
+    );
+    assert_eq!(
+        s.runs_around("r/f", &tp, RunKey::Target, 125, c).await.expect("around"),
+        vec![run(0, 100, 30)]
+    );
 
     // A gap (compaction): a new run; the old one is closed into the map.
     s.checkpoint("r/f", &lease, &cp(30, 45, vec![run(40, 130, 5)], Some(run(0, 100, 30))))
@@ -307,8 +315,24 @@ async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
         .expect("lengthen the newest");
     let all = vec![run(0, 100, 30), run(40, 130, 10), run(55, 140, 10)];
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), all);
-    assert_eq!(s.runs_around_source("r/f", &tp, 41).await.expect("around"), all[1..].to_vec());
-    assert_eq!(s.runs_around_target("r/f", &tp, 145).await.expect("around"), all[2..].to_vec());
+    let cursor = s.get_cursor("r/f", &tp).await.expect("cursor");
+    let c = cursor.as_ref();
+    assert_eq!(
+        s.runs_around("r/f", &tp, RunKey::Source, 41, c).await.expect("around"),
+        all[1..].to_vec()
+    );
+    assert_eq!(
+        s.runs_around("r/f", &tp, RunKey::Target, 145, c).await.expect("around"),
+        all[2..].to_vec()
+    );
+    assert_eq!(
+        s.runs_from("r/f", &tp, RunKey::Target, 125, 10, c).await.expect("from"),
+        all.to_vec()
+    );
+    assert_eq!(
+        s.runs_from("r/f", &tp, RunKey::Source, 41, 1, c).await.expect("from"),
+        all[1..].to_vec()
+    );
     // Pruning keeps the newest run even though its map item is short.
     assert_eq!(s.prune_runs("r/f", &tp, 1_000).await.expect("prune"), 2);
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), all[2..].to_vec());
@@ -359,6 +383,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             exact: true,
             target_offset: None,
             written_offset: None,
+            redelivered: 0,
             carried_source_offset: None,
             status: GroupSyncStatus::Synced,
             detail: String::new(),
@@ -375,4 +400,80 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
     assert_eq!(s.runs("r/b>a", &tp).await.expect("runs").len(), 30);
     assert_eq!(s.group_syncs("r/b>a").await.expect("syncs").len(), 1);
     assert!(s.flow_started("r/b>a").await.expect("marker"));
+}
+
+/// Readers racing a writer that closes the open run and starts another at
+/// every other checkpoint: every read sees, whole and at the right target
+/// offsets, everything checkpointed before it began. Reading the runs
+/// before the cursor could meet the open run short in the map and the
+/// cursor already holding the next one, and lose the first run's tail.
+#[tokio::test]
+async fn readers_racing_checkpoints_see_every_run_whole() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    let s = Arc::new(store().await);
+    let tp = TopicPartition::new("race", 0);
+    assert!(s.init_cursor("r/f", &tp, "race", 0).await.expect("init"));
+    let (lease, _) = s
+        .acquire_lease("r/f", &tp, "writer", Duration::from_secs(120))
+        .await
+        .expect("lease");
+    const STEP: i64 = 5;
+    const CHECKPOINTS: i64 = 120;
+    // Checkpoint i copies source [5i, 5i+5); every even one starts a run
+    // 10 target offsets after the last (another producer wrote between).
+    let target_of = |src: i64| src + 10 * (src / STEP / 2);
+    let done = Arc::new(AtomicI64::new(0));
+    let writer = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut open: Option<OffsetRun> = None;
+            for i in 0..CHECKPOINTS {
+                let from = i * STEP;
+                let new = OffsetRun {
+                    source_start: from,
+                    target_start: target_of(from),
+                    length: STEP,
+                };
+                let runs = match open {
+                    Some(o) if o.is_continued_by(&new) => vec![OffsetRun {
+                        length: o.length + STEP,
+                        ..o
+                    }],
+                    _ => vec![new],
+                };
+                let mut c = cp(from, from + STEP, runs.clone(), open);
+                c.target_end = target_of(from) + STEP;
+                s.checkpoint("r/f", &lease, &c).await.expect("checkpoint");
+                open = runs.last().copied();
+                done.store(from + STEP, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut reads = 0;
+    let mut short = Vec::new();
+    while !writer.is_finished() {
+        let before = done.load(Ordering::SeqCst);
+        let runs = s.runs("r/f", &tp).await.expect("runs");
+        reads += 1;
+        for src in 0..before {
+            let found = runs
+                .iter()
+                .find(|r| r.source_start <= src && src < r.source_end())
+                .map(|r| r.target_start + (src - r.source_start));
+            if found != Some(target_of(src)) {
+                short.push((before, src, found));
+                break;
+            }
+        }
+    }
+    writer.await.expect("writer");
+    assert!(reads > 20, "too few reads ({reads}) raced the writer to mean anything");
+    assert!(
+        short.is_empty(),
+        "{} of {reads} reads missed checkpointed records, e.g. {:?}",
+        short.len(),
+        &short[..short.len().min(3)]
+    );
 }

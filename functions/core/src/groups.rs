@@ -1,18 +1,23 @@
 //! Consumer-group offset translation and the decision to commit it.
 //!
-//! A flow X→Y translates a group's committed offset `c` on X (the next
-//! record the group wants) into an offset `d` on Y such that the records
-//! before `d` on Y are exactly the records before `c` on X. Two maps say
-//! where each record of X is on Y:
-//! - `forward`: the flow X→Y's own runs (source = X, target = Y), for the
-//!   records produced on X;
-//! - `reverse`: the opposite flow Y→X's runs (source = Y, target = X), for
-//!   the records that flow wrote into X (ENHANCED mode only). They are
-//!   looked up by their X (target) offsets.
+//! A flow X→Y translates a group's committed offset `c` on X into an offset
+//! `d` on Y: the lowest offset on Y whose record the group has not
+//! consumed. The group consumed exactly the records before `c` on X. The
+//! records on Y are of three kinds:
+//! - copies the flow X→Y wrote of records produced on X (its own runs,
+//!   `forward`: consumed when their X offset is below `c`);
+//! - records produced on Y, which the opposite flow Y→X copies into X
+//!   (ENHANCED mode; its runs, `reverse`, looked up by their X offset:
+//!   consumed when that X offset is below `c`; not yet copied, never
+//!   consumed);
+//! - control markers and aborted records, which no consumer reads.
 //!
-//! Exactness needs the two clusters' logs to hold the common records in the
-//! same order, which holds when each topic is produced to on one cluster at
-//! a time and a producer is moved only once its records are replicated.
+//! When producers write to both clusters, the two logs hold the same
+//! records in different orders, and a consumed record can sit on Y after
+//! one the group never read. Then `d` errs on re-delivery, never on a
+//! skip: it is the first unconsumed record, the consumed records after it
+//! are delivered again (`redelivered` counts them), and the translation is
+//! not exact.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +28,11 @@ use crate::offset_map::OffsetRun;
 pub struct Translation {
     /// The offset to commit on the other cluster.
     pub offset: i64,
-    /// Every record before `c` has been looked at by the flow, so the
-    /// translation is exact. When false, records before `c` are not yet
-    /// replicated: `offset` points where they will arrive (they will be
-    /// delivered again), and a later sync moves it forward.
+    /// No record before `offset` on Y is one the group has not consumed,
+    /// and no record it consumed is at or after it. When false, `offset`
+    /// still skips nothing: records the group consumed (or records not
+    /// replicated yet) may be delivered again, and a later sync moves it
+    /// forward as replication goes on.
     pub exact: bool,
 }
 
@@ -71,32 +77,101 @@ fn end_before(runs: &[OffsetRun], c: i64, xs: XIs) -> Option<i64> {
     Some(xs.y(r) + (c - xs.x(r)).min(r.length))
 }
 
-/// Translate committed offset `c` on X to Y.
-///
-/// `forward` are the X→Y runs sorted by source offset; `reverse` the Y→X
-/// runs sorted by target offset (empty in LEGACY mode or without an
-/// opposite flow); `forward_cursor` is the X→Y flow's cursor (every X
-/// offset below it has been replicated, filtered or skipped). Either slice
-/// may be just the runs around `c`: the run before it and the one at or
-/// after it. `None` when nothing has been replicated around `c` yet.
-pub fn translate(c: i64, forward: &[OffsetRun], reverse: &[OffsetRun], forward_cursor: i64) -> Option<Translation> {
-    let exact = c <= forward_cursor;
-    let fwd = first_at_or_after(forward, c, XIs::Source);
-    // A record the opposite flow wrote is usable only where the forward
-    // flow has looked: before its cursor no record of X is unaccounted for.
-    let rev = first_at_or_after(reverse, c, XIs::Target).filter(|(x, _)| *x < forward_cursor);
-    let first = match (fwd, rev) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    };
-    if let Some((_, y)) = first {
-        return Some(Translation { offset: y, exact });
+/// What the flow X→Y knows of partition p.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a> {
+    /// Its runs around `c` by source (X) offset, sorted: at least the run
+    /// starting at or before `c` and the first one after it.
+    pub runs: &'a [OffsetRun],
+    /// Its cursor: every X offset below it was copied, filtered or skipped.
+    pub cursor: i64,
+    /// The Y end offset after its last checkpointed write: what it wrote
+    /// and has not checkpointed yet is at or after this.
+    pub target_end: i64,
+    /// Whether X holds records at or after `cursor`: then the flow may have
+    /// written some of them past `target_end` already.
+    pub behind: bool,
+}
+
+/// What the opposite flow Y→X knows of the same partition (ENHANCED).
+#[derive(Debug, Clone, Copy)]
+pub struct Reverse<'a> {
+    /// Its runs around `c` by their target (X) offset, sorted by target.
+    pub runs: &'a [OffsetRun],
+    /// Its cursor, a Y offset: every Y record below it was copied into X,
+    /// filtered (a copy X→Y wrote) or skipped (a marker, an aborted record).
+    pub cursor: i64,
+    /// The X→Y runs by target (Y) offset from the one holding `cursor` on,
+    /// sorted by target: the Y offsets at or after `cursor` they do not
+    /// cover may hold records produced on Y that no flow has copied yet.
+    pub forward_from_cursor: &'a [OffsetRun],
+}
+
+/// The first offset in `[from, until)` that no run of `runs` (sorted by
+/// target) covers on its target side.
+pub fn first_uncovered(runs: &[OffsetRun], from: i64, until: i64) -> Option<i64> {
+    let mut y = from;
+    for r in runs {
+        if r.target_end() <= y {
+            continue;
+        }
+        if r.target_start > y {
+            break;
+        }
+        y = r.target_end();
     }
-    let end = match (end_before(forward, c, XIs::Source), end_before(reverse, c, XIs::Target)) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }?;
-    Some(Translation { offset: end, exact })
+    (y < until).then_some(y)
+}
+
+/// Translate committed offset `c` on X to Y. `reverse` is the opposite
+/// flow's knowledge (ENHANCED mode with an opposite flow), else `None`:
+/// then only the records X→Y copied are known on Y. `None` when nothing
+/// has been replicated around `c` yet.
+pub fn translate(c: i64, forward: &Forward<'_>, reverse: Option<&Reverse<'_>>) -> Option<Translation> {
+    // The first copy of a record the group has not consumed: the runs'
+    // first record at or after `c`; when there is none, records at or
+    // after the cursor may have been written past `target_end`.
+    let f1 = first_at_or_after(forward.runs, c, XIs::Source)
+        .map(|(_, y)| y)
+        .or_else(|| (forward.behind || c > forward.cursor).then_some(forward.target_end));
+    // The first record produced on Y that reached X at or after `c`.
+    let r1 = reverse.and_then(|r| first_at_or_after(r.runs, c, XIs::Target)).map(|(_, y)| y);
+    // The first Y offset that may hold a record produced on Y and not yet
+    // copied to X (or one this flow wrote and has not checkpointed).
+    let u = reverse.and_then(|r| first_uncovered(r.forward_from_cursor, r.cursor, forward.target_end));
+    let d = [f1, r1, u].into_iter().flatten().min().or_else(|| {
+        // Every known record on Y was consumed: just after the last one.
+        let rev_end = reverse.and_then(|r| end_before(r.runs, c, XIs::Target));
+        match (end_before(forward.runs, c, XIs::Source), rev_end) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    })?;
+    let exact = c <= forward.cursor && u.is_none_or(|u| u > d);
+    Some(Translation { offset: d, exact })
+}
+
+/// How many records the group consumed on X sit at or after `d` on Y
+/// (delivered again there): copies X→Y wrote of records below `c`, from
+/// `forward` (X→Y runs sorted by target, from the one holding `d` on), and
+/// records produced on Y that reached X below `c`, from `reverse` (Y→X
+/// runs sorted by source, from the one holding `d` on).
+pub fn redelivered(d: i64, c: i64, forward: &[OffsetRun], reverse: &[OffsetRun]) -> i64 {
+    let fwd: i64 = forward
+        .iter()
+        .map(|r| {
+            let skip = (d - r.target_start).clamp(0, r.length);
+            (c.min(r.source_end()) - (r.source_start + skip)).max(0)
+        })
+        .sum();
+    let rev: i64 = reverse
+        .iter()
+        .map(|r| {
+            let skip = (d - r.source_start).clamp(0, r.length);
+            (c.min(r.target_end()) - (r.target_start + skip)).max(0)
+        })
+        .sum();
+    fwd + rev
 }
 
 /// What to do with one partition of a group on the target.

@@ -9,10 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use ferry_adapters::kafka::groups::Committed;
 use ferry_adapters::kafka::KafkaCluster;
+use ferry_adapters::kafka::OffsetSpec;
 use ferry_adapters::state::{now_ms, GroupSyncItem, GroupSyncStatus};
+use ferry_adapters::state::{CursorItem, RunKey};
 use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode};
 use ferry_core::domain::TopicPartition;
-use ferry_core::groups::{decide, translate, CommitOwner, SyncDecision};
+use ferry_core::groups::{decide, first_uncovered, redelivered, translate, CommitOwner, Forward, Reverse, SyncDecision, Translation};
+use ferry_core::offset_map::OffsetRun;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Ferry;
@@ -95,17 +98,45 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
     }
     report.groups = groups.len();
 
-    let opposite = match g.mode {
-        GroupSyncMode::Enhanced => ferry.spec.opposite(flow).map(|o| ferry.flow_key(o)),
-        GroupSyncMode::Legacy => None,
-    };
-    let cursors: HashMap<TopicPartition, i64> = ferry
+    // Cursors before runs, always (see `StateStore::runs_from`): the
+    // cursors read here bound what the runs read later must hold.
+    let cursors: HashMap<TopicPartition, CursorItem> = ferry
         .store
         .list_cursors(&flow_key)
         .await?
         .into_iter()
-        .map(|c| (c.tp, c.next_source_offset))
+        .map(|c| (c.tp.clone(), c))
         .collect();
+    let opposite = match g.mode {
+        GroupSyncMode::Enhanced => match ferry.spec.opposite(flow) {
+            Some(o) => {
+                let key = ferry.flow_key(o);
+                let opposite_cursors = ferry
+                    .store
+                    .list_cursors(&key)
+                    .await?
+                    .into_iter()
+                    .map(|c| (c.tp.clone(), c))
+                    .collect();
+                // Where the source's logs end (read_committed, as the
+                // groups read them): records past this flow's cursor may
+                // be in flight to the target.
+                let tps: Vec<TopicPartition> = cursors.keys().cloned().collect();
+                let ends = if tps.is_empty() {
+                    HashMap::new()
+                } else {
+                    source.list_offsets(&tps, OffsetSpec::Latest, true).await?
+                };
+                Some(Opposite {
+                    flow_key: key,
+                    cursors: opposite_cursors,
+                    source_ends: ends,
+                })
+            }
+            None => None,
+        },
+        GroupSyncMode::Legacy => None,
+    };
     let previous = syncs_by_partition(ferry.store.group_syncs(&flow_key).await?);
     // The opposite flow's syncs, whatever the mode: a target commit it
     // carried over to the other cluster is the group's own, not a foreign one.
@@ -121,7 +152,7 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
 
     let mut items: Vec<GroupSyncItem> = Vec::new();
     for group in &groups {
-        match sync_group(ferry, flow, &flow_key, opposite.as_deref(), &source, &target, group, &seen).await {
+        match sync_group(ferry, flow, &flow_key, opposite.as_ref(), &source, &target, group, &seen).await {
             Ok(mut done) => items.append(&mut done),
             Err(e) => {
                 tracing::error!(
@@ -156,10 +187,26 @@ fn syncs_by_partition(items: Vec<GroupSyncItem>) -> SyncsByPartition {
     items.into_iter().map(|i| ((i.group.clone(), i.tp.clone()), i)).collect()
 }
 
+/// The opposite flow, as ENHANCED translation reads it.
+struct Opposite {
+    /// Its state key.
+    flow_key: String,
+    /// Its cursors, by its source partition (this flow's target).
+    cursors: HashMap<TopicPartition, CursorItem>,
+    /// This flow's source end offsets (read_committed), read after the
+    /// cursors.
+    source_ends: HashMap<TopicPartition, i64>,
+}
+
+/// At most this many runs are read for one lookup of a translation (the
+/// runs between two clusters' orders of one partition): past it, the
+/// translation is not called exact.
+const RUNS_PER_LOOKUP: i32 = 100;
+
 /// What a flow's sync knows before it looks at any group.
 struct Seen<'a> {
     /// The flow's cursors.
-    cursors: &'a HashMap<TopicPartition, i64>,
+    cursors: &'a HashMap<TopicPartition, CursorItem>,
     /// This flow's last sync of each group partition.
     previous: &'a SyncsByPartition,
     /// The opposite flow's, keyed by its source partition (this flow's target).
@@ -195,12 +242,83 @@ fn written_offset(p: &GroupSyncItem) -> Option<i64> {
     })
 }
 
+/// Translate commit `c` of source partition `tp` (target `target_tp`),
+/// with how many records the group consumed will be delivered again.
+async fn translation(
+    ferry: &Ferry,
+    flow_key: &str,
+    cursor: &CursorItem,
+    opposite: Option<&Opposite>,
+    tp: &TopicPartition,
+    target_tp: &TopicPartition,
+    c: i64,
+) -> Result<Option<(Translation, i64)>, FerryError> {
+    let store = &ferry.store;
+    let fwd = store.runs_around(flow_key, tp, RunKey::Source, c, Some(cursor)).await?;
+    let target_end = cursor.next_target_offset.unwrap_or(0);
+    let mut forward = Forward {
+        runs: &fwd,
+        cursor: cursor.next_source_offset,
+        target_end,
+        behind: false,
+    };
+    let Some(o) = opposite else {
+        return Ok(translate(c, &forward, None).map(|t| (t, 0)));
+    };
+    let ocursor = o.cursors.get(target_tp);
+    let gc = ocursor.map_or(0, |oc| oc.next_source_offset);
+    let rev = store.runs_around(&o.flow_key, target_tp, RunKey::Target, c, ocursor).await?;
+    let fwd_from_gc = store
+        .runs_from(flow_key, tp, RunKey::Target, gc, RUNS_PER_LOOKUP, Some(cursor))
+        .await?;
+    // A lookup cut at the limit covers only as far as its last run.
+    let until = |runs: &[OffsetRun], end: i64| {
+        if runs.len() > RUNS_PER_LOOKUP as usize {
+            runs.last().map_or(end, |r| r.target_end().min(end))
+        } else {
+            end
+        }
+    };
+    // Source offsets past this flow's cursor that no record of the
+    // opposite flow accounts for: records this flow may have written and
+    // not checkpointed yet.
+    let fc = cursor.next_source_offset;
+    let source_end = o.source_ends.get(tp).copied().unwrap_or(fc);
+    if source_end > fc {
+        let rev_from_fc = store
+            .runs_from(&o.flow_key, target_tp, RunKey::Target, fc, RUNS_PER_LOOKUP, ocursor)
+            .await?;
+        forward.behind =
+            first_uncovered(&rev_from_fc, fc, until(&rev_from_fc, source_end)).is_some() || rev_from_fc.len() > RUNS_PER_LOOKUP as usize;
+    }
+    let reverse = Reverse {
+        runs: &rev,
+        cursor: gc,
+        forward_from_cursor: &fwd_from_gc,
+    };
+    let cut = fwd_from_gc.len() > RUNS_PER_LOOKUP as usize && until(&fwd_from_gc, target_end) < target_end;
+    let Some(mut t) = translate(c, &forward, Some(&reverse)) else {
+        return Ok(None);
+    };
+    // What the group read that sits at or after the translation.
+    let fwd_from_d = store
+        .runs_from(flow_key, tp, RunKey::Target, t.offset, RUNS_PER_LOOKUP, Some(cursor))
+        .await?;
+    let rev_from_d = store
+        .runs_from(&o.flow_key, target_tp, RunKey::Source, t.offset, RUNS_PER_LOOKUP, ocursor)
+        .await?;
+    let again = redelivered(t.offset, c, &fwd_from_d, &rev_from_d);
+    let counted = fwd_from_d.len() <= RUNS_PER_LOOKUP as usize && rev_from_d.len() <= RUNS_PER_LOOKUP as usize;
+    t.exact &= again == 0 && counted && !cut;
+    Ok(Some((t, again)))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn sync_group(
     ferry: &Ferry,
     flow: &FlowSpec,
     flow_key: &str,
-    opposite: Option<&str>,
+    opposite: Option<&Opposite>,
     source: &KafkaCluster,
     target: &KafkaCluster,
     group: &str,
@@ -226,25 +344,25 @@ async fn sync_group(
     for (tp, c) in &committed {
         let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
         let current = on_target.get(&target_tp).map(|x| x.offset);
-        let cursor = cursors.get(tp).copied().unwrap_or(0);
-        // Nothing moved since an exact sync: no need to look the maps up.
+        let Some(cursor) = cursors.get(tp) else { continue };
+        // Nothing moved since an exact sync: no need to look the maps up
+        // (records arriving later land after an exact translation).
         let unchanged = previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
             p.source_offset == c.offset
                 && p.exact
                 && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
                 && p.target_offset == current
         });
-        let translation = if unchanged {
-            previous
+        let (translation, again) = if unchanged {
+            let t = previous
                 .get(&(group.to_owned(), tp.clone()))
-                .and_then(|p| p.translated.map(|offset| ferry_core::groups::Translation { offset, exact: true }))
+                .and_then(|p| p.translated.map(|offset| Translation { offset, exact: true }));
+            (t, 0)
         } else {
-            let fwd = ferry.store.runs_around_source(flow_key, tp, c.offset).await?;
-            let rev = match opposite {
-                Some(o) => ferry.store.runs_around_target(o, &target_tp, c.offset).await?,
-                None => Vec::new(),
-            };
-            translate(c.offset, &fwd, &rev, cursor)
+            match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, c.offset).await? {
+                Some((t, again)) => (Some(t), again),
+                None => (None, 0),
+            }
         };
         let prev = previous.get(&(group.to_owned(), tp.clone()));
         let mut item = GroupSyncItem {
@@ -256,6 +374,7 @@ async fn sync_group(
             exact: translation.is_some_and(|t| t.exact),
             target_offset: current,
             written_offset: prev.and_then(written_offset),
+            redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
             status: GroupSyncStatus::UpToDate,
             detail: String::new(),
@@ -263,9 +382,15 @@ async fn sync_group(
         };
         let not_exact = if item.exact {
             String::new()
+        } else if again > 0 {
+            format!(
+                " (not exact: the two clusters hold this partition's records in different orders; {again} record(s) the group \
+                 already read come before records it has not, and will be delivered again there; none is skipped)"
+            )
         } else {
             format!(" (replication has not reached source offset {} yet: not exact)", c.offset)
         };
+        item.redelivered = again;
         match decide(translation, current, seen.owner(group, tp, &target_tp, current)) {
             SyncDecision::NothingReplicated => {
                 item.status = GroupSyncStatus::NothingReplicated;

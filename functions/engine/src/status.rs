@@ -61,11 +61,15 @@ pub struct GroupStatus {
     pub source_offset: i64,
     /// Its translation to the target, if any.
     pub translated_offset: Option<i64>,
-    /// Whether replication had reached the committed offset (exact).
+    /// Whether the translation is exact: replication had reached the
+    /// committed offset, and nothing the group read is delivered again.
     pub exact: bool,
+    /// Records the group already read that sit at or after the translation
+    /// on the target (the two clusters hold them in different orders).
+    pub redelivered: i64,
     /// The group's offset on the target after the last sync.
     pub target_offset: Option<i64>,
-    /// synced, up-to-date, target-ahead, active-on-target, nothing-replicated or failed.
+    /// synced, up-to-date, target-ahead, active-on-target, nothing-replicated, foreign-commit or failed.
     pub status: String,
     /// Why, in words.
     pub detail: String,
@@ -107,6 +111,7 @@ pub async fn status(ferry: &Ferry) -> Result<Status, FerryError> {
                 source_offset: g.source_offset,
                 translated_offset: g.translated,
                 exact: g.exact,
+                redelivered: g.redelivered,
                 target_offset: g.target_offset,
                 status: g.status.as_str().to_owned(),
                 detail: g.detail,

@@ -9,8 +9,8 @@ use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 use super::{
-    dynamo_err, map_pk, n, now_ms, run_from_item, s, ItemReader, StateError, StateStore, BY_TARGET, PK, PK_MAP, PK_PRODUCERS, SK_GROUPS,
-    SK_MAP, SK_PRODUCERS,
+    dynamo_err, map_pk, n, now_ms, run_from_item, s, CursorItem, ItemReader, StateError, StateStore, BY_TARGET, PK, PK_MAP, PK_PRODUCERS,
+    SK_GROUPS, SK_MAP, SK_PRODUCERS,
 };
 
 /// Outcome of one partition's last sync.
@@ -87,6 +87,10 @@ pub struct GroupSyncItem {
     /// of this flow's syncs: the group's own commit, carried across. The
     /// opposite flow may overwrite that commit where it finds it.
     pub carried_source_offset: Option<i64>,
+    /// How many records the group already read sit at or after the
+    /// translation on the target (delivered again there, when the two
+    /// clusters hold the partition's records in different orders).
+    pub redelivered: i64,
     /// Outcome.
     pub status: GroupSyncStatus,
     /// Why, in words.
@@ -98,6 +102,24 @@ pub struct GroupSyncItem {
 fn group_sk(tp: &TopicPartition, group: &str) -> String {
     // Topic names have no '/', partitions are numbers: the group is the rest.
     format!("{}/{}/{group}", tp.topic, tp.partition)
+}
+
+/// Which coordinate of an offset-map run a lookup goes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKey {
+    /// The source offset (the table's sort key).
+    Source,
+    /// The target offset (the `by_target` index).
+    Target,
+}
+
+impl RunKey {
+    fn index_and_key(self) -> (Option<&'static str>, &'static str) {
+        match self {
+            RunKey::Source => (None, SK_MAP),
+            RunKey::Target => (Some(BY_TARGET), "target_start"),
+        }
+    }
 }
 
 /// Sort key of the item listing the groups a flow syncs when new groups
@@ -148,9 +170,11 @@ impl StateStore {
             .map(|i| i.get("origin_cluster").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()))
     }
 
-    /// The run nearest `at` by the sort key `key` (of `index`, if any):
-    /// the last one starting at or before it, or the first after it.
-    async fn one_run(
+    /// Runs of a partition by `key` (of `index`, if any): with `after`,
+    /// up to `limit` starting after `at`, ascending; else the last one
+    /// starting at or before it.
+    #[allow(clippy::too_many_arguments)]
+    async fn query_runs(
         &self,
         flow: &str,
         tp: &TopicPartition,
@@ -158,7 +182,8 @@ impl StateStore {
         key: &str,
         at: i64,
         after: bool,
-    ) -> Result<Option<OffsetRun>, StateError> {
+        limit: i32,
+    ) -> Result<Vec<OffsetRun>, StateError> {
         let op = if after { ">" } else { "<=" };
         let out = self
             .client
@@ -171,31 +196,53 @@ impl StateStore {
             .expression_attribute_values(":pk", s(map_pk(flow, tp)))
             .expression_attribute_values(":at", n(at))
             .scan_index_forward(after)
-            .limit(1)
+            .limit(limit)
             .set_consistent_read(Some(true))
             .send()
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-        out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
+        out.items().iter().map(|i| run_from_item(&self.offset_map, i)).collect()
     }
 
-    /// The runs around source offset `at`: the one starting at or before
-    /// it and the first starting after it (all a translation needs).
-    pub async fn runs_around_source(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<Vec<OffsetRun>, StateError> {
-        let before = self.one_run(flow, tp, None, SK_MAP, at, false).await?;
-        let after = self.one_run(flow, tp, None, SK_MAP, at, true).await?;
-        let mut runs: Vec<OffsetRun> = before.into_iter().chain(after).collect();
-        self.patch_open_run(flow, tp, &mut runs).await?;
+    /// The runs of a partition from the one starting at or before `at` (by
+    /// `by`) on: at most `limit` + 1 of them, sorted, the newest
+    /// lengthened from `cursor`.
+    ///
+    /// `cursor` must have been read before this call: a checkpoint between
+    /// the two reads could close the run the cursor holds open and start
+    /// another, and the runs read first would then be shorter than the
+    /// cursor says (a translation called exact would miss records). Read
+    /// in this order, every run the cursor counts is in the answer, whole.
+    pub async fn runs_from(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        by: RunKey,
+        at: i64,
+        limit: i32,
+        cursor: Option<&CursorItem>,
+    ) -> Result<Vec<OffsetRun>, StateError> {
+        let (index, key) = by.index_and_key();
+        let mut runs = self.query_runs(flow, tp, index, key, at, false, 1).await?;
+        runs.extend(self.query_runs(flow, tp, index, key, at, true, limit).await?);
+        if let Some(c) = cursor {
+            runs.iter_mut().for_each(|r| c.patch(r));
+        }
         Ok(runs)
     }
 
-    /// The runs around target offset `at`, by target offset.
-    pub async fn runs_around_target(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<Vec<OffsetRun>, StateError> {
-        let before = self.one_run(flow, tp, Some(BY_TARGET), "target_start", at, false).await?;
-        let after = self.one_run(flow, tp, Some(BY_TARGET), "target_start", at, true).await?;
-        let mut runs: Vec<OffsetRun> = before.into_iter().chain(after).collect();
-        self.patch_open_run(flow, tp, &mut runs).await?;
-        Ok(runs)
+    /// The runs around `at` (by `by`): the one starting at or before it
+    /// and the first starting after it (all a translation needs), the
+    /// newest lengthened from `cursor`, read before (see [`Self::runs_from`]).
+    pub async fn runs_around(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        by: RunKey,
+        at: i64,
+        cursor: Option<&CursorItem>,
+    ) -> Result<Vec<OffsetRun>, StateError> {
+        self.runs_from(flow, tp, by, at, 1, cursor).await
     }
 
     /// Store the outcome of a sync, in batches.
@@ -219,6 +266,7 @@ impl StateStore {
             if let Some(t) = it.target_offset {
                 item.insert("target_offset".into(), n(t));
             }
+            item.insert("redelivered".into(), n(it.redelivered));
             if let Some(t) = it.written_offset {
                 item.insert("written_offset".into(), n(t));
             }
@@ -259,6 +307,7 @@ impl StateStore {
             exact: r.bool("exact").unwrap_or(false),
             target_offset: r.n("target_offset"),
             written_offset: r.n("written_offset"),
+            redelivered: r.n("redelivered").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),
             status: r
                 .s("status")

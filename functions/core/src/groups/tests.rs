@@ -1,92 +1,105 @@
 //! Translation checked against a model of two clusters' logs: producers
-//! move between the clusters in phases, each phase replicated (the last
-//! one perhaps only in part), markers and aborted records leaving gaps.
+//! write to both clusters in any order, each flow copies, filters and
+//! checkpoints at its own pace (so the two logs hold the same records in
+//! different orders), and markers and aborted records leave gaps.
 
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::offset_map::{coalesce, runs_for_append};
+use crate::offset_map::coalesce;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
-    Record(u32),
+    /// A record, by id, and whether it was produced on X.
+    Record(u32, bool),
     /// A control marker or aborted record: an offset with nothing to replicate.
     Gap,
+}
+
+/// One flow's progress: where it has read its source up to, and what it
+/// has stored (cursor, runs, target end) at its last checkpoint.
+#[derive(Debug, Default, Clone)]
+struct Flow {
+    pos: i64,
+    runs: Vec<OffsetRun>,
+    target_end: i64,
+    stored_cursor: i64,
+    stored_runs: Vec<OffsetRun>,
+    stored_target_end: i64,
 }
 
 #[derive(Debug, Default)]
 struct World {
     x: Vec<Entry>,
     y: Vec<Entry>,
-    /// X→Y runs (source X) and Y→X runs (source Y).
-    xy: Vec<OffsetRun>,
-    yx: Vec<OffsetRun>,
-    xy_cursor: i64,
-    yx_cursor: i64,
+    /// X→Y (source X) and Y→X (source Y).
+    xy: Flow,
+    yx: Flow,
 }
 
-/// A phase: produced on X (`true`) or Y, entries (`true` = gap), and how
-/// many of its records are replicated (all but in the last phase).
-type Phase = (bool, Vec<bool>);
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// Produce on X (`true`) or Y a record (or, `true`, a gap).
+    Produce(bool, bool),
+    /// The flow from X (`true`) or Y reads up to this many entries on.
+    Step(bool, u8),
+    /// The flow from X (`true`) or Y checkpoints.
+    Checkpoint(bool),
+}
 
-fn build(phases: &[Phase], last_replicated: usize) -> World {
-    let mut w = World::default();
-    let mut id = 0u32;
-    for (i, (on_x, entries)) in phases.iter().enumerate() {
-        let last = i + 1 == phases.len();
-        let (from, to, runs) = if *on_x {
-            (&mut w.x, &mut w.y, &mut w.xy)
-        } else {
-            (&mut w.y, &mut w.x, &mut w.yx)
-        };
-        let phase_start = from.len() as i64;
-        let mut produced: Vec<(i64, u32)> = Vec::new();
-        for gap in entries {
-            if *gap {
-                from.push(Entry::Gap);
+fn apply(w: &mut World, ev: Event, next_id: &mut u32) {
+    match ev {
+        Event::Produce(on_x, gap) => {
+            let log = if on_x { &mut w.x } else { &mut w.y };
+            log.push(if gap {
+                Entry::Gap
             } else {
-                produced.push((from.len() as i64, id));
-                from.push(Entry::Record(id));
-                id += 1;
+                *next_id += 1;
+                Entry::Record(*next_id, on_x)
+            });
+        }
+        Event::Step(from_x, k) => {
+            let (from, to, flow) = if from_x {
+                (&w.x, &mut w.y, &mut w.xy)
+            } else {
+                (&w.y, &mut w.x, &mut w.yx)
+            };
+            flow.target_end = flow.target_end.max(to.len() as i64);
+            for _ in 0..k {
+                let Some(&e) = from.get(flow.pos as usize) else { break };
+                // Copies records produced on its source; filters the copies
+                // the opposite flow wrote there; skips gaps.
+                if let Entry::Record(id, on_x) = e {
+                    if on_x == from_x {
+                        let run = OffsetRun {
+                            source_start: flow.pos,
+                            target_start: to.len() as i64,
+                            length: 1,
+                        };
+                        to.push(Entry::Record(id, on_x));
+                        coalesce(&mut flow.runs, &[run]);
+                        flow.target_end = to.len() as i64;
+                    }
+                }
+                flow.pos += 1;
             }
         }
-        let k = if last {
-            last_replicated.min(produced.len())
-        } else {
-            produced.len()
-        };
-        let base = to.len() as i64;
-        let offsets: Vec<i64> = produced[..k].iter().map(|(o, _)| *o).collect();
-        for (_, rid) in &produced[..k] {
-            to.push(Entry::Record(*rid));
-        }
-        coalesce(runs, &runs_for_append(&offsets, base));
-        // The producing side's flow has looked at everything it replicated
-        // (and, when complete, the whole phase); the other flow filtered
-        // every replica it found.
-        let cursor = if k == produced.len() {
-            from.len() as i64
-        } else {
-            produced.get(k).map(|(o, _)| *o).unwrap_or(phase_start)
-        };
-        if *on_x {
-            w.xy_cursor = cursor;
-            w.yx_cursor = w.y.len() as i64;
-        } else {
-            w.yx_cursor = cursor;
-            w.xy_cursor = w.x.len() as i64;
+        Event::Checkpoint(from_x) => {
+            let flow = if from_x { &mut w.xy } else { &mut w.yx };
+            flow.stored_cursor = flow.pos;
+            flow.stored_runs = flow.runs.clone();
+            flow.stored_target_end = flow.target_end;
         }
     }
-    w
 }
 
-fn records(log: &[Entry], end: i64) -> BTreeSet<u32> {
+fn consumed(log: &[Entry], end: i64) -> BTreeSet<u32> {
     log.iter()
         .take(end as usize)
         .filter_map(|e| match e {
-            Entry::Record(r) => Some(*r),
+            Entry::Record(r, _) => Some(*r),
             Entry::Gap => None,
         })
         .collect()
@@ -105,64 +118,150 @@ fn window(runs: &[OffsetRun], c: i64, key: fn(&OffsetRun) -> i64) -> Vec<OffsetR
     runs[idx.saturating_sub(1)..(idx + 1).min(runs.len())].to_vec()
 }
 
-fn phases() -> impl Strategy<Value = Vec<Phase>> {
-    prop::collection::vec((any::<bool>(), prop::collection::vec(prop::bool::weighted(0.2), 0..12)), 1..7)
+/// The runs from the one holding `at` (by `key`) on.
+fn from(runs: &[OffsetRun], at: i64, key: fn(&OffsetRun) -> i64) -> Vec<OffsetRun> {
+    let idx = runs.partition_point(|r| key(r) <= at);
+    runs[idx.saturating_sub(1)..].to_vec()
+}
+
+/// Whether X holds offsets at or after the X→Y cursor that the Y→X runs
+/// do not cover: records the flow X→Y may have written and not
+/// checkpointed (the engine asks the same of the stored runs).
+fn behind(w: &World) -> bool {
+    let rev = by_target(&w.yx.stored_runs);
+    first_uncovered(
+        &from(&rev, w.xy.stored_cursor, |r| r.target_start),
+        w.xy.stored_cursor,
+        w.x.len() as i64,
+    )
+    .is_some()
+}
+
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    let ev = prop_oneof![
+        4 => (any::<bool>(), prop::bool::weighted(0.15)).prop_map(|(x, g)| Event::Produce(x, g)),
+        2 => (any::<bool>(), 1u8..6).prop_map(|(x, k)| Event::Step(x, k)),
+        1 => any::<bool>().prop_map(Event::Checkpoint),
+    ];
+    prop::collection::vec(ev, 0..60)
+}
+
+/// Translate commit `c` on X as the engine does, from the stored state,
+/// with the windows the store hands over.
+fn translate_in(w: &World, c: i64, enhanced: bool) -> (Option<Translation>, i64) {
+    let rev_by_target = by_target(&w.yx.stored_runs);
+    let fwd_by_target = by_target(&w.xy.stored_runs);
+    let fwd_window = window(&w.xy.stored_runs, c, |r| r.source_start);
+    let forward = Forward {
+        runs: &fwd_window,
+        cursor: w.xy.stored_cursor,
+        target_end: w.xy.stored_target_end,
+        behind: enhanced && behind(w),
+    };
+    let rev_window = window(&rev_by_target, c, |r| r.target_start);
+    let fwd_from = from(&fwd_by_target, w.yx.stored_cursor, |r| r.target_start);
+    let reverse = Reverse {
+        runs: &rev_window,
+        cursor: w.yx.stored_cursor,
+        forward_from_cursor: &fwd_from,
+    };
+    let t = translate(c, &forward, enhanced.then_some(&reverse));
+    let again = t.map_or(0, |t| {
+        redelivered(
+            t.offset,
+            c,
+            &from(&fwd_by_target, t.offset, |r| r.target_start),
+            if enhanced {
+                from(&w.yx.stored_runs, t.offset, |r| r.source_start)
+            } else {
+                Vec::new()
+            }
+            .as_slice(),
+        )
+    });
+    (t, again)
 }
 
 proptest! {
-    /// ENHANCED: for every committed offset on X, the records before the
-    /// translation on Y are exactly those before it on X when exact, and
-    /// never include one the group has not consumed; monotone; the way
-    /// back is the identity; the store's two-run window gives the same.
+    /// ENHANCED, both ways, producers on both clusters in any order: for
+    /// every committed offset on X, no record before the translation on Y
+    /// is one the group has not consumed (never a skip); an exact one
+    /// delivers nothing twice; the count of records delivered again is
+    /// what the logs say whenever it is exact or the flows are at rest; the
+    /// translation never moves back as the group moves forward.
     #[test]
-    fn enhanced_translation_is_exact(phases in phases(), last_replicated in 0usize..12) {
-        let w = build(&phases, last_replicated);
-        let rev = by_target(&w.yx);
-        let on_y = records(&w.y, w.y.len() as i64);
+    fn enhanced_translation_never_skips(evs in events(), settle in any::<bool>()) {
+        let mut w = World::default();
+        let mut id = 0;
+        for ev in evs {
+            apply(&mut w, ev, &mut id);
+        }
+        if settle {
+            // Both flows copy everything and checkpoint.
+            for _ in 0..2 {
+                for from_x in [true, false] {
+                    apply(&mut w, Event::Step(from_x, u8::MAX), &mut id);
+                    apply(&mut w, Event::Checkpoint(from_x), &mut id);
+                }
+            }
+        }
         let mut prev: Option<i64> = None;
         for c in 0..=w.x.len() as i64 {
-            let t = translate(c, &w.xy, &rev, w.xy_cursor);
-            let Some(t) = t else {
-                prop_assert!(w.xy.is_empty() && w.yx.is_empty(), "None although runs exist, c={}", c);
-                continue;
-            };
-            let consumed = records(&w.x, c);
-            let before = records(&w.y, t.offset);
-            prop_assert!(before.is_subset(&consumed), "c={} d={} would skip {:?}", c, t.offset, before.difference(&consumed).collect::<Vec<_>>());
-            prop_assert_eq!(t.exact, c <= w.xy_cursor);
-            if t.exact {
-                let dup: Vec<_> = consumed.intersection(&on_y).filter(|r| !before.contains(r)).collect();
-                prop_assert!(dup.is_empty(), "c={} d={} would deliver again {:?}", c, t.offset, dup);
-                let back = translate(t.offset, &w.yx, &by_target(&w.xy), w.yx_cursor).expect("runs exist");
-                prop_assert_eq!(records(&w.x, back.offset), consumed.intersection(&on_y).copied().collect::<BTreeSet<_>>());
+            let (t, again) = translate_in(&w, c, true);
+            let Some(t) = t else { continue };
+            let consumed = consumed(&w.x, c);
+            let before = consumed_check(&w.y, t.offset);
+            prop_assert!(before.is_subset(&consumed), "c={} d={} skips {:?}", c, t.offset, before.difference(&consumed).collect::<Vec<_>>());
+            let after: BTreeSet<u32> = w.y.iter().skip(t.offset as usize).filter_map(|e| match e {
+                Entry::Record(r, _) => Some(*r),
+                Entry::Gap => None,
+            }).collect();
+            let truly_again = consumed.intersection(&after).count() as i64;
+            if t.exact && again == 0 {
+                prop_assert_eq!(truly_again, 0, "c={} d={} exact but delivers again", c, t.offset);
+            }
+            if settle {
+                prop_assert_eq!(again, truly_again, "c={} d={}", c, t.offset);
+                prop_assert_eq!(t.exact, true, "c={} d={}: at rest every translation is known", c, t.offset);
             }
             if let Some(p) = prev {
                 prop_assert!(t.offset >= p, "not monotone at c={}", c);
             }
             prev = Some(t.offset);
-            let windowed = translate(c, &window(&w.xy, c, |r| r.source_start), &window(&rev, c, |r| r.target_start), w.xy_cursor);
-            prop_assert_eq!(windowed, Some(t));
         }
     }
 
-    /// LEGACY (the flow's own map only, one-way replication) is exact too.
-    /// Configuration refuses it when the opposite flow exists: records that
-    /// flow wrote are not in this map, and passing over them would skip.
+    /// One way (X→Y only, the flow's own map: LEGACY or no opposite flow):
+    /// never a skip of a record X→Y copied, exact once replicated.
     #[test]
-    fn legacy_translation_is_exact_one_way(phases in phases(), last_replicated in 0usize..12) {
-        let phases: Vec<Phase> = phases.into_iter().map(|(_, e)| (true, e)).collect();
-        let w = build(&phases, last_replicated);
+    fn one_way_translation_is_exact(evs in events()) {
+        let mut w = World::default();
+        let mut id = 0;
+        for ev in evs {
+            let ev = match ev {
+                Event::Produce(_, gap) => Event::Produce(true, gap),
+                Event::Step(_, k) => Event::Step(true, k),
+                Event::Checkpoint(_) => Event::Checkpoint(true),
+            };
+            apply(&mut w, ev, &mut id);
+        }
         for c in 0..=w.x.len() as i64 {
-            if let Some(t) = translate(c, &w.xy, &[], w.xy_cursor) {
-                let consumed = records(&w.x, c);
-                let before = records(&w.y, t.offset);
-                prop_assert!(before.is_subset(&consumed), "c={} d={}", c, t.offset);
-                if t.exact {
-                    prop_assert_eq!(before, consumed);
-                }
+            let (t, again) = translate_in(&w, c, false);
+            let Some(t) = t else { continue };
+            let consumed = consumed(&w.x, c);
+            let before = consumed_check(&w.y, t.offset);
+            prop_assert!(before.is_subset(&consumed), "c={} d={}", c, t.offset);
+            if c <= w.xy.stored_cursor {
+                prop_assert!(t.exact);
+                prop_assert_eq!(again, 0);
+                prop_assert_eq!(before, consumed.intersection(&consumed_check(&w.y, w.y.len() as i64)).copied().collect::<BTreeSet<_>>());
             }
         }
     }
+}
+
+fn consumed_check(log: &[Entry], end: i64) -> BTreeSet<u32> {
+    consumed(log, end)
 }
 
 #[test]
@@ -191,9 +290,9 @@ fn decisions() {
 }
 
 #[test]
-fn a_run_starting_at_zero_on_both_sides_is_read_the_right_way() {
-    // Both maps have a run starting at 0 on one side: each must be read by
-    // its own X coordinate.
+fn interleaved_logs_translate_to_the_first_record_not_consumed() {
+    // X: [0..4) records produced on Y (Y 2..6), then X 4, 5 produced on X
+    // and copied to Y 0, 1. The two logs hold them in different orders.
     let fwd = [OffsetRun {
         source_start: 4,
         target_start: 0,
@@ -204,8 +303,27 @@ fn a_run_starting_at_zero_on_both_sides_is_read_the_right_way() {
         target_start: 0,
         length: 4,
     }];
-    // c=1 on X is Y-origin record at Y offset 3.
-    assert_eq!(translate(1, &fwd, &rev, 6), Some(Translation { offset: 3, exact: true }));
-    // c=5 on X is the second forward record, at Y offset 1.
-    assert_eq!(translate(5, &fwd, &rev, 6), Some(Translation { offset: 1, exact: true }));
+    let forward = Forward {
+        runs: &fwd,
+        cursor: 6,
+        target_end: 6,
+        behind: false,
+    };
+    let reverse = Reverse {
+        runs: &rev,
+        cursor: 6,
+        forward_from_cursor: &[],
+    };
+    // c=1: the group read Y 2 only. Y 0 (X 4) is the first it has not read;
+    // Y 2 comes again.
+    let t = translate(1, &forward, Some(&reverse)).expect("runs");
+    assert_eq!(t.offset, 0);
+    assert_eq!(redelivered(0, 1, &fwd, &rev), 1);
+    // c=5: everything but X 5 (Y 1) was read; Y 2..6 come again.
+    let t = translate(5, &forward, Some(&reverse)).expect("runs");
+    assert_eq!(t.offset, 1);
+    assert_eq!(redelivered(1, 5, &fwd, &rev), 4);
+    // c=6: all read; the end.
+    assert_eq!(translate(6, &forward, Some(&reverse)), Some(Translation { offset: 6, exact: true }));
+    assert_eq!(redelivered(6, 6, &fwd, &rev), 0);
 }
