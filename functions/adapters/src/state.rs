@@ -285,6 +285,11 @@ const SK_PRODUCERS: &str = "producer_id";
 const SK_GROUPS: &str = "partition_group";
 /// Sort key of the per-flow marker item (no '/', so never a partition).
 const FLOW_MARKER: &str = "#flow";
+/// Partition key prefix of the items that list, per ordered pair of Kafka
+/// cluster ids, the flows (of any replicator on these tables) that copy
+/// from the first to the second: how a flow finds its opposite when the
+/// two directions are two replicators.
+const PAIRS: &str = "#pairs/";
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -603,6 +608,17 @@ impl StateStore {
         for c in &cursors {
             self.forget_partition(flow, &c.tp).await?;
         }
+        let marker = self.flow_marker(flow).await?;
+        if let (Some(src), Some(tgt)) = (marker.source_cluster_id, marker.target_cluster_id) {
+            self.client
+                .delete_item()
+                .table_name(&self.cursors)
+                .key(PK, s(pair_pk(&src, &tgt)))
+                .key(SK_CURSOR, s(flow))
+                .send()
+                .await
+                .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        }
         self.client
             .delete_item()
             .table_name(&self.cursors)
@@ -646,6 +662,42 @@ impl StateStore {
             .await
             .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
         Ok(self.flow_start(out.attributes()))
+    }
+
+    /// Record that `flow` copies from Kafka cluster `source_cluster_id` to
+    /// `target_cluster_id`, and whether with IDENTICAL topic names (then
+    /// the flow the other way reads its records). Every plan writes it.
+    pub async fn register_flow_pair(
+        &self,
+        flow: &str,
+        source_cluster_id: &str,
+        target_cluster_id: &str,
+        identical_names: bool,
+    ) -> Result<(), StateError> {
+        self.client
+            .put_item()
+            .table_name(&self.cursors)
+            .item(PK, s(pair_pk(source_cluster_id, target_cluster_id)))
+            .item(SK_CURSOR, s(flow))
+            .item("identical_names", AttributeValue::Bool(identical_names))
+            .item("registered_ms", n(now_ms()))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", &self.cursors, e))?;
+        Ok(())
+    }
+
+    /// The flows, of any replicator on these tables, registered as copying
+    /// from `source_cluster_id` to `target_cluster_id` with IDENTICAL names.
+    pub async fn identical_flows_between(&self, source_cluster_id: &str, target_cluster_id: &str) -> Result<Vec<String>, StateError> {
+        let items = self
+            .query_all(&self.cursors, PK, s(pair_pk(source_cluster_id, target_cluster_id)))
+            .await?;
+        Ok(items
+            .iter()
+            .filter(|i| i.get("identical_names").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+            .filter_map(|i| i.get(SK_CURSOR).and_then(|v| v.as_s().ok()).cloned())
+            .collect())
     }
 
     /// Whether the flow was started by a plan (read-only twin of `start_flow`).
@@ -1207,6 +1259,10 @@ impl StateStore {
 
 mod groups;
 pub use groups::{GroupSyncItem, GroupSyncStatus, RunKey};
+
+fn pair_pk(source_cluster_id: &str, target_cluster_id: &str) -> String {
+    format!("{PAIRS}{source_cluster_id}>{target_cluster_id}")
+}
 
 fn map_pk(flow: &str, tp: &TopicPartition) -> String {
     format!("{flow}/{}", partition_sk(tp))

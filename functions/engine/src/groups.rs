@@ -12,7 +12,7 @@ use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::kafka::OffsetSpec;
 use ferry_adapters::state::{now_ms, GroupSyncItem, GroupSyncStatus};
 use ferry_adapters::state::{CursorItem, RunKey};
-use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode};
+use ferry_core::config::{FlowSpec, GroupSpec};
 use ferry_core::domain::TopicPartition;
 use ferry_core::groups::{decide, first_uncovered, redelivered, translate, CommitOwner, Forward, Reverse, SyncDecision, Translation};
 use ferry_core::offset_map::OffsetRun;
@@ -107,41 +107,37 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
         .into_iter()
         .map(|c| (c.tp.clone(), c))
         .collect();
-    let opposite = match g.mode {
-        GroupSyncMode::Enhanced => match ferry.spec.opposite(flow) {
-            Some(o) => {
-                let key = ferry.flow_key(o);
-                let opposite_cursors = ferry
-                    .store
-                    .list_cursors(&key)
-                    .await?
-                    .into_iter()
-                    .map(|c| (c.tp.clone(), c))
-                    .collect();
-                // Where the source's logs end (read_committed, as the
-                // groups read them): records past this flow's cursor may
-                // be in flight to the target.
-                let tps: Vec<TopicPartition> = cursors.keys().cloned().collect();
-                let ends = if tps.is_empty() {
-                    HashMap::new()
-                } else {
-                    source.list_offsets(&tps, OffsetSpec::Latest, true).await?
-                };
-                Some(Opposite {
-                    flow_key: key,
-                    cursors: opposite_cursors,
-                    source_ends: ends,
-                })
-            }
-            None => None,
-        },
-        GroupSyncMode::Legacy => None,
+    let opposite = match crate::opposite::translates_through(ferry, flow, g).await? {
+        Some(key) => {
+            let opposite_cursors = ferry
+                .store
+                .list_cursors(&key)
+                .await?
+                .into_iter()
+                .map(|c| (c.tp.clone(), c))
+                .collect();
+            // Where the source's logs end (read_committed, as the groups
+            // read them): records past this flow's cursor may be in flight
+            // to the target.
+            let tps: Vec<TopicPartition> = cursors.keys().cloned().collect();
+            let ends = if tps.is_empty() {
+                HashMap::new()
+            } else {
+                source.list_offsets(&tps, OffsetSpec::Latest, true).await?
+            };
+            Some(Opposite {
+                flow_key: key,
+                cursors: opposite_cursors,
+                source_ends: ends,
+            })
+        }
+        None => None,
     };
     let previous = syncs_by_partition(ferry.store.group_syncs(&flow_key).await?);
     // The opposite flow's syncs, whatever the mode: a target commit it
     // carried over to the other cluster is the group's own, not a foreign one.
-    let carried = match ferry.spec.opposite(flow) {
-        Some(o) => syncs_by_partition(ferry.store.group_syncs(&ferry.flow_key(o)).await?),
+    let carried = match crate::opposite::flow_key(ferry, flow).await? {
+        Some(o) => syncs_by_partition(ferry.store.group_syncs(&o).await?),
         None => HashMap::new(),
     };
     let seen = Seen {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use ferry_adapters::kafka::batch::RawBatch;
 use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::state::StateStore;
-use ferry_core::config::{FlowSpec, GroupSyncMode, TopicNaming};
+use ferry_core::config::{FlowSpec, TopicNaming};
 use ferry_core::domain::TopicPartition;
 
 use crate::context::Ferry;
@@ -53,15 +53,15 @@ impl LoopFilter {
         if flow.naming != TopicNaming::Identical {
             return Ok(None);
         }
-        let translates = flow
-            .groups
-            .as_ref()
-            .is_some_and(|g| g.sync_offsets && g.mode == GroupSyncMode::Enhanced);
+        let opposite = match &flow.groups {
+            Some(g) => crate::opposite::translates_through(ferry, flow, g).await?,
+            None => None,
+        };
         Ok(Some(Self {
             source_id: source.cluster_id().await?,
             target_id: target.cluster_id().await?,
             known: HashMap::new(),
-            opposite: ferry.spec.opposite(flow).filter(|_| translates).map(|o| ferry.flow_key(o)),
+            opposite,
             mapped_below: HashMap::new(),
         }))
     }

@@ -70,8 +70,14 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
 /// clusters are those its state was written for.
 async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<bool, FerryError> {
     let ids = cluster_ids(ferry, flow).await?;
+    // Refused before anything is written: LEGACY named for a flow whose
+    // topics another replicator copies back under the same names.
+    if let Some(g) = &flow.groups {
+        crate::opposite::translates_through(ferry, flow, g).await?;
+    }
     let started = ferry.store.start_flow(&ferry.flow_key(flow), &ids.0, &ids.1).await?;
     check_clusters(ferry, flow, &started, &ids)?;
+    crate::opposite::register(ferry, flow, &ids.0, &ids.1).await?;
     Ok(started.first)
 }
 

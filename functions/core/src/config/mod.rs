@@ -186,6 +186,10 @@ pub struct GroupSpec {
     pub sync_offsets: bool,
     /// Sync mode.
     pub mode: GroupSyncMode,
+    /// Whether the definition names the mode (LEGACY is also the default:
+    /// a default LEGACY becomes ENHANCED where the topics come back under
+    /// the same names, a named one is refused there).
+    pub mode_explicit: bool,
 }
 
 impl FlowSpec {
@@ -773,6 +777,7 @@ fn validate_flow(file: &str, i: usize, info: &wire::ReplicationInfo, clusters: &
                 detect_new: g.detect_and_copy_new_consumer_groups.unwrap_or(true),
                 sync_offsets: g.synchronise_consumer_group_offsets.unwrap_or(true),
                 mode,
+                mode_explicit: g.consumer_group_offset_sync_mode.is_some(),
             })
         }
     };

@@ -1,0 +1,80 @@
+//! The opposite flow: the one copying a flow's topics back from its target
+//! to its source under the same names, in this replicator's definition or
+//! in another replicator's on the same state tables (MSK Replicator's own
+//! rollback topology is two replicators, one each way).
+//!
+//! Group translation reads its offset map (ENHANCED), and group sync reads
+//! its syncs (a commit it carried over is the group's own). Every plan
+//! registers its flows by the Kafka cluster ids they copy between, so a
+//! flow finds its opposite whichever replicator holds it.
+
+use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode, TopicNaming};
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+
+/// Register `flow` by the cluster ids it copies between (every plan).
+pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, target_cluster_id: &str) -> Result<(), FerryError> {
+    if source_cluster_id.is_empty() || target_cluster_id.is_empty() {
+        return Ok(());
+    }
+    let identical = flow.naming == TopicNaming::Identical;
+    Ok(ferry
+        .store
+        .register_flow_pair(&ferry.flow_key(flow), source_cluster_id, target_cluster_id, identical)
+        .await?)
+}
+
+/// The state key of the flow copying `flow`'s topics back under the same
+/// names, if there is one: in this replicator, else registered by another.
+/// More than one registered by other replicators is an error that names
+/// them: Ferry cannot tell which holds the group's history.
+pub async fn flow_key(ferry: &Ferry, flow: &FlowSpec) -> Result<Option<String>, FerryError> {
+    if flow.naming != TopicNaming::Identical {
+        return Ok(None);
+    }
+    if let Some(o) = ferry.spec.opposite(flow) {
+        return Ok(Some(ferry.flow_key(o)));
+    }
+    let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
+    let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
+    let mut found = ferry.store.identical_flows_between(&target_id, &source_id).await?;
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(FerryError::Input(format!(
+            "flow {} has {} opposite flows on these state tables ({}): each copies {} back to {} under the same names, and \
+             Ferry cannot tell which one holds a group's history. Fix: stop the replicators that no longer run and remove \
+             their state with `ferry forget-flow --flow <flow> --yes` under their own --name",
+            flow.id(),
+            found.len(),
+            found.join(", "),
+            flow.target.alias,
+            flow.source.alias
+        ))),
+    }
+}
+
+/// The opposite flow whose offset map this flow's group sync translates
+/// through: ENHANCED mode, or LEGACY left as the default (the opposite
+/// flow makes it ENHANCED, as within one replicator). A LEGACY named in
+/// the definition is refused where an opposite flow exists: its own map
+/// cannot place the records the opposite flow wrote, and it would skip them.
+pub async fn translates_through(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Option<String>, FerryError> {
+    if !g.sync_offsets {
+        return Ok(None);
+    }
+    let Some(key) = flow_key(ferry, flow).await? else {
+        return Ok(None);
+    };
+    if g.mode == GroupSyncMode::Legacy && g.mode_explicit {
+        return Err(FerryError::Input(format!(
+            "flow {} syncs group offsets in LEGACY mode, but flow {key} on these state tables copies its topics back under the \
+             same names: LEGACY cannot translate a group's offsets exactly then (this flow's own offset map does not know the \
+             records the opposite flow wrote). Fix: set ConsumerGroupOffsetSyncMode to ENHANCED (or leave it out) for both \
+             directions",
+            flow.id()
+        )));
+    }
+    Ok(Some(key))
+}
