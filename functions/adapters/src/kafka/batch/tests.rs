@@ -250,3 +250,208 @@ proptest! {
         }
     }
 }
+
+// Hostile batches: counts, lengths and decompressed sizes that the bytes do
+// not bear out are refused before they size anything.
+
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+/// Memory a decoder allocates for itself, whatever the cap on its output:
+/// lz4 frames may ask for 4 MiB blocks, which linked, lz4_flex holds twice
+/// over next to the block read (12 MiB and change); gzip and zstd keep a
+/// window and a read buffer well under 1 MiB on the Rust side (zstd's
+/// window is allocated by libzstd, which these counts do not see, and is
+/// bounded by `ZSTD_WINDOW_LOG_MAX`).
+fn working_memory(codec: Compression) -> u64 {
+    match codec {
+        Compression::Lz4 => 13 << 20,
+        _ => 1 << 20,
+    }
+}
+
+/// The most decompressing to `cap` may allocate at once: the output buffer
+/// (the test allocator counts a reallocation as a new buffer beside the old
+/// one, so doubling to the cap shows as one and a half caps) and the
+/// decoder's own memory.
+fn allocation_bound(codec: Compression, cap: usize) -> u64 {
+    (2 * cap) as u64 + working_memory(codec)
+}
+
+fn sample_records(n: usize) -> Vec<SourceRecord> {
+    (0..n)
+        .map(|i| SourceRecord {
+            offset: i as i64,
+            timestamp: 1_000 + i as i64,
+            attributes: 0,
+            tail: tail(
+                Some(format!("key {i}").as_bytes()),
+                Some(format!("value {i}").as_bytes()),
+                &[(b"h", Some(b"1")), (b"h", None)],
+            ),
+        })
+        .collect()
+}
+
+fn fix_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// `batch` (as built) with `body` for its records section, its length and
+/// CRC made right again: what a hostile or unusual producer could have had
+/// a broker store.
+fn reframe_raw(batch: &[u8], body: &[u8]) -> Bytes {
+    let mut out = BytesMut::from(&batch[..BATCH_HEADER_LEN]);
+    out.put_slice(body);
+    let len = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&len.to_be_bytes());
+    fix_crc(&mut out);
+    out.freeze()
+}
+
+/// [`reframe_raw`], with `codec` in the attributes.
+fn reframe(batch: &[u8], codec: Compression, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::from(&batch[..BATCH_HEADER_LEN]);
+    let attrs = (i16::from_be_bytes([b[21], b[22]]) & !ATTR_COMPRESSION_MASK) | codec.attribute_bits();
+    b[21..23].copy_from_slice(&attrs.to_be_bytes());
+    reframe_raw(&b, body)
+}
+
+/// A gzip member of `len` zeros, written as it is compressed: the test
+/// never holds the zeros, only the compressed member (about 1 MiB per GiB).
+fn gzip_of_zeros(len: usize) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        enc.write_all(&chunk[..n]).expect("compress");
+        left -= n;
+    }
+    enc.finish().expect("compress")
+}
+
+/// Runs `f`, returning what it returned and the most it allocated at once.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let mut out = None;
+    let info = allocation_counter::measure(|| out = Some(f()));
+    (out.expect("ran"), info.bytes_max)
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_at_the_cap_having_held_no_more() {
+    const GIB: usize = 1 << 30;
+    let template = build_batch(&sample_records(1), Compression::None, STAMP).expect("build");
+    let bomb = gzip_of_zeros(GIB);
+    assert!(bomb.len() < 2 << 20, "the bomb itself is small: {} bytes", bomb.len());
+    let b = split_batches(reframe(&template, Compression::Gzip, &bomb))
+        .expect("split")
+        .remove(0);
+    let cap = decompressed_cap(bomb.len());
+    assert_eq!(cap, MIN_DECOMPRESSED_CAP, "a small batch gets the floor");
+    let (result, peak) = measured(|| records(&b));
+    let err = result.expect_err("refused");
+    assert_eq!(
+        err,
+        BatchError::DecompressedTooLarge {
+            base_offset: 0,
+            codec: Compression::Gzip,
+            compressed_len: bomb.len(),
+            cap,
+        }
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("offset 0") && msg.contains("Gzip") && msg.contains(&cap.to_string()),
+        "{msg}"
+    );
+    assert!(
+        peak <= allocation_bound(Compression::Gzip, cap),
+        "peak {peak} bytes for a cap of {cap}"
+    );
+}
+
+/// Each codec stops at the cap, and a stream ending exactly at it is whole.
+#[test]
+fn every_codec_stops_at_the_cap() {
+    let plain = Bytes::from(vec![0u8; 1 << 20]);
+    for codec in CODECS.into_iter().filter(|c| *c != Compression::None) {
+        let body = compress(codec, &plain).expect("compress");
+        let exact = decompress(codec, &body, 5, plain.len()).expect("exactly the cap");
+        assert_eq!(exact, plain, "{codec:?}");
+        let (result, peak) = measured(|| decompress(codec, &body, 5, plain.len() / 4));
+        assert_eq!(
+            result,
+            Err(BatchError::DecompressedTooLarge {
+                base_offset: 5,
+                codec,
+                compressed_len: body.len(),
+                cap: plain.len() / 4,
+            }),
+            "{codec:?}"
+        );
+        let bound = (2 * plain.len() / 4) as u64 + working_memory(codec);
+        assert!(peak <= bound, "{codec:?}: peak {peak} bytes for a cap of {}", plain.len() / 4);
+        assert_eq!(
+            decompress(codec, &body, 5, plain.len() - 1),
+            Err(BatchError::DecompressedTooLarge {
+                base_offset: 5,
+                codec,
+                compressed_len: body.len(),
+                cap: plain.len() - 1,
+            }),
+            "{codec:?}: one byte over"
+        );
+    }
+}
+
+#[test]
+fn an_endless_stream_is_read_to_the_cap_and_no_further() {
+    let cap = 3 << 20;
+    let (result, peak) = measured(|| read_capped(std::io::repeat(0), cap));
+    assert!(matches!(result, Err(CapError::OverCap)));
+    assert!(peak <= (2 * cap) as u64, "peak {peak}");
+}
+
+#[test]
+fn a_snappy_length_claim_sizes_nothing_until_checked() {
+    // A raw block claiming 4 GiB - 1 in five bytes, and one claiming more
+    // than snappy could encode in its size.
+    for body in [&[0xff, 0xff, 0xff, 0xff, 0x0f][..], &[0x80, 0x80, 0x01, 0x00][..]] {
+        let (result, peak) = measured(|| decompress(Compression::Snappy, &Bytes::copy_from_slice(body), 0, 1 << 40));
+        assert!(matches!(result, Err(BatchError::Codec { .. })), "{result:?}");
+        assert!(peak < 4096, "peak {peak}");
+    }
+    // Xerial blocks are held to the cap as they add up.
+    let plain = vec![0u8; 200 * 1024];
+    let body = compress(Compression::Snappy, &plain).expect("compress");
+    assert!(body.starts_with(XERIAL_MAGIC));
+    assert!(matches!(
+        decompress(Compression::Snappy, &body, 0, 100 * 1024),
+        Err(BatchError::DecompressedTooLarge { .. })
+    ));
+    assert_eq!(decompress(Compression::Snappy, &body, 0, plain.len()).expect("fits"), plain);
+}
+
+#[test]
+fn raw_snappy_reads_as_well_as_xerial() {
+    let recs = sample_records(3);
+    let template = build_batch(&recs, Compression::None, STAMP).expect("build");
+    let raw = snap::raw::Encoder::new()
+        .compress_vec(&template[BATCH_HEADER_LEN..])
+        .expect("compress");
+    let b = split_batches(reframe(&template, Compression::Snappy, &raw))
+        .expect("split")
+        .remove(0);
+    let back = records(&b).expect("records");
+    assert_eq!(
+        back.iter().map(|r| &r.tail).collect::<Vec<_>>(),
+        recs.iter().map(|r| &r.tail).collect::<Vec<_>>()
+    );
+}
