@@ -20,6 +20,13 @@ const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
+/// The smallest a record can be in a records section, uncompressed: a
+/// one-byte length, then attributes, timestamp delta, offset delta, key
+/// length (-1, null), value length (-1) and header count, one byte each.
+/// A batch claiming more records than its (decompressed) bytes hold at this
+/// size lies, and is refused before anything is sized by its count.
+pub const MIN_RECORD_LEN: usize = 7;
+
 /// The floor of [`decompressed_cap`]: 64 MiB.
 ///
 /// A broker keeps a compressed batch whole, bounded on the wire by the
@@ -195,7 +202,10 @@ pub struct RawBatch {
 
 /// Split fetched bytes into whole batches. A trailing partial batch (the
 /// broker cuts a response at the size limit) is ignored: the next fetch
-/// starts at it.
+/// starts at it. A header whose counts its bytes cannot bear (more records
+/// than offset deltas, or than the records section, decompressed to at
+/// most [`decompressed_cap`], could hold; offsets past `i64::MAX`) is an
+/// error.
 pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
     let mut out = Vec::new();
     while data.len() >= 17 {
@@ -236,9 +246,8 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
             base_sequence: h.get_i32(),
             records_count: h.get_i32(),
         };
-        if header.last_offset_delta < 0 || header.records_count < 0 {
-            return Err(malformed(base_offset, "negative offset delta or record count"));
-        }
+        let records_len = batch.len() - BATCH_HEADER_LEN;
+        check_header(&header, records_len, decompressed_cap(records_len))?;
         out.push(RawBatch {
             header,
             records: batch.slice(BATCH_HEADER_LEN..),
@@ -246,6 +255,58 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
         });
     }
     Ok(out)
+}
+
+/// What a header's counts must satisfy to be what a broker could have
+/// sent, given `records_len` bytes of records after it that decompress to
+/// at most `cap`: the caller sizes nothing by a count until this holds.
+fn check_header(h: &BatchHeader, records_len: usize, cap: usize) -> Result<(), BatchError> {
+    let base_offset = h.base_offset;
+    if h.last_offset_delta < 0 || h.records_count < 0 {
+        return Err(malformed(base_offset, "negative offset delta or record count"));
+    }
+    // Every offset the batch covers, and the one after, is an offset: the
+    // cursor moves to `next_offset` and records add their delta to the base.
+    if base_offset.checked_add(i64::from(h.last_offset_delta) + 1).is_none() {
+        return Err(malformed(
+            base_offset,
+            format!("last offset delta {} runs past the largest offset", h.last_offset_delta),
+        ));
+    }
+    // Each record has an offset delta of its own, none past the last: the
+    // broker assigns them consecutively and compaction only removes some.
+    if i64::from(h.records_count) > i64::from(h.last_offset_delta) + 1 {
+        return Err(malformed(
+            base_offset,
+            format!(
+                "{} records cannot have offset deltas of at most {}",
+                h.records_count, h.last_offset_delta
+            ),
+        ));
+    }
+    // The count against the bytes: uncompressed, these; compressed, the
+    // most they may decompress to (and, once decompressed, what they did:
+    // see `records_with_cap`). The codec itself is checked only when the
+    // records are read: a batch that is skipped need not be readable.
+    if h.attributes & ATTR_COMPRESSION_MASK == 0 {
+        check_count_fits(h, records_len, "bytes of records")?;
+    } else {
+        check_count_fits(h, cap, "bytes the records may decompress to")?;
+    }
+    Ok(())
+}
+
+/// The batch's record count, if `len` bytes (`what` they are) can hold that
+/// many records of at least [`MIN_RECORD_LEN`] bytes.
+fn check_count_fits(h: &BatchHeader, len: usize, what: &str) -> Result<usize, BatchError> {
+    let count = usize::try_from(h.records_count).map_err(|_| malformed(h.base_offset, "negative record count"))?;
+    if count > len / MIN_RECORD_LEN {
+        return Err(malformed(
+            h.base_offset,
+            format!("{count} records cannot fit in {len} {what} (each takes at least {MIN_RECORD_LEN})"),
+        ));
+    }
+    Ok(count)
 }
 
 /// One record, as the bytes that follow its offset delta.
@@ -280,11 +341,20 @@ pub fn records(batch: &RawBatch) -> Result<Vec<SourceRecord>, BatchError> {
 /// to more than `cap` bytes ([`BatchError::DecompressedTooLarge`]) without
 /// holding more than that. An uncompressed section is already in memory and
 /// is not held to the cap.
+///
+/// Every length inside is checked against the bytes that remain before it
+/// is used, and the record count against the bytes that could hold it, so
+/// nothing is sized by a number from the wire that the bytes do not bear
+/// out, whatever the input.
 pub fn records_with_cap(batch: &RawBatch, cap: usize) -> Result<Vec<SourceRecord>, BatchError> {
     let h = &batch.header;
+    // The fields are public: a header made or changed by hand is checked
+    // as one from the wire is.
+    check_header(h, batch.records.len(), cap)?;
     let mut buf = decompress(h.codec()?, &batch.records, h.base_offset, cap)?;
-    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
-    for i in 0..h.records_count {
+    let count = check_count_fits(h, buf.len(), "bytes of records decompressed")?;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
         let len = read_varint(&mut buf).ok_or_else(|| malformed(h.base_offset, format!("record {i}: bad length")))?;
         if len < 0 || len as usize > buf.len() {
             return Err(malformed(h.base_offset, format!("record {i}: length {len} past the end")));
@@ -302,12 +372,16 @@ pub fn records_with_cap(batch: &RawBatch, cap: usize) -> Result<Vec<SourceRecord
                 format!("record {i}: offset delta {off_delta} outside the batch"),
             ));
         }
+        // The tail goes to the target as it is: one whose lengths do not
+        // frame it would be refused there as corrupt, far from its cause.
+        check_tail(&rec).map_err(|what| malformed(h.base_offset, format!("record {i}: {what}")))?;
         let timestamp = if h.is_log_append_time() {
             h.max_timestamp
         } else {
             h.base_timestamp.wrapping_add(ts_delta)
         };
         out.push(SourceRecord {
+            // No overflow: `check_header` bounds base offset plus last delta.
             offset: h.base_offset + i64::from(off_delta),
             timestamp,
             attributes,
@@ -315,6 +389,41 @@ pub fn records_with_cap(batch: &RawBatch, cap: usize) -> Result<Vec<SourceRecord
         });
     }
     Ok(out)
+}
+
+/// Whether a record's tail (key, value, headers) frames exactly: each
+/// length within the bytes left, none negative but a null's -1, and nothing
+/// after the last header, as Kafka's own record reader requires.
+fn check_tail(tail: &Bytes) -> Result<(), String> {
+    let mut t = tail.clone();
+    fn skip(t: &mut Bytes, what: &str, nullable: bool) -> Result<(), String> {
+        let len = read_varint(t).ok_or_else(|| format!("bad {what} length"))?;
+        if len == -1 && nullable {
+            return Ok(());
+        }
+        let n = usize::try_from(len).map_err(|_| format!("{what} length {len}"))?;
+        if n > t.len() {
+            return Err(format!("{what} length {len} past the end of the record"));
+        }
+        t.advance(n);
+        Ok(())
+    }
+    skip(&mut t, "key", true)?;
+    skip(&mut t, "value", true)?;
+    let headers = read_varint(&mut t).ok_or("bad header count")?;
+    // A header takes at least two bytes (empty key, null value): the count
+    // is checked against them before it drives the loop.
+    if headers < 0 || headers as usize > t.len() / 2 {
+        return Err(format!("header count {headers} for {} bytes", t.len()));
+    }
+    for _ in 0..headers {
+        skip(&mut t, "header key", false)?;
+        skip(&mut t, "header value", true)?;
+    }
+    if !t.is_empty() {
+        return Err(format!("{} bytes after the last header", t.len()));
+    }
+    Ok(())
 }
 
 /// Who writes the target batch: the idempotent producer's identity.

@@ -455,3 +455,85 @@ fn raw_snappy_reads_as_well_as_xerial() {
         recs.iter().map(|r| &r.tail).collect::<Vec<_>>()
     );
 }
+
+/// The count from the wire sizes nothing before the bytes bear it out: a
+/// batch is refused as it is split, having allocated next to nothing.
+#[test]
+fn a_record_count_of_i32_max_in_a_tiny_batch_is_refused_without_allocating() {
+    for codec in CODECS {
+        let built = build_batch(&sample_records(1), codec, STAMP).expect("build");
+        let mut b = BytesMut::from(&built[..]);
+        // A last offset delta to match, so the count is what is wrong.
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        fix_crc(&mut b);
+        let (result, peak) = measured(|| split_batches(b.freeze()));
+        let err = result.expect_err("refused");
+        assert!(err.to_string().contains("2147483647 records cannot fit"), "{codec:?}: {err}");
+        assert!(peak < 64 << 10, "{codec:?}: peak {peak} bytes");
+        // The same header made by hand, never split: `records` checks it too.
+        let mut raw = split_batches(built).expect("split").remove(0);
+        raw.header.last_offset_delta = i32::MAX - 1;
+        raw.header.records_count = i32::MAX;
+        let (result, peak) = measured(|| records(&raw));
+        assert!(result.expect_err("refused").to_string().contains("2147483647 records cannot fit"));
+        assert!(peak < 64 << 10, "{codec:?}: peak {peak} bytes");
+    }
+}
+
+/// A compressed batch's count is held to what its records decompressed to,
+/// before the count sizes the records.
+#[test]
+fn a_compressed_count_beyond_its_decompressed_bytes_is_refused() {
+    for codec in CODECS {
+        let mut b = BytesMut::from(&build_batch(&sample_records(2), codec, STAMP).expect("build")[..]);
+        b[23..27].copy_from_slice(&99_999i32.to_be_bytes());
+        b[57..61].copy_from_slice(&100_000i32.to_be_bytes());
+        fix_crc(&mut b);
+        let (result, peak) = measured(|| split_batches(b.freeze()).and_then(|bs| records(&bs[0])));
+        let err = result.expect_err("refused");
+        assert!(err.to_string().contains("100000 records cannot fit"), "{codec:?}: {err}");
+        assert!(peak < 1 << 20, "{codec:?}: peak {peak} bytes");
+    }
+}
+
+#[test]
+fn counts_and_offsets_the_header_cannot_bear_are_refused() {
+    let good = build_batch(&sample_records(3), Compression::None, STAMP).expect("build");
+    let patched = |at: usize, bytes: &[u8]| {
+        let mut b = BytesMut::from(&good[..]);
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        fix_crc(&mut b);
+        split_batches(b.freeze())
+    };
+    // More records than offset deltas to give them.
+    let e = patched(57, &4i32.to_be_bytes()).expect_err("refused");
+    assert!(e.to_string().contains("4 records cannot have offset deltas of at most 2"), "{e}");
+    // Fewer, as compaction leaves: fine.
+    assert_eq!(patched(23, &9i32.to_be_bytes()).expect("split")[0].header.next_offset(), 10);
+    // A last offset past i64::MAX.
+    let e = patched(0, &(i64::MAX - 1).to_be_bytes()).expect_err("refused");
+    assert!(e.to_string().contains("past the largest offset"), "{e}");
+}
+
+#[test]
+fn a_tail_whose_lengths_do_not_frame_it_is_refused() {
+    let bad_tails: [&[u8]; 5] = [
+        &[0x02 * 50, b'k', b'e', b'y'],  // key of 50 bytes, 3 there
+        &[0x01, 0x01, 0x02 * 3],         // header count 3 for no bytes
+        &[0x01, 0x01, 0x00, 0xff],       // a byte after the last header
+        &[0x03, 0x01, 0x00],             // key length -2
+        &[0x01, 0x01, 0x02, 0x01, 0x01], // header key null
+    ];
+    for t in bad_tails {
+        let recs = vec![SourceRecord {
+            offset: 0,
+            timestamp: 1,
+            attributes: 0,
+            tail: Bytes::copy_from_slice(t),
+        }];
+        let b = split_batches(build_batch(&recs, Compression::None, STAMP).expect("build")).expect("split");
+        let e = records(&b[0]).expect_err("refused");
+        assert!(matches!(e, BatchError::Malformed { .. }), "{t:?}: {e}");
+    }
+}
