@@ -569,7 +569,10 @@ impl From<snap::Error> for CapError {
 fn decompress(codec: Compression, data: &Bytes, base_offset: i64, cap: usize) -> Result<Bytes, BatchError> {
     let result = match codec {
         Compression::None => return Ok(data.clone()),
-        Compression::Gzip => read_capped(flate2::read::GzDecoder::new(&data[..]), cap),
+        // Multi-member: several gzip members one after the other are one
+        // stream (RFC 1952); Kafka's Java producer writes one, but other
+        // clients and tools concatenate.
+        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&data[..]), cap),
         Compression::Snappy => snappy_decompress(data, cap),
         Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(&data[..]), cap),
         Compression::Zstd => zstd::stream::read::Decoder::new(&data[..])

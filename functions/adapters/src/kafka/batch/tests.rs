@@ -456,6 +456,29 @@ fn raw_snappy_reads_as_well_as_xerial() {
     );
 }
 
+#[test]
+fn a_two_member_gzip_batch_decodes_all_records() {
+    let recs = sample_records(10);
+    let template = build_batch(&recs, Compression::None, STAMP).expect("build");
+    let plain = &template[BATCH_HEADER_LEN..];
+    // Split mid-record: the members are one stream, not one per record.
+    let (a, b) = plain.split_at(plain.len() / 2 + 3);
+    let mut body = compress(Compression::Gzip, a).expect("compress").to_vec();
+    body.extend_from_slice(&compress(Compression::Gzip, b).expect("compress"));
+    let batch = split_batches(reframe(&template, Compression::Gzip, &body))
+        .expect("split")
+        .remove(0);
+    let back = records(&batch).expect("both members read");
+    assert_eq!(back.len(), 10);
+    assert_eq!(back, {
+        let mut want = recs.clone();
+        for (i, r) in want.iter_mut().enumerate() {
+            r.offset = i as i64;
+        }
+        want
+    });
+}
+
 /// The count from the wire sizes nothing before the bytes bear it out: a
 /// batch is refused as it is split, having allocated next to nothing.
 #[test]
