@@ -230,9 +230,7 @@ proptest! {
     /// Hostile input: any bytes, split and read, end as Ok or Err, never a panic.
     #[test]
     fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-        if let Ok(batches) = split_batches(Bytes::from(data)) {
-            for b in &batches { let _ = records(b); }
-        }
+        read_all_within_bounds(Bytes::from(data))?;
     }
 
     /// A valid batch with its body corrupted (CRC fixed up) never panics.
@@ -275,12 +273,12 @@ fn working_memory(codec: Compression) -> u64 {
     }
 }
 
-/// The most decompressing to `cap` may allocate at once: the output buffer
-/// (the test allocator counts a reallocation as a new buffer beside the old
-/// one, so doubling to the cap shows as one and a half caps) and the
-/// decoder's own memory.
+/// The most `records_with_cap(_, cap)` may allocate at once: the output
+/// buffer (the test allocator counts a reallocation as a new buffer beside
+/// the old one, so doubling to the cap shows as one and a half caps), the
+/// decoder's own memory, and one `SourceRecord` per `MIN_RECORD_LEN` bytes.
 fn allocation_bound(codec: Compression, cap: usize) -> u64 {
-    (2 * cap) as u64 + working_memory(codec)
+    (2 * cap + cap / MIN_RECORD_LEN * std::mem::size_of::<SourceRecord>()) as u64 + working_memory(codec)
 }
 
 fn sample_records(n: usize) -> Vec<SourceRecord> {
@@ -558,5 +556,111 @@ fn a_tail_whose_lengths_do_not_frame_it_is_refused() {
         let b = split_batches(build_batch(&recs, Compression::None, STAMP).expect("build")).expect("split");
         let e = records(&b[0]).expect_err("refused");
         assert!(matches!(e, BatchError::Malformed { .. }), "{t:?}: {e}");
+    }
+}
+
+fn any_codec() -> impl Strategy<Value = Compression> {
+    prop_oneof![
+        Just(Compression::None),
+        Just(Compression::Gzip),
+        Just(Compression::Snappy),
+        Just(Compression::Lz4),
+        Just(Compression::Zstd)
+    ]
+}
+
+/// A small cap for the property tests: big enough for their valid batches,
+/// small enough that a mutation inflating the output meets it.
+const FUZZ_CAP: usize = 256 * 1024;
+
+/// Splits `bytes` and reads every batch with the fuzzing cap: Ok or a
+/// `BatchError`, never a panic, and never more allocated than the bound.
+fn read_all_within_bounds(bytes: Bytes) -> Result<(), TestCaseError> {
+    if let Ok(batches) = split_batches(bytes) {
+        for b in &batches {
+            let codec = b.header.codec().unwrap_or(Compression::None);
+            let (result, peak) = measured(|| records_with_cap(b, FUZZ_CAP));
+            if let Ok(recs) = &result {
+                prop_assert!(recs.len() <= b.header.records_count as usize);
+            }
+            prop_assert!(
+                peak <= allocation_bound(codec, FUZZ_CAP),
+                "{codec:?}: peak {peak} bytes: {result:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Any bytes changed, anywhere but the length and CRC (made right
+    /// again, so the changes reach the decoders and the framing), and the
+    /// records section maybe cut short: Ok or an error, within bounds.
+    #[test]
+    fn mutated_and_truncated_batches_stay_within_bounds(
+        codec in any_codec(),
+        n in 1usize..20,
+        mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let built = build_batch(&sample_records(n), codec, STAMP).expect("build");
+        let mut b = BytesMut::from(&built[..]);
+        for (at, byte) in &mutations {
+            let i = at.index(b.len());
+            b[i] = *byte;
+        }
+        let mut body = b[BATCH_HEADER_LEN..].to_vec();
+        if let Some(cut) = cut {
+            body.truncate(cut.index(body.len() + 1));
+        }
+        let mangled = reframe_raw(&b, &body);
+        read_all_within_bounds(mangled)?;
+    }
+
+    /// Arbitrary bytes for the records section under a valid header with
+    /// each codec and any counts: each decoder meets garbage.
+    #[test]
+    fn arbitrary_records_sections_stay_within_bounds(
+        codec in any_codec(),
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+        // Mostly counts a header check lets through, so the bytes reach
+        // the decoder; sometimes any.
+        count in prop_oneof![4 => 0i32..40, 1 => any::<i32>()],
+        gap in prop_oneof![4 => 0i32..40, 1 => any::<i32>()],
+    ) {
+        let last_delta = count.saturating_sub(1).saturating_add(gap);
+        let mut template = BytesMut::from(&build_batch(&sample_records(1), Compression::None, STAMP).expect("build")[..]);
+        template[23..27].copy_from_slice(&last_delta.to_be_bytes());
+        template[57..61].copy_from_slice(&count.to_be_bytes());
+        read_all_within_bounds(reframe(&template, codec, &body))?;
+    }
+
+    /// Arbitrary bytes behind each codec's own magic, so the decoders get
+    /// past their first check.
+    #[test]
+    fn arbitrary_bytes_after_a_codecs_magic_stay_within_bounds(
+        codec in any_codec(),
+        tail_bytes in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        let magic: &[u8] = match codec {
+            Compression::Gzip => &[0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff],
+            Compression::Snappy => b"\x82SNAPPY\x00\0\0\0\x01\0\0\0\x01",
+            Compression::Lz4 => &[0x04, 0x22, 0x4d, 0x18],
+            Compression::Zstd => &[0x28, 0xb5, 0x2f, 0xfd],
+            Compression::None => &[],
+        };
+        let mut body = magic.to_vec();
+        body.extend_from_slice(&tail_bytes);
+        let template = build_batch(&sample_records(1), Compression::None, STAMP).expect("build");
+        read_all_within_bounds(reframe(&template, codec, &body))?;
+    }
+
+    /// Valid batches of every codec read back whole within the fuzzing cap.
+    #[test]
+    fn valid_batches_round_trip_within_the_cap(codec in any_codec(), n in 1usize..50) {
+        let recs = sample_records(n);
+        let b = split_batches(build_batch(&recs, codec, STAMP).expect("build")).expect("split").remove(0);
+        let back = records_with_cap(&b, FUZZ_CAP).expect("records");
+        prop_assert_eq!(back.iter().map(|r| &r.tail).collect::<Vec<_>>(), recs.iter().map(|r| &r.tail).collect::<Vec<_>>());
     }
 }
