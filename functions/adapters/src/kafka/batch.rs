@@ -20,6 +20,55 @@ const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
+/// The smallest a record can be in a records section, uncompressed: a
+/// one-byte length, then attributes, timestamp delta, offset delta, key
+/// length (-1, null), value length (-1) and header count, one byte each.
+/// A batch claiming more records than its (decompressed) bytes hold at this
+/// size lies, and is refused before anything is sized by its count.
+pub const MIN_RECORD_LEN: usize = 7;
+
+/// The floor of [`decompressed_cap`]: 64 MiB.
+///
+/// A broker keeps a compressed batch whole, bounded on the wire by the
+/// topic's `max.message.bytes` (1 MiB by default), but nothing bounds what
+/// it decompresses to: a gzip batch of 1 MiB can hold 1 GiB of zeros, and
+/// zstd goes further still. 64 MiB is far above what producers batch by
+/// default (the Java producer's `batch.size` is 16 KiB, its
+/// `max.request.size` 1 MiB) even for very compressible data, and well
+/// within the Replicate function's memory, which holds this next to the
+/// compressed fetch and the batches being built.
+pub const MIN_DECOMPRESSED_CAP: usize = 64 << 20;
+
+/// The compression ratio [`decompressed_cap`] allows a batch of more than
+/// 1 MiB compressed (below that, the floor is the larger). Real payloads
+/// (JSON, logs, Avro) compress 2x to 20x; 64x leaves room for the very
+/// repetitive, while a topic configured for large batches still gets a cap
+/// that grows with them (a 16 MiB batch may decompress to 1 GiB).
+pub const MAX_COMPRESSION_RATIO: usize = 64;
+
+/// The most bytes Ferry decompresses a records section of `compressed_len`
+/// bytes to: the larger of [`MIN_DECOMPRESSED_CAP`] and
+/// [`MAX_COMPRESSION_RATIO`] times its size. [`records`] refuses a batch
+/// that decompresses to more ([`BatchError::DecompressedTooLarge`]) having
+/// held no more than that: a decompression bomb costs a bounded amount of
+/// memory, and a partition that holds one stops with an error naming it.
+pub fn decompressed_cap(compressed_len: usize) -> usize {
+    compressed_len.saturating_mul(MAX_COMPRESSION_RATIO).max(MIN_DECOMPRESSED_CAP)
+}
+
+/// The log2 of the largest window a zstd frame may ask for: 128 MiB, what
+/// libzstd (and so Kafka's Java consumer, through zstd-jni) allows by
+/// default. zstd allocates its window itself, outside the cap on the
+/// output; this is what bounds it. Producers write such windows only at
+/// level 22, which Kafka 3.8 and later let them set.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// No snappy block decompresses to more than this many times its size: its
+/// densest element is a 3-byte copy of 64 bytes. A block whose length
+/// header claims more is corrupt, and is refused before the claim sizes a
+/// buffer.
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
 /// A malformed or unsupported batch. Never a panic, whatever the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -57,6 +106,23 @@ pub enum BatchError {
         codec: Compression,
         /// Detail.
         what: String,
+    },
+    /// The records section decompresses to more than the cap (see
+    /// [`decompressed_cap`]): a decompression bomb, or a batch far more
+    /// compressible than any Ferry expects. Decompression stopped at the cap.
+    #[error(
+        "record batch at offset {base_offset}: its {compressed_len} bytes of {codec:?} records decompress to more than \
+         {cap} bytes, the most Ferry holds for one batch; refused as a decompression bomb"
+    )]
+    DecompressedTooLarge {
+        /// Base offset.
+        base_offset: i64,
+        /// Codec.
+        codec: Compression,
+        /// Size of the compressed records section.
+        compressed_len: usize,
+        /// The cap that was reached.
+        cap: usize,
     },
 }
 
@@ -136,7 +202,10 @@ pub struct RawBatch {
 
 /// Split fetched bytes into whole batches. A trailing partial batch (the
 /// broker cuts a response at the size limit) is ignored: the next fetch
-/// starts at it.
+/// starts at it. A header whose counts its bytes cannot bear (more records
+/// than offset deltas, or than the records section, decompressed to at
+/// most [`decompressed_cap`], could hold; offsets past `i64::MAX`) is an
+/// error.
 pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
     let mut out = Vec::new();
     while data.len() >= 17 {
@@ -177,9 +246,8 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
             base_sequence: h.get_i32(),
             records_count: h.get_i32(),
         };
-        if header.last_offset_delta < 0 || header.records_count < 0 {
-            return Err(malformed(base_offset, "negative offset delta or record count"));
-        }
+        let records_len = batch.len() - BATCH_HEADER_LEN;
+        check_header(&header, records_len, decompressed_cap(records_len))?;
         out.push(RawBatch {
             header,
             records: batch.slice(BATCH_HEADER_LEN..),
@@ -187,6 +255,58 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
         });
     }
     Ok(out)
+}
+
+/// What a header's counts must satisfy to be what a broker could have
+/// sent, given `records_len` bytes of records after it that decompress to
+/// at most `cap`: the caller sizes nothing by a count until this holds.
+fn check_header(h: &BatchHeader, records_len: usize, cap: usize) -> Result<(), BatchError> {
+    let base_offset = h.base_offset;
+    if h.last_offset_delta < 0 || h.records_count < 0 {
+        return Err(malformed(base_offset, "negative offset delta or record count"));
+    }
+    // Every offset the batch covers, and the one after, is an offset: the
+    // cursor moves to `next_offset` and records add their delta to the base.
+    if base_offset.checked_add(i64::from(h.last_offset_delta) + 1).is_none() {
+        return Err(malformed(
+            base_offset,
+            format!("last offset delta {} runs past the largest offset", h.last_offset_delta),
+        ));
+    }
+    // Each record has an offset delta of its own, none past the last: the
+    // broker assigns them consecutively and compaction only removes some.
+    if i64::from(h.records_count) > i64::from(h.last_offset_delta) + 1 {
+        return Err(malformed(
+            base_offset,
+            format!(
+                "{} records cannot have offset deltas of at most {}",
+                h.records_count, h.last_offset_delta
+            ),
+        ));
+    }
+    // The count against the bytes: uncompressed, these; compressed, the
+    // most they may decompress to (and, once decompressed, what they did:
+    // see `records_with_cap`). The codec itself is checked only when the
+    // records are read: a batch that is skipped need not be readable.
+    if h.attributes & ATTR_COMPRESSION_MASK == 0 {
+        check_count_fits(h, records_len, "bytes of records")?;
+    } else {
+        check_count_fits(h, cap, "bytes the records may decompress to")?;
+    }
+    Ok(())
+}
+
+/// The batch's record count, if `len` bytes (`what` they are) can hold that
+/// many records of at least [`MIN_RECORD_LEN`] bytes.
+fn check_count_fits(h: &BatchHeader, len: usize, what: &str) -> Result<usize, BatchError> {
+    let count = usize::try_from(h.records_count).map_err(|_| malformed(h.base_offset, "negative record count"))?;
+    if count > len / MIN_RECORD_LEN {
+        return Err(malformed(
+            h.base_offset,
+            format!("{count} records cannot fit in {len} {what} (each takes at least {MIN_RECORD_LEN})"),
+        ));
+    }
+    Ok(count)
 }
 
 /// One record, as the bytes that follow its offset delta.
@@ -211,13 +331,30 @@ impl SourceRecord {
     }
 }
 
-/// The records of a batch, decompressed and framed.
+/// The records of a batch, decompressed and framed, decompressing to at
+/// most [`decompressed_cap`] of its compressed size.
 pub fn records(batch: &RawBatch) -> Result<Vec<SourceRecord>, BatchError> {
+    records_with_cap(batch, decompressed_cap(batch.records.len()))
+}
+
+/// The records of a batch, refusing one whose records section decompresses
+/// to more than `cap` bytes ([`BatchError::DecompressedTooLarge`]) without
+/// holding more than that. An uncompressed section is already in memory and
+/// is not held to the cap.
+///
+/// Every length inside is checked against the bytes that remain before it
+/// is used, and the record count against the bytes that could hold it, so
+/// nothing is sized by a number from the wire that the bytes do not bear
+/// out, whatever the input.
+pub fn records_with_cap(batch: &RawBatch, cap: usize) -> Result<Vec<SourceRecord>, BatchError> {
     let h = &batch.header;
-    let plain = decompress(h.codec()?, &batch.records, h.base_offset)?;
-    let mut buf = plain;
-    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
-    for i in 0..h.records_count {
+    // The fields are public: a header made or changed by hand is checked
+    // as one from the wire is.
+    check_header(h, batch.records.len(), cap)?;
+    let mut buf = decompress(h.codec()?, &batch.records, h.base_offset, cap)?;
+    let count = check_count_fits(h, buf.len(), "bytes of records decompressed")?;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
         let len = read_varint(&mut buf).ok_or_else(|| malformed(h.base_offset, format!("record {i}: bad length")))?;
         if len < 0 || len as usize > buf.len() {
             return Err(malformed(h.base_offset, format!("record {i}: length {len} past the end")));
@@ -235,12 +372,16 @@ pub fn records(batch: &RawBatch) -> Result<Vec<SourceRecord>, BatchError> {
                 format!("record {i}: offset delta {off_delta} outside the batch"),
             ));
         }
+        // The tail goes to the target as it is: one whose lengths do not
+        // frame it would be refused there as corrupt, far from its cause.
+        check_tail(&rec).map_err(|what| malformed(h.base_offset, format!("record {i}: {what}")))?;
         let timestamp = if h.is_log_append_time() {
             h.max_timestamp
         } else {
             h.base_timestamp.wrapping_add(ts_delta)
         };
         out.push(SourceRecord {
+            // No overflow: `check_header` bounds base offset plus last delta.
             offset: h.base_offset + i64::from(off_delta),
             timestamp,
             attributes,
@@ -248,6 +389,41 @@ pub fn records(batch: &RawBatch) -> Result<Vec<SourceRecord>, BatchError> {
         });
     }
     Ok(out)
+}
+
+/// Whether a record's tail (key, value, headers) frames exactly: each
+/// length within the bytes left, none negative but a null's -1, and nothing
+/// after the last header, as Kafka's own record reader requires.
+fn check_tail(tail: &Bytes) -> Result<(), String> {
+    let mut t = tail.clone();
+    fn skip(t: &mut Bytes, what: &str, nullable: bool) -> Result<(), String> {
+        let len = read_varint(t).ok_or_else(|| format!("bad {what} length"))?;
+        if len == -1 && nullable {
+            return Ok(());
+        }
+        let n = usize::try_from(len).map_err(|_| format!("{what} length {len}"))?;
+        if n > t.len() {
+            return Err(format!("{what} length {len} past the end of the record"));
+        }
+        t.advance(n);
+        Ok(())
+    }
+    skip(&mut t, "key", true)?;
+    skip(&mut t, "value", true)?;
+    let headers = read_varint(&mut t).ok_or("bad header count")?;
+    // A header takes at least two bytes (empty key, null value): the count
+    // is checked against them before it drives the loop.
+    if headers < 0 || headers as usize > t.len() / 2 {
+        return Err(format!("header count {headers} for {} bytes", t.len()));
+    }
+    for _ in 0..headers {
+        skip(&mut t, "header key", false)?;
+        skip(&mut t, "header value", true)?;
+    }
+    if !t.is_empty() {
+        return Err(format!("{} bytes after the last header", t.len()));
+    }
+    Ok(())
 }
 
 /// Who writes the target batch: the idempotent producer's identity.
@@ -365,46 +541,149 @@ fn codec_err(codec: Compression, base_offset: i64, e: impl std::fmt::Display) ->
     }
 }
 
-fn decompress(codec: Compression, data: &Bytes, base_offset: i64) -> Result<Bytes, BatchError> {
-    let err = |e: &dyn std::fmt::Display| codec_err(codec, base_offset, e);
-    let mut out = Vec::new();
-    match codec {
+/// Why [`read_capped`] stopped short.
+enum CapError {
+    /// The decoder failed.
+    Codec(String),
+    /// There is more than the cap.
+    OverCap,
+}
+
+impl From<std::io::Error> for CapError {
+    fn from(e: std::io::Error) -> Self {
+        CapError::Codec(e.to_string())
+    }
+}
+
+impl From<snap::Error> for CapError {
+    fn from(e: snap::Error) -> Self {
+        CapError::Codec(e.to_string())
+    }
+}
+
+/// The records section `data`, decompressed with `codec` to at most `cap`
+/// bytes. Past the cap it stops and says so, having held no more than the
+/// cap: every decoder is read incrementally into a buffer that never grows
+/// past it (and snappy's own length claims are checked before they size
+/// anything).
+fn decompress(codec: Compression, data: &Bytes, base_offset: i64, cap: usize) -> Result<Bytes, BatchError> {
+    let result = match codec {
         Compression::None => return Ok(data.clone()),
-        Compression::Gzip => {
-            flate2::read::GzDecoder::new(&data[..]).read_to_end(&mut out).map_err(|e| err(&e))?;
-        }
-        Compression::Snappy => {
-            if data.starts_with(XERIAL_MAGIC) {
-                // xerial framing: 8-byte magic, two i32 versions, then (len, block)*.
-                let mut rest = data.get(16..).ok_or_else(|| err(&"truncated xerial header"))?;
-                while !rest.is_empty() {
-                    if rest.len() < 4 {
-                        return Err(err(&"truncated xerial block length"));
-                    }
-                    let n = rest.get_i32();
-                    if n < 0 || n as usize > rest.len() {
-                        return Err(err(&"xerial block past the end"));
-                    }
-                    let block = snap::raw::Decoder::new().decompress_vec(&rest[..n as usize]).map_err(|e| err(&e))?;
-                    out.extend_from_slice(&block);
-                    rest.advance(n as usize);
-                }
-            } else {
-                out = snap::raw::Decoder::new().decompress_vec(data).map_err(|e| err(&e))?;
+        // Multi-member: several gzip members one after the other are one
+        // stream (RFC 1952); Kafka's Java producer writes one, but other
+        // clients and tools concatenate.
+        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&data[..]), cap),
+        Compression::Snappy => snappy_decompress(data, cap),
+        Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(&data[..]), cap),
+        Compression::Zstd => zstd::stream::read::Decoder::new(&data[..])
+            .and_then(|mut d| d.window_log_max(ZSTD_WINDOW_LOG_MAX).map(|()| d))
+            .map_err(CapError::from)
+            .and_then(|d| read_capped(d, cap)),
+    };
+    match result {
+        Ok(out) => Ok(Bytes::from(out)),
+        Err(CapError::Codec(what)) => Err(codec_err(codec, base_offset, what)),
+        Err(CapError::OverCap) => Err(BatchError::DecompressedTooLarge {
+            base_offset,
+            codec,
+            compressed_len: data.len(),
+            cap,
+        }),
+    }
+}
+
+/// The first buffer [`read_capped`] reads into: most batches fit.
+const FIRST_READ: usize = 64 * 1024;
+
+/// Everything `r` yields, if that is at most `cap` bytes. The buffer
+/// doubles as it fills (each step reserved exactly, so its capacity never
+/// passes the cap either), and one byte more is asked for at the cap to
+/// tell a stream that ends there from one that goes on.
+fn read_capped(mut r: impl Read, cap: usize) -> Result<Vec<u8>, CapError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if filled == cap {
+                let mut probe = [0u8; 1];
+                return match read_retrying(&mut r, &mut probe)? {
+                    0 => Ok(buf),
+                    _ => Err(CapError::OverCap),
+                };
             }
+            let next = filled.saturating_mul(2).clamp(FIRST_READ.min(cap), cap);
+            buf.reserve_exact(next - buf.len());
+            buf.resize(next, 0);
         }
-        Compression::Lz4 => {
-            lz4_flex::frame::FrameDecoder::new(&data[..])
-                .read_to_end(&mut out)
-                .map_err(|e| err(&e))?;
-        }
-        Compression::Zstd => {
-            zstd::stream::read::Decoder::new(&data[..])
-                .and_then(|mut d| d.read_to_end(&mut out))
-                .map_err(|e| err(&e))?;
+        match read_retrying(&mut r, &mut buf[filled..])? {
+            0 => {
+                buf.truncate(filled);
+                return Ok(buf);
+            }
+            n => filled += n,
         }
     }
-    Ok(Bytes::from(out))
+}
+
+fn read_retrying(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Snappy as Kafka producers write it: xerial framing (Kafka's Java
+/// client) or one raw block (some other clients), at most `cap` bytes.
+fn snappy_decompress(data: &[u8], cap: usize) -> Result<Vec<u8>, CapError> {
+    let mut out = Vec::new();
+    if !data.starts_with(XERIAL_MAGIC) {
+        snappy_block(data, &mut out, cap)?;
+        return Ok(out);
+    }
+    // xerial framing: 8-byte magic, two i32 versions, then (len, block)*.
+    let mut rest = data.get(16..).ok_or_else(|| CapError::Codec("truncated xerial header".into()))?;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(CapError::Codec("truncated xerial block length".into()));
+        }
+        let n = rest.get_i32();
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= rest.len())
+            .ok_or_else(|| CapError::Codec(format!("xerial block of {n} bytes past the end")))?;
+        snappy_block(&rest[..n], &mut out, cap)?;
+        rest.advance(n);
+    }
+    Ok(out)
+}
+
+/// Appends one raw snappy block to `out`, keeping `out` within `cap`.
+fn snappy_block(block: &[u8], out: &mut Vec<u8>, cap: usize) -> Result<(), CapError> {
+    let n = snap::raw::decompress_len(block)?;
+    if n > block.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+        return Err(CapError::Codec(format!(
+            "a snappy block of {} bytes claims {n} bytes decompressed, more than snappy can encode in it",
+            block.len()
+        )));
+    }
+    let start = out.len();
+    let end = start.checked_add(n).filter(|&end| end <= cap).ok_or(CapError::OverCap)?;
+    if end > out.capacity() {
+        // Doubling, not growing by each block (which copies quadratically),
+        // and never past the cap.
+        let target = end.max(out.capacity().saturating_mul(2)).min(cap);
+        out.reserve_exact(target - start);
+    }
+    out.resize(end, 0);
+    let written = snap::raw::Decoder::new().decompress(block, &mut out[start..])?;
+    if written != n {
+        return Err(CapError::Codec(format!(
+            "snappy block decompressed to {written} bytes, not the {n} it claims"
+        )));
+    }
+    Ok(())
 }
 
 fn compress(codec: Compression, data: &[u8]) -> Result<Bytes, BatchError> {
