@@ -572,7 +572,7 @@ fn decompress(codec: Compression, data: &Bytes, base_offset: i64, cap: usize) ->
         // Multi-member: several gzip members one after the other are one
         // stream (RFC 1952); Kafka's Java producer writes one, but other
         // clients and tools concatenate.
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(&data[..]), cap),
+        Compression::Gzip => read_capped(GzipMembers::new(&data[..]), cap),
         Compression::Snappy => snappy_decompress(data, cap),
         Compression::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(&data[..]), cap),
         Compression::Zstd => zstd::stream::read::Decoder::new(&data[..])
@@ -589,6 +589,44 @@ fn decompress(codec: Compression, data: &Bytes, base_offset: i64, cap: usize) ->
             compressed_len: data.len(),
             cap,
         }),
+    }
+}
+
+/// Gzip members one after another, read as Kafka's own consumer reads
+/// them (Java's `GZIPInputStream`): another member starts where the gzip
+/// magic does, and whatever else follows a member is ignored, not an
+/// error, so a batch the broker's consumers read is read here too.
+struct GzipMembers<'a> {
+    current: Option<flate2::bufread::GzDecoder<&'a [u8]>>,
+}
+
+impl<'a> GzipMembers<'a> {
+    const MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            current: Some(flate2::bufread::GzDecoder::new(data)),
+        }
+    }
+}
+
+impl Read for GzipMembers<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(member) = self.current.as_mut() else { return Ok(0) };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member ended; the bufread decoder consumed exactly its bytes.
+            let rest: &[u8] = match self.current.take() {
+                Some(m) => m.into_inner(),
+                None => &[],
+            };
+            if rest.starts_with(&Self::MAGIC) {
+                self.current = Some(flate2::bufread::GzDecoder::new(rest));
+            }
+        }
     }
 }
 

@@ -477,6 +477,31 @@ fn a_two_member_gzip_batch_decodes_all_records() {
     });
 }
 
+/// Bytes after the last gzip member that start no other member are
+/// ignored, as Kafka's Java consumer ignores them: the batch reads whole.
+#[test]
+fn bytes_after_the_last_gzip_member_are_ignored_as_kafka_does() {
+    let recs = sample_records(4);
+    let template = build_batch(&recs, Compression::None, STAMP).expect("build");
+    let mut body = compress(Compression::Gzip, &template[BATCH_HEADER_LEN..])
+        .expect("compress")
+        .to_vec();
+    body.extend_from_slice(b"\0\0trailing bytes");
+    let batch = split_batches(reframe(&template, Compression::Gzip, &body))
+        .expect("split")
+        .remove(0);
+    assert_eq!(records(&batch).expect("read despite the trailing bytes").len(), 4);
+    // A second member that is broken is still an error.
+    let mut broken = compress(Compression::Gzip, &template[BATCH_HEADER_LEN..])
+        .expect("compress")
+        .to_vec();
+    broken.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+    let batch = split_batches(reframe(&template, Compression::Gzip, &broken))
+        .expect("split")
+        .remove(0);
+    assert!(records(&batch).is_err());
+}
+
 /// The count from the wire sizes nothing before the bytes bear it out: a
 /// batch is refused as it is split, having allocated next to nothing.
 #[test]
