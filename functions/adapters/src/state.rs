@@ -178,6 +178,12 @@ pub struct CursorItem {
     /// offset-map table may hold a shorter length: a checkpoint that only
     /// lengthens it writes here, so it costs one item, not two.
     pub open_run: Option<OffsetRun>,
+    /// The id of the source topic this cursor counts offsets in: a topic
+    /// deleted and created again under its name has another, and this
+    /// cursor means nothing there. `None` until a plan records it.
+    pub source_topic_id: Option<String>,
+    /// The id of the target topic its offset map points into, likewise.
+    pub target_topic_id: Option<String>,
 }
 
 impl CursorItem {
@@ -403,6 +409,8 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
                 }),
                 _ => None,
             },
+            source_topic_id: r.s("source_topic_id"),
+            target_topic_id: r.s("target_topic_id"),
         })
     }
 }
@@ -552,6 +560,42 @@ impl StateStore {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
             Err(e) => Err(dynamo_err("PutItem", &self.cursors, e)),
+        }
+    }
+
+    /// Record the ids of the topics a cursor counts in, where it has none
+    /// yet (a cursor made before its target topic existed, or by a Ferry
+    /// before topic ids were recorded). Never replaces a recorded id.
+    pub async fn record_topic_ids(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        source_topic_id: Option<&str>,
+        target_topic_id: Option<&str>,
+    ) -> Result<(), StateError> {
+        let mut sets = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK);
+        for (attr, value) in [("source_topic_id", source_topic_id), ("target_topic_id", target_topic_id)] {
+            if let Some(v) = value {
+                sets.push(format!("{attr} = if_not_exists({attr}, :{attr})"));
+                req = req.expression_attribute_values(format!(":{attr}"), s(v));
+            }
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        match req.update_expression(format!("SET {}", sets.join(", "))).send().await {
+            Ok(_) => Ok(()),
+            // Forgotten meanwhile: nothing to record.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
         }
     }
 

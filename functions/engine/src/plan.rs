@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec, TopicConfig, TopicMeta};
-use ferry_adapters::state::FlowStart;
+use ferry_adapters::state::{now_ms, CursorItem, FlowStart};
 use ferry_core::acls::AclBinding;
 use ferry_core::config::{FlowSpec, StartingPosition};
 use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
@@ -149,6 +149,13 @@ struct FlowPlan {
     deleted: Vec<String>,
     /// The partitions of those topics, whose state goes too.
     forget: Vec<TopicPartition>,
+    /// Partitions whose source or target topic was deleted and created
+    /// again: their state is forgotten and they start again at the
+    /// source's first record (see `histories_replaced`).
+    restart: Vec<TopicPartition>,
+    /// Cursors to record the topic ids of (source, target), where they
+    /// have none yet.
+    record_ids: Vec<(TopicPartition, Option<String>, Option<String>)>,
     /// Target topics to create.
     create: Vec<TopicToCreate>,
     /// Target topics to give more partitions.
@@ -190,11 +197,12 @@ async fn decide(
 ) -> Result<FlowPlan, FerryError> {
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
-    let mut cursors = if stateful {
-        cursor_positions(ferry, &ferry.flow_key(flow)).await?
+    let items: Vec<CursorItem> = if stateful {
+        ferry.store.list_cursors(&ferry.flow_key(flow)).await?
     } else {
-        HashMap::new()
+        Vec::new()
     };
+    let mut cursors: HashMap<TopicPartition, i64> = items.iter().map(|c| (c.tp.clone(), c.next_source_offset)).collect();
     let mut topics = selected_topics(ferry, flow).await?;
     let gone = deleted_topics(ferry, flow, &topics, &cursors).await?;
     let forget: Vec<TopicPartition> = cursors.keys().filter(|tp| gone.contains(&tp.topic)).cloned().collect();
@@ -207,6 +215,8 @@ async fn decide(
         first_plan,
         deleted: gone.iter().map(|t| flow.target_topic(t)).collect(),
         forget,
+        restart: Vec::new(),
+        record_ids: Vec::new(),
         create: Vec::new(),
         grow: Vec::new(),
         alter: Vec::new(),
@@ -223,6 +233,7 @@ async fn decide(
     let target_names: Vec<String> = topics.keys().map(|t| flow.target_topic(t)).collect();
     let target_meta = target.metadata(Some(&target_names)).await?;
     let existing_targets: Vec<String> = target_names.iter().filter(|t| target_meta.contains_key(*t)).cloned().collect();
+    histories_replaced(ferry, flow, &items, &mut topics, &target_meta, &mut p);
     let source_configs = source.topic_configs(&source_names).await?;
     let target_configs = target.topic_configs(&existing_targets).await?;
     for (name, meta) in &topics {
@@ -383,6 +394,9 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
             "source topics were deleted: deleted their target topics and Ferry's state for them (PropagateTopicDeletions)"
         );
     }
+    for tp in &p.restart {
+        ferry.store.forget_partition(&flow_key, tp).await?;
+    }
     let created: Vec<String> = p.create.iter().map(|t| t.topic.clone()).collect();
     if !p.create.is_empty() {
         let topics: Vec<(String, i32, BTreeMap<String, String>)> = p.create.drain(..).map(|t| (t.topic, t.partitions, t.configs)).collect();
@@ -442,6 +456,23 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     if !p.starts.is_empty() {
         // Re-read: a concurrent plan may have created some first.
         p.cursors = cursor_positions(ferry, &flow_key).await?;
+        // New cursors count in the topics as they are now.
+        let source = ferry.cluster(&flow.source.id)?;
+        if !created.is_empty() {
+            // Learns the new target topics' ids.
+            target.metadata(Some(&created)).await?;
+        }
+        for s in &p.starts {
+            let source_id = source.known_topic_id(&s.tp.topic);
+            let target_id = target.known_topic_id(&flow.target_topic(&s.tp.topic));
+            p.record_ids.push((s.tp.clone(), source_id, target_id));
+        }
+    }
+    for (tp, source_id, target_id) in &p.record_ids {
+        ferry
+            .store
+            .record_topic_ids(&flow_key, tp, source_id.as_deref(), target_id.as_deref())
+            .await?;
     }
     Ok((created, selected_work(flow, &p)))
 }
@@ -461,6 +492,99 @@ fn selected_work(flow: &FlowSpec, p: &FlowPlan) -> Vec<PartitionWork> {
             }
         })
         .collect()
+}
+
+/// Find the topics whose history was replaced under their name: the
+/// source topic deleted and created again (another topic id), or the
+/// target topic deleted (and perhaps created again) after Ferry copied
+/// into it. Their cursors and offset maps count in logs that are gone:
+/// trusted, they would skip the new source topic's first records, leave
+/// the new target topic without what was copied, and translate groups
+/// through the old offsets. Ferry follows the new history instead: it
+/// forgets the topic's state and copies the source topic again from its
+/// first record, saying so in an error-level `TopicRecreated` line (the
+/// records of a deleted source topic that were not copied yet are gone
+/// with it). A partition still leased by a holder is left for the next
+/// plan; the holder stops on the topic id itself (see `replicate`).
+fn histories_replaced(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    items: &[CursorItem],
+    topics: &mut BTreeMap<String, TopicMeta>,
+    target_meta: &BTreeMap<String, TopicMeta>,
+    p: &mut FlowPlan,
+) {
+    let now = now_ms();
+    let mut by_topic: BTreeMap<&str, Vec<&CursorItem>> = BTreeMap::new();
+    for c in items.iter().filter(|c| topics.contains_key(&c.tp.topic)) {
+        by_topic.entry(c.tp.topic.as_str()).or_default().push(c);
+    }
+    for (topic, cursors) in by_topic {
+        let source_id = topics.get(topic).and_then(|m| m.topic_id.clone());
+        let target_name = flow.target_topic(topic);
+        let target_id = target_meta.get(&target_name).and_then(|m| m.topic_id.clone());
+        let copied = cursors.iter().any(|c| c.records_replicated > 0 || c.target_topic_id.is_some());
+        // An id a cursor recorded that the topic no longer has.
+        let changed = |recorded: fn(&CursorItem) -> Option<&String>, now: &Option<String>| -> Option<String> {
+            let now = now.as_ref()?;
+            cursors.iter().find_map(|c| recorded(c).filter(|old| *old != now).cloned())
+        };
+        let why = changed(|c| c.source_topic_id.as_ref(), &source_id)
+            .map(|old| {
+                format!(
+                    "source topic {topic} on cluster {} was deleted and created again (topic id {old} is now {})",
+                    flow.source.alias,
+                    source_id.as_deref().unwrap_or("?")
+                )
+            })
+            .or_else(|| {
+                (!target_meta.contains_key(&target_name) && copied).then(|| {
+                    format!(
+                        "target topic {target_name} on cluster {} was deleted after Ferry copied into it",
+                        flow.target.alias
+                    )
+                })
+            })
+            .or_else(|| {
+                changed(|c| c.target_topic_id.as_ref(), &target_id).map(|old| {
+                    format!(
+                        "target topic {target_name} on cluster {} was deleted and created again (topic id {old} is now {})",
+                        flow.target.alias,
+                        target_id.as_deref().unwrap_or("?")
+                    )
+                })
+            });
+        let Some(why) = why else {
+            for c in cursors {
+                let (src, tgt) = (
+                    source_id.clone().filter(|_| c.source_topic_id.is_none()),
+                    target_id.clone().filter(|_| c.target_topic_id.is_none()),
+                );
+                if src.is_some() || tgt.is_some() {
+                    p.record_ids.push((c.tp.clone(), src, tgt));
+                }
+            }
+            continue;
+        };
+        if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
+                "{why}: its partitions start again once their holder's lease ends (a later plan)"
+            );
+            topics.remove(topic);
+            continue;
+        }
+        let lost: i64 = cursors.iter().map(|c| (c.source_end_offset - c.next_source_offset).max(0)).sum();
+        tracing::error!(
+            replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partitions = cursors.len(), not_copied_before = lost,
+            "TopicRecreated: {why}; Ferry forgets this topic's cursors and offset map and copies the source topic again from \
+             its first record (at least {lost} records of the old source topic that were not copied yet are gone with it)"
+        );
+        for c in &cursors {
+            p.restart.push(c.tp.clone());
+            p.cursors.remove(&c.tp);
+        }
+    }
 }
 
 /// Source topics with cursors that the source no longer has (the broker

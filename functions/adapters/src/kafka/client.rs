@@ -54,6 +54,10 @@ pub struct PartitionMeta {
 pub struct TopicMeta {
     /// Kafka flags it internal.
     pub internal: bool,
+    /// The topic's id (Kafka 2.8 and later): a topic deleted and created
+    /// again under the same name gets another. `None` where the broker
+    /// names none.
+    pub topic_id: Option<String>,
     /// Partitions by index.
     pub partitions: BTreeMap<i32, PartitionMeta>,
 }
@@ -118,6 +122,8 @@ pub struct KafkaCluster {
     request_timeout: Duration,
     brokers: std::sync::Mutex<HashMap<i32, String>>,
     leaders: std::sync::Mutex<HashMap<(String, i32), i32>>,
+    /// Topic ids by name, from the latest metadata answer naming each.
+    topic_ids: std::sync::Mutex<HashMap<String, String>>,
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Connection>>>>>,
     /// Coordinator address by FindCoordinator key type and key: groups
     /// (see `groups.rs`) and transactional ids (`txn.rs`).
@@ -157,6 +163,7 @@ impl KafkaCluster {
             request_timeout,
             brokers: Default::default(),
             leaders: Default::default(),
+            topic_ids: Default::default(),
             conns: Default::default(),
             coordinators: Default::default(),
             cluster_id: Default::default(),
@@ -333,6 +340,10 @@ impl KafkaCluster {
                     });
                 }
             }
+            let topic_id = (!t.topic_id.is_nil()).then(|| t.topic_id.to_string());
+            if let Some(id) = &topic_id {
+                lock(&self.topic_ids).insert(name.clone(), id.clone());
+            }
             let mut partitions = BTreeMap::new();
             for p in t.partitions {
                 leaders.insert((name.clone(), p.partition_index), p.leader_id.0);
@@ -342,11 +353,20 @@ impl KafkaCluster {
                 name,
                 TopicMeta {
                     internal: t.is_internal,
+                    topic_id,
                     partitions,
                 },
             );
         }
         Ok(out)
+    }
+
+    /// The id of `topic` as the latest metadata answer naming it gave (no
+    /// request): a holder compares it with the id its cursor was made for,
+    /// which catches a topic deleted and created again once a fetch error
+    /// has made this client read metadata anew.
+    pub fn known_topic_id(&self, topic: &str) -> Option<String> {
+        lock(&self.topic_ids).get(topic).cloned()
     }
 
     /// The leader of each partition, from cache, refreshing metadata once
