@@ -54,7 +54,9 @@ impl LoopFilter {
             return Ok(None);
         }
         let opposite = match &flow.groups {
-            Some(g) => crate::opposite::translates_through(ferry, flow, g).await?,
+            // Boxed: this future sits deep in the Replicate handler's, and
+            // unboxed the handler's type outgrows the compiler's layout depth.
+            Some(g) => Box::pin(crate::opposite::translates_through(ferry, flow, g)).await?,
             None => None,
         };
         Ok(Some(Self {
