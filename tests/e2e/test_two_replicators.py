@@ -2,8 +2,9 @@
 the same state tables, as MSK Replicator runs a rollback (one replicator
 each way). Each flow finds the other's offset map by the clusters they copy
 between, so a group that read records the other replicator copied resumes
-at the first record it has not read; a LEGACY sync named in such a
-definition is refused, as it is within one replicator."""
+at the first record it has not read. A LEGACY sync named in such a
+definition cannot translate exactly: its group sync is refused with a
+message that names the other flow, while it still replicates."""
 
 import json
 
@@ -68,9 +69,12 @@ def test_two_replicators_one_each_way_translate_through_each_other(tmp_path):
     run(back)
     assert committed(SOURCE, group)[(topic, 0)] == (30, "on-b")
 
-    # A third replicator syncing the same topics back in LEGACY, named, is refused before it writes anything.
+    # A third replicator syncing the same topics back in LEGACY, named: its
+    # group sync is refused (a failure naming the other flow), not its copy.
     legacy = Ferry(*one_way(tmp_path, "legacy", topic, group, reverse=True, mode="LEGACY"), name=unique("legacy"), prefix=prefix)
+    commit_at(TARGET, group, {(topic, 0): (10, "operator")})
     res = legacy.run("--once")
     assert res.returncode != 0
     out = res.stdout + res.stderr
-    assert "LEGACY" in out and forward.name in out and "ENHANCED" in out, out
+    assert "group sync failure" in out and "LEGACY" in out and forward.name in out and "ENHANCED" in out, out
+    assert committed(SOURCE, group)[(topic, 0)] == (30, "on-b"), "a refused sync writes nothing"

@@ -732,14 +732,28 @@ impl StateStore {
     }
 
     /// The flows, of any replicator on these tables, registered as copying
-    /// from `source_cluster_id` to `target_cluster_id` with IDENTICAL names.
-    pub async fn identical_flows_between(&self, source_cluster_id: &str, target_cluster_id: &str) -> Result<Vec<String>, StateError> {
+    /// from `source_cluster_id` to `target_cluster_id` with IDENTICAL names
+    /// by a plan since `since_ms` (a replicator whose plans stopped longer
+    /// ago, say its stack deleted without `ferry forget-flow`, no longer
+    /// counts).
+    pub async fn identical_flows_between(
+        &self,
+        source_cluster_id: &str,
+        target_cluster_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StateError> {
         let items = self
             .query_all(&self.cursors, PK, s(pair_pk(source_cluster_id, target_cluster_id)))
             .await?;
         Ok(items
             .iter()
             .filter(|i| i.get("identical_names").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+            .filter(|i| {
+                i.get("registered_ms")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|ms| ms >= since_ms)
+            })
             .filter_map(|i| i.get(SK_CURSOR).and_then(|v| v.as_s().ok()).cloned())
             .collect())
     }
@@ -1019,27 +1033,15 @@ impl StateStore {
     /// many were deleted.
     pub async fn prune_runs(&self, flow: &str, tp: &TopicPartition, below: i64) -> Result<usize, StateError> {
         let pk = map_pk(flow, tp);
-        // The cursor before the runs (see `runs_from`): the run it holds
-        // open, and any started after it, are live whatever their items say.
+        // Most plans find nothing to prune: one Query, no cursor read. Where
+        // there are candidates, the cursor is read and then the runs again
+        // (see `runs_from`): the run it holds open, and any started after
+        // it, are live whatever their items say.
+        if self.runs_below(&pk, below).await?.is_empty() {
+            return Ok(0);
+        }
         let open = self.get_cursor(flow, tp).await?;
-        let resp = self
-            .client
-            .query()
-            .table_name(&self.offset_map)
-            .key_condition_expression("#pk = :pk AND #sk < :below")
-            .expression_attribute_names("#pk", PK_MAP)
-            .expression_attribute_names("#sk", SK_MAP)
-            .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":below", n(below))
-            .limit(1000)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-        let mut doomed: Vec<OffsetRun> = resp
-            .items()
-            .iter()
-            .map(|i| run_from_item(&self.offset_map, i))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut doomed = self.runs_below(&pk, below).await?;
         if let Some(c) = &open {
             doomed.iter_mut().for_each(|r| c.patch(r));
             let live_from = c.open_run.map(|r| r.source_start).unwrap_or(i64::MAX);
@@ -1053,6 +1055,32 @@ impl StateStore {
         doomed.retain(|r| Some(r.source_start) != newest);
         self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
         Ok(doomed.len())
+    }
+
+    /// Up to 1,000 stored runs of map partition `pk` starting below `below`
+    /// that end at or below it by their items (which may be short of the
+    /// open run: the caller checks with the cursor).
+    async fn runs_below(&self, pk: &str, below: i64) -> Result<Vec<OffsetRun>, StateError> {
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .key_condition_expression("#pk = :pk AND #sk < :below")
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_names("#sk", SK_MAP)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":below", n(below))
+            .limit(1000)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        let mut runs = resp
+            .items()
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        runs.retain(|r| r.source_end() <= below);
+        Ok(runs)
     }
 
     /// All stored runs of a partition, in source order.

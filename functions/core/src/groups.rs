@@ -206,11 +206,14 @@ pub enum SyncDecision {
 pub enum CommitOwner {
     /// Nobody: the target holds no commit for this partition.
     Nobody,
-    /// Ferry: this flow committed that very offset, or it is the group's
-    /// own commit that the opposite flow carried over to the other cluster
-    /// (the group lived on the target and moved away).
+    /// Ferry, or the group going on from Ferry's commit: at or past the
+    /// offset this flow last committed there, or the group's own commit
+    /// that the opposite flow carried over to the other cluster (the group
+    /// lived on the target and moved away).
     Ferry,
-    /// Someone else, since Ferry's last write.
+    /// Someone else: below what this flow last committed (an operator's
+    /// reset, a consumer that commits without joining), or a commit Ferry
+    /// never wrote to at all.
     Other,
 }
 

@@ -55,7 +55,23 @@ pub async fn sync_groups(ferry: &Ferry) -> Result<SyncGroupsOutput, FerryError> 
         if !g.sync_offsets {
             continue;
         }
-        out.flows.push(sync_flow(ferry, flow, g).await?);
+        // A flow that cannot sync (its configuration refused against
+        // another replicator's, state unreadable) is a failure of that
+        // flow's group sync, not of the others'.
+        match sync_flow(ferry, flow, g).await {
+            Ok(f) => out.flows.push(f),
+            Err(e) => {
+                tracing::error!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), cause = %e, error_type = e.error_type(),
+                    "ConsumerGroupOffsetSyncFailure: the flow's groups were not synced"
+                );
+                out.flows.push(FlowGroupSync {
+                    flow: flow.id(),
+                    failures: vec![e.to_string()],
+                    ..Default::default()
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -140,10 +156,24 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
         Some(o) => syncs_by_partition(ferry.store.group_syncs(&o).await?),
         None => HashMap::new(),
     };
+    // Where the target's logs start: a translation below it (records the
+    // target no longer holds) is committed at it instead, never at an
+    // offset the broker would answer "out of range" for (the consumer's
+    // auto.offset.reset could then jump to the end).
+    let target_tps: Vec<TopicPartition> = cursors
+        .values()
+        .map(|c| TopicPartition::new(c.target_topic.clone(), c.tp.partition))
+        .collect();
+    let target_starts = if target_tps.is_empty() {
+        HashMap::new()
+    } else {
+        target.list_offsets(&target_tps, OffsetSpec::Earliest, false).await?
+    };
     let seen = Seen {
         cursors: &cursors,
         previous: &previous,
         carried: &carried,
+        target_starts: &target_starts,
     };
 
     let mut items: Vec<GroupSyncItem> = Vec::new();
@@ -207,6 +237,8 @@ struct Seen<'a> {
     previous: &'a SyncsByPartition,
     /// The opposite flow's, keyed by its source partition (this flow's target).
     carried: &'a SyncsByPartition,
+    /// The target partitions' log-start offsets.
+    target_starts: &'a HashMap<TopicPartition, i64>,
 }
 
 impl Seen<'_> {
@@ -219,7 +251,13 @@ impl Seen<'_> {
             .carried
             .get(&(group.to_owned(), target_tp.clone()))
             .and_then(|o| o.carried_source_offset);
-        if written == Some(cur) || carried == Some(cur) {
+        // At or past what this flow wrote: the group itself went on from
+        // Ferry's commit there (it consumed, then moved away), or Ferry's
+        // own later commit whose sync item is not stored yet (an
+        // overlapping sync, or one that stopped between its commit and its
+        // write). Ferry only ever moves a commit forward; a reset below it
+        // is someone else's.
+        if written.is_some_and(|w| cur >= w) || carried == Some(cur) {
             CommitOwner::Ferry
         } else {
             CommitOwner::Other
@@ -258,11 +296,14 @@ async fn translation(
         target_end,
         behind: false,
     };
-    let Some(o) = opposite else {
+    // The opposite flow counts only if it copies this partition back into
+    // this very topic (it may select other topics, or name them otherwise).
+    let ocursor = opposite.and_then(|o| o.cursors.get(target_tp).filter(|oc| oc.target_topic == tp.topic));
+    let (Some(o), Some(oc)) = (opposite, ocursor) else {
         return Ok(translate(c, &forward, None).map(|t| (t, 0)));
     };
-    let ocursor = o.cursors.get(target_tp);
-    let gc = ocursor.map_or(0, |oc| oc.next_source_offset);
+    let ocursor = Some(oc);
+    let gc = oc.next_source_offset;
     let rev = store.runs_around(&o.flow_key, target_tp, RunKey::Target, c, ocursor).await?;
     let fwd_from_gc = store
         .runs_from(flow_key, tp, RunKey::Target, gc, RUNS_PER_LOOKUP, Some(cursor))
@@ -356,7 +397,12 @@ async fn sync_group(
             (t, 0)
         } else {
             match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, c.offset).await? {
-                Some((t, again)) => (Some(t), again),
+                Some((mut t, again)) => {
+                    if let Some(&start) = seen.target_starts.get(&target_tp) {
+                        t.offset = t.offset.max(start);
+                    }
+                    (Some(t), again)
+                }
                 None => (None, 0),
             }
         };

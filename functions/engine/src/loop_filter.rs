@@ -56,7 +56,12 @@ impl LoopFilter {
         let opposite = match &flow.groups {
             // Boxed: this future sits deep in the Replicate handler's, and
             // unboxed the handler's type outgrows the compiler's layout depth.
-            Some(g) => Box::pin(crate::opposite::translates_through(ferry, flow, g)).await?,
+            // A refusal there is group sync's to report; copying goes on
+            // (without waiting for an opposite flow's checkpoints).
+            Some(g) => Box::pin(crate::opposite::translates_through(ferry, flow, g)).await.unwrap_or_else(|e| {
+                tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), cause = %e, "group translation refused; replication goes on");
+                None
+            }),
             None => None,
         };
         Ok(Some(Self {

@@ -13,6 +13,11 @@ use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode, TopicNaming};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
+/// A flow registered by no plan for this long is taken for gone (its
+/// replicator deleted without `ferry forget-flow`): a week, longer than a
+/// rollback replicator is plausibly paused.
+const STALE_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// Register `flow` by the cluster ids it copies between (every plan).
 pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, target_cluster_id: &str) -> Result<(), FerryError> {
     if source_cluster_id.is_empty() || target_cluster_id.is_empty() {
@@ -38,7 +43,8 @@ pub async fn flow_key(ferry: &Ferry, flow: &FlowSpec) -> Result<Option<String>, 
     }
     let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
     let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
-    let mut found = ferry.store.identical_flows_between(&target_id, &source_id).await?;
+    let since = ferry_adapters::state::now_ms() - STALE_AFTER_MS;
+    let mut found = ferry.store.identical_flows_between(&target_id, &source_id, since).await?;
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
@@ -59,7 +65,9 @@ pub async fn flow_key(ferry: &Ferry, flow: &FlowSpec) -> Result<Option<String>, 
 /// through: ENHANCED mode, or LEGACY left as the default (the opposite
 /// flow makes it ENHANCED, as within one replicator). A LEGACY named in
 /// the definition is refused where an opposite flow exists: its own map
-/// cannot place the records the opposite flow wrote, and it would skip them.
+/// cannot place the records the opposite flow wrote, and it would skip
+/// them. The refusal stops this flow's group sync (a failure, with this
+/// message), not its replication.
 pub async fn translates_through(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Option<String>, FerryError> {
     if !g.sync_offsets {
         return Ok(None);

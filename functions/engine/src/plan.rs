@@ -70,11 +70,6 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
 /// clusters are those its state was written for.
 async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<bool, FerryError> {
     let ids = cluster_ids(ferry, flow).await?;
-    // Refused before anything is written: LEGACY named for a flow whose
-    // topics another replicator copies back under the same names.
-    if let Some(g) = &flow.groups {
-        crate::opposite::translates_through(ferry, flow, g).await?;
-    }
     let started = ferry.store.start_flow(&ferry.flow_key(flow), &ids.0, &ids.1).await?;
     check_clusters(ferry, flow, &started, &ids)?;
     crate::opposite::register(ferry, flow, &ids.0, &ids.1).await?;
@@ -233,7 +228,9 @@ async fn decide(
     let target_names: Vec<String> = topics.keys().map(|t| flow.target_topic(t)).collect();
     let target_meta = target.metadata(Some(&target_names)).await?;
     let existing_targets: Vec<String> = target_names.iter().filter(|t| target_meta.contains_key(*t)).cloned().collect();
-    histories_replaced(ferry, flow, &items, &mut topics, &target_meta, &mut p);
+    if stateful {
+        histories_replaced(ferry, flow, &items, &mut topics, &target_meta, &mut p).await?;
+    }
     let source_configs = source.topic_configs(&source_names).await?;
     let target_configs = target.topic_configs(&existing_targets).await?;
     for (name, meta) in &topics {
@@ -468,12 +465,20 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
             p.record_ids.push((s.tp.clone(), source_id, target_id));
         }
     }
-    for (tp, source_id, target_id) in &p.record_ids {
-        ferry
-            .store
-            .record_topic_ids(&flow_key, tp, source_id.as_deref(), target_id.as_deref())
-            .await?;
-    }
+    // Once per cursor's life (the first plan after an upgrade: every one),
+    // a few in flight at once.
+    futures::stream::iter(p.record_ids.iter())
+        .map(|(tp, source_id, target_id)| {
+            let (store, flow_key) = (&ferry.store, &flow_key);
+            async move {
+                store
+                    .record_topic_ids(flow_key, tp, source_id.as_deref(), target_id.as_deref())
+                    .await
+            }
+        })
+        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok((created, selected_work(flow, &p)))
 }
 
@@ -506,66 +511,76 @@ fn selected_work(flow: &FlowSpec, p: &FlowPlan) -> Vec<PartitionWork> {
 /// records of a deleted source topic that were not copied yet are gone
 /// with it). A partition still leased by a holder is left for the next
 /// plan; the holder stops on the topic id itself (see `replicate`).
-fn histories_replaced(
+async fn histories_replaced(
     ferry: &Ferry,
     flow: &FlowSpec,
     items: &[CursorItem],
     topics: &mut BTreeMap<String, TopicMeta>,
     target_meta: &BTreeMap<String, TopicMeta>,
     p: &mut FlowPlan,
-) {
+) -> Result<(), FerryError> {
     let now = now_ms();
     let mut by_topic: BTreeMap<&str, Vec<&CursorItem>> = BTreeMap::new();
     for c in items.iter().filter(|c| topics.contains_key(&c.tp.topic)) {
         by_topic.entry(c.tp.topic.as_str()).or_default().push(c);
     }
-    for (topic, cursors) in by_topic {
-        let source_id = topics.get(topic).and_then(|m| m.topic_id.clone());
+    let mut suspects: BTreeMap<&str, String> = BTreeMap::new();
+    for (topic, cursors) in &by_topic {
         let target_name = flow.target_topic(topic);
-        let target_id = target_meta.get(&target_name).and_then(|m| m.topic_id.clone());
-        let copied = cursors.iter().any(|c| c.records_replicated > 0 || c.target_topic_id.is_some());
-        // An id a cursor recorded that the topic no longer has.
-        let changed = |recorded: fn(&CursorItem) -> Option<&String>, now: &Option<String>| -> Option<String> {
-            let now = now.as_ref()?;
-            cursors.iter().find_map(|c| recorded(c).filter(|old| *old != now).cloned())
-        };
-        let why = changed(|c| c.source_topic_id.as_ref(), &source_id)
-            .map(|old| {
-                format!(
-                    "source topic {topic} on cluster {} was deleted and created again (topic id {old} is now {})",
-                    flow.source.alias,
-                    source_id.as_deref().unwrap_or("?")
-                )
-            })
-            .or_else(|| {
-                (!target_meta.contains_key(&target_name) && copied).then(|| {
-                    format!(
-                        "target topic {target_name} on cluster {} was deleted after Ferry copied into it",
-                        flow.target.alias
-                    )
-                })
-            })
-            .or_else(|| {
-                changed(|c| c.target_topic_id.as_ref(), &target_id).map(|old| {
-                    format!(
-                        "target topic {target_name} on cluster {} was deleted and created again (topic id {old} is now {})",
-                        flow.target.alias,
-                        target_id.as_deref().unwrap_or("?")
-                    )
-                })
-            });
-        let Some(why) = why else {
-            for c in cursors {
-                let (src, tgt) = (
-                    source_id.clone().filter(|_| c.source_topic_id.is_none()),
-                    target_id.clone().filter(|_| c.target_topic_id.is_none()),
-                );
-                if src.is_some() || tgt.is_some() {
-                    p.record_ids.push((c.tp.clone(), src, tgt));
+        match replaced_why(flow, topic, cursors, topics.get(*topic), target_meta.get(&target_name)) {
+            Some(why) => {
+                suspects.insert(topic, why);
+            }
+            None => {
+                let source_id = topics.get(*topic).and_then(|m| m.topic_id.clone());
+                let target_id = target_meta.get(&target_name).and_then(|m| m.topic_id.clone());
+                for c in cursors {
+                    let (src, tgt) = (
+                        source_id.clone().filter(|_| c.source_topic_id.is_none()),
+                        target_id.clone().filter(|_| c.target_topic_id.is_none()),
+                    );
+                    if src.is_some() || tgt.is_some() {
+                        p.record_ids.push((c.tp.clone(), src, tgt));
+                    }
                 }
             }
-            continue;
-        };
+        }
+    }
+    if suspects.is_empty() {
+        return Ok(());
+    }
+    // One answer is not enough to forget state: a broker just back from a
+    // restart can answer "unknown topic" for every topic until it has the
+    // cluster's metadata. An answer that knows none of the flow's target
+    // topics is not believed at all, and a finding must stand in two more
+    // answers, a second apart, before Ferry acts on it.
+    if target_meta.is_empty() && by_topic.len() > 1 {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias,
+            "the target answered that it has none of the flow's topics; not believed: nothing restarted this plan"
+        );
+        return Ok(());
+    }
+    let (source, target) = (ferry.cluster(&flow.source.id)?, ferry.cluster(&flow.target.id)?);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let names: Vec<String> = suspects.keys().map(|t| t.to_string()).collect();
+        let target_names: Vec<String> = names.iter().map(|t| flow.target_topic(t)).collect();
+        let (src_again, tgt_again) = (source.metadata(Some(&names)).await?, target.metadata(Some(&target_names)).await?);
+        suspects.retain(|topic, _| {
+            let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
+            replaced_why(
+                flow,
+                topic,
+                cursors,
+                src_again.get(*topic),
+                tgt_again.get(&flow.target_topic(topic)),
+            )
+            .is_some()
+        });
+    }
+    for (topic, why) in suspects {
+        let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
         if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
@@ -580,11 +595,57 @@ fn histories_replaced(
             "TopicRecreated: {why}; Ferry forgets this topic's cursors and offset map and copies the source topic again from \
              its first record (at least {lost} records of the old source topic that were not copied yet are gone with it)"
         );
-        for c in &cursors {
+        for c in cursors {
             p.restart.push(c.tp.clone());
             p.cursors.remove(&c.tp);
         }
     }
+    Ok(())
+}
+
+/// Why a topic's cursors no longer count in the topics they were made
+/// for, from one metadata answer of each cluster, if they do not.
+fn replaced_why(
+    flow: &FlowSpec,
+    topic: &str,
+    cursors: &[&CursorItem],
+    source: Option<&TopicMeta>,
+    target: Option<&TopicMeta>,
+) -> Option<String> {
+    let source_id = source.and_then(|m| m.topic_id.clone());
+    let target_name = flow.target_topic(topic);
+    let target_id = target.and_then(|m| m.topic_id.clone());
+    let copied = cursors.iter().any(|c| c.records_replicated > 0 || c.target_topic_id.is_some());
+    // An id a cursor recorded that the topic no longer has.
+    let changed = |recorded: fn(&CursorItem) -> Option<&String>, now: &Option<String>| -> Option<String> {
+        let now = now.as_ref()?;
+        cursors.iter().find_map(|c| recorded(c).filter(|old| *old != now).cloned())
+    };
+    changed(|c| c.source_topic_id.as_ref(), &source_id)
+        .map(|old| {
+            format!(
+                "source topic {topic} on cluster {} was deleted and created again (topic id {old} is now {})",
+                flow.source.alias,
+                source_id.as_deref().unwrap_or("?")
+            )
+        })
+        .or_else(|| {
+            (source.is_some() && target.is_none() && copied).then(|| {
+                format!(
+                    "target topic {target_name} on cluster {} was deleted after Ferry copied into it",
+                    flow.target.alias
+                )
+            })
+        })
+        .or_else(|| {
+            changed(|c| c.target_topic_id.as_ref(), &target_id).map(|old| {
+                format!(
+                    "target topic {target_name} on cluster {} was deleted and created again (topic id {old} is now {})",
+                    flow.target.alias,
+                    target_id.as_deref().unwrap_or("?")
+                )
+            })
+        })
 }
 
 /// Source topics with cursors that the source no longer has (the broker

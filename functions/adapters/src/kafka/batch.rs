@@ -398,7 +398,9 @@ fn check_tail(tail: &Bytes) -> Result<(), String> {
     let mut t = tail.clone();
     fn skip(t: &mut Bytes, what: &str, nullable: bool) -> Result<(), String> {
         let len = read_varint(t).ok_or_else(|| format!("bad {what} length"))?;
-        if len == -1 && nullable {
+        // Kafka's own reader takes any negative key, value or header-value
+        // length for null (only a header key may not be null).
+        if len < 0 && nullable {
             return Ok(());
         }
         let n = usize::try_from(len).map_err(|_| format!("{what} length {len}"))?;

@@ -205,14 +205,17 @@ impl StateStore {
     }
 
     /// The runs of a partition from the one starting at or before `at` (by
-    /// `by`) on: at most `limit` + 1 of them, sorted, the newest
-    /// lengthened from `cursor`.
+    /// `by`) on: at most `limit` + 1 of them, sorted, as they stood when
+    /// `cursor` was read: the open run lengthened from it, and what later
+    /// checkpoints added cut away.
     ///
-    /// `cursor` must have been read before this call: a checkpoint between
-    /// the two reads could close the run the cursor holds open and start
-    /// another, and the runs read first would then be shorter than the
-    /// cursor says (a translation called exact would miss records). Read
-    /// in this order, every run the cursor counts is in the answer, whole.
+    /// `cursor` must have been read before this call. Read in that order,
+    /// every run the cursor counts is in the answer, whole (read the other
+    /// way round, a checkpoint in between could close the run the cursor
+    /// holds open and leave it short). And cut back to the cursor, the
+    /// answer is one state of the map: a translation that takes its
+    /// cursor from the same read never meets a run it does not count
+    /// (one a later checkpoint added past records it has not seen yet).
     pub async fn runs_from(
         &self,
         flow: &str,
@@ -227,6 +230,9 @@ impl StateStore {
         runs.extend(self.query_runs(flow, tp, index, key, at, true, limit).await?);
         if let Some(c) = cursor {
             runs.iter_mut().for_each(|r| c.patch(r));
+            runs.retain(|r| r.source_start < c.next_source_offset);
+            runs.iter_mut()
+                .for_each(|r| r.length = r.length.min(c.next_source_offset - r.source_start));
         }
         Ok(runs)
     }

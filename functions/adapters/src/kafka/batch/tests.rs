@@ -568,7 +568,7 @@ fn a_tail_whose_lengths_do_not_frame_it_is_refused() {
         &[0x02 * 50, b'k', b'e', b'y'],  // key of 50 bytes, 3 there
         &[0x01, 0x01, 0x02 * 3],         // header count 3 for no bytes
         &[0x01, 0x01, 0x00, 0xff],       // a byte after the last header
-        &[0x03, 0x01, 0x00],             // key length -2
+        &[0x01, 0x01, 0x01],             // header count -1
         &[0x01, 0x01, 0x02, 0x01, 0x01], // header key null
     ];
     for t in bad_tails {
@@ -581,6 +581,27 @@ fn a_tail_whose_lengths_do_not_frame_it_is_refused() {
         let b = split_batches(build_batch(&recs, Compression::None, STAMP).expect("build")).expect("split");
         let e = records(&b[0]).expect_err("refused");
         assert!(matches!(e, BatchError::Malformed { .. }), "{t:?}: {e}");
+    }
+}
+
+/// Kafka's reader takes any negative key, value or header-value length
+/// for null: such a record is read, not refused.
+#[test]
+fn negative_lengths_below_minus_one_are_null_as_kafka_reads_them() {
+    let tails: [&[u8]; 3] = [
+        &[0x03, 0x01, 0x00],                   // key length -2
+        &[0x01, 0x05, 0x00],                   // value length -3
+        &[0x01, 0x01, 0x02, 0x02, b'h', 0x07], // header value length -4
+    ];
+    for t in tails {
+        let recs = vec![SourceRecord {
+            offset: 0,
+            timestamp: 1,
+            attributes: 0,
+            tail: Bytes::copy_from_slice(t),
+        }];
+        let b = split_batches(build_batch(&recs, Compression::None, STAMP).expect("build")).expect("split");
+        assert_eq!(records(&b[0]).expect("read").len(), 1, "{t:?}");
     }
 }
 
