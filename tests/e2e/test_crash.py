@@ -211,3 +211,212 @@ def test_a_foreign_open_transaction_on_the_target_does_not_hide_the_crashed_work
     assert len(ours) == len(set(ours)), f"{len(ours) - len(set(ours))} source records written twice"
     assert ours == src
     assert b"app-0" in dst
+
+
+def _crash_between_produce_and_checkpoint(ferry: Ferry, args: tuple, produces: int = 5) -> None:
+    """One run that aborts right after its `produces`-th acknowledged produce
+    round, before any checkpoint, then the wait for its leases to lapse."""
+    crashed = ferry.run(*args, env={"FERRY_FAILPOINT": f"crash-after-produce:{produces}"})
+    assert crashed.returncode != 0, f"the failpoint must crash the worker: {crashed.stdout}{crashed.stderr}"
+    time.sleep(1.2)
+
+
+def _translate(runs: list[tuple[int, int, int]], source_offset: int) -> int | None:
+    hits = [t + (source_offset - s) for s, t, n in runs if s <= source_offset < s + n]
+    assert len(hits) <= 1, f"source offset {source_offset} is in more than one run: {runs}"
+    return hits[0] if hits else None
+
+
+def _wait_for_cleaner(bootstrap: str, topic: str, gone: set[int], nudge, timeout_s: float = 150) -> None:
+    """Until the log cleaner has removed every offset in `gone` (checked by
+    reading the partition: the offsets are missing), nudging the log to roll
+    its active segment meanwhile."""
+    deadline = time.time() + timeout_s
+    while True:
+        present = {r["offset"] for r in read_partition(bootstrap, topic, 0)}
+        if not present & gone:
+            return
+        assert time.time() < deadline, f"the cleaner left {len(present & gone)} of {len(gone)} superseded records"
+        nudge()
+        time.sleep(2)
+
+
+def test_takeover_after_source_compaction_matches_what_was_written_by_content(tmp_path):
+    """Issue "Exact at the edges", item 3 (source side). A worker crashes
+    between produce and checkpoint; before the takeover, the source's log
+    cleaner removes some of the records it had copied (their keys were
+    written again later). The takeover must not match the target's records
+    to the first N source records after the cursor by count: that skips as
+    many source records as were removed, and maps source offsets to other
+    records. Every surviving source record must be on the target exactly
+    once, in order, and the offset map must point each at its own copy."""
+    from conftest import offset_runs
+
+    topic = unique("src-compacted-crash")
+    create_topic(SOURCE, topic, 1, config={
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0", "delete.retention.ms": "100"})
+    # The target is compacted too (as the source), but its cleaner leaves
+    # this test's records alone: a segment rolls after the default 7 days.
+    create_topic(TARGET, topic, 1, config={"cleanup.policy": "compact"})
+    p = producer(SOURCE)
+    originals = [(f"k-{i:05d}".encode(), f"v-{i}-".encode() + b"x" * 50) for i in range(2000)]
+    for k, v in originals:
+        p.produce(topic, partition=0, key=k, value=v)
+    assert p.flush(60) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    args = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "3000")
+    _crash_between_produce_and_checkpoint(ferry, args)
+    written = [(r["key"], r["value"]) for r in read_partition(TARGET, topic, 0)]
+    w = len(written)
+    assert 0 < w < 1500 and written == originals[:w], f"the crashed worker wrote {w} records"
+    # Every third record, in and after what was written, gets a newer copy
+    # of its key: the cleaner removes the old ones from the source.
+    superseded = set(range(0, w + 300, 3))
+    for i in sorted(superseded):
+        p.produce(topic, partition=0, key=originals[i][0], value=f"new-{i}".encode())
+    assert p.flush(30) == 0
+
+    rolls = iter(range(1_000_000))
+
+    def nudge() -> None:
+        p.produce(topic, partition=0, key=b"roll", value=f"r-{next(rolls)}".encode())
+        p.flush(10)
+
+    _wait_for_cleaner(SOURCE, topic, superseded, nudge)
+    final = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+    out = final.stdout + final.stderr
+    assert final.returncode == 0, out
+    assert "reconciled records the previous holder wrote" in out, out
+    src = read_partition(SOURCE, topic, 0)
+    dst = read_partition(TARGET, topic, 0)
+    dst_pairs = [(r["key"], r["value"]) for r in dst]
+    already = set(written)
+    expected = written + [(r["key"], r["value"]) for r in src if (r["key"], r["value"]) not in already]
+    assert len(dst_pairs) == len(set(dst_pairs)), f"{len(dst_pairs) - len(set(dst_pairs))} records written twice"
+    missing = [pair for pair in expected if pair not in set(dst_pairs)]
+    assert not missing, f"{len(missing)} source records never reached the target, first {missing[:3]}"
+    assert dst_pairs == expected, "the target's order is not the source's"
+    runs = offset_runs(ferry, topic, 0)
+    by_offset = {r["offset"]: (r["key"], r["value"]) for r in dst}
+    for r in src:
+        t = _translate(runs, r["offset"])
+        assert t is not None, f"source offset {r['offset']} is not mapped"
+        assert by_offset.get(t) == (r["key"], r["value"]), f"source {r['offset']} maps to target {t}, which holds {by_offset.get(t)}"
+
+
+def test_takeover_after_target_compaction_writes_nothing_twice(tmp_path):
+    """Issue "Exact at the edges", item 3 (target side). A worker crashes
+    between produce and checkpoint; before the takeover, an application
+    writes newer values of some of the copied keys to the target and the
+    target's log cleaner removes Ferry's older copies (a run of whole
+    batches among them). The takeover must see that those records were
+    written (a gap in the previous holder's sequence numbers), not count
+    fewer records and write the rest again."""
+    from conftest import offset_runs
+
+    topic = unique("dst-compacted-crash")
+    create_topic(SOURCE, topic, 1, config={"cleanup.policy": "compact"})
+    create_topic(TARGET, topic, 1, config={
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0", "delete.retention.ms": "100"})
+    p = producer(SOURCE)
+    originals = [(f"k-{i:05d}".encode(), f"v-{i}-".encode() + b"x" * 50) for i in range(2000)]
+    for k, v in originals:
+        p.produce(topic, partition=0, key=k, value=v)
+    assert p.flush(60) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    args = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "3000")
+    _crash_between_produce_and_checkpoint(ferry, args)
+    written = [(r["offset"], r["key"], r["value"]) for r in read_partition(TARGET, topic, 0)]
+    w = len(written)
+    assert 100 < w < 1500 and [(k, v) for _, k, v in written] == originals[:w], f"the crashed worker wrote {w} records"
+    # Every third record, a run of 60 (whole batches), and the last one:
+    # the application's newer copies supersede Ferry's on the target.
+    superseded = set(range(0, w - 1, 3)) | set(range(30, 90)) | {w - 1}
+    app = producer(TARGET)
+    for i in sorted(superseded):
+        app.produce(topic, partition=0, key=originals[i][0], value=f"app-{i}".encode())
+    assert app.flush(30) == 0
+
+    def nudge() -> None:
+        app.produce(topic, partition=0, key=b"roll", value=b"r")
+        app.flush(10)
+
+    _wait_for_cleaner(TARGET, topic, {written[i][0] for i in superseded}, nudge)
+    final = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+    out = final.stdout + final.stderr
+    assert final.returncode == 0, out
+    assert "reconciled records the previous holder wrote" in out, out
+    src = read_partition(SOURCE, topic, 0)
+    dst = read_partition(TARGET, topic, 0)
+    ours = [(r["key"], r["value"]) for r in dst if r["value"].startswith(b"v-")]
+    assert len(ours) == len(set(ours)), f"{len(ours) - len(set(ours))} source records written twice"
+    expected = [(r["key"], r["value"]) for r in src if not (r["offset"] < w and r["offset"] in superseded)]
+    assert ours == expected, f"{len(set(expected) - set(ours))} missing, {len(set(ours) - set(expected))} unexpected"
+    runs = offset_runs(ferry, topic, 0)
+    by_offset = {r["offset"]: (r["key"], r["value"]) for r in dst}
+    for r in src:
+        t = _translate(runs, r["offset"])
+        if r["offset"] < w and r["offset"] in superseded:
+            # Its copy was removed on the target: mapped (if at all) to no record.
+            assert t is None or t not in by_offset, f"source {r['offset']} maps to target {t}, which holds {by_offset[t]}"
+            continue
+        assert t is not None, f"source offset {r['offset']} is not mapped"
+        assert by_offset.get(t) == (r["key"], r["value"]), f"source {r['offset']} maps to target {t}, which holds {by_offset.get(t)}"
+
+
+def test_takeover_after_the_source_deleted_what_was_being_copied(tmp_path):
+    """Issue "Exact at the edges", item 8. A worker crashes between produce
+    and checkpoint; before the takeover, DeleteRecords (as retention would)
+    removes the source records it was copying: on partition 0 past what it
+    wrote, on partition 1 only part of what it wrote. The takeover must not
+    fail with OffsetOutOfRange on every run: partition 1 loses nothing (its
+    deleted records are on the target) and goes on; partition 0 stops with
+    the lost range, and with --resume-after-data-loss logs a DataLoss line
+    and resumes at the earliest offset. Nothing is written twice."""
+    from confluent_kafka import TopicPartition as KTP
+    from confluent_kafka.admin import AdminClient
+
+    from conftest import offset_runs
+
+    topic = unique("deleted-crash")
+    create_topic(SOURCE, topic, 2)
+    p = producer(SOURCE)
+    for part in range(2):
+        for i in range(3000):
+            p.produce(topic, partition=part, key=f"k-{part}-{i:05d}".encode(), value=b"v" * 60)
+    assert p.flush(60) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    args = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "3000")
+    _crash_between_produce_and_checkpoint(ferry, args)
+    w = [len(read_partition(TARGET, topic, part)) for part in range(2)]
+    assert all(50 < n < 1000 for n in w), w
+    delete_to = [1000, w[1] // 2]
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for f in admin.delete_records([KTP(topic, 0, delete_to[0]), KTP(topic, 1, delete_to[1])]).values():
+        f.result(timeout=30)
+
+    stopped = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+    out = stopped.stdout + stopped.stderr
+    assert "OffsetOutOfRange" not in out, out
+    assert f"{delete_to[0]} were deleted" in out and "--resume-after-data-loss" in out, out
+    keys = [[r["key"] for r in read_partition(TARGET, topic, part)] for part in range(2)]
+    assert len(keys[0]) == w[0], "partition 0 must stop on the loss, writing nothing"
+    assert keys[1] == [f"k-1-{i:05d}".encode() for i in range(3000)], "partition 1 lost nothing and must go on, writing nothing twice"
+
+    resumed = ferry.run(*args, "--resume-after-data-loss", env={"RUST_LOG": "warn,ferry_engine=info"})
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out
+    assert "DataLoss" in out, out
+    keys0 = [r["key"] for r in read_partition(TARGET, topic, 0)]
+    assert keys0 == [f"k-0-{i:05d}".encode() for i in list(range(w[0])) + list(range(delete_to[0], 3000))]
+    for part in range(2):
+        runs = offset_runs(ferry, topic, part)
+        by_offset = {r["offset"]: r["key"] for r in read_partition(TARGET, topic, part)}
+        for r in read_partition(SOURCE, topic, part):
+            t = _translate(runs, r["offset"])
+            assert t is not None and by_offset.get(t) == r["key"], f"partition {part}: source {r['offset']} maps to target {t}"

@@ -158,6 +158,12 @@ pub struct CursorItem {
     /// Whether that holder gave the lease back with no write whose outcome
     /// it did not know: then a successor need not fence it.
     pub writes_settled: bool,
+    /// The sequence number that producer gives its next record on this
+    /// partition, as of `next_target_offset`: where its records after the
+    /// checkpoint start in its write stream, so that a successor can tell
+    /// which of them compaction removed (a gap in sequence). None in items
+    /// written before Ferry stored it.
+    pub producer_next_sequence: Option<i32>,
     /// Timestamp of the last replicated record.
     pub last_record_timestamp_ms: i64,
     /// Source end offset when last seen.
@@ -267,6 +273,9 @@ pub struct Checkpoint {
     pub source_end: i64,
     /// New lease expiry.
     pub lease_expires_ms: i64,
+    /// The recorded producer's next sequence number as of `target_end`,
+    /// when this checkpoint covers its writes (None leaves it as stored).
+    pub producer_sequence: Option<i32>,
 }
 
 /// The store.
@@ -393,6 +402,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             producer_epoch: r.n("producer_epoch").unwrap_or(-1),
             transactional_id: r.s("transactional_id"),
             writes_settled: r.bool("writes_settled").unwrap_or(false),
+            producer_next_sequence: r.n("producer_next_sequence").and_then(|v| i32::try_from(v).ok()),
             last_record_timestamp_ms: r.n("last_record_timestamp_ms").unwrap_or(-1),
             source_end_offset: r.n("source_end_offset").unwrap_or(-1),
             records_replicated: r.n("records_replicated").unwrap_or(0),
@@ -966,9 +976,13 @@ impl StateStore {
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(
                 "SET producer_id = :pid, producer_epoch = :pe, transactional_id = :tid, updated_ms = :now, \
-                 next_target_offset = if_not_exists(next_target_offset, :tend) REMOVE writes_settled",
+                 next_target_offset = if_not_exists(next_target_offset, :tend), producer_next_sequence = :seq \
+                 REMOVE writes_settled",
             )
             .expression_attribute_values(":tend", n(target_end))
+            // A new producer: its first record on any partition is sequence 0,
+            // and it has written nothing before the stored target end.
+            .expression_attribute_values(":seq", n(0))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch")
             .expression_attribute_values(":pid", n(producer.producer_id))
             .expression_attribute_values(":pe", n(i64::from(producer.producer_epoch)))
@@ -1179,6 +1193,9 @@ impl StateStore {
         if open.is_some() {
             set.push_str(", open_run_source_start = :ors, open_run_target_start = :ort, open_run_length = :orl");
         }
+        if cp.producer_sequence.is_some() {
+            set.push_str(", producer_next_sequence = :pseq");
+        }
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
             .key(PK, s(flow))
@@ -1197,6 +1214,9 @@ impl StateStore {
             .expression_attribute_values(":exp", n(cp.lease_expires_ms))
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch));
+        if let Some(seq) = cp.producer_sequence {
+            cursor_update = cursor_update.expression_attribute_values(":pseq", n(i64::from(seq)));
+        }
         if let Some(o) = open {
             cursor_update = cursor_update
                 .expression_attribute_values(":ors", n(o.source_start))

@@ -25,6 +25,8 @@ use crate::context::Ferry;
 use crate::error::FerryError;
 use crate::loop_filter::LoopFilter;
 
+mod takeover;
+
 /// Offset-map runs one checkpoint may write (a DynamoDB transaction holds
 /// at most 100 items; one is the cursor, one may close the newest run).
 const MAX_RUNS_PER_CHECKPOINT: usize = 90;
@@ -164,6 +166,10 @@ struct Unsaved {
     records: i64,
     bytes: i64,
     last_ts: Option<i64>,
+    /// This holder's next sequence number after them: stored with the
+    /// checkpoint, so a successor knows where its records after the
+    /// checkpoint start in its write stream.
+    sequence: i32,
     /// When the first of them was acknowledged.
     since: Instant,
 }
@@ -177,6 +183,7 @@ impl Unsaved {
             records: 0,
             bytes: 0,
             last_ts: None,
+            sequence: 0,
             since: Instant::now(),
         }
     }
@@ -189,6 +196,7 @@ impl Unsaved {
         self.records += later.records;
         self.bytes += later.bytes;
         self.last_ts = later.last_ts.or(self.last_ts);
+        self.sequence = later.sequence;
         self
     }
 }
@@ -262,7 +270,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let mut parts: Vec<Part> = Vec::new();
     let mut skipped: Vec<PartitionProgress> = Vec::new();
     // Partitions a previous holder wrote to, with its producer id.
-    let mut to_reconcile: Vec<(usize, i64)> = Vec::new();
+    let mut to_reconcile: Vec<(usize, PrevHolder)> = Vec::new();
     // Those whose holder may still have a write on its way, by its
     // transactional id and producer id: fenced before the reconcile reads.
     let mut to_fence: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
@@ -301,7 +309,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
-                    to_reconcile.push((parts.len() - 1, item.producer_id));
+                    to_reconcile.push((
+                        parts.len() - 1,
+                        PrevHolder {
+                            producer_id: item.producer_id,
+                            next_sequence: item.producer_next_sequence,
+                        },
+                    ));
                 }
                 if let Some(id) = item.transactional_id.filter(|_| item.producer_id >= 0 && !item.writes_settled) {
                     to_fence.entry((id, item.producer_id)).or_default().push(parts.len() - 1);
@@ -456,6 +470,14 @@ async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &
 /// What one fetch yields for replication.
 struct CommittedRead {
     records: Vec<Pending>,
+    /// For each of `records`, the offsets just before it (after `from` or
+    /// the previous one) that hold nothing any more: committed records
+    /// removed by compaction or retention, or whole batches of any kind
+    /// removed. Offsets of control batches, aborted and filtered batches
+    /// are not counted: they never held a record to replicate.
+    removed_before: Vec<u64>,
+    /// The same after the last of `records`, up to `next`.
+    removed_after: u64,
     /// Next offset to fetch.
     next: i64,
     /// Records the opposite flow wrote, dropped (loop prevention).
@@ -516,16 +538,25 @@ async fn read_committed(
     let mut open_aborts: HashSet<i64> = HashSet::new();
     let mut out = CommittedRead {
         records: Vec::new(),
+        removed_before: Vec::new(),
+        removed_after: 0,
         next: from,
         filtered_records: 0,
         filtered_bytes: 0,
         unmapped: false,
     };
+    // Offsets accounted for so far, and those found empty since the last record.
+    let mut pos = from;
+    let mut removed: u64 = 0;
     for b in batches {
         let h = b.header;
         if h.next_offset() <= out.next {
             continue;
         }
+        // Offsets no batch covers: a whole batch the cleaner removed.
+        let gap = u64::try_from(h.base_offset - pos).unwrap_or(0);
+        removed += gap;
+        pos = pos.max(h.base_offset);
         let last_offset = h.next_offset() - 1;
         while aborted.front().is_some_and(|a| a.1 <= last_offset) {
             if let Some((pid, _)) = aborted.pop_front() {
@@ -540,6 +571,8 @@ async fn read_committed(
             // Aborted: never replicated.
         } else if let Some(f) = filter.as_mut().filter(|f| f.drops(h.producer_id)) {
             if !f.mapped(store, tp, h.next_offset()).await? {
+                // Read again from `out.next`: that gap is counted then.
+                removed -= gap;
                 out.unmapped = true;
                 break;
             }
@@ -548,19 +581,27 @@ async fn read_committed(
         } else if (pass_through.min_bytes..=pass_through.max_bytes).contains(&b.size)
             && batch::passes_through(&b, pass_through.codec, out.next)
         {
+            // Passes through only without offset gaps: nothing removed in it.
             out.records.push(Pending::Batch(b));
+            out.removed_before.push(removed);
+            removed = 0;
         } else {
             let from = out.next;
-            out.records.extend(
-                batch::records(&b)
-                    .map_err(wrap)?
-                    .into_iter()
-                    .filter(|r| r.offset >= from)
-                    .map(Pending::Record),
-            );
+            for r in batch::records(&b).map_err(wrap)?.into_iter().filter(|r| r.offset >= from) {
+                // A gap inside a committed batch: records the cleaner removed
+                // (it keeps the batch's base and last offset).
+                removed += u64::try_from(r.offset - pos).unwrap_or(0);
+                pos = r.offset + 1;
+                out.records.push(Pending::Record(r));
+                out.removed_before.push(removed);
+                removed = 0;
+            }
+            removed += u64::try_from(h.next_offset() - pos).unwrap_or(0);
         }
+        pos = h.next_offset();
         out.next = h.next_offset();
     }
+    out.removed_after = removed;
     Ok(out)
 }
 
@@ -825,6 +866,7 @@ async fn run_rounds(
             u.records += offsets.len() as i64;
             u.bytes += bytes.len() as i64;
             u.last_ts = items.last().map(Pending::timestamp);
+            u.sequence = p.sequence;
             invocation_bytes += bytes.len() as u64;
         }
 
@@ -1003,9 +1045,9 @@ impl Part {
 /// unsaved (nothing, for a lease renewal or a cursor moving over skipped
 /// records).
 fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
-    let (mut runs, target_end, records, bytes, last_ts) = match &p.unsaved {
-        Some(u) => (u.runs.clone(), u.target_end, u.records, u.bytes, u.last_ts),
-        None => (Vec::new(), p.target_end, 0, 0, None),
+    let (mut runs, target_end, records, bytes, last_ts, sequence) = match &p.unsaved {
+        Some(u) => (u.runs.clone(), u.target_end, u.records, u.bytes, u.last_ts, Some(u.sequence)),
+        None => (Vec::new(), p.target_end, 0, 0, None, None),
     };
     join_last_run(p.last_run, &mut runs);
     Checkpoint {
@@ -1019,6 +1061,7 @@ fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
         last_timestamp_ms: last_ts.unwrap_or(p.last_ts),
         source_end: p.source_end,
         lease_expires_ms,
+        producer_sequence: sequence,
     }
 }
 
@@ -1213,10 +1256,19 @@ fn with_grant_hint(e: KafkaError, replicator: &str) -> KafkaError {
     }
 }
 
-/// Reconcile the partitions `which` (index, previous holder's producer
-/// id): one ListOffsets for all of them, then a read of the target only
-/// where it holds records after the last checkpoint (after a clean
-/// release, none).
+/// The previous holder of a partition, as its cursor item records it.
+#[derive(Debug, Clone, Copy)]
+struct PrevHolder {
+    /// Its producer id: the provenance of its records on the target.
+    producer_id: i64,
+    /// Its next sequence number as of the checkpoint's target end; `None`
+    /// in a cursor item written before Ferry stored it.
+    next_sequence: Option<i32>,
+}
+
+/// Reconcile the partitions `which` (index, previous holder): one
+/// ListOffsets for all of them, then a read of the target only where it
+/// holds records after the last checkpoint (after a clean release, none).
 #[allow(clippy::too_many_arguments)]
 async fn reconcile_all(
     ferry: &Ferry,
@@ -1225,7 +1277,7 @@ async fn reconcile_all(
     source: &KafkaCluster,
     target: &KafkaCluster,
     parts: &mut [Part],
-    which: &[(usize, i64)],
+    which: &[(usize, PrevHolder)],
     filter: &mut Option<LoopFilter>,
 ) {
     if which.is_empty() {
@@ -1242,7 +1294,7 @@ async fn reconcile_all(
             return;
         }
     };
-    for &(i, prev_pid) in which {
+    for &(i, prev) in which {
         let p = &mut parts[i];
         let Some(&end) = ends.get(&p.target) else {
             fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
@@ -1251,44 +1303,128 @@ async fn reconcile_all(
         if end <= p.target_end {
             continue;
         }
-        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev_pid, end, filter).await {
+        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev, end, filter).await {
             fail(ferry, flow, flow_key, p, &e).await;
         }
     }
 }
 
-/// After taking over a partition: find what the previous holder (producer
-/// `prev_pid`) wrote to the target after the last checkpoint, and move the
-/// cursor over the source records it covers, so nothing is written twice.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    source: &KafkaCluster,
-    target: &KafkaCluster,
-    p: &mut Part,
-    prev_pid: i64,
-    end: i64,
-    filter: &mut Option<LoopFilter>,
-) -> Result<(), FerryError> {
-    // Target offsets of the previous holder's records after the checkpoint.
-    let mut written: Vec<i64> = Vec::new();
+/// One batch of the previous holder's on the target.
+#[derive(Debug, Clone, Copy)]
+struct HeldBatch {
+    base_sequence: i32,
+    last_offset_delta: i32,
+    base_offset: i64,
+}
+
+/// What the target holds of the previous holder after the checkpoint.
+#[derive(Debug, Default)]
+struct HolderOnTarget {
+    /// Its data batches still there (possibly emptied in part by the cleaner).
+    batches: Vec<HeldBatch>,
+    /// Its records still there: (target offset, sequence, tail, timestamp).
+    records: Vec<(i64, i32, Bytes, Option<i64>)>,
+    /// Target offsets no batch covers after its last batch (or after the
+    /// checkpoint, without one): whole batches removed by compaction or
+    /// deleted by retention, which may have been its own.
+    missing_after_last: u64,
+    /// Keys of every record read, any producer's (see
+    /// [`takeover::HolderWrites::later_keys`]).
+    keys: HashSet<Bytes>,
+}
+
+impl HolderOnTarget {
+    /// Its records by position in its write stream, counting from
+    /// `first_sequence` (its next sequence at the checkpoint). Sequences
+    /// wrap after i32::MAX to 0, as Kafka's do.
+    fn positions(&self, first_sequence: i32, span: i64) -> Result<takeover::HolderWrites, String> {
+        let pos_of = |seq: i32| (i64::from(seq) - i64::from(first_sequence)).rem_euclid(1 << 31) as u64;
+        let mut out = takeover::HolderWrites {
+            later_keys: self.keys.clone(),
+            ..takeover::HolderWrites::default()
+        };
+        for b in &self.batches {
+            out.positions = out.positions.max(pos_of(b.base_sequence) + b.last_offset_delta as u64 + 1);
+        }
+        let mut by_batch = self.batches.iter().peekable();
+        for (offset, _, tail, timestamp) in &self.records {
+            // The batch holding it: its position is its batch's base
+            // position plus its offset delta (the cleaner keeps both).
+            while by_batch
+                .peek()
+                .is_some_and(|b| b.base_offset + i64::from(b.last_offset_delta) < *offset)
+            {
+                by_batch.next();
+            }
+            let Some(b) = by_batch.peek() else { break };
+            let pos = pos_of(b.base_sequence) + (offset - b.base_offset) as u64;
+            if out.records.last().is_some_and(|prev: &takeover::Held| prev.pos >= pos) {
+                return Err(format!(
+                    "the previous holder's sequence numbers on the target go back at offset {offset} (sequence {}, its stream started at {first_sequence})",
+                    b.base_sequence
+                ));
+            }
+            out.records.push(takeover::Held {
+                pos,
+                target_offset: *offset,
+                tail: tail.clone(),
+                timestamp: *timestamp,
+            });
+        }
+        // It cannot have written more records than there are offsets.
+        out.unseen_after = self
+            .missing_after_last
+            .min(u64::try_from(span).unwrap_or(0).saturating_sub(out.positions));
+        if out.positions > u64::try_from(span).unwrap_or(0) {
+            return Err(format!(
+                "the previous holder's sequence numbers say it wrote {} records after the checkpoint, more than the {span} target offsets there (its stream started at {first_sequence})",
+                out.positions
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Read the target from the checkpoint to `end` for the previous holder's
+/// batches. Read uncommitted, up to the high watermark `end`: the previous
+/// holder's batches are not transactional, but another producer's open
+/// transaction on this partition (an application already moved here, the
+/// opposite flow's source) holds the last stable offset below them, and a
+/// read_committed fetch would hide them.
+async fn read_holder_writes(ferry: &Ferry, target: &KafkaCluster, p: &Part, prev_pid: i64, end: i64) -> Result<HolderOnTarget, FerryError> {
+    let mut out = HolderOnTarget::default();
     let mut pos = p.target_end;
     while pos < end {
-        // Read uncommitted, up to the high watermark `end`: the previous
-        // holder's batches are not transactional, but another producer's
-        // open transaction on this partition (an application already
-        // moved here, the opposite flow's source) holds the last stable
-        // offset below them, and a read_committed fetch would hide them.
-        let f = fetch_one(
+        let f = match fetch_one(
             target,
             &p.target,
             pos,
             ferry.settings.fetch_partition_max_bytes,
             Isolation::ReadUncommitted,
         )
-        .await?;
+        .await
+        {
+            Err(KafkaError::Broker {
+                error: ResponseError::OffsetOutOfRange,
+                ..
+            }) => {
+                // Retention or DeleteRecords on the target removed the
+                // start of the range: like batches the cleaner removed,
+                // what was there shows as missing offsets.
+                let tp = std::slice::from_ref(&p.target);
+                let earliest = target.list_offsets(tp, OffsetSpec::Earliest, false).await?[&p.target];
+                if earliest <= pos {
+                    return Err(FerryError::NotReady(format!(
+                        "reconcile of {}: the target answered OffsetOutOfRange at offset {pos}, inside [{earliest}, {end})",
+                        p.work.source
+                    )));
+                }
+                out.missing_after_last += u64::try_from(earliest.min(end) - pos).unwrap_or(0);
+                pos = earliest;
+                continue;
+            }
+            res => res?,
+        };
         let wrap = |source| KafkaError::Batch {
             cluster: target.alias().to_owned(),
             topic: p.target.topic.clone(),
@@ -1300,37 +1436,109 @@ async fn reconcile(
             break;
         }
         for b in batches {
-            if b.header.next_offset() <= pos {
+            let h = b.header;
+            if h.next_offset() <= pos {
                 continue;
             }
-            if b.header.producer_id == prev_pid && !b.header.is_control() {
-                let n = i64::from(b.header.records_count);
-                written.extend((0..n).map(|k| b.header.base_offset + k).filter(|o| *o >= pos));
+            out.missing_after_last += u64::try_from(h.base_offset.min(end) - pos).unwrap_or(0);
+            if !h.is_control() && h.producer_id != prev_pid {
+                for r in batch::records(&b).map_err(wrap)? {
+                    if let (Some(k), _) = takeover::key_and_tombstone(&r.tail) {
+                        out.keys.insert(k);
+                    }
+                }
             }
-            pos = b.header.next_offset();
+            if h.producer_id == prev_pid && !h.is_control() {
+                out.missing_after_last = 0;
+                out.batches.push(HeldBatch {
+                    base_sequence: h.base_sequence,
+                    last_offset_delta: h.last_offset_delta,
+                    base_offset: h.base_offset,
+                });
+                // The broker stamps a LogAppendTime topic's batches with its
+                // own time: only key, value and headers are compared there.
+                let own_time = !h.is_log_append_time();
+                for r in batch::records(&b).map_err(wrap)? {
+                    if let (Some(k), _) = takeover::key_and_tombstone(&r.tail) {
+                        out.keys.insert(k);
+                    }
+                    if r.offset >= p.target_end {
+                        let seq = batch::next_sequence(h.base_sequence, (r.offset - h.base_offset) as i32);
+                        out.records.push((r.offset, seq, r.tail, own_time.then_some(r.timestamp)));
+                    }
+                }
+            }
+            pos = h.next_offset();
         }
     }
-    if written.is_empty() {
-        return Ok(());
-    }
-    // The first `written.len()` committed source records from the cursor are those.
-    let mut source_offsets: Vec<i64> = Vec::new();
+    // Offsets missing between the last batch read and the end.
+    out.missing_after_last += u64::try_from(end - pos).unwrap_or(0);
+    Ok(out)
+}
+
+/// The committed source records from the cursor, enough to hold every one
+/// the previous holder can have written.
+struct SourceRead {
+    window: takeover::SourceWindow,
+    /// Where retention or DeleteRecords moved the source's start past the
+    /// cursor: the earliest offset then.
+    deleted_to: Option<i64>,
+}
+
+async fn read_source_window(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    source: &KafkaCluster,
+    p: &Part,
+    want: u64,
+    filter: &mut Option<LoopFilter>,
+) -> Result<SourceRead, FerryError> {
+    let mut out = SourceRead {
+        window: takeover::SourceWindow::default(),
+        deleted_to: None,
+    };
     let mut spos = p.cursor;
-    let mut last_ts = p.last_ts;
+    let mut carried: u64 = 0;
     let wait_until = Instant::now() + 2 * ferry.settings.lease_duration;
-    while source_offsets.len() < written.len() {
-        let f = fetch_one(
+    while (out.window.records.len() as u64) < want {
+        let f = match fetch_one(
             source,
             &p.work.source,
             spos,
             ferry.settings.fetch_partition_max_bytes,
             Isolation::ReadCommitted,
         )
-        .await?;
-        // Record by record: reconcile counts records.
+        .await
+        {
+            Err(KafkaError::Broker {
+                error: ResponseError::OffsetOutOfRange,
+                ..
+            }) => {
+                // Retention or DeleteRecords removed what the previous
+                // holder was copying: a removed range before the earliest
+                // offset, matched like any other (see `takeover`).
+                let tp = std::slice::from_ref(&p.work.source);
+                let earliest = source.list_offsets(tp, OffsetSpec::Earliest, false).await?[&p.work.source];
+                let latest = source.list_offsets(tp, OffsetSpec::Latest, false).await?[&p.work.source];
+                if spos > latest {
+                    return Err(past_the_end(flow, p, spos, latest));
+                }
+                if earliest <= spos {
+                    return Err(FerryError::NotReady(format!(
+                        "reconcile of {}: the source answered OffsetOutOfRange at offset {spos}, inside [{earliest}, {latest})",
+                        p.work.source
+                    )));
+                }
+                carried += u64::try_from(earliest - spos).unwrap_or(0);
+                out.deleted_to = Some(earliest);
+                spos = earliest;
+                continue;
+            }
+            res => res?,
+        };
+        // Record by record: reconcile matches records.
         let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter, PassThrough::NEVER).await?;
-        let (recs, next) = (read.records, read.next);
-        if next == spos && read.unmapped {
+        if read.next == spos && read.unmapped {
             if Instant::now() >= wait_until {
                 return Err(FerryError::NotReady(format!(
                     "reconcile of {} waits for the opposite flow to checkpoint the records it wrote at offset {spos}",
@@ -1340,51 +1548,212 @@ async fn reconcile(
             tokio::time::sleep(unmapped_recheck(&ferry.settings)).await;
             continue;
         }
-        if next == spos {
-            return Err(FerryError::Input(format!(
-                "reconcile of {}: the target holds {} records from the previous holder after offset {} but the source has only {} committed records after {}",
-                p.work.source, written.len(), p.target_end, source_offsets.len(), p.cursor
-            )));
+        if read.next == spos {
+            // The source's end: what is not here was never there or is gone.
+            break;
         }
-        let recs = recs.into_iter().filter_map(|item| match item {
-            Pending::Record(r) => Some(r),
-            Pending::Batch(_) => None,
-        });
-        for r in recs.take(written.len() - source_offsets.len()) {
-            source_offsets.push(r.offset);
-            last_ts = r.timestamp;
-            spos = r.offset + 1;
+        for (item, removed) in read.records.into_iter().zip(read.removed_before) {
+            let Pending::Record(r) = item else { continue };
+            out.window.records.push(takeover::SourceRec {
+                offset: r.offset,
+                tail: r.tail,
+                timestamp: r.timestamp,
+                removed_before: carried + removed,
+            });
+            carried = 0;
         }
-        if source_offsets.len() < written.len() {
-            spos = next;
-        }
+        carried += read.removed_after;
+        spos = read.next;
     }
-    // Records of one holder are contiguous per produce; map each run.
+    out.window.removed_after = carried;
+    Ok(out)
+}
+
+/// A cursor past the source's end: the partition's history was replaced.
+fn past_the_end(flow: &FlowSpec, p: &Part, at: i64, latest: i64) -> FerryError {
+    FerryError::PartitionStopped {
+        tp: p.work.source.clone(),
+        cluster: flow.source.alias.clone(),
+        what: format!(
+            "the cursor {at} is past the source end offset {latest}: the topic was deleted and recreated, or the log was truncated"
+        ),
+        fix: "if the topic was recreated on purpose, delete this partition's item from the cursors table to start it again".into(),
+    }
+}
+
+/// The previous holder's first sequence after the checkpoint, for a cursor
+/// item written before Ferry stored it: 0 when its first batch there
+/// starts at 0 (nothing of it can come before); otherwise that batch's
+/// base sequence, which is only sure when no compaction can have removed
+/// batches before it — both topics' cleanup.policy without compact.
+async fn legacy_first_sequence(
+    flow: &FlowSpec,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    p: &Part,
+    held: &HolderOnTarget,
+) -> Result<i32, FerryError> {
+    let Some(first) = held.batches.first() else { return Ok(0) };
+    if first.base_sequence == 0 {
+        return Ok(0);
+    }
+    let compacted = |cfgs: &HashMap<String, ferry_adapters::kafka::TopicConfig>, topic: &str| {
+        cfgs.get(topic)
+            .and_then(|c| c.effective.get("cleanup.policy"))
+            .is_some_and(|v| v.contains("compact"))
+    };
+    let src_cfg = source.topic_configs(std::slice::from_ref(&p.work.source.topic)).await?;
+    let dst_cfg = target.topic_configs(std::slice::from_ref(&p.target.topic)).await?;
+    if compacted(&src_cfg, &p.work.source.topic) || compacted(&dst_cfg, &p.target.topic) {
+        return Err(FerryError::PartitionStopped {
+            tp: p.work.source.clone(),
+            cluster: flow.target.alias.clone(),
+            what: format!(
+                "the cursor item was written by a Ferry release that did not store its producer's sequence, and the topics are compacted: \
+                 the previous holder's first batch after target offset {} (at offset {}, sequence {}) may not be its first, so what it \
+                 wrote after the checkpoint cannot be told exactly",
+                p.target_end, first.base_offset, first.base_sequence
+            ),
+            fix: "run the Ferry release that wrote this cursor item once more (it reconciles the partition and checkpoints), then this one"
+                .into(),
+        });
+    }
+    Ok(first.base_sequence)
+}
+
+/// After taking over a partition: find what the previous holder wrote to
+/// the target after the last checkpoint, match it to the source records
+/// after the cursor by position and content (see [`takeover`]), and move
+/// the cursor over the ones written, so nothing is written twice, nothing
+/// is skipped, and each mapped source offset points at its own copy.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    p: &mut Part,
+    prev: PrevHolder,
+    end: i64,
+    filter: &mut Option<LoopFilter>,
+) -> Result<(), FerryError> {
+    let held = read_holder_writes(ferry, target, p, prev.producer_id, end).await?;
+    if held.batches.is_empty() && held.missing_after_last == 0 {
+        return Ok(());
+    }
+    let stop = |what: String, fix: &str| FerryError::PartitionStopped {
+        tp: p.work.source.clone(),
+        cluster: flow.target.alias.clone(),
+        what,
+        fix: fix.to_owned(),
+    };
+    const FIX_LOOK: &str = "compare target partition's records after the checkpoint's target offset with the source's after the cursor \
+                            (`ferry status` shows both), then either let a later run try again once compaction has settled, or start \
+                            the partition afresh from a chosen position (ferry forget-flow, then a backfill)";
+    let first_sequence = match prev.next_sequence {
+        Some(s) => s,
+        None => legacy_first_sequence(flow, source, target, p, &held).await?,
+    };
+    let holder = held
+        .positions(first_sequence, end - p.target_end)
+        .map_err(|what| stop(format!("reconcile: {what}"), FIX_LOOK))?;
+    let read = read_source_window(ferry, flow, source, p, holder.positions + holder.unseen_after, filter).await?;
+    let a = takeover::align(&holder, &read.window).map_err(|e| {
+        stop(
+            format!(
+                "reconcile after taking the partition over: the previous holder wrote records after target offset {} and source offset {} \
+                 that were not checkpointed, and since then compaction or retention removed some of them on the source or the target: {e}",
+                p.target_end, p.cursor
+            ),
+            FIX_LOOK,
+        )
+    })?;
+    let recs = &read.window.records;
+    // The cursor after what was written.
+    let mut to_source = match a.written.checked_sub(1).map(|i| &recs[i]) {
+        Some(last) => last.offset + 1,
+        None => p.cursor,
+    };
+    let last_ts = a.written.checked_sub(1).map_or(p.last_ts, |i| recs[i].timestamp);
+    // Retention removed records before the first one on the source: those
+    // the holder wrote are on the target (not lost, not to be written
+    // again); lost is only what is on neither side.
+    if let Some(earliest) = read.deleted_to.filter(|_| a.written == 0) {
+        let lost = (earliest - p.cursor)
+            .saturating_sub(i64::try_from(holder.positions).unwrap_or(i64::MAX))
+            .max(0);
+        if lost > 0 && !ferry.settings.resume_after_data_loss {
+            return Err(FerryError::PartitionStopped {
+                tp: p.work.source.clone(),
+                cluster: flow.source.alias.clone(),
+                what: format!(
+                    "source offsets {}..{earliest} were deleted (retention or DeleteRecords) before Ferry replicated them; the previous \
+                     holder had written the first {} records from {} to the target, so up to {lost} records would be lost",
+                    p.cursor, holder.positions, p.cursor
+                ),
+                fix: "raise the source topic's retention and replicate faster, or accept the loss with --resume-after-data-loss (FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda)".into(),
+            });
+        }
+        if lost > 0 {
+            tracing::error!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+                partition = p.work.source.partition, lost_from = p.cursor, lost_to = earliest, lost_records = lost,
+                written_before = holder.positions,
+                "DataLoss: source records were deleted before replication; resuming at the earliest offset as configured"
+            );
+            p.lost_records += lost as u64;
+        }
+        to_source = earliest;
+    }
+    if a.pairs.is_empty() && to_source == p.cursor && holder.positions == 0 {
+        return Ok(());
+    }
+    // Offset-map runs of the matched records, with each one's position
+    // (for the sequence a partial checkpoint stores).
+    let pos_of = |t: i64| {
+        holder
+            .records
+            .binary_search_by_key(&t, |h| h.target_offset)
+            .map(|i| holder.records[i].pos)
+            .unwrap_or(0)
+    };
     let mut runs: Vec<OffsetRun> = Vec::new();
-    for (s, t) in source_offsets.iter().zip(written.iter()) {
+    for &(s, t) in &a.pairs {
         ferry_core::offset_map::coalesce(
             &mut runs,
             &[OffsetRun {
-                source_start: *s,
-                target_start: *t,
+                source_start: s,
+                target_start: t,
                 length: 1,
             }],
         );
     }
-    // One checkpoint per chunk of runs: a DynamoDB transaction has an item limit.
-    let total_runs = runs.len();
+    // One checkpoint per chunk of runs: a DynamoDB transaction has an item
+    // limit. The last one ends at the target end read: everything of the
+    // previous holder is before it (it is fenced).
     let lease_expires_ms = now_ms() + ferry.settings.lease_duration.as_millis() as i64;
     let mut start = 0;
-    while start < total_runs {
-        let end = (start + MAX_RUNS_PER_CHECKPOINT).min(total_runs);
-        let mut chunk: Vec<OffsetRun> = runs[start..end].to_vec();
-        let last_chunk = end == total_runs;
-        let to_source = if last_chunk { spos } else { runs[end].source_start };
-        let target_end = chunk.last().map(|r| r.target_end()).unwrap_or(p.target_end);
+    loop {
+        let stop_at = (start + MAX_RUNS_PER_CHECKPOINT).min(runs.len());
+        let mut chunk: Vec<OffsetRun> = runs[start..stop_at].to_vec();
+        let last_chunk = stop_at == runs.len();
+        let (to, target_end, sequence) = if last_chunk {
+            let written = i32::try_from(holder.positions % (1 << 31)).unwrap_or(0);
+            (to_source, end, batch::next_sequence(first_sequence, written))
+        } else {
+            let last = chunk[chunk.len() - 1];
+            let after = i32::try_from((pos_of(last.target_end() - 1) + 1) % (1 << 31)).unwrap_or(0);
+            (
+                runs[stop_at].source_start,
+                last.target_end(),
+                batch::next_sequence(first_sequence, after),
+            )
+        };
         join_last_run(p.last_run, &mut chunk);
         let cp = Checkpoint {
             from_source: p.cursor,
-            to_source,
+            to_source: to,
             target_end,
             runs: chunk,
             prev_run: p.last_run,
@@ -1393,17 +1762,23 @@ async fn reconcile(
             last_timestamp_ms: last_ts,
             source_end: p.source_end,
             lease_expires_ms,
+            producer_sequence: Some(sequence),
         };
         ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
         p.apply(&cp);
-        start = end;
+        if last_chunk {
+            break;
+        }
+        start = stop_at;
     }
     tracing::info!(
         replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition,
-        reconciled = written.len(), to = spos, "reconciled records the previous holder wrote but did not checkpoint"
+        reconciled = holder.positions, on_target = holder.records.len(), matched = a.pairs.len(), source_removed = a.source_removed,
+        source_written = a.written, to = p.cursor, "reconciled records the previous holder wrote but did not checkpoint"
     );
+    p.last_ts = last_ts;
     p.fetch_pos = p.cursor;
-    p.reconciled = written.len() as u64;
+    p.reconciled = holder.positions;
     Ok(())
 }
 
@@ -1497,15 +1872,7 @@ async fn out_of_range(
     let earliest = source.list_offsets(tp, OffsetSpec::Earliest, false).await?[&p.work.source];
     let latest = source.list_offsets(tp, OffsetSpec::Latest, false).await?[&p.work.source];
     if p.fetch_pos > latest {
-        return Err(FerryError::PartitionStopped {
-            tp: p.work.source.clone(),
-            cluster: flow.source.alias.clone(),
-            what: format!(
-                "the cursor {} is past the source end offset {latest}: the topic was deleted and recreated, or the log was truncated",
-                p.fetch_pos
-            ),
-            fix: "if the topic was recreated on purpose, delete this partition's item from the cursors table to start it again".into(),
-        });
+        return Err(past_the_end(flow, p, p.fetch_pos, latest));
     }
     if !ferry.settings.resume_after_data_loss {
         return Err(FerryError::PartitionStopped {
