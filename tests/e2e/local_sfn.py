@@ -112,6 +112,7 @@ class LocalStepFunctions:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1, "ferry-report": 1}
         self.procs: list[subprocess.Popen] = []
+        self.functions: list[subprocess.Popen] = []
 
     def __enter__(self) -> "LocalStepFunctions":
         try:
@@ -134,6 +135,19 @@ class LocalStepFunctions:
         self._spawn("cargo-lambda", [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1",
                                      "-P", str(self.lambda_port), "--timeout", "30"], cwd=ROOT)
         wait_port(self.lambda_port)
+        self._start_functions()
+        moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
+        self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
+        wait_port(self.moto_port)
+        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
+        conn.request("POST", "/moto-api/config", body=json.dumps(
+            {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
+            headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status in (200, 201)
+        self.client = boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{self.moto_port}", region_name=REGION)
+        return self
+
+    def _start_functions(self) -> None:
         for name, n in self.instances.items():
             binary = ROOT / "target" / "debug" / name
             assert binary.exists(), f"{binary} is missing: cargo build --workspace"
@@ -146,21 +160,23 @@ class LocalStepFunctions:
                        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.lambda_port}/.rt/{name}",
                        "AWS_LAMBDA_FUNCTION_NAME": name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
                        "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "info"}
-                self._spawn(f"{name}-{i}", [str(binary)], env=env)
-        moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
-        self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
-        wait_port(self.moto_port)
-        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
-        conn.request("POST", "/moto-api/config", body=json.dumps(
-            {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
-            headers={"Content-Type": "application/json"})
-        assert conn.getresponse().status in (200, 201)
-        self.client = boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{self.moto_port}", region_name=REGION)
-        return self
+                self.functions.append(self._spawn(f"{name}-{i}", [str(binary)], env=env))
 
-    def _spawn(self, name: str, cmd: list[str], **kw) -> None:
+    def cold_start(self) -> None:
+        """New instances of every function, as after a deployment: nothing a
+        function cached (secrets, clients) survives."""
+        for p in self.functions:
+            p.terminate()
+        for p in self.functions:
+            p.wait(15)
+        self.procs = [p for p in self.procs if p not in self.functions]
+        self.functions = []
+        self._start_functions()
+
+    def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw))
+        return self.procs[-1]
 
     def __exit__(self, *exc) -> None:
         for p in reversed(self.procs):

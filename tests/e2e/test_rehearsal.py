@@ -124,6 +124,8 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
         full = sfn.rehearsal.stack
         for what, role, removed, action, resource in MUTATIONS:
             sfn.rehearsal.set_stack(without(full, role, **removed))
+            # Fresh instances, as after `sam deploy`: none has the secret cached.
+            sfn.cold_start()
             sfn.rehearsal.clear()
             function = {"PlanRole": "ferry-plan", "SyncGroupsRole": "ferry-sync-groups"}[role]
             before = len(sfn.function_log(function))
