@@ -63,16 +63,17 @@ CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_reque
 NETWORK = {"SubnetIds": "subnet-0rehearsal", "SecurityGroupIds": "sg-0rehearsal"}
 
 
-def deploy_parameters(env: dict[str, str], work: Path) -> dict[str, str]:
+def deploy_parameters(env: dict[str, str], work: Path) -> tuple[dict[str, str], str]:
     """The template parameters `ferry deploy-parameters` derives from the
-    definition the functions are given (env's FERRY_* variables)."""
+    definition the functions are given (env's FERRY_* variables), and what
+    it warned about."""
     kc, ri = work / "deploy-kafka-clusters.json", work / "deploy-replication-info.json"
     kc.write_text(env["FERRY_KAFKA_CLUSTERS"])
     ri.write_text(env["FERRY_REPLICATION_INFO"])
     p = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri),
                         "--name", env["FERRY_REPLICATOR_NAME"], "--json"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    return dict(json.loads(p.stdout), **NETWORK)
+    return dict(json.loads(p.stdout), **NETWORK), p.stderr
 
 
 def sam_stack(parameters: dict[str, str], stack: str, template: Path = ROOT / "template.yaml") -> dict:
@@ -194,7 +195,7 @@ class Rehearsal:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.moto_url = moto_url or os.environ["AWS_ENDPOINT_URL"]
         self.enforce = os.environ.get("FERRY_IAM_REHEARSAL", "enforce") != "report"
-        self.parameters = deploy_parameters(env, log_dir)
+        self.parameters, self.deploy_warnings = deploy_parameters(env, log_dir)
         self.stack_name = env["FERRY_TABLE_PREFIX"]
         self.stack = sam_stack(self.parameters, self.stack_name)
         self.requests = Requests(self.moto_url)

@@ -16,7 +16,8 @@ from iam_rehearsal import without
 from local_sfn import LocalStepFunctions
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
-SCRAM_SECRET = os.environ["SOURCE_SCRAM512_SECRET_ARN"]
+# The two-secret layout: SCRAM-SHA-512 credentials, and the private CA apart.
+SCRAM_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
 CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
 TABLE = "arn:aws:dynamodb:us-east-1:123456789012:table/s-offset-map"
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ferry/src-AbCdEf"
@@ -57,14 +58,21 @@ def test_an_explicit_deny_wins():
     assert evaluate(sts, "dynamodb:PutItem", TABLE).allowed
 
 
+# The SCRAM secret named as AWS's examples write ARNs, without the random
+# suffix Secrets Manager appends (the API accepts it; IAM matches the full ARN).
+# (Not the stack's "...-sha512" secrets: a name ending in a hyphen and six
+# letters or digits cannot be told from a suffix offline, so no warning.)
+SCRAM_SECRET_PARTIAL = SCRAM_SECRET[:-7]
+
+
 def migration_config(tmp_path, topic: str, group: str):
     """The migration's topology: a SASL_SSL source (SCRAM-SHA-512, the private
-    CA, both from Secrets Manager), the target, both directions, ENHANCED
-    group sync."""
+    CA, both from Secrets Manager: the credentials by a partial ARN, the CA
+    by its full ARN), the target, both directions, ENHANCED group sync."""
     kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
     clusters = json.loads(kc.read_text())
     clusters[0] = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": SASL_SSL},
-                   "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET}},
+                   "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET_PARTIAL}},
                    "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
     kc.write_text(json.dumps(clusters, indent=2))
     return kc, ri
@@ -83,6 +91,8 @@ MUTATIONS = [
     ("index grant", "SyncGroupsRole", {"resource": r"/index/"}, "dynamodb:Query", "-offset-map/index/by_target"),
     ("secret grant", "PlanRole", {"action": "secretsmanager:GetSecretValue"}, "secretsmanager:GetSecretValue",
      SCRAM_SECRET),
+    # Only the ARNs as given: the partial one matches no secret.
+    ("suffix wildcard", "PlanRole", {"resource": r"-\?{6}$"}, "secretsmanager:GetSecretValue", SCRAM_SECRET),
 ]
 
 
@@ -96,6 +106,10 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
     env = {"FERRY_REPLICATOR_NAME": unique("rehearsal"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": unique("ferry-rh")}
     with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+        # `ferry deploy-parameters` warned about the partial ARN, not the full one.
+        warned = sfn.rehearsal.deploy_warnings
+        assert f"secret ARN {SCRAM_SECRET_PARTIAL} has no random suffix" in warned, warned
+        assert CA_SECRET not in warned, warned
         arn = sfn.create_state_machine(max_concurrency=2)
         first = sfn.execute(arn, {"stop_at_plan_end": True})
         assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
