@@ -4,6 +4,11 @@ the real function binaries (target/debug/ferry-plan, ferry-replicate,
 ferry-sync-groups, ferry-report) through a local Lambda Runtime API served by cargo-lambda
 (`cargo lambda watch --only-lambda-apis`).
 
+By default each function also runs as deployed, under IAM (iam_rehearsal.py):
+the environment template.yaml gives it, its own role's credentials, and every
+AWS call it makes checked against that role; the state machine's role is
+checked on every Lambda invocation.
+
 moto's Step Functions calls Lambda at http://localhost:$MOTO_PORT, so this
 harness starts a second moto server (for Step Functions only) with MOTO_PORT
 pointing at a small router: Lambda invocations go to cargo-lambda, by
@@ -27,6 +32,7 @@ from pathlib import Path
 import boto3
 
 from conftest import ROOT
+from iam_rehearsal import Rehearsal
 
 VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
 ACCOUNT = "123456789012"
@@ -54,13 +60,24 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-def make_router(lambda_port: int, moto_port: int) -> ThreadingHTTPServer:
+def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None) -> ThreadingHTTPServer:
     class Router(BaseHTTPRequestHandler):
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             m = INVOKE.match(self.path)
             if m:
                 name = urllib.parse.unquote(m.group(1)).split(":function:")[-1].split(":")[0]
+                decision = rehearsal.authorize_invoke(name) if rehearsal else None
+                if decision is not None and not decision.allowed:
+                    data = json.dumps({"Type": "User", "message": f"not authorized to perform: lambda:InvokeFunction "
+                                       f"on resource: {function_arn(name)} because {decision.reason}"}).encode()
+                    self.send_response(403)
+                    self.send_header("x-amzn-ErrorType", "AccessDeniedException")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 port, path, timeout = lambda_port, f"/2015-03-31/functions/{name}/invocations", 900
             else:
                 port, path, timeout = moto_port, self.path, 60
@@ -89,11 +106,13 @@ class LocalStepFunctions:
     """Context manager: cargo-lambda, the function binaries with `env`, a
     Step Functions moto behind the router. `client` is its boto3 client."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2):
-        self.env, self.log_dir = env, log_dir
+    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True):
+        self.env, self.log_dir, self.rehearse = env, log_dir, rehearse
+        self.rehearsal: Rehearsal | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
         self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1, "ferry-report": 1}
         self.procs: list[subprocess.Popen] = []
+        self.functions: list[subprocess.Popen] = []
 
     def __enter__(self) -> "LocalStepFunctions":
         try:
@@ -104,25 +123,19 @@ class LocalStepFunctions:
 
     def _start(self) -> "LocalStepFunctions":
         self.router = None
+        if self.rehearse:
+            self.rehearsal = Rehearsal(self.env, self.log_dir)
         cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")
         assert cargo_lambda, "cargo-lambda is missing: infra/local/up installs it into the venv"
         self.lambda_port, self.moto_port = free_port(), free_port()
-        self.router = make_router(self.lambda_port, self.moto_port)
+        self.router = make_router(self.lambda_port, self.moto_port, self.rehearsal)
         self.router_port = self.router.server_address[1]
         threading.Thread(target=self.router.serve_forever, daemon=True).start()
 
         self._spawn("cargo-lambda", [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1",
                                      "-P", str(self.lambda_port), "--timeout", "30"], cwd=ROOT)
         wait_port(self.lambda_port)
-        for name, n in self.instances.items():
-            binary = ROOT / "target" / "debug" / name
-            assert binary.exists(), f"{binary} is missing: cargo build --workspace"
-            for i in range(n):
-                env = dict(os.environ, **self.env,
-                           AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{self.lambda_port}/.rt/{name}",
-                           AWS_LAMBDA_FUNCTION_NAME=name, AWS_LAMBDA_FUNCTION_MEMORY_SIZE="512",
-                           AWS_LAMBDA_FUNCTION_VERSION="1", RUST_LOG="info")
-                self._spawn(f"{name}-{i}", [str(binary)], env=env)
+        self._start_functions()
         moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
         self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
         wait_port(self.moto_port)
@@ -134,9 +147,36 @@ class LocalStepFunctions:
         self.client = boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{self.moto_port}", region_name=REGION)
         return self
 
-    def _spawn(self, name: str, cmd: list[str], **kw) -> None:
+    def _start_functions(self) -> None:
+        for name, n in self.instances.items():
+            binary = ROOT / "target" / "debug" / name
+            assert binary.exists(), f"{binary} is missing: cargo build --workspace"
+            deployed = self.rehearsal.function_env(name) if self.rehearsal else {}
+            # Only the proxy's endpoint, never a service-specific one that would bypass it.
+            base = {k: v for k, v in os.environ.items() if not (deployed and k.startswith("AWS_ENDPOINT_URL"))}
+            for i in range(n):
+                memory = self.rehearsal.stack["functions"][name]["memory"] if self.rehearsal else 512
+                env = {**base, **self.env, **deployed,
+                       "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.lambda_port}/.rt/{name}",
+                       "AWS_LAMBDA_FUNCTION_NAME": name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
+                       "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "info"}
+                self.functions.append(self._spawn(f"{name}-{i}", [str(binary)], env=env))
+
+    def cold_start(self) -> None:
+        """New instances of every function, as after a deployment: nothing a
+        function cached (secrets, clients) survives."""
+        for p in self.functions:
+            p.terminate()
+        for p in self.functions:
+            p.wait(15)
+        self.procs = [p for p in self.procs if p not in self.functions]
+        self.functions = []
+        self._start_functions()
+
+    def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
         self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw))
+        return self.procs[-1]
 
     def __exit__(self, *exc) -> None:
         for p in reversed(self.procs):
@@ -148,6 +188,13 @@ class LocalStepFunctions:
                 p.kill()
         if self.router:
             self.router.shutdown()
+        if self.rehearsal:
+            self.rehearsal.close()
+
+    def assert_rehearsed(self) -> None:
+        """Nothing any function or the state machine did was refused by IAM."""
+        if self.rehearsal:
+            assert not self.rehearsal.denials(), f"IAM denied:\n{self.rehearsal.denial_report()}"
 
     def function_log(self, name: str) -> str:
         """Everything the instances of one function wrote."""

@@ -3,7 +3,9 @@ moto's Step Functions, whose Lambda tasks run the real function binaries
 behind cargo-lambda's Runtime API (see local_sfn.py). An execution plans,
 replicates in a Map of two concurrent Replicate functions, syncs consumer
 groups, and SUCCEEDS with the records on the target; a backfill execution
-starts a topic that StartingPosition LATEST had left at its end."""
+starts a topic that StartingPosition LATEST had left at its end. Every
+function runs under its own role from template.yaml, enforced
+(iam_rehearsal.py): a call the role does not grant fails the test."""
 
 import json
 import os
@@ -120,6 +122,8 @@ def test_execution_replicates_and_backfills(tmp_path):
         again = sfn.execute(arn, {"backfill": {"topics": [live], "from": "EARLIEST"}, "stop_at_plan_end": True})
         assert again["status"] == "FAILED", again
         assert sum(len(read_partition(TARGET, live, p)) for p in range(4)) == 2000
+        # Every call each function made was one its role in template.yaml grants.
+        sfn.assert_rehearsed()
 
 
 def test_overlapping_executions_never_write_twice(tmp_path):
@@ -149,6 +153,7 @@ def test_overlapping_executions_never_write_twice(tmp_path):
         # Finish whatever the two left behind, then compare.
         last = sfn.execute(arn, {"stop_at_plan_end": True})
         assert last["status"] == "SUCCEEDED", sfn.logs()
+        sfn.assert_rehearsed()
     for p in range(3):
         src = [r["key"] for r in read_partition(SOURCE, topic, p)]
         assert [r["key"] for r in read_partition(TARGET, topic, p)] == src, f"partition {p}"

@@ -87,6 +87,15 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     }
     secrets.sort();
     secrets.dedup();
+    for arn in secrets.iter().filter(|a| !has_random_suffix(a)) {
+        // Checked offline, so a warning and not a refusal: a secret whose
+        // own name ends in six characters after a hyphen cannot be told apart.
+        eprintln!(
+            "ferry: warning: secret ARN {arn} has no random suffix (Secrets Manager adds six characters, as in {arn}-AbCdEf). \
+             The API accepts it, but IAM matches the full ARN: the template grants {arn}-?????? for it as well. \
+             Fix: copy the full ARN from `aws secretsmanager describe-secret --secret-id {arn} --query ARN`"
+        );
+    }
     params.insert("SecretArns", secrets.join(","));
     if let Some(path) = &args.log_delivery {
         let ld = load_log_delivery(&path.display().to_string(), &read(path)?).map_err(|e| e.to_string())?;
@@ -104,6 +113,17 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether a Secrets Manager ARN ends with the `-` and six random
+/// characters Secrets Manager appends to the secret's name. AWS's own
+/// examples, and many hand-written configurations, leave them out.
+fn has_random_suffix(arn: &str) -> bool {
+    let name = arn.rsplit_once(":secret:").map_or(arn, |(_, n)| n);
+    match name.rsplit_once('-') {
+        Some((head, tail)) => !head.is_empty() && tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_alphanumeric()),
+        None => false,
+    }
+}
+
 /// The JSON on one line: CloudFormation parameters are single strings.
 fn compact(json: &str) -> Result<String, String> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
@@ -113,4 +133,19 @@ fn compact(json: &str) -> Result<String, String> {
 /// A POSIX-shell single-quoted word.
 fn shell_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_random_suffix;
+
+    #[test]
+    fn secret_arns_without_their_random_suffix_are_recognised() {
+        let base = "arn:aws:secretsmanager:us-east-1:123456789012:secret:";
+        assert!(has_random_suffix(&format!("{base}prod/kafka-AbC12f")));
+        assert!(!has_random_suffix(&format!("{base}prod/kafka")));
+        assert!(!has_random_suffix(&format!("{base}prod/kafka-scram")));
+        assert!(!has_random_suffix(&format!("{base}-AbC12f")));
+        assert!(!has_random_suffix(&format!("{base}kafka-AbC1-f")));
+    }
 }

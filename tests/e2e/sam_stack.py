@@ -1,0 +1,241 @@
+"""The stack `sam deploy` would create, resolved offline: template.yaml
+transformed by SAM's own translator (samtranslator, as `sam deploy` runs it),
+then every `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::If`, `Fn::Join`,
+`Fn::Select` and `Fn::Split` resolved as CloudFormation would for the given
+parameters, stack name, account and region. Prints, as JSON, what the
+IAM rehearsal needs: each role's policy statements (inline policies and the
+template's own managed policies), each function's role, environment,
+timeout and memory, the state machine's role, and the tables.
+
+Run with the SAM venv's python (samtranslator); reads its request as JSON
+on stdin: {"template", "stack", "region", "account", "parameters",
+"function_names": {logical id: physical name}}. No AWS call is made.
+"""
+
+import json
+import re
+import sys
+
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+NO_VALUE = object()
+
+
+class Policies:
+    """The managed-policy loader SAM asks for names it knows; offline."""
+
+    def load(self):
+        return {}
+
+
+class Unresolvable(Exception):
+    pass
+
+
+class Stack:
+    def __init__(self, template: dict, req: dict):
+        self.t = template
+        self.res = template["Resources"]
+        self.stack, self.region, self.account = req["stack"], req["region"], req["account"]
+        self.function_names = req.get("function_names", {})
+        self.params = {}
+        for name, spec in template.get("Parameters", {}).items():
+            value = req["parameters"].get(name, spec.get("Default"))
+            if value is None:
+                raise Unresolvable(f"parameter {name} has no value and no default")
+            value = str(value)
+            # CloudFormation hands list parameters to the template as lists.
+            if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
+                value = value.split(",")
+            self.params[name] = value
+        self.conditions: dict[str, bool] = {}
+
+    # Conditions -----------------------------------------------------------
+    def condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            self.conditions[name] = self.cond_expr(self.t["Conditions"][name])
+        return self.conditions[name]
+
+    def cond_expr(self, node) -> bool:
+        ((fn, arg),) = node.items()
+        if fn == "Condition":
+            return self.condition(arg)
+        if fn == "Fn::Not":
+            return not self.cond_expr(arg[0])
+        if fn == "Fn::And":
+            return all(self.cond_expr(a) for a in arg)
+        if fn == "Fn::Or":
+            return any(self.cond_expr(a) for a in arg)
+        if fn == "Fn::Equals":
+            return self.resolve(arg[0]) == self.resolve(arg[1])
+        raise Unresolvable(f"condition function {fn}")
+
+    # Physical names and attributes -----------------------------------------
+    def ref(self, name: str):
+        pseudo = {"AWS::Region": self.region, "AWS::AccountId": self.account, "AWS::StackName": self.stack,
+                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.params:
+            return self.params[name]
+        r = self.res.get(name)
+        if r is None:
+            raise Unresolvable(f"Ref {name}")
+        kind, props = r["Type"], r.get("Properties", {})
+        if kind == "AWS::DynamoDB::Table":
+            return self.resolve(props["TableName"])
+        if kind == "AWS::Logs::LogGroup":
+            return self.resolve(props["LogGroupName"])
+        if kind == "AWS::Lambda::Function":
+            return self.function_names.get(name, f"{self.stack}-{name}")
+        if kind == "AWS::IAM::Role":
+            return self.role_name(name)
+        if kind == "AWS::IAM::ManagedPolicy":
+            return f"arn:aws:iam::{self.account}:policy/{self.stack}-{name}"
+        if kind == "AWS::StepFunctions::StateMachine":
+            return f"arn:aws:states:{self.region}:{self.account}:stateMachine:{self.stack}"
+        return name
+
+    def role_name(self, logical: str) -> str:
+        return f"{self.stack}-{logical}"
+
+    def getatt(self, name: str, attr: str):
+        kind = self.res[name]["Type"]
+        physical = self.ref(name)
+        if attr == "Arn":
+            arns = {
+                "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{self.region}:{self.account}:table/{physical}",
+                # CloudFormation's LogGroup Arn ends with ":*".
+                "AWS::Logs::LogGroup": f"arn:aws:logs:{self.region}:{self.account}:log-group:{physical}:*",
+                "AWS::Lambda::Function": f"arn:aws:lambda:{self.region}:{self.account}:function:{physical}",
+                "AWS::IAM::Role": f"arn:aws:iam::{self.account}:role/{physical}",
+            }
+            if kind in arns:
+                return arns[kind]
+        raise Unresolvable(f"Fn::GetAtt {name}.{attr} ({kind})")
+
+    # Intrinsic functions ---------------------------------------------------
+    def sub(self, arg):
+        text, names = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def one(m: re.Match) -> str:
+            key = m.group(1)
+            if key.startswith("!"):
+                return "${" + key[1:] + "}"
+            if key in names:
+                v = self.resolve(names[key])
+            elif "." in key and not key.startswith("AWS::"):
+                v = self.getatt(*key.split(".", 1))
+            else:
+                v = self.ref(key)
+            if not isinstance(v, str):
+                raise Unresolvable(f"Fn::Sub ${{{key}}} is not a string")
+            return v
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def resolve(self, node):
+        if isinstance(node, list):
+            return [v for v in (self.resolve(x) for x in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((k, v),) = node.items()
+            if k == "Ref":
+                return self.ref(v)
+            if k == "Fn::GetAtt":
+                name, attr = v.split(".", 1) if isinstance(v, str) else v
+                return self.getatt(name, attr)
+            if k == "Fn::Sub":
+                return self.sub(v)
+            if k == "Fn::If":
+                # Only the branch taken is resolved, as CloudFormation does.
+                return self.resolve(v[1] if self.condition(v[0]) else v[2])
+            if k == "Fn::Join":
+                return v[0].join(self.resolve(v[1]))
+            if k == "Fn::Select":
+                return self.resolve(v[1])[int(self.resolve(v[0]))]
+            if k == "Fn::Split":
+                return self.resolve(v[1]).split(v[0])
+            if k.startswith("Fn::"):
+                raise Unresolvable(k)
+        out = {}
+        for k, v in node.items():
+            r = self.resolve(v)
+            if r is not NO_VALUE:
+                out[k] = r
+        return out
+
+    def created(self, name: str) -> bool:
+        c = self.res[name].get("Condition")
+        return c is None or self.condition(c)
+
+
+def statements_of(doc: dict) -> list[dict]:
+    st = doc.get("Statement", [])
+    return st if isinstance(st, list) else [st]
+
+
+def main() -> None:
+    req = json.load(sys.stdin)
+    template = yaml_parse(open(req["template"]).read())
+    # As `sam package` would leave them: code and definition in S3.
+    for res in template["Resources"].values():
+        props = res.get("Properties", {})
+        for key in ("CodeUri", "DefinitionUri"):
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://packaged/{key}"
+    params = {"AWS::Region": req["region"], **req["parameters"]}
+    out = transform(template, params, Policies())
+    stack = Stack(out, req)
+    managed = {}
+    for name, r in out["Resources"].items():
+        if r["Type"] == "AWS::IAM::ManagedPolicy" and stack.created(name):
+            managed[stack.ref(name)] = statements_of(stack.resolve(r["Properties"]["PolicyDocument"]))
+    roles = {}
+    for name, r in out["Resources"].items():
+        if r["Type"] != "AWS::IAM::Role" or not stack.created(name):
+            continue
+        props = stack.resolve(r.get("Properties", {}))
+        sts = []
+        for p in props.get("Policies", []):
+            sts += statements_of(p["PolicyDocument"])
+        for arn in props.get("ManagedPolicyArns", []):
+            if arn not in managed:
+                # An AWS-managed policy: its text is not in the template, so
+                # the rehearsal cannot know what it grants. Refuse.
+                raise Unresolvable(f"{name} attaches {arn}, which is not defined in the template")
+            sts += managed[arn]
+        roles[name] = {"name": stack.role_name(name), "arn": stack.getatt(name, "Arn"), "statements": sts}
+    functions, state_machine, tables = {}, None, []
+    for name, r in out["Resources"].items():
+        if not stack.created(name):
+            continue
+        if r["Type"] == "AWS::Lambda::Function":
+            p = r["Properties"]
+            role = p["Role"]["Fn::GetAtt"]
+            role = role.split(".")[0] if isinstance(role, str) else role[0]
+            functions[stack.ref(name)] = {
+                "logical": name,
+                "role": role,
+                "environment": stack.resolve(p.get("Environment", {}).get("Variables", {})),
+                "timeout": int(stack.resolve(p.get("Timeout", 3))),
+                "memory": int(stack.resolve(p.get("MemorySize", 128))),
+            }
+        elif r["Type"] == "AWS::StepFunctions::StateMachine":
+            role = r["Properties"]["RoleArn"]["Fn::GetAtt"]
+            state_machine = {"logical": name, "role": role.split(".")[0] if isinstance(role, str) else role[0]}
+        elif r["Type"] == "AWS::DynamoDB::Table":
+            tables.append(stack.resolve(r["Properties"]))
+    print(json.dumps({"roles": roles, "functions": functions, "state_machine": state_machine, "tables": tables}))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Unresolvable as e:
+        print(f"sam_stack.py: cannot resolve {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,159 @@
+"""The deployed stack rehearsed under IAM (iam_rehearsal.py): the migration's
+topology run through the state machine with every function under its own
+role from template.yaml, enforced; and the proof that the rehearsal refuses
+what AWS refuses: the same stack with one grant removed from the
+transformed template fails, naming the missing permission."""
+
+import json
+import os
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
+from iam_policy import evaluate
+from iam_rehearsal import without
+from local_sfn import LocalStepFunctions
+
+SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
+# The two-secret layout: SCRAM-SHA-512 credentials, and the private CA apart.
+SCRAM_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
+CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
+TABLE = "arn:aws:dynamodb:us-east-1:123456789012:table/s-offset-map"
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ferry/src-AbCdEf"
+
+
+@pytest.mark.parametrize("statement,action,resource,context,allowed", [
+    ({"Effect": "Allow", "Action": "dynamodb:Query", "Resource": TABLE}, "dynamodb:Query", TABLE, {}, True),
+    # An index is a resource of its own: the table's ARN does not cover it.
+    ({"Effect": "Allow", "Action": "dynamodb:Query", "Resource": TABLE}, "dynamodb:Query", TABLE + "/index/by_target", {}, False),
+    ({"Effect": "Allow", "Action": "dynamodb:Query", "Resource": TABLE + "/index/*"}, "dynamodb:Query", TABLE + "/index/by_target", {}, True),
+    # Actions match case-insensitively, with wildcards; resources exactly.
+    ({"Effect": "Allow", "Action": "DynamoDB:Get*", "Resource": TABLE}, "dynamodb:GetItem", TABLE, {}, True),
+    ({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": TABLE.upper()}, "dynamodb:GetItem", TABLE, {}, False),
+    # A secret's ARN as AWS's examples write it (no random suffix) matches nothing;
+    # with `-??????` it matches exactly one suffix of six characters.
+    ({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": SECRET[:-7]}, "secretsmanager:GetSecretValue", SECRET, {}, False),
+    ({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": SECRET[:-7] + "-??????"}, "secretsmanager:GetSecretValue", SECRET, {}, True),
+    ({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": SECRET[:-7] + "-??????"}, "secretsmanager:GetSecretValue", SECRET + "x", {}, False),
+    ({"Effect": "Allow", "NotAction": "dynamodb:DeleteItem", "Resource": "*"}, "dynamodb:DeleteItem", TABLE, {}, False),
+    # Conditions: a missing key fails a positive operator, satisfies a negated one.
+    ({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*", "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}},
+     "kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:key/k", {}, False),
+    ({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*", "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}},
+     "kms:Decrypt", "arn:aws:kms:us-east-1:123456789012:key/k", {"kms:viaservice": "secretsmanager.us-east-1.amazonaws.com"}, True),
+    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"StringNotEquals": {"aws:RequestedRegion": "eu-west-1"}}},
+     "dynamodb:GetItem", TABLE, {}, True),
+    ({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"NumericLessThan": {"x:y": "1"}}}, "dynamodb:GetItem", TABLE, {"x:y": "0"}, False),
+])
+def test_policy_evaluation_follows_iam(statement, action, resource, context, allowed):
+    assert evaluate([statement], action, resource, context).allowed is allowed
+
+
+def test_an_explicit_deny_wins():
+    sts = [{"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"},
+           {"Sid": "NoDeletes", "Effect": "Deny", "Action": "dynamodb:DeleteItem", "Resource": TABLE}]
+    d = evaluate(sts, "dynamodb:DeleteItem", TABLE)
+    assert not d.allowed and "NoDeletes" in d.reason
+    assert evaluate(sts, "dynamodb:PutItem", TABLE).allowed
+
+
+# The SCRAM secret named as AWS's examples write ARNs, without the random
+# suffix Secrets Manager appends (the API accepts it; IAM matches the full ARN).
+# (Not the stack's "...-sha512" secrets: a name ending in a hyphen and six
+# letters or digits cannot be told from a suffix offline, so no warning.)
+SCRAM_SECRET_PARTIAL = SCRAM_SECRET[:-7]
+
+
+def migration_config(tmp_path, topic: str, group: str):
+    """The migration's topology: a SASL_SSL source (SCRAM-SHA-512, the private
+    CA, both from Secrets Manager: the credentials by a partial ARN, the CA
+    by its full ARN), the target, both directions, ENHANCED group sync."""
+    kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
+    clusters = json.loads(kc.read_text())
+    clusters[0] = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": SASL_SSL},
+                   "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET_PARTIAL}},
+                   "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
+    kc.write_text(json.dumps(clusters, indent=2))
+    return kc, ri
+
+
+def produce(bootstrap: str, topic: str, prefix: str, n: int) -> None:
+    p = producer(bootstrap, **{"enable.idempotence": True})
+    for i in range(n):
+        p.produce(topic, partition=0, key=f"{prefix}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+
+
+# (what is removed, the role, the action or the resource it is removed by, the denial expected)
+MUTATIONS = [
+    ("DescribeTable", "PlanRole", {"action": "dynamodb:DescribeTable"}, "dynamodb:DescribeTable", "-cursors"),
+    ("index grant", "SyncGroupsRole", {"resource": r"/index/"}, "dynamodb:Query", "-offset-map/index/by_target"),
+    ("secret grant", "PlanRole", {"action": "secretsmanager:GetSecretValue"}, "secretsmanager:GetSecretValue",
+     SCRAM_SECRET),
+    # Only the ARNs as given: the partial one matches no secret.
+    ("suffix wildcard", "PlanRole", {"resource": r"-\?{6}$"}, "secretsmanager:GetSecretValue", SCRAM_SECRET),
+]
+
+
+def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path):
+    topic, group = unique("rehearsal"), unique("rehearsal-app")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce(SOURCE, topic, "src", 100)
+    produce(TARGET, topic, "tgt", 50)
+    kc, ri = migration_config(tmp_path, topic, group)
+    env = {"FERRY_REPLICATOR_NAME": unique("rehearsal"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": unique("ferry-rh")}
+    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+        # `ferry deploy-parameters` warned about the partial ARN, not the full one.
+        warned = sfn.rehearsal.deploy_warnings
+        assert f"secret ARN {SCRAM_SECRET_PARTIAL} has no random suffix" in warned, warned
+        assert CA_SECRET not in warned, warned
+        arn = sfn.create_state_machine(max_concurrency=2)
+        first = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
+        src = read_partition(SOURCE, topic, 0)
+        assert sorted(r["key"] for r in src) == sorted([f"src-{i}".encode() for i in range(100)] +
+                                                       [f"tgt-{i}".encode() for i in range(50)])
+        assert len(read_partition(TARGET, topic, 0)) == 150  # each side's records once on the other, none back
+        # An application on the source read up to a record the target→source
+        # flow wrote: ENHANCED translates it through that flow's offset map, by
+        # its target offset (the by_target index).
+        at = next(r for r in src if r["key"] == b"tgt-20")
+        c = Consumer({"bootstrap.servers": SOURCE, "group.id": group, "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition(topic, 0, at["offset"], metadata="rehearsed")], asynchronous=False)
+        c.close()
+        second = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert second["status"] == "SUCCEEDED", f"{second}\n{sfn.logs()}"
+        t_off, meta = committed(TARGET, group)[(topic, 0)]
+        assert meta == "rehearsed"
+        assert [r["key"] for r in read_partition(TARGET, topic, 0) if r["offset"] >= t_off][0] == b"tgt-20"
+        sfn.assert_rehearsed()
+        # What the mutations below take away was really used, and allowed.
+        used = {(d["action"], d["resource"]) for d in sfn.rehearsal.decisions if d["allowed"]}
+        for _, _, _, action, resource in MUTATIONS:
+            assert any(a == action and r.endswith(resource) for a, r in used), (action, resource, sorted(used))
+
+        full = sfn.rehearsal.stack
+        for what, role, removed, action, resource in MUTATIONS:
+            sfn.rehearsal.set_stack(without(full, role, **removed))
+            # Fresh instances, as after `sam deploy`: none has the secret cached.
+            sfn.cold_start()
+            sfn.rehearsal.clear()
+            function = {"PlanRole": "ferry-plan", "SyncGroupsRole": "ferry-sync-groups"}[role]
+            before = len(sfn.function_log(function))
+            run = sfn.execute(arn, {"stop_at_plan_end": True})
+            denied = [d for d in sfn.rehearsal.denials() if d["action"] == action and d["resource"].endswith(resource)]
+            assert denied, f"without the {what}, nothing was denied: {run}\n{sfn.rehearsal.denial_report()}"
+            assert all(d["principal"].endswith(role) for d in sfn.rehearsal.denials()), sfn.rehearsal.denial_report()
+            with pytest.raises(AssertionError, match=action):
+                sfn.assert_rehearsed()
+            # Ferry met AWS's AccessDeniedException and reported it with the
+            # action it was refused, through its own error path.
+            log = sfn.function_log(function)[before:]
+            assert "AccessDeniedException" in log and f"not authorized to perform: {action}" in log, log[-3000:]
+            if role == "PlanRole":
+                assert run["status"] == "FAILED", run
+            print(f"\nwithout the {what}: {denied[0]['principal']} denied {action} on {denied[0]['resource']}")
+        sfn.rehearsal.set_stack(full)
