@@ -2,11 +2,6 @@
 //! `ferry_engine::replicate` with the invocation's deadline as its budget,
 //! and publishes the invocation's throughput and failures as metrics.
 
-// The handler's future nests the whole replicate engine; computing its
-// layout goes deeper than rustc's default query limit of 128 (rustc 1.95
-// stops the debug build with "queries overflow the depth limit").
-#![recursion_limit = "256"]
-
 use ferry_core::domain::{ReplicateInput, ReplicateOutput};
 use ferry_core::metrics::{dim, name, replicate_metrics, Datum, Unit};
 use ferry_engine::replicate::Budget;
