@@ -34,7 +34,7 @@ COMPACT_PARTITIONS = 2
 # Small segments and an eager cleaner: compaction runs while Ferry copies.
 COMPACT = {
     "cleanup.policy": "compact",
-    "segment.bytes": "16384",
+    "segment.bytes": "1048576",
     "segment.ms": "500",
     "min.cleanable.dirty.ratio": "0.01",
     "min.compaction.lag.ms": "0",

@@ -46,6 +46,15 @@ def producer(bootstrap: str = SOURCE, **extra) -> Producer:
     return Producer(conf)
 
 
+def produce_keys(bootstrap: str, topic: str, keys: list[str], partition: int = 0) -> None:
+    """Records with these keys (value b"v"), in order, to one partition,
+    idempotently; waits until all are acknowledged."""
+    p = producer(bootstrap, **{"enable.idempotence": True})
+    for k in keys:
+        p.produce(topic, partition=partition, key=k.encode(), value=b"v")
+    assert p.flush(30) == 0
+
+
 def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float = 60.0) -> list[dict]:
     """Every committed record of one partition, from the start to the end offset."""
     c = Consumer(

@@ -4,15 +4,8 @@ records in different orders. A group moved A→B→A must resume, each time, at
 the first record it has not read: records it read may come again (counted,
 and the translation is then not exact), but none is ever skipped."""
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
 from test_groups import commit_at
-
-
-def produce(bootstrap: str, topic: str, keys: list[str]) -> None:
-    p = producer(bootstrap, **{"enable.idempotence": True})
-    for k in keys:
-        p.produce(topic, partition=0, key=k.encode(), value=b"v")
-    assert p.flush(30) == 0
 
 
 def keys_from(bootstrap: str, topic: str, offset: int) -> list[bytes]:
@@ -41,12 +34,12 @@ def test_a_group_moved_there_and_back_while_both_clusters_take_records_skips_not
 
     a = [f"a-{i:03d}" for i in range(300)]
     b = [f"b-{i:03d}" for i in range(200)]
-    produce(SOURCE, topic, a[:100])
+    produce_keys(SOURCE, topic, a[:100])
     run()
     # Both clusters take records before either flow copies them:
     # A = a0..a199 b0..b99, B = a0..a99 b0..b99 a100..a199.
-    produce(SOURCE, topic, a[100:200])
-    produce(TARGET, topic, b[:100])
+    produce_keys(SOURCE, topic, a[100:200])
+    produce_keys(TARGET, topic, b[:100])
     run()
     assert keys_from(SOURCE, topic, 0) == [k.encode() for k in a[:200] + b[:100]]
     assert keys_from(TARGET, topic, 0) == [k.encode() for k in a[:100] + b[:100] + a[100:200]]
@@ -65,8 +58,8 @@ def test_a_group_moved_there_and_back_while_both_clusters_take_records_skips_not
 
     # On B it reads on to b-119 (offset 320) while both clusters take more:
     # A += a200..a249 b100..b149, B += b100..b149 a200..a249.
-    produce(SOURCE, topic, a[200:250])
-    produce(TARGET, topic, b[100:150])
+    produce_keys(SOURCE, topic, a[200:250])
+    produce_keys(TARGET, topic, b[100:150])
     run()
     assert keys_from(TARGET, topic, 300) == [k.encode() for k in b[100:150] + a[200:250]]
     commit_at(TARGET, group, {(topic, 0): (320, "on-b")})

@@ -8,14 +8,7 @@ import time
 
 from confluent_kafka.admin import AdminClient
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
-
-
-def produce(topic: str, keys: list[str]) -> None:
-    p = producer(SOURCE)
-    for k in keys:
-        p.produce(topic, partition=0, key=k.encode(), value=b"v")
-    assert p.flush(30) == 0
+from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, read_partition, unique, write_config
 
 
 def delete_topic(bootstrap: str, topic: str) -> None:
@@ -36,7 +29,7 @@ def test_a_recreated_source_or_target_topic_is_followed_not_trusted(tmp_path):
     create_topic(SOURCE, topic, 1)
     old = [f"old-{i:03d}" for i in range(50)]
     new = [f"new-{i:03d}" for i in range(80)]
-    produce(topic, old)
+    produce_keys(SOURCE, topic, old)
     kc, ri = write_config(tmp_path, [topic])
     ferry = Ferry(kc, ri)
     first = ferry.run("--once")
@@ -48,7 +41,7 @@ def test_a_recreated_source_or_target_topic_is_followed_not_trusted(tmp_path):
     # and skip new-000..new-049 without a word.
     delete_topic(SOURCE, topic)
     create_topic(SOURCE, topic, 1)
-    produce(topic, new)
+    produce_keys(SOURCE, topic, new)
     res = ferry.run("--once")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out

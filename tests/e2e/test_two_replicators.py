@@ -8,7 +8,7 @@ message that names the other flow, while it still replicates."""
 
 import json
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
 from test_groups import commit_at
 
 
@@ -19,13 +19,6 @@ def one_way(tmp_path, name: str, topic: str, group: str, reverse: bool, mode: st
     flows = json.loads(ri.read_text())
     ri.write_text(json.dumps([flows[1] if reverse else flows[0]], indent=2))
     return kc, ri
-
-
-def produce(bootstrap: str, topic: str, keys: list[str]) -> None:
-    p = producer(bootstrap, **{"enable.idempotence": True})
-    for k in keys:
-        p.produce(topic, partition=0, key=k.encode(), value=b"v")
-    assert p.flush(30) == 0
 
 
 def test_two_replicators_one_each_way_translate_through_each_other(tmp_path):
@@ -44,13 +37,13 @@ def test_two_replicators_one_each_way_translate_through_each_other(tmp_path):
 
     a = [f"a-{i:02d}" for i in range(20)]
     b = [f"b-{i:02d}" for i in range(10)]
-    produce(SOURCE, topic, a[:10])
+    produce_keys(SOURCE, topic, a[:10])
     run(forward)
     run(back)
-    produce(TARGET, topic, b)
+    produce_keys(TARGET, topic, b)
     run(back)  # b0..b9 reach A at 10..19
     run(forward)  # ...which forward recognises as the other replicator's
-    produce(SOURCE, topic, a[10:])
+    produce_keys(SOURCE, topic, a[10:])
     run(forward)
     run(back)
     assert [r["key"] for r in read_partition(SOURCE, topic, 0)] == [k.encode() for k in a[:10] + b + a[10:]]
