@@ -76,10 +76,36 @@ class ForeignTransactions(threading.Thread):
             self.transactions += 1
 
 
+class SteadyLoad(threading.Thread):
+    """Records keep arriving on the source while Ferry is killed, so every
+    kill lands in a copy under way (unique keys on the plain topic, the
+    compacted topic's small key space again)."""
+
+    def __init__(self, plain: str, compacted: str, keys: int, rnd: random.Random):
+        super().__init__(daemon=True)
+        self.plain, self.compacted, self.keys, self.rnd = plain, compacted, keys, rnd
+        self.stop, self.sent = threading.Event(), 0
+
+    def run(self) -> None:
+        p = producer(SOURCE, **{"enable.idempotence": True, "linger.ms": 20})
+        n = 0
+        while not self.stop.is_set():
+            for _ in range(100):
+                p.produce(self.plain, partition=n % PLAIN_PARTITIONS, key=f"s{n:09d}".encode(),
+                          value=f"{n}-".encode() + b"v" * self.rnd.randint(10, 200))
+                p.produce(self.compacted, partition=n % COMPACT_PARTITIONS, key=f"c{n % self.keys:07d}".encode(),
+                          value=f"{1_000_000_000 + n}-".encode() + b"w" * self.rnd.randint(10, 200))
+                n += 1
+            p.poll(0)
+            self.stop.wait(0.5)
+        assert p.flush(60) == 0
+        self.sent = n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--crash-points", type=int, default=200)
-    ap.add_argument("--records", type=int, default=120_000)
+    ap.add_argument("--records", type=int, default=60_000)
     args = ap.parse_args()
     rnd = random.Random()
     run = uuid.uuid4().hex[:8]
@@ -99,6 +125,8 @@ def main() -> int:
     ferry = Ferry(kc, ri)
     foreign = ForeignTransactions([(plain, PLAIN_PARTITIONS), (compacted, COMPACT_PARTITIONS)])
     foreign.start()
+    steady = SteadyLoad(plain, compacted, compact_records // 10, rnd)
+    steady.start()
     log = work / "ferry.log"
     base = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0")
     kills = failpoints = 0
@@ -116,9 +144,8 @@ def main() -> int:
                 proc.wait()
                 kills += 1
         time.sleep(1.1)  # the dead worker's leases expire
-        # More records arrive now and then, so the copy never runs dry.
-        if (kills + failpoints) % 25 == 0:
-            load(plain, PLAIN_PARTITIONS, 2_000, lambda i: f"q{kills + failpoints:04d}-{i:06d}", rnd)
+    steady.stop.set()
+    steady.join(120)
     foreign.stop.set()
     foreign.join(60)
     final = ferry.run(*base, "--checkpoint-seconds", "4", timeout=1800)
@@ -162,6 +189,7 @@ def main() -> int:
         "compacted_topic_keys_lost": compact_lost,
         "compacted_topic_stale_or_repeated": compact_duplicated,
         "foreign_transactions": foreign.transactions,
+        "records_produced_during_crashes": steady.sent,
         "reconciles": text.count("reconciled records the previous holder wrote"),
         "fences": text.count("fenced the previous holder"),
         "seconds": round(time.time() - started),

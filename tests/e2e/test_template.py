@@ -143,8 +143,10 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
         {"AmazonMskCluster": {"MskClusterArn": msk, "BootstrapBrokerString": "b-1:9098"}},
     ]))
     ri = tmp_path / "replication-info.json"
+    # Backslashes, quotes and apostrophes: what SAM CLI's parser unescapes.
     ri.write_text(json.dumps([{"SourceKafkaClusterId": "onprem", "TargetKafkaClusterArn": msk, "TargetCompressionType": "ZSTD",
-                               "TopicReplication": {"TopicsToReplicate": [".*"]}}]))
+                               "TopicReplication": {"TopicsToReplicate": ["orders\\..*", ".*"],
+                                                    "TopicsToExclude": ["it's", "say \"hi\"", "back\\ slash"]}}]))
     ld = tmp_path / "log-delivery.json"
     ld.write_text(json.dumps({"CloudWatchLogs": {"Enabled": True, "LogGroup": "/ferry/prod"},
                               "Firehose": {"Enabled": True, "DeliveryStream": "ferry-logs"}, "S3": {"Enabled": False}}))
@@ -160,16 +162,38 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     declared = set(re.findall(r"^  (\w+):\n    Type: ", template.split("\nConditions:")[0], re.M))
     assert set(params) <= declared, set(params) - declared
 
-    # The Key='value' form is valid shell words.
-    import shlex
-    plain = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60)
-    words = dict(w.split("=", 1) for w in shlex.split(plain.stdout))
-    assert words == params
+    # The parameters file, read by SAM CLI's own parser as `sam deploy
+    # --parameter-overrides file://...` reads it, gives every value back.
+    out = tmp_path / "ferry-parameters.yaml"
+    wrote = subprocess.run(base + ["--log-delivery", str(ld), "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert wrote.returncode == 0 and f"--parameter-overrides file://{out}" in wrote.stderr, wrote.stderr
+    parsed = sam_parameter_overrides(f"file://{out}")
+    assert set(parsed) == set(params)
+    for k, v in params.items():
+        if k.endswith("Json"):
+            assert json.loads(parsed[k]) == json.loads(v) == json.loads((kc if k.startswith("Kafka") else ri).read_text()), k
+        else:
+            assert parsed[k] == v, k
+    # What the old Key='<json>' lines became after the shell and that parser:
+    # the value cut at its first double quote, deployed without an error.
+    cut = sam_parameter_overrides(f"KafkaClustersJson={params['KafkaClustersJson']}")
+    assert cut["KafkaClustersJson"] != params["KafkaClustersJson"]
 
     ld.write_text(json.dumps({"S3": {"Enabled": True, "Bucket": "logs-bucket", "Prefix": "ferry/"}}))
     bad = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == "", bad.stdout
     assert "S3" in bad.stderr and "Firehose" in bad.stderr and "logs-bucket" in bad.stderr, bad.stderr
+
+
+def sam_parameter_overrides(value: str) -> dict:
+    """What SAM CLI 1.170's own `--parameter-overrides` parser makes of one
+    value (a `file://` reference or `Key=Value` words)."""
+    python = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "python"
+    code = ("import json, sys; from samcli.cli.types import CfnParameterOverridesType; "
+            "print(json.dumps(CfnParameterOverridesType().convert((sys.argv[1],), None, None)))")
+    res = subprocess.run([str(python), "-c", code, value], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout)
 
 
 # Actions that take no resource ARN, so AWS requires Resource "*": the ENI

@@ -27,9 +27,13 @@ pub(crate) struct DeployArgs {
     /// Replicator name.
     #[arg(long, default_value = "ferry")]
     name: String,
-    /// Print a JSON object instead of `Key=Value` lines.
+    /// Print a JSON object instead of the parameters file.
     #[arg(long)]
     json: bool,
+    /// Write the parameters file here (YAML) instead of printing it; pass
+    /// it on as `sam deploy --parameter-overrides file://<FILE>`.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 fn is_msk(c: &ClusterSpec) -> bool {
@@ -44,8 +48,8 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     } = load_definition(&args.name, &args.kafka_clusters, &args.replication_info)?;
     let mut params: BTreeMap<&str, String> = BTreeMap::new();
     params.insert("ReplicatorName", args.name.clone());
-    params.insert("KafkaClustersJson", compact(&clusters_json)?);
-    params.insert("ReplicationInfoJson", compact(&info_json)?);
+    params.insert("KafkaClustersJson", sam_safe_json(&clusters_json)?);
+    params.insert("ReplicationInfoJson", sam_safe_json(&info_json)?);
 
     let mut clusters: Vec<&ClusterSpec> = Vec::new();
     for f in &spec.flows {
@@ -104,13 +108,73 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?);
-    } else {
-        for (k, v) in &params {
-            println!("{k}={}", shell_quote(v));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = parameters_yaml(&params);
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &file).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!(
+                "ferry: wrote {}. Deploy with: sam deploy --parameter-overrides file://{} (with --guided, answer the remaining \
+                 questions: SubnetIds, SecurityGroupIds)",
+                path.display(),
+                path.display()
+            );
         }
-        eprintln!("ferry: pass these to `sam deploy --parameter-overrides` (with --guided, answer the remaining questions: SubnetIds, SecurityGroupIds)");
+        None => {
+            print!("{file}");
+            eprintln!(
+                "ferry: save this as ferry-parameters.yaml (or use --out) and deploy with: sam deploy --parameter-overrides \
+                 file://ferry-parameters.yaml"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The parameters as the YAML file `sam deploy --parameter-overrides
+/// file://...` reads: a mapping of single-quoted strings (no YAML
+/// typing: `0123` stays a string). A value on the command line instead
+/// would be cut by SAM CLI's own parser at its first double quote.
+fn parameters_yaml(params: &BTreeMap<&str, String>) -> String {
+    let mut out = String::from("# sam deploy --parameter-overrides file://<this file>; written by ferry deploy-parameters\n");
+    for (k, v) in params {
+        out.push_str(&format!("{k}: '{}'\n", v.replace('\'', "''")));
+    }
+    out
+}
+
+/// The JSON on one line (CloudFormation parameters are single strings),
+/// written so that SAM CLI hands it over unchanged: it unescapes `\"`,
+/// `\'` and `\ ` in every value, even one read from a file, so quotes,
+/// apostrophes and backslashes inside JSON strings are written as
+/// `\u0022`, `\u0027` and `\u005c`, which every JSON reader reads back
+/// as the same characters.
+fn sam_safe_json(json: &str) -> Result<String, String> {
+    let compact = compact(json)?;
+    let mut out = String::with_capacity(compact.len() + 16);
+    let mut chars = compact.chars();
+    let mut in_string = false;
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' => {
+                in_string = !in_string;
+                out.push('"');
+            }
+            '\\' if in_string => match chars.next() {
+                Some('"') => out.push_str("\\u0022"),
+                Some('\\') => out.push_str("\\u005c"),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '\'' if in_string => out.push_str("\\u0027"),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a Secrets Manager ARN ends with the `-` and six random
@@ -130,14 +194,22 @@ fn compact(json: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-/// A POSIX-shell single-quoted word.
-fn shell_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', r"'\''"))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::has_random_suffix;
+    use super::{has_random_suffix, sam_safe_json};
+
+    #[test]
+    fn json_for_sam_has_no_backslash_before_a_quote_apostrophe_or_space_and_reads_back_the_same() {
+        let json = r#"[{"Topics": ["orders\\.v1", "say \"hi\"", "it's", "back\\ slash", "tab\there"], "n": 1}]"#;
+        let safe = sam_safe_json(json).expect("valid");
+        for bad in ["\\\"", "\\'", "\\ "] {
+            assert!(!safe.contains(bad), "{safe} contains {bad}");
+        }
+        assert!(!safe.contains('\''), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).expect("still JSON");
+        let want: serde_json::Value = serde_json::from_str(json).expect("valid");
+        assert_eq!(back, want);
+    }
 
     #[test]
     fn secret_arns_without_their_random_suffix_are_recognised() {
