@@ -128,7 +128,8 @@ def main() -> int:
     steady = SteadyLoad(plain, compacted, compact_records // 10, rnd)
     steady.start()
     log = work / "ferry.log"
-    base = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "4000", "--checkpoint-seconds", "0")
+    copy = ("--once", "--lease-ms", "1000", "--produce-batch-max-bytes", "4000")
+    base = (*copy, "--checkpoint-seconds", "0")
     kills = failpoints = 0
     started = time.time()
     while kills + failpoints < args.crash_points:
@@ -148,7 +149,7 @@ def main() -> int:
     steady.join(120)
     foreign.stop.set()
     foreign.join(60)
-    final = ferry.run(*base, "--checkpoint-seconds", "4", timeout=1800)
+    final = ferry.run(*copy, timeout=1800)
     if final.returncode != 0:
         print(final.stdout + final.stderr, file=sys.stderr)
         return 1
