@@ -36,7 +36,7 @@ TARGET_PORT=${FERRY_TARGET_PORT:-29092}
 # "pair": a cluster of two brokers, for leadership moves (infra/local/pair):
 # node 1 is broker and controller on PAIR_PORT (controller PAIR_PORT + 1),
 # node 2 ("pair2") a broker only on PAIR_PORT + 2.
-PAIR_PORT=${FERRY_PAIR_PORT:-39092}
+PAIR_PORT=${FERRY_PAIR_PORT:-14092}
 MOTO_PORT=${FERRY_MOTO_PORT:-5000}
 MOTO_DIR="$RUN_DIR/moto"
 MOTO_URL="http://127.0.0.1:$MOTO_PORT"

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
 
-PAIR = f"127.0.0.1:{os.environ.get('FERRY_PAIR_PORT', '39092')}"
+PAIR = f"127.0.0.1:{os.environ.get('FERRY_PAIR_PORT', '14092')}"
 PARTITIONS = 4
 MOVES = 2
 
