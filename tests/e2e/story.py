@@ -118,11 +118,11 @@ class Worker(App):
             c.close()
 
 
-def wait_for(what: str, check, timeout: float = 90.0) -> None:
+def wait_for(what: str, check, timeout: float = 90.0, why=lambda: "") -> None:
     deadline = time.time() + timeout
     while not check():
         if time.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out waiting for {what}; last seen: {why()}")
         time.sleep(0.3)
 
 
@@ -169,7 +169,8 @@ def run_story(rep: Replicator, order: tuple[str, str, str], rollback: bool = Tru
         if name in produces:
             wait_for(f"{produces[name]} replicated {frm}>{to}", lambda: rep.caught_up(frm, produces[name]))
         if name in consumes:
-            wait_for(f"group {consumes[name]} synced {frm}>{to}", lambda: rep.group_synced(frm, consumes[name]))
+            wait_for(f"group {consumes[name]} synced {frm}>{to}", lambda: rep.group_synced(frm, consumes[name]),
+                     why=lambda: getattr(rep, "why", ""))
         apps[name] = make[name](to)
         apps[name].start()
         moves.append(f"{name}→{to[0].upper()}")

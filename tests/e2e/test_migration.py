@@ -46,6 +46,8 @@ class FerryBothWays:
         theirs = committed(CLUSTERS[OTHER[frm]], group)
         for tp, (offset, _) in mine.items():
             row = rows.get(tp)
+            # What the last failed check saw, for the timeout's message.
+            self.why = f"{tp}: committed {offset} on {frm}, {theirs.get(tp, (None,))[0]} on {OTHER[frm]}; ferry groups: {row}"
             if not row or row["source_offset"] != offset or not row["exact"] or row["status"] not in ("synced", "up-to-date"):
                 return False
             if theirs.get(tp, (None,))[0] != row["translated_offset"]:

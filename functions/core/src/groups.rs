@@ -88,9 +88,15 @@ pub struct Forward<'a> {
     /// The Y end offset after its last checkpointed write: what it wrote
     /// and has not checkpointed yet is at or after this.
     pub target_end: i64,
-    /// Whether X holds records at or after `cursor`: then the flow may have
-    /// written some of them past `target_end` already.
+    /// Whether X may hold records at or after `cursor`, up to its end or
+    /// `c`, that this flow copies (not the opposite flow's copies, which
+    /// it filters): then the flow may have written some of them past
+    /// `target_end` already, and the group may have consumed some.
     pub behind: bool,
+    /// The lowest Y offset a write of this flow not yet checkpointed can
+    /// hold: `target_end`, or past it over the records the opposite flow's
+    /// runs show were produced on Y (no copy of this flow's is there).
+    pub next_write: i64,
 }
 
 /// What the opposite flow Y→X knows of the same partition (ENHANCED).
@@ -110,15 +116,24 @@ pub struct Reverse<'a> {
 /// The first offset in `[from, until)` that no run of `runs` (sorted by
 /// target) covers on its target side.
 pub fn first_uncovered(runs: &[OffsetRun], from: i64, until: i64) -> Option<i64> {
+    first_gap(runs.iter().map(|r| (r.target_start, r.target_end())), from, until)
+}
+
+/// The same on the runs' source side (`runs` sorted by source).
+pub fn first_uncovered_source(runs: &[OffsetRun], from: i64, until: i64) -> Option<i64> {
+    first_gap(runs.iter().map(|r| (r.source_start, r.source_end())), from, until)
+}
+
+fn first_gap(spans: impl Iterator<Item = (i64, i64)>, from: i64, until: i64) -> Option<i64> {
     let mut y = from;
-    for r in runs {
-        if r.target_end() <= y {
+    for (start, end) in spans {
+        if end <= y {
             continue;
         }
-        if r.target_start > y {
+        if start > y {
             break;
         }
-        y = r.target_end();
+        y = end;
     }
     (y < until).then_some(y)
 }
@@ -129,11 +144,12 @@ pub fn first_uncovered(runs: &[OffsetRun], from: i64, until: i64) -> Option<i64>
 /// has been replicated around `c` yet.
 pub fn translate(c: i64, forward: &Forward<'_>, reverse: Option<&Reverse<'_>>) -> Option<Translation> {
     // The first copy of a record the group has not consumed: the runs'
-    // first record at or after `c`; when there is none, records at or
-    // after the cursor may have been written past `target_end`.
+    // first record at or after `c`; when there is none and X holds records
+    // this flow copies past its cursor, it may have written some of them
+    // from `next_write` on.
     let f1 = first_at_or_after(forward.runs, c, XIs::Source)
         .map(|(_, y)| y)
-        .or_else(|| (forward.behind || c > forward.cursor).then_some(forward.target_end));
+        .or_else(|| forward.behind.then_some(forward.next_write));
     // The first record produced on Y that reached X at or after `c`.
     let r1 = reverse.and_then(|r| first_at_or_after(r.runs, c, XIs::Target)).map(|(_, y)| y);
     // The first Y offset that may hold a record produced on Y and not yet
@@ -147,7 +163,9 @@ pub fn translate(c: i64, forward: &Forward<'_>, reverse: Option<&Reverse<'_>>) -
             (a, b) => a.or(b),
         }
     })?;
-    let exact = c <= forward.cursor && u.is_none_or(|u| u > d);
+    // Every record below `c` is known: below the cursor, or past it but
+    // only the opposite flow's copies (which it knows).
+    let exact = (c <= forward.cursor || !forward.behind) && u.is_none_or(|u| u > d);
     Some(Translation { offset: d, exact })
 }
 

@@ -14,7 +14,9 @@ use ferry_adapters::state::{now_ms, GroupSyncItem, GroupSyncStatus};
 use ferry_adapters::state::{CursorItem, RunKey};
 use ferry_core::config::{FlowSpec, GroupSpec};
 use ferry_core::domain::TopicPartition;
-use ferry_core::groups::{decide, first_uncovered, redelivered, translate, CommitOwner, Forward, Reverse, SyncDecision, Translation};
+use ferry_core::groups::{
+    decide, first_uncovered, first_uncovered_source, redelivered, translate, CommitOwner, Forward, Reverse, SyncDecision, Translation,
+};
 use ferry_core::offset_map::OffsetRun;
 use serde::{Deserialize, Serialize};
 
@@ -290,11 +292,15 @@ async fn translation(
     let store = &ferry.store;
     let fwd = store.runs_around(flow_key, tp, RunKey::Source, c, Some(cursor)).await?;
     let target_end = cursor.next_target_offset.unwrap_or(0);
+    let fc = cursor.next_source_offset;
+    // Without an opposite flow, the records past the cursor are this
+    // flow's to copy: behind when the group consumed some of them.
     let mut forward = Forward {
         runs: &fwd,
-        cursor: cursor.next_source_offset,
+        cursor: fc,
         target_end,
-        behind: false,
+        behind: c > fc,
+        next_write: target_end,
     };
     // The opposite flow counts only if it copies this partition back into
     // this very topic (it may select other topics, or name them otherwise).
@@ -316,17 +322,28 @@ async fn translation(
             end
         }
     };
-    // Source offsets past this flow's cursor that no record of the
-    // opposite flow accounts for: records this flow may have written and
-    // not checkpointed yet.
-    let fc = cursor.next_source_offset;
-    let source_end = o.source_ends.get(tp).copied().unwrap_or(fc);
+    // Source offsets past this flow's cursor (up to the source's end, or
+    // `c` if the group read further than that end was) that no record of
+    // the opposite flow accounts for: records this flow may have written
+    // and not checkpointed yet. Only the opposite flow's copies there (a
+    // cursor that lags while it filters them) leave nothing to write.
+    let source_end = o.source_ends.get(tp).copied().unwrap_or(fc).max(c);
+    forward.behind = false;
     if source_end > fc {
         let rev_from_fc = store
             .runs_from(&o.flow_key, target_tp, RunKey::Target, fc, RUNS_PER_LOOKUP, ocursor)
             .await?;
         forward.behind =
             first_uncovered(&rev_from_fc, fc, until(&rev_from_fc, source_end)).is_some() || rev_from_fc.len() > RUNS_PER_LOOKUP as usize;
+    }
+    // This flow's next write lands on the target after the records
+    // produced there that the opposite flow has copied since (the target
+    // went on growing while this flow's checkpoint stayed put).
+    if forward.behind {
+        let rev_from_te = store
+            .runs_from(&o.flow_key, target_tp, RunKey::Source, target_end, RUNS_PER_LOOKUP, ocursor)
+            .await?;
+        forward.next_write = first_uncovered_source(&rev_from_te, target_end, i64::MAX).unwrap_or(target_end);
     }
     let reverse = Reverse {
         runs: &rev,
