@@ -452,7 +452,7 @@ fn a_stale_target_end_gives_way_to_the_records_produced_on_y_since() {
         target_start: 128,
         length: 487,
     }];
-    let next_write = first_uncovered_source(&rev, 128, i64::MAX).unwrap();
+    let next_write = first_uncovered_source(&rev, 128, i64::MAX).expect("the runs end somewhere");
     assert_eq!(next_write, 615);
     let forward = Forward {
         runs: &fwd,
@@ -466,7 +466,7 @@ fn a_stale_target_end_gives_way_to_the_records_produced_on_y_since() {
         cursor: 615,
         forward_from_cursor: &[],
     };
-    let t = translate(709, &forward, Some(&reverse)).unwrap();
+    let t = translate(709, &forward, Some(&reverse)).expect("records around 709 are replicated");
     // Y's records before 615 were all consumed; what X→Y may still write
     // lands at or after 615, and X [615..709) is not known yet.
     assert_eq!(t, Translation { offset: 615, exact: false });
