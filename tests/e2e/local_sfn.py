@@ -60,23 +60,35 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None) -> ThreadingHTTPServer:
+def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None, crash=None) -> ThreadingHTTPServer:
+    """`crash(name, payload)`, when given and true for an invocation, answers
+    it as Lambda does for a function whose process died (an unhandled
+    `Runtime.ExitError`) instead of running it."""
+
     class Router(BaseHTTPRequestHandler):
+        def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             m = INVOKE.match(self.path)
             if m:
                 name = urllib.parse.unquote(m.group(1)).split(":function:")[-1].split(":")[0]
+                if crash and crash(name, body):
+                    data = json.dumps({"errorType": "Runtime.ExitError",
+                                       "errorMessage": "RequestId: local Error: Runtime exited with error: signal: killed"}).encode()
+                    self._send(200, {"X-Amz-Function-Error": "Unhandled", "Content-Type": "application/json"}, data)
+                    return
                 decision = rehearsal.authorize_invoke(name) if rehearsal else None
                 if decision is not None and not decision.allowed:
                     data = json.dumps({"Type": "User", "message": f"not authorized to perform: lambda:InvokeFunction "
                                        f"on resource: {function_arn(name)} because {decision.reason}"}).encode()
-                    self.send_response(403)
-                    self.send_header("x-amzn-ErrorType", "AccessDeniedException")
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._send(403, {"x-amzn-ErrorType": "AccessDeniedException", "Content-Type": "application/json"}, data)
                     return
                 port, path, timeout = lambda_port, f"/2015-03-31/functions/{name}/invocations", 900
             else:
@@ -86,13 +98,8 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
             conn.request(self.command, path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
-            self.send_response(resp.status)
-            for k, v in resp.getheaders():
-                if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            skip = ("content-length", "transfer-encoding", "connection", "date", "server")
+            self._send(resp.status, {k: v for k, v in resp.getheaders() if k.lower() not in skip}, data)
 
         do_GET = do_POST = do_PUT = do_DELETE = _forward
 
@@ -106,8 +113,8 @@ class LocalStepFunctions:
     """Context manager: cargo-lambda, the function binaries with `env`, a
     Step Functions moto behind the router. `client` is its boto3 client."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True):
-        self.env, self.log_dir, self.rehearse = env, log_dir, rehearse
+    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True, crash=None):
+        self.env, self.log_dir, self.rehearse, self.crash = env, log_dir, rehearse, crash
         self.rehearsal: Rehearsal | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
         self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1, "ferry-report": 1}
@@ -128,7 +135,9 @@ class LocalStepFunctions:
         cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")
         assert cargo_lambda, "cargo-lambda is missing: infra/local/up installs it into the venv"
         self.lambda_port, self.moto_port = free_port(), free_port()
-        self.router = make_router(self.lambda_port, self.moto_port, self.rehearsal)
+        # Read per request: a test may set or clear `crash` between executions.
+        self.router = make_router(self.lambda_port, self.moto_port, self.rehearsal,
+                                  lambda name, body: bool(self.crash and self.crash(name, body)))
         self.router_port = self.router.server_address[1]
         threading.Thread(target=self.router.serve_forever, daemon=True).start()
 

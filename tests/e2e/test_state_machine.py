@@ -158,3 +158,66 @@ def test_overlapping_executions_never_write_twice(tmp_path):
         src = [r["key"] for r in read_partition(SOURCE, topic, p)]
         assert [r["key"] for r in read_partition(TARGET, topic, p)] == src, f"partition {p}"
     print(f"\nReplicate outcomes of the two overlapping executions: {dict(Counter(stopped))}")
+
+
+def test_a_failed_batch_fails_the_execution_after_the_others_ran(tmp_path):
+    """#20 item 6: a Replicate batch whose function dies (Lambda answers
+    `Runtime.ExitError`, as for a process killed on its memory limit) used to
+    end in a Pass state and the execution SUCCEEDED: no ExecutionsFailed,
+    no alarm. Now the other batches, the group sync and the report still
+    run, and then the execution FAILS with Ferry.StepFailed, the error kept
+    in its history."""
+    doomed, fine = unique("sfn-doomed"), unique("sfn-fine")
+    create_topic(SOURCE, doomed, 1)
+    create_topic(SOURCE, fine, 2)
+    produce(doomed, 100, 1)
+    produce(fine, 400, 2)
+    kc, ri = write_config(tmp_path, [doomed, fine], starting="EARLIEST")
+
+    def crash(name: str, payload: bytes) -> bool:
+        return name == "ferry-replicate" and doomed.encode() in payload
+
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", crash=crash) as sfn:
+        arn = sfn.create_state_machine(max_concurrency=2)
+        ex = sfn.execute(arn, {"max_partitions_per_batch": 1, "stop_at_plan_end": True})
+        assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
+        history = sfn.client.get_execution_history(executionArn=ex["executionArn"], maxResults=1000)["events"]
+        failed = [e["executionFailedEventDetails"] for e in history if e["type"] == "ExecutionFailed"]
+        assert failed and failed[0]["error"] == "Ferry.StepFailed", failed
+        entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+        assert {"SyncGroups", "Report", "Verdict"} <= set(entered), entered
+        verdict = next(json.loads(e["stateEnteredEventDetails"]["input"]) for e in history
+                       if e.get("stateEnteredEventDetails", {}).get("name") == "Verdict")
+        errors = [r for r in verdict["results"] if r.get("batch_failed")]
+        assert len(errors) == 1 and errors[0]["error"]["Error"] == "Runtime.ExitError", errors
+        # The other batches copied everything; the doomed one nothing.
+        assert sum(len(read_partition(TARGET, fine, p)) for p in range(2)) == 400
+        assert len(read_partition(TARGET, doomed, 0)) == 0
+        sfn.assert_rehearsed()
+
+        # Once the function lives again, the next execution copies the rest and succeeds.
+        sfn.crash = None
+        ok = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert ok["status"] == "SUCCEEDED", f"{ok}\n{sfn.logs()}"
+        assert [r["key"] for r in read_partition(TARGET, doomed, 0)] == [r["key"] for r in read_partition(SOURCE, doomed, 0)]
+        sfn.assert_rehearsed()
+
+
+def test_a_payload_over_256_kib_is_refused_as_aws_refuses_it(tmp_path):
+    """Step Functions fails an execution with States.DataLimitExceeded once
+    a state's output or a task's result passes 256 KiB. The local rehearsal
+    refuses it too (moto's interpreter checks every state's output and task
+    result against 256 KiB of UTF-8), so an execution of Ferry's state
+    machine whose plan or Map results outgrow the limit fails here as it
+    would in AWS. A state that doubles a 150 KB input is refused; 100 KB
+    (200 KB out) is not."""
+    kc, ri = write_config(tmp_path, [unique("sfn-unused")])
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", rehearse=False) as sfn:
+        definition = {"StartAt": "Double", "States": {"Double": {"Type": "Pass", "Parameters": {"a.$": "$.v", "b.$": "$.v"}, "End": True}}}
+        arn = sfn.client.create_state_machine(name=unique("sfn-limit"), definition=json.dumps(definition),
+                                              roleArn="arn:aws:iam::123456789012:role/ferry-limit")["stateMachineArn"]
+        ok = sfn.execute(arn, {"v": "x" * 100_000})
+        assert ok["status"] == "SUCCEEDED", ok
+        over = sfn.execute(arn, {"v": "x" * 150_000})
+        assert (over["status"], over.get("error")) == ("FAILED", "States.DataLimitExceeded"), over
+        assert "'Double'" in over.get("cause", ""), over
