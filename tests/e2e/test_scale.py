@@ -50,11 +50,18 @@ def check_plan(ferry: Ferry, names: list[str]) -> None:
           f"{len(plan['batches'])} batches")
     assert elapsed < 900, "beyond the Lambda limit"
     assert peak_mb < 512, "beyond the function's memory"
-    batches = plan["batches"]
-    assert sum(len(b["partitions"]) for b in batches) == TOPICS * PARTITIONS
-    assert len(batches) == TOPICS * PARTITIONS // 16 and all(len(b["partitions"]) <= 16 for b in batches)
+    # What the Plan function hands Step Functions (compact JSON) must fit
+    # in one state: 256 KiB, or the execution fails with DataLimitExceeded.
+    size = len(json.dumps(plan, separators=(",", ":")).encode())
+    print(f"plan output: {size} bytes")
+    assert size < 256 * 1024, f"the plan's output is {size} bytes, past Step Functions' 256 KiB"
+    # Each batch lists its partitions grouped by topic: [partition, end offset, lag].
+    batches = [[(t["topic"], *w) for t in b["partitions"] for w in t["partitions"]] for b in plan["batches"]]
+    assert sum(len(b) for b in batches) == TOPICS * PARTITIONS
+    assert len({(w[0], w[1]) for b in batches for w in b}) == TOPICS * PARTITIONS
+    assert len(batches) == TOPICS * PARTITIONS // 16 and all(len(b) <= 16 for b in batches)
     assert set(names) <= list_topics(TARGET)
-    lags = sorted(sum(w["lag"] for w in b["partitions"]) for b in batches)
+    lags = sorted(sum(w[3] for w in b) for b in batches)
     total = sum(lags)
     assert total == sum(50 * (i + 1) for i in range(40))
     # Balanced: the 40 lagging partitions are spread, one per batch, so no

@@ -148,7 +148,7 @@ def test_overlapping_executions_never_write_twice(tmp_path):
                 time.sleep(1)
             done.append(d)
         assert [d["status"] for d in done] == ["SUCCEEDED", "SUCCEEDED"], f"{done}\n{sfn.logs()}"
-        stopped = [p["stopped"] for d in done for r in json.loads(d["output"])["results"] for p in r["partitions"]]
+        stopped = [why for d in done for r in json.loads(d["output"])["results"] for why in r["summary"]["stopped"]]
         assert "lease-held" in stopped, f"the executions did not overlap: {stopped}"
         # Finish whatever the two left behind, then compare.
         last = sfn.execute(arn, {"stop_at_plan_end": True})

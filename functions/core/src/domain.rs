@@ -109,6 +109,9 @@ pub struct ReplicateInput {
     /// Flow id, `<source alias>><target alias>`.
     pub flow: String,
     /// The partitions this invocation owns (for the length of its lease).
+    /// Written grouped by topic (`compact_work`): the plan's output holds
+    /// every batch, and Step Functions refuses a state over 256 KiB.
+    #[serde(with = "compact_work")]
     pub partitions: Vec<PartitionWork>,
     /// Stop each partition once its cursor reaches this source end offset
     /// (as seen at plan time); `false` runs until the budget is spent.
@@ -156,7 +159,7 @@ pub struct PartitionProgress {
 }
 
 /// Why a partition's loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
     /// Reached the source end offset.
@@ -180,6 +183,132 @@ pub enum StopReason {
 pub struct ReplicateOutput {
     /// Per-partition progress.
     pub partitions: Vec<PartitionProgress>,
+}
+
+/// What the Replicate function returns: every partition's progress, and a
+/// summary, the only part the state machine keeps (a Map of hundreds of
+/// batches must stay under Step Functions' 256 KiB per state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicateResult {
+    /// Per-partition progress.
+    #[serde(flatten)]
+    pub output: ReplicateOutput,
+    /// Totals of the invocation.
+    pub summary: ReplicateSummary,
+}
+
+/// Totals of one Replicate invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicateSummary {
+    /// Partitions in the batch.
+    pub partitions: usize,
+    /// Records written to the target.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Records found already written by a crashed holder.
+    pub reconciled: u64,
+    /// Records of the opposite flow not sent back.
+    pub filtered_records: u64,
+    /// Records deleted on the source before they were copied (allowed).
+    pub lost_records: u64,
+    /// Partitions by why they stopped.
+    pub stopped: std::collections::BTreeMap<StopReason, usize>,
+    /// The first few partitions' errors, `<topic>-<partition>: <error>`,
+    /// each cut to a few hundred characters.
+    pub errors: Vec<String>,
+}
+
+/// Errors a summary keeps, and the characters kept of each.
+const SUMMARY_ERRORS: usize = 5;
+const SUMMARY_ERROR_CHARS: usize = 400;
+
+impl From<ReplicateOutput> for ReplicateResult {
+    fn from(output: ReplicateOutput) -> Self {
+        let mut summary = ReplicateSummary {
+            partitions: output.partitions.len(),
+            ..Default::default()
+        };
+        for p in &output.partitions {
+            summary.records += p.records;
+            summary.bytes += p.bytes;
+            summary.reconciled += p.reconciled;
+            summary.filtered_records += p.filtered_records;
+            summary.lost_records += p.lost_records;
+            *summary.stopped.entry(p.stopped).or_default() += 1;
+            if let Some(e) = p.error.as_deref().filter(|_| summary.errors.len() < SUMMARY_ERRORS) {
+                summary
+                    .errors
+                    .push(format!("{}: {}", p.source, e.chars().take(SUMMARY_ERROR_CHARS).collect::<String>()));
+            }
+        }
+        Self { output, summary }
+    }
+}
+
+/// `ReplicateInput::partitions` on the wire: one entry per run of
+/// partitions of the same topic, `{"topic", "target_topic" (when it
+/// differs), "partitions": [[partition, end_offset, lag], ...]}`, about 20
+/// bytes a partition instead of 150. Reads the one-object-per-partition
+/// form too (inputs written before).
+mod compact_work {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{PartitionWork, TopicPartition};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TopicWork {
+        topic: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_topic: Option<String>,
+        partitions: Vec<(i32, i64, i64)>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Topic(TopicWork),
+        Partition(PartitionWork),
+    }
+
+    pub fn serialize<S: Serializer>(work: &[PartitionWork], s: S) -> Result<S::Ok, S::Error> {
+        let mut out: Vec<TopicWork> = Vec::new();
+        for w in work {
+            let target = (w.target_topic != w.source.topic).then(|| w.target_topic.clone());
+            match out.last_mut() {
+                Some(t) if t.topic == w.source.topic && t.target_topic == target => {}
+                _ => out.push(TopicWork {
+                    topic: w.source.topic.clone(),
+                    target_topic: target,
+                    partitions: Vec::new(),
+                }),
+            }
+            if let Some(t) = out.last_mut() {
+                t.partitions.push((w.source.partition, w.end_offset, w.lag));
+            }
+        }
+        out.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PartitionWork>, D::Error> {
+        let mut work = Vec::new();
+        for e in Vec::<Entry>::deserialize(d)? {
+            match e {
+                Entry::Partition(w) => work.push(w),
+                Entry::Topic(t) => {
+                    let target = t.target_topic.unwrap_or_else(|| t.topic.clone());
+                    work.extend(t.partitions.into_iter().map(|(p, end_offset, lag)| PartitionWork {
+                        source: TopicPartition::new(t.topic.clone(), p),
+                        target_topic: target.clone(),
+                        end_offset,
+                        lag,
+                    }));
+                }
+            }
+        }
+        Ok(work)
+    }
 }
 
 impl std::str::FromStr for BackfillFrom {
@@ -254,5 +383,122 @@ mod tests {
         assert_eq!(b.from, BackfillFrom::Timestamp(5));
         let b: Backfill = serde_json::from_str(r#"{"topics": ["orders"], "from": "EARLIEST"}"#).expect("json");
         assert_eq!(b.from, BackfillFrom::Earliest);
+    }
+
+    fn work(topic: &str, target: &str, p: i32) -> PartitionWork {
+        PartitionWork {
+            source: TopicPartition::new(topic, p),
+            target_topic: target.to_owned(),
+            end_offset: 1_000_000 + i64::from(p),
+            lag: i64::from(p) * 7,
+        }
+    }
+
+    #[test]
+    fn batches_travel_grouped_by_topic_and_read_back_the_same() {
+        let input = ReplicateInput {
+            flow: "a>b".into(),
+            partitions: vec![
+                work("orders", "orders", 0),
+                work("orders", "orders", 3),
+                work("pay", "eu.pay", 1),
+                work("orders", "orders", 1),
+            ],
+            stop_at_plan_end: true,
+            max_seconds: None,
+        };
+        let json = serde_json::to_value(&input).expect("json");
+        assert_eq!(
+            json["partitions"],
+            serde_json::json!([
+                {"topic": "orders", "partitions": [[0, 1_000_000, 0], [3, 1_000_003, 21]]},
+                {"topic": "pay", "target_topic": "eu.pay", "partitions": [[1, 1_000_001, 7]]},
+                {"topic": "orders", "partitions": [[1, 1_000_001, 7]]},
+            ])
+        );
+        let back: ReplicateInput = serde_json::from_value(json).expect("read back");
+        assert_eq!(back, input);
+        // The one-object-per-partition form of earlier plans still reads.
+        let old = r#"{"flow": "a>b", "partitions": [{"source": {"topic": "t", "partition": 2}, "target_topic": "t", "end_offset": 5, "lag": 1}]}"#;
+        let read: ReplicateInput = serde_json::from_str(old).expect("old form");
+        assert_eq!(
+            read.partitions,
+            vec![PartitionWork {
+                source: TopicPartition::new("t", 2),
+                target_topic: "t".into(),
+                end_offset: 5,
+                lag: 1
+            }]
+        );
+        // A typo is still refused, not read as an empty batch.
+        assert!(serde_json::from_str::<ReplicateInput>(r#"{"flow": "a>b", "partitions": [{"topic": "t", "partitons": []}]}"#).is_err());
+    }
+
+    #[test]
+    fn a_plan_of_2000_partitions_fits_in_a_step_functions_state() {
+        // 2,000 partitions of 40 topics with 40-character names, offsets in
+        // the billions, in batches of 16: the plan's output was 416 KB in
+        // the one-object-per-partition form, past the 256 KiB limit.
+        let topics: Vec<String> = (0..40).map(|t| format!("{t:03}-{}", "x".repeat(36))).collect();
+        let all: Vec<PartitionWork> = topics
+            .iter()
+            .flat_map(|t| {
+                (0..50).map(move |p| PartitionWork {
+                    source: TopicPartition::new(t.clone(), p),
+                    target_topic: t.clone(),
+                    end_offset: 9_876_543_210,
+                    lag: 1_234_567,
+                })
+            })
+            .collect();
+        let plan = PlanOutput {
+            replicator: "r".into(),
+            created_topics: Vec::new(),
+            copied_acls: Vec::new(),
+            batches: all
+                .chunks(16)
+                .map(|c| ReplicateInput {
+                    flow: "source>target".into(),
+                    partitions: c.to_vec(),
+                    stop_at_plan_end: false,
+                    max_seconds: None,
+                })
+                .collect(),
+        };
+        let size = serde_json::to_vec(&plan).expect("json").len();
+        assert!(size < 100 * 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn the_summary_counts_every_partition_and_keeps_a_few_errors() {
+        let progress = |p: i32, stopped, error: Option<&str>| PartitionProgress {
+            source: TopicPartition::new("t", p),
+            cursor: 0,
+            source_end: 0,
+            records: 10,
+            bytes: 100,
+            stopped,
+            error: error.map(str::to_owned),
+            reconciled: 1,
+            filtered_records: 2,
+            filtered_bytes: 20,
+            lost_records: 0,
+            checkpoints: 1,
+        };
+        let mut parts: Vec<PartitionProgress> = (0..8).map(|p| progress(p, StopReason::Error, Some(&"e".repeat(1000)))).collect();
+        parts.push(progress(8, StopReason::CaughtUp, None));
+        let r = ReplicateResult::from(ReplicateOutput { partitions: parts });
+        let s = &r.summary;
+        assert_eq!(
+            (s.partitions, s.records, s.bytes, s.reconciled, s.filtered_records),
+            (9, 90, 900, 9, 18)
+        );
+        assert_eq!(s.stopped.get(&StopReason::Error), Some(&8));
+        assert_eq!(s.stopped.get(&StopReason::CaughtUp), Some(&1));
+        assert_eq!(s.errors.len(), 5);
+        assert!(s.errors[0].starts_with("t-0: eee") && s.errors[0].len() < 420, "{}", s.errors[0]);
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["summary"]["stopped"], serde_json::json!({"caught-up": 1, "error": 8}));
+        assert_eq!(json["partitions"].as_array().map(Vec::len), Some(9));
     }
 }

@@ -2,7 +2,7 @@
 //! `ferry_engine::replicate` with the invocation's deadline as its budget,
 //! and publishes the invocation's throughput and failures as metrics.
 
-use ferry_core::domain::{ReplicateInput, ReplicateOutput};
+use ferry_core::domain::{ReplicateInput, ReplicateOutput, ReplicateResult};
 use ferry_core::metrics::{dim, name, replicate_metrics, Datum, Unit};
 use ferry_engine::replicate::Budget;
 use ferry_engine::Ferry;
@@ -37,7 +37,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             ));
         }
         ferry_lambda::emit_metrics(&data);
-        Ok::<_, Diagnostic>(out)
+        Ok::<_, Diagnostic>(ReplicateResult::from(out))
     }))
     .await
 }
