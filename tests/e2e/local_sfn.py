@@ -98,6 +98,19 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
             conn.request(self.command, path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            if m and resp.status == 408:
+                # cargo-lambda's timeout (see `--timeout` below) is an HTTP
+                # 408; Lambda's is a function error, which Catch can take.
+                data = json.dumps({"errorType": "Sandbox.Timedout",
+                                   "errorMessage": "RequestId: local Error: Task timed out"}).encode()
+            if m and (resp.status == 408 or (resp.status >= 500 and b'"errorType"' in data)):
+                # cargo-lambda answers a function's error with HTTP 500;
+                # Lambda answers 200 with X-Amz-Function-Error, which is what
+                # lets Step Functions match the errorType in Retry and Catch
+                # (a 500 fails the execution with States.Runtime, which no
+                # Catch takes).
+                self._send(200, {"X-Amz-Function-Error": "Unhandled", "Content-Type": "application/json"}, data)
+                return
             skip = ("content-length", "transfer-encoding", "connection", "date", "server")
             self._send(resp.status, {k: v for k, v in resp.getheaders() if k.lower() not in skip}, data)
 

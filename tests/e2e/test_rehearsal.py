@@ -153,7 +153,11 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
             # action it was refused, through its own error path.
             log = sfn.function_log(function)[before:]
             assert "AccessDeniedException" in log and f"not authorized to perform: {action}" in log, log[-3000:]
-            if role == "PlanRole":
-                assert run["status"] == "FAILED", run
+            # A refusal fails the execution, so the ExecutionsFailed alarm
+            # fires: Plan's at once; SyncGroups' (each group's sync refused,
+            # which no sync item records and no metric counted: it SUCCEEDED
+            # with ConsumerGroupOffsetSyncFailure 0 before) once Report ran.
+            assert run["status"] == "FAILED", f"{role}: {run}"
+            assert run.get("error") == ("Ferry.PlanFailed" if role == "PlanRole" else "Ferry.StepFailed"), run
             print(f"\nwithout the {what}: {denied[0]['principal']} denied {action} on {denied[0]['resource']}")
         sfn.rehearsal.set_stack(full)

@@ -8,6 +8,7 @@ infra/local/up (see test_local_sasl_ssl.py for the listener itself).
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -175,6 +176,28 @@ def test_each_failure_names_the_cluster_and_the_cause_and_writes_nothing(tmp_pat
     assert clusters["source"]["auth_error"] and not clusters["source"]["ping_ok"], clusters
     assert not clusters["target"]["auth_error"] and clusters["target"]["ping_ok"], clusters
     assert_no_secret(rep.stdout + rep.stderr, "not-the-password")
+
+
+def test_secrets_manager_out_of_reach_points_at_the_network(tmp_path):
+    """#20 item 7: in a private subnet without a Secrets Manager endpoint
+    or NAT the secret cannot be fetched at all; the error must say so and
+    name the fix (the VPC endpoint, NAT, outbound 443), not send the user
+    to check the ARN and the role. Nothing is written."""
+    topic = unique("sec-noroute")
+    fill(topic, 1, 5)
+    with socket.socket() as s:  # a port nothing listens on: connections refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(SECRETS["SHA512"])))
+    res = ferry.run("--once", "--give-up-seconds", "5", timeout=120,
+                    env={"AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://127.0.0.1:{port}"})
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    for w in ["cluster source", "secretsmanager did not answer", "VPC endpoint (com.amazonaws.<region>.secretsmanager)",
+              "NAT gateway", "443"]:
+        assert w in out, f"{w!r} missing from: {out[-2000:]}"
+    assert "check the ARN" not in out, out[-2000:]
+    assert topic not in list_topics(TARGET), "nothing may be written to the target"
 
 
 def admin() -> AdminClient:

@@ -87,6 +87,8 @@ def test_dynamodb_answering_nothing_for_a_while(tmp_path, monkeypatch):
         proxy.resume()
         assert proc.wait(timeout=300) == 0, log.read_text()
         assert "timed out" in log.read_text(), "the silent endpoint must have been seen as a timeout"
+        # And said what to check in a VPC (#20 item 7).
+        assert "VPC endpoint (com.amazonaws.<region>.dynamodb)" in log.read_text(), log.read_text()[-2000:]
         assert assert_identical(topic) == 25_000
 
 

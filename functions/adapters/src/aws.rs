@@ -34,9 +34,41 @@ pub async fn load() -> aws_config::SdkConfig {
     aws_config::from_env().timeout_config(timeouts()).load().await
 }
 
+/// What to check when an AWS endpoint could not be reached at all (the
+/// connection failed or no answer came in time), for `service` (its
+/// endpoint name, `dynamodb` or `secretsmanager`): in a VPC, the usual
+/// cause is a private subnet with neither a VPC endpoint nor a NAT
+/// gateway, and the error otherwise reads as if the request were wrong.
+/// `None` when the service answered (its error says what is wrong).
+/// (`SdkError` is the same type in every AWS SDK crate; DynamoDB's re-export
+/// names it.)
+pub fn unreachable_hint<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, service: &str) -> Option<String> {
+    use aws_sdk_dynamodb::error::SdkError;
+    matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)).then(|| {
+        format!(
+            "{service} did not answer: functions in private subnets reach it through a VPC endpoint \
+             (com.amazonaws.<region>.{service}) or a NAT gateway, and their security group must allow \
+             outbound HTTPS (443); see README \"Network checklist\""
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_that_never_answers_points_at_the_network() {
+        use aws_sdk_dynamodb::error::SdkError;
+        let timeout: SdkError<(), ()> = SdkError::timeout_error("attempt timed out");
+        let hint = unreachable_hint(&timeout, "secretsmanager").expect("a hint");
+        assert!(
+            hint.contains("com.amazonaws.<region>.secretsmanager") && hint.contains("NAT"),
+            "{hint}"
+        );
+        let refused: SdkError<(), ()> = SdkError::construction_failure("bad input");
+        assert_eq!(unreachable_hint(&refused, "dynamodb"), None);
+    }
 
     #[tokio::test]
     async fn loaded_config_bounds_every_call() {

@@ -126,7 +126,10 @@ where
         other => StateError::Dynamo {
             op,
             table: table.to_owned(),
-            detail: format!("{other}"),
+            detail: match crate::aws::unreachable_hint(other, "dynamodb") {
+                Some(hint) => format!("{other}; {hint}"),
+                None => format!("{other}"),
+            },
         },
     }
 }

@@ -47,6 +47,12 @@ pub struct FlowGroupSync {
 pub struct SyncGroupsOutput {
     /// One entry per flow with consumer-group replication.
     pub flows: Vec<FlowGroupSync>,
+    /// Failures of all flows together: of a flow as a whole, of a group
+    /// (refused by IAM, state unreadable), of a group partition. The state
+    /// machine fails the execution on any (the ExecutionsFailed alarm): the
+    /// first two leave no sync item behind, so no metric counts them.
+    #[serde(default)]
+    pub failures: usize,
 }
 
 /// Sync every flow's groups once.
@@ -75,6 +81,7 @@ pub async fn sync_groups(ferry: &Ferry) -> Result<SyncGroupsOutput, FerryError> 
             }
         }
     }
+    out.failures = out.flows.iter().map(|f| f.failures.len()).sum();
     Ok(out)
 }
 

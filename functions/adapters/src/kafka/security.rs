@@ -285,11 +285,11 @@ impl Security {
             .as_ref()
             .ok_or_else(|| self.secret_error(arn, "cannot be read: no AWS configuration".into()))?;
         let out = client.get_secret_value().secret_id(arn).send().await.map_err(|e| {
+            // Unreachable is not refused: point at the network, not the ARN.
+            let fix = crate::aws::unreachable_hint(&e, "secretsmanager")
+                .unwrap_or_else(|| "check the ARN and that Ferry's role may call secretsmanager:GetSecretValue on it".into());
             let e = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
-            self.secret_error(
-                arn,
-                format!("cannot be read ({e}); check the ARN and that Ferry's role may call secretsmanager:GetSecretValue on it"),
-            )
+            self.secret_error(arn, format!("cannot be read ({e}); {fix}"))
         })?;
         let text = out
             .secret_string()
