@@ -143,7 +143,10 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
                 .collect();
             // Where the source's logs end (read_committed, as the groups
             // read them): records past this flow's cursor may be in flight
-            // to the target.
+            // to the target. Read after BOTH flows' cursors: an end read
+            // before the opposite cursor could miss a record produced here
+            // that sits below an opposite copy that cursor already covers,
+            // and the translation could then pass its copy (a skip).
             let tps: Vec<TopicPartition> = cursors.keys().cloned().collect();
             let ends = if tps.is_empty() {
                 HashMap::new()
@@ -228,8 +231,8 @@ struct Opposite {
     flow_key: String,
     /// Its cursors, by its source partition (this flow's target).
     cursors: HashMap<TopicPartition, CursorItem>,
-    /// This flow's source end offsets (read_committed), read after the
-    /// cursors.
+    /// This flow's source end offsets (read_committed), read after both
+    /// flows' cursors.
     source_ends: HashMap<TopicPartition, i64>,
 }
 
@@ -334,7 +337,9 @@ async fn translation(
     // the opposite flow accounts for: records this flow may have written
     // and not checkpointed yet. Only the opposite flow's copies there (a
     // cursor that lags while it filters them) leave nothing to write.
-    let source_end = o.source_ends.get(tp).copied().unwrap_or(fc).max(c);
+    // No end read for the partition: count everything past the cursor as
+    // possibly this flow's (never exact, never a skip).
+    let source_end = o.source_ends.get(tp).copied().unwrap_or(i64::MAX).max(c);
     forward.behind = false;
     if source_end > fc {
         let rev_from_fc = store

@@ -56,12 +56,21 @@ impl LoopFilter {
         let opposite = match &flow.groups {
             // Boxed: this future sits deep in the Replicate handler's, and
             // unboxed the handler's type outgrows the compiler's layout depth.
-            // A refusal there is group sync's to report; copying goes on
-            // (without waiting for an opposite flow's checkpoints).
-            Some(g) => Box::pin(crate::opposite::translates_through(ferry, flow, g)).await.unwrap_or_else(|e| {
-                tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), cause = %e, "group translation refused; replication goes on");
-                None
-            }),
+            // A refusal there is group sync's to report (it syncs nothing
+            // for the flow); copying goes on without waiting for an opposite
+            // flow's checkpoints. A failed read is not a refusal: going on
+            // without the wait would let the cursor pass copies the opposite
+            // flow has not mapped yet, and a later translation call itself
+            // exact while it delivers one again; this invocation stops and
+            // the next one reads again.
+            Some(g) => match Box::pin(crate::opposite::translates_through(ferry, flow, g)).await {
+                Ok(o) => o,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), cause = %e, "group translation refused; replication goes on");
+                    None
+                }
+            },
             None => None,
         };
         Ok(Some(Self {
