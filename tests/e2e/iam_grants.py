@@ -35,7 +35,7 @@ template = yaml_parse(open(sys.argv[1]).read())
 # As `sam package` would leave them: code and definition in S3.
 for res in template["Resources"].values():
     props = res.get("Properties", {})
-    for key in ("CodeUri", "DefinitionUri"):
+    for key in ("CodeUri", "DefinitionUri", "ContentUri"):
         if isinstance(props.get(key), str):
             props[key] = f"s3://packaged/{key}"
 out = transform(template, {"AWS::Region": "us-east-1"}, Policies())

@@ -39,6 +39,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -63,17 +64,28 @@ CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_reque
 NETWORK = {"SubnetIds": "subnet-0rehearsal", "SecurityGroupIds": "sg-0rehearsal"}
 
 
-def deploy_parameters(env: dict[str, str], work: Path) -> tuple[dict[str, str], str]:
-    """The template parameters `ferry deploy-parameters` derives from the
-    definition the functions are given (env's FERRY_* variables), and what
-    it warned about."""
+def deploy_parameters(env: dict[str, str], work: Path) -> tuple[dict[str, str], str, Path]:
+    """What a user deploys, laid out as on their machine: template.yaml
+    copied into `work`, and `ferry deploy-parameters` run there on the
+    definition the functions are given (env's FERRY_* variables), which
+    writes ferry-definition/ beside the template (the definition layer's
+    content). Returns the template parameters, what it warned about, and
+    the template's path."""
+    work.mkdir(parents=True, exist_ok=True)
     kc, ri = work / "deploy-kafka-clusters.json", work / "deploy-replication-info.json"
     kc.write_text(env["FERRY_KAFKA_CLUSTERS"])
     ri.write_text(env["FERRY_REPLICATION_INFO"])
+    template = work / "template.yaml"
+    shutil.copy(ROOT / "template.yaml", template)
     p = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri),
-                        "--name", env["FERRY_REPLICATOR_NAME"], "--json"], capture_output=True, text=True, timeout=60)
+                        "--name", env["FERRY_REPLICATOR_NAME"], "--json"], capture_output=True, text=True, timeout=60,
+                       cwd=work)
     assert p.returncode == 0, p.stderr
-    return dict(json.loads(p.stdout), **NETWORK), p.stderr
+    return dict(json.loads(p.stdout), **NETWORK), p.stderr, template
+
+
+class DeployRefused(Exception):
+    """CloudFormation or Lambda would refuse the stack (sam_stack.py's Refused)."""
 
 
 def sam_stack(parameters: dict[str, str], stack: str, template: Path = ROOT / "template.yaml") -> dict:
@@ -82,6 +94,8 @@ def sam_stack(parameters: dict[str, str], stack: str, template: Path = ROOT / "t
            "parameters": parameters, "function_names": FUNCTIONS}
     p = subprocess.run([str(SAM_PYTHON), str(Path(__file__).with_name("sam_stack.py"))], input=json.dumps(req),
                        capture_output=True, text=True, timeout=120)
+    if p.returncode == 3:
+        raise DeployRefused(p.stderr.strip())
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -195,9 +209,9 @@ class Rehearsal:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.moto_url = moto_url or os.environ["AWS_ENDPOINT_URL"]
         self.enforce = os.environ.get("FERRY_IAM_REHEARSAL", "enforce") != "report"
-        self.parameters, self.deploy_warnings = deploy_parameters(env, log_dir)
+        self.parameters, self.deploy_warnings, self.template = deploy_parameters(env, log_dir)
         self.stack_name = env["FERRY_TABLE_PREFIX"]
-        self.stack = sam_stack(self.parameters, self.stack_name)
+        self.stack = sam_stack(self.parameters, self.stack_name, self.template)
         self.requests = Requests(self.moto_url)
         self.decisions: list[dict] = []
         self.lock = threading.Lock()
@@ -228,9 +242,18 @@ class Rehearsal:
 
     def function_env(self, function: str) -> dict[str, str]:
         """The environment the template gives `function`, with its role's
-        credentials and every AWS call sent through the proxy."""
+        credentials and every AWS call sent through the proxy. Lambda
+        mounts a function's layer at /opt; here a value naming /opt names
+        the layer's folder instead (the one `sam deploy` would zip)."""
         f = self.stack["functions"][function]
-        return dict(f["environment"], AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID=self.role_of(function)["name"],
+        environment = dict(f["environment"])
+        if f["layers"]:
+            assert len(f["layers"]) == 1, "the rehearsal mounts one layer per function"
+            opt = f["layers"][0]
+            assert Path(opt).is_dir(), f"{function}'s layer content {opt} is missing: sam deploy would fail"
+            environment = {k: opt + v[len("/opt"):] if v == "/opt" or v.startswith("/opt/") else v
+                           for k, v in environment.items()}
+        return dict(environment, AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID=self.role_of(function)["name"],
                     AWS_SECRET_ACCESS_KEY="rehearsal", AWS_SESSION_TOKEN="rehearsal", AWS_REGION=REGION,
                     AWS_DEFAULT_REGION=REGION)
 

@@ -178,7 +178,10 @@ class LocalStepFunctions:
             base = {k: v for k, v in os.environ.items() if not (deployed and k.startswith("AWS_ENDPOINT_URL"))}
             for i in range(n):
                 memory = self.rehearsal.stack["functions"][name]["memory"] if self.rehearsal else 512
-                env = {**base, **self.env, **deployed,
+                # Deployed, the definition comes from the template's layer only.
+                given = {k: v for k, v in self.env.items()
+                         if not (deployed and k in ("FERRY_KAFKA_CLUSTERS", "FERRY_REPLICATION_INFO"))}
+                env = {**base, **given, **deployed,
                        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.lambda_port}/.rt/{name}",
                        "AWS_LAMBDA_FUNCTION_NAME": name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
                        "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "info"}

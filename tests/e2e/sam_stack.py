@@ -15,6 +15,7 @@ on stdin: {"template", "stack", "region", "account", "parameters",
 import json
 import re
 import sys
+from pathlib import Path
 
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
@@ -33,6 +34,16 @@ class Unresolvable(Exception):
     pass
 
 
+class Refused(Exception):
+    """What CloudFormation or Lambda would refuse at deployment."""
+
+
+# CloudFormation: "Maximum size of a parameter value: 4,096 bytes".
+PARAMETER_BYTES = 4096
+# Lambda: the environment variables' keys and values, 4 KB in all.
+ENVIRONMENT_BYTES = 4096
+
+
 class Stack:
     def __init__(self, template: dict, req: dict):
         self.t = template
@@ -45,6 +56,9 @@ class Stack:
             if value is None:
                 raise Unresolvable(f"parameter {name} has no value and no default")
             value = str(value)
+            if len(value.encode()) > PARAMETER_BYTES:
+                raise Refused(f"CloudFormation refuses parameter {name}: its value is {len(value.encode())} bytes, "
+                              f"over the {PARAMETER_BYTES}-byte limit of a parameter value")
             # CloudFormation hands list parameters to the template as lists.
             if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
                 value = value.split(",")
@@ -182,12 +196,18 @@ def statements_of(doc: dict) -> list[dict]:
 def main() -> None:
     req = json.load(sys.stdin)
     template = yaml_parse(open(req["template"]).read())
-    # As `sam package` would leave them: code and definition in S3.
-    for res in template["Resources"].values():
+    # As `sam package` would leave them: code, state machine definition and
+    # layer content in S3. A layer's local folder is kept: the rehearsal
+    # mounts it where Lambda would (/opt).
+    base = Path(req["template"]).resolve().parent
+    layer_dirs = {}
+    for logical, res in template["Resources"].items():
         props = res.get("Properties", {})
-        for key in ("CodeUri", "DefinitionUri"):
+        for key in ("CodeUri", "DefinitionUri", "ContentUri"):
             if isinstance(props.get(key), str):
-                props[key] = f"s3://packaged/{key}"
+                if key == "ContentUri":
+                    layer_dirs[logical] = str(base / props[key])
+                props[key] = f"s3://packaged/{logical}/{key}"
     params = {"AWS::Region": req["region"], **req["parameters"]}
     out = transform(template, params, Policies())
     stack = Stack(out, req)
@@ -218,10 +238,24 @@ def main() -> None:
             p = r["Properties"]
             role = p["Role"]["Fn::GetAtt"]
             role = role.split(".")[0] if isinstance(role, str) else role[0]
+            environment = stack.resolve(p.get("Environment", {}).get("Variables", {}))
+            size = sum(len(k.encode()) + len(str(v).encode()) for k, v in environment.items())
+            if size > ENVIRONMENT_BYTES:
+                raise Refused(f"Lambda refuses {name}: its environment variables total {size} bytes, over Lambda's "
+                              f"{ENVIRONMENT_BYTES}-byte limit")
+            layers = []
+            for ref in p.get("Layers", []):
+                # SAM renames a LayerVersion to its logical id plus a hash of its content.
+                layer = ref["Ref"] if isinstance(ref, dict) and "Ref" in ref else None
+                owner = next((k for k in layer_dirs if layer and layer.startswith(k)), None)
+                if owner is None:
+                    raise Unresolvable(f"{name}'s layer {ref}")
+                layers.append(layer_dirs[owner])
             functions[stack.ref(name)] = {
                 "logical": name,
                 "role": role,
-                "environment": stack.resolve(p.get("Environment", {}).get("Variables", {})),
+                "environment": environment,
+                "layers": layers,
                 "timeout": int(stack.resolve(p.get("Timeout", 3))),
                 "memory": int(stack.resolve(p.get("MemorySize", 128))),
             }
@@ -239,3 +273,6 @@ if __name__ == "__main__":
     except Unresolvable as e:
         print(f"sam_stack.py: cannot resolve {e}", file=sys.stderr)
         sys.exit(2)
+    except Refused as e:
+        print(f"sam_stack.py: {e}", file=sys.stderr)
+        sys.exit(3)

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
 from iam_policy import evaluate
-from iam_rehearsal import without
+from iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
 from local_sfn import LocalStepFunctions
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
@@ -161,3 +161,54 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
             assert run.get("error") == ("Ferry.PlanFailed" if role == "PlanRole" else "Ferry.StepFailed"), run
             print(f"\nwithout the {what}: {denied[0]['principal']} denied {action} on {denied[0]['resource']}")
         sfn.rehearsal.set_stack(full)
+
+
+def test_a_definition_of_750_topics_deploys_and_replicates(tmp_path):
+    """750 topics named one by one: about 20 KB of definition, five times
+    what a CloudFormation parameter or Lambda's whole environment holds. It
+    travels as the stack's definition layer, and the functions, run as
+    deployed, read all of it: the first, the middle and the last topic named
+    are replicated."""
+    stem = unique("seven-fifty")
+    names = [f"{stem}-topic-{i:04}" for i in range(750)]
+    present = [names[0], names[374], names[749]]
+    for t in present:
+        create_topic(SOURCE, t, 1)
+        produce(SOURCE, t, t, 20)
+    kc, ri = write_config(tmp_path, names)
+    assert len(ri.read_bytes()) > 5 * 4096
+    env = {"FERRY_REPLICATOR_NAME": unique("rh750"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": unique("ferry-rh750")}
+    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+        # Every parameter fits (the rehearsal refuses one over 4,096 bytes),
+        # and so does each function's environment.
+        assert all(len(v.encode()) <= 4096 for v in sfn.rehearsal.parameters.values())
+        assert all(f["layers"] for f in sfn.rehearsal.stack["functions"].values())
+        arn = sfn.create_state_machine(max_concurrency=2)
+        run = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert run["status"] == "SUCCEEDED", f"{run}\n{sfn.logs()}"
+        for t in present:
+            assert sorted(r["key"] for r in read_partition(TARGET, t, 0)) == \
+                sorted(f"{t}-{i}".encode() for i in range(20)), t
+        sfn.assert_rehearsed()
+
+
+def test_the_rehearsal_refuses_what_cloudformation_and_lambda_refuse(tmp_path):
+    """A parameter over 4,096 bytes (CloudFormation) and an environment over
+    4 KB (Lambda) are refused, as `sam deploy` would fail on them: the
+    definition of the test above, as a parameter or as a variable, is."""
+    kc, ri = write_config(tmp_path, [f"t-{i:04}" for i in range(750)])
+    env = {"FERRY_REPLICATOR_NAME": "rh-limits", "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": "ferry-rh-limits"}
+    params, _, template = deploy_parameters(env, tmp_path / "deploy")
+    assert sam_stack(params, "ferry-rh-limits", template)["functions"]
+    as_parameter = dict(params, SecretArns=",".join(json.loads(ri.read_text())[0]["TopicReplication"]["TopicsToReplicate"]))
+    with pytest.raises(DeployRefused, match=r"CloudFormation refuses parameter SecretArns: its value is \d+ bytes"):
+        sam_stack(as_parameter, "ferry-rh-limits", template)
+    text = template.read_text()
+    assert "        FERRY_DEFINITION_DIR: /opt\n" in text
+    as_variable = tmp_path / "deploy" / "as-variable.yaml"
+    as_variable.write_text(text.replace("        FERRY_DEFINITION_DIR: /opt\n",
+                                        f"        FERRY_REPLICATION_INFO: '{ri.read_text()}'\n"))
+    with pytest.raises(DeployRefused, match=r"Lambda refuses \w+: its environment variables total \d+ bytes"):
+        sam_stack(params, "ferry-rh-limits", as_variable)

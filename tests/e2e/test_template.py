@@ -95,19 +95,46 @@ def test_dashboard_body_is_json_naming_metrics_the_code_publishes():
     assert named <= published, f"named but never published: {named - published}"
 
 
-def test_sam_build_packages_every_function(tmp_path):
+def test_sam_build_and_package_carry_every_function_and_the_definition(tmp_path):
     """`sam build` (BuildMethod rust-cargolambda; cargo-lambda and zig from
     the tools venv) builds every function of the template into a
-    `bootstrap` executable. The test builds in debug mode
-    (SAM_BUILD_MODE=debug) to keep the test command short; the release build
-    that `sam deploy` ships is what bench/functions builds and measures."""
+    `bootstrap` executable, and `sam package` (what `sam deploy` runs
+    first; here against moto's S3) uploads ferry-definition/, as
+    `ferry deploy-parameters` wrote it beside the template, as the
+    definition layer: a zip whose root holds the two files byte for byte,
+    which Lambda mounts at /opt. The template is used from a copy in a
+    folder of its own, as a user's checkout, with `CodeUri: .` pointed at
+    this workspace (and the state machine's DefinitionUri at its file). The test builds in debug mode (SAM_BUILD_MODE=debug) to
+    keep the test command short; the release build that `sam deploy` ships
+    is what bench/functions builds and measures."""
+    import zipfile
+
+    import boto3
+    from conftest import FERRY
+
     sam = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "sam"
     assert sam.exists(), f"{sam} is missing: infra/local/test-tools installs it"
+    src = tmp_path / "checkout"
+    src.mkdir()
+    text, n = re.subn(r"^      CodeUri: \.$", f"      CodeUri: {ROOT}", (ROOT / "template.yaml").read_text(), flags=re.M)
+    assert n == 4, n
+    text, n = re.subn(r"^      DefinitionUri: (\S+)$", lambda m: f"      DefinitionUri: {ROOT / m.group(1)}", text, flags=re.M)
+    assert n == 1, n
+    (src / "template.yaml").write_text(text)
+    kc, ri = tmp_path / "kc.json", tmp_path / "ri.json"
+    kc.write_text(json.dumps([{"ApacheKafkaCluster": {"ApacheKafkaClusterId": "a", "BootstrapBrokerString": "a:9092"}},
+                              {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "b", "BootstrapBrokerString": "b:9092"}}],
+                             indent=2))
+    ri.write_text(json.dumps([{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
+                               "TopicReplication": {"TopicsToReplicate": [f"t-{i:04}" for i in range(750)]}}]))
+    dp = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri),
+                         "--out", "ferry-parameters.yaml"], capture_output=True, text=True, timeout=60, cwd=src)
+    assert dp.returncode == 0, dp.stderr
     env = dict(os.environ, SAM_CLI_TELEMETRY="0", SAM_BUILD_MODE="debug", PATH=f"{sam.parent}:{os.environ['PATH']}")
     try:
-        res = subprocess.run([str(sam), "build", "--template-file", str(ROOT / "template.yaml"),
+        res = subprocess.run([str(sam), "build", "--template-file", str(src / "template.yaml"),
                               "--build-dir", str(tmp_path / "build"), "--cache-dir", str(tmp_path / "cache")],
-                             capture_output=True, text=True, timeout=2400, env=env, cwd=ROOT)
+                             capture_output=True, text=True, timeout=2400, env=env, cwd=src)
         assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
         functions = re.findall(r"^  (\w+Function):\n    Type: AWS::Serverless::Function",
                                (ROOT / "template.yaml").read_text(), re.M)
@@ -118,6 +145,23 @@ def test_sam_build_packages_every_function(tmp_path):
             assert os.access(bootstrap, os.X_OK) and bootstrap.read_bytes()[:4] == b"\x7fELF", fn
         built = (tmp_path / "build" / "template.yaml").read_text()
         assert all(f"CodeUri: {fn}" in built for fn in functions), built
+
+        bucket = f"ferry-package-{os.getpid()}"
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        s3.create_bucket(Bucket=bucket)
+        packaged = tmp_path / "packaged.yaml"
+        res = subprocess.run([str(sam), "package", "--template-file", str(tmp_path / "build" / "template.yaml"),
+                              "--s3-bucket", bucket, "--output-template-file", str(packaged), "--region", "us-east-1"],
+                             capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path / "build")
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        layer = re.search(r"^  DefinitionLayer:\n(?:    .*\n)*?      ContentUri: s3://([^/\s]+)/(\S+)$",
+                          packaged.read_text(), re.M)
+        assert layer and layer.group(1) == bucket, packaged.read_text()[:3000]
+        body = s3.get_object(Bucket=bucket, Key=layer.group(2))["Body"].read()
+        with zipfile.ZipFile(__import__("io").BytesIO(body)) as z:
+            assert sorted(z.namelist()) == ["kafka-clusters.json", "replication-info.json"], z.namelist()
+            assert z.read("kafka-clusters.json") == kc.read_bytes()
+            assert z.read("replication-info.json") == ri.read_bytes()
     finally:
         # The copies of the binaries: pass or fail, the disk space goes back
         # for the tests after this one.
@@ -128,8 +172,10 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     """`ferry deploy-parameters` checks the definition and log-delivery.json
     and names only parameters the template has: the MSK cluster on IAM for
     the kafka-cluster policy, the SCRAM and CA secrets, the log group and the
-    Firehose stream. An S3 destination is refused with the fix, and nothing
-    is printed on stdout then."""
+    Firehose stream. The definition itself goes into ferry-definition/ (the
+    stack's definition layer) byte for byte, not into a parameter. An S3
+    destination is refused with the fix, and nothing is printed on stdout
+    or written then."""
     from conftest import FERRY
 
     msk = "arn:aws:kafka:us-east-1:123456789012:cluster/prod/abc-1"
@@ -151,13 +197,18 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     ld.write_text(json.dumps({"CloudWatchLogs": {"Enabled": True, "LogGroup": "/ferry/prod"},
                               "Firehose": {"Enabled": True, "DeliveryStream": "ferry-logs"}, "S3": {"Enabled": False}}))
     base = [str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri), "--name", "prod-move"]
-    res = subprocess.run(base + ["--log-delivery", str(ld), "--json"], capture_output=True, text=True, timeout=60)
+    work = tmp_path / "deploy"
+    work.mkdir()
+    layer = work / "ferry-definition"
+    res = subprocess.run(base + ["--log-delivery", str(ld), "--json"], capture_output=True, text=True, timeout=60, cwd=work)
     assert res.returncode == 0, res.stderr
     params = json.loads(res.stdout)
     assert params["SourceMskClusterArn"] == "" and params["TargetMskClusterArn"] == msk
     assert sorted(params["SecretArns"].split(",")) == sorted([scram, ca])
     assert (params["LogGroupName"], params["LogFirehoseStreamName"]) == ("/ferry/prod", "ferry-logs")
-    assert json.loads(params["KafkaClustersJson"]) == json.loads(kc.read_text())
+    assert (layer / "kafka-clusters.json").read_bytes() == kc.read_bytes()
+    assert (layer / "replication-info.json").read_bytes() == ri.read_bytes()
+    assert sorted(p.name for p in layer.iterdir()) == ["kafka-clusters.json", "replication-info.json"]
     template = (ROOT / "template.yaml").read_text()
     declared = set(re.findall(r"^  (\w+):\n    Type: ", template.split("\nConditions:")[0], re.M))
     assert set(params) <= declared, set(params) - declared
@@ -165,24 +216,26 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     # The parameters file, read by SAM CLI's own parser as `sam deploy
     # --parameter-overrides file://...` reads it, gives every value back.
     out = tmp_path / "ferry-parameters.yaml"
-    wrote = subprocess.run(base + ["--log-delivery", str(ld), "--out", str(out)], capture_output=True, text=True, timeout=60)
+    wrote = subprocess.run(base + ["--log-delivery", str(ld), "--out", str(out)], capture_output=True, text=True, timeout=60,
+                           cwd=work)
     assert wrote.returncode == 0 and f"--parameter-overrides file://{out}" in wrote.stderr, wrote.stderr
     parsed = sam_parameter_overrides(f"file://{out}")
     assert set(parsed) == set(params)
     for k, v in params.items():
-        if k.endswith("Json"):
-            assert json.loads(parsed[k]) == json.loads(v) == json.loads((kc if k.startswith("Kafka") else ri).read_text()), k
-        else:
-            assert parsed[k] == v, k
-    # What the old Key='<json>' lines became after the shell and that parser:
-    # the value cut at its first double quote, deployed without an error.
-    cut = sam_parameter_overrides(f"KafkaClustersJson={params['KafkaClustersJson']}")
-    assert cut["KafkaClustersJson"] != params["KafkaClustersJson"]
+        assert parsed[k] == v, k
+    # What a Key='<json>' value became after the shell and that parser (how
+    # the definition travelled before it was a layer): cut at its first
+    # double quote, deployed without an error.
+    as_json = json.dumps(json.loads(kc.read_text()), separators=(",", ":"))
+    assert sam_parameter_overrides(f"KafkaClustersJson={as_json}")["KafkaClustersJson"] != as_json
 
     ld.write_text(json.dumps({"S3": {"Enabled": True, "Bucket": "logs-bucket", "Prefix": "ferry/"}}))
-    bad = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60)
+    fresh = tmp_path / "refused"
+    fresh.mkdir()
+    bad = subprocess.run(base + ["--log-delivery", str(ld)], capture_output=True, text=True, timeout=60, cwd=fresh)
     assert bad.returncode == 2 and bad.stdout == "", bad.stdout
     assert "S3" in bad.stderr and "Firehose" in bad.stderr and "logs-bucket" in bad.stderr, bad.stderr
+    assert list(fresh.iterdir()) == [], "a refused definition wrote something"
 
 
 def sam_parameter_overrides(value: str) -> dict:

@@ -4,7 +4,7 @@
 //! the logs go (log-delivery.json).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -34,6 +34,10 @@ pub(crate) struct DeployArgs {
     /// it on as `sam deploy --parameter-overrides file://<FILE>`.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Where to write the definition the stack's DefinitionLayer packages:
+    /// the folder `ferry-definition/` beside template.yaml.
+    #[arg(long, value_name = "DIR", default_value = "ferry-definition")]
+    definition_dir: PathBuf,
 }
 
 fn is_msk(c: &ClusterSpec) -> bool {
@@ -48,8 +52,6 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     } = load_definition(&args.name, &args.kafka_clusters, &args.replication_info)?;
     let mut params: BTreeMap<&str, String> = BTreeMap::new();
     params.insert("ReplicatorName", args.name.clone());
-    params.insert("KafkaClustersJson", sam_safe_json(&clusters_json)?);
-    params.insert("ReplicationInfoJson", sam_safe_json(&info_json)?);
 
     let mut clusters: Vec<&ClusterSpec> = Vec::new();
     for f in &spec.flows {
@@ -106,6 +108,14 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
         params.insert("LogGroupName", ld.log_group.unwrap_or_default());
         params.insert("LogFirehoseStreamName", ld.firehose_stream.unwrap_or_default());
     }
+    // Written last, once everything above was accepted: a refused
+    // definition leaves the folder as it was.
+    write_definition(&args.definition_dir, &clusters_json, &info_json)?;
+    eprintln!(
+        "ferry: wrote {dir}/kafka-clusters.json and {dir}/replication-info.json: the stack's definition layer. \
+         template.yaml's folder must hold {dir}/ when you run `sam build` and `sam deploy` (its ContentUri is ferry-definition/)",
+        dir = args.definition_dir.display()
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&params).map_err(|e| e.to_string())?);
         return Ok(ExitCode::SUCCESS);
@@ -144,39 +154,6 @@ fn parameters_yaml(params: &BTreeMap<&str, String>) -> String {
     out
 }
 
-/// The JSON on one line (CloudFormation parameters are single strings),
-/// written so that SAM CLI hands it over unchanged: it unescapes `\"`,
-/// `\'` and `\ ` in every value, even one read from a file, so quotes,
-/// apostrophes and backslashes inside JSON strings are written as
-/// `\u0022`, `\u0027` and `\u005c`, which every JSON reader reads back
-/// as the same characters.
-fn sam_safe_json(json: &str) -> Result<String, String> {
-    let compact = compact(json)?;
-    let mut out = String::with_capacity(compact.len() + 16);
-    let mut chars = compact.chars();
-    let mut in_string = false;
-    while let Some(ch) = chars.next() {
-        match ch {
-            '"' => {
-                in_string = !in_string;
-                out.push('"');
-            }
-            '\\' if in_string => match chars.next() {
-                Some('"') => out.push_str("\\u0022"),
-                Some('\\') => out.push_str("\\u005c"),
-                Some(other) => {
-                    out.push('\\');
-                    out.push(other);
-                }
-                None => out.push('\\'),
-            },
-            '\'' if in_string => out.push_str("\\u0027"),
-            other => out.push(other),
-        }
-    }
-    Ok(out)
-}
-
 /// Whether a Secrets Manager ARN ends with the `-` and six random
 /// characters Secrets Manager appends to the secret's name. AWS's own
 /// examples, and many hand-written configurations, leave them out.
@@ -188,28 +165,25 @@ fn has_random_suffix(arn: &str) -> bool {
     }
 }
 
-/// The JSON on one line: CloudFormation parameters are single strings.
-fn compact(json: &str) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    Ok(v.to_string())
+/// The definition files, as given (validated above), into `dir`: the
+/// content of the template's DefinitionLayer, mounted at `/opt` in every
+/// function, where `FERRY_DEFINITION_DIR` points.
+fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    for (name, text) in [("kafka-clusters.json", clusters_json), ("replication-info.json", info_json)] {
+        let path = dir.join(name);
+        // Through a temporary file: a half-written definition is never packaged.
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{has_random_suffix, sam_safe_json};
-
-    #[test]
-    fn json_for_sam_has_no_backslash_before_a_quote_apostrophe_or_space_and_reads_back_the_same() {
-        let json = r#"[{"Topics": ["orders\\.v1", "say \"hi\"", "it's", "back\\ slash", "tab\there"], "n": 1}]"#;
-        let safe = sam_safe_json(json).expect("valid");
-        for bad in ["\\\"", "\\'", "\\ "] {
-            assert!(!safe.contains(bad), "{safe} contains {bad}");
-        }
-        assert!(!safe.contains('\''), "{safe}");
-        let back: serde_json::Value = serde_json::from_str(&safe).expect("still JSON");
-        let want: serde_json::Value = serde_json::from_str(json).expect("valid");
-        assert_eq!(back, want);
-    }
+    use super::has_random_suffix;
 
     #[test]
     fn secret_arns_without_their_random_suffix_are_recognised() {

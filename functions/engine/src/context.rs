@@ -141,9 +141,14 @@ impl Ferry {
 pub mod env {
     /// Replicator name.
     pub const NAME: &str = "FERRY_REPLICATOR_NAME";
-    /// `kafka-clusters.json` content.
+    /// The directory holding `kafka-clusters.json` and
+    /// `replication-info.json`: where the template's definition layer is
+    /// mounted (`/opt`). How a deployed stack is given its definition,
+    /// which Lambda's 4 KB of environment could not hold.
+    pub const DEFINITION_DIR: &str = "FERRY_DEFINITION_DIR";
+    /// `kafka-clusters.json` content, for local runs without the layer.
     pub const KAFKA_CLUSTERS: &str = "FERRY_KAFKA_CLUSTERS";
-    /// `replication-info.json` content.
+    /// `replication-info.json` content, for local runs without the layer.
     pub const REPLICATION_INFO: &str = "FERRY_REPLICATION_INFO";
     /// DynamoDB table prefix.
     pub const TABLE_PREFIX: &str = "FERRY_TABLE_PREFIX";
@@ -154,15 +159,57 @@ pub mod env {
 impl Ferry {
     /// Build from the Lambda environment (see [`env`]).
     pub fn from_env(aws: &aws_config::SdkConfig) -> Result<Self, FerryError> {
-        let var =
-            |k: &str| std::env::var(k).map_err(|_| FerryError::Input(format!("environment variable {k} is not set; the template sets it")));
-        let spec = ferry_core::config::load(
-            &var(env::NAME)?,
-            env::KAFKA_CLUSTERS,
-            &var(env::KAFKA_CLUSTERS)?,
-            env::REPLICATION_INFO,
-            &var(env::REPLICATION_INFO)?,
-        )?;
+        let var = |k: &str| {
+            std::env::var(k).map_err(|_| {
+                FerryError::Input(format!(
+                    "environment variable {k} is not set. The template sets {} and {} (the definition layer); a local run may give \
+                 {} and {} instead",
+                    env::NAME,
+                    env::DEFINITION_DIR,
+                    env::KAFKA_CLUSTERS,
+                    env::REPLICATION_INFO
+                ))
+            })
+        };
+        let name = var(env::NAME)?;
+        let spec = match std::env::var_os(env::DEFINITION_DIR) {
+            Some(dir) => {
+                if std::env::var_os(env::KAFKA_CLUSTERS).is_some() || std::env::var_os(env::REPLICATION_INFO).is_some() {
+                    return Err(FerryError::Input(format!(
+                        "both {} and {}/{} are set: the definition must come from one place. Fix: unset {} and {}",
+                        env::DEFINITION_DIR,
+                        env::KAFKA_CLUSTERS,
+                        env::REPLICATION_INFO,
+                        env::KAFKA_CLUSTERS,
+                        env::REPLICATION_INFO
+                    )));
+                }
+                let dir = std::path::PathBuf::from(dir);
+                let file = |f: &str| {
+                    let path = dir.join(f);
+                    std::fs::read_to_string(&path)
+                        .map(|text| (path.display().to_string(), text))
+                        .map_err(|e| {
+                            FerryError::Input(format!(
+                                "cannot read {}: {e}. The stack's definition layer puts kafka-clusters.json and replication-info.json \
+                             there. Fix: run `ferry deploy-parameters` beside template.yaml (it writes ferry-definition/), then \
+                             `sam build` and `sam deploy`",
+                                path.display()
+                            ))
+                        })
+                };
+                let (clusters_file, clusters) = file("kafka-clusters.json")?;
+                let (info_file, info) = file("replication-info.json")?;
+                ferry_core::config::load(&name, &clusters_file, &clusters, &info_file, &info)?
+            }
+            None => ferry_core::config::load(
+                &name,
+                env::KAFKA_CLUSTERS,
+                &var(env::KAFKA_CLUSTERS)?,
+                env::REPLICATION_INFO,
+                &var(env::REPLICATION_INFO)?,
+            )?,
+        };
         let mut settings = Settings::default();
         if let Ok(p) = std::env::var(env::TABLE_PREFIX) {
             settings.table_prefix = p;
