@@ -83,7 +83,20 @@ class Stack:
             return any(self.cond_expr(a) for a in arg)
         if fn == "Fn::Equals":
             return self.resolve(arg[0]) == self.resolve(arg[1])
+        if fn == "Fn::Contains":  # Rules only
+            return self.resolve(arg[1]) in self.resolve(arg[0])
         raise Unresolvable(f"condition function {fn}")
+
+    def check_rules(self) -> None:
+        """The template's Rules, as CloudFormation checks them before it
+        creates anything: an assertion that fails refuses the stack."""
+        for name, rule in self.t.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self.cond_expr(rule["RuleCondition"]):
+                continue
+            for a in rule.get("Assertions", []):
+                if not self.cond_expr(a["Assert"]):
+                    raise Refused(f"CloudFormation refuses the parameters: rule {name}: "
+                                  f"{a.get('AssertDescription', 'an assertion failed')}")
 
     # Physical names and attributes -----------------------------------------
     def ref(self, name: str):
@@ -211,6 +224,9 @@ def main() -> None:
     params = {"AWS::Region": req["region"], **req["parameters"]}
     out = transform(template, params, Policies())
     stack = Stack(out, req)
+    # SAM leaves Rules out of its output; CloudFormation checks them.
+    stack.t = dict(out, Rules=template.get("Rules", {}))
+    stack.check_rules()
     managed = {}
     for name, r in out["Resources"].items():
         if r["Type"] == "AWS::IAM::ManagedPolicy" and stack.created(name):
@@ -230,7 +246,7 @@ def main() -> None:
                 raise Unresolvable(f"{name} attaches {arn}, which is not defined in the template")
             sts += managed[arn]
         roles[name] = {"name": stack.role_name(name), "arn": stack.getatt(name, "Arn"), "statements": sts}
-    functions, state_machine, tables = {}, None, []
+    functions, state_machine, tables, network = {}, None, [], {}
     for name, r in out["Resources"].items():
         if not stack.created(name):
             continue
@@ -264,7 +280,10 @@ def main() -> None:
             state_machine = {"logical": name, "role": role.split(".")[0] if isinstance(role, str) else role[0]}
         elif r["Type"] == "AWS::DynamoDB::Table":
             tables.append(stack.resolve(r["Properties"]))
-    print(json.dumps({"roles": roles, "functions": functions, "state_machine": state_machine, "tables": tables}))
+        elif r["Type"].startswith("AWS::EC2::"):
+            network[name] = {"Type": r["Type"], "Properties": stack.resolve(r["Properties"])}
+    print(json.dumps({"roles": roles, "functions": functions, "state_machine": state_machine, "tables": tables,
+                      "network": network}))
 
 
 if __name__ == "__main__":

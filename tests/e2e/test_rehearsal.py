@@ -212,3 +212,40 @@ def test_the_rehearsal_refuses_what_cloudformation_and_lambda_refuse(tmp_path):
                                         f"        FERRY_REPLICATION_INFO: '{ri.read_text()}'\n"))
     with pytest.raises(DeployRefused, match=r"Lambda refuses \w+: its environment variables total \d+ bytes"):
         sam_stack(params, "ferry-rh-limits", as_variable)
+
+
+def test_vpc_endpoints_when_asked_and_refused_without_their_vpc(tmp_path):
+    """CreateVpcEndpoints=true creates, in the stack as `sam deploy` would
+    transform it, the DynamoDB gateway endpoint on the given route tables
+    and, when there are secrets, the Secrets Manager interface endpoint in
+    the functions' subnets whose security group lets the functions' first
+    security group in on 443. Without VpcId or RouteTableIds the template's
+    rule refuses the parameters, as CloudFormation does before creating
+    anything; by default nothing is created."""
+    kc, ri = write_config(tmp_path, ["orders"])
+    env = {"FERRY_REPLICATOR_NAME": "rh-vpc", "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": "ferry-rh-vpc"}
+    params, _, template = deploy_parameters(env, tmp_path / "deploy")
+    params = dict(params, SubnetIds="subnet-0aaaaaaa,subnet-0bbbbbbb", SecurityGroupIds="sg-0fn00001,sg-0fn00002")
+    assert sam_stack(params, "ferry-rh-vpc", template)["network"] == {}
+
+    asked = dict(params, CreateVpcEndpoints="true", VpcId="vpc-0123abcd", RouteTableIds="rtb-01111111,rtb-02222222")
+    net = sam_stack(asked, "ferry-rh-vpc", template)["network"]
+    assert sorted(net) == ["DynamoDbEndpoint"], net  # no secrets: no Secrets Manager endpoint
+    ddb = net["DynamoDbEndpoint"]["Properties"]
+    assert (ddb["ServiceName"], ddb["VpcEndpointType"], ddb["VpcId"]) == \
+        ("com.amazonaws.us-east-1.dynamodb", "Gateway", "vpc-0123abcd")
+    assert ddb["RouteTableIds"] == ["rtb-01111111", "rtb-02222222"]
+
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf"
+    net = sam_stack(dict(asked, SecretArns=secret), "ferry-rh-vpc", template)["network"]
+    sm = net["SecretsManagerEndpoint"]["Properties"]
+    assert (sm["ServiceName"], sm["VpcEndpointType"], sm["PrivateDnsEnabled"]) == \
+        ("com.amazonaws.us-east-1.secretsmanager", "Interface", True)
+    assert sm["SubnetIds"] == ["subnet-0aaaaaaa", "subnet-0bbbbbbb"]
+    (ingress,) = net["SecretsManagerEndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (ingress["FromPort"], ingress["ToPort"], ingress["SourceSecurityGroupId"]) == (443, 443, "sg-0fn00001")
+
+    for missing in ("VpcId", "RouteTableIds"):
+        with pytest.raises(DeployRefused, match=f"rule EndpointsNeedTheirVpc: CreateVpcEndpoints needs {missing}"):
+            sam_stack(dict(asked, **{missing: ""}), "ferry-rh-vpc", template)

@@ -238,6 +238,60 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     assert list(fresh.iterdir()) == [], "a refused definition wrote something"
 
 
+def test_deploy_parameters_take_the_network_from_vpc_config(tmp_path):
+    """The subnets and security groups come from the clusters' VpcConfig,
+    as create-replicator takes them; what only the user can settle is
+    warned about; an id that is not an EC2 id is refused, naming where it
+    is, and nothing is written."""
+    from conftest import FERRY
+
+    def clusters(vpc_a, vpc_b):
+        out = []
+        for cid, vpc in (("a", vpc_a), ("b", vpc_b)):
+            c = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": cid, "BootstrapBrokerString": f"{cid}:9092"}}
+            if vpc is not None:
+                c["VpcConfig"] = vpc
+            out.append(c)
+        return json.dumps(out)
+
+    ri = tmp_path / "ri.json"
+    ri.write_text(json.dumps([{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
+                               "TopicReplication": {"TopicsToReplicate": ["orders"]}}]))
+    kc = tmp_path / "kc.json"
+
+    def run(text: str, where: str):
+        kc.write_text(text)
+        work = tmp_path / where
+        work.mkdir()
+        res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri),
+                              "--json"], capture_output=True, text=True, timeout=60, cwd=work)
+        return res, work
+
+    sa, sb, sg = "subnet-0123456789abcdef0", "subnet-0fedcba9876543210", "sg-0a1b2c3d"
+    res, _ = run(clusters({"SubnetIds": [sa, sb], "SecurityGroupIds": [sg]}, {"SubnetIds": [sb], "SecurityGroupIds": [sg]}),
+                 "both")
+    assert res.returncode == 0, res.stderr
+    params = json.loads(res.stdout)
+    assert (params["SubnetIds"], params["SecurityGroupIds"]) == (f"{sa},{sb}", sg)
+    assert "subnets of 2 clusters' VpcConfig" in res.stderr and "one VPC" in res.stderr, res.stderr
+
+    res, _ = run(clusters({"SubnetIds": [sa]}, None), "one")
+    assert res.returncode == 0, res.stderr
+    params = json.loads(res.stdout)
+    assert params["SubnetIds"] == sa and "SecurityGroupIds" not in params
+    assert "gives SecurityGroupIds: `sam deploy --guided` asks for it" in res.stderr, res.stderr
+    assert "gives SubnetIds" not in res.stderr and "one VPC" not in res.stderr, res.stderr
+
+    res, _ = run(clusters(None, None), "none")
+    assert res.returncode == 0 and "SubnetIds" not in json.loads(res.stdout), res.stdout
+    assert "gives SubnetIds" in res.stderr and "gives SecurityGroupIds" in res.stderr, res.stderr
+
+    res, work = run(clusters(None, {"SubnetIds": [sb], "SecurityGroupIds": ["kafka-clients"]}), "bad")
+    assert res.returncode == 2 and res.stdout == "", res.stdout
+    assert "[1].VpcConfig.SecurityGroupIds[0]" in res.stderr and "is not a security group id" in res.stderr, res.stderr
+    assert list(work.iterdir()) == [], "a refused definition wrote something"
+
+
 def sam_parameter_overrides(value: str) -> dict:
     """What SAM CLI 1.170's own `--parameter-overrides` parser makes of one
     value (a `file://` reference or `Key=Value` words)."""

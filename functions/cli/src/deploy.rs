@@ -103,6 +103,9 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
         );
     }
     params.insert("SecretArns", secrets.join(","));
+    for (key, ids) in network(&clusters) {
+        params.insert(key, ids);
+    }
     if let Some(path) = &args.log_delivery {
         let ld = load_log_delivery(&path.display().to_string(), &read(path)?).map_err(|e| e.to_string())?;
         params.insert("LogGroupName", ld.log_group.unwrap_or_default());
@@ -124,11 +127,19 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     match &args.out {
         Some(path) => {
             std::fs::write(path, &file).map_err(|e| format!("{}: {e}", path.display()))?;
+            let left: Vec<&str> = ["SubnetIds", "SecurityGroupIds"]
+                .into_iter()
+                .filter(|k| !params.contains_key(k))
+                .collect();
             eprintln!(
-                "ferry: wrote {}. Deploy with: sam deploy --parameter-overrides file://{} (with --guided, answer the remaining \
-                 questions: SubnetIds, SecurityGroupIds)",
+                "ferry: wrote {}. Deploy with: sam deploy --parameter-overrides file://{}{}",
                 path.display(),
-                path.display()
+                path.display(),
+                if left.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (with --guided, answer the remaining questions: {})", left.join(", "))
+                }
             );
         }
         None => {
@@ -152,6 +163,53 @@ fn parameters_yaml(params: &BTreeMap<&str, String>) -> String {
         out.push_str(&format!("{k}: '{}'\n", v.replace('\'', "''")));
     }
     out
+}
+
+/// `SubnetIds` and `SecurityGroupIds` from the clusters' `VpcConfig` (as
+/// `create-replicator` takes them), each id once in the order given; with
+/// a warning for what only the user can settle: a parameter no cluster
+/// gives (sam deploy --guided asks for it), and subnets of several
+/// clusters, which Lambda needs in one VPC.
+fn network(clusters: &[&ClusterSpec]) -> Vec<(&'static str, String)> {
+    let mut subnets: Vec<&str> = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    let mut giving = 0;
+    for vpc in clusters.iter().filter_map(|c| c.vpc.as_ref()) {
+        if !vpc.subnet_ids.is_empty() {
+            giving += 1;
+        }
+        for s in &vpc.subnet_ids {
+            if !subnets.contains(&s.as_str()) {
+                subnets.push(s);
+            }
+        }
+        for g in &vpc.security_group_ids {
+            if !groups.contains(&g.as_str()) {
+                groups.push(g);
+            }
+        }
+    }
+    for (key, ids, what) in [("SubnetIds", &subnets, "subnets"), ("SecurityGroupIds", &groups, "security groups")] {
+        if ids.is_empty() {
+            eprintln!(
+                "ferry: warning: no cluster's VpcConfig in kafka-clusters.json gives {key}: `sam deploy --guided` asks for it. \
+                 Give {what} from which the functions reach every cluster's brokers (README, \"Network checklist\"), or add \
+                 them to a cluster's VpcConfig"
+            );
+        }
+    }
+    if giving > 1 {
+        eprintln!(
+            "ferry: warning: SubnetIds joins the subnets of {giving} clusters' VpcConfig ({}). Lambda places a function in one \
+             VPC: if they are in different VPCs, the deployment fails; keep the subnets of the VPC that routes to every cluster",
+            subnets.join(", ")
+        );
+    }
+    [("SubnetIds", subnets), ("SecurityGroupIds", groups)]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(k, ids)| (k, ids.join(",")))
+        .collect()
 }
 
 /// Whether a Secrets Manager ARN ends with the `-` and six random

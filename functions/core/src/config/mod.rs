@@ -133,6 +133,27 @@ pub struct ClusterSpec {
     pub auth: ClusterAuth,
     /// TLS on; `None` for PLAINTEXT.
     pub tls: Option<TlsSpec>,
+    /// `VpcConfig`: where the functions' network interfaces go to reach
+    /// it (subnet ids, security group ids), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<VpcSpec>,
+}
+
+/// A cluster's `VpcConfig`, its ids checked for form.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VpcSpec {
+    /// `subnet-...` ids.
+    pub subnet_ids: Vec<String>,
+    /// `sg-...` ids.
+    pub security_group_ids: Vec<String>,
+}
+
+/// Whether `id` is an EC2 id of this prefix: `<prefix>-` and 8 or 17
+/// lower-case hex digits.
+fn is_ec2_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|h| matches!(h.len(), 8 | 17) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// TLS settings.
@@ -546,12 +567,42 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
                 "define each cluster once",
             ));
         }
+        let vpc = match &c.vpc_config {
+            None => None,
+            Some(v) => {
+                for (i, id) in v.subnet_ids.iter().enumerate() {
+                    if !is_ec2_id(id, "subnet") {
+                        return Err(ConfigError::new(
+                            file,
+                            at(&format!(".VpcConfig.SubnetIds[{i}]")),
+                            format!("{id:?} is not a subnet id"),
+                            "give ids as EC2 shows them, such as subnet-0123456789abcdef0",
+                        ));
+                    }
+                }
+                for (i, id) in v.security_group_ids.iter().enumerate() {
+                    if !is_ec2_id(id, "sg") {
+                        return Err(ConfigError::new(
+                            file,
+                            at(&format!(".VpcConfig.SecurityGroupIds[{i}]")),
+                            format!("{id:?} is not a security group id"),
+                            "give ids as EC2 shows them, such as sg-0123456789abcdef0 (ids, not names)",
+                        ));
+                    }
+                }
+                Some(VpcSpec {
+                    subnet_ids: v.subnet_ids.clone(),
+                    security_group_ids: v.security_group_ids.clone(),
+                })
+            }
+        };
         out.push(ClusterSpec {
             id,
             alias,
             bootstrap,
             auth,
             tls,
+            vpc,
         });
     }
     Ok(out)
