@@ -159,6 +159,17 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
             # with ConsumerGroupOffsetSyncFailure 0 before) once Report ran.
             assert run["status"] == "FAILED", f"{role}: {run}"
             assert run.get("error") == ("Ferry.PlanFailed" if role == "PlanRole" else "Ferry.StepFailed"), run
+            if action.startswith("secretsmanager:"):
+                # A refused secret is not a passing fault: Plan fails once,
+                # as Ferry.AuthError, and the state machine does not retry it
+                # (it used to, as Ferry.Retryable, for about a minute).
+                events = sfn.client.get_execution_history(executionArn=run["executionArn"])["events"]
+                failed = [e.get("taskFailedEventDetails", {}).get("error") for e in events if e["type"] == "TaskFailed"]
+                assert failed == ["Ferry.AuthError"], failed
+                # Counted at once in the cluster's AuthError metric (EMF on
+                # stdout): Report, which counts it otherwise, does not run.
+                assert '"AuthError":1' in log.replace(" ", "") and '"ClusterAlias":"source"' in log.replace(" ", ""), \
+                    log[-3000:]
             print(f"\nwithout the {what}: {denied[0]['principal']} denied {action} on {denied[0]['resource']}")
         sfn.rehearsal.set_stack(full)
 

@@ -398,20 +398,50 @@ def test_a_target_refusing_transactional_ids_names_the_grant_and_writes_nothing(
     assert_no_secret(out, password)
 
 
-def test_a_wrong_password_is_tried_again_after_growing_waits(tmp_path):
-    """Calm, not hammering: over 12 s of retries the broker sees a handful
-    of attempts, each after a wait twice the last."""
+def test_a_wrong_password_fails_at_once_with_the_cause(tmp_path):
+    """A refused login is not a passing fault: `ferry run --once` (as a
+    scheduled invocation) reads the secret once more, tries once more, and
+    stops with the cause and the fix, in well under 5 s, where it used to
+    retry for a minute (the give-up time, 60 s by default)."""
+    topic = unique("sec-fast")
+    fill(topic, 1, 1)
+    arn = new_secret({"username": USER, "password": "fast-wrong-password", "certificate": CA_CHAIN})
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(arn)))
+    started = time.monotonic()
+    res = ferry.run("--once", timeout=120, env={"RUST_LOG": "warn,ferry_adapters=info"})
+    took = time.monotonic() - started
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-2000:]
+    assert took < 5, f"{took:.1f} s: {out[-2000:]}"
+    assert "SaslAuthenticationFailed" in out and "password" in out and "giving up" not in out, out[-2000:]
+    # One fresh read of the secret and one more try (a rotation may just
+    # have happened), then the answer.
+    assert out.count("reading the credentials again and trying once more") == 1, out[-3000:]
+    assert topic not in list_topics(TARGET)
+    assert_no_secret(out, "fast-wrong-password")
+
+
+def test_a_running_replicator_tries_a_wrong_password_again_after_growing_waits(tmp_path):
+    """Running on (not --once), Ferry waits for the fix, calm, not
+    hammering: over 12 s the broker sees a handful of attempts, each after
+    a wait twice the last."""
     import re
 
     topic = unique("sec-calm")
     fill(topic, 1, 1)
     arn = new_secret({"username": USER, "password": "calm-wrong-password", "certificate": CA_CHAIN})
     ferry = Ferry(*configure(tmp_path, [topic], scram_source(arn)))
-    res = ferry.run("--once", "--give-up-seconds", "12", timeout=120)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
+    log = tmp_path / "ferry.log"
+    proc = ferry.spawn("--round-seconds", "1", log=log)
+    try:
+        time.sleep(12)
+        assert proc.poll() is None, "a running replicator waits for the fix"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    out = log.read_text()
     waits = [int(w) for w in re.findall(r"authentication failed; waiting before connecting again .*wait_s=(\d+)", out)]
     assert 2 <= len(waits) <= 5, out[-3000:]
     assert waits == [2 ** i for i in range(len(waits))], waits
-    assert "giving up after 12 s" in out and "Ferry waits" in out, out[-2000:]
+    assert "Ferry waits" in out, out[-2000:]
     assert_no_secret(out, "calm-wrong-password")

@@ -53,6 +53,33 @@ pub fn unreachable_hint<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, servi
     })
 }
 
+/// Whether an AWS call may succeed if made again soon: no answer, a
+/// broken response, throttling or a server-side error; not a refusal
+/// (access denied, not found, bad request).
+pub fn is_transient<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => matches!(
+            s.err().code(),
+            Some(
+                "ThrottlingException"
+                    | "Throttling"
+                    | "TooManyRequestsException"
+                    | "RequestLimitExceeded"
+                    | "InternalServiceError"
+                    | "InternalServiceErrorException"
+                    | "InternalFailure"
+                    | "ServiceUnavailable"
+            )
+        ),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,6 +318,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                 failing_since = None;
                 plan
             }
+            // --once: a refused login (after one fresh read of the secret)
+            // ends the run at once with the cause, as a deployed
+            // invocation does; running on, Ferry waits for a fix instead.
+            Err(e) if e.is_refusal() && args.once => return Err(describe(&e)),
             Err(e) if e.is_retryable() && !interrupted.load(Ordering::SeqCst) => {
                 // A broker restarting or DynamoDB unavailable: wait and plan
                 // again. With --once, give up after a while with the cause.

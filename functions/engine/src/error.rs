@@ -85,6 +85,14 @@ impl FerryError {
         }
     }
 
+    /// Whether a cluster refused Ferry (credentials, TLS, the secret
+    /// holding them): retrying within this invocation cannot help, so it
+    /// ends at once with the cause (`Ferry.AuthError`). The next scheduled
+    /// execution tries again; a long-running `ferry run` waits and tries.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, FerryError::Kafka(e) if e.is_refusal())
+    }
+
     /// The stable `error_type` Step Functions' Retry and Catch match on.
     /// These names are part of Ferry's interface: change them only together
     /// with `infra/statemachine/`.
@@ -92,6 +100,7 @@ impl FerryError {
         match self {
             FerryError::Config(_) => "Ferry.ConfigError",
             FerryError::Input(_) => "Ferry.InputError",
+            e if e.is_refusal() => "Ferry.AuthError",
             e if e.is_retryable() => "Ferry.Retryable",
             _ => "Ferry.Fatal",
         }

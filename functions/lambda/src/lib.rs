@@ -32,6 +32,20 @@ pub fn diagnostic(e: &FerryError) -> Diagnostic {
     }
 }
 
+/// A failed invocation as the Lambda runtime reports it; a cluster's
+/// refusal (credentials, TLS, its secret) also counts in that cluster's
+/// `AuthError` metric at once, since the execution then ends before the
+/// Report step would count it.
+pub fn failure(ferry: &Ferry, e: &FerryError) -> Diagnostic {
+    if let FerryError::Kafka(k) = e {
+        if let Some(cluster) = k.refusing_cluster() {
+            use ferry_core::metrics::{dim, name, Unit};
+            emit_metrics(&[Datum::new(name::AUTH_ERROR, Unit::Count, 1.0, &ferry.spec.name, &[(dim::CLUSTER, cluster)])]);
+        }
+    }
+    diagnostic(e)
+}
+
 /// Publish metrics in CloudWatch's embedded metric format: one JSON
 /// document per stdout line, which Lambda's log delivery turns into
 /// metrics with no API call.

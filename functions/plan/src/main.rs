@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload)
             .instrument(ferry_lambda::step_span(ferry, "plan", None))
             .await
-            .map_err(|e| diagnostic(&e))?;
+            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
         Ok::<_, Diagnostic>(out)
     }))
     .await

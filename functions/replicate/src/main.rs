@@ -24,7 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let out: ReplicateOutput = ferry_engine::replicate::replicate(ferry, &event.payload, &budget)
             .instrument(span)
             .await
-            .map_err(|e| diagnostic(&e))?;
+            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
         let mut data = replicate_metrics(&ferry.spec.name, &out, started.elapsed().as_secs_f64());
         for (c, before) in clusters.iter().zip(throttled_before) {
             let ms = c.throttle_ms().saturating_sub(before) as f64;

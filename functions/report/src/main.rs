@@ -35,7 +35,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let report: Report = ferry_engine::report::report(ferry, &input.thresholds.unwrap_or_default())
             .instrument(ferry_lambda::step_span(ferry, "report", None))
             .await
-            .map_err(|e| diagnostic(&e))?;
+            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
         ferry_lambda::emit_metrics(&report.metrics());
         Ok::<_, Diagnostic>(report)
     }))

@@ -16,7 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry)
             .instrument(ferry_lambda::step_span(ferry, "sync-groups", None))
             .await
-            .map_err(|e| diagnostic(&e))?;
+            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
         Ok::<_, Diagnostic>(out)
     }))
     .await

@@ -190,10 +190,22 @@ impl KafkaCluster {
             });
         }
         let client_id = format!("ferry-{}", self.alias);
-        let res = match self.security.resolve().await {
-            Ok(resolved) => Connection::connect(addr, &self.alias, &client_id, self.request_timeout, &resolved).await,
-            Err(e) => Err(e),
+        let attempt = || async {
+            match self.security.resolve().await {
+                Ok(resolved) => Connection::connect(addr, &self.alias, &client_id, self.request_timeout, &resolved).await,
+                Err(e) => Err(e),
+            }
         };
+        let mut res = attempt().await;
+        if res.as_ref().is_err_and(KafkaError::is_refusal) && lock(&self.auth_backoff).is_none() {
+            // The first refusal: the password may just have been rotated.
+            // Read the secret again and try once more at once; a second
+            // refusal is the answer (and starts the wait below).
+            self.security.forget().await;
+            tracing::info!(cluster = %self.alias, error = %res.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                "authentication refused; reading the credentials again and trying once more");
+            res = attempt().await;
+        }
         match &res {
             Ok(_) => *lock(&self.auth_backoff) = None,
             Err(e) if e.is_auth_error() => self.auth_failed(e).await,

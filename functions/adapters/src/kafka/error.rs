@@ -103,6 +103,9 @@ pub enum KafkaError {
         arn: String,
         /// What is wrong with it (never its value).
         detail: String,
+        /// Secrets Manager did not answer, or answered that it is busy:
+        /// worth trying again soon, unlike a refusal or a bad secret.
+        transient: bool,
     },
     /// Not connecting yet: an authentication failure is still fresh.
     #[error("{last} (Ferry waits {seconds} s before connecting to cluster {cluster} again)")]
@@ -191,9 +194,9 @@ impl KafkaError {
                             | ResponseError::CoordinatorLoadInProgress
                     )
             }
+            KafkaError::Secret { transient, .. } => *transient,
             KafkaError::Tls { .. }
             | KafkaError::Auth { .. }
-            | KafkaError::Secret { .. }
             | KafkaError::AuthBackoff { .. }
             | KafkaError::Unsupported { .. }
             | KafkaError::Protocol { .. }
@@ -232,6 +235,33 @@ impl KafkaError {
                 ..
             }
         )
+    }
+
+    /// Whether Ferry could not get in at all: the broker refused its
+    /// credentials, TLS failed, or the secret holding them was refused or
+    /// unusable (after one fresh read of it, see `KafkaCluster`). A
+    /// scheduled invocation stops at once on it (`Ferry.AuthError`, not
+    /// retried by the state machine) instead of spending its time on
+    /// retries that cannot succeed until someone fixes it; a long-running
+    /// `ferry run` waits and tries again, for a rotation to finish.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::AuthBackoff { .. })
+            || matches!(self, KafkaError::Secret { transient: false, .. })
+    }
+
+    /// The cluster that refused Ferry, for a refusal (`is_refusal`).
+    pub fn refusing_cluster(&self) -> Option<&str> {
+        match self {
+            KafkaError::Tls { cluster, .. }
+            | KafkaError::Auth { cluster, .. }
+            | KafkaError::AuthBackoff { cluster, .. }
+            | KafkaError::Secret { cluster, .. }
+                if self.is_refusal() =>
+            {
+                Some(cluster)
+            }
+            _ => None,
+        }
     }
 
     /// Whether the broker refused Ferry's credentials or permissions (the
@@ -281,7 +311,16 @@ mod tests {
             broker: "b:9096".into(),
             detail: "wrong password".into(),
         };
-        assert!(auth.is_retryable() && !auth.is_transient() && auth.is_auth_error());
+        assert!(auth.is_retryable() && !auth.is_transient() && auth.is_auth_error() && auth.is_refusal());
+        let secret = |transient| KafkaError::Secret {
+            cluster: "source".into(),
+            arn: "arn:aws:secretsmanager:us-east-1:1:secret:s-AbCdEf".into(),
+            detail: "cannot be read".into(),
+            transient,
+        };
+        // Refused or unusable: a refusal. Throttled or unanswered: try again.
+        assert!(secret(false).is_refusal() && !secret(false).is_transient());
+        assert!(!secret(true).is_refusal() && secret(true).is_transient() && secret(true).is_retryable());
         let io = KafkaError::Io {
             broker: "b:9092".into(),
             source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),

@@ -286,10 +286,16 @@ impl Security {
             .ok_or_else(|| self.secret_error(arn, "cannot be read: no AWS configuration".into()))?;
         let out = client.get_secret_value().secret_id(arn).send().await.map_err(|e| {
             // Unreachable is not refused: point at the network, not the ARN.
+            let transient = crate::aws::is_transient(&e);
             let fix = crate::aws::unreachable_hint(&e, "secretsmanager")
                 .unwrap_or_else(|| "check the ARN and that Ferry's role may call secretsmanager:GetSecretValue on it".into());
             let e = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
-            self.secret_error(arn, format!("cannot be read ({e}); {fix}"))
+            KafkaError::Secret {
+                cluster: self.cluster.clone(),
+                arn: arn.to_owned(),
+                detail: format!("cannot be read ({e}); {fix}"),
+                transient,
+            }
         })?;
         let text = out
             .secret_string()
@@ -309,6 +315,7 @@ impl Security {
             cluster: self.cluster.clone(),
             arn: arn.to_owned(),
             detail,
+            transient: false,
         }
     }
 
