@@ -224,7 +224,7 @@ def main() -> None:
     params = {"AWS::Region": req["region"], **req["parameters"]}
     out = transform(template, params, Policies())
     stack = Stack(out, req)
-    # SAM leaves Rules out of its output; CloudFormation checks them.
+    # CloudFormation checks the Rules before it creates anything.
     stack.t = dict(out, Rules=template.get("Rules", {}))
     stack.check_rules()
     managed = {}
@@ -255,7 +255,8 @@ def main() -> None:
             role = p["Role"]["Fn::GetAtt"]
             role = role.split(".")[0] if isinstance(role, str) else role[0]
             environment = stack.resolve(p.get("Environment", {}).get("Variables", {}))
-            size = sum(len(k.encode()) + len(str(v).encode()) for k, v in environment.items())
+            # Lambda measures the variables as JSON text ({"K":"V",...}).
+            size = len(json.dumps(environment, separators=(",", ":"), ensure_ascii=False).encode())
             if size > ENVIRONMENT_BYTES:
                 raise Refused(f"Lambda refuses {name}: its environment variables total {size} bytes, over Lambda's "
                               f"{ENVIRONMENT_BYTES}-byte limit")

@@ -6,6 +6,7 @@ transformed template fails, naming the missing permission."""
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -203,6 +204,20 @@ def test_a_definition_of_750_topics_deploys_and_replicates(tmp_path):
                 sorted(f"{t}-{i}".encode() for i in range(20)), t
         sfn.assert_rehearsed()
 
+        # The layer and the parameters travel apart: a layer from another
+        # `ferry deploy-parameters` run (here: the last topic left out) is
+        # refused, never run under this stack's name.
+        layer = Path(sfn.rehearsal.stack["functions"]["ferry-plan"]["layers"][0])
+        other = json.loads((layer / "replication-info.json").read_text())
+        other[0]["TopicReplication"]["TopicsToReplicate"].pop()
+        (layer / "replication-info.json").write_text(json.dumps(other))
+        sfn.cold_start()
+        before = len(sfn.function_log("ferry-plan"))
+        run = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert run["status"] == "FAILED" and run.get("error") == "Ferry.PlanFailed", run
+        log = sfn.function_log("ferry-plan")[before:]
+        assert "is not the one this stack's parameters were written for" in log, log[-3000:]
+
 
 def test_the_rehearsal_refuses_what_cloudformation_and_lambda_refuse(tmp_path):
     """A parameter over 4,096 bytes (CloudFormation) and an environment over
@@ -256,6 +271,9 @@ def test_vpc_endpoints_when_asked_and_refused_without_their_vpc(tmp_path):
     assert sm["SubnetIds"] == ["subnet-0aaaaaaa", "subnet-0bbbbbbb"]
     (ingress,) = net["SecretsManagerEndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
     assert (ingress["FromPort"], ingress["ToPort"], ingress["SourceSecurityGroupId"]) == (443, 443, "sg-0fn00001")
+    # An interface endpoint takes one subnet per zone: its own subnets when given.
+    net = sam_stack(dict(asked, SecretArns=secret, EndpointSubnetIds="subnet-0ccccccc"), "ferry-rh-vpc", template)["network"]
+    assert net["SecretsManagerEndpoint"]["Properties"]["SubnetIds"] == ["subnet-0ccccccc"]
 
     for missing in ("VpcId", "RouteTableIds"):
         with pytest.raises(DeployRefused, match=f"rule EndpointsNeedTheirVpc: CreateVpcEndpoints needs {missing}"):

@@ -229,6 +229,12 @@ def test_deploy_parameters_match_the_template_and_honour_log_delivery(tmp_path):
     as_json = json.dumps(json.loads(kc.read_text()), separators=(",", ":"))
     assert sam_parameter_overrides(f"KafkaClustersJson={as_json}")["KafkaClustersJson"] != as_json
 
+    # The layer carries the whole folder: a stray file is refused, not shipped.
+    (layer / "notes.txt").write_text("mine")
+    stray = subprocess.run(base + ["--log-delivery", str(ld), "--json"], capture_output=True, text=True, timeout=60, cwd=work)
+    assert stray.returncode == 2 and "holds notes.txt besides the definition" in stray.stderr, stray.stderr
+    assert (layer / "notes.txt").read_text() == "mine"
+
     ld.write_text(json.dumps({"S3": {"Enabled": True, "Bucket": "logs-bucket", "Prefix": "ferry/"}}))
     fresh = tmp_path / "refused"
     fresh.mkdir()
@@ -268,19 +274,33 @@ def test_deploy_parameters_take_the_network_from_vpc_config(tmp_path):
         return res, work
 
     sa, sb, sg = "subnet-0123456789abcdef0", "subnet-0fedcba9876543210", "sg-0a1b2c3d"
-    res, _ = run(clusters({"SubnetIds": [sa, sb], "SecurityGroupIds": [sg]}, {"SubnetIds": [sb], "SecurityGroupIds": [sg]}),
-                 "both")
+    # The same network given on both clusters (in another order): taken, no warning.
+    res, _ = run(clusters({"SubnetIds": [sa, sb], "SecurityGroupIds": [sg]}, {"SubnetIds": [sb, sa], "SecurityGroupIds": [sg]}),
+                 "same")
     assert res.returncode == 0, res.stderr
     params = json.loads(res.stdout)
     assert (params["SubnetIds"], params["SecurityGroupIds"]) == (f"{sa},{sb}", sg)
-    assert "subnets of 2 clusters' VpcConfig" in res.stderr and "one VPC" in res.stderr, res.stderr
+    assert "warning" not in res.stderr.replace("no random suffix", ""), res.stderr
+    # Different subnets (another VPC, perhaps another region): a function has
+    # one VpcConfig, so the choice is the user's.
+    res, _ = run(clusters({"SubnetIds": [sa], "SecurityGroupIds": [sg]}, {"SubnetIds": [sb], "SecurityGroupIds": [sg]}),
+                 "both")
+    assert res.returncode == 0, res.stderr
+    params = json.loads(res.stdout)
+    assert "SubnetIds" not in params and params["SecurityGroupIds"] == sg, params
+    assert f"different SubnetIds (a: {sa}; b: {sb})" in res.stderr and "one VPC" in res.stderr, res.stderr
+    # Over Lambda's limit of five security groups.
+    many = [f"sg-0000000{i}" for i in range(6)]
+    res, _ = run(clusters({"SubnetIds": [sa], "SecurityGroupIds": many}, None), "many")
+    assert res.returncode == 0 and "SecurityGroupIds" not in json.loads(res.stdout), res.stdout
+    assert "give 6 security groups; Lambda takes at most 5" in res.stderr, res.stderr
 
     res, _ = run(clusters({"SubnetIds": [sa]}, None), "one")
     assert res.returncode == 0, res.stderr
     params = json.loads(res.stdout)
     assert params["SubnetIds"] == sa and "SecurityGroupIds" not in params
     assert "gives SecurityGroupIds: `sam deploy --guided` asks for it" in res.stderr, res.stderr
-    assert "gives SubnetIds" not in res.stderr and "one VPC" not in res.stderr, res.stderr
+    assert "gives SubnetIds" not in res.stderr and "different" not in res.stderr, res.stderr
 
     res, _ = run(clusters(None, None), "none")
     assert res.returncode == 0 and "SubnetIds" not in json.loads(res.stdout), res.stdout

@@ -3,5 +3,6 @@
 //! record-batch codec, and the DynamoDB state store.
 
 pub mod aws;
+pub mod definition;
 pub mod kafka;
 pub mod state;

@@ -52,6 +52,12 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     } = load_definition(&args.name, &args.kafka_clusters, &args.replication_info)?;
     let mut params: BTreeMap<&str, String> = BTreeMap::new();
     params.insert("ReplicatorName", args.name.clone());
+    // The layer and these parameters travel apart; the functions check
+    // that they belong together.
+    params.insert(
+        "DefinitionSha256",
+        ferry_adapters::definition::fingerprint(&clusters_json, &info_json),
+    );
 
     let mut clusters: Vec<&ClusterSpec> = Vec::new();
     for f in &spec.flows {
@@ -166,50 +172,53 @@ fn parameters_yaml(params: &BTreeMap<&str, String>) -> String {
 }
 
 /// `SubnetIds` and `SecurityGroupIds` from the clusters' `VpcConfig` (as
-/// `create-replicator` takes them), each id once in the order given; with
-/// a warning for what only the user can settle: a parameter no cluster
-/// gives (sam deploy --guided asks for it), and subnets of several
-/// clusters, which Lambda needs in one VPC.
+/// `create-replicator` takes them), when the clusters that give them give
+/// the same ones. MSK Replicator places interfaces per cluster; a function
+/// has one VpcConfig, in one VPC, so differing sets (often other VPCs or
+/// regions) are left to the user, with a warning, as are sets over
+/// Lambda's limits (16 subnets, 5 security groups) and parameters no
+/// cluster gives (`sam deploy --guided` asks for them).
 fn network(clusters: &[&ClusterSpec]) -> Vec<(&'static str, String)> {
-    let mut subnets: Vec<&str> = Vec::new();
-    let mut groups: Vec<&str> = Vec::new();
-    let mut giving = 0;
-    for vpc in clusters.iter().filter_map(|c| c.vpc.as_ref()) {
-        if !vpc.subnet_ids.is_empty() {
-            giving += 1;
-        }
-        for s in &vpc.subnet_ids {
-            if !subnets.contains(&s.as_str()) {
-                subnets.push(s);
+    let mut out = Vec::new();
+    type Ids = fn(&ferry_core::config::VpcSpec) -> &Vec<String>;
+    let kinds: [(&str, &str, usize, Ids); 2] = [
+        ("SubnetIds", "subnets", 16, |v| &v.subnet_ids),
+        ("SecurityGroupIds", "security groups", 5, |v| &v.security_group_ids),
+    ];
+    for (key, what, limit, ids) in kinds {
+        let mut sets: Vec<(&str, Vec<&str>)> = Vec::new();
+        for c in clusters {
+            if let Some(v) = c.vpc.as_ref().filter(|v| !ids(v).is_empty()) {
+                let mut set: Vec<&str> = ids(v).iter().map(String::as_str).collect();
+                set.sort_unstable();
+                set.dedup();
+                sets.push((&c.alias, set));
             }
         }
-        for g in &vpc.security_group_ids {
-            if !groups.contains(&g.as_str()) {
-                groups.push(g);
-            }
-        }
-    }
-    for (key, ids, what) in [("SubnetIds", &subnets, "subnets"), ("SecurityGroupIds", &groups, "security groups")] {
-        if ids.is_empty() {
-            eprintln!(
+        match sets.first() {
+            None => eprintln!(
                 "ferry: warning: no cluster's VpcConfig in kafka-clusters.json gives {key}: `sam deploy --guided` asks for it. \
                  Give {what} from which the functions reach every cluster's brokers (README, \"Network checklist\"), or add \
                  them to a cluster's VpcConfig"
-            );
+            ),
+            Some((_, first)) if sets.iter().any(|(_, s)| s != first) => eprintln!(
+                "ferry: warning: the clusters' VpcConfig give different {key} ({}). A Lambda function sits in one VPC and \
+                 takes one set: {key} is left out; give the {what} of the VPC that routes to every cluster (sam deploy \
+                 --guided asks for them)",
+                sets.iter()
+                    .map(|(a, s)| format!("{a}: {}", s.join(",")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Some((_, first)) if first.len() > limit => eprintln!(
+                "ferry: warning: the clusters' VpcConfig give {} {what}; Lambda takes at most {limit}: {key} is left out. \
+                 Fix: choose up to {limit} (sam deploy --guided asks for them)",
+                first.len()
+            ),
+            Some((_, first)) => out.push((key, first.join(","))),
         }
     }
-    if giving > 1 {
-        eprintln!(
-            "ferry: warning: SubnetIds joins the subnets of {giving} clusters' VpcConfig ({}). Lambda places a function in one \
-             VPC: if they are in different VPCs, the deployment fails; keep the subnets of the VPC that routes to every cluster",
-            subnets.join(", ")
-        );
-    }
-    [("SubnetIds", subnets), ("SecurityGroupIds", groups)]
-        .into_iter()
-        .filter(|(_, ids)| !ids.is_empty())
-        .map(|(k, ids)| (k, ids.join(",")))
-        .collect()
+    out
 }
 
 /// Whether a Secrets Manager ARN ends with the `-` and six random
@@ -228,6 +237,27 @@ fn has_random_suffix(arn: &str) -> bool {
 /// function, where `FERRY_DEFINITION_DIR` points.
 fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    // The layer carries everything in the folder: refuse to mix in files
+    // that are not the definition.
+    let names = ["kafka-clusters.json", "replication-info.json"];
+    let mut others: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            let ours = names.contains(&n.as_str()) || (n.starts_with('.') && n.ends_with(".json.tmp"));
+            !ours
+        })
+        .collect();
+    if !others.is_empty() {
+        others.sort();
+        return Err(format!(
+            "{} holds {} besides the definition; the definition layer would carry them to every function. Fix: remove them, \
+             or give another --definition-dir",
+            dir.display(),
+            others.join(", ")
+        ));
+    }
     for (name, text) in [("kafka-clusters.json", clusters_json), ("replication-info.json", info_json)] {
         let path = dir.join(name);
         // Through a temporary file: a half-written definition is never packaged.

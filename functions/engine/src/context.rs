@@ -146,6 +146,10 @@ pub mod env {
     /// mounted (`/opt`). How a deployed stack is given its definition,
     /// which Lambda's 4 KB of environment could not hold.
     pub const DEFINITION_DIR: &str = "FERRY_DEFINITION_DIR";
+    /// The fingerprint of the definition the stack's parameters were
+    /// written for (`ferry deploy-parameters`); required with
+    /// [`DEFINITION_DIR`], whose files must match it.
+    pub const DEFINITION_SHA256: &str = "FERRY_DEFINITION_SHA256";
     /// `kafka-clusters.json` content, for local runs without the layer.
     pub const KAFKA_CLUSTERS: &str = "FERRY_KAFKA_CLUSTERS";
     /// `replication-info.json` content, for local runs without the layer.
@@ -184,6 +188,13 @@ impl Ferry {
                         env::REPLICATION_INFO
                     )));
                 }
+                if dir.is_empty() {
+                    return Err(FerryError::Input(format!(
+                        "{} is empty. Fix: set it to the folder holding kafka-clusters.json and replication-info.json (/opt \
+                         in the template: the definition layer)",
+                        env::DEFINITION_DIR
+                    )));
+                }
                 let dir = std::path::PathBuf::from(dir);
                 let file = |f: &str| {
                     let path = dir.join(f);
@@ -200,6 +211,17 @@ impl Ferry {
                 };
                 let (clusters_file, clusters) = file("kafka-clusters.json")?;
                 let (info_file, info) = file("replication-info.json")?;
+                let expected = var(env::DEFINITION_SHA256)?;
+                let found = ferry_adapters::definition::fingerprint(&clusters, &info);
+                if found != expected {
+                    return Err(FerryError::Input(format!(
+                        "the definition in {} (fingerprint {found}) is not the one this stack's parameters were written for \
+                         ({expected}): the layer and the parameters file come from different `ferry deploy-parameters` runs (another \
+                         replicator's, or an older one). Fix: run `ferry deploy-parameters` once for replicator {name} beside \
+                         template.yaml and deploy the parameters file and ferry-definition/ it writes together",
+                        dir.display()
+                    )));
+                }
                 ferry_core::config::load(&name, &clusters_file, &clusters, &info_file, &info)?
             }
             None => ferry_core::config::load(

@@ -40,7 +40,13 @@ pub fn failure(ferry: &Ferry, e: &FerryError) -> Diagnostic {
     if let FerryError::Kafka(k) = e {
         if let Some(cluster) = k.refusing_cluster() {
             use ferry_core::metrics::{dim, name, Unit};
-            emit_metrics(&[Datum::new(name::AUTH_ERROR, Unit::Count, 1.0, &ferry.spec.name, &[(dim::CLUSTER, cluster)])]);
+            emit_metrics(&[Datum::new(
+                name::AUTH_ERROR,
+                Unit::Count,
+                1.0,
+                &ferry.spec.name,
+                &[(dim::CLUSTER, cluster)],
+            )]);
         }
     }
     diagnostic(e)

@@ -245,8 +245,10 @@ impl KafkaError {
     /// retries that cannot succeed until someone fixes it; a long-running
     /// `ferry run` waits and tries again, for a rotation to finish.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::AuthBackoff { .. })
-            || matches!(self, KafkaError::Secret { transient: false, .. })
+        matches!(
+            self,
+            KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::AuthBackoff { .. }
+        ) || matches!(self, KafkaError::Secret { transient: false, .. })
     }
 
     /// The cluster that refused Ferry, for a refusal (`is_refusal`).
