@@ -3,6 +3,12 @@
 //! files, and a function refuses a layer that is not the pair its
 //! parameters were written for.
 
+/// The definition's two files, as `create-replicator` names them: what the
+/// layer holds and the functions read.
+pub const KAFKA_CLUSTERS_FILE: &str = "kafka-clusters.json";
+/// See [`KAFKA_CLUSTERS_FILE`].
+pub const REPLICATION_INFO_FILE: &str = "replication-info.json";
+
 /// SHA-256 (hex) of the two definition files, each length-prefixed so no
 /// two different pairs share a fingerprint.
 pub fn fingerprint(kafka_clusters: &str, replication_info: &str) -> String {

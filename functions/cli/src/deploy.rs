@@ -239,7 +239,8 @@ fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     // The layer carries everything in the folder: refuse to mix in files
     // that are not the definition.
-    let names = ["kafka-clusters.json", "replication-info.json"];
+    use ferry_adapters::definition::{KAFKA_CLUSTERS_FILE, REPLICATION_INFO_FILE};
+    let names = [KAFKA_CLUSTERS_FILE, REPLICATION_INFO_FILE];
     let mut others: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
         .filter_map(Result::ok)
@@ -258,7 +259,7 @@ fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<
             others.join(", ")
         ));
     }
-    for (name, text) in [("kafka-clusters.json", clusters_json), ("replication-info.json", info_json)] {
+    for (name, text) in [(KAFKA_CLUSTERS_FILE, clusters_json), (REPLICATION_INFO_FILE, info_json)] {
         let path = dir.join(name);
         // Through a temporary file: a half-written definition is never packaged.
         let tmp = dir.join(format!(".{name}.tmp"));

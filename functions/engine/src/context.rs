@@ -188,41 +188,7 @@ impl Ferry {
                         env::REPLICATION_INFO
                     )));
                 }
-                if dir.is_empty() {
-                    return Err(FerryError::Input(format!(
-                        "{} is empty. Fix: set it to the folder holding kafka-clusters.json and replication-info.json (/opt \
-                         in the template: the definition layer)",
-                        env::DEFINITION_DIR
-                    )));
-                }
-                let dir = std::path::PathBuf::from(dir);
-                let file = |f: &str| {
-                    let path = dir.join(f);
-                    std::fs::read_to_string(&path)
-                        .map(|text| (path.display().to_string(), text))
-                        .map_err(|e| {
-                            FerryError::Input(format!(
-                                "cannot read {}: {e}. The stack's definition layer puts kafka-clusters.json and replication-info.json \
-                             there. Fix: run `ferry deploy-parameters` beside template.yaml (it writes ferry-definition/), then \
-                             `sam build` and `sam deploy`",
-                                path.display()
-                            ))
-                        })
-                };
-                let (clusters_file, clusters) = file("kafka-clusters.json")?;
-                let (info_file, info) = file("replication-info.json")?;
-                let expected = var(env::DEFINITION_SHA256)?;
-                let found = ferry_adapters::definition::fingerprint(&clusters, &info);
-                if found != expected {
-                    return Err(FerryError::Input(format!(
-                        "the definition in {} (fingerprint {found}) is not the one this stack's parameters were written for \
-                         ({expected}): the layer and the parameters file come from different `ferry deploy-parameters` runs (another \
-                         replicator's, or an older one). Fix: run `ferry deploy-parameters` once for replicator {name} beside \
-                         template.yaml and deploy the parameters file and ferry-definition/ it writes together",
-                        dir.display()
-                    )));
-                }
-                ferry_core::config::load(&name, &clusters_file, &clusters, &info_file, &info)?
+                definition_from_dir(&name, std::path::Path::new(&dir), &var(env::DEFINITION_SHA256)?)?
             }
             None => ferry_core::config::load(
                 &name,
@@ -239,6 +205,46 @@ impl Ferry {
         settings.resume_after_data_loss = std::env::var(env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true");
         Self::new(spec, aws, settings)
     }
+}
+
+/// The definition as the template's layer gives it: the two files in
+/// `dir`, which must be the pair whose fingerprint the stack's parameters
+/// carry (`expected`).
+fn definition_from_dir(name: &str, dir: &std::path::Path, expected: &str) -> Result<ferry_core::config::ReplicatorSpec, FerryError> {
+    use ferry_adapters::definition::{fingerprint, KAFKA_CLUSTERS_FILE, REPLICATION_INFO_FILE};
+    if dir.as_os_str().is_empty() {
+        return Err(FerryError::Input(format!(
+            "{} is empty. Fix: set it to the folder holding {KAFKA_CLUSTERS_FILE} and {REPLICATION_INFO_FILE} (/opt in the \
+             template: the definition layer)",
+            env::DEFINITION_DIR
+        )));
+    }
+    let read = |f: &str| {
+        let path = dir.join(f);
+        std::fs::read_to_string(&path)
+            .map(|text| (path.display().to_string(), text))
+            .map_err(|e| {
+                FerryError::Input(format!(
+                    "cannot read {}: {e}. The stack's definition layer puts {KAFKA_CLUSTERS_FILE} and {REPLICATION_INFO_FILE} there. \
+                 Fix: run `ferry deploy-parameters` beside template.yaml (it writes ferry-definition/), then `sam build` and \
+                 `sam deploy`",
+                    path.display()
+                ))
+            })
+    };
+    let (clusters_file, clusters) = read(KAFKA_CLUSTERS_FILE)?;
+    let (info_file, info) = read(REPLICATION_INFO_FILE)?;
+    let found = fingerprint(&clusters, &info);
+    if found != expected {
+        return Err(FerryError::Input(format!(
+            "the definition in {} (fingerprint {found}) is not the one this stack's parameters were written for ({expected}): \
+             the layer and the parameters file come from different `ferry deploy-parameters` runs (another replicator's, or an \
+             older one). Fix: run `ferry deploy-parameters` once for replicator {name} beside template.yaml and deploy the \
+             parameters file and ferry-definition/ it writes together",
+            dir.display()
+        )));
+    }
+    Ok(ferry_core::config::load(name, &clusters_file, &clusters, &info_file, &info)?)
 }
 
 /// How to reach a cluster: its TLS trust and SASL mechanism.

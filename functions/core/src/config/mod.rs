@@ -570,23 +570,23 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
         let vpc = match &c.vpc_config {
             None => None,
             Some(v) => {
-                for (i, id) in v.subnet_ids.iter().enumerate() {
-                    if !is_ec2_id(id, "subnet") {
+                let kinds = [
+                    (&v.subnet_ids, "subnet", "SubnetIds", "a subnet id", ""),
+                    (
+                        &v.security_group_ids,
+                        "sg",
+                        "SecurityGroupIds",
+                        "a security group id",
+                        " (ids, not names)",
+                    ),
+                ];
+                for (ids, prefix, field, what, note) in kinds {
+                    if let Some((i, id)) = ids.iter().enumerate().find(|(_, id)| !is_ec2_id(id, prefix)) {
                         return Err(ConfigError::new(
                             file,
-                            at(&format!(".VpcConfig.SubnetIds[{i}]")),
-                            format!("{id:?} is not a subnet id"),
-                            "give ids as EC2 shows them, such as subnet-0123456789abcdef0",
-                        ));
-                    }
-                }
-                for (i, id) in v.security_group_ids.iter().enumerate() {
-                    if !is_ec2_id(id, "sg") {
-                        return Err(ConfigError::new(
-                            file,
-                            at(&format!(".VpcConfig.SecurityGroupIds[{i}]")),
-                            format!("{id:?} is not a security group id"),
-                            "give ids as EC2 shows them, such as sg-0123456789abcdef0 (ids, not names)",
+                            at(&format!(".VpcConfig.{field}[{i}]")),
+                            format!("{id:?} is not {what}"),
+                            format!("give ids as EC2 shows them, such as {prefix}-0123456789abcdef0{note}"),
                         ));
                     }
                 }
