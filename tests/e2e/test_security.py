@@ -173,7 +173,11 @@ def test_each_failure_names_the_cluster_and_the_cause_and_writes_nothing(tmp_pat
     # The AuthError metric: the Report step's ping is refused for that reason.
     rep = subprocess.run(ferry.args("report", "--json"), capture_output=True, text=True, timeout=120)
     clusters = {c["alias"]: c for c in json.loads(rep.stdout)["clusters"]}
-    assert clusters["source"]["auth_error"] and not clusters["source"]["ping_ok"], clusters
+    # TLS against a PLAINTEXT port ends like a handshake cut by the network
+    # (the connection closes): retried, reported unreachable with the hint,
+    # not counted as an authentication error.
+    assert clusters["source"]["auth_error"] == (case != "plaintext listener"), clusters
+    assert not clusters["source"]["ping_ok"], clusters
     assert not clusters["target"]["auth_error"] and clusters["target"]["ping_ok"], clusters
     assert_no_secret(rep.stdout + rep.stderr, "not-the-password")
 

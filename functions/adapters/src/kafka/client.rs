@@ -208,7 +208,7 @@ impl KafkaCluster {
         }
         match &res {
             Ok(_) => *lock(&self.auth_backoff) = None,
-            Err(e) if e.is_auth_error() => self.auth_failed(e).await,
+            Err(e) if e.is_auth_error() && !e.is_transient() => self.auth_failed(e).await,
             Err(_) => {}
         }
         res
@@ -293,8 +293,9 @@ impl KafkaCluster {
         for addr in &addrs {
             match self.send_to_built::<R, Q>(addr, &build).await {
                 Ok(r) => return Ok(r),
-                // Every broker of a cluster shares its credentials and CA.
-                Err(e) if e.is_auth_error() => return Err(e),
+                // Every broker of a cluster shares its credentials and CA;
+                // a handshake cut is that broker's, the next may answer.
+                Err(e) if e.is_auth_error() && !e.is_transient() => return Err(e),
                 Err(e) if e.breaks_connection() => last = e.to_string(),
                 Err(e) => return Err(e),
             }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::error::KafkaError;
 use super::scram::ScramClient;
-use super::security::{describe_tls_failure, msk_iam_client_response, Resolved, SaslCredentials};
+use super::security::{describe_tls_failure, msk_iam_client_response, tls_failure_is_transient, Resolved, SaslCredentials};
 
 /// Largest response Ferry accepts (a fetch is bounded well below this).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -106,14 +106,15 @@ impl Connection {
         let stream: Box<dyn Stream> = match &security.tls {
             None => Box::new(tcp),
             Some(config) => {
-                let tls_error = |detail: String| KafkaError::Tls {
+                let tls_error = |detail: String, transient: bool| KafkaError::Tls {
                     cluster: cluster.to_owned(),
                     broker: addr.to_owned(),
                     detail,
+                    transient,
                 };
                 let host = host_of(addr);
                 let name = rustls_pki_types::ServerName::try_from(host.to_owned())
-                    .map_err(|_| tls_error(format!("{host:?} is not a host name TLS can check")))?;
+                    .map_err(|_| tls_error(format!("{host:?} is not a host name TLS can check"), false))?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp);
                 Box::new(
                     tokio::time::timeout(request_timeout, tls)
@@ -122,7 +123,7 @@ impl Connection {
                             broker: addr.to_owned(),
                             what: "TLS handshake".into(),
                         })?
-                        .map_err(|e| tls_error(describe_tls_failure(&e)))?,
+                        .map_err(|e| tls_error(describe_tls_failure(&e), tls_failure_is_transient(&e)))?,
                 )
             }
         };

@@ -83,6 +83,10 @@ pub enum KafkaError {
         broker: String,
         /// What is wrong and how to fix it.
         detail: String,
+        /// The handshake was cut (the connection closed or reset, no TLS
+        /// error inside): a broker restarting or the network, perhaps a
+        /// PLAINTEXT port; tried again, unlike a certificate refused.
+        transient: bool,
     },
     /// SASL authentication failed.
     #[error("authentication to cluster {cluster}{} failed: {detail}", at_broker(broker))]
@@ -194,9 +198,8 @@ impl KafkaError {
                             | ResponseError::CoordinatorLoadInProgress
                     )
             }
-            KafkaError::Secret { transient, .. } => *transient,
-            KafkaError::Tls { .. }
-            | KafkaError::Auth { .. }
+            KafkaError::Secret { transient, .. } | KafkaError::Tls { transient, .. } => *transient,
+            KafkaError::Auth { .. }
             | KafkaError::AuthBackoff { .. }
             | KafkaError::Unsupported { .. }
             | KafkaError::Protocol { .. }
@@ -245,19 +248,20 @@ impl KafkaError {
     /// retries that cannot succeed until someone fixes it; a long-running
     /// `ferry run` waits and tries again, for a rotation to finish.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::AuthBackoff { .. }
-        ) || matches!(self, KafkaError::Secret { transient: false, .. })
+        // Not AuthBackoff: a wait left by an earlier refusal (perhaps an
+        // earlier invocation of a warm function) says nothing of whether the
+        // credentials were fixed since; it is retried after the wait.
+        matches!(self, KafkaError::Auth { .. })
+            || matches!(
+                self,
+                KafkaError::Tls { transient: false, .. } | KafkaError::Secret { transient: false, .. }
+            )
     }
 
     /// The cluster that refused Ferry, for a refusal (`is_refusal`).
     pub fn refusing_cluster(&self) -> Option<&str> {
         match self {
-            KafkaError::Tls { cluster, .. }
-            | KafkaError::Auth { cluster, .. }
-            | KafkaError::AuthBackoff { cluster, .. }
-            | KafkaError::Secret { cluster, .. }
+            KafkaError::Tls { cluster, .. } | KafkaError::Auth { cluster, .. } | KafkaError::Secret { cluster, .. }
                 if self.is_refusal() =>
             {
                 Some(cluster)
@@ -323,6 +327,21 @@ mod tests {
         // Refused or unusable: a refusal. Throttled or unanswered: try again.
         assert!(secret(false).is_refusal() && !secret(false).is_transient());
         assert!(!secret(true).is_refusal() && secret(true).is_transient() && secret(true).is_retryable());
+        // A wait left by an earlier refusal (a warm function's last
+        // invocation) is not itself a refusal: the fix may have come since.
+        let waiting = KafkaError::AuthBackoff {
+            cluster: "source".into(),
+            last: "wrong password".into(),
+            seconds: 8,
+        };
+        assert!(!waiting.is_refusal() && waiting.is_retryable());
+        let tls = |transient| KafkaError::Tls {
+            cluster: "source".into(),
+            broker: "b:9096".into(),
+            detail: "handshake".into(),
+            transient,
+        };
+        assert!(tls(false).is_refusal() && !tls(true).is_refusal() && tls(true).is_transient());
         let io = KafkaError::Io {
             broker: "b:9092".into(),
             source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),

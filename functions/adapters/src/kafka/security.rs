@@ -324,6 +324,7 @@ impl Security {
             cluster: self.cluster.clone(),
             broker: String::new(),
             detail,
+            transient: false,
         }
     }
 }
@@ -338,6 +339,12 @@ pub async fn msk_iam_client_response(
             .await
             .map_err(|e| format!("signing the MSK IAM token failed: {e}"))?;
     Ok(Redacted::new(format!("n,,\u{1}auth=Bearer {token}\u{1}\u{1}")))
+}
+
+/// Whether a failed handshake was cut rather than refused: no TLS error
+/// inside the I/O error (closed, reset).
+pub fn tls_failure_is_transient(e: &std::io::Error) -> bool {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).is_none()
 }
 
 /// Words for a failed TLS handshake: what is wrong and how to fix it.
