@@ -7,7 +7,15 @@ ferry-sync-groups, ferry-report) through a local Lambda Runtime API served by ca
 By default each function also runs as deployed, under IAM (iam_rehearsal.py):
 the environment template.yaml gives it, its own role's credentials, and every
 AWS call it makes checked against that role; the state machine's role is
-checked on every Lambda invocation.
+checked on every Lambda invocation. And each function instance runs with
+Lambda's resources (lambda_sandbox.py): its MemorySize as a memory cap, the
+CPU share that memory buys as a CPU quota, and its Timeout: the Runtime API
+reaches each instance through the router, which hands it the deadline
+Lambda would (now + Timeout, as an instant), and kills the instance at that
+deadline, answering the invocation with `Sandbox.Timedout` as Lambda does;
+an instance that dies while invoked (out of memory, a crash) is answered
+with `Runtime.OutOfMemory` or `Runtime.ExitError`, and replaced, as Lambda
+replaces an execution environment.
 
 moto's Step Functions calls Lambda at http://localhost:$MOTO_PORT, so this
 harness starts a second moto server (for Step Functions only) with MOTO_PORT
@@ -21,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -33,11 +42,15 @@ import boto3
 
 from conftest import ROOT
 from iam_rehearsal import Rehearsal
+from lambda_sandbox import Sandbox, available
 
 VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
 ACCOUNT = "123456789012"
 REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations")
+# An instance's own Runtime API path: /.inst/<function>/<n>/2018-06-01/runtime/...
+INSTANCE = re.compile(r"^/\.inst/([^/]+)/(\d+)(/2018-06-01/runtime/.*)$")
+RUNTIME_TIMEOUT = 900  # Lambda's longest; each function's own Timeout is enforced here
 
 
 def free_port() -> int:
@@ -60,10 +73,57 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None, crash=None) -> ThreadingHTTPServer:
+class Instance:
+    """One execution environment of a function: its process, its sandbox,
+    and the invocation it is running (from the Runtime API's `next` until
+    it posts the response or the error)."""
+
+    def __init__(self, name: str, n: int, timeout: int, memory: int | None):
+        self.name, self.n, self.timeout, self.memory = name, n, timeout, memory
+        self.proc: subprocess.Popen | None = None
+        self.sandbox: Sandbox | None = None
+        self.request: str | None = None
+        self.deadline = 0.0
+        self.started = 0.0
+        self.launched = 0.0
+        self.generation = 0
+        self.upstream: set[http.client.HTTPConnection] = set()
+        # Called with a request id handed to an environment already ended.
+        self.orphaned = lambda request: None
+        self.lock = threading.Lock()
+
+    def end(self) -> None:
+        """The environment is gone: so are the Runtime API calls it was
+        waiting on (an invocation must not be handed to a dead process)."""
+        with self.lock:
+            self.generation += 1
+            self.request = None
+            upstream, self.upstream = list(self.upstream), set()
+        for conn in upstream:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                pass
+
+    def took(self, request: str) -> float:
+        """The instance took `request`: its deadline, as Lambda sets it."""
+        with self.lock:
+            self.request, self.started = request, time.time()
+            self.deadline = self.started + self.timeout
+            return self.deadline
+
+    def done(self, request: str) -> None:
+        with self.lock:
+            if self.request == request:
+                self.request = None
+
+
+def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None, crash=None,
+                instance=None) -> ThreadingHTTPServer:
     """`crash(name, payload)`, when given and true for an invocation, answers
     it as Lambda does for a function whose process died (an unhandled
-    `Runtime.ExitError`) instead of running it."""
+    `Runtime.ExitError`) instead of running it. `instance(name, n)` gives
+    the Instance whose Runtime API calls come in under /.inst/<name>/<n>."""
 
     class Router(BaseHTTPRequestHandler):
         def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
@@ -76,6 +136,10 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            rt = INSTANCE.match(self.path)
+            if rt:
+                self._runtime(instance(urllib.parse.unquote(rt.group(1)), int(rt.group(2))), rt.group(3), body)
+                return
             m = INVOKE.match(self.path)
             if m:
                 name = urllib.parse.unquote(m.group(1)).split(":function:")[-1].split(":")[0]
@@ -90,7 +154,7 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
                                        f"on resource: {function_arn(name)} because {decision.reason}"}).encode()
                     self._send(403, {"x-amzn-ErrorType": "AccessDeniedException", "Content-Type": "application/json"}, data)
                     return
-                port, path, timeout = lambda_port, f"/2015-03-31/functions/{name}/invocations", 900
+                port, path, timeout = lambda_port, f"/2015-03-31/functions/{name}/invocations", RUNTIME_TIMEOUT + 60
             else:
                 port, path, timeout = moto_port, self.path, 60
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -114,6 +178,39 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
             skip = ("content-length", "transfer-encoding", "connection", "date", "server")
             self._send(resp.status, {k: v for k, v in resp.getheaders() if k.lower() not in skip}, data)
 
+        def _runtime(self, inst: Instance, rest: str, body: bytes) -> None:
+            """An instance's Runtime API call, passed to cargo-lambda's API
+            for its function; `next` hands out Lambda's deadline."""
+            conn = http.client.HTTPConnection("127.0.0.1", lambda_port, timeout=None)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            generation = inst.generation
+            conn.request(self.command, f"/.rt/{inst.name}{rest}", body=body, headers=headers)
+            with inst.lock:
+                inst.upstream.add(conn)
+            try:
+                resp = conn.getresponse()
+                data = resp.read()
+            except OSError:
+                return  # the environment was ended: its long poll with it
+            finally:
+                with inst.lock:
+                    inst.upstream.discard(conn)
+            if rest.endswith("/invocation/next") and resp.status == 200 and generation != inst.generation:
+                # Handed to an environment that has just ended: Lambda would
+                # have failed the invocation, not lost it.
+                inst.orphaned(resp.getheader("Lambda-Runtime-Aws-Request-Id"))
+                return
+            out = {k: v for k, v in resp.getheaders()
+                   if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server")}
+            if rest.endswith("/invocation/next") and resp.status == 200:
+                request = resp.getheader("Lambda-Runtime-Aws-Request-Id")
+                for k in [k for k in out if k.lower() == "lambda-runtime-deadline-ms"]:
+                    del out[k]
+                out["Lambda-Runtime-Deadline-Ms"] = str(int(inst.took(request) * 1000))
+            elif self.command == "POST" and "/invocation/" in rest:
+                inst.done(rest.split("/invocation/")[1].split("/")[0])
+            self._send(resp.status, out, data)
+
         do_GET = do_POST = do_PUT = do_DELETE = _forward
 
         def log_message(self, *args) -> None:  # quiet
@@ -126,13 +223,23 @@ class LocalStepFunctions:
     """Context manager: cargo-lambda, the function binaries with `env`, a
     Step Functions moto behind the router. `client` is its boto3 client."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True, crash=None):
-        self.env, self.log_dir, self.rehearse, self.crash = env, log_dir, rehearse, crash
+    def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True, crash=None,
+                 stack_edit=None):
+        """`stack_edit(stack)`, when given, changes the rehearsed stack (as
+        parsed from the transformed template) before anything runs: a test
+        that lowers a function's Timeout or MemorySize, as a user might."""
+        self.env, self.log_dir, self.rehearse, self.crash, self.stack_edit = env, log_dir, rehearse, crash, stack_edit
         self.rehearsal: Rehearsal | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
         self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1, "ferry-report": 1}
         self.procs: list[subprocess.Popen] = []
-        self.functions: list[subprocess.Popen] = []
+        self.running: dict[tuple[str, int], Instance] = {}
+        # What Lambda would have reported: each instance's peak memory, CPU,
+        # and every environment it had to end (timeout, out of memory, exit).
+        self.history: list[dict] = []
+        self.events: list[dict] = []
+        self.stopping = False
+        self.generation = 0
 
     def __enter__(self) -> "LocalStepFunctions":
         try:
@@ -144,20 +251,26 @@ class LocalStepFunctions:
     def _start(self) -> "LocalStepFunctions":
         self.router = None
         if self.rehearse:
+            why = available()
+            assert why is None, f"the rehearsal enforces Lambda's memory and CPU with cgroups, and cannot here: {why}"
             self.rehearsal = Rehearsal(self.env, self.log_dir)
+            if self.stack_edit:
+                self.stack_edit(self.rehearsal.stack)
         cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")
         assert cargo_lambda, "cargo-lambda is missing: infra/local/up installs it into the venv"
         self.lambda_port, self.moto_port = free_port(), free_port()
         # Read per request: a test may set or clear `crash` between executions.
         self.router = make_router(self.lambda_port, self.moto_port, self.rehearsal,
-                                  lambda name, body: bool(self.crash and self.crash(name, body)))
+                                  lambda name, body: bool(self.crash and self.crash(name, body)),
+                                  lambda name, n: self.running[(name, n)])
         self.router_port = self.router.server_address[1]
         threading.Thread(target=self.router.serve_forever, daemon=True).start()
 
         self._spawn("cargo-lambda", [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1",
-                                     "-P", str(self.lambda_port), "--timeout", "30"], cwd=ROOT)
+                                     "-P", str(self.lambda_port), "--timeout", str(RUNTIME_TIMEOUT)], cwd=ROOT)
         wait_port(self.lambda_port)
         self._start_functions()
+        threading.Thread(target=self._watch, daemon=True).start()
         moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
         self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
         wait_port(self.moto_port)
@@ -173,30 +286,125 @@ class LocalStepFunctions:
         for name, n in self.instances.items():
             binary = ROOT / "target" / "debug" / name
             assert binary.exists(), f"{binary} is missing: cargo build --workspace"
-            deployed = self.rehearsal.function_env(name) if self.rehearsal else {}
-            # Only the proxy's endpoint, never a service-specific one that would bypass it.
-            base = {k: v for k, v in os.environ.items() if not (deployed and k.startswith("AWS_ENDPOINT_URL"))}
+            deployed = self.rehearsal.stack["functions"][name] if self.rehearsal else None
             for i in range(n):
-                memory = self.rehearsal.stack["functions"][name]["memory"] if self.rehearsal else 512
-                # Deployed, the definition comes from the template's layer only.
-                given = {k: v for k, v in self.env.items()
-                         if not (deployed and k in ("FERRY_KAFKA_CLUSTERS", "FERRY_REPLICATION_INFO"))}
-                env = {**base, **given, **deployed,
-                       "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.lambda_port}/.rt/{name}",
-                       "AWS_LAMBDA_FUNCTION_NAME": name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
-                       "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "info"}
-                self.functions.append(self._spawn(f"{name}-{i}", [str(binary)], env=env))
+                inst = Instance(name, i, deployed["timeout"] if deployed else RUNTIME_TIMEOUT,
+                                deployed["memory"] if deployed else None)
+                self.running[(name, i)] = inst
+                self._launch(inst)
+
+    def _launch(self, inst: Instance) -> None:
+        """A new execution environment for `inst`: a fresh process in fresh
+        cgroups, as Lambda starts one (cold)."""
+        name = inst.name
+        binary = ROOT / "target" / "debug" / name
+        deployed = self.rehearsal.function_env(name) if self.rehearsal else {}
+        # Only the proxy's endpoint, never a service-specific one that would bypass it.
+        base = {k: v for k, v in os.environ.items() if not (deployed and k.startswith("AWS_ENDPOINT_URL"))}
+        # Deployed, the definition comes from the template's layer only.
+        given = {k: v for k, v in self.env.items()
+                 if not (deployed and k in ("FERRY_KAFKA_CLUSTERS", "FERRY_REPLICATION_INFO"))}
+        env = {**base, **given, **deployed,
+               "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.router_port}/.inst/{name}/{inst.n}",
+               "AWS_LAMBDA_FUNCTION_NAME": name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(inst.memory or 512),
+               "AWS_LAMBDA_FUNCTION_VERSION": "1", "RUST_LOG": "info"}
+        self.generation += 1
+        inst.sandbox = Sandbox(f"{os.getpid()}-{id(self)}-{name}-{inst.n}-{self.generation}", inst.memory) \
+            if inst.memory else None
+        inst.request, inst.launched = None, time.time()
+        inst.orphaned = lambda request: self._runtime_error(inst, request, "Runtime.ExitError",
+                                                            "Runtime exited before completing the request")
+        inst.proc = self._spawn(f"{name}-{inst.n}", [str(binary)], env=env,
+                                preexec_fn=inst.sandbox.join if inst.sandbox else None)
+
+    def _retire(self, inst: Instance, ended: str | None = None) -> None:
+        """End the environment's Runtime API calls; keep what its sandbox
+        measured, then remove it."""
+        inst.end()
+        if inst.sandbox:
+            self.history.append({"function": inst.name, "memory_mb": inst.memory, "peak_bytes": inst.sandbox.peak_bytes(),
+                                 "cpu_seconds": inst.sandbox.cpu_seconds(), "throttled": inst.sandbox.throttled(),
+                                 "oom_kills": inst.sandbox.oom_kills(), "ended": ended})
+            inst.sandbox.remove()
+            inst.sandbox = None
+
+    def _runtime_error(self, inst: Instance, request: str, error_type: str, message: str) -> None:
+        """Answer the invocation `request` as Lambda does when it ends the
+        environment running it."""
+        body = json.dumps({"errorType": error_type, "errorMessage": f"RequestId: {request} Error: {message}"}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.lambda_port, timeout=30)
+        conn.request("POST", f"/.rt/{inst.name}/2018-06-01/runtime/invocation/{request}/error", body=body,
+                     headers={"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": error_type})
+        conn.getresponse().read()
+        self.events.append({"function": inst.name, "instance": inst.n, "request": request, "errorType": error_type,
+                            "at": time.time()})
+
+    def _watch(self) -> None:
+        """Lambda's side of each environment: the timeout, and a process
+        that died (out of memory, or exited) while it held an invocation."""
+        while not self.stopping:
+            for inst in list(self.running.values()):
+                with inst.lock:
+                    request, deadline, proc = inst.request, inst.deadline, inst.proc
+                if self.stopping or proc is None:
+                    continue
+                ended = None
+                if proc.poll() is not None:
+                    if not request and time.time() - inst.launched < 1.0:
+                        continue  # one that dies at start is started again at most once a second
+                    oom = bool(inst.sandbox and inst.sandbox.oom_kills())
+                    ended = "out of memory" if oom else f"exited ({proc.returncode})"
+                    if request:
+                        self._runtime_error(inst, request, "Runtime.OutOfMemory" if oom else "Runtime.ExitError",
+                                            f"Runtime exited with error: {'signal: killed' if proc.returncode < 0 else f'exit status {proc.returncode}'}")
+                elif request and time.time() >= deadline:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(15)
+                    ended = "timed out"
+                    self._runtime_error(inst, request, "Sandbox.Timedout", f"Task timed out after {inst.timeout:.2f} seconds")
+                if ended and not self.stopping:
+                    self.procs.remove(proc)
+                    self._retire(inst, ended)
+                    self._launch(inst)
+            time.sleep(0.1)
 
     def cold_start(self) -> None:
         """New instances of every function, as after a deployment: nothing a
         function cached (secrets, clients) survives."""
-        for p in self.functions:
-            p.terminate()
-        for p in self.functions:
-            p.wait(15)
-        self.procs = [p for p in self.procs if p not in self.functions]
-        self.functions = []
+        self.stopping = True
+        time.sleep(0.3)  # the watcher's round ends
+        for inst in self.running.values():
+            inst.proc.terminate()
+        for inst in self.running.values():
+            inst.proc.wait(15)
+            self.procs.remove(inst.proc)
+            self._retire(inst)
+        self.running = {}
+        self.stopping = False
         self._start_functions()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def resources(self) -> dict[str, dict]:
+        """Per function, what its environments used of what Lambda gives:
+        the memory cap, the highest peak, CPU seconds, throttled periods,
+        and how many environments ended by timeout or out of memory."""
+        rows = list(self.history)
+        for inst in self.running.values():
+            if inst.sandbox:
+                rows.append({"function": inst.name, "memory_mb": inst.memory, "peak_bytes": inst.sandbox.peak_bytes(),
+                             "cpu_seconds": inst.sandbox.cpu_seconds(), "throttled": inst.sandbox.throttled(),
+                             "oom_kills": inst.sandbox.oom_kills(), "ended": None})
+        out: dict[str, dict] = {}
+        for r in rows:
+            f = out.setdefault(r["function"], {"memory_mb": r["memory_mb"], "peak_mb": 0.0, "cpu_seconds": 0.0,
+                                               "throttled": 0, "environments": 0, "ended": []})
+            f["peak_mb"] = max(f["peak_mb"], r["peak_bytes"] / 2**20)
+            f["cpu_seconds"] += r["cpu_seconds"]
+            f["throttled"] += r["throttled"]
+            f["environments"] += 1
+            if r["ended"]:
+                f["ended"].append(r["ended"])
+        return out
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
@@ -204,6 +412,7 @@ class LocalStepFunctions:
         return self.procs[-1]
 
     def __exit__(self, *exc) -> None:
+        self.stopping = True
         for p in reversed(self.procs):
             p.terminate()
         for p in self.procs:
@@ -211,6 +420,8 @@ class LocalStepFunctions:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for inst in self.running.values():
+            self._retire(inst)
         if self.router:
             self.router.shutdown()
         if self.rehearsal:

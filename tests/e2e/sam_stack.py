@@ -268,13 +268,19 @@ def main() -> None:
                 if owner is None:
                     raise Unresolvable(f"{name}'s layer {ref}")
                 layers.append(layer_dirs[owner])
+            timeout = int(stack.resolve(p.get("Timeout", 3)))
+            memory = int(stack.resolve(p.get("MemorySize", 128)))
+            if not 1 <= timeout <= 900:
+                raise Refused(f"Lambda refuses {name}: Timeout {timeout} is outside 1 to 900 seconds")
+            if not 128 <= memory <= 10240:
+                raise Refused(f"Lambda refuses {name}: MemorySize {memory} is outside 128 to 10240 MB")
             functions[stack.ref(name)] = {
                 "logical": name,
                 "role": role,
                 "environment": environment,
                 "layers": layers,
-                "timeout": int(stack.resolve(p.get("Timeout", 3))),
-                "memory": int(stack.resolve(p.get("MemorySize", 128))),
+                "timeout": timeout,
+                "memory": memory,
             }
         elif r["Type"] == "AWS::StepFunctions::StateMachine":
             role = r["Properties"]["RoleArn"]["Fn::GetAtt"]

@@ -6,6 +6,7 @@ transformed template fails, naming the missing permission."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,16 @@ def test_the_rehearsal_refuses_what_cloudformation_and_lambda_refuse(tmp_path):
                                         f"        FERRY_REPLICATION_INFO: '{ri.read_text()}'\n"))
     with pytest.raises(DeployRefused, match=r"Lambda refuses \w+: its environment variables total \d+ bytes"):
         sam_stack(params, "ferry-rh-limits", as_variable)
+    # Lambda's ranges: MemorySize 128 to 10,240 MB, Timeout up to 900 s.
+    for field, value, message in [("MemorySize", 10241, r"MemorySize 10241 is outside 128 to 10240 MB"),
+                                  ("MemorySize", 64, r"MemorySize 64 is outside"),
+                                  ("Timeout", 901, r"Timeout 901 is outside 1 to 900 seconds")]:
+        edited = tmp_path / "deploy" / f"{field}-{value}.yaml"
+        changed, n = re.subn(rf"^(      {field}: )\d+$", rf"\g<1>{value}", text, count=1, flags=re.M)
+        assert n == 1, field
+        edited.write_text(changed)
+        with pytest.raises(DeployRefused, match=message):
+            sam_stack(params, "ferry-rh-limits", edited)
 
 
 def test_vpc_endpoints_when_asked_and_refused_without_their_vpc(tmp_path):

@@ -1,0 +1,175 @@
+"""Lambda's resources, enforced in the rehearsal (local_sfn.py and
+lambda_sandbox.py): each function instance runs with its template
+MemorySize as a kernel memory cap, the CPU share that memory buys (one vCPU
+per 1,769 MB) as a CPU quota, and its Timeout as the deadline the Runtime
+API hands it; past the deadline the environment is killed and the
+invocation answered `Sandbox.Timedout`, past the memory cap
+`Runtime.OutOfMemory`, as Lambda answers. These tests show both sides: the
+functions work within what the template gives them, and what exceeds it is
+refused as AWS refuses it."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from conftest import SOURCE, TARGET, create_topic, producer, read_partition, unique, write_config
+from lambda_sandbox import cpu_share
+from local_sfn import LocalStepFunctions
+from test_state_machine import function_env, produce
+
+
+def set_function(stack: dict, name: str, **values) -> None:
+    stack["functions"][name].update(values)
+
+
+def cgroup_of(pid: int, controller: str) -> Path:
+    """The cgroup (v1) or unified path (v2) `pid` is in."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(",") or controllers == "":
+            base = Path("/sys/fs/cgroup") / (controller if controllers else "")
+            return base / path.lstrip("/")
+    raise AssertionError(f"{pid} is in no {controller} cgroup")
+
+
+def task_failures(sfn, ex: dict) -> list[dict]:
+    history = sfn.client.get_execution_history(executionArn=ex["executionArn"], maxResults=1000)["events"]
+    return [e["taskFailedEventDetails"] for e in history if e["type"] == "TaskFailed"]
+
+
+def test_functions_work_within_their_memory_cpu_and_deadline(tmp_path):
+    """Every instance runs inside its own cgroups with the template's memory
+    and Lambda's CPU share for it; the deadline each Replicate receives is
+    its Timeout from now, as an instant, and the engine stops before it:
+    with a 15 s Timeout and no `stop_at_plan_end`, Replicate runs until its
+    deadline and ends on its own, not killed. Had the function been given
+    a later deadline (cargo-lambda's own) or ignored it, it would be killed
+    at 15 s and the execution fail with Sandbox.Timedout."""
+    topic = unique("limits")
+    create_topic(SOURCE, topic, 4)
+    produce(topic, 2000, 4)
+    kc, ri = write_config(tmp_path, [topic])
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs",
+                            stack_edit=lambda s: set_function(s, "ferry-replicate", timeout=15)) as sfn:
+        stack = sfn.rehearsal.stack["functions"]
+        for inst in sfn.running.values():
+            memory = stack[inst.name]["memory"]
+            assert inst.memory == memory
+            mem = cgroup_of(inst.proc.pid, "memory")
+            assert "ferry-rehearsal" in str(mem), mem
+            limit = mem / "memory.limit_in_bytes"
+            if limit.exists():  # v1
+                assert int(limit.read_text()) == memory * 2**20
+                quota = int((cgroup_of(inst.proc.pid, "cpu") / "cpu.cfs_quota_us").read_text())
+            else:
+                assert int((mem / "memory.max").read_text()) == memory * 2**20
+                quota = int((mem / "cpu.max").read_text().split()[0])
+            assert quota == int(100_000 * cpu_share(memory)), (inst.name, quota)
+        arn = sfn.create_state_machine(max_concurrency=2)
+        started = time.time()
+        ex = sfn.execute(arn, {})
+        took = time.time() - started
+        assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+        assert not task_failures(sfn, ex)
+        assert not sfn.events, sfn.events  # no environment ended by timeout, memory or a crash
+        assert 12 <= took, took  # Replicate used its budget: it was not told to stop early
+        assert sum(len(read_partition(TARGET, topic, p)) for p in range(4)) == 2000
+        used = sfn.resources()
+        print("\nresources:", json.dumps(used, indent=1))
+        for name, u in used.items():
+            assert 0 < u["peak_mb"] < u["memory_mb"], (name, u)
+        assert used["ferry-replicate"]["cpu_seconds"] > 0
+        sfn.assert_rehearsed()
+
+
+def test_a_function_past_its_timeout_is_ended_as_lambda_ends_it(tmp_path):
+    """A Replicate whose process stalls (a failpoint sleeps the whole
+    process with a batch ready, as a host pause would) past its Timeout of
+    8 s is killed at 8 s; the invocation fails with `Sandbox.Timedout`, the
+    execution fails (the batch failed) and its environment is replaced by a
+    cold one. Nothing was written, and once the stall is gone the next
+    execution copies every record exactly once. Without the enforcement the
+    stalled process would wake after 40 s and the execution succeed."""
+    topic = unique("timeout")
+    create_topic(SOURCE, topic, 1)
+    produce(topic, 300, 1)
+    kc, ri = write_config(tmp_path, [topic])
+    env = {**function_env(kc, ri), "FERRY_FAILPOINT": "stall-before-produce:40"}
+    with LocalStepFunctions(env, tmp_path / "logs", replicate_instances=1,
+                            stack_edit=lambda s: set_function(s, "ferry-replicate", timeout=8)) as sfn:
+        arn = sfn.create_state_machine(max_concurrency=1)
+        started = time.time()
+        ex = sfn.execute(arn, {"stop_at_plan_end": True})
+        took = time.time() - started
+        assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
+        failed = task_failures(sfn, ex)
+        assert [f["error"] for f in failed] == ["Sandbox.Timedout"], failed
+        assert "Task timed out after 8.00 seconds" in failed[0]["cause"], failed
+        assert took < 35, took  # not the 40 s stall
+        assert [e["errorType"] for e in sfn.events] == ["Sandbox.Timedout"]
+        assert sfn.resources()["ferry-replicate"]["ended"] == ["timed out"]
+        assert read_partition(TARGET, topic, 0, timeout_s=3) == []
+
+        # The killed worker's lease (30 s) keeps others off the partition
+        # until it lapses; then an execution takes over and reconciles.
+        del sfn.env["FERRY_FAILPOINT"]
+        sfn.cold_start()
+        deadline = time.time() + 90
+        while True:
+            ok = sfn.execute(arn, {"stop_at_plan_end": True})
+            assert ok["status"] == "SUCCEEDED", f"{ok}\n{sfn.logs()}"
+            if len(read_partition(TARGET, topic, 0, timeout_s=3)) or time.time() > deadline:
+                break
+            time.sleep(3)
+        assert "partition leased by another worker" in sfn.function_log("ferry-replicate")
+        assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [r["key"] for r in read_partition(SOURCE, topic, 0)]
+        sfn.assert_rehearsed()
+
+
+def test_a_function_past_its_memory_is_ended_as_lambda_ends_it(tmp_path):
+    """The memory cap is the kernel's, not a number compared afterwards:
+    Replicate given 7 MB (below Lambda's 128 MB minimum, which the rehearsal
+    refuses in a template; set here on the parsed stack to show the cap
+    bites) is killed by the kernel copying 60 records of 900 KB; the
+    invocation fails with `Runtime.OutOfMemory` as Lambda reports it, the
+    execution fails, nothing is committed twice, and with its template
+    memory back a later execution copies every record exactly once."""
+    topic = unique("oom")
+    size = 900_000
+    create_topic(SOURCE, topic, 1, {"max.message.bytes": str(2 * size)})
+    create_topic(TARGET, topic, 1, {"max.message.bytes": str(2 * size)})
+    p = producer(SOURCE, **{"message.max.bytes": 2 * size + 1000})
+    for i in range(60):
+        p.produce(topic, partition=0, key=str(i).encode(), value=os.urandom(size))
+    assert p.flush(60) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    deployed = {}
+
+    def starve(stack):
+        deployed["memory"] = stack["functions"]["ferry-replicate"]["memory"]
+        set_function(stack, "ferry-replicate", memory=7)
+
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1, stack_edit=starve) as sfn:
+        arn = sfn.create_state_machine(max_concurrency=1)
+        ex = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
+        failed = task_failures(sfn, ex)
+        assert [f["error"] for f in failed] == ["Runtime.OutOfMemory"], failed
+        used = sfn.resources()["ferry-replicate"]
+        assert used["ended"] == ["out of memory"] and used["peak_mb"] <= 7, used
+
+        set_function(sfn.rehearsal.stack, "ferry-replicate", memory=deployed["memory"])
+        sfn.cold_start()
+        deadline = time.time() + 90
+        while True:
+            ok = sfn.execute(arn, {"stop_at_plan_end": True})
+            assert ok["status"] == "SUCCEEDED", f"{ok}\n{sfn.logs()}"
+            if len(read_partition(TARGET, topic, 0, timeout_s=3)) == 60 or time.time() > deadline:
+                break
+            time.sleep(3)
+        copied = read_partition(TARGET, topic, 0)
+        assert [r["key"] for r in copied] == [str(i).encode() for i in range(60)]
+        assert [r["value"] for r in copied] == [r["value"] for r in read_partition(SOURCE, topic, 0)]
+        assert 0 < sfn.resources()["ferry-replicate"]["peak_mb"] < deployed["memory"]
+        sfn.assert_rehearsed()
