@@ -878,8 +878,11 @@ tansu_stop() {
 
 # --- moto ----------------------------------------------------------------------
 
+# moto's server, started through infra/local/moto/ferry_moto.py: the same
+# server plus MSK's GetBootstrapBrokers, which moto lacks (see that file).
+MOTO_LAUNCHER="$LOCAL_DIR/moto/ferry_moto.py"
 moto_pidfile() { echo "$MOTO_DIR/moto.pid"; }
-moto_marker() { echo "$VENV/bin/moto_server"; }
+moto_marker() { echo "$MOTO_LAUNCHER"; }
 moto_live_pid() { live_pid "$(moto_pidfile)" "$(moto_marker)"; }
 moto_answers() {
   [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$MOTO_URL/moto-api/") == 200 ]]
@@ -889,7 +892,7 @@ moto_start() {
   mkdir -p "$MOTO_DIR"
   log "moto: starting on $MOTO_URL"
   launch "$(moto_pidfile)" "$MOTO_DIR/moto.log" \
-    "$(moto_marker)" -H 127.0.0.1 -p "$MOTO_PORT"
+    "$VENV/bin/python" "$MOTO_LAUNCHER" -H 127.0.0.1 -p "$MOTO_PORT"
 }
 
 moto_stop() { stop_service moto "$(moto_pidfile)" "$(moto_marker)"; }
