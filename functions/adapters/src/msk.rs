@@ -77,8 +77,8 @@ impl MskBootstrap {
             error(
                 LookupFault::Misconfigured,
                 format!(
-                    "the cluster has no {} (GetBootstrapBrokers returned no {}), the one Ferry needs for the authentication \
-                     kafka-clusters.json gives it. Fix: {}",
+                    "the cluster has no {}: GetBootstrapBrokers returned no {}, the listener of the authentication \
+                     kafka-clusters.json gives the cluster. Fix: {}",
                     listener.describe(),
                     listener.field(),
                     listener.fix()
