@@ -15,30 +15,16 @@ import os
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, producer, read_partition, unique, write_config
+from conftest import (SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, msk_cluster, producer, read_partition, unique,
+                      write_config)
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
 EXPIRED = os.environ["SOURCE_EXPIRED_BOOTSTRAP"]
 CREDENTIALS_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
 CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
 LOOKED_UP = "MSK bootstrap brokers looked up"
-
-
-def msk_cluster(name: str, listeners: dict[str, str]) -> str:
-    """A cluster in moto's MSK, its GetBootstrapBrokers answer registered
-    (field name -> brokers); returns its ARN."""
-    kafka = boto3.client("kafka", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
-    arn = kafka.create_cluster(ClusterName=name, KafkaVersion="3.6.0", NumberOfBrokerNodes=1,
-                               BrokerNodeGroupInfo={"InstanceType": "kafka.m5.large",
-                                                    "ClientSubnets": ["subnet-0123456789abcdef0"]})["ClusterArn"]
-    if listeners:
-        kafka.tag_resource(ResourceArn=arn, Tags=listeners)
-    assert kafka.get_bootstrap_brokers(ClusterArn=arn).get("BootstrapBrokerStringSaslScram") == \
-        listeners.get("BootstrapBrokerStringSaslScram")
-    return arn
 
 
 def scram_msk(arn: str, **extra) -> dict:
