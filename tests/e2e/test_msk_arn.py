@@ -97,6 +97,36 @@ def test_an_msk_source_by_its_arn_alone_is_looked_up_and_replicated_exactly(tmp_
         assert len(tgt) == 45 and all(same(a, b) for a, b in zip(src, tgt)), part
 
 
+def test_an_msk_target_by_its_arn_alone_is_looked_up_and_written_exactly(tmp_path):
+    """The other side: records from a plain cluster into an MSK target on
+    SASL/SCRAM named by its ARN alone (here the stack's source cluster,
+    through its SASL_SSL listener): created topic, produce and
+    checkpoints all go through the brokers looked up."""
+    topic = unique("msk-arn-target")
+    create_topic(TARGET, topic, 2)
+    p = producer(TARGET)
+    for part in range(2):
+        for i in range(25):
+            p.produce(topic, partition=part, key=f"t-{part}-{i}".encode(), value=f"v{i}".encode(),
+                      headers=[("h", b"1")], timestamp=1_700_000_000_000 + i)
+    assert p.flush(30) == 0
+    arn = msk_cluster(unique("msk-tgt"), {"BootstrapBrokerStringSaslScram": SASL_SSL, "BootstrapBrokerString": SOURCE})
+    kc, ri = write_config(tmp_path, [topic])
+    plain = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "plain", "BootstrapBrokerString": TARGET},
+             "EncryptionInTransit": {"EncryptionType": "PLAINTEXT"}}
+    kc.write_text(json.dumps([plain, scram_msk(arn)], indent=2))
+    flows = json.loads(ri.read_text())
+    del flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"]
+    flows[0].update(SourceKafkaClusterId="plain", TargetKafkaClusterArn=arn)
+    ri.write_text(json.dumps(flows, indent=2))
+    res = Ferry(kc, ri).run("--once", timeout=180, env={"RUST_LOG": "warn,ferry_adapters=info"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and out.count(LOOKED_UP) == 1, out[-3000:]
+    for part in range(2):
+        src, tgt = read_partition(TARGET, topic, part), read_partition(SOURCE, topic, part)
+        assert len(src) == 25 and len(tgt) == 25 and all(same(a, b) for a, b in zip(src, tgt)), part
+
+
 @pytest.mark.parametrize("side,auth,listeners,lacks,fix", [
     # An IAM target (no ClientAuthentication) whose cluster has SCRAM only.
     ("target", "iam", {"BootstrapBrokerStringSaslScram": SASL_SSL}, "IAM listener", "turn on IAM access control"),
