@@ -895,7 +895,23 @@ moto_start() {
     "$VENV/bin/python" "$MOTO_LAUNCHER" -H 127.0.0.1 -p "$MOTO_PORT"
 }
 
-moto_stop() { stop_service moto "$(moto_pidfile)" "$(moto_marker)"; }
+# A moto started as `moto_server` itself, by an `up` from before
+# ferry_moto.py, lacks GetBootstrapBrokers: stopped, so that `up` starts the
+# one that has it (moto keeps its state in memory; `up` sets the secrets
+# again) and `down` leaves nothing behind.
+MOTO_LEGACY_MARKER="$VENV/bin/moto_server"
+moto_stop_legacy() {
+  live_pid "$(moto_pidfile)" "$MOTO_LEGACY_MARKER" >/dev/null || return 0
+  stop_service moto "$(moto_pidfile)" "$MOTO_LEGACY_MARKER"
+}
+
+moto_stop() {
+  if live_pid "$(moto_pidfile)" "$MOTO_LEGACY_MARKER" >/dev/null; then
+    moto_stop_legacy
+  else
+    stop_service moto "$(moto_pidfile)" "$(moto_marker)"
+  fi
+}
 
 moto_wait() {
   local deadline=$((SECONDS + READY_TIMEOUT)) watched
