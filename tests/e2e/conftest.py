@@ -220,6 +220,22 @@ def stored_batches(cluster: str, topic: str, partition: int) -> list[dict]:
     return [dict(re.findall(r"(\w+): (\S+)", line)) for line in out.splitlines() if line.startswith("baseOffset:")]
 
 
+def msk_cluster(name: str, listeners: dict[str, str]) -> str:
+    """A cluster in moto's MSK, its GetBootstrapBrokers answer registered
+    (field name -> brokers), as the stack's moto stand-in reads them
+    (infra/local/moto/ferry_moto.py); returns its ARN."""
+    kafka = boto3.client("kafka", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                         region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    arn = kafka.create_cluster(ClusterName=name, KafkaVersion="3.6.0", NumberOfBrokerNodes=1,
+                               BrokerNodeGroupInfo={"InstanceType": "kafka.m5.large",
+                                                    "ClientSubnets": ["subnet-0123456789abcdef0"]})["ClusterArn"]
+    if listeners:
+        kafka.tag_resource(ResourceArn=arn, Tags=listeners)
+    answer = kafka.get_bootstrap_brokers(ClusterArn=arn)
+    assert {k: v for k, v in answer.items() if k.startswith("BootstrapBrokerString")} == listeners, answer
+    return arn
+
+
 def dynamo():
     return boto3.client("dynamodb", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
                         region_name=os.environ.get("AWS_REGION", "us-east-1"))

@@ -15,7 +15,8 @@ How:
   resource ARNs (DynamoDB: X-Amz-Target plus TableName, IndexName, every
   table of a batch and every item of a transaction; Secrets Manager:
   SecretId resolved to the secret's full ARN, random suffix included, as
-  IAM sees it; Step Functions: the state machine or execution ARN;
+  IAM sees it; MSK: GetBootstrapBrokers on the cluster ARN of its path;
+  Step Functions: the state machine or execution ARN;
   CloudWatch: `*` with cloudwatch:namespace), evaluates the role's
   statements (iam_policy.py) and either forwards the call to moto or
   answers as AWS does, AccessDeniedException with AWS's message, so Ferry's
@@ -58,6 +59,8 @@ SAM_PYTHON = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")
 # Template logical id -> the local function name (the binary's name).
 FUNCTIONS = {"PlanFunction": "ferry-plan", "ReplicateFunction": "ferry-replicate",
              "SyncGroupsFunction": "ferry-sync-groups", "ReportFunction": "ferry-report"}
+# GetBootstrapBrokers: GET /v1/clusters/{clusterArn}/bootstrap-brokers.
+KAFKA_BOOTSTRAP = re.compile(r"/v1/clusters/(.+)/bootstrap-brokers")
 CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
 # Lambda's VPC settings need real subnets in AWS; here they only have to be
 # present for the transform.
@@ -153,7 +156,7 @@ class Requests:
                     f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret_id}"
         return self._secret_arns[secret_id]
 
-    def authorize(self, service: str, headers, body: bytes) -> list[tuple[str, str, dict]]:
+    def authorize(self, service: str, headers, body: bytes, path: str = "") -> list[tuple[str, str, dict]]:
         target = headers.get("X-Amz-Target", "")
         op = target.rsplit(".", 1)[-1]
         ctx = {"aws:RequestedRegion": REGION}
@@ -180,6 +183,12 @@ class Requests:
             arn = req.get("stateMachineArn") or req.get("executionArn")
             if arn:
                 return [(f"states:{op}", arn, ctx)]
+        if service == "kafka":
+            # MSK's REST API: the operation is the method and the path; the
+            # cluster ARN travels URL-encoded in it.
+            m = KAFKA_BOOTSTRAP.fullmatch(urllib.parse.urlparse(path).path)
+            if m and headers.get("X-Amz-Target") is None:
+                return [("kafka:GetBootstrapBrokers", urllib.parse.unquote(m.group(1)), ctx)]
         if service == "monitoring":
             form = urllib.parse.parse_qs(body.decode(errors="replace"))
             action = form.get("Action", [op])[0]
@@ -195,6 +204,9 @@ def access_denied(service: str, message: str) -> tuple[int, dict, bytes]:
         body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{message}</Message>"
                 f"</Error><RequestId>rehearsal</RequestId></ErrorResponse>").encode()
         return 403, {"Content-Type": "text/xml"}, body
+    if service == "kafka":  # REST-JSON: the error's name in a header, 403 as IAM answers
+        body = json.dumps({"message": message}).encode()
+        return 403, {"Content-Type": "application/json", "x-amzn-ErrorType": "AccessDeniedException"}, body
     ctype = "application/x-amz-json-1.1" if service == "secretsmanager" else "application/x-amz-json-1.0"
     body = json.dumps({"__type": "com.amazon.coral.service#AccessDeniedException", "Message": message}).encode()
     return 400, {"Content-Type": ctype, "x-amzn-ErrorType": "AccessDeniedException"}, body
@@ -306,7 +318,7 @@ class Rehearsal:
                 m = CREDENTIAL.search(self.headers.get("Authorization", ""))
                 principal, service = (m.group(1), m.group(3)) if m else ("anonymous", "unknown")
                 try:
-                    checks = rehearsal.requests.authorize(service, self.headers, body)
+                    checks = rehearsal.requests.authorize(service, self.headers, body, self.path)
                 except Denied as e:
                     rehearsal.decide(principal, f"{service}:unmapped", str(e), {})
                     self._reply(*access_denied(service, f"Rehearsal: {e}"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, committed, create_topic, msk_cluster, producer, read_partition, unique, write_config
 from iam_policy import evaluate
 from iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
 from local_sfn import LocalStepFunctions
@@ -173,6 +173,57 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
                 assert '"AuthError":1' in log.replace(" ", "") and '"ClusterAlias":"source"' in log.replace(" ", ""), \
                     log[-3000:]
             print(f"\nwithout the {what}: {denied[0]['principal']} denied {action} on {denied[0]['resource']}")
+        sfn.rehearsal.set_stack(full)
+
+
+def test_an_msk_cluster_by_its_arn_alone_is_looked_up_under_iam_and_refused_without_the_grant(tmp_path):
+    """The source named as create-replicator names an MSK cluster, by its
+    ARN alone (SASL/SCRAM, the private CA from Secrets Manager): deployed,
+    the functions look its brokers up with kafka:GetBootstrapBrokers, which
+    the template grants on that ARN, and replicate. Without the grant Plan
+    is refused, as AWS's AccessDeniedException naming the action, and the
+    execution fails at once (Ferry.AuthError, not retried)."""
+    topic = unique("rh-msk")
+    create_topic(SOURCE, topic, 1)
+    produce(SOURCE, topic, "msk", 30)
+    arn = msk_cluster(unique("rh-msk"), {"BootstrapBrokerStringSaslScram": SASL_SSL, "BootstrapBrokerString": SOURCE})
+    kc, ri = write_config(tmp_path, [topic])
+    clusters, flows = json.loads(kc.read_text()), json.loads(ri.read_text())
+    clusters[0] = {"AmazonMskCluster": {"MskClusterArn": arn},
+                   "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET}},
+                   "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
+    del flows[0]["SourceKafkaClusterId"]
+    flows[0]["SourceKafkaClusterArn"] = arn
+    env = {"FERRY_REPLICATOR_NAME": unique("rh-msk"), "FERRY_KAFKA_CLUSTERS": json.dumps(clusters),
+           "FERRY_REPLICATION_INFO": json.dumps(flows), "FERRY_TABLE_PREFIX": unique("ferry-rhmsk")}
+    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+        assert sfn.rehearsal.parameters["MskBootstrapLookupArns"] == arn
+        machine = sfn.create_state_machine(max_concurrency=2)
+        run = sfn.execute(machine, {"stop_at_plan_end": True})
+        assert run["status"] == "SUCCEEDED", f"{run}\n{sfn.logs()}"
+        assert sorted(r["key"] for r in read_partition(TARGET, topic, 0)) == sorted(f"msk-{i}".encode() for i in range(30))
+        sfn.assert_rehearsed()
+        looked_up = {d["principal"] for d in sfn.rehearsal.decisions
+                     if d["allowed"] and (d["action"], d["resource"]) == ("kafka:GetBootstrapBrokers", arn)}
+        assert any(p.endswith("PlanRole") for p in looked_up) and any(p.endswith("ReplicateRole") for p in looked_up), \
+            looked_up
+
+        full = sfn.rehearsal.stack
+        sfn.rehearsal.set_stack(without(full, "PlanRole", action="kafka:GetBootstrapBrokers"))
+        sfn.cold_start()
+        sfn.rehearsal.clear()
+        before = len(sfn.function_log("ferry-plan"))
+        run = sfn.execute(machine, {"stop_at_plan_end": True})
+        denied = [d for d in sfn.rehearsal.denials() if (d["action"], d["resource"]) == ("kafka:GetBootstrapBrokers", arn)]
+        assert denied and all(d["principal"].endswith("PlanRole") for d in denied), sfn.rehearsal.denial_report()
+        with pytest.raises(AssertionError, match="kafka:GetBootstrapBrokers"):
+            sfn.assert_rehearsed()
+        log = sfn.function_log("ferry-plan")[before:]
+        assert "AccessDeniedException" in log and "not authorized to perform: kafka:GetBootstrapBrokers" in log, log[-3000:]
+        assert run["status"] == "FAILED" and run.get("error") == "Ferry.PlanFailed", run
+        events = sfn.client.get_execution_history(executionArn=run["executionArn"])["events"]
+        failed = [e.get("taskFailedEventDetails", {}).get("error") for e in events if e["type"] == "TaskFailed"]
+        assert failed == ["Ferry.AuthError"], failed
         sfn.rehearsal.set_stack(full)
 
 

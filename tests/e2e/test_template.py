@@ -356,3 +356,63 @@ def test_iam_grants_star_only_where_aws_requires_it(tmp_path):
     wide.write_text(text)
     flagged = [g for g in iam_grants(wide)["star"] if not set(g["actions"]) <= AWS_REQUIRES_STAR]
     assert [g["actions"] for g in flagged] == [["secretsmanager:GetSecretValue"]], flagged
+
+
+def test_deploy_parameters_take_msk_clusters_by_arn_alone(tmp_path):
+    """A definition as `aws kafka create-replicator` takes it, each MSK
+    cluster by its ARN alone (a SCRAM source, an IAM target), is accepted:
+    both ARNs go to MskBootstrapLookupArns, with a note saying which
+    listener is looked up, and the secret warning still comes. The stack,
+    transformed as `sam deploy` does, grants kafka:GetBootstrapBrokers on
+    those two ARNs, to each of the four functions (all connect to the
+    clusters), and on nothing else; with the brokers given, nobody gets it."""
+    from conftest import FERRY
+    from iam_policy import evaluate
+    from iam_rehearsal import FUNCTIONS, NETWORK, sam_stack
+
+    source = "arn:aws:kafka:us-east-1:123456789012:cluster/old/0a1b2c3d-1"
+    target = "arn:aws:kafka:us-east-1:123456789012:cluster/new/4e5f6a7b-2"
+    other = "arn:aws:kafka:us-east-1:123456789012:cluster/elsewhere/9c8d7e6f-3"
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:AmazonMSK_old"
+    clusters = [
+        {"AmazonMskCluster": {"MskClusterArn": source},
+         "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": secret}}},
+        {"AmazonMskCluster": {"MskClusterArn": target}},
+    ]
+    info = [{"SourceKafkaClusterArn": source, "TargetKafkaClusterArn": target, "TargetCompressionType": "NONE",
+             "TopicReplication": {"TopicsToReplicate": ["orders"]}}]
+
+    def deploy(work: Path, clusters: list) -> tuple[dict, str]:
+        work.mkdir()
+        (work / "kc.json").write_text(json.dumps(clusters))
+        (work / "ri.json").write_text(json.dumps(info))
+        shutil.copy(ROOT / "template.yaml", work / "template.yaml")
+        res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
+                              "--name", "arn-alone", "--json"], capture_output=True, text=True, timeout=60, cwd=work)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout), res.stderr
+
+    params, warned = deploy(tmp_path / "alone", clusters)
+    assert sorted(params["MskBootstrapLookupArns"].split(",")) == sorted([source, target])
+    assert (params["SourceMskClusterArn"], params["TargetMskClusterArn"]) == ("", target)
+    assert f"MSK cluster {source} has no BootstrapBrokerString" in warned and "BootstrapBrokerStringSaslScram" in warned, warned
+    assert f"MSK cluster {target} has no BootstrapBrokerString" in warned and "BootstrapBrokerStringSaslIam" in warned, warned
+    assert f"secret ARN {secret} has no random suffix" in warned, warned
+    template = (ROOT / "template.yaml").read_text()
+    declared = set(re.findall(r"^  (\w+):\n    Type: ", template.split("\nConditions:")[0], re.M))
+    assert set(params) <= declared, set(params) - declared
+
+    stack = sam_stack(dict(params, **NETWORK), "arn-alone", tmp_path / "alone" / "template.yaml")
+    for function in FUNCTIONS.values():
+        statements = stack["roles"][stack["functions"][function]["role"]]["statements"]
+        for arn in (source, target):
+            d = evaluate(statements, "kafka:GetBootstrapBrokers", arn, {})
+            assert d.allowed, f"{function}: {d.reason}"
+        assert not evaluate(statements, "kafka:GetBootstrapBrokers", other, {}).allowed, function
+
+    given = [dict(c, AmazonMskCluster=dict(c["AmazonMskCluster"], BootstrapBrokerString="b-1:9096")) for c in clusters]
+    params, warned = deploy(tmp_path / "given", given)
+    assert params["MskBootstrapLookupArns"] == "" and "has no BootstrapBrokerString" not in warned, warned
+    stack = sam_stack(dict(params, **NETWORK), "arn-alone", tmp_path / "given" / "template.yaml")
+    for role in stack["roles"].values():
+        assert not evaluate(role["statements"], "kafka:GetBootstrapBrokers", source, {}).allowed, role["name"]

@@ -1,5 +1,5 @@
 //! The AWS SDK configuration every Ferry client shares (DynamoDB, Secrets
-//! Manager, CloudWatch, Step Functions).
+//! Manager, MSK, CloudWatch, Step Functions).
 //!
 //! The SDK sets no operation or attempt timeout by default, so a call to an
 //! endpoint that accepts the connection and then never answers (a black-holed
@@ -72,6 +72,8 @@ where
                     | "RequestLimitExceeded"
                     | "InternalServiceError"
                     | "InternalServiceErrorException"
+                    | "InternalServerErrorException"
+                    | "ServiceUnavailableException"
                     | "InternalFailure"
                     | "ServiceUnavailable"
             )

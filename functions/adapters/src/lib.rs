@@ -5,4 +5,5 @@
 pub mod aws;
 pub mod definition;
 pub mod kafka;
+pub mod msk;
 pub mod state;

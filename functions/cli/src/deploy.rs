@@ -1,7 +1,7 @@
 //! `ferry deploy-parameters`: the `sam deploy` parameters for a replicator
 //! definition, checked first: the definition itself, the MSK clusters the
-//! template's IAM policy is scoped to, the secrets it may read, and where
-//! the logs go (log-delivery.json).
+//! template's IAM policy is scoped to (and those whose brokers are looked
+//! up), the secrets it may read, and where the logs go (log-delivery.json).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,19 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
             },
         );
     }
+    // MSK clusters given by their ARN alone: the functions look their
+    // brokers up (kafka:GetBootstrapBrokers, granted on these ARNs only).
+    let mut lookups: Vec<String> = Vec::new();
+    for l in clusters.iter().filter_map(|c| c.msk_lookup()) {
+        eprintln!(
+            "ferry: MSK cluster {} has no BootstrapBrokerString: the functions look its brokers up with \
+             kafka:GetBootstrapBrokers ({}), which the template grants on its ARN (MskBootstrapLookupArns)",
+            l.arn,
+            l.listener.field()
+        );
+        lookups.push(l.arn);
+    }
+    params.insert("MskBootstrapLookupArns", lookups.join(","));
     let mut secrets: Vec<String> = Vec::new();
     for c in &clusters {
         if let ClusterAuth::Scram { secret_arn, .. } = &c.auth {

@@ -93,8 +93,9 @@ pub struct Ferry {
 }
 
 impl Ferry {
-    /// Build clients for every cluster the spec names, with DynamoDB and
-    /// Secrets Manager reached through `aws`. Connects lazily.
+    /// Build clients for every cluster the spec names, with DynamoDB,
+    /// Secrets Manager and MSK's API reached through `aws`. Connects (and
+    /// looks MSK brokers up) lazily.
     pub fn new(spec: ReplicatorSpec, aws: &aws_config::SdkConfig, settings: Settings) -> Result<Self, FerryError> {
         let dynamo = aws_sdk_dynamodb::Client::new(aws);
         let mut clusters = HashMap::new();
@@ -102,7 +103,12 @@ impl Ferry {
             for c in [&flow.source, &flow.target] {
                 if !clusters.contains_key(&c.id) {
                     let security = Security::new(&c.alias, security_spec(c)?, Some(aws));
-                    let client = KafkaCluster::new(&c.alias, c.bootstrap.clone(), settings.request_timeout).with_security(security);
+                    let mut client = KafkaCluster::new(&c.alias, c.bootstrap.clone(), settings.request_timeout).with_security(security);
+                    // An MSK cluster given by its ARN alone: its brokers
+                    // are looked up at the first connection.
+                    if let Some(lookup) = c.msk_lookup() {
+                        client = client.with_msk_lookup(ferry_adapters::msk::MskBootstrap::new(lookup, aws));
+                    }
                     clusters.insert(c.id.clone(), Arc::new(client));
                 }
             }

@@ -99,6 +99,9 @@ impl FerryError {
     pub fn error_type(&self) -> &'static str {
         match self {
             FerryError::Config(_) => "Ferry.ConfigError",
+            // The definition does not fit the cluster (an MSK cluster
+            // without the listener of the configured authentication).
+            FerryError::Kafka(k) if k.is_misconfiguration() => "Ferry.ConfigError",
             FerryError::Input(_) => "Ferry.InputError",
             e if e.is_refusal() => "Ferry.AuthError",
             e if e.is_retryable() => "Ferry.Retryable",

@@ -71,7 +71,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
 async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<bool, FerryError> {
     let ids = cluster_ids(ferry, flow).await?;
     let started = ferry.store.start_flow(&ferry.flow_key(flow), &ids.0, &ids.1).await?;
-    check_clusters(ferry, flow, &started, &ids)?;
+    check_clusters(ferry, flow, &started, &ids).await?;
     crate::opposite::register(ferry, flow, &ids.0, &ids.1).await?;
     Ok(started.first)
 }
@@ -95,7 +95,7 @@ async fn cluster_ids(ferry: &Ferry, flow: &FlowSpec) -> Result<(String, String),
 /// flow's state was written for: a cluster re-created or replaced under the
 /// same bootstrap address starts its logs afresh, and cursors into the old
 /// one would skip or misplace records.
-fn check_clusters(ferry: &Ferry, flow: &FlowSpec, marker: &FlowStart, ids: &(String, String)) -> Result<(), FerryError> {
+async fn check_clusters(ferry: &Ferry, flow: &FlowSpec, marker: &FlowStart, ids: &(String, String)) -> Result<(), FerryError> {
     let sides = [
         ("source", &flow.source, &ids.0, &marker.source_cluster_id),
         ("target", &flow.target, &ids.1, &marker.target_cluster_id),
@@ -108,7 +108,7 @@ fn check_clusters(ferry: &Ferry, flow: &FlowSpec, marker: &FlowStart, ids: &(Str
                 flow_id: flow.id(),
                 role,
                 alias: cluster.alias.clone(),
-                bootstrap: cluster.bootstrap.join(","),
+                bootstrap: ferry.cluster(&cluster.id)?.bootstrap_description().await,
                 recorded: recorded.clone(),
                 current: current.clone(),
                 cursors: cursors.to_owned(),

@@ -119,6 +119,10 @@ pub enum Isolation {
 pub struct KafkaCluster {
     alias: String,
     bootstrap: Vec<String>,
+    /// For an MSK cluster given by its ARN alone: the lookup of its
+    /// bootstrap brokers, and what it found (kept while they answer).
+    msk: Option<crate::msk::MskBootstrap>,
+    looked_up: Mutex<Option<Vec<String>>>,
     request_timeout: Duration,
     brokers: std::sync::Mutex<HashMap<i32, String>>,
     leaders: std::sync::Mutex<HashMap<(String, i32), i32>>,
@@ -142,6 +146,7 @@ impl std::fmt::Debug for KafkaCluster {
         f.debug_struct("KafkaCluster")
             .field("alias", &self.alias)
             .field("bootstrap", &self.bootstrap)
+            .field("msk", &self.msk.as_ref().map(crate::msk::MskBootstrap::arn))
             .finish()
     }
 }
@@ -160,6 +165,8 @@ impl KafkaCluster {
         Self {
             alias: alias.to_owned(),
             bootstrap,
+            msk: None,
+            looked_up: Mutex::new(None),
             request_timeout,
             brokers: Default::default(),
             leaders: Default::default(),
@@ -177,6 +184,41 @@ impl KafkaCluster {
     pub fn with_security(mut self, security: Security) -> Self {
         self.security = security;
         self
+    }
+
+    /// This cluster's bootstrap brokers looked up with `msk` (MSK's
+    /// GetBootstrapBrokers) at the first connection, instead of given.
+    pub fn with_msk_lookup(mut self, msk: crate::msk::MskBootstrap) -> Self {
+        self.msk = Some(msk);
+        self
+    }
+
+    /// The bootstrap brokers: as given, or looked up once and kept while
+    /// they answer (every caller of one client shares the one lookup).
+    async fn bootstrap_brokers(&self) -> Result<Vec<String>, KafkaError> {
+        let Some(msk) = &self.msk else {
+            return Ok(self.bootstrap.clone());
+        };
+        let mut held = self.looked_up.lock().await;
+        if let Some(found) = held.as_ref() {
+            return Ok(found.clone());
+        }
+        // Boxed: the SDK call is a deep future, and made once.
+        let found = Box::pin(msk.brokers(&self.alias)).await?;
+        *held = Some(found.clone());
+        Ok(found)
+    }
+
+    /// Where this cluster is reached, for messages: the bootstrap brokers,
+    /// or the MSK cluster they are looked up from.
+    pub async fn bootstrap_description(&self) -> String {
+        match &self.msk {
+            None => self.bootstrap.join(","),
+            Some(msk) => match self.looked_up.lock().await.as_ref() {
+                Some(found) => format!("{} ({} of {})", found.join(","), msk.listener().field(), msk.arn()),
+                None => format!("MSK cluster {} ({})", msk.arn(), msk.listener().field()),
+            },
+        }
     }
 
     /// A connection to `addr`: refused at once while backing off after an
@@ -284,9 +326,9 @@ impl KafkaCluster {
     pub(super) async fn send_any_built<R: Request, Q: Borrow<R>>(&self, build: impl Fn(i16) -> Q) -> Result<R::Response, KafkaError> {
         let mut addrs: Vec<String> = lock(&self.brokers).values().cloned().collect();
         addrs.sort();
-        for b in &self.bootstrap {
-            if !addrs.contains(b) {
-                addrs.push(b.clone());
+        for b in self.bootstrap_brokers().await? {
+            if !addrs.contains(&b) {
+                addrs.push(b);
             }
         }
         let mut last = String::from("no address");
@@ -300,6 +342,9 @@ impl KafkaCluster {
                 Err(e) => return Err(e),
             }
         }
+        // None answered: brokers looked up may have been replaced since;
+        // the next attempt looks them up again.
+        *self.looked_up.lock().await = None;
         Err(KafkaError::NoBroker {
             cluster: self.alias.clone(),
             tried: addrs.join(","),

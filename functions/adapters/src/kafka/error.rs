@@ -121,6 +121,18 @@ pub enum KafkaError {
         /// Seconds left.
         seconds: u64,
     },
+    /// An MSK cluster's brokers could not be looked up (GetBootstrapBrokers).
+    #[error("cluster {cluster}: the brokers of MSK cluster {arn} could not be looked up: {detail}")]
+    MskBootstrap {
+        /// Cluster alias.
+        cluster: String,
+        /// The cluster's ARN.
+        arn: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+        /// Whether trying again can help.
+        fault: LookupFault,
+    },
     /// The broker answered with an error code.
     #[error("{op} for {topic}-{partition} on cluster {cluster} failed: {error} ({detail})")]
     Broker {
@@ -161,6 +173,19 @@ pub enum KafkaError {
     },
 }
 
+/// Why an MSK cluster's brokers could not be looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFault {
+    /// No answer in time, throttled, or a fault on AWS's side: try again.
+    Transient,
+    /// IAM refused Ferry's role the call: a deployment's grant is missing.
+    Denied,
+    /// The definition does not fit the cluster (it lacks the listener of
+    /// the configured authentication, or there is no such cluster): a
+    /// configuration error, not worth trying again.
+    Misconfigured,
+}
+
 fn at_broker(broker: &str) -> String {
     if broker.is_empty() {
         String::new()
@@ -199,6 +224,7 @@ impl KafkaError {
                     )
             }
             KafkaError::Secret { transient, .. } | KafkaError::Tls { transient, .. } => *transient,
+            KafkaError::MskBootstrap { fault, .. } => *fault == LookupFault::Transient,
             KafkaError::Auth { .. }
             | KafkaError::AuthBackoff { .. }
             | KafkaError::Unsupported { .. }
@@ -254,14 +280,35 @@ impl KafkaError {
         matches!(self, KafkaError::Auth { .. })
             || matches!(
                 self,
-                KafkaError::Tls { transient: false, .. } | KafkaError::Secret { transient: false, .. }
+                KafkaError::Tls { transient: false, .. }
+                    | KafkaError::Secret { transient: false, .. }
+                    | KafkaError::MskBootstrap {
+                        fault: LookupFault::Denied,
+                        ..
+                    }
             )
+    }
+
+    /// Whether the definition does not fit the cluster: an MSK cluster
+    /// without the listener of the configured authentication, or no such
+    /// cluster. A configuration error (`Ferry.ConfigError`), not retried.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::MskBootstrap {
+                fault: LookupFault::Misconfigured,
+                ..
+            }
+        )
     }
 
     /// The cluster that refused Ferry, for a refusal (`is_refusal`).
     pub fn refusing_cluster(&self) -> Option<&str> {
         match self {
-            KafkaError::Tls { cluster, .. } | KafkaError::Auth { cluster, .. } | KafkaError::Secret { cluster, .. }
+            KafkaError::Tls { cluster, .. }
+            | KafkaError::Auth { cluster, .. }
+            | KafkaError::Secret { cluster, .. }
+            | KafkaError::MskBootstrap { cluster, .. }
                 if self.is_refusal() =>
             {
                 Some(cluster)
@@ -276,6 +323,12 @@ impl KafkaError {
         matches!(
             self,
             KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. }
+        ) || matches!(
+            self,
+            KafkaError::MskBootstrap {
+                fault: LookupFault::Denied,
+                ..
+            }
         ) || matches!(
             self,
             KafkaError::Broker {
@@ -365,5 +418,21 @@ mod tests {
             detail: String::new(),
         };
         assert!(!denied.is_transient() && !denied.is_retryable() && denied.is_auth_error());
+        let lookup = |fault| KafkaError::MskBootstrap {
+            cluster: "target".into(),
+            arn: "arn:aws:kafka:us-east-1:1:cluster/t/u-1".into(),
+            detail: String::new(),
+            fault,
+        };
+        // No IAM listener: the definition's to fix, not retried, no AuthError.
+        let missing = lookup(LookupFault::Misconfigured);
+        assert!(missing.is_misconfiguration() && !missing.is_retryable() && !missing.is_refusal() && !missing.is_auth_error());
+        // IAM refused the call: a refusal, counted in AuthError.
+        let refused = lookup(LookupFault::Denied);
+        assert!(refused.is_refusal() && !refused.is_retryable() && refused.is_auth_error());
+        assert_eq!(refused.refusing_cluster(), Some("target"));
+        // Throttled or unanswered: tried again.
+        let busy = lookup(LookupFault::Transient);
+        assert!(busy.is_transient() && busy.is_retryable() && !busy.is_refusal() && !busy.is_misconfiguration());
     }
 }

@@ -11,6 +11,6 @@ pub mod security;
 pub mod txn;
 
 pub use client::{FetchedPartition, Isolation, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
-pub use error::KafkaError;
+pub use error::{KafkaError, LookupFault};
 pub use groups::{Committed, GroupListing, GroupState};
 pub use security::{SaslSource, Security, SecuritySpec, TrustSource};

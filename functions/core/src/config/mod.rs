@@ -2,6 +2,7 @@
 //! whole before anything is written, and turned into a [`ReplicatorSpec`].
 
 pub mod log_delivery;
+pub mod msk;
 pub mod wire;
 
 use std::collections::BTreeSet;
@@ -127,7 +128,9 @@ pub struct ClusterSpec {
     pub id: String,
     /// Short alias used in metric dimensions and topic prefixes.
     pub alias: String,
-    /// `host:port` bootstrap brokers.
+    /// `host:port` bootstrap brokers; empty for an MSK cluster given by
+    /// its ARN alone, whose brokers are looked up at run time
+    /// ([`ClusterSpec::msk_lookup`]).
     pub bootstrap: Vec<String>,
     /// Authentication.
     pub auth: ClusterAuth,
@@ -437,15 +440,19 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
                         "use arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid>",
                     )
                 })?;
-                let bootstrap = msk.bootstrap_broker_string.as_deref().ok_or_else(|| {
-                    ConfigError::new(
+                if msk_region(&msk.msk_cluster_arn).is_none() {
+                    return Err(ConfigError::new(
                         file,
-                        at(".AmazonMskCluster.BootstrapBrokerString"),
-                        "Ferry needs the MSK cluster's bootstrap brokers",
-                        "add BootstrapBrokerString (from `aws kafka get-bootstrap-brokers`, the IAM listener)",
-                    )
-                })?;
-                (msk.msk_cluster_arn.clone(), alias, bootstrap, true)
+                        at(".AmazonMskCluster.MskClusterArn"),
+                        format!("{:?} names no region", msk.msk_cluster_arn),
+                        "use the ARN as MSK shows it: arn:aws:kafka:<region>:<account>:cluster/<name>/<uuid>",
+                    ));
+                }
+                // Without BootstrapBrokerString (as create-replicator takes
+                // it), the brokers are looked up at run time with
+                // GetBootstrapBrokers, for the listener of the cluster's
+                // authentication.
+                (msk.msk_cluster_arn.clone(), alias, msk.bootstrap_broker_string.as_deref(), true)
             }
             (None, Some(ak)) => {
                 if !valid_alias(&ak.apache_kafka_cluster_id) {
@@ -459,7 +466,7 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
                 (
                     ak.apache_kafka_cluster_id.clone(),
                     ak.apache_kafka_cluster_id.clone(),
-                    ak.bootstrap_broker_string.as_str(),
+                    Some(ak.bootstrap_broker_string.as_str()),
                     false,
                 )
             }
@@ -485,7 +492,10 @@ fn validate_clusters(file: &str, clusters: &[wire::KafkaCluster]) -> Result<Vec<
         } else {
             ".ApacheKafkaCluster.BootstrapBrokerString"
         };
-        let bootstrap = parse_bootstrap(bootstrap).map_err(|p| ConfigError::new(file, at(field), p, "use host:port[,host:port...]"))?;
+        let bootstrap = match bootstrap {
+            Some(b) => parse_bootstrap(b).map_err(|p| ConfigError::new(file, at(field), p, "use host:port[,host:port...]"))?,
+            None => Vec::new(),
+        };
         let auth = match c.client_authentication.as_ref().and_then(|a| a.sasl_scram.as_ref()) {
             Some(scram) => {
                 let mechanism = match scram.mechanism.as_str() {
@@ -627,7 +637,18 @@ fn valid_alias(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// The cluster name inside an MSK ARN: `arn:aws:kafka:r:a:cluster/<name>/<uuid>`.
+/// The region of an MSK ARN: `arn:<partition>:kafka:<region>:...`.
+pub fn msk_region(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    (parts.next()? == "arn").then_some(())?;
+    parts.next()?;
+    (parts.next()? == "kafka").then_some(())?;
+    let region = parts.next()?;
+    (!region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')).then_some(region)
+}
+
+/// The cluster name inside an MSK ARN: `arn:aws:kafka:r:a:cluster/<name>/<uuid>`
+/// (the uuid part present: GetBootstrapBrokers and IAM need the whole ARN).
 fn msk_alias(arn: &str) -> Option<String> {
     let rest = arn.strip_prefix("arn:")?;
     let parts: Vec<&str> = rest.splitn(5, ':').collect();
@@ -639,7 +660,9 @@ fn msk_alias(arn: &str) -> Option<String> {
         return None;
     }
     let name = res.next()?;
-    valid_alias(name).then(|| name.to_owned())
+    let uuid = res.next()?;
+    let uuid_ok = !uuid.is_empty() && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (valid_alias(name) && uuid_ok && res.next().is_none()).then(|| name.to_owned())
 }
 
 fn parse_bootstrap(s: &str) -> Result<Vec<String>, String> {

@@ -287,3 +287,66 @@ mod hostile {
         }
     }
 }
+
+/// A definition written for `aws kafka create-replicator`: MSK clusters by
+/// their ARN alone, looked up at run time for their authentication.
+#[test]
+fn msk_cluster_by_arn_alone_is_looked_up_for_its_authentication() {
+    let clusters = r#"[
+      {"AmazonMskCluster": {"MskClusterArn": "arn:aws:kafka:eu-west-1:123456789012:cluster/old/0a1b-2"},
+       "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:s"}}},
+      {"AmazonMskCluster": {"MskClusterArn": "arn:aws:kafka:us-east-1:123456789012:cluster/new/3c4d-5"}}
+    ]"#;
+    let info = r#"[{"SourceKafkaClusterArn": "arn:aws:kafka:eu-west-1:123456789012:cluster/old/0a1b-2",
+      "TargetKafkaClusterArn": "arn:aws:kafka:us-east-1:123456789012:cluster/new/3c4d-5",
+      "TargetCompressionType": "NONE", "TopicReplication": {"TopicsToReplicate": [".*"]}}]"#;
+    let spec = load_pair(clusters, info).expect("valid");
+    let flow = &spec.flows[0];
+    let source = flow.source.msk_lookup().expect("looked up");
+    assert_eq!(source.region, "eu-west-1");
+    assert_eq!(source.listener.field(), "BootstrapBrokerStringSaslScram");
+    let target = flow.target.msk_lookup().expect("looked up");
+    assert_eq!(
+        (target.arn.as_str(), target.region.as_str(), target.listener.field()),
+        (
+            "arn:aws:kafka:us-east-1:123456789012:cluster/new/3c4d-5",
+            "us-east-1",
+            "BootstrapBrokerStringSaslIam"
+        )
+    );
+    // The ARN stays the cluster's id (state keys), the name its alias.
+    assert_eq!((flow.target.id.as_str(), flow.target.alias.as_str()), (target.arn.as_str(), "new"));
+    // Given brokers are used as they are, with nothing looked up.
+    let given = clusters.replace(
+        r#"cluster/new/3c4d-5"}"#,
+        r#"cluster/new/3c4d-5", "BootstrapBrokerString": "b-1:9098"}"#,
+    );
+    let spec = load_pair(&given, info).expect("valid");
+    assert_eq!(spec.flows[0].target.msk_lookup(), None);
+    assert_eq!(spec.flows[0].target.bootstrap, vec!["b-1:9098".to_owned()]);
+}
+
+#[test]
+fn msk_arns_are_checked_for_shape_and_region() {
+    let info = r#"[{"SourceKafkaClusterId": "s", "TargetKafkaClusterArn": "ARN",
+      "TargetCompressionType": "NONE", "TopicReplication": {"TopicsToReplicate": [".*"]}}]"#;
+    for (arn, problem) in [
+        ("arn:aws:kafka::123456789012:cluster/new/3c4d-5", "names no region"),
+        ("arn:aws:kafka:US_EAST:123456789012:cluster/new/3c4d-5", "names no region"),
+        ("arn:aws:kafka:us-east-1:123456789012:cluster/new", "is not an MSK cluster ARN"),
+        ("arn:aws:kafka:us-east-1:123456789012:cluster/new/", "is not an MSK cluster ARN"),
+        (
+            "arn:aws:kafka:us-east-1:123456789012:topic/new/3c4d-5/orders",
+            "is not an MSK cluster ARN",
+        ),
+        ("arn:aws:s3:us-east-1:123456789012:cluster/new/3c4d-5", "is not an MSK cluster ARN"),
+    ] {
+        let clusters = format!(
+            r#"[{{"ApacheKafkaCluster": {{"ApacheKafkaClusterId": "s", "BootstrapBrokerString": "k1:9096"}}}},
+                {{"AmazonMskCluster": {{"MskClusterArn": "{arn}"}}}}]"#
+        );
+        let err = load_pair(&clusters, &info.replace("ARN", arn)).expect_err(arn);
+        assert_eq!(err.field, "[1].AmazonMskCluster.MskClusterArn", "{arn}: {err}");
+        assert!(err.problem.contains(problem), "{arn}: {err}");
+    }
+}

@@ -238,7 +238,7 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
     for flow in &ferry.spec.flows {
         let first_plan = if stateful {
             let marker = ferry.store.flow_marker(&ferry.flow_key(flow)).await?;
-            check_clusters(ferry, flow, &marker, &cluster_ids(ferry, flow).await?)?;
+            check_clusters(ferry, flow, &marker, &cluster_ids(ferry, flow).await?).await?;
             marker.first
         } else {
             true

@@ -1,0 +1,71 @@
+"""moto's server with one addition of Ferry's: MSK's GetBootstrapBrokers,
+which moto (5.2.5) does not implement.
+
+`GET /v1/clusters/{clusterArn}/bootstrap-brokers` answers, for a cluster
+moto holds (created with kafka's CreateCluster or CreateClusterV2), the
+bootstrap fields registered on it as tags named after the fields:
+`BootstrapBrokerString`, `BootstrapBrokerStringTls`,
+`BootstrapBrokerStringSaslScram`, `BootstrapBrokerStringSaslIam` and the
+`...Public...` and `...VpcConnectivity...` ones. A field without its tag is
+absent from the answer, as AWS leaves out the listeners a cluster does not
+have; a cluster moto does not hold is `NotFoundException`, as in AWS.
+
+What this proves: that Ferry calls GetBootstrapBrokers through the AWS SDK
+with the cluster's ARN (and so that the IAM rehearsal sees the call), which
+field it takes for the configured authentication, and what it does when the
+field is absent. What it does not: which fields AWS really returns for a
+cluster's settings, and their values (the tests register local brokers).
+
+Run as moto_server is run: `python ferry_moto.py -H 127.0.0.1 -p PORT`.
+"""
+
+import json
+import sys
+from urllib.parse import unquote
+
+from moto.kafka.exceptions import NotFoundException
+from moto.kafka.models import FakeKafkaCluster
+from moto.kafka.responses import KafkaResponse
+
+# The fields of GetBootstrapBrokers' answer (the AWS API reference).
+FIELDS = (
+    "BootstrapBrokerString",
+    "BootstrapBrokerStringTls",
+    "BootstrapBrokerStringSaslScram",
+    "BootstrapBrokerStringSaslIam",
+    "BootstrapBrokerStringPublicTls",
+    "BootstrapBrokerStringPublicSaslScram",
+    "BootstrapBrokerStringPublicSaslIam",
+    "BootstrapBrokerStringVpcConnectivityTls",
+    "BootstrapBrokerStringVpcConnectivitySaslScram",
+    "BootstrapBrokerStringVpcConnectivitySaslIam",
+)
+
+
+def get_bootstrap_brokers(self: KafkaResponse) -> str:
+    # The path is /v1/clusters/<url-encoded ARN>/bootstrap-brokers.
+    path = self.parsed_url.path
+    arn = unquote(path[len("/v1/clusters/"):-len("/bootstrap-brokers")])
+    if arn not in self.kafka_backend.clusters:
+        raise NotFoundException(f"Resource not found: {arn}")
+    tags = self.kafka_backend.list_tags_for_resource(arn)
+    # The REST API's JSON names are camelCase (bootstrapBrokerStringSaslIam).
+    return json.dumps({f[0].lower() + f[1:]: tags[f] for f in FIELDS if f in tags})
+
+
+def aws_shaped_arn(self: FakeKafkaCluster) -> str:
+    """The ARN as AWS shapes it, `...:cluster/<name>/<uuid>-<n>`; moto's
+    own leaves the name out, which Ferry (like IAM's resource ARNs for
+    topics and groups) reads the cluster's name from."""
+    kind = "cluster" if self.cluster_type == "PROVISIONED" else "serverless-cluster"
+    partition = "aws-cn" if self.region_name.startswith("cn-") else "aws"
+    return f"arn:{partition}:kafka:{self.region_name}:{self.account_id}:{kind}/{self.cluster_name}/{self.cluster_id}-1"
+
+
+KafkaResponse.get_bootstrap_brokers = get_bootstrap_brokers
+FakeKafkaCluster._generate_arn = aws_shaped_arn
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    sys.exit(main())
