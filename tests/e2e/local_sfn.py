@@ -119,11 +119,12 @@ class Instance:
 
 
 def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None, crash=None,
-                instance=None) -> ThreadingHTTPServer:
+                instance=None, invoking=None) -> ThreadingHTTPServer:
     """`crash(name, payload)`, when given and true for an invocation, answers
     it as Lambda does for a function whose process died (an unhandled
     `Runtime.ExitError`) instead of running it. `instance(name, n)` gives
-    the Instance whose Runtime API calls come in under /.inst/<name>/<n>."""
+    the Instance whose Runtime API calls come in under /.inst/<name>/<n>.
+    `invoking(name, +1 or -1)` is told when an invocation starts and ends."""
 
     class Router(BaseHTTPRequestHandler):
         def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
@@ -159,9 +160,15 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
                 port, path, timeout = moto_port, self.path, 60
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-            conn.request(self.command, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+            if m and invoking:
+                invoking(name, 1)
+            try:
+                conn.request(self.command, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                if m and invoking:
+                    invoking(name, -1)
             if m and resp.status == 408:
                 # cargo-lambda's timeout (see `--timeout` below) is an HTTP
                 # 408; Lambda's is a function error, which Catch can take.
@@ -240,6 +247,9 @@ class LocalStepFunctions:
         self.events: list[dict] = []
         self.stopping = False
         self.generation = 0
+        self.inflight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.concurrency_lock = threading.Lock()
 
     def __enter__(self) -> "LocalStepFunctions":
         try:
@@ -262,7 +272,7 @@ class LocalStepFunctions:
         # Read per request: a test may set or clear `crash` between executions.
         self.router = make_router(self.lambda_port, self.moto_port, self.rehearsal,
                                   lambda name, body: bool(self.crash and self.crash(name, body)),
-                                  lambda name, n: self.running[(name, n)])
+                                  lambda name, n: self.running[(name, n)], self._invoking)
         self.router_port = self.router.server_address[1]
         threading.Thread(target=self.router.serve_forever, daemon=True).start()
 
@@ -291,6 +301,23 @@ class LocalStepFunctions:
                 inst = Instance(name, i, deployed["timeout"] if deployed else RUNTIME_TIMEOUT,
                                 deployed["memory"] if deployed else None)
                 self.running[(name, i)] = inst
+                self._launch(inst)
+
+    def _invoking(self, name: str, delta: int) -> None:
+        """Lambda runs each concurrent invocation in an environment of its
+        own, starting a new one when none is idle: so does the rehearsal
+        (more environments than the function's count at start, when
+        needed). And it keeps the highest concurrency each function saw,
+        which Step Functions' MaxConcurrency bounds."""
+        with self.concurrency_lock:
+            self.inflight[name] = self.inflight.get(name, 0) + delta
+            self.peak[name] = max(self.peak.get(name, 0), self.inflight[name])
+            have = sum(1 for (f, _) in self.running if f == name)
+            if delta > 0 and self.inflight[name] > have and not self.stopping:
+                deployed = self.rehearsal.stack["functions"][name] if self.rehearsal else None
+                inst = Instance(name, have, deployed["timeout"] if deployed else RUNTIME_TIMEOUT,
+                                deployed["memory"] if deployed else None)
+                self.running[(name, have)] = inst
                 self._launch(inst)
 
     def _launch(self, inst: Instance) -> None:
@@ -343,7 +370,9 @@ class LocalStepFunctions:
         """Lambda's side of each environment: the timeout, and a process
         that died (out of memory, or exited) while it held an invocation."""
         while not self.stopping:
-            for inst in list(self.running.values()):
+            with self.concurrency_lock:
+                instances = list(self.running.values())
+            for inst in instances:
                 with inst.lock:
                     request, deadline, proc = inst.request, inst.deadline, inst.proc
                 if self.stopping or proc is None:
@@ -373,15 +402,16 @@ class LocalStepFunctions:
         function cached (secrets, clients) survives."""
         self.stopping = True
         time.sleep(0.3)  # the watcher's round ends
-        for inst in self.running.values():
+        with self.concurrency_lock:
+            old, self.running = list(self.running.values()), {}
+            self._start_functions()
+        for inst in old:
             inst.proc.terminate()
-        for inst in self.running.values():
+        for inst in old:
             inst.proc.wait(15)
             self.procs.remove(inst.proc)
             self._retire(inst)
-        self.running = {}
         self.stopping = False
-        self._start_functions()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def resources(self) -> dict[str, dict]:
@@ -389,7 +419,9 @@ class LocalStepFunctions:
         the memory cap, the highest peak, CPU seconds, throttled periods,
         and how many environments ended by timeout or out of memory."""
         rows = list(self.history)
-        for inst in self.running.values():
+        with self.concurrency_lock:
+            instances = list(self.running.values())
+        for inst in instances:
             if inst.sandbox:
                 rows.append({"function": inst.name, "memory_mb": inst.memory, "peak_bytes": inst.sandbox.peak_bytes(),
                              "cpu_seconds": inst.sandbox.cpu_seconds(), "throttled": inst.sandbox.throttled(),

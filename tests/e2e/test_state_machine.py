@@ -65,6 +65,9 @@ def test_execution_replicates_and_backfills(tmp_path):
         assert second["status"] == "SUCCEEDED", f"{second}\n{sfn.logs()}"
         out = json.loads(second["output"])
         assert len(out["batches"]) >= 4  # 8 partitions, 2 per batch: the Map ran several Replicate functions
+        # Step Functions ran them at most MaxConcurrency at a time (each in
+        # an environment of its own, as Lambda would).
+        assert sfn.peak["ferry-replicate"] <= 2, sfn.peak
         assert sum(len(read_partition(TARGET, live, p)) for p in range(4)) == 2000
         assert [len(read_partition(TARGET, old, p)) for p in range(2)] == [0, 0]
         # SyncGroups ran: the group's offset landed on the same record.
@@ -134,7 +137,7 @@ def test_overlapping_executions_never_write_twice(tmp_path):
     create_topic(SOURCE, topic, 3)
     kc, ri = write_config(tmp_path, [topic], starting="EARLIEST")
     produce(topic, 3000, 3)
-    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=6) as sfn:
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1) as sfn:
         arn = sfn.create_state_machine(max_concurrency=3)
         payload = {"max_partitions_per_batch": 1, "replicate_max_seconds": 6}
         starts = [sfn.client.start_execution(stateMachineArn=arn, name=f"overlap-{i}", input=json.dumps(payload))["executionArn"]
@@ -150,6 +153,13 @@ def test_overlapping_executions_never_write_twice(tmp_path):
         assert [d["status"] for d in done] == ["SUCCEEDED", "SUCCEEDED"], f"{done}\n{sfn.logs()}"
         stopped = [why for d in done for r in json.loads(d["output"])["results"] for why in r["summary"]["stopped"]]
         assert "lease-held" in stopped, f"the executions did not overlap: {stopped}"
+        # MaxConcurrency holds per execution, not across them: two
+        # overlapping executions ran more Replicates at once than one may,
+        # each in its own environment (Lambda starts one per concurrent
+        # invocation), and never more than both together may.
+        print(f"\nconcurrent Replicates: {sfn.peak['ferry-replicate']}, environments: "
+              f"{sum(1 for f, _ in sfn.running if f == 'ferry-replicate')}")
+        assert 3 < sfn.peak["ferry-replicate"] <= 2 * 3, sfn.peak
         # Finish whatever the two left behind, then compare.
         last = sfn.execute(arn, {"stop_at_plan_end": True})
         assert last["status"] == "SUCCEEDED", sfn.logs()
