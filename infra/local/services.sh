@@ -72,15 +72,21 @@ TARGET_IAM_PORT=$((TARGET_PORT + 2))
 TARGET_IAM_SHORT_PORT=$((TARGET_PORT + 3))
 MSK_IAM_REGION=us-east-1
 MSK_IAM_SHORT_TOKEN_S=20
-# Access keys the listeners know ("<key id>:<secret key>=<principal>"): the
-# stack's own credentials (stack.env's AWS_ACCESS_KEY_ID and
-# AWS_SECRET_ACCESS_KEY, what Ferry signs with), a super user on the target,
-# and a second identity with no grant, for ACL tests. Local-only keys.
+# Access keys the listeners know ("<key id>|<secret key>|<principal>[|<session
+# token>]"): the stack's own credentials (stack.env's AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, what Ferry signs with) and temporary credentials
+# as a Lambda role has them (a session token, with the characters base64
+# brings), both super users on the target; and a reader with no grant, for
+# ACL tests. Local-only keys.
 MSK_IAM_FERRY_PRINCIPAL=arn:aws:iam::123456789012:user/ferry
+MSK_IAM_TEMP_KEY=ASIAFERRYLOCAL000001
+MSK_IAM_TEMP_SECRET=ferry-temporary-secret/key+1
+MSK_IAM_TEMP_TOKEN='IQoJb3JpZ2luX2VjEferry/local+session/token=='
+MSK_IAM_TEMP_PRINCIPAL=arn:aws:sts::123456789012:assumed-role/ferry-replicate/ferry-local
 MSK_IAM_READER_KEY=reader
 MSK_IAM_READER_SECRET=reader-secret
 MSK_IAM_READER_PRINCIPAL=arn:aws:iam::123456789012:user/reader
-MSK_IAM_IDENTITIES="testing:testing=$MSK_IAM_FERRY_PRINCIPAL $MSK_IAM_READER_KEY:$MSK_IAM_READER_SECRET=$MSK_IAM_READER_PRINCIPAL"
+MSK_IAM_IDENTITIES="testing|testing|$MSK_IAM_FERRY_PRINCIPAL $MSK_IAM_TEMP_KEY|$MSK_IAM_TEMP_SECRET|$MSK_IAM_TEMP_PRINCIPAL|$MSK_IAM_TEMP_TOKEN $MSK_IAM_READER_KEY|$MSK_IAM_READER_SECRET|$MSK_IAM_READER_PRINCIPAL"
 MSK_IAM_SOURCE="$LOCAL_DIR/msk-iam/FerryMskIamValidator.java"
 MSK_IAM_CLASSES="$RUN_DIR/msk-iam/classes"
 # The replicator's SCRAM user on the source: both mechanisms, a super user.
@@ -620,11 +626,11 @@ EOF
     echo 'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer'
   fi
   if [[ $cluster == target ]]; then
-    # The principal of an MSK IAM login is the IAM identity: Ferry's is a
-    # super user here, the reader has no grant. The validator's classes
+    # The principal of an MSK IAM login is the IAM identity: Ferry's (both
+    # keys) are super users here, the reader has no grant. The validator's classes
     # come from .run/msk-iam (kafka_cmd).
     cat <<EOF
-super.users=User:admin;User:ANONYMOUS;User:$MSK_IAM_FERRY_PRINCIPAL
+super.users=User:admin;User:ANONYMOUS;User:$MSK_IAM_FERRY_PRINCIPAL;User:$MSK_IAM_TEMP_PRINCIPAL
 # MSK IAM: OAUTHBEARER over TLS, tokens checked by FerryMskIamValidator.
 sasl.enabled.mechanisms=OAUTHBEARER
 listener.name.iam.oauthbearer.sasl.jaas.config=$(msk_iam_jaas)

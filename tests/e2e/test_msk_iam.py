@@ -98,22 +98,34 @@ def assert_no_token(text: str) -> None:
     assert not re.search(r"aHR0cHM6Ly9rYWZrYS[A-Za-z0-9_-]{40,}", text), "an MSK IAM token appears in Ferry's output"
 
 
-def test_replicates_into_the_msk_iam_target(tmp_path):
+TEMPORARY = {"AWS_ACCESS_KEY_ID": os.environ["TARGET_IAM_TEMP_KEY"],
+             "AWS_SECRET_ACCESS_KEY": os.environ["TARGET_IAM_TEMP_SECRET"],
+             "AWS_SESSION_TOKEN": os.environ["TARGET_IAM_TEMP_TOKEN"]}
+
+
+@pytest.mark.parametrize("credentials", ["long-term key", "temporary credentials"])
+def test_replicates_into_the_msk_iam_target(tmp_path, credentials):
     """Every record copied exactly into the IAM listener, which accepted
-    Ferry's own token (signed with the stack's key, for the ARN's region)
-    as the broker log says, with Ferry's IAM identity as the principal."""
+    Ferry's own token (signed for the ARN's region) as the broker log says,
+    with the IAM identity of the key as the principal. With temporary
+    credentials, as a Lambda role has them, the session token travels in
+    the signed URL (characters '/', '+' and '=' included) and must be the
+    one the key was issued with."""
+    env, key, principal = {}, KEY, PRINCIPAL
+    if credentials == "temporary credentials":
+        env, key, principal = TEMPORARY, TEMPORARY["AWS_ACCESS_KEY_ID"], os.environ["TARGET_IAM_TEMP_PRINCIPAL"]
     topic = unique("iam-copy")
     fill(topic, 3, 100)
     start = log_size()
     ferry = into_msk(tmp_path, [topic], msk_target())
-    res = ferry.run("--once", timeout=300)
+    res = ferry.run("--once", timeout=300, env=env)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     for part in range(3):
         got = [(m["key"], m["value"], m["headers"]) for m in read_partition(TARGET, topic, part)]
         assert got == [(f"k{i}".encode(), f"v{part}-{i}".encode(), [("h", b"x")]) for i in range(100)], part
     log = log_since(start)
-    assert f"MSK IAM token accepted: principal {PRINCIPAL} (access key {KEY})" in log, log[-3000:]
+    assert f"MSK IAM token accepted: principal {principal} (access key {key})" in log, log[-3000:]
     assert "MSK IAM token refused" not in log, log[-3000:]
     assert_no_token(out)
 
@@ -139,19 +151,29 @@ def refused_run(tmp_path, target: dict, env: dict | None = None) -> tuple[str, s
     # The fix.
     assert "region in the cluster's MskClusterArn" in out and "its own role's credentials" in out, out[-3000:]
     assert_no_token(out)
-    return out, log_since(start)
+    log = log_since(start)
+    # The AuthError metric: the Report step's ping of that cluster is refused.
+    rep = subprocess.run(ferry.args("report", "--json"), capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, **(env or {})))
+    clusters = {c["alias"]: c for c in json.loads(rep.stdout)["clusters"]}
+    assert clusters[alias]["auth_error"] and not clusters[alias]["ping_ok"], clusters
+    assert not clusters["source"]["auth_error"] and clusters["source"]["ping_ok"], clusters
+    return out, log
 
 
-@pytest.mark.parametrize("case", ["another secret key", "an unknown access key id"])
+@pytest.mark.parametrize("case", ["another secret key", "an unknown access key id", "another session token"])
 def test_a_token_signed_with_credentials_the_cluster_does_not_know_is_refused(tmp_path, case):
     """The broker recomputes the SigV4 signature with the secret key it
     holds for the token's access key id: a token signed with another
     secret key for the same id fails the comparison, an id it does not
-    know fails the lookup. Either way Ferry stops at once with the cause."""
+    know fails the lookup, a temporary key with a session token not its
+    own is refused. Each time Ferry stops at once with the cause."""
     if case == "another secret key":
         env, words = {"AWS_SECRET_ACCESS_KEY": "not-the-secret-key"}, "SignatureDoesNotMatch"
-    else:
+    elif case == "an unknown access key id":
         env, words = {"AWS_ACCESS_KEY_ID": "AKIDNOTKNOWNHERE0000"}, "InvalidClientTokenId"
+    else:
+        env, words = dict(TEMPORARY, AWS_SESSION_TOKEN="IQoJnot/its+own=="), "session token is missing or not its own"
     out, log = refused_run(tmp_path, msk_target(), env)
     assert words in out, out[-3000:]
     assert f"MSK IAM token refused: " in log and words in log, log[-3000:]

@@ -26,7 +26,8 @@
  *
  * JAAS options (listener.name.<l>.oauthbearer.sasl.jaas.config):
  *   region              the listener's AWS region (required)
- *   identities          space-separated "<key id>:<secret key>[:<session token>]=<principal>"
+ *   identities          whitespace-separated "<key id>|<secret key>|<principal>[|<session token>]"
+ *                       ('|' is in none of them: not in IAM names, ARNs, keys or base64)
  *   maxTokenAgeSeconds  optional: honour a token for at most this long after
  *                       it was signed (a test device: MSK honours X-Amz-Expires)
  *   maxClockSkewSeconds optional, default 300: how far in the future a
@@ -128,16 +129,13 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
             throw new IllegalArgumentException("FerryMskIamValidator: option identities is missing");
         }
         for (String entry : list.trim().split("\\s+")) {
-            int eq = entry.indexOf('=');
-            if (eq < 0) {
-                throw new IllegalArgumentException("FerryMskIamValidator: an identity is not <key id>:<secret key>[:<session token>]=<principal>");
+            String[] f = entry.split("\\|", -1);
+            if (f.length < 3 || f.length > 4 || f[0].isEmpty() || f[1].isEmpty() || f[2].isEmpty()
+                    || (f.length == 4 && f[3].isEmpty())) {
+                throw new IllegalArgumentException(
+                        "FerryMskIamValidator: an identity is not <key id>|<secret key>|<principal>[|<session token>]");
             }
-            String[] key = entry.substring(0, eq).split(":", 3);
-            String principal = entry.substring(eq + 1);
-            if (key.length < 2 || key[0].isEmpty() || key[1].isEmpty() || principal.isEmpty()) {
-                throw new IllegalArgumentException("FerryMskIamValidator: an identity is not <key id>:<secret key>[:<session token>]=<principal>");
-            }
-            identities.put(key[0], new Identity(key[1], key.length == 3 ? key[2] : null, principal));
+            identities.put(f[0], new Identity(f[1], f.length == 4 ? f[3] : null, f[2]));
         }
         String age = option(options, "maxTokenAgeSeconds");
         if (age != null) {
