@@ -280,13 +280,15 @@ def test_replication_runs_on_past_the_token_lifetime_with_fresh_tokens(tmp_path)
     p = producer(SOURCE)
     sent = 0
     try:
-        for batch in range(10):
+        # A produce request every 2.5 s: Ferry's re-authentication is due at
+        # 85 % of a session, and happens at its next request.
+        for batch in range(20):
             for part in range(2):
-                for i in range(20):
+                for i in range(10):
                     p.produce(topic, partition=part, key=f"b{batch}-k{i}".encode(), value=f"v{part}".encode())
             assert p.flush(30) == 0
-            sent += 20
-            time.sleep(5)
+            sent += 10
+            time.sleep(2.5)
         deadline = time.monotonic() + 30
         while True:
             ends = [Consumer({"bootstrap.servers": TARGET, "group.id": unique("probe")}).get_watermark_offsets(
@@ -302,7 +304,7 @@ def test_replication_runs_on_past_the_token_lifetime_with_fresh_tokens(tmp_path)
     text = log.read_text()
     for part in range(2):
         keys = [m["key"] for m in read_partition(TARGET, topic, part)]
-        assert keys == [f"b{b}-k{i}".encode() for b in range(10) for i in range(20)], part
+        assert keys == [f"b{b}-k{i}".encode() for b in range(20) for i in range(10)], part
     assert "failed" not in text.lower() and "ERROR" not in text, text[-3000:]
     assert_no_token(text)
     broker = log_since(start)
