@@ -89,6 +89,9 @@ MSK_IAM_READER_PRINCIPAL=arn:aws:iam::123456789012:user/reader
 MSK_IAM_IDENTITIES="testing|testing|$MSK_IAM_FERRY_PRINCIPAL $MSK_IAM_TEMP_KEY|$MSK_IAM_TEMP_SECRET|$MSK_IAM_TEMP_PRINCIPAL|$MSK_IAM_TEMP_TOKEN $MSK_IAM_READER_KEY|$MSK_IAM_READER_SECRET|$MSK_IAM_READER_PRINCIPAL"
 MSK_IAM_SOURCE="$LOCAL_DIR/msk-iam/FerryMskIamValidator.java"
 MSK_IAM_CLASSES="$RUN_DIR/msk-iam/classes"
+# More identities, read again by the validator whenever the file changes:
+# the rehearsal registers its roles' credentials there (tests/e2e/iam_rehearsal.py).
+MSK_IAM_IDENTITIES_FILE="$RUN_DIR/msk-iam/identities"
 # The replicator's SCRAM user on the source: both mechanisms, a super user.
 # Like every password here, local-only.
 SOURCE_SCRAM_USER=ferry
@@ -491,7 +494,7 @@ msk_iam_ensure() {
 # token unless told otherwise; that token needs a subject, and is never
 # sent (brokers talk PLAINTEXT to each other here).
 msk_iam_jaas() {
-  echo "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\" region=\"$MSK_IAM_REGION\" identities=\"$MSK_IAM_IDENTITIES\"${1:+ $1};"
+  echo "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\" region=\"$MSK_IAM_REGION\" identities=\"$MSK_IAM_IDENTITIES\" identitiesFile=\"$MSK_IAM_IDENTITIES_FILE\"${1:+ $1};"
 }
 
 # --- Kafka -------------------------------------------------------------------

@@ -54,6 +54,8 @@ from conftest import FERRY, ROOT
 from iam_policy import Decision, evaluate
 
 ACCOUNT = "123456789012"
+# Every role's secret key and session token in the rehearsal (the access key id is the role's name).
+REHEARSAL_SECRET = "rehearsal"
 REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 SAM_PYTHON = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "python"
 # Template logical id -> the local function name (the binary's name).
@@ -230,6 +232,7 @@ class Rehearsal:
         self._log = open(log_dir / "iam-proxy.log", "a")
         self._jsonl = open(log_dir / "iam-decisions.jsonl", "a")
         self.create_tables()
+        self.register_on_msk_iam()
         self.server = self._serve()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -249,6 +252,33 @@ class Rehearsal:
                 pass
             ddb.get_waiter("table_exists").wait(TableName=t["TableName"])
 
+    def register_on_msk_iam(self) -> None:
+        """Each role's credentials (below) become known to the local MSK IAM
+        listeners (infra/local/up's TARGET_IAM_IDENTITIES_FILE), as an
+        assumed role's are to MSK: a function signs its token with its own
+        role, and the broker's principal is that role's session. What the
+        role may do once in (MSK's kafka-cluster:* authorization) is not
+        modelled: each role's principal is allowed everything by ACL."""
+        path = os.environ.get("TARGET_IAM_IDENTITIES_FILE")
+        if not path:
+            return
+        from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                           ResourcePatternType, ResourceType)
+        lines, bindings = [], []
+        for role in self.stack["roles"].values():
+            principal = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role['name']}/{role['name']}"
+            lines.append(f"{role['name']}|{REHEARSAL_SECRET}|{principal}|{REHEARSAL_SECRET}\n")
+            for kind, name in [(ResourceType.TOPIC, "*"), (ResourceType.GROUP, "*"),
+                               (ResourceType.TRANSACTIONAL_ID, "*"), (ResourceType.BROKER, "kafka-cluster")]:
+                bindings.append(AclBinding(kind, name, ResourcePatternType.LITERAL, f"User:{principal}", "*",
+                                           AclOperation.ALL, AclPermissionType.ALLOW))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.writelines(lines)
+        admin = AdminClient({"bootstrap.servers": os.environ["TARGET_BOOTSTRAP"]})
+        for fut in admin.create_acls(bindings, request_timeout=30).values():
+            fut.result()
+
     def role_of(self, function: str) -> dict:
         return self.stack["roles"][self.stack["functions"][function]["role"]]
 
@@ -266,7 +296,7 @@ class Rehearsal:
             environment = {k: opt + v[len("/opt"):] if v == "/opt" or v.startswith("/opt/") else v
                            for k, v in environment.items()}
         return dict(environment, AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID=self.role_of(function)["name"],
-                    AWS_SECRET_ACCESS_KEY="rehearsal", AWS_SESSION_TOKEN="rehearsal", AWS_REGION=REGION,
+                    AWS_SECRET_ACCESS_KEY=REHEARSAL_SECRET, AWS_SESSION_TOKEN=REHEARSAL_SECRET, AWS_REGION=REGION,
                     AWS_DEFAULT_REGION=REGION)
 
     def decide(self, principal: str, action: str, resource: str, context: dict) -> Decision:

@@ -18,6 +18,8 @@ from iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
 from local_sfn import LocalStepFunctions
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
+IAM_TARGET = os.environ["TARGET_IAM_BOOTSTRAP"]
+TARGET_LOG = Path(os.environ["FERRY_RUN_DIR"]) / "target" / "kafka.log"
 # The two-secret layout: SCRAM-SHA-512 credentials, and the private CA apart.
 SCRAM_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
 CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
@@ -67,16 +69,32 @@ def test_an_explicit_deny_wins():
 SCRAM_SECRET_PARTIAL = SCRAM_SECRET[:-7]
 
 
+# The migration's target: MSK with IAM, as the local target's MSK IAM listener
+# serves it (tokens verified with each role's own credentials).
+IAM_TARGET_ARN = "arn:aws:kafka:us-east-1:123456789012:cluster/rehearsal-target/3f8c2a61-7e4b-4c55-9d1e-5a0b7c9e2f10-2"
+
+
 def migration_config(tmp_path, topic: str, group: str):
     """The migration's topology: a SASL_SSL source (SCRAM-SHA-512, the private
     CA, both from Secrets Manager: the credentials by a partial ARN, the CA
-    by its full ARN), the target, both directions, ENHANCED group sync."""
+    by its full ARN), an MSK target with IAM authentication (the local
+    target's IAM listener, named by its ARN, its CA from Secrets Manager),
+    both directions, ENHANCED group sync."""
     kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
     clusters = json.loads(kc.read_text())
     clusters[0] = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": SASL_SSL},
                    "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET_PARTIAL}},
                    "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
+    clusters[1] = {"AmazonMskCluster": {"MskClusterArn": IAM_TARGET_ARN, "BootstrapBrokerString": IAM_TARGET},
+                   "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
     kc.write_text(json.dumps(clusters, indent=2))
+    flows = json.loads(ri.read_text())
+    for f in flows:
+        for end in ("Source", "Target"):
+            if f.get(f"{end}KafkaClusterId") == "target":
+                del f[f"{end}KafkaClusterId"]
+                f[f"{end}KafkaClusterArn"] = IAM_TARGET_ARN
+    ri.write_text(json.dumps(flows, indent=2))
     return kc, ri
 
 
@@ -119,6 +137,11 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
         assert sorted(r["key"] for r in src) == sorted([f"src-{i}".encode() for i in range(100)] +
                                                        [f"tgt-{i}".encode() for i in range(50)])
         assert len(read_partition(TARGET, topic, 0)) == 150  # each side's records once on the other, none back
+        # The target took each function's own role, by the token it signed.
+        broker_log = TARGET_LOG.read_text(errors="replace")
+        for function in ("ferry-plan", "ferry-replicate"):
+            role = sfn.rehearsal.role_of(function)["name"]
+            assert f"MSK IAM token accepted: principal arn:aws:sts::123456789012:assumed-role/{role}/" in broker_log, role
         # An application on the source read up to a record the target→source
         # flow wrote: ENHANCED translates it through that flow's offset map, by
         # its target offset (the by_target index).

@@ -28,6 +28,10 @@
  *   region              the listener's AWS region (required)
  *   identities          whitespace-separated "<key id>|<secret key>|<principal>[|<session token>]"
  *                       ('|' is in none of them: not in IAM names, ARNs, keys or base64)
+ *   identitiesFile      optional: a file of more identities, one per line in
+ *                       the same form (blank lines and '#' comments skipped),
+ *                       read again whenever it changes, so a test can register
+ *                       credentials (the rehearsal's roles) without a restart
  *   maxTokenAgeSeconds  optional: honour a token for at most this long after
  *                       it was signed (a test device: MSK honours X-Amz-Expires)
  *   maxClockSkewSeconds optional, default 300: how far in the future a
@@ -38,10 +42,13 @@
  * logged. Secret keys and signatures are never logged.
  */
 
+import java.io.IOException;
 import java.net.URI;
 import java.net.URISyntaxException;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
 import java.time.Instant;
@@ -102,6 +109,10 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
 
     private String region;
     private final Map<String, Identity> identities = new HashMap<>();
+    private Path identitiesFile;
+    private Map<String, Identity> fromFile = new HashMap<>();
+    private long fileModified = Long.MIN_VALUE;
+    private long fileSize = Long.MIN_VALUE;
     private Long maxTokenAgeSeconds;
     private long maxClockSkewSeconds = 300;
     private boolean configured;
@@ -129,14 +140,10 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
             throw new IllegalArgumentException("FerryMskIamValidator: option identities is missing");
         }
         for (String entry : list.trim().split("\\s+")) {
-            String[] f = entry.split("\\|", -1);
-            if (f.length < 3 || f.length > 4 || f[0].isEmpty() || f[1].isEmpty() || f[2].isEmpty()
-                    || (f.length == 4 && f[3].isEmpty())) {
-                throw new IllegalArgumentException(
-                        "FerryMskIamValidator: an identity is not <key id>|<secret key>|<principal>[|<session token>]");
-            }
-            identities.put(f[0], new Identity(f[1], f.length == 4 ? f[3] : null, f[2]));
+            parseIdentity(entry, identities);
         }
+        String file = option(options, "identitiesFile");
+        identitiesFile = file == null ? null : Path.of(file);
         String age = option(options, "maxTokenAgeSeconds");
         if (age != null) {
             maxTokenAgeSeconds = Long.parseLong(age);
@@ -148,6 +155,46 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
         configured = true;
         LOG.info("MSK IAM validator: region {}, access keys {}, tokens honoured {}", region, identities.keySet(),
                 maxTokenAgeSeconds == null ? "until they expire" : "for at most " + maxTokenAgeSeconds + " s after signing");
+    }
+
+    private static void parseIdentity(String entry, Map<String, Identity> into) {
+        String[] f = entry.split("\\|", -1);
+        if (f.length < 3 || f.length > 4 || f[0].isEmpty() || f[1].isEmpty() || f[2].isEmpty()
+                || (f.length == 4 && f[3].isEmpty())) {
+            throw new IllegalArgumentException(
+                    "FerryMskIamValidator: an identity is not <key id>|<secret key>|<principal>[|<session token>]");
+        }
+        into.put(f[0], new Identity(f[1], f.length == 4 ? f[3] : null, f[2]));
+    }
+
+    /** The identity of a key: the options' first, then the file's as it is now. */
+    private synchronized Identity identity(String accessKeyId) {
+        Identity fixed = identities.get(accessKeyId);
+        if (fixed != null || identitiesFile == null) {
+            return fixed;
+        }
+        try {
+            long modified = Files.exists(identitiesFile) ? Files.getLastModifiedTime(identitiesFile).toMillis() : -1;
+            long size = modified < 0 ? -1 : Files.size(identitiesFile);
+            if (modified != fileModified || size != fileSize) {
+                Map<String, Identity> read = new HashMap<>();
+                if (modified >= 0) {
+                    for (String line : Files.readAllLines(identitiesFile, StandardCharsets.UTF_8)) {
+                        String entry = line.strip();
+                        if (!entry.isEmpty() && !entry.startsWith("#")) {
+                            parseIdentity(entry, read);
+                        }
+                    }
+                }
+                fromFile = read;
+                fileModified = modified;
+                fileSize = size;
+                LOG.info("MSK IAM validator: {} identities from {}", read.size(), identitiesFile);
+            }
+        } catch (IOException | IllegalArgumentException e) {
+            LOG.warn("MSK IAM validator: cannot read {}: {}", identitiesFile, e.getMessage());
+        }
+        return fromFile.get(accessKeyId);
     }
 
     private static String option(Map<String, ?> options, String name) {
@@ -265,7 +312,7 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
             throw new Refused("X-Amz-Signature is not 64 lowercase hex digits");
         }
 
-        Identity identity = identities.get(accessKeyId);
+        Identity identity = identity(accessKeyId);
         if (identity == null) {
             throw new Refused("access key id " + describe(accessKeyId) + " is not known to this cluster (InvalidClientTokenId)");
         }
