@@ -87,11 +87,14 @@ MSK_IAM_READER_KEY=reader
 MSK_IAM_READER_SECRET=reader-secret
 MSK_IAM_READER_PRINCIPAL=arn:aws:iam::123456789012:user/reader
 MSK_IAM_IDENTITIES="testing|testing|$MSK_IAM_FERRY_PRINCIPAL $MSK_IAM_TEMP_KEY|$MSK_IAM_TEMP_SECRET|$MSK_IAM_TEMP_PRINCIPAL|$MSK_IAM_TEMP_TOKEN $MSK_IAM_READER_KEY|$MSK_IAM_READER_SECRET|$MSK_IAM_READER_PRINCIPAL"
-MSK_IAM_SOURCE="$LOCAL_DIR/msk-iam/FerryMskIamValidator.java"
+MSK_IAM_SOURCE_DIR="$LOCAL_DIR/msk-iam"
 MSK_IAM_CLASSES="$RUN_DIR/msk-iam/classes"
 # More identities, read again by the validator whenever the file changes:
 # the rehearsal registers its roles' credentials there (tests/e2e/iam_rehearsal.py).
 MSK_IAM_IDENTITIES_FILE="$RUN_DIR/msk-iam/identities"
+# Principals whose requests on the IAM listeners are authorized as MSK does,
+# by their IAM policy (FerryMskIamAuthorizer; the rehearsal registers its roles).
+MSK_IAM_AUTHZ_FILE="$RUN_DIR/msk-iam/authorize"
 # The replicator's SCRAM user on the source: both mechanisms, a super user.
 # Like every password here, local-only.
 SOURCE_SCRAM_USER=ferry
@@ -470,15 +473,16 @@ pki_encrypted_keystore() {
 msk_iam_ensure() {
   local stamp="$MSK_IAM_CLASSES/.ferry-source.sha256" want tmp="$MSK_IAM_CLASSES.tmp"
   MSK_IAM_REBUILT=false
-  want=$({ cat "$MSK_IAM_SOURCE" && echo "$KAFKA_VERSION"; } | sha256sum | cut -d' ' -f1)
-  if stamp_matches "$stamp" "$want" && [[ -s $MSK_IAM_CLASSES/FerryMskIamValidator.class ]]; then
+  want=$({ cat "$MSK_IAM_SOURCE_DIR"/*.java && echo "$KAFKA_VERSION"; } | sha256sum | cut -d' ' -f1)
+  if stamp_matches "$stamp" "$want" && [[ -s $MSK_IAM_CLASSES/FerryMskIamValidator.class &&
+    -s $MSK_IAM_CLASSES/FerryMskIamAuthorizer.class ]]; then
     return 0
   fi
   command -v javac >/dev/null || die "no javac on PATH (a JDK 17): it compiles the MSK IAM validator"
-  log "msk-iam: compiling $MSK_IAM_SOURCE into $MSK_IAM_CLASSES"
+  log "msk-iam: compiling $MSK_IAM_SOURCE_DIR/*.java into $MSK_IAM_CLASSES"
   rm -rf "$tmp"
   mkdir -p "$tmp"
-  if ! javac -nowarn -d "$tmp" -cp "$KAFKA_LIBS/*" "$MSK_IAM_SOURCE" >"$tmp/javac.log" 2>&1; then
+  if ! javac -nowarn -d "$tmp" -cp "$KAFKA_LIBS/*" "$MSK_IAM_SOURCE_DIR"/*.java >"$tmp/javac.log" 2>&1; then
     show_log "$tmp/javac.log"
     die "msk-iam: javac failed"
   fi
@@ -625,6 +629,11 @@ group.initial.rebalance.delay.ms=0
 EOF
   if $zookeeper; then
     echo 'authorizer.class.name=kafka.security.authorizer.AclAuthorizer'
+  elif [[ $cluster == target ]]; then
+    # Kafka's StandardAuthorizer, but principals registered in the file are
+    # authorized on the IAM listeners as MSK does, by their IAM policy.
+    echo 'authorizer.class.name=FerryMskIamAuthorizer'
+    echo "ferry.msk.iam.authz.file=$MSK_IAM_AUTHZ_FILE"
   else
     echo 'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer'
   fi

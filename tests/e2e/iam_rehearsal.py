@@ -232,9 +232,10 @@ class Rehearsal:
         self._log = open(log_dir / "iam-proxy.log", "a")
         self._jsonl = open(log_dir / "iam-decisions.jsonl", "a")
         self.create_tables()
-        self.register_on_msk_iam()
         self.server = self._serve()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.definition_clusters = env["FERRY_KAFKA_CLUSTERS"]
+        self.register_on_msk_iam()
 
     def set_stack(self, stack: dict) -> None:
         with self.lock:
@@ -256,28 +257,27 @@ class Rehearsal:
         """Each role's credentials (below) become known to the local MSK IAM
         listeners (infra/local/up's TARGET_IAM_IDENTITIES_FILE), as an
         assumed role's are to MSK: a function signs its token with its own
-        role, and the broker's principal is that role's session. What the
-        role may do once in (MSK's kafka-cluster:* authorization) is not
-        modelled: each role's principal is allowed everything by ACL."""
-        path = os.environ.get("TARGET_IAM_IDENTITIES_FILE")
-        if not path:
+        role, and the broker's principal is that role's session. And what
+        that principal may do there is decided as MSK decides it: the
+        broker's authorizer (FerryMskIamAuthorizer, TARGET_IAM_AUTHZ_FILE)
+        maps each Kafka operation to its kafka-cluster:* action and resource
+        ARN and asks this proxy, which evaluates the role's statements from
+        the template (`/msk-authorize`, recorded with every other decision)."""
+        identities, authorize = os.environ.get("TARGET_IAM_IDENTITIES_FILE"), os.environ.get("TARGET_IAM_AUTHZ_FILE")
+        if not identities or not authorize:
             return
-        from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
-                                           ResourcePatternType, ResourceType)
-        lines, bindings = [], []
+        clusters = [c for c in json.loads(self.definition_clusters)
+                    if "AmazonMskCluster" in c and c["AmazonMskCluster"].get("BootstrapBrokerString")]
+        ids, grants = [], []
         for role in self.stack["roles"].values():
             principal = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role['name']}/{role['name']}"
-            lines.append(f"{role['name']}|{REHEARSAL_SECRET}|{principal}|{REHEARSAL_SECRET}\n")
-            for kind, name in [(ResourceType.TOPIC, "*"), (ResourceType.GROUP, "*"),
-                               (ResourceType.TRANSACTIONAL_ID, "*"), (ResourceType.BROKER, "kafka-cluster")]:
-                bindings.append(AclBinding(kind, name, ResourcePatternType.LITERAL, f"User:{principal}", "*",
-                                           AclOperation.ALL, AclPermissionType.ALLOW))
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.writelines(lines)
-        admin = AdminClient({"bootstrap.servers": os.environ["TARGET_BOOTSTRAP"]})
-        for fut in admin.create_acls(bindings, request_timeout=30).values():
-            fut.result()
+            ids.append(f"{role['name']}|{REHEARSAL_SECRET}|{principal}|{REHEARSAL_SECRET}\n")
+            for c in clusters:
+                grants.append(f"{principal} {self.url}/msk-authorize {c['AmazonMskCluster']['MskClusterArn']}\n")
+        for path, lines in ((identities, ids), (authorize, grants)):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.writelines(lines)
 
     def role_of(self, function: str) -> dict:
         return self.stack["roles"][self.stack["functions"][function]["role"]]
@@ -299,7 +299,10 @@ class Rehearsal:
                     AWS_SECRET_ACCESS_KEY=REHEARSAL_SECRET, AWS_SESSION_TOKEN=REHEARSAL_SECRET, AWS_REGION=REGION,
                     AWS_DEFAULT_REGION=REGION)
 
-    def decide(self, principal: str, action: str, resource: str, context: dict) -> Decision:
+    def decide(self, principal: str, action: str, resource: str, context: dict, probe: bool = False) -> Decision:
+        """`probe`: a check whose denial is no error (Kafka asks, e.g.,
+        whether it may create on the cluster before asking for the topic):
+        recorded, but not counted as a denial."""
         with self.lock:
             roles = {r["name"]: (logical, r) for logical, r in self.stack["roles"].items()}
         if principal not in roles:
@@ -307,7 +310,7 @@ class Rehearsal:
         else:
             d = evaluate(roles[principal][1]["statements"], action, resource, context)
         rec = {"time": time.time(), "principal": principal, "action": action, "resource": resource,
-               "allowed": d.allowed, "reason": d.reason}
+               "allowed": d.allowed, "reason": d.reason, "probe": probe}
         with self.lock:
             self.decisions.append(rec)
             self._jsonl.write(json.dumps(rec) + "\n")
@@ -325,7 +328,7 @@ class Rehearsal:
 
     def denials(self) -> list[dict]:
         with self.lock:
-            return [d for d in self.decisions if not d["allowed"]]
+            return [d for d in self.decisions if not d["allowed"] and not d["probe"]]
 
     def denial_report(self) -> str:
         """Each distinct denial once, in the order they happened."""
@@ -345,6 +348,13 @@ class Rehearsal:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/msk-authorize?"):
+                    # The local MSK IAM listener's authorizer asking for a role.
+                    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                    role = q["principal"].split(":assumed-role/")[-1].split("/")[0]
+                    d = rehearsal.decide(role, q["action"], q["resource"], {}, probe=q.get("probe") == "1")
+                    self._reply(200, {"Content-Type": "text/plain"}, b"ALLOWED" if d.allowed else b"DENIED")
+                    return
                 m = CREDENTIAL.search(self.headers.get("Authorization", ""))
                 principal, service = (m.group(1), m.group(3)) if m else ("anonymous", "unknown")
                 try:
