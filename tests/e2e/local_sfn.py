@@ -118,6 +118,19 @@ class Instance:
                 self.request = None
 
 
+def executing_client(moto_port: int):
+    """A boto3 Step Functions client of the moto server on `moto_port`, once
+    it listens, told to execute state machines (it only records them by
+    default) with Lambda over HTTP rather than Docker."""
+    wait_port(moto_port)
+    conn = http.client.HTTPConnection("127.0.0.1", moto_port, timeout=30)
+    conn.request("POST", "/moto-api/config", body=json.dumps(
+        {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
+        headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status in (200, 201)
+    return boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name=REGION)
+
+
 def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = None, crash=None,
                 instance=None, invoking=None) -> ThreadingHTTPServer:
     """`crash(name, payload)`, when given and true for an invocation, answers
@@ -288,13 +301,7 @@ class LocalStepFunctions:
         threading.Thread(target=self._watch, daemon=True).start()
         moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
         self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
-        wait_port(self.moto_port)
-        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
-        conn.request("POST", "/moto-api/config", body=json.dumps(
-            {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
-            headers={"Content-Type": "application/json"})
-        assert conn.getresponse().status in (200, 201)
-        self.client = boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{self.moto_port}", region_name=REGION)
+        self.client = executing_client(self.moto_port)
         return self
 
     def _start_functions(self) -> None:

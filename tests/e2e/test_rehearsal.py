@@ -7,7 +7,6 @@ transformed template fails, naming the missing permission."""
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest

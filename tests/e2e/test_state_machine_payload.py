@@ -3,24 +3,20 @@ moto's Step Functions, with the functions answered by stand-ins that
 return the JSON shapes Ferry's functions return, at test_scale's shape and
 past it, healthy and on a bad day. (From an adversarial review of issue 20.)"""
 
-import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
 
-from conftest import FERRY, ROOT, unique, write_config
+from conftest import ROOT, unique
+from local_sfn import executing_client, free_port
 
 REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
@@ -31,24 +27,6 @@ LIMIT = 256 * 1024
 # ---------------------------------------------------------------------------
 # 1. The Map state's output: plan + results, against 256 KiB
 # ---------------------------------------------------------------------------
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int) -> None:
-    import socket
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(port)
-
 
 class CannedLambdas:
     """moto's Step Functions executing the real replicator.asl.json, whose
@@ -78,17 +56,11 @@ class CannedLambdas:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.moto_port = _free_port()
+        self.moto_port = free_port()
         env = dict(os.environ, MOTO_PORT=str(self.server.server_address[1]))
         self.proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)],
                                      env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        _wait_port(self.moto_port)
-        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
-        conn.request("POST", "/moto-api/config", body=json.dumps(
-            {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
-            headers={"Content-Type": "application/json"})
-        assert conn.getresponse().status in (200, 201)
-        self.client = boto3.client("stepfunctions", endpoint_url=f"http://127.0.0.1:{self.moto_port}", region_name=REGION)
+        self.client = executing_client(self.moto_port)
 
     def run(self, max_concurrency: int = 40) -> tuple[dict, list[dict]]:
         definition = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()

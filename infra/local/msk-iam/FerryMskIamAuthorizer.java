@@ -5,7 +5,6 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -61,9 +60,7 @@ public class FerryMskIamAuthorizer extends StandardAuthorizer {
     private record Registered(String url, String clusterArn) {
     }
 
-    private Path file;
-    private long modified = Long.MIN_VALUE;
-    private long size = Long.MIN_VALUE;
+    private FerryWatchedFile file;
     private Map<String, Registered> registered = new HashMap<>();
     private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
 
@@ -71,7 +68,7 @@ public class FerryMskIamAuthorizer extends StandardAuthorizer {
     public void configure(Map<String, ?> configs) {
         super.configure(configs);
         Object f = configs.get(FILE_CONFIG);
-        file = f == null ? null : Path.of(f.toString());
+        file = f == null ? null : new FerryWatchedFile(Path.of(f.toString()));
     }
 
     private synchronized Registered registered(String principal) {
@@ -79,24 +76,19 @@ public class FerryMskIamAuthorizer extends StandardAuthorizer {
             return null;
         }
         try {
-            long m = Files.exists(file) ? Files.getLastModifiedTime(file).toMillis() : -1;
-            long s = m < 0 ? -1 : Files.size(file);
-            if (m != modified || s != size) {
+            List<String> entries = file.changed();
+            if (entries != null) {
                 Map<String, Registered> read = new HashMap<>();
-                if (m >= 0) {
-                    for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
-                        String[] f = line.strip().split("\\s+");
-                        if (f.length == 3 && !f[0].startsWith("#")) {
-                            read.put(f[0], new Registered(f[1], f[2]));
-                        }
+                for (String entry : entries) {
+                    String[] f = entry.split("\\s+");
+                    if (f.length == 3) {
+                        read.put(f[0], new Registered(f[1], f[2]));
                     }
                 }
                 registered = read;
-                modified = m;
-                size = s;
             }
         } catch (IOException e) {
-            LOG.warn("MSK IAM authorizer: cannot read {}: {}", file, e.getMessage());
+            LOG.warn("MSK IAM authorizer: cannot read {}: {}", file.path(), e.getMessage());
         }
         return registered.get(principal);
     }

@@ -47,7 +47,6 @@ import java.net.URI;
 import java.net.URISyntaxException;
 import java.net.URLDecoder;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
@@ -109,10 +108,8 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
 
     private String region;
     private final Map<String, Identity> identities = new HashMap<>();
-    private Path identitiesFile;
+    private FerryWatchedFile identitiesFile;
     private Map<String, Identity> fromFile = new HashMap<>();
-    private long fileModified = Long.MIN_VALUE;
-    private long fileSize = Long.MIN_VALUE;
     private Long maxTokenAgeSeconds;
     private long maxClockSkewSeconds = 300;
     private boolean configured;
@@ -143,7 +140,7 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
             parseIdentity(entry, identities);
         }
         String file = option(options, "identitiesFile");
-        identitiesFile = file == null ? null : Path.of(file);
+        identitiesFile = file == null ? null : new FerryWatchedFile(Path.of(file));
         String age = option(options, "maxTokenAgeSeconds");
         if (age != null) {
             maxTokenAgeSeconds = Long.parseLong(age);
@@ -174,25 +171,17 @@ public final class FerryMskIamValidator implements AuthenticateCallbackHandler {
             return fixed;
         }
         try {
-            long modified = Files.exists(identitiesFile) ? Files.getLastModifiedTime(identitiesFile).toMillis() : -1;
-            long size = modified < 0 ? -1 : Files.size(identitiesFile);
-            if (modified != fileModified || size != fileSize) {
+            List<String> entries = identitiesFile.changed();
+            if (entries != null) {
                 Map<String, Identity> read = new HashMap<>();
-                if (modified >= 0) {
-                    for (String line : Files.readAllLines(identitiesFile, StandardCharsets.UTF_8)) {
-                        String entry = line.strip();
-                        if (!entry.isEmpty() && !entry.startsWith("#")) {
-                            parseIdentity(entry, read);
-                        }
-                    }
+                for (String entry : entries) {
+                    parseIdentity(entry, read);
                 }
                 fromFile = read;
-                fileModified = modified;
-                fileSize = size;
-                LOG.info("MSK IAM validator: {} identities from {}", read.size(), identitiesFile);
+                LOG.info("MSK IAM validator: {} identities from {}", read.size(), identitiesFile.path());
             }
         } catch (IOException | IllegalArgumentException e) {
-            LOG.warn("MSK IAM validator: cannot read {}: {}", identitiesFile, e.getMessage());
+            LOG.warn("MSK IAM validator: cannot read {}: {}", identitiesFile.path(), e.getMessage());
         }
         return fromFile.get(accessKeyId);
     }
