@@ -24,13 +24,13 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
+from test_security import fill
 from msk_iam_tokens import sign_token
 
 IAM = os.environ["TARGET_IAM_BOOTSTRAP"]
@@ -62,16 +62,6 @@ def into_msk(tmp: Path, topics: list[str], target: dict) -> Ferry:
     flows[0]["TargetKafkaClusterId"] = target["AmazonMskCluster"]["MskClusterArn"]
     ri.write_text(json.dumps(flows, indent=2))
     return Ferry(kc, ri)
-
-
-def fill(topic: str, partitions: int, per_partition: int, tag: str = "") -> None:
-    create_topic(SOURCE, topic, partitions)
-    p = producer(SOURCE)
-    for part in range(partitions):
-        for i in range(per_partition):
-            p.produce(topic, partition=part, key=f"{tag}k{i}".encode(), value=f"{tag}v{part}-{i}".encode(),
-                      headers=[("h", b"x")])
-    assert p.flush(30) == 0
 
 
 def iam_client(bootstrap: str, token_fn) -> dict:
