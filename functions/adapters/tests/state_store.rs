@@ -31,6 +31,7 @@ fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> 
         source_end: to,
         lease_expires_ms: now_ms() + 60_000,
         producer_sequence: None,
+        leader_epoch: None,
     }
 }
 
