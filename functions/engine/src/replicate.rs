@@ -2233,8 +2233,12 @@ mod tests {
     use ferry_adapters::state::Lease;
     use ferry_core::domain::{PartitionWork, ReplicateInput, StopReason, TopicPartition};
 
-    use super::{batch_len, due_checkpoints, now_ms, Budget, Part, Pending, Unsaved, MAX_RUNS_PER_BATCH};
+    use super::{
+        batch_len, checkpoint_for, due_checkpoints, judge, now_ms, truncation_what, Budget, CommittedRead, History, Part, Pending, Unsaved,
+        MAX_RUNS_PER_BATCH,
+    };
     use crate::context::Settings;
+    use ferry_adapters::kafka::EpochEnd;
 
     fn rec(offset: i64, tail_len: usize) -> Pending {
         Pending::Record(SourceRecord {
@@ -2439,6 +2443,96 @@ mod tests {
         assert_eq!(batch_len(&pending, usize::MAX), MAX_RUNS_PER_BATCH);
         let contiguous: VecDeque<Pending> = (0..200).map(|o| rec(o, 10)).collect();
         assert_eq!(batch_len(&contiguous, usize::MAX), 200);
+    }
+
+    #[test]
+    fn a_leader_epoch_ending_below_the_position_is_a_truncated_log() {
+        let end = |leader_epoch, end_offset| EpochEnd { leader_epoch, end_offset };
+        // The epoch goes on past the position (the current epoch: the log end).
+        assert_eq!(judge(3, 150, end(3, 180)), History::Same);
+        // It ends exactly at the position: a later epoch starts there.
+        assert_eq!(judge(3, 150, end(3, 150)), History::Same);
+        // It ends below: the leader's log left the history read at 100. The
+        // record before 100 is in epoch 0 there (the unclean leader's).
+        assert_eq!(judge(1, 150, end(0, 100)), History::Diverged { at: 100, epoch: Some(0) });
+        // The leader never had epoch 1: it answers the newest epoch below.
+        assert_eq!(judge(1, 150, end(0, 0)), History::Diverged { at: 0, epoch: Some(0) });
+        // No epoch at or below the one asked for: nothing to compare.
+        assert_eq!(judge(1, 150, end(-1, -1)), History::Unknown);
+        assert_eq!(judge(1, 150, end(-1, 40)), History::Diverged { at: 40, epoch: None });
+    }
+
+    #[test]
+    fn a_checkpoint_stores_the_epoch_of_the_batch_holding_its_last_offset() {
+        let mut p = read_past_cursor(100, 100, None);
+        p.epoch = Some(1);
+        // Batches read past the cursor: 100.. in epoch 1, 110.. and 120.. in epoch 4.
+        p.epochs.extend([(100, 1), (110, 4), (120, 4)]);
+        assert_eq!(p.epoch_before(100), Some(1), "nothing new: the stored one");
+        assert_eq!(p.epoch_before(105), Some(1), "inside the first batch");
+        assert_eq!(p.epoch_before(110), Some(1), "110 - 1 is still the first batch's");
+        assert_eq!(p.epoch_before(111), Some(4));
+        assert_eq!(p.last_epoch(), Some(4));
+        let cp = checkpoint_for(&p, 115, now_ms() + 60_000);
+        assert_eq!(cp.leader_epoch, Some(4));
+        p.apply(&cp);
+        // What is behind the cursor is gone; the batch it is inside is the stored epoch.
+        assert_eq!(p.epoch, Some(4));
+        assert_eq!(p.epochs, [(120, 4)]);
+        assert_eq!(p.epoch_before(118), Some(4));
+        // A partition that never stored an epoch has none to store.
+        let fresh = read_past_cursor(0, 0, None);
+        assert_eq!(checkpoint_for(&fresh, 0, now_ms()).leader_epoch, None);
+    }
+
+    #[test]
+    fn only_a_newer_epoch_at_the_position_asks_the_leader() {
+        let read = |epochs: Vec<(i64, i32)>| CommittedRead {
+            records: Vec::new(),
+            removed_before: Vec::new(),
+            removed_after: 0,
+            next: 0,
+            filtered_records: 0,
+            filtered_bytes: 0,
+            unmapped: false,
+            epochs,
+        };
+        let mut p = read_past_cursor(100, 100, None);
+        assert!(!p.epoch_changes_at(&read(vec![(100, 7)])), "no epoch known yet: nothing to check");
+        p.epoch = Some(3);
+        assert!(
+            !p.epoch_changes_at(&read(vec![(100, 3), (110, 5)])),
+            "a change inside what was read is the log's own"
+        );
+        assert!(!p.epoch_changes_at(&read(vec![(100, 2)])));
+        assert!(!p.epoch_changes_at(&read(Vec::new())));
+        assert!(p.epoch_changes_at(&read(vec![(100, 4)])));
+        p.epochs.push_back((100, 4));
+        assert!(
+            !p.epoch_changes_at(&read(vec![(110, 4)])),
+            "the last batch read counts, not the stored epoch"
+        );
+    }
+
+    #[test]
+    fn a_truncation_names_the_offsets_the_epochs_and_the_cause() {
+        let tp = TopicPartition::new("orders", 3);
+        let what = truncation_what(&tp, "onprem", 1, 100, 150, 150, Some(0));
+        for want in [
+            "orders-3",
+            "onprem",
+            "100..149 in leader epoch 1",
+            "ends that history at offset 100",
+            "leader epoch 0",
+            "unclean leader election",
+            "100..149 of the old history are on the target",
+            "from offset 100 on were not copied",
+        ] {
+            assert!(what.contains(want), "{want:?} missing from {what}");
+        }
+        // Only read, none checkpointed yet.
+        let what = truncation_what(&tp, "onprem", 1, 100, 150, 90, None);
+        assert!(what.contains("none of them was checkpointed"), "{what}");
     }
 
     fn left(b: &Budget) -> Duration {
