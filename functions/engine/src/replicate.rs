@@ -832,7 +832,7 @@ async fn run_rounds(
                                         p.pending.push_back(item);
                                     }
                                     p.fetch_pos = read.next;
-                                    p.epochs.extend(read.epochs);
+                                    p.note_epochs(&read.epochs);
                                     p.filtered_records += read.filtered_records;
                                     p.filtered_bytes += read.filtered_bytes;
                                 }
@@ -1079,6 +1079,16 @@ impl Part {
             .find(|&&(base, _)| base < to)
             .map(|&(_, e)| e)
             .or(self.epoch)
+    }
+
+    /// Remember the epochs of batches read: only where the epoch changes
+    /// (a partition reads thousands of batches between two checkpoints).
+    fn note_epochs(&mut self, read: &[(i64, i32)]) {
+        for &(base, epoch) in read {
+            if self.last_epoch() != Some(epoch) {
+                self.epochs.push_back((base, epoch));
+            }
+        }
     }
 
     /// The leader epoch of the last batch read (before `fetch_pos`).
@@ -2512,6 +2522,25 @@ mod tests {
             !p.epoch_changes_at(&read(vec![(110, 4)])),
             "the last batch read counts, not the stored epoch"
         );
+    }
+
+    #[test]
+    fn only_epoch_changes_are_remembered() {
+        let mut p = read_past_cursor(100, 100, None);
+        p.note_epochs(&[(100, 2), (110, 2), (120, 2)]);
+        assert_eq!(p.epochs, [(100, 2)], "the first epoch seen, once");
+        p.note_epochs(&[(130, 2), (140, 5), (150, 5)]);
+        assert_eq!(p.epochs, [(100, 2), (140, 5)]);
+        assert_eq!(
+            (p.epoch_before(140), p.epoch_before(141), p.epoch_before(160)),
+            (Some(2), Some(5), Some(5))
+        );
+        // With the stored epoch the same as what is read, nothing to add.
+        let mut q = read_past_cursor(100, 100, None);
+        q.epoch = Some(5);
+        q.note_epochs(&[(100, 5), (110, 5)]);
+        assert!(q.epochs.is_empty());
+        assert_eq!(q.epoch_before(115), Some(5));
     }
 
     #[test]
