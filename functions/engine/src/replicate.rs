@@ -1806,7 +1806,8 @@ async fn diverged(
             what,
             fix: format!(
                 "to follow the source's new history, run Ferry once with --resume-after-data-loss (`ferry run --once \
-                 --resume-after-data-loss`; FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda): it moves this partition's cursor back to \
+                 --resume-after-data-loss` with this replicator's arguments; FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda, for one \
+                 execution): it moves this partition's cursor back to \
                  offset {at}, drops its offset map from there and copies the new records (the old ones stay on the target). \
                  To copy the partition afresh instead: `ferry forget-flow`, then a backfill"
             ),
