@@ -59,6 +59,42 @@ PKI_EXPIRED_KEYSTORE="$PKI_DIR/expired-broker-keystore.pem"
 # Kafka before 3.x reads a PEM key store only with an encrypted key: the
 # same keys, encrypted with this local-only password (pki_encrypted_keystore).
 PKI_KEY_PASSWORD=ferry-local-keystore
+# The target also listens for MSK IAM as Amazon MSK serves it (SASL
+# OAUTHBEARER over TLS, its port 9098 there): a token is a SigV4-presigned
+# kafka-cluster:Connect URL, checked by our own validator
+# (msk-iam/FerryMskIamValidator.java, compiled by msk_iam_ensure into
+# .run/msk-iam and put on the target's classpath). IAM honours a token
+# until it expires, as MSK does; IAM_SHORT honours one for
+# MSK_IAM_SHORT_TOKEN_S seconds after signing, so a test sees sessions end
+# and clients re-authenticate with fresh tokens within a minute. Same broker
+# certificate (localhost, the private CA) as the source's SASL_SSL listener.
+TARGET_IAM_PORT=$((TARGET_PORT + 2))
+TARGET_IAM_SHORT_PORT=$((TARGET_PORT + 3))
+MSK_IAM_REGION=us-east-1
+MSK_IAM_SHORT_TOKEN_S=20
+# Access keys the listeners know ("<key id>|<secret key>|<principal>[|<session
+# token>]"): the stack's own credentials (stack.env's AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, what Ferry signs with) and temporary credentials
+# as a Lambda role has them (a session token, with the characters base64
+# brings), both super users on the target; and a reader with no grant, for
+# ACL tests. Local-only keys.
+MSK_IAM_FERRY_PRINCIPAL=arn:aws:iam::123456789012:user/ferry
+MSK_IAM_TEMP_KEY=ASIAFERRYLOCAL000001
+MSK_IAM_TEMP_SECRET=ferry-temporary-secret/key+1
+MSK_IAM_TEMP_TOKEN='IQoJb3JpZ2luX2VjEferry/local+session/token=='
+MSK_IAM_TEMP_PRINCIPAL=arn:aws:sts::123456789012:assumed-role/ferry-replicate/ferry-local
+MSK_IAM_READER_KEY=reader
+MSK_IAM_READER_SECRET=reader-secret
+MSK_IAM_READER_PRINCIPAL=arn:aws:iam::123456789012:user/reader
+MSK_IAM_IDENTITIES="testing|testing|$MSK_IAM_FERRY_PRINCIPAL $MSK_IAM_TEMP_KEY|$MSK_IAM_TEMP_SECRET|$MSK_IAM_TEMP_PRINCIPAL|$MSK_IAM_TEMP_TOKEN $MSK_IAM_READER_KEY|$MSK_IAM_READER_SECRET|$MSK_IAM_READER_PRINCIPAL"
+MSK_IAM_SOURCE_DIR="$LOCAL_DIR/msk-iam"
+MSK_IAM_CLASSES="$RUN_DIR/msk-iam/classes"
+# More identities, read again by the validator whenever the file changes:
+# the rehearsal registers its roles' credentials there (tests/e2e/iam_rehearsal.py).
+MSK_IAM_IDENTITIES_FILE="$RUN_DIR/msk-iam/identities"
+# Principals whose requests on the IAM listeners are authorized as MSK does,
+# by their IAM policy (FerryMskIamAuthorizer; the rehearsal registers its roles).
+MSK_IAM_AUTHZ_FILE="$RUN_DIR/msk-iam/authorize"
 # The replicator's SCRAM user on the source: both mechanisms, a super user.
 # Like every password here, local-only.
 SOURCE_SCRAM_USER=ferry
@@ -427,6 +463,44 @@ pki_encrypted_keystore() {
   fi
 }
 
+# --- MSK IAM validator ---------------------------------------------------------
+
+# Compiles the validator into $MSK_IAM_CLASSES with the machine's javac
+# against the target's Kafka jars, unless the classes there were built from
+# the same source and jars; sets MSK_IAM_REBUILT=true when it compiled (a
+# target running the old classes must restart). Built aside and moved into
+# place, so an interrupted run leaves the old classes or none.
+msk_iam_ensure() {
+  local stamp="$MSK_IAM_CLASSES/.ferry-source.sha256" want tmp="$MSK_IAM_CLASSES.tmp"
+  MSK_IAM_REBUILT=false
+  want=$({ cat "$MSK_IAM_SOURCE_DIR"/*.java && echo "$KAFKA_VERSION"; } | sha256sum | cut -d' ' -f1)
+  if stamp_matches "$stamp" "$want" && [[ -s $MSK_IAM_CLASSES/FerryMskIamValidator.class &&
+    -s $MSK_IAM_CLASSES/FerryMskIamAuthorizer.class ]]; then
+    return 0
+  fi
+  command -v javac >/dev/null || die "no javac on PATH (a JDK 17): it compiles the MSK IAM validator"
+  log "msk-iam: compiling $MSK_IAM_SOURCE_DIR/*.java into $MSK_IAM_CLASSES"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  if ! javac -nowarn -d "$tmp" -cp "$KAFKA_LIBS/*" "$MSK_IAM_SOURCE_DIR"/*.java >"$tmp/javac.log" 2>&1; then
+    show_log "$tmp/javac.log"
+    die "msk-iam: javac failed"
+  fi
+  rm -f "$tmp/javac.log"
+  echo "$want" >"$tmp/.ferry-source.sha256"
+  rm -rf "$MSK_IAM_CLASSES"
+  mv "$tmp" "$MSK_IAM_CLASSES"
+  MSK_IAM_REBUILT=true
+}
+
+# Prints the JAAS line of an MSK IAM listener, with extra options $1. The
+# broker logs itself in on every SASL listener, with Kafka's unsecured
+# token unless told otherwise; that token needs a subject, and is never
+# sent (brokers talk PLAINTEXT to each other here).
+msk_iam_jaas() {
+  echo "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\" region=\"$MSK_IAM_REGION\" identities=\"$MSK_IAM_IDENTITIES\" identitiesFile=\"$MSK_IAM_IDENTITIES_FILE\"${1:+ $1};"
+}
+
 # --- Kafka -------------------------------------------------------------------
 
 kafka_port() {
@@ -496,6 +570,11 @@ kafka_config() {
     advertised+=",SASL_SSL://localhost:$SOURCE_SASL_SSL_PORT,EXPIRED://localhost:$SOURCE_EXPIRED_PORT"
     protocols+=",SASL_SSL:SASL_SSL,EXPIRED:SASL_SSL"
   fi
+  if [[ $cluster == target ]]; then
+    listeners+=",IAM://127.0.0.1:$TARGET_IAM_PORT,IAM_SHORT://127.0.0.1:$TARGET_IAM_SHORT_PORT"
+    advertised+=",IAM://localhost:$TARGET_IAM_PORT,IAM_SHORT://localhost:$TARGET_IAM_SHORT_PORT"
+    protocols+=",IAM:SASL_SSL,IAM_SHORT:SASL_SSL"
+  fi
   echo "# Written by infra/local for the local \"$cluster\" cluster; rewritten on every start."
   if $zookeeper; then
     cat <<EOF
@@ -550,8 +629,34 @@ group.initial.rebalance.delay.ms=0
 EOF
   if $zookeeper; then
     echo 'authorizer.class.name=kafka.security.authorizer.AclAuthorizer'
+  elif [[ $cluster == target ]]; then
+    # Kafka's StandardAuthorizer, but principals registered in the file are
+    # authorized on the IAM listeners as MSK does, by their IAM policy.
+    echo 'authorizer.class.name=FerryMskIamAuthorizer'
+    echo "ferry.msk.iam.authz.file=$MSK_IAM_AUTHZ_FILE"
   else
     echo 'authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer'
+  fi
+  if [[ $cluster == target ]]; then
+    # The principal of an MSK IAM login is the IAM identity: Ferry's (both
+    # keys) are super users here, the reader has no grant. The validator's classes
+    # come from .run/msk-iam (kafka_cmd).
+    cat <<EOF
+super.users=User:admin;User:ANONYMOUS;User:$MSK_IAM_FERRY_PRINCIPAL;User:$MSK_IAM_TEMP_PRINCIPAL
+# MSK IAM: OAUTHBEARER over TLS, tokens checked by FerryMskIamValidator.
+sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.iam.oauthbearer.sasl.jaas.config=$(msk_iam_jaas)
+listener.name.iam.oauthbearer.sasl.server.callback.handler.class=FerryMskIamValidator
+listener.name.iam.ssl.keystore.type=PEM
+listener.name.iam.ssl.keystore.location=$PKI_BROKER_KEYSTORE
+listener.name.iam.ssl.client.auth=none
+listener.name.iam_short.oauthbearer.sasl.jaas.config=$(msk_iam_jaas "maxTokenAgeSeconds=\"$MSK_IAM_SHORT_TOKEN_S\"")
+listener.name.iam_short.oauthbearer.sasl.server.callback.handler.class=FerryMskIamValidator
+listener.name.iam_short.ssl.keystore.type=PEM
+listener.name.iam_short.ssl.keystore.location=$PKI_BROKER_KEYSTORE
+listener.name.iam_short.ssl.client.auth=none
+EOF
+    return 0
   fi
   if [[ $cluster != source ]]; then
     echo 'super.users=User:admin;User:ANONYMOUS'
@@ -652,8 +757,11 @@ kafka_write_config() {
   dir=$(kafka_dir "$1")
   kafka_check_formatted "$1"
   kafka_check_version "$1"
-  if [[ $1 == source && ! -s $PKI_BROKER_KEYSTORE ]]; then
-    die "kafka source: no $PKI_BROKER_KEYSTORE for its SASL_SSL listener; run infra/local/up"
+  if [[ $1 == source || $1 == target ]] && [[ ! -s $PKI_BROKER_KEYSTORE ]]; then
+    die "kafka $1: no $PKI_BROKER_KEYSTORE for its TLS listeners; run infra/local/up"
+  fi
+  if [[ $1 == target && ! -s $MSK_IAM_CLASSES/FerryMskIamValidator.class ]]; then
+    die "kafka target: no MSK IAM validator in $MSK_IAM_CLASSES; run infra/local/up"
   fi
   if kafka_encrypted_key "$1"; then
     pki_encrypted_keystore "$PKI_BROKER_KEYSTORE"
@@ -671,11 +779,15 @@ kafka_cmd() {
   if (($(kafka_major "$(kafka_version "$1")") <= 3)); then
     logging=-Dlog4j.configuration="file:$LOCAL_DIR/kafka/log4j.properties"
   fi
+  # The target's MSK IAM listeners load their validator from .run/msk-iam.
+  local classpath
+  classpath="$(kafka_libs "$1")/*"
+  [[ $1 == target ]] && classpath+=":$MSK_IAM_CLASSES"
   KAFKA_CMD=("$JAVA" "$2" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
     "$logging"
     -Dferry.kafka.log="$(kafka_log "$1")"
-    -cp "$(kafka_libs "$1")/*")
+    -cp "$classpath")
 }
 
 # Formats the data dir once; meta.properties marks a formatted log dir.

@@ -54,6 +54,8 @@ from conftest import FERRY, ROOT
 from iam_policy import Decision, evaluate
 
 ACCOUNT = "123456789012"
+# Every role's secret key and session token in the rehearsal (the access key id is the role's name).
+REHEARSAL_SECRET = "rehearsal"
 REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 SAM_PYTHON = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "python"
 # Template logical id -> the local function name (the binary's name).
@@ -232,6 +234,8 @@ class Rehearsal:
         self.create_tables()
         self.server = self._serve()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.definition_clusters = env["FERRY_KAFKA_CLUSTERS"]
+        self.register_on_msk_iam()
 
     def set_stack(self, stack: dict) -> None:
         with self.lock:
@@ -248,6 +252,32 @@ class Rehearsal:
             except ddb.exceptions.ResourceInUseException:
                 pass
             ddb.get_waiter("table_exists").wait(TableName=t["TableName"])
+
+    def register_on_msk_iam(self) -> None:
+        """Each role's credentials (below) become known to the local MSK IAM
+        listeners (infra/local/up's TARGET_IAM_IDENTITIES_FILE), as an
+        assumed role's are to MSK: a function signs its token with its own
+        role, and the broker's principal is that role's session. And what
+        that principal may do there is decided as MSK decides it: the
+        broker's authorizer (FerryMskIamAuthorizer, TARGET_IAM_AUTHZ_FILE)
+        maps each Kafka operation to its kafka-cluster:* action and resource
+        ARN and asks this proxy, which evaluates the role's statements from
+        the template (`/msk-authorize`, recorded with every other decision)."""
+        identities, authorize = os.environ.get("TARGET_IAM_IDENTITIES_FILE"), os.environ.get("TARGET_IAM_AUTHZ_FILE")
+        if not identities or not authorize:
+            return
+        clusters = [c for c in json.loads(self.definition_clusters)
+                    if "AmazonMskCluster" in c and c["AmazonMskCluster"].get("BootstrapBrokerString")]
+        ids, grants = [], []
+        for role in self.stack["roles"].values():
+            principal = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role['name']}/{role['name']}"
+            ids.append(f"{role['name']}|{REHEARSAL_SECRET}|{principal}|{REHEARSAL_SECRET}\n")
+            for c in clusters:
+                grants.append(f"{principal} {self.url}/msk-authorize {c['AmazonMskCluster']['MskClusterArn']}\n")
+        for path, lines in ((identities, ids), (authorize, grants)):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.writelines(lines)
 
     def role_of(self, function: str) -> dict:
         return self.stack["roles"][self.stack["functions"][function]["role"]]
@@ -266,10 +296,13 @@ class Rehearsal:
             environment = {k: opt + v[len("/opt"):] if v == "/opt" or v.startswith("/opt/") else v
                            for k, v in environment.items()}
         return dict(environment, AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID=self.role_of(function)["name"],
-                    AWS_SECRET_ACCESS_KEY="rehearsal", AWS_SESSION_TOKEN="rehearsal", AWS_REGION=REGION,
+                    AWS_SECRET_ACCESS_KEY=REHEARSAL_SECRET, AWS_SESSION_TOKEN=REHEARSAL_SECRET, AWS_REGION=REGION,
                     AWS_DEFAULT_REGION=REGION)
 
-    def decide(self, principal: str, action: str, resource: str, context: dict) -> Decision:
+    def decide(self, principal: str, action: str, resource: str, context: dict, probe: bool = False) -> Decision:
+        """`probe`: a check whose denial is no error (Kafka asks, e.g.,
+        whether it may create on the cluster before asking for the topic):
+        recorded, but not counted as a denial."""
         with self.lock:
             roles = {r["name"]: (logical, r) for logical, r in self.stack["roles"].items()}
         if principal not in roles:
@@ -277,7 +310,7 @@ class Rehearsal:
         else:
             d = evaluate(roles[principal][1]["statements"], action, resource, context)
         rec = {"time": time.time(), "principal": principal, "action": action, "resource": resource,
-               "allowed": d.allowed, "reason": d.reason}
+               "allowed": d.allowed, "reason": d.reason, "probe": probe}
         with self.lock:
             self.decisions.append(rec)
             self._jsonl.write(json.dumps(rec) + "\n")
@@ -295,7 +328,7 @@ class Rehearsal:
 
     def denials(self) -> list[dict]:
         with self.lock:
-            return [d for d in self.decisions if not d["allowed"]]
+            return [d for d in self.decisions if not d["allowed"] and not d["probe"]]
 
     def denial_report(self) -> str:
         """Each distinct denial once, in the order they happened."""
@@ -315,6 +348,13 @@ class Rehearsal:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/msk-authorize?"):
+                    # The local MSK IAM listener's authorizer asking for a role.
+                    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                    role = q["principal"].split(":assumed-role/")[-1].split("/")[0]
+                    d = rehearsal.decide(role, q["action"], q["resource"], {}, probe=q.get("probe") == "1")
+                    self._reply(200, {"Content-Type": "text/plain"}, b"ALLOWED" if d.allowed else b"DENIED")
+                    return
                 m = CREDENTIAL.search(self.headers.get("Authorization", ""))
                 principal, service = (m.group(1), m.group(3)) if m else ("anonymous", "unknown")
                 try:

@@ -96,7 +96,10 @@ class Sandbox:
                 f.write(pid)
 
     def pids(self) -> list[int]:
-        return [int(p) for p in Path(self.procs[0]).read_text().split()]
+        try:
+            return [int(p) for p in Path(self.procs[0]).read_text().split()]
+        except FileNotFoundError:
+            return []
 
     def peak_bytes(self) -> int:
         """The most memory the instance held (cgroup v2 before 5.19 has no peak: 0)."""
@@ -130,6 +133,14 @@ class Sandbox:
         return 0
 
     def remove(self) -> None:
+        """Removes the cgroups, ending whatever still runs in them (a
+        function's children outlive it otherwise; Lambda ends them with
+        the environment)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         for d in self.dirs:
             for _ in range(50):
                 try:

@@ -188,6 +188,11 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
         def _runtime(self, inst: Instance, rest: str, body: bytes) -> None:
             """An instance's Runtime API call, passed to cargo-lambda's API
             for its function; `next` hands out Lambda's deadline."""
+            if self.command == "POST" and rest.endswith("/response") and inst.request and time.time() >= inst.deadline:
+                # Too late: Lambda has ended the environment at its deadline
+                # and answered Sandbox.Timedout; the watcher does so here.
+                self._send(410, {"Content-Type": "application/json"}, b'{"errorType":"Sandbox.Timedout"}')
+                return
             conn = http.client.HTTPConnection("127.0.0.1", lambda_port, timeout=None)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
             generation = inst.generation
@@ -326,8 +331,11 @@ class LocalStepFunctions:
         name = inst.name
         binary = ROOT / "target" / "debug" / name
         deployed = self.rehearsal.function_env(name) if self.rehearsal else {}
-        # Only the proxy's endpoint, never a service-specific one that would bypass it.
-        base = {k: v for k, v in os.environ.items() if not (deployed and k.startswith("AWS_ENDPOINT_URL"))}
+        # Deployed, a function sees only what Lambda gives it and the
+        # template's variables, not the test runner's environment (and so
+        # only the proxy's endpoint, never one that would bypass it).
+        base = ({k: os.environ[k] for k in ("PATH", "LANG", "TZ") if k in os.environ} if deployed
+                else dict(os.environ))
         # Deployed, the definition comes from the template's layer only.
         given = {k: v for k, v in self.env.items()
                  if not (deployed and k in ("FERRY_KAFKA_CLUSTERS", "FERRY_REPLICATION_INFO"))}
@@ -387,6 +395,12 @@ class LocalStepFunctions:
                         self._runtime_error(inst, request, "Runtime.OutOfMemory" if oom else "Runtime.ExitError",
                                             f"Runtime exited with error: {'signal: killed' if proc.returncode < 0 else f'exit status {proc.returncode}'}")
                 elif request and time.time() >= deadline:
+                    # The whole environment ends: every process in it.
+                    for pid in (inst.sandbox.pids() if inst.sandbox else []):
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                     proc.send_signal(signal.SIGKILL)
                     proc.wait(15)
                     ended = "timed out"

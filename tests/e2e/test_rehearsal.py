@@ -7,6 +7,7 @@ transformed template fails, naming the missing permission."""
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
 from local_sfn import LocalStepFunctions
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
+IAM_TARGET = os.environ["TARGET_IAM_BOOTSTRAP"]
+TARGET_LOG = Path(os.environ["FERRY_RUN_DIR"]) / "target" / "kafka.log"
 # The two-secret layout: SCRAM-SHA-512 credentials, and the private CA apart.
 SCRAM_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
 CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
@@ -67,16 +70,32 @@ def test_an_explicit_deny_wins():
 SCRAM_SECRET_PARTIAL = SCRAM_SECRET[:-7]
 
 
+# The migration's target: MSK with IAM, as the local target's MSK IAM listener
+# serves it (tokens verified with each role's own credentials).
+IAM_TARGET_ARN = "arn:aws:kafka:us-east-1:123456789012:cluster/rehearsal-target/3f8c2a61-7e4b-4c55-9d1e-5a0b7c9e2f10-2"
+
+
 def migration_config(tmp_path, topic: str, group: str):
     """The migration's topology: a SASL_SSL source (SCRAM-SHA-512, the private
     CA, both from Secrets Manager: the credentials by a partial ARN, the CA
-    by its full ARN), the target, both directions, ENHANCED group sync."""
+    by its full ARN), an MSK target with IAM authentication (the local
+    target's IAM listener, named by its ARN, its CA from Secrets Manager),
+    both directions, ENHANCED group sync."""
     kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
     clusters = json.loads(kc.read_text())
     clusters[0] = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": SASL_SSL},
                    "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET_PARTIAL}},
                    "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
+    clusters[1] = {"AmazonMskCluster": {"MskClusterArn": IAM_TARGET_ARN, "BootstrapBrokerString": IAM_TARGET},
+                   "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
     kc.write_text(json.dumps(clusters, indent=2))
+    flows = json.loads(ri.read_text())
+    for f in flows:
+        for end in ("Source", "Target"):
+            if f.get(f"{end}KafkaClusterId") == "target":
+                del f[f"{end}KafkaClusterId"]
+                f[f"{end}KafkaClusterArn"] = IAM_TARGET_ARN
+    ri.write_text(json.dumps(flows, indent=2))
     return kc, ri
 
 
@@ -119,6 +138,11 @@ def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path
         assert sorted(r["key"] for r in src) == sorted([f"src-{i}".encode() for i in range(100)] +
                                                        [f"tgt-{i}".encode() for i in range(50)])
         assert len(read_partition(TARGET, topic, 0)) == 150  # each side's records once on the other, none back
+        # The target took each function's own role, by the token it signed.
+        broker_log = TARGET_LOG.read_text(errors="replace")
+        for function in ("ferry-plan", "ferry-replicate"):
+            role = sfn.rehearsal.role_of(function)["name"]
+            assert f"MSK IAM token accepted: principal arn:aws:sts::123456789012:assumed-role/{role}/" in broker_log, role
         # An application on the source read up to a record the target→source
         # flow wrote: ENHANCED translates it through that flow's offset map, by
         # its target offset (the by_target index).
@@ -340,3 +364,88 @@ def test_vpc_endpoints_when_asked_and_refused_without_their_vpc(tmp_path):
     for missing in ("VpcId", "RouteTableIds"):
         with pytest.raises(DeployRefused, match=f"rule EndpointsNeedTheirVpc: CreateVpcEndpoints needs {missing}"):
             sam_stack(dict(asked, **{missing: ""}), "ferry-rh-vpc", template)
+
+
+def test_msk_iam_authorization_follows_each_roles_policy(tmp_path):
+    """On the IAM target, what a function may do is what its role's policy
+    grants, as MSK decides it: the broker's authorizer maps each Kafka
+    operation to its kafka-cluster:* action and resource ARN and the
+    rehearsal evaluates the role's statements (FerryMskIamAuthorizer). With
+    the template's grants every function does its work (the migration test
+    above runs under this too); without kafka-cluster:WriteData on the
+    target's topics the broker refuses Replicate's produce, Ferry stops the
+    partition naming the grant, writes nothing, and Report raises
+    ReplicatorFailure (the alarm), while the execution itself completes, as
+    a stopped partition does not stop the others."""
+    topic, group = unique("rh-authz"), unique("rh-authz-app")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce(SOURCE, topic, "src", 40)
+    kc, ri = migration_config(tmp_path, topic, group)
+    env = {"FERRY_REPLICATOR_NAME": unique("rh-authz"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": json.dumps(json.loads(ri.read_text())[:1]), "FERRY_TABLE_PREFIX": unique("ferry-rhz")}
+    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+        full = sfn.rehearsal.stack
+        sfn.rehearsal.set_stack(without(full, "ReplicateRole", action="kafka-cluster:WriteData"))
+        arn = sfn.create_state_machine(max_concurrency=1)
+        ex = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+        denied = [d for d in sfn.rehearsal.denials() if d["action"] == "kafka-cluster:WriteData"]
+        assert denied and all(d["principal"].endswith("ReplicateRole") and ":topic/rehearsal-target/" in d["resource"]
+                              and d["resource"].endswith(f"/{topic}") for d in denied), sfn.rehearsal.denial_report()
+        # Nothing else was refused: the other actions of every role were granted.
+        assert {d["action"] for d in sfn.rehearsal.denials()} == {"kafka-cluster:WriteData"}, sfn.rehearsal.denial_report()
+        assert read_partition(TARGET, topic, 0, timeout_s=3) == []
+        log = sfn.function_log("ferry-replicate")
+        assert "TopicAuthorizationFailed" in log or "needs WRITE" in log, log[-3000:]
+        report = sfn.function_log("ferry-report").replace(" ", "")
+        assert '"ReplicatorFailure":1' in report, report[-3000:]
+        used = {(d["principal"].rsplit("-", 1)[-1], d["action"]) for d in sfn.rehearsal.decisions if d["allowed"]}
+        for role, action in [("PlanRole", "kafka-cluster:DescribeTopic"), ("ReplicateRole", "kafka-cluster:DescribeTopic"),
+                             ("ReplicateRole", "kafka-cluster:AlterTransactionalId")]:
+            assert (role, action) in used, (role, action, sorted(used))
+
+
+def test_topic_deletions_on_an_msk_iam_target_need_and_have_their_grant(tmp_path):
+    """PropagateTopicDeletions deletes a target topic whose source topic was
+    deleted; on an MSK IAM target MSK authorizes that as
+    kafka-cluster:DeleteTopic, which MSK Replicator's actions lack. `ferry
+    deploy-parameters` sets DeletesTopics=true for such a definition and the
+    template grants it; without it the broker refuses Plan, naming the
+    action and the topic's ARN. (Found by an adversarial review: Plan
+    failed on every run once a source topic was deleted.)"""
+    from confluent_kafka.admin import AdminClient
+
+    from conftest import list_topics
+    topic, group = unique("rh-del"), unique("rh-del-app")
+    create_topic(SOURCE, topic, 1)
+    produce(SOURCE, topic, "src", 10)
+    kc, ri = migration_config(tmp_path, topic, group)
+    flow = json.loads(ri.read_text())[0]
+    flow["TopicReplication"]["PropagateTopicDeletions"] = True
+    env = {"FERRY_REPLICATOR_NAME": unique("rh-del"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": json.dumps([flow]), "FERRY_TABLE_PREFIX": unique("ferry-rhd")}
+    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+        assert sfn.rehearsal.parameters["DeletesTopics"] == "true"
+        arn = sfn.create_state_machine(max_concurrency=1)
+        first = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
+        assert topic in list_topics(TARGET) and len(read_partition(TARGET, topic, 0)) == 10
+        admin = AdminClient({"bootstrap.servers": SOURCE})
+        admin.delete_topics([topic])[topic].result(timeout=30)
+
+        full = sfn.rehearsal.stack
+        sfn.rehearsal.set_stack(without(full, "PlanRole", action="kafka-cluster:DeleteTopic"))
+        refused = sfn.execute(arn, {"stop_at_plan_end": True})
+        denied = [d for d in sfn.rehearsal.denials() if d["action"] == "kafka-cluster:DeleteTopic"]
+        assert denied and denied[0]["principal"].endswith("PlanRole") and denied[0]["resource"].endswith(f"/{topic}"), \
+            sfn.rehearsal.denial_report()
+        assert refused["status"] == "FAILED", refused
+        assert topic in list_topics(TARGET)
+
+        sfn.rehearsal.set_stack(full)
+        sfn.rehearsal.clear()
+        ok = sfn.execute(arn, {"stop_at_plan_end": True})
+        assert ok["status"] == "SUCCEEDED", f"{ok}\n{sfn.logs()}"
+        assert topic not in list_topics(TARGET)
+        sfn.assert_rehearsed()

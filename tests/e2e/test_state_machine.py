@@ -151,7 +151,7 @@ def test_overlapping_executions_never_write_twice(tmp_path):
                 time.sleep(1)
             done.append(d)
         assert [d["status"] for d in done] == ["SUCCEEDED", "SUCCEEDED"], f"{done}\n{sfn.logs()}"
-        stopped = [why for d in done for r in json.loads(d["output"])["results"] for why in r["summary"]["stopped"]]
+        stopped = [why for d in done for r in json.loads(d["output"])["batches"] for why in r["summary"]["stopped"]]
         assert "lease-held" in stopped, f"the executions did not overlap: {stopped}"
         # MaxConcurrency holds per execution, not across them: two
         # overlapping executions ran more Replicates at once than one may,
@@ -198,7 +198,7 @@ def test_a_failed_batch_fails_the_execution_after_the_others_ran(tmp_path):
         assert {"SyncGroups", "Report", "Verdict"} <= set(entered), entered
         verdict = next(json.loads(e["stateEnteredEventDetails"]["input"]) for e in history
                        if e.get("stateEnteredEventDetails", {}).get("name") == "Verdict")
-        errors = [r for r in verdict["results"] if r.get("batch_failed")]
+        errors = [r for r in verdict["batches"] if r.get("batch_failed")]
         assert len(errors) == 1 and errors[0]["error"]["Error"] == "Runtime.ExitError", errors
         # The other batches copied everything; the doomed one nothing.
         assert sum(len(read_partition(TARGET, fine, p)) for p in range(2)) == 400

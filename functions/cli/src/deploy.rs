@@ -101,6 +101,10 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
         lookups.push(l.arn);
     }
     params.insert("MskBootstrapLookupArns", lookups.join(","));
+    // PropagateTopicDeletions deletes target topics: on an MSK IAM cluster
+    // that is kafka-cluster:DeleteTopic, granted only when a flow asks.
+    let deletes = spec.flows.iter().any(|f| f.propagate_topic_deletions);
+    params.insert("DeletesTopics", if deletes { "true" } else { "false" }.to_string());
     let mut secrets: Vec<String> = Vec::new();
     for c in &clusters {
         if let ClusterAuth::Scram { secret_arn, .. } = &c.auth {

@@ -194,7 +194,19 @@ impl Connection {
                 let msg = msk_iam_client_response(&region, credentials)
                     .await
                     .map_err(|e| self.auth_error(e))?;
-                self.sasl_round(msg.expose().as_bytes().to_vec()).await?.session_lifetime_ms
+                let resp = self.sasl_round(msg.expose().as_bytes().to_vec()).await?;
+                if !resp.auth_bytes.is_empty() {
+                    // OAUTHBEARER (RFC 7628): a broker that refuses the token
+                    // answers with its reason (a JSON status) instead of an
+                    // error, and waits for the client's %x01 before failing
+                    // the exchange. Taken for a success, the next request
+                    // would find the connection closed: a refusal retried as
+                    // if the broker were down.
+                    let reason = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
+                    self.sasl_round(vec![0x01]).await?;
+                    return Err(self.auth_error(format!("the broker refused the token: {reason}; {}", self.sasl_fix())));
+                }
+                resp.session_lifetime_ms
             }
         };
         // Again at 85% of the session, as Kafka's own clients do.
@@ -205,13 +217,20 @@ impl Connection {
         Ok(())
     }
 
-    async fn sasl_round(&mut self, auth_bytes: Vec<u8>) -> Result<SaslAuthenticateResponse, KafkaError> {
-        let fix = match &self.sasl {
+    /// How to fix a refused login, for the mechanism in use.
+    fn sasl_fix(&self) -> &'static str {
+        match &self.sasl {
             Some(SaslCredentials::MskIam { .. }) => {
-                "check that Ferry's role may kafka-cluster:Connect to this cluster and that IAM access control is on for it"
+                "check that Ferry signs with its own role's credentials, that the region in the cluster's MskClusterArn is the \
+                 cluster's (the token is signed for it), that this machine's clock is right (a token is valid for 15 minutes \
+                 from signing), and that the role may kafka-cluster:Connect to this cluster with IAM access control on for it"
             }
             _ => "check the user name and password in the cluster's secret (Ferry reads it again on its next connection)",
-        };
+        }
+    }
+
+    async fn sasl_round(&mut self, auth_bytes: Vec<u8>) -> Result<SaslAuthenticateResponse, KafkaError> {
+        let fix = self.sasl_fix();
         let version = self.version_for::<SaslAuthenticateRequest>()?;
         let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(auth_bytes));
         let resp: SaslAuthenticateResponse = self.roundtrip(&req, version).await?;

@@ -1,0 +1,133 @@
+//! An MSK IAM (SASL OAUTHBEARER) refusal as a Kafka broker sends it
+//! (RFC 7628): the SaslAuthenticate answer carries no error but the reason,
+//! a JSON status, and the broker waits for the client's %x01 before it
+//! fails the exchange with the same words. Ferry must end the exchange and
+//! fail with an authentication error that holds the reason, not take the
+//! reason for a success (its next request would find the connection closed,
+//! a refusal retried as if the broker were down). The "broker" is a local
+//! socket playing that script; the real one is in tests/e2e/test_msk_iam.py.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferry_adapters::kafka::connection::Connection;
+use ferry_adapters::kafka::error::KafkaError;
+use ferry_adapters::kafka::security::{Resolved, SaslCredentials};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const REASON: &str = r#"{"status":"invalid_token: the token has expired", "scope":"kafka-cluster:Connect"}"#;
+
+async fn read_request(sock: &mut TcpStream) -> Option<(RequestHeader, Bytes)> {
+    let mut len = [0u8; 4];
+    sock.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    sock.read_exact(&mut buf).await.ok()?;
+    let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).ok()?;
+    let version = i16::from_be_bytes([buf[2], buf[3]]);
+    let mut body = Bytes::from(buf);
+    let header = RequestHeader::decode(&mut body, key.request_header_version(version)).ok()?;
+    Some((header, body))
+}
+
+async fn respond<R: Encodable>(sock: &mut TcpStream, header: &RequestHeader, resp: &R) {
+    let key = ApiKey::try_from(header.request_api_key).expect("known key");
+    let version = header.request_api_version;
+    let mut buf = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(header.correlation_id)
+        .encode(&mut buf, key.response_header_version(version))
+        .expect("header");
+    resp.encode(&mut buf, version).expect("body");
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    sock.write_all(&out).await.expect("write");
+}
+
+/// Plays a broker that refuses every token; returns the auth bytes of the
+/// client's second SaslAuthenticate, if it sent one.
+async fn refusing_broker(listener: TcpListener) -> Option<Bytes> {
+    let (mut sock, _) = listener.accept().await.ok()?;
+    let version = |key: ApiKey, max: i16| {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(0)
+            .with_max_version(max)
+    };
+    let mut second = None;
+    let mut authenticates = 0;
+    while let Some((header, mut body)) = read_request(&mut sock).await {
+        match ApiKey::try_from(header.request_api_key).ok()? {
+            ApiKey::ApiVersions => {
+                let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                    version(ApiKey::ApiVersions, 3),
+                    version(ApiKey::SaslHandshake, 1),
+                    version(ApiKey::SaslAuthenticate, 2),
+                    version(ApiKey::Metadata, 12),
+                ]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            ApiKey::SaslHandshake => {
+                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            ApiKey::SaslAuthenticate => {
+                let req = SaslAuthenticateRequest::decode(&mut body, header.request_api_version).ok()?;
+                authenticates += 1;
+                let resp = if authenticates == 1 {
+                    // The token: refused by sending the reason back.
+                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from_static(REASON.as_bytes()))
+                } else {
+                    second = Some(req.auth_bytes.clone());
+                    SaslAuthenticateResponse::default()
+                        .with_error_code(58) // SASL_AUTHENTICATION_FAILED
+                        .with_error_message(Some(StrBytes::from_static_str(REASON)))
+                };
+                respond(&mut sock, &header, &resp).await;
+            }
+            // Anything else during authentication: a broker closes the connection.
+            _ => return second,
+        }
+    }
+    second
+}
+
+#[tokio::test]
+async fn a_refused_token_ends_the_exchange_and_fails_with_the_reason() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let broker = tokio::spawn(refusing_broker(listener));
+    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "not-a-real-secret-key", None, None, "test");
+    let resolved = Resolved {
+        tls: None,
+        sasl: Some(SaslCredentials::MskIam {
+            region: "us-east-1".into(),
+            credentials: aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+        }),
+    };
+    let res = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved).await;
+    let err = res.expect_err("a refused token is not a login");
+    assert!(
+        matches!(err, KafkaError::Auth { .. }),
+        "an authentication error, not a connection fault: {err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("cluster msk-target"), "{text}");
+    assert!(text.contains("the token has expired"), "the broker's reason: {text}");
+    assert!(text.contains("this machine's clock"), "the fix: {text}");
+    assert!(!text.contains("not-a-real-secret-key"), "{text}");
+    let second = tokio::time::timeout(Duration::from_secs(5), broker)
+        .await
+        .expect("broker done")
+        .expect("broker task");
+    assert_eq!(
+        second.as_deref(),
+        Some(&[0x01u8][..]),
+        "the client ends a refused exchange with %x01"
+    );
+}
