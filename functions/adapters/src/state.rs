@@ -193,6 +193,12 @@ pub struct CursorItem {
     pub source_topic_id: Option<String>,
     /// The id of the target topic its offset map points into, likewise.
     pub target_topic_id: Option<String>,
+    /// The source leader epoch of the batch holding the last offset before
+    /// the cursor (KIP-320): the next holder asks the source's leader where
+    /// that epoch ends, and a log truncated below the cursor (an unclean
+    /// leader election) shows as an end before it. `None` in items written
+    /// before Ferry stored it, or after a move whose epoch is not known.
+    pub leader_epoch: Option<i32>,
 }
 
 impl CursorItem {
@@ -279,6 +285,11 @@ pub struct Checkpoint {
     /// The recorded producer's next sequence number as of `target_end`,
     /// when this checkpoint covers its writes (None leaves it as stored).
     pub producer_sequence: Option<i32>,
+    /// The source leader epoch of the batch holding offset `to_source - 1`
+    /// (see [`CursorItem::leader_epoch`]); `None` removes the stored one:
+    /// an epoch that no longer belongs to the offset before the cursor
+    /// would make a sound log look truncated.
+    pub leader_epoch: Option<i32>,
 }
 
 /// The store.
@@ -424,6 +435,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             },
             source_topic_id: r.s("source_topic_id"),
             target_topic_id: r.s("target_topic_id"),
+            leader_epoch: r.n("leader_epoch").and_then(|v| i32::try_from(v).ok()),
         })
     }
 }
@@ -1199,11 +1211,18 @@ impl StateStore {
         if cp.producer_sequence.is_some() {
             set.push_str(", producer_next_sequence = :pseq");
         }
+        let remove = match cp.leader_epoch {
+            Some(_) => {
+                set.push_str(", leader_epoch = :lep");
+                "REMOVE last_error"
+            }
+            None => "REMOVE last_error, leader_epoch",
+        };
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
-            .update_expression(format!("{set} REMOVE last_error"))
+            .update_expression(format!("{set} {remove}"))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
             .expression_attribute_values(":to", n(cp.to_source))
             .expression_attribute_values(":from", n(cp.from_source))
@@ -1219,6 +1238,9 @@ impl StateStore {
             .expression_attribute_values(":epoch", n(lease.epoch));
         if let Some(seq) = cp.producer_sequence {
             cursor_update = cursor_update.expression_attribute_values(":pseq", n(i64::from(seq)));
+        }
+        if let Some(epoch) = cp.leader_epoch {
+            cursor_update = cursor_update.expression_attribute_values(":lep", n(i64::from(epoch)));
         }
         if let Some(o) = open {
             cursor_update = cursor_update
@@ -1300,6 +1322,99 @@ impl StateStore {
             }
             Err(e) => Err(dynamo_err("TransactWriteItems", &self.cursors, e)),
         }
+    }
+
+    /// Move a partition's cursor back from `from` to `to`, under the lease:
+    /// the source's log was truncated at `to` (an unclean leader election)
+    /// and Ferry follows its new history from there. The offset-map runs
+    /// of source offsets at or past `to` describe records the source no
+    /// longer has: they are deleted first, then the run holding `to - 1`
+    /// is cut at `to` and the cursor moves, in one transaction conditional
+    /// on the lease and the cursor. `open` is the holder's newest run,
+    /// whole (the stored item may be shorter). Returns the newest run
+    /// after the move, whole.
+    pub async fn rewind_cursor(
+        &self,
+        flow: &str,
+        lease: &Lease,
+        from: i64,
+        to: i64,
+        open: Option<OffsetRun>,
+        leader_epoch: Option<i32>,
+    ) -> Result<Option<OffsetRun>, StateError> {
+        let build_err = |table: &str, e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
+            op: "TransactWriteItems",
+            table: table.to_owned(),
+            detail: e.to_string(),
+        };
+        let pk = map_pk(flow, &lease.tp);
+        let items = self.query_all(&self.offset_map, PK_MAP, s(&pk)).await?;
+        let mut runs = items
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in runs.iter_mut() {
+            if let Some(o) = open.filter(|o| o.source_start == r.source_start && o.length > r.length) {
+                r.length = o.length;
+            }
+        }
+        let (keep, doomed): (Vec<OffsetRun>, Vec<OffsetRun>) = runs.into_iter().partition(|r| r.source_start < to);
+        self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
+        let newest = keep.iter().max_by_key(|r| r.source_start).map(|r| OffsetRun {
+            length: r.length.min(to - r.source_start),
+            ..*r
+        });
+        let mut set = String::from("SET next_source_offset = :to, updated_ms = :now");
+        let mut remove: Vec<&str> = vec!["last_error"];
+        if newest.is_some() {
+            set.push_str(", open_run_source_start = :ors, open_run_target_start = :ort, open_run_length = :orl");
+        } else {
+            remove.extend(["open_run_source_start", "open_run_target_start", "open_run_length"]);
+        }
+        if leader_epoch.is_some() {
+            set.push_str(", leader_epoch = :lep");
+        } else {
+            remove.push("leader_epoch");
+        }
+        let mut cursor_update = Update::builder()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_expression(format!("{set} REMOVE {}", remove.join(", ")))
+            .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
+            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":epoch", n(lease.epoch));
+        if let Some(r) = newest {
+            cursor_update = cursor_update
+                .expression_attribute_values(":ors", n(r.source_start))
+                .expression_attribute_values(":ort", n(r.target_start))
+                .expression_attribute_values(":orl", n(r.length));
+        }
+        if let Some(e) = leader_epoch {
+            cursor_update = cursor_update.expression_attribute_values(":lep", n(i64::from(e)));
+        }
+        let mut items = vec![TransactWriteItem::builder()
+            .update(cursor_update.build().map_err(|e| build_err(&self.cursors, e))?)
+            .build()];
+        if let Some(r) = newest {
+            // Its item exact: it is where the next checkpoint's runs join.
+            let u = Update::builder()
+                .table_name(&self.offset_map)
+                .key(PK_MAP, s(&pk))
+                .key(SK_MAP, n(r.source_start))
+                .update_expression("SET run_length = :len")
+                .condition_expression("attribute_exists(target_start)")
+                .expression_attribute_values(":len", n(r.length))
+                .build()
+                .map_err(|e| build_err(&self.offset_map, e))?;
+            items.push(TransactWriteItem::builder().update(u).build());
+        }
+        let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        self.checkpoint_outcome(lease, res)?;
+        Ok(newest)
     }
 
     /// Give the lease back (only if still ours). `settled`: this holder

@@ -302,3 +302,47 @@ async fn a_fenced_producer_is_refused_on_the_fenced_partition_only() {
         .expect("offsets");
     assert_eq!(ends[&fenced_tp], 4, "three records and the fence's abort marker");
 }
+
+/// OffsetForLeaderEpoch as a consumer asks it (KIP-320): a single-broker
+/// topic's only epoch ends at its log end; a fetched batch carries that
+/// epoch in its header; an epoch the leader has not reached has no end.
+#[tokio::test]
+async fn where_a_leader_epoch_ends_and_the_epoch_a_batch_carries() {
+    let cluster = KafkaCluster::new("source", vec![bootstrap()], Duration::from_secs(10));
+    let topic = topic_name("epoch");
+    cluster
+        .create_topics(&[(topic.clone(), 1)])
+        .await
+        .expect("create topic (is the stack up? run infra/local/up)");
+    let tp = TopicPartition::new(topic, 0);
+    let stamp = ProducerStamp {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+    produce_one(&cluster, &tp, 5, stamp).await.expect("first batch");
+    produce_one(&cluster, &tp, 3, stamp).await.expect("second batch");
+    let leader = cluster.leaders(std::slice::from_ref(&tp)).await.expect("leader")[&tp];
+    let fetched = cluster
+        .fetch(leader, &[(tp.clone(), 0)], 1 << 20, 0, Isolation::ReadCommitted)
+        .await
+        .expect("fetch")
+        .remove(&tp)
+        .expect("partition")
+        .expect("records");
+    let batches = batch::split_batches(fetched.records).expect("split");
+    assert_eq!(batches.len(), 2);
+    let epoch = batches[0].header.partition_leader_epoch;
+    assert!(epoch >= 0, "the broker stamps its leader epoch: {epoch}");
+    assert_eq!(batches[1].header.partition_leader_epoch, epoch);
+    let end = cluster.offset_for_leader_epoch(&tp, epoch).await.expect("epoch end");
+    assert_eq!(
+        (end.leader_epoch, end.end_offset),
+        (epoch, 8),
+        "the current epoch ends at the log end"
+    );
+    // An epoch newer than any the leader has: it knows no end for it (-1),
+    // which Ferry takes as nothing to compare, not as a truncation.
+    let later = cluster.offset_for_leader_epoch(&tp, epoch + 5).await.expect("newer epoch");
+    assert_eq!((later.leader_epoch, later.end_offset), (-1, -1));
+}

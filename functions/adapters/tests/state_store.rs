@@ -31,6 +31,7 @@ fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> 
         source_end: to,
         lease_expires_ms: now_ms() + 60_000,
         producer_sequence: None,
+        leader_epoch: None,
     }
 }
 
@@ -477,4 +478,81 @@ async fn readers_racing_checkpoints_see_every_run_whole() {
         short.len(),
         &short[..short.len().min(3)]
     );
+}
+
+/// A source log truncated at 25 (an unclean leader election) while the
+/// cursor is at 45: the leader epoch is kept with each checkpoint, and the
+/// cursor moves back under the lease, the offset map from 25 on dropped
+/// and the run holding 24 cut there, in the cursor item and in the map.
+#[tokio::test]
+async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
+    let s = store().await;
+    let tp = TopicPartition::new("truncated", 0);
+    assert!(s.init_cursor("r/f", &tp, "truncated", 0).await.expect("init"));
+    let (lease, item) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    assert_eq!(item.leader_epoch, None, "none before a checkpoint stores one");
+    let run = |source_start, target_start, length| OffsetRun {
+        source_start,
+        target_start,
+        length,
+    };
+    let with_epoch = |mut c: Checkpoint, epoch| {
+        c.leader_epoch = epoch;
+        c
+    };
+    s.checkpoint("r/f", &lease, &with_epoch(cp(0, 10, vec![run(0, 100, 10)], None), Some(3)))
+        .await
+        .expect("first");
+    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").leader_epoch, Some(3));
+    // A gap, then a new run; the first one lengthened in the same step.
+    s.checkpoint(
+        "r/f",
+        &lease,
+        &with_epoch(cp(10, 45, vec![run(0, 100, 30), run(40, 130, 5)], Some(run(0, 100, 10))), Some(5)),
+    )
+    .await
+    .expect("second");
+    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").leader_epoch, Some(5));
+    // A checkpoint that does not know the epoch removes it: a stale one
+    // would make a sound log look truncated.
+    s.checkpoint("r/f", &lease, &cp(45, 45, Vec::new(), Some(run(40, 130, 5))))
+        .await
+        .expect("no epoch");
+    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").leader_epoch, None);
+
+    // Moved back from a cursor that is not the stored one: refused.
+    assert!(matches!(
+        s.rewind_cursor("r/f", &lease, 44, 25, Some(run(40, 130, 5)), Some(2)).await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    let newest = s
+        .rewind_cursor("r/f", &lease, 45, 25, Some(run(40, 130, 5)), Some(2))
+        .await
+        .expect("rewind");
+    assert_eq!(newest, Some(run(0, 100, 25)));
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!(
+        (c.next_source_offset, c.leader_epoch, c.open_run),
+        (25, Some(2), Some(run(0, 100, 25)))
+    );
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25)]);
+    // The next checkpoint continues the cut run.
+    s.checkpoint(
+        "r/f",
+        &lease,
+        &with_epoch(cp(25, 30, vec![run(0, 100, 25), run(25, 135, 5)], Some(run(0, 100, 25))), Some(2)),
+    )
+    .await
+    .expect("after the rewind");
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25), run(25, 135, 5)]);
+    // Back to before every run: the map is empty.
+    assert_eq!(
+        s.rewind_cursor("r/f", &lease, 30, 0, Some(run(25, 135, 5)), None)
+            .await
+            .expect("to 0"),
+        None
+    );
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!((c.next_source_offset, c.leader_epoch, c.open_run), (0, None, None));
+    assert!(s.runs("r/f", &tp).await.expect("runs").is_empty());
 }

@@ -149,8 +149,16 @@ struct Part {
     filtered_records: u64,
     filtered_bytes: u64,
     /// Records deleted on the source before they were replicated, skipped
-    /// as the operator allowed (the DataLoss metric).
+    /// as the operator allowed (the DataLoss metric), and records copied
+    /// from a source history that an unclean leader election replaced.
     lost_records: u64,
+    /// The source leader epoch of the batch holding `cursor - 1`, as
+    /// stored with the cursor and validated (KIP-320); `None` when unknown.
+    epoch: Option<i32>,
+    /// (base offset, leader epoch) of each source batch read past the
+    /// cursor, oldest first: the epoch a checkpoint stores is the one of
+    /// the batch holding its last offset.
+    epochs: VecDeque<(i64, i32)>,
 }
 
 /// What the target acknowledged since the partition's last checkpoint.
@@ -306,6 +314,8 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     filtered_records: 0,
                     filtered_bytes: 0,
                     lost_records: 0,
+                    epoch: item.leader_epoch,
+                    epochs: VecDeque::new(),
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
@@ -341,6 +351,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             Err(e) => return Err(e.into()),
         }
     }
+    // The source's history since each cursor was stored: a log truncated
+    // below it (an unclean leader election) is found before anything is
+    // read, reconciled or written.
+    // Boxed: rare, and deep (a DynamoDB transaction inside).
+    Box::pin(validate_epochs(ferry, &flow, &flow_key, &source, &mut parts)).await;
     fence_all(ferry, &flow, &flow_key, &target, &mut parts, &to_fence).await;
     to_reconcile.retain(|&(i, _)| parts[i].done.is_none());
     reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
@@ -487,6 +502,9 @@ struct CommittedRead {
     /// Stopped at records the opposite flow wrote but has not checkpointed
     /// yet (see [`LoopFilter::mapped`]): read again a moment later.
     unmapped: bool,
+    /// (base offset, partition leader epoch) of every batch read, of any
+    /// kind, in order.
+    epochs: Vec<(i64, i32)>,
 }
 
 /// Which fetched batches go to the target as they are: those already in
@@ -544,6 +562,7 @@ async fn read_committed(
         filtered_records: 0,
         filtered_bytes: 0,
         unmapped: false,
+        epochs: Vec::new(),
     };
     // Offsets accounted for so far, and those found empty since the last record.
     let mut pos = from;
@@ -600,6 +619,7 @@ async fn read_committed(
         }
         pos = h.next_offset();
         out.next = h.next_offset();
+        out.epochs.push((h.base_offset, h.partition_leader_epoch));
     }
     out.removed_after = removed;
     Ok(out)
@@ -768,8 +788,37 @@ async fn run_rounds(
                         Ok(f) => {
                             p.source_end = f.last_stable_offset.max(0);
                             p.starved = f.records.is_empty() && f.last_stable_offset > p.fetch_pos;
-                            match read_committed(&ferry.store, &f, p.fetch_pos, source.alias(), &p.work.source, filter, pass_through).await
+                            let read = match read_committed(
+                                &ferry.store,
+                                &f,
+                                p.fetch_pos,
+                                source.alias(),
+                                &p.work.source,
+                                filter,
+                                pass_through,
+                            )
+                            .await
                             {
+                                // A newer leader epoch at the position: the
+                                // log may have been truncated below it.
+                                Ok(read) if p.epoch_changes_at(&read) => {
+                                    match Box::pin(check_history(ferry, flow, flow_key, source, p)).await {
+                                        Ok(true) => Ok(read),
+                                        Ok(false) => continue,
+                                        Err(e) if e.is_retryable() => {
+                                            tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "leader epoch check failed; will retry");
+                                            round_failed = true;
+                                            continue;
+                                        }
+                                        Err(e) => {
+                                            fail(ferry, flow, flow_key, p, &e).await;
+                                            continue;
+                                        }
+                                    }
+                                }
+                                other => other,
+                            };
+                            match read {
                                 Ok(read) => {
                                     if read.unmapped && p.fetch_after.is_none() {
                                         tracing::debug!(
@@ -783,6 +832,7 @@ async fn run_rounds(
                                         p.pending.push_back(item);
                                     }
                                     p.fetch_pos = read.next;
+                                    p.note_epochs(&read.epochs);
                                     p.filtered_records += read.filtered_records;
                                     p.filtered_bytes += read.filtered_bytes;
                                 }
@@ -1020,6 +1070,42 @@ async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Par
 }
 
 impl Part {
+    /// The leader epoch of the batch holding offset `to - 1`, for a
+    /// cursor moved to `to` over what was read.
+    fn epoch_before(&self, to: i64) -> Option<i32> {
+        self.epochs
+            .iter()
+            .rev()
+            .find(|&&(base, _)| base < to)
+            .map(|&(_, e)| e)
+            .or(self.epoch)
+    }
+
+    /// Remember the epochs of batches read: only where the epoch changes
+    /// (a partition reads thousands of batches between two checkpoints).
+    fn note_epochs(&mut self, read: &[(i64, i32)]) {
+        for &(base, epoch) in read {
+            if self.last_epoch() != Some(epoch) {
+                self.epochs.push_back((base, epoch));
+            }
+        }
+    }
+
+    /// The leader epoch of the last batch read (before `fetch_pos`).
+    fn last_epoch(&self) -> Option<i32> {
+        self.epochs.back().map(|&(_, e)| e).or(self.epoch)
+    }
+
+    /// Whether `read` starts in a newer leader epoch than the last batch
+    /// read: the moment to ask whether the log still holds what was read
+    /// (KIP-320). Not on every fetch: only when the epoch moves.
+    fn epoch_changes_at(&self, read: &CommittedRead) -> bool {
+        match (self.last_epoch(), read.epochs.first()) {
+            (Some(last), Some(&(_, first))) => first > last,
+            _ => false,
+        }
+    }
+
     fn lease_renewal_due(&self, duration: Duration) -> bool {
         self.lease_expires_hint - now_ms() < (duration.as_millis() as i64) / 2
     }
@@ -1035,6 +1121,8 @@ impl Part {
         if let Some(last) = cp.runs.last() {
             self.last_run = Some(*last);
         }
+        self.epoch = cp.leader_epoch;
+        self.epochs.retain(|&(base, _)| base >= cp.to_source);
         self.lease_expires_hint = cp.lease_expires_ms;
         self.flush_soon = false;
         self.checkpoints += 1;
@@ -1062,6 +1150,7 @@ fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
         source_end: p.source_end,
         lease_expires_ms,
         producer_sequence: sequence,
+        leader_epoch: p.epoch_before(to),
     }
 }
 
@@ -1569,6 +1658,189 @@ async fn read_source_window(
     Ok(out)
 }
 
+/// What the source's leader says of the history Ferry read up to a
+/// position, asked where the epoch of the last batch read ends (KIP-320).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// The leader's log holds that epoch at least up to the position.
+    Same,
+    /// The leader's log left that history at `at`, below the position:
+    /// the records from `at` were replaced (an unclean leader election).
+    /// `epoch`: the epoch of the leader's record just before `at`.
+    Diverged { at: i64, epoch: Option<i32> },
+    /// The leader knows no epoch at or below the one asked for: nothing
+    /// to compare (its log start passed all of it).
+    Unknown,
+}
+
+/// The verdict on a position `position` read in leader epoch `read_epoch`,
+/// from the leader's answer `end` (OffsetForLeaderEpoch).
+fn judge(read_epoch: i32, position: i64, end: ferry_adapters::kafka::EpochEnd) -> History {
+    if end.end_offset < 0 {
+        return History::Unknown;
+    }
+    if end.end_offset < position {
+        return History::Diverged {
+            at: end.end_offset,
+            epoch: (end.leader_epoch >= 0).then_some(end.leader_epoch.min(read_epoch)),
+        };
+    }
+    History::Same
+}
+
+/// The same as [`check_history`] for every partition at the start of an
+/// invocation that has a leader epoch stored with its cursor, all at once.
+async fn validate_epochs(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, source: &KafkaCluster, parts: &mut [Part]) {
+    let which: Vec<(usize, i32)> = parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.done.is_none() && p.cursor > 0)
+        .filter_map(|(i, p)| p.epoch.map(|e| (i, e)))
+        .collect();
+    if which.is_empty() {
+        return;
+    }
+    let answers = join_all(which.iter().map(|&(i, e)| source.offset_for_leader_epoch(&parts[i].work.source, e))).await;
+    for ((i, epoch), res) in which.into_iter().zip(answers) {
+        let p = &mut parts[i];
+        if let Err(e) = on_epoch_end(ferry, flow, flow_key, p, epoch, res).await {
+            fail(ferry, flow, flow_key, p, &e).await;
+        }
+    }
+}
+
+/// Ask the source's leader whether its log still holds what `p` read up
+/// to its fetch position (in the epoch of the last batch read). `Ok(true)`:
+/// go on. `Ok(false)`: it does not, and the partition was handled (moved
+/// back to where the histories part, or paused until the next
+/// invocation does that). An error stops the partition (see `diverged`).
+async fn check_history(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, source: &KafkaCluster, p: &mut Part) -> Result<bool, FerryError> {
+    let Some(epoch) = p.last_epoch() else { return Ok(true) };
+    let res = source.offset_for_leader_epoch(&p.work.source, epoch).await;
+    on_epoch_end(ferry, flow, flow_key, p, epoch, res).await
+}
+
+async fn on_epoch_end(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    p: &mut Part,
+    epoch: i32,
+    res: Result<ferry_adapters::kafka::EpochEnd, KafkaError>,
+) -> Result<bool, FerryError> {
+    let end = match res {
+        Ok(end) => end,
+        Err(e @ KafkaError::Unsupported { .. }) => {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+                partition = p.work.source.partition, error = %e,
+                "the source does not answer OffsetForLeaderEpoch: a log truncated by an unclean leader election cannot be detected"
+            );
+            return Ok(true);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match judge(epoch, p.fetch_pos, end) {
+        History::Same => Ok(true),
+        History::Unknown => {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+                partition = p.work.source.partition, leader_epoch = epoch, position = p.fetch_pos,
+                "the source's leader no longer knows the leader epoch of the last record read; its history cannot be checked"
+            );
+            Ok(true)
+        }
+        History::Diverged { at, epoch: now } => {
+            Box::pin(diverged(ferry, flow, flow_key, p, epoch, at, now)).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// What a truncated source log did to a partition, for messages.
+fn truncation_what(tp: &TopicPartition, cluster: &str, read_epoch: i32, at: i64, upto: i64, cursor: i64, now: Option<i32>) -> String {
+    let copied = if cursor > at {
+        format!(
+            "source offsets {at}..{} of the old history are on the target (the offset map maps them)",
+            cursor - 1
+        )
+    } else {
+        "none of them was checkpointed as copied".to_owned()
+    };
+    format!(
+        "the source log of {tp} on cluster {cluster} was truncated: Ferry read source offsets {at}..{} in leader epoch {read_epoch}, \
+         but the partition's leader now ends that history at offset {at}{} and holds other records from there \
+         (an unclean leader election made a replica that lacked them the leader; the source lost them); {copied}, \
+         and the source's new records from offset {at} on were not copied",
+        upto - 1,
+        now.map(|e| format!(" (its record before it is in leader epoch {e})"))
+            .unwrap_or_default(),
+    )
+}
+
+/// The source's log no longer holds what `p` read from `at` (in epoch
+/// `read_epoch`; `now`: the leader's epoch before `at`). Never silently:
+/// unless the operator allowed resuming after data loss, the partition
+/// stops with the range and what to run. Allowed, Ferry follows the new
+/// history: the cursor moves back to `at`, the offset map from `at` is
+/// dropped (the old records stay on the target, mapped no more), an
+/// error-level `DataLoss` line names the range and the DataLoss metric
+/// counts the records replaced. Mid-invocation, with records of the old
+/// history read or in flight, the partition pauses (what the target
+/// acknowledged is checkpointed) and the next invocation moves it back.
+async fn diverged(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    p: &mut Part,
+    read_epoch: i32,
+    at: i64,
+    now: Option<i32>,
+) -> Result<(), FerryError> {
+    let upto = p.fetch_pos.max(p.cursor);
+    let what = truncation_what(&p.work.source, &flow.source.alias, read_epoch, at, upto, p.cursor, now);
+    if !ferry.settings.resume_after_data_loss {
+        return Err(FerryError::PartitionStopped {
+            tp: p.work.source.clone(),
+            cluster: flow.source.alias.clone(),
+            what,
+            fix: format!(
+                "to follow the source's new history, run Ferry once with --resume-after-data-loss (`ferry run --once \
+                 --resume-after-data-loss` with this replicator's arguments; FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda, for one \
+                 execution): it moves this partition's cursor back to \
+                 offset {at}, drops its offset map from there and copies the new records (the old ones stay on the target). \
+                 To copy the partition afresh instead: `ferry forget-flow`, then a backfill"
+            ),
+        });
+    }
+    let clean = p.pending.is_empty() && p.inflight.is_none() && p.unsaved.is_none() && p.fetch_pos == p.cursor;
+    if !clean {
+        tracing::error!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+            partition = p.work.source.partition, diverged_at = at, read_to = upto, leader_epoch = read_epoch,
+            "LogTruncated: {what}; pausing the partition: what the target acknowledged is checkpointed and the next invocation \
+             follows the new history"
+        );
+        // Nothing more is built or fetched for it in this invocation.
+        p.done = Some(StopReason::Retry);
+        return Ok(());
+    }
+    let lost = p.cursor - at;
+    tracing::error!(
+        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+        partition = p.work.source.partition, lost_from = at, lost_to = p.cursor, lost_records = lost, leader_epoch = read_epoch,
+        "DataLoss: {what}; following the new history as configured (--resume-after-data-loss): the cursor moves back to {at}"
+    );
+    let newest = ferry.store.rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, now).await?;
+    p.cursor = at;
+    p.fetch_pos = at;
+    p.last_run = newest;
+    p.epoch = now;
+    p.epochs.clear();
+    p.lost_records += lost as u64;
+    Ok(())
+}
+
 /// A cursor past the source's end: the partition's history was replaced.
 fn past_the_end(flow: &FlowSpec, p: &Part, at: i64, latest: i64) -> FerryError {
     FerryError::PartitionStopped {
@@ -1763,6 +2035,9 @@ async fn reconcile(
             source_end: p.source_end,
             lease_expires_ms,
             producer_sequence: Some(sequence),
+            // Matched by content, not read with their batches' epochs: the
+            // next checkpoint of the loop stores one again.
+            leader_epoch: None,
         };
         ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
         p.apply(&cp);
@@ -1778,6 +2053,7 @@ async fn reconcile(
     );
     p.last_ts = last_ts;
     p.fetch_pos = p.cursor;
+    p.epochs.clear();
     p.reconciled = holder.positions;
     Ok(())
 }
@@ -1872,6 +2148,10 @@ async fn out_of_range(
     let earliest = source.list_offsets(tp, OffsetSpec::Earliest, false).await?[&p.work.source];
     let latest = source.list_offsets(tp, OffsetSpec::Latest, false).await?[&p.work.source];
     if p.fetch_pos > latest {
+        // Past the end: a truncated log says where it diverged.
+        if p.last_epoch().is_some() && !Box::pin(check_history(ferry, flow, flow_key, source, p)).await? {
+            return Ok(());
+        }
         return Err(past_the_end(flow, p, p.fetch_pos, latest));
     }
     if !ferry.settings.resume_after_data_loss {
@@ -1891,7 +2171,9 @@ async fn out_of_range(
         partition = p.work.source.partition, lost_from = p.fetch_pos, lost_to = earliest, lost_records = earliest - p.fetch_pos,
         "DataLoss: source records were deleted before replication; resuming at the earliest offset as configured"
     );
-    let cp = checkpoint_for(p, earliest, lease_expires_ms);
+    let mut cp = checkpoint_for(p, earliest, lease_expires_ms);
+    // The epoch of the record before `earliest` is not known (deleted).
+    cp.leader_epoch = None;
     ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
     p.apply(&cp);
     p.lost_records += (earliest - p.fetch_pos) as u64;
@@ -1962,8 +2244,12 @@ mod tests {
     use ferry_adapters::state::Lease;
     use ferry_core::domain::{PartitionWork, ReplicateInput, StopReason, TopicPartition};
 
-    use super::{batch_len, due_checkpoints, now_ms, Budget, Part, Pending, Unsaved, MAX_RUNS_PER_BATCH};
+    use super::{
+        batch_len, checkpoint_for, due_checkpoints, judge, now_ms, truncation_what, Budget, CommittedRead, History, Part, Pending, Unsaved,
+        MAX_RUNS_PER_BATCH,
+    };
     use crate::context::Settings;
+    use ferry_adapters::kafka::EpochEnd;
 
     fn rec(offset: i64, tail_len: usize) -> Pending {
         Pending::Record(SourceRecord {
@@ -2051,6 +2337,8 @@ mod tests {
             filtered_records: 0,
             filtered_bytes: 0,
             lost_records: 0,
+            epoch: None,
+            epochs: VecDeque::new(),
         }
     }
 
@@ -2166,6 +2454,115 @@ mod tests {
         assert_eq!(batch_len(&pending, usize::MAX), MAX_RUNS_PER_BATCH);
         let contiguous: VecDeque<Pending> = (0..200).map(|o| rec(o, 10)).collect();
         assert_eq!(batch_len(&contiguous, usize::MAX), 200);
+    }
+
+    #[test]
+    fn a_leader_epoch_ending_below_the_position_is_a_truncated_log() {
+        let end = |leader_epoch, end_offset| EpochEnd { leader_epoch, end_offset };
+        // The epoch goes on past the position (the current epoch: the log end).
+        assert_eq!(judge(3, 150, end(3, 180)), History::Same);
+        // It ends exactly at the position: a later epoch starts there.
+        assert_eq!(judge(3, 150, end(3, 150)), History::Same);
+        // It ends below: the leader's log left the history read at 100. The
+        // record before 100 is in epoch 0 there (the unclean leader's).
+        assert_eq!(judge(1, 150, end(0, 100)), History::Diverged { at: 100, epoch: Some(0) });
+        // The leader never had epoch 1: it answers the newest epoch below.
+        assert_eq!(judge(1, 150, end(0, 0)), History::Diverged { at: 0, epoch: Some(0) });
+        // No epoch at or below the one asked for: nothing to compare.
+        assert_eq!(judge(1, 150, end(-1, -1)), History::Unknown);
+        assert_eq!(judge(1, 150, end(-1, 40)), History::Diverged { at: 40, epoch: None });
+    }
+
+    #[test]
+    fn a_checkpoint_stores_the_epoch_of_the_batch_holding_its_last_offset() {
+        let mut p = read_past_cursor(100, 100, None);
+        p.epoch = Some(1);
+        // Batches read past the cursor: 100.. in epoch 1, 110.. and 120.. in epoch 4.
+        p.epochs.extend([(100, 1), (110, 4), (120, 4)]);
+        assert_eq!(p.epoch_before(100), Some(1), "nothing new: the stored one");
+        assert_eq!(p.epoch_before(105), Some(1), "inside the first batch");
+        assert_eq!(p.epoch_before(110), Some(1), "110 - 1 is still the first batch's");
+        assert_eq!(p.epoch_before(111), Some(4));
+        assert_eq!(p.last_epoch(), Some(4));
+        let cp = checkpoint_for(&p, 115, now_ms() + 60_000);
+        assert_eq!(cp.leader_epoch, Some(4));
+        p.apply(&cp);
+        // What is behind the cursor is gone; the batch it is inside is the stored epoch.
+        assert_eq!(p.epoch, Some(4));
+        assert_eq!(p.epochs, [(120, 4)]);
+        assert_eq!(p.epoch_before(118), Some(4));
+        // A partition that never stored an epoch has none to store.
+        let fresh = read_past_cursor(0, 0, None);
+        assert_eq!(checkpoint_for(&fresh, 0, now_ms()).leader_epoch, None);
+    }
+
+    #[test]
+    fn only_a_newer_epoch_at_the_position_asks_the_leader() {
+        let read = |epochs: Vec<(i64, i32)>| CommittedRead {
+            records: Vec::new(),
+            removed_before: Vec::new(),
+            removed_after: 0,
+            next: 0,
+            filtered_records: 0,
+            filtered_bytes: 0,
+            unmapped: false,
+            epochs,
+        };
+        let mut p = read_past_cursor(100, 100, None);
+        assert!(!p.epoch_changes_at(&read(vec![(100, 7)])), "no epoch known yet: nothing to check");
+        p.epoch = Some(3);
+        assert!(
+            !p.epoch_changes_at(&read(vec![(100, 3), (110, 5)])),
+            "a change inside what was read is the log's own"
+        );
+        assert!(!p.epoch_changes_at(&read(vec![(100, 2)])));
+        assert!(!p.epoch_changes_at(&read(Vec::new())));
+        assert!(p.epoch_changes_at(&read(vec![(100, 4)])));
+        p.epochs.push_back((100, 4));
+        assert!(
+            !p.epoch_changes_at(&read(vec![(110, 4)])),
+            "the last batch read counts, not the stored epoch"
+        );
+    }
+
+    #[test]
+    fn only_epoch_changes_are_remembered() {
+        let mut p = read_past_cursor(100, 100, None);
+        p.note_epochs(&[(100, 2), (110, 2), (120, 2)]);
+        assert_eq!(p.epochs, [(100, 2)], "the first epoch seen, once");
+        p.note_epochs(&[(130, 2), (140, 5), (150, 5)]);
+        assert_eq!(p.epochs, [(100, 2), (140, 5)]);
+        assert_eq!(
+            (p.epoch_before(140), p.epoch_before(141), p.epoch_before(160)),
+            (Some(2), Some(5), Some(5))
+        );
+        // With the stored epoch the same as what is read, nothing to add.
+        let mut q = read_past_cursor(100, 100, None);
+        q.epoch = Some(5);
+        q.note_epochs(&[(100, 5), (110, 5)]);
+        assert!(q.epochs.is_empty());
+        assert_eq!(q.epoch_before(115), Some(5));
+    }
+
+    #[test]
+    fn a_truncation_names_the_offsets_the_epochs_and_the_cause() {
+        let tp = TopicPartition::new("orders", 3);
+        let what = truncation_what(&tp, "onprem", 1, 100, 150, 150, Some(0));
+        for want in [
+            "orders-3",
+            "onprem",
+            "100..149 in leader epoch 1",
+            "ends that history at offset 100",
+            "leader epoch 0",
+            "unclean leader election",
+            "100..149 of the old history are on the target",
+            "from offset 100 on were not copied",
+        ] {
+            assert!(what.contains(want), "{want:?} missing from {what}");
+        }
+        // Only read, none checkpointed yet.
+        let what = truncation_what(&tp, "onprem", 1, 100, 150, 90, None);
+        assert!(what.contains("none of them was checkpointed"), "{what}");
     }
 
     fn left(b: &Budget) -> Duration {

@@ -44,6 +44,10 @@ pub struct PartitionStatus {
     pub lease_owner: Option<String>,
     /// The error that stopped the partition, if any.
     pub last_error: Option<String>,
+    /// The source leader epoch of the last record before the cursor, which
+    /// the next holder checks the source's log against (KIP-320); none
+    /// before the first checkpoint that stored one.
+    pub leader_epoch: Option<i32>,
 }
 
 /// One partition of one consumer group, as last synced.
@@ -165,6 +169,7 @@ pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<T
         records_replicated: c.records_replicated,
         lease_owner: c.lease_owner.clone().filter(|_| c.lease_expires_ms > now),
         last_error: c.last_error.clone(),
+        leader_epoch: c.leader_epoch,
     }
 }
 

@@ -138,6 +138,10 @@ fn malformed(base_offset: i64, what: impl Into<String>) -> BatchError {
 pub struct BatchHeader {
     /// Offset of the first record.
     pub base_offset: i64,
+    /// The leader epoch of the broker that appended the batch (the source
+    /// log's history: an unclean leader election starts a new epoch at a
+    /// shorter log). Set by the broker, outside the CRC.
+    pub partition_leader_epoch: i32,
     /// Attributes (codec, timestamp type, transactional, control).
     pub attributes: i16,
     /// Offset of the last record minus the base offset.
@@ -237,6 +241,7 @@ pub fn split_batches(mut data: Bytes) -> Result<Vec<RawBatch>, BatchError> {
         let mut h = &batch[21..BATCH_HEADER_LEN];
         let header = BatchHeader {
             base_offset,
+            partition_leader_epoch: (&batch[12..16]).get_i32(),
             attributes: h.get_i16(),
             last_offset_delta: h.get_i32(),
             base_timestamp: h.get_i64(),

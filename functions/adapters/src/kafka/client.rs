@@ -16,10 +16,11 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -75,6 +76,19 @@ pub struct FetchedPartition {
     pub aborted: Vec<(i64, i64)>,
     /// Raw record batches.
     pub records: Bytes,
+}
+
+/// Where one leader epoch ends in a partition's log, as its current leader
+/// answers OffsetForLeaderEpoch (KIP-320).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    /// The largest epoch the leader knows at or below the one asked for
+    /// (-1 when it knows none): the epoch of the record just before
+    /// `end_offset` in the leader's log.
+    pub leader_epoch: i32,
+    /// The first offset after that epoch in the leader's log (its end
+    /// offset when the epoch is the current one); -1 when unknown.
+    pub end_offset: i64,
 }
 
 /// One topic's configuration as the broker reports it.
@@ -766,6 +780,67 @@ impl KafkaCluster {
             }
         }
         Ok(out)
+    }
+
+    /// Where leader epoch `epoch` ends in `tp`'s log, as its leader says
+    /// (OffsetForLeaderEpoch, as a consumer asks it: replica id -1). A
+    /// leader that moved or is not known yet, or that has not caught up
+    /// with the epoch (UNKNOWN_LEADER_EPOCH, FENCED_LEADER_EPOCH), is
+    /// looked up again for about 15 s before the error is returned.
+    pub async fn offset_for_leader_epoch(&self, tp: &TopicPartition, epoch: i32) -> Result<EpochEnd, KafkaError> {
+        let mut attempt = 0u64;
+        loop {
+            match self.offset_for_leader_epoch_once(tp, epoch).await {
+                Err(e) if e.is_transient() && attempt < 20 => {
+                    self.invalidate_leaders();
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;
+                }
+                res => return res,
+            }
+        }
+    }
+
+    async fn offset_for_leader_epoch_once(&self, tp: &TopicPartition, epoch: i32) -> Result<EpochEnd, KafkaError> {
+        let leader = self.leaders_of(std::slice::from_ref(tp)).await?[tp];
+        let addr = self.leader_conn_addr(leader).await?;
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic_name(&tp.topic))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(tp.partition)
+                    .with_current_leader_epoch(-1)
+                    .with_leader_epoch(epoch)])]);
+        let resp = self.send_to(&addr, &req).await?;
+        let found = resp
+            .topics
+            .iter()
+            .filter(|t| t.topic.0.as_str() == tp.topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition == tp.partition);
+        let Some(p) = found else {
+            return Err(KafkaError::UnknownPartition {
+                cluster: self.alias.clone(),
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
+        };
+        if let Some(error) = ResponseError::try_from_code(p.error_code) {
+            self.invalidate_leaders();
+            return Err(KafkaError::Broker {
+                cluster: self.alias.clone(),
+                op: "OffsetForLeaderEpoch",
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                error,
+                detail: format!("asking where leader epoch {epoch} ends"),
+            });
+        }
+        Ok(EpochEnd {
+            leader_epoch: p.leader_epoch,
+            end_offset: p.end_offset,
+        })
     }
 
     /// The leader broker id of each partition.

@@ -34,6 +34,7 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::Fetch => 12,
         ApiKey::Produce => 11,
         ApiKey::ListOffsets => 7,
+        ApiKey::OffsetForLeaderEpoch => 4,
         ApiKey::CreateTopics => 7,
         ApiKey::InitProducerId => 4,
         // Transactions as clients before Kafka 4.0 run them (KIP-890's

@@ -10,7 +10,7 @@ pub mod scram;
 pub mod security;
 pub mod txn;
 
-pub use client::{FetchedPartition, Isolation, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
+pub use client::{EpochEnd, FetchedPartition, Isolation, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
 pub use error::{KafkaError, LookupFault};
 pub use groups::{Committed, GroupListing, GroupState};
 pub use security::{SaslSource, Security, SecuritySpec, TrustSource};

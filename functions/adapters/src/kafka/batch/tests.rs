@@ -184,6 +184,23 @@ fn partial_trailing_batch_is_ignored() {
 }
 
 #[test]
+fn the_partition_leader_epoch_is_read_outside_the_crc() {
+    let recs = vec![SourceRecord {
+        offset: 0,
+        timestamp: 1,
+        attributes: 0,
+        tail: tail(Some(b"k"), Some(b"v"), &[]),
+    }];
+    let built = build_batch(&recs, Compression::None, STAMP).expect("build");
+    assert_eq!(split_batches(built.clone()).expect("split")[0].header.partition_leader_epoch, -1);
+    // The broker stamps its epoch at bytes 12..16, which the CRC does not cover.
+    let mut b = BytesMut::from(&built[..]);
+    b[12..16].copy_from_slice(&7i32.to_be_bytes());
+    let batches = split_batches(b.freeze()).expect("split");
+    assert_eq!(batches[0].header.partition_leader_epoch, 7);
+}
+
+#[test]
 fn corrupt_crc_is_an_error() {
     let recs = vec![SourceRecord {
         offset: 0,
