@@ -69,7 +69,7 @@ impl MskBootstrap {
                     self.lookup.region
                 ),
             });
-            let e = aws_sdk_kafka::error::DisplayErrorContext(e).to_string();
+            let e = crate::aws::describe(&e);
             error(fault, format!("GetBootstrapBrokers failed ({e}); {fix}"))
         })?;
         let listener = self.lookup.listener;

@@ -536,7 +536,7 @@ async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
             .map_err(|e| {
                 format!(
                     "could not start an execution of {arn}: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(&e)
+                    ferry_adapters::aws::describe(&e)
                 )
             })?;
         println!("ferry: started backfill execution {} with input {json}", out.execution_arn());

@@ -289,7 +289,7 @@ impl Security {
             let transient = crate::aws::is_transient(&e);
             let fix = crate::aws::unreachable_hint(&e, "secretsmanager")
                 .unwrap_or_else(|| "check the ARN and that Ferry's role may call secretsmanager:GetSecretValue on it".into());
-            let e = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
+            let e = crate::aws::describe(&e);
             KafkaError::Secret {
                 cluster: self.cluster.clone(),
                 arn: arn.to_owned(),
