@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::error::KafkaError;
 use super::scram::ScramClient;
-use super::security::{describe_tls_failure, msk_iam_client_response, tls_failure_is_transient, Resolved, SaslCredentials};
+use super::security::{describe_tls_failure, msk_iam_client_response, tls_failure_is_transient, Resolved, SaslCredentials, SigningFault};
 
 /// Largest response Ferry accepts (a fetch is bounded well below this).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -190,9 +190,15 @@ impl Connection {
                 last.session_lifetime_ms
             }
             SaslCredentials::MskIam { region, credentials } => {
-                let msg = msk_iam_client_response(&region, credentials)
-                    .await
-                    .map_err(|e| self.auth_error(e))?;
+                let msg = msk_iam_client_response(&region, credentials).await.map_err(|e| match e {
+                    // No broker saw a token: not a refusal, tried again.
+                    SigningFault::Credentials(detail) => KafkaError::Credentials {
+                        cluster: self.cluster.clone(),
+                        broker: self.addr.clone(),
+                        detail,
+                    },
+                    SigningFault::Token(detail) => self.auth_error(detail),
+                })?;
                 let resp = self.sasl_round(msg.expose().as_bytes().to_vec()).await?;
                 if !resp.auth_bytes.is_empty() {
                     // OAUTHBEARER (RFC 7628): a broker that refuses the token
