@@ -159,3 +159,66 @@ async fn sts_throttling_while_signing_is_not_a_refusal() {
         "the provider's cause is lost: {err}"
     );
 }
+
+/// A broker that refuses the token by sending its reason (RFC 7628) and then
+/// closes the connection instead of waiting for the client's %x01.
+async fn refuse_then_close(listener: TcpListener) {
+    let Ok((mut sock, _)) = listener.accept().await else { return };
+    let version = |key: ApiKey, max: i16| {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(0)
+            .with_max_version(max)
+    };
+    while let Some(header) = read_request(&mut sock).await {
+        match ApiKey::try_from(header.request_api_key) {
+            Ok(ApiKey::ApiVersions) => {
+                let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                    version(ApiKey::ApiVersions, 3),
+                    version(ApiKey::SaslHandshake, 1),
+                    version(ApiKey::SaslAuthenticate, 2),
+                ]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            Ok(ApiKey::SaslHandshake) => {
+                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            Ok(ApiKey::SaslAuthenticate) => {
+                let reason = r#"{"status":"invalid_token: access denied","scope":"kafka-cluster:Connect"}"#;
+                let resp =
+                    kafka_protocol::messages::SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from_static(reason.as_bytes()));
+                respond(&mut sock, &header, &resp).await;
+                return; // closes the socket
+            }
+            _ => return,
+        }
+    }
+}
+
+/// A broker that sends its OAUTHBEARER reason and closes before the
+/// client's %x01: a refusal with that reason, not an I/O fault.
+#[tokio::test]
+async fn a_refusal_whose_broker_closes_before_the_final_x01_is_still_a_refusal() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let broker = tokio::spawn(refuse_then_close(listener));
+    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "not-a-real-secret-key", None, None, "test");
+    let resolved = Resolved {
+        tls: None,
+        sasl: Some(SaslCredentials::MskIam {
+            region: "us-east-1".into(),
+            credentials: SharedCredentialsProvider::new(creds),
+        }),
+    };
+    let err = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved)
+        .await
+        .expect_err("refused");
+    broker.abort();
+    eprintln!("error: {err}\nis_refusal={} is_transient={}", err.is_refusal(), err.is_transient());
+    assert!(
+        matches!(err, KafkaError::Auth { .. }) && err.to_string().contains("access denied"),
+        "the broker sent its reason, then closed: still a refusal with that reason, not a connection fault retried \
+         as if the broker were down: {err}"
+    );
+}

@@ -207,8 +207,12 @@ impl Connection {
                     // the exchange. Taken for a success, the next request
                     // would find the connection closed: a refusal retried as
                     // if the broker were down.
+                    // A broker that closes the connection (or answers with
+                    // an error) instead of waiting for the %x01 refused all
+                    // the same: its reason is the cause, whatever the
+                    // %x01's round brings.
                     let reason = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
-                    self.sasl_round(vec![0x01]).await?;
+                    let _ = self.sasl_round(vec![0x01]).await;
                     return Err(self.auth_error(format!("the broker refused the token: {reason}; {}", self.sasl_fix())));
                 }
                 resp.session_lifetime_ms
