@@ -53,6 +53,24 @@ pub fn unreachable_hint<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, servi
     })
 }
 
+/// Crates that write credentials into their debug and trace events:
+/// aws-sigv4 logs the canonical request, whose query (a presigned MSK IAM
+/// token's) holds `X-Amz-Security-Token`, the session token of temporary
+/// credentials.
+pub const CREDENTIAL_LOGGING_TARGETS: &[&str] = &["aws_sigv4"];
+
+/// Whether an event may be logged at all, whatever `RUST_LOG` says: not
+/// below INFO from the crates of `CREDENTIAL_LOGGING_TARGETS`. Ferry's
+/// logging (the CLI's and every function's) filters with it.
+pub fn may_log(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= tracing::Level::INFO
+        || !CREDENTIAL_LOGGING_TARGETS.iter().any(|t| {
+            meta.target()
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
 /// An AWS call's failure in words that are safe to show: the service's
 /// error code and message and the HTTP status, or what kind of failure it
 /// was (no answer, an answer that could not be read). Never the raw HTTP
