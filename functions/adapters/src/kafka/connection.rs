@@ -207,12 +207,15 @@ impl Connection {
                     // the exchange. Taken for a success, the next request
                     // would find the connection closed: a refusal retried as
                     // if the broker were down.
-                    // A broker that closes the connection (or answers with
-                    // an error) instead of waiting for the %x01 refused all
-                    // the same: its reason is the cause, whatever the
-                    // %x01's round brings.
+                    // The broker's answer to the %x01 is its refusal
+                    // (SaslAuthenticationFailed and its message). A broker
+                    // that closes the connection instead refused all the
+                    // same: then the reason it sent is the cause, not the
+                    // I/O error.
                     let reason = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
-                    let _ = self.sasl_round(vec![0x01]).await;
+                    if let Err(e @ KafkaError::Auth { .. }) = self.sasl_round(vec![0x01]).await {
+                        return Err(e);
+                    }
                     return Err(self.auth_error(format!("the broker refused the token: {reason}; {}", self.sasl_fix())));
                 }
                 resp.session_lifetime_ms
