@@ -118,6 +118,9 @@ where
     use aws_sdk_dynamodb::error::SdkError;
     match e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        // No error code: not a modelled answer of the service (a gateway's
+        // 5xx, a body cut short), so not a refusal either.
+        SdkError::ServiceError(s) if s.err().code().is_none() => true,
         SdkError::ServiceError(s) => matches!(
             s.err().code(),
             Some(
@@ -189,6 +192,24 @@ mod tests {
         let e: SdkError<GetItemError, HttpResponse> = SdkError::service_error(err, raw);
         let shown = describe(&e);
         assert_eq!(shown, "ThrottlingException: Rate exceeded (HTTP 400)");
+    }
+
+    /// An answer without an error code (a body cut short, a gateway's 5xx)
+    /// is not the service refusing: it is tried again.
+    #[test]
+    fn an_answer_without_an_error_code_is_transient() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let raw = HttpResponse::new(StatusCode::try_from(200).expect("status"), SdkBody::from("{\"cut"));
+        let e: SdkError<GetItemError, HttpResponse> = SdkError::service_error(GetItemError::generic(ErrorMetadata::builder().build()), raw);
+        assert!(is_transient(&e));
+        assert_eq!(describe(&e), "HTTP 200 without an error code");
+        let raw = HttpResponse::new(StatusCode::try_from(403).expect("status"), SdkBody::from(""));
+        let denied = GetItemError::generic(ErrorMetadata::builder().code("AccessDeniedException").build());
+        assert!(!is_transient(&SdkError::<GetItemError, HttpResponse>::service_error(denied, raw)));
     }
 
     #[tokio::test]
