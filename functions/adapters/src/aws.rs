@@ -53,6 +53,61 @@ pub fn unreachable_hint<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, servi
     })
 }
 
+/// Crates that write credentials into their debug and trace events:
+/// aws-sigv4 logs the canonical request, whose query (a presigned MSK IAM
+/// token's) holds `X-Amz-Security-Token`, the session token of temporary
+/// credentials.
+pub const CREDENTIAL_LOGGING_TARGETS: &[&str] = &["aws_sigv4"];
+
+/// Whether an event may be logged at all, whatever `RUST_LOG` says: not
+/// below INFO from the crates of `CREDENTIAL_LOGGING_TARGETS`. Ferry's
+/// logging (the CLI's and every function's) filters with it.
+pub fn may_log(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= tracing::Level::INFO
+        || !CREDENTIAL_LOGGING_TARGETS.iter().any(|t| {
+            meta.target()
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
+/// An AWS call's failure in words that are safe to show: the service's
+/// error code and message and the HTTP status, or what kind of failure it
+/// was (no answer, an answer that could not be read). Never the raw HTTP
+/// response: `DisplayErrorContext` ends with the error's `Debug` form,
+/// which for an answer that did not parse holds the response body, and a
+/// Secrets Manager body is the secret.
+pub fn describe<E>(e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    let status = |r: &aws_sdk_dynamodb::config::http::HttpResponse| format!("HTTP {}", r.status().as_u16());
+    match e {
+        SdkError::ServiceError(s) => {
+            let message = s.err().message().map(|m| format!(": {m}")).unwrap_or_default();
+            match s.err().code() {
+                Some(code) => format!("{code}{message} ({})", status(s.raw())),
+                None => format!("{} without an error code{message}", status(s.raw())),
+            }
+        }
+        SdkError::TimeoutError(_) => "no answer in time".to_owned(),
+        SdkError::DispatchFailure(d) => {
+            let kind = if d.is_timeout() {
+                "timed out"
+            } else if d.is_io() {
+                "an I/O error"
+            } else {
+                "could not connect"
+            };
+            format!("the request could not be sent ({kind})")
+        }
+        SdkError::ResponseError(r) => format!("the answer could not be read ({})", status(r.raw())),
+        SdkError::ConstructionFailure(_) => "the request could not be built".to_owned(),
+        _ => "an unexpected failure".to_owned(),
+    }
+}
+
 /// Whether an AWS call may succeed if made again soon: no answer, a
 /// broken response, throttling or a server-side error; not a refusal
 /// (access denied, not found, bad request).
@@ -63,6 +118,9 @@ where
     use aws_sdk_dynamodb::error::SdkError;
     match e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        // No error code: not a modelled answer of the service (a gateway's
+        // 5xx, a body cut short), so not a refusal either.
+        SdkError::ServiceError(s) if s.err().code().is_none() => true,
         SdkError::ServiceError(s) => matches!(
             s.err().code(),
             Some(
@@ -97,6 +155,61 @@ mod tests {
         );
         let refused: SdkError<(), ()> = SdkError::construction_failure("bad input");
         assert_eq!(unreachable_hint(&refused, "dynamodb"), None);
+    }
+
+    /// An answer that does not parse is described by its status alone: the
+    /// raw response (for Secrets Manager, the secret) never shows.
+    #[test]
+    fn an_unreadable_answer_is_described_without_its_body() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_sdk_dynamodb::error::SdkError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let body = r#"{"SecretString":"{\"password\":"hunter2-secret"#;
+        let raw = HttpResponse::new(StatusCode::try_from(200).expect("status"), SdkBody::from(body));
+        let e: SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError, HttpResponse> =
+            SdkError::response_error("unexpected end of input", raw);
+        let shown = describe(&e);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("HTTP 200"), "{shown}");
+    }
+
+    /// A service error says its code, its message and the HTTP status.
+    #[test]
+    fn a_service_error_keeps_its_code_message_and_status() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let raw = HttpResponse::new(StatusCode::try_from(400).expect("status"), SdkBody::from("body-not-shown"));
+        let err = GetItemError::generic(
+            ErrorMetadata::builder()
+                .code("ThrottlingException")
+                .message("Rate exceeded")
+                .build(),
+        );
+        let e: SdkError<GetItemError, HttpResponse> = SdkError::service_error(err, raw);
+        let shown = describe(&e);
+        assert_eq!(shown, "ThrottlingException: Rate exceeded (HTTP 400)");
+    }
+
+    /// An answer without an error code (a body cut short, a gateway's 5xx)
+    /// is not the service refusing: it is tried again.
+    #[test]
+    fn an_answer_without_an_error_code_is_transient() {
+        use aws_sdk_dynamodb::config::http::HttpResponse;
+        use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
+        use aws_sdk_dynamodb::operation::get_item::GetItemError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let raw = HttpResponse::new(StatusCode::try_from(200).expect("status"), SdkBody::from("{\"cut"));
+        let e: SdkError<GetItemError, HttpResponse> = SdkError::service_error(GetItemError::generic(ErrorMetadata::builder().build()), raw);
+        assert!(is_transient(&e));
+        assert_eq!(describe(&e), "HTTP 200 without an error code");
+        let raw = HttpResponse::new(StatusCode::try_from(403).expect("status"), SdkBody::from(""));
+        let denied = GetItemError::generic(ErrorMetadata::builder().code("AccessDeniedException").build());
+        assert!(!is_transient(&SdkError::<GetItemError, HttpResponse>::service_error(denied, raw)));
     }
 
     #[tokio::test]

@@ -53,10 +53,11 @@ impl MskBootstrap {
         };
         let out = self.client.get_bootstrap_brokers().cluster_arn(arn).send().await.map_err(|e| {
             use aws_sdk_kafka::error::ProvideErrorMetadata;
+            let status = e.raw_response().map(|r| r.status().as_u16());
             let fault = if crate::aws::is_transient(&e) {
                 LookupFault::Transient
             } else {
-                fault_of(e.code())
+                fault_of(e.code(), status)
             };
             let fix = crate::aws::unreachable_hint(&e, "kafka").unwrap_or_else(|| match fault {
                 LookupFault::Denied => format!(
@@ -69,7 +70,7 @@ impl MskBootstrap {
                     self.lookup.region
                 ),
             });
-            let e = aws_sdk_kafka::error::DisplayErrorContext(e).to_string();
+            let e = crate::aws::describe(&e);
             error(fault, format!("GetBootstrapBrokers failed ({e}); {fix}"))
         })?;
         let listener = self.lookup.listener;
@@ -114,15 +115,22 @@ pub fn pick(listener: MskListener, out: &GetBootstrapBrokersOutput) -> Option<&s
     .filter(|s| !s.trim().is_empty())
 }
 
-/// What an error code MSK's API answered means for Ferry: IAM refused the
-/// call, or the request is wrong (no such cluster, a cluster not ready).
-/// Throttling and server faults are transient (`crate::aws::is_transient`).
-pub fn fault_of(code: Option<&str>) -> LookupFault {
+/// What an answer of MSK's API means for Ferry, from its error code and
+/// HTTP status: IAM refused the call, or the request is wrong (no such
+/// cluster, a cluster not ready, a malformed ARN). Anything else is
+/// transient: throttling, a server fault, and an answer without a known
+/// code (a 5xx from a gateway or proxy on the way has none). No answer at
+/// all is transient too (`crate::aws::is_transient`).
+pub fn fault_of(code: Option<&str>, status: Option<u16>) -> LookupFault {
     match code {
         Some("AccessDeniedException" | "ForbiddenException" | "UnauthorizedException" | "UnrecognizedClientException") => {
             LookupFault::Denied
         }
-        _ => LookupFault::Misconfigured,
+        Some("NotFoundException" | "BadRequestException" | "ValidationException" | "ConflictException") => LookupFault::Misconfigured,
+        // A code MSK's API does not document, or none: wrong only when the
+        // service said the request was (4xx other than throttling).
+        Some(_) if status.is_some_and(|s| (400..500).contains(&s) && s != 429) => LookupFault::Misconfigured,
+        _ => LookupFault::Transient,
     }
 }
 
@@ -149,10 +157,23 @@ mod tests {
 
     #[test]
     fn iam_refusals_are_told_from_wrong_requests() {
-        assert_eq!(fault_of(Some("AccessDeniedException")), LookupFault::Denied);
-        assert_eq!(fault_of(Some("ForbiddenException")), LookupFault::Denied);
-        assert_eq!(fault_of(Some("NotFoundException")), LookupFault::Misconfigured);
-        assert_eq!(fault_of(Some("BadRequestException")), LookupFault::Misconfigured);
+        assert_eq!(fault_of(Some("AccessDeniedException"), Some(403)), LookupFault::Denied);
+        assert_eq!(fault_of(Some("ForbiddenException"), Some(403)), LookupFault::Denied);
+        assert_eq!(fault_of(Some("NotFoundException"), Some(404)), LookupFault::Misconfigured);
+        assert_eq!(fault_of(Some("BadRequestException"), Some(400)), LookupFault::Misconfigured);
+    }
+
+    /// A server fault without an error code (a gateway's 502 with an HTML
+    /// body), an unknown code on a 5xx, or throttling: tried again, not a
+    /// configuration error.
+    #[test]
+    fn server_faults_without_a_known_code_are_transient() {
+        assert_eq!(fault_of(None, Some(502)), LookupFault::Transient);
+        assert_eq!(fault_of(None, Some(503)), LookupFault::Transient);
+        assert_eq!(fault_of(Some("SomethingNew"), Some(500)), LookupFault::Transient);
+        assert_eq!(fault_of(Some("TooManyRequestsException"), Some(429)), LookupFault::Transient);
+        assert_eq!(fault_of(None, None), LookupFault::Transient);
+        assert_eq!(fault_of(Some("SomethingNew"), Some(400)), LookupFault::Misconfigured);
     }
 
     #[tokio::test]

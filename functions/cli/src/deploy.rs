@@ -72,11 +72,17 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
         .iter()
         .filter(|c| is_msk(c) && matches!(c.auth, ClusterAuth::MskIam))
         .collect();
-    if msk.len() > 2 {
-        return Err(format!(
-            "{} MSK clusters use IAM authentication; the template scopes its policy to two (source and target). Fix: deploy one stack per pair of clusters",
-            msk.len()
-        ));
+    // The template grants kafka-cluster:* on two clusters only: the first
+    // flow's source (SourceMskClusterArn) and target (TargetMskClusterArn).
+    // Any other MSK IAM cluster would be deployed without a grant and every
+    // execution of its flows refused: refuse it here instead.
+    let ungranted: Vec<&str> = msk
+        .iter()
+        .filter(|c| c.id != first.source.id && c.id != first.target.id)
+        .map(|c| c.id.as_str())
+        .collect();
+    if let Some(refused) = ungranted_iam_error(&ungranted, &first.source.id, &first.target.id) {
+        return Err(refused);
     }
     for (key, c) in [("SourceMskClusterArn", &first.source), ("TargetMskClusterArn", &first.target)] {
         params.insert(
@@ -180,6 +186,20 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
 /// file://...` reads: a mapping of single-quoted strings (no YAML
 /// typing: `0123` stays a string). A value on the command line instead
 /// would be cut by SAM CLI's own parser at its first double quote.
+/// The refusal of MSK IAM clusters the template would not grant
+/// kafka-cluster:* on (neither the first flow's source nor its target).
+fn ungranted_iam_error(ungranted: &[&str], source: &str, target: &str) -> Option<String> {
+    (!ungranted.is_empty()).then(|| {
+        format!(
+            "MSK cluster(s) {} use IAM authentication but are neither the source ({source}) nor the target ({target}) of \
+             the first flow, the only two clusters the template grants kafka-cluster:* on; deployed, every execution of \
+             their flows would be refused. Fix: deploy one stack per pair of clusters, or make them the first flow's \
+             source and target",
+            ungranted.join(", ")
+        )
+    })
+}
+
 fn parameters_yaml(params: &BTreeMap<&str, String>) -> String {
     let mut out = String::from("# sam deploy --parameter-overrides file://<this file>; written by ferry deploy-parameters\n");
     for (k, v) in params {
@@ -289,7 +309,21 @@ fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::has_random_suffix;
+    use super::{has_random_suffix, ungranted_iam_error};
+
+    /// An MSK IAM cluster outside the first flow is refused, naming it and
+    /// the fix.
+    #[test]
+    fn an_iam_cluster_the_template_would_not_grant_is_refused() {
+        assert_eq!(ungranted_iam_error(&[], "a", "b"), None);
+        let e = ungranted_iam_error(
+            &["arn:aws:kafka:us-east-1:1:cluster/msk-b/x"],
+            "onprem",
+            "arn:aws:kafka:us-east-1:1:cluster/msk-a/y",
+        )
+        .expect("refused");
+        assert!(e.contains("msk-b") && e.contains("one stack per pair"), "{e}");
+    }
 
     #[test]
     fn secret_arns_without_their_random_suffix_are_recognised() {

@@ -236,13 +236,20 @@ async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .finish()
+            // Never the debug and trace events that carry credentials.
+            .with(tracing_subscriber::filter::filter_fn(ferry_adapters::aws::may_log))
+            .init();
+    }
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Run(args) => run(args).await,
@@ -533,12 +540,7 @@ async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
             .input(&json)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "could not start an execution of {arn}: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(&e)
-                )
-            })?;
+            .map_err(|e| format!("could not start an execution of {arn}: {}", ferry_adapters::aws::describe(&e)))?;
         println!("ferry: started backfill execution {} with input {json}", out.execution_arn());
         return Ok(ExitCode::SUCCESS);
     }

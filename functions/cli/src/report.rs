@@ -134,7 +134,7 @@ async fn publish(data: &[Datum], at_ms: i64) -> Result<(), String> {
             .map_err(|e| {
                 format!(
                     "CloudWatch PutMetricData failed: {}. Fix: check the AWS credentials and region (or AWS_ENDPOINT_URL) of this environment",
-                    aws_sdk_cloudwatch::error::DisplayErrorContext(&e)
+                    ferry_adapters::aws::describe(&e)
                 )
             })?;
     }

@@ -8,11 +8,16 @@ use ferry_engine::{Ferry, FerryError};
 use lambda_runtime::Diagnostic;
 pub use tracing::Instrument;
 
-/// JSON logs on stdout, filtered by `RUST_LOG`.
+/// JSON logs on stdout, filtered by `RUST_LOG`, never with the debug and
+/// trace events that carry credentials (`ferry_adapters::aws::may_log`).
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .finish()
+        .with(tracing_subscriber::filter::filter_fn(ferry_adapters::aws::may_log))
         .init();
 }
 

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use super::error::KafkaError;
 use super::scram::ScramClient;
-use super::security::{describe_tls_failure, msk_iam_client_response, tls_failure_is_transient, Resolved, SaslCredentials};
+use super::security::{describe_tls_failure, msk_iam_client_response, tls_failure_is_transient, Resolved, SaslCredentials, SigningFault};
 
 /// Largest response Ferry accepts (a fetch is bounded well below this).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -191,9 +191,15 @@ impl Connection {
                 last.session_lifetime_ms
             }
             SaslCredentials::MskIam { region, credentials } => {
-                let msg = msk_iam_client_response(&region, credentials)
-                    .await
-                    .map_err(|e| self.auth_error(e))?;
+                let msg = msk_iam_client_response(&region, credentials).await.map_err(|e| match e {
+                    // No broker saw a token: not a refusal, tried again.
+                    SigningFault::Credentials(detail) => KafkaError::Credentials {
+                        cluster: self.cluster.clone(),
+                        broker: self.addr.clone(),
+                        detail,
+                    },
+                    SigningFault::Token(detail) => self.auth_error(detail),
+                })?;
                 let resp = self.sasl_round(msg.expose().as_bytes().to_vec()).await?;
                 if !resp.auth_bytes.is_empty() {
                     // OAUTHBEARER (RFC 7628): a broker that refuses the token
@@ -202,8 +208,15 @@ impl Connection {
                     // the exchange. Taken for a success, the next request
                     // would find the connection closed: a refusal retried as
                     // if the broker were down.
+                    // The broker's answer to the %x01 is its refusal
+                    // (SaslAuthenticationFailed and its message). A broker
+                    // that closes the connection instead refused all the
+                    // same: then the reason it sent is the cause, not the
+                    // I/O error.
                     let reason = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
-                    self.sasl_round(vec![0x01]).await?;
+                    if let Err(e @ KafkaError::Auth { .. }) = self.sasl_round(vec![0x01]).await {
+                        return Err(e);
+                    }
                     return Err(self.auth_error(format!("the broker refused the token: {reason}; {}", self.sasl_fix())));
                 }
                 resp.session_lifetime_ms

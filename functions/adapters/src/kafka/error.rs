@@ -98,6 +98,19 @@ pub enum KafkaError {
         /// What is wrong and how to fix it (never a credential).
         detail: String,
     },
+    /// Ferry's own AWS credentials could not be had to sign an MSK IAM
+    /// token (the provider timed out, STS throttled, the container
+    /// endpoint or IMDS busy): no broker saw a token, so not a refusal;
+    /// tried again.
+    #[error("cluster {cluster}{}: {detail}", at_broker(broker))]
+    Credentials {
+        /// Cluster alias.
+        cluster: String,
+        /// Broker address (empty before one is contacted).
+        broker: String,
+        /// The provider's cause (never a credential).
+        detail: String,
+    },
     /// A secret with the cluster's credentials or CA could not be used.
     #[error("the secret {arn} for cluster {cluster} {detail}")]
     Secret {
@@ -207,7 +220,11 @@ impl KafkaError {
     /// refreshing metadata and reconnecting.
     pub fn is_transient(&self) -> bool {
         match self {
-            KafkaError::Connect { .. } | KafkaError::Io { .. } | KafkaError::Timeout { .. } | KafkaError::NoBroker { .. } => true,
+            KafkaError::Connect { .. }
+            | KafkaError::Io { .. }
+            | KafkaError::Timeout { .. }
+            | KafkaError::NoBroker { .. }
+            | KafkaError::Credentials { .. } => true,
             KafkaError::Broker { error, .. } => {
                 error.is_retriable()
                     || matches!(
@@ -355,6 +372,7 @@ impl KafkaError {
                 | KafkaError::Connect { .. }
                 | KafkaError::Tls { .. }
                 | KafkaError::Auth { .. }
+                | KafkaError::Credentials { .. }
         )
     }
 }

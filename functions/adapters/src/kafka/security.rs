@@ -169,7 +169,9 @@ impl Security {
         Self {
             cluster: cluster.to_owned(),
             secrets: aws.filter(|_| spec.reads_secrets()).map(SecretsClient::new),
-            aws_credentials: aws.and_then(aws_config::SdkConfig::credentials_provider),
+            aws_credentials: aws
+                .and_then(aws_config::SdkConfig::credentials_provider)
+                .map(|p| aws_credential_types::provider::SharedCredentialsProvider::new(CachedCredentials::new(p))),
             spec,
             resolved: tokio::sync::Mutex::new(None),
         }
@@ -289,7 +291,7 @@ impl Security {
             let transient = crate::aws::is_transient(&e);
             let fix = crate::aws::unreachable_hint(&e, "secretsmanager")
                 .unwrap_or_else(|| "check the ARN and that Ferry's role may call secretsmanager:GetSecretValue on it".into());
-            let e = aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string();
+            let e = crate::aws::describe(&e);
             KafkaError::Secret {
                 cluster: self.cluster.clone(),
                 arn: arn.to_owned(),
@@ -329,16 +331,103 @@ impl Security {
     }
 }
 
+/// Why no MSK IAM token could be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningFault {
+    /// The credentials provider failed (a timeout, STS throttling, the
+    /// container endpoint or IMDS busy): no broker saw a token, and the
+    /// next attempt may get credentials. The provider's cause is kept.
+    Credentials(String),
+    /// The token itself could not be built from the credentials.
+    Token(String),
+}
+
 /// The OAUTHBEARER initial client response (RFC 7628) for MSK IAM.
 pub async fn msk_iam_client_response(
     region: &str,
     credentials: aws_credential_types::provider::SharedCredentialsProvider,
-) -> Result<Redacted, String> {
-    let (token, _expiry_ms) =
-        aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider(aws_config::Region::new(region.to_owned()), credentials)
-            .await
-            .map_err(|e| format!("signing the MSK IAM token failed: {e}"))?;
+) -> Result<Redacted, SigningFault> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    // Credentials first, so that their fault is told from the token's.
+    let creds = credentials.provide_credentials().await.map_err(|c| {
+        SigningFault::Credentials(format!(
+            "the AWS credentials to sign the MSK IAM token could not be had: {}",
+            causes(&c)
+        ))
+    })?;
+    let (token, _expiry_ms) = aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider(
+        aws_config::Region::new(region.to_owned()),
+        aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+    )
+    .await
+    .map_err(|e| SigningFault::Token(format!("signing the MSK IAM token failed: {}", causes(&e))))?;
     Ok(Redacted::new(format!("n,,\u{1}auth=Bearer {token}\u{1}\u{1}")))
+}
+
+/// An error and its sources, each in its `Display` form (never `Debug`).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// How long before their expiry cached credentials are fetched again.
+pub const CREDENTIALS_REFRESH_BEFORE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The function's credentials, fetched once and kept until shortly before
+/// they expire. `SdkConfig::credentials_provider()` is the bare provider
+/// chain (the SDK clients put their identity cache in front of it, the MSK
+/// IAM signer does not): without this every MSK IAM authentication (every
+/// connection, every re-authentication) would call STS, IMDS or the
+/// container endpoint again.
+#[derive(Debug)]
+pub struct CachedCredentials {
+    inner: aws_credential_types::provider::SharedCredentialsProvider,
+    held: tokio::sync::Mutex<Option<aws_credential_types::Credentials>>,
+}
+
+impl CachedCredentials {
+    /// In front of `inner`.
+    pub fn new(inner: aws_credential_types::provider::SharedCredentialsProvider) -> Self {
+        Self {
+            inner,
+            held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn get(&self) -> aws_credential_types::provider::Result {
+        let mut held = self.held.lock().await;
+        if let Some(c) = held.as_ref() {
+            let fresh = c.expiry().is_none_or(|at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .is_ok_and(|left| left > CREDENTIALS_REFRESH_BEFORE_EXPIRY)
+            });
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        use aws_credential_types::provider::ProvideCredentials as _;
+        let c = self.inner.provide_credentials().await?;
+        *held = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for CachedCredentials {
+    fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(self.get())
+    }
 }
 
 /// Whether a failed handshake was cut rather than refused: no TLS error
@@ -411,6 +500,65 @@ mod tests {
         }
         assert!(!url.contains("wJalrXUtnFEMI"), "the secret key must not be in the token");
         assert!(!format!("{msg:?}").contains("Bearer"));
+    }
+
+    /// Credentials are fetched once and kept while more than five minutes
+    /// of their validity are left; then fetched again.
+    #[tokio::test]
+    async fn credentials_are_kept_until_shortly_before_they_expire() {
+        use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, SystemTime};
+        #[derive(Debug)]
+        struct Counting(Arc<AtomicUsize>, Duration);
+        impl ProvideCredentials for Counting {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                let c =
+                    aws_credential_types::Credentials::new("AKID", "secret", Some("token".into()), Some(SystemTime::now() + self.1), "t");
+                future::ProvideCredentials::ready(Ok(c))
+            }
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let hour = CachedCredentials::new(SharedCredentialsProvider::new(Counting(calls.clone(), Duration::from_secs(3600))));
+        for _ in 0..5 {
+            hour.provide_credentials().await.expect("credentials");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "an hour's credentials are fetched once");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let short = CachedCredentials::new(SharedCredentialsProvider::new(Counting(calls.clone(), Duration::from_secs(120))));
+        for _ in 0..3 {
+            short.provide_credentials().await.expect("credentials");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "credentials about to expire are fetched again");
+    }
+
+    /// A credentials provider's failure is told from a token that cannot be
+    /// built, and its cause is kept.
+    #[tokio::test]
+    async fn a_credentials_fault_while_signing_keeps_its_cause() {
+        use aws_credential_types::provider::error::CredentialsError;
+        use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+        #[derive(Debug)]
+        struct Throttled;
+        impl ProvideCredentials for Throttled {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                future::ProvideCredentials::ready(Err(CredentialsError::provider_error("ThrottlingException: Rate exceeded")))
+            }
+        }
+        let err = msk_iam_client_response("us-east-1", SharedCredentialsProvider::new(Throttled))
+            .await
+            .expect_err("no credentials");
+        match err {
+            SigningFault::Credentials(detail) => assert!(detail.contains("ThrottlingException: Rate exceeded"), "{detail}"),
+            other => panic!("not a credentials fault: {other:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,224 @@
+//! A fault of the credentials provider while an MSK IAM token is signed is
+//! not the broker refusing Ferry; and a broker that refuses a token and then
+//! closes the connection has still refused it.
+//!
+//! When the credentials provider (the container endpoint, IMDS, STS) times
+//! out or is throttled, no broker saw a token: the failure must be
+//! transient (tried again, `Ferry.Retryable`), never `KafkaError::Auth`
+//! (a refusal: `Ferry.AuthError`, not retried, counted in AuthError).
+//!
+//! The "broker" is a local socket that answers ApiVersions and the OAUTHBEARER
+//! handshake, as the IAM listener does, and records whether any
+//! SaslAuthenticate (a token) ever reached it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+use bytes::{Bytes, BytesMut};
+use ferry_adapters::kafka::connection::Connection;
+use ferry_adapters::kafka::error::KafkaError;
+use ferry_adapters::kafka::security::{Resolved, SaslCredentials};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslHandshakeResponse};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn read_request(sock: &mut TcpStream) -> Option<RequestHeader> {
+    let mut len = [0u8; 4];
+    sock.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    sock.read_exact(&mut buf).await.ok()?;
+    let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).ok()?;
+    let version = i16::from_be_bytes([buf[2], buf[3]]);
+    let mut body = Bytes::from(buf);
+    RequestHeader::decode(&mut body, key.request_header_version(version)).ok()
+}
+
+async fn respond<R: Encodable>(sock: &mut TcpStream, header: &RequestHeader, resp: &R) {
+    let key = ApiKey::try_from(header.request_api_key).expect("known key");
+    let version = header.request_api_version;
+    let mut buf = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(header.correlation_id)
+        .encode(&mut buf, key.response_header_version(version))
+        .expect("header");
+    resp.encode(&mut buf, version).expect("body");
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    sock.write_all(&out).await.expect("write");
+}
+
+/// An IAM listener up to the handshake; counts SaslAuthenticate requests.
+async fn iam_listener(listener: TcpListener, tokens_seen: Arc<AtomicUsize>) {
+    let Ok((mut sock, _)) = listener.accept().await else { return };
+    let version = |key: ApiKey, max: i16| {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(0)
+            .with_max_version(max)
+    };
+    while let Some(header) = read_request(&mut sock).await {
+        match ApiKey::try_from(header.request_api_key) {
+            Ok(ApiKey::ApiVersions) => {
+                let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                    version(ApiKey::ApiVersions, 3),
+                    version(ApiKey::SaslHandshake, 1),
+                    version(ApiKey::SaslAuthenticate, 2),
+                    version(ApiKey::Metadata, 12),
+                ]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            Ok(ApiKey::SaslHandshake) => {
+                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            Ok(ApiKey::SaslAuthenticate) => {
+                tokens_seen.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// A credentials provider that fails as the container endpoint, IMDS or STS
+/// does when it is slow or busy.
+#[derive(Debug)]
+struct Failing(fn() -> CredentialsError);
+
+impl ProvideCredentials for Failing {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err((self.0)()))
+    }
+}
+
+async fn connect_with(provider: Failing) -> (KafkaError, usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let broker = tokio::spawn(iam_listener(listener, seen.clone()));
+    let resolved = Resolved {
+        tls: None,
+        sasl: Some(SaslCredentials::MskIam {
+            region: "us-east-1".into(),
+            credentials: SharedCredentialsProvider::new(provider),
+        }),
+    };
+    let res = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved).await;
+    let err = res.expect_err("no credentials, no login");
+    broker.abort();
+    (err, seen.load(Ordering::SeqCst))
+}
+
+/// A credentials provider that timed out: transient, not a refusal, and the
+/// broker never saw a token.
+#[tokio::test]
+async fn credentials_provider_timing_out_while_signing_is_not_a_refusal() {
+    let (err, tokens) = connect_with(Failing(|| CredentialsError::provider_timed_out(Duration::from_secs(5)))).await;
+    assert_eq!(tokens, 0, "the broker never saw a token");
+    eprintln!(
+        "error: {err}\nis_refusal={} is_transient={} is_auth_error={}",
+        err.is_refusal(),
+        err.is_transient(),
+        err.is_auth_error()
+    );
+    assert!(
+        !err.is_refusal(),
+        "a credentials provider that timed out is not the broker refusing Ferry, yet it is a refusal \
+         (Ferry.AuthError, not retried; AuthError metric): {err}"
+    );
+    assert!(
+        err.is_transient(),
+        "a timed-out credentials fetch should be tried again soon: {err}"
+    );
+}
+
+/// STS throttling the credentials fetch: not a refusal, and the message
+/// keeps the provider's cause.
+#[tokio::test]
+async fn sts_throttling_while_signing_is_not_a_refusal() {
+    let (err, tokens) = connect_with(Failing(|| {
+        CredentialsError::provider_error("ThrottlingException: Rate exceeded (AssumeRoleWithWebIdentity)")
+    }))
+    .await;
+    assert_eq!(tokens, 0, "the broker never saw a token");
+    eprintln!("error: {err}\nis_refusal={} is_transient={}", err.is_refusal(), err.is_transient());
+    assert!(
+        !err.is_refusal() && err.is_transient(),
+        "STS throttling the credentials fetch is not the broker refusing Ferry, yet it is a refusal: {err}"
+    );
+    assert!(
+        err.to_string().contains("ThrottlingException: Rate exceeded"),
+        "the provider's cause is lost: {err}"
+    );
+}
+
+/// A broker that refuses the token by sending its reason (RFC 7628) and then
+/// closes the connection instead of waiting for the client's %x01.
+async fn refuse_then_close(listener: TcpListener) {
+    let Ok((mut sock, _)) = listener.accept().await else { return };
+    let version = |key: ApiKey, max: i16| {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(0)
+            .with_max_version(max)
+    };
+    while let Some(header) = read_request(&mut sock).await {
+        match ApiKey::try_from(header.request_api_key) {
+            Ok(ApiKey::ApiVersions) => {
+                let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                    version(ApiKey::ApiVersions, 3),
+                    version(ApiKey::SaslHandshake, 1),
+                    version(ApiKey::SaslAuthenticate, 2),
+                ]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            Ok(ApiKey::SaslHandshake) => {
+                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
+                respond(&mut sock, &header, &resp).await;
+            }
+            Ok(ApiKey::SaslAuthenticate) => {
+                let reason = r#"{"status":"invalid_token: access denied","scope":"kafka-cluster:Connect"}"#;
+                let resp =
+                    kafka_protocol::messages::SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from_static(reason.as_bytes()));
+                respond(&mut sock, &header, &resp).await;
+                return; // closes the socket
+            }
+            _ => return,
+        }
+    }
+}
+
+/// A broker that sends its OAUTHBEARER reason and closes before the
+/// client's %x01: a refusal with that reason, not an I/O fault.
+#[tokio::test]
+async fn a_refusal_whose_broker_closes_before_the_final_x01_is_still_a_refusal() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let broker = tokio::spawn(refuse_then_close(listener));
+    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "not-a-real-secret-key", None, None, "test");
+    let resolved = Resolved {
+        tls: None,
+        sasl: Some(SaslCredentials::MskIam {
+            region: "us-east-1".into(),
+            credentials: SharedCredentialsProvider::new(creds),
+        }),
+    };
+    let err = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved)
+        .await
+        .expect_err("refused");
+    broker.abort();
+    eprintln!("error: {err}\nis_refusal={} is_transient={}", err.is_refusal(), err.is_transient());
+    assert!(
+        matches!(err, KafkaError::Auth { .. }) && err.to_string().contains("access denied"),
+        "the broker sent its reason, then closed: still a refusal with that reason, not a connection fault retried \
+         as if the broker were down: {err}"
+    );
+}
