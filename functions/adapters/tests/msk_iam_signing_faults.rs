@@ -17,51 +17,21 @@ use std::time::Duration;
 
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use fake_broker::{read_request, respond, version};
 use ferry_adapters::kafka::connection::Connection;
 use ferry_adapters::kafka::error::KafkaError;
 use ferry_adapters::kafka::security::{Resolved, SaslCredentials};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslHandshakeResponse};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, SaslHandshakeResponse};
+use kafka_protocol::protocol::StrBytes;
+use tokio::net::TcpListener;
 
-async fn read_request(sock: &mut TcpStream) -> Option<RequestHeader> {
-    let mut len = [0u8; 4];
-    sock.read_exact(&mut len).await.ok()?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    sock.read_exact(&mut buf).await.ok()?;
-    let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).ok()?;
-    let version = i16::from_be_bytes([buf[2], buf[3]]);
-    let mut body = Bytes::from(buf);
-    RequestHeader::decode(&mut body, key.request_header_version(version)).ok()
-}
-
-async fn respond<R: Encodable>(sock: &mut TcpStream, header: &RequestHeader, resp: &R) {
-    let key = ApiKey::try_from(header.request_api_key).expect("known key");
-    let version = header.request_api_version;
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(header.correlation_id)
-        .encode(&mut buf, key.response_header_version(version))
-        .expect("header");
-    resp.encode(&mut buf, version).expect("body");
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    sock.write_all(&out).await.expect("write");
-}
+mod fake_broker;
 
 /// An IAM listener up to the handshake; counts SaslAuthenticate requests.
 async fn iam_listener(listener: TcpListener, tokens_seen: Arc<AtomicUsize>) {
     let Ok((mut sock, _)) = listener.accept().await else { return };
-    let version = |key: ApiKey, max: i16| {
-        ApiVersion::default()
-            .with_api_key(key as i16)
-            .with_min_version(0)
-            .with_max_version(max)
-    };
-    while let Some(header) = read_request(&mut sock).await {
+    while let Some((header, _)) = read_request(&mut sock).await {
         match ApiKey::try_from(header.request_api_key) {
             Ok(ApiKey::ApiVersions) => {
                 let resp = ApiVersionsResponse::default().with_api_keys(vec![
@@ -164,13 +134,7 @@ async fn sts_throttling_while_signing_is_not_a_refusal() {
 /// closes the connection instead of waiting for the client's %x01.
 async fn refuse_then_close(listener: TcpListener) {
     let Ok((mut sock, _)) = listener.accept().await else { return };
-    let version = |key: ApiKey, max: i16| {
-        ApiVersion::default()
-            .with_api_key(key as i16)
-            .with_min_version(0)
-            .with_max_version(max)
-    };
-    while let Some(header) = read_request(&mut sock).await {
+    while let Some((header, _)) = read_request(&mut sock).await {
         match ApiKey::try_from(header.request_api_key) {
             Ok(ApiKey::ApiVersions) => {
                 let resp = ApiVersionsResponse::default().with_api_keys(vec![

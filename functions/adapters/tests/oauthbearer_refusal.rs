@@ -9,56 +9,23 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use fake_broker::{read_request, respond, version};
 use ferry_adapters::kafka::connection::Connection;
 use ferry_adapters::kafka::error::KafkaError;
 use ferry_adapters::kafka::security::{Resolved, SaslCredentials};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use tokio::net::TcpListener;
+
+mod fake_broker;
 
 const REASON: &str = r#"{"status":"invalid_token: the token has expired", "scope":"kafka-cluster:Connect"}"#;
-
-async fn read_request(sock: &mut TcpStream) -> Option<(RequestHeader, Bytes)> {
-    let mut len = [0u8; 4];
-    sock.read_exact(&mut len).await.ok()?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    sock.read_exact(&mut buf).await.ok()?;
-    let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).ok()?;
-    let version = i16::from_be_bytes([buf[2], buf[3]]);
-    let mut body = Bytes::from(buf);
-    let header = RequestHeader::decode(&mut body, key.request_header_version(version)).ok()?;
-    Some((header, body))
-}
-
-async fn respond<R: Encodable>(sock: &mut TcpStream, header: &RequestHeader, resp: &R) {
-    let key = ApiKey::try_from(header.request_api_key).expect("known key");
-    let version = header.request_api_version;
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(header.correlation_id)
-        .encode(&mut buf, key.response_header_version(version))
-        .expect("header");
-    resp.encode(&mut buf, version).expect("body");
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    sock.write_all(&out).await.expect("write");
-}
 
 /// Plays a broker that refuses every token; returns the auth bytes of the
 /// client's second SaslAuthenticate, if it sent one.
 async fn refusing_broker(listener: TcpListener) -> Option<Bytes> {
     let (mut sock, _) = listener.accept().await.ok()?;
-    let version = |key: ApiKey, max: i16| {
-        ApiVersion::default()
-            .with_api_key(key as i16)
-            .with_min_version(0)
-            .with_max_version(max)
-    };
     let mut second = None;
     let mut authenticates = 0;
     while let Some((header, mut body)) = read_request(&mut sock).await {
