@@ -192,7 +192,7 @@ class Ferry:
 
     def spawn(self, *extra: str, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
         out = open(log, "ab") if log else subprocess.DEVNULL
-        env = dict(os.environ, RUST_LOG="warn,ferry_engine=info", **(env or {}))
+        env = dict(os.environ, **{"RUST_LOG": "warn,ferry_engine=info", **(env or {})})
         return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def full_status(self) -> dict:

@@ -12,6 +12,11 @@ in any output.
   status, never echoed (it holds the secret).
 - `ferry deploy-parameters` refuses an MSK IAM cluster the template would
   not grant kafka-cluster:* on.
+- A re-authentication (KIP-368) refused in the middle of an invocation,
+  SCRAM or MSK IAM, ends the invocation within seconds with the refusal,
+  after one fresh read of the credentials; a rotation finished meanwhile
+  (the new password in Kafka and in the secret) goes on in the same
+  invocation. Nothing is lost or duplicated either way.
 """
 
 import json
@@ -23,10 +28,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, unique
+from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique
 from test_msk_iam import IAM_SHORT, TEMPORARY, into_msk, log_since, log_size, msk_target
 from test_msk_iam import fill as fill_plain
-from test_security import configure, scram_source
+from test_security import CA_CHAIN, configure, grant, new_secret, scram_source, secrets_manager, set_password
 
 
 class CredentialsEndpoint:
@@ -302,3 +307,141 @@ def test_deploy_parameters_refuse_an_msk_iam_cluster_they_would_not_grant(tmp_pa
     out = res.stdout + res.stderr
     assert res.returncode != 0, f"accepted, but MSK IAM cluster {b} would get no kafka-cluster grant: {out[-1500:]}"
     assert "msk-b" in out and "one stack per pair" in out, out[-1500:]
+
+
+def fill_small_batches(topic: str, records: int, per_batch: int = 10) -> None:
+    """`records` records in batches of `per_batch`: with a small fetch,
+    replication takes many fetches, so one invocation outlives a session."""
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE, **{"linger.ms": 0})
+    for i in range(records):
+        p.produce(topic, partition=0, key=f"k{i}".encode(), value=b"v" * 100)
+        if i % per_batch == per_batch - 1:
+            assert p.flush(30) == 0
+    assert p.flush(30) == 0
+
+
+def run_past_a_session(ferry: Ferry, log, env: dict, meanwhile) -> tuple[int | None, float]:
+    """One `ferry run --once` invocation of 60 s that copies through small
+    fetches and produces; its first produce is held 21 s (failpoint), past
+    the listener's 20-s session, and `meanwhile()` runs during that hold.
+    The next request must authenticate again (in band, or on a new
+    connection if the broker closed the expired one). Returns the exit code
+    and how long the run went on after the hold ended."""
+    env = dict(env, RUST_LOG="warn,ferry_adapters=info,ferry_engine=info", FERRY_FAILPOINT="stall-before-produce:21")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(ferry.args("run", "--once", "--round-seconds", "60", "--fetch-partition-max-bytes", "2000",
+                                           "--produce-batch-max-bytes", "2000"),
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "stall-before-produce:21 reached" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        meanwhile()
+        while "stall-before-produce:21 over" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline + 30, log.read_text()[-3000:]
+            time.sleep(0.1)
+        changed = time.monotonic()
+        try:
+            proc.wait(timeout=150)
+        except subprocess.TimeoutExpired:
+            pass
+        return proc.returncode, time.monotonic() - changed
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def test_a_reauthentication_refused_mid_invocation_ends_it_at_once(tmp_path):
+    """The source listener ends SASL sessions after 20 s. While the run's
+    first produce is held, the user's password is changed in Kafka and not
+    in the secret (a credential revoked, a rotation gone wrong). The next
+    fetch must authenticate again and is refused; a fresh read of the secret
+    cannot help. The run ends with the refusal within seconds (before this
+    change it retried, backing off, until its 60-s budget ran out), and
+    with the password back a run completes the copy exactly."""
+    user, old = unique("revoked"), unique("old-pw")
+    topic = unique("auth-reauth")
+    set_password(user, old)
+    grant(user, topic)
+    fill_small_batches(topic, 3000)
+    secret = new_secret({"username": user, "password": old, "certificate": CA_CHAIN})
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(secret)))
+    log = tmp_path / "ferry.log"
+    rc, took = run_past_a_session(ferry, log, dict(os.environ), lambda: set_password(user, unique("new-pw")))
+    text = log.read_text()
+    assert rc not in (0, None), text[-3000:]
+    assert "SaslAuthenticationFailed" in text and "check the user name and password" in text, text[-3000:]
+    assert took < 10, f"the run went on {took:.1f} s after the password changed: {text[-2500:]}"
+    set_password(user, old)
+    again = ferry.run("--once", timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    assert [m["key"] for m in read_partition(TARGET, topic, 0)] == [f"k{i}".encode() for i in range(3000)]
+
+
+def test_a_rotation_finished_mid_invocation_goes_on_in_it(tmp_path):
+    """The other side of the same path: the password is rotated in Kafka and
+    then in the secret while the first produce is held. The refused
+    re-authentication makes Ferry read the secret again and connect with the
+    new password; the same invocation finishes the copy, exit 0, exact."""
+    user, old, new = unique("rotating"), unique("old-pw"), unique("new-pw")
+    topic = unique("auth-rotate")
+    set_password(user, old)
+    grant(user, topic)
+    fill_small_batches(topic, 3000)
+    secret = new_secret({"username": user, "password": old, "certificate": CA_CHAIN})
+    ferry = Ferry(*configure(tmp_path, [topic], scram_source(secret)))
+
+    def rotate():
+        set_password(user, new)
+        secrets_manager().put_secret_value(SecretId=secret,
+                                           SecretString=json.dumps({"username": user, "password": new, "certificate": CA_CHAIN}))
+
+    log = tmp_path / "ferry.log"
+    rc, _ = run_past_a_session(ferry, log, dict(os.environ), rotate)
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert [m["key"] for m in read_partition(TARGET, topic, 0)] == [f"k{i}".encode() for i in range(3000)]
+    assert old not in text and new not in text
+
+
+def test_an_msk_iam_reauthentication_refused_mid_invocation_ends_it_at_once(tmp_path):
+    """The same for the migration's target: an MSK IAM session (IAM_SHORT,
+    20 s) whose re-authentication is refused mid-invocation (the access key
+    withdrawn from the listener; on AWS, the key deactivated or the role's
+    kafka-cluster:Connect removed) ends the run with the refusal at once."""
+    key, secret = unique("AUTHWITHDRAWN").upper().replace("-", ""), unique("auth-secret")
+    ids = os.environ["TARGET_IAM_IDENTITIES_FILE"]
+    principal = os.environ["TARGET_IAM_TEMP_PRINCIPAL"].replace("ferry-local", "withdrawn")
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                       ResourceType)
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    acls = [AclBinding(rt, name, ResourcePatternType.PREFIXED if name != "kafka-cluster" else ResourcePatternType.LITERAL,
+                       f"User:{principal}", "*", AclOperation.ALL, AclPermissionType.ALLOW)
+            for rt, name in ((ResourceType.TOPIC, "auth-iamre"), (ResourceType.TRANSACTIONAL_ID, "ferry-"),
+                             (ResourceType.BROKER, "kafka-cluster"))]
+    for f in admin.create_acls(acls).values():
+        f.result(timeout=30)
+    with open(ids, "a") as f:
+        f.write(f"\n{key}|{secret}|{principal}\n")
+    time.sleep(2)
+    topic = unique("auth-iamre")
+    fill_small_batches(topic, 3000)
+    ferry = into_msk(tmp_path, [topic], msk_target(IAM_SHORT))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_SESSION_TOKEN"}
+    env.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+
+    def withdraw():
+        with open(ids) as f:
+            kept = [ln for ln in f.read().splitlines() if not ln.startswith(key + "|")]
+        with open(ids, "w") as f:
+            f.write("\n".join(kept) + "\n")
+
+    log = tmp_path / "ferry.log"
+    rc, took = run_past_a_session(ferry, log, env, withdraw)
+    text = log.read_text()
+    assert rc not in (0, None), text[-3000:]
+    assert "is not known to this cluster" in text, text[-3000:]
+    assert took < 10, f"the run went on {took:.1f} s after the key was withdrawn: {text[-2000:]}"

@@ -391,6 +391,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
                         }
                     }
                 }
+                // --once: a cluster that refused Ferry in the middle of the
+                // copy (a re-authentication refused, credentials revoked)
+                // ends the run with the cause, as a deployed invocation does.
+                Err(e) if e.is_refusal() && args.once => return Err(describe(&e)),
                 Err(e) if e.is_retryable() => {
                     all_caught_up = false;
                     eprintln!("ferry: replicate will be retried: {}", describe(&e));

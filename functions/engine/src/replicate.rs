@@ -356,6 +356,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // read, reconciled or written.
     // Boxed: rare, and deep (a DynamoDB transaction inside).
     Box::pin(validate_epochs(ferry, &flow, &flow_key, &source, &mut parts)).await;
+    let mut refused = None;
     fence_all(ferry, &flow, &flow_key, &target, &mut parts, &to_fence).await;
     to_reconcile.retain(|&(i, _)| parts[i].done.is_none());
     reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
@@ -407,7 +408,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             replicator = %ferry.spec.name, flow = %flow.id(), partitions = parts.len(), reconciled = to_reconcile.len(),
             ms = started.elapsed().as_millis() as u64, "leased, reconciled and producer recorded; replicating"
         );
-        run_rounds(
+        refused = run_rounds(
             ferry,
             &flow,
             &flow_key,
@@ -452,6 +453,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             partition = p.source.partition, records = p.records, bytes = p.bytes, cursor = p.cursor, source_end = p.source_end,
             reconciled = p.reconciled, filtered = p.filtered_records, checkpoints = p.checkpoints, stopped = ?p.stopped, "partition progress"
         );
+    }
+    if let Some(e) = refused {
+        // What was acknowledged is checkpointed and the leases are back;
+        // the invocation ends with the refusal (Ferry.AuthError).
+        return Err(e);
     }
     partitions.extend(skipped);
     Ok(ReplicateOutput { partitions })
@@ -637,7 +643,7 @@ async fn run_rounds(
     budget: &Budget,
     stamp: ProducerStamp,
     filter: &mut Option<LoopFilter>,
-) {
+) -> Option<FerryError> {
     let settings = &ferry.settings;
     let pass_through = PassThrough {
         codec: flow.compression,
@@ -646,7 +652,17 @@ async fn run_rounds(
     };
     let mut invocation_bytes: u64 = 0;
     let mut backoff = Duration::from_millis(100);
+    // A cluster that refused Ferry (credentials, TLS, the secret) after one
+    // fresh read of the credentials: it ends the invocation (see
+    // `KafkaError::is_refusal`), after what the target acknowledged is
+    // checkpointed.
+    let mut refused: Option<FerryError> = None;
     loop {
+        if refused.is_some() {
+            for p in parts.iter_mut().filter(|p| p.done.is_none()) {
+                p.done = Some(StopReason::Retry);
+            }
+        }
         if budget.interrupted.load(Ordering::SeqCst) {
             for p in parts.iter_mut().filter(|p| p.done.is_none()) {
                 p.done = Some(StopReason::Interrupted);
@@ -668,7 +684,7 @@ async fn run_rounds(
             // Whatever the target acknowledged is checkpointed before the
             // leases go back.
             save(ferry, flow, flow_key, parts, input).await;
-            return;
+            return refused;
         }
         let mut round_failed = false;
 
@@ -805,6 +821,10 @@ async fn run_rounds(
                                     match Box::pin(check_history(ferry, flow, flow_key, source, p)).await {
                                         Ok(true) => Ok(read),
                                         Ok(false) => continue,
+                                        Err(e) if e.is_refusal() => {
+                                            refused = Some(e);
+                                            continue;
+                                        }
                                         Err(e) if e.is_retryable() => {
                                             tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "leader epoch check failed; will retry");
                                             round_failed = true;
@@ -843,6 +863,7 @@ async fn run_rounds(
                                 Err(e) => fail(ferry, flow, flow_key, p, &e).await,
                             }
                         }
+                        Err(e) if e.is_refusal() => refused = Some(e.into()),
                         Err(e) if e.is_retryable() => {
                             tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "fetch failed; will retry");
                             round_failed = true;
@@ -870,6 +891,7 @@ async fn run_rounds(
                     fail(ferry, flow, flow_key, &mut parts[i], &e).await;
                 }
             }
+            Some(Err(e)) if e.is_refusal() => refused = Some(e.into()),
             Some(Err(e)) => {
                 tracing::warn!(flow = %flow.id(), cluster = %flow.source.alias, error = %e, "fetch round failed; will retry");
                 round_failed = true;
@@ -883,6 +905,7 @@ async fn run_rounds(
                 for (i, res) in results {
                     match res {
                         Ok(base) => acked.push((i, base)),
+                        Err(e) if e.is_refusal() => refused = Some(e.into()),
                         Err(e) if e.is_retryable() => {
                             tracing::warn!(flow = %flow.id(), topic = %parts[i].target.topic, partition = parts[i].target.partition, error = %e, "produce failed; will retry");
                             round_failed = true;
@@ -891,6 +914,7 @@ async fn run_rounds(
                     }
                 }
             }
+            Some(Err(e)) if e.is_refusal() => refused = Some(e.into()),
             Some(Err(e)) => {
                 tracing::warn!(flow = %flow.id(), cluster = %flow.target.alias, error = %e, "produce round failed; will retry");
                 round_failed = true;
@@ -920,7 +944,7 @@ async fn run_rounds(
             invocation_bytes += bytes.len() as u64;
         }
 
-        if round_failed {
+        if round_failed && refused.is_none() {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         } else {

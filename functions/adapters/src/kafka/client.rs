@@ -314,6 +314,27 @@ impl KafkaCluster {
     ) -> Result<R::Response, KafkaError> {
         let slot = lock(&self.conns).entry(addr.to_owned()).or_default().clone();
         let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_mut().filter(|c| c.session_ending()) {
+            match conn.reauthenticate().await {
+                Ok(()) => {}
+                Err(e @ KafkaError::Auth { .. }) => {
+                    // Refused when the session was renewed: the password may
+                    // have been rotated since this connection logged in.
+                    // Connect again with the credentials read afresh (and
+                    // once more, see `connect`); a refusal then is the answer.
+                    tracing::info!(cluster = %self.alias, broker = addr, error = %e,
+                        "re-authentication refused; connecting again with the credentials read afresh");
+                    *guard = None;
+                    self.security.forget().await;
+                }
+                Err(e) => {
+                    if e.breaks_connection() {
+                        *guard = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
         if guard.is_none() {
             // Boxed: connecting (TLS, SASL) is a deep future, and rare.
             *guard = Some(Box::pin(self.connect(addr)).await?);

@@ -264,6 +264,18 @@ impl Connection {
         }
     }
 
+    /// Whether the session the broker granted is (nearly) over: the next
+    /// request must authenticate again first (KIP-368).
+    pub fn session_ending(&self) -> bool {
+        self.reauth_at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// Authenticate again on this connection, before its session ends.
+    pub async fn reauthenticate(&mut self) -> Result<(), KafkaError> {
+        // Boxed: a deep future (SCRAM, or signing an IAM token), and rare.
+        Box::pin(self.authenticate()).await
+    }
+
     /// The broker address.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -278,9 +290,8 @@ impl Connection {
     /// Like `send`, for requests whose shape depends on the version: `build`
     /// gets the negotiated version and returns the request to encode at it.
     pub async fn send_built<R: Request, Q: Borrow<R>>(&mut self, build: impl FnOnce(i16) -> Q) -> Result<R::Response, KafkaError> {
-        if self.reauth_at.is_some_and(|at| Instant::now() >= at) {
-            // Boxed: a deep future (SCRAM, or signing an IAM token), and rare.
-            Box::pin(self.authenticate()).await?;
+        if self.session_ending() {
+            self.reauthenticate().await?;
         }
         let version = self.version_for::<R>()?;
         let req = build(version);
