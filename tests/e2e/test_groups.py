@@ -287,3 +287,25 @@ def test_a_target_commit_ferry_did_not_write_is_never_overwritten(tmp_path):
     assert ferry.run("--once").returncode == 0
     assert committed(TARGET, group)[(topic, 0)] == (90, "src-later")
     assert committed(TARGET, group2)[(topic, 0)] == (50, "src")
+
+
+def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
+    """SyncGroups commits a group's translation on the target, then dies
+    before it records the sync (the function timed out, or crashed): the
+    next sync must know that commit as Ferry's own and go on syncing the
+    group, not take it for an operator's reset and leave the group behind
+    for good (`foreign-commit`)."""
+    topic = one_partition_topic("grp-diesync", 100)
+    group = unique("diesync-app")
+    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    died = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (40, "src")
+    commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert committed(TARGET, group)[(topic, 0)] == (70, "src-later"), row
+    assert row["status"] == "synced", row

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import SOURCE, TARGET, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
 from lambda_sandbox import cpu_share
 from local_sfn import LocalStepFunctions
 from test_state_machine import function_env, produce
@@ -173,3 +173,49 @@ def test_a_function_past_its_memory_is_ended_as_lambda_ends_it(tmp_path):
         assert [r["value"] for r in copied] == [r["value"] for r in read_partition(SOURCE, topic, 0)]
         assert 0 < sfn.resources()["ferry-replicate"]["peak_mb"] < deployed["memory"]
         sfn.assert_rehearsed()
+
+
+def test_group_sync_stops_before_its_deadline_and_the_groups_left_go_first_next_time(tmp_path):
+    """SyncGroups has a Timeout too (here 30 s), and a replicator may have
+    more groups than one invocation can sync (here each group's sync is
+    made to take 4 s: failpoint `slow-group-sync`). SyncGroups starts no
+    group in its last 20 s, records each group as it goes, and leaves the
+    rest for the next execution, which takes the groups synced longest ago
+    first: no invocation is killed at its deadline (`Sandbox.Timedout`, and
+    everything it did unrecorded), and every group is committed within a
+    few executions, each at its exact translation. Before, the invocation
+    ran into its Timeout and was killed."""
+    from test_groups import commit_at
+
+    topic = unique("limits-groups")
+    create_topic(SOURCE, topic, 1)
+    produce(topic, 100, 1)
+    prefix = unique("limits-g")
+    groups = [f"{prefix}-{i}" for i in range(8)]
+    for i, g in enumerate(groups):
+        commit_at(SOURCE, g, {(topic, 0): (10 + i, f"m{i}")})
+    kc, ri = write_config(tmp_path, [topic], groups=[f"{prefix}-.*"])
+
+    def slow_groups(stack):
+        set_function(stack, "ferry-sync-groups", timeout=30)
+        stack["functions"]["ferry-sync-groups"]["environment"]["FERRY_FAILPOINT"] = "slow-group-sync:4000"
+
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", stack_edit=slow_groups) as sfn:
+        arn = sfn.create_state_machine()
+        runs = []
+        for _ in range(4):
+            ex = sfn.execute(arn, {"stop_at_plan_end": True}, timeout=240)
+            assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+            assert task_failures(sfn, ex) == [], sfn.logs()
+            [flow] = json.loads(ex["output"])["groups"]["flows"]
+            runs.append((flow["committed"], flow["deferred"]))
+            if all(committed(TARGET, g).get((topic, 0)) for g in groups):
+                break
+        assert "Sandbox.Timedout" not in [e["errorType"] for e in sfn.events]
+    # 8 groups of 4 s each do not fit in 30 - 20 s: every invocation left
+    # some; yet each committed groups no earlier one had (the ones synced
+    # longest ago, never, go first), so all 8 were committed, each once.
+    assert all(0 < deferred < 8 for _, deferred in runs), runs
+    assert sum(c for c, _ in runs) == 8 and all(c > 0 for c, _ in runs), runs
+    for i, g in enumerate(groups):
+        assert committed(TARGET, g)[(topic, 0)] == (10 + i, f"m{i}"), g

@@ -192,6 +192,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             written_offset: (i % 6 != 0).then_some(i64::from(i)),
             redelivered: i64::from(i % 3),
             carried_source_offset: (i % 4 == 0).then_some(i64::from(i) * 2),
+            pending_offset: (i % 5 == 0).then_some(i64::from(i) * 3),
             status: if i % 5 == 0 {
                 GroupSyncStatus::NothingReplicated
             } else {
@@ -387,6 +388,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             written_offset: None,
             redelivered: 0,
             carried_source_offset: None,
+            pending_offset: None,
             status: GroupSyncStatus::Synced,
             detail: String::new(),
             checked_ms: 1,

@@ -452,7 +452,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
 /// One consumer-group sync of every flow, reported on stdout; false on a
 /// failure.
 async fn sync_groups_once(ferry: &Ferry) -> bool {
-    match ferry_engine::groups::sync_groups(ferry).await {
+    match ferry_engine::groups::sync_groups(ferry, None).await {
         Ok(out) => {
             let mut ok = true;
             for f in out.flows {

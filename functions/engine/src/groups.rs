@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use tokio::time::Instant;
+
 use ferry_adapters::kafka::groups::Committed;
 use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::kafka::OffsetSpec;
@@ -40,6 +42,9 @@ pub struct FlowGroupSync {
     pub waiting: usize,
     /// Failures (the ConsumerGroupOffsetSyncFailure metric), with causes.
     pub failures: Vec<String>,
+    /// Groups left for the next execution: the invocation ran out of time.
+    #[serde(default)]
+    pub deferred: usize,
 }
 
 /// Output of a SyncGroups invocation.
@@ -55,8 +60,15 @@ pub struct SyncGroupsOutput {
     pub failures: usize,
 }
 
-/// Sync every flow's groups once.
-pub async fn sync_groups(ferry: &Ferry) -> Result<SyncGroupsOutput, FerryError> {
+/// Time a SyncGroups invocation keeps back from its deadline: no group is
+/// started after it (one group's sync is a few requests, each bounded by
+/// the request timeout).
+pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Sync every flow's groups once; no group is started at or after
+/// `deadline` (those left are counted in `deferred`, and go first the
+/// next time).
+pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<SyncGroupsOutput, FerryError> {
     let mut out = SyncGroupsOutput::default();
     for flow in &ferry.spec.flows {
         let Some(g) = &flow.groups else { continue };
@@ -66,7 +78,7 @@ pub async fn sync_groups(ferry: &Ferry) -> Result<SyncGroupsOutput, FerryError> 
         // A flow that cannot sync (its configuration refused against
         // another replicator's, state unreadable) is a failure of that
         // flow's group sync, not of the others'.
-        match sync_flow(ferry, flow, g).await {
+        match sync_flow(ferry, flow, g, deadline).await {
             Ok(f) => out.flows.push(f),
             Err(e) => {
                 tracing::error!(
@@ -105,7 +117,7 @@ pub(crate) async fn consumer_groups(cluster: &KafkaCluster, g: &GroupSpec) -> Re
     Ok(groups)
 }
 
-async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<FlowGroupSync, FerryError> {
+async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Option<Instant>) -> Result<FlowGroupSync, FerryError> {
     let flow_key = ferry.flow_key(flow);
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
@@ -188,10 +200,35 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
         target_starts: &target_starts,
     };
 
+    // The groups synced longest ago first: when the time runs out, the
+    // ones left are first the next time.
+    let last_checked = |group: &String| {
+        previous
+            .values()
+            .filter(|p| &p.group == group)
+            .map(|p| p.checked_ms)
+            .min()
+            .unwrap_or(0)
+    };
+    groups.sort_by_cached_key(|g| (last_checked(g), g.clone()));
     let mut items: Vec<GroupSyncItem> = Vec::new();
-    for group in &groups {
+    for (n, group) in groups.iter().enumerate() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            report.deferred = groups.len() - n;
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), synced = n, deferred = report.deferred,
+                "out of time: the groups left are synced first by the next execution"
+            );
+            break;
+        }
+        failpoint::before_group_sync().await;
         match sync_group(ferry, flow, &flow_key, opposite.as_ref(), &source, &target, group, &seen).await {
-            Ok(mut done) => items.append(&mut done),
+            // Recorded group by group: a sync that runs out of time loses
+            // nothing it did.
+            Ok(mut done) => {
+                ferry.store.put_group_syncs(&flow_key, &done).await?;
+                items.append(&mut done);
+            }
             Err(e) => {
                 tracing::error!(
                     replicator = %ferry.spec.name, flow = %flow.id(), group = %group, cause = %e,
@@ -210,7 +247,6 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec) -> Result<Flow
             GroupSyncStatus::Failed => report.failures.push(format!("group {} {}: {}", i.group, i.tp, i.detail)),
         }
     }
-    ferry.store.put_group_syncs(&flow_key, &items).await?;
     tracing::info!(
         replicator = %ferry.spec.name, flow = %flow.id(), groups = report.groups, committed = report.committed,
         up_to_date = report.up_to_date, active_on_target = report.active_on_target, waiting = report.waiting,
@@ -258,7 +294,11 @@ impl Seen<'_> {
     fn owner(&self, group: &str, tp: &TopicPartition, target_tp: &TopicPartition, current: Option<i64>) -> CommitOwner {
         let Some(cur) = current else { return CommitOwner::Nobody };
         let key = (group.to_owned(), tp.clone());
-        let written = self.previous.get(&key).and_then(written_offset);
+        let prev = self.previous.get(&key);
+        let written = prev.and_then(written_offset);
+        // What a sync was about to commit when it stopped before recording
+        // that it had (the function timed out or died in between).
+        let pending = prev.and_then(|p| p.pending_offset);
         let carried = self
             .carried
             .get(&(group.to_owned(), target_tp.clone()))
@@ -269,7 +309,7 @@ impl Seen<'_> {
         // overlapping sync, or one that stopped between its commit and its
         // write). Ferry only ever moves a commit forward; a reset below it
         // is someone else's.
-        if written.is_some_and(|w| cur >= w) || carried == Some(cur) {
+        if written.is_some_and(|w| cur >= w) || carried == Some(cur) || pending == Some(cur) {
             CommitOwner::Ferry
         } else {
             CommitOwner::Other
@@ -444,9 +484,13 @@ async fn sync_group(
             translated: translation.map(|t| t.offset),
             exact: translation.is_some_and(|t| t.exact),
             target_offset: current,
-            written_offset: prev.and_then(written_offset),
+            // A commit a stopped sync made and could not record is adopted.
+            written_offset: prev
+                .and_then(written_offset)
+                .or_else(|| prev.and_then(|p| p.pending_offset).filter(|&p| current == Some(p))),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
+            pending_offset: None,
             status: GroupSyncStatus::UpToDate,
             detail: String::new(),
             checked_ms: now,
@@ -509,7 +553,23 @@ async fn sync_group(
         items.push(item);
     }
     if !to_commit.is_empty() {
+        // Ferry's intent first: should this function stop between the
+        // commit and the record of it, the next sync still knows the
+        // commit for its own (not an operator's reset, never synced again).
+        let intents: Vec<GroupSyncItem> = to_commit
+            .iter()
+            .filter_map(|(target_tp, c)| {
+                let i = *source_of.get(target_tp)?;
+                let prev = previous.get(&(group.to_owned(), items[i].tp.clone()));
+                Some(GroupSyncItem {
+                    pending_offset: Some(c.offset),
+                    ..prev.cloned().unwrap_or_else(|| items[i].clone())
+                })
+            })
+            .collect();
+        ferry.store.put_group_syncs(flow_key, &intents).await?;
         let results = target.commit_offsets(group, &to_commit).await?;
+        failpoint::after_group_commit();
         for (target_tp, res) in results {
             let Some(&i) = source_of.get(&target_tp) else { continue };
             let item = &mut items[i];
@@ -531,4 +591,28 @@ async fn sync_group(
         }
     }
     Ok(items)
+}
+
+/// Failpoints for the crash tests, set by FERRY_FAILPOINT; off unless set.
+mod failpoint {
+    /// `slow-group-sync:<ms>`: wait that long before each group's sync, as
+    /// a slow cluster or many partitions per group would take.
+    pub(super) async fn before_group_sync() {
+        let ms = std::env::var("FERRY_FAILPOINT")
+            .ok()
+            .and_then(|v| v.strip_prefix("slow-group-sync:").and_then(|n| n.parse::<u64>().ok()));
+        if let Some(ms) = ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// `crash-after-group-commit`: abort once a group's offsets are
+    /// committed on the target, before anything records that Ferry wrote
+    /// them (a Lambda timing out or dying there).
+    pub(super) fn after_group_commit() {
+        if std::env::var("FERRY_FAILPOINT").is_ok_and(|v| v == "crash-after-group-commit") {
+            eprintln!("ferry: failpoint crash-after-group-commit reached; aborting before the sync is recorded");
+            std::process::abort();
+        }
+    }
 }

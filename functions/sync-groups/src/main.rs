@@ -2,7 +2,8 @@
 //! offsets and commits them on the targets, for every flow with
 //! ConsumerGroupReplication.
 
-use ferry_engine::groups::SyncGroupsOutput;
+use ferry_engine::groups::{SyncGroupsOutput, SYNC_DEADLINE_MARGIN};
+use ferry_engine::replicate::Budget;
 use ferry_lambda::{diagnostic, Instrument};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
@@ -11,9 +12,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     ferry_lambda::init_tracing();
     let ferry = ferry_lambda::ferry_from_env().await;
     let ferry = &ferry;
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
-        let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry)
+        // No group is started in the invocation's last seconds: Lambda
+        // would stop it mid-group; the groups left go first next time.
+        let deadline = Budget::for_lambda(event.context.deadline(), None).deadline - SYNC_DEADLINE_MARGIN;
+        let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry, Some(deadline))
             .instrument(ferry_lambda::step_span(ferry, "sync-groups", None))
             .await
             .map_err(|e| ferry_lambda::failure(ferry, &e))?;

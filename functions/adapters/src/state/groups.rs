@@ -87,6 +87,11 @@ pub struct GroupSyncItem {
     /// of this flow's syncs: the group's own commit, carried across. The
     /// opposite flow may overwrite that commit where it finds it.
     pub carried_source_offset: Option<i64>,
+    /// The offset a sync was about to commit on the target when it wrote
+    /// this item (written before the commit, cleared after it is
+    /// recorded): a target commit equal to it is Ferry's, though the sync
+    /// stopped (timed out, crashed) before recording it.
+    pub pending_offset: Option<i64>,
     /// How many records the group already read sit at or after the
     /// translation on the target (delivered again there, when the two
     /// clusters hold the partition's records in different orders).
@@ -279,6 +284,9 @@ impl StateStore {
             if let Some(t) = it.carried_source_offset {
                 item.insert("carried_source_offset".into(), n(t));
             }
+            if let Some(t) = it.pending_offset {
+                item.insert("pending_offset".into(), n(t));
+            }
             item.insert("status".into(), s(it.status.as_str()));
             item.insert("detail".into(), s(&it.detail));
             item.insert("checked_ms".into(), n(it.checked_ms));
@@ -315,6 +323,7 @@ impl StateStore {
             written_offset: r.n("written_offset"),
             redelivered: r.n("redelivered").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),
+            pending_offset: r.n("pending_offset"),
             status: r
                 .s("status")
                 .as_deref()
