@@ -135,6 +135,14 @@ impl Ferry {
     }
 
     /// The client of a cluster.
+    /// At the start of each invocation: forget the waits earlier refusals
+    /// left on every cluster (see `KafkaCluster::forget_auth_wait`).
+    pub fn begin_invocation(&self) {
+        for c in self.clusters.values() {
+            c.forget_auth_wait();
+        }
+    }
+
     pub fn cluster(&self, id: &str) -> Result<Arc<KafkaCluster>, FerryError> {
         self.clusters
             .get(id)

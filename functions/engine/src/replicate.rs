@@ -141,6 +141,9 @@ struct Part {
     last_ts: i64,
     done: Option<StopReason>,
     error: Option<String>,
+    /// The refusal that stopped this partition (see `fail`); it ends the
+    /// invocation.
+    refused: Option<FerryError>,
     /// When our lease runs out unless renewed (ms since the epoch).
     lease_expires_hint: i64,
     /// Records found already written by a previous holder.
@@ -309,6 +312,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     last_ts: item.last_record_timestamp_ms,
                     done: None,
                     error: None,
+                    refused: None,
                     lease_expires_hint: item.lease_expires_ms,
                     reconciled: 0,
                     filtered_records: 0,
@@ -356,71 +360,38 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // read, reconciled or written.
     // Boxed: rare, and deep (a DynamoDB transaction inside).
     Box::pin(validate_epochs(ferry, &flow, &flow_key, &source, &mut parts)).await;
-    let mut refused = None;
     fence_all(ferry, &flow, &flow_key, &target, &mut parts, &to_fence).await;
     to_reconcile.retain(|&(i, _)| parts[i].done.is_none());
     reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
 
-    // One producer id for this invocation, of a transactional id of its
-    // own, recorded under each lease before anything is written: it is the
-    // provenance a later holder reconciles against, and what it fences.
-    if parts.iter().any(|p| p.done.is_none()) {
-        let txn_id = transactional_id(&ferry.spec.name, &owner);
-        let (pid, epoch) = target
-            .init_transactional_producer(&txn_id)
-            .await
-            .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
-        if let Some(f) = &filter {
-            f.register(&ferry.store, &flow_key, pid).await?;
-        }
-        let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
-        let target_ends = if need_end.is_empty() {
-            HashMap::new()
-        } else {
-            target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
-        };
-        for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
-            p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
-        }
-        let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
-        let producer = ProducerRecord {
-            producer_id: pid,
-            producer_epoch: epoch,
-            transactional_id: &txn_id,
-        };
-        let recorded = join_all(
-            live.iter()
-                .map(|&i| ferry.store.set_producer(&flow_key, &parts[i].lease, &producer, parts[i].target_end)),
-        )
-        .await;
-        for (i, res) in live.into_iter().zip(recorded) {
-            match res {
-                Ok(()) => parts[i].producer_recorded = true,
-                Err(e) => fail(ferry, &flow, &flow_key, &mut parts[i], &e.into()).await,
+    // What ends the invocation once the leases are back: a cluster's
+    // refusal (met by any step, see `fail`), or an error of the producer's
+    // set-up. Either way the leases are released first, so that the next
+    // invocation, once the cause is fixed, finds them free.
+    let mut ended: Option<FerryError> = parts.iter_mut().find_map(|p| p.refused.take());
+    if ended.is_none() && parts.iter().any(|p| p.done.is_none()) {
+        match Box::pin(start_writing(ferry, &flow, &flow_key, &target, &mut parts, filter.as_ref(), &owner)).await {
+            Ok(stamp) => {
+                tracing::info!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), partitions = parts.len(), reconciled = to_reconcile.len(),
+                    ms = started.elapsed().as_millis() as u64, "leased, reconciled and producer recorded; replicating"
+                );
+                ended = run_rounds(
+                    ferry,
+                    &flow,
+                    &flow_key,
+                    &source,
+                    &target,
+                    &mut parts,
+                    input,
+                    budget,
+                    stamp,
+                    &mut filter,
+                )
+                .await;
             }
+            Err(e) => ended = Some(e),
         }
-        let stamp = ProducerStamp {
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: 0,
-        };
-        tracing::info!(
-            replicator = %ferry.spec.name, flow = %flow.id(), partitions = parts.len(), reconciled = to_reconcile.len(),
-            ms = started.elapsed().as_millis() as u64, "leased, reconciled and producer recorded; replicating"
-        );
-        refused = run_rounds(
-            ferry,
-            &flow,
-            &flow_key,
-            &source,
-            &target,
-            &mut parts,
-            input,
-            budget,
-            stamp,
-            &mut filter,
-        )
-        .await;
     }
 
     // Give every lease back at once; one taken over meanwhile is simply gone.
@@ -454,16 +425,81 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             reconciled = p.reconciled, filtered = p.filtered_records, checkpoints = p.checkpoints, stopped = ?p.stopped, "partition progress"
         );
     }
-    if let Some(e) = refused {
+    if let Some(e) = ended.or_else(|| parts.iter_mut().find_map(|p| p.refused.take())) {
         // What was acknowledged is checkpointed and the leases are back;
-        // the invocation ends with the refusal (Ferry.AuthError).
+        // the invocation ends with the cause (a refusal: Ferry.AuthError).
         return Err(e);
     }
     partitions.extend(skipped);
     Ok(ReplicateOutput { partitions })
 }
 
+/// One producer id for this invocation, of a transactional id of its own,
+/// recorded under each lease before anything is written: it is the
+/// provenance a later holder reconciles against, and what it fences.
+async fn start_writing(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    target: &KafkaCluster,
+    parts: &mut [Part],
+    filter: Option<&LoopFilter>,
+    owner: &str,
+) -> Result<ProducerStamp, FerryError> {
+    let txn_id = transactional_id(&ferry.spec.name, owner);
+    let (pid, epoch) = target
+        .init_transactional_producer(&txn_id)
+        .await
+        .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
+    if let Some(f) = filter {
+        f.register(&ferry.store, flow_key, pid).await?;
+    }
+    let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
+    let target_ends = if need_end.is_empty() {
+        HashMap::new()
+    } else {
+        target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
+    };
+    for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
+        p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
+    }
+    let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
+    let producer = ProducerRecord {
+        producer_id: pid,
+        producer_epoch: epoch,
+        transactional_id: &txn_id,
+    };
+    let recorded = join_all(
+        live.iter()
+            .map(|&i| ferry.store.set_producer(flow_key, &parts[i].lease, &producer, parts[i].target_end)),
+    )
+    .await;
+    for (i, res) in live.into_iter().zip(recorded) {
+        match res {
+            Ok(()) => parts[i].producer_recorded = true,
+            Err(e) => fail(ferry, flow, flow_key, &mut parts[i], &e.into()).await,
+        }
+    }
+    Ok(ProducerStamp {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: 0,
+    })
+}
+
 async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &FerryError) {
+    if let Some(refusal) = e.refusal_copy() {
+        // A cluster refused Ferry (after one fresh read of the
+        // credentials): not this partition's fault, and not one that
+        // passes. The invocation ends with it once the leases are back.
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic,
+            partition = p.work.source.partition, cause = %e, error_type = e.error_type(), "partition stopped: a cluster refused Ferry"
+        );
+        p.done = Some(StopReason::Retry);
+        p.refused.get_or_insert(refusal);
+        return;
+    }
     let lease_lost = matches!(e, FerryError::State(StateError::LeaseLost { .. }));
     if lease_lost || e.is_retryable() {
         // Not the partition's fault: another worker has it, or a broker or
@@ -658,6 +694,9 @@ async fn run_rounds(
     // checkpointed.
     let mut refused: Option<FerryError> = None;
     loop {
+        if refused.is_none() {
+            refused = parts.iter_mut().find_map(|p| p.refused.take());
+        }
         if refused.is_some() {
             for p in parts.iter_mut().filter(|p| p.done.is_none()) {
                 p.done = Some(StopReason::Retry);
@@ -2356,6 +2395,7 @@ mod tests {
             last_ts: 0,
             done,
             error: None,
+            refused: None,
             lease_expires_hint: now_ms() + 60_000,
             reconciled: 0,
             filtered_records: 0,

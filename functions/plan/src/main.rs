@@ -11,6 +11,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ferry = &ferry;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<PlanInput>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
+        // A warm environment: a wait an earlier invocation's refusal left
+        // is not this one's; it tries again at once (see begin_invocation).
+        ferry.begin_invocation();
         ferry.store.ensure_tables().await.map_err(|e| diagnostic(&e.into()))?;
         let out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload)
             .instrument(ferry_lambda::step_span(ferry, "plan", None))

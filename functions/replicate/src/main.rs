@@ -16,6 +16,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ferry = &ferry;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<ReplicateInput>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
+        // A warm environment: a wait an earlier invocation's refusal left
+        // is not this one's; it tries again at once (see begin_invocation).
+        ferry.begin_invocation();
         let budget = Budget::for_lambda(event.context.deadline(), event.payload.max_seconds);
         let started = std::time::Instant::now();
         let clusters = flow_clusters(ferry, &event.payload.flow);

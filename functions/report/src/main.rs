@@ -24,6 +24,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ferry = &ferry;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
+        // A warm environment: a wait an earlier invocation's refusal left
+        // is not this one's; it tries again at once (see begin_invocation).
+        ferry.begin_invocation();
         let input: ReportInput = match event.payload {
             v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| {
                 diagnostic(&FerryError::Input(format!(

@@ -14,6 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ferry = &ferry;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let ferry = ferry.as_ref().map_err(diagnostic)?;
+        // A warm environment: a wait an earlier invocation's refusal left
+        // is not this one's; it tries again at once (see begin_invocation).
+        ferry.begin_invocation();
         // No group is started in the invocation's last seconds: Lambda
         // would stop it mid-group; the groups left go first next time.
         let deadline = Budget::for_lambda(event.context.deadline(), None).deadline - SYNC_DEADLINE_MARGIN;

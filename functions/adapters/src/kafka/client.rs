@@ -270,6 +270,14 @@ impl KafkaCluster {
         res
     }
 
+    /// Forget the wait an earlier refusal left (see `connect`): a new
+    /// invocation of a warm function tries again at once, once, and then
+    /// either gets in or meets the refusal itself, instead of waiting out a
+    /// wait that grew over earlier invocations.
+    pub fn forget_auth_wait(&self) {
+        *lock(&self.auth_backoff) = None;
+    }
+
     /// Note an authentication failure: forget the credentials read (they
     /// may have been rotated) and wait longer before the next attempt.
     async fn auth_failed(&self, e: &KafkaError) {

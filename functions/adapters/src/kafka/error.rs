@@ -306,6 +306,55 @@ impl KafkaError {
             )
     }
 
+    /// A copy of this error when it is a refusal (`is_refusal`), to end an
+    /// invocation with after the partition that met it has stopped.
+    pub fn refusal_copy(&self) -> Option<KafkaError> {
+        if !self.is_refusal() {
+            return None;
+        }
+        Some(match self {
+            KafkaError::Auth { cluster, broker, detail } => KafkaError::Auth {
+                cluster: cluster.clone(),
+                broker: broker.clone(),
+                detail: detail.clone(),
+            },
+            KafkaError::Tls {
+                cluster,
+                broker,
+                detail,
+                transient,
+            } => KafkaError::Tls {
+                cluster: cluster.clone(),
+                broker: broker.clone(),
+                detail: detail.clone(),
+                transient: *transient,
+            },
+            KafkaError::Secret {
+                cluster,
+                arn,
+                detail,
+                transient,
+            } => KafkaError::Secret {
+                cluster: cluster.clone(),
+                arn: arn.clone(),
+                detail: detail.clone(),
+                transient: *transient,
+            },
+            KafkaError::MskBootstrap {
+                cluster,
+                arn,
+                detail,
+                fault,
+            } => KafkaError::MskBootstrap {
+                cluster: cluster.clone(),
+                arn: arn.clone(),
+                detail: detail.clone(),
+                fault: *fault,
+            },
+            _ => return None,
+        })
+    }
+
     /// Whether the definition does not fit the cluster: an MSK cluster
     /// without the listener of the configured authentication, or no such
     /// cluster. A configuration error (`Ferry.ConfigError`), not retried.
