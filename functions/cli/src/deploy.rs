@@ -38,6 +38,12 @@ pub(crate) struct DeployArgs {
     /// the folder `ferry-definition/` beside template.yaml.
     #[arg(long, value_name = "DIR", default_value = "ferry-definition")]
     definition_dir: PathBuf,
+    /// The name of a deployed Ferry stack whose four state tables this
+    /// stack shares instead of creating its own (StateTablesFrom): the
+    /// other direction of a pair of replicators, one each way between the
+    /// same two clusters. Deploy that stack first.
+    #[arg(long, value_name = "STACK")]
+    state_tables_from: Option<String>,
 }
 
 fn is_msk(c: &ClusterSpec) -> bool {
@@ -52,6 +58,11 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     } = load_definition(&args.name, &args.kafka_clusters, &args.replication_info)?;
     let mut params: BTreeMap<&str, String> = BTreeMap::new();
     params.insert("ReplicatorName", args.name.clone());
+    if let Some(stack) = &args.state_tables_from {
+        check_stack_name(stack)?;
+        eprintln!("{}", shared_tables_note(stack, &args.name));
+        params.insert("StateTablesFrom", stack.clone());
+    }
     // The layer and these parameters travel apart; the functions check
     // that they belong together.
     params.insert(
@@ -182,6 +193,35 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A CloudFormation stack name, as the template's StateTablesFrom
+/// AllowedPattern takes it: refused here, before `sam deploy` would.
+fn check_stack_name(stack: &str) -> Result<(), String> {
+    let mut chars = stack.chars();
+    let shaped =
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '-') && stack.len() <= 128;
+    if shaped {
+        Ok(())
+    } else {
+        Err(format!(
+            "--state-tables-from {stack:?} is not a CloudFormation stack name (a letter, then letters, digits and hyphens, \
+             at most 128). Fix: give the name of the deployed Ferry stack whose tables to share, as `aws cloudformation \
+             describe-stacks --query 'Stacks[].StackName'` lists it, not an ARN or a table name"
+        ))
+    }
+}
+
+/// What StateTablesFrom means, said when it is written.
+fn shared_tables_note(stack: &str, name: &str) -> String {
+    format!(
+        "ferry: StateTablesFrom={stack}: this stack creates no state tables; its functions use stack {stack}'s \
+         ({stack}-cursors, {stack}-offset-map, {stack}-producers, {stack}-groups), as two replicators one each way \
+         between the same clusters must (loop prevention, exact offset translation across both). Deploy {stack} \
+         first: this stack imports its export {stack}-StateTablesPrefix, so CloudFormation refuses this stack without \
+         it and refuses to delete {stack} (and its tables) before this one. Give this replicator its own name \
+         (--name {name}) and the other direction's flows only"
+    )
+}
+
 /// The parameters as the YAML file `sam deploy --parameter-overrides
 /// file://...` reads: a mapping of single-quoted strings (no YAML
 /// typing: `0123` stays a string). A value on the command line instead
@@ -309,7 +349,36 @@ fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::{has_random_suffix, ungranted_iam_error};
+    use super::{check_stack_name, has_random_suffix, shared_tables_note, ungranted_iam_error};
+
+    /// StateTablesFrom takes a stack name only, as the template's
+    /// AllowedPattern does; the refusal says what to give.
+    #[test]
+    fn state_tables_from_takes_a_stack_name() {
+        for ok in ["ferry-a", "A", "ferry-rollback-2"] {
+            assert_eq!(check_stack_name(ok), Ok(()), "{ok}");
+        }
+        let long = format!("a{}", "b".repeat(128));
+        for bad in [
+            "",
+            "1ferry",
+            "ferry_a",
+            "ferry-a-cursors ",
+            "arn:aws:cloudformation:us-east-1:1:stack/a/x",
+            &long,
+        ] {
+            let e = check_stack_name(bad).expect_err(bad);
+            assert!(
+                e.contains("not a CloudFormation stack name") && e.contains("describe-stacks"),
+                "{e}"
+            );
+        }
+        let note = shared_tables_note("ferry-a", "b");
+        assert!(
+            note.contains("ferry-a-producers") && note.contains("Deploy ferry-a first"),
+            "{note}"
+        );
+    }
 
     /// An MSK IAM cluster outside the first flow is refused, naming it and
     /// the fix.
