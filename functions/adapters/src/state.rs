@@ -94,13 +94,14 @@ impl StateError {
 /// what to do.
 fn missing_table(table: &str, prefix: &str, denied: &str) -> StateError {
     StateError::DynamoRejected {
-        op: "DescribeTable",
+        op: "CreateTable",
         table: table.to_owned(),
         detail: format!(
             "table {table} does not exist, and this function may not create it ({denied}). Deployed, a stack's state \
              tables are created by its own stack, or, with StateTablesFrom, by the stack it names: FERRY_TABLE_PREFIX is \
-             {prefix}. Fix: deploy the stack named {prefix} (template.yaml with StateTablesFrom empty) before this one, \
-             or redeploy this stack with StateTablesFrom naming the deployed stack whose tables it shares"
+             {prefix}. Fix: deploy (or redeploy) the stack named {prefix}, with StateTablesFrom empty, so that it creates \
+             them, and then run this one; or redeploy this stack with StateTablesFrom naming the deployed stack whose \
+             tables it shares"
         ),
     }
 }
