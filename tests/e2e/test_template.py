@@ -435,7 +435,7 @@ def test_state_tables_from_another_stack(tmp_path):
     kc, ri = write_config(tmp_path, ["orders"])
     env = {"FERRY_REPLICATOR_NAME": "a", "FERRY_KAFKA_CLUSTERS": kc.read_text(), "FERRY_REPLICATION_INFO": ri.read_text()}
     params_a, _, template = deploy_parameters(env, tmp_path / "a")
-    assert "StateTablesFrom" not in params_a
+    assert params_a["StateTablesFrom"] == ""
     a = sam_stack(params_a, "ferry-a", template)
     kinds = ("cursors", "offset-map", "producers", "groups")
     assert sorted(t["TableName"] for t in a["tables"]) == sorted(f"ferry-a-{k}" for k in kinds)
@@ -475,6 +475,22 @@ def test_state_tables_from_another_stack(tmp_path):
                     assert not evaluate(b["roles"][logical]["statements"], f"dynamodb:{action}", table(other, kind),
                                         {}).allowed, (logical, action, other, kind)
     assert granted > 20, granted
+
+    # A parameters file written for B keeps B on A's tables: rewriting it
+    # without the flag is refused (deployed, B would move to tables of its
+    # own and copy back what A wrote).
+    from conftest import FERRY
+    out = tmp_path / "b" / "b.yaml"
+
+    def write_b(*flag: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "deploy-kafka-clusters.json",
+                               "--replication-info", "deploy-replication-info.json", "--name", "b", "--out", str(out),
+                               *flag], capture_output=True, text=True, timeout=60, cwd=tmp_path / "b")
+    assert write_b("--state-tables-from", "ferry-a").returncode == 0
+    assert "StateTablesFrom: 'ferry-a'\n" in out.read_text()
+    refused = write_b()
+    assert refused.returncode != 0 and "was written with --state-tables-from ferry-a" in refused.stderr, refused.stderr
+    assert "StateTablesFrom: 'ferry-a'\n" in out.read_text()
 
     # Before stack A exists: nothing exports its prefix.
     with pytest.raises(DeployRefused, match="No export named ferry-a-StateTablesPrefix found"):

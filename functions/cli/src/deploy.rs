@@ -60,9 +60,22 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     params.insert("ReplicatorName", args.name.clone());
     if let Some(stack) = &args.state_tables_from {
         check_stack_name(stack)?;
-        eprintln!("{}", shared_tables_note(stack, &args.name));
-        params.insert("StateTablesFrom", stack.clone());
     }
+    // Written always, empty for a stack on tables of its own: a stack
+    // deployed from a file without it would move to the default, its own
+    // new tables, away from the other direction's (and copy every record
+    // back). The file this run replaces must not lose it unnoticed.
+    if let Some(out) = &args.out {
+        let previous = std::fs::read_to_string(out).unwrap_or_default();
+        if let Some(refused) = dropped_state_tables(&previous, args.state_tables_from.as_deref()) {
+            return Err(format!("{}: {refused}", out.display()));
+        }
+    }
+    let shared = args.state_tables_from.clone().unwrap_or_default();
+    if !shared.is_empty() {
+        eprintln!("{}", shared_tables_note(&shared, &args.name));
+    }
+    params.insert("StateTablesFrom", shared);
     // The layer and these parameters travel apart; the functions check
     // that they belong together.
     params.insert(
@@ -210,6 +223,25 @@ fn check_stack_name(stack: &str) -> Result<(), String> {
     }
 }
 
+/// The refusal to rewrite a parameters file written with
+/// `--state-tables-from X` without it (or with another stack): the stack
+/// would leave the tables it shares.
+fn dropped_state_tables(previous: &str, now: Option<&str>) -> Option<String> {
+    let before = previous
+        .lines()
+        .find_map(|l| l.strip_prefix("StateTablesFrom: '")?.strip_suffix('\''))
+        .filter(|s| !s.is_empty())?;
+    (now != Some(before)).then(|| {
+        format!(
+            "was written with --state-tables-from {before}: deployed from this file, the stack would stop sharing stack \
+             {before}'s tables{} and its flows would copy back what the other direction wrote. Fix: give \
+             --state-tables-from {before} again; or, to really move the stack, delete it and deploy it anew (or write \
+             another --out file)",
+            now.map_or_else(|| " for tables of its own".to_owned(), |s| format!(" for stack {s}'s"))
+        )
+    })
+}
+
 /// What StateTablesFrom means, said when it is written.
 fn shared_tables_note(stack: &str, name: &str) -> String {
     format!(
@@ -349,7 +381,7 @@ fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::{check_stack_name, has_random_suffix, shared_tables_note, ungranted_iam_error};
+    use super::{check_stack_name, dropped_state_tables, has_random_suffix, shared_tables_note, ungranted_iam_error};
 
     /// StateTablesFrom takes a stack name only, as the template's
     /// AllowedPattern does; the refusal says what to give.
@@ -373,6 +405,17 @@ mod tests {
                 "{e}"
             );
         }
+        let file = "ReplicatorName: 'b'\nStateTablesFrom: 'ferry-a'\n";
+        assert_eq!(dropped_state_tables(file, Some("ferry-a")), None);
+        assert_eq!(dropped_state_tables("StateTablesFrom: ''\n", None), None);
+        assert_eq!(dropped_state_tables("ReplicatorName: 'b'\n", Some("ferry-a")), None);
+        let e = dropped_state_tables(file, None).expect("refused");
+        assert!(
+            e.contains("tables of its own") && e.contains("--state-tables-from ferry-a again"),
+            "{e}"
+        );
+        let e = dropped_state_tables(file, Some("ferry-c")).expect("refused");
+        assert!(e.contains("for stack ferry-c's"), "{e}");
         let note = shared_tables_note("ferry-a", "b");
         assert!(
             note.contains("ferry-a-producers") && note.contains("Deploy ferry-a first"),
