@@ -69,13 +69,14 @@ CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_reque
 NETWORK = {"SubnetIds": "subnet-0rehearsal", "SecurityGroupIds": "sg-0rehearsal"}
 
 
-def deploy_parameters(env: dict[str, str], work: Path) -> tuple[dict[str, str], str, Path]:
+def deploy_parameters(env: dict[str, str], work: Path, args: tuple[str, ...] = ()) -> tuple[dict[str, str], str, Path]:
     """What a user deploys, laid out as on their machine: template.yaml
     copied into `work`, and `ferry deploy-parameters` run there on the
     definition the functions are given (env's FERRY_* variables), which
     writes ferry-definition/ beside the template (the definition layer's
-    content). Returns the template parameters, what it warned about, and
-    the template's path."""
+    content), with `args` added to its command line (e.g.
+    `--state-tables-from A`). Returns the template parameters, what it
+    warned about, and the template's path."""
     work.mkdir(parents=True, exist_ok=True)
     kc, ri = work / "deploy-kafka-clusters.json", work / "deploy-replication-info.json"
     kc.write_text(env["FERRY_KAFKA_CLUSTERS"])
@@ -83,7 +84,7 @@ def deploy_parameters(env: dict[str, str], work: Path) -> tuple[dict[str, str], 
     template = work / "template.yaml"
     shutil.copy(ROOT / "template.yaml", template)
     p = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", str(kc), "--replication-info", str(ri),
-                        "--name", env["FERRY_REPLICATOR_NAME"], "--json"], capture_output=True, text=True, timeout=60,
+                        "--name", env["FERRY_REPLICATOR_NAME"], "--json", *args], capture_output=True, text=True, timeout=60,
                        cwd=work)
     assert p.returncode == 0, p.stderr
     return dict(json.loads(p.stdout), **NETWORK), p.stderr, template
@@ -93,10 +94,12 @@ class DeployRefused(Exception):
     """CloudFormation or Lambda would refuse the stack (sam_stack.py's Refused)."""
 
 
-def sam_stack(parameters: dict[str, str], stack: str, template: Path = ROOT / "template.yaml") -> dict:
-    """The transformed, resolved stack (see sam_stack.py)."""
+def sam_stack(parameters: dict[str, str], stack: str, template: Path = ROOT / "template.yaml",
+              exports: dict[str, str] | None = None) -> dict:
+    """The transformed, resolved stack (see sam_stack.py); `exports`, what
+    the region's other stacks export (another stack's `exports`)."""
     req = {"template": str(template), "stack": stack, "region": REGION, "account": ACCOUNT,
-           "parameters": parameters, "function_names": FUNCTIONS}
+           "parameters": parameters, "function_names": FUNCTIONS, "exports": exports or {}}
     p = subprocess.run([str(SAM_PYTHON), str(Path(__file__).with_name("sam_stack.py"))], input=json.dumps(req),
                        capture_output=True, text=True, timeout=120)
     if p.returncode == 3:
@@ -218,14 +221,19 @@ class Rehearsal:
     """The IAM-enforcing proxy for one local stack; `stack` may be swapped
     (set_stack) between executions, e.g. for a role without one grant."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, moto_url: str | None = None):
+    def __init__(self, env: dict[str, str], log_dir: Path, moto_url: str | None = None, stack_name: str | None = None,
+                 deploy_args: tuple[str, ...] = (), exports: dict[str, str] | None = None):
+        """`stack_name`: the CloudFormation stack's name (its roles' and, by
+        default, its tables' prefix); env's FERRY_TABLE_PREFIX when not
+        given. `deploy_args`: more `ferry deploy-parameters` arguments.
+        `exports`: what other stacks deployed before this one export."""
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.moto_url = moto_url or os.environ["AWS_ENDPOINT_URL"]
         self.enforce = os.environ.get("FERRY_IAM_REHEARSAL", "enforce") != "report"
-        self.parameters, self.deploy_warnings, self.template = deploy_parameters(env, log_dir)
-        self.stack_name = env["FERRY_TABLE_PREFIX"]
-        self.stack = sam_stack(self.parameters, self.stack_name, self.template)
+        self.parameters, self.deploy_warnings, self.template = deploy_parameters(env, log_dir, deploy_args)
+        self.stack_name = stack_name or env["FERRY_TABLE_PREFIX"]
+        self.stack = sam_stack(self.parameters, self.stack_name, self.template, exports)
         self.requests = Requests(self.moto_url)
         self.decisions: list[dict] = []
         self.lock = threading.Lock()

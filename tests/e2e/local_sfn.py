@@ -249,11 +249,14 @@ class LocalStepFunctions:
     Step Functions moto behind the router. `client` is its boto3 client."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True, crash=None,
-                 stack_edit=None):
+                 stack_edit=None, deployment: dict | None = None):
         """`stack_edit(stack)`, when given, changes the rehearsed stack (as
         parsed from the transformed template) before anything runs: a test
-        that lowers a function's Timeout or MemorySize, as a user might."""
+        that lowers a function's Timeout or MemorySize, as a user might.
+        `deployment`: the Rehearsal's arguments, when not the defaults
+        (`stack_name`, `deploy_args`, `exports`: see Rehearsal)."""
         self.env, self.log_dir, self.rehearse, self.crash, self.stack_edit = env, log_dir, rehearse, crash, stack_edit
+        self.deployment = deployment or {}
         self.rehearsal: Rehearsal | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
         self.instances = {"ferry-plan": 1, "ferry-replicate": replicate_instances, "ferry-sync-groups": 1, "ferry-report": 1}
@@ -281,7 +284,7 @@ class LocalStepFunctions:
         if self.rehearse:
             why = available()
             assert why is None, f"the rehearsal enforces Lambda's memory and CPU with cgroups, and cannot here: {why}"
-            self.rehearsal = Rehearsal(self.env, self.log_dir)
+            self.rehearsal = Rehearsal(self.env, self.log_dir, **self.deployment)
             if self.stack_edit:
                 self.stack_edit(self.rehearsal.stack)
         cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")

@@ -1,15 +1,18 @@
 """The stack `sam deploy` would create, resolved offline: template.yaml
 transformed by SAM's own translator (samtranslator, as `sam deploy` runs it),
 then every `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::If`, `Fn::Join`,
-`Fn::Select` and `Fn::Split` resolved as CloudFormation would for the given
+`Fn::Select`, `Fn::Split` and `Fn::ImportValue` resolved as CloudFormation would for the given
 parameters, stack name, account and region. Prints, as JSON, what the
 IAM rehearsal needs: each role's policy statements (inline policies and the
 template's own managed policies), each function's role, environment,
-timeout and memory, the state machine's role, and the tables.
+timeout and memory, the state machine's role, the tables, and the Outputs
+with what the stack exports. Parameters are refused as CloudFormation
+refuses them (AllowedPattern, AllowedValues, size).
 
 Run with the SAM venv's python (samtranslator); reads its request as JSON
 on stdin: {"template", "stack", "region", "account", "parameters",
-"function_names": {logical id: physical name}}. No AWS call is made.
+"function_names": {logical id: physical name}, "exports": {name: value}
+(what other stacks export, for Fn::ImportValue)}. No AWS call is made.
 """
 
 import json
@@ -50,6 +53,8 @@ class Stack:
         self.res = template["Resources"]
         self.stack, self.region, self.account = req["stack"], req["region"], req["account"]
         self.function_names = req.get("function_names", {})
+        # What the region's other stacks export (Outputs' Export), by name.
+        self.exports: dict[str, str] = req.get("exports", {})
         self.params = {}
         for name, spec in template.get("Parameters", {}).items():
             value = req["parameters"].get(name, spec.get("Default"))
@@ -59,6 +64,15 @@ class Stack:
             if len(value.encode()) > PARAMETER_BYTES:
                 raise Refused(f"CloudFormation refuses parameter {name}: its value is {len(value.encode())} bytes, "
                               f"over the {PARAMETER_BYTES}-byte limit of a parameter value")
+            # CloudFormation checks AllowedPattern (the whole value) and
+            # AllowedValues before anything else, with the template's words.
+            allowed = spec.get("AllowedValues")
+            pattern = spec.get("AllowedPattern")
+            if (allowed is not None and value not in [str(a) for a in allowed]) or \
+                    (pattern is not None and not re.fullmatch(pattern, value)):
+                why = spec.get("ConstraintDescription") or (
+                    f"must match pattern {pattern}" if pattern is not None else f"must be one of {allowed}")
+                raise Refused(f"CloudFormation refuses parameter {name}: {value!r} failed to satisfy constraint: {why}")
             # CloudFormation hands list parameters to the template as lists.
             if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
                 value = value.split(",")
@@ -187,6 +201,14 @@ class Stack:
                 return self.resolve(v[1])[int(self.resolve(v[0]))]
             if k == "Fn::Split":
                 return self.resolve(v[1]).split(v[0])
+            if k == "Fn::ImportValue":
+                # Another stack's export, as CloudFormation looks it up when
+                # it creates or updates this stack: one that no stack
+                # exports refuses the stack.
+                name = self.resolve(v)
+                if name not in self.exports:
+                    raise Refused(f"CloudFormation refuses stack {self.stack}: No export named {name} found")
+                return self.exports[name]
             if k.startswith("Fn::"):
                 raise Unresolvable(k)
         out = {}
@@ -289,8 +311,16 @@ def main() -> None:
             tables.append(stack.resolve(r["Properties"]))
         elif r["Type"].startswith("AWS::EC2::"):
             network[name] = {"Type": r["Type"], "Properties": stack.resolve(r["Properties"])}
+    # What this stack exports, for a stack that imports it (Fn::ImportValue).
+    exports, outputs = {}, {}
+    for name, o in out.get("Outputs", {}).items():
+        if "Condition" in o and not stack.condition(o["Condition"]):
+            continue
+        outputs[name] = stack.resolve(o["Value"])
+        if "Export" in o:
+            exports[stack.resolve(o["Export"]["Name"])] = outputs[name]
     print(json.dumps({"roles": roles, "functions": functions, "state_machine": state_machine, "tables": tables,
-                      "network": network}))
+                      "network": network, "exports": exports, "outputs": outputs}))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ transformed template fails, naming the missing permission."""
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import SOURCE, TARGET, committed, create_topic, msk_cluster, producer, read_partition, unique, write_config
@@ -448,3 +451,135 @@ def test_topic_deletions_on_an_msk_iam_target_need_and_have_their_grant(tmp_path
         assert ok["status"] == "SUCCEEDED", f"{ok}\n{sfn.logs()}"
         assert topic not in list_topics(TARGET)
         sfn.assert_rehearsed()
+
+
+def test_two_stacks_one_each_way_share_the_first_stacks_tables(tmp_path):
+    """MSK Replicator's rollback topology as two deployed stacks: stack A
+    (replicator "a", source→target) creates the state tables; stack B
+    (replicator "b", target→source, IDENTICAL names) is deployed with
+    StateTablesFrom=A and creates none. Both state machines run, in turns
+    and at once, with records produced on both clusters: each record is
+    once on the other cluster and none is copied back (B recognises A's
+    producers in the shared producers table, and A B's), and a group that
+    read on the source up to a record B copied there resumes on the target
+    at exactly that record (A's ENHANCED sync reads B's offset map by
+    target offset). Every call of both stacks' functions is allowed by its
+    own role; B's roles are refused on any table but A's; and B without
+    A's tables fails in Plan, naming the missing table and what to deploy."""
+    topic, group = unique("rh-two"), unique("rh-two-app")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
+    forward, back = json.loads(ri.read_text())
+    stack_a, stack_b = unique("ferry-rha"), unique("ferry-rhb")
+    env_a = {"FERRY_REPLICATOR_NAME": unique("a"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+             "FERRY_REPLICATION_INFO": json.dumps([forward]), "FERRY_TABLE_PREFIX": stack_a}
+    # B's own stack name as the prefix it would have had: the template's
+    # FERRY_TABLE_PREFIX (A's, imported) must be what its functions use.
+    env_b = {"FERRY_REPLICATOR_NAME": unique("b"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+             "FERRY_REPLICATION_INFO": json.dumps([back]), "FERRY_TABLE_PREFIX": stack_b}
+    # Stack A as CloudFormation knows it, before its tables exist (as if
+    # they had been deleted by hand): what B imports.
+    params_a, _, template_a = deploy_parameters(env_a, tmp_path / "a-offline")
+    a_exports = sam_stack(params_a, stack_a, template_a)["exports"]
+    assert a_exports == {f"{stack_a}-StateTablesPrefix": stack_a}
+
+    produce(SOURCE, topic, "src", 10)
+    produce(TARGET, topic, "tgt", 10)
+    deployment_b = {"stack_name": stack_b, "deploy_args": ("--state-tables-from", stack_a), "exports": a_exports}
+    with LocalStepFunctions(env_b, tmp_path / "b", replicate_instances=1, deployment=deployment_b) as b:
+        assert b.rehearsal.stack["tables"] == []
+        assert {f["environment"]["FERRY_TABLE_PREFIX"] for f in b.rehearsal.stack["functions"].values()} == {stack_a}
+        machine_b = b.create_state_machine(max_concurrency=1)
+        alone = b.execute(machine_b, {"stop_at_plan_end": True})
+        assert alone["status"] == "FAILED" and alone.get("error") == "Ferry.PlanFailed", alone
+        log = b.function_log("ferry-plan")
+        assert f"table {stack_a}-cursors does not exist, and this function may not create it" in log, log[-3000:]
+        assert f"Fix: deploy (or redeploy) the stack named {stack_a}" in log, log[-3000:]
+        # What refused it: no role may create a table, in either stack.
+        assert {d["action"] for d in b.rehearsal.denials()} == {"dynamodb:CreateTable"}, b.rehearsal.denial_report()
+        assert read_partition(SOURCE, topic, 0, timeout_s=3)[10:] == []
+        b.rehearsal.clear()
+
+        with LocalStepFunctions(env_a, tmp_path / "a", replicate_instances=1,
+                                deployment={"stack_name": stack_a}) as a:
+            assert sorted(t["TableName"] for t in a.rehearsal.stack["tables"]) == \
+                sorted(f"{stack_a}-{k}" for k in ("cursors", "offset-map", "producers", "groups"))
+            assert a.rehearsal.stack["exports"] == a_exports
+            machine_a = a.create_state_machine(max_concurrency=1)
+
+            def run(sfn: LocalStepFunctions, machine: str) -> None:
+                ex = sfn.execute(machine, {"stop_at_plan_end": True})
+                assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+
+            run(a, machine_a)
+            run(b, machine_b)
+            produce(SOURCE, topic, "src2", 10)
+            run(b, machine_b)  # nothing new on the target but what A wrote: filtered
+            run(a, machine_a)
+            produce(TARGET, topic, "tgt2", 10)
+            produce(SOURCE, topic, "src3", 5)
+            with ThreadPoolExecutor(2) as pool:  # both at once
+                for f in [pool.submit(run, a, machine_a), pool.submit(run, b, machine_b)]:
+                    f.result()
+            run(a, machine_a)
+            run(b, machine_b)
+
+            everything = sorted([f"src-{i}" for i in range(10)] + [f"src2-{i}" for i in range(10)] +
+                                [f"src3-{i}" for i in range(5)] + [f"tgt-{i}" for i in range(10)] +
+                                [f"tgt2-{i}" for i in range(10)])
+            src, tgt = read_partition(SOURCE, topic, 0), read_partition(TARGET, topic, 0)
+            # Each record once on each cluster: its own, and the other's copy; none back.
+            assert sorted(r["key"].decode() for r in src) == everything
+            assert sorted(r["key"].decode() for r in tgt) == everything
+
+            # An application on the source read up to tgt2-3 (a record B
+            # copied there) and moves: A's ENHANCED sync puts it on the
+            # target at exactly that record, through B's offset map.
+            at = next(r for r in src if r["key"] == b"tgt2-3")
+            c = Consumer({"bootstrap.servers": SOURCE, "group.id": group, "enable.auto.commit": False})
+            c.commit(offsets=[TopicPartition(topic, 0, at["offset"], metadata="two-stacks")], asynchronous=False)
+            c.close()
+            run(a, machine_a)
+            t_off, meta = committed(TARGET, group)[(topic, 0)]
+            assert meta == "two-stacks"
+            assert [r["key"] for r in tgt if r["offset"] >= t_off][0] == b"tgt2-3"
+            a.assert_rehearsed()
+            b.assert_rehearsed()
+            # B did its work on A's tables, by grants that name them.
+            used = {d["resource"] for d in b.rehearsal.decisions if d["allowed"] and ":dynamodb:" in d["resource"]}
+            assert used and all(f":table/{stack_a}-" in r for r in used), sorted(used)
+            assert any(r.endswith(f"{stack_a}-producers") for r in used), sorted(used)
+
+            # B's roles on a table outside the shared prefix (one of B's own
+            # name, which B does not create, and one of another stack that
+            # exists): AWS's AccessDeniedException, through B's proxy.
+            ddb_admin = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+            other = unique("ferry-rhc") + "-cursors"
+            ddb_admin.create_table(TableName=other, BillingMode="PAY_PER_REQUEST",
+                                   AttributeDefinitions=[{"AttributeName": "flow", "AttributeType": "S"}],
+                                   KeySchema=[{"AttributeName": "flow", "KeyType": "HASH"}])
+            role = b.rehearsal.role_of("ferry-plan")["name"]
+            as_b = boto3.client("dynamodb", endpoint_url=b.rehearsal.url, region_name="us-east-1",
+                                aws_access_key_id=role, aws_secret_access_key="rehearsal", aws_session_token="rehearsal")
+            as_b.describe_table(TableName=f"{stack_a}-cursors")
+            for table in (f"{stack_b}-cursors", other):
+                with pytest.raises(ClientError, match=f"not authorized to perform: dynamodb:DescribeTable on resource: "
+                                                      f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"):
+                    as_b.describe_table(TableName=table)
+            b.rehearsal.clear()
+
+            # And the shared grant is the one B's loop prevention needs:
+            # without A's producers table in its Replicate role, B is refused
+            # there, and writes nothing back.
+            full = b.rehearsal.stack
+            b.rehearsal.set_stack(without(full, "ReplicateRole", resource=rf":table/{stack_a}-producers$"))
+            b.cold_start()
+            before = len(read_partition(SOURCE, topic, 0))
+            produce(TARGET, topic, "tgt3", 3)
+            b.execute(machine_b, {"stop_at_plan_end": True})
+            denied = b.rehearsal.denials()
+            assert denied and all(d["principal"].endswith("ReplicateRole") and d["resource"].endswith(f"{stack_a}-producers")
+                                  for d in denied), b.rehearsal.denial_report()
+            assert len(read_partition(SOURCE, topic, 0, timeout_s=3)) == before
+            b.rehearsal.set_stack(full)

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -416,3 +418,86 @@ def test_deploy_parameters_take_msk_clusters_by_arn_alone(tmp_path):
     stack = sam_stack(dict(params, **NETWORK), "arn-alone", tmp_path / "given" / "template.yaml")
     for role in stack["roles"].values():
         assert not evaluate(role["statements"], "kafka:GetBootstrapBrokers", source, {}).allowed, role["name"]
+
+
+def test_state_tables_from_another_stack(tmp_path):
+    """StateTablesFrom (`ferry deploy-parameters --state-tables-from A`):
+    stack B creates no table, its functions' FERRY_TABLE_PREFIX is A's
+    (imported from A's StateTablesPrefix export), and every grant that
+    names a table names A's: each role of B may do on A's tables exactly
+    what the same role of A may, and nothing on tables of its own name.
+    CloudFormation refuses B before A exists (no export to import), and
+    refuses a value that is not a stack name with the template's words."""
+    from conftest import write_config
+    from iam_policy import evaluate
+    from iam_rehearsal import NETWORK, DeployRefused, deploy_parameters, sam_stack
+
+    kc, ri = write_config(tmp_path, ["orders"])
+    env = {"FERRY_REPLICATOR_NAME": "a", "FERRY_KAFKA_CLUSTERS": kc.read_text(), "FERRY_REPLICATION_INFO": ri.read_text()}
+    params_a, _, template = deploy_parameters(env, tmp_path / "a")
+    assert params_a["StateTablesFrom"] == ""
+    a = sam_stack(params_a, "ferry-a", template)
+    kinds = ("cursors", "offset-map", "producers", "groups")
+    assert sorted(t["TableName"] for t in a["tables"]) == sorted(f"ferry-a-{k}" for k in kinds)
+    assert a["exports"] == {"ferry-a-StateTablesPrefix": "ferry-a"}
+
+    params_b, said, template_b = deploy_parameters(dict(env, FERRY_REPLICATOR_NAME="b"), tmp_path / "b",
+                                                   ("--state-tables-from", "ferry-a"))
+    assert params_b["StateTablesFrom"] == "ferry-a"
+    assert "StateTablesFrom=ferry-a: this stack creates no state tables" in said and "Deploy ferry-a first" in said, said
+    b = sam_stack(params_b, "ferry-b", template_b, a["exports"])
+    assert b["tables"] == [] and b["exports"] == {}
+    assert {f["environment"]["FERRY_TABLE_PREFIX"] for f in b["functions"].values()} == {"ferry-a"}
+    assert {k: v for k, v in b["outputs"].items() if k.endswith("TableName")} == \
+        {k: v for k, v in a["outputs"].items() if k.endswith("TableName")} == \
+        {"CursorsTableName": "ferry-a-cursors", "OffsetMapTableName": "ferry-a-offset-map",
+         "ProducersTableName": "ferry-a-producers", "GroupsTableName": "ferry-a-groups"}
+    named = [r for role in b["roles"].values() for st in role["statements"]
+             for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]) if ":dynamodb:" in r]
+    assert named and all(":table/ferry-a-" in r for r in named), named
+
+    def table(prefix: str, kind: str) -> str:
+        return f"arn:aws:dynamodb:us-east-1:123456789012:table/{prefix}-{kind}"
+
+    actions = ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem", "ConditionCheckItem",
+               "DescribeTable", "CreateTable", "DeleteTable", "Scan"]
+    resources = [table("ferry-a", k) for k in kinds] + [table("ferry-a", "offset-map") + "/index/by_target"]
+    granted = 0
+    for logical, role in a["roles"].items():
+        for action in actions:
+            for resource in resources:
+                in_a = evaluate(role["statements"], f"dynamodb:{action}", resource, {}).allowed
+                in_b = evaluate(b["roles"][logical]["statements"], f"dynamodb:{action}", resource, {}).allowed
+                assert in_a == in_b, (logical, action, resource)
+                granted += in_a
+            for other in ("ferry-b", "ferry-c", "ferry"):
+                for kind in kinds:
+                    assert not evaluate(b["roles"][logical]["statements"], f"dynamodb:{action}", table(other, kind),
+                                        {}).allowed, (logical, action, other, kind)
+    assert granted > 20, granted
+
+    # A parameters file written for B keeps B on A's tables: rewriting it
+    # without the flag is refused (deployed, B would move to tables of its
+    # own and copy back what A wrote).
+    from conftest import FERRY
+    out = tmp_path / "b" / "b.yaml"
+
+    def write_b(*flag: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "deploy-kafka-clusters.json",
+                               "--replication-info", "deploy-replication-info.json", "--name", "b", "--out", str(out),
+                               *flag], capture_output=True, text=True, timeout=60, cwd=tmp_path / "b")
+    assert write_b("--state-tables-from", "ferry-a").returncode == 0
+    assert "StateTablesFrom: 'ferry-a'\n" in out.read_text()
+    refused = write_b()
+    assert refused.returncode != 0 and "was written with --state-tables-from ferry-a" in refused.stderr, refused.stderr
+    assert "StateTablesFrom: 'ferry-a'\n" in out.read_text()
+
+    # Before stack A exists: nothing exports its prefix.
+    with pytest.raises(DeployRefused, match="No export named ferry-a-StateTablesPrefix found"):
+        sam_stack(params_b, "ferry-b", template_b)
+    # Not a stack name: refused by ferry, and by CloudFormation with the template's description.
+    for bad in ("ferry-a-cursors ", "arn:aws:cloudformation:us-east-1:123456789012:stack/ferry-a/1"):
+        with pytest.raises(AssertionError, match="is not a CloudFormation stack name"):
+            deploy_parameters(env, tmp_path / "bad", ("--state-tables-from", bad))
+        with pytest.raises(DeployRefused, match="StateTablesFrom: .* failed to satisfy constraint: must be empty"):
+            sam_stack(dict(params_b, StateTablesFrom=bad), "ferry-b", template_b, a["exports"])

@@ -89,6 +89,23 @@ impl StateError {
     }
 }
 
+/// A state table that does not exist and that this role may not create
+/// (deployed, the template's stack creates the tables): which one, and
+/// what to do.
+fn missing_table(table: &str, prefix: &str, denied: &str) -> StateError {
+    StateError::DynamoRejected {
+        op: "CreateTable",
+        table: table.to_owned(),
+        detail: format!(
+            "table {table} does not exist, and this function may not create it ({denied}). Deployed, a stack's state \
+             tables are created by its own stack, or, with StateTablesFrom, by the stack it names: FERRY_TABLE_PREFIX is \
+             {prefix}. Fix: deploy (or redeploy) the stack named {prefix}, with StateTablesFrom empty, so that it creates \
+             them, and then run this one; or redeploy this stack with StateTablesFrom naming the deployed stack whose \
+             tables it shares"
+        ),
+    }
+}
+
 fn dynamo_err<E>(op: &'static str, table: &str, e: SdkError<E>) -> StateError
 where
     E: std::fmt::Debug + aws_sdk_dynamodb::error::ProvideErrorMetadata,
@@ -542,6 +559,14 @@ impl StateStore {
             match req.send().await {
                 Ok(_) => {}
                 Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
+                // Deployed, no role may create a table: the stack does.
+                Err(SdkError::ServiceError(e))
+                    if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e.err()) == Some("AccessDeniedException") =>
+                {
+                    let prefix = self.cursors.strip_suffix("-cursors").unwrap_or(&self.cursors);
+                    let denied = aws_sdk_dynamodb::error::ProvideErrorMetadata::message(e.err()).unwrap_or("no message");
+                    return Err(missing_table(table, prefix, denied));
+                }
                 Err(e) => return Err(dynamo_err("CreateTable", table, e)),
             }
             for _ in 0..100 {

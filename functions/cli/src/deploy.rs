@@ -38,6 +38,12 @@ pub(crate) struct DeployArgs {
     /// the folder `ferry-definition/` beside template.yaml.
     #[arg(long, value_name = "DIR", default_value = "ferry-definition")]
     definition_dir: PathBuf,
+    /// The name of a deployed Ferry stack whose four state tables this
+    /// stack shares instead of creating its own (StateTablesFrom): the
+    /// other direction of a pair of replicators, one each way between the
+    /// same two clusters. Deploy that stack first.
+    #[arg(long, value_name = "STACK")]
+    state_tables_from: Option<String>,
 }
 
 fn is_msk(c: &ClusterSpec) -> bool {
@@ -52,6 +58,24 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     } = load_definition(&args.name, &args.kafka_clusters, &args.replication_info)?;
     let mut params: BTreeMap<&str, String> = BTreeMap::new();
     params.insert("ReplicatorName", args.name.clone());
+    if let Some(stack) = &args.state_tables_from {
+        check_stack_name(stack)?;
+    }
+    // Written always, empty for a stack on tables of its own: a stack
+    // deployed from a file without it would move to the default, its own
+    // new tables, away from the other direction's (and copy every record
+    // back). The file this run replaces must not lose it unnoticed.
+    if let Some(out) = &args.out {
+        let previous = std::fs::read_to_string(out).unwrap_or_default();
+        if let Some(refused) = dropped_state_tables(&previous, args.state_tables_from.as_deref()) {
+            return Err(format!("{}: {refused}", out.display()));
+        }
+    }
+    let shared = args.state_tables_from.clone().unwrap_or_default();
+    if !shared.is_empty() {
+        eprintln!("{}", shared_tables_note(&shared, &args.name));
+    }
+    params.insert("StateTablesFrom", shared);
     // The layer and these parameters travel apart; the functions check
     // that they belong together.
     params.insert(
@@ -182,6 +206,54 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A CloudFormation stack name, as the template's StateTablesFrom
+/// AllowedPattern takes it: refused here, before `sam deploy` would.
+fn check_stack_name(stack: &str) -> Result<(), String> {
+    let mut chars = stack.chars();
+    let shaped =
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '-') && stack.len() <= 128;
+    if shaped {
+        Ok(())
+    } else {
+        Err(format!(
+            "--state-tables-from {stack:?} is not a CloudFormation stack name (a letter, then letters, digits and hyphens, \
+             at most 128). Fix: give the name of the deployed Ferry stack whose tables to share, as `aws cloudformation \
+             describe-stacks --query 'Stacks[].StackName'` lists it, not an ARN or a table name"
+        ))
+    }
+}
+
+/// The refusal to rewrite a parameters file written with
+/// `--state-tables-from X` without it (or with another stack): the stack
+/// would leave the tables it shares.
+fn dropped_state_tables(previous: &str, now: Option<&str>) -> Option<String> {
+    let before = previous
+        .lines()
+        .find_map(|l| l.strip_prefix("StateTablesFrom: '")?.strip_suffix('\''))
+        .filter(|s| !s.is_empty())?;
+    (now != Some(before)).then(|| {
+        format!(
+            "was written with --state-tables-from {before}: deployed from this file, the stack would stop sharing stack \
+             {before}'s tables{} and its flows would copy back what the other direction wrote. Fix: give \
+             --state-tables-from {before} again; or, to really move the stack, delete it and deploy it anew (or write \
+             another --out file)",
+            now.map_or_else(|| " for tables of its own".to_owned(), |s| format!(" for stack {s}'s"))
+        )
+    })
+}
+
+/// What StateTablesFrom means, said when it is written.
+fn shared_tables_note(stack: &str, name: &str) -> String {
+    format!(
+        "ferry: StateTablesFrom={stack}: this stack creates no state tables; its functions use stack {stack}'s \
+         ({stack}-cursors, {stack}-offset-map, {stack}-producers, {stack}-groups), as two replicators one each way \
+         between the same clusters must (loop prevention, exact offset translation across both). Deploy {stack} \
+         first: this stack imports its export {stack}-StateTablesPrefix, so CloudFormation refuses this stack without \
+         it and refuses to delete {stack} (and its tables) before this one. Give this replicator its own name \
+         (--name {name}) and the other direction's flows only"
+    )
+}
+
 /// The parameters as the YAML file `sam deploy --parameter-overrides
 /// file://...` reads: a mapping of single-quoted strings (no YAML
 /// typing: `0123` stays a string). A value on the command line instead
@@ -309,7 +381,47 @@ fn write_definition(dir: &Path, clusters_json: &str, info_json: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::{has_random_suffix, ungranted_iam_error};
+    use super::{check_stack_name, dropped_state_tables, has_random_suffix, shared_tables_note, ungranted_iam_error};
+
+    /// StateTablesFrom takes a stack name only, as the template's
+    /// AllowedPattern does; the refusal says what to give.
+    #[test]
+    fn state_tables_from_takes_a_stack_name() {
+        for ok in ["ferry-a", "A", "ferry-rollback-2"] {
+            assert_eq!(check_stack_name(ok), Ok(()), "{ok}");
+        }
+        let long = format!("a{}", "b".repeat(128));
+        for bad in [
+            "",
+            "1ferry",
+            "ferry_a",
+            "ferry-a-cursors ",
+            "arn:aws:cloudformation:us-east-1:1:stack/a/x",
+            &long,
+        ] {
+            let e = check_stack_name(bad).expect_err(bad);
+            assert!(
+                e.contains("not a CloudFormation stack name") && e.contains("describe-stacks"),
+                "{e}"
+            );
+        }
+        let file = "ReplicatorName: 'b'\nStateTablesFrom: 'ferry-a'\n";
+        assert_eq!(dropped_state_tables(file, Some("ferry-a")), None);
+        assert_eq!(dropped_state_tables("StateTablesFrom: ''\n", None), None);
+        assert_eq!(dropped_state_tables("ReplicatorName: 'b'\n", Some("ferry-a")), None);
+        let e = dropped_state_tables(file, None).expect("refused");
+        assert!(
+            e.contains("tables of its own") && e.contains("--state-tables-from ferry-a again"),
+            "{e}"
+        );
+        let e = dropped_state_tables(file, Some("ferry-c")).expect("refused");
+        assert!(e.contains("for stack ferry-c's"), "{e}");
+        let note = shared_tables_note("ferry-a", "b");
+        assert!(
+            note.contains("ferry-a-producers") && note.contains("Deploy ferry-a first"),
+            "{note}"
+        );
+    }
 
     /// An MSK IAM cluster outside the first flow is refused, naming it and
     /// the fix.
