@@ -199,3 +199,74 @@ def test_two_unclean_elections_the_leader_never_had_the_epoch_read(tmp_path, tri
         f"--resume-after-data-loss {len(never_copied)} source records were never copied: {never_copied[:3]}..{never_copied[-1:]}\n"
         f"{[line for line in out.splitlines() if 'truncated' in line][:1]}"
     )
+
+
+def _crash_then_truncate(tmp_path, prefix: str, new_before_takeover: bool):
+    """Ferry copies a000..a099 (cursor 100, an epoch stored); broker 2 alone
+    takes b000..b049; a worker copies them and crashes before its
+    checkpoint; broker 3 (a000..a099 only) is elected uncleanly."""
+    topic = unique(prefix)
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    new = [f"c{i:03d}" for i in range(80)]
+    create(topic, [2, 3])
+    produce(topic, old, acks="all")
+    ferry = Ferry(*write_config(tmp_path, [topic], source=ALL, target=TARGET))
+    assert ferry.run("--once").returncode == 0
+    [st] = ferry.status()
+    assert st["cursor"] == 100 and st.get("leader_epoch") is not None, st
+    pair("3", "stop")
+    wait_for(topic, lambda m: m == (2, [2]), "broker 2 alone in the ISR")
+    produce(topic, lost, acks="1")
+    crashed = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-produce:1"})
+    assert crashed.returncode != 0
+    assert keys(TARGET, topic) == old + lost
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+    if new_before_takeover:
+        produce(topic, new, acks="1")
+    pair("2", "start")
+    wait_for(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    return topic, ferry, old, lost, new
+
+
+def test_a_takeover_after_a_truncation_gives_the_compaction_fix_and_resume_cannot_follow(tmp_path, trio):
+    """Defeats: "stop the partition with an error that says what to run".
+    The README admits the takeover stops "on the reconcile's own mismatch";
+    this checks what that tells the operator, and whether the fix named for
+    a truncation (--resume-after-data-loss) gets the partition going."""
+    topic, ferry, old, lost, new = _crash_then_truncate(tmp_path, "adv-takeover-trunc", new_before_takeover=True)
+    res = ferry.run("--once")
+    out = res.stdout + res.stderr
+    [st] = ferry.status()
+    stopped_with = st.get("last_error") or ""
+    resumed = ferry.run("--once", "--resume-after-data-loss")
+    rout = resumed.stdout + resumed.stderr
+    on_target = keys(TARGET, topic)
+    skipped = [k for k in new if k not in on_target]
+    assert "truncated" in stopped_with and resumed.returncode == 0 and not skipped, (
+        f"takeover: exit {res.returncode}, error: {stopped_with[:900]}\n"
+        f"then --resume-after-data-loss: exit {resumed.returncode}, {len(skipped)} of {len(new)} new records not copied\n"
+        f"{rout[-600:]}"
+    )
+
+
+def test_a_takeover_before_the_new_leader_has_records_leaves_the_replaced_ones_silently(tmp_path, trio):
+    """Defeats: "never silently". As above, but the new leader has no
+    records past 100 yet when the next holder takes over."""
+    topic, ferry, old, lost, new = _crash_then_truncate(tmp_path, "adv-takeover-quiet", new_before_takeover=False)
+    res = ferry.run("--once")
+    out = res.stdout + res.stderr
+    [st] = ferry.status()
+    after_takeover = dict(cursor=st["cursor"], leader_epoch=st.get("leader_epoch"), last_error=st.get("last_error"))
+    produce(topic, new, acks="1")
+    res2 = ferry.run("--once")
+    out2 = res2.stdout + res2.stderr
+    on_target = keys(TARGET, topic)
+    skipped = [k for k in new if k not in on_target]
+    said = [w for w in ("truncated", "DataLoss", "LogTruncated") if w in out + out2]
+    assert said and not skipped, (
+        f"takeover exit {res.returncode} {after_takeover}; next run exit {res2.returncode}; target {len(on_target)} records "
+        f"= {on_target[:1]}..{on_target[-1:]}; {len(skipped)} new records skipped; words logged: {said}\n{out[-800:]}\n{out2[-400:]}"
+    )
