@@ -270,3 +270,70 @@ def test_a_takeover_before_the_new_leader_has_records_leaves_the_replaced_ones_s
         f"takeover exit {res.returncode} {after_takeover}; next run exit {res2.returncode}; target {len(on_target)} records "
         f"= {on_target[:1]}..{on_target[-1:]}; {len(skipped)} new records skipped; words logged: {said}\n{out[-800:]}\n{out2[-400:]}"
     )
+
+
+def committed_on(bootstrap: str, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        [tp] = c.committed([TopicPartition(topic, 0)], timeout=30)
+        return tp.offset
+    finally:
+        c.close()
+
+
+def commit_at(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        c.close()
+
+
+def test_a_group_committed_in_the_replaced_range_skips_new_records_marked_exact(tmp_path, trio):
+    """Defeats: exact translation after following a new history. A source
+    group read a000..a099 and b000..b039 (the history an unclean election
+    then replaced) and committed 140. Ferry follows the new history
+    (--resume-after-data-loss): source 140 now maps to the NEW record at
+    140 (c040), so the group resumes on the target past c000..c039, which it
+    never read, and `ferry groups` calls the translation exact. (Kafka's own
+    consumer, given the commit's leader epoch, would find the truncation and
+    resume at 100.)"""
+    topic = unique("adv-group-replaced")
+    group = unique("adv-app")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    new = [f"c{i:03d}" for i in range(80)]
+    create(topic, [2, 3])
+    produce(topic, old, acks="all")
+    pair("3", "stop")
+    wait_for(topic, lambda m: m == (2, [2]), "broker 2 alone in the ISR")
+    produce(topic, lost, acks="1")
+    ferry = Ferry(*write_config(tmp_path, [topic], source=ALL, target=TARGET, groups=[group]))
+    assert ferry.run("--once").returncode == 0
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+    produce(topic, new, acks="1")
+    pair("2", "start")
+    wait_for(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    # The group's commit from before the election (made now: the offsets
+    # topic's own replicas went through the same broker stops).
+    commit_at(ALL, group, topic, 140)
+
+    stopped = ferry.run("--once")
+    assert stopped.returncode == 1
+    res = ferry.run("--once", "--resume-after-data-loss")
+    assert res.returncode == 0, res.stdout + res.stderr
+    ferry.run("--once")  # one more group sync after the move
+    target = read_partition(TARGET, topic, 0)
+    t = committed_on(TARGET, group, topic)
+    consumed = [r["key"].decode() for r in target if r["offset"] < t]
+    never_read = [k for k in new if k not in consumed and k not in [r["key"].decode() for r in target if r["offset"] >= t]]
+    skipped = [r["key"].decode() for r in target if r["offset"] < t and r["key"].decode().startswith("c")]
+    rows = [g for g in ferry.groups() if g["group"] == group]
+    assert not skipped, (
+        f"target commit {t}: the group resumes at {target[t]['key'] if t < len(target) else 'end'}; "
+        f"{len(skipped)} new records it never read are behind its commit ({skipped[:1]}..{skipped[-1:]}); group rows: {rows}"
+    )
