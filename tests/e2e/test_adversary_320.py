@@ -337,3 +337,66 @@ def test_a_group_committed_in_the_replaced_range_skips_new_records_marked_exact(
         f"target commit {t}: the group resumes at {target[t]['key'] if t < len(target) else 'end'}; "
         f"{len(skipped)} new records it never read are behind its commit ({skipped[:1]}..{skipped[-1:]}); group rows: {rows}"
     )
+
+
+
+def trickle(topic: str, keys_: list[str], seconds: float) -> None:
+    """Produce acks=1 in small flushed steps over about `seconds`."""
+    p = Producer({"bootstrap.servers": ALL, "acks": "1", "enable.idempotence": False, "linger.ms": 0})
+    step = 10
+    for i in range(0, len(keys_), step):
+        for k in keys_[i:i + step]:
+            p.produce(topic, partition=0, key=k.encode(), value=b"v-" + k.encode())
+        assert p.flush(60) == 0
+        time.sleep(seconds * step / len(keys_))
+
+
+def test_an_election_while_ferry_copies_the_tail(tmp_path, trio):
+    """The common case: Ferry runs (`ferry run`, rounds of 5 s, like the
+    scheduled Lambda) and copies near the tail when the unclean election
+    happens. Whatever it did then, the operator's two documented steps
+    (a run that stops with the truncation, then one run with
+    --resume-after-data-loss) must leave every record of the source's new
+    history on the target exactly once."""
+    topic = unique("adv-live-election")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(200)]
+    new = [f"c{i:03d}" for i in range(300)]
+    create(topic, [2, 3])
+    produce(topic, old, acks="all")
+    pair("3", "stop")
+    wait_for(topic, lambda m: m == (2, [2]), "broker 2 alone in the ISR")
+    ferry = Ferry(*write_config(tmp_path, [topic], source=ALL, target=TARGET))
+    log = tmp_path / "live.log"
+    proc = ferry.spawn("--round-seconds", "5", "--checkpoint-seconds", "1", log=log)
+    try:
+        trickle(topic, lost, 4)
+        time.sleep(2)
+        pair("2", "stop", grace=3)
+        pair("3", "start")
+        elect_unclean(topic, 3)
+        trickle(topic, new, 5)
+        pair("2", "start")
+        wait_for(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+        time.sleep(8)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    live = log.read_text(errors="replace")
+    source = keys(ALL, topic)
+    assert source[:100] == old and source[100:] == new[: len(source) - 100], source[95:105]
+    stop = ferry.run("--once")
+    sout = stop.stdout + stop.stderr
+    followed = ferry.run("--once", "--resume-after-data-loss")
+    fout = followed.stdout + followed.stderr
+    on_target = keys(TARGET, topic)
+    missing = [k for k in source if k not in on_target]
+    twice = sorted({k for k in on_target if on_target.count(k) > 1})
+    [st] = ferry.status()
+    said = [line[:400] for line in (live + sout).splitlines() if "truncat" in line.lower() or "reconcile" in line.lower()][:3]
+    print("\nlive election:", said, "| stop run exit", stop.returncode, "| target", len(on_target), "source", len(source))
+    assert followed.returncode == 0 and not missing and not twice, (
+        f"after the documented steps: exit {followed.returncode}; {len(missing)} source records missing "
+        f"({missing[:1]}..{missing[-1:]}), {len(twice)} on the target twice ({twice[:3]}); cursor {st['cursor']}, "
+        f"error: {(st.get('last_error') or '')[:500]}\nwhat it said: {said}\n{fout[-500:]}"
+    )
