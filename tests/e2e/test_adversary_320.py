@@ -400,3 +400,52 @@ def test_an_election_while_ferry_copies_the_tail(tmp_path, trio):
         f"({missing[:1]}..{missing[-1:]}), {len(twice)} on the target twice ({twice[:3]}); cursor {st['cursor']}, "
         f"error: {(st.get('last_error') or '')[:500]}\nwhat it said: {said}\n{fout[-500:]}"
     )
+
+
+def test_two_unclean_elections_with_the_older_history_longer_pass_without_a_word(tmp_path, trio):
+    """Defeats: "never silently", with no stop at all. As in
+    test_two_unclean_elections_the_leader_never_had_the_epoch_read, but the
+    replica elected last holds MORE records of the old epoch (x080..x199)
+    than Ferry read of the replaced one (y080..y129). Asked where Ferry's
+    epoch B ends, the leader answers (A, 200): not below the position (130),
+    so validate_epochs and check_history both say Same; the fetch at 130
+    brings epoch A, older than B, which epoch_changes_at ignores. Ferry goes
+    on copying x130..x199: the target's 80..129 are y records the source
+    never had, x080..x129 are never copied, and nothing is logged."""
+    topic = unique("adv-double-unclean-quiet")
+    a = [f"a{i:03d}" for i in range(80)]
+    x = [f"x{i:03d}" for i in range(80, 200)]
+    y = [f"y{i:03d}" for i in range(80, 130)]
+    z = [f"z{i:03d}" for i in range(200, 230)]
+    create(topic, [3, 2])
+    produce(topic, a, acks="all")
+    pair("2", "stop")
+    wait_for(topic, lambda m: m == (3, [3]), "broker 3 alone in the ISR")
+    produce(topic, x, acks="1")
+    pair("3", "stop", grace=3)
+    pair("2", "start")
+    elect_unclean(topic, 2)
+    produce(topic, y, acks="1")
+    ferry = Ferry(*write_config(tmp_path, [topic], source=ALL, target=TARGET))
+    assert ferry.run("--once").returncode == 0
+    assert keys(TARGET, topic) == a + y
+
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+    produce(topic, z, acks="1")
+    pair("2", "start")
+    wait_for(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    source = keys(ALL, topic)
+    assert source == a + x + z
+
+    res = ferry.run("--once")
+    out = res.stdout + res.stderr
+    on_target = keys(TARGET, topic)
+    never = [k for k in source if k not in on_target]
+    foreign = [k for k in on_target if k not in source]
+    assert res.returncode == 1 or not never, (
+        f"exit {res.returncode}, nothing said ({'truncated' in out}); target {len(on_target)} records: "
+        f"{len(never)} source records never copied ({never[:1]}..{never[-1:]}), {len(foreign)} on the target the source "
+        f"never had ({foreign[:1]}..{foreign[-1:]})"
+    )
