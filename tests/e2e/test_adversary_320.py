@@ -449,3 +449,56 @@ def test_two_unclean_elections_with_the_older_history_longer_pass_without_a_word
         f"{len(never)} source records never copied ({never[:1]}..{never[-1:]}), {len(foreign)} on the target the source "
         f"never had ({foreign[:1]}..{foreign[-1:]})"
     )
+
+
+def test_clean_leader_moves_on_a_compacted_transactional_topic_raise_no_alarm(tmp_path, trio):
+    """False-alarm probe (holds on 1def0d3): a compacted topic with
+    committed and aborted transactions and plain records, its leader moved
+    cleanly six times (controlled shutdown, then preferred election) while
+    `ferry run` copies it. No truncation may be reported and every
+    committed source record must be on the target once."""
+    topic = unique("adv-healthy-moves")
+    admin = AdminClient({"bootstrap.servers": ALL})
+    cfg = {"cleanup.policy": "compact", "segment.ms": "2000", "min.cleanable.dirty.ratio": "0.01",
+           "min.insync.replicas": "1"}
+    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[2, 3]], config=cfg)]).values():
+        f.result(timeout=30)
+    wait_for(topic, lambda m: m == (2, [2, 3]), "leader 2, both in sync")
+    ferry = Ferry(*write_config(tmp_path, [topic], source=ALL, target=TARGET))
+    log = tmp_path / "healthy.log"
+    proc = ferry.spawn("--round-seconds", "5", "--checkpoint-seconds", "1", log=log)
+    tx = Producer({"bootstrap.servers": ALL, "transactional.id": unique("adv-tx"), "acks": "all"})
+    tx.init_transactions(60)
+    plain = Producer({"bootstrap.servers": ALL, "acks": "all"})
+    try:
+        for rnd in range(6):
+            for i in range(30):
+                plain.produce(topic, partition=0, key=f"k{i % 7}".encode(), value=f"p{rnd}-{i}".encode())
+            assert plain.flush(60) == 0
+            tx.begin_transaction()
+            for i in range(20):
+                tx.produce(topic, partition=0, key=f"t{i % 5}".encode(), value=f"t{rnd}-{i}".encode())
+            (tx.abort_transaction if rnd % 2 else tx.commit_transaction)(60)
+            leader = 2 if rnd % 2 == 0 else 3
+            other = 5 - leader
+            pair(str(leader), "stop")
+            wait_for(topic, lambda m: m[0] == other, f"broker {other} leads")
+            for i in range(10):
+                plain.produce(topic, partition=0, key=f"k{i}".encode(), value=f"q{rnd}-{i}".encode())
+            assert plain.flush(60) == 0
+            pair(str(leader), "start")
+            wait_for(topic, lambda m: m[1] == [2, 3], "both in sync", timeout_s=120)
+        time.sleep(6)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    last = ferry.run("--once")
+    live = log.read_text(errors="replace") + last.stdout + last.stderr
+    alarms = [line[:300] for line in live.splitlines() if "truncat" in line.lower() or "partition stopped" in line]
+    src = [(r["key"], r["value"]) for r in read_partition(ALL, topic, 0)]
+    dst = [(r["key"], r["value"]) for r in read_partition(TARGET, topic, 0)]
+    missing = [kv for kv in src if kv not in dst]
+    twice = {kv for kv in dst if dst.count(kv) > 1}
+    epochs = ferry.status()[0].get("leader_epoch")
+    print(f"\nhealthy moves: source {len(src)}, target {len(dst)}, stored epoch {epochs}, alarms {len(alarms)}")
+    assert last.returncode == 0 and not alarms and not missing and not twice, (alarms[:3], missing[:3], sorted(twice)[:3])
