@@ -509,6 +509,7 @@ kafka_port() {
     target) echo "$TARGET_PORT" ;;
     pair) echo "$PAIR_PORT" ;;
     pair2) echo $((PAIR_PORT + 2)) ;;
+    pair3) echo $((PAIR_PORT + 3)) ;;
     *) die "unknown cluster '$1' (expected source, target, pair or pair2)" ;;
   esac
 }
@@ -538,6 +539,8 @@ kafka_version_file() { echo "$RUN_DIR/$1/kafka.version"; }
 kafka_cds() {
   local jvm
   jvm=$(readlink -f "$(command -v "$JAVA")")
+  # adv320: pair3's archive stays in this checkout (the shared cache is read-only here).
+  [[ $1 == pair3 ]] && { echo "$RUN_DIR/pair3-cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"; return; }
   echo "$(kafka_home "$1")/cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"
 }
 
@@ -556,6 +559,12 @@ kafka_config() {
   if [[ $cluster == pair2 ]]; then
     # The pair's second broker: no controller of its own, node 1's quorum.
     roles=broker node=2 controller=$((PAIR_PORT + 1))
+    listeners="PLAINTEXT://127.0.0.1:$port"
+  fi
+  if [[ $cluster == pair3 ]]; then
+    # adv320: a third broker of the pair (broker only), for two unclean
+    # elections with the controller up.
+    roles=broker node=3 controller=$((PAIR_PORT + 1))
     listeners="PLAINTEXT://127.0.0.1:$port"
   fi
   if $zookeeper; then
@@ -713,7 +722,7 @@ kafka_config_current() {
 kafka_check_formatted() {
   local cluster=$1 dir controller
   kafka_on_zookeeper "$cluster" && return 0
-  [[ $cluster == pair2 ]] && return 0 # no controller of its own
+  [[ $cluster == pair2 || $cluster == pair3 ]] && return 0 # no controller of its own
   dir=$(kafka_dir "$cluster")
   controller=$(($(kafka_port "$cluster") + 1))
   if [[ -f $dir/data/meta.properties ]] &&
@@ -808,7 +817,7 @@ import base64, uuid
 while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
 print(i)')
   local quorum=(--standalone)
-  if [[ $cluster == pair2 ]]; then
+  if [[ $cluster == pair2 || $cluster == pair3 ]]; then
     # A broker joins the cluster its controller formatted.
     [[ -f $(kafka_dir pair)/data/meta.properties ]] || die "kafka pair2: format pair first"
     cluster_id=$(sed -n 's/^cluster.id=//p' "$(kafka_dir pair)/data/meta.properties")
@@ -816,7 +825,7 @@ print(i)')
   fi
   log "kafka $cluster: formatting $dir/data for Kafka $(kafka_version "$cluster") (cluster id $cluster_id)"
   kafka_cmd "$cluster" -Xmx256m
-  if [[ $cluster != pair2 ]]; then
+  if [[ $cluster != pair2 && $cluster != pair3 ]]; then
     for user in "${LOCAL_SCRAM_USERS[@]}"; do
       read -r mechanism name password <<<"$user"
       scram+=(--add-scram "$mechanism=[name=$name,password=$password]")
