@@ -1778,7 +1778,9 @@ fn judge(cache: &[(i64, i32)], upto: usize, end: i64, answer: ferry_adapters::ka
         return verdict(at, below);
     };
     let ferry_end = mine.get(i + 1).map_or(end, |&(o, _)| o).min(end);
-    if mine[i].1 == answer.leader_epoch {
+    // The same epoch; or a newer one than asked for, which a leader does
+    // not answer with: its end is compared all the same, never asked again.
+    if mine[i].1 == answer.leader_epoch || i + 1 >= mine.len() {
         verdict(answer.end_offset.min(ferry_end), mine[..=i].to_vec())
     } else {
         Step::Ask {
@@ -2766,6 +2768,15 @@ mod tests {
         );
         // A sound log: asked about 2, the leader has it to its end.
         assert_eq!(judge(&cache, 2, 130, end(2, 300), 130), Step::Done(History::Same));
+        // An answer newer than asked for ends the search rather than loop.
+        assert_eq!(judge(&cache, 2, 130, end(3, 300), 130), Step::Done(History::Same));
+        assert_eq!(
+            judge(&cache, 2, 130, end(3, 110), 130),
+            Step::Done(History::Diverged {
+                at: 110,
+                below: cache.to_vec()
+            })
+        );
     }
 
     #[test]
