@@ -35,7 +35,8 @@ SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
 TARGET_PORT=${FERRY_TARGET_PORT:-29092}
 # "pair": a cluster of two brokers, for leadership moves (infra/local/pair):
 # node 1 is broker and controller on PAIR_PORT (controller PAIR_PORT + 1),
-# node 2 ("pair2") a broker only on PAIR_PORT + 2.
+# node 2 ("pair2") a broker only on PAIR_PORT + 2, node 3 ("pair3") another on
+# PAIR_PORT + 3.
 PAIR_PORT=${FERRY_PAIR_PORT:-14092}
 MOTO_PORT=${FERRY_MOTO_PORT:-5000}
 MOTO_DIR="$RUN_DIR/moto"
@@ -510,7 +511,7 @@ kafka_port() {
     pair) echo "$PAIR_PORT" ;;
     pair2) echo $((PAIR_PORT + 2)) ;;
     pair3) echo $((PAIR_PORT + 3)) ;;
-    *) die "unknown cluster '$1' (expected source, target, pair or pair2)" ;;
+    *) die "unknown cluster '$1' (expected source, target, pair, pair2 or pair3)" ;;
   esac
 }
 kafka_bootstrap() { echo "127.0.0.1:$(kafka_port "$1")"; }
@@ -539,8 +540,6 @@ kafka_version_file() { echo "$RUN_DIR/$1/kafka.version"; }
 kafka_cds() {
   local jvm
   jvm=$(readlink -f "$(command -v "$JAVA")")
-  # adv320: pair3's archive stays in this checkout (the shared cache is read-only here).
-  [[ $1 == pair3 ]] && { echo "$RUN_DIR/pair3-cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"; return; }
   echo "$(kafka_home "$1")/cds/jvm-$(stat -c %Y "$jvm")/$1.jsa"
 }
 
@@ -562,8 +561,8 @@ kafka_config() {
     listeners="PLAINTEXT://127.0.0.1:$port"
   fi
   if [[ $cluster == pair3 ]]; then
-    # adv320: a third broker of the pair (broker only), for two unclean
-    # elections with the controller up.
+    # A third broker of the pair (broker only), for two unclean elections
+    # with the controller up (test_truncation).
     roles=broker node=3 controller=$((PAIR_PORT + 1))
     listeners="PLAINTEXT://127.0.0.1:$port"
   fi
@@ -819,7 +818,7 @@ print(i)')
   local quorum=(--standalone)
   if [[ $cluster == pair2 || $cluster == pair3 ]]; then
     # A broker joins the cluster its controller formatted.
-    [[ -f $(kafka_dir pair)/data/meta.properties ]] || die "kafka pair2: format pair first"
+    [[ -f $(kafka_dir pair)/data/meta.properties ]] || die "kafka $cluster: format pair first"
     cluster_id=$(sed -n 's/^cluster.id=//p' "$(kafka_dir pair)/data/meta.properties")
     quorum=()
   fi
