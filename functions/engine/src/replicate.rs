@@ -2091,13 +2091,6 @@ async fn reconcile(
             ));
         }
     };
-    // The source's epochs of what the holder wrote (read now, after the
-    // stored ones were validated): the cursor keeps them. Past records
-    // deleted before they were copied, what came before is not known.
-    if read.deleted_to.is_some() {
-        p.history.clear();
-    }
-    p.note_epochs(&read.epochs);
     let recs = &read.window.records;
     // The cursor after what was written.
     let mut to_source = match a.written.checked_sub(1).map(|i| &recs[i]) {
@@ -2138,6 +2131,14 @@ async fn reconcile(
     if a.pairs.is_empty() && to_source == p.cursor && holder.positions == 0 {
         return Ok(());
     }
+    // The source's epochs of what the holder wrote (read now, after the
+    // stored ones were validated): the checkpoints below keep those of the
+    // records they pass (the rest are dropped after them). Past records
+    // deleted before they were copied, what came before is not known.
+    if read.deleted_to.is_some() {
+        p.history.clear();
+    }
+    p.note_epochs(&read.epochs);
     // Offset-map runs of the matched records, with each one's position
     // (for the sequence a partial checkpoint stores).
     let pos_of = |t: i64| {
