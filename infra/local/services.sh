@@ -35,7 +35,8 @@ SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
 TARGET_PORT=${FERRY_TARGET_PORT:-29092}
 # "pair": a cluster of two brokers, for leadership moves (infra/local/pair):
 # node 1 is broker and controller on PAIR_PORT (controller PAIR_PORT + 1),
-# node 2 ("pair2") a broker only on PAIR_PORT + 2.
+# node 2 ("pair2") a broker only on PAIR_PORT + 2, node 3 ("pair3") another on
+# PAIR_PORT + 3.
 PAIR_PORT=${FERRY_PAIR_PORT:-14092}
 MOTO_PORT=${FERRY_MOTO_PORT:-5000}
 MOTO_DIR="$RUN_DIR/moto"
@@ -509,7 +510,8 @@ kafka_port() {
     target) echo "$TARGET_PORT" ;;
     pair) echo "$PAIR_PORT" ;;
     pair2) echo $((PAIR_PORT + 2)) ;;
-    *) die "unknown cluster '$1' (expected source, target, pair or pair2)" ;;
+    pair3) echo $((PAIR_PORT + 3)) ;;
+    *) die "unknown cluster '$1' (expected source, target, pair, pair2 or pair3)" ;;
   esac
 }
 kafka_bootstrap() { echo "127.0.0.1:$(kafka_port "$1")"; }
@@ -556,6 +558,12 @@ kafka_config() {
   if [[ $cluster == pair2 ]]; then
     # The pair's second broker: no controller of its own, node 1's quorum.
     roles=broker node=2 controller=$((PAIR_PORT + 1))
+    listeners="PLAINTEXT://127.0.0.1:$port"
+  fi
+  if [[ $cluster == pair3 ]]; then
+    # A third broker of the pair (broker only), for two unclean elections
+    # with the controller up (test_truncation).
+    roles=broker node=3 controller=$((PAIR_PORT + 1))
     listeners="PLAINTEXT://127.0.0.1:$port"
   fi
   if $zookeeper; then
@@ -713,7 +721,7 @@ kafka_config_current() {
 kafka_check_formatted() {
   local cluster=$1 dir controller
   kafka_on_zookeeper "$cluster" && return 0
-  [[ $cluster == pair2 ]] && return 0 # no controller of its own
+  [[ $cluster == pair2 || $cluster == pair3 ]] && return 0 # no controller of its own
   dir=$(kafka_dir "$cluster")
   controller=$(($(kafka_port "$cluster") + 1))
   if [[ -f $dir/data/meta.properties ]] &&
@@ -808,15 +816,15 @@ import base64, uuid
 while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
 print(i)')
   local quorum=(--standalone)
-  if [[ $cluster == pair2 ]]; then
+  if [[ $cluster == pair2 || $cluster == pair3 ]]; then
     # A broker joins the cluster its controller formatted.
-    [[ -f $(kafka_dir pair)/data/meta.properties ]] || die "kafka pair2: format pair first"
+    [[ -f $(kafka_dir pair)/data/meta.properties ]] || die "kafka $cluster: format pair first"
     cluster_id=$(sed -n 's/^cluster.id=//p' "$(kafka_dir pair)/data/meta.properties")
     quorum=()
   fi
   log "kafka $cluster: formatting $dir/data for Kafka $(kafka_version "$cluster") (cluster id $cluster_id)"
   kafka_cmd "$cluster" -Xmx256m
-  if [[ $cluster != pair2 ]]; then
+  if [[ $cluster != pair2 && $cluster != pair3 ]]; then
     for user in "${LOCAL_SCRAM_USERS[@]}"; do
       read -r mechanism name password <<<"$user"
       scram+=(--add-scram "$mechanism=[name=$name,password=$password]")

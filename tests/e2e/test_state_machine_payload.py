@@ -119,7 +119,8 @@ def plan_output(topics: int, partitions: int, end: int, per_batch: int = 16) -> 
 def data_loss_error(topic: str, p: int) -> str:
     return (f"{topic}-{p} on cluster source: source offsets 12345678..12400000 were deleted (retention or DeleteRecords) "
             f"before Ferry replicated them; 54322 records would be lost. Fix: raise the source topic's retention and "
-            f"replicate faster, or accept the loss with --resume-after-data-loss (FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda)")
+            f"replicate faster, or accept the loss with --resume-after-data-loss (a deployed stack: its ResumeAfterDataLoss parameter, for one "
+            f"execution)")
 
 
 DATA_LOSS = "data-loss"

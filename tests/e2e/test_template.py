@@ -501,3 +501,38 @@ def test_state_tables_from_another_stack(tmp_path):
             deploy_parameters(env, tmp_path / "bad", ("--state-tables-from", bad))
         with pytest.raises(DeployRefused, match="StateTablesFrom: .* failed to satisfy constraint: must be empty"):
             sam_stack(dict(params_b, StateTablesFrom=bad), "ferry-b", template_b, a["exports"])
+
+
+def test_resume_after_data_loss_is_a_stack_parameter_off_by_default(tmp_path):
+    """The fix a data-loss or truncation stop names for a deployed stack
+    (functions/engine/src/replicate.rs, `resume_once`): the template's
+    ResumeAfterDataLoss parameter sets FERRY_RESUME_AFTER_DATA_LOSS, the
+    variable the functions read (functions/engine/src/context.rs), on every
+    function; "false" unless given, and CloudFormation takes nothing but
+    "true" or "false"."""
+    from conftest import FERRY
+    from iam_rehearsal import FUNCTIONS, NETWORK, sam_stack
+
+    source = "arn:aws:kafka:us-east-1:123456789012:cluster/old/0a1b2c3d-1"
+    target = "arn:aws:kafka:us-east-1:123456789012:cluster/new/4e5f6a7b-2"
+    clusters = [{"AmazonMskCluster": {"MskClusterArn": arn, "BootstrapBrokerString": "b-1:9098"}} for arn in (source, target)]
+    info = [{"SourceKafkaClusterArn": source, "TargetKafkaClusterArn": target, "TargetCompressionType": "NONE",
+             "TopicReplication": {"TopicsToReplicate": ["orders"]}}]
+    (tmp_path / "kc.json").write_text(json.dumps(clusters))
+    (tmp_path / "ri.json").write_text(json.dumps(info))
+    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
+    res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
+                          "--name", "resume", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    params = dict(json.loads(res.stdout), **NETWORK)
+    assert "ResumeAfterDataLoss" not in params, "deploy-parameters leaves it to the operator"
+    context = (ROOT / "functions" / "engine" / "src" / "context.rs").read_text()
+    assert 'RESUME_AFTER_DATA_LOSS: &str = "FERRY_RESUME_AFTER_DATA_LOSS"' in context
+    assert 'env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true")' in context
+    template = (ROOT / "template.yaml").read_text()
+    assert re.search(r'^  ResumeAfterDataLoss:\n    Type: String\n    AllowedValues: \["true", "false"\]\n    Default: "false"', template, re.M)
+    for given, want in ((None, "false"), ("true", "true"), ("false", "false")):
+        p = params if given is None else dict(params, ResumeAfterDataLoss=given)
+        stack = sam_stack(p, "resume", tmp_path / "template.yaml")
+        for function in FUNCTIONS.values():
+            assert stack["functions"][function]["environment"]["FERRY_RESUME_AFTER_DATA_LOSS"] == want, (function, given)

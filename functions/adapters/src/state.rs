@@ -216,6 +216,13 @@ pub struct CursorItem {
     /// leader election) shows as an end before it. `None` in items written
     /// before Ferry stored it, or after a move whose epoch is not known.
     pub leader_epoch: Option<i32>,
+    /// The source leader epochs of what was read below the cursor, as
+    /// (first offset read in it, epoch), oldest first, bounded (see
+    /// [`Checkpoint::leader_epochs`]): where a replaced history parts from
+    /// Ferry's is found with it, as a Kafka follower finds it with its
+    /// leader-epoch cache. An item written before Ferry stored it has its
+    /// `leader_epoch` alone here, at offset -1 (first offset not known).
+    pub leader_epochs: Vec<(i64, i32)>,
 }
 
 impl CursorItem {
@@ -302,11 +309,29 @@ pub struct Checkpoint {
     /// The recorded producer's next sequence number as of `target_end`,
     /// when this checkpoint covers its writes (None leaves it as stored).
     pub producer_sequence: Option<i32>,
-    /// The source leader epoch of the batch holding offset `to_source - 1`
-    /// (see [`CursorItem::leader_epoch`]); `None` removes the stored one:
-    /// an epoch that no longer belongs to the offset before the cursor
-    /// would make a sound log look truncated.
-    pub leader_epoch: Option<i32>,
+    /// The source leader epochs read below `to_source`: (first offset
+    /// read in it, epoch), oldest first; the last one is the epoch of the
+    /// batch holding `to_source - 1` (see [`CursorItem::leader_epoch`]).
+    /// Empty removes the stored ones: an epoch that no longer belongs to
+    /// the offset before the cursor would make a sound log look truncated.
+    pub leader_epochs: Vec<(i64, i32)>,
+}
+
+/// The stored form of [`Checkpoint::leader_epochs`]: `offset:epoch`
+/// pairs, comma-separated.
+pub fn format_leader_epochs(epochs: &[(i64, i32)]) -> String {
+    epochs.iter().map(|(o, e)| format!("{o}:{e}")).collect::<Vec<_>>().join(",")
+}
+
+/// Read back what [`format_leader_epochs`] wrote; `None` if it is not that.
+pub fn parse_leader_epochs(s: &str) -> Option<Vec<(i64, i32)>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (o, e) = p.split_once(':')?;
+            Some((o.parse().ok()?, e.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The store.
@@ -453,6 +478,14 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             source_topic_id: r.s("source_topic_id"),
             target_topic_id: r.s("target_topic_id"),
             leader_epoch: r.n("leader_epoch").and_then(|v| i32::try_from(v).ok()),
+            leader_epochs: match r.s("leader_epoch_starts").as_deref().and_then(parse_leader_epochs) {
+                Some(epochs) if !epochs.is_empty() => epochs,
+                _ => r
+                    .n("leader_epoch")
+                    .and_then(|v| i32::try_from(v).ok())
+                    .map(|e| vec![(-1, e)])
+                    .unwrap_or_default(),
+            },
         })
     }
 }
@@ -1236,12 +1269,12 @@ impl StateStore {
         if cp.producer_sequence.is_some() {
             set.push_str(", producer_next_sequence = :pseq");
         }
-        let remove = match cp.leader_epoch {
+        let remove = match cp.leader_epochs.last() {
             Some(_) => {
-                set.push_str(", leader_epoch = :lep");
+                set.push_str(", leader_epoch = :lep, leader_epoch_starts = :leps");
                 "REMOVE last_error"
             }
-            None => "REMOVE last_error, leader_epoch",
+            None => "REMOVE last_error, leader_epoch, leader_epoch_starts",
         };
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
@@ -1264,8 +1297,10 @@ impl StateStore {
         if let Some(seq) = cp.producer_sequence {
             cursor_update = cursor_update.expression_attribute_values(":pseq", n(i64::from(seq)));
         }
-        if let Some(epoch) = cp.leader_epoch {
-            cursor_update = cursor_update.expression_attribute_values(":lep", n(i64::from(epoch)));
+        if let Some(&(_, epoch)) = cp.leader_epochs.last() {
+            cursor_update = cursor_update
+                .expression_attribute_values(":lep", n(i64::from(epoch)))
+                .expression_attribute_values(":leps", s(format_leader_epochs(&cp.leader_epochs)));
         }
         if let Some(o) = open {
             cursor_update = cursor_update
@@ -1356,8 +1391,9 @@ impl StateStore {
     /// longer has: they are deleted first, then the run holding `to - 1`
     /// is cut at `to` and the cursor moves, in one transaction conditional
     /// on the lease and the cursor. `open` is the holder's newest run,
-    /// whole (the stored item may be shorter). Returns the newest run
-    /// after the move, whole.
+    /// whole (the stored item may be shorter); `leader_epochs`, the
+    /// epochs read below `to` (see [`Checkpoint::leader_epochs`]). Returns
+    /// the newest run after the move, whole.
     pub async fn rewind_cursor(
         &self,
         flow: &str,
@@ -1365,7 +1401,7 @@ impl StateStore {
         from: i64,
         to: i64,
         open: Option<OffsetRun>,
-        leader_epoch: Option<i32>,
+        leader_epochs: &[(i64, i32)],
     ) -> Result<Option<OffsetRun>, StateError> {
         let build_err = |table: &str, e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
             op: "TransactWriteItems",
@@ -1396,10 +1432,10 @@ impl StateStore {
         } else {
             remove.extend(["open_run_source_start", "open_run_target_start", "open_run_length"]);
         }
-        if leader_epoch.is_some() {
-            set.push_str(", leader_epoch = :lep");
+        if leader_epochs.is_empty() {
+            remove.extend(["leader_epoch", "leader_epoch_starts"]);
         } else {
-            remove.push("leader_epoch");
+            set.push_str(", leader_epoch = :lep, leader_epoch_starts = :leps");
         }
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
@@ -1418,8 +1454,10 @@ impl StateStore {
                 .expression_attribute_values(":ort", n(r.target_start))
                 .expression_attribute_values(":orl", n(r.length));
         }
-        if let Some(e) = leader_epoch {
-            cursor_update = cursor_update.expression_attribute_values(":lep", n(i64::from(e)));
+        if let Some(&(_, e)) = leader_epochs.last() {
+            cursor_update = cursor_update
+                .expression_attribute_values(":lep", n(i64::from(e)))
+                .expression_attribute_values(":leps", s(format_leader_epochs(leader_epochs)));
         }
         let mut items = vec![TransactWriteItem::builder()
             .update(cursor_update.build().map_err(|e| build_err(&self.cursors, e))?)

@@ -31,7 +31,7 @@ fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> 
         source_end: to,
         lease_expires_ms: now_ms() + 60_000,
         producer_sequence: None,
-        leader_epoch: None,
+        leader_epochs: Vec::new(),
     }
 }
 
@@ -498,8 +498,14 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
         target_start,
         length,
     };
-    let with_epoch = |mut c: Checkpoint, epoch| {
-        c.leader_epoch = epoch;
+    // Each checkpoint stores the epochs read below its cursor: (first
+    // offset read in it, epoch).
+    let with_epoch = |mut c: Checkpoint, epoch: Option<i32>| {
+        c.leader_epochs = match epoch {
+            Some(3) => vec![(0, 3)],
+            Some(e) => vec![(0, 3), (40, e)],
+            None => Vec::new(),
+        };
         c
     };
     s.checkpoint("r/f", &lease, &with_epoch(cp(0, 10, vec![run(0, 100, 10)], None), Some(3)))
@@ -514,21 +520,23 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
     )
     .await
     .expect("second");
-    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").leader_epoch, Some(5));
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!((c.leader_epoch, c.leader_epochs), (Some(5), vec![(0, 3), (40, 5)]));
     // A checkpoint that does not know the epoch removes it: a stale one
     // would make a sound log look truncated.
     s.checkpoint("r/f", &lease, &cp(45, 45, Vec::new(), Some(run(40, 130, 5))))
         .await
         .expect("no epoch");
-    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").leader_epoch, None);
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!((c.leader_epoch, c.leader_epochs), (None, Vec::new()));
 
     // Moved back from a cursor that is not the stored one: refused.
     assert!(matches!(
-        s.rewind_cursor("r/f", &lease, 44, 25, Some(run(40, 130, 5)), Some(2)).await,
+        s.rewind_cursor("r/f", &lease, 44, 25, Some(run(40, 130, 5)), &[(0, 2)]).await,
         Err(StateError::LeaseLost { .. })
     ));
     let newest = s
-        .rewind_cursor("r/f", &lease, 45, 25, Some(run(40, 130, 5)), Some(2))
+        .rewind_cursor("r/f", &lease, 45, 25, Some(run(40, 130, 5)), &[(0, 2)])
         .await
         .expect("rewind");
     assert_eq!(newest, Some(run(0, 100, 25)));
@@ -537,6 +545,7 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
         (c.next_source_offset, c.leader_epoch, c.open_run),
         (25, Some(2), Some(run(0, 100, 25)))
     );
+    assert_eq!(c.leader_epochs, vec![(0, 2)]);
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25)]);
     // The next checkpoint continues the cut run.
     s.checkpoint(
@@ -549,7 +558,7 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25), run(25, 135, 5)]);
     // Back to before every run: the map is empty.
     assert_eq!(
-        s.rewind_cursor("r/f", &lease, 30, 0, Some(run(25, 135, 5)), None)
+        s.rewind_cursor("r/f", &lease, 30, 0, Some(run(25, 135, 5)), &[])
             .await
             .expect("to 0"),
         None

@@ -328,6 +328,26 @@ fn written_offset(p: &GroupSyncItem) -> Option<i64> {
     })
 }
 
+/// Where the history a group committed `offset` in (`epoch`: the leader
+/// epoch of the last record it read, as Kafka's clients commit it since
+/// KIP-320) parts from the source's history that the cursor's leader
+/// epochs `history` describe ((first offset, epoch), oldest first), if it
+/// does below `offset`: the commit is then in records an unclean leader
+/// election replaced, and the group never read the new history's records
+/// from there. Found without a request, as Kafka's consumer finds it with
+/// the leader's answer: the source's largest epoch at or below `epoch`
+/// ends (the next epoch starts) below `offset`. An epoch newer than all
+/// the cursor read, older than all it kept, or none (-1): nothing to
+/// compare, taken as the same history.
+fn replaced_from(offset: i64, epoch: i32, history: &[(i64, i32)]) -> Option<i64> {
+    if epoch < 0 {
+        return None;
+    }
+    let i = history.iter().rposition(|&(_, e)| e <= epoch)?;
+    let &(end, _) = history.get(i + 1)?;
+    (end < offset).then_some(end)
+}
+
 /// Translate commit `c` of source partition `tp` (target `target_tp`),
 /// with how many records the group consumed will be delivered again.
 async fn translation(
@@ -459,17 +479,23 @@ async fn sync_group(
                 && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
                 && p.target_offset == current
         });
-        let (translation, again) = if unchanged {
+        // A commit made in a history of the partition that an unclean
+        // leader election replaced (its leader epoch, KIP-320, says which)
+        // resumes where the new history parts from it.
+        let replaced = replaced_from(c.offset, c.leader_epoch, &cursor.leader_epochs);
+        let from = replaced.unwrap_or(c.offset);
+        let (translation, again) = if unchanged && replaced.is_none() {
             let t = previous
                 .get(&(group.to_owned(), tp.clone()))
                 .and_then(|p| p.translated.map(|offset| Translation { offset, exact: true }));
             (t, 0)
         } else {
-            match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, c.offset).await? {
+            match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
                 Some((mut t, again)) => {
                     if let Some(&start) = seen.target_starts.get(&target_tp) {
                         t.offset = t.offset.max(start);
                     }
+                    t.exact &= replaced.is_none();
                     (Some(t), again)
                 }
                 None => (None, 0),
@@ -497,6 +523,13 @@ async fn sync_group(
         };
         let not_exact = if item.exact {
             String::new()
+        } else if let Some(d) = replaced {
+            format!(
+                " (not exact: the group committed source offset {} in leader epoch {}, of a history the source replaced from offset \
+                 {d} on (an unclean leader election): it resumes at the new history's record {d}, which it never read; none is \
+                 skipped)",
+                c.offset, c.leader_epoch
+            )
         } else if again > 0 {
             format!(
                 " (not exact: the two clusters hold this partition's records in different orders; {again} record(s) the group \
@@ -614,5 +647,25 @@ mod failpoint {
             eprintln!("ferry: failpoint crash-after-group-commit reached; aborting before the sync is recorded");
             std::process::abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replaced_from;
+
+    /// The source's history: epoch 0 from offset 0, epoch 2 from 100 (an
+    /// unclean election at 100 replaced what a replica had there in 0).
+    #[test]
+    fn a_commit_in_a_replaced_history_resumes_where_the_histories_part() {
+        let history = [(0, 0), (100, 2)];
+        assert_eq!(replaced_from(140, 0, &history), Some(100), "read 100..139 in epoch 0: replaced");
+        assert_eq!(replaced_from(100, 0, &history), None, "read up to 99 in epoch 0: the same history");
+        assert_eq!(replaced_from(60, 0, &history), None);
+        assert_eq!(replaced_from(140, 2, &history), None, "the new history's epoch");
+        assert_eq!(replaced_from(140, 1, &history), Some(100), "an epoch the source never had");
+        assert_eq!(replaced_from(140, 5, &history), None, "newer than all read: nothing to compare");
+        assert_eq!(replaced_from(140, -1, &history), None, "no epoch committed");
+        assert_eq!(replaced_from(140, 0, &[]), None, "no epochs kept");
     }
 }

@@ -155,9 +155,12 @@ struct Part {
     /// as the operator allowed (the DataLoss metric), and records copied
     /// from a source history that an unclean leader election replaced.
     lost_records: u64,
-    /// The source leader epoch of the batch holding `cursor - 1`, as
-    /// stored with the cursor and validated (KIP-320); `None` when unknown.
-    epoch: Option<i32>,
+    /// The source leader epochs read below the cursor, as stored with it
+    /// and validated (KIP-320): (first offset read in it, epoch), oldest
+    /// first; the last one is the epoch of the batch holding `cursor - 1`.
+    /// Empty when unknown. Ferry's own leader-epoch cache: where a
+    /// replaced history parts from what Ferry read is found with it.
+    history: Vec<(i64, i32)>,
     /// (base offset, leader epoch) of each source batch read past the
     /// cursor, oldest first: the epoch a checkpoint stores is the one of
     /// the batch holding its last offset.
@@ -318,7 +321,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     filtered_records: 0,
                     filtered_bytes: 0,
                     lost_records: 0,
-                    epoch: item.leader_epoch,
+                    history: item.leader_epochs,
                     epochs: VecDeque::new(),
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
@@ -1133,22 +1136,36 @@ async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Par
 }
 
 impl Part {
-    /// The leader epoch of the batch holding offset `to - 1`, for a
+    /// The leader epochs read below `to` (see [`Part::history`]), for a
     /// cursor moved to `to` over what was read.
+    fn history_before(&self, to: i64) -> Vec<(i64, i32)> {
+        let mut h = self.history.clone();
+        for &(base, epoch) in self.epochs.iter().filter(|&&(base, _)| base < to) {
+            if h.last().map(|&(_, e)| e) != Some(epoch) {
+                h.push((base, epoch));
+            }
+        }
+        bound_history(h)
+    }
+
+    /// The leader epoch of the batch holding offset `to - 1`.
+    #[cfg(test)]
     fn epoch_before(&self, to: i64) -> Option<i32> {
-        self.epochs
-            .iter()
-            .rev()
-            .find(|&&(base, _)| base < to)
-            .map(|&(_, e)| e)
-            .or(self.epoch)
+        self.history_before(to).last().map(|&(_, e)| e)
+    }
+
+    /// Ferry's leader-epoch cache up to `fetch_pos`: what was read below
+    /// the cursor and past it.
+    fn read_history(&self) -> Vec<(i64, i32)> {
+        self.history_before(i64::MAX)
     }
 
     /// Remember the epochs of batches read: only where the epoch changes
     /// (a partition reads thousands of batches between two checkpoints).
+    /// A batch without one (an old message format: -1) changes nothing.
     fn note_epochs(&mut self, read: &[(i64, i32)]) {
         for &(base, epoch) in read {
-            if self.last_epoch() != Some(epoch) {
+            if epoch >= 0 && self.last_epoch() != Some(epoch) {
                 self.epochs.push_back((base, epoch));
             }
         }
@@ -1156,15 +1173,19 @@ impl Part {
 
     /// The leader epoch of the last batch read (before `fetch_pos`).
     fn last_epoch(&self) -> Option<i32> {
-        self.epochs.back().map(|&(_, e)| e).or(self.epoch)
+        self.epochs.back().or(self.history.last()).map(|&(_, e)| e)
     }
 
-    /// Whether `read` starts in a newer leader epoch than the last batch
+    /// Whether `read` starts in another leader epoch than the last batch
     /// read: the moment to ask whether the log still holds what was read
-    /// (KIP-320). Not on every fetch: only when the epoch moves.
+    /// (KIP-320). Not on every fetch: only when the epoch moves. An older
+    /// epoch after a newer one is never one log (a leader stamps its
+    /// batches with its own epoch, and epochs only grow): it is asked
+    /// about too.
     fn epoch_changes_at(&self, read: &CommittedRead) -> bool {
-        match (self.last_epoch(), read.epochs.first()) {
-            (Some(last), Some(&(_, first))) => first > last,
+        let first = read.epochs.iter().map(|&(_, e)| e).find(|&e| e >= 0);
+        match (self.last_epoch(), first) {
+            (Some(last), Some(first)) => first != last,
             _ => false,
         }
     }
@@ -1184,7 +1205,7 @@ impl Part {
         if let Some(last) = cp.runs.last() {
             self.last_run = Some(*last);
         }
-        self.epoch = cp.leader_epoch;
+        self.history.clone_from(&cp.leader_epochs);
         self.epochs.retain(|&(base, _)| base >= cp.to_source);
         self.lease_expires_hint = cp.lease_expires_ms;
         self.flush_soon = false;
@@ -1213,8 +1234,23 @@ fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
         source_end: p.source_end,
         lease_expires_ms,
         producer_sequence: sequence,
-        leader_epoch: p.epoch_before(to),
+        leader_epochs: p.history_before(to),
     }
+}
+
+/// How many leader epochs a cursor keeps (see [`Part::history`]).
+const MAX_EPOCHS: usize = 32;
+
+/// `h` with at most [`MAX_EPOCHS`] entries: the oldest one stays (where
+/// Ferry's reading began) and the ones after it go, oldest first. An
+/// epoch dropped so counts as the one before it: asked about, the leader's
+/// history parts from Ferry's no later than it really does (a record
+/// copied again, never one skipped).
+fn bound_history(mut h: Vec<(i64, i32)>) -> Vec<(i64, i32)> {
+    if h.len() > MAX_EPOCHS {
+        h.drain(1..=h.len() - MAX_EPOCHS);
+    }
+    h
 }
 
 type RoundResults<T> = Vec<(usize, Result<T, KafkaError>)>;
@@ -1635,6 +1671,8 @@ struct SourceRead {
     /// Where retention or DeleteRecords moved the source's start past the
     /// cursor: the earliest offset then.
     deleted_to: Option<i64>,
+    /// (base offset, leader epoch) of every batch read, in order.
+    epochs: Vec<(i64, i32)>,
 }
 
 async fn read_source_window(
@@ -1648,6 +1686,7 @@ async fn read_source_window(
     let mut out = SourceRead {
         window: takeover::SourceWindow::default(),
         deleted_to: None,
+        epochs: Vec::new(),
     };
     let mut spos = p.cursor;
     let mut carried: u64 = 0;
@@ -1716,83 +1755,168 @@ async fn read_source_window(
         }
         carried += read.removed_after;
         spos = read.next;
+        out.epochs.extend(read.epochs);
     }
     out.window.removed_after = carried;
     Ok(out)
 }
 
 /// What the source's leader says of the history Ferry read up to a
-/// position, asked where the epoch of the last batch read ends (KIP-320).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// position (KIP-320), found as a Kafka follower finds where to truncate
+/// its log (KIP-279): with Ferry's own leader-epoch cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum History {
-    /// The leader's log holds that epoch at least up to the position.
+    /// The leader's log holds what Ferry read, up to the position.
     Same,
-    /// The leader's log left that history at `at`, below the position:
+    /// The leader's log left Ferry's history at `at`, below the position:
     /// the records from `at` were replaced (an unclean leader election).
-    /// `epoch`: the epoch of the leader's record just before `at`.
-    Diverged { at: i64, epoch: Option<i32> },
+    /// `below`: the leader epochs of the history both share, below `at`
+    /// (what the cursor keeps when it moves back there).
+    Diverged { at: i64, below: Vec<(i64, i32)> },
     /// The leader knows no epoch at or below the one asked for: nothing
     /// to compare (its log start passed all of it).
     Unknown,
 }
 
-/// The verdict on a position `position` read in leader epoch `read_epoch`,
-/// from the leader's answer `end` (OffsetForLeaderEpoch).
-fn judge(read_epoch: i32, position: i64, end: ferry_adapters::kafka::EpochEnd) -> History {
-    if end.end_offset < 0 {
-        return History::Unknown;
+/// One step of finding where the leader's log parts from Ferry's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Done(History),
+    /// Ask again, about the last epoch of `cache[..upto]`, Ferry's log now
+    /// counted as ending at `end`.
+    Ask {
+        upto: usize,
+        end: i64,
+    },
+}
+
+/// The leader's answer `answer` (OffsetForLeaderEpoch: the largest epoch
+/// it has at or below the one asked for, and where that epoch ends in its
+/// log) about the last epoch of `cache[..upto]` (Ferry's epochs, oldest
+/// first, as (first offset read in it, epoch)), with Ferry's log counted
+/// as ending at `end`, for what was read up to `position`.
+///
+/// The follower's rule: take Ferry's largest epoch at or below the one the
+/// leader answered with. The same epoch: the logs part at the smaller of
+/// the two ends of it. An older one (Ferry never read the leader's epoch,
+/// or the leader never had Ferry's: two unclean elections can do that):
+/// Ferry's records from the end of that older epoch on are not the
+/// leader's, and the leader is asked again, about that epoch. None (the
+/// leader's epoch is older than all Ferry kept): the leader's end, no later
+/// than the first offset Ferry read in its oldest epoch when that is known.
+/// Kafka's consumer takes the leader's end offset even when the epoch it
+/// answers with is an older one than asked for; with a record of what it
+/// read, Ferry can do better, and must: that end offset may lie past
+/// where Ferry's history left the leader's, or past the position itself.
+fn judge(cache: &[(i64, i32)], upto: usize, end: i64, answer: ferry_adapters::kafka::EpochEnd, position: i64) -> Step {
+    if answer.end_offset < 0 {
+        return Step::Done(History::Unknown);
     }
-    if end.end_offset < position {
-        return History::Diverged {
-            at: end.end_offset,
-            epoch: (end.leader_epoch >= 0).then_some(end.leader_epoch.min(read_epoch)),
+    let mine = &cache[..upto.min(cache.len())];
+    let verdict = |at: i64, below: Vec<(i64, i32)>| {
+        let at = at.min(end);
+        Step::Done(if at < position {
+            History::Diverged {
+                at,
+                below: below.into_iter().filter(|&(o, _)| o < at).collect(),
+            }
+        } else {
+            History::Same
+        })
+    };
+    let found = if answer.leader_epoch >= 0 {
+        mine.iter().rposition(|&(_, e)| e <= answer.leader_epoch)
+    } else {
+        None
+    };
+    let Some(i) = found else {
+        let first = mine.first().map(|&(o, _)| o).filter(|&o| o >= 0).unwrap_or(i64::MAX);
+        let at = answer.end_offset.min(first);
+        // The record before `at` is the leader's, in its epoch.
+        let below = if answer.leader_epoch >= 0 && at == answer.end_offset {
+            vec![(-1, answer.leader_epoch)]
+        } else {
+            Vec::new()
         };
+        return verdict(at, below);
+    };
+    let ferry_end = mine.get(i + 1).map_or(end, |&(o, _)| o).min(end);
+    // The same epoch; or a newer one than asked for, which a leader does
+    // not answer with: its end is compared all the same, never asked again.
+    if mine[i].1 == answer.leader_epoch || i + 1 >= mine.len() {
+        verdict(answer.end_offset.min(ferry_end), mine[..=i].to_vec())
+    } else {
+        Step::Ask {
+            upto: i + 1,
+            end: ferry_end,
+        }
     }
-    History::Same
+}
+
+/// Where the source's leader's log parts from what Ferry read up to
+/// `position`, in the leader epochs `cache` (see [`judge`]): one
+/// OffsetForLeaderEpoch request, and one more for each epoch one of them
+/// never had.
+async fn find_divergence(source: &KafkaCluster, tp: &TopicPartition, cache: &[(i64, i32)], position: i64) -> Result<History, KafkaError> {
+    let (mut upto, mut end) = (cache.len(), position);
+    loop {
+        let Some(&(_, asked)) = cache[..upto].last() else {
+            return Ok(History::Same);
+        };
+        let answer = source.offset_for_leader_epoch(tp, asked).await?;
+        match judge(cache, upto, end, answer, position) {
+            Step::Done(h) => return Ok(h),
+            Step::Ask { upto: u, end: e } => (upto, end) = (u, e),
+        }
+    }
 }
 
 /// The same as [`check_history`] for every partition at the start of an
-/// invocation that has a leader epoch stored with its cursor, all at once.
+/// invocation that has leader epochs stored with its cursor, all at once.
 async fn validate_epochs(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, source: &KafkaCluster, parts: &mut [Part]) {
-    let which: Vec<(usize, i32)> = parts
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.done.is_none() && p.cursor > 0)
-        .filter_map(|(i, p)| p.epoch.map(|e| (i, e)))
+    let which: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i].done.is_none() && parts[i].cursor > 0 && !parts[i].history.is_empty())
         .collect();
     if which.is_empty() {
         return;
     }
-    let answers = join_all(which.iter().map(|&(i, e)| source.offset_for_leader_epoch(&parts[i].work.source, e))).await;
-    for ((i, epoch), res) in which.into_iter().zip(answers) {
+    let answers = join_all(which.iter().map(|&i| {
+        let p = &parts[i];
+        let cache = p.read_history();
+        async move { find_divergence(source, &p.work.source, &cache, p.fetch_pos).await }
+    }))
+    .await;
+    for (i, res) in which.into_iter().zip(answers) {
         let p = &mut parts[i];
-        if let Err(e) = on_epoch_end(ferry, flow, flow_key, p, epoch, res).await {
+        if let Err(e) = on_history(ferry, flow, flow_key, p, res).await {
             fail(ferry, flow, flow_key, p, &e).await;
         }
     }
 }
 
 /// Ask the source's leader whether its log still holds what `p` read up
-/// to its fetch position (in the epoch of the last batch read). `Ok(true)`:
-/// go on. `Ok(false)`: it does not, and the partition was handled (moved
-/// back to where the histories part, or paused until the next
-/// invocation does that). An error stops the partition (see `diverged`).
+/// to its fetch position (in the epochs read). `Ok(true)`: go on.
+/// `Ok(false)`: it does not, and the partition was handled (moved back to
+/// where the histories part, or paused until the next invocation does
+/// that). An error stops the partition (see `diverged`).
 async fn check_history(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, source: &KafkaCluster, p: &mut Part) -> Result<bool, FerryError> {
-    let Some(epoch) = p.last_epoch() else { return Ok(true) };
-    let res = source.offset_for_leader_epoch(&p.work.source, epoch).await;
-    on_epoch_end(ferry, flow, flow_key, p, epoch, res).await
+    let cache = p.read_history();
+    if cache.is_empty() {
+        return Ok(true);
+    }
+    let res = find_divergence(source, &p.work.source, &cache, p.fetch_pos).await;
+    on_history(ferry, flow, flow_key, p, res).await
 }
 
-async fn on_epoch_end(
+async fn on_history(
     ferry: &Ferry,
     flow: &FlowSpec,
     flow_key: &str,
     p: &mut Part,
-    epoch: i32,
-    res: Result<ferry_adapters::kafka::EpochEnd, KafkaError>,
+    res: Result<History, KafkaError>,
 ) -> Result<bool, FerryError> {
-    let end = match res {
-        Ok(end) => end,
+    let history = match res {
+        Ok(h) => h,
         Err(e @ KafkaError::Unsupported { .. }) => {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
@@ -1803,25 +1927,45 @@ async fn on_epoch_end(
         }
         Err(e) => return Err(e.into()),
     };
-    match judge(epoch, p.fetch_pos, end) {
+    match history {
         History::Same => Ok(true),
         History::Unknown => {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
-                partition = p.work.source.partition, leader_epoch = epoch, position = p.fetch_pos,
+                partition = p.work.source.partition, leader_epoch = p.last_epoch().unwrap_or(-1), position = p.fetch_pos,
                 "the source's leader no longer knows the leader epoch of the last record read; its history cannot be checked"
             );
             Ok(true)
         }
-        History::Diverged { at, epoch: now } => {
-            Box::pin(diverged(ferry, flow, flow_key, p, epoch, at, now)).await?;
+        History::Diverged { at, below } => {
+            Box::pin(diverged(ferry, flow, flow_key, p, at, below)).await?;
             Ok(false)
         }
     }
 }
 
+/// The leader epochs Ferry read records in from `at` up to `upto`, for
+/// messages: "epoch 4", "epochs 2, 4".
+fn epochs_read(cache: &[(i64, i32)], at: i64, upto: i64) -> String {
+    let mut seen: Vec<i32> = Vec::new();
+    for (i, &(o, e)) in cache.iter().enumerate() {
+        let next = cache.get(i + 1).map_or(i64::MAX, |&(n, _)| n);
+        if o < upto && next > at && !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    match seen.as_slice() {
+        [] => "an unknown leader epoch".to_owned(),
+        [e] => format!("leader epoch {e}"),
+        more => format!(
+            "leader epochs {}",
+            more.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// What a truncated source log did to a partition, for messages.
-fn truncation_what(tp: &TopicPartition, cluster: &str, read_epoch: i32, at: i64, upto: i64, cursor: i64, now: Option<i32>) -> String {
+fn truncation_what(tp: &TopicPartition, cluster: &str, read_epochs: &str, at: i64, upto: i64, cursor: i64, now: Option<i32>) -> String {
     let copied = if cursor > at {
         format!(
             "source offsets {at}..{} of the old history are on the target (the offset map maps them)",
@@ -1831,7 +1975,7 @@ fn truncation_what(tp: &TopicPartition, cluster: &str, read_epoch: i32, at: i64,
         "none of them was checkpointed as copied".to_owned()
     };
     format!(
-        "the source log of {tp} on cluster {cluster} was truncated: Ferry read source offsets {at}..{} in leader epoch {read_epoch}, \
+        "the source log of {tp} on cluster {cluster} was truncated: Ferry read source offsets {at}..{} in {read_epochs}, \
          but the partition's leader now ends that history at offset {at}{} and holds other records from there \
          (an unclean leader election made a replica that lacked them the leader; the source lost them); {copied}, \
          and the source's new records from offset {at} on were not copied",
@@ -1841,8 +1985,8 @@ fn truncation_what(tp: &TopicPartition, cluster: &str, read_epoch: i32, at: i64,
     )
 }
 
-/// The source's log no longer holds what `p` read from `at` (in epoch
-/// `read_epoch`; `now`: the leader's epoch before `at`). Never silently:
+/// The source's log no longer holds what `p` read from `at` (`below`:
+/// the leader epochs both histories share below `at`). Never silently:
 /// unless the operator allowed resuming after data loss, the partition
 /// stops with the range and what to run. Allowed, Ferry follows the new
 /// history: the cursor moves back to `at`, the offset map from `at` is
@@ -1851,28 +1995,22 @@ fn truncation_what(tp: &TopicPartition, cluster: &str, read_epoch: i32, at: i64,
 /// counts the records replaced. Mid-invocation, with records of the old
 /// history read or in flight, the partition pauses (what the target
 /// acknowledged is checkpointed) and the next invocation moves it back.
-async fn diverged(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    p: &mut Part,
-    read_epoch: i32,
-    at: i64,
-    now: Option<i32>,
-) -> Result<(), FerryError> {
+async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, at: i64, below: Vec<(i64, i32)>) -> Result<(), FerryError> {
     let upto = p.fetch_pos.max(p.cursor);
-    let what = truncation_what(&p.work.source, &flow.source.alias, read_epoch, at, upto, p.cursor, now);
+    let read_epoch = p.last_epoch().unwrap_or(-1);
+    let now = below.last().map(|&(_, e)| e);
+    let read_epochs = epochs_read(&p.read_history(), at, upto);
+    let what = truncation_what(&p.work.source, &flow.source.alias, &read_epochs, at, upto, p.cursor, now);
     if !ferry.settings.resume_after_data_loss {
         return Err(FerryError::PartitionStopped {
             tp: p.work.source.clone(),
             cluster: flow.source.alias.clone(),
             what,
             fix: format!(
-                "to follow the source's new history, run Ferry once with --resume-after-data-loss (`ferry run --once \
-                 --resume-after-data-loss` with this replicator's arguments; FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda, for one \
-                 execution): it moves this partition's cursor back to \
-                 offset {at}, drops its offset map from there and copies the new records (the old ones stay on the target). \
-                 To copy the partition afresh instead: `ferry forget-flow`, then a backfill"
+                "to follow the source's new history, {}: it moves this partition's cursor back to offset {at}, drops its offset \
+                 map from there and copies the new records (the old ones stay on the target). To copy the partition afresh \
+                 instead: `ferry forget-flow`, then a backfill",
+                resume_once()
             ),
         });
     }
@@ -1894,11 +2032,14 @@ async fn diverged(
         partition = p.work.source.partition, lost_from = at, lost_to = p.cursor, lost_records = lost, leader_epoch = read_epoch,
         "DataLoss: {what}; following the new history as configured (--resume-after-data-loss): the cursor moves back to {at}"
     );
-    let newest = ferry.store.rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, now).await?;
+    let newest = ferry
+        .store
+        .rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, &below)
+        .await?;
     p.cursor = at;
     p.fetch_pos = at;
     p.last_run = newest;
-    p.epoch = now;
+    p.history = below;
     p.epochs.clear();
     p.lost_records += lost as u64;
     Ok(())
@@ -1994,16 +2135,25 @@ async fn reconcile(
         .positions(first_sequence, end - p.target_end)
         .map_err(|what| stop(format!("reconcile: {what}"), FIX_LOOK))?;
     let read = read_source_window(ferry, flow, source, p, holder.positions + holder.unseen_after, filter).await?;
-    let a = takeover::align(&holder, &read.window).map_err(|e| {
-        stop(
-            format!(
-                "reconcile after taking the partition over: the previous holder wrote records after target offset {} and source offset {} \
-                 that were not checkpointed, and since then compaction or retention removed some of them on the source or the target: {e}",
-                p.target_end, p.cursor
-            ),
-            FIX_LOOK,
-        )
-    })?;
+    let a = match takeover::align(&holder, &read.window) {
+        Ok(a) => a,
+        Err(e) => {
+            // No reading of the source matches what the holder wrote: the
+            // source's log may have been truncated under its writes.
+            let written = i64::try_from(holder.positions).unwrap_or(i64::MAX);
+            if let Some(at) = Box::pin(replaced_under_holder(source, p, written)).await? {
+                return Box::pin(holder_wrote_replaced(ferry, flow, flow_key, p, at, written, first_sequence, end)).await;
+            }
+            return Err(stop(
+                format!(
+                    "reconcile after taking the partition over: the previous holder wrote records after target offset {} and source offset {} \
+                     that were not checkpointed, and since then compaction or retention removed some of them on the source or the target: {e}",
+                    p.target_end, p.cursor
+                ),
+                FIX_LOOK,
+            ));
+        }
+    };
     let recs = &read.window.records;
     // The cursor after what was written.
     let mut to_source = match a.written.checked_sub(1).map(|i| &recs[i]) {
@@ -2027,7 +2177,7 @@ async fn reconcile(
                      holder had written the first {} records from {} to the target, so up to {lost} records would be lost",
                     p.cursor, holder.positions, p.cursor
                 ),
-                fix: "raise the source topic's retention and replicate faster, or accept the loss with --resume-after-data-loss (FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda)".into(),
+                fix: "raise the source topic's retention and replicate faster, or accept the loss with --resume-after-data-loss (a deployed stack: its ResumeAfterDataLoss parameter, for one execution)".into(),
             });
         }
         if lost > 0 {
@@ -2044,6 +2194,14 @@ async fn reconcile(
     if a.pairs.is_empty() && to_source == p.cursor && holder.positions == 0 {
         return Ok(());
     }
+    // The source's epochs of what the holder wrote (read now, after the
+    // stored ones were validated): the checkpoints below keep those of the
+    // records they pass (the rest are dropped after them). Past records
+    // deleted before they were copied, what came before is not known.
+    if read.deleted_to.is_some() {
+        p.history.clear();
+    }
+    p.note_epochs(&read.epochs);
     // Offset-map runs of the matched records, with each one's position
     // (for the sequence a partial checkpoint stores).
     let pos_of = |t: i64| {
@@ -2098,9 +2256,7 @@ async fn reconcile(
             source_end: p.source_end,
             lease_expires_ms,
             producer_sequence: Some(sequence),
-            // Matched by content, not read with their batches' epochs: the
-            // next checkpoint of the loop stores one again.
-            leader_epoch: None,
+            leader_epochs: p.history_before(to),
         };
         ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
         p.apply(&cp);
@@ -2119,6 +2275,101 @@ async fn reconcile(
     p.epochs.clear();
     p.reconciled = holder.positions;
     Ok(())
+}
+
+/// Whether the source's log was truncated under what a crashed holder
+/// wrote past the cursor: it read `written` records from the cursor on,
+/// in the last epoch stored or a later one. Asked about Ferry's stored
+/// epochs with its log counted as ending there, a leader whose log parts
+/// from that history below it says the holder copied records the source
+/// no longer has. `Some(at)`: where the histories part.
+async fn replaced_under_holder(source: &KafkaCluster, p: &Part, written: i64) -> Result<Option<i64>, FerryError> {
+    if written <= 0 || p.history.is_empty() {
+        return Ok(None);
+    }
+    let upto = p.cursor.saturating_add(written);
+    match find_divergence(source, &p.work.source, &p.history, upto).await {
+        Ok(History::Diverged { at, .. }) => Ok(Some(at.max(p.cursor))),
+        Ok(_) | Err(KafkaError::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A crashed holder wrote `written` records read from the cursor on
+/// (target offsets up to `end`), and the source's log was truncated at
+/// `at` under them: they are copies of records the source lost. Never
+/// silently: unless the operator allowed resuming after data loss, the
+/// partition stops with the range and what to run. Allowed, Ferry follows
+/// the new history from the cursor: the holder's writes stay on the
+/// target, in no offset map (a checkpoint moves the target end past them,
+/// not the cursor), an error-level `DataLoss` line names the range and the
+/// DataLoss metric counts the records the source lost. Those the holder
+/// copied below `at` (the same in both histories) are copied again.
+#[allow(clippy::too_many_arguments)]
+async fn holder_wrote_replaced(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    p: &mut Part,
+    at: i64,
+    written: i64,
+    first_sequence: i32,
+    end: i64,
+) -> Result<(), FerryError> {
+    let upto = p.cursor + written;
+    let what = format!(
+        "the source log of {} on cluster {} was truncated: a worker that stopped before its checkpoint had copied source \
+         offsets {}..{} (to target offsets {}..{}), but the partition's leader now ends the history they were read from at \
+         offset {at} and holds other records from there (an unclean leader election made a replica that lacked them the \
+         leader; the source lost them); the source's new records from offset {at} on were not copied",
+        p.work.source,
+        flow.source.alias,
+        p.cursor,
+        upto - 1,
+        p.target_end,
+        end - 1
+    );
+    if !ferry.settings.resume_after_data_loss {
+        return Err(FerryError::PartitionStopped {
+            tp: p.work.source.clone(),
+            cluster: flow.source.alias.clone(),
+            what,
+            fix: format!(
+                "to follow the source's new history, {}: it leaves those copies on the target, in no offset map, and copies the \
+                 source's records from offset {} on. To copy the partition afresh instead: `ferry forget-flow`, then a backfill",
+                resume_once(),
+                p.cursor
+            ),
+        });
+    }
+    let lost = upto - at;
+    tracing::error!(
+        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+        partition = p.work.source.partition, lost_from = at, lost_to = upto, lost_records = lost, copied_again = at - p.cursor,
+        "DataLoss: {what}; following the new history as configured (--resume-after-data-loss) from source offset {}: the \
+         copies stay on the target, in no offset map",
+        p.cursor
+    );
+    let mut cp = checkpoint_for(p, p.cursor, lease_expires_at(&ferry.settings));
+    cp.target_end = end;
+    cp.producer_sequence = Some(batch::next_sequence(
+        first_sequence,
+        i32::try_from(written % (1 << 31)).unwrap_or(0),
+    ));
+    ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
+    p.apply(&cp);
+    p.fetch_pos = p.cursor;
+    p.epochs.clear();
+    p.lost_records += u64::try_from(lost).unwrap_or(0);
+    Ok(())
+}
+
+/// What an operator runs to let one execution follow a source's new
+/// history (or go past deleted records), for the fixes of stops.
+fn resume_once() -> &'static str {
+    "run Ferry once with --resume-after-data-loss (`ferry run --once --resume-after-data-loss` with this replicator's \
+     arguments; for a deployed stack, `sam deploy` with `--parameter-overrides ResumeAfterDataLoss=true`, let one \
+     scheduled execution pass, then deploy again with ResumeAfterDataLoss=false)"
 }
 
 fn lease_expires_at(settings: &crate::context::Settings) -> i64 {
@@ -2226,7 +2477,7 @@ async fn out_of_range(
                 p.fetch_pos,
                 earliest - p.fetch_pos
             ),
-            fix: "raise the source topic's retention and replicate faster, or accept the loss with --resume-after-data-loss (FERRY_RESUME_AFTER_DATA_LOSS=true in Lambda)".into(),
+            fix: "raise the source topic's retention and replicate faster, or accept the loss with --resume-after-data-loss (a deployed stack: its ResumeAfterDataLoss parameter, for one execution)".into(),
         });
     }
     tracing::error!(
@@ -2236,7 +2487,7 @@ async fn out_of_range(
     );
     let mut cp = checkpoint_for(p, earliest, lease_expires_ms);
     // The epoch of the record before `earliest` is not known (deleted).
-    cp.leader_epoch = None;
+    cp.leader_epochs = Vec::new();
     ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
     p.apply(&cp);
     p.lost_records += (earliest - p.fetch_pos) as u64;
@@ -2308,8 +2559,8 @@ mod tests {
     use ferry_core::domain::{PartitionWork, ReplicateInput, StopReason, TopicPartition};
 
     use super::{
-        batch_len, checkpoint_for, due_checkpoints, judge, now_ms, truncation_what, Budget, CommittedRead, History, Part, Pending, Unsaved,
-        MAX_RUNS_PER_BATCH,
+        batch_len, bound_history, checkpoint_for, due_checkpoints, epochs_read, judge, now_ms, truncation_what, Budget, CommittedRead,
+        History, Part, Pending, Step, Unsaved, MAX_EPOCHS, MAX_RUNS_PER_BATCH,
     };
     use crate::context::Settings;
     use ferry_adapters::kafka::EpochEnd;
@@ -2401,7 +2652,7 @@ mod tests {
             filtered_records: 0,
             filtered_bytes: 0,
             lost_records: 0,
-            epoch: None,
+            history: Vec::new(),
             epochs: VecDeque::new(),
         }
     }
@@ -2523,24 +2774,90 @@ mod tests {
     #[test]
     fn a_leader_epoch_ending_below_the_position_is_a_truncated_log() {
         let end = |leader_epoch, end_offset| EpochEnd { leader_epoch, end_offset };
+        let one = |cache: &[(i64, i32)], position, answer| judge(cache, cache.len(), position, answer, position);
+        let done = |h| Step::Done(h);
+        let diverged = |at, below: &[(i64, i32)]| Step::Done(History::Diverged { at, below: below.to_vec() });
         // The epoch goes on past the position (the current epoch: the log end).
-        assert_eq!(judge(3, 150, end(3, 180)), History::Same);
+        assert_eq!(one(&[(0, 3)], 150, end(3, 180)), done(History::Same));
         // It ends exactly at the position: a later epoch starts there.
-        assert_eq!(judge(3, 150, end(3, 150)), History::Same);
-        // It ends below: the leader's log left the history read at 100. The
-        // record before 100 is in epoch 0 there (the unclean leader's).
-        assert_eq!(judge(1, 150, end(0, 100)), History::Diverged { at: 100, epoch: Some(0) });
-        // The leader never had epoch 1: it answers the newest epoch below.
-        assert_eq!(judge(1, 150, end(0, 0)), History::Diverged { at: 0, epoch: Some(0) });
+        assert_eq!(one(&[(0, 3)], 150, end(3, 150)), done(History::Same));
+        // It ends below: the leader's log left the history read at 100.
+        assert_eq!(one(&[(0, 0), (90, 1)], 150, end(1, 100)), diverged(100, &[(0, 0), (90, 1)]));
         // No epoch at or below the one asked for: nothing to compare.
-        assert_eq!(judge(1, 150, end(-1, -1)), History::Unknown);
-        assert_eq!(judge(1, 150, end(-1, 40)), History::Diverged { at: 40, epoch: None });
+        assert_eq!(one(&[(-1, 1)], 150, end(-1, -1)), done(History::Unknown));
+        // An epoch older than every one Ferry kept: the leader's end.
+        assert_eq!(one(&[(-1, 1)], 150, end(-1, 40)), diverged(40, &[]));
+        assert_eq!(one(&[(-1, 1)], 150, end(0, 40)), diverged(40, &[(-1, 0)]));
+        // ... no later than where Ferry began reading, when that is known.
+        assert_eq!(one(&[(60, 1)], 150, end(0, 100)), diverged(60, &[]));
+    }
+
+    /// Two unclean elections: Ferry read 0..79 in epoch 0 and 80..129 in
+    /// epoch 2 (from a leader that lacked the records 80..99 of epoch 0
+    /// another replica had); that replica leads again (epoch 3) and never
+    /// had epoch 2. Asked about 2 it answers with epoch 0 ending at 100:
+    /// not where the histories part (80), and with that replica's epoch 0
+    /// longer still (200), past the position itself.
+    #[test]
+    fn a_leader_that_never_had_the_epoch_read_is_judged_by_ferrys_own_epochs() {
+        let end = |leader_epoch, end_offset| EpochEnd { leader_epoch, end_offset };
+        let cache = [(0, 0), (80, 2)];
+        for leaders_end in [100, 200] {
+            assert_eq!(
+                judge(&cache, 2, 130, end(0, leaders_end), 130),
+                Step::Done(History::Diverged {
+                    at: 80,
+                    below: vec![(0, 0)]
+                }),
+                "epoch 0 of the leader ends at {leaders_end}"
+            );
+        }
+        // The leader's epoch is one Ferry never read (1, between its 0 and
+        // 2): Ferry's records from the end of its epoch 0 on are not the
+        // leader's; the leader is asked again, about epoch 0.
+        assert_eq!(judge(&cache, 2, 130, end(1, 100), 130), Step::Ask { upto: 1, end: 80 });
+        assert_eq!(
+            judge(&cache, 1, 80, end(0, 80), 130),
+            Step::Done(History::Diverged {
+                at: 80,
+                below: vec![(0, 0)]
+            })
+        );
+        // Ferry's epoch 0 goes on in the leader's log past Ferry's end of it.
+        assert_eq!(
+            judge(&cache, 1, 80, end(0, 120), 130),
+            Step::Done(History::Diverged {
+                at: 80,
+                below: vec![(0, 0)]
+            })
+        );
+        // A sound log: asked about 2, the leader has it to its end.
+        assert_eq!(judge(&cache, 2, 130, end(2, 300), 130), Step::Done(History::Same));
+        // An answer newer than asked for ends the search rather than loop.
+        assert_eq!(judge(&cache, 2, 130, end(3, 300), 130), Step::Done(History::Same));
+        assert_eq!(
+            judge(&cache, 2, 130, end(3, 110), 130),
+            Step::Done(History::Diverged {
+                at: 110,
+                below: cache.to_vec()
+            })
+        );
+    }
+
+    #[test]
+    fn a_cursor_keeps_a_bounded_history_of_epochs_its_first_one_kept() {
+        let h: Vec<(i64, i32)> = (0..40).map(|i| (i64::from(i) * 10, i)).collect();
+        let b = bound_history(h);
+        assert_eq!(b.len(), MAX_EPOCHS);
+        assert_eq!(b[0], (0, 0));
+        assert_eq!(b[1], (90, 9));
+        assert_eq!(b.last(), Some(&(390, 39)));
     }
 
     #[test]
     fn a_checkpoint_stores_the_epoch_of_the_batch_holding_its_last_offset() {
         let mut p = read_past_cursor(100, 100, None);
-        p.epoch = Some(1);
+        p.history = vec![(40, 1)];
         // Batches read past the cursor: 100.. in epoch 1, 110.. and 120.. in epoch 4.
         p.epochs.extend([(100, 1), (110, 4), (120, 4)]);
         assert_eq!(p.epoch_before(100), Some(1), "nothing new: the stored one");
@@ -2549,19 +2866,19 @@ mod tests {
         assert_eq!(p.epoch_before(111), Some(4));
         assert_eq!(p.last_epoch(), Some(4));
         let cp = checkpoint_for(&p, 115, now_ms() + 60_000);
-        assert_eq!(cp.leader_epoch, Some(4));
+        assert_eq!(cp.leader_epochs, [(40, 1), (110, 4)]);
         p.apply(&cp);
-        // What is behind the cursor is gone; the batch it is inside is the stored epoch.
-        assert_eq!(p.epoch, Some(4));
+        // What is behind the cursor is stored; the batch it is inside is the last epoch stored.
+        assert_eq!(p.history, [(40, 1), (110, 4)]);
         assert_eq!(p.epochs, [(120, 4)]);
         assert_eq!(p.epoch_before(118), Some(4));
         // A partition that never stored an epoch has none to store.
         let fresh = read_past_cursor(0, 0, None);
-        assert_eq!(checkpoint_for(&fresh, 0, now_ms()).leader_epoch, None);
+        assert!(checkpoint_for(&fresh, 0, now_ms()).leader_epochs.is_empty());
     }
 
     #[test]
-    fn only_a_newer_epoch_at_the_position_asks_the_leader() {
+    fn only_another_epoch_at_the_position_asks_the_leader() {
         let read = |epochs: Vec<(i64, i32)>| CommittedRead {
             records: Vec::new(),
             removed_before: Vec::new(),
@@ -2574,12 +2891,16 @@ mod tests {
         };
         let mut p = read_past_cursor(100, 100, None);
         assert!(!p.epoch_changes_at(&read(vec![(100, 7)])), "no epoch known yet: nothing to check");
-        p.epoch = Some(3);
+        p.history = vec![(0, 3)];
         assert!(
             !p.epoch_changes_at(&read(vec![(100, 3), (110, 5)])),
             "a change inside what was read is the log's own"
         );
-        assert!(!p.epoch_changes_at(&read(vec![(100, 2)])));
+        assert!(
+            p.epoch_changes_at(&read(vec![(100, 2)])),
+            "an older epoch after a newer one is another history"
+        );
+        assert!(!p.epoch_changes_at(&read(vec![(100, -1)])), "an old message format has none");
         assert!(!p.epoch_changes_at(&read(Vec::new())));
         assert!(p.epoch_changes_at(&read(vec![(100, 4)])));
         p.epochs.push_back((100, 4));
@@ -2602,7 +2923,7 @@ mod tests {
         );
         // With the stored epoch the same as what is read, nothing to add.
         let mut q = read_past_cursor(100, 100, None);
-        q.epoch = Some(5);
+        q.history = vec![(50, 5)];
         q.note_epochs(&[(100, 5), (110, 5)]);
         assert!(q.epochs.is_empty());
         assert_eq!(q.epoch_before(115), Some(5));
@@ -2611,7 +2932,7 @@ mod tests {
     #[test]
     fn a_truncation_names_the_offsets_the_epochs_and_the_cause() {
         let tp = TopicPartition::new("orders", 3);
-        let what = truncation_what(&tp, "onprem", 1, 100, 150, 150, Some(0));
+        let what = truncation_what(&tp, "onprem", &epochs_read(&[(0, 0), (90, 1)], 100, 150), 100, 150, 150, Some(0));
         for want in [
             "orders-3",
             "onprem",
@@ -2625,7 +2946,7 @@ mod tests {
             assert!(what.contains(want), "{want:?} missing from {what}");
         }
         // Only read, none checkpointed yet.
-        let what = truncation_what(&tp, "onprem", 1, 100, 150, 90, None);
+        let what = truncation_what(&tp, "onprem", "leader epoch 1", 100, 150, 90, None);
         assert!(what.contains("none of them was checkpointed"), "{what}");
     }
 
