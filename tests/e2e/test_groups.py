@@ -309,3 +309,30 @@ def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert committed(TARGET, group)[(topic, 0)] == (70, "src-later"), row
     assert row["status"] == "synced", row
+
+
+def test_a_sync_that_dies_after_its_commit_stays_ferrys_after_the_group_goes_on(tmp_path):
+    """The same crash, then the group runs on the target before the next
+    sync and commits past Ferry's unrecorded commit (a cutover), and moves
+    back: that commit is the group going on from Ferry's, as for a recorded
+    one, so the group is synced again once it commits further on the
+    source, not left as `foreign-commit` for good."""
+    topic = one_partition_topic("grp-diesync2", 100)
+    group = unique("diesync2-app")
+    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    died = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert row["status"] == "failed" and "stopped while committing 40" in row["detail"], row
+    commit_at(TARGET, group, {(topic, 0): (55, "consumed-on-target")})
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (55, "consumed-on-target"), "the translation is behind: never moved back"
+    commit_at(SOURCE, group, {(topic, 0): (90, "back-on-source")})
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stdout + res.stderr
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert committed(TARGET, group)[(topic, 0)] == (90, "back-on-source"), row
+    assert row["status"] == "synced", row

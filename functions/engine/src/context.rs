@@ -134,7 +134,6 @@ impl Ferry {
         format!("{}/{}", self.spec.name, flow.id())
     }
 
-    /// The client of a cluster.
     /// At the start of each invocation: forget the waits earlier refusals
     /// left on every cluster (see `KafkaCluster::forget_auth_wait`).
     pub fn begin_invocation(&self) {
@@ -143,6 +142,7 @@ impl Ferry {
         }
     }
 
+    /// The client of a cluster.
     pub fn cluster(&self, id: &str) -> Result<Arc<KafkaCluster>, FerryError> {
         self.clusters
             .get(id)

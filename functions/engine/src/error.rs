@@ -85,10 +85,6 @@ impl FerryError {
         }
     }
 
-    /// Whether a cluster refused Ferry (credentials, TLS, the secret
-    /// holding them): retrying within this invocation cannot help, so it
-    /// ends at once with the cause (`Ferry.AuthError`). The next scheduled
-    /// execution tries again; a long-running `ferry run` waits and tries.
     /// A copy of this error when it is a refusal (`is_refusal`).
     pub fn refusal_copy(&self) -> Option<FerryError> {
         match self {
@@ -97,6 +93,10 @@ impl FerryError {
         }
     }
 
+    /// Whether a cluster refused Ferry (credentials, TLS, the secret
+    /// holding them): retrying within this invocation cannot help, so it
+    /// ends at once with the cause (`Ferry.AuthError`). The next scheduled
+    /// execution tries again; a long-running `ferry run` waits and tries.
     pub fn is_refusal(&self) -> bool {
         matches!(self, FerryError::Kafka(e) if e.is_refusal())
     }

@@ -67,18 +67,27 @@ pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_
 
 /// Sync every flow's groups once; no group is started at or after
 /// `deadline` (those left are counted in `deferred`, and go first the
-/// next time).
+/// next time), and each flow has an equal share of the time.
 pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<SyncGroupsOutput, FerryError> {
     let mut out = SyncGroupsOutput::default();
-    for flow in &ferry.spec.flows {
-        let Some(g) = &flow.groups else { continue };
-        if !g.sync_offsets {
-            continue;
-        }
+    let syncing: Vec<(&FlowSpec, &GroupSpec)> = ferry
+        .spec
+        .flows
+        .iter()
+        .filter_map(|f| f.groups.as_ref().filter(|g| g.sync_offsets).map(|g| (f, g)))
+        .collect();
+    for (n, &(flow, g)) in syncing.iter().enumerate() {
+        // Each flow gets an equal share of the time left (what one leaves
+        // unused goes to the next): one flow's many groups never starve
+        // the others'.
+        let share = deadline.map(|d| {
+            let now = Instant::now();
+            now + d.saturating_duration_since(now) / u32::try_from(syncing.len() - n).unwrap_or(1)
+        });
         // A flow that cannot sync (its configuration refused against
         // another replicator's, state unreadable) is a failure of that
         // flow's group sync, not of the others'.
-        match sync_flow(ferry, flow, g, deadline).await {
+        match sync_flow(ferry, flow, g, share).await {
             Ok(f) => out.flows.push(f),
             Err(e) => {
                 tracing::error!(
@@ -309,7 +318,7 @@ impl Seen<'_> {
         // overlapping sync, or one that stopped between its commit and its
         // write). Ferry only ever moves a commit forward; a reset below it
         // is someone else's.
-        if written.is_some_and(|w| cur >= w) || carried == Some(cur) || pending == Some(cur) {
+        if written.is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
             CommitOwner::Ferry
         } else {
             CommitOwner::Other
@@ -502,6 +511,8 @@ async fn sync_group(
             }
         };
         let prev = previous.get(&(group.to_owned(), tp.clone()));
+        let pending = prev.and_then(|p| p.pending_offset);
+        let adopted = pending.filter(|&p| current.is_some_and(|c| c >= p));
         let mut item = GroupSyncItem {
             group: group.to_owned(),
             tp: tp.clone(),
@@ -510,13 +521,13 @@ async fn sync_group(
             translated: translation.map(|t| t.offset),
             exact: translation.is_some_and(|t| t.exact),
             target_offset: current,
-            // A commit a stopped sync made and could not record is adopted.
-            written_offset: prev
-                .and_then(written_offset)
-                .or_else(|| prev.and_then(|p| p.pending_offset).filter(|&p| current == Some(p))),
+            // A commit a stopped sync made and could not record is adopted
+            // once the target holds it or more (the group may have gone on
+            // from it there); until then it is kept.
+            written_offset: prev.and_then(written_offset).max(adopted),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
-            pending_offset: None,
+            pending_offset: pending.filter(|_| adopted.is_none()),
             status: GroupSyncStatus::UpToDate,
             detail: String::new(),
             checked_ms: now,
@@ -594,9 +605,26 @@ async fn sync_group(
             .filter_map(|(target_tp, c)| {
                 let i = *source_of.get(target_tp)?;
                 let prev = previous.get(&(group.to_owned(), items[i].tp.clone()));
+                // Until the commit is recorded, the item shows what the
+                // last sync found; a first one shows the sync stopped
+                // (a failure, counted) and keeps its place in the order.
+                let (status, detail, checked_ms) = match prev {
+                    Some(p) => (p.status, p.detail.clone(), p.checked_ms),
+                    None => (
+                        GroupSyncStatus::Failed,
+                        format!(
+                            "the sync stopped while committing {} on the target; the next one checks it",
+                            c.offset
+                        ),
+                        0,
+                    ),
+                };
                 Some(GroupSyncItem {
                     pending_offset: Some(c.offset),
-                    ..prev.cloned().unwrap_or_else(|| items[i].clone())
+                    status,
+                    detail,
+                    checked_ms,
+                    ..items[i].clone()
                 })
             })
             .collect();
