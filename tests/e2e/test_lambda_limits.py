@@ -16,7 +16,7 @@ from pathlib import Path
 from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
 from lambda_sandbox import cpu_share
 from local_sfn import LocalStepFunctions
-from test_state_machine import function_env, produce
+from test_state_machine import emf_documents, function_env, produce
 
 
 def set_function(stack: dict, name: str, **values) -> None:
@@ -212,6 +212,10 @@ def test_group_sync_stops_before_its_deadline_and_the_groups_left_go_first_next_
             if all(committed(TARGET, g).get((topic, 0)) for g in groups):
                 break
         assert "Sandbox.Timedout" not in [e["errorType"] for e in sfn.events]
+        # Each invocation published how many groups it left (EMF on stdout).
+        published = [d["ConsumerGroupsDeferred"] for d in emf_documents(sfn.function_log("ferry-sync-groups"))
+                     if "ConsumerGroupsDeferred" in d]
+        assert published == [float(d) for _, d in runs], (published, runs)
     # 8 groups of 4 s each do not fit in 30 - 20 s: every invocation left
     # some; yet each committed groups no earlier one had (the ones synced
     # longest ago, never, go first), so all 8 were committed, each once.

@@ -59,6 +59,9 @@ pub mod name {
     /// Records deleted on the source before they were replicated, skipped
     /// because the operator allowed it.
     pub const DATA_LOSS: &str = "DataLoss";
+    /// Consumer groups a SyncGroups invocation had no time left for (they
+    /// go first the next time); above zero for long, groups are starved.
+    pub const GROUPS_DEFERRED: &str = "ConsumerGroupsDeferred";
 }
 
 /// A CloudWatch unit.

@@ -2,6 +2,7 @@
 //! offsets and commits them on the targets, for every flow with
 //! ConsumerGroupReplication.
 
+use ferry_core::metrics::{name, Datum, Unit};
 use ferry_engine::groups::{SyncGroupsOutput, SYNC_DEADLINE_MARGIN};
 use ferry_engine::replicate::Budget;
 use ferry_lambda::{diagnostic, Instrument};
@@ -24,6 +25,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .instrument(ferry_lambda::step_span(ferry, "sync-groups", None))
             .await
             .map_err(|e| ferry_lambda::failure(ferry, &e))?;
+        let deferred: usize = out.flows.iter().map(|f| f.deferred).sum();
+        ferry_lambda::emit_metrics(&[Datum::new(
+            name::GROUPS_DEFERRED,
+            Unit::Count,
+            deferred as f64,
+            &ferry.spec.name,
+            &[],
+        )]);
         Ok::<_, Diagnostic>(out)
     }))
     .await
