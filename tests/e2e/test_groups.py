@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, producer, read_partition, unique, write_config
 
@@ -37,7 +37,15 @@ def commit_at(bootstrap: str, group: str, offsets: dict[tuple[str, int], tuple[i
     """Commit offsets (with metadata) for a group from outside it."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        c.commit(offsets=[TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()], asynchronous=False)
+        for attempt in range(20):
+            try:
+                c.commit(offsets=[TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()], asynchronous=False)
+                return
+            except KafkaException as e:
+                # A new cluster's group coordinator is still loading.
+                if not e.args[0].retriable() or attempt == 19:
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()
 

@@ -66,8 +66,9 @@ pub struct SyncGroupsOutput {
 pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Sync every flow's groups once; no group is started at or after
-/// `deadline` (those left are counted in `deferred`, and go first the
-/// next time), and each flow has an equal share of the time.
+/// `deadline` (those left are counted in `deferred`, and the next sync
+/// starts at the first of them), and each flow has an equal share of the
+/// time.
 pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<SyncGroupsOutput, FerryError> {
     let mut out = SyncGroupsOutput::default();
     let syncing: Vec<(&FlowSpec, &GroupSpec)> = ferry
@@ -104,6 +105,16 @@ pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<Syn
     }
     out.failures = out.flows.iter().map(|f| f.failures.len()).sum();
     Ok(out)
+}
+
+/// `groups` (sorted) in the order a sync takes them: from `resume` (the
+/// first at or after it) to the end, then those before it.
+fn in_turn(mut groups: Vec<String>, resume: Option<&str>) -> Vec<String> {
+    if let Some(r) = resume {
+        let at = groups.partition_point(|g| g.as_str() < r);
+        groups.rotate_left(at);
+    }
+    groups
 }
 
 fn selected(g: &GroupSpec, group: &str) -> bool {
@@ -209,24 +220,21 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
         target_starts: &target_starts,
     };
 
-    // The groups synced longest ago first: when the time runs out, the
-    // ones left are first the next time.
-    let last_checked = |group: &String| {
-        previous
-            .values()
-            .filter(|p| &p.group == group)
-            .map(|p| p.checked_ms)
-            .min()
-            .unwrap_or(0)
-    };
-    groups.sort_by_cached_key(|g| (last_checked(g), g.clone()));
+    // Round robin: the sync starts at the first group an earlier one had
+    // no time left for, and goes on from there (those before it last), so
+    // every group gets its turn whatever the others do: ones that commit
+    // nothing or fail take no more turns than the rest.
+    let resume = ferry.store.group_sync_resume(&flow_key).await?;
+    let groups = in_turn(groups, resume.as_deref());
     let mut items: Vec<GroupSyncItem> = Vec::new();
+    let mut stopped_at: Option<&str> = None;
     for (n, group) in groups.iter().enumerate() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             report.deferred = groups.len() - n;
+            stopped_at = Some(group.as_str());
             tracing::warn!(
-                replicator = %ferry.spec.name, flow = %flow.id(), synced = n, deferred = report.deferred,
-                "out of time: the groups left are synced first by the next execution"
+                replicator = %ferry.spec.name, flow = %flow.id(), synced = n, deferred = report.deferred, next = %group,
+                "out of time: the next execution starts at the first group left"
             );
             break;
         }
@@ -246,6 +254,9 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
                 report.failures.push(format!("group {group}: {e}"));
             }
         }
+    }
+    if stopped_at != resume.as_deref() {
+        ferry.store.set_group_sync_resume(&flow_key, stopped_at).await?;
     }
     for i in &items {
         match i.status {
@@ -680,7 +691,19 @@ mod failpoint {
 
 #[cfg(test)]
 mod tests {
-    use super::replaced_from;
+    use super::{in_turn, replaced_from};
+
+    #[test]
+    fn a_sync_takes_the_groups_in_turn_from_where_the_last_one_stopped() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = g(&["a", "b", "c", "d"]);
+        assert_eq!(in_turn(all.clone(), None), all);
+        assert_eq!(in_turn(all.clone(), Some("c")), g(&["c", "d", "a", "b"]));
+        // The group it stopped at is gone: the next one after it.
+        assert_eq!(in_turn(all.clone(), Some("bb")), g(&["c", "d", "a", "b"]));
+        assert_eq!(in_turn(all.clone(), Some("z")), all);
+        assert_eq!(in_turn(all.clone(), Some("a")), all);
+    }
 
     /// The source's history: epoch 0 from offset 0, epoch 2 from 100 (an
     /// unclean election at 100 replaced what a replica had there in 0).

@@ -131,6 +131,16 @@ impl RunKey {
 /// are not detected (no '/', so never a partition).
 const KNOWN_GROUPS: &str = "#known-groups";
 
+/// Sort key of the item naming the group a flow's next sync starts at
+/// (no '/', so never a partition).
+const SYNC_RESUME: &str = "#sync-resume";
+
+/// Whether a group table sort key is a group partition's sync item (the
+/// flow's other items have no '/').
+fn is_group_partition(sk: &str) -> bool {
+    sk.contains('/')
+}
+
 impl StateStore {
     /// Record that `flow` writes records from cluster `origin_cluster_id`
     /// into cluster `cluster_id` with idempotent producer `producer_id`,
@@ -305,7 +315,7 @@ impl StateStore {
         let items = self.query_all(&self.groups, PK, s(flow)).await?;
         items
             .iter()
-            .filter(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_none_or(|k| k != KNOWN_GROUPS))
+            .filter(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_none_or(|k| is_group_partition(k)))
             .map(|i| self.group_item(i))
             .collect()
     }
@@ -372,6 +382,49 @@ impl StateStore {
             Ok(_) => Ok(()),
             Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
             Err(e) => Err(dynamo_err("PutItem", &self.groups, e)),
+        }
+    }
+
+    /// The group a flow's next sync starts at: the first one an earlier
+    /// sync had no time left for. `None`: from the first group.
+    pub async fn group_sync_resume(&self, flow: &str) -> Result<Option<String>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.groups)
+            .key(PK, s(flow))
+            .key(SK_GROUPS, s(SYNC_RESUME))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", &self.groups, e))?;
+        Ok(out.item().and_then(|i| i.get("group_id")).and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    /// Set (or, with `None`, clear) the group a flow's next sync starts at.
+    pub async fn set_group_sync_resume(&self, flow: &str, group: Option<&str>) -> Result<(), StateError> {
+        match group {
+            Some(g) => self
+                .client
+                .put_item()
+                .table_name(&self.groups)
+                .item(PK, s(flow))
+                .item(SK_GROUPS, s(SYNC_RESUME))
+                .item("group_id", s(g))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| dynamo_err("PutItem", &self.groups, e)),
+            None => self
+                .client
+                .delete_item()
+                .table_name(&self.groups)
+                .key(PK, s(flow))
+                .key(SK_GROUPS, s(SYNC_RESUME))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| dynamo_err("DeleteItem", &self.groups, e)),
         }
     }
 }
