@@ -2002,17 +2002,15 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
     let read_epochs = epochs_read(&p.read_history(), at, upto);
     let what = truncation_what(&p.work.source, &flow.source.alias, &read_epochs, at, upto, p.cursor, now);
     if !ferry.settings.resume_after_data_loss {
-        return Err(FerryError::PartitionStopped {
-            tp: p.work.source.clone(),
-            cluster: flow.source.alias.clone(),
+        return Err(truncation_stop(
+            p,
+            flow,
             what,
-            fix: format!(
-                "to follow the source's new history, {}: it moves this partition's cursor back to offset {at}, drops its offset \
-                 map from there and copies the new records (the old ones stay on the target). To copy the partition afresh \
-                 instead: `ferry forget-flow`, then a backfill",
-                resume_once()
+            &format!(
+                "it moves this partition's cursor back to offset {at}, drops its offset map from there and copies the new records \
+                 (the old ones stay on the target)"
             ),
-        });
+        ));
     }
     let clean = p.pending.is_empty() && p.inflight.is_none() && p.unsaved.is_none() && p.fetch_pos == p.cursor;
     if !clean {
@@ -2330,17 +2328,15 @@ async fn holder_wrote_replaced(
         end - 1
     );
     if !ferry.settings.resume_after_data_loss {
-        return Err(FerryError::PartitionStopped {
-            tp: p.work.source.clone(),
-            cluster: flow.source.alias.clone(),
+        return Err(truncation_stop(
+            p,
+            flow,
             what,
-            fix: format!(
-                "to follow the source's new history, {}: it leaves those copies on the target, in no offset map, and copies the \
-                 source's records from offset {} on. To copy the partition afresh instead: `ferry forget-flow`, then a backfill",
-                resume_once(),
+            &format!(
+                "it leaves those copies on the target, in no offset map, and copies the source's records from offset {} on",
                 p.cursor
             ),
-        });
+        ));
     }
     let lost = upto - at;
     tracing::error!(
@@ -2362,6 +2358,22 @@ async fn holder_wrote_replaced(
     p.epochs.clear();
     p.lost_records += u64::try_from(lost).unwrap_or(0);
     Ok(())
+}
+
+/// The stop of a partition whose source log was truncated under what
+/// Ferry read (`what`), when the operator has not allowed resuming after
+/// data loss; `resuming`: what a run that is allowed does.
+fn truncation_stop(p: &Part, flow: &FlowSpec, what: String, resuming: &str) -> FerryError {
+    FerryError::PartitionStopped {
+        tp: p.work.source.clone(),
+        cluster: flow.source.alias.clone(),
+        what,
+        fix: format!(
+            "to follow the source's new history, {}: {resuming}. To copy the partition afresh instead: `ferry forget-flow`, then a \
+             backfill",
+            resume_once()
+        ),
+    }
 }
 
 /// What an operator runs to let one execution follow a source's new
