@@ -18,12 +18,10 @@ use std::time::Duration;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use bytes::Bytes;
-use fake_broker::{read_request, respond, version};
+use fake_broker::{answer_before_token, listen, msk_iam, read_request, respond};
 use ferry_adapters::kafka::connection::Connection;
 use ferry_adapters::kafka::error::KafkaError;
-use ferry_adapters::kafka::security::{Resolved, SaslCredentials};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, SaslHandshakeResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 use tokio::net::TcpListener;
 
 mod fake_broker;
@@ -32,20 +30,10 @@ mod fake_broker;
 async fn iam_listener(listener: TcpListener, tokens_seen: Arc<AtomicUsize>) {
     let Ok((mut sock, _)) = listener.accept().await else { return };
     while let Some((header, _)) = read_request(&mut sock).await {
+        if answer_before_token(&mut sock, &header).await {
+            continue;
+        }
         match ApiKey::try_from(header.request_api_key) {
-            Ok(ApiKey::ApiVersions) => {
-                let resp = ApiVersionsResponse::default().with_api_keys(vec![
-                    version(ApiKey::ApiVersions, 3),
-                    version(ApiKey::SaslHandshake, 1),
-                    version(ApiKey::SaslAuthenticate, 2),
-                    version(ApiKey::Metadata, 12),
-                ]);
-                respond(&mut sock, &header, &resp).await;
-            }
-            Ok(ApiKey::SaslHandshake) => {
-                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
-                respond(&mut sock, &header, &resp).await;
-            }
             Ok(ApiKey::SaslAuthenticate) => {
                 tokens_seen.fetch_add(1, Ordering::SeqCst);
                 return;
@@ -70,17 +58,10 @@ impl ProvideCredentials for Failing {
 }
 
 async fn connect_with(provider: Failing) -> (KafkaError, usize) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let (listener, addr) = listen().await;
     let seen = Arc::new(AtomicUsize::new(0));
     let broker = tokio::spawn(iam_listener(listener, seen.clone()));
-    let resolved = Resolved {
-        tls: None,
-        sasl: Some(SaslCredentials::MskIam {
-            region: "us-east-1".into(),
-            credentials: SharedCredentialsProvider::new(provider),
-        }),
-    };
+    let resolved = msk_iam(SharedCredentialsProvider::new(provider));
     let res = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved).await;
     let err = res.expect_err("no credentials, no login");
     broker.abort();
@@ -135,19 +116,10 @@ async fn sts_throttling_while_signing_is_not_a_refusal() {
 async fn refuse_then_close(listener: TcpListener) {
     let Ok((mut sock, _)) = listener.accept().await else { return };
     while let Some((header, _)) = read_request(&mut sock).await {
+        if answer_before_token(&mut sock, &header).await {
+            continue;
+        }
         match ApiKey::try_from(header.request_api_key) {
-            Ok(ApiKey::ApiVersions) => {
-                let resp = ApiVersionsResponse::default().with_api_keys(vec![
-                    version(ApiKey::ApiVersions, 3),
-                    version(ApiKey::SaslHandshake, 1),
-                    version(ApiKey::SaslAuthenticate, 2),
-                ]);
-                respond(&mut sock, &header, &resp).await;
-            }
-            Ok(ApiKey::SaslHandshake) => {
-                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
-                respond(&mut sock, &header, &resp).await;
-            }
             Ok(ApiKey::SaslAuthenticate) => {
                 let reason = r#"{"status":"invalid_token: access denied","scope":"kafka-cluster:Connect"}"#;
                 let resp =
@@ -164,17 +136,10 @@ async fn refuse_then_close(listener: TcpListener) {
 /// client's %x01: a refusal with that reason, not an I/O fault.
 #[tokio::test]
 async fn a_refusal_whose_broker_closes_before_the_final_x01_is_still_a_refusal() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let (listener, addr) = listen().await;
     let broker = tokio::spawn(refuse_then_close(listener));
     let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "not-a-real-secret-key", None, None, "test");
-    let resolved = Resolved {
-        tls: None,
-        sasl: Some(SaslCredentials::MskIam {
-            region: "us-east-1".into(),
-            credentials: SharedCredentialsProvider::new(creds),
-        }),
-    };
+    let resolved = msk_iam(SharedCredentialsProvider::new(creds));
     let err = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved)
         .await
         .expect_err("refused");

@@ -10,11 +10,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake_broker::{read_request, respond, version};
+use fake_broker::{answer_before_token, listen, msk_iam, read_request, respond};
 use ferry_adapters::kafka::connection::Connection;
 use ferry_adapters::kafka::error::KafkaError;
-use ferry_adapters::kafka::security::{Resolved, SaslCredentials};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::messages::{ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::net::TcpListener;
 
@@ -29,20 +28,10 @@ async fn refusing_broker(listener: TcpListener) -> Option<Bytes> {
     let mut second = None;
     let mut authenticates = 0;
     while let Some((header, mut body)) = read_request(&mut sock).await {
+        if answer_before_token(&mut sock, &header).await {
+            continue;
+        }
         match ApiKey::try_from(header.request_api_key).ok()? {
-            ApiKey::ApiVersions => {
-                let resp = ApiVersionsResponse::default().with_api_keys(vec![
-                    version(ApiKey::ApiVersions, 3),
-                    version(ApiKey::SaslHandshake, 1),
-                    version(ApiKey::SaslAuthenticate, 2),
-                    version(ApiKey::Metadata, 12),
-                ]);
-                respond(&mut sock, &header, &resp).await;
-            }
-            ApiKey::SaslHandshake => {
-                let resp = SaslHandshakeResponse::default().with_mechanisms(vec![StrBytes::from_static_str("OAUTHBEARER")]);
-                respond(&mut sock, &header, &resp).await;
-            }
             ApiKey::SaslAuthenticate => {
                 let req = SaslAuthenticateRequest::decode(&mut body, header.request_api_version).ok()?;
                 authenticates += 1;
@@ -66,17 +55,10 @@ async fn refusing_broker(listener: TcpListener) -> Option<Bytes> {
 
 #[tokio::test]
 async fn a_refused_token_ends_the_exchange_and_fails_with_the_reason() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let (listener, addr) = listen().await;
     let broker = tokio::spawn(refusing_broker(listener));
     let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "not-a-real-secret-key", None, None, "test");
-    let resolved = Resolved {
-        tls: None,
-        sasl: Some(SaslCredentials::MskIam {
-            region: "us-east-1".into(),
-            credentials: aws_credential_types::provider::SharedCredentialsProvider::new(creds),
-        }),
-    };
+    let resolved = msk_iam(aws_credential_types::provider::SharedCredentialsProvider::new(creds));
     let res = Connection::connect(&addr, "msk-target", "ferry-test", Duration::from_secs(5), &resolved).await;
     let err = res.expect_err("a refused token is not a login");
     assert!(
