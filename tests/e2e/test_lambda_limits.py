@@ -237,3 +237,42 @@ def test_group_sync_stops_before_its_deadline_and_takes_the_groups_in_turn(tmp_p
         assert committed(TARGET, g)[(topic, 0)] == (10 + i, f"m{i}"), g
     for g in idle:
         assert committed(TARGET, g) == {}, g
+
+
+def test_group_sync_gives_each_flow_a_share_of_its_time(tmp_path):
+    """Two flows, one each way, each with more groups than the time left
+    allows (3 s a group, 30 - 20 s in all). Each flow has an equal share
+    of the time (what one leaves goes to the next), so the flow synced
+    second starts groups in the same execution instead of waiting for the
+    first flow's groups to be done: without the shares, the first flow
+    takes the whole 10 s and the second is deferred entirely, every time
+    the first has that many groups."""
+    from test_groups import commit_at
+
+    topic = unique("limits-share")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce(topic, 100, 1)
+    prefix = unique("limits-s")
+    on = {SOURCE: [f"{prefix}-s{i}" for i in range(4)], TARGET: [f"{prefix}-t{i}" for i in range(4)]}
+    for cluster, groups in on.items():
+        for i, g in enumerate(groups):
+            commit_at(cluster, g, {(topic, 0): (i, "")})
+    kc, ri = write_config(tmp_path, [topic], groups=[f"{prefix}-.*"], both_ways=True)
+
+    def slow_groups(stack):
+        set_function(stack, "ferry-sync-groups", timeout=30)
+        stack["functions"]["ferry-sync-groups"]["environment"]["FERRY_FAILPOINT"] = "slow-group-sync:3000"
+
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", stack_edit=slow_groups) as sfn:
+        arn = sfn.create_state_machine()
+        ex = sfn.execute(arn, {"stop_at_plan_end": True}, timeout=240)
+        assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+        assert "Sandbox.Timedout" not in [e["errorType"] for e in sfn.events]
+    flows = {f["flow"]: f for f in json.loads(ex["output"])["groups"]["flows"]}
+    assert sorted(flows) == ["source>target", "target>source"], flows
+    # Each flow saw its own 4 groups (the flow synced second also those
+    # the first had just committed on its source), started some and left
+    # the rest.
+    for f in flows.values():
+        assert f["groups"] >= 4 and 0 < f["deferred"] < f["groups"], flows
