@@ -257,9 +257,12 @@ class Rehearsal:
                                       "LocalSecondaryIndexes", "GlobalSecondaryIndexes") if k in t}
             try:
                 ddb.create_table(**args)
+                created = True
             except ddb.exceptions.ResourceInUseException:
-                pass
+                created = False
             ddb.get_waiter("table_exists").wait(TableName=t["TableName"])
+            if created and "TimeToLiveSpecification" in t:
+                ddb.update_time_to_live(TableName=t["TableName"], TimeToLiveSpecification=t["TimeToLiveSpecification"])
 
     def register_on_msk_iam(self) -> None:
         """Each role's credentials (below) become known to the local MSK IAM

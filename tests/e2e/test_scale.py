@@ -1,15 +1,20 @@
 """One plan handles 500 topics with 2,000 partitions within a Lambda's
 limits (900 s, the function's 512 MB), creating every target topic and
-cursor, and balances its batches by lag."""
+cursor, balances its batches by lag, and keeps them in the state tables:
+the state machine carries a reference per batch."""
 
 import json
-import re
-import subprocess
+import os
 import time
 
+import boto3
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import SOURCE, TARGET, Ferry, list_topics, producer, unique, write_config
+from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, list_topics, producer, unique, write_config
+from warm_function import WarmFunction
+
+PLAN = ROOT / "target" / "debug" / "ferry-plan"
+REPLICATE = ROOT / "target" / "debug" / "ferry-replicate"
 
 TOPICS, PARTITIONS = 500, 4
 
@@ -30,7 +35,7 @@ def test_plan_of_500_topics_and_2000_partitions(tmp_path):
     kc, ri = write_config(tmp_path, [f"{stem}-[0-9]+"])
     ferry = Ferry(kc, ri)
     try:
-        check_plan(ferry, names)
+        check_plan(ferry, names, tmp_path)
     finally:
         # 4,000 partitions left behind would slow every later test.
         for bootstrap in (SOURCE, TARGET):
@@ -39,24 +44,44 @@ def test_plan_of_500_topics_and_2000_partitions(tmp_path):
                 f.result(timeout=120)
 
 
-def check_plan(ferry: Ferry, names: list[str]) -> None:
-    t0 = time.monotonic()
-    res = subprocess.run(["/usr/bin/time", "-f", "peak_kb=%M", *ferry.args("plan", "--json")], capture_output=True, text=True, timeout=900)
-    elapsed = time.monotonic() - t0
-    assert res.returncode == 0, res.stderr[-3000:]
-    peak_mb = int(re.search(r"peak_kb=(\d+)", res.stderr).group(1)) / 1024
-    plan = json.loads(res.stdout)
+def check_plan(ferry: Ferry, names: list[str], tmp_path) -> None:
+    """The real Plan function (one warm environment), as the state machine
+    invokes it: what it hands Step Functions holds a reference per batch,
+    and the batches themselves are in the cursors table."""
+    fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
+    try:
+        kind, plan, elapsed = fn.invoke({}, timeout_s=900)
+        peak_mb = fn.peak_mb()
+        assert kind == "response", (plan, fn.text()[-3000:])
+    finally:
+        fn.close()
     print(f"\nplan of {TOPICS} topics / {TOPICS * PARTITIONS} partitions: {elapsed:.1f} s, peak RSS {peak_mb:.0f} MB, "
           f"{len(plan['batches'])} batches")
     assert elapsed < 900, "beyond the Lambda limit"
     assert peak_mb < 512, "beyond the function's memory"
-    # What the Plan function hands Step Functions (compact JSON) must fit
-    # in one state: 256 KiB, or the execution fails with DataLimitExceeded.
+    # What the Plan function hands Step Functions (compact JSON): a
+    # reference per batch, far under one state's 256 KiB (it was 100 KB
+    # here with the partitions in it, and grew with them).
     size = len(json.dumps(plan, separators=(",", ":")).encode())
     print(f"plan output: {size} bytes")
-    assert size < 256 * 1024, f"the plan's output is {size} bytes, past Step Functions' 256 KiB"
-    # Each batch lists its partitions grouped by topic: [partition, end offset, lag].
-    batches = [[(t["topic"], *w) for t in b["partitions"] for w in t["partitions"]] for b in plan["batches"]]
+    assert size < 24 * 1024, f"the plan's output is {size} bytes"
+    # 500 topics created: ten named, the rest counted.
+    assert len(plan["created_topics"]) == 11 and plan["created_topics"][-1].startswith("and 490 more"), plan["created_topics"]
+    assert all(b.get("partitions") is None for b in plan["batches"]), plan["batches"][0]
+    table = boto3.resource("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1").Table(
+        f"{ferry.prefix}-cursors")
+    batches = []
+    for i, b in enumerate(plan["batches"]):
+        ref = b["stored"]
+        assert ref["batch"] == i, ref
+        item = table.get_item(Key={"flow": f"{ferry.name}/plan/{ref['plan']}", "partition": f"batch/{i:06}"},
+                              ConsistentRead=True)["Item"]
+        assert int(item["expires_at"]) > time.time() + 3600, item["expires_at"]
+        stored = json.loads(item["batch"])
+        assert stored["flow"] == b["flow"]
+        # Each batch lists its partitions grouped by topic: [partition, end offset, lag].
+        batches.append([(t["topic"], *w) for t in stored["partitions"] for w in t["partitions"]])
+        assert len(batches[-1]) == ref["partitions"]
     assert sum(len(b) for b in batches) == TOPICS * PARTITIONS
     assert len({(w[0], w[1]) for b in batches for w in b}) == TOPICS * PARTITIONS
     assert len(batches) == TOPICS * PARTITIONS // 16 and all(len(b) <= 16 for b in batches)
@@ -68,3 +93,40 @@ def check_plan(ferry: Ferry, names: list[str]) -> None:
     # batch carries more than the largest single lag.
     assert lags[-1] == 50 * 40
     assert sum(1 for lag in lags if lag > 0) == 40
+
+
+def test_replicate_reads_its_batch_back_and_refuses_one_no_longer_kept(tmp_path):
+    """The real Plan and Replicate functions: Replicate copies the
+    partitions of the batch the plan kept for it; once the table's time to
+    live has removed that batch, the invocation fails at once as
+    Ferry.InputError saying so (the state machine's Catch), writing
+    nothing."""
+    topic = unique("scale-kept")
+    create_topic(SOURCE, topic, 2)
+    p = producer(SOURCE)
+    for i in range(20):
+        p.produce(topic, partition=i % 2, key=str(i).encode(), value=b"v")
+    assert p.flush(30) == 0
+    ferry = Ferry(*write_config(tmp_path, [topic]))
+    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
+    try:
+        kind, plan, _ = plan_fn.invoke({"stop_at_plan_end": True}, timeout_s=120)
+        assert kind == "response", (plan, plan_fn.text()[-3000:])
+    finally:
+        plan_fn.close()
+    [ref] = plan["batches"]
+    assert "partitions" not in ref and ref["stored"]["partitions"] == 2, ref
+    replicate = WarmFunction(REPLICATE, ferry, tmp_path / "replicate.log")
+    try:
+        kind, out, _ = replicate.invoke(dict(ref, max_seconds=30), timeout_s=60)
+        assert kind == "response", (out, replicate.text()[-3000:])
+        assert out["summary"]["partitions"] == 2 and out["summary"]["records"] == 20, out["summary"]
+        table = boto3.resource("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1").Table(
+            f"{ferry.prefix}-cursors")
+        table.delete_item(Key={"flow": f"{ferry.name}/plan/{ref['stored']['plan']}", "partition": "batch/000000"})
+        kind, out, took = replicate.invoke(dict(ref, max_seconds=30), timeout_s=60)
+    finally:
+        replicate.close()
+    assert kind == "error" and out["errorType"] == "Ferry.InputError", out
+    assert f"batch 0 of plan {ref['stored']['plan']} is not in the state tables" in out["errorMessage"], out
+    assert "start a new execution" in out["errorMessage"] and took < 20, (took, out)

@@ -17,7 +17,7 @@ from collections import Counter
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import FERRY, SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
-from local_sfn import LocalStepFunctions
+from local_sfn import LocalStepFunctions, stored_batch
 
 
 def produce(topic: str, n: int, parts: int) -> None:
@@ -183,11 +183,13 @@ def test_a_failed_batch_fails_the_execution_after_the_others_ran(tmp_path):
     produce(doomed, 100, 1)
     produce(fine, 400, 2)
     kc, ri = write_config(tmp_path, [doomed, fine], starting="EARLIEST")
+    env = function_env(kc, ri)
 
     def crash(name: str, payload: bytes) -> bool:
-        return name == "ferry-replicate" and doomed.encode() in payload
+        # The payload names the batch the plan kept; the batch names the topic.
+        return name == "ferry-replicate" and doomed in json.dumps(stored_batch(env, payload))
 
-    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", crash=crash) as sfn:
+    with LocalStepFunctions(env, tmp_path / "logs", crash=crash) as sfn:
         arn = sfn.create_state_machine(max_concurrency=2)
         ex = sfn.execute(arn, {"max_partitions_per_batch": 1, "stop_at_plan_end": True})
         assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
@@ -199,7 +201,10 @@ def test_a_failed_batch_fails_the_execution_after_the_others_ran(tmp_path):
         verdict = next(json.loads(e["stateEnteredEventDetails"]["input"]) for e in history
                        if e.get("stateEnteredEventDetails", {}).get("name") == "Verdict")
         errors = [r for r in verdict["batches"] if r.get("batch_failed")]
-        assert len(errors) == 1 and errors[0]["error"]["Error"] == "Runtime.ExitError", errors
+        assert len(errors) == 1 and errors[0]["error"] == "Runtime.ExitError", errors
+        # Its cause is in the task's failure event, not in the state.
+        causes = [e["taskFailedEventDetails"] for e in history if e["type"] == "TaskFailed"]
+        assert [c["error"] for c in causes] == ["Runtime.ExitError"] and causes[0].get("cause"), causes
         # The other batches copied everything; the doomed one nothing.
         assert sum(len(read_partition(TARGET, fine, p)) for p in range(2)) == 400
         assert len(read_partition(TARGET, doomed, 0)) == 0

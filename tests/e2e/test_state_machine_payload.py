@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -93,14 +94,17 @@ class CannedLambdas:
         self.server.shutdown()
 
 
-def plan_output(topics: int, partitions: int, end: int, per_batch: int = 16) -> dict:
-    """PlanOutput as Ferry serializes it (functions/core/src/domain.rs,
-    compact_work): test_scale's shape, topics `scale-<10 hex>-NNN`, batches
-    of 16 mixing topics after balancing, every partition at end offset
-    `end` with no lag."""
+def plan_output(topics: int, partitions: int, end: int, per_batch: int = 16) -> tuple[dict, list[dict]]:
+    """PlanOutput as the Plan function hands it to Step Functions
+    (functions/engine/src/plan.rs, store_batches): a reference per batch
+    to the batch it kept in the state tables; and those batches, as Ferry
+    serializes them (compact_work). test_scale's shape: topics
+    `scale-<10 hex>-NNN`, batches of 16 mixing topics after balancing,
+    every partition at end offset `end` with no lag."""
     stem = unique("scale")
+    plan_id = uuid.uuid4().hex
     work = [(f"{stem}-{t:03d}", p, end, 0) for p in range(partitions) for t in range(topics)]
-    batches = []
+    batches, refs = [], []
     for i in range(0, len(work), per_batch):
         grouped = []
         for topic, p, end, lag in work[i:i + per_batch]:
@@ -109,7 +113,9 @@ def plan_output(topics: int, partitions: int, end: int, per_batch: int = 16) -> 
             else:
                 grouped.append({"topic": topic, "partitions": [[p, end, lag]]})
         batches.append({"flow": "source>target", "partitions": grouped, "stop_at_plan_end": False})
-    return {"replicator": "r", "created_topics": [], "copied_acls": [], "batches": batches}
+        refs.append({"flow": "source>target", "stored": {"plan": plan_id, "batch": len(refs), "partitions": len(work[i:i + per_batch])},
+                     "stop_at_plan_end": False})
+    return {"replicator": "r", "created_topics": [], "copied_acls": [], "batches": refs}, batches
 
 
 # A real Ferry message (engine/src/replicate.rs, FerryError::PartitionStopped,
@@ -151,9 +157,10 @@ def replicate_result(batch: dict, error: str | None) -> dict:
     # the source deleted records before they were copied (PartitionStopped). Ferry means this to fail the execution through the
     # Verdict (Ferry.StepFailed) after SyncGroups and Report ran.
     (500, 4, 200, DATA_LOSS),
-    # 3,500 partitions at offsets in the tens of millions, a healthy run;
-    # the plan alone fits.
+    # 3,500 partitions at offsets in the tens of millions, a healthy run.
     (875, 4, 12_345_678, None),
+    # 10,000 of them: the plan's partitions are in the state tables.
+    (2500, 4, 12_345_678, None),
 ])
 def test_the_map_output_is_the_plan_plus_every_result(tmp_path, topics, partitions, end, error):
     """The Map state's output against 256 KiB (moto checks it, as AWS
@@ -165,12 +172,14 @@ def test_the_map_output_is_the_plan_plus_every_result(tmp_path, topics, partitio
     errors of 240 characters. The functions are stand-ins returning
     exactly the JSON Ferry's do (PlanOutput with compact batches,
     ReplicateResult with its summary as domain.rs builds it); the state
-    machine is the real definition."""
-    plan = plan_output(topics, partitions, end)
+    machine is the real definition. The plan holds a reference per batch,
+    its partitions are in the state tables (it held them, 235 KB at 3,500
+    partitions, which was the ceiling)."""
+    plan, stored = plan_output(topics, partitions, end)
     plan_bytes = len(json.dumps(plan, separators=(",", ":")).encode())
     sfn = CannedLambdas({
         "ferry-plan": lambda _: plan,
-        "ferry-replicate": lambda batch: replicate_result(batch, error),
+        "ferry-replicate": lambda ref: replicate_result(stored[ref["stored"]["batch"]], error),
         "ferry-sync-groups": lambda _: {"flows": [], "failures": 0},
         "ferry-report": lambda _: {"readiness": {"go": error is None, "criteria": []}},
     }, tmp_path / "moto-sfn.log")
@@ -181,12 +190,13 @@ def test_the_map_output_is_the_plan_plus_every_result(tmp_path, topics, partitio
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
     # Not moto's spacing (see the next test): the Map's output as compact
     # JSON, what Ferry and Step Functions' history write, is over the limit too.
-    results = [{"summary": replicate_result(b, error)["summary"], "batch_failed": False} for b in plan["batches"]]
+    results = [{"summary": replicate_result(b, error)["summary"], "batch_failed": False} for b in stored]
     map_bytes = len(json.dumps(dict(plan, batches=results), separators=(",", ":")).encode())
     print(f"\nthe Map's output, compact: {map_bytes} bytes (limit {LIMIT})")
     print(f"\n{topics * partitions} partitions, {len(plan['batches'])} batches: plan {plan_bytes} bytes; "
           f"execution {d['status']} {d.get('error')}: {d.get('cause', '')[:160]}; Report ran: {'Report' in entered}")
-    assert plan_bytes < LIMIT  # the plan alone fits
+    # A reference per batch, whatever the batch holds.
+    assert plan_bytes < 160 * len(plan["batches"]), plan_bytes
     assert "Report" in entered and "Verdict" in entered, (
         f"the execution ended at the Map with {d.get('error')} ({d.get('cause')}): "
         f"neither SyncGroups nor Report nor the Verdict ran")

@@ -1531,7 +1531,9 @@ impl StateStore {
 }
 
 mod groups;
+mod plans;
 pub use groups::{GroupSyncItem, GroupSyncStatus, RunKey};
+pub use plans::EXPIRES_AT;
 
 fn pair_pk(source_cluster_id: &str, target_cluster_id: &str) -> String {
     format!("{PAIRS}{source_cluster_id}>{target_cluster_id}")

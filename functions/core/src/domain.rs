@@ -109,10 +109,15 @@ pub struct ReplicateInput {
     /// Flow id, `<source alias>><target alias>`.
     pub flow: String,
     /// The partitions this invocation owns (for the length of its lease).
-    /// Written grouped by topic (`compact_work`): the plan's output holds
-    /// every batch, and Step Functions refuses a state over 256 KiB.
-    #[serde(with = "compact_work")]
+    /// Written grouped by topic (`compact_work`). Empty in the state
+    /// machine, where `stored` names them instead.
+    #[serde(with = "compact_work", default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<PartitionWork>,
+    /// Where the Plan function stored this batch's partitions (the state
+    /// machine's payload then does not grow with partitions: Step
+    /// Functions refuses a state over 256 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredBatch>,
     /// Stop each partition once its cursor reaches this source end offset
     /// (as seen at plan time); `false` runs until the budget is spent.
     #[serde(default)]
@@ -120,6 +125,18 @@ pub struct ReplicateInput {
     /// Spend at most this many seconds, even if the Lambda deadline is later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seconds: Option<u64>,
+}
+
+/// A batch of a plan kept in the state tables, by reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredBatch {
+    /// The plan (one per Plan invocation).
+    pub plan: String,
+    /// The batch's index in the plan.
+    pub batch: usize,
+    /// How many partitions it holds (for people reading the execution).
+    pub partitions: usize,
 }
 
 /// Progress of one partition after a Replicate invocation.
@@ -400,6 +417,7 @@ mod tests {
     #[test]
     fn batches_travel_grouped_by_topic_and_read_back_the_same() {
         let input = ReplicateInput {
+            stored: None,
             flow: "a>b".into(),
             partitions: vec![
                 work("orders", "orders", 0),
@@ -461,6 +479,7 @@ mod tests {
             batches: all
                 .chunks(16)
                 .map(|c| ReplicateInput {
+                    stored: None,
                     flow: "source>target".into(),
                     partitions: c.to_vec(),
                     stop_at_plan_end: false,

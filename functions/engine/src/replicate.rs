@@ -265,10 +265,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let settings = &ferry.settings;
     let started = std::time::Instant::now();
     let mut filter = LoopFilter::for_flow(ferry, &flow, &source, &target).await?;
+    let partitions = crate::plan::batch_partitions(ferry, input).await?;
 
     // Lease every partition we can, all at once; the others are someone
     // else's now.
-    let leased = join_all(input.partitions.iter().map(|work| async {
+    let leased = join_all(partitions.iter().map(|work| async {
         let (lease, item) = ferry
             .store
             .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
@@ -288,7 +289,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // Those whose holder may still have a write on its way, by its
     // transactional id and producer id: fenced before the reconcile reads.
     let mut to_fence: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
-    for (work, res) in input.partitions.iter().zip(leased) {
+    for (work, res) in partitions.iter().zip(leased) {
         match res {
             Ok((lease, item, last_run)) => {
                 parts.push(Part {
@@ -2673,6 +2674,7 @@ mod tests {
     fn a_stopped_partition_still_checkpoints_the_records_it_skipped() {
         let settings = Settings::default();
         let input = ReplicateInput {
+            stored: None,
             flow: "a>b".into(),
             partitions: Vec::new(),
             stop_at_plan_end: true,
@@ -2708,6 +2710,7 @@ mod tests {
     fn a_due_checkpoint_takes_the_partitions_halfway_there_along() {
         let settings = Settings::default();
         let input = ReplicateInput {
+            stored: None,
             flow: "a>b".into(),
             partitions: Vec::new(),
             stop_at_plan_end: false,

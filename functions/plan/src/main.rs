@@ -15,10 +15,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // is not this one's; it tries again at once (see begin_invocation).
         ferry.begin_invocation();
         ferry.store.ensure_tables().await.map_err(|e| diagnostic(&e.into()))?;
-        let out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload)
-            .instrument(ferry_lambda::step_span(ferry, "plan", None))
-            .await
-            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
+        let out: PlanOutput = async {
+            let mut out = ferry_engine::plan::plan(ferry, &event.payload).await?;
+            // The state machine carries references to the batches, not
+            // their partitions.
+            ferry_engine::plan::store_batches(ferry, &mut out).await?;
+            Ok(out)
+        }
+        .instrument(ferry_lambda::step_span(ferry, "plan", None))
+        .await
+        .map_err(|e| ferry_lambda::failure(ferry, &e))?;
         Ok::<_, Diagnostic>(out)
     }))
     .await
