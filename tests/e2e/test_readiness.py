@@ -12,7 +12,10 @@ from datetime import datetime, timedelta, timezone
 import boto3
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import SOURCE, Ferry, create_topic, producer, unique, write_config
+from conftest import ROOT, SOURCE, Ferry, create_topic, producer, unique, write_config
+from warm_function import WarmFunction
+
+REPORT = ROOT / "target" / "debug" / "ferry-report"
 
 NO_GO = 3
 
@@ -86,14 +89,25 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     assert code == 0 and v["go"] is True, json.dumps(v, indent=1)
     assert criterion(v, "MessageLag")["measured"] == "0"
     assert criterion(v, "SumOffsetLag")["measured"] == "1100 on source, 1100 on target"  # 650 + 450
-    caught_up = report(ferry, "--publish")
+    caught_up = report(ferry, "--publish", "--topic-metrics")
     [g] = caught_up["groups"]
     assert (g["group"], g["source_sum_offset_lag"], g["target_sum_offset_lag"], g["sync_failures"]) == (group, 1100, 1100, 0)
     assert {c["alias"]: c["ping_ok"] for c in caught_up["clusters"]} == {"source": True, "target": True}
 
-    # Both reports' numbers, as CloudWatch holds them.
+    # Both reports' numbers, as CloudWatch holds them. The first was
+    # published by default: MessageLag of the replicator alone (no Topic
+    # dimension, a metric whose cost does not grow with topics); the
+    # second with --topic-metrics: per topic.
+    cw = boto3.client("cloudwatch", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                      region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    listed = cw.list_metrics(Namespace="Ferry", MetricName="MessageLag",
+                             Dimensions=[{"Name": "ReplicatorName", "Value": ferry.name}])["Metrics"]
+    assert sorted(tuple(sorted(d["Name"] for d in m["Dimensions"])) for m in listed) == \
+        [("ReplicatorName",), ("ReplicatorName", "Topic")], listed
     [lag] = stats(ferry.name, "MessageLag", {"Topic": topic})
-    assert (lag["Maximum"], lag["Minimum"], lag["SampleCount"]) == (1500, 0, 2)
+    assert (lag["Maximum"], lag["Minimum"], lag["SampleCount"]) == (0, 0, 1)
+    [lag] = stats(ferry.name, "MessageLag", {})
+    assert lag["Maximum"] == 1500
     [target_lag] = stats(ferry.name, "SumOffsetLag", {"ClusterAlias": "target", "ConsumerGroup": group})
     assert target_lag["Maximum"] == 1100
     [ping] = stats(ferry.name, "KafkaClusterPingSuccessCount", {"ClusterAlias": "source"})
@@ -106,6 +120,19 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     emf = ferry_cmd(ferry, "report", "--emf")
     docs = [json.loads(line) for line in emf.stdout.splitlines()]
     assert any(d.get("Topic") == topic and d["MessageLag"] == 0 for d in docs), docs
+
+    # The deployed Report function: per topic only with TopicMetrics
+    # (FERRY_TOPIC_METRICS=true); the topic is in the line either way.
+    for setting, declared in (("false", [["ReplicatorName"]]), ("true", [["ReplicatorName", "Topic"], ["ReplicatorName"]])):
+        fn = WarmFunction(REPORT, ferry, tmp_path / f"report-{setting}.log", extra_env={"FERRY_TOPIC_METRICS": setting})
+        try:
+            kind, out, _ = fn.invoke({}, timeout_s=60)
+            assert kind == "response", (out, fn.text()[-2000:])
+            lines = [json.loads(line) for line in fn.text().splitlines() if line.startswith("{") and '"_aws"' in line]
+        finally:
+            fn.close()
+        mine = [d for d in lines if d.get("Topic") == topic]
+        assert mine and all(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == declared for d in mine), (setting, mine)
 
 
 def test_an_unreachable_cluster_is_no_go_not_a_crash(tmp_path):

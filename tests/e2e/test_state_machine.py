@@ -89,6 +89,11 @@ def test_execution_replicates_and_backfills(tmp_path):
         assert pings == {"source": 1, "target": 1}, pings
         sent = [d for d in emf_documents(sfn.function_log("ferry-replicate")) if d.get("Topic") == live]
         assert sent and all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Ferry" for d in sent), sent
+        # No TopicMetrics: points per topic are metrics of the replicator
+        # alone (the topic a field of the line), whose cost does not grow
+        # with topics.
+        for d in sent + [d for d in emf if d.get("Topic") == live]:
+            assert d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["ReplicatorName"]], d
         assert sum(d["ReplicatorThroughput"] > 0 for d in sent) >= 1, sent
         throttled = {d["ClusterAlias"] for d in emf_documents(sfn.function_log("ferry-replicate")) if "ThrottleTime" in d}
         assert throttled == {"source", "target"}, throttled

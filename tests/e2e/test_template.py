@@ -536,3 +536,34 @@ def test_resume_after_data_loss_is_a_stack_parameter_off_by_default(tmp_path):
         stack = sam_stack(p, "resume", tmp_path / "template.yaml")
         for function in FUNCTIONS.values():
             assert stack["functions"][function]["environment"]["FERRY_RESUME_AFTER_DATA_LOSS"] == want, (function, given)
+
+
+def test_topic_metrics_is_a_stack_parameter_off_by_default(tmp_path):
+    """Metrics per topic cost in proportion to the topics (CloudWatch bills
+    each metric by the month), so they are asked for: the TopicMetrics
+    parameter sets FERRY_TOPIC_METRICS, the variable the functions read
+    (functions/lambda/src/lib.rs), on every function; "false" unless
+    given, and CloudFormation takes nothing but "true" or "false"."""
+    from conftest import FERRY
+    from iam_rehearsal import FUNCTIONS, NETWORK, DeployRefused, sam_stack
+
+    kc, ri = tmp_path / "kc.json", tmp_path / "ri.json"
+    kc.write_text(json.dumps([{"ApacheKafkaCluster": {"ApacheKafkaClusterId": c, "BootstrapBrokerString": f"{c}:9092"}}
+                              for c in ("a", "b")]))
+    ri.write_text(json.dumps([{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
+                               "TopicReplication": {"TopicsToReplicate": ["orders"]}}]))
+    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
+    res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
+                          "--name", "metrics", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    params = dict(json.loads(res.stdout), **NETWORK)
+    assert "TopicMetrics" not in params, "deploy-parameters leaves it to the operator"
+    lib = (ROOT / "functions" / "lambda" / "src" / "lib.rs").read_text()
+    assert 'TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS"' in lib
+    for given, want in ((None, "false"), ("true", "true"), ("false", "false")):
+        p = params if given is None else dict(params, TopicMetrics=given)
+        stack = sam_stack(p, "metrics", tmp_path / "template.yaml")
+        for function in FUNCTIONS.values():
+            assert stack["functions"][function]["environment"]["FERRY_TOPIC_METRICS"] == want, (function, given)
+    with pytest.raises(DeployRefused, match="TopicMetrics: 'yes' failed to satisfy constraint"):
+        sam_stack(dict(params, TopicMetrics="yes"), "metrics", tmp_path / "template.yaml")

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use clap::Args;
 use ferry_core::domain::PlanInput;
-use ferry_core::metrics::{emf_lines, Datum, NAMESPACE};
+use ferry_core::metrics::{dim, emf_lines, Datum, TopicMetrics, NAMESPACE};
 use ferry_core::readiness::Thresholds;
 use ferry_engine::{Ferry, Settings};
 
@@ -49,6 +49,12 @@ pub(crate) struct ReportArgs {
     /// standard AWS environment says where).
     #[arg(long)]
     publish: bool,
+    /// Metrics per topic too (a `Topic` dimension), for --emf and
+    /// --publish: CloudWatch bills each metric by the month, so these cost
+    /// in proportion to the topics. Without it, points per topic are
+    /// metrics of the replicator (the topic stays in each EMF line).
+    #[arg(long, env = "FERRY_TOPIC_METRICS")]
+    topic_metrics: bool,
 }
 
 pub(crate) async fn readiness(args: ReadinessArgs) -> Result<ExitCode, String> {
@@ -85,10 +91,15 @@ pub(crate) async fn report(args: ReportArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| describe(&e))?;
     let data = report.metrics();
+    let topics = if args.topic_metrics {
+        TopicMetrics::PerTopic
+    } else {
+        TopicMetrics::RollUp
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else if args.emf {
-        for line in emf_lines(NAMESPACE, report.generated_ms, &data) {
+        for line in emf_lines(NAMESPACE, report.generated_ms, &data, topics) {
             println!("{line}");
         }
     } else {
@@ -99,14 +110,14 @@ pub(crate) async fn report(args: ReportArgs) -> Result<ExitCode, String> {
         }
     }
     if args.publish {
-        publish(&data, report.generated_ms).await?;
+        publish(&data, report.generated_ms, topics).await?;
         eprintln!("ferry: published {} data points to CloudWatch namespace {NAMESPACE}", data.len());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Send the data points to CloudWatch.
-async fn publish(data: &[Datum], at_ms: i64) -> Result<(), String> {
+async fn publish(data: &[Datum], at_ms: i64, topics: TopicMetrics) -> Result<(), String> {
     let aws = ferry_adapters::aws::load().await;
     let client = aws_sdk_cloudwatch::Client::new(&aws);
     let at = aws_sdk_cloudwatch::primitives::DateTime::from_millis(at_ms);
@@ -120,6 +131,9 @@ async fn publish(data: &[Datum], at_ms: i64) -> Result<(), String> {
                     .unit(StandardUnit::from(d.unit.as_str()))
                     .timestamp(at);
                 for (k, v) in &d.dimensions {
+                    if *k == dim::TOPIC && topics == TopicMetrics::RollUp {
+                        continue;
+                    }
                     m = m.dimensions(Dimension::builder().name(*k).value(v).build());
                 }
                 m.build()

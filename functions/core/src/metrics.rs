@@ -163,11 +163,36 @@ pub fn replicate_metrics(replicator: &str, out: &ReplicateOutput, elapsed_s: f64
 /// The most metrics one EMF document may declare.
 const EMF_MAX_METRICS: usize = 100;
 
+/// Whether points per topic become CloudWatch metrics per topic. Each
+/// metric (each name and set of dimension values) is billed by the month,
+/// so metrics per topic cost in proportion to the topics; the roll-up to
+/// the replicator costs the same for one topic or thousands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicMetrics {
+    /// Metrics per replicator only; each point's topic is a field of its
+    /// log line (CloudWatch Logs Insights finds it), not a dimension.
+    #[default]
+    RollUp,
+    /// Metrics per topic as well (`Topic` dimension).
+    PerTopic,
+}
+
+impl TopicMetrics {
+    /// From the `FERRY_TOPIC_METRICS` setting: `true` for metrics per topic.
+    pub fn from_setting(v: Option<&str>) -> Self {
+        match v.map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("true") => Self::PerTopic,
+            _ => Self::RollUp,
+        }
+    }
+}
+
 /// The data points as EMF documents (one per line), grouped by dimension
 /// values so each document carries one set of them, declared both as is
-/// and rolled up to the replicator alone. Two points of the same metric
+/// and rolled up to the replicator alone (points per topic: rolled up
+/// only, unless `topics` says per topic). Two points of the same metric
 /// and dimensions go into separate documents.
-pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum]) -> Vec<String> {
+pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum], topics: TopicMetrics) -> Vec<String> {
     let mut groups: BTreeMap<Vec<(&'static str, String)>, Vec<Vec<&Datum>>> = BTreeMap::new();
     for d in data {
         let docs = groups.entry(d.dimensions.clone()).or_default();
@@ -190,7 +215,7 @@ pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum]) -> Vec<Stri
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
                         "Namespace": namespace,
-                        "Dimensions": dimension_sets(&dims),
+                        "Dimensions": dimension_sets(&dims, topics),
                         "Metrics": metrics,
                     }],
                 }),
@@ -208,10 +233,13 @@ pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum]) -> Vec<Stri
 }
 
 /// The dimension sets a document declares: its own, and the replicator
-/// alone as a roll-up (what the template's alarms watch).
-fn dimension_sets(dims: &[(&'static str, String)]) -> Vec<Vec<&'static str>> {
+/// alone as a roll-up (what the template's alarms watch); for a point per
+/// topic without metrics per topic, the roll-up alone.
+fn dimension_sets(dims: &[(&'static str, String)], topics: TopicMetrics) -> Vec<Vec<&'static str>> {
     let own: Vec<&'static str> = dims.iter().map(|(k, _)| *k).collect();
-    if own.len() > 1 && own[0] == dim::REPLICATOR {
+    if topics == TopicMetrics::RollUp && own.contains(&dim::TOPIC) && own[0] == dim::REPLICATOR {
+        vec![vec![dim::REPLICATOR]]
+    } else if own.len() > 1 && own[0] == dim::REPLICATOR {
         vec![own, vec![dim::REPLICATOR]]
     } else {
         vec![own]
@@ -233,7 +261,7 @@ mod tests {
             Datum::new(name::REPLICATION_LATENCY, Unit::Milliseconds, 250.0, "r", &[(dim::TOPIC, "orders")]),
             Datum::new(name::MESSAGE_LAG, Unit::Count, 0.0, "r", &[(dim::TOPIC, "payments")]),
         ];
-        let lines = emf_lines(NAMESPACE, 1_700_000_000_000, &data);
+        let lines = emf_lines(NAMESPACE, 1_700_000_000_000, &data, TopicMetrics::PerTopic);
         assert_eq!(lines.len(), 2);
         let orders = parse(&lines[0]);
         assert_eq!(orders["Topic"], "orders");
@@ -249,6 +277,32 @@ mod tests {
             json!([{"Name": "MessageLag", "Unit": "Count"}, {"Name": "ReplicationLatency", "Unit": "Milliseconds"}])
         );
         assert_eq!(parse(&lines[1])["Topic"], "payments");
+    }
+
+    #[test]
+    fn by_default_a_point_per_topic_is_a_metric_of_the_replicator_with_its_topic_as_a_field() {
+        let data = vec![
+            Datum::new(name::MESSAGE_LAG, Unit::Count, 12.0, "r", &[(dim::TOPIC, "orders")]),
+            Datum::new(name::PING, Unit::Count, 1.0, "r", &[(dim::CLUSTER, "source")]),
+        ];
+        let lines = emf_lines(NAMESPACE, 0, &data, TopicMetrics::default());
+        let docs: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
+        let orders = docs.iter().find(|d| d.get("Topic").is_some()).expect("the topic's document");
+        assert_eq!(orders["Topic"], "orders", "still in the log line");
+        assert_eq!(orders["MessageLag"], 12.0);
+        assert_eq!(orders["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["ReplicatorName"]]));
+        let ping = docs
+            .iter()
+            .find(|d| d.get("ClusterAlias").is_some())
+            .expect("the cluster's document");
+        assert_eq!(
+            ping["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["ReplicatorName", "ClusterAlias"], ["ReplicatorName"]]),
+            "other dimensions are unchanged"
+        );
+        assert_eq!(TopicMetrics::from_setting(Some("true")), TopicMetrics::PerTopic);
+        assert_eq!(TopicMetrics::from_setting(Some("false")), TopicMetrics::RollUp);
+        assert_eq!(TopicMetrics::from_setting(None), TopicMetrics::RollUp);
     }
 
     #[test]
@@ -298,7 +352,7 @@ mod tests {
         ];
         let names: Vec<&'static str> = (0..150).map(|i| &*Box::leak(format!("M{i}").into_boxed_str())).collect();
         data.extend(names.iter().map(|n| Datum::new(n, Unit::Count, 1.0, "r", &[])));
-        let lines = emf_lines(NAMESPACE, 0, &data);
+        let lines = emf_lines(NAMESPACE, 0, &data, TopicMetrics::RollUp);
         let docs: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
         let pings: Vec<f64> = docs
             .iter()

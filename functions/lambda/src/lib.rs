@@ -3,7 +3,7 @@
 //! whose `error_type` is the stable name the state machine's Retry and
 //! Catch match (see `ferry_engine::error`).
 
-use ferry_core::metrics::{emf_lines, Datum, NAMESPACE};
+use ferry_core::metrics::{emf_lines, Datum, TopicMetrics, NAMESPACE};
 use ferry_engine::{Ferry, FerryError};
 use lambda_runtime::Diagnostic;
 pub use tracing::Instrument;
@@ -57,12 +57,18 @@ pub fn failure(ferry: &Ferry, e: &FerryError) -> Diagnostic {
     diagnostic(e)
 }
 
+/// The environment variable that asks for metrics per topic.
+pub const TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS";
+
 /// Publish metrics in CloudWatch's embedded metric format: one JSON
 /// document per stdout line, which Lambda's log delivery turns into
 /// metrics with no API call.
+/// Points per topic become metrics per topic only when the stack's
+/// `TopicMetrics` parameter sets `FERRY_TOPIC_METRICS=true`.
 pub fn emit_metrics(data: &[Datum]) {
     let now = ferry_adapters::state::now_ms();
-    for line in emf_lines(NAMESPACE, now, data) {
+    let topics = TopicMetrics::from_setting(std::env::var(TOPIC_METRICS_ENV).ok().as_deref());
+    for line in emf_lines(NAMESPACE, now, data, topics) {
         println!("{line}");
     }
 }
