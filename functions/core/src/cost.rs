@@ -27,6 +27,10 @@ const WRU_PER_CHECKPOINT: f64 = 2.0;
 /// Write units per partition per execution for its lease (take, record
 /// the producer, give back).
 const WRU_PER_LEASE: f64 = 3.0;
+/// Write units per batch per execution: the Plan function keeps each batch
+/// in the state tables (an item under 1 KB) for the state machine to
+/// refer to.
+const WRU_PER_PLAN_BATCH: f64 = 1.0;
 
 /// What the estimate is computed from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,7 +83,8 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
     let lambda_gb_seconds = replicate_seconds * REPLICATE_MEMORY_GB + executions * 3.0 * OTHER_SECONDS * OTHER_MEMORY_GB;
     let lambda_requests = executions * (3.0 + batches);
     let checkpoints = i.active_partitions as f64 * i.checkpoints_per_second * HOURS_PER_MONTH * 3600.0;
-    let dynamodb_write_units = checkpoints * WRU_PER_CHECKPOINT + executions * i.partitions as f64 * WRU_PER_LEASE;
+    let dynamodb_write_units =
+        checkpoints * WRU_PER_CHECKPOINT + executions * (i.partitions as f64 * WRU_PER_LEASE + batches * WRU_PER_PLAN_BATCH);
     let lambda_usd = lambda_gb_seconds * LAMBDA_GB_SECOND_USD + lambda_requests * LAMBDA_REQUEST_USD;
     let step_functions_usd = state_transitions * SFN_TRANSITION_USD;
     let dynamodb_usd = dynamodb_write_units * DYNAMODB_WRU_USD;
@@ -101,7 +106,7 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
             ),
             format!("Plan, SyncGroups and Report run {OTHER_SECONDS} s each at {OTHER_MEMORY_GB} GB per execution"),
             format!(
-                "{} of {} partitions receive records, each checkpointed {} times a second ({WRU_PER_CHECKPOINT} write units each); {WRU_PER_LEASE} write units per partition per execution for leases",
+                "{} of {} partitions receive records, each checkpointed {} times a second ({WRU_PER_CHECKPOINT} write units each); {WRU_PER_LEASE} write units per partition per execution for leases, {WRU_PER_PLAN_BATCH} per batch for the plan",
                 i.active_partitions, i.partitions, i.checkpoints_per_second
             ),
             "on-demand list prices, US East, x86: Lambda $0.0000166667/GB-s and $0.20/million requests, Step Functions $0.025/1,000 transitions, DynamoDB $0.625/million write units; reads, logs, metrics and data transfer not included".into(),
@@ -148,7 +153,7 @@ mod tests {
         assert_eq!(e.state_transitions, 43_800.0 * 7.0);
         // 2,628,000 s of a 1 GB Replicate plus 3 × 2 s × 0.5 GB per execution.
         assert!((e.lambda_gb_seconds - (2_628_000.0 + 131_400.0)).abs() < 1e-6);
-        assert!((e.dynamodb_write_units - (2_628_000.0 * 2.0 + 43_800.0 * 12.0)).abs() < 1e-6);
+        assert!((e.dynamodb_write_units - (2_628_000.0 * 2.0 + 43_800.0 * (12.0 + 1.0))).abs() < 1e-6);
         assert!((e.total_usd - (e.lambda_usd + e.step_functions_usd + e.dynamodb_usd)).abs() < 1e-9);
         // About $46 of Lambda, $7.67 of Step Functions, $3.61 of DynamoDB.
         assert!((e.lambda_usd - 46.0).abs() < 0.5, "{}", e.lambda_usd);
