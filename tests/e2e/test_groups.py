@@ -344,3 +344,46 @@ def test_a_sync_that_dies_after_its_commit_stays_ferrys_after_the_group_goes_on(
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert committed(TARGET, group)[(topic, 0)] == (90, "back-on-source"), row
     assert row["status"] == "synced", row
+
+
+def test_a_translation_the_target_no_longer_holds_moves_to_its_log_start_and_is_not_exact(tmp_path):
+    """The target deleted records a synced group had not read yet (its
+    retention shorter than the group's lag, or DeleteRecords there). The
+    group's commit moves up to the target's log start, never left below it
+    (a consumer there would get "offset out of range", and
+    auto.offset.reset=latest skip to the end), and the sync is not called
+    exact, since records the group never read are not on the target. From
+    an adversarial review: on 289db4a an unchanged source commit kept its
+    earlier exact translation (50, below the log start 80, "up-to-date",
+    exact), and a changed one was moved to 80 but still called exact."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = unique("grp-logstart")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(100):
+        p.produce(topic, partition=0, key=f"k{i:03d}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    group = unique("grp-logstart-app")
+    commit_at(SOURCE, group, {(topic, 0): (50, "m")})
+    ferry = Ferry(*write_config(tmp_path, [topic], groups=[group]))
+    for _ in range(2):  # the second sync finds it exact and unchanged
+        res = ferry.run("--once")
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (50, "m")
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert row["exact"] is True, row
+
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    for f in admin.delete_records([TopicPartition(topic, 0, 80)]).values():
+        f.result(timeout=30)
+    for source_commit in (50, 51):  # unchanged on the source, then moved on
+        commit_at(SOURCE, group, {(topic, 0): (source_commit, "m")})
+        res = ferry.run("--once")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert committed(TARGET, group)[(topic, 0)] == (80, "m"), source_commit
+        [row] = [g for g in ferry.groups() if g["group"] == group]
+        assert row["exact"] is False and row["translated_offset"] == 80, row
+        assert "no longer holds offsets 50..79" in row["detail"] or "no longer holds offsets 51..79" in row["detail"], row
+    # The first record the group reads there is the target's first.
+    assert first_key_from(TARGET, topic, 0, 80) == b"k080"

@@ -493,11 +493,16 @@ async fn sync_group(
         let Some(cursor) = cursors.get(tp) else { continue };
         // Nothing moved since an exact sync: no need to look the maps up
         // (records arriving later land after an exact translation).
+        // Where the target's log starts: a translation below it (records
+        // the target no longer holds) is committed at it instead, and is
+        // not exact.
+        let start = seen.target_starts.get(&target_tp).copied();
         let unchanged = previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
             p.source_offset == c.offset
                 && p.exact
                 && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
                 && p.target_offset == current
+                && p.translated.is_some_and(|t| start.is_none_or(|s| t >= s))
         });
         // A commit made in a history of the partition that an unclean
         // leader election replaced (its leader epoch, KIP-320, says which)
@@ -512,15 +517,21 @@ async fn sync_group(
         } else {
             match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
                 Some((mut t, again)) => {
-                    if let Some(&start) = seen.target_starts.get(&target_tp) {
-                        t.offset = t.offset.max(start);
-                    }
                     t.exact &= replaced.is_none();
                     (Some(t), again)
                 }
                 None => (None, 0),
             }
         };
+        let mut deleted_from = None;
+        let translation = translation.map(|mut t| {
+            if let Some(s) = start.filter(|&s| t.offset < s) {
+                deleted_from = Some(t.offset);
+                t.offset = s;
+                t.exact = false;
+            }
+            t
+        });
         let prev = previous.get(&(group.to_owned(), tp.clone()));
         let pending = prev.and_then(|p| p.pending_offset);
         let adopted = pending.filter(|&p| current.is_some_and(|c| c >= p));
@@ -551,6 +562,13 @@ async fn sync_group(
                  {d} on (an unclean leader election): it resumes at the new history's record {d}, which it never read; none is \
                  skipped)",
                 c.offset, c.leader_epoch
+            )
+        } else if let (Some(d), Some(s)) = (deleted_from, start) {
+            format!(
+                " (not exact: the group's next record is at target offset {d}, but the target no longer holds offsets {d}..{} \
+                 (its log start moved past them: retention or DeleteRecords there); it resumes at the log start {s}, and the \
+                 records before it that it never read are not on the target)",
+                s - 1
             )
         } else if again > 0 {
             format!(
