@@ -48,6 +48,10 @@ fn unmapped_recheck(settings: &crate::context::Settings) -> Duration {
     (settings.checkpoint_interval / 2).max(Duration::from_millis(100))
 }
 
+/// How long a partition waits for the opposite flow's checkpoint before
+/// the wait is logged at warning level.
+const UNMAPPED_WAIT_WARNING: Duration = Duration::from_secs(60);
+
 /// Time kept in hand before the deadline to checkpoint and release.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -112,6 +116,9 @@ struct Part {
     /// Fetch again no sooner than this (waiting for the opposite flow to
     /// checkpoint what it wrote at `fetch_pos`).
     fetch_after: Option<Instant>,
+    /// Since when it has waited for that checkpoint, and whether the wait
+    /// was reported at warning level (once per invocation).
+    unmapped_since: Option<(Instant, bool)>,
     /// The last fetch returned nothing although the log has more: the
     /// next batch is larger than the fetch size (or the response filled
     /// up first). The broker returns an oversized batch only to the first
@@ -216,6 +223,29 @@ impl Unsaved {
 }
 
 impl Part {
+    /// Keep track of a wait for the opposite flow's checkpoint, and say so
+    /// at warning level once it has lasted `UNMAPPED_WAIT_WARNING`: the
+    /// opposite flow checkpoints every few seconds while it runs, so a
+    /// longer wait means it stopped after writing (its worker died and
+    /// nothing runs it), and this partition waits until it runs again.
+    fn note_unmapped_wait(&mut self, flow: &FlowSpec, unmapped: bool, at: i64) {
+        if !unmapped {
+            self.unmapped_since = None;
+            return;
+        }
+        let (since, warned) = self.unmapped_since.get_or_insert((Instant::now(), false));
+        if !*warned && since.elapsed() >= UNMAPPED_WAIT_WARNING {
+            *warned = true;
+            tracing::warn!(
+                flow = %flow.id(), topic = %self.work.source.topic, partition = self.work.source.partition, offset = at,
+                waited_s = since.elapsed().as_secs(),
+                "waiting for the opposite flow to checkpoint the records it wrote here: it checkpoints every few seconds while \
+                 it runs, so it has stopped after writing them; this partition goes on once that flow (its replicator, if it is \
+                 another) runs again"
+            );
+        }
+    }
+
     fn progress(&self) -> PartitionProgress {
         PartitionProgress {
             source: self.work.source.clone(),
@@ -299,6 +329,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     cursor: item.next_source_offset,
                     fetch_pos: item.next_source_offset,
                     fetch_after: None,
+                    unmapped_since: None,
                     starved: false,
                     pending: VecDeque::new(),
                     pending_bytes: 0,
@@ -890,6 +921,7 @@ async fn run_rounds(
                                         );
                                     }
                                     p.fetch_after = read.unmapped.then(|| Instant::now() + unmapped_recheck(settings));
+                                    p.note_unmapped_wait(flow, read.unmapped, read.next);
                                     for item in read.records {
                                         p.pending_bytes += item.size();
                                         p.pending.push_back(item);
@@ -2642,6 +2674,7 @@ mod tests {
             cursor,
             fetch_pos,
             fetch_after: None,
+            unmapped_since: None,
             starved: false,
             pending: VecDeque::new(),
             pending_bytes: 0,
