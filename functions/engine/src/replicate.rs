@@ -50,7 +50,7 @@ fn unmapped_recheck(settings: &crate::context::Settings) -> Duration {
 
 /// How long a partition waits for the opposite flow's checkpoint before
 /// the wait is logged at warning level.
-const UNMAPPED_WAIT_WARNING: Duration = Duration::from_secs(60);
+const UNMAPPED_WAIT_WARNING: Duration = Duration::from_secs(30);
 
 /// Time kept in hand before the deadline to checkpoint and release.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
