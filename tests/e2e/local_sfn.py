@@ -53,6 +53,18 @@ INSTANCE = re.compile(r"^/\.inst/([^/]+)/(\d+)(/2018-06-01/runtime/.*)$")
 RUNTIME_TIMEOUT = 900  # Lambda's longest; each function's own Timeout is enforced here
 
 
+def cursors_table(prefix: str):
+    """The state's cursors table on moto (boto3 resource)."""
+    return boto3.resource("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+                          region_name=os.environ.get("AWS_REGION", "us-east-1")).Table(f"{prefix}-cursors")
+
+
+def plan_batch_key(replicator: str, ref: dict) -> dict:
+    """The cursors-table key of the batch a plan's reference `ref`
+    (`{"plan", "batch", ...}`) names."""
+    return {"flow": f"{replicator}/plan/{ref['plan']}", "partition": f"batch/{ref['batch']:06}"}
+
+
 def stored_batch(env: dict[str, str], payload: bytes) -> dict | None:
     """The batch a Replicate invocation's payload refers to, as the Plan
     function kept it in the state tables (None for a payload that carries
@@ -60,10 +72,8 @@ def stored_batch(env: dict[str, str], payload: bytes) -> dict | None:
     ref = json.loads(payload or b"{}").get("stored")
     if not ref:
         return None
-    table = boto3.resource("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-                           region_name=os.environ.get("AWS_REGION", "us-east-1")).Table(f"{env['FERRY_TABLE_PREFIX']}-cursors")
-    key = {"flow": f"{env['FERRY_REPLICATOR_NAME']}/plan/{ref['plan']}", "partition": f"batch/{ref['batch']:06}"}
-    item = table.get_item(Key=key, ConsistentRead=True).get("Item")
+    key = plan_batch_key(env["FERRY_REPLICATOR_NAME"], ref)
+    item = cursors_table(env["FERRY_TABLE_PREFIX"]).get_item(Key=key, ConsistentRead=True).get("Item")
     return json.loads(item["batch"]) if item else None
 
 

@@ -9,7 +9,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, producer, read_partition, unique, write_config
 
 
 def fill_with_gaps(topic: str, partitions: int) -> None:
@@ -360,10 +360,7 @@ def test_a_translation_the_target_no_longer_holds_moves_to_its_log_start_and_is_
 
     topic = unique("grp-logstart")
     create_topic(SOURCE, topic, 1)
-    p = producer(SOURCE)
-    for i in range(100):
-        p.produce(topic, partition=0, key=f"k{i:03d}".encode(), value=b"v")
-    assert p.flush(30) == 0
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100)])
     group = unique("grp-logstart-app")
     commit_at(SOURCE, group, {(topic, 0): (50, "m")})
     ferry = Ferry(*write_config(tmp_path, [topic], groups=[group]))

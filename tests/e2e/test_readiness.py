@@ -42,9 +42,13 @@ def report(ferry: Ferry, *extra: str) -> dict:
     return json.loads(res.stdout)
 
 
+def cloudwatch():
+    return boto3.client("cloudwatch", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                        region_name=os.environ.get("AWS_REGION", "us-east-1"))
+
+
 def stats(name: str, metric: str, dims: dict[str, str]) -> list[dict]:
-    cw = boto3.client("cloudwatch", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-                      region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    cw = cloudwatch()
     now = datetime.now(timezone.utc)
     return cw.get_metric_statistics(
         Namespace="Ferry", MetricName=metric, StartTime=now - timedelta(minutes=30), EndTime=now + timedelta(minutes=5),
@@ -98,9 +102,7 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     # published by default: MessageLag of the replicator alone (no Topic
     # dimension, a metric whose cost does not grow with topics); the
     # second with --topic-metrics: per topic.
-    cw = boto3.client("cloudwatch", endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-                      region_name=os.environ.get("AWS_REGION", "us-east-1"))
-    listed = cw.list_metrics(Namespace="Ferry", MetricName="MessageLag",
+    listed = cloudwatch().list_metrics(Namespace="Ferry", MetricName="MessageLag",
                              Dimensions=[{"Name": "ReplicatorName", "Value": ferry.name}])["Metrics"]
     assert sorted(tuple(sorted(d["Name"] for d in m["Dimensions"])) for m in listed) == \
         [("ReplicatorName",), ("ReplicatorName", "Topic")], listed

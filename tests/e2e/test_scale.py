@@ -4,13 +4,12 @@ cursor, balances its batches by lag, and keeps them in the state tables:
 the state machine carries a reference per batch."""
 
 import json
-import os
 import time
 
-import boto3
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, list_topics, producer, unique, write_config
+from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, producer, unique, write_config
+from local_sfn import cursors_table, plan_batch_key
 from warm_function import WarmFunction
 
 PLAN = ROOT / "target" / "debug" / "ferry-plan"
@@ -68,14 +67,12 @@ def check_plan(ferry: Ferry, names: list[str], tmp_path) -> None:
     # 500 topics created: ten named, the rest counted.
     assert len(plan["created_topics"]) == 11 and plan["created_topics"][-1].startswith("and 490 more"), plan["created_topics"]
     assert all(b.get("partitions") is None for b in plan["batches"]), plan["batches"][0]
-    table = boto3.resource("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1").Table(
-        f"{ferry.prefix}-cursors")
+    table = cursors_table(ferry.prefix)
     batches = []
     for i, b in enumerate(plan["batches"]):
         ref = b["stored"]
         assert ref["batch"] == i, ref
-        item = table.get_item(Key={"flow": f"{ferry.name}/plan/{ref['plan']}", "partition": f"batch/{i:06}"},
-                              ConsistentRead=True)["Item"]
+        item = table.get_item(Key=plan_batch_key(ferry.name, ref), ConsistentRead=True)["Item"]
         assert int(item["expires_at"]) > time.time() + 3600, item["expires_at"]
         stored = json.loads(item["batch"])
         assert stored["flow"] == b["flow"]
@@ -103,10 +100,8 @@ def test_replicate_reads_its_batch_back_and_refuses_one_no_longer_kept(tmp_path)
     nothing."""
     topic = unique("scale-kept")
     create_topic(SOURCE, topic, 2)
-    p = producer(SOURCE)
-    for i in range(20):
-        p.produce(topic, partition=i % 2, key=str(i).encode(), value=b"v")
-    assert p.flush(30) == 0
+    for part in (0, 1):
+        produce_keys(SOURCE, topic, [str(i) for i in range(part, 20, 2)], part)
     ferry = Ferry(*write_config(tmp_path, [topic]))
     plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
     try:
@@ -121,9 +116,7 @@ def test_replicate_reads_its_batch_back_and_refuses_one_no_longer_kept(tmp_path)
         kind, out, _ = replicate.invoke(dict(ref, max_seconds=30), timeout_s=60)
         assert kind == "response", (out, replicate.text()[-3000:])
         assert out["summary"]["partitions"] == 2 and out["summary"]["records"] == 20, out["summary"]
-        table = boto3.resource("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1").Table(
-            f"{ferry.prefix}-cursors")
-        table.delete_item(Key={"flow": f"{ferry.name}/plan/{ref['stored']['plan']}", "partition": "batch/000000"})
+        cursors_table(ferry.prefix).delete_item(Key=plan_batch_key(ferry.name, ref["stored"]))
         kind, out, took = replicate.invoke(dict(ref, max_seconds=30), timeout_s=60)
     finally:
         replicate.close()

@@ -510,32 +510,43 @@ def test_resume_after_data_loss_is_a_stack_parameter_off_by_default(tmp_path):
     variable the functions read (functions/engine/src/context.rs), on every
     function; "false" unless given, and CloudFormation takes nothing but
     "true" or "false"."""
-    from conftest import FERRY
-    from iam_rehearsal import FUNCTIONS, NETWORK, sam_stack
-
     source = "arn:aws:kafka:us-east-1:123456789012:cluster/old/0a1b2c3d-1"
     target = "arn:aws:kafka:us-east-1:123456789012:cluster/new/4e5f6a7b-2"
     clusters = [{"AmazonMskCluster": {"MskClusterArn": arn, "BootstrapBrokerString": "b-1:9098"}} for arn in (source, target)]
     info = [{"SourceKafkaClusterArn": source, "TargetKafkaClusterArn": target, "TargetCompressionType": "NONE",
              "TopicReplication": {"TopicsToReplicate": ["orders"]}}]
-    (tmp_path / "kc.json").write_text(json.dumps(clusters))
-    (tmp_path / "ri.json").write_text(json.dumps(info))
-    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
-    res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
-                          "--name", "resume", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    params = dict(json.loads(res.stdout), **NETWORK)
-    assert "ResumeAfterDataLoss" not in params, "deploy-parameters leaves it to the operator"
     context = (ROOT / "functions" / "engine" / "src" / "context.rs").read_text()
     assert 'RESUME_AFTER_DATA_LOSS: &str = "FERRY_RESUME_AFTER_DATA_LOSS"' in context
     assert 'env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true")' in context
     template = (ROOT / "template.yaml").read_text()
     assert re.search(r'^  ResumeAfterDataLoss:\n    Type: String\n    AllowedValues: \["true", "false"\]\n    Default: "false"', template, re.M)
+    check_a_true_false_parameter(tmp_path, clusters, info, "resume", "ResumeAfterDataLoss", "FERRY_RESUME_AFTER_DATA_LOSS")
+
+
+def check_a_true_false_parameter(tmp_path, clusters: list, info: list, stack_name: str, parameter: str, variable: str,
+                                 refused: bool = False) -> None:
+    """`parameter`, which `ferry deploy-parameters` leaves to the operator,
+    sets `variable` on every function: "false" unless given, else as given;
+    with `refused`, CloudFormation refuses any other value."""
+    from conftest import FERRY
+    from iam_rehearsal import FUNCTIONS, NETWORK, DeployRefused, sam_stack
+
+    (tmp_path / "kc.json").write_text(json.dumps(clusters))
+    (tmp_path / "ri.json").write_text(json.dumps(info))
+    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
+    res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
+                          "--name", stack_name, "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    params = dict(json.loads(res.stdout), **NETWORK)
+    assert parameter not in params, "deploy-parameters leaves it to the operator"
     for given, want in ((None, "false"), ("true", "true"), ("false", "false")):
-        p = params if given is None else dict(params, ResumeAfterDataLoss=given)
-        stack = sam_stack(p, "resume", tmp_path / "template.yaml")
+        p = params if given is None else dict(params, **{parameter: given})
+        stack = sam_stack(p, stack_name, tmp_path / "template.yaml")
         for function in FUNCTIONS.values():
-            assert stack["functions"][function]["environment"]["FERRY_RESUME_AFTER_DATA_LOSS"] == want, (function, given)
+            assert stack["functions"][function]["environment"][variable] == want, (function, given)
+    if refused:
+        with pytest.raises(DeployRefused, match=f"{parameter}: 'yes' failed to satisfy constraint"):
+            sam_stack(dict(params, **{parameter: "yes"}), stack_name, tmp_path / "template.yaml")
 
 
 def test_topic_metrics_is_a_stack_parameter_off_by_default(tmp_path):
@@ -544,26 +555,9 @@ def test_topic_metrics_is_a_stack_parameter_off_by_default(tmp_path):
     parameter sets FERRY_TOPIC_METRICS, the variable the functions read
     (functions/lambda/src/lib.rs), on every function; "false" unless
     given, and CloudFormation takes nothing but "true" or "false"."""
-    from conftest import FERRY
-    from iam_rehearsal import FUNCTIONS, NETWORK, DeployRefused, sam_stack
-
-    kc, ri = tmp_path / "kc.json", tmp_path / "ri.json"
-    kc.write_text(json.dumps([{"ApacheKafkaCluster": {"ApacheKafkaClusterId": c, "BootstrapBrokerString": f"{c}:9092"}}
-                              for c in ("a", "b")]))
-    ri.write_text(json.dumps([{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
-                               "TopicReplication": {"TopicsToReplicate": ["orders"]}}]))
-    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
-    res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
-                          "--name", "metrics", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    params = dict(json.loads(res.stdout), **NETWORK)
-    assert "TopicMetrics" not in params, "deploy-parameters leaves it to the operator"
+    clusters = [{"ApacheKafkaCluster": {"ApacheKafkaClusterId": c, "BootstrapBrokerString": f"{c}:9092"}} for c in ("a", "b")]
+    info = [{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
+             "TopicReplication": {"TopicsToReplicate": ["orders"]}}]
     lib = (ROOT / "functions" / "lambda" / "src" / "lib.rs").read_text()
     assert 'TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS"' in lib
-    for given, want in ((None, "false"), ("true", "true"), ("false", "false")):
-        p = params if given is None else dict(params, TopicMetrics=given)
-        stack = sam_stack(p, "metrics", tmp_path / "template.yaml")
-        for function in FUNCTIONS.values():
-            assert stack["functions"][function]["environment"]["FERRY_TOPIC_METRICS"] == want, (function, given)
-    with pytest.raises(DeployRefused, match="TopicMetrics: 'yes' failed to satisfy constraint"):
-        sam_stack(dict(params, TopicMetrics="yes"), "metrics", tmp_path / "template.yaml")
+    check_a_true_false_parameter(tmp_path, clusters, info, "metrics", "TopicMetrics", "FERRY_TOPIC_METRICS", refused=True)

@@ -849,17 +849,10 @@ impl StateStore {
     /// The flow's marker as [`StateStore::start_flow`] would find it,
     /// without writing.
     pub async fn flow_marker(&self, flow: &str) -> Result<FlowStart, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(FLOW_MARKER))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
-        Ok(self.flow_start(out.item()))
+        let marker = self
+            .get_consistent(&self.cursors, (PK, s(flow)), (SK_CURSOR, s(FLOW_MARKER)))
+            .await?;
+        Ok(self.flow_start(marker.as_ref()))
     }
 
     fn flow_start(&self, marker: Option<&HashMap<String, AttributeValue>>) -> FlowStart {
@@ -918,6 +911,26 @@ impl StateStore {
                 return Ok(out);
             }
         }
+    }
+
+    /// One item of `table` by its key, read consistently.
+    pub(crate) async fn get_consistent(
+        &self,
+        table: &str,
+        pk: (&str, AttributeValue),
+        sk: (&str, AttributeValue),
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(pk.0, pk.1)
+            .key(sk.0, sk.1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", table, e))?;
+        Ok(out.item)
     }
 
     /// Apply `writes` to `table`, 25 per BatchWriteItem, retrying the items
@@ -1022,17 +1035,10 @@ impl StateStore {
 
     /// One cursor.
     pub async fn get_cursor(&self, flow: &str, tp: &TopicPartition) -> Result<Option<CursorItem>, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(partition_sk(tp)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
-        out.item().map(|i| CursorItem::try_from((self.cursors.as_str(), i))).transpose()
+        let item = self
+            .get_consistent(&self.cursors, (PK, s(flow)), (SK_CURSOR, s(partition_sk(tp))))
+            .await?;
+        item.as_ref().map(|i| CursorItem::try_from((self.cursors.as_str(), i))).transpose()
     }
 
     /// Record, under the lease, the producer id this holder writes with

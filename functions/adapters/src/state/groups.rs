@@ -170,19 +170,10 @@ impl StateStore {
     /// Where the records Ferry wrote into `cluster_id` with `producer_id`
     /// came from (a Kafka cluster id); `None` if Ferry never wrote with it.
     pub async fn producer_origin(&self, cluster_id: &str, producer_id: i64) -> Result<Option<String>, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.producers)
-            .key(PK_PRODUCERS, s(cluster_id))
-            .key(SK_PRODUCERS, n(producer_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", &self.producers, e))?;
-        Ok(out
-            .item()
-            .map(|i| i.get("origin_cluster").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()))
+        let item = self
+            .get_consistent(&self.producers, (PK_PRODUCERS, s(cluster_id)), (SK_PRODUCERS, n(producer_id)))
+            .await?;
+        Ok(item.map(|i| i.get("origin_cluster").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()))
     }
 
     /// Runs of a partition by `key` (of `index`, if any): with `after`,
@@ -347,17 +338,10 @@ impl StateStore {
     /// The groups a flow syncs when it does not detect new ones, fixed at
     /// its first sync; `None` before that.
     pub async fn known_groups(&self, flow: &str) -> Result<Option<Vec<String>>, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.groups)
-            .key(PK, s(flow))
-            .key(SK_GROUPS, s(KNOWN_GROUPS))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", &self.groups, e))?;
-        Ok(out.item().map(|i| {
+        let item = self
+            .get_consistent(&self.groups, (PK, s(flow)), (SK_GROUPS, s(KNOWN_GROUPS)))
+            .await?;
+        Ok(item.map(|i| {
             i.get("groups")
                 .and_then(|v| v.as_l().ok())
                 .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
@@ -388,17 +372,10 @@ impl StateStore {
     /// The group a flow's next sync starts at: the first one an earlier
     /// sync had no time left for. `None`: from the first group.
     pub async fn group_sync_resume(&self, flow: &str) -> Result<Option<String>, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.groups)
-            .key(PK, s(flow))
-            .key(SK_GROUPS, s(SYNC_RESUME))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", &self.groups, e))?;
-        Ok(out.item().and_then(|i| i.get("group_id")).and_then(|v| v.as_s().ok()).cloned())
+        let item = self
+            .get_consistent(&self.groups, (PK, s(flow)), (SK_GROUPS, s(SYNC_RESUME)))
+            .await?;
+        Ok(item.and_then(|i| i.get("group_id").and_then(|v| v.as_s().ok()).cloned()))
     }
 
     /// Set (or, with `None`, clear) the group a flow's next sync starts at.

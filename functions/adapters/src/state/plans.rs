@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
-use super::{dynamo_err, n, s, StateError, StateStore, PK, SK_CURSOR};
+use super::{n, s, StateError, StateStore, PK, SK_CURSOR};
 
 /// Attribute the cursors table's time to live reads (seconds since the
 /// epoch): a plan's batches are removed a while after it ran.
@@ -47,16 +47,9 @@ impl StateStore {
     /// Batch `batch` of plan `plan`, as `put_plan_batches` kept it; `None`
     /// once it has expired (or was never kept).
     pub async fn plan_batch(&self, replicator: &str, plan: &str, batch: usize) -> Result<Option<String>, StateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.cursors)
-            .key(PK, s(plan_key(replicator, plan)))
-            .key(SK_CURSOR, s(batch_sk(batch)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("GetItem", &self.cursors, e))?;
-        Ok(out.item().and_then(|i| i.get("batch")).and_then(|v| v.as_s().ok()).cloned())
+        let item = self
+            .get_consistent(&self.cursors, (PK, s(plan_key(replicator, plan))), (SK_CURSOR, s(batch_sk(batch))))
+            .await?;
+        Ok(item.and_then(|i| i.get("batch").and_then(|v| v.as_s().ok()).cloned()))
     }
 }
