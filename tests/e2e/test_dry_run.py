@@ -85,10 +85,10 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     assert flow["groups_active_on_target"] == [group]
     assert (flow["batches_to_keep_up"], flow["partitions_per_batch_to_keep_up"]) == (1, 3)  # a quiet source
     # The cost model: a quiet source costs leases and the plan only in
-    # DynamoDB (3 write units per partition and 1 per batch per execution,
+    # DynamoDB (3 write units per partition and 2 per batch per execution,
     # 43,800 executions a month).
     cost = whole["monthly_cost"]
-    assert cost["executions"] == 43_800 and cost["dynamodb_write_units"] == 43_800 * (3 * 3 + 1)
+    assert cost["executions"] == 43_800 and cost["dynamodb_write_units"] == 43_800 * (3 * 3 + 2)
     assert abs(cost["total_usd"] - cost["lambda_usd"] - cost["step_functions_usd"] - cost["dynamodb_usd"]) < 1e-6
     assert len(cost["assumptions"]) >= 4
 

@@ -51,9 +51,11 @@ pub(crate) struct ReportArgs {
     publish: bool,
     /// Metrics per topic too (a `Topic` dimension), for --emf and
     /// --publish: CloudWatch bills each metric by the month, so these cost
-    /// in proportion to the topics. Without it, points per topic are
-    /// metrics of the replicator (the topic stays in each EMF line).
-    #[arg(long, env = "FERRY_TOPIC_METRICS")]
+    /// in proportion to the topics. Without it (and without
+    /// FERRY_TOPIC_METRICS=true, as the functions read it), points per
+    /// topic are metrics of the replicator only (the topic stays in each
+    /// EMF line).
+    #[arg(long)]
     topic_metrics: bool,
 }
 
@@ -94,7 +96,7 @@ pub(crate) async fn report(args: ReportArgs) -> Result<ExitCode, String> {
     let topics = if args.topic_metrics {
         TopicMetrics::PerTopic
     } else {
-        TopicMetrics::RollUp
+        TopicMetrics::from_setting(std::env::var("FERRY_TOPIC_METRICS").ok().as_deref())
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
@@ -121,19 +123,26 @@ async fn publish(data: &[Datum], at_ms: i64, topics: TopicMetrics) -> Result<(),
     let aws = ferry_adapters::aws::load().await;
     let client = aws_sdk_cloudwatch::Client::new(&aws);
     let at = aws_sdk_cloudwatch::primitives::DateTime::from_millis(at_ms);
-    for chunk in data.chunks(PUT_BATCH) {
+    // A point per topic is always sent as a metric of the replicator
+    // alone (what the alarms watch), and with its Topic too when asked.
+    let mut points: Vec<(&Datum, Vec<&(&'static str, String)>)> = Vec::new();
+    for d in data {
+        let has_topic = d.dimensions.iter().any(|(k, _)| *k == dim::TOPIC);
+        points.push((d, d.dimensions.iter().filter(|(k, _)| *k != dim::TOPIC).collect()));
+        if has_topic && topics == TopicMetrics::PerTopic {
+            points.push((d, d.dimensions.iter().collect()));
+        }
+    }
+    for chunk in points.chunks(PUT_BATCH) {
         let metrics = chunk
             .iter()
-            .map(|d| {
+            .map(|(d, dims)| {
                 let mut m = MetricDatum::builder()
                     .metric_name(d.name)
                     .value(d.value)
                     .unit(StandardUnit::from(d.unit.as_str()))
                     .timestamp(at);
-                for (k, v) in &d.dimensions {
-                    if *k == dim::TOPIC && topics == TopicMetrics::RollUp {
-                        continue;
-                    }
+                for (k, v) in dims {
                     m = m.dimensions(Dimension::builder().name(*k).value(v).build());
                 }
                 m.build()
