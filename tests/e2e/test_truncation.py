@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import ElectionType, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import ROOT, TARGET, Ferry, read_partition, unique, write_config
+from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
 
 PORT = int(os.environ.get("FERRY_PAIR_PORT", "14092"))
 NODE1, NODE2 = f"127.0.0.1:{PORT}", f"127.0.0.1:{PORT + 2}"
@@ -485,6 +485,142 @@ def test_a_group_committed_in_a_replaced_range_resumes_at_the_new_records_not_ex
 
 
 
+def test_a_target_log_truncated_under_ferrys_copies_gets_them_again_and_its_group_follows(tmp_path, trio):
+    """Guards: "no data loss" when the TARGET loses what Ferry copied (an
+    adversarial review's scenario). Ferry copies a000..a099 to both target
+    brokers, then b000..b049 to broker 2 alone; a group that read up to
+    b019 is synced there (source 120, target 120). An unclean election
+    makes broker 3 (0..99) the target's leader, and an application already
+    on the target writes x000..x059 at 100..159: the target's end (160) is
+    past Ferry's (150) again, so its end alone shows nothing. Ferry once
+    wrote c000.. after x059 and never copied b000..b049 again, exit 0, and
+    the group kept "exact" commit 120, which now points at x020. The
+    leader epoch stored with the checkpoint finds it (the target's leader
+    ends that epoch at 100): the lost copies are copied again, after the
+    application's records, and the group's translation follows them."""
+    topic = unique("trunc-target")
+    group = unique("trunc-target-app")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    app = [f"x{i:03d}" for i in range(60)]
+    new = [f"c{i:03d}" for i in range(30)]
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL, groups=[group]))
+    produce_keys(SOURCE, topic, old)
+    first = ferry.run("--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    produce_keys(SOURCE, topic, lost)
+    commit_at(SOURCE, group, topic, 120)
+    second = ferry.run("--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert keys(ALL, topic) == old + lost
+    assert committed_on(ALL, group, topic) == 120
+
+    # The unclean election on the target: broker 2 goes, broker 3 (0..99)
+    # leads, and an application writes there; broker 2 comes back and
+    # truncates to 100.
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+    produce_all(topic, app, acks="1")
+    pair("2", "start")
+    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    assert keys(ALL, topic) == old + app, "the target's history now"
+    produce_keys(SOURCE, topic, new)
+
+    res = ferry.run("--once")
+    out = res.stdout + res.stderr
+    on_target = keys(ALL, topic)
+    never = [k for k in old + lost + new if k not in on_target]
+    twice = sorted({k for k in on_target if on_target.count(k) > 1})
+    assert res.returncode == 0 and not never and not twice, (
+        f"exit {res.returncode}: target {len(on_target)} records, {len(never)} source records not there "
+        f"({never[:1]}..{never[-1:]}), {len(twice)} twice\n{out[-2000:]}"
+    )
+    assert on_target == old + app + lost + new, on_target
+    assert "TargetTruncated" in out and "source offsets 100..149" in out, out[-2000:]
+    [st] = ferry.status()
+    assert st["cursor"] == 180 and st["last_error"] is None, st
+    # The group read up to b019: it resumes at the copy of b020.
+    target = read_partition(ALL, topic, 0)
+    t = committed_on(ALL, group, topic)
+    assert target[t]["key"] == b"b020", (t, target[t]["key"], [g for g in ferry.groups() if g["group"] == group])
+
+    # And it stays so: nothing is copied twice by the next run.
+    again = ferry.run("--once")
+    assert again.returncode == 0 and "TargetTruncated" not in again.stdout + again.stderr, again.stdout + again.stderr
+    assert keys(ALL, topic) == old + app + lost + new
+
+
+def trickle_to(bootstrap: str, topic: str, keys_: list[str], seconds: float) -> None:
+    """Produce acks=all, idempotently, in small flushed steps over about
+    `seconds` (an application on a healthy cluster)."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0})
+    step = 10
+    for i in range(0, len(keys_), step):
+        for k in keys_[i:i + step]:
+            p.produce(topic, partition=0, key=k.encode(), value=b"v-" + k.encode())
+        assert p.flush(60) == 0
+        time.sleep(seconds * step / len(keys_))
+
+
+def test_an_unclean_election_on_the_target_while_ferry_writes_skips_nothing(tmp_path, trio):
+    """Guards: "no data loss" when the target loses records while Ferry is
+    writing to it (`ferry run`, rounds of 5 s, checkpoints every second).
+    Broker 2 alone holds the target's tail when it is killed; broker 3,
+    which lacks it, is elected uncleanly while Ferry keeps copying and an
+    application writes there too. Ferry's next batch lands below the end of
+    what it wrote, or a checkpoint finds the target's end below what it
+    covers: either way nothing may be skipped, whatever run finds it. What
+    Ferry wrote after the loss and before it noticed may be there twice
+    (stated in the README), and is counted here."""
+    topic = unique("trunc-target-live")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(200)]
+    app = [f"x{i:03d}" for i in range(40)]
+    new = [f"c{i:03d}" for i in range(300)]
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    produce_keys(SOURCE, topic, old)
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
+    assert ferry.run("--once").returncode == 0
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    log = tmp_path / "live.log"
+    proc = ferry.spawn("--round-seconds", "5", "--checkpoint-seconds", "1", log=log)
+    try:
+        trickle_to(SOURCE, topic, lost, 4)
+        time.sleep(2)
+        pair("2", "stop", grace=3)
+        pair("3", "start")
+        elect_unclean(topic, 3)
+        trickle(topic, app, 1)
+        trickle_to(SOURCE, topic, new, 5)
+        pair("2", "start")
+        settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+        time.sleep(8)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    last = ferry.run("--once")
+    out = log.read_text(errors="replace") + last.stdout + last.stderr
+    on_target = keys(ALL, topic)
+    source = old + lost + new
+    missing = [k for k in source if k not in on_target]
+    twice = sorted({k for k in on_target if on_target.count(k) > 1})
+    said = [line[:300] for line in out.splitlines() if "TargetTruncated" in line][:2]
+    print(f"\ntarget live election: target {len(on_target)}, {len(twice)} twice, said: {said}")
+    assert last.returncode == 0 and not missing, (
+        f"exit {last.returncode}; {len(missing)} source records missing on the target ({missing[:1]}..{missing[-1:]}); "
+        f"{len(twice)} twice; said: {said}\n{out[-1500:]}"
+    )
+    assert said, "the loss is reported"
+    assert [k for k in on_target if k.startswith("x")] == app, "the application's records stay"
+
+
 def trickle(topic: str, keys_: list[str], seconds: float) -> None:
     """Produce acks=1 in small flushed steps over about `seconds`."""
     p = Producer({"bootstrap.servers": ALL, "acks": "1", "enable.idempotence": False, "linger.ms": 0})
@@ -601,7 +737,10 @@ def test_clean_leader_moves_on_a_compacted_transactional_topic_raise_no_alarm(tm
     committed and aborted transactions and plain records, its leader moved
     cleanly six times (controlled shutdown, then preferred election) while
     `ferry run` copies it. No truncation may be reported and every
-    committed source record must be on the target once."""
+    committed source record must be on the target once. The same moves
+    happen under a second replicator writing to a topic of the pair (the
+    target's leader epochs move under its checkpoints): no TargetTruncated,
+    every record once."""
     topic = unique("trunc-healthy-moves")
     admin = AdminClient({"bootstrap.servers": ALL})
     cfg = {"cleanup.policy": "compact", "segment.ms": "2000", "min.cleanable.dirty.ratio": "0.01",
@@ -612,9 +751,19 @@ def test_clean_leader_moves_on_a_compacted_transactional_topic_raise_no_alarm(tm
     ferry = Ferry(*write_config(tmp_path, [topic], source=ALL, target=TARGET))
     log = tmp_path / "healthy.log"
     proc = ferry.spawn("--round-seconds", "5", "--checkpoint-seconds", "1", log=log)
+    into = unique("trunc-healthy-target")
+    create_topic(SOURCE, into, 1)
+    for f in admin.create_topics([NewTopic(into, num_partitions=1, replica_assignment=[[2, 3]], config={"min.insync.replicas": "1"})]).values():
+        f.result(timeout=30)
+    (tmp_path / "into").mkdir()
+    writer = Ferry(*write_config(tmp_path / "into", [into], source=SOURCE, target=ALL))
+    writer_log = tmp_path / "into.log"
+    writer_proc = writer.spawn("--round-seconds", "5", "--checkpoint-seconds", "1", log=writer_log)
+    sent = Producer({"bootstrap.servers": SOURCE, "acks": "all"})
     tx = Producer({"bootstrap.servers": ALL, "transactional.id": unique("trunc-tx"), "acks": "all"})
     tx.init_transactions(60)
-    plain = Producer({"bootstrap.servers": ALL, "acks": "all"})
+    # Idempotent: a retry under load must not put a record on the source twice.
+    plain = Producer({"bootstrap.servers": ALL, "acks": "all", "enable.idempotence": True})
     try:
         for rnd in range(6):
             for i in range(30):
@@ -631,13 +780,24 @@ def test_clean_leader_moves_on_a_compacted_transactional_topic_raise_no_alarm(tm
             for i in range(10):
                 plain.produce(topic, partition=0, key=f"k{i}".encode(), value=f"q{rnd}-{i}".encode())
             assert plain.flush(60) == 0
+            for i in range(40):
+                sent.produce(into, partition=0, key=f"r{rnd}-{i}".encode(), value=b"v")
+            assert sent.flush(60) == 0
             pair(str(leader), "start")
             settle(topic, lambda m: m[1] == [2, 3], "both in sync", timeout_s=120)
         time.sleep(6)
     finally:
         proc.terminate()
+        writer_proc.terminate()
         proc.wait(60)
+        writer_proc.wait(60)
     last = ferry.run("--once")
+    writer_last = writer.run("--once")
+    writer_said = [line[:300] for line in (writer_log.read_text(errors="replace") + writer_last.stdout + writer_last.stderr).splitlines()
+                   if "TargetTruncated" in line or "partition stopped" in line]
+    written = [r["key"] for r in read_partition(ALL, into, 0)]
+    assert writer_last.returncode == 0 and not writer_said, writer_said[:3]
+    assert written == [r["key"] for r in read_partition(SOURCE, into, 0)] and len(written) == 240
     live = log.read_text(errors="replace") + last.stdout + last.stderr
     alarms = [line[:300] for line in live.splitlines() if "truncat" in line.lower() or "partition stopped" in line]
     src = [(r["key"], r["value"]) for r in read_partition(ALL, topic, 0)]

@@ -223,6 +223,20 @@ pub struct CursorItem {
     /// leader-epoch cache. An item written before Ferry stored it has its
     /// `leader_epoch` alone here, at offset -1 (first offset not known).
     pub leader_epochs: Vec<(i64, i32)>,
+    /// The target partition's leader epoch when the last checkpoint of
+    /// records was written, read after those records were acknowledged and
+    /// while the target's end was at or past `next_target_offset`: every
+    /// record Ferry wrote below it is in this epoch or an older one. The
+    /// next holder asks the target's leader where this epoch ends
+    /// (OffsetForLeaderEpoch): an end below `next_target_offset` is a
+    /// target log truncated under Ferry's copies (an unclean leader
+    /// election), even once other producers wrote past it. `None` in
+    /// items written before Ferry stored it, or when it could not be read.
+    pub target_leader_epoch: Option<i32>,
+    /// When the offset map was last cut back for a truncated target log
+    /// (ms since the epoch): a group translation made before it may point
+    /// at a copy the target lost.
+    pub target_rewound_ms: Option<i64>,
 }
 
 impl CursorItem {
@@ -315,6 +329,11 @@ pub struct Checkpoint {
     /// Empty removes the stored ones: an epoch that no longer belongs to
     /// the offset before the cursor would make a sound log look truncated.
     pub leader_epochs: Vec<(i64, i32)>,
+    /// The target's leader epoch to store with `target_end` (see
+    /// [`CursorItem::target_leader_epoch`]): `None` leaves the stored one
+    /// (a checkpoint without records), `Some(None)` removes it (not known:
+    /// an older epoch would make a sound log look truncated).
+    pub target_leader_epoch: Option<Option<i32>>,
 }
 
 /// The stored form of [`Checkpoint::leader_epochs`]: `offset:epoch`
@@ -486,6 +505,8 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
                     .map(|e| vec![(-1, e)])
                     .unwrap_or_default(),
             },
+            target_leader_epoch: r.n("target_leader_epoch").and_then(|v| i32::try_from(v).ok()),
+            target_rewound_ms: r.n("target_rewound_ms"),
         })
     }
 }
@@ -1275,13 +1296,18 @@ impl StateStore {
         if cp.producer_sequence.is_some() {
             set.push_str(", producer_next_sequence = :pseq");
         }
-        let remove = match cp.leader_epochs.last() {
+        let mut remove = match cp.leader_epochs.last() {
             Some(_) => {
                 set.push_str(", leader_epoch = :lep, leader_epoch_starts = :leps");
-                "REMOVE last_error"
+                String::from("REMOVE last_error")
             }
-            None => "REMOVE last_error, leader_epoch, leader_epoch_starts",
+            None => String::from("REMOVE last_error, leader_epoch, leader_epoch_starts"),
         };
+        match cp.target_leader_epoch {
+            Some(Some(_)) => set.push_str(", target_leader_epoch = :tlep"),
+            Some(None) => remove.push_str(", target_leader_epoch"),
+            None => {}
+        }
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
             .key(PK, s(flow))
@@ -1302,6 +1328,9 @@ impl StateStore {
             .expression_attribute_values(":epoch", n(lease.epoch));
         if let Some(seq) = cp.producer_sequence {
             cursor_update = cursor_update.expression_attribute_values(":pseq", n(i64::from(seq)));
+        }
+        if let Some(Some(e)) = cp.target_leader_epoch {
+            cursor_update = cursor_update.expression_attribute_values(":tlep", n(i64::from(e)));
         }
         if let Some(&(_, epoch)) = cp.leader_epochs.last() {
             cursor_update = cursor_update
@@ -1400,6 +1429,14 @@ impl StateStore {
     /// whole (the stored item may be shorter); `leader_epochs`, the
     /// epochs read below `to` (see [`Checkpoint::leader_epochs`]). Returns
     /// the newest run after the move, whole.
+    ///
+    /// `target_end`: the target's log was truncated under Ferry's copies
+    /// instead, and ends at this offset now; the runs of source offsets at
+    /// or past `to` are the copies it lost. The stored target end moves
+    /// there, the target's epoch is forgotten, and so is the holder's
+    /// producer: what the target holds past its new end is not a stream a
+    /// successor could reconcile.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rewind_cursor(
         &self,
         flow: &str,
@@ -1408,6 +1445,7 @@ impl StateStore {
         to: i64,
         open: Option<OffsetRun>,
         leader_epochs: &[(i64, i32)],
+        target_end: Option<i64>,
     ) -> Result<Option<OffsetRun>, StateError> {
         let build_err = |table: &str, e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
             op: "TransactWriteItems",
@@ -1433,6 +1471,10 @@ impl StateStore {
         });
         let mut set = String::from("SET next_source_offset = :to, updated_ms = :now");
         let mut remove: Vec<&str> = vec!["last_error"];
+        if target_end.is_some() {
+            set.push_str(", next_target_offset = :tend, producer_id = :nopid, target_rewound_ms = :now");
+            remove.push("target_leader_epoch");
+        }
         if newest.is_some() {
             set.push_str(", open_run_source_start = :ors, open_run_target_start = :ort, open_run_length = :orl");
         } else {
@@ -1454,6 +1496,11 @@ impl StateStore {
             .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch));
+        if let Some(end) = target_end {
+            cursor_update = cursor_update
+                .expression_attribute_values(":tend", n(end))
+                .expression_attribute_values(":nopid", n(-1));
+        }
         if let Some(r) = newest {
             cursor_update = cursor_update
                 .expression_attribute_values(":ors", n(r.source_start))

@@ -32,6 +32,7 @@ fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> 
         lease_expires_ms: now_ms() + 60_000,
         producer_sequence: None,
         leader_epochs: Vec::new(),
+        target_leader_epoch: None,
     }
 }
 
@@ -532,11 +533,11 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
 
     // Moved back from a cursor that is not the stored one: refused.
     assert!(matches!(
-        s.rewind_cursor("r/f", &lease, 44, 25, Some(run(40, 130, 5)), &[(0, 2)]).await,
+        s.rewind_cursor("r/f", &lease, 44, 25, Some(run(40, 130, 5)), &[(0, 2)], None).await,
         Err(StateError::LeaseLost { .. })
     ));
     let newest = s
-        .rewind_cursor("r/f", &lease, 45, 25, Some(run(40, 130, 5)), &[(0, 2)])
+        .rewind_cursor("r/f", &lease, 45, 25, Some(run(40, 130, 5)), &[(0, 2)], None)
         .await
         .expect("rewind");
     assert_eq!(newest, Some(run(0, 100, 25)));
@@ -547,18 +548,62 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
     );
     assert_eq!(c.leader_epochs, vec![(0, 2)]);
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25)]);
-    // The next checkpoint continues the cut run.
+    // The next checkpoint continues the cut run, with the target's leader
+    // epoch; one without records leaves that epoch as stored.
+    let mut next = with_epoch(cp(25, 30, vec![run(0, 100, 25), run(25, 135, 5)], Some(run(0, 100, 25))), Some(2));
+    next.target_leader_epoch = Some(Some(7));
+    s.checkpoint("r/f", &lease, &next).await.expect("after the rewind");
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25), run(25, 135, 5)]);
+    let mut renewal = with_epoch(cp(30, 30, Vec::new(), Some(run(25, 135, 5))), Some(2));
+    renewal.target_end = 140;
+    s.checkpoint("r/f", &lease, &renewal).await.expect("renewal");
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!((c.target_leader_epoch, c.next_target_offset), (Some(7), Some(140)));
+    assert_eq!(c.target_rewound_ms, None);
+    s.set_producer(
+        "r/f",
+        &lease,
+        &ProducerRecord {
+            producer_id: 9,
+            producer_epoch: 0,
+            transactional_id: "x",
+        },
+        140,
+    )
+    .await
+    .expect("producer");
+
+    // The target lost the copies from target offset 137 (source 27): the
+    // cursor moves back there with the target's end, the epoch and the
+    // holder's producer forgotten (nothing past the end is reconciled).
+    let newest = s
+        .rewind_cursor("r/f", &lease, 30, 27, Some(run(25, 135, 5)), &[(0, 2)], Some(137))
+        .await
+        .expect("target rewind");
+    assert_eq!(newest, Some(run(25, 135, 2)));
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!(
+        (c.next_source_offset, c.next_target_offset, c.target_leader_epoch, c.producer_id),
+        (27, Some(137), None, -1)
+    );
+    assert!(
+        c.target_rewound_ms.is_some_and(|ms| ms > 0),
+        "group translations made before it are not reused"
+    );
     s.checkpoint(
         "r/f",
         &lease,
-        &with_epoch(cp(25, 30, vec![run(0, 100, 25), run(25, 135, 5)], Some(run(0, 100, 25))), Some(2)),
+        &with_epoch(cp(27, 30, vec![run(25, 135, 2), run(27, 150, 3)], Some(run(25, 135, 2))), Some(2)),
     )
     .await
-    .expect("after the rewind");
-    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), vec![run(0, 100, 25), run(25, 135, 5)]);
+    .expect("copied again");
+    assert_eq!(
+        s.runs("r/f", &tp).await.expect("runs"),
+        vec![run(0, 100, 25), run(25, 135, 2), run(27, 150, 3)]
+    );
     // Back to before every run: the map is empty.
     assert_eq!(
-        s.rewind_cursor("r/f", &lease, 30, 0, Some(run(25, 135, 5)), &[])
+        s.rewind_cursor("r/f", &lease, 30, 0, Some(run(25, 135, 5)), &[], None)
             .await
             .expect("to 0"),
         None

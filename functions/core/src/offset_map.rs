@@ -51,6 +51,17 @@ pub fn runs_for_append(source_offsets: &[i64], target_base: i64) -> Vec<OffsetRu
     runs
 }
 
+/// The first source offset whose copy is at or past target offset
+/// `target`: where the copies a target log that ends at `target` lost
+/// begin (a partition's runs are in source order, and so in target
+/// order). `None` when no run reaches that far.
+pub fn first_source_at_or_past_target(runs: &[OffsetRun], target: i64) -> Option<i64> {
+    runs.iter()
+        .filter(|r| r.target_end() > target)
+        .map(|r| r.source_start + (target - r.target_start).max(0))
+        .min()
+}
+
 /// Append `new` runs to `runs`, merging where they continue each other.
 pub fn coalesce(runs: &mut Vec<OffsetRun>, new: &[OffsetRun]) {
     for n in new {
@@ -65,6 +76,29 @@ pub fn coalesce(runs: &mut Vec<OffsetRun>, new: &[OffsetRun]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_copies_a_truncated_target_lost_begin_at_the_first_record_mapped_at_or_past_its_end() {
+        let run = |source_start, target_start, length| OffsetRun {
+            source_start,
+            target_start,
+            length,
+        };
+        // Source 0..99 at target 0..99, then (others' records at 100..109)
+        // source 100..149 at target 110..159.
+        let runs = [run(0, 0, 100), run(100, 110, 50)];
+        assert_eq!(first_source_at_or_past_target(&runs, 50), Some(50));
+        assert_eq!(
+            first_source_at_or_past_target(&runs, 100),
+            Some(100),
+            "others' records lost: the next copy"
+        );
+        assert_eq!(first_source_at_or_past_target(&runs, 105), Some(100));
+        assert_eq!(first_source_at_or_past_target(&runs, 120), Some(110));
+        assert_eq!(first_source_at_or_past_target(&runs, 159), Some(149));
+        assert_eq!(first_source_at_or_past_target(&runs, 160), None, "nothing of Ferry's lost");
+        assert_eq!(first_source_at_or_past_target(&[], 0), None);
+    }
 
     #[test]
     fn contiguous_offsets_make_one_run() {

@@ -503,6 +503,9 @@ async fn sync_group(
                 && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
                 && p.target_offset == current
                 && p.translated.is_some_and(|t| start.is_none_or(|s| t >= s))
+                // The map it came from was cut back since (the target lost
+                // the copies it may point at).
+                && cursor.target_rewound_ms.is_none_or(|r| r < p.checked_ms)
         });
         // A commit made in a history of the partition that an unclean
         // leader election replaced (its leader epoch, KIP-320, says which)

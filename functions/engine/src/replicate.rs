@@ -172,6 +172,13 @@ struct Part {
     /// cursor, oldest first: the epoch a checkpoint stores is the one of
     /// the batch holding its last offset.
     epochs: VecDeque<(i64, i32)>,
+    /// The target's leader epoch stored with `target_end` (see
+    /// [`CursorItem::target_leader_epoch`]).
+    target_epoch: Option<i32>,
+    /// The target's log lost records this invocation wrote: nothing more
+    /// of it is checkpointed (the next invocation finds where the target's
+    /// log parts from Ferry's copies).
+    target_lost: bool,
 }
 
 /// What the target acknowledged since the partition's last checkpoint.
@@ -355,6 +362,8 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     lost_records: 0,
                     history: item.leader_epochs,
                     epochs: VecDeque::new(),
+                    target_epoch: item.target_leader_epoch,
+                    target_lost: false,
                 });
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
@@ -396,7 +405,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // Boxed: rare, and deep (a DynamoDB transaction inside).
     Box::pin(validate_epochs(ferry, &flow, &flow_key, &source, &mut parts)).await;
     fence_all(ferry, &flow, &flow_key, &target, &mut parts, &to_fence).await;
-    to_reconcile.retain(|&(i, _)| parts[i].done.is_none());
+    // The target's history under what Ferry copied: copies a truncated
+    // target log lost are copied again (nothing of the holder's to
+    // reconcile past the new end).
+    let rewound = Box::pin(check_target_logs(ferry, &flow, &flow_key, &target, &mut parts)).await;
+    to_reconcile.retain(|&(i, _)| parts[i].done.is_none() && !rewound.contains(&i));
     reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
 
     // What ends the invocation once the leases are back: a cluster's
@@ -757,7 +770,7 @@ async fn run_rounds(
         if parts.iter().all(|p| p.done.is_some()) {
             // Whatever the target acknowledged is checkpointed before the
             // leases go back.
-            save(ferry, flow, flow_key, parts, input).await;
+            save(ferry, flow, flow_key, target, parts, input).await;
             return refused;
         }
         let mut round_failed = false;
@@ -864,10 +877,10 @@ async fn run_rounds(
                         Some(produce_round(target, shared, &to_send).await)
                     }
                 },
-                write_checkpoints(&ferry.store, flow_key, shared, &due)
+                write_checkpoints(&ferry.store, target, flow_key, shared, due)
             )
         };
-        settle(ferry, flow, flow_key, parts, due, saved).await;
+        settle(ferry, flow, flow_key, target, parts, saved).await;
 
         match fetched {
             None => {}
@@ -1002,6 +1015,17 @@ async fn run_rounds(
         // checkpoint.
         for (i, base) in acked {
             let p = &mut parts[i];
+            if p.target_lost {
+                continue;
+            }
+            // Other producers' records only ever push a batch further on;
+            // one placed before the end of what Ferry wrote means the
+            // target's log lost that (see `target_lost_midway`).
+            let expected = p.unsaved.as_ref().map_or(p.target_end, |u| u.target_end);
+            if base < expected {
+                target_lost_midway(ferry, flow, flow_key, target, p, base, expected).await;
+                continue;
+            }
             let Some((bytes, n)) = p.inflight.take() else { continue };
             let items: Vec<Pending> = p.pending.drain(..n).collect();
             p.pending_bytes -= items.iter().map(Pending::size).sum::<usize>();
@@ -1064,13 +1088,13 @@ struct Due {
 }
 
 /// Write the checkpoints that are due, all at once (see [`due_checkpoints`]).
-async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part], input: &ReplicateInput) {
+async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part], input: &ReplicateInput) {
     let due = due_checkpoints(&ferry.settings, parts, input);
     if due.is_empty() {
         return;
     }
-    let results = write_checkpoints(&ferry.store, flow_key, parts, &due).await;
-    settle(ferry, flow, flow_key, parts, due, results).await;
+    let saved = write_checkpoints(&ferry.store, target, flow_key, parts, due).await;
+    settle(ferry, flow, flow_key, target, parts, saved).await;
 }
 
 /// The checkpoints due now: a partition's acknowledged records once they
@@ -1093,6 +1117,9 @@ fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], inpu
     let due: Vec<bool> = parts
         .iter()
         .map(|p| {
+            if p.target_lost {
+                return false;
+            }
             let due = p.unsaved.as_ref().is_some_and(|u| {
                 p.done.is_some()
                     || p.flush_soon
@@ -1111,7 +1138,7 @@ fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], inpu
     let any = due.iter().any(|&d| d);
     let mut due_now = Vec::new();
     for (i, p) in parts.iter_mut().enumerate() {
-        if !(due[i] || (any && ripe(p, 2))) {
+        if !(due[i] || (any && ripe(p, 2) && !p.target_lost)) {
             continue;
         }
         let to = match &p.unsaved {
@@ -1129,9 +1156,56 @@ fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [Part], inpu
     due_now
 }
 
-async fn write_checkpoints(store: &StateStore, flow_key: &str, parts: &[Part], due: &[Due]) -> Vec<Result<(), StateError>> {
+/// What a round of checkpoints did.
+struct Saved {
+    due: Vec<Due>,
+    results: Vec<Result<(), StateError>>,
+    /// Checkpoints not written: the target's end (the second value) was
+    /// below the records they cover.
+    lost: Vec<(Due, i64)>,
+}
+
+/// Write the due checkpoints, each checkpoint of records with the
+/// target's leader epoch read after those records were acknowledged
+/// (see [`CursorItem::target_leader_epoch`]). A target whose end is below
+/// what a checkpoint covers lost acknowledged records: that checkpoint is
+/// not written.
+async fn write_checkpoints(store: &StateStore, target: &KafkaCluster, flow_key: &str, parts: &[Part], mut due: Vec<Due>) -> Saved {
+    let with_records: Vec<TopicPartition> = due
+        .iter()
+        .filter(|d| d.cp.records > 0)
+        .map(|d| parts[d.part].target.clone())
+        .collect();
+    let ends = if with_records.is_empty() {
+        HashMap::new()
+    } else {
+        match target.list_offsets_with_epochs(&with_records, OffsetSpec::Latest, false).await {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::warn!(cluster = %target.alias(), error = %e, "could not read the target's leader epochs; these checkpoints store none");
+                HashMap::new()
+            }
+        }
+    };
+    let mut lost = Vec::new();
+    let mut i = 0;
+    while i < due.len() {
+        let d = &mut due[i];
+        if d.cp.records > 0 {
+            match ends.get(&parts[d.part].target) {
+                Some(&(end, _)) if end < d.cp.target_end => {
+                    lost.push((due.remove(i), end));
+                    continue;
+                }
+                Some(&(_, epoch)) if epoch >= 0 => d.cp.target_leader_epoch = Some(Some(epoch)),
+                _ => d.cp.target_leader_epoch = Some(None),
+            }
+        }
+        i += 1;
+    }
     let cps: Vec<(&Lease, &Checkpoint)> = due.iter().map(|d| (&parts[d.part].lease, &d.cp)).collect();
-    store.checkpoint_all(flow_key, &cps).await
+    let results = store.checkpoint_all(flow_key, &cps).await;
+    Saved { due, results, lost }
 }
 
 /// Stopped with nothing in doubt: its fetch position is sound to checkpoint.
@@ -1139,9 +1213,47 @@ fn stopped_cleanly(reason: StopReason) -> bool {
     matches!(reason, StopReason::CaughtUp | StopReason::Budget | StopReason::Interrupted)
 }
 
+/// The target's log of `p` lost records this invocation had written
+/// (`at`: the target's end, or where Ferry's next batch landed; `written`:
+/// the end of what Ferry wrote). Nothing more of it is checkpointed or
+/// written here. What its last checkpoint holds is checked as at the start
+/// of an invocation (see [`check_target_logs`]), and the cursor and the
+/// target end stored move back to where the target's log parts from
+/// Ferry's, or to `at` if that is sooner: the next invocation copies from
+/// there, and reconciles nothing. What the target still holds of the
+/// records acknowledged since that checkpoint, and any batch it took
+/// after the loss, is then copied once more (none of it is in an offset
+/// map): records twice, none skipped.
+async fn target_lost_midway(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, p: &mut Part, at: i64, written: i64) {
+    tracing::error!(
+        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic,
+        partition = p.target.partition, at, written_to = written,
+        "TargetTruncated: the target log of {} lost records Ferry wrote up to offset {} (its end or Ferry's next batch is at \
+         offset {at}: an unclean leader election made a replica that lacked them the leader); this invocation writes no more \
+         to it",
+        p.target, written - 1
+    );
+    p.target_lost = true;
+    p.unsaved = None;
+    p.done = Some(StopReason::Retry);
+    let moved = match target_parting(flow, target, p, at).await {
+        Ok(parted) => Box::pin(target_truncated(ferry, flow, flow_key, p, parted.min(at), at)).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = moved {
+        tracing::warn!(
+            flow = %flow.id(), topic = %p.target.topic, partition = p.target.partition, error = %e,
+            "could not move the cursor back yet; the next invocation checks the target's log from the last checkpoint"
+        );
+    }
+}
+
 /// Apply what the checkpoint writes did.
-async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, parts: &mut [Part], due: Vec<Due>, results: Vec<Result<(), StateError>>) {
-    for (d, res) in due.into_iter().zip(results) {
+async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part], saved: Saved) {
+    for (d, end) in saved.lost {
+        target_lost_midway(ferry, flow, flow_key, target, &mut parts[d.part], end, d.cp.target_end).await;
+    }
+    for (d, res) in saved.due.into_iter().zip(saved.results) {
         let p = &mut parts[d.part];
         match res {
             Ok(()) => p.apply(&d.cp),
@@ -1240,6 +1352,9 @@ impl Part {
         }
         self.history.clone_from(&cp.leader_epochs);
         self.epochs.retain(|&(base, _)| base >= cp.to_source);
+        if let Some(epoch) = cp.target_leader_epoch {
+            self.target_epoch = epoch;
+        }
         self.lease_expires_hint = cp.lease_expires_ms;
         self.flush_soon = false;
         self.checkpoints += 1;
@@ -1268,6 +1383,8 @@ fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
         lease_expires_ms,
         producer_sequence: sequence,
         leader_epochs: p.history_before(to),
+        // Read when the checkpoint is written (see `write_checkpoints`).
+        target_leader_epoch: None,
     }
 }
 
@@ -2065,7 +2182,7 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
     );
     let newest = ferry
         .store
-        .rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, &below)
+        .rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, &below, None)
         .await?;
     p.cursor = at;
     p.fetch_pos = at;
@@ -2073,6 +2190,137 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
     p.history = below;
     p.epochs.clear();
     p.lost_records += lost as u64;
+    Ok(())
+}
+
+/// Whether the target's log still holds what Ferry copied below each
+/// partition's stored target end, at the start of an invocation: its end
+/// offset (a log that ends below it lost Ferry's copies), and where the
+/// target's leader ends the leader epoch stored with the checkpoint
+/// (OffsetForLeaderEpoch; this also finds a truncated log that other
+/// producers have written past since). Where it does not, the copies it
+/// lost are copied again (see [`target_truncated`]). Returns the
+/// partitions moved back.
+async fn check_target_logs(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part]) -> Vec<usize> {
+    let which: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i].done.is_none() && parts[i].target_end > 0)
+        .collect();
+    if which.is_empty() {
+        return Vec::new();
+    }
+    let tps: Vec<TopicPartition> = which.iter().map(|&i| parts[i].target.clone()).collect();
+    // One request per leader; a partition the target refuses (its topic
+    // deleted, say) is asked alone, so that it does not stop the others.
+    let mut ends: HashMap<TopicPartition, Result<i64, KafkaError>> = match target.list_offsets(&tps, OffsetSpec::Latest, false).await {
+        Ok(ends) => ends.into_iter().map(|(tp, o)| (tp, Ok(o))).collect(),
+        Err(_) => join_all(tps.iter().map(|tp| async move {
+            let one = target.list_offsets(std::slice::from_ref(tp), OffsetSpec::Latest, false).await;
+            (
+                tp.clone(),
+                one.and_then(|m| m.get(tp).copied().ok_or_else(|| unknown_partition(target, tp))),
+            )
+        }))
+        .await
+        .into_iter()
+        .collect(),
+    };
+    let parted = join_all(which.iter().map(|&i| {
+        let p = &parts[i];
+        let end = ends.remove(&p.target);
+        async move {
+            match end {
+                Some(Ok(end)) => target_parting(flow, target, p, end).await.map(|at| (at, end)),
+                Some(Err(e)) => Err(e),
+                None => Err(unknown_partition(target, &p.target)),
+            }
+        }
+    }))
+    .await;
+    let mut rewound = Vec::new();
+    for (i, res) in which.into_iter().zip(parted) {
+        let p = &mut parts[i];
+        let (at, end) = match res {
+            Ok((at, _)) if at >= p.target_end => continue,
+            Ok(found) => found,
+            Err(e) => {
+                fail(ferry, flow, flow_key, p, &e.into()).await;
+                continue;
+            }
+        };
+        match Box::pin(target_truncated(ferry, flow, flow_key, p, at, end)).await {
+            Ok(()) => rewound.push(i),
+            Err(e) => fail(ferry, flow, flow_key, p, &e).await,
+        }
+    }
+    rewound
+}
+
+/// Where the target's log of `p` parts from what Ferry wrote, given its
+/// end offset `end` now: the smaller of that end and where the target's
+/// leader ends the leader epoch stored with the last checkpoint
+/// (OffsetForLeaderEpoch: every record Ferry wrote below the stored
+/// target end is in that epoch or an older one, so a leader whose history
+/// of it ends sooner lacks them, whoever wrote after).
+async fn target_parting(flow: &FlowSpec, target: &KafkaCluster, p: &Part, end: i64) -> Result<i64, KafkaError> {
+    let Some(epoch) = p.target_epoch else {
+        return Ok(end);
+    };
+    match target.offset_for_leader_epoch(&p.target, epoch).await {
+        Ok(answer) if answer.end_offset >= 0 => Ok(answer.end_offset.min(end)),
+        Ok(_) => Ok(end),
+        Err(e @ KafkaError::Unsupported { .. }) => {
+            tracing::warn!(cluster = %flow.target.alias, topic = %p.target.topic, partition = p.target.partition, error = %e, "the target does not answer OffsetForLeaderEpoch: only its end offset is checked");
+            Ok(end)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The target's log of `p` parts from what Ferry copied at offset `at`
+/// (`end`: its end offset now): the copies at or past `at` are gone, lost
+/// with the records an unclean leader election dropped (or the topic was
+/// deleted and created again); other producers' records may stand in
+/// their place. Nothing the source holds is lost: the cursor moves back to
+/// the first source record whose copy was there, the offset map from there
+/// is dropped, an error-level `TargetTruncated` line names both ranges, and
+/// those records are copied again (after the target's end). A group whose
+/// translation pointed there translates again once they are.
+async fn target_truncated(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, at: i64, end: i64) -> Result<(), FerryError> {
+    let mut runs = ferry.store.runs(flow_key, &p.work.source).await?;
+    if let Some(open) = p.last_run {
+        for r in runs.iter_mut().filter(|r| r.source_start == open.source_start) {
+            r.length = r.length.max(open.length);
+        }
+    }
+    let from = ferry_core::offset_map::first_source_at_or_past_target(&runs, at).map_or(p.cursor, |o| o.min(p.cursor));
+    let below: Vec<(i64, i32)> = p.history.iter().copied().filter(|&(o, _)| o < from).collect();
+    if at < p.target_end {
+        let copies = if from < p.cursor {
+            format!("the copies of source offsets {from}..{} are gone; copying them again", p.cursor - 1)
+        } else {
+            "none of them was a copy of Ferry's".to_owned()
+        };
+        tracing::error!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic,
+            partition = p.target.partition, parted_at = at, target_end = end, copied_to = p.target_end, lost_from = from, lost_to = p.cursor,
+            "TargetTruncated: the target log of {} on cluster {} no longer holds what Ferry wrote from offset {at} up to offset {} \
+             (its leader's history parts from Ferry's there{}: an unclean leader election made a replica that lacked them the \
+             leader, or the topic was deleted and created again); {copies}",
+            p.target, flow.target.alias, p.target_end - 1,
+            if end > at { format!(", and other records follow up to its end {end}") } else { String::new() },
+        );
+    }
+    let newest = ferry
+        .store
+        .rewind_cursor(flow_key, &p.lease, p.cursor, from, p.last_run, &below, Some(at))
+        .await?;
+    p.cursor = from;
+    p.fetch_pos = from;
+    p.last_run = newest;
+    p.history = below;
+    p.epochs.clear();
+    p.target_end = at;
+    p.target_epoch = None;
     Ok(())
 }
 
@@ -2288,6 +2536,8 @@ async fn reconcile(
             lease_expires_ms,
             producer_sequence: Some(sequence),
             leader_epochs: p.history_before(to),
+            // Another holder's records: the epoch they went in is not known.
+            target_leader_epoch: Some(None),
         };
         ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
         p.apply(&cp);
@@ -2700,6 +2950,8 @@ mod tests {
             lost_records: 0,
             history: Vec::new(),
             epochs: VecDeque::new(),
+            target_epoch: None,
+            target_lost: false,
         }
     }
 

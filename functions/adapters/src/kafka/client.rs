@@ -737,6 +737,19 @@ impl KafkaCluster {
         spec: OffsetSpec,
         read_committed: bool,
     ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
+        let found = self.list_offsets_with_epochs(tps, spec, read_committed).await?;
+        Ok(found.into_iter().map(|(tp, (offset, _))| (tp, offset)).collect())
+    }
+
+    /// [`Self::list_offsets`], each offset with the leader epoch the
+    /// leader answers with (for `Latest`, its current epoch; -1 when it
+    /// gives none).
+    pub async fn list_offsets_with_epochs(
+        &self,
+        tps: &[TopicPartition],
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<HashMap<TopicPartition, (i64, i32)>, KafkaError> {
         // About 15 s in all: a broker that was just asked for hundreds of
         // partitions takes a while to lead them all.
         let mut attempt = 0u64;
@@ -757,7 +770,7 @@ impl KafkaCluster {
         tps: &[TopicPartition],
         spec: OffsetSpec,
         read_committed: bool,
-    ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
+    ) -> Result<HashMap<TopicPartition, (i64, i32)>, KafkaError> {
         let leaders = self.leaders_of(tps).await?;
         let mut by_leader: BTreeMap<i32, Vec<&TopicPartition>> = BTreeMap::new();
         for tp in tps {
@@ -804,7 +817,7 @@ impl KafkaCluster {
                             detail: String::new(),
                         });
                     }
-                    out.insert(tp, p.offset);
+                    out.insert(tp, (p.offset, p.leader_epoch));
                 }
             }
         }
