@@ -71,3 +71,57 @@ def test_two_replicators_one_each_way_translate_through_each_other(tmp_path):
     out = res.stdout + res.stderr
     assert "group sync failure" in out and "LEGACY" in out and forward.name in out and "ENHANCED" in out, out
     assert committed(SOURCE, group)[(topic, 0)] == (30, "on-b"), "a refused sync writes nothing"
+
+
+def test_a_flow_waits_for_an_opposite_replicator_that_died_after_writing_and_says_how_to_end_the_wait(tmp_path):
+    """Guards the stated limit "a flow waits for the opposite flow's
+    checkpoint". The replicator copying B→A dies after writing b0..b4 into
+    A and before its checkpoint (a Lambda timed out, and nothing runs it
+    again). The A→B replicator must not move its cursor over those records
+    (a translation among them could not tell which the group read), so it
+    waits, with the records after them; after 30 s it says so at warning
+    level, naming the other flow and the ways out. One run of the other
+    replicator reconciles what it wrote, and the wait ends: every record
+    once on each cluster, none sent back."""
+    import time
+
+    topic = unique("two-replicators-died")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    group = unique("died-app")
+    prefix = unique("ferry-shared")
+    forward = Ferry(*one_way(tmp_path, "forward", topic, group, reverse=False), name=unique("a-to-b"), prefix=prefix)
+    back = Ferry(*one_way(tmp_path, "back", topic, group, reverse=True), name=unique("b-to-a"), prefix=prefix)
+    a = [f"a-{i:02d}" for i in range(10)]
+    b = [f"b-{i:02d}" for i in range(5)]
+    produce_keys(SOURCE, topic, a[:5])
+    assert forward.run("--once").returncode == 0
+    assert back.run("--once").returncode == 0
+    produce_keys(TARGET, topic, b)
+    died = back.run("--once", env={"FERRY_FAILPOINT": "crash-after-produce:1"})
+    assert died.returncode != 0, died.stdout + died.stderr
+    assert [r["key"] for r in read_partition(SOURCE, topic, 0)] == [k.encode() for k in a[:5] + b]
+    produce_keys(SOURCE, topic, a[5:])
+
+    log = tmp_path / "forward.log"
+    proc = forward.spawn("--round-seconds", "45", "--checkpoint-seconds", "1", log=log)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and "waiting for" not in log.read_text(errors="replace"):
+            time.sleep(1)
+        said = [line for line in log.read_text(errors="replace").splitlines() if "waiting for" in line]
+        assert said, log.read_text(errors="replace")[-2000:]
+        assert back.name in said[0] and "forget-flow" in said[0] and "--once" in said[0], said[0]
+        assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [k.encode() for k in a[:5] + b], \
+            "a5..a9 wait behind the records the other replicator has not checkpointed"
+        # The other replicator runs once: it reconciles what it wrote.
+        assert back.run("--once").returncode == 0
+        deadline = time.time() + 120
+        while time.time() < deadline and len(read_partition(TARGET, topic, 0)) < 10:
+            time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert forward.run("--once").returncode == 0
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [k.encode() for k in a[:5] + b + a[5:]]
+    assert [r["key"] for r in read_partition(SOURCE, topic, 0)] == [k.encode() for k in a[:5] + b + a[5:]]

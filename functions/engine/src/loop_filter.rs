@@ -82,6 +82,12 @@ impl LoopFilter {
         }))
     }
 
+    /// The opposite flow's state key (`<replicator>/<source>><target>`),
+    /// when this flow translates group offsets through its offset map.
+    pub fn opposite(&self) -> Option<&str> {
+        self.opposite.as_deref()
+    }
+
     /// Register the producer id this flow writes into its target with.
     /// Must complete before the first write with it.
     pub async fn register(&self, store: &StateStore, flow_key: &str, producer_id: i64) -> Result<(), FerryError> {

@@ -235,7 +235,7 @@ impl Part {
     /// opposite flow checkpoints every few seconds while it runs, so a
     /// longer wait means it stopped after writing (its worker died and
     /// nothing runs it), and this partition waits until it runs again.
-    fn note_unmapped_wait(&mut self, flow: &FlowSpec, unmapped: bool, at: i64) {
+    fn note_unmapped_wait(&mut self, flow: &FlowSpec, opposite: Option<&str>, unmapped: bool, at: i64) {
         if !unmapped {
             self.unmapped_since = None;
             return;
@@ -243,12 +243,16 @@ impl Part {
         let (since, warned) = self.unmapped_since.get_or_insert((Instant::now(), false));
         if !*warned && since.elapsed() >= UNMAPPED_WAIT_WARNING {
             *warned = true;
+            let opposite = opposite.unwrap_or("the opposite flow");
             tracing::warn!(
                 flow = %flow.id(), topic = %self.work.source.topic, partition = self.work.source.partition, offset = at,
-                waited_s = since.elapsed().as_secs(),
-                "waiting for the opposite flow to checkpoint the records it wrote here: it checkpoints every few seconds while \
-                 it runs, so it has stopped after writing them; this partition goes on once that flow (its replicator, if it is \
-                 another) runs again"
+                waited_s = since.elapsed().as_secs(), opposite = %opposite,
+                "waiting for {opposite} to checkpoint the records it wrote here: it checkpoints every few seconds while it runs, \
+                 so it has stopped after writing them; this partition goes on once that flow (its replicator, if it is another) \
+                 runs again, and reconciles them. Fix: run that replicator (once is enough: `ferry run --once` with its \
+                 definition and --name); if that direction is retired for good, remove its state with `ferry forget-flow \
+                 --flow <its flow> --yes` under its --name (a flow of another replicator no plan has registered for a week \
+                 stops counting on its own)"
             );
         }
     }
@@ -934,7 +938,7 @@ async fn run_rounds(
                                         );
                                     }
                                     p.fetch_after = read.unmapped.then(|| Instant::now() + unmapped_recheck(settings));
-                                    p.note_unmapped_wait(flow, read.unmapped, read.next);
+                                    p.note_unmapped_wait(flow, filter.as_ref().and_then(LoopFilter::opposite), read.unmapped, read.next);
                                     for item in read.records {
                                         p.pending_bytes += item.size();
                                         p.pending.push_back(item);
