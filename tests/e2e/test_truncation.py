@@ -18,6 +18,7 @@ ELR, KIP-966), elects broker 1 uncleanly because the topic allows it. When
 broker 2 comes back it truncates its log to 100 and follows."""
 
 import os
+import signal
 import subprocess
 import time
 
@@ -807,3 +808,208 @@ def test_clean_leader_moves_on_a_compacted_transactional_topic_raise_no_alarm(tm
     epochs = ferry.status()[0].get("leader_epoch")
     print(f"\nhealthy moves: source {len(src)}, target {len(dst)}, stored epoch {epochs}, alarms {len(alarms)}")
     assert last.returncode == 0 and not alarms and not missing and not twice, (alarms[:3], missing[:3], sorted(twice)[:3])
+
+
+def test_target_copies_lost_before_their_checkpoint_are_found_though_others_wrote_past(tmp_path, trio):
+    """Guards: a leader change between two checkpoints is checked before
+    the new epoch is stored (a second adversarial review's scenario; it
+    lost b000..b049 with exit 0 on e13cc8c). Ferry has b000..b049
+    acknowledged on broker 2 alone and not yet checkpointed (checkpoints
+    every 120 s). An unclean election makes broker 3 (0..99) the leader and
+    an application writes x000..x079 at 100..179, past Ferry's 150. The
+    checkpoint finds the end (180) past what it covers; storing the new
+    epoch then would hide the loss for good. The epoch changed since the
+    last checkpoint, so Ferry reads back what it wrote since: its
+    b000..b049 are not there, and they are copied again."""
+    topic = unique("adv-midway")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    app = [f"x{i:03d}" for i in range(80)]
+    new = [f"c{i:03d}" for i in range(20)]
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
+    produce_keys(SOURCE, topic, old)
+    first = ferry.run("--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    log = tmp_path / "live.log"
+    proc = ferry.spawn("--round-seconds", "300", "--checkpoint-seconds", "120", "--lease-ms", "600000", log=log)
+    try:
+        time.sleep(5)
+        produce_keys(SOURCE, topic, lost)
+        deadline = time.time() + 30
+        while time.time() < deadline and keys(ALL, topic) != old + lost:
+            time.sleep(0.5)
+        assert keys(ALL, topic) == old + lost, "Ferry copied b000..b049 to broker 2"
+        pair("2", "stop", grace=3)
+        pair("3", "start")
+        elect_unclean(topic, 3)
+        produce_all(topic, app, acks="1")
+        time.sleep(2)
+    finally:
+        print(f"\n{time.strftime('%T')} SIGINT to the running ferry")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+        print(f"{time.strftime('%T')} exited {proc.returncode}; status {ferry.status()}")
+    pair("2", "start")
+    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    assert keys(ALL, topic) == old + app, "the target's history now"
+    produce_keys(SOURCE, topic, new)
+    print(f"{time.strftime('%T')} last run")
+    last = ferry.run("--once")
+    print(f"{time.strftime('%T')} done")
+    out = log.read_text(errors="replace") + last.stdout + last.stderr
+    on_target = keys(ALL, topic)
+    missing = [k for k in old + lost + new if k not in on_target]
+    said = [line[:400] for line in out.splitlines() if "TargetTruncated" in line][:2]
+    print(f"\nexit {last.returncode}; target {on_target[:2]}..{on_target[-2:]} ({len(on_target)}); missing {len(missing)}; said {said}")
+    print(ferry.status())
+    assert said, "the loss is reported"
+    assert last.returncode == 0 and not missing, (
+        f"exit {last.returncode}; {len(missing)} source records missing ({missing[:1]}..{missing[-1:]}); said: {said}\n{out[-3000:]}")
+
+
+def test_target_copies_a_takeover_reconciled_then_lost_are_copied_again(tmp_path, trio):
+    """Guards: a takeover's reconcile stores the target's epoch too (it
+    stored none on e13cc8c, and lost b000..b049 with exit 0). A worker
+    copies b000..b049 to broker 2 alone and crashes before its checkpoint;
+    the next holder's reconcile moves the cursor over them; the source then
+    stays idle, so no checkpoint of records follows. An unclean election
+    makes broker 3 (0..99) the target's leader and an application writes
+    x000..x079 there: the end (180) is past Ferry's (150), and only the
+    epoch the reconcile stored (read before it read the holder's records)
+    shows the loss."""
+    topic = unique("adv-reconciled")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    app = [f"x{i:03d}" for i in range(80)]
+    new = [f"c{i:03d}" for i in range(20)]
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
+    produce_keys(SOURCE, topic, old)
+    assert ferry.run("--once").returncode == 0
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    produce_keys(SOURCE, topic, lost)
+    crashed = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-produce:1"})
+    assert crashed.returncode != 0, crashed.stdout + crashed.stderr
+    assert keys(ALL, topic) == old + lost
+    took_over = ferry.run("--once")
+    assert took_over.returncode == 0, took_over.stdout + took_over.stderr
+    [st] = ferry.status()
+    assert st["cursor"] == 150, st
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+    produce_all(topic, app, acks="1")
+    pair("2", "start")
+    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    assert keys(ALL, topic) == old + app, "the target's history now"
+    produce_keys(SOURCE, topic, new)
+    last = ferry.run("--once")
+    out = took_over.stdout + took_over.stderr + last.stdout + last.stderr
+    on_target = keys(ALL, topic)
+    missing = [k for k in old + lost + new if k not in on_target]
+    said = [line[:400] for line in out.splitlines() if "TargetTruncated" in line][:2]
+    print(f"\nexit {last.returncode}; target ({len(on_target)}); missing {len(missing)}; said {said}")
+    assert said, "the loss is reported"
+    assert last.returncode == 0 and not missing, (
+        f"exit {last.returncode}; {len(missing)} source records missing ({missing[:1]}..{missing[-1:]}); said: {said}\n{out[-3000:]}")
+
+
+def test_target_loss_hidden_by_a_later_batch_past_the_applications_records_is_found(tmp_path, trio):
+    """Guards: the same with default settings inside one long invocation
+    (rounds of 120 s, checkpoints every 4 s; it lost b000..b049 with exit 0
+    on e13cc8c). b000..b049 are checkpointed in epoch E on broker 2 alone;
+    an unclean election makes broker 3 (0..99) the leader and an
+    application writes x000..x079 at 100..179. Ferry's next batch lands at
+    180, past the end of what it wrote, so the acknowledgement shows
+    nothing; its checkpoint sees a new epoch and asks where E ends (100,
+    below 150) before storing it."""
+    topic = unique("adv-later")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    app = [f"x{i:03d}" for i in range(80)]
+    new = [f"c{i:03d}" for i in range(20)]
+    more = [f"d{i:03d}" for i in range(10)]
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
+    produce_keys(SOURCE, topic, old)
+    assert ferry.run("--once").returncode == 0
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    log = tmp_path / "live.log"
+    proc = ferry.spawn("--round-seconds", "120", log=log)
+    try:
+        time.sleep(5)
+        produce_keys(SOURCE, topic, lost)
+        time.sleep(10)
+        assert keys(ALL, topic) == old + lost
+        print(f"\nstatus before the election {ferry.status()}")
+        pair("2", "stop", grace=3)
+        pair("3", "start")
+        elect_unclean(topic, 3)
+        produce_all(topic, app, acks="1")
+        produce_keys(SOURCE, topic, new)
+        time.sleep(10)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+    pair("2", "start")
+    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    produce_keys(SOURCE, topic, more)
+    last = ferry.run("--once")
+    out = log.read_text(errors="replace") + last.stdout + last.stderr
+    on_target = keys(ALL, topic)
+    missing = [k for k in old + lost + new + more if k not in on_target]
+    said = [line[:400] for line in out.splitlines() if "TargetTruncated" in line][:2]
+    print(f"\nexit {last.returncode}; target ({len(on_target)}) {on_target[95:105]}..; missing {len(missing)}; said {said}")
+    assert said, "the loss is reported"
+    assert last.returncode == 0 and not missing, (
+        f"exit {last.returncode}; {len(missing)} source records missing ({missing[:1]}..{missing[-1:]}); said: {said}\n{out[-3000:]}")
+
+
+def test_both_ways_a_target_that_lost_only_ferrys_copies_stops_neither_flow(tmp_path, trio):
+    """Guards: both ways (IDENTICAL names, A <-> the pair as B), an unclean
+    election on B that loses only Ferry's copies b000..b049. A>B copies
+    them again. B>A had read past them (dropping them: the opposite flow's
+    copies) and now finds its source truncated below its cursor; nothing it
+    copies was in the replaced range, so it follows the new history
+    without stopping and without DataLoss (it stopped, asking for
+    --resume-after-data-loss, before this). Every record once on each
+    side."""
+    topic = unique("adv-both")
+    old = [f"a{i:03d}" for i in range(100)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL, both_ways=True))
+    produce_keys(SOURCE, topic, old)
+    first = ferry.run("--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in B's ISR")
+    produce_keys(SOURCE, topic, lost)
+    second = ferry.run("--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert keys(ALL, topic) == old + lost
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+    pair("2", "start")
+    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    res = ferry.run("--once")
+    again = ferry.run("--once")
+    out = res.stdout + res.stderr + again.stdout + again.stderr
+    st = ferry.status()
+    print(f"\nexit {res.returncode}/{again.returncode}; B {len(keys(ALL, topic))}; A {len(keys(SOURCE, topic))}")
+    for s in st:
+        print(s["flow"], s["cursor"], (s["last_error"] or "")[:600])
+    errors = [s for s in st if s["last_error"]]
+    assert again.returncode == 0 and not errors, f"{errors}\n{out[-2500:]}"
+    assert "DataLoss" not in out and "TargetTruncated" in out, out[-2500:]
+    assert keys(SOURCE, topic) == old + lost and keys(ALL, topic) == old + lost

@@ -51,6 +51,10 @@ fn unmapped_recheck(settings: &crate::context::Settings) -> Duration {
 /// How long a partition waits for the opposite flow's checkpoint before
 /// the wait is logged at warning level.
 const UNMAPPED_WAIT_WARNING: Duration = Duration::from_secs(30);
+/// Bytes per fetch when Ferry reads back what it wrote since its last
+/// checkpoint, after the target's leader changed (see
+/// `lost_since_checkpoint`).
+const READ_BACK_MAX_BYTES: i32 = 1 << 20;
 
 /// Time kept in hand before the deadline to checkpoint and release.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
@@ -774,7 +778,7 @@ async fn run_rounds(
         if parts.iter().all(|p| p.done.is_some()) {
             // Whatever the target acknowledged is checkpointed before the
             // leases go back.
-            save(ferry, flow, flow_key, target, parts, input).await;
+            save(ferry, flow, flow_key, (target, stamp.producer_id), parts, input).await;
             return refused;
         }
         let mut round_failed = false;
@@ -881,7 +885,7 @@ async fn run_rounds(
                         Some(produce_round(target, shared, &to_send).await)
                     }
                 },
-                write_checkpoints(&ferry.store, target, flow_key, shared, due)
+                write_checkpoints(&ferry.store, (target, stamp.producer_id), flow_key, shared, due)
             )
         };
         settle(ferry, flow, flow_key, target, parts, saved).await;
@@ -1092,12 +1096,19 @@ struct Due {
 }
 
 /// Write the checkpoints that are due, all at once (see [`due_checkpoints`]).
-async fn save(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part], input: &ReplicateInput) {
+async fn save(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    (target, pid): (&KafkaCluster, i64),
+    parts: &mut [Part],
+    input: &ReplicateInput,
+) {
     let due = due_checkpoints(&ferry.settings, parts, input);
     if due.is_empty() {
         return;
     }
-    let saved = write_checkpoints(&ferry.store, target, flow_key, parts, due).await;
+    let saved = write_checkpoints(&ferry.store, (target, pid), flow_key, parts, due).await;
     settle(ferry, flow, flow_key, target, parts, saved).await;
 }
 
@@ -1171,10 +1182,15 @@ struct Saved {
 
 /// Write the due checkpoints, each checkpoint of records with the
 /// target's leader epoch read after those records were acknowledged
-/// (see [`CursorItem::target_leader_epoch`]). A target whose end is below
-/// what a checkpoint covers lost acknowledged records: that checkpoint is
-/// not written.
-async fn write_checkpoints(store: &StateStore, target: &KafkaCluster, flow_key: &str, parts: &[Part], mut due: Vec<Due>) -> Saved {
+/// (see [`CursorItem::target_leader_epoch`]). A checkpoint is not written
+/// when the target lost what Ferry wrote (see [`lost_since_checkpoint`]).
+async fn write_checkpoints(
+    store: &StateStore,
+    (target, pid): (&KafkaCluster, i64),
+    flow_key: &str,
+    parts: &[Part],
+    mut due: Vec<Due>,
+) -> Saved {
     let with_records: Vec<TopicPartition> = due
         .iter()
         .filter(|d| d.cp.records > 0)
@@ -1191,25 +1207,113 @@ async fn write_checkpoints(store: &StateStore, target: &KafkaCluster, flow_key: 
             }
         }
     };
-    let mut lost = Vec::new();
-    let mut i = 0;
-    while i < due.len() {
-        let d = &mut due[i];
-        if d.cp.records > 0 {
-            match ends.get(&parts[d.part].target) {
-                Some(&(end, _)) if end < d.cp.target_end => {
-                    lost.push((due.remove(i), end));
-                    continue;
-                }
-                Some(&(_, epoch)) if epoch >= 0 => d.cp.target_leader_epoch = Some(Some(epoch)),
-                _ => d.cp.target_leader_epoch = Some(None),
+    let verdicts = join_all(due.iter().map(|d| {
+        let p = &parts[d.part];
+        let now = ends.get(&p.target).copied().filter(|_| d.cp.records > 0);
+        async move {
+            match now {
+                Some((end, epoch)) => Some(lost_since_checkpoint(target, pid, p, d, end, epoch).await),
+                None => None,
             }
         }
-        i += 1;
+    }))
+    .await;
+    let mut lost = Vec::new();
+    let mut kept = Vec::with_capacity(due.len());
+    for (mut d, verdict) in due.drain(..).zip(verdicts) {
+        match verdict {
+            None if d.cp.records > 0 => d.cp.target_leader_epoch = Some(None),
+            None => {}
+            Some(Ok(Ok(epoch))) => d.cp.target_leader_epoch = Some(epoch),
+            Some(Ok(Err(at))) => {
+                lost.push((d, at));
+                continue;
+            }
+            Some(Err(e)) => {
+                let p = &parts[d.part];
+                tracing::warn!(
+                    cluster = %target.alias(), topic = %p.target.topic, partition = p.target.partition, error = %e,
+                    "could not check the target's log after a leader change; this checkpoint stores no leader epoch"
+                );
+                d.cp.target_leader_epoch = Some(None);
+            }
+        }
+        kept.push(d);
     }
-    let cps: Vec<(&Lease, &Checkpoint)> = due.iter().map(|d| (&parts[d.part].lease, &d.cp)).collect();
+    let cps: Vec<(&Lease, &Checkpoint)> = kept.iter().map(|d| (&parts[d.part].lease, &d.cp)).collect();
     let results = store.checkpoint_all(flow_key, &cps).await;
-    Saved { due, results, lost }
+    Saved { due: kept, results, lost }
+}
+
+/// Whether the target still holds what Ferry wrote to `p` below the end
+/// `d` checkpoints, given the target's end and current leader epoch read
+/// after those records were acknowledged. `Ok(Ok(epoch))`: it does, and
+/// `epoch` is the one to store; `Ok(Err(at))`: it lost them from offset
+/// `at`.
+///
+/// The same epoch as the one stored with the last checkpoint: the leader
+/// has not changed since, and a leader never truncates its own log. A
+/// different one (or none stored): the leader changed, and an unclean
+/// election may have dropped records Ferry wrote before it, then other
+/// producers may have written past Ferry's end. So Ferry asks the leader
+/// where the stored epoch ends (what the last checkpoint covers), and
+/// reads back what it wrote since: every offset the checkpoint maps must
+/// be in a batch of its own producer id.
+async fn lost_since_checkpoint(
+    target: &KafkaCluster,
+    pid: i64,
+    p: &Part,
+    d: &Due,
+    end: i64,
+    epoch: i32,
+) -> Result<Result<Option<i32>, i64>, KafkaError> {
+    let epoch = (epoch >= 0).then_some(epoch);
+    if end < d.cp.target_end {
+        return Ok(Err(end));
+    }
+    if epoch.is_some() && epoch == p.target_epoch {
+        return Ok(Ok(epoch));
+    }
+    if let Some(stored) = p.target_epoch {
+        let answer = target.offset_for_leader_epoch(&p.target, stored).await?;
+        if answer.end_offset >= 0 && answer.end_offset < p.target_end {
+            return Ok(Err(answer.end_offset));
+        }
+    }
+    let mine = d.covers.as_ref().map(|u| u.runs.as_slice()).unwrap_or_default();
+    let Some(from) = mine.first().map(|r| r.target_start) else {
+        return Ok(Ok(epoch));
+    };
+    // The batches of Ferry's producer from the first record it wrote since.
+    let mut held: Vec<(i64, i64)> = Vec::new();
+    let mut pos = from;
+    while pos < d.cp.target_end {
+        let f = fetch_one(target, &p.target, pos, READ_BACK_MAX_BYTES, Isolation::ReadUncommitted).await?;
+        let batches = batch::split_batches(f.records).map_err(|source| KafkaError::Batch {
+            cluster: target.alias().to_owned(),
+            topic: p.target.topic.clone(),
+            partition: p.target.partition,
+            source,
+        })?;
+        let Some(last) = batches.last().map(|b| b.header.next_offset()).filter(|&l| l > pos) else {
+            break;
+        };
+        held.extend(
+            batches
+                .iter()
+                .filter(|b| b.header.producer_id == pid && !b.header.is_control())
+                .map(|b| (b.header.base_offset, b.header.next_offset())),
+        );
+        pos = pos.max(last);
+    }
+    let first_missing = mine
+        .iter()
+        .flat_map(|r| r.target_start..r.target_end())
+        .find(|&o| !held.iter().any(|&(a, b)| a <= o && o < b));
+    Ok(match first_missing {
+        Some(at) => Err(at),
+        None => Ok(epoch),
+    })
 }
 
 /// Stopped with nothing in doubt: its fetch position is sound to checkpoint.
@@ -1626,7 +1730,10 @@ async fn reconcile_all(
         return;
     }
     let tps: Vec<TopicPartition> = which.iter().map(|&(i, _)| parts[i].target.clone()).collect();
-    let ends = match target.list_offsets(&tps, OffsetSpec::Latest, false).await {
+    // With the leader's epoch, read before the holder's records are: what
+    // the reconcile finds below `end` is in that epoch's history or an
+    // older one's (see `CursorItem::target_leader_epoch`).
+    let ends = match target.list_offsets_with_epochs(&tps, OffsetSpec::Latest, false).await {
         Ok(ends) => ends,
         Err(e) => {
             let e = FerryError::from(e);
@@ -1638,14 +1745,15 @@ async fn reconcile_all(
     };
     for &(i, prev) in which {
         let p = &mut parts[i];
-        let Some(&end) = ends.get(&p.target) else {
+        let Some(&(end, epoch)) = ends.get(&p.target) else {
             fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
             continue;
         };
         if end <= p.target_end {
             continue;
         }
-        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev, end, filter).await {
+        let epoch = (epoch >= 0).then_some(epoch);
+        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev, (end, epoch), filter).await {
             fail(ferry, flow, flow_key, p, &e).await;
         }
     }
@@ -2155,7 +2263,13 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
     let now = below.last().map(|&(_, e)| e);
     let read_epochs = epochs_read(&p.read_history(), at, upto);
     let what = truncation_what(&p.work.source, &flow.source.alias, &read_epochs, at, upto, p.cursor, now);
-    if !ferry.settings.resume_after_data_loss {
+    // None of the replaced records was one this flow copies (with both
+    // directions, only the opposite flow's copies, which it drops, and
+    // transaction markers: that flow writes them again if its own target
+    // lost them): the source lost nothing of this flow's, and its new
+    // history is followed without the operator's word.
+    let nothing_of_ours = !copied_from(p, at);
+    if !ferry.settings.resume_after_data_loss && !nothing_of_ours {
         return Err(truncation_stop(
             p,
             flow,
@@ -2178,12 +2292,24 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
         p.done = Some(StopReason::Retry);
         return Ok(());
     }
-    let lost = p.cursor - at;
-    tracing::error!(
+    if nothing_of_ours {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
+            partition = p.work.source.partition, diverged_at = at, read_to = upto, leader_epoch = read_epoch,
+            "LogTruncated: the source log of {} on cluster {} was truncated at offset {at} (an unclean leader election), but \
+             none of the records it replaced (offsets {at}..{}) was one this flow copies (the opposite flow's copies, which it \
+             drops): nothing of this flow's was lost, and it follows the new history from {at}",
+            p.work.source, flow.source.alias, upto - 1
+        );
+    }
+    let lost = if nothing_of_ours { 0 } else { p.cursor - at };
+    if !nothing_of_ours {
+        tracing::error!(
         replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topic = %p.work.source.topic,
         partition = p.work.source.partition, lost_from = at, lost_to = p.cursor, lost_records = lost, leader_epoch = read_epoch,
         "DataLoss: {what}; following the new history as configured (--resume-after-data-loss): the cursor moves back to {at}"
-    );
+        );
+    }
     let newest = ferry
         .store
         .rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, &below, None)
@@ -2328,6 +2454,17 @@ async fn target_truncated(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mu
     Ok(())
 }
 
+/// Whether `p` copied (or holds to copy) any source record at or past
+/// `at`: in its offset map (its newest run is the last one, in source
+/// order), acknowledged and not yet checkpointed, or read and waiting to
+/// be written.
+fn copied_from(p: &Part, at: i64) -> bool {
+    !p.pending.is_empty()
+        || p.inflight.is_some()
+        || p.unsaved.as_ref().is_some_and(|u| u.records > 0)
+        || p.last_run.is_some_and(|r| r.source_end() > at)
+}
+
 /// A cursor past the source's end: the partition's history was replaced.
 fn past_the_end(flow: &FlowSpec, p: &Part, at: i64, latest: i64) -> FerryError {
     FerryError::PartitionStopped {
@@ -2394,7 +2531,7 @@ async fn reconcile(
     target: &KafkaCluster,
     p: &mut Part,
     prev: PrevHolder,
-    end: i64,
+    (end, end_epoch): (i64, Option<i32>),
     filter: &mut Option<LoopFilter>,
 ) -> Result<(), FerryError> {
     let held = read_holder_writes(ferry, target, p, prev.producer_id, end).await?;
@@ -2540,8 +2677,9 @@ async fn reconcile(
             lease_expires_ms,
             producer_sequence: Some(sequence),
             leader_epochs: p.history_before(to),
-            // Another holder's records: the epoch they went in is not known.
-            target_leader_epoch: Some(None),
+            // The target's epoch when its end was read (before the read
+            // that found the holder's records below it).
+            target_leader_epoch: Some(end_epoch),
         };
         ferry.store.checkpoint(flow_key, &p.lease, &cp).await?;
         p.apply(&cp);
