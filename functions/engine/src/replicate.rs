@@ -1257,8 +1257,10 @@ async fn write_checkpoints(
 /// election may have dropped records Ferry wrote before it, then other
 /// producers may have written past Ferry's end. So Ferry asks the leader
 /// where the stored epoch ends (what the last checkpoint covers), and
-/// reads back what it wrote since: every offset the checkpoint maps must
-/// be in a batch of its own producer id.
+/// reads back what it wrote since: an offset the checkpoint maps that now
+/// holds another producer's batch was lost. An offset no batch holds is
+/// not: the log cleaner removes a compacted topic's batches whole once
+/// their keys are written again, and never renumbers what it keeps.
 async fn lost_since_checkpoint(
     target: &KafkaCluster,
     pid: i64,
@@ -1284,8 +1286,9 @@ async fn lost_since_checkpoint(
     let Some(from) = mine.first().map(|r| r.target_start) else {
         return Ok(Ok(epoch));
     };
-    // The batches of Ferry's producer from the first record it wrote since.
-    let mut held: Vec<(i64, i64)> = Vec::new();
+    // Other producers' batches (and markers) from the first record Ferry
+    // wrote since.
+    let mut others: Vec<(i64, i64)> = Vec::new();
     let mut pos = from;
     while pos < d.cp.target_end {
         let f = fetch_one(target, &p.target, pos, READ_BACK_MAX_BYTES, Isolation::ReadUncommitted).await?;
@@ -1298,18 +1301,21 @@ async fn lost_since_checkpoint(
         let Some(last) = batches.last().map(|b| b.header.next_offset()).filter(|&l| l > pos) else {
             break;
         };
-        held.extend(
+        others.extend(
             batches
                 .iter()
-                .filter(|b| b.header.producer_id == pid && !b.header.is_control())
+                .filter(|b| b.header.producer_id != pid || b.header.is_control())
                 .map(|b| (b.header.base_offset, b.header.next_offset())),
         );
         pos = pos.max(last);
     }
-    let first_missing = mine
-        .iter()
-        .flat_map(|r| r.target_start..r.target_end())
-        .find(|&o| !held.iter().any(|&(a, b)| a <= o && o < b));
+    let first_missing = mine.iter().find_map(|r| {
+        others
+            .iter()
+            .filter(|&&(a, b)| a < r.target_end() && b > r.target_start)
+            .map(|&(a, _)| a.max(r.target_start))
+            .min()
+    });
     Ok(match first_missing {
         Some(at) => Err(at),
         None => Ok(epoch),
