@@ -215,6 +215,35 @@ def create(topic: str, replicas: list[int]) -> None:
     settle(topic, lambda m: m == (replicas[0], sorted(replicas)), "leader and both in sync")
 
 
+def unclean_election_to_broker_3(topic: str) -> None:
+    """Broker 2, alone in the ISR with the tail, goes (killed); broker 3,
+    which lacks the tail, comes back and is elected uncleanly."""
+    pair("2", "stop", grace=3)
+    pair("3", "start")
+    elect_unclean(topic, 3)
+
+
+def broker_2_back_in_sync(topic: str) -> None:
+    """Broker 2 comes back, truncates its log to the leader's and follows."""
+    pair("2", "start")
+    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+
+
+def copied_to_the_pair(tmp_path, topic: str, old: list[str], **config) -> Ferry:
+    """`topic` on the source and on the pair (brokers 2 and 3) as the
+    target; `old` copied to both brokers; then broker 3 stopped, so that
+    broker 2 alone takes what Ferry copies next. The replicator."""
+    create_topic(SOURCE, topic, 1)
+    create(topic, [2, 3])
+    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL, **config))
+    produce_keys(SOURCE, topic, old)
+    first = ferry.run("--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    pair("3", "stop")
+    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    return ferry
+
+
 def test_a_cursor_a_takeover_reconciled_keeps_its_epochs_and_a_later_truncation_stops_it(tmp_path, trio):
     """Guards: "a truncation is never followed silently". A worker crashes
     after producing and before its checkpoint (a Lambda timeout); the next
@@ -246,12 +275,9 @@ def test_a_cursor_a_takeover_reconciled_keeps_its_epochs_and_a_later_truncation_
     epoch_after_reconcile = st.get("leader_epoch")
 
     # The unclean election: broker 2 goes, broker 3 (0..99) leads.
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     produce_all(topic, new, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     assert keys(ALL, topic) == old + new
 
     res = ferry.run("--once")
@@ -307,12 +333,9 @@ def test_after_two_unclean_elections_the_divergence_is_found_with_ferrys_own_epo
     [st] = ferry.status()
     assert st["cursor"] == 130, st
 
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     produce_all(topic, z, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     source = keys(ALL, topic)
     assert source == a + x + z, source[75:105]
 
@@ -353,13 +376,10 @@ def _crash_then_truncate(tmp_path, prefix: str, new_before_takeover: bool):
     crashed = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-produce:1"})
     assert crashed.returncode != 0
     assert keys(TARGET, topic) == old + lost
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     if new_before_takeover:
         produce_all(topic, new, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     return topic, ferry, old, lost, new
 
 
@@ -458,12 +478,9 @@ def test_a_group_committed_in_a_replaced_range_resumes_at_the_new_records_not_ex
     # Ferry's group sync has not run since (it runs every few seconds to
     # minutes; the election comes first).
     commit_at(ALL, group, topic, 140, st["leader_epoch"])
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     produce_all(topic, new, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     assert committed_on(ALL, group, topic) == 140, "the commit from before the election survived"
 
     stopped = ferry.run("--once")
@@ -505,14 +522,7 @@ def test_a_target_log_truncated_under_ferrys_copies_gets_them_again_and_its_grou
     lost = [f"b{i:03d}" for i in range(50)]
     app = [f"x{i:03d}" for i in range(60)]
     new = [f"c{i:03d}" for i in range(30)]
-    create_topic(SOURCE, topic, 1)
-    create(topic, [2, 3])
-    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL, groups=[group]))
-    produce_keys(SOURCE, topic, old)
-    first = ferry.run("--once")
-    assert first.returncode == 0, first.stdout + first.stderr
-    pair("3", "stop")
-    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    ferry = copied_to_the_pair(tmp_path, topic, old, groups=[group])
     produce_keys(SOURCE, topic, lost)
     commit_at(SOURCE, group, topic, 120)
     second = ferry.run("--once")
@@ -523,12 +533,9 @@ def test_a_target_log_truncated_under_ferrys_copies_gets_them_again_and_its_grou
     # The unclean election on the target: broker 2 goes, broker 3 (0..99)
     # leads, and an application writes there; broker 2 comes back and
     # truncates to 100.
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     produce_all(topic, app, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     assert keys(ALL, topic) == old + app, "the target's history now"
     produce_keys(SOURCE, topic, new)
 
@@ -583,25 +590,16 @@ def test_an_unclean_election_on_the_target_while_ferry_writes_skips_nothing(tmp_
     lost = [f"b{i:03d}" for i in range(200)]
     app = [f"x{i:03d}" for i in range(40)]
     new = [f"c{i:03d}" for i in range(300)]
-    create_topic(SOURCE, topic, 1)
-    create(topic, [2, 3])
-    produce_keys(SOURCE, topic, old)
-    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
-    assert ferry.run("--once").returncode == 0
-    pair("3", "stop")
-    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    ferry = copied_to_the_pair(tmp_path, topic, old)
     log = tmp_path / "live.log"
     proc = ferry.spawn("--round-seconds", "5", "--checkpoint-seconds", "1", log=log)
     try:
         trickle_to(SOURCE, topic, lost, 4)
         time.sleep(2)
-        pair("2", "stop", grace=3)
-        pair("3", "start")
-        elect_unclean(topic, 3)
+        unclean_election_to_broker_3(topic)
         trickle(topic, app, 1)
         trickle_to(SOURCE, topic, new, 5)
-        pair("2", "start")
-        settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+        broker_2_back_in_sync(topic)
         time.sleep(8)
     finally:
         proc.terminate()
@@ -654,12 +652,9 @@ def test_an_unclean_election_while_ferry_copies_the_tail_leaves_every_new_record
     try:
         trickle(topic, lost, 4)
         time.sleep(2)
-        pair("2", "stop", grace=3)
-        pair("3", "start")
-        elect_unclean(topic, 3)
+        unclean_election_to_broker_3(topic)
         trickle(topic, new, 5)
-        pair("2", "start")
-        settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+        broker_2_back_in_sync(topic)
         time.sleep(8)
     finally:
         proc.terminate()
@@ -712,12 +707,9 @@ def test_after_two_unclean_elections_a_longer_older_history_is_still_a_truncatio
     assert ferry.run("--once").returncode == 0
     assert keys(TARGET, topic) == a + y
 
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     produce_all(topic, z, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     source = keys(ALL, topic)
     assert source == a + x + z
 
@@ -826,14 +818,7 @@ def test_target_copies_lost_before_their_checkpoint_are_found_though_others_wrot
     lost = [f"b{i:03d}" for i in range(50)]
     app = [f"x{i:03d}" for i in range(80)]
     new = [f"c{i:03d}" for i in range(20)]
-    create_topic(SOURCE, topic, 1)
-    create(topic, [2, 3])
-    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
-    produce_keys(SOURCE, topic, old)
-    first = ferry.run("--once")
-    assert first.returncode == 0, first.stdout + first.stderr
-    pair("3", "stop")
-    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    ferry = copied_to_the_pair(tmp_path, topic, old)
     log = tmp_path / "live.log"
     proc = ferry.spawn("--round-seconds", "300", "--checkpoint-seconds", "120", "--lease-ms", "600000", log=log)
     try:
@@ -843,9 +828,7 @@ def test_target_copies_lost_before_their_checkpoint_are_found_though_others_wrot
         while time.time() < deadline and keys(ALL, topic) != old + lost:
             time.sleep(0.5)
         assert keys(ALL, topic) == old + lost, "Ferry copied b000..b049 to broker 2"
-        pair("2", "stop", grace=3)
-        pair("3", "start")
-        elect_unclean(topic, 3)
+        unclean_election_to_broker_3(topic)
         produce_all(topic, app, acks="1")
         time.sleep(2)
     finally:
@@ -853,8 +836,7 @@ def test_target_copies_lost_before_their_checkpoint_are_found_though_others_wrot
         proc.send_signal(signal.SIGINT)
         proc.wait(120)
         print(f"{time.strftime('%T')} exited {proc.returncode}; status {ferry.status()}")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     assert keys(ALL, topic) == old + app, "the target's history now"
     produce_keys(SOURCE, topic, new)
     print(f"{time.strftime('%T')} last run")
@@ -886,13 +868,7 @@ def test_target_copies_a_takeover_reconciled_then_lost_are_copied_again(tmp_path
     lost = [f"b{i:03d}" for i in range(50)]
     app = [f"x{i:03d}" for i in range(80)]
     new = [f"c{i:03d}" for i in range(20)]
-    create_topic(SOURCE, topic, 1)
-    create(topic, [2, 3])
-    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
-    produce_keys(SOURCE, topic, old)
-    assert ferry.run("--once").returncode == 0
-    pair("3", "stop")
-    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    ferry = copied_to_the_pair(tmp_path, topic, old)
     produce_keys(SOURCE, topic, lost)
     crashed = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-produce:1"})
     assert crashed.returncode != 0, crashed.stdout + crashed.stderr
@@ -901,12 +877,9 @@ def test_target_copies_a_takeover_reconciled_then_lost_are_copied_again(tmp_path
     assert took_over.returncode == 0, took_over.stdout + took_over.stderr
     [st] = ferry.status()
     assert st["cursor"] == 150, st
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
+    unclean_election_to_broker_3(topic)
     produce_all(topic, app, acks="1")
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     assert keys(ALL, topic) == old + app, "the target's history now"
     produce_keys(SOURCE, topic, new)
     last = ferry.run("--once")
@@ -935,13 +908,7 @@ def test_target_loss_hidden_by_a_later_batch_past_the_applications_records_is_fo
     app = [f"x{i:03d}" for i in range(80)]
     new = [f"c{i:03d}" for i in range(20)]
     more = [f"d{i:03d}" for i in range(10)]
-    create_topic(SOURCE, topic, 1)
-    create(topic, [2, 3])
-    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL))
-    produce_keys(SOURCE, topic, old)
-    assert ferry.run("--once").returncode == 0
-    pair("3", "stop")
-    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in the target's ISR")
+    ferry = copied_to_the_pair(tmp_path, topic, old)
     log = tmp_path / "live.log"
     proc = ferry.spawn("--round-seconds", "120", log=log)
     try:
@@ -950,17 +917,14 @@ def test_target_loss_hidden_by_a_later_batch_past_the_applications_records_is_fo
         time.sleep(10)
         assert keys(ALL, topic) == old + lost
         print(f"\nstatus before the election {ferry.status()}")
-        pair("2", "stop", grace=3)
-        pair("3", "start")
-        elect_unclean(topic, 3)
+        unclean_election_to_broker_3(topic)
         produce_all(topic, app, acks="1")
         produce_keys(SOURCE, topic, new)
         time.sleep(10)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(120)
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    broker_2_back_in_sync(topic)
     produce_keys(SOURCE, topic, more)
     last = ferry.run("--once")
     out = log.read_text(errors="replace") + last.stdout + last.stderr
@@ -985,23 +949,13 @@ def test_both_ways_a_target_that_lost_only_ferrys_copies_stops_neither_flow(tmp_
     topic = unique("adv-both")
     old = [f"a{i:03d}" for i in range(100)]
     lost = [f"b{i:03d}" for i in range(50)]
-    create_topic(SOURCE, topic, 1)
-    create(topic, [2, 3])
-    ferry = Ferry(*write_config(tmp_path, [topic], source=SOURCE, target=ALL, both_ways=True))
-    produce_keys(SOURCE, topic, old)
-    first = ferry.run("--once")
-    assert first.returncode == 0, first.stdout + first.stderr
-    pair("3", "stop")
-    settle(topic, lambda m: m == (2, [2]), "broker 2 alone in B's ISR")
+    ferry = copied_to_the_pair(tmp_path, topic, old, both_ways=True)
     produce_keys(SOURCE, topic, lost)
     second = ferry.run("--once")
     assert second.returncode == 0, second.stdout + second.stderr
     assert keys(ALL, topic) == old + lost
-    pair("2", "stop", grace=3)
-    pair("3", "start")
-    elect_unclean(topic, 3)
-    pair("2", "start")
-    settle(topic, lambda m: m[1] == [2, 3], "broker 2 back in sync", timeout_s=90)
+    unclean_election_to_broker_3(topic)
+    broker_2_back_in_sync(topic)
     res = ferry.run("--once")
     again = ferry.run("--once")
     out = res.stdout + res.stderr + again.stdout + again.stderr

@@ -21,15 +21,23 @@ def one_way(tmp_path, name: str, topic: str, group: str, reverse: bool, mode: st
     return kc, ri
 
 
-def test_two_replicators_one_each_way_translate_through_each_other(tmp_path):
-    topic = unique("two-replicators")
+def one_each_way(tmp_path, topic: str, group: str) -> tuple[Ferry, Ferry]:
+    """`topic` on both clusters, and two replicators on the same state
+    tables: A→B and B→A, each syncing `group` (the sync mode left out, as in
+    MSK Replicator's own examples)."""
     for b in (SOURCE, TARGET):
         create_topic(b, topic, 1)
-    group = unique("rollback-app")
     prefix = unique("ferry-shared")
-    # The sync mode is left out, as in MSK Replicator's own examples.
     forward = Ferry(*one_way(tmp_path, "forward", topic, group, reverse=False), name=unique("a-to-b"), prefix=prefix)
     back = Ferry(*one_way(tmp_path, "back", topic, group, reverse=True), name=unique("b-to-a"), prefix=prefix)
+    return forward, back
+
+
+def test_two_replicators_one_each_way_translate_through_each_other(tmp_path):
+    topic = unique("two-replicators")
+    group = unique("rollback-app")
+    forward, back = one_each_way(tmp_path, topic, group)
+    prefix = forward.prefix
 
     def run(f: Ferry) -> None:
         res = f.run("--once")
@@ -86,12 +94,7 @@ def test_a_flow_waits_for_an_opposite_replicator_that_died_after_writing_and_say
     import time
 
     topic = unique("two-replicators-died")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    group = unique("died-app")
-    prefix = unique("ferry-shared")
-    forward = Ferry(*one_way(tmp_path, "forward", topic, group, reverse=False), name=unique("a-to-b"), prefix=prefix)
-    back = Ferry(*one_way(tmp_path, "back", topic, group, reverse=True), name=unique("b-to-a"), prefix=prefix)
+    forward, back = one_each_way(tmp_path, topic, unique("died-app"))
     a = [f"a-{i:02d}" for i in range(10)]
     b = [f"b-{i:02d}" for i in range(5)]
     produce_keys(SOURCE, topic, a[:5])

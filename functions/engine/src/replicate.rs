@@ -416,9 +416,21 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // The target's history under what Ferry copied: copies a truncated
     // target log lost are copied again (nothing of the holder's to
     // reconcile past the new end).
-    let rewound = Box::pin(check_target_logs(ferry, &flow, &flow_key, &target, &mut parts)).await;
+    let mut ends = target_ends(ferry, &flow, &flow_key, &target, &mut parts).await;
+    let rewound = Box::pin(check_target_logs(ferry, &flow, &flow_key, &target, &mut parts, &mut ends)).await;
     to_reconcile.retain(|&(i, _)| parts[i].done.is_none() && !rewound.contains(&i));
-    reconcile_all(ferry, &flow, &flow_key, &source, &target, &mut parts, &to_reconcile, &mut filter).await;
+    reconcile_all(
+        ferry,
+        &flow,
+        &flow_key,
+        &source,
+        &target,
+        &mut parts,
+        &to_reconcile,
+        &mut ends,
+        &mut filter,
+    )
+    .await;
 
     // What ends the invocation once the leases are back: a cluster's
     // refusal (met by any step, see `fail`), or an error of the producer's
@@ -1224,8 +1236,8 @@ async fn write_checkpoints(
         match verdict {
             None if d.cp.records > 0 => d.cp.target_leader_epoch = Some(None),
             None => {}
-            Some(Ok(Ok(epoch))) => d.cp.target_leader_epoch = Some(epoch),
-            Some(Ok(Err(at))) => {
+            Some(Ok(TargetHolds::All(epoch))) => d.cp.target_leader_epoch = Some(epoch),
+            Some(Ok(TargetHolds::LostFrom(at))) => {
                 lost.push((d, at));
                 continue;
             }
@@ -1245,11 +1257,17 @@ async fn write_checkpoints(
     Saved { due: kept, results, lost }
 }
 
+/// What the target holds of what a checkpoint covers.
+enum TargetHolds {
+    /// All of it; the leader epoch to store with the checkpoint.
+    All(Option<i32>),
+    /// Not what Ferry wrote from this offset on.
+    LostFrom(i64),
+}
+
 /// Whether the target still holds what Ferry wrote to `p` below the end
 /// `d` checkpoints, given the target's end and current leader epoch read
-/// after those records were acknowledged. `Ok(Ok(epoch))`: it does, and
-/// `epoch` is the one to store; `Ok(Err(at))`: it lost them from offset
-/// `at`.
+/// after those records were acknowledged.
 ///
 /// The same epoch as the one stored with the last checkpoint: the leader
 /// has not changed since, and a leader never truncates its own log. A
@@ -1268,23 +1286,23 @@ async fn lost_since_checkpoint(
     d: &Due,
     end: i64,
     epoch: i32,
-) -> Result<Result<Option<i32>, i64>, KafkaError> {
+) -> Result<TargetHolds, KafkaError> {
     let epoch = (epoch >= 0).then_some(epoch);
     if end < d.cp.target_end {
-        return Ok(Err(end));
+        return Ok(TargetHolds::LostFrom(end));
     }
     if epoch.is_some() && epoch == p.target_epoch {
-        return Ok(Ok(epoch));
+        return Ok(TargetHolds::All(epoch));
     }
     if let Some(stored) = p.target_epoch {
         let answer = target.offset_for_leader_epoch(&p.target, stored).await?;
         if answer.end_offset >= 0 && answer.end_offset < p.target_end {
-            return Ok(Err(answer.end_offset));
+            return Ok(TargetHolds::LostFrom(answer.end_offset));
         }
     }
     let mine = d.covers.as_ref().map(|u| u.runs.as_slice()).unwrap_or_default();
     let Some(from) = mine.first().map(|r| r.target_start) else {
-        return Ok(Ok(epoch));
+        return Ok(TargetHolds::All(epoch));
     };
     // Other producers' batches (and markers) from the first record Ferry
     // wrote since.
@@ -1317,8 +1335,8 @@ async fn lost_since_checkpoint(
             .min()
     });
     Ok(match first_missing {
-        Some(at) => Err(at),
-        None => Ok(epoch),
+        Some(at) => TargetHolds::LostFrom(at),
+        None => TargetHolds::All(epoch),
     })
 }
 
@@ -1730,30 +1748,24 @@ async fn reconcile_all(
     target: &KafkaCluster,
     parts: &mut [Part],
     which: &[(usize, PrevHolder)],
+    ends: &mut TargetEnds,
     filter: &mut Option<LoopFilter>,
 ) {
-    if which.is_empty() {
-        return;
-    }
-    let tps: Vec<TopicPartition> = which.iter().map(|&(i, _)| parts[i].target.clone()).collect();
-    // With the leader's epoch, read before the holder's records are: what
-    // the reconcile finds below `end` is in that epoch's history or an
-    // older one's (see `CursorItem::target_leader_epoch`).
-    let ends = match target.list_offsets_with_epochs(&tps, OffsetSpec::Latest, false).await {
-        Ok(ends) => ends,
-        Err(e) => {
-            let e = FerryError::from(e);
-            for &(i, _) in which {
-                fail(ferry, flow, flow_key, &mut parts[i], &e).await;
-            }
-            return;
-        }
-    };
     for &(i, prev) in which {
         let p = &mut parts[i];
-        let Some(&(end, epoch)) = ends.get(&p.target) else {
-            fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
-            continue;
+        // With the leader's epoch, read before the holder's records are:
+        // what the reconcile finds below `end` is in that epoch's history
+        // or an older one's (see `CursorItem::target_leader_epoch`).
+        let (end, epoch) = match ends.remove(&p.target) {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
+                fail(ferry, flow, flow_key, p, &e.into()).await;
+                continue;
+            }
+            None => {
+                fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
+                continue;
+            }
         };
         if end <= p.target_end {
             continue;
@@ -2316,17 +2328,78 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
         "DataLoss: {what}; following the new history as configured (--resume-after-data-loss): the cursor moves back to {at}"
         );
     }
-    let newest = ferry
-        .store
-        .rewind_cursor(flow_key, &p.lease, p.cursor, at, p.last_run, &below, None)
-        .await?;
-    p.cursor = at;
-    p.fetch_pos = at;
-    p.last_run = newest;
-    p.history = below;
-    p.epochs.clear();
+    rewind(ferry, flow_key, p, at, below, None).await?;
     p.lost_records += lost as u64;
     Ok(())
+}
+
+/// Move `p`'s cursor back to `to` under its lease, with the offset map
+/// from there dropped (see [`StateStore::rewind_cursor`]): `below`, the
+/// source leader epochs read below `to`; `target_end`, the target's new
+/// end when its log lost Ferry's copies (its stored epoch is then gone).
+async fn rewind(
+    ferry: &Ferry,
+    flow_key: &str,
+    p: &mut Part,
+    to: i64,
+    below: Vec<(i64, i32)>,
+    target_end: Option<i64>,
+) -> Result<(), StateError> {
+    p.last_run = ferry
+        .store
+        .rewind_cursor(flow_key, &p.lease, p.cursor, to, p.last_run, &below, target_end)
+        .await?;
+    p.cursor = to;
+    p.fetch_pos = to;
+    p.history = below;
+    p.epochs.clear();
+    if let Some(end) = target_end {
+        p.target_end = end;
+        p.target_epoch = None;
+    }
+    Ok(())
+}
+
+/// Each target partition's end offset and its leader's epoch, read once
+/// at the start of an invocation (after the fences, before anything is
+/// written) for the partitions with a stored target end: the target's log
+/// check and the takeover's reconcile both go by it.
+type TargetEnds = HashMap<TopicPartition, Result<(i64, i32), KafkaError>>;
+
+/// [`TargetEnds`]: one request per leader; after an error, each partition
+/// alone, so that one the target refuses (its topic deleted, say) does
+/// not stop the others. A refusal stops every partition (the invocation
+/// ends with it, see `fail`).
+async fn target_ends(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part]) -> TargetEnds {
+    let which: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i].done.is_none() && parts[i].target_end >= 0)
+        .collect();
+    if which.is_empty() {
+        return HashMap::new();
+    }
+    let tps: Vec<TopicPartition> = which.iter().map(|&i| parts[i].target.clone()).collect();
+    match target.list_offsets_with_epochs(&tps, OffsetSpec::Latest, false).await {
+        Ok(ends) => ends.into_iter().map(|(tp, found)| (tp, Ok(found))).collect(),
+        Err(e) if e.is_refusal() => {
+            let e = FerryError::from(e);
+            for &i in &which {
+                fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+            }
+            HashMap::new()
+        }
+        Err(_) => join_all(tps.iter().map(|tp| async move {
+            let one = target
+                .list_offsets_with_epochs(std::slice::from_ref(tp), OffsetSpec::Latest, false)
+                .await;
+            (
+                tp.clone(),
+                one.and_then(|m| m.get(tp).copied().ok_or_else(|| unknown_partition(target, tp))),
+            )
+        }))
+        .await
+        .into_iter()
+        .collect(),
+    }
 }
 
 /// Whether the target's log still holds what Ferry copied below each
@@ -2337,45 +2410,28 @@ async fn diverged(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, 
 /// producers have written past since). Where it does not, the copies it
 /// lost are copied again (see [`target_truncated`]). Returns the
 /// partitions moved back.
-async fn check_target_logs(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part]) -> Vec<usize> {
+async fn check_target_logs(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    target: &KafkaCluster,
+    parts: &mut [Part],
+    ends: &mut TargetEnds,
+) -> Vec<usize> {
     let which: Vec<usize> = (0..parts.len())
         .filter(|&i| parts[i].done.is_none() && parts[i].target_end > 0)
         .collect();
-    if which.is_empty() {
-        return Vec::new();
-    }
-    let tps: Vec<TopicPartition> = which.iter().map(|&i| parts[i].target.clone()).collect();
-    // One request per leader; a partition the target refuses (its topic
-    // deleted, say) is asked alone, so that it does not stop the others.
-    let mut ends: HashMap<TopicPartition, Result<i64, KafkaError>> = match target.list_offsets(&tps, OffsetSpec::Latest, false).await {
-        Ok(ends) => ends.into_iter().map(|(tp, o)| (tp, Ok(o))).collect(),
-        // The target refused Ferry: the invocation ends with it (see `fail`).
-        Err(e) if e.is_refusal() => {
-            let e = FerryError::from(e);
-            for &i in &which {
-                fail(ferry, flow, flow_key, &mut parts[i], &e).await;
-            }
-            return Vec::new();
-        }
-        Err(_) => join_all(tps.iter().map(|tp| async move {
-            let one = target.list_offsets(std::slice::from_ref(tp), OffsetSpec::Latest, false).await;
-            (
-                tp.clone(),
-                one.and_then(|m| m.get(tp).copied().ok_or_else(|| unknown_partition(target, tp))),
-            )
-        }))
-        .await
-        .into_iter()
-        .collect(),
-    };
     let parted = join_all(which.iter().map(|&i| {
         let p = &parts[i];
-        let end = ends.remove(&p.target);
+        let now = ends.get(&p.target).and_then(|r| r.as_ref().ok()).copied();
         async move {
-            match end {
-                Some(Ok(end)) => target_parting(flow, target, p, end).await.map(|at| (at, end)),
-                Some(Err(e)) => Err(e),
-                None => Err(unknown_partition(target, &p.target)),
+            match now {
+                // The leader of the stored epoch leads still: a leader never
+                // truncates its own log, so only the end is compared.
+                Some((end, epoch)) if epoch >= 0 && p.target_epoch == Some(epoch) => Some(Ok((end, end))),
+                Some((end, _)) => Some(target_parting(flow, target, p, end).await.map(|at| (at, end))),
+                // Not read: the reconcile, or the first write, meets why.
+                None => None,
             }
         }
     }))
@@ -2383,18 +2439,27 @@ async fn check_target_logs(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, targe
     let mut rewound = Vec::new();
     for (i, res) in which.into_iter().zip(parted) {
         let p = &mut parts[i];
+        // Refused: said now, before a later call meets only the client's
+        // back-off and takes it for a passing error.
+        if ends.get(&p.target).is_some_and(|r| r.as_ref().is_err_and(KafkaError::is_refusal)) {
+            if let Some(Err(e)) = ends.remove(&p.target) {
+                fail(ferry, flow, flow_key, p, &e.into()).await;
+            }
+            continue;
+        }
         let (at, end) = match res {
-            Ok((at, _)) if at >= p.target_end => continue,
-            Ok(found) => found,
-            Err(e) if e.is_refusal() => {
+            None => continue,
+            Some(Ok((at, _))) if at >= p.target_end => continue,
+            Some(Ok(found)) => found,
+            Some(Err(e)) if e.is_refusal() => {
                 fail(ferry, flow, flow_key, p, &e.into()).await;
                 continue;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // Not checked now: the steps that write meet the cause
-                // themselves (a refusal ends the invocation there), and a
-                // checkpoint of records asks about the stored epoch before
-                // it stores another (see `lost_since_checkpoint`).
+                // themselves, and a checkpoint of records asks about the
+                // stored epoch before it stores another (see
+                // `lost_since_checkpoint`).
                 tracing::warn!(
                     flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic, partition = p.target.partition,
                     error = %e, "could not check the target's log at the start; the next checkpoint of records checks it"
@@ -2465,18 +2530,7 @@ async fn target_truncated(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mu
             if end > at { format!(", and other records follow up to its end {end}") } else { String::new() },
         );
     }
-    let newest = ferry
-        .store
-        .rewind_cursor(flow_key, &p.lease, p.cursor, from, p.last_run, &below, Some(at))
-        .await?;
-    p.cursor = from;
-    p.fetch_pos = from;
-    p.last_run = newest;
-    p.history = below;
-    p.epochs.clear();
-    p.target_end = at;
-    p.target_epoch = None;
-    Ok(())
+    Ok(rewind(ferry, flow_key, p, from, below, Some(at)).await?)
 }
 
 /// Whether `p` copied (or holds to copy) any source record at or past
