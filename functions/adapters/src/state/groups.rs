@@ -1,17 +1,14 @@
-//! State for loop prevention and consumer-group sync: the producer ids
-//! Ferry writes with, per cluster; the offset-map runs around an offset;
-//! and the last sync of each (flow, group, topic, partition).
+//! The groups table: the last sync of each (flow, group, topic,
+//! partition), the groups a flow knows, and where its next sync resumes.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
-use ferry_core::offset_map::OffsetRun;
 
-use super::{
-    dynamo_err, map_pk, n, now_ms, run_from_item, s, CursorItem, ItemReader, StateError, StateStore, BY_TARGET, PK, PK_MAP, PK_PRODUCERS,
-    SK_GROUPS, SK_MAP, SK_PRODUCERS,
-};
+use super::error::dynamo_err;
+use super::schema::{n, s, ItemReader, PK, SK_GROUPS};
+use super::{StateError, StateStore};
 
 /// Outcome of one partition's last sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,24 +106,6 @@ fn group_sk(tp: &TopicPartition, group: &str) -> String {
     format!("{}/{}/{group}", tp.topic, tp.partition)
 }
 
-/// Which coordinate of an offset-map run a lookup goes by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKey {
-    /// The source offset (the table's sort key).
-    Source,
-    /// The target offset (the `by_target` index).
-    Target,
-}
-
-impl RunKey {
-    fn index_and_key(self) -> (Option<&'static str>, &'static str) {
-        match self {
-            RunKey::Source => (None, SK_MAP),
-            RunKey::Target => (Some(BY_TARGET), "target_start"),
-        }
-    }
-}
-
 /// Sort key of the item listing the groups a flow syncs when new groups
 /// are not detected (no '/', so never a partition).
 const KNOWN_GROUPS: &str = "#known-groups";
@@ -142,121 +121,6 @@ fn is_group_partition(sk: &str) -> bool {
 }
 
 impl StateStore {
-    /// Record that `flow` writes records from cluster `origin_cluster_id`
-    /// into cluster `cluster_id` with idempotent producer `producer_id`,
-    /// before it writes anything with it: the opposite flow recognises
-    /// those records by it and does not send them back.
-    pub async fn register_producer(
-        &self,
-        cluster_id: &str,
-        producer_id: i64,
-        flow: &str,
-        origin_cluster_id: &str,
-    ) -> Result<(), StateError> {
-        self.client
-            .put_item()
-            .table_name(&self.producers)
-            .item(PK_PRODUCERS, s(cluster_id))
-            .item(SK_PRODUCERS, n(producer_id))
-            .item("flow", s(flow))
-            .item("origin_cluster", s(origin_cluster_id))
-            .item("registered_ms", n(now_ms()))
-            .send()
-            .await
-            .map_err(|e| dynamo_err("PutItem", &self.producers, e))?;
-        Ok(())
-    }
-
-    /// Where the records Ferry wrote into `cluster_id` with `producer_id`
-    /// came from (a Kafka cluster id); `None` if Ferry never wrote with it.
-    pub async fn producer_origin(&self, cluster_id: &str, producer_id: i64) -> Result<Option<String>, StateError> {
-        let item = self
-            .get_consistent(&self.producers, (PK_PRODUCERS, s(cluster_id)), (SK_PRODUCERS, n(producer_id)))
-            .await?;
-        Ok(item.map(|i| i.get("origin_cluster").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()))
-    }
-
-    /// Runs of a partition by `key` (of `index`, if any): with `after`,
-    /// up to `limit` starting after `at`, ascending; else the last one
-    /// starting at or before it.
-    #[allow(clippy::too_many_arguments)]
-    async fn query_runs(
-        &self,
-        flow: &str,
-        tp: &TopicPartition,
-        index: Option<&str>,
-        key: &str,
-        at: i64,
-        after: bool,
-        limit: i32,
-    ) -> Result<Vec<OffsetRun>, StateError> {
-        let op = if after { ">" } else { "<=" };
-        let out = self
-            .client
-            .query()
-            .table_name(&self.offset_map)
-            .set_index_name(index.map(str::to_owned))
-            .key_condition_expression(format!("#pk = :pk AND #k {op} :at"))
-            .expression_attribute_names("#pk", PK_MAP)
-            .expression_attribute_names("#k", key)
-            .expression_attribute_values(":pk", s(map_pk(flow, tp)))
-            .expression_attribute_values(":at", n(at))
-            .scan_index_forward(after)
-            .limit(limit)
-            .set_consistent_read(Some(true))
-            .send()
-            .await
-            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-        out.items().iter().map(|i| run_from_item(&self.offset_map, i)).collect()
-    }
-
-    /// The runs of a partition from the one starting at or before `at` (by
-    /// `by`) on: at most `limit` + 1 of them, sorted, as they stood when
-    /// `cursor` was read: the open run lengthened from it, and what later
-    /// checkpoints added cut away.
-    ///
-    /// `cursor` must have been read before this call. Read in that order,
-    /// every run the cursor counts is in the answer, whole (read the other
-    /// way round, a checkpoint in between could close the run the cursor
-    /// holds open and leave it short). And cut back to the cursor, the
-    /// answer is one state of the map: a translation that takes its
-    /// cursor from the same read never meets a run it does not count
-    /// (one a later checkpoint added past records it has not seen yet).
-    pub async fn runs_from(
-        &self,
-        flow: &str,
-        tp: &TopicPartition,
-        by: RunKey,
-        at: i64,
-        limit: i32,
-        cursor: Option<&CursorItem>,
-    ) -> Result<Vec<OffsetRun>, StateError> {
-        let (index, key) = by.index_and_key();
-        let mut runs = self.query_runs(flow, tp, index, key, at, false, 1).await?;
-        runs.extend(self.query_runs(flow, tp, index, key, at, true, limit).await?);
-        if let Some(c) = cursor {
-            runs.iter_mut().for_each(|r| c.patch(r));
-            runs.retain(|r| r.source_start < c.next_source_offset);
-            runs.iter_mut()
-                .for_each(|r| r.length = r.length.min(c.next_source_offset - r.source_start));
-        }
-        Ok(runs)
-    }
-
-    /// The runs around `at` (by `by`): the one starting at or before it
-    /// and the first starting after it (all a translation needs), the
-    /// newest lengthened from `cursor`, read before (see [`Self::runs_from`]).
-    pub async fn runs_around(
-        &self,
-        flow: &str,
-        tp: &TopicPartition,
-        by: RunKey,
-        at: i64,
-        cursor: Option<&CursorItem>,
-    ) -> Result<Vec<OffsetRun>, StateError> {
-        self.runs_from(flow, tp, by, at, 1, cursor).await
-    }
-
     /// Store the outcome of a sync, in batches.
     pub async fn put_group_syncs(&self, flow: &str, items: &[GroupSyncItem]) -> Result<(), StateError> {
         let mut writes = Vec::with_capacity(items.len());

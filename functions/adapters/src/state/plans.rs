@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
-use super::{n, s, StateError, StateStore, PK, SK_CURSOR};
+use super::schema::{n, s, PK, SK_CURSOR};
+use super::{StateError, StateStore};
 
 /// Attribute the cursors table's time to live reads (seconds since the
 /// epoch): a plan's batches are removed a while after it ran.

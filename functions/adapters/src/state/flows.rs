@@ -1,0 +1,161 @@
+//! A flow's marker (started, and between which clusters), the pairs that
+//! let a flow find its opposite in another replicator, and forgetting a
+//! flow.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::error::dynamo_err;
+use super::schema::{delete_request, n, now_ms, pair_pk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR, SK_GROUPS};
+use super::{StateError, StateStore};
+
+/// What [`StateStore::start_flow`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowStart {
+    /// No plan had started the flow before.
+    pub first: bool,
+    /// The source's cluster id recorded before, if any.
+    pub source_cluster_id: Option<String>,
+    /// The target's cluster id recorded before, if any.
+    pub target_cluster_id: Option<String>,
+}
+
+impl StateStore {
+    /// Delete everything stored for a flow: each partition's cursor and
+    /// offset-map runs, the flow's marker, its group-sync items. The next
+    /// plan starts the flow as new. Returns how many partitions it had.
+    pub async fn forget_flow(&self, flow: &str) -> Result<usize, StateError> {
+        let cursors = self.list_cursors(flow).await?;
+        for c in &cursors {
+            self.forget_partition(flow, &c.tp).await?;
+        }
+        let marker = self.flow_marker(flow).await?;
+        if let (Some(src), Some(tgt)) = (marker.source_cluster_id, marker.target_cluster_id) {
+            self.client
+                .delete_item()
+                .table_name(&self.cursors)
+                .key(PK, s(pair_pk(&src, &tgt)))
+                .key(SK_CURSOR, s(flow))
+                .send()
+                .await
+                .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        }
+        self.client
+            .delete_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        let groups = self.query_all(&self.groups, PK, s(flow)).await?;
+        let deletes = groups
+            .iter()
+            .filter_map(|i| i.get(SK_GROUPS).cloned())
+            .map(|sk| delete_request(&self.groups, (PK, s(flow)), (SK_GROUPS, sk)))
+            .collect::<Result<Vec<_>, StateError>>()?;
+        self.batch_write(&self.groups, deletes).await?;
+        Ok(cursors.len())
+    }
+
+    /// Mark the flow as started, recording the cluster ids of its source
+    /// and target the first time (and on a marker written before Ferry
+    /// recorded them). Returns whether this was the first time (partitions
+    /// seen by the first plan start at the configured StartingPosition,
+    /// later ones at their first record) and the ids recorded before, which
+    /// the caller compares with the clusters' own.
+    pub async fn start_flow(&self, flow: &str, source_cluster_id: &str, target_cluster_id: &str) -> Result<FlowStart, StateError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .update_expression(
+                "SET started_ms = if_not_exists(started_ms, :now), source_cluster_id = if_not_exists(source_cluster_id, :src), \
+                 target_cluster_id = if_not_exists(target_cluster_id, :tgt)",
+            )
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":src", s(source_cluster_id))
+            .expression_attribute_values(":tgt", s(target_cluster_id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
+        Ok(self.flow_start(out.attributes()))
+    }
+
+    /// Record that `flow` copies from Kafka cluster `source_cluster_id` to
+    /// `target_cluster_id`, and whether with IDENTICAL topic names (then
+    /// the flow the other way reads its records). Every plan writes it.
+    pub async fn register_flow_pair(
+        &self,
+        flow: &str,
+        source_cluster_id: &str,
+        target_cluster_id: &str,
+        identical_names: bool,
+    ) -> Result<(), StateError> {
+        self.client
+            .put_item()
+            .table_name(&self.cursors)
+            .item(PK, s(pair_pk(source_cluster_id, target_cluster_id)))
+            .item(SK_CURSOR, s(flow))
+            .item("identical_names", AttributeValue::Bool(identical_names))
+            .item("registered_ms", n(now_ms()))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", &self.cursors, e))?;
+        Ok(())
+    }
+
+    /// The flows, of any replicator on these tables, registered as copying
+    /// from `source_cluster_id` to `target_cluster_id` with IDENTICAL names
+    /// by a plan since `since_ms` (a replicator whose plans stopped longer
+    /// ago, say its stack deleted without `ferry forget-flow`, no longer
+    /// counts).
+    pub async fn identical_flows_between(
+        &self,
+        source_cluster_id: &str,
+        target_cluster_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StateError> {
+        let items = self
+            .query_all(&self.cursors, PK, s(pair_pk(source_cluster_id, target_cluster_id)))
+            .await?;
+        Ok(items
+            .iter()
+            .filter(|i| i.get("identical_names").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+            .filter(|i| {
+                i.get("registered_ms")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|ms| ms >= since_ms)
+            })
+            .filter_map(|i| i.get(SK_CURSOR).and_then(|v| v.as_s().ok()).cloned())
+            .collect())
+    }
+
+    /// Whether the flow was started by a plan (read-only twin of `start_flow`).
+    pub async fn flow_started(&self, flow: &str) -> Result<bool, StateError> {
+        Ok(!self.flow_marker(flow).await?.first)
+    }
+
+    /// The flow's marker as [`StateStore::start_flow`] would find it,
+    /// without writing.
+    pub async fn flow_marker(&self, flow: &str) -> Result<FlowStart, StateError> {
+        let marker = self
+            .get_consistent(&self.cursors, (PK, s(flow)), (SK_CURSOR, s(FLOW_MARKER)))
+            .await?;
+        Ok(self.flow_start(marker.as_ref()))
+    }
+
+    fn flow_start(&self, marker: Option<&HashMap<String, AttributeValue>>) -> FlowStart {
+        let r = marker.filter(|a| !a.is_empty()).map(|a| ItemReader::new(&self.cursors, a));
+        FlowStart {
+            first: r.is_none(),
+            source_cluster_id: r.as_ref().and_then(|r| r.s("source_cluster_id")),
+            target_cluster_id: r.as_ref().and_then(|r| r.s("target_cluster_id")),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The DynamoDB state store: cursors and leases per (flow, topic,
+//! partition), and offset-mapping runs. Every write that moves a cursor or
+//! a lease is conditional on the lease epoch, so a worker whose lease was
+//! taken over can never move state again.
+
+mod checkpoint;
+mod cursor;
+mod error;
+mod flows;
+mod groups;
+mod offset_map;
+mod plans;
+mod producers;
+mod schema;
+
+pub use checkpoint::{format_leader_epochs, parse_leader_epochs, Checkpoint, MAX_TRANSACTION_ITEMS};
+pub use cursor::{CursorItem, Lease, ProducerRecord, Rate};
+pub use error::StateError;
+pub use flows::FlowStart;
+pub use groups::{GroupSyncItem, GroupSyncStatus};
+pub use offset_map::RunKey;
+pub use plans::EXPIRES_AT;
+pub use schema::{now_ms, StateStore};

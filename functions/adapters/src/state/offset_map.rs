@@ -1,0 +1,234 @@
+//! The offset map: runs of consecutive source offsets and where they
+//! landed on the target, read whole with the cursor's open run.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+use ferry_core::domain::TopicPartition;
+use ferry_core::offset_map::OffsetRun;
+
+use super::error::dynamo_err;
+use super::schema::{delete_request, map_pk, n, s, ItemReader, BY_TARGET, PK_MAP, SK_MAP};
+use super::{CursorItem, StateError, StateStore};
+
+pub(super) fn run_from_item(table: &str, i: &HashMap<String, AttributeValue>) -> Result<OffsetRun, StateError> {
+    let r = ItemReader::new(table, i);
+    Ok(OffsetRun {
+        source_start: r.req_n(SK_MAP)?,
+        target_start: r.req_n("target_start")?,
+        length: r.req_n("run_length")?,
+    })
+}
+
+/// Which coordinate of an offset-map run a lookup goes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKey {
+    /// The source offset (the table's sort key).
+    Source,
+    /// The target offset (the `by_target` index).
+    Target,
+}
+
+impl RunKey {
+    fn index_and_key(self) -> (Option<&'static str>, &'static str) {
+        match self {
+            RunKey::Source => (None, SK_MAP),
+            RunKey::Target => (Some(BY_TARGET), "target_start"),
+        }
+    }
+}
+
+impl StateStore {
+    /// Requests deleting the offset-map runs `runs` of a partition.
+    pub(super) fn run_deletes(&self, pk: &str, runs: &[OffsetRun]) -> Result<Vec<WriteRequest>, StateError> {
+        runs.iter()
+            .map(|r| delete_request(&self.offset_map, (PK_MAP, s(pk)), (SK_MAP, n(r.source_start))))
+            .collect()
+    }
+
+    /// The newest offset-map run of a partition, whole (see
+    /// [`CursorItem::open_run`]).
+    pub async fn last_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
+        // The cursor first: see `StateStore::runs_from`.
+        let cursor = self.get_cursor(flow, tp).await?;
+        let mut run = self.newest_stored_run(flow, tp).await?;
+        if let (Some(c), Some(r)) = (&cursor, run.as_mut()) {
+            c.patch(r);
+        }
+        Ok(run)
+    }
+
+    /// The newest run's item in the offset-map table, as stored: its
+    /// length may be short of the run's (the cursor item holds it whole;
+    /// [`CursorItem::patch`] lengthens it).
+    pub async fn newest_stored_run(&self, flow: &str, tp: &TopicPartition) -> Result<Option<OffsetRun>, StateError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_values(":pk", s(map_pk(flow, tp)))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
+    }
+
+    /// Delete the runs that end at or below `below` (the source log-start
+    /// offset: no committed group offset can point there any more), always
+    /// keeping the newest run, the only one a holder extends. Returns how
+    /// many were deleted.
+    pub async fn prune_runs(&self, flow: &str, tp: &TopicPartition, below: i64) -> Result<usize, StateError> {
+        let pk = map_pk(flow, tp);
+        // Most plans find nothing to prune: one Query, no cursor read. Where
+        // there are candidates, the cursor is read and then the runs again
+        // (see `runs_from`): the run it holds open, and any started after
+        // it, are live whatever their items say.
+        if self.runs_below(&pk, below).await?.is_empty() {
+            return Ok(0);
+        }
+        let open = self.get_cursor(flow, tp).await?;
+        let mut doomed = self.runs_below(&pk, below).await?;
+        if let Some(c) = &open {
+            doomed.iter_mut().for_each(|r| c.patch(r));
+            let live_from = c.open_run.map(|r| r.source_start).unwrap_or(i64::MAX);
+            doomed.retain(|r| r.source_start < live_from);
+        }
+        doomed.retain(|r| r.source_end() <= below);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let newest = self.newest_stored_run(flow, tp).await?.map(|r| r.source_start);
+        doomed.retain(|r| Some(r.source_start) != newest);
+        self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
+        Ok(doomed.len())
+    }
+
+    /// Up to 1,000 stored runs of map partition `pk` starting below `below`
+    /// that end at or below it by their items (which may be short of the
+    /// open run: the caller checks with the cursor).
+    async fn runs_below(&self, pk: &str, below: i64) -> Result<Vec<OffsetRun>, StateError> {
+        let resp = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .key_condition_expression("#pk = :pk AND #sk < :below")
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_names("#sk", SK_MAP)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":below", n(below))
+            .limit(1000)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        let mut runs = resp
+            .items()
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        runs.retain(|r| r.source_end() <= below);
+        Ok(runs)
+    }
+
+    /// All stored runs of a partition, in source order.
+    pub async fn runs(&self, flow: &str, tp: &TopicPartition) -> Result<Vec<OffsetRun>, StateError> {
+        // The cursor before the runs: a checkpoint in between can only make
+        // the runs read longer than the cursor's, never shorter (see
+        // `StateStore::runs_from`).
+        let cursor = self.get_cursor(flow, tp).await?;
+        let items = self.query_all(&self.offset_map, PK_MAP, s(map_pk(flow, tp))).await?;
+        let mut runs = items
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(c) = &cursor {
+            runs.iter_mut().for_each(|r| c.patch(r));
+        }
+        Ok(runs)
+    }
+
+    /// Runs of a partition by `key` (of `index`, if any): with `after`,
+    /// up to `limit` starting after `at`, ascending; else the last one
+    /// starting at or before it.
+    #[allow(clippy::too_many_arguments)]
+    async fn query_runs(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        index: Option<&str>,
+        key: &str,
+        at: i64,
+        after: bool,
+        limit: i32,
+    ) -> Result<Vec<OffsetRun>, StateError> {
+        let op = if after { ">" } else { "<=" };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.offset_map)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(format!("#pk = :pk AND #k {op} :at"))
+            .expression_attribute_names("#pk", PK_MAP)
+            .expression_attribute_names("#k", key)
+            .expression_attribute_values(":pk", s(map_pk(flow, tp)))
+            .expression_attribute_values(":at", n(at))
+            .scan_index_forward(after)
+            .limit(limit)
+            .set_consistent_read(Some(true))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
+        out.items().iter().map(|i| run_from_item(&self.offset_map, i)).collect()
+    }
+
+    /// The runs of a partition from the one starting at or before `at` (by
+    /// `by`) on: at most `limit` + 1 of them, sorted, as they stood when
+    /// `cursor` was read: the open run lengthened from it, and what later
+    /// checkpoints added cut away.
+    ///
+    /// `cursor` must have been read before this call. Read in that order,
+    /// every run the cursor counts is in the answer, whole (read the other
+    /// way round, a checkpoint in between could close the run the cursor
+    /// holds open and leave it short). And cut back to the cursor, the
+    /// answer is one state of the map: a translation that takes its
+    /// cursor from the same read never meets a run it does not count
+    /// (one a later checkpoint added past records it has not seen yet).
+    pub async fn runs_from(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        by: RunKey,
+        at: i64,
+        limit: i32,
+        cursor: Option<&CursorItem>,
+    ) -> Result<Vec<OffsetRun>, StateError> {
+        let (index, key) = by.index_and_key();
+        let mut runs = self.query_runs(flow, tp, index, key, at, false, 1).await?;
+        runs.extend(self.query_runs(flow, tp, index, key, at, true, limit).await?);
+        if let Some(c) = cursor {
+            runs.iter_mut().for_each(|r| c.patch(r));
+            runs.retain(|r| r.source_start < c.next_source_offset);
+            runs.iter_mut()
+                .for_each(|r| r.length = r.length.min(c.next_source_offset - r.source_start));
+        }
+        Ok(runs)
+    }
+
+    /// The runs around `at` (by `by`): the one starting at or before it
+    /// and the first starting after it (all a translation needs), the
+    /// newest lengthened from `cursor`, read before (see [`Self::runs_from`]).
+    pub async fn runs_around(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        by: RunKey,
+        at: i64,
+        cursor: Option<&CursorItem>,
+    ) -> Result<Vec<OffsetRun>, StateError> {
+        self.runs_from(flow, tp, by, at, 1, cursor).await
+    }
+}

@@ -1,0 +1,356 @@
+//! The four state tables: their names, keys and creation, and the reads
+//! and writes every item kind shares (paged queries, consistent gets,
+//! batched writes, attribute readers).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use ferry_core::domain::TopicPartition;
+
+use super::error::{dynamo_err, missing_table};
+use super::StateError;
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    pub(super) client: Client,
+    pub(super) cursors: String,
+    pub(super) offset_map: String,
+    pub(super) producers: String,
+    pub(super) groups: String,
+}
+
+pub(super) const PK: &str = "flow";
+pub(super) const SK_CURSOR: &str = "partition";
+pub(super) const PK_MAP: &str = "flow_partition";
+pub(super) const SK_MAP: &str = "source_start";
+/// Offset-map index by target offset: where the opposite flow's records
+/// sit in the cluster a flow reads (loop prevention, group translation).
+pub(super) const BY_TARGET: &str = "by_target";
+pub(super) const PK_PRODUCERS: &str = "cluster";
+pub(super) const SK_PRODUCERS: &str = "producer_id";
+pub(super) const SK_GROUPS: &str = "partition_group";
+/// Sort key of the per-flow marker item (no '/', so never a partition).
+pub(super) const FLOW_MARKER: &str = "#flow";
+/// Partition key prefix of the items that list, per ordered pair of Kafka
+/// cluster ids, the flows (of any replicator on these tables) that copy
+/// from the first to the second: how a flow finds its opposite when the
+/// two directions are two replicators.
+pub(super) const PAIRS: &str = "#pairs/";
+
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+pub(super) fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(super) fn partition_sk(tp: &TopicPartition) -> String {
+    // '/' never appears in a Kafka topic name.
+    format!("{}/{}", tp.topic, tp.partition)
+}
+
+/// A BatchWriteItem request deleting the item of `table` with this key.
+pub(super) fn delete_request(table: &str, pk: (&str, AttributeValue), sk: (&str, AttributeValue)) -> Result<WriteRequest, StateError> {
+    let del = DeleteRequest::builder()
+        .key(pk.0, pk.1)
+        .key(sk.0, sk.1)
+        .build()
+        .map_err(|e| StateError::Dynamo {
+            op: "BatchWriteItem",
+            table: table.to_owned(),
+            detail: e.to_string(),
+        })?;
+    Ok(WriteRequest::builder().delete_request(del).build())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads the attributes of one stored item; a missing required attribute
+/// is a `Malformed` error naming the table and the attribute.
+pub(crate) struct ItemReader<'a> {
+    table: &'a str,
+    item: &'a HashMap<String, AttributeValue>,
+}
+
+impl<'a> ItemReader<'a> {
+    pub(crate) fn new(table: &'a str, item: &'a HashMap<String, AttributeValue>) -> Self {
+        Self { table, item }
+    }
+
+    /// A string attribute, if present.
+    pub(crate) fn s(&self, k: &str) -> Option<String> {
+        self.item.get(k).and_then(|v| v.as_s().ok()).cloned()
+    }
+
+    /// A number attribute, if present and an integer.
+    pub(crate) fn n(&self, k: &str) -> Option<i64> {
+        self.item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok())
+    }
+
+    /// A boolean attribute, if present.
+    pub(crate) fn bool(&self, k: &str) -> Option<bool> {
+        self.item.get(k).and_then(|v| v.as_bool().ok()).copied()
+    }
+
+    /// The error for a missing or malformed attribute.
+    pub(crate) fn bad(&self, k: &str) -> StateError {
+        StateError::Malformed {
+            table: self.table.to_owned(),
+            detail: format!("attribute {k}"),
+        }
+    }
+
+    /// A required string attribute.
+    pub(crate) fn req_s(&self, k: &str) -> Result<String, StateError> {
+        self.s(k).ok_or_else(|| self.bad(k))
+    }
+
+    /// A required number attribute.
+    pub(crate) fn req_n(&self, k: &str) -> Result<i64, StateError> {
+        self.n(k).ok_or_else(|| self.bad(k))
+    }
+}
+
+pub(super) fn pair_pk(source_cluster_id: &str, target_cluster_id: &str) -> String {
+    format!("{PAIRS}{source_cluster_id}>{target_cluster_id}")
+}
+
+pub(super) fn map_pk(flow: &str, tp: &TopicPartition) -> String {
+    format!("{flow}/{}", partition_sk(tp))
+}
+
+impl StateStore {
+    /// A store over `<prefix>-cursors`, `<prefix>-offset-map`,
+    /// `<prefix>-producers` and `<prefix>-groups`.
+    pub fn new(client: Client, prefix: &str) -> Self {
+        Self {
+            client,
+            cursors: format!("{prefix}-cursors"),
+            offset_map: format!("{prefix}-offset-map"),
+            producers: format!("{prefix}-producers"),
+            groups: format!("{prefix}-groups"),
+        }
+    }
+
+    /// The cursor and offset-map table names, for messages.
+    pub fn table_names(&self) -> (&str, &str) {
+        (&self.cursors, &self.offset_map)
+    }
+
+    /// Every table name, for messages and clean-up.
+    pub fn all_table_names(&self) -> [&str; 4] {
+        [&self.cursors, &self.offset_map, &self.producers, &self.groups]
+    }
+
+    /// The tables that do not exist (yet): nothing has run under this name
+    /// and table prefix, or `ensure_tables` is still creating them.
+    pub async fn missing_tables(&self) -> Result<Vec<String>, StateError> {
+        let mut missing = Vec::new();
+        for table in self.all_table_names() {
+            if !self.table_exists(table).await? {
+                missing.push(table.to_owned());
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn table_exists(&self, table: &str) -> Result<bool, StateError> {
+        match self.client.describe_table().table_name(table).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("DescribeTable", table, e)),
+        }
+    }
+
+    /// Create the tables (on demand) if they are missing, and wait until
+    /// they are active. The SAM template creates them in AWS.
+    pub async fn ensure_tables(&self) -> Result<(), StateError> {
+        // (table, partition key, sort key, its type, local index by target offset)
+        type TableSpec<'a> = (&'a str, &'a str, &'a str, ScalarAttributeType, Option<(&'a str, &'a str)>);
+        let specs: [TableSpec<'_>; 4] = [
+            (&self.cursors, PK, SK_CURSOR, ScalarAttributeType::S, None),
+            (
+                &self.offset_map,
+                PK_MAP,
+                SK_MAP,
+                ScalarAttributeType::N,
+                Some((BY_TARGET, "target_start")),
+            ),
+            (&self.producers, PK_PRODUCERS, SK_PRODUCERS, ScalarAttributeType::N, None),
+            (&self.groups, PK, SK_GROUPS, ScalarAttributeType::S, None),
+        ];
+        for (table, pk, sk, sk_type, lsi) in specs {
+            if self.table_exists(table).await? {
+                continue;
+            }
+            let built = |e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
+                op: "CreateTable",
+                table: table.to_string(),
+                detail: e.to_string(),
+            };
+            let attr = |name: &str, t: ScalarAttributeType| {
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(t)
+                    .build()
+                    .map_err(built)
+            };
+            let key = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build().map_err(built);
+            let mut req = self
+                .client
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(attr(pk, ScalarAttributeType::S)?)
+                .attribute_definitions(attr(sk, sk_type)?)
+                .key_schema(key(pk, KeyType::Hash)?)
+                .key_schema(key(sk, KeyType::Range)?);
+            if let Some((index, attr_name)) = lsi {
+                req = req
+                    .attribute_definitions(attr(attr_name, ScalarAttributeType::N)?)
+                    .local_secondary_indexes(
+                        LocalSecondaryIndex::builder()
+                            .index_name(index)
+                            .key_schema(key(pk, KeyType::Hash)?)
+                            .key_schema(key(attr_name, KeyType::Range)?)
+                            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                            .build()
+                            .map_err(built)?,
+                    );
+            }
+            match req.send().await {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
+                // Deployed, no role may create a table: the stack does.
+                Err(SdkError::ServiceError(e))
+                    if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e.err()) == Some("AccessDeniedException") =>
+                {
+                    let prefix = self.cursors.strip_suffix("-cursors").unwrap_or(&self.cursors);
+                    let denied = aws_sdk_dynamodb::error::ProvideErrorMetadata::message(e.err()).unwrap_or("no message");
+                    return Err(missing_table(table, prefix, denied));
+                }
+                Err(e) => return Err(dynamo_err("CreateTable", table, e)),
+            }
+            for _ in 0..100 {
+                let d = self
+                    .client
+                    .describe_table()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("DescribeTable", table, e))?;
+                if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the cursors table exists (a replicator that never ran has none).
+    pub async fn has_tables(&self) -> Result<bool, StateError> {
+        match self.client.describe_table().table_name(&self.cursors).send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("DescribeTable", &self.cursors, e)),
+        }
+    }
+
+    /// Every item under one partition key, all pages, read consistently.
+    pub(crate) async fn query_all(
+        &self,
+        table: &str,
+        pk_name: &str,
+        pk: AttributeValue,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StateError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", pk_name)
+                .expression_attribute_values(":pk", pk.clone())
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| dynamo_err("Query", table, e))?;
+            out.extend(resp.items().iter().cloned());
+            start = resp.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One item of `table` by its key, read consistently.
+    pub(crate) async fn get_consistent(
+        &self,
+        table: &str,
+        pk: (&str, AttributeValue),
+        sk: (&str, AttributeValue),
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(pk.0, pk.1)
+            .key(sk.0, sk.1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("GetItem", table, e))?;
+        Ok(out.item)
+    }
+
+    /// Apply `writes` to `table`, 25 per BatchWriteItem, retrying the items
+    /// DynamoDB leaves unprocessed.
+    pub(crate) async fn batch_write(&self, table: &str, writes: Vec<WriteRequest>) -> Result<(), StateError> {
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let chunk: Vec<WriteRequest> = writes.by_ref().take(25).collect();
+            let mut pending = Some(HashMap::from([(table.to_owned(), chunk)]));
+            for attempt in 0..8u64 {
+                let Some(req) = pending.take().filter(|m| m.values().any(|v| !v.is_empty())) else {
+                    break;
+                };
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(req))
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchWriteItem", table, e))?;
+                pending = out.unprocessed_items().cloned();
+                if pending.as_ref().is_some_and(|m| m.values().any(|v| !v.is_empty())) {
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
+            if pending.is_some_and(|m| m.values().any(|v| !v.is_empty())) {
+                return Err(StateError::Dynamo {
+                    op: "BatchWriteItem",
+                    table: table.to_owned(),
+                    detail: "items still unprocessed after retries".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
