@@ -243,7 +243,7 @@ def dynamo():
 
 def offset_runs(ferry: "Ferry", topic: str, partition: int) -> list[tuple[int, int, int]]:
     """The stored offset-map runs (source start, target start, length) of one
-    partition, read as the README's State section says: the newest run's
+    partition, read as docs/src/concepts/state.md says: the newest run's
     length is the longer of its item's and the cursor's `open_run_length`."""
     flow = f"{ferry.name}/source>target"
     items = dynamo().query(

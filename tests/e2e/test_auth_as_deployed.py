@@ -128,7 +128,8 @@ def test_msk_iam_credentials_are_fetched_once_and_kept(tmp_path):
 
 def test_a_credentials_endpoint_blip_while_signing_is_retried_not_an_auth_error(tmp_path):
     """Claim: "Fail fast only on a refusal"; a transient fault is retried
-    (README: Secrets Manager not answering stays Ferry.Retryable).
+    (docs/src/configuration/security.md: Secrets Manager not answering stays
+    Ferry.Retryable).
 
     Scenario: Ferry runs with container credentials (ECS, EKS Pod Identity;
     `ferry run` on a host). The endpoint answers once (DynamoDB's client
@@ -154,7 +155,8 @@ def test_a_credentials_endpoint_blip_while_signing_is_retried_not_an_auth_error(
 
 
 def test_no_session_token_in_trace_logs_with_msk_iam(tmp_path):
-    """Claim (README "No secret in any output", DESIGN invariant 9): no
+    """Claim (docs/src/configuration/security.md "No secret in any output",
+    DESIGN invariant 9): no
     token or key in any output, at RUST_LOG=trace too. The existing trace
     test covers SCRAM only. With temporary credentials (a Lambda role's)
     the MSK IAM token is signed in the query string, and aws-sigv4 logs the
@@ -175,8 +177,8 @@ def test_no_session_token_in_trace_logs_with_msk_iam(tmp_path):
 
 
 def test_an_msk_api_5xx_without_an_error_code_is_retried_not_a_config_error(tmp_path):
-    """Claim (msk.rs, README): GetBootstrapBrokers throttled or failing on
-    AWS's side is transient; only a definition that does not fit the
+    """Claim (msk.rs, docs/src/configuration/clusters.md): GetBootstrapBrokers
+    throttled or failing on AWS's side is transient; only a definition that does not fit the
     cluster is Ferry.ConfigError. `fault_of` maps every code it does not
     know, and no code at all, to Misconfigured.
 
@@ -231,7 +233,8 @@ def test_an_msk_api_5xx_without_an_error_code_is_retried_not_a_config_error(tmp_
 
 
 def test_an_unreadable_secrets_manager_answer_never_echoes_the_secret(tmp_path):
-    """Claim (security.rs, README "No secret in any output"): errors never
+    """Claim (security.rs, docs/src/configuration/security.md "No secret in
+    any output"): errors never
     quote a secret's value. Ferry formats Secrets Manager failures with
     `DisplayErrorContext`, which ends with the error's Debug form; for an
     answer that does not parse, that holds the raw HTTP response, body

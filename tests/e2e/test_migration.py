@@ -5,7 +5,8 @@ app to move is rolled back to the source midway and moved forward again.
 Every order must be processed exactly once and every status notified exactly
 once.
 
-The waits are the procedure the README gives operators: for a producer,
+The waits are the procedure docs/src/configuration/moving-applications.md
+gives operators: for a producer,
 `ferry status` shows lag 0 for its topic on the flow away from the cluster it
 left; for a consumer, `ferry status` shows its group synced, exactly, to its
 last commit there.

@@ -153,7 +153,7 @@ def replicate_result(batch: dict, error: str | None) -> dict:
 
 @pytest.mark.parametrize("topics,partitions,end,error", [
     # test_scale's plan, as small as test_scale's (offsets in the hundreds;
-    # README: "about 100 KB"), on a bad day: every partition stopped because
+    # docs/src/operations/cli.md: "100 KB with the partitions"), on a bad day: every partition stopped because
     # the source deleted records before they were copied (PartitionStopped). Ferry means this to fail the execution through the
     # Verdict (Ferry.StepFailed) after SyncGroups and Report ran.
     (500, 4, 200, DATA_LOSS),

@@ -160,7 +160,7 @@ def test_a_log_truncated_by_an_unclean_election_stops_the_partition_then_is_foll
 # only: `infra/local/pair 3 start`), so that the controller (node 1) stays
 # up while brokers 2 and 3 go down and come back. Topics are placed on
 # brokers 2 and 3 only. Each asserts what Ferry promises (DESIGN invariants
-# 2 and 10; README "Guarantees at the edges": never silently).
+# 2 and 10; docs/src/concepts/guarantees.md: never silently).
 
 NODE3 = f"127.0.0.1:{PORT + 3}"
 ALL = f"{NODE1},{NODE2},{NODE3}"
@@ -385,7 +385,7 @@ def _crash_then_truncate(tmp_path, prefix: str, new_before_takeover: bool):
 
 def test_a_takeover_after_a_truncation_stops_as_one_and_resume_follows(tmp_path, trio):
     """Guards: "stop the partition with an error that says what to run".
-    The README admits the takeover stops "on the reconcile's own mismatch";
+    docs/src/concepts/guarantees.md admits the takeover stops "on the reconcile's own mismatch";
     this checks what that tells the operator, and whether the fix named for
     a truncation (--resume-after-data-loss) gets the partition going."""
     topic, ferry, old, lost, new = _crash_then_truncate(tmp_path, "trunc-takeover-trunc", new_before_takeover=True)
@@ -584,7 +584,7 @@ def test_an_unclean_election_on_the_target_while_ferry_writes_skips_nothing(tmp_
     what it wrote, or a checkpoint finds the target's end below what it
     covers: either way nothing may be skipped, whatever run finds it. What
     Ferry wrote after the loss and before it noticed may be there twice
-    (stated in the README), and is counted here."""
+    (stated in docs/src/concepts/guarantees.md), and is counted here."""
     topic = unique("trunc-target-live")
     old = [f"a{i:03d}" for i in range(100)]
     lost = [f"b{i:03d}" for i in range(200)]

@@ -48,7 +48,7 @@ pub fn unreachable_hint<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>, servi
         format!(
             "{service} did not answer: functions in private subnets reach it through a VPC endpoint \
              (com.amazonaws.<region>.{service}) or a NAT gateway, and their security group must allow \
-             outbound HTTPS (443); see README \"Network checklist\""
+             outbound HTTPS (443); see the book's \"Network checklist\" (docs/src/operations/network.md)"
         )
     })
 }

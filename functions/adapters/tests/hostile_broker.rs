@@ -2,7 +2,7 @@
 //! never a panic or a hang. The "broker" is a local socket that reads one
 //! request and writes whatever bytes the test chose.
 //!
-//! Not covered, and said so in the README: a well-framed body whose array
+//! Not covered, and said so in docs/src/configuration/security.md: a well-framed body whose array
 //! length claims billions of entries makes kafka-protocol 0.18 reserve that
 //! much memory before it reads one entry, and the process aborts. The fix
 //! belongs in that crate (it is proposed there); TLS with certificate

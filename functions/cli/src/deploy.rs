@@ -307,8 +307,8 @@ fn network(clusters: &[&ClusterSpec]) -> Vec<(&'static str, String)> {
         match sets.first() {
             None => eprintln!(
                 "ferry: warning: no cluster's VpcConfig in kafka-clusters.json gives {key}: `sam deploy --guided` asks for it. \
-                 Give {what} from which the functions reach every cluster's brokers (README, \"Network checklist\"), or add \
-                 them to a cluster's VpcConfig"
+                 Give {what} from which the functions reach every cluster's brokers (the book's \"Network checklist\", \
+                 docs/src/operations/network.md), or add them to a cluster's VpcConfig"
             ),
             Some((_, first)) if sets.iter().any(|(_, s)| s != first) => eprintln!(
                 "ferry: warning: the clusters' VpcConfig give different {key} ({}). A Lambda function sits in one VPC and \

@@ -26,7 +26,7 @@ pub mod dim {
     pub const GROUP: &str = "ConsumerGroup";
 }
 
-/// Metric names. The README lists each with its meaning.
+/// Metric names. docs/src/operations/metrics.md lists each with its meaning.
 pub mod name {
     /// Records on the source not yet replicated (per topic: the sum over its partitions).
     pub const MESSAGE_LAG: &str = "MessageLag";

@@ -41,7 +41,7 @@ pub struct TopicReport {
     /// MessageLag: records on the source not yet replicated.
     pub message_lag: i64,
     /// ReplicationLatency: age (ms) of the oldest record not yet on the
-    /// target, 0 when caught up (see the README for how it is measured).
+    /// target, 0 when caught up (docs/src/operations/metrics.md says how it is measured).
     pub replication_latency_ms: i64,
     /// ReplicatorFailure: partitions stopped by an error.
     pub failed_partitions: i64,

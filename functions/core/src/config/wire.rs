@@ -1,6 +1,6 @@
 //! The replicator definition exactly as `aws kafka create-replicator` takes it
 //! (`kafka-clusters.json`, `replication-info.json`), plus the few extensions
-//! Ferry documents in the README. Field names are MSK's PascalCase; the
+//! Ferry documents in docs/src/configuration/. Field names are MSK's PascalCase; the
 //! camelCase spelling of the service's own examples is accepted as an alias.
 //! Nothing here is validated beyond its shape: see `super::validate`.
 
