@@ -23,7 +23,7 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import ElectionType, Producer, TopicPartition
+from confluent_kafka import ElectionType, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
@@ -442,7 +442,15 @@ def commit_at(bootstrap: str, group: str, topic: str, offset: int, leader_epoch:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     tp = TopicPartition(topic, 0, offset) if leader_epoch is None else TopicPartition(topic, 0, offset, leader_epoch=leader_epoch)
     try:
-        c.commit(offsets=[tp], asynchronous=False)
+        # A cluster just (re)started may not have its group coordinator yet.
+        for attempt in range(30):
+            try:
+                c.commit(offsets=[tp], asynchronous=False)
+                return
+            except KafkaException:
+                if attempt == 29:
+                    raise
+                time.sleep(1)
     finally:
         c.close()
 
@@ -561,6 +569,66 @@ def test_a_target_log_truncated_under_ferrys_copies_gets_them_again_and_its_grou
     again = ferry.run("--once")
     assert again.returncode == 0 and "TargetTruncated" not in again.stdout + again.stderr, again.stdout + again.stderr
     assert keys(ALL, topic) == old + app + lost + new
+
+
+def test_ferrys_group_commit_into_copies_the_target_lost_moves_back_to_the_copy_again(tmp_path, trio):
+    """Guards: exact group offsets across a target truncation (an
+    adversarial review's scenario, failed on ae83007). An application on
+    the target writes x000..x019 at 100..119 and Ferry copies b000..b049
+    after them (120..169), on broker 2 alone; a group that read up to b019
+    gets Ferry's commit 140 (the copy of b020), and another one, which a
+    consumer on the target moved on by itself to 165, keeps its own. An
+    unclean election makes broker 3 (0..99) the leader: x and b are gone,
+    and Ferry copies b000..b049 again, now at 100..149. Ferry once left its
+    own commit 140 in place ("target ahead: never moved back"), exit 0:
+    the group, moved to the target, resumed at b040 and skipped 20 records
+    it never read, while the translation said exact. Ferry's own commit
+    into the lost range follows the copy of b020; the other one is not
+    Ferry's to move, and the sync says why it may skip."""
+    topic = unique("trunc-target-grp")
+    group, other = unique("trunc-target-grp-app"), unique("trunc-target-grp-own")
+    old = [f"a{i:03d}" for i in range(100)]
+    app = [f"x{i:03d}" for i in range(20)]
+    lost = [f"b{i:03d}" for i in range(50)]
+    new = [f"c{i:03d}" for i in range(30)]
+    ferry = copied_to_the_pair(tmp_path, topic, old, groups=[group, other])
+    produce_all(topic, app, acks="1")
+    produce_keys(SOURCE, topic, lost)
+    commit_at(SOURCE, group, topic, 120)
+    commit_at(SOURCE, other, topic, 110)
+    second = ferry.run("--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert keys(ALL, topic) == old + app + lost
+    assert committed_on(ALL, group, topic) == 140, "the copy of b020"
+    assert committed_on(ALL, other, topic) == 130, "the copy of b010"
+    commit_at(ALL, other, topic, 165)  # a consumer on the target read on
+    third = ferry.run("--once")
+    assert third.returncode == 0 and committed_on(ALL, other, topic) == 165, third.stdout + third.stderr
+
+    unclean_election_to_broker_3(topic)
+    broker_2_back_in_sync(topic)
+    assert keys(ALL, topic) == old, "the target's history now"
+    produce_keys(SOURCE, topic, new)
+
+    res = ferry.run("--once")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "TargetTruncated" in out, out[-3000:]
+    target = read_partition(ALL, topic, 0)
+    assert [r["key"].decode() for r in target] == old + lost + new
+    syncs = {g["group"]: g for g in ferry.groups() if g["group"] in (group, other)}
+    t = committed_on(ALL, group, topic)
+    assert target[t]["key"] == b"b020", (t, target[t]["key"], syncs[group])
+    assert syncs[group]["status"] == "synced" and "pointed past target offset 100" in syncs[group]["detail"], syncs[group]
+    # Not Ferry's: never overwritten, and the sync says what happened.
+    assert committed_on(ALL, other, topic) == 165
+    assert syncs[other]["status"] == "target-ahead" and "parted from Ferry's copies at offset 100" in syncs[other]["detail"], syncs[other]
+
+    # Stable: the next sync keeps the new commit and the warning.
+    again = ferry.run("--once")
+    assert again.returncode == 0 and committed_on(ALL, group, topic) == t, again.stdout + again.stderr
+    syncs = {g["group"]: g for g in ferry.groups() if g["group"] in (group, other)}
+    assert syncs[group]["status"] == "up-to-date", syncs[group]
+    assert "parted from Ferry's copies at offset 100" in syncs[other]["detail"], syncs[other]
 
 
 def trickle_to(bootstrap: str, topic: str, keys_: list[str], seconds: float) -> None:

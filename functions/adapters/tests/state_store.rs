@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, ProducerRecord, Rate, RunKey, StateError, StateStore};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
@@ -193,6 +195,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             written_offset: (i % 6 != 0).then_some(i64::from(i)),
             redelivered: i64::from(i % 3),
             carried_source_offset: (i % 4 == 0).then_some(i64::from(i) * 2),
+            written_ms: (i % 3 == 0).then_some(1_000 + i64::from(i)),
             pending_offset: (i % 5 == 0).then_some(i64::from(i) * 3),
             status: if i % 5 == 0 {
                 GroupSyncStatus::NothingReplicated
@@ -389,6 +392,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             written_offset: None,
             redelivered: 0,
             carried_source_offset: None,
+            written_ms: None,
             pending_offset: None,
             status: GroupSyncStatus::Synced,
             detail: String::new(),
@@ -590,6 +594,11 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
         c.target_rewound_ms.is_some_and(|ms| ms > 0),
         "group translations made before it are not reused"
     );
+    assert_eq!(
+        c.target_rewound_from,
+        Some(137),
+        "where the target parted, for Ferry's commits past it"
+    );
     s.checkpoint(
         "r/f",
         &lease,
@@ -611,4 +620,87 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
     let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
     assert_eq!((c.next_source_offset, c.leader_epoch, c.open_run), (0, None, None));
     assert!(s.runs("r/f", &tp).await.expect("runs").is_empty());
+}
+
+#[tokio::test]
+async fn a_rewind_deletes_runs_only_under_its_lease_in_as_many_transactions_as_it_takes() {
+    let s = store().await;
+    let tp = TopicPartition::new("transactional", 0);
+    assert!(s.init_cursor("r/f", &tp, "transactional", 0).await.expect("init"));
+    let (lease, _) = s.acquire_lease("r/f", &tp, "a", Duration::from_secs(60)).await.expect("lease");
+    // 250 runs (a transactional source breaks a run at every marker): more
+    // than one transaction's 100 items.
+    let runs = gapped_runs(0, 250);
+    let mut at = 0;
+    for chunk in runs.chunks(50) {
+        let to = chunk.last().expect("runs").source_end();
+        let mut c = cp(at, to, chunk.to_vec(), None);
+        c.records = 50;
+        s.checkpoint("r/f", &lease, &c).await.expect("checkpoint");
+        at = to;
+    }
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs").len(), 250);
+
+    // A holder whose lease passed on deletes nothing: its successor's runs
+    // may have the same keys.
+    let (b, _) = {
+        s.release_lease("r/f", &lease, Rate::default(), false).await.expect("release");
+        s.acquire_lease("r/f", &tp, "b", Duration::from_secs(60)).await.expect("b")
+    };
+    assert!(matches!(
+        s.rewind_cursor("r/f", &lease, at, 100, None, &[], Some(50)).await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    assert_eq!(
+        s.runs("r/f", &tp).await.expect("runs").len(),
+        250,
+        "nothing deleted by the stale holder"
+    );
+
+    // Its successor's rewind deletes every run from source offset 100 on
+    // (240 of them), in three transactions, and leaves no mark.
+    s.rewind_cursor("r/f", &b, at, 100, None, &[], Some(50)).await.expect("rewind");
+    let left = s.runs("r/f", &tp).await.expect("runs");
+    assert_eq!(left, gapped_runs(0, 10));
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
+    assert_eq!((c.next_source_offset, c.map_trim_from), (100, None));
+
+    // A rewind that stopped midway (as a crash between its transactions
+    // leaves it: the cursor moved back and marked, runs past it left) is
+    // finished by the next holder, under its lease; a stale one may not.
+    let mut c = cp(100, 150, gapped_runs(10, 15), None);
+    c.records = 50;
+    s.checkpoint("r/f", &b, &c).await.expect("copied again");
+    let aws = ferry_adapters::aws::load().await;
+    let db = aws_sdk_dynamodb::Client::new(&aws);
+    let (cursors, map) = s.table_names();
+    for r in gapped_runs(15, 19) {
+        db.put_item()
+            .table_name(map)
+            .item("flow_partition", AttributeValue::S("r/f/transactional/0".into()))
+            .item("source_start", AttributeValue::N(r.source_start.to_string()))
+            .item("target_start", AttributeValue::N(r.target_start.to_string()))
+            .item("run_length", AttributeValue::N(r.length.to_string()))
+            .send()
+            .await
+            .expect("a run left past the cursor");
+    }
+    db.update_item()
+        .table_name(cursors)
+        .key("flow", AttributeValue::S("r/f".into()))
+        .key("partition", AttributeValue::S("transactional/0".into()))
+        .update_expression("SET map_trim_from = :c")
+        .expression_attribute_values(":c", AttributeValue::N("150".into()))
+        .send()
+        .await
+        .expect("the mark");
+    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").map_trim_from, Some(150));
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs").len(), 19);
+    assert!(matches!(
+        s.trim_runs_past_cursor("r/f", &lease, 150).await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    s.trim_runs_past_cursor("r/f", &b, 150).await.expect("trim");
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(0, 15));
+    assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").map_trim_from, None);
 }

@@ -337,6 +337,40 @@ impl Seen<'_> {
     }
 }
 
+/// A target commit past where the target's log parted from Ferry's copies
+/// (the cursor's last rewind for a truncated target log), made before
+/// that: it points into a history the target lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LostUnder {
+    /// Ferry's own commit (this flow wrote it, or was about to): moved to
+    /// the new translation, even below it.
+    Ferrys(i64),
+    /// Someone else's: reported, never overwritten.
+    Others(i64),
+}
+
+/// Whether the target's commit `current` of a partition points past where
+/// its log parted from Ferry's copies, and was made before that was found
+/// (`prev`: this flow's last sync of it).
+fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, current: Option<i64>) -> Option<LostUnder> {
+    let (at_ms, from) = cursor.target_rewound_ms.zip(cursor.target_rewound_from)?;
+    let cur = current.filter(|&c| c > from)?;
+    let p = prev?;
+    if written_offset(p) == Some(cur) || p.pending_offset == Some(cur) {
+        // Ferry's commit from the old history; one written since comes
+        // from the map as it is now.
+        (p.written_ms.unwrap_or(p.checked_ms) < at_ms).then_some(LostUnder::Ferrys(from))
+    } else {
+        // Someone else's, in place before the rewind (or reported since,
+        // and still in place).
+        let reported = p.detail.contains(OTHERS_LOST);
+        (p.target_offset == Some(cur) && (p.checked_ms < at_ms || reported)).then_some(LostUnder::Others(from))
+    }
+}
+
+/// The words that mark [`LostUnder::Others`] in a sync item's detail.
+const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
+
 /// The last offset a flow wrote on the target, from its last sync. Items
 /// stored before `written_offset` existed hold it in `target_offset`
 /// when that sync wrote it or found it in place.
@@ -550,6 +584,7 @@ async fn sync_group(
             // once the target holds it or more (the group may have gone on
             // from it there); until then it is kept.
             written_offset: prev.and_then(written_offset).max(adopted),
+            written_ms: prev.and_then(|p| p.written_ms),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
             pending_offset: pending.filter(|_| adopted.is_none()),
@@ -582,7 +617,29 @@ async fn sync_group(
             format!(" (replication has not reached source offset {} yet: not exact)", c.offset)
         };
         item.redelivered = again;
-        match decide(translation, current, seen.owner(group, tp, &target_tp, current)) {
+        let lost = lost_under(cursor, prev, current);
+        let decision = match (lost, translation) {
+            // Ferry's own commit, into copies the target lost since: the
+            // group's next record is at the new translation, lower.
+            (Some(LostUnder::Ferrys(_)), Some(t)) if current.is_some_and(|cur| cur > t.offset) => SyncDecision::Commit(t.offset),
+            _ => decide(translation, current, seen.owner(group, tp, &target_tp, current)),
+        };
+        let lost_note = match lost {
+            Some(LostUnder::Ferrys(from)) => format!(
+                "; Ferry's commit {} pointed past target offset {from}, where the target's log parted from Ferry's copies \
+                 (an unclean leader election) after it was written: moved to the copy of the group's next record",
+                current.unwrap_or_default()
+            ),
+            Some(LostUnder::Others(from)) => format!(
+                "; the target's log parted from Ferry's copies at offset {from} (an unclean leader election) {OTHERS_LOST}: \
+                 it may point past records the group never read there. If the group has not \
+                 consumed on the target since, reset it to the translation: kafka-consumer-groups --bootstrap-server \
+                 <target> --group {group} --reset-offsets --topic {}:{} --to-offset <translation> --execute",
+                target_tp.topic, target_tp.partition
+            ),
+            None => String::new(),
+        };
+        match decision {
             SyncDecision::NothingReplicated => {
                 item.status = GroupSyncStatus::NothingReplicated;
                 item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
@@ -593,7 +650,7 @@ async fn sync_group(
             }
             SyncDecision::TargetAhead { current, translated } => {
                 item.status = GroupSyncStatus::TargetAhead;
-                item.detail = format!("target offset {current} is ahead of the translation {translated}: never moved back");
+                item.detail = format!("target offset {current} is ahead of the translation {translated}: never moved back{lost_note}");
             }
             SyncDecision::Commit(d) | SyncDecision::ForeignCommit { translated: d, .. } if state.is_active() => {
                 item.status = GroupSyncStatus::ActiveOnTarget;
@@ -614,7 +671,7 @@ async fn sync_group(
             }
             SyncDecision::Commit(d) => {
                 item.status = GroupSyncStatus::Synced;
-                item.detail = format!("committed {d}{not_exact}");
+                item.detail = format!("committed {d}{not_exact}{lost_note}");
                 to_commit.insert(
                     target_tp.clone(),
                     Committed {
@@ -670,6 +727,7 @@ async fn sync_group(
                 Ok(()) => {
                     item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
                     item.written_offset = item.target_offset;
+                    item.written_ms = Some(now_ms());
                     item.carried_source_offset = Some(item.source_offset);
                 }
                 Err(e) if e.is_group_active_error() => {

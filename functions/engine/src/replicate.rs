@@ -319,6 +319,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             .store
             .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
             .await?;
+        // A rewind that stopped midway: its runs past the cursor go first.
+        if item.map_trim_from.is_some() {
+            ferry
+                .store
+                .trim_runs_past_cursor(&flow_key, &lease, item.next_source_offset)
+                .await?;
+        }
         // The lease's cursor item holds the newest run whole.
         let last_run = ferry.store.newest_stored_run(&flow_key, &work.source).await?.map(|mut run| {
             item.patch(&mut run);

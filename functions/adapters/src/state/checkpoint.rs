@@ -5,7 +5,7 @@
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem, Update};
 use ferry_core::offset_map::OffsetRun;
 
 use super::error::dynamo_err;
@@ -284,9 +284,13 @@ impl StateStore {
     /// the source's log was truncated at `to` (an unclean leader election)
     /// and Ferry follows its new history from there. The offset-map runs
     /// of source offsets at or past `to` describe records the source no
-    /// longer has: they are deleted first, then the run holding `to - 1`
-    /// is cut at `to` and the cursor moves, in one transaction conditional
-    /// on the lease and the cursor. `open` is the holder's newest run,
+    /// longer has: they are deleted, the run holding `to - 1` is cut at
+    /// `to` and the cursor moves, in one transaction conditional on the
+    /// lease and the cursor (a holder whose lease passed on deletes
+    /// nothing: the runs its successor wrote since may have the same
+    /// keys). Runs past one transaction's items go in further ones, each
+    /// conditional on the lease, with the cursor marked until the last
+    /// (see [`StateStore::trim_runs_past_cursor`]). `open` is the holder's newest run,
     /// whole (the stored item may be shorter); `leader_epochs`, the
     /// epochs read below `to` (see [`Checkpoint::leader_epochs`]). Returns
     /// the newest run after the move, whole.
@@ -325,7 +329,10 @@ impl StateStore {
             }
         }
         let (keep, doomed): (Vec<OffsetRun>, Vec<OffsetRun>) = runs.into_iter().partition(|r| r.source_start < to);
-        self.batch_write(&self.offset_map, self.run_deletes(&pk, &doomed)?).await?;
+        // The cursor's update, the cut of the newest run, and as many
+        // deletes as fit with them.
+        let now_count = doomed.len().min(MAX_TRANSACTION_ITEMS - 2);
+        let (now, later) = doomed.split_at(now_count);
         let newest = keep.iter().max_by_key(|r| r.source_start).map(|r| OffsetRun {
             length: r.length.min(to - r.source_start),
             ..*r
@@ -333,13 +340,16 @@ impl StateStore {
         let mut set = String::from("SET next_source_offset = :to, updated_ms = :now");
         let mut remove: Vec<&str> = vec!["last_error"];
         if target_end.is_some() {
-            set.push_str(", next_target_offset = :tend, producer_id = :nopid, target_rewound_ms = :now");
+            set.push_str(", next_target_offset = :tend, producer_id = :nopid, target_rewound_ms = :now, target_rewound_from = :tend");
             remove.push("target_leader_epoch");
         }
         if newest.is_some() {
             set.push_str(", open_run_source_start = :ors, open_run_target_start = :ort, open_run_length = :orl");
         } else {
             remove.extend(["open_run_source_start", "open_run_target_start", "open_run_length"]);
+        }
+        if !later.is_empty() {
+            set.push_str(", map_trim_from = :to");
         }
         if leader_epochs.is_empty() {
             remove.extend(["leader_epoch", "leader_epoch_starts"]);
@@ -389,8 +399,105 @@ impl StateStore {
                 .map_err(|e| build_err(&self.offset_map, e))?;
             items.push(TransactWriteItem::builder().update(u).build());
         }
+        items.extend(self.run_delete_items(&pk, now)?);
         let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         self.checkpoint_outcome(lease, res)?;
+        if !later.is_empty() {
+            self.delete_runs_under_lease(flow, lease, &pk, later).await?;
+        }
         Ok(newest)
+    }
+
+    /// Finish a rewind that stopped before it deleted every run past the
+    /// cursor (the cursor item says so, `map_trim_from`): delete the runs
+    /// starting at or past `cursor` under the lease, then the mark. A
+    /// holder calls it before anything reads or extends the map.
+    pub async fn trim_runs_past_cursor(&self, flow: &str, lease: &Lease, cursor: i64) -> Result<(), StateError> {
+        let pk = map_pk(flow, &lease.tp);
+        let mut doomed = self.query_all(&self.offset_map, PK_MAP, s(&pk)).await?;
+        doomed.retain(|i| {
+            i.get(SK_MAP)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|start| start >= cursor)
+        });
+        let runs = doomed
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.delete_runs_under_lease(flow, lease, &pk, &runs).await
+    }
+
+    /// Delete `runs` of map partition `pk`, each transaction conditional on
+    /// the lease; the last one also removes the cursor's `map_trim_from`.
+    async fn delete_runs_under_lease(&self, flow: &str, lease: &Lease, pk: &str, runs: &[OffsetRun]) -> Result<(), StateError> {
+        let build_err = |e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
+            op: "TransactWriteItems",
+            table: self.cursors.clone(),
+            detail: e.to_string(),
+        };
+        let chunks: Vec<&[OffsetRun]> = if runs.is_empty() {
+            vec![&[]]
+        } else {
+            runs.chunks(MAX_TRANSACTION_ITEMS - 1).collect()
+        };
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let condition = "lease_owner = :me AND lease_epoch = :epoch";
+            let guard = if i == last {
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.cursors)
+                            .key(PK, s(flow))
+                            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+                            .update_expression("REMOVE map_trim_from")
+                            .condition_expression(condition)
+                            .expression_attribute_values(":me", s(&lease.owner))
+                            .expression_attribute_values(":epoch", n(lease.epoch))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build()
+            } else {
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.cursors)
+                            .key(PK, s(flow))
+                            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+                            .condition_expression(condition)
+                            .expression_attribute_values(":me", s(&lease.owner))
+                            .expression_attribute_values(":epoch", n(lease.epoch))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build()
+            };
+            let mut items = vec![guard];
+            items.extend(self.run_delete_items(pk, chunk)?);
+            let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            self.checkpoint_outcome(lease, res)?;
+        }
+        Ok(())
+    }
+
+    /// Transaction items deleting `runs` of map partition `pk`.
+    fn run_delete_items(&self, pk: &str, runs: &[OffsetRun]) -> Result<Vec<TransactWriteItem>, StateError> {
+        runs.iter()
+            .map(|r| {
+                Delete::builder()
+                    .table_name(&self.offset_map)
+                    .key(PK_MAP, s(pk))
+                    .key(SK_MAP, n(r.source_start))
+                    .build()
+                    .map(|d| TransactWriteItem::builder().delete(d).build())
+                    .map_err(|e| StateError::Dynamo {
+                        op: "TransactWriteItems",
+                        table: self.offset_map.clone(),
+                        detail: e.to_string(),
+                    })
+            })
+            .collect()
     }
 }

@@ -101,6 +101,15 @@ pub struct CursorItem {
     /// (ms since the epoch): a group translation made before it may point
     /// at a copy the target lost.
     pub target_rewound_ms: Option<i64>,
+    /// Where the target's log parted from Ferry's copies that last time
+    /// (a target offset): a commit Ferry wrote on the target before then,
+    /// past this offset, points at records of a history the target lost.
+    pub target_rewound_from: Option<i64>,
+    /// A rewind moved the cursor back to here and had not deleted every
+    /// offset-map run past it yet (more than one transaction's worth):
+    /// the next holder finishes it before anything reads or extends the
+    /// map (see [`StateStore::trim_runs_past_cursor`]).
+    pub map_trim_from: Option<i64>,
 }
 
 impl CursorItem {
@@ -194,6 +203,8 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             },
             target_leader_epoch: r.n("target_leader_epoch").and_then(|v| i32::try_from(v).ok()),
             target_rewound_ms: r.n("target_rewound_ms"),
+            target_rewound_from: r.n("target_rewound_from"),
+            map_trim_from: r.n("map_trim_from"),
         })
     }
 }
