@@ -9,7 +9,8 @@ use ferry_core::metrics::{dim, emf_lines, Datum, TopicMetrics, NAMESPACE};
 use ferry_core::readiness::Thresholds;
 use ferry_engine::{Ferry, Settings};
 
-use crate::{build, describe, Common, PlanArgs};
+use super::plan::PlanArgs;
+use crate::{build, describe, Common};
 
 /// Exit code of a NO-GO verdict (1 and 2 are failures to decide).
 const NO_GO: u8 = 3;
