@@ -6,6 +6,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod groups;
+pub mod redacted;
 pub mod scram;
 pub mod security;
 pub mod txn;

@@ -12,7 +12,7 @@ use aws_lc_rs::{constant_time, digest, hmac, pbkdf2};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use super::security::Redacted;
+use super::redacted::Redacted;
 
 /// The fewest PBKDF2 iterations accepted (Kafka's own minimum, RFC 7677's advice).
 pub const MIN_ITERATIONS: u32 = 4096;
