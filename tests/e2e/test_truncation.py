@@ -618,7 +618,7 @@ def test_ferrys_group_commit_into_copies_the_target_lost_moves_back_to_the_copy_
     syncs = {g["group"]: g for g in ferry.groups() if g["group"] in (group, other)}
     t = committed_on(ALL, group, topic)
     assert target[t]["key"] == b"b020", (t, target[t]["key"], syncs[group])
-    assert syncs[group]["status"] == "synced" and "pointed past target offset 100" in syncs[group]["detail"], syncs[group]
+    assert syncs[group]["status"] == "synced" and "before the target's log parted from Ferry's copies at offset 100" in syncs[group]["detail"], syncs[group]
     # Not Ferry's: never overwritten, and the sync says what happened.
     assert committed_on(ALL, other, topic) == 165
     assert syncs[other]["status"] == "target-ahead" and "parted from Ferry's copies at offset 100" in syncs[other]["detail"], syncs[other]

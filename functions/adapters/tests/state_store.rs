@@ -195,7 +195,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             written_offset: (i % 6 != 0).then_some(i64::from(i)),
             redelivered: i64::from(i % 3),
             carried_source_offset: (i % 4 == 0).then_some(i64::from(i) * 2),
-            written_ms: (i % 3 == 0).then_some(1_000 + i64::from(i)),
+            written_rewinds: (i % 3 == 0).then_some(i64::from(i) % 5),
             pending_offset: (i % 5 == 0).then_some(i64::from(i) * 3),
             status: if i % 5 == 0 {
                 GroupSyncStatus::NothingReplicated
@@ -392,7 +392,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             written_offset: None,
             redelivered: 0,
             carried_source_offset: None,
-            written_ms: None,
+            written_rewinds: None,
             pending_offset: None,
             status: GroupSyncStatus::Synced,
             detail: String::new(),
@@ -595,9 +595,9 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
         "group translations made before it are not reused"
     );
     assert_eq!(
-        c.target_rewound_from,
-        Some(137),
-        "where the target parted, for Ferry's commits past it"
+        (c.target_rewound_from, c.target_rewinds),
+        (Some(137), 1),
+        "where the target parted, and how many times: Ferry's commits from before are moved"
     );
     s.checkpoint(
         "r/f",

@@ -337,35 +337,37 @@ impl Seen<'_> {
     }
 }
 
-/// A target commit past where the target's log parted from Ferry's copies
-/// (the cursor's last rewind for a truncated target log), made before
-/// that: it points into a history the target lost.
+/// A target commit made before the target's log was last found truncated
+/// under Ferry's copies (the cursor's `target_rewinds`, `target_rewound_from`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LostUnder {
-    /// Ferry's own commit (this flow wrote it, or was about to): moved to
-    /// the new translation, even below it.
-    Ferrys(i64),
-    /// Someone else's: reported, never overwritten.
+    /// Ferry's own commit (this flow wrote it, or was about to), from a
+    /// translation read before the truncation: it may point past records
+    /// the group never read, and moves to the new translation, even below
+    /// it (never above: re-delivery at worst). Where the log parted, if
+    /// known.
+    Ferrys(Option<i64>),
+    /// Someone else's, past where the log parted: reported, never
+    /// overwritten.
     Others(i64),
 }
 
-/// Whether the target's commit `current` of a partition points past where
-/// its log parted from Ferry's copies, and was made before that was found
-/// (`prev`: this flow's last sync of it).
+/// Whether the target's commit `current` of a partition was made in a
+/// history of its log that the target lost since (`prev`: this flow's
+/// last sync of it; `cursor`, read before the translation).
 fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, current: Option<i64>) -> Option<LostUnder> {
-    let (at_ms, from) = cursor.target_rewound_ms.zip(cursor.target_rewound_from)?;
-    let cur = current.filter(|&c| c > from)?;
+    let cur = current?;
     let p = prev?;
     if written_offset(p) == Some(cur) || p.pending_offset == Some(cur) {
-        // Ferry's commit from the old history; one written since comes
-        // from the map as it is now.
-        (p.written_ms.unwrap_or(p.checked_ms) < at_ms).then_some(LostUnder::Ferrys(from))
-    } else {
-        // Someone else's, in place before the rewind (or reported since,
-        // and still in place).
-        let reported = p.detail.contains(OTHERS_LOST);
-        (p.target_offset == Some(cur) && (p.checked_ms < at_ms || reported)).then_some(LostUnder::Others(from))
+        // Counted, not timed: a sync that read its cursors before a rewind
+        // and committed after it still made its commit in the old history.
+        return (p.written_rewinds.unwrap_or(0) < cursor.target_rewinds).then_some(LostUnder::Ferrys(cursor.target_rewound_from));
     }
+    // Someone else's, in place before the rewind (or reported since, and
+    // still in place).
+    let (at_ms, from) = cursor.target_rewound_ms.zip(cursor.target_rewound_from)?;
+    let reported = p.detail.contains(OTHERS_LOST);
+    (cur > from && p.target_offset == Some(cur) && (p.checked_ms < at_ms || reported)).then_some(LostUnder::Others(from))
 }
 
 /// The words that mark [`LostUnder::Others`] in a sync item's detail.
@@ -521,6 +523,8 @@ async fn sync_group(
     let mut items = Vec::new();
     let mut to_commit: BTreeMap<TopicPartition, Committed> = BTreeMap::new();
     let mut source_of: HashMap<TopicPartition, usize> = HashMap::new();
+    // The rewinds counted in the cursor each commit's translation came from.
+    let mut rewinds: HashMap<TopicPartition, i64> = HashMap::new();
     for (tp, c) in &committed {
         let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
         let current = on_target.get(&target_tp).map(|x| x.offset);
@@ -584,7 +588,7 @@ async fn sync_group(
             // once the target holds it or more (the group may have gone on
             // from it there); until then it is kept.
             written_offset: prev.and_then(written_offset).max(adopted),
-            written_ms: prev.and_then(|p| p.written_ms),
+            written_rewinds: prev.and_then(|p| p.written_rewinds),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
             pending_offset: pending.filter(|_| adopted.is_none()),
@@ -626,9 +630,10 @@ async fn sync_group(
         };
         let lost_note = match lost {
             Some(LostUnder::Ferrys(from)) => format!(
-                "; Ferry's commit {} pointed past target offset {from}, where the target's log parted from Ferry's copies \
-                 (an unclean leader election) after it was written: moved to the copy of the group's next record",
-                current.unwrap_or_default()
+                "; Ferry's commit {} was made before the target's log parted from Ferry's copies{} (an unclean leader \
+                 election): moved to the copy of the group's next record",
+                current.unwrap_or_default(),
+                from.map(|f| format!(" at offset {f}")).unwrap_or_default()
             ),
             Some(LostUnder::Others(from)) => format!(
                 "; the target's log parted from Ferry's copies at offset {from} (an unclean leader election) {OTHERS_LOST}: \
@@ -671,7 +676,14 @@ async fn sync_group(
             }
             SyncDecision::Commit(d) => {
                 item.status = GroupSyncStatus::Synced;
-                item.detail = format!("committed {d}{not_exact}{lost_note}");
+                // Someone else's commit that Ferry's translation passes
+                // forward is Ferry's to write: no warning about it.
+                let note = if matches!(lost, Some(LostUnder::Ferrys(_))) {
+                    lost_note.as_str()
+                } else {
+                    ""
+                };
+                item.detail = format!("committed {d}{not_exact}{note}");
                 to_commit.insert(
                     target_tp.clone(),
                     Committed {
@@ -680,6 +692,7 @@ async fn sync_group(
                         leader_epoch: -1,
                     },
                 );
+                rewinds.insert(target_tp.clone(), cursor.target_rewinds);
                 source_of.insert(target_tp, items.len());
             }
         }
@@ -727,7 +740,7 @@ async fn sync_group(
                 Ok(()) => {
                     item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
                     item.written_offset = item.target_offset;
-                    item.written_ms = Some(now_ms());
+                    item.written_rewinds = rewinds.get(&target_tp).copied();
                     item.carried_source_offset = Some(item.source_offset);
                 }
                 Err(e) if e.is_group_active_error() => {
@@ -770,7 +783,80 @@ mod failpoint {
 
 #[cfg(test)]
 mod tests {
-    use super::{in_turn, replaced_from};
+    use super::{in_turn, lost_under, replaced_from, LostUnder};
+    use ferry_adapters::state::{CursorItem, GroupSyncItem, GroupSyncStatus};
+    use ferry_core::domain::TopicPartition;
+
+    fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i64) -> GroupSyncItem {
+        GroupSyncItem {
+            group: "g".into(),
+            tp: TopicPartition::new("t", 0),
+            source_offset: 120,
+            metadata: None,
+            translated: written,
+            exact: true,
+            target_offset: Some(target),
+            written_offset: written,
+            written_rewinds: rewinds,
+            carried_source_offset: None,
+            pending_offset: None,
+            redelivered: 0,
+            status: GroupSyncStatus::UpToDate,
+            detail: String::new(),
+            checked_ms,
+        }
+    }
+
+    #[test]
+    fn a_commit_made_before_the_target_lost_copies_is_told_by_count_not_time() {
+        let rewound = |n: i64| CursorItem {
+            target_rewinds: n,
+            target_rewound_ms: (n > 0).then_some(1_000),
+            target_rewound_from: (n > 0).then_some(100),
+            ..CursorItem::default()
+        };
+        // Ferry's commit 140 from a cursor that counted no rewind; the
+        // target lost copies once since: moved, wherever it points.
+        assert_eq!(
+            lost_under(&rewound(1), Some(&synced(Some(140), Some(0), 140, 500)), Some(140)),
+            Some(LostUnder::Ferrys(Some(100)))
+        );
+        // Also when the sync that wrote it read its cursors before the
+        // rewind and finished after it (its check time says nothing), and
+        // in items from before Ferry counted (none stored: 0).
+        assert_eq!(
+            lost_under(&rewound(1), Some(&synced(Some(140), Some(0), 140, 5_000)), Some(140)),
+            Some(LostUnder::Ferrys(Some(100)))
+        );
+        assert_eq!(
+            lost_under(&rewound(1), Some(&synced(Some(140), None, 140, 5_000)), Some(140)),
+            Some(LostUnder::Ferrys(Some(100)))
+        );
+        // Below where the log parted too: a second truncation may have
+        // parted it lower first (only ever moved down to the translation).
+        assert_eq!(
+            lost_under(&rewound(2), Some(&synced(Some(90), Some(1), 90, 500)), Some(90)),
+            Some(LostUnder::Ferrys(Some(100)))
+        );
+        // Made from a cursor that counted the rewind: the new history's.
+        assert_eq!(
+            lost_under(&rewound(1), Some(&synced(Some(140), Some(1), 140, 500)), Some(140)),
+            None
+        );
+        assert_eq!(lost_under(&rewound(0), Some(&synced(Some(140), None, 140, 500)), Some(140)), None);
+        // Someone else's commit past where the log parted, there before the
+        // rewind: reported; after it, or below where it parted: not.
+        let theirs = synced(Some(130), Some(0), 165, 500);
+        assert_eq!(lost_under(&rewound(1), Some(&theirs), Some(165)), Some(LostUnder::Others(100)));
+        assert_eq!(
+            lost_under(&rewound(1), Some(&synced(Some(130), Some(0), 165, 5_000)), Some(165)),
+            None
+        );
+        assert_eq!(lost_under(&rewound(1), Some(&synced(Some(130), Some(0), 95, 500)), Some(95)), None);
+        // No commit, or never synced: nothing to say.
+        assert_eq!(lost_under(&rewound(1), Some(&theirs), None), None);
+        assert_eq!(lost_under(&rewound(1), None, Some(140)), None);
+    }
 
     #[test]
     fn a_sync_takes_the_groups_in_turn_from_where_the_last_one_stopped() {

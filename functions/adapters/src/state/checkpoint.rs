@@ -340,7 +340,10 @@ impl StateStore {
         let mut set = String::from("SET next_source_offset = :to, updated_ms = :now");
         let mut remove: Vec<&str> = vec!["last_error"];
         if target_end.is_some() {
-            set.push_str(", next_target_offset = :tend, producer_id = :nopid, target_rewound_ms = :now, target_rewound_from = :tend");
+            set.push_str(
+                ", next_target_offset = :tend, producer_id = :nopid, target_rewound_ms = :now, target_rewound_from = :tend, \
+                 target_rewinds = if_not_exists(target_rewinds, :zero) + :one",
+            );
             remove.push("target_leader_epoch");
         }
         if newest.is_some() {
@@ -370,7 +373,9 @@ impl StateStore {
         if let Some(end) = target_end {
             cursor_update = cursor_update
                 .expression_attribute_values(":tend", n(end))
-                .expression_attribute_values(":nopid", n(-1));
+                .expression_attribute_values(":nopid", n(-1))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1));
         }
         if let Some(r) = newest {
             cursor_update = cursor_update

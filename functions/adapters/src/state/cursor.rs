@@ -16,7 +16,7 @@ use super::schema::{map_pk, n, now_ms, partition_sk, s, ItemReader, FLOW_MARKER,
 use super::{StateError, StateStore};
 
 /// A partition's cursor, lease and statistics, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CursorItem {
     /// The source partition.
     pub tp: TopicPartition,
@@ -105,6 +105,11 @@ pub struct CursorItem {
     /// (a target offset): a commit Ferry wrote on the target before then,
     /// past this offset, points at records of a history the target lost.
     pub target_rewound_from: Option<i64>,
+    /// How many times the target's log was found truncated under Ferry's
+    /// copies (0 in items written before Ferry counted): a group commit
+    /// Ferry made from a cursor that counted fewer points into a history
+    /// the target lost.
+    pub target_rewinds: i64,
     /// A rewind moved the cursor back to here and had not deleted every
     /// offset-map run past it yet (more than one transaction's worth):
     /// the next holder finishes it before anything reads or extends the
@@ -204,6 +209,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             target_leader_epoch: r.n("target_leader_epoch").and_then(|v| i32::try_from(v).ok()),
             target_rewound_ms: r.n("target_rewound_ms"),
             target_rewound_from: r.n("target_rewound_from"),
+            target_rewinds: r.n("target_rewinds").unwrap_or(0),
             map_trim_from: r.n("map_trim_from"),
         })
     }

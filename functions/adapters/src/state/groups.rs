@@ -80,10 +80,12 @@ pub struct GroupSyncItem {
     /// The last offset this flow committed on the target (kept across
     /// syncs that write nothing): a target commit equal to it is Ferry's.
     pub written_offset: Option<i64>,
-    /// When Ferry committed `written_offset` (ms since the epoch); `None`
-    /// in items stored before Ferry recorded it (their `checked_ms` is
-    /// the nearest bound).
-    pub written_ms: Option<i64>,
+    /// How many times the target partition's log had been found truncated
+    /// under Ferry's copies (the cursor's `target_rewinds`) in the cursor
+    /// the translation behind `written_offset` was read from: a cursor
+    /// that counts more since means that commit points into a history the
+    /// target lost. `None` in items stored before Ferry recorded it (0).
+    pub written_rewinds: Option<i64>,
     /// The last source offset whose translation the target held after one
     /// of this flow's syncs: the group's own commit, carried across. The
     /// opposite flow may overwrite that commit where it finds it.
@@ -150,8 +152,8 @@ impl StateStore {
             if let Some(t) = it.written_offset {
                 item.insert("written_offset".into(), n(t));
             }
-            if let Some(t) = it.written_ms {
-                item.insert("written_ms".into(), n(t));
+            if let Some(t) = it.written_rewinds {
+                item.insert("written_rewinds".into(), n(t));
             }
             if let Some(t) = it.carried_source_offset {
                 item.insert("carried_source_offset".into(), n(t));
@@ -193,7 +195,7 @@ impl StateStore {
             exact: r.bool("exact").unwrap_or(false),
             target_offset: r.n("target_offset"),
             written_offset: r.n("written_offset"),
-            written_ms: r.n("written_ms"),
+            written_rewinds: r.n("written_rewinds"),
             redelivered: r.n("redelivered").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),
             pending_offset: r.n("pending_offset"),
