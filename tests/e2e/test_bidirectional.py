@@ -82,3 +82,37 @@ def test_both_clusters_written_at_once_converge_without_duplicates(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_flow_that_only_passes_over_the_other_flows_copies_is_dated_by_them(tmp_path):
+    """The flow back (target→source) last replicated a record ten minutes
+    old; since then it has only passed over the copies the flow forward
+    wrote. Its cursor is as fresh as those copies: ReplicationLatency and
+    `ferry status` must not count it ten minutes behind (with both ways
+    live, `ferry readiness` would say NO-GO whenever it had a moment's lag)."""
+    topic = unique("bidi-dated")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    old = int(time.time() * 1000) - 600_000
+    p = producer(TARGET)
+    p.produce(topic, key=b"on-target", value=b"old", timestamp=old)
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic], both_ways=True)
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    back = [r for r in ferry.status() if r["flow"] == "target>source"]
+    assert [r["last_record_timestamp_ms"] for r in back] == [old], back
+
+    p = producer(SOURCE)
+    for i in range(50):
+        p.produce(topic, key=f"k-{i}".encode(), value=b"new")
+    assert p.flush(30) == 0
+    newest = max(r["timestamp"] for r in read_partition(SOURCE, topic, 0))
+    deadline = time.time() + 60
+    while True:
+        assert ferry.run("--once").returncode == 0
+        back = [r for r in ferry.status() if r["flow"] == "target>source"]
+        if back[0]["cursor"] == back[0]["source_end_offset"] or time.time() > deadline:
+            break
+    assert back[0]["lag"] == 0, back
+    assert back[0]["last_record_timestamp_ms"] >= newest, (back, newest)

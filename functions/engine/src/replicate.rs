@@ -162,6 +162,12 @@ struct Part {
     /// Records (and bytes) the opposite flow wrote, not sent back.
     filtered_records: u64,
     filtered_bytes: u64,
+    /// (next offset, largest timestamp) of each batch the opposite flow
+    /// wrote that was passed over and not checkpointed yet: a checkpoint
+    /// past it dates the cursor by it, as by a record replicated (else a
+    /// flow that only passes over the opposite flow's copies would look
+    /// ever further behind to ReplicationLatency).
+    filtered_ts: VecDeque<(i64, i64)>,
     /// Records deleted on the source before they were replicated, skipped
     /// as the operator allowed (the DataLoss metric), and records copied
     /// from a source history that an unclean leader election replaced.
@@ -374,6 +380,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     reconciled: 0,
                     filtered_records: 0,
                     filtered_bytes: 0,
+                    filtered_ts: VecDeque::new(),
                     lost_records: 0,
                     history: item.leader_epochs,
                     epochs: VecDeque::new(),
@@ -616,6 +623,8 @@ struct CommittedRead {
     filtered_records: u64,
     /// Their bytes on the wire.
     filtered_bytes: u64,
+    /// (next offset, largest timestamp) of each batch of theirs.
+    filtered_ts: Vec<(i64, i64)>,
     /// Stopped at records the opposite flow wrote but has not checkpointed
     /// yet (see [`LoopFilter::mapped`]): read again a moment later.
     unmapped: bool,
@@ -678,6 +687,7 @@ async fn read_committed(
         next: from,
         filtered_records: 0,
         filtered_bytes: 0,
+        filtered_ts: Vec::new(),
         unmapped: false,
         epochs: Vec::new(),
     };
@@ -714,6 +724,7 @@ async fn read_committed(
             }
             out.filtered_records += u64::try_from(h.records_count).unwrap_or(0);
             out.filtered_bytes += b.size as u64;
+            out.filtered_ts.push((h.next_offset(), h.max_timestamp));
         } else if (pass_through.min_bytes..=pass_through.max_bytes).contains(&b.size)
             && batch::passes_through(&b, pass_through.codec, out.next)
         {
@@ -970,6 +981,7 @@ async fn run_rounds(
                                     p.note_epochs(&read.epochs);
                                     p.filtered_records += read.filtered_records;
                                     p.filtered_bytes += read.filtered_bytes;
+                                    p.filtered_ts.extend(read.filtered_ts);
                                 }
                                 Err(e) if e.is_retryable() => {
                                     tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "loop-filter lookup failed; will retry");
@@ -1483,8 +1495,11 @@ impl Part {
         self.target_end = cp.target_end;
         self.records += cp.records as u64;
         self.bytes += cp.bytes as u64;
-        if cp.records > 0 {
+        if cp.records > 0 || cp.last_timestamp_ms > self.last_ts {
             self.last_ts = cp.last_timestamp_ms;
+        }
+        while self.filtered_ts.front().is_some_and(|&(next, _)| next <= cp.to_source) {
+            self.filtered_ts.pop_front();
         }
         if let Some(last) = cp.runs.last() {
             self.last_run = Some(*last);
@@ -1517,7 +1532,12 @@ fn checkpoint_for(p: &Part, to: i64, lease_expires_ms: i64) -> Checkpoint {
         prev_run: p.last_run,
         records,
         bytes,
-        last_timestamp_ms: last_ts.unwrap_or(p.last_ts),
+        last_timestamp_ms: p
+            .filtered_ts
+            .iter()
+            .take_while(|&&(next, _)| next <= to)
+            .map(|&(_, ts)| ts)
+            .fold(last_ts.unwrap_or(p.last_ts), i64::max),
         source_end: p.source_end,
         lease_expires_ms,
         producer_sequence: sequence,
@@ -3175,6 +3195,7 @@ mod tests {
             reconciled: 0,
             filtered_records: 0,
             filtered_bytes: 0,
+            filtered_ts: VecDeque::new(),
             lost_records: 0,
             history: Vec::new(),
             epochs: VecDeque::new(),
@@ -3414,6 +3435,7 @@ mod tests {
             next: 0,
             filtered_records: 0,
             filtered_bytes: 0,
+            filtered_ts: Vec::new(),
             unmapped: false,
             epochs,
         };
