@@ -195,6 +195,10 @@ class Ferry:
         env = dict(os.environ, **{"RUST_LOG": "warn,ferry_engine=info", **(env or {})})
         return subprocess.Popen(self.args("run", *extra), stdout=out, stderr=subprocess.STDOUT, env=env)
 
+    def move(self, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """`ferry move` with these arguments."""
+        return subprocess.run(self.args("move", *extra), capture_output=True, text=True, timeout=timeout)
+
     def full_status(self) -> dict:
         p = subprocess.run(self.args("status", "--json"), capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr

@@ -9,7 +9,8 @@ midway and moved forward again. Every app is a real librdkafka client.
 A move is: stop the app cleanly (it commits); if it produces, wait until
 the replicator has copied its topic; if it consumes, wait until the
 replicator has synced its group; start it on the other cluster. The
-replicator under test supplies those two waits.
+replicator under test supplies those two waits, or a `move_app` that does
+both (Ferry's `ferry move`).
 """
 
 import itertools
@@ -166,9 +167,13 @@ def run_story(rep: Replicator, order: tuple[str, str, str], rollback: bool = Tru
         app = apps[name]
         frm = app.cluster
         app.stop()
-        if name in produces:
+        mover = getattr(rep, "move_app", None)
+        if mover:
+            # The replicator's own move command does both waits, and checks.
+            mover(frm, to, [consumes[name]] if name in consumes else [], [produces[name]] if name in produces else [])
+        if name in produces and not mover:
             wait_for(f"{produces[name]} replicated {frm}>{to}", lambda: rep.caught_up(frm, produces[name]))
-        if name in consumes:
+        if name in consumes and not mover:
             wait_for(f"group {consumes[name]} synced {frm}>{to}", lambda: rep.group_synced(frm, consumes[name]),
                      why=lambda: getattr(rep, "why", ""))
         apps[name] = make[name](to)

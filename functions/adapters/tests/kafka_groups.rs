@@ -287,6 +287,11 @@ async fn group_lifecycle(prefix: &str, protocol: &str, group_type: &str) {
     let state = cluster.group_state(&group).await.expect("group state");
     assert!(state.is_active(), "{state:?}");
     assert_eq!(state.members, 1, "{state:?}");
+    // Named as an operator finds it: librdkafka's default client id, its member id, its host.
+    assert!(
+        state.clients.len() == 1 && state.clients[0].starts_with("rdkafka (") && state.clients[0].contains(") on "),
+        "{state:?}"
+    );
     let new = ferry_offsets(&topic, &from_python);
     let refused = cluster.commit_offsets(&group, &new).await.expect("commit request");
     assert_eq!(refused.len(), 2, "{refused:?}");
@@ -335,7 +340,8 @@ async fn missing_group_is_dead_and_cluster_id_is_stable() {
         state,
         GroupState {
             state: "Dead".into(),
-            members: 0
+            members: 0,
+            clients: Vec::new(),
         }
     );
     assert!(!state.is_active());

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use ferry_adapters::state::{now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, ProducerRecord, Rate, RunKey, StateError, StateStore};
+use ferry_adapters::state::{
+    now_ms, Checkpoint, GroupSyncItem, GroupSyncStatus, MoveItem, ProducerRecord, Rate, RunKey, StateError, StateStore,
+};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -703,4 +705,71 @@ async fn a_rewind_deletes_runs_only_under_its_lease_in_as_many_transactions_as_i
     s.trim_runs_past_cursor("r/f", &b, 150).await.expect("trim");
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(0, 15));
     assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").map_trim_from, None);
+}
+
+#[tokio::test]
+async fn a_group_sync_lease_has_one_holder_until_given_back_or_ended() {
+    let s = store().await;
+    let item = GroupSyncItem {
+        group: "team/app".into(),
+        tp: TopicPartition::new("orders", 0),
+        source_offset: 5,
+        metadata: None,
+        translated: Some(5),
+        exact: true,
+        target_offset: Some(5),
+        written_offset: Some(5),
+        written_rewinds: None,
+        redelivered: 0,
+        carried_source_offset: Some(5),
+        pending_offset: None,
+        status: GroupSyncStatus::Synced,
+        detail: "committed 5".into(),
+        checked_ms: 1,
+    };
+    s.put_group_syncs("r/f", std::slice::from_ref(&item)).await.expect("put");
+    // A group id with '/' in it: its lease is no sync item.
+    let until = s.acquire_group_sync("r/f", "team/app", "a", 60_000).await.expect("acquire");
+    assert!(until.is_some_and(|u| u > now_ms()));
+    assert_eq!(s.group_syncs("r/f").await.expect("group syncs"), vec![item]);
+    assert_eq!(s.acquire_group_sync("r/f", "team/app", "b", 60_000).await.expect("b"), None);
+    assert!(s.acquire_group_sync("r/f", "team/app", "a", 60_000).await.expect("renew").is_some());
+    // Another group, another lease.
+    assert!(s.acquire_group_sync("r/f", "other", "b", 60_000).await.expect("other").is_some());
+    // Only the holder gives it back.
+    s.release_group_sync("r/f", "team/app", "b").await.expect("release by b");
+    assert_eq!(s.acquire_group_sync("r/f", "team/app", "b", 60_000).await.expect("b again"), None);
+    s.release_group_sync("r/f", "team/app", "a").await.expect("release by a");
+    assert!(s.acquire_group_sync("r/f", "team/app", "b", -1).await.expect("b after a").is_some());
+    // One that ended is anyone's.
+    assert!(s.acquire_group_sync("r/f", "team/app", "c", 60_000).await.expect("c").is_some());
+}
+
+#[tokio::test]
+async fn moves_are_kept_per_pair_of_clusters_whichever_way() {
+    let s = store().await;
+    let mv = |group: &str, ms: i64, from: &str, to: &str| MoveItem {
+        group: group.into(),
+        moved_ms: ms,
+        from_cluster_id: from.into(),
+        to_cluster_id: to.into(),
+        from_alias: format!("alias-{from}"),
+        to_alias: format!("alias-{to}"),
+        replicator: "r".into(),
+        flow: format!("{from}>{to}"),
+        offsets: vec![format!("orders/0={ms}")],
+    };
+    let moves = [
+        mv("app/one", 2_000, "B", "A"),
+        mv("app/one", 1_000, "A", "B"),
+        mv("two", 1_500, "A", "B"),
+        mv("three", 1_000, "A", "C"),
+    ];
+    for m in &moves {
+        s.record_move(m).await.expect("record");
+    }
+    let between = s.moves_between("B", "A").await.expect("moves");
+    assert_eq!(between, vec![moves[1].clone(), moves[0].clone(), moves[2].clone()]);
+    assert_eq!(s.moves_between("A", "B").await.expect("moves"), between);
+    assert_eq!(s.moves_between("C", "A").await.expect("moves"), vec![moves[3].clone()]);
 }

@@ -10,7 +10,7 @@ use ferry_engine::{Ferry, FerryError, Settings};
 
 mod commands;
 
-use commands::{backfill, deploy, forget_flow, plan, report, run, status};
+use commands::{backfill, deploy, forget_flow, move_app, plan, report, run, status};
 
 /// Ferry: a serverless Kafka-to-Kafka replicator. These commands run the
 /// same handlers as the Lambda functions, locally.
@@ -36,6 +36,12 @@ enum Command {
     /// May applications move to the target now? GO or NO-GO per published
     /// criterion with the measured number; exit 0 only on GO (3 on NO-GO).
     Readiness(report::ReadinessArgs),
+    /// May this application (its consumer groups, the topics it produces)
+    /// start on the other cluster now, and where will it resume? Refuses
+    /// while it runs; waits for replication; syncs its groups and reads
+    /// them back; GO (exit 0) or NO-GO with what to do (exit 3). Recorded:
+    /// the move the other way is the rollback.
+    Move(move_app::MoveArgs),
     /// Measure and print the metrics (as the Report function publishes
     /// them); optionally send them to CloudWatch.
     Report(report::ReportArgs),
@@ -134,6 +140,7 @@ async fn main() -> ExitCode {
         Command::Plan(args) => plan::plan_once(args).await,
         Command::Readiness(args) => report::readiness(args).await,
         Command::Report(args) => report::report(args).await,
+        Command::Move(args) => move_app::move_cmd(args).await,
         Command::DeployParameters(args) => deploy::deploy_parameters(args),
         Command::ForgetFlow(args) => forget_flow::forget_flow(args).await,
     };

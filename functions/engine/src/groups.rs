@@ -45,6 +45,10 @@ pub struct FlowGroupSync {
     /// Groups left for the next execution: the invocation ran out of time.
     #[serde(default)]
     pub deferred: usize,
+    /// Groups left for the next sync: another sync of the same group (an
+    /// overlapping execution, or `ferry move`) held its lease.
+    #[serde(default)]
+    pub busy: usize,
 }
 
 /// Output of a SyncGroups invocation.
@@ -64,6 +68,13 @@ pub struct SyncGroupsOutput {
 /// started after it (one group's sync is a few requests, each bounded by
 /// the request timeout).
 pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long one sync of one group holds its lease (see
+/// [`ferry_adapters::state::StateStore::acquire_group_sync`]). A sync
+/// commits only while the lease has a request timeout and some seconds
+/// left, so a commit of a sync that stalled never lands after the next
+/// holder read the target.
+pub const GROUP_SYNC_LEASE_MS: i64 = 120_000;
 
 /// Sync every flow's groups once; no group is started at or after
 /// `deadline` (those left are counted in `deferred`, and the next sync
@@ -88,8 +99,8 @@ pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<Syn
         // A flow that cannot sync (its configuration refused against
         // another replicator's, state unreadable) is a failure of that
         // flow's group sync, not of the others'.
-        match sync_flow(ferry, flow, g, share).await {
-            Ok(f) => out.flows.push(f),
+        match sync_flow(ferry, flow, g, share, None, None).await {
+            Ok((f, _)) => out.flows.push(f),
             Err(e) => {
                 tracing::error!(
                     replicator = %ferry.spec.name, flow = %flow.id(), cause = %e, error_type = e.error_type(),
@@ -137,7 +148,37 @@ pub(crate) async fn consumer_groups(cluster: &KafkaCluster, g: &GroupSpec) -> Re
     Ok(groups)
 }
 
-async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Option<Instant>) -> Result<FlowGroupSync, FerryError> {
+/// Sync the groups of `flow` that `g` selects now, whatever the schedule
+/// (`ferry move`'s last sync before an application starts on the target):
+/// only those of `groups` that the flow syncs. Returns the outcome per
+/// group partition, as stored; the round robin of the scheduled syncs is
+/// left as it was.
+/// `holder` holds (or takes, and keeps) the groups' sync leases: the
+/// caller gives them back.
+pub async fn sync_groups_now(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    groups: &[String],
+    holder: &str,
+) -> Result<(FlowGroupSync, Vec<GroupSyncItem>), FerryError> {
+    let g = flow.groups.as_ref().filter(|g| g.sync_offsets).ok_or_else(|| {
+        FerryError::Input(format!(
+            "flow {} does not sync consumer group offsets. Fix: set SynchroniseConsumerGroupOffsets to true in its \
+             ConsumerGroupReplication (replication-info.json)",
+            flow.id()
+        ))
+    })?;
+    sync_flow(ferry, flow, g, None, Some(groups), Some(holder)).await
+}
+
+async fn sync_flow(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    g: &GroupSpec,
+    deadline: Option<Instant>,
+    only: Option<&[String]>,
+    holder: Option<&str>,
+) -> Result<(FlowGroupSync, Vec<GroupSyncItem>), FerryError> {
     let flow_key = ferry.flow_key(flow);
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
@@ -152,6 +193,9 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
             Some(known) => groups.retain(|id| known.contains(id)),
             None => ferry.store.set_known_groups(&flow_key, &groups).await?,
         }
+    }
+    if let Some(only) = only {
+        groups.retain(|id| only.contains(id));
     }
     report.groups = groups.len();
 
@@ -224,8 +268,12 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
     // no time left for, and goes on from there (those before it last), so
     // every group gets its turn whatever the others do: ones that commit
     // nothing or fail take no more turns than the rest.
-    let resume = ferry.store.group_sync_resume(&flow_key).await?;
+    let resume = match only {
+        Some(_) => None,
+        None => ferry.store.group_sync_resume(&flow_key).await?,
+    };
     let groups = in_turn(groups, resume.as_deref());
+    let owner = holder.map_or_else(|| format!("sync-{}", uuid::Uuid::new_v4()), str::to_owned);
     let mut items: Vec<GroupSyncItem> = Vec::new();
     let mut stopped_at: Option<&str> = None;
     for (n, group) in groups.iter().enumerate() {
@@ -239,13 +287,47 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
             break;
         }
         failpoint::before_group_sync().await;
-        match sync_group(ferry, flow, &flow_key, opposite.as_ref(), &source, &target, group, &seen).await {
-            // Recorded group by group: a sync that runs out of time loses
-            // nothing it did.
-            Ok(mut done) => {
-                ferry.store.put_group_syncs(&flow_key, &done).await?;
-                items.append(&mut done);
+        let Some(lease_until) = ferry
+            .store
+            .acquire_group_sync(&flow_key, group, &owner, GROUP_SYNC_LEASE_MS)
+            .await?
+        else {
+            report.busy += 1;
+            tracing::info!(
+                replicator = %ferry.spec.name, flow = %flow.id(), group = %group,
+                "another sync of this group is under way: left to the next sync"
+            );
+            continue;
+        };
+        let res = sync_group(
+            ferry,
+            flow,
+            &flow_key,
+            opposite.as_ref(),
+            &source,
+            &target,
+            group,
+            &seen,
+            lease_until,
+        )
+        .await;
+        // Recorded group by group, under the lease: a sync that runs out
+        // of time loses nothing it did.
+        let stored = match &res {
+            Ok(done) => ferry.store.put_group_syncs(&flow_key, done).await,
+            Err(_) => Ok(()),
+        };
+        if holder.is_none() {
+            if let Err(e) = ferry.store.release_group_sync(&flow_key, group, &owner).await {
+                tracing::warn!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), group = %group, cause = %e,
+                    "the group's sync lease was not given back: the next sync of it waits until it ends"
+                );
             }
+        }
+        stored?;
+        match res {
+            Ok(mut done) => items.append(&mut done),
             Err(e) => {
                 tracing::error!(
                     replicator = %ferry.spec.name, flow = %flow.id(), group = %group, cause = %e,
@@ -255,7 +337,7 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
             }
         }
     }
-    if stopped_at != resume.as_deref() {
+    if only.is_none() && stopped_at != resume.as_deref() {
         ferry.store.set_group_sync_resume(&flow_key, stopped_at).await?;
     }
     for i in &items {
@@ -272,7 +354,7 @@ async fn sync_flow(ferry: &Ferry, flow: &FlowSpec, g: &GroupSpec, deadline: Opti
         up_to_date = report.up_to_date, active_on_target = report.active_on_target, waiting = report.waiting,
         failures = report.failures.len(), "consumer groups synced"
     );
-    Ok(report)
+    Ok((report, items))
 }
 
 type SyncsByPartition = HashMap<(String, TopicPartition), GroupSyncItem>;
@@ -505,6 +587,7 @@ async fn sync_group(
     target: &KafkaCluster,
     group: &str,
     seen: &Seen<'_>,
+    lease_until_ms: i64,
 ) -> Result<Vec<GroupSyncItem>, FerryError> {
     let (cursors, previous) = (seen.cursors, seen.previous);
     // Only partitions this flow replicates (it has a cursor for them).
@@ -730,6 +813,15 @@ async fn sync_group(
                 })
             })
             .collect();
+        failpoint::before_group_commit().await;
+        // A commit sent with less of the lease left than a request may
+        // take could land after the next holder read the target.
+        let margin = i64::try_from(ferry.settings.request_timeout.as_millis()).unwrap_or(i64::MAX / 2) + 5_000;
+        if now_ms() + margin > lease_until_ms {
+            return Err(FerryError::NotReady(format!(
+                "group {group}: its sync lease ends in less than a request timeout: not committed, the next sync does it"
+            )));
+        }
         ferry.store.put_group_syncs(flow_key, &intents).await?;
         let results = target.commit_offsets(group, &to_commit).await?;
         failpoint::after_group_commit();
@@ -765,6 +857,18 @@ mod failpoint {
         let ms = std::env::var("FERRY_FAILPOINT")
             .ok()
             .and_then(|v| v.strip_prefix("slow-group-sync:").and_then(|n| n.parse::<u64>().ok()));
+        if let Some(ms) = ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// `slow-group-commit:<ms>`: wait that long between reading a
+    /// group's commits on the target and committing there, as a stalled
+    /// sync (CPU starved, a slow coordinator) would.
+    pub(super) async fn before_group_commit() {
+        let ms = std::env::var("FERRY_FAILPOINT")
+            .ok()
+            .and_then(|v| v.strip_prefix("slow-group-commit:").and_then(|n| n.parse::<u64>().ok()));
         if let Some(ms) = ms {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }

@@ -6,6 +6,7 @@ pub mod context;
 pub mod error;
 pub mod groups;
 pub mod loop_filter;
+pub mod moves;
 pub mod opposite;
 pub mod plan;
 pub mod replicate;

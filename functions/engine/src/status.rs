@@ -88,6 +88,8 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
     /// Every synced consumer-group partition.
     pub groups: Vec<GroupStatus>,
+    /// Where each group `ferry move` moved lives now.
+    pub moves: Vec<crate::moves::GroupHome>,
     /// State tables that do not exist yet. Status is empty while any is
     /// missing: nothing has run under this name and table prefix, or the
     /// first run is still creating them.
@@ -101,6 +103,7 @@ pub async fn status(ferry: &Ferry) -> Result<Status, FerryError> {
         return Ok(Status {
             partitions: Vec::new(),
             groups: Vec::new(),
+            moves: Vec::new(),
             missing_tables,
         });
     }
@@ -127,6 +130,7 @@ pub async fn status(ferry: &Ferry) -> Result<Status, FerryError> {
     Ok(Status {
         partitions: partitions(ferry).await?,
         groups,
+        moves: crate::moves::homes(ferry).await?,
         missing_tables,
     })
 }

@@ -764,6 +764,24 @@ fn compress(codec: Compression, data: &[u8]) -> Result<Bytes, BatchError> {
     Ok(Bytes::from(out))
 }
 
+/// A record's key (None when null or unreadable) and whether it is a
+/// tombstone (null value), from the bytes after its offset delta (a
+/// [`SourceRecord`]'s `tail`).
+pub fn key_and_tombstone(tail: &Bytes) -> (Option<Bytes>, bool) {
+    let mut buf = tail.clone();
+    let Some(key_len) = read_varlong(&mut buf) else {
+        return (None, false);
+    };
+    let key = usize::try_from(key_len)
+        .ok()
+        .filter(|&n| n <= buf.remaining())
+        .map(|n| buf.split_to(n));
+    if key_len >= 0 && key.is_none() {
+        return (None, false);
+    }
+    (key, read_varlong(&mut buf) == Some(-1))
+}
+
 fn read_varint(buf: &mut Bytes) -> Option<i32> {
     let v = read_varlong(buf)?;
     i32::try_from(v).ok()

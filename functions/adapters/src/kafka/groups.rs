@@ -56,6 +56,9 @@ pub struct GroupState {
     pub state: String,
     /// Live members.
     pub members: usize,
+    /// Who they are: "client id (member id) on host", for an operator's
+    /// message.
+    pub clients: Vec<String>,
 }
 
 impl GroupState {
@@ -63,6 +66,11 @@ impl GroupState {
     pub fn is_active(&self) -> bool {
         !(matches!(self.state.as_str(), "Empty" | "Dead") && self.members == 0)
     }
+}
+
+/// A member as an operator knows it: its client id, member id and host.
+fn member_name(client_id: &str, member_id: &str, host: &str) -> String {
+    format!("{client_id} ({member_id}) on {}", host.trim_start_matches('/'))
 }
 
 /// A committed offset.
@@ -318,6 +326,11 @@ impl KafkaCluster {
                     None => Step::Done(Ok(GroupState {
                         state: g.group_state.to_string(),
                         members: g.members.len(),
+                        clients: g
+                            .members
+                            .iter()
+                            .map(|m| member_name(m.client_id.as_str(), m.member_id.as_str(), m.client_host.as_str()))
+                            .collect(),
                     })),
                     Some(ResponseError::GroupIdNotFound) => Step::Done(Err(None)),
                     Some(error) => {
@@ -350,6 +363,11 @@ impl KafkaCluster {
                     None => Ok(Step::Done(Some(GroupState {
                         state: g.group_state.to_string(),
                         members: g.members.len(),
+                        clients: g
+                            .members
+                            .iter()
+                            .map(|m| member_name(m.client_id.as_str(), m.member_id.as_str(), m.client_host.as_str()))
+                            .collect(),
                     }))),
                     Some(ResponseError::GroupIdNotFound) => Ok(Step::Done(None)),
                     Some(error) => {
@@ -365,6 +383,7 @@ impl KafkaCluster {
             (None, None) => Ok(GroupState {
                 state: "Dead".into(),
                 members: 0,
+                clients: Vec::new(),
             }),
         }
     }
@@ -542,7 +561,11 @@ mod tests {
 
     #[test]
     fn active_unless_empty_or_dead_without_members() {
-        let state = |s: &str, members| GroupState { state: s.into(), members };
+        let state = |s: &str, members| GroupState {
+            state: s.into(),
+            members,
+            clients: Vec::new(),
+        };
         assert!(state("Stable", 1).is_active());
         assert!(state("PreparingRebalance", 0).is_active());
         assert!(!state("Empty", 0).is_active());

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
 
 use super::error::dynamo_err;
-use super::schema::{n, s, ItemReader, PK, SK_GROUPS};
+use super::schema::{n, now_ms, s, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Outcome of one partition's last sync.
@@ -120,10 +120,14 @@ const KNOWN_GROUPS: &str = "#known-groups";
 /// (no '/', so never a partition).
 const SYNC_RESUME: &str = "#sync-resume";
 
+/// Sort key prefix of a group's sync lease: the group id follows.
+const SYNC_LEASE: &str = "#sync-lease#";
+
 /// Whether a group table sort key is a group partition's sync item (the
-/// flow's other items have no '/').
+/// flow's other items have no '/' or start with '#', which no topic name
+/// does).
 fn is_group_partition(sk: &str) -> bool {
-    sk.contains('/')
+    sk.contains('/') && !sk.starts_with('#')
 }
 
 impl StateStore {
@@ -207,6 +211,60 @@ impl StateStore {
             detail: r.s("detail").unwrap_or_default(),
             checked_ms: r.n("checked_ms").unwrap_or(0),
         })
+    }
+
+    /// Take (or renew) the lease on syncing `group` in `flow` for
+    /// `owner`, until `ttl_ms` from now: between its read of the group's
+    /// commits on the target and its own commit, no other sync of the same
+    /// group may commit there, or a slower one would put back an older
+    /// translation over a newer one (Kafka's offset commit has no
+    /// condition). Returns when the lease ends (ms since the epoch), or
+    /// None while another owner holds it.
+    pub async fn acquire_group_sync(&self, flow: &str, group: &str, owner: &str, ttl_ms: i64) -> Result<Option<i64>, StateError> {
+        let now = now_ms();
+        let until = now + ttl_ms;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.groups)
+            .item(PK, s(flow))
+            .item(SK_GROUPS, s(format!("{SYNC_LEASE}{group}")))
+            .item("owner", s(owner))
+            // One item per group, given back after each sync (one a
+            // crash left is taken over once it ends): it never piles up.
+            .item("lease_until_ms", n(until))
+            .condition_expression("attribute_not_exists(#pk) OR lease_until_ms < :now OR #owner = :owner")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Some(until)),
+            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
+            Err(e) => Err(dynamo_err("PutItem", &self.groups, e)),
+        }
+    }
+
+    /// Give the lease on syncing `group` back, if `owner` still holds it.
+    pub async fn release_group_sync(&self, flow: &str, group: &str, owner: &str) -> Result<(), StateError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.groups)
+            .key(PK, s(flow))
+            .key(SK_GROUPS, s(format!("{SYNC_LEASE}{group}")))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(dynamo_err("DeleteItem", &self.groups, e)),
+        }
     }
 
     /// The groups a flow syncs when it does not detect new ones, fixed at

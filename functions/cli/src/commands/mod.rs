@@ -3,6 +3,7 @@
 pub(crate) mod backfill;
 pub(crate) mod deploy;
 pub(crate) mod forget_flow;
+pub(crate) mod move_app;
 pub(crate) mod plan;
 pub(crate) mod report;
 pub(crate) mod run;

@@ -13,7 +13,7 @@ use super::plan::PlanArgs;
 use crate::{build, describe, Common};
 
 /// Exit code of a NO-GO verdict (1 and 2 are failures to decide).
-const NO_GO: u8 = 3;
+pub(crate) const NO_GO: u8 = 3;
 /// Data points per PutMetricData request.
 const PUT_BATCH: usize = 500;
 

@@ -76,11 +76,29 @@ pub(crate) async fn status(args: StatusArgs) -> Result<ExitCode, String> {
             );
         }
     }
+    if !st.moves.is_empty() {
+        println!();
+        println!(
+            "{:<32} {:<12} {:<12} {:<24} {:>5}  RESUMED_AT",
+            "GROUP", "LIVES_ON", "MOVED_FROM", "SINCE", "MOVES"
+        );
+        for m in st.moves {
+            println!(
+                "{:<32} {:<12} {:<12} {:<24} {:>5}  {}",
+                m.group,
+                m.lives_on,
+                m.moved_from,
+                format_ms(m.since_ms),
+                m.moves,
+                m.offsets.join(" ")
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// RFC 3339 UTC from milliseconds since the epoch, without a date crate.
-fn format_ms(ms: i64) -> String {
+pub(crate) fn format_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

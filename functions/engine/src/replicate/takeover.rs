@@ -45,7 +45,8 @@
 
 use std::collections::HashSet;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
+pub(super) use ferry_adapters::kafka::batch::key_and_tombstone;
 
 /// Reading states the matching may visit before it gives up (memory and
 /// time stay bounded; each state is 16 bytes).
@@ -198,38 +199,6 @@ type State = (usize, u64);
 /// Whether target record `held` can be source record `s`'s copy.
 fn same(held: &Held, s: &SourceRec) -> bool {
     held.tail == s.tail && held.timestamp.is_none_or(|t| t == s.timestamp)
-}
-
-/// A zigzag varint, as record fields are framed.
-fn varint(buf: &mut &[u8]) -> Option<i64> {
-    let mut raw: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        if buf.is_empty() {
-            return None;
-        }
-        let b = buf.get_u8();
-        raw |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
-        }
-    }
-    None
-}
-
-/// A record's key (None when null or unreadable) and whether it is a
-/// tombstone (null value), from the bytes after its offset delta.
-pub(super) fn key_and_tombstone(tail: &Bytes) -> (Option<Bytes>, bool) {
-    let mut buf: &[u8] = tail;
-    let Some(key_len) = varint(&mut buf) else { return (None, false) };
-    let key = usize::try_from(key_len).ok().filter(|&n| n <= buf.len()).map(|n| {
-        let start = tail.len() - buf.len();
-        buf.advance(n);
-        tail.slice(start..start + n)
-    });
-    if key_len >= 0 && key.is_none() {
-        return (None, false);
-    }
-    (key, varint(&mut buf) == Some(-1))
 }
 
 /// Whether source record `r` can be one the holder wrote after its last

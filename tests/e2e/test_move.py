@@ -1,0 +1,292 @@
+"""`ferry move` (issue 23): one command that says whether an application
+may start on the other cluster now and where it will resume, against the
+real clusters, with librdkafka applications.
+
+- refused, naming the members, while the group runs on the cluster it
+  leaves, and while it already runs on the one it goes to; nothing
+  recorded;
+- waits while the flow is behind (progress on stderr), then GO: the
+  offsets it prints are the commits read back from the destination, the
+  first record it names is the one the group would have read next on the
+  cluster it left, and the group consumes every record exactly once across
+  the move; `ferry status` shows where the group lives;
+- the migration story moved by `ferry move` alone (a move, a move back, a
+  move again, producers on both clusters in between), every record
+  consumed exactly once, with one replicator holding both flows and with
+  two replicators on the same tables.
+"""
+
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+
+from confluent_kafka import Consumer
+
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, unique, write_config
+from story import CLUSTERS, run_story
+from test_groups import first_key_from
+from test_migration import FerryBothWays
+
+PARTS = 3
+
+
+def consume(bootstrap: str, topic: str, group: str, limit: int | None = None, idle_s: float = 5.0) -> list[str]:
+    """Keys the group consumes (up to `limit`, or until nothing comes for
+    `idle_s`), committed, then the consumer closed cleanly."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    keys: list[str] = []
+    try:
+        c.subscribe([topic])
+        last = time.time()
+        while (limit is None or len(keys) < limit) and time.time() - last < idle_s:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            keys.append(m.key().decode())
+            last = time.time()
+        c.commit(asynchronous=False)
+    finally:
+        c.close()
+    return keys
+
+
+class Member(threading.Thread):
+    """A librdkafka consumer that stays in the group until stopped."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": "orders-service",
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        self.c.subscribe([topic])
+        self.halt = threading.Event()
+        self.assigned = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.c.poll(0.2)
+            if self.c.assignment():
+                self.assigned.set()
+        self.c.close()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def test_a_move_is_refused_while_the_group_runs_on_either_cluster(tmp_path):
+    topic, group = unique("move-refused"), unique("orders-service")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, PARTS)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    for p in range(PARTS):
+        produce_keys(SOURCE, topic, [f"k-{p}-{i}" for i in range(20)], partition=p)
+    assert ferry.run("--once").returncode == 0
+
+    for cluster, alias in ((SOURCE, "source"), (TARGET, "target")):
+        member = Member(cluster, topic, group)
+        member.start()
+        try:
+            assert member.assigned.wait(60), "the consumer joined"
+            p = ferry.move("--group", group, "--to", "target", "--wait", "5", "--json")
+        finally:
+            member.stop()
+        assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+        rep = json.loads(p.stdout)
+        assert rep["verdict"] == "NO-GO" and not rep["recorded"], rep
+        # The member is named as an operator finds it, on the cluster where it runs.
+        assert f"group {group} is Stable with 1 member(s) on {alias}: orders-service (" in rep["reason"], rep
+        assert "stop" in rep["fix"], rep
+    assert ferry.full_status()["moves"] == []
+
+    # Without --json: the verdict and what to do, for a person.
+    member = Member(SOURCE, topic, group)
+    member.start()
+    try:
+        assert member.assigned.wait(60)
+        p = ferry.move("--group", group, "--to", "target", "--wait", "5")
+    finally:
+        member.stop()
+    assert p.returncode == 3
+    assert "NO-GO: group" in p.stdout and "fix: stop the application on source" in p.stdout, p.stdout
+
+
+def test_a_move_waits_for_the_flow_then_the_group_resumes_exactly_where_it_stopped(tmp_path):
+    topic, group = unique("move-wait"), unique("billing")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, PARTS)
+    # Records already on the target: the two clusters' offsets differ.
+    for p in range(PARTS):
+        produce_keys(TARGET, topic, [f"old-{p}-{i}" for i in range(7 + p)], partition=p)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    sent = []
+    for p in range(PARTS):
+        keys = [f"a-{p}-{i}" for i in range(100)]
+        produce_keys(SOURCE, topic, keys, partition=p)
+        sent += keys
+    assert ferry.run("--once").returncode == 0
+    # More records, not replicated yet; the application reads past what is
+    # across, commits, and stops.
+    for p in range(PARTS):
+        keys = [f"b-{p}-{i}" for i in range(200)]
+        produce_keys(SOURCE, topic, keys, partition=p)
+        sent += keys
+    before = consume(SOURCE, topic, group, limit=700)
+    assert len(before) == 700
+    src_commits = committed(SOURCE, group)
+
+    mv = subprocess.Popen(ferry.args("move", "--group", group, "--topics", topic, "--to", "target", "--wait", "180", "--json"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runner = None
+    try:
+        time.sleep(6)
+        assert mv.poll() is None, f"the move did not wait for the flow: {mv.communicate()}"
+        runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "30", log=tmp_path / "ferry.log")
+        out, err = mv.communicate(timeout=240)
+    finally:
+        if mv.poll() is None:
+            mv.kill()
+        if runner:
+            runner.terminate()
+            runner.wait(30)
+    assert mv.returncode == 0, (out, err)
+    assert "waiting for flow source>target: " in err and "record(s) to copy" in err, err
+    rep = json.loads(out)
+    assert rep["verdict"] == "GO" and rep["recorded"] and rep["waited_ms"] >= 5000, rep
+    assert rep["from"] == "source" and rep["to"] == "target" and rep["flow"] == "source>target", rep
+    assert sorted((p["topic"], p["partition"], p["end_offset"]) for p in rep["produced"]) == [(topic, p, 300) for p in range(PARTS)]
+
+    back = committed(TARGET, group)
+    assert len(rep["resume"]) == PARTS, rep
+    for r in rep["resume"]:
+        tp = (r["topic"], r["partition"])
+        assert r["group"] == group and r["exact"] and r["redelivered"] == 0, r
+        assert r["source_offset"] == src_commits[tp][0], (r, src_commits)
+        # What it printed is what the destination holds ...
+        assert back[tp][0] == r["offset"], (r, back)
+        # ... shifted by the records the target held before ...
+        assert r["offset"] == r["source_offset"] + 7 + r["partition"], r
+        # ... and the record it names is the one the group would have read next.
+        nxt = first_key_from(SOURCE, topic, r["partition"], r["source_offset"])
+        assert (r["next_record"] or {}).get("key") == (nxt.decode() if nxt else None), r
+
+    after = consume(TARGET, topic, group)
+    assert not [k for k in after if k.startswith("old-")], "the group read records from before its history"
+    counts = Counter(before + after)
+    assert sorted(counts) == sorted(sent) and max(counts.values()) == 1, "every record consumed exactly once across the move"
+
+    homes = ferry.full_status()["moves"]
+    assert [(h["group"], h["lives_on"], h["moved_from"], h["moves"]) for h in homes] == [(group, "target", "source", 1)], homes
+
+
+class FerryMoves(FerryBothWays):
+    """One replicator holding both flows; every move is `ferry move`."""
+
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path)
+        self.moved: Counter = Counter()
+
+    def toward(self, to: str) -> Ferry:
+        return self.ferry
+
+    def move_app(self, frm: str, to: str, groups: list[str], topics: list[str]) -> None:
+        args = [a for g in groups for a in ("--group", g)] + (["--topics", ",".join(topics)] if topics else [])
+        p = self.toward(to).move(*args, "--to", to, "--wait", "120", "--json")
+        assert p.returncode == 0, f"ferry move {args} --to {to}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        rep = json.loads(p.stdout)
+        assert (rep["verdict"], rep["from"], rep["to"]) == ("GO", frm, to), rep
+        for g in groups:
+            there = committed(CLUSTERS[to], g)
+            mine = [r for r in rep["resume"] if r["group"] == g]
+            assert mine and all(there[(r["topic"], r["partition"])][0] == r["offset"] for r in mine), (rep, there)
+            self.moved[g] += 1
+
+    def check_homes(self, ferry: Ferry) -> None:
+        homes = {h["group"]: (h["lives_on"], h["moves"]) for h in ferry.full_status()["moves"]}
+        assert homes == {g: ("target", n) for g, n in self.moved.items()}, homes
+
+
+def test_a_move_back_and_forth_with_producers_on_both_clusters_one_replicator(tmp_path):
+    rep = FerryMoves(tmp_path)
+    # Order status moves, then orders, then order status back to the
+    # source (it consumes orders produced on the target) and forward again.
+    row = run_story(rep, ("status", "orders", "notify"), rollback=True)
+    assert row["orders"] > 300
+    assert (row["status_duplicates"], row["status_missing"], row["notify_duplicates"], row["notify_missing"]) == (0, 0, 0, 0), row
+    assert max(rep.moved.values()) == 3, rep.moved
+    rep.check_homes(rep.ferry)
+
+
+class TwoReplicatorMoves(FerryMoves):
+    """MSK Replicator's rollback topology: one replicator each way on the
+    same tables; a move uses the one that copies toward its destination."""
+
+    def start(self, topics, groups):
+        prefix = unique("ferry-moves")
+        self.forward = Ferry(*self.config("forward", topics, groups, False), name=unique("a-to-b"), prefix=prefix)
+        self.back = Ferry(*self.config("back", topics, groups, True), name=unique("b-to-a"), prefix=prefix)
+        self.ferry = self.forward
+        self.procs = [f.spawn("--round-seconds", "10", "--group-sync-seconds", "1", log=self.tmp / f"{f.name}.log")
+                      for f in (self.forward, self.back)]
+
+    def config(self, name, topics, groups, reverse):
+        folder = self.tmp / name
+        folder.mkdir()
+        kc, ri = write_config(folder, topics, both_ways=True, groups=groups)
+        flows = json.loads(ri.read_text())
+        ri.write_text(json.dumps([flows[1] if reverse else flows[0]], indent=2))
+        return kc, ri
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+            p.wait(30)
+
+    def toward(self, to: str) -> Ferry:
+        return self.forward if to == "target" else self.back
+
+
+def test_a_move_back_and_forth_with_two_replicators_on_the_same_tables(tmp_path):
+    rep = TwoReplicatorMoves(tmp_path)
+    row = run_story(rep, ("notify", "orders", "status"), rollback=True)
+    assert row["orders"] > 300
+    assert (row["status_duplicates"], row["status_missing"], row["notify_duplicates"], row["notify_missing"]) == (0, 0, 0, 0), row
+    # Each replicator shows every group's home, whichever one moved it.
+    rep.check_homes(rep.forward)
+    rep.check_homes(rep.back)
+
+
+def test_a_stalled_scheduled_sync_never_puts_an_older_translation_over_the_move(tmp_path):
+    """A scheduled sync reads the target, then stalls before its commit
+    (CPU starved, a slow coordinator); meanwhile the application commits
+    further, stops, and is moved. Kafka's offset commit has no condition:
+    without a lease on the group's sync, the stalled commit lands after the
+    move read its own back, and the application resumes at the older
+    translation (records delivered again)."""
+    topic, group = unique("move-race"), unique("ledger")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(TARGET, topic, [f"old-{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"k-{i}" for i in range(100)])
+    assert ferry.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "1", log=tmp_path / "ferry.log",
+                         env={"FERRY_FAILPOINT": "slow-group-commit:8000"})
+    try:
+        time.sleep(3)  # its sync has read the target, and waits to commit 30's translation
+        assert len(consume(SOURCE, topic, group, limit=40, idle_s=2)) == 40
+        p = ferry.move("--group", group, "--to", "target", "--wait", "60", "--json")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        rep = json.loads(p.stdout)
+        assert [(r["partition"], r["source_offset"], r["offset"]) for r in rep["resume"]] == [(0, 70, 75)], rep
+        time.sleep(12)  # the stalled commit has long been sent, or refused
+        assert committed(TARGET, group)[(topic, 0)][0] == 75, (committed(TARGET, group), (tmp_path / "ferry.log").read_text()[-3000:])
+    finally:
+        runner.terminate()
+        runner.wait(30)
