@@ -297,6 +297,12 @@ def test_a_target_commit_ferry_did_not_write_is_never_overwritten(tmp_path):
     assert committed(TARGET, group2)[(topic, 0)] == (50, "src")
 
 
+# A sync that dies leaves its lease on the group for this long (two minutes
+# by default): these tests shorten it and wait it out.
+LEASE_S = 2.5
+LEASE = ("--group-sync-lease-ms", "2000")
+
+
 def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
     """SyncGroups commits a group's translation on the target, then dies
     before it records the sync (the function timed out, or crashed): the
@@ -308,11 +314,12 @@ def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
     commit_at(SOURCE, group, {(topic, 0): (40, "src")})
     kc, ri = write_config(tmp_path, [topic], groups=[group])
     ferry = Ferry(kc, ri)
-    died = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    died = ferry.run("--once", *LEASE, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
     assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    time.sleep(LEASE_S)  # the dead sync's lease on the group ends
     assert committed(TARGET, group)[(topic, 0)] == (40, "src")
     commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
-    res = ferry.run("--once")
+    res = ferry.run("--once", *LEASE)
     assert res.returncode == 0, res.stdout + res.stderr
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert committed(TARGET, group)[(topic, 0)] == (70, "src-later"), row
@@ -330,16 +337,17 @@ def test_a_sync_that_dies_after_its_commit_stays_ferrys_after_the_group_goes_on(
     commit_at(SOURCE, group, {(topic, 0): (40, "src")})
     kc, ri = write_config(tmp_path, [topic], groups=[group])
     ferry = Ferry(kc, ri)
-    died = ferry.run("--once", env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    died = ferry.run("--once", *LEASE, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
     assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    time.sleep(LEASE_S)  # the dead sync's lease on the group ends
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert row["status"] == "failed" and "stopped while committing 40" in row["detail"], row
     commit_at(TARGET, group, {(topic, 0): (55, "consumed-on-target")})
-    res = ferry.run("--once")
+    res = ferry.run("--once", *LEASE)
     assert res.returncode == 0, res.stdout + res.stderr
     assert committed(TARGET, group)[(topic, 0)] == (55, "consumed-on-target"), "the translation is behind: never moved back"
     commit_at(SOURCE, group, {(topic, 0): (90, "back-on-source")})
-    res = ferry.run("--once")
+    res = ferry.run("--once", *LEASE)
     assert res.returncode == 0, res.stdout + res.stderr
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert committed(TARGET, group)[(topic, 0)] == (90, "back-on-source"), row

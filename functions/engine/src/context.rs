@@ -53,6 +53,10 @@ pub struct Settings {
     /// naming the lost range; `true` records the loss and resumes at the
     /// earliest offset.
     pub resume_after_data_loss: bool,
+    /// How long one sync of one consumer group holds its lease (see
+    /// `StateStore::acquire_group_sync`): a sync that dies leaves its
+    /// groups to the syncs after this.
+    pub group_sync_lease: Duration,
 }
 
 /// Default DynamoDB table prefix.
@@ -75,6 +79,7 @@ impl Default for Settings {
             checkpoint_interval: Duration::from_secs(4),
             request_timeout: Duration::from_secs(30),
             resume_after_data_loss: false,
+            group_sync_lease: Duration::from_secs(120),
         }
     }
 }

@@ -69,12 +69,21 @@ pub struct SyncGroupsOutput {
 /// the request timeout).
 pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// How long one sync of one group holds its lease (see
-/// [`ferry_adapters::state::StateStore::acquire_group_sync`]). A sync
-/// commits only while the lease has a request timeout and some seconds
-/// left, so a commit of a sync that stalled never lands after the next
-/// holder read the target.
-pub const GROUP_SYNC_LEASE_MS: i64 = 120_000;
+/// A sync commits a group only while its lease (`Settings::group_sync_lease`,
+/// see [`ferry_adapters::state::StateStore::acquire_group_sync`]) has
+/// this much left: a request timeout and some seconds (at most half the
+/// lease), so that the commit of a sync that stalled does not land after
+/// the next holder read the target.
+pub(crate) fn commit_margin_ms(ferry: &Ferry) -> i64 {
+    let s = &ferry.settings;
+    let wanted = s.request_timeout + std::time::Duration::from_secs(5);
+    i64::try_from(wanted.min(s.group_sync_lease / 2).as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// The lease a sync of one group takes, in ms.
+pub(crate) fn lease_ms(ferry: &Ferry) -> i64 {
+    i64::try_from(ferry.settings.group_sync_lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
 
 /// Sync every flow's groups once; no group is started at or after
 /// `deadline` (those left are counted in `deferred`, and the next sync
@@ -287,11 +296,7 @@ async fn sync_flow(
             break;
         }
         failpoint::before_group_sync().await;
-        let Some(lease_until) = ferry
-            .store
-            .acquire_group_sync(&flow_key, group, &owner, GROUP_SYNC_LEASE_MS)
-            .await?
-        else {
+        let Some(lease_until) = ferry.store.acquire_group_sync(&flow_key, group, &owner, lease_ms(ferry)).await? else {
             report.busy += 1;
             tracing::info!(
                 replicator = %ferry.spec.name, flow = %flow.id(), group = %group,
@@ -816,8 +821,7 @@ async fn sync_group(
         failpoint::before_group_commit().await;
         // A commit sent with less of the lease left than a request may
         // take could land after the next holder read the target.
-        let margin = i64::try_from(ferry.settings.request_timeout.as_millis()).unwrap_or(i64::MAX / 2) + 5_000;
-        if now_ms() + margin > lease_until_ms {
+        if now_ms() + commit_margin_ms(ferry) > lease_until_ms {
             return Err(FerryError::NotReady(format!(
                 "group {group}: its sync lease ends in less than a request timeout: not committed, the next sync does it"
             )));

@@ -355,11 +355,11 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
     let mut held = Vec::new();
     let mut outcome = None;
     for g in &req.groups {
-        let until = Instant::now() + Duration::from_millis(crate::groups::GROUP_SYNC_LEASE_MS as u64 + 10_000);
+        let until = Instant::now() + ferry.settings.group_sync_lease + Duration::from_secs(10);
         loop {
             if ferry
                 .store
-                .acquire_group_sync(&flow_key, g, &owner, crate::groups::GROUP_SYNC_LEASE_MS)
+                .acquire_group_sync(&flow_key, g, &owner, crate::groups::lease_ms(ferry))
                 .await?
                 .is_some()
             {
@@ -369,7 +369,10 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
             if Instant::now() >= until {
                 outcome = Some(report.clone().no_go(
                     format!("another sync of group {g} (flow {}) held its lease throughout", flow.id()),
-                    "a sync that stopped leaves its lease for two minutes at most: run the move again".into(),
+                    format!(
+                        "a sync that stopped leaves its lease for {} s at most: run the move again",
+                        ferry.settings.group_sync_lease.as_secs()
+                    ),
                 ));
                 break;
             }

@@ -64,6 +64,10 @@ pub(crate) struct RunArgs {
     /// ConsumerGroupReplication), alongside replication.
     #[arg(long, default_value_t = 5)]
     group_sync_seconds: u64,
+    /// How long one sync of a consumer group holds that group's lease: a
+    /// sync that dies leaves the group to the syncs after this.
+    #[arg(long, default_value_t = Settings::default().group_sync_lease.as_millis() as u64)]
+    group_sync_lease_ms: u64,
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
@@ -81,6 +85,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         })?,
         checkpoint_max_bytes: args.checkpoint_max_bytes,
         resume_after_data_loss: args.resume_after_data_loss,
+        group_sync_lease: Duration::from_millis(args.group_sync_lease_ms),
         ..Settings::default()
     };
     let ferry = build(&args.common, settings).await?;
