@@ -24,9 +24,9 @@ from collections import Counter
 
 from confluent_kafka import Consumer
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, unique, write_config
 from story import CLUSTERS, run_story
-from test_groups import first_key_from
+from test_groups import commit_at, first_key_from
 from test_migration import FerryBothWays
 
 PARTS = 3
@@ -290,3 +290,185 @@ def test_a_stalled_scheduled_sync_never_puts_an_older_translation_over_the_move(
     finally:
         runner.terminate()
         runner.wait(30)
+
+
+def test_a_commit_made_without_joining_the_group_during_the_move_is_a_no_go(tmp_path):
+    """A consumer using assign() commits for the group without ever joining
+    it: no member check sees it. It commits while the move waits for the
+    flow; the move must not say GO for commits it did not wait for."""
+    topic, group = unique("move-assign"), unique("flink-job")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(50)])
+    assert ferry.run("--once").returncode == 0
+    produce_keys(SOURCE, topic, [f"b-{i}" for i in range(50)])
+    commit_at(SOURCE, group, {(topic, 0): (60, "")})
+    mv = subprocess.Popen(ferry.args("move", "--group", group, "--to", "target", "--wait", "120", "--json"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert mv.poll() is None, mv.communicate()
+        commit_at(SOURCE, group, {(topic, 0): (90, "")})
+        assert ferry.run("--once").returncode == 0
+        out, err = mv.communicate(timeout=120)
+    finally:
+        if mv.poll() is None:
+            mv.kill()
+    assert mv.returncode == 3, (out, err)
+    rep = json.loads(out)
+    assert f"group {group}'s commits on source changed during the move ({topic}-0: 60 → 90)" in rep["reason"], rep
+    assert "assign()" in rep["fix"] and not rep["recorded"], rep
+
+
+# The adversarial review of ferry move (helper-26, on 773f17f) found the
+# scenarios below; each failed there as its docstring says.
+
+
+def no_go(ferry: Ferry, *args: str) -> dict:
+    p = ferry.move(*args, "--json")
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    rep = json.loads(p.stdout)
+    assert rep["verdict"] == "NO-GO" and not rep["recorded"], rep
+    return rep
+
+
+def test_a_group_behind_where_the_flow_began_is_no_go_whatever_the_flags(tmp_path):
+    """The group committed 30; the flow began at 100 (StartingPosition
+    LATEST). On 773f17f: GO, exact, and the group skipped k-30..k-99 on the
+    target."""
+    topic, group = unique("move-latest"), unique("lagging")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"k-{i}" for i in range(100)])
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    kc, ri = write_config(tmp_path, [topic], groups=[group], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    produce_keys(SOURCE, topic, [f"k-{i}" for i in range(100, 120)])
+    assert ferry.run("--once").returncode == 0
+    for extra in ((), ("--allow-redelivery",)):
+        rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", *extra)
+        assert "records it has not read are not on target, and it would skip them" in rep["reason"], rep
+        assert "began copying this partition at source offset 100" in rep["reason"], rep
+        assert "past the group's commit 30" in rep["reason"], rep
+        assert "allow-redelivery" not in rep["fix"], rep
+    [row] = [g for g in ferry.groups() if g["group"] == group]
+    assert not row["exact"], row
+
+
+def test_records_the_destination_deleted_before_the_group_read_them_are_no_go_whatever_the_flags(tmp_path):
+    """Retention on the target removed offsets 0..49; the group's next
+    record is 30. On 773f17f: NO-GO advising --allow-redelivery, then GO
+    with it, and the group skipped k-30..k-49."""
+    from confluent_kafka import TopicPartition as TP
+    from confluent_kafka.admin import AdminClient
+
+    topic, group = unique("move-logstart"), unique("retained")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"k-{i}" for i in range(100)])
+    assert ferry.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    for f in admin.delete_records([TP(topic, 0, 50)]).values():
+        f.result(30)
+    for extra in ((), ("--allow-redelivery",)):
+        rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", *extra)
+        assert "would skip them" in rep["reason"] and "no longer holds offsets 30.." in rep["reason"], rep
+        assert "resumes at the log start 50" in rep["reason"], rep
+        assert "allow-redelivery" not in rep["fix"], rep
+
+
+def test_a_partition_the_replicator_has_not_planned_yet_is_waited_for(tmp_path):
+    """The topic grew a partition the group already read; the running
+    replicator plans it within a round. On 773f17f: NO-GO at once, saying
+    the flow does not replicate the topic."""
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    topic, group = unique("move-grown"), unique("grown")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(20)])
+    assert ferry.run("--once").returncode == 0
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for f in admin.create_partitions([NewPartitions(topic, 2)]).values():
+        f.result(30)
+    produce_keys(SOURCE, topic, [f"b-{i}" for i in range(10)], partition=1)
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "30", log=tmp_path / "ferry.log")
+    try:
+        p = ferry.move("--group", group, "--to", "target", "--wait", "120", "--json")
+    finally:
+        runner.terminate()
+        runner.wait(30)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    rep = json.loads(p.stdout)
+    assert sorted((r["partition"], r["offset"]) for r in rep["resume"]) == [(0, 20), (1, 10)], rep
+
+
+def test_a_lease_a_killed_sync_left_is_waited_out_within_wait_and_said(tmp_path):
+    """A sync killed between its read of the target and its commit leaves
+    the group's lease. On 773f17f the move then waited the lease out (two
+    minutes) whatever --wait said, silently, and reported 37 ms waited."""
+    topic, group = unique("move-lease"), unique("orphan")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"k-{i}" for i in range(50)])
+    assert ferry.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=20)) == 20
+    stalled = ferry.spawn("--group-sync-seconds", "1", "--group-sync-lease-ms", "15000", log=tmp_path / "stalled.log",
+                          env={"FERRY_FAILPOINT": "slow-group-commit:60000"})
+    leased = False
+    deadline = time.time() + 60
+    while not leased and time.time() < deadline:
+        items = dynamo().query(TableName=f"{ferry.prefix}-groups", KeyConditionExpression="flow = :f",
+                               ExpressionAttributeValues={":f": {"S": f"{ferry.name}/source>target"}})["Items"]
+        leased = any(i["partition_group"]["S"].startswith("#sync-lease#") for i in items)
+        time.sleep(0.3)
+    stalled.kill()
+    stalled.wait(30)
+    assert leased, "the stalled sync took the group's lease"
+
+    started = time.time()
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "3")
+    assert time.time() - started < 20, "--wait bounds the wait for a lease"
+    assert "held its lease throughout" in rep["reason"], rep
+    p = ferry.move("--group", group, "--to", "target", "--wait", "60", "--json")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "waiting for another sync of group" in p.stderr, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["waited_ms"] >= 3000 and [r["offset"] for r in rep["resume"]] == [20], rep
+
+
+def test_a_transaction_left_open_on_a_produced_topic_is_named(tmp_path):
+    """The application stopped with a transaction open. On 773f17f the
+    NO-GO blamed the replicator ("check that the replicator is running")."""
+    from confluent_kafka import Producer
+
+    topic = unique("move-open-txn")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"k-{i}" for i in range(10)])
+    p = Producer({"bootstrap.servers": SOURCE, "transactional.id": unique("tx"), "transaction.timeout.ms": 60000})
+    p.init_transactions()
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic, key=f"t-{i}".encode(), value=b"open", partition=0)
+    p.flush(30)
+    assert ferry.run("--once").returncode == 0
+    rep = no_go(ferry, "--topics", topic, "--to", "target", "--wait", "3")
+    assert f"a transaction left open on source holds {topic}-0 from offset 10" in rep["reason"], rep
+    p.abort_transaction()
+    assert ferry.run("--once").returncode == 0
+    ok = ferry.move("--topics", topic, "--to", "target", "--wait", "30", "--json")
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)

@@ -632,12 +632,19 @@ async fn sync_group(
                 // The map it came from was cut back since (the target lost
                 // the copies it may point at).
                 && cursor.target_rewound_ms.is_none_or(|r| r < p.checked_ms)
+                // Made by a Ferry that did not compare it with where the
+                // flow began.
+                && cursor.start_offset.is_none_or(|s| c.offset >= s)
         });
         // A commit made in a history of the partition that an unclean
         // leader election replaced (its leader epoch, KIP-320, says which)
         // resumes where the new history parts from it.
         let replaced = replaced_from(c.offset, c.leader_epoch, &cursor.leader_epochs);
         let from = replaced.unwrap_or(c.offset);
+        // A commit below where the flow began copying (StartingPosition
+        // LATEST or a time, while the group lagged): the records between
+        // were never copied, and the translation passes them.
+        let before_start = cursor.start_offset.filter(|&s| from < s);
         let (translation, again) = if unchanged && replaced.is_none() {
             let t = previous
                 .get(&(group.to_owned(), tp.clone()))
@@ -646,7 +653,7 @@ async fn sync_group(
         } else {
             match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
                 Some((mut t, again)) => {
-                    t.exact &= replaced.is_none();
+                    t.exact &= replaced.is_none() && before_start.is_none();
                     (Some(t), again)
                 }
                 None => (None, 0),
@@ -692,6 +699,12 @@ async fn sync_group(
                  {d} on (an unclean leader election): it resumes at the new history's record {d}, which it never read; none is \
                  skipped)",
                 c.offset, c.leader_epoch
+            )
+        } else if let Some(s) = before_start {
+            format!(
+                " (not exact: the flow began copying this partition at source offset {s} (its StartingPosition, or a backfill), \
+                 past the group's commit {from}: the records from {from} to {s} that the group never read were never copied, and \
+                 it resumes after them on the target, skipping them)"
             )
         } else if let (Some(d), Some(s)) = (deleted_from, start) {
             format!(

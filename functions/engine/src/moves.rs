@@ -253,7 +253,7 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
                 format!("check the group id; an application that never committed starts on {to} where its auto.offset.reset says"),
             ));
         }
-        if let Some(tp) = c.keys().find(|tp| !cursors.contains_key(tp)) {
+        if let Some(tp) = c.keys().find(|tp| !cursors.contains_key(tp) && !flow.selects_topic(&tp.topic)) {
             return Ok(report.no_go(
                 format!("group {g} consumes {tp}, which flow {} does not replicate", flow.id()),
                 "add its topic to TopicsToReplicate in replication-info.json (and let the flow catch up), or move the application \
@@ -280,7 +280,7 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
             };
             tps.extend(m.partitions.keys().map(|&p| TopicPartition::new(t.clone(), p)));
         }
-        if let Some(tp) = tps.iter().find(|tp| !cursors.contains_key(tp)) {
+        if let Some(tp) = tps.iter().find(|tp| !cursors.contains_key(tp) && !flow.selects_topic(&tp.topic)) {
             return Ok(report.no_go(
                 format!("the application produces {tp}, which flow {} does not replicate", flow.id()),
                 "add the topic to TopicsToReplicate in replication-info.json and let the flow catch up".into(),
@@ -319,6 +319,22 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
         let records: i64 = behind.iter().map(|b| b.1).sum();
         let (tp, n, why) = behind[0];
         if Instant::now() >= deadline {
+            // Caught up to the last stable offset but not the end: a
+            // transaction left open holds the rest, not the replicator.
+            let tps: Vec<TopicPartition> = behind.iter().map(|b| b.0.clone()).collect();
+            let stable = src.list_offsets(&tps, OffsetSpec::Latest, true).await?;
+            let open = behind.iter().find_map(|&(tp, _, _)| {
+                let at = cursors.get(tp).map_or(0, |c| c.next_source_offset);
+                stable.get(tp).filter(|&&lso| at >= lso).map(|&lso| (tp, lso))
+            });
+            if let Some((tp, lso)) = open {
+                return Ok(report.no_go(
+                    format!("a transaction left open on {from} holds {tp} from offset {lso}: no consumer reads past it yet"),
+                    "the producer that opened it commits or aborts it (a stopped application's open transaction aborts at its \
+                     transaction.timeout.ms); then run the move again"
+                        .into(),
+                ));
+            }
             return Ok(report.no_go(
                 format!(
                     "flow {} has not yet copied {records} record(s) on {} partition(s) that the move needs (first: {tp}, {n} behind, for {why})",
@@ -355,7 +371,9 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
     let mut held = Vec::new();
     let mut outcome = None;
     for g in &req.groups {
-        let until = Instant::now() + ferry.settings.group_sync_lease + Duration::from_secs(10);
+        // What --wait leaves, and a few seconds at least.
+        let until = deadline.max(Instant::now() + Duration::from_secs(5));
+        let mut told: Option<Instant> = None;
         loop {
             if ferry
                 .store
@@ -366,11 +384,21 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
                 held.push(g.clone());
                 break;
             }
+            if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                progress(&format!(
+                    "waiting for another sync of group {g} to give its lease back (one that was killed holds it up to {} s) \
+                     ({} s of {} s)",
+                    ferry.settings.group_sync_lease.as_secs(),
+                    started.elapsed().as_secs(),
+                    req.wait.as_secs()
+                ));
+                told = Some(Instant::now());
+            }
             if Instant::now() >= until {
                 outcome = Some(report.clone().no_go(
                     format!("another sync of group {g} (flow {}) held its lease throughout", flow.id()),
                     format!(
-                        "a sync that stopped leaves its lease for {} s at most: run the move again",
+                        "a sync that was killed leaves its lease for {} s at most: run the move again then, or with a longer --wait",
                         ferry.settings.group_sync_lease.as_secs()
                     ),
                 ));
@@ -382,6 +410,7 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
             break;
         }
     }
+    report.waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let res = match outcome {
         Some(no_go) => Ok(no_go),
         None => sync_and_read_back(ferry, req, flow, &src, &dst, &commits, report, &owner, progress).await,
@@ -408,7 +437,6 @@ async fn sync_and_read_back(
     owner: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<MoveReport, FerryError> {
-    let flow_key = ferry.flow_key(flow);
     let (from, to) = (flow.source.alias.clone(), flow.target.alias.clone());
     progress(&format!("replicated; syncing group(s) {} to {to}", req.groups.join(", ")));
     let (summary, items) = crate::groups::sync_groups_now(ferry, flow, &req.groups, owner).await?;
@@ -419,8 +447,25 @@ async fn sync_and_read_back(
         ));
     }
     let items: HashMap<(&str, &TopicPartition), &GroupSyncItem> = items.iter().map(|i| ((i.group.as_str(), &i.tp), i)).collect();
-    let cursors = cursors_by_partition(ferry, &flow_key).await?;
     for (g, c) in commits {
+        // Nothing committed for the group on the cluster it leaves since
+        // the move began (a consumer using assign() joins no group, and no
+        // member check sees it).
+        let now = src.committed_offsets(g).await?;
+        let changed = now
+            .iter()
+            .filter(|(tp, n)| c.get(*tp).map(|o| o.offset) != Some(n.offset))
+            .map(|(tp, n)| format!("{tp}: {} → {}", c.get(tp).map_or("none".into(), |o| o.offset.to_string()), n.offset))
+            .collect::<Vec<_>>();
+        if !changed.is_empty() {
+            return Ok(report.no_go(
+                format!("group {g}'s commits on {from} changed during the move ({})", changed.join(", ")),
+                format!(
+                    "something still commits for group {g} on {from}: a consumer that uses assign() (it joins no group, so no \
+                     member shows), or a tool; stop it, then run the move again"
+                ),
+            ));
+        }
         let back = dst.committed_offsets(g).await?;
         for (tp, committed) in c {
             let Some(item) = items.get(&(g.as_str(), tp)) else {
@@ -443,19 +488,37 @@ async fn sync_and_read_back(
                     status_fix(item.status, &to),
                 ));
             };
-            if !item.exact && !req.allow_redelivery {
-                return Ok(report.no_go(
-                    format!(
-                        "the translation of group {g} {tp} is not exact: {} record(s) it consumed on {from} would be delivered again \
-                         on {to} ({})",
-                        item.redelivered, item.detail
-                    ),
-                    "the two clusters hold the partition's records in different orders; move anyway, accepting the re-delivery, \
-                     with --allow-redelivery"
-                        .into(),
-                ));
+            // Not exact with records to deliver again: the clusters hold
+            // the partition's records in different orders (re-delivery, no
+            // skip). Not exact otherwise: records the group never read are
+            // not on the destination (never copied, or deleted there), and
+            // no flag makes that a GO.
+            if !item.exact && (item.redelivered == 0 || !req.allow_redelivery) {
+                return Ok(if item.redelivered > 0 {
+                    report.no_go(
+                        format!(
+                            "the translation of group {g} {tp} is not exact: {} record(s) it consumed on {from} would be delivered \
+                             again on {to} ({})",
+                            item.redelivered, item.detail
+                        ),
+                        "the two clusters hold the partition's records in different orders; move anyway, accepting the \
+                         re-delivery, with --allow-redelivery"
+                            .into(),
+                    )
+                } else {
+                    report.no_go(
+                        format!(
+                            "group {g} {tp}: records it has not read are not on {to}, and it would skip them ({})",
+                            item.detail
+                        ),
+                        format!(
+                            "let the application read them on {from} first (start it there again, then stop it and move it), or, \
+                             if it may skip them, reset the group on {to} yourself; Ferry does not move it past records it never read"
+                        ),
+                    )
+                });
             }
-            let target_topic = cursors.get(tp).map_or_else(|| tp.topic.clone(), |c| c.target_topic.clone());
+            let target_topic = flow.target_topic(&tp.topic);
             let target_tp = TopicPartition::new(target_topic, tp.partition);
             let read = back.get(&target_tp).map(|c| c.offset);
             if read != Some(translated) {
@@ -477,6 +540,23 @@ async fn sync_and_read_back(
                 redelivered: item.redelivered,
                 next_record: dst.next_record(&target_tp, translated).await?.map(view),
             });
+        }
+    }
+
+    // Still stopped everywhere: no member joined while the move ran.
+    for g in &req.groups {
+        for (cluster, alias) in [(src, &from), (dst, &to)] {
+            let state = cluster.group_state(g).await?;
+            if state.members > 0 {
+                return Ok(report.no_go(
+                    format!(
+                        "group {g} got {} member(s) on {alias} while the move ran: {}",
+                        state.members,
+                        state.clients.join(", ")
+                    ),
+                    format!("stop the group's consumers on {alias}, then run the move again"),
+                ));
+            }
         }
     }
 

@@ -24,6 +24,10 @@ pub struct CursorItem {
     pub target_topic: String,
     /// Next source offset to replicate.
     pub next_source_offset: i64,
+    /// Where the flow began copying the partition (its StartingPosition,
+    /// or a backfill's): nothing below it was copied. None in items
+    /// written before Ferry read it back.
+    pub start_offset: Option<i64>,
     /// Target end offset after this replicator's last write, if any.
     pub next_target_offset: Option<i64>,
     /// Lease holder, if any.
@@ -170,6 +174,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             tp: TopicPartition::new(r.req_s("topic")?, r.req_n("partition_index")? as i32),
             target_topic: r.req_s("target_topic")?,
             next_source_offset: r.req_n("next_source_offset")?,
+            start_offset: r.n("start_offset"),
             next_target_offset: r.n("next_target_offset"),
             lease_owner: r.s("lease_owner"),
             lease_epoch: r.n("lease_epoch").unwrap_or(0),
