@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from confluent_kafka import Consumer
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, unique, write_config
@@ -472,3 +473,68 @@ def test_a_transaction_left_open_on_a_produced_topic_is_named(tmp_path):
     assert ferry.run("--once").returncode == 0
     ok = ferry.move("--topics", topic, "--to", "target", "--wait", "30", "--json")
     assert ok.returncode == 0, (ok.stdout, ok.stderr)
+
+
+# The second adversarial review (on 23411b0) found the two below; each
+# failed on c0f5c8a as its docstring says.
+
+
+@pytest.mark.parametrize("mode", ["one-way", "opposite-flow-elsewhere"])
+def test_records_others_wrote_on_the_destination_after_the_groups_last_copy_are_read_not_skipped(tmp_path, mode):
+    """a-0..99 copied to the target, x-0..4 written there directly by
+    another producer, then b-0..19 copied. A group that read a-0..99 on
+    the source has not read x-*: it must resume before them. On c0f5c8a:
+    GO, exact, resuming at b-0's copy, and the group never read x-*. The
+    same with an opposite flow that selects other topics (this topic has
+    one way only)."""
+    topic, group = unique("move-others"), unique("at-the-end")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    both = mode != "one-way"
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=both, group_mode="ENHANCED" if both else None)
+    if both:
+        info = json.loads(ri.read_text())
+        info[1]["TopicReplication"]["TopicsToReplicate"] = [unique("elsewhere")]
+        ri.write_text(json.dumps(info, indent=2))
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    assert ferry.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=100)) == 100
+    produce_keys(TARGET, topic, [f"x-{i}" for i in range(5)])
+    produce_keys(SOURCE, topic, [f"b-{i}" for i in range(20)])
+    assert ferry.run("--once").returncode == 0
+
+    p = ferry.move("--group", group, "--to", "target", "--wait", "60", "--json")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    [r] = json.loads(p.stdout)["resume"]
+    assert r["exact"] and r["redelivered"] == 0, r
+    assert (r["next_record"] or {}).get("key") == "x-0", r
+    after = consume(TARGET, topic, group)
+    assert after == [f"x-{i}" for i in range(5)] + [f"b-{i}" for i in range(20)], after
+
+
+def test_a_commit_left_on_the_destination_from_before_a_recreated_topic_is_named(tmp_path):
+    """The group committed 80 and it was synced; the source topic was
+    deleted and created again, and the group has not committed on the new
+    one. On c0f5c8a: NO-GO saying the application starts on the target at
+    its auto.offset.reset, while the target still holds 80 for it."""
+    from test_recreated import delete_topic
+
+    topic, group = unique("move-recreated"), unique("left-behind")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"old-{i}" for i in range(100)])
+    assert len(consume(SOURCE, topic, group, limit=80)) == 80
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)][0] == 80
+    delete_topic(SOURCE, topic)
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, [f"new-{i}" for i in range(30)])
+    assert ferry.run("--once").returncode == 0
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30")
+    assert f"group {group} has no committed offsets on source" in rep["reason"], rep
+    assert f"target still holds commits for it: {topic}/0=80" in rep["reason"], rep
+    assert "auto.offset.reset" not in rep["reason"], rep
+    assert f"--delete-offsets --topic {topic}" in rep["fix"], rep

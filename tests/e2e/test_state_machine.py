@@ -106,6 +106,26 @@ def test_execution_replicates_and_backfills(tmp_path):
         assert {ln["fields"]["cluster"] for ln in progress} == {"source"}
         assert sum(ln["fields"]["records"] for ln in progress) == 2000
 
+        # `ferry move` from an operator's shell, against the tables the
+        # deployed functions write (the same code, through --table-prefix):
+        # GO where SyncGroups left the group, recorded where `ferry status`
+        # finds it; the executions below run with the move's item in the
+        # groups table.
+        state = ["--kafka-clusters", str(kc), "--replication-info", str(ri),
+                 "--name", sfn.env["FERRY_REPLICATOR_NAME"], "--table-prefix", sfn.env["FERRY_TABLE_PREFIX"]]
+        mv = subprocess.run([str(FERRY), "move", *state, "--group", group, "--to", "target", "--wait", "60", "--json"],
+                            capture_output=True, text=True, timeout=120)
+        assert mv.returncode == 0, mv.stdout + mv.stderr
+        moved = json.loads(mv.stdout)
+        assert moved["verdict"] == "GO" and moved["recorded"], moved
+        assert [(r["topic"], r["partition"], r["source_offset"], r["offset"], r["exact"]) for r in moved["resume"]] == \
+            [(live, 0, 200, t_off, True)], moved
+        assert moved["resume"][0]["next_record"]["key"] == src_key.decode(), moved
+        st = subprocess.run([str(FERRY), "status", *state, "--json"], capture_output=True, text=True, timeout=120)
+        assert st.returncode == 0, st.stderr
+        homes = json.loads(st.stdout)["moves"]
+        assert [(h["group"], h["lives_on"], h["moves"]) for h in homes] == [(group, "target", 1)], homes
+
         # Backfill: the topic LATEST skipped, from its first record.
         back = sfn.execute(arn, {"backfill": {"topics": [old], "from": "EARLIEST"}, "stop_at_plan_end": True})
         assert back["status"] == "SUCCEEDED", f"{back}\n{sfn.logs()}"

@@ -81,7 +81,8 @@ fn end_before(runs: &[OffsetRun], c: i64, xs: XIs) -> Option<i64> {
 #[derive(Debug, Clone, Copy)]
 pub struct Forward<'a> {
     /// Its runs around `c` by source (X) offset, sorted: at least the run
-    /// starting at or before `c` and the first one after it.
+    /// starting before `c` (it holds the group's last record, or ends
+    /// before it) and the first two after it.
     pub runs: &'a [OffsetRun],
     /// Its cursor: every X offset below it was copied, filtered or skipped.
     pub cursor: i64,
@@ -147,8 +148,15 @@ pub fn translate(c: i64, forward: &Forward<'_>, reverse: Option<&Reverse<'_>>) -
     // first record at or after `c`; when there is none and X holds records
     // this flow copies past its cursor, it may have written some of them
     // from `next_write` on.
-    let f1 = first_at_or_after(forward.runs, c, XIs::Source)
-        .map(|(_, y)| y)
+    //
+    // One way (no opposite flow knows the records produced on Y), the
+    // offsets between the copy of the group's last record and the next
+    // copy may hold records others wrote on Y after it: the group resumes
+    // just after that copy, and reads them (and markers, which consumers
+    // pass over). With an opposite flow, its runs and `u` place them.
+    let after_last = reverse.is_none().then(|| end_before(forward.runs, c, XIs::Source)).flatten();
+    let f1 = after_last
+        .or_else(|| first_at_or_after(forward.runs, c, XIs::Source).map(|(_, y)| y))
         .or_else(|| forward.behind.then_some(forward.next_write));
     // The first record produced on Y that reached X at or after `c`.
     let r1 = reverse.and_then(|r| first_at_or_after(r.runs, c, XIs::Target)).map(|(_, y)| y);

@@ -503,7 +503,10 @@ async fn translation(
     c: i64,
 ) -> Result<Option<(Translation, i64)>, FerryError> {
     let store = &ferry.store;
-    let fwd = store.runs_around(flow_key, tp, RunKey::Source, c, Some(cursor)).await?;
+    // From the run holding the group's last record (below `c`), which
+    // may end where the next starts, at `c`: one way, the group resumes
+    // just after its copy.
+    let fwd = store.runs_from(flow_key, tp, RunKey::Source, c - 1, 2, Some(cursor)).await?;
     let target_end = cursor.next_target_offset.unwrap_or(0);
     let fc = cursor.next_source_offset;
     // Without an opposite flow, the records past the cursor are this

@@ -10,7 +10,7 @@
 //! replicator on these tables moved it; the move the other way is the
 //! rollback.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use ferry_adapters::kafka::groups::Committed;
@@ -248,6 +248,35 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
     for g in &req.groups {
         let c = src.committed_offsets(g).await?;
         if c.is_empty() {
+            // The destination may still hold commits of an earlier life
+            // (a topic deleted and created again on `from` took the
+            // group's commits with it): the application resumes there, not
+            // where its auto.offset.reset says.
+            let left: Vec<String> = dst
+                .committed_offsets(g)
+                .await?
+                .iter()
+                .map(|(tp, c)| format!("{}/{}={}", tp.topic, tp.partition, c.offset))
+                .collect();
+            if !left.is_empty() {
+                let topics: BTreeSet<&str> = left.iter().filter_map(|l| l.rsplit_once('/').map(|(t, _)| t)).collect();
+                let delete = topics
+                    .iter()
+                    .map(|t| format!("kafka-consumer-groups.sh --bootstrap-server <{to}> --group {g} --delete-offsets --topic {t}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Ok(report.no_go(
+                    format!(
+                        "group {g} has no committed offsets on {from}, but {to} still holds commits for it: {}; started on {to}, \
+                         the application resumes there",
+                        left.join(", ")
+                    ),
+                    format!(
+                        "if they are left from before (a topic deleted and created again on {from}), delete them on {to} with \
+                         `{delete}`; or start the application on {from} until it commits, then move it"
+                    ),
+                ));
+            }
             return Ok(report.no_go(
                 format!("group {g} has no committed offsets on {from}: there is nothing to carry to {to}"),
                 format!("check the group id; an application that never committed starts on {to} where its auto.offset.reset says"),
