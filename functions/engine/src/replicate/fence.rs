@@ -1,0 +1,128 @@
+//! Before writing: fence the previous holders' producers, and reconcile
+//! what they wrote and did not checkpoint.
+
+use super::*;
+
+/// Fence the previous holders that may still have a write on its way to
+/// the partitions taken from them (see `kafka::txn`): one sequence per
+/// holder, all holders at once. A partition that cannot be fenced is not
+/// reconciled or written.
+pub(super) async fn fence_all(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    target: &KafkaCluster,
+    parts: &mut [Part],
+    which: &BTreeMap<(String, i64), Vec<usize>>,
+) {
+    let results = join_all(which.iter().map(|((id, pid), idx)| {
+        let tps: Vec<TopicPartition> = idx.iter().map(|&i| parts[i].target.clone()).collect();
+        async move { target.fence(id, *pid, &tps).await }
+    }))
+    .await;
+    for (((id, pid), idx), res) in which.iter().zip(results) {
+        match res {
+            Ok(fenced) => {
+                let failed = fenced.failed.len();
+                for (tp, e) in fenced.failed {
+                    let e = FerryError::from(with_grant_hint(e, &ferry.spec.name));
+                    if let Some(&i) = idx.iter().find(|&&i| parts[i].target == tp) {
+                        fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                    }
+                }
+                tracing::info!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), transactional_id = %id, producer_id = pid,
+                    partitions = idx.len() - failed, fenced = fenced.same_producer,
+                    "fenced the previous holder on the partitions taken from it"
+                );
+            }
+            Err(e) => {
+                let e = FerryError::from(with_grant_hint(e, &ferry.spec.name));
+                for &i in idx {
+                    fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                }
+            }
+        }
+    }
+}
+
+/// An error refusing Ferry a transactional id, with the grant to add.
+pub(super) fn with_grant_hint(e: KafkaError, replicator: &str) -> KafkaError {
+    match e {
+        KafkaError::Broker {
+            cluster,
+            op,
+            topic,
+            partition,
+            error: error @ ResponseError::TransactionalIdAuthorizationFailed,
+            detail,
+        } => {
+            let prefix = transactional_id_prefix(replicator);
+            KafkaError::Broker {
+                detail: format!(
+                    "{detail}. Fix: grant Ferry's principal WRITE and DESCRIBE on transactional ids prefixed {prefix} on cluster {cluster} \
+                     (kafka-acls --add --allow-principal <principal> --operation Write --operation Describe --transactional-id {prefix} \
+                     --resource-pattern-type prefixed; with MSK IAM, kafka-cluster:AlterTransactionalId and DescribeTransactionalId on \
+                     transactional-id/<cluster>/<uuid>/{prefix}*, which the template grants)"
+                ),
+                cluster,
+                op,
+                topic,
+                partition,
+                error,
+            }
+        }
+        e => e,
+    }
+}
+
+/// The previous holder of a partition, as its cursor item records it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PrevHolder {
+    /// Its producer id: the provenance of its records on the target.
+    pub(super) producer_id: i64,
+    /// Its next sequence number as of the checkpoint's target end; `None`
+    /// in a cursor item written before Ferry stored it.
+    pub(super) next_sequence: Option<i32>,
+}
+
+/// Reconcile the partitions `which` (index, previous holder): one
+/// ListOffsets for all of them, then a read of the target only where it
+/// holds records after the last checkpoint (after a clean release, none).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn reconcile_all(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    parts: &mut [Part],
+    which: &[(usize, PrevHolder)],
+    ends: &mut TargetEnds,
+    filter: &mut Option<LoopFilter>,
+) {
+    for &(i, prev) in which {
+        let p = &mut parts[i];
+        // With the leader's epoch, read before the holder's records are:
+        // what the reconcile finds below `end` is in that epoch's history
+        // or an older one's (see `CursorItem::target_leader_epoch`).
+        let (end, epoch) = match ends.remove(&p.target) {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
+                fail(ferry, flow, flow_key, p, &e.into()).await;
+                continue;
+            }
+            None => {
+                fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
+                continue;
+            }
+        };
+        if end <= p.target_end {
+            continue;
+        }
+        let epoch = (epoch >= 0).then_some(epoch);
+        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev, (end, epoch), filter).await {
+            fail(ferry, flow, flow_key, p, &e).await;
+        }
+    }
+}
