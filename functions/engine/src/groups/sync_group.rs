@@ -1,0 +1,395 @@
+//! One group's sync on one flow: what the target holds, who wrote it, the
+//! translation, the decision, and the commit under the group's lease.
+
+use super::*;
+
+/// What a flow's sync knows before it looks at any group.
+pub(super) struct Seen<'a> {
+    /// The flow's cursors.
+    pub(super) cursors: &'a HashMap<TopicPartition, CursorItem>,
+    /// This flow's last sync of each group partition.
+    pub(super) previous: &'a SyncsByPartition,
+    /// The opposite flow's, keyed by its source partition (this flow's target).
+    pub(super) carried: &'a SyncsByPartition,
+    /// The target partitions' log-start offsets.
+    pub(super) target_starts: &'a HashMap<TopicPartition, i64>,
+}
+
+impl Seen<'_> {
+    /// Who wrote the target's `current` commit of `group` on `target_tp`.
+    pub(super) fn owner(&self, group: &str, tp: &TopicPartition, target_tp: &TopicPartition, current: Option<i64>) -> CommitOwner {
+        let Some(cur) = current else { return CommitOwner::Nobody };
+        let key = (group.to_owned(), tp.clone());
+        let prev = self.previous.get(&key);
+        let written = prev.and_then(written_offset);
+        // What a sync was about to commit when it stopped before recording
+        // that it had (the function timed out or died in between).
+        let pending = prev.and_then(|p| p.pending_offset);
+        let carried = self
+            .carried
+            .get(&(group.to_owned(), target_tp.clone()))
+            .and_then(|o| o.carried_source_offset);
+        // At or past what this flow wrote: the group itself went on from
+        // Ferry's commit there (it consumed, then moved away), or Ferry's
+        // own later commit whose sync item is not stored yet (an
+        // overlapping sync, or one that stopped between its commit and its
+        // write). Ferry only ever moves a commit forward; a reset below it
+        // is someone else's.
+        if written.is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
+            CommitOwner::Ferry
+        } else {
+            CommitOwner::Other
+        }
+    }
+}
+
+/// A target commit made before the target's log was last found truncated
+/// under Ferry's copies (the cursor's `target_rewinds`, `target_rewound_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LostUnder {
+    /// Ferry's own commit (this flow wrote it, or was about to), from a
+    /// translation read before the truncation: it may point past records
+    /// the group never read, and moves to the new translation, even below
+    /// it (never above: re-delivery at worst). Where the log parted, if
+    /// known.
+    Ferrys(Option<i64>),
+    /// Someone else's, past where the log parted: reported, never
+    /// overwritten.
+    Others(i64),
+}
+
+/// Whether the target's commit `current` of a partition was made in a
+/// history of its log that the target lost since (`prev`: this flow's
+/// last sync of it; `cursor`, read before the translation).
+pub(super) fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, current: Option<i64>) -> Option<LostUnder> {
+    let cur = current?;
+    let p = prev?;
+    if written_offset(p) == Some(cur) || p.pending_offset == Some(cur) {
+        // Counted, not timed: a sync that read its cursors before a rewind
+        // and committed after it still made its commit in the old history.
+        return (p.written_rewinds.unwrap_or(0) < cursor.target_rewinds).then_some(LostUnder::Ferrys(cursor.target_rewound_from));
+    }
+    // Someone else's, in place before the rewind (or reported since, and
+    // still in place).
+    let (at_ms, from) = cursor.target_rewound_ms.zip(cursor.target_rewound_from)?;
+    let reported = p.detail.contains(OTHERS_LOST);
+    (cur > from && p.target_offset == Some(cur) && (p.checked_ms < at_ms || reported)).then_some(LostUnder::Others(from))
+}
+
+/// The words that mark [`LostUnder::Others`] in a sync item's detail.
+pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
+
+/// The last offset a flow wrote on the target, from its last sync. Items
+/// stored before `written_offset` existed hold it in `target_offset`
+/// when that sync wrote it or found it in place.
+pub(super) fn written_offset(p: &GroupSyncItem) -> Option<i64> {
+    p.written_offset.or_else(|| {
+        matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
+            .then_some(p.target_offset)
+            .flatten()
+    })
+}
+
+/// Where the history a group committed `offset` in (`epoch`: the leader
+/// epoch of the last record it read, as Kafka's clients commit it since
+/// KIP-320) parts from the source's history that the cursor's leader
+/// epochs `history` describe ((first offset, epoch), oldest first), if it
+/// does below `offset`: the commit is then in records an unclean leader
+/// election replaced, and the group never read the new history's records
+/// from there. Found without a request, as Kafka's consumer finds it with
+/// the leader's answer: the source's largest epoch at or below `epoch`
+/// ends (the next epoch starts) below `offset`. An epoch newer than all
+/// the cursor read, older than all it kept, or none (-1): nothing to
+/// compare, taken as the same history.
+pub(super) fn replaced_from(offset: i64, epoch: i32, history: &[(i64, i32)]) -> Option<i64> {
+    if epoch < 0 {
+        return None;
+    }
+    let i = history.iter().rposition(|&(_, e)| e <= epoch)?;
+    let &(end, _) = history.get(i + 1)?;
+    (end < offset).then_some(end)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sync_group(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    flow_key: &str,
+    opposite: Option<&Opposite>,
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    group: &str,
+    seen: &Seen<'_>,
+    lease_until_ms: i64,
+) -> Result<Vec<GroupSyncItem>, FerryError> {
+    let (cursors, previous) = (seen.cursors, seen.previous);
+    // Only partitions this flow replicates (it has a cursor for them).
+    let committed: BTreeMap<TopicPartition, Committed> = source
+        .committed_offsets(group)
+        .await?
+        .into_iter()
+        .filter(|(tp, _)| flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&tp.topic) && cursors.contains_key(tp))
+        .collect();
+    if committed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let state = target.group_state(group).await?;
+    let on_target = target.committed_offsets(group).await?;
+    let now = now_ms();
+    let mut items = Vec::new();
+    let mut to_commit: BTreeMap<TopicPartition, Committed> = BTreeMap::new();
+    let mut source_of: HashMap<TopicPartition, usize> = HashMap::new();
+    // The rewinds counted in the cursor each commit's translation came from.
+    let mut rewinds: HashMap<TopicPartition, i64> = HashMap::new();
+    for (tp, c) in &committed {
+        let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
+        let current = on_target.get(&target_tp).map(|x| x.offset);
+        let Some(cursor) = cursors.get(tp) else { continue };
+        // Nothing moved since an exact sync: no need to look the maps up
+        // (records arriving later land after an exact translation).
+        // Where the target's log starts: a translation below it (records
+        // the target no longer holds) is committed at it instead, and is
+        // not exact.
+        let start = seen.target_starts.get(&target_tp).copied();
+        let unchanged = previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
+            p.source_offset == c.offset
+                && p.exact
+                && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
+                && p.target_offset == current
+                && p.translated.is_some_and(|t| start.is_none_or(|s| t >= s))
+                // The map it came from was cut back since (the target lost
+                // the copies it may point at).
+                && cursor.target_rewound_ms.is_none_or(|r| r < p.checked_ms)
+                // Made by a Ferry that did not compare it with where the
+                // flow began.
+                && cursor.start_offset.is_none_or(|s| c.offset >= s)
+        });
+        // A commit made in a history of the partition that an unclean
+        // leader election replaced (its leader epoch, KIP-320, says which)
+        // resumes where the new history parts from it.
+        let replaced = replaced_from(c.offset, c.leader_epoch, &cursor.leader_epochs);
+        let from = replaced.unwrap_or(c.offset);
+        // A commit below where the flow began copying (StartingPosition
+        // LATEST or a time, while the group lagged): the records between
+        // were never copied, and the translation passes them.
+        let before_start = cursor.start_offset.filter(|&s| from < s);
+        let (translation, again) = if unchanged && replaced.is_none() {
+            let t = previous
+                .get(&(group.to_owned(), tp.clone()))
+                .and_then(|p| p.translated.map(|offset| Translation { offset, exact: true }));
+            (t, 0)
+        } else {
+            match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
+                Some((mut t, again)) => {
+                    t.exact &= replaced.is_none() && before_start.is_none();
+                    (Some(t), again)
+                }
+                None => (None, 0),
+            }
+        };
+        let mut deleted_from = None;
+        let translation = translation.map(|mut t| {
+            if let Some(s) = start.filter(|&s| t.offset < s) {
+                deleted_from = Some(t.offset);
+                t.offset = s;
+                t.exact = false;
+            }
+            t
+        });
+        let prev = previous.get(&(group.to_owned(), tp.clone()));
+        let pending = prev.and_then(|p| p.pending_offset);
+        let adopted = pending.filter(|&p| current.is_some_and(|c| c >= p));
+        let mut item = GroupSyncItem {
+            group: group.to_owned(),
+            tp: tp.clone(),
+            source_offset: c.offset,
+            metadata: c.metadata.clone(),
+            translated: translation.map(|t| t.offset),
+            exact: translation.is_some_and(|t| t.exact),
+            target_offset: current,
+            // A commit a stopped sync made and could not record is adopted
+            // once the target holds it or more (the group may have gone on
+            // from it there); until then it is kept.
+            written_offset: prev.and_then(written_offset).max(adopted),
+            written_rewinds: prev.and_then(|p| p.written_rewinds),
+            redelivered: 0,
+            carried_source_offset: prev.and_then(|p| p.carried_source_offset),
+            pending_offset: pending.filter(|_| adopted.is_none()),
+            status: GroupSyncStatus::UpToDate,
+            detail: String::new(),
+            checked_ms: now,
+        };
+        let not_exact = if item.exact {
+            String::new()
+        } else if let Some(d) = replaced {
+            format!(
+                " (not exact: the group committed source offset {} in leader epoch {}, of a history the source replaced from offset \
+                 {d} on (an unclean leader election): it resumes at the new history's record {d}, which it never read; none is \
+                 skipped)",
+                c.offset, c.leader_epoch
+            )
+        } else if let Some(s) = before_start {
+            format!(
+                " (not exact: the flow began copying this partition at source offset {s} (its StartingPosition, or a backfill), \
+                 past the group's commit {from}: the records from {from} to {s} that the group never read were never copied, and \
+                 it resumes after them on the target, skipping them)"
+            )
+        } else if let (Some(d), Some(s)) = (deleted_from, start) {
+            format!(
+                " (not exact: the group's next record is at target offset {d}, but the target no longer holds offsets {d}..{} \
+                 (its log start moved past them: retention or DeleteRecords there); it resumes at the log start {s}, and the \
+                 records before it that it never read are not on the target)",
+                s - 1
+            )
+        } else if again > 0 {
+            format!(
+                " (not exact: the two clusters hold this partition's records in different orders; {again} record(s) the group \
+                 already read come before records it has not, and will be delivered again there; none is skipped)"
+            )
+        } else {
+            format!(" (replication has not reached source offset {} yet: not exact)", c.offset)
+        };
+        item.redelivered = again;
+        let lost = lost_under(cursor, prev, current);
+        let decision = match (lost, translation) {
+            // Ferry's own commit, into copies the target lost since: the
+            // group's next record is at the new translation, lower.
+            (Some(LostUnder::Ferrys(_)), Some(t)) if current.is_some_and(|cur| cur > t.offset) => SyncDecision::Commit(t.offset),
+            _ => decide(translation, current, seen.owner(group, tp, &target_tp, current)),
+        };
+        let lost_note = match lost {
+            Some(LostUnder::Ferrys(from)) => format!(
+                "; Ferry's commit {} was made before the target's log parted from Ferry's copies{} (an unclean leader \
+                 election): moved to the copy of the group's next record",
+                current.unwrap_or_default(),
+                from.map(|f| format!(" at offset {f}")).unwrap_or_default()
+            ),
+            Some(LostUnder::Others(from)) => format!(
+                "; the target's log parted from Ferry's copies at offset {from} (an unclean leader election) {OTHERS_LOST}: \
+                 it may point past records the group never read there. If the group has not \
+                 consumed on the target since, reset it to the translation: kafka-consumer-groups --bootstrap-server \
+                 <target> --group {group} --reset-offsets --topic {}:{} --to-offset <translation> --execute",
+                target_tp.topic, target_tp.partition
+            ),
+            None => String::new(),
+        };
+        match decision {
+            SyncDecision::NothingReplicated => {
+                item.status = GroupSyncStatus::NothingReplicated;
+                item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
+            }
+            SyncDecision::UpToDate => {
+                item.detail = format!("target holds the translation{not_exact}");
+                item.carried_source_offset = Some(c.offset);
+            }
+            SyncDecision::TargetAhead { current, translated } => {
+                item.status = GroupSyncStatus::TargetAhead;
+                item.detail = format!("target offset {current} is ahead of the translation {translated}: never moved back{lost_note}");
+            }
+            SyncDecision::Commit(d) | SyncDecision::ForeignCommit { translated: d, .. } if state.is_active() => {
+                item.status = GroupSyncStatus::ActiveOnTarget;
+                item.detail = format!(
+                    "group is {} with {} member(s) on the target: not written (would be {d})",
+                    state.state, state.members
+                );
+            }
+            SyncDecision::ForeignCommit { current, translated } => {
+                item.status = GroupSyncStatus::ForeignCommit;
+                item.detail = format!(
+                    "target offset {current} was committed by someone other than Ferry (an operator's reset, or a consumer that commits \
+                     without joining the group): never overwritten (the translation is {translated}). To let Ferry sync this group again, \
+                     delete its offsets on the target: kafka-consumer-groups --bootstrap-server <target> --group {group} --delete-offsets \
+                     --topic {}",
+                    target_tp.topic
+                );
+            }
+            SyncDecision::Commit(d) => {
+                item.status = GroupSyncStatus::Synced;
+                // Someone else's commit that Ferry's translation passes
+                // forward is Ferry's to write: no warning about it.
+                let note = if matches!(lost, Some(LostUnder::Ferrys(_))) {
+                    lost_note.as_str()
+                } else {
+                    ""
+                };
+                item.detail = format!("committed {d}{not_exact}{note}");
+                to_commit.insert(
+                    target_tp.clone(),
+                    Committed {
+                        offset: d,
+                        metadata: c.metadata.clone(),
+                        leader_epoch: -1,
+                    },
+                );
+                rewinds.insert(target_tp.clone(), cursor.target_rewinds);
+                source_of.insert(target_tp, items.len());
+            }
+        }
+        items.push(item);
+    }
+    if !to_commit.is_empty() {
+        // Ferry's intent first: should this function stop between the
+        // commit and the record of it, the next sync still knows the
+        // commit for its own (not an operator's reset, never synced again).
+        let intents: Vec<GroupSyncItem> = to_commit
+            .iter()
+            .filter_map(|(target_tp, c)| {
+                let i = *source_of.get(target_tp)?;
+                let prev = previous.get(&(group.to_owned(), items[i].tp.clone()));
+                // Until the commit is recorded, the item shows what the
+                // last sync found; a first one shows the sync stopped
+                // (a failure, counted) and keeps its place in the order.
+                let (status, detail, checked_ms) = match prev {
+                    Some(p) => (p.status, p.detail.clone(), p.checked_ms),
+                    None => (
+                        GroupSyncStatus::Failed,
+                        format!(
+                            "the sync stopped while committing {} on the target; the next one checks it",
+                            c.offset
+                        ),
+                        0,
+                    ),
+                };
+                Some(GroupSyncItem {
+                    pending_offset: Some(c.offset),
+                    status,
+                    detail,
+                    checked_ms,
+                    ..items[i].clone()
+                })
+            })
+            .collect();
+        failpoint::before_group_commit().await;
+        // A commit sent with less of the lease left than a request may
+        // take could land after the next holder read the target.
+        if now_ms() + commit_margin_ms(ferry) > lease_until_ms {
+            return Err(FerryError::NotReady(format!(
+                "group {group}: its sync lease ends in less than a request timeout: not committed, the next sync does it"
+            )));
+        }
+        ferry.store.put_group_syncs(flow_key, &intents).await?;
+        let results = target.commit_offsets(group, &to_commit).await?;
+        failpoint::after_group_commit();
+        for (target_tp, res) in results {
+            let Some(&i) = source_of.get(&target_tp) else { continue };
+            let item = &mut items[i];
+            match res {
+                Ok(()) => {
+                    item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
+                    item.written_offset = item.target_offset;
+                    item.written_rewinds = rewinds.get(&target_tp).copied();
+                    item.carried_source_offset = Some(item.source_offset);
+                }
+                Err(e) if e.is_group_active_error() => {
+                    item.status = GroupSyncStatus::ActiveOnTarget;
+                    item.detail = format!("the target refused the commit: the group has members there ({e})");
+                }
+                Err(e) => {
+                    item.status = GroupSyncStatus::Failed;
+                    item.detail = e.to_string();
+                }
+            }
+        }
+    }
+    Ok(items)
+}
