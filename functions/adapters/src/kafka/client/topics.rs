@@ -1,0 +1,209 @@
+//! Topics: creation, deletion, partitions and configurations (the admin
+//! requests, sent to the controller or any broker).
+
+use super::*;
+
+impl KafkaCluster {
+    /// Create topics (name, partitions) with the cluster's default
+    /// replication factor. Topics that already exist are not an error.
+    pub async fn create_topics(&self, topics: &[(String, i32)]) -> Result<(), KafkaError> {
+        let with_configs: Vec<(String, i32, BTreeMap<String, String>)> =
+            topics.iter().map(|(t, n)| (t.clone(), *n, BTreeMap::new())).collect();
+        self.create_topics_with_configs(&with_configs, None).await
+    }
+
+    /// Create topics (name, partitions, configuration overrides) with
+    /// `replication_factor`, or the cluster's default when `None`. Existing
+    /// topics are not an error.
+    pub async fn create_topics_with_configs(
+        &self,
+        topics: &[(String, i32, BTreeMap<String, String>)],
+        replication_factor: Option<i16>,
+    ) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(
+            topics
+                .iter()
+                .map(|(name, n, configs)| {
+                    let configs = configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(k.clone()))
+                                .with_value(Some(StrBytes::from_string(v.clone())))
+                        })
+                        .collect();
+                    CreatableTopic::default()
+                        .with_name(topic_name(name))
+                        .with_num_partitions(*n)
+                        .with_replication_factor(replication_factor.unwrap_or(-1))
+                        .with_configs(configs)
+                })
+                .collect(),
+        );
+        // CreateTopics must reach the controller; any broker forwards it under KRaft.
+        let resp = self.send_any(&req).await?;
+        for t in resp.topics {
+            match ResponseError::try_from_code(t.error_code) {
+                None | Some(ResponseError::TopicAlreadyExists) => {}
+                Some(error) => {
+                    return Err(KafkaError::Broker {
+                        cluster: self.alias.clone(),
+                        op: "CreateTopics",
+                        topic: t.name.0.to_string(),
+                        partition: -1,
+                        error,
+                        detail: t.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete topics. Topics already gone are not an error.
+    pub async fn delete_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        // Names (up to v5, the version Ferry sends), not topic ids.
+        let req = DeleteTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topic_names(topics.iter().map(|t| topic_name(t)).collect());
+        let resp = self.send_any(&req).await?;
+        for r in resp.responses {
+            match ResponseError::try_from_code(r.error_code) {
+                None | Some(ResponseError::UnknownTopicOrPartition) => {}
+                Some(error) => {
+                    return Err(KafkaError::Broker {
+                        cluster: self.alias.clone(),
+                        op: "DeleteTopics",
+                        topic: r.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                        partition: -1,
+                        error,
+                        detail: r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                    })
+                }
+            }
+        }
+        self.invalidate_leaders();
+        Ok(())
+    }
+
+    /// The configuration of each topic.
+    pub async fn topic_configs(&self, topics: &[String]) -> Result<HashMap<String, TopicConfig>, KafkaError> {
+        let mut out = HashMap::new();
+        if topics.is_empty() {
+            return Ok(out);
+        }
+        let req = DescribeConfigsRequest::default().with_resources(
+            topics
+                .iter()
+                .map(|t| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(RESOURCE_TOPIC)
+                        .with_resource_name(StrBytes::from_string(t.clone()))
+                })
+                .collect(),
+        );
+        let resp = self.send_any(&req).await?;
+        for r in resp.results {
+            let topic = r.resource_name.to_string();
+            if let Some(error) = ResponseError::try_from_code(r.error_code) {
+                return Err(KafkaError::Broker {
+                    cluster: self.alias.clone(),
+                    op: "DescribeConfigs",
+                    topic,
+                    partition: -1,
+                    error,
+                    detail: r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                });
+            }
+            let mut cfg = TopicConfig::default();
+            for c in r.configs {
+                let Some(value) = c.value.filter(|_| !c.is_sensitive) else {
+                    continue;
+                };
+                if c.config_source == DYNAMIC_TOPIC_CONFIG {
+                    cfg.overrides.insert(c.name.to_string(), value.to_string());
+                }
+                cfg.effective.insert(c.name.to_string(), value.to_string());
+            }
+            out.insert(topic, cfg);
+        }
+        Ok(out)
+    }
+
+    /// Grow topics to the given partition counts.
+    pub async fn create_partitions(&self, topics: &[(String, i32)]) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let req = CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(
+            topics
+                .iter()
+                .map(|(t, n)| {
+                    CreatePartitionsTopic::default()
+                        .with_name(topic_name(t))
+                        .with_count(*n)
+                        .with_assignments(None)
+                })
+                .collect(),
+        );
+        let resp = self.send_any(&req).await?;
+        for r in resp.results {
+            if let Some(error) = ResponseError::try_from_code(r.error_code) {
+                return Err(KafkaError::Broker {
+                    cluster: self.alias.clone(),
+                    op: "CreatePartitions",
+                    topic: r.name.0.to_string(),
+                    partition: -1,
+                    error,
+                    detail: r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Set and delete topic configuration overrides.
+    pub async fn alter_topic_configs(&self, topic: &str, set: &BTreeMap<String, String>, delete: &[String]) -> Result<(), KafkaError> {
+        let mut configs: Vec<AlterableConfig> = set
+            .iter()
+            .map(|(k, v)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(v.clone())))
+            })
+            .collect();
+        configs.extend(delete.iter().map(|k| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_config_operation(1)
+        }));
+        if configs.is_empty() {
+            return Ok(());
+        }
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))
+            .with_configs(configs)]);
+        let resp = self.send_any(&req).await?;
+        for r in resp.responses {
+            if let Some(error) = ResponseError::try_from_code(r.error_code) {
+                return Err(KafkaError::Broker {
+                    cluster: self.alias.clone(),
+                    op: "IncrementalAlterConfigs",
+                    topic: topic.to_owned(),
+                    partition: -1,
+                    error,
+                    detail: r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
