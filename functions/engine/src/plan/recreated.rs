@@ -1,0 +1,187 @@
+//! Topics deleted, or deleted and created again, on either cluster, and
+//! source histories replaced: found by topic ids, believed only when
+//! repeated.
+
+use super::*;
+
+/// Find the topics whose history was replaced under their name: the
+/// source topic deleted and created again (another topic id), or the
+/// target topic deleted (and perhaps created again) after Ferry copied
+/// into it. Their cursors and offset maps count in logs that are gone:
+/// trusted, they would skip the new source topic's first records, leave
+/// the new target topic without what was copied, and translate groups
+/// through the old offsets. Ferry follows the new history instead: it
+/// forgets the topic's state and copies the source topic again from its
+/// first record, saying so in an error-level `TopicRecreated` line (the
+/// records of a deleted source topic that were not copied yet are gone
+/// with it). A partition still leased by a holder is left for the next
+/// plan; the holder stops on the topic id itself (see `replicate`).
+pub(super) async fn histories_replaced(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    items: &[CursorItem],
+    topics: &mut BTreeMap<String, TopicMeta>,
+    target_meta: &BTreeMap<String, TopicMeta>,
+    p: &mut FlowPlan,
+) -> Result<(), FerryError> {
+    let now = now_ms();
+    let mut by_topic: BTreeMap<&str, Vec<&CursorItem>> = BTreeMap::new();
+    for c in items.iter().filter(|c| topics.contains_key(&c.tp.topic)) {
+        by_topic.entry(c.tp.topic.as_str()).or_default().push(c);
+    }
+    let mut suspects: BTreeMap<&str, String> = BTreeMap::new();
+    for (topic, cursors) in &by_topic {
+        let target_name = flow.target_topic(topic);
+        match replaced_why(flow, topic, cursors, topics.get(*topic), target_meta.get(&target_name)) {
+            Some(why) => {
+                suspects.insert(topic, why);
+            }
+            None => {
+                let source_id = topics.get(*topic).and_then(|m| m.topic_id.clone());
+                let target_id = target_meta.get(&target_name).and_then(|m| m.topic_id.clone());
+                for c in cursors {
+                    let (src, tgt) = (
+                        source_id.clone().filter(|_| c.source_topic_id.is_none()),
+                        target_id.clone().filter(|_| c.target_topic_id.is_none()),
+                    );
+                    if src.is_some() || tgt.is_some() {
+                        p.record_ids.push((c.tp.clone(), src, tgt));
+                    }
+                }
+            }
+        }
+    }
+    if suspects.is_empty() {
+        return Ok(());
+    }
+    // One answer is not enough to forget state: a broker just back from a
+    // restart can answer "unknown topic" for every topic until it has the
+    // cluster's metadata. An answer that knows none of the flow's target
+    // topics is not believed at all, and a finding must stand in two more
+    // answers, a second apart, before Ferry acts on it.
+    if target_meta.is_empty() && by_topic.len() > 1 {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias,
+            "the target answered that it has none of the flow's topics; not believed: nothing restarted this plan"
+        );
+        return Ok(());
+    }
+    let (source, target) = (ferry.cluster(&flow.source.id)?, ferry.cluster(&flow.target.id)?);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let names: Vec<String> = suspects.keys().map(|t| t.to_string()).collect();
+        let target_names: Vec<String> = names.iter().map(|t| flow.target_topic(t)).collect();
+        let (src_again, tgt_again) = (source.metadata(Some(&names)).await?, target.metadata(Some(&target_names)).await?);
+        suspects.retain(|topic, _| {
+            let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
+            replaced_why(
+                flow,
+                topic,
+                cursors,
+                src_again.get(*topic),
+                tgt_again.get(&flow.target_topic(topic)),
+            )
+            .is_some()
+        });
+    }
+    for (topic, why) in suspects {
+        let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
+        if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
+                "{why}: its partitions start again once their holder's lease ends (a later plan)"
+            );
+            topics.remove(topic);
+            continue;
+        }
+        let lost: i64 = cursors.iter().map(|c| (c.source_end_offset - c.next_source_offset).max(0)).sum();
+        tracing::error!(
+            replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partitions = cursors.len(), not_copied_before = lost,
+            "TopicRecreated: {why}; Ferry forgets this topic's cursors and offset map and copies the source topic again from \
+             its first record (at least {lost} records of the old source topic that were not copied yet are gone with it)"
+        );
+        for c in cursors {
+            p.restart.push(c.tp.clone());
+            p.cursors.remove(&c.tp);
+        }
+    }
+    Ok(())
+}
+
+/// Why a topic's cursors no longer count in the topics they were made
+/// for, from one metadata answer of each cluster, if they do not.
+pub(super) fn replaced_why(
+    flow: &FlowSpec,
+    topic: &str,
+    cursors: &[&CursorItem],
+    source: Option<&TopicMeta>,
+    target: Option<&TopicMeta>,
+) -> Option<String> {
+    let source_id = source.and_then(|m| m.topic_id.clone());
+    let target_name = flow.target_topic(topic);
+    let target_id = target.and_then(|m| m.topic_id.clone());
+    let copied = cursors.iter().any(|c| c.records_replicated > 0 || c.target_topic_id.is_some());
+    // An id a cursor recorded that the topic no longer has.
+    let changed = |recorded: fn(&CursorItem) -> Option<&String>, now: &Option<String>| -> Option<String> {
+        let now = now.as_ref()?;
+        cursors.iter().find_map(|c| recorded(c).filter(|old| *old != now).cloned())
+    };
+    changed(|c| c.source_topic_id.as_ref(), &source_id)
+        .map(|old| {
+            format!(
+                "source topic {topic} on cluster {} was deleted and created again (topic id {old} is now {})",
+                flow.source.alias,
+                source_id.as_deref().unwrap_or("?")
+            )
+        })
+        .or_else(|| {
+            (source.is_some() && target.is_none() && copied).then(|| {
+                format!(
+                    "target topic {target_name} on cluster {} was deleted after Ferry copied into it",
+                    flow.target.alias
+                )
+            })
+        })
+        .or_else(|| {
+            changed(|c| c.target_topic_id.as_ref(), &target_id).map(|old| {
+                format!(
+                    "target topic {target_name} on cluster {} was deleted and created again (topic id {old} is now {})",
+                    flow.target.alias,
+                    target_id.as_deref().unwrap_or("?")
+                )
+            })
+        })
+}
+
+/// Source topics with cursors that the source no longer has (the broker
+/// says so for each by name), whose target topics and Ferry state are to
+/// be deleted (PropagateTopicDeletions); without that setting, none: both
+/// are kept and logged.
+pub(super) async fn deleted_topics(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    selected: &BTreeMap<String, TopicMeta>,
+    cursors: &HashMap<TopicPartition, i64>,
+) -> Result<Vec<String>, FerryError> {
+    let unseen: Vec<String> = cursors
+        .keys()
+        .map(|tp| tp.topic.clone())
+        .filter(|t| !selected.contains_key(t))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if unseen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let still_there = ferry.cluster(&flow.source.id)?.metadata(Some(&unseen)).await?;
+    // Topics no longer selected but still on the source are left as they are.
+    let gone: Vec<String> = unseen.into_iter().filter(|t| !still_there.contains_key(t)).collect();
+    if !gone.is_empty() && !flow.propagate_topic_deletions {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias, topics = ?gone,
+            "source topics were deleted; their target topics are kept (PropagateTopicDeletions is off)"
+        );
+        return Ok(Vec::new());
+    }
+    Ok(gone)
+}
