@@ -1,0 +1,47 @@
+//! What the state-store tests share: a store on fresh tables in moto, and
+//! a checkpoint of a range.
+
+#![allow(dead_code)]
+
+use ferry_adapters::state::{now_ms, Checkpoint, StateStore};
+use ferry_core::offset_map::OffsetRun;
+
+pub async fn store() -> StateStore {
+    let aws = ferry_adapters::aws::load().await;
+    let prefix = format!("ferry-it-{}", uuid::Uuid::new_v4().simple());
+    let s = StateStore::new(aws_sdk_dynamodb::Client::new(&aws), &prefix);
+    s.ensure_tables()
+        .await
+        .expect("tables (is moto up? run infra/local/up and source infra/local/stack.env)");
+    s
+}
+
+pub fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> Checkpoint {
+    Checkpoint {
+        from_source: from,
+        to_source: to,
+        target_end: runs.last().map(|r| r.target_end()).unwrap_or(0),
+        records: to - from,
+        bytes: 10,
+        runs,
+        prev_run,
+        last_timestamp_ms: 1,
+        source_end: to,
+        lease_expires_ms: now_ms() + 60_000,
+        producer_sequence: None,
+        leader_epochs: Vec::new(),
+        target_leader_epoch: None,
+    }
+}
+
+/// Runs of a compacted-looking partition: run `i` covers source offsets
+/// 10i..10i+5 and target offsets 5i..5i+5.
+pub fn gapped_runs(from: i64, to: i64) -> Vec<OffsetRun> {
+    (from..to)
+        .map(|i| OffsetRun {
+            source_start: 10 * i,
+            target_start: 5 * i,
+            length: 5,
+        })
+        .collect()
+}
