@@ -14,6 +14,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferry_core::config::Compression;
 
 mod codec;
+mod committed;
+
+pub use committed::{BatchKind, Transactions};
 
 use codec::*;
 

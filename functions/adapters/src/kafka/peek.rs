@@ -2,13 +2,12 @@
 //! an application resuming at an offset reads first (`ferry move` prints
 //! it beside the offset, so that an operator can check it by eye).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_core::domain::TopicPartition;
 
-use super::batch::{self, BatchError, RawBatch};
+use super::batch::{self, BatchError, BatchKind, RawBatch, Transactions};
 use super::client::{Isolation, KafkaCluster};
 use super::error::KafkaError;
 
@@ -29,21 +28,10 @@ pub struct NextRecord {
 /// `aborted` ((producer id, first offset), as the Fetch response gives
 /// them) lists.
 pub fn committed_batches(batches: Vec<RawBatch>, aborted: &[(i64, i64)]) -> Result<Vec<RawBatch>, BatchError> {
-    let mut aborted = aborted.to_vec();
-    aborted.sort_by_key(|a| a.1);
-    let mut pending = aborted.into_iter().peekable();
-    let mut open: HashSet<i64> = HashSet::new();
+    let mut txns = Transactions::new(aborted);
     let mut out = Vec::new();
     for b in batches {
-        let h = b.header;
-        while let Some((pid, _)) = pending.next_if(|a| a.1 < h.next_offset()) {
-            open.insert(pid);
-        }
-        if h.is_control() {
-            if batch::is_abort_marker(&b)? {
-                open.remove(&h.producer_id);
-            }
-        } else if !(h.is_transactional() && open.contains(&h.producer_id)) {
+        if txns.kind(&b)? == BatchKind::Committed {
             out.push(b);
         }
     }

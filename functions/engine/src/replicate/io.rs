@@ -73,10 +73,7 @@ pub(super) async fn read_committed(
     if let Some(f) = filter.as_mut() {
         f.learn(store, &batches).await?;
     }
-    let mut aborted: Vec<(i64, i64)> = fetched.aborted.clone();
-    aborted.sort_by_key(|a| a.1);
-    let mut aborted: VecDeque<(i64, i64)> = aborted.into();
-    let mut open_aborts: HashSet<i64> = HashSet::new();
+    let mut txns = batch::Transactions::new(&fetched.aborted);
     let mut out = CommittedRead {
         records: Vec::new(),
         removed_before: Vec::new(),
@@ -100,18 +97,8 @@ pub(super) async fn read_committed(
         let gap = u64::try_from(h.base_offset - pos).unwrap_or(0);
         removed += gap;
         pos = pos.max(h.base_offset);
-        let last_offset = h.next_offset() - 1;
-        while aborted.front().is_some_and(|a| a.1 <= last_offset) {
-            if let Some((pid, _)) = aborted.pop_front() {
-                open_aborts.insert(pid);
-            }
-        }
-        if h.is_control() {
-            if batch::is_abort_marker(&b).map_err(wrap)? {
-                open_aborts.remove(&h.producer_id);
-            }
-        } else if h.is_transactional() && open_aborts.contains(&h.producer_id) {
-            // Aborted: never replicated.
+        if txns.kind(&b).map_err(wrap)? != batch::BatchKind::Committed {
+            // A marker, or a batch of an aborted transaction: never replicated.
         } else if let Some(f) = filter.as_mut().filter(|f| f.drops(h.producer_id)) {
             if !f.mapped(store, tp, h.next_offset()).await? {
                 // Read again from `out.next`: that gap is counted then.

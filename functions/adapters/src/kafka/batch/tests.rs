@@ -269,3 +269,48 @@ proptest! {
         }
     }
 }
+
+/// A producer's transactional batches are aborted from the first offset
+/// the Fetch answer lists until its abort marker; its next transaction,
+/// other producers and control batches are told apart.
+#[test]
+fn aborted_transactions_are_followed_batch_by_batch() {
+    let at = |offset: i64, pid: i64, attributes: i16, key: Option<&[u8]>| {
+        let rec = SourceRecord {
+            offset: 0,
+            timestamp: 5,
+            attributes: 0,
+            tail: tail(key, Some(b"v"), &[]),
+        };
+        let mut b = split_batches(build_batch(&[rec], Compression::None, STAMP).expect("build"))
+            .expect("split")
+            .remove(0);
+        b.header.base_offset = offset;
+        b.header.producer_id = pid;
+        b.header.attributes |= attributes;
+        b
+    };
+    let txn = |offset, pid| at(offset, pid, ATTR_TRANSACTIONAL, None);
+    // Control record keys: version 0, type 0 (ABORT) or 1 (COMMIT).
+    let marker = |offset, pid, kind: u8| at(offset, pid, ATTR_TRANSACTIONAL | ATTR_CONTROL, Some(&[0, 0, 0, kind]));
+    let mut txns = Transactions::new(&[(9, 20), (7, 10)]);
+    let kinds: Vec<BatchKind> = [
+        txn(5, 7),          // before its aborted transaction begins
+        txn(10, 7),         // aborted
+        at(11, 8, 0, None), // another producer, not transactional
+        txn(12, 7),         // aborted
+        marker(13, 7, 0),   // its abort marker
+        txn(14, 7),         // its next transaction, committed
+        marker(15, 7, 1),
+        txn(20, 9), // the other aborted transaction
+        marker(21, 9, 0),
+    ]
+    .iter()
+    .map(|b| txns.kind(b).expect("kind"))
+    .collect();
+    use BatchKind::*;
+    assert_eq!(
+        kinds,
+        [Committed, Aborted, Committed, Aborted, Control, Committed, Control, Aborted, Control]
+    );
+}
