@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from local_sfn import free_port, wait_port  # noqa: E402
+from support.local_sfn import free_port, wait_port  # noqa: E402
 
 NAMES = ["ferry-plan", "ferry-replicate", "ferry-sync-groups", "ferry-report"]
 ROUNDS = int(os.environ.get("ROUNDS", "7"))

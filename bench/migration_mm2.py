@@ -1,4 +1,4 @@
-"""Comparison (not a test): the migration story of tests/e2e/story.py run with
+"""Comparison (not a test): the migration story of tests/e2e/support/story.py run with
 Ferry and with MirrorMaker 2, duplicates and missing records side by side.
 
 For each order in which the three apps move (all six by default):
@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E4
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from conftest import FERRY, SOURCE, TARGET, committed  # noqa: E402
-from story import CLUSTERS, PARTS, run_story  # noqa: E402
+from support.story import CLUSTERS, PARTS, run_story  # noqa: E402
 from test_migration import PERMUTATIONS, FerryBothWays  # noqa: E402
 from mm2_local import SINGLE_BROKER  # noqa: E402
 

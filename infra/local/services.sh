@@ -91,7 +91,7 @@ MSK_IAM_IDENTITIES="testing|testing|$MSK_IAM_FERRY_PRINCIPAL $MSK_IAM_TEMP_KEY|$
 MSK_IAM_SOURCE_DIR="$LOCAL_DIR/msk-iam"
 MSK_IAM_CLASSES="$RUN_DIR/msk-iam/classes"
 # More identities, read again by the validator whenever the file changes:
-# the rehearsal registers its roles' credentials there (tests/e2e/iam_rehearsal.py).
+# the rehearsal registers its roles' credentials there (tests/e2e/support/iam_rehearsal.py).
 MSK_IAM_IDENTITIES_FILE="$RUN_DIR/msk-iam/identities"
 # Principals whose requests on the IAM listeners are authorized as MSK does,
 # by their IAM policy (FerryMskIamAuthorizer; the rehearsal registers its roles).

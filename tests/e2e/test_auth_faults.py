@@ -6,7 +6,7 @@ import threading
 import time
 
 from conftest import TARGET, Ferry, list_topics, unique
-from tcp_pause_proxy import PausableProxy
+from support.tcp_pause_proxy import PausableProxy
 from test_security import SASL_SSL, SECRETS, configure, fill, scram_source
 
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
-from lambda_sandbox import cpu_share
-from local_sfn import LocalStepFunctions
+from support.lambda_sandbox import cpu_share
+from support.local_sfn import LocalStepFunctions
 from test_state_machine import emf_documents, function_env, produce
 
 

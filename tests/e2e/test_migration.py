@@ -1,5 +1,5 @@
 """The migration story (invariants 4, 5, 6) with Ferry replicating both ways:
-the three apps of tests/e2e/story.py move from the source cluster to the
+the three apps of tests/e2e/support/story.py move from the source cluster to the
 target one at a time, in each of the six orders, and in each run the first
 app to move is rolled back to the source midway and moved forward again.
 Every order must be processed exactly once and every status notified exactly
@@ -18,7 +18,7 @@ import subprocess
 import pytest
 
 from conftest import Ferry, committed, write_config
-from story import CLUSTERS, OTHER, PARTS, run_story
+from support.story import CLUSTERS, OTHER, PARTS, run_story
 
 
 class FerryBothWays:

@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, unique, write_config
-from story import CLUSTERS, run_story
+from support.story import CLUSTERS, run_story
 from test_groups import commit_at, first_key_from
 from test_migration import FerryBothWays
 

@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
 from test_security import fill
-from msk_iam_tokens import sign_token
+from support.msk_iam_tokens import sign_token
 
 IAM = os.environ["TARGET_IAM_BOOTSTRAP"]
 IAM_SHORT = os.environ["TARGET_IAM_SHORT_BOOTSTRAP"]

@@ -13,7 +13,7 @@ import boto3
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import ROOT, SOURCE, Ferry, create_topic, producer, unique, write_config
-from warm_function import WarmFunction
+from support.warm_function import WarmFunction
 
 REPORT = ROOT / "target" / "debug" / "ferry-report"
 

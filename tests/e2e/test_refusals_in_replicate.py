@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
-from warm_function import WarmFunction
+from support.warm_function import WarmFunction
 from test_security import CA_CHAIN, grant, new_secret, scram_source, set_password
 
 ROOT = Path(__file__).resolve().parents[2]

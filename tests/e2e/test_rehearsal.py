@@ -16,9 +16,9 @@ from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import SOURCE, TARGET, committed, create_topic, msk_cluster, producer, read_partition, unique, write_config
-from iam_policy import evaluate
-from iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
-from local_sfn import LocalStepFunctions
+from support.iam_policy import evaluate
+from support.iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
+from support.local_sfn import LocalStepFunctions
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
 IAM_TARGET = os.environ["TARGET_IAM_BOOTSTRAP"]

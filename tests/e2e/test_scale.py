@@ -9,8 +9,8 @@ import time
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, producer, unique, write_config
-from local_sfn import cursors_table, plan_batch_key
-from warm_function import WarmFunction
+from support.local_sfn import cursors_table, plan_batch_key
+from support.warm_function import WarmFunction
 
 PLAN = ROOT / "target" / "debug" / "ferry-plan"
 REPLICATE = ROOT / "target" / "debug" / "ferry-replicate"

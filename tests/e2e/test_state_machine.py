@@ -17,7 +17,7 @@ from collections import Counter
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import FERRY, SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
-from local_sfn import LocalStepFunctions, stored_batch
+from support.local_sfn import LocalStepFunctions, stored_batch
 
 
 def produce(topic: str, n: int, parts: int) -> None:

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
 
-from truncation_support import *  # noqa: F403 (the pair, its fixtures and helpers)
+from support.truncation_support import *  # noqa: F403 (the pair, its fixtures and helpers)
 
 
 def test_a_target_log_truncated_under_ferrys_copies_gets_them_again_and_its_group_follows(tmp_path, trio):

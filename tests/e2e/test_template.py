@@ -334,7 +334,7 @@ AWS_REQUIRES_STAR = {"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterface
 def iam_grants(template: Path) -> dict:
     python = Path(os.environ.get("FERRY_SAM_VENV", ROOT / ".cache" / "sam-venv")) / "bin" / "python"
     env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1")
-    res = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "iam_grants.py"), str(template)],
+    res = subprocess.run([str(python), str(ROOT / "tests" / "e2e" / "support" / "iam_grants.py"), str(template)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout)
@@ -369,8 +369,8 @@ def test_deploy_parameters_take_msk_clusters_by_arn_alone(tmp_path):
     those two ARNs, to each of the four functions (all connect to the
     clusters), and on nothing else; with the brokers given, nobody gets it."""
     from conftest import FERRY
-    from iam_policy import evaluate
-    from iam_rehearsal import FUNCTIONS, NETWORK, sam_stack
+    from support.iam_policy import evaluate
+    from support.iam_rehearsal import FUNCTIONS, NETWORK, sam_stack
 
     source = "arn:aws:kafka:us-east-1:123456789012:cluster/old/0a1b2c3d-1"
     target = "arn:aws:kafka:us-east-1:123456789012:cluster/new/4e5f6a7b-2"
@@ -429,8 +429,8 @@ def test_state_tables_from_another_stack(tmp_path):
     CloudFormation refuses B before A exists (no export to import), and
     refuses a value that is not a stack name with the template's words."""
     from conftest import write_config
-    from iam_policy import evaluate
-    from iam_rehearsal import NETWORK, DeployRefused, deploy_parameters, sam_stack
+    from support.iam_policy import evaluate
+    from support.iam_rehearsal import NETWORK, DeployRefused, deploy_parameters, sam_stack
 
     kc, ri = write_config(tmp_path, ["orders"])
     env = {"FERRY_REPLICATOR_NAME": "a", "FERRY_KAFKA_CLUSTERS": kc.read_text(), "FERRY_REPLICATION_INFO": ri.read_text()}
@@ -529,7 +529,7 @@ def check_a_true_false_parameter(tmp_path, clusters: list, info: list, stack_nam
     sets `variable` on every function: "false" unless given, else as given;
     with `refused`, CloudFormation refuses any other value."""
     from conftest import FERRY
-    from iam_rehearsal import FUNCTIONS, NETWORK, DeployRefused, sam_stack
+    from support.iam_rehearsal import FUNCTIONS, NETWORK, DeployRefused, sam_stack
 
     (tmp_path / "kc.json").write_text(json.dumps(clusters))
     (tmp_path / "ri.json").write_text(json.dumps(info))

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
-from tcp_pause_proxy import PausableProxy
+from support.tcp_pause_proxy import PausableProxy
 
 PARTITIONS = 4
 

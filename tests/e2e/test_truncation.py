@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
 
-from truncation_support import *  # noqa: F403 (the pair, its fixtures and helpers)
+from support.truncation_support import *  # noqa: F403 (the pair, its fixtures and helpers)
 
 
 def test_a_log_truncated_by_an_unclean_election_stops_the_partition_then_is_followed(tmp_path, pair_cluster):

@@ -51,7 +51,7 @@ from pathlib import Path
 import boto3
 
 from conftest import FERRY, ROOT
-from iam_policy import Decision, evaluate
+from support.iam_policy import Decision, evaluate
 
 ACCOUNT = "123456789012"
 # Every role's secret key and session token in the rehearsal (the access key id is the role's name).

@@ -41,8 +41,8 @@ from pathlib import Path
 import boto3
 
 from conftest import ROOT
-from iam_rehearsal import Rehearsal
-from lambda_sandbox import Sandbox, available
+from support.iam_rehearsal import Rehearsal
+from support.lambda_sandbox import Sandbox, available
 
 VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
 ACCOUNT = "123456789012"
