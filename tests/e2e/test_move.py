@@ -17,6 +17,7 @@ real clusters, with librdkafka applications.
 """
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -538,3 +539,141 @@ def test_a_commit_left_on_the_destination_from_before_a_recreated_topic_is_named
     assert f"target still holds commits for it: {topic}/0=80" in rep["reason"], rep
     assert "auto.offset.reset" not in rep["reason"], rep
     assert f"--delete-offsets --topic {topic}" in rep["fix"], rep
+
+
+# The third adversarial review (on 81c9279) found the scenarios below;
+# each failed there as its docstring says.
+
+
+def kafka_tool(main: str, *args: str) -> subprocess.CompletedProcess:
+    """One of Kafka's own command-line tools, from the stack's jars."""
+    return subprocess.run(["java", "-cp", f"{os.environ['KAFKA_LIBS']}/*", main, *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_allow_redelivery_never_makes_a_go_of_records_the_destination_deleted(tmp_path):
+    """Both ways: the source holds s-0..9 then t-0..9, the target t-0..9
+    then s-0..9. The group read up to t-4 on the source (commit 15): on the
+    target it resumes at t-5, and reads s-* again (10). The target's log
+    start then moves to 8: t-5..t-7 are gone there. On 81c9279: NO-GO
+    offering --allow-redelivery, and with it GO at 8, t-5..t-7 never read."""
+
+
+    topic, group = unique("move-redeliver-skip"), unique("both-orders")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"s-{i}" for i in range(10)])
+    produce_keys(TARGET, topic, [f"t-{i}" for i in range(10)])
+    assert ferry.run("--once").returncode == 0 and ferry.run("--once").returncode == 0
+    commit_at(SOURCE, group, {(topic, 0): (15, "")})
+    spec = tmp_path / "delete.json"
+    spec.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "offset": 8}]}))
+    p = kafka_tool("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", TARGET, "--offset-json-file", str(spec))
+    assert p.returncode == 0, p.stdout + p.stderr
+    for extra in ((), ("--allow-redelivery",)):
+        rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", *extra)
+        assert "would skip them" in rep["reason"] and "no longer holds offsets 5.." in rep["reason"], rep
+        assert "allow-redelivery" not in rep["fix"], rep
+
+
+def test_a_rollback_straight_after_a_move_passes_over_the_transaction_marker_a_java_consumer_committed_past(tmp_path):
+    """Kafka's Java consumer reads a transaction a-0..99 on the source and
+    commits 101, past its commit marker; moved to the target it resumes at
+    100, the end there. Moved back at once (never run on the target), the
+    source's 101 is ahead of the translation 100 only by the marker. On
+    81c9279: NO-GO target-ahead, advising a manual reset."""
+    from confluent_kafka import Producer
+
+    topic, group = unique("move-marker"), unique("java-app")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
+    ferry = Ferry(kc, ri)
+    p = Producer({"bootstrap.servers": SOURCE, "transactional.id": unique("tx")})
+    p.init_transactions()
+    p.begin_transaction()
+    for i in range(100):
+        p.produce(topic, key=f"a-{i}".encode(), value=b"v", partition=0)
+    p.commit_transaction()
+    read = kafka_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", SOURCE, "--topic", topic,
+                      "--group", group, "--from-beginning", "--isolation-level", "read_committed", "--timeout-ms", "6000")
+    assert read.stdout.count("v") == 100, read.stdout[-500:] + read.stderr[-500:]
+    assert committed(SOURCE, group)[(topic, 0)][0] == 101, "the Java consumer commits past the marker"
+    assert ferry.run("--once").returncode == 0
+    p = ferry.move("--group", group, "--to", "target", "--wait", "60", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert [(r["source_offset"], r["offset"], r["exact"]) for r in json.loads(p.stdout)["resume"]] == [(101, 100, True)]
+    assert ferry.run("--once").returncode == 0
+    p = ferry.move("--group", group, "--to", "source", "--wait", "60", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    [r] = json.loads(p.stdout)["resume"]
+    assert (r["offset"], r["exact"], r["next_record"]) == (101, True, None), r
+    assert committed(SOURCE, group)[(topic, 0)][0] == 101
+
+
+def test_a_commit_left_on_the_destination_for_a_topic_recreated_here_is_named_beside_the_others(tmp_path):
+    """The group read A (50) and B (80), both synced; B was deleted and
+    created again on the source, taking its commit. On 81c9279: GO for A
+    alone, the target still holding B=80 of B's earlier life."""
+
+    from test_recreated import delete_topic
+
+    a, b, group = unique("move-stale-a"), unique("move-stale-b"), unique("two-topics")
+    for bs in (SOURCE, TARGET):
+        create_topic(bs, a, 1)
+        create_topic(bs, b, 1)
+    kc, ri = write_config(tmp_path, [a, b], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, a, [f"a-{i}" for i in range(50)])
+    produce_keys(SOURCE, b, [f"old-{i}" for i in range(100)])
+    commit_at(SOURCE, group, {(a, 0): (50, ""), (b, 0): (80, "")})
+    assert ferry.run("--once").returncode == 0
+    delete_topic(SOURCE, b)
+    create_topic(SOURCE, b, 1)
+    produce_keys(SOURCE, b, [f"new-{i}" for i in range(30)])
+    assert ferry.run("--once").returncode == 0
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30")
+    assert f"has commits on target for topic(s) it has none for on source: {b}/0=80" in rep["reason"], rep
+    assert f"--delete-offsets --topic {b}" in rep["fix"], rep
+
+
+def test_a_group_reading_a_replica_or_a_topic_the_flow_dropped_is_told_so(tmp_path):
+    """A group reading topic B that the flow no longer selects (its cursor
+    is still in the table): on 81c9279, NO-GO "flow does not sync group",
+    advising to add the group, which is there. And a group reading
+    source.<t>, a PREFIXED replica, moved back: it waited its whole --wait
+    for a copy no flow makes, then blamed the replicator."""
+
+
+    a, b, group = unique("move-drop-a"), unique("move-drop-b"), unique("reads-two")
+    for bs in (SOURCE, TARGET):
+        create_topic(bs, a, 1)
+        create_topic(bs, b, 1)
+    kc, ri = write_config(tmp_path, [a, b], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, a, [f"a-{i}" for i in range(20)])
+    produce_keys(SOURCE, b, [f"b-{i}" for i in range(20)])
+    assert ferry.run("--once").returncode == 0
+    commit_at(SOURCE, group, {(a, 0): (20, ""), (b, 0): (10, "")})
+    write_config(tmp_path, [a], groups=[group])
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "10")
+    assert f"consumes {b}-0, which flow source>target does not replicate" in rep["reason"], rep
+    assert "ConsumerGroupsToReplicate" not in rep["fix"], rep
+
+    topic, reader = unique("move-prefixed"), unique("reads-replica")
+    create_topic(SOURCE, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[reader], both_ways=True, naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    info = json.loads(ri.read_text())
+    for f in info:
+        f["TopicReplication"]["TopicsToReplicate"] = [f".*{topic}"]
+    ri.write_text(json.dumps(info, indent=2))
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(50)])
+    assert ferry.run("--once").returncode == 0
+    assert len(consume(TARGET, f"source.{topic}", reader)) == 50
+    started = time.time()
+    rep = no_go(ferry, "--group", reader, "--to", "source", "--wait", "60")
+    assert time.time() - started < 30, "refused at once, not after --wait"
+    assert f"consumes source.{topic}-0, a replica Ferry wrote on target" in rep["reason"], rep

@@ -31,6 +31,7 @@ mod sync_group;
 mod tests;
 mod translation;
 
+pub(crate) use sync_group::SKIPS;
 use sync_group::*;
 use translation::*;
 

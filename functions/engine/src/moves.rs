@@ -287,12 +287,57 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
                 format!("check the group id; an application that never committed starts on {to} where its auto.offset.reset says"),
             ));
         }
-        if let Some(tp) = c.keys().find(|tp| !cursors.contains_key(tp) && !flow.selects_topic(&tp.topic)) {
+        if let Some(tp) = c.keys().find(|tp| ferry.spec.is_prefixed_replica(&tp.topic)) {
+            return Ok(report.no_go(
+                format!("group {g} consumes {tp}, a replica Ferry wrote on {from} (PREFIXED names): no flow copies it back to {to}"),
+                format!(
+                    "move the application only once it reads the topic under its own name; on {to} its records are in the topic \
+                     they were copied from"
+                ),
+            ));
+        }
+        if let Some(tp) = c.keys().find(|tp| !flow.selects_topic(&tp.topic)) {
             return Ok(report.no_go(
                 format!("group {g} consumes {tp}, which flow {} does not replicate", flow.id()),
                 "add its topic to TopicsToReplicate in replication-info.json (and let the flow catch up), or move the application \
                  only once it no longer reads that topic"
                     .into(),
+            ));
+        }
+        // Commits the destination holds on a topic the flow copies into
+        // that the group has none for here (the topic deleted and created
+        // again on `from` took them): the application would resume there,
+        // in records of the topic's earlier life it never read.
+        let read_here: BTreeSet<String> = c.keys().map(|tp| flow.target_topic(&tp.topic)).collect();
+        let copied_into: BTreeSet<&str> = cursors.values().map(|c| c.target_topic.as_str()).collect();
+        let stale: Vec<(TopicPartition, i64)> = dst
+            .committed_offsets(g)
+            .await?
+            .into_iter()
+            .filter(|(tp, _)| copied_into.contains(tp.topic.as_str()) && !read_here.contains(&tp.topic))
+            .map(|(tp, c)| (tp, c.offset))
+            .collect();
+        if !stale.is_empty() {
+            let topics: BTreeSet<&str> = stale.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+            return Ok(report.no_go(
+                format!(
+                    "group {g} has commits on {to} for topic(s) it has none for on {from}: {}; started on {to}, the application \
+                     resumes there",
+                    stale
+                        .iter()
+                        .map(|(tp, o)| format!("{}/{}={o}", tp.topic, tp.partition))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                format!(
+                    "if they are left from before (a topic deleted and created again on {from}), delete them on {to} with {}; \
+                     otherwise let the application commit on those topics on {from} first, then move it",
+                    topics
+                        .iter()
+                        .map(|t| format!("`kafka-consumer-groups.sh --bootstrap-server <{to}> --group {g} --delete-offsets --topic {t}`"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             ));
         }
         commits.insert(g.clone(), c);
@@ -510,25 +555,37 @@ async fn sync_and_read_back(
                         .into(),
                 ));
             };
-            if !matches!(item.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate) || item.source_offset != committed.offset {
+            let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
+            // The destination's commit is ahead of the translation by
+            // offsets a consumer passes over (transaction markers, aborted
+            // records): Kafka's consumers commit past a marker they read,
+            // so a group moved and moved straight back lands here. The same
+            // place: resume at the commit the destination holds.
+            let (mut status, mut resume_at) = (item.status, item.translated);
+            if status == GroupSyncStatus::TargetAhead && item.exact && item.source_offset == committed.offset {
+                if let (Some(t), Some(cur)) = (item.translated, item.target_offset) {
+                    if dst.next_record(&target_tp, t).await?.is_none_or(|r| r.offset >= cur) {
+                        (status, resume_at) = (GroupSyncStatus::UpToDate, Some(cur));
+                    }
+                }
+            }
+            if !matches!(status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate) || item.source_offset != committed.offset {
                 return Ok(report.no_go(
-                    format!("group {g} {tp}: {} ({})", item.status.as_str(), item.detail),
-                    status_fix(item.status, &to),
+                    format!("group {g} {tp}: {} ({})", status.as_str(), item.detail),
+                    status_fix(status, &to),
                 ));
             }
-            let Some(translated) = item.translated else {
-                return Ok(report.no_go(
-                    format!("group {g} {tp}: no translation ({})", item.detail),
-                    status_fix(item.status, &to),
-                ));
+            let Some(translated) = resume_at else {
+                return Ok(report.no_go(format!("group {g} {tp}: no translation ({})", item.detail), status_fix(status, &to)));
             };
             // Not exact with records to deliver again: the clusters hold
             // the partition's records in different orders (re-delivery, no
             // skip). Not exact otherwise: records the group never read are
             // not on the destination (never copied, or deleted there), and
             // no flag makes that a GO.
-            if !item.exact && (item.redelivered == 0 || !req.allow_redelivery) {
-                return Ok(if item.redelivered > 0 {
+            let skips = item.detail.contains(crate::groups::SKIPS);
+            if !item.exact && (item.redelivered == 0 || !req.allow_redelivery || skips) {
+                return Ok(if item.redelivered > 0 && !skips {
                     report.no_go(
                         format!(
                             "the translation of group {g} {tp} is not exact: {} record(s) it consumed on {from} would be delivered \
@@ -552,8 +609,6 @@ async fn sync_and_read_back(
                     )
                 });
             }
-            let target_topic = flow.target_topic(&tp.topic);
-            let target_tp = TopicPartition::new(target_topic, tp.partition);
             let read = back.get(&target_tp).map(|c| c.offset);
             if read != Some(translated) {
                 return Ok(report.no_go(

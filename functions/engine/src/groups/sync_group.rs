@@ -79,6 +79,11 @@ pub(super) fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, curr
 /// The words that mark [`LostUnder::Others`] in a sync item's detail.
 pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 
+/// The words that mark a translation that passes over records the group
+/// never read (never copied, or deleted on the target): no flag makes a
+/// move GO on it.
+pub(crate) const SKIPS: &str = "records it never read are passed over";
+
 /// The last offset a flow wrote on the target, from its last sync. Items
 /// stored before `written_offset` existed hold it in `target_offset`
 /// when that sync wrote it or found it in place.
@@ -232,14 +237,19 @@ pub(super) async fn sync_group(
             format!(
                 " (not exact: the flow began copying this partition at source offset {s} (its StartingPosition, or a backfill), \
                  past the group's commit {from}: the records from {from} to {s} that the group never read were never copied, and \
-                 it resumes after them on the target, skipping them)"
+                 it resumes after them on the target: {SKIPS})"
             )
         } else if let (Some(d), Some(s)) = (deleted_from, start) {
             format!(
                 " (not exact: the group's next record is at target offset {d}, but the target no longer holds offsets {d}..{} \
                  (its log start moved past them: retention or DeleteRecords there); it resumes at the log start {s}, and the \
-                 records before it that it never read are not on the target)",
-                s - 1
+                 records before it that it never read are not on the target: {SKIPS}{})",
+                s - 1,
+                if again > 0 {
+                    format!("; and {again} record(s) it already read will be delivered again")
+                } else {
+                    String::new()
+                }
             )
         } else if again > 0 {
             format!(
