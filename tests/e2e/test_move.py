@@ -677,3 +677,39 @@ def test_a_group_reading_a_replica_or_a_topic_the_flow_dropped_is_told_so(tmp_pa
     rep = no_go(ferry, "--group", reader, "--to", "source", "--wait", "60")
     assert time.time() - started < 30, "refused at once, not after --wait"
     assert f"consumes source.{topic}-0, a replica Ferry wrote on target" in rep["reason"], rep
+
+
+def test_a_group_synced_by_the_previous_rule_is_translated_again_and_moved_down_to_what_others_wrote(tmp_path):
+    """One way: a-0..99 copied, x-0..4 written on the target by another
+    producer, b-0..19 copied; the group read a-0..99 (commit 100). The
+    state a Ferry before 81c9279 left is written as it wrote it: its sync
+    item without a rule, translation 105 (b-0's copy), committed on the
+    target. On b7863ad: GO, exact, resume 105, x-0..4 skipped (the item
+    was reused as it stood)."""
+    topic, group = unique("move-old-rule"), unique("synced-before")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    assert ferry.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=100)) == 100
+    produce_keys(TARGET, topic, [f"x-{i}" for i in range(5)])
+    produce_keys(SOURCE, topic, [f"b-{i}" for i in range(20)])
+    assert ferry.run("--once").returncode == 0
+    table, flow = f"{ferry.prefix}-groups", f"{ferry.name}/source>target"
+    items = dynamo().query(TableName=table, KeyConditionExpression="flow = :f",
+                           ExpressionAttributeValues={":f": {"S": flow}}, ConsistentRead=True)["Items"]
+    [item] = [i for i in items if not i["partition_group"]["S"].startswith("#")]
+    assert item["translated_offset"]["N"] == "100" and item["rule"]["N"] == "2", item
+    for k in ("translated_offset", "target_offset", "written_offset"):
+        item[k] = {"N": "105"}
+    del item["rule"]
+    dynamo().put_item(TableName=table, Item=item)
+    commit_at(TARGET, group, {(topic, 0): (105, "")})
+
+    p = ferry.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    [r] = json.loads(p.stdout)["resume"]
+    assert (r["offset"], r["exact"], (r["next_record"] or {}).get("key")) == (100, True, "x-0"), r
+    assert consume(TARGET, topic, group) == [f"x-{i}" for i in range(5)] + [f"b-{i}" for i in range(20)]

@@ -166,6 +166,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             },
             detail: format!("item {i}"),
             checked_ms: 1_700_000_000_000 + i64::from(i),
+            rule: 2,
         })
         .collect();
     s.put_group_syncs("r/f", &items).await.expect("put group syncs");
@@ -359,6 +360,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             status: GroupSyncStatus::Synced,
             detail: String::new(),
             checked_ms: 1,
+            rule: 0,
         };
         s.put_group_syncs(flow, &[sync]).await.expect("group sync");
     }
@@ -472,6 +474,7 @@ async fn a_group_sync_lease_has_one_holder_until_given_back_or_ended() {
         status: GroupSyncStatus::Synced,
         detail: "committed 5".into(),
         checked_ms: 1,
+        rule: 2,
     };
     s.put_group_syncs("r/f", std::slice::from_ref(&item)).await.expect("put");
     // A group id with '/' in it: its lease is no sync item.

@@ -162,8 +162,16 @@ def committed_on(bootstrap: str, group: str, topic: str) -> int:
     from confluent_kafka import Consumer
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        [tp] = c.committed([TopicPartition(topic, 0)], timeout=30)
-        return tp.offset
+        # After elections the group coordinator may be moving (NOT_COORDINATOR
+        # for a moment), as commit_at allows for.
+        for attempt in range(30):
+            try:
+                [tp] = c.committed([TopicPartition(topic, 0)], timeout=30)
+                return tp.offset
+            except KafkaException:
+                if attempt == 29:
+                    raise
+                time.sleep(1)
     finally:
         c.close()
 

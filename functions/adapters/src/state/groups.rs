@@ -105,6 +105,10 @@ pub struct GroupSyncItem {
     pub detail: String,
     /// When checked (ms since the epoch).
     pub checked_ms: i64,
+    /// The translation rule the sync that wrote this item followed (0 in
+    /// items written before rules were counted): an item of an older rule
+    /// is not reused as it stands (see the engine's `TRANSLATION_RULE`).
+    pub rule: i64,
 }
 
 fn group_sk(tp: &TopicPartition, group: &str) -> String {
@@ -153,6 +157,7 @@ impl StateStore {
                 item.insert("target_offset".into(), n(t));
             }
             item.insert("redelivered".into(), n(it.redelivered));
+            item.insert("rule".into(), n(it.rule));
             if let Some(t) = it.written_offset {
                 item.insert("written_offset".into(), n(t));
             }
@@ -201,6 +206,7 @@ impl StateStore {
             written_offset: r.n("written_offset"),
             written_rewinds: r.n("written_rewinds"),
             redelivered: r.n("redelivered").unwrap_or(0),
+            rule: r.n("rule").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),
             pending_offset: r.n("pending_offset"),
             status: r

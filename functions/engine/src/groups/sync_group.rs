@@ -77,6 +77,12 @@ pub(super) fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, curr
 }
 
 /// The words that mark [`LostUnder::Others`] in a sync item's detail.
+/// The translation rule this sync follows. 1 (stored as 0, before rules
+/// were counted): one way, a group resumed at the next copy after its
+/// commit; 2 (81c9279 on): just after the copy of its last record, before
+/// what others wrote on the target since.
+pub(crate) const TRANSLATION_RULE: i64 = 2;
+
 pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 
 /// The words that mark a translation that passes over records the group
@@ -158,6 +164,8 @@ pub(super) async fn sync_group(
         let start = seen.target_starts.get(&target_tp).copied();
         let unchanged = previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
             p.source_offset == c.offset
+                // Translated by this rule (an older one may differ).
+                && p.rule >= TRANSLATION_RULE
                 && p.exact
                 && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
                 && p.target_offset == current
@@ -223,6 +231,7 @@ pub(super) async fn sync_group(
             status: GroupSyncStatus::UpToDate,
             detail: String::new(),
             checked_ms: now,
+            rule: TRANSLATION_RULE,
         };
         let not_exact = if item.exact {
             String::new()
@@ -265,6 +274,18 @@ pub(super) async fn sync_group(
             // Ferry's own commit, into copies the target lost since: the
             // group's next record is at the new translation, lower.
             (Some(LostUnder::Ferrys(_)), Some(t)) if current.is_some_and(|cur| cur > t.offset) => SyncDecision::Commit(t.offset),
+            // Ferry's own commit of the same source commit, made by an
+            // older translation rule that placed it further on: the group
+            // has not consumed there since (the target still holds exactly
+            // that commit), and the new rule's lower offset only adds what
+            // the old one passed over.
+            (None, Some(t))
+                if prev.is_some_and(|p| {
+                    p.rule < TRANSLATION_RULE && p.source_offset == c.offset && written_offset(p).is_some_and(|w| current == Some(w))
+                }) && current.is_some_and(|cur| cur > t.offset) =>
+            {
+                SyncDecision::Commit(t.offset)
+            }
             _ => decide(translation, current, seen.owner(group, tp, &target_tp, current)),
         };
         let lost_note = match lost {

@@ -19,6 +19,7 @@ fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i
         status: GroupSyncStatus::UpToDate,
         detail: String::new(),
         checked_ms,
+        rule: 2,
     }
 }
 
