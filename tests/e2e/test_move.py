@@ -713,3 +713,25 @@ def test_a_group_synced_by_the_previous_rule_is_translated_again_and_moved_down_
     [r] = json.loads(p.stdout)["resume"]
     assert (r["offset"], r["exact"], (r["next_record"] or {}).get("key")) == (100, True, "x-0"), r
     assert consume(TARGET, topic, group) == [f"x-{i}" for i in range(5)] + [f"b-{i}" for i in range(20)]
+
+
+def test_an_empty_partition_committed_at_zero_resumes_at_zero(tmp_path):
+    """Kafka's Java consumer commits every partition it was assigned, an
+    empty one at 0. On 81c9279: NO-GO "nothing replicated" for it, which
+    no amount of waiting clears."""
+    topic, group = unique("move-empty"), unique("java-commits-all")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 2)
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(50)], partition=0)
+    commit_at(SOURCE, group, {(topic, 0): (50, ""), (topic, 1): (0, "")})
+    assert ferry.run("--once").returncode == 0
+    p = ferry.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert sorted((r["partition"], r["offset"], r["exact"]) for r in rep["resume"]) == [(0, 50, True), (1, 0, True)], rep
+    # Records that arrive in it later are read from the first.
+    produce_keys(SOURCE, topic, ["late-0", "late-1"], partition=1)
+    assert ferry.run("--once").returncode == 0
+    assert sorted(consume(TARGET, topic, group)) == ["late-0", "late-1"]

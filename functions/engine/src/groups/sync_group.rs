@@ -197,6 +197,20 @@ pub(super) async fn sync_group(
                     t.exact &= replaced.is_none() && before_start.is_none();
                     (Some(t), again)
                 }
+                // Nothing copied around the commit, and nothing below it
+                // left to copy: a partition with no records the flow copies
+                // (Kafka's Java consumer commits 0 for an empty partition it
+                // was assigned). With the target's partition empty as well,
+                // the group resumes at its start, exactly.
+                None if replaced.is_none() && before_start.is_none() && from <= cursor.next_source_offset => {
+                    let end = target
+                        .list_offsets(std::slice::from_ref(&target_tp), OffsetSpec::Latest, false)
+                        .await?;
+                    match (end.get(&target_tp).copied(), start) {
+                        (Some(e), Some(s)) if e == s => (Some(Translation { offset: e, exact: true }), 0),
+                        _ => (None, 0),
+                    }
+                }
                 None => (None, 0),
             }
         };
