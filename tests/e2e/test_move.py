@@ -613,21 +613,26 @@ def test_a_rollback_straight_after_a_move_passes_over_the_transaction_marker_a_j
     assert committed(SOURCE, group)[(topic, 0)][0] == 101
 
 
-def test_a_commit_left_on_the_destination_for_a_topic_recreated_here_is_named_beside_the_others(tmp_path):
-    """The group read A (50) and B (80), both synced; B was deleted and
-    created again on the source, taking its commit. On 81c9279: GO for A
-    alone, the target still holding B=80 of B's earlier life."""
-
-    from test_recreated import delete_topic
-
-    a, b, group = unique("move-stale-a"), unique("move-stale-b"), unique("two-topics")
+def two_topics(tmp_path, name: str, in_a: int, in_b: int) -> tuple[Ferry, str, str, str]:
+    """Topics A and B on both clusters, one flow copying both with a group,
+    and records in each on the source: A's a-*, B's old-*."""
+    a, b, group = unique(f"{name}-a"), unique(f"{name}-b"), unique("two-topics")
     for bs in (SOURCE, TARGET):
         create_topic(bs, a, 1)
         create_topic(bs, b, 1)
     kc, ri = write_config(tmp_path, [a, b], groups=[group])
-    ferry = Ferry(kc, ri)
-    produce_keys(SOURCE, a, [f"a-{i}" for i in range(50)])
-    produce_keys(SOURCE, b, [f"old-{i}" for i in range(100)])
+    produce_keys(SOURCE, a, [f"a-{i}" for i in range(in_a)])
+    produce_keys(SOURCE, b, [f"old-{i}" for i in range(in_b)])
+    return Ferry(kc, ri), a, b, group
+
+
+def test_a_commit_left_on_the_destination_for_a_topic_recreated_here_is_named_beside_the_others(tmp_path):
+    """The group read A (50) and B (80), both synced; B was deleted and
+    created again on the source, taking its commit. On 81c9279: GO for A
+    alone, the target still holding B=80 of B's earlier life."""
+    from test_recreated import delete_topic
+
+    ferry, a, b, group = two_topics(tmp_path, "move-stale", 50, 100)
     commit_at(SOURCE, group, {(a, 0): (50, ""), (b, 0): (80, "")})
     assert ferry.run("--once").returncode == 0
     delete_topic(SOURCE, b)
@@ -645,16 +650,7 @@ def test_a_group_reading_a_replica_or_a_topic_the_flow_dropped_is_told_so(tmp_pa
     advising to add the group, which is there. And a group reading
     source.<t>, a PREFIXED replica, moved back: it waited its whole --wait
     for a copy no flow makes, then blamed the replicator."""
-
-
-    a, b, group = unique("move-drop-a"), unique("move-drop-b"), unique("reads-two")
-    for bs in (SOURCE, TARGET):
-        create_topic(bs, a, 1)
-        create_topic(bs, b, 1)
-    kc, ri = write_config(tmp_path, [a, b], groups=[group])
-    ferry = Ferry(kc, ri)
-    produce_keys(SOURCE, a, [f"a-{i}" for i in range(20)])
-    produce_keys(SOURCE, b, [f"b-{i}" for i in range(20)])
+    ferry, a, b, group = two_topics(tmp_path, "move-drop", 20, 20)
     assert ferry.run("--once").returncode == 0
     commit_at(SOURCE, group, {(a, 0): (20, ""), (b, 0): (10, "")})
     write_config(tmp_path, [a], groups=[group])
