@@ -83,11 +83,6 @@ pub(super) fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, curr
 /// what others wrote on the target since.
 pub(crate) const TRANSLATION_RULE: i64 = 2;
 
-/// The words that mark a sync item of a flow that found the group's own
-/// commit on its target and the opposite flow's translation of it on its
-/// source: nothing carried back.
-pub(super) const OWN_HERE: &str = "nothing carried back";
-
 pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 
 /// The words that mark a translation that passes over records the group
@@ -226,22 +221,6 @@ pub(super) async fn sync_group(
                 None => (None, 0),
             }
         };
-        // The commit on this flow's target is the group's own, and the one on
-        // its source is the opposite flow's translation of it, neither moved
-        // since (the group lives on the target, or moved here and straight
-        // back without consuming): nothing to carry. Carried anyway, a
-        // translation that passed over records (retention on the other
-        // cluster, a flow that began after the group's commit) would come
-        // back over the group's own commit and skip them where they exist.
-        let own_here = seen.carried.get(&(group.to_owned(), target_tp.clone())).is_some_and(|o| {
-            // Not an item this rule made itself on the other side (each
-            // flow would take the other's commit for its own).
-            !o.detail.contains(OWN_HERE) && written_offset(o) == Some(c.offset) && current.is_some_and(|cur| cur == o.source_offset)
-        });
-        let (translation, again) = match current {
-            Some(cur) if own_here => (Some(Translation { offset: cur, exact: true }), 0),
-            _ => (translation, again),
-        };
         let mut deleted_from = None;
         let translation = translation.map(|mut t| {
             if let Some(s) = start.filter(|&s| t.offset < s) {
@@ -352,11 +331,7 @@ pub(super) async fn sync_group(
                 item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
             }
             SyncDecision::UpToDate => {
-                item.detail = if own_here {
-                    format!("target holds the group's own commit, and the source Ferry's translation of it: {OWN_HERE}")
-                } else {
-                    format!("target holds the translation{not_exact}")
-                };
+                item.detail = format!("target holds the translation{not_exact}");
                 item.carried_source_offset = Some(c.offset);
             }
             SyncDecision::TargetAhead { current, translated } => {
