@@ -78,12 +78,18 @@ class Member(threading.Thread):
         self.join(30)
 
 
-def test_a_move_is_refused_while_the_group_runs_on_either_cluster(tmp_path):
-    topic, group = unique("move-refused"), unique("orders-service")
+def one_topic(tmp_path, name: str, group_name: str, partitions: int = 1) -> tuple[Ferry, str, str]:
+    """A topic on both clusters and one flow source>target copying it, with
+    a group: the replicator, the topic's name and the group's."""
+    topic, group = unique(name), unique(group_name)
     for b in (SOURCE, TARGET):
-        create_topic(b, topic, PARTS)
+        create_topic(b, topic, partitions)
     kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    return Ferry(kc, ri), topic, group
+
+
+def test_a_move_is_refused_while_the_group_runs_on_either_cluster(tmp_path):
+    ferry, topic, group = one_topic(tmp_path, "move-refused", "orders-service", PARTS)
     for p in range(PARTS):
         produce_keys(SOURCE, topic, [f"k-{p}-{i}" for i in range(20)], partition=p)
     assert ferry.run("--once").returncode == 0
@@ -298,11 +304,7 @@ def test_a_commit_made_without_joining_the_group_during_the_move_is_a_no_go(tmp_
     """A consumer using assign() commits for the group without ever joining
     it: no member check sees it. It commits while the move waits for the
     flow; the move must not say GO for commits it did not wait for."""
-    topic, group = unique("move-assign"), unique("flink-job")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-assign", "flink-job")
     produce_keys(SOURCE, topic, [f"a-{i}" for i in range(50)])
     assert ferry.run("--once").returncode == 0
     produce_keys(SOURCE, topic, [f"b-{i}" for i in range(50)])
@@ -367,11 +369,7 @@ def test_records_the_destination_deleted_before_the_group_read_them_are_no_go_wh
     from confluent_kafka import TopicPartition as TP
     from confluent_kafka.admin import AdminClient
 
-    topic, group = unique("move-logstart"), unique("retained")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-logstart", "retained")
     produce_keys(SOURCE, topic, [f"k-{i}" for i in range(100)])
     assert ferry.run("--once").returncode == 0
     assert len(consume(SOURCE, topic, group, limit=30)) == 30
@@ -391,11 +389,7 @@ def test_a_partition_the_replicator_has_not_planned_yet_is_waited_for(tmp_path):
     the flow does not replicate the topic."""
     from confluent_kafka.admin import AdminClient, NewPartitions
 
-    topic, group = unique("move-grown"), unique("grown")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-grown", "grown")
     produce_keys(SOURCE, topic, [f"a-{i}" for i in range(20)])
     assert ferry.run("--once").returncode == 0
     admin = AdminClient({"bootstrap.servers": SOURCE})
@@ -418,11 +412,7 @@ def test_a_lease_a_killed_sync_left_is_waited_out_within_wait_and_said(tmp_path)
     """A sync killed between its read of the target and its commit leaves
     the group's lease. On 773f17f the move then waited the lease out (two
     minutes) whatever --wait said, silently, and reported 37 ms waited."""
-    topic, group = unique("move-lease"), unique("orphan")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-lease", "orphan")
     produce_keys(SOURCE, topic, [f"k-{i}" for i in range(50)])
     assert ferry.run("--once").returncode == 0
     assert len(consume(SOURCE, topic, group, limit=20)) == 20
@@ -521,11 +511,7 @@ def test_a_commit_left_on_the_destination_from_before_a_recreated_topic_is_named
     its auto.offset.reset, while the target still holds 80 for it."""
     from test_recreated import delete_topic
 
-    topic, group = unique("move-recreated"), unique("left-behind")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-recreated", "left-behind")
     produce_keys(SOURCE, topic, [f"old-{i}" for i in range(100)])
     assert len(consume(SOURCE, topic, group, limit=80)) == 80
     assert ferry.run("--once").returncode == 0
@@ -680,13 +666,10 @@ def test_a_group_synced_by_the_previous_rule_is_translated_again_and_moved_down_
     producer, b-0..19 copied; the group read a-0..99 (commit 100). The
     state a Ferry before 81c9279 left is written as it wrote it: its sync
     item without a rule, translation 105 (b-0's copy), committed on the
-    target. On b7863ad: GO, exact, resume 105, x-0..4 skipped (the item
+    target. The reviewer's version of this state, on 81c9279 (where items
+    had no rule to remove): GO, exact, resume 105, x-0..4 skipped (the item
     was reused as it stood)."""
-    topic, group = unique("move-old-rule"), unique("synced-before")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-old-rule", "synced-before")
     produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
     assert ferry.run("--once").returncode == 0
     assert len(consume(SOURCE, topic, group, limit=100)) == 100
@@ -715,11 +698,7 @@ def test_an_empty_partition_committed_at_zero_resumes_at_zero(tmp_path):
     """Kafka's Java consumer commits every partition it was assigned, an
     empty one at 0. On 81c9279: NO-GO "nothing replicated" for it, which
     no amount of waiting clears."""
-    topic, group = unique("move-empty"), unique("java-commits-all")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 2)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
+    ferry, topic, group = one_topic(tmp_path, "move-empty", "java-commits-all", 2)
     produce_keys(SOURCE, topic, [f"a-{i}" for i in range(50)], partition=0)
     commit_at(SOURCE, group, {(topic, 0): (50, ""), (topic, 1): (0, "")})
     assert ferry.run("--once").returncode == 0

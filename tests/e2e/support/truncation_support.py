@@ -158,40 +158,31 @@ def copied_to_the_pair(tmp_path, topic: str, old: list[str], **config) -> Ferry:
     return ferry
 
 
-def committed_on(bootstrap: str, group: str, topic: str) -> int:
+def with_group_consumer(bootstrap: str, group: str, call):
+    """`call(consumer)` on a consumer of `group` outside it, retried for up
+    to 30 s: a cluster just (re)started, or after elections, may not have its
+    group coordinator yet (NOT_COORDINATOR for a moment)."""
     from confluent_kafka import Consumer
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        # After elections the group coordinator may be moving (NOT_COORDINATOR
-        # for a moment), as commit_at allows for.
         for attempt in range(30):
             try:
-                [tp] = c.committed([TopicPartition(topic, 0)], timeout=30)
-                return tp.offset
+                return call(c)
             except KafkaException:
                 if attempt == 29:
                     raise
                 time.sleep(1)
     finally:
         c.close()
+
+
+def committed_on(bootstrap: str, group: str, topic: str) -> int:
+    return with_group_consumer(bootstrap, group, lambda c: c.committed([TopicPartition(topic, 0)], timeout=30)[0].offset)
 
 
 def commit_at(bootstrap: str, group: str, topic: str, offset: int, leader_epoch: int | None = None) -> None:
-    from confluent_kafka import Consumer
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     tp = TopicPartition(topic, 0, offset) if leader_epoch is None else TopicPartition(topic, 0, offset, leader_epoch=leader_epoch)
-    try:
-        # A cluster just (re)started may not have its group coordinator yet.
-        for attempt in range(30):
-            try:
-                c.commit(offsets=[tp], asynchronous=False)
-                return
-            except KafkaException:
-                if attempt == 29:
-                    raise
-                time.sleep(1)
-    finally:
-        c.close()
+    with_group_consumer(bootstrap, group, lambda c: c.commit(offsets=[tp], asynchronous=False))
 
 
 def trickle_to(bootstrap: str, topic: str, keys_: list[str], seconds: float) -> None:
