@@ -257,28 +257,17 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
             // (a topic deleted and created again on `from` took the
             // group's commits with it): the application resumes there, not
             // where its auto.offset.reset says.
-            let left: Vec<String> = dst
-                .committed_offsets(g)
-                .await?
-                .iter()
-                .map(|(tp, c)| format!("{}/{}={}", tp.topic, tp.partition, c.offset))
-                .collect();
+            let left: Vec<(TopicPartition, i64)> = dst.committed_offsets(g).await?.into_iter().map(|(tp, c)| (tp, c.offset)).collect();
             if !left.is_empty() {
-                let topics: BTreeSet<&str> = left.iter().filter_map(|l| l.rsplit_once('/').map(|(t, _)| t)).collect();
-                let delete = topics
-                    .iter()
-                    .map(|t| format!("kafka-consumer-groups.sh --bootstrap-server <{to}> --group {g} --delete-offsets --topic {t}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let (listed, delete) = leftover_commits(g, &to, &left);
                 return Ok(report.no_go(
                     format!(
-                        "group {g} has no committed offsets on {from}, but {to} still holds commits for it: {}; started on {to}, \
-                         the application resumes there",
-                        left.join(", ")
+                        "group {g} has no committed offsets on {from}, but {to} still holds commits for it: {listed}; started on \
+                         {to}, the application resumes there"
                     ),
                     format!(
                         "if they are left from before (a topic deleted and created again on {from}), delete them on {to} with \
-                         `{delete}`; or start the application on {from} until it commits, then move it"
+                         {delete}; or start the application on {from} until it commits, then move it"
                     ),
                 ));
             }
@@ -318,25 +307,15 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
             .map(|(tp, c)| (tp, c.offset))
             .collect();
         if !stale.is_empty() {
-            let topics: BTreeSet<&str> = stale.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+            let (listed, delete) = leftover_commits(g, &to, &stale);
             return Ok(report.no_go(
                 format!(
-                    "group {g} has commits on {to} for topic(s) it has none for on {from}: {}; started on {to}, the application \
-                     resumes there",
-                    stale
-                        .iter()
-                        .map(|(tp, o)| format!("{}/{}={o}", tp.topic, tp.partition))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "group {g} has commits on {to} for topic(s) it has none for on {from}: {listed}; started on {to}, the \
+                     application resumes there"
                 ),
                 format!(
-                    "if they are left from before (a topic deleted and created again on {from}), delete them on {to} with {}; \
-                     otherwise let the application commit on those topics on {from} first, then move it",
-                    topics
-                        .iter()
-                        .map(|t| format!("`kafka-consumer-groups.sh --bootstrap-server <{to}> --group {g} --delete-offsets --topic {t}`"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    "if they are left from before (a topic deleted and created again on {from}), delete them on {to} with {delete}; \
+                     otherwise let the application commit on those topics on {from} first, then move it"
                 ),
             ));
         }
@@ -663,6 +642,23 @@ async fn cursors_by_partition(ferry: &Ferry, flow_key: &str) -> Result<HashMap<T
         .into_iter()
         .map(|c| (c.tp.clone(), c))
         .collect())
+}
+
+/// Commits `to` holds for group `g` that it would resume at, as
+/// `topic/partition=offset, …`, and the commands that delete them.
+fn leftover_commits(g: &str, to: &str, commits: &[(TopicPartition, i64)]) -> (String, String) {
+    let listed = commits
+        .iter()
+        .map(|(tp, o)| format!("{}/{}={o}", tp.topic, tp.partition))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let topics: BTreeSet<&str> = commits.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+    let delete = topics
+        .iter()
+        .map(|t| format!("`kafka-consumer-groups.sh --bootstrap-server <{to}> --group {g} --delete-offsets --topic {t}`"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (listed, delete)
 }
 
 /// What to do about a group partition the sync left in `status`.
