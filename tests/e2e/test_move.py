@@ -710,3 +710,47 @@ def test_an_empty_partition_committed_at_zero_resumes_at_zero(tmp_path):
     produce_keys(SOURCE, topic, ["late-0", "late-1"], partition=1)
     assert ferry.run("--once").returncode == 0
     assert sorted(consume(TARGET, topic, group)) == ["late-0", "late-1"]
+
+
+# The fourth adversarial review (on 69203ce): with both ways, a sync's
+# translation that passes over records was carried back over the group's own
+# commit on the cluster it never left.
+
+
+@pytest.mark.parametrize("case", ["retention-on-the-target", "flows-began-after-the-commit"])
+def test_a_skipping_translation_is_never_carried_back_over_the_groups_own_commit(tmp_path, case):
+    """Both ways; the group read a-0..29 on the source (commit 30) and stays
+    there. Either the target's retention removed offsets 0..49, or the flows
+    began (LATEST) at 100: the forward sync commits on the target past
+    records the group never read (not exact). On 69203ce the flow back then
+    carried that commit over the group's own 30 on the source (50, or 100),
+    and the group, restarted where it lives, skipped a-30.. there; the move
+    said GO, exact. A first fix (934ab86) was reverted (it broke the demo's
+    move back); this failed again on b398283, before each flow recorded
+    which source offset its commit translated (`written_from`)."""
+    topic, group = unique("move-carry"), unique("lives-on-source")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    latest = case == "flows-began-after-the-commit"
+    if latest:
+        assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED",
+                          starting="LATEST" if latest else "EARLIEST")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    if latest:
+        produce_keys(SOURCE, topic, [f"b-{i}" for i in range(20)])
+    else:
+        assert ferry.run("--once").returncode == 0
+        assert len(consume(SOURCE, topic, group, limit=30)) == 30
+        spec = tmp_path / "delete.json"
+        spec.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "offset": 50}]}))
+        p = kafka_tool("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", TARGET, "--offset-json-file", str(spec))
+        assert p.returncode == 0, p.stdout + p.stderr
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert committed(SOURCE, group)[(topic, 0)][0] == 30, "the group's own commit stays where it lives"
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
+    assert "would skip them" in rep["reason"], rep
+    assert consume(SOURCE, topic, group, limit=1) == ["a-30"]

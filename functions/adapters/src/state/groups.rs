@@ -80,6 +80,13 @@ pub struct GroupSyncItem {
     /// The last offset this flow committed on the target (kept across
     /// syncs that write nothing): a target commit equal to it is Ferry's.
     pub written_offset: Option<i64>,
+    /// The source offset whose translation this flow wrote as
+    /// `written_offset`, set only when it committed (never inferred from
+    /// what it found in place; `None` in items stored before Ferry recorded
+    /// it, or when a stopped sync's commit was adopted): the opposite flow
+    /// tells by it that the commit on its source is this flow's copy of its
+    /// target's commit, and carries nothing back.
+    pub written_from: Option<i64>,
     /// How many times the target partition's log had been found truncated
     /// under Ferry's copies (the cursor's `target_rewinds`) in the cursor
     /// the translation behind `written_offset` was read from: a cursor
@@ -161,6 +168,9 @@ impl StateStore {
             if let Some(t) = it.written_offset {
                 item.insert("written_offset".into(), n(t));
             }
+            if let Some(t) = it.written_from {
+                item.insert("written_from".into(), n(t));
+            }
             if let Some(t) = it.written_rewinds {
                 item.insert("written_rewinds".into(), n(t));
             }
@@ -204,6 +214,7 @@ impl StateStore {
             exact: r.bool("exact").unwrap_or(false),
             target_offset: r.n("target_offset"),
             written_offset: r.n("written_offset"),
+            written_from: r.n("written_from"),
             written_rewinds: r.n("written_rewinds"),
             redelivered: r.n("redelivered").unwrap_or(0),
             rule: r.n("rule").unwrap_or(0),

@@ -83,12 +83,25 @@ pub(super) fn lost_under(cursor: &CursorItem, prev: Option<&GroupSyncItem>, curr
 /// what others wrote on the target since.
 pub(crate) const TRANSLATION_RULE: i64 = 2;
 
+/// The words that mark a sync item of a flow whose source holds the
+/// opposite flow's copy of the group's commit on its target.
+pub(super) const COPY_OF_TARGET: &str = "the opposite flow's copy of it: nothing carried back";
+
 pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 
 /// The words that mark a translation that passes over records the group
 /// never read (never copied, or deleted on the target): no flag makes a
 /// move GO on it.
 pub(crate) const SKIPS: &str = "records it never read are passed over";
+
+/// Whether a flow's source commit `source_commit` is what the opposite
+/// flow (its last sync of the partition: `opposite`) committed there as its
+/// translation of the flow's target commit `current`, and neither moved
+/// since. Only a commit the opposite flow made counts: an offset it found
+/// in place may be the group's own.
+pub(super) fn is_copy_of_target(opposite: Option<&GroupSyncItem>, source_commit: i64, current: Option<i64>) -> bool {
+    opposite.is_some_and(|o| o.written_offset == Some(source_commit) && o.written_from.is_some() && o.written_from == current)
+}
 
 /// The last offset a flow wrote on the target, from its last sync. Items
 /// stored before `written_offset` existed hold it in `target_offset`
@@ -221,6 +234,20 @@ pub(super) async fn sync_group(
                 None => (None, 0),
             }
         };
+        // The commit on this flow's source is the opposite flow's copy of
+        // the commit on this flow's target, neither moved since (the group
+        // lives on the target, or came back here without consuming): the
+        // group's own commit is on the target already, nothing to carry.
+        // Carried anyway, a translation that passed over records (the other
+        // cluster's retention, a flow that began past the group's commit)
+        // would come back over the group's own commit and skip them where
+        // they exist. Told by what the opposite flow recorded when it
+        // committed, never by what it found in place.
+        let copy_of_target = is_copy_of_target(seen.carried.get(&(group.to_owned(), target_tp.clone())), c.offset, current);
+        let (translation, again) = match current {
+            Some(cur) if copy_of_target => (Some(Translation { offset: cur, exact: true }), 0),
+            _ => (translation, again),
+        };
         let mut deleted_from = None;
         let translation = translation.map(|mut t| {
             if let Some(s) = start.filter(|&s| t.offset < s) {
@@ -245,6 +272,9 @@ pub(super) async fn sync_group(
             // once the target holds it or more (the group may have gone on
             // from it there); until then it is kept.
             written_offset: prev.and_then(written_offset).max(adopted),
+            // An adopted commit's source offset is not known for sure (the
+            // stopped sync's item may have been rewritten since).
+            written_from: prev.and_then(|p| p.written_from).filter(|_| adopted.is_none()),
             written_rewinds: prev.and_then(|p| p.written_rewinds),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
@@ -331,7 +361,11 @@ pub(super) async fn sync_group(
                 item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
             }
             SyncDecision::UpToDate => {
-                item.detail = format!("target holds the translation{not_exact}");
+                item.detail = if copy_of_target {
+                    format!("target holds the group's own commit, and the source {COPY_OF_TARGET}")
+                } else {
+                    format!("target holds the translation{not_exact}")
+                };
                 item.carried_source_offset = Some(c.offset);
             }
             SyncDecision::TargetAhead { current, translated } => {
@@ -429,6 +463,7 @@ pub(super) async fn sync_group(
                 Ok(()) => {
                     item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
                     item.written_offset = item.target_offset;
+                    item.written_from = Some(item.source_offset);
                     item.written_rewinds = rewinds.get(&target_tp).copied();
                     item.carried_source_offset = Some(item.source_offset);
                 }

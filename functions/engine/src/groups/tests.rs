@@ -1,4 +1,4 @@
-use super::{in_turn, lost_under, replaced_from, LostUnder};
+use super::{in_turn, is_copy_of_target, lost_under, replaced_from, LostUnder};
 use ferry_adapters::state::{CursorItem, GroupSyncItem, GroupSyncStatus};
 use ferry_core::domain::TopicPartition;
 
@@ -12,6 +12,7 @@ fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i
         exact: true,
         target_offset: Some(target),
         written_offset: written,
+        written_from: None,
         written_rewinds: rewinds,
         carried_source_offset: None,
         pending_offset: None,
@@ -99,4 +100,23 @@ fn a_commit_in_a_replaced_history_resumes_where_the_histories_part() {
     assert_eq!(replaced_from(140, 5, &history), None, "newer than all read: nothing to compare");
     assert_eq!(replaced_from(140, -1, &history), None, "no epoch committed");
     assert_eq!(replaced_from(140, 0, &[]), None, "no epochs kept");
+}
+
+#[test]
+fn only_a_commit_the_opposite_flow_made_is_taken_for_its_copy() {
+    // The opposite flow committed 140 here, translating 120 there.
+    let committed = GroupSyncItem {
+        written_from: Some(120),
+        ..synced(Some(140), Some(0), 140, 500)
+    };
+    assert!(is_copy_of_target(Some(&committed), 140, Some(120)));
+    // The group went on from it here, or there: the group's own commit.
+    assert!(!is_copy_of_target(Some(&committed), 150, Some(120)));
+    assert!(!is_copy_of_target(Some(&committed), 140, Some(130)));
+    assert!(!is_copy_of_target(Some(&committed), 140, None));
+    // An offset the opposite flow found in place (the group's own), or
+    // recorded before Ferry kept what it wrote from: not its copy.
+    let found = synced(Some(140), Some(0), 140, 500);
+    assert!(!is_copy_of_target(Some(&found), 140, Some(120)));
+    assert!(!is_copy_of_target(None, 140, Some(120)));
 }
