@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ferry_adapters::kafka::batch::{self, ProducerStamp, RawBatch, SourceRecord};
 use ferry_adapters::kafka::txn::{transactional_id, transactional_id_prefix};
 use ferry_adapters::kafka::{FetchedPartition, Isolation, KafkaCluster, KafkaError, OffsetSpec};
-use ferry_adapters::state::{now_ms, Checkpoint, Lease, ProducerRecord, Rate, StateError, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, CursorItem, Lease, ProducerRecord, Rate, StateError, StateStore};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
 use ferry_core::offset_map::{runs_for_append, OffsetRun};
@@ -260,6 +260,48 @@ impl Unsaved {
 }
 
 impl Part {
+    /// A leased partition's state at the start of an invocation, from its
+    /// cursor item (`item`) and the newest offset-map run it keeps.
+    fn new(work: PartitionWork, lease: Lease, item: &CursorItem, last_run: Option<OffsetRun>) -> Self {
+        Part {
+            target: TopicPartition::new(work.target_topic.clone(), work.source.partition),
+            source_end: work.end_offset.max(item.source_end_offset),
+            work,
+            lease,
+            cursor: item.next_source_offset,
+            fetch_pos: item.next_source_offset,
+            fetch_after: None,
+            unmapped_since: None,
+            starved: false,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            inflight: None,
+            sequence: 0,
+            producer_recorded: false,
+            unsaved: None,
+            flush_soon: false,
+            checkpoints: 0,
+            last_run,
+            target_end: item.next_target_offset.unwrap_or(-1),
+            records: 0,
+            bytes: 0,
+            last_ts: item.last_record_timestamp_ms,
+            done: None,
+            error: None,
+            refused: None,
+            lease_expires_hint: item.lease_expires_ms,
+            reconciled: 0,
+            filtered_records: 0,
+            filtered_bytes: 0,
+            filtered_ts: VecDeque::new(),
+            lost_records: 0,
+            history: item.leader_epochs.clone(),
+            epochs: VecDeque::new(),
+            target_epoch: item.target_leader_epoch,
+            target_lost: false,
+        }
+    }
+
     /// Keep track of a wait for the opposite flow's checkpoint, and say so
     /// at warning level once it has lasted `UNMAPPED_WAIT_WARNING`: the
     /// opposite flow checkpoints every few seconds while it runs, so a
@@ -326,6 +368,17 @@ impl Budget {
     }
 }
 
+/// What every step of one flow's Replicate invocation works with: the
+/// replicator, the flow, its key in the state tables, and its two clusters.
+#[derive(Clone, Copy)]
+pub(super) struct FlowRun<'a> {
+    pub(super) ferry: &'a Ferry,
+    pub(super) flow: &'a FlowSpec,
+    pub(super) key: &'a str,
+    pub(super) source: &'a Arc<KafkaCluster>,
+    pub(super) target: &'a Arc<KafkaCluster>,
+}
+
 /// Run one Replicate invocation.
 pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -> Result<ReplicateOutput, FerryError> {
     let flow = ferry.flow(&input.flow)?.clone();
@@ -335,6 +388,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let settings = &ferry.settings;
     let started = std::time::Instant::now();
+    let run = &FlowRun {
+        ferry,
+        flow: &flow,
+        key: &flow_key,
+        source: &source,
+        target: &target,
+    };
     let mut filter = LoopFilter::for_flow(ferry, &flow, &source, &target).await?;
     let partitions = crate::plan::batch_partitions(ferry, input).await?;
 
@@ -370,43 +430,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     for (work, res) in partitions.iter().zip(leased) {
         match res {
             Ok((lease, item, last_run)) => {
-                parts.push(Part {
-                    target: TopicPartition::new(work.target_topic.clone(), work.source.partition),
-                    work: work.clone(),
-                    lease,
-                    cursor: item.next_source_offset,
-                    fetch_pos: item.next_source_offset,
-                    fetch_after: None,
-                    unmapped_since: None,
-                    starved: false,
-                    pending: VecDeque::new(),
-                    pending_bytes: 0,
-                    inflight: None,
-                    sequence: 0,
-                    producer_recorded: false,
-                    unsaved: None,
-                    flush_soon: false,
-                    checkpoints: 0,
-                    last_run,
-                    target_end: item.next_target_offset.unwrap_or(-1),
-                    source_end: work.end_offset.max(item.source_end_offset),
-                    records: 0,
-                    bytes: 0,
-                    last_ts: item.last_record_timestamp_ms,
-                    done: None,
-                    error: None,
-                    refused: None,
-                    lease_expires_hint: item.lease_expires_ms,
-                    reconciled: 0,
-                    filtered_records: 0,
-                    filtered_bytes: 0,
-                    filtered_ts: VecDeque::new(),
-                    lost_records: 0,
-                    history: item.leader_epochs,
-                    epochs: VecDeque::new(),
-                    target_epoch: item.target_leader_epoch,
-                    target_lost: false,
-                });
+                parts.push(Part::new(work.clone(), lease, &item, last_run));
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
                     to_reconcile.push((
@@ -445,26 +469,15 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // below it (an unclean leader election) is found before anything is
     // read, reconciled or written.
     // Boxed: rare, and deep (a DynamoDB transaction inside).
-    Box::pin(validate_epochs(ferry, &flow, &flow_key, &source, &mut parts)).await;
-    fence_all(ferry, &flow, &flow_key, &target, &mut parts, &to_fence).await;
+    Box::pin(validate_epochs(run, &mut parts)).await;
+    fence_all(run, &mut parts, &to_fence).await;
     // The target's history under what Ferry copied: copies a truncated
     // target log lost are copied again (nothing of the holder's to
     // reconcile past the new end).
-    let mut ends = target_ends(ferry, &flow, &flow_key, &target, &mut parts).await;
-    let rewound = Box::pin(check_target_logs(ferry, &flow, &flow_key, &target, &mut parts, &mut ends)).await;
+    let mut ends = target_ends(run, &mut parts).await;
+    let rewound = Box::pin(check_target_logs(run, &mut parts, &mut ends)).await;
     to_reconcile.retain(|&(i, _)| parts[i].done.is_none() && !rewound.contains(&i));
-    reconcile_all(
-        ferry,
-        &flow,
-        &flow_key,
-        &source,
-        &target,
-        &mut parts,
-        &to_reconcile,
-        &mut ends,
-        &mut filter,
-    )
-    .await;
+    reconcile_all(run, &mut parts, &to_reconcile, &mut ends, &mut filter).await;
 
     // What ends the invocation once the leases are back: a cluster's
     // refusal (met by any step, see `fail`), or an error of the producer's
@@ -472,25 +485,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // invocation, once the cause is fixed, finds them free.
     let mut ended: Option<FerryError> = parts.iter_mut().find_map(|p| p.refused.take());
     if ended.is_none() && parts.iter().any(|p| p.done.is_none()) {
-        match Box::pin(start_writing(ferry, &flow, &flow_key, &target, &mut parts, filter.as_ref(), &owner)).await {
+        match Box::pin(start_writing(run, &mut parts, filter.as_ref(), &owner)).await {
             Ok(stamp) => {
                 tracing::info!(
                     replicator = %ferry.spec.name, flow = %flow.id(), partitions = parts.len(), reconciled = to_reconcile.len(),
                     ms = started.elapsed().as_millis() as u64, "leased, reconciled and producer recorded; replicating"
                 );
-                ended = run_rounds(
-                    ferry,
-                    &flow,
-                    &flow_key,
-                    &source,
-                    &target,
-                    &mut parts,
-                    input,
-                    budget,
-                    stamp,
-                    &mut filter,
-                )
-                .await;
+                ended = run_rounds(run, &mut parts, input, budget, stamp, &mut filter).await;
             }
             Err(e) => ended = Some(e),
         }
@@ -540,14 +541,17 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
 /// recorded under each lease before anything is written: it is the
 /// provenance a later holder reconciles against, and what it fences.
 async fn start_writing(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    target: &KafkaCluster,
+    run: &FlowRun<'_>,
     parts: &mut [Part],
     filter: Option<&LoopFilter>,
     owner: &str,
 ) -> Result<ProducerStamp, FerryError> {
+    let FlowRun {
+        ferry,
+        key: flow_key,
+        target,
+        ..
+    } = *run;
     let txn_id = transactional_id(&ferry.spec.name, owner);
     let (pid, epoch) = target
         .init_transactional_producer(&txn_id)
@@ -579,7 +583,7 @@ async fn start_writing(
     for (i, res) in live.into_iter().zip(recorded) {
         match res {
             Ok(()) => parts[i].producer_recorded = true,
-            Err(e) => fail(ferry, flow, flow_key, &mut parts[i], &e.into()).await,
+            Err(e) => fail(run, &mut parts[i], &e.into()).await,
         }
     }
     Ok(ProducerStamp {
@@ -589,7 +593,13 @@ async fn start_writing(
     })
 }
 
-async fn fail(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: &FerryError) {
+async fn fail(run: &FlowRun<'_>, p: &mut Part, e: &FerryError) {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        ..
+    } = *run;
     if let Some(refusal) = e.refusal_copy() {
         // A cluster refused Ferry (after one fresh read of the
         // credentials): not this partition's fault, and not one that

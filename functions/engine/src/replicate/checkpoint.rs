@@ -12,20 +12,14 @@ pub(super) struct Due {
 }
 
 /// Write the checkpoints that are due, all at once (see [`due_checkpoints`]).
-pub(super) async fn save(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    (target, pid): (&KafkaCluster, i64),
-    parts: &mut [Part],
-    input: &ReplicateInput,
-) {
+pub(super) async fn save(run: &FlowRun<'_>, (target, pid): (&KafkaCluster, i64), parts: &mut [Part], input: &ReplicateInput) {
+    let FlowRun { ferry, key: flow_key, .. } = *run;
     let due = due_checkpoints(&ferry.settings, parts, input);
     if due.is_empty() {
         return;
     }
     let saved = write_checkpoints(&ferry.store, (target, pid), flow_key, parts, due).await;
-    settle(ferry, flow, flow_key, target, parts, saved).await;
+    settle(run, parts, saved).await;
 }
 
 /// The checkpoints due now: a partition's acknowledged records once they
@@ -260,15 +254,8 @@ pub(super) fn stopped_cleanly(reason: StopReason) -> bool {
 /// records acknowledged since that checkpoint, and any batch it took
 /// after the loss, is then copied once more (none of it is in an offset
 /// map): records twice, none skipped.
-pub(super) async fn target_lost_midway(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    target: &KafkaCluster,
-    p: &mut Part,
-    at: i64,
-    written: i64,
-) {
+pub(super) async fn target_lost_midway(run: &FlowRun<'_>, p: &mut Part, at: i64, written: i64) {
+    let FlowRun { ferry, flow, target, .. } = *run;
     tracing::error!(
         replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic,
         partition = p.target.partition, at, written_to = written,
@@ -281,7 +268,7 @@ pub(super) async fn target_lost_midway(
     p.unsaved = None;
     p.done = Some(StopReason::Retry);
     let moved = match target_parting(flow, target, p, at).await {
-        Ok(parted) => Box::pin(target_truncated(ferry, flow, flow_key, p, parted.min(at), at)).await,
+        Ok(parted) => Box::pin(target_truncated(run, p, parted.min(at), at)).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = moved {
@@ -293,9 +280,10 @@ pub(super) async fn target_lost_midway(
 }
 
 /// Apply what the checkpoint writes did.
-pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part], saved: Saved) {
+pub(super) async fn settle(run: &FlowRun<'_>, parts: &mut [Part], saved: Saved) {
+    let FlowRun { flow, .. } = *run;
     for (d, end) in saved.lost {
-        target_lost_midway(ferry, flow, flow_key, target, &mut parts[d.part], end, d.cp.target_end).await;
+        target_lost_midway(run, &mut parts[d.part], end, d.cp.target_end).await;
     }
     for (d, res) in saved.due.into_iter().zip(saved.results) {
         let p = &mut parts[d.part];
@@ -318,7 +306,7 @@ pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, targe
                         None => u,
                     });
                 }
-                fail(ferry, flow, flow_key, p, &e.into()).await;
+                fail(run, p, &e.into()).await;
             }
         }
     }

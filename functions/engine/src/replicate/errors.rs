@@ -6,9 +6,10 @@ use super::*;
 /// fenced Ferry's producer, e.g. after a restart) end this invocation for
 /// the partition; the next one reconciles. Anything else stops the
 /// partition with what to change, naming the source offsets involved.
-pub(super) async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, p: &mut Part, e: KafkaError) {
+pub(super) async fn produce_failed(run: &FlowRun<'_>, p: &mut Part, e: KafkaError) {
+    let FlowRun { ferry, flow, .. } = *run;
     let KafkaError::Broker { error, detail, .. } = &e else {
-        fail(ferry, flow, flow_key, p, &e.into()).await;
+        fail(run, p, &e.into()).await;
         return;
     };
     let n = p.inflight.as_ref().map(|(_, n)| *n).unwrap_or(0);
@@ -65,19 +66,19 @@ pub(super) async fn produce_failed(ferry: &Ferry, flow: &FlowSpec, flow_key: &st
         ),
         fix,
     };
-    fail(ferry, flow, flow_key, p, &stopped).await;
+    fail(run, p, &stopped).await;
 }
 
 /// The cursor points at source records that no longer exist. Never skip
 /// silently: stop with the lost range, unless the operator allowed resuming.
-pub(super) async fn out_of_range(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    source: &KafkaCluster,
-    p: &mut Part,
-    lease_expires_ms: i64,
-) -> Result<(), FerryError> {
+pub(super) async fn out_of_range(run: &FlowRun<'_>, p: &mut Part, lease_expires_ms: i64) -> Result<(), FerryError> {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        source,
+        ..
+    } = *run;
     if !p.pending.is_empty() || p.unsaved.is_some() {
         // Records fetched before the gap go out first; the gap is handled
         // once they are checkpointed, which is asked for now.
@@ -89,7 +90,7 @@ pub(super) async fn out_of_range(
     let latest = source.list_offsets(tp, OffsetSpec::Latest, false).await?[&p.work.source];
     if p.fetch_pos > latest {
         // Past the end: a truncated log says where it diverged.
-        if p.last_epoch().is_some() && !Box::pin(check_history(ferry, flow, flow_key, source, p)).await? {
+        if p.last_epoch().is_some() && !Box::pin(check_history(run, p)).await? {
             return Ok(());
         }
         return Err(past_the_end(flow, p, p.fetch_pos, latest));

@@ -7,14 +7,8 @@ use super::*;
 /// the partitions taken from them (see `kafka::txn`): one sequence per
 /// holder, all holders at once. A partition that cannot be fenced is not
 /// reconciled or written.
-pub(super) async fn fence_all(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    target: &KafkaCluster,
-    parts: &mut [Part],
-    which: &BTreeMap<(String, i64), Vec<usize>>,
-) {
+pub(super) async fn fence_all(run: &FlowRun<'_>, parts: &mut [Part], which: &BTreeMap<(String, i64), Vec<usize>>) {
+    let FlowRun { ferry, flow, target, .. } = *run;
     let results = join_all(which.iter().map(|((id, pid), idx)| {
         let tps: Vec<TopicPartition> = idx.iter().map(|&i| parts[i].target.clone()).collect();
         async move { target.fence(id, *pid, &tps).await }
@@ -27,7 +21,7 @@ pub(super) async fn fence_all(
                 for (tp, e) in fenced.failed {
                     let e = FerryError::from(with_grant_hint(e, &ferry.spec.name));
                     if let Some(&i) = idx.iter().find(|&&i| parts[i].target == tp) {
-                        fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                        fail(run, &mut parts[i], &e).await;
                     }
                 }
                 tracing::info!(
@@ -39,7 +33,7 @@ pub(super) async fn fence_all(
             Err(e) => {
                 let e = FerryError::from(with_grant_hint(e, &ferry.spec.name));
                 for &i in idx {
-                    fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                    fail(run, &mut parts[i], &e).await;
                 }
             }
         }
@@ -89,18 +83,14 @@ pub(super) struct PrevHolder {
 /// Reconcile the partitions `which` (index, previous holder): one
 /// ListOffsets for all of them, then a read of the target only where it
 /// holds records after the last checkpoint (after a clean release, none).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn reconcile_all(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    source: &KafkaCluster,
-    target: &KafkaCluster,
+    run: &FlowRun<'_>,
     parts: &mut [Part],
     which: &[(usize, PrevHolder)],
     ends: &mut TargetEnds,
     filter: &mut Option<LoopFilter>,
 ) {
+    let FlowRun { target, .. } = *run;
     for &(i, prev) in which {
         let p = &mut parts[i];
         // With the leader's epoch, read before the holder's records are:
@@ -109,11 +99,11 @@ pub(super) async fn reconcile_all(
         let (end, epoch) = match ends.remove(&p.target) {
             Some(Ok(found)) => found,
             Some(Err(e)) => {
-                fail(ferry, flow, flow_key, p, &e.into()).await;
+                fail(run, p, &e.into()).await;
                 continue;
             }
             None => {
-                fail(ferry, flow, flow_key, p, &unknown_partition(target, &p.target).into()).await;
+                fail(run, p, &unknown_partition(target, &p.target).into()).await;
                 continue;
             }
         };
@@ -121,8 +111,8 @@ pub(super) async fn reconcile_all(
             continue;
         }
         let epoch = (epoch >= 0).then_some(epoch);
-        if let Err(e) = reconcile(ferry, flow, flow_key, source, target, p, prev, (end, epoch), filter).await {
-            fail(ferry, flow, flow_key, p, &e).await;
+        if let Err(e) = reconcile(run, p, prev, (end, epoch), filter).await {
+            fail(run, p, &e).await;
         }
     }
 }

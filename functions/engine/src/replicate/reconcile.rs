@@ -318,18 +318,20 @@ pub(super) async fn legacy_first_sequence(
 /// after the cursor by position and content (see [`takeover`]), and move
 /// the cursor over the ones written, so nothing is written twice, nothing
 /// is skipped, and each mapped source offset points at its own copy.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn reconcile(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    source: &KafkaCluster,
-    target: &KafkaCluster,
+    run: &FlowRun<'_>,
     p: &mut Part,
     prev: PrevHolder,
     (end, end_epoch): (i64, Option<i32>),
     filter: &mut Option<LoopFilter>,
 ) -> Result<(), FerryError> {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        source,
+        target,
+    } = *run;
     let held = read_holder_writes(ferry, target, p, prev.producer_id, end).await?;
     if held.batches.is_empty() && held.missing_after_last == 0 {
         return Ok(());
@@ -358,7 +360,7 @@ pub(super) async fn reconcile(
             // source's log may have been truncated under its writes.
             let written = i64::try_from(holder.positions).unwrap_or(i64::MAX);
             if let Some(at) = Box::pin(replaced_under_holder(source, p, written)).await? {
-                return Box::pin(holder_wrote_replaced(ferry, flow, flow_key, p, at, written, first_sequence, end)).await;
+                return Box::pin(holder_wrote_replaced(run, p, at, written, first_sequence, end)).await;
             }
             return Err(stop(
                 format!(
@@ -524,17 +526,20 @@ pub(super) async fn replaced_under_holder(source: &KafkaCluster, p: &Part, writt
 /// not the cursor), an error-level `DataLoss` line names the range and the
 /// DataLoss metric counts the records the source lost. Those the holder
 /// copied below `at` (the same in both histories) are copied again.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn holder_wrote_replaced(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
+    run: &FlowRun<'_>,
     p: &mut Part,
     at: i64,
     written: i64,
     first_sequence: i32,
     end: i64,
 ) -> Result<(), FerryError> {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        ..
+    } = *run;
     let upto = p.cursor + written;
     let what = format!(
         "the source log of {} on cluster {} was truncated: a worker that stopped before its checkpoint had copied source \

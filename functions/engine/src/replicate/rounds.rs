@@ -3,19 +3,21 @@
 
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_rounds(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    source: &Arc<KafkaCluster>,
-    target: &Arc<KafkaCluster>,
+    run: &FlowRun<'_>,
     parts: &mut [Part],
     input: &ReplicateInput,
     budget: &Budget,
     stamp: ProducerStamp,
     filter: &mut Option<LoopFilter>,
 ) -> Option<FerryError> {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        source,
+        target,
+    } = *run;
     let settings = &ferry.settings;
     let pass_through = PassThrough {
         codec: flow.compression,
@@ -58,7 +60,7 @@ pub(super) async fn run_rounds(
         if parts.iter().all(|p| p.done.is_some()) {
             // Whatever the target acknowledged is checkpointed before the
             // leases go back.
-            save(ferry, flow, flow_key, (target, stamp.producer_id), parts, input).await;
+            save(run, (target, stamp.producer_id), parts, input).await;
             return refused;
         }
         let mut round_failed = false;
@@ -97,7 +99,7 @@ pub(super) async fn run_rounds(
                         partition: p.target.partition,
                         source: e,
                     };
-                    fail(ferry, flow, flow_key, p, &e.into()).await;
+                    fail(run, p, &e.into()).await;
                 }
             }
         }
@@ -168,7 +170,7 @@ pub(super) async fn run_rounds(
                 write_checkpoints(&ferry.store, (target, stamp.producer_id), flow_key, shared, due)
             )
         };
-        settle(ferry, flow, flow_key, target, parts, saved).await;
+        settle(run, parts, saved).await;
 
         match fetched {
             None => {}
@@ -192,25 +194,23 @@ pub(super) async fn run_rounds(
                             {
                                 // A newer leader epoch at the position: the
                                 // log may have been truncated below it.
-                                Ok(read) if p.epoch_changes_at(&read) => {
-                                    match Box::pin(check_history(ferry, flow, flow_key, source, p)).await {
-                                        Ok(true) => Ok(read),
-                                        Ok(false) => continue,
-                                        Err(e) if e.is_refusal() => {
-                                            refused = Some(e);
-                                            continue;
-                                        }
-                                        Err(e) if e.is_retryable() => {
-                                            tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "leader epoch check failed; will retry");
-                                            round_failed = true;
-                                            continue;
-                                        }
-                                        Err(e) => {
-                                            fail(ferry, flow, flow_key, p, &e).await;
-                                            continue;
-                                        }
+                                Ok(read) if p.epoch_changes_at(&read) => match Box::pin(check_history(run, p)).await {
+                                    Ok(true) => Ok(read),
+                                    Ok(false) => continue,
+                                    Err(e) if e.is_refusal() => {
+                                        refused = Some(e);
+                                        continue;
                                     }
-                                }
+                                    Err(e) if e.is_retryable() => {
+                                        tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "leader epoch check failed; will retry");
+                                        round_failed = true;
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        fail(run, p, &e).await;
+                                        continue;
+                                    }
+                                },
                                 other => other,
                             };
                             match read {
@@ -237,7 +237,7 @@ pub(super) async fn run_rounds(
                                     tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "loop-filter lookup failed; will retry");
                                     round_failed = true;
                                 }
-                                Err(e) => fail(ferry, flow, flow_key, p, &e).await,
+                                Err(e) => fail(run, p, &e).await,
                             }
                         }
                         Err(e) if e.is_refusal() => refused = Some(e.into()),
@@ -249,11 +249,11 @@ pub(super) async fn run_rounds(
                             error: ResponseError::OffsetOutOfRange,
                             ..
                         }) => {
-                            if let Err(e) = out_of_range(ferry, flow, flow_key, source, p, lease_expires_at(settings)).await {
-                                fail(ferry, flow, flow_key, p, &e).await;
+                            if let Err(e) = out_of_range(run, p, lease_expires_at(settings)).await {
+                                fail(run, p, &e).await;
                             }
                         }
-                        Err(e) => fail(ferry, flow, flow_key, p, &e.into()).await,
+                        Err(e) => fail(run, p, &e.into()).await,
                     }
                 }
             }
@@ -265,7 +265,7 @@ pub(super) async fn run_rounds(
             Some(Err(e @ (KafkaError::Undecodable { .. } | KafkaError::Unsupported { .. }))) => {
                 let e = FerryError::from(e);
                 for &i in &want {
-                    fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                    fail(run, &mut parts[i], &e).await;
                 }
             }
             Some(Err(e)) if e.is_refusal() => refused = Some(e.into()),
@@ -287,7 +287,7 @@ pub(super) async fn run_rounds(
                             tracing::warn!(flow = %flow.id(), topic = %parts[i].target.topic, partition = parts[i].target.partition, error = %e, "produce failed; will retry");
                             round_failed = true;
                         }
-                        Err(e) => produce_failed(ferry, flow, flow_key, &mut parts[i], e).await,
+                        Err(e) => produce_failed(run, &mut parts[i], e).await,
                     }
                 }
             }
@@ -312,7 +312,7 @@ pub(super) async fn run_rounds(
             // target's log lost that (see `target_lost_midway`).
             let expected = p.unsaved.as_ref().map_or(p.target_end, |u| u.target_end);
             if base < expected {
-                target_lost_midway(ferry, flow, flow_key, target, p, base, expected).await;
+                target_lost_midway(run, p, base, expected).await;
                 continue;
             }
             let Some((bytes, n)) = p.inflight.take() else { continue };

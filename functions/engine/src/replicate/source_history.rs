@@ -120,7 +120,8 @@ pub(super) async fn find_divergence(
 
 /// The same as [`check_history`] for every partition at the start of an
 /// invocation that has leader epochs stored with its cursor, all at once.
-pub(super) async fn validate_epochs(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, source: &KafkaCluster, parts: &mut [Part]) {
+pub(super) async fn validate_epochs(run: &FlowRun<'_>, parts: &mut [Part]) {
+    let FlowRun { source, .. } = *run;
     let which: Vec<usize> = (0..parts.len())
         .filter(|&i| parts[i].done.is_none() && parts[i].cursor > 0 && !parts[i].history.is_empty())
         .collect();
@@ -135,8 +136,8 @@ pub(super) async fn validate_epochs(ferry: &Ferry, flow: &FlowSpec, flow_key: &s
     .await;
     for (i, res) in which.into_iter().zip(answers) {
         let p = &mut parts[i];
-        if let Err(e) = on_history(ferry, flow, flow_key, p, res).await {
-            fail(ferry, flow, flow_key, p, &e).await;
+        if let Err(e) = on_history(run, p, res).await {
+            fail(run, p, &e).await;
         }
     }
 }
@@ -146,28 +147,18 @@ pub(super) async fn validate_epochs(ferry: &Ferry, flow: &FlowSpec, flow_key: &s
 /// `Ok(false)`: it does not, and the partition was handled (moved back to
 /// where the histories part, or paused until the next invocation does
 /// that). An error stops the partition (see `diverged`).
-pub(super) async fn check_history(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    source: &KafkaCluster,
-    p: &mut Part,
-) -> Result<bool, FerryError> {
+pub(super) async fn check_history(run: &FlowRun<'_>, p: &mut Part) -> Result<bool, FerryError> {
+    let FlowRun { source, .. } = *run;
     let cache = p.read_history();
     if cache.is_empty() {
         return Ok(true);
     }
     let res = find_divergence(source, &p.work.source, &cache, p.fetch_pos).await;
-    on_history(ferry, flow, flow_key, p, res).await
+    on_history(run, p, res).await
 }
 
-pub(super) async fn on_history(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    p: &mut Part,
-    res: Result<History, KafkaError>,
-) -> Result<bool, FerryError> {
+pub(super) async fn on_history(run: &FlowRun<'_>, p: &mut Part, res: Result<History, KafkaError>) -> Result<bool, FerryError> {
+    let FlowRun { ferry, flow, .. } = *run;
     let history = match res {
         Ok(h) => h,
         Err(e @ KafkaError::Unsupported { .. }) => {
@@ -191,7 +182,7 @@ pub(super) async fn on_history(
             Ok(true)
         }
         History::Diverged { at, below } => {
-            Box::pin(diverged(ferry, flow, flow_key, p, at, below)).await?;
+            Box::pin(diverged(run, p, at, below)).await?;
             Ok(false)
         }
     }
@@ -256,14 +247,13 @@ pub(super) fn truncation_what(
 /// counts the records replaced. Mid-invocation, with records of the old
 /// history read or in flight, the partition pauses (what the target
 /// acknowledged is checkpointed) and the next invocation moves it back.
-pub(super) async fn diverged(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    p: &mut Part,
-    at: i64,
-    below: Vec<(i64, i32)>,
-) -> Result<(), FerryError> {
+pub(super) async fn diverged(run: &FlowRun<'_>, p: &mut Part, at: i64, below: Vec<(i64, i32)>) -> Result<(), FerryError> {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        ..
+    } = *run;
     let upto = p.fetch_pos.max(p.cursor);
     let read_epoch = p.last_epoch().unwrap_or(-1);
     let now = below.last().map(|&(_, e)| e);

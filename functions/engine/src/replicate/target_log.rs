@@ -13,7 +13,8 @@ pub(super) type TargetEnds = HashMap<TopicPartition, Result<(i64, i32), KafkaErr
 /// alone, so that one the target refuses (its topic deleted, say) does
 /// not stop the others. A refusal stops every partition (the invocation
 /// ends with it, see `fail`).
-pub(super) async fn target_ends(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, target: &KafkaCluster, parts: &mut [Part]) -> TargetEnds {
+pub(super) async fn target_ends(run: &FlowRun<'_>, parts: &mut [Part]) -> TargetEnds {
+    let FlowRun { target, .. } = *run;
     let which: Vec<usize> = (0..parts.len())
         .filter(|&i| parts[i].done.is_none() && parts[i].target_end >= 0)
         .collect();
@@ -26,7 +27,7 @@ pub(super) async fn target_ends(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, 
         Err(e) if e.is_refusal() => {
             let e = FerryError::from(e);
             for &i in &which {
-                fail(ferry, flow, flow_key, &mut parts[i], &e).await;
+                fail(run, &mut parts[i], &e).await;
             }
             HashMap::new()
         }
@@ -53,14 +54,8 @@ pub(super) async fn target_ends(ferry: &Ferry, flow: &FlowSpec, flow_key: &str, 
 /// producers have written past since). Where it does not, the copies it
 /// lost are copied again (see [`target_truncated`]). Returns the
 /// partitions moved back.
-pub(super) async fn check_target_logs(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    target: &KafkaCluster,
-    parts: &mut [Part],
-    ends: &mut TargetEnds,
-) -> Vec<usize> {
+pub(super) async fn check_target_logs(run: &FlowRun<'_>, parts: &mut [Part], ends: &mut TargetEnds) -> Vec<usize> {
+    let FlowRun { flow, target, .. } = *run;
     let which: Vec<usize> = (0..parts.len())
         .filter(|&i| parts[i].done.is_none() && parts[i].target_end > 0)
         .collect();
@@ -86,7 +81,7 @@ pub(super) async fn check_target_logs(
         // back-off and takes it for a passing error.
         if ends.get(&p.target).is_some_and(|r| r.as_ref().is_err_and(KafkaError::is_refusal)) {
             if let Some(Err(e)) = ends.remove(&p.target) {
-                fail(ferry, flow, flow_key, p, &e.into()).await;
+                fail(run, p, &e.into()).await;
             }
             continue;
         }
@@ -95,7 +90,7 @@ pub(super) async fn check_target_logs(
             Some(Ok((at, _))) if at >= p.target_end => continue,
             Some(Ok(found)) => found,
             Some(Err(e)) if e.is_refusal() => {
-                fail(ferry, flow, flow_key, p, &e.into()).await;
+                fail(run, p, &e.into()).await;
                 continue;
             }
             Some(Err(e)) => {
@@ -110,9 +105,9 @@ pub(super) async fn check_target_logs(
                 continue;
             }
         };
-        match Box::pin(target_truncated(ferry, flow, flow_key, p, at, end)).await {
+        match Box::pin(target_truncated(run, p, at, end)).await {
             Ok(()) => rewound.push(i),
-            Err(e) => fail(ferry, flow, flow_key, p, &e).await,
+            Err(e) => fail(run, p, &e).await,
         }
     }
     rewound
@@ -148,14 +143,13 @@ pub(super) async fn target_parting(flow: &FlowSpec, target: &KafkaCluster, p: &P
 /// is dropped, an error-level `TargetTruncated` line names both ranges, and
 /// those records are copied again (after the target's end). A group whose
 /// translation pointed there translates again once they are.
-pub(super) async fn target_truncated(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    p: &mut Part,
-    at: i64,
-    end: i64,
-) -> Result<(), FerryError> {
+pub(super) async fn target_truncated(run: &FlowRun<'_>, p: &mut Part, at: i64, end: i64) -> Result<(), FerryError> {
+    let FlowRun {
+        ferry,
+        flow,
+        key: flow_key,
+        ..
+    } = *run;
     let mut runs = ferry.store.runs(flow_key, &p.work.source).await?;
     if let Some(open) = p.last_run {
         for r in runs.iter_mut().filter(|r| r.source_start == open.source_start) {

@@ -6,7 +6,7 @@ use ferry_adapters::kafka::batch::{self, SourceRecord};
 
 use ferry_core::offset_map::OffsetRun;
 
-use ferry_adapters::state::Lease;
+use ferry_adapters::state::{CursorItem, Lease};
 use ferry_core::domain::{PartitionWork, ReplicateInput, StopReason, TopicPartition};
 
 use super::{
@@ -64,51 +64,29 @@ fn records_put_back_after_a_failed_checkpoint_come_before_the_later_ones() {
 /// nothing left to write, its cursor at `cursor`.
 fn read_past_cursor(cursor: i64, fetch_pos: i64, done: Option<StopReason>) -> Part {
     let tp = TopicPartition::new("t", 0);
+    let work = PartitionWork {
+        source: tp.clone(),
+        target_topic: "t".into(),
+        end_offset: cursor,
+        lag: 0,
+    };
+    let lease = Lease {
+        tp,
+        owner: "test".into(),
+        epoch: 1,
+    };
+    let item = CursorItem {
+        next_source_offset: cursor,
+        next_target_offset: Some(0),
+        source_end_offset: fetch_pos,
+        lease_expires_ms: now_ms() + 60_000,
+        ..CursorItem::default()
+    };
     Part {
-        work: PartitionWork {
-            source: tp.clone(),
-            target_topic: "t".into(),
-            end_offset: cursor,
-            lag: 0,
-        },
-        target: tp.clone(),
-        lease: Lease {
-            tp,
-            owner: "test".into(),
-            epoch: 1,
-        },
-        cursor,
         fetch_pos,
-        fetch_after: None,
-        unmapped_since: None,
-        starved: false,
-        pending: VecDeque::new(),
-        pending_bytes: 0,
-        inflight: None,
-        sequence: 0,
         producer_recorded: true,
-        unsaved: None,
-        flush_soon: false,
-        checkpoints: 0,
-        last_run: None,
-        target_end: 0,
-        source_end: fetch_pos,
-        records: 0,
-        bytes: 0,
-        last_ts: 0,
         done,
-        error: None,
-        refused: None,
-        lease_expires_hint: now_ms() + 60_000,
-        reconciled: 0,
-        filtered_records: 0,
-        filtered_bytes: 0,
-        filtered_ts: VecDeque::new(),
-        lost_records: 0,
-        history: Vec::new(),
-        epochs: VecDeque::new(),
-        target_epoch: None,
-        target_lost: false,
+        ..Part::new(work, lease, &item, None)
     }
 }
 
