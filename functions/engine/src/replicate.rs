@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_adapters::kafka::batch::{self, ProducerStamp, RawBatch, SourceRecord};
-use ferry_adapters::kafka::txn::{transactional_id, transactional_id_prefix};
-use ferry_adapters::kafka::{FetchedPartition, Isolation, KafkaCluster, KafkaError, OffsetSpec};
+use ferry_adapters::kafka::txn::{transactional_id, with_grant_hint};
+use ferry_adapters::kafka::{FetchedPartition, Isolation, KafkaCluster, KafkaError, OffsetSpec, ProduceRefusal};
 use ferry_adapters::state::{now_ms, Checkpoint, CursorItem, Lease, ProducerRecord, Rate, StateError, StateStore};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::{PartitionProgress, PartitionWork, ReplicateInput, ReplicateOutput, StopReason, TopicPartition};
 use ferry_core::offset_map::{runs_for_append, OffsetRun};
 use futures::future::join_all;
-use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use crate::context::Ferry;

@@ -5,6 +5,24 @@ use kafka_protocol::ResponseError;
 
 use super::batch::BatchError;
 
+/// Why a broker refused a produce, in the terms a writer acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceRefusal {
+    /// The broker lost or fenced the producer's state (a restart, a
+    /// successor's fence): nothing was written; a reconcile decides.
+    ProducerState,
+    /// The batch is larger than the topic takes.
+    TooLarge,
+    /// A timestamp outside the topic's accepted window.
+    Timestamp,
+    /// The principal may not write there.
+    NotAuthorized,
+    /// The broker found the records invalid for the topic.
+    InvalidRecords,
+    /// Any other error code.
+    Other,
+}
+
 /// A failure talking to a Kafka cluster.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -262,6 +280,34 @@ impl KafkaError {
                 self,
                 KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. }
             )
+    }
+
+    /// Whether a fetch asked for an offset the partition no longer (or
+    /// does not yet) hold.
+    pub fn is_offset_out_of_range(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Broker {
+                error: ResponseError::OffsetOutOfRange,
+                ..
+            }
+        )
+    }
+
+    /// How a broker refused a produce, if it answered with an error code.
+    pub fn produce_refusal(&self) -> Option<ProduceRefusal> {
+        let KafkaError::Broker { error, .. } = self else { return None };
+        Some(match error {
+            ResponseError::OutOfOrderSequenceNumber
+            | ResponseError::UnknownProducerId
+            | ResponseError::InvalidProducerEpoch
+            | ResponseError::ProducerFenced => ProduceRefusal::ProducerState,
+            ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => ProduceRefusal::TooLarge,
+            ResponseError::InvalidTimestamp => ProduceRefusal::Timestamp,
+            ResponseError::TopicAuthorizationFailed | ResponseError::ClusterAuthorizationFailed => ProduceRefusal::NotAuthorized,
+            ResponseError::InvalidRecord | ResponseError::CorruptMessage => ProduceRefusal::InvalidRecords,
+            _ => ProduceRefusal::Other,
+        })
     }
 
     /// Whether the broker refused a group operation because the group has

@@ -13,7 +13,7 @@ pub mod security;
 pub mod txn;
 
 pub use client::{EpochEnd, FetchedPartition, Isolation, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};
-pub use error::{KafkaError, LookupFault};
+pub use error::{KafkaError, LookupFault, ProduceRefusal};
 pub use groups::{Committed, GroupListing, GroupState};
 pub use peek::NextRecord;
 pub use security::{SaslSource, Security, SecuritySpec, TrustSource};

@@ -46,6 +46,36 @@ pub fn transactional_id_prefix(replicator: &str) -> String {
     format!("ferry-{replicator}-")
 }
 
+/// An error refusing Ferry a transactional id, with the grant to add.
+pub fn with_grant_hint(e: KafkaError, replicator: &str) -> KafkaError {
+    match e {
+        KafkaError::Broker {
+            cluster,
+            op,
+            topic,
+            partition,
+            error: error @ ResponseError::TransactionalIdAuthorizationFailed,
+            detail,
+        } => {
+            let prefix = transactional_id_prefix(replicator);
+            KafkaError::Broker {
+                detail: format!(
+                    "{detail}. Fix: grant Ferry's principal WRITE and DESCRIBE on transactional ids prefixed {prefix} on cluster {cluster} \
+                     (kafka-acls --add --allow-principal <principal> --operation Write --operation Describe --transactional-id {prefix} \
+                     --resource-pattern-type prefixed; with MSK IAM, kafka-cluster:AlterTransactionalId and DescribeTransactionalId on \
+                     transactional-id/<cluster>/<uuid>/{prefix}*, which the template grants)"
+                ),
+                cluster,
+                op,
+                topic,
+                partition,
+                error,
+            }
+        }
+        e => e,
+    }
+}
+
 /// How fencing a previous holder went.
 #[derive(Debug, Default)]
 pub struct Fenced {

@@ -8,7 +8,7 @@ use super::*;
 /// partition with what to change, naming the source offsets involved.
 pub(super) async fn produce_failed(run: &FlowRun<'_>, p: &mut Part, e: KafkaError) {
     let FlowRun { ferry, flow, .. } = *run;
-    let KafkaError::Broker { error, detail, .. } = &e else {
+    let (Some(refusal), KafkaError::Broker { error, detail, .. }) = (e.produce_refusal(), &e) else {
         fail(run, p, &e.into()).await;
         return;
     };
@@ -22,11 +22,8 @@ pub(super) async fn produce_failed(run: &FlowRun<'_>, p: &mut Part, e: KafkaErro
     let first = p.pending.front().map(Pending::first_offset).unwrap_or(p.cursor);
     let last = p.pending.get(n.saturating_sub(1)).map(Pending::last_offset).unwrap_or(first);
     let batch_bytes = p.inflight.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
-    let fix = match error {
-        ResponseError::OutOfOrderSequenceNumber
-        | ResponseError::UnknownProducerId
-        | ResponseError::InvalidProducerEpoch
-        | ResponseError::ProducerFenced => {
+    let fix = match refusal {
+        ProduceRefusal::ProducerState => {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %p.target.topic,
                 partition = p.target.partition, cause = %e,
@@ -35,7 +32,7 @@ pub(super) async fn produce_failed(run: &FlowRun<'_>, p: &mut Part, e: KafkaErro
             p.done = Some(StopReason::Retry);
             return;
         }
-        ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge => format!(
+        ProduceRefusal::TooLarge => format!(
             "raise max.message.bytes on target topic {} above {batch_bytes} bytes{}",
             p.target.topic,
             if records > 1 {
@@ -44,18 +41,18 @@ pub(super) async fn produce_failed(run: &FlowRun<'_>, p: &mut Part, e: KafkaErro
                 " (a source record is that large)".to_owned()
             }
         ),
-        ResponseError::InvalidTimestamp => format!(
+        ProduceRefusal::Timestamp => format!(
             "the record timestamps are outside target topic {}'s message.timestamp.before.max.ms / message.timestamp.after.max.ms: widen them",
             p.target.topic
         ),
-        ResponseError::TopicAuthorizationFailed | ResponseError::ClusterAuthorizationFailed => format!(
+        ProduceRefusal::NotAuthorized => format!(
             "grant Ferry's principal WRITE (and IDEMPOTENT_WRITE on the cluster for Kafka before 3.0) on target topic {}",
             p.target.topic
         ),
-        ResponseError::InvalidRecord | ResponseError::CorruptMessage => {
+        ProduceRefusal::InvalidRecords => {
             format!("the target refused the records ({detail}); check target topic {}'s settings such as cleanup.policy=compact needing keys", p.target.topic)
         }
-        _ => format!("see the broker's message ({detail})"),
+        ProduceRefusal::Other => format!("see the broker's message ({detail})"),
     };
     let stopped = FerryError::PartitionStopped {
         tp: p.work.source.clone(),

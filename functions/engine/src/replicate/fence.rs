@@ -40,36 +40,6 @@ pub(super) async fn fence_all(run: &FlowRun<'_>, parts: &mut [Part], which: &BTr
     }
 }
 
-/// An error refusing Ferry a transactional id, with the grant to add.
-pub(super) fn with_grant_hint(e: KafkaError, replicator: &str) -> KafkaError {
-    match e {
-        KafkaError::Broker {
-            cluster,
-            op,
-            topic,
-            partition,
-            error: error @ ResponseError::TransactionalIdAuthorizationFailed,
-            detail,
-        } => {
-            let prefix = transactional_id_prefix(replicator);
-            KafkaError::Broker {
-                detail: format!(
-                    "{detail}. Fix: grant Ferry's principal WRITE and DESCRIBE on transactional ids prefixed {prefix} on cluster {cluster} \
-                     (kafka-acls --add --allow-principal <principal> --operation Write --operation Describe --transactional-id {prefix} \
-                     --resource-pattern-type prefixed; with MSK IAM, kafka-cluster:AlterTransactionalId and DescribeTransactionalId on \
-                     transactional-id/<cluster>/<uuid>/{prefix}*, which the template grants)"
-                ),
-                cluster,
-                op,
-                topic,
-                partition,
-                error,
-            }
-        }
-        e => e,
-    }
-}
-
 /// The previous holder of a partition, as its cursor item records it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PrevHolder {

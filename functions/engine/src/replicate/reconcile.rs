@@ -104,10 +104,7 @@ pub(super) async fn read_holder_writes(
         )
         .await
         {
-            Err(KafkaError::Broker {
-                error: ResponseError::OffsetOutOfRange,
-                ..
-            }) => {
+            Err(e) if e.is_offset_out_of_range() => {
                 // Retention or DeleteRecords on the target removed the
                 // start of the range: like batches the cleaner removed,
                 // what was there shows as missing offsets.
@@ -213,10 +210,7 @@ pub(super) async fn read_source_window(
         )
         .await
         {
-            Err(KafkaError::Broker {
-                error: ResponseError::OffsetOutOfRange,
-                ..
-            }) => {
+            Err(e) if e.is_offset_out_of_range() => {
                 // Retention or DeleteRecords removed what the previous
                 // holder was copying: a removed range before the earliest
                 // offset, matched like any other (see `takeover`).

@@ -245,10 +245,7 @@ pub(super) async fn run_rounds(
                             tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "fetch failed; will retry");
                             round_failed = true;
                         }
-                        Err(KafkaError::Broker {
-                            error: ResponseError::OffsetOutOfRange,
-                            ..
-                        }) => {
+                        Err(e) if e.is_offset_out_of_range() => {
                             if let Err(e) = out_of_range(run, p, lease_expires_at(settings)).await {
                                 fail(run, p, &e).await;
                             }
