@@ -276,3 +276,43 @@ def test_group_sync_gives_each_flow_a_share_of_its_time(tmp_path):
     # the rest.
     for f in flows.values():
         assert f["groups"] >= 4 and 0 < f["deferred"] < f["groups"], flows
+
+
+def test_a_batch_of_many_partitions_all_behind_stays_within_the_functions_memory(tmp_path):
+    """The plan sizes batches from the Map's MaxConcurrency: with one
+    Replicate at a time, one batch holds all 48 partitions of a topic whose
+    every partition is behind by about 1.2 MB. Each partition may hold a
+    fetch (1 MiB) and two produce batches, so a batch that size could hold
+    over 100 MB at once; Replicate is given Lambda's smallest memory, 128
+    MB, as the kernel's cap (and its CPU share). What it holds is bounded
+    for the invocation (a quarter of its memory) and each fetch response is
+    held to a sixteenth: the execution succeeds, no environment is ended
+    for memory, and every record arrives once."""
+    topic = unique("wide")
+    partitions, per_partition, size = 48, 12, 100_000
+    create_topic(SOURCE, topic, partitions)
+    p = producer(SOURCE)
+    for part in range(partitions):
+        for i in range(per_partition):
+            p.produce(topic, partition=part, key=f"{part}-{i}".encode(), value=os.urandom(size))
+    assert p.flush(60) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1,
+                            stack_edit=lambda s: set_function(s, "ferry-replicate", memory=128)) as sfn:
+        arn = sfn.create_state_machine(max_concurrency=1)
+        deadline = time.time() + 240
+        while True:
+            ex = sfn.execute(arn, {"stop_at_plan_end": True}, timeout=300)
+            assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+            out = json.loads(ex["output"])
+            assert [b["summary"]["partitions"] for b in out["batches"]] == [partitions], out["batches"]
+            copied = sum(len(read_partition(TARGET, topic, q, timeout_s=2)) for q in range(partitions))
+            if copied >= partitions * per_partition or time.time() > deadline:
+                break
+        used = sfn.resources()["ferry-replicate"]
+        print(f"\nReplicate with {partitions} partitions behind in one batch, 128 MB: {used}")
+        assert not used["ended"], used
+        assert used["peak_mb"] < 128, used
+        sfn.assert_rehearsed()
+    for q in range(partitions):
+        assert [r["key"] for r in read_partition(TARGET, topic, q)] == [r["key"] for r in read_partition(SOURCE, topic, q)], q

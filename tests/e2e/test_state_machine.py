@@ -64,7 +64,12 @@ def test_execution_replicates_and_backfills(tmp_path):
         second = sfn.execute(arn, {"max_partitions_per_batch": 2, "stop_at_plan_end": True})
         assert second["status"] == "SUCCEEDED", f"{second}\n{sfn.logs()}"
         out = json.loads(second["output"])
-        assert len(out["batches"]) >= 4  # 8 partitions, 2 per batch: the Map ran several Replicate functions
+        # 8 partitions at 2 a batch would be 4 batches, two of them waiting
+        # for the first two to end (a second wave, a whole invocation
+        # later): the plan sized them from the Map's MaxConcurrency (the
+        # template gives the Plan function the same parameter), 2 of 4.
+        assert len(out["batches"]) == 2, out["batches"]
+        assert sorted(b["summary"]["partitions"] for b in out["batches"]) == [4, 4], out["batches"]
         # Step Functions ran them at most MaxConcurrency at a time (each in
         # an environment of its own, as Lambda would).
         assert sfn.peak["ferry-replicate"] <= 2, sfn.peak
@@ -215,7 +220,8 @@ def test_a_failed_batch_fails_the_execution_after_the_others_ran(tmp_path):
         return name == "ferry-replicate" and doomed in json.dumps(stored_batch(env, payload))
 
     with LocalStepFunctions(env, tmp_path / "logs", crash=crash) as sfn:
-        arn = sfn.create_state_machine(max_concurrency=2)
+        # One batch per partition, all at once.
+        arn = sfn.create_state_machine(max_concurrency=3)
         ex = sfn.execute(arn, {"max_partitions_per_batch": 1, "stop_at_plan_end": True})
         assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
         history = sfn.client.get_execution_history(executionArn=ex["executionArn"], maxResults=1000)["events"]

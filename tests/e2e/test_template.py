@@ -561,3 +561,31 @@ def test_topic_metrics_is_a_stack_parameter_off_by_default(tmp_path):
     lib = (ROOT / "functions" / "lambda" / "src" / "lib.rs").read_text()
     assert 'TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS"' in lib
     check_a_true_false_parameter(tmp_path, clusters, info, "metrics", "TopicMetrics", "FERRY_TOPIC_METRICS", refused=True)
+
+
+def test_the_plan_is_given_the_maps_max_concurrency(tmp_path):
+    """The plan makes no more batches than the state machine's Map runs at
+    once (larger batches, not a second wave): the Plan function is given
+    FERRY_MAX_CONCURRENCY (functions/engine/src/context.rs) from the same
+    MaxConcurrency parameter the Map's definition is given, as deployed."""
+    from conftest import FERRY
+    from support.iam_rehearsal import NETWORK, sam_stack
+
+    clusters = [{"ApacheKafkaCluster": {"ApacheKafkaClusterId": c, "BootstrapBrokerString": f"{c}:9092"}} for c in ("a", "b")]
+    info = [{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
+             "TopicReplication": {"TopicsToReplicate": ["orders"]}}]
+    context = (ROOT / "functions" / "engine" / "src" / "context.rs").read_text()
+    assert 'MAX_CONCURRENCY: &str = "FERRY_MAX_CONCURRENCY"' in context
+    (tmp_path / "kc.json").write_text(json.dumps(clusters))
+    (tmp_path / "ri.json").write_text(json.dumps(info))
+    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
+    res = subprocess.run([str(FERRY), "deploy-parameters", "--kafka-clusters", "kc.json", "--replication-info", "ri.json",
+                          "--name", "conc", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    params = dict(json.loads(res.stdout), **NETWORK)
+    for given in (None, "3"):
+        p = params if given is None else dict(params, MaxConcurrency=given)
+        stack = sam_stack(p, "conc", tmp_path / "template.yaml")
+        want = str(stack["state_machine"]["max_concurrency"])
+        assert want == (given or "10"), stack["state_machine"]
+        assert stack["functions"]["ferry-plan"]["environment"]["FERRY_MAX_CONCURRENCY"] == want, stack["functions"]["ferry-plan"]

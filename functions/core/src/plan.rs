@@ -6,6 +6,27 @@ use crate::domain::PartitionWork;
 /// Default number of partitions in one Replicate invocation.
 pub const DEFAULT_MAX_PARTITIONS_PER_BATCH: usize = 16;
 
+/// The most partitions one batch takes: `max_per_batch`, or more where the
+/// flows' partitions (`per_flow`, each flow cut into its own batches) would
+/// otherwise make more batches than `max_concurrency`, the Replicate
+/// invocations the state machine's Map runs at once. Each invocation runs
+/// for its whole time budget, so a batch beyond that number waits for one
+/// to end (a second wave, minutes behind); larger batches keep every
+/// partition in the first. With fewer invocations allowed than flows that
+/// have partitions, one batch per flow (more cannot be had).
+pub fn partitions_per_batch(per_flow: &[usize], max_per_batch: usize, max_concurrency: Option<usize>) -> usize {
+    let mut m = max_per_batch.max(1);
+    let Some(c) = max_concurrency.map(|c| c.max(1)) else { return m };
+    let total: usize = per_flow.iter().sum();
+    let largest = per_flow.iter().copied().max().unwrap_or(0);
+    let batches = |m: usize| per_flow.iter().map(|p| p.div_ceil(m)).sum::<usize>();
+    m = m.max(total.div_ceil(c).min(largest));
+    while batches(m) > c && m < largest {
+        m += 1;
+    }
+    m
+}
+
 /// Split `work` into batches of at most `max_per_batch` partitions, using as
 /// few batches as that allows and spreading lag evenly: the largest lags
 /// are placed first, each into the batch with the least lag so far that
@@ -62,7 +83,35 @@ mod tests {
         assert_eq!(sums.iter().max(), Some(&105));
     }
 
+    #[test]
+    fn batches_grow_so_that_no_batch_waits_for_a_second_wave() {
+        // 2,000 partitions, 10 at once: 200 a batch (not 125 batches of 16).
+        assert_eq!(partitions_per_batch(&[2000], 16, Some(10)), 200);
+        // Two flows, one uneven: 11 + 10 = 21 batches of 16 would be too
+        // many for 20; 17 a batch makes 10 + 10.
+        assert_eq!(partitions_per_batch(&[170, 160], 16, Some(20)), 17);
+        // Few partitions: the configured size stands.
+        assert_eq!(partitions_per_batch(&[40], 16, Some(10)), 16);
+        assert_eq!(partitions_per_batch(&[2000], 16, None), 16);
+        // Fewer invocations than flows: one batch per flow.
+        assert_eq!(partitions_per_batch(&[30, 50], 16, Some(1)), 50);
+    }
+
     proptest! {
+        /// The flows' batches fit in one wave whenever they can, and no
+        /// batch is larger than that needs.
+        #[test]
+        fn batches_fit_the_concurrency(per_flow in proptest::collection::vec(0usize..3_000, 1..4), max in 1usize..40, c in 1usize..50) {
+            let m = partitions_per_batch(&per_flow, max, Some(c));
+            let batches = |m: usize| per_flow.iter().map(|p| p.div_ceil(m)).sum::<usize>();
+            prop_assert!(m >= max);
+            let flows = per_flow.iter().filter(|&&p| p > 0).count();
+            if c >= flows {
+                prop_assert!(batches(m) <= c, "{} batches of {} for {}", batches(m), m, c);
+            }
+            prop_assert!(m == max || batches(m - 1) > c);
+        }
+
         /// Every partition is in exactly one batch, and no batch is over the bound.
         #[test]
         fn covers_every_partition_once(lags in proptest::collection::vec(0i64..10_000, 0..300), max in 1usize..40) {

@@ -17,10 +17,24 @@ use crate::error::FerryError;
 pub struct Settings {
     /// DynamoDB table-name prefix (`<prefix>-cursors`, `<prefix>-offset-map`).
     pub table_prefix: String,
-    /// Partitions per Replicate invocation.
+    /// Partitions per Replicate invocation (more when `max_concurrency`
+    /// needs it, see `ferry_core::plan::partitions_per_batch`).
     pub max_partitions_per_batch: usize,
+    /// Replicate invocations the state machine runs at once (its Map's
+    /// `MaxConcurrency`): a plan makes no more batches than this where it
+    /// can. `None`: no bound (a local run).
+    pub max_concurrency: Option<usize>,
     /// Bytes fetched per partition per request.
     pub fetch_partition_max_bytes: i32,
+    /// Bytes one fetch request may bring back, all its partitions
+    /// together: a batch of hundreds of partitions, all behind, would
+    /// otherwise be answered with the per-partition size hundreds of times.
+    pub fetch_request_max_bytes: i32,
+    /// Record bytes one invocation holds, fetched and not yet acknowledged
+    /// by the target, all its partitions together: past it, nothing more is
+    /// fetched until produces drain it. With `fetch_request_max_bytes` per
+    /// leader, what bounds a Replicate's memory whatever its batch's size.
+    pub held_max_bytes: usize,
     /// Uncompressed record bytes per produced batch (at least one record is
     /// always sent; keep this below the target's `max.message.bytes`).
     pub produce_batch_max_bytes: usize,
@@ -69,7 +83,10 @@ impl Default for Settings {
         Self {
             table_prefix: default_table_prefix(),
             max_partitions_per_batch: ferry_core::plan::DEFAULT_MAX_PARTITIONS_PER_BATCH,
+            max_concurrency: None,
             fetch_partition_max_bytes: 1024 * 1024,
+            fetch_request_max_bytes: 64 * 1024 * 1024,
+            held_max_bytes: 256 * 1024 * 1024,
             produce_batch_max_bytes: 900 * 1024,
             pass_through_min_bytes: 256 * 1024,
             fetch_max_wait_ms: 500,
@@ -177,6 +194,10 @@ pub mod env {
     pub const TABLE_PREFIX: &str = "FERRY_TABLE_PREFIX";
     /// `true` to resume at the earliest offset after source data loss.
     pub const RESUME_AFTER_DATA_LOSS: &str = "FERRY_RESUME_AFTER_DATA_LOSS";
+    /// The state machine's `MaxConcurrency` (the Plan function's batches).
+    pub const MAX_CONCURRENCY: &str = "FERRY_MAX_CONCURRENCY";
+    /// The function's memory (MB), as Lambda sets it.
+    pub const LAMBDA_MEMORY_MB: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
 }
 
 impl Ferry {
@@ -222,6 +243,27 @@ impl Ferry {
             settings.table_prefix = p;
         }
         settings.resume_after_data_loss = std::env::var(env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true");
+        // What Lambda gives the function (MB): a quarter for the records
+        // held, a sixteenth per fetch request (one per source leader).
+        if let Some(mb) = std::env::var(env::LAMBDA_MEMORY_MB)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            settings.held_max_bytes = (mb << 20) / 4;
+            settings.fetch_request_max_bytes = i32::try_from((mb << 20) / 16).unwrap_or(i32::MAX);
+        }
+        if let Ok(v) = std::env::var(env::MAX_CONCURRENCY) {
+            match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => settings.max_concurrency = Some(n),
+                _ => {
+                    return Err(FerryError::Input(format!(
+                        "{} is {v:?}: it must be a whole number of at least 1 (the template sets it to the MaxConcurrency \
+                         parameter). Fix: give MaxConcurrency a number",
+                        env::MAX_CONCURRENCY
+                    )))
+                }
+            }
+        }
         Self::new(spec, aws, settings)
     }
 }

@@ -16,7 +16,7 @@ use ferry_adapters::state::{now_ms, CursorItem, FlowStart};
 use ferry_core::acls::AclBinding;
 use ferry_core::config::{FlowSpec, StartingPosition};
 use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, StoredBatch, TopicPartition};
-use ferry_core::plan::split_into_batches;
+use ferry_core::plan::{partitions_per_batch, split_into_batches};
 use ferry_core::topic_config;
 use futures::{StreamExt, TryStreamExt};
 
@@ -50,6 +50,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     if let Some(b) = &input.backfill {
         check_backfill(ferry, b).await?;
     }
+    let mut planned = Vec::with_capacity(ferry.spec.flows.len());
     for flow in &ferry.spec.flows {
         let first_plan = start_flow(ferry, flow).await?;
         let decided = decide(ferry, flow, input.backfill.as_ref(), true, first_plan).await?;
@@ -60,6 +61,12 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
                 out.copied_acls.extend(apply_acls(ferry, flow, acls).await?);
             }
         }
+        planned.push((flow, work));
+    }
+    // As many batches as the state machine runs at once, at most.
+    let per_flow: Vec<usize> = planned.iter().map(|(_, w)| w.len()).collect();
+    let max = partitions_per_batch(&per_flow, max, ferry.settings.max_concurrency);
+    for (flow, work) in planned {
         for partitions in split_into_batches(work, max) {
             out.batches.push(ReplicateInput {
                 stored: None,

@@ -147,6 +147,9 @@ struct Part {
     /// up first). The broker returns an oversized batch only to the first
     /// partition of a request with data, so this one goes first next time.
     starved: bool,
+    /// The invocation's round in which a fetch last brought it records (0:
+    /// none yet): the partitions fed least recently are asked first.
+    fed_round: u64,
     pending: VecDeque<Pending>,
     pending_bytes: usize,
     /// A built batch awaiting a successful produce, with the number of
@@ -272,6 +275,7 @@ impl Part {
             fetch_after: None,
             unmapped_since: None,
             starved: false,
+            fed_round: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
             inflight: None,

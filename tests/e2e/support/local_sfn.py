@@ -520,6 +520,15 @@ class LocalStepFunctions:
         return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-2500:]}" for f in sorted(self.log_dir.glob("*.log")))
 
     def create_state_machine(self, max_concurrency: int = 2) -> str:
+        # The template gives the Map's MaxConcurrency to the Plan function
+        # too (one parameter; the plan makes no more batches than run at
+        # once): a state machine made here with another value is the stack
+        # deployed with it, so the Plan's environment follows, and the
+        # functions start again as after a deployment.
+        plan_env = self.rehearsal.stack["functions"]["ferry-plan"]["environment"] if self.rehearsal else self.env
+        if plan_env.get("FERRY_MAX_CONCURRENCY") != str(max_concurrency):
+            plan_env["FERRY_MAX_CONCURRENCY"] = str(max_concurrency)
+            self.cold_start()
         definition = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()
         subs = {"PlanFunctionArn": function_arn("ferry-plan"), "ReplicateFunctionArn": function_arn("ferry-replicate"),
                 "SyncGroupsFunctionArn": function_arn("ferry-sync-groups"), "ReportFunctionArn": function_arn("ferry-report"),

@@ -306,7 +306,8 @@ def main() -> None:
             }
         elif r["Type"] == "AWS::StepFunctions::StateMachine":
             role = r["Properties"]["RoleArn"]["Fn::GetAtt"]
-            state_machine = {"logical": name, "role": role.split(".")[0] if isinstance(role, str) else role[0]}
+            state_machine = {"logical": name, "role": role.split(".")[0] if isinstance(role, str) else role[0],
+                             "max_concurrency": stack.resolve(r["Properties"].get("DefinitionSubstitutions", {}).get("MaxConcurrency"))}
         elif r["Type"] == "AWS::DynamoDB::Table":
             tables.append(stack.resolve(r["Properties"]))
         elif r["Type"].startswith("AWS::EC2::"):

@@ -542,6 +542,25 @@ impl KafkaCluster {
         max_wait_ms: i32,
         isolation: Isolation,
     ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
+        let all = partition_max_bytes.saturating_mul(positions.len().max(1) as i32);
+        self.fetch_capped(leader, positions, partition_max_bytes, all, max_wait_ms, isolation)
+            .await
+    }
+
+    /// [`Self::fetch`], the whole response held to `request_max_bytes`: the
+    /// broker fills it in the order of `positions` and leaves the
+    /// partitions past the cap without data (they are asked again, earlier
+    /// in the order, next time), though it always returns the first batch
+    /// of the first partition that has one.
+    pub async fn fetch_capped(
+        &self,
+        leader: i32,
+        positions: &[(TopicPartition, i64)],
+        partition_max_bytes: i32,
+        request_max_bytes: i32,
+        max_wait_ms: i32,
+        isolation: Isolation,
+    ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
         let addr = self.leader_conn_addr(leader).await?;
         // In the order given: the broker fills its response in request
         // order, and returns a batch larger than `partition_max_bytes` only
@@ -569,11 +588,7 @@ impl KafkaCluster {
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(1)
-            .with_max_bytes(
-                partition_max_bytes
-                    .saturating_mul(positions.len().max(1) as i32)
-                    .max(partition_max_bytes),
-            )
+            .with_max_bytes(request_max_bytes.max(partition_max_bytes))
             .with_isolation_level(match isolation {
                 Isolation::ReadCommitted => 1,
                 Isolation::ReadUncommitted => 0,

@@ -182,7 +182,7 @@ pub(super) async fn fetch_round(
     source: &KafkaCluster,
     parts: &[Part],
     want: &[usize],
-    max_bytes: i32,
+    (max_bytes, request_max_bytes): (i32, i32),
     max_wait_ms: i32,
 ) -> Result<RoundResults<FetchedPartition>, KafkaError> {
     per_leader(
@@ -194,7 +194,14 @@ pub(super) async fn fetch_round(
             let positions: Vec<(TopicPartition, i64)> = idx.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
             async move {
                 source
-                    .fetch(leader, &positions, max_bytes, max_wait_ms, Isolation::ReadCommitted)
+                    .fetch_capped(
+                        leader,
+                        &positions,
+                        max_bytes,
+                        request_max_bytes,
+                        max_wait_ms,
+                        Isolation::ReadCommitted,
+                    )
                     .await
             }
         },

@@ -31,7 +31,9 @@ pub(super) async fn run_rounds(
     // `KafkaError::is_refusal`), after what the target acknowledged is
     // checkpointed.
     let mut refused: Option<FerryError> = None;
+    let mut round: u64 = 0;
     loop {
+        round += 1;
         if refused.is_none() {
             refused = parts.iter_mut().find_map(|p| p.refused.take());
         }
@@ -115,15 +117,25 @@ pub(super) async fn run_rounds(
         let to_send: Vec<usize> = (0..parts.len())
             .filter(|&i| parts[i].done.is_none() && parts[i].inflight.is_some() && parts[i].lease_expires_hint - now > guard_ms)
             .collect();
-        // Room for the batch in flight and the next one.
+        // Room for the batch in flight and the next one; and, all
+        // partitions together, no more held than the invocation's memory
+        // allows (produces drain it first).
         let round_start = Instant::now();
+        let held: usize = parts.iter().filter(|p| p.done.is_none()).map(|p| p.pending_bytes).sum();
         let mut want: Vec<usize> = (0..parts.len())
             .filter(|&i| {
                 let p = &parts[i];
-                p.done.is_none() && p.pending_bytes < 2 * settings.produce_batch_max_bytes && p.fetch_after.is_none_or(|t| t <= round_start)
+                held < settings.held_max_bytes
+                    && p.done.is_none()
+                    && p.pending_bytes < 2 * settings.produce_batch_max_bytes
+                    && p.fetch_after.is_none_or(|t| t <= round_start)
             })
             .collect();
-        want.sort_by_key(|&i| !parts[i].starved);
+        // An oversized batch first (only the first partition with data gets
+        // one); then those that got data least recently: a response held to
+        // its cap leaves the last partitions without, and they go first
+        // next time.
+        want.sort_by_key(|&i| (!parts[i].starved, parts[i].fed_round));
         // 3. Checkpoint what is due, renew leases, move idle cursors: written
         //    while the fetch and the produce are out, and settled before
         //    their results are (the acknowledgements of this round are the
@@ -157,7 +169,16 @@ pub(super) async fn run_rounds(
                     if want.is_empty() {
                         None
                     } else {
-                        Some(fetch_round(source, shared, &want, settings.fetch_partition_max_bytes, max_wait).await)
+                        Some(
+                            fetch_round(
+                                source,
+                                shared,
+                                &want,
+                                (settings.fetch_partition_max_bytes, settings.fetch_request_max_bytes),
+                                max_wait,
+                            )
+                            .await,
+                        )
                     }
                 },
                 async {
@@ -223,6 +244,9 @@ pub(super) async fn run_rounds(
                                     }
                                     p.fetch_after = read.unmapped.then(|| Instant::now() + unmapped_recheck(settings));
                                     p.note_unmapped_wait(flow, filter.as_ref().and_then(LoopFilter::opposite), read.unmapped, read.next);
+                                    if !read.records.is_empty() {
+                                        p.fed_round = round;
+                                    }
                                     for item in read.records {
                                         p.pending_bytes += item.size();
                                         p.pending.push_back(item);
