@@ -259,8 +259,9 @@ async fn sync_flow(
     let previous = syncs_by_partition(ferry.store.group_syncs(&flow_key).await?);
     // The opposite flow's syncs, whatever the mode: a target commit it
     // carried over to the other cluster is the group's own, not a foreign one.
-    let carried = match crate::opposite::flow_key(ferry, flow).await? {
-        Some(o) => syncs_by_partition(ferry.store.group_syncs(&o).await?),
+    let opposite_key = crate::opposite::flow_key(ferry, flow).await?;
+    let carried = match &opposite_key {
+        Some(o) => syncs_by_partition(ferry.store.group_syncs(o).await?),
         None => HashMap::new(),
     };
     // Where the target's logs start: a translation below it (records the
@@ -281,6 +282,7 @@ async fn sync_flow(
         previous: &previous,
         carried: &carried,
         target_starts: &target_starts,
+        opposite_key: opposite_key.as_deref(),
     };
 
     // Round robin: the sync starts at the first group an earlier one had

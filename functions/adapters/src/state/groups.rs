@@ -80,13 +80,13 @@ pub struct GroupSyncItem {
     /// The last offset this flow committed on the target (kept across
     /// syncs that write nothing): a target commit equal to it is Ferry's.
     pub written_offset: Option<i64>,
-    /// The source offset whose translation this flow wrote as
-    /// `written_offset`, set only when it committed (never inferred from
-    /// what it found in place; `None` in items stored before Ferry recorded
-    /// it, or when a stopped sync's commit was adopted): the opposite flow
-    /// tells by it that the commit on its source is this flow's copy of its
-    /// target's commit, and carries nothing back.
-    pub written_from: Option<i64>,
+    /// The offset this flow itself last committed on the target: set only
+    /// by a commit it made (or one it adopts, made by a sync that stopped
+    /// before recording it), never by what it found in place, which may be
+    /// the group's own. `None` in items stored before Ferry kept it. The
+    /// opposite flow takes a commit equal to it on its source for a copy,
+    /// and carries nothing back.
+    pub own_commit: Option<i64>,
     /// How many times the target partition's log had been found truncated
     /// under Ferry's copies (the cursor's `target_rewinds`) in the cursor
     /// the translation behind `written_offset` was read from: a cursor
@@ -168,8 +168,8 @@ impl StateStore {
             if let Some(t) = it.written_offset {
                 item.insert("written_offset".into(), n(t));
             }
-            if let Some(t) = it.written_from {
-                item.insert("written_from".into(), n(t));
+            if let Some(t) = it.own_commit {
+                item.insert("own_commit".into(), n(t));
             }
             if let Some(t) = it.written_rewinds {
                 item.insert("written_rewinds".into(), n(t));
@@ -203,6 +203,15 @@ impl StateStore {
             .collect()
     }
 
+    /// One group partition's last sync by `flow`, read consistently (what
+    /// a sync of that flow stored before it committed is there).
+    pub async fn group_sync(&self, flow: &str, group: &str, tp: &TopicPartition) -> Result<Option<GroupSyncItem>, StateError> {
+        self.get_consistent(&self.groups, (PK, s(flow)), (SK_GROUPS, s(group_sk(tp, group))))
+            .await?
+            .map(|i| self.group_item(&i))
+            .transpose()
+    }
+
     fn group_item(&self, i: &HashMap<String, AttributeValue>) -> Result<GroupSyncItem, StateError> {
         let r = ItemReader::new(&self.groups, i);
         Ok(GroupSyncItem {
@@ -214,8 +223,8 @@ impl StateStore {
             exact: r.bool("exact").unwrap_or(false),
             target_offset: r.n("target_offset"),
             written_offset: r.n("written_offset"),
-            written_from: r.n("written_from"),
             written_rewinds: r.n("written_rewinds"),
+            own_commit: r.n("own_commit"),
             redelivered: r.n("redelivered").unwrap_or(0),
             rule: r.n("rule").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),

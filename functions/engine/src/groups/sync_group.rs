@@ -13,6 +13,8 @@ pub(super) struct Seen<'a> {
     pub(super) carried: &'a SyncsByPartition,
     /// The target partitions' log-start offsets.
     pub(super) target_starts: &'a HashMap<TopicPartition, i64>,
+    /// The opposite flow's key in the state tables, if there is one.
+    pub(super) opposite_key: Option<&'a str>,
 }
 
 impl Seen<'_> {
@@ -94,13 +96,20 @@ pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 /// move GO on it.
 pub(crate) const SKIPS: &str = "records it never read are passed over";
 
-/// Whether a flow's source commit `source_commit` is what the opposite
-/// flow (its last sync of the partition: `opposite`) committed there as its
-/// translation of the flow's target commit `current`, and neither moved
-/// since. Only a commit the opposite flow made counts: an offset it found
-/// in place may be the group's own.
-pub(super) fn is_copy_of_target(opposite: Option<&GroupSyncItem>, source_commit: i64, current: Option<i64>) -> bool {
-    opposite.is_some_and(|o| o.written_offset == Some(source_commit) && o.written_from.is_some() && o.written_from == current)
+/// Whether a flow's source commit `source_commit` is the opposite flow's
+/// (its last sync of the partition: `opposite`): the offset it wrote there,
+/// or was writing when it stopped. That commit is a copy of the group's
+/// commit on this flow's target, where it came from, whatever the group
+/// did on this flow's source since (read on, or was reset there): carried
+/// back, it could only put an older or a skipping translation over the
+/// group's own commit.
+pub(super) fn is_opposite_write(opposite: Option<&GroupSyncItem>, source_commit: i64) -> bool {
+    opposite.is_some_and(|o| {
+        // An item stored before `own_commit` was kept: its commit only
+        // while that sync's record says it committed.
+        let own = o.own_commit.or(o.written_offset.filter(|_| o.status == GroupSyncStatus::Synced));
+        own == Some(source_commit) || o.pending_offset == Some(source_commit)
+    })
 }
 
 /// The last offset a flow wrote on the target, from its last sync. Items
@@ -235,22 +244,32 @@ pub(super) async fn sync_group(
             }
         };
         // The commit on this flow's source is the opposite flow's copy of
-        // the commit on this flow's target, neither moved since (the group
-        // lives on the target, or came back here without consuming): the
-        // group's own commit is on the target already, nothing to carry.
-        // Carried anyway, a translation that passed over records (the other
-        // cluster's retention, a flow that began past the group's commit)
-        // would come back over the group's own commit and skip them where
-        // they exist. Told by what the opposite flow recorded when it
-        // committed, never by what it found in place.
-        let copy_of_target = is_copy_of_target(seen.carried.get(&(group.to_owned(), target_tp.clone())), c.offset, current);
+        // the group's commit on this flow's target (the group lives there,
+        // or came back without consuming): nothing to carry. Carried anyway,
+        // a translation that passed over records (the other cluster's
+        // retention, a flow that began past the group's commit) would come
+        // back over the group's own commit, or over an operator's reset
+        // there, and skip records where they exist. The opposite flow's item
+        // as read at the start of this sync may predate its commit (another
+        // replicator runs it): read again after the commit was, since that
+        // flow stores its intent before it commits.
+        let copy_of_target = current.is_some()
+            && match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
+                Some(o) if is_opposite_write(Some(o), c.offset) => true,
+                _ => match seen.opposite_key {
+                    Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), c.offset),
+                    None => false,
+                },
+            };
         let (translation, again) = match current {
             Some(cur) if copy_of_target => (Some(Translation { offset: cur, exact: true }), 0),
             _ => (translation, again),
         };
         let mut deleted_from = None;
         let translation = translation.map(|mut t| {
-            if let Some(s) = start.filter(|&s| t.offset < s) {
+            // The group's own commit is left as it is, even below the log
+            // start (its consumer's auto.offset.reset decides there).
+            if let Some(s) = start.filter(|&s| t.offset < s && !copy_of_target) {
                 deleted_from = Some(t.offset);
                 t.offset = s;
                 t.exact = false;
@@ -272,9 +291,9 @@ pub(super) async fn sync_group(
             // once the target holds it or more (the group may have gone on
             // from it there); until then it is kept.
             written_offset: prev.and_then(written_offset).max(adopted),
-            // An adopted commit's source offset is not known for sure (the
-            // stopped sync's item may have been rewritten since).
-            written_from: prev.and_then(|p| p.written_from).filter(|_| adopted.is_none()),
+            // An item stored before Ferry kept its own commits says so only
+            // while its sync's record is of a commit (see `is_opposite_write`).
+            own_commit: adopted.or(prev.and_then(|p| p.own_commit.or(p.written_offset.filter(|_| p.status == GroupSyncStatus::Synced)))),
             written_rewinds: prev.and_then(|p| p.written_rewinds),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
@@ -463,7 +482,7 @@ pub(super) async fn sync_group(
                 Ok(()) => {
                     item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
                     item.written_offset = item.target_offset;
-                    item.written_from = Some(item.source_offset);
+                    item.own_commit = item.target_offset;
                     item.written_rewinds = rewinds.get(&target_tp).copied();
                     item.carried_source_offset = Some(item.source_offset);
                 }

@@ -1,4 +1,4 @@
-use super::{in_turn, is_copy_of_target, lost_under, replaced_from, LostUnder};
+use super::{in_turn, is_opposite_write, lost_under, replaced_from, LostUnder};
 use ferry_adapters::state::{CursorItem, GroupSyncItem, GroupSyncStatus};
 use ferry_core::domain::TopicPartition;
 
@@ -12,8 +12,8 @@ fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i
         exact: true,
         target_offset: Some(target),
         written_offset: written,
-        written_from: None,
         written_rewinds: rewinds,
+        own_commit: written,
         carried_source_offset: None,
         pending_offset: None,
         redelivered: 0,
@@ -103,20 +103,31 @@ fn a_commit_in_a_replaced_history_resumes_where_the_histories_part() {
 }
 
 #[test]
-fn only_a_commit_the_opposite_flow_made_is_taken_for_its_copy() {
-    // The opposite flow committed 140 here, translating 120 there.
-    let committed = GroupSyncItem {
-        written_from: Some(120),
-        ..synced(Some(140), Some(0), 140, 500)
+fn a_commit_the_opposite_flow_wrote_or_was_writing_is_its_copy() {
+    // The opposite flow committed 140 here.
+    let wrote = synced(Some(140), Some(0), 140, 500);
+    // One that found 140 in place never wrote it: the group's own.
+    let found = GroupSyncItem {
+        own_commit: None,
+        ..wrote.clone()
     };
-    assert!(is_copy_of_target(Some(&committed), 140, Some(120)));
-    // The group went on from it here, or there: the group's own commit.
-    assert!(!is_copy_of_target(Some(&committed), 150, Some(120)));
-    assert!(!is_copy_of_target(Some(&committed), 140, Some(130)));
-    assert!(!is_copy_of_target(Some(&committed), 140, None));
-    // An offset the opposite flow found in place (the group's own), or
-    // recorded before Ferry kept what it wrote from: not its copy.
-    let found = synced(Some(140), Some(0), 140, 500);
-    assert!(!is_copy_of_target(Some(&found), 140, Some(120)));
-    assert!(!is_copy_of_target(None, 140, Some(120)));
+    assert!(!is_opposite_write(Some(&found), 140));
+    // Stored before Ferry kept its own commits: one while its sync says it
+    // committed.
+    let legacy = GroupSyncItem {
+        status: GroupSyncStatus::Synced,
+        ..found.clone()
+    };
+    assert!(is_opposite_write(Some(&legacy), 140));
+    assert!(is_opposite_write(Some(&wrote), 140));
+    // The group read on from it, or an operator reset it: the group's own.
+    assert!(!is_opposite_write(Some(&wrote), 150));
+    assert!(!is_opposite_write(Some(&wrote), 100));
+    // A sync that stopped between its commit and the record of it.
+    let stopped = GroupSyncItem {
+        pending_offset: Some(160),
+        ..wrote.clone()
+    };
+    assert!(is_opposite_write(Some(&stopped), 160) && is_opposite_write(Some(&stopped), 140));
+    assert!(!is_opposite_write(None, 140));
 }

@@ -1,0 +1,246 @@
+"""`ferry move` at the translation's edges (issue 23): an empty partition,
+and, both ways, a commit that must never be carried back over the one it
+was copied from.
+
+Both ways, each flow carries the group's commit from its source to its
+target. A commit a flow wrote on its target is a copy: the flow back must
+not carry it back, or a translation that passed over records (the
+target's retention, flows begun past the group's commit) comes back over
+the group's own commit, or over an operator's reset, on the cluster the
+group never left. These were found by adversarial reviews of the change
+(the fourth review on 69203ce, the fifth on 043ce60); each test names what
+it failed on.
+"""
+
+import json
+import time
+
+import pytest
+
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, unique, write_config
+from test_groups import commit_at
+from test_move import consume, kafka_tool, no_go, one_topic
+
+
+def test_an_empty_partition_committed_at_zero_resumes_at_zero(tmp_path):
+    """Kafka's Java consumer commits every partition it was assigned, an
+    empty one at 0. On 81c9279: NO-GO "nothing replicated" for it, which
+    no amount of waiting clears."""
+    ferry, topic, group = one_topic(tmp_path, "move-empty", "java-commits-all", 2)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(50)], partition=0)
+    commit_at(SOURCE, group, {(topic, 0): (50, ""), (topic, 1): (0, "")})
+    assert ferry.run("--once").returncode == 0
+    p = ferry.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert sorted((r["partition"], r["offset"], r["exact"]) for r in rep["resume"]) == [(0, 50, True), (1, 0, True)], rep
+    # Records that arrive in it later are read from the first.
+    produce_keys(SOURCE, topic, ["late-0", "late-1"], partition=1)
+    assert ferry.run("--once").returncode == 0
+    assert sorted(consume(TARGET, topic, group)) == ["late-0", "late-1"]
+
+
+def delete_records(tmp_path, bootstrap: str, topic: str, offset: int) -> None:
+    spec = tmp_path / f"delete-{offset}.json"
+    spec.write_text(json.dumps({"version": 1, "partitions": [{"topic": topic, "partition": 0, "offset": offset}]}))
+    p = kafka_tool("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", bootstrap, "--offset-json-file", str(spec))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def at(bootstrap: str, group: str, topic: str) -> int:
+    return committed(bootstrap, group)[(topic, 0)][0]
+
+
+def lives_on_source_past_a_skip(tmp_path, name: str, runs: tuple[str, ...] = ()) -> tuple[Ferry, str, str]:
+    """Both ways; the group read a-0..29 on the source and lives there,
+    synced exactly (30 on the target); then the target's log start moves
+    to 50, and the forward flow commits its not-exact translation there."""
+    topic, group = unique(name), unique("lives-on-source")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once", *runs).returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    for _ in range(2):
+        assert ferry.run("--once", *runs).returncode == 0
+    assert (at(SOURCE, group, topic), at(TARGET, group, topic)) == (30, 30)
+    delete_records(tmp_path, TARGET, topic, 50)
+    return ferry, topic, group
+
+
+@pytest.mark.parametrize("case", ["retention-on-the-target", "flows-began-after-the-commit"])
+def test_a_skipping_translation_is_never_carried_back_over_the_groups_own_commit(tmp_path, case):
+    """Both ways; the group read a-0..29 on the source (commit 30) and stays
+    there. Either the target's retention removed offsets 0..49, or the flows
+    began (LATEST) at 100: the forward sync commits on the target past
+    records the group never read (not exact). On 69203ce and on b398283 the
+    flow back carried that commit over the group's own 30 (to 50, or 100),
+    and the group, restarted where it lives, skipped a-30.. there; the move
+    said GO, exact. On 043ce60 (which recognised the forward flow's copy
+    only while the source commit was still the one it was made from) the
+    same skip came back once the group read on where it lives (a-30..39):
+    40 became 50 or 100."""
+    topic, group = unique("move-carry"), unique("lives-on-source")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    latest = case == "flows-began-after-the-commit"
+    if latest:
+        assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED",
+                          starting="LATEST" if latest else "EARLIEST")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    if latest:
+        produce_keys(SOURCE, topic, [f"b-{i}" for i in range(20)])
+    else:
+        assert ferry.run("--once").returncode == 0
+        assert len(consume(SOURCE, topic, group, limit=30)) == 30
+        delete_records(tmp_path, TARGET, topic, 50)
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 30, "the group's own commit stays where it lives"
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
+    assert "would skip them" in rep["reason"], rep
+    # It reads on where it lives; the forward translation (and so the
+    # target's commit) stays where it was.
+    assert consume(SOURCE, topic, group, limit=10) == [f"a-{i}" for i in range(30, 40)]
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 40, "the group's own commit stays where it lives"
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
+    assert "would skip them" in rep["reason"], rep
+    assert consume(SOURCE, topic, group, limit=1) == ["a-40"]
+
+
+def test_an_operators_reset_where_the_group_lives_is_kept(tmp_path):
+    """The group lives on the source at 30; the target holds the forward
+    flow's not-exact 50. The operator resets the group on the source to 10
+    to read again. On 043ce60 the flow back took the source's 10 for the
+    commit Ferry had carried and put 50 over the reset."""
+    ferry, topic, group = lives_on_source_past_a_skip(tmp_path, "move-reset")
+    for _ in range(2):
+        assert ferry.run("--once").returncode == 0
+    commit_at(SOURCE, group, {(topic, 0): (10, "operator")})
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 10
+    assert consume(SOURCE, topic, group, limit=1) == ["a-10"]
+
+
+def test_an_operators_reset_above_an_old_write_of_the_flow_back_is_kept(tmp_path):
+    """Exact both ways. The group first read a-0..4 on the target (the flow
+    back wrote 5 on the source), then lives on the source and reads to 30
+    (the forward flow writes 30 on the target); the operator resets it on
+    the source to 10. On b398283 and 043ce60, 10 being at or past the flow
+    back's old 5, the flow back took it for its own and put 30 over it."""
+    topic, group = unique("move-reset2"), unique("lived-on-target")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert consume(TARGET, topic, group, limit=5) == [f"a-{i}" for i in range(5)]
+    for _ in range(2):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 5
+    assert consume(SOURCE, topic, group, limit=25) == [f"a-{i}" for i in range(5, 30)]
+    for _ in range(2):
+        assert ferry.run("--once").returncode == 0
+    assert at(TARGET, group, topic) == 30
+    commit_at(SOURCE, group, {(topic, 0): (10, "operator")})
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 10
+
+
+def test_a_sync_that_died_after_its_commit_never_has_it_carried_back(tmp_path):
+    """The forward sync commits its not-exact 50 on the target and dies
+    before recording it (a Lambda timing out). On 043ce60 the next sync
+    adopted the commit without what it was made from, and the flow back
+    carried 50 over the group's own 30."""
+    lease = ("--group-sync-lease-ms", "2000")
+    ferry, topic, group = lives_on_source_past_a_skip(tmp_path, "move-died", lease)
+    died = ferry.run("--once", *lease, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    assert at(TARGET, group, topic) == 50
+    time.sleep(2.5)  # the dead sync's lease
+    for _ in range(3):
+        r = ferry.run("--once", *lease)
+        assert r.returncode == 0, r.stderr
+    assert at(SOURCE, group, topic) == 30
+    assert consume(SOURCE, topic, group, limit=1) == ["a-30"]
+
+
+def test_a_flow_back_on_another_replicator_never_carries_back_a_commit_made_during_its_sync(tmp_path):
+    """MSK Replicator's rollback topology: one replicator each way on the
+    same tables. The flow back's sync reads the forward flow's items when
+    it starts, then takes its groups in turn (slowed here); the forward
+    flow commits its not-exact 50 in between. On 043ce60 the flow back
+    judged the target's 50 by the item it read before that commit and
+    carried it over the group's own 30."""
+    topic, group = unique("move-race"), unique("lives-on-source")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    prefix = unique("ferry-race")
+    replicators = []
+    for name, flow in (("forward", 0), ("back", 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        kc, ri = write_config(folder, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
+        ri.write_text(json.dumps([json.loads(ri.read_text())[flow]], indent=2))
+        replicators.append(Ferry(kc, ri, name=unique(name), prefix=prefix))
+    fwd, back = replicators
+    for f in (fwd, back):
+        assert f.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    for f in (fwd, back, fwd, back):
+        assert f.run("--once").returncode == 0
+    assert (at(SOURCE, group, topic), at(TARGET, group, topic)) == (30, 30)
+    delete_records(tmp_path, TARGET, topic, 50)
+    slow = back.spawn("--once", log=tmp_path / "back.log", env={"FERRY_FAILPOINT": "slow-group-sync:20000"})
+    try:
+        time.sleep(7)
+        assert fwd.run("--once").returncode == 0
+        assert at(TARGET, group, topic) == 50
+        assert slow.wait(120) == 0
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    for f in (fwd, back, fwd, back):
+        assert f.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 30
+    assert consume(SOURCE, topic, group, limit=1) == ["a-30"]
+
+
+def test_a_flow_back_added_later_never_carries_back_a_skipping_commit(tmp_path):
+    """One way first: the forward flow commits its not-exact 50 on the
+    target while the group lives on the source at 30. The operator then
+    adds the flow back (both ways, for the rollback), on the same
+    replicator and tables: it carries nothing back over the group's 30."""
+    topic, group = unique("move-added"), unique("lives-on-source")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    one = tmp_path / "one-way"
+    one.mkdir()
+    kc, ri = write_config(one, [topic], groups=[group], group_mode="ENHANCED")
+    first = Ferry(kc, ri)
+    assert first.run("--once").returncode == 0
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    assert first.run("--once").returncode == 0
+    delete_records(tmp_path, TARGET, topic, 50)
+    assert first.run("--once").returncode == 0
+    assert (at(SOURCE, group, topic), at(TARGET, group, topic)) == (30, 50)
+    both = tmp_path / "both-ways"
+    both.mkdir()
+    kc, ri = write_config(both, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
+    ferry = Ferry(kc, ri, name=first.name, prefix=first.prefix)
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 30
+    assert consume(SOURCE, topic, group, limit=1) == ["a-30"]
