@@ -76,9 +76,10 @@ def test_template_wires_every_substitution_and_function():
     definition = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()
     for key in set(re.findall(r"\$\{([A-Za-z]+)\}", definition)):
         assert re.search(rf"^\s+{key}: ", template, re.M), f"${{{key}}} is not substituted by template.yaml"
-    binaries = {p.parent.parent.name for p in (ROOT / "functions").glob("*/src/main.rs")} - {"cli"}
+    binaries = {p.stem for p in (ROOT / "functions" / "lambda" / "src" / "bin").glob("*.rs")}
+    assert binaries == {"ferry-plan", "ferry-replicate", "ferry-sync-groups", "ferry-report"}, binaries
     for b in binaries:
-        assert f"Binary: ferry-{b}" in template, f"functions/{b} is not deployed by template.yaml"
+        assert f"Binary: {b}" in template, f"functions/lambda/src/bin/{b}.rs is not deployed by template.yaml"
 
 
 def test_dashboard_body_is_json_naming_metrics_the_code_publishes():

@@ -1,12 +1,44 @@
-//! What every Ferry Lambda function shares: JSON logs, the replicator built
-//! from the function's environment, and errors turned into a `Diagnostic`
-//! whose `error_type` is the stable name the state machine's Retry and
-//! Catch match (see `ferry_engine::error`).
+//! The Lambda functions, one binary each (`src/bin/`: ferry-plan,
+//! ferry-replicate, ferry-sync-groups, ferry-report), and what they share:
+//! JSON logs, the replicator built from the function's environment, the
+//! serving loop, and errors turned into a `Diagnostic` whose `error_type`
+//! is the stable name the state machine's Retry and Catch match (see
+//! `ferry_engine::error`).
 
 use ferry_core::metrics::{emf_lines, Datum, TopicMetrics, NAMESPACE};
 use ferry_engine::{Ferry, FerryError};
-use lambda_runtime::Diagnostic;
+use std::future::Future;
+use std::pin::Pin;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 pub use tracing::Instrument;
+
+/// One invocation's work, borrowing the replicator.
+pub type Handled<'a, O> = Pin<Box<dyn Future<Output = Result<O, Diagnostic>> + 'a>>;
+
+/// Serve a function: JSON logs, the replicator from the environment (an
+/// error there is every invocation's answer, so Step Functions sees the
+/// cause), and for each invocation the warm environment's reset (a wait an
+/// earlier invocation's refusal left is not this one's: see
+/// `Ferry::begin_invocation`), then `handler`.
+pub async fn serve<I, O, F>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    I: DeserializeOwned + Send,
+    O: Serialize + Send,
+    F: for<'a> Fn(&'a Ferry, LambdaEvent<I>) -> Handled<'a, O>,
+{
+    init_tracing();
+    let ferry = ferry_from_env().await;
+    let (ferry, handler) = (&ferry, &handler);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<I>| async move {
+        let ferry = ferry.as_ref().map_err(diagnostic)?;
+        ferry.begin_invocation();
+        handler(ferry, event).await
+    }))
+    .await
+}
 
 /// JSON logs on stdout, filtered by `RUST_LOG`, never with the debug and
 /// trace events that carry credentials (`ferry_adapters::aws::may_log`).

@@ -5,19 +5,17 @@
 use ferry_core::metrics::{name, Datum, Unit};
 use ferry_engine::groups::{SyncGroupsOutput, SYNC_DEADLINE_MARGIN};
 use ferry_engine::replicate::Budget;
-use ferry_lambda::{diagnostic, Instrument};
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use ferry_engine::Ferry;
+use ferry_lambda::{Handled, Instrument};
+use lambda_runtime::LambdaEvent;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_lambda::init_tracing();
-    let ferry = ferry_lambda::ferry_from_env().await;
-    let ferry = &ferry;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let ferry = ferry.as_ref().map_err(diagnostic)?;
-        // A warm environment: a wait an earlier invocation's refusal left
-        // is not this one's; it tries again at once (see begin_invocation).
-        ferry.begin_invocation();
+    ferry_lambda::serve(handle).await
+}
+
+fn handle(ferry: &Ferry, event: LambdaEvent<serde_json::Value>) -> Handled<'_, SyncGroupsOutput> {
+    Box::pin(async move {
         // No group is started in the invocation's last seconds: Lambda
         // would stop it mid-group; the groups left go first next time.
         let deadline = Budget::for_lambda(event.context.deadline(), None).deadline - SYNC_DEADLINE_MARGIN;
@@ -33,7 +31,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             &ferry.spec.name,
             &[],
         )]);
-        Ok::<_, Diagnostic>(out)
-    }))
-    .await
+        Ok(out)
+    })
 }

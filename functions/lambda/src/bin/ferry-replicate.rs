@@ -1,24 +1,21 @@
-//! The Replicate Lambda function: wires clients, then calls
-//! `ferry_engine::replicate` with the invocation's deadline as its budget,
-//! and publishes the invocation's throughput and failures as metrics.
+//! The Replicate Lambda function: `ferry_engine::replicate` with the
+//! invocation's deadline as its budget, then the invocation's throughput
+//! and failures as metrics.
 
 use ferry_core::domain::{ReplicateInput, ReplicateOutput, ReplicateResult};
 use ferry_core::metrics::{dim, name, replicate_metrics, Datum, Unit};
 use ferry_engine::replicate::Budget;
 use ferry_engine::Ferry;
-use ferry_lambda::{diagnostic, Instrument};
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use ferry_lambda::{Handled, Instrument};
+use lambda_runtime::LambdaEvent;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_lambda::init_tracing();
-    let ferry = ferry_lambda::ferry_from_env().await;
-    let ferry = &ferry;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ReplicateInput>| async move {
-        let ferry = ferry.as_ref().map_err(diagnostic)?;
-        // A warm environment: a wait an earlier invocation's refusal left
-        // is not this one's; it tries again at once (see begin_invocation).
-        ferry.begin_invocation();
+    ferry_lambda::serve(handle).await
+}
+
+fn handle(ferry: &Ferry, event: LambdaEvent<ReplicateInput>) -> Handled<'_, ReplicateResult> {
+    Box::pin(async move {
         let budget = Budget::for_lambda(event.context.deadline(), event.payload.max_seconds);
         let started = std::time::Instant::now();
         let clusters = flow_clusters(ferry, &event.payload.flow);
@@ -40,9 +37,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             ));
         }
         ferry_lambda::emit_metrics(&data);
-        Ok::<_, Diagnostic>(ReplicateResult::from(out))
-    }))
-    .await
+        Ok(ReplicateResult::from(out))
+    })
 }
 
 /// The source and target clients of a flow (none if the flow is unknown:

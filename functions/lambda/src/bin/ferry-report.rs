@@ -4,9 +4,10 @@
 
 use ferry_core::readiness::Thresholds;
 use ferry_engine::report::Report;
+use ferry_engine::Ferry;
 use ferry_engine::FerryError;
-use ferry_lambda::{diagnostic, Instrument};
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use ferry_lambda::{diagnostic, Handled, Instrument};
+use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 
 /// The input: optional readiness thresholds; anything else is ignored
@@ -19,14 +20,11 @@ struct ReportInput {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    ferry_lambda::init_tracing();
-    let ferry = ferry_lambda::ferry_from_env().await;
-    let ferry = &ferry;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let ferry = ferry.as_ref().map_err(diagnostic)?;
-        // A warm environment: a wait an earlier invocation's refusal left
-        // is not this one's; it tries again at once (see begin_invocation).
-        ferry.begin_invocation();
+    ferry_lambda::serve(handle).await
+}
+
+fn handle(ferry: &Ferry, event: LambdaEvent<serde_json::Value>) -> Handled<'_, Report> {
+    Box::pin(async move {
         let input: ReportInput = match event.payload {
             v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| {
                 diagnostic(&FerryError::Input(format!(
@@ -40,7 +38,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .await
             .map_err(|e| ferry_lambda::failure(ferry, &e))?;
         ferry_lambda::emit_metrics(&report.metrics());
-        Ok::<_, Diagnostic>(report)
-    }))
-    .await
+        Ok(report)
+    })
 }

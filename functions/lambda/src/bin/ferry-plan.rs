@@ -1,0 +1,29 @@
+//! The Plan Lambda function: plans every flow, keeps the batches in the
+//! state tables and hands the state machine a reference to each.
+
+use ferry_core::domain::{PlanInput, PlanOutput};
+use ferry_engine::Ferry;
+use ferry_lambda::{diagnostic, Handled, Instrument};
+use lambda_runtime::LambdaEvent;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    ferry_lambda::serve(handle).await
+}
+
+fn handle(ferry: &Ferry, event: LambdaEvent<PlanInput>) -> Handled<'_, PlanOutput> {
+    Box::pin(async move {
+        ferry.store.ensure_tables().await.map_err(|e| diagnostic(&e.into()))?;
+        let out: PlanOutput = async {
+            let mut out = ferry_engine::plan::plan(ferry, &event.payload).await?;
+            // The state machine carries references to the batches, not
+            // their partitions.
+            ferry_engine::plan::store_batches(ferry, &mut out).await?;
+            Ok(out)
+        }
+        .instrument(ferry_lambda::step_span(ferry, "plan", None))
+        .await
+        .map_err(|e| ferry_lambda::failure(ferry, &e))?;
+        Ok(out)
+    })
+}
