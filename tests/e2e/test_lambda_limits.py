@@ -97,8 +97,8 @@ def test_a_function_past_its_timeout_is_ended_as_lambda_ends_it(tmp_path):
     kc, ri = write_config(tmp_path, [topic])
     env = {**function_env(kc, ri), "FERRY_FAILPOINT": "stall-before-produce:40"}
     with LocalStepFunctions(env, tmp_path / "logs", replicate_instances=1,
-                            stack_edit=lambda s: set_function(s, "ferry-replicate", timeout=8)) as sfn:
-        arn = sfn.create_state_machine(max_concurrency=1)
+                            stack_edit=lambda s: set_function(s, "ferry-replicate", timeout=8), max_concurrency=1) as sfn:
+        arn = sfn.create_state_machine()
         started = time.time()
         ex = sfn.execute(arn, {"stop_at_plan_end": True})
         took = time.time() - started
@@ -150,8 +150,8 @@ def test_a_function_past_its_memory_is_ended_as_lambda_ends_it(tmp_path):
         deployed["memory"] = stack["functions"]["ferry-replicate"]["memory"]
         set_function(stack, "ferry-replicate", memory=7)
 
-    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1, stack_edit=starve) as sfn:
-        arn = sfn.create_state_machine(max_concurrency=1)
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1, stack_edit=starve, max_concurrency=1) as sfn:
+        arn = sfn.create_state_machine()
         ex = sfn.execute(arn, {"stop_at_plan_end": True})
         assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
         failed = task_failures(sfn, ex)
@@ -298,8 +298,8 @@ def test_a_batch_of_many_partitions_all_behind_stays_within_the_functions_memory
     assert p.flush(60) == 0
     kc, ri = write_config(tmp_path, [topic])
     with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1,
-                            stack_edit=lambda s: set_function(s, "ferry-replicate", memory=128)) as sfn:
-        arn = sfn.create_state_machine(max_concurrency=1)
+                            stack_edit=lambda s: set_function(s, "ferry-replicate", memory=128), max_concurrency=1) as sfn:
+        arn = sfn.create_state_machine()
         deadline = time.time() + 240
         while True:
             ex = sfn.execute(arn, {"stop_at_plan_end": True}, timeout=300)

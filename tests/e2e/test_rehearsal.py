@@ -386,10 +386,10 @@ def test_msk_iam_authorization_follows_each_roles_policy(tmp_path):
     kc, ri = migration_config(tmp_path, topic, group)
     env = {"FERRY_REPLICATOR_NAME": unique("rh-authz"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": json.dumps(json.loads(ri.read_text())[:1]), "FERRY_TABLE_PREFIX": unique("ferry-rhz")}
-    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+    with LocalStepFunctions(env, tmp_path / "logs", max_concurrency=1) as sfn:
         full = sfn.rehearsal.stack
         sfn.rehearsal.set_stack(without(full, "ReplicateRole", action="kafka-cluster:WriteData"))
-        arn = sfn.create_state_machine(max_concurrency=1)
+        arn = sfn.create_state_machine()
         ex = sfn.execute(arn, {"stop_at_plan_end": True})
         assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
         denied = [d for d in sfn.rehearsal.denials() if d["action"] == "kafka-cluster:WriteData"]
@@ -427,9 +427,9 @@ def test_topic_deletions_on_an_msk_iam_target_need_and_have_their_grant(tmp_path
     flow["TopicReplication"]["PropagateTopicDeletions"] = True
     env = {"FERRY_REPLICATOR_NAME": unique("rh-del"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": json.dumps([flow]), "FERRY_TABLE_PREFIX": unique("ferry-rhd")}
-    with LocalStepFunctions(env, tmp_path / "logs") as sfn:
+    with LocalStepFunctions(env, tmp_path / "logs", max_concurrency=1) as sfn:
         assert sfn.rehearsal.parameters["DeletesTopics"] == "true"
-        arn = sfn.create_state_machine(max_concurrency=1)
+        arn = sfn.create_state_machine()
         first = sfn.execute(arn, {"stop_at_plan_end": True})
         assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
         assert topic in list_topics(TARGET) and len(read_partition(TARGET, topic, 0)) == 10
@@ -487,10 +487,10 @@ def test_two_stacks_one_each_way_share_the_first_stacks_tables(tmp_path):
     produce(SOURCE, topic, "src", 10)
     produce(TARGET, topic, "tgt", 10)
     deployment_b = {"stack_name": stack_b, "deploy_args": ("--state-tables-from", stack_a), "exports": a_exports}
-    with LocalStepFunctions(env_b, tmp_path / "b", replicate_instances=1, deployment=deployment_b) as b:
+    with LocalStepFunctions(env_b, tmp_path / "b", replicate_instances=1, deployment=deployment_b, max_concurrency=1) as b:
         assert b.rehearsal.stack["tables"] == []
         assert {f["environment"]["FERRY_TABLE_PREFIX"] for f in b.rehearsal.stack["functions"].values()} == {stack_a}
-        machine_b = b.create_state_machine(max_concurrency=1)
+        machine_b = b.create_state_machine()
         alone = b.execute(machine_b, {"stop_at_plan_end": True})
         assert alone["status"] == "FAILED" and alone.get("error") == "Ferry.PlanFailed", alone
         log = b.function_log("ferry-plan")
@@ -502,11 +502,11 @@ def test_two_stacks_one_each_way_share_the_first_stacks_tables(tmp_path):
         b.rehearsal.clear()
 
         with LocalStepFunctions(env_a, tmp_path / "a", replicate_instances=1,
-                                deployment={"stack_name": stack_a}) as a:
+                                deployment={"stack_name": stack_a}, max_concurrency=1) as a:
             assert sorted(t["TableName"] for t in a.rehearsal.stack["tables"]) == \
                 sorted(f"{stack_a}-{k}" for k in ("cursors", "offset-map", "producers", "groups"))
             assert a.rehearsal.stack["exports"] == a_exports
-            machine_a = a.create_state_machine(max_concurrency=1)
+            machine_a = a.create_state_machine()
 
             def run(sfn: LocalStepFunctions, machine: str) -> None:
                 ex = sfn.execute(machine, {"stop_at_plan_end": True})

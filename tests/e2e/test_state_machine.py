@@ -167,8 +167,8 @@ def test_overlapping_executions_never_write_twice(tmp_path):
     create_topic(SOURCE, topic, 3)
     kc, ri = write_config(tmp_path, [topic], starting="EARLIEST")
     produce(topic, 3000, 3)
-    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1) as sfn:
-        arn = sfn.create_state_machine(max_concurrency=3)
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1, max_concurrency=3) as sfn:
+        arn = sfn.create_state_machine()
         payload = {"max_partitions_per_batch": 1, "replicate_max_seconds": 6}
         starts = [sfn.client.start_execution(stateMachineArn=arn, name=f"overlap-{i}", input=json.dumps(payload))["executionArn"]
                   for i in range(2)]
@@ -219,9 +219,9 @@ def test_a_failed_batch_fails_the_execution_after_the_others_ran(tmp_path):
         # The payload names the batch the plan kept; the batch names the topic.
         return name == "ferry-replicate" and doomed in json.dumps(stored_batch(env, payload))
 
-    with LocalStepFunctions(env, tmp_path / "logs", crash=crash) as sfn:
-        # One batch per partition, all at once.
-        arn = sfn.create_state_machine(max_concurrency=3)
+    # One batch per partition, all at once.
+    with LocalStepFunctions(env, tmp_path / "logs", crash=crash, max_concurrency=3) as sfn:
+        arn = sfn.create_state_machine()
         ex = sfn.execute(arn, {"max_partitions_per_batch": 1, "stop_at_plan_end": True})
         assert ex["status"] == "FAILED", f"{ex}\n{sfn.logs()}"
         history = sfn.client.get_execution_history(executionArn=ex["executionArn"], maxResults=1000)["events"]

@@ -273,13 +273,16 @@ class LocalStepFunctions:
     Step Functions moto behind the router. `client` is its boto3 client."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, replicate_instances: int = 2, rehearse: bool = True, crash=None,
-                 stack_edit=None, deployment: dict | None = None):
+                 stack_edit=None, deployment: dict | None = None, max_concurrency: int = 2):
         """`stack_edit(stack)`, when given, changes the rehearsed stack (as
         parsed from the transformed template) before anything runs: a test
         that lowers a function's Timeout or MemorySize, as a user might.
         `deployment`: the Rehearsal's arguments, when not the defaults
-        (`stack_name`, `deploy_args`, `exports`: see Rehearsal)."""
+        (`stack_name`, `deploy_args`, `exports`: see Rehearsal).
+        `max_concurrency`: the stack's MaxConcurrency, which the template
+        gives both the Map and the Plan function (see create_state_machine)."""
         self.env, self.log_dir, self.rehearse, self.crash, self.stack_edit = env, log_dir, rehearse, crash, stack_edit
+        self.max_concurrency = max_concurrency
         self.deployment = deployment or {}
         self.rehearsal: Rehearsal | None = None
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +314,7 @@ class LocalStepFunctions:
             self.rehearsal = Rehearsal(self.env, self.log_dir, **self.deployment)
             if self.stack_edit:
                 self.stack_edit(self.rehearsal.stack)
+        self._plan_env()["FERRY_MAX_CONCURRENCY"] = str(self.max_concurrency)
         cargo_lambda = shutil.which("cargo-lambda", path=str(VENV_BIN)) or shutil.which("cargo-lambda")
         assert cargo_lambda, "cargo-lambda is missing: infra/local/up installs it into the venv"
         self.lambda_port, self.moto_port = free_port(), free_port()
@@ -519,15 +523,18 @@ class LocalStepFunctions:
     def logs(self) -> str:
         return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-2500:]}" for f in sorted(self.log_dir.glob("*.log")))
 
-    def create_state_machine(self, max_concurrency: int = 2) -> str:
+    def _plan_env(self) -> dict[str, str]:
+        return self.rehearsal.stack["functions"]["ferry-plan"]["environment"] if self.rehearsal else self.env
+
+    def create_state_machine(self, max_concurrency: int | None = None) -> str:
         # The template gives the Map's MaxConcurrency to the Plan function
         # too (one parameter; the plan makes no more batches than run at
-        # once): a state machine made here with another value is the stack
-        # deployed with it, so the Plan's environment follows, and the
-        # functions start again as after a deployment.
-        plan_env = self.rehearsal.stack["functions"]["ferry-plan"]["environment"] if self.rehearsal else self.env
-        if plan_env.get("FERRY_MAX_CONCURRENCY") != str(max_concurrency):
-            plan_env["FERRY_MAX_CONCURRENCY"] = str(max_concurrency)
+        # once): the Plan was started with this stack's (the constructor's
+        # max_concurrency), and a state machine made with another value is
+        # the stack deployed again with it: the functions start again.
+        max_concurrency = max_concurrency or self.max_concurrency
+        if self._plan_env().get("FERRY_MAX_CONCURRENCY") != str(max_concurrency):
+            self._plan_env()["FERRY_MAX_CONCURRENCY"] = str(max_concurrency)
             self.cold_start()
         definition = (ROOT / "infra" / "statemachine" / "replicator.asl.json").read_text()
         subs = {"PlanFunctionArn": function_arn("ferry-plan"), "ReplicateFunctionArn": function_arn("ferry-replicate"),
