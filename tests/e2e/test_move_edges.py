@@ -244,3 +244,55 @@ def test_a_flow_back_added_later_never_carries_back_a_skipping_commit(tmp_path):
         assert ferry.run("--once").returncode == 0
     assert at(SOURCE, group, topic) == 30
     assert consume(SOURCE, topic, group, limit=1) == ["a-30"]
+
+
+def test_a_reset_back_to_an_old_write_of_the_flow_back_is_not_taken_for_a_copy(tmp_path):
+    """Exact both ways. The group reads a-0..9 on the target (the flow back
+    writes 10 on the source), moves to the source, reads a-10..29 (the
+    forward flow writes 30 on the target); the operator resets it on the
+    source to 10. On 6292d45 that 10, equal to the flow back's old write,
+    was taken for its copy: the move to the target said GO, exact, at 30,
+    past a-10..29. The forward flow wrote after it: the reset is the
+    group's own, and the target is ahead of it."""
+    topic, group = unique("move-reset3"), unique("reset-to-old")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert consume(TARGET, topic, group, limit=10) == [f"a-{i}" for i in range(10)]
+    for _ in range(2):
+        assert ferry.run("--once").returncode == 0
+    p = ferry.move("--group", group, "--to", "source", "--wait", "30", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert consume(SOURCE, topic, group, limit=20) == [f"a-{i}" for i in range(10, 30)]
+    for _ in range(2):
+        assert ferry.run("--once").returncode == 0
+    assert at(TARGET, group, topic) == 30
+    commit_at(SOURCE, group, {(topic, 0): (10, "operator")})
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert at(SOURCE, group, topic) == 10
+    rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30")
+    assert rep["resume"] == [] or all(not (r["offset"] == 30 and r["exact"]) for r in rep["resume"]), rep
+
+
+def test_a_commit_that_expired_where_the_group_lives_is_not_replaced_by_the_copy(tmp_path):
+    """The group lives on the source at 30; the target holds the forward
+    flow's not-exact 50. The group idles past offsets.retention: its commit
+    on the source expires (--delete-offsets here). On 6292d45 the flow
+    back, finding no commit on the source, carried the copy back: 50, a
+    skip of a-30..49 where the group lives, then called exact."""
+    ferry, topic, group = lives_on_source_past_a_skip(tmp_path, "move-expired")
+    for _ in range(2):
+        assert ferry.run("--once").returncode == 0
+    assert at(TARGET, group, topic) == 50
+    p = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", SOURCE,
+                   "--group", group, "--delete-offsets", "--topic", topic)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (topic, 0) not in committed(SOURCE, group)
+    for _ in range(3):
+        assert ferry.run("--once").returncode == 0
+    assert (topic, 0) not in committed(SOURCE, group), "the copy came back where the group lives"
+    no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")

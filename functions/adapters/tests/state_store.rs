@@ -159,6 +159,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
             carried_source_offset: (i % 4 == 0).then_some(i64::from(i) * 2),
             written_rewinds: (i % 3 == 0).then_some(i64::from(i) % 5),
             own_commit: (i % 6 == 1).then_some(i64::from(i)),
+            own_commit_ms: (i % 6 == 1).then_some(i64::from(i) * 1000),
             pending_offset: (i % 5 == 0).then_some(i64::from(i) * 3),
             status: if i % 5 == 0 {
                 GroupSyncStatus::NothingReplicated
@@ -358,6 +359,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
             carried_source_offset: None,
             written_rewinds: None,
             own_commit: None,
+            own_commit_ms: None,
             pending_offset: None,
             status: GroupSyncStatus::Synced,
             detail: String::new(),
@@ -470,6 +472,7 @@ async fn a_group_sync_lease_has_one_holder_until_given_back_or_ended() {
         target_offset: Some(5),
         written_offset: Some(5),
         own_commit: Some(5),
+        own_commit_ms: Some(1),
         written_rewinds: None,
         redelivered: 0,
         carried_source_offset: Some(5),

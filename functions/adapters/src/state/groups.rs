@@ -87,6 +87,11 @@ pub struct GroupSyncItem {
     /// opposite flow takes a commit equal to it on its source for a copy,
     /// and carries nothing back.
     pub own_commit: Option<i64>,
+    /// When this flow made `own_commit` (ms since the epoch): of the two
+    /// flows' own commits of a partition, only the later is a copy the
+    /// other flow may find in place (after it, the other flow wrote, and
+    /// the group may have come back to the same offset by itself).
+    pub own_commit_ms: Option<i64>,
     /// How many times the target partition's log had been found truncated
     /// under Ferry's copies (the cursor's `target_rewinds`) in the cursor
     /// the translation behind `written_offset` was read from: a cursor
@@ -171,6 +176,9 @@ impl StateStore {
             if let Some(t) = it.own_commit {
                 item.insert("own_commit".into(), n(t));
             }
+            if let Some(t) = it.own_commit_ms {
+                item.insert("own_commit_ms".into(), n(t));
+            }
             if let Some(t) = it.written_rewinds {
                 item.insert("written_rewinds".into(), n(t));
             }
@@ -225,6 +233,7 @@ impl StateStore {
             written_offset: r.n("written_offset"),
             written_rewinds: r.n("written_rewinds"),
             own_commit: r.n("own_commit"),
+            own_commit_ms: r.n("own_commit_ms"),
             redelivered: r.n("redelivered").unwrap_or(0),
             rule: r.n("rule").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),

@@ -96,20 +96,38 @@ pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 /// move GO on it.
 pub(crate) const SKIPS: &str = "records it never read are passed over";
 
+/// The offset a flow itself last wrote on its target, and when: its own
+/// commit, or the one it was making when it stopped (the newest there is).
+/// An item stored before Ferry kept its own commits: the commit its record
+/// is of, while it is.
+pub(super) fn own_write(p: &GroupSyncItem) -> Option<(i64, i64)> {
+    if let Some(pending) = p.pending_offset {
+        return Some((pending, i64::MAX));
+    }
+    match p.own_commit {
+        Some(c) => Some((c, p.own_commit_ms.unwrap_or(p.checked_ms))),
+        None => p
+            .written_offset
+            .filter(|_| p.status == GroupSyncStatus::Synced)
+            .map(|w| (w, p.checked_ms)),
+    }
+}
+
 /// Whether a flow's source commit `source_commit` is the opposite flow's
-/// (its last sync of the partition: `opposite`): the offset it wrote there,
-/// or was writing when it stopped. That commit is a copy of the group's
-/// commit on this flow's target, where it came from, whatever the group
-/// did on this flow's source since (read on, or was reset there): carried
-/// back, it could only put an older or a skipping translation over the
-/// group's own commit.
-pub(super) fn is_opposite_write(opposite: Option<&GroupSyncItem>, source_commit: i64) -> bool {
-    opposite.is_some_and(|o| {
-        // An item stored before `own_commit` was kept: its commit only
-        // while that sync's record says it committed.
-        let own = o.own_commit.or(o.written_offset.filter(|_| o.status == GroupSyncStatus::Synced));
-        own == Some(source_commit) || o.pending_offset == Some(source_commit)
-    })
+/// copy (`opposite`: its last sync of the partition; `mine`: this flow's):
+/// the offset that flow wrote there (or was writing), later than anything
+/// this flow wrote on its own target. That commit came from the group's
+/// commit on this flow's target, whatever the group did on this flow's
+/// source since (read on, or was reset there): carried back, it could only
+/// put an older or a skipping translation over the group's own commit.
+/// Once this flow wrote after it, the group may have come back to that same
+/// offset by itself (a reset): no longer a copy.
+pub(super) fn is_opposite_write(opposite: Option<&GroupSyncItem>, mine: Option<&GroupSyncItem>, source_commit: i64) -> bool {
+    let Some((offset, at)) = opposite.and_then(own_write) else {
+        return false;
+    };
+    let mine = mine.and_then(own_write).map_or(i64::MIN, |(_, at)| at);
+    offset == source_commit && at > mine
 }
 
 /// The last offset a flow wrote on the target, from its last sync. Items
@@ -253,16 +271,19 @@ pub(super) async fn sync_group(
         // as read at the start of this sync may predate its commit (another
         // replicator runs it): read again after the commit was, since that
         // flow stores its intent before it commits.
-        let copy_of_target = current.is_some()
-            && match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
-                Some(o) if is_opposite_write(Some(o), c.offset) => true,
-                _ => match seen.opposite_key {
-                    Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), c.offset),
-                    None => false,
-                },
-            };
+        let mine = previous.get(&(group.to_owned(), tp.clone()));
+        let copy_of_target = match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
+            Some(o) if is_opposite_write(Some(o), mine, c.offset) => true,
+            _ => match seen.opposite_key {
+                Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), mine, c.offset),
+                None => false,
+            },
+        };
+        // No commit of the group here (it expired where the group lives):
+        // nothing either; the copy is not the group's to resume at.
         let (translation, again) = match current {
             Some(cur) if copy_of_target => (Some(Translation { offset: cur, exact: true }), 0),
+            None if copy_of_target => (None, 0),
             _ => (translation, again),
         };
         let mut deleted_from = None;
@@ -294,6 +315,15 @@ pub(super) async fn sync_group(
             // An item stored before Ferry kept its own commits says so only
             // while its sync's record is of a commit (see `is_opposite_write`).
             own_commit: adopted.or(prev.and_then(|p| p.own_commit.or(p.written_offset.filter(|_| p.status == GroupSyncStatus::Synced)))),
+            own_commit_ms: match adopted {
+                Some(_) => Some(now),
+                None => prev.and_then(|p| {
+                    p.own_commit_ms.or(p
+                        .written_offset
+                        .filter(|_| p.status == GroupSyncStatus::Synced)
+                        .map(|_| p.checked_ms))
+                }),
+            },
             written_rewinds: prev.and_then(|p| p.written_rewinds),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
@@ -375,6 +405,14 @@ pub(super) async fn sync_group(
             None => String::new(),
         };
         match decision {
+            SyncDecision::NothingReplicated if copy_of_target => {
+                item.status = GroupSyncStatus::NothingReplicated;
+                item.detail = format!(
+                    "the group has no commit on the target, and the source's {} is the opposite flow's copy of its last one \
+                     there: nothing carried back",
+                    c.offset
+                );
+            }
             SyncDecision::NothingReplicated => {
                 item.status = GroupSyncStatus::NothingReplicated;
                 item.detail = format!("no record at or around source offset {} is replicated yet", c.offset);
@@ -483,6 +521,7 @@ pub(super) async fn sync_group(
                     item.target_offset = to_commit.get(&target_tp).map(|c| c.offset);
                     item.written_offset = item.target_offset;
                     item.own_commit = item.target_offset;
+                    item.own_commit_ms = Some(now_ms());
                     item.written_rewinds = rewinds.get(&target_tp).copied();
                     item.carried_source_offset = Some(item.source_offset);
                 }

@@ -14,6 +14,7 @@ fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i
         written_offset: written,
         written_rewinds: rewinds,
         own_commit: written,
+        own_commit_ms: written.map(|_| checked_ms),
         carried_source_offset: None,
         pending_offset: None,
         redelivered: 0,
@@ -103,31 +104,39 @@ fn a_commit_in_a_replaced_history_resumes_where_the_histories_part() {
 }
 
 #[test]
-fn a_commit_the_opposite_flow_wrote_or_was_writing_is_its_copy() {
-    // The opposite flow committed 140 here.
+fn a_commit_the_opposite_flow_wrote_last_or_was_writing_is_its_copy() {
+    // The opposite flow committed 140 here at 500; this flow never wrote.
     let wrote = synced(Some(140), Some(0), 140, 500);
+    assert!(is_opposite_write(Some(&wrote), None, 140));
+    // The group read on from it, or an operator reset it: the group's own.
+    assert!(!is_opposite_write(Some(&wrote), None, 150));
+    assert!(!is_opposite_write(Some(&wrote), None, 100));
+    // This flow wrote on its own target after it (at 600): the group may
+    // have come back to 140 by itself since.
+    let mine_later = synced(Some(30), Some(0), 30, 600);
+    let mine_earlier = synced(Some(30), Some(0), 30, 400);
+    assert!(!is_opposite_write(Some(&wrote), Some(&mine_later), 140));
+    assert!(is_opposite_write(Some(&wrote), Some(&mine_earlier), 140));
+    // A sync that stopped between its commit and the record of it: the
+    // newest write there is.
+    let stopped = GroupSyncItem {
+        pending_offset: Some(160),
+        ..wrote.clone()
+    };
+    assert!(is_opposite_write(Some(&stopped), Some(&mine_later), 160));
     // One that found 140 in place never wrote it: the group's own.
     let found = GroupSyncItem {
         own_commit: None,
+        own_commit_ms: None,
         ..wrote.clone()
     };
-    assert!(!is_opposite_write(Some(&found), 140));
+    assert!(!is_opposite_write(Some(&found), None, 140));
     // Stored before Ferry kept its own commits: one while its sync says it
     // committed.
     let legacy = GroupSyncItem {
         status: GroupSyncStatus::Synced,
         ..found.clone()
     };
-    assert!(is_opposite_write(Some(&legacy), 140));
-    assert!(is_opposite_write(Some(&wrote), 140));
-    // The group read on from it, or an operator reset it: the group's own.
-    assert!(!is_opposite_write(Some(&wrote), 150));
-    assert!(!is_opposite_write(Some(&wrote), 100));
-    // A sync that stopped between its commit and the record of it.
-    let stopped = GroupSyncItem {
-        pending_offset: Some(160),
-        ..wrote.clone()
-    };
-    assert!(is_opposite_write(Some(&stopped), 160) && is_opposite_write(Some(&stopped), 140));
-    assert!(!is_opposite_write(None, 140));
+    assert!(is_opposite_write(Some(&legacy), None, 140));
+    assert!(!is_opposite_write(None, None, 140));
 }
