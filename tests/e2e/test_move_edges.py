@@ -51,20 +51,36 @@ def at(bootstrap: str, group: str, topic: str) -> int:
     return committed(bootstrap, group)[(topic, 0)][0]
 
 
-def lives_on_source_past_a_skip(tmp_path, name: str, runs: tuple[str, ...] = ()) -> tuple[Ferry, str, str]:
-    """Both ways; the group read a-0..29 on the source and lives there,
-    synced exactly (30 on the target); then the target's log start moves
-    to 50, and the forward flow commits its not-exact translation there."""
-    topic, group = unique(name), unique("lives-on-source")
+def a_hundred_records(topic: str, group: str) -> tuple[str, str]:
+    """`topic` on both clusters, with a-0..99 on the source."""
     for b in (SOURCE, TARGET):
         create_topic(b, topic, 1)
     produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    return topic, group
+
+
+def runs(ferry: Ferry, n: int) -> None:
+    """`n` runs of `ferry run --once`, each succeeding."""
+    for _ in range(n):
+        r = ferry.run("--once")
+        assert r.returncode == 0, r.stderr
+
+
+def both_ways(tmp_path, topic: str, group: str) -> Ferry:
     kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
-    ferry = Ferry(kc, ri)
-    assert ferry.run("--once", *runs).returncode == 0
+    return Ferry(kc, ri)
+
+
+def lives_on_source_past_a_skip(tmp_path, name: str, args: tuple[str, ...] = ()) -> tuple[Ferry, str, str]:
+    """Both ways; the group read a-0..29 on the source and lives there,
+    synced exactly (30 on the target); then the target's log start moves
+    to 50, and the forward flow commits its not-exact translation there."""
+    topic, group = a_hundred_records(unique(name), unique("lives-on-source"))
+    ferry = both_ways(tmp_path, topic, group)
+    assert ferry.run("--once", *args).returncode == 0
     assert len(consume(SOURCE, topic, group, limit=30)) == 30
     for _ in range(2):
-        assert ferry.run("--once", *runs).returncode == 0
+        assert ferry.run("--once", *args).returncode == 0
     assert (at(SOURCE, group, topic), at(TARGET, group, topic)) == (30, 30)
     delete_records(tmp_path, TARGET, topic, 50)
     return ferry, topic, group
@@ -82,10 +98,7 @@ def test_a_skipping_translation_is_never_carried_back_over_the_groups_own_commit
     only while the source commit was still the one it was made from) the
     same skip came back once the group read on where it lives (a-30..39):
     40 became 50 or 100."""
-    topic, group = unique("move-carry"), unique("lives-on-source")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    topic, group = a_hundred_records(unique("move-carry"), unique("lives-on-source"))
     latest = case == "flows-began-after-the-commit"
     if latest:
         assert len(consume(SOURCE, topic, group, limit=30)) == 30
@@ -99,16 +112,14 @@ def test_a_skipping_translation_is_never_carried_back_over_the_groups_own_commit
         assert ferry.run("--once").returncode == 0
         assert len(consume(SOURCE, topic, group, limit=30)) == 30
         delete_records(tmp_path, TARGET, topic, 50)
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert at(SOURCE, group, topic) == 30, "the group's own commit stays where it lives"
     rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
     assert "would skip them" in rep["reason"], rep
     # It reads on where it lives; the forward translation (and so the
     # target's commit) stays where it was.
     assert consume(SOURCE, topic, group, limit=10) == [f"a-{i}" for i in range(30, 40)]
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert at(SOURCE, group, topic) == 40, "the group's own commit stays where it lives"
     rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
     assert "would skip them" in rep["reason"], rep
@@ -121,11 +132,9 @@ def test_an_operators_reset_where_the_group_lives_is_kept(tmp_path):
     to read again. On 043ce60 the flow back took the source's 10 for the
     commit Ferry had carried and put 50 over the reset."""
     ferry, topic, group = lives_on_source_past_a_skip(tmp_path, "move-reset")
-    for _ in range(2):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 2)
     commit_at(SOURCE, group, {(topic, 0): (10, "operator")})
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert at(SOURCE, group, topic) == 10
     assert consume(SOURCE, topic, group, limit=1) == ["a-10"]
 
@@ -136,24 +145,17 @@ def test_an_operators_reset_above_an_old_write_of_the_flow_back_is_kept(tmp_path
     (the forward flow writes 30 on the target); the operator resets it on
     the source to 10. On b398283 and 043ce60, 10 being at or past the flow
     back's old 5, the flow back took it for its own and put 30 over it."""
-    topic, group = unique("move-reset2"), unique("lived-on-target")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
-    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
-    ferry = Ferry(kc, ri)
+    topic, group = a_hundred_records(unique("move-reset2"), unique("lived-on-target"))
+    ferry = both_ways(tmp_path, topic, group)
     assert ferry.run("--once").returncode == 0
     assert consume(TARGET, topic, group, limit=5) == [f"a-{i}" for i in range(5)]
-    for _ in range(2):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 2)
     assert at(SOURCE, group, topic) == 5
     assert consume(SOURCE, topic, group, limit=25) == [f"a-{i}" for i in range(5, 30)]
-    for _ in range(2):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 2)
     assert at(TARGET, group, topic) == 30
     commit_at(SOURCE, group, {(topic, 0): (10, "operator")})
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert at(SOURCE, group, topic) == 10
 
 
@@ -182,10 +184,7 @@ def test_a_flow_back_on_another_replicator_never_carries_back_a_commit_made_duri
     flow commits its not-exact 50 in between. On 043ce60 the flow back
     judged the target's 50 by the item it read before that commit and
     carried it over the group's own 30."""
-    topic, group = unique("move-race"), unique("lives-on-source")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    topic, group = a_hundred_records(unique("move-race"), unique("lives-on-source"))
     prefix = unique("ferry-race")
     replicators = []
     for name, flow in (("forward", 0), ("back", 1)):
@@ -222,10 +221,7 @@ def test_a_flow_back_added_later_never_carries_back_a_skipping_commit(tmp_path):
     target while the group lives on the source at 30. The operator then
     adds the flow back (both ways, for the rollback), on the same
     replicator and tables: it carries nothing back over the group's 30."""
-    topic, group = unique("move-added"), unique("lives-on-source")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
+    topic, group = a_hundred_records(unique("move-added"), unique("lives-on-source"))
     one = tmp_path / "one-way"
     one.mkdir()
     kc, ri = write_config(one, [topic], groups=[group], group_mode="ENHANCED")
@@ -240,8 +236,7 @@ def test_a_flow_back_added_later_never_carries_back_a_skipping_commit(tmp_path):
     both.mkdir()
     kc, ri = write_config(both, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
     ferry = Ferry(kc, ri, name=first.name, prefix=first.prefix)
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert at(SOURCE, group, topic) == 30
     assert consume(SOURCE, topic, group, limit=1) == ["a-30"]
 
@@ -254,25 +249,18 @@ def test_a_reset_back_to_an_old_write_of_the_flow_back_is_not_taken_for_a_copy(t
     was taken for its copy: the move to the target said GO, exact, at 30,
     past a-10..29. The forward flow wrote after it: the reset is the
     group's own, and the target is ahead of it."""
-    topic, group = unique("move-reset3"), unique("reset-to-old")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(100)])
-    kc, ri = write_config(tmp_path, [topic], groups=[group], both_ways=True, group_mode="ENHANCED")
-    ferry = Ferry(kc, ri)
+    topic, group = a_hundred_records(unique("move-reset3"), unique("reset-to-old"))
+    ferry = both_ways(tmp_path, topic, group)
     assert ferry.run("--once").returncode == 0
     assert consume(TARGET, topic, group, limit=10) == [f"a-{i}" for i in range(10)]
-    for _ in range(2):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 2)
     p = ferry.move("--group", group, "--to", "source", "--wait", "30", "--json")
     assert p.returncode == 0, p.stdout + p.stderr
     assert consume(SOURCE, topic, group, limit=20) == [f"a-{i}" for i in range(10, 30)]
-    for _ in range(2):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 2)
     assert at(TARGET, group, topic) == 30
     commit_at(SOURCE, group, {(topic, 0): (10, "operator")})
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert at(SOURCE, group, topic) == 10
     rep = no_go(ferry, "--group", group, "--to", "target", "--wait", "30")
     assert rep["resume"] == [] or all(not (r["offset"] == 30 and r["exact"]) for r in rep["resume"]), rep
@@ -285,14 +273,12 @@ def test_a_commit_that_expired_where_the_group_lives_is_not_replaced_by_the_copy
     back, finding no commit on the source, carried the copy back: 50, a
     skip of a-30..49 where the group lives, then called exact."""
     ferry, topic, group = lives_on_source_past_a_skip(tmp_path, "move-expired")
-    for _ in range(2):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 2)
     assert at(TARGET, group, topic) == 50
     p = kafka_tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", "--bootstrap-server", SOURCE,
                    "--group", group, "--delete-offsets", "--topic", topic)
     assert p.returncode == 0, p.stdout + p.stderr
     assert (topic, 0) not in committed(SOURCE, group)
-    for _ in range(3):
-        assert ferry.run("--once").returncode == 0
+    runs(ferry, 3)
     assert (topic, 0) not in committed(SOURCE, group), "the copy came back where the group lives"
     no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
