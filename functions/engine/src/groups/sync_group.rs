@@ -101,9 +101,15 @@ pub(crate) const SKIPS: &str = "records it never read are passed over";
 /// An item stored before Ferry kept its own commits: the commit its record
 /// is of, while it is.
 pub(super) fn own_write(p: &GroupSyncItem) -> Option<(i64, i64)> {
-    if let Some(pending) = p.pending_offset {
-        return Some((pending, i64::MAX));
+    match p.pending_offset {
+        Some(pending) => Some((pending, i64::MAX)),
+        None => own_committed(p),
     }
+}
+
+/// The commit a flow itself made on its target, and when (see
+/// `own_write`), without one it was still making.
+fn own_committed(p: &GroupSyncItem) -> Option<(i64, i64)> {
     match p.own_commit {
         Some(c) => Some((c, p.own_commit_ms.unwrap_or(p.checked_ms))),
         None => p
@@ -300,6 +306,9 @@ pub(super) async fn sync_group(
         let prev = previous.get(&(group.to_owned(), tp.clone()));
         let pending = prev.and_then(|p| p.pending_offset);
         let adopted = pending.filter(|&p| current.is_some_and(|c| c >= p));
+        // The commit this flow made itself, kept across syncs that write
+        // nothing (one a stopped sync made is adopted: now).
+        let kept = prev.and_then(own_committed);
         let mut item = GroupSyncItem {
             group: group.to_owned(),
             tp: tp.clone(),
@@ -313,17 +322,9 @@ pub(super) async fn sync_group(
             // from it there); until then it is kept.
             written_offset: prev.and_then(written_offset).max(adopted),
             // An item stored before Ferry kept its own commits says so only
-            // while its sync's record is of a commit (see `is_opposite_write`).
-            own_commit: adopted.or(prev.and_then(|p| p.own_commit.or(p.written_offset.filter(|_| p.status == GroupSyncStatus::Synced)))),
-            own_commit_ms: match adopted {
-                Some(_) => Some(now),
-                None => prev.and_then(|p| {
-                    p.own_commit_ms.or(p
-                        .written_offset
-                        .filter(|_| p.status == GroupSyncStatus::Synced)
-                        .map(|_| p.checked_ms))
-                }),
-            },
+            // while its sync's record is of a commit (see `own_write`).
+            own_commit: adopted.or(kept.map(|(c, _)| c)),
+            own_commit_ms: adopted.map(|_| now).or(kept.map(|(_, at)| at)),
             written_rewinds: prev.and_then(|p| p.written_rewinds),
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
