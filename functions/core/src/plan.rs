@@ -6,6 +6,14 @@ use crate::domain::PartitionWork;
 /// Default number of partitions in one Replicate invocation.
 pub const DEFAULT_MAX_PARTITIONS_PER_BATCH: usize = 16;
 
+/// The most partitions a batch grows to for `max_concurrency` (never
+/// below an explicit `max_per_batch`): one invocation's memory bound counts
+/// records after decompression and is checked before each fetch, and a
+/// batch's leases, checkpoints and stored item grow with it. Past this
+/// many partitions per invocation, batches beyond `max_concurrency` wait
+/// for a second wave again.
+pub const MAX_GROWN_PARTITIONS_PER_BATCH: usize = 64;
+
 /// The most partitions one batch takes: `max_per_batch`, or more where the
 /// flows' partitions (`per_flow`, each flow cut into its own batches) would
 /// otherwise make more batches than `max_concurrency`, the Replicate
@@ -20,8 +28,9 @@ pub fn partitions_per_batch(per_flow: &[usize], max_per_batch: usize, max_concur
     let total: usize = per_flow.iter().sum();
     let largest = per_flow.iter().copied().max().unwrap_or(0);
     let batches = |m: usize| per_flow.iter().map(|p| p.div_ceil(m)).sum::<usize>();
-    m = m.max(total.div_ceil(c).min(largest));
-    while batches(m) > c && m < largest {
+    let cap = MAX_GROWN_PARTITIONS_PER_BATCH.max(m);
+    m = m.max(total.div_ceil(c).min(largest)).min(cap);
+    while batches(m) > c && m < largest.min(cap) {
         m += 1;
     }
     m
@@ -85,16 +94,20 @@ mod tests {
 
     #[test]
     fn batches_grow_so_that_no_batch_waits_for_a_second_wave() {
-        // 2,000 partitions, 10 at once: 200 a batch (not 125 batches of 16).
-        assert_eq!(partitions_per_batch(&[2000], 16, Some(10)), 200);
+        // 600 partitions, 10 at once: 60 a batch (not 38 batches of 16).
+        assert_eq!(partitions_per_batch(&[600], 16, Some(10)), 60);
+        // 2,000: no more than 64 a batch (the memory bound's margin); the
+        // batches past 10 wait.
+        assert_eq!(partitions_per_batch(&[2000], 16, Some(10)), 64);
         // Two flows, one uneven: 11 + 10 = 21 batches of 16 would be too
         // many for 20; 17 a batch makes 10 + 10.
         assert_eq!(partitions_per_batch(&[170, 160], 16, Some(20)), 17);
         // Few partitions: the configured size stands.
         assert_eq!(partitions_per_batch(&[40], 16, Some(10)), 16);
         assert_eq!(partitions_per_batch(&[2000], 16, None), 16);
-        // Fewer invocations than flows: one batch per flow.
+        // Fewer invocations than flows: one batch per flow, up to the cap.
         assert_eq!(partitions_per_batch(&[30, 50], 16, Some(1)), 50);
+        assert_eq!(partitions_per_batch(&[300, 500], 16, Some(1)), 64);
     }
 
     proptest! {
@@ -105,8 +118,9 @@ mod tests {
             let m = partitions_per_batch(&per_flow, max, Some(c));
             let batches = |m: usize| per_flow.iter().map(|p| p.div_ceil(m)).sum::<usize>();
             prop_assert!(m >= max);
-            let flows = per_flow.iter().filter(|&&p| p > 0).count();
-            if c >= flows {
+            prop_assert!(m <= MAX_GROWN_PARTITIONS_PER_BATCH.max(max));
+            // One wave whenever batches of the cap's size would make one.
+            if batches(MAX_GROWN_PARTITIONS_PER_BATCH.max(max)) <= c {
                 prop_assert!(batches(m) <= c, "{} batches of {} for {}", batches(m), m, c);
             }
             prop_assert!(m == max || batches(m - 1) > c);
