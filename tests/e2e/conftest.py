@@ -199,6 +199,11 @@ class Ferry:
         """`ferry move` with these arguments."""
         return subprocess.run(self.args("move", *extra), capture_output=True, text=True, timeout=timeout)
 
+    def forget_flow(self, flow: str, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """`ferry forget-flow --flow FLOW --yes` with these arguments."""
+        return subprocess.run(self.args("forget-flow", "--flow", flow, "--yes", *extra), capture_output=True, text=True,
+                              timeout=timeout)
+
     def full_status(self) -> dict:
         p = subprocess.run(self.args("status", "--json"), capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, unique, write_config
 from test_groups import commit_at
 from test_move import consume, kafka_tool, no_go, one_topic
 
@@ -185,15 +185,7 @@ def test_a_flow_back_on_another_replicator_never_carries_back_a_commit_made_duri
     judged the target's 50 by the item it read before that commit and
     carried it over the group's own 30."""
     topic, group = a_hundred_records(unique("move-race"), unique("lives-on-source"))
-    prefix = unique("ferry-race")
-    replicators = []
-    for name, flow in (("forward", 0), ("back", 1)):
-        folder = tmp_path / name
-        folder.mkdir()
-        kc, ri = write_config(folder, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
-        ri.write_text(json.dumps([json.loads(ri.read_text())[flow]], indent=2))
-        replicators.append(Ferry(kc, ri, name=unique(name), prefix=prefix))
-    fwd, back = replicators
+    fwd, back = two_replicators(tmp_path, topic, group, "ferry-race")
     for f in (fwd, back):
         assert f.run("--once").returncode == 0
     assert len(consume(SOURCE, topic, group, limit=30)) == 30
@@ -282,3 +274,97 @@ def test_a_commit_that_expired_where_the_group_lives_is_not_replaced_by_the_copy
     runs(ferry, 3)
     assert (topic, 0) not in committed(SOURCE, group), "the copy came back where the group lives"
     no_go(ferry, "--group", group, "--to", "target", "--wait", "30", "--allow-redelivery")
+
+
+
+def two_replicators(tmp_path, topic: str, group: str, prefix_name: str) -> tuple[Ferry, Ferry]:
+    """MSK Replicator's rollback topology: one replicator each way, on the
+    same state tables; returns (forward, back)."""
+    prefix = unique(prefix_name)
+    replicators = []
+    for name, flow in (("forward", 0), ("back", 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        kc, ri = write_config(folder, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
+        ri.write_text(json.dumps([json.loads(ri.read_text())[flow]], indent=2))
+        replicators.append(Ferry(kc, ri, name=unique(name), prefix=prefix))
+    return replicators[0], replicators[1]
+
+
+def age_registration(ferry: Ferry, flow: str, days: int) -> None:
+    """Make `flow`'s registration by cluster ids look `days` old, as if its
+    replicator's last plan ran then."""
+    ddb, key = dynamo(), f"{ferry.name}/{flow}"
+    items = ddb.scan(TableName=f"{ferry.prefix}-cursors", FilterExpression="#p = :k AND attribute_exists(registered_ms)",
+                     ExpressionAttributeNames={"#p": "partition"}, ExpressionAttributeValues={":k": {"S": key}})["Items"]
+    assert len(items) == 1, items
+    then = int(time.time() * 1000) - days * 24 * 3600 * 1000
+    ddb.update_item(TableName=f"{ferry.prefix}-cursors", Key={"flow": items[0]["flow"], "partition": items[0]["partition"]},
+                    UpdateExpression="SET registered_ms = :t", ExpressionAttributeValues={":t": {"N": str(then)}})
+
+
+def test_a_forward_flow_retired_after_the_migration_keeps_the_rollback_exact(tmp_path):
+    """The migration's end in MSK Replicator's rollback topology: the group
+    moved to the target, read a-30..59 there (the forward flow's copies) and
+    the application produces there (b-0..4); the forward direction is
+    retired, the flow back stays for a rollback. On 51b08a9 `ferry
+    forget-flow` deleted the forward flow's state, and with it the map that
+    places its copies: the flow back translated the group's 60 to the copy
+    of b-0 (100), and the rollback said GO, exact, and skipped a-60..99 (the
+    third review). Now forget-flow refuses, and the forward replicator is
+    simply no longer run: a week later (its registration aged here) the flow
+    back still translates through its state, exactly. On 51b08a9 the aged
+    registration alone made the rollback skip the same way."""
+    topic, group = a_hundred_records(unique("move-retired"), unique("migrated"))
+    fwd, back = two_replicators(tmp_path, topic, group, "ferry-retired")
+    for f in (fwd, back):
+        runs(f, 1)
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    for f in (fwd, back, fwd, back):
+        runs(f, 1)
+    p = fwd.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert consume(TARGET, topic, group, limit=30) == [f"a-{i}" for i in range(30, 60)]
+    produce_keys(TARGET, topic, [f"b-{i}" for i in range(5)])
+    refused = fwd.forget_flow("source>target")
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    said = refused.stderr
+    assert "Nothing was deleted" in said and back.name in said and "--break-opposite-translation" in said, said
+    age_registration(fwd, "source>target", 8)
+    runs(back, 3)
+    rep = json.loads(back.move("--group", group, "--to", "source", "--wait", "30", "--json").stdout)
+    assert rep["verdict"] == "GO" and [(r["offset"], r["exact"]) for r in rep["resume"]] == [(60, True)], rep
+    assert consume(SOURCE, topic, group, limit=1) == ["a-60"]
+
+
+def test_a_copy_stays_a_copy_after_the_flow_that_wrote_it_is_forgotten(tmp_path):
+    """The group lives on the source at 30; the forward flow committed its
+    not-exact 50 on the target (the target's log start passed 30); the flow
+    back synced once and found that 50 to be the forward flow's copy. The
+    forward flow is then forgotten on purpose (`--break-opposite-translation`)
+    and an application produces on the target (b-0..4, copied back after
+    a-99). On 51b08a9, once the group read on where it lives, the flow back
+    no longer knew the 50 for a copy, translated it to the copy of b-0 and
+    committed 100 over the group's 35 (the second review of 6292d45): the
+    flow back keeps it for a copy while the target holds it."""
+    topic, group = a_hundred_records(unique("move-forgot"), unique("lives-on-source"))
+    fwd, back = two_replicators(tmp_path, topic, group, "ferry-forgot")
+    for f in (fwd, back):
+        runs(f, 1)
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    for f in (fwd, back, fwd, back):
+        runs(f, 1)
+    assert (at(SOURCE, group, topic), at(TARGET, group, topic)) == (30, 30)
+    delete_records(tmp_path, TARGET, topic, 50)
+    runs(fwd, 1)
+    assert at(TARGET, group, topic) == 50
+    runs(back, 1)
+    forgotten = fwd.forget_flow("source>target", "--break-opposite-translation")
+    assert forgotten.returncode == 0, forgotten.stdout + forgotten.stderr
+    produce_keys(TARGET, topic, [f"b-{i}" for i in range(5)])
+    runs(back, 2)
+    assert at(SOURCE, group, topic) == 30
+    assert consume(SOURCE, topic, group, limit=5) == [f"a-{i}" for i in range(30, 35)]
+    runs(back, 3)
+    assert at(SOURCE, group, topic) == 35
+    assert consume(SOURCE, topic, group, limit=1) == ["a-35"]

@@ -26,11 +26,13 @@ use crate::context::Ferry;
 use crate::error::FerryError;
 
 mod failpoint;
+mod retire;
 mod sync_group;
 #[cfg(test)]
 mod tests;
 mod translation;
 
+pub(crate) use retire::translating_through;
 pub(crate) use sync_group::SKIPS;
 use sync_group::*;
 use translation::*;

@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod error;
+pub mod forget;
 pub mod groups;
 pub mod loop_filter;
 pub mod moves;

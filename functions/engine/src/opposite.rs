@@ -13,9 +13,10 @@ use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode, TopicNaming};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
-/// A flow registered by no plan for this long is taken for gone (its
-/// replicator deleted without `ferry forget-flow`): a week, longer than a
-/// rollback replicator is plausibly paused.
+/// Among several flows registered the same way, one registered by no plan
+/// for this long is taken for gone (its replicator deleted without `ferry
+/// forget-flow`): a week, longer than a rollback replicator is plausibly
+/// paused.
 const STALE_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Register `flow` by the cluster ids it copies between (every plan).
@@ -43,8 +44,16 @@ pub async fn flow_key(ferry: &Ferry, flow: &FlowSpec) -> Result<Option<String>, 
     }
     let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
     let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
-    let since = ferry_adapters::state::now_ms() - STALE_AFTER_MS;
-    let mut found = ferry.store.identical_flows_between(&target_id, &source_id, since).await?;
+    // However long ago it was registered, the one flow there is: a
+    // replicator that stopped planning (a forward flow retired after the
+    // migration) still has its copies on this flow's source, and its state
+    // still places them. Only among several is one that stopped long ago
+    // taken for gone.
+    let mut found = ferry.store.identical_flows_between(&target_id, &source_id, 0).await?;
+    if found.len() > 1 {
+        let since = ferry_adapters::state::now_ms() - STALE_AFTER_MS;
+        found = ferry.store.identical_flows_between(&target_id, &source_id, since).await?;
+    }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),

@@ -326,8 +326,8 @@ impl Part {
                  so it has stopped after writing them; this partition goes on once that flow (its replicator, if it is another) \
                  runs again, and reconciles them. Fix: run that replicator (once is enough: `ferry run --once` with its \
                  definition and --name); if that direction is retired for good, remove its state with `ferry forget-flow \
-                 --flow <its flow> --yes` under its --name (a flow of another replicator no plan has registered for a week \
-                 stops counting on its own)"
+                 --flow <its flow> --yes --break-opposite-translation` under its --name (group positions among its copies \
+                 are then no longer translated exactly)"
             );
         }
     }

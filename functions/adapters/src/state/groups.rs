@@ -102,6 +102,11 @@ pub struct GroupSyncItem {
     /// of this flow's syncs: the group's own commit, carried across. The
     /// opposite flow may overwrite that commit where it finds it.
     pub carried_source_offset: Option<i64>,
+    /// The source commit this flow found to be the opposite flow's copy
+    /// of the group's commit on its target (so it carried nothing back).
+    /// Kept while the source holds that same commit: the opposite flow's
+    /// record of it may be gone since (`ferry forget-flow`).
+    pub copy_source_offset: Option<i64>,
     /// The offset a sync was about to commit on the target when it wrote
     /// this item (written before the commit, cleared after it is
     /// recorded): a target commit equal to it is Ferry's, though the sync
@@ -188,6 +193,9 @@ impl StateStore {
             if let Some(t) = it.pending_offset {
                 item.insert("pending_offset".into(), n(t));
             }
+            if let Some(t) = it.copy_source_offset {
+                item.insert("copy_source_offset".into(), n(t));
+            }
             item.insert("status".into(), s(it.status.as_str()));
             item.insert("detail".into(), s(&it.detail));
             item.insert("checked_ms".into(), n(it.checked_ms));
@@ -238,6 +246,7 @@ impl StateStore {
             rule: r.n("rule").unwrap_or(0),
             carried_source_offset: r.n("carried_source_offset"),
             pending_offset: r.n("pending_offset"),
+            copy_source_offset: r.n("copy_source_offset"),
             status: r
                 .s("status")
                 .as_deref()

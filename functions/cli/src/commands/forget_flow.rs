@@ -1,4 +1,5 @@
-//! `ferry forget-flow`: delete one flow's replication state.
+//! `ferry forget-flow`: delete one flow's replication state (the rule for
+//! when it may is the engine's `forget` module).
 
 use std::process::ExitCode;
 
@@ -17,33 +18,31 @@ pub(crate) struct ForgetFlowArgs {
     /// Delete. Without it, only say what would be deleted.
     #[arg(long)]
     yes: bool,
+    /// Delete even though an opposite flow (copying back under the same
+    /// names) translates consumer-group positions through this flow's
+    /// state: a group moved back may then resume past records it never
+    /// read. For clusters that were replaced, or an opposite flow retired
+    /// too.
+    #[arg(long)]
+    break_opposite_translation: bool,
 }
 
 pub(crate) async fn forget_flow(args: ForgetFlowArgs) -> Result<ExitCode, String> {
     let ferry = build(&args.common, Settings::default()).await?;
-    let flow = ferry.flow(&args.flow).map_err(|e| describe(&e))?;
-    let key = ferry.flow_key(flow);
-    let state_error = |e: ferry_adapters::state::StateError| describe(&e.into());
-    let cursors = ferry.store.list_cursors(&key).await.map_err(state_error)?;
-    let now = ferry_adapters::state::now_ms();
-    if let Some(c) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
-        return Err(format!(
-            "flow {key}: partition {} is leased by {} for {} s more, so a replicator is running it; nothing was deleted. \
-             Fix: stop it first (disable the Step Functions schedule, or stop `ferry run`), then run this again",
-            c.tp,
-            c.lease_owner.as_deref().unwrap_or_default(),
-            (c.lease_expires_ms - now) / 1000 + 1
-        ));
-    }
-    if !args.yes {
+    let f = ferry_engine::forget::forget_flow(&ferry, &args.flow, args.yes, args.break_opposite_translation)
+        .await
+        .map_err(|e| describe(&e))?;
+    if !f.deleted {
         println!(
-            "ferry: would delete the state of flow {key}: {} partition cursors with their offset maps, the flow's marker and its \
+            "ferry: would delete the state of flow {}: {} partition cursors with their offset maps, the flow's marker and its \
              group syncs; the next plan then starts the flow at its StartingPosition. Nothing was deleted: add --yes to delete.",
-            cursors.len()
+            f.key, f.partitions
         );
         return Ok(ExitCode::from(2));
     }
-    let n = ferry.store.forget_flow(&key).await.map_err(state_error)?;
-    println!("ferry: forgot flow {key} ({n} partitions); the next plan starts it as new, at its StartingPosition");
+    println!(
+        "ferry: forgot flow {} ({} partitions); the next plan starts it as new, at its StartingPosition",
+        f.key, f.partitions
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -128,12 +128,19 @@ fn own_committed(p: &GroupSyncItem) -> Option<(i64, i64)> {
 /// put an older or a skipping translation over the group's own commit.
 /// Once this flow wrote after it, the group may have come back to that same
 /// offset by itself (a reset): no longer a copy.
+/// Either write the opposite flow knows counts: the one it was making
+/// (which may never have landed: it stopped before the commit) and the
+/// one it made before.
 pub(super) fn is_opposite_write(opposite: Option<&GroupSyncItem>, mine: Option<&GroupSyncItem>, source_commit: i64) -> bool {
-    let Some((offset, at)) = opposite.and_then(own_write) else {
+    let Some(opposite) = opposite else {
         return false;
     };
     let mine = mine.and_then(own_write).map_or(i64::MIN, |(_, at)| at);
-    offset == source_commit && at > mine
+    let pending = opposite.pending_offset.map(|p| (p, i64::MAX));
+    [pending, own_committed(opposite)]
+        .into_iter()
+        .flatten()
+        .any(|(offset, at)| offset == source_commit && at > mine)
 }
 
 /// The last offset a flow wrote on the target, from its last sync. Items
@@ -277,14 +284,19 @@ pub(super) async fn sync_group(
         // as read at the start of this sync may predate its commit (another
         // replicator runs it): read again after the commit was, since that
         // flow stores its intent before it commits.
+        // Once found a copy, it stays one while the source holds it: the
+        // opposite flow's record may be gone since (`ferry forget-flow`
+        // retired it), and without it the copy would look like the
+        // group's own commit.
         let mine = previous.get(&(group.to_owned(), tp.clone()));
-        let copy_of_target = match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
-            Some(o) if is_opposite_write(Some(o), mine, c.offset) => true,
-            _ => match seen.opposite_key {
-                Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), mine, c.offset),
-                None => false,
-            },
-        };
+        let copy_of_target = mine.is_some_and(|p| p.copy_source_offset == Some(c.offset))
+            || match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
+                Some(o) if is_opposite_write(Some(o), mine, c.offset) => true,
+                _ => match seen.opposite_key {
+                    Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), mine, c.offset),
+                    None => false,
+                },
+            };
         // No commit of the group here (it expired where the group lives):
         // nothing either; the copy is not the group's to resume at.
         let (translation, again) = match current {
@@ -329,6 +341,7 @@ pub(super) async fn sync_group(
             redelivered: 0,
             carried_source_offset: prev.and_then(|p| p.carried_source_offset),
             pending_offset: pending.filter(|_| adopted.is_none()),
+            copy_source_offset: copy_of_target.then_some(c.offset),
             status: GroupSyncStatus::UpToDate,
             detail: String::new(),
             checked_ms: now,

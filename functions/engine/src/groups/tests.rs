@@ -16,6 +16,7 @@ fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i
         own_commit: written,
         own_commit_ms: written.map(|_| checked_ms),
         carried_source_offset: None,
+        copy_source_offset: None,
         pending_offset: None,
         redelivered: 0,
         status: GroupSyncStatus::UpToDate,
@@ -124,6 +125,10 @@ fn a_commit_the_opposite_flow_wrote_last_or_was_writing_is_its_copy() {
         ..wrote.clone()
     };
     assert!(is_opposite_write(Some(&stopped), Some(&mine_later), 160));
+    // Its commit may never have landed: the one it made before is still
+    // its copy (on 51b08a9, only the pending one counted).
+    assert!(is_opposite_write(Some(&stopped), Some(&mine_earlier), 140));
+    assert!(!is_opposite_write(Some(&stopped), Some(&mine_later), 140));
     // One that found 140 in place never wrote it: the group's own.
     let found = GroupSyncItem {
         own_commit: None,

@@ -1,0 +1,70 @@
+//! Forgetting a flow (`ferry forget-flow`): when its state may be
+//! deleted, and the deletion. Nothing is deleted while a replicator runs
+//! the flow, nor, unless asked, while an opposite flow translates group
+//! positions through it (see `groups::translating_through`).
+
+use ferry_adapters::state::now_ms;
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+
+/// What [`forget_flow`] found, or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The flow's state key.
+    pub key: String,
+    /// How many partition cursors it had.
+    pub partitions: usize,
+    /// Whether the state was deleted (false: only checked).
+    pub deleted: bool,
+}
+
+/// Check that the state of flow `flow_id` may be deleted, and delete it
+/// when `delete` is set: its cursors with their offset maps, its marker
+/// and pair registration, its group syncs. The next plan then starts it as
+/// new, at its StartingPosition. Refused (nothing deleted) while a
+/// partition's lease is held, and, unless `break_opposite`, while an
+/// opposite flow may translate group commits through the flow's state
+/// (its copies are on its target, between the clusters it was started
+/// between).
+pub async fn forget_flow(ferry: &Ferry, flow_id: &str, delete: bool, break_opposite: bool) -> Result<Forgotten, FerryError> {
+    let flow = ferry.flow(flow_id)?;
+    let key = ferry.flow_key(flow);
+    let cursors = ferry.store.list_cursors(&key).await?;
+    let now = now_ms();
+    if let Some(c) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+        return Err(FerryError::NotReady(format!(
+            "flow {key}: partition {} is leased by {} for {} s more, so a replicator is running it; nothing was deleted. \
+             Fix: stop it first (disable the Step Functions schedule, or stop `ferry run`), then run this again",
+            c.tp,
+            c.lease_owner.as_deref().unwrap_or_default(),
+            (c.lease_expires_ms - now) / 1000 + 1
+        )));
+    }
+    if !break_opposite {
+        let opposites = crate::groups::translating_through(ferry, flow, &cursors).await?;
+        if !opposites.is_empty() {
+            let list = opposites.join(", ");
+            return Err(FerryError::Input(format!(
+                "flow {key} copied records onto {} that the opposite flow {list} translates consumer-group positions through \
+                 (this flow's offset map, and its record of the group commits it made there): without them, a group moved back \
+                 from {} to {} could resume past records it never read. Nothing was deleted. To stop this flow while {list} \
+                 goes on (the migration is done and the flow back stays for a rollback): remove it from the replicator's \
+                 definition, or stop its replicator, and leave its state, which {list} keeps reading. To delete it anyway \
+                 (both clusters were replaced, {list} is retired too, or no group will move back): add \
+                 --break-opposite-translation",
+                flow.target.alias, flow.target.alias, flow.source.alias
+            )));
+        }
+    }
+    let partitions = if delete {
+        ferry.store.forget_flow(&key).await?
+    } else {
+        cursors.len()
+    };
+    Ok(Forgotten {
+        key,
+        partitions,
+        deleted: delete,
+    })
+}
