@@ -3,7 +3,7 @@
 
 use ferry_core::domain::{PlanInput, PlanOutput};
 use ferry_engine::Ferry;
-use ferry_lambda::{diagnostic, Handled, Instrument};
+use ferry_lambda::{Handled, Instrument};
 use lambda_runtime::LambdaEvent;
 
 #[tokio::main]
@@ -13,9 +13,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
 fn handle(ferry: &Ferry, event: LambdaEvent<PlanInput>) -> Handled<'_, PlanOutput> {
     Box::pin(async move {
-        ferry.store.ensure_tables().await.map_err(|e| diagnostic(&e.into()))?;
-        let out: PlanOutput = async {
-            let mut out = ferry_engine::plan::plan(ferry, &event.payload).await?;
+        ferry.store.ensure_tables().await?;
+        async {
+            let mut out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload).await?;
             // The state machine carries references to the batches, not
             // their partitions.
             ferry_engine::plan::store_batches(ferry, &mut out).await?;
@@ -23,7 +23,5 @@ fn handle(ferry: &Ferry, event: LambdaEvent<PlanInput>) -> Handled<'_, PlanOutpu
         }
         .instrument(ferry_lambda::step_span(ferry, "plan", None))
         .await
-        .map_err(|e| ferry_lambda::failure(ferry, &e))?;
-        Ok(out)
     })
 }

@@ -23,8 +23,7 @@ fn handle(ferry: &Ferry, event: LambdaEvent<ReplicateInput>) -> Handled<'_, Repl
         let span = ferry_lambda::step_span(ferry, "replicate", Some(&event.payload.flow));
         let out: ReplicateOutput = ferry_engine::replicate::replicate(ferry, &event.payload, &budget)
             .instrument(span)
-            .await
-            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
+            .await?;
         let mut data = replicate_metrics(&ferry.spec.name, &out, started.elapsed().as_secs_f64());
         for (c, before) in clusters.iter().zip(throttled_before) {
             let ms = c.throttle_ms().saturating_sub(before) as f64;

@@ -6,7 +6,7 @@ use ferry_core::readiness::Thresholds;
 use ferry_engine::report::Report;
 use ferry_engine::Ferry;
 use ferry_engine::FerryError;
-use ferry_lambda::{diagnostic, Handled, Instrument};
+use ferry_lambda::{Handled, Instrument};
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 
@@ -27,16 +27,15 @@ fn handle(ferry: &Ferry, event: LambdaEvent<serde_json::Value>) -> Handled<'_, R
     Box::pin(async move {
         let input: ReportInput = match event.payload {
             v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(|e| {
-                diagnostic(&FerryError::Input(format!(
+                FerryError::Input(format!(
                     "Report input: {e}. Fix: give thresholds as {{\"thresholds\": {{\"max_message_lag\": 1000, \"max_latency_ms\": 90000, \"max_offset_lag_gap\": 1000}}}}, or no thresholds for these defaults"
-                )))
+                ))
             })?,
             _ => ReportInput::default(),
         };
         let report: Report = ferry_engine::report::report(ferry, &input.thresholds.unwrap_or_default())
             .instrument(ferry_lambda::step_span(ferry, "report", None))
-            .await
-            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
+            .await?;
         ferry_lambda::emit_metrics(&report.metrics());
         Ok(report)
     })

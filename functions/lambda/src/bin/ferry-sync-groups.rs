@@ -21,8 +21,7 @@ fn handle(ferry: &Ferry, event: LambdaEvent<serde_json::Value>) -> Handled<'_, S
         let deadline = Budget::for_lambda(event.context.deadline(), None).deadline - SYNC_DEADLINE_MARGIN;
         let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry, Some(deadline))
             .instrument(ferry_lambda::step_span(ferry, "sync-groups", None))
-            .await
-            .map_err(|e| ferry_lambda::failure(ferry, &e))?;
+            .await?;
         let deferred: usize = out.flows.iter().map(|f| f.deferred).sum();
         ferry_lambda::emit_metrics(&[Datum::new(
             name::GROUPS_DEFERRED,
