@@ -12,6 +12,7 @@ pub mod opposite;
 pub mod plan;
 pub mod replicate;
 pub mod report;
+pub mod run;
 pub mod status;
 
 pub use context::{Ferry, Settings};

@@ -1,15 +1,15 @@
-//! `ferry run`: plan and replicate in-process, round after round, with
-//! the group syncs alongside, until interrupted or (--once) caught up.
+//! `ferry run`: plan and replicate in-process, round after round (the
+//! engine's `run::Rounds`), with the group syncs alongside, until
+//! interrupted or (--once) caught up; progress and exit codes.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use ferry_core::domain::{PlanInput, StopReason, TopicPartition};
 use ferry_engine::replicate::Budget;
+use ferry_engine::run::Rounds;
 use ferry_engine::{Ferry, Settings};
 
 use crate::{build, describe, Common};
@@ -113,14 +113,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         });
     }
     let started = std::time::Instant::now();
-    let mut start_ends: HashMap<(String, TopicPartition), i64> = HashMap::new();
+    let mut rounds = Rounds::new(args.once);
     let mut total_records: u64 = 0;
     let mut total_bytes: u64 = 0;
     let mut failures = 0;
     let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let planning = std::time::Instant::now();
-        let plan = match ferry_engine::plan::plan(&ferry, &PlanInput::default()).await {
+        let plan = match rounds.plan(&ferry).await {
             Ok(plan) => {
                 tracing::debug!(ms = planning.elapsed().as_millis() as u64, "planned");
                 failing_since = None;
@@ -150,65 +150,33 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         for acl in &plan.copied_acls {
             println!("ferry: copied ACL: {acl}");
         }
-        let mut batches = plan.batches;
-        for b in &mut batches {
-            b.stop_at_plan_end = args.once;
-            for w in &mut b.partitions {
-                // --once: the end offsets seen when the run started.
-                let end = *start_ends.entry((b.flow.clone(), w.source.clone())).or_insert(w.end_offset);
-                w.end_offset = end;
-            }
-        }
-        let partitions: usize = batches.iter().map(|b| b.partitions.len()).sum();
-        let behind: u64 = batches.iter().flat_map(|b| &b.partitions).map(|w| w.lag.max(0) as u64).sum();
+        let (partitions, behind) = (plan.partitions(), plan.behind());
         let round_started = std::time::Instant::now();
         let budget = Budget {
             deadline: tokio::time::Instant::now() + Duration::from_secs(args.round_seconds),
             interrupted: interrupted.clone(),
         };
-        let results = futures::future::join_all(batches.iter().map(|b| ferry_engine::replicate::replicate(&ferry, b, &budget))).await;
-        let mut all_caught_up = true;
-        let mut round_records = 0;
-        let mut round_bytes = 0;
-        let mut reconciled = 0;
-        let (mut filtered, mut filtered_bytes) = (0, 0);
-        for res in results {
-            match res {
-                Ok(out) => {
-                    for p in out.partitions {
-                        round_records += p.records;
-                        round_bytes += p.bytes;
-                        reconciled += p.reconciled;
-                        filtered += p.filtered_records;
-                        filtered_bytes += p.filtered_bytes;
-                        match p.stopped {
-                            StopReason::CaughtUp => {}
-                            StopReason::Error => {
-                                all_caught_up = false;
-                                failures += 1;
-                                eprintln!("ferry: {} stopped: {}", p.source, p.error.unwrap_or_default());
-                            }
-                            _ => all_caught_up = false,
-                        }
-                    }
-                }
+        let round = rounds.replicate(&ferry, &plan, &budget).await;
+        for (tp, error) in &round.stopped {
+            failures += 1;
+            eprintln!("ferry: {tp} stopped: {error}");
+        }
+        for e in &round.failed {
+            match e {
                 // --once: a cluster that refused Ferry in the middle of the
                 // copy (a re-authentication refused, credentials revoked)
                 // ends the run with the cause, as a deployed invocation does.
-                Err(e) if e.is_refusal() && args.once => return Err(describe(&e)),
-                Err(e) if e.is_retryable() => {
-                    all_caught_up = false;
-                    eprintln!("ferry: replicate will be retried: {}", describe(&e));
-                }
-                Err(e) => {
-                    all_caught_up = false;
+                e if e.is_refusal() && args.once => return Err(describe(e)),
+                e if e.is_retryable() => eprintln!("ferry: replicate will be retried: {}", describe(e)),
+                e => {
                     failures += 1;
-                    eprintln!("ferry: replicate failed: {}", describe(&e));
+                    eprintln!("ferry: replicate failed: {}", describe(e));
                 }
             }
         }
+        let round_records = round.records;
         total_records += round_records;
-        total_bytes += round_bytes;
+        total_bytes += round.bytes;
         let secs = started.elapsed().as_secs_f64().max(0.001);
         // Progress of a long copy: what is left of what the plan saw, at this round's pace.
         let to_go = behind.saturating_sub(round_records);
@@ -220,9 +188,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         };
         println!(
             "ferry: {partitions} partitions; +{round_records} records this round{}{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s){eta}",
-            if reconciled > 0 { format!(" ({reconciled} already on the target, reconciled)") } else { String::new() },
-            if filtered > 0 {
-                format!("; {filtered} records ({filtered_bytes} bytes) written by the opposite flow filtered")
+            if round.reconciled > 0 {
+                format!(" ({} already on the target, reconciled)", round.reconciled)
+            } else {
+                String::new()
+            },
+            if round.filtered > 0 {
+                format!(
+                    "; {} records ({} bytes) written by the opposite flow filtered",
+                    round.filtered, round.filtered_bytes
+                )
             } else {
                 String::new()
             },
@@ -236,14 +211,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
             eprintln!("ferry: {failures} failures; see the errors above and `ferry status`");
             return Ok(ExitCode::from(1));
         }
-        if args.once && all_caught_up {
+        if args.once && round.all_caught_up {
             println!("ferry: caught up with the source end offsets seen at start");
             if syncs_groups && !sync_groups_once(&ferry).await {
                 return Ok(ExitCode::from(1));
             }
             return Ok(ExitCode::SUCCESS);
         }
-        if partitions == 0 || (!all_caught_up && round_records == 0) {
+        if partitions == 0 || (!round.all_caught_up && round_records == 0) {
             // Nothing to do, or partitions leased elsewhere: wait a little.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
