@@ -346,3 +346,87 @@ async fn where_a_leader_epoch_ends_and_the_epoch_a_batch_carries() {
     let later = cluster.offset_for_leader_epoch(&tp, epoch + 5).await.expect("newer epoch");
     assert_eq!((later.leader_epoch, later.end_offset), (-1, -1));
 }
+
+/// Produce and fetch across partitions through the client's leader
+/// routing: each partition's own result, in the order asked, whatever the
+/// order of the partitions; a partition the cluster does not have fails
+/// the call with its name.
+#[tokio::test]
+async fn produce_and_fetch_across_partitions_answer_each_in_the_order_asked() {
+    let cluster = KafkaCluster::new("source", vec![bootstrap()], Duration::from_secs(10));
+    let topic = topic_name("across");
+    cluster.create_topics(&[(topic.clone(), 3)]).await.expect("create topic");
+    let tps: Vec<TopicPartition> = [2, 0, 1].into_iter().map(|p| TopicPartition::new(topic.clone(), p)).collect();
+    let (pid, epoch) = cluster
+        .init_transactional_producer(&format!("ferry-across-{}", uuid::Uuid::new_v4().simple()))
+        .await
+        .expect("producer id");
+    // Partition p gets p + 1 records.
+    let batches: Vec<(TopicPartition, Bytes)> = tps
+        .iter()
+        .map(|tp| {
+            let recs: Vec<SourceRecord> = (0..=i64::from(tp.partition))
+                .map(|i| SourceRecord {
+                    offset: i,
+                    timestamp: 1_700_000_000_000 + i,
+                    attributes: 0,
+                    tail: tail(format!("p{}-{i}", tp.partition).as_bytes(), b"v"),
+                })
+                .collect();
+            let stamp = ProducerStamp {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: 0,
+            };
+            (tp.clone(), batch::build_batch(&recs, Compression::None, stamp).expect("build"))
+        })
+        .collect();
+    let mut produced = None;
+    for _ in 0..50 {
+        match cluster.produce_across(&batches, 10_000).await {
+            Ok(res) if res.iter().all(Result::is_ok) => {
+                produced = Some(res);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let produced = produced.expect("every partition produced");
+    assert_eq!(
+        produced.iter().map(|r| *r.as_ref().expect("produced")).collect::<Vec<_>>(),
+        vec![0, 0, 0]
+    );
+    let positions: Vec<(TopicPartition, i64)> = tps.iter().map(|tp| (tp.clone(), 0)).collect();
+    let fetched = cluster
+        .fetch_across(&positions, (1 << 20, 4 << 20), 100, Isolation::ReadCommitted)
+        .await
+        .expect("fetch across");
+    let counts: Vec<usize> = fetched
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().expect("partition ok");
+            batch::split_batches(f.records.clone())
+                .expect("split")
+                .iter()
+                .map(|b| b.header.records_count as usize)
+                .sum()
+        })
+        .collect();
+    assert_eq!(counts, vec![3, 1, 2], "each partition's records, in the order asked");
+    let one = cluster
+        .fetch_partition(&tps[0], 1, 1 << 20, Isolation::ReadCommitted)
+        .await
+        .expect("fetch one");
+    assert!(!one.records.is_empty());
+    let missing = TopicPartition::new(topic.clone(), 7);
+    let err = cluster
+        .fetch_across(
+            &[(tps[0].clone(), 0), (missing, 0)],
+            (1 << 20, 4 << 20),
+            0,
+            Isolation::ReadCommitted,
+        )
+        .await
+        .expect_err("a partition the topic does not have");
+    assert!(err.to_string().contains(topic.as_str()) && err.to_string().contains('7'), "{err}");
+}

@@ -265,13 +265,8 @@ async fn topic_reports(
 
 /// The timestamp of the first record batch at `offset`, if it can be read.
 async fn first_timestamp(source: &KafkaCluster, tp: &TopicPartition, offset: i64) -> Option<i64> {
-    let leader = *source.leaders(std::slice::from_ref(tp)).await.ok()?.get(tp)?;
     // One byte asks for one batch: the broker still returns a whole first batch.
-    let mut fetched = source
-        .fetch(leader, &[(tp.clone(), offset)], 1, 0, Isolation::ReadCommitted)
-        .await
-        .ok()?;
-    let part = fetched.remove(tp)?.ok()?;
+    let part = source.fetch_partition(tp, offset, 1, Isolation::ReadCommitted).await.ok()?;
     let batches = split_batches(part.records).ok()?;
     batches.iter().find(|b| !b.header.is_control()).map(|b| b.header.base_timestamp)
 }

@@ -31,6 +31,7 @@ use super::error::KafkaError;
 use super::security::Security;
 
 mod offsets;
+mod routing;
 mod topics;
 
 /// The first wait after an authentication or TLS failure, doubled on each
@@ -471,65 +472,6 @@ impl KafkaCluster {
     /// has made this client read metadata anew.
     pub fn known_topic_id(&self, topic: &str) -> Option<String> {
         lock(&self.topic_ids).get(topic).cloned()
-    }
-
-    /// The leader of each partition, from cache, refreshing metadata once
-    /// for any that are missing.
-    async fn leaders_of(&self, tps: &[TopicPartition]) -> Result<HashMap<TopicPartition, i32>, KafkaError> {
-        let lookup = |tps: &[TopicPartition]| -> (HashMap<TopicPartition, i32>, Vec<TopicPartition>) {
-            let leaders = lock(&self.leaders);
-            let mut found = HashMap::new();
-            let mut missing = Vec::new();
-            for tp in tps {
-                match leaders.get(&(tp.topic.clone(), tp.partition)) {
-                    Some(&l) if l >= 0 => {
-                        found.insert(tp.clone(), l);
-                    }
-                    _ => missing.push(tp.clone()),
-                }
-            }
-            (found, missing)
-        };
-        let (mut found, missing) = lookup(tps);
-        if missing.is_empty() {
-            return Ok(found);
-        }
-        let mut topics: Vec<String> = missing.iter().map(|tp| tp.topic.clone()).collect();
-        topics.sort();
-        topics.dedup();
-        self.metadata(Some(&topics)).await?;
-        let (again, still) = lookup(&missing);
-        found.extend(again);
-        if let Some(tp) = still.first() {
-            return Err(KafkaError::UnknownPartition {
-                cluster: self.alias.clone(),
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-            });
-        }
-        Ok(found)
-    }
-
-    /// Forget cached leaders (after NOT_LEADER and similar).
-    pub fn invalidate_leaders(&self) {
-        lock(&self.leaders).clear();
-    }
-
-    async fn leader_conn_addr(&self, leader: i32) -> Result<String, KafkaError> {
-        if let Some(a) = self.broker_addr(leader) {
-            return Ok(a);
-        }
-        self.metadata(Some(&[])).await?;
-        self.broker_addr(leader).ok_or_else(|| KafkaError::NoBroker {
-            cluster: self.alias.clone(),
-            tried: format!("broker id {leader}"),
-            last: "not in metadata".into(),
-        })
-    }
-
-    /// The leader broker id of each partition.
-    pub async fn leaders(&self, tps: &[TopicPartition]) -> Result<HashMap<TopicPartition, i32>, KafkaError> {
-        self.leaders_of(tps).await
     }
 
     /// Fetch from one leader with the given isolation. Partition-level

@@ -207,7 +207,9 @@ pub(super) async fn lost_since_checkpoint(
     let mut others: Vec<(i64, i64)> = Vec::new();
     let mut pos = from;
     while pos < d.cp.target_end {
-        let f = fetch_one(target, &p.target, pos, READ_BACK_MAX_BYTES, Isolation::ReadUncommitted).await?;
+        let f = target
+            .fetch_partition(&p.target, pos, READ_BACK_MAX_BYTES, Isolation::ReadUncommitted)
+            .await?;
         let batches = batch::split_batches(f.records).map_err(|source| KafkaError::Batch {
             cluster: target.alias().to_owned(),
             topic: p.target.topic.clone(),

@@ -73,7 +73,7 @@ pub(super) async fn reconcile_all(
                 continue;
             }
             None => {
-                fail(run, p, &unknown_partition(target, &p.target).into()).await;
+                fail(run, p, &target.unknown_partition(&p.target).into()).await;
                 continue;
             }
         };

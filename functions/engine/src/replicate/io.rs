@@ -1,5 +1,6 @@
-//! Reads and writes across the partitions' leaders: read_committed
-//! fetches with pass-through of the opposite flow's copies, produce rounds.
+//! A round's reads and writes (the client routes them by leader), and the
+//! read_committed view of what was fetched, with pass-through of whole
+//! batches and the opposite flow's copies filtered.
 
 use super::*;
 
@@ -139,111 +140,29 @@ pub(super) async fn read_committed(
 
 pub(super) type RoundResults<T> = Vec<(usize, Result<T, KafkaError>)>;
 
-/// Group the partitions `idx` by their leader on `cluster`, make one call per
-/// leader (all at once), and hand back each partition's own result.
-pub(super) async fn per_leader<T, F, Fut>(
-    cluster: &KafkaCluster,
-    parts: &[Part],
-    idx: &[usize],
-    tp_of: fn(&Part) -> &TopicPartition,
-    call: F,
-) -> Result<RoundResults<T>, KafkaError>
-where
-    F: Fn(i32, Vec<usize>) -> Fut,
-    Fut: std::future::Future<Output = Result<HashMap<TopicPartition, Result<T, KafkaError>>, KafkaError>>,
-{
-    let tps: Vec<TopicPartition> = idx.iter().map(|&i| tp_of(&parts[i]).clone()).collect();
-    let leaders = cluster.leaders(&tps).await?;
-    let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-    for &i in idx {
-        by_leader.entry(leaders[tp_of(&parts[i])]).or_default().push(i);
-    }
-    let calls = by_leader.into_iter().map(|(leader, idx)| {
-        let fut = call(leader, idx.clone());
-        async move { (idx, fut.await) }
-    });
-    let mut out = Vec::new();
-    for (idx, res) in join_all(calls).await {
-        let mut map = res.inspect_err(|e| {
-            if e.breaks_connection() {
-                cluster.invalidate_leaders();
-            }
-        })?;
-        for i in idx {
-            let tp = tp_of(&parts[i]);
-            let r = map.remove(tp).unwrap_or_else(|| Err(unknown_partition(cluster, tp)));
-            out.push((i, r));
-        }
-    }
-    Ok(out)
-}
-
+/// Fetch the partitions `want` of `parts` from their positions (the
+/// client routes by leader); each partition's result with its index.
 pub(super) async fn fetch_round(
     source: &KafkaCluster,
     parts: &[Part],
     want: &[usize],
-    (max_bytes, request_max_bytes): (i32, i32),
+    max_bytes: (i32, i32),
     max_wait_ms: i32,
 ) -> Result<RoundResults<FetchedPartition>, KafkaError> {
-    per_leader(
-        source,
-        parts,
-        want,
-        |p| &p.work.source,
-        |leader, idx| {
-            let positions: Vec<(TopicPartition, i64)> = idx.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
-            async move {
-                source
-                    .fetch_capped(
-                        leader,
-                        &positions,
-                        max_bytes,
-                        request_max_bytes,
-                        max_wait_ms,
-                        Isolation::ReadCommitted,
-                    )
-                    .await
-            }
-        },
-    )
-    .await
+    let positions: Vec<(TopicPartition, i64)> = want.iter().map(|&i| (parts[i].work.source.clone(), parts[i].fetch_pos)).collect();
+    let fetched = source
+        .fetch_across(&positions, max_bytes, max_wait_ms, Isolation::ReadCommitted)
+        .await?;
+    Ok(want.iter().copied().zip(fetched).collect())
 }
 
+/// Produce the in-flight batch of each of the partitions `to_send`; each
+/// partition's result (the batch's base offset) with its index.
 pub(super) async fn produce_round(target: &KafkaCluster, parts: &[Part], to_send: &[usize]) -> Result<RoundResults<i64>, KafkaError> {
-    per_leader(
-        target,
-        parts,
-        to_send,
-        |p| &p.target,
-        |leader, idx| {
-            let batches: Vec<(TopicPartition, Bytes)> = idx
-                .iter()
-                .filter_map(|&i| parts[i].inflight.as_ref().map(|(b, _)| (parts[i].target.clone(), b.clone())))
-                .collect();
-            async move { target.produce(leader, batches, 30_000).await }
-        },
-    )
-    .await
-}
-
-/// One partition's fetch from `pos` (no waiting), for reconcile.
-pub(super) async fn fetch_one(
-    cluster: &KafkaCluster,
-    tp: &TopicPartition,
-    pos: i64,
-    max_bytes: i32,
-    isolation: Isolation,
-) -> Result<FetchedPartition, KafkaError> {
-    let leader = cluster.leaders(std::slice::from_ref(tp)).await?[tp];
-    let mut res = cluster.fetch(leader, &[(tp.clone(), pos)], max_bytes, 0, isolation).await?;
-    res.remove(tp).unwrap_or_else(|| Err(unknown_partition(cluster, tp)))
-}
-
-/// A partition a response or a metadata answer left out.
-pub(super) fn unknown_partition(cluster: &KafkaCluster, tp: &TopicPartition) -> KafkaError {
-    KafkaError::UnknownPartition {
-        cluster: cluster.alias().to_owned(),
-        topic: tp.topic.clone(),
-        partition: tp.partition,
-    }
+    let (sent, batches): (Vec<usize>, Vec<(TopicPartition, Bytes)>) = to_send
+        .iter()
+        .filter_map(|&i| parts[i].inflight.as_ref().map(|(b, _)| (i, (parts[i].target.clone(), b.clone()))))
+        .unzip();
+    let produced = target.produce_across(&batches, 30_000).await?;
+    Ok(sent.into_iter().zip(produced).collect())
 }

@@ -95,14 +95,9 @@ pub(super) async fn read_holder_writes(
     let mut out = HolderOnTarget::default();
     let mut pos = p.target_end;
     while pos < end {
-        let f = match fetch_one(
-            target,
-            &p.target,
-            pos,
-            ferry.settings.fetch_partition_max_bytes,
-            Isolation::ReadUncommitted,
-        )
-        .await
+        let f = match target
+            .fetch_partition(&p.target, pos, ferry.settings.fetch_partition_max_bytes, Isolation::ReadUncommitted)
+            .await
         {
             Err(e) if e.is_offset_out_of_range() => {
                 // Retention or DeleteRecords on the target removed the
@@ -201,14 +196,14 @@ pub(super) async fn read_source_window(
     let mut carried: u64 = 0;
     let wait_until = Instant::now() + 2 * ferry.settings.lease_duration;
     while (out.window.records.len() as u64) < want {
-        let f = match fetch_one(
-            source,
-            &p.work.source,
-            spos,
-            ferry.settings.fetch_partition_max_bytes,
-            Isolation::ReadCommitted,
-        )
-        .await
+        let f = match source
+            .fetch_partition(
+                &p.work.source,
+                spos,
+                ferry.settings.fetch_partition_max_bytes,
+                Isolation::ReadCommitted,
+            )
+            .await
         {
             Err(e) if e.is_offset_out_of_range() => {
                 // Retention or DeleteRecords removed what the previous

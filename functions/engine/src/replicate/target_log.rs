@@ -37,7 +37,7 @@ pub(super) async fn target_ends(run: &FlowRun<'_>, parts: &mut [Part]) -> Target
                 .await;
             (
                 tp.clone(),
-                one.and_then(|m| m.get(tp).copied().ok_or_else(|| unknown_partition(target, tp))),
+                one.and_then(|m| m.get(tp).copied().ok_or_else(|| target.unknown_partition(tp))),
             )
         }))
         .await
