@@ -82,3 +82,28 @@ def test_a_source_batch_passed_through_and_refused_is_split_as_the_message_says(
     res = ferry.run("--once", "--pass-through-min-bytes", "0", "--produce-batch-max-bytes", "10000")
     assert res.returncode == 0, res.stdout + res.stderr
     assert [int(r["key"]) for r in read_partition(TARGET, topic, 0)] == list(range(40))
+
+
+def test_an_invocation_that_fails_setting_up_gives_every_lease_back(tmp_path):
+    """A Replicate invocation that fails after taking its leases (reading
+    one partition's state fails, as a DynamoDB error would) gives them all
+    back before it ends: the next invocation copies at once. Until
+    1788ed8 they stayed held for the lease's length (10 minutes here), and
+    every invocation until then skipped the batch's partitions (issue 22's
+    third review): a build with the failpoint and without the release
+    waited out the lease here (the run timed out)."""
+    topic = unique("setup-fails")
+    create_topic(SOURCE, topic, 2)
+    p = producer(SOURCE)
+    for part in (0, 1):
+        for i in range(20):
+            p.produce(topic, partition=part, key=f"{part}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    done = ferry.run("--once", "--lease-ms", "600000", "--give-up-seconds", "30", timeout=240,
+                     env={"FERRY_FAILPOINT": "fail-lease-setup:1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replicate will be retried" in done.stderr and "failpoint" in done.stderr, done.stderr
+    assert sorted(r["key"].decode() for part in (0, 1) for r in read_partition(TARGET, topic, part)) == sorted(
+        f"{part}-{i}" for part in (0, 1) for i in range(20))

@@ -408,21 +408,32 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             .store
             .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
             .await?;
-        // A rewind that stopped midway: its runs past the cursor go first.
-        if item.map_trim_from.is_some() {
-            ferry
-                .store
-                .trim_runs_past_cursor(&flow_key, &lease, item.next_source_offset)
-                .await?;
+        let setup = async {
+            failpoint::lease_setup(&work.source)?;
+            // A rewind that stopped midway: its runs past the cursor go first.
+            if item.map_trim_from.is_some() {
+                ferry
+                    .store
+                    .trim_runs_past_cursor(&flow_key, &lease, item.next_source_offset)
+                    .await?;
+            }
+            // The lease's cursor item holds the newest run whole.
+            let last_run = ferry.store.newest_stored_run(&flow_key, &work.source).await?.map(|mut run| {
+                item.patch(&mut run);
+                run
+            });
+            Ok::<_, StateError>((item, last_run))
         }
-        // The lease's cursor item holds the newest run whole.
-        let last_run = ferry.store.newest_stored_run(&flow_key, &work.source).await?.map(|mut run| {
-            item.patch(&mut run);
-            run
-        });
-        Ok::<_, StateError>((lease, item, last_run))
+        .await;
+        Ok::<_, StateError>((lease, setup))
     }))
     .await;
+    // A failure leasing or setting up any partition ends the invocation,
+    // with every lease taken given back first: held until they expire,
+    // they would keep the next invocations off these partitions for that
+    // long (a gap in replication) for an error that may already be gone.
+    let mut failed: Option<FerryError> = None;
+    let mut taken: Vec<ferry_adapters::state::Lease> = Vec::new();
     let mut parts: Vec<Part> = Vec::new();
     let mut skipped: Vec<PartitionProgress> = Vec::new();
     // Partitions a previous holder wrote to, with its producer id.
@@ -432,7 +443,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let mut to_fence: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
     for (work, res) in partitions.iter().zip(leased) {
         match res {
-            Ok((lease, item, last_run)) => {
+            Ok((lease, Err(e))) => {
+                taken.push(lease);
+                failed.get_or_insert(e.into());
+            }
+            Ok((lease, Ok((item, last_run)))) => {
                 parts.push(Part::new(work.clone(), lease, &item, last_run));
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
@@ -465,8 +480,25 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                     checkpoints: 0,
                 });
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                failed.get_or_insert(e.into());
+            }
         }
+    }
+    if let Some(e) = failed {
+        taken.extend(parts.iter().map(|p| p.lease.clone()));
+        let released = join_all(
+            taken
+                .iter()
+                .map(|l| ferry.store.release_lease(&flow_key, l, Rate::default(), false)),
+        )
+        .await;
+        for (lease, res) in taken.iter().zip(released) {
+            if let Err(r) = res {
+                tracing::warn!(flow = %flow.id(), lease = ?lease, error = %r, "could not release lease; it expires on its own");
+            }
+        }
+        return Err(e);
     }
     // The source's history since each cursor was stored: a log truncated
     // below it (an unclean leader election) is found before anything is

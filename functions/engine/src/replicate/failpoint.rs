@@ -46,3 +46,20 @@ pub(super) fn after_produce() {
         }
     }
 }
+
+static SETUP_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// `fail-lease-setup:<partition>`: the first time that partition's lease
+/// is taken, fail reading its state, as a DynamoDB error there would.
+pub(super) fn lease_setup(tp: &ferry_core::domain::TopicPartition) -> Result<(), ferry_adapters::state::StateError> {
+    match arg("fail-lease-setup") {
+        Some(p) if p == u64::try_from(tp.partition).unwrap_or(u64::MAX) && !SETUP_FAILED.swap(true, Ordering::Relaxed) => {
+            Err(ferry_adapters::state::StateError::Dynamo {
+                op: "Query",
+                table: "(failpoint fail-lease-setup)".into(),
+                detail: format!("failpoint: reading the state of {tp} failed"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
