@@ -15,7 +15,7 @@ use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec, TopicConfig, T
 use ferry_adapters::state::{now_ms, CursorItem, FlowStart};
 use ferry_core::acls::AclBinding;
 use ferry_core::config::{FlowSpec, StartingPosition};
-use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, StoredBatch, TopicPartition};
+use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
 use ferry_core::plan::{partitions_per_batch, split_into_batches};
 use ferry_core::topic_config;
 use futures::{StreamExt, TryStreamExt};
@@ -25,6 +25,8 @@ use crate::error::{ClusterReplaced, FerryError};
 
 mod acls;
 mod recreated;
+mod stored;
+pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BYTES};
 
 use acls::*;
 use recreated::*;
@@ -78,84 +80,6 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         }
     }
     Ok(out)
-}
-
-/// How long a plan's batches are kept (an execution reads them within its
-/// minutes; the state tables' time to live removes them after this).
-pub const PLAN_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Keep `out`'s batches in the state tables and leave in it only a
-/// reference to each (`ReplicateInput::stored`): what the Plan function
-/// hands the state machine, whose payload then holds a few dozen bytes a
-/// batch whatever the partitions.
-pub async fn store_batches(ferry: &Ferry, out: &mut PlanOutput) -> Result<(), FerryError> {
-    let plan = uuid::Uuid::new_v4().simple().to_string();
-    let texts = out
-        .batches
-        .iter()
-        .map(|b| serde_json::to_string(b).map_err(|e| FerryError::Input(format!("a batch of the plan: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let expires = (std::time::SystemTime::now() + PLAN_KEPT)
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    ferry.store.put_plan_batches(&ferry.spec.name, &plan, &texts, expires).await?;
-    // A first plan may create hundreds of topics: the state keeps a few
-    // names (the Plan function's log names each).
-    keep_first(&mut out.created_topics, PLAN_NAMES_KEPT);
-    keep_first(&mut out.copied_acls, PLAN_NAMES_KEPT);
-    for (i, b) in out.batches.iter_mut().enumerate() {
-        b.stored = Some(StoredBatch {
-            plan: plan.clone(),
-            batch: i,
-            partitions: b.partitions.len(),
-        });
-        b.partitions = Vec::new();
-    }
-    Ok(())
-}
-
-/// Names of created topics (and copied ACLs) the state machine's payload
-/// keeps.
-const PLAN_NAMES_KEPT: usize = 10;
-
-/// Keep the first `n` of `names`, and say how many more there were.
-fn keep_first(names: &mut Vec<String>, n: usize) {
-    if names.len() > n {
-        let more = names.len() - n;
-        names.truncate(n);
-        names.push(format!("and {more} more (the Plan function's log names each)"));
-    }
-}
-
-/// The partitions of a Replicate invocation: given, or read back from the
-/// plan that stored them.
-pub async fn batch_partitions(ferry: &Ferry, input: &ReplicateInput) -> Result<Vec<PartitionWork>, FerryError> {
-    let Some(r) = &input.stored else {
-        return Ok(input.partitions.clone());
-    };
-    let text = ferry.store.plan_batch(&ferry.spec.name, &r.plan, r.batch).await?.ok_or_else(|| {
-        FerryError::Input(format!(
-            "batch {} of plan {} is not in the state tables (a plan's batches are kept {} hours, for the execution that made \
-             it): start a new execution",
-            r.batch,
-            r.plan,
-            PLAN_KEPT.as_secs() / 3600
-        ))
-    })?;
-    let stored: ReplicateInput = serde_json::from_str(&text)
-        .map_err(|e| FerryError::Input(format!("batch {} of plan {} in the state tables: {e}", r.batch, r.plan)))?;
-    if stored.flow != input.flow || stored.partitions.len() != r.partitions {
-        return Err(FerryError::Input(format!(
-            "batch {} of plan {} in the state tables is for flow {} with {} partitions, not flow {} with {}",
-            r.batch,
-            r.plan,
-            stored.flow,
-            stored.partitions.len(),
-            input.flow,
-            r.partitions
-        )));
-    }
-    Ok(stored.partitions)
 }
 
 /// Mark the flow started (true the first time), after checking that its
