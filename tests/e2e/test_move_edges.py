@@ -303,6 +303,24 @@ def age_registration(ferry: Ferry, flow: str, days: int) -> None:
                     UpdateExpression="SET registered_ms = :t", ExpressionAttributeValues={":t": {"N": str(then)}})
 
 
+def migrated(tmp_path, name: str) -> tuple[str, str, Ferry, Ferry]:
+    """The rollback topology at the migration's end: the group read a-0..29
+    on the source, moved to the target, read a-30..59 there (the forward
+    flow's copies), and the application produced b-0..4 there."""
+    topic, group = a_hundred_records(unique(name), unique("migrated"))
+    fwd, back = two_replicators(tmp_path, topic, group, "ferry-" + name)
+    for f in (fwd, back):
+        runs(f, 1)
+    assert len(consume(SOURCE, topic, group, limit=30)) == 30
+    for f in (fwd, back, fwd, back):
+        runs(f, 1)
+    p = fwd.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert consume(TARGET, topic, group, limit=30) == [f"a-{i}" for i in range(30, 60)]
+    produce_keys(TARGET, topic, [f"b-{i}" for i in range(5)])
+    return topic, group, fwd, back
+
+
 def test_a_forward_flow_retired_after_the_migration_keeps_the_rollback_exact(tmp_path):
     """The migration's end in MSK Replicator's rollback topology: the group
     moved to the target, read a-30..59 there (the forward flow's copies) and
@@ -315,23 +333,63 @@ def test_a_forward_flow_retired_after_the_migration_keeps_the_rollback_exact(tmp
     simply no longer run: a week later (its registration aged here) the flow
     back still translates through its state, exactly. On 51b08a9 the aged
     registration alone made the rollback skip the same way."""
-    topic, group = a_hundred_records(unique("move-retired"), unique("migrated"))
-    fwd, back = two_replicators(tmp_path, topic, group, "ferry-retired")
-    for f in (fwd, back):
-        runs(f, 1)
-    assert len(consume(SOURCE, topic, group, limit=30)) == 30
-    for f in (fwd, back, fwd, back):
-        runs(f, 1)
-    p = fwd.move("--group", group, "--to", "target", "--wait", "30", "--json")
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert consume(TARGET, topic, group, limit=30) == [f"a-{i}" for i in range(30, 60)]
-    produce_keys(TARGET, topic, [f"b-{i}" for i in range(5)])
+    topic, group, fwd, back = migrated(tmp_path, "move-retired")
     refused = fwd.forget_flow("source>target")
     assert refused.returncode != 0, refused.stdout + refused.stderr
     said = refused.stderr
     assert "Nothing was deleted" in said and back.name in said and "--break-opposite-translation" in said, said
     age_registration(fwd, "source>target", 8)
     runs(back, 3)
+    rep = json.loads(back.move("--group", group, "--to", "source", "--wait", "30", "--json").stdout)
+    assert rep["verdict"] == "GO" and [(r["offset"], r["exact"]) for r in rep["resume"]] == [(60, True)], rep
+    assert consume(SOURCE, topic, group, limit=1) == ["a-60"]
+
+
+def test_a_second_forward_replicator_stops_the_rollback_instead_of_translating_through_it(tmp_path):
+    """Migration in waves: wave 1's forward replicator is retired as
+    forget-flow says (no longer run, state left), and a week later a second
+    forward replicator starts between the same clusters for another topic.
+    On 1788ed8 the retired one, older than a week, no longer counted: the
+    flow back translated wave 1's group through the new one, which never
+    copied its topic, and the rollback said GO, exact, at 100, past
+    a-60..99 (the fifth review). Two forward flows between the same
+    clusters are now an error that names both; nothing moves back."""
+    topic, group, fwd, back = migrated(tmp_path, "move-waves")
+    assert fwd.forget_flow("source>target").returncode != 0
+    age_registration(fwd, "source>target", 8)
+    other = unique("move-wave2")
+    for b in (SOURCE, TARGET):
+        create_topic(b, other, 1)
+    produce_keys(SOURCE, other, ["w-0"])
+    folder = tmp_path / "wave2"
+    folder.mkdir()
+    kc, ri = write_config(folder, [other], groups=[unique("wave2-app")], group_mode="ENHANCED")
+    wave2 = Ferry(kc, ri, name=unique("wave2"), prefix=fwd.prefix)
+    runs(wave2, 1)
+    synced = back.run("--once")
+    assert synced.returncode != 0, synced.stdout + synced.stderr
+    assert "opposite flows" in synced.stderr and fwd.name in synced.stderr and wave2.name in synced.stderr, synced.stderr
+    p = back.move("--group", group, "--to", "source", "--wait", "10", "--json")
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert at(SOURCE, group, topic) <= 60
+
+
+def test_forget_flow_of_a_repointed_replicator_still_refuses(tmp_path):
+    """The forward replicator's cluster file is repointed (here its aliases
+    swap): its plan says its clusters were replaced. On 1788ed8 forget-flow
+    took the new ids for a replaced cluster and deleted its state, though
+    the flow back still copies between the old clusters and translates
+    through it (the rollback then skipped a-60..99, the fifth review). The
+    flows copying back are looked up between the clusters the flow
+    recorded."""
+    topic, group, fwd, back = migrated(tmp_path, "move-repointed")
+    folder = tmp_path / "swapped"
+    folder.mkdir()
+    kc, _ = write_config(folder, [topic], source=TARGET, target=SOURCE)
+    moved = Ferry(kc, fwd.ri, name=fwd.name, prefix=fwd.prefix)
+    refused = moved.forget_flow("source>target")
+    assert refused.returncode != 0 and back.name in refused.stderr, refused.stdout + refused.stderr
+    runs(back, 2)
     rep = json.loads(back.move("--group", group, "--to", "source", "--wait", "30", "--json").stdout)
     assert rep["verdict"] == "GO" and [(r["offset"], r["exact"]) for r in rep["resume"]] == [(60, True)], rep
     assert consume(SOURCE, topic, group, limit=1) == ["a-60"]

@@ -13,12 +13,6 @@ use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode, TopicNaming};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
-/// Among several flows registered the same way, one registered by no plan
-/// for this long is taken for gone (its replicator deleted without `ferry
-/// forget-flow`): a week, longer than a rollback replicator is plausibly
-/// paused.
-const STALE_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
-
 /// Register `flow` by the cluster ids it copies between (every plan).
 pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, target_cluster_id: &str) -> Result<(), FerryError> {
     if source_cluster_id.is_empty() || target_cluster_id.is_empty() {
@@ -33,8 +27,9 @@ pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, t
 
 /// The state key of the flow copying `flow`'s topics back under the same
 /// names, if there is one: in this replicator, else registered by another.
-/// More than one registered by other replicators is an error that names
-/// them: Ferry cannot tell which holds the group's history.
+/// More than one registered by other replicators, however long ago, is
+/// an error that names them: Ferry cannot tell which holds the group's
+/// history.
 pub async fn flow_key(ferry: &Ferry, flow: &FlowSpec) -> Result<Option<String>, FerryError> {
     if flow.naming != TopicNaming::Identical {
         return Ok(None);
@@ -44,23 +39,20 @@ pub async fn flow_key(ferry: &Ferry, flow: &FlowSpec) -> Result<Option<String>, 
     }
     let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
     let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
-    // However long ago it was registered, the one flow there is: a
-    // replicator that stopped planning (a forward flow retired after the
-    // migration) still has its copies on this flow's source, and its state
-    // still places them. Only among several is one that stopped long ago
-    // taken for gone.
+    // However long ago it was registered: a replicator that stopped
+    // planning (a forward flow retired after the migration) still has its
+    // copies on this flow's source, and its state still places them.
     let mut found = ferry.store.identical_flows_between(&target_id, &source_id, 0).await?;
-    if found.len() > 1 {
-        let since = ferry_adapters::state::now_ms() - STALE_AFTER_MS;
-        found = ferry.store.identical_flows_between(&target_id, &source_id, since).await?;
-    }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
         _ => Err(FerryError::Input(format!(
             "flow {} has {} opposite flows on these state tables ({}): each copies {} back to {} under the same names, and \
-             Ferry cannot tell which one holds a group's history. Fix: stop the replicators that no longer run and remove \
-             their state with `ferry forget-flow --flow <flow> --yes` under their own --name",
+             Ferry cannot tell which one holds a group's history (it translates through one opposite flow per pair of \
+             clusters, however long ago that flow last ran: its copies are still there). Fix: keep one replicator per \
+             direction between two clusters (put a later wave's topics in the same replicator); a leftover whose copies no \
+             group will move back over goes with `ferry forget-flow --flow <flow> --yes --break-opposite-translation` under \
+             its own --name",
             flow.id(),
             found.len(),
             found.join(", "),
