@@ -474,6 +474,23 @@ impl KafkaCluster {
         lock(&self.topic_ids).get(topic).cloned()
     }
 
+    /// Forget cached leaders (after NOT_LEADER and similar).
+    pub fn invalidate_leaders(&self) {
+        lock(&self.leaders).clear();
+    }
+
+    async fn leader_conn_addr(&self, leader: i32) -> Result<String, KafkaError> {
+        if let Some(a) = self.broker_addr(leader) {
+            return Ok(a);
+        }
+        self.metadata(Some(&[])).await?;
+        self.broker_addr(leader).ok_or_else(|| KafkaError::NoBroker {
+            cluster: self.alias.clone(),
+            tried: format!("broker id {leader}"),
+            last: "not in metadata".into(),
+        })
+    }
+
     /// Fetch from one leader with the given isolation. Partition-level
     /// errors are returned per partition.
     pub async fn fetch(

@@ -10,7 +10,7 @@ use ferry_core::offset_map::OffsetRun;
 
 use super::error::dynamo_err;
 use super::offset_map::run_from_item;
-use super::schema::{map_pk, n, now_ms, partition_sk, s, PK, PK_MAP, SK_CURSOR, SK_MAP};
+use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, PK, PK_MAP, SK_CURSOR, SK_MAP};
 use super::{Lease, StateError, StateStore};
 
 /// DynamoDB's limit on the items of one transaction.
@@ -55,23 +55,6 @@ pub struct Checkpoint {
     /// (a checkpoint without records), `Some(None)` removes it (not known:
     /// an older epoch would make a sound log look truncated).
     pub target_leader_epoch: Option<Option<i32>>,
-}
-
-/// The stored form of [`Checkpoint::leader_epochs`]: `offset:epoch`
-/// pairs, comma-separated.
-pub fn format_leader_epochs(epochs: &[(i64, i32)]) -> String {
-    epochs.iter().map(|(o, e)| format!("{o}:{e}")).collect::<Vec<_>>().join(",")
-}
-
-/// Read back what [`format_leader_epochs`] wrote; `None` if it is not that.
-pub fn parse_leader_epochs(s: &str) -> Option<Vec<(i64, i32)>> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (o, e) = p.split_once(':')?;
-            Some((o.parse().ok()?, e.parse().ok()?))
-        })
-        .collect()
 }
 
 impl StateStore {

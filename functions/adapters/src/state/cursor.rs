@@ -10,9 +10,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
-use super::checkpoint::parse_leader_epochs;
 use super::error::dynamo_err;
-use super::schema::{map_pk, n, now_ms, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
+use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
 use super::{StateError, StateStore};
 
 /// A partition's cursor, lease and statistics, as stored.
@@ -310,23 +309,6 @@ impl StateStore {
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
             Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
         }
-    }
-
-    /// Forget a partition: its cursor and every offset-map run (its source
-    /// topic was deleted and the deletion propagated).
-    pub async fn forget_partition(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
-        let runs = self.runs(flow, tp).await?;
-        self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, tp), &runs)?)
-            .await?;
-        self.client
-            .delete_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(partition_sk(tp)))
-            .send()
-            .await
-            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
-        Ok(())
     }
 
     /// All cursors of a flow.

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 
+use ferry_core::domain::TopicPartition;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::error::dynamo_err;
-use super::schema::{delete_request, n, now_ms, pair_pk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR, SK_GROUPS};
+use super::schema::{delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// What [`StateStore::start_flow`] found.
@@ -57,6 +59,23 @@ impl StateStore {
             .collect::<Result<Vec<_>, StateError>>()?;
         self.batch_write(&self.groups, deletes).await?;
         Ok(cursors.len())
+    }
+
+    /// Forget a partition: its cursor and every offset-map run (its source
+    /// topic was deleted and the deletion propagated).
+    pub async fn forget_partition(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
+        let runs = self.runs(flow, tp).await?;
+        self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, tp), &runs)?)
+            .await?;
+        self.client
+            .delete_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        Ok(())
     }
 
     /// Mark the flow as started, recording the cluster ids of its source

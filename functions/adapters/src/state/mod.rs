@@ -14,7 +14,7 @@ mod plans;
 mod producers;
 mod schema;
 
-pub use checkpoint::{format_leader_epochs, parse_leader_epochs, Checkpoint, MAX_TRANSACTION_ITEMS};
+pub use checkpoint::{Checkpoint, MAX_TRANSACTION_ITEMS};
 pub use cursor::{CursorItem, Lease, ProducerRecord, Rate};
 pub use error::StateError;
 pub use flows::FlowStart;
@@ -22,4 +22,4 @@ pub use groups::{GroupSyncItem, GroupSyncStatus};
 pub use moves::MoveItem;
 pub use offset_map::RunKey;
 pub use plans::EXPIRES_AT;
-pub use schema::{now_ms, StateStore};
+pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore};

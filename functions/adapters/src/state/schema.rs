@@ -354,3 +354,20 @@ impl StateStore {
         Ok(())
     }
 }
+
+/// The stored form of `Checkpoint::leader_epochs`: `offset:epoch`
+/// pairs, comma-separated.
+pub fn format_leader_epochs(epochs: &[(i64, i32)]) -> String {
+    epochs.iter().map(|(o, e)| format!("{o}:{e}")).collect::<Vec<_>>().join(",")
+}
+
+/// Read back what [`format_leader_epochs`] wrote; `None` if it is not that.
+pub fn parse_leader_epochs(s: &str) -> Option<Vec<(i64, i32)>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (o, e) = p.split_once(':')?;
+            Some((o.parse().ok()?, e.parse().ok()?))
+        })
+        .collect()
+}

@@ -1,8 +1,9 @@
-//! Routing by partition leader: the leaders cached from metadata, and
-//! fetch and produce across many partitions, one request per leader (all
-//! at once), each partition's own result handed back in the order asked.
-//! A leader whose request breaks its connection clears the cached leaders,
-//! so the next call looks them up again (a leader that moved).
+//! Routing by partition leader: each partition's leader (from the cache
+//! `metadata` fills), and fetch and produce across many partitions, one
+//! request per leader (all at once), each partition's own result handed
+//! back in the order asked. Any leader whose request breaks its connection,
+//! or that the cluster no longer has, clears the cached leaders, so the
+//! next call looks them up again (a leader that moved).
 
 use super::*;
 
@@ -42,23 +43,6 @@ impl KafkaCluster {
             });
         }
         Ok(found)
-    }
-
-    /// Forget cached leaders (after NOT_LEADER and similar).
-    pub fn invalidate_leaders(&self) {
-        lock(&self.leaders).clear();
-    }
-
-    pub(super) async fn leader_conn_addr(&self, leader: i32) -> Result<String, KafkaError> {
-        if let Some(a) = self.broker_addr(leader) {
-            return Ok(a);
-        }
-        self.metadata(Some(&[])).await?;
-        self.broker_addr(leader).ok_or_else(|| KafkaError::NoBroker {
-            cluster: self.alias.clone(),
-            tried: format!("broker id {leader}"),
-            last: "not in metadata".into(),
-        })
     }
 
     /// The leader broker id of each partition.
@@ -128,12 +112,23 @@ impl KafkaCluster {
         }
         let answers = futures::future::join_all(by_leader.into_iter().map(|(leader, mine)| call(leader, mine))).await;
         let mut found: HashMap<TopicPartition, Result<T, KafkaError>> = HashMap::with_capacity(items.len());
+        let mut failed = None;
         for answer in answers {
-            found.extend(answer.inspect_err(|e| {
-                if e.breaks_connection() {
-                    self.invalidate_leaders();
+            match answer {
+                Ok(map) => found.extend(map),
+                Err(e) => {
+                    // Any leader whose connection broke, or that the
+                    // cluster no longer has, may have moved: every cached
+                    // leader is looked up again next time.
+                    if e.breaks_connection() || matches!(e, KafkaError::NoBroker { .. }) {
+                        self.invalidate_leaders();
+                    }
+                    failed.get_or_insert(e);
                 }
-            })?);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(tps
             .iter()
