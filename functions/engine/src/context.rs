@@ -147,7 +147,10 @@ impl Ferry {
     pub fn flow(&self, id: &str) -> Result<&FlowSpec, FerryError> {
         self.spec.flows.iter().find(|f| f.id() == id).ok_or_else(|| {
             let known: Vec<String> = self.spec.flows.iter().map(FlowSpec::id).collect();
-            FerryError::Input(format!("flow {id:?} is not in the configuration (known: {known:?})"))
+            FerryError::Input(format!(
+                "flow {id:?} is not in the configuration (known: {known:?}). Fix: name it as `ferry status` does, \
+                 `<source alias>><target alias>`, with the same --replication-info and --kafka-clusters"
+            ))
         })
     }
 

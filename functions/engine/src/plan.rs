@@ -578,7 +578,9 @@ async fn wait_for_topics(ferry: &Ferry, flow: &FlowSpec, topics: &[String]) -> R
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(FerryError::Input(format!(
-        "target topics {topics:?} were created but have no leaders after 10 s"
+        "target topics {topics:?} were created but have no leaders after 10 s (the target's controller is slow, or it has \
+         fewer live brokers than their replication factor); the next plan checks them again. Fix, if it lasts: check the \
+         target's brokers and the topics' replication factor (ReplicationFactor in replication-info.json)"
     )))
 }
 
