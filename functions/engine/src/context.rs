@@ -49,6 +49,12 @@ pub struct Settings {
     pub fetch_max_wait_ms: i32,
     /// How long a lease lasts without renewal.
     pub lease_duration: Duration,
+    /// A Replicate that finds a partition leased by one that plans to stop
+    /// within this long waits and takes it over at once, rather than leave
+    /// it to the next execution (a gap of up to the schedule's period).
+    /// At least the schedule's period, for every hand-off to have a
+    /// successor waiting; zero turns the wait off.
+    pub handoff_wait: Duration,
     /// Bytes one Replicate invocation writes before it stops.
     pub invocation_max_bytes: u64,
     /// Acknowledged bytes a partition may hold without a checkpoint: one
@@ -73,6 +79,10 @@ pub struct Settings {
     pub group_sync_lease: Duration,
 }
 
+/// [`Settings::handoff_wait`] by default: the template's 1-minute
+/// schedule, and the time a Plan takes before its Replicates start.
+pub const DEFAULT_HANDOFF_WAIT_SECONDS: u64 = 75;
+
 /// Default DynamoDB table prefix.
 pub fn default_table_prefix() -> String {
     "ferry".into()
@@ -91,6 +101,7 @@ impl Default for Settings {
             pass_through_min_bytes: 256 * 1024,
             fetch_max_wait_ms: 500,
             lease_duration: Duration::from_secs(30),
+            handoff_wait: Duration::from_secs(DEFAULT_HANDOFF_WAIT_SECONDS),
             invocation_max_bytes: 2 * 1024 * 1024 * 1024,
             checkpoint_max_bytes: 8 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(4),
@@ -199,6 +210,9 @@ pub mod env {
     pub const RESUME_AFTER_DATA_LOSS: &str = "FERRY_RESUME_AFTER_DATA_LOSS";
     /// The state machine's `MaxConcurrency` (the Plan function's batches).
     pub const MAX_CONCURRENCY: &str = "FERRY_MAX_CONCURRENCY";
+    /// Seconds a Replicate waits for a lease whose holder is about to give
+    /// it back ([`super::Settings::handoff_wait`]); 0 to never wait.
+    pub const HANDOFF_WAIT_SECONDS: &str = "FERRY_HANDOFF_WAIT_SECONDS";
     /// The function's memory (MB), as Lambda sets it.
     pub const LAMBDA_MEMORY_MB: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
 }
@@ -266,6 +280,15 @@ impl Ferry {
                     )))
                 }
             }
+        }
+        if let Ok(v) = std::env::var(env::HANDOFF_WAIT_SECONDS) {
+            settings.handoff_wait = Duration::from_secs(v.trim().parse::<u64>().map_err(|_| {
+                FerryError::Input(format!(
+                    "{} is {v:?}: it must be a whole number of seconds (0 never waits). Fix: give at least the \
+                     schedule's period in seconds, such as 75 for rate(1 minute)",
+                    env::HANDOFF_WAIT_SECONDS
+                ))
+            })?);
         }
         Self::new(spec, aws, settings)
     }

@@ -28,6 +28,7 @@ mod checkpoint;
 mod errors;
 mod failpoint;
 mod fence;
+mod handoff;
 mod io;
 mod reconcile;
 mod rounds;
@@ -389,7 +390,6 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
-    let settings = &ferry.settings;
     let started = std::time::Instant::now();
     let run = &FlowRun {
         ferry,
@@ -401,13 +401,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let mut filter = LoopFilter::for_flow(ferry, &flow, &source, &target).await?;
     let partitions = crate::plan::batch_partitions(ferry, input).await?;
 
-    // Lease every partition we can, all at once; the others are someone
+    // Lease every partition we can, all at once (after waiting for a
+    // holder about to give its leases back); the others are someone
     // else's now.
+    let handoff = handoff::Handoff::wait_for_holders(run, &partitions, budget, &owner).await;
+    let ends_ms = handoff::planned_stop_ms(budget);
     let leased = join_all(partitions.iter().map(|work| async {
-        let (lease, item) = ferry
-            .store
-            .acquire_lease(&flow_key, &work.source, &owner, settings.lease_duration)
-            .await?;
+        let (lease, item) = handoff.acquire(run, &work.source, &owner, ends_ms).await?;
         let setup = async {
             failpoint::lease_setup(&work.source)?;
             // A rewind that stopped midway: its runs past the cursor go first.

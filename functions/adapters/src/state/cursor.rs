@@ -35,6 +35,11 @@ pub struct CursorItem {
     pub lease_epoch: i64,
     /// Lease expiry (ms since the epoch).
     pub lease_expires_ms: i64,
+    /// When the lease's holder plans to stop copying and give it back (ms
+    /// since the epoch: its deadline less what it keeps to checkpoint), if
+    /// it said: a successor arriving shortly before waits for it (see
+    /// `acquire_lease_until`). 0 when unknown.
+    pub lease_ends_ms: i64,
     /// Producer id of the lease holder (provenance on the target).
     pub producer_id: i64,
     /// Its epoch.
@@ -178,6 +183,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             lease_owner: r.s("lease_owner"),
             lease_epoch: r.n("lease_epoch").unwrap_or(0),
             lease_expires_ms: r.n("lease_expires_ms").unwrap_or(0),
+            lease_ends_ms: r.n("lease_ends_ms").unwrap_or(0),
             producer_id: r.n("producer_id").unwrap_or(-1),
             producer_epoch: r.n("producer_epoch").unwrap_or(-1),
             transactional_id: r.s("transactional_id"),
@@ -330,6 +336,21 @@ impl StateStore {
         owner: &str,
         duration: Duration,
     ) -> Result<(Lease, CursorItem), StateError> {
+        self.acquire_lease_until(flow, tp, owner, duration, 0).await
+    }
+
+    /// [`acquire_lease`](Self::acquire_lease), recording when this holder
+    /// plans to give the lease back (`ends_ms`, ms since the epoch; 0 for
+    /// unknown), so that a successor may wait for it rather than leave the
+    /// partition for a later one.
+    pub async fn acquire_lease_until(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        owner: &str,
+        duration: Duration,
+        ends_ms: i64,
+    ) -> Result<(Lease, CursorItem), StateError> {
         let now = now_ms();
         let res = self
             .client
@@ -337,12 +358,15 @@ impl StateStore {
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(partition_sk(tp)))
-            .update_expression("SET lease_owner = :me, lease_expires_ms = :exp, lease_epoch = lease_epoch + :one, updated_ms = :now")
+            .update_expression(
+                "SET lease_owner = :me, lease_expires_ms = :exp, lease_ends_ms = :ends, lease_epoch = lease_epoch + :one, updated_ms = :now",
+            )
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now OR lease_owner = :me)",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":ends", n(ends_ms))
             .expression_attribute_values(":exp", n(now + duration.as_millis() as i64))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
@@ -372,6 +396,7 @@ impl StateStore {
                         tp: tp.clone(),
                         owner: c.lease_owner.unwrap_or_default(),
                         expires_ms: c.lease_expires_ms,
+                        ends_ms: c.lease_ends_ms,
                         epoch: c.lease_epoch,
                     }),
                 }

@@ -17,6 +17,9 @@ pub enum StateError {
         owner: String,
         /// Expiry, ms since the epoch.
         expires_ms: i64,
+        /// When the holder plans to give it back, ms since the epoch (0:
+        /// it did not say).
+        ends_ms: i64,
         /// Holder's epoch.
         epoch: i64,
     },

@@ -1,0 +1,124 @@
+"""The hand-off between overlapping executions, with the real Plan and
+Replicate functions: a Replicate that finds its batch leased by one about
+to stop waits and takes over as the other gives its leases back, so that
+replication goes on without waiting for the next execution. Measured as a
+consumer on the target sees it: the latency of every record produced
+through the hand-off."""
+
+import threading
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+from support.warm_function import WarmFunction
+
+PLAN = ROOT / "target" / "debug" / "ferry-plan"
+REPLICATE = ROOT / "target" / "debug" / "ferry-replicate"
+PARTITIONS = 2
+
+
+class Load:
+    """A steady producer (a record every 20 ms, its send time as value) and
+    a read_committed consumer on the target recording when each arrived."""
+
+    def __init__(self, topic: str):
+        self.topic, self.stop, self.sent, self.seen = topic, threading.Event(), 0, {}
+        self.threads = [threading.Thread(target=self._produce, daemon=True), threading.Thread(target=self._consume, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _produce(self):
+        p = producer(SOURCE, **{"linger.ms": 0})
+        while not self.stop.is_set():
+            p.produce(self.topic, key=str(self.sent).encode(), value=repr(time.time()).encode(), partition=self.sent % PARTITIONS)
+            self.sent += 1
+            p.poll(0)
+            time.sleep(0.02)
+        assert p.flush(30) == 0
+
+    def _consume(self):
+        c = Consumer({"bootstrap.servers": TARGET, "group.id": unique("handoff-reader"), "isolation.level": "read_committed",
+                      "fetch.wait.max.ms": 50, "enable.auto.commit": False})
+        c.assign([TopicPartition(self.topic, p, 0) for p in range(PARTITIONS)])
+        try:
+            while not self.stop.is_set() or len(self.seen) < self.sent:
+                m = c.poll(0.1)
+                if m is not None and not m.error():
+                    self.seen[m.key()] = (float(m.value()), time.time())
+                if self.stop.is_set() and time.time() > self.stopped_at + 20:
+                    break
+        finally:
+            c.close()
+
+    def end(self):
+        self.stopped_at = time.time()
+        self.stop.set()
+        for t in self.threads:
+            t.join(90)
+
+    def latencies(self, since: float, until: float) -> list[float]:
+        return sorted(arrived - sent for sent, arrived in self.seen.values() if since <= sent <= until)
+
+
+def run_two(tmp_path, wait_seconds: str):
+    """Replicate A copies for 20 s; B, started 5 s later with 40 s, finds
+    the batch leased by A. Returns both outputs, when A's budget ended, the
+    load, the topic, and B's log."""
+    topic = unique("handoff")
+    create_topic(SOURCE, topic, PARTITIONS)
+    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
+    env = {"FERRY_HANDOFF_WAIT_SECONDS": wait_seconds}
+    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
+    try:
+        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
+        assert kind == "response", (plan, plan_fn.text()[-3000:])
+    finally:
+        plan_fn.close()
+    [ref] = plan["batches"]
+    a = WarmFunction(REPLICATE, ferry, tmp_path / "a.log", env)
+    b = WarmFunction(REPLICATE, ferry, tmp_path / "b.log", env)
+    load, outs = Load(topic), {}
+    try:
+        started = time.time()
+        ta = threading.Thread(target=lambda: outs.__setitem__("a", a.invoke(dict(ref, max_seconds=20), timeout_s=60)))
+        ta.start()
+        time.sleep(5)
+        outs["b"] = b.invoke(dict(ref, max_seconds=40), timeout_s=60)
+        ta.join(60)
+        load.end()
+    finally:
+        a.close()
+        b.close()
+    for name, fn in (("a", a), ("b", b)):
+        assert outs[name][0] == "response", (outs[name], fn.text()[-3000:])
+    return outs["a"][1]["summary"], outs["b"][1]["summary"], started + 20, load, topic, (tmp_path / "b.log").read_text()
+
+
+def test_a_replicate_arriving_before_the_holder_stops_takes_over_without_a_gap(tmp_path):
+    summary_a, summary_b, a_ends, load, topic, b_log = run_two(tmp_path, "75")
+    assert "waiting to take them over" in b_log, b_log[-3000:]
+    # B copied after A: it took every partition, none was left held.
+    assert summary_b["records"] > 0 and "lease-held" not in summary_b["stopped"], summary_b
+    # Every record produced across the hand-off (A's last 5 s, B's first
+    # 10) reached the target within a few seconds: without the wait, those
+    # produced after A stopped would wait for the next execution.
+    around = load.latencies(a_ends - 5, a_ends + 10)
+    assert len(around) > 300, len(around)
+    print(f"\nhand-off: {len(around)} records, latency p50 {around[len(around) // 2]:.2f} s, max {around[-1]:.2f} s")
+    assert around[-1] < 5, around[-20:]
+    # And each exactly once, in order: the target holds the source's
+    # records up to where B stopped (the load went on a little longer).
+    for p in range(PARTITIONS):
+        src, tgt = [r["key"] for r in read_partition(SOURCE, topic, p)], [r["key"] for r in read_partition(TARGET, topic, p)]
+        assert tgt == src[:len(tgt)] and len(src) - len(tgt) < 100, (p, len(src), len(tgt))
+
+
+def test_with_the_wait_turned_off_the_late_replicate_leaves_the_batch_to_the_next(tmp_path):
+    """The same two with FERRY_HANDOFF_WAIT_SECONDS=0: B does not wait, and
+    the records produced after A stopped stay on the source (what the test
+    above would see without the hand-off)."""
+    summary_a, summary_b, a_ends, load, topic, b_log = run_two(tmp_path, "0")
+    assert "waiting to take them over" not in b_log
+    assert summary_b["records"] == 0 and set(summary_b["stopped"]) == {"lease-held"}, summary_b
+    assert not [k for k, (sent, _) in load.seen.items() if sent > a_ends + 1], "records arrived after A stopped"
