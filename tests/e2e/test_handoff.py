@@ -61,10 +61,11 @@ class Load:
         return sorted(arrived - sent for sent, arrived in self.seen.values() if since <= sent <= until)
 
 
-def run_two(tmp_path, wait_seconds: str):
+def run_two(tmp_path, wait_seconds: str, third: bool = False):
     """Replicate A copies for 20 s; B, started 5 s later with 40 s, finds
-    the batch leased by A. Returns both outputs, when A's budget ended, the
-    load, the topic, and B's log."""
+    the batch leased by A (and, with `third`, C started 3 s after B with
+    40 s). Returns A's and B's outputs, when A's budget ended, the load,
+    the topic, and B's log (with `third`, C's output and log too)."""
     topic = unique("handoff")
     create_topic(SOURCE, topic, PARTITIONS)
     ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
@@ -78,20 +79,32 @@ def run_two(tmp_path, wait_seconds: str):
     [ref] = plan["batches"]
     a = WarmFunction(REPLICATE, ferry, tmp_path / "a.log", env)
     b = WarmFunction(REPLICATE, ferry, tmp_path / "b.log", env)
+    c = WarmFunction(REPLICATE, ferry, tmp_path / "c.log", env) if third else None
     load, outs = Load(topic), {}
+
+    def invoke(name, fn, seconds):
+        outs[name] = fn.invoke(dict(ref, max_seconds=seconds), timeout_s=60)
+
     try:
         started = time.time()
-        ta = threading.Thread(target=lambda: outs.__setitem__("a", a.invoke(dict(ref, max_seconds=20), timeout_s=60)))
-        ta.start()
+        threads = [threading.Thread(target=invoke, args=("a", a, 20))]
+        threads[0].start()
         time.sleep(5)
-        outs["b"] = b.invoke(dict(ref, max_seconds=40), timeout_s=60)
-        ta.join(60)
+        if c:
+            threads.append(threading.Thread(target=lambda: (time.sleep(3), invoke("c", c, 40))))
+            threads[1].start()
+        invoke("b", b, 40)
+        for t in threads:
+            t.join(60)
         load.end()
     finally:
-        a.close()
-        b.close()
-    for name, fn in (("a", a), ("b", b)):
-        assert outs[name][0] == "response", (outs[name], fn.text()[-3000:])
+        for fn in (a, b, c):
+            if fn:
+                fn.close()
+    for name in outs:
+        assert outs[name][0] == "response", (outs[name], (tmp_path / f"{name}.log").read_text()[-3000:])
+    if c:
+        return outs["a"][1]["summary"], outs["b"][1]["summary"], outs["c"][1]["summary"], (tmp_path / "c.log").read_text()
     return outs["a"][1]["summary"], outs["b"][1]["summary"], started + 20, load, topic, (tmp_path / "b.log").read_text()
 
 
@@ -122,3 +135,13 @@ def test_with_the_wait_turned_off_the_late_replicate_leaves_the_batch_to_the_nex
     assert "waiting to take them over" not in b_log
     assert summary_b["records"] == 0 and set(summary_b["stopped"]) == {"lease-held"}, summary_b
     assert not [k for k, (sent, _) in load.seen.items() if sent > a_ends + 1], "records arrived after A stopped"
+
+
+def test_one_successor_waits_for_a_holder_and_a_third_leaves_it_the_batch(tmp_path):
+    """A third Replicate arriving while B waits for A does not wait too: it
+    would split A's partitions with B and hold its share to its own,
+    later, deadline; it leaves the batch at once and B takes all of it."""
+    _, summary_b, summary_c, c_log = run_two(tmp_path, "75", third=True)
+    assert "another worker waits to take over" in c_log, c_log[-3000:]
+    assert set(summary_c["stopped"]) == {"lease-held"} and summary_c["records"] == 0, summary_c
+    assert "lease-held" not in summary_b["stopped"] and summary_b["records"] > 0, summary_b

@@ -404,7 +404,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // Lease every partition we can, all at once (after waiting for a
     // holder about to give its leases back); the others are someone
     // else's now.
-    let handoff = handoff::Handoff::wait_for_holders(run, &partitions, budget, &owner).await;
+    let handoff = handoff::Handoff::wait_for_holder(run, &partitions, budget, &owner).await;
     let ends_ms = handoff::planned_stop_ms(budget);
     let leased = join_all(partitions.iter().map(|work| async {
         let (lease, item) = handoff.acquire(run, &work.source, &owner, ends_ms).await?;

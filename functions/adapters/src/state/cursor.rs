@@ -491,6 +491,35 @@ impl StateStore {
         self.fenced(res.map(|_| ()), lease, "UpdateItem")
     }
 
+    /// Claim the hand-off of a partition whose lease another holds: `owner`
+    /// means to wait for it and take it over, until `until_ms`. One
+    /// successor per hand-off (false: another claimed it and still waits),
+    /// so that two executions do not both wait for the same holder and
+    /// split its partitions between them.
+    pub async fn claim_handoff(&self, flow: &str, tp: &TopicPartition, owner: &str, until_ms: i64) -> Result<bool, StateError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_expression("SET handoff_to = :me, handoff_until_ms = :until")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(handoff_to) OR handoff_until_ms < :now OR handoff_to = :me)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
+        }
+    }
+
     /// Record why a partition stopped (shown by `ferry status`).
     pub async fn record_error(&self, flow: &str, tp: &TopicPartition, error: &str) -> Result<(), StateError> {
         self.client

@@ -3,9 +3,13 @@
 //! its leases held. Left at that, a partition waits, once its holder
 //! stops, for the next execution's Plan and Replicate: up to the schedule's
 //! period without replication. So every holder records when it plans to
-//! stop (`lease_ends_ms`), and a Replicate that finds a partition held by
-//! one stopping within `Settings::handoff_wait` waits for that moment and
-//! takes the lease as soon as it is given back.
+//! stop (`lease_ends_ms`), and a Replicate that finds partitions held by
+//! one stopping within `Settings::handoff_wait` claims the hand-off (one
+//! successor per holder), waits for that moment, watches one of the
+//! holder's partitions until it is given back, and then takes the leases.
+//! Partitions of holders that stop later are left to later executions,
+//! which arrive before those stop: what this one holds meanwhile would
+//! expire unrenewed while it waited.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,12 +21,16 @@ use tokio::time::Instant;
 
 use super::{Budget, FlowRun, DEADLINE_MARGIN};
 
-/// How long past the holder's planned stop a successor keeps trying: the
-/// holder's last checkpoint and its release. A holder that died keeps its
-/// lease until it expires; the successor leaves it to the next execution.
-const RELEASE_GRACE: Duration = Duration::from_secs(10);
-/// How often a waiting successor tries the lease again.
-const RETRY_EVERY: Duration = Duration::from_millis(100);
+/// How long past the holder's planned stop a successor watches for its
+/// release: the holder's last round and checkpoint. A holder that died
+/// keeps its lease until it expires; the successor leaves it to the next
+/// execution.
+const RELEASE_GRACE: Duration = Duration::from_secs(15);
+/// How often a waiting successor reads the watched partition.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Once the watched partition is given back, how long the holder's other
+/// partitions are tried again (it gives them back together).
+const TAKE_WITHIN: Duration = Duration::from_secs(2);
 /// The least time a successor must have left after the holder's planned
 /// stop for the wait to be worth it.
 const MIN_USEFUL: Duration = Duration::from_secs(10);
@@ -52,44 +60,88 @@ pub(super) fn worth_waiting(cursor: &CursorItem, owner: &str, now: i64, wait: Du
     held && ends > 0 && ends - now <= wait.as_millis() as i64 && ends + MIN_USEFUL.as_millis() as i64 <= my_stop_ms
 }
 
+/// Of the leases worth waiting for, those of the holder that stops first
+/// (the holder's id, its planned stop, and its partitions, the watched one
+/// first).
+fn first_holder<'a>(held: &[&'a CursorItem]) -> Option<(&'a str, i64, Vec<&'a TopicPartition>)> {
+    let first = held.iter().min_by_key(|c| (c.lease_ends_ms, &c.tp))?;
+    let owner = first.lease_owner.as_deref()?;
+    let mut tps: Vec<&TopicPartition> = held
+        .iter()
+        .filter(|c| c.lease_owner.as_deref() == Some(owner))
+        .map(|c| &c.tp)
+        .collect();
+    tps.sort();
+    Some((owner, first.lease_ends_ms, tps))
+}
+
 impl Handoff {
-    /// Read the batch's leases; if any holder stops soon enough (see
-    /// [`worth_waiting`]), sleep until the last of them plans to stop.
-    /// Nothing is held meanwhile. A failed read only means no wait: the
-    /// lease acquisition that follows reports what is wrong.
-    pub(super) async fn wait_for_holders(run: &FlowRun<'_>, partitions: &[PartitionWork], budget: &Budget, owner: &str) -> Self {
-        let none = Handoff {
+    fn none() -> Self {
+        Handoff {
             waiting: HashSet::new(),
             give_up: Instant::now(),
-        };
+        }
+    }
+
+    /// Read the batch's leases; if a holder stops soon enough (see
+    /// [`worth_waiting`]) and no other successor claimed it, wait until it
+    /// gives its first partition back (or [`RELEASE_GRACE`] past its
+    /// planned stop). Nothing is held meanwhile. A failed read only means
+    /// no wait: the lease acquisition that follows reports what is wrong.
+    pub(super) async fn wait_for_holder(run: &FlowRun<'_>, partitions: &[PartitionWork], budget: &Budget, owner: &str) -> Self {
         let wait = run.ferry.settings.handoff_wait;
         if wait.is_zero() {
-            return none;
+            return Self::none();
         }
-        let cursors = join_all(partitions.iter().map(|w| run.ferry.store.get_cursor(run.key, &w.source))).await;
+        let store = &run.ferry.store;
+        let cursors = join_all(partitions.iter().map(|w| store.get_cursor(run.key, &w.source))).await;
         let (now, my_stop) = (now_ms(), planned_stop_ms(budget));
         let held: Vec<&CursorItem> = cursors
             .iter()
             .filter_map(|c| c.as_ref().ok().and_then(Option::as_ref))
             .filter(|c| worth_waiting(c, owner, now, wait, my_stop))
             .collect();
-        let Some(last) = held.iter().map(|c| c.lease_ends_ms).max() else {
-            return none;
+        let Some((holder, ends, tps)) = first_holder(&held) else {
+            return Self::none();
         };
-        let sleep = Duration::from_millis((last - now).max(0) as u64);
+        let watched = tps[0];
+        let until = ends + RELEASE_GRACE.as_millis() as i64;
+        match store.claim_handoff(run.key, watched, owner, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(flow = %run.flow.id(), holder, "another worker waits to take over this batch's partitions; not waiting");
+                return Self::none();
+            }
+            Err(e) => {
+                tracing::warn!(flow = %run.flow.id(), error = %e, "could not claim the hand-off; not waiting");
+                return Self::none();
+            }
+        }
         tracing::info!(
-            flow = %run.flow.id(), partitions = held.len(), wait_ms = sleep.as_millis() as u64,
+            flow = %run.flow.id(), holder, partitions = tps.len(), wait_ms = (ends - now).max(0),
             "partitions leased by a worker that stops soon; waiting to take them over"
         );
-        tokio::time::sleep(sleep).await;
+        tokio::time::sleep(Duration::from_millis((ends - now).max(0) as u64)).await;
+        let give_up = Instant::now() + RELEASE_GRACE;
+        loop {
+            match store.get_cursor(run.key, watched).await {
+                Ok(Some(c)) if c.lease_owner.as_deref() == Some(holder) && c.lease_expires_ms >= now_ms() => {}
+                _ => break,
+            }
+            if Instant::now() >= give_up {
+                tracing::info!(flow = %run.flow.id(), holder, "the holder has not given its partitions back; leaving them to a later worker");
+                break;
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
         Handoff {
-            waiting: held.iter().map(|c| c.tp.clone()).collect(),
-            give_up: Instant::now() + RELEASE_GRACE,
+            waiting: tps.into_iter().cloned().collect(),
+            give_up: Instant::now() + TAKE_WITHIN,
         }
     }
 
-    /// Take the partition's lease, trying again while it is one waited for
-    /// and its holder has not given it back yet.
+    /// Take the partition's lease, trying again for a moment while it is
+    /// one of the holder's waited for (it gives them back together).
     pub(super) async fn acquire(
         &self,
         run: &FlowRun<'_>,
@@ -101,7 +153,7 @@ impl Handoff {
         loop {
             match run.ferry.store.acquire_lease_until(run.key, tp, owner, duration, ends_ms).await {
                 Err(StateError::LeaseHeld { .. }) if self.waiting.contains(tp) && Instant::now() < self.give_up => {
-                    tokio::time::sleep(RETRY_EVERY).await
+                    tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 res => return res,
             }
@@ -152,5 +204,24 @@ mod tests {
             Duration::ZERO,
             me
         ));
+    }
+
+    #[test]
+    fn the_holder_that_stops_first_is_waited_for_with_its_partitions_only() {
+        let at = |topic: &str, p: i32, owner: &str, ends_ms: i64| CursorItem {
+            tp: TopicPartition::new(topic, p),
+            ..held(Some(owner), 1, ends_ms)
+        };
+        let items = [
+            at("b", 1, "late", 900),
+            at("b", 0, "early", 500),
+            at("a", 3, "early", 500),
+            at("a", 0, "late", 900),
+        ];
+        let refs: Vec<&CursorItem> = items.iter().collect();
+        let (owner, ends, tps) = first_holder(&refs).unwrap();
+        assert_eq!((owner, ends), ("early", 500));
+        assert_eq!(tps, vec![&TopicPartition::new("a", 3), &TopicPartition::new("b", 0)]);
+        assert!(first_holder(&[]).is_none());
     }
 }

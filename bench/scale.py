@@ -1,0 +1,227 @@
+"""Scale through the real state machine (a benchmark, not a test).
+
+TOPICS topics of PARTITIONS partitions on the local source cluster take a
+steady load (RATE_MBPS of RECORD_BYTES records, each carrying its send
+time); the real state machine (moto's Step Functions running
+infra/statemachine/replicator.asl.json, the real function binaries behind a
+local Lambda Runtime API, each under its template MemorySize as a memory
+cap, the CPU share that buys, its Timeout, and IAM as deployed: see
+tests/e2e/support/local_sfn.py) is started every SCHEDULE_SECONDS, as the
+template's schedule starts it, for RUN_SECONDS. Each Replicate copies for
+REPLICATE_SECONDS (`replicate_max_seconds`), so its batch passes to a
+Replicate of a later execution several times during the run: the hand-offs.
+
+A read_committed consumer on the target notes when each record arrives:
+latency is arrival less send time, end to end, through every hand-off.
+After the load stops, executions run until the target holds everything;
+then every record sent is looked for: lost (never arrived) and duplicated
+(arrived more than once). The DynamoDB calls the functions make are counted
+on their way to moto (bench/dynamo_counter.py).
+
+Writes bench/results/scale-<date>.json and prints it.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from dynamo_counter import DynamoCounter  # noqa: E402
+
+from conftest import SOURCE, TARGET, unique, write_config  # noqa: E402
+from support.local_sfn import LocalStepFunctions  # noqa: E402
+
+TOPICS = int(os.environ.get("TOPICS", "200"))
+PARTITIONS = int(os.environ.get("PARTITIONS", "10"))
+RATE_MBPS = float(os.environ.get("RATE_MBPS", "5"))
+RECORD_BYTES = int(os.environ.get("RECORD_BYTES", "1000"))
+SCHEDULE_SECONDS = float(os.environ.get("SCHEDULE_SECONDS", "30"))
+REPLICATE_SECONDS = int(os.environ.get("REPLICATE_SECONDS", "90"))
+RUN_SECONDS = float(os.environ.get("RUN_SECONDS", "360"))
+# Batches of at most 64 partitions (the plan's cap), all at once.
+MAX_CONCURRENCY = int(os.environ.get("MAX_CONCURRENCY", str(math.ceil(TOPICS * PARTITIONS / 64))))
+
+
+class Load:
+    """The steady producer and the target's consumer."""
+
+    def __init__(self, topics: list[str]):
+        self.topics, self.stop, self.sent, self.arrived = topics, threading.Event(), 0, {}
+        self.counts: Counter = Counter()
+        self.done_consuming = threading.Event()
+        self.producer_thread = threading.Thread(target=self._produce, daemon=True)
+        self.consumer_thread = threading.Thread(target=self._consume, daemon=True)
+
+    def start(self):
+        self.consumer_thread.start()
+        self.producer_thread.start()
+
+    def _produce(self):
+        p = Producer({"bootstrap.servers": SOURCE, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000,
+                      "compression.type": "none"})
+        per_s = RATE_MBPS * 1e6 / RECORD_BYTES
+        pad = b"x" * max(0, RECORD_BYTES - 40)
+        start, n, slots = time.time(), 0, len(self.topics) * PARTITIONS
+        while not self.stop.is_set():
+            due = int((time.time() - start) * per_s)
+            while n < due:
+                slot = n % slots
+                p.produce(self.topics[slot % len(self.topics)], key=str(n).encode(),
+                          value=repr(time.time()).encode() + b" " + pad, partition=slot // len(self.topics))
+                n += 1
+                if n % 1000 == 0:
+                    p.poll(0)
+            self.sent = n
+            time.sleep(0.005)
+        assert p.flush(60) == 0
+        self.sent = n
+
+    def _consume(self):
+        c = Consumer({"bootstrap.servers": TARGET, "group.id": unique("scale-reader"), "isolation.level": "read_committed",
+                      "fetch.wait.max.ms": 100, "enable.auto.commit": False})
+        c.assign([TopicPartition(t, p, 0) for t in self.topics for p in range(PARTITIONS)])
+        try:
+            while not self.done_consuming.is_set():
+                for m in c.consume(1000, 0.2):
+                    if m.error():
+                        continue
+                    now = time.time()
+                    k = m.key()
+                    self.counts[k] += 1
+                    if k not in self.arrived:
+                        self.arrived[k] = (float(m.value().split(b" ", 1)[0]), now)
+        finally:
+            c.close()
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def main() -> None:
+    stem = unique("scale")
+    topics = [f"{stem}-{i:03d}" for i in range(TOPICS)]
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for f in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics], operation_timeout=120).values():
+        f.result(timeout=180)
+    work = ROOT / ".cache" / "bench-scale" / stem
+    work.mkdir(parents=True, exist_ok=True)
+    kc, ri = write_config(work, [f"{stem}-[0-9]+"], starting="EARLIEST")
+    env = {"FERRY_REPLICATOR_NAME": stem, "FERRY_KAFKA_CLUSTERS": kc.read_text(), "FERRY_REPLICATION_INFO": ri.read_text(),
+           "FERRY_TABLE_PREFIX": stem}
+    moto = urlparse(os.environ["AWS_ENDPOINT_URL"])
+    counter = DynamoCounter(moto.hostname, moto.port)
+    load = Load(topics)
+    executions: list[dict] = []
+    with LocalStepFunctions(env, work / "logs", replicate_instances=MAX_CONCURRENCY, max_concurrency=MAX_CONCURRENCY,
+                            deployment={"moto_url": counter.url}) as sfn:
+        arn = sfn.create_state_machine()
+        started: list[str] = []
+
+        def start(payload: dict) -> str:
+            ex = sfn.client.start_execution(stateMachineArn=arn, name=f"scale-{time.time_ns()}",
+                                            input=json.dumps(payload))["executionArn"]
+            started.append(ex)
+            return ex
+
+        # The first execution creates the target topics and cursors.
+        first = sfn.execute(arn, {"stop_at_plan_end": True}, timeout=900)
+        assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
+        executions.append(first)
+        print(f"first execution (topics, cursors) done; {TOPICS * PARTITIONS} partitions", flush=True)
+        load.start()
+        t0 = time.time()
+        before = counter.snapshot()
+        while time.time() < t0 + RUN_SECONDS:
+            start({"replicate_max_seconds": REPLICATE_SECONDS})
+            print(f"t+{time.time() - t0:.0f} s: execution {len(started)} started; sent {load.sent}, "
+                  f"arrived {len(load.arrived)}", flush=True)
+            time.sleep(SCHEDULE_SECONDS)
+        window = time.time() - t0
+        after = counter.snapshot()
+        load.stop.set()
+        load.producer_thread.join(120)
+        # Wait out the running executions, then drain what is left.
+        for ex in started:
+            while (d := sfn.client.describe_execution(executionArn=ex))["status"] == "RUNNING":
+                time.sleep(2)
+            executions.append(d)
+        for _ in range(5):
+            if len(load.arrived) >= load.sent:
+                break
+            executions.append(sfn.execute(arn, {"stop_at_plan_end": True}, timeout=900))
+            time.sleep(5)
+        deadline = time.time() + 60
+        while len(load.arrived) < load.sent and time.time() < deadline:
+            time.sleep(1)
+        load.done_consuming.set()
+        load.consumer_thread.join(30)
+        resources = sfn.resources()
+        replicate_log = sfn.function_log("ferry-replicate")
+    counter.close()
+
+    statuses = Counter(d["status"] for d in executions)
+    outputs = [d.get("output") or "" for d in executions]
+    # The hand-offs: a Replicate that waited for a holder about to stop.
+    handoffs = replicate_log.count("waiting to take them over")
+    warm = t0 + REPLICATE_SECONDS / 3  # the first execution's Replicates have started copying
+    lat = sorted(arrived - sent for sent, arrived in load.arrived.values() if warm <= sent <= t0 + window - 5)
+    # Per 5 s of send time: the worst latency (where a gap shows).
+    buckets: dict[int, float] = {}
+    for sent, arrived in load.arrived.values():
+        b = int((sent - t0) // 5) * 5
+        buckets[b] = max(buckets.get(b, 0.0), arrived - sent)
+    phase = DynamoCounter.between(before, after)
+    partitions = TOPICS * PARTITIONS
+    replicate_invocations = sum(len(json.loads(o).get("batches", [])) for o in outputs if o)
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "machine": f"{os.cpu_count()} cores",
+        "partitions": partitions,
+        "topics": TOPICS,
+        "rate_mb_per_s": RATE_MBPS,
+        "record_bytes": RECORD_BYTES,
+        "schedule_seconds": SCHEDULE_SECONDS,
+        "replicate_seconds": REPLICATE_SECONDS,
+        "max_concurrency": MAX_CONCURRENCY,
+        "run_seconds": round(window),
+        "executions": dict(statuses),
+        "handoffs": handoffs,
+        "handoffs_per_batch": round(handoffs / max(1, MAX_CONCURRENCY), 2),
+        "max_state_payload_bytes": max((len(o.encode()) for o in outputs), default=0),
+        "replicate_invocations": replicate_invocations,
+        "records_sent": load.sent,
+        "latency_p50_ms": round(percentile(lat, 0.5) * 1000),
+        "latency_p99_ms": round(percentile(lat, 0.99) * 1000),
+        "latency_max_ms": round(lat[-1] * 1000) if lat else None,
+        "latency_records": len(lat),
+        "latency_max_ms_by_5s_of_send_time": {b: round(v * 1000) for b, v in sorted(buckets.items())},
+        "dynamodb_write_requests": phase["write_requests"],
+        "dynamodb_write_units": phase.get("write_units"),
+        "dynamodb_writes_per_partition_hour": round(phase["write_requests"] / partitions / (window / 3600), 1),
+        "records_lost": sum(1 for i in range(load.sent) if str(i).encode() not in load.counts),
+        "records_duplicated": sum(n - 1 for n in load.counts.values() if n > 1),
+        "functions": resources,
+    }
+    out = ROOT / "bench" / "results" / f"scale-{datetime.now(timezone.utc):%Y-%m-%d}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "functions"}, indent=2))
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
