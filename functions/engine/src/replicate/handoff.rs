@@ -219,7 +219,7 @@ mod tests {
             at("a", 0, "late", 900),
         ];
         let refs: Vec<&CursorItem> = items.iter().collect();
-        let (owner, ends, tps) = first_holder(&refs).unwrap();
+        let (owner, ends, tps) = first_holder(&refs).expect("a holder worth waiting for");
         assert_eq!((owner, ends), ("early", 500));
         assert_eq!(tps, vec![&TopicPartition::new("a", 3), &TopicPartition::new("b", 0)]);
         assert!(first_holder(&[]).is_none());
