@@ -107,6 +107,38 @@ class Load:
             c.close()
 
 
+FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target" / "debug" / "ferry"))
+
+
+def model(partitions: int, mb_per_s: float) -> dict:
+    """The project's cost model (`ferry cost`) at the deployed schedule."""
+    out = subprocess.run([str(FERRY), "cost", "--json", "--partitions", str(partitions), "--mb-per-s", str(mb_per_s)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def cost_table() -> dict:
+    """The model at 1,000 and 10,000 partitions and 1, 10 and 100 MB/s,
+    beside MSK Replicator's list price when given (MSK_REPLICATOR_HOUR_USD
+    per replicator-hour, MSK_REPLICATOR_GB_USD per GB replicated): these
+    machines cannot read AWS's pricing page, so the figures are not made up
+    here."""
+    hour, gb = os.environ.get("MSK_REPLICATOR_HOUR_USD"), os.environ.get("MSK_REPLICATOR_GB_USD")
+    rows = []
+    for n in (1000, 10000):
+        for r in (1, 10, 100):
+            m = model(n, r)
+            gb_month = r * 730 * 3600 / 1000
+            msk = round(float(hour) * 730 + float(gb) * gb_month) if hour and gb else None
+            rows.append({"partitions": n, "mb_per_s": r, "replicates": m["batches"], "ferry_usd_month": round(m["monthly"]["total_usd"]),
+                         "lambda_usd": round(m["monthly"]["lambda_usd"]), "step_functions_usd": round(m["monthly"]["step_functions_usd"]),
+                         "dynamodb_usd": round(m["monthly"]["dynamodb_usd"]), "gb_month": round(gb_month),
+                         "ferry_usd_per_gb": round(m["monthly"]["total_usd"] / gb_month, 4), "msk_replicator_usd_month": msk})
+    return {"rows": rows, "msk_replicator_prices": {"hour_usd": hour, "gb_usd": gb} if hour and gb else
+            "not given: set MSK_REPLICATOR_HOUR_USD and MSK_REPLICATOR_GB_USD from the Amazon MSK pricing page",
+            "assumptions": model(1000, 1)["monthly"]["assumptions"]}
+
+
 def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
@@ -213,8 +245,16 @@ def main() -> None:
         "dynamodb_write_requests": phase["write_requests"],
         "dynamodb_write_units": phase.get("write_units"),
         "dynamodb_writes_per_partition_hour": round(phase["write_requests"] / partitions / (window / 3600), 1),
+        "dynamodb_write_units_per_partition_hour": round(phase["write_units"] / partitions / (window / 3600), 1),
+        "checkpoints_per_partition_hour": round(phase["requests"].get("TransactWriteItems", 0) / partitions / (window / 3600), 1),
+        "dynamodb_requests": phase["requests"],
+        # The model at the deployed schedule (1 minute, 300 s Replicates):
+        # checkpoints every 4 s of a busy partition, lease writes per execution.
+        "model_dynamodb_write_units_per_partition_hour": round(model(partitions, RATE_MBPS)["dynamodb_write_units_per_partition_hour"], 1),
+        "model_checkpoints_per_partition_hour": 900,
         "records_lost": sum(1 for i in range(load.sent) if str(i).encode() not in load.counts),
         "records_duplicated": sum(n - 1 for n in load.counts.values() if n > 1),
+        "cost": cost_table(),
         "functions": resources,
     }
     out = ROOT / "bench" / "results" / f"scale-{datetime.now(timezone.utc):%Y-%m-%d}.json"

@@ -7,7 +7,7 @@ import subprocess
 import signal
 import time
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
+from conftest import FERRY, SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
 
 
 def test_ctrl_c_ends_cleanly_and_releases_leases(tmp_path):
@@ -118,3 +118,22 @@ def test_forget_flow_refuses_while_a_replicator_holds_a_lease(tmp_path):
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_cost_sizes_the_replicates_from_the_partitions_and_the_traffic_and_refuses_nonsense():
+    """`ferry cost`: batches of at most 64 partitions, more when the traffic
+    needs more invocations; the hand-off wait costs Replicate time; a rate
+    of 0 is refused with the fix."""
+    def cost(*extra):
+        p = subprocess.run([str(FERRY), "cost", "--json", *extra], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    small, big = cost("--partitions", "1000", "--mb-per-s", "1"), cost("--partitions", "10000", "--mb-per-s", "1")
+    assert (small["batches"], big["batches"]) == (16, 157)
+    assert cost("--partitions", "100", "--mb-per-s", "100", "--invocation-mb-per-s", "20")["batches"] == 5
+    no_wait = cost("--partitions", "1000", "--mb-per-s", "1", "--handoff-wait-seconds", "0")
+    assert small["monthly"]["lambda_gb_seconds"] > no_wait["monthly"]["lambda_gb_seconds"] * 1.1
+    assert big["monthly"]["total_usd"] > 9 * small["monthly"]["total_usd"]
+    p = subprocess.run([str(FERRY), "cost", "--partitions", "10", "--mb-per-s", "0"], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "--mb-per-s is 0" in p.stderr and "Fix:" in p.stderr, p.stderr

@@ -10,7 +10,7 @@ use ferry_engine::{Ferry, FerryError, Settings};
 
 mod commands;
 
-use commands::{backfill, deploy, forget_flow, move_app, plan, report, run, status};
+use commands::{backfill, cost, deploy, forget_flow, move_app, plan, report, run, status};
 
 /// Ferry: a serverless Kafka-to-Kafka replicator. These commands run the
 /// same handlers as the Lambda functions, locally.
@@ -54,6 +54,10 @@ enum Command {
     /// `sam deploy` parameters for it: MSK clusters and secrets for the IAM
     /// policy, where the logs go.
     DeployParameters(deploy::DeployArgs),
+    /// The monthly cost model for a replicator of a given size and
+    /// traffic (no clusters needed): Replicates at once, Lambda, Step
+    /// Functions and DynamoDB.
+    Cost(cost::CostArgs),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +147,7 @@ async fn main() -> ExitCode {
         Command::Move(args) => move_app::move_cmd(args).await,
         Command::DeployParameters(args) => deploy::deploy_parameters(args),
         Command::ForgetFlow(args) => forget_flow::forget_flow(args).await,
+        Command::Cost(args) => cost::cost(args),
     };
     match res {
         Ok(code) => code,

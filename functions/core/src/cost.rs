@@ -45,6 +45,27 @@ pub struct CostInputs {
     pub active_partitions: usize,
     /// Checkpoints per second of a partition that receives records.
     pub checkpoints_per_second: f64,
+    /// How long a Replicate waits for a holder about to stop
+    /// (HandoffWaitSeconds; 0: never).
+    pub handoff_wait_seconds: f64,
+}
+
+/// The Replicate function's Timeout in template.yaml, in seconds: how long
+/// each invocation copies.
+pub const REPLICATE_TIMEOUT_SECONDS: f64 = 300.0;
+
+/// The mean time a Replicate waits for its holder to stop, per invocation:
+/// the first execution to arrive within `wait` of the holder's stop waits,
+/// and executions arrive every `schedule` (both in seconds).
+pub fn mean_handoff_wait(wait: f64, schedule: f64) -> f64 {
+    if wait <= 0.0 || schedule <= 0.0 {
+        0.0
+    } else if wait >= schedule {
+        wait - schedule / 2.0
+    } else {
+        // Only with probability wait / schedule does one arrive in time.
+        wait * wait / (2.0 * schedule)
+    }
 }
 
 /// The estimate, per month.
@@ -79,7 +100,10 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
     let batches = i.batches as f64;
     // Plan, Map, SyncGroups, Report, Done, plus a start and a task per Map iteration.
     let state_transitions = executions * (5.0 + 2.0 * batches);
-    let replicate_seconds = batches * HOURS_PER_MONTH * 3600.0;
+    // Each batch's invocations copy back to back, and each (but the first)
+    // waited for its predecessor first.
+    let waited = mean_handoff_wait(i.handoff_wait_seconds, i.schedule_minutes.max(1.0) * 60.0);
+    let replicate_seconds = batches * HOURS_PER_MONTH * 3600.0 * (1.0 + waited / REPLICATE_TIMEOUT_SECONDS);
     let lambda_gb_seconds = replicate_seconds * REPLICATE_MEMORY_GB + executions * 3.0 * OTHER_SECONDS * OTHER_MEMORY_GB;
     let lambda_requests = executions * (3.0 + batches);
     let checkpoints = i.active_partitions as f64 * i.checkpoints_per_second * HOURS_PER_MONTH * 3600.0;
@@ -101,8 +125,8 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
         assumptions: vec![
             format!("one execution every {} minute(s), {HOURS_PER_MONTH} hours a month", i.schedule_minutes.max(1.0)),
             format!(
-                "each of the {} Replicate batches keeps one {REPLICATE_MEMORY_GB} GB invocation running all the time (overlapping ones find the leases taken and return at once)",
-                i.batches
+                "each of the {} Replicate batches keeps one {REPLICATE_MEMORY_GB} GB invocation running all the time (overlapping ones find the leases taken and return at once), and each of its {REPLICATE_TIMEOUT_SECONDS} s invocations waited {waited:.0} s on average for the one before (HandoffWaitSeconds {})",
+                i.batches, i.handoff_wait_seconds
             ),
             format!("Plan, SyncGroups and Report run {OTHER_SECONDS} s each at {OTHER_MEMORY_GB} GB per execution"),
             format!(
@@ -148,6 +172,7 @@ mod tests {
             partitions: 4,
             active_partitions: 1,
             checkpoints_per_second: 1.0,
+            handoff_wait_seconds: 0.0,
         });
         assert_eq!(e.executions, 43_800.0);
         assert_eq!(e.state_transitions, 43_800.0 * 7.0);
@@ -169,6 +194,7 @@ mod tests {
             partitions: 10,
             active_partitions: 0,
             checkpoints_per_second: 1.0,
+            handoff_wait_seconds: 0.0,
         };
         let every_minute = estimate(&base);
         let every_five = estimate(&CostInputs {
@@ -178,5 +204,28 @@ mod tests {
         assert!((every_five.step_functions_usd * 5.0 - every_minute.step_functions_usd).abs() < 1e-6);
         assert!(every_five.lambda_gb_seconds < every_minute.lambda_gb_seconds);
         assert!(every_five.lambda_gb_seconds > 2.0 * HOURS_PER_MONTH * 3600.0);
+    }
+
+    #[test]
+    fn a_successor_waits_from_the_window_less_half_the_schedule_on_average() {
+        assert_eq!(mean_handoff_wait(0.0, 60.0), 0.0);
+        assert_eq!(mean_handoff_wait(75.0, 60.0), 45.0);
+        assert_eq!(mean_handoff_wait(60.0, 60.0), 30.0);
+        // A window shorter than the schedule: a successor only sometimes.
+        assert_eq!(mean_handoff_wait(30.0, 60.0), 7.5);
+        let base = CostInputs {
+            schedule_minutes: 1.0,
+            batches: 2,
+            partitions: 10,
+            active_partitions: 0,
+            checkpoints_per_second: 1.0,
+            handoff_wait_seconds: 0.0,
+        };
+        let waiting = estimate(&CostInputs {
+            handoff_wait_seconds: 75.0,
+            ..base
+        });
+        let ratio = waiting.lambda_gb_seconds / estimate(&base).lambda_gb_seconds;
+        assert!(ratio > 1.14 && ratio < 1.15, "{ratio}");
     }
 }

@@ -1,6 +1,7 @@
 //! One file per `ferry` command.
 
 pub(crate) mod backfill;
+pub(crate) mod cost;
 pub(crate) mod deploy;
 pub(crate) mod forget_flow;
 pub(crate) mod move_app;

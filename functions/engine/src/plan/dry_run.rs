@@ -309,6 +309,7 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
         // A partition receiving records is checkpointed once per
         // checkpoint interval (sooner only above checkpoint_max_bytes).
         checkpoints_per_second: 1.0 / ferry.settings.checkpoint_interval.as_secs_f64().max(0.001),
+        handoff_wait_seconds: ferry.settings.handoff_wait.as_secs_f64(),
     });
     out.observed_seconds = started.elapsed().as_secs_f64();
     Ok(out)
