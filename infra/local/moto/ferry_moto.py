@@ -1,5 +1,19 @@
-"""moto's server with one addition of Ferry's: MSK's GetBootstrapBrokers,
-which moto (5.2.5) does not implement.
+"""moto's server with two changes of Ferry's: MSK's GetBootstrapBrokers,
+which moto (5.2.5) does not implement; and DynamoDB's atomicity, which it
+does not keep under concurrent requests.
+
+DynamoDB applies each write, and each TransactWriteItems, atomically: a
+condition is checked against, and the write applied to, the item as no
+other request is changing it, and a transaction that fails changes
+nothing. moto's server answers requests on threads and its DynamoDB
+backend takes no lock: a conditional update can pass its check while
+another request changes the item, and a failing TransactWriteItems puts
+back a copy of every table it touched as they were when it began,
+undoing what other requests wrote meanwhile (a checkpoint, a lease).
+Under load, that moved a cursor back and Ferry copied records twice
+(bench/scale, 2026-12-05). Here every DynamoDB call holds one lock, so
+each is atomic as DynamoDB's are; tests/e2e/test_local_stack.py shows a
+failing transaction no longer undoes a concurrent write.
 
 `GET /v1/clusters/{clusterArn}/bootstrap-brokers` answers, for a cluster
 moto holds (created with kafka's CreateCluster or CreateClusterV2), the
@@ -19,9 +33,13 @@ cluster's settings, and their values (the tests register local brokers).
 Run as moto_server is run: `python ferry_moto.py -H 127.0.0.1 -p PORT`.
 """
 
+import functools
 import json
 import sys
+import threading
 from urllib.parse import unquote
+
+from moto.dynamodb.models import DynamoDBBackend
 
 from moto.kafka.exceptions import NotFoundException
 from moto.kafka.models import FakeKafkaCluster
@@ -64,6 +82,23 @@ def aws_shaped_arn(self: FakeKafkaCluster) -> str:
 
 KafkaResponse.get_bootstrap_brokers = get_bootstrap_brokers
 FakeKafkaCluster._generate_arn = aws_shaped_arn
+
+# One lock for every DynamoDB call (reentrant: calls call each other).
+DYNAMODB_LOCK = threading.RLock()
+
+
+def atomic(method):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with DYNAMODB_LOCK:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+for _name, _method in list(vars(DynamoDBBackend).items()):
+    if callable(_method) and not _name.startswith("_"):
+        setattr(DynamoDBBackend, _name, atomic(_method))
 
 if __name__ == "__main__":
     from moto.server import main

@@ -1,0 +1,60 @@
+"""The local stack's DynamoDB keeps DynamoDB's atomicity under concurrent
+requests (infra/local/moto/ferry_moto.py): a TransactWriteItems that fails
+its condition changes nothing, and in particular does not undo what other
+requests wrote while it ran. moto alone does (it puts back a copy of the
+tables a failed transaction touched); under load that moved Ferry's
+cursors back, and every test of concurrent workers depends on it not."""
+
+import threading
+
+from botocore.exceptions import ClientError
+
+from conftest import dynamo, unique
+
+ITEMS, INCREMENTS = 300, 200
+
+
+def test_a_failing_transaction_does_not_undo_a_concurrent_write():
+    db, table = dynamo(), unique("atomic")
+    db.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    try:
+        # A table of some size: moto copies it whole for each transaction.
+        for i in range(ITEMS):
+            db.put_item(TableName=table, Item={"pk": {"S": f"filler-{i}"}, "fill": {"S": "x" * 200}})
+        db.put_item(TableName=table, Item={"pk": {"S": "counter"}, "v": {"N": "0"}})
+        stop, failed = threading.Event(), [0]
+
+        def failing_transactions():
+            while not stop.is_set():
+                try:
+                    db.transact_write_items(TransactItems=[
+                        {"Update": {"TableName": table, "Key": {"pk": {"S": "filler-0"}},
+                                    "UpdateExpression": "SET fill = :p", "ExpressionAttributeValues": {":p": {"S": "y"}}}},
+                        {"ConditionCheck": {"TableName": table, "Key": {"pk": {"S": "filler-1"}},
+                                            "ConditionExpression": "attribute_not_exists(pk)"}},
+                    ])
+                except ClientError as e:
+                    assert e.response["Error"]["Code"] == "TransactionCanceledException", e
+                    failed[0] += 1
+
+        threads = [threading.Thread(target=failing_transactions) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(INCREMENTS):
+                db.update_item(TableName=table, Key={"pk": {"S": "counter"}}, UpdateExpression="SET v = v + :one",
+                               ExpressionAttributeValues={":one": {"N": "1"}})
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        v = int(db.get_item(TableName=table, Key={"pk": {"S": "counter"}}, ConsistentRead=True)["Item"]["v"]["N"])
+        assert failed[0] > 0, "no transaction ran beside the writes"
+        assert v == INCREMENTS, f"{INCREMENTS - v} of {INCREMENTS} writes undone by {failed[0]} failed transactions"
+        # Nor did a failed transaction write its own update.
+        fill = db.get_item(TableName=table, Key={"pk": {"S": "filler-0"}}, ConsistentRead=True)["Item"]["fill"]["S"]
+        assert fill == "x" * 200, fill
+    finally:
+        db.delete_table(TableName=table)
