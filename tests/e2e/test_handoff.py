@@ -22,8 +22,9 @@ class Load:
     """A steady producer (a record every 20 ms, its send time as value) and
     a read_committed consumer on the target recording when each arrived."""
 
-    def __init__(self, topic: str):
+    def __init__(self, topic: str, partitions: int = PARTITIONS):
         self.topic, self.stop, self.sent, self.seen = topic, threading.Event(), 0, {}
+        self.partitions = partitions
         self.threads = [threading.Thread(target=self._produce, daemon=True), threading.Thread(target=self._consume, daemon=True)]
         for t in self.threads:
             t.start()
@@ -31,7 +32,7 @@ class Load:
     def _produce(self):
         p = producer(SOURCE, **{"linger.ms": 0})
         while not self.stop.is_set():
-            p.produce(self.topic, key=str(self.sent).encode(), value=repr(time.time()).encode(), partition=self.sent % PARTITIONS)
+            p.produce(self.topic, key=str(self.sent).encode(), value=repr(time.time()).encode(), partition=self.sent % self.partitions)
             self.sent += 1
             p.poll(0)
             time.sleep(0.02)
@@ -40,12 +41,12 @@ class Load:
     def _consume(self):
         c = Consumer({"bootstrap.servers": TARGET, "group.id": unique("handoff-reader"), "isolation.level": "read_committed",
                       "fetch.wait.max.ms": 50, "enable.auto.commit": False})
-        c.assign([TopicPartition(self.topic, p, 0) for p in range(PARTITIONS)])
+        c.assign([TopicPartition(self.topic, p, 0) for p in range(self.partitions)])
         try:
             while not self.stop.is_set() or len(self.seen) < self.sent:
                 m = c.poll(0.1)
                 if m is not None and not m.error():
-                    self.seen[m.key()] = (float(m.value()), time.time())
+                    self.seen[m.key()] = (float(m.value()), time.time(), m.partition())
                 if self.stop.is_set() and time.time() > self.stopped_at + 20:
                     break
         finally:
@@ -57,8 +58,9 @@ class Load:
         for t in self.threads:
             t.join(90)
 
-    def latencies(self, since: float, until: float) -> list[float]:
-        return sorted(arrived - sent for sent, arrived in self.seen.values() if since <= sent <= until)
+    def latencies(self, since: float, until: float, partitions: tuple[int, ...] | None = None) -> list[float]:
+        return sorted(arrived - sent for sent, arrived, p in self.seen.values()
+                      if since <= sent <= until and (partitions is None or p in partitions))
 
 
 def run_two(tmp_path, wait_seconds: str, third: bool = False):
@@ -134,7 +136,7 @@ def test_with_the_wait_turned_off_the_late_replicate_leaves_the_batch_to_the_nex
     summary_a, summary_b, a_ends, load, topic, b_log = run_two(tmp_path, "0")
     assert "waiting to take them over" not in b_log
     assert summary_b["records"] == 0 and set(summary_b["stopped"]) == {"lease-held"}, summary_b
-    assert not [k for k, (sent, _) in load.seen.items() if sent > a_ends + 1], "records arrived after A stopped"
+    assert not [k for k, (sent, _, _) in load.seen.items() if sent > a_ends + 1], "records arrived after A stopped"
 
 
 def test_one_successor_waits_for_a_holder_and_a_third_leaves_it_the_batch(tmp_path):
@@ -145,3 +147,56 @@ def test_one_successor_waits_for_a_holder_and_a_third_leaves_it_the_batch(tmp_pa
     assert "another worker waits to take over" in c_log, c_log[-3000:]
     assert set(summary_c["stopped"]) == {"lease-held"} and summary_c["records"] == 0, summary_c
     assert "lease-held" not in summary_b["stopped"] and summary_b["records"] > 0, summary_b
+
+
+def test_a_replicate_waits_for_every_holder_that_stops_with_the_first(tmp_path):
+    """The batches of one execution stop together, and the next plan
+    regroups partitions, so one batch of the next execution holds
+    partitions of several: A1 copies partitions 0 and 1 for 20 s, A2 (1 s
+    later) 2 and 3; B, on 0 and 2 from 5 s in, waits for both and takes
+    both. Partition 2's records across A2's stop arrive within 5 s."""
+    topic = unique("handoff-two")
+    create_topic(SOURCE, topic, 4)
+    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
+    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
+    try:
+        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
+        assert kind == "response", (plan, plan_fn.text()[-3000:])
+    finally:
+        plan_fn.close()
+    flow = plan["batches"][0]["flow"]
+
+    def batch(parts, seconds):
+        return {"flow": flow, "partitions": [{"topic": topic, "partitions": [[p, 0, 0] for p in parts]}], "max_seconds": seconds}
+
+    env = {"FERRY_HANDOFF_WAIT_SECONDS": "75"}
+    fns = {n: WarmFunction(REPLICATE, ferry, tmp_path / f"{n}.log", env) for n in ("a1", "a2", "b")}
+    load, outs = Load(topic, 4), {}
+
+    def invoke(name, event):
+        outs[name] = fns[name].invoke(event, timeout_s=60)
+
+    try:
+        started = time.time()
+        threads = [threading.Thread(target=invoke, args=("a1", batch([0, 1], 20)))]
+        threads[0].start()
+        time.sleep(1)
+        threads.append(threading.Thread(target=invoke, args=("a2", batch([2, 3], 20))))
+        threads[1].start()
+        time.sleep(4)
+        invoke("b", batch([0, 2], 40))
+        for t in threads:
+            t.join(60)
+        load.end()
+    finally:
+        for fn in fns.values():
+            fn.close()
+    for name in outs:
+        assert outs[name][0] == "response", (outs[name], (tmp_path / f"{name}.log").read_text()[-3000:])
+    summary_b, b_log = outs["b"][1]["summary"], (tmp_path / "b.log").read_text()
+    assert '"holders":2' in b_log.replace(" ", ""), b_log[-3000:]
+    assert "lease-held" not in summary_b["stopped"] and summary_b["partitions"] == 2, summary_b
+    a2_ends = started + 1 + 20
+    around = load.latencies(a2_ends - 5, a2_ends + 10, (2,))
+    assert len(around) > 100, len(around)
+    assert around[-1] < 5, around[-20:]

@@ -32,8 +32,14 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// partitions are tried again (it gives them back together).
 const TAKE_WITHIN: Duration = Duration::from_secs(2);
 /// The least time a successor must have left after the holder's planned
-/// stop for the wait to be worth it.
+/// stop for the wait to be worth it; nor does it wait or try past its own
+/// stop less this.
 const MIN_USEFUL: Duration = Duration::from_secs(10);
+/// Holders that plan to stop within this of the first are waited for
+/// together: the batches of one execution start, and so stop, together,
+/// and each plan regroups partitions by lag, so one batch of the next
+/// execution holds partitions of several.
+const TOGETHER: Duration = Duration::from_secs(10);
 
 /// The partitions a Replicate waited for, and until when it tries them.
 pub(super) struct Handoff {
@@ -57,22 +63,40 @@ pub(super) fn planned_stop_ms(budget: &Budget) -> i64 {
 pub(super) fn worth_waiting(cursor: &CursorItem, owner: &str, now: i64, wait: Duration, my_stop_ms: i64) -> bool {
     let held = cursor.lease_owner.as_deref().is_some_and(|o| o != owner) && cursor.lease_expires_ms >= now;
     let ends = cursor.lease_ends_ms;
-    held && ends > 0 && ends - now <= wait.as_millis() as i64 && ends + MIN_USEFUL.as_millis() as i64 <= my_stop_ms
+    // A planned stop already past: a holder that is late or dead, whose
+    // lease expires on its own.
+    held && ends > now && ends - now <= wait.as_millis() as i64 && ends + MIN_USEFUL.as_millis() as i64 <= my_stop_ms
 }
 
-/// Of the leases worth waiting for, those of the holder that stops first
-/// (the holder's id, its planned stop, and its partitions, the watched one
-/// first).
-fn first_holder<'a>(held: &[&'a CursorItem]) -> Option<(&'a str, i64, Vec<&'a TopicPartition>)> {
+/// Whether no other worker holds a live lease on the partition: it can be
+/// taken now.
+fn free(cursor: &CursorItem, owner: &str, now: i64) -> bool {
+    cursor.lease_owner.as_deref().is_none_or(|o| o == owner) || cursor.lease_expires_ms < now
+}
+
+/// The first holders' planned stop, one watched partition per holder, and
+/// all their partitions (see [`first_holders`]).
+type Holders<'a> = (i64, Vec<(&'a str, &'a TopicPartition)>, Vec<&'a TopicPartition>);
+
+/// Of the leases worth waiting for, those of the holders that stop within
+/// [`TOGETHER`] of the first: the first's planned stop, one watched
+/// partition per holder (its lowest, the first holder's first), and all
+/// their partitions.
+fn first_holders<'a>(held: &[&'a CursorItem]) -> Option<Holders<'a>> {
     let first = held.iter().min_by_key(|c| (c.lease_ends_ms, &c.tp))?;
-    let owner = first.lease_owner.as_deref()?;
-    let mut tps: Vec<&TopicPartition> = held
-        .iter()
-        .filter(|c| c.lease_owner.as_deref() == Some(owner))
-        .map(|c| &c.tp)
-        .collect();
+    let until = first.lease_ends_ms + TOGETHER.as_millis() as i64;
+    let mut group: Vec<&CursorItem> = held.iter().copied().filter(|c| c.lease_ends_ms <= until).collect();
+    group.sort_by_key(|c| (c.lease_ends_ms, &c.tp));
+    let mut watched: Vec<(&str, &TopicPartition)> = Vec::new();
+    for c in &group {
+        let owner = c.lease_owner.as_deref()?;
+        if !watched.iter().any(|(o, _)| *o == owner) {
+            watched.push((owner, &c.tp));
+        }
+    }
+    let mut tps: Vec<&TopicPartition> = group.iter().map(|c| &c.tp).collect();
     tps.sort();
-    Some((owner, first.lease_ends_ms, tps))
+    Some((first.lease_ends_ms, watched, tps))
 }
 
 impl Handoff {
@@ -83,11 +107,14 @@ impl Handoff {
         }
     }
 
-    /// Read the batch's leases; if a holder stops soon enough (see
-    /// [`worth_waiting`]) and no other successor claimed it, wait until it
-    /// gives its first partition back (or [`RELEASE_GRACE`] past its
-    /// planned stop). Nothing is held meanwhile. A failed read only means
-    /// no wait: the lease acquisition that follows reports what is wrong.
+    /// Read the batch's leases; if holders stop soon enough (see
+    /// [`worth_waiting`]), none of the batch's partitions is free to take
+    /// now, and no other successor claimed the hand-off, wait until the
+    /// holders stopping first (see [`first_holders`]) give their
+    /// partitions back, at most [`RELEASE_GRACE`] past their planned stop
+    /// and never closer than [`MIN_USEFUL`] to this invocation's own stop.
+    /// Nothing is held meanwhile. A failed read only means no wait: the
+    /// lease acquisition that follows reports what is wrong.
     pub(super) async fn wait_for_holder(run: &FlowRun<'_>, partitions: &[PartitionWork], budget: &Budget, owner: &str) -> Self {
         let wait = run.ferry.settings.handoff_wait;
         if wait.is_zero() {
@@ -96,17 +123,22 @@ impl Handoff {
         let store = &run.ferry.store;
         let cursors = join_all(partitions.iter().map(|w| store.get_cursor(run.key, &w.source))).await;
         let (now, my_stop) = (now_ms(), planned_stop_ms(budget));
-        let held: Vec<&CursorItem> = cursors
-            .iter()
-            .filter_map(|c| c.as_ref().ok().and_then(Option::as_ref))
-            .filter(|c| worth_waiting(c, owner, now, wait, my_stop))
-            .collect();
-        let Some((holder, ends, tps)) = first_holder(&held) else {
+        let read: Vec<&CursorItem> = cursors.iter().filter_map(|c| c.as_ref().ok().and_then(Option::as_ref)).collect();
+        if read.len() < partitions.len() || read.iter().any(|c| free(c, owner, now)) {
+            // Partitions to copy now: no waiting, the held ones are left
+            // to a later worker.
+            return Self::none();
+        }
+        let held: Vec<&CursorItem> = read.into_iter().filter(|c| worth_waiting(c, owner, now, wait, my_stop)).collect();
+        let Some((ends, watched, tps)) = first_holders(&held) else {
             return Self::none();
         };
-        let watched = tps[0];
-        let until = ends + RELEASE_GRACE.as_millis() as i64;
-        match store.claim_handoff(run.key, watched, owner, until).await {
+        let last_try = Instant::now() + Duration::from_millis((my_stop - now).max(0) as u64).saturating_sub(MIN_USEFUL);
+        let (holder, claimed) = watched[0];
+        match store
+            .claim_handoff(run.key, claimed, owner, ends + RELEASE_GRACE.as_millis() as i64)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(flow = %run.flow.id(), holder, "another worker waits to take over this batch's partitions; not waiting");
@@ -118,25 +150,36 @@ impl Handoff {
             }
         }
         tracing::info!(
-            flow = %run.flow.id(), holder, partitions = tps.len(), wait_ms = (ends - now).max(0),
+            flow = %run.flow.id(), holder, holders = watched.len(), partitions = tps.len(), wait_ms = (ends - now).max(0),
             "partitions leased by a worker that stops soon; waiting to take them over"
         );
-        tokio::time::sleep(Duration::from_millis((ends - now).max(0) as u64)).await;
-        let give_up = Instant::now() + RELEASE_GRACE;
-        loop {
-            match store.get_cursor(run.key, watched).await {
-                Ok(Some(c)) if c.lease_owner.as_deref() == Some(holder) && c.lease_expires_ms >= now_ms() => {}
-                _ => break,
+        let wake = Instant::now() + Duration::from_millis((ends - now).max(0) as u64);
+        while Instant::now() < wake && !budget.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_secs(1))).await;
+        }
+        let give_up = (Instant::now() + RELEASE_GRACE).min(last_try);
+        let mut watching = watched;
+        while !watching.is_empty() {
+            let reads = join_all(watching.iter().map(|(_, tp)| store.get_cursor(run.key, tp))).await;
+            let at = now_ms();
+            watching = watching
+                .into_iter()
+                .zip(reads)
+                .filter(|((o, _), r)| matches!(r, Ok(Some(c)) if c.lease_owner.as_deref() == Some(*o) && c.lease_expires_ms >= at))
+                .map(|(w, _)| w)
+                .collect();
+            if watching.is_empty() {
+                break;
             }
-            if Instant::now() >= give_up {
-                tracing::info!(flow = %run.flow.id(), holder, "the holder has not given its partitions back; leaving them to a later worker");
+            if Instant::now() >= give_up || budget.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(flow = %run.flow.id(), holders = watching.len(), "a holder has not given its partitions back; leaving them to a later worker");
                 break;
             }
             tokio::time::sleep(WATCH_EVERY).await;
         }
         Handoff {
             waiting: tps.into_iter().cloned().collect(),
-            give_up: Instant::now() + TAKE_WITHIN,
+            give_up: (Instant::now() + TAKE_WITHIN).min(last_try),
         }
     }
 
@@ -191,6 +234,8 @@ mod tests {
             wait,
             now + 35_000
         ));
+        // Its planned stop already past (late or dead: its lease expires).
+        assert!(!worth_waiting(&held(Some("a"), now + 20_000, now - 1), "me", now, wait, me));
         // Never said when it stops (an older release), expired, free, or ours.
         assert!(!worth_waiting(&held(Some("a"), now + 20_000, 0), "me", now, wait, me));
         assert!(!worth_waiting(&held(Some("a"), now - 1, now + 30_000), "me", now, wait, me));
@@ -207,21 +252,44 @@ mod tests {
     }
 
     #[test]
-    fn the_holder_that_stops_first_is_waited_for_with_its_partitions_only() {
+    fn the_holders_that_stop_together_first_are_waited_for_with_their_partitions() {
         let at = |topic: &str, p: i32, owner: &str, ends_ms: i64| CursorItem {
             tp: TopicPartition::new(topic, p),
             ..held(Some(owner), 1, ends_ms)
         };
         let items = [
-            at("b", 1, "late", 900),
+            at("b", 1, "next-minute", 60_500),
             at("b", 0, "early", 500),
             at("a", 3, "early", 500),
-            at("a", 0, "late", 900),
+            at("a", 1, "same-execution", 2_500),
+            at("a", 0, "next-minute", 60_500),
         ];
         let refs: Vec<&CursorItem> = items.iter().collect();
-        let (owner, ends, tps) = first_holder(&refs).expect("a holder worth waiting for");
-        assert_eq!((owner, ends), ("early", 500));
-        assert_eq!(tps, vec![&TopicPartition::new("a", 3), &TopicPartition::new("b", 0)]);
-        assert!(first_holder(&[]).is_none());
+        let (ends, watched, tps) = first_holders(&refs).expect("holders worth waiting for");
+        assert_eq!(ends, 500);
+        assert_eq!(
+            watched,
+            vec![
+                ("early", &TopicPartition::new("a", 3)),
+                ("same-execution", &TopicPartition::new("a", 1))
+            ]
+        );
+        assert_eq!(
+            tps,
+            vec![
+                &TopicPartition::new("a", 1),
+                &TopicPartition::new("a", 3),
+                &TopicPartition::new("b", 0)
+            ]
+        );
+        assert!(first_holders(&[]).is_none());
+    }
+
+    #[test]
+    fn a_partition_is_free_when_unheld_expired_or_ours() {
+        assert!(free(&held(None, 0, 0), "me", 1_000));
+        assert!(free(&held(Some("a"), 999, 5_000), "me", 1_000));
+        assert!(free(&held(Some("me"), 5_000, 5_000), "me", 1_000));
+        assert!(!free(&held(Some("a"), 5_000, 5_000), "me", 1_000));
     }
 }
