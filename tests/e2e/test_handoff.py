@@ -63,6 +63,19 @@ class Load:
                       if since <= sent <= until and (partitions is None or p in partitions))
 
 
+def planned(tmp_path, topic: str) -> tuple[Ferry, dict]:
+    """A replicator of `topic` and the real Plan function's output for it
+    (target topic and cursors created)."""
+    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
+    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
+    try:
+        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
+        assert kind == "response", (plan, plan_fn.text()[-3000:])
+    finally:
+        plan_fn.close()
+    return ferry, plan
+
+
 def run_two(tmp_path, wait_seconds: str, third: bool = False):
     """Replicate A copies for 20 s; B, started 5 s later with 40 s, finds
     the batch leased by A (and, with `third`, C started 3 s after B with
@@ -70,14 +83,8 @@ def run_two(tmp_path, wait_seconds: str, third: bool = False):
     the topic, and B's log (with `third`, C's output and log too)."""
     topic = unique("handoff")
     create_topic(SOURCE, topic, PARTITIONS)
-    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
     env = {"FERRY_HANDOFF_WAIT_SECONDS": wait_seconds}
-    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
-    try:
-        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
-        assert kind == "response", (plan, plan_fn.text()[-3000:])
-    finally:
-        plan_fn.close()
+    ferry, plan = planned(tmp_path, topic)
     [ref] = plan["batches"]
     a = WarmFunction(REPLICATE, ferry, tmp_path / "a.log", env)
     b = WarmFunction(REPLICATE, ferry, tmp_path / "b.log", env)
@@ -157,13 +164,7 @@ def test_a_replicate_waits_for_every_holder_that_stops_with_the_first(tmp_path):
     both. Partition 2's records across A2's stop arrive within 5 s."""
     topic = unique("handoff-two")
     create_topic(SOURCE, topic, 4)
-    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
-    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
-    try:
-        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
-        assert kind == "response", (plan, plan_fn.text()[-3000:])
-    finally:
-        plan_fn.close()
+    ferry, plan = planned(tmp_path, topic)
     flow = plan["batches"][0]["flow"]
 
     def batch(parts, seconds):
