@@ -100,7 +100,7 @@ impl LoopFilter {
     /// registered before use, so a batch already in the log has its id
     /// registered if it is the opposite flow's: a negative answer can be
     /// cached.
-    pub async fn learn(&mut self, store: &StateStore, batches: &[RawBatch]) -> Result<(), FerryError> {
+    pub async fn learn(&mut self, store: &StateStore, batches: impl IntoIterator<Item = &RawBatch>) -> Result<(), FerryError> {
         for b in batches {
             let pid = b.header.producer_id;
             if pid < 0 || b.header.is_control() || self.known.contains_key(&pid) {

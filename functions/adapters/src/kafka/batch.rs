@@ -16,7 +16,9 @@ use ferry_core::config::Compression;
 mod codec;
 mod committed;
 
-pub use committed::{BatchKind, Transactions};
+pub use committed::{read_committed, ReadBatch};
+#[cfg(test)]
+use committed::{BatchKind, Transactions};
 
 use codec::*;
 

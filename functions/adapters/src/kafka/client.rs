@@ -26,6 +26,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
+use super::batch;
 use super::connection::Connection;
 use super::error::KafkaError;
 use super::security::Security;
@@ -80,6 +81,14 @@ pub struct FetchedPartition {
     pub aborted: Vec<(i64, i64)>,
     /// Raw record batches.
     pub records: Bytes,
+}
+
+impl FetchedPartition {
+    /// Its batches in order, each marked as a read_committed consumer
+    /// treats it (markers and aborted transactions return no records).
+    pub fn read_committed(&self) -> Result<Vec<batch::ReadBatch>, batch::BatchError> {
+        batch::read_committed(self.records.clone(), &self.aborted)
+    }
 }
 
 /// Where one leader epoch ends in a partition's log, as its current leader

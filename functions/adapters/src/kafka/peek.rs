@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_core::domain::TopicPartition;
 
-use super::batch::{self, BatchError, BatchKind, RawBatch, Transactions};
+use super::batch;
 use super::client::{Isolation, KafkaCluster};
 use super::error::KafkaError;
 
@@ -21,21 +21,6 @@ pub struct NextRecord {
     pub timestamp_ms: i64,
     /// Its key; None when null.
     pub key: Option<Bytes>,
-}
-
-/// The batches of `batches` a read_committed consumer returns records of:
-/// neither control batches nor those of the aborted transactions
-/// `aborted` ((producer id, first offset), as the Fetch response gives
-/// them) lists.
-pub fn committed_batches(batches: Vec<RawBatch>, aborted: &[(i64, i64)]) -> Result<Vec<RawBatch>, BatchError> {
-    let mut txns = Transactions::new(aborted);
-    let mut out = Vec::new();
-    for b in batches {
-        if txns.kind(&b)? == BatchKind::Committed {
-            out.push(b);
-        }
-    }
-    Ok(out)
 }
 
 /// Fetches made for one [`KafkaCluster::next_record`] before it gives up
@@ -78,12 +63,12 @@ impl KafkaCluster {
                 Some(Err(e)) => return Err(e),
                 None => return Err(KafkaError::protocol(self.alias(), format!("Fetch did not answer for {tp}"))),
             };
-            let batches = batch::split_batches(got.records.clone()).map_err(wrap)?;
-            let Some(last) = batches.last().map(|b| b.header.next_offset()) else {
+            let batches = got.read_committed().map_err(wrap)?;
+            let Some(last) = batches.last().map(|b| b.batch.header.next_offset()) else {
                 return Ok(None);
             };
-            for b in committed_batches(batches, &got.aborted).map_err(wrap)? {
-                if let Some(r) = batch::records(&b).map_err(wrap)?.into_iter().find(|r| r.offset >= pos) {
+            for b in batches.iter().filter(|b| b.committed).map(|b| &b.batch) {
+                if let Some(r) = batch::records(b).map_err(wrap)?.into_iter().find(|r| r.offset >= pos) {
                     return Ok(Some(NextRecord {
                         offset: r.offset,
                         timestamp_ms: r.timestamp,

@@ -70,11 +70,10 @@ pub(super) async fn read_committed(
         partition: tp.partition,
         source,
     };
-    let batches = batch::split_batches(fetched.records.clone()).map_err(wrap)?;
+    let batches = fetched.read_committed().map_err(wrap)?;
     if let Some(f) = filter.as_mut() {
-        f.learn(store, &batches).await?;
+        f.learn(store, batches.iter().filter(|b| b.committed).map(|b| &b.batch)).await?;
     }
-    let mut txns = batch::Transactions::new(&fetched.aborted);
     let mut out = CommittedRead {
         records: Vec::new(),
         removed_before: Vec::new(),
@@ -89,7 +88,7 @@ pub(super) async fn read_committed(
     // Offsets accounted for so far, and those found empty since the last record.
     let mut pos = from;
     let mut removed: u64 = 0;
-    for b in batches {
+    for batch::ReadBatch { batch: b, committed } in batches {
         let h = b.header;
         if h.next_offset() <= out.next {
             continue;
@@ -98,7 +97,7 @@ pub(super) async fn read_committed(
         let gap = u64::try_from(h.base_offset - pos).unwrap_or(0);
         removed += gap;
         pos = pos.max(h.base_offset);
-        if txns.kind(&b).map_err(wrap)? != batch::BatchKind::Committed {
+        if !committed {
             // A marker, or a batch of an aborted transaction: never replicated.
         } else if let Some(f) = filter.as_mut().filter(|f| f.drops(h.producer_id)) {
             if !f.mapped(store, tp, h.next_offset()).await? {
