@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
-use super::error::dynamo_err;
+use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
 use super::{StateError, StateStore};
 
@@ -246,11 +246,7 @@ impl StateStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
-            Err(e) => Err(dynamo_err("PutItem", &self.cursors, e)),
-        }
+        conditional("PutItem", &self.cursors, res)
     }
 
     /// Record the ids of the topics a cursor counts in, where it has none
@@ -281,12 +277,13 @@ impl StateStore {
         if sets.is_empty() {
             return Ok(());
         }
-        match req.update_expression(format!("SET {}", sets.join(", "))).send().await {
-            Ok(_) => Ok(()),
-            // Forgotten meanwhile: nothing to record.
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
-        }
+        // Forgotten meanwhile: nothing to record.
+        conditional(
+            "UpdateItem",
+            &self.cursors,
+            req.update_expression(format!("SET {}", sets.join(", "))).send().await,
+        )?;
+        Ok(())
     }
 
     /// Move the cursor of a partition Ferry has written nothing for (a
@@ -310,11 +307,7 @@ impl StateStore {
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
-        }
+        conditional("UpdateItem", &self.cursors, res)
     }
 
     /// All cursors of a flow.
@@ -513,11 +506,7 @@ impl StateStore {
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
-            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
-        }
+        conditional("UpdateItem", &self.cursors, res)
     }
 
     /// Record why a partition stopped (shown by `ferry status`).

@@ -93,6 +93,19 @@ pub(super) fn missing_table(table: &str, prefix: &str, denied: &str) -> StateErr
     }
 }
 
+/// Whether a conditional write was made: false when its condition did not
+/// hold (ConditionalCheckFailed), an error for any other failure.
+pub(super) fn conditional<O, E>(op: &'static str, table: &str, res: Result<O, SdkError<E>>) -> Result<bool, StateError>
+where
+    E: std::fmt::Debug + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(dynamo_err(op, table, e)),
+    }
+}
+
 pub(super) fn dynamo_err<E>(op: &'static str, table: &str, e: SdkError<E>) -> StateError
 where
     E: std::fmt::Debug + aws_sdk_dynamodb::error::ProvideErrorMetadata,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
 
-use super::error::dynamo_err;
+use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, s, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
@@ -284,11 +284,7 @@ impl StateStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(Some(until)),
-            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
-            Err(e) => Err(dynamo_err("PutItem", &self.groups, e)),
-        }
+        Ok(conditional("PutItem", &self.groups, res)?.then_some(until))
     }
 
     /// Give the lease on syncing `group` back, if `owner` still holds it.
@@ -304,11 +300,8 @@ impl StateStore {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("DeleteItem", &self.groups, e)),
-        }
+        conditional("DeleteItem", &self.groups, res)?;
+        Ok(())
     }
 
     /// The groups a flow syncs when it does not detect new ones, fixed at
@@ -338,11 +331,8 @@ impl StateStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("PutItem", &self.groups, e)),
-        }
+        conditional("PutItem", &self.groups, res)?;
+        Ok(())
     }
 
     /// The group a flow's next sync starts at: the first one an earlier
