@@ -235,6 +235,9 @@ class Rehearsal:
         self.stack_name = stack_name or env["FERRY_TABLE_PREFIX"]
         self.stack = sam_stack(self.parameters, self.stack_name, self.template, exports)
         self.requests = Requests(self.moto_url)
+        # Where a service's calls go when not to `moto_url` (Step Functions
+        # runs on a moto of its own: local_sfn.py).
+        self.upstreams: dict[str, str] = {}
         self.decisions: list[dict] = []
         self.lock = threading.Lock()
         self._log = open(log_dir / "iam-proxy.log", "a")
@@ -383,7 +386,8 @@ class Rehearsal:
                                f"because {d.reason}")
                         self._reply(*access_denied(service, msg))
                         return
-                conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                to = urllib.parse.urlparse(rehearsal.upstreams[service]) if service in rehearsal.upstreams else upstream
+                conn = http.client.HTTPConnection(to.hostname, to.port, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                     conn.request(self.command, self.path, body=body, headers=headers)

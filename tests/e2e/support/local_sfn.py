@@ -333,6 +333,8 @@ class LocalStepFunctions:
         moto_env = dict(os.environ, MOTO_PORT=str(self.router_port))
         self._spawn("moto-sfn", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env=moto_env)
         self.client = executing_client(self.moto_port)
+        if self.rehearsal:
+            self.rehearsal.upstreams["states"] = f"http://127.0.0.1:{self.moto_port}"
         return self
 
     def _start_functions(self) -> None:
@@ -526,7 +528,8 @@ class LocalStepFunctions:
     def _plan_env(self) -> dict[str, str]:
         return self.rehearsal.stack["functions"]["ferry-plan"]["environment"] if self.rehearsal else self.env
 
-    def create_state_machine(self, max_concurrency: int | None = None) -> str:
+    def create_state_machine(self, max_concurrency: int | None = None, name: str | None = None) -> str:
+        """`name`: the state machine's (the ARN a stack's policies name it by)."""
         # The template gives the Map's MaxConcurrency to the Plan function
         # too (one parameter; the plan makes no more batches than run at
         # once): the Plan was started with this stack's (the constructor's
@@ -544,7 +547,7 @@ class LocalStepFunctions:
             definition = definition.replace("${" + k + "}", v)
         json.loads(definition)  # every substitution made
         return self.client.create_state_machine(
-            name=f"ferry-{int(time.time() * 1000)}", definition=definition,
+            name=name or f"ferry-{int(time.time() * 1000)}", definition=definition,
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/ferry-state-machine")["stateMachineArn"]
 
     def execute(self, arn: str, payload: dict, timeout: float = 300) -> dict:

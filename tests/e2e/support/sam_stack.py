@@ -249,10 +249,10 @@ def main() -> None:
     # CloudFormation checks the Rules before it creates anything.
     stack.t = dict(out, Rules=template.get("Rules", {}))
     stack.check_rules()
-    managed = {}
+    managed, policies = {}, {}
     for name, r in out["Resources"].items():
         if r["Type"] == "AWS::IAM::ManagedPolicy" and stack.created(name):
-            managed[stack.ref(name)] = statements_of(stack.resolve(r["Properties"]["PolicyDocument"]))
+            managed[stack.ref(name)] = policies[name] = statements_of(stack.resolve(r["Properties"]["PolicyDocument"]))
     roles = {}
     for name, r in out["Resources"].items():
         if r["Type"] != "AWS::IAM::Role" or not stack.created(name):
@@ -321,7 +321,8 @@ def main() -> None:
         if "Export" in o:
             exports[stack.resolve(o["Export"]["Name"])] = outputs[name]
     print(json.dumps({"roles": roles, "functions": functions, "state_machine": state_machine, "tables": tables,
-                      "network": network, "exports": exports, "outputs": outputs}))
+                      "network": network, "exports": exports, "outputs": outputs,
+                      "managed_policies": policies}))
 
 
 if __name__ == "__main__":
