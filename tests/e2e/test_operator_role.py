@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from conftest import FERRY, SOURCE, TARGET, committed, create_topic, read_partition, unique
 from support.iam_rehearsal import ACCOUNT, REGION, REHEARSAL_SECRET, without
 from support.local_sfn import LocalStepFunctions
-from test_rehearsal import IAM_TARGET_ARN, migration_config, produce
+from support.migration import IAM_TARGET_ARN, migration_config, produce
 
 OPERATOR = "OperatorRole"
 

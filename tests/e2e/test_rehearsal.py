@@ -15,17 +15,13 @@ import pytest
 from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import SOURCE, TARGET, committed, create_topic, msk_cluster, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, committed, create_topic, msk_cluster, read_partition, unique, write_config
 from support.iam_policy import evaluate
 from support.iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
 from support.local_sfn import LocalStepFunctions
+from support.migration import CA_SECRET, SASL_SSL, SCRAM_SECRET, SCRAM_SECRET_PARTIAL, migration_config, produce
 
-SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
-IAM_TARGET = os.environ["TARGET_IAM_BOOTSTRAP"]
 TARGET_LOG = Path(os.environ["FERRY_RUN_DIR"]) / "target" / "kafka.log"
-# The two-secret layout: SCRAM-SHA-512 credentials, and the private CA apart.
-SCRAM_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
-CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
 TABLE = "arn:aws:dynamodb:us-east-1:123456789012:table/s-offset-map"
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ferry/src-AbCdEf"
 
@@ -63,49 +59,6 @@ def test_an_explicit_deny_wins():
     d = evaluate(sts, "dynamodb:DeleteItem", TABLE)
     assert not d.allowed and "NoDeletes" in d.reason
     assert evaluate(sts, "dynamodb:PutItem", TABLE).allowed
-
-
-# The SCRAM secret named as AWS's examples write ARNs, without the random
-# suffix Secrets Manager appends (the API accepts it; IAM matches the full ARN).
-# (Not the stack's "...-sha512" secrets: a name ending in a hyphen and six
-# letters or digits cannot be told from a suffix offline, so no warning.)
-SCRAM_SECRET_PARTIAL = SCRAM_SECRET[:-7]
-
-
-# The migration's target: MSK with IAM, as the local target's MSK IAM listener
-# serves it (tokens verified with each role's own credentials).
-IAM_TARGET_ARN = "arn:aws:kafka:us-east-1:123456789012:cluster/rehearsal-target/3f8c2a61-7e4b-4c55-9d1e-5a0b7c9e2f10-2"
-
-
-def migration_config(tmp_path, topic: str, group: str):
-    """The migration's topology: a SASL_SSL source (SCRAM-SHA-512, the private
-    CA, both from Secrets Manager: the credentials by a partial ARN, the CA
-    by its full ARN), an MSK target with IAM authentication (the local
-    target's IAM listener, named by its ARN, its CA from Secrets Manager),
-    both directions, ENHANCED group sync."""
-    kc, ri = write_config(tmp_path, [topic], both_ways=True, groups=[group], group_mode="ENHANCED")
-    clusters = json.loads(kc.read_text())
-    clusters[0] = {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": SASL_SSL},
-                   "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": SCRAM_SECRET_PARTIAL}},
-                   "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
-    clusters[1] = {"AmazonMskCluster": {"MskClusterArn": IAM_TARGET_ARN, "BootstrapBrokerString": IAM_TARGET},
-                   "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
-    kc.write_text(json.dumps(clusters, indent=2))
-    flows = json.loads(ri.read_text())
-    for f in flows:
-        for end in ("Source", "Target"):
-            if f.get(f"{end}KafkaClusterId") == "target":
-                del f[f"{end}KafkaClusterId"]
-                f[f"{end}KafkaClusterArn"] = IAM_TARGET_ARN
-    ri.write_text(json.dumps(flows, indent=2))
-    return kc, ri
-
-
-def produce(bootstrap: str, topic: str, prefix: str, n: int) -> None:
-    p = producer(bootstrap, **{"enable.idempotence": True})
-    for i in range(n):
-        p.produce(topic, partition=0, key=f"{prefix}-{i}".encode(), value=b"v")
-    assert p.flush(30) == 0
 
 
 # (what is removed, the role, the action or the resource it is removed by, the denial expected)
