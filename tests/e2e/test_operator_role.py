@@ -1,9 +1,10 @@
 """The CLI as an operator runs it against a deployed stack, under IAM: a role
-with nothing but the template's OperatorPolicy and KafkaAccessPolicy (its
-outputs say to attach those two) runs `ferry status`, `readiness`, `move`
-and `backfill` through the rehearsal's enforcing proxy and the MSK IAM
-target, with nothing denied; the same role without one of those grants is
-refused with AWS's own message, and the move writes nothing."""
+with nothing but the template's OperatorPolicy and ClusterCredentialsPolicy
+(its outputs say to attach those two) runs `ferry status`, `readiness`,
+`move` and `backfill` through the rehearsal's enforcing proxy and the MSK
+IAM target, with nothing denied; the same role without one of those grants
+is refused with AWS's own message, and the move writes nothing. The role
+may write no record, topic or transactional id on the clusters."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import FERRY, SOURCE, TARGET, committed, create_topic, read_partition, unique
+from support.iam_policy import evaluate
 from support.iam_rehearsal import ACCOUNT, REGION, REHEARSAL_SECRET, without
 from support.local_sfn import LocalStepFunctions
 from support.migration import IAM_TARGET_ARN, migration_config, produce
@@ -42,10 +44,21 @@ def test_an_operator_role_of_the_templates_policies_runs_the_cli_and_nothing_mor
         outputs = rh.stack["outputs"]
         policies = rh.stack["managed_policies"]
         assert outputs["OperatorPolicyArn"].endswith("-OperatorPolicy"), outputs
-        assert outputs["KafkaAccessPolicyArn"].endswith("-KafkaAccessPolicy"), outputs
+        assert outputs["ClusterCredentialsPolicyArn"].endswith("-ClusterCredentialsPolicy"), outputs
+        statements = policies["OperatorPolicy"] + policies["ClusterCredentialsPolicy"]
         full = dict(rh.stack, roles=dict(rh.stack["roles"], **{OPERATOR: {
             "name": f"{rh.stack_name}-operator", "arn": f"arn:aws:iam::{ACCOUNT}:role/{rh.stack_name}-operator",
-            "statements": policies["OperatorPolicy"] + policies["KafkaAccessPolicy"]}}))
+            "statements": statements}}))
+        # Unlike the functions' KafkaAccessPolicy, nothing that writes to a
+        # cluster or takes over Ferry's producers.
+        cluster = IAM_TARGET_ARN.split(":cluster/")
+        on = {"topic": f"{cluster[0]}:topic/{cluster[1]}/{topic}", "cluster": IAM_TARGET_ARN,
+              "transactional-id": f"{cluster[0]}:transactional-id/{cluster[1]}/ferry-{env['FERRY_REPLICATOR_NAME']}-x"}
+        for action, resource in [("WriteData", "topic"), ("WriteDataIdempotently", "cluster"), ("CreateTopic", "topic"),
+                                 ("DeleteTopic", "topic"), ("AlterTopicDynamicConfiguration", "topic"),
+                                 ("AlterTransactionalId", "transactional-id"), ("AlterCluster", "cluster")]:
+            assert not evaluate(statements, f"kafka-cluster:{action}", on[resource]).allowed, action
+        assert evaluate(policies["KafkaAccessPolicy"], "kafka-cluster:WriteData", on["topic"]).allowed
         rh.set_stack(full)
         rh.register_on_msk_iam()  # the operator's tokens, as MSK knows an assumed role
 
