@@ -12,11 +12,11 @@ import subprocess
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import FERRY, SOURCE, TARGET, committed, create_topic, read_partition, unique
+from conftest import FERRY, SOURCE, TARGET, committed, read_partition, unique
 from support.iam_policy import evaluate
 from support.iam_rehearsal import ACCOUNT, REGION, REHEARSAL_SECRET, without
 from support.local_sfn import LocalStepFunctions
-from support.migration import IAM_TARGET_ARN, migration_config, produce
+from support.migration import IAM_TARGET_ARN, migration_topic
 
 OPERATOR = "OperatorRole"
 
@@ -31,11 +31,7 @@ def operator_env(sfn: LocalStepFunctions) -> dict[str, str]:
 
 
 def test_an_operator_role_of_the_templates_policies_runs_the_cli_and_nothing_more(tmp_path):
-    topic, group = unique("operator"), unique("operator-app")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce(SOURCE, topic, "src", 60)
-    kc, ri = migration_config(tmp_path, topic, group)
+    topic, group, kc, ri = migration_topic(tmp_path, "operator", 60)
     env = {"FERRY_REPLICATOR_NAME": unique("operator"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": unique("ferry-op")}
     with LocalStepFunctions(env, tmp_path / "logs") as sfn:

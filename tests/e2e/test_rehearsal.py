@@ -19,7 +19,7 @@ from conftest import SOURCE, TARGET, committed, create_topic, msk_cluster, read_
 from support.iam_policy import evaluate
 from support.iam_rehearsal import DeployRefused, deploy_parameters, sam_stack, without
 from support.local_sfn import LocalStepFunctions
-from support.migration import CA_SECRET, SASL_SSL, SCRAM_SECRET, SCRAM_SECRET_PARTIAL, migration_config, produce
+from support.migration import CA_SECRET, SASL_SSL, SCRAM_SECRET, SCRAM_SECRET_PARTIAL, migration_config, migration_topic, produce
 
 TARGET_LOG = Path(os.environ["FERRY_RUN_DIR"]) / "target" / "kafka.log"
 TABLE = "arn:aws:dynamodb:us-east-1:123456789012:table/s-offset-map"
@@ -73,12 +73,8 @@ MUTATIONS = [
 
 
 def test_migration_under_enforced_iam_and_each_missing_grant_is_refused(tmp_path):
-    topic, group = unique("rehearsal"), unique("rehearsal-app")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce(SOURCE, topic, "src", 100)
+    topic, group, kc, ri = migration_topic(tmp_path, "rehearsal", 100)
     produce(TARGET, topic, "tgt", 50)
-    kc, ri = migration_config(tmp_path, topic, group)
     env = {"FERRY_REPLICATOR_NAME": unique("rehearsal"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": unique("ferry-rh")}
     with LocalStepFunctions(env, tmp_path / "logs") as sfn:
@@ -332,11 +328,7 @@ def test_msk_iam_authorization_follows_each_roles_policy(tmp_path):
     partition naming the grant, writes nothing, and Report raises
     ReplicatorFailure (the alarm), while the execution itself completes, as
     a stopped partition does not stop the others."""
-    topic, group = unique("rh-authz"), unique("rh-authz-app")
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, 1)
-    produce(SOURCE, topic, "src", 40)
-    kc, ri = migration_config(tmp_path, topic, group)
+    topic, group, kc, ri = migration_topic(tmp_path, "rh-authz", 40)
     env = {"FERRY_REPLICATOR_NAME": unique("rh-authz"), "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": json.dumps(json.loads(ri.read_text())[:1]), "FERRY_TABLE_PREFIX": unique("ferry-rhz")}
     with LocalStepFunctions(env, tmp_path / "logs", max_concurrency=1) as sfn:

@@ -352,6 +352,11 @@ impl Part {
 }
 
 impl Budget {
+    /// Whether a clean stop was asked for (Ctrl-C).
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
     /// The budget of a Lambda invocation: its deadline (from the Runtime
     /// API), capped at `max_seconds` when the input sets it. A deadline
     /// before 2001 is read as a duration from now: local Runtime API

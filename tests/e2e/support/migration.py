@@ -5,7 +5,7 @@ directions, ENHANCED group sync."""
 import json
 import os
 
-from conftest import producer, write_config
+from conftest import SOURCE, TARGET, create_topic, producer, unique, write_config
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
 IAM_TARGET = os.environ["TARGET_IAM_BOOTSTRAP"]
@@ -54,3 +54,16 @@ def produce(bootstrap: str, topic: str, prefix: str, n: int) -> None:
     for i in range(n):
         p.produce(topic, partition=0, key=f"{prefix}-{i}".encode(), value=b"v")
     assert p.flush(30) == 0
+
+
+def migration_topic(tmp_path, prefix: str, records: int):
+    """A one-partition topic on both clusters, `records` records on the
+    source (keys src-0, src-1, ...), a group named after it, and the
+    migration's topology for them: (topic, group, kafka-clusters file,
+    replication-info file)."""
+    topic, group = unique(prefix), unique(f"{prefix}-app")
+    for b in (SOURCE, TARGET):
+        create_topic(b, topic, 1)
+    produce(SOURCE, topic, "src", records)
+    kc, ri = migration_config(tmp_path, topic, group)
+    return topic, group, kc, ri

@@ -154,7 +154,7 @@ impl Handoff {
             "partitions leased by a worker that stops soon; waiting to take them over"
         );
         let wake = Instant::now() + Duration::from_millis((ends - now).max(0) as u64);
-        while Instant::now() < wake && !budget.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        while Instant::now() < wake && !budget.is_interrupted() {
             tokio::time::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_secs(1))).await;
         }
         let give_up = (Instant::now() + RELEASE_GRACE).min(last_try);
@@ -171,7 +171,7 @@ impl Handoff {
             if watching.is_empty() {
                 break;
             }
-            if Instant::now() >= give_up || budget.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            if Instant::now() >= give_up || budget.is_interrupted() {
                 tracing::info!(flow = %run.flow.id(), holders = watching.len(), "a holder has not given its partitions back; leaving them to a later worker");
                 break;
             }

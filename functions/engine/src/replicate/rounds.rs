@@ -42,7 +42,7 @@ pub(super) async fn run_rounds(
                 p.done = Some(StopReason::Retry);
             }
         }
-        if budget.interrupted.load(Ordering::SeqCst) {
+        if budget.is_interrupted() {
             for p in parts.iter_mut().filter(|p| p.done.is_none()) {
                 p.done = Some(StopReason::Interrupted);
             }
