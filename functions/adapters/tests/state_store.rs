@@ -531,3 +531,46 @@ async fn moves_are_kept_per_pair_of_clusters_whichever_way() {
     assert_eq!(s.moves_between("A", "B").await.expect("moves"), between);
     assert_eq!(s.moves_between("C", "A").await.expect("moves"), vec![moves[3].clone()]);
 }
+
+/// A compacted source leaves a run for each record the log cleaner kept
+/// between two it removed: a translation's lookup then pages on until the
+/// runs read answer it, and says when it stopped at its bound instead.
+#[tokio::test]
+async fn a_lookup_of_many_runs_pages_on_until_answered_or_bounded() {
+    let s = store().await;
+    let tp = TopicPartition::new("many-runs", 0);
+    assert!(s.init_cursor("r/f", &tp, "many-runs", 0).await.expect("init"));
+    let (lease, _) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    let mut prev = None;
+    for a in (0..1_260).step_by(90) {
+        let runs = gapped_runs(a, a + 90);
+        s.checkpoint("r/f", &lease, &cp(10 * a, 10 * (a + 90), runs.clone(), prev))
+            .await
+            .expect("checkpoint");
+        prev = runs.last().copied();
+    }
+    let all = gapped_runs(0, 1_260);
+    let cursor = s.get_cursor("r/f", &tp).await.expect("cursor");
+    let c = cursor.as_ref();
+    let lookup = |by, at, max, enough: usize| s.runs_from_until("r/f", &tp, by, at, 100, max, c, move |r: &[OffsetRun]| r.len() >= enough);
+    // Unanswered: every run from the one holding target offset 3 on.
+    assert_eq!(
+        lookup(RunKey::Target, 3, 20_000, usize::MAX).await.expect("all"),
+        (all.clone(), false)
+    );
+    // Answered after the second page: the run holding 3, 100, then 1,000.
+    assert_eq!(
+        lookup(RunKey::Target, 3, 20_000, 500).await.expect("answered"),
+        (all[..1_101].to_vec(), false)
+    );
+    // Bounded: it stops at the page that passes the bound, and says so.
+    assert_eq!(
+        lookup(RunKey::Target, 3, 500, usize::MAX).await.expect("bounded"),
+        (all[..1_101].to_vec(), true)
+    );
+    // By source offset, from inside a gap: the run before it on.
+    assert_eq!(
+        lookup(RunKey::Source, 10_007, 20_000, usize::MAX).await.expect("by source"),
+        (all[1_000..].to_vec(), false)
+    );
+}

@@ -152,8 +152,9 @@ impl StateStore {
     }
 
     /// Runs of a partition by `key` (of `index`, if any): with `after`,
-    /// up to `limit` starting after `at`, ascending; else the last one
-    /// starting at or before it.
+    /// up to `limit` starting after `at`, ascending, from `start` (the
+    /// key a previous page ended at), with where this page ended when
+    /// more may follow; else the last one starting at or before `at`.
     #[allow(clippy::too_many_arguments)]
     async fn query_runs(
         &self,
@@ -164,7 +165,8 @@ impl StateStore {
         at: i64,
         after: bool,
         limit: i32,
-    ) -> Result<Vec<OffsetRun>, StateError> {
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<(Vec<OffsetRun>, Option<HashMap<String, AttributeValue>>), StateError> {
         let op = if after { ">" } else { "<=" };
         let out = self
             .client
@@ -179,10 +181,16 @@ impl StateStore {
             .scan_index_forward(after)
             .limit(limit)
             .set_consistent_read(Some(true))
+            .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
-        out.items().iter().map(|i| run_from_item(&self.offset_map, i)).collect()
+        let runs = out
+            .items()
+            .iter()
+            .map(|i| run_from_item(&self.offset_map, i))
+            .collect::<Result<_, _>>()?;
+        Ok((runs, out.last_evaluated_key().cloned()))
     }
 
     /// The runs of a partition from the one starting at or before `at` (by
@@ -207,15 +215,45 @@ impl StateStore {
         cursor: Option<&CursorItem>,
     ) -> Result<Vec<OffsetRun>, StateError> {
         let (index, key) = by.index_and_key();
-        let mut runs = self.query_runs(flow, tp, index, key, at, false, 1).await?;
-        runs.extend(self.query_runs(flow, tp, index, key, at, true, limit).await?);
-        if let Some(c) = cursor {
-            runs.iter_mut().for_each(|r| c.patch(r));
-            runs.retain(|r| r.source_start < c.next_source_offset);
-            runs.iter_mut()
-                .for_each(|r| r.length = r.length.min(c.next_source_offset - r.source_start));
+        let (mut runs, _) = self.query_runs(flow, tp, index, key, at, false, 1, None).await?;
+        runs.extend(self.query_runs(flow, tp, index, key, at, true, limit, None).await?.0);
+        Ok(as_of(runs, cursor))
+    }
+
+    /// [`Self::runs_from`] read on, a page at a time, until `answered`
+    /// says the runs read so far answer the caller's question or the
+    /// partition has none left: with `true` when it stopped at `max` runs
+    /// unanswered. The first page is `first` runs; most lookups end there,
+    /// but a source the log cleaner compacted makes a run of each record it
+    /// left between two it removed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn runs_from_until(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        by: RunKey,
+        at: i64,
+        first: i32,
+        max: usize,
+        cursor: Option<&CursorItem>,
+        answered: impl Fn(&[OffsetRun]) -> bool,
+    ) -> Result<(Vec<OffsetRun>, bool), StateError> {
+        const PAGE: i32 = 1_000;
+        let (index, key) = by.index_and_key();
+        let (mut runs, _) = self.query_runs(flow, tp, index, key, at, false, 1, None).await?;
+        runs = as_of(runs, cursor);
+        let (mut limit, mut start) = (first, None);
+        loop {
+            let (page, next) = self.query_runs(flow, tp, index, key, at, true, limit, start).await?;
+            runs.extend(as_of(page, cursor));
+            if next.is_none() || answered(&runs) {
+                return Ok((runs, false));
+            }
+            if runs.len() >= max {
+                return Ok((runs, true));
+            }
+            (limit, start) = (PAGE, next);
         }
-        Ok(runs)
     }
 
     /// The runs around `at` (by `by`): the one starting at or before it
@@ -231,4 +269,16 @@ impl StateStore {
     ) -> Result<Vec<OffsetRun>, StateError> {
         self.runs_from(flow, tp, by, at, 1, cursor).await
     }
+}
+
+/// Runs as they stood when `cursor` was read: the open run lengthened from
+/// it, and what later checkpoints added cut away.
+fn as_of(mut runs: Vec<OffsetRun>, cursor: Option<&CursorItem>) -> Vec<OffsetRun> {
+    if let Some(c) = cursor {
+        runs.iter_mut().for_each(|r| c.patch(r));
+        runs.retain(|r| r.source_start < c.next_source_offset);
+        runs.iter_mut()
+            .for_each(|r| r.length = r.length.min(c.next_source_offset - r.source_start));
+    }
+    runs
 }

@@ -3,10 +3,26 @@
 
 use super::*;
 
-/// At most this many runs are read for one lookup of a translation (the
-/// runs between two clusters' orders of one partition): past it, the
-/// translation is not called exact.
+/// Runs are read this many at a time at first: most lookups of a
+/// translation end in that read.
 pub(super) const RUNS_PER_LOOKUP: i32 = 100;
+
+/// A lookup pages on past the first read (a compacted source makes a run
+/// of each record the cleaner left between two it removed) up to this
+/// many runs; past it, the translation is not called exact.
+const MAX_RUNS_PER_LOOKUP: usize = 20_000;
+
+/// Whether `runs` (sorted by target) answer "the first offset in
+/// `[from, until)` that no run covers": one falls between them, or they
+/// cover all of it.
+fn coverage_known(runs: &[OffsetRun], from: i64, until: i64) -> bool {
+    first_uncovered(runs, from, until).is_none_or(|y| runs.last().is_some_and(|r| y < r.target_end()))
+}
+
+/// The same on the runs' source side (`runs` sorted by source).
+fn source_coverage_known(runs: &[OffsetRun], from: i64, until: i64) -> bool {
+    first_uncovered_source(runs, from, until).is_none_or(|y| runs.last().is_some_and(|r| y < r.source_end()))
+}
 
 /// Translate commit `c` of source partition `tp` (target `target_tp`),
 /// with how many records the group consumed will be delivered again.
@@ -44,17 +60,18 @@ pub(super) async fn translation(
     let ocursor = Some(oc);
     let gc = oc.next_source_offset;
     let rev = store.runs_around(&o.flow_key, target_tp, RunKey::Target, c, ocursor).await?;
-    let fwd_from_gc = store
-        .runs_from(flow_key, tp, RunKey::Target, gc, RUNS_PER_LOOKUP, Some(cursor))
+    let (fwd_from_gc, gc_cut) = store
+        .runs_from_until(
+            flow_key,
+            tp,
+            RunKey::Target,
+            gc,
+            RUNS_PER_LOOKUP,
+            MAX_RUNS_PER_LOOKUP,
+            Some(cursor),
+            |runs| coverage_known(runs, gc, target_end),
+        )
         .await?;
-    // A lookup cut at the limit covers only as far as its last run.
-    let until = |runs: &[OffsetRun], end: i64| {
-        if runs.len() > RUNS_PER_LOOKUP as usize {
-            runs.last().map_or(end, |r| r.target_end().min(end))
-        } else {
-            end
-        }
-    };
     // Source offsets past this flow's cursor (up to the source's end, or
     // `c` if the group read further than that end was) that no record of
     // the opposite flow accounts for: records this flow may have written
@@ -65,19 +82,37 @@ pub(super) async fn translation(
     let source_end = o.source_ends.get(tp).copied().unwrap_or(i64::MAX).max(c);
     forward.behind = false;
     if source_end > fc {
-        let rev_from_fc = store
-            .runs_from(&o.flow_key, target_tp, RunKey::Target, fc, RUNS_PER_LOOKUP, ocursor)
+        let (rev_from_fc, fc_cut) = store
+            .runs_from_until(
+                &o.flow_key,
+                target_tp,
+                RunKey::Target,
+                fc,
+                RUNS_PER_LOOKUP,
+                MAX_RUNS_PER_LOOKUP,
+                ocursor,
+                |runs| coverage_known(runs, fc, source_end),
+            )
             .await?;
-        forward.behind =
-            first_uncovered(&rev_from_fc, fc, until(&rev_from_fc, source_end)).is_some() || rev_from_fc.len() > RUNS_PER_LOOKUP as usize;
+        forward.behind = fc_cut || first_uncovered(&rev_from_fc, fc, source_end).is_some();
     }
     // This flow's next write lands on the target after the records
     // produced there that the opposite flow has copied since (the target
     // went on growing while this flow's checkpoint stayed put).
     if forward.behind {
-        let rev_from_te = store
-            .runs_from(&o.flow_key, target_tp, RunKey::Source, target_end, RUNS_PER_LOOKUP, ocursor)
+        let (rev_from_te, _) = store
+            .runs_from_until(
+                &o.flow_key,
+                target_tp,
+                RunKey::Source,
+                target_end,
+                RUNS_PER_LOOKUP,
+                MAX_RUNS_PER_LOOKUP,
+                ocursor,
+                |runs| source_coverage_known(runs, target_end, i64::MAX),
+            )
             .await?;
+        // Cut short, it errs low: on re-delivery, never a skip.
         forward.next_write = first_uncovered_source(&rev_from_te, target_end, i64::MAX).unwrap_or(target_end);
     }
     let reverse = Reverse {
@@ -85,19 +120,37 @@ pub(super) async fn translation(
         cursor: gc,
         forward_from_cursor: &fwd_from_gc,
     };
-    let cut = fwd_from_gc.len() > RUNS_PER_LOOKUP as usize && until(&fwd_from_gc, target_end) < target_end;
     let Some(mut t) = translate(c, &forward, Some(&reverse)) else {
         return Ok(None);
     };
-    // What the group read that sits at or after the translation.
-    let fwd_from_d = store
-        .runs_from(flow_key, tp, RunKey::Target, t.offset, RUNS_PER_LOOKUP, Some(cursor))
+    // What the group read that sits at or after the translation: every
+    // run from it on (a backfill's copies may come after later ones).
+    let (fwd_from_d, fwd_cut) = store
+        .runs_from_until(
+            flow_key,
+            tp,
+            RunKey::Target,
+            t.offset,
+            RUNS_PER_LOOKUP,
+            MAX_RUNS_PER_LOOKUP,
+            Some(cursor),
+            |_| false,
+        )
         .await?;
-    let rev_from_d = store
-        .runs_from(&o.flow_key, target_tp, RunKey::Source, t.offset, RUNS_PER_LOOKUP, ocursor)
+    let (rev_from_d, rev_cut) = store
+        .runs_from_until(
+            &o.flow_key,
+            target_tp,
+            RunKey::Source,
+            t.offset,
+            RUNS_PER_LOOKUP,
+            MAX_RUNS_PER_LOOKUP,
+            ocursor,
+            |_| false,
+        )
         .await?;
     let again = redelivered(t.offset, c, &fwd_from_d, &rev_from_d);
-    let counted = fwd_from_d.len() <= RUNS_PER_LOOKUP as usize && rev_from_d.len() <= RUNS_PER_LOOKUP as usize;
-    t.exact &= again == 0 && counted && !cut;
+    let counted = !fwd_cut && !rev_cut;
+    t.exact &= again == 0 && counted && !gc_cut;
     Ok(Some((t, again)))
 }
