@@ -58,3 +58,46 @@ def test_a_failing_transaction_does_not_undo_a_concurrent_write():
         assert fill == "x" * 200, fill
     finally:
         db.delete_table(TableName=table)
+
+
+def test_a_failing_transaction_leaves_every_item_it_names_as_it_was():
+    """The local stack puts back the items a failed transaction names (not
+    copies of whole tables): a Put of a new item, a Delete and an Update
+    before the failing check are all undone, and a transaction that passes
+    writes all of them."""
+    db, table = dynamo(), unique("undo")
+    db.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                          {"AttributeName": "sk", "AttributeType": "N"}],
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    try:
+        def key(sk: int) -> dict:
+            return {"pk": {"S": "p"}, "sk": {"N": str(sk)}}
+
+        for sk in (1, 2, 3):
+            db.put_item(TableName=table, Item={**key(sk), "v": {"S": f"old-{sk}"}})
+
+        def transaction(check: str) -> list[dict]:
+            return [
+                {"Put": {"TableName": table, "Item": {**key(9), "v": {"S": "new"}}}},
+                {"Delete": {"TableName": table, "Key": key(1)}},
+                {"Update": {"TableName": table, "Key": key(2), "UpdateExpression": "SET v = :v",
+                            "ExpressionAttributeValues": {":v": {"S": "updated"}}}},
+                {"ConditionCheck": {"TableName": table, "Key": key(3), "ConditionExpression": check}},
+            ]
+
+        def items() -> dict[int, str]:
+            got = db.query(TableName=table, KeyConditionExpression="pk = :p",
+                           ExpressionAttributeValues={":p": {"S": "p"}}, ConsistentRead=True)["Items"]
+            return {int(i["sk"]["N"]): i["v"]["S"] for i in got}
+
+        try:
+            db.transact_write_items(TransactItems=transaction("attribute_not_exists(pk)"))
+            raise AssertionError("the check on an existing item passed")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "TransactionCanceledException", e
+        assert items() == {1: "old-1", 2: "old-2", 3: "old-3"}
+        db.transact_write_items(TransactItems=transaction("attribute_exists(pk)"))
+        assert items() == {2: "updated", 3: "old-3", 9: "new"}
+    finally:
+        db.delete_table(TableName=table)
