@@ -96,6 +96,10 @@ pub(super) const OTHERS_LOST: &str = "after this commit, which is not Ferry's";
 /// move GO on it.
 pub(crate) const SKIPS: &str = "records it never read are passed over";
 
+/// Says, in a sync's detail, that the translation is not exact only until
+/// the opposite flow has read the target further (wait, never a skip).
+pub(crate) const OPPOSITE_UNREAD: &str = "not exact yet: the opposite flow";
+
 /// The offset a flow itself last wrote on its target, and when: its own
 /// commit, or the one it was making when it stopped (the newest there is).
 /// An item stored before Ferry kept its own commits: the commit its record
@@ -239,6 +243,7 @@ pub(super) async fn sync_group(
         // LATEST or a time, while the group lagged): the records between
         // were never copied, and the translation passes them.
         let before_start = cursor.start_offset.filter(|&s| from < s);
+        let mut unread = None;
         let (translation, again) = if unchanged && replaced.is_none() {
             let t = previous
                 .get(&(group.to_owned(), tp.clone()))
@@ -246,8 +251,9 @@ pub(super) async fn sync_group(
             (t, 0)
         } else {
             match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
-                Some((mut t, again)) => {
+                Some((mut t, again, u)) => {
                     t.exact &= replaced.is_none() && before_start.is_none();
+                    unread = u;
                     (Some(t), again)
                 }
                 // Nothing copied around the commit, and nothing below it
@@ -378,6 +384,12 @@ pub(super) async fn sync_group(
             format!(
                 " (not exact: the two clusters hold this partition's records in different orders; {again} record(s) the group \
                  already read come before records it has not, and will be delivered again there; none is skipped)"
+            )
+        } else if let (Some(y), Some(o)) = (unread, opposite) {
+            format!(
+                " ({OPPOSITE_UNREAD} {} has not read the target's records from offset {y} on: records produced there may sit \
+                 before the translation; it is exact once that flow has read them)",
+                o.flow_key
             )
         } else {
             format!(" (replication has not reached source offset {} yet: not exact)", c.offset)

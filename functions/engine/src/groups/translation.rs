@@ -25,7 +25,10 @@ fn source_coverage_known(runs: &[OffsetRun], from: i64, until: i64) -> bool {
 }
 
 /// Translate commit `c` of source partition `tp` (target `target_tp`),
-/// with how many records the group consumed will be delivered again.
+/// with how many records the group consumed will be delivered again, and,
+/// when it is not exact for want of them, the target offset from which
+/// the opposite flow has not read the target yet (records produced there
+/// may sit before the translation).
 pub(super) async fn translation(
     ferry: &Ferry,
     flow_key: &str,
@@ -34,7 +37,7 @@ pub(super) async fn translation(
     tp: &TopicPartition,
     target_tp: &TopicPartition,
     c: i64,
-) -> Result<Option<(Translation, i64)>, FerryError> {
+) -> Result<Option<(Translation, i64, Option<i64>)>, FerryError> {
     let store = &ferry.store;
     // From the run holding the group's last record (below `c`), which
     // may end where the next starts, at `c`: one way, the group resumes
@@ -55,7 +58,7 @@ pub(super) async fn translation(
     // this very topic (it may select other topics, or name them otherwise).
     let ocursor = opposite.and_then(|o| o.cursors.get(target_tp).filter(|oc| oc.target_topic == tp.topic));
     let (Some(o), Some(oc)) = (opposite, ocursor) else {
-        return Ok(translate(c, &forward, None).map(|t| (t, 0)));
+        return Ok(translate(c, &forward, None).map(|t| (t, 0, None)));
     };
     let ocursor = Some(oc);
     let gc = oc.next_source_offset;
@@ -123,8 +126,14 @@ pub(super) async fn translation(
     let Some(mut t) = translate(c, &forward, Some(&reverse)) else {
         return Ok(None);
     };
-    // What the group read that sits at or after the translation: every
-    // run from it on (a backfill's copies may come after later ones).
+    // What the group read that sits at or after the translation. A flow
+    // writes its copies in source order (a backfill only starts a
+    // partition it has written nothing of, a recreated topic's map is
+    // forgotten, a rewind deletes the runs it copies again), so by target
+    // its runs go up in source offset too: past the first one at or after
+    // `c` (by X offset), none is a record the group read. Read that far,
+    // not to the partition's end (a lagging group on a compacted topic
+    // has a run per kept record after it).
     let (fwd_from_d, fwd_cut) = store
         .runs_from_until(
             flow_key,
@@ -134,7 +143,7 @@ pub(super) async fn translation(
             RUNS_PER_LOOKUP,
             MAX_RUNS_PER_LOOKUP,
             Some(cursor),
-            |_| false,
+            |runs| runs.last().is_some_and(|r| r.source_start >= c),
         )
         .await?;
     let (rev_from_d, rev_cut) = store
@@ -146,11 +155,17 @@ pub(super) async fn translation(
             RUNS_PER_LOOKUP,
             MAX_RUNS_PER_LOOKUP,
             ocursor,
-            |_| false,
+            |runs| runs.last().is_some_and(|r| r.target_start >= c),
         )
         .await?;
     let again = redelivered(t.offset, c, &fwd_from_d, &rev_from_d);
     let counted = !fwd_cut && !rev_cut;
     t.exact &= again == 0 && counted && !gc_cut;
-    Ok(Some((t, again)))
+    let u = first_uncovered(&fwd_from_gc, gc, target_end);
+    let unread = if gc_cut {
+        Some(u.unwrap_or(gc))
+    } else {
+        u.filter(|&u| u <= t.offset)
+    };
+    Ok(Some((t, again, unread.filter(|_| !t.exact))))
 }
