@@ -33,8 +33,8 @@ mod tests;
 mod translation;
 
 pub(crate) use retire::translating_through;
-pub(crate) use sync_group::SKIPS;
 use sync_group::*;
+pub(crate) use sync_group::{OPPOSITE_UNREAD, SKIPS};
 use translation::*;
 
 /// What one flow's sync did.

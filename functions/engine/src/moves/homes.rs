@@ -49,7 +49,8 @@ pub struct GroupHome {
     pub moved_from: String,
     /// When (ms since the epoch).
     pub since_ms: i64,
-    /// Moves recorded, all time.
+    /// Moves recorded, all time, each to the other cluster than the one
+    /// before (a GO toward where it already lives is not counted).
     pub moves: usize,
     /// Its resume offsets then, "topic/partition=offset".
     pub offsets: Vec<String>,
@@ -67,27 +68,35 @@ pub async fn homes(ferry: &Ferry) -> Result<Vec<GroupHome>, FerryError> {
             pairs.push(pair);
         }
     }
-    let mut homes: BTreeMap<String, GroupHome> = BTreeMap::new();
+    let mut moves = Vec::new();
     for (a, b) in pairs {
-        for m in ferry.store.moves_between(&a, &b).await? {
-            let count = homes.get(&m.group).map_or(0, |h| h.moves) + 1;
-            let later = homes.get(&m.group).is_none_or(|h| h.since_ms <= m.moved_ms);
-            let home = homes.entry(m.group.clone()).or_insert_with(|| GroupHome {
-                group: m.group.clone(),
-                lives_on: String::new(),
-                moved_from: String::new(),
-                since_ms: 0,
-                moves: 0,
-                offsets: Vec::new(),
-            });
-            home.moves = count;
-            if later {
-                home.lives_on = m.to_alias;
-                home.moved_from = m.from_alias;
-                home.since_ms = m.moved_ms;
-                home.offsets = m.offsets;
-            }
+        moves.extend(ferry.store.moves_between(&a, &b).await?);
+    }
+    moves.sort_by(|x, y| (&x.group, x.moved_ms).cmp(&(&y.group, y.moved_ms)));
+    let mut homes: BTreeMap<String, GroupHome> = BTreeMap::new();
+    // Where each group lives, by cluster id: each replicator names the
+    // clusters in its own definition.
+    let mut lives_on: HashMap<String, String> = HashMap::new();
+    for m in moves {
+        // A GO toward the cluster the group already lives on (a move run
+        // again to check, or two at once) is recorded, but is no move.
+        if lives_on.get(&m.group) == Some(&m.to_cluster_id) {
+            continue;
         }
+        lives_on.insert(m.group.clone(), m.to_cluster_id.clone());
+        let home = homes.entry(m.group.clone()).or_insert_with(|| GroupHome {
+            group: m.group.clone(),
+            lives_on: String::new(),
+            moved_from: String::new(),
+            since_ms: 0,
+            moves: 0,
+            offsets: Vec::new(),
+        });
+        home.moves += 1;
+        home.lives_on = m.to_alias;
+        home.moved_from = m.from_alias;
+        home.since_ms = m.moved_ms;
+        home.offsets = m.offsets;
     }
     Ok(homes.into_values().collect())
 }
