@@ -12,14 +12,13 @@ use ferry_core::offset_map::OffsetRun;
 
 mod support;
 
-use support::{cp, gapped_runs, store};
+use support::{cp, gapped_runs, leased, store};
 
 #[tokio::test]
 async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
     let s = store().await;
     let tp = TopicPartition::new("truncated", 0);
-    assert!(s.init_cursor("r/f", &tp, "truncated", 0).await.expect("init"));
-    let (lease, item) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    let (lease, item) = leased(&s, &tp).await;
     assert_eq!(item.leader_epoch, None, "none before a checkpoint stores one");
     let run = |source_start, target_start, length| OffsetRun {
         source_start,

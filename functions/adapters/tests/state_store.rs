@@ -10,7 +10,7 @@ use ferry_core::offset_map::OffsetRun;
 
 mod support;
 
-use support::{cp, gapped_runs, store};
+use support::{cp, gapped_runs, leased, store};
 
 #[tokio::test]
 async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
@@ -121,8 +121,7 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
 async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
     let s = store().await;
     let tp = TopicPartition::new("compacted", 3);
-    assert!(s.init_cursor("r/f", &tp, "compacted", 0).await.expect("init"));
-    let (lease, _) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    let (lease, _) = leased(&s, &tp).await;
     // 40 runs in two checkpoints, more than one 25-item batch to delete.
     s.checkpoint("r/f", &lease, &cp(0, 200, gapped_runs(0, 20), None))
         .await
@@ -239,8 +238,7 @@ async fn checkpoints_of_many_partitions_share_transactions_and_fail_one_by_one()
 async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
     let s = store().await;
     let tp = TopicPartition::new("open-run", 0);
-    assert!(s.init_cursor("r/f", &tp, "open-run", 0).await.expect("init"));
-    let (lease, _) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    let (lease, _) = leased(&s, &tp).await;
     let run = |source_start, target_start, length| OffsetRun {
         source_start,
         target_start,
@@ -539,8 +537,7 @@ async fn moves_are_kept_per_pair_of_clusters_whichever_way() {
 async fn a_lookup_of_many_runs_pages_on_until_answered_or_bounded() {
     let s = store().await;
     let tp = TopicPartition::new("many-runs", 0);
-    assert!(s.init_cursor("r/f", &tp, "many-runs", 0).await.expect("init"));
-    let (lease, _) = s.acquire_lease("r/f", &tp, "worker", Duration::from_secs(60)).await.expect("lease");
+    let (lease, _) = leased(&s, &tp).await;
     let mut prev = None;
     for a in (0..1_260).step_by(90) {
         let runs = gapped_runs(a, a + 90);

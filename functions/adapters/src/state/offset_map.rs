@@ -214,10 +214,7 @@ impl StateStore {
         limit: i32,
         cursor: Option<&CursorItem>,
     ) -> Result<Vec<OffsetRun>, StateError> {
-        let (index, key) = by.index_and_key();
-        let (mut runs, _) = self.query_runs(flow, tp, index, key, at, false, 1, None).await?;
-        runs.extend(self.query_runs(flow, tp, index, key, at, true, limit, None).await?.0);
-        Ok(as_of(runs, cursor))
+        Ok(self.runs_from_until(flow, tp, by, at, limit, usize::MAX, cursor, |_| true).await?.0)
     }
 
     /// [`Self::runs_from`] read on, a page at a time, until `answered`

@@ -1,9 +1,12 @@
-//! What the state-store tests share: a store on fresh tables in moto, and
-//! a checkpoint of a range.
+//! What the state-store tests share: a store on fresh tables in moto, a
+//! partition's new cursor leased, and a checkpoint of a range.
 
 #![allow(dead_code)]
 
-use ferry_adapters::state::{now_ms, Checkpoint, StateStore};
+use std::time::Duration;
+
+use ferry_adapters::state::{now_ms, Checkpoint, CursorItem, Lease, StateStore};
+use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 pub async fn store() -> StateStore {
@@ -14,6 +17,12 @@ pub async fn store() -> StateStore {
         .await
         .expect("tables (is moto up? run infra/local/up and source infra/local/stack.env)");
     s
+}
+
+/// A new cursor for `tp` in flow "r/f", leased to "worker" for a minute.
+pub async fn leased(s: &StateStore, tp: &TopicPartition) -> (Lease, CursorItem) {
+    assert!(s.init_cursor("r/f", tp, &tp.topic, 0).await.expect("init"));
+    s.acquire_lease("r/f", tp, "worker", Duration::from_secs(60)).await.expect("lease")
 }
 
 pub fn cp(from: i64, to: i64, runs: Vec<OffsetRun>, prev_run: Option<OffsetRun>) -> Checkpoint {

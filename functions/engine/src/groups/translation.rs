@@ -5,12 +5,29 @@ use super::*;
 
 /// Runs are read this many at a time at first: most lookups of a
 /// translation end in that read.
-pub(super) const RUNS_PER_LOOKUP: i32 = 100;
+const RUNS_PER_LOOKUP: i32 = 100;
 
 /// A lookup pages on past the first read (a compacted source makes a run
 /// of each record the cleaner left between two it removed) up to this
 /// many runs; past it, the translation is not called exact.
 const MAX_RUNS_PER_LOOKUP: usize = 20_000;
+
+/// The runs of `flow` from the one holding `at` (by `by`) on, read until
+/// `answered` says they answer the lookup: with `true` when it stopped at
+/// [`MAX_RUNS_PER_LOOKUP`] instead.
+async fn lookup(
+    store: &ferry_adapters::state::StateStore,
+    flow: &str,
+    tp: &TopicPartition,
+    by: RunKey,
+    at: i64,
+    cursor: Option<&CursorItem>,
+    answered: impl Fn(&[OffsetRun]) -> bool,
+) -> Result<(Vec<OffsetRun>, bool), FerryError> {
+    Ok(store
+        .runs_from_until(flow, tp, by, at, RUNS_PER_LOOKUP, MAX_RUNS_PER_LOOKUP, cursor, answered)
+        .await?)
+}
 
 /// Whether `runs` (sorted by target) answer "the first offset in
 /// `[from, until)` that no run covers": one falls between them, or they
@@ -63,18 +80,10 @@ pub(super) async fn translation(
     let ocursor = Some(oc);
     let gc = oc.next_source_offset;
     let rev = store.runs_around(&o.flow_key, target_tp, RunKey::Target, c, ocursor).await?;
-    let (fwd_from_gc, gc_cut) = store
-        .runs_from_until(
-            flow_key,
-            tp,
-            RunKey::Target,
-            gc,
-            RUNS_PER_LOOKUP,
-            MAX_RUNS_PER_LOOKUP,
-            Some(cursor),
-            |runs| coverage_known(runs, gc, target_end),
-        )
-        .await?;
+    let (fwd_from_gc, gc_cut) = lookup(store, flow_key, tp, RunKey::Target, gc, Some(cursor), |runs| {
+        coverage_known(runs, gc, target_end)
+    })
+    .await?;
     // Source offsets past this flow's cursor (up to the source's end, or
     // `c` if the group read further than that end was) that no record of
     // the opposite flow accounts for: records this flow may have written
@@ -85,36 +94,20 @@ pub(super) async fn translation(
     let source_end = o.source_ends.get(tp).copied().unwrap_or(i64::MAX).max(c);
     forward.behind = false;
     if source_end > fc {
-        let (rev_from_fc, fc_cut) = store
-            .runs_from_until(
-                &o.flow_key,
-                target_tp,
-                RunKey::Target,
-                fc,
-                RUNS_PER_LOOKUP,
-                MAX_RUNS_PER_LOOKUP,
-                ocursor,
-                |runs| coverage_known(runs, fc, source_end),
-            )
-            .await?;
+        let (rev_from_fc, fc_cut) = lookup(store, &o.flow_key, target_tp, RunKey::Target, fc, ocursor, |runs| {
+            coverage_known(runs, fc, source_end)
+        })
+        .await?;
         forward.behind = fc_cut || first_uncovered(&rev_from_fc, fc, source_end).is_some();
     }
     // This flow's next write lands on the target after the records
     // produced there that the opposite flow has copied since (the target
     // went on growing while this flow's checkpoint stayed put).
     if forward.behind {
-        let (rev_from_te, _) = store
-            .runs_from_until(
-                &o.flow_key,
-                target_tp,
-                RunKey::Source,
-                target_end,
-                RUNS_PER_LOOKUP,
-                MAX_RUNS_PER_LOOKUP,
-                ocursor,
-                |runs| source_coverage_known(runs, target_end, i64::MAX),
-            )
-            .await?;
+        let (rev_from_te, _) = lookup(store, &o.flow_key, target_tp, RunKey::Source, target_end, ocursor, |runs| {
+            source_coverage_known(runs, target_end, i64::MAX)
+        })
+        .await?;
         // Cut short, it errs low: on re-delivery, never a skip.
         forward.next_write = first_uncovered_source(&rev_from_te, target_end, i64::MAX).unwrap_or(target_end);
     }
@@ -134,30 +127,14 @@ pub(super) async fn translation(
     // `c` (by X offset), none is a record the group read. Read that far,
     // not to the partition's end (a lagging group on a compacted topic
     // has a run per kept record after it).
-    let (fwd_from_d, fwd_cut) = store
-        .runs_from_until(
-            flow_key,
-            tp,
-            RunKey::Target,
-            t.offset,
-            RUNS_PER_LOOKUP,
-            MAX_RUNS_PER_LOOKUP,
-            Some(cursor),
-            |runs| runs.last().is_some_and(|r| r.source_start >= c),
-        )
-        .await?;
-    let (rev_from_d, rev_cut) = store
-        .runs_from_until(
-            &o.flow_key,
-            target_tp,
-            RunKey::Source,
-            t.offset,
-            RUNS_PER_LOOKUP,
-            MAX_RUNS_PER_LOOKUP,
-            ocursor,
-            |runs| runs.last().is_some_and(|r| r.target_start >= c),
-        )
-        .await?;
+    let (fwd_from_d, fwd_cut) = lookup(store, flow_key, tp, RunKey::Target, t.offset, Some(cursor), |runs| {
+        runs.last().is_some_and(|r| r.source_start >= c)
+    })
+    .await?;
+    let (rev_from_d, rev_cut) = lookup(store, &o.flow_key, target_tp, RunKey::Source, t.offset, ocursor, |runs| {
+        runs.last().is_some_and(|r| r.target_start >= c)
+    })
+    .await?;
     let again = redelivered(t.offset, c, &fwd_from_d, &rev_from_d);
     let counted = !fwd_cut && !rev_cut;
     t.exact &= again == 0 && counted && !gc_cut;
