@@ -375,6 +375,15 @@ kafka_stop() {
   fi
 }
 
+# Stops CLUSTER (and a ZooKeeper of its own) and deletes its data: the next
+# kafka_start formats it afresh, on the same configuration and release.
+kafka_wipe() {
+  local cluster=$1
+  kafka_stop "$cluster"
+  zk_stop "$cluster"
+  rm -rf "$(kafka_dir "$cluster")/data" "$(kafka_version_file "$cluster")" "$(zk_dir "$cluster")/data"
+}
+
 # kafka_wait CLUSTER...: returns once every named cluster answers a metadata
 # request; on failure shows the logs of those that did not, and exits.
 kafka_wait() {
