@@ -250,6 +250,23 @@ def dynamo():
                         region_name=os.environ.get("AWS_REGION", "us-east-1"))
 
 
+def partition_key(prefix: str, flow: str, topic: str, partition: int) -> str:
+    """The partition key of a partition's cursor and group-sync items, as
+    docs/src/concepts/state.md lays them out: the flow key itself in a flow
+    whose marker records no `key_shards` (started before Ferry spread
+    them), else the flow key, '#' and FNV-1a (32 bits) of "topic/partition"
+    modulo `key_shards`, in two digits."""
+    marker = dynamo().get_item(TableName=f"{prefix}-cursors", ConsistentRead=True,
+                               Key={"flow": {"S": flow}, "partition": {"S": "#flow"}}).get("Item", {})
+    shards = int(marker.get("key_shards", {}).get("N", "1"))
+    if shards <= 1:
+        return flow
+    h = 0x811C9DC5
+    for b in f"{topic}/{partition}".encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return f"{flow}#{h % shards:02}"
+
+
 def offset_runs(ferry: "Ferry", topic: str, partition: int) -> list[tuple[int, int, int]]:
     """The stored offset-map runs (source start, target start, length) of one
     partition, read as docs/src/concepts/state.md says: the newest run's
@@ -263,7 +280,8 @@ def offset_runs(ferry: "Ferry", topic: str, partition: int) -> list[tuple[int, i
     )["Items"]
     runs = sorted([int(i["source_start"]["N"]), int(i["target_start"]["N"]), int(i["run_length"]["N"])] for i in items)
     cursor = dynamo().get_item(TableName=f"{ferry.prefix}-cursors", ConsistentRead=True,
-                               Key={"flow": {"S": flow}, "partition": {"S": f"{topic}/{partition}"}}).get("Item", {})
+                               Key={"flow": {"S": partition_key(ferry.prefix, flow, topic, partition)},
+                                    "partition": {"S": f"{topic}/{partition}"}}).get("Item", {})
     if "open_run_source_start" in cursor:
         start, length = int(cursor["open_run_source_start"]["N"]), int(cursor["open_run_length"]["N"])
         for r in runs:

@@ -26,7 +26,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, partition_key, produce_keys, unique, write_config
 from support.story import CLUSTERS, run_story
 from test_groups import commit_at, first_key_from
 from test_migration import FerryBothWays
@@ -677,8 +677,8 @@ def test_a_group_synced_by_the_previous_rule_is_translated_again_and_moved_down_
     produce_keys(SOURCE, topic, [f"b-{i}" for i in range(20)])
     assert ferry.run("--once").returncode == 0
     table, flow = f"{ferry.prefix}-groups", f"{ferry.name}/source>target"
-    items = dynamo().query(TableName=table, KeyConditionExpression="flow = :f",
-                           ExpressionAttributeValues={":f": {"S": flow}}, ConsistentRead=True)["Items"]
+    items = dynamo().query(TableName=table, KeyConditionExpression="flow = :f", ConsistentRead=True,
+                           ExpressionAttributeValues={":f": {"S": partition_key(ferry.prefix, flow, topic, 0)}})["Items"]
     [item] = [i for i in items if not i["partition_group"]["S"].startswith("#")]
     assert item["translated_offset"]["N"] == "100" and item["rule"]["N"] == "2", item
     for k in ("translated_offset", "target_offset", "written_offset"):

@@ -378,6 +378,11 @@ impl std::str::FromStr for BackfillFrom {
     }
 }
 
+/// Over how many DynamoDB partition keys a flow started now spreads its
+/// partitions' cursors and group-sync items (the state store's layout,
+/// recorded in each flow's marker; the cost model's busiest key).
+pub const FLOW_KEY_SHARDS: u32 = 16;
+
 #[cfg(test)]
 mod tests {
     use super::*;

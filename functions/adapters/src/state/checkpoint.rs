@@ -10,7 +10,7 @@ use ferry_core::offset_map::OffsetRun;
 
 use super::error::dynamo_err;
 use super::offset_map::run_from_item;
-use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, PK, PK_MAP, SK_CURSOR, SK_MAP};
+use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, spread_pk, PK, PK_MAP, SK_CURSOR, SK_MAP};
 use super::{Lease, StateError, StateStore};
 
 /// DynamoDB's limit on the items of one transaction.
@@ -60,7 +60,7 @@ pub struct Checkpoint {
 impl StateStore {
     /// Move the cursor and store the mapping, atomically, under the lease.
     pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
-        let items = self.checkpoint_items(flow, lease, cp)?;
+        let items = self.checkpoint_items(flow, self.key_shards(flow).await?, lease, cp)?;
         let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         self.checkpoint_outcome(lease, res)
     }
@@ -76,8 +76,12 @@ impl StateStore {
         // Bins of (index, items), each within one transaction.
         let mut bins: Vec<Vec<(usize, Vec<TransactWriteItem>)>> = Vec::new();
         let mut bin_items = 0;
+        let shards = match self.key_shards(flow).await {
+            Ok(shards) => shards,
+            Err(e) => return cps.iter().map(|_| Err(e.clone())).collect(),
+        };
         for (i, (lease, cp)) in cps.iter().enumerate() {
-            match self.checkpoint_items(flow, lease, cp) {
+            match self.checkpoint_items(flow, shards, lease, cp) {
                 Err(e) => results[i] = Some(Err(e)),
                 Ok(items) => {
                     if bins.is_empty() || bin_items + items.len() > MAX_TRANSACTION_ITEMS {
@@ -120,7 +124,7 @@ impl StateStore {
     /// attributes): a checkpoint that only lengthens it is that one item.
     /// A run that stops being the newest is written whole to the map in
     /// the same transaction, so every older run's item is exact.
-    fn checkpoint_items(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<Vec<TransactWriteItem>, StateError> {
+    fn checkpoint_items(&self, flow: &str, shards: u32, lease: &Lease, cp: &Checkpoint) -> Result<Vec<TransactWriteItem>, StateError> {
         let build_err = |table: &str, e: aws_sdk_dynamodb::error::BuildError| StateError::Dynamo {
             op: "TransactWriteItems",
             table: table.to_owned(),
@@ -154,7 +158,7 @@ impl StateStore {
         }
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(spread_pk(flow, shards, &lease.tp)))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(format!("{set} {remove}"))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
@@ -301,6 +305,7 @@ impl StateStore {
             detail: e.to_string(),
         };
         let pk = map_pk(flow, &lease.tp);
+        let cursor_pk = self.partition_pk(flow, &lease.tp).await?;
         let items = self.query_all(&self.offset_map, PK_MAP, s(&pk)).await?;
         let mut runs = items
             .iter()
@@ -344,7 +349,7 @@ impl StateStore {
         }
         let mut cursor_update = Update::builder()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(&cursor_pk))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(format!("{set} REMOVE {}", remove.join(", ")))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
@@ -424,6 +429,7 @@ impl StateStore {
             table: self.cursors.clone(),
             detail: e.to_string(),
         };
+        let cursor_pk = self.partition_pk(flow, &lease.tp).await?;
         let chunks: Vec<&[OffsetRun]> = if runs.is_empty() {
             vec![&[]]
         } else {
@@ -437,7 +443,7 @@ impl StateStore {
                     .update(
                         Update::builder()
                             .table_name(&self.cursors)
-                            .key(PK, s(flow))
+                            .key(PK, s(&cursor_pk))
                             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
                             .update_expression("REMOVE map_trim_from")
                             .condition_expression(condition)
@@ -452,7 +458,7 @@ impl StateStore {
                     .condition_check(
                         ConditionCheck::builder()
                             .table_name(&self.cursors)
-                            .key(PK, s(flow))
+                            .key(PK, s(&cursor_pk))
                             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
                             .condition_expression(condition)
                             .expression_attribute_values(":me", s(&lease.owner))

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
+use futures::future::join_all;
 
 use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
@@ -233,7 +234,7 @@ impl StateStore {
             .client
             .put_item()
             .table_name(&self.cursors)
-            .item(PK, s(flow))
+            .item(PK, s(self.partition_pk(flow, tp).await?))
             .item(SK_CURSOR, s(partition_sk(tp)))
             .item("topic", s(&tp.topic))
             .item("partition_index", n(i64::from(tp.partition)))
@@ -264,7 +265,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK);
@@ -294,7 +295,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .update_expression("SET next_source_offset = :start, start_offset = :start, updated_ms = :now")
             .condition_expression(
@@ -312,7 +313,15 @@ impl StateStore {
 
     /// All cursors of a flow.
     pub async fn list_cursors(&self, flow: &str) -> Result<Vec<CursorItem>, StateError> {
-        let items = self.query_all(&self.cursors, PK, s(flow)).await?;
+        let pks = self.partition_pks(flow).await?;
+        let pages = join_all(pks.into_iter().map(|pk| self.query_all(&self.cursors, PK, s(pk)))).await;
+        let mut items = Vec::new();
+        for page in pages {
+            items.extend(page?);
+        }
+        // In the order of one key's items, whatever the layout.
+        let sk = |i: &HashMap<String, AttributeValue>| i.get(SK_CURSOR).and_then(|v| v.as_s().ok()).cloned();
+        items.sort_by_cached_key(sk);
         items
             .iter()
             .filter(|item| item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).is_none_or(|v| v != FLOW_MARKER))
@@ -349,7 +358,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .update_expression(
                 "SET lease_owner = :me, lease_expires_ms = :exp, lease_ends_ms = :ends, lease_epoch = lease_epoch + :one, updated_ms = :now",
@@ -401,7 +410,11 @@ impl StateStore {
     /// One cursor.
     pub async fn get_cursor(&self, flow: &str, tp: &TopicPartition) -> Result<Option<CursorItem>, StateError> {
         let item = self
-            .get_consistent(&self.cursors, (PK, s(flow)), (SK_CURSOR, s(partition_sk(tp))))
+            .get_consistent(
+                &self.cursors,
+                (PK, s(self.partition_pk(flow, tp).await?)),
+                (SK_CURSOR, s(partition_sk(tp))),
+            )
             .await?;
         item.as_ref().map(|i| CursorItem::try_from((self.cursors.as_str(), i))).transpose()
     }
@@ -416,7 +429,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(
                 "SET producer_id = :pid, producer_epoch = :pe, transactional_id = :tid, updated_ms = :now, \
@@ -462,7 +475,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(format!(
                 "REMOVE lease_owner SET lease_expires_ms = :zero, records_per_s = :rps, bytes_per_s = :bps{set_settled}"
@@ -494,7 +507,7 @@ impl StateStore {
             .client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .update_expression("SET handoff_to = :me, handoff_until_ms = :until")
             .condition_expression(
@@ -514,7 +527,7 @@ impl StateStore {
         self.client
             .update_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .update_expression("SET last_error = :e, updated_ms = :now")
             .condition_expression("attribute_exists(#pk)")

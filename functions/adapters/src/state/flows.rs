@@ -8,8 +8,11 @@ use ferry_core::domain::TopicPartition;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::error::dynamo_err;
-use super::schema::{delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR, SK_GROUPS};
+use super::error::{conditional, dynamo_err};
+use super::schema::{
+    delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
+    SK_GROUPS,
+};
 use super::{StateError, StateStore};
 
 /// What [`StateStore::start_flow`] found.
@@ -25,12 +28,25 @@ pub struct FlowStart {
 
 impl StateStore {
     /// Delete everything stored for a flow: each partition's cursor and
-    /// offset-map runs, the flow's marker, its group-sync items. The next
-    /// plan starts the flow as new. Returns how many partitions it had.
+    /// offset-map runs, its group-sync items, the flow's marker last (it
+    /// records the layout of the flow's keys, so a forget cut short is
+    /// finished by running it again). The next plan starts the flow as
+    /// new. Returns how many partitions it had.
     pub async fn forget_flow(&self, flow: &str) -> Result<usize, StateError> {
         let cursors = self.list_cursors(flow).await?;
         for c in &cursors {
             self.forget_partition(flow, &c.tp).await?;
+        }
+        let mut pks = vec![flow.to_owned()];
+        pks.extend(self.partition_pks(flow).await?.into_iter().filter(|pk| pk != flow));
+        for pk in pks {
+            let groups = self.query_all(&self.groups, PK, s(&pk)).await?;
+            let deletes = groups
+                .iter()
+                .filter_map(|i| i.get(SK_GROUPS).cloned())
+                .map(|sk| delete_request(&self.groups, (PK, s(&pk)), (SK_GROUPS, sk)))
+                .collect::<Result<Vec<_>, StateError>>()?;
+            self.batch_write(&self.groups, deletes).await?;
         }
         let marker = self.flow_marker(flow).await?;
         if let (Some(src), Some(tgt)) = (marker.source_cluster_id, marker.target_cluster_id) {
@@ -51,13 +67,7 @@ impl StateStore {
             .send()
             .await
             .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
-        let groups = self.query_all(&self.groups, PK, s(flow)).await?;
-        let deletes = groups
-            .iter()
-            .filter_map(|i| i.get(SK_GROUPS).cloned())
-            .map(|sk| delete_request(&self.groups, (PK, s(flow)), (SK_GROUPS, sk)))
-            .collect::<Result<Vec<_>, StateError>>()?;
-        self.batch_write(&self.groups, deletes).await?;
+        self.forget_layout(flow);
         Ok(cursors.len())
     }
 
@@ -70,7 +80,7 @@ impl StateStore {
         self.client
             .delete_item()
             .table_name(&self.cursors)
-            .key(PK, s(flow))
+            .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .send()
             .await
@@ -85,6 +95,27 @@ impl StateStore {
     /// later ones at their first record) and the ids recorded before, which
     /// the caller compares with the clusters' own.
     pub async fn start_flow(&self, flow: &str, source_cluster_id: &str, target_cluster_id: &str) -> Result<FlowStart, StateError> {
+        // A new flow: its marker, with the layout of its keys.
+        let created = self
+            .client
+            .put_item()
+            .table_name(&self.cursors)
+            .item(PK, s(flow))
+            .item(SK_CURSOR, s(FLOW_MARKER))
+            .item("started_ms", n(now_ms()))
+            .item("source_cluster_id", s(source_cluster_id))
+            .item("target_cluster_id", s(target_cluster_id))
+            .item(KEY_SHARDS, n(i64::from(NEW_FLOW_KEY_SHARDS)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        if conditional("PutItem", &self.cursors, created)? {
+            self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
+            return Ok(self.flow_start(None));
+        }
+        // Started before: its layout stays as it was (one key for a flow
+        // started before Ferry spread them).
         let out = self
             .client
             .update_item()
@@ -102,6 +133,9 @@ impl StateStore {
             .send()
             .await
             .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
+        if let Some(old) = out.attributes().filter(|a| !a.is_empty()) {
+            self.remember_layout(flow, self.layout_of(old)?);
+        }
         Ok(self.flow_start(out.attributes()))
     }
 

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
+use futures::future::join_all;
 
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, s, ItemReader, PK, SK_GROUPS};
+use super::schema::{n, now_ms, s, spread_pk, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Outcome of one partition's last sync.
@@ -154,10 +155,11 @@ fn is_group_partition(sk: &str) -> bool {
 impl StateStore {
     /// Store the outcome of a sync, in batches.
     pub async fn put_group_syncs(&self, flow: &str, items: &[GroupSyncItem]) -> Result<(), StateError> {
+        let shards = self.key_shards(flow).await?;
         let mut writes = Vec::with_capacity(items.len());
         for it in items {
             let mut item: HashMap<String, AttributeValue> = HashMap::new();
-            item.insert(PK.into(), s(flow));
+            item.insert(PK.into(), s(spread_pk(flow, shards, &it.tp)));
             item.insert(SK_GROUPS.into(), s(group_sk(&it.tp, &it.group)));
             item.insert("group_id".into(), s(&it.group));
             item.insert("topic".into(), s(&it.tp.topic));
@@ -211,7 +213,15 @@ impl StateStore {
 
     /// Every stored group-sync item of a flow.
     pub async fn group_syncs(&self, flow: &str) -> Result<Vec<GroupSyncItem>, StateError> {
-        let items = self.query_all(&self.groups, PK, s(flow)).await?;
+        let pks = self.partition_pks(flow).await?;
+        let pages = join_all(pks.into_iter().map(|pk| self.query_all(&self.groups, PK, s(pk)))).await;
+        let mut items = Vec::new();
+        for page in pages {
+            items.extend(page?);
+        }
+        // In the order of one key's items, whatever the layout.
+        let sk = |i: &HashMap<String, AttributeValue>| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).cloned();
+        items.sort_by_cached_key(sk);
         items
             .iter()
             .filter(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_none_or(|k| is_group_partition(k)))
@@ -222,10 +232,14 @@ impl StateStore {
     /// One group partition's last sync by `flow`, read consistently (what
     /// a sync of that flow stored before it committed is there).
     pub async fn group_sync(&self, flow: &str, group: &str, tp: &TopicPartition) -> Result<Option<GroupSyncItem>, StateError> {
-        self.get_consistent(&self.groups, (PK, s(flow)), (SK_GROUPS, s(group_sk(tp, group))))
-            .await?
-            .map(|i| self.group_item(&i))
-            .transpose()
+        self.get_consistent(
+            &self.groups,
+            (PK, s(self.partition_pk(flow, tp).await?)),
+            (SK_GROUPS, s(group_sk(tp, group))),
+        )
+        .await?
+        .map(|i| self.group_item(&i))
+        .transpose()
     }
 
     fn group_item(&self, i: &HashMap<String, AttributeValue>) -> Result<GroupSyncItem, StateError> {

@@ -3,6 +3,7 @@
 //! batched writes, attribute readers).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
@@ -24,6 +25,9 @@ pub struct StateStore {
     pub(super) offset_map: String,
     pub(super) producers: String,
     pub(super) groups: String,
+    /// Each flow's key layout as its marker records it ([`KEY_SHARDS`]),
+    /// once read: shared by clones, kept for the life of the store.
+    pub(super) layouts: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 pub(super) const PK: &str = "flow";
@@ -43,6 +47,18 @@ pub(super) const FLOW_MARKER: &str = "#flow";
 /// from the first to the second: how a flow finds its opposite when the
 /// two directions are two replicators.
 pub(super) const PAIRS: &str = "#pairs/";
+/// Attribute of a flow's marker: over how many partition keys its
+/// cursors and group-sync items are spread. A marker without it is a flow
+/// started before Ferry spread them: its items all sit under the flow key.
+pub(super) const KEY_SHARDS: &str = "key_shards";
+/// How many partition keys a flow started now spreads its partitions'
+/// cursors and group-sync items over. DynamoDB takes at most 1,000 write
+/// units a second on one partition key; a partition's checkpoints cost
+/// about half a unit a second (one every 4 s, transactional), so one key
+/// holds some 2,000 busy partitions and 16 hold a flow of 30,000.
+pub const NEW_FLOW_KEY_SHARDS: u32 = ferry_core::domain::FLOW_KEY_SHARDS;
+/// The most a marker may record: more would be a damaged item.
+const MAX_KEY_SHARDS: u32 = 1024;
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -54,6 +70,29 @@ pub(super) fn n(v: i64) -> AttributeValue {
 pub(super) fn partition_sk(tp: &TopicPartition) -> String {
     // '/' never appears in a Kafka topic name.
     format!("{}/{}", tp.topic, tp.partition)
+}
+
+/// The partition key of a partition's items in a flow whose items are
+/// spread over `shards` keys: the flow key itself when one (flows started
+/// before the spread), else the flow key and `#` and the shard, which a
+/// hash of the partition picks (FNV-1a: stable across builds and
+/// platforms, as stored keys must be).
+pub(super) fn spread_pk(flow: &str, shards: u32, tp: &TopicPartition) -> String {
+    if shards <= 1 {
+        return flow.to_owned();
+    }
+    let hash = partition_sk(tp)
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("{flow}#{:02}", hash % shards)
+}
+
+/// Every partition key of a flow's partition items (see [`spread_pk`]).
+pub(super) fn spread_pks(flow: &str, shards: u32) -> Vec<String> {
+    if shards <= 1 {
+        return vec![flow.to_owned()];
+    }
+    (0..shards).map(|i| format!("{flow}#{i:02}")).collect()
 }
 
 /// A BatchWriteItem request deleting the item of `table` with this key.
@@ -142,7 +181,62 @@ impl StateStore {
             offset_map: format!("{prefix}-offset-map"),
             producers: format!("{prefix}-producers"),
             groups: format!("{prefix}-groups"),
+            layouts: Arc::default(),
         }
+    }
+
+    /// Over how many partition keys `flow`'s partition items are spread,
+    /// from its marker (read once, then kept). A flow without a marker has
+    /// not started: it is laid out as a new flow will be, and not kept, so
+    /// that the marker decides once it exists.
+    pub(super) async fn key_shards(&self, flow: &str) -> Result<u32, StateError> {
+        if let Some(&shards) = self.layouts.lock().expect("layouts lock").get(flow) {
+            return Ok(shards);
+        }
+        let marker = self
+            .get_consistent(&self.cursors, (PK, s(flow)), (SK_CURSOR, s(FLOW_MARKER)))
+            .await?;
+        match marker.filter(|m| !m.is_empty()) {
+            None => Ok(NEW_FLOW_KEY_SHARDS),
+            Some(m) => {
+                let shards = self.layout_of(&m)?;
+                self.layouts.lock().expect("layouts lock").insert(flow.to_owned(), shards);
+                Ok(shards)
+            }
+        }
+    }
+
+    /// The key layout a flow's marker records (one key when it records none).
+    pub(super) fn layout_of(&self, marker: &HashMap<String, AttributeValue>) -> Result<u32, StateError> {
+        let r = ItemReader::new(&self.cursors, marker);
+        match r.n(KEY_SHARDS) {
+            None if marker.contains_key(KEY_SHARDS) => Err(r.bad(KEY_SHARDS)),
+            None => Ok(1),
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_KEY_SHARDS).contains(n))
+                .ok_or_else(|| r.bad(KEY_SHARDS)),
+        }
+    }
+
+    /// Keep what a marker just read or written says of a flow's layout.
+    pub(super) fn remember_layout(&self, flow: &str, shards: u32) {
+        self.layouts.lock().expect("layouts lock").insert(flow.to_owned(), shards);
+    }
+
+    /// Forget a flow's layout (the flow was forgotten: it may start anew).
+    pub(super) fn forget_layout(&self, flow: &str) {
+        self.layouts.lock().expect("layouts lock").remove(flow);
+    }
+
+    /// The partition key of `tp`'s cursor and group-sync items in `flow`.
+    pub(super) async fn partition_pk(&self, flow: &str, tp: &TopicPartition) -> Result<String, StateError> {
+        Ok(spread_pk(flow, self.key_shards(flow).await?, tp))
+    }
+
+    /// Every partition key of `flow`'s partition items.
+    pub(super) async fn partition_pks(&self, flow: &str) -> Result<Vec<String>, StateError> {
+        Ok(spread_pks(flow, self.key_shards(flow).await?))
     }
 
     /// The cursor and offset-map table names, for messages.
