@@ -30,6 +30,7 @@ class DynamoCounter:
         self.requests: Counter = Counter()  # operation -> requests
         self.items: Counter = Counter()  # "put"/"update"/"delete"/"condition_check" -> items
         self.table_items: Counter = Counter()  # table -> items written
+        self.key_units: Counter = Counter()  # "<table> <partition key>" -> write units
         self.write_units = 0
         self.unparsed = 0
         self.seconds: Counter = Counter()  # operation -> seconds waited for responses
@@ -50,6 +51,7 @@ class DynamoCounter:
                 "requests": dict(self.requests),
                 "items": dict(self.items),
                 "table_items": dict(self.table_items),
+                "key_units": dict(self.key_units),
                 "write_units": self.write_units,
                 "unparsed": self.unparsed,
                 "seconds": dict(self.seconds),
@@ -71,6 +73,7 @@ class DynamoCounter:
             "requests": requests,
             "items": sub(after["items"], before["items"]),
             "table_items": sub(after["table_items"], before["table_items"]),
+            "key_units": sub(after["key_units"], before["key_units"]),
             "write_units": after["write_units"] - before["write_units"],
             "unparsed": after["unparsed"] - before["unparsed"],
             "mean_ms": {op: round(1000 * seconds[op] / n, 1) for op, n in requests.items() if op in seconds},
@@ -171,7 +174,16 @@ class DynamoCounter:
         op = target.rpartition(".")[2] or "(none)"
         items: Counter = Counter()
         tables: Counter = Counter()
+        keys: Counter = Counter()
         units = 0
+
+        def wrote(kind: str, table: str, key: dict | None, n: int) -> None:
+            nonlocal units
+            items[kind] += 1
+            tables[table] += 1
+            keys[f"{table} {_partition_key(key or {})}"] += n
+            units += n
+
         if body is not None and op in WRITE_OPS:
             try:
                 req = json.loads(body)
@@ -180,28 +192,37 @@ class DynamoCounter:
             if req is None:
                 pass
             elif op in ("PutItem", "UpdateItem", "DeleteItem"):
-                items[op.removesuffix("Item").lower()] += 1
-                tables[req.get("TableName", "?")] += 1
-                units += 1
+                wrote(op.removesuffix("Item").lower(), req.get("TableName", "?"), req.get("Item") or req.get("Key"), 1)
             elif op == "BatchWriteItem":
                 for table, writes in req.get("RequestItems", {}).items():
                     for w in writes:
-                        items["put" if "PutRequest" in w else "delete"] += 1
-                        tables[table] += 1
-                        units += 1
+                        put = "PutRequest" in w
+                        key = w["PutRequest"].get("Item") if put else w.get("DeleteRequest", {}).get("Key")
+                        wrote("put" if put else "delete", table, key, 1)
             else:
                 for t in req.get("TransactItems", []):
                     for kind, name in (("Put", "put"), ("Update", "update"), ("Delete", "delete"),
                                        ("ConditionCheck", "condition_check")):
                         if kind in t:
-                            items[name] += 1
-                            tables[t[kind].get("TableName", "?")] += 1
-                            units += 2
+                            wrote(name, t[kind].get("TableName", "?"), t[kind].get("Item") or t[kind].get("Key"), 2)
         with self.lock:
             self.requests[op] += 1
             self.items.update(items)
             self.table_items.update(tables)
+            self.key_units.update(keys)
             self.write_units += units
+
+
+# The partition-key attribute of each of Ferry's state tables.
+PARTITION_KEYS = ("flow", "flow_partition", "cluster")
+
+
+def _partition_key(item: dict) -> str:
+    """The partition-key value of an item or key in DynamoDB's JSON."""
+    for name in PARTITION_KEYS:
+        if name in item:
+            return next(iter(item[name].values()), "?")
+    return "?"
 
 
 def _message_length(buf: bytes) -> int | None:

@@ -139,6 +139,16 @@ def cost_table() -> dict:
             "assumptions": model(1000, 1)["monthly"]["assumptions"]}
 
 
+def busiest_key(phase: dict, window: float) -> dict:
+    """The partition key that took the most write units in the run, and
+    its rate (units a second over the run's window)."""
+    if not phase["key_units"]:
+        return {}
+    table_key, units = max(phase["key_units"].items(), key=lambda kv: kv[1])
+    table, _, key = table_key.partition(" ")
+    return {"table": table, "key": key, "write_units": units, "write_units_per_second": round(units / window, 1)}
+
+
 def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
@@ -252,6 +262,13 @@ def main() -> None:
         # checkpoints every 4 s of a busy partition, lease writes per execution.
         "model_dynamodb_write_units_per_partition_hour": round(model(partitions, RATE_MBPS)["dynamodb_write_units_per_partition_hour"], 1),
         "model_checkpoints_per_partition_hour": 900,
+        # The busiest DynamoDB partition key (one key takes 1,000 write
+        # units a second): measured here, and the model's at this size and
+        # at 10,000 partitions in one flow, cursors spread over 16 keys.
+        "dynamodb_busiest_key": busiest_key(phase, window),
+        "dynamodb_keys_written": len(phase["key_units"]),
+        "model_busiest_key_write_units_per_second": round(model(partitions, RATE_MBPS)["monthly"]["busiest_key_write_units_per_second"], 1),
+        "model_busiest_key_write_units_per_second_at_10000": round(model(10000, RATE_MBPS * 10000 / partitions)["monthly"]["busiest_key_write_units_per_second"], 1),
         "records_lost": sum(1 for i in range(load.sent) if str(i).encode() not in load.counts),
         "records_duplicated": sum(n - 1 for n in load.counts.values() if n > 1),
         "cost": cost_table(),

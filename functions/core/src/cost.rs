@@ -27,6 +27,12 @@ const WRU_PER_CHECKPOINT: f64 = 2.0;
 /// Write units per partition per execution for its lease (take, record
 /// the producer, give back).
 const WRU_PER_LEASE: f64 = 3.0;
+/// Write units of one group partition's sync item (under 1 KB, written
+/// outside a transaction), stored on every sync.
+const WRU_PER_GROUP_SYNC: f64 = 1.0;
+pub use crate::domain::FLOW_KEY_SHARDS;
+/// DynamoDB's limit on one partition key: write units a second.
+pub const KEY_WRITE_UNITS_PER_SECOND: f64 = 1000.0;
 /// Write units per batch per execution: the Plan function keeps each batch
 /// in the state tables for the state machine to refer to (an item of 1 to
 /// 2 KB: 16 partitions, usually of 16 topics after balancing).
@@ -48,6 +54,9 @@ pub struct CostInputs {
     /// How long a Replicate waits for a holder about to stop
     /// (HandoffWaitSeconds; 0: never).
     pub handoff_wait_seconds: f64,
+    /// Group partitions (a group's commit on one partition) SyncGroups
+    /// syncs on each execution.
+    pub group_partitions: usize,
 }
 
 /// The Replicate function's Timeout in template.yaml, in seconds: how long
@@ -81,6 +90,11 @@ pub struct CostEstimate {
     pub lambda_requests: f64,
     /// DynamoDB write request units.
     pub dynamodb_write_units: f64,
+    /// Write units a second on the busiest partition key of the state
+    /// tables, every partition in one flow (the worst case): its share of
+    /// the cursors' and group syncs' writes, at most
+    /// [`KEY_WRITE_UNITS_PER_SECOND`].
+    pub busiest_key_write_units_per_second: f64,
     /// Lambda, USD.
     pub lambda_usd: f64,
     /// Step Functions, USD.
@@ -91,6 +105,17 @@ pub struct CostEstimate {
     pub total_usd: f64,
     /// How it was computed.
     pub assumptions: Vec<String>,
+}
+
+/// The share of a flow's `items` partition items that its busiest of
+/// `shards` keys holds when a hash spreads them: the mean share and three
+/// standard deviations of the binomial count (about the busiest of 16).
+pub fn busiest_key_share(items: usize, shards: u32) -> f64 {
+    if items == 0 || shards <= 1 {
+        return 1.0;
+    }
+    let (n, p) = (items as f64, 1.0 / f64::from(shards));
+    ((n * p + 3.0 * (n * p * (1.0 - p)).sqrt()) / n).max(1.0 / n).min(1.0)
 }
 
 /// Estimate a month of a deployed replicator.
@@ -107,8 +132,13 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
     let lambda_gb_seconds = replicate_seconds * REPLICATE_MEMORY_GB + executions * 3.0 * OTHER_SECONDS * OTHER_MEMORY_GB;
     let lambda_requests = executions * (3.0 + batches);
     let checkpoints = i.active_partitions as f64 * i.checkpoints_per_second * HOURS_PER_MONTH * 3600.0;
-    let dynamodb_write_units =
-        checkpoints * WRU_PER_CHECKPOINT + executions * (i.partitions as f64 * WRU_PER_LEASE + batches * WRU_PER_PLAN_BATCH);
+    let per_execution = i.partitions as f64 * WRU_PER_LEASE + i.group_partitions as f64 * WRU_PER_GROUP_SYNC;
+    let dynamodb_write_units = checkpoints * WRU_PER_CHECKPOINT + executions * (per_execution + batches * WRU_PER_PLAN_BATCH);
+    // Per second: every busy partition's checkpoints, and each execution's
+    // leases and group syncs spread over its minute(s).
+    let flow_units =
+        i.active_partitions as f64 * i.checkpoints_per_second * WRU_PER_CHECKPOINT + per_execution / (i.schedule_minutes.max(1.0) * 60.0);
+    let busiest_key_write_units_per_second = flow_units * busiest_key_share(i.partitions.max(i.group_partitions), FLOW_KEY_SHARDS);
     let lambda_usd = lambda_gb_seconds * LAMBDA_GB_SECOND_USD + lambda_requests * LAMBDA_REQUEST_USD;
     let step_functions_usd = state_transitions * SFN_TRANSITION_USD;
     let dynamodb_usd = dynamodb_write_units * DYNAMODB_WRU_USD;
@@ -118,6 +148,7 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
         lambda_gb_seconds,
         lambda_requests,
         dynamodb_write_units,
+        busiest_key_write_units_per_second,
         lambda_usd,
         step_functions_usd,
         dynamodb_usd,
@@ -132,6 +163,10 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
             format!(
                 "{} of {} partitions receive records, each checkpointed {} times a second ({WRU_PER_CHECKPOINT} write units each); {WRU_PER_LEASE} write units per partition per execution for leases, {WRU_PER_PLAN_BATCH} per batch for the plan",
                 i.active_partitions, i.partitions, i.checkpoints_per_second
+            ),
+            format!(
+                "{} group partitions synced per execution ({WRU_PER_GROUP_SYNC} write unit each); every partition in one flow, its items spread over {FLOW_KEY_SHARDS} DynamoDB partition keys by hash: the busiest key takes {busiest_key_write_units_per_second:.0} write units a second (the mean share and three standard deviations), of the {KEY_WRITE_UNITS_PER_SECOND:.0} one key allows",
+                i.group_partitions
             ),
             "on-demand list prices, US East, x86: Lambda $0.0000166667/GB-s and $0.20/million requests, Step Functions $0.025/1,000 transitions, DynamoDB $0.625/million write units; reads, logs, metrics and data transfer not included".into(),
         ],
@@ -173,6 +208,7 @@ mod tests {
             active_partitions: 1,
             checkpoints_per_second: 1.0,
             handoff_wait_seconds: 0.0,
+            group_partitions: 0,
         });
         assert_eq!(e.executions, 43_800.0);
         assert_eq!(e.state_transitions, 43_800.0 * 7.0);
@@ -195,6 +231,7 @@ mod tests {
             active_partitions: 0,
             checkpoints_per_second: 1.0,
             handoff_wait_seconds: 0.0,
+            group_partitions: 0,
         };
         let every_minute = estimate(&base);
         let every_five = estimate(&CostInputs {
@@ -220,6 +257,7 @@ mod tests {
             active_partitions: 0,
             checkpoints_per_second: 1.0,
             handoff_wait_seconds: 0.0,
+            group_partitions: 0,
         };
         let waiting = estimate(&CostInputs {
             handoff_wait_seconds: 75.0,
@@ -227,5 +265,38 @@ mod tests {
         });
         let ratio = waiting.lambda_gb_seconds / estimate(&base).lambda_gb_seconds;
         assert!(ratio > 1.14 && ratio < 1.15, "{ratio}");
+    }
+
+    #[test]
+    fn ten_thousand_busy_partitions_stay_under_one_keys_limit_only_spread() {
+        let at = |partitions: usize, group_partitions: usize| {
+            estimate(&CostInputs {
+                schedule_minutes: 1.0,
+                batches: 64,
+                partitions,
+                active_partitions: partitions,
+                checkpoints_per_second: 0.25,
+                handoff_wait_seconds: 0.0,
+                group_partitions,
+            })
+        };
+        // 10,000 partitions checkpointed every 4 s: 5,000 units a second
+        // of checkpoints, 500 of leases; five times one key's limit.
+        let e = at(10_000, 0);
+        let flow = 10_000.0 * 0.25 * 2.0 + 10_000.0 * 3.0 / 60.0;
+        assert!(flow > 5.0 * KEY_WRITE_UNITS_PER_SECOND);
+        let share = busiest_key_share(10_000, FLOW_KEY_SHARDS);
+        assert!(share > 1.0 / 16.0 && share < 1.2 / 16.0, "{share}");
+        assert!((e.busiest_key_write_units_per_second - flow * share).abs() < 1e-6);
+        assert!(
+            e.busiest_key_write_units_per_second < 0.5 * KEY_WRITE_UNITS_PER_SECOND,
+            "{}",
+            e.busiest_key_write_units_per_second
+        );
+        // And with ten groups reading every partition, still under.
+        assert!(at(10_000, 100_000).busiest_key_write_units_per_second < KEY_WRITE_UNITS_PER_SECOND);
+        // One key would hold it all.
+        assert_eq!(busiest_key_share(10_000, 1), 1.0);
+        assert_eq!(busiest_key_share(1, 16), 1.0);
     }
 }

@@ -33,6 +33,10 @@ pub(crate) struct CostArgs {
     /// Partitions per batch at most (the plan's cap).
     #[arg(long, default_value_t = 64)]
     max_partitions_per_batch: usize,
+    /// Group partitions synced on each execution: for example 10 groups
+    /// that each read every partition are 10 × --partitions.
+    #[arg(long, default_value_t = 0)]
+    group_partitions: usize,
     /// Seconds between a busy partition's checkpoints.
     #[arg(long, default_value_t = 4.0)]
     checkpoint_seconds: f64,
@@ -84,6 +88,7 @@ pub(crate) fn cost(args: CostArgs) -> Result<ExitCode, String> {
         active_partitions: args.partitions,
         checkpoints_per_second,
         handoff_wait_seconds: args.handoff_wait_seconds,
+        group_partitions: args.group_partitions,
     });
     let out = CostOutput {
         partitions: args.partitions,
@@ -104,6 +109,11 @@ pub(crate) fn cost(args: CostArgs) -> Result<ExitCode, String> {
             out.monthly.lambda_usd,
             out.monthly.step_functions_usd,
             out.monthly.dynamodb_usd
+        );
+        println!(
+            "  busiest DynamoDB partition key: {:.0} write units a second of the {:.0} it allows",
+            out.monthly.busiest_key_write_units_per_second,
+            ferry_core::cost::KEY_WRITE_UNITS_PER_SECOND
         );
         for a in &out.monthly.assumptions {
             println!("  - {a}");

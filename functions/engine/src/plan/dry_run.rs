@@ -310,6 +310,8 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
         // checkpoint interval (sooner only above checkpoint_max_bytes).
         checkpoints_per_second: 1.0 / ferry.settings.checkpoint_interval.as_secs_f64().max(0.001),
         handoff_wait_seconds: ferry.settings.handoff_wait.as_secs_f64(),
+        // Groups are not listed by a dry run.
+        group_partitions: 0,
     });
     out.observed_seconds = started.elapsed().as_secs_f64();
     Ok(out)
