@@ -55,7 +55,7 @@ pub(super) const KEY_SHARDS: &str = "key_shards";
 /// cursors and group-sync items over. DynamoDB takes at most 1,000 write
 /// units a second on one partition key; a partition's checkpoints cost
 /// about half a unit a second (one every 4 s, transactional), so one key
-/// holds some 2,000 busy partitions and 16 hold a flow of 30,000.
+/// holds some 1,800 busy partitions and 16 a flow of some 27,000.
 pub const NEW_FLOW_KEY_SHARDS: u32 = ferry_core::domain::FLOW_KEY_SHARDS;
 /// The most a marker may record: more would be a damaged item.
 const MAX_KEY_SHARDS: u32 = 1024;
