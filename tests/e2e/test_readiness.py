@@ -85,6 +85,12 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     assert criterion(v, "ReplicationLatency")["go"], v
     behind = report(ferry, "--publish")
     assert [(t["topic"], t["partitions"], t["message_lag"]) for t in behind["topics"]] == [(topic, 2, 1500)]
+    # Published by default: a group's lag is a metric of its cluster (the
+    # largest group's), not of the group (a metric per group is billed).
+    listed = cloudwatch().list_metrics(Namespace="Ferry", MetricName="SumOffsetLag",
+                                       Dimensions=[{"Name": "ReplicatorName", "Value": ferry.name}])["Metrics"]
+    assert sorted(tuple(sorted(d["Name"] for d in m["Dimensions"])) for m in listed) == \
+        [("ClusterAlias", "ReplicatorName"), ("ClusterAlias", "ReplicatorName")], listed
 
     # Replicated and synced: GO.
     res = ferry.run("--once")
@@ -93,7 +99,7 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     assert code == 0 and v["go"] is True, json.dumps(v, indent=1)
     assert criterion(v, "MessageLag")["measured"] == "0"
     assert criterion(v, "SumOffsetLag")["measured"] == "1100 on source, 1100 on target"  # 650 + 450
-    caught_up = report(ferry, "--publish", "--topic-metrics")
+    caught_up = report(ferry, "--publish", "--topic-metrics", "--group-metrics")
     [g] = caught_up["groups"]
     assert (g["group"], g["source_sum_offset_lag"], g["target_sum_offset_lag"], g["sync_failures"]) == (group, 1100, 1100, 0)
     assert {c["alias"]: c["ping_ok"] for c in caught_up["clusters"]} == {"source": True, "target": True}
@@ -101,7 +107,7 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     # Both reports' numbers, as CloudWatch holds them. The first was
     # published by default: MessageLag of the replicator alone (no Topic
     # dimension, a metric whose cost does not grow with topics); the
-    # second with --topic-metrics: per topic.
+    # second with --topic-metrics and --group-metrics: per topic and group.
     listed = cloudwatch().list_metrics(Namespace="Ferry", MetricName="MessageLag",
                              Dimensions=[{"Name": "ReplicatorName", "Value": ferry.name}])["Metrics"]
     assert sorted(tuple(sorted(d["Name"] for d in m["Dimensions"])) for m in listed) == \
@@ -124,9 +130,15 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     assert any(d.get("Topic") == topic and d["MessageLag"] == 0 for d in docs), docs
 
     # The deployed Report function: per topic only with TopicMetrics
-    # (FERRY_TOPIC_METRICS=true); the topic is in the line either way.
-    for setting, declared in (("false", [["ReplicatorName"]]), ("true", [["ReplicatorName", "Topic"], ["ReplicatorName"]])):
-        fn = WarmFunction(REPORT, ferry, tmp_path / f"report-{setting}.log", extra_env={"FERRY_TOPIC_METRICS": setting})
+    # (FERRY_TOPIC_METRICS=true), per group only with GroupMetrics
+    # (FERRY_GROUP_METRICS=true); the topic and group are in the line either way.
+    for setting, declared, lag_declared in (
+        ("false", [["ReplicatorName"]], [["ReplicatorName", "ClusterAlias"], ["ReplicatorName"]]),
+        ("true", [["ReplicatorName", "Topic"], ["ReplicatorName"]],
+         [["ReplicatorName", "ClusterAlias", "ConsumerGroup"], ["ReplicatorName"]]),
+    ):
+        fn = WarmFunction(REPORT, ferry, tmp_path / f"report-{setting}.log",
+                          extra_env={"FERRY_TOPIC_METRICS": setting, "FERRY_GROUP_METRICS": setting})
         try:
             kind, out, _ = fn.invoke({}, timeout_s=60)
             assert kind == "response", (out, fn.text()[-2000:])
@@ -135,6 +147,9 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
             fn.close()
         mine = [d for d in lines if d.get("Topic") == topic]
         assert mine and all(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == declared for d in mine), (setting, mine)
+        lags = [d for d in lines if d.get("ConsumerGroup") == group and "SumOffsetLag" in d]
+        assert len(lags) == 2 and all(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == lag_declared for d in lags), \
+            (setting, lags)
 
 
 def test_an_unreachable_cluster_is_no_go_not_a_crash(tmp_path):

@@ -550,18 +550,24 @@ def check_a_true_false_parameter(tmp_path, clusters: list, info: list, stack_nam
             sam_stack(dict(params, **{parameter: "yes"}), stack_name, tmp_path / "template.yaml")
 
 
-def test_topic_metrics_is_a_stack_parameter_off_by_default(tmp_path):
-    """Metrics per topic cost in proportion to the topics (CloudWatch bills
-    each metric by the month), so they are asked for: the TopicMetrics
-    parameter sets FERRY_TOPIC_METRICS, the variable the functions read
-    (functions/lambda/src/lib.rs), on every function; "false" unless
-    given, and CloudFormation takes nothing but "true" or "false"."""
+@pytest.mark.parametrize("parameter,variable,constant", [
+    ("TopicMetrics", "FERRY_TOPIC_METRICS", "TOPIC_METRICS_ENV"),
+    ("GroupMetrics", "FERRY_GROUP_METRICS", "GROUP_METRICS_ENV"),
+])
+def test_metrics_per_topic_and_per_group_are_stack_parameters_off_by_default(tmp_path, parameter, variable, constant):
+    """Metrics per topic or per consumer group cost in proportion to the
+    topics or groups (CloudWatch bills each metric by the month), so they
+    are asked for: the TopicMetrics and GroupMetrics parameters set
+    FERRY_TOPIC_METRICS and FERRY_GROUP_METRICS, the variables the
+    functions read (functions/core/src/metrics.rs), on every function;
+    "false" unless given, and CloudFormation takes nothing but "true" or
+    "false"."""
     clusters = [{"ApacheKafkaCluster": {"ApacheKafkaClusterId": c, "BootstrapBrokerString": f"{c}:9092"}} for c in ("a", "b")]
     info = [{"SourceKafkaClusterId": "a", "TargetKafkaClusterId": "b", "TargetCompressionType": "NONE",
              "TopicReplication": {"TopicsToReplicate": ["orders"]}}]
-    lib = (ROOT / "functions" / "lambda" / "src" / "lib.rs").read_text()
-    assert 'TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS"' in lib
-    check_a_true_false_parameter(tmp_path, clusters, info, "metrics", "TopicMetrics", "FERRY_TOPIC_METRICS", refused=True)
+    metrics = (ROOT / "functions" / "core" / "src" / "metrics.rs").read_text()
+    assert f'{constant}: &str = "{variable}"' in metrics
+    check_a_true_false_parameter(tmp_path, clusters, info, "metrics", parameter, variable, refused=True)
 
 
 def test_the_plan_is_given_the_maps_max_concurrency(tmp_path):

@@ -163,36 +163,62 @@ pub fn replicate_metrics(replicator: &str, out: &ReplicateOutput, elapsed_s: f64
 /// The most metrics one EMF document may declare.
 const EMF_MAX_METRICS: usize = 100;
 
-/// Whether points per topic become CloudWatch metrics per topic. Each
-/// metric (each name and set of dimension values) is billed by the month,
-/// so metrics per topic cost in proportion to the topics; the roll-up to
-/// the replicator costs the same for one topic or thousands.
+/// Which points per topic and per consumer group become CloudWatch
+/// metrics of their own. Each metric (each name and set of dimension
+/// values) is billed by the month, so metrics per topic or per group cost
+/// in proportion to the topics or groups; the roll-up to the replicator
+/// (and, for a group's, to its cluster) costs the same for one or
+/// thousands. A point not asked for is still a line of the log, its topic
+/// or group a field of it (CloudWatch Logs Insights finds it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TopicMetrics {
-    /// Metrics per replicator only; each point's topic is a field of its
-    /// log line (CloudWatch Logs Insights finds it), not a dimension.
-    #[default]
-    RollUp,
+pub struct MetricDetail {
     /// Metrics per topic as well (`Topic` dimension).
-    PerTopic,
+    pub per_topic: bool,
+    /// Metrics per consumer group as well (`ConsumerGroup` dimension).
+    pub per_group: bool,
 }
 
-impl TopicMetrics {
-    /// From the `FERRY_TOPIC_METRICS` setting: `true` for metrics per topic.
-    pub fn from_setting(v: Option<&str>) -> Self {
-        match v.map(str::trim) {
-            Some(v) if v.eq_ignore_ascii_case("true") => Self::PerTopic,
-            _ => Self::RollUp,
+impl MetricDetail {
+    /// From the `FERRY_TOPIC_METRICS` and `FERRY_GROUP_METRICS` settings:
+    /// `true` asks for that detail.
+    pub fn from_settings(topics: Option<&str>, groups: Option<&str>) -> Self {
+        let yes = |v: Option<&str>| v.map(str::trim).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        Self {
+            per_topic: yes(topics),
+            per_group: yes(groups),
         }
+    }
+
+    /// From the environment the functions run in.
+    pub fn from_env() -> Self {
+        Self::from_settings(
+            std::env::var(TOPIC_METRICS_ENV).ok().as_deref(),
+            std::env::var(GROUP_METRICS_ENV).ok().as_deref(),
+        )
+    }
+
+    /// The dimensions of a point this detail does not ask for.
+    fn leaves_out(&self, dimension: &str) -> bool {
+        (dimension == dim::TOPIC && !self.per_topic) || (dimension == dim::GROUP && !self.per_group)
+    }
+
+    /// A point's dimensions without those this detail does not ask for.
+    pub fn kept<'a>(&self, dims: &'a [(&'static str, String)]) -> Vec<&'a (&'static str, String)> {
+        dims.iter().filter(|(k, _)| !self.leaves_out(k)).collect()
     }
 }
 
+/// The environment variable that asks for metrics per topic.
+pub const TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS";
+/// The environment variable that asks for metrics per consumer group.
+pub const GROUP_METRICS_ENV: &str = "FERRY_GROUP_METRICS";
+
 /// The data points as EMF documents (one per line), grouped by dimension
 /// values so each document carries one set of them, declared both as is
-/// and rolled up to the replicator alone (points per topic: rolled up
-/// only, unless `topics` says per topic). Two points of the same metric
-/// and dimensions go into separate documents.
-pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum], topics: TopicMetrics) -> Vec<String> {
+/// and rolled up to the replicator alone (points per topic or group:
+/// without those dimensions, unless `detail` asks for them). Two points of
+/// the same metric and dimensions go into separate documents.
+pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum], detail: MetricDetail) -> Vec<String> {
     let mut groups: BTreeMap<Vec<(&'static str, String)>, Vec<Vec<&Datum>>> = BTreeMap::new();
     for d in data {
         let docs = groups.entry(d.dimensions.clone()).or_default();
@@ -215,7 +241,7 @@ pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum], topics: Top
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
                         "Namespace": namespace,
-                        "Dimensions": dimension_sets(&dims, topics),
+                        "Dimensions": dimension_sets(&dims, detail),
                         "Metrics": metrics,
                     }],
                 }),
@@ -232,14 +258,12 @@ pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum], topics: Top
     lines
 }
 
-/// The dimension sets a document declares: its own, and the replicator
-/// alone as a roll-up (what the template's alarms watch); for a point per
-/// topic without metrics per topic, the roll-up alone.
-fn dimension_sets(dims: &[(&'static str, String)], topics: TopicMetrics) -> Vec<Vec<&'static str>> {
-    let own: Vec<&'static str> = dims.iter().map(|(k, _)| *k).collect();
-    if topics == TopicMetrics::RollUp && own.contains(&dim::TOPIC) && own[0] == dim::REPLICATOR {
-        vec![vec![dim::REPLICATOR]]
-    } else if own.len() > 1 && own[0] == dim::REPLICATOR {
+/// The dimension sets a document declares: its own less those `detail`
+/// does not ask for, and the replicator alone as a roll-up (what the
+/// template's alarms watch).
+fn dimension_sets(dims: &[(&'static str, String)], detail: MetricDetail) -> Vec<Vec<&'static str>> {
+    let own: Vec<&'static str> = detail.kept(dims).into_iter().map(|(k, _)| *k).collect();
+    if own.len() > 1 && own[0] == dim::REPLICATOR {
         vec![own, vec![dim::REPLICATOR]]
     } else {
         vec![own]
@@ -261,7 +285,15 @@ mod tests {
             Datum::new(name::REPLICATION_LATENCY, Unit::Milliseconds, 250.0, "r", &[(dim::TOPIC, "orders")]),
             Datum::new(name::MESSAGE_LAG, Unit::Count, 0.0, "r", &[(dim::TOPIC, "payments")]),
         ];
-        let lines = emf_lines(NAMESPACE, 1_700_000_000_000, &data, TopicMetrics::PerTopic);
+        let lines = emf_lines(
+            NAMESPACE,
+            1_700_000_000_000,
+            &data,
+            MetricDetail {
+                per_topic: true,
+                per_group: false,
+            },
+        );
         assert_eq!(lines.len(), 2);
         let orders = parse(&lines[0]);
         assert_eq!(orders["Topic"], "orders");
@@ -285,7 +317,7 @@ mod tests {
             Datum::new(name::MESSAGE_LAG, Unit::Count, 12.0, "r", &[(dim::TOPIC, "orders")]),
             Datum::new(name::PING, Unit::Count, 1.0, "r", &[(dim::CLUSTER, "source")]),
         ];
-        let lines = emf_lines(NAMESPACE, 0, &data, TopicMetrics::default());
+        let lines = emf_lines(NAMESPACE, 0, &data, MetricDetail::default());
         let docs: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
         let orders = docs.iter().find(|d| d.get("Topic").is_some()).expect("the topic's document");
         assert_eq!(orders["Topic"], "orders", "still in the log line");
@@ -300,9 +332,55 @@ mod tests {
             json!([["ReplicatorName", "ClusterAlias"], ["ReplicatorName"]]),
             "other dimensions are unchanged"
         );
-        assert_eq!(TopicMetrics::from_setting(Some("true")), TopicMetrics::PerTopic);
-        assert_eq!(TopicMetrics::from_setting(Some("false")), TopicMetrics::RollUp);
-        assert_eq!(TopicMetrics::from_setting(None), TopicMetrics::RollUp);
+        let topics = |v| MetricDetail::from_settings(v, None).per_topic;
+        assert!(topics(Some("true")) && topics(Some(" TRUE ")));
+        assert!(!topics(Some("false")) && !topics(None) && !topics(Some("yes")));
+    }
+
+    #[test]
+    fn by_default_a_point_per_group_is_a_metric_of_its_cluster_and_the_replicator_with_its_group_as_a_field() {
+        let lag = |group: &str, v| {
+            Datum::new(
+                name::SUM_OFFSET_LAG,
+                Unit::Count,
+                v,
+                "r",
+                &[(dim::CLUSTER, "target"), (dim::GROUP, group)],
+            )
+        };
+        let failed = Datum::new(name::GROUP_SYNC_FAILURE, Unit::Count, 1.0, "r", &[(dim::GROUP, "billing")]);
+        let data = vec![lag("billing", 7.0), lag("audit", 3.0), failed];
+        let declared = |detail: MetricDetail| -> Vec<(String, Value, Value)> {
+            emf_lines(NAMESPACE, 0, &data, detail)
+                .iter()
+                .map(|l| parse(l))
+                .map(|d| {
+                    (
+                        d["ConsumerGroup"].as_str().unwrap_or_default().to_owned(),
+                        d["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone(),
+                        d["SumOffsetLag"].clone(),
+                    )
+                })
+                .collect()
+        };
+        for (group, dims, _) in declared(MetricDetail::default()) {
+            let want = if dims == json!([["ReplicatorName"]]) {
+                "billing"
+            } else {
+                assert_eq!(dims, json!([["ReplicatorName", "ClusterAlias"], ["ReplicatorName"]]), "{group}");
+                group.as_str()
+            };
+            assert!(["billing", "audit"].contains(&want), "each line keeps its group: {group}");
+        }
+        let asked = MetricDetail::from_settings(None, Some("true"));
+        assert!(asked.per_group && !asked.per_topic);
+        let per_group = declared(asked);
+        assert!(per_group.iter().any(|(g, dims, v)| g == "audit"
+            && *v == json!(3.0)
+            && *dims == json!([["ReplicatorName", "ClusterAlias", "ConsumerGroup"], ["ReplicatorName"]])));
+        assert!(per_group
+            .iter()
+            .any(|(g, dims, _)| g == "billing" && *dims == json!([["ReplicatorName", "ConsumerGroup"], ["ReplicatorName"]])));
     }
 
     #[test]
@@ -352,7 +430,7 @@ mod tests {
         ];
         let names: Vec<&'static str> = (0..150).map(|i| &*Box::leak(format!("M{i}").into_boxed_str())).collect();
         data.extend(names.iter().map(|n| Datum::new(n, Unit::Count, 1.0, "r", &[])));
-        let lines = emf_lines(NAMESPACE, 0, &data, TopicMetrics::RollUp);
+        let lines = emf_lines(NAMESPACE, 0, &data, MetricDetail::default());
         let docs: Vec<Value> = lines.iter().map(|l| parse(l)).collect();
         let pings: Vec<f64> = docs
             .iter()

@@ -5,7 +5,7 @@
 //! [`StepError`]) whose `error_type` is the stable name the state
 //! machine's Retry and Catch match (see `ferry_engine::error`).
 
-use ferry_core::metrics::{emf_lines, Datum, TopicMetrics, NAMESPACE};
+use ferry_core::metrics::{emf_lines, Datum, MetricDetail, NAMESPACE};
 use ferry_engine::{Ferry, FerryError};
 use std::future::Future;
 use std::pin::Pin;
@@ -119,18 +119,18 @@ pub fn failure(ferry: &Ferry, e: &FerryError) -> StepError {
     StepError::from(e)
 }
 
-/// The environment variable that asks for metrics per topic.
-pub const TOPIC_METRICS_ENV: &str = "FERRY_TOPIC_METRICS";
+/// The environment variables that ask for metrics per topic and per group.
+pub use ferry_core::metrics::{GROUP_METRICS_ENV, TOPIC_METRICS_ENV};
 
 /// Publish metrics in CloudWatch's embedded metric format: one JSON
 /// document per stdout line, which Lambda's log delivery turns into
 /// metrics with no API call.
-/// Points per topic become metrics per topic only when the stack's
-/// `TopicMetrics` parameter sets `FERRY_TOPIC_METRICS=true`.
+/// Points per topic or group become metrics per topic or group only when
+/// the stack's `TopicMetrics` or `GroupMetrics` parameter sets
+/// `FERRY_TOPIC_METRICS=true` or `FERRY_GROUP_METRICS=true`.
 pub fn emit_metrics(data: &[Datum]) {
     let now = ferry_adapters::state::now_ms();
-    let topics = TopicMetrics::from_setting(std::env::var(TOPIC_METRICS_ENV).ok().as_deref());
-    for line in emf_lines(NAMESPACE, now, data, topics) {
+    for line in emf_lines(NAMESPACE, now, data, MetricDetail::from_env()) {
         println!("{line}");
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use clap::Args;
 use ferry_core::domain::PlanInput;
-use ferry_core::metrics::{dim, emf_lines, Datum, TopicMetrics, NAMESPACE};
+use ferry_core::metrics::{emf_lines, Datum, MetricDetail, NAMESPACE};
 use ferry_core::readiness::Thresholds;
 use ferry_engine::{Ferry, Settings};
 
@@ -58,6 +58,13 @@ pub(crate) struct ReportArgs {
     /// EMF line).
     #[arg(long)]
     topic_metrics: bool,
+    /// Metrics per consumer group too (a `ConsumerGroup` dimension), for
+    /// --emf and --publish: these cost in proportion to the groups. Without
+    /// it (and without FERRY_GROUP_METRICS=true), a group's points are
+    /// metrics of its cluster and of the replicator (the group stays in
+    /// each EMF line).
+    #[arg(long)]
+    group_metrics: bool,
 }
 
 pub(crate) async fn readiness(args: ReadinessArgs) -> Result<ExitCode, String> {
@@ -94,15 +101,15 @@ pub(crate) async fn report(args: ReportArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| describe(&e))?;
     let data = report.metrics();
-    let topics = if args.topic_metrics {
-        TopicMetrics::PerTopic
-    } else {
-        TopicMetrics::from_setting(std::env::var("FERRY_TOPIC_METRICS").ok().as_deref())
+    let from_env = MetricDetail::from_env();
+    let detail = MetricDetail {
+        per_topic: args.topic_metrics || from_env.per_topic,
+        per_group: args.group_metrics || from_env.per_group,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else if args.emf {
-        for line in emf_lines(NAMESPACE, report.generated_ms, &data, topics) {
+        for line in emf_lines(NAMESPACE, report.generated_ms, &data, detail) {
             println!("{line}");
         }
     } else {
@@ -113,26 +120,27 @@ pub(crate) async fn report(args: ReportArgs) -> Result<ExitCode, String> {
         }
     }
     if args.publish {
-        publish(&data, report.generated_ms, topics).await?;
+        publish(&data, report.generated_ms, detail).await?;
         eprintln!("ferry: published {} data points to CloudWatch namespace {NAMESPACE}", data.len());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Send the data points to CloudWatch.
-async fn publish(data: &[Datum], at_ms: i64, topics: TopicMetrics) -> Result<(), String> {
+async fn publish(data: &[Datum], at_ms: i64, detail: MetricDetail) -> Result<(), String> {
     let aws = ferry_adapters::aws::load().await;
     let client = aws_sdk_cloudwatch::Client::new(&aws);
     let at = aws_sdk_cloudwatch::primitives::DateTime::from_millis(at_ms);
-    // A point per topic is always sent as a metric of the replicator
-    // alone (what the alarms watch), and with its Topic too when asked.
+    // A point per topic or group is always sent without the Topic or
+    // ConsumerGroup (what the alarms watch), and with it too when asked.
     let mut points: Vec<(&Datum, Vec<&(&'static str, String)>)> = Vec::new();
     for d in data {
-        let has_topic = d.dimensions.iter().any(|(k, _)| *k == dim::TOPIC);
-        points.push((d, d.dimensions.iter().filter(|(k, _)| *k != dim::TOPIC).collect()));
-        if has_topic && topics == TopicMetrics::PerTopic {
-            points.push((d, d.dimensions.iter().collect()));
+        let rolled = MetricDetail::default().kept(&d.dimensions);
+        let asked = detail.kept(&d.dimensions);
+        if asked.len() != rolled.len() {
+            points.push((d, asked));
         }
+        points.push((d, rolled));
     }
     for chunk in points.chunks(PUT_BATCH) {
         let metrics = chunk
