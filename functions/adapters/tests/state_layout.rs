@@ -266,3 +266,66 @@ async fn a_damaged_layout_is_refused_naming_the_attribute() {
         assert!(s.init_cursor("r/f", &TopicPartition::new("t", 0), "t", 0).await.is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn a_store_that_lives_on_reads_a_flow_forgotten_and_started_again_anew_once_cleared() {
+    let s = store().await;
+    let (cursors, _) = s.table_names();
+    let cursors = cursors.to_owned();
+    let flow = "r/again>b";
+    let tp = TopicPartition::new("orders", 2);
+    // A flow of an earlier Ferry, read by a store that lives on (a warm
+    // Lambda): it keeps the one-key layout.
+    raw()
+        .await
+        .put_item()
+        .table_name(&cursors)
+        .item("flow", sv(flow))
+        .item("partition", sv("#flow"))
+        .item("started_ms", nv(1))
+        .send()
+        .await
+        .expect("marker");
+    assert!(s.init_cursor(flow, &tp, "orders", 0).await.expect("init"));
+    assert_eq!(s.list_cursors(flow).await.expect("list").len(), 1);
+    // Another process forgets it and starts it again: spread now.
+    let other = StateStore::new(raw().await, cursors.strip_suffix("-cursors").expect("prefix"));
+    assert_eq!(other.forget_flow(flow).await.expect("forget"), 1);
+    assert!(other.start_flow(flow, "src", "tgt").await.expect("start").first);
+    assert!(other.init_cursor(flow, &tp, "orders", 7).await.expect("init again"));
+    // The next invocation begins by clearing: it finds the new cursor.
+    s.clear_layouts();
+    let [c] = s.list_cursors(flow).await.expect("list").try_into().expect("one cursor");
+    assert_eq!(c.next_source_offset, 7);
+    assert!(s.acquire_lease(flow, &tp, "w", Duration::from_secs(60)).await.is_ok());
+}
+
+#[tokio::test]
+async fn forgetting_a_spread_flow_also_forgets_a_cursor_an_earlier_ferry_put_under_its_one_key() {
+    let s = store().await;
+    let (cursors, _) = s.table_names();
+    let cursors = cursors.to_owned();
+    let flow = "r/mixed>b";
+    let spread = TopicPartition::new("orders", 0);
+    assert!(s.start_flow(flow, "src", "tgt").await.expect("start").first);
+    assert!(s.init_cursor(flow, &spread, "orders", 0).await.expect("init"));
+    copy(&s, flow, &spread, 0, 50).await;
+    // An earlier Ferry on the same tables knows one key only.
+    raw()
+        .await
+        .put_item()
+        .table_name(&cursors)
+        .item("flow", sv(flow))
+        .item("partition", sv("orders/0"))
+        .item("topic", sv("orders"))
+        .item("partition_index", nv(0))
+        .item("target_topic", sv("orders"))
+        .item("next_source_offset", nv(0))
+        .item("lease_epoch", nv(0))
+        .send()
+        .await
+        .expect("an earlier Ferry's cursor");
+    assert_eq!(s.forget_flow(flow).await.expect("forget"), 2);
+    assert!(keys_of(&cursors).await.is_empty(), "{:?}", keys_of(&cursors).await);
+    assert!(s.runs(flow, &spread).await.expect("runs").is_empty());
+}

@@ -171,11 +171,14 @@ impl Ferry {
     }
 
     /// At the start of each invocation: forget the waits earlier refusals
-    /// left on every cluster (see `KafkaCluster::forget_auth_wait`).
+    /// left on every cluster (see `KafkaCluster::forget_auth_wait`), and
+    /// the flows' key layouts read before (a flow forgotten and started
+    /// again meanwhile may be laid out anew: `StateStore::clear_layouts`).
     pub fn begin_invocation(&self) {
         for c in self.clusters.values() {
             c.forget_auth_wait();
         }
+        self.store.clear_layouts();
     }
 
     /// The client of a cluster.

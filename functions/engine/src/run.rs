@@ -76,6 +76,8 @@ impl Rounds {
 
     /// Plan one round (see `plan::plan`), with `--once`'s goals.
     pub async fn plan(&mut self, ferry: &Ferry) -> Result<Planned, FerryError> {
+        // Layouts read again each round, as each invocation reads them.
+        ferry.store.clear_layouts();
         let plan = crate::plan::plan(ferry, &PlanInput::default()).await?;
         let mut batches = plan.batches;
         for b in &mut batches {

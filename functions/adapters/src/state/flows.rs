@@ -8,6 +8,9 @@ use ferry_core::domain::TopicPartition;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use aws_sdk_dynamodb::error::SdkError;
+
+use super::cursor::CursorItem;
 use super::error::{conditional, dynamo_err};
 use super::schema::{
     delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
@@ -36,6 +39,30 @@ impl StateStore {
         let cursors = self.list_cursors(flow).await?;
         for c in &cursors {
             self.forget_partition(flow, &c.tp).await?;
+        }
+        // A spread flow's cursor under the flow key itself is one an
+        // earlier Ferry wrote on these tables (it knows one key only): it
+        // goes too, or a flow laid out on one key again would resume there.
+        let mut strays = 0;
+        if self.key_shards(flow).await? > 1 {
+            for item in self.query_all(&self.cursors, PK, s(flow)).await? {
+                let Some(sk) = item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).filter(|sk| *sk != FLOW_MARKER) else {
+                    continue;
+                };
+                let c = CursorItem::try_from((self.cursors.as_str(), &item))?;
+                let runs = self.runs(flow, &c.tp).await?;
+                self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, &c.tp), &runs)?)
+                    .await?;
+                self.client
+                    .delete_item()
+                    .table_name(&self.cursors)
+                    .key(PK, s(flow))
+                    .key(SK_CURSOR, s(sk))
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+                strays += 1;
+            }
         }
         let mut pks = vec![flow.to_owned()];
         pks.extend(self.partition_pks(flow).await?.into_iter().filter(|pk| pk != flow));
@@ -68,7 +95,7 @@ impl StateStore {
             .await
             .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
         self.forget_layout(flow);
-        Ok(cursors.len())
+        Ok(cursors.len() + strays)
     }
 
     /// Forget a partition: its cursor and every offset-map run (its source
@@ -95,48 +122,67 @@ impl StateStore {
     /// later ones at their first record) and the ids recorded before, which
     /// the caller compares with the clusters' own.
     pub async fn start_flow(&self, flow: &str, source_cluster_id: &str, target_cluster_id: &str) -> Result<FlowStart, StateError> {
-        // A new flow: its marker, with the layout of its keys.
-        let created = self
-            .client
-            .put_item()
-            .table_name(&self.cursors)
-            .item(PK, s(flow))
-            .item(SK_CURSOR, s(FLOW_MARKER))
-            .item("started_ms", n(now_ms()))
-            .item("source_cluster_id", s(source_cluster_id))
-            .item("target_cluster_id", s(target_cluster_id))
-            .item(KEY_SHARDS, n(i64::from(NEW_FLOW_KEY_SHARDS)))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        if conditional("PutItem", &self.cursors, created)? {
-            self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
-            return Ok(self.flow_start(None));
-        }
-        // Started before: its layout stays as it was (one key for a flow
-        // started before Ferry spread them).
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(FLOW_MARKER))
-            .update_expression(
-                "SET started_ms = if_not_exists(started_ms, :now), source_cluster_id = if_not_exists(source_cluster_id, :src), \
-                 target_cluster_id = if_not_exists(target_cluster_id, :tgt)",
-            )
-            .expression_attribute_values(":now", n(now_ms()))
-            .expression_attribute_values(":src", s(source_cluster_id))
-            .expression_attribute_values(":tgt", s(target_cluster_id))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
-        if let Some(old) = out.attributes().filter(|a| !a.is_empty()) {
+        // A forget deleting the marker between the two writes below sends
+        // the start round again: the update never makes a marker.
+        for _ in 0..3 {
+            // A new flow: its marker, with the layout of its keys.
+            let created = self
+                .client
+                .put_item()
+                .table_name(&self.cursors)
+                .item(PK, s(flow))
+                .item(SK_CURSOR, s(FLOW_MARKER))
+                .item("started_ms", n(now_ms()))
+                .item("source_cluster_id", s(source_cluster_id))
+                .item("target_cluster_id", s(target_cluster_id))
+                .item(KEY_SHARDS, n(i64::from(NEW_FLOW_KEY_SHARDS)))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .send()
+                .await;
+            if conditional("PutItem", &self.cursors, created)? {
+                self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
+                return Ok(self.flow_start(None));
+            }
+            // Started before: its layout stays as it was (one key for a
+            // flow started before Ferry spread them).
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.cursors)
+                .key(PK, s(flow))
+                .key(SK_CURSOR, s(FLOW_MARKER))
+                .update_expression(
+                    "SET started_ms = if_not_exists(started_ms, :now), source_cluster_id = if_not_exists(source_cluster_id, :src), \
+                     target_cluster_id = if_not_exists(target_cluster_id, :tgt)",
+                )
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":now", n(now_ms()))
+                .expression_attribute_values(":src", s(source_cluster_id))
+                .expression_attribute_values(":tgt", s(target_cluster_id))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+                .await;
+            let out = match res {
+                Ok(out) => out,
+                Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => continue,
+                Err(e) => return Err(dynamo_err("UpdateItem", &self.cursors, e)),
+            };
+            let old = out.attributes().filter(|a| !a.is_empty()).ok_or_else(|| StateError::Malformed {
+                table: self.cursors.clone(),
+                detail: format!("the marker of flow {flow} answered an update with nothing"),
+            })?;
             self.remember_layout(flow, self.layout_of(old)?);
+            return Ok(self.flow_start(Some(old)));
         }
-        Ok(self.flow_start(out.attributes()))
+        Err(StateError::Dynamo {
+            op: "PutItem",
+            table: self.cursors.clone(),
+            detail: format!(
+                "the marker of flow {flow} was deleted and written again three times while this plan started it: is a forget-flow running?"
+            ),
+        })
     }
 
     /// Record that `flow` copies from Kafka cluster `source_cluster_id` to

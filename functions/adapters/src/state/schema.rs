@@ -229,6 +229,15 @@ impl StateStore {
         self.layouts.lock().expect("layouts lock").remove(flow);
     }
 
+    /// Forget every layout read so far: each is read again from its
+    /// marker when next needed. A store that lives across invocations (a
+    /// warm Lambda, `ferry run`'s rounds) calls it as each begins: a flow
+    /// forgotten and started again by another process meanwhile may be
+    /// laid out anew.
+    pub fn clear_layouts(&self) {
+        self.layouts.lock().expect("layouts lock").clear();
+    }
+
     /// The partition key of `tp`'s cursor and group-sync items in `flow`.
     pub(super) async fn partition_pk(&self, flow: &str, tp: &TopicPartition) -> Result<String, StateError> {
         Ok(spread_pk(flow, self.key_shards(flow).await?, tp))
