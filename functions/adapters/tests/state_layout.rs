@@ -9,12 +9,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use ferry_adapters::state::{GroupSyncItem, GroupSyncStatus, Rate, StateError, StateStore, NEW_FLOW_KEY_SHARDS};
+use ferry_adapters::state::{GroupSyncItem, Rate, StateError, StateStore, NEW_FLOW_KEY_SHARDS};
 use ferry_core::domain::TopicPartition;
 
 mod support;
 
-use support::{cp, gapped_runs, store};
+use support::{cp, gapped_runs, store, sync};
 
 async fn raw() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&ferry_adapters::aws::load().await)
@@ -48,30 +48,6 @@ async fn keys_of(table: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-fn sync(tp: &TopicPartition, group: &str) -> GroupSyncItem {
-    GroupSyncItem {
-        group: group.into(),
-        tp: tp.clone(),
-        source_offset: 5,
-        metadata: None,
-        translated: Some(3),
-        exact: true,
-        target_offset: None,
-        written_offset: None,
-        redelivered: 0,
-        carried_source_offset: None,
-        copy_source_offset: None,
-        written_rewinds: None,
-        own_commit: None,
-        own_commit_ms: None,
-        pending_offset: None,
-        status: GroupSyncStatus::Synced,
-        detail: String::new(),
-        checked_ms: 1,
-        rule: 2,
-    }
 }
 
 /// Copy a range under a fresh lease and give it back.

@@ -10,7 +10,7 @@ use ferry_core::offset_map::OffsetRun;
 
 mod support;
 
-use support::{cp, gapped_runs, leased, store};
+use support::{cp, gapped_runs, leased, store, sync};
 
 #[tokio::test]
 async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
@@ -345,28 +345,8 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
         let runs = gapped_runs(0, 30);
         s.checkpoint(flow, &lease, &cp(0, 300, runs, None)).await.expect("checkpoint");
         s.release_lease(flow, &lease, Rate::default(), true).await.expect("release");
-        let sync = GroupSyncItem {
-            group: "g".into(),
-            tp: tp.clone(),
-            source_offset: 5,
-            metadata: None,
-            translated: Some(3),
-            exact: true,
-            target_offset: None,
-            written_offset: None,
-            redelivered: 0,
-            carried_source_offset: None,
-            copy_source_offset: None,
-            written_rewinds: None,
-            own_commit: None,
-            own_commit_ms: None,
-            pending_offset: None,
-            status: GroupSyncStatus::Synced,
-            detail: String::new(),
-            checked_ms: 1,
-            rule: 0,
-        };
-        s.put_group_syncs(flow, &[sync]).await.expect("group sync");
+        let item = sync(&tp, "g");
+        s.put_group_syncs(flow, &[item]).await.expect("group sync");
     }
     assert_eq!(s.forget_flow("r/a>b").await.expect("forget"), 1);
     assert!(s.list_cursors("r/a>b").await.expect("cursors").is_empty());

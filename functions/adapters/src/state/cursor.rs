@@ -9,7 +9,6 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
-use futures::future::join_all;
 
 use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
@@ -313,15 +312,7 @@ impl StateStore {
 
     /// All cursors of a flow.
     pub async fn list_cursors(&self, flow: &str) -> Result<Vec<CursorItem>, StateError> {
-        let pks = self.partition_pks(flow).await?;
-        let pages = join_all(pks.into_iter().map(|pk| self.query_all(&self.cursors, PK, s(pk)))).await;
-        let mut items = Vec::new();
-        for page in pages {
-            items.extend(page?);
-        }
-        // In the order of one key's items, whatever the layout.
-        let sk = |i: &HashMap<String, AttributeValue>| i.get(SK_CURSOR).and_then(|v| v.as_s().ok()).cloned();
-        items.sort_by_cached_key(sk);
+        let items = self.partition_items(&self.cursors, flow, SK_CURSOR).await?;
         items
             .iter()
             .filter(|item| item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).is_none_or(|v| v != FLOW_MARKER))

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
-use futures::future::join_all;
 
 use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, s, spread_pk, ItemReader, PK, SK_GROUPS};
@@ -213,15 +212,7 @@ impl StateStore {
 
     /// Every stored group-sync item of a flow.
     pub async fn group_syncs(&self, flow: &str) -> Result<Vec<GroupSyncItem>, StateError> {
-        let pks = self.partition_pks(flow).await?;
-        let pages = join_all(pks.into_iter().map(|pk| self.query_all(&self.groups, PK, s(pk)))).await;
-        let mut items = Vec::new();
-        for page in pages {
-            items.extend(page?);
-        }
-        // In the order of one key's items, whatever the layout.
-        let sk = |i: &HashMap<String, AttributeValue>| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).cloned();
-        items.sort_by_cached_key(sk);
+        let items = self.partition_items(&self.groups, flow, SK_GROUPS).await?;
         items
             .iter()
             .filter(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).is_none_or(|k| is_group_partition(k)))

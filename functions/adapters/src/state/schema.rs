@@ -248,6 +248,24 @@ impl StateStore {
         Ok(spread_pks(flow, self.key_shards(flow).await?))
     }
 
+    /// Every item of `table` under `flow`'s partition keys, the keys read
+    /// at once, in one key's order (by sort key `sk`) whatever the layout.
+    pub(super) async fn partition_items(
+        &self,
+        table: &str,
+        flow: &str,
+        sk: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StateError> {
+        let pks = self.partition_pks(flow).await?;
+        let pages = futures::future::join_all(pks.into_iter().map(|pk| self.query_all(table, PK, s(pk)))).await;
+        let mut items = Vec::new();
+        for page in pages {
+            items.extend(page?);
+        }
+        items.sort_by_cached_key(|i| i.get(sk).and_then(|v| v.as_s().ok()).cloned());
+        Ok(items)
+    }
+
     /// The cursor and offset-map table names, for messages.
     pub fn table_names(&self) -> (&str, &str) {
         (&self.cursors, &self.offset_map)

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ferry_adapters::state::{now_ms, Checkpoint, CursorItem, Lease, StateStore};
+use ferry_adapters::state::{now_ms, Checkpoint, CursorItem, GroupSyncItem, GroupSyncStatus, Lease, StateStore};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -53,4 +53,29 @@ pub fn gapped_runs(from: i64, to: i64) -> Vec<OffsetRun> {
             length: 5,
         })
         .collect()
+}
+
+/// A synced group partition at source offset 5, translated to 3.
+pub fn sync(tp: &TopicPartition, group: &str) -> GroupSyncItem {
+    GroupSyncItem {
+        group: group.into(),
+        tp: tp.clone(),
+        source_offset: 5,
+        metadata: None,
+        translated: Some(3),
+        exact: true,
+        target_offset: None,
+        written_offset: None,
+        redelivered: 0,
+        carried_source_offset: None,
+        copy_source_offset: None,
+        written_rewinds: None,
+        own_commit: None,
+        own_commit_ms: None,
+        pending_offset: None,
+        status: GroupSyncStatus::Synced,
+        detail: String::new(),
+        checked_ms: 1,
+        rule: 2,
+    }
 }
