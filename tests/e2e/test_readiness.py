@@ -90,7 +90,7 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     listed = cloudwatch().list_metrics(Namespace="Ferry", MetricName="SumOffsetLag",
                                        Dimensions=[{"Name": "ReplicatorName", "Value": ferry.name}])["Metrics"]
     assert sorted(tuple(sorted(d["Name"] for d in m["Dimensions"])) for m in listed) == \
-        [("ClusterAlias", "ReplicatorName"), ("ClusterAlias", "ReplicatorName")], listed
+        [("ClusterAlias", "ReplicatorName"), ("ClusterAlias", "ReplicatorName"), ("ReplicatorName",)], listed
 
     # Replicated and synced: GO.
     res = ferry.run("--once")
@@ -135,7 +135,7 @@ def test_no_go_while_behind_go_once_caught_up_and_metrics_read_back(tmp_path):
     for setting, declared, lag_declared in (
         ("false", [["ReplicatorName"]], [["ReplicatorName", "ClusterAlias"], ["ReplicatorName"]]),
         ("true", [["ReplicatorName", "Topic"], ["ReplicatorName"]],
-         [["ReplicatorName", "ClusterAlias", "ConsumerGroup"], ["ReplicatorName"]]),
+         [["ReplicatorName", "ClusterAlias", "ConsumerGroup"], ["ReplicatorName", "ClusterAlias"], ["ReplicatorName"]]),
     ):
         fn = WarmFunction(REPORT, ferry, tmp_path / f"report-{setting}.log",
                           extra_env={"FERRY_TOPIC_METRICS": setting, "FERRY_GROUP_METRICS": setting})

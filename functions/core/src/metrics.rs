@@ -259,15 +259,25 @@ pub fn emf_lines(namespace: &str, timestamp_ms: i64, data: &[Datum], detail: Met
 }
 
 /// The dimension sets a document declares: its own less those `detail`
-/// does not ask for, and the replicator alone as a roll-up (what the
-/// template's alarms watch).
+/// does not ask for; the sets declared without any detail, when they
+/// differ (a group's cluster roll-up stays when its groups are asked for
+/// too); and the replicator alone as a roll-up (what the template's
+/// alarms watch).
 fn dimension_sets(dims: &[(&'static str, String)], detail: MetricDetail) -> Vec<Vec<&'static str>> {
-    let own: Vec<&'static str> = detail.kept(dims).into_iter().map(|(k, _)| *k).collect();
-    if own.len() > 1 && own[0] == dim::REPLICATOR {
-        vec![own, vec![dim::REPLICATOR]]
-    } else {
-        vec![own]
+    let keys = |d: MetricDetail| -> Vec<&'static str> { d.kept(dims).into_iter().map(|(k, _)| *k).collect() };
+    let own = keys(detail);
+    let rolled = keys(MetricDetail::default());
+    if own.is_empty() || own[0] != dim::REPLICATOR {
+        return vec![own];
     }
+    let mut sets = vec![own.clone()];
+    if rolled != own && rolled.len() > 1 {
+        sets.push(rolled);
+    }
+    if own.len() > 1 {
+        sets.push(vec![dim::REPLICATOR]);
+    }
+    sets
 }
 
 #[cfg(test)]
@@ -377,7 +387,12 @@ mod tests {
         let per_group = declared(asked);
         assert!(per_group.iter().any(|(g, dims, v)| g == "audit"
             && *v == json!(3.0)
-            && *dims == json!([["ReplicatorName", "ClusterAlias", "ConsumerGroup"], ["ReplicatorName"]])));
+            && *dims
+                == json!([
+                    ["ReplicatorName", "ClusterAlias", "ConsumerGroup"],
+                    ["ReplicatorName", "ClusterAlias"],
+                    ["ReplicatorName"]
+                ])));
         assert!(per_group
             .iter()
             .any(|(g, dims, _)| g == "billing" && *dims == json!([["ReplicatorName", "ConsumerGroup"], ["ReplicatorName"]])));

@@ -131,14 +131,18 @@ async fn publish(data: &[Datum], at_ms: i64, detail: MetricDetail) -> Result<(),
     let aws = ferry_adapters::aws::load().await;
     let client = aws_sdk_cloudwatch::Client::new(&aws);
     let at = aws_sdk_cloudwatch::primitives::DateTime::from_millis(at_ms);
-    // A point per topic or group is always sent without the Topic or
-    // ConsumerGroup (what the alarms watch), and with it too when asked.
+    // As the functions' EMF declares them: each point without the Topic
+    // or ConsumerGroup, with it too when asked, and of the replicator
+    // alone (what the alarms watch).
     let mut points: Vec<(&Datum, Vec<&(&'static str, String)>)> = Vec::new();
     for d in data {
         let rolled = MetricDetail::default().kept(&d.dimensions);
         let asked = detail.kept(&d.dimensions);
         if asked.len() != rolled.len() {
             points.push((d, asked));
+        }
+        if rolled.len() > 1 && rolled[0].0 == ferry_core::metrics::dim::REPLICATOR {
+            points.push((d, vec![rolled[0]]));
         }
         points.push((d, rolled));
     }
