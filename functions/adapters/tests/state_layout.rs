@@ -20,6 +20,18 @@ async fn raw() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&ferry_adapters::aws::load().await)
 }
 
+/// Write an item as it stands, as another build (or a damaged table) would.
+async fn put_raw(table: &str, items: Vec<(&str, AttributeValue)>) {
+    raw()
+        .await
+        .put_item()
+        .table_name(table)
+        .set_item(Some(items.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+        .send()
+        .await
+        .expect("a raw item");
+}
+
 fn sv(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
@@ -125,13 +137,7 @@ async fn a_flow_started_before_the_spread_keeps_its_one_key() {
     // What a Ferry before the spread wrote: the marker without a layout, a
     // cursor and a group sync under the flow key.
     let old = TopicPartition::new("orders", 2);
-    let put = |table: &str, items: Vec<(&str, AttributeValue)>| {
-        db.put_item()
-            .table_name(table)
-            .set_item(Some(items.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
-            .send()
-    };
-    put(
+    put_raw(
         &cursors,
         vec![
             ("flow", sv(flow)),
@@ -141,9 +147,8 @@ async fn a_flow_started_before_the_spread_keeps_its_one_key() {
             ("target_cluster_id", sv("tgt")),
         ],
     )
-    .await
-    .expect("marker");
-    put(
+    .await;
+    put_raw(
         &cursors,
         vec![
             ("flow", sv(flow)),
@@ -157,8 +162,7 @@ async fn a_flow_started_before_the_spread_keeps_its_one_key() {
             ("updated_ms", nv(1)),
         ],
     )
-    .await
-    .expect("cursor");
+    .await;
     let mut old_sync = sync(&old, "g");
     s.put_group_syncs("r/elsewhere", &[old_sync.clone()])
         .await
@@ -222,17 +226,16 @@ async fn a_damaged_layout_is_refused_naming_the_attribute() {
     for bad in [nv(0), nv(100_000), sv("16")] {
         let s = store().await;
         let (cursors, _) = s.table_names();
-        raw()
-            .await
-            .put_item()
-            .table_name(cursors)
-            .item("flow", sv("r/f"))
-            .item("partition", sv("#flow"))
-            .item("started_ms", nv(1))
-            .item("key_shards", bad.clone())
-            .send()
-            .await
-            .expect("marker");
+        put_raw(
+            cursors,
+            vec![
+                ("flow", sv("r/f")),
+                ("partition", sv("#flow")),
+                ("started_ms", nv(1)),
+                ("key_shards", bad.clone()),
+            ],
+        )
+        .await;
         match s.list_cursors("r/f").await {
             Err(StateError::Malformed { table, detail }) => {
                 assert_eq!((table.as_str(), detail.as_str()), (cursors, "attribute key_shards"), "{bad:?}")
@@ -252,16 +255,11 @@ async fn a_store_that_lives_on_reads_a_flow_forgotten_and_started_again_anew_onc
     let tp = TopicPartition::new("orders", 2);
     // A flow of an earlier Ferry, read by a store that lives on (a warm
     // Lambda): it keeps the one-key layout.
-    raw()
-        .await
-        .put_item()
-        .table_name(&cursors)
-        .item("flow", sv(flow))
-        .item("partition", sv("#flow"))
-        .item("started_ms", nv(1))
-        .send()
-        .await
-        .expect("marker");
+    put_raw(
+        &cursors,
+        vec![("flow", sv(flow)), ("partition", sv("#flow")), ("started_ms", nv(1))],
+    )
+    .await;
     assert!(s.init_cursor(flow, &tp, "orders", 0).await.expect("init"));
     assert_eq!(s.list_cursors(flow).await.expect("list").len(), 1);
     // Another process forgets it and starts it again: spread now.
@@ -287,20 +285,19 @@ async fn forgetting_a_spread_flow_also_forgets_a_cursor_an_earlier_ferry_put_und
     assert!(s.init_cursor(flow, &spread, "orders", 0).await.expect("init"));
     copy(&s, flow, &spread, 0, 50).await;
     // An earlier Ferry on the same tables knows one key only.
-    raw()
-        .await
-        .put_item()
-        .table_name(&cursors)
-        .item("flow", sv(flow))
-        .item("partition", sv("orders/0"))
-        .item("topic", sv("orders"))
-        .item("partition_index", nv(0))
-        .item("target_topic", sv("orders"))
-        .item("next_source_offset", nv(0))
-        .item("lease_epoch", nv(0))
-        .send()
-        .await
-        .expect("an earlier Ferry's cursor");
+    put_raw(
+        &cursors,
+        vec![
+            ("flow", sv(flow)),
+            ("partition", sv("orders/0")),
+            ("topic", sv("orders")),
+            ("partition_index", nv(0)),
+            ("target_topic", sv("orders")),
+            ("next_source_offset", nv(0)),
+            ("lease_epoch", nv(0)),
+        ],
+    )
+    .await;
     assert_eq!(s.forget_flow(flow).await.expect("forget"), 2);
     assert!(keys_of(&cursors).await.is_empty(), "{:?}", keys_of(&cursors).await);
     assert!(s.runs(flow, &spread).await.expect("runs").is_empty());

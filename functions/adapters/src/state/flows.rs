@@ -46,21 +46,11 @@ impl StateStore {
         let mut strays = 0;
         if self.key_shards(flow).await? > 1 {
             for item in self.query_all(&self.cursors, PK, s(flow)).await? {
-                let Some(sk) = item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).filter(|sk| *sk != FLOW_MARKER) else {
+                if item.get(SK_CURSOR).and_then(|v| v.as_s().ok()).is_none_or(|sk| sk == FLOW_MARKER) {
                     continue;
-                };
+                }
                 let c = CursorItem::try_from((self.cursors.as_str(), &item))?;
-                let runs = self.runs(flow, &c.tp).await?;
-                self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, &c.tp), &runs)?)
-                    .await?;
-                self.client
-                    .delete_item()
-                    .table_name(&self.cursors)
-                    .key(PK, s(flow))
-                    .key(SK_CURSOR, s(sk))
-                    .send()
-                    .await
-                    .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+                self.forget_partition_under(flow, &c.tp, flow).await?;
                 strays += 1;
             }
         }
@@ -77,23 +67,10 @@ impl StateStore {
         }
         let marker = self.flow_marker(flow).await?;
         if let (Some(src), Some(tgt)) = (marker.source_cluster_id, marker.target_cluster_id) {
-            self.client
-                .delete_item()
-                .table_name(&self.cursors)
-                .key(PK, s(pair_pk(&src, &tgt)))
-                .key(SK_CURSOR, s(flow))
-                .send()
-                .await
-                .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+            self.delete_one(&self.cursors, (PK, s(pair_pk(&src, &tgt))), (SK_CURSOR, s(flow)))
+                .await?;
         }
-        self.client
-            .delete_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(FLOW_MARKER))
-            .send()
-            .await
-            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
+        self.delete_one(&self.cursors, (PK, s(flow)), (SK_CURSOR, s(FLOW_MARKER))).await?;
         self.forget_layout(flow);
         Ok(cursors.len() + strays)
     }
@@ -101,18 +78,15 @@ impl StateStore {
     /// Forget a partition: its cursor and every offset-map run (its source
     /// topic was deleted and the deletion propagated).
     pub async fn forget_partition(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
+        self.forget_partition_under(flow, tp, &self.partition_pk(flow, tp).await?).await
+    }
+
+    /// Forget a partition whose cursor sits under partition key `pk`.
+    async fn forget_partition_under(&self, flow: &str, tp: &TopicPartition, pk: &str) -> Result<(), StateError> {
         let runs = self.runs(flow, tp).await?;
         self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, tp), &runs)?)
             .await?;
-        self.client
-            .delete_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
-            .send()
-            .await
-            .map_err(|e| dynamo_err("DeleteItem", &self.cursors, e))?;
-        Ok(())
+        self.delete_one(&self.cursors, (PK, s(pk)), (SK_CURSOR, s(partition_sk(tp)))).await
     }
 
     /// Mark the flow as started, recording the cluster ids of its source

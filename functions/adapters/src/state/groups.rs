@@ -363,16 +363,7 @@ impl StateStore {
                 .await
                 .map(|_| ())
                 .map_err(|e| dynamo_err("PutItem", &self.groups, e)),
-            None => self
-                .client
-                .delete_item()
-                .table_name(&self.groups)
-                .key(PK, s(flow))
-                .key(SK_GROUPS, s(SYNC_RESUME))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| dynamo_err("DeleteItem", &self.groups, e)),
+            None => self.delete_one(&self.groups, (PK, s(flow)), (SK_GROUPS, s(SYNC_RESUME))).await,
         }
     }
 }

@@ -421,6 +421,19 @@ impl StateStore {
         }
     }
 
+    /// Delete one item of `table` by its key (nothing there is no error).
+    pub(crate) async fn delete_one(&self, table: &str, pk: (&str, AttributeValue), sk: (&str, AttributeValue)) -> Result<(), StateError> {
+        self.client
+            .delete_item()
+            .table_name(table)
+            .key(pk.0, pk.1)
+            .key(sk.0, sk.1)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| dynamo_err("DeleteItem", table, e))
+    }
+
     /// One item of `table` by its key, read consistently.
     pub(crate) async fn get_consistent(
         &self,
