@@ -66,11 +66,52 @@ pub fn split_into_batches(mut work: Vec<PartitionWork>, max_per_batch: usize) ->
         .collect()
 }
 
+/// Partitions a plan looks at for offset-map runs to prune, at most: one
+/// Query each. A plan that looked at every partition made one Query per
+/// partition per execution, sequentially: at 2,000 partitions on the local
+/// stack every plan outlived its 120 s timeout, and at 10,000 on DynamoDB
+/// (~8 ms a Query) it would take most of it. Pruning only keeps the state
+/// bounded, so it can wait its turn.
+pub const PRUNE_PARTITIONS_PER_PLAN: usize = 256;
+
+/// Which of `count` partitions (by their place in the plan's sorted list)
+/// the plan of `round` (minutes since the epoch: one round a scheduled
+/// execution) looks at for runs to prune: every one when there are at most
+/// [`PRUNE_PARTITIONS_PER_PLAN`], else one share of them, interleaved, so
+/// that each partition's turn comes every `ceil(count / 256)` rounds.
+pub fn prune_turn(count: usize, round: u64) -> impl Fn(usize) -> bool {
+    let shares = count.div_ceil(PRUNE_PARTITIONS_PER_PLAN).max(1);
+    let turn = (round % shares as u64) as usize;
+    move |index| index % shares == turn
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::TopicPartition;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_partition_gets_its_prune_turn_and_no_plan_looks_at_more_than_its_share() {
+        for count in [0usize, 1, 255, 256, 257, 2_000, 10_000] {
+            let shares = count.div_ceil(PRUNE_PARTITIONS_PER_PLAN).max(1);
+            let mut seen = vec![0usize; count];
+            for round in 1_000_000..1_000_000 + shares as u64 {
+                let turn = prune_turn(count, round);
+                let looked: Vec<usize> = (0..count).filter(|&i| turn(i)).collect();
+                assert!(
+                    looked.len() <= PRUNE_PARTITIONS_PER_PLAN,
+                    "{count} partitions: {} in one plan",
+                    looked.len()
+                );
+                looked.iter().for_each(|&i| seen[i] += 1);
+            }
+            assert!(
+                seen.iter().all(|&n| n == 1),
+                "{count} partitions: each looked at once in {shares} rounds"
+            );
+        }
+    }
 
     fn work(lags: &[i64]) -> Vec<PartitionWork> {
         lags.iter()

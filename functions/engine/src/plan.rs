@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec, TopicConfig, TopicMeta};
-use ferry_adapters::state::{now_ms, CursorItem, FlowStart};
+use ferry_adapters::state::{now_ms, CursorItem, FlowStart, StateError};
 use ferry_core::acls::AclBinding;
 use ferry_core::config::{FlowSpec, StartingPosition};
 use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
@@ -37,7 +37,8 @@ pub use dry_run::{
     TopicToCreate,
 };
 
-/// Cursor creations in flight at once during a plan.
+/// State calls of one kind (cursor creations, prunes) in flight at once
+/// during a plan.
 const INIT_CURSOR_CONCURRENCY: usize = 16;
 
 /// Plan every flow of the replicator.
@@ -429,16 +430,24 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
         tracing::info!(flow = %flow.id(), topic = %c.topic, set = ?c.set, deleted = ?c.delete, "copied topic configuration");
     }
     // Keep state bounded: runs below the source log-start offset map
-    // records nobody can read or commit to any more.
-    for tp in p.tps.iter().filter(|tp| p.cursors.contains_key(*tp)) {
-        let pruned = ferry
-            .store
-            .prune_runs(&flow_key, tp, p.log_starts.get(tp).copied().unwrap_or(0))
-            .await?;
-        if pruned > 0 {
-            tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
-        }
-    }
+    // records nobody can read or commit to any more. One Query a
+    // partition: a share of the partitions each plan, a few at once.
+    let round = now_ms() as u64 / 60_000;
+    let turn = ferry_core::plan::prune_turn(p.tps.len(), round);
+    futures::stream::iter(p.tps.iter().enumerate().filter(|(i, tp)| turn(*i) && p.cursors.contains_key(*tp)))
+        .map(|(_, tp)| {
+            let (store, flow_key, below) = (&ferry.store, &flow_key, p.log_starts.get(tp).copied().unwrap_or(0));
+            async move {
+                let pruned = store.prune_runs(flow_key, tp, below).await?;
+                if pruned > 0 {
+                    tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
+                }
+                Ok::<_, StateError>(())
+            }
+        })
+        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     for s in p.starts.iter().filter(|s| s.backfill) {
         let done = if p.cursors.contains_key(&s.tp) {
             ferry.store.restart_cursor(&flow_key, &s.tp, s.from).await?
