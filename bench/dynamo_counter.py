@@ -24,8 +24,12 @@ READ_OPS = ("GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems")
 
 
 class DynamoCounter:
-    def __init__(self, upstream_host: str, upstream_port: int):
+    def __init__(self, upstream_host: str, upstream_port: int, delay_s: float = 0.0):
         self.upstream = (upstream_host, upstream_port)
+        # Held before each response is passed on: the service's latency,
+        # which moto on the same machine does not have (DynamoDB's is a few
+        # milliseconds a call from Lambda in the same region).
+        self.delay_s = delay_s
         self.lock = threading.Lock()
         self.requests: Counter = Counter()  # operation -> requests
         self.items: Counter = Counter()  # "put"/"update"/"delete"/"condition_check" -> items
@@ -38,7 +42,7 @@ class DynamoCounter:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
+        self.listener.listen(1024)
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.closed = False
@@ -110,6 +114,8 @@ class DynamoCounter:
         buf = b""
         try:
             while data := a.recv(65536):
+                if self.delay_s and not buf:
+                    time.sleep(self.delay_s)
                 b.sendall(data)
                 buf += data
                 while (n := _message_length(buf)) is not None:

@@ -2,6 +2,7 @@
 //! translation, the decision, and the commit under the group's lease.
 
 use super::*;
+use futures::{StreamExt, TryStreamExt};
 
 /// What a flow's sync knows before it looks at any group.
 pub(super) struct Seen<'a> {
@@ -178,6 +179,195 @@ pub(super) fn replaced_from(offset: i64, epoch: i32, history: &[(i64, i32)]) -> 
     (end < offset).then_some(end)
 }
 
+/// Lookups of a group's partitions in flight at once (each one to three
+/// DynamoDB calls, or a ListOffsets).
+const LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// A partition's commit, with what is known of it before any lookup.
+struct Known<'a> {
+    tp: &'a TopicPartition,
+    c: &'a Committed,
+    target_tp: TopicPartition,
+    /// The group's commit on the target.
+    current: Option<i64>,
+    cursor: &'a CursorItem,
+    /// Where the target's log starts.
+    start: Option<i64>,
+    /// Nothing moved since an exact sync: no need to look the maps up.
+    unchanged: bool,
+    /// Where the history the commit was made in parts from the source's.
+    replaced: Option<i64>,
+    /// The source offset the group resumes at.
+    from: i64,
+    /// Where the flow began copying, when past the commit.
+    before_start: Option<i64>,
+}
+
+impl<'a> Known<'a> {
+    fn of(
+        flow: &FlowSpec,
+        group: &str,
+        seen: &Seen<'a>,
+        on_target: &BTreeMap<TopicPartition, Committed>,
+        tp: &'a TopicPartition,
+        c: &'a Committed,
+    ) -> Option<Self> {
+        let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
+        let current = on_target.get(&target_tp).map(|x| x.offset);
+        let cursor = seen.cursors.get(tp)?;
+        // Nothing moved since an exact sync: no need to look the maps up
+        // (records arriving later land after an exact translation).
+        // Where the target's log starts: a translation below it (records
+        // the target no longer holds) is committed at it instead, and is
+        // not exact.
+        let start = seen.target_starts.get(&target_tp).copied();
+        let unchanged = seen.previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
+            p.source_offset == c.offset
+                // Translated by this rule (an older one may differ).
+                && p.rule >= TRANSLATION_RULE
+                && p.exact
+                && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
+                && p.target_offset == current
+                && p.translated.is_some_and(|t| start.is_none_or(|s| t >= s))
+                // The map it came from was cut back since (the target lost
+                // the copies it may point at).
+                && cursor.target_rewound_ms.is_none_or(|r| r < p.checked_ms)
+                // Made by a Ferry that did not compare it with where the
+                // flow began.
+                && cursor.start_offset.is_none_or(|s| c.offset >= s)
+        });
+        // A commit made in a history of the partition that an unclean
+        // leader election replaced (its leader epoch, KIP-320, says which)
+        // resumes where the new history parts from it.
+        let replaced = replaced_from(c.offset, c.leader_epoch, &cursor.leader_epochs);
+        let from = replaced.unwrap_or(c.offset);
+        // A commit below where the flow began copying (StartingPosition
+        // LATEST or a time, while the group lagged): the records between
+        // were never copied, and the translation passes them.
+        let before_start = cursor.start_offset.filter(|&s| from < s);
+        Some(Self {
+            tp,
+            c,
+            target_tp,
+            current,
+            cursor,
+            start,
+            unchanged,
+            replaced,
+            from,
+            before_start,
+        })
+    }
+}
+
+/// What a partition's lookups found: the commit's translation (with the
+/// records it delivers again, and where the opposite flow has not read
+/// yet), and whether the commit is the opposite flow's copy of the
+/// group's commit on the target.
+struct Found {
+    translation: Option<Translation>,
+    again: i64,
+    unread: Option<i64>,
+    copy_of_target: bool,
+}
+
+async fn look_up(
+    ferry: &Ferry,
+    flow_key: &str,
+    opposite: Option<&Opposite>,
+    target: &KafkaCluster,
+    group: &str,
+    seen: &Seen<'_>,
+    k: &Known<'_>,
+) -> Result<Found, FerryError> {
+    let Known {
+        tp,
+        c,
+        ref target_tp,
+        current,
+        cursor,
+        start,
+        unchanged,
+        replaced,
+        from,
+        before_start,
+    } = *k;
+    let previous = seen.previous;
+    let mut unread = None;
+    let (translation, again) = if unchanged && replaced.is_none() {
+        let t = previous
+            .get(&(group.to_owned(), tp.clone()))
+            .and_then(|p| p.translated.map(|offset| Translation { offset, exact: true }));
+        (t, 0)
+    } else {
+        match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
+            Some((mut t, again, u)) => {
+                t.exact &= replaced.is_none() && before_start.is_none();
+                unread = u;
+                (Some(t), again)
+            }
+            // Nothing copied around the commit, and nothing below it
+            // left to copy: a partition with no records the flow copies
+            // (Kafka's Java consumer commits 0 for an empty partition it
+            // was assigned). With the target's partition empty as well,
+            // the group resumes at its start, exactly. Only a commit at
+            // where the flow began: past it, the source's
+            // records below the commit may be copies the opposite flow
+            // made of records the target no longer holds.
+            None if replaced.is_none()
+                && before_start.is_none()
+                && from <= cursor.start_offset.unwrap_or(0)
+                && from <= cursor.next_source_offset =>
+            {
+                let end = target
+                    .list_offsets(std::slice::from_ref(&target_tp), OffsetSpec::Latest, false)
+                    .await?;
+                match (end.get(&target_tp).copied(), start) {
+                    (Some(e), Some(s)) if e == s => (Some(Translation { offset: e, exact: true }), 0),
+                    _ => (None, 0),
+                }
+            }
+            None => (None, 0),
+        }
+    };
+    // The commit on this flow's source is the opposite flow's copy of
+    // the group's commit on this flow's target (the group lives there,
+    // or came back without consuming): nothing to carry. Carried anyway,
+    // a translation that passed over records (the other cluster's
+    // retention, a flow that began past the group's commit) would come
+    // back over the group's own commit, or over an operator's reset
+    // there, and skip records where they exist. The opposite flow's item
+    // as read at the start of this sync may predate its commit (another
+    // replicator runs it): read again after the commit was, since that
+    // flow stores its intent before it commits.
+    // Once found a copy, it stays one while the source holds it: the
+    // opposite flow's record may be gone since (`ferry forget-flow`
+    // retired it), and without it the copy would look like the
+    // group's own commit.
+    let mine = previous.get(&(group.to_owned(), tp.clone()));
+    let copy_of_target = mine.is_some_and(|p| p.copy_source_offset == Some(c.offset))
+        || match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
+            Some(o) if is_opposite_write(Some(o), mine, c.offset) => true,
+            _ => match seen.opposite_key {
+                Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), mine, c.offset),
+                None => false,
+            },
+        };
+    // No commit of the group here (it expired where the group lives):
+    // nothing either; the copy is not the group's to resume at.
+    let (translation, again) = match current {
+        Some(cur) if copy_of_target => (Some(Translation { offset: cur, exact: true }), 0),
+        None if copy_of_target => (None, 0),
+        _ => (translation, again),
+    };
+    Ok(Found {
+        translation,
+        again,
+        unread,
+        copy_of_target,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_group(
     ferry: &Ferry,
@@ -209,107 +399,41 @@ pub(super) async fn sync_group(
     let mut source_of: HashMap<TopicPartition, usize> = HashMap::new();
     // The rewinds counted in the cursor each commit's translation came from.
     let mut rewinds: HashMap<TopicPartition, i64> = HashMap::new();
-    for (tp, c) in &committed {
-        let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
-        let current = on_target.get(&target_tp).map(|x| x.offset);
-        let Some(cursor) = cursors.get(tp) else { continue };
-        // Nothing moved since an exact sync: no need to look the maps up
-        // (records arriving later land after an exact translation).
-        // Where the target's log starts: a translation below it (records
-        // the target no longer holds) is committed at it instead, and is
-        // not exact.
-        let start = seen.target_starts.get(&target_tp).copied();
-        let unchanged = previous.get(&(group.to_owned(), tp.clone())).is_some_and(|p| {
-            p.source_offset == c.offset
-                // Translated by this rule (an older one may differ).
-                && p.rule >= TRANSLATION_RULE
-                && p.exact
-                && matches!(p.status, GroupSyncStatus::Synced | GroupSyncStatus::UpToDate)
-                && p.target_offset == current
-                && p.translated.is_some_and(|t| start.is_none_or(|s| t >= s))
-                // The map it came from was cut back since (the target lost
-                // the copies it may point at).
-                && cursor.target_rewound_ms.is_none_or(|r| r < p.checked_ms)
-                // Made by a Ferry that did not compare it with where the
-                // flow began.
-                && cursor.start_offset.is_none_or(|s| c.offset >= s)
-        });
-        // A commit made in a history of the partition that an unclean
-        // leader election replaced (its leader epoch, KIP-320, says which)
-        // resumes where the new history parts from it.
-        let replaced = replaced_from(c.offset, c.leader_epoch, &cursor.leader_epochs);
-        let from = replaced.unwrap_or(c.offset);
-        // A commit below where the flow began copying (StartingPosition
-        // LATEST or a time, while the group lagged): the records between
-        // were never copied, and the translation passes them.
-        let before_start = cursor.start_offset.filter(|&s| from < s);
-        let mut unread = None;
-        let (translation, again) = if unchanged && replaced.is_none() {
-            let t = previous
-                .get(&(group.to_owned(), tp.clone()))
-                .and_then(|p| p.translated.map(|offset| Translation { offset, exact: true }));
-            (t, 0)
-        } else {
-            match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
-                Some((mut t, again, u)) => {
-                    t.exact &= replaced.is_none() && before_start.is_none();
-                    unread = u;
-                    (Some(t), again)
-                }
-                // Nothing copied around the commit, and nothing below it
-                // left to copy: a partition with no records the flow copies
-                // (Kafka's Java consumer commits 0 for an empty partition it
-                // was assigned). With the target's partition empty as well,
-                // the group resumes at its start, exactly. Only a commit at
-                // where the flow began: past it, the source's
-                // records below the commit may be copies the opposite flow
-                // made of records the target no longer holds.
-                None if replaced.is_none()
-                    && before_start.is_none()
-                    && from <= cursor.start_offset.unwrap_or(0)
-                    && from <= cursor.next_source_offset =>
-                {
-                    let end = target
-                        .list_offsets(std::slice::from_ref(&target_tp), OffsetSpec::Latest, false)
-                        .await?;
-                    match (end.get(&target_tp).copied(), start) {
-                        (Some(e), Some(s)) if e == s => (Some(Translation { offset: e, exact: true }), 0),
-                        _ => (None, 0),
-                    }
-                }
-                None => (None, 0),
-            }
-        };
-        // The commit on this flow's source is the opposite flow's copy of
-        // the group's commit on this flow's target (the group lives there,
-        // or came back without consuming): nothing to carry. Carried anyway,
-        // a translation that passed over records (the other cluster's
-        // retention, a flow that began past the group's commit) would come
-        // back over the group's own commit, or over an operator's reset
-        // there, and skip records where they exist. The opposite flow's item
-        // as read at the start of this sync may predate its commit (another
-        // replicator runs it): read again after the commit was, since that
-        // flow stores its intent before it commits.
-        // Once found a copy, it stays one while the source holds it: the
-        // opposite flow's record may be gone since (`ferry forget-flow`
-        // retired it), and without it the copy would look like the
-        // group's own commit.
-        let mine = previous.get(&(group.to_owned(), tp.clone()));
-        let copy_of_target = mine.is_some_and(|p| p.copy_source_offset == Some(c.offset))
-            || match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
-                Some(o) if is_opposite_write(Some(o), mine, c.offset) => true,
-                _ => match seen.opposite_key {
-                    Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), mine, c.offset),
-                    None => false,
-                },
-            };
-        // No commit of the group here (it expired where the group lives):
-        // nothing either; the copy is not the group's to resume at.
-        let (translation, again) = match current {
-            Some(cur) if copy_of_target => (Some(Translation { offset: cur, exact: true }), 0),
-            None if copy_of_target => (None, 0),
-            _ => (translation, again),
-        };
+    // Each partition's lookups (its translation in the offset maps, the
+    // opposite flow's item) are reads only, made a few at once: one after
+    // another they took two DynamoDB calls and more a partition, and a group
+    // on 10,000 partitions outlived SyncGroups' timeout.
+    let known: Vec<Known<'_>> = committed
+        .iter()
+        .filter_map(|(tp, c)| Known::of(flow, group, seen, &on_target, tp, c))
+        .collect();
+    // Made first, then run a few at once: a closure over the borrowed
+    // partitions in the stream is not `Send` for every lifetime, as a
+    // spawned task (ferry run's background sync) needs.
+    let lookups: Vec<_> = known
+        .iter()
+        .map(|k| look_up(ferry, flow_key, opposite, target, group, seen, k))
+        .collect();
+    let found: Vec<Found> = futures::stream::iter(lookups).buffered(LOOKUPS_IN_FLIGHT).try_collect().await?;
+    for (k, f) in known.iter().zip(found) {
+        let Known {
+            tp,
+            c,
+            ref target_tp,
+            current,
+            cursor,
+            start,
+            replaced,
+            from,
+            before_start,
+            ..
+        } = *k;
+        let Found {
+            translation,
+            again,
+            unread,
+            copy_of_target,
+        } = f;
         let mut deleted_from = None;
         let translation = translation.map(|mut t| {
             // The group's own commit is left as it is, even below the log
@@ -491,7 +615,7 @@ pub(super) async fn sync_group(
                     },
                 );
                 rewinds.insert(target_tp.clone(), cursor.target_rewinds);
-                source_of.insert(target_tp, items.len());
+                source_of.insert(target_tp.clone(), items.len());
             }
         }
         items.push(item);
