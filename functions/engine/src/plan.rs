@@ -400,17 +400,13 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     let target = ferry.cluster(&flow.target.id)?;
     if !p.deleted.is_empty() {
         target.delete_topics(&p.deleted).await?;
-        for tp in &p.forget {
-            ferry.store.forget_partition(&flow_key, tp).await?;
-        }
+        forget_partitions(ferry, &flow_key, &p.forget).await?;
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topics = ?p.deleted,
             "source topics were deleted: deleted their target topics and Ferry's state for them (PropagateTopicDeletions)"
         );
     }
-    for tp in &p.restart {
-        ferry.store.forget_partition(&flow_key, tp).await?;
-    }
+    forget_partitions(ferry, &flow_key, &p.restart).await?;
     let created: Vec<String> = p.create.iter().map(|t| t.topic.clone()).collect();
     if !p.create.is_empty() {
         let topics: Vec<(String, i32, BTreeMap<String, String>)> = p.create.drain(..).map(|t| (t.topic, t.partitions, t.configs)).collect();
@@ -448,23 +444,37 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
         .buffer_unordered(INIT_CURSOR_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    for s in p.starts.iter().filter(|s| s.backfill) {
-        let done = if p.cursors.contains_key(&s.tp) {
-            ferry.store.restart_cursor(&flow_key, &s.tp, s.from).await?
-        } else {
-            ferry
-                .store
-                .init_cursor(&flow_key, &s.tp, &flow.target_topic(&s.tp.topic), s.from)
-                .await?
-        };
-        if !done {
-            return Err(FerryError::Input(format!(
-                "{} started replicating (or is leased) while the backfill was planned; nothing was moved for it",
-                s.tp
-            )));
-        }
-        tracing::info!(flow = %flow.id(), topic = %s.tp.topic, partition = s.tp.partition, start = s.from, "backfill: partition starts here");
-    }
+    // A few at once: a backfill of thousands of partitions, within one plan.
+    let backfills: Vec<_> = p
+        .starts
+        .iter()
+        .filter(|s| s.backfill)
+        .map(|s| {
+            let (flow_key, cursors) = (&flow_key, &p.cursors);
+            async move {
+                let done = if cursors.contains_key(&s.tp) {
+                    ferry.store.restart_cursor(flow_key, &s.tp, s.from).await?
+                } else {
+                    ferry
+                        .store
+                        .init_cursor(flow_key, &s.tp, &flow.target_topic(&s.tp.topic), s.from)
+                        .await?
+                };
+                if !done {
+                    return Err(FerryError::Input(format!(
+                        "{} started replicating (or is leased) while the backfill was planned; nothing was moved for it",
+                        s.tp
+                    )));
+                }
+                tracing::info!(flow = %flow.id(), topic = %s.tp.topic, partition = s.tp.partition, start = s.from, "backfill: partition starts here");
+                Ok(())
+            }
+        })
+        .collect();
+    futures::stream::iter(backfills)
+        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     // One conditional PutItem each (a batch cannot be conditional), a few
     // in flight at once: a plan of thousands of new partitions.
     futures::stream::iter(p.starts.iter().filter(|s| !s.backfill))
@@ -507,6 +517,17 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     Ok((created, selected_work(flow, &p)))
 }
 
+/// Forget these partitions' state (a few at once: a deleted topic of
+/// thousands of partitions, each several calls, within one plan).
+async fn forget_partitions(ferry: &Ferry, flow_key: &str, tps: &[TopicPartition]) -> Result<(), FerryError> {
+    futures::stream::iter(tps)
+        .map(|tp| ferry.store.forget_partition(flow_key, tp))
+        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 /// The flow's partitions with their lag from each cursor.
 fn selected_work(flow: &FlowSpec, p: &FlowPlan) -> Vec<PartitionWork> {
     p.tps
@@ -546,9 +567,18 @@ async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
         let cursors = ferry.store.list_cursors(&key).await?;
         for t in b.topics.iter().filter(|t| topics.contains_key(*t)) {
             selected_by_some.insert(t.clone());
-            for c in cursors.iter().filter(|c| &c.tp.topic == t) {
-                let started = c.records_replicated > 0 || ferry.store.newest_stored_run(&key, &c.tp).await?.is_some();
-                if started {
+            // Whether each partition has a stored run, a few reads at once
+            // (a backfill of a topic of thousands of partitions, within one plan).
+            let mine: Vec<&CursorItem> = cursors.iter().filter(|c| &c.tp.topic == t).collect();
+            let reads: Vec<_> = mine
+                .iter()
+                .map(|c| async {
+                    Ok::<_, StateError>(c.records_replicated == 0 && ferry.store.newest_stored_run(&key, &c.tp).await?.is_some())
+                })
+                .collect();
+            let stored: Vec<bool> = futures::stream::iter(reads).buffered(INIT_CURSOR_CONCURRENCY).try_collect().await?;
+            for (c, stored) in mine.into_iter().zip(stored) {
+                if c.records_replicated > 0 || stored {
                     return Err(FerryError::Input(format!(
                         "flow {} already replicated {} records of {} (cursor at source offset {}); a backfill would write older records \
                          after newer ones on the target. To replicate it again from the start, delete the target topic and this \
