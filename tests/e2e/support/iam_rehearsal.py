@@ -412,8 +412,14 @@ class Rehearsal:
             def log_message(self, *args) -> None:  # decisions have their own log
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-        server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            # socketserver's default backlog is 5: dozens of functions each
+            # with dozens of calls in flight (bench/scale) found connections
+            # refused ("dispatch failure"), which AWS's endpoints never do.
+            request_queue_size = 1024
+            daemon_threads = True
+
+        server = Server(("127.0.0.1", 0), Proxy)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 
