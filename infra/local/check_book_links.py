@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks the links of the documentation: every relative link and every
-#anchor in docs/src/**/*.md and README.md must resolve. Anchors of book pages
+#anchor in docs/src/**/*.md and README.md must resolve, and a book page
+may link only files the book holds (under docs/src). Anchors of book pages
 are read from the HTML `mdbook build docs` wrote (docs/book/), so they are the
 ids mdBook really generates; README.md's own are computed from its headings
 as GitHub computes them. External (http, https, mailto) links are not
@@ -115,8 +116,9 @@ def main():
                 if not dest.exists():
                     errors.append(f"{where}: {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} does not exist")
                     continue
-                if f.is_relative_to(SRC) and dest.suffix == ".md" and not dest.is_relative_to(SRC):
-                    errors.append(f"{where}: a book page links a markdown file outside docs/src, which the book does not hold")
+                if f.is_relative_to(SRC) and not dest.is_relative_to(SRC):
+                    errors.append(f"{where}: a book page links a file outside docs/src, which the built book does not hold "
+                                  "(copy it under docs/src, as the benchmark chart is)")
                     continue
                 if anchor:
                     if dest.suffix != ".md":
