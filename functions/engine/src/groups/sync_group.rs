@@ -300,7 +300,7 @@ async fn look_up(
             .and_then(|p| p.translated.map(|offset| Translation { offset, exact: true }));
         (t, 0)
     } else {
-        match translation(ferry, flow_key, cursor, opposite, tp, &target_tp, from).await? {
+        match translation(ferry, flow_key, cursor, opposite, tp, target_tp, from).await? {
             Some((mut t, again, u)) => {
                 t.exact &= replaced.is_none() && before_start.is_none();
                 unread = u;
@@ -320,9 +320,9 @@ async fn look_up(
                 && from <= cursor.next_source_offset =>
             {
                 let end = target
-                    .list_offsets(std::slice::from_ref(&target_tp), OffsetSpec::Latest, false)
+                    .list_offsets(std::slice::from_ref(target_tp), OffsetSpec::Latest, false)
                     .await?;
-                match (end.get(&target_tp).copied(), start) {
+                match (end.get(target_tp).copied(), start) {
                     (Some(e), Some(s)) if e == s => (Some(Translation { offset: e, exact: true }), 0),
                     _ => (None, 0),
                 }
@@ -349,7 +349,7 @@ async fn look_up(
         || match seen.carried.get(&(group.to_owned(), target_tp.clone())) {
             Some(o) if is_opposite_write(Some(o), mine, c.offset) => true,
             _ => match seen.opposite_key {
-                Some(key) => is_opposite_write(ferry.store.group_sync(key, group, &target_tp).await?.as_ref(), mine, c.offset),
+                Some(key) => is_opposite_write(ferry.store.group_sync(key, group, target_tp).await?.as_ref(), mine, c.offset),
                 None => false,
             },
         };
@@ -536,7 +536,7 @@ pub(super) async fn sync_group(
             {
                 SyncDecision::Commit(t.offset)
             }
-            _ => decide(translation, current, seen.owner(group, tp, &target_tp, current)),
+            _ => decide(translation, current, seen.owner(group, tp, target_tp, current)),
         };
         let lost_note = match lost {
             Some(LostUnder::Ferrys(from)) => format!(
