@@ -387,34 +387,6 @@ pub const FLOW_KEY_SHARDS: u32 = 16;
 mod tests {
     use super::*;
 
-    /// The largest batch a plan makes by itself (64 partitions) stays far
-    /// under the 380 KB the Plan keeps in one DynamoDB item, even with
-    /// every partition of a different topic of Kafka's longest name (249
-    /// characters) and offsets of 19 digits.
-    #[test]
-    fn the_largest_batch_a_plan_makes_fits_one_dynamodb_item() {
-        let partitions: Vec<PartitionWork> = (0..crate::plan::MAX_GROWN_PARTITIONS_PER_BATCH)
-            .map(|i| {
-                let topic = format!("{i:03}{}", "t".repeat(246));
-                PartitionWork {
-                    source: TopicPartition::new(topic.clone(), i32::MAX),
-                    target_topic: topic,
-                    end_offset: i64::MAX,
-                    lag: i64::MAX,
-                }
-            })
-            .collect();
-        let batch = ReplicateInput {
-            flow: format!("{}>{}", "s".repeat(100), "t".repeat(100)),
-            partitions,
-            stored: None,
-            stop_at_plan_end: true,
-            max_seconds: Some(u64::MAX),
-        };
-        let text = serde_json::to_string(&batch).expect("serializes");
-        assert!(text.len() < 64 * 1024, "{} bytes", text.len());
-    }
-
     #[test]
     fn backfill_positions_parse() {
         assert_eq!("EARLIEST".parse(), Ok(BackfillFrom::Earliest));

@@ -88,8 +88,36 @@ pub fn prune_turn(count: usize, round: u64) -> impl Fn(usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::TopicPartition;
+    use crate::domain::{ReplicateInput, TopicPartition};
     use proptest::prelude::*;
+
+    /// The largest batch a plan makes by itself (64 partitions) stays far
+    /// under the 380 KB the Plan keeps in one DynamoDB item, even with
+    /// every partition of a different topic of Kafka's longest name (249
+    /// characters) and offsets of 19 digits.
+    #[test]
+    fn the_largest_batch_a_plan_makes_fits_one_dynamodb_item() {
+        let partitions: Vec<PartitionWork> = (0..MAX_GROWN_PARTITIONS_PER_BATCH)
+            .map(|i| {
+                let topic = format!("{i:03}{}", "t".repeat(246));
+                PartitionWork {
+                    source: TopicPartition::new(topic.clone(), i32::MAX),
+                    target_topic: topic,
+                    end_offset: i64::MAX,
+                    lag: i64::MAX,
+                }
+            })
+            .collect();
+        let batch = ReplicateInput {
+            flow: format!("{}>{}", "s".repeat(100), "t".repeat(100)),
+            partitions,
+            stored: None,
+            stop_at_plan_end: true,
+            max_seconds: Some(u64::MAX),
+        };
+        let text = serde_json::to_string(&batch).expect("serializes");
+        assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+    }
 
     #[test]
     fn every_partition_gets_its_prune_turn_and_no_plan_looks_at_more_than_its_share() {

@@ -31,8 +31,10 @@ mod fence;
 mod handoff;
 mod io;
 mod reconcile;
+mod rewind;
 mod rounds;
 mod source_history;
+mod stops;
 mod takeover;
 mod target_log;
 #[cfg(test)]
@@ -43,8 +45,10 @@ use errors::*;
 use fence::*;
 use io::*;
 use reconcile::*;
+use rewind::*;
 use rounds::*;
 use source_history::*;
+use stops::*;
 use target_log::*;
 
 /// Offset-map runs one checkpoint may write (a DynamoDB transaction holds

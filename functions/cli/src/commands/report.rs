@@ -4,12 +4,10 @@ use std::process::ExitCode;
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use clap::Args;
-use ferry_core::domain::PlanInput;
 use ferry_core::metrics::{emf_lines, Datum, MetricDetail, NAMESPACE};
 use ferry_core::readiness::Thresholds;
-use ferry_engine::{Ferry, Settings};
+use ferry_engine::Settings;
 
-use super::plan::PlanArgs;
 use crate::{build, describe, Common};
 
 /// Exit code of a NO-GO verdict (1 and 2 are failures to decide).
@@ -175,95 +173,4 @@ async fn publish(data: &[Datum], at_ms: i64, detail: MetricDetail) -> Result<(),
             })?;
     }
     Ok(())
-}
-
-/// `ferry plan --dry-run`: what a plan would do; nothing is written.
-pub(crate) async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, String> {
-    let input = PlanInput {
-        max_partitions_per_batch: Some(args.max_partitions_per_batch),
-        ..PlanInput::default()
-    };
-    let opts = ferry_engine::plan::DryRunOptions {
-        observe: std::time::Duration::from_secs(args.observe_seconds),
-        schedule_minutes: args.schedule_minutes,
-        replicate_records_per_s: args.replicate_records_per_second,
-    };
-    let dry = ferry_engine::plan::dry_run(ferry, &input, &opts).await.map_err(|e| describe(&e))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&dry).map_err(|e| e.to_string())?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("ferry: dry run of replicator {}: nothing was written", dry.replicator);
-    for f in &dry.flows {
-        println!(
-            "flow {}{}",
-            f.flow,
-            if f.first_plan {
-                " (first plan: StartingPosition applies)"
-            } else {
-                ""
-            }
-        );
-        for t in &f.topics_to_create {
-            let rf = t.replication_factor.map_or("the target's default".to_owned(), |r| r.to_string());
-            println!(
-                "  create topic {} with {} partitions, replication factor {rf}, configurations {:?}",
-                t.topic, t.partitions, t.configs
-            );
-        }
-        for p in &f.partitions_to_add {
-            println!("  add partitions to {}: {} -> {}", p.topic, p.from, p.to);
-        }
-        for c in &f.configs_to_change {
-            println!("  change configurations of {}: set {:?}, remove {:?}", c.topic, c.set, c.delete);
-        }
-        for t in &f.target_topics_to_delete {
-            println!("  delete target topic {t} (its source topic was deleted; PropagateTopicDeletions)");
-        }
-        let mut starts: std::collections::BTreeMap<(&str, &str), (usize, i64)> = Default::default();
-        for p in &f.partitions_to_start {
-            let e = starts.entry((&p.topic, &p.why)).or_default();
-            e.0 += 1;
-            e.1 += p.records;
-        }
-        for ((topic, why), (partitions, records)) in starts {
-            println!("  start {partitions} partitions of {topic} ({records} records to copy): {why}");
-        }
-        println!(
-            "  {} partitions, {} records behind, {} Replicate invocations per execution",
-            f.partitions, f.records_behind, f.batches
-        );
-        for a in &f.acls_to_copy {
-            println!("  copy ACL: {a}");
-        }
-        for a in &f.acls_not_copied {
-            println!("  ACL not copied: {}: {}", a.acl, a.why);
-        }
-        for r in &f.record_size_risks {
-            println!(
-                "  record size: {} allows {} bytes, {} on the target {} bytes: {}",
-                r.topic, r.source_max_message_bytes, r.target_topic, r.target_max_message_bytes, r.fix
-            );
-        }
-        for g in &f.groups_active_on_target {
-            println!("  group {g} has members on the target: its offsets are not synced until they leave");
-        }
-        println!(
-            "  source throughput: {:.1} records/s (watched {:.1} s): {} Replicate batches of at most {} partitions keep up at {} records/s each",
-            f.observed_records_per_second,
-            dry.observed_seconds,
-            f.batches_to_keep_up,
-            f.partitions_per_batch_to_keep_up,
-            args.replicate_records_per_second
-        );
-    }
-    let c = &dry.monthly_cost;
-    println!(
-        "estimated monthly AWS cost, deployed: ${:.2} (Lambda ${:.2}, Step Functions ${:.2}, DynamoDB ${:.2}), assuming:",
-        c.total_usd, c.lambda_usd, c.step_functions_usd, c.dynamodb_usd
-    );
-    for a in &c.assumptions {
-        println!("  - {a}");
-    }
-    Ok(ExitCode::SUCCESS)
 }

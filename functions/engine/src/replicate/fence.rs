@@ -40,16 +40,6 @@ pub(super) async fn fence_all(run: &FlowRun<'_>, parts: &mut [Part], which: &BTr
     }
 }
 
-/// The previous holder of a partition, as its cursor item records it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct PrevHolder {
-    /// Its producer id: the provenance of its records on the target.
-    pub(super) producer_id: i64,
-    /// Its next sequence number as of the checkpoint's target end; `None`
-    /// in a cursor item written before Ferry stored it.
-    pub(super) next_sequence: Option<i32>,
-}
-
 /// Reconcile the partitions `which` (index, previous holder): one
 /// ListOffsets for all of them, then a read of the target only where it
 /// holds records after the last checkpoint (after a clean release, none).

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// The previous holder of a partition, as its cursor item records it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PrevHolder {
+    /// Its producer id: the provenance of its records on the target.
+    pub(super) producer_id: i64,
+    /// Its next sequence number as of the checkpoint's target end; `None`
+    /// in a cursor item written before Ferry stored it.
+    pub(super) next_sequence: Option<i32>,
+}
+
 /// One batch of the previous holder's on the target.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct HeldBatch {
@@ -573,28 +583,4 @@ pub(super) async fn holder_wrote_replaced(
     p.epochs.clear();
     p.lost_records += u64::try_from(lost).unwrap_or(0);
     Ok(())
-}
-
-/// The stop of a partition whose source log was truncated under what
-/// Ferry read (`what`), when the operator has not allowed resuming after
-/// data loss; `resuming`: what a run that is allowed does.
-pub(super) fn truncation_stop(p: &Part, flow: &FlowSpec, what: String, resuming: &str) -> FerryError {
-    FerryError::PartitionStopped {
-        tp: p.work.source.clone(),
-        cluster: flow.source.alias.clone(),
-        what,
-        fix: format!(
-            "to follow the source's new history, {}: {resuming}. To copy the partition afresh instead: `ferry forget-flow`, then a \
-             backfill",
-            resume_once()
-        ),
-    }
-}
-
-/// What an operator runs to let one execution follow a source's new
-/// history (or go past deleted records), for the fixes of stops.
-pub(super) fn resume_once() -> &'static str {
-    "run Ferry once with --resume-after-data-loss (`ferry run --once --resume-after-data-loss` with this replicator's \
-     arguments; for a deployed stack, `sam deploy` with `--parameter-overrides ResumeAfterDataLoss=true`, let one \
-     scheduled execution pass, then deploy again with ResumeAfterDataLoss=false)"
 }
