@@ -116,3 +116,40 @@ def test_a_flow_that_only_passes_over_the_other_flows_copies_is_dated_by_them(tm
             break
     assert back[0]["lag"] == 0, back
     assert back[0]["last_record_timestamp_ms"] >= newest, (back, newest)
+
+
+def producer_records(ferry: Ferry) -> list[dict]:
+    """The producers table's items of `ferry`'s flow source>target."""
+    from conftest import dynamo
+
+    items = dynamo().scan(TableName=f"{ferry.prefix}-producers", ConsistentRead=True)["Items"]
+    return [i for i in items if i["flow"]["S"] == f"{ferry.name}/source>target"]
+
+
+def test_a_producers_record_lasts_while_its_topics_may_keep_its_records_and_for_ever_on_a_compacted_topic(tmp_path):
+    """The producers table gains a record each Replicate invocation (its
+    producer id, by which the flow back knows its copies). It expires
+    (DynamoDB's time to live, `expires_at`) once no record that producer
+    wrote can be left on the target: twice the topic's retention.ms plus
+    segment.ms, and a week, as the target's configuration says when the
+    producer starts. On a compacted topic a record may stay for ever, and
+    so does its producer's."""
+    hour = {"retention.ms": "3600000", "segment.ms": "600000"}
+    compacted = {"cleanup.policy": "compact"}
+    for config, lifetime in ((hour, 2 * (3600 + 600) + 7 * 86400), (compacted, None)):
+        topic = unique("producer-record")
+        for b in (SOURCE, TARGET):
+            create_topic(b, topic, 1, config)
+        p = producer(SOURCE)
+        p.produce(topic, key=b"k", value=b"v")
+        assert p.flush(30) == 0
+        ferry = Ferry(*write_config(tmp_path, [topic]))
+        done = ferry.run("--once")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [b"k"]
+        records = producer_records(ferry)
+        assert records, "the invocation that wrote registered its producer"
+        for r in records:
+            registered_s = int(r["registered_ms"]["N"]) // 1000
+            expires = int(r["expires_at"]["N"]) - registered_s if "expires_at" in r else None
+            assert expires == lifetime, (config, r)
