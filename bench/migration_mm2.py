@@ -3,7 +3,7 @@ Ferry and with MirrorMaker 2, duplicates and missing records side by side.
 
 For each order in which the three apps move (all six by default):
   * Ferry replicates both ways with consumer-group sync (FerryBothWays of
-    tests/e2e/test_migration.py), and the story includes the rollback of the
+    tests/e2e/support/moves.py), and the story includes the rollback of the
     first app to move;
   * MirrorMaker 2 (a dedicated `MirrorMaker` process, Kafka's own jars)
     replicates source->target only, with IdentityReplicationPolicy so topic
@@ -42,8 +42,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: E4
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from conftest import FERRY, SOURCE, TARGET, committed  # noqa: E402
+from support.moves import FerryBothWays  # noqa: E402
 from support.story import CLUSTERS, PARTS, run_story  # noqa: E402
-from test_migration import PERMUTATIONS, FerryBothWays  # noqa: E402
+from test_migration import PERMUTATIONS  # noqa: E402
 from mm2_local import SINGLE_BROKER  # noqa: E402
 
 KAFKA_VERSION = os.environ.get("KAFKA_VERSION", "")

@@ -29,9 +29,10 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique
-from test_msk_iam import IAM_SHORT, TEMPORARY, into_msk, log_since, log_size, msk_target
-from test_msk_iam import fill as fill_plain
-from test_security import CA_CHAIN, configure, grant, new_secret, scram_source, secrets_manager, set_password
+from support.msk import IAM_SHORT, TEMPORARY, into_msk, log_since, log_size, msk_target, scram_msk
+from support.msk import configure as arn_configure
+from support.security import CA_CHAIN, configure, grant, new_secret, scram_source, secrets_manager, set_password
+from support.security import fill as fill_plain
 
 
 class CredentialsEndpoint:
@@ -187,9 +188,6 @@ def test_an_msk_api_5xx_without_an_error_code_is_retried_not_a_config_error(tmp_
     proxy on the way, as a 5xx from an interface endpoint is) for 8 s, then
     the cluster's brokers. Expected: retried within --give-up-seconds and
     replicated."""
-    from test_msk_arn import configure as arn_configure
-    from test_msk_arn import scram_msk
-
     began = time.monotonic()
     calls: list[int] = []
 

@@ -6,8 +6,8 @@ import threading
 import time
 
 from conftest import TARGET, Ferry, list_topics, unique
+from support.security import SASL_SSL, SECRETS, configure, fill, scram_source
 from support.tcp_pause_proxy import PausableProxy
-from test_security import SASL_SSL, SECRETS, configure, fill, scram_source
 
 
 def test_a_tls_handshake_cut_by_a_restarting_broker_is_retried_not_a_refusal(tmp_path):

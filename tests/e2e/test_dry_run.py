@@ -14,7 +14,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AclOperation, ResourcePatternType
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, producer, unique, write_config
-from test_acls import binding, create, topic_acls
+from support.acls import binding, create, topic_acls
 
 
 def dry_run_all(ferry: Ferry, observe: int = 1, *extra: str) -> dict:

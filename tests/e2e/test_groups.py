@@ -7,9 +7,10 @@ import json
 import subprocess
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, producer, read_partition, unique, write_config
+from support.groups import commit_at, first_key_from
 
 
 def fill_with_gaps(topic: str, partitions: int) -> None:
@@ -31,28 +32,6 @@ def fill_with_gaps(topic: str, partitions: int) -> None:
             tx.abort_transaction(30)
         else:
             tx.commit_transaction(30)
-
-
-def commit_at(bootstrap: str, group: str, offsets: dict[tuple[str, int], tuple[int, str]]) -> None:
-    """Commit offsets (with metadata) for a group from outside it."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        for attempt in range(20):
-            try:
-                c.commit(offsets=[TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()], asynchronous=False)
-                return
-            except KafkaException as e:
-                # A new cluster's group coordinator is still loading.
-                if not e.args[0].retriable() or attempt == 19:
-                    raise
-                time.sleep(0.5)
-    finally:
-        c.close()
-
-
-def first_key_from(bootstrap: str, topic: str, partition: int, offset: int) -> bytes | None:
-    rows = [r for r in read_partition(bootstrap, topic, partition) if r["offset"] >= offset]
-    return rows[0]["key"] if rows else None
 
 
 def test_committed_offsets_translate_to_the_same_record(tmp_path):

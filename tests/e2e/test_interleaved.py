@@ -5,7 +5,7 @@ the first record it has not read: records it read may come again (counted,
 and the translation is then not exact), but none is ever skipped."""
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
-from test_groups import commit_at
+from support.groups import commit_at
 
 
 def keys_from(bootstrap: str, topic: str, offset: int) -> list[bytes]:

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from conftest import SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
+from support.groups import commit_at
 from support.lambda_sandbox import cpu_share
 from support.local_sfn import LocalStepFunctions
-from test_state_machine import emf_documents, function_env, produce
+from support.state_machine import emf_documents, function_env, produce
 
 
 def set_function(stack: dict, name: str, **values) -> None:
@@ -191,8 +192,6 @@ def test_group_sync_stops_before_its_deadline_and_takes_the_groups_in_turn(tmp_p
     the next sync took the groups it had no record of first, and those
     were these same idle groups every time: the groups after them were
     never synced."""
-    from test_groups import commit_at
-
     topic = unique("limits-groups")
     other = unique("limits-other")
     create_topic(SOURCE, topic, 1)
@@ -247,8 +246,6 @@ def test_group_sync_gives_each_flow_a_share_of_its_time(tmp_path):
     first flow's groups to be done: without the shares, the first flow
     takes the whole 10 s and the second is deferred entirely, every time
     the first has that many groups."""
-    from test_groups import commit_at
-
     topic = unique("limits-share")
     for b in (SOURCE, TARGET):
         create_topic(b, topic, 1)

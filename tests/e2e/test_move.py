@@ -17,7 +17,6 @@ real clusters, with librdkafka applications.
 """
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -27,32 +26,12 @@ import pytest
 from confluent_kafka import Consumer
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, partition_key, produce_keys, unique, write_config
+from support.groups import commit_at, first_key_from
+from support.moves import FerryBothWays, consume, kafka_tool, no_go, one_topic
 from support.story import CLUSTERS, run_story
-from test_groups import commit_at, first_key_from
-from test_migration import FerryBothWays
+from support.topics import delete_topic
 
 PARTS = 3
-
-
-def consume(bootstrap: str, topic: str, group: str, limit: int | None = None, idle_s: float = 5.0) -> list[str]:
-    """Keys the group consumes (up to `limit`, or until nothing comes for
-    `idle_s`), committed, then the consumer closed cleanly."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    keys: list[str] = []
-    try:
-        c.subscribe([topic])
-        last = time.time()
-        while (limit is None or len(keys) < limit) and time.time() - last < idle_s:
-            m = c.poll(0.2)
-            if m is None or m.error():
-                continue
-            keys.append(m.key().decode())
-            last = time.time()
-        c.commit(asynchronous=False)
-    finally:
-        c.close()
-    return keys
 
 
 class Member(threading.Thread):
@@ -76,16 +55,6 @@ class Member(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(30)
-
-
-def one_topic(tmp_path, name: str, group_name: str, partitions: int = 1) -> tuple[Ferry, str, str]:
-    """A topic on both clusters and one flow source>target copying it, with
-    a group: the replicator, the topic's name and the group's."""
-    topic, group = unique(name), unique(group_name)
-    for b in (SOURCE, TARGET):
-        create_topic(b, topic, partitions)
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    return Ferry(kc, ri), topic, group
 
 
 def test_a_move_is_refused_while_the_group_runs_on_either_cluster(tmp_path):
@@ -330,14 +299,6 @@ def test_a_commit_made_without_joining_the_group_during_the_move_is_a_no_go(tmp_
 # scenarios below; each failed there as its docstring says.
 
 
-def no_go(ferry: Ferry, *args: str) -> dict:
-    p = ferry.move(*args, "--json")
-    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
-    rep = json.loads(p.stdout)
-    assert rep["verdict"] == "NO-GO" and not rep["recorded"], rep
-    return rep
-
-
 def test_a_group_behind_where_the_flow_began_is_no_go_whatever_the_flags(tmp_path):
     """The group committed 30; the flow began at 100 (StartingPosition
     LATEST). On 773f17f: GO, exact, and the group skipped k-30..k-99 on the
@@ -509,8 +470,6 @@ def test_a_commit_left_on_the_destination_from_before_a_recreated_topic_is_named
     deleted and created again, and the group has not committed on the new
     one. On c0f5c8a: NO-GO saying the application starts on the target at
     its auto.offset.reset, while the target still holds 80 for it."""
-    from test_recreated import delete_topic
-
     ferry, topic, group = one_topic(tmp_path, "move-recreated", "left-behind")
     produce_keys(SOURCE, topic, [f"old-{i}" for i in range(100)])
     assert len(consume(SOURCE, topic, group, limit=80)) == 80
@@ -529,12 +488,6 @@ def test_a_commit_left_on_the_destination_from_before_a_recreated_topic_is_named
 
 # The third adversarial review (on 81c9279) found the scenarios below;
 # each failed there as its docstring says.
-
-
-def kafka_tool(main: str, *args: str) -> subprocess.CompletedProcess:
-    """One of Kafka's own command-line tools, from the stack's jars."""
-    return subprocess.run(["java", "-cp", f"{os.environ['KAFKA_LIBS']}/*", main, *args],
-                          capture_output=True, text=True, timeout=180)
 
 
 def test_allow_redelivery_never_makes_a_go_of_records_the_destination_deleted(tmp_path):
@@ -616,8 +569,6 @@ def test_a_commit_left_on_the_destination_for_a_topic_recreated_here_is_named_be
     """The group read A (50) and B (80), both synced; B was deleted and
     created again on the source, taking its commit. On 81c9279: GO for A
     alone, the target still holding B=80 of B's earlier life."""
-    from test_recreated import delete_topic
-
     ferry, a, b, group = two_topics(tmp_path, "move-stale", 50, 100)
     commit_at(SOURCE, group, {(a, 0): (50, ""), (b, 0): (80, "")})
     assert ferry.run("--once").returncode == 0

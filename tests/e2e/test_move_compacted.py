@@ -11,8 +11,8 @@ import subprocess
 import time
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, producer, read_partition, unique, write_config
-from test_groups import commit_at
-from test_move import consume
+from support.groups import commit_at
+from support.moves import consume
 
 COMPACT = {"cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.001",
            "min.compaction.lag.ms": "0", "delete.retention.ms": "100"}

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, unique, write_config
-from test_move import consume
+from support.moves import consume
 
 
 def fifty_records_twenty_read(tmp_path, name: str) -> tuple[Ferry, str, str]:

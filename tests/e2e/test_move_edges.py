@@ -18,8 +18,8 @@ import time
 import pytest
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, unique, write_config
-from test_groups import commit_at
-from test_move import consume, kafka_tool, no_go, one_topic
+from support.groups import commit_at
+from support.moves import consume, kafka_tool, no_go, one_topic
 
 
 def test_an_empty_partition_committed_at_zero_resumes_at_zero(tmp_path):

@@ -13,39 +13,16 @@ what AWS answers for a real cluster.
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import (SOURCE, TARGET, Ferry, create_topic, dynamo, list_topics, msk_cluster, producer, read_partition, unique,
                       write_config)
+from support.msk import configure, scram_msk
 
 SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
 EXPIRED = os.environ["SOURCE_EXPIRED_BOOTSTRAP"]
-CREDENTIALS_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
-CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
 LOOKED_UP = "MSK bootstrap brokers looked up"
-
-
-def scram_msk(arn: str, **extra) -> dict:
-    """The source as create-replicator names an MSK cluster on SASL/SCRAM:
-    the ARN, the credentials' secret, here the private CA's secret too."""
-    return {"AmazonMskCluster": {"MskClusterArn": arn, **extra},
-            "ClientAuthentication": {"SaslScram": {"Mechanism": "SHA512", "SecretArn": CREDENTIALS_SECRET}},
-            "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
-
-
-def configure(tmp: Path, topics: list[str], source: dict | None = None, target: dict | None = None) -> Ferry:
-    kc, ri = write_config(tmp, topics)
-    clusters, flows = json.loads(kc.read_text()), json.loads(ri.read_text())
-    for i, (cluster, side) in enumerate(((source, "Source"), (target, "Target"))):
-        if cluster:
-            clusters[i] = cluster
-            del flows[0][f"{side}KafkaClusterId"]
-            flows[0][f"{side}KafkaClusterArn"] = cluster["AmazonMskCluster"]["MskClusterArn"]
-    kc.write_text(json.dumps(clusters, indent=2))
-    ri.write_text(json.dumps(flows, indent=2))
-    return Ferry(kc, ri)
 
 
 def fill(topic: str, partitions: int, per_partition: int, tag: str) -> None:

@@ -23,45 +23,20 @@ import os
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
-from test_security import fill
+from conftest import SOURCE, TARGET, create_topic, list_topics, producer, read_partition, unique
+from support.msk import IAM, IAM_SHORT, REGION, TEMPORARY, into_msk, log_since, log_size, msk_target
 from support.msk_iam_tokens import sign_token
+from support.security import fill
 
-IAM = os.environ["TARGET_IAM_BOOTSTRAP"]
-IAM_SHORT = os.environ["TARGET_IAM_SHORT_BOOTSTRAP"]
-REGION = os.environ["TARGET_IAM_REGION"]
 SHORT_TOKEN_S = int(os.environ["TARGET_IAM_SHORT_TOKEN_S"])
 PRINCIPAL = os.environ["TARGET_IAM_PRINCIPAL"]
-CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
 CA_FILE = os.environ["SOURCE_CA_FILE"]
 KEY, SECRET = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-TARGET_LOG = Path(os.environ.get("FERRY_RUN_DIR") or Path(__file__).resolve().parents[2] / ".run") / "target" / "kafka.log"
-
-
-def msk_target(bootstrap: str = IAM, region: str = REGION) -> dict:
-    """The target as a create-replicator definition names an MSK cluster,
-    plus Ferry's BootstrapBrokerString and the private CA's secret."""
-    return {"AmazonMskCluster": {"MskClusterArn": f"arn:aws:kafka:{region}:123456789012:cluster/iam-target/0a1b2c3d-4e5f-6789-abcd-ef0123456789-1",
-                                 "BootstrapBrokerString": bootstrap},
-            "EncryptionInTransit": {"EncryptionType": "TLS", "RootCaCertificate": CA_SECRET}}
-
-
-def into_msk(tmp: Path, topics: list[str], target: dict) -> Ferry:
-    """A replicator from the plain source into the MSK IAM target."""
-    kc, ri = write_config(tmp, topics)
-    clusters = json.loads(kc.read_text())
-    clusters[1] = target
-    kc.write_text(json.dumps(clusters, indent=2))
-    flows = json.loads(ri.read_text())
-    flows[0]["TargetKafkaClusterId"] = target["AmazonMskCluster"]["MskClusterArn"]
-    ri.write_text(json.dumps(flows, indent=2))
-    return Ferry(kc, ri)
 
 
 def iam_client(bootstrap: str, token_fn) -> dict:
@@ -72,25 +47,10 @@ def iam_client(bootstrap: str, token_fn) -> dict:
             "ssl.ca.location": CA_FILE, "oauth_cb": oauth_cb}
 
 
-def log_since(offset: int) -> str:
-    with open(TARGET_LOG, "rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
-
-
-def log_size() -> int:
-    return TARGET_LOG.stat().st_size
-
-
 def assert_no_token(text: str) -> None:
     """A token is a credential while it is valid: never in Ferry's output."""
     assert "X-Amz-Signature" not in text and "auth=Bearer" not in text, "an MSK IAM token appears in Ferry's output"
     assert not re.search(r"aHR0cHM6Ly9rYWZrYS[A-Za-z0-9_-]{40,}", text), "an MSK IAM token appears in Ferry's output"
-
-
-TEMPORARY = {"AWS_ACCESS_KEY_ID": os.environ["TARGET_IAM_TEMP_KEY"],
-             "AWS_SECRET_ACCESS_KEY": os.environ["TARGET_IAM_TEMP_SECRET"],
-             "AWS_SESSION_TOKEN": os.environ["TARGET_IAM_TEMP_TOKEN"]}
 
 
 @pytest.mark.parametrize("credentials", ["long-term key", "temporary credentials"])

@@ -4,20 +4,8 @@ skip the new source topic's first records or leave a new target topic
 without what was copied into the old one. Ferry compares topic ids and
 follows the new history, saying so (TopicRecreated)."""
 
-import time
-
-from confluent_kafka.admin import AdminClient
-
-from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, read_partition, unique, write_config
-
-
-def delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.delete_topics([topic])[topic].result(timeout=30)
-    deadline = time.time() + 60
-    while topic in list_topics(bootstrap):
-        assert time.time() < deadline, f"{topic} still listed on {bootstrap}"
-        time.sleep(0.5)
+from conftest import SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
+from support.topics import delete_topic
 
 
 def keys(bootstrap: str, topic: str) -> list[bytes]:

@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+from support.security import CA_CHAIN, grant, new_secret, scram_source, set_password
 from support.warm_function import WarmFunction
-from test_security import CA_CHAIN, grant, new_secret, scram_source, set_password
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLICATE = ROOT / "target" / "debug" / "ferry-replicate"

@@ -13,52 +13,21 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
-                                   ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion)
+from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
+from support.security import (CA_CHAIN, SASL_SSL, SECRETS, admin, configure, fill, grant, new_secret, scram_source,
+                              secrets_manager, set_password)
 
-SASL_SSL = os.environ["SOURCE_SASL_SSL_BOOTSTRAP"]
 EXPIRED = os.environ["SOURCE_EXPIRED_BOOTSTRAP"]
 USER = os.environ["SOURCE_SCRAM_USER"]
 PASSWORD = os.environ["SOURCE_SCRAM_PASSWORD"]
-CA_CHAIN = Path(os.environ["SOURCE_CA_FILE"]).read_text()
 OTHER_CA = Path(os.environ["SOURCE_OTHER_CA_FILE"]).read_text()
-SECRETS = {
-    "SHA256": os.environ["SOURCE_SCRAM256_SECRET_ARN"],
-    "SHA512": os.environ["SOURCE_SCRAM512_SECRET_ARN"],
-}
 CREDENTIALS_SECRET = os.environ["SOURCE_CREDENTIALS_SECRET_ARN"]
 CA_SECRET = os.environ["SOURCE_CA_SECRET_ARN"]
 PKI = Path(os.environ["SOURCE_CA_FILE"]).parent
-
-
-def secrets_manager():
-    return boto3.client("secretsmanager", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
-
-
-def new_secret(value: dict) -> str:
-    return secrets_manager().create_secret(Name=unique("ferry-test/secret"), SecretString=json.dumps(value))["ARN"]
-
-
-def scram_source(secret_arn: str, mechanism: str = "SHA512", bootstrap: str = SASL_SSL, ca_secret: str | None = None) -> dict:
-    tls = {"EncryptionType": "TLS"}
-    if ca_secret:
-        tls["RootCaCertificate"] = ca_secret
-    return {"ApacheKafkaCluster": {"ApacheKafkaClusterId": "source", "BootstrapBrokerString": bootstrap},
-            "ClientAuthentication": {"SaslScram": {"Mechanism": mechanism, "SecretArn": secret_arn}},
-            "EncryptionInTransit": tls}
-
-
-def configure(tmp: Path, topics: list[str], source: dict) -> tuple[Path, Path]:
-    kc, ri = write_config(tmp, topics)
-    clusters = json.loads(kc.read_text())
-    clusters[0] = source
-    kc.write_text(json.dumps(clusters, indent=2))
-    return kc, ri
 
 
 def into_sasl_ssl(tmp: Path, topics: list[str], secure: dict) -> Ferry:
@@ -73,15 +42,6 @@ def into_sasl_ssl(tmp: Path, topics: list[str], secure: dict) -> Ferry:
     flows[0]["SourceKafkaClusterId"], flows[0]["TargetKafkaClusterId"] = "plain", "secure"
     ri.write_text(json.dumps(flows, indent=2))
     return Ferry(kc, ri)
-
-
-def fill(topic: str, partitions: int, per_partition: int, tag: str = "") -> None:
-    create_topic(SOURCE, topic, partitions)
-    p = producer(SOURCE)
-    for part in range(partitions):
-        for i in range(per_partition):
-            p.produce(topic, partition=part, key=f"{tag}k{i}".encode(), value=f"{tag}v{part}-{i}".encode(), headers=[("h", b"x")])
-    assert p.flush(30) == 0
 
 
 def fill_reversed(topic: str) -> None:
@@ -202,33 +162,6 @@ def test_secrets_manager_out_of_reach_points_at_the_network(tmp_path):
         assert w in out, f"{w!r} missing from: {out[-2000:]}"
     assert "check the ARN" not in out, out[-2000:]
     assert topic not in list_topics(TARGET), "nothing may be written to the target"
-
-
-def admin() -> AdminClient:
-    return AdminClient({"bootstrap.servers": SOURCE})
-
-
-def set_password(user: str, password: str) -> None:
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
-    client = admin()  # held until the futures resolve
-    for f in client.alter_user_scram_credentials([UserScramCredentialUpsertion(user, info, password.encode())]).values():
-        f.result(timeout=30)
-
-
-def grant(user: str, topic_prefix: str, transactional_ids: bool = True) -> None:
-    """Everything on the topics with this prefix and, unless told not to,
-    WRITE and DESCRIBE on Ferry's transactional ids (it writes with the
-    producer of one, which a successor fences)."""
-    acls = [
-        AclBinding(ResourceType.TOPIC, topic_prefix, ResourcePatternType.PREFIXED, f"User:{user}", "*",
-                   AclOperation.ALL, AclPermissionType.ALLOW),
-    ]
-    if transactional_ids:
-        acls += [AclBinding(ResourceType.TRANSACTIONAL_ID, "ferry-", ResourcePatternType.PREFIXED, f"User:{user}", "*", op,
-                            AclPermissionType.ALLOW) for op in (AclOperation.WRITE, AclOperation.DESCRIBE)]
-    client = admin()  # held until the futures resolve
-    for f in client.create_acls(acls).values():
-        f.result(timeout=30)
 
 
 def target_end(topic: str) -> int:

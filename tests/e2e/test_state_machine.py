@@ -16,31 +16,9 @@ from collections import Counter
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import FERRY, SOURCE, TARGET, committed, create_topic, producer, read_partition, unique, write_config
+from conftest import FERRY, SOURCE, TARGET, committed, create_topic, read_partition, unique, write_config
 from support.local_sfn import LocalStepFunctions, stored_batch
-
-
-def produce(topic: str, n: int, parts: int) -> None:
-    p = producer(SOURCE)
-    for i in range(n):
-        p.produce(topic, partition=i % parts, key=f"{topic}-{i}".encode(), value=b"v")
-    assert p.flush(30) == 0
-
-
-def emf_documents(log: str) -> list[dict]:
-    """The embedded-metric-format documents among a function's log lines."""
-    docs = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
-    return [d for d in docs if "_aws" in d]
-
-
-def function_env(kc, ri) -> dict[str, str]:
-    """What template.yaml gives every function: the replicator definition."""
-    return {
-        "FERRY_REPLICATOR_NAME": unique("sfn"),
-        "FERRY_KAFKA_CLUSTERS": kc.read_text(),
-        "FERRY_REPLICATION_INFO": ri.read_text(),
-        "FERRY_TABLE_PREFIX": unique("ferry-sfn"),
-    }
+from support.state_machine import emf_documents, function_env, produce
 
 
 def test_execution_replicates_and_backfills(tmp_path):

@@ -9,7 +9,7 @@ message that names the other flow, while it still replicates."""
 import json
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
-from test_groups import commit_at
+from support.groups import commit_at
 
 
 def one_way(tmp_path, name: str, topic: str, group: str, reverse: bool, mode: str | None = None):
