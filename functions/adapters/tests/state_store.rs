@@ -117,6 +117,27 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
     assert!(!after.writes_settled && after.lease_owner.is_none());
 }
 
+/// A partition whose map holds more runs than one page (a compacted
+/// topic's map may hold a run per record) is forgotten a page at a time,
+/// oldest first, and wholly.
+#[tokio::test]
+async fn a_map_of_more_runs_than_a_page_is_forgotten_whole() {
+    let s = store().await;
+    let tp = TopicPartition::new("changelog", 0);
+    let (lease, _) = leased(&s, &tp).await;
+    let per = 50;
+    for i in 0..23 {
+        let runs = gapped_runs(i * per, (i + 1) * per);
+        s.checkpoint("r/f", &lease, &cp(10 * i * per, 10 * (i + 1) * per, runs, None))
+            .await
+            .expect("checkpoint");
+    }
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs").len(), 1_150);
+    s.forget_partition("r/f", &tp).await.expect("forget");
+    assert!(s.runs("r/f", &tp).await.expect("runs after forget").is_empty());
+    assert!(s.get_cursor("r/f", &tp).await.expect("cursor").is_none());
+}
+
 #[tokio::test]
 async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
     let s = store().await;
@@ -311,7 +332,8 @@ async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
 
 /// The flow marker: the first start says so and records the clusters' ids;
 /// later starts get the recorded ids back, which a changed id never
-/// overwrites (the caller refuses to go on).
+/// overwrites (the caller refuses to go on); and each start counts the
+/// plans before it.
 #[tokio::test]
 async fn a_flow_start_records_its_clusters_ids_once() {
     let s = store().await;
@@ -330,6 +352,11 @@ async fn a_flow_start_records_its_clusters_ids_once() {
         Some("src-1"),
         "a changed id is not recorded over the first"
     );
+    // Each start counts the plans before it: the turns a plan takes
+    // (pruning a share of the partitions) follow plans, not the clock.
+    assert_eq!((first.plans, again.plans, third.plans), (0, 0, 1));
+    let fourth = s.start_flow("r/f", "src-2", "tgt-1").await.expect("fourth start");
+    assert_eq!(fourth.plans, 2);
 }
 
 /// Forgetting a flow deletes its cursors, their runs, its marker and its

@@ -75,10 +75,11 @@ pub fn split_into_batches(mut work: Vec<PartitionWork>, max_per_batch: usize) ->
 pub const PRUNE_PARTITIONS_PER_PLAN: usize = 256;
 
 /// Which of `count` partitions (by their place in the plan's sorted list)
-/// the plan of `round` (minutes since the epoch: one round a scheduled
-/// execution) looks at for runs to prune: every one when there are at most
+/// the plan of `round` (the flow's plans before it, counted in the state
+/// store, so that turns follow plans whatever the schedule) looks at for
+/// runs to prune: every one when there are at most
 /// [`PRUNE_PARTITIONS_PER_PLAN`], else one share of them, interleaved, so
-/// that each partition's turn comes every `ceil(count / 256)` rounds.
+/// that each partition's turn comes every `ceil(count / 256)` plans.
 pub fn prune_turn(count: usize, round: u64) -> impl Fn(usize) -> bool {
     let shares = count.div_ceil(PRUNE_PARTITIONS_PER_PLAN).max(1);
     let turn = (round % shares as u64) as usize;

@@ -55,8 +55,9 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     }
     let mut planned = Vec::with_capacity(ferry.spec.flows.len());
     for flow in &ferry.spec.flows {
-        let first_plan = start_flow(ferry, flow).await?;
-        let decided = decide(ferry, flow, input.backfill.as_ref(), true, first_plan).await?;
+        let started = start_flow(ferry, flow).await?;
+        let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, started.first).await?;
+        decided.prune_round = started.plans;
         let (created, work) = apply(ferry, flow, decided).await?;
         out.created_topics.extend(created);
         if flow.copy_acls {
@@ -83,14 +84,15 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     Ok(out)
 }
 
-/// Mark the flow started (true the first time), after checking that its
-/// clusters are those its state was written for.
-async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<bool, FerryError> {
+/// Mark the flow started (first: true the first time; plans: how many
+/// plans started it before), after checking that its clusters are those
+/// its state was written for.
+async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<FlowStart, FerryError> {
     let ids = cluster_ids(ferry, flow).await?;
     let started = ferry.store.start_flow(&ferry.flow_key(flow), &ids.0, &ids.1).await?;
     check_clusters(ferry, flow, &started, &ids).await?;
     crate::opposite::register(ferry, flow, &ids.0, &ids.1).await?;
-    Ok(started.first)
+    Ok(started)
 }
 
 /// The cluster ids of the flow's source and target; "" for a broker that
@@ -157,6 +159,9 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
 struct FlowPlan {
     /// No plan ran for this flow yet (StartingPosition applies).
     first_plan: bool,
+    /// Plans of the flow before this one: whose turn it is to have its
+    /// offset-map runs pruned (`prune_turn`).
+    prune_round: u64,
     /// Target topics to delete: their source topics were deleted (PropagateTopicDeletions).
     deleted: Vec<String>,
     /// The partitions of those topics, whose state goes too.
@@ -225,6 +230,7 @@ async fn decide(
     }
     let mut p = FlowPlan {
         first_plan,
+        prune_round: 0,
         deleted: gone.iter().map(|t| flow.target_topic(t)).collect(),
         forget,
         restart: Vec::new(),
@@ -428,8 +434,7 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     // Keep state bounded: runs below the source log-start offset map
     // records nobody can read or commit to any more. One Query a
     // partition: a share of the partitions each plan, a few at once.
-    let round = now_ms() as u64 / 60_000;
-    let turn = ferry_core::plan::prune_turn(p.tps.len(), round);
+    let turn = ferry_core::plan::prune_turn(p.tps.len(), p.prune_round);
     futures::stream::iter(p.tps.iter().enumerate().filter(|(i, tp)| turn(*i) && p.cursors.contains_key(*tp)))
         .map(|(_, tp)| {
             let (store, flow_key, below) = (&ferry.store, &flow_key, p.log_starts.get(tp).copied().unwrap_or(0));

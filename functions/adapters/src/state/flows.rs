@@ -27,6 +27,9 @@ pub struct FlowStart {
     pub source_cluster_id: Option<String>,
     /// The target's cluster id recorded before, if any.
     pub target_cluster_id: Option<String>,
+    /// Plans that started the flow before this one (counted since Ferry
+    /// counts them): what a plan takes turns by, whatever the schedule.
+    pub plans: u64,
 }
 
 impl StateStore {
@@ -83,9 +86,17 @@ impl StateStore {
 
     /// Forget a partition whose cursor sits under partition key `pk`.
     async fn forget_partition_under(&self, flow: &str, tp: &TopicPartition, pk: &str) -> Result<(), StateError> {
-        let runs = self.runs(flow, tp).await?;
-        self.batch_write(&self.offset_map, self.run_deletes(&map_pk(flow, tp), &runs)?)
-            .await?;
+        // A page of runs at a time, oldest first: a compacted topic's map
+        // may hold a run per record, too many to hold at once in a
+        // function's memory (a plan forgets 16 partitions at once).
+        let map = map_pk(flow, tp);
+        loop {
+            let page = self.runs_below(&map, i64::MAX).await?;
+            if page.is_empty() {
+                break;
+            }
+            self.batch_write(&self.offset_map, self.run_deletes(&map, &page)?).await?;
+        }
         self.delete_one(&self.cursors, (PK, s(pk)), (SK_CURSOR, s(partition_sk(tp)))).await
     }
 
@@ -128,13 +139,14 @@ impl StateStore {
                 .key(SK_CURSOR, s(FLOW_MARKER))
                 .update_expression(
                     "SET started_ms = if_not_exists(started_ms, :now), source_cluster_id = if_not_exists(source_cluster_id, :src), \
-                     target_cluster_id = if_not_exists(target_cluster_id, :tgt)",
+                     target_cluster_id = if_not_exists(target_cluster_id, :tgt) ADD plans :one",
                 )
                 .condition_expression("attribute_exists(#pk)")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_values(":now", n(now_ms()))
                 .expression_attribute_values(":src", s(source_cluster_id))
                 .expression_attribute_values(":tgt", s(target_cluster_id))
+                .expression_attribute_values(":one", n(1))
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                 .send()
                 .await;
@@ -229,6 +241,11 @@ impl StateStore {
             first: r.is_none(),
             source_cluster_id: r.as_ref().and_then(|r| r.s("source_cluster_id")),
             target_cluster_id: r.as_ref().and_then(|r| r.s("target_cluster_id")),
+            plans: r
+                .as_ref()
+                .and_then(|r| r.n("plans"))
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
         }
     }
 }

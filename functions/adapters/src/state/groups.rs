@@ -207,7 +207,7 @@ impl StateStore {
             })?;
             writes.push(WriteRequest::builder().put_request(put).build());
         }
-        self.batch_write(&self.groups, writes).await
+        self.batch_write_unordered(&self.groups, writes).await
     }
 
     /// Every stored group-sync item of a flow.

@@ -111,11 +111,12 @@ impl StateStore {
     /// Up to 1,000 stored runs of map partition `pk` starting below `below`
     /// that end at or below it by their items (which may be short of the
     /// open run: the caller checks with the cursor).
-    async fn runs_below(&self, pk: &str, below: i64) -> Result<Vec<OffsetRun>, StateError> {
+    pub(super) async fn runs_below(&self, pk: &str, below: i64) -> Result<Vec<OffsetRun>, StateError> {
         let resp = self
             .client
             .query()
             .table_name(&self.offset_map)
+            .consistent_read(true)
             .key_condition_expression("#pk = :pk AND #sk < :below")
             .expression_attribute_names("#pk", PK_MAP)
             .expression_attribute_names("#sk", SK_MAP)

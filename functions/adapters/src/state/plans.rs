@@ -38,7 +38,7 @@ impl StateStore {
             })?;
             writes.push(WriteRequest::builder().put_request(put).build());
         }
-        self.batch_write(&self.cursors, writes).await
+        self.batch_write_unordered(&self.cursors, writes).await
     }
 
     /// Batch `batch` of plan `plan`, as `put_plan_batches` kept it; `None`

@@ -407,14 +407,20 @@ pub(super) async fn sync_group(
         .iter()
         .filter_map(|(tp, c)| Known::of(flow, group, seen, &on_target, tp, c))
         .collect();
-    // Made first, then run a few at once: a closure over the borrowed
-    // partitions in the stream is not `Send` for every lifetime, as a
-    // spawned task (ferry run's background sync) needs.
-    let lookups: Vec<_> = known
-        .iter()
-        .map(|k| look_up(ferry, flow_key, opposite, target, group, seen, k))
-        .collect();
-    let found: Vec<Found> = futures::stream::iter(lookups).buffered(LOOKUPS_IN_FLIGHT).try_collect().await?;
+    // Made a few hundred at a time, then run a few at once: a closure over
+    // the borrowed partitions in the stream is not `Send` for every
+    // lifetime, as a spawned task (ferry run's background sync) needs, and
+    // all of a group's futures at once would take memory with its
+    // partitions.
+    let mut found: Vec<Found> = Vec::with_capacity(known.len());
+    for some in known.chunks(256) {
+        let lookups: Vec<_> = some
+            .iter()
+            .map(|k| look_up(ferry, flow_key, opposite, target, group, seen, k))
+            .collect();
+        let done: Vec<Found> = futures::stream::iter(lookups).buffered(LOOKUPS_IN_FLIGHT).try_collect().await?;
+        found.extend(done);
+    }
     for (k, f) in known.iter().zip(found) {
         let Known {
             tp,
