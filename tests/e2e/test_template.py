@@ -596,29 +596,3 @@ def test_the_plan_is_given_the_maps_max_concurrency(tmp_path):
         want = str(stack["state_machine"]["max_concurrency"])
         assert want == (given or "10"), stack["state_machine"]
         assert stack["functions"]["ferry-plan"]["environment"]["FERRY_MAX_CONCURRENCY"] == want, stack["functions"]["ferry-plan"]
-
-
-def test_the_tables_whose_items_expire_take_the_attribute_the_code_writes():
-    """A plan's batches (cursors table) and a producer's record (producers
-    table, when its topics keep records a bounded time) carry the attribute
-    the functions write (EXPIRES_AT in functions/adapters/src/state/schema.rs):
-    the template enables DynamoDB's time to live on exactly that attribute
-    of those two tables, and on no table whose items must stay (the offset
-    map, the group syncs)."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
-    schema = (ROOT / "functions" / "adapters" / "src" / "state" / "schema.rs").read_text()
-    attribute = re.search(r'pub const EXPIRES_AT: &str = "([^"]+)";', schema).group(1)
-    ttl = {name: r["Properties"].get("TimeToLiveSpecification")
-           for name, r in template["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table"}
-    assert ttl == {
-        "CursorsTable": {"AttributeName": attribute, "Enabled": True},
-        "OffsetMapTable": None,
-        "ProducersTable": {"AttributeName": attribute, "Enabled": True},
-        "GroupsTable": None,
-    }, ttl

@@ -19,7 +19,6 @@ use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::state::StateStore;
 use ferry_core::config::{FlowSpec, TopicNaming};
 use ferry_core::domain::TopicPartition;
-use ferry_core::topic_config::producer_record_lifetime;
 
 use crate::context::Ferry;
 use crate::error::FerryError;
@@ -89,30 +88,11 @@ impl LoopFilter {
         self.opposite.as_deref()
     }
 
-    /// Register the producer id this flow writes into its target's
-    /// `topics` with. Must complete before the first write with it. The
-    /// record is kept as long as those topics may keep what it writes
-    /// (their retention, read from the target now; see
-    /// `topic_config::producer_record_lifetime`), for ever when one may
-    /// keep it for ever or the target does not say.
-    pub async fn register(
-        &self,
-        store: &StateStore,
-        flow_key: &str,
-        producer_id: i64,
-        target: &KafkaCluster,
-        topics: &[String],
-    ) -> Result<(), FerryError> {
-        let kept_for = match target.topic_configs(topics).await {
-            Ok(configs) if configs.len() == topics.len() => producer_record_lifetime(configs.values().map(|c| &c.effective)),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(flow = %flow_key, cause = %e, "the target's topic configurations were not read: the producer's record is kept for ever");
-                None
-            }
-        };
+    /// Register the producer id this flow writes into its target with.
+    /// Must complete before the first write with it.
+    pub async fn register(&self, store: &StateStore, flow_key: &str, producer_id: i64) -> Result<(), FerryError> {
         Ok(store
-            .register_producer(&self.target_id, producer_id, flow_key, &self.source_id, kept_for)
+            .register_producer(&self.target_id, producer_id, flow_key, &self.source_id)
             .await?)
     }
 

@@ -4,7 +4,7 @@
 //! → checkpoint (cursor and offset map, conditional on the lease), until
 //! the batch is caught up or the time or byte budget is spent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -602,9 +602,7 @@ async fn start_writing(
         .await
         .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
     if let Some(f) = filter {
-        let topics: BTreeSet<String> = parts.iter().map(|p| p.target.topic.clone()).collect();
-        let topics: Vec<String> = topics.into_iter().collect();
-        f.register(&ferry.store, flow_key, pid, target, &topics).await?;
+        f.register(&ferry.store, flow_key, pid).await?;
     }
     let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
     let target_ends = if need_end.is_empty() {

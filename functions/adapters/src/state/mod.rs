@@ -21,4 +21,5 @@ pub use flows::FlowStart;
 pub use groups::{GroupSyncItem, GroupSyncStatus};
 pub use moves::MoveItem;
 pub use offset_map::RunKey;
-pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, EXPIRES_AT, NEW_FLOW_KEY_SHARDS};
+pub use plans::EXPIRES_AT;
+pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, NEW_FLOW_KEY_SHARDS};

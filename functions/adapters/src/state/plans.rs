@@ -6,8 +6,12 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
-use super::schema::{n, s, EXPIRES_AT, PK, SK_CURSOR};
+use super::schema::{n, s, PK, SK_CURSOR};
 use super::{StateError, StateStore};
+
+/// Attribute the cursors table's time to live reads (seconds since the
+/// epoch): a plan's batches are removed a while after it ran.
+pub const EXPIRES_AT: &str = "expires_at";
 
 /// Partition key of a plan's batches: never a flow's (a flow key's second
 /// part holds '>', `plan/…` does not).

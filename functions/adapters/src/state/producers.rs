@@ -3,38 +3,32 @@
 //! knows them and does not send them back).
 
 use super::error::dynamo_err;
-use super::schema::{n, now_ms, s, EXPIRES_AT, PK_PRODUCERS, SK_PRODUCERS};
+use super::schema::{n, now_ms, s, PK_PRODUCERS, SK_PRODUCERS};
 use super::{StateError, StateStore};
 
 impl StateStore {
     /// Record that `flow` writes records from cluster `origin_cluster_id`
     /// into cluster `cluster_id` with idempotent producer `producer_id`,
     /// before it writes anything with it: the opposite flow recognises
-    /// those records by it and does not send them back. `kept_for`: how
-    /// long the record must last (DynamoDB's TTL removes it after, from
-    /// `expires_at`); `None` keeps it for ever.
+    /// those records by it and does not send them back.
     pub async fn register_producer(
         &self,
         cluster_id: &str,
         producer_id: i64,
         flow: &str,
         origin_cluster_id: &str,
-        kept_for: Option<std::time::Duration>,
     ) -> Result<(), StateError> {
-        let now = now_ms();
-        let mut put = self
-            .client
+        self.client
             .put_item()
             .table_name(&self.producers)
             .item(PK_PRODUCERS, s(cluster_id))
             .item(SK_PRODUCERS, n(producer_id))
             .item("flow", s(flow))
             .item("origin_cluster", s(origin_cluster_id))
-            .item("registered_ms", n(now));
-        if let Some(k) = kept_for {
-            put = put.item(EXPIRES_AT, n(now / 1000 + i64::try_from(k.as_secs()).unwrap_or(i64::MAX / 2)));
-        }
-        put.send().await.map_err(|e| dynamo_err("PutItem", &self.producers, e))?;
+            .item("registered_ms", n(now_ms()))
+            .send()
+            .await
+            .map_err(|e| dynamo_err("PutItem", &self.producers, e))?;
         Ok(())
     }
 

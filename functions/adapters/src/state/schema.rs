@@ -39,10 +39,6 @@ pub(super) const SK_MAP: &str = "source_start";
 /// sit in the cluster a flow reads (loop prevention, group translation).
 pub(super) const BY_TARGET: &str = "by_target";
 pub(super) const PK_PRODUCERS: &str = "cluster";
-/// Attribute the cursors' and producers' tables' time to live reads
-/// (seconds since the epoch): a plan's batches are removed a while after it
-/// ran, a producer's record once no record it wrote can be left.
-pub const EXPIRES_AT: &str = "expires_at";
 pub(super) const SK_PRODUCERS: &str = "producer_id";
 pub(super) const SK_GROUPS: &str = "partition_group";
 /// Sort key of the per-flow marker item (no '/', so never a partition).
