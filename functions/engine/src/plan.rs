@@ -37,9 +37,15 @@ pub use dry_run::{
     TopicToCreate,
 };
 
-/// State calls of one kind (cursor creations, prunes) in flight at once
-/// during a plan.
-const INIT_CURSOR_CONCURRENCY: usize = 16;
+/// State calls of one kind (cursor creations, prunes, forgets) in flight
+/// at once during a plan.
+const STATE_CALLS_IN_FLIGHT: usize = 16;
+
+/// Run `calls` [`STATE_CALLS_IN_FLIGHT`] at a time; their results in
+/// order, or the first error.
+async fn in_flight<T, E>(calls: impl IntoIterator<Item = impl std::future::Future<Output = Result<T, E>>>) -> Result<Vec<T>, E> {
+    futures::stream::iter(calls).buffered(STATE_CALLS_IN_FLIGHT).try_collect().await
+}
 
 /// Plan every flow of the replicator.
 pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryError> {
@@ -435,20 +441,23 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     // records nobody can read or commit to any more. One Query a
     // partition: a share of the partitions each plan, a few at once.
     let turn = ferry_core::plan::prune_turn(p.tps.len(), p.prune_round);
-    futures::stream::iter(p.tps.iter().enumerate().filter(|(i, tp)| turn(*i) && p.cursors.contains_key(*tp)))
-        .map(|(_, tp)| {
-            let (store, flow_key, below) = (&ferry.store, &flow_key, p.log_starts.get(tp).copied().unwrap_or(0));
-            async move {
-                let pruned = store.prune_runs(flow_key, tp, below).await?;
-                if pruned > 0 {
-                    tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
+    in_flight(
+        p.tps
+            .iter()
+            .enumerate()
+            .filter(|(i, tp)| turn(*i) && p.cursors.contains_key(*tp))
+            .map(|(_, tp)| {
+                let (store, flow_key, below) = (&ferry.store, &flow_key, p.log_starts.get(tp).copied().unwrap_or(0));
+                async move {
+                    let pruned = store.prune_runs(flow_key, tp, below).await?;
+                    if pruned > 0 {
+                        tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, pruned, "pruned offset-map runs below the source log start");
+                    }
+                    Ok::<_, StateError>(())
                 }
-                Ok::<_, StateError>(())
-            }
-        })
-        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+            }),
+    )
+    .await?;
     // A few at once: a backfill of thousands of partitions, within one plan.
     let backfills: Vec<_> = p
         .starts
@@ -476,20 +485,14 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
             }
         })
         .collect();
-    futures::stream::iter(backfills)
-        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    in_flight(backfills).await?;
     // One conditional PutItem each (a batch cannot be conditional), a few
     // in flight at once: a plan of thousands of new partitions.
-    futures::stream::iter(p.starts.iter().filter(|s| !s.backfill))
-        .map(|s| {
-            let (store, flow_key, target) = (&ferry.store, &flow_key, flow.target_topic(&s.tp.topic));
-            async move { store.init_cursor(flow_key, &s.tp, &target, s.from).await }
-        })
-        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
-        .try_collect::<Vec<bool>>()
-        .await?;
+    in_flight(p.starts.iter().filter(|s| !s.backfill).map(|s| {
+        let (store, flow_key, target) = (&ferry.store, &flow_key, flow.target_topic(&s.tp.topic));
+        async move { store.init_cursor(flow_key, &s.tp, &target, s.from).await }
+    }))
+    .await?;
     if !p.starts.is_empty() {
         // Re-read: a concurrent plan may have created some first.
         p.cursors = cursor_positions(ferry, &flow_key).await?;
@@ -507,29 +510,22 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     }
     // Once per cursor's life (the first plan after an upgrade: every one),
     // a few in flight at once.
-    futures::stream::iter(p.record_ids.iter())
-        .map(|(tp, source_id, target_id)| {
-            let (store, flow_key) = (&ferry.store, &flow_key);
-            async move {
-                store
-                    .record_topic_ids(flow_key, tp, source_id.as_deref(), target_id.as_deref())
-                    .await
-            }
-        })
-        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    in_flight(p.record_ids.iter().map(|(tp, source_id, target_id)| {
+        let (store, flow_key) = (&ferry.store, &flow_key);
+        async move {
+            store
+                .record_topic_ids(flow_key, tp, source_id.as_deref(), target_id.as_deref())
+                .await
+        }
+    }))
+    .await?;
     Ok((created, selected_work(flow, &p)))
 }
 
 /// Forget these partitions' state (a few at once: a deleted topic of
 /// thousands of partitions, each several calls, within one plan).
 async fn forget_partitions(ferry: &Ferry, flow_key: &str, tps: &[TopicPartition]) -> Result<(), FerryError> {
-    futures::stream::iter(tps)
-        .map(|tp| ferry.store.forget_partition(flow_key, tp))
-        .buffer_unordered(INIT_CURSOR_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    in_flight(tps.iter().map(|tp| ferry.store.forget_partition(flow_key, tp))).await?;
     Ok(())
 }
 
@@ -581,7 +577,7 @@ async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
                     Ok::<_, StateError>(c.records_replicated == 0 && ferry.store.newest_stored_run(&key, &c.tp).await?.is_some())
                 })
                 .collect();
-            let stored: Vec<bool> = futures::stream::iter(reads).buffered(INIT_CURSOR_CONCURRENCY).try_collect().await?;
+            let stored: Vec<bool> = in_flight(reads).await?;
             for (c, stored) in mine.into_iter().zip(stored) {
                 if c.records_replicated > 0 || stored {
                     return Err(FerryError::Input(format!(

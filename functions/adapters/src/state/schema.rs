@@ -455,12 +455,11 @@ impl StateStore {
         Ok(out.item)
     }
 
-    /// Apply `writes` to `table`, 25 per BatchWriteItem, retrying the items
-    /// DynamoDB leaves unprocessed.
-    /// Write `writes` in BatchWriteItems of 25 (its most), one after
-    /// another and in order: a failure leaves the writes before it done
-    /// and none after (the offset map's runs are deleted oldest first, and
-    /// must never be left with a hole).
+    /// Apply `writes` to `table` in BatchWriteItems of 25 (its most),
+    /// retrying the items DynamoDB leaves unprocessed, one after another
+    /// and in order: a failure leaves the writes before it done and none
+    /// after (the offset map's runs are deleted oldest first, and must
+    /// never be left with a hole).
     pub(crate) async fn batch_write(&self, table: &str, writes: Vec<WriteRequest>) -> Result<(), StateError> {
         for chunk in chunks_of_25(writes) {
             self.batch_write_chunk(table, chunk).await?;

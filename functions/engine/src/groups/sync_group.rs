@@ -183,6 +183,9 @@ pub(super) fn replaced_from(offset: i64, epoch: i32, history: &[(i64, i32)]) -> 
 /// DynamoDB calls, or a ListOffsets).
 const LOOKUPS_IN_FLIGHT: usize = 16;
 
+/// Lookups made (as futures, before they run) at a time.
+const LOOKUPS_MADE_AT_ONCE: usize = 256;
+
 /// A partition's commit, with what is known of it before any lookup.
 struct Known<'a> {
     tp: &'a TopicPartition,
@@ -413,13 +416,17 @@ pub(super) async fn sync_group(
     // all of a group's futures at once would take memory with its
     // partitions.
     let mut found: Vec<Found> = Vec::with_capacity(known.len());
-    for some in known.chunks(256) {
+    for some in known.chunks(LOOKUPS_MADE_AT_ONCE) {
         let lookups: Vec<_> = some
             .iter()
             .map(|k| look_up(ferry, flow_key, opposite, target, group, seen, k))
             .collect();
-        let done: Vec<Found> = futures::stream::iter(lookups).buffered(LOOKUPS_IN_FLIGHT).try_collect().await?;
-        found.extend(done);
+        found.extend(
+            futures::stream::iter(lookups)
+                .buffered(LOOKUPS_IN_FLIGHT)
+                .try_collect::<Vec<_>>()
+                .await?,
+        );
     }
     for (k, f) in known.iter().zip(found) {
         let Known {
