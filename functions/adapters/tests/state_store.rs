@@ -138,6 +138,25 @@ async fn a_map_of_more_runs_than_a_page_is_forgotten_whole() {
     assert!(s.get_cursor("r/f", &tp).await.expect("cursor").is_none());
 }
 
+/// A partition's turn to be pruned comes once in several plans, so one
+/// prune takes more than one page of runs (a transactional source leaves
+/// a run at every commit marker): all of them here, the newest kept.
+#[tokio::test]
+async fn one_prune_takes_more_than_a_page_of_runs() {
+    let s = store().await;
+    let tp = TopicPartition::new("transactional", 0);
+    let (lease, _) = leased(&s, &tp).await;
+    let per = 50;
+    for i in 0..46 {
+        let runs = gapped_runs(i * per, (i + 1) * per);
+        s.checkpoint("r/f", &lease, &cp(10 * i * per, 10 * (i + 1) * per, runs, None))
+            .await
+            .expect("checkpoint");
+    }
+    assert_eq!(s.prune_runs("r/f", &tp, 1_000_000).await.expect("prune"), 2_299);
+    assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(2_299, 2_300));
+}
+
 #[tokio::test]
 async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
     let s = store().await;

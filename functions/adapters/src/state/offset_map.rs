@@ -38,6 +38,11 @@ impl RunKey {
     }
 }
 
+/// Runs one Query reads when pruning or forgetting a map.
+const RUNS_PAGE: usize = 1_000;
+/// Pages one prune of a partition deletes at most (10,000 runs).
+pub const PRUNE_PAGES_PER_CALL: usize = 10;
+
 impl StateStore {
     /// Requests deleting the offset-map runs `runs` of a partition.
     pub(super) fn run_deletes(&self, pk: &str, runs: &[OffsetRun]) -> Result<Vec<WriteRequest>, StateError> {
@@ -81,8 +86,24 @@ impl StateStore {
     /// Delete the runs that end at or below `below` (the source log-start
     /// offset: no committed group offset can point there any more), always
     /// keeping the newest run, the only one a holder extends. Returns how
-    /// many were deleted.
+    /// many were deleted. A page of runs at a time, up to
+    /// [`PRUNE_PAGES_PER_CALL`] pages: a partition's turn to be pruned comes
+    /// once in several plans, and a busy transactional source adds
+    /// hundreds of runs a minute (a gap at every commit marker).
     pub async fn prune_runs(&self, flow: &str, tp: &TopicPartition, below: i64) -> Result<usize, StateError> {
+        let mut pruned = 0;
+        for _ in 0..PRUNE_PAGES_PER_CALL {
+            let page = self.prune_page(flow, tp, below).await?;
+            pruned += page;
+            // A page short of full: what is left below is live or none.
+            if page < RUNS_PAGE {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+
+    async fn prune_page(&self, flow: &str, tp: &TopicPartition, below: i64) -> Result<usize, StateError> {
         let pk = map_pk(flow, tp);
         // Most plans find nothing to prune: one Query, no cursor read. Where
         // there are candidates, the cursor is read and then the runs again
@@ -108,7 +129,7 @@ impl StateStore {
         Ok(doomed.len())
     }
 
-    /// Up to 1,000 stored runs of map partition `pk` starting below `below`
+    /// Up to [`RUNS_PAGE`] stored runs of map partition `pk` starting below `below`
     /// that end at or below it by their items (which may be short of the
     /// open run: the caller checks with the cursor).
     pub(super) async fn runs_below(&self, pk: &str, below: i64) -> Result<Vec<OffsetRun>, StateError> {
@@ -122,7 +143,7 @@ impl StateStore {
             .expression_attribute_names("#sk", SK_MAP)
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":below", n(below))
-            .limit(1000)
+            .limit(RUNS_PAGE as i32)
             .send()
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
