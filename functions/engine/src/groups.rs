@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
+mod commit;
 mod failpoint;
 mod retire;
 mod sync_group;
@@ -32,9 +33,10 @@ mod sync_group;
 mod tests;
 mod translation;
 
+use commit::*;
+pub(crate) use commit::{OPPOSITE_UNREAD, SKIPS};
 pub(crate) use retire::translating_through;
 use sync_group::*;
-pub(crate) use sync_group::{OPPOSITE_UNREAD, SKIPS};
 use translation::*;
 
 /// What one flow's sync did.
