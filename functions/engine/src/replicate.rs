@@ -413,7 +413,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // Lease every partition we can, all at once (after waiting for a
     // holder about to give its leases back); the others are someone
     // else's now.
+    // How long each step of the set-up took, for the log line that ends it
+    // (a partition copies nothing until every step is done).
+    let prepared_at = started.elapsed();
     let handoff = handoff::Handoff::wait_for_holder(run, &partitions, budget, &owner).await;
+    let waited_at = started.elapsed();
     let ends_ms = handoff::planned_stop_ms(budget);
     let leased = join_all(partitions.iter().map(|work| async {
         let (lease, item) = handoff.acquire(run, &work.source, &owner, ends_ms).await?;
@@ -509,12 +513,14 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         }
         return Err(e);
     }
+    let leased_at = started.elapsed();
     // The source's history since each cursor was stored: a log truncated
     // below it (an unclean leader election) is found before anything is
     // read, reconciled or written.
     // Boxed: rare, and deep (a DynamoDB transaction inside).
     Box::pin(validate_epochs(run, &mut parts)).await;
     fence_all(run, &mut parts, &to_fence).await;
+    let fenced_at = started.elapsed();
     // The target's history under what Ferry copied: copies a truncated
     // target log lost are copied again (nothing of the holder's to
     // reconcile past the new end).
@@ -522,6 +528,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let rewound = Box::pin(check_target_logs(run, &mut parts, &mut ends)).await;
     to_reconcile.retain(|&(i, _)| parts[i].done.is_none() && !rewound.contains(&i));
     reconcile_all(run, &mut parts, &to_reconcile, &mut ends, &mut filter).await;
+    let reconciled_at = started.elapsed();
 
     // What ends the invocation once the leases are back: a cluster's
     // refusal (met by any step, see `fail`), or an error of the producer's
@@ -531,9 +538,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     if ended.is_none() && parts.iter().any(|p| p.done.is_none()) {
         match Box::pin(start_writing(run, &mut parts, filter.as_ref(), &owner)).await {
             Ok(stamp) => {
+                let ms = |d: std::time::Duration| d.as_millis() as u64;
+                let done = started.elapsed();
                 tracing::info!(
                     replicator = %ferry.spec.name, flow = %flow.id(), partitions = parts.len(), reconciled = to_reconcile.len(),
-                    ms = started.elapsed().as_millis() as u64, "leased, reconciled and producer recorded; replicating"
+                    ms = ms(done), prepare_ms = ms(prepared_at), wait_ms = ms(waited_at - prepared_at), lease_ms = ms(leased_at - waited_at),
+                    fence_ms = ms(fenced_at - leased_at), reconcile_ms = ms(reconciled_at - fenced_at), producer_ms = ms(done - reconciled_at),
+                    "leased, reconciled and producer recorded; replicating"
                 );
                 ended = run_rounds(run, &mut parts, input, budget, stamp, &mut filter).await;
             }
