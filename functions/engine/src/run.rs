@@ -1,131 +1,384 @@
-//! The state machine's loop in one process (`ferry run`): a plan, then
-//! every batch's Replicate at once, round after round. With `--once`, the
-//! end offsets the first plan saw stay each partition's goal, so the run
-//! ends when the source as it was at start is across.
+//! The state machine's loop in one process (`ferry run`): round after round
+//! (a plan, then every batch's Replicate at once, see `round.rs`), with the
+//! consumer-group syncs alongside, until interrupted or (`once`) caught up.
+//! The loop's policy lives here: which failures are retried, when a `once`
+//! run gives up, when it ends. What happens is told through [`RunEvent`]s
+//! and how it ended through [`RunEnd`], for the caller to show and to turn
+//! into an exit code.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use ferry_core::domain::{PlanInput, StopReason, TopicPartition};
+use ferry_core::domain::TopicPartition;
 
 use crate::context::Ferry;
 use crate::error::FerryError;
+use crate::groups::FlowGroupSync;
 use crate::replicate::Budget;
 
-/// One round's plan, as the loop runs it.
-#[derive(Debug, Default)]
-pub struct Planned {
-    /// Topics the plan created on targets.
-    pub created_topics: Vec<String>,
-    /// ACLs it copied, in words.
-    pub copied_acls: Vec<String>,
-    /// The batches, each one Replicate's input.
-    pub batches: Vec<ferry_core::domain::ReplicateInput>,
+mod round;
+#[cfg(test)]
+mod tests;
+
+use round::Rounds;
+
+/// How long a failed plan waits before the next.
+const PLAN_RETRY_WAIT: Duration = Duration::from_secs(1);
+/// How long the loop waits after a round with nothing to do (or its
+/// partitions leased elsewhere) before planning again.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// The shortest time between two group syncs.
+const GROUP_SYNC_MIN_EVERY: Duration = Duration::from_secs(1);
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// End once every partition has reached the end offset the first plan
+    /// saw (a failure ends the run too); otherwise run until interrupted.
+    pub once: bool,
+    /// Length of one replicate round (a Replicate invocation's budget).
+    pub round: Duration,
+    /// With `once`: how long plans may keep failing with a retryable error
+    /// (a cluster or DynamoDB not answering) before the run gives up.
+    pub give_up_after: Duration,
+    /// Time between two group syncs (flows that sync consumer groups), when
+    /// not `once`; at least a second.
+    pub group_sync_every: Duration,
 }
 
-impl Planned {
-    /// The partitions planned.
-    pub fn partitions(&self) -> usize {
-        self.batches.iter().map(|b| b.partitions.len()).sum()
-    }
-
-    /// Records behind on the sources, as the plan saw them.
-    pub fn behind(&self) -> u64 {
-        self.batches.iter().flat_map(|b| &b.partitions).map(|w| w.lag.max(0) as u64).sum()
-    }
+/// What the loop did, as it happens.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A round was planned; the topics it created and the ACLs (in words)
+    /// it copied, either perhaps empty.
+    Planned {
+        /// Topics created on targets.
+        created_topics: &'a [String],
+        /// ACLs copied.
+        copied_acls: &'a [String],
+    },
+    /// A plan failed with a retryable error; the next comes after `wait`.
+    PlanRetrying {
+        /// The cause.
+        error: &'a FerryError,
+        /// Time until the next plan.
+        wait: Duration,
+    },
+    /// A partition stopped on an error (counted as a failure).
+    PartitionStopped {
+        /// The source partition.
+        tp: &'a TopicPartition,
+        /// What stopped it.
+        error: &'a str,
+    },
+    /// A Replicate failed with a retryable error: the next round retries it.
+    ReplicateRetrying(&'a FerryError),
+    /// A Replicate failed for good (counted as a failure).
+    ReplicateFailed(&'a FerryError),
+    /// A round ended.
+    RoundDone(Progress),
+    /// With `once`: every partition reached its goal. A last group sync
+    /// follows when a flow syncs groups.
+    CaughtUp,
+    /// What one group sync did for one flow (every flow, each sync).
+    GroupsSynced(&'a FlowGroupSync),
+    /// One failure of a group sync (one of a flow's `failures`).
+    GroupSyncFailure(&'a str),
+    /// A group sync failed as a whole.
+    GroupSyncFailed(&'a FerryError),
 }
 
-/// What one round's Replicates did, together.
-#[derive(Debug, Default)]
-pub struct Round {
-    /// Records and bytes written to the targets.
+/// Where the run stands after a round.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Partitions the round's plan gave out.
+    pub partitions: usize,
+    /// Records behind on the sources, as the round's plan saw them.
+    pub behind: u64,
+    /// Records written to the targets this round.
     pub records: u64,
-    /// See `records`.
-    pub bytes: u64,
-    /// Records found already on a target (a takeover's reconcile).
+    /// Records found already on a target this round (a takeover's reconcile).
     pub reconciled: u64,
-    /// Records the opposite flow wrote, not copied back, and their bytes.
+    /// Records the opposite flow wrote, filtered this round, and their bytes.
     pub filtered: u64,
     /// See `filtered`.
     pub filtered_bytes: u64,
-    /// Whether every partition reached its goal.
-    pub all_caught_up: bool,
-    /// Partitions that stopped on an error, with it.
-    pub stopped: Vec<(TopicPartition, String)>,
-    /// Replicates that failed as a whole.
-    pub failed: Vec<FerryError>,
+    /// How long the round's Replicates took.
+    pub round_elapsed: Duration,
+    /// Records written since the run started.
+    pub total_records: u64,
+    /// Bytes written since the run started.
+    pub total_bytes: u64,
+    /// Time since the run started.
+    pub elapsed: Duration,
 }
 
-/// The loop's memory across rounds.
-#[derive(Debug, Default)]
-pub struct Rounds {
-    /// Stop at the first plan's end offsets (`--once`).
-    once: bool,
-    /// Those end offsets, by flow and source partition.
-    start_ends: HashMap<(String, TopicPartition), i64>,
+/// How a run ended, short of an error that ends it at once (a cluster
+/// refusing Ferry with `once`, an error no retry can help).
+#[derive(Debug)]
+pub enum RunEnd {
+    /// With `once`: caught up, and the last group sync (if any) succeeded.
+    CaughtUp,
+    /// With `once`: caught up, but the last group sync failed.
+    GroupSyncFailed,
+    /// Interrupted; the round under way was finished.
+    Interrupted,
+    /// With `once`: partitions stopped or Replicates failed.
+    Failed {
+        /// How many.
+        failures: usize,
+    },
+    /// With `once`: plans kept failing for longer than `give_up_after`.
+    GaveUp {
+        /// `RunOptions::give_up_after`.
+        after: Duration,
+        /// The last plan's error.
+        error: FerryError,
+    },
 }
 
-impl Rounds {
-    /// A loop; `once`: each partition's goal is the end offset the first
-    /// plan that saw it found.
-    pub fn new(once: bool) -> Self {
-        Rounds {
-            once,
-            start_ends: HashMap::new(),
-        }
-    }
-
-    /// Plan one round (see `plan::plan`), with `--once`'s goals.
-    pub async fn plan(&mut self, ferry: &Ferry) -> Result<Planned, FerryError> {
-        // Layouts read again each round, as each invocation reads them.
-        ferry.store.clear_layouts();
-        let plan = crate::plan::plan(ferry, &PlanInput::default()).await?;
-        let mut batches = plan.batches;
-        for b in &mut batches {
-            b.stop_at_plan_end = self.once;
-            for w in &mut b.partitions {
-                let end = *self.start_ends.entry((b.flow.clone(), w.source.clone())).or_insert(w.end_offset);
-                w.end_offset = end;
+/// Run the loop until it ends (see [`RunEnd`]); `interrupted` set ends it
+/// after the round under way. Every event goes to `on`, from this task and
+/// from the group syncs' (hence `Send + Sync`).
+pub async fn run<F>(ferry: &Ferry, opts: &RunOptions, interrupted: Arc<AtomicBool>, on: F) -> Result<RunEnd, FerryError>
+where
+    F: Fn(RunEvent<'_>) + Send + Sync + 'static,
+{
+    let on = Arc::new(on);
+    let syncs_groups = ferry.spec.flows.iter().any(|f| f.groups.as_ref().is_some_and(|g| g.sync_offsets));
+    // Aborted when the run ends, however it ends.
+    let _group_syncs = (syncs_groups && !opts.once).then(|| {
+        let (ferry, flag, on) = (ferry.clone(), interrupted.clone(), on.clone());
+        let every = opts.group_sync_every.max(GROUP_SYNC_MIN_EVERY);
+        AbortOnDrop(tokio::spawn(async move {
+            while !flag.load(Ordering::SeqCst) {
+                sync_groups_once(&ferry, &*on).await;
+                tokio::time::sleep(every).await;
             }
-        }
-        Ok(Planned {
-            created_topics: plan.created_topics,
-            copied_acls: plan.copied_acls,
-            batches,
-        })
-    }
-
-    /// Every batch's Replicate at once, within `budget`.
-    pub async fn replicate(&self, ferry: &Ferry, planned: &Planned, budget: &Budget) -> Round {
-        let results = futures::future::join_all(planned.batches.iter().map(|b| crate::replicate::replicate(ferry, b, budget))).await;
-        let mut round = Round {
-            all_caught_up: true,
-            ..Round::default()
-        };
-        for res in results {
-            match res {
-                Ok(out) => {
-                    for p in out.partitions {
-                        round.records += p.records;
-                        round.bytes += p.bytes;
-                        round.reconciled += p.reconciled;
-                        round.filtered += p.filtered_records;
-                        round.filtered_bytes += p.filtered_bytes;
-                        match p.stopped {
-                            StopReason::CaughtUp => {}
-                            StopReason::Error => {
-                                round.all_caught_up = false;
-                                round.stopped.push((p.source, p.error.unwrap_or_default()));
-                            }
-                            _ => round.all_caught_up = false,
-                        }
+        }))
+    });
+    let started = Instant::now();
+    let mut rounds = Rounds::new(opts.once);
+    let (mut total_records, mut total_bytes, mut failures) = (0u64, 0u64, 0usize);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let planning = Instant::now();
+        let plan = match rounds.plan(ferry).await {
+            Ok(plan) => {
+                tracing::debug!(ms = planning.elapsed().as_millis() as u64, "planned");
+                failing_since = None;
+                plan
+            }
+            Err(e) => {
+                let failing_for = failing_since.get_or_insert_with(Instant::now).elapsed();
+                match after_plan_error(&e, opts, interrupted.load(Ordering::SeqCst), failing_for) {
+                    AfterPlanError::Retry => {
+                        on(RunEvent::PlanRetrying {
+                            error: &e,
+                            wait: PLAN_RETRY_WAIT,
+                        });
+                        tokio::time::sleep(PLAN_RETRY_WAIT).await;
+                        continue;
                     }
+                    AfterPlanError::GiveUp => {
+                        return Ok(RunEnd::GaveUp {
+                            after: opts.give_up_after,
+                            error: e,
+                        })
+                    }
+                    AfterPlanError::End => return Err(e),
                 }
-                Err(e) => {
-                    round.all_caught_up = false;
-                    round.failed.push(e);
+            }
+        };
+        on(RunEvent::Planned {
+            created_topics: &plan.created_topics,
+            copied_acls: &plan.copied_acls,
+        });
+        let (partitions, behind) = (plan.partitions(), plan.behind());
+        let round_started = Instant::now();
+        let budget = Budget {
+            deadline: tokio::time::Instant::now() + opts.round,
+            interrupted: interrupted.clone(),
+        };
+        let mut round = rounds.replicate(ferry, &plan, &budget).await;
+        for (tp, error) in &round.stopped {
+            failures += 1;
+            on(RunEvent::PartitionStopped { tp, error });
+        }
+        for e in std::mem::take(&mut round.failed) {
+            match after_replicate_error(&e, opts.once) {
+                AfterReplicateError::End => return Err(e),
+                AfterReplicateError::Retry => on(RunEvent::ReplicateRetrying(&e)),
+                AfterReplicateError::Count => {
+                    failures += 1;
+                    on(RunEvent::ReplicateFailed(&e));
                 }
             }
         }
-        round
+        total_records += round.records;
+        total_bytes += round.bytes;
+        on(RunEvent::RoundDone(Progress {
+            partitions,
+            behind,
+            records: round.records,
+            reconciled: round.reconciled,
+            filtered: round.filtered,
+            filtered_bytes: round.filtered_bytes,
+            round_elapsed: round_started.elapsed(),
+            total_records,
+            total_bytes,
+            elapsed: started.elapsed(),
+        }));
+        let outcome = RoundOutcome {
+            interrupted: interrupted.load(Ordering::SeqCst),
+            failures,
+            partitions,
+            all_caught_up: round.all_caught_up,
+            records: round.records,
+        };
+        match after_round(opts.once, &outcome) {
+            AfterRound::Interrupted => return Ok(RunEnd::Interrupted),
+            AfterRound::Failed => return Ok(RunEnd::Failed { failures }),
+            AfterRound::CaughtUp => {
+                on(RunEvent::CaughtUp);
+                if syncs_groups && !sync_groups_once(ferry, &*on).await {
+                    return Ok(RunEnd::GroupSyncFailed);
+                }
+                return Ok(RunEnd::CaughtUp);
+            }
+            AfterRound::Wait => tokio::time::sleep(IDLE_WAIT).await,
+            AfterRound::Next => {}
+        }
+    }
+}
+
+/// One consumer-group sync of every flow, told to `on`; false on a failure.
+async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> bool {
+    match crate::groups::sync_groups(ferry, None).await {
+        Ok(out) => {
+            let mut ok = true;
+            for f in &out.flows {
+                on(RunEvent::GroupsSynced(f));
+                for e in &f.failures {
+                    on(RunEvent::GroupSyncFailure(e));
+                    ok = false;
+                }
+            }
+            ok
+        }
+        Err(e) => {
+            on(RunEvent::GroupSyncFailed(&e));
+            false
+        }
+    }
+}
+
+/// The group syncs' task, which ends with the run.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the loop does after a failed plan.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterPlanError {
+    /// Plan again after a wait.
+    Retry,
+    /// End the run: `once`, failing for longer than `give_up_after`.
+    GiveUp,
+    /// End the run with the error.
+    End,
+}
+
+/// A plan failed with `e`, plans having failed for `failing_for`. With
+/// `once`, a refused login (after one fresh read of the secret) ends the run
+/// at once with the cause, as a deployed invocation does; running on, Ferry
+/// waits for a fix instead. A broker restarting or DynamoDB unavailable:
+/// plan again after a wait (with `once`, give up after a while with the
+/// cause), unless interrupted.
+fn after_plan_error(e: &FerryError, opts: &RunOptions, interrupted: bool, failing_for: Duration) -> AfterPlanError {
+    if e.is_refusal() && opts.once {
+        AfterPlanError::End
+    } else if e.is_retryable() && !interrupted {
+        if opts.once && failing_for > opts.give_up_after {
+            AfterPlanError::GiveUp
+        } else {
+            AfterPlanError::Retry
+        }
+    } else {
+        AfterPlanError::End
+    }
+}
+
+/// What the loop does after a Replicate failed as a whole.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterReplicateError {
+    /// Go on; the next round retries it.
+    Retry,
+    /// Go on, counting a failure.
+    Count,
+    /// End the run with the error.
+    End,
+}
+
+/// With `once`, a cluster that refused Ferry in the middle of the copy (a
+/// re-authentication refused, credentials revoked) ends the run with the
+/// cause, as a deployed invocation does.
+fn after_replicate_error(e: &FerryError, once: bool) -> AfterReplicateError {
+    if e.is_refusal() && once {
+        AfterReplicateError::End
+    } else if e.is_retryable() {
+        AfterReplicateError::Retry
+    } else {
+        AfterReplicateError::Count
+    }
+}
+
+/// What a round left, for deciding what comes next.
+#[derive(Debug, Default)]
+struct RoundOutcome {
+    /// Whether the run was interrupted.
+    interrupted: bool,
+    /// Failures since the run started.
+    failures: usize,
+    /// Partitions the round's plan gave out.
+    partitions: usize,
+    /// Whether every partition reached its goal.
+    all_caught_up: bool,
+    /// Records the round wrote.
+    records: u64,
+}
+
+/// What the loop does after a round.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterRound {
+    /// End: interrupted.
+    Interrupted,
+    /// End (`once`): failures.
+    Failed,
+    /// End (`once`): caught up.
+    CaughtUp,
+    /// Nothing to do, or the partitions leased elsewhere: wait a little,
+    /// then the next round.
+    Wait,
+    /// The next round at once.
+    Next,
+}
+
+fn after_round(once: bool, o: &RoundOutcome) -> AfterRound {
+    if o.interrupted {
+        AfterRound::Interrupted
+    } else if o.failures > 0 && once {
+        AfterRound::Failed
+    } else if once && o.all_caught_up {
+        AfterRound::CaughtUp
+    } else if o.partitions == 0 || (!o.all_caught_up && o.records == 0) {
+        AfterRound::Wait
+    } else {
+        AfterRound::Next
     }
 }

@@ -1,6 +1,7 @@
-//! `ferry run`: plan and replicate in-process, round after round (the
-//! engine's `run::Rounds`), with the group syncs alongside, until
-//! interrupted or (--once) caught up; progress and exit codes.
+//! `ferry run`: the engine's loop (`ferry_engine::run`: plan and replicate
+//! in-process, round after round, with the group syncs alongside, until
+//! interrupted or (--once) caught up), its events shown on stdout and
+//! stderr, and how it ended as the exit code.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use ferry_engine::replicate::Budget;
-use ferry_engine::run::Rounds;
-use ferry_engine::{Ferry, Settings};
+use ferry_engine::run::{Progress, RunEnd, RunEvent, RunOptions};
+use ferry_engine::Settings;
 
 use crate::{build, describe, Common};
 
@@ -88,6 +88,12 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         group_sync_lease: Duration::from_millis(args.group_sync_lease_ms),
         ..Settings::default()
     };
+    let opts = RunOptions {
+        once: args.once,
+        round: Duration::from_secs(args.round_seconds),
+        give_up_after: Duration::from_secs(args.give_up_seconds),
+        group_sync_every: Duration::from_secs(args.group_sync_seconds),
+    };
     let ferry = build(&args.common, settings).await?;
     ferry.store.ensure_tables().await.map_err(|e| e.to_string())?;
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -101,161 +107,97 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         });
     }
     println!("ferry: {}", ferry.spec);
-    let syncs_groups = ferry.spec.flows.iter().any(|f| f.groups.as_ref().is_some_and(|g| g.sync_offsets));
-    if syncs_groups && !args.once {
-        let (ferry, flag) = (ferry.clone(), interrupted.clone());
-        let every = Duration::from_secs(args.group_sync_seconds.max(1));
-        tokio::spawn(async move {
-            while !flag.load(Ordering::SeqCst) {
-                sync_groups_once(&ferry).await;
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
-    let started = std::time::Instant::now();
-    let mut rounds = Rounds::new(args.once);
-    let mut total_records: u64 = 0;
-    let mut total_bytes: u64 = 0;
-    let mut failures = 0;
-    let mut failing_since: Option<std::time::Instant> = None;
-    loop {
-        let planning = std::time::Instant::now();
-        let plan = match rounds.plan(&ferry).await {
-            Ok(plan) => {
-                tracing::debug!(ms = planning.elapsed().as_millis() as u64, "planned");
-                failing_since = None;
-                plan
-            }
-            // --once: a refused login (after one fresh read of the secret)
-            // ends the run at once with the cause, as a deployed
-            // invocation does; running on, Ferry waits for a fix instead.
-            Err(e) if e.is_refusal() && args.once => return Err(describe(&e)),
-            Err(e) if e.is_retryable() && !interrupted.load(Ordering::SeqCst) => {
-                // A broker restarting or DynamoDB unavailable: wait and plan
-                // again. With --once, give up after a while with the cause.
-                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                if args.once && since.elapsed() > Duration::from_secs(args.give_up_seconds) {
-                    eprintln!("ferry: giving up after {} s: {}", args.give_up_seconds, describe(&e));
-                    return Ok(ExitCode::from(1));
-                }
-                eprintln!("ferry: plan failed, retrying in 1 s: {}", describe(&e));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => return Err(describe(&e)),
-        };
-        if !plan.created_topics.is_empty() {
-            println!("ferry: created target topics {}", plan.created_topics.join(", "));
-        }
-        for acl in &plan.copied_acls {
-            println!("ferry: copied ACL: {acl}");
-        }
-        let (partitions, behind) = (plan.partitions(), plan.behind());
-        let round_started = std::time::Instant::now();
-        let budget = Budget {
-            deadline: tokio::time::Instant::now() + Duration::from_secs(args.round_seconds),
-            interrupted: interrupted.clone(),
-        };
-        let round = rounds.replicate(&ferry, &plan, &budget).await;
-        for (tp, error) in &round.stopped {
-            failures += 1;
-            eprintln!("ferry: {tp} stopped: {error}");
-        }
-        for e in &round.failed {
-            match e {
-                // --once: a cluster that refused Ferry in the middle of the
-                // copy (a re-authentication refused, credentials revoked)
-                // ends the run with the cause, as a deployed invocation does.
-                e if e.is_refusal() && args.once => return Err(describe(e)),
-                e if e.is_retryable() => eprintln!("ferry: replicate will be retried: {}", describe(e)),
-                e => {
-                    failures += 1;
-                    eprintln!("ferry: replicate failed: {}", describe(e));
-                }
-            }
-        }
-        let round_records = round.records;
-        total_records += round_records;
-        total_bytes += round.bytes;
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        // Progress of a long copy: what is left of what the plan saw, at this round's pace.
-        let to_go = behind.saturating_sub(round_records);
-        let pace = round_records as f64 / round_started.elapsed().as_secs_f64().max(0.001);
-        let eta = if to_go > 0 && pace > 0.0 {
-            format!("; {to_go} records to go, ETA {}", format_duration(to_go as f64 / pace))
-        } else {
-            String::new()
-        };
-        println!(
-            "ferry: {partitions} partitions; +{round_records} records this round{}{}; {total_records} records, {:.1} MB in {secs:.1} s ({:.1} MB/s){eta}",
-            if round.reconciled > 0 {
-                format!(" ({} already on the target, reconciled)", round.reconciled)
-            } else {
-                String::new()
-            },
-            if round.filtered > 0 {
-                format!(
-                    "; {} records ({} bytes) written by the opposite flow filtered",
-                    round.filtered, round.filtered_bytes
-                )
-            } else {
-                String::new()
-            },
-            total_bytes as f64 / 1e6,
-            total_bytes as f64 / 1e6 / secs
-        );
-        if interrupted.load(Ordering::SeqCst) {
-            return Ok(ExitCode::from(130));
-        }
-        if failures > 0 && args.once {
+    let end = ferry_engine::run::run(&ferry, &opts, interrupted, show)
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(match end {
+        RunEnd::CaughtUp => ExitCode::SUCCESS,
+        RunEnd::Interrupted => ExitCode::from(130),
+        RunEnd::GroupSyncFailed => ExitCode::from(1),
+        RunEnd::Failed { failures } => {
             eprintln!("ferry: {failures} failures; see the errors above and `ferry status`");
-            return Ok(ExitCode::from(1));
+            ExitCode::from(1)
         }
-        if args.once && round.all_caught_up {
-            println!("ferry: caught up with the source end offsets seen at start");
-            if syncs_groups && !sync_groups_once(&ferry).await {
-                return Ok(ExitCode::from(1));
+        RunEnd::GaveUp { after, error } => {
+            eprintln!("ferry: giving up after {} s: {}", after.as_secs(), describe(&error));
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// One event of the loop, on stdout (progress) or stderr (failures).
+fn show(event: RunEvent<'_>) {
+    match event {
+        RunEvent::Planned {
+            created_topics,
+            copied_acls,
+        } => {
+            if !created_topics.is_empty() {
+                println!("ferry: created target topics {}", created_topics.join(", "));
             }
-            return Ok(ExitCode::SUCCESS);
+            for acl in copied_acls {
+                println!("ferry: copied ACL: {acl}");
+            }
         }
-        if partitions == 0 || (!round.all_caught_up && round_records == 0) {
-            // Nothing to do, or partitions leased elsewhere: wait a little.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        RunEvent::PlanRetrying { error, wait } => {
+            eprintln!("ferry: plan failed, retrying in {} s: {}", wait.as_secs(), describe(error))
         }
+        RunEvent::PartitionStopped { tp, error } => eprintln!("ferry: {tp} stopped: {error}"),
+        RunEvent::ReplicateRetrying(e) => eprintln!("ferry: replicate will be retried: {}", describe(e)),
+        RunEvent::ReplicateFailed(e) => eprintln!("ferry: replicate failed: {}", describe(e)),
+        RunEvent::RoundDone(p) => show_progress(&p),
+        RunEvent::CaughtUp => println!("ferry: caught up with the source end offsets seen at start"),
+        RunEvent::GroupsSynced(f) => {
+            if f.committed > 0 || !f.failures.is_empty() {
+                println!(
+                    "ferry: groups {}: {} groups, {} offsets committed, {} up to date, {} active on the target, {} waiting, {} failures",
+                    f.flow,
+                    f.groups,
+                    f.committed,
+                    f.up_to_date,
+                    f.active_on_target,
+                    f.waiting,
+                    f.failures.len()
+                );
+            }
+        }
+        RunEvent::GroupSyncFailure(e) => eprintln!("ferry: group sync failure: {e}"),
+        RunEvent::GroupSyncFailed(e) => eprintln!("ferry: group sync failed: {}", describe(e)),
     }
 }
 
-/// One consumer-group sync of every flow, reported on stdout; false on a
-/// failure.
-async fn sync_groups_once(ferry: &Ferry) -> bool {
-    match ferry_engine::groups::sync_groups(ferry, None).await {
-        Ok(out) => {
-            let mut ok = true;
-            for f in out.flows {
-                if f.committed > 0 || !f.failures.is_empty() {
-                    println!(
-                        "ferry: groups {}: {} groups, {} offsets committed, {} up to date, {} active on the target, {} waiting, {} failures",
-                        f.flow,
-                        f.groups,
-                        f.committed,
-                        f.up_to_date,
-                        f.active_on_target,
-                        f.waiting,
-                        f.failures.len()
-                    );
-                }
-                for e in &f.failures {
-                    eprintln!("ferry: group sync failure: {e}");
-                    ok = false;
-                }
-            }
-            ok
-        }
-        Err(e) => {
-            eprintln!("ferry: group sync failed: {}", describe(&e));
-            false
-        }
-    }
+/// A round's line: this round, the totals, and the progress of a long copy.
+fn show_progress(p: &Progress) {
+    let secs = p.elapsed.as_secs_f64().max(0.001);
+    // Progress of a long copy: what is left of what the plan saw, at this round's pace.
+    let to_go = p.behind.saturating_sub(p.records);
+    let pace = p.records as f64 / p.round_elapsed.as_secs_f64().max(0.001);
+    let eta = if to_go > 0 && pace > 0.0 {
+        format!("; {to_go} records to go, ETA {}", format_duration(to_go as f64 / pace))
+    } else {
+        String::new()
+    };
+    println!(
+        "ferry: {} partitions; +{} records this round{}{}; {} records, {:.1} MB in {secs:.1} s ({:.1} MB/s){eta}",
+        p.partitions,
+        p.records,
+        if p.reconciled > 0 {
+            format!(" ({} already on the target, reconciled)", p.reconciled)
+        } else {
+            String::new()
+        },
+        if p.filtered > 0 {
+            format!(
+                "; {} records ({} bytes) written by the opposite flow filtered",
+                p.filtered, p.filtered_bytes
+            )
+        } else {
+            String::new()
+        },
+        p.total_records,
+        p.total_bytes as f64 / 1e6,
+        p.total_bytes as f64 / 1e6 / secs
+    );
 }
 
 /// `1h02m`, `3m05s` or `42s`.

@@ -1,0 +1,130 @@
+//! One round of the loop: a plan, then every batch's Replicate at once.
+//! With `once`, the end offsets the first plan saw stay each partition's
+//! goal, so the run ends when the source as it was at start is across.
+
+use std::collections::HashMap;
+
+use ferry_core::domain::{PlanInput, StopReason, TopicPartition};
+
+use crate::context::Ferry;
+use crate::error::FerryError;
+use crate::replicate::Budget;
+
+/// One round's plan, as the loop runs it.
+#[derive(Debug, Default)]
+pub(crate) struct Planned {
+    /// Topics the plan created on targets.
+    pub(crate) created_topics: Vec<String>,
+    /// ACLs it copied, in words.
+    pub(crate) copied_acls: Vec<String>,
+    /// The batches, each one Replicate's input.
+    pub(crate) batches: Vec<ferry_core::domain::ReplicateInput>,
+}
+
+impl Planned {
+    /// The partitions planned.
+    pub(crate) fn partitions(&self) -> usize {
+        self.batches.iter().map(|b| b.partitions.len()).sum()
+    }
+
+    /// Records behind on the sources, as the plan saw them.
+    pub(crate) fn behind(&self) -> u64 {
+        self.batches.iter().flat_map(|b| &b.partitions).map(|w| w.lag.max(0) as u64).sum()
+    }
+}
+
+/// What one round's Replicates did, together.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// Records and bytes written to the targets.
+    pub(crate) records: u64,
+    /// See `records`.
+    pub(crate) bytes: u64,
+    /// Records found already on a target (a takeover's reconcile).
+    pub(crate) reconciled: u64,
+    /// Records the opposite flow wrote, not copied back, and their bytes.
+    pub(crate) filtered: u64,
+    /// See `filtered`.
+    pub(crate) filtered_bytes: u64,
+    /// Whether every partition reached its goal.
+    pub(crate) all_caught_up: bool,
+    /// Partitions that stopped on an error, with it.
+    pub(crate) stopped: Vec<(TopicPartition, String)>,
+    /// Replicates that failed as a whole.
+    pub(crate) failed: Vec<FerryError>,
+}
+
+/// The loop's memory across rounds.
+#[derive(Debug, Default)]
+pub(crate) struct Rounds {
+    /// Stop at the first plan's end offsets (`--once`).
+    once: bool,
+    /// Those end offsets, by flow and source partition.
+    start_ends: HashMap<(String, TopicPartition), i64>,
+}
+
+impl Rounds {
+    /// A loop; `once`: each partition's goal is the end offset the first
+    /// plan that saw it found.
+    pub(crate) fn new(once: bool) -> Self {
+        Rounds {
+            once,
+            start_ends: HashMap::new(),
+        }
+    }
+
+    /// Plan one round (see `plan::plan`), with `--once`'s goals.
+    pub(crate) async fn plan(&mut self, ferry: &Ferry) -> Result<Planned, FerryError> {
+        // Layouts read again each round, as each invocation reads them.
+        ferry.store.clear_layouts();
+        let plan = crate::plan::plan(ferry, &PlanInput::default()).await?;
+        let mut batches = plan.batches;
+        for b in &mut batches {
+            b.stop_at_plan_end = self.once;
+            for w in &mut b.partitions {
+                let end = *self.start_ends.entry((b.flow.clone(), w.source.clone())).or_insert(w.end_offset);
+                w.end_offset = end;
+            }
+        }
+        Ok(Planned {
+            created_topics: plan.created_topics,
+            copied_acls: plan.copied_acls,
+            batches,
+        })
+    }
+
+    /// Every batch's Replicate at once, within `budget`.
+    pub(crate) async fn replicate(&self, ferry: &Ferry, planned: &Planned, budget: &Budget) -> Round {
+        let results = futures::future::join_all(planned.batches.iter().map(|b| crate::replicate::replicate(ferry, b, budget))).await;
+        let mut round = Round {
+            all_caught_up: true,
+            ..Round::default()
+        };
+        for res in results {
+            match res {
+                Ok(out) => {
+                    for p in out.partitions {
+                        round.records += p.records;
+                        round.bytes += p.bytes;
+                        round.reconciled += p.reconciled;
+                        round.filtered += p.filtered_records;
+                        round.filtered_bytes += p.filtered_bytes;
+                        match p.stopped {
+                            StopReason::CaughtUp => {}
+                            StopReason::Error => {
+                                round.all_caught_up = false;
+                                round.stopped.push((p.source, p.error.unwrap_or_default()));
+                            }
+                            _ => round.all_caught_up = false,
+                        }
+                    }
+                }
+                Err(e) => {
+                    round.all_caught_up = false;
+                    round.failed.push(e);
+                }
+            }
+        }
+        round
+    }
+}

@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use ferry_adapters::kafka::KafkaError;
+
+use super::{
+    after_plan_error, after_replicate_error, after_round, AfterPlanError, AfterReplicateError, AfterRound, RoundOutcome, RunOptions,
+};
+use crate::error::FerryError;
+
+fn opts(once: bool) -> RunOptions {
+    RunOptions {
+        once,
+        round: Duration::from_secs(60),
+        give_up_after: Duration::from_secs(60),
+        group_sync_every: Duration::from_secs(5),
+    }
+}
+
+fn refused() -> FerryError {
+    FerryError::Kafka(KafkaError::Auth {
+        cluster: "source".into(),
+        broker: "b-1:9096".into(),
+        detail: "SASL authentication failed".into(),
+    })
+}
+
+fn unavailable() -> FerryError {
+    FerryError::NotReady("the target is not answering".into())
+}
+
+fn fatal() -> FerryError {
+    FerryError::Input("no such flow".into())
+}
+
+const SOON: Duration = Duration::from_secs(1);
+const LONG: Duration = Duration::from_secs(61);
+
+#[test]
+fn the_errors_are_what_the_tests_take_them_for() {
+    assert!(refused().is_refusal() && refused().is_retryable());
+    assert!(!unavailable().is_refusal() && unavailable().is_retryable());
+    assert!(!fatal().is_refusal() && !fatal().is_retryable());
+}
+
+#[test]
+fn a_refused_login_ends_a_once_run_at_once_and_is_waited_out_otherwise() {
+    assert_eq!(
+        after_plan_error(&refused(), &opts(true), false, Duration::ZERO),
+        AfterPlanError::End
+    );
+    assert_eq!(after_plan_error(&refused(), &opts(false), false, LONG), AfterPlanError::Retry);
+}
+
+#[test]
+fn a_once_run_gives_up_only_after_plans_failed_for_longer_than_give_up_after() {
+    let once = opts(true);
+    assert_eq!(after_plan_error(&unavailable(), &once, false, SOON), AfterPlanError::Retry);
+    assert_eq!(
+        after_plan_error(&unavailable(), &once, false, once.give_up_after),
+        AfterPlanError::Retry
+    );
+    assert_eq!(after_plan_error(&unavailable(), &once, false, LONG), AfterPlanError::GiveUp);
+    // Running on, Ferry never gives up.
+    assert_eq!(
+        after_plan_error(&unavailable(), &opts(false), false, LONG * 100),
+        AfterPlanError::Retry
+    );
+}
+
+#[test]
+fn a_plan_error_no_retry_helps_or_an_interrupt_ends_the_run() {
+    for once in [true, false] {
+        assert_eq!(after_plan_error(&fatal(), &opts(once), false, Duration::ZERO), AfterPlanError::End);
+        assert_eq!(after_plan_error(&unavailable(), &opts(once), true, SOON), AfterPlanError::End);
+    }
+    assert_eq!(after_plan_error(&refused(), &opts(false), true, SOON), AfterPlanError::End);
+}
+
+#[test]
+fn a_failed_replicate_is_retried_counted_or_ends_a_once_run_when_refused() {
+    assert_eq!(after_replicate_error(&refused(), true), AfterReplicateError::End);
+    assert_eq!(after_replicate_error(&refused(), false), AfterReplicateError::Retry);
+    for once in [true, false] {
+        assert_eq!(after_replicate_error(&unavailable(), once), AfterReplicateError::Retry);
+        assert_eq!(after_replicate_error(&fatal(), once), AfterReplicateError::Count);
+    }
+}
+
+#[test]
+fn after_a_round_an_interrupt_comes_first_then_failures_then_caught_up() {
+    let all = RoundOutcome {
+        interrupted: true,
+        failures: 2,
+        partitions: 4,
+        all_caught_up: true,
+        records: 10,
+    };
+    assert_eq!(after_round(true, &all), AfterRound::Interrupted);
+    assert_eq!(after_round(false, &all), AfterRound::Interrupted);
+    let failed = RoundOutcome { interrupted: false, ..all };
+    assert_eq!(after_round(true, &failed), AfterRound::Failed);
+    let caught_up = RoundOutcome { failures: 0, ..failed };
+    assert_eq!(after_round(true, &caught_up), AfterRound::CaughtUp);
+}
+
+#[test]
+fn running_on_failures_and_catching_up_do_not_end_the_run() {
+    let o = RoundOutcome {
+        failures: 3,
+        partitions: 4,
+        all_caught_up: true,
+        records: 10,
+        ..RoundOutcome::default()
+    };
+    assert_eq!(after_round(false, &o), AfterRound::Next);
+    // Caught up with nothing written: the next round's fetches wait for data.
+    assert_eq!(after_round(false, &RoundOutcome { records: 0, ..o }), AfterRound::Next);
+}
+
+#[test]
+fn the_loop_waits_when_nothing_was_planned_or_nothing_moved() {
+    let nothing_planned = RoundOutcome {
+        all_caught_up: true,
+        ..RoundOutcome::default()
+    };
+    assert_eq!(after_round(false, &nothing_planned), AfterRound::Wait);
+    let leased_elsewhere = RoundOutcome {
+        partitions: 4,
+        ..RoundOutcome::default()
+    };
+    assert_eq!(after_round(false, &leased_elsewhere), AfterRound::Wait);
+    assert_eq!(after_round(true, &leased_elsewhere), AfterRound::Wait);
+    let moving = RoundOutcome {
+        partitions: 4,
+        records: 1,
+        ..RoundOutcome::default()
+    };
+    assert_eq!(after_round(true, &moving), AfterRound::Next);
+}
