@@ -38,6 +38,7 @@ class DynamoCounter:
         self.write_units = 0
         self.unparsed = 0
         self.seconds: Counter = Counter()  # operation -> seconds waited for responses
+        self.slowest: dict[str, float] = {}  # operation -> the longest one call waited
         self.calls: list[tuple[float, float]] = []  # (sent, answered) of every write call
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,6 +60,7 @@ class DynamoCounter:
                 "write_units": self.write_units,
                 "unparsed": self.unparsed,
                 "seconds": dict(self.seconds),
+                "slowest": dict(self.slowest),
                 "at": time.monotonic(),
                 "calls": len(self.calls),
                 "calls_list": list(self.calls),
@@ -82,6 +84,9 @@ class DynamoCounter:
             "unparsed": after["unparsed"] - before["unparsed"],
             "mean_ms": {op: round(1000 * seconds[op] / n, 1) for op, n in requests.items() if op in seconds},
             "seconds_waited": {op: round(v, 2) for op, v in seconds.items()},
+            # The longest call of each operation since the counter started
+            # (not only in the phase: a maximum does not subtract).
+            "max_ms": {op: round(1000 * v) for op, v in after.get("slowest", {}).items()},
             "seconds": round(after["at"] - before["at"], 2),
             # Wall time with at least one write outstanding: the share of a
             # run spent waiting for the state store, however many calls overlap.
@@ -125,6 +130,7 @@ class DynamoCounter:
                         now = time.monotonic()
                         with self.lock:
                             self.seconds[op] += now - sent
+                            self.slowest[op] = max(self.slowest.get(op, 0.0), now - sent)
                             if op in WRITE_OPS:
                                 self.calls.append((sent, now))
         except OSError:

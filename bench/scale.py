@@ -258,6 +258,12 @@ def main() -> None:
         "dynamodb_write_units_per_partition_hour": round(phase["write_units"] / partitions / (window / 3600), 1),
         "checkpoints_per_partition_hour": round(phase["requests"].get("TransactWriteItems", 0) / partitions / (window / 3600), 1),
         "dynamodb_requests": phase["requests"],
+        # How long the state store took to answer (moto, one Python thread,
+        # behind the counter and the rehearsal's IAM proxy): a slow store
+        # stalls checkpoints and lease renewals, and shows in the latency.
+        "dynamodb_mean_ms": phase["mean_ms"],
+        "dynamodb_max_ms": phase["max_ms"],
+        "dynamodb_seconds_with_a_write_outstanding": phase["seconds_with_a_write_outstanding"],
         # The model at the deployed schedule (1 minute, 300 s Replicates):
         # checkpoints every 4 s of a busy partition, lease writes per execution.
         "model_dynamodb_write_units_per_partition_hour": round(model(partitions, RATE_MBPS)["dynamodb_write_units_per_partition_hour"], 1),
