@@ -597,3 +597,40 @@ async fn a_lookup_of_many_runs_pages_on_until_answered_or_bounded() {
         (all[1_000..].to_vec(), false)
     );
 }
+
+#[tokio::test]
+async fn many_cursors_are_read_at_once_across_the_flows_keys() {
+    // A flow spread over its keys; more partitions than one BatchGetItem
+    // takes (100), one leased, two never created.
+    let s = store().await;
+    s.start_flow("r/many", "src", "tgt").await.expect("start");
+    let tps: Vec<TopicPartition> = (0..150)
+        .map(|p| TopicPartition::new(if p % 2 == 0 { "a" } else { "b" }, p))
+        .collect();
+    for tp in &tps {
+        assert!(s.init_cursor("r/many", tp, &tp.topic, tp.partition as i64).await.expect("init"));
+    }
+    s.acquire_lease_until("r/many", &tps[120], "worker-x", Duration::from_secs(60), 12_345)
+        .await
+        .expect("lease");
+    let absent = [TopicPartition::new("a", 1_000), TopicPartition::new("c", 0)];
+    let asked: Vec<&TopicPartition> = tps.iter().chain(absent.iter()).collect();
+    let read = s.get_cursors("r/many", &asked).await.expect("read");
+    assert_eq!(read.len(), tps.len(), "every created cursor, none of the absent");
+    for tp in &tps {
+        let c = &read[tp];
+        assert_eq!(c.next_source_offset, tp.partition as i64, "{tp}");
+        let expected_owner = (tp == &tps[120]).then_some("worker-x");
+        assert_eq!(c.lease_owner.as_deref(), expected_owner, "{tp}");
+    }
+    assert_eq!(read[&tps[120]].lease_ends_ms, 12_345);
+    // The refused acquire names the holder from the refusal itself.
+    match s.acquire_lease("r/many", &tps[120], "worker-y", Duration::from_secs(60)).await {
+        Err(StateError::LeaseHeld { owner, ends_ms, .. }) => assert_eq!((owner.as_str(), ends_ms), ("worker-x", 12_345)),
+        other => panic!("a held lease must be refused: {other:?}"),
+    }
+    match s.acquire_lease("r/many", &absent[1], "worker-y", Duration::from_secs(60)).await {
+        Err(StateError::NoCursor { .. }) => {}
+        other => panic!("no cursor, no lease: {other:?}"),
+    }
+}

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
+use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, spread_pk, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
 use super::{StateError, StateStore};
 
 /// A partition's cursor, lease and statistics, as stored.
@@ -364,6 +365,9 @@ impl StateStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            // Refused, the item as it is comes back with the refusal: who
+            // holds the lease, without a second read.
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match res {
@@ -379,7 +383,16 @@ impl StateStore {
                 ))
             }
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let current = self.get_cursor(flow, tp).await?;
+                let held = match e.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(refused) => refused.item,
+                    _ => None,
+                };
+                // No item with the refusal: there is no cursor (or a store
+                // that does not return it; then read it).
+                let current = match held {
+                    Some(item) => Some(CursorItem::try_from((self.cursors.as_str(), &item))?),
+                    None => self.get_cursor(flow, tp).await?,
+                };
                 match current {
                     None => Err(StateError::NoCursor {
                         tp: tp.clone(),
@@ -408,6 +421,26 @@ impl StateStore {
             )
             .await?;
         item.as_ref().map(|i| CursorItem::try_from((self.cursors.as_str(), i))).transpose()
+    }
+
+    /// The cursors of `tps`, by partition (one without a cursor is not
+    /// there), read at once: a BatchGetItem per 100 partitions.
+    pub async fn get_cursors(&self, flow: &str, tps: &[&TopicPartition]) -> Result<HashMap<TopicPartition, CursorItem>, StateError> {
+        let shards = self.key_shards(flow).await?;
+        let keys = tps
+            .iter()
+            .map(|tp| {
+                HashMap::from([
+                    (PK.to_owned(), s(spread_pk(flow, shards, tp))),
+                    (SK_CURSOR.to_owned(), s(partition_sk(tp))),
+                ])
+            })
+            .collect();
+        self.get_consistent_many(&self.cursors, keys)
+            .await?
+            .iter()
+            .map(|item| CursorItem::try_from((self.cursors.as_str(), item)).map(|c| (c.tp.clone(), c)))
+            .collect()
     }
 
     /// Record, under the lease, the producer id this holder writes with

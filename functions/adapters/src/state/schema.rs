@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType, KeysAndAttributes, LocalSecondaryIndex,
+    Projection, ProjectionType, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
@@ -453,6 +453,59 @@ impl StateStore {
             .await
             .map_err(|e| dynamo_err("GetItem", table, e))?;
         Ok(out.item)
+    }
+
+    /// The items of `table` at `keys`, strongly consistent, in
+    /// BatchGetItems of 100 keys (its most), the keys DynamoDB leaves
+    /// unprocessed asked again: one call where a GetItem each would be
+    /// `keys.len()`. Items found, in no order (absent keys are not there).
+    pub(crate) async fn get_consistent_many(
+        &self,
+        table: &str,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StateError> {
+        let mut found = Vec::with_capacity(keys.len());
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let chunk: Vec<_> = keys.by_ref().take(100).collect();
+            let ask = |keys: Vec<HashMap<String, AttributeValue>>| {
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StateError::Dynamo {
+                        op: "BatchGetItem",
+                        table: table.to_owned(),
+                        detail: e.to_string(),
+                    })
+            };
+            let mut pending = Some(ask(chunk)?);
+            for attempt in 0..8u64 {
+                let Some(req) = pending.take().filter(|k| !k.keys().is_empty()) else {
+                    break;
+                };
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, req)
+                    .send()
+                    .await
+                    .map_err(|e| dynamo_err("BatchGetItem", table, e))?;
+                found.extend(out.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+                pending = out.unprocessed_keys.and_then(|mut u| u.remove(table));
+                if pending.as_ref().is_some_and(|k| !k.keys().is_empty()) {
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
+            if pending.is_some_and(|k| !k.keys().is_empty()) {
+                return Err(StateError::Dynamo {
+                    op: "BatchGetItem",
+                    table: table.to_owned(),
+                    detail: "keys still unprocessed after retries".into(),
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// Apply `writes` to `table` in BatchWriteItems of 25 (its most),

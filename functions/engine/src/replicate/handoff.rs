@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use ferry_adapters::state::{now_ms, CursorItem, Lease, StateError};
 use ferry_core::domain::{PartitionWork, TopicPartition};
-use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::{Budget, FlowRun, DEADLINE_MARGIN};
@@ -121,9 +120,16 @@ impl Handoff {
             return Self::none();
         }
         let store = &run.ferry.store;
-        let cursors = join_all(partitions.iter().map(|w| store.get_cursor(run.key, &w.source))).await;
+        let tps: Vec<&TopicPartition> = partitions.iter().map(|w| &w.source).collect();
+        let cursors = match store.get_cursors(run.key, &tps).await {
+            Ok(cursors) => cursors,
+            Err(e) => {
+                tracing::warn!(flow = %run.flow.id(), error = %e, "could not read the batch's cursors; not waiting for a holder");
+                return Self::none();
+            }
+        };
         let (now, my_stop) = (now_ms(), planned_stop_ms(budget));
-        let read: Vec<&CursorItem> = cursors.iter().filter_map(|c| c.as_ref().ok().and_then(Option::as_ref)).collect();
+        let read: Vec<&CursorItem> = tps.iter().filter_map(|tp| cursors.get(*tp)).collect();
         if read.len() < partitions.len() || read.iter().any(|c| free(c, owner, now)) {
             // Partitions to copy now: no waiting, the held ones are left
             // to a later worker.
@@ -160,14 +166,15 @@ impl Handoff {
         let give_up = (Instant::now() + RELEASE_GRACE).min(last_try);
         let mut watching = watched;
         while !watching.is_empty() {
-            let reads = join_all(watching.iter().map(|(_, tp)| store.get_cursor(run.key, tp))).await;
+            // One read for every holder watched; a failed one ends the watch.
+            let watched: Vec<&TopicPartition> = watching.iter().map(|&(_, tp)| tp).collect();
+            let reads = store.get_cursors(run.key, &watched).await.unwrap_or_default();
             let at = now_ms();
-            watching = watching
-                .into_iter()
-                .zip(reads)
-                .filter(|((o, _), r)| matches!(r, Ok(Some(c)) if c.lease_owner.as_deref() == Some(*o) && c.lease_expires_ms >= at))
-                .map(|(w, _)| w)
-                .collect();
+            watching.retain(|(o, tp)| {
+                reads
+                    .get(*tp)
+                    .is_some_and(|c| c.lease_owner.as_deref() == Some(*o) && c.lease_expires_ms >= at)
+            });
             if watching.is_empty() {
                 break;
             }
