@@ -614,7 +614,8 @@ async fn many_cursors_are_read_at_once_across_the_flows_keys() {
         .await
         .expect("lease");
     let absent = [TopicPartition::new("a", 1_000), TopicPartition::new("c", 0)];
-    let asked: Vec<&TopicPartition> = tps.iter().chain(absent.iter()).collect();
+    // Some named twice: DynamoDB refuses a BatchGetItem naming a key twice.
+    let asked: Vec<&TopicPartition> = tps.iter().chain(absent.iter()).chain(tps[..3].iter()).collect();
     let read = s.get_cursors("r/many", &asked).await.expect("read");
     assert_eq!(read.len(), tps.len(), "every created cursor, none of the absent");
     for tp in &tps {

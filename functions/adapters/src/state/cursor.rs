@@ -424,11 +424,14 @@ impl StateStore {
     }
 
     /// The cursors of `tps`, by partition (one without a cursor is not
-    /// there), read at once: a BatchGetItem per 100 partitions.
+    /// there), read at once: a BatchGetItem per 100 partitions. A partition
+    /// named twice is asked for once (DynamoDB refuses a BatchGetItem that
+    /// names a key twice).
     pub async fn get_cursors(&self, flow: &str, tps: &[&TopicPartition]) -> Result<HashMap<TopicPartition, CursorItem>, StateError> {
         let shards = self.key_shards(flow).await?;
-        let keys = tps
-            .iter()
+        let unique: std::collections::BTreeSet<&TopicPartition> = tps.iter().copied().collect();
+        let keys = unique
+            .into_iter()
             .map(|tp| {
                 HashMap::from([
                     (PK.to_owned(), s(spread_pk(flow, shards, tp))),
