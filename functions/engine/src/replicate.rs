@@ -410,12 +410,12 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let mut filter = LoopFilter::for_flow(ferry, &flow, &source, &target).await?;
     let partitions = crate::plan::batch_partitions(ferry, input).await?;
 
-    // Lease every partition we can, all at once (after waiting for a
-    // holder about to give its leases back); the others are someone
-    // else's now.
     // How long each step of the set-up took, for the log line that ends it
     // (a partition copies nothing until every step is done).
     let prepared_at = started.elapsed();
+    // Lease every partition we can, all at once (after waiting for a
+    // holder about to give its leases back); the others are someone
+    // else's now.
     let handoff = handoff::Handoff::wait_for_holder(run, &partitions, budget, &owner).await;
     let waited_at = started.elapsed();
     let ends_ms = handoff::planned_stop_ms(budget);
