@@ -492,7 +492,12 @@ impl StateStore {
                     .await
                     .map_err(|e| dynamo_err("BatchGetItem", table, e))?;
                 found.extend(out.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
-                pending = out.unprocessed_keys.and_then(|mut u| u.remove(table));
+                // Asked again as the first time, strongly consistent
+                // whatever the unprocessed keys came back with.
+                pending = match out.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                    Some(left) if !left.keys().is_empty() => Some(ask(left.keys)?),
+                    _ => None,
+                };
                 if pending.as_ref().is_some_and(|k| !k.keys().is_empty()) {
                     tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
                 }

@@ -166,15 +166,20 @@ impl Handoff {
         let give_up = (Instant::now() + RELEASE_GRACE).min(last_try);
         let mut watching = watched;
         while !watching.is_empty() {
-            // One read for every holder watched; a failed one ends the watch.
+            // One read for every holder watched. A failed read says nothing
+            // of the holders: they are watched on, until the give-up.
             let watched: Vec<&TopicPartition> = watching.iter().map(|&(_, tp)| tp).collect();
-            let reads = store.get_cursors(run.key, &watched).await.unwrap_or_default();
-            let at = now_ms();
-            watching.retain(|(o, tp)| {
-                reads
-                    .get(*tp)
-                    .is_some_and(|c| c.lease_owner.as_deref() == Some(*o) && c.lease_expires_ms >= at)
-            });
+            match store.get_cursors(run.key, &watched).await {
+                Ok(reads) => {
+                    let at = now_ms();
+                    watching.retain(|(o, tp)| {
+                        reads
+                            .get(*tp)
+                            .is_some_and(|c| c.lease_owner.as_deref() == Some(*o) && c.lease_expires_ms >= at)
+                    });
+                }
+                Err(e) => tracing::warn!(flow = %run.flow.id(), error = %e, "could not read the holders' cursors; watching on"),
+            }
             if watching.is_empty() {
                 break;
             }
