@@ -17,6 +17,7 @@ no compiler or linter checks, so that a change cannot quietly break them:
 Run by tests/run before anything else; exits 1 with each breach named."""
 
 import pathlib
+import os
 import re
 import subprocess
 import sys
@@ -25,9 +26,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAX_LINES = 700
 CODE_SUFFIXES = {".rs", ".py", ".java", ".sh"}
 
+# An item at a file's top level: `const fn f` is a function `f`, not a
+# constant `fn`; `static mut X` is `X`.
 DEFINITION = re.compile(
-    r"^(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?(?:unsafe\s+)?"
-    r"(?:fn|struct|enum|const|static|type|trait|union)\s+([A-Za-z_][A-Za-z0-9_]*)",
+    r"^(?:pub(?:\([^)]*\))?\s+)?(?:(?:const|async|unsafe|extern\s+\"[^\"]*\")\s+)*"
+    r"(?:fn|struct|enum|const|static(?:\s+mut)?|type|trait|union)\s+([A-Za-z_][A-Za-z0-9_]*)",
     re.M,
 )
 MACRO = re.compile(r"^macro_rules!\s*([A-Za-z_][A-Za-z0-9_]*)", re.M)
@@ -38,8 +41,10 @@ NOT_CODE = re.compile(r"""//[^\n]*|/\*.*?\*/|r(#+)".*?"\1|"(?:\\.|[^"\\])*"|'(?:
 
 
 def tracked():
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return [ROOT / p for p in out.splitlines() if (ROOT / p).is_file()]
+    # -z: names as they are (git quotes names with other than ASCII otherwise).
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    names = [os.fsdecode(n) for n in out.split(b"\0") if n]
+    return [ROOT / n for n in names if (ROOT / n).is_file()]
 
 
 def is_code(path):
@@ -84,7 +89,35 @@ def module_path(folder):
 
 
 def code(path):
-    return NOT_CODE.sub(lambda m: '""' if m.group(0)[:1] in "r\"" else " ", path.read_text())
+    text = path.read_text(errors="replace")
+    return NOT_CODE.sub(lambda m: '""' if m.group(0)[:1] in "r\"" else " ", text)
+
+
+def use_tree_names(tree):
+    """The names a use tree brings in (`a`, `{a, b as c}`, `x::{y::Z, w}`:
+    a, c; Z, w); `*` stays `*`."""
+    names = set()
+    for piece in re.split(r"[{},]", tree):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if piece.endswith("*"):
+            names.add("*")
+            continue
+        alias = re.search(r"\bas\s+(\w+)$", piece)
+        words = WORD.findall(piece)
+        if alias:
+            names.add(alias.group(1))
+        elif words and words[-1] != "self":
+            names.add(words[-1])
+    return names
+
+
+# A name taken from the parent counts as used where it names an item, not
+# where a local, a parameter or a field of the same name would: a type or
+# constant (a capital first), or a function or module called or gone
+# through (`name(`, `name::`, `name!`); never after a dot.
+USED = re.compile(r"(?<![.\w])(?:([A-Z][A-Za-z0-9_]*)|([a-z_][A-Za-z0-9_]*)\s*(?=\(|::|!))")
 
 
 def sibling_cycles(files):
@@ -95,7 +128,7 @@ def sibling_cycles(files):
     (after a dot) and A does not define it itself."""
     folders = {}
     for path in files:
-        if path.suffix == ".rs" and path.name not in ("mod.rs", "main.rs", "lib.rs") and "src" in path.parts:
+        if path.suffix == ".rs" and path.name not in ("mod.rs", "main.rs", "lib.rs") and "src" in path.relative_to(ROOT).parts:
             folders.setdefault(path.parent, []).append(path)
     breaches = []
     for folder, paths in sorted(folders.items()):
@@ -107,11 +140,13 @@ def sibling_cycles(files):
         defines = {p: set(DEFINITION.findall(t)) | set(MACRO.findall(t)) for p, t in text.items()}
         # What the parent has from each child, by name.
         from_child = {}
-        for m in re.finditer(r"\buse\s+(?:self::)?(\w+)::(\*|\{[^}]*\}|\w+)\s*;", code(parent)):
-            child, what = m.group(1), m.group(2)
+        for m in re.finditer(r"\buse\s+(?:self::)?(\w+)::([^;]*);", code(parent)):
+            child, tree = m.group(1), m.group(2)
             if child not in children:
                 continue
-            names = defines[children[child]] if what == "*" else set(WORD.findall(what)) - {"self"}
+            names = use_tree_names(tree)
+            if "*" in names:
+                names = (names - {"*"}) | defines[children[child]]
             for name in names:
                 from_child.setdefault(name, children[child])
         prefix = module_path(folder)
@@ -122,12 +157,18 @@ def sibling_cycles(files):
                 crate_path = f"crate::{prefix}::{b_name}" if prefix else f"crate::{b_name}"
                 if b is not a and re.search(rf"\bsuper::{b_name}\b|{re.escape(crate_path)}\b", t):
                     edges[a].add(b)
-            if re.search(r"\buse\s+super::(\*|\{)", t):
-                used = set(re.findall(r"(?<![.\w])([A-Za-z_][A-Za-z0-9_]*)", t)) - defines[a]
-                for name in used:
-                    b = from_child.get(name)
-                    if b is not None and b is not a:
-                        edges[a].add(b)
+            # Named through the parent: `super::x` (a path, or `use
+            # super::x;`), `use super::{x, y}`, and with `use super::*`
+            # anything the file uses and does not define.
+            named = set(re.findall(r"\bsuper::(\w+)", t))
+            for m in re.finditer(r"\buse\s+super::(\{[^;]*);", t):
+                named |= use_tree_names(m.group(1)) - {"*"}
+            if re.search(r"\buse\s+super::\*", t):
+                named |= {x or y for x, y in USED.findall(t)} - defines[a]
+            for name in named:
+                b = from_child.get(name)
+                if b is not None and b is not a:
+                    edges[a].add(b)
         for cycle in cycles(edges):
             names = ", ".join(p.name for p in cycle)
             breaches.append(f"{folder.relative_to(ROOT)}: siblings use each other: {names}: move what both use to a leaf")
