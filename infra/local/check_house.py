@@ -12,7 +12,9 @@ no compiler or linter checks, so that a change cannot quietly break them:
    files are the children of one module, and a name one of them defines at
    its top level, used by another, is an edge from the user to the
    definer; a cycle of such edges is refused. (A sibling glob import,
-   `use super::*`, hides them from the compiler's eyes.)
+   `use super::*`, hides them from the compiler's eyes.) Not followed:
+   module folders whose parent is an inline `mod m { .. }` block (there
+   are none).
 
 Run by tests/run before anything else; exits 1 with each breach named."""
 
