@@ -10,7 +10,7 @@ use ferry_core::offset_map::OffsetRun;
 
 mod support;
 
-use support::{cp, gapped_runs, leased, store, sync};
+use support::{cp, gapped_runs, leased, leased_with_runs, store, sync};
 
 #[tokio::test]
 async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
@@ -124,14 +124,7 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
 async fn a_map_of_more_runs_than_a_page_is_forgotten_whole() {
     let s = store().await;
     let tp = TopicPartition::new("changelog", 0);
-    let (lease, _) = leased(&s, &tp).await;
-    let per = 50;
-    for i in 0..23 {
-        let runs = gapped_runs(i * per, (i + 1) * per);
-        s.checkpoint("r/f", &lease, &cp(10 * i * per, 10 * (i + 1) * per, runs, None))
-            .await
-            .expect("checkpoint");
-    }
+    leased_with_runs(&s, &tp, 1_150).await;
     assert_eq!(s.runs("r/f", &tp).await.expect("runs").len(), 1_150);
     s.forget_partition("r/f", &tp).await.expect("forget");
     assert!(s.runs("r/f", &tp).await.expect("runs after forget").is_empty());
@@ -145,14 +138,7 @@ async fn a_map_of_more_runs_than_a_page_is_forgotten_whole() {
 async fn one_prune_takes_more_than_a_page_of_runs() {
     let s = store().await;
     let tp = TopicPartition::new("transactional", 0);
-    let (lease, _) = leased(&s, &tp).await;
-    let per = 50;
-    for i in 0..46 {
-        let runs = gapped_runs(i * per, (i + 1) * per);
-        s.checkpoint("r/f", &lease, &cp(10 * i * per, 10 * (i + 1) * per, runs, None))
-            .await
-            .expect("checkpoint");
-    }
+    leased_with_runs(&s, &tp, 2_300).await;
     assert_eq!(s.prune_runs("r/f", &tp, 1_000_000).await.expect("prune"), 2_299);
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(2_299, 2_300));
 }

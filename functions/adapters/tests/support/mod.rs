@@ -55,6 +55,20 @@ pub fn gapped_runs(from: i64, to: i64) -> Vec<OffsetRun> {
         .collect()
 }
 
+/// A new cursor for `tp` leased, and `n` gapped runs stored in checkpoints
+/// of 50 runs each (a partition with many runs in its map).
+pub async fn leased_with_runs(s: &StateStore, tp: &TopicPartition, n: i64) -> Lease {
+    let (lease, _) = leased(s, tp).await;
+    let per = 50;
+    for i in 0..(n + per - 1) / per {
+        let runs = gapped_runs(i * per, ((i + 1) * per).min(n));
+        s.checkpoint("r/f", &lease, &cp(10 * i * per, 10 * (i + 1) * per, runs, None))
+            .await
+            .expect("checkpoint");
+    }
+    lease
+}
+
 /// A synced group partition at source offset 5, translated to 3.
 pub fn sync(tp: &TopicPartition, group: &str) -> GroupSyncItem {
     GroupSyncItem {
