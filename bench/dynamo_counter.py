@@ -6,7 +6,10 @@ unchanged; responses are not read.
 
 It also times each call (request sent to response complete, HTTP/1.1
 without pipelining, so responses come back in order per connection): that
-is where a replicator waiting on its state store spends its time.
+is where a replicator waiting on its state store spends its time. And it
+keeps the most calls it saw under way at once: each is counted before its
+request is passed on and done before its response is, so the count never
+exceeds what the caller had under way.
 
 Write units are estimated as DynamoDB bills them for items of at most 1 KB
 (Ferry's are): 1 per item written outside a transaction, 2 per item of a
@@ -40,6 +43,10 @@ class DynamoCounter:
         self.seconds: Counter = Counter()  # operation -> seconds waited for responses
         self.slowest: dict[str, float] = {}  # operation -> the longest one call waited
         self.calls: list[tuple[float, float]] = []  # (sent, answered) of every write call
+        # Calls sent and not yet answered, over every connection, and the
+        # most there were at once since the counter started.
+        self.outstanding = 0
+        self.most_outstanding = 0
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -64,6 +71,7 @@ class DynamoCounter:
                 "at": time.monotonic(),
                 "calls": len(self.calls),
                 "calls_list": list(self.calls),
+                "most_outstanding": self.most_outstanding,
             }
 
     @staticmethod
@@ -91,6 +99,8 @@ class DynamoCounter:
             # Wall time with at least one write outstanding: the share of a
             # run spent waiting for the state store, however many calls overlap.
             "seconds_with_a_write_outstanding": round(_union(after["calls_list"][before["calls"]:]), 2),
+            # The most calls under way at once since the counter started.
+            "most_outstanding": after["most_outstanding"],
         }
 
     def close(self) -> None:
@@ -121,7 +131,8 @@ class DynamoCounter:
             while data := a.recv(65536):
                 if self.delay_s and not buf:
                     time.sleep(self.delay_s)
-                b.sendall(data)
+                # Counted before passed on: a call is over here before the
+                # caller can send its next one.
                 buf += data
                 while (n := _message_length(buf)) is not None:
                     buf = buf[n:]
@@ -129,13 +140,19 @@ class DynamoCounter:
                         op, sent = waiting.popleft()
                         now = time.monotonic()
                         with self.lock:
+                            self.outstanding -= 1
                             self.seconds[op] += now - sent
                             self.slowest[op] = max(self.slowest.get(op, 0.0), now - sent)
                             if op in WRITE_OPS:
                                 self.calls.append((sent, now))
+                b.sendall(data)
         except OSError:
             pass
         finally:
+            with self.lock:
+                # Calls the connection closed on are no longer under way.
+                self.outstanding -= len(waiting)
+                waiting.clear()
             for s in (a, b):
                 try:
                     s.close()
@@ -143,14 +160,16 @@ class DynamoCounter:
                     pass
 
     def _requests(self, client: socket.socket, up: socket.socket, waiting: deque) -> None:
-        """Client to moto: forward at once, then cut the buffered stream into
-        requests (keep-alive connections carry many, one after the other)."""
+        """Client to moto: cut the buffered stream into requests (keep-alive
+        connections carry many, one after the other), then forward."""
         buf = b""
         try:
             while data := client.recv(65536):
-                up.sendall(data)
+                # Counted before passed on: under way here before moto can
+                # answer it.
                 buf += data
                 buf = self._take(buf, waiting)
+                up.sendall(data)
         except OSError:
             pass
         finally:
@@ -178,6 +197,9 @@ class DynamoCounter:
             body = buf[end + 4: end + 4 + length]
             target = headers.get(b"x-amz-target", b"").decode()
             waiting.append((target.rpartition(".")[2] or "(none)", time.monotonic()))
+            with self.lock:
+                self.outstanding += 1
+                self.most_outstanding = max(self.most_outstanding, self.outstanding)
             self._record(target, body)
             buf = buf[end + 4 + length:]
         return buf

@@ -8,9 +8,11 @@ as the flow has partitions: at 2,000 partitions on the local stack every
 plan timed out (bench/scale, 2026-12-05). A group sync that translated a
 group's partitions one after another took two Queries a partition in turn:
 at 10,000 partitions and DynamoDB's few milliseconds a call, one group
-that consumed outlived the function. Here the real binaries run against
-moto through a proxy that counts their calls on the wire and, for the
-sync, holds each one as long as a call to the real service takes.
+that consumed outlived the function. Nor does one process have
+more than a bounded number of state calls under way at once, however many
+partitions it sets up. Here the real binaries run against moto through a
+proxy that counts their calls on the wire and, for the sync, holds each
+one as long as a call to the real service takes.
 """
 
 import importlib.util
@@ -36,6 +38,8 @@ PARTITIONS_EACH = 20
 PARTITIONS = TOPICS * PARTITIONS_EACH
 # ferry_core::plan::PRUNE_PARTITIONS_PER_PLAN
 PRUNE_PARTITIONS_PER_PLAN = 256
+# ferry_adapters::state::CALLS_IN_FLIGHT
+CALLS_IN_FLIGHT = 32
 # The deployed SyncGroups: 120 s for a group on 10,000 partitions at about
 # 8 ms a DynamoDB call. Here 600 partitions at 40 ms a call: the same
 # product of partitions and latency over time, so a 36 s timeout.
@@ -101,9 +105,20 @@ def test_a_group_on_600_partitions_syncs_within_the_functions_timeout_at_dynamod
             p.produce(t, partition=part, key=b"k", value=b"v")
     assert p.flush(60) == 0
     # Plan, Replicate and a first sync: every record copied, the group
-    # has no commit yet.
-    done = ferry.run("--once")
+    # has no commit yet. The Replicates set up their 600 partitions at once
+    # in this one process, each with its lease, producer record and look at
+    # the offset map: unbounded, that was one connection a partition and
+    # hundreds of calls waiting on the store at once (moto, one at a time,
+    # left the last past the SDK's timeout, and the run retried round after
+    # round, 400 s instead of 30).
+    counter = moto_counter()
+    try:
+        done = ferry.run("--once", env={"AWS_ENDPOINT_URL": counter.url})
+        most = counter.snapshot()["most_outstanding"]
+    finally:
+        counter.close()
     assert done.returncode == 0, done.stderr[-3000:]
+    assert 0 < most <= CALLS_IN_FLIGHT, f"{most} DynamoDB calls were under way at once, more than {CALLS_IN_FLIGHT}"
     # The group consumed everything: each partition's commit moved since
     # the last sync, so each needs its translation looked up.
     c = Consumer({"bootstrap.servers": SOURCE, "group.id": group, "enable.auto.commit": False})

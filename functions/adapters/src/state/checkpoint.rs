@@ -10,7 +10,7 @@ use ferry_core::offset_map::OffsetRun;
 
 use super::error::dynamo_err;
 use super::offset_map::run_from_item;
-use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, spread_pk, PK, PK_MAP, SK_CURSOR, SK_MAP};
+use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, spread_pk, Bounded, PK, PK_MAP, SK_CURSOR, SK_MAP};
 use super::{Lease, StateError, StateStore};
 
 /// DynamoDB's limit on the items of one transaction.
@@ -61,7 +61,13 @@ impl StateStore {
     /// Move the cursor and store the mapping, atomically, under the lease.
     pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
         let items = self.checkpoint_items(flow, self.key_shards(flow).await?, lease, cp)?;
-        let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .bounded(&self.calls)
+            .await;
         self.checkpoint_outcome(lease, res)
     }
 
@@ -100,7 +106,13 @@ impl StateStore {
         for bin in bins {
             let members: Vec<usize> = bin.iter().map(|(i, _)| *i).collect();
             let items: Vec<TransactWriteItem> = bin.into_iter().flat_map(|(_, items)| items).collect();
-            let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let res = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .bounded(&self.calls)
+                .await;
             match (members.as_slice(), res) {
                 ([only], res) => results[*only] = Some(self.checkpoint_outcome(cps[*only].0, res)),
                 (_, Ok(_)) => members.iter().for_each(|&i| results[i] = Some(Ok(()))),
@@ -393,7 +405,13 @@ impl StateStore {
             items.push(TransactWriteItem::builder().update(u).build());
         }
         items.extend(self.run_delete_items(&pk, now)?);
-        let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .bounded(&self.calls)
+            .await;
         self.checkpoint_outcome(lease, res)?;
         if !later.is_empty() {
             self.delete_runs_under_lease(flow, lease, &pk, later).await?;
@@ -470,7 +488,13 @@ impl StateStore {
             };
             let mut items = vec![guard];
             items.extend(self.run_delete_items(pk, chunk)?);
-            let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let res = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .bounded(&self.calls)
+                .await;
             self.checkpoint_outcome(lease, res)?;
         }
         Ok(())

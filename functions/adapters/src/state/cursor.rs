@@ -12,7 +12,7 @@ use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, spread_pk, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
+use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, spread_pk, Bounded, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
 use super::{StateError, StateStore};
 
 /// A partition's cursor, lease and statistics, as stored.
@@ -246,6 +246,7 @@ impl StateStore {
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .send()
+            .bounded(&self.calls)
             .await;
         conditional("PutItem", &self.cursors, res)
     }
@@ -282,7 +283,10 @@ impl StateStore {
         conditional(
             "UpdateItem",
             &self.cursors,
-            req.update_expression(format!("SET {}", sets.join(", "))).send().await,
+            req.update_expression(format!("SET {}", sets.join(", ")))
+                .send()
+                .bounded(&self.calls)
+                .await,
         )?;
         Ok(())
     }
@@ -307,6 +311,7 @@ impl StateStore {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(now_ms()))
             .send()
+            .bounded(&self.calls)
             .await;
         conditional("UpdateItem", &self.cursors, res)
     }
@@ -368,7 +373,7 @@ impl StateStore {
             // Refused, the item as it is comes back with the refusal: who
             // holds the lease, without a second read.
             .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
+            .send().bounded(&self.calls)
             .await;
         match res {
             Ok(out) => {
@@ -475,6 +480,7 @@ impl StateStore {
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch))
             .send()
+            .bounded(&self.calls)
             .await;
         self.fenced(res.map(|_| ()), lease, "UpdateItem")
     }
@@ -520,6 +526,7 @@ impl StateStore {
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch))
             .send()
+            .bounded(&self.calls)
             .await;
         self.fenced(res.map(|_| ()), lease, "UpdateItem")
     }
@@ -545,6 +552,7 @@ impl StateStore {
             .expression_attribute_values(":until", n(until_ms))
             .expression_attribute_values(":now", n(now_ms()))
             .send()
+            .bounded(&self.calls)
             .await;
         conditional("UpdateItem", &self.cursors, res)
     }
@@ -562,6 +570,7 @@ impl StateStore {
             .expression_attribute_values(":e", s(error))
             .expression_attribute_values(":now", n(now_ms()))
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
         Ok(())

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use super::cursor::CursorItem;
 use super::error::{conditional, dynamo_err};
 use super::schema::{
-    delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
-    SK_GROUPS,
+    delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, Bounded, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK,
+    SK_CURSOR, SK_GROUPS,
 };
 use super::{StateError, StateStore};
 
@@ -124,6 +124,7 @@ impl StateStore {
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK)
                 .send()
+                .bounded(&self.calls)
                 .await;
             if conditional("PutItem", &self.cursors, created)? {
                 self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
@@ -149,6 +150,7 @@ impl StateStore {
                 .expression_attribute_values(":one", n(1))
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                 .send()
+                .bounded(&self.calls)
                 .await;
             let out = match res {
                 Ok(out) => out,
@@ -189,6 +191,7 @@ impl StateStore {
             .item("identical_names", AttributeValue::Bool(identical_names))
             .item("registered_ms", n(now_ms()))
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("PutItem", &self.cursors, e))?;
         Ok(())

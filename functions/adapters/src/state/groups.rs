@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
 
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, s, spread_pk, ItemReader, PK, SK_GROUPS};
+use super::schema::{n, now_ms, s, spread_pk, Bounded, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Outcome of one partition's last sync.
@@ -288,6 +288,7 @@ impl StateStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":owner", s(owner))
             .send()
+            .bounded(&self.calls)
             .await;
         Ok(conditional("PutItem", &self.groups, res)?.then_some(until))
     }
@@ -304,6 +305,7 @@ impl StateStore {
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":owner", s(owner))
             .send()
+            .bounded(&self.calls)
             .await;
         conditional("DeleteItem", &self.groups, res)?;
         Ok(())
@@ -335,6 +337,7 @@ impl StateStore {
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .send()
+            .bounded(&self.calls)
             .await;
         conditional("PutItem", &self.groups, res)?;
         Ok(())
@@ -360,6 +363,7 @@ impl StateStore {
                 .item(SK_GROUPS, s(SYNC_RESUME))
                 .item("group_id", s(g))
                 .send()
+                .bounded(&self.calls)
                 .await
                 .map(|_| ())
                 .map_err(|e| dynamo_err("PutItem", &self.groups, e)),

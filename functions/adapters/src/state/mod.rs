@@ -22,4 +22,4 @@ pub use groups::{GroupSyncItem, GroupSyncStatus};
 pub use moves::MoveItem;
 pub use offset_map::RunKey;
 pub use plans::EXPIRES_AT;
-pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, NEW_FLOW_KEY_SHARDS};
+pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, CALLS_IN_FLIGHT, NEW_FLOW_KEY_SHARDS};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::error::dynamo_err;
-use super::schema::{n, s, ItemReader, PK, SK_GROUPS};
+use super::schema::{n, s, Bounded, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Partition key prefix of the move items (in the groups table).
@@ -63,6 +63,7 @@ impl StateStore {
             .item("flow_id", s(&m.flow))
             .item("offsets", AttributeValue::L(m.offsets.iter().map(s).collect()))
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("PutItem", &self.groups, e))?;
         Ok(())

@@ -8,7 +8,7 @@ use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
 use super::error::dynamo_err;
-use super::schema::{delete_request, map_pk, n, s, ItemReader, BY_TARGET, PK_MAP, SK_MAP};
+use super::schema::{delete_request, map_pk, n, s, Bounded, ItemReader, BY_TARGET, PK_MAP, SK_MAP};
 use super::{CursorItem, StateError, StateStore};
 
 pub(super) fn run_from_item(table: &str, i: &HashMap<String, AttributeValue>) -> Result<OffsetRun, StateError> {
@@ -78,6 +78,7 @@ impl StateStore {
             .limit(1)
             .consistent_read(true)
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
         out.items().first().map(|i| run_from_item(&self.offset_map, i)).transpose()
@@ -145,6 +146,7 @@ impl StateStore {
             .expression_attribute_values(":below", n(below))
             .limit(RUNS_PAGE as i32)
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
         let mut runs = resp
@@ -205,6 +207,7 @@ impl StateStore {
             .set_consistent_read(Some(true))
             .set_exclusive_start_key(start)
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("Query", &self.offset_map, e))?;
         let runs = out

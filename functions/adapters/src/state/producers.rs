@@ -3,7 +3,7 @@
 //! knows them and does not send them back).
 
 use super::error::dynamo_err;
-use super::schema::{n, now_ms, s, PK_PRODUCERS, SK_PRODUCERS};
+use super::schema::{n, now_ms, s, Bounded, PK_PRODUCERS, SK_PRODUCERS};
 use super::{StateError, StateStore};
 
 impl StateStore {
@@ -27,6 +27,7 @@ impl StateStore {
             .item("origin_cluster", s(origin_cluster_id))
             .item("registered_ms", n(now_ms()))
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("PutItem", &self.producers, e))?;
         Ok(())

@@ -3,6 +3,7 @@
 //! batched writes, attribute readers).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
 
 use super::error::{dynamo_err, missing_table};
 use super::StateError;
@@ -29,7 +31,36 @@ pub struct StateStore {
     /// Each flow's key layout as its marker records it ([`KEY_SHARDS`]),
     /// once read: shared by clones, kept for the life of the store.
     pub(super) layouts: Arc<Mutex<HashMap<String, u32>>>,
+    /// Permits for the calls under way ([`CALLS_IN_FLIGHT`]), shared by
+    /// clones: every batch of a `ferry run` and every task of an invocation.
+    pub(super) calls: Arc<Semaphore>,
 }
+
+/// The most DynamoDB calls one process has under way at once. A Replicate
+/// sets up all its partitions at once (a lease, a producer record, a look
+/// at the offset map each) and a `ferry run` runs every batch in one
+/// process: unbounded, that was one HTTP connection a partition, 600 at
+/// once at 600 partitions, each a TLS handshake on a Lambda's share of a
+/// CPU, and a store that answers one call at a time (the local stack's)
+/// left the last waiting past the SDK's 10 s and retried them all, round
+/// after round. A call waits here for a permit before the SDK's timeouts
+/// start: they still say the store did not answer, not that Ferry queued.
+/// 32 at DynamoDB's few milliseconds a call is thousands of calls a second.
+pub const CALLS_IN_FLIGHT: usize = 32;
+
+/// A DynamoDB call that waits for one of the store's permits before it is
+/// sent, and holds it until answered (see [`CALLS_IN_FLIGHT`]).
+pub(super) trait Bounded: Future + Send + Sized + 'static {
+    fn bounded(self, calls: &Arc<Semaphore>) -> impl Future<Output = Self::Output> + Send {
+        let calls = Arc::clone(calls);
+        async move {
+            let _permit = calls.acquire_owned().await.expect("the store's permits are never closed");
+            self.await
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Bounded for F {}
 
 pub(super) const PK: &str = "flow";
 pub(super) const SK_CURSOR: &str = "partition";
@@ -183,6 +214,7 @@ impl StateStore {
             producers: format!("{prefix}-producers"),
             groups: format!("{prefix}-groups"),
             layouts: Arc::default(),
+            calls: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
         }
     }
 
@@ -290,7 +322,7 @@ impl StateStore {
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool, StateError> {
-        match self.client.describe_table().table_name(table).send().await {
+        match self.client.describe_table().table_name(table).send().bounded(&self.calls).await {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(false),
             Err(e) => Err(dynamo_err("DescribeTable", table, e)),
@@ -353,7 +385,7 @@ impl StateStore {
                             .map_err(built)?,
                     );
             }
-            match req.send().await {
+            match req.send().bounded(&self.calls).await {
                 Ok(_) => {}
                 Err(SdkError::ServiceError(e)) if e.err().is_resource_in_use_exception() => {}
                 // Deployed, no role may create a table: the stack does.
@@ -372,6 +404,7 @@ impl StateStore {
                     .describe_table()
                     .table_name(table)
                     .send()
+                    .bounded(&self.calls)
                     .await
                     .map_err(|e| dynamo_err("DescribeTable", table, e))?;
                 if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
@@ -385,7 +418,14 @@ impl StateStore {
 
     /// Whether the cursors table exists (a replicator that never ran has none).
     pub async fn has_tables(&self) -> Result<bool, StateError> {
-        match self.client.describe_table().table_name(&self.cursors).send().await {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.cursors)
+            .send()
+            .bounded(&self.calls)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => Ok(false),
             Err(e) => Err(dynamo_err("DescribeTable", &self.cursors, e)),
@@ -412,6 +452,7 @@ impl StateStore {
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
+                .bounded(&self.calls)
                 .await
                 .map_err(|e| dynamo_err("Query", table, e))?;
             out.extend(resp.items().iter().cloned());
@@ -430,6 +471,7 @@ impl StateStore {
             .key(pk.0, pk.1)
             .key(sk.0, sk.1)
             .send()
+            .bounded(&self.calls)
             .await
             .map(|_| ())
             .map_err(|e| dynamo_err("DeleteItem", table, e))
@@ -450,6 +492,7 @@ impl StateStore {
             .key(sk.0, sk.1)
             .consistent_read(true)
             .send()
+            .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("GetItem", table, e))?;
         Ok(out.item)
@@ -489,6 +532,7 @@ impl StateStore {
                     .batch_get_item()
                     .request_items(table, req)
                     .send()
+                    .bounded(&self.calls)
                     .await
                     .map_err(|e| dynamo_err("BatchGetItem", table, e))?;
                 found.extend(out.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
@@ -550,6 +594,7 @@ impl StateStore {
                 .batch_write_item()
                 .set_request_items(Some(req))
                 .send()
+                .bounded(&self.calls)
                 .await
                 .map_err(|e| dynamo_err("BatchWriteItem", table, e))?;
             pending = out.unprocessed_items().cloned();
