@@ -41,9 +41,13 @@ PRUNE_PARTITIONS_PER_PLAN = 256
 # ferry_adapters::state::CALLS_IN_FLIGHT
 CALLS_IN_FLIGHT = 32
 # The deployed SyncGroups: 120 s for a group on 10,000 partitions at about
-# 8 ms a DynamoDB call. Here 600 partitions at 40 ms a call: the same
-# product of partitions and latency over time, so a 36 s timeout.
-CALL_DELAY_S = 0.040
+# 8 ms a DynamoDB call. Here 600 partitions at 80 ms a call: the same
+# product of partitions and latency over time, so a 72 s timeout. moto adds
+# its own 10 ms or so to every call, one call at a time (20 to 30 s over
+# this sync, more on a loaded machine): at 40 ms and 36 s that was most of
+# the budget. The ratio is the claim; one after another, the lookups alone
+# take 1,200 x 80 ms, past it.
+CALL_DELAY_S = 0.080
 SYNC_TIMEOUT_S = 120 * (PARTITIONS * CALL_DELAY_S) / (10_000 * 0.008)
 
 
