@@ -121,7 +121,9 @@ class DynamoCounter:
             except OSError:
                 client.close()
                 continue
-            waiting: deque = deque()  # (operation, sent at) of requests not yet answered
+            # (operation, sent at) of requests not yet answered; None once
+            # the connection is closed (nothing more is under way on it).
+            waiting: deque = deque()
             threading.Thread(target=self._requests, args=(client, up, waiting), daemon=True).start()
             threading.Thread(target=self._responses, args=(up, client, waiting), daemon=True).start()
 
@@ -136,8 +138,10 @@ class DynamoCounter:
                 buf += data
                 while (n := _message_length(buf)) is not None:
                     buf = buf[n:]
-                    if waiting:
-                        op, sent = waiting.popleft()
+                    with self.lock:
+                        call = waiting.popleft() if waiting else None
+                    if call:
+                        op, sent = call
                         now = time.monotonic()
                         with self.lock:
                             self.outstanding -= 1
@@ -150,14 +154,12 @@ class DynamoCounter:
             pass
         finally:
             with self.lock:
-                # Calls the connection closed on are no longer under way.
+                # Calls the connection closed on are no longer under way
+                # (a caller that gave up on one closed it), nor will any be.
                 self.outstanding -= len(waiting)
                 waiting.clear()
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                waiting.append(None)
+            _close(a, b)
 
     def _requests(self, client: socket.socket, up: socket.socket, waiting: deque) -> None:
         """Client to moto: cut the buffered stream into requests (keep-alive
@@ -173,11 +175,9 @@ class DynamoCounter:
         except OSError:
             pass
         finally:
-            for s in (client, up):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            # Shut down, not only closed: that wakes the responses' thread,
+            # which then stops counting this connection's calls.
+            _close(client, up)
 
     def _take(self, buf: bytes, waiting: deque) -> bytes:
         while (end := buf.find(b"\r\n\r\n")) >= 0:
@@ -196,10 +196,11 @@ class DynamoCounter:
                 return buf
             body = buf[end + 4: end + 4 + length]
             target = headers.get(b"x-amz-target", b"").decode()
-            waiting.append((target.rpartition(".")[2] or "(none)", time.monotonic()))
             with self.lock:
-                self.outstanding += 1
-                self.most_outstanding = max(self.most_outstanding, self.outstanding)
+                if not (waiting and waiting[-1] is None):
+                    waiting.append((target.rpartition(".")[2] or "(none)", time.monotonic()))
+                    self.outstanding += 1
+                    self.most_outstanding = max(self.most_outstanding, self.outstanding)
             self._record(target, body)
             buf = buf[end + 4 + length:]
         return buf
@@ -245,6 +246,18 @@ class DynamoCounter:
             self.table_items.update(tables)
             self.key_units.update(keys)
             self.write_units += units
+
+
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
 
 
 # The partition-key attribute of each of Ferry's state tables.

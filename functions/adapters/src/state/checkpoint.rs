@@ -8,9 +8,10 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem, Update};
 use ferry_core::offset_map::OffsetRun;
 
+use super::calls::Bounded;
 use super::error::dynamo_err;
 use super::offset_map::run_from_item;
-use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, spread_pk, Bounded, PK, PK_MAP, SK_CURSOR, SK_MAP};
+use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, spread_pk, PK, PK_MAP, SK_CURSOR, SK_MAP};
 use super::{Lease, StateError, StateStore};
 
 /// DynamoDB's limit on the items of one transaction.

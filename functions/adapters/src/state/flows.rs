@@ -10,11 +10,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use aws_sdk_dynamodb::error::SdkError;
 
+use super::calls::Bounded;
 use super::cursor::CursorItem;
 use super::error::{conditional, dynamo_err};
 use super::schema::{
-    delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, Bounded, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK,
-    SK_CURSOR, SK_GROUPS,
+    delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
+    SK_GROUPS,
 };
 use super::{StateError, StateStore};
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ferry_core::domain::TopicPartition;
 
+use super::calls::Bounded;
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, s, spread_pk, Bounded, ItemReader, PK, SK_GROUPS};
+use super::schema::{n, now_ms, s, spread_pk, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Outcome of one partition's last sync.

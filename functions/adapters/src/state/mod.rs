@@ -3,6 +3,7 @@
 //! a lease is conditional on the lease epoch, so a worker whose lease was
 //! taken over can never move state again.
 
+mod calls;
 mod checkpoint;
 mod cursor;
 mod error;
@@ -14,6 +15,7 @@ mod plans;
 mod producers;
 mod schema;
 
+pub use calls::{CALLS_IN_FLIGHT, PERMIT_WAIT};
 pub use checkpoint::{Checkpoint, MAX_TRANSACTION_ITEMS};
 pub use cursor::{CursorItem, Lease, ProducerRecord, Rate};
 pub use error::StateError;
@@ -22,4 +24,4 @@ pub use groups::{GroupSyncItem, GroupSyncStatus};
 pub use moves::MoveItem;
 pub use offset_map::RunKey;
 pub use plans::EXPIRES_AT;
-pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, CALLS_IN_FLIGHT, NEW_FLOW_KEY_SHARDS};
+pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, NEW_FLOW_KEY_SHARDS};

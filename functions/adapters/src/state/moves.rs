@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::calls::Bounded;
 use super::error::dynamo_err;
-use super::schema::{n, s, Bounded, ItemReader, PK, SK_GROUPS};
+use super::schema::{n, s, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Partition key prefix of the move items (in the groups table).

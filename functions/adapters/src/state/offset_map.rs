@@ -7,8 +7,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
+use super::calls::Bounded;
 use super::error::dynamo_err;
-use super::schema::{delete_request, map_pk, n, s, Bounded, ItemReader, BY_TARGET, PK_MAP, SK_MAP};
+use super::schema::{delete_request, map_pk, n, s, ItemReader, BY_TARGET, PK_MAP, SK_MAP};
 use super::{CursorItem, StateError, StateStore};
 
 pub(super) fn run_from_item(table: &str, i: &HashMap<String, AttributeValue>) -> Result<OffsetRun, StateError> {

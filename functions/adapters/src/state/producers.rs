@@ -2,8 +2,9 @@
 //! cluster, and where their records came from (how the opposite flow
 //! knows them and does not send them back).
 
+use super::calls::Bounded;
 use super::error::dynamo_err;
-use super::schema::{n, now_ms, s, Bounded, PK_PRODUCERS, SK_PRODUCERS};
+use super::schema::{n, now_ms, s, PK_PRODUCERS, SK_PRODUCERS};
 use super::{StateError, StateStore};
 
 impl StateStore {

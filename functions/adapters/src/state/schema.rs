@@ -3,7 +3,6 @@
 //! batched writes, attribute readers).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use ferry_core::domain::TopicPartition;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::Semaphore;
 
+use super::calls::{Bounded, Calls};
 use super::error::{dynamo_err, missing_table};
 use super::StateError;
 
@@ -31,36 +30,10 @@ pub struct StateStore {
     /// Each flow's key layout as its marker records it ([`KEY_SHARDS`]),
     /// once read: shared by clones, kept for the life of the store.
     pub(super) layouts: Arc<Mutex<HashMap<String, u32>>>,
-    /// Permits for the calls under way ([`CALLS_IN_FLIGHT`]), shared by
-    /// clones: every batch of a `ferry run` and every task of an invocation.
-    pub(super) calls: Arc<Semaphore>,
+    /// The calls under way ([`Calls`]), shared by clones: every batch of a
+    /// `ferry run` and every task of an invocation.
+    pub(super) calls: Calls,
 }
-
-/// The most DynamoDB calls one process has under way at once. A Replicate
-/// sets up all its partitions at once (a lease, a producer record, a look
-/// at the offset map each) and a `ferry run` runs every batch in one
-/// process: unbounded, that was one HTTP connection a partition, 600 at
-/// once at 600 partitions, each a TLS handshake on a Lambda's share of a
-/// CPU, and a store that answers one call at a time (the local stack's)
-/// left the last waiting past the SDK's 10 s and retried them all, round
-/// after round. A call waits here for a permit before the SDK's timeouts
-/// start: they still say the store did not answer, not that Ferry queued.
-/// 32 at DynamoDB's few milliseconds a call is thousands of calls a second.
-pub const CALLS_IN_FLIGHT: usize = 32;
-
-/// A DynamoDB call that waits for one of the store's permits before it is
-/// sent, and holds it until answered (see [`CALLS_IN_FLIGHT`]).
-pub(super) trait Bounded: Future + Send + Sized + 'static {
-    fn bounded(self, calls: &Arc<Semaphore>) -> impl Future<Output = Self::Output> + Send {
-        let calls = Arc::clone(calls);
-        async move {
-            let _permit = calls.acquire_owned().await.expect("the store's permits are never closed");
-            self.await
-        }
-    }
-}
-
-impl<F: Future + Send + 'static> Bounded for F {}
 
 pub(super) const PK: &str = "flow";
 pub(super) const SK_CURSOR: &str = "partition";
@@ -214,7 +187,7 @@ impl StateStore {
             producers: format!("{prefix}-producers"),
             groups: format!("{prefix}-groups"),
             layouts: Arc::default(),
-            calls: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
+            calls: Calls::default(),
         }
     }
 

@@ -541,6 +541,15 @@ pub(super) async fn sync_group(
             )));
         }
         ferry.store.put_group_syncs(flow_key, &intents).await?;
+        // Again once the intents are written: their calls may have queued
+        // behind the process's others (a `ferry run` setting up its
+        // batches). Not committed, they are what a sync that died before
+        // its commit leaves.
+        if now_ms() + commit_margin_ms(ferry) > lease_until_ms {
+            return Err(FerryError::NotReady(format!(
+                "group {group}: its sync lease ended while its intents were written: not committed, the next sync does it"
+            )));
+        }
         let results = target.commit_offsets(group, &to_commit).await?;
         failpoint::after_group_commit();
         for (target_tp, res) in results {
