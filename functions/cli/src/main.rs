@@ -114,6 +114,8 @@ async fn build(common: &Common, settings: Settings) -> Result<Ferry, String> {
         &aws,
         Settings {
             table_prefix: common.table_prefix.clone(),
+            // Every batch in this one process (see calls.rs).
+            state_calls_in_flight: Some(ferry_adapters::state::CALLS_IN_FLIGHT),
             ..settings
         },
     )

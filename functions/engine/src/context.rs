@@ -77,6 +77,11 @@ pub struct Settings {
     /// `StateStore::acquire_group_sync`): a sync that dies leaves its
     /// groups to the syncs after this.
     pub group_sync_lease: Duration,
+    /// At most this many DynamoDB calls under way at once in this process
+    /// (`ferry_adapters::state::CALLS_IN_FLIGHT` for the `ferry` command,
+    /// which runs every batch in one process); `None`, the functions'
+    /// default: as they come.
+    pub state_calls_in_flight: Option<usize>,
 }
 
 /// [`Settings::handoff_wait`] by default: the template's 1-minute
@@ -108,6 +113,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             resume_after_data_loss: false,
             group_sync_lease: Duration::from_secs(120),
+            state_calls_in_flight: None,
         }
     }
 }
@@ -146,8 +152,12 @@ impl Ferry {
                 }
             }
         }
+        let store = StateStore::new(dynamo, &settings.table_prefix);
         Ok(Self {
-            store: StateStore::new(dynamo, &settings.table_prefix),
+            store: match settings.state_calls_in_flight {
+                Some(n) => store.with_calls_in_flight(n),
+                None => store,
+            },
             spec: Arc::new(spec),
             clusters: Arc::new(clusters),
             settings,

@@ -1,15 +1,21 @@
-//! How many DynamoDB calls one process has under way at once.
+//! How many DynamoDB calls one `ferry` command has under way at once.
 //!
-//! A Replicate sets up all its partitions at once (a lease, a producer
-//! record, a look at the offset map each) and a `ferry run` runs every
-//! batch in one process: unbounded, that was one HTTP connection and one
-//! call a partition, 525 under way at once at 600 partitions, and a store
-//! that answers one call at a time (the local stack's moto) left the last
+//! `ferry run` sets up every batch in one process, each Replicate all its
+//! partitions at once (a lease, a producer record, a look at the offset
+//! map each): unbounded, that was one HTTP connection and one call a
+//! partition, 525 under way at once at 600 partitions, and a store that
+//! answers one call at a time (the local stack's moto) left the last
 //! waiting past the SDK's 10 s attempt timeout; every Replicate failed and
-//! the next round set everything up again. In AWS the same burst is
-//! hundreds of TLS handshakes on a Lambda's share of a CPU. A call waits
-//! here for a permit before the SDK's timeouts start, so they still say
-//! the store did not answer, not that Ferry queued.
+//! the next round set everything up again. A call waits here for a permit
+//! before the SDK's timeouts start, so they still say the store did not
+//! answer, not that Ferry queued.
+//!
+//! The deployed functions are not bounded (a store built with
+//! [`StateStore::new`](super::StateStore::new) alone): a Replicate holds
+//! one batch, 64 partitions at most, and at 400 partitions on the local
+//! stack the bound cost leases (376 partitions taken over from holders
+//! still copying in one run, none in the same run without it; see
+//! benchmarks.md).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,13 +35,15 @@ pub const CALLS_IN_FLIGHT: usize = 32;
 /// another.
 pub const PERMIT_WAIT: Duration = crate::aws::OPERATION_TIMEOUT;
 
-/// The permits of one process's state store, shared by its clones.
-#[derive(Debug, Clone)]
-pub(super) struct Calls(Arc<Semaphore>);
+/// The permits of one process's state store, shared by its clones; none
+/// (the default): calls go out as they come.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Calls(Option<Arc<Semaphore>>);
 
-impl Default for Calls {
-    fn default() -> Self {
-        Calls(Arc::new(Semaphore::new(CALLS_IN_FLIGHT)))
+impl Calls {
+    /// At most `n` calls under way at once.
+    pub(super) fn at_most(n: usize) -> Self {
+        Calls(Some(Arc::new(Semaphore::new(n))))
     }
 }
 
@@ -44,23 +52,26 @@ impl Default for Calls {
 /// included; one that waits [`PERMIT_WAIT`] fails as a timeout.
 pub(super) trait Bounded<T, E, R>: Future<Output = Result<T, SdkError<E, R>>> + Send + Sized + 'static {
     fn bounded(self, calls: &Calls) -> impl Future<Output = Self::Output> + Send {
-        within(self, Arc::clone(&calls.0), PERMIT_WAIT)
+        within(self, calls.0.clone(), PERMIT_WAIT)
     }
 }
 
 impl<T, E, R, F> Bounded<T, E, R> for F where F: Future<Output = Result<T, SdkError<E, R>>> + Send + 'static {}
 
-async fn within<T, E, R, F>(call: F, permits: Arc<Semaphore>, wait: Duration) -> F::Output
+async fn within<T, E, R, F>(call: F, permits: Option<Arc<Semaphore>>, wait: Duration) -> F::Output
 where
     F: Future<Output = Result<T, SdkError<E, R>>>,
 {
+    let Some(permits) = permits else {
+        return call.await;
+    };
     match tokio::time::timeout(wait, permits.acquire_owned()).await {
         Ok(permit) => {
             let _permit = permit.expect("the store's permits are never closed");
             call.await
         }
         Err(_) => Err(SdkError::timeout_error(format!(
-            "no DynamoDB call answered in {} s: {CALLS_IN_FLIGHT} under way, this one not sent",
+            "none of this process's DynamoDB calls under way was answered in {} s; this one was not sent",
             wait.as_secs()
         ))),
     }
@@ -74,7 +85,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_past_the_bound_waits_for_one_to_be_answered() {
-        let calls = Calls::default();
+        let calls = Calls::at_most(CALLS_IN_FLIGHT);
         let (answer, answered) = tokio::sync::oneshot::channel::<()>();
         let answered = Arc::new(tokio::sync::Mutex::new(Some(answered)));
         // CALLS_IN_FLIGHT calls under way, the first answered on a signal,
@@ -95,7 +106,7 @@ mod tests {
                 .await
             });
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let c = calls.clone();
         let next = tokio::spawn(async move { async { Ok::<u32, SdkError<(), ()>>(7) }.bounded(&c).await });
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -107,7 +118,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_that_gets_no_permit_in_time_fails_as_a_timeout_unsent() {
-        let calls = Calls::default();
+        let calls = Calls::at_most(CALLS_IN_FLIGHT);
         for _ in 0..CALLS_IN_FLIGHT {
             let calls = calls.clone();
             tokio::spawn(async move {
@@ -119,7 +130,7 @@ mod tests {
                 .await
             });
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = sent.clone();
         let started = tokio::time::Instant::now();
@@ -132,6 +143,28 @@ mod tests {
         assert!(matches!(got, Err(SdkError::TimeoutError(_))), "{got:?}");
         assert_eq!(started.elapsed(), PERMIT_WAIT);
         assert!(!sent.load(std::sync::atomic::Ordering::SeqCst), "the call was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbounded_store_sends_every_call_at_once() {
+        let calls = Calls::default();
+        let under_way = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let all = (0..4 * CALLS_IN_FLIGHT).map(|_| {
+            let (calls, under_way) = (calls.clone(), under_way.clone());
+            tokio::spawn(async move {
+                async move {
+                    under_way.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    Ok::<u32, SdkError<(), ()>>(0)
+                }
+                .bounded(&calls)
+                .await
+            })
+        });
+        let handles: Vec<_> = all.collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(under_way.load(std::sync::atomic::Ordering::SeqCst), 4 * CALLS_IN_FLIGHT);
+        handles.iter().for_each(|h| h.abort());
     }
 
     #[test]

@@ -191,6 +191,16 @@ impl StateStore {
         }
     }
 
+    /// The same store with at most `n` DynamoDB calls under way at once,
+    /// over it and its clones (see `calls.rs`: a `ferry` command, which
+    /// runs every batch in one process).
+    pub fn with_calls_in_flight(self, n: usize) -> Self {
+        Self {
+            calls: Calls::at_most(n),
+            ..self
+        }
+    }
+
     /// Over how many partition keys `flow`'s partition items are spread,
     /// from its marker (read once, then kept). A flow without a marker has
     /// not started: it is laid out as a new flow will be, and not kept, so
