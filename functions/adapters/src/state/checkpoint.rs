@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput};
 use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem, Update};
 use ferry_core::offset_map::OffsetRun;
 
@@ -59,16 +59,24 @@ pub struct Checkpoint {
 }
 
 impl StateStore {
-    /// Move the cursor and store the mapping, atomically, under the lease.
-    pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
-        let items = self.checkpoint_items(flow, self.key_shards(flow).await?, lease, cp)?;
-        let res = self
-            .client
+    /// One TransactWriteItems of `items` (its outcome for
+    /// `checkpoint_outcome`).
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError, HttpResponse>> {
+        self.client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
             .bounded(&self.calls)
-            .await;
+            .await
+    }
+
+    /// Move the cursor and store the mapping, atomically, under the lease.
+    pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
+        let items = self.checkpoint_items(flow, self.key_shards(flow).await?, lease, cp)?;
+        let res = self.transact(items).await;
         self.checkpoint_outcome(lease, res)
     }
 
@@ -107,13 +115,7 @@ impl StateStore {
         for bin in bins {
             let members: Vec<usize> = bin.iter().map(|(i, _)| *i).collect();
             let items: Vec<TransactWriteItem> = bin.into_iter().flat_map(|(_, items)| items).collect();
-            let res = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .bounded(&self.calls)
-                .await;
+            let res = self.transact(items).await;
             match (members.as_slice(), res) {
                 ([only], res) => results[*only] = Some(self.checkpoint_outcome(cps[*only].0, res)),
                 (_, Ok(_)) => members.iter().for_each(|&i| results[i] = Some(Ok(()))),
@@ -406,13 +408,7 @@ impl StateStore {
             items.push(TransactWriteItem::builder().update(u).build());
         }
         items.extend(self.run_delete_items(&pk, now)?);
-        let res = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .bounded(&self.calls)
-            .await;
+        let res = self.transact(items).await;
         self.checkpoint_outcome(lease, res)?;
         if !later.is_empty() {
             self.delete_runs_under_lease(flow, lease, &pk, later).await?;
@@ -489,13 +485,7 @@ impl StateStore {
             };
             let mut items = vec![guard];
             items.extend(self.run_delete_items(pk, chunk)?);
-            let res = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .bounded(&self.calls)
-                .await;
+            let res = self.transact(items).await;
             self.checkpoint_outcome(lease, res)?;
         }
         Ok(())
