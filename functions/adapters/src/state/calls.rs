@@ -13,8 +13,9 @@
 //! The deployed functions are not bounded (a store built with
 //! [`StateStore::new`](super::StateStore::new) alone): a Replicate holds
 //! one batch, 64 partitions at most, and between its set-up and its stop
-//! has one call under way at a time. A pair of runs at 400 partitions on the local stack, bound
-//! and not, did not settle whether the bound costs them (benchmarks.md).
+//! has one call under way at a time. A pair of runs at 400 partitions on
+//! the local stack, bound and not, did not settle whether the bound costs
+//! them (benchmarks.md).
 
 use std::future::Future;
 use std::sync::Arc;
