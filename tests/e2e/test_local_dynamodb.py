@@ -101,3 +101,41 @@ def test_a_failing_transaction_leaves_every_item_it_names_as_it_was():
         assert items() == {2: "updated", 3: "old-3", 9: "new"}
     finally:
         db.delete_table(TableName=table)
+
+
+def test_a_transaction_sent_again_with_its_token_is_not_applied_twice():
+    """TransactWriteItems keeps its ClientRequestToken as DynamoDB does
+    (moto ignores it): the same request with the same token, as an SDK
+    sends it again after a lost answer, succeeds without writing again;
+    the token with any other parameter changed is refused with
+    IdempotentParameterMismatchException and writes nothing; a new token
+    is a new request."""
+    db, table = dynamo(), unique("token")
+    db.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    try:
+        db.put_item(TableName=table, Item={"pk": {"S": "counter"}, "v": {"N": "0"}})
+
+        def add(n: int, token: str) -> None:
+            db.transact_write_items(ClientRequestToken=token, TransactItems=[
+                {"Update": {"TableName": table, "Key": {"pk": {"S": "counter"}},
+                            "UpdateExpression": "SET v = v + :n", "ExpressionAttributeValues": {":n": {"N": str(n)}}}}])
+
+        def value() -> int:
+            return int(db.get_item(TableName=table, Key={"pk": {"S": "counter"}}, ConsistentRead=True)["Item"]["v"]["N"])
+
+        first, second = unique("t"), unique("t")
+        add(1, first)
+        add(1, first)
+        assert value() == 1, "the same request with the same token was applied twice"
+        try:
+            add(5, first)
+            raise AssertionError("the token was accepted with a different request")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "IdempotentParameterMismatchException", e
+        assert value() == 1, "a refused request wrote"
+        add(1, second)
+        assert value() == 2, "a new token is a new request"
+    finally:
+        db.delete_table(TableName=table)

@@ -1,6 +1,7 @@
-"""moto's server with two changes of Ferry's: MSK's GetBootstrapBrokers,
-which moto (5.2.5) does not implement; and DynamoDB's atomicity, which it
-does not keep under concurrent requests.
+"""moto's server with three changes of Ferry's: MSK's GetBootstrapBrokers,
+which moto (5.2.5) does not implement; DynamoDB's atomicity, which it does
+not keep under concurrent requests; and TransactWriteItems' idempotency
+token, which it ignores (see `idempotent` below).
 
 DynamoDB applies each write, and each TransactWriteItems, atomically: a
 condition is checked against, and the write applied to, the item as no
@@ -12,7 +13,7 @@ back a copy of every table it touched as they were when it began,
 undoing what other requests wrote meanwhile (a checkpoint, a lease).
 Under load, that moved a cursor back and Ferry copied records twice
 (bench/scale, 2026-12-05). Here every DynamoDB call holds one lock, so
-each is atomic as DynamoDB's are; tests/e2e/test_local_stack.py shows a
+each is atomic as DynamoDB's are; tests/e2e/test_local_dynamodb.py shows a
 failing transaction no longer undoes a concurrent write.
 
 `GET /v1/clusters/{clusterArn}/bootstrap-brokers` answers, for a cluster
@@ -37,10 +38,14 @@ import functools
 import json
 import sys
 import threading
+import time
 from urllib.parse import unquote
 
+from moto.core.responses import ActionResult
+from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 
 from moto.kafka.exceptions import NotFoundException
 from moto.kafka.models import FakeKafkaCluster
@@ -141,6 +146,57 @@ def undo_by_item(transact):
 
 
 DynamoDBBackend.transact_write_items = undo_by_item(DynamoDBBackend.transact_write_items)
+
+# How long DynamoDB remembers a TransactWriteItems' ClientRequestToken.
+TOKEN_WINDOW_S = 600.0
+
+
+class IdempotentParameterMismatchException(DynamodbException):
+    def __init__(self, token: str):
+        super().__init__(
+            ERROR_TYPE_PREFIX + "IdempotentParameterMismatchException",
+            message=f"Request with client token {token} was already used with different parameters",
+        )
+
+
+def idempotent(handler):
+    """TransactWriteItems that keeps its ClientRequestToken as DynamoDB
+    does, which moto ignores. A request whose token succeeded less than
+    ten minutes ago succeeds again without writing anything if it is the
+    same request, and is refused with IdempotentParameterMismatchException
+    if any other parameter differs. The AWS SDKs fill the token in
+    themselves and send it unchanged when they retry an attempt: a
+    transaction whose answer was lost (a timeout) is then not applied
+    twice. Without this, moto applied the retry again, and a checkpoint's
+    second copy failed its own cursor condition (bench/scale,
+    2026-12-06). DynamoDB's documentation does not say what it does with
+    a token whose request failed; here it is not kept (the SDKs do not
+    send a cancelled transaction again)."""
+
+    done: dict[str, tuple[str, float]] = {}  # token -> (request, when it succeeded)
+
+    @functools.wraps(handler)
+    def transact_write_items(self):
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return handler(self)
+        request = json.dumps({k: v for k, v in self.body.items() if k != "ClientRequestToken"}, sort_keys=True)
+        with DYNAMODB_LOCK:
+            now = time.monotonic()
+            for old in [t for t, (_, at) in done.items() if now - at > TOKEN_WINDOW_S]:
+                del done[old]
+            if token in done:
+                if done[token][0] != request:
+                    raise IdempotentParameterMismatchException(token)
+                return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+            result = handler(self)
+            done[token] = (request, time.monotonic())
+            return result
+
+    return transact_write_items
+
+
+DynamoHandler.transact_write_items = idempotent(DynamoHandler.transact_write_items)
 
 for _name, _method in list(vars(DynamoDBBackend).items()):
     if callable(_method) and not _name.startswith("_"):
