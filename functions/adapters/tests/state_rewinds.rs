@@ -57,10 +57,15 @@ async fn a_cursor_keeps_its_leader_epoch_and_moves_back_to_a_truncation() {
     let c = s.get_cursor("r/f", &tp).await.expect("get").expect("row");
     assert_eq!((c.leader_epoch, c.leader_epochs), (None, Vec::new()));
 
-    // Moved back from a cursor that is not the stored one: refused.
+    // Moved back from a cursor that is not the stored one: refused, and
+    // said so (the lease is still this holder's).
     assert!(matches!(
         s.rewind_cursor("r/f", &lease, 44, 25, Some(run(40, 130, 5)), &[(0, 2)], None).await,
-        Err(StateError::LeaseLost { .. })
+        Err(StateError::CursorMoved {
+            expected: 44,
+            found: 45,
+            ..
+        })
     ));
     let newest = s
         .rewind_cursor("r/f", &lease, 45, 25, Some(run(40, 130, 5)), &[(0, 2)], None)

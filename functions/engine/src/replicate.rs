@@ -569,7 +569,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
     for (p, res) in parts.iter().zip(released) {
         match res {
-            Ok(()) | Err(StateError::LeaseLost { .. }) => {}
+            Ok(()) | Err(StateError::LeaseLost { .. } | StateError::CursorMoved { .. }) => {}
             Err(e) => {
                 tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not release lease; it expires on its own")
             }
@@ -667,7 +667,8 @@ async fn fail(run: &FlowRun<'_>, p: &mut Part, e: &FerryError) {
         p.refused.get_or_insert(refusal);
         return;
     }
-    let lease_lost = matches!(e, FerryError::State(StateError::LeaseLost { .. }));
+    // A cursor moved under the lease stops the holder as a lost lease does.
+    let lease_lost = matches!(e, FerryError::State(StateError::LeaseLost { .. } | StateError::CursorMoved { .. }));
     if lease_lost || e.is_retryable() {
         // Not the partition's fault: another worker has it, or a broker or
         // DynamoDB is briefly away. The next invocation picks it up (and

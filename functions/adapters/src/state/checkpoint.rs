@@ -5,14 +5,14 @@
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::{TransactWriteItemsError, TransactWriteItemsOutput};
-use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use ferry_core::offset_map::OffsetRun;
 
 use super::calls::Bounded;
 use super::error::dynamo_err;
 use super::offset_map::run_from_item;
 use super::schema::{format_leader_epochs, map_pk, n, now_ms, partition_sk, s, spread_pk, PK, PK_MAP, SK_CURSOR, SK_MAP};
-use super::{Lease, StateError, StateStore};
+use super::{CursorItem, Lease, StateError, StateStore};
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -58,6 +58,27 @@ pub struct Checkpoint {
     pub target_leader_epoch: Option<Option<i32>>,
 }
 
+/// Where a transaction conditional on the cursor moves it: from `from` to
+/// `to` (and the stored target end to `target_end`, when it moves it). A
+/// refused transaction whose cursor already stands where it goes, under
+/// the same lease, was this one, applied by an earlier copy.
+#[derive(Debug, Clone, Copy)]
+struct Move {
+    from: i64,
+    to: i64,
+    target_end: Option<i64>,
+}
+
+impl Checkpoint {
+    fn cursor_move(&self) -> Move {
+        Move {
+            from: self.from_source,
+            to: self.to_source,
+            target_end: Some(self.target_end),
+        }
+    }
+}
+
 impl StateStore {
     /// One TransactWriteItems of `items` (its outcome for
     /// `checkpoint_outcome`).
@@ -77,7 +98,7 @@ impl StateStore {
     pub async fn checkpoint(&self, flow: &str, lease: &Lease, cp: &Checkpoint) -> Result<(), StateError> {
         let items = self.checkpoint_items(flow, self.key_shards(flow).await?, lease, cp)?;
         let res = self.transact(items).await;
-        self.checkpoint_outcome(lease, res)
+        self.checkpoint_outcome(lease, Some(cp.cursor_move()), res)
     }
 
     /// Several partitions' checkpoints, in as few DynamoDB transactions as
@@ -117,7 +138,7 @@ impl StateStore {
             let items: Vec<TransactWriteItem> = bin.into_iter().flat_map(|(_, items)| items).collect();
             let res = self.transact(items).await;
             match (members.as_slice(), res) {
-                ([only], res) => results[*only] = Some(self.checkpoint_outcome(cps[*only].0, res)),
+                ([only], res) => results[*only] = Some(self.checkpoint_outcome(cps[*only].0, Some(cps[*only].1.cursor_move()), res)),
                 (_, Ok(_)) => members.iter().for_each(|&i| results[i] = Some(Ok(()))),
                 (_, Err(SdkError::ServiceError(e))) if e.err().is_transaction_canceled_exception() => {
                     for &i in &members {
@@ -177,6 +198,9 @@ impl StateStore {
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(format!("{set} {remove}"))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
+            // Refused, the cursor as it stands comes back: whose lease, and
+            // where (see `checkpoint_outcome`).
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_values(":to", n(cp.to_source))
             .expression_attribute_values(":from", n(cp.from_source))
             .expression_attribute_values(":tend", n(cp.target_end))
@@ -246,40 +270,55 @@ impl StateStore {
         Ok(items)
     }
 
-    /// What one checkpoint's transaction did.
+    /// What one checkpoint's transaction did. Its first item is the
+    /// cursor's, conditional on the lease (and, with `moved`, on the cursor
+    /// standing at `moved.from`). When that condition failed, the cursor
+    /// as it stood says why (the transaction asks for it back):
+    /// - another lease epoch or holder: the lease was taken over;
+    /// - the same lease, the cursor already where `moved` takes it: this
+    ///   very transaction was applied by an earlier copy of the request
+    ///   (the SDK sends it again when an answer is lost; DynamoDB knows a
+    ///   copy by its ClientRequestToken only for ten minutes), so it is
+    ///   done: only this lease's holder moves the cursor, one
+    ///   transaction at a time;
+    /// - the same lease, the cursor elsewhere: something else moved it.
+    ///
+    /// Without the item (a store that does not return it), the lease is
+    /// taken to be lost, the safe reading: the holder stops writing.
     fn checkpoint_outcome<T>(
         &self,
         lease: &Lease,
+        moved: Option<Move>,
         res: Result<T, SdkError<TransactWriteItemsError, HttpResponse>>,
     ) -> Result<(), StateError> {
-        match res {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => {
-                // The cursor condition is the first item; any cancellation
-                // there means the lease moved or the cursor moved under us.
-                let reasons = match e.err() {
-                    TransactWriteItemsError::TransactionCanceledException(t) => t.cancellation_reasons().to_vec(),
-                    _ => Vec::new(),
-                };
-                let cursor_failed = reasons
-                    .first()
-                    .and_then(|r| r.code())
-                    .is_some_and(|c| c == "ConditionalCheckFailed");
-                if cursor_failed || reasons.is_empty() {
-                    Err(StateError::LeaseLost {
-                        tp: lease.tp.clone(),
-                        epoch: lease.epoch,
-                    })
-                } else {
-                    Err(StateError::Dynamo {
-                        op: "TransactWriteItems",
-                        table: self.offset_map.clone(),
-                        detail: format!("{reasons:?}"),
-                    })
-                }
-            }
-            Err(e) => Err(dynamo_err("TransactWriteItems", &self.cursors, e)),
+        let e = match res {
+            Ok(_) => return Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => e,
+            Err(e) => return Err(dynamo_err("TransactWriteItems", &self.cursors, e)),
+        };
+        let reasons = match e.err() {
+            TransactWriteItemsError::TransactionCanceledException(t) => t.cancellation_reasons().to_vec(),
+            _ => Vec::new(),
+        };
+        let lost = StateError::LeaseLost {
+            tp: lease.tp.clone(),
+            epoch: lease.epoch,
+        };
+        let Some(first) = reasons.first() else {
+            return Err(lost);
+        };
+        if first.code() != Some("ConditionalCheckFailed") {
+            return Err(StateError::Dynamo {
+                op: "TransactWriteItems",
+                table: self.offset_map.clone(),
+                detail: format!("{reasons:?}"),
+            });
         }
+        let Some(item) = first.item() else {
+            return Err(lost);
+        };
+        let cursor = CursorItem::try_from((self.cursors.as_str(), item))?;
+        cursor_refusal(lease, moved, &cursor).map_or(Ok(()), Err)
     }
 
     /// Move a partition's cursor back from `from` to `to`, under the lease:
@@ -368,6 +407,7 @@ impl StateStore {
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(format!("{set} REMOVE {}", remove.join(", ")))
             .condition_expression("lease_owner = :me AND lease_epoch = :epoch AND next_source_offset = :from")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_values(":to", n(to))
             .expression_attribute_values(":from", n(from))
             .expression_attribute_values(":now", n(now_ms()))
@@ -409,7 +449,8 @@ impl StateStore {
         }
         items.extend(self.run_delete_items(&pk, now)?);
         let res = self.transact(items).await;
-        self.checkpoint_outcome(lease, res)?;
+        let rewound = Move { from, to, target_end };
+        self.checkpoint_outcome(lease, Some(rewound), res)?;
         if !later.is_empty() {
             self.delete_runs_under_lease(flow, lease, &pk, later).await?;
         }
@@ -486,7 +527,7 @@ impl StateStore {
             let mut items = vec![guard];
             items.extend(self.run_delete_items(pk, chunk)?);
             let res = self.transact(items).await;
-            self.checkpoint_outcome(lease, res)?;
+            self.checkpoint_outcome(lease, None, res)?;
         }
         Ok(())
     }
@@ -509,4 +550,24 @@ impl StateStore {
             })
             .collect()
     }
+}
+
+/// Why a transaction under `lease` that would have moved the cursor as
+/// `moved` says was refused, from the cursor as it stood (see
+/// `StateStore::checkpoint_outcome`); None: it was applied already.
+fn cursor_refusal(lease: &Lease, moved: Option<Move>, cursor: &CursorItem) -> Option<StateError> {
+    let ours = cursor.lease_owner.as_deref() == Some(lease.owner.as_str()) && cursor.lease_epoch == lease.epoch;
+    let Some(m) = moved.filter(|_| ours) else {
+        return Some(StateError::LeaseLost {
+            tp: lease.tp.clone(),
+            epoch: lease.epoch,
+        });
+    };
+    let applied = cursor.next_source_offset == m.to && m.target_end.is_none_or(|t| cursor.next_target_offset == Some(t));
+    (!applied).then(|| StateError::CursorMoved {
+        tp: lease.tp.clone(),
+        epoch: lease.epoch,
+        expected: m.from,
+        found: cursor.next_source_offset,
+    })
 }

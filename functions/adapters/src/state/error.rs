@@ -31,6 +31,25 @@ pub enum StateError {
         /// The epoch this worker held.
         epoch: i64,
     },
+    /// The cursor was not where this lease's holder left it, though the
+    /// lease is still its own: something other than the holder moved it
+    /// (an operator's command, or a store that lost a write). The holder
+    /// stops writing, as when its lease is lost; the next one starts from
+    /// the cursor as stored, and reconciles the target against it.
+    #[error(
+        "{tp}: the cursor is at source offset {found}, not at {expected} where lease epoch {epoch} left it: something \
+         else moved it under the lease; this worker stops writing, and the next one starts from the stored cursor"
+    )]
+    CursorMoved {
+        /// Partition.
+        tp: TopicPartition,
+        /// The epoch this worker holds.
+        epoch: i64,
+        /// Where this holder left the cursor.
+        expected: i64,
+        /// Where it stands.
+        found: i64,
+    },
     /// The partition has no cursor (plan has not run for it).
     #[error("{tp}: no cursor in table {table}; run the plan step first")]
     NoCursor {

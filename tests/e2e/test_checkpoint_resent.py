@@ -1,0 +1,64 @@
+"""A checkpoint whose answer is lost: DynamoDB applied the transaction, the
+SDK's attempt timed out (ferry_adapters::aws::ATTEMPT_TIMEOUT, 10 s), and
+the SDK sent it again. The copy must not read as another worker having
+taken the partition over, nor as anyone moving its cursor: nothing else
+wrote. Each record is copied once.
+
+The proxy in front of the state store applies the checkpoint at once and
+holds its answer past the attempt timeout. Two ways the copy can arrive:
+- with the token the SDK gave the first (ClientRequestToken, the SDK fills
+  it in): DynamoDB, and the local stack since it keeps tokens
+  (infra/local/moto/ferry_moto.py), answers it as done without applying it
+  again;
+- with a token DynamoDB does not know (it forgets one after ten minutes):
+  the copy is applied, fails its own cursor condition, and Ferry must tell
+  its own checkpoint, already stored, from a lease another worker took."""
+
+import os
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+from support.held_answer_proxy import HeldAnswerProxy
+
+RECORDS = 3_000
+# Past the SDK's attempt timeout (10 s), inside its operation timeout (30 s).
+HOLD_S = 12.0
+
+
+@pytest.mark.parametrize("token", ["same", "forgotten"])
+def test_a_checkpoint_sent_again_is_not_a_takeover(tmp_path, monkeypatch, token):
+    topic = unique(f"resent-{token}")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(RECORDS):
+        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=os.urandom(100))
+    assert p.flush(60) == 0
+    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
+    try:
+        # A checkpoint's cursor update says where the cursor goes: the first
+        # one of the run is held.
+        proxy.arm("TransactWriteItems", "next_source_offset = :to", new_token_on_resend=token == "forgotten")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        kc, ri = write_config(tmp_path, [topic])
+        res = Ferry(kc, ri).run("--once", "--produce-batch-max-bytes", "20000", "--checkpoint-seconds", "0", timeout=300)
+        log = res.stdout + res.stderr
+        assert res.returncode == 0, log[-4000:]
+        copies = proxy.copies_of_held()
+        assert len(copies) >= 2, f"the held checkpoint was not sent again ({copies}): the scenario did not happen"
+        if token == "same":
+            assert len(set(copies)) == 1, f"the SDK sent the copy with another token: {copies}"
+        else:
+            assert len(set(copies)) == len(copies), f"the proxy did not change the copy's token: {copies}"
+        # Neither a lost lease nor a cursor moved by someone else: the copy
+        # was this checkpoint's (a pause for a DynamoDB call that timed
+        # out under load would be a fair one, so pauses are not counted).
+        assert "taken over" not in log, log[-4000:]
+        assert "something else moved it" not in log, log[-4000:]
+        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
+        assert dst == [f"{i:06d}".encode() for i in range(RECORDS)], \
+            f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"
+    finally:
+        proxy.close()
