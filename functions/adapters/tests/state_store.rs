@@ -21,12 +21,19 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
         !s.init_cursor("r/f", &tp, "orders", 99).await.expect("init again"),
         "a second init must not clobber"
     );
+    // The same init again (the SDK's copy of it after a lost answer) finds
+    // the cursor it would have made: done.
+    assert!(s.init_cursor("r/f", &tp, "orders", 0).await.expect("the same init again"));
 
     let (a, item) = s
         .acquire_lease("r/f", &tp, "worker-a", Duration::from_millis(300))
         .await
         .expect("a takes it");
     assert_eq!(item.next_source_offset, 0);
+    assert!(
+        !s.init_cursor("r/f", &tp, "orders", 0).await.expect("init after a lease"),
+        "a cursor a holder leased is not one an init made, wherever it stands"
+    );
     match s.acquire_lease("r/f", &tp, "worker-b", Duration::from_secs(60)).await {
         Err(StateError::LeaseHeld { owner, .. }) => assert_eq!(owner, "worker-a"),
         other => panic!("b must not get a held lease: {other:?}"),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
@@ -229,7 +230,12 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
 
 impl StateStore {
     /// Create a partition's cursor at `start` unless it exists. Returns
-    /// whether it was created.
+    /// whether the cursor now stands at `start` as created, never leased:
+    /// made by this call, or by an earlier copy of it (DynamoDB keeps no
+    /// token for a single write; when its answer is lost, the SDK's copy
+    /// is refused by the cursor the first one made), or the same by a
+    /// plan beside this one. False: a cursor that is elsewhere, or was
+    /// leased (a holder may have copied from it).
     pub async fn init_cursor(&self, flow: &str, tp: &TopicPartition, target_topic: &str, start: i64) -> Result<bool, StateError> {
         let res = self
             .client
@@ -246,10 +252,27 @@ impl StateStore {
             .item("updated_ms", n(now_ms()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .bounded(&self.calls)
             .await;
-        conditional("PutItem", &self.cursors, res)
+        match res {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let existing = match e.into_err() {
+                    PutItemError::ConditionalCheckFailedException(refused) => refused.item,
+                    _ => None,
+                };
+                let Some(item) = existing else { return Ok(false) };
+                let c = CursorItem::try_from((self.cursors.as_str(), &item))?;
+                Ok(c.next_source_offset == start
+                    && c.start_offset == Some(start)
+                    && c.lease_epoch == 0
+                    && c.records_replicated == 0
+                    && c.target_topic == target_topic)
+            }
+            Err(e) => Err(dynamo_err("PutItem", &self.cursors, e)),
+        }
     }
 
     /// Record the ids of the topics a cursor counts in, where it has none

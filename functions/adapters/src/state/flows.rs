@@ -9,10 +9,11 @@ use ferry_core::domain::TopicPartition;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
 use super::calls::Bounded;
 use super::cursor::CursorItem;
-use super::error::{conditional, dynamo_err};
+use super::error::dynamo_err;
 use super::schema::{
     delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
     SK_GROUPS,
@@ -108,6 +109,14 @@ impl StateStore {
     /// later ones at their first record) and the ids recorded before, which
     /// the caller compares with the clusters' own.
     pub async fn start_flow(&self, flow: &str, source_cluster_id: &str, target_cluster_id: &str) -> Result<FlowStart, StateError> {
+        // This call's own mark on the marker it writes. DynamoDB keeps no
+        // token for a single write: when the put's answer is lost, the
+        // SDK's copy of it is refused by the marker the first copy wrote,
+        // and only the mark tells that marker from one an earlier plan
+        // wrote. Read as started before, a first plan would skip the
+        // StartingPosition, and a flow that does not detect new topics
+        // would have none to copy, then or ever.
+        let mark = uuid::Uuid::new_v4().to_string();
         // A forget deleting the marker between the two writes below sends
         // the start round again: the update never makes a marker.
         for _ in 0..3 {
@@ -119,15 +128,29 @@ impl StateStore {
                 .item(PK, s(flow))
                 .item(SK_CURSOR, s(FLOW_MARKER))
                 .item("started_ms", n(now_ms()))
+                .item("started_by", s(&mark))
                 .item("source_cluster_id", s(source_cluster_id))
                 .item("target_cluster_id", s(target_cluster_id))
                 .item(KEY_SHARDS, n(i64::from(NEW_FLOW_KEY_SHARDS)))
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK)
+                .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .bounded(&self.calls)
                 .await;
-            if conditional("PutItem", &self.cursors, created)? {
+            let ours = match created {
+                Ok(_) => true,
+                Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => match e.into_err() {
+                    PutItemError::ConditionalCheckFailedException(refused) => refused
+                        .item()
+                        .and_then(|m| m.get("started_by"))
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|by| *by == mark),
+                    _ => false,
+                },
+                Err(e) => return Err(dynamo_err("PutItem", &self.cursors, e)),
+            };
+            if ours {
                 self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
                 return Ok(self.flow_start(None));
             }

@@ -62,3 +62,39 @@ def test_a_checkpoint_sent_again_is_not_a_takeover(tmp_path, monkeypatch, token)
             f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"
     finally:
         proxy.close()
+
+
+def test_a_flow_whose_first_marker_write_is_sent_again_still_starts(tmp_path, monkeypatch):
+    """The first plan of a flow writes its marker on condition that there
+    is none: DynamoDB keeps no token for a single write, so the SDK's copy
+    of it, after a lost answer, is refused by the marker the first copy
+    wrote. That is still this plan's own start, not a flow started before:
+    a flow that does not detect new topics copies only the topics of its
+    first plan, and read as started before, it had none and copied nothing,
+    then and at every plan after, with exit 0."""
+    topic = unique("marker-sent-again")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(100):
+        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=b"v")
+    assert p.flush(60) == 0
+    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
+    try:
+        proxy.arm("PutItem", '"#flow"')
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        kc, ri = write_config(tmp_path, [topic], topic_replication={"DetectAndCopyNewTopics": False})
+        res = Ferry(kc, ri).run("--once", timeout=300)
+        log = res.stdout + res.stderr
+        assert res.returncode == 0, log[-4000:]
+        assert len(proxy.copies_of_held()) >= 2, f"the marker's write was not sent again: {proxy.copies_of_held()}"
+        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
+        assert dst == [f"{i:06d}".encode() for i in range(100)], f"{len(dst)} of 100 on the target\n{log[-3000:]}"
+        # And the next run (a later plan) goes on copying the same topic.
+        p.produce(topic, partition=0, key=b"later", value=b"v")
+        assert p.flush(30) == 0
+        res = Ferry(kc, ri).run("--once", timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        assert [r["key"] for r in read_partition(TARGET, topic, 0)][-1] == b"later"
+    finally:
+        proxy.close()
