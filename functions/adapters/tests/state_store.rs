@@ -139,6 +139,45 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
     assert!(!after.writes_settled && after.lease_owner.is_none());
 }
 
+/// A backfill's restart moves a cursor whose lease expired; the holder may
+/// still be running (stalled past its lease). Its writes after that must
+/// read as a lost lease, never as its own applied by an earlier copy,
+/// even when the restart put the cursor exactly where the write goes.
+#[tokio::test]
+async fn a_restarted_cursor_fences_a_holder_whose_lease_expired() {
+    let s = store().await;
+    let tp = TopicPartition::new("restarted", 0);
+    assert!(s.init_cursor("r/f", &tp, "restarted", 0).await.expect("init"));
+    let (stalled, _) = s
+        .acquire_lease("r/f", &tp, "stalled", Duration::from_millis(200))
+        .await
+        .expect("lease");
+    // Moved on without copying a record (skipped or reconciled): nothing
+    // replicated, so a backfill may restart it.
+    let mut skip = cp(0, 100, vec![], None);
+    skip.records = 0;
+    skip.lease_expires_ms = now_ms() + 200;
+    s.checkpoint("r/f", &stalled, &skip).await.expect("skip");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(s.restart_cursor("r/f", &tp, 150).await.expect("restart"));
+    let mut next = cp(100, 150, vec![], None);
+    next.records = 0;
+    let res = s.checkpoint("r/f", &stalled, &next).await;
+    assert!(matches!(res, Err(StateError::LeaseLost { .. })), "{res:?}");
+    assert!(s.restart_cursor("r/f", &tp, 50).await.expect("restart back"));
+    let res = s.rewind_cursor("r/f", &stalled, 100, 50, None, &[], None).await;
+    assert!(matches!(res, Err(StateError::LeaseLost { .. })), "{res:?}");
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
+    assert_eq!((c.next_source_offset, c.lease_owner), (50, None));
+    // The next holder takes it from there.
+    let (next_holder, item) = s
+        .acquire_lease("r/f", &tp, "next", Duration::from_secs(60))
+        .await
+        .expect("the next holder");
+    assert!(next_holder.epoch > stalled.epoch + 1);
+    assert_eq!(item.next_source_offset, 50);
+}
+
 /// A partition whose map holds more runs than one page (a compacted
 /// topic's map may hold a run per record) is forgotten a page at a time,
 /// oldest first, and wholly.

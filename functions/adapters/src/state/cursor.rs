@@ -318,6 +318,11 @@ impl StateStore {
     /// Move the cursor of a partition Ferry has written nothing for (a
     /// backfill) to `start`. Refused (false) when it replicated a record or
     /// its lease is live: moving it back then would reorder the target.
+    /// It also fences the lease (a new epoch, no owner): a holder whose
+    /// lease expired while it kept running must find its lease gone, not
+    /// its cursor moved under it, or a write of its own refused by the
+    /// cursor could read as one an earlier copy applied (see
+    /// `StateStore::checkpoint`'s outcome).
     pub async fn restart_cursor(&self, flow: &str, tp: &TopicPartition, start: i64) -> Result<bool, StateError> {
         let res = self
             .client
@@ -325,7 +330,10 @@ impl StateStore {
             .table_name(&self.cursors)
             .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
-            .update_expression("SET next_source_offset = :start, start_offset = :start, updated_ms = :now")
+            .update_expression(
+                "SET next_source_offset = :start, start_offset = :start, updated_ms = :now, \
+                 lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE lease_owner",
+            )
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
                  AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)",
@@ -333,6 +341,7 @@ impl StateStore {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":start", n(start))
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .bounded(&self.calls)
