@@ -34,7 +34,9 @@ cluster's settings, and their values (the tests register local brokers).
 Run as moto_server is run: `python ferry_moto.py -H 127.0.0.1 -p PORT`.
 """
 
+import collections
 import functools
+import hashlib
 import json
 import sys
 import threading
@@ -171,9 +173,17 @@ def idempotent(handler):
     second copy failed its own cursor condition (bench/scale,
     2026-12-06). DynamoDB's documentation does not say what it does with
     a token whose request failed; here it is not kept (the SDKs do not
-    send a cancelled transaction again)."""
+    send a cancelled transaction again). A copy that arrives while the
+    first is still being applied waits for it here (one lock) and is
+    answered as done; DynamoDB answers it TransactionInProgressException,
+    which the SDKs retry as they retry throttling."""
 
-    done: dict[str, tuple[str, float]] = {}  # token -> (request, when it succeeded)
+    # token -> (digest of the request, when it succeeded), and the tokens
+    # oldest first, so that forgetting them is not a sweep of them all
+    # under the lock every DynamoDB call takes (bench/scale sends tens of
+    # thousands in ten minutes).
+    done: dict[str, tuple[str, float]] = {}
+    order: collections.deque = collections.deque()
 
     @functools.wraps(handler)
     def transact_write_items(self):
@@ -181,16 +191,21 @@ def idempotent(handler):
         if not token:
             return handler(self)
         request = json.dumps({k: v for k, v in self.body.items() if k != "ClientRequestToken"}, sort_keys=True)
+        digest = hashlib.sha256(request.encode()).hexdigest()
         with DYNAMODB_LOCK:
             now = time.monotonic()
-            for old in [t for t, (_, at) in done.items() if now - at > TOKEN_WINDOW_S]:
-                del done[old]
+            while order and now - order[0][0] > TOKEN_WINDOW_S:
+                _, old = order.popleft()
+                if old in done and now - done[old][1] > TOKEN_WINDOW_S:
+                    del done[old]
             if token in done:
-                if done[token][0] != request:
+                if done[token][0] != digest:
                     raise IdempotentParameterMismatchException(token)
                 return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
             result = handler(self)
-            done[token] = (request, time.monotonic())
+            at = time.monotonic()
+            done[token] = (digest, at)
+            order.append((at, token))
             return result
 
     return transact_write_items
