@@ -176,6 +176,26 @@ async fn a_restarted_cursor_fences_a_holder_whose_lease_expired() {
         .expect("the next holder");
     assert!(next_holder.epoch > stalled.epoch + 1);
     assert_eq!(item.next_source_offset, 50);
+    // Records it reconciled (found on the target, mapped, not counted as
+    // replicated) are a reason to refuse a restart, as replicated ones are.
+    let mut reconciled = cp(
+        50,
+        60,
+        vec![OffsetRun {
+            source_start: 50,
+            target_start: 0,
+            length: 10,
+        }],
+        None,
+    );
+    reconciled.records = 0;
+    reconciled.lease_expires_ms = now_ms();
+    s.checkpoint("r/f", &next_holder, &reconciled).await.expect("reconciled");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !s.restart_cursor("r/f", &tp, 0).await.expect("restart after a reconcile"),
+        "a restart moved a cursor back over records already mapped on the target"
+    );
 }
 
 /// A partition whose map holds more runs than one page (a compacted

@@ -316,8 +316,12 @@ impl StateStore {
     }
 
     /// Move the cursor of a partition Ferry has written nothing for (a
-    /// backfill) to `start`. Refused (false) when it replicated a record or
+    /// backfill) to `start`. Refused (false) when it replicated a record,
+    /// holds an offset-map run (records a holder found already on the
+    /// target and reconciled: `records_replicated` does not count them) or
     /// its lease is live: moving it back then would reorder the target.
+    /// The plan checked all three before; a holder may have reconciled
+    /// since, so the write checks them again.
     /// It also fences the lease (a new epoch, no owner): a holder whose
     /// lease expired while it kept running must find its lease gone, not
     /// its cursor moved under it, or a write of its own refused by the
@@ -336,6 +340,7 @@ impl StateStore {
             )
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
+                 AND attribute_not_exists(open_run_source_start) \
                  AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)",
             )
             .expression_attribute_names("#pk", PK)
