@@ -98,3 +98,46 @@ def test_a_flow_whose_first_marker_write_is_sent_again_still_starts(tmp_path, mo
         assert [r["key"] for r in read_partition(TARGET, topic, 0)][-1] == b"later"
     finally:
         proxy.close()
+
+
+# DynamoDB's answer to a transaction that met another write of one of its
+# items in flight (the documented shape of TransactionCanceledException).
+CONFLICT = {
+    "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+    "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict, None]",
+    "CancellationReasons": [
+        {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"},
+        {"Code": "None"},
+    ],
+}
+
+
+def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypatch):
+    """DynamoDB cancels a transaction that meets another write of one of its
+    items in flight (a plan recording a cursor's topic ids, a successor
+    claiming its hand-off, as the holder checkpoints): TransactionConflict,
+    nothing written. moto answers one call at a time and never does; the
+    proxy answers so for the first checkpoint, twice. The holder sends it
+    again rather than pause the partition until the next invocation."""
+    topic = unique("conflict")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(RECORDS):
+        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=os.urandom(100))
+    assert p.flush(60) == 0
+    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
+    try:
+        proxy.refuse("TransactWriteItems", "next_source_offset = :to", 400, CONFLICT, times=2)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        kc, ri = write_config(tmp_path, [topic])
+        res = Ferry(kc, ri).run("--once", "--produce-batch-max-bytes", "20000", "--checkpoint-seconds", "0", timeout=300)
+        log = res.stdout + res.stderr
+        assert res.returncode == 0, log[-4000:]
+        assert proxy.answered == 2, f"the proxy refused {proxy.answered} checkpoints: the scenario did not happen"
+        assert "TransactionConflict" not in log, log[-4000:]
+        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
+        assert dst == [f"{i:06d}".encode() for i in range(RECORDS)], \
+            f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"
+    finally:
+        proxy.close()

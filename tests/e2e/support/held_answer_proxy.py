@@ -4,6 +4,11 @@ and its caller, waiting past its attempt timeout, sends it again, as a
 caller whose answer a network lost does. A test arms it with what the
 request to hold says; the first request that matches after that is held.
 
+Or it can answer a matching request itself, as DynamoDB would refuse it,
+without passing it on: a refusal moto cannot produce (DynamoDB's
+TransactionConflict, which needs two writes overlapping in time; moto
+answers one call at a time).
+
 It can also give the request sent again a new ClientRequestToken: what DynamoDB makes of a token it no longer knows (one sent
 more than ten minutes after its first use), so that the test shows what
 the caller does when nothing below it recognises the copy.
@@ -27,6 +32,11 @@ class HeldAnswerProxy:
         self.lock = threading.Lock()
         self.armed: tuple[str, str] | None = None  # (operation, text the body holds)
         self.new_token_on_resend = False
+        # (HTTP status, JSON body) to answer matching requests with, and how
+        # many more to answer so.
+        self.answer: tuple[int, dict] | None = None
+        self.answers_left = 0
+        self.answered = 0
         self.held: dict | None = None  # the held request's body, once held
         # Every request of the held operation seen: (ClientRequestToken as
         # sent on, body without the token).
@@ -46,6 +56,14 @@ class HeldAnswerProxy:
         with self.lock:
             self.armed = (operation, body_contains)
             self.new_token_on_resend = new_token_on_resend
+
+    def refuse(self, operation: str, body_contains: str, status: int, error: dict, times: int) -> None:
+        """Answer the next `times` `operation` requests whose body holds
+        `body_contains` with `error` (DynamoDB's JSON error body) and
+        `status`, passing none of them on."""
+        with self.lock:
+            self.armed = (operation, body_contains)
+            self.answer, self.answers_left = (status, error), times
 
     def copies_of_held(self) -> list[str | None]:
         """The tokens of every request sent on with the held one's body."""
@@ -86,6 +104,11 @@ class HeldAnswerProxy:
                     head, body, n = msg
                     buf = buf[n:]
                     head, body, hold = self._look(head, body)
+                    if isinstance(hold, bytes):
+                        # Answered here: the caller waits for this answer
+                        # before it sends anything else on the connection.
+                        client.sendall(hold)
+                        continue
                     holds.append(hold)
                     up.sendall(head + body)
         except OSError:
@@ -93,7 +116,7 @@ class HeldAnswerProxy:
         finally:
             _close(client, up)
 
-    def _look(self, head: bytes, body: bytes) -> tuple[bytes, bytes, bool]:
+    def _look(self, head: bytes, body: bytes) -> tuple[bytes, bytes, bool | bytes]:
         op = _header(head, b"x-amz-target").decode().rpartition(".")[2]
         with self.lock:
             if self.armed is None or op != self.armed[0]:
@@ -103,7 +126,16 @@ class HeldAnswerProxy:
             except ValueError:
                 return head, body, False
             hold = False
-            if self.held is None and self.armed[1] in body.decode():
+            if self.answer is not None and self.answers_left > 0 and self.armed[1] in body.decode():
+                self.answers_left -= 1
+                self.answered += 1
+                status, error = self.answer
+                payload = json.dumps(error).encode()
+                return head, body, (
+                    b"HTTP/1.1 %d Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                    b"x-amzn-RequestId: ferry-test\r\nContent-Length: %d\r\n\r\n" % (status, len(payload))
+                ) + payload
+            if self.answer is None and self.held is None and self.armed[1] in body.decode():
                 self.held, hold = req, True
             elif (self.held is not None and self.new_token_on_resend and req.get("ClientRequestToken")
                   and _without_token(req) == _without_token(self.held)):

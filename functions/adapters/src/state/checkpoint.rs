@@ -79,19 +79,58 @@ impl Checkpoint {
     }
 }
 
+/// How many times a transaction DynamoDB cancelled only for a conflict is
+/// sent again, after 20, 40, 80 ms.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// Whether DynamoDB cancelled a transaction only because another request
+/// was writing one of its items at the same moment (TransactionConflict;
+/// say a plan recording a cursor's topic ids, or a successor claiming its
+/// hand-off, as the holder checkpoints) or throttled it: it wrote nothing
+/// and no condition failed, so the same items may be sent again. The SDK
+/// does not retry a cancelled transaction.
+fn cancelled_for_a_conflict(e: &TransactWriteItemsError) -> bool {
+    let TransactWriteItemsError::TransactionCanceledException(t) = e else {
+        return false;
+    };
+    let codes: Vec<&str> = t.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+    codes.iter().any(|c| *c != "None")
+        && codes.iter().all(|c| {
+            matches!(
+                *c,
+                "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+            )
+        })
+}
+
 impl StateStore {
     /// One TransactWriteItems of `items` (its outcome for
-    /// `checkpoint_outcome`).
+    /// `checkpoint_outcome`), sent again when DynamoDB cancelled it only
+    /// for a conflict (see `cancelled_for_a_conflict`): otherwise the
+    /// holder would pause the partition until the next invocation for a
+    /// write that would pass milliseconds later.
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
     ) -> Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError, HttpResponse>> {
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .bounded(&self.calls)
-            .await
+        let mut retries = 0;
+        loop {
+            let res = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .bounded(&self.calls)
+                .await;
+            match res {
+                Err(SdkError::ServiceError(e)) if retries < CONFLICT_RETRIES && cancelled_for_a_conflict(e.err()) => {
+                    retries += 1;
+                    tracing::debug!(retries, reasons = ?e.err(), "transaction cancelled for a conflict; sent again");
+                    tokio::time::sleep(std::time::Duration::from_millis(10 << retries)).await;
+                }
+                res => return res,
+            }
+        }
     }
 
     /// Move the cursor and store the mapping, atomically, under the lease.
@@ -308,9 +347,14 @@ impl StateStore {
             return Err(lost);
         };
         if first.code() != Some("ConditionalCheckFailed") {
+            // The first item is the cursor's; the others are the map's.
+            let table = match first.code() {
+                Some("None") | None => &self.offset_map,
+                Some(_) => &self.cursors,
+            };
             return Err(StateError::Dynamo {
                 op: "TransactWriteItems",
-                table: self.offset_map.clone(),
+                table: table.clone(),
                 detail: format!("{reasons:?}"),
             });
         }
@@ -570,4 +614,37 @@ fn cursor_refusal(lease: &Lease, moved: Option<Move>, cursor: &CursorItem) -> Op
         expected: m.from,
         found: cursor.next_source_offset,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_sdk_dynamodb::types::CancellationReason;
+
+    use super::*;
+
+    fn cancelled(codes: &[&str]) -> TransactWriteItemsError {
+        let reasons = codes.iter().map(|c| CancellationReason::builder().code(*c).build()).collect();
+        TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .set_cancellation_reasons(Some(reasons))
+                .build(),
+        )
+    }
+
+    #[test]
+    fn only_a_transaction_cancelled_for_a_conflict_alone_is_sent_again() {
+        assert!(cancelled_for_a_conflict(&cancelled(&["None", "TransactionConflict"])));
+        assert!(cancelled_for_a_conflict(&cancelled(&["TransactionConflict", "None", "None"])));
+        assert!(cancelled_for_a_conflict(&cancelled(&["ThrottlingError"])));
+        // A failed condition decides the outcome, conflict or not.
+        assert!(!cancelled_for_a_conflict(&cancelled(&[
+            "ConditionalCheckFailed",
+            "TransactionConflict"
+        ])));
+        assert!(!cancelled_for_a_conflict(&cancelled(&["None", "ValidationError"])));
+        // No reason given: nothing says a retry would pass.
+        assert!(!cancelled_for_a_conflict(&cancelled(&[])));
+        assert!(!cancelled_for_a_conflict(&cancelled(&["None", "None"])));
+    }
 }
