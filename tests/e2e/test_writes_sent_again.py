@@ -141,3 +141,36 @@ def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypat
             f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"
     finally:
         proxy.close()
+
+
+def test_a_single_write_refused_for_a_transaction_conflict_is_sent_again(tmp_path, monkeypatch):
+    """DynamoDB refuses a single write to an item a transaction is writing
+    at that moment with TransactionConflictException (a successor claiming
+    a hand-off, or taking a lease, as the holder checkpoints): nothing was
+    written. The SDK does not retry it of itself; Ferry's DynamoDB client
+    does (ferry_adapters::state::dynamodb_client). The proxy refuses the
+    first lease taken so."""
+    topic = unique("single-conflict")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(100):
+        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=b"v")
+    assert p.flush(60) == 0
+    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
+    try:
+        conflict = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                    "message": "Transaction is ongoing for the item"}
+        proxy.refuse("UpdateItem", "lease_epoch = lease_epoch + :one", 400, conflict, times=1)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        kc, ri = write_config(tmp_path, [topic])
+        res = Ferry(kc, ri).run("--once", timeout=300)
+        log = res.stdout + res.stderr
+        assert res.returncode == 0, log[-4000:]
+        assert proxy.answered == 1, f"the proxy refused {proxy.answered} leases: the scenario did not happen"
+        assert "TransactionConflict" not in log, log[-4000:]
+        assert "partition paused" not in log, log[-4000:]
+        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
+        assert dst == [f"{i:06d}".encode() for i in range(100)]
+    finally:
+        proxy.close()

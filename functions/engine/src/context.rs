@@ -136,7 +136,7 @@ impl Ferry {
     /// Secrets Manager and MSK's API reached through `aws`. Connects (and
     /// looks MSK brokers up) lazily.
     pub fn new(spec: ReplicatorSpec, aws: &aws_config::SdkConfig, settings: Settings) -> Result<Self, FerryError> {
-        let dynamo = aws_sdk_dynamodb::Client::new(aws);
+        let dynamo = ferry_adapters::state::dynamodb_client(aws);
         let mut clusters = HashMap::new();
         for flow in &spec.flows {
             for c in [&flow.source, &flow.target] {

@@ -5,6 +5,7 @@
 
 mod calls;
 mod checkpoint;
+mod client;
 mod cursor;
 mod error;
 mod flows;
@@ -17,6 +18,7 @@ mod schema;
 
 pub use calls::{CALLS_IN_FLIGHT, PERMIT_WAIT};
 pub use checkpoint::{Checkpoint, MAX_TRANSACTION_ITEMS};
+pub use client::dynamodb_client;
 pub use cursor::{CursorItem, Lease, ProducerRecord, Rate};
 pub use error::StateError;
 pub use flows::FlowStart;

@@ -12,7 +12,7 @@ use ferry_core::offset_map::OffsetRun;
 pub async fn store() -> StateStore {
     let aws = ferry_adapters::aws::load().await;
     let prefix = format!("ferry-it-{}", uuid::Uuid::new_v4().simple());
-    let s = StateStore::new(aws_sdk_dynamodb::Client::new(&aws), &prefix);
+    let s = StateStore::new(ferry_adapters::state::dynamodb_client(&aws), &prefix);
     s.ensure_tables()
         .await
         .expect("tables (is moto up? run infra/local/up and source infra/local/stack.env)");
