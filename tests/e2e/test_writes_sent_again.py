@@ -112,13 +112,16 @@ CONFLICT = {
 }
 
 
-def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("conflicts", [2, 4])
+def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypatch, conflicts):
     """DynamoDB cancels a transaction that meets another write of one of its
     items in flight (a plan recording a cursor's topic ids, a successor
     claiming its hand-off, as the holder checkpoints): TransactionConflict,
     nothing written. moto answers one call at a time and never does; the
-    proxy answers so for the first checkpoint, twice. The holder sends it
-    again rather than pause the partition until the next invocation."""
+    proxy answers so for the first checkpoint, twice: the holder sends it
+    again rather than pause the partition until the next invocation. Four
+    times, one more than it sends it again: the partition pauses, saying
+    why and on which table, and the next round goes on, each record once."""
     topic = unique("conflict")
     create_topic(SOURCE, topic, 1)
     p = producer(SOURCE)
@@ -128,14 +131,18 @@ def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypat
     moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
     proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
     try:
-        proxy.refuse("TransactWriteItems", "next_source_offset = :to", 400, CONFLICT, times=2)
+        proxy.refuse("TransactWriteItems", "next_source_offset = :to", 400, CONFLICT, times=conflicts)
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         kc, ri = write_config(tmp_path, [topic])
         res = Ferry(kc, ri).run("--once", "--produce-batch-max-bytes", "20000", "--checkpoint-seconds", "0", timeout=300)
         log = res.stdout + res.stderr
         assert res.returncode == 0, log[-4000:]
-        assert proxy.answered == 2, f"the proxy refused {proxy.answered} checkpoints: the scenario did not happen"
-        assert "TransactionConflict" not in log, log[-4000:]
+        assert proxy.answered == conflicts, f"the proxy refused {proxy.answered} checkpoints: the scenario did not happen"
+        if conflicts <= 3:
+            assert "TransactionConflict" not in log, log[-4000:]
+        else:
+            assert "partition paused" in log and "TransactionConflict" in log, log[-4000:]
+            assert "-cursors failed" in log, "the error names the cursors table, whose item was refused"
         dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
         assert dst == [f"{i:06d}".encode() for i in range(RECORDS)], \
             f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"

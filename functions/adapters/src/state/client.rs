@@ -8,8 +8,13 @@
 //! not retry it (it is neither a throttling nor a transient error to it).
 //! A successor claiming a hand-off, or a plan recording a cursor's topic
 //! ids, while the holder checkpoints, would fail for it and give up its
-//! turn. Here the SDK retries it as a transient error, within the same
-//! timeouts (`crate::aws`).
+//! turn. Here the SDK retries it as it retries throttling (as it does
+//! DynamoDB's TransactionInProgressException), within the same timeouts
+//! (`crate::aws`): a throttling retry keeps the connection (a transient
+//! one closes it) and costs half the retry tokens of the process's shared
+//! budget (5 of 500, which only successes refill), so a burst of
+//! conflicts neither reconnects every call nor empties the budget the
+//! other calls' retries draw on as fast.
 
 use aws_sdk_dynamodb::config::interceptors::InterceptorContext;
 use aws_sdk_dynamodb::config::retry::{ClassifyRetry, RetryAction};
@@ -27,7 +32,7 @@ pub fn dynamodb_client(aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client 
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
-/// Classifies TransactionConflictException as transient. DynamoDB's JSON
+/// Classifies TransactionConflictException as throttling. DynamoDB's JSON
 /// protocol names the error in the body (`"__type": "...#<code>"`), which
 /// the SDK has read whole by the time classifiers run.
 #[derive(Debug)]
@@ -41,7 +46,7 @@ impl ClassifyRetry for TransactionConflicts {
             .and_then(|r| r.body().bytes())
             .is_some_and(is_transaction_conflict);
         if conflict {
-            RetryAction::retryable_error(ErrorKind::TransientError)
+            RetryAction::retryable_error(ErrorKind::ThrottlingError)
         } else {
             RetryAction::NoActionIndicated
         }
