@@ -15,6 +15,7 @@ holds its answer past the attempt timeout. Two ways the copy can arrive:
   its own checkpoint, already stored, from a lease another worker took."""
 
 import os
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import pytest
@@ -27,21 +28,46 @@ RECORDS = 3_000
 HOLD_S = 12.0
 
 
-@pytest.mark.parametrize("token", ["same", "forgotten"])
-def test_a_checkpoint_sent_again_is_not_a_takeover(tmp_path, monkeypatch, token):
-    topic = unique(f"resent-{token}")
+def keys(n: int) -> list[bytes]:
+    return [f"{i:06d}".encode() for i in range(n)]
+
+
+def loaded(name: str, n: int, value_bytes: int = 100) -> str:
+    """A new one-partition source topic holding `n` records keyed `keys(n)`."""
+    topic = unique(name)
     create_topic(SOURCE, topic, 1)
     p = producer(SOURCE)
-    for i in range(RECORDS):
-        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=os.urandom(100))
+    for k in keys(n):
+        p.produce(topic, partition=0, key=k, value=os.urandom(value_bytes))
     assert p.flush(60) == 0
+    return topic
+
+
+def copied_once(topic: str, n: int) -> None:
+    dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
+    assert dst == keys(n), f"{len(dst)} of {n} on target, {len(dst) - len(set(dst))} twice"
+
+
+@contextmanager
+def state_store_behind_a_proxy(monkeypatch):
+    """A HeldAnswerProxy in front of moto, which Ferry's processes started
+    inside reach instead of moto."""
     moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
     proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("token", ["same", "forgotten"])
+def test_a_checkpoint_sent_again_is_not_a_takeover(tmp_path, monkeypatch, token):
+    topic = loaded(f"resent-{token}", RECORDS)
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
         # A checkpoint's cursor update says where the cursor goes: the first
         # one of the run is held.
         proxy.arm("TransactWriteItems", "next_source_offset = :to", new_token_on_resend=token == "forgotten")
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         kc, ri = write_config(tmp_path, [topic])
         res = Ferry(kc, ri).run("--once", "--produce-batch-max-bytes", "20000", "--checkpoint-seconds", "0", timeout=300)
         log = res.stdout + res.stderr
@@ -57,11 +83,7 @@ def test_a_checkpoint_sent_again_is_not_a_takeover(tmp_path, monkeypatch, token)
         # out under load would be a fair one, so pauses are not counted).
         assert "taken over" not in log, log[-4000:]
         assert "something else moved it" not in log, log[-4000:]
-        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
-        assert dst == [f"{i:06d}".encode() for i in range(RECORDS)], \
-            f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"
-    finally:
-        proxy.close()
+        copied_once(topic, RECORDS)
 
 
 def test_a_flow_whose_first_marker_write_is_sent_again_still_starts(tmp_path, monkeypatch):
@@ -72,32 +94,22 @@ def test_a_flow_whose_first_marker_write_is_sent_again_still_starts(tmp_path, mo
     a flow that does not detect new topics copies only the topics of its
     first plan, and read as started before, it had none and copied nothing,
     then and at every plan after, with exit 0."""
-    topic = unique("marker-sent-again")
-    create_topic(SOURCE, topic, 1)
-    p = producer(SOURCE)
-    for i in range(100):
-        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=b"v")
-    assert p.flush(60) == 0
-    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
-    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
-    try:
+    topic = loaded("marker-sent-again", 100, value_bytes=1)
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
         proxy.arm("PutItem", '"#flow"')
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         kc, ri = write_config(tmp_path, [topic], topic_replication={"DetectAndCopyNewTopics": False})
         res = Ferry(kc, ri).run("--once", timeout=300)
         log = res.stdout + res.stderr
         assert res.returncode == 0, log[-4000:]
         assert len(proxy.copies_of_held()) >= 2, f"the marker's write was not sent again: {proxy.copies_of_held()}"
-        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
-        assert dst == [f"{i:06d}".encode() for i in range(100)], f"{len(dst)} of 100 on the target\n{log[-3000:]}"
+        copied_once(topic, 100)
         # And the next run (a later plan) goes on copying the same topic.
+        p = producer(SOURCE)
         p.produce(topic, partition=0, key=b"later", value=b"v")
         assert p.flush(30) == 0
         res = Ferry(kc, ri).run("--once", timeout=300)
         assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
         assert [r["key"] for r in read_partition(TARGET, topic, 0)][-1] == b"later"
-    finally:
-        proxy.close()
 
 
 # DynamoDB's answer to a transaction that met another write of one of its
@@ -122,17 +134,9 @@ def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypat
     again rather than pause the partition until the next invocation. Four
     times, one more than it sends it again: the partition pauses, saying
     why and on which table, and the next round goes on, each record once."""
-    topic = unique("conflict")
-    create_topic(SOURCE, topic, 1)
-    p = producer(SOURCE)
-    for i in range(RECORDS):
-        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=os.urandom(100))
-    assert p.flush(60) == 0
-    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
-    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
-    try:
+    topic = loaded("conflict", RECORDS)
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
         proxy.refuse("TransactWriteItems", "next_source_offset = :to", 400, CONFLICT, times=conflicts)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         kc, ri = write_config(tmp_path, [topic])
         res = Ferry(kc, ri).run("--once", "--produce-batch-max-bytes", "20000", "--checkpoint-seconds", "0", timeout=300)
         log = res.stdout + res.stderr
@@ -143,11 +147,7 @@ def test_a_checkpoint_cancelled_for_a_conflict_is_sent_again(tmp_path, monkeypat
         else:
             assert "partition paused" in log and "TransactionConflict" in log, log[-4000:]
             assert "-cursors failed" in log, "the error names the cursors table, whose item was refused"
-        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
-        assert dst == [f"{i:06d}".encode() for i in range(RECORDS)], \
-            f"{len(dst)} on target, {len(dst) - len(set(dst))} twice"
-    finally:
-        proxy.close()
+        copied_once(topic, RECORDS)
 
 
 def test_a_single_write_refused_for_a_transaction_conflict_is_sent_again(tmp_path, monkeypatch):
@@ -157,19 +157,11 @@ def test_a_single_write_refused_for_a_transaction_conflict_is_sent_again(tmp_pat
     written. The SDK does not retry it of itself; Ferry's DynamoDB client
     does (ferry_adapters::state::dynamodb_client). The proxy refuses the
     first lease taken so."""
-    topic = unique("single-conflict")
-    create_topic(SOURCE, topic, 1)
-    p = producer(SOURCE)
-    for i in range(100):
-        p.produce(topic, partition=0, key=f"{i:06d}".encode(), value=b"v")
-    assert p.flush(60) == 0
-    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
-    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
-    try:
+    topic = loaded("single-conflict", 100, value_bytes=1)
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
         conflict = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
                     "message": "Transaction is ongoing for the item"}
         proxy.refuse("UpdateItem", "lease_epoch = lease_epoch + :one", 400, conflict, times=1)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         kc, ri = write_config(tmp_path, [topic])
         res = Ferry(kc, ri).run("--once", timeout=300)
         log = res.stdout + res.stderr
@@ -177,7 +169,4 @@ def test_a_single_write_refused_for_a_transaction_conflict_is_sent_again(tmp_pat
         assert proxy.answered == 1, f"the proxy refused {proxy.answered} leases: the scenario did not happen"
         assert "TransactionConflict" not in log, log[-4000:]
         assert "partition paused" not in log, log[-4000:]
-        dst = [r["key"] for r in read_partition(TARGET, topic, 0)]
-        assert dst == [f"{i:06d}".encode() for i in range(100)]
-    finally:
-        proxy.close()
+        copied_once(topic, 100)
