@@ -569,7 +569,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
     for (p, res) in parts.iter().zip(released) {
         match res {
-            Ok(()) | Err(StateError::LeaseLost { .. } | StateError::CursorMoved { .. }) => {}
+            Ok(()) | Err(StateError::LeaseLost { .. }) => {}
             Err(e) => {
                 tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not release lease; it expires on its own")
             }

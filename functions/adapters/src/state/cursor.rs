@@ -322,6 +322,7 @@ impl StateStore {
     /// its lease is live: moving it back then would reorder the target.
     /// The plan checked all three before; a holder may have reconciled
     /// since, so the write checks them again.
+    ///
     /// It also fences the lease (a new epoch, no owner): a holder whose
     /// lease expired while it kept running must find its lease gone, not
     /// its cursor moved under it, or a write of its own refused by the

@@ -32,8 +32,10 @@ pub enum StateError {
         epoch: i64,
     },
     /// The cursor was not where this lease's holder left it, though the
-    /// lease is still its own: something other than the holder moved it
-    /// (an operator's command, or a store that lost a write). The holder
+    /// lease is still its own: something other than Ferry moved it (a tool
+    /// or a person writing the cursors table, or a store that lost a
+    /// write; Ferry's one other writer of a cursor's position, a
+    /// backfill's restart, fences the lease as it moves it). The holder
     /// stops writing, as when its lease is lost; the next one starts from
     /// the cursor as stored, and reconciles the target against it.
     #[error(
