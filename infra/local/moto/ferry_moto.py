@@ -194,10 +194,11 @@ def idempotent(handler):
         digest = hashlib.sha256(request.encode()).hexdigest()
         with DYNAMODB_LOCK:
             now = time.monotonic()
+            # A token is kept once (one already kept is answered below
+            # without being kept again): the oldest in `order` is the
+            # oldest in `done`.
             while order and now - order[0][0] > TOKEN_WINDOW_S:
-                _, old = order.popleft()
-                if old in done and now - done[old][1] > TOKEN_WINDOW_S:
-                    del done[old]
+                del done[order.popleft()[1]]
             if token in done:
                 if done[token][0] != digest:
                     raise IdempotentParameterMismatchException(token)

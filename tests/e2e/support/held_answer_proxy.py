@@ -96,21 +96,16 @@ class HeldAnswerProxy:
             threading.Thread(target=self._answers, args=(up, client, holds), daemon=True).start()
 
     def _requests(self, client: socket.socket, up: socket.socket, holds: deque) -> None:
-        buf = b""
         try:
-            while data := client.recv(65536):
-                buf += data
-                while (msg := _message(buf)) is not None:
-                    head, body, n = msg
-                    buf = buf[n:]
-                    head, body, hold = self._look(head, body)
-                    if isinstance(hold, bytes):
-                        # Answered here: the caller waits for this answer
-                        # before it sends anything else on the connection.
-                        client.sendall(hold)
-                        continue
-                    holds.append(hold)
-                    up.sendall(head + body)
+            for head, body in _messages(client):
+                head, body, hold = self._look(head, body)
+                if isinstance(hold, bytes):
+                    # Answered here: the caller waits for this answer
+                    # before it sends anything else on the connection.
+                    client.sendall(hold)
+                    continue
+                holds.append(hold)
+                up.sendall(head + body)
         except OSError:
             pass
         finally:
@@ -146,18 +141,13 @@ class HeldAnswerProxy:
             return head, body, hold
 
     def _answers(self, up: socket.socket, client: socket.socket, holds: deque) -> None:
-        buf = b""
         try:
-            while data := up.recv(65536):
-                buf += data
-                while (msg := _message(buf)) is not None:
-                    head, body, n = msg
-                    buf = buf[n:]
-                    if holds and holds.popleft():
-                        # Past the caller's attempt timeout: it gives up on
-                        # this connection and sends the request again.
-                        time.sleep(self.hold_s)
-                    client.sendall(head + body)
+            for head, body in _messages(up):
+                if holds and holds.popleft():
+                    # Past the caller's attempt timeout: it gives up on
+                    # this connection and sends the request again.
+                    time.sleep(self.hold_s)
+                client.sendall(head + body)
         except OSError:
             pass
         finally:
@@ -182,15 +172,18 @@ def _with_length(head: bytes, length: int) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def _message(buf: bytes) -> tuple[bytes, bytes, int] | None:
-    """The first whole message in buf: (head with its blank line, body, length)."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    length = int(_header(buf[:end], b"content-length") or b"0")
-    if len(buf) < end + 4 + length:
-        return None
-    return buf[: end + 4], buf[end + 4: end + 4 + length], end + 4 + length
+def _messages(sock: socket.socket):
+    """The whole HTTP messages `sock` carries, as (head with its blank line,
+    body), until it closes."""
+    buf = b""
+    while data := sock.recv(65536):
+        buf += data
+        while (end := buf.find(b"\r\n\r\n")) >= 0:
+            length = int(_header(buf[:end], b"content-length") or b"0")
+            if len(buf) < end + 4 + length:
+                break
+            yield buf[: end + 4], buf[end + 4: end + 4 + length]
+            buf = buf[end + 4 + length:]
 
 
 def _close(*socks: socket.socket) -> None:
