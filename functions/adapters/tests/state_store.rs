@@ -417,9 +417,9 @@ async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
 }
 
 /// The flow marker: the first start says so and records the clusters' ids;
-/// later starts get the recorded ids back, which a changed id never
-/// overwrites (the caller refuses to go on); and each start counts the
-/// plans before it.
+/// a start is the first until a plan finishes it; later starts get the
+/// recorded ids back, which a changed id never overwrites (the caller
+/// refuses to go on); and each start counts the plans before it.
 #[tokio::test]
 async fn a_flow_start_records_its_clusters_ids_once() {
     let s = store().await;
@@ -427,6 +427,13 @@ async fn a_flow_start_records_its_clusters_ids_once() {
     let first = s.start_flow("r/f", "src-1", "tgt-1").await.expect("first start");
     assert!(first.first);
     assert_eq!((first.source_cluster_id, first.target_cluster_id), (None, None));
+    // A first plan that stopped before it finished started nothing: the
+    // next start is the first again, with the ids recorded.
+    assert!(!s.flow_started("r/f").await.expect("read"));
+    let retried = s.start_flow("r/f", "src-1", "tgt-1").await.expect("start after a refused plan");
+    assert!(retried.first);
+    assert_eq!(retried.source_cluster_id.as_deref(), Some("src-1"));
+    s.finish_first_plan("r/f").await.expect("finish");
     assert!(s.flow_started("r/f").await.expect("read"));
     let again = s.start_flow("r/f", "src-2", "tgt-1").await.expect("second start");
     assert!(!again.first);
@@ -440,9 +447,14 @@ async fn a_flow_start_records_its_clusters_ids_once() {
     );
     // Each start counts the plans before it: the turns a plan takes
     // (pruning a share of the partitions) follow plans, not the clock.
-    assert_eq!((first.plans, again.plans, third.plans), (0, 0, 1));
+    assert_eq!((first.plans, retried.plans, again.plans, third.plans), (0, 0, 1, 2));
     let fourth = s.start_flow("r/f", "src-2", "tgt-1").await.expect("fourth start");
-    assert_eq!(fourth.plans, 2);
+    assert_eq!(fourth.plans, 3);
+    // Finishing a forgotten flow's first plan writes no marker back.
+    s.forget_flow("r/f").await.expect("forget");
+    s.finish_first_plan("r/f").await.expect("finish after a forget");
+    assert!(!s.flow_started("r/f").await.expect("read"));
+    assert!(s.start_flow("r/f", "src-2", "tgt-1").await.expect("started again").first);
 }
 
 /// Forgetting a flow deletes its cursors, their runs, its marker and its
@@ -453,6 +465,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
     let tp = TopicPartition::new("orders", 0);
     for flow in ["r/a>b", "r/b>a"] {
         s.start_flow(flow, "src", "tgt").await.expect("start");
+        s.finish_first_plan(flow).await.expect("finish");
         s.init_cursor(flow, &tp, "orders", 0).await.expect("init");
         let (lease, _) = s.acquire_lease(flow, &tp, "w", Duration::from_secs(60)).await.expect("lease");
         let runs = gapped_runs(0, 30);

@@ -65,6 +65,9 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, started.first).await?;
         decided.prune_round = started.plans;
         let (created, work) = apply(ferry, flow, decided).await?;
+        if started.first {
+            ferry.store.finish_first_plan(&ferry.flow_key(flow)).await?;
+        }
         out.created_topics.extend(created);
         if flow.copy_acls {
             if let Some(acls) = decide_acls(ferry, flow, &work).await? {
@@ -90,8 +93,8 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     Ok(out)
 }
 
-/// Mark the flow started (first: true the first time; plans: how many
-/// plans started it before), after checking that its clusters are those
+/// Mark the flow started (first: true until a plan has finished the
+/// flow's first plan; plans: how many plans started it before), after checking that its clusters are those
 /// its state was written for.
 async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<FlowStart, FerryError> {
     let ids = cluster_ids(ferry, flow).await?;

@@ -20,10 +20,16 @@ use super::schema::{
 };
 use super::{StateError, StateStore};
 
+/// On a flow's marker while its first plan has not finished.
+const FIRST_PLAN_OPEN: &str = "first_plan_open";
+
 /// What [`StateStore::start_flow`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowStart {
-    /// No plan had started the flow before.
+    /// No plan has finished the flow's first plan: no marker, or one
+    /// whose first plan stopped before it made every cursor (refused on a
+    /// target topic's configuration, timed out, cut short). Such a plan
+    /// started nothing, so the next one is the first again.
     pub first: bool,
     /// The source's cluster id recorded before, if any.
     pub source_cluster_id: Option<String>,
@@ -132,6 +138,7 @@ impl StateStore {
                 .item("source_cluster_id", s(source_cluster_id))
                 .item("target_cluster_id", s(target_cluster_id))
                 .item(KEY_SHARDS, n(i64::from(NEW_FLOW_KEY_SHARDS)))
+                .item(FIRST_PLAN_OPEN, AttributeValue::Bool(true))
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK)
                 .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
@@ -195,6 +202,32 @@ impl StateStore {
                 "the marker of flow {flow} was deleted and written again three times while this plan started it: is a forget-flow running?"
             ),
         })
+    }
+
+    /// Record that the flow's first plan finished: it made a cursor for
+    /// every partition it chose, at the configured StartingPosition, so
+    /// partitions seen from now on start at their first record. Until
+    /// this is written, every plan is the first (see [`FlowStart::first`]).
+    /// A marker deleted meanwhile (by a forget) stays deleted.
+    pub async fn finish_first_plan(&self, flow: &str) -> Result<(), StateError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .update_expression("REMOVE #open")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#open", FIRST_PLAN_OPEN)
+            .send()
+            .bounded(&self.calls)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
+        }
     }
 
     /// Record that `flow` copies from Kafka cluster `source_cluster_id` to
@@ -265,7 +298,10 @@ impl StateStore {
     fn flow_start(&self, marker: Option<&HashMap<String, AttributeValue>>) -> FlowStart {
         let r = marker.filter(|a| !a.is_empty()).map(|a| ItemReader::new(&self.cursors, a));
         FlowStart {
-            first: r.is_none(),
+            // A marker without the attribute was written either by this
+            // flow's finished first plan or by a Ferry that did not record
+            // it: started, both.
+            first: r.as_ref().is_none_or(|r| r.bool(FIRST_PLAN_OPEN) == Some(true)),
             source_cluster_id: r.as_ref().and_then(|r| r.s("source_cluster_id")),
             target_cluster_id: r.as_ref().and_then(|r| r.s("target_cluster_id")),
             plans: r
