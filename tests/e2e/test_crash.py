@@ -3,6 +3,7 @@
 reconcile on lease takeover) writes nothing twice."""
 
 import random
+import subprocess
 import signal
 import time
 
@@ -424,3 +425,44 @@ def test_takeover_after_the_source_deleted_what_was_being_copied(tmp_path):
         for r in read_partition(SOURCE, topic, part):
             t = _translate(runs, r["offset"])
             assert t is not None and by_offset.get(t) == r["key"], f"partition {part}: source {r['offset']} maps to target {t}"
+
+
+def test_a_backfill_waits_until_a_crashed_workers_copies_are_reconciled(tmp_path):
+    """A flow started at LATEST; a worker copies the first new records and
+    crashes before its checkpoint, so the cursor still says nothing was
+    replicated. A backfill then would move the cursor back and put the
+    topic's older records on the target after the copies already there
+    (and the next holder would match the copies against the wrong source
+    records). It must be refused, saying why, until a run has reconciled
+    the copies; then it is refused for good (records were replicated), and
+    the target holds the new records once, in order."""
+    topic = unique("backfill-crash")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(20):
+        p.produce(topic, partition=0, key=f"old-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    args = ("--once", "--lease-ms", "1000")
+    first = ferry.run(*args)
+    assert first.returncode == 0, first.stderr
+    for i in range(10):
+        p.produce(topic, partition=0, key=f"new-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    _crash_between_produce_and_checkpoint(ferry, args, produces=1)
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"new-{i}".encode() for i in range(10)]
+
+    def backfill() -> subprocess.CompletedProcess:
+        return subprocess.run(ferry.args("backfill", "--topics", topic, "--from", "EARLIEST"), capture_output=True,
+                              text=True, timeout=120)
+
+    refused = backfill()
+    assert refused.returncode != 0, "a backfill over uncheckpointed copies must be refused: " + refused.stdout
+    assert "without its writes checkpointed" in refused.stderr and f"{topic}-0" in refused.stderr, refused.stderr
+    final = ferry.run(*args, env={"RUST_LOG": "warn,ferry_engine=info"})
+    assert final.returncode == 0, final.stderr
+    assert "reconciled records the previous holder wrote" in final.stdout + final.stderr
+    again = backfill()
+    assert again.returncode != 0 and "already replicated" in again.stderr, again.stdout + again.stderr
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"new-{i}".encode() for i in range(10)]

@@ -15,6 +15,8 @@ holds its answer past the attempt timeout. Two ways the copy can arrive:
   its own checkpoint, already stored, from a lease another worker took."""
 
 import os
+import subprocess
+import time
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
@@ -170,3 +172,49 @@ def test_a_single_write_refused_for_a_transaction_conflict_is_sent_again(tmp_pat
         assert "TransactionConflict" not in log, log[-4000:]
         assert "partition paused" not in log, log[-4000:]
         copied_once(topic, 100)
+
+
+def test_a_backfill_waits_for_copies_whose_checkpoints_were_refused(tmp_path, monkeypatch):
+    """A flow started at LATEST copies its first new records, and DynamoDB
+    refuses every transaction for a while: every checkpoint of them, the
+    stopped partition's last one too, and the next holders' reconciles.
+    The first worker gives its lease back with the copies on the target and
+    the cursor saying nothing was replicated. A backfill must not move that
+    cursor back under them (older records would follow newer ones, and the
+    next holder would match the copies to the wrong source records): it is
+    refused until a run has reconciled them, and the target holds each
+    record once, in order."""
+    topic = loaded("refused-checkpoints", 0)
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    p = producer(SOURCE)
+    for k in keys(10):
+        p.produce(topic, partition=0, key=k, value=b"v")
+    assert p.flush(30) == 0
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
+        proxy.refuse("TransactWriteItems", "TransactItems", 400, CONFLICT, times=1_000_000)
+        # `run --once` pauses the partition round after round (its plans
+        # succeed, so it does not give up): stopped once the second holder
+        # has been refused its reconcile, after the first gave its lease back.
+        log_path = tmp_path / "refused.log"
+        run = ferry.spawn("--once", "--lease-ms", "1000", "--round-seconds", "5", log=log_path)
+        try:
+            deadline = time.time() + 120
+            while log_path.read_text(errors="replace").count("partition paused") < 2 or \
+                    "could not checkpoint a stopped partition" not in log_path.read_text(errors="replace"):
+                assert run.poll() is None and time.time() < deadline, log_path.read_text(errors="replace")[-4000:]
+                time.sleep(0.2)
+        finally:
+            run.kill()
+            run.wait()
+        time.sleep(1.2)  # the second holder's lease lapses
+        proxy.refuse("TransactWriteItems", "TransactItems", 400, CONFLICT, times=0)
+        backfill = ferry.args("backfill", "--topics", topic, "--from", "EARLIEST")
+        refused = subprocess.run(backfill, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0, "a backfill over copies no checkpoint holds must be refused: " + refused.stdout
+        assert "without its writes checkpointed" in refused.stderr, refused.stderr
+        final = ferry.run("--once", "--lease-ms", "1000", env={"RUST_LOG": "warn,ferry_engine=info"})
+        assert final.returncode == 0, final.stderr[-4000:]
+        assert "reconciled records the previous holder wrote" in final.stdout + final.stderr
+    copied_once(topic, 10)

@@ -1,6 +1,7 @@
-//! The state store's answer to truncated logs, against moto's DynamoDB:
-//! a cursor keeps its leader epochs and moves back to a truncation, and a
-//! rewind deletes the offset map's runs only under its lease.
+//! Cursors moved back, against moto's DynamoDB: a cursor keeps its leader
+//! epochs and moves back to a truncation, a rewind deletes the offset
+//! map's runs only under its lease, and a backfill's restart waits for
+//! writes no checkpoint holds.
 
 use std::time::Duration;
 
@@ -235,4 +236,44 @@ async fn a_rewind_deletes_runs_only_under_its_lease_in_as_many_transactions_as_i
     s.trim_runs_past_cursor("r/f", &b, 150).await.expect("trim");
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), gapped_runs(0, 15));
     assert_eq!(s.get_cursor("r/f", &tp).await.expect("get").expect("row").map_trim_from, None);
+}
+
+/// A backfill's restart waits while the cursor's last holder may have
+/// written records no checkpoint holds: one that recorded its producer and
+/// then stopped without a release saying its writes were settled (crashed,
+/// or a checkpoint failed after it stopped). A successor that settles them
+/// (its reconcile checkpoints what it finds) lets it through.
+#[tokio::test]
+async fn a_restart_waits_for_a_holder_whose_writes_are_not_checkpointed() {
+    let s = store().await;
+    let tp = TopicPartition::new("unsettled", 0);
+    assert!(s.init_cursor("r/f", &tp, "unsettled", 100).await.expect("init"));
+    let producer = |id| ProducerRecord {
+        producer_id: id,
+        producer_epoch: 0,
+        transactional_id: "ferry-r-worker",
+    };
+    let (crashed, _) = s
+        .acquire_lease("r/f", &tp, "crashed", Duration::from_millis(200))
+        .await
+        .expect("lease");
+    s.set_producer("r/f", &crashed, &producer(7), 0).await.expect("producer");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!s.restart_cursor("r/f", &tp, 0).await.expect("restart over a crash"));
+    let (in_doubt, _) = s
+        .acquire_lease("r/f", &tp, "in-doubt", Duration::from_secs(60))
+        .await
+        .expect("lease");
+    s.set_producer("r/f", &in_doubt, &producer(8), 0).await.expect("producer");
+    s.release_lease("r/f", &in_doubt, Rate::default(), false).await.expect("release");
+    assert!(!s.restart_cursor("r/f", &tp, 0).await.expect("restart after a release in doubt"));
+    let (settled, _) = s
+        .acquire_lease("r/f", &tp, "settled", Duration::from_secs(60))
+        .await
+        .expect("lease");
+    s.set_producer("r/f", &settled, &producer(9), 0).await.expect("producer");
+    s.release_lease("r/f", &settled, Rate::default(), true).await.expect("release");
+    assert!(s.restart_cursor("r/f", &tp, 0).await.expect("restart after a settled release"));
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
+    assert_eq!(c.next_source_offset, 0);
 }

@@ -479,7 +479,8 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
                 };
                 if !done {
                     return Err(FerryError::Input(format!(
-                        "{} started replicating (or is leased) while the backfill was planned; nothing was moved for it",
+                        "{} started replicating (or is leased, or its worker stopped without its writes checkpointed) while the \
+                         backfill was planned; nothing was moved for it. Fix: run the backfill again after the next run",
                         s.tp
                     )));
                 }
@@ -582,6 +583,18 @@ async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
                 .collect();
             let stored: Vec<bool> = in_flight(reads).await?;
             for (c, stored) in mine.into_iter().zip(stored) {
+                if c.producer_id >= 0 && !c.writes_settled && c.records_replicated == 0 && !stored {
+                    return Err(FerryError::Input(format!(
+                        "flow {}: the last worker to copy {} (producer id {}) stopped without its writes checkpointed (it crashed, \
+                         or DynamoDB failed its last checkpoint), so records it wrote may be on the target after the cursor; a \
+                         backfill now would write older records after them. Nothing was moved. Fix: let Ferry run once more (`ferry \
+                         run --once`, or the next scheduled execution): its reconcile finds them. Then run the backfill again; it is \
+                         refused for good if records were found, as the partition has then replicated",
+                        flow.id(),
+                        c.tp,
+                        c.producer_id
+                    )));
+                }
                 if c.records_replicated > 0 || stored {
                     return Err(FerryError::Input(format!(
                         "flow {} already replicated {} records of {} (cursor at source offset {}); a backfill would write older records \

@@ -167,6 +167,12 @@ struct Part {
     producer_recorded: bool,
     /// Records the target acknowledged that no checkpoint holds yet.
     unsaved: Option<Unsaved>,
+    /// Records the target acknowledged were given up on without a
+    /// checkpoint (it failed after the partition stopped, or the target
+    /// lost them): the release does not call this holder's writes
+    /// settled, so its successor fences and reconciles, and a backfill
+    /// waits for that (see `StateStore::restart_cursor`).
+    unsaved_dropped: bool,
     /// Checkpoint at the next chance (a gap in the source waits for it).
     flush_soon: bool,
     /// Checkpoints written by this invocation.
@@ -287,6 +293,7 @@ impl Part {
             sequence: 0,
             producer_recorded: false,
             unsaved: None,
+            unsaved_dropped: false,
             flush_soon: false,
             checkpoints: 0,
             last_run,
@@ -552,6 +559,62 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         }
     }
 
+    /// One producer id for this invocation, of a transactional id of its own,
+    /// recorded under each lease before anything is written: it is the
+    /// provenance a later holder reconciles against, and what it fences.
+    async fn start_writing(
+        run: &FlowRun<'_>,
+        parts: &mut [Part],
+        filter: Option<&LoopFilter>,
+        owner: &str,
+    ) -> Result<ProducerStamp, FerryError> {
+        let FlowRun {
+            ferry,
+            key: flow_key,
+            target,
+            ..
+        } = *run;
+        let txn_id = transactional_id(&ferry.spec.name, owner);
+        let (pid, epoch) = target
+            .init_transactional_producer(&txn_id)
+            .await
+            .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
+        if let Some(f) = filter {
+            f.register(&ferry.store, flow_key, pid).await?;
+        }
+        let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
+        let target_ends = if need_end.is_empty() {
+            HashMap::new()
+        } else {
+            target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
+        };
+        for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
+            p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
+        }
+        let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
+        let producer = ProducerRecord {
+            producer_id: pid,
+            producer_epoch: epoch,
+            transactional_id: &txn_id,
+        };
+        let recorded = join_all(
+            live.iter()
+                .map(|&i| ferry.store.set_producer(flow_key, &parts[i].lease, &producer, parts[i].target_end)),
+        )
+        .await;
+        for (i, res) in live.into_iter().zip(recorded) {
+            match res {
+                Ok(()) => parts[i].producer_recorded = true,
+                Err(e) => fail(run, &mut parts[i], &e.into()).await,
+            }
+        }
+        Ok(ProducerStamp {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: 0,
+        })
+    }
+
     // Give every lease back at once; one taken over meanwhile is simply gone.
     let secs = started.elapsed().as_secs_f64().max(0.001);
     let rate = |p: &Part| Rate {
@@ -559,12 +622,16 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
         bytes_per_s: (p.bytes as f64 / secs).round() as i64,
     };
     let stopping = std::time::Instant::now();
-    // A batch still in flight may yet be appended: its successor must fence.
-    let released = join_all(parts.iter().map(|p| {
-        ferry
-            .store
-            .release_lease(&flow_key, &p.lease, rate(p), p.producer_recorded && p.inflight.is_none())
-    }))
+    // Settled: every write's outcome known and checkpointed. A batch still
+    // in flight may yet be appended, and records acknowledged but not
+    // checkpointed are on the target past the cursor: either way the
+    // successor must fence and reconcile.
+    let settled = |p: &Part| p.producer_recorded && p.inflight.is_none() && p.unsaved.is_none() && !p.unsaved_dropped;
+    let released = join_all(
+        parts
+            .iter()
+            .map(|p| ferry.store.release_lease(&flow_key, &p.lease, rate(p), settled(p))),
+    )
     .await;
     tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
     for (p, res) in parts.iter().zip(released) {
@@ -590,106 +657,6 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     }
     partitions.extend(skipped);
     Ok(ReplicateOutput { partitions })
-}
-
-/// One producer id for this invocation, of a transactional id of its own,
-/// recorded under each lease before anything is written: it is the
-/// provenance a later holder reconciles against, and what it fences.
-async fn start_writing(
-    run: &FlowRun<'_>,
-    parts: &mut [Part],
-    filter: Option<&LoopFilter>,
-    owner: &str,
-) -> Result<ProducerStamp, FerryError> {
-    let FlowRun {
-        ferry,
-        key: flow_key,
-        target,
-        ..
-    } = *run;
-    let txn_id = transactional_id(&ferry.spec.name, owner);
-    let (pid, epoch) = target
-        .init_transactional_producer(&txn_id)
-        .await
-        .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
-    if let Some(f) = filter {
-        f.register(&ferry.store, flow_key, pid).await?;
-    }
-    let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
-    let target_ends = if need_end.is_empty() {
-        HashMap::new()
-    } else {
-        target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
-    };
-    for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
-        p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
-    }
-    let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
-    let producer = ProducerRecord {
-        producer_id: pid,
-        producer_epoch: epoch,
-        transactional_id: &txn_id,
-    };
-    let recorded = join_all(
-        live.iter()
-            .map(|&i| ferry.store.set_producer(flow_key, &parts[i].lease, &producer, parts[i].target_end)),
-    )
-    .await;
-    for (i, res) in live.into_iter().zip(recorded) {
-        match res {
-            Ok(()) => parts[i].producer_recorded = true,
-            Err(e) => fail(run, &mut parts[i], &e.into()).await,
-        }
-    }
-    Ok(ProducerStamp {
-        producer_id: pid,
-        producer_epoch: epoch,
-        base_sequence: 0,
-    })
-}
-
-async fn fail(run: &FlowRun<'_>, p: &mut Part, e: &FerryError) {
-    let FlowRun {
-        ferry,
-        flow,
-        key: flow_key,
-        ..
-    } = *run;
-    if let Some(refusal) = e.refusal_copy() {
-        // A cluster refused Ferry (after one fresh read of the
-        // credentials): not this partition's fault, and not one that
-        // passes. The invocation ends with it once the leases are back.
-        tracing::warn!(
-            replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic,
-            partition = p.work.source.partition, cause = %e, error_type = e.error_type(), "partition stopped: a cluster refused Ferry"
-        );
-        p.done = Some(StopReason::Retry);
-        p.refused.get_or_insert(refusal);
-        return;
-    }
-    // A cursor moved under the lease stops the holder as a lost lease does.
-    let lease_lost = matches!(e, FerryError::State(StateError::LeaseLost { .. } | StateError::CursorMoved { .. }));
-    if lease_lost || e.is_retryable() {
-        // Not the partition's fault: another worker has it, or a broker or
-        // DynamoDB is briefly away. The next invocation picks it up (and
-        // reconciles whatever this one wrote without a checkpoint).
-        tracing::warn!(
-            replicator = %ferry.spec.name, flow = %flow.id(), topic = %p.work.source.topic,
-            partition = p.work.source.partition, cause = %e, error_type = e.error_type(), "partition paused until the next invocation"
-        );
-        p.done = Some(if lease_lost { StopReason::LeaseHeld } else { StopReason::Retry });
-        return;
-    }
-    tracing::error!(
-        replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias,
-        topic = %p.work.source.topic, partition = p.work.source.partition, cause = %e,
-        error_type = e.error_type(), "partition stopped"
-    );
-    p.done = Some(StopReason::Error);
-    p.error = Some(e.to_string());
-    if let Err(e2) = ferry.store.record_error(flow_key, &p.work.source, &e.to_string()).await {
-        tracing::warn!(error = %e2, "could not record the error in the state table");
-    }
 }
 
 fn lease_expires_at(settings: &crate::context::Settings) -> i64 {

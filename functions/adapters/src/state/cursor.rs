@@ -318,9 +318,13 @@ impl StateStore {
     /// Move the cursor of a partition Ferry has written nothing for (a
     /// backfill) to `start`. Refused (false) when it replicated a record,
     /// holds an offset-map run (records a holder found already on the
-    /// target and reconciled: `records_replicated` does not count them) or
-    /// its lease is live: moving it back then would reorder the target.
-    /// The plan checked all three before; a holder may have reconciled
+    /// target and reconciled: `records_replicated` does not count them),
+    /// its lease is live, or its last holder did not give it back with
+    /// every write checkpointed (it crashed, or a checkpoint failed after
+    /// the partition stopped): records that holder wrote may be on the
+    /// target past the cursor, and only its successor's reconcile finds
+    /// them. Moving the cursor back then would put older records after
+    /// them. The plan checked all four before; a holder may have written
     /// since, so the write checks them again.
     ///
     /// It also fences the lease (a new epoch, no owner): a holder whose
@@ -342,8 +346,10 @@ impl StateStore {
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
                  AND attribute_not_exists(open_run_source_start) \
-                 AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)",
+                 AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now) \
+                 AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled)",
             )
+            .expression_attribute_values(":settled", AttributeValue::Bool(true))
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":start", n(start))
             .expression_attribute_values(":zero", n(0))

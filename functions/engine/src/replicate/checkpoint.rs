@@ -268,6 +268,7 @@ pub(super) async fn target_lost_midway(run: &FlowRun<'_>, p: &mut Part, at: i64,
     );
     p.target_lost = true;
     p.unsaved = None;
+    p.unsaved_dropped = true;
     p.done = Some(StopReason::Retry);
     let moved = match target_parting(flow, target, p, at).await {
         Ok(parted) => Box::pin(target_truncated(run, p, parted.min(at), at)).await,
@@ -296,6 +297,7 @@ pub(super) async fn settle(run: &FlowRun<'_>, parts: &mut [Part], saved: Saved) 
                 // next holder reconciles them.
                 tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not checkpoint a stopped partition; the next invocation reconciles");
                 p.unsaved = None;
+                p.unsaved_dropped = true;
             }
             Err(e) => {
                 // Not stored: those records are unsaved again, ahead of any
