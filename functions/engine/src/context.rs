@@ -82,6 +82,12 @@ pub struct Settings {
     /// which runs every batch in one process); `None`, the functions'
     /// default: as they come.
     pub state_calls_in_flight: Option<usize>,
+    /// How long a producer item whose records are all below their
+    /// partitions' log starts is kept before a plan deletes it: a reader
+    /// that fetched one of them just before it went may look its producer
+    /// up only now. At least the longest a fetch and its lookup can be
+    /// apart: Lambda's 15-minute limit on an invocation.
+    pub producer_prune_grace: Duration,
 }
 
 /// [`Settings::handoff_wait`] by default: the template's 1-minute
@@ -114,6 +120,7 @@ impl Default for Settings {
             resume_after_data_loss: false,
             group_sync_lease: Duration::from_secs(120),
             state_calls_in_flight: None,
+            producer_prune_grace: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -96,6 +96,16 @@ impl LoopFilter {
             .await?)
     }
 
+    /// Record where the records this flow wrote with `producer_id` end in
+    /// each partition (see `StateStore::record_producer_ends`), once the
+    /// invocation is done writing: what lets a plan prune its item when
+    /// they are all gone. A failure is logged; the item is then kept.
+    pub async fn record_ends(&self, store: &StateStore, producer_id: i64, ends: &[(TopicPartition, i64)]) {
+        if let Err(e) = store.record_producer_ends(&self.target_id, producer_id, ends).await {
+            tracing::warn!(producer_id, error = %e, "could not record where this producer's records end; its item is kept");
+        }
+    }
+
     /// Look up the producer ids of `batches` not seen before. Ids are
     /// registered before use, so a batch already in the log has its id
     /// registered if it is the opposite flow's: a negative answer can be

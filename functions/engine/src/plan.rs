@@ -24,6 +24,7 @@ use crate::context::Ferry;
 use crate::error::{ClusterReplaced, FerryError};
 
 mod acls;
+mod producers;
 mod recreated;
 mod stored;
 pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BYTES};
@@ -67,6 +68,14 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         let (created, work) = apply(ferry, flow, decided).await?;
         if started.first {
             ferry.store.finish_first_plan(&ferry.flow_key(flow)).await?;
+        }
+        // Housekeeping: a failure leaves the items to the next plan.
+        match producers::prune_producers(ferry, flow, started.producers_pruned_after).await {
+            Ok(p) if p != producers::Pruned::default() => {
+                tracing::info!(flow = %flow.id(), passed = p.passed, deleted = p.deleted, "pruned producer items whose records are gone")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not prune producer items; the next plan tries again"),
         }
         out.created_topics.extend(created);
         if flow.copy_acls {

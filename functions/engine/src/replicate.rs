@@ -173,6 +173,9 @@ struct Part {
     /// settled, so its successor fences and reconciles, and a backfill
     /// waits for that (see `StateStore::restart_cursor`).
     unsaved_dropped: bool,
+    /// The offset past the last record this invocation wrote to the
+    /// target partition (-1: none): where its producer's records end.
+    written_end: i64,
     /// Checkpoint at the next chance (a gap in the source waits for it).
     flush_soon: bool,
     /// Checkpoints written by this invocation.
@@ -294,6 +297,7 @@ impl Part {
             producer_recorded: false,
             unsaved: None,
             unsaved_dropped: false,
+            written_end: -1,
             flush_soon: false,
             checkpoints: 0,
             last_run,
@@ -542,9 +546,11 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // set-up. Either way the leases are released first, so that the next
     // invocation, once the cause is fixed, finds them free.
     let mut ended: Option<FerryError> = parts.iter_mut().find_map(|p| p.refused.take());
+    let mut written_with = None;
     if ended.is_none() && parts.iter().any(|p| p.done.is_none()) {
         match Box::pin(start_writing(run, &mut parts, filter.as_ref(), &owner)).await {
             Ok(stamp) => {
+                written_with = Some(stamp.producer_id);
                 let ms = |d: std::time::Duration| d.as_millis() as u64;
                 let done = started.elapsed();
                 tracing::info!(
@@ -557,6 +563,23 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             }
             Err(e) => ended = Some(e),
         }
+    }
+
+    /// Where this invocation's records end in each target partition it wrote
+    /// to; `None` when a write's outcome is unknown (a batch still in flight,
+    /// a target log that lost records under Ferry): its producer's item is
+    /// then kept.
+    fn written_ends(parts: &[Part]) -> Option<Vec<(TopicPartition, i64)>> {
+        if parts.iter().any(|p| p.inflight.is_some() || p.target_lost) {
+            return None;
+        }
+        Some(
+            parts
+                .iter()
+                .filter(|p| p.written_end >= 0)
+                .map(|p| (p.target.clone(), p.written_end))
+                .collect(),
+        )
     }
 
     /// One producer id for this invocation, of a transactional id of its own,
@@ -634,6 +657,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     )
     .await;
     tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
+    if let (Some(f), Some(pid), Some(ends)) = (&filter, written_with, written_ends(&parts)) {
+        f.record_ends(&ferry.store, pid, &ends).await;
+    }
     for (p, res) in parts.iter().zip(released) {
         match res {
             Ok(()) | Err(StateError::LeaseLost { .. }) => {}

@@ -20,6 +20,9 @@ use super::schema::{
 };
 use super::{StateError, StateStore};
 
+/// On a flow's marker: where the next prune of its producer items starts.
+const PRODUCERS_PRUNED_AFTER: &str = "producers_pruned_after";
+
 /// On a flow's marker while its first plan has not finished.
 const FIRST_PLAN_OPEN: &str = "first_plan_open";
 
@@ -38,6 +41,9 @@ pub struct FlowStart {
     /// Plans that started the flow before this one (counted since Ferry
     /// counts them): what a plan takes turns by, whatever the schedule.
     pub plans: u64,
+    /// The producer id the flow's last prune of producer items stopped
+    /// after (see [`StateStore::set_producers_pruned_after`]).
+    pub producers_pruned_after: Option<i64>,
 }
 
 impl StateStore {
@@ -230,6 +236,32 @@ impl StateStore {
         }
     }
 
+    /// Record where the flow's next prune of producer items starts: after
+    /// producer id `after`, or from the first (`None`, the last page was
+    /// read). A marker deleted meanwhile stays deleted.
+    pub async fn set_producers_pruned_after(&self, flow: &str, after: Option<i64>) -> Result<(), StateError> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#after", PRODUCERS_PRUNED_AFTER);
+        let req = match after {
+            Some(pid) => req
+                .update_expression("SET #after = :after")
+                .expression_attribute_values(":after", n(pid)),
+            None => req.update_expression("REMOVE #after"),
+        };
+        match req.send().bounded(&self.calls).await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
+        }
+    }
+
     /// Record that `flow` copies from Kafka cluster `source_cluster_id` to
     /// `target_cluster_id`, and whether with IDENTICAL topic names (then
     /// the flow the other way reads its records). Every plan writes it.
@@ -309,6 +341,7 @@ impl StateStore {
                 .and_then(|r| r.n("plans"))
                 .and_then(|v| u64::try_from(v).ok())
                 .unwrap_or(0),
+            producers_pruned_after: r.as_ref().and_then(|r| r.n(PRODUCERS_PRUNED_AFTER)),
         }
     }
 }

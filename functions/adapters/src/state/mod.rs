@@ -26,4 +26,5 @@ pub use groups::{GroupSyncItem, GroupSyncStatus};
 pub use moves::MoveItem;
 pub use offset_map::RunKey;
 pub use plans::EXPIRES_AT;
+pub use producers::ProducerItem;
 pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, NEW_FLOW_KEY_SHARDS};

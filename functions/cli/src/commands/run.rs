@@ -68,6 +68,12 @@ pub(crate) struct RunArgs {
     /// sync that dies leaves the group to the syncs after this.
     #[arg(long, default_value_t = Settings::default().group_sync_lease.as_millis() as u64)]
     group_sync_lease_ms: u64,
+    /// How long a producer item whose records are all gone from the
+    /// target is kept before a plan deletes it (a reader that fetched one
+    /// of them just before may look it up only now). Keep it above the
+    /// longest a round can last; shorter only for tests.
+    #[arg(long, default_value_t = Settings::default().producer_prune_grace.as_secs())]
+    producer_prune_grace_seconds: u64,
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
@@ -86,6 +92,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         checkpoint_max_bytes: args.checkpoint_max_bytes,
         resume_after_data_loss: args.resume_after_data_loss,
         group_sync_lease: Duration::from_millis(args.group_sync_lease_ms),
+        producer_prune_grace: Duration::from_secs(args.producer_prune_grace_seconds),
         ..Settings::default()
     };
     let opts = RunOptions {

@@ -346,6 +346,7 @@ pub(super) async fn run_rounds(
             ferry_core::offset_map::coalesce(&mut u.runs, &runs_for_append(&offsets, base));
             u.to_source = to;
             u.target_end = base + offsets.len() as i64;
+            p.written_end = p.written_end.max(base + offsets.len() as i64);
             u.records += offsets.len() as i64;
             u.bytes += bytes.len() as i64;
             u.last_ts = items.last().map(Pending::timestamp);

@@ -1,0 +1,94 @@
+"""The producers table stays bounded. Every Replicate of a flow with
+IDENTICAL names registers a producer id of its own, which the opposite
+flow looks up for every batch it meets, so it must not go while a record
+written with it can still be read; and it must go once none can, or the
+table grows by an item an invocation for ever. Each invocation records
+where its records end in each target partition; a plan deletes the item
+once every partition's log start has passed those ends, and only a grace
+after it first saw that (a reader may have fetched such a record just
+before it went and look it up only now)."""
+
+import time
+
+from confluent_kafka import TopicPartition as KTP
+from confluent_kafka.admin import AdminClient
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
+
+
+def items(ferry: Ferry) -> dict[int, dict]:
+    """Every producer item of this replicator, by producer id."""
+    out, start = {}, None
+    while True:
+        page = dynamo().scan(TableName=f"{ferry.prefix}-producers", ConsistentRead=True,
+                             **({"ExclusiveStartKey": start} if start else {}))
+        for i in page["Items"]:
+            out[int(i["producer_id"]["N"])] = i
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return out
+
+
+def ends(item: dict) -> dict[str, int] | None:
+    return {k: int(v["N"]) for k, v in item["ends"]["M"].items()} if "ends" in item else None
+
+
+def delete_below(topic: str, offset: int) -> None:
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    for f in admin.delete_records([KTP(topic, 0, offset)]).values():
+        f.result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, keys: list[str]) -> None:
+    p = producer(bootstrap)
+    for k in keys:
+        p.produce(topic, partition=0, key=k.encode(), value=b"v")
+    assert p.flush(30) == 0
+
+
+def test_a_producer_item_goes_once_its_records_are_gone_and_not_before(tmp_path):
+    topic = unique("producer-items")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1)
+    produce(SOURCE, topic, [f"a-{i}" for i in range(20)])
+    kc, ri = write_config(tmp_path, [topic], both_ways=True)
+    ferry = Ferry(kc, ri)
+    first = ferry.run("--once")
+    assert first.returncode == 0, first.stderr
+    # Once more: the flow back passes over the copies (its cursor past
+    # them), so deleting them on the target loses it nothing.
+    assert ferry.run("--once").returncode == 0
+    # The copy's producer: its records end at 20 on the target.
+    wrote = {pid: i for pid, i in items(ferry).items() if ends(i) == {f"{topic}/0": 20}}
+    assert len(wrote) == 1, {pid: ends(i) for pid, i in items(ferry).items()}
+    [copier] = wrote
+    idle_before = {pid for pid, i in items(ferry).items() if ends(i) == {}}
+    assert idle_before, "invocations that wrote nothing record that too"
+
+    # Half its records gone: kept, not even noted.
+    delete_below(topic, 10)
+    assert ferry.run("--once").returncode == 0
+    assert copier in items(ferry) and "passed_ms" not in items(ferry)[copier]
+    # All gone: noted, and kept for the grace (15 minutes by default).
+    delete_below(topic, 20)
+    assert ferry.run("--once").returncode == 0
+    assert ferry.run("--once").returncode == 0
+    assert "passed_ms" in items(ferry)[copier], "every record below the log start: noted"
+    # Past a (shortened) grace: deleted, with the idle ones noted before.
+    time.sleep(1.5)
+    pruned = ferry.run("--once", "--producer-prune-grace-seconds", "1")
+    assert pruned.returncode == 0, pruned.stderr
+    left = items(ferry)
+    assert copier not in left
+    assert not idle_before & set(left), "items that wrote nothing go too"
+
+    # Both ways still copy without sending anything back: the ids of the
+    # records that can still be read are all kept.
+    produce(SOURCE, topic, [f"b-{i}" for i in range(10)])
+    produce(TARGET, topic, [f"t-{i}" for i in range(5)])
+    assert ferry.run("--once").returncode == 0
+    assert ferry.run("--once").returncode == 0
+    on_source = [r["key"].decode() for r in read_partition(SOURCE, topic, 0)]
+    on_target = [r["key"].decode() for r in read_partition(TARGET, topic, 0)]
+    assert sorted(on_source) == sorted([f"a-{i}" for i in range(20)] + [f"b-{i}" for i in range(10)] + [f"t-{i}" for i in range(5)])
+    assert sorted(on_target) == sorted([f"b-{i}" for i in range(10)] + [f"t-{i}" for i in range(5)])
