@@ -1,10 +1,14 @@
 """StartingPosition LATEST replicates only what arrives after the start;
-EARLIEST replicates everything."""
+EARLIEST replicates everything; a first plan that does not finish leaves
+the flow's start where it was, whatever Ferry wrote the marker."""
+
+import subprocess
 
 import pytest
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
+from support.held_answer_proxy import state_store_behind_a_proxy
 
 
 def produce(topic: str, keys: list[str]) -> None:
@@ -66,3 +70,63 @@ def test_a_first_plan_refused_leaves_the_next_one_first(tmp_path, detect):
     assert ferry.run("--once").returncode == 0
     keys = [r["key"].decode() for r in read_partition(TARGET, topic, 0, timeout_s=20)]
     assert keys == [f"after-{i}" for i in range(30)]
+
+
+def test_a_first_plan_cut_short_after_its_cursors_loses_nothing_after_the_flow_started(tmp_path, monkeypatch):
+    """The first plan makes its cursors at LATEST and is cut short before it
+    records that it finished (a Plan timeout there; here the state store
+    refuses that write). The source topic then grows a partition, and both
+    get records. The next plan is the first again, but the flow started
+    with the first one: the new partition's records, all produced after
+    that, are copied, as are the old partition's."""
+    topic = unique("first-cut-short")
+    create_topic(SOURCE, topic, 1)
+    produce(topic, [f"before-{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
+        refused = {"__type": "com.amazon.coral.validate#ValidationException", "Message": "refused by the test"}
+        proxy.refuse("UpdateItem", "first_plan_open", 400, refused, times=100)
+        cut = subprocess.run(ferry.args("plan"), capture_output=True, text=True, timeout=120)
+        assert cut.returncode != 0, cut.stdout
+        assert proxy.answered >= 1, "the plan never tried to record that it finished"
+        proxy.refuse("UpdateItem", "first_plan_open", 400, refused, times=0)
+        produce(topic, [f"p0-{i}" for i in range(5)])
+        admin = AdminClient({"bootstrap.servers": SOURCE})
+        admin.create_partitions([NewPartitions(topic, 2)])[topic].result(timeout=30)
+        p = producer(SOURCE)
+        for i in range(5):
+            p.produce(topic, partition=1, key=f"p1-{i}".encode(), value=b"v")
+        assert p.flush(30) == 0
+        res = ferry.run("--once")
+        assert res.returncode == 0, res.stderr
+    assert [r["key"].decode() for r in read_partition(TARGET, topic, 0)] == [f"p0-{i}" for i in range(5)]
+    assert [r["key"].decode() for r in read_partition(TARGET, topic, 1)] == [f"p1-{i}" for i in range(5)]
+
+
+def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp_path):
+    """An earlier Ferry wrote the flow's marker before its first plan was
+    refused, and did not record whether a first plan finished: a flow that
+    detects no new topics and has no cursor was stuck, copying nothing. The
+    marker is made as that Ferry left it; after the operator's fix, the
+    listed topic is copied from StartingPosition as of the flow's start."""
+    topic = unique("legacy-marker")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1, config={"cleanup.policy": "compact"})
+    produce(topic, [f"before-{i}" for i in range(20)])
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST", topic_replication={"DetectAndCopyNewTopics": False})
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once", timeout=120).returncode != 0
+    dynamo().update_item(TableName=f"{ferry.prefix}-cursors",
+                         Key={"flow": {"S": f"{ferry.name}/source>target"}, "partition": {"S": "#flow"}},
+                         UpdateExpression="REMOVE first_plan_open, started_by")
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    res.add_incremental_config(ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    mended = ferry.run("--once", env={"RUST_LOG": "warn,ferry_engine=info"})
+    assert mended.returncode == 0, mended.stderr
+    assert "planned as its first plan" in mended.stdout + mended.stderr
+    produce(topic, [f"after-{i}" for i in range(10)])
+    assert ferry.run("--once").returncode == 0
+    assert [r["key"].decode() for r in read_partition(TARGET, topic, 0)] == [f"after-{i}" for i in range(10)]

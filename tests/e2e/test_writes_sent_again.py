@@ -17,13 +17,11 @@ holds its answer past the attempt timeout. Two ways the copy can arrive:
 import os
 import subprocess
 import time
-from contextlib import contextmanager
-from urllib.parse import urlparse
 
 import pytest
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
-from support.held_answer_proxy import HeldAnswerProxy
+from support.held_answer_proxy import state_store_behind_a_proxy as behind_a_proxy
 
 RECORDS = 3_000
 # Past the SDK's attempt timeout (10 s), inside its operation timeout (30 s).
@@ -50,17 +48,8 @@ def copied_once(topic: str, n: int) -> None:
     assert dst == keys(n), f"{len(dst)} of {n} on target, {len(dst) - len(set(dst))} twice"
 
 
-@contextmanager
 def state_store_behind_a_proxy(monkeypatch):
-    """A HeldAnswerProxy in front of moto, which Ferry's processes started
-    inside reach instead of moto."""
-    moto = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
-    proxy = HeldAnswerProxy(moto.hostname, moto.port, HOLD_S)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    try:
-        yield proxy
-    finally:
-        proxy.close()
+    return behind_a_proxy(monkeypatch, HOLD_S)
 
 
 @pytest.mark.parametrize("token", ["same", "forgotten"])

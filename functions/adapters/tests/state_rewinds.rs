@@ -276,4 +276,16 @@ async fn a_restart_waits_for_a_holder_whose_writes_are_not_checkpointed() {
     assert!(s.restart_cursor("r/f", &tp, 0).await.expect("restart after a settled release"));
     let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
     assert_eq!(c.next_source_offset, 0);
+    // The target log lost records a holder wrote there, and the cursor was
+    // moved back to the loss (forgetting the producer): what that holder
+    // wrote after the loss may be past the cursor. Refused, for good.
+    let (lost, _) = s.acquire_lease("r/f", &tp, "lost", Duration::from_secs(60)).await.expect("lease");
+    s.set_producer("r/f", &lost, &producer(10), 0).await.expect("producer");
+    s.rewind_cursor("r/f", &lost, 0, 0, None, &[], Some(0))
+        .await
+        .expect("rewind to the loss");
+    s.release_lease("r/f", &lost, Rate::default(), true).await.expect("release");
+    let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
+    assert_eq!((c.producer_id, c.target_rewound_from), (-1, Some(0)));
+    assert!(!s.restart_cursor("r/f", &tp, 0).await.expect("restart after a target's loss"));
 }

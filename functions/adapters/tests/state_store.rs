@@ -431,9 +431,12 @@ async fn a_flow_start_records_its_clusters_ids_once() {
     // next start is the first again, with the ids recorded.
     assert!(!s.flow_started("r/f").await.expect("read"));
     let retried = s.start_flow("r/f", "src-1", "tgt-1").await.expect("start after a refused plan");
-    assert!(retried.first);
+    assert!(retried.first && !retried.created && !retried.legacy);
     assert_eq!(retried.source_cluster_id.as_deref(), Some("src-1"));
-    s.finish_first_plan("r/f").await.expect("finish");
+    // It starts partitions as of the flow's start, not its own.
+    assert!(first.created && first.started_ms.is_some());
+    assert_eq!((retried.started_ms, &retried.started_by), (first.started_ms, &first.started_by));
+    s.finish_first_plan("r/f", &retried).await.expect("finish");
     assert!(s.flow_started("r/f").await.expect("read"));
     let again = s.start_flow("r/f", "src-2", "tgt-1").await.expect("second start");
     assert!(!again.first);
@@ -450,11 +453,17 @@ async fn a_flow_start_records_its_clusters_ids_once() {
     assert_eq!((first.plans, retried.plans, again.plans, third.plans), (0, 0, 1, 2));
     let fourth = s.start_flow("r/f", "src-2", "tgt-1").await.expect("fourth start");
     assert_eq!(fourth.plans, 3);
-    // Finishing a forgotten flow's first plan writes no marker back.
+    // Finishing a forgotten flow's first plan writes no marker back, and
+    // does not finish the first plan of the flow started again since.
     s.forget_flow("r/f").await.expect("forget");
-    s.finish_first_plan("r/f").await.expect("finish after a forget");
+    s.finish_first_plan("r/f", &retried).await.expect("finish after a forget");
     assert!(!s.flow_started("r/f").await.expect("read"));
     assert!(s.start_flow("r/f", "src-2", "tgt-1").await.expect("started again").first);
+    s.finish_first_plan("r/f", &retried).await.expect("an old plan's finish");
+    assert!(
+        !s.flow_started("r/f").await.expect("read"),
+        "the new marker's first plan is still open"
+    );
 }
 
 /// Forgetting a flow deletes its cursors, their runs, its marker and its
@@ -464,8 +473,8 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
     let s = store().await;
     let tp = TopicPartition::new("orders", 0);
     for flow in ["r/a>b", "r/b>a"] {
-        s.start_flow(flow, "src", "tgt").await.expect("start");
-        s.finish_first_plan(flow).await.expect("finish");
+        let start = s.start_flow(flow, "src", "tgt").await.expect("start");
+        s.finish_first_plan(flow, &start).await.expect("finish");
         s.init_cursor(flow, &tp, "orders", 0).await.expect("init");
         let (lease, _) = s.acquire_lease(flow, &tp, "w", Duration::from_secs(60)).await.expect("lease");
         let runs = gapped_runs(0, 30);

@@ -24,12 +24,14 @@ use crate::context::Ferry;
 use crate::error::{ClusterReplaced, FerryError};
 
 mod acls;
+mod backfill;
 mod producers;
 mod recreated;
 mod stored;
 pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BYTES};
 
 use acls::*;
+use backfill::check_backfill;
 use recreated::*;
 
 mod dry_run;
@@ -63,11 +65,12 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     let mut planned = Vec::with_capacity(ferry.spec.flows.len());
     for flow in &ferry.spec.flows {
         let started = start_flow(ferry, flow).await?;
-        let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, started.first).await?;
+        let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(&started)).await?;
         decided.prune_round = started.plans;
+        let was_first = decided.first_plan;
         let (created, work) = apply(ferry, flow, decided).await?;
-        if started.first {
-            ferry.store.finish_first_plan(&ferry.flow_key(flow)).await?;
+        if was_first {
+            ferry.store.finish_first_plan(&ferry.flow_key(flow), &started).await?;
         }
         // Housekeeping: a failure leaves the items to the next plan.
         match producers::prune_producers(ferry, flow, started.producers_pruned_after).await {
@@ -173,10 +176,36 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
         .collect())
 }
 
+/// What the flow's marker says of its first plan, for [`decide`].
+#[derive(Debug, Clone, Copy)]
+struct FirstPlan {
+    /// The flow's first plan has not finished.
+    first: bool,
+    /// The marker predates the record of that (see `FlowStart::legacy`).
+    legacy: bool,
+    /// Where a first plan starts a partition at `LATEST`: the first record
+    /// stamped at or after this (ms since the epoch), the time the flow was
+    /// started by a first plan that did not finish (or one running beside
+    /// it); `None`, the end now (this plan started it).
+    since_ms: Option<i64>,
+}
+
+impl From<&FlowStart> for FirstPlan {
+    fn from(s: &FlowStart) -> Self {
+        Self {
+            first: s.first,
+            legacy: s.legacy,
+            since_ms: if s.created { None } else { s.started_ms },
+        }
+    }
+}
+
 /// Everything planning one flow decided, before anything is written.
 struct FlowPlan {
     /// No plan ran for this flow yet (StartingPosition applies).
     first_plan: bool,
+    /// See [`FirstPlan::since_ms`].
+    since_ms: Option<i64>,
     /// Plans of the flow before this one: whose turn it is to have its
     /// offset-map runs pruned (`prune_turn`).
     prune_round: u64,
@@ -228,7 +257,7 @@ async fn decide(
     flow: &FlowSpec,
     backfill: Option<&Backfill>,
     stateful: bool,
-    first_plan: bool,
+    first: FirstPlan,
 ) -> Result<FlowPlan, FerryError> {
     let source = ferry.cluster(&flow.source.id)?;
     let target = ferry.cluster(&flow.target.id)?;
@@ -243,11 +272,24 @@ async fn decide(
     let forget: Vec<TopicPartition> = cursors.keys().filter(|tp| gone.contains(&tp.topic)).cloned().collect();
     cursors.retain(|tp, _| !gone.contains(&tp.topic));
     let backfilled = |name: &str| backfill.is_some_and(|b| b.topics.iter().any(|t| t == name));
+    // A marker an earlier Ferry wrote does not say whether its first plan
+    // finished. A flow that detects no new topics and has no cursor can
+    // only be one whose first plan did not (a refused target topic): read
+    // as started, it would copy nothing, ever.
+    let first_plan = first.first || (first.legacy && !flow.detect_new_topics && cursors.is_empty());
+    if first_plan && !first.first {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(),
+            "the flow's marker predates the record of its first plan, and it has no cursor and does not detect new topics: \
+             planned as its first plan, each partition from StartingPosition as of when the flow was started"
+        );
+    }
     if !first_plan && !flow.detect_new_topics {
         topics.retain(|name, _| cursors.keys().any(|tp| &tp.topic == name) || backfilled(name));
     }
     let mut p = FlowPlan {
         first_plan,
+        since_ms: first.since_ms,
         prune_round: 0,
         deleted: gone.iter().map(|t| flow.target_topic(t)).collect(),
         forget,
@@ -395,13 +437,17 @@ async fn decide(
         } else {
             StartingPosition::Earliest
         };
-        let at = match position {
-            StartingPosition::Earliest => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
-            StartingPosition::Latest => HashMap::new(),
+        // A first plan after one that started the flow and did not finish
+        // starts at LATEST as of then: a partition without a cursor yet,
+        // or made since, loses nothing produced after the flow's start.
+        let at = match (position, p.since_ms) {
+            (StartingPosition::Earliest, _) => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
+            (StartingPosition::Latest, Some(ms)) => source.list_offsets(&new_tps, OffsetSpec::Timestamp(ms), true).await?,
+            (StartingPosition::Latest, None) => HashMap::new(),
         };
         for tp in new_tps {
             let end = p.ends.get(&tp).copied().unwrap_or(0);
-            let from = at.get(&tp).copied().unwrap_or(match position {
+            let from = at.get(&tp).copied().filter(|o| *o >= 0).unwrap_or(match position {
                 StartingPosition::Earliest => 0,
                 StartingPosition::Latest => end,
             });
@@ -557,75 +603,6 @@ fn selected_work(flow: &FlowSpec, p: &FlowPlan) -> Vec<PartitionWork> {
             }
         })
         .collect()
-}
-
-/// Refuse a backfill, before anything is written, that names a topic no flow
-/// selects, or a partition Ferry already replicated records of.
-async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), FerryError> {
-    if b.topics.is_empty() {
-        return Err(FerryError::Input(
-            "the backfill names no topics: give at least one source topic".into(),
-        ));
-    }
-    if let BackfillFrom::Timestamp(ms) = b.from {
-        if ms < 0 {
-            return Err(FerryError::Input(format!(
-                "backfill timestamp {ms} is negative: give milliseconds since the epoch"
-            )));
-        }
-    }
-    let mut selected_by_some = std::collections::BTreeSet::new();
-    for flow in &ferry.spec.flows {
-        let topics = selected_topics(ferry, flow).await?;
-        let key = ferry.flow_key(flow);
-        let cursors = ferry.store.list_cursors(&key).await?;
-        for t in b.topics.iter().filter(|t| topics.contains_key(*t)) {
-            selected_by_some.insert(t.clone());
-            // Whether each partition has a stored run, a few reads at once
-            // (a backfill of a topic of thousands of partitions, within one plan).
-            let mine: Vec<&CursorItem> = cursors.iter().filter(|c| &c.tp.topic == t).collect();
-            let reads: Vec<_> = mine
-                .iter()
-                .map(|c| async {
-                    Ok::<_, StateError>(c.records_replicated == 0 && ferry.store.newest_stored_run(&key, &c.tp).await?.is_some())
-                })
-                .collect();
-            let stored: Vec<bool> = in_flight(reads).await?;
-            for (c, stored) in mine.into_iter().zip(stored) {
-                if c.producer_id >= 0 && !c.writes_settled && c.records_replicated == 0 && !stored {
-                    return Err(FerryError::Input(format!(
-                        "flow {}: the last worker to copy {} (producer id {}) stopped without its writes checkpointed (it crashed, \
-                         or DynamoDB failed its last checkpoint), so records it wrote may be on the target after the cursor; a \
-                         backfill now would write older records after them. Nothing was moved. Fix: let Ferry run once more (`ferry \
-                         run --once`, or the next scheduled execution): its reconcile finds them. Then run the backfill again; it is \
-                         refused for good if records were found, as the partition has then replicated",
-                        flow.id(),
-                        c.tp,
-                        c.producer_id
-                    )));
-                }
-                if c.records_replicated > 0 || stored {
-                    return Err(FerryError::Input(format!(
-                        "flow {} already replicated {} records of {} (cursor at source offset {}); a backfill would write older records \
-                         after newer ones on the target. To replicate it again from the start, delete the target topic and this \
-                         partition's items from the cursors and offset-map tables",
-                        flow.id(),
-                        c.records_replicated,
-                        c.tp,
-                        c.next_source_offset
-                    )));
-                }
-            }
-        }
-    }
-    let unknown: Vec<&String> = b.topics.iter().filter(|t| !selected_by_some.contains(*t)).collect();
-    if !unknown.is_empty() {
-        return Err(FerryError::Input(format!(
-            "backfill topics {unknown:?} do not exist on a source cluster or are not selected by any flow's TopicsToReplicate: \
-             check the names, or add them to TopicsToReplicate first"
-        )));
-    }
-    Ok(())
 }
 
 /// Newly created topics take a moment to get leaders.

@@ -18,11 +18,14 @@ passed on whole, so one can be changed before it goes (moto checks no
 signature)."""
 
 import json
+import os
 import socket
 import threading
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
+from urllib.parse import urlparse
 
 
 class HeldAnswerProxy:
@@ -196,3 +199,17 @@ def _close(*socks: socket.socket) -> None:
             s.close()
         except OSError:
             pass
+
+
+@contextmanager
+def state_store_behind_a_proxy(monkeypatch, hold_s: float = 12.0):
+    """A HeldAnswerProxy (holding an armed answer `hold_s`) in front of the
+    local state store, which Ferry's processes started inside reach
+    instead of it."""
+    store = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    proxy = HeldAnswerProxy(store.hostname, store.port, hold_s)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -323,9 +323,11 @@ impl StateStore {
     /// every write checkpointed (it crashed, or a checkpoint failed after
     /// the partition stopped): records that holder wrote may be on the
     /// target past the cursor, and only its successor's reconcile finds
-    /// them. Moving the cursor back then would put older records after
-    /// them. The plan checked all four before; a holder may have written
-    /// since, so the write checks them again.
+    /// them. Also refused once the target log lost records Ferry wrote
+    /// (`target_rewound_from`): copies written after the loss may be past
+    /// the cursor. Moving the cursor back then would put older records
+    /// after them. The plan checked all these before; a holder may have
+    /// written since, so the write checks them again.
     ///
     /// It also fences the lease (a new epoch, no owner): a holder whose
     /// lease expired while it kept running must find its lease gone, not
@@ -347,7 +349,8 @@ impl StateStore {
                 "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
                  AND attribute_not_exists(open_run_source_start) \
                  AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now) \
-                 AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled)",
+                 AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled) \
+                 AND attribute_not_exists(target_rewound_from)",
             )
             .expression_attribute_values(":settled", AttributeValue::Bool(true))
             .expression_attribute_names("#pk", PK)

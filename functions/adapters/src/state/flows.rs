@@ -25,6 +25,8 @@ const PRODUCERS_PRUNED_AFTER: &str = "producers_pruned_after";
 
 /// On a flow's marker while its first plan has not finished.
 const FIRST_PLAN_OPEN: &str = "first_plan_open";
+/// On a flow's marker once its first plan has finished.
+const FIRST_PLAN_DONE: &str = "first_plan_done";
 
 /// What [`StateStore::start_flow`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +34,22 @@ pub struct FlowStart {
     /// No plan has finished the flow's first plan: no marker, or one
     /// whose first plan stopped before it made every cursor (refused on a
     /// target topic's configuration, timed out, cut short). Such a plan
-    /// started nothing, so the next one is the first again.
+    /// did not finish starting the flow, so the next one is the first
+    /// again, starting partitions as of `started_ms`.
     pub first: bool,
+    /// This call wrote the marker: the flow starts now.
+    pub created: bool,
+    /// The marker was written by a Ferry that did not record whether its
+    /// first plan finished (neither `first_plan_open` nor
+    /// `first_plan_done`): read as started, unless the caller finds
+    /// nothing else to go by (see the plan).
+    pub legacy: bool,
+    /// When the marker was first written (ms since the epoch): the start a
+    /// first plan after the one that wrote it places cursors at.
+    pub started_ms: Option<i64>,
+    /// The mark of the plan that wrote the marker (`None` on a marker
+    /// written before Ferry marked them).
+    pub started_by: Option<String>,
     /// The source's cluster id recorded before, if any.
     pub source_cluster_id: Option<String>,
     /// The target's cluster id recorded before, if any.
@@ -129,6 +145,7 @@ impl StateStore {
         // StartingPosition, and a flow that does not detect new topics
         // would have none to copy, then or ever.
         let mark = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
         // A forget deleting the marker between the two writes below sends
         // the start round again: the update never makes a marker.
         for _ in 0..3 {
@@ -139,7 +156,7 @@ impl StateStore {
                 .table_name(&self.cursors)
                 .item(PK, s(flow))
                 .item(SK_CURSOR, s(FLOW_MARKER))
-                .item("started_ms", n(now_ms()))
+                .item("started_ms", n(now))
                 .item("started_by", s(&mark))
                 .item("source_cluster_id", s(source_cluster_id))
                 .item("target_cluster_id", s(target_cluster_id))
@@ -165,7 +182,12 @@ impl StateStore {
             };
             if ours {
                 self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
-                return Ok(self.flow_start(None));
+                return Ok(FlowStart {
+                    created: true,
+                    started_ms: Some(now),
+                    started_by: Some(mark),
+                    ..self.flow_start(None)
+                });
             }
             // Started before: its layout stays as it was (one key for a
             // flow started before Ferry spread them).
@@ -214,21 +236,28 @@ impl StateStore {
     /// every partition it chose, at the configured StartingPosition, so
     /// partitions seen from now on start at their first record. Until
     /// this is written, every plan is the first (see [`FlowStart::first`]).
-    /// A marker deleted meanwhile (by a forget) stays deleted.
-    pub async fn finish_first_plan(&self, flow: &str) -> Result<(), StateError> {
-        let res = self
+    /// Only on the marker `start` found: one deleted meanwhile (by a
+    /// forget) stays deleted, and one written again since stays open.
+    pub async fn finish_first_plan(&self, flow: &str, start: &FlowStart) -> Result<(), StateError> {
+        let req = self
             .client
             .update_item()
             .table_name(&self.cursors)
             .key(PK, s(flow))
             .key(SK_CURSOR, s(FLOW_MARKER))
-            .update_expression("REMOVE #open")
-            .condition_expression("attribute_exists(#pk)")
+            .update_expression("SET #done = :done REMOVE #open")
             .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#by", "started_by")
             .expression_attribute_names("#open", FIRST_PLAN_OPEN)
-            .send()
-            .bounded(&self.calls)
-            .await;
+            .expression_attribute_names("#done", FIRST_PLAN_DONE)
+            .expression_attribute_values(":done", AttributeValue::Bool(true));
+        let req = match &start.started_by {
+            Some(mark) => req
+                .condition_expression("attribute_exists(#pk) AND #by = :mark")
+                .expression_attribute_values(":mark", s(mark)),
+            None => req.condition_expression("attribute_exists(#pk) AND attribute_not_exists(#by)"),
+        };
+        let res = req.send().bounded(&self.calls).await;
         match res {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
@@ -330,10 +359,13 @@ impl StateStore {
     fn flow_start(&self, marker: Option<&HashMap<String, AttributeValue>>) -> FlowStart {
         let r = marker.filter(|a| !a.is_empty()).map(|a| ItemReader::new(&self.cursors, a));
         FlowStart {
-            // A marker without the attribute was written either by this
-            // flow's finished first plan or by a Ferry that did not record
-            // it: started, both.
             first: r.as_ref().is_none_or(|r| r.bool(FIRST_PLAN_OPEN) == Some(true)),
+            created: false,
+            legacy: r
+                .as_ref()
+                .is_some_and(|r| r.bool(FIRST_PLAN_OPEN).is_none() && r.bool(FIRST_PLAN_DONE).is_none()),
+            started_ms: r.as_ref().and_then(|r| r.n("started_ms")),
+            started_by: r.as_ref().and_then(|r| r.s("started_by")),
             source_cluster_id: r.as_ref().and_then(|r| r.s("source_cluster_id")),
             target_cluster_id: r.as_ref().and_then(|r| r.s("target_cluster_id")),
             plans: r

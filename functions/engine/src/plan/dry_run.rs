@@ -11,7 +11,7 @@ use ferry_core::domain::{PlanInput, TopicPartition};
 use ferry_core::plan::split_into_batches;
 use serde::Serialize;
 
-use super::{check_clusters, cluster_ids, decide, decide_acls, selected_work, FlowPlan};
+use super::{check_clusters, cluster_ids, decide, decide_acls, selected_work, FirstPlan, FlowPlan};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
@@ -239,9 +239,13 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
         let first_plan = if stateful {
             let marker = ferry.store.flow_marker(&ferry.flow_key(flow)).await?;
             check_clusters(ferry, flow, &marker, &cluster_ids(ferry, flow).await?).await?;
-            marker.first
+            FirstPlan::from(&marker)
         } else {
-            true
+            FirstPlan {
+                first: true,
+                legacy: false,
+                since_ms: None,
+            }
         };
         let mut p = decide(ferry, flow, input.backfill.as_ref(), stateful, first_plan).await?;
         let mut d = FlowDryRun::new(flow, &p);
