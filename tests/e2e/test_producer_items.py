@@ -13,7 +13,9 @@ import time
 from confluent_kafka import TopicPartition as KTP
 from confluent_kafka.admin import AdminClient
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
+from conftest import (SOURCE, TARGET, Ferry, create_topic, dynamo, produce_keys, read_partition, stored_batches, unique,
+                      write_config)
+from support.held_answer_proxy import state_store_behind_a_proxy
 
 
 def items(ferry: Ferry) -> dict[int, dict]:
@@ -39,18 +41,11 @@ def delete_below(topic: str, offset: int) -> None:
         f.result(timeout=30)
 
 
-def produce(bootstrap: str, topic: str, keys: list[str]) -> None:
-    p = producer(bootstrap)
-    for k in keys:
-        p.produce(topic, partition=0, key=k.encode(), value=b"v")
-    assert p.flush(30) == 0
-
-
 def test_a_producer_item_goes_once_its_records_are_gone_and_not_before(tmp_path):
     topic = unique("producer-items")
     create_topic(SOURCE, topic, 1)
     create_topic(TARGET, topic, 1)
-    produce(SOURCE, topic, [f"a-{i}" for i in range(20)])
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(20)])
     kc, ri = write_config(tmp_path, [topic], both_ways=True)
     ferry = Ferry(kc, ri)
     first = ferry.run("--once")
@@ -84,11 +79,42 @@ def test_a_producer_item_goes_once_its_records_are_gone_and_not_before(tmp_path)
 
     # Both ways still copy without sending anything back: the ids of the
     # records that can still be read are all kept.
-    produce(SOURCE, topic, [f"b-{i}" for i in range(10)])
-    produce(TARGET, topic, [f"t-{i}" for i in range(5)])
+    produce_keys(SOURCE, topic, [f"b-{i}" for i in range(10)])
+    produce_keys(TARGET, topic, [f"t-{i}" for i in range(5)])
     assert ferry.run("--once").returncode == 0
     assert ferry.run("--once").returncode == 0
     on_source = [r["key"].decode() for r in read_partition(SOURCE, topic, 0)]
     on_target = [r["key"].decode() for r in read_partition(TARGET, topic, 0)]
     assert sorted(on_source) == sorted([f"a-{i}" for i in range(20)] + [f"b-{i}" for i in range(10)] + [f"t-{i}" for i in range(5)])
     assert sorted(on_target) == sorted([f"b-{i}" for i in range(10)] + [f"t-{i}" for i in range(5)])
+
+
+def test_an_invocation_that_recorded_no_ends_is_pruned_once_it_can_write_no_more(tmp_path, monkeypatch):
+    """The invocation that copies the records cannot record where they end
+    (the state store refuses that write; a crash or a batch in flight at
+    the end do the same). It registered the partitions it may write to and
+    until when: once that is past by the grace, the plan takes the
+    partitions' ends for its own, and the item goes with the records."""
+    topic = unique("producer-no-ends")
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1)
+    kc, ri = write_config(tmp_path, [topic], both_ways=True)
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    produce_keys(SOURCE, topic, [f"a-{i}" for i in range(20)])
+    with state_store_behind_a_proxy(monkeypatch) as proxy:
+        refused = {"__type": "com.amazon.coral.validate#ValidationException", "Message": "refused by the test"}
+        proxy.refuse("UpdateItem", "released_ms", 400, refused, times=1_000)
+        res = ferry.run("--once", "--round-seconds", "3", env={"RUST_LOG": "warn,ferry_engine=info"})
+        assert res.returncode == 0, res.stderr
+        assert proxy.answered >= 1, "no invocation tried to record its ends"
+        proxy.refuse("UpdateItem", "released_ms", 400, refused, times=0)
+    copiers = {int(b["producerId"]) for b in stored_batches("target", topic, 0) if b.get("isControl") == "false"}
+    assert copiers and all("ends" not in items(ferry)[pid] for pid in copiers), copiers
+    assert ferry.run("--once").returncode == 0  # the flow back passes over the copies
+    delete_below(topic, 20)
+    time.sleep(4)  # past its round (3 s) and the grace below
+    for _ in range(3):
+        assert ferry.run("--once", "--producer-prune-grace-seconds", "1").returncode == 0
+        time.sleep(1.2)
+    assert not copiers & set(items(ferry)), {pid: items(ferry).get(pid) for pid in copiers}

@@ -3,6 +3,7 @@ EARLIEST replicates everything; a first plan that does not finish leaves
 the flow's start where it was, whatever Ferry wrote the marker."""
 
 import subprocess
+import time
 
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
@@ -16,6 +17,13 @@ def produce(topic: str, keys: list[str]) -> None:
     for k in keys:
         p.produce(topic, partition=0, key=k.encode(), value=b"v")
     assert p.flush(30) == 0
+
+
+def set_target_cleanup_policy(topic: str, policy: str) -> None:
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    res.add_incremental_config(ConfigEntry("cleanup.policy", policy, incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
 
 
 def test_latest_replicates_only_new_records(tmp_path):
@@ -60,10 +68,7 @@ def test_a_first_plan_refused_leaves_the_next_one_first(tmp_path, detect):
     assert refused.returncode != 0
     assert "cleanup.policy=compact" in refused.stderr, refused.stderr
     # The operator does what the error says.
-    admin = AdminClient({"bootstrap.servers": TARGET})
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    res.add_incremental_config(ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET))
-    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    set_target_cleanup_policy(topic, "delete")
     mended = ferry.run("--once")
     assert mended.returncode == 0, mended.stderr
     produce(topic, [f"after-{i}" for i in range(30)])
@@ -78,7 +83,8 @@ def test_a_first_plan_cut_short_after_its_cursors_loses_nothing_after_the_flow_s
     refuses that write). The source topic then grows a partition, and both
     get records. The next plan is the first again, but the flow started
     with the first one: the new partition's records, all produced after
-    that, are copied, as are the old partition's."""
+    that, are copied, however they are stamped, as are the old
+    partition's."""
     topic = unique("first-cut-short")
     create_topic(SOURCE, topic, 1)
     produce(topic, [f"before-{i}" for i in range(5)])
@@ -94,9 +100,12 @@ def test_a_first_plan_cut_short_after_its_cursors_loses_nothing_after_the_flow_s
         produce(topic, [f"p0-{i}" for i in range(5)])
         admin = AdminClient({"bootstrap.servers": SOURCE})
         admin.create_partitions([NewPartitions(topic, 2)])[topic].result(timeout=30)
+        # Stamped an hour ago by their producer (CreateTime is the
+        # producer's: a replayed or event-time stream): the record's time
+        # says nothing of when it arrived.
         p = producer(SOURCE)
         for i in range(5):
-            p.produce(topic, partition=1, key=f"p1-{i}".encode(), value=b"v")
+            p.produce(topic, partition=1, key=f"p1-{i}".encode(), value=b"v", timestamp=int(time.time() * 1000) - 3_600_000)
         assert p.flush(30) == 0
         res = ferry.run("--once")
         assert res.returncode == 0, res.stderr
@@ -120,10 +129,7 @@ def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp
     dynamo().update_item(TableName=f"{ferry.prefix}-cursors",
                          Key={"flow": {"S": f"{ferry.name}/source>target"}, "partition": {"S": "#flow"}},
                          UpdateExpression="REMOVE first_plan_open, started_by")
-    admin = AdminClient({"bootstrap.servers": TARGET})
-    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    res.add_incremental_config(ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET))
-    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    set_target_cleanup_policy(topic, "delete")
     mended = ferry.run("--once", env={"RUST_LOG": "warn,ferry_engine=info"})
     assert mended.returncode == 0, mended.stderr
     assert "planned as its first plan" in mended.stdout + mended.stderr

@@ -88,21 +88,30 @@ impl LoopFilter {
         self.opposite.as_deref()
     }
 
-    /// Register the producer id this flow writes into its target with.
+    /// Register the producer id this flow writes into its target with,
+    /// the partitions it may write to and until when (ms since the epoch).
     /// Must complete before the first write with it.
-    pub async fn register(&self, store: &StateStore, flow_key: &str, producer_id: i64) -> Result<(), FerryError> {
+    pub async fn register(
+        &self,
+        store: &StateStore,
+        flow_key: &str,
+        producer_id: i64,
+        partitions: &[TopicPartition],
+        writes_until_ms: i64,
+    ) -> Result<(), FerryError> {
         Ok(store
-            .register_producer(&self.target_id, producer_id, flow_key, &self.source_id)
+            .register_producer(&self.target_id, producer_id, flow_key, &self.source_id, partitions, writes_until_ms)
             .await?)
     }
 
     /// Record where the records this flow wrote with `producer_id` end in
     /// each partition (see `StateStore::record_producer_ends`), once the
     /// invocation is done writing: what lets a plan prune its item when
-    /// they are all gone. A failure is logged; the item is then kept.
+    /// they are all gone. A failure is logged (see `plan::producers` for
+    /// what a plan does with an item without ends).
     pub async fn record_ends(&self, store: &StateStore, producer_id: i64, ends: &[(TopicPartition, i64)]) {
         if let Err(e) = store.record_producer_ends(&self.target_id, producer_id, ends).await {
-            tracing::warn!(producer_id, error = %e, "could not record where this producer's records end; its item is kept");
+            tracing::warn!(producer_id, error = %e, "could not record where this producer's records end; a plan takes its partitions' ends once its deadline is past");
         }
     }
 

@@ -75,7 +75,7 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         // Housekeeping: a failure leaves the items to the next plan.
         match producers::prune_producers(ferry, flow, started.producers_pruned_after).await {
             Ok(p) if p != producers::Pruned::default() => {
-                tracing::info!(flow = %flow.id(), passed = p.passed, deleted = p.deleted, "pruned producer items whose records are gone")
+                tracing::info!(flow = %flow.id(), ended = p.ended, passed = p.passed, deleted = p.deleted, "pruned producer items whose records are gone")
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not prune producer items; the next plan tries again"),
@@ -183,11 +183,8 @@ struct FirstPlan {
     first: bool,
     /// The marker predates the record of that (see `FlowStart::legacy`).
     legacy: bool,
-    /// Where a first plan starts a partition at `LATEST`: the first record
-    /// stamped at or after this (ms since the epoch), the time the flow was
-    /// started by a first plan that did not finish (or one running beside
-    /// it); `None`, the end now (this plan started it).
-    since_ms: Option<i64>,
+    /// This plan wrote the flow's marker (no plan began it before).
+    created: bool,
 }
 
 impl From<&FlowStart> for FirstPlan {
@@ -195,7 +192,7 @@ impl From<&FlowStart> for FirstPlan {
         Self {
             first: s.first,
             legacy: s.legacy,
-            since_ms: if s.created { None } else { s.started_ms },
+            created: s.created,
         }
     }
 }
@@ -204,8 +201,10 @@ impl From<&FlowStart> for FirstPlan {
 struct FlowPlan {
     /// No plan ran for this flow yet (StartingPosition applies).
     first_plan: bool,
-    /// See [`FirstPlan::since_ms`].
-    since_ms: Option<i64>,
+    /// A first plan that did not finish made some cursors already: the
+    /// flow started then, and where each partition without a cursor was at
+    /// that moment is not known (see `decide`).
+    started_before: bool,
     /// Plans of the flow before this one: whose turn it is to have its
     /// offset-map runs pruned (`prune_turn`).
     prune_round: u64,
@@ -289,7 +288,7 @@ async fn decide(
     }
     let mut p = FlowPlan {
         first_plan,
-        since_ms: first.since_ms,
+        started_before: first_plan && !first.created && !cursors.is_empty(),
         prune_round: 0,
         deleted: gone.iter().map(|t| flow.target_topic(t)).collect(),
         forget,
@@ -431,23 +430,23 @@ async fn decide(
     if !new_tps.is_empty() {
         // A topic that appears after the first plan starts from its first
         // record whatever StartingPosition says: nothing produced before
-        // Ferry noticed it is lost.
-        let position = if first_plan {
+        // Ferry noticed it is lost. So does a partition without a cursor
+        // after a first plan that made some and did not finish (cut short
+        // before it, or added since): the flow started then, and where the
+        // partition was at that moment is not known; guessing (the end now,
+        // a record timestamp) would skip records produced since.
+        let position = if first_plan && !p.started_before {
             flow.starting_position
         } else {
             StartingPosition::Earliest
         };
-        // A first plan after one that started the flow and did not finish
-        // starts at LATEST as of then: a partition without a cursor yet,
-        // or made since, loses nothing produced after the flow's start.
-        let at = match (position, p.since_ms) {
-            (StartingPosition::Earliest, _) => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
-            (StartingPosition::Latest, Some(ms)) => source.list_offsets(&new_tps, OffsetSpec::Timestamp(ms), true).await?,
-            (StartingPosition::Latest, None) => HashMap::new(),
+        let at = match position {
+            StartingPosition::Earliest => source.list_offsets(&new_tps, OffsetSpec::Earliest, true).await?,
+            StartingPosition::Latest => HashMap::new(),
         };
         for tp in new_tps {
             let end = p.ends.get(&tp).copied().unwrap_or(0);
-            let from = at.get(&tp).copied().filter(|o| *o >= 0).unwrap_or(match position {
+            let from = at.get(&tp).copied().unwrap_or(match position {
                 StartingPosition::Earliest => 0,
                 StartingPosition::Latest => end,
             });

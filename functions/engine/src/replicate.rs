@@ -548,7 +548,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     let mut ended: Option<FerryError> = parts.iter_mut().find_map(|p| p.refused.take());
     let mut written_with = None;
     if ended.is_none() && parts.iter().any(|p| p.done.is_none()) {
-        match Box::pin(start_writing(run, &mut parts, filter.as_ref(), &owner)).await {
+        // The Lambda's deadline (or the CLI round's): nothing is written after it.
+        let writes_until_ms = now_ms() + budget.deadline.saturating_duration_since(Instant::now()).as_millis() as i64;
+        match Box::pin(start_writing(run, &mut parts, filter.as_ref(), &owner, writes_until_ms)).await {
             Ok(stamp) => {
                 written_with = Some(stamp.producer_id);
                 let ms = |d: std::time::Duration| d.as_millis() as u64;
@@ -563,79 +565,6 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
             }
             Err(e) => ended = Some(e),
         }
-    }
-
-    /// Where this invocation's records end in each target partition it wrote
-    /// to; `None` when a write's outcome is unknown (a batch still in flight,
-    /// a target log that lost records under Ferry): its producer's item is
-    /// then kept.
-    fn written_ends(parts: &[Part]) -> Option<Vec<(TopicPartition, i64)>> {
-        if parts.iter().any(|p| p.inflight.is_some() || p.target_lost) {
-            return None;
-        }
-        Some(
-            parts
-                .iter()
-                .filter(|p| p.written_end >= 0)
-                .map(|p| (p.target.clone(), p.written_end))
-                .collect(),
-        )
-    }
-
-    /// One producer id for this invocation, of a transactional id of its own,
-    /// recorded under each lease before anything is written: it is the
-    /// provenance a later holder reconciles against, and what it fences.
-    async fn start_writing(
-        run: &FlowRun<'_>,
-        parts: &mut [Part],
-        filter: Option<&LoopFilter>,
-        owner: &str,
-    ) -> Result<ProducerStamp, FerryError> {
-        let FlowRun {
-            ferry,
-            key: flow_key,
-            target,
-            ..
-        } = *run;
-        let txn_id = transactional_id(&ferry.spec.name, owner);
-        let (pid, epoch) = target
-            .init_transactional_producer(&txn_id)
-            .await
-            .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
-        if let Some(f) = filter {
-            f.register(&ferry.store, flow_key, pid).await?;
-        }
-        let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
-        let target_ends = if need_end.is_empty() {
-            HashMap::new()
-        } else {
-            target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
-        };
-        for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
-            p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
-        }
-        let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
-        let producer = ProducerRecord {
-            producer_id: pid,
-            producer_epoch: epoch,
-            transactional_id: &txn_id,
-        };
-        let recorded = join_all(
-            live.iter()
-                .map(|&i| ferry.store.set_producer(flow_key, &parts[i].lease, &producer, parts[i].target_end)),
-        )
-        .await;
-        for (i, res) in live.into_iter().zip(recorded) {
-            match res {
-                Ok(()) => parts[i].producer_recorded = true,
-                Err(e) => fail(run, &mut parts[i], &e.into()).await,
-            }
-        }
-        Ok(ProducerStamp {
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: 0,
-        })
     }
 
     // Give every lease back at once; one taken over meanwhile is simply gone.
@@ -683,6 +612,81 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     }
     partitions.extend(skipped);
     Ok(ReplicateOutput { partitions })
+}
+
+/// Where this invocation's records end in each target partition it wrote
+/// to; `None` when a write's outcome is unknown (a batch still in flight,
+/// a target log that lost records under Ferry): its producer's item is
+/// then kept.
+fn written_ends(parts: &[Part]) -> Option<Vec<(TopicPartition, i64)>> {
+    if parts.iter().any(|p| p.inflight.is_some() || p.target_lost) {
+        return None;
+    }
+    Some(
+        parts
+            .iter()
+            .filter(|p| p.written_end >= 0)
+            .map(|p| (p.target.clone(), p.written_end))
+            .collect(),
+    )
+}
+
+/// One producer id for this invocation, of a transactional id of its own,
+/// recorded under each lease before anything is written: it is the
+/// provenance a later holder reconciles against, and what it fences.
+async fn start_writing(
+    run: &FlowRun<'_>,
+    parts: &mut [Part],
+    filter: Option<&LoopFilter>,
+    owner: &str,
+    writes_until_ms: i64,
+) -> Result<ProducerStamp, FerryError> {
+    let FlowRun {
+        ferry,
+        key: flow_key,
+        target,
+        ..
+    } = *run;
+    let txn_id = transactional_id(&ferry.spec.name, owner);
+    let (pid, epoch) = target
+        .init_transactional_producer(&txn_id)
+        .await
+        .map_err(|e| with_grant_hint(e, &ferry.spec.name))?;
+    if let Some(f) = filter {
+        let targets: Vec<TopicPartition> = parts.iter().map(|p| p.target.clone()).collect();
+        f.register(&ferry.store, flow_key, pid, &targets, writes_until_ms).await?;
+    }
+    let need_end: Vec<TopicPartition> = parts.iter().filter(|p| p.target_end < 0).map(|p| p.target.clone()).collect();
+    let target_ends = if need_end.is_empty() {
+        HashMap::new()
+    } else {
+        target.list_offsets(&need_end, OffsetSpec::Latest, false).await?
+    };
+    for p in parts.iter_mut().filter(|p| p.done.is_none() && p.target_end < 0) {
+        p.target_end = target_ends.get(&p.target).copied().unwrap_or(0);
+    }
+    let live: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].done.is_none()).collect();
+    let producer = ProducerRecord {
+        producer_id: pid,
+        producer_epoch: epoch,
+        transactional_id: &txn_id,
+    };
+    let recorded = join_all(
+        live.iter()
+            .map(|&i| ferry.store.set_producer(flow_key, &parts[i].lease, &producer, parts[i].target_end)),
+    )
+    .await;
+    for (i, res) in live.into_iter().zip(recorded) {
+        match res {
+            Ok(()) => parts[i].producer_recorded = true,
+            Err(e) => fail(run, &mut parts[i], &e.into()).await,
+        }
+    }
+    Ok(ProducerStamp {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: 0,
+    })
 }
 
 fn lease_expires_at(settings: &crate::context::Settings) -> i64 {

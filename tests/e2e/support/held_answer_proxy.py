@@ -205,11 +205,13 @@ def _close(*socks: socket.socket) -> None:
 def state_store_behind_a_proxy(monkeypatch, hold_s: float = 12.0):
     """A HeldAnswerProxy (holding an armed answer `hold_s`) in front of the
     local state store, which Ferry's processes started inside reach
-    instead of it."""
-    store = urlparse(os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"))
+    instead of it; those started after reach the store again."""
+    url = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    store = urlparse(url)
     proxy = HeldAnswerProxy(store.hostname, store.port, hold_s)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
         yield proxy
     finally:
         proxy.close()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)

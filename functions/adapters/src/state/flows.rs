@@ -10,10 +10,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 
 use super::calls::Bounded;
 use super::cursor::CursorItem;
-use super::error::dynamo_err;
+use super::error::{conditional, dynamo_err};
 use super::schema::{
     delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
     SK_GROUPS,
@@ -35,7 +36,7 @@ pub struct FlowStart {
     /// whose first plan stopped before it made every cursor (refused on a
     /// target topic's configuration, timed out, cut short). Such a plan
     /// did not finish starting the flow, so the next one is the first
-    /// again, starting partitions as of `started_ms`.
+    /// again.
     pub first: bool,
     /// This call wrote the marker: the flow starts now.
     pub created: bool,
@@ -44,9 +45,6 @@ pub struct FlowStart {
     /// `first_plan_done`): read as started, unless the caller finds
     /// nothing else to go by (see the plan).
     pub legacy: bool,
-    /// When the marker was first written (ms since the epoch): the start a
-    /// first plan after the one that wrote it places cursors at.
-    pub started_ms: Option<i64>,
     /// The mark of the plan that wrote the marker (`None` on a marker
     /// written before Ferry marked them).
     pub started_by: Option<String>,
@@ -184,7 +182,6 @@ impl StateStore {
                 self.remember_layout(flow, NEW_FLOW_KEY_SHARDS);
                 return Ok(FlowStart {
                     created: true,
-                    started_ms: Some(now),
                     started_by: Some(mark),
                     ..self.flow_start(None)
                 });
@@ -192,17 +189,11 @@ impl StateStore {
             // Started before: its layout stays as it was (one key for a
             // flow started before Ferry spread them).
             let res = self
-                .client
-                .update_item()
-                .table_name(&self.cursors)
-                .key(PK, s(flow))
-                .key(SK_CURSOR, s(FLOW_MARKER))
+                .update_marker(flow)
                 .update_expression(
                     "SET started_ms = if_not_exists(started_ms, :now), source_cluster_id = if_not_exists(source_cluster_id, :src), \
                      target_cluster_id = if_not_exists(target_cluster_id, :tgt) ADD plans :one",
                 )
-                .condition_expression("attribute_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
                 .expression_attribute_values(":now", n(now_ms()))
                 .expression_attribute_values(":src", s(source_cluster_id))
                 .expression_attribute_values(":tgt", s(target_cluster_id))
@@ -240,13 +231,8 @@ impl StateStore {
     /// forget) stays deleted, and one written again since stays open.
     pub async fn finish_first_plan(&self, flow: &str, start: &FlowStart) -> Result<(), StateError> {
         let req = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(FLOW_MARKER))
+            .update_marker(flow)
             .update_expression("SET #done = :done REMOVE #open")
-            .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#by", "started_by")
             .expression_attribute_names("#open", FIRST_PLAN_OPEN)
             .expression_attribute_names("#done", FIRST_PLAN_DONE)
@@ -258,11 +244,18 @@ impl StateStore {
             None => req.condition_expression("attribute_exists(#pk) AND attribute_not_exists(#by)"),
         };
         let res = req.send().bounded(&self.calls).await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
-        }
+        conditional("UpdateItem", &self.cursors, res).map(|_| ())
+    }
+
+    /// An update of the flow's existing marker (never one that makes it).
+    fn update_marker(&self, flow: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(flow))
+            .key(SK_CURSOR, s(FLOW_MARKER))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
     }
 
     /// Record where the flow's next prune of producer items starts: after
@@ -270,13 +263,7 @@ impl StateStore {
     /// read). A marker deleted meanwhile stays deleted.
     pub async fn set_producers_pruned_after(&self, flow: &str, after: Option<i64>) -> Result<(), StateError> {
         let req = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(flow))
-            .key(SK_CURSOR, s(FLOW_MARKER))
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
+            .update_marker(flow)
             .expression_attribute_names("#after", PRODUCERS_PRUNED_AFTER);
         let req = match after {
             Some(pid) => req
@@ -284,11 +271,7 @@ impl StateStore {
                 .expression_attribute_values(":after", n(pid)),
             None => req.update_expression("REMOVE #after"),
         };
-        match req.send().bounded(&self.calls).await {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
-        }
+        conditional("UpdateItem", &self.cursors, req.send().bounded(&self.calls).await).map(|_| ())
     }
 
     /// Record that `flow` copies from Kafka cluster `source_cluster_id` to
@@ -364,7 +347,6 @@ impl StateStore {
             legacy: r
                 .as_ref()
                 .is_some_and(|r| r.bool(FIRST_PLAN_OPEN).is_none() && r.bool(FIRST_PLAN_DONE).is_none()),
-            started_ms: r.as_ref().and_then(|r| r.n("started_ms")),
             started_by: r.as_ref().and_then(|r| r.s("started_by")),
             source_cluster_id: r.as_ref().and_then(|r| r.s("source_cluster_id")),
             target_cluster_id: r.as_ref().and_then(|r| r.s("target_cluster_id")),

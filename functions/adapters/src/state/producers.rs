@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 
 use super::calls::Bounded;
-use super::error::dynamo_err;
+use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, s, ItemReader, PK_PRODUCERS, SK_PRODUCERS};
 use super::{StateError, StateStore};
 
@@ -18,13 +19,17 @@ impl StateStore {
     /// Record that `flow` writes records from cluster `origin_cluster_id`
     /// into cluster `cluster_id` with idempotent producer `producer_id`,
     /// before it writes anything with it: the opposite flow recognises
-    /// those records by it and does not send them back.
+    /// those records by it and does not send them back. With the
+    /// partitions it may write to and until when (ms since the epoch), for
+    /// an invocation that ends without recording where its records end.
     pub async fn register_producer(
         &self,
         cluster_id: &str,
         producer_id: i64,
         flow: &str,
         origin_cluster_id: &str,
+        partitions: &[TopicPartition],
+        writes_until_ms: i64,
     ) -> Result<(), StateError> {
         self.client
             .put_item()
@@ -34,6 +39,11 @@ impl StateStore {
             .item("flow", s(flow))
             .item("origin_cluster", s(origin_cluster_id))
             .item("registered_ms", n(now_ms()))
+            .item(
+                "partitions",
+                AttributeValue::L(partitions.iter().map(|tp| s(end_key(tp))).collect()),
+            )
+            .item("writes_until_ms", n(writes_until_ms))
             .send()
             .bounded(&self.calls)
             .await
@@ -65,12 +75,21 @@ pub struct ProducerItem {
     /// When a plan first found every one of its records below the
     /// partition's log start (ms since the epoch).
     pub passed_ms: Option<i64>,
+    /// The partitions it may have written to, and until when (ms since
+    /// the epoch); `None` on an item written before Ferry recorded them.
+    pub may_write: Option<(Vec<TopicPartition>, i64)>,
 }
 
-/// Map keys of [`ProducerItem::ends`]: `<topic>/<partition>` (a topic name
-/// holds no `/`).
+/// Map keys of [`ProducerItem::ends`] and entries of its `partitions`:
+/// `<topic>/<partition>` (a topic name holds no `/`).
 fn end_key(tp: &TopicPartition) -> String {
     format!("{}/{}", tp.topic, tp.partition)
+}
+
+/// A partition from [`end_key`]'s form.
+fn from_end_key(k: &str) -> Option<TopicPartition> {
+    let (topic, partition) = k.rsplit_once('/')?;
+    Some(TopicPartition::new(topic, partition.parse().ok()?))
 }
 
 impl StateStore {
@@ -81,25 +100,15 @@ impl StateStore {
     pub async fn record_producer_ends(&self, cluster_id: &str, producer_id: i64, ends: &[(TopicPartition, i64)]) -> Result<(), StateError> {
         let map: HashMap<String, AttributeValue> = ends.iter().map(|(tp, end)| (end_key(tp), n(*end))).collect();
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.producers)
-            .key(PK_PRODUCERS, s(cluster_id))
-            .key(SK_PRODUCERS, n(producer_id))
+            .update_producer(cluster_id, producer_id)
             .update_expression("SET ends = :ends, released_ms = :now")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", PK_PRODUCERS)
             .expression_attribute_values(":ends", AttributeValue::M(map))
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .bounded(&self.calls)
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            // Pruned already (its records gone): nothing to record.
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("UpdateItem", &self.producers, e)),
-        }
+        // Refused: pruned already (its records gone), nothing to record.
+        conditional("UpdateItem", &self.producers, res).map(|_| ())
     }
 
     /// Up to `limit` producer items of `cluster_id` after producer id
@@ -136,19 +145,30 @@ impl StateStore {
                         let m = v.as_m().map_err(|_| r.bad("ends"))?;
                         let mut ends = Vec::with_capacity(m.len());
                         for (k, v) in m {
-                            let (topic, partition) = k.rsplit_once('/').ok_or_else(|| r.bad("ends"))?;
-                            let partition = partition.parse().map_err(|_| r.bad("ends"))?;
+                            let tp = from_end_key(k).ok_or_else(|| r.bad("ends"))?;
                             let end = v.as_n().ok().and_then(|v| v.parse().ok()).ok_or_else(|| r.bad("ends"))?;
-                            ends.push((TopicPartition::new(topic, partition), end));
+                            ends.push((tp, end));
                         }
                         Some(ends)
                     }
+                };
+                let partitions = match item.get("partitions") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_l()
+                            .map_err(|_| r.bad("partitions"))?
+                            .iter()
+                            .map(|v| v.as_s().ok().and_then(|k| from_end_key(k)))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| r.bad("partitions"))?,
+                    ),
                 };
                 Ok(ProducerItem {
                     producer_id: r.req_n(SK_PRODUCERS)?,
                     flow: r.s("flow").unwrap_or_default(),
                     ends,
                     passed_ms: r.n("passed_ms"),
+                    may_write: partitions.zip(r.n("writes_until_ms")),
                 })
             })
             .collect::<Result<Vec<_>, StateError>>()?;
@@ -164,14 +184,8 @@ impl StateStore {
     /// starts (the first time only); returns when that was first noted.
     pub async fn mark_producer_passed(&self, cluster_id: &str, producer_id: i64) -> Result<Option<i64>, StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.producers)
-            .key(PK_PRODUCERS, s(cluster_id))
-            .key(SK_PRODUCERS, n(producer_id))
+            .update_producer(cluster_id, producer_id)
             .update_expression("SET passed_ms = if_not_exists(passed_ms, :now)")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", PK_PRODUCERS)
             .expression_attribute_values(":now", n(now_ms()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
@@ -188,6 +202,17 @@ impl StateStore {
         }
     }
 
+    /// An update of an existing producer item (never one that makes it).
+    fn update_producer(&self, cluster_id: &str, producer_id: i64) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.producers)
+            .key(PK_PRODUCERS, s(cluster_id))
+            .key(SK_PRODUCERS, n(producer_id))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK_PRODUCERS)
+    }
+
     /// Delete a producer item noted as passed at `passed_ms` (by this or
     /// another plan: the condition keeps a delete to the item it read).
     pub async fn delete_passed_producer(&self, cluster_id: &str, producer_id: i64, passed_ms: i64) -> Result<(), StateError> {
@@ -202,10 +227,6 @@ impl StateStore {
             .send()
             .bounded(&self.calls)
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(dynamo_err("DeleteItem", &self.producers, e)),
-        }
+        conditional("DeleteItem", &self.producers, res).map(|_| ())
     }
 }

@@ -244,7 +244,7 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
             FirstPlan {
                 first: true,
                 legacy: false,
-                since_ms: None,
+                created: true,
             }
         };
         let mut p = decide(ferry, flow, input.backfill.as_ref(), stateful, first_plan).await?;

@@ -5,9 +5,11 @@
 //! it ends, the offset past its last record in each partition it wrote
 //! to; a plan deletes an item once every partition's log start has passed
 //! its end (retention, DeleteRecords), after a grace that covers a reader
-//! who fetched one of those records just before it went. Items that
-//! recorded no ends (a crash, a batch in flight at the end, an earlier
-//! Ferry) are kept.
+//! who fetched one of those records just before it went. An invocation
+//! that recorded no ends (a crash, a batch in flight at the end, a failed
+//! write) registered the partitions it may write to and until when: once
+//! that is past by the grace, the partitions' ends stand for its own.
+//! Items of an earlier Ferry, which registered neither, are kept.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -19,21 +21,29 @@ use ferry_core::domain::TopicPartition;
 use crate::context::Ferry;
 use crate::error::FerryError;
 
-/// Producer items one plan looks at, per flow: a page of one Query. An
-/// invocation adds one; a schedule of one execution a minute with 64
-/// Replicates adds 64 a minute, which a page of this size outpaces.
-pub(super) const PRODUCERS_PER_PLAN: i32 = 500;
+/// Producer items in one page of the Query (DynamoDB may return fewer: a
+/// page stops at 1 MB).
+pub(super) const PRODUCERS_PER_PAGE: i32 = 500;
+/// Pages one plan looks at, per flow: an invocation adds one item, and an
+/// item goes on its second look (noted, then deleted after the grace), so
+/// a plan must look at more than twice as many as the executions of a
+/// schedule period add (a 1-minute schedule of 157 Replicates, 10,000
+/// partitions in batches of 64, adds 157).
+pub(super) const PRODUCER_PAGES_PER_PLAN: usize = 8;
 
 /// What one prune did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Pruned {
+    /// Items of invocations that ended without recording where their
+    /// records end, given the partitions' ends once they could write no more.
+    pub ended: usize,
     /// Items found with every record gone, noted to be deleted after the grace.
     pub passed: usize,
     /// Items deleted.
     pub deleted: usize,
 }
 
-/// Look at the next page of the producer items in the flow's target
+/// Look at the next pages of the producer items in the flow's target
 /// cluster, prune the flow's own, and record where the next plan starts.
 pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Option<i64>) -> Result<Pruned, FerryError> {
     let mut pruned = Pruned::default();
@@ -41,38 +51,80 @@ pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Optio
         return Ok(pruned);
     }
     let key = ferry.flow_key(flow);
-    let target = ferry.cluster(&flow.target.id)?;
-    let cluster_id = target.cluster_id().await?;
-    let (items, next) = ferry.store.producers_after(&cluster_id, after, PRODUCERS_PER_PLAN).await?;
-    let mine: Vec<&ProducerItem> = items.iter().filter(|i| i.flow == key && i.ends.is_some()).collect();
-    let starts = log_starts(ferry, flow, &mine).await?;
+    let cluster_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
+    let mut after = after;
+    for _ in 0..PRODUCER_PAGES_PER_PLAN {
+        let (items, next) = ferry.store.producers_after(&cluster_id, after, PRODUCERS_PER_PAGE).await?;
+        let mine: Vec<&ProducerItem> = items.iter().filter(|i| i.flow == key).collect();
+        prune_page(ferry, flow, &cluster_id, &mine, &mut pruned).await?;
+        after = next;
+        if after.is_none() {
+            break;
+        }
+    }
+    ferry.store.set_producers_pruned_after(&key, after).await?;
+    Ok(pruned)
+}
+
+async fn prune_page(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    cluster_id: &str,
+    items: &[&ProducerItem],
+    pruned: &mut Pruned,
+) -> Result<(), FerryError> {
     let now = now_ms();
     let grace = ferry.settings.producer_prune_grace.as_millis() as i64;
-    for item in mine {
+    // An invocation that ended without recording its ends (it crashed, a
+    // write's outcome was unknown, the record failed): once it can write
+    // no more, the partitions' ends now bound what it wrote.
+    let ended: Vec<&ProducerItem> = items
+        .iter()
+        .copied()
+        .filter(|i| i.ends.is_none() && i.may_write.as_ref().is_some_and(|(_, until)| now - until >= grace))
+        .collect();
+    let tps = ended.iter().flat_map(|i| i.may_write.iter().flat_map(|(tps, _)| tps));
+    let latest = offsets(ferry, flow, tps, OffsetSpec::Latest).await?;
+    for item in ended {
+        let tps = item.may_write.as_ref().map(|(tps, _)| tps.as_slice()).unwrap_or_default();
+        let ends: Option<Vec<(TopicPartition, i64)>> = tps.iter().map(|tp| latest.get(tp).map(|e| (tp.clone(), *e))).collect();
+        if let Some(ends) = ends {
+            ferry.store.record_producer_ends(cluster_id, item.producer_id, &ends).await?;
+            pruned.ended += 1;
+        }
+    }
+    let with_ends: Vec<&ProducerItem> = items.iter().copied().filter(|i| i.ends.is_some()).collect();
+    let tps = with_ends.iter().flat_map(|i| i.ends.iter().flatten().map(|(tp, _)| tp));
+    let starts = offsets(ferry, flow, tps, OffsetSpec::Earliest).await?;
+    for item in with_ends {
         if !all_gone(item, &starts) {
             continue;
         }
         match item.passed_ms {
             None => {
-                ferry.store.mark_producer_passed(&cluster_id, item.producer_id).await?;
+                ferry.store.mark_producer_passed(cluster_id, item.producer_id).await?;
                 pruned.passed += 1;
             }
             Some(passed) if now - passed >= grace => {
-                ferry.store.delete_passed_producer(&cluster_id, item.producer_id, passed).await?;
+                ferry.store.delete_passed_producer(cluster_id, item.producer_id, passed).await?;
                 pruned.deleted += 1;
             }
             Some(_) => {}
         }
     }
-    ferry.store.set_producers_pruned_after(&key, next).await?;
-    Ok(pruned)
+    Ok(())
 }
 
-/// The log start of every partition the items wrote to, of those the
-/// target answers for. A partition it does not answer for (its topic
-/// deleted, or a moment's error) keeps the items that wrote to it.
-async fn log_starts(ferry: &Ferry, flow: &FlowSpec, items: &[&ProducerItem]) -> Result<HashMap<TopicPartition, i64>, FerryError> {
-    let tps: BTreeSet<&TopicPartition> = items.iter().flat_map(|i| i.ends.iter().flatten().map(|(tp, _)| tp)).collect();
+/// `spec`'s offset of each partition of `tps` that the target answers
+/// for. One it does not (its topic deleted, or a moment's error) is
+/// absent, which keeps the items that wrote to it.
+async fn offsets<'a>(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    tps: impl Iterator<Item = &'a TopicPartition>,
+    spec: OffsetSpec,
+) -> Result<HashMap<TopicPartition, i64>, FerryError> {
+    let tps: BTreeSet<&TopicPartition> = tps.collect();
     if tps.is_empty() {
         return Ok(HashMap::new());
     }
@@ -87,7 +139,7 @@ async fn log_starts(ferry: &Ferry, flow: &FlowSpec, items: &[&ProducerItem]) -> 
     if present.is_empty() {
         return Ok(HashMap::new());
     }
-    Ok(target.list_offsets(&present, OffsetSpec::Earliest, false).await?)
+    Ok(target.list_offsets(&present, spec, false).await?)
 }
 
 /// Whether every record the item's producer wrote is below its
@@ -109,6 +161,7 @@ mod tests {
             flow: "r/a>b".into(),
             ends,
             passed_ms: None,
+            may_write: None,
         }
     }
 
