@@ -616,8 +616,9 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
 
 /// Where this invocation's records end in each target partition it wrote
 /// to; `None` when a write's outcome is unknown (a batch still in flight,
-/// a target log that lost records under Ferry): its producer's item is
-/// then kept.
+/// a target log that lost records under Ferry): a plan then takes the
+/// partitions' ends once the invocation's deadline is past (see
+/// `plan::producers`).
 fn written_ends(parts: &[Part]) -> Option<Vec<(TopicPartition, i64)>> {
     if parts.iter().any(|p| p.inflight.is_some() || p.target_lost) {
         return None;
