@@ -26,6 +26,19 @@ def set_target_cleanup_policy(topic: str, policy: str) -> None:
     admin.incremental_alter_configs([res])[res].result(timeout=30)
 
 
+def refused_first_plan(tmp_path, name: str, detect: bool, before: int) -> tuple[str, Ferry, subprocess.CompletedProcess]:
+    """A new topic holding `before` records, a flow of it at LATEST whose
+    first plan is refused (the target topic, made by someone else, is
+    compacted and the source's is not), and that refused run."""
+    topic = unique(name)
+    create_topic(SOURCE, topic, 1)
+    create_topic(TARGET, topic, 1, config={"cleanup.policy": "compact"})
+    produce(topic, [f"before-{i}" for i in range(before)])
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST", topic_replication={"DetectAndCopyNewTopics": detect})
+    ferry = Ferry(kc, ri)
+    return topic, ferry, ferry.run("--once", timeout=120)
+
+
 def test_latest_replicates_only_new_records(tmp_path):
     topic = unique("latest")
     create_topic(SOURCE, topic, 1)
@@ -58,13 +71,7 @@ def test_a_first_plan_refused_leaves_the_next_one_first(tmp_path, detect):
     nothing. After the operator mends the target, the next plan is the
     first: it starts at StartingPosition, and with DetectAndCopyNewTopics
     off it still copies the listed topic."""
-    topic = unique("refused-first")
-    create_topic(SOURCE, topic, 1)
-    create_topic(TARGET, topic, 1, config={"cleanup.policy": "compact"})
-    produce(topic, [f"before-{i}" for i in range(50)])
-    kc, ri = write_config(tmp_path, [topic], starting="LATEST", topic_replication={"DetectAndCopyNewTopics": detect})
-    ferry = Ferry(kc, ri)
-    refused = ferry.run("--once", timeout=120)
+    topic, ferry, refused = refused_first_plan(tmp_path, "refused-first", detect, 50)
     assert refused.returncode != 0
     assert "cleanup.policy=compact" in refused.stderr, refused.stderr
     # The operator does what the error says.
@@ -119,13 +126,8 @@ def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp
     detects no new topics and has no cursor was stuck, copying nothing. The
     marker is made as that Ferry left it; after the operator's fix, the
     listed topic is copied from StartingPosition as of the flow's start."""
-    topic = unique("legacy-marker")
-    create_topic(SOURCE, topic, 1)
-    create_topic(TARGET, topic, 1, config={"cleanup.policy": "compact"})
-    produce(topic, [f"before-{i}" for i in range(20)])
-    kc, ri = write_config(tmp_path, [topic], starting="LATEST", topic_replication={"DetectAndCopyNewTopics": False})
-    ferry = Ferry(kc, ri)
-    assert ferry.run("--once", timeout=120).returncode != 0
+    topic, ferry, refused = refused_first_plan(tmp_path, "legacy-marker", False, 20)
+    assert refused.returncode != 0
     dynamo().update_item(TableName=f"{ferry.prefix}-cursors",
                          Key={"flow": {"S": f"{ferry.name}/source>target"}, "partition": {"S": "#flow"}},
                          UpdateExpression="REMOVE first_plan_open, started_by")

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use ferry_adapters::state::{Checkpoint, ProducerRecord, Rate, StateError};
+use ferry_adapters::state::{Checkpoint, Lease, ProducerRecord, Rate, StateError};
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
@@ -248,30 +248,13 @@ async fn a_restart_waits_for_a_holder_whose_writes_are_not_checkpointed() {
     let s = store().await;
     let tp = TopicPartition::new("unsettled", 0);
     assert!(s.init_cursor("r/f", &tp, "unsettled", 100).await.expect("init"));
-    let producer = |id| ProducerRecord {
-        producer_id: id,
-        producer_epoch: 0,
-        transactional_id: "ferry-r-worker",
-    };
-    let (crashed, _) = s
-        .acquire_lease("r/f", &tp, "crashed", Duration::from_millis(200))
-        .await
-        .expect("lease");
-    s.set_producer("r/f", &crashed, &producer(7), 0).await.expect("producer");
+    writer(&s, &tp, "crashed", 7, Duration::from_millis(200)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!s.restart_cursor("r/f", &tp, 0).await.expect("restart over a crash"));
-    let (in_doubt, _) = s
-        .acquire_lease("r/f", &tp, "in-doubt", Duration::from_secs(60))
-        .await
-        .expect("lease");
-    s.set_producer("r/f", &in_doubt, &producer(8), 0).await.expect("producer");
+    let in_doubt = writer(&s, &tp, "in-doubt", 8, Duration::from_secs(60)).await;
     s.release_lease("r/f", &in_doubt, Rate::default(), false).await.expect("release");
     assert!(!s.restart_cursor("r/f", &tp, 0).await.expect("restart after a release in doubt"));
-    let (settled, _) = s
-        .acquire_lease("r/f", &tp, "settled", Duration::from_secs(60))
-        .await
-        .expect("lease");
-    s.set_producer("r/f", &settled, &producer(9), 0).await.expect("producer");
+    let settled = writer(&s, &tp, "settled", 9, Duration::from_secs(60)).await;
     s.release_lease("r/f", &settled, Rate::default(), true).await.expect("release");
     assert!(s.restart_cursor("r/f", &tp, 0).await.expect("restart after a settled release"));
     let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
@@ -279,8 +262,7 @@ async fn a_restart_waits_for_a_holder_whose_writes_are_not_checkpointed() {
     // The target log lost records a holder wrote there, and the cursor was
     // moved back to the loss (forgetting the producer): what that holder
     // wrote after the loss may be past the cursor. Refused, for good.
-    let (lost, _) = s.acquire_lease("r/f", &tp, "lost", Duration::from_secs(60)).await.expect("lease");
-    s.set_producer("r/f", &lost, &producer(10), 0).await.expect("producer");
+    let lost = writer(&s, &tp, "lost", 10, Duration::from_secs(60)).await;
     s.rewind_cursor("r/f", &lost, 0, 0, None, &[], Some(0))
         .await
         .expect("rewind to the loss");
@@ -288,4 +270,17 @@ async fn a_restart_waits_for_a_holder_whose_writes_are_not_checkpointed() {
     let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");
     assert_eq!((c.producer_id, c.target_rewound_from), (-1, Some(0)));
     assert!(!s.restart_cursor("r/f", &tp, 0).await.expect("restart after a target's loss"));
+}
+
+/// A holder of `tp` as `owner` for `lease_for` that recorded producer id
+/// `pid` (its writes in doubt from then on).
+async fn writer(s: &ferry_adapters::state::StateStore, tp: &TopicPartition, owner: &str, pid: i64, lease_for: Duration) -> Lease {
+    let (lease, _) = s.acquire_lease("r/f", tp, owner, lease_for).await.expect("lease");
+    let producer = ProducerRecord {
+        producer_id: pid,
+        producer_epoch: 0,
+        transactional_id: "ferry-r-worker",
+    };
+    s.set_producer("r/f", &lease, &producer, 0).await.expect("producer");
+    lease
 }

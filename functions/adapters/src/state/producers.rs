@@ -86,6 +86,40 @@ fn end_key(tp: &TopicPartition) -> String {
     format!("{}/{}", tp.topic, tp.partition)
 }
 
+/// A producer item as stored in `table`.
+fn producer_item(table: &str, item: &HashMap<String, AttributeValue>) -> Result<ProducerItem, StateError> {
+    let r = ItemReader::new(table, item);
+    let ends = match item.get("ends") {
+        None => None,
+        Some(v) => Some(
+            v.as_m()
+                .map_err(|_| r.bad("ends"))?
+                .iter()
+                .map(|(k, v)| Some((from_end_key(k)?, v.as_n().ok()?.parse().ok()?)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| r.bad("ends"))?,
+        ),
+    };
+    let partitions = match item.get("partitions") {
+        None => None,
+        Some(v) => Some(
+            v.as_l()
+                .map_err(|_| r.bad("partitions"))?
+                .iter()
+                .map(|v| from_end_key(v.as_s().ok()?))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| r.bad("partitions"))?,
+        ),
+    };
+    Ok(ProducerItem {
+        producer_id: r.req_n(SK_PRODUCERS)?,
+        flow: r.s("flow").unwrap_or_default(),
+        ends,
+        passed_ms: r.n("passed_ms"),
+        may_write: partitions.zip(r.n("writes_until_ms")),
+    })
+}
+
 /// A partition from [`end_key`]'s form.
 fn from_end_key(k: &str) -> Option<TopicPartition> {
     let (topic, partition) = k.rsplit_once('/')?;
@@ -137,40 +171,7 @@ impl StateStore {
         let items = out
             .items()
             .iter()
-            .map(|item| {
-                let r = ItemReader::new(&self.producers, item);
-                let ends = match item.get("ends") {
-                    None => None,
-                    Some(v) => {
-                        let m = v.as_m().map_err(|_| r.bad("ends"))?;
-                        let mut ends = Vec::with_capacity(m.len());
-                        for (k, v) in m {
-                            let tp = from_end_key(k).ok_or_else(|| r.bad("ends"))?;
-                            let end = v.as_n().ok().and_then(|v| v.parse().ok()).ok_or_else(|| r.bad("ends"))?;
-                            ends.push((tp, end));
-                        }
-                        Some(ends)
-                    }
-                };
-                let partitions = match item.get("partitions") {
-                    None => None,
-                    Some(v) => Some(
-                        v.as_l()
-                            .map_err(|_| r.bad("partitions"))?
-                            .iter()
-                            .map(|v| v.as_s().ok().and_then(|k| from_end_key(k)))
-                            .collect::<Option<Vec<_>>>()
-                            .ok_or_else(|| r.bad("partitions"))?,
-                    ),
-                };
-                Ok(ProducerItem {
-                    producer_id: r.req_n(SK_PRODUCERS)?,
-                    flow: r.s("flow").unwrap_or_default(),
-                    ends,
-                    passed_ms: r.n("passed_ms"),
-                    may_write: partitions.zip(r.n("writes_until_ms")),
-                })
-            })
+            .map(|item| producer_item(&self.producers, item))
             .collect::<Result<Vec<_>, StateError>>()?;
         let next = out
             .last_evaluated_key()
