@@ -2,6 +2,7 @@
 EARLIEST replicates everything; a first plan that does not finish leaves
 the flow's start where it was, whatever Ferry wrote the marker."""
 
+import os
 import subprocess
 import time
 
@@ -99,11 +100,11 @@ def test_a_first_plan_cut_short_after_its_cursors_loses_nothing_after_the_flow_s
     ferry = Ferry(kc, ri)
     with state_store_behind_a_proxy(monkeypatch) as proxy:
         refused = {"__type": "com.amazon.coral.validate#ValidationException", "Message": "refused by the test"}
-        proxy.refuse("UpdateItem", "first_plan_open", 400, refused, times=100)
+        proxy.refuse("UpdateItem", "first_plan_done", 400, refused, times=100)
         cut = subprocess.run(ferry.args("plan"), capture_output=True, text=True, timeout=120)
         assert cut.returncode != 0, cut.stdout
         assert proxy.answered >= 1, "the plan never tried to record that it finished"
-        proxy.refuse("UpdateItem", "first_plan_open", 400, refused, times=0)
+        proxy.refuse("UpdateItem", "first_plan_done", 400, refused, times=0)
         produce(topic, [f"p0-{i}" for i in range(5)])
         admin = AdminClient({"bootstrap.servers": SOURCE})
         admin.create_partitions([NewPartitions(topic, 2)])[topic].result(timeout=30)
@@ -120,6 +121,50 @@ def test_a_first_plan_cut_short_after_its_cursors_loses_nothing_after_the_flow_s
     assert [r["key"].decode() for r in read_partition(TARGET, topic, 1)] == [f"p1-{i}" for i in range(5)]
 
 
+def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
+    """A large first plan is still making cursors when the next execution's
+    plan starts (a schedule of a minute, a plan of longer). That plan sees
+    a first plan with some cursors and no record of its end, as one cut
+    short looks, and must not start the other partitions at their first
+    record: it leaves the flow to the plan running it, and the records
+    produced before the flow started stay uncopied (LATEST)."""
+    topic = unique("first-still-running")
+    create_topic(SOURCE, topic, 3)
+    p = producer(SOURCE)
+    for part in range(3):
+        for i in range(5):
+            p.produce(topic, partition=part, key=f"before-{part}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    slow = subprocess.Popen(ferry.args("plan"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, FERRY_FAILPOINT="stall-making-cursors:25"))
+    try:
+        for line in slow.stderr:
+            if "failpoint stall-making-cursors" in line:
+                break
+        else:
+            pytest.fail(f"the slow plan never reached its failpoint (exit {slow.wait()})")
+        time.sleep(2)  # partition 0's cursor is written
+        other = subprocess.run(ferry.args("plan"), capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stderr
+        assert "running in another plan" in other.stderr, other.stderr
+        slow.stderr.read()
+        assert slow.wait(timeout=120) == 0
+    finally:
+        slow.kill()
+    p = producer(SOURCE)
+    for part in range(3):
+        for i in range(3):
+            p.produce(topic, partition=part, key=f"after-{part}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    res = ferry.run("--once")
+    assert res.returncode == 0, res.stderr
+    for part in range(3):
+        keys = [r["key"].decode() for r in read_partition(TARGET, topic, part, timeout_s=20)]
+        assert keys == [f"after-{part}-{i}" for i in range(3)], f"partition {part}"
+
+
 def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp_path):
     """An earlier Ferry wrote the flow's marker before its first plan was
     refused, and did not record whether a first plan finished: a flow that
@@ -128,13 +173,24 @@ def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp
     listed topic is copied from StartingPosition as of the flow's start."""
     topic, ferry, refused = refused_first_plan(tmp_path, "legacy-marker", False, 20)
     assert refused.returncode != 0
-    dynamo().update_item(TableName=f"{ferry.prefix}-cursors",
-                         Key={"flow": {"S": f"{ferry.name}/source>target"}, "partition": {"S": "#flow"}},
-                         UpdateExpression="REMOVE first_plan_open, started_by")
+    marker = {"flow": {"S": f"{ferry.name}/source>target"}, "partition": {"S": "#flow"}}
+    dynamo().update_item(TableName=f"{ferry.prefix}-cursors", Key=marker, UpdateExpression="REMOVE first_plan_open, started_by")
     set_target_cleanup_policy(topic, "delete")
     mended = ferry.run("--once", env={"RUST_LOG": "warn,ferry_engine=info"})
     assert mended.returncode == 0, mended.stderr
     assert "planned as its first plan" in mended.stdout + mended.stderr
+    def first_plan_state() -> tuple:
+        item = dynamo().get_item(TableName=f"{ferry.prefix}-cursors", Key=marker, ConsistentRead=True)["Item"]
+        return tuple(item.get(a, {}).get("BOOL") for a in ("first_plan_open", "first_plan_done"))
+
+    assert first_plan_state() == (None, True), "the plan that started it recorded its first plan's end"
     produce(topic, [f"after-{i}" for i in range(10)])
     assert ferry.run("--once").returncode == 0
     assert [r["key"].decode() for r in read_partition(TARGET, topic, 0)] == [f"after-{i}" for i in range(10)]
+    # A started flow's marker from an earlier Ferry (cursors, no record of
+    # its first plan) is recorded as started by the next plan: what its
+    # cursors become later (its topics deleted) cannot make it first again.
+    dynamo().update_item(TableName=f"{ferry.prefix}-cursors", Key=marker, UpdateExpression="REMOVE first_plan_done")
+    assert first_plan_state() == (None, None)
+    assert ferry.run("--once").returncode == 0
+    assert first_plan_state() == (None, True)

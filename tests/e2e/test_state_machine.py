@@ -148,6 +148,10 @@ def test_overlapping_executions_never_write_twice(tmp_path):
     with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1, max_concurrency=3) as sfn:
         arn = sfn.create_state_machine()
         payload = {"max_partitions_per_batch": 1, "replicate_max_seconds": 6}
+        # The flow's first plan, which one plan at a time runs (another
+        # leaves the flow to it): the executions after it overlap.
+        first = sfn.execute(arn, dict(payload, replicate_max_seconds=2))
+        assert first["status"] == "SUCCEEDED", f"{first}\n{sfn.logs()}"
         starts = [sfn.client.start_execution(stateMachineArn=arn, name=f"overlap-{i}", input=json.dumps(payload))["executionArn"]
                   for i in range(2)]
         produce(topic, 3000, 3)  # more arrives while both run

@@ -416,56 +416,6 @@ async fn the_open_run_lives_in_the_cursor_and_is_closed_into_the_map() {
     assert_eq!(s.runs("r/f", &tp).await.expect("runs"), all[2..].to_vec());
 }
 
-/// The flow marker: the first start says so and records the clusters' ids;
-/// a start is the first until a plan finishes it; later starts get the
-/// recorded ids back, which a changed id never overwrites (the caller
-/// refuses to go on); and each start counts the plans before it.
-#[tokio::test]
-async fn a_flow_start_records_its_clusters_ids_once() {
-    let s = store().await;
-    assert!(!s.flow_started("r/f").await.expect("read"));
-    let first = s.start_flow("r/f", "src-1", "tgt-1").await.expect("first start");
-    assert!(first.first);
-    assert_eq!((first.source_cluster_id, first.target_cluster_id), (None, None));
-    // A first plan that stopped before it finished started nothing: the
-    // next start is the first again, with the ids recorded.
-    assert!(!s.flow_started("r/f").await.expect("read"));
-    let retried = s.start_flow("r/f", "src-1", "tgt-1").await.expect("start after a refused plan");
-    assert!(retried.first && !retried.created && !retried.legacy);
-    assert_eq!(retried.source_cluster_id.as_deref(), Some("src-1"));
-    // It finishes the marker the first start wrote.
-    assert!(first.created && first.started_by.is_some());
-    assert_eq!(retried.started_by, first.started_by);
-    s.finish_first_plan("r/f", &retried).await.expect("finish");
-    assert!(s.flow_started("r/f").await.expect("read"));
-    let again = s.start_flow("r/f", "src-2", "tgt-1").await.expect("second start");
-    assert!(!again.first);
-    assert_eq!(again.source_cluster_id.as_deref(), Some("src-1"));
-    assert_eq!(again.target_cluster_id.as_deref(), Some("tgt-1"));
-    let third = s.start_flow("r/f", "src-2", "tgt-1").await.expect("third start");
-    assert_eq!(
-        third.source_cluster_id.as_deref(),
-        Some("src-1"),
-        "a changed id is not recorded over the first"
-    );
-    // Each start counts the plans before it: the turns a plan takes
-    // (pruning a share of the partitions) follow plans, not the clock.
-    assert_eq!((first.plans, retried.plans, again.plans, third.plans), (0, 0, 1, 2));
-    let fourth = s.start_flow("r/f", "src-2", "tgt-1").await.expect("fourth start");
-    assert_eq!(fourth.plans, 3);
-    // Finishing a forgotten flow's first plan writes no marker back, and
-    // does not finish the first plan of the flow started again since.
-    s.forget_flow("r/f").await.expect("forget");
-    s.finish_first_plan("r/f", &retried).await.expect("finish after a forget");
-    assert!(!s.flow_started("r/f").await.expect("read"));
-    assert!(s.start_flow("r/f", "src-2", "tgt-1").await.expect("started again").first);
-    s.finish_first_plan("r/f", &retried).await.expect("an old plan's finish");
-    assert!(
-        !s.flow_started("r/f").await.expect("read"),
-        "the new marker's first plan is still open"
-    );
-}
-
 /// Forgetting a flow deletes its cursors, their runs, its marker and its
 /// group syncs, and nothing of another flow.
 #[tokio::test]

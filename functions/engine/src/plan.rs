@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec, TopicConfig, TopicMeta};
 use ferry_adapters::state::{now_ms, CursorItem, FlowStart, StateError};
@@ -25,6 +25,8 @@ use crate::error::{ClusterReplaced, FerryError};
 
 mod acls;
 mod backfill;
+mod failpoint;
+mod first_plan;
 mod producers;
 mod recreated;
 mod stored;
@@ -32,6 +34,7 @@ pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BY
 
 use acls::*;
 use backfill::check_backfill;
+use first_plan::FirstPlan;
 use recreated::*;
 
 mod dry_run;
@@ -50,8 +53,14 @@ async fn in_flight<T, E>(calls: impl IntoIterator<Item = impl std::future::Futur
     futures::stream::iter(calls).buffered(STATE_CALLS_IN_FLIGHT).try_collect().await
 }
 
-/// Plan every flow of the replicator.
+/// Plan every flow of the replicator (outside Lambda: no deadline).
 pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryError> {
+    plan_until(ferry, input, None).await
+}
+
+/// Plan every flow of the replicator, in a Lambda invocation that ends at
+/// `deadline` (`None`: a process without one).
+pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<SystemTime>) -> Result<PlanOutput, FerryError> {
     let max = input.max_partitions_per_batch.unwrap_or(ferry.settings.max_partitions_per_batch);
     let mut out = PlanOutput {
         replicator: ferry.spec.name.clone(),
@@ -62,30 +71,28 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
     if let Some(b) = &input.backfill {
         check_backfill(ferry, b).await?;
     }
+    let hold_until_ms = first_plan::hold_until_ms(deadline);
     let mut planned = Vec::with_capacity(ferry.spec.flows.len());
     for flow in &ferry.spec.flows {
         let started = start_flow(ferry, flow).await?;
-        let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(&started)).await?;
-        decided.prune_round = started.plans;
-        let was_first = decided.first_plan;
-        let (created, work) = apply(ferry, flow, decided).await?;
-        if was_first {
-            ferry.store.finish_first_plan(&ferry.flow_key(flow), &started).await?;
-        }
-        // Housekeeping: a failure leaves the items to the next plan.
-        match producers::prune_producers(ferry, flow, started.producers_pruned_after).await {
-            Ok(p) if p != producers::Pruned::default() => {
-                tracing::info!(flow = %flow.id(), ended = p.ended, passed = p.passed, deleted = p.deleted, "pruned producer items whose records are gone")
+        let first_plan::Turn::Plan { hold } = first_plan::take(ferry, flow, &started, hold_until_ms).await? else {
+            if let Some(b) = input.backfill.as_ref().filter(|b| b.topics.iter().any(|t| flow.selects_topic(t))) {
+                return Err(FerryError::Input(format!(
+                    "flow {}: its first plan is running in another plan, and the backfill of {:?} waits for it; nothing was moved for this flow. \
+                     Fix: run the backfill again in a few minutes",
+                    flow.id(),
+                    b.topics
+                )));
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not prune producer items; the next plan tries again"),
-        }
-        out.created_topics.extend(created);
-        if flow.copy_acls {
-            if let Some(acls) = decide_acls(ferry, flow, &work).await? {
-                out.copied_acls.extend(apply_acls(ferry, flow, acls).await?);
+            continue;
+        };
+        let work = match plan_flow(ferry, flow, input, &started, &mut out).await {
+            Ok(work) => work,
+            Err(e) => {
+                first_plan::release(ferry, flow, hold).await;
+                return Err(e);
             }
-        }
+        };
         planned.push((flow, work));
     }
     // As many batches as the state machine runs at once, at most.
@@ -103,6 +110,43 @@ pub async fn plan(ferry: &Ferry, input: &PlanInput) -> Result<PlanOutput, FerryE
         }
     }
     Ok(out)
+}
+
+/// Plan one flow: its topics, cursors and ACLs, the producer items'
+/// housekeeping; the created topics and copied ACLs go to `out`. Returns
+/// the flow's work for the Replicate batches.
+async fn plan_flow(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    input: &PlanInput,
+    started: &FlowStart,
+    out: &mut PlanOutput,
+) -> Result<Vec<PartitionWork>, FerryError> {
+    let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(started)).await?;
+    decided.prune_round = started.plans;
+    let was_first = decided.first_plan;
+    let (created, work) = apply(ferry, flow, decided).await?;
+    // A marker an earlier Ferry wrote, once planned (as the first or as
+    // started), records it: read as started from now on, whatever its
+    // cursors become (all its topics deleted).
+    if was_first || started.legacy {
+        ferry.store.finish_first_plan(&ferry.flow_key(flow), started).await?;
+    }
+    // Housekeeping: a failure leaves the items to the next plan.
+    match producers::prune_producers(ferry, flow, started.producers_pruned_after).await {
+        Ok(p) if p != producers::Pruned::default() => {
+            tracing::info!(flow = %flow.id(), ended = p.ended, passed = p.passed, deleted = p.deleted, "pruned producer items whose records are gone")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not prune producer items; the next plan tries again"),
+    }
+    out.created_topics.extend(created);
+    if flow.copy_acls {
+        if let Some(acls) = decide_acls(ferry, flow, &work).await? {
+            out.copied_acls.extend(apply_acls(ferry, flow, acls).await?);
+        }
+    }
+    Ok(work)
 }
 
 /// Mark the flow started (first: true until a plan has finished the
@@ -174,27 +218,6 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
         .into_iter()
         .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))
         .collect())
-}
-
-/// What the flow's marker says of its first plan, for [`decide`].
-#[derive(Debug, Clone, Copy)]
-struct FirstPlan {
-    /// The flow's first plan has not finished.
-    first: bool,
-    /// The marker predates the record of that (see `FlowStart::legacy`).
-    legacy: bool,
-    /// This plan wrote the flow's marker (no plan began it before).
-    created: bool,
-}
-
-impl From<&FlowStart> for FirstPlan {
-    fn from(s: &FlowStart) -> Self {
-        Self {
-            first: s.first,
-            legacy: s.legacy,
-            created: s.created,
-        }
-    }
 }
 
 /// Everything planning one flow decided, before anything is written.
@@ -280,7 +303,7 @@ async fn decide(
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(),
             "the flow's marker predates the record of its first plan, and it has no cursor and does not detect new topics: \
-             planned as its first plan, each partition from StartingPosition as of when the flow was started"
+             planned as its first plan, each partition from StartingPosition as of now (where the flow stood when it was started is not recorded)"
         );
     }
     if !first_plan && !flow.detect_new_topics {
@@ -548,7 +571,10 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     // in flight at once: a plan of thousands of new partitions.
     in_flight(p.starts.iter().filter(|s| !s.backfill).map(|s| {
         let (store, flow_key, target) = (&ferry.store, &flow_key, flow.target_topic(&s.tp.topic));
-        async move { store.init_cursor(flow_key, &s.tp, &target, s.from).await }
+        async move {
+            failpoint::before_cursor(&s.tp).await;
+            store.init_cursor(flow_key, &s.tp, &target, s.from).await
+        }
     }))
     .await?;
     if !p.starts.is_empty() {

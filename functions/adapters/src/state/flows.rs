@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 
 use super::calls::Bounded;
 use super::cursor::CursorItem;
@@ -28,6 +29,22 @@ const PRODUCERS_PRUNED_AFTER: &str = "producers_pruned_after";
 const FIRST_PLAN_OPEN: &str = "first_plan_open";
 /// On a flow's marker once its first plan has finished.
 const FIRST_PLAN_DONE: &str = "first_plan_done";
+/// On a flow's marker while a plan runs its first plan: that plan's mark,
+/// and the time (ms) after which it cannot be running any more.
+const FIRST_PLAN_BY: &str = "first_plan_by";
+const FIRST_PLAN_UNTIL: &str = "first_plan_until";
+
+/// What [`StateStore::claim_first_plan`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstPlanClaim {
+    /// This plan runs the flow's first plan; the mark releases it.
+    Ours(String),
+    /// Another plan runs it, and may be running until this time (ms).
+    Held { until_ms: i64 },
+    /// The first plan finished, or the marker was deleted (a forget),
+    /// since the caller read it.
+    Gone,
+}
 
 /// What [`StateStore::start_flow`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,9 +249,11 @@ impl StateStore {
     pub async fn finish_first_plan(&self, flow: &str, start: &FlowStart) -> Result<(), StateError> {
         let req = self
             .update_marker(flow)
-            .update_expression("SET #done = :done REMOVE #open")
+            .update_expression("SET #done = :done REMOVE #open, #claim, #until")
             .expression_attribute_names("#by", "started_by")
             .expression_attribute_names("#open", FIRST_PLAN_OPEN)
+            .expression_attribute_names("#claim", FIRST_PLAN_BY)
+            .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
             .expression_attribute_names("#done", FIRST_PLAN_DONE)
             .expression_attribute_values(":done", AttributeValue::Bool(true));
         let req = match &start.started_by {
@@ -244,6 +263,64 @@ impl StateStore {
             None => req.condition_expression("attribute_exists(#pk) AND attribute_not_exists(#by)"),
         };
         let res = req.send().bounded(&self.calls).await;
+        conditional("UpdateItem", &self.cursors, res).map(|_| ())
+    }
+
+    /// Take the flow's first plan, which no plan has finished, for this
+    /// plan until `until_ms` (when it cannot be running any more: its
+    /// Lambda's deadline and a margin). Refused while another plan holds
+    /// it: a plan that sees a first plan with some cursors and no record of
+    /// its end cannot tell one still running from one cut short, and would
+    /// start its partitions at their first record.
+    pub async fn claim_first_plan(&self, flow: &str, until_ms: i64) -> Result<FirstPlanClaim, StateError> {
+        let mark = uuid::Uuid::new_v4().to_string();
+        let res = self
+            .update_marker(flow)
+            .update_expression("SET #by = :mark, #until = :until")
+            .condition_expression("attribute_exists(#pk) AND #open = :open AND (attribute_not_exists(#until) OR #until < :now)")
+            .expression_attribute_names("#open", FIRST_PLAN_OPEN)
+            .expression_attribute_names("#by", FIRST_PLAN_BY)
+            .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
+            .expression_attribute_values(":open", AttributeValue::Bool(true))
+            .expression_attribute_values(":mark", s(&mark))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms()))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .bounded(&self.calls)
+            .await;
+        match res {
+            Ok(_) => Ok(FirstPlanClaim::Ours(mark)),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let old = match e.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(refused) => refused.item().cloned(),
+                    _ => None,
+                };
+                let r = old.as_ref().filter(|a| !a.is_empty()).map(|a| ItemReader::new(&self.cursors, a));
+                Ok(match r {
+                    Some(r) if r.bool(FIRST_PLAN_OPEN) == Some(true) => FirstPlanClaim::Held {
+                        until_ms: r.n(FIRST_PLAN_UNTIL).unwrap_or(0),
+                    },
+                    _ => FirstPlanClaim::Gone,
+                })
+            }
+            Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
+        }
+    }
+
+    /// Give up a first plan taken with [`Self::claim_first_plan`] and not
+    /// finished (the plan failed): the next plan may take it at once.
+    pub async fn release_first_plan(&self, flow: &str, mark: &str) -> Result<(), StateError> {
+        let res = self
+            .update_marker(flow)
+            .update_expression("REMOVE #by, #until")
+            .condition_expression("attribute_exists(#pk) AND #by = :mark")
+            .expression_attribute_names("#by", FIRST_PLAN_BY)
+            .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
+            .expression_attribute_values(":mark", s(mark))
+            .send()
+            .bounded(&self.calls)
+            .await;
         conditional("UpdateItem", &self.cursors, res).map(|_| ())
     }
 

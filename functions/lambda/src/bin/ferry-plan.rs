@@ -15,7 +15,7 @@ fn handle(ferry: &Ferry, event: LambdaEvent<PlanInput>) -> Handled<'_, PlanOutpu
     Box::pin(async move {
         ferry.store.ensure_tables().await?;
         async {
-            let mut out: PlanOutput = ferry_engine::plan::plan(ferry, &event.payload).await?;
+            let mut out: PlanOutput = ferry_engine::plan::plan_until(ferry, &event.payload, Some(event.context.deadline())).await?;
             // The state machine carries references to the batches, not
             // their partitions.
             ferry_engine::plan::store_batches(ferry, &mut out).await?;

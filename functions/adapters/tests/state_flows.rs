@@ -1,0 +1,115 @@
+//! A flow's marker against moto's real DynamoDB API: its start, the
+//! first plan's end and the hold one plan at a time has on it.
+
+use std::time::Duration;
+
+use ferry_adapters::state::{now_ms, FirstPlanClaim};
+
+mod support;
+
+use support::store;
+
+/// The flow marker: the first start says so and records the clusters' ids;
+/// a start is the first until a plan finishes it; later starts get the
+/// recorded ids back, which a changed id never overwrites (the caller
+/// refuses to go on); and each start counts the plans before it.
+#[tokio::test]
+async fn a_flow_start_records_its_clusters_ids_once() {
+    let s = store().await;
+    assert!(!s.flow_started("r/f").await.expect("read"));
+    let first = s.start_flow("r/f", "src-1", "tgt-1").await.expect("first start");
+    assert!(first.first);
+    assert_eq!((first.source_cluster_id, first.target_cluster_id), (None, None));
+    // A first plan that stopped before it finished started nothing: the
+    // next start is the first again, with the ids recorded.
+    assert!(!s.flow_started("r/f").await.expect("read"));
+    let retried = s.start_flow("r/f", "src-1", "tgt-1").await.expect("start after a refused plan");
+    assert!(retried.first && !retried.created && !retried.legacy);
+    assert_eq!(retried.source_cluster_id.as_deref(), Some("src-1"));
+    // It finishes the marker the first start wrote.
+    assert!(first.created && first.started_by.is_some());
+    assert_eq!(retried.started_by, first.started_by);
+    s.finish_first_plan("r/f", &retried).await.expect("finish");
+    assert!(s.flow_started("r/f").await.expect("read"));
+    let again = s.start_flow("r/f", "src-2", "tgt-1").await.expect("second start");
+    assert!(!again.first);
+    assert_eq!(again.source_cluster_id.as_deref(), Some("src-1"));
+    assert_eq!(again.target_cluster_id.as_deref(), Some("tgt-1"));
+    let third = s.start_flow("r/f", "src-2", "tgt-1").await.expect("third start");
+    assert_eq!(
+        third.source_cluster_id.as_deref(),
+        Some("src-1"),
+        "a changed id is not recorded over the first"
+    );
+    // Each start counts the plans before it: the turns a plan takes
+    // (pruning a share of the partitions) follow plans, not the clock.
+    assert_eq!((first.plans, retried.plans, again.plans, third.plans), (0, 0, 1, 2));
+    let fourth = s.start_flow("r/f", "src-2", "tgt-1").await.expect("fourth start");
+    assert_eq!(fourth.plans, 3);
+    // Finishing a forgotten flow's first plan writes no marker back, and
+    // does not finish the first plan of the flow started again since.
+    s.forget_flow("r/f").await.expect("forget");
+    s.finish_first_plan("r/f", &retried).await.expect("finish after a forget");
+    assert!(!s.flow_started("r/f").await.expect("read"));
+    assert!(s.start_flow("r/f", "src-2", "tgt-1").await.expect("started again").first);
+    s.finish_first_plan("r/f", &retried).await.expect("an old plan's finish");
+    assert!(
+        !s.flow_started("r/f").await.expect("read"),
+        "the new marker's first plan is still open"
+    );
+}
+
+/// One plan at a time runs a flow's first plan: another is refused until
+/// the holder releases it or its hold ends; a finished first plan, or a
+/// forgotten flow, cannot be taken.
+#[tokio::test]
+async fn a_first_plan_is_held_by_one_plan_until_it_ends() {
+    let s = store().await;
+    s.start_flow("r/h", "src", "tgt").await.expect("start");
+    let now = now_ms();
+    let FirstPlanClaim::Ours(mark) = s.claim_first_plan("r/h", now + 60_000).await.expect("claim") else {
+        panic!("a first plan nobody holds is taken");
+    };
+    assert_eq!(
+        s.claim_first_plan("r/h", now + 60_000).await.expect("second claim"),
+        FirstPlanClaim::Held { until_ms: now + 60_000 }
+    );
+    // A release by another plan's mark releases nothing.
+    s.release_first_plan("r/h", "not-the-holder").await.expect("release by another");
+    assert!(matches!(
+        s.claim_first_plan("r/h", now + 60_000).await.expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
+    s.release_first_plan("r/h", &mark).await.expect("release");
+    let FirstPlanClaim::Ours(short) = s.claim_first_plan("r/h", now_ms() + 300).await.expect("claim after release") else {
+        panic!("a released first plan is taken");
+    };
+    assert!(matches!(
+        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
+    // A holder that stopped (a Lambda past its deadline) holds it no more.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(matches!(
+        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
+        FirstPlanClaim::Ours(_)
+    ));
+    // The expired holder's release does not free the new holder's.
+    s.release_first_plan("r/h", &short).await.expect("stale release");
+    assert!(matches!(
+        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
+    let start = s.flow_marker("r/h").await.expect("marker");
+    s.finish_first_plan("r/h", &start).await.expect("finish");
+    assert_eq!(
+        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim after finish"),
+        FirstPlanClaim::Gone
+    );
+    s.forget_flow("r/h").await.expect("forget");
+    assert_eq!(
+        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim after forget"),
+        FirstPlanClaim::Gone
+    );
+    assert!(!s.flow_started("r/h").await.expect("read"), "a claim writes no marker back");
+}
