@@ -65,12 +65,19 @@ def test_leaders_moving_lose_nothing_and_double_nothing(tmp_path, pair_cluster, 
             f.result(timeout=30)
     stop = threading.Event()
     produced = [0]
+    # What the source acknowledged: a broker stopped under the writer can
+    # fail a delivery, which is then on neither cluster.
+    delivered = [0]
+
+    def acked(err, _msg) -> None:
+        if err is None:
+            delivered[0] += 1
 
     def write() -> None:
         p = producer(src, **{"linger.ms": 5, "enable.idempotence": True})
         while not stop.is_set():
             i = produced[0]
-            p.produce(topic, partition=i % PARTITIONS, key=f"k{i:07d}".encode(), value=b"v" * 200)
+            p.produce(topic, partition=i % PARTITIONS, key=f"k{i:07d}".encode(), value=b"v" * 200, on_delivery=acked)
             produced[0] += 1
             p.poll(0)
             time.sleep(0.001)
@@ -97,7 +104,7 @@ def test_leaders_moving_lose_nothing_and_double_nothing(tmp_path, pair_cluster, 
         stop.set()
         writer.join(90)
     try:
-        total = produced[0]
+        total = delivered[0]
         # Everything produced reaches the other cluster.
         deadline = time.time() + 180
         while True:
@@ -118,5 +125,8 @@ def test_leaders_moving_lose_nothing_and_double_nothing(tmp_path, pair_cluster, 
         assert dst_keys == src_keys, f"partition {p}: {len(dst_keys)} records on {dst}, {len(src_keys)} on {src}"
     print(f"\n{side}: leadership moves={moves} records={total} missing={missing} duplicates={duplicates}")
     assert moves >= 2 * MOVES, "leadership must have moved away from broker 2 and back, twice"
-    assert sum(len(v) for v in got.values()) == total
+    # Every acknowledged record arrived (a delivery reported failed may
+    # still have been written: the source's own log, compared above, is
+    # the measure of the rest).
+    assert sum(len(v) for v in got.values()) >= total
     assert "partition stopped" not in text, text[-3000:]
