@@ -33,7 +33,7 @@ mod stored;
 pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BYTES};
 
 use acls::*;
-use backfill::check_backfill;
+use backfill::{apply_backfills, check_backfill};
 use first_plan::FirstPlan;
 use recreated::*;
 
@@ -86,7 +86,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
             }
             continue;
         };
-        let work = match plan_flow(ferry, flow, input, &started, &mut out).await {
+        let work = match plan_flow(ferry, flow, input, &started, deadline, &mut out).await {
             Ok(work) => work,
             Err(e) => {
                 first_plan::release(ferry, flow, hold).await;
@@ -114,12 +114,14 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
 
 /// Plan one flow: its topics, cursors and ACLs, the producer items'
 /// housekeeping; the created topics and copied ACLs go to `out`. Returns
-/// the flow's work for the Replicate batches.
+/// the flow's work for the Replicate batches. `deadline`: the plan's (see
+/// [`plan_until`]), which bounds the housekeeping.
 async fn plan_flow(
     ferry: &Ferry,
     flow: &FlowSpec,
     input: &PlanInput,
     started: &FlowStart,
+    deadline: Option<SystemTime>,
     out: &mut PlanOutput,
 ) -> Result<Vec<PartitionWork>, FerryError> {
     let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(started)).await?;
@@ -133,7 +135,8 @@ async fn plan_flow(
         ferry.store.finish_first_plan(&ferry.flow_key(flow), started).await?;
     }
     // Housekeeping: a failure leaves the items to the next plan.
-    match producers::prune_producers(ferry, flow, started.producers_pruned_after).await {
+    let until = producers::prune_until(deadline);
+    match producers::prune_producers(ferry, flow, started.producers_pruned_after, until).await {
         Ok(p) if p != producers::Pruned::default() => {
             tracing::info!(flow = %flow.id(), ended = p.ended, passed = p.passed, deleted = p.deleted, "pruned producer items whose records are gone")
         }
@@ -538,35 +541,7 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
             }),
     )
     .await?;
-    // A few at once: a backfill of thousands of partitions, within one plan.
-    let backfills: Vec<_> = p
-        .starts
-        .iter()
-        .filter(|s| s.backfill)
-        .map(|s| {
-            let (flow_key, cursors) = (&flow_key, &p.cursors);
-            async move {
-                let done = if cursors.contains_key(&s.tp) {
-                    ferry.store.restart_cursor(flow_key, &s.tp, s.from).await?
-                } else {
-                    ferry
-                        .store
-                        .init_cursor(flow_key, &s.tp, &flow.target_topic(&s.tp.topic), s.from)
-                        .await?
-                };
-                if !done {
-                    return Err(FerryError::Input(format!(
-                        "{} started replicating (or is leased, or its worker stopped without its writes checkpointed) while the \
-                         backfill was planned; nothing was moved for it. Fix: run the backfill again after the next run",
-                        s.tp
-                    )));
-                }
-                tracing::info!(flow = %flow.id(), topic = %s.tp.topic, partition = s.tp.partition, start = s.from, "backfill: partition starts here");
-                Ok(())
-            }
-        })
-        .collect();
-    in_flight(backfills).await?;
+    apply_backfills(ferry, flow, &p).await?;
     // One conditional PutItem each (a batch cannot be conditional), a few
     // in flight at once: a plan of thousands of new partitions.
     in_flight(p.starts.iter().filter(|s| !s.backfill).map(|s| {

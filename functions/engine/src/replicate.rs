@@ -24,6 +24,7 @@ use crate::context::Ferry;
 use crate::error::FerryError;
 use crate::loop_filter::LoopFilter;
 
+mod backfill;
 mod checkpoint;
 mod errors;
 mod failpoint;
@@ -446,6 +447,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                 item.patch(&mut run);
                 run
             });
+            let item = backfill::start_requested(run, &lease, item, last_run.as_ref()).await?;
             Ok::<_, StateError>((item, last_run))
         }
         .await;

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
+use super::backfills::BACKFILL_FROM;
 use super::calls::Bounded;
 use super::error::{conditional, dynamo_err};
 use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, spread_pk, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
@@ -126,6 +127,10 @@ pub struct CursorItem {
     /// the next holder finishes it before anything reads or extends the
     /// map (see [`StateStore::trim_runs_past_cursor`]).
     pub map_trim_from: Option<i64>,
+    /// A backfill requested while the partition was leased: the source
+    /// offset its next holder starts it at, if it still may (see
+    /// `StateStore::request_backfill`).
+    pub backfill_from: Option<i64>,
 }
 
 impl CursorItem {
@@ -224,6 +229,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             target_rewound_from: r.n("target_rewound_from"),
             target_rewinds: r.n("target_rewinds").unwrap_or(0),
             map_trim_from: r.n("map_trim_from"),
+            backfill_from: r.n(BACKFILL_FROM),
         })
     }
 }
@@ -343,7 +349,7 @@ impl StateStore {
             .key(SK_CURSOR, s(partition_sk(tp)))
             .update_expression(
                 "SET next_source_offset = :start, start_offset = :start, updated_ms = :now, \
-                 lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE lease_owner",
+                 lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE lease_owner, backfill_from, backfill_requested_ms",
             )
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \

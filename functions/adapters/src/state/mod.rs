@@ -3,6 +3,7 @@
 //! a lease is conditional on the lease epoch, so a worker whose lease was
 //! taken over can never move state again.
 
+mod backfills;
 mod calls;
 mod checkpoint;
 mod client;

@@ -61,6 +61,22 @@ pub(crate) async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
         .map(|w| format!("{} ({} records to go)", w.source, w.lag))
         .collect();
     println!("ferry: backfill planned: {}", starts.join(", "));
+    // Partitions a worker holds now: started by their next holder.
+    let mut waiting = Vec::new();
+    for flow in &ferry.spec.flows {
+        let cursors = ferry.store.list_cursors(&ferry.flow_key(flow)).await.map_err(|e| e.to_string())?;
+        waiting.extend(
+            cursors
+                .iter()
+                .filter_map(|c| c.backfill_from.map(|from| format!("{} (from offset {from})", c.tp))),
+        );
+    }
+    if !waiting.is_empty() {
+        println!(
+            "ferry: leased by a running worker, started by its next holder unless they replicate records first: {}",
+            waiting.join(", ")
+        );
+    }
     println!("ferry: `ferry run` (or the next scheduled execution) replicates them");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,9 +3,10 @@
 //! Ferry wrote to the target past the cursor).
 
 use ferry_adapters::state::{CursorItem, StateError};
+use ferry_core::config::FlowSpec;
 use ferry_core::domain::{Backfill, BackfillFrom};
 
-use super::{in_flight, selected_topics};
+use super::{in_flight, selected_topics, FlowPlan};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
@@ -41,8 +42,9 @@ pub(super) async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), Fe
                 })
                 .collect();
             let stored: Vec<bool> = in_flight(reads).await?;
+            let now = ferry_adapters::state::now_ms();
             for (c, stored) in mine.into_iter().zip(stored) {
-                if let Some(why) = backfill_waits(c, stored) {
+                if let Some(why) = backfill_waits(c, stored, now) {
                     return Err(FerryError::Input(format!("flow {}: {why}. Nothing was moved", flow.id())));
                 }
                 if c.records_replicated > 0 || stored {
@@ -69,10 +71,66 @@ pub(super) async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), Fe
     Ok(())
 }
 
+/// Start the backfill's partitions where `decide` put them, a few at once
+/// (a backfill of thousands of partitions, within one plan). A partition
+/// with a cursor first gets a request (all of them, or none: a partition
+/// that replicated since the check withdraws the others'); then each
+/// cursor no worker holds is moved now, and a leased one (a deployment's
+/// Replicates hold theirs nearly all the time) by its next holder, which
+/// moves it unless the partition replicated records first.
+pub(super) async fn apply_backfills(ferry: &Ferry, flow: &FlowSpec, p: &FlowPlan) -> Result<(), FerryError> {
+    let flow_key = ferry.flow_key(flow);
+    let (existing, new): (Vec<_>, Vec<_>) = p.starts.iter().filter(|s| s.backfill).partition(|s| p.cursors.contains_key(&s.tp));
+    let requested = in_flight(existing.iter().map(|s| ferry.store.request_backfill(&flow_key, &s.tp, s.from))).await?;
+    if let Some(refused) = existing.iter().zip(&requested).find(|(_, ok)| !**ok).map(|(s, _)| &s.tp) {
+        in_flight(
+            existing
+                .iter()
+                .zip(&requested)
+                .filter(|(_, ok)| **ok)
+                .map(|(s, _)| ferry.store.withdraw_backfill(&flow_key, &s.tp)),
+        )
+        .await?;
+        return Err(FerryError::Input(format!(
+            "flow {}: {refused} replicated records while the backfill was planned (a backfill would write older records after \
+             them); nothing was moved. Fix: leave {refused}'s topic out of the backfill, or see `ferry status`",
+            flow.id()
+        )));
+    }
+    let moved = in_flight(existing.iter().map(|s| ferry.store.restart_cursor(&flow_key, &s.tp, s.from))).await?;
+    for (s, moved) in existing.iter().zip(moved) {
+        if moved {
+            tracing::info!(flow = %flow.id(), topic = %s.tp.topic, partition = s.tp.partition, start = s.from, "backfill: partition starts here");
+        } else {
+            tracing::info!(
+                flow = %flow.id(), topic = %s.tp.topic, partition = s.tp.partition, start = s.from,
+                "backfill: the partition is leased (or its last worker's writes are not yet reconciled); its next holder starts it here"
+            );
+        }
+    }
+    let created = in_flight(new.iter().map(|s| {
+        let (flow_key, target) = (&flow_key, flow.target_topic(&s.tp.topic));
+        async move { ferry.store.init_cursor(flow_key, &s.tp, &target, s.from).await }
+    }))
+    .await?;
+    if let Some((s, _)) = new.iter().zip(created).find(|(_, done)| !*done) {
+        return Err(FerryError::Input(format!(
+            "{} started replicating while the backfill was planned (another plan made its cursor); nothing was moved for it. \
+             Fix: run the backfill again after the next run, if it has replicated nothing",
+            s.tp
+        )));
+    }
+    for s in new {
+        tracing::info!(flow = %flow.id(), topic = %s.tp.topic, partition = s.tp.partition, start = s.from, "backfill: partition starts here");
+    }
+    Ok(())
+}
+
 /// Why a backfill may not move the cursor `c` of a partition that has
 /// replicated nothing (`stored`: it holds a run), though copies of its
-/// records may be on the target past it; `None` when there are none.
-fn backfill_waits(c: &CursorItem, stored: bool) -> Option<String> {
+/// records may be on the target past it; `None` when there are none, or
+/// when a worker holds it at `now_ms` (ms since the epoch).
+fn backfill_waits(c: &CursorItem, stored: bool, now_ms: i64) -> Option<String> {
     if c.records_replicated > 0 || stored {
         return None;
     }
@@ -85,7 +143,10 @@ fn backfill_waits(c: &CursorItem, stored: bool) -> Option<String> {
             c.tp
         ));
     }
-    if c.producer_id >= 0 && !c.writes_settled {
+    // A worker holds it now (so its writes are not settled): the backfill
+    // is asked of the partition, and a holder after it starts it once they
+    // are (see `apply_backfills`).
+    if c.producer_id >= 0 && !c.writes_settled && !(c.lease_owner.is_some() && c.lease_expires_ms > now_ms) {
         let stopped = match &c.last_error {
             Some(e) => format!(
                 " The partition stopped with an error: {e}. Mend that first; once the partition copies records, a backfill is \
@@ -122,24 +183,24 @@ mod tests {
 
     #[test]
     fn a_backfill_waits_while_copies_may_be_past_the_cursor() {
-        assert_eq!(backfill_waits(&cursor(), false), None, "settled, nothing replicated");
+        assert_eq!(backfill_waits(&cursor(), false, 0), None, "settled, nothing replicated");
         let fresh = CursorItem {
             producer_id: -1,
             writes_settled: false,
             ..cursor()
         };
-        assert_eq!(backfill_waits(&fresh, false), None, "no holder wrote yet");
+        assert_eq!(backfill_waits(&fresh, false, 0), None, "no holder wrote yet");
         let crashed = CursorItem {
             writes_settled: false,
             ..cursor()
         };
-        let why = backfill_waits(&crashed, false).expect("a crashed holder's copies");
+        let why = backfill_waits(&crashed, false, 0).expect("a crashed holder's copies");
         assert!(why.contains("let Ferry run once more") && why.contains("reconciled them"), "{why}");
         let refused = CursorItem {
             last_error: Some("target refused a batch: MESSAGE_TOO_LARGE".into()),
             ..crashed.clone()
         };
-        let why = backfill_waits(&refused, false).expect("a partition stopped by the target");
+        let why = backfill_waits(&refused, false, 0).expect("a partition stopped by the target");
         assert!(why.contains("MESSAGE_TOO_LARGE") && why.contains("Mend that first"), "{why}");
         // A rewind forgets the producer; what it wrote after the loss stays.
         let rewound = CursorItem {
@@ -147,13 +208,23 @@ mod tests {
             target_rewound_from: Some(3),
             ..cursor()
         };
-        assert!(backfill_waits(&rewound, false).is_some_and(|w| w.contains("lost records")));
+        assert!(backfill_waits(&rewound, false, 0).is_some_and(|w| w.contains("lost records")));
+        // A worker holding it now has not settled its writes either: the
+        // backfill is asked of it, not refused; once its lease expired, it is
+        // a worker that stopped without settling them.
+        let held = CursorItem {
+            lease_owner: Some("w".into()),
+            lease_expires_ms: 2_000,
+            ..crashed.clone()
+        };
+        assert_eq!(backfill_waits(&held, false, 1_000), None);
+        assert!(backfill_waits(&held, false, 3_000).is_some());
         // Replicated: the caller's older refusal says so.
-        assert_eq!(backfill_waits(&crashed, true), None);
+        assert_eq!(backfill_waits(&crashed, true, 0), None);
         let replicated = CursorItem {
             records_replicated: 5,
             ..crashed
         };
-        assert_eq!(backfill_waits(&replicated, false), None);
+        assert_eq!(backfill_waits(&replicated, false, 0), None);
     }
 }

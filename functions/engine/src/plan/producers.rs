@@ -12,24 +12,46 @@
 //! Items of an earlier Ferry, which registered neither, are kept.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferry_adapters::kafka::OffsetSpec;
 use ferry_adapters::state::{now_ms, ProducerItem};
 use ferry_core::config::{FlowSpec, TopicNaming};
 use ferry_core::domain::TopicPartition;
 
+use super::in_flight;
 use crate::context::Ferry;
 use crate::error::FerryError;
 
 /// Producer items in one page of the Query (DynamoDB may return fewer: a
-/// page stops at 1 MB).
+/// page stops at 1 MB, a few hundred items with many partitions each).
 pub(super) const PRODUCERS_PER_PAGE: i32 = 500;
-/// Pages one plan looks at, per flow: an invocation adds one item, and an
-/// item goes on its second look (noted, then deleted after the grace), so
-/// a plan must look at more than twice as many as the executions of a
-/// schedule period add (a 1-minute schedule of 157 Replicates, 10,000
-/// partitions in batches of 64, adds 157).
-pub(super) const PRODUCER_PAGES_PER_PLAN: usize = 8;
+/// Pages one plan looks at, per flow, at most: an invocation adds one
+/// item, and an item goes on its second look (noted, then deleted after
+/// the grace), so a plan must look at more than twice as many as the
+/// executions of a schedule period add (a 1-minute schedule of 157
+/// Replicates, 10,000 partitions in batches of 64, adds 157). Time bounds
+/// it first (see [`PRUNE_BUDGET`]).
+pub(super) const PRODUCER_PAGES_PER_PLAN: usize = 64;
+/// Longest one flow's prune runs in a plan: it is housekeeping, and the
+/// Plan function's timeout is for the batches. The next plan resumes where
+/// it stopped.
+pub(super) const PRUNE_BUDGET: Duration = Duration::from_secs(15);
+/// No prune starts with less than this left before the plan's deadline.
+pub(super) const PRUNE_DEADLINE_MARGIN: Duration = Duration::from_secs(45);
+
+/// When a flow's prune stops: after its budget, or well before the
+/// plan's deadline (`None`: a process without one).
+pub(super) fn prune_until(deadline: Option<SystemTime>) -> Instant {
+    let budget = Instant::now() + PRUNE_BUDGET;
+    match deadline {
+        Some(d) => {
+            let left = d.duration_since(SystemTime::now()).unwrap_or_default();
+            budget.min(Instant::now() + left.saturating_sub(PRUNE_DEADLINE_MARGIN))
+        }
+        None => budget,
+    }
+}
 
 /// What one prune did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -45,7 +67,7 @@ pub(super) struct Pruned {
 
 /// Look at the next pages of the producer items in the flow's target
 /// cluster, prune the flow's own, and record where the next plan starts.
-pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Option<i64>) -> Result<Pruned, FerryError> {
+pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Option<i64>, until: Instant) -> Result<Pruned, FerryError> {
     let mut pruned = Pruned::default();
     if flow.naming != TopicNaming::Identical {
         return Ok(pruned);
@@ -54,6 +76,10 @@ pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Optio
     let cluster_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
     let mut after = after;
     for _ in 0..PRODUCER_PAGES_PER_PLAN {
+        if Instant::now() >= until {
+            tracing::info!(flow = %flow.id(), "producer items: this plan's time for them is up; the next plan goes on from here");
+            break;
+        }
         let (items, next) = ferry.store.producers_after(&cluster_id, after, PRODUCERS_PER_PAGE).await?;
         let mine: Vec<&ProducerItem> = items.iter().filter(|i| i.flow == key).collect();
         prune_page(ferry, flow, &cluster_id, &mine, &mut pruned).await?;
@@ -85,33 +111,39 @@ async fn prune_page(
         .collect();
     let tps = ended.iter().flat_map(|i| i.may_write.iter().flat_map(|(tps, _)| tps));
     let latest = offsets(ferry, flow, tps, OffsetSpec::Latest).await?;
-    for item in ended {
-        let tps = item.may_write.as_ref().map(|(tps, _)| tps.as_slice()).unwrap_or_default();
-        let ends: Option<Vec<(TopicPartition, i64)>> = tps.iter().map(|tp| latest.get(tp).map(|e| (tp.clone(), *e))).collect();
-        if let Some(ends) = ends {
-            ferry.store.record_producer_ends(cluster_id, item.producer_id, &ends).await?;
-            pruned.ended += 1;
-        }
-    }
+    // A few writes at once: many items may pass together (retention lowered).
+    let ends: Vec<(i64, Vec<(TopicPartition, i64)>)> = ended
+        .iter()
+        .filter_map(|item| {
+            let tps = item.may_write.as_ref().map(|(tps, _)| tps.as_slice()).unwrap_or_default();
+            let ends: Option<Vec<(TopicPartition, i64)>> = tps.iter().map(|tp| latest.get(tp).map(|e| (tp.clone(), *e))).collect();
+            ends.map(|e| (item.producer_id, e))
+        })
+        .collect();
+    in_flight(ends.iter().map(|(pid, e)| ferry.store.record_producer_ends(cluster_id, *pid, e))).await?;
+    pruned.ended += ends.len();
     let with_ends: Vec<&ProducerItem> = items.iter().copied().filter(|i| i.ends.is_some()).collect();
     let tps = with_ends.iter().flat_map(|i| i.ends.iter().flatten().map(|(tp, _)| tp));
     let starts = offsets(ferry, flow, tps, OffsetSpec::Earliest).await?;
-    for item in with_ends {
-        if !all_gone(item, &starts) {
-            continue;
-        }
-        match item.passed_ms {
-            None => {
-                ferry.store.mark_producer_passed(cluster_id, item.producer_id).await?;
-                pruned.passed += 1;
-            }
-            Some(passed) if now - passed >= grace => {
-                ferry.store.delete_passed_producer(cluster_id, item.producer_id, passed).await?;
-                pruned.deleted += 1;
-            }
-            Some(_) => {}
-        }
-    }
+    let gone: Vec<&ProducerItem> = with_ends.into_iter().filter(|i| all_gone(i, &starts)).collect();
+    let to_note: Vec<i64> = gone.iter().filter(|i| i.passed_ms.is_none()).map(|i| i.producer_id).collect();
+    in_flight(to_note.iter().map(|pid| ferry.store.mark_producer_passed(cluster_id, *pid))).await?;
+    pruned.passed += to_note.len();
+    let to_delete: Vec<(i64, i64)> = gone
+        .iter()
+        .filter_map(|i| {
+            i.passed_ms
+                .filter(|passed| now - passed >= grace)
+                .map(|passed| (i.producer_id, passed))
+        })
+        .collect();
+    in_flight(
+        to_delete
+            .iter()
+            .map(|(pid, passed)| ferry.store.delete_passed_producer(cluster_id, *pid, *passed)),
+    )
+    .await?;
+    pruned.deleted += to_delete.len();
     Ok(())
 }
 

@@ -1,0 +1,108 @@
+"""A backfill while replication runs: the deployed schedule (here a
+running `ferry run`) keeps every partition leased nearly all the time, and
+a backfill moves a cursor only where no worker holds it. It is recorded on
+the cursor instead, and the partition's next holder starts it there,
+unless the partition replicated records first (then older records would
+land after newer ones on the target: the request is dropped, and said)."""
+
+import subprocess
+import time
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
+
+
+def produce(topic: str, prefix: str, partitions: int, n: int) -> None:
+    p = producer(SOURCE)
+    for part in range(partitions):
+        for i in range(n):
+            p.produce(topic, partition=part, key=f"{prefix}-{part}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+
+
+def cursors(ferry: Ferry, topic: str) -> list[dict]:
+    db = dynamo()
+    try:
+        items = db.scan(TableName=f"{ferry.prefix}-cursors", ConsistentRead=True)["Items"]
+    except db.exceptions.ResourceNotFoundException:
+        return []  # the run has not made its tables yet
+    return [i for i in items if i.get("topic", {}).get("S") == topic]
+
+
+def wait_until_leased(ferry: Ferry, topic: str, partitions: int) -> None:
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        now = time.time() * 1000
+        held = [c for c in cursors(ferry, topic)
+                if "lease_owner" in c and int(c.get("lease_expires_ms", {"N": "0"})["N"]) > now + 3000]
+        if len(held) == partitions:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the running worker never held every partition: {cursors(ferry, topic)}")
+
+
+def keys(topic: str, part: int) -> list[str]:
+    return [r["key"].decode() for r in read_partition(TARGET, topic, part, timeout_s=20)]
+
+
+def wait_for_keys(topic: str, part: int, n: int, timeout_s: float = 90) -> list[str]:
+    deadline = time.time() + timeout_s
+    while (got := keys(topic, part)) and len(got) < n or not got:
+        assert time.time() < deadline, f"partition {part}: {got}"
+        time.sleep(1)
+    return got
+
+
+def live_backfill(tmp_path, name: str):
+    """A LATEST flow of a 2-partition topic holding history, replicating in
+    a running `ferry run` that holds both partitions, and a backfill of the
+    topic from EARLIEST while it does."""
+    topic = unique(name)
+    create_topic(SOURCE, topic, 2)
+    produce(topic, "before", 2, 10)
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    log = tmp_path / "run.log"
+    proc = ferry.spawn("--round-seconds", "10", log=log)
+    wait_until_leased(ferry, topic, 2)
+    res = subprocess.run(ferry.args("backfill", "--topics", topic), capture_output=True, text=True, timeout=120)
+    return topic, ferry, proc, log, res
+
+
+def test_a_backfill_of_partitions_a_worker_holds_is_started_by_their_next_holder(tmp_path):
+    topic, ferry, proc, log, res = live_backfill(tmp_path, "backfill-live")
+    try:
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "leased by a running worker" in res.stdout, res.stdout
+        for part in range(2):
+            assert wait_for_keys(topic, part, 10) == [f"before-{part}-{i}" for i in range(10)]
+        # Replication goes on from the end, with nothing twice.
+        produce(topic, "after", 2, 5)
+        for part in range(2):
+            want = [f"before-{part}-{i}" for i in range(10)] + [f"after-{part}-{i}" for i in range(5)]
+            assert wait_for_keys(topic, part, 15) == want
+        assert all("backfill_from" not in c for c in cursors(ferry, topic))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert "backfill: partition starts here" in log.read_text()
+
+
+def test_a_backfill_asked_of_a_held_partition_that_then_replicates_is_dropped_and_said(tmp_path):
+    topic, ferry, proc, log, res = live_backfill(tmp_path, "backfill-live-dropped")
+    try:
+        assert res.returncode == 0, res.stdout + res.stderr
+        # Records arrive before the hand-off: the holder copies them, and a
+        # backfill would now put older records after them.
+        produce(topic, "after", 2, 5)
+        deadline = time.time() + 90
+        while any("backfill_from" in c for c in cursors(ferry, topic)):
+            assert time.time() < deadline, cursors(ferry, topic)
+            time.sleep(1)
+        produce(topic, "later", 2, 2)
+        for part in range(2):
+            want = [f"after-{part}-{i}" for i in range(5)] + [f"later-{part}-{i}" for i in range(2)]
+            assert wait_for_keys(topic, part, 7) == want
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert "backfill not started: the partition replicated records" in log.read_text()
