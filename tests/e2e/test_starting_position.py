@@ -138,7 +138,7 @@ def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
     kc, ri = write_config(tmp_path, [topic], starting="LATEST")
     ferry = Ferry(kc, ri)
     slow = subprocess.Popen(ferry.args("plan"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, FERRY_FAILPOINT="stall-making-cursors:25"))
+                            env=dict(os.environ, FERRY_FAILPOINT="stall-making-cursors:20"))
     try:
         for line in slow.stderr:
             if "failpoint stall-making-cursors" in line:
@@ -149,8 +149,14 @@ def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
         other = subprocess.run(ferry.args("plan"), capture_output=True, text=True, timeout=120)
         assert other.returncode == 0, other.stderr
         assert "running in another plan" in other.stderr, other.stderr
+        # `run --once` meanwhile is not done: the flow is not across until
+        # the plan holding it has started it.
+        once = subprocess.Popen(ferry.args("run", "--once"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(5)
+        assert once.poll() is None, "run --once ended while the flow's first plan was still running elsewhere"
         slow.stderr.read()
         assert slow.wait(timeout=120) == 0
+        assert once.wait(timeout=120) == 0
     finally:
         slow.kill()
     p = producer(SOURCE)

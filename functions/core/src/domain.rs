@@ -100,6 +100,10 @@ pub struct PlanOutput {
     pub copied_acls: Vec<String>,
     /// The batches, each the input of one Replicate invocation.
     pub batches: Vec<ReplicateInput>,
+    /// Flows this plan left to another plan running their first plan
+    /// (no batches for them this time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_flows: Vec<String>,
 }
 
 /// Input of one Replicate invocation.
@@ -481,6 +485,7 @@ mod tests {
             replicator: "r".into(),
             created_topics: Vec::new(),
             copied_acls: Vec::new(),
+            left_flows: Vec::new(),
             batches: all
                 .chunks(16)
                 .map(|c| ReplicateInput {

@@ -67,6 +67,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
         created_topics: Vec::new(),
         copied_acls: Vec::new(),
         batches: Vec::new(),
+        left_flows: Vec::new(),
     };
     if let Some(b) = &input.backfill {
         check_backfill(ferry, b).await?;
@@ -84,6 +85,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
                     b.topics
                 )));
             }
+            out.left_flows.push(flow.id());
             continue;
         };
         let work = match plan_flow(ferry, flow, input, &started, deadline, &mut out).await {

@@ -234,7 +234,8 @@ where
             interrupted: interrupted.load(Ordering::SeqCst),
             failures,
             partitions,
-            all_caught_up: round.all_caught_up,
+            // A flow another plan is starting is not across yet.
+            all_caught_up: round.all_caught_up && plan.left_flows.is_empty(),
             records: round.records,
         };
         match after_round(opts.once, &outcome) {

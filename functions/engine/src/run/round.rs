@@ -19,6 +19,8 @@ pub(crate) struct Planned {
     pub(crate) copied_acls: Vec<String>,
     /// The batches, each one Replicate's input.
     pub(crate) batches: Vec<ferry_core::domain::ReplicateInput>,
+    /// Flows left to another plan running their first plan: not caught up.
+    pub(crate) left_flows: Vec<String>,
 }
 
 impl Planned {
@@ -90,6 +92,7 @@ impl Rounds {
             created_topics: plan.created_topics,
             copied_acls: plan.copied_acls,
             batches,
+            left_flows: plan.left_flows,
         })
     }
 
