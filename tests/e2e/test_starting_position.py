@@ -75,6 +75,11 @@ def test_a_first_plan_refused_leaves_the_next_one_first(tmp_path, detect):
     topic, ferry, refused = refused_first_plan(tmp_path, "refused-first", detect, 50)
     assert refused.returncode != 0
     assert "cleanup.policy=compact" in refused.stderr, refused.stderr
+    # Nor is it registered as copying between the clusters: a flow never
+    # planned would count as an opposite flow for another replicator.
+    flow_key = f"{ferry.name}/source>target"
+    items = dynamo().scan(TableName=f"{ferry.prefix}-cursors", ConsistentRead=True)["Items"]
+    assert [i["flow"]["S"] for i in items if i["partition"]["S"] == flow_key] == [], "a pair registered"
     # The operator does what the error says.
     set_target_cleanup_policy(topic, "delete")
     mended = ferry.run("--once")

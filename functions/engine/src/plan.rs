@@ -75,7 +75,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
     let hold_until_ms = first_plan::hold_until_ms(deadline);
     let mut planned = Vec::with_capacity(ferry.spec.flows.len());
     for flow in &ferry.spec.flows {
-        let started = start_flow(ferry, flow).await?;
+        let (started, ids) = start_flow(ferry, flow).await?;
         let first_plan::Turn::Plan { hold } = first_plan::take(ferry, flow, &started, hold_until_ms).await? else {
             if let Some(b) = input.backfill.as_ref().filter(|b| b.topics.iter().any(|t| flow.selects_topic(t))) {
                 return Err(FerryError::Input(format!(
@@ -89,7 +89,13 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
             continue;
         };
         let work = match plan_flow(ferry, flow, input, &started, deadline, &mut out).await {
-            Ok(work) => work,
+            // Registered once planned, before any of its batches runs: a
+            // plan refused (a first plan never run again) leaves no pair
+            // that another replicator would take for an opposite flow.
+            Ok(work) => {
+                crate::opposite::register(ferry, flow, &ids.0, &ids.1).await?;
+                work
+            }
             Err(e) => {
                 first_plan::release(ferry, flow, hold).await;
                 return Err(e);
@@ -156,13 +162,12 @@ async fn plan_flow(
 
 /// Mark the flow started (first: true until a plan has finished the
 /// flow's first plan; plans: how many plans started it before), after checking that its clusters are those
-/// its state was written for.
-async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<FlowStart, FerryError> {
+/// its state was written for. Returns that and the clusters' ids.
+async fn start_flow(ferry: &Ferry, flow: &FlowSpec) -> Result<(FlowStart, (String, String)), FerryError> {
     let ids = cluster_ids(ferry, flow).await?;
     let started = ferry.store.start_flow(&ferry.flow_key(flow), &ids.0, &ids.1).await?;
     check_clusters(ferry, flow, &started, &ids).await?;
-    crate::opposite::register(ferry, flow, &ids.0, &ids.1).await?;
-    Ok(started)
+    Ok((started, ids))
 }
 
 /// The cluster ids of the flow's source and target; "" for a broker that
