@@ -137,3 +137,34 @@ def test_cost_sizes_the_replicates_from_the_partitions_and_the_traffic_and_refus
     assert big["monthly"]["total_usd"] > 9 * small["monthly"]["total_usd"]
     p = subprocess.run([str(FERRY), "cost", "--partitions", "10", "--mb-per-s", "0"], capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "--mb-per-s is 0" in p.stderr and "Fix:" in p.stderr, p.stderr
+
+
+def test_run_once_beside_a_running_replicator_ends_saying_what_it_waits_for(tmp_path):
+    """`ferry run --once` while another worker (a deployed stack, here a
+    running `ferry run`) holds every partition copies nothing, round after
+    round. It used to go on for ever; it ends with exit 1 once its rounds
+    have copied nothing for --stall-seconds, naming the partitions and why."""
+    topic = unique("once-stalled")
+    create_topic(SOURCE, topic, 2)
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    # Rounds of 5 minutes: no hand-off is near for the other run to wait for.
+    holder = ferry.spawn("--round-seconds", "300", log=tmp_path / "holder.log")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and topic not in list_topics(TARGET):
+            time.sleep(0.5)
+        time.sleep(3)  # its first round has leased both partitions
+        p = producer(SOURCE)
+        for i in range(10):
+            p.produce(topic, partition=i % 2, key=str(i).encode(), value=b"v")
+        assert p.flush(30) == 0
+        started = time.time()
+        res = ferry.run("--once", "--stall-seconds", "10", timeout=120)
+        took = time.time() - started
+    finally:
+        holder.terminate()
+        holder.wait(60)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "nothing copied for 10 s" in res.stderr and "2 leased by another worker" in res.stderr, res.stderr
+    assert 10 <= took < 60, took

@@ -45,6 +45,10 @@ pub struct RunOptions {
     /// Time between two group syncs (flows that sync consumer groups), when
     /// not `once`; at least a second.
     pub group_sync_every: Duration,
+    /// With `once`: how long rounds may copy nothing, not caught up (every
+    /// partition leased by another worker, paused, or waiting), before the
+    /// run ends with what they wait for.
+    pub stall_limit: Duration,
 }
 
 /// What the loop did, as it happens.
@@ -129,6 +133,13 @@ pub enum RunEnd {
         /// How many.
         failures: usize,
     },
+    /// With `once`: rounds copied nothing for longer than `stall_limit`.
+    Stalled {
+        /// `RunOptions::stall_limit`.
+        after: Duration,
+        /// What the partitions not caught up wait for, in words.
+        waiting: String,
+    },
     /// With `once`: plans kept failing for longer than `give_up_after`.
     GaveUp {
         /// `RunOptions::give_up_after`.
@@ -162,6 +173,7 @@ where
     let mut rounds = Rounds::new(opts.once);
     let (mut total_records, mut total_bytes, mut failures) = (0u64, 0u64, 0usize);
     let mut failing_since: Option<Instant> = None;
+    let mut stalled_since: Option<Instant> = None;
     loop {
         let planning = Instant::now();
         let plan = match rounds.plan(ferry).await {
@@ -230,9 +242,18 @@ where
             total_bytes,
             elapsed: started.elapsed(),
         }));
+        let progressed = round.records > 0 || round.reconciled > 0;
+        let stalled_for = match (progressed, &mut stalled_since) {
+            (true, since) => {
+                *since = None;
+                Duration::ZERO
+            }
+            (false, since) => since.get_or_insert_with(Instant::now).elapsed(),
+        };
         let outcome = RoundOutcome {
             interrupted: interrupted.load(Ordering::SeqCst),
             failures,
+            stalled: stalled_for > opts.stall_limit,
             partitions,
             // A flow another plan is starting is not across yet.
             all_caught_up: round.all_caught_up && plan.left_flows.is_empty(),
@@ -241,6 +262,12 @@ where
         match after_round(opts.once, &outcome) {
             AfterRound::Interrupted => return Ok(RunEnd::Interrupted),
             AfterRound::Failed => return Ok(RunEnd::Failed { failures }),
+            AfterRound::Stalled => {
+                return Ok(RunEnd::Stalled {
+                    after: opts.stall_limit,
+                    waiting: round.waiting(&plan.left_flows),
+                })
+            }
             AfterRound::CaughtUp => {
                 on(RunEvent::CaughtUp);
                 if syncs_groups && !sync_groups_once(ferry, &*on).await {
@@ -346,6 +373,8 @@ struct RoundOutcome {
     interrupted: bool,
     /// Failures since the run started.
     failures: usize,
+    /// Rounds have copied nothing for longer than `stall_limit`.
+    stalled: bool,
     /// Partitions the round's plan gave out.
     partitions: usize,
     /// Whether every partition reached its goal.
@@ -363,6 +392,8 @@ enum AfterRound {
     Failed,
     /// End (`once`): caught up.
     CaughtUp,
+    /// End (`once`): nothing copied for too long, not caught up.
+    Stalled,
     /// Nothing to do, or the partitions leased elsewhere: wait a little,
     /// then the next round.
     Wait,
@@ -377,6 +408,8 @@ fn after_round(once: bool, o: &RoundOutcome) -> AfterRound {
         AfterRound::Failed
     } else if once && o.all_caught_up {
         AfterRound::CaughtUp
+    } else if once && o.stalled {
+        AfterRound::Stalled
     } else if o.partitions == 0 || (!o.all_caught_up && o.records == 0) {
         AfterRound::Wait
     } else {

@@ -56,6 +56,11 @@ pub(crate) struct RunArgs {
     /// does not answer before exiting 1 with the cause.
     #[arg(long, default_value_t = 60)]
     give_up_seconds: u64,
+    /// With --once: how long rounds may copy nothing while not caught up
+    /// (partitions leased by another running replicator, paused, waiting)
+    /// before exiting 1 with what they wait for.
+    #[arg(long, default_value_t = 300)]
+    stall_seconds: u64,
     /// When source records were deleted before Ferry replicated them, log
     /// the lost range and resume at the earliest offset instead of stopping.
     #[arg(long)]
@@ -99,6 +104,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         once: args.once,
         round: Duration::from_secs(args.round_seconds),
         give_up_after: Duration::from_secs(args.give_up_seconds),
+        stall_limit: Duration::from_secs(args.stall_seconds),
         group_sync_every: Duration::from_secs(args.group_sync_seconds),
     };
     let ferry = build(&args.common, settings).await?;
@@ -123,6 +129,13 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         RunEnd::GroupSyncFailed => ExitCode::from(1),
         RunEnd::Failed { failures } => {
             eprintln!("ferry: {failures} failures; see the errors above and `ferry status`");
+            ExitCode::from(1)
+        }
+        RunEnd::Stalled { after, waiting } => {
+            eprintln!(
+                "ferry: not caught up, and nothing copied for {} s: {waiting}. See `ferry status`; --stall-seconds sets how long to wait",
+                after.as_secs()
+            );
             ExitCode::from(1)
         }
         RunEnd::GaveUp { after, error } => {

@@ -54,6 +54,48 @@ pub(crate) struct Round {
     pub(crate) stopped: Vec<(TopicPartition, String)>,
     /// Replicates that failed as a whole.
     pub(crate) failed: Vec<FerryError>,
+    /// Partitions not caught up that did not fail, and why they stopped.
+    pub(crate) waiting: Vec<(TopicPartition, StopReason)>,
+}
+
+impl Round {
+    /// What the partitions not caught up wait for, in words (a few named).
+    pub(crate) fn waiting(&self, left_flows: &[String]) -> String {
+        let mut parts: Vec<String> = left_flows
+            .iter()
+            .map(|f| format!("flow {f}'s first plan, running in another plan"))
+            .collect();
+        for (reason, words) in [
+            (
+                StopReason::LeaseHeld,
+                "leased by another worker (a running replicator: --once copies only what no other worker holds)",
+            ),
+            (
+                StopReason::Retry,
+                "paused after a fault the next round retries (see the warnings above)",
+            ),
+            (
+                StopReason::Budget,
+                "stopped at the round's end without a record copied (waiting on the source, the target or the state store)",
+            ),
+        ] {
+            let tps: Vec<&TopicPartition> = self.waiting.iter().filter(|(_, r)| *r == reason).map(|(tp, _)| tp).collect();
+            if !tps.is_empty() {
+                let named: Vec<String> = tps.iter().take(5).map(|tp| tp.to_string()).collect();
+                let more = if tps.len() > 5 {
+                    format!(" and {} more", tps.len() - 5)
+                } else {
+                    String::new()
+                };
+                parts.push(format!("{} {words}: {}{more}", tps.len(), named.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "no partition reported why".into()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
 
 /// The loop's memory across rounds.
@@ -118,7 +160,10 @@ impl Rounds {
                                 round.all_caught_up = false;
                                 round.stopped.push((p.source, p.error.unwrap_or_default()));
                             }
-                            _ => round.all_caught_up = false,
+                            reason => {
+                                round.all_caught_up = false;
+                                round.waiting.push((p.source, reason));
+                            }
                         }
                     }
                 }

@@ -13,6 +13,7 @@ fn opts(once: bool) -> RunOptions {
         round: Duration::from_secs(60),
         give_up_after: Duration::from_secs(60),
         group_sync_every: Duration::from_secs(5),
+        stall_limit: Duration::from_secs(300),
     }
 }
 
@@ -91,6 +92,7 @@ fn after_a_round_an_interrupt_comes_first_then_failures_then_caught_up() {
     let all = RoundOutcome {
         interrupted: true,
         failures: 2,
+        stalled: false,
         partitions: 4,
         all_caught_up: true,
         records: 10,
@@ -130,6 +132,18 @@ fn the_loop_waits_when_nothing_was_planned_or_nothing_moved() {
     };
     assert_eq!(after_round(false, &leased_elsewhere), AfterRound::Wait);
     assert_eq!(after_round(true, &leased_elsewhere), AfterRound::Wait);
+    // With --once, only so long: then the run ends with what they wait for.
+    let stalled = RoundOutcome {
+        stalled: true,
+        ..leased_elsewhere
+    };
+    assert_eq!(after_round(true, &stalled), AfterRound::Stalled);
+    assert_eq!(after_round(false, &stalled), AfterRound::Wait, "running on, it waits");
+    let caught_up = RoundOutcome {
+        all_caught_up: true,
+        ..stalled
+    };
+    assert_eq!(after_round(true, &caught_up), AfterRound::CaughtUp, "caught up first");
     let moving = RoundOutcome {
         partitions: 4,
         records: 1,
