@@ -12,11 +12,8 @@ use ferry_core::domain::TopicPartition;
 use super::calls::Bounded;
 use super::cursor::{CursorItem, Lease};
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, partition_sk, s, PK, SK_CURSOR};
+use super::schema::{n, now_ms, partition_sk, s, BACKFILL_FROM, PK, SK_CURSOR};
 use super::{StateError, StateStore};
-
-/// On a cursor: the source offset a requested backfill starts it at.
-pub(super) const BACKFILL_FROM: &str = "backfill_from";
 
 /// Nothing of the partition's is on the target that a cursor moved back
 /// would put older records after: no record replicated, no offset-map run

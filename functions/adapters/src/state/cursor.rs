@@ -12,10 +12,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 use ferry_core::offset_map::OffsetRun;
 
-use super::backfills::BACKFILL_FROM;
 use super::calls::Bounded;
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, spread_pk, ItemReader, FLOW_MARKER, PK, SK_CURSOR};
+use super::schema::{n, now_ms, parse_leader_epochs, partition_sk, s, spread_pk, ItemReader, BACKFILL_FROM, FLOW_MARKER, PK, SK_CURSOR};
 use super::{StateError, StateStore};
 
 /// A partition's cursor, lease and statistics, as stored.

@@ -39,6 +39,9 @@ pub(super) const PK: &str = "flow";
 pub(super) const SK_CURSOR: &str = "partition";
 pub(super) const PK_MAP: &str = "flow_partition";
 pub(super) const SK_MAP: &str = "source_start";
+/// On a cursor: the source offset a backfill asked while the partition was
+/// leased starts it at (see `StateStore::request_backfill`).
+pub(super) const BACKFILL_FROM: &str = "backfill_from";
 /// Offset-map index by target offset: where the opposite flow's records
 /// sit in the cluster a flow reads (loop prevention, group translation).
 pub(super) const BY_TARGET: &str = "by_target";
