@@ -8,6 +8,9 @@ land after newer ones on the target: the request is dropped, and said)."""
 import subprocess
 import time
 
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
+
 from conftest import SOURCE, TARGET, Ferry, create_topic, dynamo, producer, read_partition, unique, write_config
 
 
@@ -106,3 +109,58 @@ def test_a_backfill_asked_of_a_held_partition_that_then_replicates_is_dropped_an
         proc.terminate()
         proc.wait(timeout=60)
     assert "backfill not started: the partition replicated records" in log.read_text()
+
+
+def test_a_backfill_from_a_time_past_the_cursor_moves_nothing_forward(tmp_path):
+    """A LATEST flow's cursor is at 5, and 10 records produced since are not
+    copied yet (the stack paused, or behind). A backfill from a time after
+    the first five of them used to move the cursor forward past them: lost,
+    exit 0. A backfill only goes back."""
+    topic = unique("backfill-forward")
+    create_topic(SOURCE, topic, 1)
+    now = int(time.time() * 1000)
+    p = producer(SOURCE)
+    for i in range(5):
+        p.produce(topic, partition=0, key=f"before-{i}".encode(), value=b"v", timestamp=now - 3_600_000)
+    assert p.flush(30) == 0
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    planned = subprocess.run(ferry.args("plan"), capture_output=True, text=True, timeout=120)
+    assert planned.returncode == 0, planned.stderr
+    for prefix, age_ms in (("mid", 1_800_000), ("late", 600_000)):
+        for i in range(5):
+            p.produce(topic, partition=0, key=f"{prefix}-{i}".encode(), value=b"v", timestamp=now - age_ms)
+    assert p.flush(30) == 0
+    res = subprocess.run(ferry.args("backfill", "--topics", topic, "--from", str(now - 1_200_000)),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [int(c["next_source_offset"]["N"]) for c in cursors(ferry, topic)] == [5]
+    assert ferry.run("--once").returncode == 0
+    assert keys(topic, 0) == [f"mid-{i}" for i in range(5)] + [f"late-{i}" for i in range(5)]
+
+
+def test_a_backfill_asked_before_retention_passed_its_start_starts_at_the_log_start(tmp_path):
+    """A backfill from EARLIEST asked of a held partition records offset 0;
+    retention (here DeleteRecords) moves the source's log start to 5 before
+    the next holder starts it. That is history no longer there, not data
+    the flow lost: the holder starts at the log start, and the partition
+    copies on instead of stopping with a data-loss error every round."""
+    topic = unique("backfill-retention")
+    create_topic(SOURCE, topic, 1)
+    produce(topic, "before", 1, 10)
+    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
+    ferry = Ferry(kc, ri)
+    log = tmp_path / "run.log"
+    proc = ferry.spawn("--round-seconds", "10", log=log)
+    try:
+        wait_until_leased(ferry, topic, 1)
+        res = subprocess.run(ferry.args("backfill", "--topics", topic), capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        admin = AdminClient({"bootstrap.servers": SOURCE})
+        for f in admin.delete_records([KafkaTopicPartition(topic, 0, 5)]).values():
+            f.result(timeout=30)
+        assert wait_for_keys(topic, 0, 5) == [f"before-0-{i}" for i in range(5, 10)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert "before Ferry replicated them" not in log.read_text()

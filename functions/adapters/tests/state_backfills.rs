@@ -20,19 +20,25 @@ async fn a_requested_backfill_is_started_by_the_next_holder_while_nothing_was_re
         !s.restart_cursor("r/f", &tp, 0).await.expect("restart"),
         "a held cursor is not moved"
     );
+    // A backfill only goes back: records past the cursor are the flow's.
+    assert!(!s.request_backfill("r/f", &tp, 5).await.expect("request forward"));
     assert!(s.request_backfill("r/f", &tp, 0).await.expect("request"));
     // Only the holder applies it, and only the offset asked.
     let other = Lease {
         owner: "someone else".into(),
         ..lease.clone()
     };
-    assert!(s.apply_requested_backfill("r/f", &other, 0).await.expect("apply").is_none());
-    assert!(s.apply_requested_backfill("r/f", &lease, 7).await.expect("apply").is_none());
+    assert!(s.apply_requested_backfill("r/f", &other, 0, 0).await.expect("apply").is_none());
+    assert!(s.apply_requested_backfill("r/f", &lease, 7, 7).await.expect("apply").is_none());
     // The next holder, the last one's writes settled, starts it there.
     s.release_lease("r/f", &lease, Rate::default(), true).await.expect("release");
     let (next, item) = s.acquire_lease("r/f", &tp, "next", Duration::from_secs(60)).await.expect("lease");
     assert_eq!(item.backfill_from, Some(0));
-    let moved = s.apply_requested_backfill("r/f", &next, 0).await.expect("apply").expect("started");
+    let moved = s
+        .apply_requested_backfill("r/f", &next, 0, 0)
+        .await
+        .expect("apply")
+        .expect("started");
     assert_eq!(
         (moved.next_source_offset, moved.start_offset, moved.backfill_from),
         (0, Some(0), None)
@@ -53,7 +59,7 @@ async fn a_backfill_is_not_asked_of_or_started_on_a_partition_that_replicated() 
     s.checkpoint("r/f", &holder, &cp(0, 10, Vec::new(), None))
         .await
         .expect("checkpoint");
-    assert!(s.apply_requested_backfill("r/f", &holder, 0).await.expect("apply").is_none());
+    assert!(s.apply_requested_backfill("r/f", &holder, 0, 0).await.expect("apply").is_none());
     s.drop_requested_backfill("r/f", &holder).await.expect("drop");
     s.release_lease("r/f", &holder, Rate::default(), true).await.expect("release");
     let (_, item) = s

@@ -29,7 +29,7 @@ async fn a_flow_start_records_its_clusters_ids_once() {
     // It finishes the marker the first start wrote.
     assert!(first.created && first.started_by.is_some());
     assert_eq!(retried.started_by, first.started_by);
-    s.finish_first_plan("r/f", &retried).await.expect("finish");
+    s.finish_first_plan("r/f", &retried, None).await.expect("finish");
     assert!(s.flow_started("r/f").await.expect("read"));
     let again = s.start_flow("r/f", "src-2", "tgt-1").await.expect("second start");
     assert!(!again.first);
@@ -49,10 +49,10 @@ async fn a_flow_start_records_its_clusters_ids_once() {
     // Finishing a forgotten flow's first plan writes no marker back, and
     // does not finish the first plan of the flow started again since.
     s.forget_flow("r/f").await.expect("forget");
-    s.finish_first_plan("r/f", &retried).await.expect("finish after a forget");
+    s.finish_first_plan("r/f", &retried, None).await.expect("finish after a forget");
     assert!(!s.flow_started("r/f").await.expect("read"));
     assert!(s.start_flow("r/f", "src-2", "tgt-1").await.expect("started again").first);
-    s.finish_first_plan("r/f", &retried).await.expect("an old plan's finish");
+    s.finish_first_plan("r/f", &retried, None).await.expect("an old plan's finish");
     assert!(
         !s.flow_started("r/f").await.expect("read"),
         "the new marker's first plan is still open"
@@ -90,18 +90,34 @@ async fn a_first_plan_is_held_by_one_plan_until_it_ends() {
     ));
     // A holder that stopped (a Lambda past its deadline) holds it no more.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(matches!(
-        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
-        FirstPlanClaim::Ours(_)
-    ));
+    let FirstPlanClaim::Ours(taker) = s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim") else {
+        panic!("an expired hold is taken");
+    };
     // The expired holder's release does not free the new holder's.
     s.release_first_plan("r/h", &short).await.expect("stale release");
     assert!(matches!(
         s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
         FirstPlanClaim::Held { .. }
     ));
+    let FirstPlanClaim::Held { .. } = s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim") else {
+        panic!("held");
+    };
+    // Only the holder renews it, or records its end.
+    assert!(!s
+        .renew_first_plan("r/h", &short, now_ms() + 60_000)
+        .await
+        .expect("renew by a former holder"));
     let start = s.flow_marker("r/h").await.expect("marker");
-    s.finish_first_plan("r/h", &start).await.expect("finish");
+    s.finish_first_plan("r/h", &start, Some(short.as_str()))
+        .await
+        .expect("finish by a former holder");
+    assert!(!s.flow_started("r/h").await.expect("read"), "a former holder does not finish it");
+    assert!(s.renew_first_plan("r/h", &taker, now_ms() + 60_000).await.expect("renew"));
+    s.finish_first_plan("r/h", &start, Some(taker.as_str())).await.expect("finish");
+    assert!(!s
+        .renew_first_plan("r/h", &taker, now_ms() + 60_000)
+        .await
+        .expect("renew after the end"));
     assert_eq!(
         s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim after finish"),
         FirstPlanClaim::Gone

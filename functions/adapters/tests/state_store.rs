@@ -424,7 +424,7 @@ async fn forgetting_a_flow_leaves_nothing_of_it_and_all_of_the_others() {
     let tp = TopicPartition::new("orders", 0);
     for flow in ["r/a>b", "r/b>a"] {
         let start = s.start_flow(flow, "src", "tgt").await.expect("start");
-        s.finish_first_plan(flow, &start).await.expect("finish");
+        s.finish_first_plan(flow, &start, None).await.expect("finish");
         s.init_cursor(flow, &tp, "orders", 0).await.expect("init");
         let (lease, _) = s.acquire_lease(flow, &tp, "w", Duration::from_secs(60)).await.expect("lease");
         let runs = gapped_runs(0, 30);

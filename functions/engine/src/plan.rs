@@ -88,7 +88,8 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
             out.left_flows.push(flow.id());
             continue;
         };
-        let work = match plan_flow(ferry, flow, input, &started, deadline, &mut out).await {
+        let planned_flow = plan_flow(ferry, flow, input, &started, hold.as_deref(), deadline, &mut out);
+        let work = match first_plan::renewing(ferry, flow, hold.as_deref(), deadline, planned_flow).await {
             // Registered once planned, before any of its batches runs: a
             // plan refused (a first plan never run again) leaves no pair
             // that another replicator would take for an opposite flow.
@@ -122,13 +123,15 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
 
 /// Plan one flow: its topics, cursors and ACLs, the producer items'
 /// housekeeping; the created topics and copied ACLs go to `out`. Returns
-/// the flow's work for the Replicate batches. `deadline`: the plan's (see
+/// the flow's work for the Replicate batches. `hold`: this plan's hold on
+/// the flow's first plan, if it is one; `deadline`: the plan's (see
 /// [`plan_until`]), which bounds the housekeeping.
 async fn plan_flow(
     ferry: &Ferry,
     flow: &FlowSpec,
     input: &PlanInput,
     started: &FlowStart,
+    hold: Option<&str>,
     deadline: Option<SystemTime>,
     out: &mut PlanOutput,
 ) -> Result<Vec<PartitionWork>, FerryError> {
@@ -140,7 +143,7 @@ async fn plan_flow(
     // started), records it: read as started from now on, whatever its
     // cursors become (all its topics deleted).
     if was_first || started.legacy {
-        ferry.store.finish_first_plan(&ferry.flow_key(flow), started).await?;
+        ferry.store.finish_first_plan(&ferry.flow_key(flow), started, hold).await?;
     }
     // Housekeeping: a failure leaves the items to the next plan.
     let until = producers::prune_until(deadline);
@@ -445,6 +448,17 @@ async fn decide(
             for tp in mine {
                 let end = p.ends.get(&tp).copied().unwrap_or(0);
                 let from = at.get(&tp).copied().filter(|o| *o >= 0).unwrap_or(end);
+                // A backfill only goes back: records past the cursor are
+                // the flow's to copy, whatever time the backfill names.
+                if let Some(&cursor) = p.cursors.get(&tp) {
+                    if from >= cursor {
+                        tracing::info!(
+                            flow = %flow.id(), topic = %tp.topic, partition = tp.partition, start = from, cursor,
+                            "backfill: the partition already starts at or before this position; left where it is"
+                        );
+                        continue;
+                    }
+                }
                 p.starts.push(Start {
                     tp,
                     from,

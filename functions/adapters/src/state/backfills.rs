@@ -18,7 +18,9 @@ use super::{StateError, StateStore};
 /// Nothing of the partition's is on the target that a cursor moved back
 /// would put older records after: no record replicated, no offset-map run
 /// (records a holder found already on the target), and no copies left past
-/// a loss on the target.
+/// a loss on the target. (Copies a reconcile found of source records
+/// retention had already removed leave neither a count nor a run; they
+/// are of offsets below the log start, which no backfill reaches.)
 const NOTHING_REPLICATED: &str = "(attribute_not_exists(records_replicated) OR records_replicated = :zero) \
      AND attribute_not_exists(open_run_source_start) AND attribute_not_exists(target_rewound_from)";
 
@@ -36,7 +38,9 @@ impl StateStore {
             .key(PK, s(self.partition_pk(flow, tp).await?))
             .key(SK_CURSOR, s(partition_sk(tp)))
             .update_expression("SET #from = :from, backfill_requested_ms = :now")
-            .condition_expression(format!("attribute_exists(#pk) AND {NOTHING_REPLICATED}"))
+            .condition_expression(format!(
+                "attribute_exists(#pk) AND next_source_offset >= :from AND {NOTHING_REPLICATED}"
+            ))
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#from", BACKFILL_FROM)
             .expression_attribute_values(":from", n(from))
@@ -67,12 +71,20 @@ impl StateStore {
         conditional("UpdateItem", &self.cursors, res).map(|_| ())
     }
 
-    /// As the partition's holder, move its cursor to the requested
-    /// backfill's start `from`, if nothing of it can be on the target: as
-    /// [`Self::restart_cursor`] requires, with the lease ours instead of
-    /// free. Returns the cursor as it is now, or `None` when refused (it
-    /// replicated meanwhile, or the last holder's writes are not settled).
-    pub async fn apply_requested_backfill(&self, flow: &str, lease: &Lease, from: i64) -> Result<Option<CursorItem>, StateError> {
+    /// As the partition's holder, move its cursor to `start` for the
+    /// backfill requested at `from` (`start` is `from`, or the source's log
+    /// start now if retention passed it since), if nothing of it can be on
+    /// the target: as [`Self::restart_cursor`] requires, with the lease
+    /// ours instead of free, and never forward. Returns the cursor as it
+    /// is now, or `None` when refused (it replicated meanwhile, or the last
+    /// holder's writes are not settled).
+    pub async fn apply_requested_backfill(
+        &self,
+        flow: &str,
+        lease: &Lease,
+        from: i64,
+        start: i64,
+    ) -> Result<Option<CursorItem>, StateError> {
         let res = self
             .client
             .update_item()
@@ -80,14 +92,15 @@ impl StateStore {
             .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
             .key(SK_CURSOR, s(partition_sk(&lease.tp)))
             .update_expression(
-                "SET next_source_offset = :from, start_offset = :from, updated_ms = :now REMOVE #from, backfill_requested_ms",
+                "SET next_source_offset = :start, start_offset = :start, updated_ms = :now REMOVE #from, backfill_requested_ms",
             )
             .condition_expression(format!(
-                "lease_owner = :owner AND lease_epoch = :epoch AND #from = :from AND {NOTHING_REPLICATED} \
+                "lease_owner = :owner AND lease_epoch = :epoch AND #from = :from AND next_source_offset >= :start AND {NOTHING_REPLICATED} \
                  AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled)"
             ))
             .expression_attribute_names("#from", BACKFILL_FROM)
             .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":start", n(start))
             .expression_attribute_values(":owner", s(&lease.owner))
             .expression_attribute_values(":epoch", n(lease.epoch))
             .expression_attribute_values(":zero", n(0))

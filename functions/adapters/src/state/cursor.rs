@@ -351,7 +351,8 @@ impl StateStore {
                  lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE lease_owner, backfill_from, backfill_requested_ms",
             )
             .condition_expression(
-                "attribute_exists(#pk) AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
+                "attribute_exists(#pk) AND next_source_offset >= :start \
+                 AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
                  AND attribute_not_exists(open_run_source_start) \
                  AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now) \
                  AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled) \

@@ -246,8 +246,11 @@ impl StateStore {
     /// this is written, every plan is the first (see [`FlowStart::first`]).
     /// Only on the marker `start` found: one deleted meanwhile (by a
     /// forget) stays deleted, and one written again since stays open.
-    pub async fn finish_first_plan(&self, flow: &str, start: &FlowStart) -> Result<(), StateError> {
-        let req = self
+    /// With `hold` (this plan's mark from [`Self::claim_first_plan`]), only
+    /// while this plan still holds it: a plan that outlived its hold leaves
+    /// the first plan to the one that took it.
+    pub async fn finish_first_plan(&self, flow: &str, start: &FlowStart, hold: Option<&str>) -> Result<(), StateError> {
+        let mut req = self
             .update_marker(flow)
             .update_expression("SET #done = :done REMOVE #open, #claim, #until")
             .expression_attribute_names("#by", "started_by")
@@ -256,11 +259,18 @@ impl StateStore {
             .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
             .expression_attribute_names("#done", FIRST_PLAN_DONE)
             .expression_attribute_values(":done", AttributeValue::Bool(true));
+        let held = match hold {
+            Some(h) => {
+                req = req.expression_attribute_values(":hold", s(h));
+                " AND #claim = :hold"
+            }
+            None => "",
+        };
         let req = match &start.started_by {
             Some(mark) => req
-                .condition_expression("attribute_exists(#pk) AND #by = :mark")
+                .condition_expression(format!("attribute_exists(#pk) AND #by = :mark{held}"))
                 .expression_attribute_values(":mark", s(mark)),
-            None => req.condition_expression("attribute_exists(#pk) AND attribute_not_exists(#by)"),
+            None => req.condition_expression(format!("attribute_exists(#pk) AND attribute_not_exists(#by){held}")),
         };
         let res = req.send().bounded(&self.calls).await;
         conditional("UpdateItem", &self.cursors, res).map(|_| ())
@@ -306,6 +316,25 @@ impl StateStore {
             }
             Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
         }
+    }
+
+    /// Keep holding the flow's first plan, taken with
+    /// [`Self::claim_first_plan`], until `until_ms` (a plan without a
+    /// deadline, renewing as it goes). False when it is no longer this
+    /// plan's (finished, or taken after the hold ran out).
+    pub async fn renew_first_plan(&self, flow: &str, mark: &str, until_ms: i64) -> Result<bool, StateError> {
+        let res = self
+            .update_marker(flow)
+            .update_expression("SET #until = :until")
+            .condition_expression("attribute_exists(#pk) AND #by = :mark")
+            .expression_attribute_names("#by", FIRST_PLAN_BY)
+            .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
+            .expression_attribute_values(":mark", s(mark))
+            .expression_attribute_values(":until", n(until_ms))
+            .send()
+            .bounded(&self.calls)
+            .await;
+        conditional("UpdateItem", &self.cursors, res)
     }
 
     /// Give up a first plan taken with [`Self::claim_first_plan`] and not

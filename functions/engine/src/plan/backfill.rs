@@ -93,7 +93,8 @@ pub(super) async fn apply_backfills(ferry: &Ferry, flow: &FlowSpec, p: &FlowPlan
         .await?;
         return Err(FerryError::Input(format!(
             "flow {}: {refused} replicated records while the backfill was planned (a backfill would write older records after \
-             them); nothing was moved. Fix: leave {refused}'s topic out of the backfill, or see `ferry status`",
+             them); nothing of this flow was moved (another flow's partitions, planned before it, may have been). Fix: leave \
+             {refused}'s topic out of the backfill, or see `ferry status`",
             flow.id()
         )));
     }
@@ -115,8 +116,9 @@ pub(super) async fn apply_backfills(ferry: &Ferry, flow: &FlowSpec, p: &FlowPlan
     .await?;
     if let Some((s, _)) = new.iter().zip(created).find(|(_, done)| !*done) {
         return Err(FerryError::Input(format!(
-            "{} started replicating while the backfill was planned (another plan made its cursor); nothing was moved for it. \
-             Fix: run the backfill again after the next run, if it has replicated nothing",
+            "{} started replicating while the backfill was planned (another plan made its cursor); nothing was moved for it \
+             (the backfill's partitions that had cursors were started). Fix: run the backfill of its topic again after the \
+             next run, if it has replicated nothing",
             s.tp
         )));
     }

@@ -11,9 +11,12 @@ use ferry_core::config::FlowSpec;
 use crate::context::Ferry;
 use crate::error::FerryError;
 
-/// How long a plan outside Lambda (the CLI's) holds a flow's first plan:
-/// it has no deadline, and one killed leaves its hold until then.
-const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(10 * 60);
+/// How long a plan outside Lambda (the CLI's) holds a flow's first plan
+/// at a time: it has no deadline, so it renews its hold every
+/// [`RENEW_EVERY`] while it plans; one killed leaves its hold until then.
+const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(2 * 60);
+/// See [`HOLD_OUTSIDE_LAMBDA`].
+const RENEW_EVERY: Duration = Duration::from_secs(30);
 /// Kept past a Lambda's deadline before its hold on a first plan ends:
 /// for the clocks of the two plans that compare it.
 const HOLD_MARGIN: Duration = Duration::from_secs(10);
@@ -55,6 +58,37 @@ pub(super) async fn take(ferry: &Ferry, flow: &FlowSpec, started: &FlowStart, un
             tracing::info!(flow = %flow.id(), "the flow's first plan finished in another plan meanwhile: the next plan plans the flow");
             Ok(Turn::Leave)
         }
+    }
+}
+
+/// Run `work` (the flow's plan), renewing the plan's hold on the flow's
+/// first plan meanwhile when it has no deadline to hold it by.
+pub(super) async fn renewing<F: std::future::Future>(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    hold: Option<&str>,
+    deadline: Option<SystemTime>,
+    work: F,
+) -> F::Output {
+    let Some(mark) = hold.filter(|_| deadline.is_none()) else {
+        return work.await;
+    };
+    let renew = async {
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            match ferry.store.renew_first_plan(&ferry.flow_key(flow), mark, hold_until_ms(None)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(flow = %flow.id(), "this plan's hold on the flow's first plan ran out and another plan took it");
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not renew the hold on the flow's first plan; trying again"),
+            }
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        () = renew => unreachable!("the renewal never ends"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! of the partition's can be on the target yet (see
 //! `StateStore::request_backfill`).
 
+use ferry_adapters::kafka::OffsetSpec;
 use ferry_adapters::state::{CursorItem, Lease, StateError};
 use ferry_core::offset_map::OffsetRun;
 
@@ -36,9 +37,22 @@ pub(super) async fn start_requested(
         );
         return Ok(item);
     }
-    match run.ferry.store.apply_requested_backfill(run.key, lease, from).await? {
+    // Retention may have passed the offset the plan resolved since: the
+    // backfill asked for what there is, so it starts at the log start then
+    // (records below it were history, not the flow's to lose).
+    let start = match run.source.list_offsets(std::slice::from_ref(tp), OffsetSpec::Earliest, false).await {
+        Ok(starts) => starts.get(tp).copied().unwrap_or(from).max(from),
+        Err(e) => {
+            tracing::warn!(
+                flow = %flow, topic = %tp.topic, partition = tp.partition, start = from, error = %e,
+                "backfill waits: could not read the partition's log start; a later holder starts it"
+            );
+            return Ok(item);
+        }
+    };
+    match run.ferry.store.apply_requested_backfill(run.key, lease, from, start).await? {
         Some(moved) => {
-            tracing::info!(flow = %flow, topic = %tp.topic, partition = tp.partition, start = from, "backfill: partition starts here");
+            tracing::info!(flow = %flow, topic = %tp.topic, partition = tp.partition, start, "backfill: partition starts here");
             Ok(moved)
         }
         None => {
