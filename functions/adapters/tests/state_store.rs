@@ -139,10 +139,11 @@ async fn lease_is_exclusive_and_a_taken_over_holder_is_fenced() {
     assert!(!after.writes_settled && after.lease_owner.is_none());
 }
 
-/// A backfill's restart moves a cursor whose lease expired; the holder may
-/// still be running (stalled past its lease). Its writes after that must
-/// read as a lost lease, never as its own applied by an earlier copy,
-/// even when the restart put the cursor exactly where the write goes.
+/// A backfill's restart moves a cursor whose lease expired (back only);
+/// the holder may still be running (stalled past its lease). Its writes
+/// after that must read as a lost lease, never as its own applied by an
+/// earlier copy, even when the write would put the cursor exactly where
+/// the restart did.
 #[tokio::test]
 async fn a_restarted_cursor_fences_a_holder_whose_lease_expired() {
     let s = store().await;
@@ -159,12 +160,13 @@ async fn a_restarted_cursor_fences_a_holder_whose_lease_expired() {
     skip.lease_expires_ms = now_ms() + 200;
     s.checkpoint("r/f", &stalled, &skip).await.expect("skip");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(s.restart_cursor("r/f", &tp, 150).await.expect("restart"));
+    // A backfill only goes back: never past records the flow has not copied.
+    assert!(!s.restart_cursor("r/f", &tp, 150).await.expect("restart forward"));
+    assert!(s.restart_cursor("r/f", &tp, 50).await.expect("restart back"));
     let mut next = cp(100, 150, vec![], None);
     next.records = 0;
     let res = s.checkpoint("r/f", &stalled, &next).await;
     assert!(matches!(res, Err(StateError::LeaseLost { .. })), "{res:?}");
-    assert!(s.restart_cursor("r/f", &tp, 50).await.expect("restart back"));
     let res = s.rewind_cursor("r/f", &stalled, 100, 50, None, &[], None).await;
     assert!(matches!(res, Err(StateError::LeaseLost { .. })), "{res:?}");
     let c = s.get_cursor("r/f", &tp).await.expect("get").expect("cursor");

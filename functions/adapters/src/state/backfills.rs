@@ -12,7 +12,7 @@ use ferry_core::domain::TopicPartition;
 use super::calls::Bounded;
 use super::cursor::{CursorItem, Lease};
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, partition_sk, s, BACKFILL_FROM, PK, SK_CURSOR};
+use super::schema::{n, now_ms, s, BACKFILL_FROM, PK};
 use super::{StateError, StateStore};
 
 /// Nothing of the partition's is on the target that a cursor moved back
@@ -32,11 +32,8 @@ impl StateStore {
     /// partition next applies it ([`Self::apply_requested_backfill`]).
     pub async fn request_backfill(&self, flow: &str, tp: &TopicPartition, from: i64) -> Result<bool, StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_cursor(flow, tp)
+            .await?
             .update_expression("SET #from = :from, backfill_requested_ms = :now")
             .condition_expression(format!(
                 "attribute_exists(#pk) AND next_source_offset >= :from AND {NOTHING_REPLICATED}"
@@ -56,11 +53,8 @@ impl StateStore {
     /// backfill's: nothing of it is to happen).
     pub async fn withdraw_backfill(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_cursor(flow, tp)
+            .await?
             .update_expression("REMOVE #from, backfill_requested_ms")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
@@ -86,11 +80,8 @@ impl StateStore {
         start: i64,
     ) -> Result<Option<CursorItem>, StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
-            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_cursor(flow, &lease.tp)
+            .await?
             .update_expression(
                 "SET next_source_offset = :start, start_offset = :start, updated_ms = :now REMOVE #from, backfill_requested_ms",
             )
@@ -124,11 +115,8 @@ impl StateStore {
     /// longer happen (the partition replicated records since).
     pub async fn drop_requested_backfill(&self, flow: &str, lease: &Lease) -> Result<(), StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
-            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_cursor(flow, &lease.tp)
+            .await?
             .update_expression("REMOVE #from, backfill_requested_ms")
             .condition_expression("lease_owner = :owner AND lease_epoch = :epoch")
             .expression_attribute_names("#from", BACKFILL_FROM)

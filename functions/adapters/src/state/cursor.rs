@@ -292,11 +292,8 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let mut sets = Vec::new();
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_cursor(flow, tp)
+            .await?
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK);
         for (attr, value) in [("source_topic_id", source_topic_id), ("target_topic_id", target_topic_id)] {
@@ -341,11 +338,8 @@ impl StateStore {
     /// `StateStore::checkpoint`'s outcome).
     pub async fn restart_cursor(&self, flow: &str, tp: &TopicPartition, start: i64) -> Result<bool, StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_cursor(flow, tp)
+            .await?
             .update_expression(
                 "SET next_source_offset = :start, start_offset = :start, updated_ms = :now, \
                  lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE lease_owner, backfill_from, backfill_requested_ms",
@@ -406,11 +400,8 @@ impl StateStore {
     ) -> Result<(Lease, CursorItem), StateError> {
         let now = now_ms();
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_cursor(flow, tp)
+            .await?
             .update_expression(
                 "SET lease_owner = :me, lease_expires_ms = :exp, lease_ends_ms = :ends, lease_epoch = lease_epoch + :one, updated_ms = :now",
             )
@@ -512,11 +503,8 @@ impl StateStore {
     /// `target_end` is recorded as the reconcile start if none is stored yet.
     pub async fn set_producer(&self, flow: &str, lease: &Lease, producer: &ProducerRecord<'_>, target_end: i64) -> Result<(), StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
-            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
+            .update_cursor(flow, &lease.tp)
+            .await?
             .update_expression(
                 "SET producer_id = :pid, producer_epoch = :pe, transactional_id = :tid, updated_ms = :now, \
                  next_target_offset = if_not_exists(next_target_offset, :tend), producer_next_sequence = :seq \
@@ -558,15 +546,9 @@ impl StateStore {
     /// know, so the next holder need not fence it.
     pub async fn release_lease(&self, flow: &str, lease: &Lease, rate: Rate, settled: bool) -> Result<(), StateError> {
         let set_settled = if settled { ", writes_settled = :settled" } else { "" };
-        let req = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, &lease.tp).await?))
-            .key(SK_CURSOR, s(partition_sk(&lease.tp)))
-            .update_expression(format!(
-                "REMOVE lease_owner SET lease_expires_ms = :zero, records_per_s = :rps, bytes_per_s = :bps{set_settled}"
-            ));
+        let req = self.update_cursor(flow, &lease.tp).await?.update_expression(format!(
+            "REMOVE lease_owner SET lease_expires_ms = :zero, records_per_s = :rps, bytes_per_s = :bps{set_settled}"
+        ));
         let req = if settled {
             req.expression_attribute_values(":settled", AttributeValue::Bool(true))
         } else {
@@ -592,11 +574,8 @@ impl StateStore {
     /// split its partitions between them.
     pub async fn claim_handoff(&self, flow: &str, tp: &TopicPartition, owner: &str, until_ms: i64) -> Result<bool, StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.cursors)
-            .key(PK, s(self.partition_pk(flow, tp).await?))
-            .key(SK_CURSOR, s(partition_sk(tp)))
+            .update_cursor(flow, tp)
+            .await?
             .update_expression("SET handoff_to = :me, handoff_until_ms = :until")
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(handoff_to) OR handoff_until_ms < :now OR handoff_to = :me)",

@@ -262,6 +262,20 @@ impl StateStore {
         Ok(spread_pk(flow, self.key_shards(flow).await?, tp))
     }
 
+    /// An update of `tp`'s cursor item in `flow` (conditions its own).
+    pub(super) async fn update_cursor(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+    ) -> Result<aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder, StateError> {
+        Ok(self
+            .client
+            .update_item()
+            .table_name(&self.cursors)
+            .key(PK, s(self.partition_pk(flow, tp).await?))
+            .key(SK_CURSOR, s(partition_sk(tp))))
+    }
+
     /// Every partition key of `flow`'s partition items.
     pub(super) async fn partition_pks(&self, flow: &str) -> Result<Vec<String>, StateError> {
         Ok(spread_pks(flow, self.key_shards(flow).await?))
