@@ -72,10 +72,12 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
     if let Some(b) = &input.backfill {
         check_backfill(ferry, b).await?;
     }
-    let hold_until_ms = first_plan::hold_until_ms(deadline);
     let mut planned = Vec::with_capacity(ferry.spec.flows.len());
     for flow in &ferry.spec.flows {
         let (started, ids) = start_flow(ferry, flow).await?;
+        // Each flow's hold from when it is taken: the flows before it may
+        // have taken longer than a hold outside Lambda lasts.
+        let hold_until_ms = first_plan::hold_until_ms(deadline);
         let first_plan::Turn::Plan { hold } = first_plan::take(ferry, flow, &started, hold_until_ms).await? else {
             if let Some(b) = input.backfill.as_ref().filter(|b| b.topics.iter().any(|t| flow.selects_topic(t))) {
                 return Err(FerryError::Input(format!(

@@ -242,7 +242,7 @@ where
             total_bytes,
             elapsed: started.elapsed(),
         }));
-        let progressed = round.records > 0 || round.reconciled > 0;
+        let progressed = round.records > 0 || round.moved;
         let stalled_for = match (progressed, &mut stalled_since) {
             (true, since) => {
                 *since = None;

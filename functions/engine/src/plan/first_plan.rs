@@ -14,9 +14,11 @@ use crate::error::FerryError;
 /// How long a plan outside Lambda (the CLI's) holds a flow's first plan
 /// at a time: it has no deadline, so it renews its hold every
 /// [`RENEW_EVERY`] while it plans; one killed leaves its hold until then.
-const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(2 * 60);
+/// Long against clocks: a Lambda compares the CLI machine's time with its
+/// own, and one minutes behind would otherwise make its hold look over.
+const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(10 * 60);
 /// See [`HOLD_OUTSIDE_LAMBDA`].
-const RENEW_EVERY: Duration = Duration::from_secs(30);
+const RENEW_EVERY: Duration = Duration::from_secs(60);
 /// Kept past a Lambda's deadline before its hold on a first plan ends:
 /// for the clocks of the two plans that compare it.
 const HOLD_MARGIN: Duration = Duration::from_secs(10);
@@ -62,33 +64,44 @@ pub(super) async fn take(ferry: &Ferry, flow: &FlowSpec, started: &FlowStart, un
 }
 
 /// Run `work` (the flow's plan), renewing the plan's hold on the flow's
-/// first plan meanwhile when it has no deadline to hold it by.
-pub(super) async fn renewing<F: std::future::Future>(
+/// first plan meanwhile when it has no deadline to hold it by. A hold
+/// another plan took (this one could not renew it in time) ends `work`
+/// with an error: two plans would make the flow's cursors at once.
+pub(super) async fn renewing<T>(
     ferry: &Ferry,
     flow: &FlowSpec,
     hold: Option<&str>,
     deadline: Option<SystemTime>,
-    work: F,
-) -> F::Output {
+    work: impl std::future::Future<Output = Result<T, FerryError>>,
+) -> Result<T, FerryError> {
     let Some(mark) = hold.filter(|_| deadline.is_none()) else {
         return work.await;
     };
+    let key = ferry.flow_key(flow);
     let renew = async {
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            match ferry.store.renew_first_plan(&ferry.flow_key(flow), mark, hold_until_ms(None)).await {
+            match ferry.store.renew_first_plan(&key, mark, hold_until_ms(None)).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(flow = %flow.id(), "this plan's hold on the flow's first plan ran out and another plan took it");
-                    std::future::pending::<()>().await;
-                }
+                Ok(false) => match ferry.store.flow_marker(&key).await {
+                    // Finished (by this plan, which goes on with the
+                    // flow's housekeeping): nothing more to hold.
+                    Ok(m) if !m.first => std::future::pending::<()>().await,
+                    _ => {
+                        return FerryError::NotReady(format!(
+                            "flow {}: this plan's hold on the flow's first plan ran out and another plan took it; this plan \
+                             stops, leaving the flow to that one",
+                            flow.id()
+                        ))
+                    }
+                },
                 Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not renew the hold on the flow's first plan; trying again"),
             }
         }
     };
     tokio::select! {
         out = work => out,
-        () = renew => unreachable!("the renewal never ends"),
+        e = renew => Err(e),
     }
 }
 

@@ -50,6 +50,17 @@ pub(super) async fn start_requested(
             return Ok(item);
         }
     };
+    if start > item.next_source_offset {
+        // Retention passed the cursor too: records the flow had to copy are
+        // gone, which the partition's own read reports (or skips with
+        // ResumeAfterDataLoss); a backfill has nothing left to start.
+        tracing::warn!(
+            flow = %flow, topic = %tp.topic, partition = tp.partition, start, cursor = item.next_source_offset,
+            "backfill dropped: the source's log start is past the cursor now, so there is no history left to copy"
+        );
+        run.ferry.store.drop_requested_backfill(run.key, lease).await?;
+        return Ok(item);
+    }
     match run.ferry.store.apply_requested_backfill(run.key, lease, from, start).await? {
         Some(moved) => {
             tracing::info!(flow = %flow, topic = %tp.topic, partition = tp.partition, start, "backfill: partition starts here");

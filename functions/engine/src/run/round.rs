@@ -56,6 +56,9 @@ pub(crate) struct Round {
     pub(crate) failed: Vec<FerryError>,
     /// Partitions not caught up that did not fail, and why they stopped.
     pub(crate) waiting: Vec<(TopicPartition, StopReason)>,
+    /// Some partition's cursor moved since the round before (records
+    /// copied, filtered, reconciled, skipped: progress of any kind).
+    pub(crate) moved: bool,
 }
 
 impl Round {
@@ -105,6 +108,8 @@ pub(crate) struct Rounds {
     once: bool,
     /// Those end offsets, by flow and source partition.
     start_ends: HashMap<(String, TopicPartition), i64>,
+    /// Each partition's cursor after the last round it was held in.
+    cursors: HashMap<(String, TopicPartition), i64>,
 }
 
 impl Rounds {
@@ -114,6 +119,7 @@ impl Rounds {
         Rounds {
             once,
             start_ends: HashMap::new(),
+            cursors: HashMap::new(),
         }
     }
 
@@ -139,16 +145,20 @@ impl Rounds {
     }
 
     /// Every batch's Replicate at once, within `budget`.
-    pub(crate) async fn replicate(&self, ferry: &Ferry, planned: &Planned, budget: &Budget) -> Round {
+    pub(crate) async fn replicate(&mut self, ferry: &Ferry, planned: &Planned, budget: &Budget) -> Round {
         let results = futures::future::join_all(planned.batches.iter().map(|b| crate::replicate::replicate(ferry, b, budget))).await;
         let mut round = Round {
             all_caught_up: true,
             ..Round::default()
         };
-        for res in results {
+        for (batch, res) in planned.batches.iter().zip(results) {
             match res {
                 Ok(out) => {
                     for p in out.partitions {
+                        if p.cursor >= 0 {
+                            let before = self.cursors.insert((batch.flow.clone(), p.source.clone()), p.cursor);
+                            round.moved |= before != Some(p.cursor);
+                        }
                         round.records += p.records;
                         round.bytes += p.bytes;
                         round.reconciled += p.reconciled;
