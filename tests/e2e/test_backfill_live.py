@@ -66,8 +66,12 @@ def live_backfill(tmp_path, name: str):
     ferry = Ferry(kc, ri)
     log = tmp_path / "run.log"
     proc = ferry.spawn("--round-seconds", "10", log=log)
-    wait_until_leased(ferry, topic, 2)
-    res = subprocess.run(ferry.args("backfill", "--topics", topic), capture_output=True, text=True, timeout=120)
+    try:
+        wait_until_leased(ferry, topic, 2)
+        res = subprocess.run(ferry.args("backfill", "--topics", topic), capture_output=True, text=True, timeout=120)
+    except BaseException:
+        proc.kill()  # not left running past the test
+        raise
     return topic, ferry, proc, log, res
 
 

@@ -144,6 +144,7 @@ def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
     ferry = Ferry(kc, ri)
     slow = subprocess.Popen(ferry.args("plan"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, FERRY_FAILPOINT="stall-making-cursors:20"))
+    once = None
     try:
         for line in slow.stderr:
             if "failpoint stall-making-cursors" in line:
@@ -164,6 +165,8 @@ def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
         assert once.wait(timeout=120) == 0
     finally:
         slow.kill()
+        if once is not None:
+            once.kill()
     p = producer(SOURCE)
     for part in range(3):
         for i in range(3):

@@ -15,7 +15,8 @@ use crate::error::FerryError;
 /// at a time: it has no deadline, so it renews its hold every
 /// [`RENEW_EVERY`] while it plans; one killed leaves its hold until then.
 /// Long against clocks: a Lambda compares the CLI machine's time with its
-/// own, and one minutes behind would otherwise make its hold look over.
+/// own, and one a minute or more behind would otherwise make its hold look
+/// over.
 const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(10 * 60);
 /// See [`HOLD_OUTSIDE_LAMBDA`].
 const RENEW_EVERY: Duration = Duration::from_secs(60);
@@ -115,7 +116,7 @@ pub(super) async fn release(ferry: &Ferry, flow: &FlowSpec, hold: Option<String>
     }
 }
 
-/// What the flow's marker says of its first plan, for [`decide`].
+/// What the flow's marker says of its first plan, for `decide`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct FirstPlan {
     /// The flow's first plan has not finished.
