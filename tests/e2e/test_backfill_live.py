@@ -55,19 +55,19 @@ def wait_for_keys(topic: str, part: int, n: int, timeout_s: float = 90) -> list[
     return got
 
 
-def live_backfill(tmp_path, name: str):
-    """A LATEST flow of a 2-partition topic holding history, replicating in
-    a running `ferry run` that holds both partitions, and a backfill of the
-    topic from EARLIEST while it does."""
+def live_backfill(tmp_path, name: str, partitions: int = 2):
+    """A LATEST flow of a topic holding history, replicating in a running
+    `ferry run` that holds every partition, and a backfill of the topic
+    from EARLIEST while it does."""
     topic = unique(name)
-    create_topic(SOURCE, topic, 2)
-    produce(topic, "before", 2, 10)
+    create_topic(SOURCE, topic, partitions)
+    produce(topic, "before", partitions, 10)
     kc, ri = write_config(tmp_path, [topic], starting="LATEST")
     ferry = Ferry(kc, ri)
     log = tmp_path / "run.log"
     proc = ferry.spawn("--round-seconds", "10", log=log)
     try:
-        wait_until_leased(ferry, topic, 2)
+        wait_until_leased(ferry, topic, partitions)
         res = subprocess.run(ferry.args("backfill", "--topics", topic), capture_output=True, text=True, timeout=120)
     except BaseException:
         proc.kill()  # not left running past the test
@@ -149,16 +149,8 @@ def test_a_backfill_asked_before_retention_passed_its_start_starts_at_the_log_st
     the next holder starts it. That is history no longer there, not data
     the flow lost: the holder starts at the log start, and the partition
     copies on instead of stopping with a data-loss error every round."""
-    topic = unique("backfill-retention")
-    create_topic(SOURCE, topic, 1)
-    produce(topic, "before", 1, 10)
-    kc, ri = write_config(tmp_path, [topic], starting="LATEST")
-    ferry = Ferry(kc, ri)
-    log = tmp_path / "run.log"
-    proc = ferry.spawn("--round-seconds", "10", log=log)
+    topic, ferry, proc, log, res = live_backfill(tmp_path, "backfill-retention", partitions=1)
     try:
-        wait_until_leased(ferry, topic, 1)
-        res = subprocess.run(ferry.args("backfill", "--topics", topic), capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
         admin = AdminClient({"bootstrap.servers": SOURCE})
         for f in admin.delete_records([KafkaTopicPartition(topic, 0, 5)]).values():
