@@ -274,6 +274,9 @@ impl KafkaCluster {
             tracing::info!(cluster = %self.alias, error = %res.as_ref().err().map(ToString::to_string).unwrap_or_default(),
                 "authentication refused; reading the credentials again and trying once more");
             res = attempt().await;
+            if matches!(res, Err(KafkaError::Auth { .. })) {
+                res = self.try_pending(addr, &client_id, res).await;
+            }
         }
         match &res {
             Ok(_) => *lock(&self.auth_backoff) = None,
@@ -281,6 +284,34 @@ impl KafkaCluster {
             Err(_) => {}
         }
         res
+    }
+
+    /// After the secret's current version was refused twice: a rotation
+    /// may have set the new password in Kafka and not yet made it current
+    /// (see `Security::adopt_pending`). Connect with the pending version if
+    /// there is one; if that is refused too, or cannot be read, the
+    /// current version's refusal stands.
+    async fn try_pending(&self, addr: &str, client_id: &str, refused: Result<Connection, KafkaError>) -> Result<Connection, KafkaError> {
+        let pending = match self.security.adopt_pending().await {
+            Ok(Some(p)) => p,
+            Ok(None) => return refused,
+            Err(e) => {
+                tracing::warn!(cluster = %self.alias, error = %e, "the secret's AWSPENDING version could not be read");
+                return refused;
+            }
+        };
+        match Connection::connect(addr, &self.alias, client_id, self.request_timeout, &pending).await {
+            Ok(conn) => {
+                tracing::warn!(cluster = %self.alias, broker = addr,
+                    "connected with the secret's AWSPENDING version: a rotation has set the new password in Kafka and not yet made it AWSCURRENT");
+                Ok(conn)
+            }
+            Err(e) => {
+                tracing::info!(cluster = %self.alias, error = %e, "the secret's AWSPENDING version was refused too");
+                self.security.forget().await;
+                refused
+            }
+        }
     }
 
     /// Forget the wait an earlier refusal left (see `connect`): a new

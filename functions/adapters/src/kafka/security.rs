@@ -168,7 +168,11 @@ impl Security {
         if let Some(r) = held.as_ref() {
             return Ok(r.clone());
         }
-        let r = Arc::new(self.read().await?);
+        let r = self
+            .read(None)
+            .await?
+            .ok_or_else(|| KafkaError::protocol("", "Secrets Manager answered with no current version of a secret"))?;
+        let r = Arc::new(r);
         *held = Some(r.clone());
         Ok(r)
     }
@@ -179,12 +183,40 @@ impl Security {
         *self.resolved.lock().await = None;
     }
 
-    async fn read(&self) -> Result<Resolved, KafkaError> {
+    /// The SCRAM secret's `AWSPENDING` version, now held in place of what
+    /// was read, when there is one and it differs from the current
+    /// credentials. A rotation function sets the new password in Kafka
+    /// (its setSecret step) before it moves `AWSCURRENT` to it
+    /// (finishSecret): in between, only the pending version is taken. Once
+    /// the rotation finishes, `AWSCURRENT` holds the same password; a
+    /// refusal forgets it (see `forget`), and `AWSCURRENT` is read again.
+    /// `None`: no SCRAM secret, no pending version, or the same one.
+    pub async fn adopt_pending(&self) -> Result<Option<Arc<Resolved>>, KafkaError> {
+        if !matches!(self.spec.sasl, Some(SaslSource::Scram { .. })) {
+            return Ok(None);
+        }
+        let Some(pending) = self.read(Some(PENDING)).await? else {
+            return Ok(None);
+        };
+        let current = self.resolve().await?;
+        if same_scram(current.sasl.as_ref(), pending.sasl.as_ref()) {
+            return Ok(None);
+        }
+        let pending = Arc::new(pending);
+        *self.resolved.lock().await = Some(pending.clone());
+        Ok(Some(pending))
+    }
+
+    /// The settings from the secrets' `AWSCURRENT` versions, or with the
+    /// SCRAM secret's version at `stage` (`None` if it has none).
+    async fn read(&self, stage: Option<&str>) -> Result<Option<Resolved>, KafkaError> {
         let mut scram_certificate = None;
         let sasl = match &self.spec.sasl {
             None => None,
             Some(SaslSource::Scram { hash, secret_arn }) => {
-                let secret = self.secret(secret_arn).await?;
+                let Some(secret) = self.secret(secret_arn, stage).await? else {
+                    return Ok(None);
+                };
                 let field = |name: &str| -> Result<String, KafkaError> {
                     secret.get(name).and_then(|v| v.as_str()).map(str::to_owned).ok_or_else(|| {
                         self.secret_error(
@@ -216,7 +248,7 @@ impl Security {
                     TrustSource::PublicRoots => None,
                     TrustSource::ScramSecretOrPublicRoots => scram_certificate.map(|pem| ("the SCRAM secret".to_owned(), pem)),
                     TrustSource::Secret(arn) => {
-                        let secret = self.secret(arn).await?;
+                        let secret = self.secret(arn, None).await?.unwrap_or_default();
                         let pem = secret.get("certificate").and_then(|v| v.as_str()).ok_or_else(|| {
                             self.secret_error(arn, "has no string field `certificate`; store the CA chain (PEM) there".into())
                         })?;
@@ -226,7 +258,7 @@ impl Security {
                 Some(Arc::new(self.tls_config(pem)?))
             }
         };
-        Ok(Resolved { tls, sasl })
+        Ok(Some(Resolved { tls, sasl }))
     }
 
     fn tls_config(&self, pem: Option<(String, String)>) -> Result<rustls::ClientConfig, KafkaError> {
@@ -259,13 +291,29 @@ impl Security {
             .with_no_client_auth())
     }
 
-    /// A secret's JSON object.
-    async fn secret(&self, arn: &str) -> Result<serde_json::Map<String, serde_json::Value>, KafkaError> {
+    /// A secret's JSON object: its `AWSCURRENT` version, or the one at
+    /// `stage` (`None` if no version has that label).
+    async fn secret(&self, arn: &str, stage: Option<&str>) -> Result<Option<serde_json::Map<String, serde_json::Value>>, KafkaError> {
         let client = self
             .secrets
             .as_ref()
             .ok_or_else(|| self.secret_error(arn, "cannot be read: no AWS configuration".into()))?;
-        let out = client.get_secret_value().secret_id(arn).send().await.map_err(|e| {
+        let res = client
+            .get_secret_value()
+            .secret_id(arn)
+            .set_version_stage(stage.map(str::to_owned))
+            .send()
+            .await;
+        if stage.is_some()
+            && res
+                .as_ref()
+                .err()
+                .and_then(|e| e.as_service_error())
+                .is_some_and(|e| e.is_resource_not_found_exception())
+        {
+            return Ok(None);
+        }
+        let out = res.map_err(|e| {
             // Unreachable is not refused: point at the network, not the ARN.
             let transient = crate::aws::is_transient(&e);
             let fix = crate::aws::unreachable_hint(&e, "secretsmanager")
@@ -282,7 +330,7 @@ impl Security {
             .secret_string()
             .ok_or_else(|| self.secret_error(arn, "holds no SecretString; store a JSON object".into()))?;
         match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
             // Never echo the text: it is the secret.
             _ => Err(self.secret_error(
                 arn,
@@ -307,6 +355,28 @@ impl Security {
             detail,
             transient: false,
         }
+    }
+}
+
+/// The Secrets Manager label of a version a rotation is making.
+const PENDING: &str = "AWSPENDING";
+
+/// Whether two SCRAM credentials are the same user and password.
+fn same_scram(a: Option<&SaslCredentials>, b: Option<&SaslCredentials>) -> bool {
+    match (a, b) {
+        (
+            Some(SaslCredentials::Scram {
+                username: ua,
+                password: pa,
+                ..
+            }),
+            Some(SaslCredentials::Scram {
+                username: ub,
+                password: pb,
+                ..
+            }),
+        ) => ua == ub && pa.expose() == pb.expose(),
+        _ => false,
     }
 }
 
