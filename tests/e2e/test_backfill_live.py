@@ -5,6 +5,8 @@ the cursor instead, and the partition's next holder starts it there,
 unless the partition replicated records first (then older records would
 land after newer ones on the target: the request is dropped, and said)."""
 
+import json
+import signal
 import subprocess
 import time
 
@@ -80,6 +82,21 @@ def test_a_backfill_of_partitions_a_worker_holds_is_started_by_their_next_holder
     try:
         assert res.returncode == 0, res.stdout + res.stderr
         assert "leased by a running worker" in res.stdout, res.stdout
+        # The requests wait on the cursors: `ferry status` shows them. The
+        # worker is paused so that what the state holds stands still.
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            held = {int(c["partition_index"]["N"]): int(c["backfill_from"]["N"]) for c in cursors(ferry, topic) if "backfill_from" in c}
+            st = subprocess.run(ferry.args("status", "--json"), capture_output=True, text=True, timeout=60)
+            table = subprocess.run(ferry.args("status"), capture_output=True, text=True, timeout=60)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert st.returncode == 0 and table.returncode == 0, st.stderr + table.stderr
+        shown = {r["partition"]: r["backfill_from"] for r in json.loads(st.stdout)["partitions"]
+                 if r["topic"] == topic and "backfill_from" in r}
+        assert held and shown == held == {p: 0 for p in held}, (held, st.stdout)
+        assert "Backfills waiting for the partition's next holder" in table.stdout, table.stdout
+        assert f"{topic}-{min(held)} from offset 0" in table.stdout, table.stdout
         for part in range(2):
             assert wait_for_keys(topic, part, 10) == [f"before-{part}-{i}" for i in range(10)]
         # Replication goes on from the end, with nothing twice.

@@ -48,6 +48,11 @@ pub struct PartitionStatus {
     /// the next holder checks the source's log against (KIP-320); none
     /// before the first checkpoint that stored one.
     pub leader_epoch: Option<i32>,
+    /// A backfill asked while a worker held the partition: the source
+    /// offset its next holder starts it at, unless the partition
+    /// replicates records first (the request is then dropped and logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill_from: Option<i64>,
 }
 
 /// One partition of one consumer group, as last synced.
@@ -174,6 +179,7 @@ pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<T
         lease_owner: c.lease_owner.clone().filter(|_| c.lease_expires_ms > now),
         last_error: c.last_error.clone(),
         leader_epoch: c.leader_epoch,
+        backfill_from: c.backfill_from,
     }
 }
 

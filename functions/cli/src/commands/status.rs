@@ -36,6 +36,13 @@ pub(crate) async fn status(args: StatusArgs) -> Result<ExitCode, String> {
         "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10} {:>7} {:>9} {:>10}  {:<24} ERROR",
         "FLOW", "TOPIC", "PART", "SOURCE_END", "CURSOR", "LAG", "LAG_S", "REC/S", "BYTES/S", "LAST_RECORD"
     );
+    let waiting: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.backfill_from
+                .map(|from| format!("{} {}-{} from offset {from}", r.flow, r.topic, r.partition))
+        })
+        .collect();
     for r in rows {
         let ts = r.last_record_timestamp_ms.map(format_ms).unwrap_or_else(|| "-".into());
         println!(
@@ -51,6 +58,13 @@ pub(crate) async fn status(args: StatusArgs) -> Result<ExitCode, String> {
             r.bytes_per_s,
             ts,
             r.last_error.unwrap_or_default()
+        );
+    }
+    if !waiting.is_empty() {
+        println!();
+        println!(
+            "Backfills waiting for the partition's next holder (dropped if it replicates records first): {}",
+            waiting.join(", ")
         );
     }
     if !st.groups.is_empty() {
