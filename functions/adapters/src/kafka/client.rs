@@ -274,12 +274,11 @@ impl KafkaCluster {
                 Err(e @ KafkaError::Auth { .. }) => {
                     // Refused when the session was renewed: the password may
                     // have been rotated since this connection logged in.
-                    // Connect again with the credentials read afresh (and
-                    // once more, see `connect`); a refusal then is the answer.
+                    // Connect again: a refusal then reads the secret's
+                    // versions again (see `connect`).
                     tracing::info!(cluster = %self.alias, broker = addr, error = %e,
-                        "re-authentication refused; connecting again with the credentials read afresh");
+                        "re-authentication refused; connecting again, reading the credentials again if refused");
                     *guard = None;
-                    self.security.forget().await;
                 }
                 Err(e) => {
                     if e.breaks_connection() {
@@ -300,7 +299,7 @@ impl KafkaCluster {
                 *guard = None;
             }
             if matches!(e, KafkaError::Auth { .. }) {
-                self.auth_failed(e).await; // re-authentication refused
+                self.auth_failed(e); // re-authentication refused
             }
         }
         res

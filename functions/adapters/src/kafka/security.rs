@@ -4,9 +4,9 @@
 //! OAUTHBEARER with a SigV4 token signed with the function's own
 //! credentials).
 //!
-//! Secrets are read when a connection is first made and kept; after an
-//! authentication failure they are forgotten, so the next connection reads
-//! them again: a rotated password is picked up without a restart.
+//! Secrets are read when a connection is first made and kept; after a
+//! refused login the secret's versions are read again (see `versions`), so
+//! a rotated password is picked up without a restart.
 //! Nothing here puts a password, token or key into an error, a log line or
 //! a `Debug` output.
 
@@ -20,6 +20,9 @@ use tokio_rustls::rustls;
 use super::error::KafkaError;
 pub use super::redacted::Redacted;
 use super::scram::ScramHash;
+
+mod versions;
+pub use versions::{Credentials, Stage};
 
 /// Where the TLS trust comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +128,7 @@ pub struct Security {
     spec: SecuritySpec,
     secrets: Option<SecretsClient>,
     aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
-    resolved: tokio::sync::Mutex<Option<Arc<Resolved>>>,
+    held: tokio::sync::Mutex<versions::Held>,
 }
 
 impl std::fmt::Debug for Security {
@@ -152,7 +155,7 @@ impl Security {
                 .and_then(aws_config::SdkConfig::credentials_provider)
                 .map(|p| aws_credential_types::provider::SharedCredentialsProvider::new(CachedCredentials::new(p))),
             spec,
-            resolved: tokio::sync::Mutex::new(None),
+            held: tokio::sync::Mutex::new(versions::Held::default()),
         }
     }
 
@@ -161,56 +164,12 @@ impl Security {
         self.spec.tls.is_none() && self.spec.sasl.is_none()
     }
 
-    /// The settings for a new connection, reading the secrets if they are
-    /// not held yet.
-    pub async fn resolve(&self) -> Result<Arc<Resolved>, KafkaError> {
-        let mut held = self.resolved.lock().await;
-        if let Some(r) = held.as_ref() {
-            return Ok(r.clone());
-        }
-        let r = self
-            .read(None)
-            .await?
-            .ok_or_else(|| KafkaError::protocol("", "Secrets Manager answered with no current version of a secret"))?;
-        let r = Arc::new(r);
-        *held = Some(r.clone());
-        Ok(r)
-    }
-
-    /// Forget what was read: the next connection reads the secrets again
-    /// (after an authentication failure, e.g. a rotated password).
-    pub async fn forget(&self) {
-        *self.resolved.lock().await = None;
-    }
-
-    /// The SCRAM secret's `AWSPENDING` version, now held in place of what
-    /// was read, when there is one and it differs from the current
-    /// credentials. A rotation function sets the new password in Kafka
-    /// (its setSecret step) before it moves `AWSCURRENT` to it
-    /// (finishSecret): in between, only the pending version is taken. Once
-    /// the rotation finishes, `AWSCURRENT` holds the same password; a
-    /// refusal forgets it (see `forget`), and `AWSCURRENT` is read again.
-    /// `None`: no SCRAM secret, no pending version, or the same one.
-    pub async fn adopt_pending(&self) -> Result<Option<Arc<Resolved>>, KafkaError> {
-        if !matches!(self.spec.sasl, Some(SaslSource::Scram { .. })) {
-            return Ok(None);
-        }
-        let Some(pending) = self.read(Some(PENDING)).await? else {
-            return Ok(None);
-        };
-        let current = self.resolve().await?;
-        if same_scram(current.sasl.as_ref(), pending.sasl.as_ref()) {
-            return Ok(None);
-        }
-        let pending = Arc::new(pending);
-        *self.resolved.lock().await = Some(pending.clone());
-        Ok(Some(pending))
-    }
-
     /// The settings from the secrets' `AWSCURRENT` versions, or with the
-    /// SCRAM secret's version at `stage` (`None` if it has none).
-    async fn read(&self, stage: Option<&str>) -> Result<Option<Resolved>, KafkaError> {
+    /// SCRAM secret's version at `stage` (`None` if it has none), and a
+    /// fingerprint of what the secrets gave (`None`: nothing read from one).
+    async fn read(&self, stage: Option<&str>) -> Result<Option<(Resolved, Option<u64>)>, KafkaError> {
         let mut scram_certificate = None;
+        let mut read: Vec<Option<String>> = Vec::new();
         let sasl = match &self.spec.sasl {
             None => None,
             Some(SaslSource::Scram { hash, secret_arn }) => {
@@ -226,10 +185,12 @@ impl Security {
                     })
                 };
                 scram_certificate = secret.get("certificate").and_then(|v| v.as_str()).map(str::to_owned);
+                let (username, password) = (field("username")?, field("password")?);
+                read.extend([Some(username.clone()), Some(password.clone()), scram_certificate.clone()]);
                 Some(SaslCredentials::Scram {
                     hash: *hash,
-                    username: field("username")?,
-                    password: Redacted::new(field("password")?),
+                    username,
+                    password: Redacted::new(password),
                 })
             }
             Some(SaslSource::MskIam { region }) => Some(SaslCredentials::MskIam {
@@ -252,13 +213,15 @@ impl Security {
                         let pem = secret.get("certificate").and_then(|v| v.as_str()).ok_or_else(|| {
                             self.secret_error(arn, "has no string field `certificate`; store the CA chain (PEM) there".into())
                         })?;
+                        read.push(Some(pem.to_owned()));
                         Some((format!("secret {arn}"), pem.to_owned()))
                     }
                 };
                 Some(Arc::new(self.tls_config(pem)?))
             }
         };
-        Ok(Some(Resolved { tls, sasl }))
+        let fingerprint = (!read.is_empty()).then(|| versions::fingerprint(read.iter().map(Option::as_deref)));
+        Ok(Some((Resolved { tls, sasl }, fingerprint)))
     }
 
     fn tls_config(&self, pem: Option<(String, String)>) -> Result<rustls::ClientConfig, KafkaError> {
@@ -355,28 +318,6 @@ impl Security {
             detail,
             transient: false,
         }
-    }
-}
-
-/// The Secrets Manager label of a version a rotation is making.
-const PENDING: &str = "AWSPENDING";
-
-/// Whether two SCRAM credentials are the same user and password.
-fn same_scram(a: Option<&SaslCredentials>, b: Option<&SaslCredentials>) -> bool {
-    match (a, b) {
-        (
-            Some(SaslCredentials::Scram {
-                username: ua,
-                password: pa,
-                ..
-            }),
-            Some(SaslCredentials::Scram {
-                username: ub,
-                password: pb,
-                ..
-            }),
-        ) => ua == ub && pa.expose() == pb.expose(),
-        _ => false,
     }
 }
 

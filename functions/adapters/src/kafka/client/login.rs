@@ -1,10 +1,12 @@
-//! Logging in to a broker: a new connection authenticates with what the
-//! cluster's security resolved; a refusal reads the credentials once more
-//! and tries again, then the secret's pending version (a rotation half
-//! done), and then waits, longer after each further refusal, so wrong
-//! credentials do not hammer the broker and fixed ones are picked up.
+//! Logging in to a broker: a new connection authenticates with the
+//! credentials the cluster's security holds; a refusal reads the secret's
+//! versions again and tries each one not yet refused (see
+//! `security::versions`), and then waits, longer after each further
+//! refusal, so wrong credentials do not hammer the broker and fixed ones
+//! are picked up.
 
 use super::*;
+use crate::kafka::security::Stage;
 
 /// The first wait after an authentication or TLS failure, doubled on each
 /// further one up to `AUTH_BACKOFF_MAX`: credentials that are wrong stay
@@ -31,57 +33,43 @@ impl KafkaCluster {
             });
         }
         let client_id = format!("ferry-{}", self.alias);
-        let attempt = || async {
-            match self.security.resolve().await {
-                Ok(resolved) => Connection::connect(addr, &self.alias, &client_id, self.request_timeout, &resolved).await,
-                Err(e) => Err(e),
-            }
-        };
-        let mut res = attempt().await;
-        if res.as_ref().is_err_and(KafkaError::is_refusal) && lock(&self.auth_backoff).is_none() {
-            // The first refusal: the password may just have been rotated.
-            // Read the secret again and try once more at once; a second
-            // refusal is the answer (and starts the wait below).
-            self.security.forget().await;
-            tracing::info!(cluster = %self.alias, error = %res.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-                "authentication refused; reading the credentials again and trying once more");
-            res = attempt().await;
-            if matches!(res, Err(KafkaError::Auth { .. })) {
-                res = self.try_pending(addr, &client_id, res).await;
-            }
-        }
+        let res = self.log_in(addr, &client_id).await;
         match &res {
             Ok(_) => *lock(&self.auth_backoff) = None,
-            Err(e) if e.is_auth_error() && !e.is_transient() => self.auth_failed(e).await,
+            Err(e) if e.is_auth_error() && !e.is_transient() => self.auth_failed(e),
             Err(_) => {}
         }
         res
     }
 
-    /// After the secret's current version was refused twice: a rotation
-    /// may have set the new password in Kafka and not yet made it current
-    /// (see `Security::adopt_pending`). Connect with the pending version if
-    /// there is one; if that is refused too, or cannot be read, the
-    /// current version's refusal stands.
-    async fn try_pending(&self, addr: &str, client_id: &str, refused: Result<Connection, KafkaError>) -> Result<Connection, KafkaError> {
-        let pending = match self.security.adopt_pending().await {
-            Ok(Some(p)) => p,
-            Ok(None) => return refused,
-            Err(e) => {
-                tracing::warn!(cluster = %self.alias, error = %e, "the secret's AWSPENDING version could not be read");
-                return refused;
+    /// Connect and log in with the credentials held; on a refusal, with
+    /// the next version of the secret (see `Security::refused`) until one
+    /// is taken or none is left. The answer then is the refusal of the
+    /// secret's current version.
+    async fn log_in(&self, addr: &str, client_id: &str) -> Result<Connection, KafkaError> {
+        let mut creds = self.security.resolve().await?;
+        let mut answer: Option<KafkaError> = None;
+        loop {
+            let e = match Connection::connect(addr, &self.alias, client_id, self.request_timeout, &creds.resolved).await {
+                Ok(conn) => {
+                    self.security.logged_in(creds.generation).await;
+                    if creds.stage != Stage::Current {
+                        tracing::warn!(cluster = %self.alias, broker = addr, stage = creds.stage.label(), "{}", not_current(creds.stage));
+                    }
+                    return Ok(conn);
+                }
+                Err(e) if e.is_refusal() => e,
+                Err(e) => return Err(e),
+            };
+            if answer.is_none() {
+                tracing::info!(cluster = %self.alias, error = %e, "authentication refused; reading the credentials again (the secret's current, pending and previous versions)");
             }
-        };
-        match Connection::connect(addr, &self.alias, client_id, self.request_timeout, &pending).await {
-            Ok(conn) => {
-                tracing::warn!(cluster = %self.alias, broker = addr,
-                    "connected with the secret's AWSPENDING version: a rotation has set the new password in Kafka and not yet made it AWSCURRENT");
-                Ok(conn)
+            if creds.stage == Stage::Current || answer.is_none() {
+                answer = Some(e);
             }
-            Err(e) => {
-                tracing::info!(cluster = %self.alias, error = %e, "the secret's AWSPENDING version was refused too");
-                self.security.forget().await;
-                refused
+            match self.security.refused(creds.generation).await? {
+                Some(next) => creds = next,
+                None => return Err(answer.unwrap_or_else(|| KafkaError::protocol(addr, "refused"))),
             }
         }
     }
@@ -94,10 +82,9 @@ impl KafkaCluster {
         *lock(&self.auth_backoff) = None;
     }
 
-    /// Note an authentication failure: forget the credentials read (they
-    /// may have been rotated) and wait longer before the next attempt.
-    pub(super) async fn auth_failed(&self, e: &KafkaError) {
-        self.security.forget().await;
+    /// Note an authentication failure: wait longer before the next attempt
+    /// (which reads the secret's versions again, see `log_in`).
+    pub(super) fn auth_failed(&self, e: &KafkaError) {
         let mut b = lock(&self.auth_backoff);
         let delay = b.as_ref().map_or(AUTH_BACKOFF_MIN, |b| (b.delay * 2).min(AUTH_BACKOFF_MAX));
         tracing::warn!(cluster = %self.alias, error = %e, wait_s = delay.as_secs(), "authentication failed; waiting before connecting again");
@@ -106,5 +93,76 @@ impl KafkaCluster {
             delay,
             error: e.to_string(),
         });
+    }
+}
+
+/// Why a login used a version of the secret other than `AWSCURRENT`.
+fn not_current(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Pending => "logged in with the secret's AWSPENDING version: a rotation has set the new password in Kafka and not yet made it AWSCURRENT",
+        _ => "logged in with the secret's AWSPREVIOUS version: the cluster does not take AWSCURRENT yet (Amazon MSK picks a changed secret up within minutes)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the local stack's SASL_SSL listener and moto's Secrets
+    //! Manager (`infra/local/up`, then `. infra/local/stack.env`).
+    use super::*;
+    use crate::kafka::scram::ScramHash;
+    use crate::kafka::security::{SaslSource, SecuritySpec, TrustSource};
+
+    fn stack(var: &str) -> String {
+        std::env::var(var).unwrap_or_else(|_| panic!("{var} unset: run infra/local/up and source infra/local/stack.env"))
+    }
+
+    /// Connections to two brokers refused together in a rotation's window
+    /// (AWSCURRENT wrong, AWSPENDING right) both log in, and so do later
+    /// ones: neither undoes what the other found. One broker under two
+    /// names stands for two.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn connections_refused_together_in_a_rotation_all_log_in_with_the_pending_version() {
+        let bootstrap = stack("SOURCE_SASL_SSL_BOOTSTRAP");
+        let ca = std::fs::read_to_string(stack("SOURCE_CA_FILE")).expect("the stack's CA");
+        let value = |password: &str| {
+            serde_json::json!({"username": stack("SOURCE_SCRAM_USER"), "password": password, "certificate": ca}).to_string()
+        };
+        let aws = crate::aws::load().await;
+        let sm = aws_sdk_secretsmanager::Client::new(&aws);
+        let arn = sm
+            .create_secret()
+            .name(format!("ferry-it/rotation-{}", uuid::Uuid::new_v4().simple()))
+            .secret_string(value("not-the-password"))
+            .send()
+            .await
+            .expect("secret (is moto up?)")
+            .arn
+            .expect("arn");
+        sm.put_secret_value()
+            .secret_id(&arn)
+            .secret_string(value(&stack("SOURCE_SCRAM_PASSWORD")))
+            .version_stages("AWSPENDING")
+            .send()
+            .await
+            .expect("pending version");
+        for round in 0..5 {
+            let spec = SecuritySpec {
+                tls: Some(TrustSource::ScramSecretOrPublicRoots),
+                sasl: Some(SaslSource::Scram {
+                    hash: ScramHash::Sha512,
+                    secret_arn: arn.clone(),
+                }),
+            };
+            let c = KafkaCluster::new("source", vec![bootstrap.clone()], Duration::from_secs(10)).with_security(Security::new(
+                "source",
+                spec,
+                Some(&aws),
+            ));
+            let other_name = bootstrap.to_uppercase();
+            let (a, b) = tokio::join!(c.connect(&bootstrap), c.connect(&other_name));
+            assert!(a.is_ok() && b.is_ok(), "round {round}: {:?} / {:?}", a.err(), b.err());
+            let later = c.connect(&bootstrap).await;
+            assert!(later.is_ok(), "round {round}, a later connection: {:?}", later.err());
+        }
     }
 }
