@@ -21,6 +21,11 @@ pub(super) struct AuthBackoff {
     error: String,
 }
 
+/// Logins one new connection tries at most: the held credentials and the
+/// secret's three versions, and a few more that other connections read
+/// meanwhile.
+const LOGINS_PER_CONNECT: usize = 8;
+
 impl KafkaCluster {
     /// A connection to `addr`: refused at once while backing off after an
     /// authentication failure; such a failure starts or lengthens the wait.
@@ -49,7 +54,9 @@ impl KafkaCluster {
     async fn log_in(&self, addr: &str, client_id: &str) -> Result<Connection, KafkaError> {
         let mut creds = self.security.resolve().await?;
         let mut answer: Option<KafkaError> = None;
-        loop {
+        // Each refusal moves the reading on, or gets a newer one another
+        // connection made: a few logins at most (a bound all the same).
+        for _ in 0..LOGINS_PER_CONNECT {
             let e = match Connection::connect(addr, &self.alias, client_id, self.request_timeout, &creds.resolved).await {
                 Ok(conn) => {
                     self.security.logged_in(creds.generation).await;
@@ -69,9 +76,10 @@ impl KafkaCluster {
             }
             match self.security.refused(creds.generation).await? {
                 Some(next) => creds = next,
-                None => return Err(answer.unwrap_or_else(|| KafkaError::protocol(addr, "refused"))),
+                None => break,
             }
         }
+        Err(answer.unwrap_or_else(|| KafkaError::protocol(addr, "no credentials tried")))
     }
 
     /// Forget the wait an earlier refusal left (see `connect`): a new
