@@ -52,6 +52,7 @@ import boto3
 
 from conftest import FERRY, ROOT
 from support.iam_policy import Decision, evaluate
+from support.http_reply import reply
 
 ACCOUNT = "123456789012"
 # Every role's secret key and session token in the rehearsal (the access key id is the role's name).
@@ -400,12 +401,7 @@ class Rehearsal:
                     conn.close()
 
             def _reply(self, status: int, headers: dict, data: bytes) -> None:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, headers, data)
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 

@@ -43,6 +43,7 @@ import boto3
 from conftest import ROOT
 from support.iam_rehearsal import Rehearsal
 from support.lambda_sandbox import Sandbox, available
+from support.http_reply import reply
 
 VENV_BIN = Path(os.environ.get("FERRY_VENV", ROOT / ".cache" / "venv")) / "bin"
 ACCOUNT = "123456789012"
@@ -165,12 +166,7 @@ def make_router(lambda_port: int, moto_port: int, rehearsal: Rehearsal | None = 
 
     class Router(BaseHTTPRequestHandler):
         def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply(self, status, headers, data)
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -9,6 +9,7 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
+from support.http_reply import reply
 
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "server", "date"}
 
@@ -40,12 +41,7 @@ class ThrottlingSecrets:
                 self._answer(r.status, {k: v for k, v in r.getheaders() if k.lower() not in HOP_BY_HOP}, r.read())
 
             def _answer(self, status: int, headers: dict, data: bytes):
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, headers, data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
