@@ -69,7 +69,7 @@ impl KafkaCluster {
                 Err(e) => return Err(e),
             };
             if answer.is_none() {
-                tracing::info!(cluster = %self.alias, error = %e, "authentication refused; reading the credentials again (the secret's current, pending and previous versions)");
+                tracing::info!(cluster = %self.alias, error = %e, "authentication refused; reading the credentials again (a SCRAM secret's current, pending and previous versions)");
             }
             if creds.stage == Stage::Current || answer.is_none() {
                 answer = Some(e);
