@@ -3,14 +3,34 @@
 
 use std::collections::BTreeMap;
 
-/// Topic settings that describe the source cluster's own operation rather
-/// than the topic's data, or exist only on one vendor's brokers: never
-/// copied.
+/// Topic settings never copied: those that describe the source cluster's
+/// own operation rather than the topic's data, or exist only on one
+/// vendor's brokers; the target's durability, which depends on its own
+/// brokers (`min.insync.replicas` above a target's replication factor
+/// would stop every write while a broker is down); and those that would
+/// change or refuse the records Ferry copies: `message.timestamp.type`
+/// (`LogAppendTime` on the target replaces every record's timestamp) and
+/// the timestamp windows (history copied later than it was written falls
+/// outside them).
+const NEVER_COPIED: &[&str] = &[
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+    "message.downconversion.enable",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "message.timestamp.type",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+];
+
+/// Only ever raised on the target: a record the source took under a
+/// larger limit may still be on its way.
+const ONLY_RAISED: &str = "max.message.bytes";
+
+/// Whether a topic setting is copied to the target (see [`NEVER_COPIED`]).
 pub fn is_copyable(name: &str) -> bool {
-    !(name.starts_with("confluent.")
-        || name == "leader.replication.throttled.replicas"
-        || name == "follower.replication.throttled.replicas"
-        || name == "message.downconversion.enable")
+    !(name.starts_with("confluent.") || NEVER_COPIED.contains(&name))
 }
 
 /// The copyable overrides of a source topic.
@@ -25,21 +45,25 @@ pub fn copyable(overrides: &BTreeMap<String, String>) -> BTreeMap<String, String
 /// What to set and what to delete on an existing target topic so that its
 /// copyable overrides are the source's: set every source override whose
 /// value differs on the target; delete every copyable target override the
-/// source no longer has.
+/// source no longer has. `max.message.bytes` is the exception: set only
+/// to raise it, never lowered nor deleted (records the source took under
+/// its earlier limit may not be copied yet).
 pub fn changes(
     source_overrides: &BTreeMap<String, String>,
     target_effective: &BTreeMap<String, String>,
     target_overrides: &BTreeMap<String, String>,
 ) -> (BTreeMap<String, String>, Vec<String>) {
     let want = copyable(source_overrides);
+    let number = |v: Option<&String>| v.and_then(|v| v.parse::<i64>().ok());
     let set = want
         .iter()
         .filter(|(k, v)| target_effective.get(*k) != Some(*v))
+        .filter(|(k, v)| *k != ONLY_RAISED || number(Some(v)) > number(target_effective.get(*k)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let delete = target_overrides
         .keys()
-        .filter(|k| is_copyable(k) && !want.contains_key(*k))
+        .filter(|k| is_copyable(k) && *k != ONLY_RAISED && !want.contains_key(*k))
         .cloned()
         .collect();
     (set, delete)
@@ -60,11 +84,36 @@ mod tests {
             ("confluent.placement.constraints", "x"),
             ("segment.ms", "5"),
         ]);
-        let target_eff = m(&[("retention.ms", "604800000"), ("segment.ms", "5"), ("max.message.bytes", "2000")]);
-        let target_over = m(&[("segment.ms", "5"), ("max.message.bytes", "2000")]);
+        let target_eff = m(&[("retention.ms", "604800000"), ("segment.ms", "5"), ("cleanup.policy", "compact")]);
+        let target_over = m(&[("segment.ms", "5"), ("cleanup.policy", "compact")]);
         let (set, delete) = changes(&source, &target_eff, &target_over);
         assert_eq!(set, m(&[("retention.ms", "1000")]));
-        assert_eq!(delete, vec!["max.message.bytes".to_string()]);
+        assert_eq!(delete, vec!["cleanup.policy".to_string()]);
+    }
+
+    #[test]
+    fn the_largest_record_size_is_only_ever_raised() {
+        let target = m(&[("max.message.bytes", "2000000")]);
+        let (set, delete) = changes(&m(&[("max.message.bytes", "100000")]), &target, &target);
+        assert!(set.is_empty() && delete.is_empty(), "lowered: {set:?} {delete:?}");
+        let (set, delete) = changes(&m(&[]), &target, &target);
+        assert!(set.is_empty() && delete.is_empty(), "dropped on the source: {set:?} {delete:?}");
+        let (set, _) = changes(&m(&[("max.message.bytes", "3000000")]), &target, &target);
+        assert_eq!(set, m(&[("max.message.bytes", "3000000")]));
+    }
+
+    #[test]
+    fn settings_that_would_change_or_refuse_the_copies_are_never_copied() {
+        for name in [
+            "message.timestamp.type",
+            "message.timestamp.before.max.ms",
+            "message.timestamp.after.max.ms",
+            "message.timestamp.difference.max.ms",
+            "min.insync.replicas",
+            "unclean.leader.election.enable",
+        ] {
+            assert!(!is_copyable(name), "{name}");
+        }
     }
 
     #[test]
