@@ -50,3 +50,48 @@ def test_a_recreated_source_or_target_topic_is_followed_not_trusted(tmp_path):
     res = ferry.run("--once")
     assert res.returncode == 0 and "TopicRecreated" not in res.stdout + res.stderr, res.stderr
     assert keys(TARGET, topic) == [k.encode() for k in new]
+
+
+def test_a_target_topic_recreated_under_a_batch_on_its_way_gets_nothing_of_it(tmp_path):
+    """The operator deletes the target topic and creates it again while a
+    worker holds a batch ready to send (a failpoint stalls the worker just
+    before the send). Written by name, the batch went into the new topic,
+    and the plan's copy from the first record then came after it: records
+    twice and out of order, lag 0 (reproduced on c6bb39f). The worker now
+    names the topic by the id it began writing (Produce v13), the broker
+    refuses the write, and the next plan copies the new topic in order."""
+    import subprocess
+    import time
+
+    topic = unique("recreated-under")
+    create_topic(SOURCE, topic, 1)
+    first = [f"a-{i:03d}" for i in range(20)]
+    later = [f"b-{i:03d}" for i in range(20)]
+    produce_keys(SOURCE, topic, first)
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert keys(TARGET, topic) == [k.encode() for k in first]
+    produce_keys(SOURCE, topic, later)
+    log = tmp_path / "run.log"
+    proc = ferry.spawn("--round-seconds", "5", log=log, env={"FERRY_FAILPOINT": "stall-before-produce:12"})
+    try:
+        deadline = time.time() + 60
+        while "failpoint stall-before-produce:12 reached" not in log.read_text():
+            assert time.time() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        delete_topic(TARGET, topic)
+        create_topic(TARGET, topic, 1)
+        want = [k.encode() for k in first + later]
+        deadline = time.time() + 120
+        while keys(TARGET, topic) != want:
+            got = keys(TARGET, topic)
+            assert time.time() < deadline and got == want[:len(got)], (got, log.read_text()[-3000:])
+            time.sleep(2)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert keys(TARGET, topic) == want

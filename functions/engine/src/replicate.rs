@@ -474,6 +474,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
                 failed.get_or_insert(e.into());
             }
             Ok((lease, Ok((item, last_run)))) => {
+                target.expect_topic_id(&work.target_topic, item.target_topic_id.as_deref());
                 parts.push(Part::new(work.clone(), lease, &item, last_run));
                 // Remember who wrote what: reconcile needs the previous holder's producer id.
                 if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {

@@ -25,6 +25,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
 use super::batch;
 use super::connection::Connection;
@@ -145,6 +146,9 @@ pub struct KafkaCluster {
     leaders: std::sync::Mutex<HashMap<(String, i32), i32>>,
     /// Topic ids by name, from the latest metadata answer naming each.
     topic_ids: std::sync::Mutex<HashMap<String, String>>,
+    /// The id each topic had when Ferry began writing it (see
+    /// [`KafkaCluster::expect_topic_id`]).
+    expected_topic_ids: std::sync::Mutex<HashMap<String, String>>,
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Connection>>>>>,
     /// Coordinator address by FindCoordinator key type and key: groups
     /// (see `groups.rs`) and transactional ids (`txn.rs`).
@@ -188,6 +192,7 @@ impl KafkaCluster {
             brokers: Default::default(),
             leaders: Default::default(),
             topic_ids: Default::default(),
+            expected_topic_ids: Default::default(),
             conns: Default::default(),
             coordinators: Default::default(),
             cluster_id: Default::default(),
@@ -415,6 +420,19 @@ impl KafkaCluster {
         lock(&self.topic_ids).get(topic).cloned()
     }
 
+    /// Write to `topic` only while it is the topic with this id (`None`:
+    /// any): a produce to a topic deleted and created again since is
+    /// refused, by the broker where it takes the id with the records
+    /// (Produce v13) and here once metadata shows another id, with
+    /// nothing written.
+    pub fn expect_topic_id(&self, topic: &str, id: Option<&str>) {
+        let mut expected = lock(&self.expected_topic_ids);
+        match id {
+            Some(id) => expected.insert(topic.to_owned(), id.to_owned()),
+            None => expected.remove(topic),
+        };
+    }
+
     /// Forget cached leaders (after NOT_LEADER and similar).
     pub fn invalidate_leaders(&self) {
         lock(&self.leaders).clear();
@@ -562,33 +580,70 @@ impl KafkaCluster {
         timeout_ms: i32,
     ) -> Result<HashMap<TopicPartition, Result<i64, KafkaError>>, KafkaError> {
         let addr = self.leader_conn_addr(leader).await?;
+        let mut out = HashMap::new();
+        let expected = self.expected_ids(batches.iter().map(|(tp, _)| tp.topic.as_str()));
         let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
         for (tp, bytes) in batches {
+            if let Some(e) = self.recreated(&tp, expected.get(&tp.topic)) {
+                out.insert(tp, Err(e));
+                continue;
+            }
             topics
                 .entry(tp.topic)
                 .or_default()
                 .push(PartitionProduceData::default().with_index(tp.partition).with_records(Some(bytes)));
         }
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(timeout_ms)
-            .with_transactional_id(None)
-            .with_topic_data(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| TopicProduceData::default().with_name(topic_name(&t)).with_partition_data(ps))
-                    .collect(),
-            );
-        let resp = self.send_to(&addr, &req).await?;
+        if topics.is_empty() {
+            return Ok(out);
+        }
+        // Produce v13 names every topic by its id: the expected one, else
+        // the one metadata gave.
+        let ids: HashMap<String, Uuid> = {
+            let known = lock(&self.topic_ids);
+            topics
+                .keys()
+                .filter_map(|t| {
+                    let id = expected.get(t).copied().or_else(|| known.get(t)?.parse().ok())?;
+                    Some((t.clone(), id))
+                })
+                .collect()
+        };
+        let names: HashMap<Uuid, String> = ids.iter().map(|(t, id)| (*id, t.clone())).collect();
+        let req = |version: i16| {
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(timeout_ms)
+                .with_transactional_id(None)
+                .with_topic_data(
+                    topics
+                        .iter()
+                        .map(|(t, ps)| {
+                            // The broker refuses a write meant for an earlier topic.
+                            let id = ids.get(t).copied().filter(|_| version >= 13).unwrap_or_default();
+                            TopicProduceData::default()
+                                .with_name(topic_name(t))
+                                .with_topic_id(id)
+                                .with_partition_data(ps.clone())
+                        })
+                        .collect(),
+                )
+        };
+        let resp = self.send_to_built::<ProduceRequest, _>(&addr, req).await?;
         self.add_throttle(resp.throttle_time_ms);
-        let mut out = HashMap::new();
         for t in resp.responses {
+            let topic = match names.get(&t.topic_id) {
+                Some(name) if t.name.0.is_empty() => name.clone(),
+                _ => t.name.0.to_string(),
+            };
             for p in t.partition_responses {
-                let tp = TopicPartition::new(t.name.0.to_string(), p.index);
+                let tp = TopicPartition::new(topic.clone(), p.index);
                 let res = match ResponseError::try_from_code(p.error_code) {
                     None => Ok(p.base_offset),
                     Some(error) => {
-                        if matches!(error, ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition) {
+                        if matches!(
+                            error,
+                            ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition | ResponseError::UnknownTopicId
+                        ) {
                             self.invalidate_leaders();
                         }
                         let mut detail = p.error_message.map(|m| m.to_string()).unwrap_or_default();

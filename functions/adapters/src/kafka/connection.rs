@@ -32,7 +32,10 @@ fn ferry_max_version(key: ApiKey) -> i16 {
         ApiKey::ApiVersions => 3,
         ApiKey::Metadata => 12,
         ApiKey::Fetch => 12,
-        ApiKey::Produce => 11,
+        // 13 names topics by id (KIP-516): a write is refused, not
+        // appended, when its topic was deleted and created again. 12 adds
+        // nothing Ferry uses (implicit transaction partitions, KIP-890).
+        ApiKey::Produce => 13,
         ApiKey::ListOffsets => 7,
         ApiKey::OffsetForLeaderEpoch => 4,
         ApiKey::CreateTopics => 7,

@@ -207,3 +207,36 @@ impl KafkaCluster {
         Ok(())
     }
 }
+
+impl KafkaCluster {
+    /// The expected id of each of `topics` that has one (see
+    /// `expect_topic_id`).
+    pub(super) fn expected_ids<'a>(&self, topics: impl Iterator<Item = &'a str>) -> HashMap<String, Uuid> {
+        let expected = lock(&self.expected_topic_ids);
+        topics
+            .filter_map(|t| {
+                let id = expected.get(t)?.parse::<Uuid>().ok()?;
+                Some((t.to_owned(), id))
+            })
+            .collect()
+    }
+
+    /// The refusal of a write to `tp` when metadata shows its topic is no
+    /// longer the one with the `expected` id: deleted, and perhaps created
+    /// again, since Ferry began writing it.
+    pub(super) fn recreated(&self, tp: &TopicPartition, expected: Option<&Uuid>) -> Option<KafkaError> {
+        let expected = expected?;
+        let now = lock(&self.topic_ids).get(&tp.topic).cloned()?;
+        (now.parse::<Uuid>().ok().as_ref() != Some(expected)).then(|| KafkaError::Broker {
+            cluster: self.alias.clone(),
+            op: "Produce",
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            error: ResponseError::InconsistentTopicId,
+            detail: format!(
+                "the topic was deleted and created again since Ferry began writing it (topic id {expected} then, {now} now); \
+                 nothing was written to the new topic, and the next plan starts the partition again"
+            ),
+        })
+    }
+}
