@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 import os
 
-from conftest import SOURCE, TARGET, Ferry, producer, read_partition, unique
+from conftest import SOURCE, TARGET, Ferry, list_topics, producer, read_partition, unique
 from support.secrets_proxy import ThrottlingSecrets
 from support.security import CA_CHAIN, configure, fill, grant, new_secret, scram_source, secrets_manager, set_password
 
@@ -154,3 +154,20 @@ def test_a_throttled_read_of_the_pending_version_is_retried_not_taken_for_a_refu
     assert res.returncode == 0, out[-3000:]
     assert "ThrottlingException" in out and "AuthError" not in out, out[-3000:]
     assert keys(topic) == [f"k{i}".encode() for i in range(5)]
+
+
+def test_a_certificate_rotated_out_is_never_trusted_again(tmp_path):
+    """The CA in the secret was rotated to stop trusting the old one (its
+    key leaked, say): the current version's CA does not verify the brokers,
+    which is what a man in the middle holding the old CA would cause. Ferry
+    stops with the TLS refusal; it never falls back to AWSPREVIOUS and its
+    old CA (it did, reproduced on 53939e0)."""
+    password = unique("pw")
+    user, topic = user_with_topic("ca-out", password)
+    secret = new_secret(json.loads(scram_value(user, password)))  # the CA the brokers use
+    secrets_manager().put_secret_value(SecretId=secret, SecretString=scram_value(user, password, OTHER_CA))
+    res = Ferry(*configure(tmp_path, [topic], scram_source(secret))).run("--once", timeout=300, env=LOG)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "AuthError" in out and "logged in with" not in out, out[-3000:]
+    assert topic not in list_topics(TARGET), "nothing written"

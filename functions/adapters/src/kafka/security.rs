@@ -167,7 +167,7 @@ impl Security {
     /// The settings from the secrets' `AWSCURRENT` versions, or with the
     /// SCRAM secret's version at `stage` (`None` if it has none), and a
     /// fingerprint of what the secrets gave (`None`: nothing read from one).
-    async fn read(&self, stage: Option<&str>) -> Result<Option<(Resolved, Option<u64>)>, KafkaError> {
+    async fn read(&self, stage: Option<&str>) -> Result<Option<versions::Read>, KafkaError> {
         let mut scram_certificate = None;
         let mut read: Vec<Option<String>> = Vec::new();
         let sasl = match &self.spec.sasl {
@@ -202,6 +202,7 @@ impl Security {
                 })?,
             }),
         };
+        let certificate = scram_certificate.as_deref().map(|c| versions::fingerprint([Some(c)]));
         let tls = match &self.spec.tls {
             None => None,
             Some(trust) => {
@@ -220,8 +221,11 @@ impl Security {
                 Some(Arc::new(self.tls_config(pem)?))
             }
         };
-        let fingerprint = (!read.is_empty()).then(|| versions::fingerprint(read.iter().map(Option::as_deref)));
-        Ok(Some((Resolved { tls, sasl }, fingerprint)))
+        Ok(Some(versions::Read {
+            resolved: Resolved { tls, sasl },
+            fingerprint: (!read.is_empty()).then(|| versions::fingerprint(read.iter().map(Option::as_deref))),
+            certificate,
+        }))
     }
 
     fn tls_config(&self, pem: Option<(String, String)>) -> Result<rustls::ClientConfig, KafkaError> {

@@ -59,8 +59,7 @@ impl KafkaCluster {
         for _ in 0..LOGINS_PER_CONNECT {
             let e = match Connection::connect(addr, &self.alias, client_id, self.request_timeout, &creds.resolved).await {
                 Ok(conn) => {
-                    self.security.logged_in(creds.generation).await;
-                    if creds.stage != Stage::Current {
+                    if self.security.logged_in(creds.generation).await && creds.stage != Stage::Current {
                         tracing::warn!(cluster = %self.alias, broker = addr, stage = creds.stage.label(), "{}", not_current(creds.stage));
                     }
                     return Ok(conn);
@@ -68,13 +67,14 @@ impl KafkaCluster {
                 Err(e) if e.is_refusal() => e,
                 Err(e) => return Err(e),
             };
+            let login_refused = matches!(e, KafkaError::Auth { .. });
             if answer.is_none() {
                 tracing::info!(cluster = %self.alias, error = %e, "authentication refused; reading the credentials again (a SCRAM secret's current, pending and previous versions)");
             }
             if creds.stage == Stage::Current || answer.is_none() {
                 answer = Some(e);
             }
-            match self.security.refused(creds.generation).await? {
+            match self.security.refused(creds.generation, login_refused).await? {
                 Some(next) => creds = next,
                 None => break,
             }
@@ -108,7 +108,7 @@ impl KafkaCluster {
 fn not_current(stage: Stage) -> &'static str {
     match stage {
         Stage::Pending => "logged in with the secret's AWSPENDING version: a rotation has set the new password in Kafka and not yet made it AWSCURRENT",
-        _ => "logged in with the secret's AWSPREVIOUS version: the cluster does not take AWSCURRENT yet (Amazon MSK picks a changed secret up within minutes)",
+        _ => "logged in with the secret's AWSPREVIOUS version: the cluster does not take AWSCURRENT (yet). Amazon MSK picks a changed secret up within minutes; elsewhere, set the new password in Kafka. AWSCURRENT is tried again every 5 minutes",
     }
 }
 
@@ -122,6 +122,51 @@ mod tests {
 
     fn stack(var: &str) -> String {
         std::env::var(var).unwrap_or_else(|_| panic!("{var} unset: run infra/local/up and source infra/local/stack.env"))
+    }
+
+    /// The previous version taken while the cluster does not take the
+    /// current one (Amazon MSK's lag), and the current one again once it
+    /// does: not the previous one for as long as the cluster takes it.
+    #[tokio::test]
+    async fn the_previous_version_is_left_for_the_current_one_once_the_cluster_takes_it() {
+        let bootstrap = stack("SOURCE_SASL_SSL_BOOTSTRAP");
+        let ca = std::fs::read_to_string(stack("SOURCE_CA_FILE")).expect("the stack's CA");
+        let value = |password: &str| {
+            serde_json::json!({"username": stack("SOURCE_SCRAM_USER"), "password": password, "certificate": ca}).to_string()
+        };
+        let aws = crate::aws::load().await;
+        let sm = aws_sdk_secretsmanager::Client::new(&aws);
+        let arn = sm
+            .create_secret()
+            .name(format!("ferry-it/previous-{}", uuid::Uuid::new_v4().simple()))
+            .secret_string(value(&stack("SOURCE_SCRAM_PASSWORD")))
+            .send()
+            .await
+            .expect("secret (is moto up?)")
+            .arn
+            .expect("arn");
+        let put = |password: String| sm.put_secret_value().secret_id(&arn).secret_string(value(&password)).send();
+        put("not-yet-taken".into()).await.expect("a new current version");
+        let spec = SecuritySpec {
+            tls: Some(TrustSource::ScramSecretOrPublicRoots),
+            sasl: Some(SaslSource::Scram {
+                hash: ScramHash::Sha512,
+                secret_arn: arn.clone(),
+            }),
+        };
+        let c = KafkaCluster::new("source", vec![bootstrap.clone()], Duration::from_secs(10)).with_security(Security::new(
+            "source",
+            spec,
+            Some(&aws),
+        ));
+        c.connect(&bootstrap).await.expect("logged in with AWSPREVIOUS");
+        assert_eq!(c.security.resolve().await.expect("held").stage, Stage::Previous);
+        // The cluster takes the current version now (here: the current
+        // version is the password the cluster has).
+        put(stack("SOURCE_SCRAM_PASSWORD")).await.expect("current");
+        tokio::time::sleep(Duration::from_secs(3)).await; // past BACK_TO_CURRENT in tests
+        c.connect(&bootstrap).await.expect("logged in with AWSCURRENT");
+        assert_eq!(c.security.resolve().await.expect("held").stage, Stage::Current);
     }
 
     /// Connections to two brokers refused together in a rotation's window

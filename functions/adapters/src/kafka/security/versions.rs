@@ -16,8 +16,9 @@
 //! are no longer held moves nothing on and gets what is held now, and the
 //! candidates are read under one lock, one connection at a time.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -58,9 +59,37 @@ pub struct Credentials {
     pub stage: Stage,
     /// Told back with a refusal (see [`Security::refused`]).
     pub generation: u64,
-    /// Identifies what was read (user, password, certificates), never
-    /// shown: `None` for credentials that are not read from a secret.
-    pub(super) fingerprint: Option<u64>,
+    /// What was read (user, password, certificates), to tell versions
+    /// apart: `None` for credentials not read from a secret.
+    pub(super) fingerprint: Option<Fingerprint>,
+    /// When they were read.
+    read_at: Instant,
+}
+
+/// A keyed hash (its key random per process) of what a secret gave: never
+/// shown, never stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fingerprint(u64);
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<fingerprint>")
+    }
+}
+
+/// How long a version other than `AWSCURRENT` is held before `AWSCURRENT`
+/// is tried again: a rotation finished, or the cluster took the new
+/// password, since.
+const BACK_TO_CURRENT: Duration = if cfg!(test) {
+    Duration::from_secs(2)
+} else {
+    Duration::from_secs(300)
+};
+
+/// Process-wide key of the fingerprints.
+fn fingerprint_key() -> &'static RandomState {
+    static KEY: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(RandomState::new)
 }
 
 /// What the connections log in with now, and what was read and refused
@@ -70,19 +99,29 @@ pub(super) struct Held {
     now: Option<Credentials>,
     generation: u64,
     read: Vec<Stage>,
-    refused: Vec<u64>,
+    refused: Vec<Fingerprint>,
+    /// The certificate of the SCRAM secret's current version, as last
+    /// read: a previous version with another one is never used.
+    current_certificate: Option<Option<Fingerprint>>,
+    /// Logins that worked with the credentials held (warned of once).
+    logged_in: u64,
 }
 
 impl Held {
-    fn hold(&mut self, resolved: Resolved, fingerprint: Option<u64>, stage: Stage) -> Credentials {
+    fn hold(&mut self, read: Read, stage: Stage) -> Credentials {
         self.generation += 1;
+        if stage == Stage::Current {
+            self.current_certificate = Some(read.certificate);
+        }
         let c = Credentials {
-            resolved: Arc::new(resolved),
+            resolved: Arc::new(read.resolved),
             stage,
             generation: self.generation,
-            fingerprint,
+            fingerprint: read.fingerprint,
+            read_at: Instant::now(),
         };
         self.now = Some(c.clone());
+        self.logged_in = 0;
         c
     }
 
@@ -90,43 +129,62 @@ impl Held {
         self.now = None;
         self.read.clear();
         self.refused.clear();
+        self.current_certificate = None;
     }
 }
 
-/// A fingerprint of what a secret gave (never shown, never stored).
-pub(super) fn fingerprint<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) -> u64 {
-    let mut h = DefaultHasher::new();
+/// What one reading of the secrets gave.
+pub(super) struct Read {
+    pub(super) resolved: Resolved,
+    /// Of everything read; `None`: nothing read from a secret.
+    pub(super) fingerprint: Option<Fingerprint>,
+    /// Of the SCRAM secret's `certificate` (`None`: it has none).
+    pub(super) certificate: Option<Fingerprint>,
+}
+
+/// The fingerprint of what a secret gave.
+pub(super) fn fingerprint<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) -> Fingerprint {
+    let mut h = fingerprint_key().build_hasher();
     for p in parts {
         p.hash(&mut h);
     }
-    h.finish()
+    Fingerprint(h.finish())
 }
 
 impl Security {
     /// The credentials for a new connection, reading the secrets if none
-    /// are held.
+    /// are held;
+    /// credentials held for [`BACK_TO_CURRENT`] that are not the current
+    /// version's are read again from `AWSCURRENT`.
     pub async fn resolve(&self) -> Result<Credentials, KafkaError> {
         let mut held = self.held.lock().await;
-        if let Some(c) = &held.now {
+        if let Some(c) = held
+            .now
+            .as_ref()
+            .filter(|c| c.stage == Stage::Current || c.read_at.elapsed() < BACK_TO_CURRENT)
+        {
             return Ok(c.clone());
         }
-        let (resolved, fingerprint) = self
+        let read = self
             .read(None)
             .await?
             .ok_or_else(|| KafkaError::protocol("", "Secrets Manager answered with no current version of a secret"))?;
         held.clear();
         held.read.push(Stage::Current);
-        Ok(held.hold(resolved, fingerprint, Stage::Current))
+        Ok(held.hold(read, Stage::Current))
     }
 
     /// A login with `generation` worked: a later refusal reads every
-    /// version again.
-    pub async fn logged_in(&self, generation: u64) {
+    /// version again. Whether it is the first with these credentials.
+    pub async fn logged_in(&self, generation: u64) -> bool {
         let mut held = self.held.lock().await;
         if held.now.as_ref().is_some_and(|c| c.generation == generation) {
             held.read.clear();
             held.refused.clear();
+            held.logged_in += 1;
+            return held.logged_in == 1;
         }
+        false
     }
 
     /// A login with `generation` was refused: the next credentials to try
@@ -136,7 +194,10 @@ impl Security {
     /// it is, and the same step is taken again next time; the current
     /// version refused or unusable is the answer; another version that
     /// cannot be read is passed over.
-    pub async fn refused(&self, generation: u64) -> Result<Option<Credentials>, KafkaError> {
+    /// `AWSPREVIOUS` is tried only after a login refused (not a TLS
+    /// handshake: a certificate rotated out is never trusted again) and
+    /// only with the certificate the current version holds.
+    pub async fn refused(&self, generation: u64, login_refused: bool) -> Result<Option<Credentials>, KafkaError> {
         let mut held = self.held.lock().await;
         let Some(now) = held.now.clone() else {
             return Ok(None);
@@ -149,7 +210,7 @@ impl Security {
         }
         let scram = matches!(self.spec.sasl, Some(SaslSource::Scram { .. }));
         for stage in [Stage::Current, Stage::Pending, Stage::Previous] {
-            if held.read.contains(&stage) || (stage != Stage::Current && !scram) {
+            if held.read.contains(&stage) || (stage != Stage::Current && !scram) || (stage == Stage::Previous && !login_refused) {
                 continue;
             }
             let read = match self.read(stage.version_stage()).await {
@@ -166,11 +227,15 @@ impl Security {
             };
             held.read.push(stage);
             match read {
-                Some((_, Some(f))) if held.refused.contains(&f) => {}
-                Some((resolved, fingerprint)) => return Ok(Some(held.hold(resolved, fingerprint, stage))),
+                Some(r) if r.fingerprint.is_some_and(|f| held.refused.contains(&f)) => {}
+                Some(r) if stage == Stage::Previous && held.current_certificate != Some(r.certificate) => {
+                    tracing::warn!(cluster = %self.cluster, "the secret's AWSPREVIOUS version holds another certificate than AWSCURRENT: not used");
+                }
+                Some(r) => return Ok(Some(held.hold(r, stage))),
                 None => {}
             }
         }
+        tracing::info!(cluster = %self.cluster, "no version of the secret was taken (each of AWSCURRENT, AWSPENDING and AWSPREVIOUS it has was tried)");
         held.clear();
         Ok(None)
     }
