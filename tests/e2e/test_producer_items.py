@@ -118,3 +118,30 @@ def test_an_invocation_that_recorded_no_ends_is_pruned_once_it_can_write_no_more
         assert ferry.run("--once", "--producer-prune-grace-seconds", "1").returncode == 0
         time.sleep(1.2)
     assert not copiers & set(items(ferry)), {pid: items(ferry).get(pid) for pid in copiers}
+
+
+def test_an_item_whose_topic_was_deleted_goes_too(tmp_path):
+    """A topic deleted from both clusters (decommissioned) holds no record
+    any more: the items of the batches that wrote to it go once the rest of
+    their records are gone. They were kept for ever (the partition missing
+    from the target's answer kept them; reproduced on 7ca77d2)."""
+    kept, dropped = unique("items-kept"), unique("items-dropped")
+    for t in (kept, dropped):
+        create_topic(SOURCE, t, 1)
+        produce_keys(SOURCE, t, [f"{t}-{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [kept, dropped])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    wrote = [pid for pid, i in items(ferry).items() if ends(i) == {f"{kept}/0": 5, f"{dropped}/0": 5}]
+    assert len(wrote) == 1, {pid: ends(i) for pid, i in items(ferry).items()}
+    from support.topics import delete_topic
+    for bootstrap in (SOURCE, TARGET):
+        delete_topic(bootstrap, dropped)
+    delete_below(kept, 5)
+    for _ in range(2):
+        res = ferry.run("--once")
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert "passed_ms" in items(ferry)[wrote[0]], "noted"
+    time.sleep(1.5)
+    assert ferry.run("--once", "--producer-prune-grace-seconds", "1").returncode == 0
+    assert wrote[0] not in items(ferry)

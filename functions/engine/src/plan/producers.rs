@@ -148,8 +148,12 @@ async fn prune_page(
 }
 
 /// `spec`'s offset of each partition of `tps` that the target answers
-/// for. One it does not (its topic deleted, or a moment's error) is
-/// absent, which keeps the items that wrote to it.
+/// for. A partition whose topic the target does not have (deleted) holds
+/// nothing: its log start is past any end, its end is 0. One the target
+/// does not answer for otherwise (a moment's error) is absent, which keeps
+/// the items that wrote to it. (An item goes on a second look only, a
+/// grace after the first: a topic missing from one answer alone never
+/// deletes it.)
 async fn offsets<'a>(
     ferry: &Ferry,
     flow: &FlowSpec,
@@ -163,15 +167,18 @@ async fn offsets<'a>(
     let target = ferry.cluster(&flow.target.id)?;
     let topics: Vec<String> = tps.iter().map(|tp| tp.topic.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let meta = target.metadata(Some(&topics)).await?;
-    let present: Vec<TopicPartition> = tps
+    let (present, deleted): (Vec<&TopicPartition>, Vec<&TopicPartition>) = tps.into_iter().partition(|tp| meta.contains_key(&tp.topic));
+    let nothing = if spec == OffsetSpec::Earliest { i64::MAX } else { 0 };
+    let mut out: HashMap<TopicPartition, i64> = deleted.into_iter().map(|tp| (tp.clone(), nothing)).collect();
+    let present: Vec<TopicPartition> = present
         .into_iter()
         .filter(|tp| meta.get(&tp.topic).is_some_and(|m| m.partitions.contains_key(&tp.partition)))
         .cloned()
         .collect();
-    if present.is_empty() {
-        return Ok(HashMap::new());
+    if !present.is_empty() {
+        out.extend(target.list_offsets(&present, spec, false).await?);
     }
-    Ok(target.list_offsets(&present, spec, false).await?)
+    Ok(out)
 }
 
 /// Whether every record the item's producer wrote is below its
