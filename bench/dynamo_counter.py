@@ -12,8 +12,10 @@ request is passed on and done before its response is, so the count never
 exceeds what the caller had under way.
 
 Write units are estimated as DynamoDB bills them for items of at most 1 KB
-(Ferry's are): 1 per item written outside a transaction, 2 per item of a
-TransactWriteItems, its ConditionChecks included.
+(Ferry's are, but for the producer items: about 4 KB with 64 partitions,
+5 units an update or delete; see bench/prune.py): 1 per item written
+outside a transaction, 2 per item of a TransactWriteItems, its
+ConditionChecks included.
 """
 
 import json
@@ -43,6 +45,12 @@ class DynamoCounter:
         self.seconds: Counter = Counter()  # operation -> seconds waited for responses
         self.slowest: dict[str, float] = {}  # operation -> the longest one call waited
         self.calls: list[tuple[float, float]] = []  # (sent, answered) of every write call
+        # "<operation> <table>" -> requests, response body bytes, and for a
+        # Query or Scan the items it returned (its "Count").
+        self.table_requests: Counter = Counter()
+        self.response_bytes: Counter = Counter()
+        self.read_items: Counter = Counter()
+        self.table_seconds: Counter = Counter()
         # Calls sent and not yet answered, over every connection, and the
         # most there were at once since the counter started.
         self.outstanding = 0
@@ -72,6 +80,10 @@ class DynamoCounter:
                 "calls": len(self.calls),
                 "calls_list": list(self.calls),
                 "most_outstanding": self.most_outstanding,
+                "table_requests": dict(self.table_requests),
+                "response_bytes": dict(self.response_bytes),
+                "read_items": dict(self.read_items),
+                "table_seconds": dict(self.table_seconds),
             }
 
     @staticmethod
@@ -101,6 +113,11 @@ class DynamoCounter:
             "seconds_with_a_write_outstanding": round(_union(after["calls_list"][before["calls"]:]), 2),
             # The most calls under way at once since the counter started.
             "most_outstanding": after["most_outstanding"],
+            "table_requests": sub(after.get("table_requests", {}), before.get("table_requests", {})),
+            "response_bytes": sub(after.get("response_bytes", {}), before.get("response_bytes", {})),
+            "read_items": sub(after.get("read_items", {}), before.get("read_items", {})),
+            "table_seconds": {k: round(v, 2) for k, v in sub(after.get("table_seconds", {}),
+                                                             before.get("table_seconds", {})).items()},
         }
 
     def close(self) -> None:
@@ -137,11 +154,12 @@ class DynamoCounter:
                 # caller can send its next one.
                 buf += data
                 while (n := _message_length(buf)) is not None:
-                    buf = buf[n:]
+                    message, buf = buf[:n], buf[n:]
                     with self.lock:
                         call = waiting.popleft() if waiting else None
                     if call:
-                        op, sent = call
+                        op, sent, table = call
+                        self._answered(op, table, message, time.monotonic() - sent)
                         now = time.monotonic()
                         with self.lock:
                             self.outstanding -= 1
@@ -198,12 +216,29 @@ class DynamoCounter:
             target = headers.get(b"x-amz-target", b"").decode()
             with self.lock:
                 if not (waiting and waiting[-1] is None):
-                    waiting.append((target.rpartition(".")[2] or "(none)", time.monotonic()))
+                    waiting.append((target.rpartition(".")[2] or "(none)", time.monotonic(), _table(body)))
                     self.outstanding += 1
                     self.most_outstanding = max(self.most_outstanding, self.outstanding)
             self._record(target, body)
             buf = buf[end + 4 + length:]
         return buf
+
+    def _answered(self, op: str, table: str, message: bytes, seconds: float) -> None:
+        """Count a response: its body's bytes, and the items a Query or
+        Scan returned (an uncompressed JSON body only)."""
+        head, _, body = message.partition(b"\r\n\r\n")
+        key = f"{op} {table}"
+        items = 0
+        if op in ("Query", "Scan") and b"content-encoding" not in head.lower():
+            try:
+                items = int(json.loads(body).get("Count", 0))
+            except (ValueError, AttributeError):
+                pass
+        with self.lock:
+            self.table_requests[key] += 1
+            self.response_bytes[key] += len(body)
+            self.read_items[key] += items
+            self.table_seconds[key] += seconds
 
     def _record(self, target: str, body: bytes | None) -> None:
         op = target.rpartition(".")[2] or "(none)"
@@ -262,6 +297,14 @@ def _close(*socks: socket.socket) -> None:
 
 # The partition-key attribute of each of Ferry's state tables.
 PARTITION_KEYS = ("flow", "flow_partition", "cluster")
+
+
+def _table(body: bytes) -> str:
+    """The TableName of a request body, "?" when it names none (or many)."""
+    try:
+        return str(json.loads(body).get("TableName", "?"))
+    except (ValueError, AttributeError):
+        return "?"
 
 
 def _partition_key(item: dict) -> str:
