@@ -7,7 +7,7 @@ import time
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, producer, read_partition, unique, write_config
 
 
 def overrides(bootstrap: str, topic: str) -> dict[str, str]:
@@ -109,6 +109,37 @@ def test_cleanup_policy_conflict_is_reported_before_writing(tmp_path):
     assert res.returncode != 0
     assert "cleanup.policy=delete" in res.stderr and "cleanup.policy=compact" in res.stderr, res.stderr
     assert other not in list_topics(TARGET)
+
+
+def test_a_cleanup_policy_is_compared_as_a_set_and_followed_when_configs_are_copied(tmp_path):
+    """The same policy written in another order is the same policy (it was
+    refused, and with it every topic of the replicator; reproduced on
+    f1fa759). With CopyTopicConfigurations, a source that changes its policy
+    mid-run is followed (it stopped the whole plan)."""
+    ordered, changed = unique("policy-order"), unique("policy-changed")
+    create_topic(SOURCE, ordered, 1, config={"cleanup.policy": "compact,delete"})
+    create_topic(TARGET, ordered, 1, config={"cleanup.policy": "delete,compact"})
+    produce_keys(SOURCE, ordered, ["k0", "k1"])
+    kc, ri = write_config(tmp_path, [ordered])
+    res = Ferry(kc, ri).run("--once", timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [m["key"] for m in read_partition(TARGET, ordered, 0)] == [b"k0", b"k1"]
+
+    create_topic(SOURCE, changed, 1, config={"cleanup.policy": "delete"})
+    produce_keys(SOURCE, changed, ["a"])
+    kc, ri = copy_configs(tmp_path, [changed])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    res = ConfigResource(ConfigResource.Type.TOPIC, changed)
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    res.add_incremental_config(ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    produce_keys(SOURCE, changed, ["b"])
+    again = ferry.run("--once", timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert overrides(TARGET, changed)["cleanup.policy"] == "compact"
+    assert [m["key"] for m in read_partition(TARGET, changed, 0)] == [b"a", b"b"]
 
 
 def test_prefixed_naming_and_no_re_replication_of_replicas(tmp_path):

@@ -42,6 +42,18 @@ pub fn copyable(overrides: &BTreeMap<String, String>) -> BTreeMap<String, String
         .collect()
 }
 
+/// Whether two `cleanup.policy` values keep the same records: a list,
+/// whose order means nothing (`compact,delete` is `delete,compact`).
+pub fn same_cleanup_policy(a: &str, b: &str) -> bool {
+    let set = |v: &str| -> std::collections::BTreeSet<String> {
+        v.split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    set(a) == set(b)
+}
+
 /// What to set and what to delete on an existing target topic so that its
 /// copyable overrides are the source's: set every source override whose
 /// value differs on the target; delete every copyable target override the
@@ -89,6 +101,13 @@ mod tests {
         let (set, delete) = changes(&source, &target_eff, &target_over);
         assert_eq!(set, m(&[("retention.ms", "1000")]));
         assert_eq!(delete, vec!["cleanup.policy".to_string()]);
+    }
+
+    #[test]
+    fn a_cleanup_policy_is_a_set() {
+        assert!(same_cleanup_policy("compact,delete", "delete, compact"));
+        assert!(!same_cleanup_policy("compact", "compact,delete"));
+        assert!(!same_cleanup_policy("delete", "compact"));
     }
 
     #[test]

@@ -391,7 +391,8 @@ async fn decide(
         }
         let tgt_cfg = target_configs.get(&target_name).cloned().unwrap_or_default();
         let policy = |c: &TopicConfig| c.effective.get("cleanup.policy").cloned().unwrap_or_else(|| "delete".into());
-        if policy(&src_cfg) != policy(&tgt_cfg) {
+        // Copying configurations follows a source that changed its policy.
+        if !flow.copy_topic_configurations && !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
             return Err(FerryError::Input(format!(
                 "target topic {target_name} on cluster {} has cleanup.policy={} but source topic {name} on cluster {} has cleanup.policy={}; \
                  replicating into it would compact away (or keep) records the source does not: \
@@ -417,7 +418,12 @@ async fn decide(
             &tgt_cfg.effective,
         ));
         if flow.copy_topic_configurations {
-            let (set, delete) = topic_config::changes(&src_cfg.overrides, &tgt_cfg.effective, &tgt_cfg.overrides);
+            let (mut set, mut delete) = topic_config::changes(&src_cfg.overrides, &tgt_cfg.effective, &tgt_cfg.overrides);
+            if !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
+                // Also when the source's policy is its broker's default.
+                set.insert("cleanup.policy".into(), policy(&src_cfg));
+                delete.retain(|k| k != "cleanup.policy");
+            }
             if !set.is_empty() || !delete.is_empty() {
                 p.alter.push(ConfigChange {
                     topic: target_name,
