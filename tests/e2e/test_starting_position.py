@@ -2,6 +2,7 @@
 EARLIEST replicates everything; a first plan that does not finish leaves
 the flow's start where it was, whatever Ferry wrote the marker."""
 
+import json
 import os
 import subprocess
 import time
@@ -208,3 +209,24 @@ def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp
     assert first_plan_state() == (None, None)
     assert ferry.run("--once").returncode == 0
     assert first_plan_state() == (None, True)
+
+
+def test_a_topic_listed_after_the_flow_started_is_named_when_not_copied(tmp_path):
+    """With DetectAndCopyNewTopics off, a topic added to TopicsToReplicate
+    after the flow started is not copied (documented: `ferry backfill`
+    starts it); each plan now says so by name, where it said nothing."""
+    first, added = unique("listed-first"), unique("listed-later")
+    create_topic(SOURCE, first, 1)
+    kc, ri = write_config(tmp_path, [first], topic_replication={"DetectAndCopyNewTopics": False})
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    create_topic(SOURCE, added, 1)
+    produce(added, ["k"])
+    info = json.loads(ri.read_text())
+    info[0]["TopicReplication"]["TopicsToReplicate"].append(added)
+    ri.write_text(json.dumps(info))
+    res = ferry.run("--once", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "not copied (DetectAndCopyNewTopics is false)" in out and added in out, out[-3000:]
+    assert "ferry backfill --topics" in out, out[-3000:]

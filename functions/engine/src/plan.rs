@@ -322,7 +322,13 @@ async fn decide(
         );
     }
     if !first_plan && !flow.detect_new_topics {
-        topics.retain(|name, _| cursors.keys().any(|tp| &tp.topic == name) || backfilled(name));
+        let started = |name: &String| cursors.keys().any(|tp| &tp.topic == name) || backfilled(name);
+        let left: Vec<&String> = topics.keys().filter(|name| !started(name)).collect();
+        if !left.is_empty() {
+            tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), topics = ?left,
+                "topics selected by TopicsToReplicate that were not there when the flow started are not copied (DetectAndCopyNewTopics is false): `ferry backfill --topics` starts them");
+        }
+        topics.retain(|name, _| started(name));
     }
     let mut p = FlowPlan {
         first_plan,
