@@ -220,3 +220,17 @@ def produce(topic: str, n: int) -> None:
     for i in range(n):
         p.produce(topic, partition=i % 2, key=f"k{i}".encode(), value=b"v")
     assert p.flush(30) == 0
+
+
+def test_a_target_name_past_kafkas_limit_is_refused_saying_so(tmp_path):
+    """PREFIXED naming adds the source alias: a source topic name near
+    Kafka's 249 characters has no legal target name. The plan says which
+    topic and what to do, before anything is written (it failed with the
+    broker's InvalidTopicException as Ferry.Fatal)."""
+    long = (unique("long") + "-").ljust(245, "x")  # legal on the source; "source." makes it 252
+    create_topic(SOURCE, long, 1)
+    kc, ri = copy_configs(tmp_path, [long], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    res = Ferry(kc, ri).run("--once", timeout=120)
+    assert res.returncode != 0
+    assert "past Kafka's 249" in res.stderr and "TopicsToExclude" in res.stderr and "InputError" in res.stderr, res.stderr[-2000:]
+    assert not [t for t in list_topics(TARGET) if t.endswith(long)]

@@ -46,6 +46,8 @@ pub use dry_run::{
 /// State calls of one kind (cursor creations, prunes, forgets) in flight
 /// at once during a plan.
 const STATE_CALLS_IN_FLIGHT: usize = 16;
+/// The longest topic name Kafka takes.
+const MAX_TOPIC_NAME: usize = 249;
 
 /// Run `calls` [`STATE_CALLS_IN_FLIGHT`] at a time; their results in
 /// order, or the first error.
@@ -305,6 +307,15 @@ async fn decide(
     };
     let mut cursors: HashMap<TopicPartition, i64> = items.iter().map(|c| (c.tp.clone(), c.next_source_offset)).collect();
     let mut topics = selected_topics(ferry, flow).await?;
+    if let Some(name) = topics.keys().find(|name| flow.target_topic(name).len() > MAX_TOPIC_NAME) {
+        let target_name = flow.target_topic(name);
+        return Err(FerryError::Input(format!(
+            "source topic {name} would be copied to {target_name} on cluster {}, {} characters, past Kafka's {MAX_TOPIC_NAME}: \
+             exclude it (TopicsToExclude) or use IDENTICAL topic names",
+            flow.target.alias,
+            target_name.len()
+        )));
+    }
     let gone = deleted_topics(ferry, flow, &topics, &cursors).await?;
     let forget: Vec<TopicPartition> = cursors.keys().filter(|tp| gone.contains(&tp.topic)).cloned().collect();
     cursors.retain(|tp, _| !gone.contains(&tp.topic));
