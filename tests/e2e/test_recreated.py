@@ -4,7 +4,7 @@ skip the new source topic's first records or leave a new target topic
 without what was copied into the old one. Ferry compares topic ids and
 follows the new history, saying so (TopicRecreated)."""
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
+from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
 from support.topics import delete_topic
 
 
@@ -95,3 +95,45 @@ def test_a_target_topic_recreated_under_a_batch_on_its_way_gets_nothing_of_it(tm
         except subprocess.TimeoutExpired:
             proc.kill()
     assert keys(TARGET, topic) == want
+
+
+def test_a_warm_replicate_follows_a_target_topic_the_plan_created_again(tmp_path):
+    """A warm Replicate environment keeps the metadata it read: after the
+    plan (another process) finds the target topic deleted and creates it
+    again, the partition's cursor expects the new topic's id while the warm
+    cache still holds the old one. The worker reads metadata again and
+    copies into the new topic. It refused every send, for as long as the
+    environment lived (helper-67, reproduced on 22fe247)."""
+    from support.warm_function import WarmFunction
+
+    bins = ROOT / "target" / "debug"
+    topic = unique("recreated-warm")
+    create_topic(SOURCE, topic, 1)
+    first = [f"a-{i:03d}" for i in range(20)]
+    later = [f"b-{i:03d}" for i in range(20)]
+    produce_keys(SOURCE, topic, first)
+    ferry = Ferry(*write_config(tmp_path, [topic]))
+
+    def plan(n: int) -> dict:
+        fn = WarmFunction(bins / "ferry-plan", ferry, tmp_path / f"plan{n}.log")
+        try:
+            kind, out, _ = fn.invoke({}, timeout_s=120)
+            assert kind == "response", (out, fn.text()[-3000:])
+            return out
+        finally:
+            fn.close()
+
+    [batch] = plan(1)["batches"]
+    replicate = WarmFunction(bins / "ferry-replicate", ferry, tmp_path / "replicate.log")
+    try:
+        kind, res, _ = replicate.invoke(dict(batch, max_seconds=8), timeout_s=60)
+        assert kind == "response", (res, replicate.text()[-3000:])
+        assert keys(TARGET, topic) == [k.encode() for k in first]
+        delete_topic(TARGET, topic)
+        [batch] = plan(2)["batches"]
+        produce_keys(SOURCE, topic, later)
+        kind, res, _ = replicate.invoke(dict(batch, max_seconds=10), timeout_s=60)
+        assert kind == "response", (res, replicate.text()[-3000:])
+        assert keys(TARGET, topic) == [k.encode() for k in first + later], replicate.text()[-3000:]
+    finally:
+        replicate.close()

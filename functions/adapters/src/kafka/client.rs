@@ -425,12 +425,28 @@ impl KafkaCluster {
     /// refused, by the broker where it takes the id with the records
     /// (Produce v13) and here once metadata shows another id, with
     /// nothing written.
+    /// A cached id that is not the expected one is dropped with the cached
+    /// leaders, so the next request reads metadata afresh: a warm process
+    /// may hold the id of a topic the plan has since replaced.
     pub fn expect_topic_id(&self, topic: &str, id: Option<&str>) {
-        let mut expected = lock(&self.expected_topic_ids);
         match id {
-            Some(id) => expected.insert(topic.to_owned(), id.to_owned()),
-            None => expected.remove(topic),
-        };
+            Some(id) => {
+                lock(&self.expected_topic_ids).insert(topic.to_owned(), id.to_owned());
+                if lock(&self.topic_ids).get(topic).is_some_and(|known| known != id) {
+                    self.forget_topic(topic);
+                }
+            }
+            None => {
+                lock(&self.expected_topic_ids).remove(topic);
+            }
+        }
+    }
+
+    /// Forget what metadata said of `topic` (its id) and every cached
+    /// leader: the next request reads metadata again.
+    pub(super) fn forget_topic(&self, topic: &str) {
+        lock(&self.topic_ids).remove(topic);
+        self.invalidate_leaders();
     }
 
     /// Forget cached leaders (after NOT_LEADER and similar).
@@ -585,6 +601,8 @@ impl KafkaCluster {
         let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
         for (tp, bytes) in batches {
             if let Some(e) = self.recreated(&tp, expected.get(&tp.topic)) {
+                // Read again before the next attempt: a stale answer heals.
+                self.forget_topic(&tp.topic);
                 out.insert(tp, Err(e));
                 continue;
             }

@@ -234,8 +234,9 @@ impl KafkaCluster {
             partition: tp.partition,
             error: ResponseError::InconsistentTopicId,
             detail: format!(
-                "the topic was deleted and created again since Ferry began writing it (topic id {expected} then, {now} now); \
-                 nothing was written to the new topic, and the next plan starts the partition again"
+                "the latest metadata gives the topic id {now}, and Ferry's cursor was made for {expected}: the topic was \
+                 deleted and perhaps created again since Ferry began writing it. Nothing was written; metadata is read \
+                 again before the next attempt, and if the topic was replaced the next plan starts the partition again"
             ),
         })
     }
