@@ -74,10 +74,40 @@ def test_settings_that_would_change_or_refuse_the_copies_stay_the_targets(tmp_pa
     assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
     target = overrides(TARGET, topic)
     assert "message.timestamp.type" not in target and "message.timestamp.before.max.ms" not in target, target
-    assert target["max.message.bytes"] == "600000", target
+    assert "max.message.bytes" not in target, "Kafka's default (1 MB) kept, never lowered to the source's 100000"
     src, tgt = read_partition(SOURCE, topic, 0), read_partition(TARGET, topic, 0)
     assert len(src) == 2
     assert [(m["key"], m["value"], m["timestamp"]) for m in tgt] == [(m["key"], m["value"], m["timestamp"]) for m in src]
+
+
+def test_what_an_earlier_ferry_copied_is_undone_and_a_new_target_takes_the_large_records_waiting(tmp_path):
+    """A target that an earlier Ferry made with the source's LogAppendTime
+    (both have it) loses that override, so copies keep the source's
+    timestamps (it stayed for ever; helper-67, reproduced on 22fe247). And
+    a target created after the source lowered max.message.bytes below a
+    record it holds is not created with the lower limit (the partition
+    stopped at once, MessageTooLarge)."""
+    copied, lowered = unique("configs-undone"), unique("configs-lowered")
+    for bootstrap in (SOURCE, TARGET):
+        create_topic(bootstrap, copied, 1, config={"message.timestamp.type": "LogAppendTime"})
+    create_topic(SOURCE, lowered, 1, config={"max.message.bytes": "600000"})
+    p = producer(SOURCE)
+    p.produce(copied, partition=0, key=b"k", value=b"v")
+    p.produce(lowered, partition=0, key=b"big", value=b"x" * 500_000)
+    assert p.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    res = ConfigResource(ConfigResource.Type.TOPIC, lowered)
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    res.add_incremental_config(ConfigEntry("max.message.bytes", "100000", incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    time.sleep(2)
+    kc, ri = copy_configs(tmp_path, [copied, lowered])
+    run = Ferry(kc, ri).run("--once")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "message.timestamp.type" not in overrides(TARGET, copied)
+    for topic in (copied, lowered):
+        src, tgt = read_partition(SOURCE, topic, 0), read_partition(TARGET, topic, 0)
+        assert [(m["key"], m["timestamp"]) for m in tgt] == [(m["key"], m["timestamp"]) for m in src] and src, topic
 
 
 def test_partition_increase_reaches_the_target_and_new_partitions_replicate(tmp_path):

@@ -24,20 +24,36 @@ const NEVER_COPIED: &[&str] = &[
     "message.timestamp.after.max.ms",
 ];
 
+/// Of those, the ones an earlier Ferry copied, and which change or refuse
+/// the copies: removed from a target whose value is the source's (almost
+/// surely that copy).
+const UNDONE: &[&str] = &[
+    "message.timestamp.type",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+];
+
 /// Only ever raised on the target: a record the source took under a
 /// larger limit may still be on its way.
 const ONLY_RAISED: &str = "max.message.bytes";
+
+/// Kafka's default `max.message.bytes`: a target topic is never created
+/// with less (the source may hold records it took under a larger limit).
+pub const DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
 
 /// Whether a topic setting is copied to the target (see [`NEVER_COPIED`]).
 pub fn is_copyable(name: &str) -> bool {
     !(name.starts_with("confluent.") || NEVER_COPIED.contains(&name))
 }
 
-/// The copyable overrides of a source topic.
+/// The copyable overrides of a source topic, for a new target topic:
+/// `max.message.bytes` only above Kafka's default.
 pub fn copyable(overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     overrides
         .iter()
         .filter(|(k, _)| is_copyable(k))
+        .filter(|(k, v)| *k != ONLY_RAISED || v.parse::<i64>().is_ok_and(|n| n > DEFAULT_MAX_MESSAGE_BYTES))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -74,9 +90,12 @@ pub fn changes(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let delete = target_overrides
-        .keys()
-        .filter(|k| is_copyable(k) && *k != ONLY_RAISED && !want.contains_key(*k))
-        .cloned()
+        .iter()
+        .filter(|(k, v)| {
+            (is_copyable(k) && *k != ONLY_RAISED && !want.contains_key(*k))
+                || (UNDONE.contains(&k.as_str()) && source_overrides.get(*k) == Some(*v))
+        })
+        .map(|(k, _)| k.clone())
         .collect();
     (set, delete)
 }
@@ -101,6 +120,31 @@ mod tests {
         let (set, delete) = changes(&source, &target_eff, &target_over);
         assert_eq!(set, m(&[("retention.ms", "1000")]));
         assert_eq!(delete, vec!["cleanup.policy".to_string()]);
+    }
+
+    #[test]
+    fn what_an_earlier_ferry_copied_that_changes_the_copies_is_removed() {
+        let source = m(&[("message.timestamp.type", "LogAppendTime"), ("min.insync.replicas", "2")]);
+        let target = m(&[("message.timestamp.type", "LogAppendTime"), ("min.insync.replicas", "2")]);
+        let (set, delete) = changes(&source, &target, &target);
+        assert!(set.is_empty());
+        assert_eq!(
+            delete,
+            vec!["message.timestamp.type".to_string()],
+            "the target's own durability stays"
+        );
+        let operators = m(&[("message.timestamp.type", "LogAppendTime")]);
+        let (_, delete) = changes(&m(&[]), &operators, &operators);
+        assert!(delete.is_empty(), "a target's own setting, not the source's, stays");
+    }
+
+    #[test]
+    fn a_new_target_is_never_created_with_less_than_kafkas_largest_record_default() {
+        assert!(copyable(&m(&[("max.message.bytes", "100000")])).is_empty());
+        assert_eq!(
+            copyable(&m(&[("max.message.bytes", "2000000")])),
+            m(&[("max.message.bytes", "2000000")])
+        );
     }
 
     #[test]
