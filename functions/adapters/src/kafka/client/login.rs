@@ -124,48 +124,87 @@ mod tests {
         std::env::var(var).unwrap_or_else(|_| panic!("{var} unset: run infra/local/up and source infra/local/stack.env"))
     }
 
+    /// A SCRAM secret for the stack's user, made with one password, and
+    /// clusters of the SASL_SSL listener that read it.
+    struct Rotating {
+        aws: aws_config::SdkConfig,
+        sm: aws_sdk_secretsmanager::Client,
+        arn: String,
+        bootstrap: String,
+        ca: String,
+    }
+
+    impl Rotating {
+        async fn new(password: &str) -> Self {
+            let aws = crate::aws::load().await;
+            let sm = aws_sdk_secretsmanager::Client::new(&aws);
+            let ca = std::fs::read_to_string(stack("SOURCE_CA_FILE")).expect("the stack's CA");
+            let mut r = Rotating {
+                aws,
+                sm,
+                arn: String::new(),
+                bootstrap: stack("SOURCE_SASL_SSL_BOOTSTRAP"),
+                ca,
+            };
+            r.arn =
+                r.sm.create_secret()
+                    .name(format!("ferry-it/rotation-{}", uuid::Uuid::new_v4().simple()))
+                    .secret_string(r.value(password))
+                    .send()
+                    .await
+                    .expect("secret (is moto up?)")
+                    .arn
+                    .expect("arn");
+            r
+        }
+
+        fn value(&self, password: &str) -> String {
+            serde_json::json!({"username": stack("SOURCE_SCRAM_USER"), "password": password, "certificate": self.ca}).to_string()
+        }
+
+        /// A new version with `password`, at `stage` (`None`: made current).
+        async fn put(&self, password: &str, stage: Option<&str>) {
+            self.sm
+                .put_secret_value()
+                .secret_id(&self.arn)
+                .secret_string(self.value(password))
+                .set_version_stages(stage.map(|s| vec![s.to_owned()]))
+                .send()
+                .await
+                .expect("a new version");
+        }
+
+        fn cluster(&self) -> KafkaCluster {
+            let spec = SecuritySpec {
+                tls: Some(TrustSource::ScramSecretOrPublicRoots),
+                sasl: Some(SaslSource::Scram {
+                    hash: ScramHash::Sha512,
+                    secret_arn: self.arn.clone(),
+                }),
+            };
+            KafkaCluster::new("source", vec![self.bootstrap.clone()], Duration::from_secs(10)).with_security(Security::new(
+                "source",
+                spec,
+                Some(&self.aws),
+            ))
+        }
+    }
+
     /// The previous version taken while the cluster does not take the
     /// current one (Amazon MSK's lag), and the current one again once it
     /// does: not the previous one for as long as the cluster takes it.
     #[tokio::test]
     async fn the_previous_version_is_left_for_the_current_one_once_the_cluster_takes_it() {
-        let bootstrap = stack("SOURCE_SASL_SSL_BOOTSTRAP");
-        let ca = std::fs::read_to_string(stack("SOURCE_CA_FILE")).expect("the stack's CA");
-        let value = |password: &str| {
-            serde_json::json!({"username": stack("SOURCE_SCRAM_USER"), "password": password, "certificate": ca}).to_string()
-        };
-        let aws = crate::aws::load().await;
-        let sm = aws_sdk_secretsmanager::Client::new(&aws);
-        let arn = sm
-            .create_secret()
-            .name(format!("ferry-it/previous-{}", uuid::Uuid::new_v4().simple()))
-            .secret_string(value(&stack("SOURCE_SCRAM_PASSWORD")))
-            .send()
-            .await
-            .expect("secret (is moto up?)")
-            .arn
-            .expect("arn");
-        let put = |password: String| sm.put_secret_value().secret_id(&arn).secret_string(value(&password)).send();
-        put("not-yet-taken".into()).await.expect("a new current version");
-        let spec = SecuritySpec {
-            tls: Some(TrustSource::ScramSecretOrPublicRoots),
-            sasl: Some(SaslSource::Scram {
-                hash: ScramHash::Sha512,
-                secret_arn: arn.clone(),
-            }),
-        };
-        let c = KafkaCluster::new("source", vec![bootstrap.clone()], Duration::from_secs(10)).with_security(Security::new(
-            "source",
-            spec,
-            Some(&aws),
-        ));
-        c.connect(&bootstrap).await.expect("logged in with AWSPREVIOUS");
+        let r = Rotating::new(&stack("SOURCE_SCRAM_PASSWORD")).await;
+        r.put("not-yet-taken", None).await;
+        let c = r.cluster();
+        c.connect(&r.bootstrap).await.expect("logged in with AWSPREVIOUS");
         assert_eq!(c.security.resolve().await.expect("held").stage, Stage::Previous);
         // The cluster takes the current version now (here: the current
         // version is the password the cluster has).
-        put(stack("SOURCE_SCRAM_PASSWORD")).await.expect("current");
+        r.put(&stack("SOURCE_SCRAM_PASSWORD"), None).await;
         tokio::time::sleep(Duration::from_secs(3)).await; // past BACK_TO_CURRENT in tests
-        c.connect(&bootstrap).await.expect("logged in with AWSCURRENT");
+        c.connect(&r.bootstrap).await.expect("logged in with AWSCURRENT");
         assert_eq!(c.security.resolve().await.expect("held").stage, Stage::Current);
     }
 
@@ -175,46 +214,14 @@ mod tests {
     /// names stands for two.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn connections_refused_together_in_a_rotation_all_log_in_with_the_pending_version() {
-        let bootstrap = stack("SOURCE_SASL_SSL_BOOTSTRAP");
-        let ca = std::fs::read_to_string(stack("SOURCE_CA_FILE")).expect("the stack's CA");
-        let value = |password: &str| {
-            serde_json::json!({"username": stack("SOURCE_SCRAM_USER"), "password": password, "certificate": ca}).to_string()
-        };
-        let aws = crate::aws::load().await;
-        let sm = aws_sdk_secretsmanager::Client::new(&aws);
-        let arn = sm
-            .create_secret()
-            .name(format!("ferry-it/rotation-{}", uuid::Uuid::new_v4().simple()))
-            .secret_string(value("not-the-password"))
-            .send()
-            .await
-            .expect("secret (is moto up?)")
-            .arn
-            .expect("arn");
-        sm.put_secret_value()
-            .secret_id(&arn)
-            .secret_string(value(&stack("SOURCE_SCRAM_PASSWORD")))
-            .version_stages("AWSPENDING")
-            .send()
-            .await
-            .expect("pending version");
+        let r = Rotating::new("not-the-password").await;
+        r.put(&stack("SOURCE_SCRAM_PASSWORD"), Some("AWSPENDING")).await;
+        let other_name = r.bootstrap.to_uppercase();
         for round in 0..5 {
-            let spec = SecuritySpec {
-                tls: Some(TrustSource::ScramSecretOrPublicRoots),
-                sasl: Some(SaslSource::Scram {
-                    hash: ScramHash::Sha512,
-                    secret_arn: arn.clone(),
-                }),
-            };
-            let c = KafkaCluster::new("source", vec![bootstrap.clone()], Duration::from_secs(10)).with_security(Security::new(
-                "source",
-                spec,
-                Some(&aws),
-            ));
-            let other_name = bootstrap.to_uppercase();
-            let (a, b) = tokio::join!(c.connect(&bootstrap), c.connect(&other_name));
+            let c = r.cluster();
+            let (a, b) = tokio::join!(c.connect(&r.bootstrap), c.connect(&other_name));
             assert!(a.is_ok() && b.is_ok(), "round {round}: {:?} / {:?}", a.err(), b.err());
-            let later = c.connect(&bootstrap).await;
+            let later = c.connect(&r.bootstrap).await;
             assert!(later.is_ok(), "round {round}, a later connection: {:?}", later.err());
         }
     }
