@@ -153,9 +153,8 @@ pub(super) fn fingerprint<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) 
 
 impl Security {
     /// The credentials for a new connection, reading the secrets if none
-    /// are held;
-    /// credentials held for [`BACK_TO_CURRENT`] that are not the current
-    /// version's are read again from `AWSCURRENT`.
+    /// are held, or if those held are not the current version's and were
+    /// read [`BACK_TO_CURRENT`] ago.
     pub async fn resolve(&self) -> Result<Credentials, KafkaError> {
         let mut held = self.held.lock().await;
         if let Some(c) = held
@@ -193,8 +192,8 @@ impl Security {
     /// may pass (Secrets Manager throttling, unreachable) is returned as
     /// it is, and the same step is taken again next time; the current
     /// version refused or unusable is the answer; another version that
-    /// cannot be read is passed over.
-    /// `AWSPREVIOUS` is tried only after a login refused (not a TLS
+    /// cannot be read is passed over. `AWSPREVIOUS` is tried only after a
+    /// login refused (not a TLS
     /// handshake: a certificate rotated out is never trusted again) and
     /// only with the certificate the current version holds.
     pub async fn refused(&self, generation: u64, login_refused: bool) -> Result<Option<Credentials>, KafkaError> {
