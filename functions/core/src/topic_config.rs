@@ -73,26 +73,33 @@ pub fn same_cleanup_policy(a: &str, b: &str) -> bool {
 /// What to set and what to delete on an existing target topic so that its
 /// copyable overrides are the source's: set every source override whose
 /// value differs on the target; delete every copyable target override the
-/// source no longer has. `max.message.bytes` is the exception: set only
-/// to raise it, never lowered nor deleted (records the source took under
-/// its earlier limit may not be copied yet).
+/// source no longer has. `max.message.bytes` is the exception: raised to
+/// the source's effective value when that is larger, never lowered nor
+/// deleted (records the source took under its earlier limit may not be
+/// copied yet).
 pub fn changes(
     source_overrides: &BTreeMap<String, String>,
+    source_effective: &BTreeMap<String, String>,
     target_effective: &BTreeMap<String, String>,
     target_overrides: &BTreeMap<String, String>,
 ) -> (BTreeMap<String, String>, Vec<String>) {
-    let want = copyable(source_overrides);
-    let number = |v: Option<&String>| v.and_then(|v| v.parse::<i64>().ok());
-    let set = want
+    let want: BTreeMap<&String, &String> = source_overrides
         .iter()
-        .filter(|(k, v)| target_effective.get(*k) != Some(*v))
-        .filter(|(k, v)| *k != ONLY_RAISED || number(Some(v)) > number(target_effective.get(*k)))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|(k, _)| is_copyable(k) && *k != ONLY_RAISED)
         .collect();
+    let mut set: BTreeMap<String, String> = want
+        .iter()
+        .filter(|(k, v)| target_effective.get(**k) != Some(**v))
+        .map(|(k, v)| ((*k).clone(), (*v).clone()))
+        .collect();
+    let number = |c: &BTreeMap<String, String>| c.get(ONLY_RAISED).and_then(|v| v.parse::<i64>().ok());
+    if let Some(larger) = number(source_effective).filter(|s| number(target_effective).is_none_or(|t| s > &t)) {
+        set.insert(ONLY_RAISED.to_owned(), larger.to_string());
+    }
     let delete = target_overrides
         .iter()
         .filter(|(k, v)| {
-            (is_copyable(k) && *k != ONLY_RAISED && !want.contains_key(*k))
+            (is_copyable(k) && *k != ONLY_RAISED && !want.contains_key(k))
                 || (UNDONE.contains(&k.as_str()) && source_overrides.get(*k) == Some(*v))
         })
         .map(|(k, _)| k.clone())
@@ -117,7 +124,7 @@ mod tests {
         ]);
         let target_eff = m(&[("retention.ms", "604800000"), ("segment.ms", "5"), ("cleanup.policy", "compact")]);
         let target_over = m(&[("segment.ms", "5"), ("cleanup.policy", "compact")]);
-        let (set, delete) = changes(&source, &target_eff, &target_over);
+        let (set, delete) = changes(&source, &source, &target_eff, &target_over);
         assert_eq!(set, m(&[("retention.ms", "1000")]));
         assert_eq!(delete, vec!["cleanup.policy".to_string()]);
     }
@@ -126,7 +133,7 @@ mod tests {
     fn what_an_earlier_ferry_copied_that_changes_the_copies_is_removed() {
         let source = m(&[("message.timestamp.type", "LogAppendTime"), ("min.insync.replicas", "2")]);
         let target = m(&[("message.timestamp.type", "LogAppendTime"), ("min.insync.replicas", "2")]);
-        let (set, delete) = changes(&source, &target, &target);
+        let (set, delete) = changes(&source, &source, &target, &target);
         assert!(set.is_empty());
         assert_eq!(
             delete,
@@ -134,7 +141,7 @@ mod tests {
             "the target's own durability stays"
         );
         let operators = m(&[("message.timestamp.type", "LogAppendTime")]);
-        let (_, delete) = changes(&m(&[]), &operators, &operators);
+        let (_, delete) = changes(&m(&[]), &m(&[]), &operators, &operators);
         assert!(delete.is_empty(), "a target's own setting, not the source's, stays");
     }
 
@@ -157,12 +164,23 @@ mod tests {
     #[test]
     fn the_largest_record_size_is_only_ever_raised() {
         let target = m(&[("max.message.bytes", "2000000")]);
-        let (set, delete) = changes(&m(&[("max.message.bytes", "100000")]), &target, &target);
+        let lower = m(&[("max.message.bytes", "100000")]);
+        let (set, delete) = changes(&lower, &lower, &target, &target);
         assert!(set.is_empty() && delete.is_empty(), "lowered: {set:?} {delete:?}");
-        let (set, delete) = changes(&m(&[]), &target, &target);
+        let default = m(&[("max.message.bytes", "1048588")]);
+        let (set, delete) = changes(&m(&[]), &default, &target, &target);
         assert!(set.is_empty() && delete.is_empty(), "dropped on the source: {set:?} {delete:?}");
-        let (set, _) = changes(&m(&[("max.message.bytes", "3000000")]), &target, &target);
+        let higher = m(&[("max.message.bytes", "3000000")]);
+        let (set, _) = changes(&higher, &higher, &target, &target);
         assert_eq!(set, m(&[("max.message.bytes", "3000000")]));
+        // A target below the source's effective value is raised, the
+        // source's own value being its broker's default or an override at
+        // or below Kafka's default.
+        let small = m(&[("max.message.bytes", "200000")]);
+        let (set, _) = changes(&m(&[]), &default, &small, &small);
+        assert_eq!(set, m(&[("max.message.bytes", "1048588")]));
+        let (set, _) = changes(&lower, &lower, &m(&[("max.message.bytes", "50000")]), &m(&[]));
+        assert_eq!(set, m(&[("max.message.bytes", "100000")]));
     }
 
     #[test]

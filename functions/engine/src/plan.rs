@@ -435,9 +435,12 @@ async fn decide(
             &tgt_cfg.effective,
         ));
         if flow.copy_topic_configurations {
-            let (mut set, mut delete) = topic_config::changes(&src_cfg.overrides, &tgt_cfg.effective, &tgt_cfg.overrides);
+            let (mut set, mut delete) =
+                topic_config::changes(&src_cfg.overrides, &src_cfg.effective, &tgt_cfg.effective, &tgt_cfg.overrides);
             if !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
                 // Also when the source's policy is its broker's default.
+                tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %target_name,
+                    "the target topic's cleanup.policy={} follows the source's, {} (CopyTopicConfigurations)", policy(&tgt_cfg), policy(&src_cfg));
                 set.insert("cleanup.policy".into(), policy(&src_cfg));
                 delete.retain(|k| k != "cleanup.policy");
             }

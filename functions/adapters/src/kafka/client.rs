@@ -616,7 +616,7 @@ impl KafkaCluster {
         }
         // Produce v13 names every topic by its id: the expected one, else
         // the one metadata gave.
-        let ids: HashMap<String, Uuid> = {
+        let ids_of = || -> HashMap<String, Uuid> {
             let known = lock(&self.topic_ids);
             topics
                 .keys()
@@ -626,6 +626,16 @@ impl KafkaCluster {
                 })
                 .collect()
         };
+        let mut ids = ids_of();
+        if ids.len() < topics.len() {
+            // An id forgotten meanwhile (see `forget_topic`): read it, or a
+            // v13 request would name the topic by a nil id.
+            let missing: Vec<String> = topics.keys().filter(|t| !ids.contains_key(*t)).cloned().collect();
+            if let Err(e) = self.metadata(Some(&missing)).await {
+                tracing::debug!(cluster = %self.alias, error = %e, "reading topic ids before a produce");
+            }
+            ids = ids_of();
+        }
         let names: HashMap<Uuid, String> = ids.iter().map(|(t, id)| (*id, t.clone())).collect();
         let req = |version: i16| {
             ProduceRequest::default()

@@ -148,12 +148,12 @@ async fn prune_page(
 }
 
 /// `spec`'s offset of each partition of `tps` that the target answers
-/// for. A partition whose topic the target does not have (deleted) holds
-/// nothing: its log start is past any end, its end is 0. One the target
-/// does not answer for otherwise (a moment's error) is absent, which keeps
-/// the items that wrote to it. (An item goes on a second look only, a
-/// grace after the first: a topic missing from one answer alone never
-/// deletes it.)
+/// for. For log starts, a partition whose topic the target does not have
+/// (deleted) holds nothing: its start is past any end (an item goes on a
+/// second look only, a grace after the first, which looks again: a topic
+/// missing from one answer alone never deletes it). Ends are never made
+/// up: one the target does not answer for is absent, which keeps the
+/// items that wrote to it (an end recorded is kept for good).
 async fn offsets<'a>(
     ferry: &Ferry,
     flow: &FlowSpec,
@@ -168,8 +168,11 @@ async fn offsets<'a>(
     let topics: Vec<String> = tps.iter().map(|tp| tp.topic.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let meta = target.metadata(Some(&topics)).await?;
     let (present, deleted): (Vec<&TopicPartition>, Vec<&TopicPartition>) = tps.into_iter().partition(|tp| meta.contains_key(&tp.topic));
-    let nothing = if spec == OffsetSpec::Earliest { i64::MAX } else { 0 };
-    let mut out: HashMap<TopicPartition, i64> = deleted.into_iter().map(|tp| (tp.clone(), nothing)).collect();
+    let mut out: HashMap<TopicPartition, i64> = if spec == OffsetSpec::Earliest {
+        deleted.into_iter().map(|tp| (tp.clone(), i64::MAX)).collect()
+    } else {
+        HashMap::new()
+    };
     let present: Vec<TopicPartition> = present
         .into_iter()
         .filter(|tp| meta.get(&tp.topic).is_some_and(|m| m.partitions.contains_key(&tp.partition)))

@@ -164,10 +164,15 @@ impl Security {
         {
             return Ok(c.clone());
         }
-        let read = self
-            .read(None)
-            .await?
-            .ok_or_else(|| KafkaError::protocol("", "Secrets Manager answered with no current version of a secret"))?;
+        let read = match self.read(None).await {
+            Ok(read) => read.ok_or_else(|| KafkaError::protocol("", "Secrets Manager answered with no current version of a secret"))?,
+            // Time to try AWSCURRENT again, and Secrets Manager does not
+            // answer: what is held still logs in.
+            Err(e) => match held.now.clone() {
+                Some(now) if e.is_transient() => return Ok(now),
+                _ => return Err(e),
+            },
+        };
         held.clear();
         held.read.push(Stage::Current);
         Ok(held.hold(read, Stage::Current))
