@@ -63,17 +63,24 @@ def test_bad_configuration_is_rejected_and_nothing_written(tmp_path, label, whic
     assert not any(t.startswith(ferry.prefix) for t in tables), tables
 
 
-def test_target_partition_mismatch_is_rejected_before_writing(tmp_path):
+def test_target_partition_mismatch_refuses_that_topic_alone(tmp_path):
+    """A target topic with more partitions than its source is refused, and
+    nothing written to it; the other topic is created and copied."""
     topic = unique("mismatch")
     create_topic(SOURCE, topic, 3)
     create_topic(TARGET, topic, 4)
     other = unique("fine")
     create_topic(SOURCE, other, 1)
+    p = producer(SOURCE)
+    for t in (topic, other):
+        p.produce(t, partition=0, key=b"k", value=b"v")
+    assert p.flush(30) == 0
     kc, ri = write_config(tmp_path, [topic, other])
-    res = Ferry(kc, ri).run("--once", timeout=60)
-    assert res.returncode != 0
+    res = Ferry(kc, ri).run("--once", timeout=120)
+    assert res.returncode == 1, res.stderr
     assert "has 4 partitions" in res.stderr and "has only 3" in res.stderr, res.stderr
-    assert other not in list_topics(TARGET), "nothing may be created when any topic conflicts"
+    assert [r["key"] for r in read_partition(TARGET, other, 0)] == [b"k"]
+    assert sum(len(read_partition(TARGET, topic, p, timeout_s=3)) for p in range(4)) == 0
 
 
 def test_unreachable_cluster_gives_up_with_the_cause(tmp_path):

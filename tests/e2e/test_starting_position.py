@@ -26,6 +26,11 @@ def set_target_cleanup_policy(topic: str, policy: str) -> None:
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
     res.add_incremental_config(ConfigEntry("cleanup.policy", policy, incremental_operation=AlterConfigOpType.SET))
     admin.incremental_alter_configs([res])[res].result(timeout=30)
+    # The broker applies the controller's record a moment later.
+    deadline = time.time() + 30
+    while admin.describe_configs([res])[res].result(timeout=30)["cleanup.policy"].value != policy:
+        assert time.time() < deadline, f"cleanup.policy of {topic} is not {policy} after 30 s"
+        time.sleep(0.1)
 
 
 def refused_first_plan(tmp_path, name: str, detect: bool, before: int) -> tuple[str, Ferry, subprocess.CompletedProcess]:
@@ -67,20 +72,21 @@ def test_earliest_replicates_everything(tmp_path):
 
 
 @pytest.mark.parametrize("detect", [False, True], ids=["listed-topics-only", "detecting-new-topics"])
-def test_a_first_plan_refused_leaves_the_next_one_first(tmp_path, detect):
-    """A first plan that stops before it finishes (here: the target topic,
-    made by someone else, is compacted and the source's is not) has started
-    nothing. After the operator mends the target, the next plan is the
-    first: it starts at StartingPosition, and with DetectAndCopyNewTopics
-    off it still copies the listed topic."""
+def test_a_topic_refused_in_the_first_plan_starts_where_the_flow_started(tmp_path, detect):
+    """The first plan refuses the flow's topic (the target topic, made by
+    someone else, is compacted and the source's is not) and still starts
+    the flow: the topic's cursor stands at StartingPosition as of then.
+    After the operator mends the target, the records produced since the
+    first plan, while the topic was refused too, are copied and those
+    before it are not; with DetectAndCopyNewTopics off the listed topic is
+    still copied (a refused first plan used to start nothing, and the
+    next plan's LATEST skipped what came in between)."""
     topic, ferry, refused = refused_first_plan(tmp_path, "refused-first", detect, 50)
-    assert refused.returncode != 0
+    assert refused.returncode == 1, refused.stderr[-3000:]
     assert "cleanup.policy=compact" in refused.stderr, refused.stderr
-    # Nor is it registered as copying between the clusters: a flow never
-    # planned would count as an opposite flow for another replicator.
-    flow_key = f"{ferry.name}/source>target"
-    items = dynamo().scan(TableName=f"{ferry.prefix}-cursors", ConsistentRead=True)["Items"]
-    assert [i["flow"]["S"] for i in items if i["partition"]["S"] == flow_key] == [], "a pair registered"
+    assert read_partition(TARGET, topic, 0, timeout_s=3) == []
+    produce(topic, [f"during-{i}" for i in range(10)])
+    assert ferry.run("--once").returncode == 1, "still refused"
     # The operator does what the error says.
     set_target_cleanup_policy(topic, "delete")
     mended = ferry.run("--once")
@@ -88,7 +94,7 @@ def test_a_first_plan_refused_leaves_the_next_one_first(tmp_path, detect):
     produce(topic, [f"after-{i}" for i in range(30)])
     assert ferry.run("--once").returncode == 0
     keys = [r["key"].decode() for r in read_partition(TARGET, topic, 0, timeout_s=20)]
-    assert keys == [f"after-{i}" for i in range(30)]
+    assert keys == [f"during-{i}" for i in range(10)] + [f"after-{i}" for i in range(30)]
 
 
 def test_a_first_plan_cut_short_after_its_cursors_loses_nothing_after_the_flow_started(tmp_path, monkeypatch):
@@ -188,8 +194,15 @@ def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp
     listed topic is copied from StartingPosition as of the flow's start."""
     topic, ferry, refused = refused_first_plan(tmp_path, "legacy-marker", False, 20)
     assert refused.returncode != 0
+    # What that Ferry left: the marker, no record of a first plan, and
+    # (its plan refused as a whole) no cursor.
+    table = f"{ferry.prefix}-cursors"
+    cursors = [i for i in dynamo().scan(TableName=table, ConsistentRead=True)["Items"] if i.get("topic", {}).get("S") == topic]
+    assert cursors, "this Ferry's refused first plan made the topic's cursor"
+    for c in cursors:
+        dynamo().delete_item(TableName=table, Key={"flow": c["flow"], "partition": c["partition"]})
     marker = {"flow": {"S": f"{ferry.name}/source>target"}, "partition": {"S": "#flow"}}
-    dynamo().update_item(TableName=f"{ferry.prefix}-cursors", Key=marker, UpdateExpression="REMOVE first_plan_open, started_by")
+    dynamo().update_item(TableName=table, Key=marker, UpdateExpression="REMOVE first_plan_open, first_plan_done, started_by")
     set_target_cleanup_policy(topic, "delete")
     mended = ferry.run("--once", env={"RUST_LOG": "warn,ferry_engine=info"})
     assert mended.returncode == 0, mended.stderr

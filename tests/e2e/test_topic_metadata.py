@@ -3,6 +3,7 @@ increases followed, conflicts reported before anything is written, and the
 prefixed naming mode. Compared through the Admin API of both clusters."""
 
 import json
+import subprocess
 import time
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
@@ -148,16 +149,66 @@ def test_partition_increase_reaches_the_target_and_new_partitions_replicate(tmp_
         assert [r["key"] for r in read_partition(TARGET, topic, part)] == [f"p{part}".encode()]
 
 
-def test_cleanup_policy_conflict_is_reported_before_writing(tmp_path):
-    topic, other = unique("policy"), unique("untouched")
-    create_topic(SOURCE, topic, 1, config={"cleanup.policy": "compact"})
-    create_topic(TARGET, topic, 1, config={"cleanup.policy": "delete"})
-    create_topic(SOURCE, other, 1)
-    kc, ri = write_config(tmp_path, [topic, other])
-    res = Ferry(kc, ri).run("--once", timeout=60)
-    assert res.returncode != 0
-    assert "cleanup.policy=delete" in res.stderr and "cleanup.policy=compact" in res.stderr, res.stderr
-    assert other not in list_topics(TARGET)
+def test_a_topic_whose_target_conflicts_is_refused_alone_until_mended_or_excluded(tmp_path):
+    """Two topics whose target topics, made by someone else, conflict with
+    them (another cleanup.policy; more partitions) are refused; the third
+    is copied whole, where one refusal stopped every topic of the
+    replicator (a new topic on a busy source was enough). Each refused
+    partition shows the refusal in `ferry status`, nothing is written to
+    its target, and the run says so and fails. The operator mends one:
+    copied from the flow's start, the refusal gone; excludes the other:
+    its refusal gone, and the run passes."""
+    policy, parts, fine = unique("policy"), unique("parts"), unique("fine")
+    create_topic(SOURCE, policy, 1, config={"cleanup.policy": "compact"})
+    create_topic(TARGET, policy, 1, config={"cleanup.policy": "delete"})
+    create_topic(SOURCE, parts, 2)
+    create_topic(TARGET, parts, 3)
+    create_topic(SOURCE, fine, 1)
+    for topic in (policy, fine):
+        produce_keys(SOURCE, topic, [f"k{i}" for i in range(20)])
+    produce_keys(SOURCE, parts, [f"k{i}" for i in range(6)])
+    kc, ri = write_config(tmp_path, [policy, parts, fine])
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once", timeout=180)
+    assert res.returncode == 1, res.stdout + res.stderr[-3000:]
+    assert f"topic {policy} not copied" in res.stderr and "cleanup.policy=delete" in res.stderr, res.stderr[-3000:]
+    assert f"topic {parts} not copied" in res.stderr and "has 3 partitions" in res.stderr, res.stderr[-3000:]
+    assert [m["key"] for m in read_partition(TARGET, fine, 0)] == [f"k{i}".encode() for i in range(20)]
+    assert read_partition(TARGET, policy, 0, timeout_s=3) == []
+    assert sum(len(read_partition(TARGET, parts, p, timeout_s=3)) for p in range(3)) == 0
+    assert overrides(TARGET, policy).get("cleanup.policy") == "delete", "a refused target's configuration was changed"
+    errors = {(r["topic"], r["partition"]): r.get("last_error") for r in ferry.status()}
+    assert "cleanup.policy=delete" in (errors[(policy, 0)] or ""), errors
+    assert all("has 3 partitions" in (errors[(parts, p)] or "") for p in range(2)), errors
+    assert errors[(fine, 0)] is None, errors
+    # The Report step counts them: ReplicatorFailure, and its alarm.
+    rep = subprocess.run(ferry.args("report", "--json"), capture_output=True, text=True, timeout=120)
+    failed = {t["topic"]: t["failed_partitions"] for t in json.loads(rep.stdout)["topics"]}
+    assert failed == {policy: 1, parts: 2, fine: 0}, failed
+
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    res_ = ConfigResource(ConfigResource.Type.TOPIC, policy)
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    res_.add_incremental_config(ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res_])[res_].result(timeout=30)
+    deadline = time.time() + 30
+    while overrides(TARGET, policy).get("cleanup.policy") != "compact":  # the broker applies it a moment later
+        assert time.time() < deadline
+        time.sleep(0.1)
+    again = ferry.run("--once", timeout=180)
+    assert again.returncode == 1 and f"topic {parts} not copied" in again.stderr, again.stderr[-3000:]
+    assert f"topic {policy} not copied" not in again.stderr, again.stderr[-3000:]
+    assert [m["key"] for m in read_partition(TARGET, policy, 0)] == [f"k{i}".encode() for i in range(20)]
+    errors = {(r["topic"], r["partition"]): r.get("last_error") for r in ferry.status()}
+    assert errors[(policy, 0)] is None, errors
+
+    info = json.loads(ri.read_text())
+    info[0]["TopicReplication"]["TopicsToExclude"] = [parts]
+    ri.write_text(json.dumps(info))
+    last = ferry.run("--once", timeout=180)
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert not [r for r in ferry.status() if r.get("last_error")], ferry.status()
+    assert sum(len(read_partition(TARGET, parts, p, timeout_s=3)) for p in range(3)) == 0
 
 
 def test_a_cleanup_policy_is_compared_as_a_set_and_followed_when_configs_are_copied(tmp_path):
@@ -273,13 +324,20 @@ def produce(topic: str, n: int) -> None:
 
 def test_a_target_name_past_kafkas_limit_is_refused_saying_so(tmp_path):
     """PREFIXED naming adds the source alias: a source topic name near
-    Kafka's 249 characters has no legal target name. The plan says which
-    topic and what to do, before anything is written (it failed with the
-    broker's InvalidTopicException as Ferry.Fatal)."""
+    Kafka's 249 characters has no legal target name. The plan refuses that
+    topic, saying which and what to do (it failed with the broker's
+    InvalidTopicException as Ferry.Fatal, and every other topic with it),
+    and copies the others."""
     long = (unique("long") + "-").ljust(245, "x")  # legal on the source; "source." makes it 252
+    other = unique("short")
     create_topic(SOURCE, long, 1)
-    kc, ri = copy_configs(tmp_path, [long], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
-    res = Ferry(kc, ri).run("--once", timeout=120)
-    assert res.returncode != 0
-    assert "past Kafka's 249" in res.stderr and "TopicsToExclude" in res.stderr and "InputError" in res.stderr, res.stderr[-2000:]
+    create_topic(SOURCE, other, 1)
+    produce_keys(SOURCE, other, ["k0", "k1"])
+    kc, ri = copy_configs(tmp_path, [long, other], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once", timeout=120)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "past Kafka's 249" in res.stderr and "TopicsToExclude" in res.stderr, res.stderr[-2000:]
     assert not [t for t in list_topics(TARGET) if t.endswith(long)]
+    assert [m["key"] for m in read_partition(TARGET, f"source.{other}", 0)] == [b"k0", b"k1"]
+    assert "past Kafka's 249" in next(r for r in ferry.status() if r["topic"] == long)["last_error"]

@@ -104,6 +104,24 @@ pub struct PlanOutput {
     /// (no batches for them this time).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_flows: Vec<String>,
+    /// Topics this plan refused to copy (a target topic that conflicts
+    /// with its source), each with why and the fix; the flow's other
+    /// topics are planned. Not carried in the state machine's payload
+    /// (every refused topic's partitions show it as their error, in
+    /// `ferry status` and the ReplicatorFailure metric).
+    #[serde(skip)]
+    pub refused_topics: Vec<RefusedTopic>,
+}
+
+/// A source topic a plan refused to copy, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedTopic {
+    /// Flow id.
+    pub flow: String,
+    /// Source topic.
+    pub topic: String,
+    /// What is wrong and how to fix it.
+    pub why: String,
 }
 
 /// Input of one Replicate invocation.
@@ -486,6 +504,7 @@ mod tests {
             created_topics: Vec::new(),
             copied_acls: Vec::new(),
             left_flows: Vec::new(),
+            refused_topics: Vec::new(),
             batches: all
                 .chunks(16)
                 .map(|c| ReplicateInput {

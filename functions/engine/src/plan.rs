@@ -15,7 +15,7 @@ use ferry_adapters::kafka::{KafkaCluster, KafkaError, OffsetSpec, TopicConfig, T
 use ferry_adapters::state::{now_ms, CursorItem, FlowStart, StateError};
 use ferry_core::acls::AclBinding;
 use ferry_core::config::{FlowSpec, StartingPosition};
-use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, ReplicateInput, TopicPartition};
+use ferry_core::domain::{Backfill, BackfillFrom, PartitionWork, PlanInput, PlanOutput, RefusedTopic, ReplicateInput, TopicPartition};
 use ferry_core::plan::{partitions_per_batch, split_into_batches};
 use ferry_core::topic_config;
 use futures::{StreamExt, TryStreamExt};
@@ -30,6 +30,7 @@ mod first_plan;
 mod producers;
 mod recreated;
 mod stored;
+mod targets;
 pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BYTES};
 
 use acls::*;
@@ -70,6 +71,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
         copied_acls: Vec::new(),
         batches: Vec::new(),
         left_flows: Vec::new(),
+        refused_topics: Vec::new(),
     };
     if let Some(b) = &input.backfill {
         check_backfill(ferry, b).await?;
@@ -142,6 +144,14 @@ async fn plan_flow(
     let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(started)).await?;
     decided.prune_round = started.plans;
     let was_first = decided.first_plan;
+    for (topic, why) in &decided.refused {
+        tracing::error!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, "TopicRefused: {why}; the flow's other topics go on");
+        out.refused_topics.push(RefusedTopic {
+            flow: flow.id(),
+            topic: topic.clone(),
+            why: why.clone(),
+        });
+    }
     let (created, work) = apply(ferry, flow, decided).await?;
     // A marker an earlier Ferry wrote, once planned (as the first or as
     // started), records it: read as started from now on, whatever its
@@ -238,6 +248,7 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
 }
 
 /// Everything planning one flow decided, before anything is written.
+#[derive(Default)]
 struct FlowPlan {
     /// No plan ran for this flow yet (StartingPosition applies).
     first_plan: bool,
@@ -276,6 +287,11 @@ struct FlowPlan {
     /// Partitions to (re)start, and where: backfills, then partitions seen
     /// for the first time.
     starts: Vec<Start>,
+    /// Source topics refused (see `targets`), with what is wrong and the
+    /// fix: their partitions get cursors, and no work.
+    refused: BTreeMap<String, String>,
+    /// The refusals the flow's cursors carry now.
+    recorded_refusals: HashMap<TopicPartition, String>,
 }
 
 /// A partition to (re)start at a source offset.
@@ -307,15 +323,6 @@ async fn decide(
     };
     let mut cursors: HashMap<TopicPartition, i64> = items.iter().map(|c| (c.tp.clone(), c.next_source_offset)).collect();
     let mut topics = selected_topics(ferry, flow).await?;
-    if let Some(name) = topics.keys().find(|name| flow.target_topic(name).len() > MAX_TOPIC_NAME) {
-        let target_name = flow.target_topic(name);
-        return Err(FerryError::Input(format!(
-            "source topic {name} would be copied to {target_name} on cluster {}, {} characters, past Kafka's {MAX_TOPIC_NAME}: \
-             exclude it (TopicsToExclude) or use IDENTICAL topic names",
-            flow.target.alias,
-            target_name.len()
-        )));
-    }
     let gone = deleted_topics(ferry, flow, &topics, &cursors).await?;
     let forget: Vec<TopicPartition> = cursors.keys().filter(|tp| gone.contains(&tp.topic)).cloned().collect();
     cursors.retain(|tp, _| !gone.contains(&tp.topic));
@@ -347,22 +354,19 @@ async fn decide(
         prune_round: 0,
         deleted: gone.iter().map(|t| flow.target_topic(t)).collect(),
         forget,
-        restart: Vec::new(),
-        record_ids: Vec::new(),
-        create: Vec::new(),
-        grow: Vec::new(),
-        alter: Vec::new(),
-        record_size_risks: Vec::new(),
-        tps: Vec::new(),
-        ends: HashMap::new(),
-        log_starts: HashMap::new(),
         cursors,
-        starts: Vec::new(),
+        recorded_refusals: items.iter().filter_map(|c| Some((c.tp.clone(), c.plan_refusal.clone()?))).collect(),
+        ..FlowPlan::default()
     };
 
-    // Every target topic is checked before anything is written.
+    // Every target topic is checked before anything is written; a topic
+    // whose target conflicts with it is refused alone.
     let source_names: Vec<String> = topics.keys().cloned().collect();
-    let target_names: Vec<String> = topics.keys().map(|t| flow.target_topic(t)).collect();
+    let target_names: Vec<String> = topics
+        .keys()
+        .map(|t| flow.target_topic(t))
+        .filter(|t| t.len() <= MAX_TOPIC_NAME)
+        .collect();
     let target_meta = target.metadata(Some(&target_names)).await?;
     let existing_targets: Vec<String> = target_names.iter().filter(|t| target_meta.contains_key(*t)).cloned().collect();
     if stateful {
@@ -370,89 +374,7 @@ async fn decide(
     }
     let source_configs = source.topic_configs(&source_names).await?;
     let target_configs = target.topic_configs(&existing_targets).await?;
-    for (name, meta) in &topics {
-        let target_name = flow.target_topic(name);
-        let source_count = meta.partitions.len() as i32;
-        let src_cfg = source_configs.get(name).cloned().unwrap_or_default();
-        let Some(t) = target_meta.get(&target_name) else {
-            // cleanup.policy is the data's meaning, not a tunable: it is
-            // copied even when CopyTopicConfigurations is off.
-            let configs = if flow.copy_topic_configurations {
-                topic_config::copyable(&src_cfg.overrides)
-            } else {
-                src_cfg
-                    .overrides
-                    .iter()
-                    .filter(|(k, _)| k.as_str() == "cleanup.policy")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            };
-            p.record_size_risks
-                .extend(dry_run::record_size_risk(name, &src_cfg.effective, &target_name, &configs));
-            p.create.push(TopicToCreate {
-                topic: target_name,
-                partitions: source_count,
-                replication_factor: flow.target_replication_factor,
-                configs,
-            });
-            continue;
-        };
-        let target_count = t.partitions.len() as i32;
-        if target_count > source_count {
-            return Err(FerryError::Input(format!(
-                "target topic {target_name} on cluster {} has {target_count} partitions but source topic {name} on cluster {} has only {source_count}; \
-                 Ferry writes source partition p to target partition p and never removes partitions: \
-                 delete the target topic and let Ferry create it, or exclude the topic",
-                flow.target.alias, flow.source.alias
-            )));
-        }
-        let tgt_cfg = target_configs.get(&target_name).cloned().unwrap_or_default();
-        let policy = |c: &TopicConfig| c.effective.get("cleanup.policy").cloned().unwrap_or_else(|| "delete".into());
-        // Copying configurations follows a source that changed its policy.
-        if !flow.copy_topic_configurations && !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
-            return Err(FerryError::Input(format!(
-                "target topic {target_name} on cluster {} has cleanup.policy={} but source topic {name} on cluster {} has cleanup.policy={}; \
-                 replicating into it would compact away (or keep) records the source does not: \
-                 set cleanup.policy={} on the target topic, or delete it and let Ferry create it",
-                flow.target.alias,
-                policy(&tgt_cfg),
-                flow.source.alias,
-                policy(&src_cfg),
-                policy(&src_cfg)
-            )));
-        }
-        if target_count < source_count {
-            p.grow.push(PartitionIncrease {
-                topic: target_name.clone(),
-                from: target_count,
-                to: source_count,
-            });
-        }
-        p.record_size_risks.extend(dry_run::record_size_risk(
-            name,
-            &src_cfg.effective,
-            &target_name,
-            &tgt_cfg.effective,
-        ));
-        if flow.copy_topic_configurations {
-            let (mut set, mut delete) =
-                topic_config::changes(&src_cfg.overrides, &src_cfg.effective, &tgt_cfg.effective, &tgt_cfg.overrides);
-            if !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
-                // Also when the source's policy is its broker's default.
-                tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %target_name,
-                    "the target topic's cleanup.policy={} follows the source's, {} (CopyTopicConfigurations)", policy(&tgt_cfg), policy(&src_cfg));
-                set.insert("cleanup.policy".into(), policy(&src_cfg));
-                delete.retain(|k| k != "cleanup.policy");
-            }
-            if !set.is_empty() || !delete.is_empty() {
-                p.alter.push(ConfigChange {
-                    topic: target_name,
-                    set,
-                    delete,
-                });
-            }
-        }
-    }
+    targets::check(ferry, flow, &topics, &target_meta, &source_configs, &target_configs, &mut p);
 
     p.tps = topics
         .iter()
@@ -612,7 +534,9 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
         }
         for s in &p.starts {
             let source_id = source.known_topic_id(&s.tp.topic);
-            let target_id = target.known_topic_id(&flow.target_topic(&s.tp.topic));
+            let target_id = (!p.refused.contains_key(&s.tp.topic))
+                .then(|| target.known_topic_id(&flow.target_topic(&s.tp.topic)))
+                .flatten();
             p.record_ids.push((s.tp.clone(), source_id, target_id));
         }
     }
@@ -627,6 +551,11 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
         }
     }))
     .await?;
+    in_flight(targets::refusal_writes(&p).into_iter().map(|(tp, why)| {
+        let flow_key = &flow_key;
+        async move { ferry.store.set_plan_refusal(flow_key, &tp, why).await }
+    }))
+    .await?;
     Ok((created, selected_work(flow, &p)))
 }
 
@@ -637,10 +566,12 @@ async fn forget_partitions(ferry: &Ferry, flow_key: &str, tps: &[TopicPartition]
     Ok(())
 }
 
-/// The flow's partitions with their lag from each cursor.
+/// The flow's partitions with their lag from each cursor, but those of
+/// refused topics.
 fn selected_work(flow: &FlowSpec, p: &FlowPlan) -> Vec<PartitionWork> {
     p.tps
         .iter()
+        .filter(|tp| !p.refused.contains_key(&tp.topic))
         .map(|tp| {
             let end = p.ends.get(tp).copied().unwrap_or(0);
             let cursor = p.cursors.get(tp).copied().unwrap_or(end);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::domain::TopicPartition;
+use ferry_core::domain::{RefusedTopic, TopicPartition};
 
 use crate::context::Ferry;
 use crate::error::FerryError;
@@ -62,6 +62,10 @@ pub enum RunEvent<'a> {
         /// ACLs copied.
         copied_acls: &'a [String],
     },
+    /// A plan refused to copy a topic (its target conflicts with it): told
+    /// once per topic and reason; with `once`, the run ends as failed once
+    /// the other topics are across.
+    TopicRefused(&'a RefusedTopic),
     /// A plan failed with a retryable error; the next comes after `wait`.
     PlanRetrying {
         /// The cause.
@@ -174,6 +178,7 @@ where
     let (mut total_records, mut total_bytes, mut failures) = (0u64, 0u64, 0usize);
     let mut failing_since: Option<Instant> = None;
     let mut stalled_since: Option<Instant> = None;
+    let mut told_refused = std::collections::HashSet::new();
     loop {
         let planning = Instant::now();
         let plan = match rounds.plan(ferry).await {
@@ -207,6 +212,11 @@ where
             created_topics: &plan.created_topics,
             copied_acls: &plan.copied_acls,
         });
+        for r in &plan.refused_topics {
+            if told_refused.insert((r.flow.clone(), r.topic.clone(), r.why.clone())) {
+                on(RunEvent::TopicRefused(r));
+            }
+        }
         let (partitions, behind) = (plan.partitions(), plan.behind());
         let round_started = Instant::now();
         let budget = Budget {
@@ -266,6 +276,12 @@ where
                 return Ok(RunEnd::Stalled {
                     after: opts.stall_limit,
                     waiting: round.waiting(&plan.left_flows),
+                })
+            }
+            // Everything else is across: a refused topic is not.
+            AfterRound::CaughtUp if !plan.refused_topics.is_empty() => {
+                return Ok(RunEnd::Failed {
+                    failures: failures + plan.refused_topics.len(),
                 })
             }
             AfterRound::CaughtUp => {

@@ -177,7 +177,8 @@ pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<T
         last_record_timestamp_ms: (c.last_record_timestamp_ms >= 0).then_some(c.last_record_timestamp_ms),
         records_replicated: c.records_replicated,
         lease_owner: c.lease_owner.clone().filter(|_| c.lease_expires_ms > now),
-        last_error: c.last_error.clone(),
+        // The plan's refusal first: while it stands, nothing is copied.
+        last_error: c.plan_refusal.clone().or_else(|| c.last_error.clone()),
         leader_epoch: c.leader_epoch,
         backfill_from: c.backfill_from,
     }

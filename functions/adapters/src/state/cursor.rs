@@ -71,6 +71,10 @@ pub struct CursorItem {
     pub updated_ms: i64,
     /// Last error, if the partition is stopped on one.
     pub last_error: Option<String>,
+    /// Why the last plan refused to copy the partition's topic (a target
+    /// topic that conflicts with its source), if it did; the plan sets and
+    /// clears it, apart from `last_error`, which Replicate's stops own.
+    pub plan_refusal: Option<String>,
     /// Records per second the last holder replicated, over its invocation.
     pub records_per_s: i64,
     /// Bytes per second the last holder replicated, over its invocation.
@@ -202,6 +206,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             bytes_replicated: r.n("bytes_replicated").unwrap_or(0),
             updated_ms: r.n("updated_ms").unwrap_or(0),
             last_error: r.s("last_error"),
+            plan_refusal: r.s("plan_refusal"),
             records_per_s: r.n("records_per_s").unwrap_or(0),
             bytes_per_s: r.n("bytes_per_s").unwrap_or(0),
             open_run: match (r.n("open_run_source_start"), r.n("open_run_target_start"), r.n("open_run_length")) {
@@ -588,6 +593,26 @@ impl StateStore {
             .bounded(&self.calls)
             .await;
         conditional("UpdateItem", &self.cursors, res)
+    }
+
+    /// Record why the plan refused to copy a partition's topic, or (`None`)
+    /// that it no longer does (shown by `ferry status` as its error). A
+    /// cursor forgotten meanwhile is left forgotten.
+    pub async fn set_plan_refusal(&self, flow: &str, tp: &TopicPartition, refusal: Option<&str>) -> Result<(), StateError> {
+        let req = self
+            .update_cursor(flow, tp)
+            .await?
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":now", n(now_ms()));
+        let req = match refusal {
+            Some(why) => req
+                .update_expression("SET plan_refusal = :r, updated_ms = :now")
+                .expression_attribute_values(":r", s(why)),
+            None => req.update_expression("REMOVE plan_refusal SET updated_ms = :now"),
+        };
+        conditional("UpdateItem", &self.cursors, req.send().bounded(&self.calls).await)?;
+        Ok(())
     }
 
     /// Record why a partition stopped (shown by `ferry status`).

@@ -147,6 +147,9 @@ async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, String> {
                 r.topic, r.source_max_message_bytes, r.target_topic, r.target_max_message_bytes, r.fix
             );
         }
+        for r in &f.topics_refused {
+            println!("  topic {} not copied: {}", r.topic, r.why);
+        }
         for g in &f.groups_active_on_target {
             println!("  group {g} has members on the target: its offsets are not synced until they leave");
         }

@@ -163,6 +163,7 @@ fn show(event: RunEvent<'_>) {
             eprintln!("ferry: plan failed, retrying in {} s: {}", wait.as_secs(), describe(error))
         }
         RunEvent::PartitionStopped { tp, error } => eprintln!("ferry: {tp} stopped: {error}"),
+        RunEvent::TopicRefused(r) => eprintln!("ferry: flow {}: topic {} not copied: {}", r.flow, r.topic, r.why),
         RunEvent::ReplicateRetrying(e) => eprintln!("ferry: replicate will be retried: {}", describe(e)),
         RunEvent::ReplicateFailed(e) => eprintln!("ferry: replicate failed: {}", describe(e)),
         RunEvent::RoundDone(p) => show_progress(&p),

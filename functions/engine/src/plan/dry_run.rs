@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_adapters::kafka::OffsetSpec;
 use ferry_core::config::FlowSpec;
-use ferry_core::domain::{PlanInput, TopicPartition};
+use ferry_core::domain::{PlanInput, RefusedTopic, TopicPartition};
 use ferry_core::plan::split_into_batches;
 use serde::Serialize;
 
@@ -62,6 +62,9 @@ pub struct FlowDryRun {
     pub acls_not_copied: Vec<AclNotCopied>,
     /// Topics whose source allows larger records than the target would.
     pub record_size_risks: Vec<RecordSizeRisk>,
+    /// Topics a plan would refuse to copy (their target topics conflict
+    /// with them), with what is wrong and the fix; the others are planned.
+    pub topics_refused: Vec<RefusedTopic>,
     /// Synced groups that have members on the target now: not written until they leave.
     pub groups_active_on_target: Vec<String>,
     /// Records per second arriving on the selected source topics while watched.
@@ -217,6 +220,15 @@ impl FlowDryRun {
                 .map(|s| PartitionStart::new(&s.tp, s.from, s.end, why(s.backfill)))
                 .collect(),
             record_size_risks: p.record_size_risks.clone(),
+            topics_refused: p
+                .refused
+                .iter()
+                .map(|(topic, why)| RefusedTopic {
+                    flow: flow.id(),
+                    topic: topic.clone(),
+                    why: why.clone(),
+                })
+                .collect(),
             ..Default::default()
         }
     }

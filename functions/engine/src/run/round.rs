@@ -21,6 +21,8 @@ pub(crate) struct Planned {
     pub(crate) batches: Vec<ferry_core::domain::ReplicateInput>,
     /// Flows left to another plan running their first plan: not caught up.
     pub(crate) left_flows: Vec<String>,
+    /// Topics the plan refused to copy (the others were planned).
+    pub(crate) refused_topics: Vec<ferry_core::domain::RefusedTopic>,
 }
 
 impl Planned {
@@ -141,6 +143,7 @@ impl Rounds {
             copied_acls: plan.copied_acls,
             batches,
             left_flows: plan.left_flows,
+            refused_topics: plan.refused_topics,
         })
     }
 
