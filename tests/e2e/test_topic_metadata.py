@@ -211,6 +211,35 @@ def test_a_topic_whose_target_conflicts_is_refused_alone_until_mended_or_exclude
     assert sum(len(read_partition(TARGET, parts, p, timeout_s=3)) for p in range(3)) == 0
 
 
+def test_a_topic_the_target_refuses_to_create_is_refused_alone_before_anything_is_created(tmp_path):
+    """A source topic whose name collides on the target with another topic
+    (Kafka refuses `a.b` beside `a_b`: their metrics would share a name)
+    is refused with the target's words, asked before anything is created
+    (CreateTopics, validate only); the other topic is created and copied.
+    The dry run says the same. One refused creation failed the plan as
+    Ferry.Fatal, and no topic of the replicator was created or copied."""
+    base = unique("collide")
+    dotted, fine = f"{base}.v1", unique("fine")
+    create_topic(SOURCE, dotted, 1)
+    create_topic(TARGET, f"{base}_v1", 1)
+    create_topic(SOURCE, fine, 1)
+    for topic in (dotted, fine):
+        produce_keys(SOURCE, topic, ["k0", "k1"])
+    kc, ri = write_config(tmp_path, [dotted, fine])
+    ferry = Ferry(kc, ri)
+    dry = subprocess.run(ferry.args("plan", "--dry-run", "--json", "--observe-seconds", "0"), capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    [flow] = json.loads(dry.stdout)["flows"]
+    assert [(r["topic"], "collides" in r["why"]) for r in flow["topics_refused"]] == [(dotted, True)], flow
+    assert [t["topic"] for t in flow["topics_to_create"]] == [fine], flow
+    res = ferry.run("--once", timeout=180)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert f"refuses to create topic {dotted}" in res.stderr and "collides" in res.stderr, res.stderr[-3000:]
+    assert [m["key"] for m in read_partition(TARGET, fine, 0)] == [b"k0", b"k1"]
+    assert dotted not in list_topics(TARGET)
+    assert "collides" in next(r for r in ferry.status() if r["topic"] == dotted)["last_error"]
+
+
 def test_a_cleanup_policy_is_compared_as_a_set_and_followed_when_configs_are_copied(tmp_path):
     """The same policy written in another order is the same policy (it was
     refused, and with it every topic of the replicator; reproduced on

@@ -375,6 +375,16 @@ async fn decide(
     let source_configs = source.topic_configs(&source_names).await?;
     let target_configs = target.topic_configs(&existing_targets).await?;
     targets::check(ferry, flow, &topics, &target_meta, &source_configs, &target_configs, &mut p);
+    // The target's own checks of the topics to create (a name colliding
+    // with one of its topics, a creation policy, a configuration it does
+    // not take), asked without creating any: such a topic is refused alone.
+    let to_create: Vec<(String, i32, BTreeMap<String, String>)> = p
+        .create
+        .iter()
+        .map(|t| (t.topic.clone(), t.partitions, t.configs.clone()))
+        .collect();
+    let refused = target.topics_refused_creation(&to_create, flow.target_replication_factor).await?;
+    targets::refuse_creations(flow, &topics, refused, &mut p);
 
     p.tps = topics
         .iter()

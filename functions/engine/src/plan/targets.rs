@@ -133,6 +133,36 @@ pub(super) fn check(
     }
 }
 
+/// Refuse the topics whose creation the target refused (`refused`, by
+/// target name, from a validate-only CreateTopics), with the target's
+/// words: not created, nor sized against.
+pub(super) fn refuse_creations(
+    flow: &FlowSpec,
+    topics: &BTreeMap<String, TopicMeta>,
+    refused: BTreeMap<String, KafkaError>,
+    p: &mut FlowPlan,
+) {
+    for (target_name, e) in refused {
+        let Some(name) = topics.keys().find(|t| flow.target_topic(t) == target_name) else {
+            continue;
+        };
+        let why = match &e {
+            KafkaError::Broker { error, detail, .. } => format!("{error:?}: {detail}"),
+            other => other.to_string(),
+        };
+        p.refused.insert(
+            name.clone(),
+            format!(
+                "target cluster {} refuses to create topic {target_name} as Ferry would create it: {why}. Fix: mend what it \
+                 names on the target cluster (or exclude the topic); the next plan creates it",
+                flow.target.alias
+            ),
+        );
+        p.create.retain(|t| t.topic != target_name);
+        p.record_size_risks.retain(|r| r.target_topic != target_name);
+    }
+}
+
 /// The refusals to write on cursors after a plan decided `p`: each
 /// partition of a refused topic whose cursor does not say so yet (its
 /// cursor is made first when new), and each cursor that says so and is

@@ -20,47 +20,97 @@ impl KafkaCluster {
         topics: &[(String, i32, BTreeMap<String, String>)],
         replication_factor: Option<i16>,
     ) -> Result<(), KafkaError> {
-        if topics.is_empty() {
-            return Ok(());
+        match self.send_create_topics(topics, replication_factor, false).await?.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
-        let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(
-            topics
-                .iter()
-                .map(|(name, n, configs)| {
-                    let configs = configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(StrBytes::from_string(k.clone()))
-                                .with_value(Some(StrBytes::from_string(v.clone())))
-                        })
-                        .collect();
-                    CreatableTopic::default()
-                        .with_name(topic_name(name))
-                        .with_num_partitions(*n)
-                        .with_replication_factor(replication_factor.unwrap_or(-1))
-                        .with_configs(configs)
-                })
-                .collect(),
-        );
+    }
+
+    /// Ask the cluster whether it would create these topics (CreateTopics
+    /// with validateOnly: its checks of names, partitions, replication
+    /// factor, configurations and creation policy), creating none. Returns
+    /// each topic it would refuse, with why; an error that is not the
+    /// topic's own (authorization, a broker away) fails the whole call.
+    pub async fn topics_refused_creation(
+        &self,
+        topics: &[(String, i32, BTreeMap<String, String>)],
+        replication_factor: Option<i16>,
+    ) -> Result<BTreeMap<String, KafkaError>, KafkaError> {
+        let mut refused = BTreeMap::new();
+        for (topic, e) in self.send_create_topics(topics, replication_factor, true).await? {
+            match &e {
+                KafkaError::Broker {
+                    error:
+                        ResponseError::InvalidTopicException
+                        | ResponseError::InvalidPartitions
+                        | ResponseError::InvalidReplicationFactor
+                        | ResponseError::InvalidReplicaAssignment
+                        | ResponseError::InvalidConfig
+                        | ResponseError::PolicyViolation,
+                    ..
+                } => {
+                    refused.insert(topic, e);
+                }
+                _ => return Err(e),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// One CreateTopics request; each topic's error but TopicAlreadyExists.
+    async fn send_create_topics(
+        &self,
+        topics: &[(String, i32, BTreeMap<String, String>)],
+        replication_factor: Option<i16>,
+        validate_only: bool,
+    ) -> Result<Vec<(String, KafkaError)>, KafkaError> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_validate_only(validate_only)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|(name, n, configs)| {
+                        let configs = configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(k.clone()))
+                                    .with_value(Some(StrBytes::from_string(v.clone())))
+                            })
+                            .collect();
+                        CreatableTopic::default()
+                            .with_name(topic_name(name))
+                            .with_num_partitions(*n)
+                            .with_replication_factor(replication_factor.unwrap_or(-1))
+                            .with_configs(configs)
+                    })
+                    .collect(),
+            );
         // CreateTopics must reach the controller; any broker forwards it under KRaft.
         let resp = self.send_any(&req).await?;
-        for t in resp.topics {
-            match ResponseError::try_from_code(t.error_code) {
-                None | Some(ResponseError::TopicAlreadyExists) => {}
-                Some(error) => {
-                    return Err(KafkaError::Broker {
+        Ok(resp
+            .topics
+            .into_iter()
+            .filter_map(|t| {
+                let error = ResponseError::try_from_code(t.error_code).filter(|e| *e != ResponseError::TopicAlreadyExists)?;
+                let topic = t.name.0.to_string();
+                Some((
+                    topic.clone(),
+                    KafkaError::Broker {
                         cluster: self.alias.clone(),
                         op: "CreateTopics",
-                        topic: t.name.0.to_string(),
+                        topic,
                         partition: -1,
                         error,
                         detail: t.error_message.map(|m| m.to_string()).unwrap_or_default(),
-                    })
-                }
-            }
-        }
-        Ok(())
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// Delete topics. Topics already gone are not an error.
