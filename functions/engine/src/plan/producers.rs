@@ -75,6 +75,10 @@ pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Optio
     let key = ferry.flow_key(flow);
     let cluster_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
     let mut after = after;
+    // Log starts only move up: one read per partition serves every page of
+    // this plan (pages name mostly the same partitions), and one read
+    // earlier than another only keeps an item longer.
+    let mut starts = HashMap::new();
     for _ in 0..PRODUCER_PAGES_PER_PLAN {
         if Instant::now() >= until {
             tracing::info!(flow = %flow.id(), "producer items: this plan's time for them is up; the next plan goes on from here");
@@ -82,7 +86,7 @@ pub(super) async fn prune_producers(ferry: &Ferry, flow: &FlowSpec, after: Optio
         }
         let (items, next) = ferry.store.producers_after(&cluster_id, after, PRODUCERS_PER_PAGE).await?;
         let mine: Vec<&ProducerItem> = items.iter().filter(|i| i.flow == key).collect();
-        prune_page(ferry, flow, &cluster_id, &mine, &mut pruned).await?;
+        prune_page(ferry, flow, &cluster_id, &mine, &mut starts, &mut pruned).await?;
         after = next;
         if after.is_none() {
             break;
@@ -97,6 +101,7 @@ async fn prune_page(
     flow: &FlowSpec,
     cluster_id: &str,
     items: &[&ProducerItem],
+    starts: &mut HashMap<TopicPartition, i64>,
     pruned: &mut Pruned,
 ) -> Result<(), FerryError> {
     let now = now_ms();
@@ -123,9 +128,13 @@ async fn prune_page(
     in_flight(ends.iter().map(|(pid, e)| ferry.store.record_producer_ends(cluster_id, *pid, e))).await?;
     pruned.ended += ends.len();
     let with_ends: Vec<&ProducerItem> = items.iter().copied().filter(|i| i.ends.is_some()).collect();
-    let tps = with_ends.iter().flat_map(|i| i.ends.iter().flatten().map(|(tp, _)| tp));
-    let starts = offsets(ferry, flow, tps, OffsetSpec::Earliest).await?;
-    let gone: Vec<&ProducerItem> = with_ends.into_iter().filter(|i| all_gone(i, &starts)).collect();
+    let unread = with_ends
+        .iter()
+        .flat_map(|i| i.ends.iter().flatten().map(|(tp, _)| tp))
+        .filter(|tp| !starts.contains_key(*tp));
+    let read = offsets(ferry, flow, unread, OffsetSpec::Earliest).await?;
+    starts.extend(read);
+    let gone: Vec<&ProducerItem> = with_ends.into_iter().filter(|i| all_gone(i, starts)).collect();
     let to_note: Vec<i64> = gone.iter().filter(|i| i.passed_ms.is_none()).map(|i| i.producer_id).collect();
     in_flight(to_note.iter().map(|pid| ferry.store.mark_producer_passed(cluster_id, *pid))).await?;
     pruned.passed += to_note.len();
