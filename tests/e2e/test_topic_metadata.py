@@ -228,7 +228,7 @@ def test_a_topic_the_target_refuses_to_create_is_refused_alone_before_anything_i
     kc, ri = write_config(tmp_path, [dotted, fine])
     ferry = Ferry(kc, ri)
     dry = subprocess.run(ferry.args("plan", "--dry-run", "--json", "--observe-seconds", "0"), capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert dry.returncode == 1, dry.stderr[-2000:]
     [flow] = json.loads(dry.stdout)["flows"]
     assert [(r["topic"], "collides" in r["why"]) for r in flow["topics_refused"]] == [(dotted, True)], flow
     assert [t["topic"] for t in flow["topics_to_create"]] == [fine], flow

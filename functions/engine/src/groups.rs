@@ -223,12 +223,15 @@ async fn sync_flow(
     report.groups = groups.len();
 
     // Cursors before runs, always (see `StateStore::runs_from`): the
-    // cursors read here bound what the runs read later must hold.
+    // cursors read here bound what the runs read later must hold. A topic
+    // the plan refuses is not copied: its partitions are synced as those
+    // not started yet are (not at all), whatever its target holds.
     let cursors: HashMap<TopicPartition, CursorItem> = ferry
         .store
         .list_cursors(&flow_key)
         .await?
         .into_iter()
+        .filter(|c| c.plan_refusal.is_none())
         .map(|c| (c.tp.clone(), c))
         .collect();
     let opposite = match crate::opposite::translates_through(ferry, flow, g).await? {

@@ -361,6 +361,18 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
         }
     }
 
+    // A topic the flow refuses is not copied, wherever its cursor stands
+    // (at the end, with StartingPosition LATEST).
+    if let Some((tp, why)) = needed
+        .iter()
+        .find_map(|(tp, _, _)| Some((tp, cursors.get(tp)?.plan_refusal.as_deref()?)))
+    {
+        return Ok(report.no_go(
+            format!("flow {} refuses to copy {tp}: {why}", flow.id()),
+            "mend what the refusal names; once a plan copies the topic (`ferry status` shows no error on it), run the move again".into(),
+        ));
+    }
+
     // 3. Wait for the flow.
     let mut told: Option<Instant> = None;
     loop {

@@ -144,8 +144,19 @@ async fn plan_flow(
     let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(started)).await?;
     decided.prune_round = started.plans;
     let was_first = decided.first_plan;
+    // Told at error level when it starts or changes; each plan after that
+    // (every minute, or every round of `ferry run`) at debug level.
+    let news: BTreeSet<String> = targets::refusal_writes(&decided)
+        .into_iter()
+        .filter(|(_, why)| why.is_some())
+        .map(|(tp, _)| tp.topic)
+        .collect();
     for (topic, why) in &decided.refused {
-        tracing::error!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, "TopicRefused: {why}; the flow's other topics go on");
+        if news.contains(topic) {
+            tracing::error!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, "TopicRefused: {why}; the flow's other topics go on");
+        } else {
+            tracing::debug!(flow = %flow.id(), topic = %topic, "TopicRefused (as before): {why}");
+        }
         out.refused_topics.push(RefusedTopic {
             flow: flow.id(),
             topic: topic.clone(),
@@ -352,7 +363,7 @@ async fn decide(
         first_plan,
         started_before: first_plan && !first.created && !cursors.is_empty(),
         prune_round: 0,
-        deleted: gone.iter().map(|t| flow.target_topic(t)).collect(),
+        deleted: copies_to_delete(ferry, flow, &gone, &items).await?,
         forget,
         cursors,
         recorded_refusals: items.iter().filter_map(|c| Some((c.tp.clone(), c.plan_refusal.clone()?))).collect(),
@@ -476,12 +487,12 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     let target = ferry.cluster(&flow.target.id)?;
     if !p.deleted.is_empty() {
         target.delete_topics(&p.deleted).await?;
-        forget_partitions(ferry, &flow_key, &p.forget).await?;
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topics = ?p.deleted,
             "source topics were deleted: deleted their target topics and Ferry's state for them (PropagateTopicDeletions)"
         );
     }
+    forget_partitions(ferry, &flow_key, &p.forget).await?;
     forget_partitions(ferry, &flow_key, &p.restart).await?;
     let created: Vec<String> = p.create.iter().map(|t| t.topic.clone()).collect();
     if !p.create.is_empty() {

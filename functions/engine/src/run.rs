@@ -278,11 +278,15 @@ where
                     waiting: round.waiting(&plan.left_flows),
                 })
             }
-            // Everything else is across: a refused topic is not.
+            // Everything else is across, and its groups are synced: a
+            // refused topic is not.
             AfterRound::CaughtUp if !plan.refused_topics.is_empty() => {
+                if syncs_groups {
+                    sync_groups_once(ferry, &*on).await;
+                }
                 return Ok(RunEnd::Failed {
                     failures: failures + plan.refused_topics.len(),
-                })
+                });
             }
             AfterRound::CaughtUp => {
                 on(RunEvent::CaughtUp);

@@ -178,7 +178,10 @@ pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<T
         records_replicated: c.records_replicated,
         lease_owner: c.lease_owner.clone().filter(|_| c.lease_expires_ms > now),
         // The plan's refusal first: while it stands, nothing is copied.
-        last_error: c.plan_refusal.clone().or_else(|| c.last_error.clone()),
+        last_error: match (&c.plan_refusal, &c.last_error) {
+            (Some(refusal), Some(stop)) => Some(format!("{refusal} (and the partition's last stop: {stop})")),
+            (refusal, stop) => refusal.clone().or_else(|| stop.clone()),
+        },
         leader_epoch: c.leader_epoch,
         backfill_from: c.backfill_from,
     }

@@ -77,6 +77,13 @@ pub(crate) async fn backfill(args: BackfillArgs) -> Result<ExitCode, String> {
             waiting.join(", ")
         );
     }
+    let refused: Vec<&ferry_core::domain::RefusedTopic> = plan.refused_topics.iter().filter(|r| args.topics.contains(&r.topic)).collect();
+    for r in &refused {
+        eprintln!(
+            "ferry: flow {}: topic {} is refused, not copied: {}. Its backfill waits until a plan copies it",
+            r.flow, r.topic, r.why
+        );
+    }
     println!("ferry: `ferry run` (or the next scheduled execution) replicates them");
-    Ok(ExitCode::SUCCESS)
+    Ok(if refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -91,9 +91,13 @@ async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, String> {
         replicate_records_per_s: args.replicate_records_per_second,
     };
     let dry = ferry_engine::plan::dry_run(ferry, &input, &opts).await.map_err(|e| describe(&e))?;
+    // A topic a plan would refuse fails the dry run (a check before a
+    // deployment), once all of it is said.
+    let refused = dry.flows.iter().any(|f| !f.topics_refused.is_empty());
+    let code = if refused { ExitCode::from(1) } else { ExitCode::SUCCESS };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&dry).map_err(|e| e.to_string())?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     println!("ferry: dry run of replicator {}: nothing was written", dry.replicator);
     for f in &dry.flows {
@@ -170,5 +174,8 @@ async fn dry_run(ferry: &Ferry, args: &PlanArgs) -> Result<ExitCode, String> {
     for a in &c.assumptions {
         println!("  - {a}");
     }
-    Ok(ExitCode::SUCCESS)
+    if refused {
+        eprintln!("ferry: a plan would refuse some topics (`not copied` above): mend what each names, or exclude the topic");
+    }
+    Ok(code)
 }

@@ -217,6 +217,7 @@ impl FlowDryRun {
             partitions_to_start: p
                 .starts
                 .iter()
+                .filter(|s| !p.refused.contains_key(&s.tp.topic))
                 .map(|s| PartitionStart::new(&s.tp, s.from, s.end, why(s.backfill)))
                 .collect(),
             record_size_risks: p.record_size_risks.clone(),

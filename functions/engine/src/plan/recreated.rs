@@ -185,3 +185,44 @@ pub(super) async fn deleted_topics(
     }
     Ok(gone)
 }
+
+/// Of the target topics of deleted source topics `gone`, those that are
+/// Ferry's copies, to delete: a cursor of the topic recorded the target
+/// topic's id and the target still has it (a target answering without ids,
+/// before Kafka 2.8: a cursor copied into it). A target topic the plan
+/// refused, one made again by someone else since, or one Ferry never wrote
+/// is left where it is, with a warning; the topic's state goes either way.
+pub(super) async fn copies_to_delete(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    gone: &[String],
+    items: &[CursorItem],
+) -> Result<Vec<String>, FerryError> {
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = gone.iter().map(|t| flow.target_topic(t)).collect();
+    // A name past Kafka's limit (a refused PREFIXED one) names no topic.
+    let legal: Vec<String> = names.iter().filter(|n| n.len() <= MAX_TOPIC_NAME).cloned().collect();
+    let meta = ferry.cluster(&flow.target.id)?.metadata(Some(&legal)).await?;
+    let mut delete = Vec::new();
+    for (topic, target_name) in gone.iter().zip(names) {
+        let Some(now) = meta.get(&target_name) else { continue };
+        let cursors: Vec<&CursorItem> = items.iter().filter(|c| &c.tp.topic == topic).collect();
+        let ours = !cursors.iter().any(|c| c.plan_refusal.is_some())
+            && match &now.topic_id {
+                Some(id) => cursors.iter().any(|c| c.target_topic_id.as_ref() == Some(id)),
+                None => cursors.iter().any(|c| c.records_replicated > 0),
+            };
+        if ours {
+            delete.push(target_name);
+        } else {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %target_name,
+                "source topic {topic} was deleted; its target topic is kept: it is not Ferry's copy (refused by the plan, \
+                 made again since, or never written by Ferry). Ferry forgets its state for the topic"
+            );
+        }
+    }
+    Ok(delete)
+}
