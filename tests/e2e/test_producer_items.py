@@ -145,3 +145,25 @@ def test_an_item_whose_topic_was_deleted_goes_too(tmp_path):
     time.sleep(1.5)
     assert ferry.run("--once", "--producer-prune-grace-seconds", "1").returncode == 0
     assert wrote[0] not in items(ferry)
+
+
+def test_a_note_that_records_were_gone_is_taken_back_when_a_later_look_finds_one(tmp_path):
+    """A look that wrongly found an item's records gone (a topic one
+    metadata answer left out; within one plan, such an answer now serves
+    every page) noted it for good, and any later wrong look deleted it,
+    with it the opposite flow's knowledge of those records (helper-70's
+    review). A look that finds a record still there takes the note back."""
+    topic = unique("items-noted")
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, [f"k{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    [copier] = [pid for pid, i in items(ferry).items() if ends(i) == {f"{topic}/0": 5}]
+    # What a wrong look left: the item noted as gone an hour ago.
+    key = {"cluster": items(ferry)[copier]["cluster"], "producer_id": {"N": str(copier)}}
+    dynamo().update_item(TableName=f"{ferry.prefix}-producers", Key=key, UpdateExpression="SET passed_ms = :p",
+                         ExpressionAttributeValues={":p": {"N": str(int(time.time() * 1000) - 3_600_000)}})
+    assert ferry.run("--once", "--producer-prune-grace-seconds", "1").returncode == 0
+    assert copier in items(ferry), "an item deleted while its records are on the target"
+    assert "passed_ms" not in items(ferry)[copier], "the wrong note stands"

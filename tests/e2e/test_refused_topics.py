@@ -218,3 +218,48 @@ def test_records_deleted_on_the_source_while_refused_stop_the_mended_partition_l
     assert res.returncode != 0, res.stderr[-3000:]
     assert "deleted" in (ferry.status()[0].get("last_error") or ""), ferry.status()
     assert read_partition(TARGET, topic, 0, timeout_s=3) == []
+
+
+def test_a_topic_no_longer_selected_keeps_its_target_when_its_source_goes(tmp_path):
+    """Cut over: the topic was copied, then excluded, and the applications
+    write to the target topic; then the old source topic is deleted. With
+    PropagateTopicDeletions it took the target topic with it, and the
+    applications' records (helper-70, on efb99d6; before this work too):
+    only topics the flow still selects are replicated, deletions included."""
+    topic, fine = unique("cutover"), unique("fine")
+    create_topic(SOURCE, topic, 1)
+    create_topic(SOURCE, fine, 1)
+    produce_keys(SOURCE, topic, [f"k{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [topic, fine], topic_replication={"PropagateTopicDeletions": True})
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once", timeout=180).returncode == 0
+    info = json.loads(ri.read_text())
+    info[0]["TopicReplication"]["TopicsToExclude"] = [topic]
+    ri.write_text(json.dumps(info))
+    assert ferry.run("--once", timeout=180).returncode == 0
+    produce_keys(TARGET, topic, [f"app-{i}" for i in range(5)])
+    delete_topic(SOURCE, topic)
+    res = ferry.run("--once", timeout=180, env={"RUST_LOG": "warn"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "no longer selected by the flow, was deleted; its target topic is kept" in res.stderr, res.stderr[-3000:]
+    time.sleep(2)
+    assert topic in list_topics(TARGET), "Ferry deleted a topic it no longer replicates"
+    assert len(read_partition(TARGET, topic, 0)) == 10
+    assert [r["topic"] for r in ferry.status()] == [fine], "the deleted topic's state is forgotten"
+
+
+def test_a_replication_factor_the_target_cannot_meet_is_bad_configuration(tmp_path):
+    """TargetReplicationFactor above the target's brokers is the flow's
+    setting, not a topic's conflict: refused as bad configuration, naming
+    the field, before anything is written (the validate-only creation made
+    every topic 'refused alone' with a fix on the target; helper-70)."""
+    topic = unique("rf")
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, ["k0"])
+    kc, ri = write_config(tmp_path, [topic], topic_replication={"TargetReplicationFactor": 7})
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once", timeout=180)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "TargetReplicationFactor" in res.stderr and "InputError" in res.stderr, res.stderr[-3000:]
+    assert topic not in list_topics(TARGET)
+    assert ferry.status() == []

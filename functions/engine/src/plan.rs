@@ -395,7 +395,7 @@ async fn decide(
         .map(|t| (t.topic.clone(), t.partitions, t.configs.clone()))
         .collect();
     let refused = target.topics_refused_creation(&to_create, flow.target_replication_factor).await?;
-    targets::refuse_creations(flow, &topics, refused, &mut p);
+    targets::refuse_creations(flow, &topics, refused, &mut p)?;
 
     p.tps = topics
         .iter()

@@ -294,6 +294,18 @@ impl KafkaError {
         )
     }
 
+    /// Whether the broker refused a topic's replication factor (more
+    /// replicas than it has brokers, or fewer than its minimum).
+    pub fn refuses_replication_factor(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Broker {
+                error: ResponseError::InvalidReplicationFactor,
+                ..
+            }
+        )
+    }
+
     /// How a broker refused a produce, if it answered with an error code.
     pub fn produce_refusal(&self) -> Option<ProduceRefusal> {
         let KafkaError::Broker { error, .. } = self else { return None };

@@ -203,6 +203,27 @@ impl StateStore {
         }
     }
 
+    /// Take back the note that an item's records were gone (made at
+    /// `passed_ms`), once a later look finds one still there: a note stands
+    /// only while every look agrees, so that no single stale answer (a
+    /// topic missing from one metadata answer) deletes the item later.
+    pub async fn unmark_producer_passed(&self, cluster_id: &str, producer_id: i64, passed_ms: i64) -> Result<(), StateError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.producers)
+            .key(PK_PRODUCERS, s(cluster_id))
+            .key(SK_PRODUCERS, n(producer_id))
+            .update_expression("REMOVE passed_ms")
+            .condition_expression("passed_ms = :passed")
+            .expression_attribute_values(":passed", n(passed_ms))
+            .send()
+            .bounded(&self.calls)
+            .await;
+        conditional("UpdateItem", &self.producers, res)?;
+        Ok(())
+    }
+
     /// An update of an existing producer item (never one that makes it).
     fn update_producer(&self, cluster_id: &str, producer_id: i64) -> UpdateItemFluentBuilder {
         self.client

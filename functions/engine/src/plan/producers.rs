@@ -134,7 +134,16 @@ async fn prune_page(
         .filter(|tp| !starts.contains_key(*tp));
     let read = offsets(ferry, flow, unread, OffsetSpec::Earliest).await?;
     starts.extend(read);
-    let gone: Vec<&ProducerItem> = with_ends.into_iter().filter(|i| all_gone(i, starts)).collect();
+    let (gone, kept): (Vec<&ProducerItem>, Vec<&ProducerItem>) = with_ends.into_iter().partition(|i| all_gone(i, starts));
+    // Noted as gone by an earlier look, and a record of it is there now:
+    // that look was wrong (a topic one answer left out), and the note goes.
+    let wrong: Vec<(i64, i64)> = kept.iter().filter_map(|i| Some((i.producer_id, i.passed_ms?))).collect();
+    in_flight(
+        wrong
+            .iter()
+            .map(|(pid, passed)| ferry.store.unmark_producer_passed(cluster_id, *pid, *passed)),
+    )
+    .await?;
     let to_note: Vec<i64> = gone.iter().filter(|i| i.passed_ms.is_none()).map(|i| i.producer_id).collect();
     in_flight(to_note.iter().map(|pid| ferry.store.mark_producer_passed(cluster_id, *pid))).await?;
     pruned.passed += to_note.len();

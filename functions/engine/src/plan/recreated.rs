@@ -208,6 +208,16 @@ pub(super) async fn copies_to_delete(
     let mut delete = Vec::new();
     for (topic, target_name) in gone.iter().zip(names) {
         let Some(now) = meta.get(&target_name) else { continue };
+        // A topic the flow no longer selects (excluded at a cut-over,
+        // say) is no longer replicated: its target topic is the
+        // applications' now, whatever Ferry once copied into it.
+        if !flow.selects_topic(topic) {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %target_name,
+                "source topic {topic}, no longer selected by the flow, was deleted; its target topic is kept. Ferry forgets its state for the topic"
+            );
+            continue;
+        }
         let cursors: Vec<&CursorItem> = items.iter().filter(|c| &c.tp.topic == topic).collect();
         let ours = !cursors.iter().any(|c| c.plan_refusal.is_some())
             && match &now.topic_id {

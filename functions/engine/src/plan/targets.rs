@@ -141,7 +141,20 @@ pub(super) fn refuse_creations(
     topics: &BTreeMap<String, TopicMeta>,
     refused: BTreeMap<String, KafkaError>,
     p: &mut FlowPlan,
-) {
+) -> Result<(), FerryError> {
+    // The flow's replication factor is the flow's, not one topic's: every
+    // topic it creates would be refused, and the fix is in the configuration.
+    if let Some(KafkaError::Broker { detail, .. }) = refused.values().find(|e| e.refuses_replication_factor()) {
+        return Err(FerryError::Input(format!(
+            "flow {}: target cluster {} refuses to create topics with replication factor {}: {detail}. Fix: set \
+             TopicReplication.TargetReplicationFactor in replication-info.json to at most the target's brokers, or leave it out \
+             (the target's default)",
+            flow.id(),
+            flow.target.alias,
+            flow.target_replication_factor
+                .map_or("(the target's default)".to_owned(), |r| r.to_string())
+        )));
+    }
     for (target_name, e) in refused {
         let Some(name) = topics.keys().find(|t| flow.target_topic(t) == target_name) else {
             continue;
@@ -161,6 +174,7 @@ pub(super) fn refuse_creations(
         p.create.retain(|t| t.topic != target_name);
         p.record_size_risks.retain(|r| r.target_topic != target_name);
     }
+    Ok(())
 }
 
 /// The refusals to write on cursors after a plan decided `p`: each

@@ -29,8 +29,9 @@ impl KafkaCluster {
     /// Ask the cluster whether it would create these topics (CreateTopics
     /// with validateOnly: its checks of names, partitions, replication
     /// factor, configurations and creation policy), creating none. Returns
-    /// each topic it would refuse, with why; an error that is not the
-    /// topic's own (authorization, a broker away) fails the whole call.
+    /// each topic it would refuse, with why. A topic Ferry may not create
+    /// (authorization) is not judged: the creation itself says so. An
+    /// error that is not the topic's own (a broker away) fails the call.
     pub async fn topics_refused_creation(
         &self,
         topics: &[(String, i32, BTreeMap<String, String>)],
@@ -51,6 +52,10 @@ impl KafkaCluster {
                 } => {
                     refused.insert(topic, e);
                 }
+                KafkaError::Broker {
+                    error: ResponseError::TopicAuthorizationFailed | ResponseError::ClusterAuthorizationFailed,
+                    ..
+                } => {}
                 _ => return Err(e),
             }
         }
