@@ -263,3 +263,28 @@ def test_a_replication_factor_the_target_cannot_meet_is_bad_configuration(tmp_pa
     assert "TargetReplicationFactor" in res.stderr and "InputError" in res.stderr, res.stderr[-3000:]
     assert topic not in list_topics(TARGET)
     assert ferry.status() == []
+
+
+def test_both_ways_a_topic_deleted_on_the_second_flows_source_is_deleted_on_both(tmp_path):
+    """Both ways, IDENTICAL names, PropagateTopicDeletions: the topic
+    deleted on the target cluster is the source topic of the flow back.
+    The first flow planned took it for its own target topic deleted under
+    it and made it again, copying into it (the deletion undone); listed the
+    other way round, the flows propagated it (helper-70, on efb99d6)."""
+    topic = unique("both-deleted")
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, [f"k{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [topic], both_ways=True, topic_replication={"PropagateTopicDeletions": True})
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once", timeout=180).returncode == 0
+    produce_keys(TARGET, topic, [f"t{i}" for i in range(3)])
+    assert ferry.run("--once", timeout=180).returncode == 0
+    delete_topic(TARGET, topic)
+    for _ in range(2):
+        res = ferry.run("--once", timeout=240, env={"RUST_LOG": "warn"})
+        assert res.returncode == 0, res.stderr[-3000:]
+    deadline = time.time() + 30
+    while topic in list_topics(SOURCE) | list_topics(TARGET):
+        assert time.time() < deadline, (topic in list_topics(SOURCE), topic in list_topics(TARGET))
+        time.sleep(0.5)
+    assert ferry.status() == [], "the deleted topic's state is forgotten"

@@ -3,6 +3,7 @@
 //! repeated.
 
 use super::*;
+use ferry_core::config::TopicNaming;
 
 /// Find the topics whose history was replaced under their name: the
 /// source topic deleted and created again (another topic id), or the
@@ -86,6 +87,20 @@ pub(super) async fn histories_replaced(
     }
     for (topic, why) in suspects {
         let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
+        // Both ways: the target topic is also the source topic of the
+        // flow back. Deleted there, with that flow propagating deletions,
+        // it is a deletion to propagate (that flow deletes this flow's
+        // source topic), not a copy to make again.
+        if !target_meta.contains_key(&flow.target_topic(topic)) && opposite_propagates(ferry, flow, topic).await? {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %topic,
+                "target topic {topic} was deleted, and it is the source topic of the flow back, which propagates deletions: \
+                 left to that flow to delete on cluster {} (not copied again)",
+                flow.source.alias
+            );
+            topics.remove(topic);
+            continue;
+        }
         if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
@@ -235,4 +250,24 @@ pub(super) async fn copies_to_delete(
         }
     }
     Ok(delete)
+}
+
+/// Whether a flow of this replicator copies `topic` back from this flow's
+/// target under the same name, propagates its deletion, and has not
+/// handled it yet (it still has cursors for it: once it has, this flow
+/// goes on as after any target topic deleted).
+async fn opposite_propagates(ferry: &Ferry, flow: &FlowSpec, topic: &str) -> Result<bool, FerryError> {
+    if flow.naming != TopicNaming::Identical {
+        return Ok(false);
+    }
+    let back = ferry.spec.flows.iter().find(|back| {
+        back.source.id == flow.target.id
+            && back.target.id == flow.source.id
+            && back.naming == TopicNaming::Identical
+            && back.propagate_topic_deletions
+            && back.selects_topic(topic)
+    });
+    let Some(back) = back else { return Ok(false) };
+    let cursors = ferry.store.list_cursors(&ferry.flow_key(back)).await?;
+    Ok(cursors.iter().any(|c| c.tp.topic == topic))
 }
