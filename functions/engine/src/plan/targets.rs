@@ -146,7 +146,7 @@ pub(super) fn refuse_creations(
     // topic it creates would be refused, and the fix is in the configuration.
     if let Some(KafkaError::Broker { detail, .. }) = refused.values().find(|e| e.refuses_replication_factor()) {
         return Err(FerryError::Input(format!(
-            "flow {}: target cluster {} refuses to create topics with replication factor {}: {detail}. Fix: set \
+            "flow {}: target cluster {} refuses to create topics with replication factor {} (InvalidReplicationFactor: {detail}). Fix: set \
              TopicReplication.TargetReplicationFactor in replication-info.json to at most the target's brokers, or leave it out \
              (the target's default)",
             flow.id(),
