@@ -151,17 +151,13 @@ async fn plan_flow(
         .filter(|(_, why)| why.is_some())
         .map(|(tp, _)| tp.topic)
         .collect();
-    for (topic, why) in &decided.refused {
-        if news.contains(topic) {
-            tracing::error!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, "TopicRefused: {why}; the flow's other topics go on");
+    for r in decided.refused_topics(flow) {
+        if news.contains(&r.topic) {
+            tracing::error!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %r.topic, "TopicRefused: {}; the flow's other topics go on", r.why);
         } else {
-            tracing::debug!(flow = %flow.id(), topic = %topic, "TopicRefused (as before): {why}");
+            tracing::debug!(flow = %flow.id(), topic = %r.topic, "TopicRefused (as before): {}", r.why);
         }
-        out.refused_topics.push(RefusedTopic {
-            flow: flow.id(),
-            topic: topic.clone(),
-            why: why.clone(),
-        });
+        out.refused_topics.push(r);
     }
     let (created, work) = apply(ferry, flow, decided).await?;
     // A marker an earlier Ferry wrote, once planned (as the first or as
@@ -303,6 +299,20 @@ struct FlowPlan {
     refused: BTreeMap<String, String>,
     /// The refusals the flow's cursors carry now.
     recorded_refusals: HashMap<TopicPartition, String>,
+}
+
+impl FlowPlan {
+    /// The topics refused, as the plan's output names them.
+    fn refused_topics(&self, flow: &FlowSpec) -> Vec<RefusedTopic> {
+        self.refused
+            .iter()
+            .map(|(topic, why)| RefusedTopic {
+                flow: flow.id(),
+                topic: topic.clone(),
+                why: why.clone(),
+            })
+            .collect()
+    }
 }
 
 /// A partition to (re)start at a source offset.

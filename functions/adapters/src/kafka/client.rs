@@ -598,11 +598,13 @@ impl KafkaCluster {
         let addr = self.leader_conn_addr(leader).await?;
         let mut out = HashMap::new();
         let expected = self.expected_ids(batches.iter().map(|(tp, _)| tp.topic.as_str()));
+        let mut known = self.known_ids(batches.iter().map(|(tp, _)| tp.topic.as_str()));
         let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
         for (tp, bytes) in batches {
-            if let Some(e) = self.recreated(&tp, expected.get(&tp.topic)) {
+            if let Some(e) = self.recreated(&tp, expected.get(&tp.topic), known.get(&tp.topic)) {
                 // Read again before the next attempt: a stale answer heals.
                 self.forget_topic(&tp.topic);
+                known.remove(&tp.topic);
                 out.insert(tp, Err(e));
                 continue;
             }
@@ -616,17 +618,13 @@ impl KafkaCluster {
         }
         // Produce v13 names every topic by its id: the expected one, else
         // the one metadata gave.
-        let ids_of = || -> HashMap<String, Uuid> {
-            let known = lock(&self.topic_ids);
+        let ids_of = |known: &HashMap<String, Uuid>| -> HashMap<String, Uuid> {
             topics
                 .keys()
-                .filter_map(|t| {
-                    let id = expected.get(t).copied().or_else(|| known.get(t)?.parse().ok())?;
-                    Some((t.clone(), id))
-                })
+                .filter_map(|t| Some((t.clone(), expected.get(t).or_else(|| known.get(t)).copied()?)))
                 .collect()
         };
-        let mut ids = ids_of();
+        let mut ids = ids_of(&known);
         if ids.len() < topics.len() {
             // An id forgotten meanwhile (see `forget_topic`): read it, or a
             // v13 request would name the topic by a nil id.
@@ -634,7 +632,8 @@ impl KafkaCluster {
             if let Err(e) = self.metadata(Some(&missing)).await {
                 tracing::debug!(cluster = %self.alias, error = %e, "reading topic ids before a produce");
             }
-            ids = ids_of();
+            known = self.known_ids(topics.keys().map(String::as_str));
+            ids = ids_of(&known);
         }
         let names: HashMap<Uuid, String> = ids.iter().map(|(t, id)| (*id, t.clone())).collect();
         let req = |version: i16| {

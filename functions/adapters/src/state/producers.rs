@@ -209,13 +209,9 @@ impl StateStore {
     /// topic missing from one metadata answer) deletes the item later.
     pub async fn unmark_producer_passed(&self, cluster_id: &str, producer_id: i64, passed_ms: i64) -> Result<(), StateError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.producers)
-            .key(PK_PRODUCERS, s(cluster_id))
-            .key(SK_PRODUCERS, n(producer_id))
+            .update_producer(cluster_id, producer_id)
             .update_expression("REMOVE passed_ms")
-            .condition_expression("passed_ms = :passed")
+            .condition_expression("attribute_exists(#pk) AND passed_ms = :passed")
             .expression_attribute_values(":passed", n(passed_ms))
             .send()
             .bounded(&self.calls)

@@ -15,9 +15,6 @@ use super::{check_clusters, cluster_ids, decide, decide_acls, selected_work, Fir
 use crate::context::Ferry;
 use crate::error::FerryError;
 
-/// Kafka's default `max.message.bytes` of a topic (the broker's
-/// `message.max.bytes` unless the broker sets another).
-const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
 const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 /// What a plan would do, flow by flow; nothing was written.
@@ -174,7 +171,7 @@ pub(super) fn record_size_risk(
     let max = |c: &BTreeMap<String, String>| {
         c.get(MAX_MESSAGE_BYTES)
             .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+            .unwrap_or(ferry_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES)
     };
     let (src, tgt) = (max(source), max(target));
     (src > tgt).then(|| RecordSizeRisk {
@@ -221,15 +218,7 @@ impl FlowDryRun {
                 .map(|s| PartitionStart::new(&s.tp, s.from, s.end, why(s.backfill)))
                 .collect(),
             record_size_risks: p.record_size_risks.clone(),
-            topics_refused: p
-                .refused
-                .iter()
-                .map(|(topic, why)| RefusedTopic {
-                    flow: flow.id(),
-                    topic: topic.clone(),
-                    why: why.clone(),
-                })
-                .collect(),
+            topics_refused: p.refused_topics(flow),
             ..Default::default()
         }
     }

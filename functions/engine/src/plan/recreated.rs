@@ -3,7 +3,6 @@
 //! repeated.
 
 use super::*;
-use ferry_core::config::TopicNaming;
 
 /// Find the topics whose history was replaced under their name: the
 /// source topic deleted and created again (another topic id), or the
@@ -257,16 +256,10 @@ pub(super) async fn copies_to_delete(
 /// handled it yet (it still has cursors for it: once it has, this flow
 /// goes on as after any target topic deleted).
 async fn opposite_propagates(ferry: &Ferry, flow: &FlowSpec, topic: &str) -> Result<bool, FerryError> {
-    if flow.naming != TopicNaming::Identical {
-        return Ok(false);
-    }
-    let back = ferry.spec.flows.iter().find(|back| {
-        back.source.id == flow.target.id
-            && back.target.id == flow.source.id
-            && back.naming == TopicNaming::Identical
-            && back.propagate_topic_deletions
-            && back.selects_topic(topic)
-    });
+    let back = ferry
+        .spec
+        .opposite(flow)
+        .filter(|back| back.propagate_topic_deletions && back.selects_topic(topic));
     let Some(back) = back else { return Ok(false) };
     let cursors = ferry.store.list_cursors(&ferry.flow_key(back)).await?;
     Ok(cursors.iter().any(|c| c.tp.topic == topic))

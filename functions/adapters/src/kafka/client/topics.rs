@@ -276,13 +276,20 @@ impl KafkaCluster {
             .collect()
     }
 
-    /// The refusal of a write to `tp` when metadata shows its topic is no
-    /// longer the one with the `expected` id: deleted, and perhaps created
-    /// again, since Ferry began writing it.
-    pub(super) fn recreated(&self, tp: &TopicPartition, expected: Option<&Uuid>) -> Option<KafkaError> {
-        let expected = expected?;
-        let now = lock(&self.topic_ids).get(&tp.topic).cloned()?;
-        (now.parse::<Uuid>().ok().as_ref() != Some(expected)).then(|| KafkaError::Broker {
+    /// The id metadata last gave each of `topics` that has one.
+    pub(super) fn known_ids<'a>(&self, topics: impl Iterator<Item = &'a str>) -> HashMap<String, Uuid> {
+        let known = lock(&self.topic_ids);
+        topics
+            .filter_map(|t| Some((t.to_owned(), known.get(t)?.parse::<Uuid>().ok()?)))
+            .collect()
+    }
+
+    /// The refusal of a write to `tp` when metadata shows its topic (`now`:
+    /// the id it last gave) is no longer the one with the `expected` id:
+    /// deleted, and perhaps created again, since Ferry began writing it.
+    pub(super) fn recreated(&self, tp: &TopicPartition, expected: Option<&Uuid>, now: Option<&Uuid>) -> Option<KafkaError> {
+        let (expected, now) = (expected?, now?);
+        (now != expected).then(|| KafkaError::Broker {
             cluster: self.alias.clone(),
             op: "Produce",
             topic: tp.topic.clone(),
