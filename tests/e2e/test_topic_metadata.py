@@ -370,3 +370,46 @@ def test_a_target_name_past_kafkas_limit_is_refused_saying_so(tmp_path):
     assert not [t for t in list_topics(TARGET) if t.endswith(long)]
     assert [m["key"] for m in read_partition(TARGET, f"source.{other}", 0)] == [b"k0", b"k1"]
     assert "past Kafka's 249" in next(r for r in ferry.status() if r["topic"] == long)["last_error"]
+
+
+def test_a_target_topic_ferry_did_not_create_keeps_its_settings_when_configs_are_copied(tmp_path):
+    """CopyTopicConfigurations on, and the target already holds an
+    application's topics of the same names (breaker helper-71, on
+    5a32617): one kept for ever (retention.ms=-1) while the source has no
+    override, whose override the first plan deleted (the broker's 7-day
+    default then deletes the application's history); one with
+    cleanup.policy=delete while the source's is compact, which the plan
+    switched to compact (the cleaner then took the application's keyless
+    records). Now such a topic's settings stay its owner's: the policy
+    conflict is refused, as with copying off; only max.message.bytes is
+    raised, which removes nothing. A topic Ferry creates still follows."""
+    kept, policy, made = unique("foreign-retention"), unique("foreign-policy"), unique("made")
+    create_topic(SOURCE, kept, 1, config={"max.message.bytes": "2000000"})
+    create_topic(TARGET, kept, 1, config={"retention.ms": "-1", "retention.bytes": "-1", "max.message.bytes": "500000"})
+    create_topic(SOURCE, policy, 1, config={"cleanup.policy": "compact"})
+    create_topic(TARGET, policy, 1, config={"cleanup.policy": "delete"})
+    create_topic(SOURCE, made, 1, config={"retention.ms": "3600000"})
+    for topic in (kept, policy, made):
+        produce_keys(SOURCE, topic, ["k0"])
+    kc, ri = copy_configs(tmp_path, [kept, policy, made])
+    ferry = Ferry(kc, ri)
+    res = ferry.run("--once", timeout=180, env={"RUST_LOG": "warn"})
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert f"topic {policy} not copied" in res.stderr and "Ferry did not create it" in res.stderr, res.stderr[-3000:]
+    assert "its configuration is left as it is" in res.stderr, res.stderr[-3000:]
+    assert overrides(TARGET, kept) == {"retention.ms": "-1", "retention.bytes": "-1", "max.message.bytes": "2000000"}
+    assert overrides(TARGET, policy).get("cleanup.policy") == "delete"
+    assert [m["key"] for m in read_partition(TARGET, kept, 0)] == [b"k0"]
+    # Later plans leave it too; a change on the source reaches the topic Ferry made.
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    res_ = ConfigResource(ConfigResource.Type.TOPIC, made)
+    res_.add_incremental_config(ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET))
+    admin.incremental_alter_configs([res_])[res_].result(timeout=30)
+    deadline = time.time() + 30
+    while overrides(SOURCE, made).get("retention.ms") != "7200000":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert ferry.run("--once", timeout=180).returncode == 1  # the policy conflict stands
+    assert overrides(TARGET, made).get("retention.ms") == "7200000"
+    assert overrides(TARGET, kept) == {"retention.ms": "-1", "retention.bytes": "-1", "max.message.bytes": "2000000"}

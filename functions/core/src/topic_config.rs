@@ -27,7 +27,7 @@ const NEVER_COPIED: &[&str] = &[
 /// Of those, the ones an earlier Ferry copied, and which change or refuse
 /// the copies: removed from a target whose value is the source's (almost
 /// surely that copy).
-const UNDONE: &[&str] = &[
+pub const UNDONE: &[&str] = &[
     "message.timestamp.type",
     "message.timestamp.difference.max.ms",
     "message.timestamp.before.max.ms",
@@ -36,7 +36,7 @@ const UNDONE: &[&str] = &[
 
 /// Only ever raised on the target: a record the source took under a
 /// larger limit may still be on its way.
-const ONLY_RAISED: &str = "max.message.bytes";
+pub const ONLY_RAISED: &str = "max.message.bytes";
 
 /// Kafka's default `max.message.bytes`: a target topic is never created
 /// with less (the source may hold records it took under a larger limit).

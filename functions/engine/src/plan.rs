@@ -299,6 +299,9 @@ struct FlowPlan {
     refused: BTreeMap<String, String>,
     /// The refusals the flow's cursors carry now.
     recorded_refusals: HashMap<TopicPartition, String>,
+    /// Source topics whose target topic was there before Ferry copied into
+    /// it, with that topic's id (see `targets::adopted`).
+    adopted: BTreeMap<String, String>,
 }
 
 impl FlowPlan {
@@ -395,6 +398,7 @@ async fn decide(
     }
     let source_configs = source.topic_configs(&source_names).await?;
     let target_configs = target.topic_configs(&existing_targets).await?;
+    p.adopted = targets::adopted(flow, &topics, &target_meta, &items, &p.restart);
     targets::check(ferry, flow, &topics, &target_meta, &source_configs, &target_configs, &mut p);
     // The target's own checks of the topics to create (a name colliding
     // with one of its topics, a creation policy, a configuration it does
@@ -574,10 +578,16 @@ async fn apply(ferry: &Ferry, flow: &FlowSpec, mut p: FlowPlan) -> Result<(Vec<S
     // Once per cursor's life (the first plan after an upgrade: every one),
     // a few in flight at once.
     in_flight(p.record_ids.iter().map(|(tp, source_id, target_id)| {
-        let (store, flow_key) = (&ferry.store, &flow_key);
+        let (store, flow_key, adopted) = (&ferry.store, &flow_key, p.adopted.get(&tp.topic));
         async move {
             store
-                .record_topic_ids(flow_key, tp, source_id.as_deref(), target_id.as_deref())
+                .record_topic_ids(
+                    flow_key,
+                    tp,
+                    source_id.as_deref(),
+                    target_id.as_deref(),
+                    adopted.map(String::as_str),
+                )
                 .await
         }
     }))

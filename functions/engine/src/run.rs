@@ -212,6 +212,12 @@ where
             created_topics: &plan.created_topics,
             copied_acls: &plan.copied_acls,
         });
+        // A refusal that clears and comes back is told again.
+        told_refused.retain(|(flow, topic, why): &(String, String, String)| {
+            plan.refused_topics
+                .iter()
+                .any(|r| &r.flow == flow && &r.topic == topic && &r.why == why)
+        });
         for r in &plan.refused_topics {
             if told_refused.insert((r.flow.clone(), r.topic.clone(), r.why.clone())) {
                 on(RunEvent::TopicRefused(r));

@@ -71,6 +71,12 @@ pub struct CursorItem {
     pub updated_ms: i64,
     /// Last error, if the partition is stopped on one.
     pub last_error: Option<String>,
+    /// The id of the target topic when Ferry found it there before it
+    /// copied into it (another's topic, adopted): while the target topic
+    /// has this id, Ferry does not change its configuration beyond raising
+    /// max.message.bytes. `None`: a topic Ferry created, or an item
+    /// written before Ferry recorded it.
+    pub adopted_target_id: Option<String>,
     /// Why the last plan refused to copy the partition's topic (a target
     /// topic that conflicts with its source), if it did; the plan sets and
     /// clears it, apart from `last_error`, which Replicate's stops own.
@@ -207,6 +213,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             updated_ms: r.n("updated_ms").unwrap_or(0),
             last_error: r.s("last_error"),
             plan_refusal: r.s("plan_refusal"),
+            adopted_target_id: r.s("adopted_target_id"),
             records_per_s: r.n("records_per_s").unwrap_or(0),
             bytes_per_s: r.n("bytes_per_s").unwrap_or(0),
             open_run: match (r.n("open_run_source_start"), r.n("open_run_target_start"), r.n("open_run_length")) {
@@ -287,13 +294,16 @@ impl StateStore {
 
     /// Record the ids of the topics a cursor counts in, where it has none
     /// yet (a cursor made before its target topic existed, or by a Ferry
-    /// before topic ids were recorded). Never replaces a recorded id.
+    /// before topic ids were recorded), and the id of a target topic it
+    /// adopted (see [`CursorItem::adopted_target_id`]). Never replaces a
+    /// recorded id.
     pub async fn record_topic_ids(
         &self,
         flow: &str,
         tp: &TopicPartition,
         source_topic_id: Option<&str>,
         target_topic_id: Option<&str>,
+        adopted_target_id: Option<&str>,
     ) -> Result<(), StateError> {
         let mut sets = Vec::new();
         let mut req = self
@@ -301,7 +311,11 @@ impl StateStore {
             .await?
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK);
-        for (attr, value) in [("source_topic_id", source_topic_id), ("target_topic_id", target_topic_id)] {
+        for (attr, value) in [
+            ("source_topic_id", source_topic_id),
+            ("target_topic_id", target_topic_id),
+            ("adopted_target_id", adopted_target_id),
+        ] {
             if let Some(v) = value {
                 sets.push(format!("{attr} = if_not_exists({attr}, :{attr})"));
                 req = req.expression_attribute_values(format!(":{attr}"), s(v));
@@ -310,6 +324,7 @@ impl StateStore {
         if sets.is_empty() {
             return Ok(());
         }
+
         // Forgotten meanwhile: nothing to record.
         conditional(
             "UpdateItem",

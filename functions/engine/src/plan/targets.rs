@@ -7,6 +7,33 @@
 
 use super::*;
 
+/// The topics whose target topic Ferry found there, not made by it, with
+/// that topic's id: one whose partitions have no cursor yet (a cursor made
+/// again this plan, `restart`, counts as none), or whose cursors recorded
+/// its id as adopted. A target answering without ids adopts nothing (as
+/// Ferry did before it recorded adoptions).
+pub(super) fn adopted(
+    flow: &FlowSpec,
+    topics: &BTreeMap<String, TopicMeta>,
+    target_meta: &BTreeMap<String, TopicMeta>,
+    items: &[CursorItem],
+    restart: &[TopicPartition],
+) -> BTreeMap<String, String> {
+    // Per topic: whether it has a live cursor, and the ids they adopted.
+    let mut seen: HashMap<&str, Vec<Option<&str>>> = HashMap::new();
+    for c in items.iter().filter(|c| !restart.contains(&c.tp)) {
+        seen.entry(c.tp.topic.as_str()).or_default().push(c.adopted_target_id.as_deref());
+    }
+    topics
+        .keys()
+        .filter_map(|name| {
+            let id = target_meta.get(&flow.target_topic(name))?.topic_id.clone()?;
+            let adopted = seen.get(name.as_str()).is_none_or(|ids| ids.contains(&Some(id.as_str())));
+            adopted.then(|| (name.clone(), id))
+        })
+        .collect()
+}
+
 /// Check every topic of `topics` against its target topic (`target_meta`,
 /// absent: to create) with both sides' configurations; what to do goes
 /// to `p`, and each topic refused to `p.refused` with what is wrong and
@@ -74,18 +101,26 @@ pub(super) fn check(
         }
         let tgt_cfg = target_configs.get(&target_name).cloned().unwrap_or_default();
         let policy = |c: &TopicConfig| c.effective.get("cleanup.policy").cloned().unwrap_or_else(|| "delete".into());
-        // Copying configurations follows a source that changed its policy.
-        if !flow.copy_topic_configurations && !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
+        // A topic Ferry did not make may hold others' records: its policy
+        // is never changed under them (copying configurations follows a
+        // source that changed its policy on Ferry's own copies only).
+        let adopted = p.adopted.contains_key(name);
+        if (!flow.copy_topic_configurations || adopted) && !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
             p.refused.insert(
                 name.clone(),
                 format!(
                     "target topic {target_name} on cluster {} has cleanup.policy={} but source topic {name} on cluster {} has \
-                     cleanup.policy={}; replicating into it would compact away (or keep) records the source does not: \
+                     cleanup.policy={}; replicating into it would compact away (or keep) records the source does not{}: \
                      set cleanup.policy={} on the target topic, or delete it and let Ferry create it",
                     flow.target.alias,
                     policy(&tgt_cfg),
                     flow.source.alias,
                     policy(&src_cfg),
+                    if adopted {
+                        ", and Ferry did not create it (changing its policy would compact or delete the records already in it)"
+                    } else {
+                        ""
+                    },
                     policy(&src_cfg)
                 ),
             );
@@ -107,10 +142,24 @@ pub(super) fn check(
         if flow.copy_topic_configurations {
             let (mut set, mut delete) =
                 topic_config::changes(&src_cfg.overrides, &src_cfg.effective, &tgt_cfg.effective, &tgt_cfg.overrides);
-            if !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
+            if adopted {
+                // Its settings stay its owner's, but for what removes no
+                // record and keeps the copies true: the largest record size
+                // raised, a timestamp setting equal to the source's removed.
+                let keeps_records = |k: &String| k == topic_config::ONLY_RAISED || topic_config::UNDONE.contains(&k.as_str());
+                let others: Vec<&String> = set.keys().chain(&delete).filter(|k| !keeps_records(k)).collect();
+                if !others.is_empty() && !p.cursors.keys().any(|tp| &tp.topic == name) {
+                    tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %target_name, differing = ?others,
+                        "the target topic was there before Ferry: its configuration is left as it is (CopyTopicConfigurations \
+                         applies to topics Ferry creates); only max.message.bytes is raised where the source's is larger, and a \
+                         timestamp setting equal to the source's removed");
+                }
+                set.retain(|k, _| keeps_records(k));
+                delete.retain(|k| keeps_records(k));
+            } else if !topic_config::same_cleanup_policy(&policy(&src_cfg), &policy(&tgt_cfg)) {
                 // Also when the source's policy is its broker's default.
                 tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), topic = %target_name,
-                    "the target topic's cleanup.policy={} follows the source's, {} (CopyTopicConfigurations)", policy(&tgt_cfg), policy(&src_cfg));
+                    "the target topic's cleanup.policy, {}, is changed to the source's, {} (CopyTopicConfigurations)", policy(&tgt_cfg), policy(&src_cfg));
                 set.insert("cleanup.policy".into(), policy(&src_cfg));
                 delete.retain(|k| k != "cleanup.policy");
             }
