@@ -63,6 +63,21 @@ def test_bad_configuration_is_rejected_and_nothing_written(tmp_path, label, whic
     assert not any(t.startswith(ferry.prefix) for t in tables), tables
 
 
+def test_a_round_too_short_to_copy_is_refused_and_nothing_written(tmp_path):
+    """A round keeps 2 s in hand to checkpoint and release: `--round-seconds
+    2` copied nothing, round after round, and said nothing (helper-71)."""
+    topic = unique("short-round")
+    create_topic(SOURCE, topic, 1)
+    ferry = Ferry(*write_config(tmp_path, [topic]))
+    for short in ("2", "0"):
+        res = ferry.run("--once", "--round-seconds", short, timeout=60)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert f"a round of {short} s copies nothing" in res.stderr and "at least 3" in res.stderr, res.stderr
+    assert topic not in list_topics(TARGET)
+    tables = dynamo().list_tables()["TableNames"]
+    assert not any(t.startswith(ferry.prefix) for t in tables), tables
+
+
 def test_target_partition_mismatch_refuses_that_topic_alone(tmp_path):
     """A target topic with more partitions than its source is refused, and
     nothing written to it; the other topic is created and copied."""

@@ -82,7 +82,7 @@ const UNMAPPED_WAIT_WARNING: Duration = Duration::from_secs(30);
 const READ_BACK_MAX_BYTES: i32 = 1 << 20;
 
 /// Time kept in hand before the deadline to checkpoint and release.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// When and why to stop.
 #[derive(Debug, Clone)]

@@ -22,8 +22,10 @@ pub(crate) struct RunArgs {
     /// offset seen at start; non-zero on failure.
     #[arg(long)]
     once: bool,
-    /// Length of one replicate round (a Lambda invocation's budget), in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Length of one replicate round (a Lambda invocation's budget), in
+    /// seconds: at least 3 (a round keeps 2 s in hand to checkpoint and
+    /// release its partitions).
+    #[arg(long, default_value_t = 60, value_parser = round_seconds)]
     round_seconds: u64,
     /// Lease duration in milliseconds (a crashed worker's partitions are
     /// taken over after this long).
@@ -229,4 +231,20 @@ fn format_duration(secs: f64) -> String {
         (0, m, s) => format!("{m}m{s:02}s"),
         (h, m, _) => format!("{h}h{m:02}m"),
     }
+}
+
+/// `--round-seconds`: a round no longer than the time it keeps in hand to
+/// checkpoint and release would copy nothing, round after round, and say
+/// nothing; refused, saying why.
+fn round_seconds(value: &str) -> Result<u64, String> {
+    let secs: u64 = value.parse().map_err(|_| format!("{value:?} is not a whole number of seconds"))?;
+    let margin = ferry_engine::replicate::DEADLINE_MARGIN.as_secs();
+    if secs <= margin {
+        return Err(format!(
+            "a round of {secs} s copies nothing: each round keeps {margin} s in hand to checkpoint and release its \
+             partitions. Fix: give at least {} (the default is 60)",
+            margin + 1
+        ));
+    }
+    Ok(secs)
 }
