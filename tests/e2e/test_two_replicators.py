@@ -7,29 +7,38 @@ definition cannot translate exactly: its group sync is refused with a
 message that names the other flow, while it still replicates."""
 
 import json
+import time
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
+from conftest import (SOURCE, TARGET, Ferry, committed, create_topic, list_topics, produce_keys, read_partition, unique,
+                      write_config)
 from support.groups import commit_at
+from support.topics import delete_topic
 
 
-def one_way(tmp_path, name: str, topic: str, group: str, reverse: bool, mode: str | None = None):
+def one_way(tmp_path, name: str, topic: str, group: str, reverse: bool, mode: str | None = None,
+            topic_replication: dict | None = None):
     folder = tmp_path / name
     folder.mkdir()
-    kc, ri = write_config(folder, [topic], both_ways=True, groups=[group], group_mode=mode)
+    kc, ri = write_config(folder, [topic], both_ways=True, groups=[group], group_mode=mode,
+                          topic_replication=topic_replication)
     flows = json.loads(ri.read_text())
     ri.write_text(json.dumps([flows[1] if reverse else flows[0]], indent=2))
     return kc, ri
 
 
-def one_each_way(tmp_path, topic: str, group: str) -> tuple[Ferry, Ferry]:
-    """`topic` on both clusters, and two replicators on the same state
-    tables: A→B and B→A, each syncing `group` (the sync mode left out, as in
-    MSK Replicator's own examples)."""
-    for b in (SOURCE, TARGET):
+def one_each_way(tmp_path, topic: str, group: str, topic_replication: dict | None = None,
+                 on_target: bool = True) -> tuple[Ferry, Ferry]:
+    """`topic` on both clusters (or on A alone, without `on_target`), and
+    two replicators on the same state tables: A→B and B→A, each syncing
+    `group` (the sync mode left out, as in MSK Replicator's own
+    examples)."""
+    for b in (SOURCE, TARGET) if on_target else (SOURCE,):
         create_topic(b, topic, 1)
     prefix = unique("ferry-shared")
-    forward = Ferry(*one_way(tmp_path, "forward", topic, group, reverse=False), name=unique("a-to-b"), prefix=prefix)
-    back = Ferry(*one_way(tmp_path, "back", topic, group, reverse=True), name=unique("b-to-a"), prefix=prefix)
+    forward = Ferry(*one_way(tmp_path, "forward", topic, group, reverse=False, topic_replication=topic_replication),
+                    name=unique("a-to-b"), prefix=prefix)
+    back = Ferry(*one_way(tmp_path, "back", topic, group, reverse=True, topic_replication=topic_replication),
+                 name=unique("b-to-a"), prefix=prefix)
     return forward, back
 
 
@@ -91,8 +100,6 @@ def test_a_flow_waits_for_an_opposite_replicator_that_died_after_writing_and_say
     level, naming the other flow and the ways out. One run of the other
     replicator reconciles what it wrote, and the wait ends: every record
     once on each cluster, none sent back."""
-    import time
-
     topic = unique("two-replicators-died")
     forward, back = one_each_way(tmp_path, topic, unique("died-app"))
     a = [f"a-{i:02d}" for i in range(10)]
@@ -128,3 +135,39 @@ def test_a_flow_waits_for_an_opposite_replicator_that_died_after_writing_and_say
     assert forward.run("--once").returncode == 0
     assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [k.encode() for k in a[:5] + b + a[5:]]
     assert [r["key"] for r in read_partition(SOURCE, topic, 0)] == [k.encode() for k in a[:5] + b + a[5:]]
+
+
+def test_a_topic_deleted_on_either_cluster_is_deleted_on_both_by_two_replicators_propagating_deletions(tmp_path):
+    """MSK Replicator's rollback layout with PropagateTopicDeletions: one
+    replicator each way. A topic deleted on one cluster is the target topic
+    of the replicator copying into that cluster; planned before the other
+    replicator propagated the deletion, it took the topic for its own
+    target topic deleted under it and made it again, copying everything
+    back (the deletion undone; within one replicator the flow back was
+    already left to propagate it). Both orders of the replicators' plans,
+    and a deletion on either cluster."""
+    deletions = {"PropagateTopicDeletions": True}
+    for deleted_on in (TARGET, SOURCE):
+        topic = unique("two-replicators-deleted")
+        folder = tmp_path / ("on-target" if deleted_on == TARGET else "on-source")
+        folder.mkdir()
+        forward, back = one_each_way(folder, topic, unique("deleted-app"), topic_replication=deletions, on_target=False)
+        # The replicator whose target topic is deleted plans first.
+        first, second = (forward, back) if deleted_on == TARGET else (back, forward)
+        produce_keys(SOURCE, topic, [f"a{i}" for i in range(5)])
+        for f in (forward, back):
+            assert f.run("--once").returncode == 0
+        produce_keys(TARGET, topic, [f"b{i}" for i in range(3)])
+        for f in (back, forward):
+            assert f.run("--once").returncode == 0
+        assert len(read_partition(SOURCE, topic, 0)) == 8 and len(read_partition(TARGET, topic, 0)) == 8
+
+        delete_topic(deleted_on, topic)
+        for f in (first, second, first, second):
+            res = f.run("--once", env={"RUST_LOG": "warn"})
+            assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+        deadline = time.time() + 30
+        while topic in list_topics(SOURCE) | list_topics(TARGET):
+            assert time.time() < deadline, (deleted_on, topic in list_topics(SOURCE), topic in list_topics(TARGET))
+            time.sleep(0.5)
+        assert forward.status() == [] and back.status() == [], "the deleted topic's state is forgotten"

@@ -5,13 +5,13 @@
 //! backwards. Each partition's outcome goes to the groups table, where
 //! `ferry status` and operators read it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio::time::Instant;
 
 use ferry_adapters::kafka::groups::Committed;
-use ferry_adapters::kafka::KafkaCluster;
 use ferry_adapters::kafka::OffsetSpec;
+use ferry_adapters::kafka::{KafkaCluster, TopicMeta};
 use ferry_adapters::state::{now_ms, GroupSyncItem, GroupSyncStatus};
 use ferry_adapters::state::{CursorItem, RunKey};
 use ferry_core::config::{FlowSpec, GroupSpec};
@@ -234,6 +234,7 @@ async fn sync_flow(
         .filter(|c| c.plan_refusal.is_none())
         .map(|c| (c.tp.clone(), c))
         .collect();
+    let cursors = on_both_clusters(&source, &target, cursors).await?;
     let opposite = match crate::opposite::translates_through(ferry, flow, g).await? {
         Some(key) => {
             let opposite_cursors = ferry
@@ -396,4 +397,35 @@ struct Opposite {
     /// This flow's source end offsets (read_committed), read after both
     /// flows' cursors.
     source_ends: HashMap<TopicPartition, i64>,
+}
+
+/// The cursors whose partition is on both clusters. A topic deleted on either
+/// keeps its cursors until a plan has dealt with it (forgotten it, copied
+/// it again, or left it to the flow back to delete); until then its
+/// partitions are synced as those not started yet are (not at all), and
+/// the flow's other topics are synced as ever.
+async fn on_both_clusters(
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    cursors: HashMap<TopicPartition, CursorItem>,
+) -> Result<HashMap<TopicPartition, CursorItem>, FerryError> {
+    if cursors.is_empty() {
+        return Ok(cursors);
+    }
+    let names = |f: fn(&CursorItem) -> &str| -> Vec<String> {
+        let set: BTreeSet<&str> = cursors.values().map(f).collect();
+        set.into_iter().map(str::to_string).collect()
+    };
+    let (on_source, on_target) = (
+        source.metadata(Some(&names(|c| c.tp.topic.as_str()))).await?,
+        target.metadata(Some(&names(|c| c.target_topic.as_str()))).await?,
+    );
+    Ok(cursors
+        .into_iter()
+        .filter(|(_, c)| {
+            let has =
+                |on: &BTreeMap<String, TopicMeta>, topic: &str| on.get(topic).is_some_and(|m| m.partitions.contains_key(&c.tp.partition));
+            has(&on_source, &c.tp.topic) && has(&on_target, &c.target_topic)
+        })
+        .collect())
 }

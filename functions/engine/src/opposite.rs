@@ -19,10 +19,38 @@ pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, t
         return Ok(());
     }
     let identical = flow.naming == TopicNaming::Identical;
+    let propagates = flow.propagate_topic_deletions;
     Ok(ferry
         .store
-        .register_flow_pair(&ferry.flow_key(flow), source_cluster_id, target_cluster_id, identical)
+        .register_flow_pair(&ferry.flow_key(flow), source_cluster_id, target_cluster_id, identical, propagates)
         .await?)
+}
+
+/// Whether a flow copying `topic` back from `flow`'s target under the same
+/// name, in this replicator or another on these tables, propagates topic
+/// deletions and has not handled `topic`'s yet (it still has cursors for
+/// it: once it has, `flow` goes on as after any target topic deleted).
+/// Then `topic` deleted on `flow`'s target is that flow's deletion to
+/// propagate, not a copy for `flow` to make again.
+pub async fn propagates_deletion_of(ferry: &Ferry, flow: &FlowSpec, topic: &str) -> Result<bool, FerryError> {
+    if flow.naming != TopicNaming::Identical {
+        return Ok(false);
+    }
+    let keys = match ferry.spec.opposite(flow) {
+        Some(back) if back.propagate_topic_deletions && back.selects_topic(topic) => vec![ferry.flow_key(back)],
+        Some(_) => return Ok(false),
+        None => {
+            let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
+            let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
+            ferry.store.identical_flows_propagating_deletions(&target_id, &source_id).await?
+        }
+    };
+    for key in keys {
+        if ferry.store.list_cursors(&key).await?.iter().any(|c| c.tp.topic == topic) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The state key of the flow copying `flow`'s topics back under the same

@@ -16,11 +16,17 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use super::calls::Bounded;
 use super::cursor::CursorItem;
 use super::error::{conditional, dynamo_err};
+
 use super::schema::{
     delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
     SK_GROUPS,
 };
 use super::{StateError, StateStore};
+
+/// A flow pair's registration: copies with IDENTICAL names; propagates
+/// topic deletions.
+const IDENTICAL_NAMES: &str = "identical_names";
+const PROPAGATES_DELETIONS: &str = "propagates_deletions";
 
 /// On a flow's marker: where the next prune of its producer items starts.
 const PRODUCERS_PRUNED_AFTER: &str = "producers_pruned_after";
@@ -381,21 +387,25 @@ impl StateStore {
     }
 
     /// Record that `flow` copies from Kafka cluster `source_cluster_id` to
-    /// `target_cluster_id`, and whether with IDENTICAL topic names (then
-    /// the flow the other way reads its records). Every plan writes it.
+    /// `target_cluster_id`, whether with IDENTICAL topic names (then the
+    /// flow the other way reads its records), and whether it propagates
+    /// topic deletions (then the flow the other way leaves a deletion on
+    /// its own target to it). Every plan writes it.
     pub async fn register_flow_pair(
         &self,
         flow: &str,
         source_cluster_id: &str,
         target_cluster_id: &str,
         identical_names: bool,
+        propagates_deletions: bool,
     ) -> Result<(), StateError> {
         self.client
             .put_item()
             .table_name(&self.cursors)
             .item(PK, s(pair_pk(source_cluster_id, target_cluster_id)))
             .item(SK_CURSOR, s(flow))
-            .item("identical_names", AttributeValue::Bool(identical_names))
+            .item(IDENTICAL_NAMES, AttributeValue::Bool(identical_names))
+            .item(PROPAGATES_DELETIONS, AttributeValue::Bool(propagates_deletions))
             .item("registered_ms", n(now_ms()))
             .send()
             .bounded(&self.calls)
@@ -415,12 +425,41 @@ impl StateStore {
         target_cluster_id: &str,
         since_ms: i64,
     ) -> Result<Vec<String>, StateError> {
+        self.registered_flows(source_cluster_id, target_cluster_id, since_ms, &[IDENTICAL_NAMES])
+            .await
+    }
+
+    /// Those of [`StateStore::identical_flows_between`] (however long ago
+    /// registered) whose last plan propagated topic deletions. A
+    /// registration older than this record counts as not propagating.
+    pub async fn identical_flows_propagating_deletions(
+        &self,
+        source_cluster_id: &str,
+        target_cluster_id: &str,
+    ) -> Result<Vec<String>, StateError> {
+        self.registered_flows(source_cluster_id, target_cluster_id, 0, &[IDENTICAL_NAMES, PROPAGATES_DELETIONS])
+            .await
+    }
+
+    /// The flows registered between two clusters since `since_ms` whose
+    /// registration has every one of `flags` true.
+    async fn registered_flows(
+        &self,
+        source_cluster_id: &str,
+        target_cluster_id: &str,
+        since_ms: i64,
+        flags: &[&str],
+    ) -> Result<Vec<String>, StateError> {
         let items = self
             .query_all(&self.cursors, PK, s(pair_pk(source_cluster_id, target_cluster_id)))
             .await?;
         Ok(items
             .iter()
-            .filter(|i| i.get("identical_names").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+            .filter(|i| {
+                flags
+                    .iter()
+                    .all(|f| i.get(*f).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
+            })
             .filter(|i| {
                 i.get("registered_ms")
                     .and_then(|v| v.as_n().ok())

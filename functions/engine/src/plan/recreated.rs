@@ -87,10 +87,11 @@ pub(super) async fn histories_replaced(
     for (topic, why) in suspects {
         let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
         // Both ways: the target topic is also the source topic of the
-        // flow back. Deleted there, with that flow propagating deletions,
-        // it is a deletion to propagate (that flow deletes this flow's
-        // source topic), not a copy to make again.
-        if !target_meta.contains_key(&flow.target_topic(topic)) && opposite_propagates(ferry, flow, topic).await? {
+        // flow back (in this replicator or another). Deleted there, with
+        // that flow propagating deletions, it is a deletion to propagate
+        // (that flow deletes this flow's source topic), not a copy to make
+        // again.
+        if !target_meta.contains_key(&flow.target_topic(topic)) && crate::opposite::propagates_deletion_of(ferry, flow, topic).await? {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %topic,
                 "target topic {topic} was deleted, and it is the source topic of the flow back, which propagates deletions: \
@@ -249,18 +250,4 @@ pub(super) async fn copies_to_delete(
         }
     }
     Ok(delete)
-}
-
-/// Whether a flow of this replicator copies `topic` back from this flow's
-/// target under the same name, propagates its deletion, and has not
-/// handled it yet (it still has cursors for it: once it has, this flow
-/// goes on as after any target topic deleted).
-async fn opposite_propagates(ferry: &Ferry, flow: &FlowSpec, topic: &str) -> Result<bool, FerryError> {
-    let back = ferry
-        .spec
-        .opposite(flow)
-        .filter(|back| back.propagate_topic_deletions && back.selects_topic(topic));
-    let Some(back) = back else { return Ok(false) };
-    let cursors = ferry.store.list_cursors(&ferry.flow_key(back)).await?;
-    Ok(cursors.iter().any(|c| c.tp.topic == topic))
 }
