@@ -603,8 +603,11 @@ impl KafkaCluster {
         for (tp, bytes) in batches {
             if let Some(e) = self.recreated(&tp, expected.get(&tp.topic), known.get(&tp.topic)) {
                 // Read again before the next attempt: a stale answer heals.
+                // `known` keeps the id it read, so that every partition of
+                // the topic in this request is refused alike: before
+                // Produce v13 (Kafka 4.1) the others would go out by name,
+                // into the topic that replaced the one the cursor was made for.
                 self.forget_topic(&tp.topic);
-                known.remove(&tp.topic);
                 out.insert(tp, Err(e));
                 continue;
             }
