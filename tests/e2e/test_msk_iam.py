@@ -267,3 +267,53 @@ def test_replication_runs_on_past_the_token_lifetime_with_fresh_tokens(tmp_path)
     assert len({s for s, _ in signed}) >= 3, signed
     assert short_sessions and max(short_sessions) <= SHORT_TOKEN_S * 1000, short_sessions
     assert "MSK IAM token refused" not in broker, broker[-3000:]
+
+
+def test_a_topic_ferrys_user_may_not_create_on_the_target_is_refused_alone(tmp_path):
+    """Ferry's IAM identity may create one of a flow's new topics and not
+    the other (grants scoped by topic name, as MSK IAM policies and Kafka
+    ACLs usually are). The refusal was left to the creation, which failed
+    the flow's whole plan: the other topic was created and nothing copied,
+    plan after plan. Now the topic Ferry may not create is refused alone,
+    saying which grant is missing, and copied once it is granted."""
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    from support.acls import create as create_acls
+
+    prefix = unique("iam-create")
+    ok, denied = f"{prefix}-ok", f"{prefix}-denied"
+    for t in (ok, denied):
+        fill(t, 2, 20)
+    principal = f"User:{os.environ['TARGET_IAM_READER_PRINCIPAL']}"
+
+    def grant(resource, name, pattern, op):
+        return AclBinding(resource, name, pattern, principal, "*", op, AclPermissionType.ALLOW)
+
+    ops = (AclOperation.DESCRIBE, AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE_CONFIGS,
+           AclOperation.ALTER_CONFIGS)
+    create_acls(TARGET, [grant(ResourceType.TOPIC, prefix, ResourcePatternType.PREFIXED, op) for op in ops]
+                + [grant(ResourceType.TOPIC, ok, ResourcePatternType.LITERAL, AclOperation.CREATE),
+                   grant(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, AclOperation.IDEMPOTENT_WRITE),
+                   grant(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, AclOperation.DESCRIBE)])
+    ferry = into_msk(tmp_path, [ok, denied], msk_target())
+    create_acls(TARGET, [grant(ResourceType.TRANSACTIONAL_ID, f"ferry-{ferry.name}-", ResourcePatternType.PREFIXED, op)
+                         for op in (AclOperation.WRITE, AclOperation.DESCRIBE)])
+    reader = {"AWS_ACCESS_KEY_ID": os.environ["TARGET_IAM_READER_KEY"],
+              "AWS_SECRET_ACCESS_KEY": os.environ["TARGET_IAM_READER_SECRET"]}
+    res = ferry.run("--once", timeout=300, env=reader)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"topic {denied} not copied" in res.stderr, out[-3000:]
+    assert "TopicAuthorizationFailed" in out and "kafka-cluster:CreateTopic" in out, out[-3000:]
+    for part in range(2):
+        assert len(read_partition(TARGET, ok, part)) == 20, "the topic Ferry may create is copied whole"
+    assert denied not in list_topics(TARGET)
+    [why] = {p.get("last_error") for p in ferry.status() if p["topic"] == denied}
+    assert why and "CREATE" in why, ferry.status()
+
+    create_acls(TARGET, [grant(ResourceType.TOPIC, denied, ResourcePatternType.LITERAL, AclOperation.CREATE)])
+    time.sleep(2)
+    res = ferry.run("--once", timeout=300, env=reader)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    for part in range(2):
+        assert len(read_partition(TARGET, denied, part)) == 20
+    assert not any(p.get("last_error") for p in ferry.status()), ferry.status()

@@ -306,6 +306,17 @@ impl KafkaError {
         )
     }
 
+    /// Whether the broker refused because Ferry's user lacks a grant.
+    pub fn is_authorization(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Broker {
+                error: ResponseError::TopicAuthorizationFailed | ResponseError::ClusterAuthorizationFailed,
+                ..
+            }
+        )
+    }
+
     /// How a broker refused a produce, if it answered with an error code.
     pub fn produce_refusal(&self) -> Option<ProduceRefusal> {
         let KafkaError::Broker { error, .. } = self else { return None };

@@ -212,11 +212,16 @@ pub(super) fn refuse_creations(
             KafkaError::Broker { error, detail, .. } => format!("{error:?}: {detail}"),
             other => other.to_string(),
         };
+        let fix = if e.is_authorization() {
+            "grant Ferry's user CREATE on the topic on the target cluster (kafka-cluster:CreateTopic with MSK IAM), or create \
+             it there yourself with the source topic's partitions, or exclude the topic; the next plan creates or adopts it"
+        } else {
+            "mend what it names on the target cluster (or exclude the topic); the next plan creates it"
+        };
         p.refused.insert(
             name.clone(),
             format!(
-                "target cluster {} refuses to create topic {target_name} as Ferry would create it: {why}. Fix: mend what it \
-                 names on the target cluster (or exclude the topic); the next plan creates it",
+                "target cluster {} refuses to create topic {target_name} as Ferry would create it: {why}. Fix: {fix}",
                 flow.target.alias
             ),
         );

@@ -29,9 +29,10 @@ impl KafkaCluster {
     /// Ask the cluster whether it would create these topics (CreateTopics
     /// with validateOnly: its checks of names, partitions, replication
     /// factor, configurations and creation policy), creating none. Returns
-    /// each topic it would refuse, with why. A topic Ferry may not create
-    /// (authorization) is not judged: the creation itself says so. An
-    /// error that is not the topic's own (a broker away) fails the call.
+    /// each topic it would refuse, with why: a topic Ferry may not create
+    /// too (the broker authorizes a validate-only request as it would the
+    /// creation). An error that is not the topic's own (a broker away)
+    /// fails the call.
     pub async fn topics_refused_creation(
         &self,
         topics: &[(String, i32, BTreeMap<String, String>)],
@@ -47,15 +48,13 @@ impl KafkaCluster {
                         | ResponseError::InvalidReplicationFactor
                         | ResponseError::InvalidReplicaAssignment
                         | ResponseError::InvalidConfig
-                        | ResponseError::PolicyViolation,
+                        | ResponseError::PolicyViolation
+                        | ResponseError::TopicAuthorizationFailed
+                        | ResponseError::ClusterAuthorizationFailed,
                     ..
                 } => {
                     refused.insert(topic, e);
                 }
-                KafkaError::Broker {
-                    error: ResponseError::TopicAuthorizationFailed | ResponseError::ClusterAuthorizationFailed,
-                    ..
-                } => {}
                 _ => return Err(e),
             }
         }
