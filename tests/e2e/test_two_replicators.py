@@ -171,3 +171,73 @@ def test_a_topic_deleted_on_either_cluster_is_deleted_on_both_by_two_replicators
             assert time.time() < deadline, (deleted_on, topic in list_topics(SOURCE), topic in list_topics(TARGET))
             time.sleep(0.5)
         assert forward.status() == [] and back.status() == [], "the deleted topic's state is forgotten"
+
+
+def stop_planning(ferry: Ferry, minutes: int) -> None:
+    """As if `ferry`'s replicator last planned `minutes` ago (stopped, or its
+    flow taken out of the definition): its flows' registrations as copying
+    between the two clusters are that old."""
+    from support.local_sfn import cursors_table
+
+    table = cursors_table(ferry.prefix)
+    old = int(time.time() * 1000) - minutes * 60_000
+    items = table.scan()["Items"]
+    mine = [i for i in items if "registered_ms" in i and i["partition"].startswith(f"{ferry.name}/")]
+    assert mine, "the replicator registered its flow"
+    for i in mine:
+        table.update_item(Key={"flow": i["flow"], "partition": i["partition"]},
+                          UpdateExpression="SET registered_ms = :old", ExpressionAttributeValues={":old": old})
+
+
+def test_a_deletion_is_not_left_to_a_flow_back_that_stopped_planning(tmp_path):
+    """The rollback layout after the migration: the forward replicator
+    X→Y stopped, its state left (as `ferry forget-flow` advises while the
+    flow back reads it); the applications write on Y, and Y→X runs on. The
+    topic is deleted on X. The flow back waited for the stopped forward
+    flow to propagate the deletion, for ever: the topic neither copied nor
+    deleted, the group's last sync shown as current; and when the forward
+    replicator ran again, months later, it deleted the topic the
+    applications use on Y (breaker helper-72, on 7c3fe71). Now a flow back
+    that has not planned for 15 minutes is not waited for: the topic is
+    copied to X again, and the forward flow then finds its source topic
+    made again, not deleted. Meanwhile the group's partition says the
+    topic is missing."""
+    from support.groups import commit_at
+
+    topic, group = unique("two-replicators-stopped"), unique("stopped-app")
+    forward, back = one_each_way(tmp_path, topic, group, topic_replication={"PropagateTopicDeletions": True},
+                                 on_target=False)
+    produce_keys(SOURCE, topic, [f"a{i}" for i in range(5)])
+    for f in (forward, back):
+        assert f.run("--once").returncode == 0
+    produce_keys(TARGET, topic, [f"b{i}" for i in range(3)])
+    for f in (back, forward):
+        assert f.run("--once").returncode == 0
+    commit_at(TARGET, group, {(topic, 0): (8, "on-y")})
+    assert back.run("--once").returncode == 0
+    [row] = [g for g in back.groups() if g["group"] == group]
+    assert row["status"] in ("synced", "up-to-date"), row
+
+    delete_topic(SOURCE, topic)
+    produce_keys(TARGET, topic, [f"c{i}" for i in range(4)])
+    res = back.run("--once", env={"RUST_LOG": "warn"})
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "left to that flow" in res.stderr and forward.name in res.stderr, res.stderr[-3000:]
+    assert topic not in list_topics(SOURCE), "a forward flow that plans is waited for"
+    [row] = [g for g in back.groups() if g["group"] == group]
+    assert row["status"] == "topic-missing" and f"topic {topic} partition 0 is not on cluster source" in row["detail"], row
+
+    stop_planning(forward, 16)
+    res = back.run("--once", env={"RUST_LOG": "warn"})
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert topic in list_topics(SOURCE)
+    # What began on Y; what began on X is the forward flow's to copy, and
+    # its source topic went with those records.
+    assert [r["key"] for r in read_partition(SOURCE, topic, 0)] == [k.encode() for k in ["b0", "b1", "b2", "c0", "c1", "c2", "c3"]]
+
+    res = forward.run("--once", env={"RUST_LOG": "warn"})
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [k.encode() for k in
+                                                                     [f"a{i}" for i in range(5)] + ["b0", "b1", "b2"] +
+                                                                     [f"c{i}" for i in range(4)]], \
+        "the applications' topic on Y is kept whole, nothing copied into it twice"

@@ -234,7 +234,7 @@ async fn sync_flow(
         .filter(|c| c.plan_refusal.is_none())
         .map(|c| (c.tp.clone(), c))
         .collect();
-    let cursors = on_both_clusters(&source, &target, cursors).await?;
+    let (cursors, missing) = on_both_clusters(flow, &source, &target, cursors).await?;
     let opposite = match crate::opposite::translates_through(ferry, flow, g).await? {
         Some(key) => {
             let opposite_cursors = ferry
@@ -291,6 +291,7 @@ async fn sync_flow(
         carried: &carried,
         target_starts: &target_starts,
         opposite_key: opposite_key.as_deref(),
+        missing: &missing,
     };
 
     // Round robin: the sync starts at the first group an earlier one had
@@ -370,7 +371,10 @@ async fn sync_flow(
             GroupSyncStatus::Synced => report.committed += 1,
             GroupSyncStatus::UpToDate => report.up_to_date += 1,
             GroupSyncStatus::ActiveOnTarget => report.active_on_target += 1,
-            GroupSyncStatus::TargetAhead | GroupSyncStatus::NothingReplicated | GroupSyncStatus::ForeignCommit => report.waiting += 1,
+            GroupSyncStatus::TargetAhead
+            | GroupSyncStatus::NothingReplicated
+            | GroupSyncStatus::ForeignCommit
+            | GroupSyncStatus::TopicMissing => report.waiting += 1,
             GroupSyncStatus::Failed => report.failures.push(format!("group {} {}: {}", i.group, i.tp, i.detail)),
         }
     }
@@ -399,33 +403,68 @@ struct Opposite {
     source_ends: HashMap<TopicPartition, i64>,
 }
 
-/// The cursors whose partition is on both clusters. A topic deleted on either
-/// keeps its cursors until a plan has dealt with it (forgotten it, copied
-/// it again, or left it to the flow back to delete); until then its
-/// partitions are synced as those not started yet are (not at all), and
-/// the flow's other topics are synced as ever.
+/// The cursors whose partition is on both clusters, and why each other
+/// one is left out. A topic deleted on either keeps its cursors until a
+/// plan has dealt with it (forgotten it, copied it again, or left it to the
+/// flow back to delete); until then its partitions are not synced, each
+/// group partition synced before shown as `topic-missing`, and the flow's
+/// other topics are synced as ever. An answer that knows none of several
+/// topics (a broker just back from a restart can give one) is not
+/// believed: the sync fails, as a commit to a missing topic would.
 async fn on_both_clusters(
+    flow: &FlowSpec,
     source: &KafkaCluster,
     target: &KafkaCluster,
     cursors: HashMap<TopicPartition, CursorItem>,
-) -> Result<HashMap<TopicPartition, CursorItem>, FerryError> {
+) -> Result<(HashMap<TopicPartition, CursorItem>, HashMap<TopicPartition, String>), FerryError> {
+    let mut missing = HashMap::new();
     if cursors.is_empty() {
-        return Ok(cursors);
+        return Ok((cursors, missing));
     }
     let names = |f: fn(&CursorItem) -> &str| -> Vec<String> {
         let set: BTreeSet<&str> = cursors.values().map(f).collect();
         set.into_iter().map(str::to_string).collect()
     };
+    let (source_names, target_names) = (names(|c| c.tp.topic.as_str()), names(|c| c.target_topic.as_str()));
     let (on_source, on_target) = (
-        source.metadata(Some(&names(|c| c.tp.topic.as_str()))).await?,
-        target.metadata(Some(&names(|c| c.target_topic.as_str()))).await?,
+        source.metadata(Some(&source_names)).await?,
+        target.metadata(Some(&target_names)).await?,
     );
-    Ok(cursors
-        .into_iter()
-        .filter(|(_, c)| {
-            let has =
-                |on: &BTreeMap<String, TopicMeta>, topic: &str| on.get(topic).is_some_and(|m| m.partitions.contains_key(&c.tp.partition));
-            has(&on_source, &c.tp.topic) && has(&on_target, &c.target_topic)
-        })
-        .collect())
+    for (alias, asked, found) in [
+        (&flow.source.alias, &source_names, &on_source),
+        (&flow.target.alias, &target_names, &on_target),
+    ] {
+        if found.is_empty() && asked.len() > 1 {
+            return Err(FerryError::NotReady(format!(
+                "cluster {alias} answered that it has none of the flow's {} topics: not believed (a broker just restarted \
+                 answers so); the next sync tries again",
+                asked.len()
+            )));
+        }
+    }
+    let has = |on: &BTreeMap<String, TopicMeta>, c: &CursorItem, topic: &str| {
+        on.get(topic).is_some_and(|m| m.partitions.contains_key(&c.tp.partition))
+    };
+    let mut kept = HashMap::new();
+    for (tp, c) in cursors {
+        let why = if !has(&on_source, &c, &c.tp.topic) {
+            format!(
+                "source topic {} partition {} is not on cluster {}",
+                c.tp.topic, c.tp.partition, flow.source.alias
+            )
+        } else if !has(&on_target, &c, &c.target_topic) {
+            format!(
+                "target topic {} partition {} is not on cluster {}",
+                c.target_topic, c.tp.partition, flow.target.alias
+            )
+        } else {
+            kept.insert(tp, c);
+            continue;
+        };
+        missing.insert(
+            tp,
+            format!("{why} (deleted?): not synced until a plan has dealt with it (copied it again, or forgotten it)"),
+        );
+    }
+    Ok((kept, missing))
 }

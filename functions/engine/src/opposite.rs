@@ -8,6 +8,10 @@
 //! registers its flows by the Kafka cluster ids they copy between, so a
 //! flow finds its opposite whichever replicator holds it.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_adapters::state::now_ms;
 use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode, TopicNaming};
 
 use crate::context::Ferry;
@@ -26,31 +30,54 @@ pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, t
         .await?)
 }
 
-/// Whether a flow copying `topic` back from `flow`'s target under the same
-/// name, in this replicator or another on these tables, propagates topic
-/// deletions and has not handled `topic`'s yet (it still has cursors for
-/// it: once it has, `flow` goes on as after any target topic deleted).
-/// Then `topic` deleted on `flow`'s target is that flow's deletion to
-/// propagate, not a copy for `flow` to make again.
-pub async fn propagates_deletion_of(ferry: &Ferry, flow: &FlowSpec, topic: &str) -> Result<bool, FerryError> {
-    if flow.naming != TopicNaming::Identical {
-        return Ok(false);
+/// How recently a flow back in another replicator must have planned for a
+/// flow to leave a deletion on its target to it: one that stopped planning
+/// (its replicator stopped, or the flow taken out of the definition after a
+/// migration, as `ferry forget-flow` advises) propagates nothing, and the
+/// topic is copied again as after any target topic deleted.
+pub const FLOW_BACK_ALIVE: Duration = Duration::from_secs(15 * 60);
+
+/// Of `topics`, deleted on `flow`'s target, those a flow copying them back
+/// under the same names will delete on `flow`'s source, each with that
+/// flow's key: it propagates topic deletions, has not handled the topic's
+/// yet (it still has cursors for it: once it has, `flow` goes on as after
+/// any target topic deleted), and is in this replicator or planned in
+/// another on these tables within [`FLOW_BACK_ALIVE`]. Such a deletion is
+/// that flow's to propagate, not a copy for `flow` to make again.
+pub async fn propagates_deletions_of(ferry: &Ferry, flow: &FlowSpec, topics: &[&str]) -> Result<BTreeMap<String, String>, FerryError> {
+    let mut left = BTreeMap::new();
+    if flow.naming != TopicNaming::Identical || topics.is_empty() {
+        return Ok(left);
     }
+    // In this replicator, only the topics it selects (it forgets the
+    // others' state without deleting them).
+    let topics: Vec<&str> = match ferry.spec.opposite(flow) {
+        Some(back) => topics.iter().copied().filter(|t| back.selects_topic(t)).collect(),
+        None => topics.to_vec(),
+    };
     let keys = match ferry.spec.opposite(flow) {
-        Some(back) if back.propagate_topic_deletions && back.selects_topic(topic) => vec![ferry.flow_key(back)],
-        Some(_) => return Ok(false),
+        Some(back) if back.propagate_topic_deletions => vec![ferry.flow_key(back)],
+        Some(_) => return Ok(left),
         None => {
             let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
             let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
-            ferry.store.identical_flows_propagating_deletions(&target_id, &source_id).await?
+            let since = now_ms() - FLOW_BACK_ALIVE.as_millis() as i64;
+            ferry
+                .store
+                .identical_flows_propagating_deletions(&target_id, &source_id, since)
+                .await?
         }
     };
+    // Each flow back's cursors read once for all the topics.
     for key in keys {
-        if ferry.store.list_cursors(&key).await?.iter().any(|c| c.tp.topic == topic) {
-            return Ok(true);
+        let cursors = ferry.store.list_cursors(&key).await?;
+        for topic in &topics {
+            if cursors.iter().any(|c| c.tp.topic == *topic) {
+                left.entry(topic.to_string()).or_insert_with(|| key.clone());
+            }
         }
     }
-    Ok(false)
+    Ok(left)
 }
 
 /// The state key of the flow copying `flow`'s topics back under the same

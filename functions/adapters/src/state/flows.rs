@@ -16,7 +16,6 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use super::calls::Bounded;
 use super::cursor::CursorItem;
 use super::error::{conditional, dynamo_err};
-
 use super::schema::{
     delete_request, map_pk, n, now_ms, pair_pk, partition_sk, s, ItemReader, FLOW_MARKER, KEY_SHARDS, NEW_FLOW_KEY_SHARDS, PK, SK_CURSOR,
     SK_GROUPS,
@@ -429,16 +428,22 @@ impl StateStore {
             .await
     }
 
-    /// Those of [`StateStore::identical_flows_between`] (however long ago
-    /// registered) whose last plan propagated topic deletions. A
-    /// registration older than this record counts as not propagating.
+    /// Those of [`StateStore::identical_flows_between`] whose last plan,
+    /// since `since_ms`, propagated topic deletions. A registration written
+    /// before Ferry recorded this counts as not propagating.
     pub async fn identical_flows_propagating_deletions(
         &self,
         source_cluster_id: &str,
         target_cluster_id: &str,
+        since_ms: i64,
     ) -> Result<Vec<String>, StateError> {
-        self.registered_flows(source_cluster_id, target_cluster_id, 0, &[IDENTICAL_NAMES, PROPAGATES_DELETIONS])
-            .await
+        self.registered_flows(
+            source_cluster_id,
+            target_cluster_id,
+            since_ms,
+            &[IDENTICAL_NAMES, PROPAGATES_DELETIONS],
+        )
+        .await
     }
 
     /// The flows registered between two clusters since `since_ms` whose

@@ -30,6 +30,9 @@ pub enum GroupSyncStatus {
     ForeignCommit,
     /// The commit failed; see `detail`.
     Failed,
+    /// The topic is missing on the source or the target (deleted), and no
+    /// plan has dealt with its cursors yet: not synced; see `detail`.
+    TopicMissing,
 }
 
 impl GroupSyncStatus {
@@ -43,6 +46,7 @@ impl GroupSyncStatus {
             Self::NothingReplicated => "nothing-replicated",
             Self::ForeignCommit => "foreign-commit",
             Self::Failed => "failed",
+            Self::TopicMissing => "topic-missing",
         }
     }
 
@@ -55,6 +59,7 @@ impl GroupSyncStatus {
             Self::NothingReplicated,
             Self::ForeignCommit,
             Self::Failed,
+            Self::TopicMissing,
         ]
         .into_iter()
         .find(|s| s.as_str() == v)

@@ -16,6 +16,9 @@ pub(super) struct Seen<'a> {
     pub(super) target_starts: &'a HashMap<TopicPartition, i64>,
     /// The opposite flow's key in the state tables, if there is one.
     pub(super) opposite_key: Option<&'a str>,
+    /// Partitions with a cursor whose topic is missing on either cluster,
+    /// and why: not synced.
+    pub(super) missing: &'a HashMap<TopicPartition, String>,
 }
 
 impl Seen<'_> {
@@ -258,13 +261,29 @@ pub(super) async fn sync_group(
         .into_iter()
         .filter(|(tp, _)| flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&tp.topic) && cursors.contains_key(tp))
         .collect();
+    // A partition synced before whose topic is missing now says so,
+    // rather than show its last sync as current.
+    let now = now_ms();
+    let mut items: Vec<GroupSyncItem> = seen
+        .missing
+        .iter()
+        .filter_map(|(tp, why)| previous.get(&(group.to_owned(), tp.clone())).map(|p| (p, why)))
+        .map(|(p, why)| GroupSyncItem {
+            // What the status told of Ferry's own commits, kept in place.
+            written_offset: written_offset(p),
+            own_commit: own_committed(p).map(|(c, _)| c),
+            own_commit_ms: own_committed(p).map(|(_, at)| at),
+            status: GroupSyncStatus::TopicMissing,
+            detail: why.clone(),
+            checked_ms: now,
+            ..p.clone()
+        })
+        .collect();
     if committed.is_empty() {
-        return Ok(Vec::new());
+        return Ok(items);
     }
     let state = target.group_state(group).await?;
     let on_target = target.committed_offsets(group).await?;
-    let now = now_ms();
-    let mut items = Vec::new();
     let mut to_commit: BTreeMap<TopicPartition, Committed> = BTreeMap::new();
     let mut source_of: HashMap<TopicPartition, usize> = HashMap::new();
     // The rewinds counted in the cursor each commit's translation came from.

@@ -197,6 +197,9 @@ fn status_fix(status: GroupSyncStatus, to: &str) -> String {
         GroupSyncStatus::ForeignCommit => "follow the detail: the commit on the destination is someone else's".into(),
         GroupSyncStatus::ActiveOnTarget => format!("stop the group's consumers on {to}, then run the move again"),
         GroupSyncStatus::NothingReplicated => "let the flow copy the group's records (`ferry status`), then run the move again".into(),
+        GroupSyncStatus::TopicMissing => {
+            "the topic is missing on a cluster (deleted): let the next plan deal with it (`ferry status`), then run the move again".into()
+        }
         GroupSyncStatus::Failed | GroupSyncStatus::Synced | GroupSyncStatus::UpToDate => {
             "fix the cause the detail gives, then run the move again".into()
         }

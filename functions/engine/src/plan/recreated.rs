@@ -84,19 +84,26 @@ pub(super) async fn histories_replaced(
             .is_some()
         });
     }
+    // Both ways: the target topic is also the source topic of the flow
+    // back (in this replicator or another). Deleted there, with that flow
+    // propagating deletions, it is a deletion to propagate (that flow
+    // deletes this flow's source topic), not a copy to make again.
+    let deleted: Vec<&str> = suspects
+        .keys()
+        .copied()
+        .filter(|t| !target_meta.contains_key(&flow.target_topic(t)))
+        .collect();
+    let left_to_flow_back = crate::opposite::propagates_deletions_of(ferry, flow, &deleted).await?;
     for (topic, why) in suspects {
         let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
-        // Both ways: the target topic is also the source topic of the
-        // flow back (in this replicator or another). Deleted there, with
-        // that flow propagating deletions, it is a deletion to propagate
-        // (that flow deletes this flow's source topic), not a copy to make
-        // again.
-        if !target_meta.contains_key(&flow.target_topic(topic)) && crate::opposite::propagates_deletion_of(ferry, flow, topic).await? {
+        if let Some(back) = left_to_flow_back.get(topic) {
             tracing::warn!(
-                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %topic,
-                "target topic {topic} was deleted, and it is the source topic of the flow back, which propagates deletions: \
-                 left to that flow to delete on cluster {} (not copied again)",
-                flow.source.alias
+                replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %topic, flow_back = %back,
+                "target topic {topic} was deleted, and it is the source topic of the flow back ({back}), which propagates \
+                 deletions: left to that flow to delete on cluster {} (not copied again). Should that flow stop planning, \
+                 this flow copies the topic again {} minutes after its last plan",
+                flow.source.alias,
+                crate::opposite::FLOW_BACK_ALIVE.as_secs() / 60
             );
             topics.remove(topic);
             continue;
