@@ -23,13 +23,16 @@ KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$LOCA
 KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_HEAP=${FERRY_KAFKA_HEAP:--Xmx512m}
-# The target always runs the POM's release. The source runs
-# SOURCE_KAFKA_VERSION when set, for compatibility runs (infra/local/compat):
-# a migration starts from whatever Kafka the customer has. Kafka 2.x and 3.x
+# The source runs SOURCE_KAFKA_VERSION when set, for compatibility runs
+# (infra/local/compat): a migration starts from whatever Kafka the customer
+# has. The target runs TARGET_KAFKA_VERSION when set, 3.9 or later (its
+# authorizer is KRaft's): an MSK cluster's release is the customer's choice
+# too, and before 4.1 a produce names topics, not topic ids. Kafka 2.x and 3.x
 # lines get their classpath from kafka/pom-3.x.xml (log4j 1), later ones from
 # kafka/pom.xml, each under .cache/kafka-<version>. Releases before 3.9 run
 # in ZooKeeper mode (ZooKeeper from the same classpath), 3.9 on in KRaft.
 SOURCE_VERSION=${SOURCE_KAFKA_VERSION:-$KAFKA_VERSION}
+TARGET_VERSION=${TARGET_KAFKA_VERSION:-$KAFKA_VERSION}
 
 SOURCE_PORT=${FERRY_SOURCE_PORT:-19092}
 TARGET_PORT=${FERRY_TARGET_PORT:-29092}

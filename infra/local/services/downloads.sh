@@ -132,6 +132,6 @@ kafka_version_libs() {
 }
 
 require_installed() {
-  [[ -x $VENV/bin/python && -d $KAFKA_LIBS && -d $(kafka_libs source) ]] ||
+  [[ -x $VENV/bin/python && -d $KAFKA_LIBS && -d $(kafka_libs source) && -d $(kafka_libs target) ]] ||
     die "nothing installed yet: run infra/local/up first"
 }

@@ -24,6 +24,7 @@ kafka_live_pid() { live_pid "$(kafka_pidfile "$1")" "$(kafka_marker "$1")"; }
 kafka_version() {
   case $1 in
     source) echo "$SOURCE_VERSION" ;;
+    target) echo "$TARGET_VERSION" ;;
     *) echo "$KAFKA_VERSION" ;;
   esac
 }
@@ -245,7 +246,7 @@ kafka_check_version() {
   fi
   [[ $had == "$want" ]] && return 0
   local keep=""
-  [[ $cluster == source ]] && keep=", or set SOURCE_KAFKA_VERSION=$had to keep it"
+  [[ $cluster == source || $cluster == target ]] && keep=", or set ${cluster^^}_KAFKA_VERSION=$had to keep it"
   die "kafka $cluster: $dir was formatted by Kafka $had, not $want; run infra/local/down --purge to start it afresh on $want$keep"
 }
 
@@ -256,6 +257,9 @@ kafka_check_version() {
 kafka_follow_recorded_version() {
   if [[ -z ${SOURCE_KAFKA_VERSION:-} && -s $(kafka_version_file source) ]]; then
     SOURCE_VERSION=$(<"$(kafka_version_file source)")
+  fi
+  if [[ -z ${TARGET_KAFKA_VERSION:-} && -s $(kafka_version_file target) ]]; then
+    TARGET_VERSION=$(<"$(kafka_version_file target)")
   fi
 }
 
