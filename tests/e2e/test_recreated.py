@@ -137,3 +137,32 @@ def test_a_warm_replicate_follows_a_target_topic_the_plan_created_again(tmp_path
         assert keys(TARGET, topic) == [k.encode() for k in first + later], replicate.text()[-3000:]
     finally:
         replicate.close()
+
+
+def test_all_source_topics_deleted_without_propagation_leave_the_group_sync_working(tmp_path):
+    """PropagateTopicDeletions off (the default): both of a flow's source
+    topics deleted keep their cursors (the plan keeps them to follow a
+    topic made again). The group sync failed every round, taking the
+    answer knowing none of the flow's topics for a broker just restarted
+    (breaker helper-73, on a8778f9). The source lists other topics: the
+    answer is believed, and the group's partitions say their topic is
+    missing, while the sync goes on."""
+    from support.groups import commit_at
+
+    topics, group = [unique("gone-a"), unique("gone-b")], unique("gone-app")
+    for t in topics:
+        create_topic(SOURCE, t, 1)
+        produce_keys(SOURCE, t, [f"k{i}" for i in range(5)])
+    ferry = Ferry(*write_config(tmp_path, topics, groups=[group]))
+    assert ferry.run("--once").returncode == 0
+    commit_at(SOURCE, group, {(topics[0], 0): (3, "m"), (topics[1], 0): (4, "m")})
+    assert ferry.run("--once").returncode == 0
+    for t in topics:
+        delete_topic(SOURCE, t)
+    for _ in range(2):
+        res = ferry.run("--once", env={"RUST_LOG": "warn"})
+        assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+        assert "ConsumerGroupOffsetSyncFailure" not in res.stderr, res.stderr[-3000:]
+    rows = [g for g in ferry.groups() if g["group"] == group]
+    assert sorted(r["status"] for r in rows) == ["topic-missing", "topic-missing"], rows
+    assert all("is not on cluster source" in r["detail"] for r in rows), rows

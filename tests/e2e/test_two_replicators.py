@@ -241,3 +241,44 @@ def test_a_deletion_is_not_left_to_a_flow_back_that_stopped_planning(tmp_path):
                                                                      [f"a{i}" for i in range(5)] + ["b0", "b1", "b2"] +
                                                                      [f"c{i}" for i in range(4)]], \
         "the applications' topic on Y is kept whole, nothing copied into it twice"
+
+
+def test_all_of_a_flows_topics_deleted_on_one_cluster_are_deleted_on_both(tmp_path):
+    """Both of a flow's two topics deleted on the target at once: the plan
+    took an answer knowing none of the flow's topics for a broker just back
+    from a restart and did not believe it, yet created both topics again
+    and copied everything back; the flow back then found its source topics
+    made again and propagated nothing (breaker helper-73, on a8778f9). The
+    target lists other topics, so the answer is believed, and the
+    deletions are propagated as one topic's is."""
+    topics, group = [unique("all-deleted-a"), unique("all-deleted-b")], unique("all-deleted-app")
+    for t in topics:
+        create_topic(SOURCE, t, 1)
+        produce_keys(SOURCE, t, ["k0", "k1", "k2"])
+    prefix = unique("ferry-shared")
+    forward, back = (Ferry(*one_way_of(tmp_path, name, topics, group, reverse), name=unique(name), prefix=prefix)
+                     for name, reverse in (("a-to-b", False), ("b-to-a", True)))
+    for f in (forward, back, forward, back):
+        assert f.run("--once").returncode == 0
+    for t in topics:
+        delete_topic(TARGET, t)
+    for f in (forward, back, forward, back):
+        res = f.run("--once", env={"RUST_LOG": "warn"})
+        assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+        assert "not believed" not in res.stderr, res.stderr[-3000:]
+    deadline = time.time() + 30
+    while set(topics) & (list_topics(SOURCE) | list_topics(TARGET)):
+        assert time.time() < deadline, {t: (t in list_topics(SOURCE), t in list_topics(TARGET)) for t in topics}
+        time.sleep(0.5)
+
+
+def one_way_of(tmp_path, name: str, topics: list[str], group: str, reverse: bool):
+    """One direction of IDENTICAL flows both ways over `topics`, with
+    PropagateTopicDeletions."""
+    folder = tmp_path / name
+    folder.mkdir()
+    kc, ri = write_config(folder, topics, both_ways=True, groups=[group],
+                          topic_replication={"PropagateTopicDeletions": True})
+    flows = json.loads(ri.read_text())
+    ri.write_text(json.dumps([flows[1] if reverse else flows[0]], indent=2))
+    return kc, ri

@@ -408,9 +408,10 @@ struct Opposite {
 /// plan has dealt with it (forgotten it, copied it again, or left it to the
 /// flow back to delete); until then its partitions are not synced, each
 /// group partition synced before shown as `topic-missing`, and the flow's
-/// other topics are synced as ever. An answer that knows none of several
-/// topics (a broker just back from a restart can give one) is not
-/// believed: the sync fails, as a commit to a missing topic would.
+/// other topics are synced as ever. An answer that knows none of them from
+/// a cluster that lists no topic at all (a broker just back from a
+/// restart) is not believed: the sync fails, as a commit to a missing
+/// topic would.
 async fn on_both_clusters(
     flow: &FlowSpec,
     source: &KafkaCluster,
@@ -430,15 +431,11 @@ async fn on_both_clusters(
         source.metadata(Some(&source_names)).await?,
         target.metadata(Some(&target_names)).await?,
     );
-    for (alias, asked, found) in [
-        (&flow.source.alias, &source_names, &on_source),
-        (&flow.target.alias, &target_names, &on_target),
-    ] {
-        if found.is_empty() && asked.len() > 1 {
+    for (cluster, alias, found) in [(source, &flow.source.alias, &on_source), (target, &flow.target.alias, &on_target)] {
+        if found.is_empty() && !cluster.knows_its_topics().await? {
             return Err(FerryError::NotReady(format!(
-                "cluster {alias} answered that it has none of the flow's {} topics: not believed (a broker just restarted \
-                 answers so); the next sync tries again",
-                asked.len()
+                "cluster {alias} answered that it has none of the flow's topics, and lists no topic: not believed (a broker \
+                 just restarted answers so); the next sync tries again"
             )));
         }
     }
@@ -463,7 +460,7 @@ async fn on_both_clusters(
         };
         missing.insert(
             tp,
-            format!("{why} (deleted?): not synced until a plan has dealt with it (copied it again, or forgotten it)"),
+            format!("{why} (deleted?): not synced while it is missing"),
         );
     }
     Ok((kept, missing))

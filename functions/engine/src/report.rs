@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ferry_adapters::kafka::batch::split_batches;
-use ferry_adapters::kafka::{Isolation, KafkaCluster, KafkaError, OffsetSpec};
+use ferry_adapters::kafka::{Isolation, KafkaCluster, KafkaError};
 use ferry_adapters::state::{now_ms, CursorItem, GroupSyncStatus};
 use ferry_core::config::{FlowSpec, GroupSpec};
 use ferry_core::domain::TopicPartition;
@@ -171,9 +171,8 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
     for flow in &ferry.spec.flows {
         let source = ferry.cluster(&flow.source.id)?;
         let cursors = ferry.store.list_cursors(&ferry.flow_key(flow)).await?;
-        let tps: Vec<TopicPartition> = cursors.iter().map(|c| c.tp.clone()).collect();
-        let ends = if up(&flow.source.alias) && !tps.is_empty() {
-            source.list_offsets(&tps, OffsetSpec::Latest, true).await.unwrap_or_default()
+        let ends = if up(&flow.source.alias) {
+            crate::status::source_ends(ferry, flow, &cursors).await.unwrap_or_default()
         } else {
             HashMap::new()
         };
@@ -293,11 +292,7 @@ async fn flow_groups(
         .iter()
         .map(|c| TopicPartition::new(c.target_topic.clone(), c.tp.partition))
         .collect();
-    let target_ends = if target_tps.is_empty() {
-        HashMap::new()
-    } else {
-        target.list_offsets(&target_tps, OffsetSpec::Latest, true).await?
-    };
+    let target_ends = crate::status::ends_of_existing(&target, &target_tps).await?;
     let syncs = ferry.store.group_syncs(&ferry.flow_key(flow)).await?;
     let mut out = Vec::new();
     for group in &set.source_groups {

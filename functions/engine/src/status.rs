@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ferry_adapters::kafka::OffsetSpec;
+use ferry_adapters::kafka::{KafkaCluster, OffsetSpec};
 use ferry_adapters::state::CursorItem;
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::TopicPartition;
@@ -145,17 +145,52 @@ async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
     for flow in &ferry.spec.flows {
         let key = ferry.flow_key(flow);
         let cursors = ferry.store.list_cursors(&key).await?;
-        let tps: Vec<TopicPartition> = cursors.iter().map(|c| c.tp.clone()).collect();
-        let ends: HashMap<TopicPartition, i64> = if tps.is_empty() {
-            HashMap::new()
-        } else {
-            ferry.cluster(&flow.source.id)?.list_offsets(&tps, OffsetSpec::Latest, true).await?
-        };
+        let ends = source_ends(ferry, flow, &cursors).await?;
         let now = ferry_adapters::state::now_ms();
         rows.extend(cursors.iter().map(|c| partition_status(flow, c, &ends, now)));
     }
     rows.sort_by(|a, b| (&a.flow, &a.topic, a.partition).cmp(&(&b.flow, &b.topic, b.partition)));
     Ok(rows)
+}
+
+/// Where the source's partitions with cursors end, those still on the
+/// source (a topic deleted there keeps its cursors until a plan forgets
+/// them, and with PropagateTopicDeletions off, for good).
+pub(crate) async fn source_ends(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    cursors: &[CursorItem],
+) -> Result<HashMap<TopicPartition, i64>, FerryError> {
+    let tps: Vec<TopicPartition> = cursors.iter().map(|c| c.tp.clone()).collect();
+    let source = ferry.cluster(&flow.source.id)?;
+    ends_of_existing(&source, &tps).await
+}
+
+/// Where those of `tps` that `cluster` has end (read_committed); the
+/// others, of topics deleted there, are left out.
+pub(crate) async fn ends_of_existing(
+    cluster: &KafkaCluster,
+    tps: &[TopicPartition],
+) -> Result<HashMap<TopicPartition, i64>, FerryError> {
+    if tps.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let names: Vec<String> = tps
+        .iter()
+        .map(|tp| tp.topic.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let there = cluster.metadata(Some(&names)).await?;
+    let tps: Vec<TopicPartition> = tps
+        .iter()
+        .filter(|tp| there.get(&tp.topic).is_some_and(|m| m.partitions.contains_key(&tp.partition)))
+        .cloned()
+        .collect();
+    if tps.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(cluster.list_offsets(&tps, OffsetSpec::Latest, true).await?)
 }
 
 /// A partition's status from its cursor and the source end offsets (a

@@ -57,16 +57,18 @@ pub(super) async fn histories_replaced(
     // One answer is not enough to forget state: a broker just back from a
     // restart can answer "unknown topic" for every topic until it has the
     // cluster's metadata. An answer that knows none of the flow's target
-    // topics is not believed at all, and a finding must stand in two more
-    // answers, a second apart, before Ferry acts on it.
-    if target_meta.is_empty() && by_topic.len() > 1 {
+    // topics is not believed while the target lists no topic at all, and a
+    // finding must stand in two more answers, a second apart, before Ferry
+    // acts on it.
+    let (source, target) = (ferry.cluster(&flow.source.id)?, ferry.cluster(&flow.target.id)?);
+    if target_meta.is_empty() && by_topic.len() > 1 && !target.knows_its_topics().await? {
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias,
-            "the target answered that it has none of the flow's topics; not believed: nothing restarted this plan"
+            "the target answered that it has none of the flow's topics, and lists no topic; not believed: nothing \
+             restarted this plan"
         );
         return Ok(());
     }
-    let (source, target) = (ferry.cluster(&flow.source.id)?, ferry.cluster(&flow.target.id)?);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let names: Vec<String> = suspects.keys().map(|t| t.to_string()).collect();
@@ -195,7 +197,18 @@ pub(super) async fn deleted_topics(
     if unseen.is_empty() {
         return Ok(Vec::new());
     }
-    let still_there = ferry.cluster(&flow.source.id)?.metadata(Some(&unseen)).await?;
+    let source = ferry.cluster(&flow.source.id)?;
+    let still_there = source.metadata(Some(&unseen)).await?;
+    // Not a deletion to act on: an answer from a broker that lists no topic
+    // at all (just back from a restart, see `KafkaCluster::knows_its_topics`).
+    if still_there.is_empty() && !source.knows_its_topics().await? {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias,
+            "the source answered that it has none of the flow's topics, and lists no topic; not believed: nothing deleted \
+             or forgotten this plan"
+        );
+        return Ok(Vec::new());
+    }
     // Topics no longer selected but still on the source are left as they are.
     let gone: Vec<String> = unseen.into_iter().filter(|t| !still_there.contains_key(t)).collect();
     if !gone.is_empty() && !flow.propagate_topic_deletions {
