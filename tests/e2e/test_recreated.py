@@ -4,6 +4,8 @@ skip the new source topic's first records or leave a new target topic
 without what was copied into the old one. Ferry compares topic ids and
 follows the new history, saying so (TopicRecreated)."""
 
+import time
+
 from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
 from support.topics import delete_topic
 
@@ -166,3 +168,48 @@ def test_all_source_topics_deleted_without_propagation_leave_the_group_sync_work
     rows = [g for g in ferry.groups() if g["group"] == group]
     assert sorted(r["status"] for r in rows) == ["topic-missing", "topic-missing"], rows
     assert all("is not on cluster source" in r["detail"] for r in rows), rows
+
+
+def test_a_topic_made_again_under_its_name_keeps_an_operators_reset_on_the_target(tmp_path):
+    """A topic deleted and its state forgotten (PropagateTopicDeletions
+    here) kept its groups' last syncs, Ferry's commit at 3 among them. Made
+    again under the same name and copied again, an operator's reset of
+    the group on the target to 5 was taken for Ferry's own commit (5 is
+    past 3) and overwritten by the next translation: the group skipped
+    records 5 to 14 (breaker helper-73, on a8778f9). A plan forgetting a
+    partition now forgets its group syncs too, and the reset is a commit
+    Ferry did not write, never overwritten, as on a topic with no past."""
+    from support.groups import commit_at
+
+    from conftest import committed, list_topics
+
+    topic, other, group = unique("made-again"), unique("no-past"), unique("made-again-app")
+    for t in (topic, other):
+        create_topic(SOURCE, t, 1)
+    produce_keys(SOURCE, topic, [f"a{i}" for i in range(5)])
+    produce_keys(SOURCE, other, ["c0"])
+    ferry = Ferry(*write_config(tmp_path, [topic, other], groups=[group],
+                                topic_replication={"PropagateTopicDeletions": True}))
+    assert ferry.run("--once").returncode == 0
+    commit_at(SOURCE, group, {(topic, 0): (3, "m")})
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)][0] == 3
+    delete_topic(SOURCE, topic)
+    assert ferry.run("--once").returncode == 0
+    deadline = time.time() + 30
+    while topic in list_topics(TARGET):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    assert not [g for g in ferry.groups() if g["topic"] == topic], "the forgotten partition's group syncs go with it"
+
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, [f"n{i}" for i in range(20)])
+    produce_keys(SOURCE, other, [f"c{i}" for i in range(1, 20)])
+    assert ferry.run("--once").returncode == 0
+    assert len(read_partition(TARGET, topic, 0)) == 20 and len(read_partition(TARGET, other, 0)) == 20
+    commit_at(TARGET, group, {(topic, 0): (5, "reset"), (other, 0): (5, "reset")})
+    commit_at(SOURCE, group, {(topic, 0): (15, "m"), (other, 0): (15, "m")})
+    assert ferry.run("--once").returncode == 0
+    on_target = committed(TARGET, group)
+    assert on_target[(other, 0)][0] == 5, "a reset Ferry did not write is never overwritten"
+    assert on_target[(topic, 0)][0] == 5, "nor on a topic made again under a name Ferry synced before"

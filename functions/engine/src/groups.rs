@@ -458,10 +458,7 @@ async fn on_both_clusters(
             kept.insert(tp, c);
             continue;
         };
-        missing.insert(
-            tp,
-            format!("{why} (deleted?): not synced while it is missing"),
-        );
+        missing.insert(tp, format!("{why} (deleted?): not synced while it is missing"));
     }
     Ok((kept, missing))
 }

@@ -168,10 +168,7 @@ pub(crate) async fn source_ends(
 
 /// Where those of `tps` that `cluster` has end (read_committed); the
 /// others, of topics deleted there, are left out.
-pub(crate) async fn ends_of_existing(
-    cluster: &KafkaCluster,
-    tps: &[TopicPartition],
-) -> Result<HashMap<TopicPartition, i64>, FerryError> {
+pub(crate) async fn ends_of_existing(cluster: &KafkaCluster, tps: &[TopicPartition]) -> Result<HashMap<TopicPartition, i64>, FerryError> {
     if tps.is_empty() {
         return Ok(HashMap::new());
     }

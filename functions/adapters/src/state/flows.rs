@@ -147,6 +147,7 @@ impl StateStore {
             }
             self.batch_write(&self.offset_map, self.run_deletes(&map, &page)?).await?;
         }
+        self.forget_group_syncs(flow, tp).await?;
         self.delete_one(&self.cursors, (PK, s(pk)), (SK_CURSOR, s(partition_sk(tp)))).await
     }
 

@@ -8,7 +8,7 @@ use ferry_core::domain::TopicPartition;
 
 use super::calls::Bounded;
 use super::error::{conditional, dynamo_err};
-use super::schema::{n, now_ms, s, spread_pk, ItemReader, PK, SK_GROUPS};
+use super::schema::{delete_request, n, now_ms, s, spread_pk, ItemReader, PK, SK_GROUPS};
 use super::{StateError, StateStore};
 
 /// Outcome of one partition's last sync.
@@ -214,6 +214,50 @@ impl StateStore {
             writes.push(WriteRequest::builder().put_request(put).build());
         }
         self.batch_write_unordered(&self.groups, writes).await
+    }
+
+    /// Forget every group's last sync of one partition of `flow`: the
+    /// partition's topic was deleted or replaced and its state forgotten,
+    /// and an item kept would take a commit on a topic of the same name
+    /// made later for Ferry's own (its `written_offset`), and overwrite an
+    /// operator's reset there.
+    pub async fn forget_group_syncs(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
+        let pk = spread_pk(flow, self.key_shards(flow).await?, tp);
+        let prefix = format!("{}/{}/", tp.topic, tp.partition);
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.groups)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK_GROUPS)
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(&prefix))
+                .projection_expression("#sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .bounded(&self.calls)
+                .await
+                .map_err(|e| dynamo_err("Query", &self.groups, e))?;
+            keys.extend(
+                resp.items()
+                    .iter()
+                    .filter_map(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).cloned()),
+            );
+            start = resp.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        let deletes = keys
+            .iter()
+            .map(|sk| delete_request(&self.groups, (PK, s(&pk)), (SK_GROUPS, s(sk))))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.batch_write(&self.groups, deletes).await
     }
 
     /// Every stored group-sync item of a flow.
