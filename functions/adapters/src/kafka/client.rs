@@ -349,15 +349,6 @@ impl KafkaCluster {
         lock(&self.brokers).get(&id).cloned()
     }
 
-    /// Whether an answer of this cluster that knows none of several topics
-    /// it was asked for can be believed: it lists some topic (an internal
-    /// one counts). A broker just back from a restart answers "unknown
-    /// topic" for every topic, listing none, until it has the cluster's
-    /// metadata.
-    pub async fn knows_its_topics(&self) -> Result<bool, KafkaError> {
-        Ok(!self.metadata(None).await?.is_empty())
-    }
-
     /// Metadata for `topics`, or for every topic when `None`. Refreshes the
     /// broker and leader caches.
     pub async fn metadata(&self, topics: Option<&[String]>) -> Result<BTreeMap<String, TopicMeta>, KafkaError> {

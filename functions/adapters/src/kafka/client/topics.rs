@@ -26,6 +26,15 @@ impl KafkaCluster {
         }
     }
 
+    /// Whether an answer of this cluster that knows none of several topics
+    /// it was asked for can be believed: it lists some topic (an internal
+    /// one counts). A broker just back from a restart answers "unknown
+    /// topic" for every topic, listing none, until it has the cluster's
+    /// metadata.
+    pub async fn knows_its_topics(&self) -> Result<bool, KafkaError> {
+        Ok(!self.metadata(None).await?.is_empty())
+    }
+
     /// Ask the cluster whether it would create these topics (CreateTopics
     /// with validateOnly: its checks of names, partitions, replication
     /// factor, configurations and creation policy), creating none. Returns
