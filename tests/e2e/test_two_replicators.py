@@ -15,11 +15,13 @@ from support.groups import commit_at
 from support.topics import delete_topic
 
 
-def one_way(tmp_path, name: str, topic: str, group: str, reverse: bool, mode: str | None = None,
+def one_way(tmp_path, name: str, topic: str | list[str], group: str, reverse: bool, mode: str | None = None,
             topic_replication: dict | None = None):
+    """One direction of IDENTICAL flows both ways over `topic` (or topics)."""
     folder = tmp_path / name
     folder.mkdir()
-    kc, ri = write_config(folder, [topic], both_ways=True, groups=[group], group_mode=mode,
+    topics = [topic] if isinstance(topic, str) else topic
+    kc, ri = write_config(folder, topics, both_ways=True, groups=[group], group_mode=mode,
                           topic_replication=topic_replication)
     flows = json.loads(ri.read_text())
     ri.write_text(json.dumps([flows[1] if reverse else flows[0]], indent=2))
@@ -137,6 +139,16 @@ def test_a_flow_waits_for_an_opposite_replicator_that_died_after_writing_and_say
     assert [r["key"] for r in read_partition(SOURCE, topic, 0)] == [k.encode() for k in a[:5] + b + a[5:]]
 
 
+def written_on_each(forward: Ferry, back: Ferry, topic: str) -> None:
+    """a0..a4 produced on A and b0..b2 on B, each copied to the other."""
+    produce_keys(SOURCE, topic, [f"a{i}" for i in range(5)])
+    for f in (forward, back):
+        assert f.run("--once").returncode == 0
+    produce_keys(TARGET, topic, [f"b{i}" for i in range(3)])
+    for f in (back, forward):
+        assert f.run("--once").returncode == 0
+
+
 def test_a_topic_deleted_on_either_cluster_is_deleted_on_both_by_two_replicators_propagating_deletions(tmp_path):
     """MSK Replicator's rollback layout with PropagateTopicDeletions: one
     replicator each way. A topic deleted on one cluster is the target topic
@@ -154,12 +166,7 @@ def test_a_topic_deleted_on_either_cluster_is_deleted_on_both_by_two_replicators
         forward, back = one_each_way(folder, topic, unique("deleted-app"), topic_replication=deletions, on_target=False)
         # The replicator whose target topic is deleted plans first.
         first, second = (forward, back) if deleted_on == TARGET else (back, forward)
-        produce_keys(SOURCE, topic, [f"a{i}" for i in range(5)])
-        for f in (forward, back):
-            assert f.run("--once").returncode == 0
-        produce_keys(TARGET, topic, [f"b{i}" for i in range(3)])
-        for f in (back, forward):
-            assert f.run("--once").returncode == 0
+        written_on_each(forward, back, topic)
         assert len(read_partition(SOURCE, topic, 0)) == 8 and len(read_partition(TARGET, topic, 0)) == 8
 
         delete_topic(deleted_on, topic)
@@ -207,12 +214,7 @@ def test_a_deletion_is_not_left_to_a_flow_back_that_stopped_planning(tmp_path):
     topic, group = unique("two-replicators-stopped"), unique("stopped-app")
     forward, back = one_each_way(tmp_path, topic, group, topic_replication={"PropagateTopicDeletions": True},
                                  on_target=False)
-    produce_keys(SOURCE, topic, [f"a{i}" for i in range(5)])
-    for f in (forward, back):
-        assert f.run("--once").returncode == 0
-    produce_keys(TARGET, topic, [f"b{i}" for i in range(3)])
-    for f in (back, forward):
-        assert f.run("--once").returncode == 0
+    written_on_each(forward, back, topic)
     commit_at(TARGET, group, {(topic, 0): (8, "on-y")})
     assert back.run("--once").returncode == 0
     [row] = [g for g in back.groups() if g["group"] == group]
@@ -256,7 +258,9 @@ def test_all_of_a_flows_topics_deleted_on_one_cluster_are_deleted_on_both(tmp_pa
         create_topic(SOURCE, t, 1)
         produce_keys(SOURCE, t, ["k0", "k1", "k2"])
     prefix = unique("ferry-shared")
-    forward, back = (Ferry(*one_way_of(tmp_path, name, topics, group, reverse), name=unique(name), prefix=prefix)
+    deletions = {"PropagateTopicDeletions": True}
+    forward, back = (Ferry(*one_way(tmp_path, name, topics, group, reverse, topic_replication=deletions),
+                           name=unique(name), prefix=prefix)
                      for name, reverse in (("a-to-b", False), ("b-to-a", True)))
     for f in (forward, back, forward, back):
         assert f.run("--once").returncode == 0
@@ -271,14 +275,3 @@ def test_all_of_a_flows_topics_deleted_on_one_cluster_are_deleted_on_both(tmp_pa
         assert time.time() < deadline, {t: (t in list_topics(SOURCE), t in list_topics(TARGET)) for t in topics}
         time.sleep(0.5)
 
-
-def one_way_of(tmp_path, name: str, topics: list[str], group: str, reverse: bool):
-    """One direction of IDENTICAL flows both ways over `topics`, with
-    PropagateTopicDeletions."""
-    folder = tmp_path / name
-    folder.mkdir()
-    kc, ri = write_config(folder, topics, both_ways=True, groups=[group],
-                          topic_replication={"PropagateTopicDeletions": True})
-    flows = json.loads(ri.read_text())
-    ri.write_text(json.dumps([flows[1] if reverse else flows[0]], indent=2))
-    return kc, ri
