@@ -51,11 +51,12 @@ pub async fn propagates_deletions_of(ferry: &Ferry, flow: &FlowSpec, topics: &[&
     }
     // In this replicator, only the topics it selects (it forgets the
     // others' state without deleting them).
-    let topics: Vec<&str> = match ferry.spec.opposite(flow) {
+    let back = ferry.spec.opposite(flow);
+    let topics: Vec<&str> = match back {
         Some(back) => topics.iter().copied().filter(|t| back.selects_topic(t)).collect(),
         None => topics.to_vec(),
     };
-    let keys = match ferry.spec.opposite(flow) {
+    let keys = match back {
         Some(back) if back.propagate_topic_deletions => vec![ferry.flow_key(back)],
         Some(_) => return Ok(left),
         None => {

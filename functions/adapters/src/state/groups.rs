@@ -224,35 +224,11 @@ impl StateStore {
     pub async fn forget_group_syncs(&self, flow: &str, tp: &TopicPartition) -> Result<(), StateError> {
         let pk = spread_pk(flow, self.key_shards(flow).await?, tp);
         let prefix = format!("{}/{}/", tp.topic, tp.partition);
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.groups)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK_GROUPS)
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":prefix", s(&prefix))
-                .projection_expression("#sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .bounded(&self.calls)
-                .await
-                .map_err(|e| dynamo_err("Query", &self.groups, e))?;
-            keys.extend(
-                resp.items()
-                    .iter()
-                    .filter_map(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).cloned()),
-            );
-            start = resp.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
+        let items = self.query_all_under(&self.groups, PK, s(&pk), Some((SK_GROUPS, &prefix))).await?;
+        let keys: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.get(SK_GROUPS).and_then(|v| v.as_s().ok()).cloned())
+            .collect();
         let deletes = keys
             .iter()
             .map(|sk| delete_request(&self.groups, (PK, s(&pk)), (SK_GROUPS, s(sk))))

@@ -439,16 +439,35 @@ impl StateStore {
         pk_name: &str,
         pk: AttributeValue,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StateError> {
+        self.query_all_under(table, pk_name, pk, None).await
+    }
+
+    /// [`Self::query_all`], only the items whose sort key `sk_name` begins
+    /// with a prefix, when `sk_prefix` gives one (`(sk_name, prefix)`).
+    pub(crate) async fn query_all_under(
+        &self,
+        table: &str,
+        pk_name: &str,
+        pk: AttributeValue,
+        sk_prefix: Option<(&str, &str)>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StateError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let resp = self
+            let req = self
                 .client
                 .query()
                 .table_name(table)
-                .key_condition_expression("#pk = :pk")
                 .expression_attribute_names("#pk", pk_name)
-                .expression_attribute_values(":pk", pk.clone())
+                .expression_attribute_values(":pk", pk.clone());
+            let req = match sk_prefix {
+                Some((sk_name, prefix)) => req
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", sk_name)
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => req.key_condition_expression("#pk = :pk"),
+            };
+            let resp = req
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()

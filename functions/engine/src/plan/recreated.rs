@@ -201,7 +201,9 @@ pub(super) async fn deleted_topics(
     let still_there = source.metadata(Some(&unseen)).await?;
     // Not a deletion to act on: an answer from a broker that lists no topic
     // at all (just back from a restart, see `KafkaCluster::knows_its_topics`).
-    if still_there.is_empty() && !source.knows_its_topics().await? {
+    // The plan's own listing, `selected`, already shows the source knows
+    // some when it found any.
+    if still_there.is_empty() && selected.is_empty() && !source.knows_its_topics().await? {
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.source.alias,
             "the source answered that it has none of the flow's topics, and lists no topic; not believed: nothing deleted \
