@@ -139,37 +139,27 @@ def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
     a first plan with some cursors and no record of its end, as one cut
     short looks, and must not start the other partitions at their first
     record: it leaves the flow to the plan running it, and the records
-    produced before the flow started stay uncopied (LATEST)."""
-    topic = unique("first-still-running")
-    create_topic(SOURCE, topic, 3)
-    p = producer(SOURCE)
-    for part in range(3):
-        for i in range(5):
-            p.produce(topic, partition=part, key=f"before-{part}-{i}".encode(), value=b"v")
-    assert p.flush(30) == 0
+    produced before the flow started stay uncopied (LATEST). A `run`
+    watching the hold longer than a killed plan's is taken over (20 s)
+    leaves it too: the plan renews it."""
+    topic = three_partitions_of_five("first-still-running", "before")
     kc, ri = write_config(tmp_path, [topic], starting="LATEST")
     ferry = Ferry(kc, ri)
-    slow = subprocess.Popen(ferry.args("plan"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, FERRY_FAILPOINT="stall-making-cursors:20"))
+    slow = plan_at_its_failpoint(ferry, 35)
     once = None
     try:
-        for line in slow.stderr:
-            if "failpoint stall-making-cursors" in line:
-                break
-        else:
-            pytest.fail(f"the slow plan never reached its failpoint (exit {slow.wait()})")
-        time.sleep(2)  # partition 0's cursor is written
         other = subprocess.run(ferry.args("plan"), capture_output=True, text=True, timeout=120)
         assert other.returncode == 0, other.stderr
         assert "running in another plan" in other.stderr, other.stderr
         # `run --once` meanwhile is not done: the flow is not across until
         # the plan holding it has started it.
-        once = subprocess.Popen(ferry.args("run", "--once"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(5)
+        once = subprocess.Popen(ferry.args("run", "--once"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(25)
         assert once.poll() is None, "run --once ended while the flow's first plan was still running elsewhere"
         slow.stderr.read()
         assert slow.wait(timeout=120) == 0
         assert once.wait(timeout=120) == 0
+        assert "took the flow's first plan" not in once.stderr.read()
     finally:
         slow.kill()
         if once is not None:
@@ -184,6 +174,57 @@ def test_a_first_plan_still_running_is_not_taken_for_one_cut_short(tmp_path):
     for part in range(3):
         keys = [r["key"].decode() for r in read_partition(TARGET, topic, part, timeout_s=20)]
         assert keys == [f"after-{part}-{i}" for i in range(3)], f"partition {part}"
+
+
+def test_a_first_plan_killed_is_taken_over_by_a_run_that_watched_it_go_silent(tmp_path):
+    """A `ferry plan` (or `ferry run`) killed in the flow's first plan
+    leaves its hold on it, which it renewed every 2 s and which says it
+    may run ten minutes more (against other machines' clocks). A `ferry
+    run` that watches the hold stay unchanged for 20 s takes the first
+    plan over and copies everything, instead of waiting the ten minutes
+    (nothing copied, `--once` stalled) it used to."""
+    topic = three_partitions_of_five("first-killed", "k")
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    killed = plan_at_its_failpoint(ferry, 600)
+    killed.kill()
+    killed.wait()
+    started = time.time()
+    res = ferry.run("--once", "--stall-seconds", "60", env={"RUST_LOG": "warn,ferry_engine=info"})
+    took = time.time() - started
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "took the flow's first plan from a plan outside Lambda that stopped renewing" in res.stderr, res.stderr
+    assert 20 <= took < 90, f"taken over after {took:.0f} s"
+    for part in range(3):
+        keys = [r["key"].decode() for r in read_partition(TARGET, topic, part, timeout_s=20)]
+        assert keys == [f"k-{part}-{i}" for i in range(5)], f"partition {part}"
+
+
+def three_partitions_of_five(name: str, prefix: str) -> str:
+    """A new source topic of 3 partitions, 5 records each keyed
+    `{prefix}-{partition}-{i}`; its name."""
+    topic = unique(name)
+    create_topic(SOURCE, topic, 3)
+    p = producer(SOURCE)
+    for part in range(3):
+        for i in range(5):
+            p.produce(topic, partition=part, key=f"{prefix}-{part}-{i}".encode(), value=b"v")
+    assert p.flush(30) == 0
+    return topic
+
+
+def plan_at_its_failpoint(ferry: Ferry, secs: int) -> subprocess.Popen:
+    """`ferry plan` stalled `secs` seconds in the flow's first plan, with
+    partition 0's cursors made (its stderr still open)."""
+    plan = subprocess.Popen(ferry.args("plan"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, FERRY_FAILPOINT=f"stall-making-cursors:{secs}"))
+    for line in plan.stderr:
+        if "failpoint stall-making-cursors" in line:
+            break
+    else:
+        pytest.fail(f"the plan never reached its failpoint (exit {plan.wait()})")
+    time.sleep(2)  # partition 0's cursor is written
+    return plan
 
 
 def test_a_flow_an_earlier_ferry_left_unstarted_is_started_after_the_upgrade(tmp_path):

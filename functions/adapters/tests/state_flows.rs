@@ -67,39 +67,55 @@ async fn a_first_plan_is_held_by_one_plan_until_it_ends() {
     let s = store().await;
     s.start_flow("r/h", "src", "tgt").await.expect("start");
     let now = now_ms();
-    let FirstPlanClaim::Ours(mark) = s.claim_first_plan("r/h", now + 60_000).await.expect("claim") else {
+    let FirstPlanClaim::Ours(mark) = s.claim_first_plan("r/h", now + 60_000, false, None).await.expect("claim") else {
         panic!("a first plan nobody holds is taken");
     };
     assert_eq!(
-        s.claim_first_plan("r/h", now + 60_000).await.expect("second claim"),
-        FirstPlanClaim::Held { until_ms: now + 60_000 }
+        s.claim_first_plan("r/h", now + 60_000, false, None).await.expect("second claim"),
+        FirstPlanClaim::Held {
+            until_ms: now + 60_000,
+            by: mark.clone(),
+            renews: false
+        }
     );
+    // A hold that does not renew is not taken for silent, whatever the
+    // caller saw of it.
+    assert!(matches!(
+        s.claim_first_plan("r/h", now + 60_000, false, Some((mark.as_str(), now + 60_000)))
+            .await
+            .expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
     // A release by another plan's mark releases nothing.
     s.release_first_plan("r/h", "not-the-holder").await.expect("release by another");
     assert!(matches!(
-        s.claim_first_plan("r/h", now + 60_000).await.expect("claim"),
+        s.claim_first_plan("r/h", now + 60_000, false, None).await.expect("claim"),
         FirstPlanClaim::Held { .. }
     ));
     s.release_first_plan("r/h", &mark).await.expect("release");
-    let FirstPlanClaim::Ours(short) = s.claim_first_plan("r/h", now_ms() + 300).await.expect("claim after release") else {
+    let FirstPlanClaim::Ours(short) = s
+        .claim_first_plan("r/h", now_ms() + 300, false, None)
+        .await
+        .expect("claim after release")
+    else {
         panic!("a released first plan is taken");
     };
     assert!(matches!(
-        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
+        s.claim_first_plan("r/h", now_ms() + 60_000, false, None).await.expect("claim"),
         FirstPlanClaim::Held { .. }
     ));
     // A holder that stopped (a Lambda past its deadline) holds it no more.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let FirstPlanClaim::Ours(taker) = s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim") else {
+    let FirstPlanClaim::Ours(taker) = s.claim_first_plan("r/h", now_ms() + 60_000, false, None).await.expect("claim") else {
         panic!("an expired hold is taken");
     };
     // The expired holder's release does not free the new holder's.
     s.release_first_plan("r/h", &short).await.expect("stale release");
     assert!(matches!(
-        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim"),
+        s.claim_first_plan("r/h", now_ms() + 60_000, false, None).await.expect("claim"),
         FirstPlanClaim::Held { .. }
     ));
-    let FirstPlanClaim::Held { .. } = s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim") else {
+    let FirstPlanClaim::Held { .. } = s.claim_first_plan("r/h", now_ms() + 60_000, false, None).await.expect("claim") else {
         panic!("held");
     };
     // Only the holder renews it, or records its end.
@@ -119,13 +135,72 @@ async fn a_first_plan_is_held_by_one_plan_until_it_ends() {
         .await
         .expect("renew after the end"));
     assert_eq!(
-        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim after finish"),
+        s.claim_first_plan("r/h", now_ms() + 60_000, false, None)
+            .await
+            .expect("claim after finish"),
         FirstPlanClaim::Gone
     );
     s.forget_flow("r/h").await.expect("forget");
     assert_eq!(
-        s.claim_first_plan("r/h", now_ms() + 60_000).await.expect("claim after forget"),
+        s.claim_first_plan("r/h", now_ms() + 60_000, false, None)
+            .await
+            .expect("claim after forget"),
         FirstPlanClaim::Gone
     );
     assert!(!s.flow_started("r/h").await.expect("read"), "a claim writes no marker back");
+}
+
+/// A hold that renews as it goes (a CLI plan's) and was seen unchanged for
+/// long enough is taken as that of a plan killed: only if it is exactly
+/// what the caller saw (a renewal since keeps it), and only for a plan's
+/// claim that names it.
+#[tokio::test]
+async fn a_renewing_hold_seen_unchanged_is_taken_and_one_renewed_is_not() {
+    let s = store().await;
+    s.start_flow("r/s", "src", "tgt").await.expect("start");
+    let until = now_ms() + 600_000;
+    let FirstPlanClaim::Ours(mark) = s.claim_first_plan("r/s", until, true, None).await.expect("claim") else {
+        panic!("a first plan nobody holds is taken");
+    };
+    let FirstPlanClaim::Held { until_ms, by, renews } = s.claim_first_plan("r/s", until, true, None).await.expect("claim") else {
+        panic!("held");
+    };
+    assert_eq!((until_ms, by.as_str(), renews), (until, mark.as_str(), true));
+    // Renewed since it was seen: not taken.
+    assert!(s.renew_first_plan("r/s", &mark, until + 2_000).await.expect("renew"));
+    assert!(matches!(
+        s.claim_first_plan("r/s", until, true, Some((mark.as_str(), until)))
+            .await
+            .expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
+    // Another mark with the same time: not taken.
+    assert!(matches!(
+        s.claim_first_plan("r/s", until, true, Some(("another", until + 2_000)))
+            .await
+            .expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
+    let FirstPlanClaim::Ours(taker) = s
+        .claim_first_plan("r/s", until, false, Some((mark.as_str(), until + 2_000)))
+        .await
+        .expect("claim")
+    else {
+        panic!("a renewing hold seen unchanged is taken");
+    };
+    assert!(
+        !s.renew_first_plan("r/s", &mark, until + 4_000).await.expect("renew"),
+        "the silent holder lost it"
+    );
+    // The taker does not renew: its hold is not taken for silent.
+    let FirstPlanClaim::Held { by, renews, .. } = s.claim_first_plan("r/s", until, true, None).await.expect("claim") else {
+        panic!("held");
+    };
+    assert_eq!((by.as_str(), renews), (taker.as_str(), false));
+    assert!(matches!(
+        s.claim_first_plan("r/s", until, true, Some((taker.as_str(), until)))
+            .await
+            .expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
 }

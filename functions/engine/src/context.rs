@@ -125,6 +125,11 @@ impl Default for Settings {
     }
 }
 
+/// Renewing holds on flows' first plans a process's plans found, by flow
+/// key: the holder's mark, the hold's end it wrote last, and when this
+/// process first saw that pair.
+pub(crate) type SeenHolds = Arc<std::sync::Mutex<HashMap<String, (String, i64, std::time::Instant)>>>;
+
 /// A replicator ready to run.
 #[derive(Debug, Clone)]
 pub struct Ferry {
@@ -136,6 +141,9 @@ pub struct Ferry {
     pub clusters: Arc<HashMap<String, Arc<KafkaCluster>>>,
     /// Tunables.
     pub settings: Settings,
+    /// Holds on flows' first plans this process's plans found renewing,
+    /// and since when each was seen unchanged (`plan::first_plan`).
+    pub(crate) first_plan_holds: SeenHolds,
 }
 
 impl Ferry {
@@ -168,6 +176,7 @@ impl Ferry {
             spec: Arc::new(spec),
             clusters: Arc::new(clusters),
             settings,
+            first_plan_holds: Default::default(),
         })
     }
 

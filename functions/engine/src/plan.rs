@@ -82,7 +82,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
         // Each flow's hold from when it is taken: the flows before it may
         // have taken longer than a hold outside Lambda lasts.
         let hold_until_ms = first_plan::hold_until_ms(deadline);
-        let first_plan::Turn::Plan { hold } = first_plan::take(ferry, flow, &started, hold_until_ms).await? else {
+        let first_plan::Turn::Plan { hold } = first_plan::take(ferry, flow, &started, hold_until_ms, deadline.is_none()).await? else {
             if let Some(b) = input.backfill.as_ref().filter(|b| b.topics.iter().any(|t| flow.selects_topic(t))) {
                 return Err(FerryError::Input(format!(
                     "flow {}: its first plan is running in another plan, and the backfill of {:?} waits for it; nothing was moved for this flow. \

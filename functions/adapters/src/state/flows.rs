@@ -38,14 +38,28 @@ const FIRST_PLAN_DONE: &str = "first_plan_done";
 /// and the time (ms) after which it cannot be running any more.
 const FIRST_PLAN_BY: &str = "first_plan_by";
 const FIRST_PLAN_UNTIL: &str = "first_plan_until";
+/// On a flow's marker while a plan without a deadline (the CLI's) runs its
+/// first plan: that plan renews its hold every few seconds, so a hold it
+/// stopped renewing (a killed `ferry run`) may be taken by a plan that saw
+/// it unchanged for long enough, by that plan's own clock.
+const FIRST_PLAN_RENEWS: &str = "first_plan_renews";
 
 /// What [`StateStore::claim_first_plan`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstPlanClaim {
     /// This plan runs the flow's first plan; the mark releases it.
     Ours(String),
-    /// Another plan runs it, and may be running until this time (ms).
-    Held { until_ms: i64 },
+    /// Another plan runs it, and may be running until `until_ms` (ms);
+    /// `by` is its mark, `renews` whether it renews its hold as it goes
+    /// (each renewal writes a later `until_ms`).
+    Held {
+        /// See above.
+        until_ms: i64,
+        /// See above.
+        by: String,
+        /// See above.
+        renews: bool,
+    },
     /// The first plan finished, or the marker was deleted (a forget),
     /// since the caller read it.
     Gone,
@@ -258,11 +272,12 @@ impl StateStore {
     pub async fn finish_first_plan(&self, flow: &str, start: &FlowStart, hold: Option<&str>) -> Result<(), StateError> {
         let mut req = self
             .update_marker(flow)
-            .update_expression("SET #done = :done REMOVE #open, #claim, #until")
+            .update_expression("SET #done = :done REMOVE #open, #claim, #until, #renews")
             .expression_attribute_names("#by", "started_by")
             .expression_attribute_names("#open", FIRST_PLAN_OPEN)
             .expression_attribute_names("#claim", FIRST_PLAN_BY)
             .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
+            .expression_attribute_names("#renews", FIRST_PLAN_RENEWS)
             .expression_attribute_names("#done", FIRST_PLAN_DONE)
             .expression_attribute_values(":done", AttributeValue::Bool(true));
         let held = match hold {
@@ -284,28 +299,51 @@ impl StateStore {
 
     /// Take the flow's first plan, which no plan has finished, for this
     /// plan until `until_ms` (when it cannot be running any more: its
-    /// Lambda's deadline and a margin). Refused while another plan holds
-    /// it: a plan that sees a first plan with some cursors and no record of
-    /// its end cannot tell one still running from one cut short, and would
-    /// start its partitions at their first record.
-    pub async fn claim_first_plan(&self, flow: &str, until_ms: i64) -> Result<FirstPlanClaim, StateError> {
+    /// Lambda's deadline and a margin); `renews`: this plan renews its hold
+    /// as it goes (see [`Self::renew_first_plan`]). Refused while another
+    /// plan holds it: a plan that sees a first plan with some cursors and
+    /// no record of its end cannot tell one still running from one cut
+    /// short, and would start its partitions at their first record.
+    /// `silent`: a renewing hold (its mark and `until_ms`) the caller has
+    /// seen unchanged for longer than its holder goes on without renewing
+    /// it; taken as over, if it is still exactly that.
+    pub async fn claim_first_plan(
+        &self,
+        flow: &str,
+        until_ms: i64,
+        renews: bool,
+        silent: Option<(&str, i64)>,
+    ) -> Result<FirstPlanClaim, StateError> {
         let mark = uuid::Uuid::new_v4().to_string();
-        let res = self
+        let over = match silent {
+            Some(_) => " OR (#by = :silent_by AND #until = :silent_until AND #renews = :true)",
+            None => "",
+        };
+        let mut req = self
             .update_marker(flow)
-            .update_expression("SET #by = :mark, #until = :until")
-            .condition_expression("attribute_exists(#pk) AND #open = :open AND (attribute_not_exists(#until) OR #until < :now)")
+            .update_expression(if renews {
+                "SET #by = :mark, #until = :until, #renews = :true"
+            } else {
+                "SET #by = :mark, #until = :until REMOVE #renews"
+            })
+            .condition_expression(format!(
+                "attribute_exists(#pk) AND #open = :true AND (attribute_not_exists(#until) OR #until < :now{over})"
+            ))
             .expression_attribute_names("#open", FIRST_PLAN_OPEN)
             .expression_attribute_names("#by", FIRST_PLAN_BY)
             .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
-            .expression_attribute_values(":open", AttributeValue::Bool(true))
+            .expression_attribute_names("#renews", FIRST_PLAN_RENEWS)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":mark", s(&mark))
             .expression_attribute_values(":until", n(until_ms))
             .expression_attribute_values(":now", n(now_ms()))
-            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .bounded(&self.calls)
-            .await;
-        match res {
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some((by, until)) = silent {
+            req = req
+                .expression_attribute_values(":silent_by", s(by))
+                .expression_attribute_values(":silent_until", n(until));
+        }
+        match req.send().bounded(&self.calls).await {
             Ok(_) => Ok(FirstPlanClaim::Ours(mark)),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 let old = match e.into_err() {
@@ -316,6 +354,8 @@ impl StateStore {
                 Ok(match r {
                     Some(r) if r.bool(FIRST_PLAN_OPEN) == Some(true) => FirstPlanClaim::Held {
                         until_ms: r.n(FIRST_PLAN_UNTIL).unwrap_or(0),
+                        by: r.s(FIRST_PLAN_BY).unwrap_or_default(),
+                        renews: r.bool(FIRST_PLAN_RENEWS) == Some(true),
                     },
                     _ => FirstPlanClaim::Gone,
                 })
@@ -348,10 +388,11 @@ impl StateStore {
     pub async fn release_first_plan(&self, flow: &str, mark: &str) -> Result<(), StateError> {
         let res = self
             .update_marker(flow)
-            .update_expression("REMOVE #by, #until")
+            .update_expression("REMOVE #by, #until, #renews")
             .condition_expression("attribute_exists(#pk) AND #by = :mark")
             .expression_attribute_names("#by", FIRST_PLAN_BY)
             .expression_attribute_names("#until", FIRST_PLAN_UNTIL)
+            .expression_attribute_names("#renews", FIRST_PLAN_RENEWS)
             .expression_attribute_values(":mark", s(mark))
             .send()
             .bounded(&self.calls)

@@ -3,7 +3,7 @@
 //! one cut short, whose partitions without a cursor start at their first
 //! record).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_adapters::state::{FirstPlanClaim, FlowStart};
 use ferry_core::config::FlowSpec;
@@ -13,13 +13,23 @@ use crate::error::FerryError;
 
 /// How long a plan outside Lambda (the CLI's) holds a flow's first plan
 /// at a time: it has no deadline, so it renews its hold every
-/// [`RENEW_EVERY`] while it plans; one killed leaves its hold until then.
-/// Long against clocks: a Lambda compares the CLI machine's time with its
-/// own, and one a minute or more behind would otherwise make its hold look
-/// over.
+/// [`RENEW_EVERY`] while it plans. Long against clocks: a Lambda compares
+/// the CLI machine's time with its own, and one a minute or more behind
+/// would otherwise make its hold look over. One killed is not waited for
+/// that long by a plan that watches it: see [`SILENT_FOR`].
 const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(10 * 60);
-/// See [`HOLD_OUTSIDE_LAMBDA`].
-const RENEW_EVERY: Duration = Duration::from_secs(60);
+/// See [`HOLD_OUTSIDE_LAMBDA`]: each renewal writes a later end.
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// A plan that renews its hold stops planning when it has not renewed it
+/// for this long (DynamoDB not answering): a plan watching the hold may
+/// take it after [`SILENT_FOR`].
+const HOLDER_STOPS_AFTER: Duration = Duration::from_secs(10);
+/// A renewing hold that a process's plans saw unchanged for this long, by
+/// that process's own clock (no other machine's time compared), is that
+/// of a plan killed: its holder has stopped by [`HOLDER_STOPS_AFTER`],
+/// measured from before the renewal the watcher saw last.
+const SILENT_FOR: Duration = Duration::from_secs(20);
+
 /// Kept past a Lambda's deadline before its hold on a first plan ends:
 /// for the clocks of the two plans that compare it.
 const HOLD_MARGIN: Duration = Duration::from_secs(10);
@@ -42,22 +52,59 @@ pub(super) enum Turn {
     Leave,
 }
 
-/// Whether this plan plans `flow`, taking its first plan if it is one.
-pub(super) async fn take(ferry: &Ferry, flow: &FlowSpec, started: &FlowStart, until_ms: i64) -> Result<Turn, FerryError> {
+/// Whether this plan plans `flow`, taking its first plan if it is one;
+/// `renews`: this plan renews its hold (it has no deadline, see
+/// [`renewing`]). A renewing hold this process's plans have seen unchanged
+/// for [`SILENT_FOR`] is taken: its plan was killed.
+pub(super) async fn take(ferry: &Ferry, flow: &FlowSpec, started: &FlowStart, until_ms: i64, renews: bool) -> Result<Turn, FerryError> {
     if !started.first {
         return Ok(Turn::Plan { hold: None });
     }
-    match ferry.store.claim_first_plan(&ferry.flow_key(flow), until_ms).await? {
-        FirstPlanClaim::Ours(mark) => Ok(Turn::Plan { hold: Some(mark) }),
-        FirstPlanClaim::Held { until_ms } => {
+    let key = ferry.flow_key(flow);
+    let silent = {
+        let seen = ferry.first_plan_holds.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&key)
+            .filter(|(_, _, since)| since.elapsed() >= SILENT_FOR)
+            .map(|(by, until, _)| (by.clone(), *until))
+    };
+    let claim = ferry
+        .store
+        .claim_first_plan(&key, until_ms, renews, silent.as_ref().map(|(by, until)| (by.as_str(), *until)))
+        .await?;
+    let mut seen = ferry.first_plan_holds.lock().unwrap_or_else(|p| p.into_inner());
+    match claim {
+        FirstPlanClaim::Ours(mark) => {
+            seen.remove(&key);
+            if let Some((by, _)) = &silent {
+                tracing::warn!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), previous = %by,
+                    "took the flow's first plan from a plan outside Lambda that stopped renewing its hold {} s ago (killed): \
+                     this plan plans the flow",
+                    SILENT_FOR.as_secs()
+                );
+            }
+            Ok(Turn::Plan { hold: Some(mark) })
+        }
+        FirstPlanClaim::Held { until_ms, by, renews } => {
+            if renews {
+                match seen.get(&key) {
+                    Some((b, u, _)) if *b == by && *u == until_ms => {}
+                    _ => {
+                        seen.insert(key, (by, until_ms, Instant::now()));
+                    }
+                }
+            }
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), held_until_ms = until_ms,
                 "the flow's first plan is running in another plan: this plan leaves the flow to it. \
-                 A plan that was stopped (a killed `ferry plan`) holds it until held_until_ms, then the next plan takes it"
+                 A plan outside Lambda that was killed (a `ferry run` or `ferry plan`) is taken over {} s after its last renewal by a plan \
+                 that watches it (`ferry run`); a Lambda's, or by plans that do not watch, at held_until_ms",
+                SILENT_FOR.as_secs()
             );
             Ok(Turn::Leave)
         }
         FirstPlanClaim::Gone => {
+            seen.remove(&key);
             tracing::info!(flow = %flow.id(), "the flow's first plan finished in another plan meanwhile: the next plan plans the flow");
             Ok(Turn::Leave)
         }
@@ -80,11 +127,15 @@ pub(super) async fn renewing<T>(
     };
     let key = ferry.flow_key(flow);
     let renew = async {
+        // From before the last renewal that succeeded: a watcher saw it after.
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            match ferry.store.renew_first_plan(&key, mark, hold_until_ms(None)).await {
-                Ok(true) => {}
-                Ok(false) => match ferry.store.flow_marker(&key).await {
+            let attempt = Instant::now();
+            let left = HOLDER_STOPS_AFTER.saturating_sub(renewed.elapsed());
+            match tokio::time::timeout(left, ferry.store.renew_first_plan(&key, mark, hold_until_ms(None))).await {
+                Ok(Ok(true)) => renewed = attempt,
+                Ok(Ok(false)) => match ferry.store.flow_marker(&key).await {
                     // Finished (by this plan, which goes on with the
                     // flow's housekeeping): nothing more to hold.
                     Ok(m) if !m.first => std::future::pending::<()>().await,
@@ -96,7 +147,17 @@ pub(super) async fn renewing<T>(
                         ))
                     }
                 },
-                Err(e) => tracing::warn!(flow = %flow.id(), error = %e, "could not renew the hold on the flow's first plan; trying again"),
+                Ok(Err(e)) if renewed.elapsed() < HOLDER_STOPS_AFTER => {
+                    tracing::warn!(flow = %flow.id(), error = %e, "could not renew the hold on the flow's first plan; trying again")
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return FerryError::NotReady(format!(
+                        "flow {}: this plan could not renew its hold on the flow's first plan for {} s (DynamoDB not answering); it \
+                         stops, as another plan may take the flow's first plan now. The next plan starts it again",
+                        flow.id(),
+                        HOLDER_STOPS_AFTER.as_secs()
+                    ))
+                }
             }
         }
     };
