@@ -40,14 +40,14 @@ def test_kills_takeovers_and_broker_restarts_lose_nothing_and_duplicate_nothing(
     args = ("--once", "--lease-ms", "1500", "--produce-batch-max-bytes", "8000", "--max-partitions-per-batch", "4")
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     workers = [ferry.spawn(*args, log=logs[0]), ferry.spawn(*args, log=logs[1])]
-    # The kills begin once the flow's first plan is done (it created the
-    # target topic): a worker killed in it leaves the first plan to a
-    # successor that watched its hold go silent for 20 s
+    # The kills begin once the flow's first plan is done (the plan that
+    # created the target topic returned): a worker killed in it leaves the
+    # first plan to a successor that watched its hold go silent for 45 s
     # (test_starting_position covers that), and workers killed every
     # second never watch that long, so the whole copy would fall to the
     # last worker, with nothing to fence.
     planned = time.time() + 120
-    while not any("created target topics" in l.read_text(errors="replace") for l in logs if l.exists()):
+    while not any("ferry: created target topics" in l.read_text(errors="replace") for l in logs if l.exists()):
         assert time.time() < planned, "no worker planned in 120 s: " + "".join(l.read_text(errors="replace") for l in logs)
         time.sleep(0.1)
     kills = 0

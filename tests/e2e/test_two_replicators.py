@@ -245,6 +245,33 @@ def test_a_deletion_is_not_left_to_a_flow_back_that_stopped_planning(tmp_path):
         "the applications' topic on Y is kept whole, nothing copied into it twice"
 
 
+def test_a_flow_back_on_a_slow_schedule_is_still_waited_for(tmp_path):
+    """The forward replicator plans every 30 minutes (its `ScheduleRate`,
+    here `ferry run`'s round). A topic deleted on X 16 minutes after its
+    last plan was copied back by the flow back, which took 15 minutes
+    without a plan for a replicator stopped, and the deletion was undone
+    (status, on 533afd6). The forward flow's registration says how often it
+    plans, and it is waited for three of its periods: the deletion is left
+    to it; past those, the topic is copied again as before."""
+    topic, group = unique("two-replicators-slow"), unique("slow-app")
+    forward, back = one_each_way(tmp_path, topic, group, topic_replication={"PropagateTopicDeletions": True},
+                                 on_target=False)
+    written_on_each(forward, back, topic)
+    # Its last plan, on a 30-minute schedule.
+    assert forward.run("--once", "--round-seconds", "1800").returncode == 0
+    stop_planning(forward, 16)
+    delete_topic(SOURCE, topic)
+    res = back.run("--once", env={"RUST_LOG": "warn"})
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "left to that flow" in res.stderr and forward.name in res.stderr, res.stderr[-3000:]
+    assert topic not in list_topics(SOURCE), "a forward flow on a 30-minute schedule is waited for after 16 minutes"
+
+    stop_planning(forward, 91)
+    res = back.run("--once", env={"RUST_LOG": "warn"})
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert topic in list_topics(SOURCE), "past three of its periods, it counts as stopped"
+
+
 def test_all_of_a_flows_topics_deleted_on_one_cluster_are_deleted_on_both(tmp_path):
     """Both of a flow's two topics deleted on the target at once: the plan
     took an answer knowing none of the flow's topics for a broker just back

@@ -204,3 +204,40 @@ async fn a_renewing_hold_seen_unchanged_is_taken_and_one_renewed_is_not() {
         FirstPlanClaim::Held { .. }
     ));
 }
+
+/// A renewing hold taken over by a Ferry that writes only `first_plan_by`
+/// and `first_plan_until` (an earlier release, which renews every minute)
+/// does not read as renewing: its plan, alive, is not taken for silent.
+#[tokio::test]
+async fn a_hold_an_earlier_ferry_took_from_a_renewing_one_is_not_taken_for_silent() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let s = store().await;
+    s.start_flow("r/e", "src", "tgt").await.expect("start");
+    let FirstPlanClaim::Ours(_killed) = s.claim_first_plan("r/e", now_ms() - 1, true, None).await.expect("claim") else {
+        panic!("a first plan nobody holds is taken");
+    };
+    // The earlier Ferry's claim, as it wrote it.
+    let later = now_ms() + 600_000;
+    let (cursors, _) = s.table_names();
+    aws_sdk_dynamodb::Client::new(&ferry_adapters::aws::load().await)
+        .update_item()
+        .table_name(cursors)
+        .key("flow", AttributeValue::S("r/e".into()))
+        .key("partition", AttributeValue::S("#flow".into()))
+        .update_expression("SET first_plan_by = :m, first_plan_until = :u")
+        .expression_attribute_values(":m", AttributeValue::S("earlier".into()))
+        .expression_attribute_values(":u", AttributeValue::N(later.to_string()))
+        .send()
+        .await
+        .expect("earlier claim");
+    let FirstPlanClaim::Held { by, renews, .. } = s.claim_first_plan("r/e", later, true, None).await.expect("claim") else {
+        panic!("held");
+    };
+    assert_eq!((by.as_str(), renews), ("earlier", false));
+    assert!(matches!(
+        s.claim_first_plan("r/e", later, true, Some(("earlier", later)))
+            .await
+            .expect("claim"),
+        FirstPlanClaim::Held { .. }
+    ));
+}

@@ -86,11 +86,41 @@ pub fn prune_turn(count: usize, round: u64) -> impl Fn(usize) -> bool {
     move |index| index % shares == turn
 }
 
+/// The period of an EventBridge schedule expression, the template's
+/// `ScheduleRate`: `rate(1 minute)`, `rate(5 minutes)`, `rate(2 hours)`,
+/// `rate(1 day)`. `None` for anything else (a `cron(...)` or `at(...)`
+/// expression, whose period Ferry does not work out).
+pub fn schedule_period(expression: &str) -> Option<std::time::Duration> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (value, unit) = inner.trim().split_once(' ')?;
+    let value: u64 = value.parse().ok().filter(|v| *v > 0)?;
+    let secs = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(value.checked_mul(secs)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{ReplicateInput, TopicPartition};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_schedule_rate_gives_its_period_and_a_cron_none() {
+        let secs = |e: &str| schedule_period(e).map(|d| d.as_secs());
+        assert_eq!(secs("rate(1 minute)"), Some(60));
+        assert_eq!(secs(" rate(30 minutes) "), Some(1800));
+        assert_eq!(secs("rate(2 hours)"), Some(7200));
+        assert_eq!(secs("rate(1 day)"), Some(86_400));
+        assert_eq!(secs("rate(0 minutes)"), None);
+        assert_eq!(secs("rate(5 weeks)"), None);
+        assert_eq!(secs("cron(0/5 * * * ? *)"), None);
+        assert_eq!(secs("rate(five minutes)"), None);
+    }
 
     /// The largest batch a plan makes by itself (64 partitions) stays far
     /// under the 380 KB the Plan keeps in one DynamoDB item, even with

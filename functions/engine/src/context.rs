@@ -88,6 +88,11 @@ pub struct Settings {
     /// up only now. At least the longest a fetch and its lookup can be
     /// apart: Lambda's 15-minute limit on an invocation.
     pub producer_prune_grace: Duration,
+    /// How often this replicator plans, if known: the template's
+    /// `ScheduleRate` (a `rate(...)`), `ferry run`'s round. Registered with
+    /// each flow, for a flow back in another replicator to judge whether
+    /// this one still plans (see `opposite::FLOW_BACK_ALIVE`).
+    pub plans_every: Option<Duration>,
 }
 
 /// [`Settings::handoff_wait`] by default: the template's 1-minute
@@ -121,6 +126,7 @@ impl Default for Settings {
             group_sync_lease: Duration::from_secs(120),
             state_calls_in_flight: None,
             producer_prune_grace: Duration::from_secs(15 * 60),
+            plans_every: None,
         }
     }
 }
@@ -242,6 +248,8 @@ pub mod env {
     /// Seconds a Replicate waits for a lease whose holder is about to give
     /// it back ([`super::Settings::handoff_wait`]); 0 to never wait.
     pub const HANDOFF_WAIT_SECONDS: &str = "FERRY_HANDOFF_WAIT_SECONDS";
+    /// The template's `ScheduleRate` ([`super::Settings::plans_every`]).
+    pub const SCHEDULE_RATE: &str = "FERRY_SCHEDULE_RATE";
     /// The function's memory (MB), as Lambda sets it.
     pub const LAMBDA_MEMORY_MB: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
 }
@@ -289,6 +297,9 @@ impl Ferry {
             settings.table_prefix = p;
         }
         settings.resume_after_data_loss = std::env::var(env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true");
+        settings.plans_every = std::env::var(env::SCHEDULE_RATE)
+            .ok()
+            .and_then(|r| ferry_core::plan::schedule_period(&r));
         // What Lambda gives the function (MB): a quarter for the records
         // held, a sixteenth per fetch request (one per source leader).
         if let Some(mb) = std::env::var(env::LAMBDA_MEMORY_MB)

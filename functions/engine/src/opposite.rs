@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_adapters::state::now_ms;
+use ferry_adapters::state::{now_ms, RegisteredFlow};
 use ferry_core::config::{FlowSpec, GroupSpec, GroupSyncMode, TopicNaming};
 
 use crate::context::Ferry;
@@ -24,9 +24,17 @@ pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, t
     }
     let identical = flow.naming == TopicNaming::Identical;
     let propagates = flow.propagate_topic_deletions;
+    let every = ferry.settings.plans_every.map(|d| d.as_millis() as i64);
     Ok(ferry
         .store
-        .register_flow_pair(&ferry.flow_key(flow), source_cluster_id, target_cluster_id, identical, propagates)
+        .register_flow_pair(
+            &ferry.flow_key(flow),
+            source_cluster_id,
+            target_cluster_id,
+            identical,
+            propagates,
+            every,
+        )
         .await?)
 }
 
@@ -34,8 +42,18 @@ pub async fn register(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, t
 /// flow to leave a deletion on its target to it: one that stopped planning
 /// (its replicator stopped, or the flow taken out of the definition after a
 /// migration, as `ferry forget-flow` advises) propagates nothing, and the
-/// topic is copied again as after any target topic deleted.
+/// topic is copied again as after any target topic deleted. At least
+/// this, or [`PERIODS_ALIVE`] of the periods its replicator registered
+/// (a slow `ScheduleRate`).
 pub const FLOW_BACK_ALIVE: Duration = Duration::from_secs(15 * 60);
+/// See [`FLOW_BACK_ALIVE`].
+pub const PERIODS_ALIVE: i64 = 3;
+
+/// Whether a flow back registered so planned recently enough, as of `now_ms`.
+fn still_plans(f: &RegisteredFlow, now_ms: i64) -> bool {
+    let alive = (FLOW_BACK_ALIVE.as_millis() as i64).max(f.plans_every_ms.unwrap_or(0).saturating_mul(PERIODS_ALIVE));
+    f.registered_ms >= now_ms - alive
+}
 
 /// Of `topics`, deleted on `flow`'s target, those a flow copying them back
 /// under the same names will delete on `flow`'s source, each with that
@@ -62,11 +80,9 @@ pub async fn propagates_deletions_of(ferry: &Ferry, flow: &FlowSpec, topics: &[&
         None => {
             let source_id = ferry.cluster(&flow.source.id)?.cluster_id().await?;
             let target_id = ferry.cluster(&flow.target.id)?.cluster_id().await?;
-            let since = now_ms() - FLOW_BACK_ALIVE.as_millis() as i64;
-            ferry
-                .store
-                .identical_flows_propagating_deletions(&target_id, &source_id, since)
-                .await?
+            let now = now_ms();
+            let registered = ferry.store.identical_flows_propagating_deletions(&target_id, &source_id).await?;
+            registered.into_iter().filter(|f| still_plans(f, now)).map(|f| f.flow).collect()
         }
     };
     // Each flow back's cursors read once for all the topics.

@@ -82,6 +82,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
         // Each flow's hold from when it is taken: the flows before it may
         // have taken longer than a hold outside Lambda lasts.
         let hold_until_ms = first_plan::hold_until_ms(deadline);
+        let claimed = first_plan::Moment::now();
         let first_plan::Turn::Plan { hold } = first_plan::take(ferry, flow, &started, hold_until_ms, deadline.is_none()).await? else {
             if let Some(b) = input.backfill.as_ref().filter(|b| b.topics.iter().any(|t| flow.selects_topic(t))) {
                 return Err(FerryError::Input(format!(
@@ -95,7 +96,7 @@ pub async fn plan_until(ferry: &Ferry, input: &PlanInput, deadline: Option<Syste
             continue;
         };
         let planned_flow = plan_flow(ferry, flow, input, &started, hold.as_deref(), deadline, &mut out);
-        let work = match first_plan::renewing(ferry, flow, hold.as_deref(), deadline, planned_flow).await {
+        let work = match first_plan::renewing(ferry, flow, hold.as_deref(), claimed, deadline, planned_flow).await {
             // Registered once planned, before any of its batches runs: a
             // plan refused (a first plan never run again) leaves no pair
             // that another replicator would take for an opposite flow.

@@ -26,6 +26,21 @@ use super::{StateError, StateStore};
 /// topic deletions.
 const IDENTICAL_NAMES: &str = "identical_names";
 const PROPAGATES_DELETIONS: &str = "propagates_deletions";
+/// When a plan last registered the pair (ms), and how often its
+/// replicator plans (ms), if it said.
+const REGISTERED_MS: &str = "registered_ms";
+const PLANS_EVERY_MS: &str = "plans_every_ms";
+
+/// A flow's registration as copying between two clusters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredFlow {
+    /// The flow's state key.
+    pub flow: String,
+    /// When a plan last registered it (ms since the epoch).
+    pub registered_ms: i64,
+    /// How often its replicator plans (ms), if the plan said.
+    pub plans_every_ms: Option<i64>,
+}
 
 /// On a flow's marker: where the next prune of its producer items starts.
 const PRODUCERS_PRUNED_AFTER: &str = "producers_pruned_after";
@@ -39,9 +54,12 @@ const FIRST_PLAN_DONE: &str = "first_plan_done";
 const FIRST_PLAN_BY: &str = "first_plan_by";
 const FIRST_PLAN_UNTIL: &str = "first_plan_until";
 /// On a flow's marker while a plan without a deadline (the CLI's) runs its
-/// first plan: that plan renews its hold every few seconds, so a hold it
-/// stopped renewing (a killed `ferry run`) may be taken by a plan that saw
-/// it unchanged for long enough, by that plan's own clock.
+/// first plan: that plan's mark (as `first_plan_by`), for it renews its
+/// hold every few seconds, so a hold it stopped renewing (a killed `ferry
+/// run`) may be taken by a plan that saw it unchanged for long enough, by
+/// that plan's own clock. The mark, not a flag: a hold taken since by a
+/// Ferry that does not write it (an earlier release) does not read as
+/// renewing.
 const FIRST_PLAN_RENEWS: &str = "first_plan_renews";
 
 /// What [`StateStore::claim_first_plan`] found.
@@ -316,13 +334,13 @@ impl StateStore {
     ) -> Result<FirstPlanClaim, StateError> {
         let mark = uuid::Uuid::new_v4().to_string();
         let over = match silent {
-            Some(_) => " OR (#by = :silent_by AND #until = :silent_until AND #renews = :true)",
+            Some(_) => " OR (#by = :silent_by AND #until = :silent_until AND #renews = :silent_by)",
             None => "",
         };
         let mut req = self
             .update_marker(flow)
             .update_expression(if renews {
-                "SET #by = :mark, #until = :until, #renews = :true"
+                "SET #by = :mark, #until = :until, #renews = :mark"
             } else {
                 "SET #by = :mark, #until = :until REMOVE #renews"
             })
@@ -354,8 +372,8 @@ impl StateStore {
                 Ok(match r {
                     Some(r) if r.bool(FIRST_PLAN_OPEN) == Some(true) => FirstPlanClaim::Held {
                         until_ms: r.n(FIRST_PLAN_UNTIL).unwrap_or(0),
+                        renews: r.s(FIRST_PLAN_RENEWS).is_some_and(|m| Some(&m) == r.s(FIRST_PLAN_BY).as_ref()),
                         by: r.s(FIRST_PLAN_BY).unwrap_or_default(),
-                        renews: r.bool(FIRST_PLAN_RENEWS) == Some(true),
                     },
                     _ => FirstPlanClaim::Gone,
                 })
@@ -431,7 +449,9 @@ impl StateStore {
     /// `target_cluster_id`, whether with IDENTICAL topic names (then the
     /// flow the other way reads its records), and whether it propagates
     /// topic deletions (then the flow the other way leaves a deletion on
-    /// its own target to it). Every plan writes it.
+    /// its own target to it), and how often its replicator plans, if known
+    /// (`plans_every_ms`: a flow back is waited for longer on a slow
+    /// schedule). Every plan writes it.
     pub async fn register_flow_pair(
         &self,
         flow: &str,
@@ -439,16 +459,21 @@ impl StateStore {
         target_cluster_id: &str,
         identical_names: bool,
         propagates_deletions: bool,
+        plans_every_ms: Option<i64>,
     ) -> Result<(), StateError> {
-        self.client
+        let mut req = self
+            .client
             .put_item()
             .table_name(&self.cursors)
             .item(PK, s(pair_pk(source_cluster_id, target_cluster_id)))
             .item(SK_CURSOR, s(flow))
             .item(IDENTICAL_NAMES, AttributeValue::Bool(identical_names))
             .item(PROPAGATES_DELETIONS, AttributeValue::Bool(propagates_deletions))
-            .item("registered_ms", n(now_ms()))
-            .send()
+            .item(REGISTERED_MS, n(now_ms()));
+        if let Some(every) = plans_every_ms {
+            req = req.item(PLANS_EVERY_MS, n(every));
+        }
+        req.send()
             .bounded(&self.calls)
             .await
             .map_err(|e| dynamo_err("PutItem", &self.cursors, e))?;
@@ -466,26 +491,24 @@ impl StateStore {
         target_cluster_id: &str,
         since_ms: i64,
     ) -> Result<Vec<String>, StateError> {
-        self.registered_flows(source_cluster_id, target_cluster_id, since_ms, &[IDENTICAL_NAMES])
-            .await
+        let flows = self
+            .registered_flows(source_cluster_id, target_cluster_id, since_ms, &[IDENTICAL_NAMES])
+            .await?;
+        Ok(flows.into_iter().map(|f| f.flow).collect())
     }
 
-    /// Those of [`StateStore::identical_flows_between`] whose last plan,
-    /// since `since_ms`, propagated topic deletions. A registration written
-    /// before Ferry recorded this counts as not propagating.
+    /// The flows registered, however long ago, as copying from
+    /// `source_cluster_id` to `target_cluster_id` with IDENTICAL names
+    /// whose last plan propagated topic deletions, with when and how often
+    /// they plan (the caller judges which still do). A registration
+    /// written before Ferry recorded this counts as not propagating.
     pub async fn identical_flows_propagating_deletions(
         &self,
         source_cluster_id: &str,
         target_cluster_id: &str,
-        since_ms: i64,
-    ) -> Result<Vec<String>, StateError> {
-        self.registered_flows(
-            source_cluster_id,
-            target_cluster_id,
-            since_ms,
-            &[IDENTICAL_NAMES, PROPAGATES_DELETIONS],
-        )
-        .await
+    ) -> Result<Vec<RegisteredFlow>, StateError> {
+        self.registered_flows(source_cluster_id, target_cluster_id, 0, &[IDENTICAL_NAMES, PROPAGATES_DELETIONS])
+            .await
     }
 
     /// The flows registered between two clusters since `since_ms` whose
@@ -496,10 +519,12 @@ impl StateStore {
         target_cluster_id: &str,
         since_ms: i64,
         flags: &[&str],
-    ) -> Result<Vec<String>, StateError> {
+    ) -> Result<Vec<RegisteredFlow>, StateError> {
         let items = self
             .query_all(&self.cursors, PK, s(pair_pk(source_cluster_id, target_cluster_id)))
             .await?;
+        let number =
+            |i: &HashMap<String, AttributeValue>, k: &str| i.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
         Ok(items
             .iter()
             .filter(|i| {
@@ -507,13 +532,13 @@ impl StateStore {
                     .iter()
                     .all(|f| i.get(*f).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false))
             })
-            .filter(|i| {
-                i.get("registered_ms")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .is_some_and(|ms| ms >= since_ms)
+            .filter_map(|i| {
+                Some(RegisteredFlow {
+                    flow: i.get(SK_CURSOR).and_then(|v| v.as_s().ok())?.clone(),
+                    registered_ms: number(i, REGISTERED_MS).filter(|ms| *ms >= since_ms)?,
+                    plans_every_ms: number(i, PLANS_EVERY_MS),
+                })
             })
-            .filter_map(|i| i.get(SK_CURSOR).and_then(|v| v.as_s().ok()).cloned())
             .collect())
     }
 

@@ -22,7 +22,7 @@ pub use checkpoint::{Checkpoint, MAX_TRANSACTION_ITEMS};
 pub use client::dynamodb_client;
 pub use cursor::{CursorItem, Lease, ProducerRecord, Rate};
 pub use error::StateError;
-pub use flows::{FirstPlanClaim, FlowStart};
+pub use flows::{FirstPlanClaim, FlowStart, RegisteredFlow};
 pub use groups::{GroupSyncItem, GroupSyncStatus};
 pub use moves::MoveItem;
 pub use offset_map::RunKey;

@@ -100,6 +100,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         resume_after_data_loss: args.resume_after_data_loss,
         group_sync_lease: Duration::from_millis(args.group_sync_lease_ms),
         producer_prune_grace: Duration::from_secs(args.producer_prune_grace_seconds),
+        // A plan a round.
+        plans_every: Some(Duration::from_secs(args.round_seconds)),
         ..Settings::default()
     };
     let opts = RunOptions {

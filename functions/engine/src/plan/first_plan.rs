@@ -20,15 +20,34 @@ use crate::error::FerryError;
 const HOLD_OUTSIDE_LAMBDA: Duration = Duration::from_secs(10 * 60);
 /// See [`HOLD_OUTSIDE_LAMBDA`]: each renewal writes a later end.
 const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// The longest one renewal is waited for before the next attempt.
+const RENEW_ATTEMPT: Duration = Duration::from_secs(5);
 /// A plan that renews its hold stops planning when it has not renewed it
-/// for this long (DynamoDB not answering): a plan watching the hold may
+/// for this long (DynamoDB not answering, several attempts), counted from
+/// before it sent the claim or the renewal that last succeeded, by its
+/// monotonic clock or the wall clock, whichever says longer (a machine
+/// suspended stops the one, not the other): a plan watching the hold may
 /// take it after [`SILENT_FOR`].
-const HOLDER_STOPS_AFTER: Duration = Duration::from_secs(10);
+const HOLDER_STOPS_AFTER: Duration = Duration::from_secs(20);
 /// A renewing hold that a process's plans saw unchanged for this long, by
 /// that process's own clock (no other machine's time compared), is that
 /// of a plan killed: its holder has stopped by [`HOLDER_STOPS_AFTER`],
 /// measured from before the renewal the watcher saw last.
-const SILENT_FOR: Duration = Duration::from_secs(20);
+const SILENT_FOR: Duration = Duration::from_secs(45);
+
+/// A moment by both clocks, to tell how long ago it was by the longer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Moment(Instant, SystemTime);
+
+impl Moment {
+    pub(super) fn now() -> Self {
+        Self(Instant::now(), SystemTime::now())
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed().max(self.1.elapsed().unwrap_or_default())
+    }
+}
 
 /// Kept past a Lambda's deadline before its hold on a first plan ends:
 /// for the clocks of the two plans that compare it.
@@ -119,6 +138,7 @@ pub(super) async fn renewing<T>(
     ferry: &Ferry,
     flow: &FlowSpec,
     hold: Option<&str>,
+    claimed: Moment,
     deadline: Option<SystemTime>,
     work: impl std::future::Future<Output = Result<T, FerryError>>,
 ) -> Result<T, FerryError> {
@@ -127,14 +147,19 @@ pub(super) async fn renewing<T>(
     };
     let key = ferry.flow_key(flow);
     let renew = async {
-        // From before the last renewal that succeeded: a watcher saw it after.
-        let mut renewed = Instant::now();
+        // From before the write a watcher saw last (the claim, then each
+        // renewal that succeeded).
+        let mut renewed = claimed;
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
-            let attempt = Instant::now();
-            let left = HOLDER_STOPS_AFTER.saturating_sub(renewed.elapsed());
-            match tokio::time::timeout(left, ferry.store.renew_first_plan(&key, mark, hold_until_ms(None))).await {
-                Ok(Ok(true)) => renewed = attempt,
+            let attempt = Moment::now();
+            let left = HOLDER_STOPS_AFTER.saturating_sub(renewed.elapsed()).min(RENEW_ATTEMPT);
+            let outcome = tokio::time::timeout(left, ferry.store.renew_first_plan(&key, mark, hold_until_ms(None))).await;
+            match outcome {
+                Ok(Ok(true)) => {
+                    renewed = attempt;
+                    continue;
+                }
                 Ok(Ok(false)) => match ferry.store.flow_marker(&key).await {
                     // Finished (by this plan, which goes on with the
                     // flow's housekeeping): nothing more to hold.
@@ -147,23 +172,26 @@ pub(super) async fn renewing<T>(
                         ))
                     }
                 },
-                Ok(Err(e)) if renewed.elapsed() < HOLDER_STOPS_AFTER => {
+                Ok(Err(e)) => {
                     tracing::warn!(flow = %flow.id(), error = %e, "could not renew the hold on the flow's first plan; trying again")
                 }
-                Ok(Err(_)) | Err(_) => {
-                    return FerryError::NotReady(format!(
-                        "flow {}: this plan could not renew its hold on the flow's first plan for {} s (DynamoDB not answering); it \
-                         stops, as another plan may take the flow's first plan now. The next plan starts it again",
-                        flow.id(),
-                        HOLDER_STOPS_AFTER.as_secs()
-                    ))
-                }
+                Err(_) => tracing::warn!(flow = %flow.id(), "renewing the hold on the flow's first plan took too long; trying again"),
+            }
+            if renewed.elapsed() >= HOLDER_STOPS_AFTER {
+                return FerryError::NotReady(format!(
+                    "flow {}: this plan could not renew its hold on the flow's first plan for {} s (DynamoDB not answering); it \
+                     stops, as another plan may take the flow's first plan now. The next plan starts it again",
+                    flow.id(),
+                    HOLDER_STOPS_AFTER.as_secs()
+                ));
             }
         }
     };
+    // The renewal first: a hold given up is not planned under once more.
     tokio::select! {
-        out = work => out,
+        biased;
         e = renew => Err(e),
+        out = work => out,
     }
 }
 

@@ -103,9 +103,11 @@ pub(super) async fn histories_replaced(
                 replicator = %ferry.spec.name, flow = %flow.id(), cluster = %flow.target.alias, topic = %topic, flow_back = %back,
                 "target topic {topic} was deleted, and it is the source topic of the flow back ({back}), which propagates \
                  deletions: left to that flow to delete on cluster {} (not copied again). Should that flow stop planning, \
-                 this flow copies the topic again {} minutes after its last plan",
+                 this flow copies the topic again {} minutes after its last plan (or {} of its replicator's schedule periods, \
+                 if longer)",
                 flow.source.alias,
-                crate::opposite::FLOW_BACK_ALIVE.as_secs() / 60
+                crate::opposite::FLOW_BACK_ALIVE.as_secs() / 60,
+                crate::opposite::PERIODS_ALIVE
             );
             topics.remove(topic);
             continue;
