@@ -282,19 +282,27 @@ LEASE_S = 2.5
 LEASE = ("--group-sync-lease-ms", "2000")
 
 
+def a_sync_died_after_committing_40(tmp_path, topic_name: str, group_name: str) -> tuple[str, str, Ferry]:
+    """A new topic of 100 records, a group at 40 on the source, and a sync
+    (with LEASE) that died after committing it on the target, before it
+    recorded the sync: the topic, the group and the Ferry."""
+    topic = one_partition_topic(topic_name, 100)
+    group = unique(group_name)
+    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    died = ferry.run("--once", *LEASE, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    return topic, group, ferry
+
+
 def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
     """SyncGroups commits a group's translation on the target, then dies
     before it records the sync (the function timed out, or crashed): the
     next sync must know that commit as Ferry's own and go on syncing the
     group, not take it for an operator's reset and leave the group behind
     for good (`foreign-commit`)."""
-    topic = one_partition_topic("grp-diesync", 100)
-    group = unique("diesync-app")
-    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
-    died = ferry.run("--once", *LEASE, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
-    assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-diesync", "diesync-app")
     time.sleep(LEASE_S)  # the dead sync's lease on the group ends
     assert committed(TARGET, group)[(topic, 0)] == (40, "src")
     commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
@@ -305,19 +313,28 @@ def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
     assert row["status"] == "synced", row
 
 
+def test_a_run_once_after_a_sync_that_died_syncs_the_group_it_held(tmp_path):
+    """A sync dies holding a group's lease (a `ferry run` killed); the
+    group then commits further on the source, and `ferry run --once` runs
+    at once. Its last sync found the group held and exited 0 without
+    syncing it: the target kept the old translation (on 80d99b4). It now
+    syncs the group again once the lease can have ended, and exits 0 with
+    the group synced."""
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-heldsync", "heldsync-app")
+    commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
+    res = ferry.run("--once", *LEASE, env={"RUST_LOG": "warn,ferry_engine=info"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (70, "src-later"), res.stderr
+    assert "groups held by another sync" in res.stderr, res.stderr
+
+
 def test_a_sync_that_dies_after_its_commit_stays_ferrys_after_the_group_goes_on(tmp_path):
     """The same crash, then the group runs on the target before the next
     sync and commits past Ferry's unrecorded commit (a cutover), and moves
     back: that commit is the group going on from Ferry's, as for a recorded
     one, so the group is synced again once it commits further on the
     source, not left as `foreign-commit` for good."""
-    topic = one_partition_topic("grp-diesync2", 100)
-    group = unique("diesync2-app")
-    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
-    died = ferry.run("--once", *LEASE, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
-    assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-diesync2", "diesync2-app")
     time.sleep(LEASE_S)  # the dead sync's lease on the group ends
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert row["status"] == "failed" and "stopped while committing 40" in row["detail"], row

@@ -30,6 +30,9 @@ const PLAN_RETRY_WAIT: Duration = Duration::from_secs(1);
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// The shortest time between two group syncs.
 const GROUP_SYNC_MIN_EVERY: Duration = Duration::from_secs(1);
+/// Past a sync's lease, how long a `once` run's last sync waits more for
+/// groups another sync holds.
+const LAST_SYNC_MARGIN: Duration = Duration::from_secs(5);
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -288,7 +291,7 @@ where
             // refused topic is not.
             AfterRound::CaughtUp if !plan.refused_topics.is_empty() => {
                 if syncs_groups {
-                    sync_groups_once(ferry, &*on).await;
+                    last_group_sync(ferry, &*on).await;
                 }
                 return Ok(RunEnd::Failed {
                     failures: failures + plan.refused_topics.len(),
@@ -296,7 +299,7 @@ where
             }
             AfterRound::CaughtUp => {
                 on(RunEvent::CaughtUp);
-                if syncs_groups && !sync_groups_once(ferry, &*on).await {
+                if syncs_groups && !last_group_sync(ferry, &*on).await {
                     return Ok(RunEnd::GroupSyncFailed);
                 }
                 return Ok(RunEnd::CaughtUp);
@@ -309,6 +312,13 @@ where
 
 /// One consumer-group sync of every flow, told to `on`; false on a failure.
 async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> bool {
+    sync_groups_telling(ferry, on).await.is_some_and(|busy| busy.is_empty())
+}
+
+/// One consumer-group sync of every flow, told to `on`: `None` on a
+/// failure, else the groups' flows left to another sync holding their
+/// lease, each with how many.
+async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> Option<Vec<(String, usize)>> {
     match crate::groups::sync_groups(ferry, None).await {
         Ok(out) => {
             let mut ok = true;
@@ -319,12 +329,40 @@ async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -
                     ok = false;
                 }
             }
-            ok
+            ok.then(|| out.flows.iter().filter(|f| f.busy > 0).map(|f| (f.flow.clone(), f.busy)).collect())
         }
         Err(e) => {
             on(RunEvent::GroupSyncFailed(&e));
-            false
+            None
         }
+    }
+}
+
+/// The last group sync of a `once` run: a group another sync holds (one
+/// killed, whose lease on it has not ended; an overlapping execution) is
+/// synced again once that lease can have ended, not left unsynced under
+/// an exit 0. False on a failure, or groups still held after that.
+async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> bool {
+    let until = Instant::now() + ferry.settings.group_sync_lease + LAST_SYNC_MARGIN;
+    loop {
+        let Some(busy) = sync_groups_telling(ferry, on).await else {
+            return false;
+        };
+        if busy.is_empty() {
+            return true;
+        }
+        if Instant::now() >= until {
+            for (flow, n) in busy {
+                on(RunEvent::GroupSyncFailure(&format!(
+                    "flow {flow}: {n} groups were held by another sync for the whole {} s of a sync's lease, and are not synced \
+                     by this run. Fix: see `ferry groups`; run again once that sync (a deployed SyncGroups, a `ferry move`) is over",
+                    (ferry.settings.group_sync_lease + LAST_SYNC_MARGIN).as_secs()
+                )));
+            }
+            return false;
+        }
+        tracing::info!(groups = ?busy, "groups held by another sync (one killed, or still running): syncing them again in a second");
+        tokio::time::sleep(GROUP_SYNC_MIN_EVERY).await;
     }
 }
 

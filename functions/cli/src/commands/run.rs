@@ -19,7 +19,9 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     common: Common,
     /// Exit 0 once every selected partition has reached the source end
-    /// offset seen at start; non-zero on failure.
+    /// offset seen at start and the groups are synced once more (a group
+    /// another sync holds is waited for up to a sync's lease); non-zero on
+    /// failure.
     #[arg(long)]
     once: bool,
     /// Length of one replicate round (a Lambda invocation's budget), in
