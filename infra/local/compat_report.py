@@ -1,5 +1,6 @@
 """Summarise a compatibility run (infra/local/compat) into compat/results.md
-and compat/results.json: per Kafka release of the source and per test file,
+and compat/results.json (with --side target, compat/target-results.*: the
+target's release varies): per Kafka release of that side and per test file,
 how many tests passed, failed, errored or were skipped, and which failed
 with what message. Reads pytest's JUnit XML reports (one per release) and
 the runs.tsv the script writes (release, `up` seconds and status, pytest
@@ -68,7 +69,9 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--junit-dir", type=Path, required=True)
     ap.add_argument("--ferry", required=True)
-    ap.add_argument("--target-version", required=True)
+    ap.add_argument("--side", choices=["source", "target"], default="source",
+                    help="the side whose release each run varies")
+    ap.add_argument("--other-version", required=True, help="the other side's release")
     ap.add_argument("--md", type=Path, required=True)
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("tests", nargs="+")
@@ -83,28 +86,35 @@ def main() -> None:
     for line in a.runs.read_text().splitlines():
         version, up_s, up_rc, test_rc, test_s, *ran = line.split("\t")
         ran_files = ran[0].split() if ran else a.tests
-        tests = read_junit(a.junit_dir / f"{version}.xml", ran_files) if int(up_rc) == 0 else None
-        runs.append({"source_version": version, "target_version": a.target_version, "up_seconds": int(up_s),
+        tests = read_junit(a.junit_dir / f"{a.side}-{version}.xml", ran_files) if int(up_rc) == 0 else None
+        other = "target" if a.side == "source" else "source"
+        runs.append({f"{a.side}_version": version, f"{other}_version": a.other_version, "up_seconds": int(up_s),
                      "up_exit": int(up_rc), "pytest_exit": int(test_rc), "pytest_seconds": int(test_s),
                      "files": tests, "files_run": ran_files})
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "commit": commit, "ferry": a.ferry, "tests": a.tests, "runs": runs}
     a.json.write_text(json.dumps(result, indent=2) + "\n")
 
-    md = ["# Compatibility: the source on other Kafka releases and on Tansu", "",
-          f"Written by `infra/local/compat` on {result['date']} at commit {commit}; "
-          f"the target runs Kafka {a.target_version}. Each cell: tests passed / run in that file. "
-          "Messages of failures are in results.json. `not run`: that file's tests are about a "
-          "Kafka source's SASL_SSL listener, which Tansu does not have.", ""]
-    md.append("| source | up (s) | tests (s) | " + " | ".join(Path(t).name for t in a.tests) + " |")
+    if a.side == "source":
+        md = ["# Compatibility: the source on other Kafka releases and on Tansu", "",
+              f"Written by `infra/local/compat` on {result['date']} at commit {commit}; "
+              f"the target runs Kafka {a.other_version}. Each cell: tests passed / run in that file. "
+              "Messages of failures are in results.json. `not run`: that file's tests are about a "
+              "Kafka source's SASL_SSL listener, which Tansu does not have.", ""]
+    else:
+        md = ["# Compatibility: the target on other Kafka releases", "",
+              f"Written by `infra/local/compat target:...` on {result['date']} at commit {commit}; "
+              f"the source runs Kafka {a.other_version}. Each cell: tests passed / run in that file. "
+              f"Messages of failures are in {a.json.name}.", ""]
+    md.append(f"| {a.side} | up (s) | tests (s) | " + " | ".join(Path(t).name for t in a.tests) + " |")
     md.append("|---" * (3 + len(a.tests)) + "|")
     for run in runs:
         if run["files"] is None:
             cells = [f"stack failed (up exit {run['up_exit']})"] * len(a.tests)
         else:
             cells = [cell(run["files"].get(t)) for t in a.tests]
-        md.append(f"| {run['source_version']} | {run['up_seconds']} | {run['pytest_seconds']} | " + " | ".join(cells) + " |")
-    failures = [(run["source_version"], t, f) for run in runs for t, row in (run["files"] or {}).items()
+        md.append(f"| {run[a.side + '_version']} | {run['up_seconds']} | {run['pytest_seconds']} | " + " | ".join(cells) + " |")
+    failures = [(run[a.side + "_version"], t, f) for run in runs for t, row in (run["files"] or {}).items()
                 for f in row["failures"]]
     if failures:
         md += ["", "## Failures", ""]
