@@ -282,16 +282,17 @@ LEASE_S = 2.5
 LEASE = ("--group-sync-lease-ms", "2000")
 
 
-def a_sync_died_after_committing_40(tmp_path, topic_name: str, group_name: str) -> tuple[str, str, Ferry]:
+def a_sync_died_after_committing_40(tmp_path, topic_name: str, group_name: str,
+                                    lease: tuple[str, ...] = LEASE) -> tuple[str, str, Ferry]:
     """A new topic of 100 records, a group at 40 on the source, and a sync
-    (with LEASE) that died after committing it on the target, before it
+    (with `lease`) that died after committing it on the target, before it
     recorded the sync: the topic, the group and the Ferry."""
     topic = one_partition_topic(topic_name, 100)
     group = unique(group_name)
     commit_at(SOURCE, group, {(topic, 0): (40, "src")})
     kc, ri = write_config(tmp_path, [topic], groups=[group])
     ferry = Ferry(kc, ri)
-    died = ferry.run("--once", *LEASE, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    died = ferry.run("--once", *lease, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
     assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
     return topic, group, ferry
 
@@ -318,14 +319,21 @@ def test_a_run_once_after_a_sync_that_died_syncs_the_group_it_held(tmp_path):
     group then commits further on the source, and `ferry run --once` runs
     at once. Its last sync found the group held and exited 0 without
     syncing it: the target kept the old translation (on 80d99b4). It now
-    syncs the group again once the lease can have ended, and exits 0 with
-    the group synced."""
-    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-heldsync", "heldsync-app")
+    syncs the group again once the holder's lease ends (the holder's, not
+    its own: here longer), and exits 0 with the group synced; a lease
+    ending past --stall-seconds fails the run, naming the groups."""
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-heldsync", "heldsync-app",
+                                                           lease=("--group-sync-lease-ms", "6000"))
     commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
+    short = ferry.run("--once", *LEASE, "--stall-seconds", "1", env={"RUST_LOG": "warn,ferry_engine=info"})
+    assert short.returncode == 1 and "groups are held by another sync" in short.stderr, short.stdout + short.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (40, "src")
+    started = time.time()
     res = ferry.run("--once", *LEASE, env={"RUST_LOG": "warn,ferry_engine=info"})
     assert res.returncode == 0, res.stdout + res.stderr
     assert committed(TARGET, group)[(topic, 0)] == (70, "src-later"), res.stderr
-    assert "groups held by another sync" in res.stderr, res.stderr
+    assert "syncing them again when its lease ends" in res.stderr, res.stderr
+    assert time.time() - started < 30
 
 
 def test_a_sync_that_dies_after_its_commit_stays_ferrys_after_the_group_goes_on(tmp_path):

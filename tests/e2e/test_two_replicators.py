@@ -7,6 +7,7 @@ definition cannot translate exactly: its group sync is refused with a
 message that names the other flow, while it still replicates."""
 
 import json
+import subprocess
 import time
 
 from conftest import (SOURCE, TARGET, Ferry, committed, create_topic, list_topics, produce_keys, read_partition, unique,
@@ -257,8 +258,11 @@ def test_a_flow_back_on_a_slow_schedule_is_still_waited_for(tmp_path):
     forward, back = one_each_way(tmp_path, topic, group, topic_replication={"PropagateTopicDeletions": True},
                                  on_target=False)
     written_on_each(forward, back, topic)
-    # Its last plan, on a 30-minute schedule.
-    assert forward.run("--once", "--round-seconds", "1800").returncode == 0
+    # Its last plan, on a 30-minute schedule (started by cron); then one by
+    # hand, which does not know the schedule and keeps the period.
+    assert forward.run("--once", "--plans-every-seconds", "1800").returncode == 0
+    by_hand = subprocess.run(forward.args("plan"), capture_output=True, text=True, timeout=120)
+    assert by_hand.returncode == 0, by_hand.stderr
     stop_planning(forward, 16)
     delete_topic(SOURCE, topic)
     res = back.run("--once", env={"RUST_LOG": "warn"})

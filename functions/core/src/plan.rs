@@ -91,7 +91,8 @@ pub fn prune_turn(count: usize, round: u64) -> impl Fn(usize) -> bool {
 /// `rate(1 day)`. `None` for anything else (a `cron(...)` or `at(...)`
 /// expression, whose period Ferry does not work out).
 pub fn schedule_period(expression: &str) -> Option<std::time::Duration> {
-    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let expression = expression.trim().to_ascii_lowercase();
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
     let (value, unit) = inner.trim().split_once(' ')?;
     let value: u64 = value.parse().ok().filter(|v| *v > 0)?;
     let secs = match unit.trim() {
@@ -115,6 +116,7 @@ mod tests {
         assert_eq!(secs("rate(1 minute)"), Some(60));
         assert_eq!(secs(" rate(30 minutes) "), Some(1800));
         assert_eq!(secs("rate(2 hours)"), Some(7200));
+        assert_eq!(secs("Rate(2 Hours)"), Some(7200));
         assert_eq!(secs("rate(1 day)"), Some(86_400));
         assert_eq!(secs("rate(0 minutes)"), None);
         assert_eq!(secs("rate(5 weeks)"), None);

@@ -297,9 +297,17 @@ impl Ferry {
             settings.table_prefix = p;
         }
         settings.resume_after_data_loss = std::env::var(env::RESUME_AFTER_DATA_LOSS).is_ok_and(|v| v == "true");
-        settings.plans_every = std::env::var(env::SCHEDULE_RATE)
-            .ok()
-            .and_then(|r| ferry_core::plan::schedule_period(&r));
+        if let Ok(rate) = std::env::var(env::SCHEDULE_RATE) {
+            settings.plans_every = ferry_core::plan::schedule_period(&rate);
+            if settings.plans_every.is_none() {
+                tracing::warn!(
+                    schedule = %rate,
+                    "the schedule is not a rate(...) expression: a flow back in another replicator takes this one for stopped \
+                     15 minutes after its last plan, whatever the schedule (a topic deleted on that flow's target is copied \
+                     again rather than its deletion propagated)"
+                );
+            }
+        }
         // What Lambda gives the function (MB): a quarter for the records
         // held, a sixteenth per fetch request (one per source leader).
         if let Some(mb) = std::env::var(env::LAMBDA_MEMORY_MB)

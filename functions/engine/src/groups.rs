@@ -63,6 +63,10 @@ pub struct FlowGroupSync {
     /// overlapping execution, or `ferry move`) held its lease.
     #[serde(default)]
     pub busy: usize,
+    /// When the last of those leases ends (ms since the epoch), as far as
+    /// the sync could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_until_ms: Option<i64>,
 }
 
 /// Output of a SyncGroups invocation.
@@ -319,6 +323,9 @@ async fn sync_flow(
         failpoint::before_group_sync().await;
         let Some(lease_until) = ferry.store.acquire_group_sync(&flow_key, group, &owner, lease_ms(ferry)).await? else {
             report.busy += 1;
+            if let Ok(Some(until)) = ferry.store.group_sync_held_until(&flow_key, group).await {
+                report.busy_until_ms = report.busy_until_ms.max(Some(until));
+            }
             tracing::info!(
                 replicator = %ferry.spec.name, flow = %flow.id(), group = %group,
                 "another sync of this group is under way: left to the next sync"

@@ -30,9 +30,6 @@ const PLAN_RETRY_WAIT: Duration = Duration::from_secs(1);
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// The shortest time between two group syncs.
 const GROUP_SYNC_MIN_EVERY: Duration = Duration::from_secs(1);
-/// Past a sync's lease, how long a `once` run's last sync waits more for
-/// groups another sync holds.
-const LAST_SYNC_MARGIN: Duration = Duration::from_secs(5);
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -291,7 +288,7 @@ where
             // refused topic is not.
             AfterRound::CaughtUp if !plan.refused_topics.is_empty() => {
                 if syncs_groups {
-                    last_group_sync(ferry, &*on).await;
+                    sync_groups_once(ferry, &*on).await;
                 }
                 return Ok(RunEnd::Failed {
                     failures: failures + plan.refused_topics.len(),
@@ -299,8 +296,12 @@ where
             }
             AfterRound::CaughtUp => {
                 on(RunEvent::CaughtUp);
-                if syncs_groups && !last_group_sync(ferry, &*on).await {
-                    return Ok(RunEnd::GroupSyncFailed);
+                if syncs_groups {
+                    match last_group_sync(ferry, &*on, opts.stall_limit, &interrupted).await {
+                        LastSync::Synced => {}
+                        LastSync::Failed => return Ok(RunEnd::GroupSyncFailed),
+                        LastSync::Interrupted => return Ok(RunEnd::Interrupted),
+                    }
                 }
                 return Ok(RunEnd::CaughtUp);
             }
@@ -316,9 +317,9 @@ async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -
 }
 
 /// One consumer-group sync of every flow, told to `on`: `None` on a
-/// failure, else the groups' flows left to another sync holding their
-/// lease, each with how many.
-async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> Option<Vec<(String, usize)>> {
+/// failure, else the flows with groups left to another sync holding their
+/// lease.
+async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> Option<Vec<FlowGroupSync>> {
     match crate::groups::sync_groups(ferry, None).await {
         Ok(out) => {
             let mut ok = true;
@@ -329,7 +330,7 @@ async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F
                     ok = false;
                 }
             }
-            ok.then(|| out.flows.iter().filter(|f| f.busy > 0).map(|f| (f.flow.clone(), f.busy)).collect())
+            ok.then(|| out.flows.into_iter().filter(|f| f.busy > 0).collect())
         }
         Err(e) => {
             on(RunEvent::GroupSyncFailed(&e));
@@ -338,31 +339,59 @@ async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F
     }
 }
 
+/// How a `once` run's last group sync ended.
+#[derive(Debug, PartialEq, Eq)]
+enum LastSync {
+    Synced,
+    Failed,
+    Interrupted,
+}
+
 /// The last group sync of a `once` run: a group another sync holds (one
-/// killed, whose lease on it has not ended; an overlapping execution) is
-/// synced again once that lease can have ended, not left unsynced under
-/// an exit 0. False on a failure, or groups still held after that.
-async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> bool {
-    let until = Instant::now() + ferry.settings.group_sync_lease + LAST_SYNC_MARGIN;
+/// killed, whose lease on it has not ended; an overlapping execution; a
+/// `ferry move`) is synced again once the holder's lease ends, not left
+/// unsynced under an exit 0; waited for `stall_limit` at most, then a
+/// failure naming them.
+async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stall_limit: Duration, interrupted: &AtomicBool) -> LastSync {
+    let give_up = Instant::now() + stall_limit;
     loop {
         let Some(busy) = sync_groups_telling(ferry, on).await else {
-            return false;
+            return LastSync::Failed;
         };
         if busy.is_empty() {
-            return true;
+            return LastSync::Synced;
         }
-        if Instant::now() >= until {
-            for (flow, n) in busy {
+        // Until the last holder's lease ends (unread: a second).
+        let ends_in = busy
+            .iter()
+            .filter_map(|f| f.busy_until_ms)
+            .max()
+            .map(|until| Duration::from_millis(u64::try_from(until - ferry_adapters::state::now_ms()).unwrap_or(0)))
+            .unwrap_or_default();
+        let next = Instant::now() + ends_in + GROUP_SYNC_MIN_EVERY;
+        if next > give_up {
+            for f in &busy {
                 on(RunEvent::GroupSyncFailure(&format!(
-                    "flow {flow}: {n} groups were held by another sync for the whole {} s of a sync's lease, and are not synced \
-                     by this run. Fix: see `ferry groups`; run again once that sync (a deployed SyncGroups, a `ferry move`) is over",
-                    (ferry.settings.group_sync_lease + LAST_SYNC_MARGIN).as_secs()
+                    "flow {}: {} groups are held by another sync (a `ferry move`, a deployed SyncGroups, a sync killed) for {} s \
+                     more, past --stall-seconds ({} s), and are not synced by this run. Fix: see `ferry groups`; run again once \
+                     that sync is over, or give a longer --stall-seconds",
+                    f.flow,
+                    f.busy,
+                    ends_in.as_secs(),
+                    stall_limit.as_secs()
                 )));
             }
-            return false;
+            return LastSync::Failed;
         }
-        tracing::info!(groups = ?busy, "groups held by another sync (one killed, or still running): syncing them again in a second");
-        tokio::time::sleep(GROUP_SYNC_MIN_EVERY).await;
+        let held: Vec<(&str, usize)> = busy.iter().map(|f| (f.flow.as_str(), f.busy)).collect();
+        tracing::info!(groups = ?held, wait_ms = (next - Instant::now()).as_millis() as u64,
+            "groups held by another sync (one killed, or still running): syncing them again when its lease ends");
+        while Instant::now() < next {
+            if interrupted.load(Ordering::SeqCst) {
+                return LastSync::Interrupted;
+            }
+            tokio::time::sleep(IDLE_WAIT.min(next - Instant::now())).await;
+        }
     }
 }
 

@@ -451,7 +451,8 @@ impl StateStore {
     /// topic deletions (then the flow the other way leaves a deletion on
     /// its own target to it), and how often its replicator plans, if known
     /// (`plans_every_ms`: a flow back is waited for longer on a slow
-    /// schedule). Every plan writes it.
+    /// schedule; `None` keeps the one registered before). Every plan
+    /// writes it.
     pub async fn register_flow_pair(
         &self,
         flow: &str,
@@ -461,22 +462,34 @@ impl StateStore {
         propagates_deletions: bool,
         plans_every_ms: Option<i64>,
     ) -> Result<(), StateError> {
+        // An update, not a put: a plan that does not know its replicator's
+        // period (`ferry plan` by hand, an earlier Ferry) keeps the one a
+        // scheduled plan registered.
+        let every = if plans_every_ms.is_some() { ", #every = :every" } else { "" };
         let mut req = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.cursors)
-            .item(PK, s(pair_pk(source_cluster_id, target_cluster_id)))
-            .item(SK_CURSOR, s(flow))
-            .item(IDENTICAL_NAMES, AttributeValue::Bool(identical_names))
-            .item(PROPAGATES_DELETIONS, AttributeValue::Bool(propagates_deletions))
-            .item(REGISTERED_MS, n(now_ms()));
-        if let Some(every) = plans_every_ms {
-            req = req.item(PLANS_EVERY_MS, n(every));
+            .key(PK, s(pair_pk(source_cluster_id, target_cluster_id)))
+            .key(SK_CURSOR, s(flow))
+            .update_expression(format!(
+                "SET #identical = :identical, #propagates = :propagates, #registered = :now{every}"
+            ))
+            .expression_attribute_names("#identical", IDENTICAL_NAMES)
+            .expression_attribute_names("#propagates", PROPAGATES_DELETIONS)
+            .expression_attribute_names("#registered", REGISTERED_MS)
+            .expression_attribute_values(":identical", AttributeValue::Bool(identical_names))
+            .expression_attribute_values(":propagates", AttributeValue::Bool(propagates_deletions))
+            .expression_attribute_values(":now", n(now_ms()));
+        if let Some(ms) = plans_every_ms {
+            req = req
+                .expression_attribute_names("#every", PLANS_EVERY_MS)
+                .expression_attribute_values(":every", n(ms));
         }
         req.send()
             .bounded(&self.calls)
             .await
-            .map_err(|e| dynamo_err("PutItem", &self.cursors, e))?;
+            .map_err(|e| dynamo_err("UpdateItem", &self.cursors, e))?;
         Ok(())
     }
 

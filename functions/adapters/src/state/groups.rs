@@ -319,6 +319,15 @@ impl StateStore {
         Ok(conditional("PutItem", &self.groups, res)?.then_some(until))
     }
 
+    /// When the lease on syncing `group` ends, if one is recorded (taken
+    /// by a sync that may still hold it).
+    pub async fn group_sync_held_until(&self, flow: &str, group: &str) -> Result<Option<i64>, StateError> {
+        let item = self
+            .get_consistent(&self.groups, (PK, s(flow)), (SK_GROUPS, s(format!("{SYNC_LEASE}{group}"))))
+            .await?;
+        Ok(item.and_then(|i| i.get("lease_until_ms").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())))
+    }
+
     /// Give the lease on syncing `group` back, if `owner` still holds it.
     pub async fn release_group_sync(&self, flow: &str, group: &str, owner: &str) -> Result<(), StateError> {
         let res = self

@@ -29,6 +29,12 @@ pub(crate) struct RunArgs {
     /// release its partitions).
     #[arg(long, default_value_t = 60, value_parser = round_seconds)]
     round_seconds: u64,
+    /// How often this replicator plans, in seconds, if not every round
+    /// (`ferry run --once` started by cron, say): registered with its
+    /// flows, for a flow back in another replicator to tell a replicator
+    /// that plans seldom from one stopped (default: --round-seconds).
+    #[arg(long)]
+    plans_every_seconds: Option<u64>,
     /// Lease duration in milliseconds (a crashed worker's partitions are
     /// taken over after this long).
     #[arg(long, default_value_t = 30_000)]
@@ -102,8 +108,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         resume_after_data_loss: args.resume_after_data_loss,
         group_sync_lease: Duration::from_millis(args.group_sync_lease_ms),
         producer_prune_grace: Duration::from_secs(args.producer_prune_grace_seconds),
-        // A plan a round.
-        plans_every: Some(Duration::from_secs(args.round_seconds)),
+        // A plan a round, unless said otherwise.
+        plans_every: Some(Duration::from_secs(args.plans_every_seconds.unwrap_or(args.round_seconds))),
         ..Settings::default()
     };
     let opts = RunOptions {
