@@ -302,9 +302,10 @@ impl Ferry {
             if settings.plans_every.is_none() {
                 tracing::warn!(
                     schedule = %rate,
-                    "the schedule is not a rate(...) expression: a flow back in another replicator takes this one for stopped \
-                     15 minutes after its last plan, whatever the schedule (a topic deleted on that flow's target is copied \
-                     again rather than its deletion propagated)"
+                    "the schedule is not a rate(...) expression: its period is not registered with the flows, and a flow back in \
+                     another replicator takes this one for stopped 15 minutes (or three of a period registered before) after its \
+                     last plan, whatever the schedule (a topic deleted on that flow's target is then copied again rather than its \
+                     deletion propagated)"
                 );
             }
         }

@@ -30,6 +30,9 @@ const PLAN_RETRY_WAIT: Duration = Duration::from_secs(1);
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// The shortest time between two group syncs.
 const GROUP_SYNC_MIN_EVERY: Duration = Duration::from_secs(1);
+/// Time between two tries of a `once` run's last group sync at groups
+/// another sync holds.
+const LAST_SYNC_RETRY: Duration = Duration::from_secs(2);
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -349,11 +352,12 @@ enum LastSync {
 
 /// The last group sync of a `once` run: a group another sync holds (one
 /// killed, whose lease on it has not ended; an overlapping execution; a
-/// `ferry move`) is synced again once the holder's lease ends, not left
-/// unsynced under an exit 0; waited for `stall_limit` at most, then a
-/// failure naming them.
+/// `ferry move`) is synced again every [`LAST_SYNC_RETRY`], not left
+/// unsynced under an exit 0; for `stall_limit` at most, then a failure
+/// naming them and when the holder's lease ends.
 async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stall_limit: Duration, interrupted: &AtomicBool) -> LastSync {
     let give_up = Instant::now() + stall_limit;
+    let mut told = false;
     loop {
         let Some(busy) = sync_groups_telling(ferry, on).await else {
             return LastSync::Failed;
@@ -361,31 +365,28 @@ async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, st
         if busy.is_empty() {
             return LastSync::Synced;
         }
-        // Until the last holder's lease ends (unread: a second).
-        let ends_in = busy
-            .iter()
-            .filter_map(|f| f.busy_until_ms)
-            .max()
-            .map(|until| Duration::from_millis(u64::try_from(until - ferry_adapters::state::now_ms()).unwrap_or(0)))
-            .unwrap_or_default();
-        let next = Instant::now() + ends_in + GROUP_SYNC_MIN_EVERY;
-        if next > give_up {
+        if Instant::now() >= give_up {
             for f in &busy {
+                let ends_in = f
+                    .busy_until_ms
+                    .map(|until| format!("its lease ends in {} s", (until - ferry_adapters::state::now_ms()).max(0) / 1000))
+                    .unwrap_or_else(|| "its lease unread".into());
                 on(RunEvent::GroupSyncFailure(&format!(
-                    "flow {}: {} groups are held by another sync (a `ferry move`, a deployed SyncGroups, a sync killed) for {} s \
-                     more, past --stall-seconds ({} s), and are not synced by this run. Fix: see `ferry groups`; run again once \
-                     that sync is over, or give a longer --stall-seconds",
+                    "flow {}: {} groups were held by another sync (a `ferry move`, a deployed SyncGroups, a sync killed; {ends_in}) \
+                     for the whole --stall-seconds ({} s), and are not synced by this run. Fix: see `ferry groups`; run again \
+                     once that sync is over, or give a longer --stall-seconds",
                     f.flow,
                     f.busy,
-                    ends_in.as_secs(),
                     stall_limit.as_secs()
                 )));
             }
             return LastSync::Failed;
         }
-        let held: Vec<(&str, usize)> = busy.iter().map(|f| (f.flow.as_str(), f.busy)).collect();
-        tracing::info!(groups = ?held, wait_ms = (next - Instant::now()).as_millis() as u64,
-            "groups held by another sync (one killed, or still running): syncing them again when its lease ends");
+        if !std::mem::replace(&mut told, true) {
+            let held: Vec<(&str, usize, Option<i64>)> = busy.iter().map(|f| (f.flow.as_str(), f.busy, f.busy_until_ms)).collect();
+            tracing::info!(groups = ?held, "groups held by another sync (one killed, or still running): syncing them again until it lets go");
+        }
+        let next = (Instant::now() + LAST_SYNC_RETRY).min(give_up);
         while Instant::now() < next {
             if interrupted.load(Ordering::SeqCst) {
                 return LastSync::Interrupted;

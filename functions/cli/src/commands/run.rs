@@ -20,8 +20,8 @@ pub(crate) struct RunArgs {
     common: Common,
     /// Exit 0 once every selected partition has reached the source end
     /// offset seen at start and the groups are synced once more (a group
-    /// another sync holds is waited for up to a sync's lease); non-zero on
-    /// failure.
+    /// another sync holds is tried again until --stall-seconds); non-zero
+    /// on failure.
     #[arg(long)]
     once: bool,
     /// Length of one replicate round (a Lambda invocation's budget), in
@@ -32,7 +32,8 @@ pub(crate) struct RunArgs {
     /// How often this replicator plans, in seconds, if not every round
     /// (`ferry run --once` started by cron, say): registered with its
     /// flows, for a flow back in another replicator to tell a replicator
-    /// that plans seldom from one stopped (default: --round-seconds).
+    /// that plans seldom from one stopped (default: --round-seconds; with
+    /// --once, none: the period registered before is kept).
     #[arg(long)]
     plans_every_seconds: Option<u64>,
     /// Lease duration in milliseconds (a crashed worker's partitions are
@@ -108,8 +109,13 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         resume_after_data_loss: args.resume_after_data_loss,
         group_sync_lease: Duration::from_millis(args.group_sync_lease_ms),
         producer_prune_grace: Duration::from_secs(args.producer_prune_grace_seconds),
-        // A plan a round, unless said otherwise.
-        plans_every: Some(Duration::from_secs(args.plans_every_seconds.unwrap_or(args.round_seconds))),
+        // A plan a round, unless said otherwise; with --once, only what is
+        // said (a catch-up by hand says nothing of the schedule, and keeps
+        // the period registered before).
+        plans_every: args
+            .plans_every_seconds
+            .or((!args.once).then_some(args.round_seconds))
+            .map(Duration::from_secs),
         ..Settings::default()
     };
     let opts = RunOptions {
