@@ -327,6 +327,7 @@ def test_a_run_once_after_a_sync_that_died_syncs_the_group_it_held(tmp_path):
     commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
     short = ferry.run("--once", *LEASE, "--stall-seconds", "1", env={"RUST_LOG": "warn,ferry_engine=info"})
     assert short.returncode == 1 and "groups were held by another sync" in short.stderr, short.stdout + short.stderr
+    assert f"this run: {group} (its lease ends in" in short.stderr, short.stderr
     assert committed(TARGET, group)[(topic, 0)] == (40, "src")
     started = time.time()
     res = ferry.run("--once", *LEASE, env={"RUST_LOG": "warn,ferry_engine=info"})

@@ -63,10 +63,10 @@ pub struct FlowGroupSync {
     /// overlapping execution, or `ferry move`) held its lease.
     #[serde(default)]
     pub busy: usize,
-    /// When the last of those leases ends (ms since the epoch), as far as
-    /// the sync could read it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub busy_until_ms: Option<i64>,
+    /// Those groups, by name: for the process that ran the sync (a `ferry
+    /// run --once` tries them again), not in the state machine's payload.
+    #[serde(skip)]
+    pub held: Vec<String>,
 }
 
 /// Output of a SyncGroups invocation.
@@ -198,6 +198,19 @@ pub async fn sync_groups_now(
     sync_flow(ferry, flow, g, None, Some(groups), Some(holder)).await
 }
 
+/// Sync the groups of `flow` named in `groups` again, each under a lease
+/// of its own given back after it (those another sync still holds are
+/// counted in `busy` and named in `held` again); the round robin of the
+/// scheduled syncs is left as it was.
+pub(crate) async fn sync_held_groups(ferry: &Ferry, flow: &FlowSpec, groups: &[String]) -> Result<FlowGroupSync, FerryError> {
+    let g = flow
+        .groups
+        .as_ref()
+        .filter(|g| g.sync_offsets)
+        .ok_or_else(|| FerryError::Input(format!("flow {} does not sync consumer group offsets", flow.id())))?;
+    Ok(sync_flow(ferry, flow, g, None, Some(groups), None).await?.0)
+}
+
 async fn sync_flow(
     ferry: &Ferry,
     flow: &FlowSpec,
@@ -323,9 +336,7 @@ async fn sync_flow(
         failpoint::before_group_sync().await;
         let Some(lease_until) = ferry.store.acquire_group_sync(&flow_key, group, &owner, lease_ms(ferry)).await? else {
             report.busy += 1;
-            if let Ok(Some(until)) = ferry.store.group_sync_held_until(&flow_key, group).await {
-                report.busy_until_ms = report.busy_until_ms.max(Some(until));
-            }
+            report.held.push(group.clone());
             tracing::info!(
                 replicator = %ferry.spec.name, flow = %flow.id(), group = %group,
                 "another sync of this group is under way: left to the next sync"

@@ -324,22 +324,61 @@ async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -
 /// lease.
 async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> Option<Vec<FlowGroupSync>> {
     match crate::groups::sync_groups(ferry, None).await {
-        Ok(out) => {
-            let mut ok = true;
-            for f in &out.flows {
-                on(RunEvent::GroupsSynced(f));
-                for e in &f.failures {
-                    on(RunEvent::GroupSyncFailure(e));
-                    ok = false;
-                }
-            }
-            ok.then(|| out.flows.into_iter().filter(|f| f.busy > 0).collect())
-        }
+        Ok(out) => tell_syncs(out.flows, on),
         Err(e) => {
             on(RunEvent::GroupSyncFailed(&e));
             None
         }
     }
+}
+
+/// `flows`' syncs told to `on`: `None` if any failed, else those with
+/// groups another sync held.
+fn tell_syncs<F: Fn(RunEvent<'_>) + ?Sized>(flows: Vec<FlowGroupSync>, on: &F) -> Option<Vec<FlowGroupSync>> {
+    let mut ok = true;
+    for f in &flows {
+        on(RunEvent::GroupsSynced(f));
+        for e in &f.failures {
+            on(RunEvent::GroupSyncFailure(e));
+            ok = false;
+        }
+    }
+    ok.then(|| flows.into_iter().filter(|f| f.busy > 0).collect())
+}
+
+/// The groups `held` names synced again, told to `on`, as
+/// [`sync_groups_telling`] answers.
+async fn sync_held_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, held: &[FlowGroupSync]) -> Option<Vec<FlowGroupSync>> {
+    let mut flows = Vec::with_capacity(held.len());
+    for f in held {
+        let Some(spec) = ferry.spec.flows.iter().find(|s| s.id() == f.flow) else {
+            continue;
+        };
+        match crate::groups::sync_held_groups(ferry, spec, &f.held).await {
+            Ok(again) => flows.push(again),
+            Err(e) => {
+                on(RunEvent::GroupSyncFailed(&e));
+                return None;
+            }
+        }
+    }
+    tell_syncs(flows, on)
+}
+
+/// When the leases on `f`'s held groups end, as the run gives up on them.
+async fn held_until(ferry: &Ferry, f: &FlowGroupSync) -> String {
+    let Some(spec) = ferry.spec.flows.iter().find(|s| s.id() == f.flow) else {
+        return "its lease unread".into();
+    };
+    let flow_key = ferry.flow_key(spec);
+    let mut last: Option<i64> = None;
+    for group in &f.held {
+        if let Ok(Some(until)) = ferry.store.group_sync_held_until(&flow_key, group).await {
+            last = last.max(Some(until));
+        }
+    }
+    last.map(|until| format!("its lease ends in {} s", (until - ferry_adapters::state::now_ms()).max(0) / 1000))
+        .unwrap_or_else(|| "its lease unread".into())
 }
 
 /// How a `once` run's last group sync ended.
@@ -357,34 +396,32 @@ enum LastSync {
 /// naming them and when the holder's lease ends.
 async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stall_limit: Duration, interrupted: &AtomicBool) -> LastSync {
     let give_up = Instant::now() + stall_limit;
+    let Some(mut held) = sync_groups_telling(ferry, on).await else {
+        return LastSync::Failed;
+    };
     let mut told = false;
     loop {
-        let Some(busy) = sync_groups_telling(ferry, on).await else {
-            return LastSync::Failed;
-        };
-        if busy.is_empty() {
+        if held.is_empty() {
             return LastSync::Synced;
         }
         if Instant::now() >= give_up {
-            for f in &busy {
-                let ends_in = f
-                    .busy_until_ms
-                    .map(|until| format!("its lease ends in {} s", (until - ferry_adapters::state::now_ms()).max(0) / 1000))
-                    .unwrap_or_else(|| "its lease unread".into());
+            for f in &held {
+                let ends_in = held_until(ferry, f).await;
                 on(RunEvent::GroupSyncFailure(&format!(
-                    "flow {}: {} groups were held by another sync (a `ferry move`, a deployed SyncGroups, a sync killed; {ends_in}) \
-                     for the whole --stall-seconds ({} s), and are not synced by this run. Fix: see `ferry groups`; run again \
-                     once that sync is over, or give a longer --stall-seconds",
+                    "flow {}: {} groups were held by another sync for the whole --stall-seconds ({} s), and are not synced \
+                     by this run: {} ({ends_in}; the holder is a `ferry move`, a deployed SyncGroups, or a sync killed). Fix: \
+                     see `ferry groups`; run again once that sync is over, or give a longer --stall-seconds",
                     f.flow,
                     f.busy,
-                    stall_limit.as_secs()
+                    stall_limit.as_secs(),
+                    f.held.join(", "),
                 )));
             }
             return LastSync::Failed;
         }
         if !std::mem::replace(&mut told, true) {
-            let held: Vec<(&str, usize, Option<i64>)> = busy.iter().map(|f| (f.flow.as_str(), f.busy, f.busy_until_ms)).collect();
-            tracing::info!(groups = ?held, "groups held by another sync (one killed, or still running): syncing them again until it lets go");
+            let names: Vec<(&str, &[String])> = held.iter().map(|f| (f.flow.as_str(), f.held.as_slice())).collect();
+            tracing::info!(groups = ?names, "groups held by another sync (one killed, or still running): syncing them again until it lets go");
         }
         let next = (Instant::now() + LAST_SYNC_RETRY).min(give_up);
         while Instant::now() < next {
@@ -393,6 +430,10 @@ async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, st
             }
             tokio::time::sleep(IDLE_WAIT.min(next - Instant::now())).await;
         }
+        held = match sync_held_telling(ferry, on, &held).await {
+            Some(h) => h,
+            None => return LastSync::Failed,
+        };
     }
 }
 

@@ -4,9 +4,16 @@ offset points at (first_key_from)."""
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from conftest import read_partition
+
+
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 
 def commit_at(bootstrap: str, group: str, offsets: dict[tuple[str, int], tuple[int, str]]) -> None:
@@ -18,8 +25,10 @@ def commit_at(bootstrap: str, group: str, offsets: dict[tuple[str, int], tuple[i
                 c.commit(offsets=[TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()], asynchronous=False)
                 return
             except KafkaException as e:
-                # A new cluster's group coordinator is still loading.
-                if not e.args[0].retriable() or attempt == 19:
+                # A new cluster's group coordinator is still loading (a
+                # synchronous commit gives NOT_COORDINATOR as not retriable).
+                loading = e.args[0].code() in COORDINATOR_MOVING
+                if not (e.args[0].retriable() or loading) or attempt == 19:
                     raise
                 time.sleep(0.5)
     finally:
