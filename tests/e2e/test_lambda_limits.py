@@ -293,23 +293,65 @@ def test_a_batch_of_many_partitions_all_behind_stays_within_the_functions_memory
         for i in range(per_partition):
             p.produce(topic, partition=part, key=f"{part}-{i}".encode(), value=os.urandom(size))
     assert p.flush(60) == 0
+    used = copied_in_one_batch_at_128_mb(tmp_path, topic, partitions, per_partition)
+    print(f"\nReplicate with {partitions} partitions behind in one batch, 128 MB: {used}")
+
+
+def copied_in_one_batch_at_128_mb(tmp_path, topic: str, partitions: int, per_partition: int) -> dict:
+    """Executions of one Replicate at a time, given 128 MB, until every
+    record of `topic` is on the target (each execution one batch of all
+    its partitions); asserts none was ended for memory and every record
+    arrived once, in order. Returns what Replicate used."""
     kc, ri = write_config(tmp_path, [topic])
     with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1,
                             stack_edit=lambda s: set_function(s, "ferry-replicate", memory=128), max_concurrency=1) as sfn:
         arn = sfn.create_state_machine()
-        deadline = time.time() + 240
+        deadline = time.time() + 300
         while True:
             ex = sfn.execute(arn, {"stop_at_plan_end": True}, timeout=300)
-            assert ex["status"] == "SUCCEEDED", f"{ex}\n{sfn.logs()}"
+            used = sfn.resources()["ferry-replicate"]
+            assert ex["status"] == "SUCCEEDED", f"{ex}\n{used}\n{sfn.logs()[-5000:]}"
             out = json.loads(ex["output"])
             assert [b["summary"]["partitions"] for b in out["batches"]] == [partitions], out["batches"]
             copied = sum(len(read_partition(TARGET, topic, q, timeout_s=2)) for q in range(partitions))
             if copied >= partitions * per_partition or time.time() > deadline:
                 break
-        used = sfn.resources()["ferry-replicate"]
-        print(f"\nReplicate with {partitions} partitions behind in one batch, 128 MB: {used}")
         assert not used["ended"], used
         assert used["peak_mb"] < 128, used
         sfn.assert_rehearsed()
     for q in range(partitions):
         assert [r["key"] for r in read_partition(TARGET, topic, q)] == [r["key"] for r in read_partition(SOURCE, topic, q)], q
+    return used
+
+
+def compressible_value(part: int, i: int) -> bytes:
+    """About 40 KB of what topics carry: JSON events whose field names and
+    most values repeat, which zstd compresses about twentyfold."""
+    events = [
+        {"event": "page_view", "user": f"user-{(part * 7919 + i * 31 + n) % 5000:05d}", "path": "/catalogue/widgets/blue",
+         "referrer": "https://example.com/search?q=widgets", "agent": "Mozilla/5.0 (X11; Linux x86_64)", "n": n, "i": i}
+        for n in range(200)
+    ]
+    return json.dumps(events).encode()
+
+
+def test_a_batch_of_many_partitions_all_behind_on_compressed_records_stays_within_the_functions_memory(tmp_path):
+    """As above, but the source's records are compressed (zstd, by its
+    producer) and compress about twentyfold, as JSON events do: a fetch's
+    bytes are compressed bytes, and what the invocation holds once it has
+    decompressed them is many times more. Replicate, with 128 MB as the
+    kernel's cap, must copy every record without being ended for memory."""
+    topic = unique("wide-zstd")
+    partitions, per_partition = 48, 120
+    create_topic(SOURCE, topic, partitions)
+    p = producer(SOURCE, **{"compression.type": "zstd", "batch.size": 1_000_000, "linger.ms": 50})
+    raw = 0
+    for part in range(partitions):
+        for i in range(per_partition):
+            v = compressible_value(part, i)
+            raw += len(v)
+            p.produce(topic, partition=part, key=f"{part}-{i}".encode(), value=v)
+        p.poll(0)
+    assert p.flush(120) == 0
+    used = copied_in_one_batch_at_128_mb(tmp_path, topic, partitions, per_partition)
+    print(f"\nReplicate with {partitions} partitions behind on {raw >> 20} MB of zstd records, 128 MB: {used}")

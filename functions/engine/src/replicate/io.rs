@@ -29,6 +29,9 @@ pub(super) struct CommittedRead {
     /// (base offset, partition leader epoch) of every batch read, of any
     /// kind, in order.
     pub(super) epochs: Vec<(i64, i32)>,
+    /// Stopped at a batch the round had no room left to hold (see
+    /// [`Holding`]): the rest is fetched again from `next`.
+    pub(super) out_of_room: bool,
 }
 
 /// Which fetched batches go to the target as they are: those already in
@@ -52,6 +55,50 @@ impl PassThrough {
     };
 }
 
+/// What the reads of one round may hold. A fetch's size is counted in the
+/// bytes on the wire, which compressed records are many times smaller
+/// than: decompressing a whole response (JSON compresses twentyfold) could
+/// hold far more than the invocation's memory. So each read takes what it
+/// holds out of `room`, and a read that finds none left stops before the
+/// batch: the rest is fetched again once produces drained what is held. At
+/// most one batch goes past `room` in a round (the first read with room
+/// left takes its batch whole), and a batch decompresses to no more than
+/// [`batch::decompressed_cap`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Holding {
+    pub(super) pass_through: PassThrough,
+    /// Bytes the round may still hold.
+    pub(super) room: usize,
+    /// Bytes of records decompressed, and the compressed bytes they came
+    /// from: how much a fetch's bytes grow once held.
+    pub(super) decoded: usize,
+    pub(super) compressed: usize,
+}
+
+impl Holding {
+    /// A round that may hold `room` bytes.
+    pub(super) fn new(pass_through: PassThrough, room: usize) -> Self {
+        Self {
+            pass_through,
+            room,
+            decoded: 0,
+            compressed: 0,
+        }
+    }
+
+    /// Reads bounded by their fetch alone, record by record (reconcile:
+    /// one partition's reads, one at a time).
+    pub(super) fn unbounded() -> Self {
+        Self::new(PassThrough::NEVER, usize::MAX)
+    }
+
+    /// How many times its size on the wire a fetched byte takes once held,
+    /// as the reads so far found it (at least 1).
+    pub(super) fn growth(&self) -> usize {
+        self.decoded.div_ceil(self.compressed.max(1)).max(1)
+    }
+}
+
 /// Per-fetch filter: drops control batches and the batches of aborted
 /// transactions, as a read_committed consumer does, and (with a loop
 /// filter) the batches the opposite flow wrote.
@@ -62,8 +109,9 @@ pub(super) async fn read_committed(
     cluster: &str,
     tp: &TopicPartition,
     filter: &mut Option<LoopFilter>,
-    pass_through: PassThrough,
+    hold: &mut Holding,
 ) -> Result<CommittedRead, FerryError> {
+    let pass_through = hold.pass_through;
     let wrap = |source| KafkaError::Batch {
         cluster: cluster.to_owned(),
         topic: tp.topic.clone(),
@@ -84,6 +132,7 @@ pub(super) async fn read_committed(
         filtered_ts: Vec::new(),
         unmapped: false,
         epochs: Vec::new(),
+        out_of_room: false,
     };
     // Offsets accounted for so far, and those found empty since the last record.
     let mut pos = from;
@@ -109,16 +158,27 @@ pub(super) async fn read_committed(
             out.filtered_records += u64::try_from(h.records_count).unwrap_or(0);
             out.filtered_bytes += b.size as u64;
             out.filtered_ts.push((h.next_offset(), h.max_timestamp));
+        } else if hold.room == 0 {
+            // Read again from `out.next`: that gap is counted then.
+            removed -= gap;
+            out.out_of_room = true;
+            break;
         } else if (pass_through.min_bytes..=pass_through.max_bytes).contains(&b.size)
             && batch::passes_through(&b, pass_through.codec, out.next)
         {
             // Passes through only without offset gaps: nothing removed in it.
+            hold.room = hold.room.saturating_sub(b.size);
             out.records.push(Pending::Batch(b));
             out.removed_before.push(removed);
             removed = 0;
         } else {
             let from = out.next;
-            for r in batch::records(&b).map_err(wrap)?.into_iter().filter(|r| r.offset >= from) {
+            let records = batch::records(&b).map_err(wrap)?;
+            let held: usize = records.iter().map(SourceRecord::approx_size).sum();
+            hold.room = hold.room.saturating_sub(held);
+            hold.decoded = hold.decoded.saturating_add(held);
+            hold.compressed = hold.compressed.saturating_add(b.size);
+            for r in records.into_iter().filter(|r| r.offset >= from) {
                 // A gap inside a committed batch: records the cleaner removed
                 // (it keeps the batch's base and last offset).
                 removed += u64::try_from(r.offset - pos).unwrap_or(0);

@@ -239,7 +239,16 @@ pub(super) async fn read_source_window(
             res => res?,
         };
         // Record by record: reconcile matches records.
-        let read = read_committed(&ferry.store, &f, spos, source.alias(), &p.work.source, filter, PassThrough::NEVER).await?;
+        let read = read_committed(
+            &ferry.store,
+            &f,
+            spos,
+            source.alias(),
+            &p.work.source,
+            filter,
+            &mut Holding::unbounded(),
+        )
+        .await?;
         if read.next == spos && read.unmapped {
             if Instant::now() >= wait_until {
                 return Err(FerryError::NotReady(format!(

@@ -19,11 +19,14 @@ pub(super) async fn run_rounds(
         target,
     } = *run;
     let settings = &ferry.settings;
-    let pass_through = PassThrough {
-        codec: flow.compression,
-        min_bytes: settings.pass_through_min_bytes,
-        max_bytes: settings.produce_batch_max_bytes,
-    };
+    let mut hold = Holding::new(
+        PassThrough {
+            codec: flow.compression,
+            min_bytes: settings.pass_through_min_bytes,
+            max_bytes: settings.produce_batch_max_bytes,
+        },
+        settings.held_max_bytes,
+    );
     let mut invocation_bytes: u64 = 0;
     let mut backoff = Duration::from_millis(100);
     // A cluster that refused Ferry (credentials, TLS, the secret) after one
@@ -136,6 +139,14 @@ pub(super) async fn run_rounds(
         // its cap leaves the last partitions without, and they go first
         // next time.
         want.sort_by_key(|&i| (!parts[i].starved, parts[i].fed_round));
+        // What this round's reads may hold, and a fetch no larger than
+        // that once it grows as the records read so far grew (a partition's
+        // worth at least): what the reads cannot hold is fetched again.
+        hold.room = settings.held_max_bytes.saturating_sub(held);
+        let request_max = i32::try_from(hold.room / hold.growth()).unwrap_or(i32::MAX).clamp(
+            settings.fetch_partition_max_bytes,
+            settings.fetch_request_max_bytes.max(settings.fetch_partition_max_bytes),
+        );
         // 3. Checkpoint what is due, renew leases, move idle cursors: written
         //    while the fetch and the produce are out, and settled before
         //    their results are (the acknowledgements of this round are the
@@ -169,16 +180,7 @@ pub(super) async fn run_rounds(
                     if want.is_empty() {
                         None
                     } else {
-                        Some(
-                            fetch_round(
-                                source,
-                                shared,
-                                &want,
-                                (settings.fetch_partition_max_bytes, settings.fetch_request_max_bytes),
-                                max_wait,
-                            )
-                            .await,
-                        )
+                        Some(fetch_round(source, shared, &want, (settings.fetch_partition_max_bytes, request_max), max_wait).await)
                     }
                 },
                 async {
@@ -209,7 +211,7 @@ pub(super) async fn run_rounds(
                                 source.alias(),
                                 &p.work.source,
                                 filter,
-                                pass_through,
+                                &mut hold,
                             )
                             .await
                             {
@@ -246,6 +248,9 @@ pub(super) async fn run_rounds(
                                     p.note_unmapped_wait(flow, filter.as_ref().and_then(LoopFilter::opposite), read.unmapped, read.next);
                                     if !read.records.is_empty() {
                                         p.fed_round = round;
+                                    } else if read.out_of_room {
+                                        // Data was there: first in line next time.
+                                        p.starved = true;
                                     }
                                     for item in read.records {
                                         p.pending_bytes += item.size();

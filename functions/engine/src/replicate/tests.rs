@@ -324,6 +324,7 @@ fn only_another_epoch_at_the_position_asks_the_leader() {
         filtered_ts: Vec::new(),
         unmapped: false,
         epochs,
+        out_of_room: false,
     };
     let mut p = read_past_cursor(100, 100, None);
     assert!(!p.epoch_changes_at(&read(vec![(100, 7)])), "no epoch known yet: nothing to check");
