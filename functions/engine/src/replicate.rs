@@ -31,6 +31,7 @@ mod failpoint;
 mod fence;
 mod handoff;
 mod io;
+mod pending;
 mod reconcile;
 mod rewind;
 mod rounds;
@@ -45,6 +46,7 @@ use checkpoint::*;
 use errors::*;
 use fence::*;
 use io::*;
+use pending::*;
 use reconcile::*;
 use rewind::*;
 use rounds::*;
@@ -93,46 +95,6 @@ pub struct Budget {
     pub interrupted: Arc<AtomicBool>,
 }
 
-/// What waits to be produced: a record, to be built into a batch with
-/// others, or a whole source batch that goes to the target as it is (see
-/// [`batch::passes_through`]).
-#[derive(Debug, Clone)]
-enum Pending {
-    Record(SourceRecord),
-    Batch(RawBatch),
-}
-
-impl Pending {
-    fn first_offset(&self) -> i64 {
-        match self {
-            Pending::Record(r) => r.offset,
-            Pending::Batch(b) => b.header.base_offset,
-        }
-    }
-    fn last_offset(&self) -> i64 {
-        match self {
-            Pending::Record(r) => r.offset,
-            Pending::Batch(b) => b.header.next_offset() - 1,
-        }
-    }
-    /// Bytes it takes in a produced batch, roughly (for budgeting).
-    fn size(&self) -> usize {
-        match self {
-            Pending::Record(r) => r.approx_size(),
-            Pending::Batch(b) => b.size,
-        }
-    }
-    /// The timestamp of its last record (of a whole batch: the batch's
-    /// largest, which is the last one's for a producer with a clock that
-    /// does not go back).
-    fn timestamp(&self) -> i64 {
-        match self {
-            Pending::Record(r) => r.timestamp,
-            Pending::Batch(b) => b.header.max_timestamp,
-        }
-    }
-}
-
 /// One partition's working state.
 struct Part {
     work: PartitionWork,
@@ -157,6 +119,7 @@ struct Part {
     /// none yet): the partitions fed least recently are asked first.
     fed_round: u64,
     pending: VecDeque<Pending>,
+    /// Their bytes in produced batches ([`Pending::size`]).
     pending_bytes: usize,
     /// A built batch awaiting a successful produce, with the number of
     /// `pending` items in it: retried byte for byte so the broker's

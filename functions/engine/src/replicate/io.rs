@@ -56,9 +56,10 @@ impl PassThrough {
 }
 
 /// What the reads of one round may hold. A fetch's size is counted in the
-/// bytes on the wire, which compressed records are many times smaller
-/// than: decompressing a whole response (JSON compresses twentyfold) could
-/// hold far more than the invocation's memory. So each read takes what it
+/// bytes on the wire, which records take many times once held: compressed
+/// ones decompressed (JSON compresses twentyfold), small ones each with
+/// its slot in the queue: a whole response held could be far more than
+/// the invocation's memory. So each read takes what it
 /// holds out of `room`, and a read that finds none left stops before the
 /// batch: the rest is fetched again once produces drained what is held. At
 /// most one batch goes past `room` in a round (the first read with room
@@ -69,8 +70,9 @@ pub(super) struct Holding {
     pub(super) pass_through: PassThrough,
     /// Bytes the round may still hold.
     pub(super) room: usize,
-    /// Bytes of records decompressed, and the compressed bytes they came
-    /// from: how much a fetch's bytes grow once held.
+    /// What the records decompressed take held ([`Pending::held`]), and
+    /// the bytes on the wire they came from: how much a fetch's bytes grow
+    /// once held.
     pub(super) decoded: usize,
     pub(super) compressed: usize,
 }
@@ -167,14 +169,15 @@ pub(super) async fn read_committed(
             && batch::passes_through(&b, pass_through.codec, out.next)
         {
             // Passes through only without offset gaps: nothing removed in it.
-            hold.room = hold.room.saturating_sub(b.size);
-            out.records.push(Pending::Batch(b));
+            let item = Pending::Batch(b);
+            hold.room = hold.room.saturating_sub(item.held());
+            out.records.push(item);
             out.removed_before.push(removed);
             removed = 0;
         } else {
             let from = out.next;
             let records = batch::records(&b).map_err(wrap)?;
-            let held: usize = records.iter().map(SourceRecord::approx_size).sum();
+            let held = records.iter().map(|r| r.approx_size() + HELD_PER_ITEM).sum::<usize>();
             hold.room = hold.room.saturating_sub(held);
             hold.decoded = hold.decoded.saturating_add(held);
             hold.compressed = hold.compressed.saturating_add(b.size);

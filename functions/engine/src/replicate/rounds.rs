@@ -124,7 +124,9 @@ pub(super) async fn run_rounds(
         // partitions together, no more held than the invocation's memory
         // allows (produces drain it first).
         let round_start = Instant::now();
-        let held: usize = parts.iter().filter(|p| p.done.is_none()).map(|p| p.pending_bytes).sum();
+        // Partitions stopped on an error keep what they hold until the
+        // invocation ends: counted too.
+        let held: usize = parts.iter().map(Part::held).sum();
         let mut want: Vec<usize> = (0..parts.len())
             .filter(|&i| {
                 let p = &parts[i];
@@ -342,8 +344,7 @@ pub(super) async fn run_rounds(
                 continue;
             }
             let Some((bytes, n)) = p.inflight.take() else { continue };
-            let items: Vec<Pending> = p.pending.drain(..n).collect();
-            p.pending_bytes -= items.iter().map(Pending::size).sum::<usize>();
+            let items = p.take_pending(n);
             let offsets: Vec<i64> = items.iter().flat_map(|item| item.first_offset()..=item.last_offset()).collect();
             p.sequence = batch::next_sequence(p.sequence, offsets.len() as i32);
             let to = p.pending.front().map(Pending::first_offset).unwrap_or(p.fetch_pos);
