@@ -162,9 +162,18 @@ def test_run_once_beside_a_running_replicator_ends_saying_what_it_waits_for(tmp_
         started = time.time()
         res = ferry.run("--once", "--stall-seconds", "10", timeout=120)
         took = time.time() - started
+        # A run that goes on beside it backs off between plans, each of
+        # which reads every cursor (breaker helper-77: about one plan a
+        # second, whatever --round-seconds).
+        beside = ferry.spawn("--round-seconds", "5", log=tmp_path / "beside.log")
+        time.sleep(16)
+        beside.send_signal(signal.SIGINT)
+        assert beside.wait(60) == 130
     finally:
         holder.terminate()
         holder.wait(60)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "nothing copied for 10 s" in res.stderr and "2 leased by another worker" in res.stderr, res.stderr
     assert 10 <= took < 60, took
+    rounds = (tmp_path / "beside.log").read_text().count("this round")
+    assert 3 <= rounds <= 8, (tmp_path / "beside.log").read_text()[-3000:]

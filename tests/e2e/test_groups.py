@@ -4,12 +4,13 @@ its metadata; a group with members on the target is never written; a group
 is never moved backwards."""
 
 import json
+import signal
 import subprocess
 import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, producer, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, dynamo, produce_keys, producer, read_partition, unique, write_config
 from support.groups import commit_at, first_key_from
 
 
@@ -397,3 +398,51 @@ def test_a_translation_the_target_no_longer_holds_moves_to_its_log_start_and_is_
         assert "no longer holds offsets 50..79" in row["detail"] or "no longer holds offsets 51..79" in row["detail"], row
     # The first record the group reads there is the target's first.
     assert first_key_from(TARGET, topic, 0, 80) == b"k080"
+
+
+def sync_lease_until(ferry: Ferry, group: str) -> int | None:
+    """When the lease on syncing `group` ends (ms since the epoch), if a
+    sync holds one: the item Ferry keeps while it syncs the group."""
+    items = dynamo().scan(TableName=f"{ferry.prefix}-groups",
+                          FilterExpression="partition_group = :sk",
+                          ExpressionAttributeValues={":sk": {"S": f"#sync-lease#{group}"}})["Items"]
+    return max((int(i["lease_until_ms"]["N"]) for i in items), default=None)
+
+
+def test_ctrl_c_during_a_group_sync_gives_its_lease_back(tmp_path):
+    """Ctrl-C on `ferry run` while a group's sync is under way (it has
+    read the target and is about to commit): the run cut the sync off as it
+    ended, and the group's lease stayed for its whole length (two minutes
+    by default), every other sync leaving the group alone meanwhile; a
+    `ferry run --once` then waited for it, or exited 1 (found by breaker
+    helper-77 on f01333f, switching Ferry versions with Ctrl-C). The sync
+    under way now ends, commits and gives its lease back before the run
+    exits."""
+    topic = one_partition_topic("grp-ctrlc", 100)
+    group = unique("ctrlc-app")
+    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)] == (40, "src")
+    commit_at(SOURCE, group, {(topic, 0): (60, "src-later")})
+    runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "1", log=tmp_path / "ferry.log",
+                         env={"FERRY_FAILPOINT": "slow-group-commit:4000"})
+    try:
+        deadline = time.time() + 60
+        while sync_lease_until(ferry, group) is None:
+            assert time.time() < deadline, (tmp_path / "ferry.log").read_text()[-3000:]
+            time.sleep(0.2)
+        runner.send_signal(signal.SIGINT)
+        rc = runner.wait(60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    log = (tmp_path / "ferry.log").read_text()
+    assert rc == 130, log[-3000:]
+    assert sync_lease_until(ferry, group) is None, log[-3000:]
+    assert committed(TARGET, group)[(topic, 0)] == (60, "src-later"), log[-3000:]
+    commit_at(SOURCE, group, {(topic, 0): (70, "src-last")})
+    res = ferry.run("--once", "--stall-seconds", "5")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert committed(TARGET, group)[(topic, 0)] == (70, "src-last")

@@ -6,6 +6,7 @@
 //! `ferry status` and operators read it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
 
@@ -104,10 +105,11 @@ pub(crate) fn lease_ms(ferry: &Ferry) -> i64 {
 }
 
 /// Sync every flow's groups once; no group is started at or after
-/// `deadline` (those left are counted in `deferred`, and the next sync
-/// starts at the first of them), and each flow has an equal share of the
-/// time.
-pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<SyncGroupsOutput, FerryError> {
+/// `deadline`, or once `stop` is set (those left are counted in
+/// `deferred`, and the next sync starts at the first of them), and each
+/// flow has an equal share of the time. A group under way when `stop` is
+/// set is finished, and its lease given back.
+pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>, stop: Option<&AtomicBool>) -> Result<SyncGroupsOutput, FerryError> {
     let mut out = SyncGroupsOutput::default();
     let syncing: Vec<(&FlowSpec, &GroupSpec)> = ferry
         .spec
@@ -116,6 +118,9 @@ pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<Syn
         .filter_map(|f| f.groups.as_ref().filter(|g| g.sync_offsets).map(|g| (f, g)))
         .collect();
     for (n, &(flow, g)) in syncing.iter().enumerate() {
+        if stopped(stop) {
+            break;
+        }
         // Each flow gets an equal share of the time left (what one leaves
         // unused goes to the next): one flow's many groups never starve
         // the others'.
@@ -126,7 +131,7 @@ pub async fn sync_groups(ferry: &Ferry, deadline: Option<Instant>) -> Result<Syn
         // A flow that cannot sync (its configuration refused against
         // another replicator's, state unreadable) is a failure of that
         // flow's group sync, not of the others'.
-        match sync_flow(ferry, flow, g, share, None, None).await {
+        match sync_flow(ferry, flow, g, (share, stop), None, None).await {
             Ok((f, _)) => out.flows.push(f),
             Err(e) => {
                 tracing::error!(
@@ -195,7 +200,7 @@ pub async fn sync_groups_now(
             flow.id()
         ))
     })?;
-    sync_flow(ferry, flow, g, None, Some(groups), Some(holder)).await
+    sync_flow(ferry, flow, g, (None, None), Some(groups), Some(holder)).await
 }
 
 /// Sync the groups of `flow` named in `groups` again, each under a lease
@@ -208,14 +213,20 @@ pub(crate) async fn sync_held_groups(ferry: &Ferry, flow: &FlowSpec, groups: &[S
         .as_ref()
         .filter(|g| g.sync_offsets)
         .ok_or_else(|| FerryError::Input(format!("flow {} does not sync consumer group offsets", flow.id())))?;
-    Ok(sync_flow(ferry, flow, g, None, Some(groups), None).await?.0)
+    Ok(sync_flow(ferry, flow, g, (None, None), Some(groups), None).await?.0)
 }
 
+fn stopped(stop: Option<&AtomicBool>) -> bool {
+    stop.is_some_and(|s| s.load(Ordering::SeqCst))
+}
+
+/// `until`: no group is started at or after its instant, or once its flag
+/// is set.
 async fn sync_flow(
     ferry: &Ferry,
     flow: &FlowSpec,
     g: &GroupSpec,
-    deadline: Option<Instant>,
+    (deadline, stop): (Option<Instant>, Option<&AtomicBool>),
     only: Option<&[String]>,
     holder: Option<&str>,
 ) -> Result<(FlowGroupSync, Vec<GroupSyncItem>), FerryError> {
@@ -324,13 +335,21 @@ async fn sync_flow(
     let mut items: Vec<GroupSyncItem> = Vec::new();
     let mut stopped_at: Option<&str> = None;
     for (n, group) in groups.iter().enumerate() {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+        if out_of_time || stopped(stop) {
             report.deferred = groups.len() - n;
             stopped_at = Some(group.as_str());
-            tracing::warn!(
-                replicator = %ferry.spec.name, flow = %flow.id(), synced = n, deferred = report.deferred, next = %group,
-                "out of time: the next execution starts at the first group left"
-            );
+            if out_of_time {
+                tracing::warn!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), synced = n, deferred = report.deferred, next = %group,
+                    "out of time: the next execution starts at the first group left"
+                );
+            } else {
+                tracing::info!(
+                    replicator = %ferry.spec.name, flow = %flow.id(), synced = n, deferred = report.deferred, next = %group,
+                    "stopping: the next sync starts at the first group left"
+                );
+            }
             break;
         }
         failpoint::before_group_sync().await;

@@ -28,6 +28,9 @@ const PLAN_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// How long the loop waits after a round with nothing to do (or its
 /// partitions leased elsewhere) before planning again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// The longest wait between plans of a run that goes on and copies
+/// nothing (see `idle_wait`).
+const IDLE_WAIT_MAX: Duration = Duration::from_secs(8);
 /// The shortest time between two group syncs.
 const GROUP_SYNC_MIN_EVERY: Duration = Duration::from_secs(1);
 /// Time between two tries of a `once` run's last group sync at groups
@@ -165,23 +168,77 @@ where
 {
     let on = Arc::new(on);
     let syncs_groups = ferry.spec.flows.iter().any(|f| f.groups.as_ref().is_some_and(|g| g.sync_offsets));
-    // Aborted when the run ends, however it ends.
-    let _group_syncs = (syncs_groups && !opts.once).then(|| {
-        let (ferry, flag, on) = (ferry.clone(), interrupted.clone(), on.clone());
-        let every = opts.group_sync_every.max(GROUP_SYNC_MIN_EVERY);
-        AbortOnDrop(tokio::spawn(async move {
+    let group_syncs = (syncs_groups && !opts.once).then(|| GroupSyncs::start(ferry, opts.group_sync_every, on.clone()));
+    let end = run_rounds(ferry, opts, &interrupted, &*on, syncs_groups).await;
+    if let Some(g) = group_syncs {
+        g.stop(ferry.settings.request_timeout).await;
+    }
+    end
+}
+
+/// The group syncs of a run that goes on (not `once`), one after another,
+/// in a task of their own.
+struct GroupSyncs {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GroupSyncs {
+    fn start<F>(ferry: &Ferry, every: Duration, on: Arc<F>) -> Self
+    where
+        F: Fn(RunEvent<'_>) + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ferry, flag) = (ferry.clone(), stop.clone());
+        let every = every.max(GROUP_SYNC_MIN_EVERY);
+        let task = tokio::spawn(async move {
             while !flag.load(Ordering::SeqCst) {
-                sync_groups_once(&ferry, &*on).await;
-                tokio::time::sleep(every).await;
+                sync_groups_once(&ferry, &*on, Some(&flag)).await;
+                let next = Instant::now() + every;
+                while Instant::now() < next && !flag.load(Ordering::SeqCst) {
+                    tokio::time::sleep(IDLE_WAIT.min(next - Instant::now())).await;
+                }
             }
-        }))
-    });
+        });
+        GroupSyncs { stop, task }
+    }
+
+    /// Stop them: the sync under way starts no other group, and the one it
+    /// is at ends and gives its lease back (a sync cut off would keep the
+    /// group from every other sync until its lease ended); cut off only
+    /// if that takes longer than `wait`.
+    async fn stop(mut self, wait: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        if tokio::time::timeout(wait, &mut self.task).await.is_err() {
+            tracing::warn!(
+                wait_s = wait.as_secs(),
+                "the group sync under way did not end in time: cut off, its group's lease is left to end"
+            );
+        }
+    }
+}
+
+impl Drop for GroupSyncs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The rounds of [`run`], until it ends.
+async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
+    ferry: &Ferry,
+    opts: &RunOptions,
+    interrupted: &Arc<AtomicBool>,
+    on: &F,
+    syncs_groups: bool,
+) -> Result<RunEnd, FerryError> {
     let started = Instant::now();
     let mut rounds = Rounds::new(opts.once);
     let (mut total_records, mut total_bytes, mut failures) = (0u64, 0u64, 0usize);
     let mut failing_since: Option<Instant> = None;
     let mut stalled_since: Option<Instant> = None;
     let mut told_refused = std::collections::HashSet::new();
+    let mut idle_rounds: u32 = 0;
     loop {
         let planning = Instant::now();
         let plan = match rounds.plan(ferry).await {
@@ -291,7 +348,7 @@ where
             // refused topic is not.
             AfterRound::CaughtUp if !plan.refused_topics.is_empty() => {
                 if syncs_groups {
-                    sync_groups_once(ferry, &*on).await;
+                    sync_groups_once(ferry, on, None).await;
                 }
                 return Ok(RunEnd::Failed {
                     failures: failures + plan.refused_topics.len(),
@@ -300,7 +357,7 @@ where
             AfterRound::CaughtUp => {
                 on(RunEvent::CaughtUp);
                 if syncs_groups {
-                    match last_group_sync(ferry, &*on, opts.stall_limit, &interrupted).await {
+                    match last_group_sync(ferry, on, opts.stall_limit, interrupted).await {
                         LastSync::Synced => {}
                         LastSync::Failed => return Ok(RunEnd::GroupSyncFailed),
                         LastSync::Interrupted => return Ok(RunEnd::Interrupted),
@@ -308,22 +365,35 @@ where
                 }
                 return Ok(RunEnd::CaughtUp);
             }
-            AfterRound::Wait => tokio::time::sleep(IDLE_WAIT).await,
-            AfterRound::Next => {}
+            AfterRound::Wait => {
+                // A round that copied nothing and ended well before its
+                // time had nothing it could do (its partitions leased by
+                // another process): such rounds back off.
+                idle_rounds = if round_started.elapsed() < opts.round / 2 {
+                    idle_rounds + 1
+                } else {
+                    0
+                };
+                let until = Instant::now() + idle_wait(opts, idle_rounds);
+                while Instant::now() < until && !interrupted.load(Ordering::SeqCst) {
+                    tokio::time::sleep(IDLE_WAIT.min(until - Instant::now())).await;
+                }
+            }
+            AfterRound::Next => idle_rounds = 0,
         }
     }
 }
 
 /// One consumer-group sync of every flow, told to `on`; false on a failure.
-async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> bool {
-    sync_groups_telling(ferry, on).await.is_some_and(|busy| busy.is_empty())
+async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stop: Option<&AtomicBool>) -> bool {
+    sync_groups_telling(ferry, on, stop).await.is_some_and(|busy| busy.is_empty())
 }
 
 /// One consumer-group sync of every flow, told to `on`: `None` on a
 /// failure, else the flows with groups left to another sync holding their
 /// lease.
-async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F) -> Option<Vec<FlowGroupSync>> {
-    match crate::groups::sync_groups(ferry, None).await {
+async fn sync_groups_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stop: Option<&AtomicBool>) -> Option<Vec<FlowGroupSync>> {
+    match crate::groups::sync_groups(ferry, None, stop).await {
         Ok(out) => tell_syncs(out.flows, on),
         Err(e) => {
             on(RunEvent::GroupSyncFailed(&e));
@@ -396,7 +466,8 @@ enum LastSync {
 /// naming them and when the holder's lease ends.
 async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stall_limit: Duration, interrupted: &AtomicBool) -> LastSync {
     let give_up = Instant::now() + stall_limit;
-    let Some(mut held) = sync_groups_telling(ferry, on).await else {
+    // Not stopped by Ctrl-C: a group it did not reach would pass for synced.
+    let Some(mut held) = sync_groups_telling(ferry, on, None).await else {
         return LastSync::Failed;
     };
     let mut told = false;
@@ -434,15 +505,6 @@ async fn last_group_sync<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, st
             Some(h) => h,
             None => return LastSync::Failed,
         };
-    }
-}
-
-/// The group syncs' task, which ends with the run.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -534,6 +596,21 @@ enum AfterRound {
     Wait,
     /// The next round at once.
     Next,
+}
+
+/// How long the loop waits before planning again after its `n`th round
+/// in a row that copied nothing and ended early (another process holds
+/// the partitions; 0: a round that ran its time): [`IDLE_WAIT`], doubled
+/// each time after the first in a run that goes on, up to
+/// [`IDLE_WAIT_MAX`] or the round's length, as each plan reads every
+/// cursor; a `once` run, which ends when it is caught up, keeps looking
+/// every [`IDLE_WAIT`].
+fn idle_wait(opts: &RunOptions, n: u32) -> Duration {
+    if opts.once || n <= 1 {
+        return IDLE_WAIT;
+    }
+    let doubled = IDLE_WAIT.saturating_mul(1u32 << (n - 1).min(8));
+    doubled.min(IDLE_WAIT_MAX).min(opts.round.max(IDLE_WAIT))
 }
 
 fn after_round(once: bool, o: &RoundOutcome) -> AfterRound {

@@ -3,7 +3,8 @@ use std::time::Duration;
 use ferry_adapters::kafka::KafkaError;
 
 use super::{
-    after_plan_error, after_replicate_error, after_round, AfterPlanError, AfterReplicateError, AfterRound, RoundOutcome, RunOptions,
+    after_plan_error, after_replicate_error, after_round, idle_wait, AfterPlanError, AfterReplicateError, AfterRound, RoundOutcome,
+    RunOptions, IDLE_WAIT, IDLE_WAIT_MAX,
 };
 use crate::error::FerryError;
 
@@ -150,4 +151,20 @@ fn the_loop_waits_when_nothing_was_planned_or_nothing_moved() {
         ..RoundOutcome::default()
     };
     assert_eq!(after_round(true, &moving), AfterRound::Next);
+}
+
+#[test]
+fn rounds_that_could_do_nothing_back_off_in_a_run_that_goes_on() {
+    let (on, once) = (opts(false), opts(true));
+    assert_eq!(idle_wait(&on, 0), IDLE_WAIT, "a round that ran its time");
+    assert_eq!(idle_wait(&on, 1), IDLE_WAIT, "the first early one");
+    assert_eq!(idle_wait(&on, 2), IDLE_WAIT * 2);
+    assert_eq!(idle_wait(&on, 3), IDLE_WAIT * 4);
+    assert_eq!(idle_wait(&on, 40), IDLE_WAIT_MAX.min(on.round));
+    assert_eq!(idle_wait(&once, 40), IDLE_WAIT, "a once run keeps looking");
+    let short = RunOptions {
+        round: Duration::from_secs(3),
+        ..opts(false)
+    };
+    assert_eq!(idle_wait(&short, 40), Duration::from_secs(3), "never longer than a round");
 }

@@ -19,7 +19,7 @@ fn handle(ferry: &Ferry, event: LambdaEvent<serde_json::Value>) -> Handled<'_, S
         // No group is started in the invocation's last seconds: Lambda
         // would stop it mid-group; the groups left go first next time.
         let deadline = Budget::for_lambda(event.context.deadline(), None).deadline - SYNC_DEADLINE_MARGIN;
-        let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry, Some(deadline))
+        let out: SyncGroupsOutput = ferry_engine::groups::sync_groups(ferry, Some(deadline), None)
             .instrument(ferry_lambda::step_span(ferry, "sync-groups", None))
             .await?;
         let deferred: usize = out.flows.iter().map(|f| f.deferred).sum();
