@@ -409,6 +409,30 @@ def sync_lease_until(ferry: Ferry, group: str) -> int | None:
     return max((int(i["lease_until_ms"]["N"]) for i in items), default=None)
 
 
+def a_run_syncing_a_group(tmp_path, name: str, stall_ms: int):
+    """A group at 40, synced; then at 60 on the source, and a `ferry run`
+    whose sync of it stalls `stall_ms` between reading the target and
+    committing, returned once that sync holds the group's lease: the
+    topic, the group, the Ferry, and the run (its log in ferry.log)."""
+    topic = one_partition_topic(f"grp-{name}", 100)
+    group = unique(f"{name}-app")
+    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
+    kc, ri = write_config(tmp_path, [topic], groups=[group])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)] == (40, "src")
+    commit_at(SOURCE, group, {(topic, 0): (60, "src-later")})
+    runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "1", log=tmp_path / "ferry.log",
+                         env={"FERRY_FAILPOINT": f"slow-group-commit:{stall_ms}"})
+    deadline = time.time() + 60
+    while sync_lease_until(ferry, group) is None:
+        if time.time() > deadline:
+            runner.kill()
+            raise AssertionError((tmp_path / "ferry.log").read_text()[-3000:])
+        time.sleep(0.2)
+    return topic, group, ferry, runner
+
+
 def test_ctrl_c_during_a_group_sync_gives_its_lease_back(tmp_path):
     """Ctrl-C on `ferry run` while a group's sync is under way (it has
     read the target and is about to commit): the run cut the sync off as it
@@ -418,21 +442,8 @@ def test_ctrl_c_during_a_group_sync_gives_its_lease_back(tmp_path):
     helper-77 on f01333f, switching Ferry versions with Ctrl-C). The sync
     under way now ends, commits and gives its lease back before the run
     exits."""
-    topic = one_partition_topic("grp-ctrlc", 100)
-    group = unique("ctrlc-app")
-    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
-    assert ferry.run("--once").returncode == 0
-    assert committed(TARGET, group)[(topic, 0)] == (40, "src")
-    commit_at(SOURCE, group, {(topic, 0): (60, "src-later")})
-    runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "1", log=tmp_path / "ferry.log",
-                         env={"FERRY_FAILPOINT": "slow-group-commit:4000"})
+    topic, group, ferry, runner = a_run_syncing_a_group(tmp_path, "ctrlc", 4000)
     try:
-        deadline = time.time() + 60
-        while sync_lease_until(ferry, group) is None:
-            assert time.time() < deadline, (tmp_path / "ferry.log").read_text()[-3000:]
-            time.sleep(0.2)
         runner.send_signal(signal.SIGINT)
         rc = runner.wait(60)
     finally:
@@ -446,3 +457,26 @@ def test_ctrl_c_during_a_group_sync_gives_its_lease_back(tmp_path):
     res = ferry.run("--once", "--stall-seconds", "5")
     assert res.returncode == 0, res.stdout + res.stderr
     assert committed(TARGET, group)[(topic, 0)] == (70, "src-last")
+
+
+def test_a_second_ctrl_c_stops_at_once_saying_what_is_left(tmp_path):
+    """The group sync under way is stalled (a slow cluster): the first
+    Ctrl-C waits for it, saying so, and a second stops the run at once,
+    saying that the leases it holds stay until they end (breaker
+    helper-78: a second Ctrl-C did nothing)."""
+    _, group, ferry, runner = a_run_syncing_a_group(tmp_path, "ctrlc2", 60_000)
+    try:
+        runner.send_signal(signal.SIGINT)
+        time.sleep(4)
+        assert runner.poll() is None, (tmp_path / "ferry.log").read_text()[-3000:]
+        runner.send_signal(signal.SIGINT)
+        started = time.time()
+        rc = runner.wait(30)
+        took = time.time() - started
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    log = (tmp_path / "ferry.log").read_text()
+    assert rc == 130 and took < 5, (took, log[-3000:])
+    assert "finishing the group sync under way" in log and "interrupted again; stopping now" in log, log[-3000:]
+    assert sync_lease_until(ferry, group) is not None

@@ -394,3 +394,41 @@ def test_a_batch_of_many_partitions_all_behind_on_small_records_stays_within_the
     assert p.flush(120) == 0
     used = copied_in_one_batch_at_128_mb(tmp_path, topic, partitions, per_partition)
     print(f"\nReplicate with {partitions} partitions behind on {partitions * per_partition} small records, 128 MB: {used}")
+
+
+def test_partitions_stopped_on_an_error_give_back_what_they_hold(tmp_path):
+    """Partitions that stop on an error (here the target refuses their
+    batches: its topic takes 20 KB messages) keep nothing for the rest of
+    the invocation. Counted with the partitions still copying, what they
+    had read (decompressed, a quarter of the memory) left no room, and no
+    other partition of the batch was read again until the invocation
+    ended (breaker helper-78 on 45ddb13): records written meanwhile to a
+    healthy topic of the batch waited for the next execution."""
+    stuck, healthy = unique("held-stuck"), unique("held-healthy")
+    create_topic(SOURCE, stuck, 2)
+    create_topic(TARGET, stuck, 2, config={"max.message.bytes": "20000"})
+    create_topic(SOURCE, healthy, 1)
+    p = producer(SOURCE, **{"compression.type": "zstd", "batch.size": 1_000_000, "linger.ms": 50})
+    for part in range(2):
+        for i in range(800):
+            p.produce(stuck, partition=part, key=f"{part}-{i}".encode(), value=compressible_value(part, i))
+        p.poll(0)
+    assert p.flush(120) == 0
+    kc, ri = write_config(tmp_path, [stuck, healthy])
+    with LocalStepFunctions(function_env(kc, ri), tmp_path / "logs", replicate_instances=1,
+                            stack_edit=lambda s: set_function(s, "ferry-replicate", memory=128, timeout=40),
+                            max_concurrency=1) as sfn:
+        arn = sfn.create_state_machine()
+        ex = sfn.client.start_execution(stateMachineArn=arn, name=f"run-{time.time_ns()}", input="{}")["executionArn"]
+        time.sleep(15)  # the stuck partitions have read and been refused
+        produce(healthy, 100, 1)
+        deadline = time.time() + 120
+        while sfn.client.describe_execution(executionArn=ex)["status"] == "RUNNING":
+            assert time.time() < deadline, sfn.logs()[-5000:]
+            time.sleep(1)
+        used = sfn.resources()["ferry-replicate"]
+        logs = sfn.logs()
+    # Both stuck partitions stopped on the target's refusal (Replicate's metric).
+    assert any(stuck in line and '"ReplicationFailures":2.0' in line for line in logs.splitlines()), logs[-5000:]
+    assert not used["ended"], used
+    assert len(read_partition(TARGET, healthy, 0, timeout_s=5)) == 100, logs[-5000:]

@@ -30,7 +30,7 @@ const PLAN_RETRY_WAIT: Duration = Duration::from_secs(1);
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// The longest wait between plans of a run that goes on and copies
 /// nothing (see `idle_wait`).
-const IDLE_WAIT_MAX: Duration = Duration::from_secs(8);
+const IDLE_WAIT_MAX: Duration = Duration::from_secs(4);
 /// The shortest time between two group syncs.
 const GROUP_SYNC_MIN_EVERY: Duration = Duration::from_secs(1);
 /// Time between two tries of a `once` run's last group sync at groups
@@ -171,7 +171,7 @@ where
     let group_syncs = (syncs_groups && !opts.once).then(|| GroupSyncs::start(ferry, opts.group_sync_every, on.clone()));
     let end = run_rounds(ferry, opts, &interrupted, &*on, syncs_groups).await;
     if let Some(g) = group_syncs {
-        g.stop(ferry.settings.request_timeout).await;
+        g.stop(ferry.settings.group_sync_lease).await;
     }
     end
 }
@@ -206,12 +206,21 @@ impl GroupSyncs {
     /// Stop them: the sync under way starts no other group, and the one it
     /// is at ends and gives its lease back (a sync cut off would keep the
     /// group from every other sync until its lease ended); cut off only
-    /// if that takes longer than `wait`.
-    async fn stop(mut self, wait: Duration) {
+    /// if that takes longer than `lease`, by when its commit is refused
+    /// anyway (see `groups::commit_margin_ms`).
+    async fn stop(mut self, lease: Duration) {
         self.stop.store(true, Ordering::SeqCst);
-        if tokio::time::timeout(wait, &mut self.task).await.is_err() {
+        let first = Duration::from_secs(2).min(lease);
+        if tokio::time::timeout(first, &mut self.task).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            "finishing the group sync under way, which gives its group's lease back (a slow cluster); a second Ctrl-C \
+             stops now, and the lease then stays until it ends"
+        );
+        if tokio::time::timeout(lease - first, &mut self.task).await.is_err() {
             tracing::warn!(
-                wait_s = wait.as_secs(),
+                wait_s = lease.as_secs(),
                 "the group sync under way did not end in time: cut off, its group's lease is left to end"
             );
         }

@@ -132,8 +132,15 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode, String> {
         let flag = interrupted.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("ferry: interrupted; finishing the current batch");
+                eprintln!("ferry: interrupted; finishing the current batch (Ctrl-C again to stop now)");
                 flag.store(true, Ordering::SeqCst);
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "ferry: interrupted again; stopping now: the leases this run holds stay until they end, and the next \
+                     run reconciles what it wrote"
+                );
+                std::process::exit(130);
             }
         });
     }

@@ -59,6 +59,21 @@ impl Part {
         self.pending_bytes + self.pending.capacity() * std::mem::size_of::<Pending>()
     }
 
+    /// A partition stopped for the rest of the invocation gives back what
+    /// it holds, which would otherwise count against the room of those
+    /// still copying until the invocation ends: its queue and the batch
+    /// built from it (never sent again in this invocation: the next one
+    /// reconciles what the target has). It counts as read up to the first
+    /// of them, no further.
+    pub(super) fn let_go_of_pending(&mut self) {
+        if let Some(first) = self.pending.front().map(Pending::first_offset) {
+            self.fetch_pos = first;
+        }
+        self.inflight = None;
+        self.pending = VecDeque::new();
+        self.pending_bytes = 0;
+    }
+
     /// Take the first `n` items of the queue, giving back the room a queue
     /// that held many more keeps (a backlog of small records, each partition
     /// in turn, would otherwise keep the most each ever held).
