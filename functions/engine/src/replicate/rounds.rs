@@ -130,8 +130,8 @@ pub(super) async fn run_rounds(
         // partitions together, no more held than the invocation's memory
         // allows (produces drain it first).
         let round_start = Instant::now();
-        // Partitions stopped on an error keep what they hold until the
-        // invocation ends: counted too.
+        // Every queue, its slots included (a stopped partition's was let go
+        // of above).
         let held: usize = parts.iter().map(Part::held).sum();
         let mut want: Vec<usize> = (0..parts.len())
             .filter(|&i| {
