@@ -61,15 +61,16 @@ impl Part {
 
     /// A partition stopped for the rest of the invocation gives back what
     /// it holds, which would otherwise count against the room of those
-    /// still copying until the invocation ends: its queue and the batch
-    /// built from it (never sent again in this invocation: the next one
-    /// reconciles what the target has). It counts as read up to the first
-    /// of them, no further.
+    /// still copying until the invocation ends: its queue (the next
+    /// invocation reads it again). It counts as read up to where its
+    /// checkpoint would put its cursor, no further. A batch built and sent
+    /// whose outcome is unknown is kept: it may yet be appended, and the
+    /// partition's writes are not settled while it is there (the next
+    /// holder fences).
     pub(super) fn let_go_of_pending(&mut self) {
         if let Some(first) = self.pending.front().map(Pending::first_offset) {
-            self.fetch_pos = first;
+            self.fetch_pos = self.unsaved.as_ref().map_or(first, |u| u.to_source.min(first));
         }
-        self.inflight = None;
         self.pending = VecDeque::new();
         self.pending_bytes = 0;
     }

@@ -68,10 +68,7 @@ pub(super) async fn run_rounds(
             save(run, (target, stamp.producer_id), parts, input).await;
             return refused;
         }
-        for p in parts
-            .iter_mut()
-            .filter(|p| p.done.is_some() && (p.inflight.is_some() || p.pending.capacity() > 0))
-        {
+        for p in parts.iter_mut().filter(|p| p.done.is_some() && p.pending.capacity() > 0) {
             p.let_go_of_pending();
         }
         let mut round_failed = false;
