@@ -101,6 +101,17 @@ def one_partition_topic(prefix: str, records: int) -> str:
     return topic
 
 
+def a_group_synced_at(tmp_path, name: str, at: int, *args: str, env: dict | None = None):
+    """A new topic of 100 records (`grp-<name>`), a group of it at `at` on
+    the source, and a Ferry of the two that ran `--once` with `args` and
+    `env`: the topic, the group, the Ferry and that run."""
+    topic = one_partition_topic(f"grp-{name}", 100)
+    group = unique(f"{name}-app")
+    commit_at(SOURCE, group, {(topic, 0): (at, "src")})
+    ferry = Ferry(*write_config(tmp_path, [topic], groups=[group]))
+    return topic, group, ferry, ferry.run("--once", *args, env=env)
+
+
 def test_a_group_with_members_on_the_target_is_never_written(tmp_path):
     topic = one_partition_topic("grp-active", 100)
     group = unique("busy")
@@ -239,12 +250,8 @@ def test_a_target_commit_ferry_did_not_write_is_never_overwritten(tmp_path):
     even when the source's translation is ahead of it, and `ferry status`
     says why. Once the operator deletes the group's offsets on the target,
     Ferry syncs it again."""
-    topic = one_partition_topic("grp-foreign", 100)
-    group = unique("reset-app")
-    commit_at(SOURCE, group, {(topic, 0): (60, "src")})
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
-    assert ferry.run("--once").returncode == 0
+    topic, group, ferry, first = a_group_synced_at(tmp_path, "reset", 60)
+    assert first.returncode == 0, first.stdout + first.stderr
     assert committed(TARGET, group)[(topic, 0)] == (60, "src")
 
     # The operator's reset on the target, from outside the group.
@@ -283,17 +290,12 @@ LEASE_S = 2.5
 LEASE = ("--group-sync-lease-ms", "2000")
 
 
-def a_sync_died_after_committing_40(tmp_path, topic_name: str, group_name: str,
-                                    lease: tuple[str, ...] = LEASE) -> tuple[str, str, Ferry]:
+def a_sync_died_after_committing_40(tmp_path, name: str, lease: tuple[str, ...] = LEASE) -> tuple[str, str, Ferry]:
     """A new topic of 100 records, a group at 40 on the source, and a sync
     (with `lease`) that died after committing it on the target, before it
     recorded the sync: the topic, the group and the Ferry."""
-    topic = one_partition_topic(topic_name, 100)
-    group = unique(group_name)
-    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
-    died = ferry.run("--once", *lease, env={"FERRY_FAILPOINT": "crash-after-group-commit"})
+    topic, group, ferry, died = a_group_synced_at(tmp_path, name, 40, *lease,
+                                                  env={"FERRY_FAILPOINT": "crash-after-group-commit"})
     assert died.returncode != 0 and "crash-after-group-commit reached" in died.stderr, died.stdout + died.stderr
     return topic, group, ferry
 
@@ -304,7 +306,7 @@ def test_a_sync_that_dies_after_its_commit_is_still_ferrys_next_time(tmp_path):
     next sync must know that commit as Ferry's own and go on syncing the
     group, not take it for an operator's reset and leave the group behind
     for good (`foreign-commit`)."""
-    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-diesync", "diesync-app")
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "diesync")
     time.sleep(LEASE_S)  # the dead sync's lease on the group ends
     assert committed(TARGET, group)[(topic, 0)] == (40, "src")
     commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
@@ -323,8 +325,7 @@ def test_a_run_once_after_a_sync_that_died_syncs_the_group_it_held(tmp_path):
     tries the group again until the holder lets go (here its lease, longer
     than the run's own, ends), and exits 0 with the group synced; a group
     still held after --stall-seconds fails the run, naming it."""
-    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-heldsync", "heldsync-app",
-                                                           lease=("--group-sync-lease-ms", "30000"))
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "heldsync", lease=("--group-sync-lease-ms", "30000"))
     commit_at(SOURCE, group, {(topic, 0): (70, "src-later")})
     short = ferry.run("--once", *LEASE, "--stall-seconds", "1", env={"RUST_LOG": "warn,ferry_engine=info"})
     assert short.returncode == 1 and "groups were held by another sync" in short.stderr, short.stdout + short.stderr
@@ -344,7 +345,7 @@ def test_a_sync_that_dies_after_its_commit_stays_ferrys_after_the_group_goes_on(
     back: that commit is the group going on from Ferry's, as for a recorded
     one, so the group is synced again once it commits further on the
     source, not left as `foreign-commit` for good."""
-    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "grp-diesync2", "diesync2-app")
+    topic, group, ferry = a_sync_died_after_committing_40(tmp_path, "diesync2")
     time.sleep(LEASE_S)  # the dead sync's lease on the group ends
     [row] = [g for g in ferry.groups() if g["group"] == group]
     assert row["status"] == "failed" and "stopped while committing 40" in row["detail"], row
@@ -414,12 +415,8 @@ def a_run_syncing_a_group(tmp_path, name: str, stall_ms: int):
     whose sync of it stalls `stall_ms` between reading the target and
     committing, returned once that sync holds the group's lease: the
     topic, the group, the Ferry, and the run (its log in ferry.log)."""
-    topic = one_partition_topic(f"grp-{name}", 100)
-    group = unique(f"{name}-app")
-    commit_at(SOURCE, group, {(topic, 0): (40, "src")})
-    kc, ri = write_config(tmp_path, [topic], groups=[group])
-    ferry = Ferry(kc, ri)
-    assert ferry.run("--once").returncode == 0
+    topic, group, ferry, first = a_group_synced_at(tmp_path, name, 40)
+    assert first.returncode == 0, first.stdout + first.stderr
     assert committed(TARGET, group)[(topic, 0)] == (40, "src")
     commit_at(SOURCE, group, {(topic, 0): (60, "src-later")})
     runner = ferry.spawn("--round-seconds", "5", "--group-sync-seconds", "1", log=tmp_path / "ferry.log",

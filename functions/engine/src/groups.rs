@@ -180,18 +180,20 @@ pub(crate) async fn consumer_groups(cluster: &KafkaCluster, g: &GroupSpec) -> Re
     Ok(groups)
 }
 
-/// Sync the groups of `flow` that `g` selects now, whatever the schedule
-/// (`ferry move`'s last sync before an application starts on the target):
-/// only those of `groups` that the flow syncs. Returns the outcome per
-/// group partition, as stored; the round robin of the scheduled syncs is
-/// left as it was.
+/// Sync the groups of `flow` named in `groups` now, whatever the schedule
+/// (`ferry move`'s last sync before an application starts on the target;
+/// a `--once` run syncing again the groups another sync held): only those
+/// the flow syncs. Returns the outcome per group partition, as stored; the
+/// round robin of the scheduled syncs is left as it was.
 /// `holder` holds (or takes, and keeps) the groups' sync leases: the
-/// caller gives them back.
+/// caller gives them back. Without one, each group is synced under a lease
+/// of its own, given back after it; those another sync still holds are
+/// counted in `busy` and named in `held`.
 pub async fn sync_groups_now(
     ferry: &Ferry,
     flow: &FlowSpec,
     groups: &[String],
-    holder: &str,
+    holder: Option<&str>,
 ) -> Result<(FlowGroupSync, Vec<GroupSyncItem>), FerryError> {
     let g = flow.groups.as_ref().filter(|g| g.sync_offsets).ok_or_else(|| {
         FerryError::Input(format!(
@@ -200,28 +202,14 @@ pub async fn sync_groups_now(
             flow.id()
         ))
     })?;
-    sync_flow(ferry, flow, g, (None, None), Some(groups), Some(holder)).await
-}
-
-/// Sync the groups of `flow` named in `groups` again, each under a lease
-/// of its own given back after it (those another sync still holds are
-/// counted in `busy` and named in `held` again); the round robin of the
-/// scheduled syncs is left as it was.
-pub(crate) async fn sync_held_groups(ferry: &Ferry, flow: &FlowSpec, groups: &[String]) -> Result<FlowGroupSync, FerryError> {
-    let g = flow
-        .groups
-        .as_ref()
-        .filter(|g| g.sync_offsets)
-        .ok_or_else(|| FerryError::Input(format!("flow {} does not sync consumer group offsets", flow.id())))?;
-    Ok(sync_flow(ferry, flow, g, (None, None), Some(groups), None).await?.0)
+    sync_flow(ferry, flow, g, (None, None), Some(groups), holder).await
 }
 
 fn stopped(stop: Option<&AtomicBool>) -> bool {
     stop.is_some_and(|s| s.load(Ordering::SeqCst))
 }
 
-/// `until`: no group is started at or after its instant, or once its flag
-/// is set.
+/// No group is started at or after `deadline`, or once `stop` is set.
 async fn sync_flow(
     ferry: &Ferry,
     flow: &FlowSpec,

@@ -375,10 +375,9 @@ async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
                 return Ok(RunEnd::CaughtUp);
             }
             AfterRound::Wait => {
-                // A round that copied nothing and ended well before its
-                // time had nothing it could do (its partitions leased by
-                // another process): such rounds back off.
-                idle_rounds = if round_started.elapsed() < opts.round / 2 {
+                // A round that could do nothing (every partition leased
+                // by another process, or none planned) backs off.
+                idle_rounds = if round.all_leased_elsewhere(partitions) {
                     idle_rounds + 1
                 } else {
                     0
@@ -393,9 +392,9 @@ async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
     }
 }
 
-/// One consumer-group sync of every flow, told to `on`; false on a failure.
-async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stop: Option<&AtomicBool>) -> bool {
-    sync_groups_telling(ferry, on, stop).await.is_some_and(|busy| busy.is_empty())
+/// One consumer-group sync of every flow, told to `on`.
+async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stop: Option<&AtomicBool>) {
+    sync_groups_telling(ferry, on, stop).await;
 }
 
 /// One consumer-group sync of every flow, told to `on`: `None` on a
@@ -433,8 +432,8 @@ async fn sync_held_telling<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, 
         let Some(spec) = ferry.spec.flows.iter().find(|s| s.id() == f.flow) else {
             continue;
         };
-        match crate::groups::sync_held_groups(ferry, spec, &f.held).await {
-            Ok(again) => flows.push(again),
+        match crate::groups::sync_groups_now(ferry, spec, &f.held, None).await {
+            Ok((again, _)) => flows.push(again),
             Err(e) => {
                 on(RunEvent::GroupSyncFailed(&e));
                 return None;
@@ -608,8 +607,8 @@ enum AfterRound {
 }
 
 /// How long the loop waits before planning again after its `n`th round
-/// in a row that copied nothing and ended early (another process holds
-/// the partitions; 0: a round that ran its time): [`IDLE_WAIT`], doubled
+/// in a row that could do nothing (another process holds every partition;
+/// 0: a round that could): [`IDLE_WAIT`], doubled
 /// each time after the first in a run that goes on, up to
 /// [`IDLE_WAIT_MAX`] or the round's length, as each plan reads every
 /// cursor; a `once` run, which ends when it is caught up, keeps looking

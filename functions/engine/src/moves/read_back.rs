@@ -26,7 +26,7 @@ pub(super) async fn sync_and_read_back(
     // among them): until then, and within --wait, sync again.
     let mut told: Option<Instant> = None;
     let (summary, items) = loop {
-        let (summary, items) = crate::groups::sync_groups_now(ferry, flow, &req.groups, owner).await?;
+        let (summary, items) = crate::groups::sync_groups_now(ferry, flow, &req.groups, Some(owner)).await?;
         let unread = items.iter().find(|i| !i.exact && i.detail.contains(crate::groups::OPPOSITE_UNREAD));
         match unread {
             Some(i) if summary.failures.is_empty() && Instant::now() < until => {

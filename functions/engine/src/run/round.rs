@@ -64,6 +64,12 @@ pub(crate) struct Round {
 }
 
 impl Round {
+    /// Whether the round could do nothing: of its `planned` partitions
+    /// (none, or) every one was leased by another worker.
+    pub(crate) fn all_leased_elsewhere(&self, planned: usize) -> bool {
+        self.waiting.len() == planned && self.waiting.iter().all(|(_, r)| *r == StopReason::LeaseHeld)
+    }
+
     /// What the partitions not caught up wait for, in words (a few named).
     pub(crate) fn waiting(&self, left_flows: &[String]) -> String {
         let mut parts: Vec<String> = left_flows

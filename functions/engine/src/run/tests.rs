@@ -168,3 +168,29 @@ fn rounds_that_could_do_nothing_back_off_in_a_run_that_goes_on() {
     };
     assert_eq!(idle_wait(&short, 40), Duration::from_secs(3), "never longer than a round");
 }
+
+#[test]
+fn a_round_could_do_nothing_only_when_another_worker_held_every_partition_it_planned() {
+    use super::round::Round;
+    use ferry_core::domain::{StopReason, TopicPartition};
+    let tp = |p: i32| TopicPartition::new("t", p);
+    let round = |waiting: Vec<(TopicPartition, StopReason)>| Round {
+        waiting,
+        ..Round::default()
+    };
+    assert!(round(vec![]).all_leased_elsewhere(0), "nothing planned");
+    let held = round(vec![(tp(0), StopReason::LeaseHeld), (tp(1), StopReason::LeaseHeld)]);
+    assert!(held.all_leased_elsewhere(2));
+    assert!(
+        !held.all_leased_elsewhere(3),
+        "a partition of its own (caught up, waiting for records)"
+    );
+    assert!(
+        !round(vec![(tp(0), StopReason::LeaseHeld), (tp(1), StopReason::Retry)]).all_leased_elsewhere(2),
+        "a fault to retry"
+    );
+    assert!(
+        !round(vec![(tp(0), StopReason::Budget)]).all_leased_elsewhere(1),
+        "a round that ran its time"
+    );
+}
