@@ -277,6 +277,40 @@ def test_the_rehearsal_refuses_what_cloudformation_and_lambda_refuse(tmp_path):
             sam_stack(params, "ferry-rh-limits", edited)
 
 
+def test_the_rehearsal_refuses_the_parameter_values_cloudformation_refuses(tmp_path):
+    """CloudFormation refuses a Number parameter that is not a number or
+    lies outside its MinValue and MaxValue, and a value outside a
+    parameter's AllowedValues, before it creates anything; and CloudWatch
+    Logs keeps a log group only for one of its retention periods, so a
+    LogRetentionDays of 10 failed the stack as it created the log groups,
+    rolling back what it had made. The rehearsal accepted all of these (on
+    62264b9); a value CloudFormation takes is still taken."""
+    kc, ri = write_config(tmp_path, ["t-0000"])
+    env = {"FERRY_REPLICATOR_NAME": "rh-numbers", "FERRY_KAFKA_CLUSTERS": kc.read_text(),
+           "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": "ferry-rh-numbers"}
+    params, _, template = deploy_parameters(env, tmp_path / "deploy")
+    for name, value, message in [
+        ("MaxConcurrency", "0", r"MaxConcurrency: '0' must be a number not less than 1"),
+        ("MaxConcurrency", "ten", r"MaxConcurrency: 'ten' must be a number"),
+        ("HandoffWaitSeconds", "-5", r"HandoffWaitSeconds: '-5' must be a number not less than 0"),
+        ("MessageLagAlarmThreshold", "1e3x", r"MessageLagAlarmThreshold: '1e3x' must be a number"),
+        ("LogRetentionDays", "10", r"LogRetentionDays: '10' failed to satisfy constraint: must be a period CloudWatch Logs keeps"),
+    ]:
+        with pytest.raises(DeployRefused, match=message):
+            sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)
+    for name, value in [("MaxConcurrency", "3"), ("HandoffWaitSeconds", "0"), ("LogRetentionDays", "14"),
+                        ("MessageLagAlarmThreshold", "2500.5")]:
+        assert sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)["functions"], (name, value)
+    # Without the parameter's constraint, the log groups themselves are refused.
+    text = template.read_text()
+    unconstrained = tmp_path / "deploy" / "unconstrained.yaml"
+    unconstrained.write_text(re.sub(r"^(  LogRetentionDays:\n(?:    .*\n)*?)    AllowedValues: .*\n", r"\1", text, count=1,
+                                    flags=re.M))
+    assert unconstrained.read_text() != text
+    with pytest.raises(DeployRefused, match=r"CloudWatch Logs refuses \w+LogGroup: RetentionInDays 10 is not one of the periods"):
+        sam_stack(dict(params, LogRetentionDays="10"), "ferry-rh-numbers", unconstrained)
+
+
 def test_vpc_endpoints_when_asked_and_refused_without_their_vpc(tmp_path):
     """CreateVpcEndpoints=true creates, in the stack as `sam deploy` would
     transform it, the DynamoDB gateway endpoint on the given route tables

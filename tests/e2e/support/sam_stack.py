@@ -16,6 +16,7 @@ on stdin: {"template", "stack", "region", "account", "parameters",
 """
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -43,6 +44,10 @@ class Refused(Exception):
 
 # CloudFormation: "Maximum size of a parameter value: 4,096 bytes".
 PARAMETER_BYTES = 4096
+# CloudWatch Logs keeps a log group's events for one of these periods, in
+# days (PutRetentionPolicy); any other is refused as the group is created.
+LOG_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288,
+                      3653}
 # Lambda: the environment variables' keys and values, 4 KB in all.
 ENVIRONMENT_BYTES = 4096
 
@@ -73,6 +78,28 @@ class Stack:
                 why = spec.get("ConstraintDescription") or (
                     f"must match pattern {pattern}" if pattern is not None else f"must be one of {allowed}")
                 raise Refused(f"CloudFormation refuses parameter {name}: {value!r} failed to satisfy constraint: {why}")
+            # A Number: a number (an integer or a float) within MinValue and
+            # MaxValue; a String: within MinLength and MaxLength.
+            if spec["Type"] == "Number":
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = math.nan
+                if not math.isfinite(number):
+                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must be a number")
+                if "MinValue" in spec and number < float(spec["MinValue"]):
+                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must be a number not less than "
+                                  f"{spec['MinValue']}")
+                if "MaxValue" in spec and number > float(spec["MaxValue"]):
+                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must be a number not greater "
+                                  f"than {spec['MaxValue']}")
+            if spec["Type"] == "String":
+                if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must contain at least "
+                                  f"{spec['MinLength']} characters")
+                if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must contain at most "
+                                  f"{spec['MaxLength']} characters")
             # CloudFormation hands list parameters to the template as lists.
             if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
                 value = value.split(",")
@@ -310,6 +337,11 @@ def main() -> None:
                              "max_concurrency": stack.resolve(r["Properties"].get("DefinitionSubstitutions", {}).get("MaxConcurrency"))}
         elif r["Type"] == "AWS::DynamoDB::Table":
             tables.append(stack.resolve(r["Properties"]))
+        elif r["Type"] == "AWS::Logs::LogGroup" and "RetentionInDays" in r.get("Properties", {}):
+            days = stack.resolve(r["Properties"]["RetentionInDays"])
+            if str(days) not in {str(d) for d in LOG_RETENTION_DAYS}:
+                raise Refused(f"CloudWatch Logs refuses {name}: RetentionInDays {days} is not one of the periods it "
+                              f"keeps ({', '.join(map(str, sorted(LOG_RETENTION_DAYS)))})")
         elif r["Type"].startswith("AWS::EC2::"):
             network[name] = {"Type": r["Type"], "Properties": stack.resolve(r["Properties"])}
     # What this stack exports, for a stack that imports it (Fn::ImportValue).
