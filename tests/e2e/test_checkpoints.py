@@ -4,8 +4,11 @@ produce round trips, and the offset map still holds every record exactly."""
 
 import os
 import re
+import threading
+import time
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, offset_runs, producer, read_partition, unique, write_config
+from support.warm_function import REPLICATE, WarmFunction, planned
 
 RECORDS = 20_000
 VALUE = 1000
@@ -40,3 +43,66 @@ def test_one_checkpoint_covers_many_produced_batches(tmp_path):
     # Every source offset maps to its own target offset: one run, 0 -> 0.
     assert offset_runs(ferry, topic, 0) == [(0, 0, RECORDS)]
     assert ferry.status()[0]["cursor"] == RECORDS
+
+
+def cursor_moves_while_copying(tmp_path, ferry, ref: dict, topic: str, checkpoint_seconds: str) -> tuple[int, int, int]:
+    """The real Replicate function, with FERRY_CHECKPOINT_SECONDS as the
+    template sets it, copying `ref`'s batch for 16 s while records arrive
+    on `topic` (ten a second): how often its cursor moved meanwhile (read
+    every half second), the records produced, and those on the target as
+    the invocation ended."""
+    fn = WarmFunction(REPLICATE, ferry, tmp_path / f"replicate-{checkpoint_seconds}.log",
+                      {"FERRY_CHECKPOINT_SECONDS": checkpoint_seconds})
+    stop, sent = threading.Event(), [0]
+
+    def produce():
+        p = producer(SOURCE, **{"linger.ms": 0})
+        while not stop.is_set():
+            p.produce(topic, partition=0, value=b"x" * 100)
+            sent[0] += 1
+            p.poll(0)
+            time.sleep(0.1)
+        assert p.flush(30) == 0
+
+    out = {}
+    loader = threading.Thread(target=produce, daemon=True)
+    copier = threading.Thread(target=lambda: out.update(r=fn.invoke(dict(ref, max_seconds=16), timeout_s=60)), daemon=True)
+    try:
+        loader.start()
+        copier.start()
+        seen = []
+        while copier.is_alive():
+            seen.append(ferry.status()[0]["cursor"])
+            time.sleep(0.5)
+        copier.join()
+        on_target = len(read_partition(TARGET, topic, 0))
+        stop.set()
+        loader.join(30)
+    finally:
+        stop.set()
+        fn.close()
+    assert out["r"][0] == "response", (out["r"], fn.text()[-3000:])
+    # The last reading may follow the invocation's last checkpoint.
+    moves = sum(1 for a, b in zip(seen, seen[1:-1]) if a != b)
+    return moves, sent[0], on_target
+
+
+def test_a_deployed_replicate_checkpoints_as_often_as_checkpoint_seconds_says(tmp_path):
+    """The template's CheckpointSeconds (FERRY_CHECKPOINT_SECONDS on the
+    Replicate function) sets how long copied records wait for their
+    checkpoint, most of the DynamoDB bill (`ferry cost`): at 15, a
+    partition taking records all the time is checkpointed when its lease
+    is half spent, not every 4 s, and its records reach the target as
+    soon. Before the variable, the deployed stack checkpointed every 4 s
+    whatever was wanted (on 5da2c53 the cursor moved as often at 15)."""
+    topic = unique("ckpt-every")
+    create_topic(SOURCE, topic, 1)
+    ferry, plan = planned(tmp_path, topic)
+    [ref] = plan["batches"]
+    every_4, sent, on_target = cursor_moves_while_copying(tmp_path, ferry, ref, topic, "4")
+    assert every_4 >= 2, every_4
+    every_15, sent, on_target = cursor_moves_while_copying(tmp_path, ferry, ref, topic, "15")
+    print(f"\ncursor moves in 16 s of copying: {every_4} at 4 s, {every_15} at 15 s")
+    assert every_15 == 0, every_15
+    # Copying did not wait for the checkpoints: the target kept up.
+    assert on_target >= sent - 20, (on_target, sent)

@@ -10,11 +10,9 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import ROOT, SOURCE, TARGET, Ferry, create_topic, producer, read_partition, unique, write_config
-from support.warm_function import WarmFunction
+from conftest import SOURCE, TARGET, create_topic, producer, read_partition, unique
+from support.warm_function import REPLICATE, WarmFunction, planned
 
-PLAN = ROOT / "target" / "debug" / "ferry-plan"
-REPLICATE = ROOT / "target" / "debug" / "ferry-replicate"
 PARTITIONS = 2
 
 
@@ -61,19 +59,6 @@ class Load:
     def latencies(self, since: float, until: float, partitions: tuple[int, ...] | None = None) -> list[float]:
         return sorted(arrived - sent for sent, arrived, p in self.seen.values()
                       if since <= sent <= until and (partitions is None or p in partitions))
-
-
-def planned(tmp_path, topic: str) -> tuple[Ferry, dict]:
-    """A replicator of `topic` and the real Plan function's output for it
-    (target topic and cursors created)."""
-    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
-    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
-    try:
-        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
-        assert kind == "response", (plan, plan_fn.text()[-3000:])
-    finally:
-        plan_fn.close()
-    return ferry, plan
 
 
 def run_two(tmp_path, wait_seconds: str, third: bool = False):

@@ -295,12 +295,18 @@ def test_the_rehearsal_refuses_the_parameter_values_cloudformation_refuses(tmp_p
         ("HandoffWaitSeconds", "-5", r"HandoffWaitSeconds: '-5' must be a number not less than 0"),
         ("MessageLagAlarmThreshold", "1e3x", r"MessageLagAlarmThreshold: '1e3x' must be a number"),
         ("LogRetentionDays", "10", r"LogRetentionDays: '10' failed to satisfy constraint: must be a period CloudWatch Logs keeps"),
+        ("CheckpointSeconds", "0", r"CheckpointSeconds: '0' must be a number not less than 1"),
+        ("CheckpointSeconds", "16", r"CheckpointSeconds: '16' must be a number not greater than 15"),
     ]:
         with pytest.raises(DeployRefused, match=message):
             sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)
     for name, value in [("MaxConcurrency", "3"), ("HandoffWaitSeconds", "0"), ("LogRetentionDays", "14"),
                         ("MessageLagAlarmThreshold", "2500.5")]:
         assert sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)["functions"], (name, value)
+    # CheckpointSeconds reaches the Replicate function (4 unless given).
+    for given, want in ((None, "4"), ("15", "15")):
+        stack = sam_stack(params if given is None else dict(params, CheckpointSeconds=given), "ferry-rh-numbers", template)
+        assert stack["functions"]["ferry-replicate"]["environment"]["FERRY_CHECKPOINT_SECONDS"] == want, stack["functions"]
     # Without the parameter's constraint, the log groups themselves are refused.
     text = template.read_text()
     unconstrained = tmp_path / "deploy" / "unconstrained.yaml"

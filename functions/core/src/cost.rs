@@ -51,6 +51,9 @@ pub struct CostInputs {
     pub active_partitions: usize,
     /// Checkpoints per second of a partition that receives records.
     pub checkpoints_per_second: f64,
+    /// How long a lease lasts: a Replicate renews each lease it holds,
+    /// with a checkpoint, once half of it is spent, idle or not.
+    pub lease_seconds: f64,
     /// How long a Replicate waits for a holder about to stop
     /// (HandoffWaitSeconds; 0: never).
     pub handoff_wait_seconds: f64,
@@ -131,13 +134,17 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
     let replicate_seconds = batches * HOURS_PER_MONTH * 3600.0 * (1.0 + waited / REPLICATE_TIMEOUT_SECONDS);
     let lambda_gb_seconds = replicate_seconds * REPLICATE_MEMORY_GB + executions * 3.0 * OTHER_SECONDS * OTHER_MEMORY_GB;
     let lambda_requests = executions * (3.0 + batches);
-    let checkpoints = i.active_partitions as f64 * i.checkpoints_per_second * HOURS_PER_MONTH * 3600.0;
+    // Every partition is held all the time, its lease renewed by a
+    // checkpoint half-way through it at the least.
+    let renewals_per_second = 2.0 / i.lease_seconds.max(0.001);
+    let active = i.active_partitions.min(i.partitions) as f64;
+    let per_partition = active * i.checkpoints_per_second.max(renewals_per_second) + (i.partitions as f64 - active) * renewals_per_second;
+    let checkpoints = per_partition * HOURS_PER_MONTH * 3600.0;
     let per_execution = i.partitions as f64 * WRU_PER_LEASE + i.group_partitions as f64 * WRU_PER_GROUP_SYNC;
     let dynamodb_write_units = checkpoints * WRU_PER_CHECKPOINT + executions * (per_execution + batches * WRU_PER_PLAN_BATCH);
     // Per second: every busy partition's checkpoints, and each execution's
     // leases and group syncs spread over its minute(s).
-    let flow_units =
-        i.active_partitions as f64 * i.checkpoints_per_second * WRU_PER_CHECKPOINT + per_execution / (i.schedule_minutes.max(1.0) * 60.0);
+    let flow_units = per_partition * WRU_PER_CHECKPOINT + per_execution / (i.schedule_minutes.max(1.0) * 60.0);
     let busiest_key_write_units_per_second = flow_units * busiest_key_share(i.partitions.max(i.group_partitions), FLOW_KEY_SHARDS);
     let lambda_usd = lambda_gb_seconds * LAMBDA_GB_SECOND_USD + lambda_requests * LAMBDA_REQUEST_USD;
     let step_functions_usd = state_transitions * SFN_TRANSITION_USD;
@@ -161,8 +168,8 @@ pub fn estimate(i: &CostInputs) -> CostEstimate {
             ),
             format!("Plan, SyncGroups and Report run {OTHER_SECONDS} s each at {OTHER_MEMORY_GB} GB per execution"),
             format!(
-                "{} of {} partitions receive records, each checkpointed {} times a second ({WRU_PER_CHECKPOINT} write units each); {WRU_PER_LEASE} write units per partition per execution for leases, {WRU_PER_PLAN_BATCH} per batch for the plan",
-                i.active_partitions, i.partitions, i.checkpoints_per_second
+                "{} of {} partitions receive records, each checkpointed {} times a second, and every partition's lease renewed by a checkpoint every {} s at the least, idle or not ({WRU_PER_CHECKPOINT} write units each); {WRU_PER_LEASE} write units per partition per execution for leases, {WRU_PER_PLAN_BATCH} per batch for the plan",
+                i.active_partitions, i.partitions, i.checkpoints_per_second, i.lease_seconds / 2.0
             ),
             format!(
                 "{} group partitions synced per execution ({WRU_PER_GROUP_SYNC} write unit each); every partition in one flow, its items spread over {FLOW_KEY_SHARDS} DynamoDB partition keys by hash: the busiest key takes {busiest_key_write_units_per_second:.0} write units a second (the mean share and three standard deviations), of the {KEY_WRITE_UNITS_PER_SECOND:.0} one key allows",
@@ -207,6 +214,7 @@ mod tests {
             partitions: 4,
             active_partitions: 1,
             checkpoints_per_second: 1.0,
+            lease_seconds: 30.0,
             handoff_wait_seconds: 0.0,
             group_partitions: 0,
         });
@@ -214,12 +222,45 @@ mod tests {
         assert_eq!(e.state_transitions, 43_800.0 * 7.0);
         // 2,628,000 s of a 1 GB Replicate plus 3 × 2 s × 0.5 GB per execution.
         assert!((e.lambda_gb_seconds - (2_628_000.0 + 131_400.0)).abs() < 1e-6);
-        assert!((e.dynamodb_write_units - (2_628_000.0 * 2.0 + 43_800.0 * (12.0 + 2.0))).abs() < 1e-6);
+        // The busy partition checkpointed every second, the three idle ones
+        // renewing their leases every 15 s.
+        assert!((e.dynamodb_write_units - (2_628_000.0 * (1.0 + 3.0 / 15.0) * 2.0 + 43_800.0 * (12.0 + 2.0))).abs() < 1e-3);
         assert!((e.total_usd - (e.lambda_usd + e.step_functions_usd + e.dynamodb_usd)).abs() < 1e-9);
-        // About $46 of Lambda, $7.67 of Step Functions, $3.67 of DynamoDB.
+        // About $46 of Lambda, $7.67 of Step Functions, $4.33 of DynamoDB.
         assert!((e.lambda_usd - 46.0).abs() < 0.5, "{}", e.lambda_usd);
         assert!((e.step_functions_usd - 7.665).abs() < 0.01, "{}", e.step_functions_usd);
-        assert!((e.dynamodb_usd - 3.668).abs() < 0.01, "{}", e.dynamodb_usd);
+        assert!((e.dynamodb_usd - 4.325).abs() < 0.01, "{}", e.dynamodb_usd);
+    }
+
+    #[test]
+    fn every_lease_held_is_renewed_so_checkpoints_rarer_than_that_save_nothing_more() {
+        let base = CostInputs {
+            schedule_minutes: 1.0,
+            batches: 16,
+            partitions: 1000,
+            active_partitions: 1000,
+            checkpoints_per_second: 0.25,
+            lease_seconds: 30.0,
+            handoff_wait_seconds: 0.0,
+            group_partitions: 0,
+        };
+        let units = |cps: f64, active: usize| {
+            estimate(&CostInputs {
+                checkpoints_per_second: cps,
+                active_partitions: active,
+                ..base
+            })
+            .dynamodb_write_units
+        };
+        let leases = 43_800.0 * (1000.0 * 3.0 + 16.0 * 2.0);
+        let month = 2_628_000.0;
+        assert!((units(0.25, 1000) - (month * 1000.0 * 0.25 * 2.0 + leases)).abs() < 1.0);
+        // Every 30 s or every 60 s: the renewal every 15 s is the floor.
+        let floor = month * 1000.0 / 15.0 * 2.0 + leases;
+        assert!((units(1.0 / 30.0, 1000) - floor).abs() < 1.0);
+        assert!((units(1.0 / 60.0, 1000) - floor).abs() < 1.0);
+        // Idle partitions cost their renewals too.
+        assert!((units(0.25, 0) - floor).abs() < 1.0);
     }
 
     #[test]
@@ -230,6 +271,7 @@ mod tests {
             partitions: 10,
             active_partitions: 0,
             checkpoints_per_second: 1.0,
+            lease_seconds: 30.0,
             handoff_wait_seconds: 0.0,
             group_partitions: 0,
         };
@@ -256,6 +298,7 @@ mod tests {
             partitions: 10,
             active_partitions: 0,
             checkpoints_per_second: 1.0,
+            lease_seconds: 30.0,
             handoff_wait_seconds: 0.0,
             group_partitions: 0,
         };
@@ -276,6 +319,7 @@ mod tests {
                 partitions,
                 active_partitions: partitions,
                 checkpoints_per_second: 0.25,
+                lease_seconds: 30.0,
                 handoff_wait_seconds: 0.0,
                 group_partitions,
             })

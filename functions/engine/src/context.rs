@@ -248,6 +248,10 @@ pub mod env {
     /// Seconds a Replicate waits for a lease whose holder is about to give
     /// it back ([`super::Settings::handoff_wait`]); 0 to never wait.
     pub const HANDOFF_WAIT_SECONDS: &str = "FERRY_HANDOFF_WAIT_SECONDS";
+    /// Seconds a partition's acknowledged records may wait for their
+    /// checkpoint ([`super::Settings::checkpoint_interval`]), the
+    /// template's `CheckpointSeconds`.
+    pub const CHECKPOINT_SECONDS: &str = "FERRY_CHECKPOINT_SECONDS";
     /// The template's `ScheduleRate` ([`super::Settings::plans_every`]).
     pub const SCHEDULE_RATE: &str = "FERRY_SCHEDULE_RATE";
     /// The function's memory (MB), as Lambda sets it.
@@ -339,7 +343,24 @@ impl Ferry {
                 ))
             })?);
         }
+        if let Ok(v) = std::env::var(env::CHECKPOINT_SECONDS) {
+            settings.checkpoint_interval = checkpoint_seconds(&v)?;
+        }
         Self::new(spec, aws, settings)
+    }
+}
+
+/// [`env::CHECKPOINT_SECONDS`]'s value: whole seconds, from 1 to half the
+/// lease (each lease is renewed by a checkpoint then anyway).
+fn checkpoint_seconds(v: &str) -> Result<Duration, FerryError> {
+    let most = Settings::default().lease_duration.as_secs() / 2;
+    match v.trim().parse::<u64>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(FerryError::Input(format!(
+            "{} is {v:?}: it must be a whole number of seconds from 1 to {most} (the template sets it to the \
+             CheckpointSeconds parameter). Fix: give CheckpointSeconds such a number; 4 is the default",
+            env::CHECKPOINT_SECONDS
+        ))),
     }
 }
 
@@ -411,4 +432,22 @@ fn security_spec(c: &ClusterSpec) -> Result<SecuritySpec, FerryError> {
         (None, _) => TrustSource::PublicRoots,
     });
     Ok(SecuritySpec { tls, sasl })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_seconds_are_whole_seconds_up_to_half_the_lease() {
+        assert_eq!(checkpoint_seconds("4").ok(), Some(Duration::from_secs(4)));
+        assert_eq!(checkpoint_seconds(" 15 ").ok(), Some(Duration::from_secs(15)));
+        for bad in ["0", "16", "2.5", "", "ten", "-1"] {
+            let e = checkpoint_seconds(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains("FERRY_CHECKPOINT_SECONDS") && e.contains("from 1 to 15") && e.contains("Fix:"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -12,7 +12,10 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import Ferry
+from conftest import ROOT, Ferry, write_config
+
+PLAN = ROOT / "target" / "debug" / "ferry-plan"
+REPLICATE = ROOT / "target" / "debug" / "ferry-replicate"
 
 
 class WarmFunction:
@@ -108,3 +111,16 @@ class WarmFunction:
                 self.proc.kill()
         self.server.shutdown()
         self.out.close()
+
+
+def planned(tmp_path, topic: str) -> tuple[Ferry, dict]:
+    """A replicator of `topic` and the real Plan function's output for it
+    (target topic and cursors created)."""
+    ferry = Ferry(*write_config(tmp_path, [topic], starting="EARLIEST"))
+    plan_fn = WarmFunction(PLAN, ferry, tmp_path / "plan.log")
+    try:
+        kind, plan, _ = plan_fn.invoke({}, timeout_s=120)
+        assert kind == "response", (plan, plan_fn.text()[-3000:])
+    finally:
+        plan_fn.close()
+    return ferry, plan

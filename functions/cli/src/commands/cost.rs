@@ -87,6 +87,7 @@ pub(crate) fn cost(args: CostArgs) -> Result<ExitCode, String> {
         partitions: args.partitions,
         active_partitions: args.partitions,
         checkpoints_per_second,
+        lease_seconds: ferry_engine::context::Settings::default().lease_duration.as_secs_f64(),
         handoff_wait_seconds: args.handoff_wait_seconds,
         group_partitions: args.group_partitions,
     });

@@ -315,6 +315,7 @@ pub async fn dry_run(ferry: &Ferry, input: &PlanInput, opts: &DryRunOptions) -> 
         // A partition receiving records is checkpointed once per
         // checkpoint interval (sooner only above checkpoint_max_bytes).
         checkpoints_per_second: 1.0 / ferry.settings.checkpoint_interval.as_secs_f64().max(0.001),
+        lease_seconds: ferry.settings.lease_duration.as_secs_f64(),
         handoff_wait_seconds: ferry.settings.handoff_wait.as_secs_f64(),
         // Groups are not listed by a dry run.
         group_partitions: 0,
