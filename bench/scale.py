@@ -51,6 +51,8 @@ RECORD_BYTES = int(os.environ.get("RECORD_BYTES", "1000"))
 SCHEDULE_SECONDS = float(os.environ.get("SCHEDULE_SECONDS", "30"))
 REPLICATE_SECONDS = int(os.environ.get("REPLICATE_SECONDS", "90"))
 RUN_SECONDS = float(os.environ.get("RUN_SECONDS", "360"))
+# The template's CheckpointSeconds (FERRY_CHECKPOINT_SECONDS on Replicate).
+CHECKPOINT_SECONDS = int(os.environ.get("CHECKPOINT_SECONDS", "4"))
 # Batches of at most 64 partitions (the plan's cap), all at once.
 MAX_CONCURRENCY = int(os.environ.get("MAX_CONCURRENCY", str(math.ceil(TOPICS * PARTITIONS / 64))))
 
@@ -110,10 +112,10 @@ class Load:
 FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target" / "debug" / "ferry"))
 
 
-def model(partitions: int, mb_per_s: float) -> dict:
+def model(partitions: int, mb_per_s: float, checkpoint_seconds: int = 4) -> dict:
     """The project's cost model (`ferry cost`) at the deployed schedule."""
-    out = subprocess.run([str(FERRY), "cost", "--json", "--partitions", str(partitions), "--mb-per-s", str(mb_per_s)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([str(FERRY), "cost", "--json", "--partitions", str(partitions), "--mb-per-s", str(mb_per_s),
+                          "--checkpoint-seconds", str(checkpoint_seconds)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -169,7 +171,9 @@ def main() -> None:
     load = Load(topics)
     executions: list[dict] = []
     with LocalStepFunctions(env, work / "logs", replicate_instances=MAX_CONCURRENCY, max_concurrency=MAX_CONCURRENCY,
-                            deployment={"moto_url": counter.url}) as sfn:
+                            deployment={"moto_url": counter.url},
+                            stack_edit=lambda s: s["functions"]["ferry-replicate"]["environment"].update(
+                                FERRY_CHECKPOINT_SECONDS=str(CHECKPOINT_SECONDS))) as sfn:
         arn = sfn.create_state_machine()
         started: list[str] = []
 
@@ -239,6 +243,7 @@ def main() -> None:
         "record_bytes": RECORD_BYTES,
         "schedule_seconds": SCHEDULE_SECONDS,
         "replicate_seconds": REPLICATE_SECONDS,
+        "checkpoint_seconds": CHECKPOINT_SECONDS,
         "max_concurrency": MAX_CONCURRENCY,
         "run_seconds": round(window),
         "executions": dict(statuses),
@@ -257,6 +262,9 @@ def main() -> None:
         "dynamodb_writes_per_partition_hour": round(phase["write_requests"] / partitions / (window / 3600), 1),
         "dynamodb_write_units_per_partition_hour": round(phase["write_units"] / partitions / (window / 3600), 1),
         "checkpoints_per_partition_hour": round(phase["requests"].get("TransactWriteItems", 0) / partitions / (window / 3600), 1),
+        # Items written (puts, updates, deletes, a transaction's condition
+        # checks): the cursors a checkpoint moves are most of them.
+        "dynamodb_items_written_per_partition_hour": round(sum(phase["items"].values()) / partitions / (window / 3600), 1),
         "dynamodb_requests": phase["requests"],
         # How long the state store took to answer (moto, one Python thread,
         # behind the counter and the rehearsal's IAM proxy): a slow store
@@ -266,8 +274,9 @@ def main() -> None:
         "dynamodb_seconds_with_a_write_outstanding": phase["seconds_with_a_write_outstanding"],
         # The model at the deployed schedule (1 minute, 300 s Replicates):
         # checkpoints every 4 s of a busy partition, lease writes per execution.
-        "model_dynamodb_write_units_per_partition_hour": round(model(partitions, RATE_MBPS)["dynamodb_write_units_per_partition_hour"], 1),
-        "model_checkpoints_per_partition_hour": 900,
+        "model_dynamodb_write_units_per_partition_hour": round(
+            model(partitions, RATE_MBPS, CHECKPOINT_SECONDS)["dynamodb_write_units_per_partition_hour"], 1),
+        "model_checkpoints_per_partition_hour": round(3600 / min(CHECKPOINT_SECONDS, 15)),
         # The busiest DynamoDB partition key (one key takes 1,000 write
         # units a second): measured here, and the model's at this size and
         # at 10,000 partitions in one flow, cursors spread over 16 keys.
@@ -280,7 +289,8 @@ def main() -> None:
         "cost": cost_table(),
         "functions": resources,
     }
-    out = ROOT / "bench" / "results" / f"scale-{datetime.now(timezone.utc):%Y-%m-%d}.json"
+    tag = os.environ.get("RESULT_TAG", "")
+    out = ROOT / "bench" / "results" / f"scale-{datetime.now(timezone.utc):%Y-%m-%d}{'-' + tag if tag else ''}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "functions"}, indent=2))
     print(f"written to {out.relative_to(ROOT)}")
