@@ -294,6 +294,7 @@ def test_the_rehearsal_refuses_the_parameter_values_cloudformation_refuses(tmp_p
         ("MaxConcurrency", "ten", r"MaxConcurrency: 'ten' must be a number"),
         ("HandoffWaitSeconds", "-5", r"HandoffWaitSeconds: '-5' must be a number not less than 0"),
         ("MessageLagAlarmThreshold", "1e3x", r"MessageLagAlarmThreshold: '1e3x' must be a number"),
+        ("MessageLagAlarmThreshold", "1_000", r"MessageLagAlarmThreshold: '1_000' must be a number"),
         ("LogRetentionDays", "10", r"LogRetentionDays: '10' failed to satisfy constraint: must be a period CloudWatch Logs keeps"),
         ("CheckpointSeconds", "0", r"CheckpointSeconds: '0' must be a number not less than 1"),
         ("CheckpointSeconds", "16", r"CheckpointSeconds: '16' must be a number not greater than 15"),

@@ -81,10 +81,9 @@ class Stack:
             # A Number: a number (an integer or a float) within MinValue and
             # MaxValue; a String: within MinLength and MaxLength.
             if spec["Type"] == "Number":
-                try:
-                    number = float(value)
-                except ValueError:
-                    number = math.nan
+                # A plain decimal (Python's float() would also take "1_000",
+                # "inf" and "nan").
+                number = float(value) if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value) else math.nan
                 if not math.isfinite(number):
                     raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must be a number")
                 if "MinValue" in spec and number < float(spec["MinValue"]):
