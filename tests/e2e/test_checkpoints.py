@@ -48,9 +48,10 @@ def test_one_checkpoint_covers_many_produced_batches(tmp_path):
 def cursor_moves_while_copying(tmp_path, ferry, ref: dict, topic: str, checkpoint_seconds: str) -> tuple[int, int, int]:
     """The real Replicate function, with FERRY_CHECKPOINT_SECONDS as the
     template sets it, copying `ref`'s batch for 16 s while records arrive
-    on `topic` (ten a second): how often its cursor moved meanwhile (read
-    every half second), the records produced, and those on the target as
-    the invocation ended."""
+    on `topic` (ten a second): how often its cursor moved in its first
+    13 s (read every half second; its last checkpoint, as it stops, and a
+    lease renewal 15 s in come later), the records produced by then, and
+    those on the target then."""
     fn = WarmFunction(REPLICATE, ferry, tmp_path / f"replicate-{checkpoint_seconds}.log",
                       {"FERRY_CHECKPOINT_SECONDS": checkpoint_seconds})
     stop, sent = threading.Event(), [0]
@@ -69,22 +70,22 @@ def cursor_moves_while_copying(tmp_path, ferry, ref: dict, topic: str, checkpoin
     copier = threading.Thread(target=lambda: out.update(r=fn.invoke(dict(ref, max_seconds=16), timeout_s=60)), daemon=True)
     try:
         loader.start()
+        started = time.time()
         copier.start()
         seen = []
-        while copier.is_alive():
+        while time.time() < started + 13:
             seen.append(ferry.status()[0]["cursor"])
             time.sleep(0.5)
-        copier.join()
-        on_target = len(read_partition(TARGET, topic, 0))
         stop.set()
         loader.join(30)
+        produced = sent[0]
+        on_target = len(read_partition(TARGET, topic, 0))
+        copier.join(60)
     finally:
         stop.set()
         fn.close()
     assert out["r"][0] == "response", (out["r"], fn.text()[-3000:])
-    # The last reading may follow the invocation's last checkpoint.
-    moves = sum(1 for a, b in zip(seen, seen[1:-1]) if a != b)
-    return moves, sent[0], on_target
+    return sum(1 for a, b in zip(seen, seen[1:]) if a != b), produced, on_target
 
 
 def test_a_deployed_replicate_checkpoints_as_often_as_checkpoint_seconds_says(tmp_path):
@@ -102,7 +103,7 @@ def test_a_deployed_replicate_checkpoints_as_often_as_checkpoint_seconds_says(tm
     every_4, sent, on_target = cursor_moves_while_copying(tmp_path, ferry, ref, topic, "4")
     assert every_4 >= 2, every_4
     every_15, sent, on_target = cursor_moves_while_copying(tmp_path, ferry, ref, topic, "15")
-    print(f"\ncursor moves in 16 s of copying: {every_4} at 4 s, {every_15} at 15 s")
+    print(f"\ncursor moves in 13 s of copying: {every_4} at 4 s, {every_15} at 15 s")
     assert every_15 == 0, every_15
     # Copying did not wait for the checkpoints: the target kept up.
-    assert on_target >= sent - 20, (on_target, sent)
+    assert on_target >= sent - 50, (on_target, sent)
