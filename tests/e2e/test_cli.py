@@ -177,3 +177,38 @@ def test_run_once_beside_a_running_replicator_ends_saying_what_it_waits_for(tmp_
     assert 10 <= took < 60, took
     rounds = (tmp_path / "beside.log").read_text().count("this round")
     assert 3 <= rounds <= 8, (tmp_path / "beside.log").read_text()[-3000:]
+
+
+def test_a_run_whose_partitions_stopped_on_a_lasting_fault_backs_off(tmp_path):
+    """`ferry run` whose only partition stops on a fault an operator must
+    mend (here records deleted on the source before they were copied) plans
+    again and again: each plan reads every cursor, and each round takes the
+    lease, writes the error and gives the lease back. Such rounds back off
+    as rounds beside another holder do (breaker helper-80: 27 rounds in
+    16 s with --round-seconds 5 on d24179a, 7 before it)."""
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic = unique("fault-backoff")
+    create_topic(SOURCE, topic, 1)
+    p = producer(SOURCE)
+    for i in range(100):
+        p.produce(topic, partition=0, value=b"v")
+    assert p.flush(30) == 0
+    ferry = Ferry(*write_config(tmp_path, [topic]))
+    first = ferry.run("--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for i in range(100):
+        p.produce(topic, partition=0, value=b"w")
+    assert p.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": SOURCE})
+    for f in admin.delete_records([KafkaTopicPartition(topic, 0, 150)]).values():
+        f.result(timeout=30)
+    run = ferry.spawn("--round-seconds", "5", log=tmp_path / "run.log")
+    time.sleep(16)
+    run.send_signal(signal.SIGINT)
+    run.wait(60)
+    log = (tmp_path / "run.log").read_text()
+    assert "100..149" in log or "deleted" in log, log[-3000:]
+    rounds = log.count("this round")
+    assert 3 <= rounds <= 8, f"{rounds} rounds\n{log[-3000:]}"

@@ -110,6 +110,9 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     t.start()
     try:
         busy_all = dry_run_all(ferry, 3, "--replicate-records-per-second", "1")
+        # A stack deployed with CheckpointSeconds 15 (breaker helper-80: the
+        # dry run priced every stack at 4).
+        busy_15 = dry_run_all(ferry, 3, "--replicate-records-per-second", "1", "--checkpoint-seconds", "15")
     finally:
         stop.set()
         t.join()
@@ -120,6 +123,7 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     # Three partitions receiving records: their checkpoints cost write units too.
     assert busy_all["monthly_cost"]["dynamodb_write_units"] > cost["dynamodb_write_units"]
     assert busy_all["monthly_cost"]["dynamodb_usd"] > cost["dynamodb_usd"]
+    assert cost["dynamodb_usd"] <= busy_15["monthly_cost"]["dynamodb_usd"] < busy_all["monthly_cost"]["dynamodb_usd"], busy_15
     assert tables(ferry.prefix) == []
 
     # A real plan does it; a dry run afterwards finds nothing left to create.

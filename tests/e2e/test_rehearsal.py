@@ -280,28 +280,37 @@ def test_the_rehearsal_refuses_what_cloudformation_and_lambda_refuse(tmp_path):
 def test_the_rehearsal_refuses_the_parameter_values_cloudformation_refuses(tmp_path):
     """CloudFormation refuses a Number parameter that is not a number or
     lies outside its MinValue and MaxValue, and a value outside a
-    parameter's AllowedValues, before it creates anything; and CloudWatch
-    Logs keeps a log group only for one of its retention periods, so a
-    LogRetentionDays of 10 failed the stack as it created the log groups,
-    rolling back what it had made. The rehearsal accepted all of these (on
-    62264b9); a value CloudFormation takes is still taken."""
+    parameter's AllowedPattern or AllowedValues, before it creates
+    anything; and CloudWatch Logs keeps a log group only for one of its
+    retention periods, so a LogRetentionDays of 10 failed the stack as it
+    created the log groups, rolling back what it had made. The rehearsal
+    accepted these (on 62264b9). The whole-number parameters are patterns,
+    not Numbers, which take 2.5 and 5.0 (breaker helper-80, on d24179a:
+    every Replicate refused CheckpointSeconds 5.0). A value CloudFormation
+    takes is still taken."""
     kc, ri = write_config(tmp_path, ["t-0000"])
     env = {"FERRY_REPLICATOR_NAME": "rh-numbers", "FERRY_KAFKA_CLUSTERS": kc.read_text(),
            "FERRY_REPLICATION_INFO": ri.read_text(), "FERRY_TABLE_PREFIX": "ferry-rh-numbers"}
     params, _, template = deploy_parameters(env, tmp_path / "deploy")
     for name, value, message in [
-        ("MaxConcurrency", "0", r"MaxConcurrency: '0' must be a number not less than 1"),
-        ("MaxConcurrency", "ten", r"MaxConcurrency: 'ten' must be a number"),
-        ("HandoffWaitSeconds", "-5", r"HandoffWaitSeconds: '-5' must be a number not less than 0"),
+        ("MaxConcurrency", "0", r"MaxConcurrency: '0' failed to satisfy constraint: must be a whole number from 1"),
+        ("MaxConcurrency", "ten", r"MaxConcurrency: 'ten' failed to satisfy constraint"),
+        # CloudFormation's Number takes these, which the functions and the
+        # Map refuse after the deploy (breaker helper-80): refused first.
+        ("MaxConcurrency", "2.5", r"MaxConcurrency: '2.5' failed to satisfy constraint"),
+        ("HandoffWaitSeconds", "-5", r"HandoffWaitSeconds: '-5' failed to satisfy constraint"),
+        ("HandoffWaitSeconds", "75.5", r"HandoffWaitSeconds: '75.5' failed to satisfy constraint"),
+        ("CheckpointSeconds", "0", r"CheckpointSeconds: '0' failed to satisfy constraint: must be a whole number of seconds from 1 to 15"),
+        ("CheckpointSeconds", "16", r"CheckpointSeconds: '16' failed to satisfy constraint"),
+        ("CheckpointSeconds", "5.0", r"CheckpointSeconds: '5.0' failed to satisfy constraint"),
         ("MessageLagAlarmThreshold", "1e3x", r"MessageLagAlarmThreshold: '1e3x' must be a number"),
         ("MessageLagAlarmThreshold", "1_000", r"MessageLagAlarmThreshold: '1_000' must be a number"),
+        ("MessageLagAlarmThreshold", "0", r"MessageLagAlarmThreshold: '0' must be a number not less than 1"),
         ("LogRetentionDays", "10", r"LogRetentionDays: '10' failed to satisfy constraint: must be a period CloudWatch Logs keeps"),
-        ("CheckpointSeconds", "0", r"CheckpointSeconds: '0' must be a number not less than 1"),
-        ("CheckpointSeconds", "16", r"CheckpointSeconds: '16' must be a number not greater than 15"),
     ]:
         with pytest.raises(DeployRefused, match=message):
             sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)
-    for name, value in [("MaxConcurrency", "3"), ("HandoffWaitSeconds", "0"), ("LogRetentionDays", "14"),
+    for name, value in [("MaxConcurrency", "3"), ("HandoffWaitSeconds", "0"), ("LogRetentionDays", "14"), ("CheckpointSeconds", "15"),
                         ("MessageLagAlarmThreshold", "2500.5")]:
         assert sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)["functions"], (name, value)
     # CheckpointSeconds reaches the Replicate function (4 unless given).

@@ -376,12 +376,9 @@ async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
             }
             AfterRound::Wait => {
                 // A round that could do nothing (every partition leased
-                // by another process, or none planned) backs off.
-                idle_rounds = if round.all_leased_elsewhere(partitions) {
-                    idle_rounds + 1
-                } else {
-                    0
-                };
+                // by another process, stopped on a lasting fault, or none
+                // planned) backs off: each plan reads every cursor.
+                idle_rounds = if round.could_do_nothing() { idle_rounds + 1 } else { 0 };
                 let until = Instant::now() + idle_wait(opts, idle_rounds);
                 while Instant::now() < until && !interrupted.load(Ordering::SeqCst) {
                     tokio::time::sleep(IDLE_WAIT.min(until - Instant::now())).await;
@@ -607,8 +604,8 @@ enum AfterRound {
 }
 
 /// How long the loop waits before planning again after its `n`th round
-/// in a row that could do nothing (another process holds every partition;
-/// 0: a round that could): [`IDLE_WAIT`], doubled
+/// in a row that could do nothing (see `Round::could_do_nothing`; 0: a
+/// round that could): [`IDLE_WAIT`], doubled
 /// each time after the first in a run that goes on, up to
 /// [`IDLE_WAIT_MAX`] or the round's length, as each plan reads every
 /// cursor; a `once` run, which ends when it is caught up, keeps looking

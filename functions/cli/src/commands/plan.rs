@@ -37,10 +37,20 @@ pub(crate) struct PlanArgs {
     /// 2-core machine; measure yours).
     #[arg(long, default_value_t = 28_000.0)]
     pub(crate) replicate_records_per_second: f64,
+    /// With --dry-run: the stack's CheckpointSeconds, for the cost estimate.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) checkpoint_seconds: u64,
 }
 
 pub(crate) async fn plan_once(args: PlanArgs) -> Result<ExitCode, String> {
-    let ferry = build(&args.common, Settings::default()).await?;
+    if args.checkpoint_seconds == 0 {
+        return Err("--checkpoint-seconds is 0: give the stack's CheckpointSeconds, 1 to 15 (4 by default)".into());
+    }
+    let settings = Settings {
+        checkpoint_interval: Duration::from_secs(args.checkpoint_seconds),
+        ..Settings::default()
+    };
+    let ferry = build(&args.common, settings).await?;
     if args.dry_run {
         return dry_run(&ferry, &args).await;
     }

@@ -64,10 +64,12 @@ pub(crate) struct Round {
 }
 
 impl Round {
-    /// Whether the round could do nothing: of its `planned` partitions
-    /// (none, or) every one was leased by another worker.
-    pub(crate) fn all_leased_elsewhere(&self, planned: usize) -> bool {
-        self.waiting.len() == planned && self.waiting.iter().all(|(_, r)| *r == StopReason::LeaseHeld)
+    /// Whether the round, which copied nothing, could do nothing more by
+    /// waiting for records: no partition of its own ran the round's time
+    /// (each was leased by another worker, stopped on an error or paused
+    /// for a fault, or its Replicate failed; or none was planned).
+    pub(crate) fn could_do_nothing(&self) -> bool {
+        !self.waiting.iter().any(|(_, r)| *r == StopReason::Budget)
     }
 
     /// What the partitions not caught up wait for, in words (a few named).
