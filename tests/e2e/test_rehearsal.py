@@ -307,10 +307,13 @@ def test_the_rehearsal_refuses_the_parameter_values_cloudformation_refuses(tmp_p
         ("MessageLagAlarmThreshold", "1_000", r"MessageLagAlarmThreshold: '1_000' must be a number"),
         ("MessageLagAlarmThreshold", "0", r"MessageLagAlarmThreshold: '0' must be a number not less than 1"),
         ("LogRetentionDays", "10", r"LogRetentionDays: '10' failed to satisfy constraint: must be a period CloudWatch Logs keeps"),
+        ("ScheduleRate", "1 minute", r"ScheduleRate: '1 minute' failed to satisfy constraint: must be an EventBridge Scheduler"),
+        ("ScheduleRate", "rate(1 min)", r"ScheduleRate: 'rate\(1 min\)' failed to satisfy constraint"),
     ]:
         with pytest.raises(DeployRefused, match=message):
             sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)
     for name, value in [("MaxConcurrency", "3"), ("HandoffWaitSeconds", "0"), ("LogRetentionDays", "14"), ("CheckpointSeconds", "15"),
+                        ("ScheduleRate", "rate(5 minutes)"), ("ScheduleRate", "cron(0/5 * * * ? *)"),
                         ("MessageLagAlarmThreshold", "2500.5")]:
         assert sam_stack(dict(params, **{name: value}), "ferry-rh-numbers", template)["functions"], (name, value)
     # CheckpointSeconds reaches the Replicate function (4 unless given).
