@@ -79,7 +79,7 @@ class Stack:
                     f"must match pattern {pattern}" if pattern is not None else f"must be one of {allowed}")
                 raise Refused(f"CloudFormation refuses parameter {name}: {value!r} failed to satisfy constraint: {why}")
             # A Number: a number (an integer or a float) within MinValue and
-            # MaxValue; a String: within MinLength and MaxLength.
+            # MaxValue.
             if spec["Type"] == "Number":
                 # A plain decimal (Python's float() would also take "1_000",
                 # "inf" and "nan").
@@ -92,13 +92,9 @@ class Stack:
                 if "MaxValue" in spec and number > float(spec["MaxValue"]):
                     raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must be a number not greater "
                                   f"than {spec['MaxValue']}")
-            if spec["Type"] == "String":
-                if "MinLength" in spec and len(value) < int(spec["MinLength"]):
-                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must contain at least "
-                                  f"{spec['MinLength']} characters")
-                if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
-                    raise Refused(f"CloudFormation refuses parameter {name}: {value!r} must contain at most "
-                                  f"{spec['MaxLength']} characters")
+            unchecked = {"MinLength", "MaxLength"} & spec.keys()
+            if unchecked:
+                raise Unresolvable(f"parameter {name}'s {sorted(unchecked)}: the rehearsal does not check them")
             # CloudFormation hands list parameters to the template as lists.
             if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
                 value = value.split(",")
