@@ -124,6 +124,9 @@ def test_dry_run_writes_nothing_and_says_what_a_plan_would_do(tmp_path):
     assert busy_all["monthly_cost"]["dynamodb_write_units"] > cost["dynamodb_write_units"]
     assert busy_all["monthly_cost"]["dynamodb_usd"] > cost["dynamodb_usd"]
     assert cost["dynamodb_usd"] <= busy_15["monthly_cost"]["dynamodb_usd"] < busy_all["monthly_cost"]["dynamodb_usd"], busy_15
+    refused = subprocess.run(ferry.args("plan", "--dry-run", "--checkpoint-seconds", "16"), capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode != 0 and "1 to 15" in refused.stderr, refused.stdout + refused.stderr
     assert tables(ferry.prefix) == []
 
     # A real plan does it; a dry run afterwards finds nothing left to create.

@@ -37,17 +37,25 @@ pub(crate) struct PlanArgs {
     /// 2-core machine; measure yours).
     #[arg(long, default_value_t = 28_000.0)]
     pub(crate) replicate_records_per_second: f64,
-    /// With --dry-run: the stack's CheckpointSeconds, for the cost estimate.
+    /// With --dry-run: the stack's CheckpointSeconds (1 to 15), for the cost estimate.
     #[arg(long, default_value_t = 4)]
     pub(crate) checkpoint_seconds: u64,
+    /// With --dry-run: the stack's HandoffWaitSeconds, for the cost estimate.
+    #[arg(long, default_value_t = ferry_engine::context::DEFAULT_HANDOFF_WAIT_SECONDS)]
+    pub(crate) handoff_wait_seconds: u64,
 }
 
 pub(crate) async fn plan_once(args: PlanArgs) -> Result<ExitCode, String> {
-    if args.checkpoint_seconds == 0 {
-        return Err("--checkpoint-seconds is 0: give the stack's CheckpointSeconds, 1 to 15 (4 by default)".into());
+    // The stack's settings, for the dry run's cost estimate.
+    if args.dry_run && !(1..=15).contains(&args.checkpoint_seconds) {
+        return Err(format!(
+            "--checkpoint-seconds is {}: give the stack's CheckpointSeconds, 1 to 15 (4 by default)",
+            args.checkpoint_seconds
+        ));
     }
     let settings = Settings {
         checkpoint_interval: Duration::from_secs(args.checkpoint_seconds),
+        handoff_wait: Duration::from_secs(args.handoff_wait_seconds),
         ..Settings::default()
     };
     let ferry = build(&args.common, settings).await?;

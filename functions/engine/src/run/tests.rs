@@ -191,4 +191,9 @@ fn a_round_could_do_nothing_unless_a_partition_of_its_own_ran_its_time() {
         !round(vec![(tp(0), StopReason::LeaseHeld), (tp(1), StopReason::Budget)]).could_do_nothing(),
         "a partition of its own waiting for records"
     );
+    let filtered = Round {
+        moved: true,
+        ..round(vec![(tp(0), StopReason::Retry)])
+    };
+    assert!(!filtered.could_do_nothing(), "a cursor moved over records it filtered");
 }
