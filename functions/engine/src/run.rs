@@ -193,7 +193,7 @@ impl GroupSyncs {
         let every = every.max(GROUP_SYNC_MIN_EVERY);
         let task = tokio::spawn(async move {
             while !flag.load(Ordering::SeqCst) {
-                sync_groups_once(&ferry, &*on, Some(&flag)).await;
+                sync_groups_telling(&ferry, &*on, Some(&flag)).await;
                 let next = Instant::now() + every;
                 while Instant::now() < next && !flag.load(Ordering::SeqCst) {
                     tokio::time::sleep(IDLE_WAIT.min(next - Instant::now())).await;
@@ -357,7 +357,7 @@ async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
             // refused topic is not.
             AfterRound::CaughtUp if !plan.refused_topics.is_empty() => {
                 if syncs_groups {
-                    sync_groups_once(ferry, on, None).await;
+                    sync_groups_telling(ferry, on, None).await;
                 }
                 return Ok(RunEnd::Failed {
                     failures: failures + plan.refused_topics.len(),
@@ -387,11 +387,6 @@ async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
             AfterRound::Next => idle_rounds = 0,
         }
     }
-}
-
-/// One consumer-group sync of every flow, told to `on`.
-async fn sync_groups_once<F: Fn(RunEvent<'_>) + ?Sized>(ferry: &Ferry, on: &F, stop: Option<&AtomicBool>) {
-    sync_groups_telling(ferry, on, stop).await;
 }
 
 /// One consumer-group sync of every flow, told to `on`: `None` on a

@@ -67,9 +67,9 @@ impl Round {
     /// Whether the round, which copied nothing, could do nothing more by
     /// waiting for records: no cursor moved (records filtered, reconciled
     /// or skipped are progress too) and no partition of its own ran the
-    /// round's time
-    /// (each was leased by another worker, stopped on an error or paused
-    /// for a fault, or its Replicate failed; or none was planned).
+    /// round's time (each was leased by another worker, stopped on an
+    /// error or paused for a fault, or its Replicate failed; or none was
+    /// planned).
     pub(crate) fn could_do_nothing(&self) -> bool {
         !self.moved && !self.waiting.iter().any(|(_, r)| *r == StopReason::Budget)
     }
