@@ -90,12 +90,12 @@ pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_
 
 /// A sync commits a group only while its lease (`Settings::group_sync_lease`,
 /// see [`ferry_adapters::state::StateStore::acquire_group_sync`]) has
-/// this much left: a request timeout and some seconds (at most half the
-/// lease), so that the commit of a sync that stalled does not land after
+/// this much left: a request timeout, the longest throttle a request
+/// waits out before it is sent, and some seconds (at most half the lease), so that the commit of a sync that stalled does not land after
 /// the next holder read the target.
 pub(crate) fn commit_margin_ms(ferry: &Ferry) -> i64 {
     let s = &ferry.settings;
-    let wanted = s.request_timeout + std::time::Duration::from_secs(5);
+    let wanted = s.request_timeout + ferry_adapters::kafka::throttle::MAX_WAIT + std::time::Duration::from_secs(5);
     i64::try_from(wanted.min(s.group_sync_lease / 2).as_millis()).unwrap_or(i64::MAX / 2)
 }
 

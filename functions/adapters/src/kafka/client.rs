@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, TopicName,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -31,7 +31,9 @@ use super::batch;
 use super::connection::Connection;
 use super::error::KafkaError;
 use super::security::Security;
+use super::throttle::Throttled;
 
+mod fetch;
 mod login;
 mod offsets;
 mod routing;
@@ -156,8 +158,10 @@ pub struct KafkaCluster {
     /// The cluster id, learnt once: it never changes for a cluster's life.
     pub(super) cluster_id: std::sync::OnceLock<String>,
     /// Milliseconds the brokers asked this client to wait (quotas), summed
-    /// over every Fetch and Produce answer.
+    /// over every answer.
     throttle_ms: std::sync::atomic::AtomicU64,
+    /// When a throttle was last logged (at most one line a minute).
+    throttle_said: std::sync::Mutex<Option<std::time::Instant>>,
     security: Security,
     auth_backoff: std::sync::Mutex<Option<AuthBackoff>>,
 }
@@ -197,6 +201,7 @@ impl KafkaCluster {
             coordinators: Default::default(),
             cluster_id: Default::default(),
             throttle_ms: Default::default(),
+            throttle_said: Default::default(),
             security: Security::plaintext(alias),
             auth_backoff: Default::default(),
         }
@@ -249,29 +254,57 @@ impl KafkaCluster {
     }
 
     /// Milliseconds of quota throttling the brokers reported to this client
-    /// so far (Fetch and Produce); the ThrottleTime metric is its growth.
+    /// so far (every answer); the ThrottleTime metric is its growth.
     pub fn throttle_ms(&self) -> u64 {
         self.throttle_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn add_throttle(&self, ms: i32) {
-        if ms > 0 {
-            self.throttle_ms.fetch_add(ms as u64, std::sync::atomic::Ordering::Relaxed);
+    /// The client id Ferry's connections to this cluster send: what a
+    /// quota on this client is set for.
+    pub fn client_id(&self) -> String {
+        format!("ferry-{}", self.alias)
+    }
+
+    /// Count a throttle `addr` asked for, and say so at most once a minute:
+    /// the connection waits it out before its next request (see
+    /// `throttle.rs`).
+    fn add_throttle(&self, ms: i32, addr: &str) {
+        let Ok(ms @ 1..) = u64::try_from(ms) else {
+            return;
+        };
+        let total = self.throttle_ms.fetch_add(ms, std::sync::atomic::Ordering::Relaxed) + ms;
+        let now = std::time::Instant::now();
+        let mut said = lock(&self.throttle_said);
+        if said.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+            *said = Some(now);
+            tracing::warn!(
+                cluster = %self.alias, broker = addr, client_id = %self.client_id(), wait_ms = ms, throttled_ms_so_far = total,
+                "the broker throttled Ferry's client for a quota; the next request to it waits that long, or is refused and asked again later when that is longer than a request may take (raise the quota of this client id if Ferry falls behind)"
+            );
         }
     }
 
-    pub(super) async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, KafkaError> {
+    pub(super) async fn send_to<R: Throttled>(&self, addr: &str, req: &R) -> Result<R::Response, KafkaError> {
         self.send_to_built::<R, &R>(addr, |_| req).await
     }
 
     /// Like `send_to`, for requests whose shape depends on the version:
     /// `build` gets the version negotiated with `addr`.
-    pub(super) async fn send_to_built<R: Request, Q: Borrow<R>>(
+    pub(super) async fn send_to_built<R: Throttled, Q: Borrow<R>>(
         &self,
         addr: &str,
         build: impl FnOnce(i16) -> Q,
     ) -> Result<R::Response, KafkaError> {
-        let slot = lock(&self.conns).entry(addr.to_owned()).or_default().clone();
+        // Produce goes on a connection of its own to each broker: a broker
+        // mutes a connection for as long as it throttles the answer on it
+        // (KIP-219), and a produce quota would otherwise hold back the
+        // reads that check the target's log, which no quota holds.
+        let lane = if R::KEY == <ProduceRequest as kafka_protocol::protocol::Request>::KEY {
+            format!("{addr} (produce)")
+        } else {
+            addr.to_owned()
+        };
+        let slot = lock(&self.conns).entry(lane).or_default().clone();
         let mut guard = slot.lock().await;
         if let Some(conn) = guard.as_mut().filter(|c| c.session_ending()) {
             match conn.reauthenticate().await {
@@ -299,6 +332,9 @@ impl KafkaCluster {
         }
         let conn = guard.as_mut().ok_or_else(|| KafkaError::protocol(addr, "connection vanished"))?;
         let res = conn.send_built::<R, Q>(build).await;
+        if let Ok(resp) = &res {
+            self.add_throttle(R::throttle_ms(resp), addr);
+        }
         if let Err(e) = &res {
             if e.breaks_connection() {
                 *guard = None;
@@ -311,12 +347,12 @@ impl KafkaCluster {
     }
 
     /// Send to any broker that answers: known brokers first, then bootstrap.
-    pub(super) async fn send_any<R: Request>(&self, req: &R) -> Result<R::Response, KafkaError> {
+    pub(super) async fn send_any<R: Throttled>(&self, req: &R) -> Result<R::Response, KafkaError> {
         self.send_any_built::<R, &R>(|_| req).await
     }
 
     /// Like `send_any`, for requests whose shape depends on the version.
-    pub(super) async fn send_any_built<R: Request, Q: Borrow<R>>(&self, build: impl Fn(i16) -> Q) -> Result<R::Response, KafkaError> {
+    pub(super) async fn send_any_built<R: Throttled, Q: Borrow<R>>(&self, build: impl Fn(i16) -> Q) -> Result<R::Response, KafkaError> {
         let mut addrs: Vec<String> = lock(&self.brokers).values().cloned().collect();
         addrs.sort();
         for b in self.bootstrap_brokers().await? {
@@ -331,7 +367,8 @@ impl KafkaCluster {
                 // Every broker of a cluster shares its credentials and CA;
                 // a handshake cut is that broker's, the next may answer.
                 Err(e) if e.is_auth_error() && !e.is_transient() => return Err(e),
-                Err(e) if e.breaks_connection() => last = e.to_string(),
+                // A broker that throttles Ferry for long: another may answer.
+                Err(e) if e.breaks_connection() || e.is_throttled() => last = e.to_string(),
                 Err(e) => return Err(e),
             }
         }
@@ -466,127 +503,6 @@ impl KafkaCluster {
         })
     }
 
-    /// Fetch from one leader with the given isolation. Partition-level
-    /// errors are returned per partition.
-    pub async fn fetch(
-        &self,
-        leader: i32,
-        positions: &[(TopicPartition, i64)],
-        partition_max_bytes: i32,
-        max_wait_ms: i32,
-        isolation: Isolation,
-    ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
-        let all = partition_max_bytes.saturating_mul(positions.len().max(1) as i32);
-        self.fetch_capped(leader, positions, partition_max_bytes, all, max_wait_ms, isolation)
-            .await
-    }
-
-    /// [`Self::fetch`], the whole response held to `request_max_bytes`: the
-    /// broker fills it in the order of `positions` and leaves the
-    /// partitions past the cap without data (they are asked again, earlier
-    /// in the order, next time), though it always returns the first batch
-    /// of the first partition that has one.
-    pub async fn fetch_capped(
-        &self,
-        leader: i32,
-        positions: &[(TopicPartition, i64)],
-        partition_max_bytes: i32,
-        request_max_bytes: i32,
-        max_wait_ms: i32,
-        isolation: Isolation,
-    ) -> Result<HashMap<TopicPartition, Result<FetchedPartition, KafkaError>>, KafkaError> {
-        let addr = self.leader_conn_addr(leader).await?;
-        // In the order given: the broker fills its response in request
-        // order, and returns a batch larger than `partition_max_bytes` only
-        // to the first partition that has data (KIP-74).
-        let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
-        for (tp, offset) in positions {
-            let at = match topics.iter().position(|(t, _)| *t == tp.topic) {
-                Some(at) => at,
-                None => {
-                    topics.push((&tp.topic, Vec::new()));
-                    topics.len() - 1
-                }
-            };
-            topics[at].1.push(
-                FetchPartition::default()
-                    .with_partition(tp.partition)
-                    .with_fetch_offset(*offset)
-                    .with_partition_max_bytes(partition_max_bytes)
-                    .with_current_leader_epoch(-1)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1),
-            );
-        }
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(max_wait_ms)
-            .with_min_bytes(1)
-            .with_max_bytes(request_max_bytes.max(partition_max_bytes))
-            .with_isolation_level(match isolation {
-                Isolation::ReadCommitted => 1,
-                Isolation::ReadUncommitted => 0,
-            })
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| FetchTopic::default().with_topic(topic_name(t)).with_partitions(ps))
-                    .collect(),
-            );
-        let resp = self.send_to(&addr, &req).await?;
-        self.add_throttle(resp.throttle_time_ms);
-        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
-            return Err(KafkaError::Broker {
-                cluster: self.alias.clone(),
-                op: "Fetch",
-                topic: "*".into(),
-                partition: -1,
-                error,
-                detail: "whole request".into(),
-            });
-        }
-        let mut out = HashMap::new();
-        for t in resp.responses {
-            for p in t.partitions {
-                let tp = TopicPartition::new(t.topic.0.to_string(), p.partition_index);
-                let res = match ResponseError::try_from_code(p.error_code) {
-                    Some(error) => {
-                        if matches!(
-                            error,
-                            ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition | ResponseError::FencedLeaderEpoch
-                        ) {
-                            self.invalidate_leaders();
-                        }
-                        Err(KafkaError::Broker {
-                            cluster: self.alias.clone(),
-                            op: "Fetch",
-                            topic: tp.topic.clone(),
-                            partition: tp.partition,
-                            error,
-                            detail: format!("log start offset {}", p.log_start_offset),
-                        })
-                    }
-                    None => Ok(FetchedPartition {
-                        high_watermark: p.high_watermark,
-                        last_stable_offset: p.last_stable_offset,
-                        log_start_offset: p.log_start_offset,
-                        aborted: p
-                            .aborted_transactions
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|a| (a.producer_id.0, a.first_offset))
-                            .collect(),
-                        records: p.records.unwrap_or_default(),
-                    }),
-                };
-                out.insert(tp, res);
-            }
-        }
-        Ok(out)
-    }
-
     /// Produce one batch per partition to `leader` with acks=all. Returns
     /// each partition's base offset, or its error.
     pub async fn produce(
@@ -659,7 +575,6 @@ impl KafkaCluster {
                 )
         };
         let resp = self.send_to_built::<ProduceRequest, _>(&addr, req).await?;
-        self.add_throttle(resp.throttle_time_ms);
         for t in resp.responses {
             let topic = match names.get(&t.topic_id) {
                 Some(name) if t.name.0.is_empty() => name.clone(),

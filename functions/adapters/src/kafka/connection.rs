@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use super::error::KafkaError;
 use super::scram::ScramClient;
 use super::security::{describe_tls_failure, msk_iam_client_response, tls_failure_is_transient, Resolved, SaslCredentials, SigningFault};
+use super::throttle::Throttled;
 
 /// Largest response Ferry accepts (a fetch is bounded well below this).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -78,6 +79,9 @@ pub struct Connection {
     sasl: Option<SaslCredentials>,
     /// When to authenticate again: before the session the broker granted ends.
     reauth_at: Option<Instant>,
+    /// Until when the broker throttles this client (a quota, see
+    /// `throttle.rs`): it reads nothing more from this connection before.
+    quiet_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -141,6 +145,7 @@ impl Connection {
             request_timeout,
             sasl: security.sasl.clone(),
             reauth_at: None,
+            quiet_until: None,
         };
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("ferry"))
@@ -286,13 +291,13 @@ impl Connection {
 
     /// Send a request at the highest version both sides speak and wait for
     /// its response.
-    pub async fn send<R: Request>(&mut self, req: &R) -> Result<R::Response, KafkaError> {
+    pub async fn send<R: Throttled>(&mut self, req: &R) -> Result<R::Response, KafkaError> {
         self.send_built::<R, &R>(|_| req).await
     }
 
     /// Like `send`, for requests whose shape depends on the version: `build`
     /// gets the negotiated version and returns the request to encode at it.
-    pub async fn send_built<R: Request, Q: Borrow<R>>(&mut self, build: impl FnOnce(i16) -> Q) -> Result<R::Response, KafkaError> {
+    pub async fn send_built<R: Throttled, Q: Borrow<R>>(&mut self, build: impl FnOnce(i16) -> Q) -> Result<R::Response, KafkaError> {
         if self.session_ending() {
             self.reauthenticate().await?;
         }
@@ -302,7 +307,7 @@ impl Connection {
     }
 
     /// The version of `R` this connection sends: the highest both sides speak.
-    pub fn version_for<R: Request>(&self) -> Result<i16, KafkaError> {
+    pub fn version_for<R: Throttled>(&self) -> Result<i16, KafkaError> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaError::protocol(&self.addr, format!("unknown API key {}", R::KEY)))?;
         let (broker_min, broker_max) = self.versions.get(&R::KEY).copied().ok_or_else(|| KafkaError::Unsupported {
             broker: self.addr.clone(),
@@ -324,7 +329,7 @@ impl Connection {
         Ok(version)
     }
 
-    async fn roundtrip<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response, KafkaError> {
+    async fn roundtrip<R: Throttled>(&mut self, req: &R, version: i16) -> Result<R::Response, KafkaError> {
         let correlation_id = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
         let header = RequestHeader::default()
@@ -340,6 +345,24 @@ impl Connection {
             .map_err(|e| KafkaError::protocol(&self.addr, format!("encoding request: {e}")))?;
         let len = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&len.to_be_bytes());
+        if let Some(until) = self.quiet_until {
+            // The broker would leave the request unread until then, and the
+            // request timeout counts from the send: waited out, unless it is
+            // longer than a request may wait (a quota far below what Ferry
+            // asks for throttles for minutes).
+            let left = until.saturating_duration_since(Instant::now());
+            if left > self.request_timeout.min(super::throttle::MAX_WAIT) {
+                return Err(KafkaError::Throttled {
+                    cluster: self.cluster.clone(),
+                    broker: self.addr.clone(),
+                    client_id: self.client_id.to_string(),
+                    what: format!("{:?} request not sent", ApiKey::try_from(R::KEY).ok()),
+                    wait_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            tokio::time::sleep(left).await;
+            self.quiet_until = None;
+        }
         let timeout = self.request_timeout;
         let addr = self.addr.clone();
         let io = async {
@@ -384,6 +407,9 @@ impl Connection {
         })?;
         if body.has_remaining() {
             tracing::debug!(broker = %addr, left = body.remaining(), "response had trailing bytes");
+        }
+        if let Ok(ms @ 1..) = u64::try_from(R::throttle_ms(&resp)) {
+            self.quiet_until = Some(Instant::now() + Duration::from_millis(ms));
         }
         Ok(resp)
     }

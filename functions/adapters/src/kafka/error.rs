@@ -51,6 +51,42 @@ pub enum KafkaError {
         /// What timed out.
         what: String,
     },
+    /// The broker throttles Ferry's client for a quota for longer than a
+    /// request may wait, or kept throttling a fetch (see `throttle.rs`).
+    #[error(
+        "broker {broker} of cluster {cluster} throttles Ferry's client id {client_id} for a quota ({what}); \
+         asked again in {wait_ms} ms or later. Raise that client id's quota if Ferry falls behind"
+    )]
+    Throttled {
+        /// Cluster alias.
+        cluster: String,
+        /// Broker address.
+        broker: String,
+        /// Ferry's client id there.
+        client_id: String,
+        /// What was not sent or not answered.
+        what: String,
+        /// Milliseconds the broker still asks Ferry to wait.
+        wait_ms: u64,
+    },
+    /// A partition answered no records from an offset below an end it
+    /// reported: never the end of its log, so never read as one.
+    #[error(
+        "topic {topic} partition {partition} on cluster {cluster} answered no records at offset {offset}, below its end {end} \
+         (a broker reading from tiered storage answers so when the remote read is slow): read again later"
+    )]
+    NoRecordsBelowEnd {
+        /// Cluster alias.
+        cluster: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Where the fetch began.
+        offset: i64,
+        /// The end the partition reported (high watermark or last stable offset).
+        end: i64,
+    },
     /// The broker and Ferry share no version of an API.
     #[error("broker {broker} cannot serve {api}: {detail}")]
     Unsupported {
@@ -242,6 +278,8 @@ impl KafkaError {
             | KafkaError::Io { .. }
             | KafkaError::Timeout { .. }
             | KafkaError::NoBroker { .. }
+            | KafkaError::Throttled { .. }
+            | KafkaError::NoRecordsBelowEnd { .. }
             | KafkaError::Credentials { .. } => true,
             KafkaError::Broker { error, .. } => {
                 error.is_retriable()
@@ -280,6 +318,12 @@ impl KafkaError {
                 self,
                 KafkaError::Tls { .. } | KafkaError::Auth { .. } | KafkaError::Secret { .. } | KafkaError::AuthBackoff { .. }
             )
+    }
+
+    /// Whether the broker throttles Ferry's client for a quota (see
+    /// `throttle.rs`): the connection and the leaders it knows stand.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, KafkaError::Throttled { .. })
     }
 
     /// Whether a fetch asked for an offset the partition no longer (or
@@ -498,6 +542,28 @@ impl KafkaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_passes_keeps_the_connection_and_says_which_client_id() {
+        let throttled = KafkaError::Throttled {
+            cluster: "target".into(),
+            broker: "b:9092".into(),
+            client_id: "ferry-target".into(),
+            what: "Some(Produce) request not sent".into(),
+            wait_ms: 21_000,
+        };
+        assert!(throttled.is_transient() && throttled.is_retryable() && throttled.is_throttled());
+        assert!(!throttled.breaks_connection() && !throttled.is_refusal());
+        assert!(throttled.to_string().contains("ferry-target") && throttled.to_string().contains("quota"));
+        let empty = KafkaError::NoRecordsBelowEnd {
+            cluster: "target".into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: 100,
+            end: 150,
+        };
+        assert!(empty.is_transient() && !empty.breaks_connection() && !empty.is_throttled());
+    }
 
     #[test]
     fn refused_credentials_are_retried_later_never_soon() {

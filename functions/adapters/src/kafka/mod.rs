@@ -10,6 +10,7 @@ pub mod peek;
 pub mod redacted;
 pub mod scram;
 pub mod security;
+pub mod throttle;
 pub mod txn;
 
 pub use client::{EpochEnd, FetchedPartition, Isolation, KafkaCluster, OffsetSpec, TopicConfig, TopicMeta};

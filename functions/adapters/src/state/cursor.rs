@@ -116,7 +116,8 @@ pub struct CursorItem {
     /// (OffsetForLeaderEpoch): an end below `next_target_offset` is a
     /// target log truncated under Ferry's copies (an unclean leader
     /// election), even once other producers wrote past it. `None` in
-    /// items written before Ferry stored it, or when it could not be read.
+    /// items written before Ferry stored it (or, before 2026-12-07, when it
+    /// could not be read: such a checkpoint is now held back).
     pub target_leader_epoch: Option<i32>,
     /// When the offset map was last cut back for a truncated target log
     /// (ms since the epoch): a group translation made before it may point

@@ -88,6 +88,9 @@ pub(super) struct Saved {
     /// Checkpoints not written: the target's end (the second value) was
     /// below the records they cover.
     pub(super) lost: Vec<(Due, i64)>,
+    /// Checkpoints of records not written: whether the target still holds
+    /// them could not be checked, for this reason.
+    pub(super) unchecked: Vec<(Due, FerryError)>,
 }
 
 /// Write the due checkpoints, each checkpoint of records with the
@@ -107,32 +110,37 @@ pub(super) async fn write_checkpoints(
         .map(|d| parts[d.part].target.clone())
         .collect();
     let ends = if with_records.is_empty() {
-        HashMap::new()
+        Ok(HashMap::new())
     } else {
-        match target.list_offsets_with_epochs(&with_records, OffsetSpec::Latest, false).await {
-            Ok(ends) => ends,
-            Err(e) => {
-                tracing::warn!(cluster = %target.alias(), error = %e, "could not read the target's leader epochs; these checkpoints store none");
-                HashMap::new()
-            }
-        }
+        target.list_offsets_with_epochs(&with_records, OffsetSpec::Latest, false).await
     };
     let verdicts = join_all(due.iter().map(|d| {
         let p = &parts[d.part];
-        let now = ends.get(&p.target).copied().filter(|_| d.cp.records > 0);
+        let now = match &ends {
+            _ if d.cp.records == 0 => None,
+            Ok(ends) => Some(
+                ends.get(&p.target)
+                    .copied()
+                    .ok_or_else(|| FerryError::NotReady(format!("the target's answer left out {} (its end and leader epoch)", p.target))),
+            ),
+            Err(e) => Some(Err(FerryError::NotReady(format!(
+                "the target's end and leader epoch of {} could not be read: {e}",
+                p.target
+            )))),
+        };
         async move {
-            match now {
-                Some((end, epoch)) => Some(lost_since_checkpoint(target, pid, p, d, end, epoch).await),
-                None => None,
+            match now? {
+                Ok((end, epoch)) => Some(lost_since_checkpoint(target, pid, p, d, end, epoch).await.map_err(FerryError::from)),
+                Err(e) => Some(Err(e)),
             }
         }
     }))
     .await;
     let mut lost = Vec::new();
+    let mut unchecked = Vec::new();
     let mut kept = Vec::with_capacity(due.len());
     for (mut d, verdict) in due.drain(..).zip(verdicts) {
         match verdict {
-            None if d.cp.records > 0 => d.cp.target_leader_epoch = Some(None),
             None => {}
             Some(Ok(TargetHolds::All(epoch))) => d.cp.target_leader_epoch = Some(epoch),
             Some(Ok(TargetHolds::LostFrom(at))) => {
@@ -140,19 +148,31 @@ pub(super) async fn write_checkpoints(
                 continue;
             }
             Some(Err(e)) => {
+                // Written unchecked, the checkpoint would map these source
+                // offsets onto whatever the target holds there, and store
+                // no epoch for a later check to ask about: a loss nothing
+                // would find again. Not written, and the partition stops
+                // (see `settle`).
                 let p = &parts[d.part];
                 tracing::warn!(
                     cluster = %target.alias(), topic = %p.target.topic, partition = p.target.partition, error = %e,
-                    "could not check the target's log after a leader change; this checkpoint stores no leader epoch"
+                    "could not check that the target still holds what Ferry wrote since the last checkpoint; not checkpointed: \
+                     the partition stops, and the next invocation reconciles what the target holds"
                 );
-                d.cp.target_leader_epoch = Some(None);
+                unchecked.push((d, e));
+                continue;
             }
         }
         kept.push(d);
     }
     let cps: Vec<(&Lease, &Checkpoint)> = kept.iter().map(|d| (&parts[d.part].lease, &d.cp)).collect();
     let results = store.checkpoint_all(flow_key, &cps).await;
-    Saved { due: kept, results, lost }
+    Saved {
+        due: kept,
+        results,
+        lost,
+        unchecked,
+    }
 }
 
 /// What the target holds of what a checkpoint covers.
@@ -193,9 +213,15 @@ pub(super) async fn lost_since_checkpoint(
         return Ok(TargetHolds::All(epoch));
     }
     if let Some(stored) = p.target_epoch {
-        let answer = target.offset_for_leader_epoch(&p.target, stored).await?;
-        if answer.end_offset >= 0 && answer.end_offset < p.target_end {
-            return Ok(TargetHolds::LostFrom(answer.end_offset));
+        match target.offset_for_leader_epoch(&p.target, stored).await {
+            Ok(answer) if answer.end_offset >= 0 && answer.end_offset < p.target_end => {
+                return Ok(TargetHolds::LostFrom(answer.end_offset));
+            }
+            Ok(_) => {}
+            // Not asked: the read-back below still finds another producer's
+            // batches where Ferry's were.
+            Err(KafkaError::Unsupported { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     let mine = d.covers.as_ref().map(|u| u.runs.as_slice()).unwrap_or_default();
@@ -216,8 +242,15 @@ pub(super) async fn lost_since_checkpoint(
             partition: p.target.partition,
             source,
         })?;
+        // An empty answer below the end is no end (see `fetch_partition`).
         let Some(last) = batches.last().map(|b| b.header.next_offset()).filter(|&l| l > pos) else {
-            break;
+            return Err(KafkaError::NoRecordsBelowEnd {
+                cluster: target.alias().to_owned(),
+                topic: p.target.topic.clone(),
+                partition: p.target.partition,
+                offset: pos,
+                end: d.cp.target_end,
+            });
         };
         others.extend(
             batches
@@ -288,6 +321,15 @@ pub(super) async fn settle(run: &FlowRun<'_>, parts: &mut [Part], saved: Saved) 
     for (d, end) in saved.lost {
         target_lost_midway(run, &mut parts[d.part], end, d.cp.target_end).await;
     }
+    for (d, e) in saved.unchecked {
+        // Stopped with them unsaved: the next holder fences and reconciles
+        // them. Held here for a later checkpoint instead, they would hold
+        // back the lease's renewal, and grow past what one checkpoint may
+        // hold while the check kept failing.
+        let p = &mut parts[d.part];
+        p.unsave(d.covers);
+        fail(run, p, &e).await;
+    }
     for (d, res) in saved.due.into_iter().zip(saved.results) {
         let p = &mut parts[d.part];
         match res {
@@ -304,12 +346,7 @@ pub(super) async fn settle(run: &FlowRun<'_>, parts: &mut [Part], saved: Saved) 
                 // acknowledged since (the stop's checkpoint tries them once
                 // more). Unknown outcome on a DynamoDB error: the next
                 // holder reconciles from the target, so stop this partition.
-                if let Some(u) = d.covers {
-                    p.unsaved = Some(match p.unsaved.take() {
-                        Some(later) => u.then(later),
-                        None => u,
-                    });
-                }
+                p.unsave(d.covers);
                 fail(run, p, &e.into()).await;
             }
         }
@@ -317,6 +354,17 @@ pub(super) async fn settle(run: &FlowRun<'_>, parts: &mut [Part], saved: Saved) 
 }
 
 impl Part {
+    /// Records a checkpoint covered and did not store: unsaved again, ahead
+    /// of any acknowledged since.
+    fn unsave(&mut self, covers: Option<Unsaved>) {
+        if let Some(u) = covers {
+            self.unsaved = Some(match self.unsaved.take() {
+                Some(later) => u.then(later),
+                None => u,
+            });
+        }
+    }
+
     /// The leader epochs read below `to` (see [`Part::history`]), for a
     /// cursor moved to `to` over what was read.
     pub(super) fn history_before(&self, to: i64) -> Vec<(i64, i32)> {

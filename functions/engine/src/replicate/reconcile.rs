@@ -135,7 +135,16 @@ pub(super) async fn read_holder_writes(
         };
         let batches = batch::split_batches(f.records).map_err(wrap)?;
         if batches.is_empty() {
-            break;
+            // Not the end of what the holder may have written: the rest
+            // would count as never written (see `fetch_partition`).
+            return Err(KafkaError::NoRecordsBelowEnd {
+                cluster: target.alias().to_owned(),
+                topic: p.target.topic.clone(),
+                partition: p.target.partition,
+                offset: pos,
+                end,
+            }
+            .into());
         }
         for b in batches {
             let h = b.header;

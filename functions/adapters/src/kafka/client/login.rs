@@ -37,7 +37,7 @@ impl KafkaCluster {
                 seconds: b.until.saturating_duration_since(std::time::Instant::now()).as_secs() + 1,
             });
         }
-        let client_id = format!("ferry-{}", self.alias);
+        let client_id = self.client_id();
         let res = self.log_in(addr, &client_id).await;
         match &res {
             Ok(_) => *lock(&self.auth_backoff) = None,

@@ -33,7 +33,10 @@ impl KafkaCluster {
         loop {
             match self.list_offsets_once(tps, spec, read_committed).await {
                 Err(e) if e.is_transient() && attempt < 20 => {
-                    self.invalidate_leaders();
+                    // A throttled broker still leads what it led.
+                    if !e.is_throttled() {
+                        self.invalidate_leaders();
+                    }
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;
                 }

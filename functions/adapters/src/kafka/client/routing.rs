@@ -83,7 +83,10 @@ impl KafkaCluster {
         .await
     }
 
-    /// One partition's records from `pos`, without waiting.
+    /// One partition's records from `pos`, without waiting: at least one
+    /// batch whenever the partition's end (its high watermark, or its last
+    /// stable offset read committed) is past `pos`; an answer without one
+    /// there is [`KafkaError::NoRecordsBelowEnd`], never the end of the log.
     pub async fn fetch_partition(
         &self,
         tp: &TopicPartition,
@@ -93,7 +96,21 @@ impl KafkaCluster {
     ) -> Result<FetchedPartition, KafkaError> {
         let leader = self.leaders_of(std::slice::from_ref(tp)).await?[tp];
         let mut res = self.fetch(leader, &[(tp.clone(), pos)], max_bytes, 0, isolation).await?;
-        res.remove(tp).unwrap_or_else(|| Err(self.unknown_partition(tp)))
+        let f = res.remove(tp).unwrap_or_else(|| Err(self.unknown_partition(tp)))?;
+        let end = match isolation {
+            Isolation::ReadCommitted => f.last_stable_offset,
+            Isolation::ReadUncommitted => f.high_watermark,
+        };
+        if f.records.is_empty() && pos < end {
+            return Err(KafkaError::NoRecordsBelowEnd {
+                cluster: self.alias.clone(),
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: pos,
+                end,
+            });
+        }
+        Ok(f)
     }
 
     /// `items` grouped by their partition's leader, `call` once per leader
