@@ -109,25 +109,31 @@ pub(super) async fn write_checkpoints(
         .filter(|d| d.cp.records > 0)
         .map(|d| parts[d.part].target.clone())
         .collect();
-    let ends = if with_records.is_empty() {
-        Ok(HashMap::new())
+    let mut ends = if with_records.is_empty() {
+        HashMap::new()
     } else {
-        target.list_offsets_with_epochs(&with_records, OffsetSpec::Latest, false).await
+        match ends_each(target, &with_records).await {
+            Ok(ends) => ends,
+            Err(refused) => with_records
+                .iter()
+                .map(|tp| {
+                    (
+                        tp.clone(),
+                        Err(refused.refusal_copy().unwrap_or_else(|| target.unknown_partition(tp))),
+                    )
+                })
+                .collect(),
+        }
     };
     let verdicts = join_all(due.iter().map(|d| {
         let p = &parts[d.part];
-        let now = match &ends {
-            _ if d.cp.records == 0 => None,
-            Ok(ends) => Some(
-                ends.get(&p.target)
-                    .copied()
-                    .ok_or_else(|| FerryError::NotReady(format!("the target's answer left out {} (its end and leader epoch)", p.target))),
-            ),
-            Err(e) => Some(Err(FerryError::NotReady(format!(
-                "the target's end and leader epoch of {} could not be read: {e}",
+        let now = (d.cp.records > 0).then(|| match ends.remove(&p.target) {
+            Some(found) => found.map_err(FerryError::from),
+            None => Err(FerryError::NotReady(format!(
+                "the target's answer left out {} (its end and leader epoch)",
                 p.target
-            )))),
-        };
+            ))),
+        });
         async move {
             match now? {
                 Ok((end, epoch)) => Some(lost_since_checkpoint(target, pid, p, d, end, epoch).await.map_err(FerryError::from)),

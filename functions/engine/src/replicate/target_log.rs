@@ -9,10 +9,8 @@ use super::*;
 /// check and the takeover's reconcile both go by it.
 pub(super) type TargetEnds = HashMap<TopicPartition, Result<(i64, i32), KafkaError>>;
 
-/// [`TargetEnds`]: one request per leader; after an error, each partition
-/// alone, so that one the target refuses (its topic deleted, say) does
-/// not stop the others. A refusal stops every partition (the invocation
-/// ends with it, see `fail`).
+/// [`TargetEnds`] (see [`ends_each`]). A refusal stops every partition
+/// (the invocation ends with it, see `fail`).
 pub(super) async fn target_ends(run: &FlowRun<'_>, parts: &mut [Part]) -> TargetEnds {
     let FlowRun { target, .. } = *run;
     let which: Vec<usize> = (0..parts.len())
@@ -22,16 +20,27 @@ pub(super) async fn target_ends(run: &FlowRun<'_>, parts: &mut [Part]) -> Target
         return HashMap::new();
     }
     let tps: Vec<TopicPartition> = which.iter().map(|&i| parts[i].target.clone()).collect();
-    match target.list_offsets_with_epochs(&tps, OffsetSpec::Latest, false).await {
-        Ok(ends) => ends.into_iter().map(|(tp, found)| (tp, Ok(found))).collect(),
-        Err(e) if e.is_refusal() => {
+    match ends_each(target, &tps).await {
+        Ok(ends) => ends,
+        Err(e) => {
             let e = FerryError::from(e);
             for &i in &which {
                 fail(run, &mut parts[i], &e).await;
             }
             HashMap::new()
         }
-        Err(_) => join_all(tps.iter().map(|tp| async move {
+    }
+}
+
+/// The end offset and leader epoch of each of `tps` on the target: one
+/// request per leader; after an error, each partition alone, so that one
+/// leader's fault (a topic deleted, a leader throttling Ferry) is only its
+/// partitions'. A refusal (credentials, ACLs) is everyone's: returned as is.
+pub(super) async fn ends_each(target: &KafkaCluster, tps: &[TopicPartition]) -> Result<TargetEnds, KafkaError> {
+    match target.list_offsets_with_epochs(tps, OffsetSpec::Latest, false).await {
+        Ok(ends) => Ok(ends.into_iter().map(|(tp, found)| (tp, Ok(found))).collect()),
+        Err(e) if e.is_refusal() => Err(e),
+        Err(_) => Ok(join_all(tps.iter().map(|tp| async move {
             let one = target
                 .list_offsets_with_epochs(std::slice::from_ref(tp), OffsetSpec::Latest, false)
                 .await;
@@ -42,7 +51,7 @@ pub(super) async fn target_ends(run: &FlowRun<'_>, parts: &mut [Part]) -> Target
         }))
         .await
         .into_iter()
-        .collect(),
+        .collect()),
     }
 }
 

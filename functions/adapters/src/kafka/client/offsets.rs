@@ -114,7 +114,9 @@ impl KafkaCluster {
         loop {
             match self.offset_for_leader_epoch_once(tp, epoch).await {
                 Err(e) if e.is_transient() && attempt < 20 => {
-                    self.invalidate_leaders();
+                    if !e.is_throttled() {
+                        self.invalidate_leaders();
+                    }
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;
                 }
