@@ -504,9 +504,10 @@ def test_a_throttled_read_back_still_finds_the_copies_the_target_lost(tmp_path, 
     took that for an error, wrote the checkpoint all the same without the
     target's leader epoch, and no later check could find the loss; other
     producers' records stood for b000..b049. Now a throttle is waited out
-    (up to 5 s) and the fetch asked again; a check that still cannot be
-    made writes no checkpoint and stops the partition, and the next
-    holder, once the quota is lifted, reconciles what the target holds."""
+    (such a read waits 30 s at most in all; this one would take minutes)
+    and the fetch asked again; a check that still cannot be made writes
+    no checkpoint and stops the partition, and the next holder, once the
+    quota is lifted, reconciles what the target holds."""
     out, on_target = lost_before_their_checkpoint(
         tmp_path, unique("adv-quota"),
         lambda: set_client_quota(ALL, "ferry-target", consumer_byte_rate=10),

@@ -430,3 +430,100 @@ async fn produce_and_fetch_across_partitions_answer_each_in_the_order_asked() {
         .expect_err("a partition the topic does not have");
     assert!(err.to_string().contains(topic.as_str()) && err.to_string().contains('7'), "{err}");
 }
+
+/// A client quota on `client_id`, set with Kafka's own ConfigCommand.
+fn set_consume_quota(client_id: &str, bytes_per_s: u64) {
+    let libs = std::env::var("KAFKA_LIBS").expect("KAFKA_LIBS (source infra/local/stack.env)");
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{libs}/*"))
+        .args([
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            &bootstrap(),
+            "--alter",
+            "--entity-type",
+            "clients",
+        ])
+        .args([
+            "--entity-name",
+            client_id,
+            "--add-config",
+            &format!("consumer_byte_rate={bytes_per_s}"),
+        ])
+        .output()
+        .expect("java");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_read_of_one_partition_waits_out_throttles_longer_than_a_request_waits() {
+    // A broker counts a consume quota over ~11 one-second windows, and a
+    // throttled answer is not counted. At 2 KB/s, reads of 1 KB fill the
+    // window; then a read of ~20 KB (alone within the quota) is throttled
+    // for some seconds, past the 5 s a request waits before it is sent.
+    // Ferry once took the throttled answer (no partitions) for "does not
+    // exist"; `fetch_partition` now waits and returns the records.
+    let alias = format!("quota-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let cluster = KafkaCluster::new(&alias, vec![bootstrap()], Duration::from_secs(10));
+    let topic = topic_name("quota");
+    cluster
+        .create_topics(&[(topic.clone(), 1)])
+        .await
+        .expect("create topic (is the stack up?)");
+    let tp = TopicPartition::new(topic.clone(), 0);
+    let (pid, epoch) = cluster
+        .init_transactional_producer(&format!("ferry-wire-{}", uuid::Uuid::new_v4().simple()))
+        .await
+        .expect("producer id");
+    // 400 batches of one 200-byte record.
+    let mut produced = 0;
+    while produced < 400 {
+        let recs = [SourceRecord {
+            offset: 0,
+            timestamp: 1_700_000_000_000,
+            attributes: 0,
+            tail: tail(format!("k{produced}").as_bytes(), &[b'v'; 200]),
+        }];
+        let stamp = ProducerStamp {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: produced,
+        };
+        let bytes = batch::build_batch(&recs, Compression::None, stamp).expect("build");
+        match cluster.produce_across(&[(tp.clone(), bytes)], 5_000).await.expect("produce")[0] {
+            Ok(_) => produced += 1,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    set_consume_quota(&cluster.client_id(), 2_000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut pos = 0;
+    let started = std::time::Instant::now();
+    while cluster.throttle_ms() == 0 && started.elapsed() < Duration::from_secs(60) {
+        let f = cluster
+            .fetch_partition(&tp, pos, 1, Isolation::ReadUncommitted)
+            .await
+            .expect("a small read");
+        pos = batch::split_batches(f.records)
+            .expect("split")
+            .last()
+            .expect("a batch")
+            .header
+            .next_offset();
+    }
+    assert!(cluster.throttle_ms() > 0, "the window never filled");
+    let before = cluster.throttle_ms();
+    let f = cluster
+        .fetch_partition(&tp, pos, 20_000, Isolation::ReadUncommitted)
+        .await
+        .expect("the records, after the throttle");
+    let batches = batch::split_batches(f.records).expect("split");
+    assert_eq!(batches.first().map(|b| b.header.base_offset), Some(pos));
+    let during = cluster.throttle_ms() - before;
+    println!("throttled {before} ms before this read, {during} ms during it");
+    assert!(
+        during > 5_000,
+        "throttled for more than one request waits ({during} ms), else this proves little"
+    );
+}

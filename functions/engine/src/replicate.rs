@@ -189,6 +189,10 @@ struct Part {
     /// of it is checkpointed (the next invocation finds where the target's
     /// log parts from Ferry's copies).
     target_lost: bool,
+    /// A checkpoint's check of the target failed (see
+    /// `checkpoint::write_checkpoints`): its records stay unsaved for the
+    /// next holder, and no checkpoint of it is tried again here.
+    unchecked: bool,
 }
 
 /// What the target acknowledged since the partition's last checkpoint.
@@ -282,6 +286,7 @@ impl Part {
             epochs: VecDeque::new(),
             target_epoch: item.target_leader_epoch,
             target_lost: false,
+            unchecked: false,
         }
     }
 

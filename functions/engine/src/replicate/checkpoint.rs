@@ -42,7 +42,7 @@ pub(super) fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [
     let due: Vec<bool> = parts
         .iter()
         .map(|p| {
-            if p.target_lost {
+            if p.target_lost || p.unchecked {
                 return false;
             }
             let due = p.unsaved.as_ref().is_some_and(|u| {
@@ -63,7 +63,7 @@ pub(super) fn due_checkpoints(settings: &crate::context::Settings, parts: &mut [
     let any = due.iter().any(|&d| d);
     let mut due_now = Vec::new();
     for (i, p) in parts.iter_mut().enumerate() {
-        if !(due[i] || (any && ripe(p, 2) && !p.target_lost)) {
+        if !(due[i] || (any && ripe(p, 2) && !p.target_lost && !p.unchecked)) {
             continue;
         }
         let to = match &p.unsaved {
@@ -328,12 +328,14 @@ pub(super) async fn settle(run: &FlowRun<'_>, parts: &mut [Part], saved: Saved) 
         target_lost_midway(run, &mut parts[d.part], end, d.cp.target_end).await;
     }
     for (d, e) in saved.unchecked {
-        // Stopped with them unsaved: the next holder fences and reconciles
-        // them. Held here for a later checkpoint instead, they would hold
-        // back the lease's renewal, and grow past what one checkpoint may
-        // hold while the check kept failing.
+        // Stopped with them unsaved, and never due again here: the next
+        // holder fences and reconciles them. Held for a later checkpoint
+        // instead, they would hold back the lease's renewal, grow past what
+        // one checkpoint may hold while the check kept failing, and have
+        // every round wait on the check again.
         let p = &mut parts[d.part];
         p.unsave(d.covers);
+        p.unchecked = true;
         fail(run, p, &e).await;
     }
     for (d, res) in saved.due.into_iter().zip(saved.results) {

@@ -7,6 +7,9 @@
 
 use super::*;
 
+/// The longest [`KafkaCluster::fetch_partition`] waits for quotas in all.
+pub const READ_THROTTLE_MAX: Duration = Duration::from_secs(30);
+
 impl KafkaCluster {
     /// The leader of each partition, from cache, refreshing metadata once
     /// for any that are missing.
@@ -36,6 +39,18 @@ impl KafkaCluster {
         let (again, still) = lookup(&missing);
         found.extend(again);
         if let Some(tp) = still.first() {
+            if lock(&self.leaders).contains_key(&(tp.topic.clone(), tp.partition)) {
+                // There, without a leader for now (an election under way, or
+                // every replica in its ISR down): passing, never "missing".
+                return Err(KafkaError::Broker {
+                    cluster: self.alias.clone(),
+                    op: "Metadata",
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    error: ResponseError::LeaderNotAvailable,
+                    detail: "the partition has no leader now".into(),
+                });
+            }
             return Err(KafkaError::UnknownPartition {
                 cluster: self.alias.clone(),
                 topic: tp.topic.clone(),
@@ -87,7 +102,31 @@ impl KafkaCluster {
     /// batch whenever the partition's end (its high watermark, or its last
     /// stable offset read committed) is past `pos`; an answer without one
     /// there is [`KafkaError::NoRecordsBelowEnd`], never the end of the log.
+    /// A quota's throttle is waited out, up to [`READ_THROTTLE_MAX`] in all:
+    /// the reads that go through a log chunk by chunk (a check of the
+    /// target, a takeover's reconcile) then go at the quota's pace instead
+    /// of stopping at the first throttle longer than a request waits.
     pub async fn fetch_partition(
+        &self,
+        tp: &TopicPartition,
+        pos: i64,
+        max_bytes: i32,
+        isolation: Isolation,
+    ) -> Result<FetchedPartition, KafkaError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.fetch_partition_once(tp, pos, max_bytes, isolation).await {
+                Err(KafkaError::Throttled { wait_ms, .. }) if waited < READ_THROTTLE_MAX => {
+                    let wait = Duration::from_millis(wait_ms).min(READ_THROTTLE_MAX - waited);
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                }
+                res => return res,
+            }
+        }
+    }
+
+    async fn fetch_partition_once(
         &self,
         tp: &TopicPartition,
         pos: i64,
