@@ -91,7 +91,8 @@ pub const SYNC_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_
 /// A sync commits a group only while its lease (`Settings::group_sync_lease`,
 /// see [`ferry_adapters::state::StateStore::acquire_group_sync`]) has
 /// this much left: a request timeout, the longest throttle a request
-/// waits out before it is sent, and some seconds (at most half the lease), so that the commit of a sync that stalled does not land after
+/// waits out before it is sent, and some seconds (at most half the
+/// lease), so that the commit of a sync that stalled does not land after
 /// the next holder read the target.
 pub(crate) fn commit_margin_ms(ferry: &Ferry) -> i64 {
     let s = &ferry.settings;

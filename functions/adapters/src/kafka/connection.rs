@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -307,7 +307,7 @@ impl Connection {
     }
 
     /// The version of `R` this connection sends: the highest both sides speak.
-    pub fn version_for<R: Throttled>(&self) -> Result<i16, KafkaError> {
+    pub fn version_for<R: Request>(&self) -> Result<i16, KafkaError> {
         let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaError::protocol(&self.addr, format!("unknown API key {}", R::KEY)))?;
         let (broker_min, broker_max) = self.versions.get(&R::KEY).copied().ok_or_else(|| KafkaError::Unsupported {
             broker: self.addr.clone(),
