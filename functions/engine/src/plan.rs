@@ -31,6 +31,7 @@ mod producers;
 mod recreated;
 mod stored;
 mod targets;
+mod writers;
 pub use stored::{batch_partitions, store_batches, PLAN_KEPT, STORED_BATCH_MAX_BYTES};
 
 use acls::*;
@@ -144,6 +145,7 @@ async fn plan_flow(
 ) -> Result<Vec<PartitionWork>, FerryError> {
     let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(started)).await?;
     decided.prune_round = started.plans;
+    writers::settle(ferry, flow, &mut decided).await?;
     let was_first = decided.first_plan;
     // Told at error level when it starts or changes; each plan after that
     // (every minute, or every round of `ferry run`) at debug level.
@@ -303,6 +305,8 @@ struct FlowPlan {
     /// Source topics whose target topic was there before Ferry copied into
     /// it, with that topic's id (see `targets::adopted`).
     adopted: BTreeMap<String, String>,
+    /// The target topics to take, and to let go (see `writers`).
+    writers: writers::Writers,
 }
 
 impl FlowPlan {
@@ -411,6 +415,9 @@ async fn decide(
         .collect();
     let refused = target.topics_refused_creation(&to_create, flow.target_replication_factor).await?;
     targets::refuse_creations(flow, &topics, refused, &mut p)?;
+    if stateful {
+        writers::decide(ferry, flow, &topics, &gone, &mut p).await?;
+    }
 
     p.tps = topics
         .iter()

@@ -151,6 +151,10 @@ impl StateStore {
             self.batch_write(&self.groups, deletes).await?;
         }
         let marker = self.flow_marker(flow).await?;
+        // The target topics it writes, free for another flow to take.
+        if let Some(tgt) = marker.target_cluster_id.as_deref().filter(|t| !t.is_empty()) {
+            self.release_topics_of(tgt, flow).await?;
+        }
         if let (Some(src), Some(tgt)) = (marker.source_cluster_id, marker.target_cluster_id) {
             self.delete_one(&self.cursors, (PK, s(pair_pk(&src, &tgt))), (SK_CURSOR, s(flow)))
                 .await?;

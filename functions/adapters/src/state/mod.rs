@@ -16,6 +16,7 @@ mod offset_map;
 mod plans;
 mod producers;
 mod schema;
+mod writers;
 
 pub use calls::{CALLS_IN_FLIGHT, PERMIT_WAIT};
 pub use checkpoint::{Checkpoint, MAX_TRANSACTION_ITEMS};
@@ -29,3 +30,4 @@ pub use offset_map::RunKey;
 pub use plans::EXPIRES_AT;
 pub use producers::ProducerItem;
 pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, NEW_FLOW_KEY_SHARDS};
+pub use writers::TopicWriter;

@@ -55,6 +55,9 @@ pub(super) const FLOW_MARKER: &str = "#flow";
 /// from the first to the second: how a flow finds its opposite when the
 /// two directions are two replicators.
 pub(super) const PAIRS: &str = "#pairs/";
+/// Partition key prefix of the items that say, per Kafka cluster id, which
+/// flow writes each of its topics (see `writers`).
+pub(super) const WRITERS: &str = "#writers/";
 /// Attribute of a flow's marker: over how many partition keys its
 /// cursors and group-sync items are spread. A marker without it is a flow
 /// started before Ferry spread them: its items all sit under the flow key.

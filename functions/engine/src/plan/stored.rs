@@ -2,7 +2,7 @@
 //! them and hands the state machine a reference to each (its payload then
 //! does not grow with partitions), and each Replicate reads its own back.
 
-use ferry_core::domain::{PartitionWork, PlanOutput, ReplicateInput, StoredBatch};
+use ferry_core::domain::{PartitionWork, PlanOutput, RefusedTopic, ReplicateInput, StoredBatch};
 
 use crate::context::Ferry;
 use crate::error::FerryError;
@@ -31,6 +31,7 @@ pub async fn store_batches(ferry: &Ferry, out: &mut PlanOutput) -> Result<(), Fe
     // names (the Plan function's log names each).
     keep_first(&mut out.created_topics, PLAN_NAMES_KEPT);
     keep_first(&mut out.copied_acls, PLAN_NAMES_KEPT);
+    keep_first_refused(&mut out.refused_topics, PLAN_NAMES_KEPT);
     for (i, b) in out.batches.iter_mut().enumerate() {
         b.stored = Some(StoredBatch {
             plan: plan.clone(),
@@ -75,6 +76,22 @@ fn keep_first(names: &mut Vec<String>, n: usize) {
     }
 }
 
+/// Keep the first `n` refused topics, each with its reason (up to a few
+/// hundred bytes), and one entry that says how many more there were: a
+/// replicator refused every topic (started under another name on tables
+/// where its topics have a writer) would pass Step Functions' 256 KiB.
+fn keep_first_refused(refused: &mut Vec<RefusedTopic>, n: usize) {
+    if refused.len() > n {
+        let more = refused.len() - n;
+        refused.truncate(n);
+        refused.push(RefusedTopic {
+            flow: String::new(),
+            topic: format!("and {more} more"),
+            why: "the Plan function's log names each (TopicRefused), and `ferry status` shows each partition's".to_owned(),
+        });
+    }
+}
+
 /// The partitions of a Replicate invocation: given, or read back from the
 /// plan that stored them.
 pub async fn batch_partitions(ferry: &Ferry, input: &ReplicateInput) -> Result<Vec<PartitionWork>, FerryError> {
@@ -110,6 +127,26 @@ pub async fn batch_partitions(ferry: &Ferry, input: &ReplicateInput) -> Result<V
 mod tests {
     use super::*;
     use ferry_core::domain::TopicPartition;
+
+    #[test]
+    fn thousands_of_refused_topics_leave_the_plan_output_small() {
+        let mut refused: Vec<RefusedTopic> = (0..5000)
+            .map(|i| RefusedTopic {
+                flow: "source>target".into(),
+                topic: format!("topic-{i:05}"),
+                why: "w".repeat(900),
+            })
+            .collect();
+        keep_first_refused(&mut refused, PLAN_NAMES_KEPT);
+        assert_eq!(refused.len(), PLAN_NAMES_KEPT + 1);
+        assert_eq!(refused[0].topic, "topic-00000");
+        assert_eq!(refused[PLAN_NAMES_KEPT].topic, "and 4990 more");
+        let bytes = serde_json::to_string(&refused).map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(bytes < 16 * 1024, "{bytes}");
+        let mut few = refused[..3].to_vec();
+        keep_first_refused(&mut few, PLAN_NAMES_KEPT);
+        assert_eq!(few.len(), 3);
+    }
 
     #[test]
     fn a_batch_past_one_dynamodb_item_is_refused_with_the_fix() {
