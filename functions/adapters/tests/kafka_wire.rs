@@ -526,4 +526,25 @@ async fn a_read_of_one_partition_waits_out_throttles_longer_than_a_request_waits
         during > 5_000,
         "throttled for more than one request waits ({during} ms), else this proves little"
     );
+
+    // The rest in one read: throttled for longer than a read waits. While
+    // the connection is muted, a metadata request (any broker may answer
+    // it: here the one broker) is refused unsent, and the error names the
+    // throttle, not "no broker answered".
+    let rest = batches.last().expect("a batch").header.next_offset();
+    let cluster = std::sync::Arc::new(cluster);
+    let (reader, rtp) = (cluster.clone(), tp.clone());
+    let throttled_read = tokio::spawn(async move { reader.fetch_partition(&rtp, rest, 1_000_000, Isolation::ReadUncommitted).await });
+    let started = std::time::Instant::now();
+    let refused = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match cluster.metadata(None).await {
+            Err(e) => break e,
+            Ok(_) if started.elapsed() < Duration::from_secs(10) => continue,
+            Ok(_) => panic!("the long read never muted the connection"),
+        }
+    };
+    throttled_read.abort();
+    assert!(refused.is_throttled(), "{refused}");
+    assert!(refused.to_string().contains(&cluster.client_id()), "{refused}");
 }

@@ -361,6 +361,10 @@ impl KafkaCluster {
             }
         }
         let mut last = String::from("no address");
+        // The throttle, while every broker tried throttles Ferry: that is
+        // the fault to name (a quota), not "no broker answered".
+        let mut throttled: Option<KafkaError> = None;
+        let mut unreachable = false;
         for addr in &addrs {
             match self.send_to_built::<R, Q>(addr, &build).await {
                 Ok(r) => return Ok(r),
@@ -368,9 +372,19 @@ impl KafkaCluster {
                 // a handshake cut is that broker's, the next may answer.
                 Err(e) if e.is_auth_error() && !e.is_transient() => return Err(e),
                 // A broker that throttles Ferry for long: another may answer.
-                Err(e) if e.breaks_connection() || e.is_throttled() => last = e.to_string(),
+                Err(e) if e.is_throttled() => {
+                    last = e.to_string();
+                    throttled = Some(e);
+                }
+                Err(e) if e.breaks_connection() => {
+                    last = e.to_string();
+                    unreachable = true;
+                }
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(e) = throttled.filter(|_| !unreachable) {
+            return Err(e);
         }
         // None answered: brokers looked up may have been replaced since;
         // the next attempt looks them up again.

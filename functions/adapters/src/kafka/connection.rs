@@ -356,7 +356,8 @@ impl Connection {
                     cluster: self.cluster.clone(),
                     broker: self.addr.clone(),
                     client_id: self.client_id.to_string(),
-                    what: format!("{:?} request not sent", ApiKey::try_from(R::KEY).ok()),
+                    what: ApiKey::try_from(R::KEY)
+                        .map_or_else(|_| format!("request {} not sent", R::KEY), |k| format!("{k:?} request not sent")),
                     wait_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
                 });
             }

@@ -549,7 +549,7 @@ mod tests {
             cluster: "target".into(),
             broker: "b:9092".into(),
             client_id: "ferry-target".into(),
-            what: "Some(Produce) request not sent".into(),
+            what: "Produce request not sent".into(),
             wait_ms: 21_000,
         };
         assert!(throttled.is_transient() && throttled.is_retryable() && throttled.is_throttled());
