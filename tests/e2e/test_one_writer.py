@@ -5,7 +5,9 @@ would each keep their own cursors and copy every record twice. The first
 to plan a topic writes it; the other refuses that topic, names the flow
 that writes it and says how to fix it, and copies its other topics."""
 
+import signal
 import subprocess
+import time
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
 
@@ -24,6 +26,13 @@ def keys_of(topic: str, n: int) -> dict[int, list[bytes]]:
 
 def on_target(topic: str) -> dict[int, list[bytes]]:
     return {p: [r["key"] for r in read_partition(TARGET, topic, p)] for p in range(PARTITIONS)}
+
+
+def on_target_count(topic: str) -> int:
+    try:
+        return sum(len(v) for v in on_target(topic).values())
+    except Exception:  # the topic not there yet
+        return 0
 
 
 def two_names(tmp_path, topics_a: list[str], topics_b: list[str]) -> tuple[Ferry, Ferry]:
@@ -64,13 +73,14 @@ def test_two_replicators_copying_one_topic_the_same_way_at_once_copy_each_record
     assert again.returncode == 1 and winner.name in again.stdout + again.stderr, again.stdout + again.stderr
     assert on_target(topic) == produced
 
-    # Once the writer's flow is forgotten, the other may write the topic.
+    # Once the writer's flow is forgotten, the other takes the topic over
+    # where it stopped: nothing copied twice, nothing skipped.
     forgot = winner.forget_flow("source>target")
     assert forgot.returncode == 0, forgot.stdout + forgot.stderr
-    more = keys_of(topic, 1)
+    more = keys_of(topic, 10)
     taken = loser.run("--once")
     assert taken.returncode == 0, taken.stdout + taken.stderr
-    assert all(on_target(topic)[p][-1] == more[p][0] for p in range(PARTITIONS))
+    assert on_target(topic) == {p: produced[p] + more[p] for p in range(PARTITIONS)}
 
 
 def test_a_second_replicator_for_other_topics_the_same_way_copies_them(tmp_path):
@@ -90,15 +100,95 @@ def test_a_second_replicator_for_other_topics_the_same_way_copies_them(tmp_path)
         assert on_target(t) == produced[t], t
 
     # The first replicator's definition lets the shared topic go: the
-    # second takes it over from there.
+    # second takes it over where the first stopped.
     _, ri = write_config(tmp_path / "first", [first])
     assert ri == a.ri
     ran = a.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    more = keys_of(shared, 5)
     ran = b.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(shared) == {p: produced[shared][p] + more[p] for p in range(PARTITIONS)}
     rows = [r for r in b.status() if r["topic"] == shared]
     assert rows and not any(r.get("last_error") for r in rows), rows
+
+    # Taken back by the first: refused, the second writes it now.
+    _, ri = write_config(tmp_path / "first", [first, shared])
+    ran = a.run("--once")
+    assert ran.returncode == 1 and b.name in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+
+    # ...until the second hands it back: the first goes on where the
+    # second stopped, not from its own old cursor.
+    _, ri = write_config(tmp_path / "second", [second])
+    assert ri == b.ri
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    last = keys_of(shared, 5)
+    ran = a.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(shared) == {p: produced[shared][p] + more[p] + last[p] for p in range(PARTITIONS)}
+
+
+def test_a_replicator_starting_at_the_end_takes_a_topic_over_where_the_writer_stopped(tmp_path):
+    """Its cursors were made at the end while refused; the handover moves
+    them back to where the writer stopped, records produced meanwhile
+    included."""
+    topic = unique("one-writer-latest")
+    create_topic(SOURCE, topic, PARTITIONS)
+    first = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    _, ri = write_config(tmp_path / "second", [topic], starting="LATEST")
+    assert ri == b.ri
+    ran = a.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    between = keys_of(topic, 10)
+    ran = b.run("--once")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    forgot = a.forget_flow("source>target")
+    assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+    last = keys_of(topic, 10)
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == {p: first[p] + between[p] + last[p] for p in range(PARTITIONS)}
+
+
+def test_a_topic_is_handed_over_only_once_no_batch_of_its_writer_copies_it(tmp_path):
+    """The writer's definition drops the topic while a replicator of the
+    old definition still holds its leases (a Step Functions batch of an
+    earlier plan): the plan hands it over only once they are given back."""
+    topic = unique("one-writer-leased")
+    create_topic(SOURCE, topic, PARTITIONS)
+    produced = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    old = a.spawn("--round-seconds", "600", log=tmp_path / "old.log")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and on_target_count(topic) < 10 * PARTITIONS:
+            time.sleep(0.5)
+        assert on_target_count(topic) == 10 * PARTITIONS, (tmp_path / "old.log").read_text()
+        leased = [r for r in a.status() if r["topic"] == topic and r.get("lease_owner")]
+        assert len(leased) == PARTITIONS, a.status()
+        # The new definition, planned beside the running replicator.
+        other = unique("one-writer-other")
+        create_topic(SOURCE, other, 1)
+        _, ri = write_config(tmp_path / "first", [other])
+        planned = subprocess.run(a.args("plan"), capture_output=True, text=True, timeout=300)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        ran = b.run("--once")
+        assert ran.returncode == 1 and a.name in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+        more = keys_of(topic, 5)
+        while time.time() < deadline + 60 and on_target_count(topic) < 15 * PARTITIONS:
+            time.sleep(0.5)
+    finally:
+        old.send_signal(signal.SIGINT)
+        old.wait(timeout=120)
+    assert on_target(topic) == {p: produced[p] + more[p] for p in range(PARTITIONS)}
+    planned = subprocess.run(a.args("plan"), capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    last = keys_of(topic, 5)
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == {p: produced[p] + more[p] + last[p] for p in range(PARTITIONS)}
 
 
 def test_a_dry_run_of_a_second_replicator_names_the_topic_it_would_refuse(tmp_path):

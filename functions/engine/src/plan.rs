@@ -145,7 +145,7 @@ async fn plan_flow(
 ) -> Result<Vec<PartitionWork>, FerryError> {
     let mut decided = decide(ferry, flow, input.backfill.as_ref(), true, FirstPlan::from(started)).await?;
     decided.prune_round = started.plans;
-    writers::settle(ferry, flow, &mut decided).await?;
+    let handed = writers::settle(ferry, flow, &mut decided).await?;
     let was_first = decided.first_plan;
     // Told at error level when it starts or changes; each plan after that
     // (every minute, or every round of `ferry run`) at debug level.
@@ -163,6 +163,7 @@ async fn plan_flow(
         out.refused_topics.push(r);
     }
     let (created, work) = apply(ferry, flow, decided).await?;
+    writers::finish(ferry, flow, &handed).await?;
     // A marker an earlier Ferry wrote, once planned (as the first or as
     // started), records it: read as started from now on, whatever its
     // cursors become (all its topics deleted).
@@ -416,7 +417,7 @@ async fn decide(
     let refused = target.topics_refused_creation(&to_create, flow.target_replication_factor).await?;
     targets::refuse_creations(flow, &topics, refused, &mut p)?;
     if stateful {
-        writers::decide(ferry, flow, &topics, &gone, &mut p).await?;
+        writers::decide(ferry, flow, &topics, &gone, &items, &mut p).await?;
     }
 
     p.tps = topics

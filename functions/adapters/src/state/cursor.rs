@@ -95,6 +95,9 @@ pub struct CursorItem {
     pub source_topic_id: Option<String>,
     /// The id of the target topic its offset map points into, likewise.
     pub target_topic_id: Option<String>,
+    /// When the flow handed its target topic over to whichever flow takes
+    /// it next (see `writers`): no lease is taken on it since.
+    pub handed_over_ms: Option<i64>,
     /// The source leader epoch of the batch holding the last offset before
     /// the cursor (KIP-320): the next holder asks the source's leader where
     /// that epoch ends, and a log truncated below the cursor (an unclean
@@ -227,6 +230,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             },
             source_topic_id: r.s("source_topic_id"),
             target_topic_id: r.s("target_topic_id"),
+            handed_over_ms: r.n("handed_over_ms"),
             leader_epoch: r.n("leader_epoch").and_then(|v| i32::try_from(v).ok()),
             leader_epochs: match r.s("leader_epoch_starts").as_deref().and_then(parse_leader_epochs) {
                 Some(epochs) if !epochs.is_empty() => epochs,
@@ -358,6 +362,20 @@ impl StateStore {
     /// cursor could read as one an earlier copy applied (see
     /// `StateStore::checkpoint`'s outcome).
     pub async fn restart_cursor(&self, flow: &str, tp: &TopicPartition, start: i64) -> Result<bool, StateError> {
+        self.move_unwritten_cursor(flow, tp, start, true).await
+    }
+
+    /// [`Self::restart_cursor`], forward too unless `only_back`: a flow
+    /// handed a target topic by the flow that wrote it (see `writers`)
+    /// goes on where that flow stopped.
+    pub(super) async fn move_unwritten_cursor(
+        &self,
+        flow: &str,
+        tp: &TopicPartition,
+        start: i64,
+        only_back: bool,
+    ) -> Result<bool, StateError> {
+        let back = if only_back { " AND next_source_offset >= :start" } else { "" };
         let res = self
             .update_cursor(flow, tp)
             .await?
@@ -365,14 +383,14 @@ impl StateStore {
                 "SET next_source_offset = :start, start_offset = :start, updated_ms = :now, \
                  lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE lease_owner, backfill_from, backfill_requested_ms",
             )
-            .condition_expression(
-                "attribute_exists(#pk) AND next_source_offset >= :start \
+            .condition_expression(format!(
+                "attribute_exists(#pk){back} \
                  AND (attribute_not_exists(records_replicated) OR records_replicated = :zero) \
                  AND attribute_not_exists(open_run_source_start) \
                  AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now) \
                  AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled) \
-                 AND attribute_not_exists(target_rewound_from)",
-            )
+                 AND attribute_not_exists(target_rewound_from)"
+            ))
             .expression_attribute_values(":settled", AttributeValue::Bool(true))
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":start", n(start))
@@ -427,7 +445,8 @@ impl StateStore {
                 "SET lease_owner = :me, lease_expires_ms = :exp, lease_ends_ms = :ends, lease_epoch = lease_epoch + :one, updated_ms = :now",
             )
             .condition_expression(
-                "attribute_exists(#pk) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now OR lease_owner = :me)",
+                "attribute_exists(#pk) AND attribute_not_exists(handed_over_ms) \
+                 AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now OR lease_owner = :me)",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":me", s(owner))
@@ -471,7 +490,10 @@ impl StateStore {
                     }),
                     Some(c) => Err(StateError::LeaseHeld {
                         tp: tp.clone(),
-                        owner: c.lease_owner.unwrap_or_default(),
+                        owner: match c.handed_over_ms {
+                            Some(_) => "none: the flow handed its target topic over to another flow".to_owned(),
+                            None => c.lease_owner.unwrap_or_default(),
+                        },
                         expires_ms: c.lease_expires_ms,
                         ends_ms: c.lease_ends_ms,
                         epoch: c.lease_epoch,

@@ -122,6 +122,12 @@ impl StateStore {
     /// new. Returns how many partitions it had.
     pub async fn forget_flow(&self, flow: &str) -> Result<usize, StateError> {
         let cursors = self.list_cursors(flow).await?;
+        // The target topics it writes, handed over where its cursors
+        // stand, before they go.
+        let marker = self.flow_marker(flow).await?;
+        if let Some(tgt) = marker.target_cluster_id.as_deref().filter(|t| !t.is_empty()) {
+            self.release_topics_of(tgt, flow, &cursors).await?;
+        }
         for c in &cursors {
             self.forget_partition(flow, &c.tp).await?;
         }
@@ -149,11 +155,6 @@ impl StateStore {
                 .map(|sk| delete_request(&self.groups, (PK, s(&pk)), (SK_GROUPS, sk)))
                 .collect::<Result<Vec<_>, StateError>>()?;
             self.batch_write(&self.groups, deletes).await?;
-        }
-        let marker = self.flow_marker(flow).await?;
-        // The target topics it writes, free for another flow to take.
-        if let Some(tgt) = marker.target_cluster_id.as_deref().filter(|t| !t.is_empty()) {
-            self.release_topics_of(tgt, flow).await?;
         }
         if let (Some(src), Some(tgt)) = (marker.source_cluster_id, marker.target_cluster_id) {
             self.delete_one(&self.cursors, (PK, s(pair_pk(&src, &tgt))), (SK_CURSOR, s(flow)))

@@ -30,4 +30,4 @@ pub use offset_map::RunKey;
 pub use plans::EXPIRES_AT;
 pub use producers::ProducerItem;
 pub use schema::{format_leader_epochs, now_ms, parse_leader_epochs, StateStore, NEW_FLOW_KEY_SHARDS};
-pub use writers::TopicWriter;
+pub use writers::{handover_partitions, stopped_at, Handover, Taken, TopicWriter};

@@ -3,15 +3,20 @@
 //! another flow on these tables has taken, in this replicator or another,
 //! is refused with that flow's name: two replicators copying one topic the
 //! same way each keep their own cursors, and would copy every record twice.
-//! A flow lets a topic go when its definition no longer copies into it or
-//! its source topic was deleted, and `ferry forget-flow` lets go all of a
-//! flow's.
+//!
+//! A flow hands a topic over when its definition no longer copies into it
+//! (once no lease on the topic is live: its last batches have ended) or
+//! when `ferry forget-flow` forgets it: the topic is released with where
+//! each of its cursors stopped, and the next flow to take it moves its own
+//! cursors there (they have written nothing: it was refused the topic). A
+//! topic whose source was deleted is let go without positions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_adapters::kafka::{KafkaError, TopicMeta};
-use ferry_adapters::state::TopicWriter;
+use ferry_adapters::state::{handover_partitions, CursorItem, Handover, StateError, Taken, TopicWriter};
 use ferry_core::config::FlowSpec;
+use ferry_core::domain::TopicPartition;
 
 use super::{in_flight, FlowPlan};
 use crate::context::Ferry;
@@ -23,20 +28,27 @@ pub(super) struct Writers {
     /// The target cluster's id (none: a cluster that names none, whose
     /// topics are not taken).
     target_cluster_id: String,
+    /// The source cluster's id.
+    source_cluster_id: String,
     /// The source topics whose target topics the flow takes now, each
-    /// with the writer item.
+    /// with the writer item (and the handover it takes, if released by
+    /// another flow).
     take: Vec<(String, TopicWriter)>,
-    /// Target topics the flow has and lets go.
-    let_go: Vec<String>,
+    /// Source topics taken before from a flow that released them, whose
+    /// cursors this plan moves where that flow stopped.
+    handed: Vec<(String, Handover)>,
+    /// Target topics the flow has and lets go, with the partitions of the
+    /// source topic to hand over (none: the source topic is gone).
+    let_go: Vec<(String, Option<LetGo>)>,
+    /// The flow's cursors marked handed over of topics it copies again.
+    unmark: Vec<TopicPartition>,
 }
 
-/// The flow's writer as the items name it.
-fn writer(ferry: &Ferry, flow: &FlowSpec, source_topic: &str, source_cluster_id: &str) -> TopicWriter {
-    TopicWriter {
-        flow: ferry.flow_key(flow),
-        source_topic: source_topic.to_owned(),
-        source_cluster_id: source_cluster_id.to_owned(),
-    }
+/// A topic to hand over: its partitions with a cursor, and its id.
+struct LetGo {
+    source_topic: String,
+    partitions: Vec<TopicPartition>,
+    source_topic_id: Option<String>,
 }
 
 /// A cluster's id, "" for one that names none.
@@ -49,14 +61,15 @@ async fn cluster_id(ferry: &Ferry, id: &str) -> Result<String, FerryError> {
 
 /// Decide, reading only: the selected `topics` whose target topic another
 /// flow writes are refused in `p` (nothing created, grown or configured
-/// for them); those nobody has are to take; the flow's own whose source
-/// topic is `gone`, or that its definition no longer copies into, are to
-/// let go.
+/// for them); those nobody has, or that a flow released, are to take; the
+/// flow's own whose source topic is `gone`, or that its definition no
+/// longer copies into, are to let go. `items`: the flow's cursors.
 pub(super) async fn decide(
     ferry: &Ferry,
     flow: &FlowSpec,
     topics: &BTreeMap<String, TopicMeta>,
     gone: &[String],
+    items: &[CursorItem],
     p: &mut FlowPlan,
 ) -> Result<(), FerryError> {
     let target_cluster_id = cluster_id(ferry, &flow.target.id).await?;
@@ -68,70 +81,240 @@ pub(super) async fn decide(
     let held = ferry.store.topic_writers(&target_cluster_id).await?;
     let mut w = Writers {
         target_cluster_id,
+        source_cluster_id: source_cluster_id.clone(),
         ..Writers::default()
     };
     for topic in topics.keys() {
+        let me = TopicWriter {
+            flow: key.clone(),
+            source_topic: topic.clone(),
+            source_cluster_id: source_cluster_id.clone(),
+            released: None,
+            handed: None,
+        };
         match held.get(&flow.target_topic(topic)) {
-            Some(h) if h.flow == key => {}
-            Some(h) => refuse(flow, p, topic, h),
-            None => w.take.push((topic.clone(), writer(ferry, flow, topic, &source_cluster_id))),
+            None => w.take.push((topic.clone(), me)),
+            Some(h) if h.flow == key => match (&h.released, &h.handed) {
+                (Some(_), _) => w.take.push((topic.clone(), me)),
+                (None, Some(handed)) => w.handed.push((topic.clone(), handed.clone())),
+                (None, None) => {}
+            },
+            // Released by a flow copying the same source topic from the
+            // same cluster: its positions are this flow's to go on from.
+            Some(h) if h.released.is_some() => {
+                let handed = h
+                    .released
+                    .clone()
+                    .filter(|_| h.source_cluster_id == source_cluster_id && h.source_topic == *topic);
+                let handed = handed.unwrap_or_else(|| Handover {
+                    by: h.flow.clone(),
+                    ..Handover::default()
+                });
+                w.take.push((
+                    topic.clone(),
+                    TopicWriter {
+                        handed: Some(handed),
+                        ..me
+                    },
+                ));
+            }
+            Some(h) => refuse(ferry, flow, &source_cluster_id, p, topic, h),
         }
     }
     let copied: BTreeSet<String> = topics.keys().map(|t| flow.target_topic(t)).collect();
-    w.let_go = held
-        .into_iter()
-        .filter(|(target, h)| h.flow == key && !copied.contains(target))
-        .filter(|(target, h)| {
-            gone.contains(&h.source_topic) || !flow.selects_topic(&h.source_topic) || flow.target_topic(&h.source_topic) != *target
-        })
-        .map(|(target, _)| target)
+    for (target, h) in held {
+        if h.flow != key || h.released.is_some() || copied.contains(&target) {
+            continue;
+        }
+        if gone.contains(&h.source_topic) {
+            w.let_go.push((target, None));
+            continue;
+        }
+        let dropped = !flow.selects_topic(&h.source_topic) || flow.target_topic(&h.source_topic) != target;
+        if dropped {
+            let mine: Vec<&CursorItem> = items.iter().filter(|c| c.tp.topic == h.source_topic).collect();
+            let go = LetGo {
+                partitions: mine.iter().map(|c| c.tp.clone()).collect(),
+                source_topic_id: mine.iter().find_map(|c| c.source_topic_id.clone()),
+                source_topic: h.source_topic,
+            };
+            w.let_go.push((target, Some(go)));
+        }
+    }
+    // Cursors of a topic this flow copies again, marked when it was to be
+    // handed over.
+    w.unmark = items
+        .iter()
+        .filter(|c| c.handed_over_ms.is_some() && topics.contains_key(&c.tp.topic))
+        .map(|c| c.tp.clone())
         .collect();
     p.writers = w;
     Ok(())
 }
 
-/// Take the topics `decide` found free, and let go those it found to let
-/// go, before the plan writes anything: a topic another flow took
-/// meanwhile (two plans at once) is refused in `p` as if it had been
-/// taken before.
-pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> Result<(), FerryError> {
-    let w = std::mem::take(&mut p.writers);
+/// Take the topics `decide` found free, move the cursors of the topics
+/// handed over, and let go those it found to let go, before the plan
+/// writes anything: a topic another flow took meanwhile (two plans at
+/// once) is refused in `p` as if it had been taken before. Returns the
+/// target topics whose handover is done once the plan's cursors are made
+/// (see [`finish`]).
+pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> Result<Vec<String>, FerryError> {
+    let mut w = std::mem::take(&mut p.writers);
     let store = &ferry.store;
     let cluster = w.target_cluster_id.as_str();
     let taken = in_flight(w.take.iter().map(|(topic, me)| async move {
-        let holder = store.take_topic(cluster, &flow.target_topic(topic), me).await?;
-        Ok::<_, ferry_adapters::state::StateError>((topic, holder))
+        let taken = store.take_topic(cluster, &flow.target_topic(topic), me).await?;
+        Ok::<_, StateError>((topic, me, taken))
     }))
     .await?;
-    for (topic, holder) in taken {
-        if let Some(h) = holder {
-            refuse(flow, p, topic, &h);
+    for (topic, me, taken) in taken {
+        match (taken, &me.handed) {
+            (Taken::Held(h), _) => refuse(ferry, flow, &w.source_cluster_id, p, topic, &h),
+            (Taken::Ours, Some(handed)) => w.handed.push((topic.clone(), handed.clone())),
+            (Taken::Ours, None) => {}
         }
     }
-    let key = ferry.flow_key(flow);
-    in_flight(w.let_go.iter().map(|target| store.release_topic(cluster, target, &key))).await?;
-    if !w.let_go.is_empty() {
-        tracing::info!(flow = %flow.id(), topics = ?w.let_go, "let go of target topics this flow no longer copies into: another flow may write them");
+    let mut done = Vec::new();
+    for (topic, handed) in &w.handed {
+        hand_over(ferry, flow, p, topic, handed).await?;
+        done.push(flow.target_topic(topic));
     }
+    let key = ferry.flow_key(flow);
+    let refused = &p.refused;
+    in_flight(
+        w.unmark
+            .iter()
+            .filter(|tp| !refused.contains_key(&tp.topic))
+            .map(|tp| store.unmark_handed_over(&key, tp)),
+    )
+    .await?;
+    for (target, go) in &w.let_go {
+        let stopped = match go {
+            None => None,
+            Some(go) => match handed_over_at(ferry, &key, go).await? {
+                Some(stopped) => Some(stopped),
+                None => {
+                    tracing::info!(flow = %flow.id(), topic = %go.source_topic, "the flow no longer copies this topic; handed over once its last batch ends");
+                    continue;
+                }
+            },
+        };
+        store.release_topic(cluster, target, &key, stopped.as_ref()).await?;
+        tracing::info!(flow = %flow.id(), topic = %target, "let go of a target topic this flow no longer copies into: another flow may take it over where this one stopped");
+    }
+    Ok(done)
+}
+
+/// Mark each of `go`'s cursors handed over (no lease is taken on them
+/// from then on) and return where they stand; `None` while a lease on one
+/// is live (a batch of an earlier plan still copying the topic).
+async fn handed_over_at(ferry: &Ferry, key: &str, go: &LetGo) -> Result<Option<Handover>, FerryError> {
+    let at = in_flight(go.partitions.iter().map(|tp| async move {
+        let at = ferry.store.mark_handed_over(key, tp).await?;
+        Ok::<_, StateError>((tp.partition, at))
+    }))
+    .await?;
+    let mut positions = BTreeMap::new();
+    for (partition, at) in at {
+        let Some(at) = at else { return Ok(None) };
+        positions.insert(partition, at);
+    }
+    Ok(Some(Handover {
+        by: key.to_owned(),
+        positions,
+        source_topic_id: go.source_topic_id.clone(),
+    }))
+}
+
+/// Start `topic`'s partitions where the flow that handed it over stopped:
+/// its cursors moved (they wrote nothing), its new partitions started
+/// there. A handover that does not fit (the source topic was created
+/// again since, or the other flow copied another topic into it) starts
+/// none: the partitions go on as planned, and a warning says so.
+async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str, handed: &Handover) -> Result<(), FerryError> {
+    let key = ferry.flow_key(flow);
+    let id_now = ferry.cluster(&flow.source.id)?.known_topic_id(topic);
+    let same_topic = match (&handed.source_topic_id, &id_now) {
+        (Some(then), Some(now)) => then == now,
+        _ => true,
+    };
+    if handed.positions.is_empty() || !same_topic {
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), topic, from = %handed.by,
+            "took over the target topic from a flow that stopped copying it, but not where it stopped (the source topic \
+             was created again since, or that flow left no positions): the partitions go on as planned"
+        );
+        return Ok(());
+    }
+    for (tp, at) in handover_partitions(handed, topic) {
+        if let Some(s) = p.starts.iter_mut().find(|s| s.tp == tp && !s.backfill) {
+            s.from = at;
+            continue;
+        }
+        let Some(cursor) = p.cursors.get(&tp).copied() else { continue };
+        if cursor == at {
+            continue;
+        }
+        if ferry.store.hand_cursor_over(&key, &tp, at).await? {
+            p.cursors.insert(tp, at);
+        } else if cursor < at {
+            // (Past it: this flow's own copying since an earlier plan
+            // took the topic over.)
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), topic, partition = tp.partition, from = %handed.by, cursor, stopped = at,
+                "took over the target topic from a flow that stopped copying it at this offset, but this flow's own cursor \
+                 has written records: it goes on from its own cursor"
+            );
+        }
+    }
+    tracing::info!(flow = %flow.id(), topic, from = %handed.by, "took over the target topic where that flow stopped copying it");
+    Ok(())
+}
+
+/// After the plan made its cursors: the handovers in `done` are complete.
+pub(super) async fn finish(ferry: &Ferry, flow: &FlowSpec, done: &[String]) -> Result<(), FerryError> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let cluster = cluster_id(ferry, &flow.target.id).await?;
+    let key = ferry.flow_key(flow);
+    in_flight(done.iter().map(|t| ferry.store.handed_over(&cluster, t, &key))).await?;
     Ok(())
 }
 
 /// Refuse `topic` in `p`: flow `holder` writes its target topic.
-fn refuse(flow: &FlowSpec, p: &mut FlowPlan, topic: &str, holder: &TopicWriter) {
+fn refuse(ferry: &Ferry, flow: &FlowSpec, source_cluster_id: &str, p: &mut FlowPlan, topic: &str, holder: &TopicWriter) {
     let target = flow.target_topic(topic);
-    let name = holder.flow.split_once('/').map_or(holder.flow.as_str(), |(name, _)| name);
-    let flow_id = holder.flow.split_once('/').map_or("", |(_, id)| id);
-    let why = format!(
-        "target topic {target} on cluster {alias} is written by flow {holder} (from its source topic {from}), another flow on \
-         these state tables: two flows copying into one topic would each copy every record, so this flow copies nothing into \
-         it. Fix: copy each topic in one replicator and take {topic} out of this flow's TopicsToReplicate; or, if this \
-         replicator replaces that one, run it under that one's name (--name {name}: its cursors go on where they stopped); \
-         or let that flow go (take the topic out of its definition and let it plan, or `ferry forget-flow --flow {flow_id} \
-         --yes` under --name {name}), and this flow copies the topic from its own cursor, records that flow copied included",
-        alias = flow.target.alias,
-        holder = holder.flow,
-        from = holder.source_topic,
-    );
+    let (name, flow_id) = holder.flow.split_once('/').unwrap_or((holder.flow.as_str(), ""));
+    let alias = &flow.target.alias;
+    let why = if name == ferry.spec.name {
+        format!(
+            "target topic {target} on cluster {alias} is written by flow {flow_id} of this replicator, which is not in its \
+             definition now (cluster aliases renamed, or the flow removed): two flows copying into one topic would each copy \
+             every record, so this flow copies nothing into it. Fix: give the clusters their former aliases; or forget that \
+             flow with the definition that has it (`ferry forget-flow --flow {flow_id} --yes` with its --kafka-clusters and \
+             --replication-info): this flow then goes on from where that one stopped"
+        )
+    } else if !holder.source_cluster_id.is_empty() && holder.source_cluster_id != source_cluster_id {
+        format!(
+            "target topic {target} on cluster {alias} is written by flow {holder} from another source cluster (its topic {from}): \
+             Ferry copies into a topic from one flow (two would interleave records neither could place). Fix: copy one of \
+             them under other names (TopicNameConfiguration PREFIXED), or take {topic} out of this flow's TopicsToReplicate",
+            holder = holder.flow,
+            from = holder.source_topic,
+        )
+    } else {
+        format!(
+            "target topic {target} on cluster {alias} is written by flow {holder} (from its source topic {from}), another flow \
+             on these state tables: two flows copying into one topic would each copy every record, so this flow copies nothing \
+             into it. Fix: copy each topic in one replicator and take {topic} out of this flow's TopicsToReplicate; or, if this \
+             replicator replaces that one, run it under that one's name (--name {name}: its cursors go on where they stopped); \
+             or hand the topic over (take it out of that flow's definition and let it plan, or `ferry forget-flow --flow \
+             {flow_id} --yes` with that replicator's --name and definition): this flow then goes on from where that one stopped",
+            holder = holder.flow,
+            from = holder.source_topic,
+        )
+    };
     p.create.retain(|t| t.topic != target);
     p.grow.retain(|g| g.topic != target);
     p.alter.retain(|c| c.topic != target);
