@@ -9,7 +9,8 @@ import signal
 import subprocess
 import time
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
+from support.groups import commit_at, first_key_from
 
 PARTITIONS = 3
 
@@ -199,3 +200,125 @@ def test_a_dry_run_of_a_second_replicator_names_the_topic_it_would_refuse(tmp_pa
     assert ran.returncode == 0, ran.stdout + ran.stderr
     dry = subprocess.run(b.args("plan", "--dry-run", "--observe-seconds", "1"), capture_output=True, text=True, timeout=300)
     assert topic in dry.stdout + dry.stderr and a.name in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+
+
+# From breaker helper-88 (the handover's first version): the taker's group
+# sync, its backfill, a plan cut short between the take and its end, and a
+# writer stalled past its lease.
+
+def test_a_group_is_not_synced_below_where_the_topic_was_taken_over(tmp_path):
+    """The records below the handover are the first writer's copies, which
+    the taker's offset map does not place: a group committed there is not
+    synced (its commit on the target is left as it is), never moved past
+    them; once it reads past, it is synced exactly."""
+    topic, other, group = unique("one-writer-group"), unique("one-writer-other"), unique("one-writer-app")
+    create_topic(SOURCE, topic, 1)
+    create_topic(SOURCE, other, 1)
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100)])
+    prefix = unique("ferry-one-writer")
+    folders = [tmp_path / n for n in ("first", "second")]
+    for f in folders:
+        f.mkdir()
+    a = Ferry(*write_config(folders[0], [topic], groups=[group]), name=unique("first"), prefix=prefix)
+    b = Ferry(*write_config(folders[1], [topic], groups=[group]), name=unique("second"), prefix=prefix)
+    assert a.run("--once").returncode == 0
+    assert b.run("--once").returncode == 1
+    commit_at(SOURCE, group, {(topic, 0): (50, "half")})
+    write_config(folders[0], [other], groups=[group])
+    assert a.run("--once").returncode == 0
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100, 110)])
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert len(read_partition(TARGET, topic, 0)) == 110
+    assert (topic, 0) not in committed(TARGET, group), "not synced below the handover"
+    commit_at(SOURCE, group, {(topic, 0): (105, "past")})
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    offset, _ = committed(TARGET, group)[(topic, 0)]
+    assert first_key_from(TARGET, topic, 0, offset) == b"k105"
+
+
+def test_the_taker_may_not_backfill_below_where_it_took_the_topic_over(tmp_path):
+    topic = unique("one-writer-backfill")
+    create_topic(SOURCE, topic, PARTITIONS)
+    produced = keys_of(topic, 20)
+    a, b = two_names(tmp_path, [topic], [topic])
+    assert a.run("--once").returncode == 0
+    assert b.run("--once").returncode == 1
+    assert a.forget_flow("source>target").returncode == 0
+    assert b.run("--once").returncode == 0
+    backfill = subprocess.run(b.args("backfill", "--topics", topic, "--from", "EARLIEST"), capture_output=True, text=True,
+                              timeout=300)
+    assert backfill.returncode != 0 and "took" in backfill.stdout + backfill.stderr, backfill.stdout + backfill.stderr
+    assert b.run("--once").returncode == 0
+    assert on_target(topic) == produced
+
+
+def test_a_taker_forgotten_before_its_plan_finished_hands_the_topic_on_where_the_first_stopped(tmp_path):
+    """The taker's plan stops after the take, one partition's cursor made;
+    it is forgotten; a third flow takes the topic where the first one
+    stopped, for every partition."""
+    topic = unique("one-writer-cut")
+    create_topic(SOURCE, topic, PARTITIONS)
+    produced = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    folder = tmp_path / "third"
+    folder.mkdir()
+    c = Ferry(*write_config(folder, [topic]), name=unique("third"), prefix=a.prefix)
+    assert a.run("--once").returncode == 0
+    assert a.forget_flow("source>target").returncode == 0
+    log = tmp_path / "b.log"
+    cut = b.spawn("--once", log=log, env={"FERRY_FAILPOINT": "stall-making-cursors:120"})
+    deadline = time.time() + 120
+    while time.time() < deadline and "failpoint" not in log.read_text():
+        time.sleep(0.2)
+    cut.kill()
+    cut.wait()
+    assert "took over the target topic" in log.read_text(), log.read_text()
+    forgot = b.forget_flow("source>target")
+    assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+    more = keys_of(topic, 5)
+    ran = c.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == {p: produced[p] + more[p] for p in range(PARTITIONS)}
+
+
+def test_a_writer_stalled_past_its_lease_keeps_the_topic_until_its_writes_are_settled(tmp_path):
+    """A writer stopped (SIGSTOP) past its lease, its definition dropping
+    the topic meanwhile: what it wrote since its last checkpoint is on the
+    target, and only its own next holder reconciles it. The topic is not
+    handed over until then; when it resumes, it finishes its work."""
+    topic = unique("one-writer-stalled")
+    create_topic(SOURCE, topic, PARTITIONS)
+    produced = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    log = tmp_path / "a.log"
+    old = a.spawn("--round-seconds", "600", log=log)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and on_target_count(topic) < 10 * PARTITIONS:
+            time.sleep(0.5)
+        assert b.run("--once").returncode == 1
+        old.send_signal(signal.SIGSTOP)
+        time.sleep(35)  # past its 30 s lease
+        other = unique("one-writer-other")
+        create_topic(SOURCE, other, 1)
+        write_config(tmp_path / "first", [other])
+        planned = subprocess.run(a.args("plan"), capture_output=True, text=True, timeout=300)
+        assert planned.returncode == 0, planned.stdout + planned.stderr
+        ran = b.run("--once")
+        assert ran.returncode == 1 and a.name in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+        more = keys_of(topic, 5)
+        old.send_signal(signal.SIGCONT)
+        while time.time() < deadline + 60 and on_target_count(topic) < 15 * PARTITIONS:
+            time.sleep(0.5)
+    finally:
+        old.send_signal(signal.SIGCONT)
+        old.send_signal(signal.SIGINT)
+        old.wait(timeout=120)
+    assert on_target(topic) == {p: produced[p] + more[p] for p in range(PARTITIONS)}
+    assert subprocess.run(a.args("plan"), capture_output=True, text=True, timeout=300).returncode == 0
+    last = keys_of(topic, 5)
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == {p: produced[p] + more[p] + last[p] for p in range(PARTITIONS)}

@@ -98,6 +98,10 @@ pub struct CursorItem {
     /// When the flow handed its target topic over to whichever flow takes
     /// it next (see `writers`): no lease is taken on it since.
     pub handed_over_ms: Option<i64>,
+    /// The source offset where this flow took the partition over from a
+    /// flow that stopped copying it (see `writers`): the records below
+    /// were that flow's copies, in its offset map, not this one's.
+    pub handed_at: Option<i64>,
     /// The source leader epoch of the batch holding the last offset before
     /// the cursor (KIP-320): the next holder asks the source's leader where
     /// that epoch ends, and a log truncated below the cursor (an unclean
@@ -231,6 +235,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             source_topic_id: r.s("source_topic_id"),
             target_topic_id: r.s("target_topic_id"),
             handed_over_ms: r.n("handed_over_ms"),
+            handed_at: r.n("handed_at"),
             leader_epoch: r.n("leader_epoch").and_then(|v| i32::try_from(v).ok()),
             leader_epochs: match r.s("leader_epoch_starts").as_deref().and_then(parse_leader_epochs) {
                 Some(epochs) if !epochs.is_empty() => epochs,
@@ -389,7 +394,8 @@ impl StateStore {
                  AND attribute_not_exists(open_run_source_start) \
                  AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now) \
                  AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled) \
-                 AND attribute_not_exists(target_rewound_from)"
+                 AND attribute_not_exists(target_rewound_from) \
+                 AND (attribute_not_exists(handed_at) OR handed_at <= :start)"
             ))
             .expression_attribute_values(":settled", AttributeValue::Bool(true))
             .expression_attribute_names("#pk", PK)

@@ -245,14 +245,17 @@ impl StateStore {
                     .expression_attribute_names("#released", RELEASED_MS)
                     .expression_attribute_names("#positions", POSITIONS)
                     .expression_attribute_names("#id", SOURCE_TOPIC_ID)
+                    .expression_attribute_names("#hby", HANDED_BY)
+                    .expression_attribute_names("#hpos", HANDED_POSITIONS)
+                    .expression_attribute_names("#hid", HANDED_TOPIC_ID)
                     .expression_attribute_values(":flow", s(flow))
                     .expression_attribute_values(":now", n(now_ms()))
                     .expression_attribute_values(":positions", s(format_positions(&h.positions)));
                 req = match &h.source_topic_id {
                     Some(id) => req
-                        .update_expression("SET #released = :now, #positions = :positions, #id = :id")
+                        .update_expression("SET #released = :now, #positions = :positions, #id = :id REMOVE #hby, #hpos, #hid")
                         .expression_attribute_values(":id", s(id)),
-                    None => req.update_expression("SET #released = :now, #positions = :positions REMOVE #id"),
+                    None => req.update_expression("SET #released = :now, #positions = :positions REMOVE #id, #hby, #hpos, #hid"),
                 };
                 conditional("UpdateItem", &self.cursors, req.send().bounded(&self.calls).await)
             }
@@ -280,7 +283,21 @@ impl StateStore {
     pub(super) async fn release_topics_of(&self, target_cluster_id: &str, flow: &str, cursors: &[CursorItem]) -> Result<(), StateError> {
         for (topic, writer) in self.topic_writers(target_cluster_id).await? {
             if writer.flow == flow && writer.released.is_none() {
-                let stopped = stopped_at(flow, &writer.source_topic, cursors);
+                let mut stopped = stopped_at(flow, &writer.source_topic, cursors);
+                // Taken over and not finished (a plan cut short): where the
+                // flow before stopped, for each partition whose cursor does
+                // not stand there yet.
+                if let Some(handed) = &writer.handed {
+                    for (p, at) in &handed.positions {
+                        let moved = cursors
+                            .iter()
+                            .any(|c| c.tp.topic == writer.source_topic && c.tp.partition == *p && c.handed_at.is_some());
+                        if !moved {
+                            stopped.positions.insert(*p, *at);
+                        }
+                    }
+                    stopped.source_topic_id = stopped.source_topic_id.or_else(|| handed.source_topic_id.clone());
+                }
                 self.release_topic(target_cluster_id, &topic, flow, Some(&stopped)).await?;
             }
         }
@@ -288,17 +305,30 @@ impl StateStore {
     }
 
     /// Mark `flow`'s cursor of `tp` handed over (no lease is taken on it
-    /// from now on), unless its lease is live. Returns where it stands,
-    /// `None` when a lease is live.
+    /// from now on), unless its lease is live or its last holder did not
+    /// record its writes settled (it stopped without checkpointing all it
+    /// wrote: only its successor's reconcile finds those copies). Returns
+    /// where it stands, `None` when it is not marked. It also fences the lease: a holder
+    /// whose lease ended while it kept running (stalled) must not move the
+    /// cursor past the position handed over.
     pub async fn mark_handed_over(&self, flow: &str, tp: &TopicPartition) -> Result<Option<i64>, StateError> {
         let now = now_ms();
         let res = self
             .update_cursor(flow, tp)
             .await?
-            .update_expression("SET handed_over_ms = if_not_exists(handed_over_ms, :now)")
-            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)")
+            .update_expression(
+                "SET handed_over_ms = if_not_exists(handed_over_ms, :now), lease_epoch = if_not_exists(lease_epoch, :zero) + :one \
+                 REMOVE lease_owner",
+            )
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now) \
+                 AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled)",
+            )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":settled", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .bounded(&self.calls)
@@ -312,6 +342,22 @@ impl StateStore {
             Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(None),
             Err(e) => Err(dynamo_err("UpdateItem", &self.cursors, e)),
         }
+    }
+
+    /// Record on `flow`'s cursor of `tp` that it took the partition over at
+    /// source offset `at` (see `CursorItem::handed_at`).
+    pub async fn set_handed_at(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<(), StateError> {
+        let res = self
+            .update_cursor(flow, tp)
+            .await?
+            .update_expression("SET handed_at = :at")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":at", n(at))
+            .send()
+            .bounded(&self.calls)
+            .await;
+        conditional("UpdateItem", &self.cursors, res).map(|_| ())
     }
 
     /// Take back `flow`'s cursor of `tp` from a handover (the flow copies
@@ -332,8 +378,10 @@ impl StateStore {
     /// Move `flow`'s cursor of `tp` to `start`, where the flow that handed
     /// it the topic stopped (see the module): a cursor that has written
     /// nothing, or one this flow itself handed over before (the records
-    /// past it were the other flow's to copy, and it copied them). False
-    /// otherwise, or while its lease is live.
+    /// past it were the other flow's to copy, and it copied them; what the
+    /// cursor knew of the logs past its old position, the leader epochs
+    /// and its producer's writes, goes with it). False otherwise, or while
+    /// its lease is live.
     pub async fn hand_cursor_over(&self, flow: &str, tp: &TopicPartition, start: i64) -> Result<bool, StateError> {
         if self.move_unwritten_cursor(flow, tp, start, false).await? {
             return Ok(true);
@@ -344,7 +392,8 @@ impl StateStore {
             .await?
             .update_expression(
                 "SET next_source_offset = :start, updated_ms = :now, lease_epoch = if_not_exists(lease_epoch, :zero) + :one \
-                 REMOVE handed_over_ms, lease_owner",
+                 REMOVE handed_over_ms, lease_owner, leader_epoch, leader_epoch_starts, target_leader_epoch, next_target_offset, \
+                 producer_id, producer_epoch, transactional_id, producer_next_sequence, writes_settled",
             )
             .condition_expression("attribute_exists(handed_over_ms) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)")
             .expression_attribute_values(":start", n(start))

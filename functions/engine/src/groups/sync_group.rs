@@ -88,6 +88,15 @@ impl<'a> Known<'a> {
         let target_tp = TopicPartition::new(flow.target_topic(&tp.topic), tp.partition);
         let current = on_target.get(&target_tp).map(|x| x.offset);
         let cursor = seen.cursors.get(tp)?;
+        // Below where this flow took the partition over from a flow that
+        // stopped copying it: the records there are that flow's copies,
+        // which this flow's offset map does not place. Not synced (the
+        // group's commit on the target stays as it is) until the group
+        // reads past it.
+        if cursor.handed_at.is_some_and(|at| c.offset < at) {
+            tracing::debug!(group, topic = %tp.topic, partition = tp.partition, commit = c.offset, "below where the flow took the topic over; not synced");
+            return None;
+        }
         // Nothing moved since an exact sync: no need to look the maps up
         // (records arriving later land after an exact translation).
         // Where the target's log starts: a translation below it (records

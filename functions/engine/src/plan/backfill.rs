@@ -47,6 +47,15 @@ pub(super) async fn check_backfill(ferry: &Ferry, b: &Backfill) -> Result<(), Fe
                 if let Some(why) = backfill_waits(c, stored, now) {
                     return Err(FerryError::Input(format!("flow {}: {why}. Nothing was moved", flow.id())));
                 }
+                if let Some(at) = c.handed_at {
+                    return Err(FerryError::Input(format!(
+                        "flow {} took {} over at source offset {at} from a flow that stopped copying it: the records below are \
+                         that flow's copies, already on the target, and a backfill would write them again after newer ones. \
+                         Nothing was moved",
+                        flow.id(),
+                        c.tp
+                    )));
+                }
                 if c.records_replicated > 0 || stored {
                     return Err(FerryError::Input(format!(
                         "flow {} already replicated {} records of {} (cursor at source offset {}); a backfill would write older records \

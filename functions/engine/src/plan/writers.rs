@@ -158,7 +158,7 @@ pub(super) async fn decide(
 /// once) is refused in `p` as if it had been taken before. Returns the
 /// target topics whose handover is done once the plan's cursors are made
 /// (see [`finish`]).
-pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> Result<Vec<String>, FerryError> {
+pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> Result<Vec<(String, Handover)>, FerryError> {
     let mut w = std::mem::take(&mut p.writers);
     let store = &ferry.store;
     let cluster = w.target_cluster_id.as_str();
@@ -176,8 +176,16 @@ pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> 
     }
     let mut done = Vec::new();
     for (topic, handed) in &w.handed {
-        hand_over(ferry, flow, p, topic, handed).await?;
-        done.push(flow.target_topic(topic));
+        // One that does not fit is done too, with no position to record.
+        let fits = hand_over(ferry, flow, p, topic, handed).await?;
+        let positions = if fits { handed.positions.clone() } else { BTreeMap::new() };
+        done.push((
+            topic.clone(),
+            Handover {
+                positions,
+                ..handed.clone()
+            },
+        ));
     }
     let key = ferry.flow_key(flow);
     let refused = &p.refused;
@@ -194,7 +202,12 @@ pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> 
             Some(go) => match handed_over_at(ferry, &key, go).await? {
                 Some(stopped) => Some(stopped),
                 None => {
-                    tracing::info!(flow = %flow.id(), topic = %go.source_topic, "the flow no longer copies this topic; handed over once its last batch ends");
+                    tracing::warn!(
+                        replicator = %ferry.spec.name, flow = %flow.id(), topic = %go.source_topic,
+                        "the flow no longer copies this topic, and hands it over once no batch of it holds a lease there and each \
+                         partition's last holder recorded its writes settled (one that stopped without checkpointing all it wrote \
+                         waits for a holder of this flow to reconcile it: put the topic back in the definition for one run)"
+                    );
                     continue;
                 }
             },
@@ -231,7 +244,7 @@ async fn handed_over_at(ferry: &Ferry, key: &str, go: &LetGo) -> Result<Option<H
 /// there. A handover that does not fit (the source topic was created
 /// again since, or the other flow copied another topic into it) starts
 /// none: the partitions go on as planned, and a warning says so.
-async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str, handed: &Handover) -> Result<(), FerryError> {
+async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str, handed: &Handover) -> Result<bool, FerryError> {
     let key = ferry.flow_key(flow);
     let id_now = ferry.cluster(&flow.source.id)?.known_topic_id(topic);
     let same_topic = match (&handed.source_topic_id, &id_now) {
@@ -244,7 +257,14 @@ async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str
             "took over the target topic from a flow that stopped copying it, but not where it stopped (the source topic \
              was created again since, or that flow left no positions): the partitions go on as planned"
         );
-        return Ok(());
+        return Ok(false);
+    }
+    // Partitions that flow had no cursor for (added since): nobody copied
+    // them, from their first record.
+    for s in p.starts.iter_mut().filter(|s| s.tp.topic == topic && !s.backfill) {
+        if !handed.positions.contains_key(&s.tp.partition) {
+            s.from = p.log_starts.get(&s.tp).copied().unwrap_or(0);
+        }
     }
     for (tp, at) in handover_partitions(handed, topic) {
         if let Some(s) = p.starts.iter_mut().find(|s| s.tp == tp && !s.backfill) {
@@ -268,17 +288,27 @@ async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str
         }
     }
     tracing::info!(flow = %flow.id(), topic, from = %handed.by, "took over the target topic where that flow stopped copying it");
-    Ok(())
+    Ok(true)
 }
 
-/// After the plan made its cursors: the handovers in `done` are complete.
-pub(super) async fn finish(ferry: &Ferry, flow: &FlowSpec, done: &[String]) -> Result<(), FerryError> {
+/// After the plan made its cursors: each partition of the handovers in
+/// `done` records where it was taken over (group syncs and backfills do
+/// not go below it), and the handovers are complete.
+pub(super) async fn finish(ferry: &Ferry, flow: &FlowSpec, done: &[(String, Handover)]) -> Result<(), FerryError> {
     if done.is_empty() {
         return Ok(());
     }
     let cluster = cluster_id(ferry, &flow.target.id).await?;
+    let cluster = cluster.as_str();
     let key = ferry.flow_key(flow);
-    in_flight(done.iter().map(|t| ferry.store.handed_over(&cluster, t, &key))).await?;
+    let key = key.as_str();
+    let partitions: Vec<(TopicPartition, i64)> = done.iter().flat_map(|(topic, h)| handover_partitions(h, topic)).collect();
+    in_flight(partitions.iter().map(|(tp, at)| ferry.store.set_handed_at(key, tp, *at))).await?;
+    in_flight(done.iter().map(|(topic, _)| async move {
+        let target = flow.target_topic(topic);
+        ferry.store.handed_over(cluster, &target, key).await
+    }))
+    .await?;
     Ok(())
 }
 
