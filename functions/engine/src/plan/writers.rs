@@ -5,11 +5,14 @@
 //! same way each keep their own cursors, and would copy every record twice.
 //!
 //! A flow hands a topic over when its definition no longer copies into it
-//! (once no lease on the topic is live: its last batches have ended) or
-//! when `ferry forget-flow` forgets it: the topic is released with where
-//! each of its cursors stopped, and the next flow to take it moves its own
-//! cursors there (they have written nothing: it was refused the topic). A
-//! topic whose source was deleted is let go without positions.
+//! (once no lease on the topic is live and every partition's writes are
+//! settled: its last batches have ended, and none left copies past its
+//! checkpoint) or when `ferry forget-flow` forgets it: the topic is
+//! released with where each of its cursors stopped, and the next flow to
+//! take it moves its own cursors there (they have written nothing: it was
+//! refused the topic; or it handed the topic over itself before) and
+//! records on each where it took over (`CursorItem::handed_at`). A topic
+//! whose source was deleted is let go without positions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
