@@ -322,3 +322,93 @@ def test_a_writer_stalled_past_its_lease_keeps_the_topic_until_its_writes_are_se
     ran = b.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert on_target(topic) == {p: produced[p] + more[p] + last[p] for p in range(PARTITIONS)}
+
+
+# From breaker helper-89 (the handover's second version).
+
+def test_a_writer_that_crashed_after_writing_is_not_forgotten_until_it_settles(tmp_path):
+    """Forgetting hands the topic over where the cursors stand; a crashed
+    holder's copies past its checkpoint only its own successor finds. So
+    the forget waits for one more run of the flow."""
+    topic = unique("one-writer-crashed")
+    create_topic(SOURCE, topic, PARTITIONS)
+    produced = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    a.run("--once", env={"FERRY_FAILPOINT": "crash-after-produce:1"})
+    assert b.run("--once").returncode == 1
+    time.sleep(32)  # the crashed holder's lease runs out
+    refused = a.forget_flow("source>target")
+    assert refused.returncode != 0 and "settled" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    assert a.run("--once").returncode == 0
+    forgot = a.forget_flow("source>target")
+    assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == produced
+
+
+def test_a_taker_cut_short_whose_definition_then_drops_the_topic_hands_on_where_the_first_stopped(tmp_path):
+    topic, other = unique("one-writer-cut-drop"), unique("one-writer-other")
+    create_topic(SOURCE, topic, PARTITIONS)
+    create_topic(SOURCE, other, 1)
+    produced = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    folder = tmp_path / "third"
+    folder.mkdir()
+    c = Ferry(*write_config(folder, [topic]), name=unique("third"), prefix=a.prefix)
+    assert a.run("--once").returncode == 0
+    assert a.forget_flow("source>target").returncode == 0
+    log = tmp_path / "b.log"
+    cut = b.spawn("--once", log=log, env={"FERRY_FAILPOINT": "stall-making-cursors:120"})
+    deadline = time.time() + 120
+    while time.time() < deadline and "failpoint" not in log.read_text():
+        time.sleep(0.2)
+    cut.kill()
+    cut.wait()
+    write_config(tmp_path / "second", [other])
+    assert b.run("--once").returncode == 0
+    more = keys_of(topic, 5)
+    ran = c.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == {p: produced[p] + more[p] for p in range(PARTITIONS)}
+
+
+def test_a_backfill_in_the_plan_that_takes_the_topic_over_is_refused(tmp_path):
+    topic = unique("one-writer-backfill-take")
+    create_topic(SOURCE, topic, PARTITIONS)
+    first = keys_of(topic, 10)
+    a, b = two_names(tmp_path, [topic], [topic])
+    write_config(tmp_path / "second", [topic], starting="LATEST")
+    assert a.run("--once").returncode == 0
+    assert b.run("--once").returncode == 1
+    between = keys_of(topic, 10)
+    assert a.run("--once").returncode == 0
+    assert a.forget_flow("source>target").returncode == 0
+    backfill = subprocess.run(b.args("backfill", "--topics", topic, "--from", "EARLIEST"), capture_output=True, text=True,
+                              timeout=300)
+    assert backfill.returncode != 0 and "takes" in backfill.stdout + backfill.stderr, backfill.stdout + backfill.stderr
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert on_target(topic) == {p: first[p] + between[p] for p in range(PARTITIONS)}
+
+
+def test_the_flow_back_goes_on_while_its_opposite_flow_is_refused_the_topic(tmp_path):
+    """A replicator copying both ways, whose forward flow is refused the
+    topic (another replicator writes it): its flow back does not wait for
+    the refused flow to map records it never writes."""
+    topic, group = unique("one-writer-two-way"), unique("one-writer-app")
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, [f"s{i:03d}" for i in range(20)])
+    prefix = unique("ferry-one-writer")
+    folders = [tmp_path / n for n in ("first", "second")]
+    for f in folders:
+        f.mkdir()
+    a = Ferry(*write_config(folders[0], [topic]), name=unique("first"), prefix=prefix)
+    b = Ferry(*write_config(folders[1], [topic], groups=[group], both_ways=True), name=unique("second"), prefix=prefix)
+    assert a.run("--once").returncode == 0
+    assert b.run("--once", timeout=300).returncode == 1
+    produce_keys(TARGET, topic, [f"t{i:03d}" for i in range(5)])
+    ran = b.run("--once", timeout=300)
+    assert ran.returncode == 1 and a.name in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+    keys = [r["key"] for r in read_partition(SOURCE, topic, 0)]
+    assert keys == [f"s{i:03d}".encode() for i in range(20)] + [f"t{i:03d}".encode() for i in range(5)]

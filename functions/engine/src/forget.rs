@@ -27,7 +27,20 @@ pub struct Forgotten {
 /// opposite flow may translate group commits through the flow's state
 /// (its copies are on its target, between the clusters it was started
 /// between).
-pub async fn forget_flow(ferry: &Ferry, flow_id: &str, delete: bool, break_opposite: bool) -> Result<Forgotten, FerryError> {
+///
+/// Also refused while a partition's last holder has not recorded its
+/// writes settled (it stopped after writing past its last checkpoint),
+/// unless `copies_again`: the flow hands its target topics over where its
+/// cursors stand, and what that holder wrote past them only the flow's own
+/// next holder would find on the target; a flow taking the topic over
+/// copies those records again.
+pub async fn forget_flow(
+    ferry: &Ferry,
+    flow_id: &str,
+    delete: bool,
+    break_opposite: bool,
+    copies_again: bool,
+) -> Result<Forgotten, FerryError> {
     let flow = ferry.flow(flow_id)?;
     let key = ferry.flow_key(flow);
     let cursors = ferry.store.list_cursors(&key).await?;
@@ -39,6 +52,16 @@ pub async fn forget_flow(ferry: &Ferry, flow_id: &str, delete: bool, break_oppos
             c.tp,
             c.lease_owner.as_deref().unwrap_or_default(),
             (c.lease_expires_ms - now) / 1000 + 1
+        )));
+    }
+    if let Some(c) = cursors.iter().find(|c| !copies_again && c.producer_id >= 0 && !c.writes_settled) {
+        return Err(FerryError::NotReady(format!(
+            "flow {key}: partition {}'s last holder stopped without recording its writes settled (it crashed or was stopped \
+             after writing past its last checkpoint): only the flow's own next holder finds those copies on the target, and a \
+             flow taking its topics over where its cursors stand would copy them again; nothing was deleted. Fix: let the flow \
+             run once more (`ferry run --once` with its --name and definition, or its schedule), then run this again; if it \
+             cannot run any more, add --accept-copies-again",
+            c.tp
         )));
     }
     if !break_opposite {

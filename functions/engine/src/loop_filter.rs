@@ -150,11 +150,13 @@ impl LoopFilter {
             return Ok(true);
         }
         // Identical names: the opposite flow's source partition is this one.
-        let m = store
-            .get_cursor(opposite, tp)
-            .await?
-            .and_then(|c| c.next_target_offset)
-            .unwrap_or(-1);
+        // An opposite flow refused the topic (another flow writes it, or
+        // its target topic conflicts), or that handed it over, writes
+        // nothing more here: nothing to wait for.
+        let m = match store.get_cursor(opposite, tp).await? {
+            Some(c) if c.plan_refusal.is_some() || c.handed_over_ms.is_some() => i64::MAX,
+            c => c.and_then(|c| c.next_target_offset).unwrap_or(-1),
+        };
         self.mapped_below.insert(tp.clone(), m);
         Ok(m >= end)
     }

@@ -20,7 +20,9 @@ use super::{StateError, StateStore};
 /// (records a holder found already on the target), and no copies left past
 /// a loss on the target. (Copies a reconcile found of source records
 /// retention had already removed leave neither a count nor a run; they
-/// are of offsets below the log start, which no backfill reaches.)
+/// are of offsets below the log start, which no backfill reaches.) Nor
+/// below where the flow took the partition over from another (the
+/// records there are that flow's copies): each use says so (`handed_at`).
 const NOTHING_REPLICATED: &str = "(attribute_not_exists(records_replicated) OR records_replicated = :zero) \
      AND attribute_not_exists(open_run_source_start) AND attribute_not_exists(target_rewound_from)";
 
@@ -36,7 +38,8 @@ impl StateStore {
             .await?
             .update_expression("SET #from = :from, backfill_requested_ms = :now")
             .condition_expression(format!(
-                "attribute_exists(#pk) AND next_source_offset >= :from AND {NOTHING_REPLICATED}"
+                "attribute_exists(#pk) AND next_source_offset >= :from AND {NOTHING_REPLICATED} \
+                 AND (attribute_not_exists(handed_at) OR handed_at <= :from)"
             ))
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#from", BACKFILL_FROM)
@@ -87,7 +90,8 @@ impl StateStore {
             )
             .condition_expression(format!(
                 "lease_owner = :owner AND lease_epoch = :epoch AND #from = :from AND next_source_offset >= :start AND {NOTHING_REPLICATED} \
-                 AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled)"
+                 AND (attribute_not_exists(producer_id) OR producer_id < :zero OR writes_settled = :settled) \
+                 AND (attribute_not_exists(handed_at) OR handed_at <= :start)"
             ))
             .expression_attribute_names("#from", BACKFILL_FROM)
             .expression_attribute_values(":from", n(from))

@@ -283,21 +283,7 @@ impl StateStore {
     pub(super) async fn release_topics_of(&self, target_cluster_id: &str, flow: &str, cursors: &[CursorItem]) -> Result<(), StateError> {
         for (topic, writer) in self.topic_writers(target_cluster_id).await? {
             if writer.flow == flow && writer.released.is_none() {
-                let mut stopped = stopped_at(flow, &writer.source_topic, cursors);
-                // Taken over and not finished (a plan cut short): where the
-                // flow before stopped, for each partition whose cursor does
-                // not stand there yet.
-                if let Some(handed) = &writer.handed {
-                    for (p, at) in &handed.positions {
-                        let moved = cursors
-                            .iter()
-                            .any(|c| c.tp.topic == writer.source_topic && c.tp.partition == *p && c.handed_at.is_some());
-                        if !moved {
-                            stopped.positions.insert(*p, *at);
-                        }
-                    }
-                    stopped.source_topic_id = stopped.source_topic_id.or_else(|| handed.source_topic_id.clone());
-                }
+                let stopped = stopped_at(flow, &writer, cursors);
                 self.release_topic(target_cluster_id, &topic, flow, Some(&stopped)).await?;
             }
         }
@@ -391,8 +377,8 @@ impl StateStore {
             .update_cursor(flow, tp)
             .await?
             .update_expression(
-                "SET next_source_offset = :start, updated_ms = :now, lease_epoch = if_not_exists(lease_epoch, :zero) + :one \
-                 REMOVE handed_over_ms, lease_owner, leader_epoch, leader_epoch_starts, target_leader_epoch, next_target_offset, \
+                "SET next_source_offset = :start, handed_at = :start, updated_ms = :now, \
+                 lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE handed_over_ms, lease_owner, leader_epoch, leader_epoch_starts, target_leader_epoch, next_target_offset, \
                  producer_id, producer_epoch, transactional_id, producer_next_sequence, writes_settled",
             )
             .condition_expression("attribute_exists(handed_over_ms) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)")
@@ -407,14 +393,28 @@ impl StateStore {
     }
 }
 
-/// Where `cursors` of `source_topic` stand, as `flow`'s handover.
-pub fn stopped_at(flow: &str, source_topic: &str, cursors: &[CursorItem]) -> Handover {
-    let mine: Vec<&CursorItem> = cursors.iter().filter(|c| c.tp.topic == source_topic).collect();
-    Handover {
+/// Where `flow`'s `cursors` of the source topic `writer` names stand, as
+/// its handover. A flow that took the topic over and whose plan stopped
+/// before every cursor stood where the flow before it stopped (cut short)
+/// hands on those positions for each partition whose cursor was not moved
+/// there.
+pub fn stopped_at(flow: &str, writer: &TopicWriter, cursors: &[CursorItem]) -> Handover {
+    let mine: Vec<&CursorItem> = cursors.iter().filter(|c| c.tp.topic == writer.source_topic).collect();
+    let mut stopped = Handover {
         by: flow.to_owned(),
         positions: mine.iter().map(|c| (c.tp.partition, c.next_source_offset)).collect(),
         source_topic_id: mine.iter().find_map(|c| c.source_topic_id.clone()),
+    };
+    if let Some(handed) = &writer.handed {
+        for (p, at) in &handed.positions {
+            let moved = mine.iter().any(|c| c.tp.partition == *p && c.handed_at == Some(*at));
+            if !moved {
+                stopped.positions.insert(*p, *at);
+            }
+        }
+        stopped.source_topic_id = stopped.source_topic_id.or_else(|| handed.source_topic_id.clone());
     }
+    stopped
 }
 
 /// The partitions of a handover, as topic partitions of `source_topic`.

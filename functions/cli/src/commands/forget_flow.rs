@@ -25,13 +25,25 @@ pub(crate) struct ForgetFlowArgs {
     /// too.
     #[arg(long)]
     break_opposite_translation: bool,
+    /// Delete even though a partition's last holder stopped after writing
+    /// past its last checkpoint (its writes not settled): a flow that takes
+    /// the topic over copies those records again. For a flow that cannot
+    /// run any more; otherwise let it run once first.
+    #[arg(long)]
+    accept_copies_again: bool,
 }
 
 pub(crate) async fn forget_flow(args: ForgetFlowArgs) -> Result<ExitCode, String> {
     let ferry = build(&args.common, Settings::default()).await?;
-    let f = ferry_engine::forget::forget_flow(&ferry, &args.flow, args.yes, args.break_opposite_translation)
-        .await
-        .map_err(|e| describe(&e))?;
+    let f = ferry_engine::forget::forget_flow(
+        &ferry,
+        &args.flow,
+        args.yes,
+        args.break_opposite_translation,
+        args.accept_copies_again,
+    )
+    .await
+    .map_err(|e| describe(&e))?;
     if !f.deleted {
         println!(
             "ferry: would delete the state of flow {}: {} partition cursors with their offset maps, the flow's marker and its \

@@ -92,8 +92,12 @@ impl<'a> Known<'a> {
         // stopped copying it: the records there are that flow's copies,
         // which this flow's offset map does not place. Not synced (the
         // group's commit on the target stays as it is) until the group
-        // reads past it.
-        if cursor.handed_at.is_some_and(|at| c.offset < at) {
+        // reads past it (at it, once this flow has copied from there: its
+        // map places the record at the handover only then).
+        if cursor
+            .handed_at
+            .is_some_and(|at| c.offset < at || (c.offset == at && cursor.next_source_offset <= at))
+        {
             tracing::debug!(group, topic = %tp.topic, partition = tp.partition, commit = c.offset, "below where the flow took the topic over; not synced");
             return None;
         }

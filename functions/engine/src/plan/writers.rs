@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_adapters::kafka::{KafkaError, TopicMeta};
-use ferry_adapters::state::{handover_partitions, CursorItem, Handover, StateError, Taken, TopicWriter};
+use ferry_adapters::state::{handover_partitions, stopped_at, CursorItem, Handover, StateError, Taken, TopicWriter};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::TopicPartition;
 
@@ -47,11 +47,10 @@ pub(super) struct Writers {
     unmark: Vec<TopicPartition>,
 }
 
-/// A topic to hand over: its partitions with a cursor, and its id.
+/// A topic to hand over: its writer item, and the flow's cursors of it.
 struct LetGo {
-    source_topic: String,
-    partitions: Vec<TopicPartition>,
-    source_topic_id: Option<String>,
+    writer: TopicWriter,
+    cursors: Vec<CursorItem>,
 }
 
 /// A cluster's id, "" for one that names none.
@@ -135,13 +134,8 @@ pub(super) async fn decide(
         }
         let dropped = !flow.selects_topic(&h.source_topic) || flow.target_topic(&h.source_topic) != target;
         if dropped {
-            let mine: Vec<&CursorItem> = items.iter().filter(|c| c.tp.topic == h.source_topic).collect();
-            let go = LetGo {
-                partitions: mine.iter().map(|c| c.tp.clone()).collect(),
-                source_topic_id: mine.iter().find_map(|c| c.source_topic_id.clone()),
-                source_topic: h.source_topic,
-            };
-            w.let_go.push((target, Some(go)));
+            let cursors = items.iter().filter(|c| c.tp.topic == h.source_topic).cloned().collect();
+            w.let_go.push((target, Some(LetGo { writer: h, cursors })));
         }
     }
     // Cursors of a topic this flow copies again, marked when it was to be
@@ -206,7 +200,7 @@ pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> 
                 Some(stopped) => Some(stopped),
                 None => {
                     tracing::warn!(
-                        replicator = %ferry.spec.name, flow = %flow.id(), topic = %go.source_topic,
+                        replicator = %ferry.spec.name, flow = %flow.id(), topic = %go.writer.source_topic,
                         "the flow no longer copies this topic, and hands it over once no batch of it holds a lease there and each \
                          partition's last holder recorded its writes settled (one that stopped without checkpointing all it wrote \
                          waits for a holder of this flow to reconcile it: put the topic back in the definition for one run)"
@@ -222,24 +216,24 @@ pub(super) async fn settle(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan) -> 
 }
 
 /// Mark each of `go`'s cursors handed over (no lease is taken on them
-/// from then on) and return where they stand; `None` while a lease on one
-/// is live (a batch of an earlier plan still copying the topic).
+/// from then on) and return where the flow stopped (see `stopped_at`:
+/// a flow that took the topic over itself, cut short, hands on what it
+/// was given); `None` while one is leased or its writes are not settled.
 async fn handed_over_at(ferry: &Ferry, key: &str, go: &LetGo) -> Result<Option<Handover>, FerryError> {
-    let at = in_flight(go.partitions.iter().map(|tp| async move {
-        let at = ferry.store.mark_handed_over(key, tp).await?;
-        Ok::<_, StateError>((tp.partition, at))
+    let at = in_flight(go.cursors.iter().map(|c| async move {
+        let at = ferry.store.mark_handed_over(key, &c.tp).await?;
+        Ok::<_, StateError>((c, at))
     }))
     .await?;
-    let mut positions = BTreeMap::new();
-    for (partition, at) in at {
+    let mut marked = Vec::with_capacity(at.len());
+    for (c, at) in at {
         let Some(at) = at else { return Ok(None) };
-        positions.insert(partition, at);
+        marked.push(CursorItem {
+            next_source_offset: at,
+            ..c.clone()
+        });
     }
-    Ok(Some(Handover {
-        by: key.to_owned(),
-        positions,
-        source_topic_id: go.source_topic_id.clone(),
-    }))
+    Ok(Some(stopped_at(key, &go.writer, &marked)))
 }
 
 /// Start `topic`'s partitions where the flow that handed it over stopped:
@@ -261,6 +255,16 @@ async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str
              was created again since, or that flow left no positions): the partitions go on as planned"
         );
         return Ok(false);
+    }
+    // A backfill of the topic in the plan that takes it over would copy
+    // that flow's records again.
+    if p.starts.iter().any(|s| s.tp.topic == topic && s.backfill) {
+        return Err(FerryError::Input(format!(
+            "flow {}: this plan takes {topic} over from flow {} where it stopped, and a backfill of {topic} would copy that \
+             flow's records, already on the target, again; nothing was moved. Fix: run the backfill without {topic}",
+            flow.id(),
+            handed.by
+        )));
     }
     // Partitions that flow had no cursor for (added since): nobody copied
     // them, from their first record.
