@@ -49,6 +49,19 @@ def two_names(tmp_path, topics_a: list[str], topics_b: list[str]) -> tuple[Ferry
     return out[0], out[1]
 
 
+def cut_short_in_its_take(tmp_path, f: Ferry) -> None:
+    """`f --once`, killed in its plan after it took the topic over, with
+    partition 0's cursor made and the others not."""
+    log = tmp_path / f"{f.name}-cut.log"
+    cut = f.spawn("--once", log=log, env={"FERRY_FAILPOINT": "stall-making-cursors:120"})
+    deadline = time.time() + 120
+    while time.time() < deadline and "failpoint" not in log.read_text():
+        time.sleep(0.2)
+    cut.kill()
+    cut.wait()
+    assert "took over the target topic" in log.read_text(), log.read_text()
+
+
 def test_two_replicators_copying_one_topic_the_same_way_at_once_copy_each_record_once(tmp_path):
     topic = unique("one-writer")
     create_topic(SOURCE, topic, PARTITIONS)
@@ -267,14 +280,7 @@ def test_a_taker_forgotten_before_its_plan_finished_hands_the_topic_on_where_the
     c = Ferry(*write_config(folder, [topic]), name=unique("third"), prefix=a.prefix)
     assert a.run("--once").returncode == 0
     assert a.forget_flow("source>target").returncode == 0
-    log = tmp_path / "b.log"
-    cut = b.spawn("--once", log=log, env={"FERRY_FAILPOINT": "stall-making-cursors:120"})
-    deadline = time.time() + 120
-    while time.time() < deadline and "failpoint" not in log.read_text():
-        time.sleep(0.2)
-    cut.kill()
-    cut.wait()
-    assert "took over the target topic" in log.read_text(), log.read_text()
+    cut_short_in_its_take(tmp_path, b)
     forgot = b.forget_flow("source>target")
     assert forgot.returncode == 0, forgot.stdout + forgot.stderr
     more = keys_of(topic, 5)
@@ -358,13 +364,7 @@ def test_a_taker_cut_short_whose_definition_then_drops_the_topic_hands_on_where_
     c = Ferry(*write_config(folder, [topic]), name=unique("third"), prefix=a.prefix)
     assert a.run("--once").returncode == 0
     assert a.forget_flow("source>target").returncode == 0
-    log = tmp_path / "b.log"
-    cut = b.spawn("--once", log=log, env={"FERRY_FAILPOINT": "stall-making-cursors:120"})
-    deadline = time.time() + 120
-    while time.time() < deadline and "failpoint" not in log.read_text():
-        time.sleep(0.2)
-    cut.kill()
-    cut.wait()
+    cut_short_in_its_take(tmp_path, b)
     write_config(tmp_path / "second", [other])
     assert b.run("--once").returncode == 0
     more = keys_of(topic, 5)

@@ -378,8 +378,9 @@ impl StateStore {
             .await?
             .update_expression(
                 "SET next_source_offset = :start, handed_at = :start, updated_ms = :now, \
-                 lease_epoch = if_not_exists(lease_epoch, :zero) + :one REMOVE handed_over_ms, lease_owner, leader_epoch, leader_epoch_starts, target_leader_epoch, next_target_offset, \
-                 producer_id, producer_epoch, transactional_id, producer_next_sequence, writes_settled",
+                 lease_epoch = if_not_exists(lease_epoch, :zero) + :one \
+                 REMOVE handed_over_ms, lease_owner, leader_epoch, leader_epoch_starts, target_leader_epoch, \
+                 next_target_offset, producer_id, producer_epoch, transactional_id, producer_next_sequence, writes_settled",
             )
             .condition_expression("attribute_exists(handed_over_ms) AND (attribute_not_exists(lease_owner) OR lease_expires_ms < :now)")
             .expression_attribute_values(":start", n(start))
