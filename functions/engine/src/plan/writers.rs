@@ -16,12 +16,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_adapters::kafka::{KafkaError, TopicMeta};
+use ferry_adapters::kafka::TopicMeta;
 use ferry_adapters::state::{handover_partitions, stopped_at, CursorItem, Handover, StateError, Taken, TopicWriter};
 use ferry_core::config::FlowSpec;
 use ferry_core::domain::TopicPartition;
 
-use super::{in_flight, FlowPlan};
+use super::{cluster_ids, in_flight, FlowPlan};
 use crate::context::Ferry;
 use crate::error::FerryError;
 
@@ -53,14 +53,6 @@ struct LetGo {
     cursors: Vec<CursorItem>,
 }
 
-/// A cluster's id, "" for one that names none.
-async fn cluster_id(ferry: &Ferry, id: &str) -> Result<String, FerryError> {
-    match ferry.cluster(id)?.cluster_id().await {
-        Err(KafkaError::Unsupported { .. }) => Ok(String::new()),
-        other => Ok(other?),
-    }
-}
-
 /// Decide, reading only: the selected `topics` whose target topic another
 /// flow writes are refused in `p` (nothing created, grown or configured
 /// for them); those nobody has, or that a flow released, are to take; the
@@ -74,11 +66,10 @@ pub(super) async fn decide(
     items: &[CursorItem],
     p: &mut FlowPlan,
 ) -> Result<(), FerryError> {
-    let target_cluster_id = cluster_id(ferry, &flow.target.id).await?;
+    let (source_cluster_id, target_cluster_id) = cluster_ids(ferry, flow).await?;
     if target_cluster_id.is_empty() {
         return Ok(());
     }
-    let source_cluster_id = cluster_id(ferry, &flow.source.id).await?;
     let key = ferry.flow_key(flow);
     let held = ferry.store.topic_writers(&target_cluster_id).await?;
     let mut w = Writers {
@@ -305,7 +296,7 @@ pub(super) async fn finish(ferry: &Ferry, flow: &FlowSpec, done: &[(String, Hand
     if done.is_empty() {
         return Ok(());
     }
-    let cluster = cluster_id(ferry, &flow.target.id).await?;
+    let (_, cluster) = cluster_ids(ferry, flow).await?;
     let cluster = cluster.as_str();
     let key = ferry.flow_key(flow);
     let key = key.as_str();
