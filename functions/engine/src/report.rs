@@ -170,7 +170,11 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
     let mut groups = Vec::new();
     for flow in &ferry.spec.flows {
         let source = ferry.cluster(&flow.source.id)?;
-        let cursors = ferry.store.list_cursors(&ferry.flow_key(flow)).await?;
+        // Partitions the flow no longer copies (a topic dropped from its
+        // definition or handed over) keep their cursors; their lag grows
+        // with the source and is no one's to close here.
+        let mut cursors = ferry.store.list_cursors(&ferry.flow_key(flow)).await?;
+        cursors.retain(|c| crate::status::not_copied(ferry, flow, c).is_none());
         let ends = if up(&flow.source.alias) {
             crate::status::source_ends(ferry, flow, &cursors).await.unwrap_or_default()
         } else {

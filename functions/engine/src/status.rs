@@ -53,6 +53,12 @@ pub struct PartitionStatus {
     /// replicates records first (the request is then dropped and logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill_from: Option<i64>,
+    /// Why the flow no longer copies the partition, whose cursor it keeps
+    /// where it stopped: its definition dropped the topic, or it handed the
+    /// topic over to another writer. Its lag is then nobody's to close
+    /// here, and the report and readiness leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_copied: Option<String>,
 }
 
 /// One partition of one consumer group, as last synced.
@@ -147,7 +153,10 @@ async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
         let cursors = ferry.store.list_cursors(&key).await?;
         let ends = source_ends(ferry, flow, &cursors).await?;
         let now = ferry_adapters::state::now_ms();
-        rows.extend(cursors.iter().map(|c| partition_status(flow, c, &ends, now)));
+        rows.extend(cursors.iter().map(|c| PartitionStatus {
+            not_copied: not_copied(ferry, flow, c),
+            ..partition_status(flow, c, &ends, now)
+        }));
     }
     rows.sort_by(|a, b| (&a.flow, &a.topic, a.partition).cmp(&(&b.flow, &b.topic, b.partition)));
     Ok(rows)
@@ -190,6 +199,30 @@ pub(crate) async fn ends_of_existing(cluster: &KafkaCluster, tps: &[TopicPartiti
     Ok(cluster.list_offsets(&tps, OffsetSpec::Latest, true).await?)
 }
 
+/// Why `flow` does not copy the partition of cursor `c` any more, if it
+/// does not: the definition no longer selects its topic (the plan keeps the
+/// cursor where it stopped, and hands the topic over to whichever flow takes
+/// it next, or resumes there if the topic is selected again), or the flow
+/// handed the topic over. A topic the plan refuses is still the flow's to
+/// copy: its lag and its refusal count.
+pub(crate) fn not_copied(ferry: &Ferry, flow: &FlowSpec, c: &CursorItem) -> Option<String> {
+    let topic = &c.tp.topic;
+    if !flow.selects_topic(topic) || ferry.spec.is_prefixed_replica(topic) {
+        Some(format!(
+            "not copied: flow {} no longer selects topic {topic} (its TopicsToReplicate); kept where it stopped",
+            flow.id()
+        ))
+    } else if c.handed_over_ms.is_some() && c.plan_refusal.is_none() {
+        Some(format!(
+            "not copied: flow {} handed target topic {} over to another writer",
+            flow.id(),
+            c.target_topic
+        ))
+    } else {
+        None
+    }
+}
+
 /// A partition's status from its cursor and the source end offsets (a
 /// partition missing there: the end its cursor last saw).
 pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<TopicPartition, i64>, now: i64) -> PartitionStatus {
@@ -216,6 +249,7 @@ pub(crate) fn partition_status(flow: &FlowSpec, c: &CursorItem, ends: &HashMap<T
         },
         leader_epoch: c.leader_epoch,
         backfill_from: c.backfill_from,
+        not_copied: None,
     }
 }
 

@@ -45,6 +45,11 @@ pub(crate) async fn status(args: StatusArgs) -> Result<ExitCode, String> {
         .collect();
     for r in rows {
         let ts = r.last_record_timestamp_ms.map(format_ms).unwrap_or_else(|| "-".into());
+        // A partition the flow no longer copies has no lag of its own to close.
+        let (lag, lag_s) = match r.not_copied {
+            Some(_) => ("-".into(), "-".into()),
+            None => (r.lag.to_string(), r.lag_seconds.map_or("-".into(), |s| s.to_string())),
+        };
         println!(
             "{:<16} {:<24} {:>5} {:>12} {:>12} {:>10} {:>7} {:>9} {:>10}  {:<24} {}",
             r.flow,
@@ -52,12 +57,12 @@ pub(crate) async fn status(args: StatusArgs) -> Result<ExitCode, String> {
             r.partition,
             r.source_end_offset,
             r.cursor,
-            r.lag,
-            r.lag_seconds.map_or("-".into(), |s| s.to_string()),
+            lag,
+            lag_s,
             r.records_per_s,
             r.bytes_per_s,
             ts,
-            r.last_error.unwrap_or_default()
+            r.not_copied.or(r.last_error).unwrap_or_default()
         );
     }
     if !waiting.is_empty() {

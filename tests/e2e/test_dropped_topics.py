@@ -1,0 +1,109 @@
+"""A topic a flow no longer copies (its definition dropped it, or it was
+handed over to another replicator) keeps its cursor where it stopped. Its
+lag then grows with the source for good, and no run of this flow will
+close it: counted, it raised MessageLag (and the stack's alarm on it), the
+age of the oldest waiting record and a group's lag on the topic without
+end, and readiness could never say GO again. The report and readiness
+leave such partitions out, `ferry status` says why each is not copied, and
+the topic put back resumes where it stopped."""
+
+import json
+import subprocess
+
+from conftest import SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
+from support.groups import commit_at
+
+
+def ferry_json(ferry: Ferry, cmd: str) -> tuple[int, dict]:
+    res = subprocess.run(ferry.args(cmd, "--json"), capture_output=True, text=True, timeout=180)
+    assert res.returncode in (0, 3), res.stdout + res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def measured(readiness: dict, metric: str) -> str:
+    [c] = [c for c in readiness["criteria"] if c["metric"] == metric]
+    return c["measured"]
+
+
+def test_a_topic_dropped_from_the_definition_leaves_the_lag_and_resumes_where_it_stopped(tmp_path):
+    kept, dropped, group = unique("dropped-kept"), unique("dropped-gone"), unique("dropped-app")
+    create_topic(SOURCE, kept, 1)
+    create_topic(SOURCE, dropped, 2)
+    produce_keys(SOURCE, kept, [f"k{i}" for i in range(10)])
+    first = {p: [f"d{p}-{i}" for i in range(20)] for p in range(2)}
+    for p, keys in first.items():
+        produce_keys(SOURCE, dropped, keys, partition=p)
+    ferry = Ferry(*write_config(tmp_path, [kept, dropped], groups=[group]))
+    ran = ferry.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    # The definition drops the topic; its source goes on taking records,
+    # and a group goes on reading it there.
+    write_config(tmp_path, [kept], groups=[group])
+    later = {p: [f"d{p}-{i}" for i in range(20, 50)] for p in range(2)}
+    for p, keys in later.items():
+        produce_keys(SOURCE, dropped, keys, partition=p)
+    produce_keys(SOURCE, kept, [f"k{i}" for i in range(10, 15)])
+    commit_at(SOURCE, group, {(kept, 0): (15, ""), (dropped, 0): (5, ""), (dropped, 1): (5, "")})
+    ran = ferry.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [len(read_partition(TARGET, dropped, p)) for p in range(2)] == [20, 20], "the dropped topic is not copied"
+
+    _, report = ferry_json(ferry, "report")
+    assert [(t["topic"], t["message_lag"]) for t in report["topics"]] == [(kept, 0)], report["topics"]
+    [g] = report["groups"]
+    assert (g["group"], g["source_sum_offset_lag"]) == (group, 0), g
+    code, readiness = ferry_json(ferry, "readiness")
+    assert measured(readiness, "MessageLag") == "0", readiness
+    assert code == 0 and readiness["go"], json.dumps(readiness, indent=1)
+    rows = {(r["topic"], r["partition"]): r for r in ferry.status()}
+    assert "not_copied" not in rows[(kept, 0)], rows
+    for p in range(2):
+        row = rows[(dropped, p)]
+        assert (row["cursor"], row["lag"]) == (20, 30), row
+        assert dropped in row["not_copied"] and "no longer selects" in row["not_copied"], row
+    table = subprocess.run(ferry.args("status"), capture_output=True, text=True, timeout=120)
+    line = next(line for line in table.stdout.splitlines() if dropped in line)
+    assert "not copied" in line and " 30 " not in line, table.stdout
+
+    # Put back: it resumes where it stopped, every record once.
+    write_config(tmp_path, [kept, dropped], groups=[group])
+    ran = ferry.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    for p in range(2):
+        assert [r["key"].decode() for r in read_partition(TARGET, dropped, p)] == first[p] + later[p]
+    _, report = ferry_json(ferry, "report")
+    assert sorted((t["topic"], t["message_lag"]) for t in report["topics"]) == sorted([(kept, 0), (dropped, 0)])
+    assert all("not_copied" not in r for r in ferry.status())
+
+
+def test_the_replicator_that_handed_a_topic_over_does_not_count_its_lag(tmp_path):
+    """Two replicators on the same tables: the first copies the topic, then
+    its definition drops it and the second takes it over. The first's
+    report leaves the topic out; the second's counts it."""
+    topic, other = unique("dropped-handed"), unique("dropped-other")
+    create_topic(SOURCE, topic, 1)
+    create_topic(SOURCE, other, 1)
+    produce_keys(SOURCE, topic, [f"k{i}" for i in range(10)])
+    prefix = unique("ferry-dropped")
+    folders = [tmp_path / n for n in ("first", "second")]
+    for f in folders:
+        f.mkdir()
+    a = Ferry(*write_config(folders[0], [topic, other]), name=unique("first"), prefix=prefix)
+    b = Ferry(*write_config(folders[1], [topic]), name=unique("second"), prefix=prefix)
+    assert a.run("--once").returncode == 0
+    write_config(folders[0], [other])
+    assert a.run("--once").returncode == 0
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    produce_keys(SOURCE, topic, [f"k{i}" for i in range(10, 40)])
+
+    _, first = ferry_json(a, "report")
+    assert [t["topic"] for t in first["topics"]] == [other], first["topics"]
+    [row] = [r for r in a.status() if r["topic"] == topic]
+    assert row["lag"] == 30 and "not copied" in row["not_copied"], row
+    _, second = ferry_json(b, "report")
+    assert [(t["topic"], t["message_lag"]) for t in second["topics"]] == [(topic, 30)], second["topics"]
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["key"].decode() for r in read_partition(TARGET, topic, 0)] == [f"k{i}" for i in range(40)]
