@@ -218,15 +218,24 @@ class Ferry:
         return self.full_status()["groups"]
 
 
-def stored_batches(cluster: str, topic: str, partition: int) -> list[dict]:
+def stored_batches(cluster: str, topic: str, partition: int, records: bool = False) -> list[dict]:
     """The record batches of a partition as its broker stored them, read from
-    the log segments with Kafka's own DumpLogSegments."""
+    the log segments with Kafka's own DumpLogSegments; with `records`, each
+    with its records under "records" (offset, key, a control record's
+    endTxnMarker, ...)."""
     data = Path(os.environ.get("FERRY_RUN_DIR") or ROOT / ".run") / cluster / "data" / f"{topic}-{partition}"
     segments = sorted(str(f) for f in data.glob("*.log"))
     assert segments, f"no log segments in {data}"
-    out = subprocess.run(["java", "-cp", f"{os.environ['KAFKA_LIBS']}/*", "kafka.tools.DumpLogSegments",
+    deep = ["--deep-iteration", "--print-data-log"] if records else []
+    out = subprocess.run(["java", "-cp", f"{os.environ['KAFKA_LIBS']}/*", "kafka.tools.DumpLogSegments", *deep,
                           "--files", ",".join(segments)], capture_output=True, text=True, timeout=120, check=True).stdout
-    return [dict(re.findall(r"(\w+): (\S+)", line)) for line in out.splitlines() if line.startswith("baseOffset:")]
+    batches: list[dict] = []
+    for line in out.splitlines():
+        if line.startswith("baseOffset:"):
+            batches.append(dict(re.findall(r"(\w+): (\S+)", line)) | ({"records": []} if records else {}))
+        elif records and line.startswith("| offset:") and batches:
+            batches[-1]["records"].append(dict(re.findall(r"(\w+): (\S+)", line)))
+    return batches
 
 
 def msk_cluster(name: str, listeners: dict[str, str]) -> str:
