@@ -11,6 +11,7 @@ import time
 
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
 from support.groups import commit_at, first_key_from
+from support.moves import no_go
 
 PARTITIONS = 3
 
@@ -244,11 +245,18 @@ def test_a_group_is_not_synced_below_where_the_topic_was_taken_over(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert len(read_partition(TARGET, topic, 0)) == 110
     assert (topic, 0) not in committed(TARGET, group), "not synced below the handover"
+    # `ferry move` says why, and a fix that applies (not "add the group").
+    rep = no_go(b, "--group", group, "--to", "target", "--wait", "5")
+    assert "took the topic over" in rep["reason"] and "offset 100" in rep["reason"], rep
+    assert "read past offset 100" in rep["fix"], rep
     commit_at(SOURCE, group, {(topic, 0): (105, "past")})
     ran = b.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     offset, _ = committed(TARGET, group)[(topic, 0)]
     assert first_key_from(TARGET, topic, 0, offset) == b"k105"
+    moved = b.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert committed(TARGET, group)[(topic, 0)][0] == offset
 
 
 def test_the_taker_may_not_backfill_below_where_it_took_the_topic_over(tmp_path):

@@ -37,6 +37,7 @@ mod translation;
 use commit::*;
 pub(crate) use commit::{OPPOSITE_UNREAD, SKIPS};
 pub(crate) use retire::translating_through;
+pub(crate) use sync_group::below_handover;
 use sync_group::*;
 use translation::*;
 

@@ -57,6 +57,16 @@ const LOOKUPS_IN_FLIGHT: usize = 16;
 const LOOKUPS_MADE_AT_ONCE: usize = 256;
 
 /// A partition's commit, with what is known of it before any lookup.
+/// Where the flow took `cursor`'s partition over from a flow that stopped
+/// copying it, when a commit at `offset` lies below it: the records there
+/// are that flow's copies, which this flow's offset map does not place (at
+/// the handover itself, only until this flow has copied from there).
+pub(crate) fn below_handover(cursor: &CursorItem, offset: i64) -> Option<i64> {
+    cursor
+        .handed_at
+        .filter(|&at| offset < at || (offset == at && cursor.next_source_offset <= at))
+}
+
 struct Known<'a> {
     tp: &'a TopicPartition,
     c: &'a Committed,
@@ -94,10 +104,7 @@ impl<'a> Known<'a> {
         // group's commit on the target stays as it is) until the group
         // reads past it (at it, once this flow has copied from there: its
         // map places the record at the handover only then).
-        if cursor
-            .handed_at
-            .is_some_and(|at| c.offset < at || (c.offset == at && cursor.next_source_offset <= at))
-        {
+        if below_handover(cursor, c.offset).is_some() {
             tracing::debug!(group, topic = %tp.topic, partition = tp.partition, commit = c.offset, "below where the flow took the topic over; not synced");
             return None;
         }

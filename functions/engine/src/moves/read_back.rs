@@ -71,6 +71,23 @@ pub(super) async fn sync_and_read_back(
         let back = dst.committed_offsets(g).await?;
         for (tp, committed) in c {
             let Some(item) = items.get(&(g.as_str(), tp)) else {
+                let cursor = ferry.store.get_cursor(&ferry.flow_key(flow), tp).await?;
+                if let Some(at) = cursor.as_ref().and_then(|c| crate::groups::below_handover(c, committed.offset)) {
+                    return Ok(report.no_go(
+                        format!(
+                            "group {g} {tp}: committed at offset {}, where flow {} does not place it: it took the topic over \
+                             from another writer at offset {at}, and the records on {to} below that are the other writer's \
+                             copies",
+                            committed.offset,
+                            flow.id()
+                        ),
+                        format!(
+                            "let the application read past offset {at} on {from} (records produced after the handover; at \
+                             {at} itself, once the flow has copied one), so that its commit is among this flow's copies, \
+                             then run the move again"
+                        ),
+                    ));
+                }
                 return Ok(report.no_go(
                     format!("flow {} does not sync group {g}", flow.id()),
                     "add the group to ConsumerGroupsToReplicate in replication-info.json (with DetectAndCopyNewConsumerGroups \
