@@ -259,6 +259,57 @@ def test_a_group_is_not_synced_below_where_the_topic_was_taken_over(tmp_path):
     assert committed(TARGET, group)[(topic, 0)][0] == offset
 
 
+def synced_then_handed_over(tmp_path) -> tuple[Ferry, str, str]:
+    """The first writer copies 100 records and syncs the group at 50 to the
+    target, then hands the topic over; 10 more records. The taker."""
+    topic, other, group = unique("one-writer-synced"), unique("one-writer-other"), unique("one-writer-app")
+    create_topic(SOURCE, topic, 1)
+    create_topic(SOURCE, other, 1)
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100)])
+    commit_at(SOURCE, group, {(topic, 0): (50, "")})
+    prefix = unique("ferry-one-writer")
+    folders = [tmp_path / n for n in ("first", "second")]
+    for f in folders:
+        f.mkdir()
+    a = Ferry(*write_config(folders[0], [topic], groups=[group]), name=unique("first"), prefix=prefix)
+    b = Ferry(*write_config(folders[1], [topic], groups=[group]), name=unique("second"), prefix=prefix)
+    assert a.run("--once").returncode == 0
+    assert committed(TARGET, group)[(topic, 0)][0] == 50
+    write_config(folders[0], [other], groups=[group])
+    assert a.run("--once").returncode == 0
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100, 110)])
+    return b, topic, group
+
+
+def test_a_group_the_first_writer_synced_is_synced_by_the_taker_past_the_handover(tmp_path):
+    """The first writer's commit on the target is Ferry's: once the group
+    reads past the handover, the taker moves it on, exactly, and `ferry
+    move` is GO (breaker helper-91: it was a foreign commit for good,
+    blamed on an operator's reset)."""
+    b, topic, group = synced_then_handed_over(tmp_path)
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    commit_at(SOURCE, group, {(topic, 0): (105, "")})
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"k{i:03d}".encode() for i in range(110)]
+    offset, _ = committed(TARGET, group)[(topic, 0)]
+    assert first_key_from(TARGET, topic, 0, offset) == b"k105", b.groups()
+    moved = b.move("--group", group, "--to", "target", "--wait", "30", "--json")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+
+
+def test_an_operators_reset_below_the_first_writers_commit_is_left_to_the_operator(tmp_path):
+    b, topic, group = synced_then_handed_over(tmp_path)
+    commit_at(TARGET, group, {(topic, 0): (20, "reset")})
+    commit_at(SOURCE, group, {(topic, 0): (105, "")})
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert committed(TARGET, group)[(topic, 0)][0] == 20
+    [row] = [g for g in b.groups() if g["group"] == group]
+    assert row["status"] == "foreign-commit", row
+
+
 def test_the_taker_may_not_backfill_below_where_it_took_the_topic_over(tmp_path):
     topic = unique("one-writer-backfill")
     create_topic(SOURCE, topic, PARTITIONS)

@@ -283,6 +283,17 @@ async fn sync_flow(
         None => None,
     };
     let previous = syncs_by_partition(ferry.store.group_syncs(&flow_key).await?);
+    // Partitions this flow took over from a flow that stopped copying them:
+    // that flow's syncs, whose commits on the target are Ferry's too.
+    let mut handed = HashMap::new();
+    let handers: BTreeSet<&str> = cursors.values().filter_map(|c| c.handed_by.as_deref()).collect();
+    for by in handers {
+        for item in ferry.store.group_syncs(by).await? {
+            if cursors.get(&item.tp).is_some_and(|c| c.handed_by.as_deref() == Some(by)) {
+                handed.insert((item.group.clone(), item.tp.clone()), item);
+            }
+        }
+    }
     // The opposite flow's syncs, whatever the mode: a target commit it
     // carried over to the other cluster is the group's own, not a foreign one.
     let opposite_key = crate::opposite::flow_key(ferry, flow).await?;
@@ -306,6 +317,7 @@ async fn sync_flow(
     let seen = Seen {
         cursors: &cursors,
         previous: &previous,
+        handed: &handed,
         carried: &carried,
         target_starts: &target_starts,
         opposite_key: opposite_key.as_deref(),

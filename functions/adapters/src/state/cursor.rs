@@ -102,6 +102,10 @@ pub struct CursorItem {
     /// flow that stopped copying it (see `writers`): the records below
     /// were that flow's copies, in its offset map, not this one's.
     pub handed_at: Option<i64>,
+    /// The flow it took the partition over from (its state key): the
+    /// commits that flow's group syncs made on the target are Ferry's, the
+    /// group's last synced positions, not someone else's.
+    pub handed_by: Option<String>,
     /// The source leader epoch of the batch holding the last offset before
     /// the cursor (KIP-320): the next holder asks the source's leader where
     /// that epoch ends, and a log truncated below the cursor (an unclean
@@ -236,6 +240,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             target_topic_id: r.s("target_topic_id"),
             handed_over_ms: r.n("handed_over_ms"),
             handed_at: r.n("handed_at"),
+            handed_by: r.s("handed_by"),
             leader_epoch: r.n("leader_epoch").and_then(|v| i32::try_from(v).ok()),
             leader_epochs: match r.s("leader_epoch_starts").as_deref().and_then(parse_leader_epochs) {
                 Some(epochs) if !epochs.is_empty() => epochs,

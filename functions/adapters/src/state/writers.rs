@@ -331,15 +331,16 @@ impl StateStore {
     }
 
     /// Record on `flow`'s cursor of `tp` that it took the partition over at
-    /// source offset `at` (see `CursorItem::handed_at`).
-    pub async fn set_handed_at(&self, flow: &str, tp: &TopicPartition, at: i64) -> Result<(), StateError> {
+    /// source offset `at` from flow `by` (see `CursorItem::handed_at`).
+    pub async fn set_handed_at(&self, flow: &str, tp: &TopicPartition, at: i64, by: &str) -> Result<(), StateError> {
         let res = self
             .update_cursor(flow, tp)
             .await?
-            .update_expression("SET handed_at = :at")
+            .update_expression("SET handed_at = :at, handed_by = :by")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":by", s(by))
             .send()
             .bounded(&self.calls)
             .await;

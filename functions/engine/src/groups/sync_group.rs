@@ -10,6 +10,9 @@ pub(super) struct Seen<'a> {
     pub(super) cursors: &'a HashMap<TopicPartition, CursorItem>,
     /// This flow's last sync of each group partition.
     pub(super) previous: &'a SyncsByPartition,
+    /// The last sync of each group partition by the flow this one took the
+    /// partition over from (`CursorItem::handed_by`).
+    pub(super) handed: &'a SyncsByPartition,
     /// The opposite flow's, keyed by its source partition (this flow's target).
     pub(super) carried: &'a SyncsByPartition,
     /// The target partitions' log-start offsets.
@@ -31,6 +34,9 @@ impl Seen<'_> {
         // What a sync was about to commit when it stopped before recording
         // that it had (the function timed out or died in between).
         let pending = prev.and_then(|p| p.pending_offset);
+        // Written by the flow this one took the partition over from: its
+        // commits are the group's last synced position, not a reset.
+        let handed = self.handed.get(&key).and_then(written_offset);
         let carried = self
             .carried
             .get(&(group.to_owned(), target_tp.clone()))
@@ -41,7 +47,7 @@ impl Seen<'_> {
         // overlapping sync, or one that stopped between its commit and its
         // write). Ferry only ever moves a commit forward; a reset below it
         // is someone else's.
-        if written.is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
+        if written.or(handed).is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
             CommitOwner::Ferry
         } else {
             CommitOwner::Other

@@ -300,8 +300,15 @@ pub(super) async fn finish(ferry: &Ferry, flow: &FlowSpec, done: &[(String, Hand
     let cluster = cluster.as_str();
     let key = ferry.flow_key(flow);
     let key = key.as_str();
-    let partitions: Vec<(TopicPartition, i64)> = done.iter().flat_map(|(topic, h)| handover_partitions(h, topic)).collect();
-    in_flight(partitions.iter().map(|(tp, at)| ferry.store.set_handed_at(key, tp, *at))).await?;
+    let partitions: Vec<(TopicPartition, i64, &str)> = done
+        .iter()
+        .flat_map(|(topic, h)| {
+            handover_partitions(h, topic)
+                .into_iter()
+                .map(move |(tp, at)| (tp, at, h.by.as_str()))
+        })
+        .collect();
+    in_flight(partitions.iter().map(|(tp, at, by)| ferry.store.set_handed_at(key, tp, *at, by))).await?;
     in_flight(done.iter().map(|(topic, _)| async move {
         let target = flow.target_topic(topic);
         ferry.store.handed_over(cluster, &target, key).await
