@@ -10,7 +10,7 @@ the topic put back resumes where it stopped."""
 import json
 import subprocess
 
-from conftest import SOURCE, TARGET, Ferry, create_topic, produce_keys, read_partition, unique, write_config
+from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, read_partition, unique, write_config
 from support.groups import commit_at
 
 
@@ -107,3 +107,38 @@ def test_the_replicator_that_handed_a_topic_over_does_not_count_its_lag(tmp_path
     ran = b.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert [r["key"].decode() for r in read_partition(TARGET, topic, 0)] == [f"k{i}" for i in range(40)]
+
+
+def test_a_topic_named_like_another_clusters_copies_is_copied_and_the_copies_are_not(tmp_path):
+    """An IDENTICAL flow source→target beside a PREFIXED flow target→source
+    (which writes its copies on source as `target.<topic>`). A topic on
+    source named `source.<x>`, its own cluster's alias, is an
+    application's: copied (breaker helper-90: any topic starting with
+    either alias of any PREFIXED flow was left out, without a word, and
+    since the report leaves out what a flow does not copy, readiness said
+    GO). The PREFIXED flow's copies on source are not copied back, or
+    names would grow without end."""
+    u = unique("prefixed")
+    mine, theirs = f"source.orders-{u}", f"other-{u}"
+    create_topic(SOURCE, mine, 1)
+    create_topic(TARGET, theirs, 1)
+    produce_keys(SOURCE, mine, [f"m{i}" for i in range(20)])
+    produce_keys(TARGET, theirs, [f"t{i}" for i in range(5)])
+    kc, ri = write_config(tmp_path, [theirs])
+    flows = json.loads(ri.read_text())
+    back = json.loads(json.dumps(flows[0]))
+    back.update(SourceKafkaClusterId="target", TargetKafkaClusterId="source")
+    back["TopicReplication"]["TopicNameConfiguration"] = {"Type": "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS"}
+    # Forward, every topic of the test: the copies `target.<x>` included.
+    flows[0]["TopicReplication"]["TopicsToReplicate"] = [f".*-{u}"]
+    ri.write_text(json.dumps(flows + [back]))
+    ferry = Ferry(kc, ri)
+    for _ in range(2):
+        ran = ferry.run("--once")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, mine, 0)] == [f"m{i}".encode() for i in range(20)]
+    assert [r["key"] for r in read_partition(SOURCE, f"target.{theirs}", 0)] == [f"t{i}".encode() for i in range(5)]
+    on_target, on_source = list_topics(TARGET), list_topics(SOURCE)
+    assert f"target.{theirs}" not in on_target and f"target.target.{theirs}" not in on_source
+    _, report = ferry_json(ferry, "report")
+    assert sorted(t["topic"] for t in report["topics"]) == sorted([mine, theirs]), report["topics"]

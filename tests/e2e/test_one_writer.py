@@ -471,3 +471,29 @@ def test_the_flow_back_goes_on_while_its_opposite_flow_is_refused_the_topic(tmp_
     assert ran.returncode == 1 and a.name in ran.stdout + ran.stderr, ran.stdout + ran.stderr
     keys = [r["key"] for r in read_partition(SOURCE, topic, 0)]
     assert keys == [f"s{i:03d}".encode() for i in range(20)] + [f"t{i:03d}".encode() for i in range(5)]
+
+
+def test_a_taker_that_detects_no_new_topics_goes_on_with_a_topic_handed_to_it(tmp_path):
+    """The second replicator's first plan ran with DetectAndCopyNewTopics
+    false; a topic the first hands over, then added to its definition, was
+    left out as not there when it started, and its backfill refused:
+    nobody copied it (breaker helper-90)."""
+    topic, other_a, other_b = unique("one-writer-nodetect"), unique("one-writer-oa"), unique("one-writer-ob")
+    for t in (topic, other_a, other_b):
+        create_topic(SOURCE, t, 1)
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(10)])
+    prefix = unique("ferry-one-writer")
+    folders = [tmp_path / n for n in ("first", "second")]
+    for f in folders:
+        f.mkdir()
+    nodetect = {"DetectAndCopyNewTopics": False}
+    a = Ferry(*write_config(folders[0], [topic, other_a]), name=unique("first"), prefix=prefix)
+    b = Ferry(*write_config(folders[1], [other_b], topic_replication=nodetect), name=unique("second"), prefix=prefix)
+    assert a.run("--once").returncode == 0 and b.run("--once").returncode == 0
+    write_config(folders[0], [other_a])
+    write_config(folders[1], [other_b, topic], topic_replication=nodetect)
+    assert a.run("--once").returncode == 0
+    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(10, 40)])
+    ran = b.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"k{i:03d}".encode() for i in range(40)]

@@ -254,7 +254,7 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
     }
     Ok(all
         .into_iter()
-        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))
+        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(&flow.source.alias, name))
         .collect())
 }
 
@@ -370,7 +370,13 @@ async fn decide(
         );
     }
     if !first_plan && !flow.detect_new_topics {
-        let started = |name: &String| cursors.keys().any(|tp| &tp.topic == name) || backfilled(name);
+        // A topic another flow handed over is this flow's to go on with.
+        let handed = if stateful {
+            writers::handed_here(ferry, flow, &topics).await?
+        } else {
+            BTreeSet::new()
+        };
+        let started = |name: &String| cursors.keys().any(|tp| &tp.topic == name) || backfilled(name) || handed.contains(name);
         let left: Vec<&String> = topics.keys().filter(|name| !started(name)).collect();
         if !left.is_empty() {
             tracing::warn!(replicator = %ferry.spec.name, flow = %flow.id(), topics = ?left,

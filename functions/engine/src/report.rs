@@ -297,7 +297,11 @@ async fn flow_groups(
         .map(|c| TopicPartition::new(c.target_topic.clone(), c.tp.partition))
         .collect();
     let target_ends = crate::status::ends_of_existing(&target, &target_tps).await?;
-    let syncs = ferry.store.group_syncs(&ferry.flow_key(flow)).await?;
+    // The syncs of partitions the flow copies: a sync row left on a topic
+    // it no longer copies is never visited again (its failure and its age
+    // would hold the group's numbers for good).
+    let mut syncs = ferry.store.group_syncs(&ferry.flow_key(flow)).await?;
+    syncs.retain(|s| replicated.contains_key(&s.tp));
     let mut out = Vec::new();
     for group in &set.source_groups {
         let on_source = source.committed_offsets(group).await?;

@@ -207,10 +207,16 @@ pub(crate) async fn ends_of_existing(cluster: &KafkaCluster, tps: &[TopicPartiti
 /// copy: its lag and its refusal count.
 pub(crate) fn not_copied(ferry: &Ferry, flow: &FlowSpec, c: &CursorItem) -> Option<String> {
     let topic = &c.tp.topic;
-    if !flow.selects_topic(topic) || ferry.spec.is_prefixed_replica(topic) {
+    if !flow.selects_topic(topic) {
         Some(format!(
             "not copied: flow {} no longer selects topic {topic} (its TopicsToReplicate); kept where it stopped",
             flow.id()
+        ))
+    } else if ferry.spec.is_prefixed_replica(&flow.source.alias, topic) {
+        Some(format!(
+            "not copied: topic {topic} on cluster {} starts with another cluster's alias and a dot, as a PREFIXED flow names \
+             its copies, and a copy is never copied again (it would loop); kept where it stopped",
+            flow.source.alias
         ))
     } else if c.handed_over_ms.is_some() && c.plan_refusal.is_none() {
         Some(format!(

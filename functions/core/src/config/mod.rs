@@ -271,18 +271,21 @@ impl ReplicatorSpec {
         self.flows.iter().find(|o| is_opposite(flow, o))
     }
 
-    /// Whether `topic` is itself a replica made by prefixed naming
-    /// (`<cluster alias>.<topic>`): such topics are never replicated again,
-    /// or two prefixed flows would copy each other's copies forever.
-    pub fn is_prefixed_replica(&self, topic: &str) -> bool {
+    /// Whether `topic`, on the cluster aliased `cluster`, may itself be a
+    /// replica made by prefixed naming (`<cluster alias>.<topic>`): such
+    /// topics are never replicated again, or two prefixed flows would copy
+    /// each other's copies forever. Any alias of a PREFIXED flow's clusters
+    /// counts (the flow back may be another replicator's, which this
+    /// definition does not show), except the cluster's own: no flow writes
+    /// its copies into the cluster they came from, so `prod.orders` on the
+    /// cluster aliased `prod` is an application's topic.
+    pub fn is_prefixed_replica(&self, cluster: &str, topic: &str) -> bool {
         self.flows
             .iter()
             .filter(|f| f.naming == TopicNaming::PrefixedWithSourceClusterAlias)
-            .any(|f| {
-                [&f.source.alias, &f.target.alias]
-                    .iter()
-                    .any(|alias| topic.strip_prefix(alias.as_str()).is_some_and(|rest| rest.starts_with('.')))
-            })
+            .flat_map(|f| [&f.source.alias, &f.target.alias])
+            .filter(|alias| alias.as_str() != cluster)
+            .any(|alias| topic.strip_prefix(alias.as_str()).is_some_and(|rest| rest.starts_with('.')))
     }
 }
 

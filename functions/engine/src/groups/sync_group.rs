@@ -285,7 +285,9 @@ pub(super) async fn sync_group(
         .committed_offsets(group)
         .await?
         .into_iter()
-        .filter(|(tp, _)| flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&tp.topic) && cursors.contains_key(tp))
+        .filter(|(tp, _)| {
+            flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&flow.source.alias, &tp.topic) && cursors.contains_key(tp)
+        })
         .collect();
     // A partition synced before whose topic is missing now says so,
     // rather than show its last sync as current.

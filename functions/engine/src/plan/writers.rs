@@ -53,6 +53,33 @@ struct LetGo {
     cursors: Vec<CursorItem>,
 }
 
+/// Those of `topics` whose target topic another flow released where it
+/// stopped copying the same source topic: this flow goes on from there (a
+/// flow that detects no new topics copies them, though they were not there
+/// when it started).
+pub(super) async fn handed_here(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    topics: &BTreeMap<String, TopicMeta>,
+) -> Result<BTreeSet<String>, FerryError> {
+    let (source_cluster_id, target_cluster_id) = cluster_ids(ferry, flow).await?;
+    if target_cluster_id.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let held = ferry.store.topic_writers(&target_cluster_id).await?;
+    Ok(topics
+        .keys()
+        .filter(|t| {
+            held.get(&flow.target_topic(t)).is_some_and(|h| {
+                h.released.as_ref().is_some_and(|r| !r.positions.is_empty())
+                    && h.source_cluster_id == source_cluster_id
+                    && &h.source_topic == *t
+            })
+        })
+        .cloned()
+        .collect())
+}
+
 /// Decide, reading only: the selected `topics` whose target topic another
 /// flow writes are refused in `p` (nothing created, grown or configured
 /// for them); those nobody has, or that a flow released, are to take; the
