@@ -413,3 +413,41 @@ def test_a_target_topic_ferry_did_not_create_keeps_its_settings_when_configs_are
     assert ferry.run("--once", timeout=180).returncode == 1  # the policy conflict stands
     assert overrides(TARGET, made).get("retention.ms") == "7200000"
     assert overrides(TARGET, kept) == {"retention.ms": "-1", "retention.bytes": "-1", "max.message.bytes": "2000000"}
+
+
+def test_a_changed_topic_name_is_copied_into_anew_and_an_old_name_never_twice(tmp_path):
+    """TopicNameConfiguration changed after copying: the new name gets the
+    topic from its first record (the old one keeps its copies); changed
+    back onto the old name, which holds the flow's copies, it is refused,
+    not copied there again (breaker helper-91: every record there twice,
+    exit 0, and a 'deleted and created again' error about a topic nobody
+    deleted); changed back again, the new name goes on where it stopped."""
+    topic = unique("renamed")
+    create_topic(SOURCE, topic, 1)
+    keys = [f"k{i:02d}".encode() for i in range(35)]
+    produce_keys(SOURCE, topic, [k.decode() for k in keys[:20]])
+    kc, ri = write_config(tmp_path, [topic])
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    copy = f"source.{topic}"
+
+    produce_keys(SOURCE, topic, [k.decode() for k in keys[20:30]])
+    write_config(tmp_path, [topic], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    ran = ferry.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "TopicRenamed" in ran.stderr and "TopicRecreated" not in ran.stderr, ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, copy, 0)] == keys[:30]
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == keys[:20]
+
+    produce_keys(SOURCE, topic, [k.decode() for k in keys[30:]])
+    write_config(tmp_path, [topic])
+    ran = ferry.run("--once")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "already holds the flow's copies" in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == keys[:20], "not copied there twice"
+
+    write_config(tmp_path, [topic], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    ran = ferry.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, copy, 0)] == keys
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == keys[:20]

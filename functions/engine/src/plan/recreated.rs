@@ -30,8 +30,15 @@ pub(super) async fn histories_replaced(
         by_topic.entry(c.tp.topic.as_str()).or_default().push(c);
     }
     let mut suspects: BTreeMap<&str, String> = BTreeMap::new();
+    let mut renamed: BTreeMap<&str, String> = BTreeMap::new();
     for (topic, cursors) in &by_topic {
         let target_name = flow.target_topic(topic);
+        // Made for another target name: the flow's TopicNameConfiguration
+        // changed. Nothing was deleted (see `renamed_targets`).
+        if let Some(old) = cursors.iter().map(|c| &c.target_topic).find(|t| **t != target_name) {
+            renamed.insert(topic, old.clone());
+            continue;
+        }
         match replaced_why(flow, topic, cursors, topics.get(*topic), target_meta.get(&target_name)) {
             Some(why) => {
                 suspects.insert(topic, why);
@@ -50,6 +57,9 @@ pub(super) async fn histories_replaced(
                 }
             }
         }
+    }
+    if !renamed.is_empty() {
+        renamed_targets(ferry, flow, &by_topic, renamed, topics, p).await?;
     }
     if suspects.is_empty() {
         return Ok(());
@@ -125,6 +135,71 @@ pub(super) async fn histories_replaced(
             replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partitions = cursors.len(), not_copied_before = lost,
             "TopicRecreated: {why}; Ferry forgets this topic's cursors and offset map and copies the source topic again from \
              its first record (at least {lost} records of the old source topic that were not copied yet are gone with it)"
+        );
+        for c in cursors {
+            p.restart.push(c.tp.clone());
+            p.cursors.remove(&c.tp);
+        }
+    }
+    Ok(())
+}
+
+/// Topics whose cursors were made for another target name (the flow's
+/// `TopicNameConfiguration` changed, each mapped to that old name). Into a
+/// target topic that already holds this flow's own copies of the topic
+/// (it copied into that name before, and changed back since), copying
+/// again from the first record would write them twice: refused, with the
+/// fix. Otherwise the new name is copied into from the source's first
+/// record, as for a new topic, and the old target topic keeps its copies.
+async fn renamed_targets(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    by_topic: &BTreeMap<&str, Vec<&CursorItem>>,
+    renamed: BTreeMap<&str, String>,
+    topics: &mut BTreeMap<String, TopicMeta>,
+    p: &mut FlowPlan,
+) -> Result<(), FerryError> {
+    let now = now_ms();
+    let (_, target_cluster_id) = cluster_ids(ferry, flow).await?;
+    let writers = if target_cluster_id.is_empty() {
+        BTreeMap::new()
+    } else {
+        ferry.store.topic_writers(&target_cluster_id).await?
+    };
+    let key = ferry.flow_key(flow);
+    for (topic, old) in renamed {
+        let target_name = flow.target_topic(topic);
+        let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
+        if writers.get(&target_name).is_some_and(|w| w.flow == key && w.source_topic == topic) {
+            p.refused.insert(
+                topic.to_owned(),
+                format!(
+                    "flow {}'s TopicNameConfiguration changed: its cursors copy source topic {topic} into {old} on cluster {}, \
+                     and {target_name}, the name it gives now, already holds the flow's copies from before (it copied into that \
+                     name before); copied again from the first record, they would be there twice (Ferry does not go on there \
+                     from where it stopped). \
+                     Fix: give TopicNameConfiguration back its value; or, if {target_name}'s copies are not needed, delete \
+                     {target_name} on cluster {} (the flow then copies the topic into it again, from its first record)",
+                    flow.id(),
+                    flow.target.alias,
+                    flow.target.alias
+                ),
+            );
+            continue;
+        }
+        if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+            tracing::warn!(
+                replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
+                "the flow's TopicNameConfiguration changed ({old} is now {target_name}): its partitions start again once \
+                 their holder's lease ends (a later plan)"
+            );
+            topics.remove(topic);
+            continue;
+        }
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partitions = cursors.len(), old = %old, new = %target_name,
+            "TopicRenamed: the flow's TopicNameConfiguration changed: source topic {topic} was copied into {old}, and is copied \
+             into {target_name} from its first record now, as a new topic; {old} keeps its copies (Ferry no longer writes it)"
         );
         for c in cursors {
             p.restart.push(c.tp.clone());

@@ -115,6 +115,9 @@ pub(super) async fn decide(
         match held.get(&flow.target_topic(topic)) {
             None => w.take.push((topic.clone(), me)),
             Some(h) if h.flow == key => match (&h.released, &h.handed) {
+                // Refused (its name changed back onto its old copies, say):
+                // left released, where it stopped, until copied again.
+                (Some(_), _) if p.refused.contains_key(topic) => {}
                 (Some(_), _) => w.take.push((topic.clone(), me)),
                 (None, Some(handed)) => w.handed.push((topic.clone(), handed.clone())),
                 (None, None) => {}
