@@ -451,3 +451,15 @@ def test_a_changed_topic_name_is_copied_into_anew_and_an_old_name_never_twice(tm
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert [r["key"] for r in read_partition(TARGET, copy, 0)] == keys
     assert [r["key"] for r in read_partition(TARGET, topic, 0)] == keys[:20]
+
+    # The refusal's other fix: the old copies deleted, the old name gets
+    # the topic again from its first record.
+    admin = AdminClient({"bootstrap.servers": TARGET})
+    admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
+    deadline = time.time() + 60
+    while topic in list_topics(TARGET) and time.time() < deadline:
+        time.sleep(0.5)
+    write_config(tmp_path, [topic])
+    ran = ferry.run("--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == keys

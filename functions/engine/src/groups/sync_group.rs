@@ -62,7 +62,6 @@ const LOOKUPS_IN_FLIGHT: usize = 16;
 /// Lookups made (as futures, before they run) at a time.
 const LOOKUPS_MADE_AT_ONCE: usize = 256;
 
-/// A partition's commit, with what is known of it before any lookup.
 /// Where the flow took `cursor`'s partition over from a flow that stopped
 /// copying it, when a commit at `offset` lies below it: the records there
 /// are that flow's copies, which this flow's offset map does not place (at
@@ -73,6 +72,7 @@ pub(crate) fn below_handover(cursor: &CursorItem, offset: i64) -> Option<i64> {
         .filter(|&at| offset < at || (offset == at && cursor.next_source_offset <= at))
 }
 
+/// A partition's commit, with what is known of it before any lookup.
 struct Known<'a> {
     tp: &'a TopicPartition,
     c: &'a Committed,

@@ -59,7 +59,7 @@ pub(super) async fn histories_replaced(
         }
     }
     if !renamed.is_empty() {
-        renamed_targets(ferry, flow, &by_topic, renamed, topics, p).await?;
+        renamed_targets(ferry, flow, &by_topic, renamed, topics, target_meta, p).await?;
     }
     if suspects.is_empty() {
         return Ok(());
@@ -146,8 +146,8 @@ pub(super) async fn histories_replaced(
 
 /// Topics whose cursors were made for another target name (the flow's
 /// `TopicNameConfiguration` changed, each mapped to that old name). Into a
-/// target topic that already holds this flow's own copies of the topic
-/// (it copied into that name before, and changed back since), copying
+/// target topic that still holds this flow's own copies of the topic (it
+/// copied into that name before, and changed back since), copying
 /// again from the first record would write them twice: refused, with the
 /// fix. Otherwise the new name is copied into from the source's first
 /// record, as for a new topic, and the old target topic keeps its copies.
@@ -157,6 +157,7 @@ async fn renamed_targets(
     by_topic: &BTreeMap<&str, Vec<&CursorItem>>,
     renamed: BTreeMap<&str, String>,
     topics: &mut BTreeMap<String, TopicMeta>,
+    target_meta: &BTreeMap<String, TopicMeta>,
     p: &mut FlowPlan,
 ) -> Result<(), FerryError> {
     let now = now_ms();
@@ -170,7 +171,9 @@ async fn renamed_targets(
     for (topic, old) in renamed {
         let target_name = flow.target_topic(topic);
         let cursors = by_topic.get(topic).map(Vec::as_slice).unwrap_or_default();
-        if writers.get(&target_name).is_some_and(|w| w.flow == key && w.source_topic == topic) {
+        let holds_copies =
+            target_meta.contains_key(&target_name) && writers.get(&target_name).is_some_and(|w| w.flow == key && w.source_topic == topic);
+        if holds_copies {
             p.refused.insert(
                 topic.to_owned(),
                 format!(
