@@ -497,3 +497,47 @@ def test_a_taker_that_detects_no_new_topics_goes_on_with_a_topic_handed_to_it(tm
     ran = b.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"k{i:03d}".encode() for i in range(40)]
+
+
+def test_a_topic_handed_back_keeps_an_operators_reset_below_the_latest_commit(tmp_path):
+    """The first writer syncs the group to 4, hands the topic to the
+    second, which syncs it to 12, and takes it back. An operator resets the
+    group on the target to 6: below Ferry's latest commit, it is theirs
+    (breaker helper-92: the first writer's own older commit, 4, counted,
+    and 6 was overwritten)."""
+    topic, group = unique("one-writer-back"), unique("one-writer-app")
+    create_topic(SOURCE, topic, 1)
+    produce_keys(SOURCE, topic, [f"k{i:02d}" for i in range(10)])
+    prefix = unique("ferry-one-writer")
+    nothing = unique("one-writer-nothing")
+    folders = {n: tmp_path / n for n in ("first", "second")}
+    for f in folders.values():
+        f.mkdir()
+    a = Ferry(*write_config(folders["first"], [topic], groups=[group]), name=unique("first"), prefix=prefix)
+    b = Ferry(*write_config(folders["second"], [nothing], groups=[group]), name=unique("second"), prefix=prefix)
+
+    def run(f: Ferry) -> None:
+        ran = f.run("--once")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    run(a)
+    commit_at(SOURCE, group, {(topic, 0): (4, "m")})
+    run(a)
+    write_config(folders["first"], [nothing], groups=[group])
+    run(a)
+    write_config(folders["second"], [topic], groups=[group])
+    produce_keys(SOURCE, topic, [f"k{i:02d}" for i in range(10, 15)])
+    run(b)
+    commit_at(SOURCE, group, {(topic, 0): (12, "m")})
+    run(b)
+    assert committed(TARGET, group)[(topic, 0)][0] == 12
+    write_config(folders["second"], [nothing], groups=[group])
+    run(b)
+    write_config(folders["first"], [topic], groups=[group])
+    produce_keys(SOURCE, topic, [f"k{i:02d}" for i in range(15, 20)])
+    run(a)
+    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"k{i:02d}".encode() for i in range(20)]
+    commit_at(TARGET, group, {(topic, 0): (6, "reset")})
+    commit_at(SOURCE, group, {(topic, 0): (17, "m")})
+    run(a)
+    assert committed(TARGET, group)[(topic, 0)] == (6, "reset")

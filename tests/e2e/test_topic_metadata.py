@@ -463,3 +463,26 @@ def test_a_changed_topic_name_is_copied_into_anew_and_an_old_name_never_twice(tm
     ran = ferry.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert [r["key"] for r in read_partition(TARGET, topic, 0)] == keys
+
+
+def test_a_changed_topic_name_never_mixes_two_source_topics_in_one_target(tmp_path):
+    """An IDENTICAL flow copies `x` and `source.x` (its regex takes both);
+    made PREFIXED, `x` would be copied into `source.x`, which holds the
+    other topic's copies: refused (breaker helper-92: both topics' records
+    in one, exit 0)."""
+    base = unique("renamed-two")
+    other = f"source.{base}"
+    create_topic(SOURCE, base, 1)
+    create_topic(SOURCE, other, 1)
+    produce_keys(SOURCE, base, ["x0", "x1"])
+    produce_keys(SOURCE, other, ["s0", "s1"])
+    kc, ri = write_config(tmp_path, [base], topic_replication={"TopicsToReplicate": [f"(source\\.)?{base}"]})
+    ferry = Ferry(kc, ri)
+    assert ferry.run("--once").returncode == 0
+    info = json.loads(ri.read_text())
+    info[0]["TopicReplication"]["TopicNameConfiguration"] = {"Type": "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS"}
+    ri.write_text(json.dumps(info))
+    for _ in range(2):
+        ran = ferry.run("--once")
+        assert ran.returncode == 1 and "two topics' records" in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+    assert [r["key"] for r in read_partition(TARGET, other, 0)] == [b"s0", b"s1"]

@@ -278,7 +278,7 @@ pub async fn move_app(ferry: &Ferry, req: &MoveRequest, progress: &mut dyn FnMut
                 format!("check the group id; an application that never committed starts on {to} where its auto.offset.reset says"),
             ));
         }
-        if let Some(tp) = c.keys().find(|tp| ferry.spec.is_prefixed_replica(&flow.source.alias, &tp.topic)) {
+        if let Some(tp) = c.keys().find(|tp| ferry.spec.is_prefixed_replica(&tp.topic)) {
             return Ok(report.no_go(
                 format!("group {g} consumes {tp}, a replica Ferry wrote on {from} (PREFIXED names): no flow copies it back to {to}"),
                 format!(

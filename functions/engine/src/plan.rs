@@ -254,7 +254,7 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
     }
     Ok(all
         .into_iter()
-        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(&flow.source.alias, name))
+        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))
         .collect())
 }
 

@@ -174,7 +174,7 @@ pub async fn report(ferry: &Ferry, thresholds: &Thresholds) -> Result<Report, Fe
         // definition or handed over) keep their cursors; their lag grows
         // with the source and is no one's to close here.
         let mut cursors = ferry.store.list_cursors(&ferry.flow_key(flow)).await?;
-        cursors.retain(|c| crate::status::not_copied(ferry, flow, c).is_none());
+        cursors.retain(|c| crate::status::not_copied(flow, c).is_none());
         let ends = if up(&flow.source.alias) {
             crate::status::source_ends(ferry, flow, &cursors).await.unwrap_or_default()
         } else {

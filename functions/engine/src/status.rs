@@ -154,7 +154,7 @@ async fn partitions(ferry: &Ferry) -> Result<Vec<PartitionStatus>, FerryError> {
         let ends = source_ends(ferry, flow, &cursors).await?;
         let now = ferry_adapters::state::now_ms();
         rows.extend(cursors.iter().map(|c| PartitionStatus {
-            not_copied: not_copied(ferry, flow, c),
+            not_copied: not_copied(flow, c),
             ..partition_status(flow, c, &ends, now)
         }));
     }
@@ -204,19 +204,15 @@ pub(crate) async fn ends_of_existing(cluster: &KafkaCluster, tps: &[TopicPartiti
 /// cursor where it stopped, and hands the topic over to whichever flow takes
 /// it next, or resumes there if the topic is selected again), or the flow
 /// handed the topic over. A topic the plan refuses is still the flow's to
-/// copy: its lag and its refusal count.
-pub(crate) fn not_copied(ferry: &Ferry, flow: &FlowSpec, c: &CursorItem) -> Option<String> {
+/// copy: its lag and its refusal count; so is one the definition selects
+/// that carries a PREFIXED flow's prefix (never copied, as a possible
+/// copy): the definition asks for it.
+pub(crate) fn not_copied(flow: &FlowSpec, c: &CursorItem) -> Option<String> {
     let topic = &c.tp.topic;
     if !flow.selects_topic(topic) {
         Some(format!(
             "not copied: flow {} no longer selects topic {topic} (its TopicsToReplicate); kept where it stopped",
             flow.id()
-        ))
-    } else if ferry.spec.is_prefixed_replica(&flow.source.alias, topic) {
-        Some(format!(
-            "not copied: topic {topic} on cluster {} starts with another cluster's alias and a dot, as a PREFIXED flow names \
-             its copies, and a copy is never copied again (it would loop); kept where it stopped",
-            flow.source.alias
         ))
     } else if c.handed_over_ms.is_some() && c.plan_refusal.is_none() {
         Some(format!(

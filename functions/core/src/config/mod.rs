@@ -271,20 +271,18 @@ impl ReplicatorSpec {
         self.flows.iter().find(|o| is_opposite(flow, o))
     }
 
-    /// Whether `topic`, on the cluster aliased `cluster`, may itself be a
-    /// replica made by prefixed naming (`<cluster alias>.<topic>`): such
-    /// topics are never replicated again, or two prefixed flows would copy
-    /// each other's copies forever. Any alias of a PREFIXED flow's clusters
-    /// counts (the flow back may be another replicator's, which this
-    /// definition does not show), except the cluster's own: no flow writes
-    /// its copies into the cluster they came from, so `prod.orders` on the
-    /// cluster aliased `prod` is an application's topic.
-    pub fn is_prefixed_replica(&self, cluster: &str, topic: &str) -> bool {
+    /// Whether `topic` may itself be a replica made by prefixed naming
+    /// (`<cluster alias>.<topic>`): such topics are never replicated again,
+    /// or flows would copy each other's copies forever. Every alias of a
+    /// PREFIXED flow's clusters counts, on either cluster: the flow back
+    /// may be another replicator's, which this definition does not show,
+    /// and an IDENTICAL flow back carries a copy `source.x` into the
+    /// cluster aliased `source` under that same name.
+    pub fn is_prefixed_replica(&self, topic: &str) -> bool {
         self.flows
             .iter()
             .filter(|f| f.naming == TopicNaming::PrefixedWithSourceClusterAlias)
             .flat_map(|f| [&f.source.alias, &f.target.alias])
-            .filter(|alias| alias.as_str() != cluster)
             .any(|alias| topic.strip_prefix(alias.as_str()).is_some_and(|rest| rest.starts_with('.')))
     }
 }

@@ -350,23 +350,3 @@ fn msk_arns_are_checked_for_shape_and_region() {
         assert!(err.problem.contains(problem), "{arn}: {err}");
     }
 }
-
-#[test]
-fn a_topic_named_with_its_own_clusters_alias_is_no_prefixed_replica() {
-    let info = r#"[
-      {"SourceKafkaClusterId": "source", "TargetKafkaClusterId": "target", "TargetCompressionType": "NONE",
-       "TopicReplication": {"TopicsToReplicate": [".*"], "TopicNameConfiguration": {"Type": "IDENTICAL"}}},
-      {"SourceKafkaClusterId": "target", "TargetKafkaClusterId": "source", "TargetCompressionType": "NONE",
-       "TopicReplication": {"TopicsToReplicate": [".*"], "TopicNameConfiguration": {"Type": "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS"}}}
-    ]"#;
-    let spec = load_pair(CLUSTERS, info).expect("valid");
-    // Copies of the PREFIXED flow, or of one the other way in another
-    // replicator: the other cluster's prefix.
-    assert!(spec.is_prefixed_replica("source", "target.orders"));
-    assert!(spec.is_prefixed_replica("target", "source.orders"));
-    assert!(spec.is_prefixed_replica("source", "target.source.orders"));
-    // The cluster's own prefix: an application's topic.
-    assert!(!spec.is_prefixed_replica("source", "source.orders"));
-    assert!(!spec.is_prefixed_replica("target", "target.orders"));
-    assert!(!spec.is_prefixed_replica("source", "targetorders"));
-}

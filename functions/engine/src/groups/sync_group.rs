@@ -45,9 +45,10 @@ impl Seen<'_> {
         // Ferry's commit there (it consumed, then moved away), or Ferry's
         // own later commit whose sync item is not stored yet (an
         // overlapping sync, or one that stopped between its commit and its
-        // write). Ferry only ever moves a commit forward; a reset below it
-        // is someone else's.
-        if written.or(handed).is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
+        // write). Ferry only ever moves a commit forward (of its own and
+        // the handing flow's, the later counts); a reset below it is
+        // someone else's.
+        if written.max(handed).is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
             CommitOwner::Ferry
         } else {
             CommitOwner::Other
@@ -285,9 +286,7 @@ pub(super) async fn sync_group(
         .committed_offsets(group)
         .await?
         .into_iter()
-        .filter(|(tp, _)| {
-            flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&flow.source.alias, &tp.topic) && cursors.contains_key(tp)
-        })
+        .filter(|(tp, _)| flow.selects_topic(&tp.topic) && !ferry.spec.is_prefixed_replica(&tp.topic) && cursors.contains_key(tp))
         .collect();
     // A partition synced before whose topic is missing now says so,
     // rather than show its last sync as current.

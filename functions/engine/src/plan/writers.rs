@@ -114,6 +114,20 @@ pub(super) async fn decide(
         };
         match held.get(&flow.target_topic(topic)) {
             None => w.take.push((topic.clone(), me)),
+            // This flow's copies of another source topic (its names
+            // changed, say): two topics' records would share one.
+            Some(h) if h.flow == key && h.source_topic != *topic && h.released.is_none() => {
+                let target = flow.target_topic(topic);
+                p.refused.insert(
+                    topic.clone(),
+                    format!(
+                        "target topic {target} on cluster {} holds this flow's copies of source topic {}: copying {topic} \
+                         into it too would mix two topics' records in one. Fix: exclude one of the two (TopicsToExclude), \
+                         or give them names apart (TopicNameConfiguration)",
+                        flow.target.alias, h.source_topic
+                    ),
+                );
+            }
             Some(h) if h.flow == key => match (&h.released, &h.handed) {
                 // Refused (its name changed back onto its old copies, say):
                 // left released, where it stopped, until copied again.
