@@ -13,6 +13,7 @@ import subprocess
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, read_partition, unique, write_config
 from support.groups import commit_at
+from support.shared_tables import two_names
 
 
 def ferry_json(ferry: Ferry, cmd: str) -> tuple[int, dict]:
@@ -86,14 +87,9 @@ def test_the_replicator_that_handed_a_topic_over_does_not_count_its_lag(tmp_path
     create_topic(SOURCE, topic, 1)
     create_topic(SOURCE, other, 1)
     produce_keys(SOURCE, topic, [f"k{i}" for i in range(10)])
-    prefix = unique("ferry-dropped")
-    folders = [tmp_path / n for n in ("first", "second")]
-    for f in folders:
-        f.mkdir()
-    a = Ferry(*write_config(folders[0], [topic, other]), name=unique("first"), prefix=prefix)
-    b = Ferry(*write_config(folders[1], [topic]), name=unique("second"), prefix=prefix)
+    a, b = two_names(tmp_path, [topic, other], [topic])
     assert a.run("--once").returncode == 0
-    write_config(folders[0], [other])
+    write_config(tmp_path / "first", [other])
     assert a.run("--once").returncode == 0
     ran = b.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -12,6 +12,7 @@ import time
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
 from support.groups import commit_at, first_key_from
 from support.moves import no_go
+from support.shared_tables import two_names
 
 PARTITIONS = 3
 
@@ -35,19 +36,6 @@ def on_target_count(topic: str) -> int:
         return sum(len(v) for v in on_target(topic).values())
     except Exception:  # the topic not there yet
         return 0
-
-
-def two_names(tmp_path, topics_a: list[str], topics_b: list[str]) -> tuple[Ferry, Ferry]:
-    """Two replicators under different names, source to target, on the
-    same state tables."""
-    prefix = unique("ferry-one-writer")
-    out = []
-    for name, topics in (("first", topics_a), ("second", topics_b)):
-        folder = tmp_path / name
-        folder.mkdir()
-        kc, ri = write_config(folder, topics)
-        out.append(Ferry(kc, ri, name=unique(name), prefix=prefix))
-    return out[0], out[1]
 
 
 def cut_short_in_its_take(tmp_path, f: Ferry) -> None:
@@ -229,16 +217,11 @@ def test_a_group_is_not_synced_below_where_the_topic_was_taken_over(tmp_path):
     create_topic(SOURCE, topic, 1)
     create_topic(SOURCE, other, 1)
     produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100)])
-    prefix = unique("ferry-one-writer")
-    folders = [tmp_path / n for n in ("first", "second")]
-    for f in folders:
-        f.mkdir()
-    a = Ferry(*write_config(folders[0], [topic], groups=[group]), name=unique("first"), prefix=prefix)
-    b = Ferry(*write_config(folders[1], [topic], groups=[group]), name=unique("second"), prefix=prefix)
+    a, b = two_names(tmp_path, [topic], [topic], groups=[group])
     assert a.run("--once").returncode == 0
     assert b.run("--once").returncode == 1
     commit_at(SOURCE, group, {(topic, 0): (50, "half")})
-    write_config(folders[0], [other], groups=[group])
+    write_config(tmp_path / "first", [other], groups=[group])
     assert a.run("--once").returncode == 0
     produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100, 110)])
     ran = b.run("--once")
@@ -267,15 +250,10 @@ def synced_then_handed_over(tmp_path) -> tuple[Ferry, str, str]:
     create_topic(SOURCE, other, 1)
     produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100)])
     commit_at(SOURCE, group, {(topic, 0): (50, "")})
-    prefix = unique("ferry-one-writer")
-    folders = [tmp_path / n for n in ("first", "second")]
-    for f in folders:
-        f.mkdir()
-    a = Ferry(*write_config(folders[0], [topic], groups=[group]), name=unique("first"), prefix=prefix)
-    b = Ferry(*write_config(folders[1], [topic], groups=[group]), name=unique("second"), prefix=prefix)
+    a, b = two_names(tmp_path, [topic], [topic], groups=[group])
     assert a.run("--once").returncode == 0
     assert committed(TARGET, group)[(topic, 0)][0] == 50
-    write_config(folders[0], [other], groups=[group])
+    write_config(tmp_path / "first", [other], groups=[group])
     assert a.run("--once").returncode == 0
     produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100, 110)])
     return b, topic, group
@@ -508,13 +486,9 @@ def test_a_topic_handed_back_keeps_an_operators_reset_below_the_latest_commit(tm
     topic, group = unique("one-writer-back"), unique("one-writer-app")
     create_topic(SOURCE, topic, 1)
     produce_keys(SOURCE, topic, [f"k{i:02d}" for i in range(10)])
-    prefix = unique("ferry-one-writer")
     nothing = unique("one-writer-nothing")
+    a, b = two_names(tmp_path, [topic], [nothing], groups=[group])
     folders = {n: tmp_path / n for n in ("first", "second")}
-    for f in folders.values():
-        f.mkdir()
-    a = Ferry(*write_config(folders["first"], [topic], groups=[group]), name=unique("first"), prefix=prefix)
-    b = Ferry(*write_config(folders["second"], [nothing], groups=[group]), name=unique("second"), prefix=prefix)
 
     def run(f: Ferry) -> None:
         ran = f.run("--once")

@@ -9,6 +9,7 @@ import time
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
 
 from conftest import SOURCE, TARGET, Ferry, create_topic, list_topics, produce_keys, producer, read_partition, unique, write_config
+from support.topics import delete_topic
 
 
 def overrides(bootstrap: str, topic: str) -> dict[str, str]:
@@ -454,11 +455,7 @@ def test_a_changed_topic_name_is_copied_into_anew_and_an_old_name_never_twice(tm
 
     # The refusal's other fix: the old copies deleted, the old name gets
     # the topic again from its first record.
-    admin = AdminClient({"bootstrap.servers": TARGET})
-    admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
-    deadline = time.time() + 60
-    while topic in list_topics(TARGET) and time.time() < deadline:
-        time.sleep(0.5)
+    delete_topic(TARGET, topic)
     write_config(tmp_path, [topic])
     ran = ferry.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -107,6 +107,15 @@ fn handover(r: &ItemReader<'_>, by: Option<String>, positions: &str, topic_id: &
 }
 
 impl TopicWriter {
+    /// Where the flow that released the topic stopped, when it copied
+    /// `source_topic` from the cluster `source_cluster_id`: a flow copying
+    /// the same goes on from there.
+    pub fn released_for(&self, source_cluster_id: &str, source_topic: &str) -> Option<&Handover> {
+        self.released
+            .as_ref()
+            .filter(|_| self.source_cluster_id == source_cluster_id && self.source_topic == source_topic)
+    }
+
     fn from_item(r: &ItemReader<'_>) -> Result<Self, StateError> {
         let flow = r.s(FLOW).ok_or_else(|| r.bad(FLOW))?;
         let released = if r.n(RELEASED_MS).is_some() {

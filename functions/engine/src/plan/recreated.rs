@@ -122,7 +122,7 @@ pub(super) async fn histories_replaced(
             topics.remove(topic);
             continue;
         }
-        if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+        if let Some(held) = leased(cursors, now) {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
                 "{why}: its partitions start again once their holder's lease ends (a later plan)"
@@ -136,10 +136,7 @@ pub(super) async fn histories_replaced(
             "TopicRecreated: {why}; Ferry forgets this topic's cursors and offset map and copies the source topic again from \
              its first record (at least {lost} records of the old source topic that were not copied yet are gone with it)"
         );
-        for c in cursors {
-            p.restart.push(c.tp.clone());
-            p.cursors.remove(&c.tp);
-        }
+        restart(p, cursors);
     }
     Ok(())
 }
@@ -190,7 +187,7 @@ async fn renamed_targets(
             );
             continue;
         }
-        if let Some(held) = cursors.iter().find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now) {
+        if let Some(held) = leased(cursors, now) {
             tracing::warn!(
                 replicator = %ferry.spec.name, flow = %flow.id(), topic = %topic, partition = held.tp.partition,
                 "the flow's TopicNameConfiguration changed ({old} is now {target_name}): its partitions start again once \
@@ -204,12 +201,27 @@ async fn renamed_targets(
             "TopicRenamed: the flow's TopicNameConfiguration changed: source topic {topic} was copied into {old}, and is copied \
              into {target_name} from its first record now, as a new topic; {old} keeps its copies (Ferry no longer writes it)"
         );
-        for c in cursors {
-            p.restart.push(c.tp.clone());
-            p.cursors.remove(&c.tp);
-        }
+        restart(p, cursors);
     }
     Ok(())
+}
+
+/// A partition of `cursors` a holder's lease still covers, if any: the
+/// topic starts again once it ends (a later plan).
+fn leased<'a>(cursors: &[&'a CursorItem], now: i64) -> Option<&'a CursorItem> {
+    cursors
+        .iter()
+        .copied()
+        .find(|c| c.lease_owner.is_some() && c.lease_expires_ms > now)
+}
+
+/// `cursors`' partitions start again at the source's first record: their
+/// state is forgotten.
+fn restart(p: &mut FlowPlan, cursors: &[&CursorItem]) {
+    for c in cursors {
+        p.restart.push(c.tp.clone());
+        p.cursors.remove(&c.tp);
+    }
 }
 
 /// Why a topic's cursors no longer count in the topics they were made

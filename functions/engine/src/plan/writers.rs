@@ -70,11 +70,9 @@ pub(super) async fn handed_here(
     Ok(topics
         .keys()
         .filter(|t| {
-            held.get(&flow.target_topic(t)).is_some_and(|h| {
-                h.released.as_ref().is_some_and(|r| !r.positions.is_empty())
-                    && h.source_cluster_id == source_cluster_id
-                    && &h.source_topic == *t
-            })
+            held.get(&flow.target_topic(t))
+                .and_then(|h| h.released_for(&source_cluster_id, t))
+                .is_some_and(|r| !r.positions.is_empty())
         })
         .cloned()
         .collect())
@@ -139,11 +137,7 @@ pub(super) async fn decide(
             // Released by a flow copying the same source topic from the
             // same cluster: its positions are this flow's to go on from.
             Some(h) if h.released.is_some() => {
-                let handed = h
-                    .released
-                    .clone()
-                    .filter(|_| h.source_cluster_id == source_cluster_id && h.source_topic == *topic);
-                let handed = handed.unwrap_or_else(|| Handover {
+                let handed = h.released_for(&source_cluster_id, topic).cloned().unwrap_or_else(|| Handover {
                     by: h.flow.clone(),
                     ..Handover::default()
                 });
