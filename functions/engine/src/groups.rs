@@ -5,7 +5,7 @@
 //! backwards. Each partition's outcome goes to the groups table, where
 //! `ferry status` and operators read it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
@@ -283,17 +283,7 @@ async fn sync_flow(
         None => None,
     };
     let previous = syncs_by_partition(ferry.store.group_syncs(&flow_key).await?);
-    // Partitions this flow took over from a flow that stopped copying them:
-    // that flow's syncs, whose commits on the target are Ferry's too.
-    let mut handed = HashMap::new();
-    let handers: BTreeSet<&str> = cursors.values().filter_map(|c| c.handed_by.as_deref()).collect();
-    for by in handers {
-        for item in ferry.store.group_syncs(by).await? {
-            if cursors.get(&item.tp).is_some_and(|c| c.handed_by.as_deref() == Some(by)) {
-                handed.insert((item.group.clone(), item.tp.clone()), item);
-            }
-        }
-    }
+    let handed = handed_commits(ferry, &flow_key, cursors.values()).await?;
     // The opposite flow's syncs, whatever the mode: a target commit it
     // carried over to the other cluster is the group's own, not a foreign one.
     let opposite_key = crate::opposite::flow_key(ferry, flow).await?;
@@ -426,6 +416,48 @@ async fn sync_flow(
 }
 
 type SyncsByPartition = HashMap<(String, TopicPartition), GroupSyncItem>;
+
+/// Ferry's latest commit on the target of each group partition that the
+/// flow `flow_key` took over from a flow that stopped copying it: what
+/// that flow wrote, and what the flows it had taken the partition over
+/// from wrote in turn, back along the chain of handovers (a group that
+/// read nothing while a flow in the middle held the topic still sits at a
+/// commit of the first writer's). Of several, the latest counts: Ferry
+/// only ever moves a commit forward. This flow's own syncs are its own.
+async fn handed_commits(
+    ferry: &Ferry,
+    flow_key: &str,
+    cursors: impl Iterator<Item = &CursorItem>,
+) -> Result<HashMap<(String, TopicPartition), i64>, FerryError> {
+    let mut out: HashMap<(String, TopicPartition), i64> = HashMap::new();
+    let mut todo: BTreeMap<String, BTreeSet<TopicPartition>> = BTreeMap::new();
+    for c in cursors {
+        if let Some(by) = &c.handed_by {
+            todo.entry(by.clone()).or_default().insert(c.tp.clone());
+        }
+    }
+    // Each flow's syncs of a partition read once: a topic handed back and
+    // forth names its flows more than once.
+    let mut read: HashSet<(String, TopicPartition)> = HashSet::new();
+    while let Some((by, mut tps)) = todo.pop_first() {
+        tps.retain(|tp| by != flow_key && read.insert((by.clone(), tp.clone())));
+        if tps.is_empty() {
+            continue;
+        }
+        for item in ferry.store.group_syncs(&by).await? {
+            if let Some(w) = written_offset(&item).filter(|_| tps.contains(&item.tp)) {
+                let latest = out.entry((item.group, item.tp)).or_insert(w);
+                *latest = (*latest).max(w);
+            }
+        }
+        for c in ferry.store.list_cursors(&by).await? {
+            if let Some(before) = c.handed_by.filter(|_| tps.contains(&c.tp)) {
+                todo.entry(before).or_default().insert(c.tp);
+            }
+        }
+    }
+    Ok(out)
+}
 
 fn syncs_by_partition(items: Vec<GroupSyncItem>) -> SyncsByPartition {
     items.into_iter().map(|i| ((i.group.clone(), i.tp.clone()), i)).collect()

@@ -10,9 +10,9 @@ pub(super) struct Seen<'a> {
     pub(super) cursors: &'a HashMap<TopicPartition, CursorItem>,
     /// This flow's last sync of each group partition.
     pub(super) previous: &'a SyncsByPartition,
-    /// The last sync of each group partition by the flow this one took the
-    /// partition over from (`CursorItem::handed_by`).
-    pub(super) handed: &'a SyncsByPartition,
+    /// Ferry's latest commit of each group partition by the flows this one
+    /// took the partition over from (see `handed_commits`).
+    pub(super) handed: &'a HashMap<(String, TopicPartition), i64>,
     /// The opposite flow's, keyed by its source partition (this flow's target).
     pub(super) carried: &'a SyncsByPartition,
     /// The target partitions' log-start offsets.
@@ -34,9 +34,9 @@ impl Seen<'_> {
         // What a sync was about to commit when it stopped before recording
         // that it had (the function timed out or died in between).
         let pending = prev.and_then(|p| p.pending_offset);
-        // Written by the flow this one took the partition over from: its
+        // Written by the flows this one took the partition over from: their
         // commits are the group's last synced position, not a reset.
-        let handed = self.handed.get(&key).and_then(written_offset);
+        let handed = self.handed.get(&key).copied();
         let carried = self
             .carried
             .get(&(group.to_owned(), target_tp.clone()))
