@@ -111,7 +111,9 @@ def test_a_selected_topic_named_like_prefixed_copies_is_not_copied_and_its_lag_s
     beside it makes every topic carrying one of its clusters' aliases a
     possible copy, never copied again (see the next test for why). The
     definition still selects the topic: its lag counts in MessageLag and
-    readiness (breaker helper-90: it was left out of the numbers)."""
+    readiness (breaker helper-90: it was left out of the numbers). Named
+    as it is, the topic is refused in the definition: a name asked for
+    that no flow would copy."""
     u = unique("prefixed")
     mine, theirs = f"source.orders-{u}", f"other-{u}"
     create_topic(SOURCE, mine, 1)
@@ -127,6 +129,13 @@ def test_a_selected_topic_named_like_prefixed_copies_is_not_copied_and_its_lag_s
     back["TopicReplication"]["TopicsToReplicate"] = [theirs]
     ri.write_text(json.dumps(flows + [back]))
     produce_keys(SOURCE, mine, [f"m{i}" for i in range(20, 50)])
+    refused = ferry.run("--once")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"[0].TopicReplication.TopicsToReplicate: names the topic {mine}" in refused.stderr, refused.stderr
+    assert "IDENTICAL" in refused.stderr and f"target.{theirs}" not in list_topics(SOURCE), refused.stderr
+    # A pattern may select copies, and selects this one.
+    flows[0]["TopicReplication"]["TopicsToReplicate"] = [f"{mine}.*"]
+    ri.write_text(json.dumps(flows + [back]))
     ran = ferry.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     _, report = ferry_json(ferry, "report")

@@ -282,7 +282,11 @@ def test_prefixed_naming_and_no_re_replication_of_replicas(tmp_path):
     p.produce(topic, partition=0, key=b"k", value=b"v")
     p.produce(replica, partition=0, key=b"k", value=b"v")
     assert p.flush(30) == 0
-    kc, ri = copy_configs(tmp_path, [topic, replica], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    kc, ri = copy_configs(tmp_path, [topic], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    # Selected by a pattern (named, it is refused: see test_bad_config).
+    info = json.loads(ri.read_text())
+    info[0]["TopicReplication"]["TopicsToReplicate"].append(f"{replica}.*")
+    ri.write_text(json.dumps(info))
     assert Ferry(kc, ri).run("--once").returncode == 0
     topics = list_topics(TARGET)
     assert f"source.{topic}" in topics

@@ -236,6 +236,17 @@ impl FlowSpec {
             .collect()
     }
 
+    /// The topic names TopicsToReplicate writes as plain text, an
+    /// unescaped dot read as a dot (see `plain_text_name`), and that no
+    /// exclusion removes.
+    pub fn named_topics(&self) -> Vec<String> {
+        self.topics_include
+            .iter()
+            .filter_map(|r| plain_text_name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
+            .filter(|t| self.selects_topic(t))
+            .collect()
+    }
+
     /// Whether a source topic is selected by this flow's filters.
     /// Internal topics (`__` prefix) are never selected.
     pub fn selects_topic(&self, topic: &str) -> bool {
@@ -279,11 +290,17 @@ impl ReplicatorSpec {
     /// and an IDENTICAL flow back carries a copy `source.x` into the
     /// cluster aliased `source` under that same name.
     pub fn is_prefixed_replica(&self, topic: &str) -> bool {
+        self.replica_prefix(topic).is_some()
+    }
+
+    /// The alias whose prefix (`<alias>.`) makes `topic` a possible
+    /// replica (see `is_prefixed_replica`).
+    pub fn replica_prefix(&self, topic: &str) -> Option<&str> {
         self.flows
             .iter()
             .filter(|f| f.naming == TopicNaming::PrefixedWithSourceClusterAlias)
-            .flat_map(|f| [&f.source.alias, &f.target.alias])
-            .any(|alias| topic.strip_prefix(alias.as_str()).is_some_and(|rest| rest.starts_with('.')))
+            .flat_map(|f| [f.source.alias.as_str(), f.target.alias.as_str()])
+            .find(|alias| topic.strip_prefix(alias).is_some_and(|rest| rest.starts_with('.')))
     }
 }
 
@@ -354,10 +371,34 @@ pub fn load(name: &str, clusters_file: &str, clusters_json: &str, info_file: &st
         }
         g.mode = GroupSyncMode::Enhanced;
     }
-    Ok(ReplicatorSpec {
+    let spec = ReplicatorSpec {
         name: name.to_owned(),
         flows,
-    })
+    };
+    // A topic asked for by its name, which no flow would ever copy: named
+    // like a copy, it is taken for one (the flows would otherwise copy
+    // each other's copies forever), and nothing else would say so.
+    for (i, flow) in spec.flows.iter().enumerate() {
+        for topic in flow.named_topics() {
+            if let Some(alias) = spec.replica_prefix(&topic) {
+                return Err(ConfigError::new(
+                    info_file,
+                    format!("[{i}].TopicReplication.TopicsToReplicate"),
+                    format!(
+                        "names the topic {topic}, which starts with `{alias}.`, the prefix of copies named \
+                         PREFIXED_WITH_SOURCE_CLUSTER_ALIAS between the clusters aliased {alias}: Ferry takes a topic named so for a \
+                         copy and never copies it (flows would copy each other's copies forever), so it would not be copied"
+                    ),
+                    format!(
+                        "if {topic} is a copy, leave it out (its records are copied from the topic it copies); if it is an \
+                         application's own topic, copy it with a replicator whose flows all use IDENTICAL naming, or give \
+                         a self-managed cluster an ApacheKafkaClusterId that no topic name starts with (an MSK cluster's alias is its name)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// Whether `b` replicates `a`'s topics back under the same names.
