@@ -12,7 +12,7 @@ import time
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
 from support.groups import commit_at, first_key_from
 from support.moves import no_go
-from support.shared_tables import on_shared_tables, two_names
+from support.shared_tables import two_names
 
 PARTITIONS = 3
 
@@ -516,57 +516,3 @@ def test_a_topic_handed_back_keeps_an_operators_reset_below_the_latest_commit(tm
     run(a)
     assert committed(TARGET, group)[(topic, 0)] == (6, "reset")
 
-
-def handed_on_twice(tmp_path) -> tuple[Ferry, str, str]:
-    """The first writer copies 100 records and syncs the group at 50 to the
-    target, then hands the topic to the second, which copies 10 more while
-    the group reads nothing, and hands it to the third; 10 more records.
-    The third, which has taken the topic over."""
-    topic, group, nothing = unique("one-writer-chain"), unique("one-writer-app"), unique("one-writer-nothing")
-    create_topic(SOURCE, topic, 1)
-    produce_keys(SOURCE, topic, [f"k{i:03d}" for i in range(100)])
-    commit_at(SOURCE, group, {(topic, 0): (50, "m")})
-    a, b, c = on_shared_tables(tmp_path, [topic], [nothing], [nothing], groups=[group])
-
-    def run(f: Ferry) -> None:
-        ran = f.run("--once")
-        assert ran.returncode == 0, ran.stdout + ran.stderr
-
-    run(a)
-    assert committed(TARGET, group)[(topic, 0)][0] == 50
-    for giver, gives, takes, more in ((a, "first", "second", range(100, 110)), (b, "second", "third", range(110, 120))):
-        write_config(tmp_path / gives, [nothing], groups=[group])
-        run(giver)
-        write_config(tmp_path / takes, [topic], groups=[group])
-        produce_keys(SOURCE, topic, [f"k{i:03d}" for i in more])
-        if giver is a:
-            run(b)
-    run(c)
-    assert [r["key"] for r in read_partition(TARGET, topic, 0)] == [f"k{i:03d}".encode() for i in range(120)]
-    return c, topic, group
-
-
-def test_a_group_idle_through_two_handovers_is_synced_by_the_last_taker(tmp_path):
-    """The commit on the target is the first writer's, two handovers back:
-    Ferry's, moved on once the group reads past the last handover (breaker
-    helper-92: the third looked one flow back, at the second's syncs, which
-    had written nothing, and took it for an operator's reset)."""
-    c, topic, group = handed_on_twice(tmp_path)
-    commit_at(SOURCE, group, {(topic, 0): (115, "m")})
-    ran = c.run("--once")
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    offset, _ = committed(TARGET, group)[(topic, 0)]
-    assert first_key_from(TARGET, topic, 0, offset) == b"k115", c.groups()
-    moved = c.move("--group", group, "--to", "target", "--wait", "30", "--json")
-    assert moved.returncode == 0, moved.stdout + moved.stderr
-
-
-def test_an_operators_reset_below_a_commit_two_handovers_back_is_left_to_the_operator(tmp_path):
-    c, topic, group = handed_on_twice(tmp_path)
-    commit_at(TARGET, group, {(topic, 0): (20, "reset")})
-    commit_at(SOURCE, group, {(topic, 0): (115, "m")})
-    ran = c.run("--once")
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert committed(TARGET, group)[(topic, 0)] == (20, "reset")
-    [row] = [g for g in c.groups() if g["group"] == group]
-    assert row["status"] == "foreign-commit", row

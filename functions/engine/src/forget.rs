@@ -21,9 +21,11 @@ pub struct Forgotten {
 
 /// Check that the state of flow `flow_id` may be deleted, and delete it
 /// when `delete` is set: its cursors with their offset maps, its marker
-/// and pair registration, its group syncs. The next plan then starts it as
-/// new, at its StartingPosition. Refused (nothing deleted) while a
-/// partition's lease is held, and, unless `break_opposite`, while an
+/// and pair registration, its group syncs (what they recorded of Ferry's
+/// commits is kept apart, under `groups::forgotten_key`, for the flows that
+/// take its topics over). The next plan then starts it as new, at its
+/// StartingPosition. Refused (nothing deleted) while a partition's lease
+/// is held, and, unless `break_opposite`, while an
 /// opposite flow may translate group commits through the flow's state
 /// (its copies are on its target, between the clusters it was started
 /// between).
@@ -81,6 +83,12 @@ pub async fn forget_flow(
         }
     }
     let partitions = if delete {
+        // Its record of the group commits it made on the target stays,
+        // under another key: a flow taking its topics over counts those
+        // commits as Ferry's (see `groups::handed_commits`), not as an
+        // operator's resets it must never move.
+        let kept = crate::groups::bequest(ferry, &key).await?;
+        ferry.store.put_group_syncs(&crate::groups::forgotten_key(&key), &kept).await?;
         ferry.store.forget_flow(&key).await?
     } else {
         cursors.len()

@@ -417,23 +417,108 @@ async fn sync_flow(
 
 type SyncsByPartition = HashMap<(String, TopicPartition), GroupSyncItem>;
 
-/// Ferry's latest commit on the target of each group partition that the
-/// flow `flow_key` took over from a flow that stopped copying it: what
-/// that flow wrote, and what the flows it had taken the partition over
-/// from wrote in turn, back along the chain of handovers (a group that
-/// read nothing while a flow in the middle held the topic still sits at a
-/// commit of the first writer's). Of several, the latest counts: Ferry
-/// only ever moves a commit forward. This flow's own syncs are its own.
+/// Every flow a cursor's partition was taken over from (items written
+/// before `handed_from` name only the latest, `handed_by`).
+fn handed_from(c: &CursorItem) -> impl Iterator<Item = &str> {
+    c.handed_from.iter().map(String::as_str).chain(c.handed_by.as_deref())
+}
+
+/// Ferry's commits of a group partition on the target, as syncs recorded
+/// them: the latest recorded, and the latest a sync was about to make when
+/// it stopped before recording it (the function timed out or died in
+/// between; the commit may or may not have been made).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Commits {
+    written: Option<i64>,
+    pending: Option<i64>,
+}
+
+impl Commits {
+    pub(super) fn of(p: &GroupSyncItem) -> Self {
+        Self {
+            written: written_offset(p),
+            pending: p.pending_offset,
+        }
+    }
+
+    pub(super) fn and(self, o: Self) -> Self {
+        Self {
+            written: self.written.max(o.written),
+            pending: self.pending.max(o.pending),
+        }
+    }
+
+    /// The commit at or past which the target's commit is Ferry's: the
+    /// latest recorded; before any, the pending one. Ferry only ever moves
+    /// a commit forward, so a pending commit below a recorded one is older
+    /// than it (its sync died before the later one) and counts for nothing.
+    pub(super) fn latest(self) -> Option<i64> {
+        self.written.or(self.pending)
+    }
+}
+
+/// What `ferry forget-flow` keeps of a flow's group syncs, under
+/// `forgotten_key`: each group partition's latest commit of Ferry's on
+/// the target, made by the flow or by the flows it took the partition over
+/// from (whose trail, its cursors, goes with it).
+pub(crate) async fn bequest(ferry: &Ferry, flow_key: &str) -> Result<Vec<GroupSyncItem>, FerryError> {
+    let cursors = ferry.store.list_cursors(flow_key).await?;
+    let mut handed = handed_commits(ferry, flow_key, cursors.iter()).await?;
+    let mut rows = ferry.store.group_syncs(flow_key).await?;
+    for row in &mut rows {
+        let all = Commits::of(row).and(handed.remove(&(row.group.clone(), row.tp.clone())).unwrap_or_default());
+        (row.written_offset, row.pending_offset) = (all.written, all.pending);
+    }
+    let now = now_ms();
+    rows.extend(handed.into_iter().map(|((group, tp), all)| GroupSyncItem {
+        group,
+        tp,
+        source_offset: 0,
+        metadata: None,
+        translated: None,
+        exact: false,
+        target_offset: None,
+        written_offset: all.written,
+        own_commit: None,
+        own_commit_ms: None,
+        written_rewinds: None,
+        carried_source_offset: None,
+        copy_source_offset: None,
+        pending_offset: all.pending,
+        redelivered: 0,
+        rule: 0,
+        status: GroupSyncStatus::UpToDate,
+        detail: "kept by forget-flow: Ferry's commit, made by a flow the forgotten one took the partition over from".to_owned(),
+        checked_ms: now,
+    }));
+    Ok(rows)
+}
+
+/// Where `ferry forget-flow` keeps a forgotten flow's group syncs: they
+/// tell the flows that take its topics over which commits on the target
+/// were Ferry's. Not a flow's key: nothing else reads them.
+pub(crate) fn forgotten_key(flow_key: &str) -> String {
+    format!("{flow_key}~forgotten")
+}
+
+/// Ferry's commits on the target of each group partition that the flow
+/// `flow_key` took over from a flow that stopped copying it: what that
+/// flow's syncs recorded, and what those of the flows it had taken the
+/// partition over from recorded in turn, back along every handover (a
+/// group that read nothing while a flow in the middle held the topic
+/// still sits at a commit of the first writer's; a topic handed back and
+/// forth names each flow more than once), forgotten or not
+/// (`forgotten_key`). This flow's own syncs are its own.
 async fn handed_commits(
     ferry: &Ferry,
     flow_key: &str,
     cursors: impl Iterator<Item = &CursorItem>,
-) -> Result<HashMap<(String, TopicPartition), i64>, FerryError> {
-    let mut out: HashMap<(String, TopicPartition), i64> = HashMap::new();
+) -> Result<HashMap<(String, TopicPartition), Commits>, FerryError> {
+    let mut out: HashMap<(String, TopicPartition), Commits> = HashMap::new();
     let mut todo: BTreeMap<String, BTreeSet<TopicPartition>> = BTreeMap::new();
     for c in cursors {
-        if let Some(by) = &c.handed_by {
-            todo.entry(by.clone()).or_default().insert(c.tp.clone());
+        for by in handed_from(c) {
+            todo.entry(by.to_owned()).or_default().insert(c.tp.clone());
         }
     }
     // Each flow's syncs of a partition read once: a topic handed back and
@@ -444,15 +529,17 @@ async fn handed_commits(
         if tps.is_empty() {
             continue;
         }
-        for item in ferry.store.group_syncs(&by).await? {
-            if let Some(w) = written_offset(&item).filter(|_| tps.contains(&item.tp)) {
-                let latest = out.entry((item.group, item.tp)).or_insert(w);
-                *latest = (*latest).max(w);
-            }
+        let mut synced = ferry.store.group_syncs(&by).await?;
+        synced.extend(ferry.store.group_syncs(&forgotten_key(&by)).await?);
+        for item in synced.iter().filter(|i| tps.contains(&i.tp)) {
+            let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
+            *all = all.and(Commits::of(item));
         }
         for c in ferry.store.list_cursors(&by).await? {
-            if let Some(before) = c.handed_by.filter(|_| tps.contains(&c.tp)) {
-                todo.entry(before).or_default().insert(c.tp);
+            if tps.contains(&c.tp) {
+                for before in handed_from(&c) {
+                    todo.entry(before.to_owned()).or_default().insert(c.tp.clone());
+                }
             }
         }
     }

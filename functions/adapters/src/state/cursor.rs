@@ -106,6 +106,10 @@ pub struct CursorItem {
     /// commits that flow's group syncs made on the target are Ferry's, the
     /// group's last synced positions, not someone else's.
     pub handed_by: Option<String>,
+    /// Every flow it took the partition over from (`handed_by` is the
+    /// latest): a topic handed back and forth may leave a commit of any of
+    /// them on the target.
+    pub handed_from: Vec<String>,
     /// The source leader epoch of the batch holding the last offset before
     /// the cursor (KIP-320): the next holder asks the source's leader where
     /// that epoch ends, and a log truncated below the cursor (an unclean
@@ -241,6 +245,7 @@ impl TryFrom<(&str, &HashMap<String, AttributeValue>)> for CursorItem {
             handed_over_ms: r.n("handed_over_ms"),
             handed_at: r.n("handed_at"),
             handed_by: r.s("handed_by"),
+            handed_from: r.ss("handed_from"),
             leader_epoch: r.n("leader_epoch").and_then(|v| i32::try_from(v).ok()),
             leader_epochs: match r.s("leader_epoch_starts").as_deref().and_then(parse_leader_epochs) {
                 Some(epochs) if !epochs.is_empty() => epochs,

@@ -150,6 +150,11 @@ impl<'a> ItemReader<'a> {
         self.item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok())
     }
 
+    /// A string-set attribute (empty if absent).
+    pub(crate) fn ss(&self, k: &str) -> Vec<String> {
+        self.item.get(k).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default()
+    }
+
     /// A boolean attribute, if present.
     pub(crate) fn bool(&self, k: &str) -> Option<bool> {
         self.item.get(k).and_then(|v| v.as_bool().ok()).copied()

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_core::domain::TopicPartition;
 
 use super::calls::Bounded;
@@ -345,11 +346,12 @@ impl StateStore {
         let res = self
             .update_cursor(flow, tp)
             .await?
-            .update_expression("SET handed_at = :at, handed_by = :by")
+            .update_expression("SET handed_at = :at, handed_by = :by ADD handed_from :from")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":at", n(at))
             .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":from", AttributeValue::Ss(vec![by.to_owned()]))
             .send()
             .bounded(&self.calls)
             .await;

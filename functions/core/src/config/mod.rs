@@ -229,20 +229,22 @@ impl FlowSpec {
     /// The topic names that TopicsToReplicate spells out literally (no
     /// pattern syntax but escaped dots), and that no exclusion removes.
     pub fn literal_topics(&self) -> Vec<String> {
-        self.topics_include
-            .iter()
-            .filter_map(|r| literal_name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
-            .filter(|t| self.selects_topic(t))
-            .collect()
+        self.topics_read_as(literal_name)
     }
 
     /// The topic names TopicsToReplicate writes as plain text, an
     /// unescaped dot read as a dot (see `plain_text_name`), and that no
     /// exclusion removes.
     pub fn named_topics(&self) -> Vec<String> {
+        self.topics_read_as(plain_text_name)
+    }
+
+    /// What `name` reads out of each TopicsToReplicate pattern (as written,
+    /// without the anchors it is compiled with), of the topics selected.
+    fn topics_read_as(&self, name: fn(&str) -> Option<String>) -> Vec<String> {
         self.topics_include
             .iter()
-            .filter_map(|r| plain_text_name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
+            .filter_map(|r| name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
             .filter(|t| self.selects_topic(t))
             .collect()
     }

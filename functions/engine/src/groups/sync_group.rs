@@ -10,9 +10,9 @@ pub(super) struct Seen<'a> {
     pub(super) cursors: &'a HashMap<TopicPartition, CursorItem>,
     /// This flow's last sync of each group partition.
     pub(super) previous: &'a SyncsByPartition,
-    /// Ferry's latest commit of each group partition by the flows this one
-    /// took the partition over from (see `handed_commits`).
-    pub(super) handed: &'a HashMap<(String, TopicPartition), i64>,
+    /// Ferry's commits of each group partition by the flows this one took
+    /// the partition over from (see `handed_commits`).
+    pub(super) handed: &'a HashMap<(String, TopicPartition), Commits>,
     /// The opposite flow's, keyed by its source partition (this flow's target).
     pub(super) carried: &'a SyncsByPartition,
     /// The target partitions' log-start offsets.
@@ -30,13 +30,13 @@ impl Seen<'_> {
         let Some(cur) = current else { return CommitOwner::Nobody };
         let key = (group.to_owned(), tp.clone());
         let prev = self.previous.get(&key);
-        let written = prev.and_then(written_offset);
-        // What a sync was about to commit when it stopped before recording
-        // that it had (the function timed out or died in between).
-        let pending = prev.and_then(|p| p.pending_offset);
-        // Written by the flows this one took the partition over from: their
-        // commits are the group's last synced position, not a reset.
-        let handed = self.handed.get(&key).copied();
+        // This flow's commits, and those of the flows it took the partition
+        // over from: their commits are the group's last synced position,
+        // not a reset.
+        let commits = prev
+            .map(Commits::of)
+            .unwrap_or_default()
+            .and(self.handed.get(&key).copied().unwrap_or_default());
         let carried = self
             .carried
             .get(&(group.to_owned(), target_tp.clone()))
@@ -46,9 +46,9 @@ impl Seen<'_> {
         // own later commit whose sync item is not stored yet (an
         // overlapping sync, or one that stopped between its commit and its
         // write). Ferry only ever moves a commit forward (of its own and
-        // the handing flow's, the later counts); a reset below it is
-        // someone else's.
-        if written.max(handed).is_some_and(|w| cur >= w) || carried == Some(cur) || pending.is_some_and(|p| cur >= p) {
+        // the handing flows', the latest counts; see `Commits::latest`): a
+        // reset below it is someone else's.
+        if commits.latest().is_some_and(|w| cur >= w) || carried == Some(cur) {
             CommitOwner::Ferry
         } else {
             CommitOwner::Other
