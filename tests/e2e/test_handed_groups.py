@@ -202,3 +202,19 @@ def test_a_sync_that_died_before_a_later_commit_counts_for_nothing(tmp_path):
     h.sync(105)
     h.hand("first")
     h.reset_kept(60)
+
+
+def test_a_flow_that_handed_the_topic_over_and_copies_it_under_another_name_since_describes_that_name(tmp_path):
+    """first syncs 50 and hands the topic to second, then copies it again
+    under PREFIXED names (`source.<topic>`, another target topic) and syncs
+    the group there at 30. Its sync items describe that topic now: an
+    operator's reset to 40 on the topic second writes, below Ferry's 50
+    there, is kept (30 counted, and 40 was overwritten)."""
+    h = Handed(tmp_path)
+    h.sync(50)
+    h.hand("second")
+    write_config(tmp_path / "first", [h.topic], groups=[h.group], naming="PREFIXED_WITH_SOURCE_CLUSTER_ALIAS")
+    commit_at(SOURCE, h.group, {(h.topic, 0): (30, "m")})
+    h.run("first")
+    assert committed(TARGET, h.group)[(f"source.{h.topic}", 0)][0] == 30
+    h.reset_kept(40)

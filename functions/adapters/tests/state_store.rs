@@ -257,6 +257,7 @@ async fn runs_are_pruned_and_forgotten_in_batches_and_group_syncs_round_trip() {
         .map(|i| GroupSyncItem {
             group: format!("g-{}", i % 3),
             tp: TopicPartition::new("orders", i / 3),
+            target_topic: (i % 2 == 1).then(|| "source.orders".to_owned()),
             source_offset: i64::from(i) * 7,
             metadata: (i % 2 == 0).then(|| format!("meta {i}")),
             translated: (i % 5 != 0).then_some(i64::from(i) * 3),
@@ -532,6 +533,7 @@ async fn a_group_sync_lease_has_one_holder_until_given_back_or_ended() {
     let item = GroupSyncItem {
         group: "team/app".into(),
         tp: TopicPartition::new("orders", 0),
+        target_topic: None,
         source_offset: 5,
         metadata: None,
         translated: Some(5),

@@ -464,6 +464,7 @@ impl Commits {
 pub(crate) async fn bequest(ferry: &Ferry, flow_key: &str) -> Result<Vec<GroupSyncItem>, FerryError> {
     let cursors = ferry.store.list_cursors(flow_key).await?;
     let mut handed = handed_commits(ferry, flow_key, cursors.iter()).await?;
+    let targets: HashMap<&TopicPartition, &String> = cursors.iter().map(|c| (&c.tp, &c.target_topic)).collect();
     let mut rows = ferry.store.group_syncs(flow_key).await?;
     for row in &mut rows {
         let all = Commits::of(row).and(handed.remove(&(row.group.clone(), row.tp.clone())).unwrap_or_default());
@@ -472,6 +473,7 @@ pub(crate) async fn bequest(ferry: &Ferry, flow_key: &str) -> Result<Vec<GroupSy
     let now = now_ms();
     rows.extend(handed.into_iter().map(|((group, tp), all)| GroupSyncItem {
         group,
+        target_topic: targets.get(&tp).map(|t| (*t).clone()),
         tp,
         source_offset: 0,
         metadata: None,
@@ -516,7 +518,11 @@ async fn handed_commits(
 ) -> Result<HashMap<(String, TopicPartition), Commits>, FerryError> {
     let mut out: HashMap<(String, TopicPartition), Commits> = HashMap::new();
     let mut todo: BTreeMap<String, BTreeSet<TopicPartition>> = BTreeMap::new();
+    // The target topic each partition is copied into: a sync item of
+    // another (a flow renamed since) describes another topic's commits.
+    let mut targets: HashMap<&TopicPartition, &str> = HashMap::new();
     for c in cursors {
+        targets.insert(&c.tp, &c.target_topic);
         for by in handed_from(c) {
             todo.entry(by.to_owned()).or_default().insert(c.tp.clone());
         }
@@ -531,7 +537,8 @@ async fn handed_commits(
         }
         let mut synced = ferry.store.group_syncs(&by).await?;
         synced.extend(ferry.store.group_syncs(&forgotten_key(&by)).await?);
-        for item in synced.iter().filter(|i| tps.contains(&i.tp)) {
+        let here = |i: &&GroupSyncItem| tps.contains(&i.tp) && i.target_topic.as_deref().is_none_or(|t| targets.get(&i.tp) == Some(&t));
+        for item in synced.iter().filter(here) {
             let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
             *all = all.and(Commits::of(item));
         }

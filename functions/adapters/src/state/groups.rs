@@ -73,6 +73,10 @@ pub struct GroupSyncItem {
     pub group: String,
     /// Source topic and partition.
     pub tp: TopicPartition,
+    /// The target topic the sync looked at (`None` in items stored before
+    /// Ferry kept it): a flow whose names changed since describes another
+    /// topic's commits in its older items.
+    pub target_topic: Option<String>,
     /// Committed offset on the source.
     pub source_offset: i64,
     /// Its metadata string.
@@ -185,6 +189,9 @@ impl StateStore {
             if let Some(t) = it.written_offset {
                 item.insert("written_offset".into(), n(t));
             }
+            if let Some(t) = &it.target_topic {
+                item.insert("target_topic".into(), s(t));
+            }
             if let Some(t) = it.own_commit {
                 item.insert("own_commit".into(), n(t));
             }
@@ -265,6 +272,7 @@ impl StateStore {
             group: r.req_s("group_id")?,
             tp: TopicPartition::new(r.req_s("topic")?, r.req_n("partition_index")? as i32),
             source_offset: r.req_n("source_offset")?,
+            target_topic: r.s("target_topic"),
             metadata: r.s("metadata"),
             translated: r.n("translated_offset"),
             exact: r.bool("exact").unwrap_or(false),

@@ -74,6 +74,7 @@ pub fn sync(tp: &TopicPartition, group: &str) -> GroupSyncItem {
     GroupSyncItem {
         group: group.into(),
         tp: tp.clone(),
+        target_topic: Some(tp.topic.clone()),
         source_offset: 5,
         metadata: None,
         translated: Some(3),

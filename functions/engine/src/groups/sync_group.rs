@@ -380,6 +380,7 @@ pub(super) async fn sync_group(
         let mut item = GroupSyncItem {
             group: group.to_owned(),
             tp: tp.clone(),
+            target_topic: Some(target_tp.topic.clone()),
             source_offset: c.offset,
             metadata: c.metadata.clone(),
             translated: translation.map(|t| t.offset),
