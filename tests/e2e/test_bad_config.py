@@ -30,7 +30,7 @@ CASES = [
     ("bad bootstrap", "kc", lambda d: d[0]["ApacheKafkaCluster"].update(BootstrapBrokerString="localhost"), ["kafka-clusters.json", "BootstrapBrokerString", "no port"]),
     ("bad encryption", "kc", lambda d: d[1]["EncryptionInTransit"].update(EncryptionType="SSL"), ["EncryptionType", "TLS"]),
     ("topic named like a copy", "ri",
-     lambda d: d[0]["TopicReplication"].update(TopicsToReplicate=d[0]["TopicReplication"]["TopicsToReplicate"] + ["source.orders"],
+     lambda d: d[0]["TopicReplication"].update(TopicsToReplicate=d[0]["TopicReplication"]["TopicsToReplicate"] + ["source\\.orders"],
                                                TopicNameConfiguration={"Type": "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS"}),
      ["TopicsToReplicate", "names the topic source.orders", "never copies it", "IDENTICAL"]),
     ("not json", "kc", None, ["kafka-clusters.json", "not valid JSON"]),

@@ -12,6 +12,7 @@ import pytest
 from conftest import SOURCE, TARGET, Ferry, committed, create_topic, produce_keys, read_partition, unique, write_config
 from support.groups import commit_at, first_key_from
 from support.shared_tables import FOLDERS, on_shared_tables
+from support.topics import delete_topic
 
 # The next sync may take a group its sync died holding 2 s later.
 LEASE = ("--group-sync-lease-ms", "2000")
@@ -218,3 +219,27 @@ def test_a_flow_that_handed_the_topic_over_and_copies_it_under_another_name_sinc
     h.run("first")
     assert committed(TARGET, h.group)[(f"source.{h.topic}", 0)][0] == 30
     h.reset_kept(40)
+
+
+@pytest.mark.parametrize("how", ["handed", "forgotten", "created-again"])
+def test_a_target_topic_deleted_before_the_take_is_copied_whole_and_synced_from_its_own_commits(tmp_path, how):
+    """first syncs 50 and hands the topic over (or is forgotten); an
+    operator deletes the target topic, its group offsets with it (and
+    creates it again, empty), before second takes it. second copies every
+    record (it went on where first had stopped, and the records below were
+    never on the target again), and syncs the group on from its own commits
+    (first's 50, in a log that is gone, made each of them someone else's:
+    breaker helper-94)."""
+    h = Handed(tmp_path)
+    h.sync(50)
+    if how == "forgotten":
+        h.forget("first")
+    else:
+        h.define("first", h.nothing)
+        h.run("first")
+    delete_topic(TARGET, h.topic)
+    if how == "created-again":
+        create_topic(TARGET, h.topic, 1)
+    h.take("second")
+    h.sync(h.n - 7)
+    h.synced_on()

@@ -417,6 +417,17 @@ async fn sync_flow(
 
 type SyncsByPartition = HashMap<(String, TopicPartition), GroupSyncItem>;
 
+/// Whether a sync item speaks of the target topic `cursor` copies into:
+/// the same name, and the same topic id where both are known (items and
+/// cursors stored before Ferry kept them say nothing against it).
+fn describes(item: &GroupSyncItem, cursor: &CursorItem) -> bool {
+    item.target_topic.as_deref().is_none_or(|t| t == cursor.target_topic)
+        && item
+            .target_topic_id
+            .as_deref()
+            .is_none_or(|id| cursor.target_topic_id.as_deref().is_none_or(|t| t == id))
+}
+
 /// Every flow a cursor's partition was taken over from (items written
 /// before `handed_from` name only the latest, `handed_by`).
 fn handed_from(c: &CursorItem) -> impl Iterator<Item = &str> {
@@ -464,7 +475,7 @@ impl Commits {
 pub(crate) async fn bequest(ferry: &Ferry, flow_key: &str) -> Result<Vec<GroupSyncItem>, FerryError> {
     let cursors = ferry.store.list_cursors(flow_key).await?;
     let mut handed = handed_commits(ferry, flow_key, cursors.iter()).await?;
-    let targets: HashMap<&TopicPartition, &String> = cursors.iter().map(|c| (&c.tp, &c.target_topic)).collect();
+    let targets: HashMap<&TopicPartition, &CursorItem> = cursors.iter().map(|c| (&c.tp, c)).collect();
     let mut rows = ferry.store.group_syncs(flow_key).await?;
     for row in &mut rows {
         let all = Commits::of(row).and(handed.remove(&(row.group.clone(), row.tp.clone())).unwrap_or_default());
@@ -473,7 +484,8 @@ pub(crate) async fn bequest(ferry: &Ferry, flow_key: &str) -> Result<Vec<GroupSy
     let now = now_ms();
     rows.extend(handed.into_iter().map(|((group, tp), all)| GroupSyncItem {
         group,
-        target_topic: targets.get(&tp).map(|t| (*t).clone()),
+        target_topic: targets.get(&tp).map(|c| c.target_topic.clone()),
+        target_topic_id: targets.get(&tp).and_then(|c| c.target_topic_id.clone()),
         tp,
         source_offset: 0,
         metadata: None,
@@ -519,10 +531,12 @@ async fn handed_commits(
     let mut out: HashMap<(String, TopicPartition), Commits> = HashMap::new();
     let mut todo: BTreeMap<String, BTreeSet<TopicPartition>> = BTreeMap::new();
     // The target topic each partition is copied into: a sync item of
-    // another (a flow renamed since) describes another topic's commits.
-    let mut targets: HashMap<&TopicPartition, &str> = HashMap::new();
+    // another (a flow renamed since) describes another topic's commits,
+    // and one of another topic id (the topic deleted and created again
+    // since) commits in another log.
+    let mut targets: HashMap<&TopicPartition, &CursorItem> = HashMap::new();
     for c in cursors {
-        targets.insert(&c.tp, &c.target_topic);
+        targets.insert(&c.tp, c);
         for by in handed_from(c) {
             todo.entry(by.to_owned()).or_default().insert(c.tp.clone());
         }
@@ -537,7 +551,7 @@ async fn handed_commits(
         }
         let mut synced = ferry.store.group_syncs(&by).await?;
         synced.extend(ferry.store.group_syncs(&forgotten_key(&by)).await?);
-        let here = |i: &&GroupSyncItem| tps.contains(&i.tp) && i.target_topic.as_deref().is_none_or(|t| targets.get(&i.tp) == Some(&t));
+        let here = |i: &&GroupSyncItem| tps.contains(&i.tp) && targets.get(&i.tp).is_some_and(|c| describes(i, c));
         for item in synced.iter().filter(here) {
             let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
             *all = all.and(Commits::of(item));

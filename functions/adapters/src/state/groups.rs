@@ -77,6 +77,11 @@ pub struct GroupSyncItem {
     /// Ferry kept it): a flow whose names changed since describes another
     /// topic's commits in its older items.
     pub target_topic: Option<String>,
+    /// That topic's id, as the flow's cursor knew it (`None` if it did
+    /// not, or in items stored before Ferry kept it): a topic deleted and
+    /// created again under the same name holds another log, where these
+    /// commits mean nothing.
+    pub target_topic_id: Option<String>,
     /// Committed offset on the source.
     pub source_offset: i64,
     /// Its metadata string.
@@ -192,6 +197,9 @@ impl StateStore {
             if let Some(t) = &it.target_topic {
                 item.insert("target_topic".into(), s(t));
             }
+            if let Some(t) = &it.target_topic_id {
+                item.insert("target_topic_id".into(), s(t));
+            }
             if let Some(t) = it.own_commit {
                 item.insert("own_commit".into(), n(t));
             }
@@ -273,6 +281,7 @@ impl StateStore {
             tp: TopicPartition::new(r.req_s("topic")?, r.req_n("partition_index")? as i32),
             source_offset: r.req_n("source_offset")?,
             target_topic: r.s("target_topic"),
+            target_topic_id: r.s("target_topic_id"),
             metadata: r.s("metadata"),
             translated: r.n("translated_offset"),
             exact: r.bool("exact").unwrap_or(false),

@@ -28,16 +28,18 @@ const FLOW: &str = "writer_flow";
 const SOURCE_TOPIC: &str = "source_topic";
 const SOURCE_CLUSTER_ID: &str = "source_cluster_id";
 const TAKEN_MS: &str = "taken_ms";
-/// On a released item: when, the source topic's id, and each partition's
-/// next source offset (`<partition>:<offset>,...`).
+/// On a released item: when, the source and target topics' ids, and each
+/// partition's next source offset (`<partition>:<offset>,...`).
 const RELEASED_MS: &str = "released_ms";
 const SOURCE_TOPIC_ID: &str = "source_topic_id";
+const TARGET_TOPIC_ID: &str = "target_topic_id";
 const POSITIONS: &str = "positions";
 /// On a taker's item until its cursors stand where the flow that handed it
 /// the topic stopped: that flow's key, and its positions as above.
 const HANDED_BY: &str = "handed_by";
 const HANDED_POSITIONS: &str = "handed_positions";
 const HANDED_TOPIC_ID: &str = "handed_source_topic_id";
+const HANDED_TARGET_TOPIC_ID: &str = "handed_target_topic_id";
 
 /// Where a flow stopped copying a source topic: each partition's next
 /// source offset, and the topic's id then (`None`: not recorded).
@@ -49,6 +51,9 @@ pub struct Handover {
     pub positions: BTreeMap<i32, i64>,
     /// The source topic's id.
     pub source_topic_id: Option<String>,
+    /// The target topic's id: its copies below those positions are in
+    /// that topic, and gone with it if it was deleted since.
+    pub target_topic_id: Option<String>,
 }
 
 /// The flow that writes a target topic, as its item says.
@@ -96,14 +101,15 @@ fn parse_positions(text: &str) -> Option<BTreeMap<i32, i64>> {
 }
 
 /// The handover in `item` under these attribute names, if it holds one.
-fn handover(r: &ItemReader<'_>, by: Option<String>, positions: &str, topic_id: &str) -> Result<Option<Handover>, StateError> {
+fn handover(r: &ItemReader<'_>, by: Option<String>, positions: &str, ids: (&str, &str)) -> Result<Option<Handover>, StateError> {
     let (Some(by), Some(text)) = (by, r.s(positions)) else {
         return Ok(None);
     };
     Ok(Some(Handover {
         by,
         positions: parse_positions(&text).ok_or_else(|| r.bad(positions))?,
-        source_topic_id: r.s(topic_id),
+        source_topic_id: r.s(ids.0),
+        target_topic_id: r.s(ids.1),
     }))
 }
 
@@ -120,16 +126,18 @@ impl TopicWriter {
     fn from_item(r: &ItemReader<'_>) -> Result<Self, StateError> {
         let flow = r.s(FLOW).ok_or_else(|| r.bad(FLOW))?;
         let released = if r.n(RELEASED_MS).is_some() {
-            Some(handover(r, Some(flow.clone()), POSITIONS, SOURCE_TOPIC_ID)?.unwrap_or(Handover {
-                by: flow.clone(),
-                ..Handover::default()
-            }))
+            Some(
+                handover(r, Some(flow.clone()), POSITIONS, (SOURCE_TOPIC_ID, TARGET_TOPIC_ID))?.unwrap_or(Handover {
+                    by: flow.clone(),
+                    ..Handover::default()
+                }),
+            )
         } else {
             None
         };
         Ok(TopicWriter {
             released,
-            handed: handover(r, r.s(HANDED_BY), HANDED_POSITIONS, HANDED_TOPIC_ID)?,
+            handed: handover(r, r.s(HANDED_BY), HANDED_POSITIONS, (HANDED_TOPIC_ID, HANDED_TARGET_TOPIC_ID))?,
             flow,
             source_topic: r.s(SOURCE_TOPIC).ok_or_else(|| r.bad(SOURCE_TOPIC))?,
             source_cluster_id: r.s(SOURCE_CLUSTER_ID).unwrap_or_default(),
@@ -181,6 +189,9 @@ impl StateStore {
             if let Some(id) = &h.source_topic_id {
                 req = req.item(HANDED_TOPIC_ID, s(id));
             }
+            if let Some(id) = &h.target_topic_id {
+                req = req.item(HANDED_TARGET_TOPIC_ID, s(id));
+            }
             condition.push_str(" OR (#flow = :from AND attribute_exists(#released))");
         }
         let res = req.condition_expression(condition).send().bounded(&self.calls).await;
@@ -215,12 +226,13 @@ impl StateStore {
             .table_name(&self.cursors)
             .key(PK, s(writers_pk(target_cluster_id)))
             .key(SK_CURSOR, s(target_topic))
-            .update_expression("REMOVE #by, #positions, #id")
+            .update_expression("REMOVE #by, #positions, #id, #tid")
             .condition_expression("#flow = :flow")
             .expression_attribute_names("#flow", FLOW)
             .expression_attribute_names("#by", HANDED_BY)
             .expression_attribute_names("#positions", HANDED_POSITIONS)
             .expression_attribute_names("#id", HANDED_TOPIC_ID)
+            .expression_attribute_names("#tid", HANDED_TARGET_TOPIC_ID)
             .expression_attribute_values(":flow", s(flow))
             .send()
             .bounded(&self.calls)
@@ -255,18 +267,32 @@ impl StateStore {
                     .expression_attribute_names("#released", RELEASED_MS)
                     .expression_attribute_names("#positions", POSITIONS)
                     .expression_attribute_names("#id", SOURCE_TOPIC_ID)
+                    .expression_attribute_names("#tid", TARGET_TOPIC_ID)
                     .expression_attribute_names("#hby", HANDED_BY)
                     .expression_attribute_names("#hpos", HANDED_POSITIONS)
                     .expression_attribute_names("#hid", HANDED_TOPIC_ID)
+                    .expression_attribute_names("#htid", HANDED_TARGET_TOPIC_ID)
                     .expression_attribute_values(":flow", s(flow))
                     .expression_attribute_values(":now", n(now_ms()))
                     .expression_attribute_values(":positions", s(format_positions(&h.positions)));
-                req = match &h.source_topic_id {
-                    Some(id) => req
-                        .update_expression("SET #released = :now, #positions = :positions, #id = :id REMOVE #hby, #hpos, #hid")
-                        .expression_attribute_values(":id", s(id)),
-                    None => req.update_expression("SET #released = :now, #positions = :positions REMOVE #id, #hby, #hpos, #hid"),
-                };
+                // Each id set where known, removed where not (an older
+                // release's stays no more than its positions do).
+                let mut set = vec!["#released = :now", "#positions = :positions"];
+                let mut remove = vec!["#hby", "#hpos", "#hid", "#htid"];
+                let ids = [
+                    ("#id", "#id = :id", ":id", &h.source_topic_id),
+                    ("#tid", "#tid = :tid", ":tid", &h.target_topic_id),
+                ];
+                for (name, assign, value, id) in ids {
+                    match id {
+                        Some(id) => {
+                            set.push(assign);
+                            req = req.expression_attribute_values(value, s(id));
+                        }
+                        None => remove.push(name),
+                    }
+                }
+                req = req.update_expression(format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")));
                 conditional("UpdateItem", &self.cursors, req.send().bounded(&self.calls).await)
             }
             None => {
@@ -417,6 +443,7 @@ pub fn stopped_at(flow: &str, writer: &TopicWriter, cursors: &[CursorItem]) -> H
         by: flow.to_owned(),
         positions: mine.iter().map(|c| (c.tp.partition, c.next_source_offset)).collect(),
         source_topic_id: mine.iter().find_map(|c| c.source_topic_id.clone()),
+        target_topic_id: mine.iter().find_map(|c| c.target_topic_id.clone()),
     };
     if let Some(handed) = &writer.handed {
         for (p, at) in &handed.positions {
@@ -426,6 +453,7 @@ pub fn stopped_at(flow: &str, writer: &TopicWriter, cursors: &[CursorItem]) -> H
             }
         }
         stopped.source_topic_id = stopped.source_topic_id.or_else(|| handed.source_topic_id.clone());
+        stopped.target_topic_id = stopped.target_topic_id.or_else(|| handed.target_topic_id.clone());
     }
     stopped
 }

@@ -75,6 +75,7 @@ pub fn sync(tp: &TopicPartition, group: &str) -> GroupSyncItem {
         group: group.into(),
         tp: tp.clone(),
         target_topic: Some(tp.topic.clone()),
+        target_topic_id: None,
         source_offset: 5,
         metadata: None,
         translated: Some(3),

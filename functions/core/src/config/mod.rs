@@ -229,22 +229,9 @@ impl FlowSpec {
     /// The topic names that TopicsToReplicate spells out literally (no
     /// pattern syntax but escaped dots), and that no exclusion removes.
     pub fn literal_topics(&self) -> Vec<String> {
-        self.topics_read_as(literal_name)
-    }
-
-    /// The topic names TopicsToReplicate writes as plain text, an
-    /// unescaped dot read as a dot (see `plain_text_name`), and that no
-    /// exclusion removes.
-    pub fn named_topics(&self) -> Vec<String> {
-        self.topics_read_as(plain_text_name)
-    }
-
-    /// What `name` reads out of each TopicsToReplicate pattern (as written,
-    /// without the anchors it is compiled with), of the topics selected.
-    fn topics_read_as(&self, name: fn(&str) -> Option<String>) -> Vec<String> {
         self.topics_include
             .iter()
-            .filter_map(|r| name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
+            .filter_map(|r| literal_name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
             .filter(|t| self.selects_topic(t))
             .collect()
     }
@@ -379,9 +366,11 @@ pub fn load(name: &str, clusters_file: &str, clusters_json: &str, info_file: &st
     };
     // A topic asked for by its name, which no flow would ever copy: named
     // like a copy, it is taken for one (the flows would otherwise copy
-    // each other's copies forever), and nothing else would say so.
+    // each other's copies forever), and nothing else would say so. Only a
+    // name spelled out (its dots escaped): `source.orders` is a pattern
+    // that selects `source-orders` too, which is no copy.
     for (i, flow) in spec.flows.iter().enumerate() {
-        for topic in flow.named_topics() {
+        for topic in flow.literal_topics() {
             if let Some(alias) = spec.replica_prefix(&topic) {
                 return Err(ConfigError::new(
                     info_file,

@@ -245,17 +245,19 @@ fn a_topic_named_like_a_prefixed_copy_is_refused_by_name_not_by_pattern() {
                 "TopicNameConfiguration": {{"Type": "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS"}}}}}}]"#
         )
     };
-    // Either cluster's alias, the dot escaped or not: never copied.
-    for topics in [r#""orders", "source.orders""#, r#""target\\.audit""#] {
+    // Either cluster's alias, spelled out: never copied.
+    for topics in [r#""orders", "source\\.orders""#, r#""target\\.audit""#] {
         let err = load_pair(CLUSTERS, &info(topics, "")).expect_err(topics);
         assert_eq!(err.field, "[0].TopicReplication.TopicsToReplicate", "{err}");
         assert!(err.problem.contains("never copies it") && err.fix.contains("IDENTICAL"), "{err}");
     }
-    // A pattern may select copies along with the rest; an excluded name
-    // is not asked for; a name that only starts with an alias is no copy.
+    // A pattern may select copies along with the rest (`source.orders`
+    // selects `source-orders` too: breaker helper-94); an excluded name is
+    // not asked for; a name that only starts with an alias is no copy.
     for (topics, exclude) in [
         (r#"".*""#, ""),
-        (r#""source.orders""#, r#""source.orders""#),
+        (r#""source.orders""#, ""),
+        (r#""source\\.orders""#, r#""source\\.orders""#),
         (r#""sourceorders", "source-x""#, ""),
     ] {
         load_pair(CLUSTERS, &info(topics, exclude)).expect(topics);

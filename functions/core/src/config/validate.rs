@@ -253,27 +253,12 @@ pub(super) fn literal_name(pattern: &str) -> Option<String> {
     (!pattern.is_empty() && !pattern.replace("\\.", "").contains(special)).then(|| pattern.replace("\\.", "."))
 }
 
-/// The topic `pattern` names when read as plain text, an unescaped dot
-/// read as a dot too (`orders.eu` is written for `orders.eu`, though it
-/// matches any character there).
-pub(super) fn plain_text_name(pattern: &str) -> Option<String> {
-    literal_name(&pattern.replace("\\.", ".").replace('.', "\\."))
-}
-
 #[cfg(test)]
 #[test]
 pub(super) fn literal_names_are_plain_text_only() {
     assert_eq!(literal_name("orders\\.eu-1").as_deref(), Some("orders.eu-1"));
     for pattern in ["orders.*", "a|b", "orders.eu", "x+", "[ab]", ""] {
         assert_eq!(literal_name(pattern), None, "{pattern}");
-    }
-    for (pattern, name) in [
-        ("orders.eu", Some("orders.eu")),
-        ("orders\\.eu", Some("orders.eu")),
-        ("orders.*", None),
-        ("a|b.c", None),
-    ] {
-        assert_eq!(plain_text_name(pattern).as_deref(), name, "{pattern}");
     }
 }
 

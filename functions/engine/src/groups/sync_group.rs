@@ -381,6 +381,7 @@ pub(super) async fn sync_group(
             group: group.to_owned(),
             tp: tp.clone(),
             target_topic: Some(target_tp.topic.clone()),
+            target_topic_id: cursor.target_topic_id.clone(),
             source_offset: c.offset,
             metadata: c.metadata.clone(),
             translated: translation.map(|t| t.offset),

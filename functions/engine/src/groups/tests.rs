@@ -7,6 +7,7 @@ fn synced(written: Option<i64>, rewinds: Option<i64>, target: i64, checked_ms: i
         group: "g".into(),
         tp: TopicPartition::new("t", 0),
         target_topic: Some("t".into()),
+        target_topic_id: None,
         source_offset: 120,
         metadata: None,
         translated: written,

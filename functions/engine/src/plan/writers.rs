@@ -277,11 +277,20 @@ async fn hand_over(ferry: &Ferry, flow: &FlowSpec, p: &mut FlowPlan, topic: &str
         (Some(then), Some(now)) => then == now,
         _ => true,
     };
-    if handed.positions.is_empty() || !same_topic {
+    // The target topic gone since (this plan creates it), or deleted and
+    // created again (another id): the copies below where that flow
+    // stopped went with it (breaker helper-94: the taker went on there,
+    // and the records below were never on the target again).
+    let target_topic = flow.target_topic(topic);
+    let target_id_now = ferry.cluster(&flow.target.id)?.known_topic_id(&target_topic);
+    let target_gone = p.create.iter().any(|c| c.topic == target_topic)
+        || matches!((&handed.target_topic_id, &target_id_now), (Some(then), Some(now)) if then != now);
+    if handed.positions.is_empty() || !same_topic || target_gone {
         tracing::warn!(
-            replicator = %ferry.spec.name, flow = %flow.id(), topic, from = %handed.by,
+            replicator = %ferry.spec.name, flow = %flow.id(), topic, from = %handed.by, target_gone,
             "took over the target topic from a flow that stopped copying it, but not where it stopped (the source topic \
-             was created again since, or that flow left no positions): the partitions go on as planned"
+             was created again since, the target topic is gone, or that flow left no positions): the partitions go on as \
+             planned"
         );
         return Ok(false);
     }
