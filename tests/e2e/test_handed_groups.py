@@ -243,3 +243,16 @@ def test_a_target_topic_deleted_before_the_take_is_copied_whole_and_synced_from_
     h.take("second")
     h.sync(h.n - 7)
     h.synced_on()
+
+
+def test_a_flow_forgotten_and_handed_the_topic_back_counts_its_own_commit_from_before(tmp_path):
+    """first syncs 50 and is forgotten; second takes the topic, the group
+    idle, and hands it back to first, run again under the same key: the
+    commit of first's earlier life is Ferry's (breaker helper-94: the walk
+    skipped first's own kept record)."""
+    h = Handed(tmp_path)
+    h.sync(50)
+    h.forget("first")
+    h.take("second")
+    h.hand("first")
+    h.synced_on()

@@ -522,7 +522,8 @@ pub(crate) fn forgotten_key(flow_key: &str) -> String {
 /// group that read nothing while a flow in the middle held the topic
 /// still sits at a commit of the first writer's; a topic handed back and
 /// forth names each flow more than once), forgotten or not
-/// (`forgotten_key`). This flow's own syncs are its own.
+/// (`forgotten_key`), and this flow's own kept from before it was
+/// forgotten, if it was. This flow's own syncs are its own.
 async fn handed_commits(
     ferry: &Ferry,
     flow_key: &str,
@@ -539,6 +540,15 @@ async fn handed_commits(
         targets.insert(&c.tp, c);
         for by in handed_from(c) {
             todo.entry(by.to_owned()).or_default().insert(c.tp.clone());
+        }
+    }
+    // This flow's own kept record, if it was forgotten and started again
+    // under the same key: its earlier life's commits, in the same topic
+    // (`describes`), are Ferry's too.
+    for item in ferry.store.group_syncs(&forgotten_key(flow_key)).await? {
+        if targets.get(&item.tp).is_some_and(|c| describes(&item, c)) {
+            let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
+            *all = all.and(Commits::of(&item));
         }
     }
     // Each flow's syncs of a partition read once: a topic handed back and
