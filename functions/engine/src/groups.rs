@@ -545,12 +545,8 @@ async fn handed_commits(
     // This flow's own kept record, if it was forgotten and started again
     // under the same key: its earlier life's commits, in the same topic
     // (`describes`), are Ferry's too.
-    for item in ferry.store.group_syncs(&forgotten_key(flow_key)).await? {
-        if targets.get(&item.tp).is_some_and(|c| describes(&item, c)) {
-            let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
-            *all = all.and(Commits::of(&item));
-        }
-    }
+    let kept = ferry.store.group_syncs(&forgotten_key(flow_key)).await?;
+    fold_commits(&mut out, &targets, &kept, |_| true);
     // Each flow's syncs of a partition read once: a topic handed back and
     // forth names its flows more than once.
     let mut read: HashSet<(String, TopicPartition)> = HashSet::new();
@@ -561,11 +557,7 @@ async fn handed_commits(
         }
         let mut synced = ferry.store.group_syncs(&by).await?;
         synced.extend(ferry.store.group_syncs(&forgotten_key(&by)).await?);
-        let here = |i: &&GroupSyncItem| tps.contains(&i.tp) && targets.get(&i.tp).is_some_and(|c| describes(i, c));
-        for item in synced.iter().filter(here) {
-            let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
-            *all = all.and(Commits::of(item));
-        }
+        fold_commits(&mut out, &targets, &synced, |tp| tps.contains(tp));
         for c in ferry.store.list_cursors(&by).await? {
             if tps.contains(&c.tp) {
                 for before in handed_from(&c) {
@@ -575,6 +567,23 @@ async fn handed_commits(
         }
     }
     Ok(out)
+}
+
+/// Adds to `out` the commits of the `items` of partitions `wanted` takes
+/// whose target topic is the one the flow copies that partition into now
+/// (`targets`, see `describes`).
+fn fold_commits(
+    out: &mut HashMap<(String, TopicPartition), Commits>,
+    targets: &HashMap<&TopicPartition, &CursorItem>,
+    items: &[GroupSyncItem],
+    wanted: impl Fn(&TopicPartition) -> bool,
+) {
+    for item in items {
+        if wanted(&item.tp) && targets.get(&item.tp).is_some_and(|c| describes(item, c)) {
+            let all = out.entry((item.group.clone(), item.tp.clone())).or_default();
+            *all = all.and(Commits::of(item));
+        }
+    }
 }
 
 fn syncs_by_partition(items: Vec<GroupSyncItem>) -> SyncsByPartition {
