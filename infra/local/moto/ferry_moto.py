@@ -31,6 +31,13 @@ field it takes for the configured authentication, and what it does when the
 field is absent. What it does not: which fields AWS really returns for a
 cluster's settings, and their values (the tests register local brokers).
 
+And two of speed, as every test shares this one Python process and the
+machine's two cores: which backend serves a host is worked out once per
+host (moto matched every request's host against the URL patterns of all
+its services, a quarter of its time in a test run), and only failed
+requests (4xx and 5xx) are logged (a line for each of hundreds of
+thousands of requests took a tenth).
+
 Run as moto_server is run: `python ferry_moto.py -H 127.0.0.1 -p PORT`.
 """
 
@@ -52,6 +59,8 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.kafka.exceptions import NotFoundException
 from moto.kafka.models import FakeKafkaCluster
 from moto.kafka.responses import KafkaResponse
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from werkzeug.serving import WSGIRequestHandler
 
 # The fields of GetBootstrapBrokers' answer (the AWS API reference).
 FIELDS = (
@@ -217,6 +226,34 @@ DynamoHandler.transact_write_items = idempotent(DynamoHandler.transact_write_ite
 for _name, _method in list(vars(DynamoDBBackend).items()):
     if callable(_method) and not _name.startswith("_"):
         setattr(DynamoDBBackend, _name, atomic(_method))
+
+_find_backend = DomainDispatcherApplication.get_backend_for_host
+_backend_by_host: dict = {}
+
+
+def backend_for_host(self: DomainDispatcherApplication, host):
+    """The backend serving `host`, found once: the URL patterns are fixed
+    when moto starts, so the answer for a host never changes."""
+    if host not in _backend_by_host:
+        _backend_by_host[host] = _find_backend(self, host)
+    return _backend_by_host[host]
+
+
+DomainDispatcherApplication.get_backend_for_host = backend_for_host
+
+_log_request = WSGIRequestHandler.log_request
+
+
+def log_failed_request(self: WSGIRequestHandler, code="-", size="-") -> None:
+    try:
+        if int(code) < 400:
+            return
+    except (TypeError, ValueError):
+        pass
+    _log_request(self, code, size)
+
+
+WSGIRequestHandler.log_request = log_failed_request
 
 if __name__ == "__main__":
     from moto.server import main
