@@ -10,6 +10,7 @@ import json
 import re
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def create_topic(bootstrap: str, name: str, partitions: int, config: dict | None
     futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
     for f in futures.values():
         f.result(timeout=30)
+    # The controller has the topic; the broker's metadata may not yet (a
+    # Plan right after saw no topic and planned nothing): until it answers
+    # with every partition led.
+    deadline = time.time() + 30
+    while True:
+        topic = admin.list_topics(name, timeout=30).topics.get(name)
+        if topic is not None and topic.error is None and len(topic.partitions) == partitions and \
+                all(p.leader >= 0 for p in topic.partitions.values()):
+            return
+        assert time.time() < deadline, f"{name} is not in {bootstrap}'s metadata with {partitions} led partitions after 30 s"
+        time.sleep(0.1)
 
 
 def list_topics(bootstrap: str) -> set[str]:
