@@ -14,6 +14,8 @@ from conftest import SOURCE, TARGET, create_topic, producer, read_partition, uni
 from support.warm_function import REPLICATE, WarmFunction, planned
 
 PARTITIONS = 2
+# Seconds without a record after which the target holds all it will.
+QUIET = 5
 
 
 class Load:
@@ -40,12 +42,19 @@ class Load:
         c = Consumer({"bootstrap.servers": TARGET, "group.id": unique("handoff-reader"), "isolation.level": "read_committed",
                       "fetch.wait.max.ms": 50, "enable.auto.commit": False})
         c.assign([TopicPartition(self.topic, p, 0) for p in range(self.partitions)])
+        # After the load ends, the Replicates have returned: what they copied
+        # is committed on the target, and a read_committed fetch of 50 ms
+        # has it within a second or two. Drained once nothing more came for
+        # QUIET seconds (the load went on past the last Replicate, so some
+        # records never arrive), or all of them did.
+        last = time.time()
         try:
             while not self.stop.is_set() or len(self.seen) < self.sent:
                 m = c.poll(0.1)
                 if m is not None and not m.error():
                     self.seen[m.key()] = (float(m.value()), time.time(), m.partition())
-                if self.stop.is_set() and time.time() > self.stopped_at + 20:
+                    last = time.time()
+                if self.stop.is_set() and time.time() > max(last, self.stopped_at) + QUIET:
                     break
         finally:
             c.close()
