@@ -3,6 +3,13 @@
 //! fetch (read_committed) → produce (idempotent, acks=all, same partition)
 //! → checkpoint (cursor and offset map, conditional on the lease), until
 //! the batch is caught up or the time or byte budget is spent.
+//!
+//! The files follow an invocation: `lease` (with `handoff` and
+//! `backfill`); the histories under the cursors (`source_history`,
+//! `target_log`, `rewind`); `fence`; `reconcile` (with `takeover`);
+//! `rounds` (with `io`, `pending` and `checkpoint`); `release`. `errors`
+//! and `stops` are how a partition stops, `failpoint` the crash tests'
+//! points.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +38,10 @@ mod failpoint;
 mod fence;
 mod handoff;
 mod io;
+mod lease;
 mod pending;
 mod reconcile;
+mod release;
 mod rewind;
 mod rounds;
 mod source_history;
@@ -396,105 +405,13 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     // Lease every partition we can, all at once (after waiting for a
     // holder about to give its leases back); the others are someone
     // else's now.
-    let handoff = handoff::Handoff::wait_for_holder(run, &partitions, budget, &owner).await;
-    let waited_at = started.elapsed();
-    let ends_ms = handoff::planned_stop_ms(budget);
-    let leased = join_all(partitions.iter().map(|work| async {
-        let (lease, item) = handoff.acquire(run, &work.source, &owner, ends_ms).await?;
-        let setup = async {
-            failpoint::lease_setup(&work.source)?;
-            // A rewind that stopped midway: its runs past the cursor go first.
-            if item.map_trim_from.is_some() {
-                ferry
-                    .store
-                    .trim_runs_past_cursor(&flow_key, &lease, item.next_source_offset)
-                    .await?;
-            }
-            // The lease's cursor item holds the newest run whole.
-            let last_run = ferry.store.newest_stored_run(&flow_key, &work.source).await?.map(|mut run| {
-                item.patch(&mut run);
-                run
-            });
-            let item = backfill::start_requested(run, &lease, item, last_run.as_ref()).await?;
-            Ok::<_, StateError>((item, last_run))
-        }
-        .await;
-        Ok::<_, StateError>((lease, setup))
-    }))
-    .await;
-    // A failure leasing or setting up any partition ends the invocation,
-    // with every lease taken given back first: held until they expire,
-    // they would keep the next invocations off these partitions for that
-    // long (a gap in replication) for an error that may already be gone.
-    let mut failed: Option<FerryError> = None;
-    let mut taken: Vec<ferry_adapters::state::Lease> = Vec::new();
-    let mut parts: Vec<Part> = Vec::new();
-    let mut skipped: Vec<PartitionProgress> = Vec::new();
-    // Partitions a previous holder wrote to, with its producer id.
-    let mut to_reconcile: Vec<(usize, PrevHolder)> = Vec::new();
-    // Those whose holder may still have a write on its way, by its
-    // transactional id and producer id: fenced before the reconcile reads.
-    let mut to_fence: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
-    for (work, res) in partitions.iter().zip(leased) {
-        match res {
-            Ok((lease, Err(e))) => {
-                taken.push(lease);
-                failed.get_or_insert(e.into());
-            }
-            Ok((lease, Ok((item, last_run)))) => {
-                target.expect_topic_id(&work.target_topic, item.target_topic_id.as_deref());
-                parts.push(Part::new(work.clone(), lease, &item, last_run));
-                // Remember who wrote what: reconcile needs the previous holder's producer id.
-                if item.producer_id >= 0 && item.next_target_offset.is_some_and(|t| t >= 0) {
-                    to_reconcile.push((
-                        parts.len() - 1,
-                        PrevHolder {
-                            producer_id: item.producer_id,
-                            next_sequence: item.producer_next_sequence,
-                        },
-                    ));
-                }
-                if let Some(id) = item.transactional_id.filter(|_| item.producer_id >= 0 && !item.writes_settled) {
-                    to_fence.entry((id, item.producer_id)).or_default().push(parts.len() - 1);
-                }
-            }
-            Err(StateError::LeaseHeld { tp, owner, .. }) => {
-                tracing::info!(flow = %flow.id(), topic = %tp.topic, partition = tp.partition, holder = %owner, "partition leased by another worker; skipping");
-                skipped.push(PartitionProgress {
-                    source: work.source.clone(),
-                    cursor: -1,
-                    source_end: work.end_offset,
-                    records: 0,
-                    bytes: 0,
-                    stopped: StopReason::LeaseHeld,
-                    error: None,
-                    reconciled: 0,
-                    filtered_records: 0,
-                    filtered_bytes: 0,
-                    lost_records: 0,
-                    checkpoints: 0,
-                });
-            }
-            Err(e) => {
-                failed.get_or_insert(e.into());
-            }
-        }
-    }
-    if let Some(e) = failed {
-        taken.extend(parts.iter().map(|p| p.lease.clone()));
-        let released = join_all(
-            taken
-                .iter()
-                .map(|l| ferry.store.release_lease(&flow_key, l, Rate::default(), false)),
-        )
-        .await;
-        for (lease, res) in taken.iter().zip(released) {
-            if let Err(r) = res {
-                tracing::warn!(flow = %flow.id(), lease = ?lease, error = %r, "could not release lease; it expires on its own");
-            }
-        }
-        return Err(e);
-    }
+    let lease::Leased {
+        mut parts,
+        skipped,
+        mut to_reconcile,
+        to_fence,
+        waited_at,
+    } = lease::lease_all(run, &partitions, budget, &owner, started).await?;
     let leased_at = started.elapsed();
     // The source's history since each cursor was stored: a log truncated
     // below it (an unclean leader election) is found before anything is
@@ -539,35 +456,7 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     }
 
     // Give every lease back at once; one taken over meanwhile is simply gone.
-    let secs = started.elapsed().as_secs_f64().max(0.001);
-    let rate = |p: &Part| Rate {
-        records_per_s: (p.records as f64 / secs).round() as i64,
-        bytes_per_s: (p.bytes as f64 / secs).round() as i64,
-    };
-    let stopping = std::time::Instant::now();
-    // Settled: every write's outcome known and checkpointed. A batch still
-    // in flight may yet be appended, and records acknowledged but not
-    // checkpointed are on the target past the cursor: either way the
-    // successor must fence and reconcile.
-    let settled = |p: &Part| p.producer_recorded && p.inflight.is_none() && p.unsaved.is_none() && !p.unsaved_dropped;
-    let released = join_all(
-        parts
-            .iter()
-            .map(|p| ferry.store.release_lease(&flow_key, &p.lease, rate(p), settled(p))),
-    )
-    .await;
-    tracing::debug!(flow = %flow.id(), ms = stopping.elapsed().as_millis() as u64, "leases released");
-    if let (Some(f), Some(pid), Some(ends)) = (&filter, written_with, written_ends(&parts)) {
-        f.record_ends(&ferry.store, pid, &ends).await;
-    }
-    for (p, res) in parts.iter().zip(released) {
-        match res {
-            Ok(()) | Err(StateError::LeaseLost { .. }) => {}
-            Err(e) => {
-                tracing::warn!(flow = %flow.id(), topic = %p.work.source.topic, partition = p.work.source.partition, error = %e, "could not release lease; it expires on its own")
-            }
-        }
-    }
+    release::release_all(run, &parts, started, filter.as_ref(), written_with).await;
     let mut partitions: Vec<PartitionProgress> = parts.iter().map(Part::progress).collect();
     for p in &partitions {
         tracing::info!(
@@ -583,24 +472,6 @@ pub async fn replicate(ferry: &Ferry, input: &ReplicateInput, budget: &Budget) -
     }
     partitions.extend(skipped);
     Ok(ReplicateOutput { partitions })
-}
-
-/// Where this invocation's records end in each target partition it wrote
-/// to; `None` when a write's outcome is unknown (a batch still in flight,
-/// a target log that lost records under Ferry): a plan then takes the
-/// partitions' ends once the invocation's deadline is past (see
-/// `plan::producers`).
-fn written_ends(parts: &[Part]) -> Option<Vec<(TopicPartition, i64)>> {
-    if parts.iter().any(|p| p.inflight.is_some() || p.target_lost) {
-        return None;
-    }
-    Some(
-        parts
-            .iter()
-            .filter(|p| p.written_end >= 0)
-            .map(|p| (p.target.clone(), p.written_end))
-            .collect(),
-    )
 }
 
 /// One producer id for this invocation, of a transactional id of its own,

@@ -1,5 +1,5 @@
-//! Before writing: fence the previous holders' producers, and reconcile
-//! what they wrote and did not checkpoint.
+//! Before writing: fence the previous holders' producers, so that nothing
+//! of theirs lands after the reconcile reads what they wrote.
 
 use super::*;
 
@@ -36,43 +36,6 @@ pub(super) async fn fence_all(run: &FlowRun<'_>, parts: &mut [Part], which: &BTr
                     fail(run, &mut parts[i], &e).await;
                 }
             }
-        }
-    }
-}
-
-/// Reconcile the partitions `which` (index, previous holder): one
-/// ListOffsets for all of them, then a read of the target only where it
-/// holds records after the last checkpoint (after a clean release, none).
-pub(super) async fn reconcile_all(
-    run: &FlowRun<'_>,
-    parts: &mut [Part],
-    which: &[(usize, PrevHolder)],
-    ends: &mut TargetEnds,
-    filter: &mut Option<LoopFilter>,
-) {
-    let FlowRun { target, .. } = *run;
-    for &(i, prev) in which {
-        let p = &mut parts[i];
-        // With the leader's epoch, read before the holder's records are:
-        // what the reconcile finds below `end` is in that epoch's history
-        // or an older one's (see `CursorItem::target_leader_epoch`).
-        let (end, epoch) = match ends.remove(&p.target) {
-            Some(Ok(found)) => found,
-            Some(Err(e)) => {
-                fail(run, p, &e.into()).await;
-                continue;
-            }
-            None => {
-                fail(run, p, &target.unknown_partition(&p.target).into()).await;
-                continue;
-            }
-        };
-        if end <= p.target_end {
-            continue;
-        }
-        let epoch = (epoch >= 0).then_some(epoch);
-        if let Err(e) = reconcile(run, p, prev, (end, epoch), filter).await {
-            fail(run, p, &e).await;
         }
     }
 }

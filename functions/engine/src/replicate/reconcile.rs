@@ -3,6 +3,43 @@
 
 use super::*;
 
+/// Reconcile the partitions `which` (index, previous holder): one
+/// ListOffsets for all of them, then a read of the target only where it
+/// holds records after the last checkpoint (after a clean release, none).
+pub(super) async fn reconcile_all(
+    run: &FlowRun<'_>,
+    parts: &mut [Part],
+    which: &[(usize, PrevHolder)],
+    ends: &mut TargetEnds,
+    filter: &mut Option<LoopFilter>,
+) {
+    let FlowRun { target, .. } = *run;
+    for &(i, prev) in which {
+        let p = &mut parts[i];
+        // With the leader's epoch, read before the holder's records are:
+        // what the reconcile finds below `end` is in that epoch's history
+        // or an older one's (see `CursorItem::target_leader_epoch`).
+        let (end, epoch) = match ends.remove(&p.target) {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
+                fail(run, p, &e.into()).await;
+                continue;
+            }
+            None => {
+                fail(run, p, &target.unknown_partition(&p.target).into()).await;
+                continue;
+            }
+        };
+        if end <= p.target_end {
+            continue;
+        }
+        let epoch = (epoch >= 0).then_some(epoch);
+        if let Err(e) = reconcile(run, p, prev, (end, epoch), filter).await {
+            fail(run, p, &e).await;
+        }
+    }
+}
+
 /// The previous holder of a partition, as its cursor item records it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PrevHolder {
@@ -199,13 +236,12 @@ pub(super) struct SourceRead {
 }
 
 pub(super) async fn read_source_window(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    source: &KafkaCluster,
+    run: &FlowRun<'_>,
     p: &Part,
     want: u64,
     filter: &mut Option<LoopFilter>,
 ) -> Result<SourceRead, FerryError> {
+    let FlowRun { ferry, flow, source, .. } = *run;
     let mut out = SourceRead {
         window: takeover::SourceWindow::default(),
         deleted_to: None,
@@ -369,7 +405,7 @@ pub(super) async fn reconcile(
     let holder = held
         .positions(first_sequence, end - p.target_end)
         .map_err(|what| stop(format!("reconcile: {what}"), FIX_LOOK))?;
-    let read = read_source_window(ferry, flow, source, p, holder.positions + holder.unseen_after, filter).await?;
+    let read = read_source_window(run, p, holder.positions + holder.unseen_after, filter).await?;
     let a = match takeover::align(&holder, &read.window) {
         Ok(a) => a,
         Err(e) => {

@@ -9,16 +9,16 @@ use super::*;
 /// source leader epochs read below `to`; `target_end`, the target's new
 /// end when its log lost Ferry's copies (its stored epoch is then gone).
 pub(super) async fn rewind(
-    ferry: &Ferry,
-    flow_key: &str,
+    run: &FlowRun<'_>,
     p: &mut Part,
     to: i64,
     below: Vec<(i64, i32)>,
     target_end: Option<i64>,
 ) -> Result<(), StateError> {
-    p.last_run = ferry
+    p.last_run = run
+        .ferry
         .store
-        .rewind_cursor(flow_key, &p.lease, p.cursor, to, p.last_run, &below, target_end)
+        .rewind_cursor(run.key, &p.lease, p.cursor, to, p.last_run, &below, target_end)
         .await?;
     p.cursor = to;
     p.fetch_pos = to;

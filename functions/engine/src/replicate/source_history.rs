@@ -248,12 +248,7 @@ pub(super) fn truncation_what(
 /// history read or in flight, the partition pauses (what the target
 /// acknowledged is checkpointed) and the next invocation moves it back.
 pub(super) async fn diverged(run: &FlowRun<'_>, p: &mut Part, at: i64, below: Vec<(i64, i32)>) -> Result<(), FerryError> {
-    let FlowRun {
-        ferry,
-        flow,
-        key: flow_key,
-        ..
-    } = *run;
+    let FlowRun { ferry, flow, .. } = *run;
     let upto = p.fetch_pos.max(p.cursor);
     let read_epoch = p.last_epoch().unwrap_or(-1);
     let now = below.last().map(|&(_, e)| e);
@@ -306,7 +301,7 @@ pub(super) async fn diverged(run: &FlowRun<'_>, p: &mut Part, at: i64, below: Ve
         "DataLoss: {what}; following the new history as configured (--resume-after-data-loss): the cursor moves back to {at}"
         );
     }
-    rewind(ferry, flow_key, p, at, below, None).await?;
+    rewind(run, p, at, below, None).await?;
     p.lost_records += lost as u64;
     Ok(())
 }

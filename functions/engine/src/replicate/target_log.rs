@@ -183,7 +183,7 @@ pub(super) async fn target_truncated(run: &FlowRun<'_>, p: &mut Part, at: i64, e
             if end > at { format!(", and other records follow up to its end {end}") } else { String::new() },
         );
     }
-    Ok(rewind(ferry, flow_key, p, from, below, Some(at)).await?)
+    Ok(rewind(run, p, from, below, Some(at)).await?)
 }
 
 /// Whether `p` copied (or holds to copy) any source record at or past
