@@ -313,6 +313,14 @@ async fn sync_flow(
         opposite_key: opposite_key.as_deref(),
         missing: &missing,
     };
+    let sync = SyncFlow {
+        ferry,
+        flow,
+        key: &flow_key,
+        opposite: opposite.as_ref(),
+        source: &source,
+        target: &target,
+    };
 
     // Round robin: the sync starts at the first group an earlier one had
     // no time left for, and goes on from there (those before it last), so
@@ -354,18 +362,7 @@ async fn sync_flow(
             );
             continue;
         };
-        let res = sync_group(
-            ferry,
-            flow,
-            &flow_key,
-            opposite.as_ref(),
-            &source,
-            &target,
-            group,
-            &seen,
-            lease_until,
-        )
-        .await;
+        let res = sync_group(&sync, group, &seen, lease_until).await;
         // Recorded group by group, under the lease: a sync that runs out
         // of time loses nothing it did.
         let stored = match &res {

@@ -4,6 +4,19 @@
 use super::*;
 use futures::{StreamExt, TryStreamExt};
 
+/// What a flow's group sync works with: the replicator, the flow, its key
+/// in the state tables, the opposite flow (when the groups translate
+/// through it) and the two clusters.
+#[derive(Clone, Copy)]
+pub(super) struct SyncFlow<'a> {
+    pub(super) ferry: &'a Ferry,
+    pub(super) flow: &'a FlowSpec,
+    pub(super) key: &'a str,
+    pub(super) opposite: Option<&'a Opposite>,
+    pub(super) source: &'a KafkaCluster,
+    pub(super) target: &'a KafkaCluster,
+}
+
 /// What a flow's sync knows before it looks at any group.
 pub(super) struct Seen<'a> {
     /// The flow's cursors.
@@ -171,15 +184,14 @@ struct Found {
     copy_of_target: bool,
 }
 
-async fn look_up(
-    ferry: &Ferry,
-    flow_key: &str,
-    opposite: Option<&Opposite>,
-    target: &KafkaCluster,
-    group: &str,
-    seen: &Seen<'_>,
-    k: &Known<'_>,
-) -> Result<Found, FerryError> {
+async fn look_up(sf: &SyncFlow<'_>, group: &str, seen: &Seen<'_>, k: &Known<'_>) -> Result<Found, FerryError> {
+    let SyncFlow {
+        ferry,
+        key: flow_key,
+        opposite,
+        target,
+        ..
+    } = *sf;
     let Known {
         tp,
         c,
@@ -268,18 +280,20 @@ async fn look_up(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_group(
-    ferry: &Ferry,
-    flow: &FlowSpec,
-    flow_key: &str,
-    opposite: Option<&Opposite>,
-    source: &KafkaCluster,
-    target: &KafkaCluster,
+    sf: &SyncFlow<'_>,
     group: &str,
     seen: &Seen<'_>,
     lease_until_ms: i64,
 ) -> Result<Vec<GroupSyncItem>, FerryError> {
+    let SyncFlow {
+        ferry,
+        flow,
+        key: flow_key,
+        opposite,
+        source,
+        target,
+    } = *sf;
     let (cursors, previous) = (seen.cursors, seen.previous);
     // Only partitions this flow replicates (it has a cursor for them).
     let committed: BTreeMap<TopicPartition, Committed> = source
@@ -330,10 +344,7 @@ pub(super) async fn sync_group(
     // partitions.
     let mut found: Vec<Found> = Vec::with_capacity(known.len());
     for some in known.chunks(LOOKUPS_MADE_AT_ONCE) {
-        let lookups: Vec<_> = some
-            .iter()
-            .map(|k| look_up(ferry, flow_key, opposite, target, group, seen, k))
-            .collect();
+        let lookups: Vec<_> = some.iter().map(|k| look_up(sf, group, seen, k)).collect();
         found.extend(
             futures::stream::iter(lookups)
                 .buffered(LOOKUPS_IN_FLIGHT)
