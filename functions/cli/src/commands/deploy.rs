@@ -185,25 +185,44 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
                 .filter(|k| !params.contains_key(k))
                 .collect();
             eprintln!(
-                "ferry: wrote {}. Deploy with: sam deploy --parameter-overrides file://{}{}",
+                "ferry: wrote {}. {}",
                 path.display(),
-                path.display(),
-                if left.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (with --guided, answer the remaining questions: {})", left.join(", "))
-                }
+                how_to_deploy(&path.display().to_string(), &left)
             );
         }
         None => {
             print!("{file}");
+            let left: Vec<&str> = ["SubnetIds", "SecurityGroupIds"]
+                .into_iter()
+                .filter(|k| !params.contains_key(k))
+                .collect();
             eprintln!(
-                "ferry: save this as ferry-parameters.yaml (or use --out) and deploy with: sam deploy --parameter-overrides \
-                 file://ferry-parameters.yaml"
+                "ferry: save this as ferry-parameters.yaml (or use --out). {}",
+                how_to_deploy("ferry-parameters.yaml", &left)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The commands that deploy `file`: the first time guided (SAM asks for
+/// the stack name, the IAM capability, its bucket and the parameters
+/// `left`, and saves the answers in samconfig.toml), then with the file
+/// every time, so that its values (DefinitionSha256 among them) win over
+/// the ones samconfig.toml saved.
+fn how_to_deploy(file: &str, left: &[&str]) -> String {
+    format!(
+        "Deploy from template.yaml's folder: `sam build`, then the first time `sam deploy --guided --parameter-overrides \
+         file://{file}` (it asks for the stack name, the IAM capability and its S3 bucket{}, and saves the answers in \
+         samconfig.toml); after each later `ferry deploy-parameters`, `sam build` and `sam deploy --parameter-overrides \
+         file://{file}` (the file's values win over those samconfig.toml saved; without it, a changed definition would \
+         meet the old DefinitionSha256 and every function would refuse it)",
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(", and {}", left.join(" and "))
+        }
+    )
 }
 
 /// A CloudFormation stack name, as the template's StateTablesFrom
