@@ -169,7 +169,7 @@ where
     let on = Arc::new(on);
     let syncs_groups = ferry.spec.flows.iter().any(|f| f.groups.as_ref().is_some_and(|g| g.sync_offsets));
     let group_syncs = (syncs_groups && !opts.once).then(|| GroupSyncs::start(ferry, opts.group_sync_every, on.clone()));
-    let end = run_rounds(ferry, opts, &interrupted, &*on, syncs_groups).await;
+    let end = rounds_until_end(ferry, opts, &interrupted, &*on, syncs_groups).await;
     if let Some(g) = group_syncs {
         g.stop(ferry.settings.group_sync_lease).await;
     }
@@ -234,7 +234,7 @@ impl Drop for GroupSyncs {
 }
 
 /// The rounds of [`run`], until it ends.
-async fn run_rounds<F: Fn(RunEvent<'_>) + ?Sized>(
+async fn rounds_until_end<F: Fn(RunEvent<'_>) + ?Sized>(
     ferry: &Ferry,
     opts: &RunOptions,
     interrupted: &Arc<AtomicBool>,

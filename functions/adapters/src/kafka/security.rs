@@ -159,11 +159,6 @@ impl Security {
         }
     }
 
-    /// Whether this is PLAINTEXT without authentication.
-    pub fn is_plaintext(&self) -> bool {
-        self.spec.tls.is_none() && self.spec.sasl.is_none()
-    }
-
     /// The settings from the secrets' `AWSCURRENT` versions, or with the
     /// SCRAM secret's version at `stage` (`None` if it has none), and a
     /// fingerprint of what the secrets gave (`None`: nothing read from one).
