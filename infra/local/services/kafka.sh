@@ -130,9 +130,6 @@ EOF
   fi
   cat <<EOF
 group.initial.rebalance.delay.ms=0
-# The log cleaner looks for a log to compact every second, not every 15:
-# the tests of compacted topics wait for it.
-log.cleaner.backoff.ms=1000
 # ACLs are enforced (and copied by Ferry). Everything here connects as
 # User:ANONYMOUS over PLAINTEXT, so that principal is a super user, as is
 # admin (and on the source the replicator's SCRAM user); the other SCRAM
