@@ -136,9 +136,10 @@ def test_sam_build_and_package_carry_every_function_and_the_definition(tmp_path)
     # What it tells to run: guided the first time (a plain `sam deploy`
     # without samconfig.toml stops at the missing stack name), and with the
     # file every time after (samconfig.toml keeps the first DefinitionSha256).
-    told = " ".join(dp.stderr.split())
-    assert "`sam deploy --guided --parameter-overrides file://ferry-parameters.yaml`" in told, dp.stderr
-    assert "`sam deploy --parameter-overrides file://ferry-parameters.yaml`" in told, dp.stderr
+    # The file by its absolute path: `sam deploy` reads file:// from its own folder.
+    told, written = " ".join(dp.stderr.split()), os.path.realpath(src / "ferry-parameters.yaml")
+    assert f"`sam deploy --guided --parameter-overrides file://{written}`" in told, dp.stderr
+    assert f"`sam deploy --parameter-overrides file://{written}`" in told, dp.stderr
     env = dict(os.environ, SAM_CLI_TELEMETRY="0", SAM_BUILD_MODE="debug", PATH=f"{sam.parent}:{os.environ['PATH']}")
     try:
         res = subprocess.run([str(sam), "build", "--template-file", str(src / "template.yaml"),

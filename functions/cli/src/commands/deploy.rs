@@ -184,10 +184,12 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
                 .into_iter()
                 .filter(|k| !params.contains_key(k))
                 .collect();
+            // Absolute: `sam deploy` reads file:// from its own folder.
+            let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             eprintln!(
                 "ferry: wrote {}. {}",
                 path.display(),
-                how_to_deploy(&path.display().to_string(), &left)
+                how_to_deploy(&shown.display().to_string(), &left, args.state_tables_from.is_some())
             );
         }
         None => {
@@ -198,7 +200,7 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
                 .collect();
             eprintln!(
                 "ferry: save this as ferry-parameters.yaml (or use --out). {}",
-                how_to_deploy("ferry-parameters.yaml", &left)
+                how_to_deploy("ferry-parameters.yaml", &left, args.state_tables_from.is_some())
             );
         }
     }
@@ -206,21 +208,30 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
 }
 
 /// The commands that deploy `file`: the first time guided (SAM asks for
-/// the stack name, the IAM capability, its bucket and the parameters
-/// `left`, and saves the answers in samconfig.toml), then with the file
-/// every time, so that its values (DefinitionSha256 among them) win over
-/// the ones samconfig.toml saved.
-fn how_to_deploy(file: &str, left: &[&str]) -> String {
+/// the stack name, the region, the IAM capability and every parameter,
+/// prefilled from the file, and saves the answers in samconfig.toml), then
+/// with the file every time, so that its values (DefinitionSha256 among
+/// them) win over the ones samconfig.toml saved. A stack on another's
+/// tables is the second deployed from the folder: its own `--config-env`
+/// keeps the first stack's saved settings.
+fn how_to_deploy(file: &str, left: &[&str], shares_tables: bool) -> String {
+    let env = if shares_tables { " --config-env <this stack's name>" } else { "" };
     format!(
-        "Deploy from template.yaml's folder: `sam build`, then the first time `sam deploy --guided --parameter-overrides \
-         file://{file}` (it asks for the stack name, the IAM capability and its S3 bucket{}, and saves the answers in \
-         samconfig.toml); after each later `ferry deploy-parameters`, `sam build` and `sam deploy --parameter-overrides \
-         file://{file}` (the file's values win over those samconfig.toml saved; without it, a changed definition would \
-         meet the old DefinitionSha256 and every function would refuse it)",
+        "Deploy from template.yaml's folder: `sam build`, then the first time `sam deploy --guided{env} --parameter-overrides \
+         file://{file}` (it asks for the stack name, the region, the IAM capability and every parameter, prefilled from the \
+         file{}, uploads to SAM's managed S3 bucket unless given --s3-bucket, and saves the answers in samconfig.toml); after \
+         each later `ferry deploy-parameters`, `sam build` and `sam deploy{env} --parameter-overrides file://{file}` (the \
+         file's values win over those samconfig.toml saved; without it, a changed definition would meet the old \
+         DefinitionSha256 and every function would refuse it){}",
         if left.is_empty() {
             String::new()
         } else {
-            format!(", and {}", left.join(" and "))
+            format!(": answer {}", left.join(" and "))
+        },
+        if shares_tables {
+            ". Its own --config-env keeps the settings samconfig.toml saved for the stack whose tables it shares"
+        } else {
+            ""
         }
     )
 }
