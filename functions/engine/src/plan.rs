@@ -25,6 +25,7 @@ use crate::error::{ClusterReplaced, FerryError};
 
 mod acls;
 mod backfill;
+mod copies;
 mod failpoint;
 mod first_plan;
 mod producers;
@@ -243,6 +244,13 @@ async fn check_clusters(ferry: &Ferry, flow: &FlowSpec, marker: &FlowStart, ids:
 
 /// The source topics this flow replicates, with their metadata.
 pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<String, TopicMeta>, FerryError> {
+    Ok(selection(ferry, flow).await?.0)
+}
+
+/// The topics this flow's filters select: those it replicates, and the
+/// names of those named like copies, never copied again (see
+/// `ReplicatorSpec::is_prefixed_replica`).
+async fn selection(ferry: &Ferry, flow: &FlowSpec) -> Result<(BTreeMap<String, TopicMeta>, Vec<String>), FerryError> {
     let source = ferry.cluster(&flow.source.id)?;
     let mut all = source.metadata(None).await?;
     // A listing leaves out the topics Ferry may not describe; asked by name,
@@ -252,10 +260,11 @@ pub async fn selected_topics(ferry: &Ferry, flow: &FlowSpec) -> Result<BTreeMap<
     if !unlisted.is_empty() {
         all.extend(source.metadata(Some(&unlisted)).await?);
     }
-    Ok(all
+    let (copies, topics): (BTreeMap<_, _>, BTreeMap<_, _>) = all
         .into_iter()
-        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name) && !ferry.spec.is_prefixed_replica(name))
-        .collect())
+        .filter(|(name, meta)| !meta.internal && flow.selects_topic(name))
+        .partition(|(name, _)| ferry.spec.is_prefixed_replica(name));
+    Ok((topics, copies.into_keys().collect()))
 }
 
 /// Everything planning one flow decided, before anything is written.
@@ -352,7 +361,8 @@ async fn decide(
         Vec::new()
     };
     let mut cursors: HashMap<TopicPartition, i64> = items.iter().map(|c| (c.tp.clone(), c.next_source_offset)).collect();
-    let mut topics = selected_topics(ferry, flow).await?;
+    let (mut topics, copies) = selection(ferry, flow).await?;
+    copies::warn_of_patterns_selecting_only_copies(ferry, flow, &topics, &copies);
     let gone = deleted_topics(ferry, flow, &topics, &cursors).await?;
     let forget: Vec<TopicPartition> = cursors.keys().filter(|tp| gone.contains(&tp.topic)).cloned().collect();
     cursors.retain(|tp, _| !gone.contains(&tp.topic));

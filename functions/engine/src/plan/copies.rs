@@ -1,0 +1,46 @@
+//! Topics a flow's filters select that are named like copies of a
+//! PREFIXED flow (`<alias>.<topic>`): never copied again, or flows would
+//! copy each other's copies forever. A name spelled out is refused with
+//! the definition; a pattern that selects nothing else is said here.
+
+use std::collections::BTreeMap;
+
+use ferry_adapters::kafka::TopicMeta;
+use ferry_core::config::FlowSpec;
+
+use crate::context::Ferry;
+
+/// Warns, once per plan, of each pattern of `TopicsToReplicate` whose
+/// every topic on the source is named like a copy (`copies`), none of the
+/// flow's `topics`: it copies nothing, and without this nothing would say
+/// so.
+pub(super) fn warn_of_patterns_selecting_only_copies(
+    ferry: &Ferry,
+    flow: &FlowSpec,
+    topics: &BTreeMap<String, TopicMeta>,
+    copies: &[String],
+) {
+    if copies.is_empty() {
+        return;
+    }
+    for r in &flow.topics_include {
+        let named: Vec<&str> = copies.iter().map(String::as_str).filter(|t| r.is_match(t)).collect();
+        if named.is_empty() || topics.keys().any(|t| r.is_match(t)) {
+            continue;
+        }
+        // Stored anchored (`^(?:...)$`): shown as written.
+        let pattern = r
+            .as_str()
+            .strip_prefix("^(?:")
+            .and_then(|p| p.strip_suffix(")$"))
+            .unwrap_or(r.as_str());
+        let alias = ferry.spec.replica_prefix(named[0]).unwrap_or_default();
+        tracing::warn!(
+            replicator = %ferry.spec.name, flow = %flow.id(), pattern = %pattern, topics = %named.join(","),
+            "TopicsToReplicate pattern `{pattern}` selects only topics named like copies (starting with `{alias}.`, the prefix \
+             of copies named PREFIXED_WITH_SOURCE_CLUSTER_ALIAS), which Ferry never copies again: it copies nothing. Fix: if \
+             they are copies, leave the pattern out (their records are copied from the topics they copy); if they are an \
+             application's own topics, copy them with a replicator whose flows all use IDENTICAL naming"
+        );
+    }
+}
