@@ -133,8 +133,9 @@ def test_a_selected_topic_named_like_prefixed_copies_is_not_copied_and_its_lag_s
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"[0].TopicReplication.TopicsToReplicate: names the topic {mine}" in refused.stderr, refused.stderr
     assert "IDENTICAL" in refused.stderr and f"target.{theirs}" not in list_topics(SOURCE), refused.stderr
-    # A pattern may select copies, and selects this one; selecting nothing
-    # else, it copies nothing, and the plan says so (it was silent).
+    # A pattern may select copies, and selects this one; written for copy
+    # names and selecting nothing else, it copies nothing, and the plan
+    # says so (it was silent).
     flows[0]["TopicReplication"]["TopicsToReplicate"] = [f"{mine}.*"]
     ri.write_text(json.dumps(flows + [back]))
     ran = ferry.run("--once")
@@ -143,7 +144,13 @@ def test_a_selected_topic_named_like_prefixed_copies_is_not_copied_and_its_lag_s
     assert warned in ran.stderr and "IDENTICAL" in ran.stderr, ran.stderr
     _, report = ferry_json(ferry, "report")
     assert (mine, 30) in [(t["topic"], t["message_lag"]) for t in report["topics"]], report["topics"]
-    # A pattern that selects a topic it copies as well is not warned of.
+    # Nor one not written for copy names, which selects only copies today
+    # (as `.*` on a target holding nothing but copies yet) ...
+    flows[0]["TopicReplication"]["TopicsToReplicate"] = [f".*orders-{u}"]
+    ri.write_text(json.dumps(flows + [back]))
+    ran = ferry.run("--once")
+    assert ran.returncode == 0 and "selects only topics named like copies" not in ran.stderr, ran.stderr
+    # ... nor one that selects a topic it copies as well.
     plain = f"plain-{u}"
     create_topic(SOURCE, plain, 1)
     flows[0]["TopicReplication"]["TopicsToReplicate"] = [f".*-{u}"]

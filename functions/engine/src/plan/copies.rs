@@ -1,7 +1,8 @@
 //! Topics a flow's filters select that are named like copies of a
 //! PREFIXED flow (`<alias>.<topic>`): never copied again, or flows would
 //! copy each other's copies forever. A name spelled out is refused with
-//! the definition; a pattern that selects nothing else is said here.
+//! the definition; a pattern written for such names, which selects
+//! nothing else, is said here.
 
 use std::collections::BTreeMap;
 
@@ -10,10 +11,13 @@ use ferry_core::config::FlowSpec;
 
 use crate::context::Ferry;
 
-/// Warns, once per plan, of each pattern of `TopicsToReplicate` whose
-/// every topic on the source is named like a copy (`copies`), none of the
+/// Warns, once per plan, of each pattern of `TopicsToReplicate` written
+/// for copy names (it starts with a PREFIXED alias and a dot) whose every
+/// topic on the source is named like a copy (`copies`), none of the
 /// flow's `topics`: it copies nothing, and without this nothing would say
-/// so.
+/// so. A broader pattern (`.*`) that selects only copies today, as a flow
+/// back on a target holding nothing but copies yet, is not warned of: it
+/// copies the topics created there later.
 pub(super) fn warn_of_patterns_selecting_only_copies(
     ferry: &Ferry,
     flow: &FlowSpec,
@@ -34,7 +38,10 @@ pub(super) fn warn_of_patterns_selecting_only_copies(
             .strip_prefix("^(?:")
             .and_then(|p| p.strip_suffix(")$"))
             .unwrap_or(r.as_str());
-        let alias = ferry.spec.replica_prefix(named[0]).unwrap_or_default();
+        let written = pattern.strip_prefix('^').unwrap_or(pattern).replace("\\.", ".");
+        let Some(alias) = ferry.spec.replica_prefix(&written) else {
+            continue;
+        };
         tracing::warn!(
             replicator = %ferry.spec.name, flow = %flow.id(), pattern = %pattern, topics = %named.join(","),
             "TopicsToReplicate pattern `{pattern}` selects only topics named like copies (starting with `{alias}.`, the prefix \
