@@ -85,6 +85,14 @@ fn bad_inputs_are_rejected_with_field_and_fix() {
             "not a valid regular expression",
         ),
         (
+            // Balanced only once wrapped in the anchors: refused.
+            CLUSTERS.into(),
+            INFO.replace("orders_tmp", "orders_tmp)|(x"),
+            "replication-info.json",
+            "[0].TopicReplication.TopicsToExclude[0]",
+            "not a valid regular expression",
+        ),
+        (
             CLUSTERS.into(),
             INFO.replace("EARLIEST", "BEGINNING"),
             "replication-info.json",

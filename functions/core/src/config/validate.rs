@@ -301,7 +301,9 @@ pub(super) fn compile_regexes(file: &str, field: &str, list: &[String]) -> Resul
     list.iter()
         .enumerate()
         .map(|(i, r)| {
-            Regex::new(&format!("^(?:{r})$")).map_err(|e| {
+            // Checked alone first: wrapped, `a)|(b` (unbalanced on its own)
+            // would compile, as an alternation anchored on neither side.
+            Regex::new(r).and_then(|_| Regex::new(&format!("^(?:{r})$"))).map_err(|e| {
                 ConfigError::new(
                     file,
                     format!("{field}[{i}]"),
