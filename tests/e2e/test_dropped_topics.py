@@ -136,20 +136,23 @@ def test_a_selected_topic_named_like_prefixed_copies_is_not_copied_and_its_lag_s
     # A pattern may select copies, and selects this one; written for copy
     # names and selecting nothing else, it copies nothing, and the plan
     # says so (it was silent).
-    flows[0]["TopicReplication"]["TopicsToReplicate"] = [f"{mine}.*"]
+    escaped = mine.replace(".", "\\.")
+    flows[0]["TopicReplication"]["TopicsToReplicate"] = [f"{escaped}.*"]
     ri.write_text(json.dumps(flows + [back]))
     ran = ferry.run("--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    warned = f"TopicsToReplicate pattern `{mine}.*` selects only topics named like copies (starting with `source.`"
+    warned = f"TopicsToReplicate pattern `{escaped}.*` selects only topics named like copies (starting with `source.`"
     assert warned in ran.stderr and "IDENTICAL" in ran.stderr, ran.stderr
     _, report = ferry_json(ferry, "report")
     assert (mine, 30) in [(t["topic"], t["message_lag"]) for t in report["topics"]], report["topics"]
     # Nor one not written for copy names, which selects only copies today
-    # (as `.*` on a target holding nothing but copies yet) ...
-    flows[0]["TopicReplication"]["TopicsToReplicate"] = [f".*orders-{u}"]
-    ri.write_text(json.dumps(flows + [back]))
-    ran = ferry.run("--once")
-    assert ran.returncode == 0 and "selects only topics named like copies" not in ran.stderr, ran.stderr
+    # (as `.*` on a target holding nothing but copies yet), its dot
+    # unescaped (any character) or with another branch ...
+    for pattern in (f".*orders-{u}", f"{mine}.*", f"{escaped}|orders-{u}"):
+        flows[0]["TopicReplication"]["TopicsToReplicate"] = [pattern]
+        ri.write_text(json.dumps(flows + [back]))
+        ran = ferry.run("--once")
+        assert ran.returncode == 0 and "selects only topics named like copies" not in ran.stderr, (pattern, ran.stderr)
     # ... nor one that selects a topic it copies as well.
     plain = f"plain-{u}"
     create_topic(SOURCE, plain, 1)

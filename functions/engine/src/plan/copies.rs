@@ -12,7 +12,8 @@ use ferry_core::config::FlowSpec;
 use crate::context::Ferry;
 
 /// Warns, once per plan, of each pattern of `TopicsToReplicate` written
-/// for copy names (it starts with a PREFIXED alias and a dot) whose every
+/// for copy names (it starts with a PREFIXED alias and an escaped dot,
+/// and has no alternation) whose every
 /// topic on the source is named like a copy (`copies`), none of the
 /// flow's `topics`: it copies nothing, and without this nothing would say
 /// so. A broader pattern (`.*`) that selects only copies today, as a flow
@@ -38,8 +39,19 @@ pub(super) fn warn_of_patterns_selecting_only_copies(
             .strip_prefix("^(?:")
             .and_then(|p| p.strip_suffix(")$"))
             .unwrap_or(r.as_str());
-        let written = pattern.strip_prefix('^').unwrap_or(pattern).replace("\\.", ".");
-        let Some(alias) = ferry.spec.replica_prefix(&written) else {
+        // Written for copy names: `<alias>\.` first, the dot escaped (an
+        // unescaped one matches any character: `app.*` selects `app-events`
+        // too, once it exists), and no alternation (another branch may
+        // select topics created later).
+        if pattern.contains('|') {
+            continue;
+        }
+        let written = pattern.strip_prefix('^').unwrap_or(pattern);
+        let Some(alias) = ferry
+            .spec
+            .replica_prefix(named[0])
+            .filter(|a| written.starts_with(&format!("{a}\\.")))
+        else {
             continue;
         };
         tracing::warn!(
