@@ -177,13 +177,14 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let file = parameters_yaml(&params);
+    // What the guided deploy must be answered: no cluster's VpcConfig gave it.
+    let left: Vec<&str> = ["SubnetIds", "SecurityGroupIds"]
+        .into_iter()
+        .filter(|k| !params.contains_key(k))
+        .collect();
     match &args.out {
         Some(path) => {
             std::fs::write(path, &file).map_err(|e| format!("{}: {e}", path.display()))?;
-            let left: Vec<&str> = ["SubnetIds", "SecurityGroupIds"]
-                .into_iter()
-                .filter(|k| !params.contains_key(k))
-                .collect();
             // Absolute: `sam deploy` reads file:// from its own folder.
             let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             eprintln!(
@@ -194,10 +195,6 @@ pub(crate) fn deploy_parameters(args: DeployArgs) -> Result<ExitCode, String> {
         }
         None => {
             print!("{file}");
-            let left: Vec<&str> = ["SubnetIds", "SecurityGroupIds"]
-                .into_iter()
-                .filter(|k| !params.contains_key(k))
-                .collect();
             eprintln!(
                 "ferry: save this as ferry-parameters.yaml (or use --out). {}",
                 how_to_deploy("ferry-parameters.yaml", &left, args.state_tables_from.is_some())

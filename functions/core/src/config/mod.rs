@@ -231,7 +231,7 @@ impl FlowSpec {
     pub fn literal_topics(&self) -> Vec<String> {
         self.topics_include
             .iter()
-            .filter_map(|r| literal_name(r.as_str().strip_prefix("^(?:")?.strip_suffix(")$")?))
+            .filter_map(|r| literal_name(as_written(r)))
             .filter(|t| self.selects_topic(t))
             .collect()
     }
@@ -291,6 +291,15 @@ impl ReplicatorSpec {
             .flat_map(|f| [f.source.alias.as_str(), f.target.alias.as_str()])
             .find(|alias| topic.strip_prefix(alias).is_some_and(|rest| rest.starts_with('.')))
     }
+}
+
+/// A pattern of TopicsToReplicate or TopicsToExclude as its file wrote it,
+/// without the anchors it is compiled in (`^(?:...)$`, see `compile_regexes`).
+pub fn as_written(r: &Regex) -> &str {
+    r.as_str()
+        .strip_prefix("^(?:")
+        .and_then(|p| p.strip_suffix(")$"))
+        .unwrap_or(r.as_str())
 }
 
 impl fmt::Display for ReplicatorSpec {

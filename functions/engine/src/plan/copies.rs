@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use ferry_adapters::kafka::TopicMeta;
-use ferry_core::config::FlowSpec;
+use ferry_core::config::{as_written, FlowSpec};
 
 use crate::context::Ferry;
 
@@ -33,12 +33,7 @@ pub(super) fn warn_of_patterns_selecting_only_copies(
         if named.is_empty() || topics.keys().any(|t| r.is_match(t)) {
             continue;
         }
-        // Stored anchored (`^(?:...)$`): shown as written.
-        let pattern = r
-            .as_str()
-            .strip_prefix("^(?:")
-            .and_then(|p| p.strip_suffix(")$"))
-            .unwrap_or(r.as_str());
+        let pattern = as_written(r);
         // Written for copy names: `<alias>\.` first, the dot escaped (an
         // unescaped one matches any character: `app.*` selects `app-events`
         // too, once it exists), and no alternation (another branch may
